@@ -1,0 +1,69 @@
+/**
+ * The replicated commands: every change to the cluster's desired state is one of these, proposed
+ * through Raft and applied, in log order, by every node's state machine.
+ */
+import { Schema } from "effect"
+import { Labels } from "./Labels.js"
+import { NodeId } from "./NodeId.js"
+import { NodeInfo, Schedulability } from "./NodeInfo.js"
+import { VmSpec } from "./VmSpec.js"
+import { VmName } from "./VmName.js"
+import { VmStatus } from "./VmStatus.js"
+
+const Revision = Schema.optional(Schema.Int.pipe(Schema.positive()))
+
+export class CreateVm extends Schema.TaggedClass<CreateVm>()("CreateVm", { spec: VmSpec }) {}
+export class StartVm extends Schema.TaggedClass<StartVm>()("StartVm", { name: VmName, ifRevision: Revision }) {}
+export class StopVm extends Schema.TaggedClass<StopVm>()("StopVm", { name: VmName, ifRevision: Revision }) {}
+export class DeleteVm extends Schema.TaggedClass<DeleteVm>()("DeleteVm", { name: VmName, ifRevision: Revision }) {}
+export class SetVmLabels extends Schema.TaggedClass<SetVmLabels>()("SetVmLabels", {
+  name: VmName,
+  labels: Labels,
+  ifRevision: Revision
+}) {}
+/** The hosting node's agent reports what it observed. Ignored unless `node` still hosts the VM. */
+export class ReportVmStatus extends Schema.TaggedClass<ReportVmStatus>()("ReportVmStatus", {
+  name: VmName,
+  node: NodeId,
+  status: VmStatus
+}) {}
+export class RegisterNode extends Schema.TaggedClass<RegisterNode>()("RegisterNode", { info: NodeInfo }) {}
+export class SetNodeState extends Schema.TaggedClass<SetNodeState>()("SetNodeState", {
+  id: NodeId,
+  state: Schedulability
+}) {}
+/** The leader saw the node go silent (or come back); `at` is the leader's clock, in epoch ms. */
+export class SetNodeHealth extends Schema.TaggedClass<SetNodeHealth>()("SetNodeHealth", {
+  id: NodeId,
+  health: Schema.Literal("up", "down"),
+  at: Schema.Int.pipe(Schema.nonNegative())
+}) {}
+export class RemoveNode extends Schema.TaggedClass<RemoveNode>()("RemoveNode", { id: NodeId }) {}
+
+export const Command = Schema.Union(
+  CreateVm,
+  StartVm,
+  StopVm,
+  DeleteVm,
+  SetVmLabels,
+  ReportVmStatus,
+  RegisterNode,
+  SetNodeState,
+  SetNodeHealth,
+  RemoveNode
+)
+export type Command = typeof Command.Type
+
+/**
+ * What goes into a Raft entry: the command, when it was proposed (the leader's clock, so applying
+ * is deterministic) and an optional client request id so a retried request applies once.
+ */
+export class CommandEnvelope extends Schema.Class<CommandEnvelope>("CommandEnvelope")({
+  command: Command,
+  proposedAt: Schema.Int.pipe(Schema.nonNegative()),
+  requestId: Schema.optional(
+    Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128), Schema.pattern(/^[A-Za-z0-9._:-]+$/))
+  )
+}) {}
+
+export const CommandEnvelopeJson = Schema.parseJson(CommandEnvelope)

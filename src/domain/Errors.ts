@@ -1,0 +1,103 @@
+/**
+ * Blixard's errors. Each has a stable code (`BLX_…`) that scripts may match on, a message a person
+ * can act on, the subject it is about (a VM, a node, a file, a flag) and the node that raised it.
+ * They are `Schema.TaggedError`s so they cross the API and peer RPCs unchanged.
+ */
+import { Schema } from "effect"
+import { NodeId } from "./NodeId.js"
+
+const fields = <C extends string>(code: C) => ({
+  code: Schema.Literal(code).pipe(Schema.propertySignature, Schema.withConstructorDefault(() => code)),
+  message: Schema.String,
+  subject: Schema.optional(Schema.String),
+  node: Schema.optional(NodeId)
+})
+
+/** Input from outside (flag, body, file, peer message) failed its schema. */
+export class InvalidArgument extends Schema.TaggedError<InvalidArgument>()(
+  "InvalidArgument",
+  fields("BLX_INVALID_ARGUMENT")
+) {}
+
+/** The daemon's configuration (flags, file, environment) is invalid. */
+export class ConfigInvalid extends Schema.TaggedError<ConfigInvalid>()("ConfigInvalid", fields("BLX_CONFIG_INVALID")) {}
+
+export class VmNotFound extends Schema.TaggedError<VmNotFound>()("VmNotFound", fields("BLX_VM_NOT_FOUND")) {}
+
+export class VmExists extends Schema.TaggedError<VmExists>()("VmExists", fields("BLX_VM_EXISTS")) {}
+
+export class NodeNotFound extends Schema.TaggedError<NodeNotFound>()("NodeNotFound", fields("BLX_NODE_NOT_FOUND")) {}
+
+/** An update named a revision that is no longer current. */
+export class Conflict extends Schema.TaggedError<Conflict>()("Conflict", fields("BLX_CONFLICT")) {}
+
+/** This node is not the leader; `leader` names the leader when it is known. */
+export class NotLeader extends Schema.TaggedError<NotLeader>()("NotLeader", {
+  ...fields("BLX_NOT_LEADER"),
+  leader: Schema.optional(NodeId)
+}) {}
+
+/** A request or RPC did not complete in time; `subject` names who did not answer. */
+export class Timeout extends Schema.TaggedError<Timeout>()("Timeout", fields("BLX_TIMEOUT")) {}
+
+/** A peer or node could not be reached at all. */
+export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable", fields("BLX_UNAVAILABLE")) {}
+
+/** A proposal was dropped (leadership changed, or the node is shutting down); it may or may not apply. */
+export class ProposalDropped extends Schema.TaggedError<ProposalDropped>()(
+  "ProposalDropped",
+  fields("BLX_PROPOSAL_DROPPED")
+) {}
+
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", fields("BLX_UNAUTHORIZED")) {}
+
+/** Stored data failed a check (checksum, truncation, schema): the node stops rather than serve it. */
+export class StorageCorrupt extends Schema.TaggedError<StorageCorrupt>()(
+  "StorageCorrupt",
+  fields("BLX_STORAGE_CORRUPT")
+) {}
+
+/** The data directory is held by another running process. */
+export class StorageLocked extends Schema.TaggedError<StorageLocked>()("StorageLocked", fields("BLX_STORAGE_LOCKED")) {}
+
+/** The storage could not be read or written (permissions, disk full, …). */
+export class StorageIo extends Schema.TaggedError<StorageIo>()("StorageIo", fields("BLX_STORAGE_IO")) {}
+
+/** No node can host the VM now; the message says why. */
+export class Unschedulable extends Schema.TaggedError<Unschedulable>()("Unschedulable", fields("BLX_UNSCHEDULABLE")) {}
+
+/** The VM backend (nix build, runner, systemctl) failed. */
+export class BackendFailed extends Schema.TaggedError<BackendFailed>()("BackendFailed", fields("BLX_BACKEND_FAILED")) {}
+
+/** The machinery behind a command does not exist yet in this build. */
+export class NotImplemented extends Schema.TaggedError<NotImplemented>()(
+  "NotImplemented",
+  fields("BLX_NOT_IMPLEMENTED")
+) {}
+
+/** Every error Blixard sends over the wire. */
+export const BlixardError = Schema.Union(
+  InvalidArgument,
+  ConfigInvalid,
+  VmNotFound,
+  VmExists,
+  NodeNotFound,
+  Conflict,
+  NotLeader,
+  Timeout,
+  Unavailable,
+  ProposalDropped,
+  Unauthorized,
+  StorageCorrupt,
+  StorageLocked,
+  StorageIo,
+  Unschedulable,
+  BackendFailed,
+  NotImplemented
+)
+export type BlixardError = typeof BlixardError.Type
+export type ErrorCode = BlixardError["code"]
+
+/** `BLX_VM_NOT_FOUND: no VM named "web" (asked node 2)` */
+export const formatError = (error: BlixardError): string =>
+  `${error.code}: ${error.message}${error.node !== undefined ? ` (node ${error.node})` : ""}`

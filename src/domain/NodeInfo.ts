@@ -1,0 +1,40 @@
+import { Schema } from "effect"
+import { Labels } from "./Labels.js"
+import { NodeId } from "./NodeId.js"
+import { Resources } from "./Resources.js"
+
+/** `host:port`, where host is a name, an IPv4 address or a bracketed IPv6 address. */
+export const HostPort = Schema.String.pipe(
+  Schema.pattern(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/, {
+    message: () => "an address is HOST:PORT, e.g. 127.0.0.1:7001 or [::1]:7001"
+  }),
+  Schema.filter((s) => {
+    const port = Number(s.slice(s.lastIndexOf(":") + 1))
+    return (port >= 1 && port <= 65535) || "the port must be from 1 to 65535"
+  }),
+  Schema.brand("HostPort")
+)
+export type HostPort = typeof HostPort.Type
+
+export const splitHostPort = (address: HostPort): { host: string; port: number } => {
+  const at = address.lastIndexOf(":")
+  const host = address.slice(0, at)
+  return { host: host.startsWith("[") ? host.slice(1, -1) : host, port: Number(address.slice(at + 1)) }
+}
+
+/** Whether new VMs may be placed on the node. `draining` also moves its VMs away. */
+export const Schedulability = Schema.Literal("active", "cordoned", "draining")
+export type Schedulability = typeof Schedulability.Type
+
+/** Whether the cluster currently hears from the node. */
+export const NodeHealth = Schema.Literal("up", "down")
+export type NodeHealth = typeof NodeHealth.Type
+
+export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
+  id: NodeId,
+  address: HostPort,
+  capacity: Resources,
+  labels: Labels,
+  state: Schedulability,
+  health: NodeHealth
+}) {}

@@ -1,0 +1,70 @@
+import { Schema } from "effect"
+import { Labels, LabelKey, LabelValue } from "./Labels.js"
+import { MemoryMiB, Vcpus } from "./Resources.js"
+import { VmName } from "./VmName.js"
+
+/** The largest inline microvm.nix module that is replicated (it lives in every node's log). */
+export const MaxInlineConfigBytes = 64 * 1024
+
+/** The VM is an inline microvm.nix NixOS module; Blixard generates a flake around it. */
+export class InlineConfig extends Schema.TaggedClass<InlineConfig>()("Inline", {
+  module: Schema.String.pipe(
+    Schema.minLength(1, { message: () => "the VM's config file is empty" }),
+    Schema.maxLength(MaxInlineConfigBytes, {
+      message: () => `a VM config is at most ${MaxInlineConfigBytes} bytes; put larger configs in a flake (--flake)`
+    })
+  )
+}) {}
+
+/**
+ * A flake output holding the VM: `FLAKE#NAME` builds
+ * `FLAKE#nixosConfigurations.NAME.config.microvm.declaredRunner`.
+ */
+export const FlakeRef = Schema.String.pipe(
+  Schema.maxLength(4096),
+  Schema.pattern(/^[^\s#]+#[A-Za-z0-9_.-]+$/, {
+    message: () => "a flake reference is FLAKE#NAME, e.g. github:me/vms#web or /etc/vms#web (no spaces)"
+  })
+)
+export class FlakeConfig extends Schema.TaggedClass<FlakeConfig>()("Flake", { ref: FlakeRef }) {}
+
+/** A runner already built: a directory with `bin/microvm-run`, present on the hosting node. */
+export class RunnerConfig extends Schema.TaggedClass<RunnerConfig>()("Runner", {
+  path: Schema.String.pipe(
+    Schema.maxLength(4096),
+    Schema.pattern(/^\/[^\0]*$/, { message: () => "a runner path must be absolute (it is resolved on the hosting node)" })
+  )
+}) {}
+
+export const ConfigSource = Schema.Union(InlineConfig, FlakeConfig, RunnerConfig)
+export type ConfigSource = typeof ConfigSource.Type
+
+/** A placement constraint on node labels: `key=value` (must equal) or `key!=value` (must not). */
+export class Constraint extends Schema.Class<Constraint>("Constraint")({
+  key: LabelKey,
+  op: Schema.Literal("eq", "neq"),
+  value: LabelValue
+}) {}
+
+export const parseConstraint = (text: string): { key: string; op: "eq" | "neq"; value: string } | undefined => {
+  const neq = text.indexOf("!=")
+  if (neq > 0) return { key: text.slice(0, neq), op: "neq", value: text.slice(neq + 2) }
+  const eq = text.indexOf("=")
+  return eq > 0 ? { key: text.slice(0, eq), op: "eq", value: text.slice(eq + 1) } : undefined
+}
+
+export const RestartPolicy = Schema.Literal("always", "on-failure", "never")
+export type RestartPolicy = typeof RestartPolicy.Type
+
+/** Everything a user declares about a VM. */
+export class VmSpec extends Schema.Class<VmSpec>("VmSpec")({
+  name: VmName,
+  source: ConfigSource,
+  vcpus: Vcpus.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => 1)),
+  memoryMiB: MemoryMiB.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => 512)),
+  labels: Labels.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => ({}))),
+  constraints: Schema.Array(Constraint).pipe(Schema.propertySignature, Schema.withConstructorDefault(() => [])),
+  /** VMs sharing an anti-affinity group are placed on different nodes when possible. */
+  antiAffinity: Schema.optional(LabelValue),
+  restartPolicy: RestartPolicy.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => "on-failure" as const))
+}) {}

@@ -1,0 +1,76 @@
+/**
+ * The daemon's settings. One schema validates all three sources — the JSON config file (`--config`,
+ * the file the NixOS module renders), `BLIXARD_*` environment variables and command-line flags —
+ * merged in that order of increasing precedence.
+ */
+import { Schema } from "effect"
+import { Labels } from "../domain/Labels.js"
+import { NodeId } from "../domain/NodeId.js"
+import { HostPort } from "../domain/NodeInfo.js"
+import { MemoryMiB, Vcpus } from "../domain/Resources.js"
+
+export const Peer = Schema.Struct({ id: NodeId, address: HostPort })
+export type Peer = typeof Peer.Type
+
+/** `ID:HOST:PORT`, the `--peer` flag's form. */
+export const parsePeer = (text: string): { id: string; address: string } | undefined => {
+  const at = text.indexOf(":")
+  return at <= 0 ? undefined : { id: text.slice(0, at), address: text.slice(at + 1) }
+}
+
+const Path = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(4096))
+const Millis = (min: number) => Schema.Int.pipe(Schema.greaterThanOrEqualTo(min))
+
+export const VmBackendKind = Schema.Literal("process", "systemd")
+export type VmBackendKind = typeof VmBackendKind.Type
+
+export const LogLevel = Schema.Literal("debug", "info", "warning", "error")
+
+/**
+ * Timing. The reschedule timeout must exceed the fencing timeout plus a margin, so a VM whose node
+ * lost the quorum has stopped before the cluster starts it elsewhere (a VM never runs twice).
+ */
+export const Timeouts = Schema.Struct({
+  /** Raft tick; elections after 10–20 ticks without a leader, heartbeats every tick. */
+  tickMs: Schema.optionalWith(Millis(5), { default: () => 50 }),
+  /** A node that cannot reach a quorum for this long stops its own VMs. */
+  fencingMs: Schema.optionalWith(Millis(100), { default: () => 3000 }),
+  /** A node not heard from for this long is marked down and its VMs rescheduled. */
+  nodeDownMs: Schema.optionalWith(Millis(200), { default: () => 6000 }),
+  /** Client-facing request and peer RPC deadline. */
+  requestMs: Schema.optionalWith(Millis(10), { default: () => 5000 })
+}).pipe(
+  Schema.filter((t) =>
+    t.nodeDownMs >= t.fencingMs + 2 * t.tickMs * 10 ||
+    `timeouts.nodeDownMs (${t.nodeDownMs}) must be at least timeouts.fencingMs (${t.fencingMs}) plus two election timeouts (${2 * t.tickMs * 10} ms), so a fenced VM has stopped before it is rescheduled`
+  )
+)
+
+export const NodeConfig = Schema.Struct({
+  id: NodeId,
+  /** Where this node serves peers and the API (one port for both). */
+  bind: HostPort,
+  /** The address peers should use, when it differs from `bind` (e.g. bind 0.0.0.0). */
+  advertise: Schema.optional(HostPort),
+  /** Other members to join through. Empty: bootstrap a new single-node cluster. */
+  peers: Schema.optionalWith(Schema.Array(Peer), { default: () => [] }),
+  dataDir: Path,
+  /** File holding the shared secret that authenticates peer traffic. */
+  clusterSecretFile: Schema.optional(Path),
+  /** File holding the bearer token API clients must present. */
+  apiTokenFile: Schema.optional(Path),
+  vmBackend: Schema.optionalWith(VmBackendKind, { default: () => "process" as const }),
+  /** Root of the VMs' state directories (microvm.nix's layout). */
+  microvmStateDir: Schema.optionalWith(Path, { default: () => "/var/lib/microvms" }),
+  /** What VMs may use on this node; detected from the machine when absent. */
+  capacity: Schema.optional(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB })),
+  labels: Schema.optionalWith(Labels, { default: () => ({}) }),
+  timeouts: Schema.optionalWith(Timeouts, { default: () => Schema.decodeSync(Timeouts)({}) }),
+  logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const })
+}).annotations({ identifier: "NodeConfig" })
+export type NodeConfig = typeof NodeConfig.Type
+/** The config file's JSON shape (what the NixOS module writes). */
+export type NodeConfigFile = typeof NodeConfig.Encoded
+
+/** The config file must name only keys the schema knows: a typo is an error, not a silent default. */
+export const decodeNodeConfig = Schema.decodeUnknown(NodeConfig, { errors: "all", onExcessProperty: "error" })

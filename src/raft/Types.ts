@@ -1,0 +1,79 @@
+/**
+ * The values the Raft core shares with storage and the transport: log entries, hard state,
+ * membership configuration and snapshot metadata. Schema-first so that anything read from disk or
+ * received from a peer is validated before the core sees it.
+ */
+import { Schema } from "effect"
+
+/** A Raft log index or term: a non-negative safe integer. Index 0 / term 0 mean "none". */
+export const LogIndex = Schema.Int.pipe(Schema.nonNegative())
+export type LogIndex = typeof LogIndex.Type
+
+/** Node ids inside Raft are positive integers; 0 stands for "no node" (no vote, no leader). */
+export const RaftId = Schema.Int.pipe(Schema.positive())
+export type RaftId = typeof RaftId.Type
+export const None = 0
+
+/**
+ * What an entry carries. `normal` entries carry an opaque state-machine command (JSON text);
+ * `confChange` entries carry a membership change (see `ConfChange`); `empty` is the no-op a new
+ * leader appends to commit entries of earlier terms.
+ */
+export const EntryKind = Schema.Literal("normal", "confChange", "empty")
+export type EntryKind = typeof EntryKind.Type
+
+export const Entry = Schema.Struct({
+  index: LogIndex,
+  term: LogIndex,
+  kind: EntryKind,
+  data: Schema.String
+})
+export type Entry = typeof Entry.Type
+
+export const HardState = Schema.Struct({
+  term: LogIndex,
+  /** The candidate voted for in `term`, or 0. */
+  vote: Schema.Int.pipe(Schema.nonNegative()),
+  commit: LogIndex
+})
+export type HardState = typeof HardState.Type
+
+export const emptyHardState: HardState = { term: 0, vote: None, commit: 0 }
+
+/**
+ * Cluster membership. Blixard changes membership one server at a time (see the Raft core's notes),
+ * so a configuration is simply the voters and the learners.
+ */
+export const ConfState = Schema.Struct({
+  voters: Schema.Array(RaftId),
+  learners: Schema.Array(RaftId)
+})
+export type ConfState = typeof ConfState.Type
+
+export const ConfChangeType = Schema.Literal("addLearner", "promote", "remove")
+export type ConfChangeType = typeof ConfChangeType.Type
+
+export const ConfChange = Schema.Struct({
+  type: ConfChangeType,
+  nodeId: RaftId,
+  /** Where the node can be reached, carried so every member learns the address with the change. */
+  address: Schema.optional(Schema.String)
+})
+export type ConfChange = typeof ConfChange.Type
+
+export const SnapshotMetadata = Schema.Struct({
+  index: LogIndex,
+  term: LogIndex,
+  confState: ConfState
+})
+export type SnapshotMetadata = typeof SnapshotMetadata.Type
+
+export const Snapshot = Schema.Struct({
+  metadata: SnapshotMetadata,
+  /** The state machine's serialised state at `metadata.index`. */
+  data: Schema.String
+})
+export type Snapshot = typeof Snapshot.Type
+
+/** Approximate in-memory and on-disk size of an entry, for batching and the uncommitted-bytes cap. */
+export const entrySize = (entry: Entry): number => entry.data.length + 24
