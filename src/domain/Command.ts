@@ -10,7 +10,7 @@ import { VmSpec } from "./VmSpec.js"
 import { VmName } from "./VmName.js"
 import { VmStatus } from "./VmStatus.js"
 
-const Revision = Schema.optional(Schema.Int.pipe(Schema.positive()))
+const Revision = Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true })
 
 export class CreateVm extends Schema.TaggedClass<CreateVm>()("CreateVm", { spec: VmSpec }) {}
 export class StartVm extends Schema.TaggedClass<StartVm>()("StartVm", { name: VmName, ifRevision: Revision }) {}
@@ -61,9 +61,9 @@ export type Command = typeof Command.Type
 export class CommandEnvelope extends Schema.Class<CommandEnvelope>("CommandEnvelope")({
   command: Command,
   proposedAt: Schema.Int.pipe(Schema.nonNegative()),
-  requestId: Schema.optional(
+  requestId: Schema.optionalWith(
     Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128), Schema.pattern(/^[A-Za-z0-9._:-]+$/))
-  )
+  , { exact: true })
 }) {}
 
 export const CommandEnvelopeJson = Schema.parseJson(CommandEnvelope)

@@ -9,8 +9,8 @@ import { NodeId } from "./NodeId.js"
 const fields = <C extends string>(code: C) => ({
   code: Schema.Literal(code).pipe(Schema.propertySignature, Schema.withConstructorDefault(() => code)),
   message: Schema.String,
-  subject: Schema.optional(Schema.String),
-  node: Schema.optional(NodeId)
+  subject: Schema.optionalWith(Schema.String, { exact: true }),
+  node: Schema.optionalWith(NodeId, { exact: true })
 })
 
 /** Input from outside (flag, body, file, peer message) failed its schema. */
@@ -34,7 +34,7 @@ export class Conflict extends Schema.TaggedError<Conflict>()("Conflict", fields(
 /** This node is not the leader; `leader` names the leader when it is known. */
 export class NotLeader extends Schema.TaggedError<NotLeader>()("NotLeader", {
   ...fields("BLX_NOT_LEADER"),
-  leader: Schema.optional(NodeId)
+  leader: Schema.optionalWith(NodeId, { exact: true })
 }) {}
 
 /** A request or RPC did not complete in time; `subject` names who did not answer. */

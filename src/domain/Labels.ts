@@ -18,7 +18,24 @@ export const LabelValue = Schema.String.pipe(
 )
 export type LabelValue = typeof LabelValue.Type
 
-export const Labels = Schema.Record({ key: LabelKey, value: LabelValue })
+const isLabelKey = Schema.is(LabelKey)
+
+/**
+ * Labels on a VM or a node. Keys are checked by a filter rather than as the record's key schema, so
+ * that a bad key is reported as a bad label key (naming it) instead of being dropped or called
+ * "unexpected".
+ */
+export const Labels = Schema.Record({ key: Schema.String, value: LabelValue }).pipe(
+  Schema.filter((labels) => {
+    const keys = Object.keys(labels)
+    if (keys.length > 64) return "at most 64 labels"
+    const bad = keys.find((key) => !isLabelKey(key))
+    return (
+      bad === undefined ||
+      `label key ${JSON.stringify(bad)} is not valid: letters, digits, '.', '_', '-' (optionally prefixed by 'domain/'), at most 128 characters`
+    )
+  })
+)
 export type Labels = typeof Labels.Type
 
 /** Parses the CLI's `k=v` form. */

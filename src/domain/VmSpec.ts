@@ -65,6 +65,6 @@ export class VmSpec extends Schema.Class<VmSpec>("VmSpec")({
   labels: Labels.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => ({}))),
   constraints: Schema.Array(Constraint).pipe(Schema.propertySignature, Schema.withConstructorDefault(() => [])),
   /** VMs sharing an anti-affinity group are placed on different nodes when possible. */
-  antiAffinity: Schema.optional(LabelValue),
+  antiAffinity: Schema.optionalWith(LabelValue, { exact: true }),
   restartPolicy: RestartPolicy.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => "on-failure" as const))
 }) {}

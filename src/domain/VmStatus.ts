@@ -19,9 +19,9 @@ export class VmStatus extends Schema.Class<VmStatus>("VmStatus")({
   phase: VmPhase,
   /** Epoch milliseconds when the VM entered `phase`. */
   since: Millis,
-  pid: Schema.optional(Schema.Int.pipe(Schema.positive())),
-  exitCode: Schema.optional(Schema.Int),
-  lastError: Schema.optional(Schema.String.pipe(Schema.maxLength(4096))),
+  pid: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true }),
+  exitCode: Schema.optionalWith(Schema.Int, { exact: true }),
+  lastError: Schema.optionalWith(Schema.String.pipe(Schema.maxLength(4096)), { exact: true }),
   restarts: Schema.Int.pipe(Schema.nonNegative())
 }) {}
 
@@ -30,8 +30,8 @@ export class VmRecord extends Schema.Class<VmRecord>("VmRecord")({
   spec: VmSpec,
   desired: DesiredState,
   /** The node that hosts the VM; absent while it is pending placement. */
-  node: Schema.optional(NodeId),
-  pendingReason: Schema.optional(Schema.String),
+  node: Schema.optionalWith(NodeId, { exact: true }),
+  pendingReason: Schema.optionalWith(Schema.String, { exact: true }),
   status: VmStatus,
   /** Bumped by every change to the record; an update may require it (optimistic concurrency). */
   revision: Schema.Int.pipe(Schema.positive()),

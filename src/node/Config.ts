@@ -51,19 +51,19 @@ export const NodeConfig = Schema.Struct({
   /** Where this node serves peers and the API (one port for both). */
   bind: HostPort,
   /** The address peers should use, when it differs from `bind` (e.g. bind 0.0.0.0). */
-  advertise: Schema.optional(HostPort),
+  advertise: Schema.optionalWith(HostPort, { exact: true }),
   /** Other members to join through. Empty: bootstrap a new single-node cluster. */
   peers: Schema.optionalWith(Schema.Array(Peer), { default: () => [] }),
   dataDir: Path,
   /** File holding the shared secret that authenticates peer traffic. */
-  clusterSecretFile: Schema.optional(Path),
+  clusterSecretFile: Schema.optionalWith(Path, { exact: true }),
   /** File holding the bearer token API clients must present. */
-  apiTokenFile: Schema.optional(Path),
+  apiTokenFile: Schema.optionalWith(Path, { exact: true }),
   vmBackend: Schema.optionalWith(VmBackendKind, { default: () => "process" as const }),
   /** Root of the VMs' state directories (microvm.nix's layout). */
   microvmStateDir: Schema.optionalWith(Path, { default: () => "/var/lib/microvms" }),
   /** What VMs may use on this node; detected from the machine when absent. */
-  capacity: Schema.optional(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB })),
+  capacity: Schema.optionalWith(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB }), { exact: true }),
   labels: Schema.optionalWith(Labels, { default: () => ({}) }),
   timeouts: Schema.optionalWith(Timeouts, { default: () => Schema.decodeSync(Timeouts)({}) }),
   logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const })

@@ -57,7 +57,7 @@ export const ConfChange = Schema.Struct({
   type: ConfChangeType,
   nodeId: RaftId,
   /** Where the node can be reached, carried so every member learns the address with the change. */
-  address: Schema.optional(Schema.String)
+  address: Schema.optionalWith(Schema.String, { exact: true })
 })
 export type ConfChange = typeof ConfChange.Type
 
@@ -77,3 +77,58 @@ export type Snapshot = typeof Snapshot.Type
 
 /** Approximate in-memory and on-disk size of an entry, for batching and the uncommitted-bytes cap. */
 export const entrySize = (entry: Entry): number => entry.data.length + 24
+
+/**
+ * Size of an entry's payload alone, the measure etcd uses for the uncommitted-bytes cap (the empty
+ * entry a new leader appends counts as 0, so it can never be refused).
+ */
+export const payloadSize = (entry: Entry): number => entry.data.length
+
+/** The role a Raft node currently plays. */
+export type StateRole = "follower" | "preCandidate" | "candidate" | "leader"
+
+/** Volatile state that the driver may want to observe (not persisted). */
+export interface SoftState {
+  readonly lead: number
+  readonly role: StateRole
+}
+
+/**
+ * The answer to a `readIndex(context)` request: once the local state machine has applied up to
+ * `index`, a read served from it is linearizable. `context` is the caller's request id, echoed.
+ */
+export interface ReadState {
+  readonly index: number
+  readonly context: string
+}
+
+/** An empty snapshot (index 0): "no snapshot". */
+export const emptySnapshotMetadata: SnapshotMetadata = { index: 0, term: 0, confState: { voters: [], learners: [] } }
+export const emptySnapshot: Snapshot = { metadata: emptySnapshotMetadata, data: "" }
+
+/**
+ * Apply a single-server membership change to a configuration, purely. Invalid changes (adding an
+ * existing member, promoting a non-learner, removing a non-member) return the configuration unchanged.
+ * The driver may use this to persist the configuration in the same transaction as the applied index.
+ */
+export const applyChangeToConfState = (cs: ConfState, cc: ConfChange): ConfState => {
+  const isVoter = cs.voters.includes(cc.nodeId)
+  const isLearner = cs.learners.includes(cc.nodeId)
+  switch (cc.type) {
+    case "addLearner":
+      if (isVoter || isLearner) return cs
+      return { voters: cs.voters, learners: [...cs.learners, cc.nodeId].sort((a, b) => a - b) }
+    case "promote":
+      if (!isLearner) return cs
+      return {
+        voters: [...cs.voters, cc.nodeId].sort((a, b) => a - b),
+        learners: cs.learners.filter((id) => id !== cc.nodeId)
+      }
+    case "remove":
+      if (!isVoter && !isLearner) return cs
+      return {
+        voters: cs.voters.filter((id) => id !== cc.nodeId),
+        learners: cs.learners.filter((id) => id !== cc.nodeId)
+      }
+  }
+}

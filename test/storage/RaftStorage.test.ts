@@ -1,0 +1,169 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, Layer, Option } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import type { Entry, Snapshot } from "../../src/raft/Types.js"
+import { layerFile, layerMemory, MemoryStore, RaftStorage } from "../../src/storage/RaftStorage.js"
+
+const entry = (index: number, term: number, data = `cmd-${index}`): Entry => ({ index, term, kind: "normal", data })
+const range = (lo: number, hi: number, term: number) => Array.from({ length: hi - lo + 1 }, (_, i) => entry(lo + i, term))
+
+const tempFile = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), "blixard-storage-")), "node.db")
+
+const snapshotAt = (index: number, term: number): Snapshot => ({
+  metadata: { index, term, confState: { voters: [1, 2, 3], learners: [4] } },
+  data: JSON.stringify({ vms: ["web"], at: index })
+})
+
+/** The same contract, checked against every layer. */
+const layers: ReadonlyArray<readonly [string, () => Layer.Layer<RaftStorage, unknown>]> = [
+  ["memory", () => layerMemory()],
+  ["sqlite :memory:", () => layerFile({ filename: ":memory:" })],
+  ["sqlite file", () => layerFile({ filename: tempFile() })]
+]
+
+for (const [name, make] of layers) {
+  describe(`RaftStorage (${name})`, () => {
+    const run = <A, E>(effect: Effect.Effect<A, E, RaftStorage>) =>
+      Effect.runPromise(Effect.scoped(Effect.provide(effect, make())) as Effect.Effect<A, never>)
+
+    it("starts empty: no hard state, log [1, 0], no snapshot", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          const init = yield* s.initialState
+          expect(init.hardState).toEqual({ term: 0, vote: 0, commit: 0 })
+          expect(init.firstIndex).toBe(1)
+          expect(init.lastIndex).toBe(0)
+          expect(Option.isNone(init.snapshot)).toBe(true)
+          expect(yield* s.term(0)).toEqual(Option.some(0))
+          expect(yield* s.term(1)).toEqual(Option.none())
+        })
+      ))
+
+    it("appends entries and reads ranges back", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          yield* s.save({ entries: range(1, 5, 1), hardState: { term: 1, vote: 2, commit: 3 } })
+          yield* s.save({ entries: range(6, 8, 2) })
+          expect(yield* s.lastIndex).toBe(8)
+          expect(yield* s.entries(2, 5)).toEqual([entry(2, 1), entry(3, 1), entry(4, 1)])
+          expect(yield* s.entries(4, 4)).toEqual([])
+          expect(yield* s.term(7)).toEqual(Option.some(2))
+          expect((yield* s.initialState).hardState).toEqual({ term: 1, vote: 2, commit: 3 })
+        })
+      ))
+
+    it("limits a read by bytes but always returns at least one entry", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          const big = "x".repeat(1000)
+          yield* s.save({ entries: [1, 2, 3, 4].map((i) => entry(i, 1, big)) })
+          expect((yield* s.entries(1, 5, 10)).map((e) => e.index)).toEqual([1])
+          expect((yield* s.entries(1, 5, 2100)).map((e) => e.index)).toEqual([1, 2])
+          expect((yield* s.entries(1, 5)).length).toBe(4)
+        })
+      ))
+
+    it("truncates a conflicting suffix when entries are appended over it", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          yield* s.save({ entries: range(1, 6, 1) })
+          // A new leader's log diverges from index 4 on.
+          yield* s.save({ entries: [entry(4, 3, "new-4"), entry(5, 3, "new-5")] })
+          expect(yield* s.lastIndex).toBe(5)
+          expect(yield* s.entries(3, 6)).toEqual([entry(3, 1), entry(4, 3, "new-4"), entry(5, 3, "new-5")])
+          expect(yield* s.term(6)).toEqual(Option.none())
+        })
+      ))
+
+    it("refuses to leave a gap in the log", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          yield* s.save({ entries: range(1, 3, 1) })
+          const exit = yield* Effect.exit(s.save({ entries: [entry(5, 1)] }))
+          expect(Exit.isFailure(exit) && String(Exit.isFailure(exit) ? exit.cause : "")).toMatch(/gap after 3/)
+          expect(yield* s.lastIndex).toBe(3)
+        })
+      ))
+
+    it("compacts up to an index, keeping the term of the last compacted entry", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          yield* s.save({ entries: [...range(1, 4, 1), ...range(5, 9, 2)] })
+          yield* s.saveSnapshot(snapshotAt(6, 2))
+          yield* s.compact(6)
+          expect(yield* s.firstIndex).toBe(7)
+          expect(yield* s.lastIndex).toBe(9)
+          expect(yield* s.term(6)).toEqual(Option.some(2))
+          expect(yield* s.term(5)).toEqual(Option.none())
+          expect(yield* s.entries(7, 10)).toEqual(range(7, 9, 2))
+          expect(Option.getOrThrow(yield* s.snapshot)).toEqual(snapshotAt(6, 2))
+          const exit = yield* Effect.exit(s.entries(5, 8))
+          expect(Exit.isFailure(exit)).toBe(true)
+          // Appending below the log's start would rewrite what the snapshot covers.
+          expect(Exit.isFailure(yield* Effect.exit(s.save({ entries: [entry(6, 3)] })))).toBe(true)
+        })
+      ))
+
+    it("installs a snapshot from the leader, replacing the whole log", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          yield* s.save({ entries: range(1, 5, 1) })
+          yield* s.save({ snapshot: snapshotAt(20, 4), entries: range(21, 22, 4), hardState: { term: 4, vote: 0, commit: 20 } })
+          const init = yield* s.initialState
+          expect(init.firstIndex).toBe(21)
+          expect(init.lastIndex).toBe(22)
+          expect(Option.getOrThrow(init.snapshot)).toEqual(snapshotAt(20, 4).metadata)
+          expect(yield* s.term(20)).toEqual(Option.some(4))
+          expect(yield* s.entries(21, 23)).toEqual(range(21, 22, 4))
+        })
+      ))
+  })
+}
+
+describe("RaftStorage durability", () => {
+  it("a file survives closing and reopening: hard state, log, snapshot", async () => {
+    const file = tempFile()
+    const write = Effect.gen(function* () {
+      const s = yield* RaftStorage
+      yield* s.save({ entries: range(1, 10, 3), hardState: { term: 3, vote: 1, commit: 8 } })
+      yield* s.saveSnapshot(snapshotAt(5, 3))
+      yield* s.compact(4)
+    })
+    await Effect.runPromise(Effect.scoped(Effect.provide(write, layerFile({ filename: file }))))
+    const read = Effect.gen(function* () {
+      const s = yield* RaftStorage
+      return { init: yield* s.initialState, entries: yield* s.entries(5, 11), snap: yield* s.snapshot }
+    })
+    const { init, entries, snap } = await Effect.runPromise(Effect.scoped(Effect.provide(read, layerFile({ filename: file }))))
+    expect(init).toEqual({
+      hardState: { term: 3, vote: 1, commit: 8 },
+      snapshot: Option.some(snapshotAt(5, 3).metadata),
+      firstIndex: 5,
+      lastIndex: 10
+    })
+    expect(entries).toEqual(range(5, 10, 3))
+    expect(Option.getOrThrow(snap)).toEqual(snapshotAt(5, 3))
+  })
+
+  it("a memory store outlives a simulated restart", async () => {
+    const store = new MemoryStore()
+    await Effect.runPromise(
+      Effect.provide(
+        Effect.flatMap(RaftStorage, (s) => s.save({ entries: range(1, 3, 1), hardState: { term: 1, vote: 1, commit: 2 } })),
+        layerMemory(store)
+      )
+    )
+    const init = await Effect.runPromise(Effect.provide(Effect.flatMap(RaftStorage, (s) => s.initialState), layerMemory(store)))
+    expect(init.lastIndex).toBe(3)
+    expect(init.hardState.commit).toBe(2)
+  })
+})
