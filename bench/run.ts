@@ -1,0 +1,28 @@
+/**
+ * `npm run bench [-- NAME...]`: runs the named benchmarks (all by default) and prints one JSON
+ * object per result, with the machine it ran on. Record results in bench/RESULTS.md.
+ */
+import * as os from "node:os"
+import { benchStorage } from "./storage.js"
+
+const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
+  storage: () => benchStorage(Number(process.env.BENCH_SECONDS ?? 5))
+}
+
+const machine = {
+  cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? "unknown"}`,
+  memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+  node: process.version,
+  platform: `${os.platform()} ${os.release()}`
+}
+
+const wanted = process.argv.slice(2)
+const unknown = wanted.filter((name) => !(name in benches))
+if (unknown.length > 0) {
+  console.error(`unknown benchmark(s): ${unknown.join(", ")}; known: ${Object.keys(benches).join(", ")}`)
+  process.exit(2)
+}
+console.log(JSON.stringify({ machine }))
+for (const name of wanted.length > 0 ? wanted : Object.keys(benches)) {
+  for (const result of await benches[name]!()) console.log(JSON.stringify({ bench: name, ...(result as object) }))
+}

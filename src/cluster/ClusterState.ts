@@ -1,0 +1,229 @@
+/**
+ * The replicated state machine: the cluster's desired state (VMs, nodes) and how each committed
+ * `Command` changes it. `apply` is pure and deterministic — the same entries in the same order give
+ * the same state on every node — so it uses only the entry (its index and the leader's
+ * `proposedAt` clock), never the local clock, and iterates in sorted order.
+ *
+ * Placement happens here, at apply time, so it always sees every earlier command: a VM is placed
+ * when created, re-placed when its node goes down, is removed or drained, and a pending VM is
+ * retried whenever capacity may have appeared.
+ */
+import { Either, Schema } from "effect"
+import type { Command, CommandEnvelope } from "../domain/Command.js"
+import type { BlixardError } from "../domain/Errors.js"
+import { BlixardError as BlixardErrorSchema, Conflict, NodeNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
+import type { NodeId } from "../domain/NodeId.js"
+import { NodeInfo } from "../domain/NodeInfo.js"
+import { VmSpec } from "../domain/VmSpec.js"
+import { VmRecord, VmStatus } from "../domain/VmStatus.js"
+import { place } from "./Scheduler.js"
+
+/** What applying a command produced: the VM or node it touched, or why it was refused. */
+export type ApplyResult = Either.Either<
+  { readonly vm?: VmRecord | undefined; readonly node?: NodeInfo | undefined },
+  BlixardError
+>
+
+/** How many client request ids are remembered for de-duplication (oldest forgotten first). */
+export const RequestMemory = 10_000
+
+const ResultJson = Schema.Union(
+  Schema.Struct({ ok: Schema.Literal(true), vm: Schema.optionalWith(VmRecord, { exact: true }), node: Schema.optionalWith(NodeInfo, { exact: true }) }),
+  Schema.Struct({ ok: Schema.Literal(false), error: BlixardErrorSchema })
+)
+
+const SnapshotJson = Schema.parseJson(
+  Schema.Struct({
+    version: Schema.Literal(1),
+    appliedIndex: Schema.Int,
+    vms: Schema.Array(VmRecord),
+    nodes: Schema.Array(NodeInfo),
+    requests: Schema.Array(Schema.Tuple(Schema.String, ResultJson))
+  })
+)
+
+const encodeResult = (result: ApplyResult): typeof ResultJson.Type =>
+  Either.isRight(result)
+    ? { ok: true, ...(result.right.vm ? { vm: result.right.vm } : {}), ...(result.right.node ? { node: result.right.node } : {}) }
+    : { ok: false, error: result.left }
+
+const decodeResult = (json: typeof ResultJson.Type): ApplyResult =>
+  json.ok ? Either.right({ vm: json.vm, node: json.node }) : Either.left(json.error)
+
+export class ClusterState {
+  readonly vms = new Map<string, VmRecord>()
+  readonly nodes = new Map<number, NodeInfo>()
+  /** Request id → result, in the order applied. */
+  readonly requests = new Map<string, typeof ResultJson.Type>()
+  appliedIndex = 0
+
+  /** Applies the committed entry at `index`. Never throws for a refused command: it returns the error. */
+  apply(index: number, envelope: CommandEnvelope): ApplyResult {
+    if (index <= this.appliedIndex) {
+      throw new Error(`state machine applied entry ${index} after ${this.appliedIndex}: entries must apply once, in order`)
+    }
+    this.appliedIndex = index
+    const id = envelope.requestId
+    if (id !== undefined) {
+      const seen = this.requests.get(id)
+      if (seen !== undefined) return decodeResult(seen)
+    }
+    const result = this.run(envelope.command, envelope.proposedAt)
+    if (id !== undefined) {
+      this.requests.set(id, encodeResult(result))
+      if (this.requests.size > RequestMemory) this.requests.delete(this.requests.keys().next().value!)
+    }
+    return result
+  }
+
+  private run(command: Command, now: number): ApplyResult {
+    switch (command._tag) {
+      case "CreateVm": {
+        const name = command.spec.name
+        if (this.vms.has(name)) return Either.left(new VmExists({ subject: name, message: `a VM named "${name}" already exists` }))
+        const record = new VmRecord({
+          spec: command.spec,
+          desired: "stopped",
+          status: new VmStatus({ phase: "pending", since: now, restarts: 0 }),
+          revision: 1,
+          createdAt: now
+        })
+        this.vms.set(name, record)
+        return Either.right({ vm: this.placeVm(name, now) })
+      }
+      case "StartVm":
+      case "StopVm":
+      case "DeleteVm":
+      case "SetVmLabels": {
+        const vm = this.vms.get(command.name)
+        if (vm === undefined) {
+          return Either.left(new VmNotFound({ subject: command.name, message: `no VM named "${command.name}"` }))
+        }
+        if (command.ifRevision !== undefined && command.ifRevision !== vm.revision) {
+          return Either.left(
+            new Conflict({
+              subject: command.name,
+              message: `VM "${command.name}" is at revision ${vm.revision}, not ${command.ifRevision}; read it again and retry`
+            })
+          )
+        }
+        if (command._tag === "DeleteVm") {
+          this.vms.delete(command.name)
+          return Either.right({ vm })
+        }
+        const updated =
+          command._tag === "SetVmLabels"
+            ? new VmRecord({ ...vm, spec: new VmSpec({ ...vm.spec, labels: command.labels }), revision: vm.revision + 1 })
+            : new VmRecord({ ...vm, desired: command._tag === "StartVm" ? "running" : "stopped", revision: vm.revision + 1 })
+        this.vms.set(command.name, updated)
+        return Either.right({ vm: updated.node === undefined ? this.placeVm(command.name, now) : updated })
+      }
+      case "ReportVmStatus": {
+        const vm = this.vms.get(command.name)
+        // A report from a node that no longer hosts the VM (it was rescheduled) is stale: ignore it.
+        if (vm === undefined || vm.node !== command.node) return Either.right({ vm })
+        const updated = new VmRecord({ ...vm, status: command.status, revision: vm.revision + 1 })
+        this.vms.set(command.name, updated)
+        return Either.right({ vm: updated })
+      }
+      case "RegisterNode": {
+        const existing = this.nodes.get(command.info.id)
+        // Registration refreshes address, capacity and labels; a cordon or drain outlives restarts.
+        const info = new NodeInfo({ ...command.info, state: existing?.state ?? command.info.state, health: "up" })
+        this.nodes.set(info.id, info)
+        this.placePending(now)
+        return Either.right({ node: info })
+      }
+      case "SetNodeState":
+      case "SetNodeHealth": {
+        const node = this.nodes.get(command.id)
+        if (node === undefined) {
+          return Either.left(new NodeNotFound({ subject: String(command.id), message: `no node with id ${command.id} in the cluster` }))
+        }
+        const info =
+          command._tag === "SetNodeState"
+            ? new NodeInfo({ ...node, state: command.state })
+            : new NodeInfo({ ...node, health: command.health })
+        this.nodes.set(info.id, info)
+        if (info.health === "down" || info.state === "draining") this.evacuate(info.id, now)
+        this.placePending(now)
+        return Either.right({ node: info })
+      }
+      case "RemoveNode": {
+        const node = this.nodes.get(command.id)
+        if (node === undefined) {
+          return Either.left(new NodeNotFound({ subject: String(command.id), message: `no node with id ${command.id} in the cluster` }))
+        }
+        this.nodes.delete(command.id)
+        this.evacuate(command.id, now)
+        return Either.right({ node })
+      }
+    }
+  }
+
+  /** Places the (unplaced) VM `name`; it stays pending with the scheduler's reason if nothing fits. */
+  private placeVm(name: string, now: number, avoid?: NodeId): VmRecord {
+    const vm = this.vms.get(name)!
+    const placement = place(vm.spec, this.nodes.values(), this.vms.values(), avoid)
+    const { pendingReason: _, node: _n, ...rest } = vm
+    const updated =
+      placement._tag === "Placed"
+        ? new VmRecord({
+            ...rest,
+            node: placement.node,
+            status: new VmStatus({ phase: "stopped", since: now, restarts: vm.status.restarts }),
+            revision: vm.revision + 1
+          })
+        : new VmRecord({
+            ...rest,
+            pendingReason: placement.reason,
+            status: vm.status.phase === "pending" ? vm.status : new VmStatus({ phase: "pending", since: now, restarts: vm.status.restarts }),
+            revision: vm.revision + 1
+          })
+    this.vms.set(name, updated)
+    return updated
+  }
+
+  /** Moves every VM off `node` (down, drained or removed). */
+  private evacuate(node: NodeId, now: number): void {
+    for (const name of [...this.vms.keys()].sort()) {
+      const vm = this.vms.get(name)!
+      if (vm.node !== node) continue
+      const { node: _, ...rest } = vm
+      this.vms.set(name, new VmRecord(rest))
+      this.placeVm(name, now, node)
+    }
+  }
+
+  /** Retries every pending VM, in name order. */
+  private placePending(now: number): void {
+    for (const name of [...this.vms.keys()].sort()) {
+      const vm = this.vms.get(name)!
+      if (vm.node !== undefined) continue
+      const placed = this.placeVm(name, now)
+      if (placed.node === undefined && placed.pendingReason === vm.pendingReason) this.vms.set(name, vm)
+    }
+  }
+
+  /** The whole state as JSON text, for a Raft snapshot. Sorted, so equal states give equal text. */
+  snapshot(): string {
+    return Schema.encodeSync(SnapshotJson)({
+      version: 1,
+      appliedIndex: this.appliedIndex,
+      vms: [...this.vms.keys()].sort().map((k) => this.vms.get(k)!),
+      nodes: [...this.nodes.keys()].sort((a, b) => a - b).map((k) => this.nodes.get(k)!),
+      requests: [...this.requests.entries()]
+    })
+  }
+
+  /** Rebuilds a state from `snapshot()` text; throws if the text is not a valid snapshot. */
+  static restore(text: string): ClusterState {
+    const decoded = Schema.decodeSync(SnapshotJson)(text)
+    const state = new ClusterState()
+    state.appliedIndex = decoded.appliedIndex
+    for (const vm of decoded.vms) state.vms.set(vm.spec.name, vm)
+    for (const node of decoded.nodes) state.nodes.set(node.id, node)
+    for (const [id, result] of decoded.requests) state.requests.set(id, result)
+    return state
+  }
+}

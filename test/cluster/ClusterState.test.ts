@@ -1,0 +1,203 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Either, FastCheck as fc } from "effect"
+import { ClusterState } from "../../src/cluster/ClusterState.js"
+import * as C from "../../src/domain/Command.js"
+import { CommandEnvelope } from "../../src/domain/Command.js"
+import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
+import { NodeId } from "../../src/domain/NodeId.js"
+import { Resources } from "../../src/domain/Resources.js"
+import { Constraint, RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
+import { VmName } from "../../src/domain/VmName.js"
+import { VmStatus } from "../../src/domain/VmStatus.js"
+
+const id = (n: number) => NodeId.make(n)
+const vmName = (s: string) => VmName.make(s)
+const node = (n: number, memoryMiB = 4096, labels: Record<string, string> = {}) =>
+  new NodeInfo({
+    id: id(n),
+    address: HostPort.make(`127.0.0.1:${7000 + n}`),
+    capacity: new Resources({ vcpus: 8, memoryMiB }),
+    labels,
+    state: "active",
+    health: "up"
+  })
+const spec = (name: string, over: Partial<ConstructorParameters<typeof VmSpec>[0]> = {}) =>
+  new VmSpec({ name: vmName(name), source: new RunnerConfig({ path: `/runners/${name}` }), memoryMiB: 1024, ...over })
+
+class Cluster {
+  readonly state = new ClusterState()
+  private index = 0
+  now = 1_000
+  run(command: C.Command, requestId?: string) {
+    this.now += 10
+    return this.state.apply(++this.index, new CommandEnvelope({ command, proposedAt: this.now, ...(requestId ? { requestId } : {}) }))
+  }
+  ok(command: C.Command) {
+    const result = this.run(command)
+    if (Either.isLeft(result)) throw new Error(`refused: ${result.left.message}`)
+    return result.right
+  }
+  vm(name: string) {
+    return this.state.vms.get(name)!
+  }
+}
+
+const threeNodes = () => {
+  const c = new Cluster()
+  for (const n of [1, 2, 3]) c.ok(new C.RegisterNode({ info: node(n) }))
+  return c
+}
+
+describe("VM lifecycle", () => {
+  it("create places the VM on a node and the record names it; start and stop change only the desired state", () => {
+    const c = threeNodes()
+    const created = c.ok(new C.CreateVm({ spec: spec("web") })).vm!
+    expect(created.node).toBe(1)
+    expect(created.desired).toBe("stopped")
+    expect(created.status.phase).toBe("stopped")
+    c.ok(new C.StartVm({ name: vmName("web") }))
+    expect(c.vm("web").desired).toBe("running")
+    c.ok(new C.StopVm({ name: vmName("web") }))
+    expect(c.vm("web").desired).toBe("stopped")
+    expect(c.state.vms.has("web")).toBe(true)
+    c.ok(new C.DeleteVm({ name: vmName("web") }))
+    expect(c.state.vms.has("web")).toBe(false)
+  })
+
+  it("spreads VMs across nodes by free memory", () => {
+    const c = threeNodes()
+    for (const name of ["a", "b", "c"]) c.ok(new C.CreateVm({ spec: spec(name) }))
+    expect(["a", "b", "c"].map((n) => c.vm(n).node)).toEqual([1, 2, 3])
+  })
+
+  it("refuses a duplicate name, an unknown VM and a stale revision with their codes", () => {
+    const c = threeNodes()
+    c.ok(new C.CreateVm({ spec: spec("web") }))
+    const dup = c.run(new C.CreateVm({ spec: spec("web") }))
+    expect(Either.isLeft(dup) && dup.left.code).toBe("BLX_VM_EXISTS")
+    const missing = c.run(new C.StartVm({ name: vmName("nope") }))
+    expect(Either.isLeft(missing) && missing.left.code).toBe("BLX_VM_NOT_FOUND")
+    const revision = c.vm("web").revision
+    const stale = c.run(new C.StopVm({ name: vmName("web"), ifRevision: revision - 1 }))
+    expect(Either.isLeft(stale) && stale.left.code).toBe("BLX_CONFLICT")
+    c.ok(new C.StartVm({ name: vmName("web"), ifRevision: revision }))
+    expect(c.vm("web").revision).toBe(revision + 1)
+  })
+
+  it("a VM that fits nowhere stays pending with the reason, and is placed when a node with room joins", () => {
+    const c = threeNodes()
+    c.ok(new C.CreateVm({ spec: spec("big", { memoryMiB: 8192 }) }))
+    expect(c.vm("big").node).toBeUndefined()
+    expect(c.vm("big").status.phase).toBe("pending")
+    expect(c.vm("big").pendingReason).toMatch(/node 1: not enough memory \(4096 MiB free, needs 8192 MiB\)/)
+    c.ok(new C.RegisterNode({ info: node(4, 16384) }))
+    expect(c.vm("big").node).toBe(4)
+    expect(c.vm("big").pendingReason).toBeUndefined()
+  })
+
+  it("honours label constraints and anti-affinity groups", () => {
+    const c = new Cluster()
+    c.ok(new C.RegisterNode({ info: node(1, 4096, { zone: "a" }) }))
+    c.ok(new C.RegisterNode({ info: node(2, 4096, { zone: "b" }) }))
+    c.ok(new C.CreateVm({ spec: spec("pinned", { constraints: [new Constraint({ key: "zone", op: "eq", value: "b" })] }) }))
+    expect(c.vm("pinned").node).toBe(2)
+    c.ok(new C.CreateVm({ spec: spec("db1", { antiAffinity: "db" }) }))
+    c.ok(new C.CreateVm({ spec: spec("db2", { antiAffinity: "db" }) }))
+    c.ok(new C.CreateVm({ spec: spec("db3", { antiAffinity: "db" }) }))
+    expect(new Set([c.vm("db1").node, c.vm("db2").node])).toEqual(new Set([1, 2]))
+    expect(c.vm("db3").node).toBeUndefined()
+    expect(c.vm("db3").pendingReason).toMatch(/anti-affinity group db/)
+  })
+})
+
+describe("nodes", () => {
+  it("a node marked down has its VMs rescheduled; a stale status report from it is ignored", () => {
+    const c = threeNodes()
+    c.ok(new C.CreateVm({ spec: spec("web") }))
+    c.ok(new C.StartVm({ name: vmName("web") }))
+    expect(c.vm("web").node).toBe(1)
+    c.ok(new C.SetNodeHealth({ id: id(1), health: "down", at: c.now }))
+    expect(c.vm("web").node).toBe(2)
+    expect(c.vm("web").desired).toBe("running")
+    const before = c.vm("web")
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(1), status: new VmStatus({ phase: "running", since: 1, restarts: 0 }) }))
+    expect(c.vm("web")).toBe(before)
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(2), status: new VmStatus({ phase: "running", since: 2, pid: 42, restarts: 0 }) }))
+    expect(c.vm("web").status.pid).toBe(42)
+  })
+
+  it("cordon stops new placements; drain moves VMs away; uncordon makes the node usable again", () => {
+    const c = new Cluster()
+    c.ok(new C.RegisterNode({ info: node(1) }))
+    c.ok(new C.RegisterNode({ info: node(2) }))
+    c.ok(new C.SetNodeState({ id: id(1), state: "cordoned" }))
+    c.ok(new C.CreateVm({ spec: spec("a") }))
+    c.ok(new C.CreateVm({ spec: spec("b") }))
+    expect([c.vm("a").node, c.vm("b").node]).toEqual([2, 2])
+    c.ok(new C.SetNodeState({ id: id(1), state: "active" }))
+    c.ok(new C.SetNodeState({ id: id(2), state: "draining" }))
+    expect([c.vm("a").node, c.vm("b").node]).toEqual([1, 1])
+    // A cordon survives the node re-registering after a restart.
+    c.ok(new C.RegisterNode({ info: node(2) }))
+    expect(c.state.nodes.get(2)!.state).toBe("draining")
+  })
+
+  it("unknown nodes are refused with BLX_NODE_NOT_FOUND", () => {
+    const c = threeNodes()
+    const r = c.run(new C.SetNodeState({ id: id(9), state: "cordoned" }))
+    expect(Either.isLeft(r) && r.left.code).toBe("BLX_NODE_NOT_FOUND")
+  })
+})
+
+describe("determinism and snapshots", () => {
+  it("a retried request id applies once and returns the first result", () => {
+    const c = threeNodes()
+    const first = c.run(new C.CreateVm({ spec: spec("web") }), "req-1")
+    const again = c.run(new C.CreateVm({ spec: spec("web") }), "req-1")
+    expect(Either.isRight(again)).toBe(true)
+    expect(again).toEqual(first)
+    expect(Either.isLeft(c.run(new C.CreateVm({ spec: spec("web") }), "req-2"))).toBe(true)
+  })
+
+  it("refuses to apply an entry twice or out of order", () => {
+    const c = threeNodes()
+    expect(() => c.state.apply(2, new CommandEnvelope({ command: new C.RemoveNode({ id: id(1) }), proposedAt: 0 }))).toThrow(/in order/)
+  })
+
+  const commandArb = fc.oneof(
+    fc.constantFrom("a", "b", "c", "d").map((n) => new C.CreateVm({ spec: spec(n, { memoryMiB: 1024 + 512 * n.charCodeAt(0) % 3 }) })),
+    fc.constantFrom("a", "b", "c", "d").map((n) => new C.StartVm({ name: vmName(n) })),
+    fc.constantFrom("a", "b", "c", "d").map((n) => new C.StopVm({ name: vmName(n) })),
+    fc.constantFrom("a", "b", "c", "d").map((n) => new C.DeleteVm({ name: vmName(n) })),
+    fc.integer({ min: 1, max: 4 }).map((n) => new C.RegisterNode({ info: node(n, 2048 * n) })),
+    fc.tuple(fc.integer({ min: 1, max: 4 }), fc.constantFrom("up" as const, "down" as const)).map(
+      ([n, health]) => new C.SetNodeHealth({ id: id(n), health, at: 0 })
+    ),
+    fc.tuple(fc.integer({ min: 1, max: 4 }), fc.constantFrom("active" as const, "cordoned" as const, "draining" as const)).map(
+      ([n, state]) => new C.SetNodeState({ id: id(n), state })
+    ),
+    fc.integer({ min: 1, max: 4 }).map((n) => new C.RemoveNode({ id: id(n) }))
+  )
+
+  it("property: the same commands give the same state, a snapshot restores it exactly, and no node is over capacity", () =>
+    fc.assert(
+      fc.property(fc.array(commandArb, { maxLength: 60 }), (commands) => {
+        const a = new Cluster()
+        const b = new Cluster()
+        for (const command of commands) {
+          a.run(command)
+          b.run(command)
+        }
+        expect(a.state.snapshot()).toBe(b.state.snapshot())
+        expect(ClusterState.restore(a.state.snapshot()).snapshot()).toBe(a.state.snapshot())
+        for (const info of a.state.nodes.values()) {
+          const hosted = [...a.state.vms.values()].filter((vm) => vm.node === info.id)
+          expect(hosted.reduce((sum, vm) => sum + vm.spec.memoryMiB, 0)).toBeLessThanOrEqual(info.capacity.memoryMiB)
+        }
+        for (const vm of a.state.vms.values()) {
+          if (vm.node !== undefined) expect(a.state.nodes.get(vm.node)?.health).not.toBe("down")
+        }
+      }),
+      { numRuns: 200 }
+    ))
+})
