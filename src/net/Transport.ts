@@ -1,0 +1,82 @@
+/**
+ * `Transport`: how a node's Raft messages reach its peers. Sending never blocks the Raft loop and
+ * may lose messages (Raft retransmits); receiving yields messages already validated against the
+ * `Message` schema.
+ *
+ * Layers: the network transport (`@effect/rpc` on the node's port, in `src/net/`), and
+ * `MemoryNetwork`, an in-process network for tests and the simulator, which can drop, partition
+ * and isolate nodes.
+ */
+import { Context, Effect, Layer, Queue } from "effect"
+import type { Message } from "../raft/Message.js"
+
+export interface TransportShape {
+  /** Hands messages to the network. Never waits for delivery; a message to an unknown peer is dropped. */
+  readonly send: (messages: ReadonlyArray<Message>) => Effect.Effect<void>
+  /** Waits for the next message addressed to this node. */
+  readonly receive: Effect.Effect<Message>
+  /** Peers the transport found unreachable since the last call (for `reportUnreachable`). */
+  readonly unreachable: Effect.Effect<ReadonlyArray<number>>
+}
+
+export class Transport extends Context.Tag("blixard/Transport")<Transport, TransportShape>() {}
+
+/**
+ * An in-process network connecting nodes by id. A message passes when neither end is isolated,
+ * the link is not cut and `filter` (if set) lets it through.
+ */
+export class MemoryNetwork {
+  private readonly inboxes = new Map<number, Queue.Queue<Message>>()
+  private readonly cut = new Set<string>()
+  private readonly isolated = new Set<number>()
+  /** Optional test hook: return false to drop a message. */
+  filter: ((m: Message) => boolean) | undefined = undefined
+  /** Messages delivered, per type, for assertions. */
+  readonly delivered = new Map<string, number>()
+
+  /** Cuts the link between `a` and `b`, both ways. */
+  partition(a: number, b: number): void {
+    this.cut.add(`${a}>${b}`)
+    this.cut.add(`${b}>${a}`)
+  }
+
+  /** Cuts every link of `id`. */
+  isolate(id: number): void {
+    this.isolated.add(id)
+  }
+
+  heal(): void {
+    this.cut.clear()
+    this.isolated.clear()
+  }
+
+  private passes(m: Message): boolean {
+    if (this.isolated.has(m.from) || this.isolated.has(m.to)) return false
+    if (this.cut.has(`${m.from}>${m.to}`)) return false
+    return this.filter === undefined || this.filter(m)
+  }
+
+  /** The transport of node `id` on this network. Re-registering (a restarted node) replaces its inbox. */
+  transport(id: number): Effect.Effect<TransportShape> {
+    return Effect.map(Queue.unbounded<Message>(), (inbox) => {
+      this.inboxes.set(id, inbox)
+      return {
+        send: (messages) =>
+          Effect.sync(() => {
+            for (const m of messages) {
+              const target = this.inboxes.get(m.to)
+              if (target === undefined || !this.passes(m)) continue
+              this.delivered.set(m.type, (this.delivered.get(m.type) ?? 0) + 1)
+              target.unsafeOffer(m)
+            }
+          }),
+        receive: Queue.take(inbox),
+        unreachable: Effect.succeed([])
+      }
+    })
+  }
+
+  layer(id: number): Layer.Layer<Transport> {
+    return Layer.effect(Transport, this.transport(id))
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * The messages Raft peers exchange, as Effect Schemas so the transport can validate everything
+ * received from the network before the core sees it (`Schema.decodeUnknownEither(Message)`).
+ *
+ * A discriminated union on `type`. Every message carries `from`, `to` and `term` (the sender's
+ * current term; 0 on the two "forwarded to the leader" requests, which are treated like local
+ * requests, as in etcd). Local events (tick, propose, campaign, report*) are methods on the core,
+ * never messages.
+ */
+import { Schema } from "effect"
+import { Entry, LogIndex, RaftId, SnapshotMetadata } from "./Types.js"
+
+const header = {
+  from: RaftId,
+  to: RaftId,
+  /** The sender's term (0 only on `readIndex` and `transferLeader`, which are forwarded requests). */
+  term: LogIndex
+}
+
+/** AppendEntries. `index`/`logTerm` identify the entry preceding `entries`. */
+export const MsgApp = Schema.Struct({
+  type: Schema.Literal("app"),
+  ...header,
+  index: LogIndex,
+  logTerm: LogIndex,
+  entries: Schema.Array(Entry),
+  commit: LogIndex
+})
+export type MsgApp = typeof MsgApp.Type
+
+/**
+ * Answer to `app` (and to a completed or failed `snap`). On success `index` is the follower's
+ * last index that now matches the leader. On rejection `index` echoes the rejected `app.index` and
+ * (`rejectHint`, `logTerm`) is the follower's hint for fast back-off: the largest index ≤ the
+ * probed index whose term is ≤ the probed term, and that term.
+ */
+export const MsgAppResp = Schema.Struct({
+  type: Schema.Literal("appResp"),
+  ...header,
+  index: LogIndex,
+  reject: Schema.Boolean,
+  rejectHint: LogIndex,
+  logTerm: LogIndex
+})
+export type MsgAppResp = typeof MsgAppResp.Type
+
+const voteFields = {
+  ...header,
+  /** The candidate's last log index and term. */
+  index: LogIndex,
+  logTerm: LogIndex,
+  /** Set by a leadership transfer: voters then ignore their leader lease (CheckQuorum). */
+  transfer: Schema.Boolean
+}
+
+/** RequestVote. */
+export const MsgVote = Schema.Struct({ type: Schema.Literal("vote"), ...voteFields })
+export type MsgVote = typeof MsgVote.Type
+
+/** PreVote request: "would you vote for me at `term`?" Does not change anybody's term. */
+export const MsgPreVote = Schema.Struct({ type: Schema.Literal("preVote"), ...voteFields })
+export type MsgPreVote = typeof MsgPreVote.Type
+
+export const MsgVoteResp = Schema.Struct({ type: Schema.Literal("voteResp"), ...header, reject: Schema.Boolean })
+export type MsgVoteResp = typeof MsgVoteResp.Type
+
+export const MsgPreVoteResp = Schema.Struct({ type: Schema.Literal("preVoteResp"), ...header, reject: Schema.Boolean })
+export type MsgPreVoteResp = typeof MsgPreVoteResp.Type
+
+/**
+ * Heartbeat. `commit` is min(follower's match, leader's commit) so a follower never commits past
+ * what it is known to hold. `context` carries a ReadIndex request id being confirmed.
+ */
+export const MsgHeartbeat = Schema.Struct({
+  type: Schema.Literal("heartbeat"),
+  ...header,
+  commit: LogIndex,
+  context: Schema.optional(Schema.String)
+})
+export type MsgHeartbeat = typeof MsgHeartbeat.Type
+
+export const MsgHeartbeatResp = Schema.Struct({
+  type: Schema.Literal("heartbeatResp"),
+  ...header,
+  context: Schema.optional(Schema.String)
+})
+export type MsgHeartbeatResp = typeof MsgHeartbeatResp.Type
+
+/**
+ * One chunk of an InstallSnapshot. The snapshot's `data` is split into pieces of at most
+ * `maxSizePerMsg` characters; the chunk at `offset` carries `data`, and the snapshot is complete when
+ * `offset + data.length === totalSize`. The follower reassembles chunks in order.
+ */
+export const MsgSnap = Schema.Struct({
+  type: Schema.Literal("snap"),
+  ...header,
+  metadata: SnapshotMetadata,
+  offset: LogIndex,
+  totalSize: LogIndex,
+  data: Schema.String
+})
+export type MsgSnap = typeof MsgSnap.Type
+
+/** Leadership transfer: the leader tells a caught-up follower to campaign at once. */
+export const MsgTimeoutNow = Schema.Struct({ type: Schema.Literal("timeoutNow"), ...header })
+export type MsgTimeoutNow = typeof MsgTimeoutNow.Type
+
+/** A follower forwards a ReadIndex request (its `context`) to the leader. */
+export const MsgReadIndex = Schema.Struct({ type: Schema.Literal("readIndex"), ...header, context: Schema.String })
+export type MsgReadIndex = typeof MsgReadIndex.Type
+
+/** The leader's answer to a forwarded ReadIndex: read once applied ≥ `index`. */
+export const MsgReadIndexResp = Schema.Struct({
+  type: Schema.Literal("readIndexResp"),
+  ...header,
+  index: LogIndex,
+  context: Schema.String
+})
+export type MsgReadIndexResp = typeof MsgReadIndexResp.Type
+
+/** A follower forwards a leadership-transfer request to the leader. */
+export const MsgTransferLeader = Schema.Struct({
+  type: Schema.Literal("transferLeader"),
+  ...header,
+  transferee: RaftId
+})
+export type MsgTransferLeader = typeof MsgTransferLeader.Type
+
+export const Message = Schema.Union(
+  MsgApp,
+  MsgAppResp,
+  MsgVote,
+  MsgVoteResp,
+  MsgPreVote,
+  MsgPreVoteResp,
+  MsgHeartbeat,
+  MsgHeartbeatResp,
+  MsgSnap,
+  MsgTimeoutNow,
+  MsgReadIndex,
+  MsgReadIndexResp,
+  MsgTransferLeader
+)
+export type Message = typeof Message.Type
+export type MessageType = Message["type"]

@@ -1,0 +1,1123 @@
+/**
+ * Blixard's Raft consensus core, modelled on etcd-io/raft: a pure, synchronous, deterministic state
+ * machine. It does no I/O, reads no clock and draws no randomness except from the `random` source it
+ * is handed. Drive it through `RawNode` (which adds the `Ready`/`advance` protocol); this class holds
+ * the protocol rules and is what the tests exercise rule by rule.
+ *
+ * ## Membership: single-server changes
+ *
+ * Blixard changes membership one server at a time (`addLearner`, `promote`, `remove`) instead of
+ * etcd's joint consensus. Any two majorities of configurations that differ by one voter overlap, so
+ * a single change can never let two leaders be elected for the same term, provided changes do not
+ * overlap. Hence the rules this core enforces:
+ * - one at a time: the leader refuses a new change while an earlier one is not yet applied;
+ * - the fix to the thesis' single-server algorithm (Ongaro, raft-dev, 2015): a new leader must commit
+ *   an entry of its own term before proposing a change — our leader's initial empty entry counts as
+ *   a pending change until it is applied;
+ * - a new server first joins as a learner (gets the log, never votes, never counts for quorum) and
+ *   is promoted once caught up, so it cannot stall commits while it catches up.
+ *
+ * Changes take effect **when applied** (like etcd): `RawNode.advance` applies the `confChange`
+ * entries among the committed entries it acknowledges, in log order. A leader whose own removal is
+ * applied steps down; a node that is not a voter never campaigns.
+ */
+import { committedIndex, voteResult } from "./Quorum.js"
+import type { VoteResult } from "./Quorum.js"
+import type { LogStorage } from "./Log.js"
+import { RaftLog } from "./Log.js"
+import type { Message, MsgApp, MsgAppResp, MsgHeartbeat, MsgHeartbeatResp, MsgSnap } from "./Message.js"
+import { Progress } from "./Progress.js"
+import type { ProgressStatus } from "./Progress.js"
+import { ReadOnly } from "./ReadOnly.js"
+import type { ReadOnlyOption } from "./ReadOnly.js"
+import type {
+  ConfChange,
+  ConfState,
+  Entry,
+  EntryKind,
+  HardState,
+  ReadState,
+  Snapshot,
+  SoftState,
+  StateRole
+} from "./Types.js"
+import { applyChangeToConfState, None, payloadSize } from "./Types.js"
+
+export interface RaftConfig {
+  /** This node's id (positive). */
+  readonly id: number
+  /** Persisted state, read synchronously. */
+  readonly storage: LogStorage
+  /**
+   * Seeded randomness: returns an integer in [0, n). Used only for the election timeout, drawn
+   * uniformly from [electionTick, 2·electionTick).
+   */
+  readonly random: (n: number) => number
+  /** Ticks without hearing from a leader before a follower campaigns (default 10). */
+  readonly electionTick?: number
+  /** Ticks between leader heartbeats (default 1). Must be < electionTick. */
+  readonly heartbeatTick?: number
+  /** The last index the application has applied (on restart); entries after it are re-delivered. */
+  readonly applied?: number
+  /** Run a PreVote round before incrementing the term (default true). */
+  readonly preVote?: boolean
+  /** Leader steps down without quorum contact for an election timeout; followers keep a lease (default true). */
+  readonly checkQuorum?: boolean
+  /** Max size of one AppendEntries' entries, and of one snapshot chunk (default 1 MiB). */
+  readonly maxSizePerMsg?: number
+  /** Max AppendEntries in flight per follower in replicate state (default 256). */
+  readonly maxInflightMsgs?: number
+  /** Cap on the payload bytes of the leader's uncommitted entries; 0 = unlimited (default 0). */
+  readonly maxUncommittedEntriesSize?: number
+  /** Max size of committed entries handed out in one Ready (default unlimited). */
+  readonly maxCommittedSizePerReady?: number
+  /** How ReadIndex confirms leadership (default "safe"); "leaseBased" requires checkQuorum. */
+  readonly readOnlyOption?: ReadOnlyOption
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: re-introduces the bug of Raft paper Figure 8 by
+   * letting the leader commit entries of previous terms by counting replicas. A committed entry can
+   * then be overwritten. Never enable outside tests that check the simulator catches it.
+   */
+  readonly unsafeCommitPreviousTermByCounting?: boolean
+}
+
+/** Why a proposal was refused. The proposal was not appended and can be retried (elsewhere). */
+export type ProposeError =
+  | { readonly reason: "notLeader"; readonly leader: number }
+  | { readonly reason: "transferInProgress"; readonly transferee: number }
+  | { readonly reason: "uncommittedSizeExceeded" }
+  | { readonly reason: "confChangePending"; readonly pendingIndex: number }
+  | { readonly reason: "invalidConfChange"; readonly detail: string }
+
+/** `ok`: appended at `index` in `term`; it is applied at that index if that entry is still there. */
+export type ProposeResult =
+  | { readonly ok: true; readonly index: number; readonly term: number }
+  | ({ readonly ok: false } & ProposeError)
+
+export type RequestResult = { readonly ok: true } | { readonly ok: false; readonly reason: "noLeader" | "notVoter" }
+
+export interface Status {
+  readonly id: number
+  readonly term: number
+  readonly vote: number
+  readonly lead: number
+  readonly role: StateRole
+  readonly commit: number
+  readonly applied: number
+  readonly firstIndex: number
+  readonly lastIndex: number
+  readonly confState: ConfState
+  readonly leadTransferee: number
+  /** Per-peer replication progress (leader only; empty otherwise), sorted by id, self included. */
+  readonly progress: ReadonlyArray<ProgressStatus>
+}
+
+type CampaignType = "preElection" | "election" | "transfer"
+
+interface SnapAssembly {
+  readonly term: number
+  readonly snap: MsgSnap["metadata"]
+  readonly totalSize: number
+  readonly parts: Array<string>
+  received: number
+}
+
+const sortedIds = (ids: Iterable<number>): Array<number> => [...ids].sort((a, b) => a - b)
+
+/** Encode a conf change deterministically (fixed key order) as an entry's data. */
+export const encodeConfChange = (cc: ConfChange): string =>
+  JSON.stringify(
+    cc.address === undefined
+      ? { type: cc.type, nodeId: cc.nodeId }
+      : { type: cc.type, nodeId: cc.nodeId, address: cc.address }
+  )
+
+/** Decode a conf-change entry's data (written by `encodeConfChange`). */
+export const decodeConfChange = (data: string): ConfChange => {
+  const raw: unknown = JSON.parse(data)
+  if (typeof raw !== "object" || raw === null) throw new Error("raft: malformed conf change entry")
+  const o = raw as Record<string, unknown>
+  const type = o["type"]
+  const nodeId = o["nodeId"]
+  if ((type !== "addLearner" && type !== "promote" && type !== "remove") || typeof nodeId !== "number") {
+    throw new Error(`raft: malformed conf change entry ${data}`)
+  }
+  const address = o["address"]
+  return typeof address === "string" ? { type, nodeId, address } : { type, nodeId }
+}
+
+export class Raft {
+  readonly id: number
+  term = 0
+  vote = None
+  lead = None
+  role: StateRole = "follower"
+  readonly log: RaftLog
+
+  /** Configuration, kept sorted for deterministic iteration. */
+  private voters: Array<number> = []
+  private learners: Array<number> = []
+  private members: Array<number> = []
+  readonly prs = new Map<number, Progress>()
+
+  private readonly votes = new Map<number, boolean>()
+  /** Messages to send once the current Ready is persisted. */
+  msgs: Array<Message> = []
+  readStates: Array<ReadState> = []
+  private readOnly: ReadOnly
+  /** ReadIndex requests received before this leader committed an entry of its term. */
+  private pendingReadIndex: Array<{ context: string; from: number }> = []
+
+  readonly electionTimeout: number
+  readonly heartbeatTimeout: number
+  electionElapsed = 0
+  private heartbeatElapsed = 0
+  private randomizedElectionTimeout = 0
+
+  readonly preVote: boolean
+  readonly checkQuorum: boolean
+  private readonly maxSizePerMsg: number
+  private readonly maxInflight: number
+  private readonly maxUncommittedSize: number
+  private readonly readOnlyOption: ReadOnlyOption
+  private readonly unsafeCommit: boolean
+  private readonly random: (n: number) => number
+
+  /** Index of the latest conf change (or of the leader's initial empty entry) not yet known applied. */
+  pendingConfIndex = 0
+  /** Payload bytes of uncommitted entries appended by this leader. */
+  uncommittedSize = 0
+  leadTransferee = None
+  /** Appends to broadcast: set by proposals and commit advances, flushed by `flush()` (batching). */
+  private needBroadcast = false
+  private snapAssembly: SnapAssembly | undefined = undefined
+  /** The snapshot transmission we already reported as broken (its remaining chunks are ignored). */
+  private snapFailed: { term: number; index: number; snapTerm: number } | undefined = undefined
+
+  constructor(config: RaftConfig) {
+    const electionTick = config.electionTick ?? 10
+    const heartbeatTick = config.heartbeatTick ?? 1
+    if (!Number.isInteger(config.id) || config.id <= 0) throw new Error("raft: id must be a positive integer")
+    if (heartbeatTick <= 0) throw new Error("raft: heartbeatTick must be > 0")
+    if (electionTick <= heartbeatTick) throw new Error("raft: electionTick must be > heartbeatTick")
+    const readOnlyOption = config.readOnlyOption ?? "safe"
+    const checkQuorum = config.checkQuorum ?? true
+    if (readOnlyOption === "leaseBased" && !checkQuorum) {
+      throw new Error("raft: leaseBased reads require checkQuorum (a lease is only sound if the leader steps down)")
+    }
+    this.id = config.id
+    this.electionTimeout = electionTick
+    this.heartbeatTimeout = heartbeatTick
+    this.preVote = config.preVote ?? true
+    this.checkQuorum = checkQuorum
+    this.maxSizePerMsg = config.maxSizePerMsg ?? 1024 * 1024
+    if (this.maxSizePerMsg <= 0) throw new Error("raft: maxSizePerMsg must be > 0")
+    this.maxInflight = config.maxInflightMsgs ?? 256
+    if (this.maxInflight <= 0) throw new Error("raft: maxInflightMsgs must be > 0")
+    this.maxUncommittedSize = config.maxUncommittedEntriesSize ?? 0
+    this.readOnlyOption = readOnlyOption
+    this.readOnly = new ReadOnly(readOnlyOption)
+    this.unsafeCommit = config.unsafeCommitPreviousTermByCounting ?? false
+    this.random = config.random
+    this.log = new RaftLog(config.storage, config.maxCommittedSizePerReady ?? Number.MAX_SAFE_INTEGER)
+
+    const { hardState, confState } = config.storage.initialState()
+    if (hardState.commit < this.log.committed || hardState.commit > this.log.lastIndex()) {
+      throw new Error(
+        `raft: hard state commit ${hardState.commit} is outside [${this.log.committed}, ${this.log.lastIndex()}]`
+      )
+    }
+    this.log.committed = hardState.commit
+    this.term = hardState.term
+    this.vote = hardState.vote
+    let cs = confState
+    const applied = config.applied ?? 0
+    if (applied > 0) {
+      this.log.appliedTo(applied)
+      // Replay membership changes after the snapshot up to `applied` (they took effect when applied).
+      const from = this.log.firstIndex()
+      if (applied >= from) {
+        for (const e of this.log.slice(from, applied + 1, Number.MAX_SAFE_INTEGER) ?? []) {
+          if (e.kind === "confChange") cs = applyChangeToConfState(cs, decodeConfChange(e.data))
+        }
+      }
+    }
+    this.setConf(cs)
+    this.becomeFollower(this.term, None)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Observers
+
+  hardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.log.committed }
+  }
+
+  softState(): SoftState {
+    return { lead: this.lead, role: this.role }
+  }
+
+  confState(): ConfState {
+    return { voters: this.voters.slice(), learners: this.learners.slice() }
+  }
+
+  /** True if this node is a voter and may campaign (a learner or a removed node never does). */
+  promotable(): boolean {
+    return this.prs.has(this.id) && this.voters.includes(this.id) && !this.log.hasPendingSnapshot()
+  }
+
+  status(): Status {
+    const progress: Array<ProgressStatus> = []
+    if (this.role === "leader") {
+      for (const id of this.members) {
+        const pr = this.prs.get(id)!
+        progress.push({
+          id,
+          match: pr.match,
+          next: pr.next,
+          state: pr.state,
+          isLearner: pr.isLearner,
+          recentActive: pr.recentActive,
+          inflight: pr.inflights.count,
+          pendingSnapshot: pr.pendingSnapshot
+        })
+      }
+    }
+    return {
+      id: this.id,
+      term: this.term,
+      vote: this.vote,
+      lead: this.lead,
+      role: this.role,
+      commit: this.log.committed,
+      applied: this.log.applied,
+      firstIndex: this.log.firstIndex(),
+      lastIndex: this.log.lastIndex(),
+      confState: this.confState(),
+      leadTransferee: this.leadTransferee,
+      progress
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Configuration
+
+  private setConf(cs: ConfState): void {
+    this.voters = sortedIds(new Set(cs.voters))
+    this.learners = sortedIds(new Set(cs.learners.filter((id) => !cs.voters.includes(id))))
+    this.members = sortedIds([...this.voters, ...this.learners])
+    const next = this.log.lastIndex() + 1
+    for (const id of [...this.prs.keys()]) {
+      if (!this.members.includes(id)) this.prs.delete(id)
+    }
+    for (const id of this.members) {
+      const isLearner = this.learners.includes(id)
+      const pr = this.prs.get(id)
+      if (pr !== undefined) {
+        pr.isLearner = isLearner
+      } else {
+        const fresh = new Progress(next, this.maxInflight, isLearner)
+        // A new member counts as active so that CheckQuorum does not trip before it answers.
+        fresh.recentActive = true
+        if (id === this.id) fresh.match = next - 1
+        this.prs.set(id, fresh)
+      }
+    }
+  }
+
+  /**
+   * Apply a committed membership change (called by `RawNode.advance` for each applied `confChange`
+   * entry, in log order). Invalid changes are ignored. Returns the resulting configuration.
+   */
+  applyConfChange(cc: ConfChange): ConfState {
+    const current: ConfState = { voters: this.voters, learners: this.learners }
+    const cs = applyChangeToConfState(current, cc)
+    if (cs === current) return this.confState()
+    this.setConf(cs)
+    if (this.role === "leader") {
+      if (!this.voters.includes(this.id)) {
+        // Our own removal (or demotion) took effect: step down; the remaining voters elect a leader.
+        this.becomeFollower(this.term, None)
+        return this.confState()
+      }
+      if (this.leadTransferee !== None && !this.voters.includes(this.leadTransferee)) this.abortLeaderTransfer()
+      // The quorum may have shrunk: that may commit entries. New members need the log.
+      if (this.maybeCommit()) this.releasePendingReadIndex()
+      this.needBroadcast = true
+    }
+    return this.confState()
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Role transitions
+
+  private resetRandomizedElectionTimeout(): void {
+    this.randomizedElectionTimeout = this.electionTimeout + this.random(this.electionTimeout)
+  }
+
+  private reset(term: number): void {
+    if (this.term !== term) {
+      this.term = term
+      this.vote = None
+    }
+    this.lead = None
+    this.electionElapsed = 0
+    this.heartbeatElapsed = 0
+    this.resetRandomizedElectionTimeout()
+    this.abortLeaderTransfer()
+    this.votes.clear()
+    const last = this.log.lastIndex()
+    for (const id of this.members) {
+      const pr = new Progress(last + 1, this.maxInflight, this.learners.includes(id))
+      if (id === this.id) pr.match = last
+      this.prs.set(id, pr)
+    }
+    this.pendingConfIndex = 0
+    this.uncommittedSize = 0
+    this.readOnly = new ReadOnly(this.readOnlyOption)
+    this.pendingReadIndex = []
+    this.needBroadcast = false
+  }
+
+  becomeFollower(term: number, lead: number): void {
+    this.reset(term)
+    this.lead = lead
+    this.role = "follower"
+  }
+
+  private becomeCandidate(): void {
+    if (this.role === "leader") throw new Error("raft: invalid transition leader -> candidate")
+    this.reset(this.term + 1)
+    this.vote = this.id
+    this.role = "candidate"
+  }
+
+  private becomePreCandidate(): void {
+    if (this.role === "leader") throw new Error("raft: invalid transition leader -> preCandidate")
+    // Changes neither the term nor the vote: a PreVote round is harmless to the cluster.
+    this.votes.clear()
+    this.lead = None
+    this.role = "preCandidate"
+  }
+
+  private becomeLeader(): void {
+    if (this.role === "follower") throw new Error("raft: invalid transition follower -> leader")
+    this.reset(this.term)
+    this.lead = this.id
+    this.role = "leader"
+    const self = this.prs.get(this.id)!
+    self.becomeReplicate()
+    self.recentActive = true
+    // §5.4.2 / §8: a new leader commits entries of earlier terms only through an entry of its own
+    // term, so it appends an empty one at once. Until that entry is applied it also blocks conf
+    // changes (the fix to the single-server membership algorithm).
+    this.appendEntries([{ kind: "empty", data: "" }])
+    this.pendingConfIndex = this.log.lastIndex()
+    this.needBroadcast = true
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Ticks and elections
+
+  /** Advance the logical clock by one tick. */
+  tick(): void {
+    if (this.role === "leader") this.tickHeartbeat()
+    else this.tickElection()
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0
+      this.hup("election")
+    }
+  }
+
+  private tickHeartbeat(): void {
+    this.heartbeatElapsed++
+    this.electionElapsed++
+    if (this.electionElapsed >= this.electionTimeout) {
+      this.electionElapsed = 0
+      if (this.checkQuorum) this.checkQuorumRound()
+      if (this.role === "leader" && this.leadTransferee !== None) this.abortLeaderTransfer()
+    }
+    if (this.role !== "leader") return
+    if (this.heartbeatElapsed >= this.heartbeatTimeout) {
+      this.heartbeatElapsed = 0
+      // Re-send the latest pending ReadIndex context, in case its heartbeat round was lost.
+      this.bcastHeartbeat(this.readOnly.lastPendingContext())
+    }
+  }
+
+  /** CheckQuorum: step down unless a majority of voters was heard from since the last round. */
+  private checkQuorumRound(): void {
+    const active = new Map<number, boolean>()
+    for (const id of this.voters) {
+      const pr = this.prs.get(id)
+      if (pr !== undefined && (id === this.id || pr.recentActive)) active.set(id, true)
+    }
+    if (voteResult(this.voters, active) !== "won") this.becomeFollower(this.term, None)
+    for (const [id, pr] of this.prs) if (id !== this.id) pr.recentActive = false
+  }
+
+  /** Start an election now (etcd's `Campaign`): a PreVote round first if enabled. */
+  campaign(): void {
+    this.hup("election")
+  }
+
+  private hup(kind: "election" | "transfer"): void {
+    if (this.role === "leader") return
+    if (!this.promotable()) return
+    // Do not campaign with committed-but-unapplied conf changes: our configuration may be stale.
+    if (this.hasUnappliedConfChanges()) return
+    if (kind === "transfer") this.runCampaign("transfer")
+    else this.runCampaign(this.preVote ? "preElection" : "election")
+  }
+
+  private hasUnappliedConfChanges(): boolean {
+    if (this.log.committed <= this.log.applied) return false
+    const ents = this.log.slice(this.log.applied + 1, this.log.committed + 1, Number.MAX_SAFE_INTEGER) ?? []
+    return ents.some((e) => e.kind === "confChange")
+  }
+
+  private runCampaign(t: CampaignType): void {
+    let term: number
+    let type: "vote" | "preVote"
+    if (t === "preElection") {
+      this.becomePreCandidate()
+      type = "preVote"
+      term = this.term + 1
+    } else {
+      this.becomeCandidate()
+      type = "vote"
+      term = this.term
+    }
+    if (this.poll(this.id, true) === "won") {
+      // A single-voter cluster wins at once.
+      if (t === "preElection") this.runCampaign("election")
+      else this.becomeLeader()
+      return
+    }
+    const index = this.log.lastIndex()
+    const logTerm = this.log.lastTerm()
+    for (const id of this.voters) {
+      if (id === this.id) continue
+      this.msgs.push({ type, term, from: this.id, to: id, index, logTerm, transfer: t === "transfer" })
+    }
+  }
+
+  private poll(id: number, granted: boolean): VoteResult {
+    if (!this.votes.has(id)) this.votes.set(id, granted)
+    return voteResult(this.voters, this.votes)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Messages
+
+  /** Handle a message from a peer. Messages for another node are ignored. */
+  step(m: Message): void {
+    if (m.to !== this.id) return
+    if (m.term === 0) {
+      // Forwarded requests (readIndex, transferLeader) are handled like local ones; any other
+      // message must carry a term.
+      if (m.type !== "readIndex" && m.type !== "transferLeader") return
+    } else if (m.term > this.term) {
+      if (m.type === "vote" || m.type === "preVote") {
+        // Leader lease (CheckQuorum, thesis §4.2.3): a node that heard from a live leader within the
+        // election timeout ignores vote requests, unless a leadership transfer asked for them.
+        const inLease = this.checkQuorum && this.lead !== None && this.electionElapsed < this.electionTimeout
+        if (!m.transfer && inLease) return
+      }
+      if (m.type === "preVote") {
+        // Never change term on a PreVote request.
+      } else if (m.type === "preVoteResp" && !m.reject) {
+        // The term is only bumped once the PreVote round is won.
+      } else if (m.type === "app" || m.type === "heartbeat" || m.type === "snap") {
+        this.becomeFollower(m.term, m.from)
+      } else {
+        this.becomeFollower(m.term, None)
+      }
+    } else if (m.term < this.term) {
+      if ((this.checkQuorum || this.preVote) && (m.type === "heartbeat" || m.type === "app")) {
+        // A stale leader (e.g. after a partition) learns our term from this and steps down. Without
+        // it, with PreVote/CheckQuorum, a node with a higher term could never be heard again.
+        this.msgs.push(this.appResp(m.from, 0, false, 0, 0))
+      } else if (m.type === "preVote") {
+        this.msgs.push({ type: "preVoteResp", term: this.term, from: this.id, to: m.from, reject: true })
+      }
+      return
+    }
+
+    if (m.type === "vote" || m.type === "preVote") {
+      const canVote =
+        this.vote === m.from ||
+        (this.vote === None && this.lead === None) ||
+        (m.type === "preVote" && m.term > this.term)
+      const respType = m.type === "vote" ? "voteResp" : "preVoteResp"
+      if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+        // Answer with the term of the request so a pre-candidate can count it.
+        this.msgs.push({ type: respType, term: m.term, from: this.id, to: m.from, reject: false })
+        if (m.type === "vote") {
+          this.electionElapsed = 0
+          this.vote = m.from
+        }
+      } else {
+        this.msgs.push({ type: respType, term: this.term, from: this.id, to: m.from, reject: true })
+      }
+      return
+    }
+
+    switch (this.role) {
+      case "leader":
+        return this.stepLeader(m)
+      case "candidate":
+      case "preCandidate":
+        return this.stepCandidate(m)
+      case "follower":
+        return this.stepFollower(m)
+    }
+  }
+
+  private stepLeader(m: Message): void {
+    switch (m.type) {
+      case "readIndex":
+        return this.handleReadIndexRequest(m.context, m.from)
+      case "transferLeader":
+        this.handleTransferLeader(m.transferee)
+        return
+      case "appResp":
+        return this.handleAppendResponse(m)
+      case "heartbeatResp":
+        return this.handleHeartbeatResponse(m)
+      default:
+        return
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case "app":
+        this.becomeFollower(m.term, m.from)
+        return this.handleAppendEntries(m)
+      case "heartbeat":
+        this.becomeFollower(m.term, m.from)
+        return this.handleHeartbeat(m)
+      case "snap":
+        this.becomeFollower(m.term, m.from)
+        return this.handleSnapChunk(m)
+      case "voteResp":
+      case "preVoteResp": {
+        if ((m.type === "voteResp") !== (this.role === "candidate")) return
+        const res = this.poll(m.from, !m.reject)
+        if (res === "won") {
+          if (this.role === "preCandidate") this.runCampaign("election")
+          else this.becomeLeader()
+        } else if (res === "lost") {
+          this.becomeFollower(this.term, None)
+        }
+        return
+      }
+      default:
+        return
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case "app":
+        this.electionElapsed = 0
+        this.lead = m.from
+        return this.handleAppendEntries(m)
+      case "heartbeat":
+        this.electionElapsed = 0
+        this.lead = m.from
+        return this.handleHeartbeat(m)
+      case "snap":
+        this.electionElapsed = 0
+        this.lead = m.from
+        return this.handleSnapChunk(m)
+      case "timeoutNow":
+        // Leadership transfer: campaign at once, skipping PreVote, with the lease override.
+        return this.hup("transfer")
+      case "transferLeader":
+        if (this.lead !== None) this.msgs.push({ ...m, to: this.lead, from: this.id })
+        return
+      case "readIndex":
+        if (this.lead !== None) this.msgs.push({ ...m, to: this.lead })
+        return
+      case "readIndexResp":
+        this.readStates.push({ index: m.index, context: m.context })
+        return
+      default:
+        return
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Follower side of replication
+
+  private appResp(to: number, index: number, reject: boolean, rejectHint: number, logTerm: number): MsgAppResp {
+    return { type: "appResp", term: this.term, from: this.id, to, index, reject, rejectHint, logTerm }
+  }
+
+  private handleAppendEntries(m: MsgApp): void {
+    if (m.index < this.log.committed) {
+      this.msgs.push(this.appResp(m.from, this.log.committed, false, 0, 0))
+      return
+    }
+    const last = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries)
+    if (last !== undefined) {
+      this.msgs.push(this.appResp(m.from, last, false, 0, 0))
+      return
+    }
+    // Reject, with a hint for fast back-off: the largest index ≤ m.index whose term is ≤ m.logTerm.
+    const hintIndex = Math.min(m.index, this.log.lastIndex())
+    const [hint, hintTerm] = this.log.findConflictByTerm(hintIndex, m.logTerm)
+    this.msgs.push(this.appResp(m.from, m.index, true, hint, hintTerm))
+  }
+
+  private handleHeartbeat(m: MsgHeartbeat): void {
+    this.log.commitTo(m.commit)
+    const resp: MsgHeartbeatResp =
+      m.context === undefined
+        ? { type: "heartbeatResp", term: this.term, from: this.id, to: m.from }
+        : { type: "heartbeatResp", term: this.term, from: this.id, to: m.from, context: m.context }
+    this.msgs.push(resp)
+  }
+
+  /** Reassemble a chunked snapshot; install it once complete. */
+  private handleSnapChunk(m: MsgSnap): void {
+    const a = this.snapAssembly
+    const same =
+      a !== undefined && a.term === m.term && a.snap.index === m.metadata.index && a.snap.term === m.metadata.term
+    if (same && m.offset < a.received) return // duplicate chunk
+    if (!same && m.offset === 0) {
+      this.snapAssembly = { term: m.term, snap: m.metadata, totalSize: m.totalSize, parts: [], received: 0 }
+      this.snapFailed = undefined
+    } else if (!same || m.offset !== a.received) {
+      // A chunk is missing: drop what we have and tell the leader, once per transmission, that the
+      // snapshot failed (the rest of this transmission is ignored; the leader sends it again).
+      this.snapAssembly = undefined
+      const f = this.snapFailed
+      if (f !== undefined && f.term === m.term && f.index === m.metadata.index && f.snapTerm === m.metadata.term) return
+      this.snapFailed = { term: m.term, index: m.metadata.index, snapTerm: m.metadata.term }
+      this.msgs.push(this.appResp(m.from, m.metadata.index, true, this.log.lastIndex(), 0))
+      return
+    }
+    const asm = this.snapAssembly!
+    asm.parts.push(m.data)
+    asm.received += m.data.length
+    if (asm.received < asm.totalSize) return
+    this.snapAssembly = undefined
+    const snap: Snapshot = { metadata: asm.snap, data: asm.parts.length === 1 ? asm.parts[0]! : asm.parts.join("") }
+    if (this.restore(snap)) {
+      this.msgs.push(this.appResp(m.from, this.log.lastIndex(), false, 0, 0))
+    } else {
+      this.msgs.push(this.appResp(m.from, this.log.committed, false, 0, 0))
+    }
+  }
+
+  /** Install a snapshot from the leader. Returns false if it is not newer than what we have. */
+  restore(s: Snapshot): boolean {
+    if (s.metadata.index <= this.log.committed) return false
+    if (this.role !== "follower") {
+      // Only a follower receives snapshots; be defensive rather than corrupt state.
+      this.becomeFollower(this.term + 1, None)
+      return false
+    }
+    if (this.log.matchTerm(s.metadata.index, s.metadata.term)) {
+      // We already have the entry: just fast-forward the commit index.
+      this.log.commitTo(s.metadata.index)
+      return false
+    }
+    this.log.restore(s)
+    this.setConf(s.metadata.confState)
+    // Progress for the new configuration, as a follower never uses it beyond membership.
+    const last = this.log.lastIndex()
+    for (const [id, pr] of this.prs) {
+      pr.match = id === this.id ? last : 0
+      pr.next = last + 1
+    }
+    return true
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Leader side of replication
+
+  /** Append entries to the leader's log; false (nothing appended) if the uncommitted cap refuses. */
+  private appendEntries(ents: ReadonlyArray<{ readonly kind: EntryKind; readonly data: string }>): boolean {
+    let size = 0
+    for (const e of ents) size += e.data.length
+    if (this.maxUncommittedSize > 0 && this.uncommittedSize > 0 && size > 0) {
+      if (this.uncommittedSize + size > this.maxUncommittedSize) return false
+    }
+    this.uncommittedSize += size
+    const li = this.log.lastIndex()
+    const out: Array<Entry> = new Array(ents.length)
+    for (let i = 0; i < ents.length; i++) {
+      const e = ents[i]!
+      out[i] = { index: li + 1 + i, term: this.term, kind: e.kind, data: e.data }
+    }
+    this.log.append(out)
+    this.prs.get(this.id)?.maybeUpdate(this.log.lastIndex())
+    // A single voter commits at once.
+    this.maybeCommit()
+    return true
+  }
+
+  /** Committed entries were handed to the application: they no longer count as uncommitted. */
+  reduceUncommittedSize(ents: ReadonlyArray<Entry>): void {
+    if (this.uncommittedSize === 0) return
+    let size = 0
+    for (const e of ents) size += payloadSize(e)
+    this.uncommittedSize = size > this.uncommittedSize ? 0 : this.uncommittedSize - size
+  }
+
+  /**
+   * Advance the commit index to the largest index replicated on a majority of voters — only if
+   * that entry is from the current term (§5.4.2; Figure 8). Entries of earlier terms are then
+   * committed indirectly (Log Matching).
+   */
+  private maybeCommit(): boolean {
+    const mci = committedIndex(this.voters, (id) => this.prs.get(id)?.match ?? 0)
+    if (this.unsafeCommit) {
+      // The Figure 8 bug, on purpose (see RaftConfig.unsafeCommitPreviousTermByCounting).
+      if (mci > this.log.committed) {
+        this.log.commitTo(mci)
+        return true
+      }
+      return false
+    }
+    return this.log.maybeCommit(mci, this.term)
+  }
+
+  /** Send pending appends to every follower (batched: one flush per Ready). */
+  flush(): void {
+    if (!this.needBroadcast) return
+    this.needBroadcast = false
+    if (this.role !== "leader") return
+    for (const id of this.members) {
+      if (id === this.id) continue
+      if (this.maybeSendAppend(id, true)) {
+        while (this.maybeSendAppend(id, false)) {
+          // fill the in-flight window (pipelining)
+        }
+      }
+    }
+  }
+
+  hasPendingBroadcast(): boolean {
+    return this.needBroadcast && this.role === "leader"
+  }
+
+  private sendAppend(to: number): void {
+    this.maybeSendAppend(to, true)
+  }
+
+  /**
+   * Send the next AppendEntries to `to` if its progress allows; a snapshot if the entries it needs
+   * are compacted. With `sendIfEmpty` false, nothing is sent when there are no new entries.
+   */
+  private maybeSendAppend(to: number, sendIfEmpty: boolean): boolean {
+    const pr = this.prs.get(to)
+    if (pr === undefined || pr.isPaused()) return false
+    const prevIndex = pr.next - 1
+    const prevTerm = this.log.term(prevIndex)
+    let ents: ReadonlyArray<Entry> | undefined = undefined
+    if (prevTerm !== undefined) {
+      ents = this.log.entries(pr.next, this.maxSizePerMsg)
+      if (ents !== undefined && ents.length === 0 && !sendIfEmpty) return false
+    }
+    if (prevTerm === undefined || ents === undefined) return this.sendSnapshot(to, pr)
+    this.msgs.push({
+      type: "app",
+      term: this.term,
+      from: this.id,
+      to,
+      index: prevIndex,
+      logTerm: prevTerm,
+      entries: ents,
+      commit: this.log.committed
+    })
+    pr.sentEntries(ents.length, ents.length > 0 ? ents[ents.length - 1]!.index : prevIndex)
+    return true
+  }
+
+  /** Send the latest snapshot in chunks of at most maxSizePerMsg characters. */
+  private sendSnapshot(to: number, pr: Progress): boolean {
+    if (!pr.recentActive) return false
+    const snap = this.log.snapshot()
+    if (snap.metadata.index === 0) throw new Error("raft: entries are compacted but there is no snapshot")
+    const total = snap.data.length
+    const size = this.maxSizePerMsg
+    let offset = 0
+    do {
+      const data = total <= size ? snap.data : snap.data.slice(offset, offset + size)
+      this.msgs.push({ type: "snap", term: this.term, from: this.id, to, metadata: snap.metadata, offset, totalSize: total, data })
+      offset += size
+    } while (offset < total)
+    pr.becomeSnapshot(snap.metadata.index)
+    return true
+  }
+
+  private bcastHeartbeat(context: string | undefined): void {
+    for (const id of this.members) {
+      if (id === this.id) continue
+      const pr = this.prs.get(id)!
+      const commit = Math.min(pr.match, this.log.committed)
+      const m: MsgHeartbeat =
+        context === undefined
+          ? { type: "heartbeat", term: this.term, from: this.id, to: id, commit }
+          : { type: "heartbeat", term: this.term, from: this.id, to: id, commit, context }
+      this.msgs.push(m)
+    }
+  }
+
+  private stalledRetryAfter(): number {
+    return Math.max(1, Math.ceil(this.electionTimeout / this.heartbeatTimeout))
+  }
+
+  private handleAppendResponse(m: MsgAppResp): void {
+    const pr = this.prs.get(m.from)
+    if (pr === undefined) return
+    pr.recentActive = true
+    if (m.reject) {
+      if (pr.state === "snapshot") {
+        if (m.index === pr.pendingSnapshot) {
+          // The follower lost a chunk: start over from a probe (which re-sends the snapshot).
+          pr.pendingSnapshot = 0
+          pr.becomeProbe()
+          this.sendAppend(m.from)
+        }
+        return
+      }
+      // Fast back-off: skip every entry of terms the follower cannot have at the probed index.
+      let nextProbe = m.rejectHint
+      if (m.logTerm > 0) nextProbe = this.log.findConflictByTerm(m.rejectHint, m.logTerm)[0]
+      if (pr.maybeDecrTo(m.index, nextProbe)) {
+        if (pr.state === "replicate") pr.becomeProbe()
+        this.sendAppend(m.from)
+      }
+      return
+    }
+    const oldPaused = pr.isPaused()
+    if (pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state === "probe")) {
+      if (pr.state === "probe") {
+        pr.becomeReplicate()
+      } else if (pr.state === "snapshot" && pr.match + 1 >= this.log.firstIndex()) {
+        pr.becomeProbe()
+        pr.becomeReplicate()
+      } else if (pr.state === "replicate") {
+        pr.inflights.freeLE(m.index)
+      }
+      if (this.maybeCommit()) {
+        this.releasePendingReadIndex()
+        this.needBroadcast = true
+      } else if (oldPaused) {
+        this.sendAppend(m.from)
+      }
+      while (this.maybeSendAppend(m.from, false)) {
+        // keep the pipeline full
+      }
+      if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from)
+    }
+  }
+
+  private handleHeartbeatResponse(m: MsgHeartbeatResp): void {
+    const pr = this.prs.get(m.from)
+    if (pr === undefined) return
+    pr.recentActive = true
+    pr.probeSent = false
+    if (pr.state === "snapshot" || (pr.state === "replicate" && pr.inflights.full())) {
+      // Stalled: after an election timeout of heartbeats without progress, assume the snapshot or
+      // the in-flight appends were lost, and probe again.
+      pr.stalledHeartbeats++
+      if (pr.stalledHeartbeats >= this.stalledRetryAfter()) {
+        pr.pendingSnapshot = 0
+        pr.becomeProbe()
+      }
+    }
+    if (pr.match < this.log.lastIndex() || pr.state === "probe") this.sendAppend(m.from)
+
+    if (this.readOnly.option !== "safe" || m.context === undefined) return
+    const acks = this.readOnly.recvAck(m.from, m.context)
+    if (acks === undefined || voteResult(this.voters, acks) !== "won") return
+    for (const rs of this.readOnly.advance(m.context)) this.respondReadIndex(rs.from, rs.index, rs.context)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Proposals
+
+  private refuseProposal(): ProposeResult | undefined {
+    if (this.role !== "leader") return { ok: false, reason: "notLeader", leader: this.lead }
+    if (!this.voters.includes(this.id)) return { ok: false, reason: "notLeader", leader: None }
+    if (this.leadTransferee !== None) return { ok: false, reason: "transferInProgress", transferee: this.leadTransferee }
+    return undefined
+  }
+
+  /** Propose one state-machine command. Never throws; see `ProposeResult`. */
+  propose(data: string): ProposeResult {
+    return this.proposeBatch([data])
+  }
+
+  /** Propose several commands as consecutive entries, all or none. `index` is the last one's. */
+  proposeBatch(data: ReadonlyArray<string>): ProposeResult {
+    const refused = this.refuseProposal()
+    if (refused !== undefined) return refused
+    if (data.length === 0) return { ok: true, index: this.log.lastIndex(), term: this.term }
+    if (!this.appendEntries(data.map((d) => ({ kind: "normal" as const, data: d })))) {
+      return { ok: false, reason: "uncommittedSizeExceeded" }
+    }
+    this.needBroadcast = true
+    return { ok: true, index: this.log.lastIndex(), term: this.term }
+  }
+
+  /** Propose a single-server membership change (see the module comment for the rules). */
+  proposeConfChange(cc: ConfChange): ProposeResult {
+    const refused = this.refuseProposal()
+    if (refused !== undefined) return refused
+    if (this.pendingConfIndex > this.log.applied) {
+      return { ok: false, reason: "confChangePending", pendingIndex: this.pendingConfIndex }
+    }
+    const isVoter = this.voters.includes(cc.nodeId)
+    const isLearner = this.learners.includes(cc.nodeId)
+    switch (cc.type) {
+      case "addLearner":
+        if (isVoter || isLearner) {
+          return { ok: false, reason: "invalidConfChange", detail: `node ${cc.nodeId} is already a member` }
+        }
+        break
+      case "promote":
+        if (!isLearner) return { ok: false, reason: "invalidConfChange", detail: `node ${cc.nodeId} is not a learner` }
+        break
+      case "remove":
+        if (!isVoter && !isLearner) {
+          return { ok: false, reason: "invalidConfChange", detail: `node ${cc.nodeId} is not a member` }
+        }
+        if (isVoter && this.voters.length === 1) {
+          return { ok: false, reason: "invalidConfChange", detail: "cannot remove the last voter" }
+        }
+        break
+    }
+    if (!this.appendEntries([{ kind: "confChange", data: encodeConfChange(cc) }])) {
+      return { ok: false, reason: "uncommittedSizeExceeded" }
+    }
+    this.pendingConfIndex = this.log.lastIndex()
+    this.needBroadcast = true
+    return { ok: true, index: this.log.lastIndex(), term: this.term }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // ReadIndex
+
+  /**
+   * Request a linearizable read point (thesis §6.4). The answer arrives later as a `ReadState`
+   * with the same `context` (which must be unique per request). A follower forwards to the leader.
+   */
+  readIndex(context: string): RequestResult {
+    if (this.role === "leader") {
+      this.handleReadIndexRequest(context, this.id)
+      return { ok: true }
+    }
+    if (this.lead === None) return { ok: false, reason: "noLeader" }
+    this.msgs.push({ type: "readIndex", term: 0, from: this.id, to: this.lead, context })
+    return { ok: true }
+  }
+
+  private handleReadIndexRequest(context: string, from: number): void {
+    if (this.voters.length === 1 && this.voters[0] === this.id) {
+      this.respondReadIndex(from, this.log.committed, context)
+      return
+    }
+    // The leader's commit index is only known to be current once it committed an entry of its term.
+    if (this.log.term(this.log.committed) !== this.term) {
+      this.pendingReadIndex.push({ context, from })
+      return
+    }
+    this.startReadIndex(context, from)
+  }
+
+  private startReadIndex(context: string, from: number): void {
+    if (this.readOnly.option === "safe") {
+      this.readOnly.addRequest(this.log.committed, context, from)
+      this.readOnly.recvAck(this.id, context)
+      this.bcastHeartbeat(context)
+    } else {
+      this.respondReadIndex(from, this.log.committed, context)
+    }
+  }
+
+  private releasePendingReadIndex(): void {
+    if (this.pendingReadIndex.length === 0 || this.log.term(this.log.committed) !== this.term) return
+    const pending = this.pendingReadIndex
+    this.pendingReadIndex = []
+    for (const r of pending) this.startReadIndex(r.context, r.from)
+  }
+
+  private respondReadIndex(from: number, index: number, context: string): void {
+    if (from === None || from === this.id) this.readStates.push({ index, context })
+    else this.msgs.push({ type: "readIndexResp", term: this.term, from: this.id, to: from, index, context })
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Leadership transfer
+
+  /**
+   * Ask leadership to move to voter `to` (thesis §3.10). The leader stops accepting proposals,
+   * brings `to` up to date, then sends it TimeoutNow; the transfer aborts after an election timeout.
+   * A follower forwards the request to its leader.
+   */
+  transferLeader(to: number): RequestResult {
+    if (this.role !== "leader") {
+      if (this.lead === None) return { ok: false, reason: "noLeader" }
+      this.msgs.push({ type: "transferLeader", term: 0, from: this.id, to: this.lead, transferee: to })
+      return { ok: true }
+    }
+    return this.handleTransferLeader(to)
+  }
+
+  private handleTransferLeader(transferee: number): RequestResult {
+    const pr = this.prs.get(transferee)
+    if (pr === undefined || pr.isLearner) return { ok: false, reason: "notVoter" }
+    if (this.leadTransferee !== None) {
+      if (this.leadTransferee === transferee) return { ok: true }
+      this.abortLeaderTransfer()
+    }
+    if (transferee === this.id) return { ok: true }
+    // The transfer must finish within an election timeout (checked in tickHeartbeat).
+    this.electionElapsed = 0
+    this.leadTransferee = transferee
+    if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(transferee)
+    else this.sendAppend(transferee)
+    return { ok: true }
+  }
+
+  private sendTimeoutNow(to: number): void {
+    this.msgs.push({ type: "timeoutNow", term: this.term, from: this.id, to })
+  }
+
+  private abortLeaderTransfer(): void {
+    this.leadTransferee = None
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reports from the driver
+
+  /** The transport could not reach `id`: stop optimistic pipelining to it and probe instead. */
+  reportUnreachable(id: number): void {
+    if (this.role !== "leader") return
+    const pr = this.prs.get(id)
+    if (pr !== undefined && pr.state === "replicate") pr.becomeProbe()
+  }
+
+  /** The transport finished (ok) or failed sending a snapshot to `id`. */
+  reportSnapshot(id: number, ok: boolean): void {
+    if (this.role !== "leader") return
+    const pr = this.prs.get(id)
+    if (pr === undefined || pr.state !== "snapshot") return
+    if (!ok) pr.pendingSnapshot = 0
+    pr.becomeProbe()
+    // Wait for the next heartbeat answer before probing (as etcd does).
+    pr.probeSent = true
+  }
+}

@@ -1,0 +1,375 @@
+/**
+ * `RaftNode`: the Effect service that drives the pure Raft core (`RawNode`).
+ *
+ * One fiber owns the core. Everything that reaches it — clock ticks, peer messages, proposals,
+ * read requests — is an event in one queue; the loop takes every event waiting (so many proposals
+ * become one append, one fsync and one message per peer), steps the core, then works off `Ready`:
+ *
+ *   1. persist snapshot + entries + hard state in ONE `RaftStorage.save` (one transaction, one fsync)
+ *      and mirror them into the in-memory `MemoryStorage` the core reads;
+ *   2. only then send the messages (persist-before-send: a vote or an acknowledgement never leaves
+ *      before what it vouches for is durable);
+ *   3. install a received snapshot into the state machine, apply committed entries, and resolve
+ *      the proposals and reads waiting on them;
+ *   4. `advance`, and compact the log when enough has been applied since the last snapshot.
+ *
+ * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
+ * test clock or the simulator's virtual clock and seed drive it deterministically.
+ */
+import { Context, Deferred, Duration, Effect, Fiber, Layer, Queue, Random, Ref } from "effect"
+import type { BlixardError } from "../domain/Errors.js"
+import { InvalidArgument, NotLeader, ProposalDropped, Timeout, Unavailable } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+import { Transport } from "../net/Transport.js"
+import type { StorageError } from "../storage/Database.js"
+import { RaftStorage } from "../storage/RaftStorage.js"
+import type { Message } from "./Message.js"
+import { MemoryStorage } from "./MemoryStorage.js"
+import type { ProposeResult, RaftConfig, Status } from "./Raft.js"
+import { RawNode } from "./RawNode.js"
+import { StateMachine } from "./StateMachine.js"
+import type { ConfChange, Entry, Snapshot, StateRole } from "./Types.js"
+
+export interface RaftNodeConfig {
+  readonly id: number
+  /** Milliseconds per Raft tick. Elections start after `electionTick` to 2×`electionTick` ticks. */
+  readonly tickMs: number
+  readonly electionTick?: number | undefined
+  readonly heartbeatTick?: number | undefined
+  /** How long a proposal, read or transfer may take before it fails with `Timeout`. */
+  readonly requestTimeoutMs: number
+  /** The voters of a NEW cluster this node founds. Absent for a node joining an existing cluster. */
+  readonly bootstrap?: ReadonlyArray<number> | undefined
+  /** Take a state-machine snapshot and compact the log after this many applied entries. */
+  readonly snapshotEvery?: number | undefined
+  /** Entries kept behind a snapshot, so a slightly lagging follower catches up from the log. */
+  readonly snapshotRetain?: number | undefined
+  /** Further core settings (PreVote and CheckQuorum are on unless turned off here). */
+  readonly raft?:
+    | Partial<Omit<RaftConfig, "id" | "storage" | "random" | "applied" | "electionTick" | "heartbeatTick">>
+    | undefined
+}
+
+export type ProposeFailure = NotLeader | Unavailable | Timeout | ProposalDropped | InvalidArgument
+
+export interface RaftNodeShape {
+  readonly id: number
+  /** Replicates `data` and resolves with the state machine's result once it is applied here. */
+  readonly propose: (data: string) => Effect.Effect<unknown, ProposeFailure>
+  /** A single-server membership change; resolves once applied here. */
+  readonly proposeConfChange: (change: ConfChange) => Effect.Effect<void, ProposeFailure>
+  /**
+   * Resolves when a read from the local state machine is linearizable: the leader confirmed its
+   * leadership with a quorum and this node has applied up to the commit index it reported.
+   */
+  readonly readIndex: Effect.Effect<void, NotLeader | Timeout>
+  /** Asks the leader to hand leadership to `to`; resolves when `to` leads (or fails on timeout). */
+  readonly transferLeader: (to: number) => Effect.Effect<void, NotLeader | Timeout>
+  /** Start an election now (e.g. a single-node cluster at start-up). */
+  readonly campaign: Effect.Effect<void>
+  readonly status: Effect.Effect<Status>
+  /** The leader this node knows of, or 0. */
+  readonly leader: Effect.Effect<number>
+  readonly role: Effect.Effect<StateRole>
+  /** Fails when the driver stops on a storage error (the node must stop); never succeeds. */
+  readonly await: Effect.Effect<never, StorageError>
+}
+
+export class RaftNode extends Context.Tag("blixard/RaftNode")<RaftNode, RaftNodeShape>() {}
+
+type Event =
+  | { readonly _tag: "Tick"; readonly unreachable: ReadonlyArray<number> }
+  | { readonly _tag: "Message"; readonly message: Message }
+  | { readonly _tag: "Propose"; readonly data: string; readonly done: Deferred.Deferred<unknown, ProposeFailure> }
+  | { readonly _tag: "ConfChange"; readonly change: ConfChange; readonly done: Deferred.Deferred<unknown, ProposeFailure> }
+  | { readonly _tag: "ReadIndex"; readonly done: Deferred.Deferred<void, NotLeader | Timeout> }
+  | { readonly _tag: "Transfer"; readonly to: number; readonly done: Deferred.Deferred<void, NotLeader | Timeout> }
+  | { readonly _tag: "Campaign" }
+
+interface Pending {
+  readonly term: number
+  readonly done: Deferred.Deferred<unknown, ProposeFailure>
+}
+
+/** A small seeded PRNG (mulberry32) for the core's synchronous election jitter. */
+const seededRandom = (seed: number) => {
+  let a = seed >>> 0
+  return (n: number): number => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n)
+  }
+}
+
+export const make = (config: RaftNodeConfig) =>
+  Effect.gen(function* () {
+    const storage = yield* RaftStorage
+    const transport = yield* Transport
+    const sm = yield* StateMachine
+    const id = config.id
+    const nodeId = NodeId.make(id)
+
+    // --- Recover (or found) the durable state.
+    let init = yield* storage.initialState
+    if (init.hardState.term === 0 && init.lastIndex === 0 && init.snapshot._tag === "None" && config.bootstrap !== undefined) {
+      const bootstrap: Snapshot = {
+        metadata: { index: 1, term: 1, confState: { voters: [...config.bootstrap].sort((a, b) => a - b), learners: [] } },
+        data: yield* sm.snapshot
+      }
+      yield* storage.save({ snapshot: bootstrap, hardState: { term: 1, vote: 0, commit: 1 } })
+      init = yield* storage.initialState
+    }
+    const mirror = new MemoryStorage()
+    let snapshotIndex = 0
+    const stored = yield* storage.snapshot
+    if (stored._tag === "Some") {
+      mirror.applySnapshot(stored.value)
+      snapshotIndex = stored.value.metadata.index
+    }
+    if (init.lastIndex >= init.firstIndex) mirror.append(yield* storage.entries(init.firstIndex, init.lastIndex + 1))
+    mirror.setHardState(init.hardState)
+    let applied = yield* sm.applied
+    if (stored._tag === "Some" && stored.value.metadata.index > applied) {
+      yield* sm.restore(stored.value)
+      applied = stored.value.metadata.index
+    }
+
+    const raw = new RawNode({
+      preVote: true,
+      checkQuorum: true,
+      ...config.raft,
+      id,
+      storage: mirror,
+      random: seededRandom(yield* Random.nextInt),
+      applied,
+      electionTick: config.electionTick ?? 10,
+      heartbeatTick: config.heartbeatTick ?? 1
+    })
+
+    const events = yield* Queue.unbounded<Event>()
+    const pending = new Map<number, Pending>()
+    const reads = new Map<string, Deferred.Deferred<void, NotLeader | Timeout>>()
+    let readWaiting: Array<{ readonly index: number; readonly done: Deferred.Deferred<void, NotLeader | Timeout> }> = []
+    const transfers: Array<{ readonly to: number; readonly done: Deferred.Deferred<void, NotLeader | Timeout> }> = []
+    let readCounter = 0
+    const snapshotEvery = config.snapshotEvery ?? 10_000
+    const snapshotRetain = config.snapshotRetain ?? 1_000
+    const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
+
+    const notLeader = (leader: number) =>
+      new NotLeader({
+        node: nodeId,
+        message:
+          leader !== 0
+            ? `node ${id} is not the leader; node ${leader} is`
+            : `node ${id} is not the leader and knows of none (an election may be under way); retry shortly`,
+        ...(leader !== 0 ? { leader: NodeId.make(leader) } : {})
+      })
+
+    const refused = (result: Extract<ProposeResult, { ok: false }>): ProposeFailure => {
+      switch (result.reason) {
+        case "notLeader":
+          return notLeader(result.leader)
+        case "transferInProgress":
+          return new Unavailable({ node: nodeId, message: `leadership is moving to node ${result.transferee}; retry shortly` })
+        case "uncommittedSizeExceeded":
+          return new Unavailable({ node: nodeId, message: `too many writes are waiting to commit on node ${id}; retry shortly` })
+        case "confChangePending":
+          return new Unavailable({
+            node: nodeId,
+            message: `a membership change (entry ${result.pendingIndex}) is still being applied; retry when it is done`
+          })
+        case "invalidConfChange":
+          return new InvalidArgument({ node: nodeId, message: result.detail })
+      }
+    }
+
+    const register = (result: ProposeResult, done: Deferred.Deferred<unknown, ProposeFailure>) =>
+      result.ok ? pending.set(result.index, { term: result.term, done }) : Deferred.unsafeDone(done, Effect.fail(refused(result)))
+
+    const handle = (ev: Event): void => {
+      switch (ev._tag) {
+        case "Tick":
+          for (const peer of ev.unreachable) raw.reportUnreachable(peer)
+          raw.tick()
+          return
+        case "Message":
+          raw.step(ev.message)
+          return
+        case "Propose":
+          register(raw.propose(ev.data), ev.done)
+          return
+        case "ConfChange":
+          register(raw.proposeConfChange(ev.change), ev.done)
+          return
+        case "ReadIndex": {
+          const context = `${id}:${++readCounter}`
+          const result = raw.readIndex(context)
+          if (result.ok) reads.set(context, ev.done)
+          else Deferred.unsafeDone(ev.done, Effect.fail(notLeader(raw.status().lead)))
+          return
+        }
+        case "Transfer": {
+          const result = raw.transferLeader(ev.to)
+          if (result.ok) transfers.push({ to: ev.to, done: ev.done })
+          else Deferred.unsafeDone(ev.done, Effect.fail(notLeader(raw.status().lead)))
+          return
+        }
+        case "Campaign":
+          raw.campaign()
+          return
+      }
+    }
+
+    const settle = (entries: ReadonlyArray<Entry>, results: ReadonlyArray<unknown>) => {
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!
+        const p = pending.get(e.index)
+        if (p === undefined) continue
+        pending.delete(e.index)
+        if (p.term === e.term) Deferred.unsafeDone(p.done, Effect.succeed(results[i]))
+        else {
+          Deferred.unsafeDone(
+            p.done,
+            Effect.fail(new ProposalDropped({ node: nodeId, message: `the write was overwritten by a new leader at index ${e.index}; retry it` }))
+          )
+        }
+      }
+    }
+
+    const compact = Effect.gen(function* () {
+      const st = raw.status()
+      if (st.applied - snapshotIndex < snapshotEvery) return
+      const snap = raw.createSnapshot(yield* sm.snapshot)
+      yield* storage.saveSnapshot(snap)
+      mirror.createSnapshot(snap)
+      snapshotIndex = snap.metadata.index
+      const compactTo = snap.metadata.index - snapshotRetain
+      if (compactTo >= mirror.firstIndex()) {
+        yield* storage.compact(compactTo)
+        mirror.compact(compactTo)
+      }
+    })
+
+    const drainReady = Effect.gen(function* () {
+      while (raw.hasReady()) {
+        const rd = raw.ready()
+        if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.hardState !== undefined) {
+          yield* storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState })
+          if (rd.snapshot !== undefined) mirror.applySnapshot(rd.snapshot)
+          mirror.append(rd.entries)
+          if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
+        }
+        if (rd.messages.length > 0) yield* transport.send(rd.messages)
+        if (rd.snapshot !== undefined) {
+          yield* sm.restore(rd.snapshot)
+          snapshotIndex = rd.snapshot.metadata.index
+          for (const [index, p] of pending) {
+            if (index > rd.snapshot.metadata.index) continue
+            pending.delete(index)
+            Deferred.unsafeDone(
+              p.done,
+              Effect.fail(new ProposalDropped({ node: nodeId, message: `a snapshot replaced the log at index ${index}; the write may or may not have applied` }))
+            )
+          }
+        }
+        if (rd.committedEntries.length > 0) settle(rd.committedEntries, yield* sm.apply(rd.committedEntries))
+        if (rd.softState !== undefined) {
+          const ss = rd.softState
+          yield* Ref.set(softState, { lead: ss.lead, role: ss.role })
+          for (let i = transfers.length - 1; i >= 0; i--) {
+            if (transfers[i]!.to === ss.lead) {
+              Deferred.unsafeDone(transfers[i]!.done, Effect.void)
+              transfers.splice(i, 1)
+            }
+          }
+        }
+        for (const rs of rd.readStates) {
+          const done = reads.get(rs.context)
+          if (done === undefined) continue
+          reads.delete(rs.context)
+          readWaiting.push({ index: rs.index, done })
+        }
+        raw.advance(rd)
+        const nowApplied = raw.status().applied
+        if (readWaiting.length > 0) {
+          const still: typeof readWaiting = []
+          for (const w of readWaiting) {
+            if (w.index <= nowApplied) Deferred.unsafeDone(w.done, Effect.void)
+            else still.push(w)
+          }
+          readWaiting = still
+        }
+        yield* compact
+      }
+    })
+
+    const loop = Effect.gen(function* () {
+      for (;;) {
+        const batch = yield* Queue.takeBetween(events, 1, 4096)
+        for (const ev of batch) handle(ev)
+        yield* drainReady
+      }
+    })
+
+    const ticker = Effect.gen(function* () {
+      for (;;) {
+        yield* Effect.sleep(Duration.millis(config.tickMs))
+        yield* Queue.offer(events, { _tag: "Tick", unreachable: yield* transport.unreachable })
+      }
+    })
+    const receiver = Effect.forever(
+      Effect.flatMap(transport.receive, (message) => Queue.offer(events, { _tag: "Message", message }))
+    )
+
+    // Campaign at once when founding a one-node cluster: nobody else could win.
+    if (config.bootstrap !== undefined && config.bootstrap.length === 1 && config.bootstrap[0] === id) {
+      yield* Queue.offer(events, { _tag: "Campaign" })
+    }
+    const driver = yield* Effect.forkScoped(loop)
+    yield* Effect.forkScoped(ticker)
+    yield* Effect.forkScoped(receiver)
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        const stopping = new ProposalDropped({ node: nodeId, message: `node ${id} is shutting down; the write may or may not have applied` })
+        for (const p of pending.values()) Deferred.unsafeDone(p.done, Effect.fail(stopping))
+        pending.clear()
+      })
+    )
+
+    const timeout = <A, E extends BlixardError>(what: string, done: Deferred.Deferred<A, E>) =>
+      Deferred.await(done).pipe(
+        Effect.timeoutFail({
+          duration: Duration.millis(config.requestTimeoutMs),
+          onTimeout: () =>
+            new Timeout({
+              node: nodeId,
+              message: `${what} did not complete within ${config.requestTimeoutMs} ms on node ${id} (no quorum reachable?); its outcome is unknown — check, then retry`
+            })
+        })
+      )
+
+    const request = <A, E extends BlixardError>(what: string, make: (done: Deferred.Deferred<A, E>) => Event) =>
+      Effect.flatMap(Deferred.make<A, E>(), (done) => Effect.zipRight(Queue.offer(events, make(done)), timeout(what, done)))
+
+    const service: RaftNodeShape = {
+      id,
+      propose: (data) => request<unknown, ProposeFailure>("the write", (done) => ({ _tag: "Propose", data, done })),
+      proposeConfChange: (change) =>
+        Effect.asVoid(request<unknown, ProposeFailure>("the membership change", (done) => ({ _tag: "ConfChange", change, done }))),
+      readIndex: request<void, NotLeader | Timeout>("the linearizable read", (done) => ({ _tag: "ReadIndex", done })),
+      transferLeader: (to) => request<void, NotLeader | Timeout>(`the leadership transfer to node ${to}`, (done) => ({ _tag: "Transfer", to, done })),
+      campaign: Effect.asVoid(Queue.offer(events, { _tag: "Campaign" })),
+      status: Effect.sync(() => raw.status()),
+      leader: Effect.map(Ref.get(softState), (s) => s.lead),
+      role: Effect.map(Ref.get(softState), (s) => s.role),
+      await: Effect.flatMap(Fiber.join(driver), () => Effect.never)
+    }
+    return service
+  })
+
+/** The Raft node, over whatever `RaftStorage`, `Transport` and `StateMachine` layers are provided. */
+export const layer = (config: RaftNodeConfig): Layer.Layer<RaftNode, StorageError, RaftStorage | Transport | StateMachine> =>
+  Layer.scoped(RaftNode, make(config))

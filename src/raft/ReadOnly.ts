@@ -1,0 +1,71 @@
+/**
+ * ReadIndex bookkeeping on the leader (Raft thesis §6.4, etcd's `read_only.go`).
+ *
+ * `safe`: the leader records its commit index for the request, then confirms it is still the
+ * leader by a heartbeat round carrying the request's context; once a majority acknowledged, every
+ * request queued up to and including that one is answered with its recorded index.
+ *
+ * `leaseBased`: the leader answers at once, trusting that no other leader can exist within an
+ * election timeout of its last quorum contact. That relies on bounded clock drift and on
+ * CheckQuorum (a leader steps down when it loses the quorum), so it is only allowed with checkQuorum.
+ */
+
+export type ReadOnlyOption = "safe" | "leaseBased"
+
+/** A read request waiting for leadership confirmation. `from` is 0 (or the leader) for local requests. */
+export interface ReadIndexRequest {
+  readonly index: number
+  readonly context: string
+  readonly from: number
+  readonly acks: Map<number, boolean>
+}
+
+export class ReadOnly {
+  private readonly pending = new Map<string, ReadIndexRequest>()
+  private queue: Array<string> = []
+
+  constructor(readonly option: ReadOnlyOption) {}
+
+  get size(): number {
+    return this.queue.length
+  }
+
+  /** Queue a request answered at `index` once confirmed. A repeated context is ignored. */
+  addRequest(index: number, context: string, from: number): void {
+    if (this.pending.has(context)) return
+    this.pending.set(context, { index, context, from, acks: new Map() })
+    this.queue.push(context)
+  }
+
+  /** Record that `id` acknowledged the heartbeat carrying `context`; returns the acks so far. */
+  recvAck(id: number, context: string): ReadonlyMap<number, boolean> | undefined {
+    const rs = this.pending.get(context)
+    if (rs === undefined) return undefined
+    rs.acks.set(id, true)
+    return rs.acks
+  }
+
+  /**
+   * The request `context` is confirmed: dequeue it and every request queued before it (a
+   * heartbeat round that confirms a later request confirms the earlier ones too).
+   */
+  advance(context: string): Array<ReadIndexRequest> {
+    const at = this.queue.indexOf(context)
+    if (at < 0) return []
+    const done = this.queue.slice(0, at + 1)
+    this.queue = this.queue.slice(at + 1)
+    const out: Array<ReadIndexRequest> = []
+    for (const ctx of done) {
+      const rs = this.pending.get(ctx)
+      if (rs === undefined) throw new Error("raft: read-only queue and pending map disagree")
+      this.pending.delete(ctx)
+      out.push(rs)
+    }
+    return out
+  }
+
+  /** The context of the most recently queued request, if any. */
+  lastPendingContext(): string | undefined {
+    return this.queue[this.queue.length - 1]
+  }
+}

@@ -1,0 +1,10 @@
+/** Blixard's Raft consensus core (pure, synchronous, deterministic). Start with `RawNode`. */
+export * from "./Types.js"
+export * from "./Message.js"
+export * from "./Quorum.js"
+export * from "./Progress.js"
+export * from "./ReadOnly.js"
+export * from "./Log.js"
+export * from "./MemoryStorage.js"
+export * from "./Raft.js"
+export * from "./RawNode.js"

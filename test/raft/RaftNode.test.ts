@@ -1,0 +1,282 @@
+/**
+ * The Effect driver (`RaftNode`) over in-memory storage, an in-memory network and the KV state
+ * machine, with time driven by `TestClock`.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Context, Duration, Effect, Exit, Layer, Scope, TestClock } from "effect"
+import { MemoryNetwork } from "../../src/net/Transport.js"
+import type { RaftNodeShape } from "../../src/raft/RaftNode.js"
+import * as RaftNode from "../../src/raft/RaftNode.js"
+import { KvStore } from "../../src/sim/KvStore.js"
+import { layerMemory, MemoryStore } from "../../src/storage/RaftStorage.js"
+
+const tickMs = 10
+
+interface Member {
+  readonly id: number
+  readonly store: MemoryStore
+  kv: KvStore
+  node: RaftNodeShape | undefined
+  scope: Scope.CloseableScope | undefined
+}
+
+const put = (key: string, value: string) => JSON.stringify({ op: "put", key, value })
+const cas = (key: string, expected: string | null, value: string) => JSON.stringify({ op: "cas", key, expected, value })
+
+class Cluster {
+  readonly net = new MemoryNetwork()
+  readonly members = new Map<number, Member>()
+
+  constructor(
+    readonly voters: ReadonlyArray<number>,
+    readonly options: Partial<RaftNode.RaftNodeConfig> = {}
+  ) {}
+
+  start(id: number, bootstrap = this.voters.includes(id)) {
+    return Effect.gen(this, function* () {
+      const existing = this.members.get(id)
+      const member: Member = existing ?? { id, store: new MemoryStore(), kv: new KvStore(), node: undefined, scope: undefined }
+      // A restarted node has lost its memory (the state machine) but kept its durable store.
+      member.kv = new KvStore()
+      const scope = yield* Scope.make()
+      const layer = RaftNode.layer({
+        id,
+        tickMs,
+        requestTimeoutMs: 2_000,
+        ...(bootstrap ? { bootstrap: this.voters } : {}),
+        ...this.options
+      }).pipe(Layer.provide(Layer.mergeAll(layerMemory(member.store), this.net.layer(id), member.kv.layer())))
+      const context = yield* Layer.buildWithScope(layer, scope)
+      member.node = Context.get(context, RaftNode.RaftNode)
+      member.scope = scope
+      this.members.set(id, member)
+    })
+  }
+
+  crash(id: number) {
+    return Effect.gen(this, function* () {
+      const m = this.members.get(id)!
+      yield* Scope.close(m.scope!, Exit.void)
+      m.node = undefined
+    })
+  }
+
+  node(id: number): RaftNodeShape {
+    return this.members.get(id)!.node!
+  }
+
+  /** Lets simulated time pass, a tick at a time, until `condition` holds (or fails after `maxMs`). */
+  until(what: string, condition: () => Effect.Effect<boolean>, maxMs = 10_000) {
+    return Effect.gen(function* () {
+      for (let t = 0; t <= maxMs; t += tickMs) {
+        if (yield* condition()) return
+        yield* TestClock.adjust(Duration.millis(tickMs))
+        for (let i = 0; i < 5; i++) yield* Effect.yieldNow()
+      }
+      return yield* Effect.die(new Error(`not within ${maxMs} simulated ms: ${what}`))
+    })
+  }
+
+  /** The id of the one node that leads (and is recognised by every running node), once there is one. */
+  leader() {
+    return Effect.gen(this, function* () {
+      let found = 0
+      yield* this.until("a leader is elected and known to all", () =>
+        Effect.gen(this, function* () {
+          const running = [...this.members.values()].filter((m) => m.node !== undefined)
+          const leads = yield* Effect.forEach(running, (m) => m.node!.leader)
+          const roles = yield* Effect.forEach(running, (m) => m.node!.role)
+          const leaders = running.filter((_, i) => roles[i] === "leader")
+          if (leaders.length !== 1 || !leads.every((l) => l === leaders[0]!.id)) return false
+          found = leaders[0]!.id
+          return true
+        })
+      )
+      return found
+    })
+  }
+
+  /** Runs `effect` (a proposal or read) while simulated time passes, and returns its outcome. */
+  drive<A, E>(effect: Effect.Effect<A, E>) {
+    return Effect.gen(this, function* () {
+      const fiber = yield* Effect.fork(effect)
+      let exit: Exit.Exit<A, E> | undefined
+      yield* this.until("the request completes", () =>
+        Effect.map(fiber.poll, (o) => {
+          if (o._tag === "Some") exit = o.value
+          return o._tag === "Some"
+        })
+      )
+      return exit!
+    })
+  }
+}
+
+const value = <A, E>(exit: Exit.Exit<A, E>): A => {
+  if (Exit.isSuccess(exit)) return exit.value
+  throw new Error(`failed: ${String(exit.cause)}`)
+}
+
+describe("RaftNode", () => {
+  it.scoped("a one-node cluster elects itself and applies writes, resolving with the state machine's result", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1])
+      yield* c.start(1)
+      expect(yield* c.leader()).toBe(1)
+      expect(value(yield* c.drive(c.node(1).propose(put("a", "1"))))).toBe(null)
+      expect(value(yield* c.drive(c.node(1).propose(cas("a", "1", "2"))))).toBe(true)
+      expect(value(yield* c.drive(c.node(1).propose(cas("a", "1", "3"))))).toBe(false)
+      expect(c.members.get(1)!.kv.get("a")).toBe("2")
+    })
+  )
+
+  it.scoped("three nodes elect one leader; a write through it is applied on every node", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      value(yield* c.drive(c.node(leader).propose(put("k", "v"))))
+      yield* c.until("every node applied the write", () =>
+        Effect.succeed([...c.members.values()].every((m) => m.kv.get("k") === "v"))
+      )
+    })
+  )
+
+  it.scoped("a follower refuses a proposal with BLX_NOT_LEADER naming the leader", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const follower = [1, 2, 3].find((id) => id !== leader)!
+      const exit = yield* c.drive(c.node(follower).propose(put("k", "v")))
+      expect(Exit.isFailure(exit)).toBe(true)
+      const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+      expect(error).toMatchObject({ code: "BLX_NOT_LEADER", leader, node: follower })
+    })
+  )
+
+  it.scoped("ReadIndex on a follower resolves only once it has applied what the leader committed", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const follower = [1, 2, 3].find((id) => id !== leader)!
+      value(yield* c.drive(c.node(leader).propose(put("x", "1"))))
+      value(yield* c.drive(c.node(follower).readIndex))
+      expect(c.members.get(follower)!.kv.get("x")).toBe("1")
+    })
+  )
+
+  it.scoped("an isolated leader's write times out; the majority elects a new leader and keeps writing", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const old = yield* c.leader()
+      c.net.isolate(old)
+      const lost = yield* c.drive(c.node(old).propose(put("lost", "1")))
+      expect(Exit.isFailure(lost)).toBe(true)
+      const error = Exit.isFailure(lost) ? Cause.squash(lost.cause) : undefined
+      expect(error).toMatchObject({ code: "BLX_TIMEOUT" })
+      const others = [1, 2, 3].filter((id) => id !== old)
+      let next = 0
+      yield* c.until("a new leader among the majority", () =>
+        Effect.map(Effect.forEach(others, (id) => c.node(id).role), (roles) => {
+          const i = roles.indexOf("leader")
+          next = i >= 0 ? others[i]! : 0
+          return i >= 0
+        })
+      )
+      value(yield* c.drive(c.node(next).propose(put("after", "1"))))
+      c.net.heal()
+      yield* c.until("the old leader steps down and catches up", () =>
+        Effect.succeed(c.members.get(old)!.kv.get("after") === "1")
+      )
+      // The write the isolated leader never committed was overwritten, never applied anywhere.
+      expect([...c.members.values()].map((m) => m.kv.get("lost"))).toEqual([null, null, null])
+    })
+  )
+
+  it.scoped("a crashed node restarts from its durable log and catches up; nothing acknowledged is lost", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      for (let i = 0; i < 5; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i}`, `${i}`))))
+      const victim = [1, 2, 3].find((id) => id !== leader)!
+      yield* c.crash(victim)
+      for (let i = 5; i < 10; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i}`, `${i}`))))
+      yield* c.start(victim, false)
+      yield* c.until("the restarted node has every write", () =>
+        Effect.succeed(Array.from({ length: 10 }, (_, i) => c.members.get(victim)!.kv.get(`k${i}`)).every((v, i) => v === `${i}`))
+      )
+    })
+  )
+
+  it.scoped("the log is compacted behind a snapshot, and a new member catches up from that snapshot", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3], { snapshotEvery: 20, snapshotRetain: 5 })
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      for (let i = 0; i < 60; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i % 7}`, `${i}`))))
+      const store = c.members.get(leader)!.store
+      expect(store.snapshot).toBeDefined()
+      expect(store.firstIndex).toBeGreaterThan(30)
+      // Node 4 joins: added as a learner, it cannot replay the log from 1 and must get the snapshot.
+      yield* c.start(4, false)
+      value(yield* c.drive(c.node(leader).proposeConfChange({ type: "addLearner", nodeId: 4 })))
+      yield* c.until("the learner has the whole state", () =>
+        Effect.succeed(c.members.get(4)!.kv.snapshot().includes('"k6","55"') && c.members.get(4)!.kv.get("k3") === "59")
+      )
+      value(yield* c.drive(c.node(leader).proposeConfChange({ type: "promote", nodeId: 4 })))
+      const status = yield* c.node(leader).status
+      expect(status.confState.voters).toEqual([1, 2, 3, 4])
+    })
+  )
+
+  it.scoped("leadership transfer hands the lead to the chosen follower", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const target = [1, 2, 3].find((id) => id !== leader)!
+      value(yield* c.drive(c.node(leader).transferLeader(target)))
+      expect(yield* c.leader()).toBe(target)
+    })
+  )
+})
+
+describe("RaftNode over SQLite", () => {
+  it.scoped("a node restarted on its database file recovers its log and state (the state machine replays it)", () =>
+    Effect.gen(function* () {
+      const { layerFile } = yield* Effect.promise(() => import("../../src/storage/RaftStorage.js"))
+      const fs = yield* Effect.promise(() => import("node:fs"))
+      const os = yield* Effect.promise(() => import("node:os"))
+      const path = yield* Effect.promise(() => import("node:path"))
+      const filename = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "blixard-raftnode-")), "node.db")
+      const boot = (kv: KvStore) =>
+        Effect.gen(function* () {
+          const scope = yield* Scope.make()
+          const net = new MemoryNetwork()
+          const layer = RaftNode.layer({ id: 1, tickMs, requestTimeoutMs: 2_000, bootstrap: [1] }).pipe(
+            Layer.provide(Layer.mergeAll(layerFile({ filename }), net.layer(1), kv.layer()))
+          )
+          const node = Context.get(yield* Layer.buildWithScope(layer, scope), RaftNode.RaftNode)
+          return { node, scope }
+        })
+      const c = new Cluster([1])
+      const first = yield* boot(new KvStore())
+      yield* c.until("leader", () => Effect.map(first.node.role, (r) => r === "leader"))
+      for (let i = 0; i < 3; i++) value(yield* c.drive(first.node.propose(put(`k${i}`, `v${i}`))))
+      yield* Scope.close(first.scope, Exit.void)
+
+      const kv = new KvStore()
+      const second = yield* boot(kv)
+      yield* c.until("leader again", () => Effect.map(second.node.role, (r) => r === "leader"))
+      value(yield* c.drive(second.node.readIndex))
+      expect([kv.get("k0"), kv.get("k1"), kv.get("k2")]).toEqual(["v0", "v1", "v2"])
+      const status = yield* second.node.status
+      expect(status.term).toBeGreaterThanOrEqual(2)
+      yield* Scope.close(second.scope, Exit.void)
+    })
+  )
+})

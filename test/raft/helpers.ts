@@ -1,0 +1,44 @@
+/** Helpers for tests that drive a single `Raft` core directly, message by message. */
+import { MemoryStorage } from "../../src/raft/MemoryStorage.js"
+import type { Message } from "../../src/raft/Message.js"
+import { Raft } from "../../src/raft/Raft.js"
+import type { Entry, HardState } from "../../src/raft/Types.js"
+import type { NodeOptions } from "./network.js"
+import { plain, seededRandom } from "./network.js"
+
+/** Entries with the given terms at indexes 1, 2, … */
+export const entriesWithTerms = (terms: ReadonlyArray<number>, from = 1): Array<Entry> =>
+  terms.map((term, i) => ({ index: from + i, term, kind: "normal", data: `e${from + i}t${term}` }))
+
+export const newRaft = (
+  id: number,
+  voters: ReadonlyArray<number>,
+  options: NodeOptions = {},
+  log: ReadonlyArray<Entry> = [],
+  hardState?: HardState
+): Raft =>
+  new Raft({
+    ...plain,
+    ...options,
+    id,
+    storage: MemoryStorage.withLog(voters, log, hardState),
+    random: seededRandom(id)
+  })
+
+/** Flush pending broadcasts and take the messages the core wants to send. */
+export const readMessages = (r: Raft): Array<Message> => {
+  r.flush()
+  const out = r.msgs
+  r.msgs = []
+  return out
+}
+
+/** Make `r` (a fresh core) the leader of `term` by a won election, discarding its messages. */
+export const makeLeader = (r: Raft): void => {
+  r.campaign()
+  for (const m of readMessages(r)) {
+    if (m.type === "vote") r.step({ type: "voteResp", term: m.term, from: m.to, to: r.id, reject: false })
+  }
+  readMessages(r)
+  if (r.role !== "leader") throw new Error("makeLeader: not leader")
+}

@@ -1,0 +1,213 @@
+/**
+ * Single-server membership changes (thesis §4.1, §4.2.1; fix from Ongaro, raft-dev 2015): learners,
+ * promotion, removal, one change at a time, taking effect when applied.
+ */
+import { describe, expect, it } from "vitest"
+import { MemoryStorage } from "../../src/raft/MemoryStorage.js"
+import { RawNode } from "../../src/raft/RawNode.js"
+import { applyChangeToConfState } from "../../src/raft/Types.js"
+import { Network, plain, seededRandom } from "./network.js"
+
+/** A 3-voter cluster with leader 1 and node 4 joined as a learner. */
+const withLearner = (): Network => {
+  const net = new Network([1, 2, 3])
+  net.campaign(1)
+  net.node(1).propose("before-join")
+  net.stabilize()
+  net.add(4, new MemoryStorage())
+  expect(net.node(1).proposeConfChange({ type: "addLearner", nodeId: 4, address: "10.0.0.4:7001" }).ok).toBe(true)
+  net.stabilize()
+  net.tickAll(2)
+  return net
+}
+
+describe("membership changes", () => {
+  it("a new server joins as a learner: it gets the configuration by snapshot and then the log", () => {
+    const net = withLearner()
+    expect(net.node(1).confState()).toEqual({ voters: [1, 2, 3], learners: [4] })
+    expect(net.node(4).confState()).toEqual({ voters: [1, 2, 3], learners: [4] })
+    expect(net.delivered.some((m) => m.type === "snap" && m.to === 4)).toBe(true)
+    expect(net.state.get(4)).toEqual(["before-join"])
+    net.node(1).propose("after-join")
+    net.stabilize()
+    expect(net.state.get(4)).toEqual(["before-join", "after-join"])
+    const change = [...net.appliedLog.get(4)!.values()].find((e) => e.kind === "confChange")
+    expect(change?.data).toContain("10.0.0.4:7001")
+  })
+
+  it("a learner receives the log but is not counted for quorum", () => {
+    const net = withLearner()
+    net.partition([1, 4], [2, 3])
+    net.node(1).propose("needs-a-voter")
+    net.tickAll(2)
+    expect(net.storages.get(4)!.lastIndex()).toBe(net.storages.get(1)!.lastIndex())
+    expect(net.state.get(1)).not.toContain("needs-a-voter")
+  })
+
+  it("a learner never campaigns", () => {
+    const net = withLearner()
+    net.isolate(4)
+    net.tick(4, 100)
+    net.stabilize()
+    expect(net.node(4).status()).toMatchObject({ role: "follower", term: net.node(1).status().term })
+    const r = net.node(4).raft
+    expect(r.promotable()).toBe(false)
+  })
+
+  it("a promoted learner becomes a voter: it counts for quorum", () => {
+    const net = withLearner()
+    expect(net.node(1).proposeConfChange({ type: "promote", nodeId: 4 }).ok).toBe(true)
+    net.stabilize()
+    expect(net.node(1).confState()).toEqual({ voters: [1, 2, 3, 4], learners: [] })
+    expect(net.node(4).raft.promotable()).toBe(true)
+    // With four voters, 1 and 2 are not a majority any more: 1, 2 and 4 are.
+    net.partition([1, 2], [3, 4])
+    net.node(1).propose("two-of-four")
+    net.tickAll(2)
+    expect(net.state.get(1)).not.toContain("two-of-four")
+    net.heal()
+    net.partition([1, 2, 4], [3])
+    net.tickAll(2)
+    expect(net.state.get(1)).toContain("two-of-four")
+  })
+
+  it("conf changes take effect when applied, not when appended", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.isolate(2)
+    net.isolate(3)
+    const res = net.node(1).proposeConfChange({ type: "addLearner", nodeId: 4 })
+    expect(res.ok).toBe(true)
+    net.stabilize()
+    // Appended (and persisted) on the leader, but not committed: not in effect.
+    expect(net.storages.get(1)!.lastIndex()).toBe(3)
+    expect(net.node(1).confState().learners).toEqual([])
+    net.heal()
+    net.tick(1, 1)
+    for (let i = 0; i < 20 && net.node(1).status().commit < 3; i++) for (const m of net.takeQueue()) net.deliver(m)
+    // Committed, but the Ready carrying it has not been applied and advanced yet: not in effect.
+    expect(net.node(1).status().commit).toBe(3)
+    expect(net.node(1).confState().learners).toEqual([])
+    net.processReady(1)
+    expect(net.node(1).confState().learners).toEqual([4])
+  })
+
+  it("a leader refuses a new conf change while one is not yet applied (one at a time)", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    const first = net.node(1).proposeConfChange({ type: "addLearner", nodeId: 4 })
+    expect(first).toMatchObject({ ok: true, index: 3 })
+    expect(net.node(1).proposeConfChange({ type: "addLearner", nodeId: 5 })).toEqual({
+      ok: false,
+      reason: "confChangePending",
+      pendingIndex: 3
+    })
+    net.stabilize()
+    expect(net.node(1).proposeConfChange({ type: "addLearner", nodeId: 5 }).ok).toBe(true)
+  })
+
+  it("a new leader must commit an entry of its own term before proposing a conf change", () => {
+    const net = new Network([1, 2, 3])
+    net.drop = (m) => m.type === "app"
+    net.campaign(1)
+    expect(net.node(1).status().role).toBe("leader")
+    expect(net.node(1).status().commit).toBe(1)
+    expect(net.node(1).proposeConfChange({ type: "addLearner", nodeId: 4 })).toEqual({
+      ok: false,
+      reason: "confChangePending",
+      pendingIndex: 2
+    })
+    // Ordinary proposals are fine meanwhile.
+    expect(net.node(1).propose("x").ok).toBe(true)
+    net.drop = undefined
+    net.tickAll(2)
+    expect(net.node(1).status().commit).toBe(3)
+    expect(net.node(1).proposeConfChange({ type: "addLearner", nodeId: 4 }).ok).toBe(true)
+  })
+
+  it("invalid conf changes are refused", () => {
+    const net = withLearner()
+    const n = net.node(1)
+    expect(n.proposeConfChange({ type: "addLearner", nodeId: 2 })).toMatchObject({ ok: false, reason: "invalidConfChange" })
+    expect(n.proposeConfChange({ type: "addLearner", nodeId: 4 })).toMatchObject({ ok: false, reason: "invalidConfChange" })
+    expect(n.proposeConfChange({ type: "promote", nodeId: 2 })).toMatchObject({ ok: false, reason: "invalidConfChange" })
+    expect(n.proposeConfChange({ type: "remove", nodeId: 9 })).toMatchObject({ ok: false, reason: "invalidConfChange" })
+    expect(net.node(2).proposeConfChange({ type: "remove", nodeId: 3 })).toEqual({ ok: false, reason: "notLeader", leader: 1 })
+    const single = new Network([1])
+    single.campaign(1)
+    expect(single.node(1).proposeConfChange({ type: "remove", nodeId: 1 })).toMatchObject({
+      ok: false,
+      reason: "invalidConfChange"
+    })
+  })
+
+  it("removing a voter shrinks the quorum", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    expect(net.node(1).proposeConfChange({ type: "remove", nodeId: 3 }).ok).toBe(true)
+    net.stabilize()
+    expect(net.node(1).confState().voters).toEqual([1, 2])
+    net.crash(3)
+    net.node(1).propose("with two")
+    net.stabilize()
+    expect(net.state.get(1)).toEqual(["with two"])
+    expect(net.state.get(2)).toEqual(["with two"])
+  })
+
+  it("a removed follower never campaigns", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.node(1).proposeConfChange({ type: "remove", nodeId: 3 })
+    net.stabilize()
+    expect(net.node(3).confState().voters).toEqual([1, 2])
+    const term = net.node(3).status().term
+    net.tick(3, 100)
+    net.stabilize()
+    expect(net.node(3).status()).toMatchObject({ role: "follower", term })
+    expect(net.leader()).toBe(1)
+  })
+
+  it("removing the leader: it steps down once the removal is applied, never campaigns again, the rest elect a leader", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    expect(net.node(1).proposeConfChange({ type: "remove", nodeId: 1 }).ok).toBe(true)
+    net.stabilize()
+    const removedAt = net.delivered.length
+    expect(net.node(1).status().role).toBe("follower")
+    expect(net.node(2).confState().voters).toEqual([2, 3])
+    net.tickAll(40)
+    const leader = net.leader()
+    expect([2, 3]).toContain(leader)
+    expect(net.node(1).status().role).toBe("follower")
+    const after = net.delivered.slice(removedAt)
+    expect(after.some((m) => (m.type === "vote" || m.type === "preVote") && m.from === 1)).toBe(false)
+    net.node(leader!).propose("without 1")
+    net.stabilize()
+    expect(net.state.get(2)).toContain("without 1")
+    expect(net.state.get(3)).toContain("without 1")
+  })
+
+  it("a restarted node rebuilds its configuration from the snapshot and the conf changes up to applied", () => {
+    const net = withLearner()
+    const st = net.storages.get(2)!
+    const applied = net.node(2).status().applied
+    const restarted = new RawNode({ ...plain, id: 2, storage: st, random: seededRandom(2), applied })
+    expect(restarted.confState()).toEqual({ voters: [1, 2, 3], learners: [4] })
+    // With applied at the snapshot, the change is re-delivered and takes effect on advance instead.
+    const fresh = new RawNode({ ...plain, id: 2, storage: st, random: seededRandom(2), applied: 1 })
+    expect(fresh.confState()).toEqual({ voters: [1, 2, 3], learners: [] })
+    const rd = fresh.ready()
+    expect(rd.committedEntries.some((e) => e.kind === "confChange")).toBe(true)
+    fresh.advance(rd)
+    expect(fresh.confState()).toEqual({ voters: [1, 2, 3], learners: [4] })
+  })
+
+  it("applyChangeToConfState leaves the configuration unchanged for invalid changes", () => {
+    const cs = { voters: [1, 2], learners: [3] }
+    expect(applyChangeToConfState(cs, { type: "addLearner", nodeId: 1 })).toBe(cs)
+    expect(applyChangeToConfState(cs, { type: "promote", nodeId: 2 })).toBe(cs)
+    expect(applyChangeToConfState(cs, { type: "remove", nodeId: 9 })).toBe(cs)
+    expect(applyChangeToConfState(cs, { type: "promote", nodeId: 3 })).toEqual({ voters: [1, 2, 3], learners: [] })
+    expect(applyChangeToConfState(cs, { type: "remove", nodeId: 3 })).toEqual({ voters: [1, 2], learners: [] })
+  })
+})

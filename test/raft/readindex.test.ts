@@ -1,0 +1,126 @@
+/** Linearizable reads with ReadIndex (thesis §6.4) and leases (§6.4.1). */
+import { describe, expect, it } from "vitest"
+import { MemoryStorage } from "../../src/raft/MemoryStorage.js"
+import { RawNode } from "../../src/raft/RawNode.js"
+import { Network, plain, seededRandom } from "./network.js"
+
+describe("ReadIndex", () => {
+  it("the leader answers with its commit index after a heartbeat round confirms its leadership", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.node(1).propose("w")
+    net.stabilize()
+    expect(net.node(1).readIndex("req-1")).toEqual({ ok: true })
+    const q = net.takeQueue()
+    expect(q.filter((m) => m.type === "heartbeat").map((m) => (m.type === "heartbeat" ? m.context : ""))).toEqual([
+      "req-1",
+      "req-1"
+    ])
+    expect(net.readStates.get(1)).toEqual([])
+    for (const m of q) net.deliver(m)
+    net.stabilize()
+    expect(net.readStates.get(1)).toEqual([{ index: 3, context: "req-1" }])
+  })
+
+  it("one acknowledgement beside the leader's own is a majority of three", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.isolate(3)
+    net.node(1).readIndex("r")
+    net.stabilize()
+    expect(net.readStates.get(1)).toEqual([{ index: 2, context: "r" }])
+  })
+
+  it("a leader cut off from the quorum never answers (no stale read)", () => {
+    const net = new Network([1, 2, 3, 4, 5])
+    net.campaign(1)
+    net.partition([1, 2], [3, 4, 5])
+    net.node(1).readIndex("stale?")
+    net.tickAll(30)
+    expect(net.readStates.get(1)).toEqual([])
+  })
+
+  it("a follower forwards ReadIndex to the leader and receives the read point", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.node(1).propose("w")
+    net.stabilize()
+    expect(net.node(2).readIndex("from-2")).toEqual({ ok: true })
+    net.stabilize()
+    expect(net.readStates.get(2)).toEqual([{ index: 3, context: "from-2" }])
+    expect(net.readStates.get(1)).toEqual([])
+  })
+
+  it("a follower without a known leader refuses", () => {
+    const net = new Network([1, 2, 3])
+    expect(net.node(2).readIndex("x")).toEqual({ ok: false, reason: "noLeader" })
+  })
+
+  it("a new leader defers ReadIndex until it has committed an entry of its term", () => {
+    const net = new Network([1, 2, 3])
+    net.drop = (m) => m.type === "app"
+    net.campaign(1)
+    net.node(1).readIndex("early")
+    net.stabilize()
+    expect(net.delivered.some((m) => m.type === "heartbeat" && m.context === "early")).toBe(false)
+    expect(net.readStates.get(1)).toEqual([])
+    net.drop = undefined
+    net.tickAll(2)
+    expect(net.readStates.get(1)).toEqual([{ index: 2, context: "early" }])
+  })
+
+  it("a heartbeat round confirming a later request confirms the earlier ones too", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.drop = (m) => m.type === "heartbeat" && m.context === "a"
+    net.node(1).readIndex("a")
+    net.node(1).readIndex("b")
+    net.stabilize()
+    expect(net.readStates.get(1)).toEqual([
+      { index: 2, context: "a" },
+      { index: 2, context: "b" }
+    ])
+  })
+
+  it("a lost confirmation round is retried with the next heartbeat", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.drop = (m) => m.type === "heartbeatResp"
+    net.node(1).readIndex("retry")
+    net.stabilize()
+    net.drop = undefined
+    expect(net.readStates.get(1)).toEqual([])
+    net.tickAll(1)
+    expect(net.readStates.get(1)).toEqual([{ index: 2, context: "retry" }])
+  })
+
+  it("a single-voter leader answers at once", () => {
+    const net = new Network([1])
+    net.campaign(1)
+    net.node(1).readIndex("solo")
+    net.processReady(1)
+    expect(net.readStates.get(1)).toEqual([{ index: 2, context: "solo" }])
+  })
+
+  it("lease-based reads are answered without a heartbeat round", () => {
+    const net = new Network([1, 2, 3], { ...plain, checkQuorum: true, readOnlyOption: "leaseBased" })
+    net.campaign(1)
+    net.node(1).readIndex("lease")
+    const q = net.takeQueue()
+    expect(q.filter((m) => m.type === "heartbeat")).toEqual([])
+    expect(net.readStates.get(1)).toEqual([{ index: 2, context: "lease" }])
+  })
+
+  it("lease-based reads are only allowed with CheckQuorum", () => {
+    const make = () =>
+      new RawNode({
+        ...plain,
+        checkQuorum: false,
+        readOnlyOption: "leaseBased",
+        id: 1,
+        storage: new MemoryStorage({ voters: [1], learners: [] }),
+        random: seededRandom(1)
+      })
+    expect(make).toThrow(/checkQuorum/)
+  })
+})

@@ -1,0 +1,152 @@
+/** Log compaction and InstallSnapshot (Raft §7), with chunked transfer. */
+import { describe, expect, it } from "vitest"
+import type { MsgSnap } from "../../src/raft/Message.js"
+import { entriesWithTerms, newRaft, readMessages } from "./helpers.js"
+import { Network, plain } from "./network.js"
+
+const snaps = (net: Network, to: number): Array<MsgSnap> =>
+  net.delivered.filter((m): m is MsgSnap => m.type === "snap" && m.to === to)
+
+/** Leader 1 with `n` entries applied that node 3 missed; then the leader compacts its log. */
+const behindCompactedLog = (n: number, options = plain): Network => {
+  const net = new Network([1, 2, 3], options)
+  net.campaign(1)
+  net.isolate(3)
+  for (let i = 0; i < n; i++) net.node(1).propose(`value-${i}-${"x".repeat(40)}`)
+  net.stabilize()
+  net.compact(1)
+  return net
+}
+
+describe("snapshots", () => {
+  it("a follower behind the compacted log is sent the snapshot and installs it via Ready", () => {
+    const net = behindCompactedLog(10)
+    const leaderSnap = net.storages.get(1)!.snapshot()
+    expect(leaderSnap.metadata.index).toBe(12)
+    expect(net.storages.get(1)!.firstIndex()).toBe(13)
+    net.heal()
+    net.tickAll(3)
+    expect(snaps(net, 3).length).toBeGreaterThan(0)
+    expect(net.storages.get(3)!.snapshot()).toEqual(leaderSnap)
+    expect(net.state.get(3)).toEqual(net.state.get(1))
+    expect(net.node(3).status()).toMatchObject({ commit: 12, applied: 12, firstIndex: 13 })
+    // Replication resumes after the snapshot.
+    expect(net.node(1).status().progress.find((p) => p.id === 3)).toMatchObject({ state: "replicate", match: 12 })
+    net.node(1).propose("after")
+    net.stabilize()
+    expect(net.state.get(3)!.at(-1)).toBe("after")
+  })
+
+  it("snapshots are sent in chunks of at most maxSizePerMsg that the follower reassembles", () => {
+    const net = behindCompactedLog(20, { ...plain, maxSizePerMsg: 100 })
+    const data = net.storages.get(1)!.snapshot().data
+    expect(data.length).toBeGreaterThan(1000)
+    net.heal()
+    net.tickAll(3)
+    const chunks = snaps(net, 3)
+    expect(chunks).toHaveLength(Math.ceil(data.length / 100))
+    expect(chunks.every((c) => c.data.length <= 100 && c.totalSize === data.length)).toBe(true)
+    expect(chunks.map((c) => c.offset)).toEqual(chunks.map((_, i) => i * 100))
+    expect(chunks.map((c) => c.data).join("")).toBe(data)
+    expect(net.state.get(3)).toEqual(net.state.get(1))
+  })
+
+  it("a lost chunk makes the follower reject the snapshot and the leader send it again", () => {
+    const net = behindCompactedLog(20, { ...plain, maxSizePerMsg: 100 })
+    let dropped = false
+    net.drop = (m) => {
+      if (!dropped && m.type === "snap" && m.offset === 200) {
+        dropped = true
+        return true
+      }
+      return false
+    }
+    net.heal()
+    net.tickAll(3)
+    expect(dropped).toBe(true)
+    expect(net.delivered.some((m) => m.type === "appResp" && m.from === 3 && m.reject && m.index === 22)).toBe(true)
+    expect(snaps(net, 3).filter((c) => c.offset === 0)).toHaveLength(2)
+    expect(net.state.get(3)).toEqual(net.state.get(1))
+  })
+
+  it("a lost final chunk is retried after an election timeout of heartbeats", () => {
+    const net = behindCompactedLog(20, { ...plain, maxSizePerMsg: 100 })
+    let dropped = false
+    net.drop = (m) => {
+      if (!dropped && m.type === "snap" && m.offset + m.data.length === m.totalSize) {
+        dropped = true
+        return true
+      }
+      return false
+    }
+    net.heal()
+    net.tickAll(3)
+    expect(dropped).toBe(true)
+    expect(net.node(1).status().progress.find((p) => p.id === 3)?.state).toBe("snapshot")
+    net.tickAll(12)
+    expect(net.state.get(3)).toEqual(net.state.get(1))
+    expect(net.node(1).status().progress.find((p) => p.id === 3)?.state).toBe("replicate")
+  })
+
+  it("duplicated chunks are ignored during reassembly", () => {
+    const r = newRaft(2, [1, 2, 3])
+    const metadata = { index: 5, term: 1, confState: { voters: [1, 2, 3], learners: [] } }
+    const chunk = (offset: number, data: string) =>
+      ({ type: "snap", term: 1, from: 1, to: 2, metadata, offset, totalSize: 6, data }) as const
+    r.step(chunk(0, "ab"))
+    r.step(chunk(0, "ab"))
+    r.step(chunk(2, "cd"))
+    r.step(chunk(2, "cd"))
+    expect(readMessages(r)).toEqual([])
+    r.step(chunk(4, "ef"))
+    expect(readMessages(r)).toMatchObject([{ type: "appResp", index: 5, reject: false }])
+    expect(r.log.unstable.snapshot).toEqual({ metadata, data: "abcdef" })
+    expect(r.log.committed).toBe(5)
+  })
+
+  it("a snapshot that is not newer than the follower's commit index is ignored", () => {
+    const r = newRaft(2, [1, 2, 3], {}, entriesWithTerms([1, 1, 1]), { term: 1, vote: 0, commit: 3 })
+    const metadata = { index: 2, term: 1, confState: { voters: [1, 2, 3], learners: [] } }
+    r.step({ type: "snap", term: 1, from: 1, to: 2, metadata, offset: 0, totalSize: 1, data: "s" })
+    expect(readMessages(r)).toMatchObject([{ type: "appResp", index: 3, reject: false }])
+    expect(r.log.unstable.snapshot).toBeUndefined()
+    expect(r.log.lastIndex()).toBe(3)
+  })
+
+  it("a snapshot whose last entry the follower already has only advances the commit index", () => {
+    const r = newRaft(2, [1, 2, 3], {}, entriesWithTerms([1, 1, 1, 1]), { term: 1, vote: 0, commit: 1 })
+    const metadata = { index: 3, term: 1, confState: { voters: [1, 2, 3], learners: [] } }
+    r.step({ type: "snap", term: 1, from: 1, to: 2, metadata, offset: 0, totalSize: 1, data: "s" })
+    expect(r.log.unstable.snapshot).toBeUndefined()
+    expect(r.log.committed).toBe(3)
+    expect(r.log.lastIndex()).toBe(4)
+  })
+
+  it("installing a snapshot adopts its configuration", () => {
+    const r = newRaft(4, [])
+    const metadata = { index: 7, term: 2, confState: { voters: [1, 2, 3], learners: [4] } }
+    r.step({ type: "snap", term: 2, from: 1, to: 4, metadata, offset: 0, totalSize: 2, data: "[]" })
+    expect(r.confState()).toEqual({ voters: [1, 2, 3], learners: [4] })
+    expect(r.promotable()).toBe(false)
+  })
+
+  it("a restarted node serves the compacted log from its snapshot and re-applies entries after it", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    for (let i = 0; i < 4; i++) net.node(1).propose(`v${i}`)
+    net.stabilize()
+    net.compact(2)
+    net.node(1).propose("v4")
+    net.stabilize()
+    net.crash(2)
+    net.node(1).propose("v5")
+    net.stabilize()
+    expect(net.storages.get(2)!.firstIndex()).toBe(7)
+    net.restart(2)
+    net.processReady(2)
+    expect(net.state.get(2)).toEqual(["v0", "v1", "v2", "v3", "v4"])
+    net.tickAll(2)
+    expect(net.state.get(2)).toEqual(["v0", "v1", "v2", "v3", "v4", "v5"])
+    expect(net.safetyViolations()).toEqual([])
+  })
+})
