@@ -1,0 +1,48 @@
+/**
+ * The `StateMachine` the Raft driver applies Blixard's commands to: committed `normal` entries are
+ * `CommandEnvelope` JSON, applied to a `ClusterState`. An entry that does not decode (which a
+ * leader never proposes: the API validates first) is refused with `InvalidArgument` rather than
+ * applied, identically on every node, so the replicas cannot diverge.
+ */
+import { Effect, Either, Layer, Schema } from "effect"
+import { CommandEnvelopeJson } from "../domain/Command.js"
+import { InvalidArgument } from "../domain/Errors.js"
+import { StateMachine } from "../raft/StateMachine.js"
+import type { Entry } from "../raft/Types.js"
+import type { ApplyResult } from "./ClusterState.js"
+import { ClusterState } from "./ClusterState.js"
+
+const decodeEnvelope = Schema.decodeEither(CommandEnvelopeJson)
+
+/** Holds the live `ClusterState`; `current` is replaced when a snapshot is installed. */
+export class ClusterStateHolder {
+  current = new ClusterState()
+
+  applyEntry(entry: Entry): ApplyResult | undefined {
+    if (entry.kind !== "normal") {
+      this.current.appliedIndex = entry.index
+      return undefined
+    }
+    const envelope = decodeEnvelope(entry.data)
+    if (Either.isLeft(envelope)) {
+      this.current.appliedIndex = entry.index
+      return Either.left(new InvalidArgument({ message: `entry ${entry.index} is not a valid command; it was skipped` }))
+    }
+    return this.current.apply(entry.index, envelope.right)
+  }
+
+  /** An in-memory `StateMachine` layer (the state is rebuilt from snapshot + log after a restart). */
+  layer(): Layer.Layer<StateMachine> {
+    return Layer.succeed(StateMachine, {
+      applied: Effect.sync(() => this.current.appliedIndex),
+      apply: (entries) => Effect.sync(() => entries.map((e) => this.applyEntry(e))),
+      snapshot: Effect.sync(() => this.current.snapshot()),
+      restore: (snapshot) =>
+        Effect.sync(() => {
+          const state = snapshot.data === "" ? new ClusterState() : ClusterState.restore(snapshot.data)
+          state.appliedIndex = snapshot.metadata.index
+          this.current = state
+        })
+    })
+  }
+}
