@@ -1,0 +1,97 @@
+/**
+ * Blixard's REST API: the one definition from which the server's routing and validation, the
+ * OpenAPI document (`/openapi.json`) and the CLI's client are all derived.
+ *
+ * Writes may carry an `Idempotency-Key` header: a retried request with the same key is applied
+ * once and answers with the first result. Updates may carry `ifRevision`: if the object has moved
+ * on, the answer is 409 `BLX_CONFLICT`. Reads are linearizable unless `stale=true` is asked for.
+ */
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema } from "@effect/platform"
+import { Schema } from "effect"
+import { ClusterStatus } from "../domain/ClusterStatus.js"
+import * as E from "../domain/Errors.js"
+import { Labels } from "../domain/Labels.js"
+import { NodeId } from "../domain/NodeId.js"
+import { HostPort, NodeInfo } from "../domain/NodeInfo.js"
+import { VmName } from "../domain/VmName.js"
+import { VmSpec } from "../domain/VmSpec.js"
+import { VmRecord } from "../domain/VmStatus.js"
+
+/** The largest request body accepted (an inline VM config is at most 64 KiB of it). */
+export const MaxBodyBytes = 256 * 1024
+
+const name = HttpApiSchema.param("name", VmName)
+const nodeId = HttpApiSchema.param("id", Schema.NumberFromString.pipe(Schema.compose(NodeId)))
+
+const ReadParams = Schema.Struct({
+  /** Serve from this node's state without a ReadIndex round (may be stale). */
+  stale: Schema.optionalWith(Schema.BooleanFromString, { exact: true })
+})
+const WriteHeaders = Schema.Struct({
+  "idempotency-key": Schema.optionalWith(
+    Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128), Schema.pattern(/^[A-Za-z0-9._:-]+$/)),
+    { exact: true }
+  )
+})
+const Revision = Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true })
+
+
+export class Health extends Schema.Class<Health>("Health")({
+  status: Schema.Literal("ok"),
+  node: NodeId,
+  role: Schema.String,
+  leader: Schema.optionalWith(NodeId, { exact: true })
+}) {}
+
+export const CreateVmBody = Schema.Struct({ spec: VmSpec })
+export const UpdateBody = Schema.Struct({ ifRevision: Revision })
+export const LabelsBody = Schema.Struct({ labels: Labels, ifRevision: Revision })
+export const JoinBody = Schema.Struct({ id: NodeId, address: HostPort })
+export const TransferBody = Schema.Struct({ id: NodeId })
+
+export class VmsApi extends HttpApiGroup.make("vms")
+  .add(HttpApiEndpoint.get("list", "/v1/vms").setUrlParams(ReadParams).addSuccess(Schema.Array(VmRecord)))
+  .add(HttpApiEndpoint.get("get")`/v1/vms/${name}`.setUrlParams(ReadParams).addSuccess(VmRecord))
+  .add(HttpApiEndpoint.post("create", "/v1/vms").setPayload(CreateVmBody).setHeaders(WriteHeaders).addSuccess(VmRecord, { status: 201 }))
+  .add(HttpApiEndpoint.post("start")`/v1/vms/${name}/start`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
+  .add(HttpApiEndpoint.post("stop")`/v1/vms/${name}/stop`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
+  .add(HttpApiEndpoint.del("delete")`/v1/vms/${name}`.setUrlParams(Schema.Struct({ ifRevision: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.positive()), { exact: true }) })).setHeaders(WriteHeaders).addSuccess(VmRecord))
+  .add(HttpApiEndpoint.put("setLabels")`/v1/vms/${name}/labels`.setPayload(LabelsBody).setHeaders(WriteHeaders).addSuccess(VmRecord)) {}
+
+export class NodesApi extends HttpApiGroup.make("nodes")
+  .add(HttpApiEndpoint.get("list", "/v1/nodes").setUrlParams(ReadParams).addSuccess(Schema.Array(NodeInfo)))
+  .add(HttpApiEndpoint.post("cordon")`/v1/nodes/${nodeId}/cordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo))
+  .add(HttpApiEndpoint.post("uncordon")`/v1/nodes/${nodeId}/uncordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo))
+  .add(HttpApiEndpoint.post("drain")`/v1/nodes/${nodeId}/drain`.setHeaders(WriteHeaders).addSuccess(NodeInfo)) {}
+
+export class ClusterApi extends HttpApiGroup.make("cluster")
+  .add(HttpApiEndpoint.get("status", "/v1/cluster").addSuccess(ClusterStatus))
+  .add(HttpApiEndpoint.post("join", "/v1/cluster/members").setPayload(JoinBody).addSuccess(ClusterStatus))
+  .add(HttpApiEndpoint.del("leave")`/v1/cluster/members/${nodeId}`.addSuccess(ClusterStatus))
+  .add(HttpApiEndpoint.post("transferLeader", "/v1/cluster/leader").setPayload(TransferBody).addSuccess(ClusterStatus)) {}
+
+export class HealthApi extends HttpApiGroup.make("health").add(HttpApiEndpoint.get("health", "/v1/health").addSuccess(Health)) {}
+
+export class BlixardApi extends HttpApi.make("blixard")
+  .add(VmsApi)
+  .add(NodesApi)
+  .add(ClusterApi)
+  .add(HealthApi)
+  // Every error crosses the API as itself (the tagged error, with its code) with a fitting status.
+  .addError(E.InvalidArgument, { status: 400 })
+  .addError(E.Unauthorized, { status: 401 })
+  .addError(E.VmNotFound, { status: 404 })
+  .addError(E.NodeNotFound, { status: 404 })
+  .addError(E.VmExists, { status: 409 })
+  .addError(E.Conflict, { status: 409 })
+  .addError(E.Unschedulable, { status: 409 })
+  .addError(E.NotLeader, { status: 503 })
+  .addError(E.Unavailable, { status: 503 })
+  .addError(E.ProposalDropped, { status: 503 })
+  .addError(E.Timeout, { status: 504 })
+  .addError(E.NotImplemented, { status: 501 })
+  .addError(E.StorageCorrupt, { status: 500 })
+  .addError(E.StorageIo, { status: 500 })
+  .addError(E.StorageLocked, { status: 500 })
+  .addError(E.BackendFailed, { status: 502 })
+  .addError(E.ConfigInvalid, { status: 500 }) {}

@@ -1,0 +1,44 @@
+/**
+ * `ControlPlane`: the operations the REST API exposes, as a service. The API's handlers call it;
+ * the node implements it over Raft (forwarding writes to the leader, serving linearizable reads
+ * after a ReadIndex round); tests provide fakes.
+ */
+import { Context, type Effect } from "effect"
+import type { ClusterStatus } from "../domain/ClusterStatus.js"
+import type { BlixardError } from "../domain/Errors.js"
+import type { Labels } from "../domain/Labels.js"
+import type { NodeId } from "../domain/NodeId.js"
+import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
+import type { VmName } from "../domain/VmName.js"
+import type { VmSpec } from "../domain/VmSpec.js"
+import type { VmRecord } from "../domain/VmStatus.js"
+import type { Health } from "./Api.js"
+
+/** `linearizable` (default): after a ReadIndex round. `stale`: this node's state as it is. */
+export type ReadMode = "linearizable" | "stale"
+
+export interface WriteOptions {
+  /** Client request id (`Idempotency-Key`): a retry with the same id applies once. */
+  readonly requestId?: string | undefined
+  /** Apply only if the object is still at this revision (else `Conflict`). */
+  readonly ifRevision?: number | undefined
+}
+
+export interface ControlPlaneShape {
+  readonly listVms: (read: ReadMode) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
+  readonly getVm: (name: VmName, read: ReadMode) => Effect.Effect<VmRecord, BlixardError>
+  readonly createVm: (spec: VmSpec, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly startVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly stopVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly deleteVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly setVmLabels: (name: VmName, labels: Labels, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly listNodes: (read: ReadMode) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
+  readonly setNodeState: (id: NodeId, state: Schedulability, options: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
+  readonly clusterStatus: Effect.Effect<ClusterStatus, BlixardError>
+  readonly join: (id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
+  readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
+  readonly transferLeader: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
+  readonly health: Effect.Effect<Health, BlixardError>
+}
+
+export class ControlPlane extends Context.Tag("blixard/ControlPlane")<ControlPlane, ControlPlaneShape>() {}

@@ -1,0 +1,28 @@
+import { Schema } from "effect"
+import { NodeId } from "./NodeId.js"
+
+export const MemberRole = Schema.Literal("leader", "follower", "candidate", "learner", "unknown")
+export type MemberRole = typeof MemberRole.Type
+
+/** One member as the answering node (the leader, for the replication figures) sees it. */
+export class MemberStatus extends Schema.Class<MemberStatus>("MemberStatus")({
+  id: NodeId,
+  address: Schema.String,
+  role: MemberRole,
+  /** Highest log index known to be replicated on the member (leader's view). */
+  match: Schema.Int.pipe(Schema.nonNegative()),
+  /** Entries the member is behind the leader's last index. */
+  lag: Schema.Int.pipe(Schema.nonNegative()),
+  /** Milliseconds since the leader last heard from the member; absent when unknown. */
+  lastContactMs: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { exact: true })
+}) {}
+
+export class ClusterStatus extends Schema.Class<ClusterStatus>("ClusterStatus")({
+  /** The node that answered. */
+  node: NodeId,
+  leader: Schema.optionalWith(NodeId, { exact: true }),
+  term: Schema.Int.pipe(Schema.nonNegative()),
+  commit: Schema.Int.pipe(Schema.nonNegative()),
+  applied: Schema.Int.pipe(Schema.nonNegative()),
+  members: Schema.Array(MemberStatus)
+}) {}
