@@ -38,6 +38,7 @@ const SnapshotJson = Schema.parseJson(
     appliedIndex: Schema.Int,
     vms: Schema.Array(VmRecord),
     nodes: Schema.Array(NodeInfo),
+    members: Schema.Array(Schema.Tuple(Schema.Int, Schema.String)),
     requests: Schema.Array(Schema.Tuple(Schema.String, ResultJson))
   })
 )
@@ -53,6 +54,8 @@ const decodeResult = (json: typeof ResultJson.Type): ApplyResult =>
 export class ClusterState {
   readonly vms = new Map<string, VmRecord>()
   readonly nodes = new Map<number, NodeInfo>()
+  /** Raft members' peer addresses, learned from membership changes (and the founding members). */
+  readonly members = new Map<number, string>()
   /** Request id → result, in the order applied. */
   readonly requests = new Map<string, typeof ResultJson.Type>()
   appliedIndex = 0
@@ -161,6 +164,16 @@ export class ClusterState {
     }
   }
 
+  /** Records a committed membership change at `index` (its address, or its removal). */
+  applyMembership(index: number, change: { readonly type: string; readonly nodeId: number; readonly address?: string | undefined }): void {
+    if (index <= this.appliedIndex) {
+      throw new Error(`state machine applied entry ${index} after ${this.appliedIndex}: entries must apply once, in order`)
+    }
+    this.appliedIndex = index
+    if (change.type === "remove") this.members.delete(change.nodeId)
+    else if (change.address !== undefined) this.members.set(change.nodeId, change.address)
+  }
+
   /** Places the (unplaced) VM `name`; it stays pending with the scheduler's reason if nothing fits. */
   private placeVm(name: string, now: number, avoid?: NodeId): VmRecord {
     const vm = this.vms.get(name)!
@@ -212,6 +225,7 @@ export class ClusterState {
       appliedIndex: this.appliedIndex,
       vms: [...this.vms.keys()].sort().map((k) => this.vms.get(k)!),
       nodes: [...this.nodes.keys()].sort((a, b) => a - b).map((k) => this.nodes.get(k)!),
+      members: [...this.members.entries()].sort((a, b) => a[0] - b[0]),
       requests: [...this.requests.entries()]
     })
   }
@@ -223,6 +237,7 @@ export class ClusterState {
     state.appliedIndex = decoded.appliedIndex
     for (const vm of decoded.vms) state.vms.set(vm.spec.name, vm)
     for (const node of decoded.nodes) state.nodes.set(node.id, node)
+    for (const [id, address] of decoded.members) state.members.set(id, address)
     for (const [id, result] of decoded.requests) state.requests.set(id, result)
     return state
   }

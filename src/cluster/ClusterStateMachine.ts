@@ -7,6 +7,7 @@
 import { Effect, Either, Layer, Schema } from "effect"
 import { CommandEnvelopeJson } from "../domain/Command.js"
 import { InvalidArgument } from "../domain/Errors.js"
+import { decodeConfChange } from "../raft/Raft.js"
 import { StateMachine } from "../raft/StateMachine.js"
 import type { Entry } from "../raft/Types.js"
 import type { ApplyResult } from "./ClusterState.js"
@@ -19,6 +20,10 @@ export class ClusterStateHolder {
   current = new ClusterState()
 
   applyEntry(entry: Entry): ApplyResult | undefined {
+    if (entry.kind === "confChange") {
+      this.current.applyMembership(entry.index, decodeConfChange(entry.data))
+      return undefined
+    }
     if (entry.kind !== "normal") {
       this.current.appliedIndex = entry.index
       return undefined

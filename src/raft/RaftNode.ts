@@ -16,7 +16,7 @@
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
  * test clock or the simulator's virtual clock and seed drive it deterministically.
  */
-import { Context, Deferred, Duration, Effect, Fiber, Layer, Queue, Random, Ref } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Queue, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
 import { InvalidArgument, NotLeader, ProposalDropped, Timeout, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -71,6 +71,8 @@ export interface RaftNodeShape {
   /** The leader this node knows of, or 0. */
   readonly leader: Effect.Effect<number>
   readonly role: Effect.Effect<StateRole>
+  /** When (Clock milliseconds) a message from each peer last arrived. */
+  readonly lastContact: Effect.Effect<ReadonlyMap<number, number>>
   /** Fails when the driver stops on a storage error (the node must stop); never succeeds. */
   readonly await: Effect.Effect<never, StorageError>
 }
@@ -320,8 +322,14 @@ export const make = (config: RaftNodeConfig) =>
         yield* Queue.offer(events, { _tag: "Tick", unreachable: yield* transport.unreachable })
       }
     })
+    const lastContact = new Map<number, number>()
     const receiver = Effect.forever(
-      Effect.flatMap(transport.receive, (message) => Queue.offer(events, { _tag: "Message", message }))
+      Effect.flatMap(transport.receive, (message) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          lastContact.set(message.from, now)
+          return Queue.offer(events, { _tag: "Message", message })
+        })
+      )
     )
 
     // Campaign at once when founding a one-node cluster: nobody else could win.
@@ -365,6 +373,7 @@ export const make = (config: RaftNodeConfig) =>
       status: Effect.sync(() => raw.status()),
       leader: Effect.map(Ref.get(softState), (s) => s.lead),
       role: Effect.map(Ref.get(softState), (s) => s.role),
+      lastContact: Effect.sync(() => new Map(lastContact)),
       await: Effect.flatMap(Fiber.join(driver), () => Effect.never)
     }
     return service

@@ -3,118 +3,19 @@
  * machine, with time driven by `TestClock`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Context, Duration, Effect, Exit, Layer, Scope, TestClock } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Scope } from "effect"
 import { MemoryNetwork } from "../../src/net/Transport.js"
-import type { RaftNodeShape } from "../../src/raft/RaftNode.js"
 import * as RaftNode from "../../src/raft/RaftNode.js"
 import { KvStore } from "../../src/sim/KvStore.js"
-import { layerMemory, MemoryStore } from "../../src/storage/RaftStorage.js"
-
-const tickMs = 10
-
-interface Member {
-  readonly id: number
-  readonly store: MemoryStore
-  kv: KvStore
-  node: RaftNodeShape | undefined
-  scope: Scope.CloseableScope | undefined
-}
+import { RaftCluster, tickMs, value } from "../support/RaftCluster.js"
 
 const put = (key: string, value: string) => JSON.stringify({ op: "put", key, value })
 const cas = (key: string, expected: string | null, value: string) => JSON.stringify({ op: "cas", key, expected, value })
 
-class Cluster {
-  readonly net = new MemoryNetwork()
-  readonly members = new Map<number, Member>()
-
-  constructor(
-    readonly voters: ReadonlyArray<number>,
-    readonly options: Partial<RaftNode.RaftNodeConfig> = {}
-  ) {}
-
-  start(id: number, bootstrap = this.voters.includes(id)) {
-    return Effect.gen(this, function* () {
-      const existing = this.members.get(id)
-      const member: Member = existing ?? { id, store: new MemoryStore(), kv: new KvStore(), node: undefined, scope: undefined }
-      // A restarted node has lost its memory (the state machine) but kept its durable store.
-      member.kv = new KvStore()
-      const scope = yield* Scope.make()
-      const layer = RaftNode.layer({
-        id,
-        tickMs,
-        requestTimeoutMs: 2_000,
-        ...(bootstrap ? { bootstrap: this.voters } : {}),
-        ...this.options
-      }).pipe(Layer.provide(Layer.mergeAll(layerMemory(member.store), this.net.layer(id), member.kv.layer())))
-      const context = yield* Layer.buildWithScope(layer, scope)
-      member.node = Context.get(context, RaftNode.RaftNode)
-      member.scope = scope
-      this.members.set(id, member)
-    })
+class Cluster extends RaftCluster<KvStore> {
+  constructor(voters: ReadonlyArray<number>, options: Partial<RaftNode.RaftNodeConfig> = {}) {
+    super(voters, () => new KvStore(), (kv) => kv.layer(), options)
   }
-
-  crash(id: number) {
-    return Effect.gen(this, function* () {
-      const m = this.members.get(id)!
-      yield* Scope.close(m.scope!, Exit.void)
-      m.node = undefined
-    })
-  }
-
-  node(id: number): RaftNodeShape {
-    return this.members.get(id)!.node!
-  }
-
-  /** Lets simulated time pass, a tick at a time, until `condition` holds (or fails after `maxMs`). */
-  until(what: string, condition: () => Effect.Effect<boolean>, maxMs = 10_000) {
-    return Effect.gen(function* () {
-      for (let t = 0; t <= maxMs; t += tickMs) {
-        if (yield* condition()) return
-        yield* TestClock.adjust(Duration.millis(tickMs))
-        for (let i = 0; i < 5; i++) yield* Effect.yieldNow()
-      }
-      return yield* Effect.die(new Error(`not within ${maxMs} simulated ms: ${what}`))
-    })
-  }
-
-  /** The id of the one node that leads (and is recognised by every running node), once there is one. */
-  leader() {
-    return Effect.gen(this, function* () {
-      let found = 0
-      yield* this.until("a leader is elected and known to all", () =>
-        Effect.gen(this, function* () {
-          const running = [...this.members.values()].filter((m) => m.node !== undefined)
-          const leads = yield* Effect.forEach(running, (m) => m.node!.leader)
-          const roles = yield* Effect.forEach(running, (m) => m.node!.role)
-          const leaders = running.filter((_, i) => roles[i] === "leader")
-          if (leaders.length !== 1 || !leads.every((l) => l === leaders[0]!.id)) return false
-          found = leaders[0]!.id
-          return true
-        })
-      )
-      return found
-    })
-  }
-
-  /** Runs `effect` (a proposal or read) while simulated time passes, and returns its outcome. */
-  drive<A, E>(effect: Effect.Effect<A, E>) {
-    return Effect.gen(this, function* () {
-      const fiber = yield* Effect.fork(effect)
-      let exit: Exit.Exit<A, E> | undefined
-      yield* this.until("the request completes", () =>
-        Effect.map(fiber.poll, (o) => {
-          if (o._tag === "Some") exit = o.value
-          return o._tag === "Some"
-        })
-      )
-      return exit!
-    })
-  }
-}
-
-const value = <A, E>(exit: Exit.Exit<A, E>): A => {
-  if (Exit.isSuccess(exit)) return exit.value
-  throw new Error(`failed: ${String(exit.cause)}`)
 }
 
 describe("RaftNode", () => {
@@ -126,7 +27,7 @@ describe("RaftNode", () => {
       expect(value(yield* c.drive(c.node(1).propose(put("a", "1"))))).toBe(null)
       expect(value(yield* c.drive(c.node(1).propose(cas("a", "1", "2"))))).toBe(true)
       expect(value(yield* c.drive(c.node(1).propose(cas("a", "1", "3"))))).toBe(false)
-      expect(c.members.get(1)!.kv.get("a")).toBe("2")
+      expect(c.state(1).get("a")).toBe("2")
     })
   )
 
@@ -137,7 +38,7 @@ describe("RaftNode", () => {
       const leader = yield* c.leader()
       value(yield* c.drive(c.node(leader).propose(put("k", "v"))))
       yield* c.until("every node applied the write", () =>
-        Effect.succeed([...c.members.values()].every((m) => m.kv.get("k") === "v"))
+        Effect.succeed([...c.members.values()].every((m) => m.state.get("k") === "v"))
       )
     })
   )
@@ -163,7 +64,7 @@ describe("RaftNode", () => {
       const follower = [1, 2, 3].find((id) => id !== leader)!
       value(yield* c.drive(c.node(leader).propose(put("x", "1"))))
       value(yield* c.drive(c.node(follower).readIndex))
-      expect(c.members.get(follower)!.kv.get("x")).toBe("1")
+      expect(c.state(follower).get("x")).toBe("1")
     })
   )
 
@@ -189,10 +90,10 @@ describe("RaftNode", () => {
       value(yield* c.drive(c.node(next).propose(put("after", "1"))))
       c.net.heal()
       yield* c.until("the old leader steps down and catches up", () =>
-        Effect.succeed(c.members.get(old)!.kv.get("after") === "1")
+        Effect.succeed(c.state(old).get("after") === "1")
       )
       // The write the isolated leader never committed was overwritten, never applied anywhere.
-      expect([...c.members.values()].map((m) => m.kv.get("lost"))).toEqual([null, null, null])
+      expect([...c.members.values()].map((m) => m.state.get("lost"))).toEqual([null, null, null])
     })
   )
 
@@ -207,7 +108,7 @@ describe("RaftNode", () => {
       for (let i = 5; i < 10; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i}`, `${i}`))))
       yield* c.start(victim, false)
       yield* c.until("the restarted node has every write", () =>
-        Effect.succeed(Array.from({ length: 10 }, (_, i) => c.members.get(victim)!.kv.get(`k${i}`)).every((v, i) => v === `${i}`))
+        Effect.succeed(Array.from({ length: 10 }, (_, i) => c.state(victim).get(`k${i}`)).every((v, i) => v === `${i}`))
       )
     })
   )
@@ -225,7 +126,7 @@ describe("RaftNode", () => {
       yield* c.start(4, false)
       value(yield* c.drive(c.node(leader).proposeConfChange({ type: "addLearner", nodeId: 4 })))
       yield* c.until("the learner has the whole state", () =>
-        Effect.succeed(c.members.get(4)!.kv.snapshot().includes('"k6","55"') && c.members.get(4)!.kv.get("k3") === "59")
+        Effect.succeed(c.state(4).snapshot().includes('"k6","55"') && c.state(4).get("k3") === "59")
       )
       value(yield* c.drive(c.node(leader).proposeConfChange({ type: "promote", nodeId: 4 })))
       const status = yield* c.node(leader).status

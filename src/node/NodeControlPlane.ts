@@ -1,0 +1,191 @@
+/**
+ * The node's `ControlPlane`: the API's operations over this node's Raft node and replicated state.
+ *
+ * Writes become `CommandEnvelope`s proposed through Raft; they resolve once applied, with the state
+ * machine's answer. A write reaching a follower is forwarded to the leader (through `remote`, the
+ * API client for the leader's address) with the same idempotency key, so a retried request still
+ * applies once. Reads are linearizable by default: a ReadIndex round first (a follower asks the
+ * leader for its commit index and waits to apply it), then the local state; `stale` skips the round.
+ */
+import { Clock, Duration, Effect, Either, Schema } from "effect"
+import type { ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
+import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
+import type { ApplyResult } from "../cluster/ClusterState.js"
+import type { Command } from "../domain/Command.js"
+import * as C from "../domain/Command.js"
+import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
+import type { BlixardError } from "../domain/Errors.js"
+import { InvalidArgument, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
+import type { RaftNodeShape } from "../raft/RaftNode.js"
+import { Health } from "../api/Api.js"
+
+export interface NodeControlPlaneOptions {
+  readonly raft: RaftNodeShape
+  readonly state: ClusterStateHolder
+  /** The API of another node (the leader), reached at `address`; absent when forwarding is off. */
+  readonly remote?: ((address: string) => ControlPlaneShape) | undefined
+  /** How long a joining node may take to catch up before it is promoted to voter. */
+  readonly catchUpTimeoutMs?: number | undefined
+}
+
+const encodeEnvelope = Schema.encodeSync(C.CommandEnvelopeJson)
+
+export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
+  const { raft, state } = options
+  const self = NodeId.make(raft.id)
+
+  /** Runs `local`; if this node is not the leader and the leader is known, runs `forward` there. */
+  const orForward = <A>(
+    local: Effect.Effect<A, BlixardError>,
+    forward: (leader: ControlPlaneShape) => Effect.Effect<A, BlixardError>
+  ): Effect.Effect<A, BlixardError> =>
+    Effect.catchTag(local, "NotLeader", (e) => {
+      const address = e.leader !== undefined && e.leader !== self ? state.current.members.get(e.leader) : undefined
+      return address !== undefined && options.remote !== undefined ? forward(options.remote(address)) : Effect.fail(e)
+    })
+
+  const propose = (command: Command, requestId: string | undefined) =>
+    Effect.gen(function* () {
+      const proposedAt = yield* Clock.currentTimeMillis
+      const envelope = new C.CommandEnvelope({ command, proposedAt, ...(requestId !== undefined ? { requestId } : {}) })
+      const result = (yield* raft.propose(encodeEnvelope(envelope))) as ApplyResult | undefined
+      if (result === undefined) return yield* new InvalidArgument({ node: self, message: "the command was not applied" })
+      return yield* Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left)
+    })
+
+  const vmResult = (command: Command, opts: WriteOptions) =>
+    Effect.flatMap(propose(command, opts.requestId), (r) =>
+      r.vm !== undefined ? Effect.succeed(r.vm) : Effect.fail(new VmNotFound({ node: self, message: "the VM is gone" }))
+    )
+  const nodeResult = (command: Command, opts: WriteOptions) =>
+    Effect.flatMap(propose(command, opts.requestId), (r) =>
+      r.node !== undefined ? Effect.succeed(r.node) : Effect.fail(new NodeNotFound({ node: self, message: "the node is gone" }))
+    )
+
+  const readable = (mode: ReadMode): Effect.Effect<void, BlixardError> => (mode === "stale" ? Effect.void : raft.readIndex)
+
+  const localStatus = Effect.gen(function* () {
+    const st = yield* raft.status
+    const contact = yield* raft.lastContact
+    const now = yield* Clock.currentTimeMillis
+    const progress = new Map(st.progress.map((p) => [p.id, p]))
+    const ids = [...st.confState.voters, ...st.confState.learners].sort((a, b) => a - b)
+    const members = ids.map((id) => {
+      const p = progress.get(id)
+      const learner = st.confState.learners.includes(id)
+      const role = id === st.lead ? "leader" : learner ? "learner" : st.lead !== 0 ? "follower" : id === st.id ? (st.role === "leader" ? "leader" : st.role === "follower" ? "follower" : "candidate") : "unknown"
+      const match = id === st.id ? st.lastIndex : (p?.match ?? 0)
+      const last = contact.get(id)
+      return new MemberStatus({
+        id: NodeId.make(id),
+        address: state.current.members.get(id) ?? "",
+        role,
+        match,
+        lag: Math.max(0, st.lastIndex - match),
+        ...(id !== st.id && last !== undefined ? { lastContactMs: Math.max(0, now - last) } : {})
+      })
+    })
+    return new ClusterStatus({
+      node: self,
+      ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}),
+      term: st.term,
+      commit: st.commit,
+      applied: st.applied,
+      members
+    })
+  })
+
+  const clusterStatus: Effect.Effect<ClusterStatus, BlixardError> = Effect.gen(function* () {
+    const st = yield* raft.status
+    if (st.role === "leader" || st.lead === 0 || options.remote === undefined) return yield* localStatus
+    const address = state.current.members.get(st.lead)
+    return address === undefined ? yield* localStatus : yield* options.remote(address).clusterStatus
+  })
+
+  /** Waits (polling each tick) until `id` has replicated what the leader had committed when it joined. */
+  const awaitCaughtUp = (id: number, target: number) =>
+    Effect.gen(function* () {
+      const deadline = (yield* Clock.currentTimeMillis) + (options.catchUpTimeoutMs ?? 30_000)
+      for (;;) {
+        const st = yield* raft.status
+        const p = st.progress.find((x) => x.id === id)
+        if (p !== undefined && p.match >= target) return
+        if ((yield* Clock.currentTimeMillis) > deadline) {
+          return yield* new Timeout({
+            node: self,
+            subject: String(id),
+            message: `node ${id} joined as a learner but did not catch up within ${options.catchUpTimeoutMs ?? 30_000} ms; check that it runs and that node ${raft.id} can reach it, then run "cluster join" again`
+          })
+        }
+        yield* Effect.sleep(Duration.millis(50))
+      }
+    })
+
+  const join = (id: NodeId, address: HostPort): Effect.Effect<ClusterStatus, BlixardError> =>
+    orForward(
+      Effect.gen(function* () {
+        const st = yield* raft.status
+        if (st.role !== "leader") {
+          return yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address }) // fails with NotLeader
+        }
+        if (st.confState.voters.includes(id)) return
+        if (!st.confState.learners.includes(id)) {
+          yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address })
+        }
+        yield* awaitCaughtUp(id, (yield* raft.status).commit)
+        yield* raft.proposeConfChange({ type: "promote", nodeId: id })
+      }).pipe(Effect.zipRight(localStatus)),
+      (leader) => leader.join(id, address)
+    )
+
+  const service: ControlPlaneShape = {
+    listVms: (mode) =>
+      Effect.map(readable(mode), () => [...state.current.vms.keys()].sort().map((k) => state.current.vms.get(k)!)),
+    getVm: (name, mode) =>
+      Effect.flatMap(readable(mode), () => {
+        const vm = state.current.vms.get(name)
+        return vm !== undefined
+          ? Effect.succeed(vm)
+          : Effect.fail(new VmNotFound({ node: self, subject: name, message: `no VM named "${name}" (asked node ${raft.id})` }))
+      }),
+    createVm: (spec, opts) => orForward(vmResult(new C.CreateVm({ spec }), opts), (l) => l.createVm(spec, opts)),
+    startVm: (name, opts) =>
+      orForward(vmResult(new C.StartVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }), opts), (l) => l.startVm(name, opts)),
+    stopVm: (name, opts) =>
+      orForward(vmResult(new C.StopVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }), opts), (l) => l.stopVm(name, opts)),
+    deleteVm: (name, opts) =>
+      orForward(vmResult(new C.DeleteVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }), opts), (l) => l.deleteVm(name, opts)),
+    setVmLabels: (name, labels, opts) =>
+      orForward(
+        vmResult(new C.SetVmLabels({ name, labels, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }), opts),
+        (l) => l.setVmLabels(name, labels, opts)
+      ),
+    listNodes: (mode) =>
+      Effect.map(readable(mode), () => [...state.current.nodes.keys()].sort((a, b) => a - b).map((k) => state.current.nodes.get(k)!) as ReadonlyArray<NodeInfo>),
+    setNodeState: (id, nodeState, opts) =>
+      orForward(nodeResult(new C.SetNodeState({ id, state: nodeState }), opts), (l) => l.setNodeState(id, nodeState, opts)),
+    clusterStatus,
+    join,
+    leave: (id) =>
+      orForward(Effect.zipRight(raft.proposeConfChange({ type: "remove", nodeId: id }), localStatus), (l) => l.leave(id)),
+    transferLeader: (id) =>
+      orForward(
+        Effect.gen(function* () {
+          const st = yield* raft.status
+          if (!st.confState.voters.includes(id)) {
+            return yield* new InvalidArgument({ node: self, subject: String(id), message: `node ${id} is not a voting member; it cannot lead` })
+          }
+          yield* raft.transferLeader(id)
+          return yield* localStatus
+        }),
+        (l) => l.transferLeader(id)
+      ),
+    health: Effect.gen(function* () {
+      const st = yield* raft.status
+      return new Health({ status: "ok", node: self, role: st.role, ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}) })
+    })
+  }
+  return service
+}

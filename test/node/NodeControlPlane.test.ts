@@ -1,0 +1,127 @@
+/**
+ * The node's ControlPlane over three in-process Raft nodes: forwarding to the leader, idempotent
+ * retries, revisions, linearizable reads, membership changes.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Effect, Exit } from "effect"
+import type { ControlPlaneShape } from "../../src/api/ControlPlane.js"
+import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
+import { HostPort } from "../../src/domain/NodeInfo.js"
+import { NodeId } from "../../src/domain/NodeId.js"
+import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
+import { VmName } from "../../src/domain/VmName.js"
+import * as NodeControlPlane from "../../src/node/NodeControlPlane.js"
+import { RaftCluster, value } from "../support/RaftCluster.js"
+
+const address = (id: number) => `127.0.0.1:${7000 + id}`
+const spec = (name: string) => new VmSpec({ name: VmName.make(name), source: new RunnerConfig({ path: `/runners/${name}` }) })
+
+/** Three nodes whose ControlPlanes forward to each other in-process (the API client's role). */
+const setup = (voters: ReadonlyArray<number> = [1, 2, 3]) =>
+  Effect.gen(function* () {
+    const cluster = new RaftCluster(
+      voters,
+      () => {
+        const holder = new ClusterStateHolder()
+        for (const id of voters) holder.current.members.set(id, address(id))
+        return holder
+      },
+      (holder) => holder.layer()
+    )
+    const planes = new Map<string, ControlPlaneShape>()
+    const plane = (id: number): ControlPlaneShape => {
+      const made = NodeControlPlane.make({
+        raft: cluster.node(id),
+        state: cluster.state(id),
+        remote: (addr) => planes.get(addr)!,
+        catchUpTimeoutMs: 5_000
+      })
+      planes.set(address(id), made)
+      return made
+    }
+    for (const id of voters) yield* cluster.start(id)
+    const leader = yield* cluster.leader()
+    return { cluster, plane, leader, followers: voters.filter((id) => id !== leader) }
+  })
+
+const failure = <A, E>(exit: Exit.Exit<A, E>) => (Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined)
+
+describe("NodeControlPlane", () => {
+  it.scoped("a write sent to a follower is forwarded to the leader and visible to a linearizable read everywhere", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, followers } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      const created = value(yield* cluster.drive(plane(followers[0]!).createVm(spec("web"), {})))
+      expect(created.spec.name).toBe("web")
+      for (const id of [1, 2, 3]) {
+        const listed = value(yield* cluster.drive(plane(id).listVms("linearizable")))
+        expect(listed.map((vm) => vm.spec.name)).toEqual(["web"])
+      }
+      const missing = failure(yield* cluster.drive(plane(followers[1]!).getVm(VmName.make("nope"), "linearizable")))
+      expect(missing).toMatchObject({ code: "BLX_VM_NOT_FOUND" })
+    })
+  )
+
+  it.scoped("a retried write with the same idempotency key applies once; a stale revision is refused", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, leader } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      const p = plane(leader)
+      const first = value(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-1" })))
+      const retry = value(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-1" })))
+      expect(retry).toEqual(first)
+      const dup = failure(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-2" })))
+      expect(dup).toMatchObject({ code: "BLX_VM_EXISTS" })
+      const started = value(yield* cluster.drive(p.startVm(VmName.make("db"), { ifRevision: first.revision })))
+      expect(started.desired).toBe("running")
+      const stale = failure(yield* cluster.drive(p.stopVm(VmName.make("db"), { ifRevision: first.revision })))
+      expect(stale).toMatchObject({ code: "BLX_CONFLICT" })
+    })
+  )
+
+  it.scoped("cluster status asked of a follower comes from the leader: every member, its role and lag", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, leader, followers } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      value(yield* cluster.drive(plane(leader).createVm(spec("a"), {})))
+      const status = value(yield* cluster.drive(plane(followers[0]!).clusterStatus))
+      expect(status.node).toBe(leader)
+      expect(status.leader).toBe(leader)
+      expect(status.members.map((m) => [m.id, m.role, m.address])).toEqual(
+        [1, 2, 3].map((id) => [id, id === leader ? "leader" : "follower", address(id)])
+      )
+      expect(status.commit).toBeGreaterThan(1)
+    })
+  )
+
+  it.scoped("join adds a node as a learner, waits for it to catch up, then promotes it; leave removes it", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, leader, followers } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      for (const name of ["a", "b", "c"]) value(yield* cluster.drive(plane(leader).createVm(spec(name), {})))
+      yield* cluster.start(4, false)
+      plane(4)
+      const joined = value(yield* cluster.drive(plane(followers[0]!).join(NodeId.make(4), HostPort.make(address(4)))))
+      expect(joined.members.map((m) => m.id)).toEqual([1, 2, 3, 4])
+      expect(joined.members.find((m) => m.id === 4)!.role).toBe("follower")
+      expect(joined.members.find((m) => m.id === 4)!.address).toBe(address(4))
+      // The new member serves linearizable reads of everything written before it joined.
+      const vms = value(yield* cluster.drive(plane(4).listVms("linearizable")))
+      expect(vms.map((vm) => vm.spec.name)).toEqual(["a", "b", "c"])
+      const left = value(yield* cluster.drive(plane(4).leave(NodeId.make(followers[1]!))))
+      expect(left.members.map((m) => m.id)).toEqual([1, 2, 3, 4].filter((id) => id !== followers[1]))
+    })
+  )
+
+  it.scoped("leadership transfer through any node moves the lead", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, followers } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      const target = followers[0]!
+      value(yield* cluster.drive(plane(followers[1]!).transferLeader(NodeId.make(target))))
+      expect(yield* cluster.leader()).toBe(target)
+      const health = value(yield* cluster.drive(plane(target).health))
+      expect(health).toMatchObject({ status: "ok", node: target, role: "leader", leader: target })
+    })
+  )
+})
