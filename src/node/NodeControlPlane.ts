@@ -32,6 +32,21 @@ export interface NodeControlPlaneOptions {
 
 const encodeEnvelope = Schema.encodeSync(C.CommandEnvelopeJson)
 
+/**
+ * Proposes `command` (stamped with the proposer's clock) and resolves with what applying it produced,
+ * failing with the state machine's refusal (e.g. `VmExists`) or Raft's (e.g. `NotLeader`).
+ */
+export const proposeCommand = (raft: RaftNodeShape, command: Command, requestId?: string | undefined) =>
+  Effect.gen(function* () {
+    const proposedAt = yield* Clock.currentTimeMillis
+    const envelope = new C.CommandEnvelope({ command, proposedAt, ...(requestId !== undefined ? { requestId } : {}) })
+    const result = (yield* raft.propose(encodeEnvelope(envelope))) as ApplyResult | undefined
+    if (result === undefined) {
+      return yield* new InvalidArgument({ node: NodeId.make(raft.id), message: "the command was not applied" })
+    }
+    return yield* Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left)
+  })
+
 export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
   const { raft, state } = options
   const self = NodeId.make(raft.id)
@@ -46,14 +61,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       return address !== undefined && options.remote !== undefined ? forward(options.remote(address)) : Effect.fail(e)
     })
 
-  const propose = (command: Command, requestId: string | undefined) =>
-    Effect.gen(function* () {
-      const proposedAt = yield* Clock.currentTimeMillis
-      const envelope = new C.CommandEnvelope({ command, proposedAt, ...(requestId !== undefined ? { requestId } : {}) })
-      const result = (yield* raft.propose(encodeEnvelope(envelope))) as ApplyResult | undefined
-      if (result === undefined) return yield* new InvalidArgument({ node: self, message: "the command was not applied" })
-      return yield* Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left)
-    })
+  const propose = (command: Command, requestId: string | undefined) => proposeCommand(raft, command, requestId)
 
   const vmResult = (command: Command, opts: WriteOptions) =>
     Effect.flatMap(propose(command, opts.requestId), (r) =>

@@ -1,0 +1,76 @@
+/**
+ * The leader's failure detector. Followers answer the leader's heartbeats every tick, so the leader
+ * knows when it last heard from each node. A node silent for longer than `nodeDownMs` is marked
+ * down through Raft — and the state machine reschedules its VMs; a node heard from again is marked
+ * up. Only the leader decides, so the decision is made once and replicated.
+ *
+ * Fencing: the node that went silent stops its own VMs after `fencingMs` without a quorum, and the
+ * configuration requires `nodeDownMs ≥ fencingMs + 2 election timeouts`, so by the time its VMs are
+ * started elsewhere they have stopped there.
+ */
+import { Clock, Duration, Effect } from "effect"
+import * as C from "../domain/Command.js"
+import type { NodeHealth, NodeInfo } from "../domain/NodeInfo.js"
+import type { NodeId } from "../domain/NodeId.js"
+import type { RaftNodeShape } from "../raft/RaftNode.js"
+import { proposeCommand } from "./NodeControlPlane.js"
+
+export interface HealthInput {
+  readonly self: number
+  readonly now: number
+  readonly nodeDownMs: number
+  /** When this node became leader: a node not heard from since is given until then + nodeDownMs. */
+  readonly leadingSince: number
+  readonly nodes: Iterable<NodeInfo>
+  readonly lastContact: ReadonlyMap<number, number>
+}
+
+/** The health changes the leader should propose now, in node-id order. */
+export const healthChanges = (input: HealthInput): ReadonlyArray<{ readonly id: NodeId; readonly health: NodeHealth }> => {
+  const changes: Array<{ id: NodeId; health: NodeHealth }> = []
+  for (const node of [...input.nodes].sort((a, b) => a.id - b.id)) {
+    let up: boolean
+    if (node.id === input.self) up = true
+    else {
+      const heard = Math.max(input.lastContact.get(node.id) ?? 0, input.leadingSince)
+      up = input.now - heard <= input.nodeDownMs
+    }
+    const health: NodeHealth = up ? "up" : "down"
+    if (health !== node.health) changes.push({ id: node.id, health })
+  }
+  return changes
+}
+
+/** Runs forever: every `intervalMs`, while this node leads, proposes the health changes it sees. */
+export const run = (options: {
+  readonly raft: RaftNodeShape
+  readonly nodes: () => Iterable<NodeInfo>
+  readonly nodeDownMs: number
+  readonly intervalMs: number
+}) =>
+  Effect.gen(function* () {
+    let leadingSince = -1
+    for (;;) {
+      yield* Effect.sleep(Duration.millis(options.intervalMs))
+      const now = yield* Clock.currentTimeMillis
+      if ((yield* options.raft.role) !== "leader") {
+        leadingSince = -1
+        continue
+      }
+      if (leadingSince < 0) leadingSince = now
+      const changes = healthChanges({
+        self: options.raft.id,
+        now,
+        nodeDownMs: options.nodeDownMs,
+        leadingSince,
+        nodes: options.nodes(),
+        lastContact: yield* options.raft.lastContact
+      })
+      for (const change of changes) {
+        yield* proposeCommand(options.raft, new C.SetNodeHealth({ id: change.id, health: change.health, at: now })).pipe(
+          Effect.tap(() => Effect.logInfo(`node ${options.raft.id} marked node ${change.id} ${change.health}`)),
+          Effect.catchAll((e) => Effect.logWarning(`node ${options.raft.id} could not mark node ${change.id} ${change.health}: ${e.message}`))
+        )
+      }
+    }
+  })

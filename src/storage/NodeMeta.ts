@@ -1,0 +1,44 @@
+/**
+ * Whose data directory this is: the node id it was created for (and, once known, the cluster it
+ * belongs to). A node started on another node's data directory stops with a clear error instead
+ * of joining the cluster under a false identity.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Effect } from "effect"
+import { ConfigInvalid } from "../domain/Errors.js"
+import type { NodeId } from "../domain/NodeId.js"
+import type { StorageError } from "./Database.js"
+import * as Database from "./Database.js"
+
+export const get = (key: string) =>
+  Effect.map(SqlClient.SqlClient, (sql) => sql<{ value: string }>`SELECT value FROM node_meta WHERE key = ${key}`).pipe(
+    Effect.flatten,
+    Effect.map((rows) => rows[0]?.value)
+  )
+
+export const set = (key: string, value: string) =>
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => sql`INSERT INTO node_meta (key, value) VALUES (${key}, ${value}) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+  )
+
+/**
+ * Claims the database for `node` on first use; afterwards refuses to open it as any other node.
+ */
+export const claim = (options: { readonly filename: string; readonly node: NodeId; readonly dataDir: string }): Effect.Effect<void, StorageError | ConfigInvalid, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const owner = yield* get("node_id")
+    if (owner === undefined) {
+      yield* set("node_id", String(options.node))
+      return
+    }
+    if (owner !== String(options.node)) {
+      return yield* new ConfigInvalid({
+        node: options.node,
+        subject: options.dataDir,
+        message: `the data directory ${options.dataDir} belongs to node ${owner}, not node ${options.node}; start node ${owner} on it, or give node ${options.node} its own --data-dir`
+      })
+    }
+  }).pipe(
+    Effect.catchTag("SqlError", (e) => Effect.fail(Database.classify({ filename: options.filename, node: options.node }, "reading the node's identity")(e)))
+  )
