@@ -77,6 +77,10 @@ export interface RaftConfig {
    * DELIBERATELY UNSAFE, for the simulator only: re-introduces the bug of Raft paper Figure 8 by
    * letting the leader commit entries of previous terms by counting replicas. A committed entry can
    * then be overwritten. Never enable outside tests that check the simulator catches it.
+   *
+   * As in the paper's figure, the leader then also skips the empty entry it normally appends on
+   * election: with that entry, older entries nearly always reach followers together with an entry
+   * of the leader's term, which masks the bug from a random search.
    */
   readonly unsafeCommitPreviousTermByCounting?: boolean
 }
@@ -118,7 +122,8 @@ interface SnapAssembly {
   readonly term: number
   readonly snap: MsgSnap["metadata"]
   readonly totalSize: number
-  readonly parts: Array<string>
+  /** Chunks received so far, by offset: they may arrive in any order. */
+  readonly parts: Map<number, string>
   received: number
 }
 
@@ -161,8 +166,9 @@ export class Raft {
   readonly prs = new Map<number, Progress>()
 
   private readonly votes = new Map<number, boolean>()
-  /** Messages to send once the current Ready is persisted. */
+  /** Outgoing messages, handed out (and cleared) by `RawNode.ready()`; sent after persisting. */
   msgs: Array<Message> = []
+  /** Read states, handed out (and cleared) by `RawNode.ready()`. */
   readStates: Array<ReadState> = []
   private readOnly: ReadOnly
   /** ReadIndex requests received before this leader committed an entry of its term. */
@@ -192,7 +198,6 @@ export class Raft {
   private needBroadcast = false
   private snapAssembly: SnapAssembly | undefined = undefined
   /** The snapshot transmission we already reported as broken (its remaining chunks are ignored). */
-  private snapFailed: { term: number; index: number; snapTerm: number } | undefined = undefined
 
   constructor(config: RaftConfig) {
     const electionTick = config.electionTick ?? 10
@@ -379,7 +384,7 @@ export class Raft {
     this.needBroadcast = false
   }
 
-  becomeFollower(term: number, lead: number): void {
+  private becomeFollower(term: number, lead: number): void {
     this.reset(term)
     this.lead = lead
     this.role = "follower"
@@ -411,7 +416,7 @@ export class Raft {
     // §5.4.2 / §8: a new leader commits entries of earlier terms only through an entry of its own
     // term, so it appends an empty one at once. Until that entry is applied it also blocks conf
     // changes (the fix to the single-server membership algorithm).
-    this.appendEntries([{ kind: "empty", data: "" }])
+    if (!this.unsafeCommit) this.appendEntries([{ kind: "empty", data: "" }])
     this.pendingConfIndex = this.log.lastIndex()
     this.needBroadcast = true
   }
@@ -685,31 +690,41 @@ export class Raft {
     this.msgs.push(resp)
   }
 
-  /** Reassemble a chunked snapshot; install it once complete. */
+  /**
+   * Reassemble a chunked snapshot; install it once complete. Chunks may arrive in any order (the
+   * network reorders); duplicates are ignored. A lost chunk leaves the assembly incomplete, and the
+   * leader, hearing no progress, sends the snapshot again (see `stalledRetryAfter`).
+   */
   private handleSnapChunk(m: MsgSnap): void {
-    const a = this.snapAssembly
+    let asm = this.snapAssembly
     const same =
-      a !== undefined && a.term === m.term && a.snap.index === m.metadata.index && a.snap.term === m.metadata.term
-    if (same && m.offset < a.received) return // duplicate chunk
-    if (!same && m.offset === 0) {
-      this.snapAssembly = { term: m.term, snap: m.metadata, totalSize: m.totalSize, parts: [], received: 0 }
-      this.snapFailed = undefined
-    } else if (!same || m.offset !== a.received) {
-      // A chunk is missing: drop what we have and tell the leader, once per transmission, that the
-      // snapshot failed (the rest of this transmission is ignored; the leader sends it again).
-      this.snapAssembly = undefined
-      const f = this.snapFailed
-      if (f !== undefined && f.term === m.term && f.index === m.metadata.index && f.snapTerm === m.metadata.term) return
-      this.snapFailed = { term: m.term, index: m.metadata.index, snapTerm: m.metadata.term }
-      this.msgs.push(this.appResp(m.from, m.metadata.index, true, this.log.lastIndex(), 0))
+      asm !== undefined && asm.term === m.term && asm.snap.index === m.metadata.index && asm.snap.term === m.metadata.term
+    if (!same) {
+      asm = { term: m.term, snap: m.metadata, totalSize: m.totalSize, parts: new Map(), received: 0 }
+      this.snapAssembly = asm
+    }
+    const a = asm!
+    if (m.totalSize !== a.totalSize || m.offset + m.data.length > a.totalSize) {
+      this.rejectSnapshot(m) // chunks that do not fit the announced size: malformed
       return
     }
-    const asm = this.snapAssembly!
-    asm.parts.push(m.data)
-    asm.received += m.data.length
-    if (asm.received < asm.totalSize) return
+    if (a.parts.has(m.offset)) return // duplicate chunk
+    a.parts.set(m.offset, m.data)
+    a.received += m.data.length
+    if (a.received < a.totalSize) return
+    const pieces: Array<string> = []
+    let expected = 0
+    for (const offset of [...a.parts.keys()].sort((x, y) => x - y)) {
+      if (offset !== expected) {
+        this.rejectSnapshot(m) // overlapping chunks: malformed
+        return
+      }
+      const piece = a.parts.get(offset)!
+      pieces.push(piece)
+      expected += piece.length
+    }
     this.snapAssembly = undefined
-    const snap: Snapshot = { metadata: asm.snap, data: asm.parts.length === 1 ? asm.parts[0]! : asm.parts.join("") }
+    const snap: Snapshot = { metadata: a.snap, data: pieces.length === 1 ? pieces[0]! : pieces.join("") }
     if (this.restore(snap)) {
       this.msgs.push(this.appResp(m.from, this.log.lastIndex(), false, 0, 0))
     } else {
@@ -717,8 +732,14 @@ export class Raft {
     }
   }
 
+  /** Discard a malformed snapshot transmission and tell the leader, which starts over. */
+  private rejectSnapshot(m: MsgSnap): void {
+    this.snapAssembly = undefined
+    this.msgs.push(this.appResp(m.from, m.metadata.index, true, this.log.lastIndex(), 0))
+  }
+
   /** Install a snapshot from the leader. Returns false if it is not newer than what we have. */
-  restore(s: Snapshot): boolean {
+  private restore(s: Snapshot): boolean {
     if (s.metadata.index <= this.log.committed) return false
     if (this.role !== "follower") {
       // Only a follower receives snapshots; be defensive rather than corrupt state.
@@ -804,10 +825,6 @@ export class Raft {
         }
       }
     }
-  }
-
-  hasPendingBroadcast(): boolean {
-    return this.needBroadcast && this.role === "leader"
   }
 
   private sendAppend(to: number): void {
@@ -913,7 +930,8 @@ export class Raft {
       if (this.maybeCommit()) {
         this.releasePendingReadIndex()
         this.needBroadcast = true
-      } else if (oldPaused) {
+      } else if (oldPaused && !this.needBroadcast) {
+        // It was paused, so it may lack the latest commit index (a pending broadcast covers it).
         this.sendAppend(m.from)
       }
       while (this.maybeSendAppend(m.from, false)) {

@@ -51,7 +51,20 @@ describe("snapshots", () => {
     expect(net.state.get(3)).toEqual(net.state.get(1))
   })
 
-  it("a lost chunk makes the follower reject the snapshot and the leader send it again", () => {
+  it("chunks arriving out of order are reassembled (the network reorders; a burst must not livelock)", () => {
+    const r = newRaft(2, [1, 2, 3])
+    const metadata = { index: 5, term: 1, confState: { voters: [1, 2, 3], learners: [] } }
+    const chunk = (offset: number, data: string) =>
+      ({ type: "snap", term: 1, from: 1, to: 2, metadata, offset, totalSize: 6, data }) as const
+    r.step(chunk(4, "ef"))
+    r.step(chunk(0, "ab"))
+    expect(readMessages(r)).toEqual([])
+    r.step(chunk(2, "cd"))
+    expect(readMessages(r)).toMatchObject([{ type: "appResp", index: 5, reject: false }])
+    expect(r.log.unstable.snapshot).toEqual({ metadata, data: "abcdef" })
+  })
+
+  it("a lost middle chunk is retried after an election timeout of heartbeats", () => {
     const net = behindCompactedLog(20, { ...plain, maxSizePerMsg: 100 })
     let dropped = false
     net.drop = (m) => {
@@ -62,11 +75,18 @@ describe("snapshots", () => {
       return false
     }
     net.heal()
-    net.tickAll(3)
+    net.tickAll(15)
     expect(dropped).toBe(true)
-    expect(net.delivered.some((m) => m.type === "appResp" && m.from === 3 && m.reject && m.index === 22)).toBe(true)
     expect(snaps(net, 3).filter((c) => c.offset === 0)).toHaveLength(2)
     expect(net.state.get(3)).toEqual(net.state.get(1))
+  })
+
+  it("chunks that do not fit the announced size are refused", () => {
+    const r = newRaft(2, [1, 2, 3])
+    const metadata = { index: 5, term: 1, confState: { voters: [1, 2, 3], learners: [] } }
+    r.step({ type: "snap", term: 1, from: 1, to: 2, metadata, offset: 4, totalSize: 6, data: "xyz" })
+    expect(readMessages(r)).toMatchObject([{ type: "appResp", index: 5, reject: true }])
+    expect(r.log.unstable.snapshot).toBeUndefined()
   })
 
   it("a lost final chunk is retried after an election timeout of heartbeats", () => {

@@ -1,0 +1,692 @@
+/**
+ * The explorer: whole Raft clusters of pure cores (`RawNode`) with a key→value state machine,
+ * driven by a plain discrete-event loop. Everything random — network faults, crashes, clock drift,
+ * election jitter, fsync latency, the client workload — derives from one seed, so a run is a seed
+ * and a failing seed is a reproduction.
+ *
+ * A run has two phases:
+ * - safety: faults from a seeded schedule (drops, delays, duplicates, reordering, symmetric,
+ *   one-way and bridge partitions, crashes that lose every write not yet synced, clock drift)
+ *   under a client workload; invariants are checked after every event;
+ * - liveness: faults healed; the cluster must elect a leader and commit a new entry on every node
+ *   within a bound.
+ * Then the clients' history (reads, writes, compare-and-set; unknown outcomes marked) is checked
+ * for linearizability.
+ *
+ * Persistence is modelled as etcd's contract asks: a `Ready` is written to the node's durable
+ * storage after a simulated fsync delay, and only then are its messages sent and its committed
+ * entries applied. A node that crashes before the fsync completes loses that `Ready` entirely.
+ */
+import type { Message } from "../raft/Message.js"
+import { MemoryStorage } from "../raft/MemoryStorage.js"
+import type { Ready } from "../raft/RawNode.js"
+import { RawNode } from "../raft/RawNode.js"
+import type { Entry } from "../raft/Types.js"
+import { EventQueue } from "./EventQueue.js"
+import { History } from "./History.js"
+import { KvStore } from "./KvStore.js"
+import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
+import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
+import type { Delivery, FaultAction } from "./Network.js"
+import { applyFault, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
+import { Prng } from "./Prng.js"
+import { TraceHash } from "./Trace.js"
+
+export interface ExploreOptions {
+  readonly seed: number
+  readonly nodes?: number
+  /** Simulated milliseconds of the safety phase (faults and load). */
+  readonly safetyMs?: number
+  /** Bound for the liveness phase: a leader and a new commit on every node within this. */
+  readonly livenessMs?: number
+  /** Fault intensity in [0, 1] (see `faultSchedule`). */
+  readonly intensity?: number
+  readonly clients?: number
+  readonly tickMs?: number
+  /** Compact the log behind a snapshot every this many applied entries (forces InstallSnapshot). */
+  readonly compactEvery?: number
+  /** Raft message sizing: small values send entries one per message, widening race windows. */
+  readonly maxSizePerMsg?: number
+  readonly maxInflightMsgs?: number
+  /**
+   * Probability that a leader crashes at the crash point "its Ready (with new or newly committed
+   * entries) is durable, its messages not yet sent" (restarting a moment later). Exercises the windows where a leader dies between committing
+   * and telling anyone.
+   */
+  readonly crashPoints?: number
+  /** A known bug put back, to show the explorer catches it. */
+  readonly bug?: "figure8" | undefined
+}
+
+export interface ExploreResult {
+  readonly seed: number
+  readonly ok: boolean
+  /** The first broken invariant or failed check, for a person. */
+  readonly violation: string | undefined
+  readonly traceHash: string
+  readonly stats: {
+    readonly events: number
+    readonly simulatedMs: number
+    readonly elections: number
+    readonly maxTerm: number
+    readonly committed: number
+    readonly snapshotsInstalled: number
+    readonly crashes: number
+    readonly operations: number
+    readonly unknownOutcomes: number
+    readonly messages: number
+    readonly dropped: number
+  }
+  readonly linearizability: "ok" | "illegal" | "unknown" | "not checked"
+}
+
+/**
+ * Named fault profiles. `default`: 5 nodes, moderate faults. `crashpoints`: 3 nodes sending one
+ * entry per message, one message in flight, leaders crashing at the "durable but not yet sent"
+ * point — the narrow windows where commitment rules matter (it finds the Figure 8 bug).
+ */
+export const profiles = {
+  default: { nodes: 5 },
+  crashpoints: { nodes: 3, maxSizePerMsg: 1, maxInflightMsgs: 1, crashPoints: 0.3 }
+} satisfies Record<string, Omit<ExploreOptions, "seed">>
+
+class Violation extends Error {}
+
+type Event =
+  | { readonly k: "tick"; readonly node: number; readonly incarnation: number }
+  | { readonly k: "deliver"; readonly d: Delivery<Message> }
+  | { readonly k: "persisted"; readonly node: number; readonly incarnation: number; readonly rd: Ready }
+  | { readonly k: "client"; readonly client: number }
+  | { readonly k: "timeout"; readonly client: number; readonly op: number }
+  | { readonly k: "fault"; readonly action: FaultAction }
+  | { readonly k: "liveness" }
+
+interface PendingWrite {
+  readonly term: number
+  readonly op: number
+  readonly client: number
+}
+
+interface PendingRead {
+  readonly op: number
+  readonly client: number
+  readonly key: string
+}
+
+interface SimNode {
+  readonly id: number
+  /** What the node has made durable; it survives crashes. */
+  readonly storage: MemoryStorage
+  raw: RawNode | undefined
+  kv: KvStore
+  incarnation: number
+  busy: boolean
+  tickEvery: number
+  lastCommit: number
+  durableCommit: number
+  snapshotIndex: number
+  readonly writes: Map<number, PendingWrite>
+  readonly reads: Map<string, PendingRead>
+  waitingReads: Array<PendingRead & { readonly index: number }>
+}
+
+interface Client {
+  readonly id: number
+  leaderGuess: number
+  op: number | undefined
+  /** Where the outstanding op went, so a crash there can settle it. */
+  at: number
+  seq: number
+}
+
+const keys = ["a", "b", "c"]
+
+/** Message types as small numbers, for the trace hash. */
+const messageCode: Record<Message["type"], number> = {
+  app: 1,
+  appResp: 2,
+  vote: 3,
+  voteResp: 4,
+  preVote: 5,
+  preVoteResp: 6,
+  heartbeat: 7,
+  heartbeatResp: 8,
+  snap: 9,
+  timeoutNow: 10,
+  readIndex: 11,
+  readIndexResp: 12,
+  transferLeader: 13
+}
+
+export const explore = (options: ExploreOptions): ExploreResult => {
+  const seed = options.seed
+  const n = options.nodes ?? 5
+  const safetyMs = options.safetyMs ?? 10_000
+  const livenessMs = options.livenessMs ?? 10_000
+  const tickMs = options.tickMs ?? 100
+  const compactEvery = options.compactEvery ?? 64
+  const root = Prng.fromSeed(seed)
+  const workload = root.fork("workload")
+  const fsync = root.fork("fsync")
+  const crashPrng = root.fork("crashpoints")
+  const crashPoints = options.crashPoints ?? 0
+  const ids = Array.from({ length: n }, (_, i) => i + 1)
+  const queue = new EventQueue<Event>()
+  const trace = new TraceHash()
+  const history = new History<RegisterInput, RegisterOutput>()
+  let now = 0
+  let events = 0
+  let elections = 0
+  let maxTerm = 0
+  let snapshotsInstalled = 0
+  let crashes = 0
+  let messages = 0
+
+  const network = new Network<Message>({
+    nodes: ids,
+    prng: root.fork("network"),
+    links: defaultLinkFaults,
+    schedule: (time, d) => queue.push(time, { k: "deliver", d })
+  })
+
+  /** Infinity during the safety phase; then the time by which the cluster must have made progress. */
+  let livenessDeadline = Infinity
+  /** index → term of every entry any node applied: applied implies committed. */
+  const committed = new Map<number, number>()
+  /** index → data of committed entries, to compare what each node applies. */
+  const committedData = new Map<number, string>()
+  const termLeaders = new Map<number, number>()
+
+  const fail = (message: string): never => {
+    throw new Violation(`at ${now} ms: ${message}`)
+  }
+
+  const makeRaw = (node: SimNode): RawNode =>
+    new RawNode({
+      id: node.id,
+      storage: node.storage,
+      random: (() => {
+        const prng = root.fork(`raft:${node.id}:${node.incarnation}`)
+        return (k: number) => prng.int(k)
+      })(),
+      applied: node.storage.snapshot().metadata.index,
+      electionTick: 10,
+      heartbeatTick: 1,
+      preVote: true,
+      checkQuorum: true,
+      maxSizePerMsg: options.maxSizePerMsg ?? 4096,
+      maxInflightMsgs: options.maxInflightMsgs ?? 64,
+      ...(options.bug === "figure8" ? { unsafeCommitPreviousTermByCounting: true } : {})
+    })
+
+  const nodes = new Map<number, SimNode>()
+  for (const id of ids) {
+    const storage = MemoryStorage.bootstrap({ voters: ids, learners: [] }, "")
+    const node: SimNode = {
+      id,
+      storage,
+      raw: undefined,
+      kv: new KvStore(),
+      incarnation: 0,
+      busy: false,
+      tickEvery: tickMs,
+      lastCommit: 0,
+      durableCommit: storage.hardState.commit,
+      snapshotIndex: 1,
+      writes: new Map(),
+      reads: new Map(),
+      waitingReads: []
+    }
+    node.kv.restore("", 1)
+    node.raw = makeRaw(node)
+    nodes.set(id, node)
+    queue.push(root.fork(`tick:${id}`).int(tickMs), { k: "tick", node: id, incarnation: 0 })
+  }
+
+  const clients: Array<Client> = Array.from({ length: options.clients ?? 3 }, (_, i) => ({
+    id: i,
+    leaderGuess: 0,
+    op: undefined,
+    at: 0,
+    seq: 0
+  }))
+  for (const c of clients) queue.push(workload.int(50), { k: "client", client: c.id })
+
+  const schedule = faultSchedule(root.fork("faults"), {
+    nodes: ids,
+    duration: safetyMs,
+    intensity: options.intensity ?? 0.5,
+    maxSkewMs: 200,
+    healAtEnd: true
+  })
+  for (const f of schedule) queue.push(f.at, { k: "fault", action: f.action })
+  queue.push(safetyMs, { k: "liveness" })
+
+  // --- Invariants -------------------------------------------------------------------------------
+
+  const checkLeader = (node: SimNode) => {
+    const raw = node.raw!
+    if (raw.role !== "leader") return
+    const prev = termLeaders.get(raw.term)
+    if (prev === node.id) return
+    const st = raw.status()
+    if (prev === undefined) {
+      termLeaders.set(st.term, node.id)
+      elections++
+      maxTerm = Math.max(maxTerm, st.term)
+      // Leader completeness: every committed entry is in the new leader's log.
+      const first = st.firstIndex
+      for (const [index, term] of committed) {
+        if (index < first) continue
+        const has = raw.raft.log.term(index)
+        if (has !== term) {
+          fail(`leader completeness: node ${node.id} leads term ${st.term} but holds term ${has} at committed index ${index} (committed in term ${term})`)
+        }
+      }
+    } else if (prev !== node.id) {
+      fail(`two leaders in term ${st.term}: nodes ${prev} and ${node.id}`)
+    }
+  }
+
+  const checkCommit = (node: SimNode) => {
+    const commit = node.raw!.commitIndex
+    if (commit < node.lastCommit) fail(`node ${node.id}'s commit index went back from ${node.lastCommit} to ${commit}`)
+    node.lastCommit = commit
+  }
+
+  /** Log matching: if two logs hold an entry with the same index and term, all earlier entries agree. */
+  const checkLogMatching = () => {
+    const live = [...nodes.values()].filter((x) => x.raw !== undefined)
+    for (let i = 0; i < live.length; i++) {
+      for (let j = i + 1; j < live.length; j++) {
+        const a = live[i]!.raw!
+        const b = live[j]!.raw!
+        const sa = a.status()
+        const sb = b.status()
+        const lo = Math.max(sa.firstIndex, sb.firstIndex)
+        let hi = Math.min(sa.lastIndex, sb.lastIndex)
+        while (hi >= lo && a.raft.log.term(hi) !== b.raft.log.term(hi)) hi--
+        for (let k = lo; k <= hi; k++) {
+          if (a.raft.log.term(k) !== b.raft.log.term(k)) {
+            fail(`log matching: nodes ${live[i]!.id} and ${live[j]!.id} agree at index ${hi} but differ at ${k}`)
+          }
+        }
+      }
+    }
+  }
+
+  /** Committed entries never change: one (term, data) per index, whoever commits or applies it. */
+  const recordCommitted = (node: SimNode, e: Entry) => {
+    const term = committed.get(e.index)
+    if (term === undefined) {
+      committed.set(e.index, e.term)
+      committedData.set(e.index, e.data)
+    } else if (term !== e.term || committedData.get(e.index) !== e.data) {
+      fail(`committed entry changed: node ${node.id} has term ${e.term} committed at index ${e.index}, where term ${term} was committed before`)
+    }
+  }
+
+  // --- Nodes ------------------------------------------------------------------------------------
+
+  const pump = (node: SimNode) => {
+    const raw = node.raw
+    if (raw === undefined || node.busy || !raw.hasReady()) return
+    const rd = raw.ready()
+    if (rd.softState?.role === "leader") checkLeader(node)
+    // An entry is committed as soon as any node learns it is (before anyone applies it).
+    for (const e of rd.committedEntries) recordCommitted(node, e)
+    node.busy = true
+    queue.push(now + fsync.int(3), { k: "persisted", node: node.id, incarnation: node.incarnation, rd })
+  }
+
+  const finishWrite = (node: SimNode, index: number, term: number, result: unknown) => {
+    const w = node.writes.get(index)
+    if (w === undefined) return
+    node.writes.delete(index)
+    const c = clients[w.client]!
+    if (c.op !== w.op) return
+    if (w.term === term) history.ok(w.op, result as RegisterOutput, now)
+    else history.fail(w.op)
+    c.op = undefined
+    queue.push(now + 1 + workload.int(20), { k: "client", client: c.id })
+  }
+
+  const persisted = (node: SimNode, rd: Ready) => {
+    const raw = node.raw!
+    // 1. durable
+    if (rd.snapshot !== undefined) node.storage.applySnapshot(rd.snapshot)
+    node.storage.append(rd.entries)
+    if (rd.hardState !== undefined) {
+      if (rd.hardState.commit < node.durableCommit) fail(`node ${node.id}'s durable commit went back to ${rd.hardState.commit}`)
+      node.durableCommit = rd.hardState.commit
+      node.storage.setHardState(rd.hardState)
+    }
+    // Crash point: durable, but nothing sent or applied yet.
+    const interesting = rd.entries.length > 0 || rd.committedEntries.length > 0
+    if (crashPoints > 0 && interesting && livenessDeadline === Infinity && raw.role === "leader" && crashable() && crashPrng.chance(crashPoints)) {
+      trace.record(now, 5, node.id)
+      network.crash(node.id)
+      crash(node)
+      const at = now + 100 + crashPrng.int(1900)
+      queue.push(at, { k: "fault", action: { _tag: "Restart", node: node.id } })
+      return
+    }
+    // 2. send
+    for (const m of rd.messages) {
+      messages++
+      network.send(m.from, m.to, m, now)
+    }
+    // 3. apply
+    if (rd.snapshot !== undefined) {
+      snapshotsInstalled++
+      const index = rd.snapshot.metadata.index
+      node.kv.restore(rd.snapshot.data, index)
+      node.snapshotIndex = index
+      for (const [i, w] of node.writes) {
+        if (i > index) continue
+        node.writes.delete(i)
+        const c = clients[w.client]!
+        if (c.op === w.op) {
+          history.unknown(w.op)
+          c.op = undefined
+          queue.push(now + 1, { k: "client", client: c.id })
+        }
+      }
+    }
+    for (const e of rd.committedEntries) {
+      if (e.index <= node.kv.applied) continue
+      recordCommitted(node, e)
+      const result = node.kv.apply(e)
+      finishWrite(node, e.index, e.term, result)
+    }
+    for (const rs of rd.readStates) {
+      const r = node.reads.get(rs.context)
+      if (r === undefined) continue
+      node.reads.delete(rs.context)
+      node.waitingReads.push({ ...r, index: rs.index })
+    }
+    raw.advance(rd)
+    node.busy = false
+    // 4. serve reads that became linearizable, compact
+    if (node.waitingReads.length > 0) {
+      const still: typeof node.waitingReads = []
+      for (const r of node.waitingReads) {
+        if (r.index > node.kv.applied) {
+          still.push(r)
+          continue
+        }
+        const c = clients[r.client]!
+        if (c.op === r.op) {
+          history.ok(r.op, node.kv.get(r.key), now)
+          c.op = undefined
+          queue.push(now + 1 + workload.int(20), { k: "client", client: c.id })
+        }
+      }
+      node.waitingReads = still
+    }
+    if (node.kv.applied - node.snapshotIndex >= compactEvery) {
+      const snap = raw.createSnapshot(node.kv.snapshot())
+      node.storage.createSnapshot(snap)
+      node.snapshotIndex = snap.metadata.index
+      const to = snap.metadata.index - 8
+      if (to >= node.storage.firstIndex()) node.storage.compact(to)
+    }
+    checkCommit(node)
+    trace.record(now, 2, node.id, rd.entries.length, rd.committedEntries.length, rd.messages.length, raw.term)
+  }
+
+  /** Crash points never take down a majority (the schedule's own crashes are bounded the same way). */
+  const crashable = () => {
+    let down = 0
+    for (const x of nodes.values()) if (x.raw === undefined) down++
+    return down < Math.floor((n - 1) / 2)
+  }
+
+  const crash = (node: SimNode) => {
+    if (node.raw === undefined) return
+    crashes++
+    node.raw = undefined
+    node.busy = false
+    node.incarnation++
+    // Outstanding client operations at this node: their outcome is now unknown (writes) or void (reads).
+    for (const w of node.writes.values()) {
+      const c = clients[w.client]!
+      if (c.op === w.op) {
+        history.unknown(w.op)
+        c.op = undefined
+        queue.push(now + 1, { k: "client", client: c.id })
+      }
+    }
+    for (const r of [...node.reads.values(), ...node.waitingReads]) {
+      const c = clients[r.client]!
+      if (c.op === r.op) {
+        history.fail(r.op)
+        c.op = undefined
+        queue.push(now + 1, { k: "client", client: c.id })
+      }
+    }
+    node.writes.clear()
+    node.reads.clear()
+    node.waitingReads = []
+  }
+
+  const restart = (node: SimNode) => {
+    if (node.raw !== undefined) return
+    // The state machine is rebuilt from the durable snapshot; the log replays the rest.
+    const snap = node.storage.snapshot()
+    node.kv = new KvStore()
+    node.kv.restore(snap.data, snap.metadata.index)
+    node.snapshotIndex = snap.metadata.index
+    node.raw = makeRaw(node)
+    node.lastCommit = 0
+    queue.push(now + node.tickEvery, { k: "tick", node: node.id, incarnation: node.incarnation })
+  }
+
+  // --- Clients ----------------------------------------------------------------------------------
+
+  const clientStep = (c: Client) => {
+    if (c.op !== undefined) return
+    const live = ids.filter((id) => nodes.get(id)!.raw !== undefined)
+    if (live.length === 0) {
+      queue.push(now + 50, { k: "client", client: c.id })
+      return
+    }
+    const target = c.leaderGuess !== 0 && nodes.get(c.leaderGuess)!.raw !== undefined ? c.leaderGuess : workload.pick(live)
+    const node = nodes.get(target)!
+    const raw = node.raw!
+    const key = workload.pick(keys)
+    const roll = workload.float()
+    c.at = target
+    if (roll < 0.4) {
+      const op = history.invoke(c.id, { _tag: "read", key }, now)
+      const context = `r${op}`
+      const result = raw.readIndex(context)
+      if (!result.ok) {
+        history.fail(op)
+        c.leaderGuess = raw.status().lead
+        queue.push(now + 5 + workload.int(20), { k: "client", client: c.id })
+        return
+      }
+      c.op = op
+      node.reads.set(context, { op, client: c.id, key })
+      queue.push(now + 1000, { k: "timeout", client: c.id, op })
+    } else {
+      const value = `${c.id}.${++c.seq}`
+      const cas = roll >= 0.8
+      const expected = cas ? workload.pick([null, ...clients.map((x) => `${x.id}.${Math.max(1, x.seq - workload.int(2))}`)]) : null
+      const input: RegisterInput = cas ? { _tag: "cas", key, expected, value } : { _tag: "write", key, value }
+      const op = history.invoke(c.id, input, now)
+      const data = JSON.stringify(cas ? { op: "cas", key, expected, value } : { op: "put", key, value })
+      const result = raw.propose(data)
+      if (!result.ok) {
+        history.fail(op)
+        if (result.reason === "notLeader") c.leaderGuess = result.leader
+        queue.push(now + 5 + workload.int(20), { k: "client", client: c.id })
+        return
+      }
+      c.op = op
+      c.leaderGuess = target
+      node.writes.set(result.index, { term: result.term, op, client: c.id })
+      queue.push(now + 1000, { k: "timeout", client: c.id, op })
+    }
+    pump(node)
+  }
+
+  const timeout = (c: Client, op: number) => {
+    if (c.op !== op) return
+    const node = nodes.get(c.at)!
+    let read = false
+    for (const [ctx, r] of node.reads) if (r.op === op) (node.reads.delete(ctx), (read = true))
+    const waiting = node.waitingReads.findIndex((r) => r.op === op)
+    if (waiting >= 0) (node.waitingReads.splice(waiting, 1), (read = true))
+    for (const [i, w] of node.writes) if (w.op === op) node.writes.delete(i)
+    if (read) history.fail(op)
+    else history.unknown(op)
+    c.op = undefined
+    c.leaderGuess = 0
+    queue.push(now + 1 + workload.int(20), { k: "client", client: c.id })
+  }
+
+  // --- Liveness ---------------------------------------------------------------------------------
+
+  let probe: { node: number; index: number; term: number } | undefined
+  let liveDone = false
+
+  const livenessCheck = () => {
+    if (probe !== undefined) {
+      const done = [...nodes.values()].every((x) => x.raw !== undefined && x.kv.applied >= probe!.index)
+      if (done && committed.get(probe.index) === probe.term) liveDone = true
+      else if (done) probe = undefined // overwritten: propose again
+      return
+    }
+    for (const x of nodes.values()) {
+      if (x.raw === undefined || x.raw.status().role !== "leader") continue
+      const r = x.raw.propose(JSON.stringify({ op: "put", key: "__probe", value: String(now) }))
+      if (r.ok) {
+        probe = { node: x.id, index: r.index, term: r.term }
+        pump(x)
+      }
+      return
+    }
+  }
+
+  // --- The loop ---------------------------------------------------------------------------------
+
+  let violation: string | undefined
+  let linearizability: ExploreResult["linearizability"] = "not checked"
+  try {
+    for (;;) {
+      const next = queue.pop()
+      if (next === undefined) fail("the event queue ran dry")
+      now = next!.time
+      if (now > livenessDeadline) {
+        const states = [...nodes.values()].map((x) => {
+          if (x.raw === undefined) return `${x.id}: down`
+          const st = x.raw.status()
+          const progress = st.progress
+            .filter((p) => p.id !== x.id)
+            .map((p) => ` ${p.id}:${p.state} match ${p.match} next ${p.next} inflight ${p.inflight} snap ${p.pendingSnapshot}`)
+            .join(",")
+          return `${x.id}: ${st.role} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${x.kv.applied} first ${st.firstIndex} last ${st.lastIndex} voters [${st.confState.voters.join(",")}]${progress !== "" ? ` progress${progress}` : ""}`
+        })
+        fail(`liveness: no leader committed a new entry on every node within ${livenessMs} ms after the faults healed (${states.join("; ")})`)
+      }
+      events++
+      const ev = next!.event
+      switch (ev.k) {
+        case "tick": {
+          const node = nodes.get(ev.node)!
+          if (node.raw === undefined || node.incarnation !== ev.incarnation) break
+          node.raw.tick()
+          trace.record(now, 1, node.id)
+          pump(node)
+          checkLeader(node)
+          queue.push(now + node.tickEvery, { k: "tick", node: node.id, incarnation: node.incarnation })
+          if (livenessDeadline !== Infinity && !liveDone && ev.node === ids[0]) livenessCheck()
+          break
+        }
+        case "deliver": {
+          if (!network.accept(ev.d)) break
+          const node = nodes.get(ev.d.to)!
+          if (node.raw === undefined) break
+          trace.record(now, 3, ev.d.from, ev.d.to, messageCode[ev.d.msg.type], ev.d.msg.term)
+          node.raw.step(ev.d.msg)
+          pump(node)
+          break
+        }
+        case "persisted": {
+          const node = nodes.get(ev.node)!
+          if (node.raw === undefined || node.incarnation !== ev.incarnation) break
+          persisted(node, ev.rd)
+          pump(node)
+          break
+        }
+        case "client": {
+          if (liveDone) break
+          clientStep(clients[ev.client]!)
+          break
+        }
+        case "timeout":
+          timeout(clients[ev.client]!, ev.op)
+          break
+        case "fault": {
+          const a = ev.action
+          // Crash points add crashes of their own: skip schedule actions they made moot.
+          if (a._tag === "Crash" && !network.isUp(a.node)) break
+          if (a._tag === "Restart" && network.isUp(a.node)) break
+          trace.record(now, 4, a._tag)
+          applyFault(network, a)
+          if (a._tag === "Crash") crash(nodes.get(a.node)!)
+          else if (a._tag === "Restart") restart(nodes.get(a.node)!)
+          else if (a._tag === "ClockSkew") nodes.get(a.node)!.tickEvery = Math.max(1, Math.round(tickMs * (1 + a.skewMs / 1000)))
+          break
+        }
+        case "liveness": {
+          for (const x of nodes.values()) {
+            if (!network.isUp(x.id)) network.restart(x.id)
+            restart(x)
+            x.tickEvery = tickMs
+          }
+          network.heal()
+          network.healAll()
+          livenessDeadline = now + livenessMs
+          break
+        }
+      }
+      if (events % 512 === 0) checkLogMatching()
+      if (liveDone) break
+    }
+    checkLogMatching()
+    const result = checkLinearizability(registerModel, history.operations(), { maxSteps: 5_000_000 })
+    linearizability = result._tag === "Ok" ? "ok" : result._tag === "Illegal" ? "illegal" : "unknown"
+    if (result._tag === "Illegal") {
+      violation = `linearizability: ${formatResult(registerModel, result)}`
+    }
+  } catch (e) {
+    // An assertion inside the Raft core stops the node loudly rather than corrupt state: in the
+    // simulator that is a failed run, reported like any broken invariant.
+    violation = e instanceof Violation ? e.message : `at ${now} ms: a node stopped on an internal assertion: ${e instanceof Error ? e.message : String(e)}`
+  }
+
+  const ops = history.operations()
+  return {
+    seed,
+    ok: violation === undefined,
+    violation,
+    traceHash: trace.digest(),
+    stats: {
+      events,
+      simulatedMs: now,
+      elections,
+      maxTerm,
+      committed: committed.size,
+      snapshotsInstalled,
+      crashes,
+      operations: ops.length,
+      unknownOutcomes: ops.filter((o) => o.ret === Infinity).length,
+      messages,
+      dropped: network.stats.dropped
+    },
+    linearizability
+  }
+}

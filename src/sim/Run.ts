@@ -1,0 +1,60 @@
+/**
+ * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--profile default|crashpoints] [--bug figure8]`:
+ * explores many seeds and prints each failing seed with the command that replays it.
+ * Exit code 1 if any seed failed.
+ */
+import { explore, profiles } from "./Explorer.js"
+import type { ExploreOptions } from "./Explorer.js"
+
+const args = process.argv.slice(2)
+const flag = (name: string): string | undefined => {
+  const at = args.indexOf(`--${name}`)
+  return at >= 0 ? args[at + 1] : undefined
+}
+const int = (name: string, fallback: number): number => {
+  const raw = flag(name)
+  if (raw === undefined) return fallback
+  const n = Number(raw)
+  if (!Number.isSafeInteger(n) || n < 0) {
+    console.error(`--${name} must be a whole number, got ${JSON.stringify(raw)}`)
+    process.exit(2)
+  }
+  return n
+}
+
+const profileName = flag("profile") ?? "default"
+const profile = profiles[profileName as keyof typeof profiles]
+if (profile === undefined) {
+  console.error(`unknown --profile ${profileName}; known: ${Object.keys(profiles).join(", ")}`)
+  process.exit(2)
+}
+const bug = flag("bug")
+if (bug !== undefined && bug !== "figure8") {
+  console.error(`unknown --bug ${bug}; known: figure8`)
+  process.exit(2)
+}
+const seeds = int("seeds", 100)
+const from = int("from", 1)
+const options: Omit<ExploreOptions, "seed"> = {
+  ...profile,
+  ...(flag("nodes") !== undefined ? { nodes: int("nodes", 5) } : {}),
+  ...(bug !== undefined ? { bug } : {})
+}
+
+let failed = 0
+const started = performance.now()
+let simulated = 0
+for (let seed = from; seed < from + seeds; seed++) {
+  const result = explore({ ...options, seed })
+  simulated += result.stats.simulatedMs
+  if (!result.ok) {
+    failed++
+    const replay = `blixard sim --seed ${seed} --profile ${profileName}${flag("nodes") !== undefined ? ` --nodes ${options.nodes}` : ""}${bug !== undefined ? ` --bug ${bug}` : ""}`
+    console.log(`FAIL seed ${seed}: ${result.violation}\n  replay: ${replay}`)
+  }
+}
+const wall = (performance.now() - started) / 1000
+console.log(
+  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, profile ${profileName}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time)`
+)
+process.exitCode = failed > 0 ? 1 : 0
