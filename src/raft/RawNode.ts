@@ -35,7 +35,7 @@
 import type { Message } from "./Message.js"
 import type { ProposeResult, RaftConfig, RequestResult, Status } from "./Raft.js"
 import { decodeConfChange, Raft } from "./Raft.js"
-import type { ConfChange, ConfState, Entry, HardState, ReadState, Snapshot, SoftState } from "./Types.js"
+import type { ConfChange, ConfState, Entry, HardState, ReadState, Snapshot, SoftState, StateRole } from "./Types.js"
 
 /** Everything the driver must do after some input: persist, send, apply. See the module comment. */
 export interface Ready {
@@ -74,6 +74,27 @@ export class RawNode {
 
   get id(): number {
     return this.raft.id
+  }
+
+  /** Cheap accessors for hot paths (the explorer); `status()` has everything but allocates. */
+  get role(): StateRole {
+    return this.raft.role
+  }
+
+  get lead(): number {
+    return this.raft.lead
+  }
+
+  get term(): number {
+    return this.raft.term
+  }
+
+  get commitIndex(): number {
+    return this.raft.log.committed
+  }
+
+  get appliedIndex(): number {
+    return this.raft.log.applied
   }
 
   tick(): void {
@@ -145,9 +166,9 @@ export class RawNode {
     if (r.msgs.length > 0 || r.readStates.length > 0) return true
     if (r.log.unstable.entries.length > 0 || r.log.hasPendingSnapshot()) return true
     if (r.log.hasNextCommittedEntries()) return true
-    const ss = r.softState()
-    if (ss.lead !== this.prevSoftState.lead || ss.role !== this.prevSoftState.role) return true
-    return !sameHardState(r.hardState(), this.prevHardState)
+    if (r.lead !== this.prevSoftState.lead || r.role !== this.prevSoftState.role) return true
+    const hs = this.prevHardState
+    return r.term !== hs.term || r.vote !== hs.vote || r.log.committed !== hs.commit
   }
 
   /** Collect what to persist, send and apply. Messages and read states are handed over (cleared). */

@@ -54,6 +54,21 @@ describe("membership changes", () => {
     expect(r.promotable()).toBe(false)
   })
 
+  it("candidates do not ask learners for votes, and a learner's vote is not counted", () => {
+    const net = withLearner()
+    net.node(2).campaign()
+    const votes = net.takeQueue().filter((m) => m.type === "vote")
+    expect(votes.map((m) => m.to)).toEqual([1, 3])
+    // A grant from the learner does not make a majority of the voters {1, 2, 3}.
+    const r = net.node(3).raft
+    r.campaign()
+    const term = r.term
+    r.step({ type: "voteResp", term, from: 4, to: 3, reject: false })
+    expect(r.role).toBe("candidate")
+    r.step({ type: "voteResp", term, from: 1, to: 3, reject: false })
+    expect(r.role).toBe("leader")
+  })
+
   it("a promoted learner becomes a voter: it counts for quorum", () => {
     const net = withLearner()
     expect(net.node(1).proposeConfChange({ type: "promote", nodeId: 4 }).ok).toBe(true)
@@ -209,5 +224,25 @@ describe("membership changes", () => {
     expect(applyChangeToConfState(cs, { type: "remove", nodeId: 9 })).toBe(cs)
     expect(applyChangeToConfState(cs, { type: "promote", nodeId: 3 })).toEqual({ voters: [1, 2, 3], learners: [] })
     expect(applyChangeToConfState(cs, { type: "remove", nodeId: 3 })).toEqual({ voters: [1, 2], learners: [] })
+  })
+})
+
+describe("membership and elections", () => {
+  it("a node with committed but unapplied conf changes does not campaign", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.node(1).proposeConfChange({ type: "addLearner", nodeId: 4 })
+    // Node 2 learns the entry is committed, but its driver has not applied it yet.
+    for (let i = 0; i < 10 && net.node(2).raft.log.committed < 3; i++) {
+      for (const m of net.takeQueue()) net.deliver(m)
+    }
+    const r = net.node(2).raft
+    expect(r.log.committed).toBe(3)
+    expect(r.log.applied).toBeLessThan(3)
+    r.campaign()
+    expect(r.role).toBe("follower")
+    net.processReady(2)
+    r.campaign()
+    expect(r.role).toBe("candidate")
   })
 })

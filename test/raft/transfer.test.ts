@@ -80,3 +80,34 @@ describe("leadership transfer", () => {
     expect(alone.node(2).transferLeader(1)).toEqual({ ok: false, reason: "noLeader" })
   })
 })
+
+describe("driver reports", () => {
+  it("reportUnreachable moves a replicating follower back to probing", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    expect(net.node(1).status().progress.find((p) => p.id === 2)?.state).toBe("replicate")
+    net.node(1).reportUnreachable(2)
+    expect(net.node(1).status().progress.find((p) => p.id === 2)?.state).toBe("probe")
+    net.node(1).propose("x")
+    net.tickAll(2)
+    expect(net.state.get(2)).toEqual(["x"])
+  })
+
+  it("reportSnapshot(ok=false) makes the leader send the snapshot again", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.isolate(3)
+    net.node(1).propose("x")
+    net.stabilize()
+    net.compact(1)
+    net.heal()
+    net.drop = (m) => m.type === "snap"
+    net.tickAll(2)
+    expect(net.node(1).status().progress.find((p) => p.id === 3)?.state).toBe("snapshot")
+    net.drop = undefined
+    net.node(1).reportSnapshot(3, false)
+    expect(net.node(1).status().progress.find((p) => p.id === 3)?.state).toBe("probe")
+    net.tickAll(2)
+    expect(net.state.get(3)).toEqual(["x"])
+  })
+})

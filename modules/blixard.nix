@@ -1,0 +1,620 @@
+# services.blixard: one Blixard node per host.
+#
+# The typed options below are written into `settings` with `mkDefault`, and `settings` is rendered
+# verbatim (pkgs.formats.json) into the file the daemon reads with `blixard node --config FILE`.
+# That file's format is the daemon's `NodeConfig` schema (src/node/Config.ts), which rejects unknown
+# keys; the assertions at the end mirror the schema's cross-field rules so a bad configuration fails
+# at `nixos-rebuild` time rather than when the unit starts.
+{
+  config,
+  lib,
+  options,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib)
+    types
+    mkOption
+    mkDefault
+    mkIf
+    ;
+
+  cfg = config.services.blixard;
+  settingsFormat = pkgs.formats.json { };
+
+  # Where systemd places the files named by LoadCredential=. The daemon reads secrets from there;
+  # the secrets themselves never enter the Nix store.
+  credentialsDir = "/run/credentials/blixard.service";
+
+  # `host:port`: a name, an IPv4 address or a bracketed IPv6 address (HostPort in the daemon).
+  # (`[[]` and `[]]` are literal brackets in POSIX extended regular expressions.)
+  hostPortRegex = "([[][0-9A-Fa-f:.]+[]]|[A-Za-z0-9.-]+):([0-9]{1,5})";
+  parseHostPort =
+    s:
+    let
+      m = if builtins.isString s then builtins.match hostPortRegex s else null;
+    in
+    if m == null then
+      null
+    else
+      {
+        host = builtins.elemAt m 0;
+        port = lib.toIntBase10 (builtins.elemAt m 1);
+      };
+  isHostPort =
+    s:
+    let
+      parsed = parseHostPort s;
+    in
+    parsed != null && parsed.port >= 1 && parsed.port <= 65535;
+  hostPort = types.addCheck types.str isHostPort // {
+    name = "hostPort";
+    description = "HOST:PORT address (e.g. 10.0.0.1:7001 or [fd00::1]:7001)";
+  };
+
+  # Secrets are read at run time from a path on the host: a path literal (./secret) would be copied
+  # into the world-readable store, so only absolute path strings outside the store are accepted.
+  secretPath = types.addCheck types.str (
+    s: lib.hasPrefix "/" s && !lib.hasPrefix "${builtins.storeDir}/" s
+  ) // {
+    name = "secretPath";
+    description = "absolute path (as a string) outside the Nix store";
+  };
+
+  atLeast =
+    min:
+    types.addCheck types.int (v: v >= min)
+    // {
+      name = "intAtLeast${toString min}";
+      description = "integer of at least ${toString min}";
+    };
+
+  maxNodeId = 2147483647;
+
+  # The keys NodeConfig knows; the daemon rejects anything else.
+  knownKeys = [
+    "id"
+    "bind"
+    "advertise"
+    "peers"
+    "dataDir"
+    "clusterSecretFile"
+    "apiTokenFile"
+    "vmBackend"
+    "microvmStateDir"
+    "capacity"
+    "labels"
+    "timeouts"
+    "logLevel"
+  ];
+  knownTimeoutKeys = [
+    "tickMs"
+    "fencingMs"
+    "nodeDownMs"
+    "requestMs"
+  ];
+  knownCapacityKeys = [
+    "vcpus"
+    "memoryMiB"
+  ];
+  unknownIn = known: attrs: lib.subtractLists known (builtins.attrNames attrs);
+
+  labelKeyRegex = "([a-z0-9]([a-z0-9.-]*[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?";
+  labelValueRegex = "([A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?";
+  badLabels = lib.filterAttrs (
+    k: v:
+    !(
+      builtins.isString v
+      && builtins.stringLength k <= 128
+      && builtins.match labelKeyRegex k != null
+      && builtins.stringLength v <= 63
+      && builtins.match labelValueRegex v != null
+    )
+  ) (s.labels or { });
+
+  # The effective values are those in `settings` (a user may override a typed option there), so the
+  # checks below read the rendered settings, as the daemon will.
+  s = cfg.settings;
+  # The effective bind address (null when `settings.bind` overrides it with something invalid,
+  # which an assertion reports).
+  bind = if isHostPort (s.bind or null) then parseHostPort s.bind else null;
+  bindIsWildcard = bind != null && builtins.elem bind.host [
+    "0.0.0.0"
+    "[::]"
+  ];
+  t = {
+    tickMs = 50;
+    fencingMs = 3000;
+    nodeDownMs = 6000;
+    requestMs = 5000;
+  }
+  // (s.timeouts or { });
+  electionMargin = 2 * t.tickMs * 10;
+  peerIds = map (p: p.id or null) (s.peers or [ ]);
+  duplicatePeerIds = lib.unique (
+    builtins.filter (id: lib.count (x: x == id) peerIds > 1) peerIds
+  );
+
+  hasMicrovmHost = options ? microvm.host.enable && config.microvm.host.enable;
+  microvmHostStateDir = if options ? microvm.stateDir then config.microvm.stateDir else null;
+
+  isProcess = s.vmBackend == "process";
+  isSystemd = s.vmBackend == "systemd";
+
+  configFile = settingsFormat.generate "blixard.json" cfg.settings;
+
+  execStart = lib.concatStringsSep " " (
+    [
+      "${cfg.package}/bin/blixard"
+      "node"
+      "--config"
+      "${configFile}"
+    ]
+    ++ map lib.escapeShellArg cfg.extraFlags
+  );
+
+  dataDirIsState = lib.hasPrefix "/var/lib/" s.dataDir;
+
+  peerModule = {
+    options = {
+      id = mkOption {
+        type = types.int;
+        example = 2;
+        description = "The peer's node id (its `services.blixard.nodeId`).";
+      };
+      address = mkOption {
+        type = hostPort;
+        example = "10.0.0.2:7001";
+        description = "Where the peer serves Raft traffic and the API (its advertised address).";
+      };
+    };
+  };
+in
+{
+  options.services.blixard = {
+    enable = lib.mkEnableOption "Blixard, the distributed microVM orchestrator (one cluster node)";
+
+    package = lib.mkPackageOption pkgs "blixard" {
+      extraDescription = "The project's flake module sets this to the flake's own package.";
+    };
+
+    nodeId = mkOption {
+      type = types.int;
+      example = 1;
+      description = ''
+        This node's id: a positive integer, unique in the cluster and fixed for the life of
+        {option}`services.blixard.dataDir`.
+      '';
+    };
+
+    bind = mkOption {
+      type = hostPort;
+      default = "0.0.0.0:7001";
+      example = "10.0.0.1:7001";
+      description = "Where the node serves peers and the API (one port for both).";
+    };
+
+    advertise = mkOption {
+      type = types.nullOr hostPort;
+      default = null;
+      example = "node1.example.org:7001";
+      description = ''
+        The address peers should use to reach this node, when it differs from
+        {option}`services.blixard.bind`. Required when `bind` is a wildcard address and the node has
+        peers.
+      '';
+    };
+
+    peers = mkOption {
+      type = types.listOf (types.submodule peerModule);
+      default = [ ];
+      example = lib.literalExpression ''
+        [
+          { id = 2; address = "10.0.0.2:7001"; }
+          { id = 3; address = "10.0.0.3:7001"; }
+        ]
+      '';
+      description = ''
+        The other members of the cluster. Empty: this node bootstraps a new single-node cluster.
+      '';
+    };
+
+    dataDir = mkOption {
+      type = types.str;
+      default = "/var/lib/blixard";
+      description = "The node's Raft log, snapshots and state-machine database.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the TCP port of {option}`services.blixard.bind` in the firewall.";
+    };
+
+    clusterSecretFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/run/secrets/blixard-cluster";
+      description = ''
+        File holding the shared secret that authenticates peer traffic (the same on every node).
+        It is handed to the unit with systemd's `LoadCredential=` and never copied into the store.
+      '';
+    };
+
+    apiTokenFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/run/secrets/blixard-api-token";
+      description = ''
+        File holding the bearer token API clients must present. Handed to the unit with
+        `LoadCredential=`, never copied into the store.
+      '';
+    };
+
+    vmBackend = mkOption {
+      type = types.enum [
+        "systemd"
+        "process"
+      ];
+      default = "process";
+      description = ''
+        How VMs are run. `systemd`: through microvm.nix's `microvm@NAME` units (requires
+        microvm.nix's host module, `microvm.nixosModules.host`); VMs survive a restart of Blixard.
+        `process`: Blixard runs each runner's `bin/microvm-run` as its own child process.
+      '';
+    };
+
+    microvmStateDir = mkOption {
+      type = types.str;
+      default = if microvmHostStateDir != null then microvmHostStateDir else "/var/lib/microvms";
+      defaultText = lib.literalExpression ''config.microvm.stateDir or "/var/lib/microvms"'';
+      description = "Root of the VMs' state directories (microvm.nix's layout: `NAME/current`).";
+    };
+
+    capacity = mkOption {
+      type = types.nullOr (
+        types.submodule {
+          options = {
+            vcpus = mkOption {
+              type = types.ints.between 1 1024;
+              description = "vCPUs VMs may use on this node.";
+            };
+            memoryMiB = mkOption {
+              type = types.ints.between 16 16777216;
+              description = "Memory (MiB) VMs may use on this node.";
+            };
+          };
+        }
+      );
+      default = null;
+      example = {
+        vcpus = 8;
+        memoryMiB = 16384;
+      };
+      description = "What VMs may use on this node; `null` lets the daemon detect it.";
+    };
+
+    labels = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        zone = "rack-1";
+        "blixard.io/gpu" = "none";
+      };
+      description = "Node labels, matched by VM placement constraints.";
+    };
+
+    timeouts = {
+      tickMs = mkOption {
+        type = atLeast 5;
+        default = 50;
+        description = "Raft tick; elections after 10–20 ticks without a leader.";
+      };
+      fencingMs = mkOption {
+        type = atLeast 100;
+        default = 3000;
+        description = "A node that cannot reach a quorum for this long stops its own VMs.";
+      };
+      nodeDownMs = mkOption {
+        type = atLeast 200;
+        default = 6000;
+        description = ''
+          A node not heard from for this long is marked down and its VMs are rescheduled. Must be at
+          least `fencingMs` plus two election timeouts (`2 * 10 * tickMs`), so a fenced VM has
+          stopped before it is started elsewhere.
+        '';
+      };
+      requestMs = mkOption {
+        type = atLeast 10;
+        default = 5000;
+        description = "Client-facing request and peer RPC deadline.";
+      };
+    };
+
+    logLevel = mkOption {
+      type = types.enum [
+        "debug"
+        "info"
+        "warning"
+        "error"
+      ];
+      default = "info";
+      description = "The daemon's log level.";
+    };
+
+    settings = mkOption {
+      type = types.submodule { freeformType = settingsFormat.type; };
+      default = { };
+      example = {
+        timeouts.requestMs = 10000;
+      };
+      description = ''
+        The daemon's config file (`blixard node --config`), as JSON. The typed options above are
+        set here with `mkDefault`; a value set here wins over them. Unknown keys are rejected.
+      '';
+    };
+
+    extraFlags = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "--log-level=debug" ];
+      description = "Extra command-line flags for `blixard node` (they win over the config file).";
+    };
+
+    configFile = mkOption {
+      type = types.package;
+      readOnly = true;
+      internal = true;
+      default = configFile;
+      defaultText = lib.literalMD "the rendered {option}`services.blixard.settings`";
+      description = "The rendered config file (read-only; for tests and tooling).";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    services.blixard.settings = {
+      id = mkDefault cfg.nodeId;
+      bind = mkDefault cfg.bind;
+      advertise = mkIf (cfg.advertise != null) (mkDefault cfg.advertise);
+      peers = mkDefault (
+        map (p: {
+          inherit (p) id address;
+        }) cfg.peers
+      );
+      dataDir = mkDefault cfg.dataDir;
+      clusterSecretFile = mkIf (cfg.clusterSecretFile != null) (
+        mkDefault "${credentialsDir}/cluster-secret"
+      );
+      apiTokenFile = mkIf (cfg.apiTokenFile != null) (mkDefault "${credentialsDir}/api-token");
+      vmBackend = mkDefault cfg.vmBackend;
+      microvmStateDir = mkDefault cfg.microvmStateDir;
+      capacity = mkIf (cfg.capacity != null) {
+        vcpus = mkDefault cfg.capacity.vcpus;
+        memoryMiB = mkDefault cfg.capacity.memoryMiB;
+      };
+      labels = mkDefault cfg.labels;
+      timeouts = {
+        tickMs = mkDefault cfg.timeouts.tickMs;
+        fencingMs = mkDefault cfg.timeouts.fencingMs;
+        nodeDownMs = mkDefault cfg.timeouts.nodeDownMs;
+        requestMs = mkDefault cfg.timeouts.requestMs;
+      };
+      logLevel = mkDefault cfg.logLevel;
+    };
+
+    assertions = [
+      {
+        assertion = builtins.isString s.dataDir && lib.hasPrefix "/" s.dataDir;
+        message = "services.blixard.dataDir must be an absolute path (got ${builtins.toJSON s.dataDir}).";
+      }
+      {
+        # The typed options check this; `settings` can override them with anything.
+        assertion =
+          isHostPort (s.bind or null)
+          && (s ? advertise -> isHostPort s.advertise)
+          && builtins.all (p: isHostPort (p.address or null)) (s.peers or [ ]);
+        message = "services.blixard.settings: bind, advertise and every peer address must be HOST:PORT with a port from 1 to 65535 (e.g. 10.0.0.1:7001 or [fd00::1]:7001).";
+      }
+      {
+        assertion = builtins.isInt s.id && s.id >= 1 && s.id <= maxNodeId;
+        message = "services.blixard.nodeId must be a whole number from 1 to ${toString maxNodeId} (got ${builtins.toJSON s.id}).";
+      }
+      {
+        assertion = !(builtins.elem s.id peerIds);
+        message = "services.blixard.peers lists this node's own id (${builtins.toJSON s.id}); list only the other members.";
+      }
+      {
+        assertion = duplicatePeerIds == [ ];
+        message = "services.blixard.peers names the same id more than once: ${lib.concatMapStringsSep ", " builtins.toJSON duplicatePeerIds}.";
+      }
+      {
+        assertion = builtins.all (id: builtins.isInt id && id >= 1 && id <= maxNodeId) peerIds;
+        message = "services.blixard.peers: every peer id must be a whole number from 1 to ${toString maxNodeId}.";
+      }
+      {
+        assertion = !(bindIsWildcard && (s.peers or [ ]) != [ ] && !(s ? advertise));
+        message = "services.blixard.advertise must be set when bind (${s.bind}) is a wildcard address and the node has peers: peers cannot reach ${bind.host}.";
+      }
+      {
+        # Mirrors the daemon's Timeouts rule (src/node/Config.ts).
+        assertion = t.nodeDownMs >= t.fencingMs + electionMargin;
+        message = "services.blixard.timeouts.nodeDownMs (${toString t.nodeDownMs}) must be at least timeouts.fencingMs (${toString t.fencingMs}) plus two election timeouts (${toString electionMargin} ms), so a fenced VM has stopped before it is rescheduled.";
+      }
+      {
+        assertion = !isSystemd || hasMicrovmHost;
+        message = ''services.blixard.vmBackend = "systemd" runs VMs as microvm.nix's microvm@NAME units: import microvm.nix's host module (microvm.nixosModules.host) and keep microvm.host.enable = true, or use vmBackend = "process".'';
+      }
+      {
+        assertion = !isSystemd || microvmHostStateDir == null || s.microvmStateDir == microvmHostStateDir;
+        message = "services.blixard.microvmStateDir (${s.microvmStateDir}) must equal microvm.stateDir (${toString microvmHostStateDir}): the microvm@NAME units look for VMs there.";
+      }
+      {
+        assertion = unknownIn knownKeys s == [ ];
+        message = "services.blixard.settings has keys the daemon does not know: ${lib.concatStringsSep ", " (unknownIn knownKeys s)} (known: ${lib.concatStringsSep ", " knownKeys}).";
+      }
+      {
+        assertion = unknownIn knownTimeoutKeys (s.timeouts or { }) == [ ];
+        message = "services.blixard.settings.timeouts has keys the daemon does not know: ${lib.concatStringsSep ", " (unknownIn knownTimeoutKeys (s.timeouts or { }))}.";
+      }
+      {
+        assertion = unknownIn knownCapacityKeys (s.capacity or { }) == [ ];
+        message = "services.blixard.settings.capacity has keys the daemon does not know: ${lib.concatStringsSep ", " (unknownIn knownCapacityKeys (s.capacity or { }))}.";
+      }
+      {
+        assertion = badLabels == { };
+        message = "services.blixard.labels: invalid label(s) ${lib.concatStringsSep ", " (lib.mapAttrsToList (k: v: "${k}=${builtins.toJSON v}") badLabels)}; a key is letters, digits, '.', '_', '-' (optionally prefixed by 'domain/'), at most 128 characters; a value is at most 63 such characters, starting and ending with a letter or digit.";
+      }
+    ];
+
+    environment.systemPackages = [ cfg.package ];
+    # The CLI's default address is 127.0.0.1:7001; point it at this node's port.
+    environment.variables.BLIXARD_ADDR = mkIf (bind != null) (
+      mkDefault (
+        if bindIsWildcard then
+          (if bind.host == "[::]" then "[::1]" else "127.0.0.1") + ":${toString bind.port}"
+        else
+          s.bind
+      )
+    );
+
+    networking.firewall.allowedTCPPorts = mkIf (cfg.openFirewall && bind != null) [ bind.port ];
+
+    # Directories the unit needs before it starts (ReadWritePaths= fails on a missing path):
+    # a data directory outside /var/lib, and the VMs' state root unless microvm.nix's host module
+    # creates it (its activation script does, owned by its `microvm` user).
+    systemd.tmpfiles.rules =
+      lib.optional (!dataDirIsState) "d '${s.dataDir}' 0700 root root - -"
+      ++ lib.optional (s.microvmStateDir != microvmHostStateDir) "d '${s.microvmStateDir}' 0755 root root - -";
+
+    systemd.services.blixard = {
+      description = "Blixard node ${toString s.id}";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+      # `nix` builds runners (through nix-daemon); `systemctl` drives microvm@NAME units.
+      path = [
+        config.nix.package
+        config.systemd.package
+      ];
+      environment = {
+        # Builds go through nix-daemon, so they run in its sandbox and this unit needs no write
+        # access to /nix/var/nix (the daemon also records the out-links' GC roots).
+        NIX_REMOTE = "daemon";
+        HOME = s.dataDir;
+        XDG_CACHE_HOME = "/var/cache/blixard";
+      };
+
+      serviceConfig = lib.mkMerge [
+        {
+          Type = "simple";
+          ExecStart = execStart;
+          Restart = "on-failure";
+          RestartSec = "2s";
+          # Runs as root: it starts VMs (systemd: microvm@NAME over D-Bus; process: hypervisors with
+          # taps and /dev/kvm) and writes VM state directories owned by microvm.nix's user. The
+          # capabilities and paths it may use are bounded below.
+          User = "root";
+          UMask = "0077";
+          StateDirectory = mkIf dataDirIsState (lib.removePrefix "/var/lib/" s.dataDir);
+          StateDirectoryMode = "0700";
+          CacheDirectory = "blixard";
+          CacheDirectoryMode = "0700";
+          RuntimeDirectory = "blixard";
+          LoadCredential =
+            lib.optional (cfg.clusterSecretFile != null) "cluster-secret:${cfg.clusterSecretFile}"
+            ++ lib.optional (cfg.apiTokenFile != null) "api-token:${cfg.apiTokenFile}";
+
+          # Hardening.
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          PrivateTmp = true;
+          NoNewPrivileges = true;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          ProtectControlGroups = true;
+          ProtectClock = true;
+          ProtectHostname = true;
+          ProtectProc = "invisible";
+          LockPersonality = true;
+          RestrictRealtime = true;
+          RestrictSUIDSGID = true;
+          RestrictNamespaces = true;
+          SystemCallArchitectures = "native";
+          RemoveIPC = true;
+          # A filtered system call fails with EPERM instead of killing the daemon.
+          SystemCallErrorNumber = "EPERM";
+          # Node.js JITs JavaScript into writable+executable memory.
+          MemoryDenyWriteExecute = false;
+          # The VM state directories (the `current` runner out-link, VM disks): both backends write
+          # them, everything else stays read-only under ProtectSystem=strict.
+          ReadWritePaths = [ s.microvmStateDir ] ++ lib.optional (!dataDirIsState) s.dataDir;
+          # CAP_CHOWN/CAP_DAC_OVERRIDE/CAP_FOWNER: create and hand VM state directories to
+          # microvm.nix's `microvm` user, as its own `microvm` command does.
+          CapabilityBoundingSet = [
+            "CAP_CHOWN"
+            "CAP_DAC_OVERRIDE"
+            "CAP_FOWNER"
+          ]
+          ++ lib.optionals isProcess [
+            # process backend: runners' tap-up/tap-down create and configure tap interfaces.
+            "CAP_NET_ADMIN"
+          ]
+          # A port below 1024.
+          ++ lib.optional (bind != null && bind.port < 1024) "CAP_NET_BIND_SERVICE";
+        }
+
+        (mkIf isSystemd {
+          # systemd backend: VMs run in microvm.nix's microvm@NAME units, outside this unit;
+          # Blixard only talks to systemd over D-Bus (AF_UNIX) and to peers (AF_INET*).
+          RestrictAddressFamilies = [
+            "AF_UNIX"
+            "AF_INET"
+            "AF_INET6"
+          ];
+          PrivateDevices = true;
+          SystemCallFilter = [
+            "@system-service"
+            "~@privileged"
+            # chown of VM state directories to microvm.nix's user.
+            "@chown"
+          ];
+        })
+
+        (mkIf isProcess {
+          # process backend: hypervisors run as children of this unit and inherit its sandbox.
+          # AF_NETLINK: tap-up/tap-down configure links with `ip` (rtnetlink).
+          RestrictAddressFamilies = [
+            "AF_UNIX"
+            "AF_INET"
+            "AF_INET6"
+            "AF_NETLINK"
+          ];
+          # Hypervisors need /dev/kvm and tap devices (/dev/net/tun, vhost-net, vhost-vsock), so the
+          # unit keeps the host's /dev but may open only these devices.
+          PrivateDevices = false;
+          DevicePolicy = "closed";
+          DeviceAllow = [
+            "/dev/kvm rw"
+            "/dev/net/tun rw"
+            "/dev/vhost-net rw"
+            "/dev/vhost-vsock rw"
+          ];
+          # Hypervisors use a broad set of system calls (KVM ioctls, io_uring, seccomp of their
+          # own): deny only what no VM needs rather than allow-listing @system-service.
+          SystemCallFilter = [
+            "~@clock @cpu-emulation @debug @module @obsolete @reboot @swap"
+          ];
+          # VMs are children of this unit and stop with it; give them the time microvm.nix's own
+          # units give a guest to shut down (microvm-shutdown).
+          TimeoutStopSec = 150;
+          # Hypervisors lock guest memory.
+          LimitMEMLOCK = "infinity";
+          LimitNOFILE = 1048576;
+        })
+      ];
+    };
+  };
+}

@@ -1,0 +1,112 @@
+# The `blixard` package: the TypeScript build (tsc -> dist/) with its production node_modules,
+# run by Node.js 20.
+#
+# Dependencies come from package-lock.json through nixpkgs' importNpmLock: every tarball is fetched
+# by the lockfile's own integrity hash, so there is no npmDepsHash to keep up to date.
+{
+  lib,
+  buildNpmPackage,
+  importNpmLock,
+  nodejs_20,
+  makeWrapper,
+}:
+
+let
+  nodejs = nodejs_20;
+  packageJson = lib.importJSON ../package.json;
+  # The lockfile carries no `resolved` URLs; ./npm-lock.nix restores them.
+  packageLock = import ./npm-lock.nix { inherit lib; } {
+    lockfile = lib.importJSON ../package-lock.json;
+  };
+in
+buildNpmPackage {
+  pname = packageJson.name;
+  inherit (packageJson) version;
+  inherit nodejs;
+
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../package.json
+      ../package-lock.json
+      ../tsconfig.json
+      ../tsconfig.build.json
+      ../bin
+      ../src
+      (lib.fileset.maybeMissing ../bench)
+    ];
+  };
+
+  npmDeps = importNpmLock {
+    package = packageJson;
+    inherit packageLock;
+  };
+  # The hook compiles native addons against the headers of the Node.js it is built with: the same
+  # Node.js 20 the program runs on (nixpkgs' default `nodejs` is a newer major).
+  npmConfigHook = importNpmLock.npmConfigHook.override { inherit nodejs; };
+
+  env = {
+    # node-gyp builds better-sqlite3 against these headers (the hook exports the same) …
+    npm_config_nodedir = "${nodejs}";
+    # … from source: its install script would first try to download a prebuilt binary, and the
+    # sandbox has no network.
+    npm_config_build_from_source = "better-sqlite3";
+  };
+
+  nativeBuildInputs = [ makeWrapper ];
+
+  # `npm run build` (tsc -p tsconfig.build.json -> dist/) is buildNpmPackage's default build.
+
+  installPhase = ''
+    runHook preInstall
+
+    npm prune --omit=dev --no-save $npmFlags "''${npmFlagsArray[@]}"
+
+    # Keep better-sqlite3's compiled addon, not its sources and build tree (whose config.gypi
+    # would keep the Node.js source tree in the closure).
+    sqlite=node_modules/better-sqlite3
+    find "$sqlite/build" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} +
+    find "$sqlite/build/Release" -mindepth 1 -maxdepth 1 ! -name better_sqlite3.node -exec rm -rf {} +
+    rm -rf "$sqlite/deps" "$sqlite/src"
+    # npm's hidden lockfile names every dependency tarball's store path (dev ones too).
+    rm -f node_modules/.package-lock.json
+
+    app=$out/lib/blixard
+    mkdir -p "$app" "$out/bin"
+    cp -r bin dist node_modules "$app/"
+    # The unpatched package.json (older importNpmLock hooks leave a copy naming store paths).
+    if [ -f .package.json.orig ]; then
+      cp .package.json.orig "$app/package.json"
+    else
+      cp package.json "$app/package.json"
+    fi
+
+    makeWrapper ${lib.getExe nodejs} "$out/bin/blixard" \
+      --add-flags "$app/bin/blixard.js"
+
+    runHook postInstall
+  '';
+
+  doInstallCheck = true;
+  installCheckPhase = ''
+    runHook preInstallCheck
+    # The native addon loads in the Node.js the wrapper runs.
+    ${lib.getExe nodejs} -e '
+      const Database = require(process.argv[1])
+      const row = new Database(":memory:").prepare("select 41 + 1 as answer").get()
+      if (row.answer !== 42) throw new Error("better-sqlite3 answered " + JSON.stringify(row))
+    ' "$out/lib/blixard/node_modules/better-sqlite3"
+    # The CLI starts (help only; it starts no node).
+    HOME=$TMPDIR $out/bin/blixard --help > /dev/null
+    runHook postInstallCheck
+  '';
+
+  passthru = { inherit nodejs; };
+
+  meta = {
+    description = "Distributed microVM orchestrator for NixOS";
+    license = lib.licenses.mit;
+    mainProgram = "blixard";
+    platforms = lib.platforms.linux;
+  };
+}

@@ -1,0 +1,72 @@
+# Helpers shared by the NixOS VM tests (prepended to each testScript; PORT is defined before).
+# They drive Blixard only through its CLI, as an operator would: `blixard ... --json` on reads.
+import json
+
+
+def cli(machine, args, addr=None):
+    """Run `blixard ARGS` on `machine` against `addr` (default: the machine's own node)."""
+    target = addr or f"{machine.name}:{PORT}"
+    return machine.succeed(f"BLIXARD_ADDR={target} blixard {args}")
+
+
+def cli_json(machine, args, addr=None):
+    return json.loads(cli(machine, f"{args} --json", addr))
+
+
+def pick(value, *paths):
+    """The first of several dotted paths present in a JSON document, else None."""
+    for path in paths:
+        v = value
+        for key in path.split("."):
+            if isinstance(v, dict) and key in v:
+                v = v[key]
+            else:
+                break
+        else:
+            return v
+    return None
+
+
+def leader(machine):
+    """The leader's node id as `machine` sees it, or None."""
+    status = cli_json(machine, "cluster status")
+    found = pick(status, "leader.id", "leaderId", "leader")
+    return found if isinstance(found, int) else None
+
+
+def health(machine):
+    """{node id: "up" | "down"} from `cluster status`."""
+    status = cli_json(machine, "cluster status")
+    members = pick(status, "nodes", "members") or []
+    return {m["id"]: pick(m, "health", "status") for m in members}
+
+
+def vms(machine):
+    """{VM name: record} from `vm list`."""
+    listed = cli_json(machine, "vm list")
+    records = listed if isinstance(listed, list) else (pick(listed, "vms", "items") or [])
+    return {pick(r, "spec.name", "name"): r for r in records}
+
+
+def vm(machine, name):
+    """The hosting node, observed phase and desired state of one VM, from `vm status`."""
+    record = cli_json(machine, f"vm status {name}")
+    return {
+        "node": pick(record, "node", "status.node"),
+        "phase": pick(record, "status.phase", "phase"),
+        "desired": pick(record, "desired"),
+    }
+
+
+def eventually(condition, timeout):
+    """Wait until `condition()` holds; a failing CLI call (no leader yet, node away) counts as no."""
+
+    def attempt(last_try):
+        try:
+            return bool(condition())
+        except Exception as error:
+            if last_try:
+                print(f"last attempt failed: {error}")
+            return False
+
+    retry(attempt, timeout=timeout)

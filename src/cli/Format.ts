@@ -1,0 +1,132 @@
+/**
+ * How the CLI prints answers: aligned tables and key/value blocks for people, JSON (the schemas'
+ * encoded form, so it round-trips) with `--json`. Pure functions of the values.
+ */
+import { Schema } from "effect"
+import type { Labels } from "../domain/Labels.js"
+import type { NodeId } from "../domain/NodeId.js"
+import type { ConfigSource, Constraint } from "../domain/VmSpec.js"
+import { VmRecord } from "../domain/VmStatus.js"
+import { ClusterStatus } from "./ClusterStatus.js"
+
+/** Columns padded to their widest cell, separated by three spaces, no trailing blanks. */
+export const renderTable = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const all = [header, ...rows]
+  const widths = header.map((_, column) => Math.max(...all.map((row) => (row[column] ?? "").length)))
+  return all
+    .map((row) => header.map((_, column) => (row[column] ?? "").padEnd(widths[column] ?? 0)).join("   ").trimEnd())
+    .join("\n")
+}
+
+const json = <A, I>(schema: Schema.Schema<A, I, never>, value: A): string =>
+  JSON.stringify(Schema.encodeSync(schema)(value), null, 2)
+
+export const formatLabels = (labels: Labels): string =>
+  Object.entries(labels)
+    .map(([key, value]) => `${key}=${value}`)
+    .join(",")
+
+export const formatConstraints = (constraints: ReadonlyArray<Constraint>): string =>
+  constraints.map((c) => `${c.key}${c.op === "eq" ? "=" : "!="}${c.value}`).join(",")
+
+export const formatSource = (source: ConfigSource): string => {
+  switch (source._tag) {
+    case "Inline":
+      return `inline module (${Buffer.byteLength(source.module, "utf8")} bytes)`
+    case "Flake":
+      return `flake ${source.ref}`
+    case "Runner":
+      return `runner ${source.path}`
+  }
+}
+
+const nodeText = (node: NodeId | undefined): string => (node === undefined ? "-" : String(node))
+
+/** What a person most needs to know beyond the phase: why it is pending, or its last error. */
+const noteOf = (record: VmRecord): string => record.pendingReason ?? record.status.lastError ?? ""
+
+export const vmTableHeader = ["NAME", "DESIRED", "PHASE", "NODE", "VCPUS", "MEMORY", "RESTARTS", "NOTE"] as const
+
+/** `vm list`: one row per VM, sorted by name; `--json`: the records as an array. */
+export const formatVmList = (records: ReadonlyArray<VmRecord>, asJson: boolean): string => {
+  if (asJson) return json(Schema.Array(VmRecord), records)
+  if (records.length === 0) return "No VMs."
+  const rows = [...records]
+    .sort((a, b) => (a.spec.name < b.spec.name ? -1 : a.spec.name > b.spec.name ? 1 : 0))
+    .map((record) => [
+      record.spec.name,
+      record.desired,
+      record.status.phase,
+      nodeText(record.node),
+      String(record.spec.vcpus),
+      `${record.spec.memoryMiB} MiB`,
+      String(record.status.restarts),
+      noteOf(record)
+    ])
+  return renderTable(vmTableHeader, rows)
+}
+
+/** `vm status`: every field of one VM, one per line; `--json`: the record. */
+export const formatVm = (record: VmRecord, asJson: boolean): string => {
+  if (asJson) return json(VmRecord, record)
+  const { spec, status } = record
+  const lines: Array<readonly [string, string]> = [
+    ["name", spec.name],
+    ["desired", record.desired],
+    ["phase", `${status.phase} since ${new Date(status.since).toISOString()}`],
+    ["node", record.node === undefined ? "- (not placed)" : String(record.node)]
+  ]
+  if (record.pendingReason !== undefined) lines.push(["pending", record.pendingReason])
+  if (status.pid !== undefined) lines.push(["pid", String(status.pid)])
+  if (status.exitCode !== undefined) lines.push(["exit code", String(status.exitCode)])
+  if (status.lastError !== undefined) lines.push(["last error", status.lastError])
+  lines.push(
+    ["restarts", String(status.restarts)],
+    ["source", formatSource(spec.source)],
+    ["vcpus", String(spec.vcpus)],
+    ["memory", `${spec.memoryMiB} MiB`],
+    ["labels", formatLabels(spec.labels) || "-"],
+    ["constraints", formatConstraints(spec.constraints) || "-"],
+    ["anti-affinity", spec.antiAffinity ?? "-"],
+    ["restart", spec.restartPolicy],
+    ["revision", String(record.revision)],
+    ["created", new Date(record.createdAt).toISOString()]
+  )
+  const width = Math.max(...lines.map(([key]) => key.length)) + 1
+  return lines.map(([key, value]) => `${`${key}:`.padEnd(width)} ${value}`).join("\n")
+}
+
+/** The one-line answer of a VM write (`vm create|start|stop`); `--json`: the record. */
+export const formatVmChange = (verb: "created" | "started" | "stopped", record: VmRecord, asJson: boolean): string => {
+  if (asJson) return json(VmRecord, record)
+  const where =
+    record.node !== undefined
+      ? `on node ${record.node}`
+      : `pending placement${record.pendingReason !== undefined ? `: ${record.pendingReason}` : ""}`
+  return `${verb} VM ${record.spec.name} (desired ${record.desired}, ${where})`
+}
+
+export const formatVmDeleted = (name: string, asJson: boolean): string =>
+  asJson ? JSON.stringify({ deleted: name }) : `deleted VM ${name}`
+
+export const nodeTableHeader = ["ID", "ADDRESS", "STATE", "HEALTH", "VCPUS", "MEMORY", "LABELS"] as const
+
+/** `cluster status`: the leader line, then one row per member; `--json`: the status. */
+export const formatClusterStatus = (status: ClusterStatus, asJson: boolean): string => {
+  if (asJson) return json(ClusterStatus, status)
+  const leader =
+    status.leader === undefined ? "no leader (election in progress)" : `leader: node ${status.leader}`
+  const head = `${leader}, term ${status.term}, commit index ${status.commitIndex} (answered by node ${status.answeredBy})`
+  const rows = [...status.nodes]
+    .sort((a, b) => a.id - b.id)
+    .map((node) => [
+      `${node.id}${node.id === status.leader ? "*" : ""}`,
+      node.address,
+      node.state,
+      node.health,
+      String(node.capacity.vcpus),
+      `${node.capacity.memoryMiB} MiB`,
+      formatLabels(node.labels)
+    ])
+  return rows.length === 0 ? `${head}\nNo members.` : `${head}\n${renderTable(nodeTableHeader, rows)}`
+}

@@ -1,0 +1,78 @@
+/**
+ * `--addr HOST:PORT` and `--json`, accepted by every client command in either place:
+ * `blixard vm list --json --addr 10.0.0.2:7001` or `blixard --json --addr 10.0.0.2:7001 vm list`.
+ *
+ * @effect/cli 0.77 parses a parent's options before the subcommand's name; after it, it only
+ * re-parses what the subcommand left over against the parent, which breaks as soon as an option
+ * comes before the subcommand's own argument (`vm start --json web`). And a subcommand's help shows
+ * only its own options. So both the root command and every client subcommand declare them; the
+ * subcommand's value wins, then the root's, then `BLIXARD_ADDR`, then the default.
+ */
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import { Effect, Either, Option } from "effect"
+import type { InvalidArgument } from "../domain/Errors.js"
+import { HostPort } from "../domain/NodeInfo.js"
+import type { Target } from "./BlixardClient.js"
+import { ProcessEnv } from "./ProcessEnv.js"
+import { check, invalidArgument } from "./Validate.js"
+
+export const defaultAddr = "127.0.0.1:7001"
+export const addrVariable = "BLIXARD_ADDR"
+
+const addr = Options.text("addr").pipe(
+  Options.withPseudoName("HOST:PORT"),
+  Options.withDescription(
+    `The Blixard node to talk to (any member; followers forward to the leader). Default: $${addrVariable}, else ${defaultAddr}.`
+  ),
+  Options.optional
+)
+
+const json = Options.boolean("json").pipe(
+  Options.withDescription("Print the answer as JSON (the API's encoding) instead of a table or text.")
+)
+
+/** Spread into a client command's config: `Command.make("list", { ...clientOptions }, …)`. */
+export const clientOptions = { addr, json } as const
+
+export interface ClientOptions {
+  readonly addr: Option.Option<string>
+  readonly json: boolean
+}
+
+/** The root command, holding the global options; `Cli.ts` adds the subcommands. */
+export const rootCommand = Command.make("blixard", clientOptions)
+
+/** What a client command needs besides its own flags: where to send the request, how to print. */
+export interface ClientContext {
+  readonly target: Target
+  readonly json: boolean
+}
+
+/** Pure: the subcommand's options, then the root's, then the environment, then the default. */
+export const resolveClientContext = (
+  local: ClientOptions,
+  global: ClientOptions,
+  env: Readonly<Record<string, string | undefined>>
+): Either.Either<ClientContext, InvalidArgument> => {
+  const fromFlag = Option.orElse(local.addr, () => global.addr)
+  const fromEnv = env[addrVariable]
+  const [text, origin] = Option.isSome(fromFlag)
+    ? [fromFlag.value, "--addr"]
+    : fromEnv !== undefined && fromEnv !== ""
+      ? [fromEnv, addrVariable]
+      : [defaultAddr, "the default address"]
+  const problems: Array<string> = []
+  const address = check(HostPort, text, origin, problems)
+  return address === undefined
+    ? Either.left(invalidArgument(problems))
+    : Either.right({ target: { addr: address }, json: local.json || global.json })
+}
+
+/** Inside a client command's handler: its context, from its own options and the root's. */
+export const clientContext = (local: ClientOptions) =>
+  Effect.gen(function* () {
+    const global = yield* rootCommand
+    const env = yield* ProcessEnv
+    return yield* resolveClientContext(local, global, env)
+  })

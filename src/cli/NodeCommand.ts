@@ -1,0 +1,143 @@
+/**
+ * `blixard node`: run a cluster member (the daemon). Its settings come from the JSON config file
+ * (`--config` or `$BLIXARD_CONFIG`), `BLIXARD_*` variables and these flags, in increasing precedence
+ * (see `src/node/Settings.ts`).
+ *
+ * The daemon itself is not built yet: once the settings are valid the command says so and exits 1.
+ * When it exists, load it here with a dynamic `import()` so that its layers (SQLite, HTTP, RPC) stay
+ * out of every other command's start-up.
+ */
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as FileSystem from "@effect/platform/FileSystem"
+import { Console, Effect, FiberRef, LogLevel, Option, Schema } from "effect"
+import { ConfigInvalid, NotImplemented } from "../domain/Errors.js"
+import { NodeConfig } from "../node/Config.js"
+import { configFileVariable, type ConfigFileText, resolveNodeSettings } from "../node/Settings.js"
+import { ProcessEnv } from "./ProcessEnv.js"
+
+/**
+ * @effect/cli has a built-in `--log-level` (it sets Effect's minimum log level and re-runs the
+ * command) that takes the flag whenever it comes before the command's other options. `run` starts
+ * every command at this sentinel level, so a level the built-in set is told apart from none given.
+ */
+export const unsetLogLevel = LogLevel.None
+
+const text = (name: string, pseudo: string, description: string) =>
+  Options.text(name).pipe(Options.withPseudoName(pseudo), Options.withDescription(description), Options.optional)
+
+const options = {
+  id: Options.integer("id").pipe(
+    Options.withPseudoName("N"),
+    Options.withDescription("This node's id, a positive integer fixed for the life of its data directory. [$BLIXARD_ID]"),
+    Options.optional
+  ),
+  bind: text("bind", "HOST:PORT", "Where this node serves peers and the API (one port for both). [$BLIXARD_BIND]"),
+  advertise: text(
+    "advertise",
+    "HOST:PORT",
+    "The address peers should dial, when it differs from --bind (e.g. bind 0.0.0.0). [$BLIXARD_ADVERTISE]"
+  ),
+  peers: Options.text("peer").pipe(
+    Options.withPseudoName("ID:HOST:PORT"),
+    Options.withDescription(
+      "A member to join through. Repeatable; none: bootstrap a new single-node cluster. [$BLIXARD_PEERS, comma-separated]"
+    ),
+    Options.repeated
+  ),
+  dataDir: text(
+    "data-dir",
+    "DIR",
+    "Where the Raft log and state live (default ./blixard-data/node-ID). [$BLIXARD_DATA_DIR]"
+  ),
+  config: text(
+    "config",
+    "FILE",
+    "A JSON file of settings (the keys of NodeConfig, as the NixOS module writes them); environment and flags override it. [$BLIXARD_CONFIG]"
+  ),
+  clusterSecretFile: text(
+    "cluster-secret-file",
+    "FILE",
+    "A file holding the secret that authenticates peer traffic. [$BLIXARD_CLUSTER_SECRET_FILE]"
+  ),
+  apiTokenFile: text(
+    "api-token-file",
+    "FILE",
+    "A file holding the bearer token API clients must present. [$BLIXARD_API_TOKEN_FILE]"
+  ),
+  vmBackend: Options.choice("vm-backend", ["process", "systemd"]).pipe(
+    Options.withDescription(
+      "How VMs run: microvm.nix runners as child processes, or microvm@NAME systemd units (default process). [$BLIXARD_VM_BACKEND]"
+    ),
+    Options.optional
+  ),
+  microvmStateDir: text(
+    "microvm-state-dir",
+    "DIR",
+    "Root of the VMs' state directories, microvm.nix's layout (default /var/lib/microvms). [$BLIXARD_MICROVM_STATE_DIR]"
+  ),
+  labels: Options.text("label").pipe(
+    Options.withPseudoName("KEY=VALUE"),
+    Options.withDescription("A label on this node, matched by VMs' --constraint. Repeatable. [$BLIXARD_LABELS, comma-separated]"),
+    Options.repeated
+  ),
+  logLevel: Options.choice("log-level", ["debug", "info", "warning", "error"]).pipe(
+    Options.withDescription("The daemon's log level (default info). [$BLIXARD_LOG_LEVEL]"),
+    Options.optional
+  ),
+  checkConfig: Options.boolean("check-config").pipe(
+    Options.withDescription("Only resolve and validate the settings, print them as JSON and exit.")
+  )
+}
+
+/** Reads the config file; a file that cannot be read is a config error naming it. */
+const readConfigFile = (path: string) =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) => fs.readFileString(path, "utf8")).pipe(
+    Effect.map((contents): ConfigFileText => ({ path, contents })),
+    Effect.mapError(
+      (error) =>
+        new ConfigInvalid({ message: `config file ${path}: cannot be read (${error.message})`, subject: path })
+    )
+  )
+
+/** What the daemon would have started, for the not-implemented message. */
+export const describeNode = (config: NodeConfig): string =>
+  `node ${config.id} on ${config.bind}${config.advertise !== undefined ? ` (advertised as ${config.advertise})` : ""}, ` +
+  `data dir ${config.dataDir}, ${config.peers.length === 0 ? "bootstrapping a new cluster" : `joining through ${config.peers.map((p) => `${p.id}@${p.address}`).join(", ")}`}, ` +
+  `${config.vmBackend} VM backend`
+
+export const nodeCommand = Command.make("node", options, (args) =>
+  Effect.gen(function* () {
+    const env = yield* ProcessEnv
+    const builtInLevel = yield* FiberRef.get(FiberRef.currentMinimumLogLevel)
+    const logLevel = Option.getOrUndefined(args.logLevel) ??
+      (builtInLevel === unsetLogLevel ? undefined : builtInLevel._tag.toLowerCase())
+    const configPath = Option.getOrUndefined(args.config) ?? (env[configFileVariable] || undefined)
+    const file = configPath === undefined ? undefined : yield* readConfigFile(configPath)
+    const config = yield* resolveNodeSettings(file, env, {
+      id: Option.getOrUndefined(args.id),
+      bind: Option.getOrUndefined(args.bind),
+      advertise: Option.getOrUndefined(args.advertise),
+      peers: args.peers,
+      dataDir: Option.getOrUndefined(args.dataDir),
+      clusterSecretFile: Option.getOrUndefined(args.clusterSecretFile),
+      apiTokenFile: Option.getOrUndefined(args.apiTokenFile),
+      vmBackend: Option.getOrUndefined(args.vmBackend),
+      microvmStateDir: Option.getOrUndefined(args.microvmStateDir),
+      labels: args.labels,
+      logLevel
+    })
+    if (args.checkConfig) {
+      yield* Console.log(JSON.stringify(Schema.encodeSync(NodeConfig)(config), null, 2))
+      return
+    }
+    return yield* new NotImplemented({
+      message: `the node daemon is not built yet; it would have started ${describeNode(config)}`,
+      subject: `node ${config.id}`
+    })
+  })
+).pipe(
+  Command.withDescription(
+    "Run a cluster member: Raft replication, the REST API and the agent that runs this node's VMs. Settings: --config file < BLIXARD_* environment < flags."
+  )
+)

@@ -1,0 +1,205 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Either } from "effect"
+import * as fc from "fast-check"
+import { ConfigInvalid } from "../../src/domain/Errors.js"
+import type { NodeConfig } from "../../src/node/Config.js"
+import {
+  defaultDataDir,
+  environmentVariables,
+  type NodeFlags,
+  resolveNodeSettings
+} from "../../src/node/Settings.js"
+
+const file = (settings: unknown, path = "/etc/blixard.json") => ({ path, contents: JSON.stringify(settings) })
+
+const ok = (result: Either.Either<NodeConfig, ConfigInvalid>): NodeConfig => {
+  if (Either.isLeft(result)) throw new Error(`expected valid settings, got ${result.left.message}`)
+  return result.right
+}
+
+const problems = (result: Either.Either<NodeConfig, ConfigInvalid>): ReadonlyArray<string> => {
+  if (Either.isRight(result)) throw new Error(`expected invalid settings, got ${JSON.stringify(result.right)}`)
+  expect(result.left).toBeInstanceOf(ConfigInvalid)
+  expect(result.left.code).toBe("BLX_CONFIG_INVALID")
+  return result.left.message.split("; ")
+}
+
+describe("resolveNodeSettings: merging", () => {
+  it("takes flags alone, with the schema's defaults and the hand-started data dir", () => {
+    const config = ok(resolveNodeSettings(undefined, {}, { id: 3, bind: "127.0.0.1:7003" }))
+    expect(config).toMatchObject({
+      id: 3,
+      bind: "127.0.0.1:7003",
+      dataDir: "./blixard-data/node-3",
+      peers: [],
+      vmBackend: "process",
+      microvmStateDir: "/var/lib/microvms",
+      logLevel: "info",
+      labels: {},
+      timeouts: { tickMs: 50, fencingMs: 3000, nodeDownMs: 6000, requestMs: 5000 }
+    })
+  })
+
+  it("lets the environment override the file and flags override both", () => {
+    const config = ok(
+      resolveNodeSettings(
+        file({ id: 1, bind: "0.0.0.0:7001", dataDir: "/var/lib/blixard", vmBackend: "systemd", logLevel: "error" }),
+        { BLIXARD_BIND: "0.0.0.0:7101", BLIXARD_LOG_LEVEL: "warning", BLIXARD_ID: "2" },
+        { bind: "10.0.0.5:7201", id: 5 }
+      )
+    )
+    expect(config.id).toBe(5) // flag over environment over file
+    expect(config.bind).toBe("10.0.0.5:7201") // flag over environment over file
+    expect(config.logLevel).toBe("warning") // environment over file
+    expect(config.vmBackend).toBe("systemd") // file only
+    expect(config.dataDir).toBe("/var/lib/blixard") // the file's, not the default
+  })
+
+  it("merges labels key by key and replaces peers as a whole", () => {
+    const config = ok(
+      resolveNodeSettings(
+        file({ id: 1, bind: "h:1", labels: { zone: "a", rack: "r1" }, peers: [{ id: 2, address: "h2:1" }] }),
+        { BLIXARD_LABELS: "zone=b, disk=ssd", BLIXARD_PEERS: "3:h3:1,4:h4:1" },
+        { labels: ["disk=nvme"], peers: ["5:[::1]:7005"] }
+      )
+    )
+    expect(config.labels).toEqual({ zone: "b", rack: "r1", disk: "nvme" })
+    expect(config.peers).toEqual([{ id: 5, address: "[::1]:7005" }])
+  })
+
+  it("reads peers from the environment when no flag gives them", () => {
+    const config = ok(resolveNodeSettings(undefined, { BLIXARD_PEERS: "2:10.0.0.2:7001, 3:10.0.0.3:7001" }, { id: 1, bind: "h:1" }))
+    expect(config.peers).toEqual([
+      { id: 2, address: "10.0.0.2:7001" },
+      { id: 3, address: "10.0.0.3:7001" }
+    ])
+  })
+
+  it("treats an empty variable as unset", () => {
+    const config = ok(resolveNodeSettings(undefined, { BLIXARD_BIND: "", BLIXARD_PEERS: "" }, { id: 1, bind: "h:1" }))
+    expect(config.bind).toBe("h:1")
+    expect(config.peers).toEqual([])
+  })
+
+  it("keeps the file's nested settings", () => {
+    const config = ok(
+      resolveNodeSettings(file({ id: 1, bind: "h:1", timeouts: { fencingMs: 1000 }, capacity: { vcpus: 4, memoryMiB: 4096 } }), {}, {})
+    )
+    expect(config.timeouts).toEqual({ tickMs: 50, fencingMs: 1000, nodeDownMs: 6000, requestMs: 5000 })
+    expect(config.capacity).toEqual({ vcpus: 4, memoryMiB: 4096 })
+  })
+
+  it("defaults the data dir to ./blixard-data/node-<id> for any id", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 2 ** 31 - 1 }), (id) => {
+        expect(ok(resolveNodeSettings(undefined, {}, { id, bind: "h:1" })).dataDir).toBe(`./blixard-data/node-${id}`)
+        expect(defaultDataDir(id)).toBe(`./blixard-data/node-${id}`)
+      })
+    )
+  })
+
+  it("lets the highest source win for every scalar setting", () => {
+    fc.assert(
+      fc.property(fc.subarray(["file", "env", "flag"] as const, { minLength: 1 }), (given) => {
+        const addresses = { file: "f:1", env: "e:2", flag: "g:3" }
+        const config = ok(
+          resolveNodeSettings(
+            given.includes("file") ? file({ id: 1, bind: addresses.file }) : file({ id: 1 }),
+            given.includes("env") ? { BLIXARD_BIND: addresses.env } : {},
+            given.includes("flag") ? { bind: addresses.flag } : {}
+          )
+        )
+        const winner = given.includes("flag") ? "flag" : given.includes("env") ? "env" : "file"
+        expect(config.bind).toBe(addresses[winner])
+      })
+    )
+  })
+
+  it("lists every variable it reads", () => {
+    expect(environmentVariables).toEqual(
+      expect.arrayContaining(["BLIXARD_ID", "BLIXARD_BIND", "BLIXARD_DATA_DIR", "BLIXARD_PEERS", "BLIXARD_LABELS", "BLIXARD_CONFIG"])
+    )
+  })
+})
+
+describe("resolveNodeSettings: problems name their source", () => {
+  it("names the flag and its value", () => {
+    expect(problems(resolveNodeSettings(undefined, {}, { id: 0, bind: "x" }))).toEqual([
+      "--id 0: a node id is a positive integer (1, 2, 3, …)",
+      `--bind "x": an address is HOST:PORT, e.g. 127.0.0.1:7001 or [::1]:7001`
+    ])
+    const error = Either.getLeft(resolveNodeSettings(undefined, {}, { id: 1, bind: "abc" }))
+    expect(error._tag === "Some" && error.value.subject).toBe("--bind")
+  })
+
+  it("names the variable and its value", () => {
+    expect(
+      problems(resolveNodeSettings(undefined, { BLIXARD_ID: "one", BLIXARD_BIND: "h:70000", BLIXARD_VM_BACKEND: "qemu" }, {}))
+    ).toEqual([
+      `BLIXARD_ID "one": a node id is a positive integer (1, 2, 3, …)`,
+      `BLIXARD_BIND "h:70000": the port must be from 1 to 65535`,
+      `BLIXARD_VM_BACKEND "qemu": one of "process", "systemd" (got "qemu")`
+    ])
+  })
+
+  it("names the entry of a list variable or repeated flag", () => {
+    expect(problems(resolveNodeSettings(undefined, { BLIXARD_PEERS: "2:h:1,oops" }, { id: 1, bind: "h:1" }))).toEqual([
+      `BLIXARD_PEERS entry "oops": a peer is ID:HOST:PORT, e.g. 2:10.0.0.2:7001`
+    ])
+    expect(problems(resolveNodeSettings(undefined, {}, { id: 1, bind: "h:1", peers: ["2:h:1", "0:h:2"] }))).toEqual([
+      `--peer "0:h:2": a node id is a positive integer (1, 2, 3, …)`
+    ])
+    expect(problems(resolveNodeSettings(undefined, {}, { id: 1, bind: "h:1", peers: ["2:nohost"] }))).toEqual([
+      `--peer "2:nohost": an address is HOST:PORT, e.g. 127.0.0.1:7001 or [::1]:7001`
+    ])
+    expect(problems(resolveNodeSettings(undefined, {}, { id: 1, bind: "h:1", labels: ["zone=eu 1", "bad"] }))).toEqual([
+      `--label "bad": a label is KEY=VALUE, e.g. zone=eu-1`,
+      expect.stringMatching(/^--label "zone=eu 1": a label value is letters, digits/)
+    ])
+  })
+
+  it("names the config file and the key, nested keys with dots", () => {
+    expect(
+      problems(resolveNodeSettings(file({ id: 1, bind: "h:1", timeouts: { fencingMs: 5 } }), {}, {}))
+    ).toEqual([`config file /etc/blixard.json: key "timeouts.fencingMs": Expected a number greater than or equal to 100, actual 5`])
+    expect(
+      problems(resolveNodeSettings(file({ id: 1, bind: "h:1", timeouts: { fencingMs: 6000 } }), {}, {}))
+    ).toEqual([expect.stringMatching(/^config file \/etc\/blixard.json: key "timeouts": timeouts.nodeDownMs \(6000\) must be at least/)])
+    expect(problems(resolveNodeSettings(file({ id: 1, bind: "h:1", peers: [{ id: 2, address: "x" }] }), {}, {}))).toEqual([
+      `config file /etc/blixard.json: key "peers[0].address": an address is HOST:PORT, e.g. 127.0.0.1:7001 or [::1]:7001`
+    ])
+  })
+
+  it("refuses an unknown key in the file rather than ignoring a typo", () => {
+    expect(problems(resolveNodeSettings(file({ id: 1, bind: "h:1", dataDri: "/x" }), {}, {}))).toEqual([
+      expect.stringMatching(/^config file \/etc\/blixard.json: key "dataDri": unknown setting \(known: id, bind, .*dataDir/)
+    ])
+  })
+
+  it("refuses a file that is not a JSON object", () => {
+    expect(problems(resolveNodeSettings({ path: "/x.json", contents: "{ id: 1" }, {}, { id: 1, bind: "h:1" }))).toEqual([
+      expect.stringMatching(/^config file \/x.json: not valid JSON \(/)
+    ])
+    expect(problems(resolveNodeSettings({ path: "/x.json", contents: "[1]" }, {}, { id: 1, bind: "h:1" }))).toEqual([
+      expect.stringMatching(/^config file \/x.json: must hold a JSON object/)
+    ])
+  })
+
+  it("says how to give a required setting that no source gives", () => {
+    expect(problems(resolveNodeSettings(undefined, {}, {}))).toEqual([
+      `the node id is required: pass --id N, set BLIXARD_ID or put "id" in the config file`,
+      `the bind address is required: pass --bind HOST:PORT, set BLIXARD_BIND or put "bind" in the config file`
+    ])
+  })
+
+  it("does not call a rejected value missing", () => {
+    expect(problems(resolveNodeSettings(undefined, { BLIXARD_ID: "x" }, { bind: "h:1" }))).toEqual([
+      `BLIXARD_ID "x": a node id is a positive integer (1, 2, 3, …)`
+    ])
+  })
+
+  it("reports a value overridden by a higher source not at all", () => {
+    const flags: NodeFlags = { bind: "h:1" }
+    expect(ok(resolveNodeSettings(file({ id: 1, bind: "bad" }), { BLIXARD_BIND: "also bad" }, flags)).bind).toBe("h:1")
+  })
+})

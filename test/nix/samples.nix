@@ -1,0 +1,535 @@
+# Sample configurations of services.blixard and what each must produce. Shared by the local test
+# (test/nix/eval.nix + module.test.ts: the module under nixpkgs' lib with stub NixOS options) and the
+# flake check nix/checks/module-eval.nix (the module inside a real NixOS evaluation).
+#
+# Each sample:
+#   microvmHost      import microvm.nix's host module (a stub locally, the real one in the check)
+#   module           a NixOS module (attrset or function) setting services.blixard
+#   expect.settings  the exact JSON the config file must hold (valid samples)
+#   expect.assertions  substrings of the failing assertion messages, in order (inconsistent samples)
+#   expect.evalError   a substring of the evaluation error (values an option's type must refuse)
+#   expect.schemaAccepts  whether the daemon's decodeNodeConfig accepts the rendered file
+#   expect.unit      facts about systemd.services.blixard (checked by both sides)
+let
+  defaultTimeouts = {
+    tickMs = 50;
+    fencingMs = 3000;
+    nodeDownMs = 6000;
+    requestMs = 5000;
+  };
+in
+{
+  minimal = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+      };
+    };
+    expect = {
+      settings = {
+        id = 1;
+        bind = "0.0.0.0:7001";
+        peers = [ ];
+        dataDir = "/var/lib/blixard";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "127.0.0.1:7001";
+        # Without microvm.nix's host module, the VMs' state root is created for the unit.
+        tmpfiles = [ "d '/var/lib/microvms' 0755 root root - -" ];
+        deviceAllow = [
+          "/dev/kvm rw"
+          "/dev/net/tun rw"
+          "/dev/vhost-net rw"
+          "/dev/vhost-vsock rw"
+        ];
+        capabilities = [
+          "CAP_CHOWN"
+          "CAP_DAC_OVERRIDE"
+          "CAP_FOWNER"
+          "CAP_NET_ADMIN"
+        ];
+      };
+    };
+  };
+
+  # One member of a three-node cluster, with secrets, capacity, labels and extra flags.
+  cluster-member = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 2;
+        bind = "10.0.0.2:7001";
+        peers = [
+          {
+            id = 1;
+            address = "10.0.0.1:7001";
+          }
+          {
+            id = 3;
+            address = "node3.example.org:7001";
+          }
+        ];
+        openFirewall = true;
+        clusterSecretFile = "/run/secrets/blixard-cluster";
+        apiTokenFile = "/run/secrets/blixard-api-token";
+        capacity = {
+          vcpus = 16;
+          memoryMiB = 65536;
+        };
+        labels = {
+          zone = "rack-1";
+          "blixard.io/gpu" = "none";
+        };
+        logLevel = "debug";
+        extraFlags = [
+          "--peer"
+          "4:node 4:7001"
+        ];
+      };
+    };
+    expect = {
+      settings = {
+        id = 2;
+        bind = "10.0.0.2:7001";
+        peers = [
+          {
+            id = 1;
+            address = "10.0.0.1:7001";
+          }
+          {
+            id = 3;
+            address = "node3.example.org:7001";
+          }
+        ];
+        dataDir = "/var/lib/blixard";
+        clusterSecretFile = "/run/credentials/blixard.service/cluster-secret";
+        apiTokenFile = "/run/credentials/blixard.service/api-token";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        capacity = {
+          vcpus = 16;
+          memoryMiB = 65536;
+        };
+        labels = {
+          zone = "rack-1";
+          "blixard.io/gpu" = "none";
+        };
+        timeouts = defaultTimeouts;
+        logLevel = "debug";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = " --peer '4:node 4:7001'";
+        loadCredential = [
+          "cluster-secret:/run/secrets/blixard-cluster"
+          "api-token:/run/secrets/blixard-api-token"
+        ];
+        stateDirectory = "blixard";
+        firewall = [ 7001 ];
+        cliAddr = "10.0.0.2:7001";
+        tmpfiles = [ "d '/var/lib/microvms' 0755 root root - -" ];
+      };
+    };
+  };
+
+  # microvm.nix's host module with its own state directory; a per-key override in `settings`.
+  systemd-backend = {
+    microvmHost = true;
+    module = {
+      microvm.stateDir = "/srv/microvms";
+      services.blixard = {
+        enable = true;
+        nodeId = 3;
+        bind = "[::]:7100";
+        advertise = "[fd00::3]:7100";
+        peers = [
+          {
+            id = 1;
+            address = "[fd00::1]:7100";
+          }
+        ];
+        vmBackend = "systemd";
+        openFirewall = true;
+        timeouts.tickMs = 100;
+        settings.timeouts.requestMs = 10000;
+      };
+    };
+    expect = {
+      settings = {
+        id = 3;
+        bind = "[::]:7100";
+        advertise = "[fd00::3]:7100";
+        peers = [
+          {
+            id = 1;
+            address = "[fd00::1]:7100";
+          }
+        ];
+        dataDir = "/var/lib/blixard";
+        vmBackend = "systemd";
+        microvmStateDir = "/srv/microvms";
+        labels = { };
+        timeouts = {
+          tickMs = 100;
+          fencingMs = 3000;
+          nodeDownMs = 6000;
+          requestMs = 10000;
+        };
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = "blixard";
+        firewall = [ 7100 ];
+        cliAddr = "[::1]:7100";
+        readWritePaths = [ "/srv/microvms" ];
+        # microvm.nix's host module creates /srv/microvms.
+        tmpfiles = [ ];
+        capabilities = [
+          "CAP_CHOWN"
+          "CAP_DAC_OVERRIDE"
+          "CAP_FOWNER"
+        ];
+      };
+    };
+  };
+
+  # A data directory outside /var/lib (created by tmpfiles, made writable explicitly); port 700.
+  custom-data-dir = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 7;
+        bind = "127.0.0.1:700";
+        dataDir = "/srv/blixard";
+      };
+    };
+    expect = {
+      settings = {
+        id = 7;
+        bind = "127.0.0.1:700";
+        peers = [ ];
+        dataDir = "/srv/blixard";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = null;
+        firewall = [ ];
+        cliAddr = "127.0.0.1:700";
+        readWritePaths = [
+          "/var/lib/microvms"
+          "/srv/blixard"
+        ];
+        tmpfiles = [
+          "d '/srv/blixard' 0700 root root - -"
+          "d '/var/lib/microvms' 0755 root root - -"
+        ];
+        # A privileged port.
+        capabilities = [
+          "CAP_CHOWN"
+          "CAP_DAC_OVERRIDE"
+          "CAP_FOWNER"
+          "CAP_NET_ADMIN"
+          "CAP_NET_BIND_SERVICE"
+        ];
+      };
+    };
+  };
+
+  # --- inconsistent: the module's assertions must fire -------------------------------------------
+
+  systemd-without-microvm = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        vmBackend = "systemd";
+      };
+    };
+    expect = {
+      assertions = [ ''vmBackend = "systemd" runs VMs as microvm.nix's microvm@NAME units'' ];
+      # The file itself is fine: what is missing is on the host.
+      schemaAccepts = true;
+    };
+  };
+
+  microvm-state-dir-mismatch = {
+    microvmHost = true;
+    module = {
+      microvm.stateDir = "/srv/microvms";
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        vmBackend = "systemd";
+        microvmStateDir = "/var/lib/microvms";
+      };
+    };
+    expect = {
+      assertions = [ "must equal microvm.stateDir (/srv/microvms)" ];
+      schemaAccepts = true;
+    };
+  };
+
+  node-id-zero = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 0;
+      };
+    };
+    expect = {
+      assertions = [ "nodeId must be a whole number from 1 to 2147483647 (got 0)" ];
+      schemaAccepts = false;
+    };
+  };
+
+  peer-is-self = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "10.0.0.1:7001";
+        peers = [
+          {
+            id = 1;
+            address = "10.0.0.9:7001";
+          }
+        ];
+      };
+    };
+    expect = {
+      assertions = [ "peers lists this node's own id (1)" ];
+      # The daemon's schema has no such rule (see the report): the module is the stricter side.
+      schemaAccepts = true;
+    };
+  };
+
+  duplicate-peers = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "10.0.0.1:7001";
+        peers = [
+          {
+            id = 2;
+            address = "10.0.0.2:7001";
+          }
+          {
+            id = 2;
+            address = "10.0.0.3:7001";
+          }
+        ];
+      };
+    };
+    expect = {
+      assertions = [ "peers names the same id more than once: 2" ];
+      schemaAccepts = true;
+    };
+  };
+
+  timeouts-too-tight = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        timeouts = {
+          fencingMs = 5000;
+          nodeDownMs = 5500;
+        };
+      };
+    };
+    expect = {
+      assertions = [
+        "timeouts.nodeDownMs (5500) must be at least timeouts.fencingMs (5000) plus two election timeouts (1000 ms)"
+      ];
+      schemaAccepts = false;
+    };
+  };
+
+  # The rule holds for the effective (rendered) values, even when set through `settings`.
+  settings-breaks-timeouts = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        settings.timeouts.nodeDownMs = 3100;
+      };
+    };
+    expect = {
+      assertions = [ "timeouts.nodeDownMs (3100) must be at least timeouts.fencingMs (3000)" ];
+      schemaAccepts = false;
+    };
+  };
+
+  wildcard-without-advertise = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        peers = [
+          {
+            id = 2;
+            address = "10.0.0.2:7001";
+          }
+        ];
+      };
+    };
+    expect = {
+      assertions = [ "advertise must be set when bind (0.0.0.0:7001) is a wildcard address" ];
+      schemaAccepts = true;
+    };
+  };
+
+  unknown-setting = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        settings.listen = "0.0.0.0:7001";
+        settings.timeouts.electionMs = 500;
+      };
+    };
+    expect = {
+      assertions = [
+        "settings has keys the daemon does not know: listen"
+        "settings.timeouts has keys the daemon does not know: electionMs"
+      ];
+      schemaAccepts = false;
+    };
+  };
+
+  # `settings` overrides a typed option with a value that option would refuse.
+  settings-bad-address = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        settings.bind = "localhost";
+      };
+    };
+    expect = {
+      assertions = [ "bind, advertise and every peer address must be HOST:PORT" ];
+      schemaAccepts = false;
+    };
+  };
+
+  relative-data-dir = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        dataDir = "blixard-data";
+      };
+    };
+    expect = {
+      assertions = [ ''dataDir must be an absolute path (got "blixard-data")'' ];
+      # The daemon accepts a relative directory (a hand-started node's default is one).
+      schemaAccepts = true;
+    };
+  };
+
+  bad-label = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        labels = {
+          "-zone" = "rack 1";
+        };
+      };
+    };
+    expect = {
+      assertions = [ ''invalid label(s) -zone="rack 1"'' ];
+      schemaAccepts = false;
+    };
+  };
+
+  # --- values the options' types refuse: evaluation fails, nothing is rendered ----------------------
+
+  bad-bind = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "localhost";
+      };
+    };
+    expect.evalError = "services.blixard.bind";
+  };
+
+  bad-port = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "10.0.0.1:70000";
+      };
+    };
+    expect.evalError = "services.blixard.bind";
+  };
+
+  bad-peer-address = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "10.0.0.1:7001";
+        peers = [
+          {
+            id = 2;
+            address = "10.0.0.2";
+          }
+        ];
+      };
+    };
+    expect.evalError = "address";
+  };
+
+  secret-in-store = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        clusterSecretFile = "/nix/store/00000000000000000000000000000000-secret";
+      };
+    };
+    expect.evalError = "services.blixard.clusterSecretFile";
+  };
+
+  # A path literal would be copied into the world-readable store: refused.
+  secret-path-literal = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        apiTokenFile = ./samples.nix;
+      };
+    };
+    expect.evalError = "services.blixard.apiTokenFile";
+  };
+}

@@ -1,0 +1,269 @@
+import { describe, expect, it } from "vitest"
+import { EventQueue } from "../../src/sim/EventQueue.js"
+import {
+  applyFault,
+  type Delivery,
+  faultSchedule,
+  type LinkFaultRanges,
+  Network,
+  reliableLinks,
+  type ScheduledFault
+} from "../../src/sim/Network.js"
+import { Prng } from "../../src/sim/Prng.js"
+
+const NODES = [1, 2, 3, 4, 5]
+
+/** A network wired to an event queue, and a driver that delivers everything queued. */
+const setup = (seed: number, links: LinkFaultRanges = reliableLinks, nodes: ReadonlyArray<number> = NODES) => {
+  const queue = new EventQueue<Delivery<string>>()
+  const net = new Network<string>({ nodes, prng: Prng.fromSeed(seed).fork("network"), schedule: (t, d) => queue.push(t, d), links })
+  const run = (): Array<{ time: number; from: number; to: number; msg: string }> => {
+    const got: Array<{ time: number; from: number; to: number; msg: string }> = []
+    for (let e = queue.pop(); e !== undefined; e = queue.pop()) {
+      if (net.accept(e.event)) got.push({ time: e.time, from: e.event.from, to: e.event.to, msg: e.event.msg })
+    }
+    return got
+  }
+  return { queue, net, run }
+}
+
+/** Which of the 20 directed links between NODES deliver right now. */
+const reachability = (seed: number, f: (net: Network<string>) => void): Array<string> => {
+  const { net, run } = setup(seed)
+  f(net)
+  for (const a of NODES) for (const b of NODES) if (a !== b) net.send(a, b, "m", 0)
+  return run().map((d) => `${d.from}>${d.to}`).sort()
+}
+const allLinks = NODES.flatMap((a) => NODES.filter((b) => b !== a).map((b) => `${a}>${b}`)).sort()
+const without = (...cut: Array<string>) => allLinks.filter((l) => !cut.includes(l))
+
+describe("Network: delivery and noise", () => {
+  it("a reliable network delivers every message once, 1 ms later", () => {
+    const { net, run } = setup(1)
+    net.send(1, 2, "hello", 100)
+    net.send(2, 1, "back", 100)
+    expect(run()).toEqual([
+      { time: 101, from: 1, to: 2, msg: "hello" },
+      { time: 101, from: 2, to: 1, msg: "back" }
+    ])
+    expect(net.stats).toEqual({ sent: 2, dropped: 0, duplicated: 0, delivered: 2 })
+  })
+
+  it("the same seed and sends give the same deliveries; another seed does not", () => {
+    const trace = (seed: number) => {
+      const { net, run } = setup(seed, { drop: [0.1, 0.3], duplicate: [0.05, 0.1], delay: [1, 50], slow: [0, 0.05], slowDelay: 300 })
+      for (let i = 0; i < 500; i++) net.send(1 + (i % 5), 1 + ((i * 3 + 1) % 5), `m${i}`, i)
+      return JSON.stringify(run())
+    }
+    expect(trace(7)).toBe(trace(7))
+    expect(trace(7)).not.toBe(trace(8))
+  })
+
+  it("per-link profiles come from the seed, whatever order links are first used in", () => {
+    const ranges: LinkFaultRanges = { drop: [0, 0.5], duplicate: [0, 0.5], delay: [1, 100], slow: [0, 0.1], slowDelay: 50 }
+    const a = setup(3, ranges).net
+    const b = setup(3, ranges).net
+    a.send(1, 2, "x", 0)
+    const p12 = a.profile(1, 2)
+    const p21 = b.profile(2, 1)
+    expect(b.profile(1, 2)).toEqual(p12)
+    expect(a.profile(2, 1)).toEqual(p21)
+    expect(p12).not.toEqual(p21)
+    for (const p of [p12, p21]) {
+      expect(p.drop >= 0 && p.drop <= 0.5).toBe(true)
+      expect(p.minDelay >= 1 && p.minDelay <= p.maxDelay && p.maxDelay <= 100).toBe(true)
+    }
+  })
+
+  it("drops at the link's rate, duplicates, and delays within the link's range (reordering)", () => {
+    const { net, run } = setup(5, { drop: [0.3, 0.3], duplicate: [0, 0], delay: [5, 60], slow: [0, 0], slowDelay: 0 })
+    for (let i = 0; i < 4000; i++) net.send(1, 2, String(i), i)
+    const got = run()
+    expect(got.length / 4000).toBeGreaterThan(0.65)
+    expect(got.length / 4000).toBeLessThan(0.75)
+    const { minDelay, maxDelay } = net.profile(1, 2)
+    for (const d of got) {
+      const delay = d.time - Number(d.msg)
+      expect(delay >= minDelay && delay <= maxDelay).toBe(true)
+    }
+    if (maxDelay > minDelay + 1) {
+      const order = got.map((d) => Number(d.msg))
+      expect(order).not.toEqual([...order].sort((a, b) => a - b))
+    }
+    const dup = setup(6, { drop: [0, 0], duplicate: [1, 1], delay: [1, 3], slow: [0, 0], slowDelay: 0 })
+    dup.net.send(1, 2, "twice", 0)
+    expect(dup.run().map((d) => d.msg)).toEqual(["twice", "twice"])
+    expect(dup.net.stats.duplicated).toBe(1)
+  })
+
+  it("slow messages arrive up to slowDelay later than the link's range", () => {
+    const { net, run } = setup(9, { drop: [0, 0], duplicate: [0, 0], delay: [1, 1], slow: [0.5, 0.5], slowDelay: 100 })
+    for (let i = 0; i < 400; i++) net.send(1, 2, String(i), 0)
+    const delays = run().map((d) => d.time)
+    expect(delays.filter((t) => t === 1).length).toBeGreaterThan(150)
+    expect(delays.filter((t) => t > 1).length).toBeGreaterThan(150)
+    expect(Math.max(...delays)).toBeLessThanOrEqual(101)
+  })
+
+  it("healAll turns loss and duplication off; setLossless(false) turns them back on", () => {
+    const { net, run } = setup(2, { drop: [0.99, 0.99], duplicate: [0.99, 0.99], delay: [1, 1], slow: [0, 0], slowDelay: 0 })
+    net.partition([[1], [2]])
+    net.healAll()
+    for (let i = 0; i < 100; i++) net.send(1, 2, "m", 0)
+    expect(run().length).toBe(100)
+    net.setLossless(false)
+    for (let i = 0; i < 100; i++) net.send(1, 2, "m", 0)
+    expect(run().length).toBeLessThan(20)
+  })
+
+  it("rejects unknown or invalid node ids", () => {
+    const { net } = setup(1)
+    expect(() => net.send(1, 9, "x", 0)).toThrow(/unknown node 9/)
+    expect(() => new Network<string>({ nodes: [1, 1], prng: Prng.fromSeed(1), schedule: () => {} })).toThrow(/twice/)
+    expect(() => new Network<string>({ nodes: [-1], prng: Prng.fromSeed(1), schedule: () => {} })).toThrow(RangeError)
+    expect(() => new Network<string>({ nodes: [1.5], prng: Prng.fromSeed(1), schedule: () => {} })).toThrow(RangeError)
+  })
+})
+
+describe("Network: partitions", () => {
+  it("symmetric partition cuts both ways between groups, heal restores everything", () => {
+    expect(reachability(1, (n) => n.partition([[1, 2], [3, 4, 5]]))).toEqual(["1>2", "2>1", "3>4", "3>5", "4>3", "4>5", "5>3", "5>4"])
+    expect(reachability(1, (n) => n.isolate(3))).toEqual(without("3>1", "3>2", "3>4", "3>5", "1>3", "2>3", "4>3", "5>3"))
+    expect(
+      reachability(1, (n) => {
+        n.partition([[1, 2], [3, 4, 5]])
+        n.heal()
+      })
+    ).toEqual(allLinks)
+  })
+
+  it("one-way partition cuts one direction only", () => {
+    expect(reachability(1, (n) => n.cutOneWay(1, 2))).toEqual(without("1>2"))
+    expect(reachability(1, (n) => n.canSend(1, 2) && n.cutOneWay(2, 1))).toEqual(without("2>1"))
+  })
+
+  it("bridge: two halves cannot talk, the bridge node talks to both", () => {
+    const r = reachability(1, (n) => n.bridge([1, 2], [4, 5], 3))
+    expect(r).toEqual(without("1>4", "1>5", "2>4", "2>5", "4>1", "4>2", "5>1", "5>2"))
+    expect(r).toContain("1>3")
+    expect(r).toContain("3>4")
+    const { net } = setup(1)
+    expect(() => net.bridge([1, 3], [4], 3)).toThrow(/inside a half/)
+  })
+
+  it("a message in flight across a link cut before it arrives is dropped", () => {
+    const { net, run } = setup(1)
+    net.send(1, 2, "lost", 0)
+    net.send(2, 1, "lost too", 0)
+    net.send(1, 3, "arrives", 0)
+    net.partition([[1], [2]])
+    expect(run().map((d) => d.msg)).toEqual(["arrives"])
+  })
+})
+
+describe("Network: crashes", () => {
+  it("a crashed node sends and receives nothing; in-flight messages to it are lost even after restart", () => {
+    const { net, run } = setup(1)
+    net.send(1, 2, "before crash", 0)
+    net.crash(2)
+    net.send(1, 2, "to crashed", 1)
+    net.send(2, 1, "from crashed", 1)
+    expect(net.isUp(2)).toBe(false)
+    net.restart(2)
+    expect(net.incarnation(2)).toBe(1)
+    net.send(1, 2, "after restart", 2)
+    expect(run().map((d) => d.msg)).toEqual(["after restart"])
+    expect(net.stats).toEqual({ sent: 4, dropped: 3, duplicated: 0, delivered: 1 })
+  })
+
+  it("crashing a crashed node or restarting a running one is a driver bug and throws", () => {
+    const { net } = setup(1)
+    expect(() => net.restart(1)).toThrow(/is up/)
+    net.crash(1)
+    expect(() => net.crash(1)).toThrow(/already down/)
+  })
+})
+
+describe("fault schedules", () => {
+  const opts = { nodes: NODES, duration: 60_000, intensity: 0.7, maxSkewMs: 500 }
+
+  it("are determined by the seed", () => {
+    expect(faultSchedule(Prng.fromSeed(1).fork("faults"), opts)).toEqual(faultSchedule(Prng.fromSeed(1).fork("faults"), opts))
+    expect(faultSchedule(Prng.fromSeed(1).fork("faults"), opts)).not.toEqual(faultSchedule(Prng.fromSeed(2).fork("faults"), opts))
+  })
+
+  it("are sorted, valid to apply, keep at most maxCrashed nodes down, and end healed", () => {
+    const kinds = new Set<string>()
+    for (let seed = 1; seed <= 30; seed++) {
+      const schedule = faultSchedule(Prng.fromSeed(seed), { ...opts, maxCrashed: 2 })
+      const { net } = setup(seed)
+      let last = 0
+      const skews = new Map<number, number>()
+      for (const { at, action } of schedule) {
+        expect(at).toBeGreaterThanOrEqual(last)
+        expect(at).toBeLessThanOrEqual(opts.duration)
+        last = at
+        kinds.add(action._tag)
+        if (action._tag === "ClockSkew") {
+          expect(Math.abs(action.skewMs)).toBeLessThanOrEqual(500)
+          skews.set(action.node, action.skewMs)
+          expect(applyFault(net, action)).toBe(false)
+        } else {
+          expect(applyFault(net, action)).toBe(true) // throws on an invalid crash/restart
+        }
+        expect(NODES.filter((x) => !net.isUp(x)).length).toBeLessThanOrEqual(2)
+      }
+      for (const a of NODES) for (const b of NODES) expect(net.canSend(a, b)).toBe(true)
+      for (const s of skews.values()) expect(s).toBe(0)
+    }
+    expect([...kinds].sort()).toEqual(["Bridge", "ClockSkew", "Crash", "Heal", "OneWay", "Partition", "Restart"])
+  })
+
+  it("intensity sets how many faults there are; 0 means none; no skew unless asked", () => {
+    const count = (intensity: number) => faultSchedule(Prng.fromSeed(4), { nodes: NODES, duration: 60_000, intensity }).length
+    expect(count(0)).toBe(0)
+    expect(count(1)).toBeGreaterThan(4 * count(0.2))
+    const schedule: Array<ScheduledFault> = faultSchedule(Prng.fromSeed(4), { nodes: NODES, duration: 60_000, intensity: 1 })
+    expect(schedule.some((f) => f.action._tag === "ClockSkew")).toBe(false)
+    // Default maxCrashed: a minority (2 of 5).
+    let down = 0
+    let maxDown = 0
+    for (const { action } of schedule) {
+      if (action._tag === "Crash") down++
+      if (action._tag === "Restart") down--
+      maxDown = Math.max(maxDown, down)
+    }
+    expect(maxDown).toBe(2)
+  })
+
+  it("handle one and two nodes", () => {
+    expect(faultSchedule(Prng.fromSeed(1), { nodes: [1], duration: 10_000, intensity: 1 })).toEqual([])
+    const two = faultSchedule(Prng.fromSeed(1), { nodes: [1, 2], duration: 10_000, intensity: 1, maxCrashed: 1 })
+    expect(two.length).toBeGreaterThan(0)
+    expect(two.every((f) => f.action._tag !== "Bridge")).toBe(true)
+  })
+})
+
+describe("Network + EventQueue throughput", () => {
+  it("pushes 200,000 messages through send/schedule/pop/accept deterministically", () => {
+    const run = () => {
+      const { net, queue } = setup(11, { drop: [0, 0.05], duplicate: [0, 0.02], delay: [1, 20], slow: [0, 0.01], slowDelay: 200 })
+      let delivered = 0
+      let checksum = 0
+      for (let i = 0; i < 200_000; i++) {
+        net.send(1 + (i % 5), 1 + ((i + 1 + (i % 3)) % 5), "m", i >> 4)
+        if (i % 2 === 1) {
+          const e = queue.pop()!
+          if (net.accept(e.event)) {
+            delivered++
+            checksum = (checksum * 31 + e.time + e.event.to) >>> 0
+          }
+        }
+      }
+      return { delivered, checksum }
+    }
+    const a = run()
+    expect(a.delivered).toBeGreaterThan(90_000)
+    expect(run()).toEqual(a)
+  })
+})
