@@ -1,44 +1,13 @@
 /**
- * The real executable: `node bin/blixard.js …` as a child process, against the compiled `dist/`.
- * `dist/` is (re)built first when it is missing or older than the sources the CLI is made of.
+ * The real executable: `node bin/blixard.js …` as a child process, against the built `dist/`
+ * (test/globalSetup.ts builds it when the sources are newer).
  */
-import { execFile, execFileSync } from "node:child_process"
-import * as fs from "node:fs"
+import { execFile } from "node:child_process"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { beforeAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
-const entry = path.join(root, "dist/src/cli/main.js")
-
-/** The folders the CLI's import graph reaches (a folder that does not exist yet is skipped). */
-const sources = ["src/cli", "src/node", "src/domain", "src/api"]
-
-const newestSource = (): number =>
-  sources
-    .filter((dir) => fs.existsSync(path.join(root, dir)))
-    .flatMap((dir) =>
-      fs
-        .readdirSync(path.join(root, dir))
-        .filter((name) => name.endsWith(".ts"))
-        .map((name) => fs.statSync(path.join(root, dir, name)).mtimeMs)
-    )
-    .reduce((a, b) => Math.max(a, b), 0)
-
-const builtAt = (): number => (fs.existsSync(entry) ? fs.statSync(entry).mtimeMs : 0)
-
-beforeAll(() => {
-  if (builtAt() >= newestSource()) return
-  try {
-    execFileSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
-      cwd: root,
-      stdio: "pipe"
-    })
-  } catch (error) {
-    // tsc still emits when another module of the tree has type errors; the CLI's own must be fresh.
-    if (builtAt() < newestSource()) throw error
-  }
-})
 
 interface Result {
   readonly code: number | null
