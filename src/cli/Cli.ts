@@ -13,6 +13,7 @@ import { type BlixardError, formatError } from "../domain/Errors.js"
 import { clusterCommand } from "./ClusterCommand.js"
 import { rootCommand } from "./GlobalOptions.js"
 import { nodeCommand, unsetLogLevel } from "./NodeCommand.js"
+import { simCommand } from "./SimCommand.js"
 import { vmCommand } from "./VmCommand.js"
 
 /** Kept equal to package.json's version (a test checks it). */
@@ -24,7 +25,7 @@ export const blixard = rootCommand.pipe(
   Command.withDescription(
     "Blixard: a distributed microVM orchestrator for NixOS. `blixard node` runs a cluster member; the other commands talk to one (--addr)."
   ),
-  Command.withSubcommands([nodeCommand, vmCommand, clusterCommand])
+  Command.withSubcommands([nodeCommand, vmCommand, clusterCommand, simCommand])
 )
 
 const app = Command.run(blixard, { name: "blixard", version })

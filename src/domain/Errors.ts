@@ -69,6 +69,12 @@ export class Unschedulable extends Schema.TaggedError<Unschedulable>()("Unschedu
 /** The VM backend (nix build, runner, systemctl) failed. */
 export class BackendFailed extends Schema.TaggedError<BackendFailed>()("BackendFailed", fields("BLX_BACKEND_FAILED")) {}
 
+/** A safety invariant does not hold (in the simulator, or an assertion in a running node). */
+export class InvariantViolated extends Schema.TaggedError<InvariantViolated>()(
+  "InvariantViolated",
+  fields("BLX_INVARIANT_VIOLATED")
+) {}
+
 /** The machinery behind a command does not exist yet in this build. */
 export class NotImplemented extends Schema.TaggedError<NotImplemented>()(
   "NotImplemented",
@@ -93,6 +99,7 @@ export const BlixardError = Schema.Union(
   StorageIo,
   Unschedulable,
   BackendFailed,
+  InvariantViolated,
   NotImplemented
 )
 export type BlixardError = typeof BlixardError.Type
