@@ -1,0 +1,455 @@
+/**
+ * microvm.nix process mode: the daemon runs each VM's runner itself.
+ *
+ * `start` runs `bin/tap-up`, `bin/macvtap-up`, `bin/pci-setup` (those the runner has), starts `bin/virtiofsd-run` (if present; long-running,
+ * supervised like the VM), points `booted` at the runner `current` points to, and spawns
+ * `bin/microvm-run` from the VM's state directory with stdout and stderr appended to
+ * `${stateDir}/${name}/blixard.log`. The runner gets its own process group and no pipe to the
+ * daemon, so the daemon can restart (or die) while the VM keeps running; a pid file
+ * (`blixard.pid`: pid, /proc start time, boot id) lets the next incarnation ADOPT it.
+ *
+ * Which spawning API, and why:
+ * - Runners and virtiofsd: `node:child_process.spawn` with `detached: true` and the log file's
+ *   descriptor as stdout/stderr. `@effect/platform`'s `Command` cannot do this: it offers only pipes
+ *   (a runner writing to a pipe whose reader died gets SIGPIPE) and it kills the process group when
+ *   its scope closes, so a runner could not outlive the daemon. Adopted runners (not our children)
+ *   are watched through /proc, as no API waits on a non-child.
+ * - Short commands (`nix build`, `tap-up`, `tap-down`, `microvm-shutdown`): `@effect/platform`'s
+ *   `CommandExecutor`, whose kill-on-interrupt is what a timeout wants.
+ *
+ * When the daemon runs under systemd, its unit must not kill the runners on restart
+ * (`KillMode=process`); otherwise use systemd mode.
+ */
+import type { CommandExecutor } from "@effect/platform"
+import type { Scope } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Layer, Option, PubSub, Schedule, Schema, Stream } from "effect"
+import * as childProcess from "node:child_process"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { BackendFailed } from "../domain/Errors.js"
+import { VmName } from "../domain/VmName.js"
+import { bootId, isAlive, readCmdline, readEnviron, readStat } from "./internal/procfs.js"
+import { runCommand, showCommand } from "./internal/runCommand.js"
+import {
+  appendLog,
+  isExecutable,
+  type PidRecord,
+  readLink,
+  readPidRecord,
+  replaceSymlink,
+  vmPaths,
+  writeFileAtomic
+} from "./internal/stateDir.js"
+import { prepareRunner, type StateDirSettings } from "./RunnerBuild.js"
+import {
+  type RunnerExit,
+  type RunnerObservation,
+  RunnerState,
+  VmBackend,
+  type VmBackendShape
+} from "./VmBackend.js"
+
+export interface ProcessSettings extends StateDirSettings {
+  /** How often an adopted runner (not our child) is checked for having exited (default 1 s). */
+  readonly adoptedPollInterval?: Duration.DurationInput
+  /** After SIGKILL, how long to wait for the process to go before failing (default 10 s). */
+  readonly killWait?: Duration.DurationInput
+  /** How long `tap-up`, `tap-down` may run (default 60 s). */
+  readonly scriptTimeout?: Duration.DurationInput
+  /** `remove`'s stop timeout (default 30 s). */
+  readonly removeStopTimeout?: Duration.DurationInput
+}
+
+/** The variable marking a runner's environment as Blixard's VM NAME (checked when adopting). */
+export const VmEnvironmentVariable = "BLIXARD_VM"
+
+/**
+ * A runner's environment: PATH (and locale/time zone) from the daemon plus the VM marker, not the
+ * daemon's whole environment (which may hold secrets), much as a systemd unit starts clean.
+ */
+const runnerEnvironment = (name: VmName): Record<string, string> => {
+  const env: Record<string, string> = { PATH: process.env.PATH ?? "/run/current-system/sw/bin:/usr/bin:/bin" }
+  for (const variable of ["LANG", "LC_ALL", "TZ", "TZDIR", "LOCALE_ARCHIVE"]) {
+    const value = process.env[variable]
+    if (value !== undefined) env[variable] = value
+  }
+  env[VmEnvironmentVariable] = name
+  return env
+}
+
+/** Run before `microvm-run` (network interfaces, PCI passthrough), in this order, when present. */
+const setupScripts = ["tap-up", "macvtap-up", "pci-setup"] as const
+/** Run after the runner stopped, from the runner that was `booted`, when present. */
+const teardownScripts = ["tap-down", "macvtap-down"] as const
+
+type ProcessKind = "vm" | "virtiofsd"
+
+interface ExitInfo {
+  readonly exitCode: number | undefined
+  readonly signal: string | undefined
+}
+
+/** A process this incarnation supervises: spawned by it, or adopted from a pid file. */
+interface Supervised {
+  readonly name: VmName
+  readonly kind: ProcessKind
+  readonly pid: number
+  readonly startTime: string
+  readonly since: number
+  readonly adopted: boolean
+  readonly exited: Deferred.Deferred<ExitInfo>
+  /** `stop` asked it to go: its exit is not reported as an event. */
+  stopping: boolean
+  /** It has exited (`exited` is done). */
+  gone: boolean
+}
+
+const isVmName = Schema.is(VmName)
+
+export const make = (
+  settings: ProcessSettings
+): Effect.Effect<VmBackendShape, never, CommandExecutor.CommandExecutor | Scope.Scope> =>
+  Effect.gen(function* () {
+    const executor = yield* Effect.context<CommandExecutor.CommandExecutor>()
+    const scope = yield* Effect.scope
+    const events = yield* PubSub.unbounded<RunnerExit>()
+    const supervised = new Map<string, Supervised>() // key: `${kind}/${name}`
+    const exits = new Map<VmName, ExitInfo & { readonly at: number }>()
+    const locks = new Map<VmName, Effect.Semaphore>()
+    const adoptedPoll = settings.adoptedPollInterval ?? Duration.seconds(1)
+    const killWait = settings.killWait ?? Duration.seconds(10)
+    const scriptTimeout = settings.scriptTimeout ?? Duration.seconds(60)
+    const onNode = settings.node !== undefined ? ` on node ${settings.node}` : ""
+    const key = (kind: ProcessKind, name: VmName) => `${kind}/${name}`
+    const paths = (name: VmName) => vmPaths(settings.stateDir, name)
+    const failed = (name: VmName, message: string) =>
+      new BackendFailed({ message, subject: name, ...(settings.node !== undefined ? { node: settings.node } : {}) })
+    const describe = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+    const withLock = (name: VmName) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.suspend(() => {
+        let lock = locks.get(name)
+        if (lock === undefined) {
+          lock = Effect.unsafeMakeSemaphore(1)
+          locks.set(name, lock)
+        }
+        return lock.withPermits(1)(effect)
+      })
+
+    const log = (name: VmName, text: string) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.sync(() => appendLog(paths(name).log, `# blixard ${new Date(now).toISOString()}: ${text}\n`))
+      )
+
+    /** Called once per supervised process when it is gone. */
+    const onExit = (s: Supervised, info: ExitInfo) =>
+      Effect.gen(function* () {
+        const k = key(s.kind, s.name)
+        if (supervised.get(k) === s) supervised.delete(k)
+        const pidFile = paths(s.name).pidFile(s.kind)
+        const record = readPidRecord(pidFile)
+        if (record !== undefined && record.pid === s.pid && record.startTime === s.startTime) {
+          fs.rmSync(pidFile, { force: true })
+        }
+        if (s.stopping) return
+        const at = yield* Clock.currentTimeMillis
+        if (s.kind === "vm") exits.set(s.name, { ...info, at })
+        const how = info.exitCode !== undefined ? `exit code ${info.exitCode}` : info.signal !== undefined ? `signal ${info.signal}` : "exit not observed (adopted)"
+        yield* log(s.name, `${s.kind === "vm" ? "runner" : "virtiofsd"} (pid ${s.pid}) exited: ${how}`)
+        yield* PubSub.publish(events, { name: s.name, process: s.kind, exitCode: info.exitCode, signal: info.signal, at })
+      })
+
+    const watch = (s: Supervised) =>
+      Deferred.await(s.exited).pipe(Effect.flatMap((info) => onExit(s, info)), Effect.forkIn(scope))
+
+    /** An adopted process is not our child: poll /proc until it is gone. */
+    const pollUntilGone = (s: Supervised) =>
+      Effect.sync(() => isAlive(s.pid, s.startTime)).pipe(
+        Effect.repeat({ schedule: Schedule.spaced(adoptedPoll), while: (alive) => alive }),
+        Effect.zipRight(Effect.sync(() => (s.gone = true))),
+        Effect.zipRight(Deferred.succeed(s.exited, { exitCode: undefined, signal: undefined })),
+        Effect.forkIn(scope)
+      )
+
+    /** The pid file names a live process that is this VM's (boot, start time, and its environment or command line). */
+    const validRecord = (name: VmName, kind: ProcessKind, record: PidRecord): boolean => {
+      if (record.vm !== name || record.process !== kind || record.bootId !== bootId()) return false
+      if (!isAlive(record.pid, record.startTime)) return false
+      const marker = `${VmEnvironmentVariable}=${name}`
+      if (readEnviron(record.pid).includes(marker)) return true
+      const cmdline = readCmdline(record.pid).join(" ")
+      return cmdline.includes(paths(name).dir) || cmdline.includes(`microvm@${name}`)
+    }
+
+    /** The process of `kind` for `name` if it runs: supervised already, or adopted now from its pid file. */
+    const observe = (name: VmName, kind: ProcessKind): Effect.Effect<Supervised | undefined> =>
+      Effect.gen(function* () {
+        const exited = yield* Deferred.make<ExitInfo>()
+        // Check and register in one synchronous step, so two observers cannot both adopt.
+        const found = yield* Effect.sync((): { readonly s: Supervised; readonly adoptedNow: boolean } | undefined => {
+          const known = supervised.get(key(kind, name))
+          // Exited, its watcher not yet run: gone (the watcher still reports the exit).
+          if (known !== undefined && known.gone) return undefined
+          if (known !== undefined) return { s: known, adoptedNow: false }
+          const pidFile = paths(name).pidFile(kind)
+          const record = readPidRecord(pidFile)
+          if (record === undefined) return undefined
+          if (!validRecord(name, kind, record)) {
+            fs.rmSync(pidFile, { force: true })
+            return undefined
+          }
+          const s: Supervised = {
+            name,
+            kind,
+            pid: record.pid,
+            startTime: record.startTime,
+            since: record.startedAt,
+            adopted: true,
+            exited,
+            stopping: false,
+            gone: false
+          }
+          supervised.set(key(kind, name), s)
+          return { s, adoptedNow: true }
+        })
+        if (found === undefined) return undefined
+        if (found.adoptedNow) {
+          yield* watch(found.s)
+          yield* pollUntilGone(found.s)
+        }
+        return found.s
+      })
+
+    /** Spawns a runner program detached, appending to the VM's log; writes its pid file. */
+    const spawnSupervised = (name: VmName, kind: ProcessKind, program: string) =>
+      Effect.gen(function* () {
+        const p = paths(name)
+        const child = yield* Effect.async<childProcess.ChildProcess, BackendFailed>((resume) => {
+          let fd: number
+          try {
+            fd = fs.openSync(p.log, "a")
+          } catch (e) {
+            resume(Effect.fail(failed(name, `VM "${name}": cannot open its log ${p.log}${onNode}: ${describe(e)}`)))
+            return
+          }
+          const child = childProcess.spawn(program, [], {
+            cwd: p.dir,
+            detached: true,
+            stdio: ["ignore", fd, fd],
+            env: runnerEnvironment(name)
+          })
+          fs.closeSync(fd)
+          child.once("spawn", () => resume(Effect.succeed(child)))
+          child.once("error", (e) =>
+            resume(
+              Effect.fail(
+                failed(name, `VM "${name}": could not start ${program}${onNode}: ${e.message}. Prepare the VM again (its runner may be missing or not executable).`)
+              )
+            )
+          )
+        })
+        const pid = child.pid!
+        const exited = yield* Deferred.make<ExitInfo>()
+        const since = yield* Clock.currentTimeMillis
+        const startTime = readStat(pid)?.startTime ?? ""
+        const s: Supervised = { name, kind, pid, startTime, since, adopted: false, exited, stopping: false, gone: false }
+        const onChildExit = (code: number | null, signal: NodeJS.Signals | null) => {
+          s.gone = true
+          Deferred.unsafeDone(exited, Exit.succeed({ exitCode: code ?? undefined, signal: signal ?? undefined }))
+        }
+        if (child.exitCode !== null || child.signalCode !== null) onChildExit(child.exitCode, child.signalCode)
+        else child.once("exit", onChildExit)
+        // The runner must not keep the daemon's event loop alive, nor die with it.
+        child.unref()
+        supervised.set(key(kind, name), s)
+        const record: PidRecord = { vm: name, process: kind, pid, startTime, bootId: bootId(), startedAt: since }
+        yield* Effect.try({
+          try: () => writeFileAtomic(p.pidFile(kind), `${JSON.stringify(record)}\n`),
+          catch: (e) => failed(name, `VM "${name}": started pid ${pid} but could not write ${p.pidFile(kind)}${onNode}: ${describe(e)}`)
+        }).pipe(Effect.tapError(() => Effect.sync(() => signalGroup(s, "SIGKILL"))))
+        yield* watch(s)
+        return s
+      })
+
+    /** Signals the process group the runner leads (its children too), or the process alone. */
+    const signalGroup = (s: Supervised, signal: NodeJS.Signals): void => {
+      const stat = readStat(s.pid)
+      if (stat === undefined || stat.startTime !== s.startTime) return // gone; the pid may be someone else's now
+      try {
+        process.kill(stat.pgrp === s.pid ? -s.pid : s.pid, signal)
+      } catch {
+        // Exited meanwhile.
+      }
+    }
+
+    const awaitExit = (s: Supervised, timeout: Duration.DurationInput) =>
+      Deferred.await(s.exited).pipe(Effect.timeout(timeout), Effect.option, Effect.map(Option.isSome))
+
+    /** A runner script (tap-up, tap-down, microvm-shutdown) from the state directory, bounded in time. */
+    const runScript = (name: VmName, script: string, timeout: Duration.DurationInput) =>
+      runCommand({
+        command: script,
+        args: [],
+        cwd: paths(name).dir,
+        env: { [VmEnvironmentVariable]: name },
+        onLine: (line) => Effect.sync(() => appendLog(paths(name).log, `${line}\n`))
+      }).pipe(
+        Effect.provide(executor),
+        Effect.timeoutFail({
+          duration: timeout,
+          onTimeout: () => failed(name, `VM "${name}": ${script} did not finish within ${Duration.format(timeout)}${onNode}`)
+        }),
+        Effect.mapError((e) =>
+          e._tag === "BackendFailed" ? e : failed(name, `VM "${name}": could not run ${script}${onNode}: ${e.message}`)
+        ),
+        Effect.flatMap((result) =>
+          result.exitCode === 0
+            ? Effect.void
+            : Effect.fail(
+                failed(
+                  name,
+                  `VM "${name}": ${showCommand(script, [])} failed${onNode} (exit code ${result.exitCode}); last output:\n${result.tail.join("\n")}\nSee ${paths(name).log}.`
+                )
+              )
+        )
+      )
+
+    /** Stops one supervised process: `gentle` first (or SIGTERM), SIGKILL after `timeout`. */
+    const terminate = (s: Supervised, timeout: Duration.DurationInput, gentle: Option.Option<string>) =>
+      Effect.gen(function* () {
+        s.stopping = true
+        const what = s.kind === "vm" ? "runner" : "virtiofsd"
+        const gracefully = Option.match(gentle, {
+          onNone: () => Effect.sync(() => signalGroup(s, "SIGTERM")),
+          onSome: (script) =>
+            runScript(s.name, script, timeout).pipe(
+              Effect.catchAll((e) =>
+                Effect.zipRight(
+                  log(s.name, `${e.message}; sending SIGTERM instead`),
+                  Effect.sync(() => signalGroup(s, "SIGTERM"))
+                )
+              )
+            )
+        })
+        const exited = yield* gracefully.pipe(Effect.zipRight(Deferred.await(s.exited)), Effect.timeout(timeout), Effect.option)
+        if (Option.isSome(exited)) return
+        yield* log(s.name, `${what} (pid ${s.pid}) still running after ${Duration.format(timeout)}: SIGKILL`)
+        signalGroup(s, "SIGKILL")
+        if (!(yield* awaitExit(s, killWait))) {
+          return yield* failed(
+            s.name,
+            `VM "${s.name}": the ${what} (pid ${s.pid}) did not exit after SIGKILL${onNode}; it is probably stuck in the kernel (state ${readStat(s.pid)?.state ?? "?"}). Check the host.`
+          )
+        }
+      })
+
+    const status = (name: VmName): Effect.Effect<RunnerState> =>
+      Effect.map(observe(name, "vm"), (s) => {
+        if (s !== undefined) return RunnerState.Running({ pid: s.pid, since: s.since, adopted: s.adopted })
+        const exit = exits.get(name)
+        return exit !== undefined
+          ? RunnerState.Exited({ at: exit.at, exitCode: exit.exitCode, signal: exit.signal })
+          : RunnerState.Absent()
+      })
+
+    const start = (name: VmName): Effect.Effect<number, BackendFailed> =>
+      withLock(name)(
+        Effect.gen(function* () {
+          const running = yield* observe(name, "vm")
+          if (running !== undefined) return running.pid
+          const p = paths(name)
+          const runner = readLink(p.current)
+          if (runner === undefined || !isExecutable(path.join(runner, "bin", "microvm-run"))) {
+            return yield* failed(
+              name,
+              `VM "${name}" is not prepared${onNode}: ${p.current}/bin/microvm-run does not exist. Prepare it (build its runner) before starting it.`
+            )
+          }
+          const bin = (program: string) => path.join(runner, "bin", program)
+          // What microvm.nix's companion units of microvm@NAME run first, when the runner has them.
+          for (const setup of setupScripts) {
+            if (isExecutable(bin(setup))) yield* runScript(name, bin(setup), scriptTimeout)
+          }
+          if (isExecutable(bin("virtiofsd-run")) && (yield* observe(name, "virtiofsd")) === undefined) {
+            yield* log(name, `starting ${bin("virtiofsd-run")}`)
+            yield* spawnSupervised(name, "virtiofsd", bin("virtiofsd-run"))
+          }
+          yield* Effect.try({
+            try: () => replaceSymlink(runner, p.booted),
+            catch: (e) => failed(name, `VM "${name}": could not link ${p.booted}${onNode}: ${describe(e)}`)
+          })
+          yield* log(name, `starting ${bin("microvm-run")}`)
+          const s = yield* spawnSupervised(name, "vm", bin("microvm-run"))
+          exits.delete(name)
+          return s.pid
+        })
+      )
+
+    const stop = (name: VmName, timeout: Duration.DurationInput): Effect.Effect<void, BackendFailed> =>
+      withLock(name)(
+        Effect.gen(function* () {
+          const p = paths(name)
+          const runner = readLink(p.booted) ?? readLink(p.current)
+          const bin = (program: string) => (runner === undefined ? undefined : path.join(runner, "bin", program))
+          const vm = yield* observe(name, "vm")
+          if (vm !== undefined) {
+            const shutdown = bin("microvm-shutdown")
+            yield* log(name, `stopping the runner (pid ${vm.pid})`)
+            yield* terminate(vm, timeout, Option.fromNullable(shutdown !== undefined && isExecutable(shutdown) ? shutdown : undefined))
+          }
+          const virtiofsd = yield* observe(name, "virtiofsd")
+          if (virtiofsd !== undefined) yield* terminate(virtiofsd, timeout, Option.none())
+          if (readLink(p.booted) !== undefined) {
+            for (const teardown of teardownScripts) {
+              const script = bin(teardown)
+              if (script !== undefined && isExecutable(script)) yield* runScript(name, script, scriptTimeout)
+            }
+            fs.rmSync(p.booted, { force: true })
+          }
+          exits.delete(name)
+        })
+      )
+
+    const list: Effect.Effect<ReadonlyArray<RunnerObservation>, BackendFailed> = Effect.gen(function* () {
+      const entries = yield* Effect.try({
+        try: () => (fs.existsSync(settings.stateDir) ? fs.readdirSync(settings.stateDir, { withFileTypes: true }) : []),
+        catch: (e) => new BackendFailed({ message: `cannot read the VM state directory ${settings.stateDir}${onNode}: ${describe(e)}`, subject: settings.stateDir, ...(settings.node !== undefined ? { node: settings.node } : {}) })
+      })
+      const names = new Set<VmName>()
+      for (const entry of entries) if (entry.isDirectory() && isVmName(entry.name)) names.add(entry.name)
+      for (const name of exits.keys()) names.add(name)
+      const sorted = [...names].sort()
+      return yield* Effect.forEach(sorted, (name) => Effect.map(status(name), (state) => ({ name, state })))
+    })
+
+    const remove = (name: VmName): Effect.Effect<void, BackendFailed> =>
+      Effect.zipRight(
+        stop(name, settings.removeStopTimeout ?? Duration.seconds(30)),
+        withLock(name)(
+          Effect.try({
+            try: () => {
+              fs.rmSync(paths(name).dir, { recursive: true, force: true })
+              exits.delete(name)
+            },
+            catch: (e) => failed(name, `VM "${name}": could not delete ${paths(name).dir}${onNode}: ${describe(e)}`)
+          })
+        )
+      )
+
+    // Adopt what an earlier incarnation left running, so its exits are reported from now on.
+    yield* Effect.ignore(list)
+
+    return {
+      prepare: (spec, onProgress) => Effect.provide(prepareRunner(settings, spec, onProgress), executor),
+      start,
+      stop,
+      status,
+      list,
+      subscribe: Effect.map(PubSub.subscribe(events), (queue) => Stream.fromQueue(queue)),
+      remove
+    } satisfies VmBackendShape
+  })
+
+/** Process mode. Needs a `CommandExecutor` (`NodeContext.layer`). */
+export const layerProcess = (settings: ProcessSettings): Layer.Layer<VmBackend, never, CommandExecutor.CommandExecutor> =>
+  Layer.scoped(VmBackend, make(settings))

@@ -1,0 +1,5 @@
+export * from "./VmBackend.js"
+export * as ProcessBackend from "./ProcessBackend.js"
+export * as RunnerBuild from "./RunnerBuild.js"
+export * as SimulatedHypervisor from "./SimulatedHypervisor.js"
+export * as SystemdBackend from "./SystemdBackend.js"

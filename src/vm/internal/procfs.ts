@@ -1,0 +1,54 @@
+/**
+ * Reading Linux's /proc to recognise a process again after the daemon restarted. A pid alone can be
+ * reused; (boot id, pid, start time in clock ticks since boot) names one process for good.
+ */
+import * as fs from "node:fs"
+
+export interface ProcStat {
+  /** R, S, D, Z (zombie), T, X (dead), … */
+  readonly state: string
+  readonly pgrp: number
+  /** Field 22 of /proc/PID/stat: start time in clock ticks since boot, kept as text (it is compared, not computed). */
+  readonly startTime: string
+}
+
+const readText = (file: string): string | undefined => {
+  try {
+    return fs.readFileSync(file, "utf8")
+  } catch {
+    return undefined
+  }
+}
+
+/** Parses /proc/PID/stat; the command name (field 2) may hold spaces and parentheses, so split after the last ')'. */
+export const readStat = (pid: number): ProcStat | undefined => {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined
+  const text = readText(`/proc/${pid}/stat`)
+  if (text === undefined) return undefined
+  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ")
+  // rest[0] is field 3 (state), so field N is rest[N - 3].
+  const state = rest[0]
+  const pgrp = rest[2]
+  const startTime = rest[19]
+  if (state === undefined || pgrp === undefined || startTime === undefined) return undefined
+  return { state, pgrp: Number(pgrp), startTime }
+}
+
+export const readCmdline = (pid: number): ReadonlyArray<string> =>
+  (readText(`/proc/${pid}/cmdline`) ?? "").split("\0").filter((arg) => arg.length > 0)
+
+/** The environment the process was exec'd with (readable by the same user or root). */
+export const readEnviron = (pid: number): ReadonlyArray<string> =>
+  (readText(`/proc/${pid}/environ`) ?? "").split("\0").filter((entry) => entry.length > 0)
+
+let cachedBootId: string | undefined
+export const bootId = (): string => {
+  cachedBootId ??= (readText("/proc/sys/kernel/random/boot_id") ?? "unknown").trim()
+  return cachedBootId
+}
+
+/** The process with this pid and start time still exists and has not exited (zombies count as exited). */
+export const isAlive = (pid: number, startTime: string): boolean => {
+  const stat = readStat(pid)
+  return stat !== undefined && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X"
+}

@@ -1,0 +1,387 @@
+import { NodeContext } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Exit, Fiber, Option, Schema, Scope, Stream } from "effect"
+import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { NodeId } from "../../src/domain/NodeId.js"
+import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
+import { bootId, readStat } from "../../src/vm/internal/procfs.js"
+import { make, type ProcessSettings } from "../../src/vm/ProcessBackend.js"
+import type { RunnerExit, VmBackendShape } from "../../src/vm/VmBackend.js"
+import {
+  crasher,
+  killGroup,
+  makeRunner,
+  processAlive,
+  removeDir,
+  readMark,
+  type Runner,
+  type RunnerScripts,
+  shutdownAware,
+  sleeper,
+  tempDir,
+  termIgnorer,
+  vmName,
+  waitFor,
+  waitForEffect
+} from "./fixtures.js"
+
+const node = Schema.decodeSync(NodeId)(3)
+
+interface Setup {
+  readonly root: string
+  readonly stateDir: string
+  readonly settings: ProcessSettings
+}
+
+const setup = (): Setup => {
+  const root = tempDir("vm-process")
+  const stateDir = path.join(root, "microvms")
+  return { root, stateDir, settings: { stateDir, node, adoptedPollInterval: Duration.millis(50) } }
+}
+
+/** A backend instance living in `scope` (closing the scope is a daemon restart: runners keep running). */
+const backendIn = (settings: ProcessSettings, scope: Scope.Scope) =>
+  make(settings).pipe(Scope.extend(scope), Effect.provide(NodeContext.layer))
+
+/** Kills whatever a test left running and deletes its directory, whatever happened. */
+const cleanup = (s: Setup, pids: Array<number>) =>
+  Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      pids.forEach(killGroup)
+      removeDir(s.root)
+    })
+  )
+
+/** A prepared VM named `name` on a fixture runner. */
+const prepared = (backend: VmBackendShape, s: Setup, name: string, scripts: RunnerScripts) =>
+  Effect.gen(function* () {
+    const runner = makeRunner(s.root, name, scripts)
+    yield* backend.prepare(VmSpec.make({ name: vmName(name), source: RunnerConfig.make({ path: runner.dir }) }))
+    return runner
+  })
+
+const startsOf = (runner: Runner) => (readMark(runner, "starts") ?? "").split("\n").filter((l) => l !== "")
+
+/** Takes the next exit event, failing the test if none arrives within the deadline. */
+const nextExit = (events: Stream.Stream<RunnerExit>) =>
+  Stream.runHead(events).pipe(
+    Effect.timeout("20 seconds"),
+    Effect.map(Option.getOrThrowWith(() => new Error("the event stream ended")))
+  )
+
+describe("VmBackend, microvm.nix process mode (real child processes)", () => {
+  it.scopedLive("start runs bin/microvm-run from the state directory, reports its pid, and logs its output", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const runner = yield* prepared(backend, s, "web", { run: sleeper })
+      const vmDir = path.join(s.stateDir, "web")
+      expect(fs.readlinkSync(path.join(vmDir, "current"))).toBe(runner.dir)
+
+      const pid = yield* backend.start(vmName("web"))
+      pids.push(pid)
+      const recorded = yield* waitFor("the runner to record its pid", () => startsOf(runner)[0])
+      expect(Number(recorded)).toBe(pid)
+      expect(fs.realpathSync((readMark(runner, "cwd") ?? "").trim())).toBe(fs.realpathSync(vmDir))
+      expect(fs.readlinkSync(path.join(vmDir, "booted"))).toBe(runner.dir)
+      const state = yield* backend.status(vmName("web"))
+      expect(state).toMatchObject({ _tag: "Running", pid, adopted: false })
+      // Its own process group, so a signal to the daemon's group does not reach it.
+      expect(readStat(pid)?.pgrp).toBe(pid)
+      const pidFile = JSON.parse(fs.readFileSync(path.join(vmDir, "blixard.pid"), "utf8"))
+      expect(pidFile).toMatchObject({ vm: "web", pid, startTime: readStat(pid)?.startTime, bootId: bootId() })
+      yield* waitFor("the runner's output in the log", () =>
+        fs.readFileSync(path.join(vmDir, "blixard.log"), "utf8").includes("hello from runner web")
+      )
+      expect(yield* backend.list).toEqual([{ name: "web", state }])
+      yield* backend.stop(vmName("web"), "5 seconds")
+    }))
+
+  it.scopedLive("a second start of a running VM answers the same pid and starts no second copy", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const runner = yield* prepared(backend, s, "web", { run: sleeper })
+      const [a, b] = yield* Effect.all([backend.start(vmName("web")), backend.start(vmName("web"))], { concurrency: 2 })
+      pids.push(a)
+      const c = yield* backend.start(vmName("web"))
+      expect(b).toBe(a)
+      expect(c).toBe(a)
+      yield* waitFor("the runner to start", () => startsOf(runner).length > 0)
+      expect(startsOf(runner)).toEqual([String(a)])
+      yield* backend.stop(vmName("web"), "5 seconds")
+    }))
+
+  it.scopedLive("stop without microvm-shutdown sends SIGTERM; the VM is then absent and stop is idempotent", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const events = yield* backend.subscribe
+      yield* prepared(backend, s, "web", { run: sleeper })
+      const pid = yield* backend.start(vmName("web"))
+      pids.push(pid)
+      yield* backend.stop(vmName("web"), "10 seconds")
+      expect(processAlive(pid)).toBe(false)
+      expect(yield* backend.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
+      expect(fs.existsSync(path.join(s.stateDir, "web", "booted"))).toBe(false)
+      expect(fs.existsSync(path.join(s.stateDir, "web", "blixard.pid"))).toBe(false)
+      yield* backend.stop(vmName("web"), "1 second")
+      yield* backend.stop(vmName("never-started"), "1 second")
+      // A requested stop is not an exit event: the next event is the crash below, not the stop.
+      const next = yield* Effect.fork(nextExit(events))
+      yield* prepared(backend, s, "crash", { run: crasher })
+      yield* backend.start(vmName("crash"))
+      expect(yield* Fiber.join(next)).toMatchObject({ name: "crash", exitCode: 3 })
+    }))
+
+  it.scopedLive("stop runs microvm-shutdown (from the state directory) and waits for the runner to exit", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const runner = yield* prepared(backend, s, "web", {
+        run: shutdownAware,
+        shutdown: `pwd > ${JSON.stringify(path.join(s.root, "shutdown-cwd"))}\ntouch shutdown-requested`
+      })
+      const pid = yield* backend.start(vmName("web"))
+      pids.push(pid)
+      yield* waitFor("the runner to start", () => startsOf(runner).length > 0)
+      const started = Date.now()
+      // The runner ignores SIGTERM: only microvm-shutdown stops it before the (long) timeout.
+      yield* backend.stop(vmName("web"), "30 seconds")
+      expect(Date.now() - started).toBeLessThan(25_000)
+      expect(processAlive(pid)).toBe(false)
+      const log = fs.readFileSync(path.join(s.stateDir, "web", "blixard.log"), "utf8")
+      expect(log).toContain("clean shutdown")
+      expect(log).not.toContain("SIGKILL")
+      expect(fs.realpathSync(fs.readFileSync(path.join(s.root, "shutdown-cwd"), "utf8").trim())).toBe(
+        fs.realpathSync(path.join(s.stateDir, "web"))
+      )
+    }))
+
+  it.scopedLive("a runner that ignores SIGTERM is SIGKILLed once the timeout has passed", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const ready = path.join(s.root, "ready")
+      yield* prepared(backend, s, "stubborn", { run: termIgnorer(ready) })
+      const pid = yield* backend.start(vmName("stubborn"))
+      pids.push(pid)
+      yield* waitFor("the runner to ignore SIGTERM", () => fs.existsSync(ready))
+      const started = Date.now()
+      yield* backend.stop(vmName("stubborn"), "600 millis")
+      expect(Date.now() - started).toBeGreaterThanOrEqual(550)
+      expect(processAlive(pid)).toBe(false)
+      expect(fs.readFileSync(path.join(s.stateDir, "stubborn", "blixard.log"), "utf8")).toContain("SIGKILL")
+      expect(yield* backend.status(vmName("stubborn"))).toMatchObject({ _tag: "Absent" })
+    }))
+
+  it.scopedLive("a crashing runner produces an exit event with its code, and status reports it", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const events = yield* backend.subscribe
+      yield* prepared(backend, s, "crash", { run: crasher })
+      pids.push(yield* backend.start(vmName("crash")))
+      const exit = yield* nextExit(events)
+      expect(exit).toMatchObject({ name: "crash", process: "vm", exitCode: 3, signal: undefined })
+      const state = yield* backend.status(vmName("crash"))
+      expect(state).toMatchObject({ _tag: "Exited", exitCode: 3 })
+      const log = fs.readFileSync(path.join(s.stateDir, "crash", "blixard.log"), "utf8")
+      expect(log).toContain("about to crash")
+      expect(log).toContain("exit code 3")
+      // The restart policy's move: start again.
+      pids.push(yield* backend.start(vmName("crash")))
+      expect(yield* nextExit(events)).toMatchObject({ name: "crash", exitCode: 3 })
+    }))
+
+  it.scopedLive("tap-up/macvtap-up run before the runner and tap-down/macvtap-down after it stopped; virtiofsd-run is supervised", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const order = JSON.stringify(path.join(s.root, "order"))
+      const runner = yield* prepared(backend, s, "net", {
+        run: `echo run >> ${order}\n${sleeper}`,
+        tapUp: `echo tap-up >> ${order}`,
+        tapDown: `echo tap-down >> ${order}`,
+        more: { "macvtap-up": `echo macvtap-up >> ${order}`, "macvtap-down": `echo macvtap-down >> ${order}` },
+        virtiofsd: `echo virtiofsd >> ${order}\necho $$ > ${JSON.stringify(path.join(s.root, "virtiofsd.pid"))}\nexec sleep 1000`
+      })
+      const pid = yield* backend.start(vmName("net"))
+      pids.push(pid)
+      const virtiofsdPid = Number(
+        yield* waitFor("virtiofsd to start", () => {
+          try {
+            return fs.readFileSync(path.join(s.root, "virtiofsd.pid"), "utf8").trim() || undefined
+          } catch {
+            return undefined
+          }
+        })
+      )
+      pids.push(virtiofsdPid)
+      yield* waitFor("the runner to start", () => startsOf(runner).length > 0)
+      expect(processAlive(virtiofsdPid)).toBe(true)
+      expect(readStat(virtiofsdPid)?.pgrp).toBe(virtiofsdPid)
+      const lines = () => fs.readFileSync(path.join(s.root, "order"), "utf8").trim().split("\n")
+      expect(lines().slice(0, 2)).toEqual(["tap-up", "macvtap-up"])
+      expect(lines()).toContain("virtiofsd")
+      expect(lines()[lines().length - 1]).toBe("run")
+      yield* backend.stop(vmName("net"), "5 seconds")
+      expect(processAlive(pid)).toBe(false)
+      expect(processAlive(virtiofsdPid)).toBe(false)
+      expect(lines().slice(-2)).toEqual(["tap-down", "macvtap-down"])
+      expect(fs.existsSync(path.join(s.stateDir, "net", "booted"))).toBe(false)
+    }))
+
+  it.scopedLive("ADOPTION: a runner outlives its backend instance and a new instance adopts it, then stops it", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const first = yield* Scope.make()
+      const before = yield* backendIn(s.settings, first)
+      const runner = yield* prepared(before, s, "web", { run: sleeper })
+      const pid = yield* before.start(vmName("web"))
+      pids.push(pid)
+      yield* waitFor("the runner to start", () => startsOf(runner).length > 0)
+      // The daemon "restarts": its backend instance goes away; the detached runner stays.
+      yield* Scope.close(first, Exit.void)
+      expect(processAlive(pid)).toBe(true)
+
+      const after = yield* backendIn(s.settings, yield* Effect.scope)
+      const listed = yield* after.list
+      expect(listed).toEqual([{ name: "web", state: expect.objectContaining({ _tag: "Running", pid, adopted: true }) }])
+      // Starting it again must not start a second copy.
+      expect(yield* after.start(vmName("web"))).toBe(pid)
+      expect(startsOf(runner)).toEqual([String(pid)])
+      yield* after.stop(vmName("web"), "5 seconds")
+      expect(processAlive(pid)).toBe(false)
+      expect(yield* after.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
+    }))
+
+  it.scopedLive("an adopted runner that dies is reported as an exit event (code unknown)", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const first = yield* Scope.make()
+      const before = yield* backendIn(s.settings, first)
+      yield* prepared(before, s, "web", { run: sleeper })
+      const pid = yield* before.start(vmName("web"))
+      pids.push(pid)
+      yield* Scope.close(first, Exit.void)
+      const after = yield* backendIn(s.settings, yield* Effect.scope)
+      const events = yield* after.subscribe
+      expect(yield* after.status(vmName("web"))).toMatchObject({ _tag: "Running", pid, adopted: true })
+      process.kill(pid, "SIGKILL")
+      expect(yield* nextExit(events)).toMatchObject({ name: "web", process: "vm", exitCode: undefined })
+      yield* waitForEffect(
+        "the VM to be observed as exited",
+        Effect.map(after.status(vmName("web")), (st) => st._tag === "Exited")
+      )
+    }))
+
+  it.scopedLive("a stale pid file (dead pid, reused pid, or another process) is not adopted", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      yield* prepared(backend, s, "web", { run: sleeper })
+      const pidFile = path.join(s.stateDir, "web", "blixard.pid")
+      const writePidFile = (pid: number, startTime: string) =>
+        fs.writeFileSync(
+          pidFile,
+          JSON.stringify({ vm: "web", process: "vm", pid, startTime, bootId: bootId(), startedAt: Date.now() })
+        )
+
+      // 1. The pid is dead.
+      const dead = spawn("true")
+      const deadPid = dead.pid!
+      yield* Effect.async<void>((resume) => void dead.once("exit", () => resume(Effect.void)))
+      writePidFile(deadPid, "12345")
+      expect(yield* backend.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
+      expect(fs.existsSync(pidFile)).toBe(false)
+
+      // 2. The pid is alive but belongs to another process: its start time differs (pid reused) …
+      const other = spawn("sleep", ["1000"], { stdio: "ignore" })
+      pids.push(other.pid!)
+      const otherStat = yield* waitFor("the other process", () => readStat(other.pid!))
+      writePidFile(other.pid!, String(Number(otherStat.startTime) + 1))
+      expect(yield* backend.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
+      // 3. … or its start time matches but it is not this VM's runner (no marker, other command line).
+      writePidFile(other.pid!, otherStat.startTime)
+      expect((yield* backend.list).map((o) => o.state._tag)).toEqual(["Absent"])
+      expect(processAlive(other.pid!)).toBe(true)
+
+      // 4. A process that does carry this VM's marker, but started at another time than recorded
+      //    (the recorded runner died and its pid was reused): not adopted either.
+      const lookalike = spawn("sleep", ["1000"], { stdio: "ignore", env: { ...process.env, BLIXARD_VM: "web" } })
+      pids.push(lookalike.pid!)
+      const lookalikeStat = yield* waitFor("the look-alike process", () => readStat(lookalike.pid!))
+      writePidFile(lookalike.pid!, String(Number(lookalikeStat.startTime) - 1))
+      expect(yield* backend.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
+      // (With the recorded start time it would be taken for the runner: the start time is what decides.)
+      writePidFile(lookalike.pid!, lookalikeStat.startTime)
+      expect(yield* backend.status(vmName("web"))).toMatchObject({ _tag: "Running", pid: lookalike.pid, adopted: true })
+      yield* backend.stop(vmName("web"), "5 seconds")
+      expect(processAlive(lookalike.pid!)).toBe(false)
+
+      // A fresh start then works normally.
+      const pid = yield* backend.start(vmName("web"))
+      pids.push(pid)
+      expect(pid).not.toBe(other.pid)
+      yield* backend.stop(vmName("web"), "5 seconds")
+    }))
+
+  it.scopedLive("remove stops the VM and deletes its state directory", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      yield* prepared(backend, s, "web", { run: sleeper })
+      const pid = yield* backend.start(vmName("web"))
+      pids.push(pid)
+      yield* backend.remove(vmName("web"))
+      expect(processAlive(pid)).toBe(false)
+      expect(fs.existsSync(path.join(s.stateDir, "web"))).toBe(false)
+      expect(yield* backend.list).toEqual([])
+      yield* backend.remove(vmName("web"))
+    }))
+
+  it.scopedLive("bad input gets a BackendFailed naming the VM, the node and what to do", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      yield* cleanup(s, [])
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const notPrepared = yield* Effect.flip(backend.start(vmName("ghost")))
+      expect(notPrepared).toMatchObject({ _tag: "BackendFailed", code: "BLX_BACKEND_FAILED", subject: "ghost", node })
+      expect(notPrepared.message).toContain('VM "ghost" is not prepared on node 3')
+      expect(notPrepared.message).toContain("Prepare it")
+
+      const empty = path.join(s.root, "not-a-runner")
+      fs.mkdirSync(empty)
+      const bad = yield* Effect.flip(
+        backend.prepare(VmSpec.make({ name: vmName("web"), source: RunnerConfig.make({ path: empty }) }))
+      )
+      expect(bad).toMatchObject({ _tag: "BackendFailed", subject: "web", node })
+      expect(bad.message).toContain("has no executable bin/microvm-run on node 3")
+      expect(fs.existsSync(path.join(s.stateDir, "web", "current"))).toBe(false)
+    }))
+})

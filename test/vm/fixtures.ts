@@ -1,0 +1,144 @@
+/**
+ * Runner fixtures honouring microvm.nix's runner contract (a directory with `bin/microvm-run` run in
+ * the foreground from the VM's state directory, optional `bin/microvm-shutdown`, `bin/tap-up`,
+ * `bin/tap-down`, `bin/virtiofsd-run`), generated into temporary directories, and polling helpers.
+ */
+import { Duration, Effect, Schema } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { VmName } from "../../src/domain/VmName.js"
+import { readStat } from "../../src/vm/internal/procfs.js"
+
+export const vmName = Schema.decodeSync(VmName)
+
+export const tempDir = (prefix: string): string => fs.mkdtempSync(path.join(os.tmpdir(), `blixard-${prefix}-`))
+
+/** Deletes a test's directory (best effort: a killed runner may still be closing its log). */
+export const removeDir = (dir: string): void => {
+  try {
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
+  } catch {
+    // Left for the OS's temp cleaner.
+  }
+}
+
+/** A temporary directory deleted when the test's scope closes. */
+export const scopedTempDir = (prefix: string) =>
+  Effect.acquireRelease(Effect.sync(() => tempDir(prefix)), (dir) => Effect.sync(() => removeDir(dir)))
+
+const script = (file: string, body: string) => {
+  fs.writeFileSync(file, `#!/bin/sh\n${body}\n`)
+  fs.chmodSync(file, 0o755)
+}
+
+export interface RunnerScripts {
+  /** The body of `bin/microvm-run` after the common prologue. */
+  readonly run: string
+  readonly shutdown?: string
+  readonly tapUp?: string
+  readonly tapDown?: string
+  readonly virtiofsd?: string
+  /** Further `bin/` scripts by name (e.g. `macvtap-up`). */
+  readonly more?: Readonly<Record<string, string>>
+}
+
+export interface Runner {
+  readonly dir: string
+  /** Where the scripts record what happened (pid, cwd, calls). */
+  readonly marks: string
+  readonly mark: (file: string) => string
+}
+
+/**
+ * A runner directory. `microvm-run` first appends its pid to `marks/starts`, writes its working
+ * directory to `marks/cwd` and says hello on stdout, then runs `scripts.run`.
+ */
+export const makeRunner = (root: string, label: string, scripts: RunnerScripts): Runner => {
+  const dir = path.join(root, `runner-${label}`)
+  const marks = path.join(root, `marks-${label}`)
+  fs.mkdirSync(path.join(dir, "bin"), { recursive: true })
+  fs.mkdirSync(marks, { recursive: true })
+  const m = (file: string) => JSON.stringify(path.join(marks, file))
+  script(
+    path.join(dir, "bin", "microvm-run"),
+    `echo $$ >> ${m("starts")}\npwd > ${m("cwd")}\necho "hello from runner ${label}"\n${scripts.run}`
+  )
+  if (scripts.shutdown !== undefined) script(path.join(dir, "bin", "microvm-shutdown"), scripts.shutdown)
+  if (scripts.tapUp !== undefined) script(path.join(dir, "bin", "tap-up"), scripts.tapUp)
+  if (scripts.tapDown !== undefined) script(path.join(dir, "bin", "tap-down"), scripts.tapDown)
+  if (scripts.virtiofsd !== undefined) script(path.join(dir, "bin", "virtiofsd-run"), scripts.virtiofsd)
+  for (const [name, body] of Object.entries(scripts.more ?? {})) script(path.join(dir, "bin", name), body)
+  return { dir, marks, mark: (file) => path.join(marks, file) }
+}
+
+/** Runs until killed. */
+export const sleeper = "exec sleep 1000"
+/** Exits with code 3 after a moment. */
+export const crasher = `echo "about to crash" >&2\nsleep 0.3\nexit 3`
+/** Ignores SIGTERM (so do its children), so only SIGKILL stops it; says "ready" once the trap is set. */
+export const termIgnorer = (readyFile: string) =>
+  `trap '' TERM\necho ready > ${JSON.stringify(readyFile)}\nwhile :; do sleep 1; done`
+/**
+ * Stops cleanly once `microvm-shutdown` (run from the state directory) creates `shutdown-requested`
+ * there; ignores SIGTERM, so a stop that did not go through microvm-shutdown would need SIGKILL.
+ */
+export const shutdownAware = `trap '' TERM\nrm -f shutdown-requested\nwhile [ ! -e shutdown-requested ]; do sleep 0.05; done\necho "clean shutdown"\nexit 0`
+
+export const readMark = (runner: Runner, file: string): string | undefined => {
+  try {
+    return fs.readFileSync(runner.mark(file), "utf8")
+  } catch {
+    return undefined
+  }
+}
+
+/** Polls `check` every 20 ms until it answers a value (not undefined/false), failing after `deadline`. */
+export const waitFor = <A>(
+  what: string,
+  check: () => A | undefined | false,
+  deadline: Duration.DurationInput = Duration.seconds(20)
+): Effect.Effect<A> =>
+  Effect.gen(function* () {
+    const end = Date.now() + Duration.toMillis(deadline)
+    for (;;) {
+      const value = check()
+      if (value !== undefined && value !== false) return value
+      if (Date.now() > end) return yield* Effect.die(new Error(`timed out after ${Duration.format(deadline)} waiting for ${what}`))
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+/** The effectful twin of `waitFor`. */
+export const waitForEffect = <A, E, R>(
+  what: string,
+  check: Effect.Effect<A | undefined | false, E, R>,
+  deadline: Duration.DurationInput = Duration.seconds(20)
+): Effect.Effect<A, E, R> =>
+  Effect.gen(function* () {
+    const end = Date.now() + Duration.toMillis(deadline)
+    for (;;) {
+      const value = yield* check
+      if (value !== undefined && value !== false) return value
+      if (Date.now() > end) return yield* Effect.die(new Error(`timed out after ${Duration.format(deadline)} waiting for ${what}`))
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+/** The process exists and is not a zombie. */
+export const processAlive = (pid: number): boolean => {
+  const stat = readStat(pid)
+  return stat !== undefined && stat.state !== "Z" && stat.state !== "X"
+}
+
+/** Kills a leftover process group (test clean-up), ignoring errors. */
+export const killGroup = (pid: number | undefined): void => {
+  if (pid === undefined) return
+  for (const target of [-pid, pid]) {
+    try {
+      process.kill(target, "SIGKILL")
+    } catch {
+      // gone
+    }
+  }
+}
