@@ -3,10 +3,14 @@
  * object per result, with the machine it ran on. Record results in bench/RESULTS.md.
  */
 import * as os from "node:os"
+import { benchSim } from "./sim.js"
 import { benchStorage } from "./storage.js"
+import { benchVmStart } from "./vmStart.js"
 
 const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
-  storage: () => benchStorage(Number(process.env.BENCH_SECONDS ?? 5))
+  storage: () => benchStorage(Number(process.env.BENCH_SECONDS ?? 5)),
+  sim: async () => benchSim(),
+  vmStart: () => benchVmStart()
 }
 
 const machine = {

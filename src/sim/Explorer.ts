@@ -172,6 +172,8 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   const crashPoints = options.crashPoints ?? 0
   const ids = Array.from({ length: n }, (_, i) => i + 1)
   const queue = new EventQueue<Event>()
+  // Small fields are packed into one number per record: the hash costs per field, and a record
+  // per message is the simulator's hottest path.
   const trace = new TraceHash()
   const history = new History<RegisterInput, RegisterOutput>()
   let now = 0
@@ -364,7 +366,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     // Crash point: durable, but nothing sent or applied yet.
     const interesting = rd.entries.length > 0 || rd.committedEntries.length > 0
     if (crashPoints > 0 && interesting && livenessDeadline === Infinity && raw.role === "leader" && crashable() && crashPrng.chance(crashPoints)) {
-      trace.record(now, 5, node.id)
+      trace.record(now, (5 << 24) | node.id)
       network.crash(node.id)
       crash(node)
       const at = now + 100 + crashPrng.int(1900)
@@ -432,7 +434,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       if (to >= node.storage.firstIndex()) node.storage.compact(to)
     }
     checkCommit(node)
-    trace.record(now, 2, node.id, rd.entries.length, rd.committedEntries.length, rd.messages.length, raw.term)
+    trace.record(now, (2 << 24) | (node.id << 16) | Math.min(rd.messages.length, 0xffff), rd.entries.length * 65536 + rd.committedEntries.length, raw.term)
   }
 
   /** Crash points never take down a majority (the schedule's own crashes are bounded the same way). */
@@ -598,7 +600,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
           const node = nodes.get(ev.node)!
           if (node.raw === undefined || node.incarnation !== ev.incarnation) break
           node.raw.tick()
-          trace.record(now, 1, node.id)
+          trace.record(now, (1 << 24) | node.id)
           pump(node)
           checkLeader(node)
           queue.push(now + node.tickEvery, { k: "tick", node: node.id, incarnation: node.incarnation })
@@ -609,7 +611,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
           if (!network.accept(ev.d)) break
           const node = nodes.get(ev.d.to)!
           if (node.raw === undefined) break
-          trace.record(now, 3, ev.d.from, ev.d.to, messageCode[ev.d.msg.type], ev.d.msg.term)
+          trace.record(now, (3 << 24) | (ev.d.from << 16) | (ev.d.to << 8) | messageCode[ev.d.msg.type], ev.d.msg.term)
           node.raw.step(ev.d.msg)
           pump(node)
           break
