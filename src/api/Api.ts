@@ -6,7 +6,7 @@
  * once and answers with the first result. Updates may carry `ifRevision`: if the object has moved
  * on, the answer is 409 `BLX_CONFLICT`. Reads are linearizable unless `stale=true` is asked for.
  */
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema } from "@effect/platform"
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
 import * as E from "../domain/Errors.js"
@@ -35,6 +35,27 @@ const WriteHeaders = Schema.Struct({
 })
 const Revision = Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true })
 
+/**
+ * Request bodies are strict: an unknown field is an error (a typo such as `vcpu` must not be dropped
+ * silently), and every problem is reported, not only the first.
+ */
+const strict = (example: string) =>
+  ({
+    parseOptions: { onExcessProperty: "error", errors: "all" },
+    // Only for a body that is not an object at all (absent, `null`, a string); problems inside it
+    // keep their own messages.
+    message: () => `the body must be a JSON object: ${example}`
+  }) as const
+
+/**
+ * When the node has an API token, every endpoint except `/v1/health` needs `Authorization: Bearer
+ * TOKEN`; otherwise 401 `BLX_UNAUTHORIZED`. The server provides the check (`src/api/Server.ts`).
+ */
+export class Authorization extends HttpApiMiddleware.Tag<Authorization>()("blixard/api/Authorization", {
+  // The status must be on the middleware's own failure schema too: un-annotated, it would answer 500.
+  failure: E.Unauthorized.annotations(HttpApiSchema.annotations({ status: 401 })),
+  security: { bearer: HttpApiSecurity.bearer }
+}) {}
 
 export class Health extends Schema.Class<Health>("Health")({
   status: Schema.Literal("ok"),
@@ -43,11 +64,15 @@ export class Health extends Schema.Class<Health>("Health")({
   leader: Schema.optionalWith(NodeId, { exact: true })
 }) {}
 
-export const CreateVmBody = Schema.Struct({ spec: VmSpec })
-export const UpdateBody = Schema.Struct({ ifRevision: Revision })
-export const LabelsBody = Schema.Struct({ labels: Labels, ifRevision: Revision })
-export const JoinBody = Schema.Struct({ id: NodeId, address: HostPort })
-export const TransferBody = Schema.Struct({ id: NodeId })
+export const CreateVmBody = Schema.Struct({ spec: VmSpec }).annotations(strict('{ "spec": { "name": …, "source": … } }'))
+export const UpdateBody = Schema.Struct({ ifRevision: Revision }).annotations(strict('{} or { "ifRevision": 3 }'))
+export const LabelsBody = Schema.Struct({ labels: Labels, ifRevision: Revision }).annotations(
+  strict('{ "labels": { "zone": "a" }, "ifRevision": 3 }')
+)
+export const JoinBody = Schema.Struct({ id: NodeId, address: HostPort }).annotations(
+  strict('{ "id": 4, "address": "10.0.0.4:7001" }')
+)
+export const TransferBody = Schema.Struct({ id: NodeId }).annotations(strict('{ "id": 2 }'))
 
 export class VmsApi extends HttpApiGroup.make("vms")
   .add(HttpApiEndpoint.get("list", "/v1/vms").setUrlParams(ReadParams).addSuccess(Schema.Array(VmRecord)))
@@ -56,28 +81,71 @@ export class VmsApi extends HttpApiGroup.make("vms")
   .add(HttpApiEndpoint.post("start")`/v1/vms/${name}/start`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
   .add(HttpApiEndpoint.post("stop")`/v1/vms/${name}/stop`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
   .add(HttpApiEndpoint.del("delete")`/v1/vms/${name}`.setUrlParams(Schema.Struct({ ifRevision: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.positive()), { exact: true }) })).setHeaders(WriteHeaders).addSuccess(VmRecord))
-  .add(HttpApiEndpoint.put("setLabels")`/v1/vms/${name}/labels`.setPayload(LabelsBody).setHeaders(WriteHeaders).addSuccess(VmRecord)) {}
+  .add(HttpApiEndpoint.put("setLabels")`/v1/vms/${name}/labels`.setPayload(LabelsBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
+  .middleware(Authorization) {}
 
 export class NodesApi extends HttpApiGroup.make("nodes")
   .add(HttpApiEndpoint.get("list", "/v1/nodes").setUrlParams(ReadParams).addSuccess(Schema.Array(NodeInfo)))
   .add(HttpApiEndpoint.post("cordon")`/v1/nodes/${nodeId}/cordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo))
   .add(HttpApiEndpoint.post("uncordon")`/v1/nodes/${nodeId}/uncordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo))
-  .add(HttpApiEndpoint.post("drain")`/v1/nodes/${nodeId}/drain`.setHeaders(WriteHeaders).addSuccess(NodeInfo)) {}
+  .add(HttpApiEndpoint.post("drain")`/v1/nodes/${nodeId}/drain`.setHeaders(WriteHeaders).addSuccess(NodeInfo))
+  /** A node announces (or refreshes) its address, capacity and labels; the body's id must match the path. */
+  .add(HttpApiEndpoint.put("register")`/v1/nodes/${nodeId}`.setPayload(NodeInfo).addSuccess(NodeInfo))
+  .middleware(Authorization) {}
 
 export class ClusterApi extends HttpApiGroup.make("cluster")
   .add(HttpApiEndpoint.get("status", "/v1/cluster").addSuccess(ClusterStatus))
   .add(HttpApiEndpoint.post("join", "/v1/cluster/members").setPayload(JoinBody).addSuccess(ClusterStatus))
   .add(HttpApiEndpoint.del("leave")`/v1/cluster/members/${nodeId}`.addSuccess(ClusterStatus))
-  .add(HttpApiEndpoint.post("transferLeader", "/v1/cluster/leader").setPayload(TransferBody).addSuccess(ClusterStatus)) {}
+  .add(HttpApiEndpoint.post("transferLeader", "/v1/cluster/leader").setPayload(TransferBody).addSuccess(ClusterStatus))
+  .middleware(Authorization) {}
 
 export class HealthApi extends HttpApiGroup.make("health").add(HttpApiEndpoint.get("health", "/v1/health").addSuccess(Health)) {}
 
+/**
+ * Makes the OpenAPI document say what the server does (see `src/api/Server.ts`): malformed input is
+ * answered with `InvalidArgument` (400, or 413 for a body over `MaxBodyBytes`), never with HttpApi's
+ * built-in `HttpApiDecodeError`, which Effect 3 always lists.
+ */
+// The document is plain JSON here (`OpenApi.Transform` hands it over as `Record<string, any>`).
+const documentInputErrors = (document: Record<string, any>): Record<string, any> => {
+  const decodeError = "#/components/schemas/HttpApiDecodeError"
+  const invalid = { content: { "application/json": { schema: { $ref: "#/components/schemas/InvalidArgument" } } } }
+  for (const item of Object.values<Record<string, any>>(document.paths ?? {})) {
+    for (const operation of Object.values<Record<string, any>>(item)) {
+      const responses: Record<string, any> = operation.responses ?? {}
+      for (const response of Object.values<Record<string, any>>(responses)) {
+        const content = response.content?.["application/json"]
+        if (!Array.isArray(content?.schema?.anyOf)) continue
+        const seen = new Set<string>()
+        const kept = (content.schema.anyOf as Array<Record<string, any>>).filter((member) => {
+          const key = typeof member.$ref === "string" ? member.$ref : JSON.stringify(member)
+          if (key === decodeError || seen.has(key)) return false
+          seen.add(key)
+          return true
+        })
+        content.schema = kept.length === 1 ? kept[0] : { anyOf: kept }
+      }
+      responses["400"] = { description: "InvalidArgument: a path parameter, query parameter, header or the body is malformed", ...invalid }
+      if (operation.requestBody !== undefined) {
+        responses["413"] = { description: `InvalidArgument: the body is larger than ${MaxBodyBytes} bytes`, ...invalid }
+      }
+    }
+  }
+  for (const name of ["HttpApiDecodeError", "Issue", "PropertyKey"]) delete document.components?.schemas?.[name]
+  return document
+}
+
 export class BlixardApi extends HttpApi.make("blixard")
+  .annotate(OpenApi.Title, "Blixard")
+  .annotate(OpenApi.Transform, documentInputErrors)
   .add(VmsApi)
   .add(NodesApi)
   .add(ClusterApi)
   .add(HealthApi)
   // Every error crosses the API as itself (the tagged error, with its code) with a fitting status.
+  // Every member of `BlixardError` must be listed: a missing one makes the handlers in Server.ts
+  // fail to compile (the ControlPlane may fail with it, the API could not send it).
   .addError(E.InvalidArgument, { status: 400 })
   .addError(E.Unauthorized, { status: 401 })
   .addError(E.VmNotFound, { status: 404 })
@@ -94,4 +162,6 @@ export class BlixardApi extends HttpApi.make("blixard")
   .addError(E.StorageIo, { status: 500 })
   .addError(E.StorageLocked, { status: 500 })
   .addError(E.BackendFailed, { status: 502 })
-  .addError(E.ConfigInvalid, { status: 500 }) {}
+  .addError(E.InvariantViolated, { status: 500 })
+  .addError(E.ConfigInvalid, { status: 500 })
+  .addError(E.InvariantViolated, { status: 500 }) {}

@@ -34,6 +34,8 @@ export interface ControlPlaneShape {
   readonly setVmLabels: (name: VmName, labels: Labels, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly listNodes: (read: ReadMode) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly setNodeState: (id: NodeId, state: Schedulability, options: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
+  /** A node announces (or refreshes) its address, capacity and labels. */
+  readonly registerNode: (info: NodeInfo) => Effect.Effect<NodeInfo, BlixardError>
   readonly clusterStatus: Effect.Effect<ClusterStatus, BlixardError>
   readonly join: (id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
   readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>

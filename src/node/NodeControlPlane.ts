@@ -174,6 +174,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       Effect.map(readable(mode), () => [...state.current.nodes.keys()].sort((a, b) => a - b).map((k) => state.current.nodes.get(k)!) as ReadonlyArray<NodeInfo>),
     setNodeState: (id, nodeState, opts) =>
       orForward(nodeResult(new C.SetNodeState({ id, state: nodeState }), opts), (l) => l.setNodeState(id, nodeState, opts)),
+    registerNode: (info) => orForward(nodeResult(new C.RegisterNode({ info }), {}), (l) => l.registerNode(info)),
     clusterStatus,
     join,
     leave: (id) =>

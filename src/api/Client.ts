@@ -1,0 +1,192 @@
+/**
+ * The client of a Blixard node's API, derived from the same `BlixardApi` definition the server is
+ * built from. Every method fails only with Blixard's tagged errors: the ones the node sent, exactly
+ * as it sent them (`VmNotFound` with its code and node, …); `Unavailable` when nothing answers at the
+ * address; `Timeout` when the node does not answer in time (default 5 s).
+ *
+ * `HttpApiClient` is imported here at the top: a CLI that must start fast imports this module lazily
+ * (`await import(".../api/Client.js")`) inside the command that talks to a node.
+ */
+import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
+import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema } from "effect"
+import type { ClusterStatus } from "../domain/ClusterStatus.js"
+import { describeParseError } from "../domain/Decode.js"
+import { BlixardError, InvalidArgument, Timeout, Unavailable } from "../domain/Errors.js"
+import type { Labels } from "../domain/Labels.js"
+import type { NodeId } from "../domain/NodeId.js"
+import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
+import type { VmName } from "../domain/VmName.js"
+import type { VmSpec } from "../domain/VmSpec.js"
+import type { VmRecord } from "../domain/VmStatus.js"
+import { BlixardApi, type Health } from "./Api.js"
+
+export interface ClientOptions {
+  /** `HOST:PORT` of the node (`--addr`, `BLIXARD_ADDR`), e.g. `127.0.0.1:7001` or `[::1]:7001`. */
+  readonly addr: string
+  /** The node's API token, sent as `Authorization: Bearer <token>`. */
+  readonly token?: Redacted.Redacted<string> | string | undefined
+  /** How long one request may take before it fails with `Timeout` (default 5 seconds). */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+export interface ReadOptions {
+  /** Answer from the asked node's own state, without a ReadIndex round (may be stale). */
+  readonly stale?: boolean | undefined
+}
+
+export interface WriteOptions {
+  /** Sent as `Idempotency-Key`: a retry with the same key is applied once. */
+  readonly idempotencyKey?: string | undefined
+  /** Apply only while the object is at this revision (else `Conflict`). */
+  readonly ifRevision?: number | undefined
+}
+
+export interface ApiClientShape {
+  /** The address the client talks to, as given. */
+  readonly addr: string
+  readonly listVms: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
+  readonly getVm: (name: VmName, options?: ReadOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly createVm: (spec: VmSpec, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly startVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly stopVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  /** Answers the VM as it was when deleted. */
+  readonly deleteVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly setVmLabels: (name: VmName, labels: Labels, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly listNodes: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
+  readonly cordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
+  readonly uncordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
+  readonly drain: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
+  readonly registerNode: (info: NodeInfo) => Effect.Effect<NodeInfo, BlixardError>
+  readonly clusterStatus: () => Effect.Effect<ClusterStatus, BlixardError>
+  readonly join: (id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
+  readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
+  readonly transferLeader: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
+  readonly health: () => Effect.Effect<Health, BlixardError>
+}
+
+export const DefaultTimeout = Duration.seconds(5)
+
+const isBlixardError = Schema.is(BlixardError)
+const decodeBlixardError = Schema.decodeUnknownOption(BlixardError)
+
+/** `http://HOST:PORT` (an IPv6 host stays bracketed). */
+export const baseUrlOf = (addr: string): string => (/^https?:\/\//.test(addr) ? addr : `http://${addr}`)
+
+const unreachable = (addr: string) =>
+  new Unavailable({
+    message: `no Blixard node answers at ${addr}; is it running? (--addr / BLIXARD_ADDR)`,
+    subject: addr
+  })
+
+/** Whatever went wrong below the API, as one of Blixard's errors naming the address. */
+const toBlixardError =
+  (addr: string) =>
+  (error: unknown): Effect.Effect<never, BlixardError> => {
+    if (isBlixardError(error)) return Effect.fail(error)
+    if (error instanceof HttpApiError.HttpApiDecodeError) {
+      return Effect.fail(new InvalidArgument({ message: `${addr} refused the request: ${error.message}`, subject: addr }))
+    }
+    if (HttpClientError.isHttpClientError(error)) {
+      if (error._tag === "RequestError") {
+        return Effect.fail(
+          error.reason === "Transport"
+            ? unreachable(addr)
+            : new InvalidArgument({ message: `cannot send the request to ${addr}: ${error.message}`, subject: addr })
+        )
+      }
+      // An answer the endpoint does not declare (e.g. 413): our errors still arrive as JSON.
+      const response = error.response
+      return Effect.flatMap(Effect.option(response.json), (body) => {
+        const decoded = body._tag === "Some" ? decodeBlixardError(body.value) : undefined
+        return Effect.fail(
+          decoded !== undefined && decoded._tag === "Some"
+            ? decoded.value
+            : new Unavailable({
+                message: `the node at ${addr} answered HTTP ${response.status}, which this client does not understand (is it a Blixard node of the same version?)`,
+                subject: addr
+              })
+        )
+      })
+    }
+    if (ParseResult.isParseError(error)) {
+      return Effect.fail(
+        new Unavailable({
+          message: `the answer from ${addr} does not match the API (is it a Blixard node of the same version?): ${describeParseError(error)}`,
+          subject: addr
+        })
+      )
+    }
+    return Effect.fail(
+      new Unavailable({ message: `request to ${addr} failed: ${String(error)}`, subject: addr })
+    )
+  }
+
+const headersOf = (options: WriteOptions | undefined) =>
+  options?.idempotencyKey === undefined ? {} : { "idempotency-key": options.idempotencyKey }
+
+const urlParamsOf = (options: ReadOptions | undefined) => (options?.stale === true ? { stale: true } : {})
+
+/** Builds a client for one node (needs an `HttpClient`: `FetchHttpClient.layer` or `NodeHttpClient`). */
+export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, never, HttpClient.HttpClient> =>
+  Effect.gen(function* () {
+    const addr = options.addr
+    const token = options.token
+    const timeout = options.timeout ?? DefaultTimeout
+    const api = yield* HttpApiClient.make(BlixardApi, {
+      baseUrl: baseUrlOf(addr),
+      ...(token === undefined
+        ? {}
+        : {
+            transformClient: HttpClient.mapRequest(
+              HttpClientRequest.bearerToken(typeof token === "string" ? token : Redacted.value(token))
+            )
+          })
+    })
+    const call = <A>(effect: Effect.Effect<A, unknown>): Effect.Effect<A, BlixardError> =>
+      effect.pipe(
+        Effect.catchAll(toBlixardError(addr)),
+        Effect.timeoutFail({
+          duration: timeout,
+          onTimeout: () =>
+            new Timeout({
+              message: `the node at ${addr} did not answer within ${Duration.format(timeout)}`,
+              subject: addr
+            })
+        })
+      )
+    const body = (options: WriteOptions | undefined) =>
+      options?.ifRevision === undefined ? {} : { ifRevision: options.ifRevision }
+
+    return {
+      addr,
+      listVms: (read) => call(api.vms.list({ urlParams: urlParamsOf(read) })),
+      getVm: (name, read) => call(api.vms.get({ path: { name }, urlParams: urlParamsOf(read) })),
+      createVm: (spec, write) => call(api.vms.create({ payload: { spec }, headers: headersOf(write) })),
+      startVm: (name, write) => call(api.vms.start({ path: { name }, payload: body(write), headers: headersOf(write) })),
+      stopVm: (name, write) => call(api.vms.stop({ path: { name }, payload: body(write), headers: headersOf(write) })),
+      deleteVm: (name, write) =>
+        call(api.vms.delete({ path: { name }, urlParams: body(write), headers: headersOf(write) })),
+      setVmLabels: (name, labels, write) =>
+        call(api.vms.setLabels({ path: { name }, payload: { labels, ...body(write) }, headers: headersOf(write) })),
+      listNodes: (read) => call(api.nodes.list({ urlParams: urlParamsOf(read) })),
+      cordon: (id, write) => call(api.nodes.cordon({ path: { id }, headers: headersOf(write) })),
+      uncordon: (id, write) => call(api.nodes.uncordon({ path: { id }, headers: headersOf(write) })),
+      drain: (id, write) => call(api.nodes.drain({ path: { id }, headers: headersOf(write) })),
+      registerNode: (info) => call(api.nodes.register({ path: { id: info.id }, payload: info })),
+      clusterStatus: () => call(api.cluster.status()),
+      join: (id, address) => call(api.cluster.join({ payload: { id, address } })),
+      leave: (id) => call(api.cluster.leave({ path: { id } })),
+      transferLeader: (id) => call(api.cluster.transferLeader({ payload: { id } })),
+      health: () => call(api.health.health())
+    } satisfies ApiClientShape
+  })
+
+/** The client of one node as a service. */
+export class ApiClient extends Context.Tag("blixard/api/ApiClient")<ApiClient, ApiClientShape>() {
+  /** Over the `HttpClient` in context. */
+  static readonly layer = (options: ClientOptions): Layer.Layer<ApiClient, never, HttpClient.HttpClient> =>
+    Layer.effect(ApiClient, make(options))
+  /** Over the platform's `fetch`. */
+  static readonly layerFetch = (options: ClientOptions): Layer.Layer<ApiClient> =>
+    ApiClient.layer(options).pipe(Layer.provide(FetchHttpClient.layer))
+}

@@ -1,0 +1,257 @@
+/**
+ * `ControlPlane` held in memory: one node that is its own leader, VMs in a map, every call recorded.
+ * The API's tests and the HTTP benchmark serve it; it is the `layerMemory` twin of the Raft-backed
+ * implementation and knows nothing of Raft, placement or agents (a created VM is placed on this node
+ * and reported `pending` until started).
+ */
+import { Effect, Layer } from "effect"
+import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
+import { Conflict, NodeNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
+import type { NodeId } from "../domain/NodeId.js"
+import { NodeInfo, type HostPort } from "../domain/NodeInfo.js"
+import { Resources } from "../domain/Resources.js"
+import type { VmName } from "../domain/VmName.js"
+import { VmSpec } from "../domain/VmSpec.js"
+import { VmRecord, VmStatus } from "../domain/VmStatus.js"
+import { Health } from "./Api.js"
+import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
+
+/** One call the API made, as it arrived. */
+export interface RecordedCall {
+  readonly method: keyof ControlPlaneShape
+  readonly subject?: string | undefined
+  readonly read?: ReadMode | undefined
+  readonly write?: WriteOptions | undefined
+}
+
+export interface MemoryControlPlane extends ControlPlaneShape {
+  /** Every call so far, oldest first. */
+  readonly calls: ReadonlyArray<RecordedCall>
+}
+
+export interface MemoryOptions {
+  /** This node's id (default 1). */
+  readonly node?: NodeId | undefined
+  /** This node's address as members see it (default `127.0.0.1:7001`). */
+  readonly address?: string | undefined
+  /** Clock for `since`/`createdAt` (default `Date.now`). */
+  readonly now?: (() => number) | undefined
+  /** Record calls (default true; the benchmark turns it off). */
+  readonly record?: boolean | undefined
+}
+
+/** Builds an in-memory control plane; the same object is the service and the test's window on it. */
+export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
+  const self = (options.node ?? 1) as NodeId
+  const now = options.now ?? Date.now
+  const record = options.record ?? true
+  const vms = new Map<string, VmRecord>()
+  const requests = new Map<string, VmRecord>()
+  const nodes = new Map<number, NodeInfo>([
+    [
+      self,
+      new NodeInfo({
+        id: self,
+        address: (options.address ?? "127.0.0.1:7001") as HostPort,
+        capacity: new Resources({ vcpus: 64, memoryMiB: 262144 }),
+        labels: {},
+        state: "active",
+        health: "up"
+      })
+    ]
+  ])
+  const calls: Array<RecordedCall> = []
+  let term = 1
+  let index = 0
+
+  const note = (call: RecordedCall) => {
+    if (record) calls.push(call)
+  }
+  const notFound = (name: VmName) => new VmNotFound({ message: `no VM named "${name}"`, subject: name, node: self })
+  const lookup = (name: VmName) =>
+    Effect.suspend(() => {
+      const vm = vms.get(name)
+      return vm === undefined ? Effect.fail(notFound(name)) : Effect.succeed(vm)
+    })
+  /** Applies a change once per request id; an `ifRevision` that moved on is a `Conflict`. */
+  const write = (
+    name: VmName,
+    options: WriteOptions,
+    change: (vm: VmRecord | undefined) => Effect.Effect<VmRecord | undefined, VmNotFound | VmExists | Conflict>,
+    answer?: (before: VmRecord) => VmRecord
+  ) =>
+    Effect.suspend(() => {
+      const key = options.requestId === undefined ? undefined : `${options.requestId}`
+      const seen = key === undefined ? undefined : requests.get(key)
+      if (seen !== undefined) return Effect.succeed(seen)
+      const before = vms.get(name)
+      if (options.ifRevision !== undefined && before !== undefined && before.revision !== options.ifRevision) {
+        return Effect.fail(
+          new Conflict({
+            message: `VM "${name}" is at revision ${before.revision}, not ${options.ifRevision}; read it again and retry`,
+            subject: name,
+            node: self
+          })
+        )
+      }
+      return Effect.map(change(before), (after) => {
+        index++
+        if (after === undefined) vms.delete(name)
+        else vms.set(name, after)
+        const result = after ?? answer!(before!)
+        if (key !== undefined) requests.set(key, result)
+        return result
+      })
+    })
+  const bump = (vm: VmRecord, fields: Partial<ConstructorParameters<typeof VmRecord>[0]>) =>
+    new VmRecord({ ...vm, ...fields, revision: vm.revision + 1 })
+  const member = (id: NodeId, address: string) =>
+    new MemberStatus({ id, address, role: id === self ? "leader" : "follower", match: index, lag: 0 })
+  const status = () =>
+    new ClusterStatus({
+      node: self,
+      leader: self,
+      term,
+      commit: index,
+      applied: index,
+      members: [...nodes.values()].map((n) => member(n.id, n.address))
+    })
+  const nodeNotFound = (id: NodeId) =>
+    new NodeNotFound({ message: `no node with id ${id} in the cluster`, subject: `node ${id}`, node: self })
+
+  return {
+    calls,
+    listVms: (read) =>
+      Effect.sync(() => {
+        note({ method: "listVms", read })
+        return [...vms.values()].sort((a, b) => (a.spec.name < b.spec.name ? -1 : 1))
+      }),
+    getVm: (name, read) => Effect.zipRight(Effect.sync(() => note({ method: "getVm", subject: name, read })), lookup(name)),
+    createVm: (spec, options) =>
+      Effect.zipRight(
+        Effect.sync(() => note({ method: "createVm", subject: spec.name, write: options })),
+        write(spec.name, options, (before) =>
+          before !== undefined
+            ? Effect.fail(
+                new VmExists({ message: `a VM named "${spec.name}" already exists`, subject: spec.name, node: self })
+              )
+            : Effect.succeed(
+                new VmRecord({
+                  spec,
+                  desired: "stopped",
+                  node: self,
+                  status: new VmStatus({ phase: "stopped", since: now(), restarts: 0 }),
+                  revision: 1,
+                  createdAt: now()
+                })
+              )
+        )
+      ),
+    startVm: (name, options) =>
+      Effect.zipRight(
+        Effect.sync(() => note({ method: "startVm", subject: name, write: options })),
+        write(name, options, (vm) =>
+          vm === undefined
+            ? Effect.fail(notFound(name))
+            : Effect.succeed(
+                bump(vm, { desired: "running", status: new VmStatus({ phase: "running", since: now(), restarts: 0 }) })
+              )
+        )
+      ),
+    stopVm: (name, options) =>
+      Effect.zipRight(
+        Effect.sync(() => note({ method: "stopVm", subject: name, write: options })),
+        write(name, options, (vm) =>
+          vm === undefined
+            ? Effect.fail(notFound(name))
+            : Effect.succeed(
+                bump(vm, { desired: "stopped", status: new VmStatus({ phase: "stopped", since: now(), restarts: 0 }) })
+              )
+        )
+      ),
+    deleteVm: (name, options) =>
+      Effect.zipRight(
+        Effect.sync(() => note({ method: "deleteVm", subject: name, write: options })),
+        write(
+          name,
+          options,
+          (vm) => (vm === undefined ? Effect.fail(notFound(name)) : Effect.succeed(undefined)),
+          (before) => bump(before, {})
+        )
+      ),
+    setVmLabels: (name, labels, options) =>
+      Effect.zipRight(
+        Effect.sync(() => note({ method: "setVmLabels", subject: name, write: options })),
+        write(name, options, (vm) =>
+          vm === undefined ? Effect.fail(notFound(name)) : Effect.succeed(bump(vm, { spec: new VmSpec({ ...vm.spec, labels }) }))
+        )
+      ),
+    listNodes: (read) =>
+      Effect.sync(() => {
+        note({ method: "listNodes", read })
+        return [...nodes.values()]
+      }),
+    setNodeState: (id, state, options) =>
+      Effect.suspend(() => {
+        note({ method: "setNodeState", subject: `${id}:${state}`, write: options })
+        const node = nodes.get(id)
+        if (node === undefined) return Effect.fail(nodeNotFound(id))
+        const next = new NodeInfo({ ...node, state })
+        nodes.set(id, next)
+        index++
+        return Effect.succeed(next)
+      }),
+    registerNode: (info) =>
+      Effect.sync(() => {
+        note({ method: "registerNode", subject: `${info.id}` })
+        nodes.set(info.id, info)
+        index++
+        return info
+      }),
+    clusterStatus: Effect.sync(() => {
+      note({ method: "clusterStatus" })
+      return status()
+    }),
+    join: (id, address) =>
+      Effect.sync(() => {
+        note({ method: "join", subject: `${id}@${address}` })
+        if (!nodes.has(id)) {
+          nodes.set(
+            id,
+            new NodeInfo({
+              id,
+              address,
+              capacity: new Resources({ vcpus: 64, memoryMiB: 262144 }),
+              labels: {},
+              state: "active",
+              health: "up"
+            })
+          )
+          index++
+        }
+        return status()
+      }),
+    leave: (id) =>
+      Effect.suspend(() => {
+        note({ method: "leave", subject: `${id}` })
+        if (!nodes.delete(id)) return Effect.fail(nodeNotFound(id))
+        index++
+        return Effect.succeed(status())
+      }),
+    transferLeader: (id) =>
+      Effect.suspend(() => {
+        note({ method: "transferLeader", subject: `${id}` })
+        if (!nodes.has(id)) return Effect.fail(nodeNotFound(id))
+        term++
+        return Effect.succeed(status())
+      }),
+    health: Effect.sync(() => {
+      note({ method: "health" })
+      return new Health({ status: "ok", node: self, role: "leader", leader: self })
+    })
+  }
+}
+
+/** The in-memory control plane as a layer (a fresh one per build). */
+export const layerMemory = (options: MemoryOptions = {}): Layer.Layer<ControlPlane> =>
+  Layer.sync(ControlPlane, () => makeMemory(options))
