@@ -1,22 +1,21 @@
 /**
  * The CLI's view of a Blixard node: one method per client command. Commands only ever talk to a
- * node through this service, so the REST API client (`src/api/`, not built yet) plugs in as one more
- * layer. Its only layer today, `layerNotImplemented`, fails every call with `BLX_NOT_IMPLEMENTED`
- * naming the command and the address it would have asked.
+ * node through this service; `layerHttp` is the REST API client (`src/api/Client.ts`), tests give
+ * fakes.
  *
- * A real layer must keep `blixard --help` fast: import the HTTP machinery lazily (dynamic
- * `import()` inside the methods, or a layer built inside the command that needs it), never at the
- * top of a module in the CLI's import graph.
+ * The HTTP machinery is imported lazily, inside the first call, so `blixard --help` stays fast.
+ * An API token, when the node requires one, comes from `BLIXARD_API_TOKEN`.
  */
 import { Context, Effect, Layer } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
-import { NotImplemented } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord } from "../domain/VmStatus.js"
-import type { ClusterStatus } from "./ClusterStatus.js"
+import type { ApiClientShape } from "../api/Client.js"
+import type { ClusterStatus } from "../domain/ClusterStatus.js"
+import { ProcessEnv } from "./ProcessEnv.js"
 
 /** The node a command talks to (from `--addr`, `BLIXARD_ADDR` or the default). */
 export interface Target {
@@ -35,38 +34,40 @@ export interface BlixardClientApi {
   readonly leaveCluster: (target: Target, id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
 }
 
-/** The command line each method serves, for messages. */
-export const commandOf: { readonly [K in keyof BlixardClientApi]: string } = {
-  createVm: "vm create",
-  startVm: "vm start",
-  stopVm: "vm stop",
-  deleteVm: "vm delete",
-  vmStatus: "vm status",
-  listVms: "vm list",
-  clusterStatus: "cluster status",
-  joinCluster: "cluster join",
-  leaveCluster: "cluster leave"
-}
-
-const notImplemented = (method: keyof BlixardClientApi, target: Target, subject?: string) =>
-  Effect.fail(
-    new NotImplemented({
-      message: `the REST API client is not built yet; "${commandOf[method]}" cannot reach a node (asked ${target.addr})`,
-      subject: subject ?? target.addr
-    })
-  )
+export const tokenVariable = "BLIXARD_API_TOKEN"
 
 export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<BlixardClient, BlixardClientApi>() {
-  /** Until the API exists: every call fails with `BLX_NOT_IMPLEMENTED`. */
-  static readonly layerNotImplemented = Layer.succeed(BlixardClient, {
-    createVm: (target, spec) => notImplemented("createVm", target, spec.name),
-    startVm: (target, name) => notImplemented("startVm", target, name),
-    stopVm: (target, name) => notImplemented("stopVm", target, name),
-    deleteVm: (target, name) => notImplemented("deleteVm", target, name),
-    vmStatus: (target, name) => notImplemented("vmStatus", target, name),
-    listVms: (target) => notImplemented("listVms", target),
-    clusterStatus: (target) => notImplemented("clusterStatus", target),
-    joinCluster: (target, id) => notImplemented("joinCluster", target, `node ${id}`),
-    leaveCluster: (target, id) => notImplemented("leaveCluster", target, `node ${id}`)
-  })
+  /** The REST API client, one per address asked. */
+  static readonly layerHttp = Layer.effect(
+    BlixardClient,
+    Effect.gen(function* () {
+      const env = yield* ProcessEnv
+      const token = env[tokenVariable] !== undefined && env[tokenVariable] !== "" ? env[tokenVariable] : undefined
+      const clients = new Map<string, ApiClientShape>()
+      const clientFor = (target: Target): Effect.Effect<ApiClientShape> =>
+        Effect.suspend(() => {
+          const known = clients.get(target.addr)
+          if (known !== undefined) return Effect.succeed(known)
+          return Effect.promise(() => Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient")])).pipe(
+            Effect.flatMap(([Client, Fetch]) =>
+              Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
+            ),
+            Effect.tap((client) => Effect.sync(() => clients.set(target.addr, client)))
+          )
+        })
+      const via = <A>(target: Target, f: (client: ApiClientShape) => Effect.Effect<A, BlixardError>) =>
+        Effect.flatMap(clientFor(target), f)
+      return {
+        createVm: (target, spec) => via(target, (c) => c.createVm(spec)),
+        startVm: (target, name) => via(target, (c) => c.startVm(name)),
+        stopVm: (target, name) => via(target, (c) => c.stopVm(name)),
+        deleteVm: (target, name) => via(target, (c) => Effect.asVoid(c.deleteVm(name))),
+        vmStatus: (target, name) => via(target, (c) => c.getVm(name)),
+        listVms: (target) => via(target, (c) => c.listVms()),
+        clusterStatus: (target) => via(target, (c) => c.clusterStatus()),
+        joinCluster: (target, id, address) => via(target, (c) => c.join(id, address)),
+        leaveCluster: (target, id) => via(target, (c) => c.leave(id))
+      } satisfies BlixardClientApi
+    })
+  )
 }

@@ -7,7 +7,7 @@ import type { Labels } from "../domain/Labels.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { ConfigSource, Constraint } from "../domain/VmSpec.js"
 import { VmRecord } from "../domain/VmStatus.js"
-import { ClusterStatus } from "./ClusterStatus.js"
+import { ClusterStatus } from "../domain/ClusterStatus.js"
 
 /** Columns padded to their widest cell, separated by three spaces, no trailing blanks. */
 export const renderTable = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
@@ -112,21 +112,22 @@ export const formatVmDeleted = (name: string, asJson: boolean): string =>
 export const nodeTableHeader = ["ID", "ADDRESS", "STATE", "HEALTH", "VCPUS", "MEMORY", "LABELS"] as const
 
 /** `cluster status`: the leader line, then one row per member; `--json`: the status. */
+export const memberTableHeader = ["ID", "ADDRESS", "ROLE", "MATCH", "LAG", "LAST CONTACT"] as const
+
 export const formatClusterStatus = (status: ClusterStatus, asJson: boolean): string => {
   if (asJson) return json(ClusterStatus, status)
   const leader =
     status.leader === undefined ? "no leader (election in progress)" : `leader: node ${status.leader}`
-  const head = `${leader}, term ${status.term}, commit index ${status.commitIndex} (answered by node ${status.answeredBy})`
-  const rows = [...status.nodes]
+  const head = `${leader}, term ${status.term}, commit ${status.commit}, applied ${status.applied} (answered by node ${status.node})`
+  const rows = [...status.members]
     .sort((a, b) => a.id - b.id)
-    .map((node) => [
-      `${node.id}${node.id === status.leader ? "*" : ""}`,
-      node.address,
-      node.state,
-      node.health,
-      String(node.capacity.vcpus),
-      `${node.capacity.memoryMiB} MiB`,
-      formatLabels(node.labels)
+    .map((m) => [
+      `${m.id}${m.id === status.leader ? "*" : ""}`,
+      m.address === "" ? "-" : m.address,
+      m.role,
+      String(m.match),
+      String(m.lag),
+      m.lastContactMs === undefined ? "-" : `${m.lastContactMs} ms ago`
     ])
-  return rows.length === 0 ? `${head}\nNo members.` : `${head}\n${renderTable(nodeTableHeader, rows)}`
+  return rows.length === 0 ? `${head}\nNo members.` : `${head}\n${renderTable(memberTableHeader, rows)}`
 }

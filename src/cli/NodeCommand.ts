@@ -10,8 +10,8 @@
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as FileSystem from "@effect/platform/FileSystem"
-import { Console, Effect, FiberRef, LogLevel, Option, Schema } from "effect"
-import { ConfigInvalid, NotImplemented } from "../domain/Errors.js"
+import { Console, Effect, FiberRef, Logger, LogLevel, Option, Schema } from "effect"
+import { ConfigInvalid } from "../domain/Errors.js"
 import { NodeConfig } from "../node/Config.js"
 import { configFileVariable, type ConfigFileText, resolveNodeSettings } from "../node/Settings.js"
 import { ProcessEnv } from "./ProcessEnv.js"
@@ -100,7 +100,10 @@ const readConfigFile = (path: string) =>
     )
   )
 
-/** What the daemon would have started, for the not-implemented message. */
+const logLevelOf = (level: NodeConfig["logLevel"]): LogLevel.LogLevel =>
+  level === "debug" ? LogLevel.Debug : level === "warning" ? LogLevel.Warning : level === "error" ? LogLevel.Error : LogLevel.Info
+
+/** What the daemon starts, for its first log line. */
 export const describeNode = (config: NodeConfig): string =>
   `node ${config.id} on ${config.bind}${config.advertise !== undefined ? ` (advertised as ${config.advertise})` : ""}, ` +
   `data dir ${config.dataDir}, ${config.peers.length === 0 ? "bootstrapping a new cluster" : `joining through ${config.peers.map((p) => `${p.id}@${p.address}`).join(", ")}`}, ` +
@@ -131,10 +134,10 @@ export const nodeCommand = Command.make("node", options, (args) =>
       yield* Console.log(JSON.stringify(Schema.encodeSync(NodeConfig)(config), null, 2))
       return
     }
-    return yield* new NotImplemented({
-      message: `the node daemon is not built yet; it would have started ${describeNode(config)}`,
-      subject: `node ${config.id}`
-    })
+    // The daemon's import graph (SQLite, HTTP, RPC) loads only when a node actually starts.
+    const Daemon = yield* Effect.promise(() => import("../node/Daemon.js"))
+    yield* Effect.logInfo(`starting ${describeNode(config)}`)
+    return yield* Daemon.run(config).pipe(Logger.withMinimumLogLevel(logLevelOf(config.logLevel)))
   })
 ).pipe(
   Command.withDescription(

@@ -17,7 +17,7 @@ const MainLive = Layer.mergeAll(
   NodePath.layer,
   NodeTerminal.layer,
   ProcessEnv.layer,
-  BlixardClient.layerNotImplemented
+  BlixardClient.layerHttp.pipe(Layer.provide(ProcessEnv.layer))
 )
 
 run(process.argv).pipe(

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Schema } from "effect"
 import { VmRecord } from "../../src/domain/VmStatus.js"
-import { ClusterStatus } from "../../src/cli/ClusterStatus.js"
+import { ClusterStatus } from "../../src/domain/ClusterStatus.js"
 import {
   formatClusterStatus,
   formatVm,
@@ -96,15 +96,16 @@ describe("formatClusterStatus", () => {
 
   it("names the leader and marks it in the member table, sorted by id", () => {
     const lines = formatClusterStatus(status, false).split("\n")
-    expect(lines[0]).toBe("leader: node 2, term 4, commit index 42 (answered by node 1)")
-    expect(lines[1]?.split(/\s+/)).toEqual(["ID", "ADDRESS", "STATE", "HEALTH", "VCPUS", "MEMORY", "LABELS"])
+    expect(lines[0]).toBe("leader: node 2, term 4, commit 42, applied 42 (answered by node 1)")
+    expect(lines[1]?.split(/\s{3,}/)).toEqual(["ID", "ADDRESS", "ROLE", "MATCH", "LAG", "LAST CONTACT"])
     expect(lines.slice(2).map((line) => line.split(/\s+/)[0])).toEqual(["1", "2*", "3"])
-    expect(lines[2]).toMatch(/zone=eu-1$/)
+    expect(lines[2]?.split(/\s{3,}/)).toEqual(["1", "10.0.0.1:7001", "follower", "42", "1", "12 ms ago"])
+    expect(lines[3]?.split(/\s{3,}/)).toEqual(["2*", "10.0.0.2:7001", "leader", "42", "0", "-"])
   })
 
   it("says when there is no leader", () => {
     expect(formatClusterStatus(clusterStatus(undefined, []), false)).toBe(
-      "no leader (election in progress), term 4, commit index 42 (answered by node 1)\nNo members."
+      "no leader (election in progress), term 4, commit 42, applied 42 (answered by node 1)\nNo members."
     )
   })
 

@@ -6,6 +6,7 @@ import { execFile } from "node:child_process"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
+import { freePort } from "../support/ports.js"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 
@@ -50,17 +51,13 @@ describe("bin/blixard.js", () => {
     expect(stderr).toContain("--frobnicate")
   })
 
-  it("vm list exits 1 with BLX_NOT_IMPLEMENTED, asking the address from the flag or BLIXARD_ADDR", async () => {
-    const plain = await blixard(["vm", "list"])
-    expect(plain.code).toBe(1)
-    expect(plain.stdout).toBe("")
-    expect(plain.stderr.trim()).toBe(
-      `BLX_NOT_IMPLEMENTED: the REST API client is not built yet; "vm list" cannot reach a node (asked 127.0.0.1:7001)`
-    )
-    expect((await blixard(["vm", "list", "--json", "--addr", "10.1.2.3:7001"])).stderr).toContain("(asked 10.1.2.3:7001)")
-    expect((await blixard(["--json", "vm", "list"], { BLIXARD_ADDR: "10.9.9.9:7009" })).stderr).toContain(
-      "(asked 10.9.9.9:7009)"
-    )
+  it("vm list with no node listening exits 1 with BLX_UNAVAILABLE, asking the address from the flag or BLIXARD_ADDR", async () => {
+    const [a, b] = [await freePort(), await freePort()]
+    const flag = await blixard(["vm", "list", "--json", "--addr", `127.0.0.1:${a}`])
+    expect(flag.code).toBe(1)
+    expect(flag.stdout).toBe("")
+    expect(flag.stderr.trim()).toBe(`BLX_UNAVAILABLE: no Blixard node answers at 127.0.0.1:${a}; is it running? (--addr / BLIXARD_ADDR)`)
+    expect((await blixard(["--json", "vm", "list"], { BLIXARD_ADDR: `127.0.0.1:${b}` })).stderr).toContain(`answers at 127.0.0.1:${b};`)
   })
 
   it("node with a bad id and bind exits 2 with BLX_CONFIG_INVALID naming the flags", async () => {

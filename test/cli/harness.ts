@@ -18,7 +18,7 @@ import { FlakeConfig, FlakeRef, VmSpec } from "../../src/domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../../src/domain/VmStatus.js"
 import { BlixardClient, type BlixardClientApi } from "../../src/cli/BlixardClient.js"
 import { run } from "../../src/cli/Cli.js"
-import { ClusterStatus } from "../../src/cli/ClusterStatus.js"
+import { ClusterStatus, MemberStatus } from "../../src/domain/ClusterStatus.js"
 import { ProcessEnv } from "../../src/cli/ProcessEnv.js"
 
 const tempDirs: Array<string> = []
@@ -97,7 +97,7 @@ export const runBlixard = (
           NodePath.layer,
           NodeTerminal.layer,
           ProcessEnv.layerRecord(options.env ?? {}),
-          options.client ?? BlixardClient.layerNotImplemented
+          options.client ?? BlixardClient.layerHttp.pipe(Layer.provide(ProcessEnv.layerRecord(options.env ?? {})))
         )
       ),
       Effect.map((code) => ({ code, stdout: out.join("\n"), stderr: err.join("\n") }))
@@ -182,9 +182,21 @@ export const nodeInfo = (id: number, address: string, labels: Record<string, str
 
 export const clusterStatus = (leader: number | undefined, nodes: ReadonlyArray<NodeInfo>): ClusterStatus =>
   new ClusterStatus({
-    answeredBy: nodeId(1),
+    node: nodeId(1),
     ...(leader !== undefined ? { leader: nodeId(leader) } : {}),
     term: 4,
-    commitIndex: 42,
-    nodes
+    commit: 42,
+    applied: 42,
+    members: nodes.map(
+      (n) =>
+        new MemberStatus({
+          id: n.id,
+          address: n.address,
+          role: n.id === leader ? "leader" : "follower",
+          match: 42,
+          lag: n.id === leader ? 0 : 1,
+          ...(n.id === leader ? {} : { lastContactMs: 12 })
+        })
+    )
   })
+

@@ -1,0 +1,289 @@
+/**
+ * `blixard node`: a durable cluster member. It opens (and locks) its data directory, recovers Raft
+ * from SQLite, serves peers (`/raft`, authenticated with the cluster secret) and the REST API on
+ * one port, and runs the leader's failure detector.
+ *
+ * Start-up: a node with an empty data directory and no `--peer` founds a one-node cluster. One with
+ * peers asks them who the members are, then asks to join (as a learner, promoted to voter once
+ * caught up), retrying until a peer accepts. A node with data just recovers and rejoins its peers.
+ *
+ * Shutdown (SIGTERM/SIGINT): a leader first hands leadership to the most caught-up voter, so the
+ * cluster does not wait out an election timeout; then everything closes in order.
+ */
+import { FetchHttpClient, HttpLayerRouter } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Clock, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import * as fs from "node:fs"
+import { createServer } from "node:http"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as Client from "../api/Client.js"
+import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
+import * as Server from "../api/Server.js"
+import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
+import * as C from "../domain/Command.js"
+import { ConfigInvalid, StorageIo, Unavailable } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+import { HostPort, NodeInfo, splitHostPort } from "../domain/NodeInfo.js"
+import { Resources } from "../domain/Resources.js"
+import { RaftPeers } from "../net/RpcTransport.js"
+import * as RpcTransport from "../net/RpcTransport.js"
+import * as RaftNode from "../raft/RaftNode.js"
+import * as NodeMeta from "../storage/NodeMeta.js"
+import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
+import type { NodeConfig } from "./Config.js"
+import * as HealthMonitor from "./HealthMonitor.js"
+import * as NodeControlPlane from "./NodeControlPlane.js"
+
+/** Used when no cluster secret file is configured: peer traffic is then NOT protected. */
+const developmentSecret = "blixard-development-secret-do-not-use-in-production"
+
+const readSecretFile = (file: string, what: string, node: NodeId) =>
+  Effect.try({
+    try: () => fs.readFileSync(file, "utf8").trim(),
+    catch: (e) =>
+      new ConfigInvalid({
+        node,
+        subject: file,
+        message: `cannot read the ${what} file ${file}: ${e instanceof Error ? e.message : String(e)}`
+      })
+  }).pipe(
+    Effect.filterOrFail(
+      (s) => s.length > 0,
+      () => new ConfigInvalid({ node, subject: file, message: `the ${what} file ${file} is empty` })
+    )
+  )
+
+const prepareDataDir = (dir: string, node: NodeId) =>
+  Effect.try({
+    try: () => {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+      fs.accessSync(dir, fs.constants.R_OK | fs.constants.W_OK)
+    },
+    catch: (e) =>
+      new StorageIo({
+        node,
+        subject: dir,
+        message: `cannot use the data directory ${dir}: ${e instanceof Error ? e.message : String(e)}; check its permissions or choose another --data-dir`
+      })
+  })
+
+/** The API client of another node, seen as a `ControlPlane` (how a follower forwards to the leader). */
+const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape => {
+  const write = (o: { requestId?: string | undefined; ifRevision?: number | undefined }) => ({
+    ...(o.requestId !== undefined ? { idempotencyKey: o.requestId } : {}),
+    ...(o.ifRevision !== undefined ? { ifRevision: o.ifRevision } : {})
+  })
+  const read = (mode: "linearizable" | "stale") => ({ stale: mode === "stale" })
+  return {
+    listVms: (mode) => client.listVms(read(mode)),
+    getVm: (name, mode) => client.getVm(name, read(mode)),
+    createVm: (spec, o) => client.createVm(spec, write(o)),
+    startVm: (name, o) => client.startVm(name, write(o)),
+    stopVm: (name, o) => client.stopVm(name, write(o)),
+    deleteVm: (name, o) => client.deleteVm(name, write(o)),
+    setVmLabels: (name, labels, o) => client.setVmLabels(name, labels, write(o)),
+    listNodes: (mode) => client.listNodes(read(mode)),
+    setNodeState: (id, state, o) =>
+      state === "active" ? client.uncordon(id, write(o)) : state === "cordoned" ? client.cordon(id, write(o)) : client.drain(id, write(o)),
+    clusterStatus: client.clusterStatus(),
+    join: (id, address) => client.join(id, address),
+    leave: (id) => client.leave(id),
+    transferLeader: (id) => client.transferLeader(id),
+    registerNode: (info) => client.registerNode(info),
+    health: client.health()
+  }
+}
+
+/** What this node offers VMs: configured, or detected from the machine (all but one CPU, 80 % of RAM). */
+export const detectCapacity = (config: NodeConfig): Resources =>
+  config.capacity !== undefined
+    ? new Resources(config.capacity)
+    : new Resources({
+        vcpus: Math.max(1, os.cpus().length - 1),
+        memoryMiB: Math.max(16, Math.floor((os.totalmem() / 2 ** 20) * 0.8))
+      })
+
+export const run = (config: NodeConfig) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const node = config.id
+      const advertise = config.advertise ?? config.bind
+      yield* prepareDataDir(config.dataDir, node)
+      const filename = path.join(config.dataDir, "blixard.db")
+      const secret =
+        config.clusterSecretFile !== undefined
+          ? yield* readSecretFile(config.clusterSecretFile, "cluster secret", node)
+          : developmentSecret
+      if (config.clusterSecretFile === undefined) {
+        yield* Effect.logWarning(
+          `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated; set clusterSecretFile (--cluster-secret-file) on every node`
+        )
+      }
+      const apiToken = config.apiTokenFile !== undefined ? yield* readSecretFile(config.apiTokenFile, "API token", node) : undefined
+
+      // Storage: locked, checked, migrated; then claimed for this node id.
+      const storage = yield* Layer.build(layerFile({ filename, node }))
+      yield* NodeMeta.claim({ filename, node, dataDir: config.dataDir }).pipe(Effect.provide(storage))
+      const init = yield* Effect.flatMap(RaftStorage, (s) => s.initialState).pipe(Effect.provide(storage))
+      const fresh = init.hardState.term === 0 && init.lastIndex === 0 && Option.isNone(init.snapshot)
+      const founding = fresh && config.peers.length === 0
+
+      const state = new ClusterStateHolder()
+      if (founding) state.current.members.set(node, advertise)
+
+      const transport = yield* Layer.build(
+        RpcTransport.layerTransport({
+          self: node,
+          peers: new Map(config.peers.map((p) => [p.id, p.address])),
+          clusterSecret: secret,
+          requestTimeoutMs: config.timeouts.requestMs
+        })
+      )
+      const raftContext = yield* Layer.build(
+        RaftNode.layer({
+          id: node,
+          tickMs: config.timeouts.tickMs,
+          requestTimeoutMs: config.timeouts.requestMs,
+          ...(founding ? { bootstrap: [node] } : {})
+        }).pipe(Layer.provide(Layer.mergeAll(Layer.succeedContext(storage), Layer.succeedContext(transport), state.layer())))
+      )
+      const raft = Context.get(raftContext, RaftNode.RaftNode)
+
+      // Forwarding to the leader goes through the leader's API, with this node's API token.
+      const clients = new Map<string, ControlPlaneShape>()
+      const httpClient = yield* Layer.build(FetchHttpClient.layer)
+      const remote = (address: string): ControlPlaneShape => {
+        let plane = clients.get(address)
+        if (plane === undefined) {
+          const client = Effect.runSync(
+            Client.make({ addr: address, token: apiToken, timeout: Duration.millis(config.timeouts.requestMs) }).pipe(
+              Effect.provide(httpClient)
+            )
+          )
+          plane = remoteControlPlane(client)
+          clients.set(address, plane)
+        }
+        return plane
+      }
+      const controlPlane = NodeControlPlane.make({ raft, state, remote })
+
+      // One port: the REST API and the peers' /raft endpoint.
+      const { host, port } = splitHostPort(config.bind)
+      yield* Layer.build(
+        HttpLayerRouter.serve(Layer.mergeAll(Server.layerHttpApi({ apiToken }), RpcTransport.layerServer), {
+          disableLogger: true,
+          disableListenLog: true
+        }).pipe(
+          Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
+          Layer.provide(Layer.succeedContext(transport)),
+          Layer.provide(NodeHttpServer.layer(createServer, { port, host }))
+        )
+      ).pipe(
+        Effect.mapError(
+          (e) =>
+            new Unavailable({
+              node,
+              subject: config.bind,
+              message: `node ${node} cannot listen on ${config.bind}: ${String((e as { cause?: unknown }).cause ?? e)} (is another process using the port?); choose another --bind`
+            })
+        )
+      )
+      yield* Effect.logInfo(
+        `node ${node} serving peers and the API on ${config.bind} (data ${config.dataDir}; ${founding ? "founded a new cluster" : fresh ? "joining" : "recovered its state"})`
+      )
+
+      // Keep the transport's peer addresses equal to the replicated membership.
+      const peers = Context.get(transport, RaftPeers)
+      const syncPeers = Effect.gen(function* () {
+        const known = yield* peers.addresses
+        for (const [id, address] of state.current.members) {
+          if (id !== node && known.get(id) !== address) yield* peers.set(id, address)
+        }
+        const configured = new Set<number>(config.peers.map((p) => p.id))
+        for (const id of known.keys()) {
+          if (!state.current.members.has(id) && !configured.has(id) && state.current.members.size > 0) yield* peers.remove(id)
+        }
+      })
+      yield* Effect.forkScoped(Effect.repeat(syncPeers, Schedule.spaced(Duration.millis(config.timeouts.tickMs * 5))))
+
+      // A fresh node with peers asks to join, through any of them, until one accepts.
+      if (fresh && !founding) {
+        const join = Effect.gen(function* () {
+          for (const peer of config.peers) {
+            const plane = remote(peer.address)
+            const status = yield* Effect.either(plane.clusterStatus)
+            if (status._tag === "Right") {
+              for (const m of status.right.members) {
+                if (m.id !== node && m.address !== "") yield* peers.set(m.id, m.address)
+              }
+            }
+            const joined = yield* Effect.either(plane.join(NodeId.make(node), HostPort.make(advertise)))
+            if (joined._tag === "Right") {
+              yield* Effect.logInfo(`node ${node} joined the cluster through node ${peer.id} (${peer.address})`)
+              return
+            }
+            yield* Effect.logWarning(`node ${node} could not join through node ${peer.id} (${peer.address}): ${joined.left.message}; retrying`)
+          }
+          return yield* Effect.fail("retry" as const)
+        })
+        yield* Effect.forkScoped(Effect.retry(join, Schedule.spaced(Duration.seconds(1))))
+      }
+
+      // Register (and keep registered) this node's capacity and labels once it is a member.
+      const register = Effect.gen(function* () {
+        const st = yield* raft.status
+        const member = st.confState.voters.includes(node) || st.confState.learners.includes(node)
+        const mine = state.current.nodes.get(node)
+        const capacity = detectCapacity(config)
+        const up =
+          mine !== undefined &&
+          mine.address === advertise &&
+          mine.capacity.vcpus === capacity.vcpus &&
+          mine.capacity.memoryMiB === capacity.memoryMiB &&
+          JSON.stringify(mine.labels) === JSON.stringify(config.labels)
+        if (!member || up || st.lead === 0) return
+        const info = new NodeInfo({
+          id: NodeId.make(node),
+          address: HostPort.make(advertise),
+          capacity,
+          labels: config.labels,
+          state: "active",
+          health: "up"
+        })
+        if (st.lead === node) yield* Effect.ignore(NodeControlPlane.proposeCommand(raft, new C.RegisterNode({ info })))
+        else {
+          const address = state.current.members.get(st.lead)
+          if (address !== undefined) yield* Effect.ignore(remote(address).registerNode(info))
+        }
+      })
+      yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
+
+      yield* Effect.forkScoped(
+        HealthMonitor.run({
+          raft,
+          nodes: () => state.current.nodes.values(),
+          nodeDownMs: config.timeouts.nodeDownMs,
+          intervalMs: Math.max(config.timeouts.tickMs * 2, 100)
+        })
+      )
+
+      // On shutdown, a leader hands over first.
+      yield* Effect.addFinalizer(() =>
+        Effect.gen(function* () {
+          const st = yield* raft.status
+          if (st.role !== "leader") return
+          const candidates = st.progress.filter((p) => p.id !== node && st.confState.voters.includes(p.id)).sort((a, b) => b.match - a.match)
+          const target = candidates[0]
+          if (target === undefined) return
+          const started = yield* Clock.currentTimeMillis
+          yield* Effect.logInfo(`node ${node} is stopping: handing leadership to node ${target.id}`)
+          yield* raft.transferLeader(target.id).pipe(Effect.timeout(Duration.seconds(2)), Effect.ignore)
+          const took = (yield* Clock.currentTimeMillis) - started
+          yield* Effect.logInfo(`node ${node}: leadership handed over in ${took} ms`)
+        })
+      )
+
+      return yield* raft.await
+    })
+  ).pipe(Effect.annotateLogs("node", config.id))

@@ -1,0 +1,174 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Option } from "effect"
+import * as net from "node:net"
+import type { Message } from "../../src/raft/Message.js"
+import { append, connectAll, eventually, freePort, heartbeat, receiveN, receiveWithin, startNode } from "./harness.js"
+
+describe("RpcTransport on loopback", () => {
+  it.scopedLive("two nodes deliver both ways", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* connectAll([a, b])
+      yield* a.transport.send([heartbeat(1, 2, 7)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 7)])
+      const resp: Message = { type: "heartbeatResp", from: 2, to: 1, term: 1, context: "read-1" }
+      yield* b.transport.send([resp])
+      expect(yield* receiveN(a.transport, 1)).toEqual([resp])
+    })
+  )
+
+  it.scopedLive("two nodes deliver with JSON serialization too", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode(1, { serialization: "json" })
+      const b = yield* startNode(2, { serialization: "json" })
+      yield* connectAll([a, b])
+      yield* a.transport.send([append(1, 2, 1), append(1, 2, 2)])
+      expect(yield* receiveN(b.transport, 2)).toEqual([append(1, 2, 1), append(1, 2, 2)])
+    })
+  )
+
+  it.scopedLive("three nodes: every node reaches every other", () =>
+    Effect.gen(function* () {
+      const nodes = [yield* startNode(1), yield* startNode(2), yield* startNode(3)]
+      yield* connectAll(nodes)
+      for (const n of nodes) {
+        yield* n.transport.send(nodes.filter((m) => m.id !== n.id).map((m) => heartbeat(n.id, m.id, n.id * 10)))
+      }
+      for (const n of nodes) {
+        const got = yield* receiveN(n.transport, 2)
+        expect(got.map((m) => m.from).sort()).toEqual(nodes.filter((m) => m.id !== n.id).map((m) => m.id))
+        for (const m of got) expect(m).toEqual(heartbeat(m.from, n.id, m.from * 10))
+      }
+    })
+  )
+
+  it.scopedLive("a batch, and batches sent while one is in flight, arrive in order", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* connectAll([a, b])
+      const batch = Array.from({ length: 500 }, (_, i) => append(1, 2, i))
+      yield* a.transport.send(batch)
+      // Many small sends in a row: they queue behind the request in flight and go out together.
+      for (let i = 500; i < 2000; i++) yield* a.transport.send([append(1, 2, i)])
+      const got = yield* receiveN(b.transport, 2000)
+      expect(got.map((m) => (m.type === "app" ? m.index : -1))).toEqual(Array.from({ length: 2000 }, (_, i) => i))
+      expect(got[3]).toEqual(append(1, 2, 3))
+      yield* eventually("the sender counts 2000 acknowledged", Effect.map(a.peers.stats, ([s]) => s?.delivered === 2000))
+      expect((yield* a.peers.stats)[0]?.droppedQueueFull).toBe(0)
+    })
+  )
+
+  it.scopedLive("a message to an unknown peer is dropped without error; so is one to a removed peer", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* connectAll([a, b])
+      yield* a.transport.send([heartbeat(1, 99), heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      expect((yield* a.peers.stats).map((s) => s.id)).toEqual([2])
+      yield* a.peers.remove(2)
+      yield* a.transport.send([heartbeat(1, 2, 2)])
+      expect(yield* a.peers.stats).toEqual([])
+      // Back again: delivery resumes, and the message sent while removed never arrives.
+      yield* a.peers.set(2, b.address)
+      yield* a.transport.send([heartbeat(1, 2, 3)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 3)])
+    })
+  )
+
+  it.scopedLive("a dead peer: bounded queue, reported unreachable, delivery resumes when it comes up", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const a = yield* startNode(1, { backoffMaxMs: 200 })
+      yield* a.peers.set(2, `127.0.0.1:${port}`)
+      for (let i = 0; i < 100; i++) {
+        yield* a.transport.send(Array.from({ length: 1000 }, (_, j) => heartbeat(1, 2, i * 1000 + j)))
+      }
+      const [stats] = yield* a.peers.stats
+      expect(stats!.queued).toBeLessThanOrEqual(4096)
+      expect(stats!.droppedQueueFull + stats!.droppedFailed + stats!.queued).toBe(100_000)
+      for (let i = 0; i < 100; i++) {
+        yield* a.transport.send(Array.from({ length: 1000 }, (_, j) => append(1, 2, i * 1000 + j)))
+      }
+      const full = (yield* a.peers.stats)[0]!
+      expect(full.queued).toBeLessThanOrEqual(4096)
+      expect(full.queuedBytes).toBeLessThanOrEqual(4096 * 256)
+      expect(full.droppedQueueFull).toBeGreaterThanOrEqual(200_000 - 4096 - full.droppedFailed)
+
+      let reported = false
+      yield* eventually(
+        "peer 2 reported unreachable",
+        Effect.map(a.transport.unreachable, (ids) => (reported ||= ids.includes(2)))
+      )
+      const failed = (yield* a.peers.stats)[0]!
+      expect(failed.failures).toBeGreaterThan(0)
+      expect(failed.connected).toBe(false)
+
+      // The peer comes up on that port: the sender reconnects and delivery resumes.
+      const b = yield* startNode(2, { port })
+      yield* a.transport.send([heartbeat(1, 2, 424242)])
+      // What was still queued arrives first (oldest dropped, newest kept), then the new message.
+      const until = Date.now() + 15_000
+      let seen = 0
+      while (true) {
+        const m = yield* receiveWithin(b.transport, Math.max(0, until - Date.now()))
+        if (Option.isNone(m)) return yield* Effect.fail(new Error(`the new message did not arrive (${seen} others did)`))
+        if (m.value.type === "heartbeat" && m.value.commit === 424242) break
+        seen++
+      }
+      expect(seen).toBeLessThanOrEqual(4096)
+      const after = (yield* a.peers.stats)[0]!
+      expect(after.connected).toBe(true)
+      expect(after.failures).toBe(0)
+      expect(after.queued).toBeLessThanOrEqual(4096)
+    })
+  )
+
+  it.scopedLive("a peer that accepts connections but never answers times out without holding up the others", () =>
+    Effect.gen(function* () {
+      // A TCP server that accepts and then says nothing: the handshake can never complete.
+      const sockets = new Set<net.Socket>()
+      const blackhole = net.createServer((socket) => void sockets.add(socket))
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void blackhole.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () =>
+          Effect.async<void>((resume) => {
+            for (const socket of sockets) socket.destroy()
+            blackhole.close(() => resume(Effect.void))
+          })
+      )
+      const port = (blackhole.address() as net.AddressInfo).port
+      const a = yield* startNode(1, { requestTimeoutMs: 300 })
+      const b = yield* startNode(2)
+      yield* connectAll([a, b])
+      yield* a.peers.set(3, `127.0.0.1:${port}`)
+      yield* a.transport.send([heartbeat(1, 3, 1), heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      let reported = false
+      yield* eventually("the silent peer is reported unreachable", Effect.map(a.transport.unreachable, (ids) => (reported ||= ids.includes(3))))
+      const silent = (yield* a.peers.stats).find((s) => s.id === 3)!
+      expect(silent.failures).toBeGreaterThan(0)
+      expect(silent.delivered).toBe(0)
+      // Meanwhile traffic to the live peer keeps flowing.
+      yield* a.transport.send([heartbeat(1, 3, 2), heartbeat(1, 2, 2)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 2)])
+    })
+  )
+
+  it.scopedLive("a peer that restarts on a new address is reached after set()", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode(1)
+      const b = yield* startNode(2)
+      yield* connectAll([a, b])
+      yield* a.transport.send([heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      yield* b.stop
+      const b2 = yield* startNode(2)
+      yield* a.peers.set(2, b2.address)
+      yield* a.transport.send([heartbeat(1, 2, 2)])
+      expect(yield* receiveN(b2.transport, 1)).toEqual([heartbeat(1, 2, 2)])
+    })
+  )
+})

@@ -1,0 +1,85 @@
+/**
+ * Real `RaftNode`s talking through `RpcTransport` over loopback TCP (in-memory storage, the KV state
+ * machine, real time): they elect a leader, replicate a write, and after the leader stops, the others
+ * (which see it unreachable) elect a new one and keep writing.
+ */
+import { HttpLayerRouter, HttpServer } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, ExecutionStrategy, Exit, Layer, Scope } from "effect"
+import { createServer } from "node:http"
+import { layerServer, layerTransport, RaftPeers, type RaftPeersShape } from "../../src/net/RpcTransport.js"
+import * as RaftNode from "../../src/raft/RaftNode.js"
+import { KvStore } from "../../src/sim/KvStore.js"
+import { layerMemory, MemoryStore } from "../../src/storage/RaftStorage.js"
+import { eventually, secret } from "./harness.js"
+
+interface Member {
+  readonly id: number
+  readonly address: string
+  readonly kv: KvStore
+  readonly raft: RaftNode.RaftNodeShape
+  readonly peers: RaftPeersShape
+  readonly stop: Effect.Effect<void>
+}
+
+const start = (id: number, voters: ReadonlyArray<number>) =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+    const kv = new KvStore()
+    const Net = layerTransport({ self: id, clusterSecret: secret, requestTimeoutMs: 1000, backoffMaxMs: 300 })
+    const Http = HttpLayerRouter.serve(layerServer, { disableLogger: true, disableListenLog: true }).pipe(
+      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
+    )
+    const Raft = RaftNode.layer({ id, tickMs: 20, requestTimeoutMs: 10_000, bootstrap: voters }).pipe(
+      Layer.provide(Layer.mergeAll(layerMemory(new MemoryStore()), kv.layer()))
+    )
+    const context = yield* Layer.buildWithScope(Layer.mergeAll(Http, Raft).pipe(Layer.provideMerge(Net)), scope)
+    const address = Context.get(context, HttpServer.HttpServer).address
+    return {
+      id,
+      address: address._tag === "TcpAddress" ? `127.0.0.1:${address.port}` : "",
+      kv,
+      raft: Context.get(context, RaftNode.RaftNode),
+      peers: Context.get(context, RaftPeers),
+      stop: Scope.close(scope, Exit.void)
+    } satisfies Member
+  })
+
+/** The leader every live member agrees on. */
+const agreedLeader = (members: ReadonlyArray<Member>) =>
+  Effect.gen(function* () {
+    let leader = 0
+    yield* eventually(
+      "the members agree on a leader",
+      Effect.map(Effect.forEach(members, (m) => m.raft.leader), (leaders) => {
+        leader = leaders[0] ?? 0
+        return leader !== 0 && leaders.every((l) => l === leader) && members.some((m) => m.id === leader)
+      }),
+      30_000
+    )
+    return members.find((m) => m.id === leader)!
+  })
+
+const put = (key: string, value: string) => JSON.stringify({ op: "put", key, value })
+
+describe("RaftNode over RpcTransport", () => {
+  it.scopedLive("three nodes elect, replicate, and fail over when the leader stops", () =>
+    Effect.gen(function* () {
+      const voters = [1, 2, 3]
+      const members = yield* Effect.forEach(voters, (id) => start(id, voters))
+      for (const a of members) for (const b of members) if (a.id !== b.id) yield* a.peers.set(b.id, b.address)
+
+      const leader = yield* agreedLeader(members)
+      yield* leader.raft.propose(put("k", "v1"))
+      yield* eventually("every node applied k=v1", Effect.sync(() => members.every((m) => m.kv.get("k") === "v1")), 30_000)
+
+      yield* leader.stop
+      const rest = members.filter((m) => m.id !== leader.id)
+      const next = yield* agreedLeader(rest)
+      expect(next.id).not.toBe(leader.id)
+      yield* next.raft.propose(put("k", "v2"))
+      yield* eventually("the survivors applied k=v2", Effect.sync(() => rest.every((m) => m.kv.get("k") === "v2")), 30_000)
+    })
+  )
+})
