@@ -163,5 +163,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .addError(E.StorageLocked, { status: 500 })
   .addError(E.BackendFailed, { status: 502 })
   .addError(E.InvariantViolated, { status: 500 })
+  .addError(E.WrongDataDir, { status: 500 })
   .addError(E.ConfigInvalid, { status: 500 })
-  .addError(E.InvariantViolated, { status: 500 }) {}
+  .addError(E.InvariantViolated, { status: 500 })
+  .addError(E.WrongDataDir, { status: 500 }) {}

@@ -60,6 +60,9 @@ export class StorageCorrupt extends Schema.TaggedError<StorageCorrupt>()(
 /** The data directory is held by another running process. */
 export class StorageLocked extends Schema.TaggedError<StorageLocked>()("StorageLocked", fields("BLX_STORAGE_LOCKED")) {}
 
+/** The data directory belongs to another node (or cluster). */
+export class WrongDataDir extends Schema.TaggedError<WrongDataDir>()("WrongDataDir", fields("BLX_WRONG_DATA_DIR")) {}
+
 /** The storage could not be read or written (permissions, disk full, …). */
 export class StorageIo extends Schema.TaggedError<StorageIo>()("StorageIo", fields("BLX_STORAGE_IO")) {}
 
@@ -97,6 +100,7 @@ export const BlixardError = Schema.Union(
   StorageCorrupt,
   StorageLocked,
   StorageIo,
+  WrongDataDir,
   Unschedulable,
   BackendFailed,
   InvariantViolated,

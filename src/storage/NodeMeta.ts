@@ -5,7 +5,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect } from "effect"
-import { ConfigInvalid } from "../domain/Errors.js"
+import { WrongDataDir } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { StorageError } from "./Database.js"
 import * as Database from "./Database.js"
@@ -25,7 +25,7 @@ export const set = (key: string, value: string) =>
 /**
  * Claims the database for `node` on first use; afterwards refuses to open it as any other node.
  */
-export const claim = (options: { readonly filename: string; readonly node: NodeId; readonly dataDir: string }): Effect.Effect<void, StorageError | ConfigInvalid, SqlClient.SqlClient> =>
+export const claim = (options: { readonly filename: string; readonly node: NodeId; readonly dataDir: string }): Effect.Effect<void, StorageError | WrongDataDir, SqlClient.SqlClient> =>
   Effect.gen(function* () {
     const owner = yield* get("node_id")
     if (owner === undefined) {
@@ -33,7 +33,7 @@ export const claim = (options: { readonly filename: string; readonly node: NodeI
       return
     }
     if (owner !== String(options.node)) {
-      return yield* new ConfigInvalid({
+      return yield* new WrongDataDir({
         node: options.node,
         subject: options.dataDir,
         message: `the data directory ${options.dataDir} belongs to node ${owner}, not node ${options.node}; start node ${owner} on it, or give node ${options.node} its own --data-dir`

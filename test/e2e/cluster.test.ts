@@ -1,0 +1,156 @@
+/**
+ * Real `blixard node` processes on loopback: forming a cluster, writing through followers, losing
+ * and restarting the leader, membership changes, and the daemon's start-up errors.
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+import { BlixardNode, Cluster, cli, cliJson, freePort, waitFor } from "./harness.js"
+
+interface VmJson {
+  readonly spec: { readonly name: string }
+  readonly node?: number
+}
+interface StatusJson {
+  readonly leader?: number
+  readonly term: number
+  readonly members: ReadonlyArray<{ readonly id: number; readonly role: string; readonly address: string }>
+}
+
+let cluster: Cluster | undefined
+
+afterEach(async (context) => {
+  if (cluster === undefined) return
+  if (context.task.result?.state === "fail") console.log(cluster.logs())
+  await cluster.stopAll()
+  cluster = undefined
+})
+
+const threeNodes = async (): Promise<Cluster> => {
+  const c = new Cluster()
+  cluster = c
+  await c.add()
+  await waitFor("node 1 to found the cluster", async () => ((await cliJson<StatusJson>(c.node(1).addr, ["cluster", "status"])).leader === 1 ? true : undefined))
+  await c.add()
+  await c.add()
+  await c.converged([1, 2, 3])
+  return c
+}
+
+const vmNames = async (addr: string): Promise<Array<string>> =>
+  (await cliJson<Array<VmJson>>(addr, ["vm", "list"])).map((vm) => vm.spec.name).sort()
+
+describe("a three-node cluster of real processes", () => {
+  it("forms; a write sent to a follower is applied and readable on every node", async () => {
+    const c = await threeNodes()
+    const leader = await c.converged([1, 2, 3])
+    const follower = [1, 2, 3].find((id) => id !== leader)!
+    const created = await cli(c.node(follower).addr, ["vm", "create", "--name", "web", "--runner", "/nix/store/fixture-web"])
+    expect(created.stderr).toBe("")
+    expect(created.code).toBe(0)
+    for (const id of [1, 2, 3]) expect(await vmNames(c.node(id).addr)).toEqual(["web"])
+    const status = await cliJson<StatusJson>(c.node(follower).addr, ["cluster", "status"])
+    expect(status.members.map((m) => [m.id, m.address])).toEqual([1, 2, 3].map((id) => [id, c.node(id).addr]))
+  })
+
+  it("kill -9 of the leader: another node leads, writes resume; the old leader restarts and catches up", async () => {
+    const c = await threeNodes()
+    const old = await c.converged([1, 2, 3])
+    await cli(c.node(old).addr, ["vm", "create", "--name", "before", "--runner", "/nix/store/fixture"])
+    await c.node(old).stop("SIGKILL")
+    const survivors = [1, 2, 3].filter((id) => id !== old)
+    const next = await waitFor("a new leader among the survivors", async () => {
+      const s = await cliJson<StatusJson>(c.node(survivors[0]!).addr, ["cluster", "status"])
+      return s.leader !== undefined && s.leader !== old ? s.leader : undefined
+    })
+    expect(survivors).toContain(next)
+    const after = await waitFor("a write to succeed after the failover", async () => {
+      const r = await cli(c.node(survivors[1]!).addr, ["vm", "create", "--name", "after", "--runner", "/nix/store/fixture"])
+      return r.code === 0 ? r : undefined
+    })
+    expect(after.code).toBe(0)
+    c.node(old).start()
+    await waitFor("the restarted node to have both VMs", async () => {
+      const names = await vmNames(c.node(old).addr)
+      return names.join(",") === "after,before" ? true : undefined
+    })
+  })
+
+  it("a fourth node joins as a voter; a member leaves and stops counting", async () => {
+    const c = await threeNodes()
+    await c.add()
+    await c.converged([1, 2, 3, 4])
+    const left = await cli(c.node(4).addr, ["cluster", "leave", "--id", "3"])
+    expect(left.stderr).toBe("")
+    await waitFor("node 3 to be gone from the membership", async () => {
+      const s = await cliJson<StatusJson>(c.node(1).addr, ["cluster", "status"])
+      return s.members.some((m) => m.id === 3) ? undefined : s
+    })
+    await c.node(3).stop("SIGKILL")
+    // With 3 of the 4 original members left as voters, the cluster still commits.
+    const r = await cli(c.node(2).addr, ["vm", "create", "--name", "still-writable", "--runner", "/nix/store/fixture"])
+    expect(r.code).toBe(0)
+  })
+
+  it("SIGTERM on the leader hands leadership to another node before it exits", async () => {
+    const c = await threeNodes()
+    const leader = await c.converged([1, 2, 3])
+    await c.node(leader).stop("SIGTERM")
+    expect(c.node(leader).output).toMatch(/handing leadership to node \d/)
+    expect(c.node(leader).output).toMatch(/leadership handed over in \d+ ms/)
+    const other = [1, 2, 3].find((id) => id !== leader)!
+    const next = await waitFor("the new leader", async () => (await cliJson<StatusJson>(c.node(other).addr, ["cluster", "status"])).leader)
+    expect(next).not.toBe(leader)
+  })
+})
+
+describe("start-up errors: a clear message and exit 1", () => {
+  const runToExit = async (node: BlixardNode): Promise<number | null> => {
+    const child = node.child!
+    return new Promise((resolve) => child.once("exit", (code) => resolve(code)))
+  }
+
+  it("a second node on the same data directory", async () => {
+    const c = new Cluster()
+    cluster = c
+    const first = await c.add()
+    await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
+    const twin = new BlixardNode(1, await freePort(), first.dataDir, c.secretFile, [])
+    twin.start()
+    expect(await runToExit(twin)).toBe(1)
+    expect(twin.output).toMatch(/BLX_STORAGE_LOCKED: .*in use by another process/)
+  })
+
+  it("a port already in use", async () => {
+    const c = new Cluster()
+    cluster = c
+    const first = await c.add()
+    await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
+    const clash = new BlixardNode(2, first.port, path.join(c.dir, "clash"), c.secretFile, [])
+    clash.start()
+    expect(await runToExit(clash)).toBe(1)
+    expect(clash.output).toMatch(new RegExp(`BLX_UNAVAILABLE: node 2 cannot listen on ${first.addr.replace(/\./g, "\\.")}`))
+  })
+
+  it("a data directory that belongs to another node id", async () => {
+    const c = new Cluster()
+    cluster = c
+    const first = await c.add()
+    await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
+    await first.stop("SIGKILL")
+    const impostor = new BlixardNode(7, await freePort(), first.dataDir, c.secretFile, [])
+    impostor.start()
+    expect(await runToExit(impostor)).toBe(1)
+    expect(impostor.output).toMatch(/BLX_WRONG_DATA_DIR: the data directory .* belongs to node 1, not node 7/)
+  })
+
+  it("an unreadable cluster secret file", async () => {
+    const c = new Cluster()
+    cluster = c
+    const node = new BlixardNode(1, await freePort(), path.join(c.dir, "n"), path.join(c.dir, "missing-secret"), [])
+    node.start()
+    expect(await runToExit(node)).toBe(2)
+    expect(node.output).toMatch(/BLX_CONFIG_INVALID: cannot read the cluster secret file .*missing-secret/)
+    expect(fs.existsSync(path.join(c.dir, "n", "blixard.db"))).toBe(false)
+  })
+})

@@ -1,0 +1,160 @@
+/**
+ * Real `blixard node` processes on loopback, each with its own data directory, and the real CLI
+ * talking to them. Everything waits on conditions with deadlines; nothing sleeps a fixed time.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { freePort } from "../support/ports.js"
+
+export { freePort }
+
+export const root = path.resolve(import.meta.dirname, "../..")
+const bin = path.join(root, "bin/blixard.js")
+
+/** Polls `check` until it returns a value (not undefined), or fails after `deadlineMs` saying what it waited for. */
+export const waitFor = async <A>(what: string, check: () => Promise<A | undefined>, deadlineMs = 30_000): Promise<A> => {
+  const until = Date.now() + deadlineMs
+  let last: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value !== undefined) return value
+    } catch (error) {
+      last = error
+    }
+    if (Date.now() > until) {
+      throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}${last !== undefined ? ` (last error: ${String(last)})` : ""}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+export interface CliResult {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs the CLI against `addr`. */
+export const cli = (addr: string, args: ReadonlyArray<string>, timeoutMs = 20_000): Promise<CliResult> =>
+  new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [bin, ...args, "--addr", addr],
+      { cwd: root, timeout: timeoutMs, env: { PATH: process.env.PATH ?? "" } },
+      (error, stdout, stderr) => {
+        resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr })
+      }
+    )
+  })
+
+/** Runs the CLI with `--json` and parses the answer; fails with its stderr otherwise. */
+export const cliJson = async <A = unknown>(addr: string, args: ReadonlyArray<string>): Promise<A> => {
+  const r = await cli(addr, [...args, "--json"])
+  if (r.code !== 0) throw new Error(`blixard ${args.join(" ")} --addr ${addr} exited ${r.code}: ${r.stderr.trim()}`)
+  return JSON.parse(r.stdout) as A
+}
+
+export class BlixardNode {
+  child: ChildProcess | undefined
+  output = ""
+  constructor(
+    readonly id: number,
+    readonly port: number,
+    readonly dataDir: string,
+    readonly secretFile: string,
+    readonly peers: ReadonlyArray<BlixardNode>
+  ) {}
+
+  get addr(): string {
+    return `127.0.0.1:${this.port}`
+  }
+
+  start(extra: ReadonlyArray<string> = []): void {
+    const args = [
+      bin,
+      "node",
+      "--id",
+      String(this.id),
+      "--bind",
+      this.addr,
+      "--data-dir",
+      this.dataDir,
+      "--cluster-secret-file",
+      this.secretFile,
+      ...this.peers.flatMap((p) => ["--peer", `${p.id}:${p.addr}`]),
+      ...extra
+    ]
+    this.output = ""
+    const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "" } })
+    child.stdout!.on("data", (d: Buffer) => (this.output += d.toString()))
+    child.stderr!.on("data", (d: Buffer) => (this.output += d.toString()))
+    this.child = child
+  }
+
+  /** Sends `signal` and waits for the process to exit; returns its exit code. */
+  async stop(signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
+    const child = this.child
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+    child.kill(signal)
+    const code = await exited
+    this.child = undefined
+    return code
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
+  }
+}
+
+/** A cluster of `n` nodes: node 1 founds it, the others join through node 1. */
+export class Cluster {
+  readonly nodes: Array<BlixardNode> = []
+  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-e2e-"))
+  readonly secretFile = path.join(this.dir, "cluster-secret")
+
+  constructor() {
+    fs.writeFileSync(this.secretFile, "e2e-cluster-secret\n", { mode: 0o600 })
+  }
+
+  async add(): Promise<BlixardNode> {
+    const id = this.nodes.length + 1
+    const peers = this.nodes.length === 0 ? [] : [this.nodes[0]!]
+    const node = new BlixardNode(id, await freePort(), path.join(this.dir, `node-${id}`), this.secretFile, peers)
+    this.nodes.push(node)
+    node.start()
+    return node
+  }
+
+  node(id: number): BlixardNode {
+    return this.nodes[id - 1]!
+  }
+
+  /** Waits until every running node reports the same leader, and `voters` are all members. */
+  async converged(voters: ReadonlyArray<number>, deadlineMs = 60_000): Promise<number> {
+    return waitFor(
+      `nodes ${voters.join(", ")} to agree on a leader`,
+      async () => {
+        const running = this.nodes.filter((n) => n.running)
+        const statuses = await Promise.all(running.map((n) => cliJson<{ leader?: number; members: Array<{ id: number; role: string }> }>(n.addr, ["cluster", "status"])))
+        const leader = statuses[0]?.leader
+        if (leader === undefined || !statuses.every((s) => s.leader === leader)) return undefined
+        const members = statuses[0]!.members.filter((m) => m.role !== "learner").map((m) => m.id).sort((a, b) => a - b)
+        return JSON.stringify(members) === JSON.stringify([...voters].sort((a, b) => a - b)) ? leader : undefined
+      },
+      deadlineMs
+    )
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.stop("SIGKILL")))
+  }
+
+  /** The nodes' combined output, for a failing test's message. */
+  logs(): string {
+    return this.nodes.map((n) => `--- node ${n.id} ---\n${n.output.slice(-4000)}`).join("\n")
+  }
+}
