@@ -3,14 +3,20 @@
  * object per result, with the machine it ran on. Record results in bench/RESULTS.md.
  */
 import * as os from "node:os"
+import { benchCluster } from "./cluster.js"
+import { benchHttp } from "./http.js"
 import { benchSim } from "./sim.js"
 import { benchStorage } from "./storage.js"
+import { benchTransport } from "./transport.js"
 import { benchVmStart } from "./vmStart.js"
 
 const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   storage: () => benchStorage(Number(process.env.BENCH_SECONDS ?? 5)),
   sim: async () => benchSim(),
-  vmStart: () => benchVmStart()
+  vmStart: () => benchVmStart(),
+  http: () => benchHttp(Number(process.env.BENCH_SECONDS ?? 5)),
+  cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
+  transport: () => benchTransport()
 }
 
 const machine = {

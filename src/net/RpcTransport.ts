@@ -15,15 +15,15 @@
  * the `Message` schema, drops (and logs) any that fails, is not addressed to this node, or does not
  * come from the authenticated sender, and offers the rest to this node's bounded inbox.
  *
- * Why websocket + msgpack (`bench/transport.ts`; two cores shared with other work, so read ratios):
- * the bare `Raft.Deliver` rpc answers a one-message request in ~0.13–0.30 ms p50 over a websocket and
- * ~1.2–10 ms over HTTP POST (the platform's HTTP client + server path per request), and carries 2–5×
- * more messages/s in sequential 256-message batches. Over the websocket, msgpack carried large batches
- * faster than JSON in most runs (bare rpc, 256–512-message batches: ~75–185k vs ~52–85k msgs/s) and
- * needs no string escaping of entry payloads; through this transport the two are within noise
- * (~20–30k `app` messages/s one way, round trip p50 ~0.40–0.44 ms msgpack vs ~0.47–0.53 ms JSON).
- * `serialization: "json"` stays available for debugging. The largest per-message cost here is
- * validating every received message with the `Message` schema (~5–13 µs each on this machine).
+ * Why websocket + msgpack (`bench/transport.ts`, 2 vCPU shared with other work; read ratios): the
+ * bare `Raft.Deliver` rpc answers a one-message request in ~0.12 ms p50 over a websocket against
+ * ~0.7–2.4 ms over HTTP POST (the platform's HTTP client and server path per request; 1.2–15 ms under
+ * heavy load), and moves ~3× more messages/s in sequential 256-message batches (265–420k vs 76–114k).
+ * Over the websocket msgpack moved 15–40 % more than JSON at the rpc layer and needs no escaping of
+ * entry payloads; through this whole transport (auth, queues, validation) the two are within noise
+ * (65–92k vs 70–85k `app` messages/s one way; round trip p50 ~0.4–0.8 ms for both). JSON stays
+ * selectable (`serialization: "json"`) for debugging. The largest per-message cost is validating every
+ * received message with the `Message` schema (~5–13 µs each on this machine).
  *
  * Wiring (one HTTP server for the REST API and Raft, as in test/net/mount.test.ts):
  *

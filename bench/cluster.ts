@@ -1,0 +1,141 @@
+/**
+ * Three real `blixard node` processes on loopback with full durability, measured over the REST API:
+ * committed writes/s and latency with 1 and 64 concurrent clients (closed loop, keep-alive, each
+ * write a VM create of ~150 bytes sent to the leader), and the time from kill -9 of the leader to
+ * the next successful write (sent to a survivor, retried until it succeeds).
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+
+const root = path.resolve(import.meta.dirname, "../..")
+const bin = path.join(root, "bin/blixard.js")
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(port))
+    })
+  })
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
+
+const request = (port: number, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: string }> =>
+  new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body)
+    const req = http.request(
+      { host: "127.0.0.1", port, method, path: pathname, agent, headers: data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {} },
+      (res) => {
+        let text = ""
+        res.on("data", (c: Buffer) => (text += c.toString()))
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }))
+      }
+    )
+    req.on("error", reject)
+    req.setTimeout(5000, () => req.destroy(new Error("timeout")))
+    if (data) req.write(data)
+    req.end()
+  })
+
+const spec = (name: string) => ({
+  spec: { name, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }
+})
+
+interface Node {
+  id: number
+  port: number
+  child: ChildProcess | undefined
+  dataDir: string
+}
+
+const until = async <A>(what: string, f: () => Promise<A | undefined>, ms = 30_000): Promise<A> => {
+  const end = Date.now() + ms
+  for (;;) {
+    try {
+      const v = await f()
+      if (v !== undefined) return v
+    } catch {
+      // not yet
+    }
+    if (Date.now() > end) throw new Error(`bench: timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+const leaderOf = async (port: number): Promise<number | undefined> => {
+  const r = await request(port, "GET", "/v1/cluster")
+  return r.status === 200 ? (JSON.parse(r.body) as { leader?: number }).leader : undefined
+}
+
+export const benchCluster = async (seconds = 5, failovers = 10) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-bench-cluster-"))
+  const secret = path.join(dir, "secret")
+  fs.writeFileSync(secret, "bench-secret")
+  const nodes: Array<Node> = []
+  const start = (n: Node, peers: ReadonlyArray<Node>) => {
+    n.child = spawn(
+      process.execPath,
+      [bin, "node", "--id", String(n.id), "--bind", `127.0.0.1:${n.port}`, "--data-dir", n.dataDir, "--cluster-secret-file", secret, "--log-level", "warning", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
+      { stdio: "ignore" }
+    )
+  }
+  try {
+    for (const id of [1, 2, 3]) nodes.push({ id, port: await freePort(), child: undefined, dataDir: path.join(dir, `n${id}`) })
+    start(nodes[0]!, [])
+    await until("node 1", () => leaderOf(nodes[0]!.port))
+    start(nodes[1]!, [nodes[0]!])
+    start(nodes[2]!, [nodes[0]!])
+    await until("3 voters", async () => {
+      const r = await request(nodes[0]!.port, "GET", "/v1/cluster")
+      const s = JSON.parse(r.body) as { members: Array<{ role: string }> }
+      return s.members.filter((m) => m.role === "leader" || m.role === "follower").length === 3 ? true : undefined
+    })
+    let counter = 0
+    const results: Array<Record<string, unknown>> = []
+    for (const clients of [1, 64]) {
+      const leader = await until("a leader", () => leaderOf(nodes[0]!.port))
+      const port = nodes[leader - 1]!.port
+      const latencies: Array<number> = []
+      let errors = 0
+      const end = performance.now() + seconds * 1000
+      await Promise.all(
+        Array.from({ length: clients }, async () => {
+          while (performance.now() < end) {
+            const t0 = performance.now()
+            const r = await request(port, "POST", "/v1/vms", spec(`b${++counter}`))
+            if (r.status === 201) latencies.push(performance.now() - t0)
+            else errors++
+          }
+        })
+      )
+      latencies.sort((a, b) => a - b)
+      const q = (p: number) => Number((latencies[Math.floor(p * (latencies.length - 1))] ?? 0).toFixed(2))
+      results.push({ name: `3 nodes, writes through the API, ${clients} client(s)`, writesPerSecond: Math.round(latencies.length / seconds), p50Ms: q(0.5), p99Ms: q(0.99), errors })
+    }
+    const failoverMs: Array<number> = []
+    for (let i = 0; i < failovers; i++) {
+      const leader = await until("a leader", () => leaderOf(nodes[0]!.port).catch(() => leaderOf(nodes[1]!.port)))
+      const victim = nodes[leader - 1]!
+      const survivor = nodes.find((n) => n !== victim)!
+      const killed = performance.now()
+      victim.child!.kill("SIGKILL")
+      await until("a write after the kill", async () => {
+        const r = await request(survivor.port, "POST", "/v1/vms", spec(`f${++counter}`))
+        return r.status === 201 ? true : undefined
+      })
+      failoverMs.push(performance.now() - killed)
+      start(victim, nodes.filter((n) => n !== victim))
+      await until("the victim to rejoin", async () => ((await leaderOf(victim.port)) !== undefined ? true : undefined))
+    }
+    failoverMs.sort((a, b) => a - b)
+    results.push({ name: `kill -9 of the leader → next successful write (${failovers} runs)`, medianMs: Math.round(failoverMs[Math.floor(failoverMs.length / 2)]!), minMs: Math.round(failoverMs[0]!), maxMs: Math.round(failoverMs.at(-1)!) })
+    return results
+  } finally {
+    for (const n of nodes) n.child?.kill("SIGKILL")
+    agent.destroy()
+  }
+}
