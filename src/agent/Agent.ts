@@ -1,0 +1,539 @@
+/**
+ * The per-node agent: makes this node's hypervisor runners match the desired state of the VMs the
+ * replicated state places on this node, applies each VM's restart policy, reports what it observes,
+ * and fences itself when it loses the quorum.
+ *
+ * Three fibers, all timed by the `Clock` (so `TestClock` or the simulator's clock drives them):
+ * the reconcile loop (every `intervalMs`, earlier when the backend reports an exit), the fencing
+ * watchdog (wakes exactly at the fencing deadline, never waits for a reconcile round, which may sit
+ * in a long nix build) and the reporter. Per VM placed here, the reconcile round does:
+ * - desired `running`, no runner: `prepare` then `start`; reports `starting`, then `running` (pid,
+ *   since). A `BackendFailed` is reported (`starting` with `lastError`) and retried with backoff.
+ * - desired `stopped`, a runner: `stop`; reports `stopped`.
+ * - an unexpected exit (a `subscribe` event, or a runner found gone): the restart policy decides.
+ *   `always` restarts; `on-failure` restarts on a non-zero or unknown exit code or a signal;
+ *   `never` (or `on-failure` after exit 0) reports `failed` with the exit code and the reason.
+ *   Restarts wait an exponential backoff (`backoff.initialMs` doubling up to `backoff.maxMs`; reset
+ *   once a runner has stayed up `backoff.maxMs`) and are counted in `restarts`.
+ * A runner for a VM that is deleted or placed on another node (an orphan) is stopped and removed
+ * (state directory deleted); nothing is reported for it. Removing and starting act on the state's
+ * word, so a round that would do either first runs `confirmFresh` (the daemon passes
+ * `raft.readIndex`) and re-reads the state: a restarted daemon that has not re-applied its log yet
+ * does not take its own VMs for orphans, and a node back from a partition does not start a VM the
+ * majority has moved elsewhere. If it fails, nothing is removed or started this round.
+ *
+ * Start-up (a daemon restart): `subscribe` first, then `list`; a runner still `Running` is ADOPTED
+ * (its pid and start time reported; never started a second time); runners of VMs not placed here
+ * are stopped by the first round.
+ *
+ * FENCING. `quorumContact` answers when this node was last in contact with a quorum (see
+ * `QuorumContact.ts`: a leader measures its majority's last messages exactly; a follower counts its
+ * leader's last message minus two election timeouts, the longest a minority leader survives
+ * CheckQuorum). When `now - contact > fencingMs` (or, after start-up, no contact for `fencingMs`) the
+ * watchdog stops every runner on this node (orphans too), with `fenceStopTimeoutMs`, and repeats
+ * every interval while fenced; the reconcile round does nothing, and starts nothing, until contact
+ * is back. `start` re-checks contact after the build, under a lock the watchdog also takes, so a
+ * runner is never launched after the watchdog decided to fence. After start-up it starts nothing before the first contact, and adopted
+ * runners are fenced if no contact comes within `fencingMs`.
+ *
+ * Timing argument: a symmetric partition cuts this node off at P. The new leader on the majority side
+ * last heard from this node at or before P, so it marks it down (and reschedules its VMs) no earlier
+ * than P + nodeDownMs. This node's contact is at most P, so its watchdog wakes at P + fencingMs
+ * (+1 ms) and its runners are dead by P + fencingMs + fenceStopTimeoutMs (plus, at worst, one
+ * in-flight `start` call it waits for under the lock). The configuration requires nodeDownMs ≥ fencingMs + 2 election
+ * timeouts, so `fenceStopTimeoutMs` must stay below two election timeouts (minus the commit and apply
+ * time of the reschedule). What is NOT covered: an asymmetric partition where this node hears the
+ * leader but the leader does not hear it (the VM is stopped here when the reschedule is applied
+ * here, about when the new node starts it), and a daemon that is down while its runners keep running.
+ *
+ * Wiring (the daemon): `state: () => holder.current`; `report` proposes
+ * `ReportVmStatus({ name, node, status })` through `ControlPlaneShape` (forwarded to the leader);
+ * `quorumContact: yield* QuorumContact.fromRaft(raft, { leaderLagMs: 2 * electionTimeoutMs })`;
+ * `confirmFresh: raft.readIndex`; `fencingMs` from `timeouts.fencingMs`; `intervalMs` e.g. 1 s (a
+ * start or a stop waits up to that, an exit event wakes it at once); `fenceStopTimeoutMs` below two
+ * election timeouts; the `VmBackend` layer of the node's backend kind. Shutting the agent down (its
+ * scope) leaves the runners running: the next daemon adopts them.
+ *
+ * Status reports are best effort and never block reconciling or fencing: a separate fiber sends
+ * each VM's statuses in order; a failed report is logged and retried (only the newest status of that
+ * VM) on its next round; a status equal to the last one sent (or to the replicated one) is not sent.
+ */
+import type { Duration, Scope } from "effect"
+import { Clock, Effect, Queue, Stream } from "effect"
+import type { ClusterState } from "../cluster/ClusterState.js"
+import type { BlixardError } from "../domain/Errors.js"
+import type { NodeId } from "../domain/NodeId.js"
+import type { VmName } from "../domain/VmName.js"
+import type { RestartPolicy } from "../domain/VmSpec.js"
+import type { VmPhase, VmRecord } from "../domain/VmStatus.js"
+import { VmStatus } from "../domain/VmStatus.js"
+import type { RunnerExit, RunnerObservation, RunnerState } from "../vm/VmBackend.js"
+import { VmBackend } from "../vm/VmBackend.js"
+
+export interface AgentOptions {
+  /** This node. */
+  readonly node: NodeId
+  /** The current replicated state (e.g. `() => holder.current`). */
+  readonly state: () => ClusterState
+  /** Proposes `ReportVmStatus` for this node (through the leader). May fail; it is retried. */
+  readonly report: (name: VmName, status: VmStatus) => Effect.Effect<void, BlixardError>
+  /** Epoch ms of this node's last contact with a quorum; `undefined` if none since start-up. */
+  readonly quorumContact: Effect.Effect<number | undefined>
+  /** Run before starting VMs; resolves once the local state is up to date (e.g. `raft.readIndex`). */
+  readonly confirmFresh?: Effect.Effect<void, BlixardError> | undefined
+  /** Reconcile (and report) at least this often. */
+  readonly intervalMs: number
+  /** Stop everything after this long without quorum contact. */
+  readonly fencingMs: number
+  /** Restart / retry backoff: `initialMs` doubling to `maxMs` (defaults 1 s and 60 s). */
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined
+  /** Grace for a normal stop (default 30 s) and for a fencing stop (default 500 ms). */
+  readonly stopTimeoutMs?: number | undefined
+  readonly fenceStopTimeoutMs?: number | undefined
+  /** A report taking longer than this counts as failed (default 5 s). */
+  readonly reportTimeoutMs?: number | undefined
+}
+
+/** What the agent knows of one runner on this node. */
+interface Runner {
+  /** The pid believed running (started or adopted); `undefined` when none. */
+  pid: number | undefined
+  since: number
+  restarts: number
+  /** Consecutive failed starts / crashes: the backoff exponent. */
+  failures: number
+  notBefore: number
+  lastError: string | undefined
+  exitCode: number | undefined
+  /** Exited and the restart policy said no: waits for the VM to be stopped (or started) again. */
+  gaveUp: boolean
+}
+
+export interface Agent {
+  /** Reconcile now (as an exit event would). */
+  readonly wake: Effect.Effect<void>
+  /** True while this node is fenced (no quorum contact for longer than `fencingMs`). */
+  readonly fenced: Effect.Effect<boolean>
+}
+
+const MaxError = 4096
+
+const statusKey = (s: VmStatus): string =>
+  JSON.stringify([s.phase, s.pid ?? null, s.exitCode ?? null, s.lastError ?? null, s.restarts])
+
+const describeExit = (exit: { readonly exitCode: number | undefined; readonly signal: string | undefined }): string =>
+  exit.signal !== undefined
+    ? `was killed by ${exit.signal}`
+    : exit.exitCode !== undefined
+      ? `exited with code ${exit.exitCode}`
+      : "exited (exit status unknown)"
+
+/** Whether the policy restarts a runner after this exit. An unknown status counts as a failure. */
+export const shouldRestart = (
+  policy: RestartPolicy,
+  exit: { readonly exitCode: number | undefined; readonly signal: string | undefined }
+): boolean => policy === "always" || (policy === "on-failure" && (exit.signal !== undefined || exit.exitCode !== 0))
+
+/** The `attempt`-th backoff (1-based): `initialMs · 2^(attempt-1)`, at most `maxMs`. */
+export const backoffMs = (attempt: number, backoff: { readonly initialMs: number; readonly maxMs: number }): number =>
+  Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.max(0, Math.min(attempt - 1, 30)))
+
+/**
+ * Starts the agent in the current scope (its fibers end with the scope). The first round runs at
+ * once: `subscribe`, `list`, adopt, reconcile.
+ */
+export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBackend | Scope.Scope> =>
+  Effect.gen(function* () {
+    const backend = yield* VmBackend
+    const self = options.node
+    const backoff = options.backoff ?? { initialMs: 1000, maxMs: 60_000 }
+    const stopTimeout: Duration.DurationInput = `${options.stopTimeoutMs ?? 30_000} millis`
+    const fenceStopTimeout: Duration.DurationInput = `${options.fenceStopTimeoutMs ?? 500} millis`
+    const reportTimeout: Duration.DurationInput = `${options.reportTimeoutMs ?? 5000} millis`
+    const who = (name: string) => `node ${self}: VM "${name}"`
+
+    const runners = new Map<VmName, Runner>()
+    /** Exits seen on the subscription, not yet handled. */
+    const exits = new Map<VmName, RunnerExit>()
+    /** Per VM: statuses waiting to be reported, oldest first; and the last one sent. */
+    const outbox = new Map<VmName, Array<VmStatus>>()
+    const sent = new Map<VmName, string>()
+    let fenced = false
+
+    const wakeups = yield* Queue.sliding<void>(1)
+    const reportWakeups = yield* Queue.sliding<void>(1)
+    const startedAt = yield* Clock.currentTimeMillis
+    const startLock = yield* Effect.makeSemaphore(1)
+
+    /** Measures quorum contact now and updates `fenced`. */
+    const assess = Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const contact = yield* options.quorumContact
+      const contactAgo = now - (contact ?? startedAt)
+      fenced = contactAgo > options.fencingMs
+      return { now, contactAgo, mayStart: contact !== undefined && !fenced }
+    })
+
+    const placedHere = (vm: VmRecord | undefined): vm is VmRecord => vm !== undefined && vm.node === self
+
+    // ---- reports ------------------------------------------------------------------------------
+
+    const enqueue = (name: VmName, record: VmRecord, fields: {
+      readonly phase: VmPhase
+      readonly since: number
+      readonly restarts: number
+      readonly pid?: number | undefined
+      readonly exitCode?: number | undefined
+      readonly lastError?: string | undefined
+    }) => {
+      const status = new VmStatus({
+        phase: fields.phase,
+        since: fields.since,
+        restarts: fields.restarts,
+        ...(fields.pid !== undefined ? { pid: fields.pid } : {}),
+        ...(fields.exitCode !== undefined ? { exitCode: fields.exitCode } : {}),
+        ...(fields.lastError !== undefined ? { lastError: fields.lastError.slice(0, MaxError) } : {})
+      })
+      const queue = outbox.get(name) ?? []
+      const previous = queue.length > 0 ? statusKey(queue[queue.length - 1]!) : sent.get(name) ?? statusKey(record.status)
+      if (previous === statusKey(status)) return
+      queue.push(status)
+      outbox.set(name, queue)
+      Queue.unsafeOffer(reportWakeups, undefined)
+    }
+
+    const sendReports = Effect.gen(function* () {
+      for (const name of [...outbox.keys()].sort()) {
+        for (;;) {
+          const queue = outbox.get(name)
+          const status = queue?.[0]
+          if (queue === undefined || status === undefined) {
+            outbox.delete(name)
+            break
+          }
+          if (!placedHere(options.state().vms.get(name))) {
+            outbox.delete(name)
+            sent.delete(name)
+            break
+          }
+          const ok = yield* options.report(name, status).pipe(
+            Effect.timeoutFail({
+              duration: reportTimeout,
+              onTimeout: () => ({ message: `no answer within ${options.reportTimeoutMs ?? 5000} ms` })
+            }),
+            Effect.as(true),
+            Effect.catchAll((e) =>
+              Effect.as(
+                Effect.logWarning(
+                  `${who(name)}: reporting "${status.phase}" failed (${e.message}); the newest status is retried in ${options.intervalMs} ms`
+                ),
+                false
+              )
+            )
+          )
+          if (!ok) {
+            // Only the newest status matters once the order was broken by a failure.
+            outbox.set(name, queue.slice(-1))
+            break
+          }
+          queue.shift()
+          sent.set(name, statusKey(status))
+        }
+      }
+    })
+
+    // ---- the backend --------------------------------------------------------------------------
+
+    const fresh = (record: VmRecord): Runner => ({
+      pid: undefined,
+      since: 0,
+      restarts: record.status.restarts,
+      failures: 0,
+      notBefore: 0,
+      lastError: undefined,
+      exitCode: undefined,
+      gaveUp: false
+    })
+
+    const removeOrphan = (name: VmName, observed: RunnerState) =>
+      Effect.gen(function* () {
+        if (observed._tag === "Running") {
+          yield* Effect.logInfo(`${who(name)} is not placed on this node (deleted or moved); stopping its runner (pid ${observed.pid}) and removing its state`)
+          yield* backend.stop(name, stopTimeout)
+        } else {
+          yield* Effect.logInfo(`${who(name)} is not placed on this node; removing its state directory`)
+        }
+        yield* backend.remove(name)
+        runners.delete(name)
+        exits.delete(name)
+        outbox.delete(name)
+        sent.delete(name)
+      }).pipe(
+        Effect.catchAll((e) => Effect.logWarning(`${who(name)}: removing the orphan failed (${e.message}); retrying in ${options.intervalMs} ms`))
+      )
+
+    const handleExit = (name: VmName, record: VmRecord, runner: Runner, exit: { readonly exitCode: number | undefined; readonly signal: string | undefined }, now: number) =>
+      Effect.gen(function* () {
+        runner.pid = undefined
+        runner.exitCode = exit.exitCode
+        const what = `runner ${describeExit(exit)}`
+        if (shouldRestart(record.spec.restartPolicy, exit)) {
+          runner.restarts++
+          runner.failures++
+          const delay = backoffMs(runner.failures, backoff)
+          runner.notBefore = now + delay
+          runner.lastError = what
+          yield* Effect.logWarning(`${who(name)}: ${what}; restart policy ${record.spec.restartPolicy}: restarting in ${delay} ms (restart ${runner.restarts})`)
+          enqueue(name, record, { phase: "starting", since: now, restarts: runner.restarts, exitCode: exit.exitCode, lastError: what })
+        } else {
+          runner.gaveUp = true
+          runner.lastError = what
+          yield* Effect.logWarning(`${who(name)}: ${what}; restart policy ${record.spec.restartPolicy}: not restarting (start it again to retry)`)
+          enqueue(name, record, { phase: "failed", since: now, restarts: runner.restarts, exitCode: exit.exitCode, lastError: what })
+        }
+      })
+
+    const start = (name: VmName, runner: Runner) =>
+      Effect.gen(function* () {
+        // Re-read: `confirmFresh` may have brought news (deleted, stopped, moved away).
+        const record = options.state().vms.get(name)
+        if (!placedHere(record) || record.desired !== "running") return
+        const now = yield* Clock.currentTimeMillis
+        yield* Effect.logInfo(`${who(name)}: preparing and starting its runner${runner.failures > 0 ? ` (attempt ${runner.failures + 1})` : ""}`)
+        enqueue(name, record, { phase: "starting", since: now, restarts: runner.restarts, exitCode: runner.exitCode, lastError: runner.lastError })
+        const result = yield* backend.prepare(record.spec).pipe(
+          // A build may take minutes: check again, under the lock the fencing watchdog takes, that
+          // this node may still start it (contact with the quorum, still placed here, still wanted).
+          Effect.zipRight(
+            startLock.withPermits(1)(
+              Effect.gen(function* () {
+                const { mayStart } = yield* assess
+                const latest = options.state().vms.get(name)
+                if (!mayStart || !placedHere(latest) || latest.desired !== "running") return undefined
+                return yield* backend.start(name)
+              })
+            )
+          ),
+          Effect.either
+        )
+        const after = yield* Clock.currentTimeMillis
+        if (result._tag === "Right" && result.right === undefined) {
+          yield* Effect.logInfo(`${who(name)}: not starting after all (fenced, or the VM changed meanwhile); the next round decides`)
+        } else if (result._tag === "Right") {
+          runner.pid = result.right
+          runner.since = after
+          runner.lastError = undefined
+          runner.exitCode = undefined
+          yield* Effect.logInfo(`${who(name)} is running (pid ${result.right})`)
+          enqueue(name, record, { phase: "running", since: after, restarts: runner.restarts, pid: result.right })
+        } else {
+          runner.failures++
+          const delay = backoffMs(runner.failures, backoff)
+          runner.notBefore = after + delay
+          runner.lastError = result.left.message
+          yield* Effect.logWarning(`${who(name)}: starting failed (${result.left.message}); retrying in ${delay} ms`)
+          enqueue(name, record, { phase: "starting", since: after, restarts: runner.restarts, lastError: result.left.message })
+        }
+      })
+
+    const stopHere = (name: VmName, runner: Runner) =>
+      Effect.gen(function* () {
+        yield* Effect.logInfo(`${who(name)}: desired stopped; stopping its runner (pid ${runner.pid})`)
+        yield* backend.stop(name, stopTimeout).pipe(
+          Effect.tap(() => Effect.sync(() => (runner.pid = undefined))),
+          Effect.catchAll((e) => Effect.logWarning(`${who(name)}: stop failed (${e.message}); retrying in ${options.intervalMs} ms`))
+        )
+      })
+
+    /**
+     * FENCING: stops every running runner on this node (placed here or not). Runs in its own fiber
+     * (the watchdog), so a long build or stop in the reconcile round never delays it, under the lock
+     * `start` takes, so no start slips in between its check and the runner's launch.
+     */
+    const fenceAll = (contactAgoMs: number) =>
+      startLock.withPermits(1)(
+        Effect.gen(function* () {
+          const listed = yield* Effect.either(backend.list)
+          if (listed._tag === "Left") {
+            yield* Effect.logError(`node ${self}: FENCING — listing the runners failed (${listed.left.message}); retrying in ${options.intervalMs} ms`)
+            return
+          }
+          for (const { name, state } of listed.right) {
+            if (state._tag !== "Running") continue
+            yield* Effect.logWarning(
+              `${who(name)}: FENCING — no quorum contact for ${contactAgoMs} ms (limit ${options.fencingMs} ms); stopping its runner (pid ${state.pid}); nothing starts again until quorum contact is back`
+            )
+            const stopped = yield* backend.stop(name, fenceStopTimeout).pipe(
+              Effect.as(true),
+              Effect.catchAll((e) =>
+                Effect.as(Effect.logError(`${who(name)}: FENCING — stop failed (${e.message}); retrying in ${options.intervalMs} ms`), false)
+              )
+            )
+            if (!stopped) continue
+            const runner = runners.get(name)
+            const lastError = `stopped by fencing: node ${self} lost contact with the quorum`
+            if (runner !== undefined) {
+              runner.pid = undefined
+              runner.lastError = lastError
+            }
+            const record = options.state().vms.get(name)
+            if (placedHere(record)) {
+              enqueue(name, record, {
+                phase: "stopped",
+                since: yield* Clock.currentTimeMillis,
+                restarts: runner?.restarts ?? record.status.restarts,
+                lastError
+              })
+            }
+          }
+        })
+      )
+
+    // ---- one round ----------------------------------------------------------------------------
+
+    const reconcile = Effect.gen(function* () {
+      const { now, mayStart } = yield* assess
+      if (fenced) return // the watchdog stops; nothing else happens until contact is back
+
+      const listed = yield* Effect.either(backend.list)
+      if (listed._tag === "Left") {
+        yield* Effect.logWarning(`node ${self}: listing the runners failed (${listed.left.message}); retrying in ${options.intervalMs} ms`)
+        return
+      }
+      const observed = new Map(listed.right.map((o) => [o.name, o.state] as const))
+      const state = options.state()
+      const names = new Set<VmName>(observed.keys())
+      for (const [name, vm] of state.vms) if (vm.node === self) names.add(name as VmName)
+
+      const toStart: Array<VmName> = []
+      const orphans: Array<RunnerObservation> = []
+      for (const name of [...names].sort()) {
+        const record = state.vms.get(name)
+        const seen: RunnerState = observed.get(name) ?? { _tag: "Absent" }
+        // Fenced meanwhile (the watchdog): what was listed may already be stale.
+        if (fenced) return
+        if (!placedHere(record)) {
+          orphans.push({ name, state: seen })
+          continue
+        }
+        let runner = runners.get(name)
+        if (runner === undefined) {
+          runner = fresh(record)
+          runners.set(name, runner)
+        }
+        if (seen._tag === "Running") {
+          if (runner.pid !== seen.pid) {
+            const adopted = runner.pid === undefined
+            runner.pid = seen.pid
+            runner.since = seen.since
+            if (adopted) yield* Effect.logInfo(`${who(name)}: adopting its running runner (pid ${seen.pid}); it is not started again`)
+          }
+        } else if (runner.pid !== undefined) {
+          // It went away without `stop`: an event told us, or the backend shows it gone.
+          const exit = exits.get(name) ?? (seen._tag === "Exited" ? seen : { exitCode: undefined, signal: undefined })
+          if (record.desired === "running") yield* handleExit(name, record, runner, exit, now)
+          else runner.pid = undefined
+        }
+        exits.delete(name)
+
+        if (record.desired === "stopped") {
+          if (runner.pid !== undefined) yield* stopHere(name, runner)
+          if (runner.pid === undefined) {
+            runner.gaveUp = false
+            runner.failures = 0
+            runner.notBefore = 0
+            runner.exitCode = undefined
+            runner.lastError = undefined
+            enqueue(name, record, { phase: "stopped", since: now, restarts: runner.restarts })
+          }
+          continue
+        }
+        if (runner.pid !== undefined) {
+          if (runner.failures > 0 && now - runner.since >= backoff.maxMs) runner.failures = 0
+          enqueue(name, record, { phase: "running", since: runner.since, restarts: runner.restarts, pid: runner.pid })
+          continue
+        }
+        if (runner.gaveUp || !mayStart || now < runner.notBefore) continue
+        toStart.push(name)
+      }
+
+      // Removing state and starting runners act on the state's word: make sure it is current (a
+      // restarted daemon may not have re-applied its log yet, and would take its VMs for orphans).
+      if (toStart.length === 0 && orphans.length === 0) return
+      if (options.confirmFresh !== undefined) {
+        const ok = yield* options.confirmFresh.pipe(
+          Effect.as(true),
+          Effect.catchAll((e) =>
+            Effect.as(Effect.logWarning(`node ${self}: cannot confirm the state is current (${e.message}); starting nothing, retrying in ${options.intervalMs} ms`), false)
+          )
+        )
+        if (!ok) return
+      }
+      for (const orphan of orphans) {
+        if (!fenced && !placedHere(options.state().vms.get(orphan.name))) yield* removeOrphan(orphan.name, orphan.state)
+      }
+      for (const name of toStart) {
+        const runner = runners.get(name)
+        if (runner !== undefined) yield* start(name, runner)
+      }
+    })
+
+    // ---- fibers -------------------------------------------------------------------------------
+
+    // Subscribe before the first `list` so no exit falls in between.
+    const events = yield* backend.subscribe
+    yield* Effect.forkScoped(
+      Stream.runForEach(events, (exit) =>
+        Effect.sync(() => {
+          if (exit.process !== "vm") return
+          exits.set(exit.name, exit)
+          Queue.unsafeOffer(wakeups, undefined)
+        }).pipe(Effect.zipRight(Effect.logInfo(`${who(exit.name)}: runner ${describeExit(exit)} (process ${exit.process})`)))
+      )
+    )
+
+    /** The watchdog's sleep: the interval, but it wakes exactly at the fencing deadline. */
+    const nextDelay = Effect.gen(function* () {
+      if (fenced) return options.intervalMs
+      const now = yield* Clock.currentTimeMillis
+      const contact = yield* options.quorumContact
+      const deadline = (contact ?? startedAt) + options.fencingMs + 1
+      return Math.max(1, Math.min(options.intervalMs, deadline - now))
+    })
+
+    const loop = Effect.gen(function* () {
+      for (;;) {
+        yield* reconcile.pipe(
+          Effect.catchAllCause((cause) => Effect.logError(`node ${self}: a reconcile round failed; retrying in ${options.intervalMs} ms`, cause))
+        )
+        yield* Queue.take(wakeups).pipe(Effect.timeout(`${options.intervalMs} millis`), Effect.ignore)
+        yield* Queue.takeAll(wakeups)
+      }
+    })
+
+    const watchdog = Effect.gen(function* () {
+      for (;;) {
+        yield* assess.pipe(
+          Effect.flatMap(({ contactAgo }) => (fenced ? fenceAll(contactAgo) : Effect.void)),
+          Effect.catchAllCause((cause) => Effect.logError(`node ${self}: the fencing watchdog failed a round; retrying`, cause))
+        )
+        yield* Effect.sleep(`${yield* nextDelay} millis`)
+      }
+    })
+
+    const reporter = Effect.gen(function* () {
+      for (;;) {
+        yield* sendReports.pipe(Effect.catchAllCause((cause) => Effect.logError(`node ${self}: sending status reports failed`, cause)))
+        yield* Queue.take(reportWakeups).pipe(Effect.timeout(`${options.intervalMs} millis`), Effect.ignore)
+      }
+    })
+
+    yield* Effect.forkScoped(loop)
+    yield* Effect.forkScoped(watchdog)
+    yield* Effect.forkScoped(reporter)
+
+    return {
+      wake: Queue.offer(wakeups, undefined).pipe(Effect.asVoid),
+      fenced: Effect.sync(() => fenced)
+    }
+  })

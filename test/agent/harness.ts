@@ -1,0 +1,185 @@
+/**
+ * An agent (on node 1 unless told) over a `SimulatedHypervisor`, a `ClusterState` that commands are applied to
+ * directly (no Raft), a report function that applies `ReportVmStatus` (and can be made to fail) and
+ * a quorum signal the test switches off and on. Time is the `TestClock`.
+ */
+import { Clock, Context, Effect, Either, Layer, TestClock } from "effect"
+import type { Scope } from "effect"
+import * as Agent from "../../src/agent/Agent.js"
+import { ClusterState } from "../../src/cluster/ClusterState.js"
+import * as C from "../../src/domain/Command.js"
+import { Unavailable } from "../../src/domain/Errors.js"
+import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
+import { NodeId } from "../../src/domain/NodeId.js"
+import { Resources } from "../../src/domain/Resources.js"
+import type { RestartPolicy } from "../../src/domain/VmSpec.js"
+import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
+import { VmName } from "../../src/domain/VmName.js"
+import type { VmStatus } from "../../src/domain/VmStatus.js"
+import { layerSimulated, SimulatedHypervisor } from "../../src/vm/SimulatedHypervisor.js"
+import { VmBackend, type VmBackendShape } from "../../src/vm/VmBackend.js"
+
+export const self = NodeId.make(1)
+export const other = NodeId.make(2)
+export const vm = (name: string) => VmName.make(name)
+
+export const IntervalMs = 1000
+export const FencingMs = 3000
+export const Backoff = { initialMs: 1000, maxMs: 8000 }
+
+export const nodeInfo = (n: number) =>
+  new NodeInfo({
+    id: NodeId.make(n),
+    address: HostPort.make(`127.0.0.1:${7000 + n}`),
+    capacity: new Resources({ vcpus: 8, memoryMiB: 8192 }),
+    labels: {},
+    state: "active",
+    health: "up"
+  })
+
+export const spec = (name: string, restartPolicy: RestartPolicy = "on-failure") =>
+  new VmSpec({ name: vm(name), source: new RunnerConfig({ path: `/runners/${name}` }), memoryMiB: 512, restartPolicy })
+
+/** The replicated state, with commands applied in order as Raft would. */
+export class FakeCluster {
+  readonly state = new ClusterState()
+  private index = 0
+  private now = 1_000
+
+  apply(command: C.Command) {
+    this.now += 1
+    const result = this.state.apply(++this.index, new C.CommandEnvelope({ command, proposedAt: this.now }))
+    if (Either.isLeft(result)) throw new Error(`refused: ${result.left.message}`)
+    return result.right
+  }
+
+  register(n: number) {
+    this.apply(new C.RegisterNode({ info: nodeInfo(n) }))
+  }
+  create(name: string, policy: RestartPolicy = "on-failure") {
+    return this.apply(new C.CreateVm({ spec: spec(name, policy) })).vm!
+  }
+  start(name: string) {
+    this.apply(new C.StartVm({ name: vm(name) }))
+  }
+  stop(name: string) {
+    this.apply(new C.StopVm({ name: vm(name) }))
+  }
+  delete(name: string) {
+    this.apply(new C.DeleteVm({ name: vm(name) }))
+  }
+  down(n: number) {
+    this.apply(new C.SetNodeHealth({ id: NodeId.make(n), health: "down", at: this.now }))
+  }
+  drain(n: number) {
+    this.apply(new C.SetNodeState({ id: NodeId.make(n), state: "draining" }))
+  }
+  vm(name: string) {
+    return this.state.vms.get(name)
+  }
+}
+
+/** Quorum contact as the test decides: "now" while up, frozen at the moment it was lost. */
+export class Quorum {
+  up = true
+  private lostAt: number | undefined = undefined
+
+  readonly contact: Effect.Effect<number | undefined> = Effect.map(Clock.currentTimeMillis, (now) => (this.up ? now : this.lostAt))
+
+  readonly lose = Effect.map(Clock.currentTimeMillis, (now) => {
+    this.up = false
+    this.lostAt = now
+  })
+
+  regain(): void {
+    this.up = true
+  }
+}
+
+export interface Harness {
+  readonly cluster: FakeCluster
+  readonly hv: SimulatedHypervisor
+  readonly quorum: Quorum
+  readonly agent: Agent.Agent
+  /** Every report that reached the (fake) leader, in order. */
+  readonly reports: Array<{ readonly name: string; readonly status: VmStatus }>
+  /** Reports attempted while `reachable` was false. */
+  readonly refused: Array<{ readonly name: string; readonly status: VmStatus }>
+  /** When false, reports fail with `Unavailable` (the leader cannot be reached). */
+  leaderReachable: boolean
+}
+
+/** Lets every fiber run until it is suspended again, with no time passing. */
+export const settle = TestClock.adjust(0)
+
+/** Moves the TestClock forward in steps of at most `step` ms, letting fibers run in between. */
+export const advance = (ms: number, step = 100) =>
+  Effect.gen(function* () {
+    let left = ms
+    while (left > 0) {
+      const now = Math.min(step, left)
+      yield* TestClock.adjust(now)
+      left -= now
+    }
+    yield* settle
+  })
+
+export const phases = (h: Harness, name: string) => h.reports.filter((r) => r.name === name).map((r) => r.status.phase)
+
+/**
+ * Starts an agent for node 1 in the current scope. `prepare` runs first (e.g. to fill the state
+ * or start runners of an "earlier daemon"), before the agent's first round.
+ */
+export const makeHarness = (options: {
+  /** The agent's node (default 1). */
+  readonly node?: NodeId
+  readonly cluster?: FakeCluster
+  readonly hv?: SimulatedHypervisor
+  readonly quorum?: Quorum
+  readonly confirmFresh?: Agent.AgentOptions["confirmFresh"]
+  /** Changes the simulated backend (e.g. slower builds) before the agent gets it. */
+  readonly wrap?: (backend: VmBackendShape) => VmBackendShape
+} = {}): Effect.Effect<Harness, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const node = options.node ?? self
+    const cluster = options.cluster ?? new FakeCluster()
+    const hv = options.hv ?? new SimulatedHypervisor({ node, firstPid: node * 1000 })
+    const quorum = options.quorum ?? new Quorum()
+    const reports: Array<{ name: string; status: VmStatus }> = []
+    const refused: Array<{ name: string; status: VmStatus }> = []
+    const harness: { -readonly [K in keyof Harness]: Harness[K] } = {
+      cluster,
+      hv,
+      quorum,
+      agent: undefined as unknown as Agent.Agent,
+      reports,
+      refused,
+      leaderReachable: true
+    }
+    const context = yield* Layer.build(layerSimulated(hv))
+    const wrap = options.wrap
+    const layerContext = wrap === undefined ? context : Context.add(context, VmBackend, wrap(Context.get(context, VmBackend)))
+    harness.agent = yield* Agent.make({
+      node,
+      state: () => cluster.state,
+      report: (name, status) =>
+        Effect.suspend(() => {
+          if (!harness.leaderReachable) {
+            refused.push({ name, status })
+            return Effect.fail(new Unavailable({ message: "the leader cannot be reached" }))
+          }
+          reports.push({ name, status })
+          cluster.apply(new C.ReportVmStatus({ name, node, status }))
+          return Effect.void
+        }),
+      quorumContact: quorum.contact,
+      ...(options.confirmFresh !== undefined ? { confirmFresh: options.confirmFresh } : {}),
+      intervalMs: IntervalMs,
+      fencingMs: FencingMs,
+      backoff: Backoff,
+      stopTimeoutMs: 1000,
+      fenceStopTimeoutMs: 100
+    }).pipe(Effect.provide(layerContext))
+    yield* settle
+    return harness
+  })
