@@ -83,6 +83,7 @@ const trivialControlPlane = (): ControlPlaneShape => {
     listNodes: () => unused("listNodes"),
     setNodeState: () => unused("setNodeState"),
     registerNode: () => unused("registerNode"),
+    reportVmStatus: () => unused("reportVmStatus"),
     clusterStatus: unused("clusterStatus"),
     join: () => unused("join"),
     leave: () => unused("leave"),

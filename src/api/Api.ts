@@ -15,7 +15,7 @@ import { NodeId } from "../domain/NodeId.js"
 import { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import { VmName } from "../domain/VmName.js"
 import { VmSpec } from "../domain/VmSpec.js"
-import { VmRecord } from "../domain/VmStatus.js"
+import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 
 /** The largest request body accepted (an inline VM config is at most 64 KiB of it). */
 export const MaxBodyBytes = 256 * 1024
@@ -69,6 +69,8 @@ export const UpdateBody = Schema.Struct({ ifRevision: Revision }).annotations(st
 export const LabelsBody = Schema.Struct({ labels: Labels, ifRevision: Revision }).annotations(
   strict('{ "labels": { "zone": "a" }, "ifRevision": 3 }')
 )
+/** What a node's agent observed of a VM it hosts. */
+export const StatusReportBody = Schema.Struct({ node: NodeId, status: VmStatus })
 export const JoinBody = Schema.Struct({ id: NodeId, address: HostPort }).annotations(
   strict('{ "id": 4, "address": "10.0.0.4:7001" }')
 )
@@ -81,6 +83,7 @@ export class VmsApi extends HttpApiGroup.make("vms")
   .add(HttpApiEndpoint.post("start")`/v1/vms/${name}/start`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
   .add(HttpApiEndpoint.post("stop")`/v1/vms/${name}/stop`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
   .add(HttpApiEndpoint.del("delete")`/v1/vms/${name}`.setUrlParams(Schema.Struct({ ifRevision: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.positive()), { exact: true }) })).setHeaders(WriteHeaders).addSuccess(VmRecord))
+  .add(HttpApiEndpoint.put("reportStatus")`/v1/vms/${name}/status`.setPayload(StatusReportBody).addSuccess(Schema.Void))
   .add(HttpApiEndpoint.put("setLabels")`/v1/vms/${name}/labels`.setPayload(LabelsBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
   .middleware(Authorization) {}
 

@@ -17,7 +17,7 @@ import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
-import type { VmRecord } from "../domain/VmStatus.js"
+import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { BlixardApi, type Health } from "./Api.js"
 
 export interface ClientOptions {
@@ -57,6 +57,7 @@ export interface ApiClientShape {
   readonly uncordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly drain: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly registerNode: (info: NodeInfo) => Effect.Effect<NodeInfo, BlixardError>
+  readonly reportVmStatus: (name: VmName, node: NodeId, status: VmStatus) => Effect.Effect<void, BlixardError>
   readonly clusterStatus: () => Effect.Effect<ClusterStatus, BlixardError>
   readonly join: (id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
   readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
@@ -172,6 +173,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       cordon: (id, write) => call(api.nodes.cordon({ path: { id }, headers: headersOf(write) })),
       uncordon: (id, write) => call(api.nodes.uncordon({ path: { id }, headers: headersOf(write) })),
       drain: (id, write) => call(api.nodes.drain({ path: { id }, headers: headersOf(write) })),
+      reportVmStatus: (name, node, status) => call(api.vms.reportStatus({ path: { name }, payload: { node, status } })),
       registerNode: (info) => call(api.nodes.register({ path: { id: info.id }, payload: info })),
       clusterStatus: () => call(api.cluster.status()),
       join: (id, address) => call(api.cluster.join({ payload: { id, address } })),

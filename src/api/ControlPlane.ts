@@ -11,7 +11,7 @@ import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
-import type { VmRecord } from "../domain/VmStatus.js"
+import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import type { Health } from "./Api.js"
 
 /** `linearizable` (default): after a ReadIndex round. `stale`: this node's state as it is. */
@@ -34,6 +34,8 @@ export interface ControlPlaneShape {
   readonly setVmLabels: (name: VmName, labels: Labels, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly listNodes: (read: ReadMode) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly setNodeState: (id: NodeId, state: Schedulability, options: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
+  /** A node's agent reports what it observed of a VM it hosts (ignored if the VM moved away). */
+  readonly reportVmStatus: (name: VmName, node: NodeId, status: VmStatus) => Effect.Effect<void, BlixardError>
   /** A node announces (or refreshes) its address, capacity and labels. */
   readonly registerNode: (info: NodeInfo) => Effect.Effect<NodeInfo, BlixardError>
   readonly clusterStatus: Effect.Effect<ClusterStatus, BlixardError>

@@ -201,6 +201,15 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
         index++
         return Effect.succeed(next)
       }),
+    reportVmStatus: (name, node, status) =>
+      Effect.suspend(() => {
+        note({ method: "reportVmStatus", subject: `${name}@${node}:${status.phase}` })
+        const vm = vms.get(name)
+        if (vm === undefined) return Effect.fail(notFound(name))
+        if (vm.node === node) vms.set(name, new VmRecord({ ...vm, status, revision: vm.revision + 1 }))
+        index++
+        return Effect.void
+      }),
     registerNode: (info) =>
       Effect.sync(() => {
         note({ method: "registerNode", subject: `${info.id}` })

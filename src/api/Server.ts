@@ -51,6 +51,7 @@ export const VmsLive = HttpApiBuilder.group(BlixardApi, "vms", (handlers) =>
       .handle("delete", ({ headers, path, urlParams }) =>
         plane.deleteVm(path.name, writeOptions(headers, urlParams.ifRevision))
       )
+      .handle("reportStatus", ({ path, payload }) => plane.reportVmStatus(path.name, payload.node, payload.status))
       .handle("setLabels", ({ headers, path, payload }) =>
         plane.setVmLabels(path.name, payload.labels, writeOptions(headers, payload.ifRevision))
       )

@@ -7,16 +7,23 @@
  * peers asks them who the members are, then asks to join (as a learner, promoted to voter once
  * caught up), retrying until a peer accepts. A node with data just recovers and rejoins its peers.
  *
+ * The agent makes this node's VM runners (microvm.nix, process or systemd mode) follow the desired
+ * state of the VMs placed here, reports what it observes through the leader, and fences itself:
+ * without quorum contact for `fencingMs` it stops its VMs.
+ *
  * Shutdown (SIGTERM/SIGINT): a leader first hands leadership to the most caught-up voter, so the
- * cluster does not wait out an election timeout; then everything closes in order.
+ * cluster does not wait out an election timeout; then everything closes in order. Runners keep
+ * running across a daemon restart; the next daemon adopts them.
  */
 import { FetchHttpClient, HttpLayerRouter } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import * as fs from "node:fs"
 import { createServer } from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as Agent from "../agent/Agent.js"
+import * as QuorumContact from "../agent/QuorumContact.js"
 import * as Client from "../api/Client.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
@@ -30,6 +37,8 @@ import { RaftPeers } from "../net/RpcTransport.js"
 import * as RpcTransport from "../net/RpcTransport.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
+import { layerProcess } from "../vm/ProcessBackend.js"
+import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import type { NodeConfig } from "./Config.js"
 import * as HealthMonitor from "./HealthMonitor.js"
@@ -91,6 +100,7 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
     leave: (id) => client.leave(id),
     transferLeader: (id) => client.transferLeader(id),
     registerNode: (info) => client.registerNode(info),
+    reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
     health: client.health()
   }
 }
@@ -267,6 +277,22 @@ export const run = (config: NodeConfig) =>
           intervalMs: Math.max(config.timeouts.tickMs * 2, 100)
         })
       )
+
+      // The agent: this node's runners follow the desired state; it fences itself without quorum.
+      const backendSettings = { stateDir: config.microvmStateDir, node: NodeId.make(node) }
+      const backend = yield* Layer.build(
+        (config.vmBackend === "systemd" ? layerSystemd(backendSettings) : layerProcess(backendSettings)).pipe(Layer.provide(NodeContext.layer))
+      )
+      const quorumContact = yield* QuorumContact.fromRaft(raft, { leaderLagMs: 2 * config.timeouts.tickMs * 10 })
+      yield* Agent.make({
+        node: NodeId.make(node),
+        state: () => state.current,
+        report: (name, status) => controlPlane.reportVmStatus(name, NodeId.make(node), status),
+        quorumContact,
+        confirmFresh: raft.readIndex,
+        intervalMs: 1000,
+        fencingMs: config.timeouts.fencingMs
+      }).pipe(Effect.provide(backend))
 
       // On shutdown, a leader hands over first.
       yield* Effect.addFinalizer(() =>

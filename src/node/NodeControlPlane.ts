@@ -174,6 +174,8 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       Effect.map(readable(mode), () => [...state.current.nodes.keys()].sort((a, b) => a - b).map((k) => state.current.nodes.get(k)!) as ReadonlyArray<NodeInfo>),
     setNodeState: (id, nodeState, opts) =>
       orForward(nodeResult(new C.SetNodeState({ id, state: nodeState }), opts), (l) => l.setNodeState(id, nodeState, opts)),
+    reportVmStatus: (name, node, status) =>
+      orForward(Effect.asVoid(propose(new C.ReportVmStatus({ name, node, status }), undefined)), (l) => l.reportVmStatus(name, node, status)),
     registerNode: (info) => orForward(nodeResult(new C.RegisterNode({ info }), {}), (l) => l.registerNode(info)),
     clusterStatus,
     join,

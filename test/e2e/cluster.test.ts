@@ -154,3 +154,75 @@ describe("start-up errors: a clear message and exit 1", () => {
     expect(fs.existsSync(path.join(c.dir, "n", "blixard.db"))).toBe(false)
   })
 })
+
+describe("VMs on a real cluster", () => {
+  interface VmStatusJson {
+    readonly desired: string
+    readonly node?: number
+    readonly status: { readonly phase: string; readonly pid?: number }
+  }
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+  const pids: Array<number> = []
+  afterEach(() => {
+    for (const pid of pids.splice(0)) {
+      try {
+        process.kill(-pid, "SIGKILL")
+      } catch {
+        // already gone
+      }
+    }
+  })
+
+  it("create, start (the runner process runs), stop (it stops, the VM stays listed), delete", async () => {
+    const c = await threeNodes()
+    const runner = c.runnerFixture("web")
+    expect((await cli(c.node(2).addr, ["vm", "create", "--name", "web", "--runner", runner])).code).toBe(0)
+    expect((await cli(c.node(3).addr, ["vm", "start", "web"])).code).toBe(0)
+    const running = await waitFor("web to run", async () => {
+      const vm = await cliJson<VmStatusJson>(c.node(1).addr, ["vm", "status", "web"])
+      return vm.status.phase === "running" && vm.status.pid !== undefined ? vm : undefined
+    })
+    pids.push(running.status.pid!)
+    expect(alive(running.status.pid!)).toBe(true)
+    expect((await cli(c.node(1).addr, ["vm", "stop", "web"])).code).toBe(0)
+    await waitFor("web to stop", async () => {
+      const vm = await cliJson<VmStatusJson>(c.node(2).addr, ["vm", "status", "web"])
+      return vm.status.phase === "stopped" && !alive(running.status.pid!) ? vm : undefined
+    })
+    expect(await vmNames(c.node(3).addr)).toEqual(["web"])
+    expect((await cli(c.node(1).addr, ["vm", "delete", "web"])).code).toBe(0)
+    expect(await vmNames(c.node(3).addr)).toEqual([])
+  })
+
+  it("a node killed with its VM: the VM is rescheduled and runs on a live node", async () => {
+    const c = await threeNodes()
+    const runner = c.runnerFixture("db")
+    await cli(c.node(1).addr, ["vm", "create", "--name", "db", "--runner", runner])
+    await cli(c.node(1).addr, ["vm", "start", "db"])
+    const first = await waitFor("db to run", async () => {
+      const vm = await cliJson<VmStatusJson>(c.node(1).addr, ["vm", "status", "db"])
+      return vm.status.phase === "running" && vm.node !== undefined ? vm : undefined
+    })
+    pids.push(first.status.pid!)
+    const host = first.node!
+    await c.node(host).stop("SIGKILL")
+    const asker = [1, 2, 3].find((id) => id !== host)!
+    const moved = await waitFor(
+      "db to run on another node",
+      async () => {
+        const vm = await cliJson<VmStatusJson>(c.node(asker).addr, ["vm", "status", "db"])
+        return vm.node !== host && vm.status.phase === "running" ? vm : undefined
+      },
+      60_000
+    )
+    pids.push(moved.status.pid!)
+    expect(alive(moved.status.pid!)).toBe(true)
+  })
+})

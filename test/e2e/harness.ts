@@ -84,6 +84,8 @@ export class BlixardNode {
       this.dataDir,
       "--cluster-secret-file",
       this.secretFile,
+      "--microvm-state-dir",
+      path.join(this.dataDir, "..", `microvms-${this.id}`),
       ...this.peers.flatMap((p) => ["--peer", `${p.id}:${p.addr}`]),
       ...extra
     ]
@@ -151,6 +153,14 @@ export class Cluster {
 
   async stopAll(): Promise<void> {
     await Promise.all(this.nodes.map((n) => n.stop("SIGKILL")))
+  }
+
+  /** A runner honouring microvm.nix's contract: `bin/microvm-run` runs in the foreground. */
+  runnerFixture(name: string): string {
+    const dir = path.join(this.dir, "runners", name)
+    fs.mkdirSync(path.join(dir, "bin"), { recursive: true })
+    fs.writeFileSync(path.join(dir, "bin", "microvm-run"), "#!/bin/sh\necho \"microvm $BLIXARD_VM up\"\nexec sleep 1000\n", { mode: 0o755 })
+    return dir
   }
 
   /** The nodes' combined output, for a failing test's message. */
