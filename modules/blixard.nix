@@ -512,6 +512,10 @@ in
           ExecStart = execStart;
           Restart = "on-failure";
           RestartSec = "2s";
+          # Process backend: VM runners are detached process groups in this unit's cgroup. A daemon
+          # restart must not kill them (the next daemon adopts them), so only the main process is
+          # signalled. (The systemd backend's VMs live in their own microvm@NAME units anyway.)
+          KillMode = if cfg.vmBackend == "process" then "process" else "control-group";
           # Runs as root: it starts VMs (systemd: microvm@NAME over D-Bus; process: hypervisors with
           # taps and /dev/kvm) and writes VM state directories owned by microvm.nix's user. The
           # capabilities and paths it may use are bounded below.
