@@ -9,7 +9,7 @@
 import { Context, Effect, Layer } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
-import type { HostPort } from "../domain/NodeInfo.js"
+import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord } from "../domain/VmStatus.js"
@@ -32,6 +32,8 @@ export interface BlixardClientApi {
   readonly clusterStatus: (target: Target) => Effect.Effect<ClusterStatus, BlixardError>
   readonly joinCluster: (target: Target, id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
   readonly leaveCluster: (target: Target, id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
+  readonly listNodes: (target: Target) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
+  readonly setNodeState: (target: Target, id: NodeId, state: Schedulability) => Effect.Effect<NodeInfo, BlixardError>
 }
 
 export const tokenVariable = "BLIXARD_API_TOKEN"
@@ -66,7 +68,10 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         listVms: (target) => via(target, (c) => c.listVms()),
         clusterStatus: (target) => via(target, (c) => c.clusterStatus()),
         joinCluster: (target, id, address) => via(target, (c) => c.join(id, address)),
-        leaveCluster: (target, id) => via(target, (c) => c.leave(id))
+        leaveCluster: (target, id) => via(target, (c) => c.leave(id)),
+        listNodes: (target) => via(target, (c) => c.listNodes()),
+        setNodeState: (target, id, state) =>
+          via(target, (c) => (state === "active" ? c.uncordon(id) : state === "cordoned" ? c.cordon(id) : c.drain(id)))
       } satisfies BlixardClientApi
     })
   )

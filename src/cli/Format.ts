@@ -5,6 +5,7 @@
 import { Schema } from "effect"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeId } from "../domain/NodeId.js"
+import { NodeInfo } from "../domain/NodeInfo.js"
 import type { ConfigSource, Constraint } from "../domain/VmSpec.js"
 import { VmRecord } from "../domain/VmStatus.js"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
@@ -112,6 +113,25 @@ export const formatVmDeleted = (name: string, asJson: boolean): string =>
 export const nodeTableHeader = ["ID", "ADDRESS", "STATE", "HEALTH", "VCPUS", "MEMORY", "LABELS"] as const
 
 /** `cluster status`: the leader line, then one row per member; `--json`: the status. */
+export const formatNodeList = (nodes: ReadonlyArray<NodeInfo>, asJson: boolean): string => {
+  if (asJson) return json(Schema.Array(NodeInfo), nodes)
+  const rows = [...nodes]
+    .sort((a, b) => a.id - b.id)
+    .map((n) => [
+      String(n.id),
+      n.address,
+      n.state,
+      n.health,
+      String(n.capacity.vcpus),
+      `${n.capacity.memoryMiB} MiB`,
+      formatLabels(n.labels)
+    ])
+  return rows.length === 0 ? "No nodes have registered yet." : renderTable(nodeTableHeader, rows)
+}
+
+export const formatNodeChange = (node: NodeInfo, asJson: boolean): string =>
+  asJson ? json(NodeInfo, node) : `node ${node.id} is now ${node.state} (${node.health})`
+
 export const memberTableHeader = ["ID", "ADDRESS", "ROLE", "MATCH", "LAG", "LAST CONTACT"] as const
 
 export const formatClusterStatus = (status: ClusterStatus, asJson: boolean): string => {

@@ -1,12 +1,9 @@
 /**
- * `blixard node`: run a cluster member (the daemon). Its settings come from the JSON config file
- * (`--config` or `$BLIXARD_CONFIG`), `BLIXARD_*` variables and these flags, in increasing precedence
- * (see `src/node/Settings.ts`).
- *
- * The daemon itself is not built yet: once the settings are valid the command says so and exits 1.
- * When it exists, load it here with a dynamic `import()` so that its layers (SQLite, HTTP, RPC) stay
- * out of every other command's start-up.
+ * `blixard node`: run a cluster member (the daemon, loaded with a dynamic `import()` only when a node
+ * starts, so its layers — SQLite, HTTP, RPC — stay out of every other command's start-up), and
+ * `blixard node list|cordon|uncordon|drain` to manage where VMs may be placed.
  */
+import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as FileSystem from "@effect/platform/FileSystem"
@@ -14,7 +11,13 @@ import { Console, Effect, FiberRef, Logger, LogLevel, Option, Schema } from "eff
 import { ConfigInvalid } from "../domain/Errors.js"
 import { NodeConfig } from "../node/Config.js"
 import { configFileVariable, type ConfigFileText, resolveNodeSettings } from "../node/Settings.js"
+import { NodeId } from "../domain/NodeId.js"
+import type { Schedulability } from "../domain/NodeInfo.js"
+import { BlixardClient } from "./BlixardClient.js"
+import { formatNodeChange, formatNodeList } from "./Format.js"
+import { clientContext, clientOptions } from "./GlobalOptions.js"
 import { ProcessEnv } from "./ProcessEnv.js"
+import { check, invalidArgument } from "./Validate.js"
 
 /**
  * @effect/cli has a built-in `--log-level` (it sets Effect's minimum log level and re-runs the
@@ -109,7 +112,27 @@ export const describeNode = (config: NodeConfig): string =>
   `data dir ${config.dataDir}, ${config.peers.length === 0 ? "bootstrapping a new cluster" : `joining through ${config.peers.map((p) => `${p.id}@${p.address}`).join(", ")}`}, ` +
   `${config.vmBackend} VM backend`
 
-export const nodeCommand = Command.make("node", options, (args) =>
+const list = Command.make("list", { ...clientOptions }, (args) =>
+  Effect.gen(function* () {
+    const context = yield* clientContext(args)
+    yield* Console.log(formatNodeList(yield* (yield* BlixardClient).listNodes(context.target), context.json))
+  })
+).pipe(Command.withDescription("List the registered nodes: address, schedulability, health, capacity, labels."))
+
+const nodeIdArg = Args.integer({ name: "ID" }).pipe(Args.withDescription("The node's id."))
+
+const setState = (name: string, state: Schedulability, description: string) =>
+  Command.make(name, { ...clientOptions, id: nodeIdArg }, (args) =>
+    Effect.gen(function* () {
+      const context = yield* clientContext(args)
+      const problems: Array<string> = []
+      const id = check(NodeId, args.id, "ID", problems)
+      if (id === undefined) return yield* Effect.fail(invalidArgument(problems))
+      yield* Console.log(formatNodeChange(yield* (yield* BlixardClient).setNodeState(context.target, id, state), context.json))
+    })
+  ).pipe(Command.withDescription(description))
+
+const daemon = Command.make("node", options, (args) =>
   Effect.gen(function* () {
     const env = yield* ProcessEnv
     const builtInLevel = yield* FiberRef.get(FiberRef.currentMinimumLogLevel)
@@ -143,4 +166,13 @@ export const nodeCommand = Command.make("node", options, (args) =>
   Command.withDescription(
     "Run a cluster member: Raft replication, the REST API and the agent that runs this node's VMs. Settings: --config file < BLIXARD_* environment < flags."
   )
+)
+
+export const nodeCommand = daemon.pipe(
+  Command.withSubcommands([
+    list,
+    setState("cordon", "cordoned", "Place no new VMs on node ID (its VMs stay)."),
+    setState("uncordon", "active", "Let the scheduler place VMs on node ID again."),
+    setState("drain", "draining", "Place no new VMs on node ID and move its VMs to other nodes.")
+  ])
 )

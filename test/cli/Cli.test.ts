@@ -3,6 +3,7 @@ import { Effect, Either, Option, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { VmNotFound } from "../../src/domain/Errors.js"
+import { NodeInfo } from "../../src/domain/NodeInfo.js"
 import { VmRecord } from "../../src/domain/VmStatus.js"
 import type { VmSpec } from "../../src/domain/VmSpec.js"
 import { version } from "../../src/cli/Cli.js"
@@ -283,6 +284,30 @@ describe("commands call the client", () => {
       )
       expect((yield* run("cluster", "leave", "--id", "4")).stdout).toBe("node 4 left the cluster")
       expect(client.calls.map((call) => call.args.slice(1))).toEqual([[], [4, "10.0.0.4:7001"], [4]])
+    })
+  )
+
+  it.effect("node list, cordon, uncordon, drain: each asks the node and prints the answer", () =>
+    Effect.gen(function* () {
+      const n1 = nodeInfo(1, "127.0.0.1:7001", { zone: "a" })
+      const client = fakeClient({
+        listNodes: () => Effect.succeed([n1]),
+        setNodeState: (_, id, state) => Effect.succeed(new NodeInfo({ ...nodeInfo(id, "127.0.0.1:7001"), state }))
+      })
+      const run = (...args: ReadonlyArray<string>) => runBlixard(args, { client: client.layer })
+      expect((yield* run("node", "list")).stdout.split("\n")[1]).toMatch(/^1\s+127\.0\.0\.1:7001\s+active\s+up\s+8\s+16384 MiB\s+zone=a$/)
+      expect((yield* run("node", "cordon", "1")).stdout).toBe("node 1 is now cordoned (up)")
+      expect((yield* run("node", "drain", "2")).stdout).toBe("node 2 is now draining (up)")
+      expect(JSON.parse((yield* run("node", "uncordon", "3", "--json")).stdout)).toMatchObject({ id: 3, state: "active" })
+      expect(client.calls.map((c) => [c.method, ...c.args.slice(1)])).toEqual([
+        ["listNodes"],
+        ["setNodeState", 1, "cordoned"],
+        ["setNodeState", 2, "draining"],
+        ["setNodeState", 3, "active"]
+      ])
+      const bad = yield* run("node", "cordon", "0")
+      expect(bad.code).toBe(2)
+      expect(bad.stderr).toMatch(/^BLX_INVALID_ARGUMENT: ID 0: a node id is a positive integer/)
     })
   )
 
