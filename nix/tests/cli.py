@@ -30,32 +30,24 @@ def pick(value, *paths):
 def leader(machine):
     """The leader's node id as `machine` sees it, or None."""
     status = cli_json(machine, "cluster status")
-    found = pick(status, "leader.id", "leaderId", "leader")
+    found = pick(status, "leader")
     return found if isinstance(found, int) else None
 
 
 def health(machine):
-    """{node id: "up" | "down"} from `cluster status`."""
-    status = cli_json(machine, "cluster status")
-    members = pick(status, "nodes", "members") or []
-    return {m["id"]: pick(m, "health", "status") for m in members}
+    """{node id: "up" | "down"} from `node list` (the registered nodes, as the leader judges them)."""
+    return {n["id"]: n["health"] for n in cli_json(machine, "node list")}
 
 
 def vms(machine):
     """{VM name: record} from `vm list`."""
-    listed = cli_json(machine, "vm list")
-    records = listed if isinstance(listed, list) else (pick(listed, "vms", "items") or [])
-    return {pick(r, "spec.name", "name"): r for r in records}
+    return {r["spec"]["name"]: r for r in cli_json(machine, "vm list")}
 
 
 def vm(machine, name):
     """The hosting node, observed phase and desired state of one VM, from `vm status`."""
     record = cli_json(machine, f"vm status {name}")
-    return {
-        "node": pick(record, "node", "status.node"),
-        "phase": pick(record, "status.phase", "phase"),
-        "desired": pick(record, "desired"),
-    }
+    return {"node": record.get("node"), "phase": record["status"]["phase"], "desired": record["desired"]}
 
 
 def eventually(condition, timeout):
