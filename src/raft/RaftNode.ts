@@ -28,7 +28,7 @@ import { MemoryStorage } from "./MemoryStorage.js"
 import type { ProposeResult, RaftConfig, Status } from "./Raft.js"
 import { RawNode } from "./RawNode.js"
 import { StateMachine } from "./StateMachine.js"
-import type { ConfChange, Entry, Snapshot, StateRole } from "./Types.js"
+import type { ConfChange, Entry, HardState, Snapshot, StateRole } from "./Types.js"
 
 export interface RaftNodeConfig {
   readonly id: number
@@ -241,10 +241,16 @@ export const make = (config: RaftNodeConfig) =>
       }
     }
 
+    let unsyncedHardState: HardState | undefined = undefined
+
     const compact = Effect.gen(function* () {
       const st = raw.status()
       if (st.applied - snapshotIndex < snapshotEvery) return
       const snap = raw.createSnapshot(yield* sm.snapshot)
+      if (unsyncedHardState !== undefined) {
+        yield* storage.save({ hardState: unsyncedHardState })
+        unsyncedHardState = undefined
+      }
       yield* storage.saveSnapshot(snap)
       mirror.createSnapshot(snap)
       snapshotIndex = snap.metadata.index
@@ -258,12 +264,18 @@ export const make = (config: RaftNodeConfig) =>
     const drainReady = Effect.gen(function* () {
       while (raw.hasReady()) {
         const rd = raw.ready()
-        if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.hardState !== undefined) {
-          yield* storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: rd.hardState })
+        // A Ready whose only change is a higher commit index needs no fsync of its own (etcd's
+        // mustSync): the commit index can always be learned again from the leader. It is written
+        // with the next synced save, or before a snapshot (so a restart never finds the snapshot
+        // ahead of the stored commit index).
+        if (rd.hardState !== undefined) unsyncedHardState = rd.hardState
+        if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.mustSync) {
+          yield* storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: unsyncedHardState })
+          unsyncedHardState = undefined
           if (rd.snapshot !== undefined) mirror.applySnapshot(rd.snapshot)
           mirror.append(rd.entries)
-          if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
         }
+        if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
         if (rd.messages.length > 0) yield* transport.send(rd.messages)
         if (rd.snapshot !== undefined) {
           yield* sm.restore(rd.snapshot)

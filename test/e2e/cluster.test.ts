@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { afterEach, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it, vi } from "vitest"
 import { BlixardNode, Cluster, cli, cliJson, freePort, waitFor } from "./harness.js"
 
 interface VmJson {
@@ -16,6 +16,10 @@ interface StatusJson {
   readonly term: number
   readonly members: ReadonlyArray<{ readonly id: number; readonly role: string; readonly address: string }>
 }
+
+// Several real processes share two cores with everything else: each step waits on a condition with
+// its own deadline, and a whole test may take up to two minutes on a busy machine.
+vi.setConfig({ testTimeout: 120_000 })
 
 let cluster: Cluster | undefined
 

@@ -5,13 +5,17 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Effect, Either } from "effect"
-import { afterEach, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it, vi } from "vitest"
 import * as Client from "../../src/api/Client.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { VmName } from "../../src/domain/VmName.js"
 import { History } from "../../src/sim/History.js"
 import { checkLinearizability, formatResult, registerModel, type RegisterInput, type RegisterOutput } from "../../src/sim/Linearizability.js"
 import { Cluster, cliJson, waitFor } from "./harness.js"
+
+// Several real processes share two cores with everything else: each step waits on a condition with
+// its own deadline, and a whole test may take up to two minutes on a busy machine.
+vi.setConfig({ testTimeout: 120_000 })
 
 let cluster: Cluster | undefined
 afterEach(async (context) => {
