@@ -4,8 +4,8 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { afterEach, describe, expect, it, vi } from "vitest"
-import { BlixardNode, Cluster, cli, cliJson, freePort, waitFor } from "./harness.js"
+import { afterEach, describe, expect, it } from "vitest"
+import { BlixardNode, type Cluster, cli, clustersPerTest, cliJson, freePort, waitFor } from "./harness.js"
 
 interface VmJson {
   readonly spec: { readonly name: string }
@@ -17,22 +17,10 @@ interface StatusJson {
   readonly members: ReadonlyArray<{ readonly id: number; readonly role: string; readonly address: string }>
 }
 
-// Several real processes share two cores with everything else: each step waits on a condition with
-// its own deadline, and a whole test may take up to two minutes on a busy machine.
-vi.setConfig({ testTimeout: 120_000 })
-
-let cluster: Cluster | undefined
-
-afterEach(async (context) => {
-  if (cluster === undefined) return
-  if (context.task.result?.state === "fail") console.log(cluster.logs())
-  await cluster.stopAll()
-  cluster = undefined
-})
+const newCluster = clustersPerTest()
 
 const threeNodes = async (): Promise<Cluster> => {
-  const c = new Cluster()
-  cluster = c
+  const c = newCluster()
   await c.add()
   await waitFor("node 1 to found the cluster", async () => ((await cliJson<StatusJson>(c.node(1).addr, ["cluster", "status"])).leader === 1 ? true : undefined))
   await c.add()
@@ -115,8 +103,7 @@ describe("start-up errors: a clear message and exit 1", () => {
   }
 
   it("a second node on the same data directory", async () => {
-    const c = new Cluster()
-    cluster = c
+    const c = newCluster()
     const first = await c.add()
     await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
     const twin = new BlixardNode(1, await freePort(), first.dataDir, c.secretFile, [])
@@ -126,8 +113,7 @@ describe("start-up errors: a clear message and exit 1", () => {
   })
 
   it("a port already in use", async () => {
-    const c = new Cluster()
-    cluster = c
+    const c = newCluster()
     const first = await c.add()
     await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
     const clash = new BlixardNode(2, first.port, path.join(c.dir, "clash"), c.secretFile, [])
@@ -137,8 +123,7 @@ describe("start-up errors: a clear message and exit 1", () => {
   })
 
   it("a data directory that belongs to another node id", async () => {
-    const c = new Cluster()
-    cluster = c
+    const c = newCluster()
     const first = await c.add()
     await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
     await first.stop("SIGKILL")
@@ -149,8 +134,7 @@ describe("start-up errors: a clear message and exit 1", () => {
   })
 
   it("an unreadable cluster secret file", async () => {
-    const c = new Cluster()
-    cluster = c
+    const c = newCluster()
     const node = new BlixardNode(1, await freePort(), path.join(c.dir, "n"), path.join(c.dir, "missing-secret"), [])
     node.start()
     expect(await runToExit(node)).toBe(2)

@@ -6,6 +6,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { afterEach, vi } from "vitest"
 import { freePort } from "../support/ports.js"
 
 export { freePort }
@@ -166,5 +167,25 @@ export class Cluster {
   /** The nodes' combined output, for a failing test's message. */
   logs(): string {
     return this.nodes.map((n) => `--- node ${n.id} ---\n${n.output.slice(-4000)}`).join("\n")
+  }
+}
+
+/**
+ * For a test file: a function giving each test a fresh cluster that is stopped after the test (its
+ * nodes' logs printed if the test failed). Several real processes share two cores with everything
+ * else, so each step waits on a condition with its own deadline and a test may take two minutes.
+ */
+export const clustersPerTest = (): (() => Cluster) => {
+  vi.setConfig({ testTimeout: 120_000 })
+  let current: Cluster | undefined
+  afterEach(async (context) => {
+    if (current === undefined) return
+    if (context.task.result?.state === "fail") console.log(current.logs())
+    await current.stopAll()
+    current = undefined
+  })
+  return () => {
+    current = new Cluster()
+    return current
   }
 }

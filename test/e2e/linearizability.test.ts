@@ -5,25 +5,15 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Effect, Either } from "effect"
-import { afterEach, describe, expect, it, vi } from "vitest"
+import { describe, expect, it } from "vitest"
 import * as Client from "../../src/api/Client.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { VmName } from "../../src/domain/VmName.js"
 import { History } from "../../src/sim/History.js"
 import { checkLinearizability, formatResult, registerModel, type RegisterInput, type RegisterOutput } from "../../src/sim/Linearizability.js"
-import { Cluster, cliJson, waitFor } from "./harness.js"
+import { cliJson, clustersPerTest, waitFor } from "./harness.js"
 
-// Several real processes share two cores with everything else: each step waits on a condition with
-// its own deadline, and a whole test may take up to two minutes on a busy machine.
-vi.setConfig({ testTimeout: 120_000 })
-
-let cluster: Cluster | undefined
-afterEach(async (context) => {
-  if (cluster === undefined) return
-  if (context.task.result?.state === "fail") console.log(cluster.logs())
-  await cluster.stopAll()
-  cluster = undefined
-})
+const newCluster = clustersPerTest()
 
 const clients = new Map<string, Client.ApiClientShape>()
 const clientOf = (addr: string): Client.ApiClientShape => {
@@ -37,8 +27,7 @@ const clientOf = (addr: string): Client.ApiClientShape => {
 
 describe("linearizability of the API across a leader failure", () => {
   it("reads and writes from 4 concurrent clients, leader killed mid-way: the history is linearizable", async () => {
-    const c = new Cluster()
-    cluster = c
+    const c = newCluster()
     await c.add()
     await waitFor("node 1", async () => ((await cliJson<{ leader?: number }>(c.node(1).addr, ["cluster", "status"])).leader === 1 ? true : undefined))
     await c.add()
