@@ -5,6 +5,7 @@
 import * as os from "node:os"
 import { benchCluster } from "./cluster.js"
 import { benchHttp } from "./http.js"
+import { benchRaftMemory } from "./raftMemory.js"
 import { benchSim } from "./sim.js"
 import { benchStorage } from "./storage.js"
 import { benchTransport } from "./transport.js"
@@ -16,7 +17,8 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   vmStart: () => benchVmStart(),
   http: () => benchHttp(Number(process.env.BENCH_SECONDS ?? 5)),
   cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
-  transport: () => benchTransport()
+  transport: () => benchTransport(),
+  raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3))
 }
 
 const machine = {
