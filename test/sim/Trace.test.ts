@@ -15,10 +15,13 @@ const sampleRun = (): TraceHash => {
 }
 
 describe("TraceHash", () => {
-  it("is FNV-1a 64 on raw bytes (reference vectors)", () => {
+  it("is FNV-1a 64 on raw bytes (reference vectors); numbers mix 32-bit words in one step", () => {
     expect(fnv("")).toBe("cbf29ce484222325")
     expect(fnv("a")).toBe("af63dc4c8601ec8c")
     expect(fnv("foobar")).toBe("85944171f73967e8")
+    // A word step equals a byte step when the word fits in a byte, and differs from four byte steps.
+    expect(new TraceHash().uint32(0x61).digest()).toBe(fnv("a"))
+    expect(new TraceHash().uint32(0x01020304).digest()).not.toBe(new TraceHash().bytes([4, 3, 2, 1]).digest())
   })
 
   it("the same records give the same digest; is pinned so it compares across processes and versions", () => {
@@ -56,10 +59,11 @@ describe("TraceHash", () => {
 
   it("strings are framed by their length and hashed as UTF-8", () => {
     const str = (s: string): string => new TraceHash().string(s).digest()
-    expect(str("é")).toBe(new TraceHash().bytes([3, 1, 0, 0, 0, 0xc3, 0xa9]).digest())
-    expect(str("€")).toBe(new TraceHash().bytes([3, 1, 0, 0, 0, 0xe2, 0x82, 0xac]).digest())
-    expect(str("😀")).toBe(new TraceHash().bytes([3, 2, 0, 0, 0, 0xf0, 0x9f, 0x98, 0x80]).digest())
+    // A string is: the tag byte 3, its length in UTF-16 units as one 32-bit word, its UTF-8 bytes.
+    expect(str("é")).toBe(new TraceHash().byte(3).uint32(1).bytes([0xc3, 0xa9]).digest())
+    expect(str("€")).toBe(new TraceHash().byte(3).uint32(1).bytes([0xe2, 0x82, 0xac]).digest())
+    expect(str("😀")).toBe(new TraceHash().byte(3).uint32(2).bytes([0xf0, 0x9f, 0x98, 0x80]).digest())
   })
 })
 
-const PINNED_SAMPLE = "6a2da0435a67b858"
+const PINNED_SAMPLE = "bb5bdd30d4d33e45"
