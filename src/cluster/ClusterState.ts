@@ -35,6 +35,7 @@ const ResultJson = Schema.Union(
 const SnapshotJson = Schema.parseJson(
   Schema.Struct({
     version: Schema.Literal(1),
+    clusterId: Schema.optionalWith(Schema.String, { default: () => "" }),
     appliedIndex: Schema.Int,
     vms: Schema.Array(VmRecord),
     nodes: Schema.Array(NodeInfo),
@@ -59,6 +60,8 @@ export class ClusterState {
   /** Request id → result, in the order applied. */
   readonly requests = new Map<string, typeof ResultJson.Type>()
   appliedIndex = 0
+  /** Chosen by the founding node and carried in every snapshot; "" until known. */
+  clusterId = ""
 
   /** Applies the committed entry at `index`. Never throws for a refused command: it returns the error. */
   apply(index: number, envelope: CommandEnvelope): ApplyResult {
@@ -225,6 +228,7 @@ export class ClusterState {
       appliedIndex: this.appliedIndex,
       vms: [...this.vms.keys()].sort().map((k) => this.vms.get(k)!),
       nodes: [...this.nodes.keys()].sort((a, b) => a - b).map((k) => this.nodes.get(k)!),
+      clusterId: this.clusterId,
       members: [...this.members.entries()].sort((a, b) => a[0] - b[0]),
       requests: [...this.requests.entries()]
     })
@@ -238,6 +242,7 @@ export class ClusterState {
     for (const vm of decoded.vms) state.vms.set(vm.spec.name, vm)
     for (const node of decoded.nodes) state.nodes.set(node.id, node)
     for (const [id, address] of decoded.members) state.members.set(id, address)
+    state.clusterId = decoded.clusterId
     for (const [id, result] of decoded.requests) state.requests.set(id, result)
     return state
   }

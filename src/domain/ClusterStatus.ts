@@ -18,6 +18,8 @@ export class MemberStatus extends Schema.Class<MemberStatus>("MemberStatus")({
 }) {}
 
 export class ClusterStatus extends Schema.Class<ClusterStatus>("ClusterStatus")({
+  /** The cluster's identity, chosen when it was founded (absent while the answering node does not know it). */
+  clusterId: Schema.optionalWith(Schema.String.pipe(Schema.maxLength(64)), { exact: true }),
   /** The node that answered. */
   node: NodeId,
   leader: Schema.optionalWith(NodeId, { exact: true }),

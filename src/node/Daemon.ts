@@ -18,6 +18,8 @@
 import { FetchHttpClient, HttpLayerRouter } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import { createServer } from "node:http"
 import * as os from "node:os"
@@ -29,13 +31,14 @@ import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import * as C from "../domain/Command.js"
-import { ConfigInvalid, StorageIo, Unavailable } from "../domain/Errors.js"
+import { ConfigInvalid, StorageIo, Unavailable, WrongDataDir } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, NodeInfo, splitHostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
 import { RaftPeers } from "../net/RpcTransport.js"
 import * as RpcTransport from "../net/RpcTransport.js"
 import * as RaftNode from "../raft/RaftNode.js"
+import { classify } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
@@ -132,15 +135,56 @@ export const run = (config: NodeConfig) =>
       }
       const apiToken = config.apiTokenFile !== undefined ? yield* readSecretFile(config.apiTokenFile, "API token", node) : undefined
 
+      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader),
+      // with this node's API token.
+      const clients = new Map<string, ControlPlaneShape>()
+      const httpClient = yield* Layer.build(FetchHttpClient.layer)
+      const remote = (address: string): ControlPlaneShape => {
+        let plane = clients.get(address)
+        if (plane === undefined) {
+          const client = Effect.runSync(
+            Client.make({ addr: address, token: apiToken, timeout: Duration.millis(config.timeouts.requestMs) }).pipe(
+              Effect.provide(httpClient)
+            )
+          )
+          plane = remoteControlPlane(client)
+          clients.set(address, plane)
+        }
+        return plane
+      }
       // Storage: locked, checked, migrated; then claimed for this node id.
       const storage = yield* Layer.build(layerFile({ filename, node }))
       yield* NodeMeta.claim({ filename, node, dataDir: config.dataDir }).pipe(Effect.provide(storage))
       const init = yield* Effect.flatMap(RaftStorage, (s) => s.initialState).pipe(Effect.provide(storage))
       const fresh = init.hardState.term === 0 && init.lastIndex === 0 && Option.isNone(init.snapshot)
       const founding = fresh && config.peers.length === 0
+      const meta = (effect: Effect.Effect<unknown, unknown, SqlClient.SqlClient>) =>
+        effect.pipe(Effect.provide(storage), Effect.mapError(classify({ filename, node }, "reading the node's identity")))
+      const knownCluster = (yield* meta(NodeMeta.get("cluster_id"))) as string | undefined
+
+      // A node with data that is pointed at peers of another cluster stops before it talks to them.
+      if (!fresh && knownCluster !== undefined && config.peers.length > 0) {
+        for (const peer of config.peers) {
+          const answer = yield* Effect.either(remote(peer.address).clusterStatus)
+          if (answer._tag === "Left") continue
+          const theirs = answer.right.clusterId
+          if (theirs !== undefined && theirs !== knownCluster) {
+            return yield* new WrongDataDir({
+              node,
+              subject: config.dataDir,
+              message: `the data directory ${config.dataDir} belongs to cluster ${knownCluster}, but peer ${peer.id} (${peer.address}) is in cluster ${theirs}; point --peer at members of this node's cluster, or give the node an empty --data-dir to join the other one`
+            })
+          }
+          break
+        }
+      }
 
       const state = new ClusterStateHolder()
-      if (founding) state.current.members.set(node, advertise)
+      if (founding) {
+        state.current.members.set(node, advertise)
+        state.current.clusterId = randomUUID()
+        yield* meta(NodeMeta.set("cluster_id", state.current.clusterId))
+      }
 
       const transport = yield* Layer.build(
         RpcTransport.layerTransport({
@@ -160,22 +204,6 @@ export const run = (config: NodeConfig) =>
       )
       const raft = Context.get(raftContext, RaftNode.RaftNode)
 
-      // Forwarding to the leader goes through the leader's API, with this node's API token.
-      const clients = new Map<string, ControlPlaneShape>()
-      const httpClient = yield* Layer.build(FetchHttpClient.layer)
-      const remote = (address: string): ControlPlaneShape => {
-        let plane = clients.get(address)
-        if (plane === undefined) {
-          const client = Effect.runSync(
-            Client.make({ addr: address, token: apiToken, timeout: Duration.millis(config.timeouts.requestMs) }).pipe(
-              Effect.provide(httpClient)
-            )
-          )
-          plane = remoteControlPlane(client)
-          clients.set(address, plane)
-        }
-        return plane
-      }
       const controlPlane = NodeControlPlane.make({ raft, state, remote })
 
       // One port: the REST API and the peers' /raft endpoint.
@@ -240,8 +268,14 @@ export const run = (config: NodeConfig) =>
         yield* Effect.forkScoped(Effect.retry(join, Schedule.spaced(Duration.seconds(1))))
       }
 
-      // Register (and keep registered) this node's capacity and labels once it is a member.
+      // Register (and keep registered) this node's capacity and labels once it is a member; remember
+      // the cluster's identity once the replicated state carries it.
+      let rememberedCluster = knownCluster ?? (founding ? state.current.clusterId : undefined)
       const register = Effect.gen(function* () {
+        if (rememberedCluster === undefined && state.current.clusterId !== "") {
+          rememberedCluster = state.current.clusterId
+          yield* Effect.ignore(meta(NodeMeta.set("cluster_id", rememberedCluster)))
+        }
         const st = yield* raft.status
         const member = st.confState.voters.includes(node) || st.confState.learners.includes(node)
         const mine = state.current.nodes.get(node)

@@ -96,6 +96,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       })
     })
     return new ClusterStatus({
+      ...(state.current.clusterId !== "" ? { clusterId: state.current.clusterId } : {}),
       node: self,
       ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}),
       term: st.term,

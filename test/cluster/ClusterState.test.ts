@@ -159,6 +159,16 @@ describe("determinism and snapshots", () => {
     expect(Either.isLeft(c.run(new C.CreateVm({ spec: spec("web") }), "req-2"))).toBe(true)
   })
 
+  it("the cluster id and member addresses travel in snapshots", () => {
+    const c = threeNodes()
+    c.state.clusterId = "3f1c0b0e-cluster"
+    c.state.applyMembership(100, { type: "addLearner", nodeId: 4, address: "127.0.0.1:7004" })
+    const restored = ClusterState.restore(c.state.snapshot())
+    expect(restored.clusterId).toBe("3f1c0b0e-cluster")
+    expect(restored.members.get(4)).toBe("127.0.0.1:7004")
+    expect(restored.appliedIndex).toBe(100)
+  })
+
   it("refuses to apply an entry twice or out of order", () => {
     const c = threeNodes()
     expect(() => c.state.apply(2, new CommandEnvelope({ command: new C.RemoveNode({ id: id(1) }), proposedAt: 0 }))).toThrow(/in order/)

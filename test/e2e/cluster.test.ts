@@ -133,6 +133,25 @@ describe("start-up errors: a clear message and exit 1", () => {
     expect(impostor.output).toMatch(/BLX_WRONG_DATA_DIR: the data directory .* belongs to node 1, not node 7/)
   })
 
+  it("a data directory of another cluster, pointed at this cluster's peers", async () => {
+    const c = newCluster()
+    const a = await c.add()
+    await waitFor("cluster A's node to serve", async () => ((await cli(a.addr, ["cluster", "status"])).code === 0 ? true : undefined))
+    const clusterA = await waitFor("cluster A's id", async () => (await cliJson<{ clusterId?: string }>(a.addr, ["cluster", "status"])).clusterId)
+    await a.stop("SIGKILL")
+    // Cluster B: another founding node (id 2) with its own data.
+    const b = new BlixardNode(2, await freePort(), path.join(c.dir, "cluster-b"), c.secretFile, [])
+    c.nodes.push(b)
+    b.start()
+    const clusterB = await waitFor("cluster B's id", async () => (await cliJson<{ clusterId?: string }>(b.addr, ["cluster", "status"])).clusterId)
+    expect(clusterB).not.toBe(clusterA)
+    // Node 1 restarted on cluster A's data but told to join through cluster B's node.
+    const stray = new BlixardNode(1, await freePort(), a.dataDir, c.secretFile, [b])
+    stray.start()
+    expect(await runToExit(stray)).toBe(1)
+    expect(stray.output).toContain(`BLX_WRONG_DATA_DIR: the data directory ${a.dataDir} belongs to cluster ${clusterA}, but peer 2 (${b.addr}) is in cluster ${clusterB}`)
+  })
+
   it("an unreadable cluster secret file", async () => {
     const c = newCluster()
     const node = new BlixardNode(1, await freePort(), path.join(c.dir, "n"), path.join(c.dir, "missing-secret"), [])
