@@ -12,9 +12,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 
 const root = path.resolve(import.meta.dirname, "../..")
-const bin = path.join(root, "bin/blixard.js")
+export const bin = path.join(root, "bin/blixard.js")
 
-const freePort = (): Promise<number> =>
+export const freePort = (): Promise<number> =>
   new Promise((resolve) => {
     const s = net.createServer().listen(0, "127.0.0.1", () => {
       const port = (s.address() as net.AddressInfo).port
@@ -22,9 +22,9 @@ const freePort = (): Promise<number> =>
     })
   })
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
+export const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
 
-const request = (port: number, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: string }> =>
+export const request = (port: number, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body)
     const req = http.request(
@@ -52,7 +52,7 @@ interface Node {
   dataDir: string
 }
 
-const until = async <A>(what: string, f: () => Promise<A | undefined>, ms = 30_000): Promise<A> => {
+export const until = async <A>(what: string, f: () => Promise<A | undefined>, ms = 30_000): Promise<A> => {
   const end = Date.now() + ms
   for (;;) {
     try {
@@ -66,7 +66,7 @@ const until = async <A>(what: string, f: () => Promise<A | undefined>, ms = 30_0
   }
 }
 
-const leaderOf = async (port: number): Promise<number | undefined> => {
+export const leaderOf = async (port: number): Promise<number | undefined> => {
   const r = await request(port, "GET", "/v1/cluster")
   return r.status === 200 ? (JSON.parse(r.body) as { leader?: number }).leader : undefined
 }

@@ -6,6 +6,7 @@ import * as os from "node:os"
 import { benchCluster } from "./cluster.js"
 import { benchHttp } from "./http.js"
 import { benchRaftMemory } from "./raftMemory.js"
+import { benchReschedule } from "./reschedule.js"
 import { benchSim } from "./sim.js"
 import { benchStorage } from "./storage.js"
 import { benchTransport } from "./transport.js"
@@ -18,7 +19,8 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   http: () => benchHttp(Number(process.env.BENCH_SECONDS ?? 5)),
   cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
   transport: () => benchTransport(),
-  raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3))
+  raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
+  reschedule: () => benchReschedule()
 }
 
 const machine = {
