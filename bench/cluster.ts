@@ -7,20 +7,13 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { freePort } from "../src/node/FreePort.js"
 
 const root = path.resolve(import.meta.dirname, "../..")
 export const bin = path.join(root, "bin/blixard.js")
 
-export const freePort = (): Promise<number> =>
-  new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
 
 export const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
 

@@ -7,7 +7,8 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { agent, bin, freePort, leaderOf, request, until } from "./cluster.js"
+import { freePort } from "../src/node/FreePort.js"
+import { agent, bin, leaderOf, request, until } from "./cluster.js"
 
 interface Host {
   readonly id: number

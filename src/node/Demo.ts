@@ -9,10 +9,10 @@ import { FetchHttpClient } from "@effect/platform"
 import { Duration, Effect, Schedule } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Client from "../api/Client.js"
+import { freePort } from "./FreePort.js"
 import { formatError, type BlixardError } from "../domain/Errors.js"
 import { RunnerConfig, VmSpec } from "../domain/VmSpec.js"
 import { VmName } from "../domain/VmName.js"
@@ -21,14 +21,6 @@ import type { VmRecord } from "../domain/VmStatus.js"
 const bin = path.resolve(import.meta.dirname, "../../../bin/blixard.js")
 const say = (line: string) => Effect.sync(() => console.log(line))
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer().once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
 
 interface DemoNode {
   readonly id: number

@@ -8,7 +8,7 @@ import { VmRecord } from "../../src/domain/VmStatus.js"
 import type { VmSpec } from "../../src/domain/VmSpec.js"
 import { version } from "../../src/cli/Cli.js"
 import { resolveClientContext } from "../../src/cli/GlobalOptions.js"
-import { freePort } from "../support/ports.js"
+import { freePort } from "../../src/node/FreePort.js"
 import { clusterStatus, fakeClient, nodeId, nodeInfo, runBlixard, tempDir, vmRecord } from "./harness.js"
 
 const commands = [

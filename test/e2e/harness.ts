@@ -7,7 +7,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterEach, vi } from "vitest"
-import { freePort } from "../support/ports.js"
+import { freePort } from "../../src/node/FreePort.js"
 
 export { freePort }
 

@@ -3,7 +3,6 @@ import { HttpLayerRouter, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Duration, Effect, ExecutionStrategy, Exit, Layer, Option, Scope } from "effect"
 import { createServer } from "node:http"
-import * as net from "node:net"
 import { layerServer, layerTransport, RaftPeers, type RaftPeersShape, type RpcTransportOptions } from "../../src/net/RpcTransport.js"
 import { Transport, type TransportShape } from "../../src/net/Transport.js"
 import type { Message } from "../../src/raft/Message.js"
@@ -51,16 +50,7 @@ export const connectAll = (nodes: ReadonlyArray<TestNode>): Effect.Effect<void> 
     discard: true
   })
 
-/** A port nothing listens on (bound, read, released). */
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
+export { freePort } from "../../src/node/FreePort.js"
 
 /** Takes `n` messages, failing if they do not all arrive before the deadline. */
 export const receiveN = (transport: TransportShape, n: number, deadlineMs = 15_000): Effect.Effect<Array<Message>, Error> =>
