@@ -12,11 +12,12 @@ import { Either, Schema } from "effect"
 import type { Command, CommandEnvelope } from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { BlixardError as BlixardErrorSchema, Conflict, NodeNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
+import { trusted } from "../domain/Decode.js"
 import type { NodeId } from "../domain/NodeId.js"
 import { NodeInfo } from "../domain/NodeInfo.js"
 import { VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
-import { place } from "./Scheduler.js"
+import { Ledger, place } from "./Scheduler.js"
 
 /** What applying a command produced: the VM or node it touched, or why it was refused. */
 export type ApplyResult = Either.Either<
@@ -53,7 +54,12 @@ const decodeResult = (json: typeof ResultJson.Type): ApplyResult =>
   json.ok ? Either.right({ vm: json.vm, node: json.node }) : Either.left(json.error)
 
 export class ClusterState {
+  /** Every VM by name. Read freely; change only through `put`/`remove`, which keep the indexes below. */
   readonly vms = new Map<string, VmRecord>()
+  /** What the placed VMs reserve on each node. */
+  private readonly ledger = new Ledger()
+  /** Names of the VMs placed nowhere (pending). */
+  private readonly unplaced = new Set<string>()
   readonly nodes = new Map<number, NodeInfo>()
   /** Raft members' peer addresses, learned from membership changes (and the founding members). */
   readonly members = new Map<number, string>()
@@ -62,6 +68,23 @@ export class ClusterState {
   appliedIndex = 0
   /** Chosen by the founding node and carried in every snapshot; "" until known. */
   clusterId = ""
+
+  private put(name: string, record: VmRecord): void {
+    const old = this.vms.get(name)
+    if (old !== undefined) this.ledger.remove(old)
+    this.vms.set(name, record)
+    this.ledger.add(record)
+    if (record.node === undefined) this.unplaced.add(name)
+    else this.unplaced.delete(name)
+  }
+
+  private remove(name: string): void {
+    const old = this.vms.get(name)
+    if (old === undefined) return
+    this.ledger.remove(old)
+    this.vms.delete(name)
+    this.unplaced.delete(name)
+  }
 
   /** Applies the committed entry at `index`. Never throws for a refused command: it returns the error. */
   apply(index: number, envelope: CommandEnvelope): ApplyResult {
@@ -90,11 +113,11 @@ export class ClusterState {
         const record = new VmRecord({
           spec: command.spec,
           desired: "stopped",
-          status: new VmStatus({ phase: "pending", since: now, restarts: 0 }),
+          status: new VmStatus({ phase: "pending", since: now, restarts: 0 }, trusted),
           revision: 1,
           createdAt: now
-        })
-        this.vms.set(name, record)
+        }, trusted)
+        this.put(name, record)
         return Either.right({ vm: this.placeVm(name, now) })
       }
       case "StartVm":
@@ -114,28 +137,30 @@ export class ClusterState {
           )
         }
         if (command._tag === "DeleteVm") {
-          this.vms.delete(command.name)
+          this.remove(command.name)
+          // What it reserved is free now: a pending VM may fit.
+          if (vm.node !== undefined && this.unplaced.size > 0) this.placePending(now)
           return Either.right({ vm })
         }
         const updated =
           command._tag === "SetVmLabels"
-            ? new VmRecord({ ...vm, spec: new VmSpec({ ...vm.spec, labels: command.labels }), revision: vm.revision + 1 })
-            : new VmRecord({ ...vm, desired: command._tag === "StartVm" ? "running" : "stopped", revision: vm.revision + 1 })
-        this.vms.set(command.name, updated)
+            ? new VmRecord({ ...vm, spec: new VmSpec({ ...vm.spec, labels: command.labels }, trusted), revision: vm.revision + 1 }, trusted)
+            : new VmRecord({ ...vm, desired: command._tag === "StartVm" ? "running" : "stopped", revision: vm.revision + 1 }, trusted)
+        this.put(command.name, updated)
         return Either.right({ vm: updated.node === undefined ? this.placeVm(command.name, now) : updated })
       }
       case "ReportVmStatus": {
         const vm = this.vms.get(command.name)
         // A report from a node that no longer hosts the VM (it was rescheduled) is stale: ignore it.
         if (vm === undefined || vm.node !== command.node) return Either.right({ vm })
-        const updated = new VmRecord({ ...vm, status: command.status, revision: vm.revision + 1 })
-        this.vms.set(command.name, updated)
+        const updated = new VmRecord({ ...vm, status: command.status, revision: vm.revision + 1 }, trusted)
+        this.put(command.name, updated)
         return Either.right({ vm: updated })
       }
       case "RegisterNode": {
         const existing = this.nodes.get(command.info.id)
         // Registration refreshes address, capacity and labels; a cordon or drain outlives restarts.
-        const info = new NodeInfo({ ...command.info, state: existing?.state ?? command.info.state, health: "up" })
+        const info = new NodeInfo({ ...command.info, state: existing?.state ?? command.info.state, health: "up" }, trusted)
         this.nodes.set(info.id, info)
         this.placePending(now)
         return Either.right({ node: info })
@@ -148,8 +173,8 @@ export class ClusterState {
         }
         const info =
           command._tag === "SetNodeState"
-            ? new NodeInfo({ ...node, state: command.state })
-            : new NodeInfo({ ...node, health: command.health })
+            ? new NodeInfo({ ...node, state: command.state }, trusted)
+            : new NodeInfo({ ...node, health: command.health }, trusted)
         this.nodes.set(info.id, info)
         if (info.health === "down" || info.state === "draining") this.evacuate(info.id, now)
         this.placePending(now)
@@ -180,23 +205,23 @@ export class ClusterState {
   /** Places the (unplaced) VM `name`; it stays pending with the scheduler's reason if nothing fits. */
   private placeVm(name: string, now: number, avoid?: NodeId): VmRecord {
     const vm = this.vms.get(name)!
-    const placement = place(vm.spec, this.nodes.values(), this.vms.values(), avoid)
+    const placement = place(vm.spec, this.nodes.values(), this.ledger, avoid)
     const { pendingReason: _, node: _n, ...rest } = vm
     const updated =
       placement._tag === "Placed"
         ? new VmRecord({
             ...rest,
             node: placement.node,
-            status: new VmStatus({ phase: "stopped", since: now, restarts: vm.status.restarts }),
+            status: new VmStatus({ phase: "stopped", since: now, restarts: vm.status.restarts }, trusted),
             revision: vm.revision + 1
-          })
+          }, trusted)
         : new VmRecord({
             ...rest,
             pendingReason: placement.reason,
-            status: vm.status.phase === "pending" ? vm.status : new VmStatus({ phase: "pending", since: now, restarts: vm.status.restarts }),
+            status: vm.status.phase === "pending" ? vm.status : new VmStatus({ phase: "pending", since: now, restarts: vm.status.restarts }, trusted),
             revision: vm.revision + 1
-          })
-    this.vms.set(name, updated)
+          }, trusted)
+    this.put(name, updated)
     return updated
   }
 
@@ -206,18 +231,17 @@ export class ClusterState {
       const vm = this.vms.get(name)!
       if (vm.node !== node) continue
       const { node: _, ...rest } = vm
-      this.vms.set(name, new VmRecord(rest))
+      this.put(name, new VmRecord(rest, trusted))
       this.placeVm(name, now, node)
     }
   }
 
   /** Retries every pending VM, in name order. */
   private placePending(now: number): void {
-    for (const name of [...this.vms.keys()].sort()) {
+    for (const name of [...this.unplaced].sort()) {
       const vm = this.vms.get(name)!
-      if (vm.node !== undefined) continue
       const placed = this.placeVm(name, now)
-      if (placed.node === undefined && placed.pendingReason === vm.pendingReason) this.vms.set(name, vm)
+      if (placed.node === undefined && placed.pendingReason === vm.pendingReason) this.put(name, vm)
     }
   }
 
@@ -239,7 +263,7 @@ export class ClusterState {
     const decoded = Schema.decodeSync(SnapshotJson)(text)
     const state = new ClusterState()
     state.appliedIndex = decoded.appliedIndex
-    for (const vm of decoded.vms) state.vms.set(vm.spec.name, vm)
+    for (const vm of decoded.vms) state.put(vm.spec.name, vm)
     for (const node of decoded.nodes) state.nodes.set(node.id, node)
     for (const [id, address] of decoded.members) state.members.set(id, address)
     state.clusterId = decoded.clusterId

@@ -22,28 +22,55 @@ export type Placement =
   | { readonly _tag: "Placed"; readonly node: NodeId }
   | { readonly _tag: "Unplaceable"; readonly reason: string }
 
-interface Usage {
+/** What the VMs placed on one node reserve. */
+export interface Usage {
   vcpus: number
   memoryMiB: number
   count: number
-  groups: Set<string>
+  /** Anti-affinity group → how many of its VMs the node hosts. */
+  readonly groups: Map<string, number>
 }
 
-const usageByNode = (vms: Iterable<Placed>, skip: string): Map<number, Usage> => {
-  const usage = new Map<number, Usage>()
-  for (const vm of vms) {
-    if (vm.node === undefined || vm.spec.name === skip) continue
-    let u = usage.get(vm.node)
+/**
+ * What every node's placed VMs reserve, kept up to date as VMs are placed, moved and removed, so
+ * placing a VM costs O(nodes) rather than a walk over every VM in the cluster.
+ */
+export class Ledger {
+  private readonly byNode = new Map<number, Usage>()
+
+  get(node: number): Usage | undefined {
+    return this.byNode.get(node)
+  }
+
+  add(vm: Placed): void {
+    if (vm.node === undefined) return
+    let u = this.byNode.get(vm.node)
     if (u === undefined) {
-      u = { vcpus: 0, memoryMiB: 0, count: 0, groups: new Set() }
-      usage.set(vm.node, u)
+      u = { vcpus: 0, memoryMiB: 0, count: 0, groups: new Map() }
+      this.byNode.set(vm.node, u)
     }
     u.vcpus += vm.spec.vcpus
     u.memoryMiB += vm.spec.memoryMiB
     u.count += 1
-    if (vm.spec.antiAffinity !== undefined) u.groups.add(vm.spec.antiAffinity)
+    const group = vm.spec.antiAffinity
+    if (group !== undefined) u.groups.set(group, (u.groups.get(group) ?? 0) + 1)
   }
-  return usage
+
+  remove(vm: Placed): void {
+    if (vm.node === undefined) return
+    const u = this.byNode.get(vm.node)
+    if (u === undefined) return
+    u.vcpus -= vm.spec.vcpus
+    u.memoryMiB -= vm.spec.memoryMiB
+    u.count -= 1
+    const group = vm.spec.antiAffinity
+    if (group !== undefined) {
+      const n = (u.groups.get(group) ?? 0) - 1
+      if (n > 0) u.groups.set(group, n)
+      else u.groups.delete(group)
+    }
+    if (u.count === 0) this.byNode.delete(vm.node)
+  }
 }
 
 /** Why `node` cannot host `spec`, or undefined if it can. */
@@ -59,29 +86,23 @@ const refusal = (spec: VmSpec, node: NodeInfo, usage: Usage | undefined): string
   const freeMemory = node.capacity.memoryMiB - (usage?.memoryMiB ?? 0)
   if (freeVcpus < spec.vcpus) return `not enough vcpus (${freeVcpus} free, needs ${spec.vcpus})`
   if (freeMemory < spec.memoryMiB) return `not enough memory (${freeMemory} MiB free, needs ${spec.memoryMiB} MiB)`
-  if (spec.antiAffinity !== undefined && usage?.groups.has(spec.antiAffinity)) {
+  if (spec.antiAffinity !== undefined && usage?.groups.has(spec.antiAffinity) === true) {
     return `already hosts a VM of anti-affinity group ${spec.antiAffinity}`
   }
   return undefined
 }
 
 /**
- * Chooses a node for `spec` among `nodes`, given the VMs already placed (`vms`; the VM itself, if
- * listed, is ignored, so a VM can be re-placed). `avoid` excludes a node (the one being drained).
+ * Chooses a node for `spec` among `nodes`, given what the VMs already placed reserve (`ledger`,
+ * which must not count the VM being placed). `avoid` excludes a node (the one being drained).
  */
-export const place = (
-  spec: VmSpec,
-  nodes: Iterable<NodeInfo>,
-  vms: Iterable<Placed>,
-  avoid?: NodeId
-): Placement => {
-  const usage = usageByNode(vms, spec.name)
+export const place = (spec: VmSpec, nodes: Iterable<NodeInfo>, ledger: Ledger, avoid?: NodeId): Placement => {
   const sorted = [...nodes].sort((a, b) => a.id - b.id)
   if (sorted.length === 0) return { _tag: "Unplaceable", reason: "no nodes have joined the cluster" }
   let best: { node: NodeInfo; free: number; count: number } | undefined
   const reasons: Array<string> = []
   for (const node of sorted) {
-    const u = usage.get(node.id)
+    const u = ledger.get(node.id)
     const why = node.id === avoid ? "being drained" : refusal(spec, node, u)
     if (why !== undefined) {
       reasons.push(`node ${node.id}: ${why}`)

@@ -38,7 +38,7 @@ import { Resources } from "../domain/Resources.js"
 import { RaftPeers } from "../net/RpcTransport.js"
 import * as RpcTransport from "../net/RpcTransport.js"
 import * as RaftNode from "../raft/RaftNode.js"
-import { classify } from "../storage/Database.js"
+import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
@@ -158,7 +158,7 @@ export const run = (config: NodeConfig) =>
       const init = yield* Effect.flatMap(RaftStorage, (s) => s.initialState).pipe(Effect.provide(storage))
       const fresh = init.hardState.term === 0 && init.lastIndex === 0 && Option.isNone(init.snapshot)
       const founding = fresh && config.peers.length === 0
-      const meta = (effect: Effect.Effect<unknown, unknown, SqlClient.SqlClient>) =>
+      const meta = (effect: Effect.Effect<unknown, unknown, SqlClient.SqlClient | Durability>) =>
         effect.pipe(Effect.provide(storage), Effect.mapError(classify({ filename, node }, "reading the node's identity")))
       const knownCluster = (yield* meta(NodeMeta.get("cluster_id"))) as string | undefined
 

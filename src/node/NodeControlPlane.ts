@@ -16,6 +16,7 @@ import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { InvalidArgument, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
+import { trusted } from "../domain/Decode.js"
 import { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
@@ -39,7 +40,7 @@ const encodeEnvelope = Schema.encodeSync(C.CommandEnvelopeJson)
 export const proposeCommand = (raft: RaftNodeShape, command: Command, requestId?: string | undefined) =>
   Effect.gen(function* () {
     const proposedAt = yield* Clock.currentTimeMillis
-    const envelope = new C.CommandEnvelope({ command, proposedAt, ...(requestId !== undefined ? { requestId } : {}) })
+    const envelope = new C.CommandEnvelope({ command, proposedAt, ...(requestId !== undefined ? { requestId } : {}) }, trusted)
     const result = (yield* raft.propose(encodeEnvelope(envelope))) as ApplyResult | undefined
     if (result === undefined) {
       return yield* new InvalidArgument({ node: NodeId.make(raft.id), message: "the command was not applied" })
@@ -159,25 +160,25 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
           ? Effect.succeed(vm)
           : Effect.fail(new VmNotFound({ node: self, subject: name, message: `no VM named "${name}" (asked node ${raft.id})` }))
       }),
-    createVm: (spec, opts) => orForward(vmResult(new C.CreateVm({ spec }), opts), (l) => l.createVm(spec, opts)),
+    createVm: (spec, opts) => orForward(vmResult(new C.CreateVm({ spec }, trusted), opts), (l) => l.createVm(spec, opts)),
     startVm: (name, opts) =>
-      orForward(vmResult(new C.StartVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }), opts), (l) => l.startVm(name, opts)),
+      orForward(vmResult(new C.StartVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts), (l) => l.startVm(name, opts)),
     stopVm: (name, opts) =>
-      orForward(vmResult(new C.StopVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }), opts), (l) => l.stopVm(name, opts)),
+      orForward(vmResult(new C.StopVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts), (l) => l.stopVm(name, opts)),
     deleteVm: (name, opts) =>
-      orForward(vmResult(new C.DeleteVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }), opts), (l) => l.deleteVm(name, opts)),
+      orForward(vmResult(new C.DeleteVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts), (l) => l.deleteVm(name, opts)),
     setVmLabels: (name, labels, opts) =>
       orForward(
-        vmResult(new C.SetVmLabels({ name, labels, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }), opts),
+        vmResult(new C.SetVmLabels({ name, labels, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts),
         (l) => l.setVmLabels(name, labels, opts)
       ),
     listNodes: (mode) =>
       Effect.map(readable(mode), () => [...state.current.nodes.keys()].sort((a, b) => a - b).map((k) => state.current.nodes.get(k)!) as ReadonlyArray<NodeInfo>),
     setNodeState: (id, nodeState, opts) =>
-      orForward(nodeResult(new C.SetNodeState({ id, state: nodeState }), opts), (l) => l.setNodeState(id, nodeState, opts)),
+      orForward(nodeResult(new C.SetNodeState({ id, state: nodeState }, trusted), opts), (l) => l.setNodeState(id, nodeState, opts)),
     reportVmStatus: (name, node, status) =>
-      orForward(Effect.asVoid(propose(new C.ReportVmStatus({ name, node, status }), undefined)), (l) => l.reportVmStatus(name, node, status)),
-    registerNode: (info) => orForward(nodeResult(new C.RegisterNode({ info }), {}), (l) => l.registerNode(info)),
+      orForward(Effect.asVoid(propose(new C.ReportVmStatus({ name, node, status }, trusted), undefined)), (l) => l.reportVmStatus(name, node, status)),
+    registerNode: (info) => orForward(nodeResult(new C.RegisterNode({ info }, trusted), {}), (l) => l.registerNode(info)),
     clusterStatus,
     join,
     leave: (id) =>

@@ -93,6 +93,13 @@ interface Pending {
   readonly done: Deferred.Deferred<unknown, ProposeFailure>
 }
 
+/**
+ * Messages a leader may send before the Ready they come with is persisted: its appends, snapshots
+ * and heartbeats claim nothing about its own durable state (its term was made durable when it
+ * campaigned). Everything else — votes, acknowledgements — must wait for the save.
+ */
+const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
+
 /** A small seeded PRNG (mulberry32) for the core's synchronous election jitter. */
 const seededRandom = (seed: number) => {
   let a = seed >>> 0
@@ -269,14 +276,35 @@ export const make = (config: RaftNodeConfig) =>
         // with the next synced save, or before a snapshot (so a restart never finds the snapshot
         // ahead of the stored commit index).
         if (rd.hardState !== undefined) unsyncedHardState = rd.hardState
+        let toApply = rd.committedEntries
         if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.mustSync) {
-          yield* storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: unsyncedHardState })
+          // While this Ready's writes flush to disk (off the event loop), the leader's appends and
+          // heartbeats already travel (thesis §10.2.1: a leader may write its log in parallel with
+          // replicating it; it counts itself towards a commit only in a later round, after this
+          // save) and committed entries already in the local log are applied. Everything that
+          // vouches for this Ready's writes (votes, acknowledgements) waits for the save.
+          const early = rd.messages.filter(leavesBeforePersist)
+          if (early.length > 0) yield* transport.send(early)
+          const saving = yield* Effect.fork(storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: unsyncedHardState }))
+          if (rd.snapshot === undefined && toApply.length > 0) {
+            const firstNew = rd.entries[0]?.index ?? Number.POSITIVE_INFINITY
+            const stable = toApply.filter((e) => e.index < firstNew)
+            if (stable.length > 0) {
+              settle(stable, yield* sm.apply(stable))
+              toApply = stable.length === toApply.length ? [] : toApply.filter((e) => e.index >= firstNew)
+            }
+          }
+          yield* Fiber.join(saving)
           unsyncedHardState = undefined
           if (rd.snapshot !== undefined) mirror.applySnapshot(rd.snapshot)
           mirror.append(rd.entries)
+          if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
+          const late = early.length > 0 ? rd.messages.filter((m) => !leavesBeforePersist(m)) : rd.messages
+          if (late.length > 0) yield* transport.send(late)
+        } else {
+          if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
+          if (rd.messages.length > 0) yield* transport.send(rd.messages)
         }
-        if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
-        if (rd.messages.length > 0) yield* transport.send(rd.messages)
         if (rd.snapshot !== undefined) {
           yield* sm.restore(rd.snapshot)
           snapshotIndex = rd.snapshot.metadata.index
@@ -289,7 +317,7 @@ export const make = (config: RaftNodeConfig) =>
             )
           }
         }
-        if (rd.committedEntries.length > 0) settle(rd.committedEntries, yield* sm.apply(rd.committedEntries))
+        if (toApply.length > 0) settle(toApply, yield* sm.apply(toApply))
         if (rd.softState !== undefined) {
           const ss = rd.softState
           yield* Ref.set(softState, { lead: ss.lead, role: ss.role })

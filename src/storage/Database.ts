@@ -1,12 +1,21 @@
 /**
  * Opening a node's SQLite database.
  *
- * Durability: the database runs in WAL mode with `synchronous = FULL`. In WAL mode, FULL makes
- * SQLite sync the WAL file at every transaction commit, so a transaction that returned is on stable
- * storage and survives power loss; `NORMAL` would only sync at checkpoints, and a power cut could
- * roll back the last transactions — which for Raft means forgetting a vote or an entry already
- * acknowledged to a peer, breaking safety. WAL (rather than a rollback journal) keeps each commit to
- * one sequential write plus one fsync.
+ * Durability: the database runs in WAL mode. A transaction is durable once `Durability.sync` has
+ * returned after it: that runs `fdatasync` on the WAL file on Node's thread pool, so the event loop
+ * keeps serving (HTTP requests, peer messages, further proposals) while the disk flushes, and every
+ * write that arrives meanwhile joins the next batch (group commit). SQLite itself runs with
+ * `synchronous = NORMAL`: in WAL mode it then syncs the WAL before each checkpoint and the database
+ * file after it, so the file is always consistent; what NORMAL alone would lose on power loss — the
+ * last transactions — is exactly what `sync` makes durable. Why this is sound: a commit's frames are
+ * in the WAL (written with `write`) when the commit returns, `fdatasync` of the file flushes them,
+ * and WAL frames carry a cumulative checksum, so recovery keeps a prefix of the frames and never a
+ * later one without an earlier one. (`synchronous = FULL` gives the same guarantee with the fsync
+ * inside the commit, blocking the single JavaScript thread for the whole flush: measured in
+ * bench/RESULTS.md.) For Raft this is what persist-before-send needs: forgetting a vote or an entry
+ * already acknowledged to a peer would break safety, so the driver sends nothing that depends on a
+ * write before its `sync` returned. WAL (rather than a rollback journal) keeps each commit to one
+ * sequential write.
  *
  * Exclusion: `locking_mode = EXCLUSIVE` makes the connection keep SQLite's file lock (an OS lock,
  * released by the kernel when the process dies, even on kill -9) for as long as it is open, and
@@ -20,7 +29,7 @@ import { NodeContext } from "@effect/platform-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
-import { Cause, Effect, Layer } from "effect"
+import { Cause, Context, Effect, Layer } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { StorageCorrupt, StorageIo, StorageLocked } from "../domain/Errors.js"
@@ -95,7 +104,7 @@ const pragmas = (options: DatabaseOptions) =>
         ...(options.node !== undefined ? { node: options.node } : {})
       })
     }
-    yield* sql.unsafe("PRAGMA synchronous = FULL")
+    yield* sql.unsafe("PRAGMA synchronous = NORMAL")
     // Take the exclusive lock now, not at the first write.
     yield* sql.withTransaction(sql.unsafe("PRAGMA user_version"))
     const check = yield* sql.unsafe<{ quick_check: string }>("PRAGMA quick_check")
@@ -109,6 +118,58 @@ const pragmas = (options: DatabaseOptions) =>
     }
   })
 
+/** Makes every transaction committed so far durable (see the module comment). */
+export class Durability extends Context.Tag("blixard/Durability")<
+  Durability,
+  { readonly sync: Effect.Effect<void, StorageError> }
+>() {}
+
+const durability = (options: DatabaseOptions): Layer.Layer<Durability> =>
+  Layer.scoped(
+    Durability,
+    Effect.gen(function* () {
+      if (options.filename === ":memory:") return { sync: Effect.void }
+      const wal = `${options.filename}-wal`
+      let fd: number | undefined
+      yield* Effect.addFinalizer(() => Effect.sync(() => fd !== undefined && fs.closeSync(fd)))
+      const failed = (cause: unknown) =>
+        new StorageIo({
+          subject: wal,
+          message: `cannot flush ${wal} to disk: ${cause instanceof Error ? cause.message : String(cause)}; the write may be lost on power failure — check the disk and the data directory`,
+          ...(options.node !== undefined ? { node: options.node } : {})
+        })
+      /** The WAL file, opened once it exists; its directory entry is made durable the first time. */
+      const walFd = (): number | undefined => {
+        if (fd !== undefined) return fd
+        try {
+          fd = fs.openSync(wal, "r+")
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined // nothing committed yet
+          throw e
+        }
+        const dir = fs.openSync(path.dirname(options.filename), "r")
+        try {
+          fs.fsyncSync(dir)
+        } finally {
+          fs.closeSync(dir)
+        }
+        return fd
+      }
+      const sync = Effect.async<void, StorageError>((resume) => {
+        let target: number | undefined
+        try {
+          target = walFd()
+        } catch (e) {
+          resume(Effect.fail(failed(e)))
+          return
+        }
+        if (target === undefined) resume(Effect.void)
+        else fs.fdatasync(target, (err) => resume(err === null ? Effect.void : Effect.fail(failed(err))))
+      })
+      return { sync }
+    })
+  )
+
 const migrate = SqliteMigrator.run({ loader: SqliteMigrator.fromRecord(migrations) }).pipe(
   Effect.provide(NodeContext.layer)
 )
@@ -117,7 +178,9 @@ const migrate = SqliteMigrator.run({ loader: SqliteMigrator.fromRecord(migration
  * A SQLite client for the node's database, opened with the settings above and migrated to the
  * current schema. Fails with StorageLocked, StorageCorrupt or StorageIo, each naming the file.
  */
-export const layer = (options: DatabaseOptions): Layer.Layer<SqliteClient.SqliteClient | SqlClient.SqlClient, StorageError> => {
+export const layer = (
+  options: DatabaseOptions
+): Layer.Layer<SqliteClient.SqliteClient | SqlClient.SqlClient | Durability, StorageError> => {
   const opened = SqliteClient.layer({ filename: options.filename, disableWAL: true })
   const setup = Layer.effectDiscard(
     Effect.gen(function* () {
@@ -141,6 +204,7 @@ export const layer = (options: DatabaseOptions): Layer.Layer<SqliteClient.Sqlite
     })
   )
   return Layer.provideMerge(setup, opened).pipe(
+    Layer.merge(durability(options)),
     Layer.catchAllCause((cause) => {
       // better-sqlite3 throws from its constructor (a defect inside the client's layer) when the file
       // cannot be opened at all.

@@ -16,16 +16,17 @@ export const get = (key: string) =>
     Effect.map((rows) => rows[0]?.value)
   )
 
+/** Records `key` = `value` durably. */
 export const set = (key: string, value: string) =>
   Effect.flatMap(
     SqlClient.SqlClient,
     (sql) => sql`INSERT INTO node_meta (key, value) VALUES (${key}, ${value}) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
-  )
+  ).pipe(Effect.zipRight(Effect.flatMap(Database.Durability, (d) => d.sync)))
 
 /**
  * Claims the database for `node` on first use; afterwards refuses to open it as any other node.
  */
-export const claim = (options: { readonly filename: string; readonly node: NodeId; readonly dataDir: string }): Effect.Effect<void, StorageError | WrongDataDir, SqlClient.SqlClient> =>
+export const claim = (options: { readonly filename: string; readonly node: NodeId; readonly dataDir: string }): Effect.Effect<void, StorageError | WrongDataDir, SqlClient.SqlClient | Database.Durability> =>
   Effect.gen(function* () {
     const owner = yield* get("node_id")
     if (owner === undefined) {

@@ -7,7 +7,10 @@
  *
  * `save` is the one write the Raft driver needs per `Ready`: it installs a snapshot, appends
  * entries (first removing any conflicting suffix) and records the hard state in ONE transaction,
- * so one fsync makes all of it durable before any message that depends on it is sent.
+ * so one fsync makes all of it durable before any message that depends on it is sent. Every write
+ * returns only after `Database.Durability.sync` (an `fdatasync` off the event loop) has made it
+ * durable. The log's bounds are kept in memory (this process owns the database exclusively), so
+ * an append is one transaction of INSERTs and nothing else.
  *
  * Every entry, the hard state and the snapshot carry a checksum verified on read; a mismatch is a
  * `StorageCorrupt` error naming the file and the index. The node stops; it never serves wrong data.
@@ -116,6 +119,7 @@ const insertChunk = 400
 export const makeSql = (options: { readonly filename: string; readonly node?: NodeId | undefined }) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    const durability = yield* Database.Durability
     const fail = Database.classify(options, "using the Raft log")
     const corrupt = (message: string) =>
       new StorageCorrupt({
@@ -145,11 +149,33 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
         rows[0] !== undefined ? Effect.succeed(rows[0]) : Effect.fail(corrupt("the log's start record is missing"))
     )
     const maxIndex = Effect.map(sql<{ m: number | null }>`SELECT max(idx) AS m FROM raft_log`, (rows) => rows[0]?.m ?? null)
-    const bounds = Effect.gen(function* () {
-      const start = yield* logStart
-      const max = yield* maxIndex
-      return { first: start.first_index, prevTerm: start.prev_term, last: max ?? start.first_index - 1 }
-    })
+    interface Bounds {
+      readonly first: number
+      readonly prevTerm: number
+      readonly last: number
+    }
+    /** The log's bounds as last written; undefined until read, or after a failed write. */
+    let known: Bounds | undefined
+    const bounds: Effect.Effect<Bounds, unknown> = Effect.suspend(() =>
+      known !== undefined
+        ? Effect.succeed(known)
+        : Effect.gen(function* () {
+            const start = yield* logStart
+            const max = yield* maxIndex
+            known = { first: start.first_index, prevTerm: start.prev_term, last: max ?? start.first_index - 1 }
+            return known
+          })
+    )
+    /** Runs a write transaction that leaves the log with bounds `after` (or unchanged), then makes it durable. */
+    const write = <A>(transaction: Effect.Effect<readonly [A, Bounds | undefined], unknown>): Effect.Effect<A, StorageError> =>
+      run(
+        Effect.onError(sql.withTransaction(transaction), () => Effect.sync(() => (known = undefined)))
+      ).pipe(
+        Effect.flatMap(([result, after]) => {
+          if (after !== undefined) known = after
+          return Effect.as(durability.sync, result)
+        })
+      )
 
     const readSnapshot = Effect.flatMap(
       sql<{ idx: number; term: number; conf_state: string; data: string; checksum: number }>`
@@ -208,42 +234,44 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
     }
 
     const save = (batch: SaveBatch) =>
-      run(
-        sql.withTransaction(
-          Effect.gen(function* () {
-            if (batch.snapshot !== undefined) {
-              const m = batch.snapshot.metadata
-              yield* writeSnapshot(batch.snapshot)
-              yield* sql`DELETE FROM raft_log`
-              yield* sql`UPDATE raft_log_start SET first_index = ${m.index + 1}, prev_term = ${m.term} WHERE id = 1`
+      write(
+        Effect.gen(function* () {
+          let after: Bounds | undefined
+          if (batch.snapshot !== undefined) {
+            const m = batch.snapshot.metadata
+            yield* writeSnapshot(batch.snapshot)
+            yield* sql`DELETE FROM raft_log`
+            yield* sql`UPDATE raft_log_start SET first_index = ${m.index + 1}, prev_term = ${m.term} WHERE id = 1`
+            after = { first: m.index + 1, prevTerm: m.term, last: m.index }
+          }
+          const entries = batch.entries
+          if (entries !== undefined && entries.length > 0) {
+            checkContiguous(entries)
+            const b = after ?? (yield* bounds)
+            const firstNew = entries[0]!.index
+            checkAppendPosition(firstNew, b.first, b.last)
+            if (firstNew <= b.last) yield* sql`DELETE FROM raft_log WHERE idx >= ${firstNew}`
+            for (let at = 0; at < entries.length; at += insertChunk) {
+              const rows = entries.slice(at, at + insertChunk).map((e) => ({
+                idx: e.index,
+                term: e.term,
+                kind: e.kind,
+                data: e.data,
+                checksum: entryChecksum(e)
+              }))
+              yield* sql`INSERT INTO raft_log ${sql.insert(rows)}`
             }
-            const entries = batch.entries
-            if (entries !== undefined && entries.length > 0) {
-              checkContiguous(entries)
-              const b = yield* bounds
-              const firstNew = entries[0]!.index
-              checkAppendPosition(firstNew, b.first, b.last)
-              if (firstNew <= b.last) yield* sql`DELETE FROM raft_log WHERE idx >= ${firstNew}`
-              for (let at = 0; at < entries.length; at += insertChunk) {
-                const rows = entries.slice(at, at + insertChunk).map((e) => ({
-                  idx: e.index,
-                  term: e.term,
-                  kind: e.kind,
-                  data: e.data,
-                  checksum: entryChecksum(e)
-                }))
-                yield* sql`INSERT INTO raft_log ${sql.insert(rows)}`
-              }
-            }
-            if (batch.hardState !== undefined) {
-              const hs = batch.hardState
-              yield* sql`INSERT INTO raft_hard_state (id, term, vote, commit_index, checksum)
-                VALUES (1, ${hs.term}, ${hs.vote}, ${hs.commit}, ${hardStateChecksum(hs)})
-                ON CONFLICT (id) DO UPDATE SET term = excluded.term, vote = excluded.vote,
-                  commit_index = excluded.commit_index, checksum = excluded.checksum`
-            }
-          })
-        )
+            after = { ...b, last: entries[entries.length - 1]!.index }
+          }
+          if (batch.hardState !== undefined) {
+            const hs = batch.hardState
+            yield* sql`INSERT INTO raft_hard_state (id, term, vote, commit_index, checksum)
+              VALUES (1, ${hs.term}, ${hs.vote}, ${hs.commit}, ${hardStateChecksum(hs)})
+              ON CONFLICT (id) DO UPDATE SET term = excluded.term, vote = excluded.vote,
+                commit_index = excluded.commit_index, checksum = excluded.checksum`
+          }
+          return [undefined, after] as const
+        })
       )
 
     const service: RaftStorageShape = {
@@ -296,28 +324,29 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
       firstIndex: run(Effect.map(logStart, (s) => s.first_index)),
       lastIndex: run(Effect.map(bounds, (b) => b.last)),
       snapshot: run(readSnapshot),
-      saveSnapshot: (snapshot) => run(writeSnapshot(snapshot)),
+      saveSnapshot: (snapshot) => write(Effect.as(writeSnapshot(snapshot), [undefined, undefined] as const)),
       compact: (index) =>
-        run(
-          sql.withTransaction(
-            Effect.gen(function* () {
-              const b = yield* bounds
-              if (index === b.first - 1) return
-              if (index < b.first || index > b.last) {
-                misuse(`cannot compact to ${index}: the log holds [${b.first}, ${b.last}]`)
-              }
-              const [entry] = yield* readEntries(index, index + 1)
-              yield* sql`DELETE FROM raft_log WHERE idx <= ${index}`
-              yield* sql`UPDATE raft_log_start SET first_index = ${index + 1}, prev_term = ${entry!.term} WHERE id = 1`
-            })
-          )
+        write(
+          Effect.gen(function* () {
+            const b = yield* bounds
+            if (index === b.first - 1) return [undefined, undefined] as const
+            if (index < b.first || index > b.last) {
+              misuse(`cannot compact to ${index}: the log holds [${b.first}, ${b.last}]`)
+            }
+            const [entry] = yield* readEntries(index, index + 1)
+            yield* sql`DELETE FROM raft_log WHERE idx <= ${index}`
+            yield* sql`UPDATE raft_log_start SET first_index = ${index + 1}, prev_term = ${entry!.term} WHERE id = 1`
+            return [undefined, { ...b, first: index + 1, prevTerm: entry!.term }] as const
+          })
         )
     }
     return service
   })
 
 /** `RaftStorage` in the node's SQLite database file, opened (locked, checked, migrated) by this layer. */
-export const layerFile = (options: Database.DatabaseOptions): Layer.Layer<RaftStorage | SqlClient.SqlClient, StorageError> =>
+export const layerFile = (
+  options: Database.DatabaseOptions
+): Layer.Layer<RaftStorage | SqlClient.SqlClient | Database.Durability, StorageError> =>
   Layer.effect(RaftStorage, makeSql(options)).pipe(Layer.provideMerge(Database.layer(options)))
 
 // ---------------------------------------------------------------------------------------------
