@@ -1,12 +1,13 @@
 /**
- * `blixard sim --seed N [--nodes 5] [--steps K] [--profile default|crashpoints] [--bug figure8] [--json]`:
- * replays one seed of the deterministic simulator and prints its summary. The same seed always
- * prints the same output; a failing seed printed by CI or `npm run sim` is a reproduction.
+ * `blixard sim --seed N [--nodes 5] [--steps K] [--profile default|crashpoints] [--bug figure8] [--full] [--json]`:
+ * replays one seed of the deterministic simulator — the explorer, or with `--full` the full-service
+ * tier — and prints its summary. The same seed always prints the same output; a failing seed
+ * printed by CI or `npm run sim` is a reproduction.
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Console, Effect, Option } from "effect"
-import { InvalidArgument, InvariantViolated, NotImplemented } from "../domain/Errors.js"
+import { InvalidArgument, InvariantViolated } from "../domain/Errors.js"
 
 const seed = Options.integer("seed").pipe(Options.withPseudoName("N"), Options.withDescription("The run to replay: every fault, delay and client operation derives from it."))
 const nodes = Options.integer("nodes").pipe(
@@ -32,11 +33,6 @@ const json = Options.boolean("json").pipe(Options.withDescription("Print the res
 
 export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug, full, json }, (args) =>
   Effect.gen(function* () {
-    if (args.full) {
-      return yield* new NotImplemented({
-        message: "the full-service simulation tier is not built yet; run without --full to replay the seed in the explorer"
-      })
-    }
     const n = Option.getOrUndefined(args.nodes)
     if (n !== undefined && (n < 1 || n > 9)) {
       return yield* new InvalidArgument({ subject: "--nodes", message: `--nodes ${n}: a simulated cluster has 1 to 9 nodes` })
@@ -45,8 +41,9 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
       return yield* new InvalidArgument({ subject: "--seed", message: "--seed must be ≥ 0 and --steps ≥ 1" })
     }
     const { explore, profiles } = yield* Effect.promise(() => import("../sim/Explorer.js"))
+    const run = args.full ? (yield* Effect.promise(() => import("../sim/FullService.js"))).simulate : explore
     const b = Option.getOrUndefined(args.bug)
-    const result = explore({
+    const result = run({
       ...profiles[args.profile],
       seed: args.seed,
       safetyMs: args.steps * 100,
@@ -58,7 +55,7 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
       const s = result.stats
       yield* Console.log(
         [
-          `seed ${result.seed} (profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
+          `seed ${result.seed} (${args.full ? "full-service tier, " : ""}profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
           `  simulated ${(s.simulatedMs / 1000).toFixed(1)} s: ${s.events} events, ${s.elections} elections (highest term ${s.maxTerm}), ${s.committed} entries committed, ${s.snapshotsInstalled} snapshots installed, ${s.crashes} crashes`,
           `  network: ${s.messages} messages sent, ${s.dropped} dropped`,
           `  clients: ${s.operations} operations (${s.unknownOutcomes} with unknown outcome), linearizability ${result.linearizability}`,

@@ -24,6 +24,8 @@ import { RawNode } from "../raft/RawNode.js"
 import type { Entry } from "../raft/Types.js"
 import { EventQueue } from "./EventQueue.js"
 import { History } from "./History.js"
+import type { LogTerms } from "./Invariants.js"
+import { RaftInvariants, Violation } from "./Invariants.js"
 import { KvStore } from "./KvStore.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
@@ -90,8 +92,6 @@ export const profiles = {
   crashpoints: { nodes: 3, maxSizePerMsg: 1, maxInflightMsgs: 1, crashPoints: 0.3 }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
-class Violation extends Error {}
-
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }
   | { readonly k: "deliver"; readonly d: Delivery<Message> }
@@ -122,8 +122,6 @@ interface SimNode {
   incarnation: number
   busy: boolean
   tickEvery: number
-  lastCommit: number
-  durableCommit: number
   snapshotIndex: number
   readonly writes: Map<number, PendingWrite>
   readonly reads: Map<string, PendingRead>
@@ -141,8 +139,8 @@ interface Client {
 
 const keys = ["a", "b", "c"]
 
-/** Message types as small numbers, for the trace hash. */
-const messageCode: Record<Message["type"], number> = {
+/** Message types as small numbers, for the trace hash (of both simulator tiers). */
+export const messageCode: Record<Message["type"], number> = {
   app: 1,
   appResp: 2,
   vote: 3,
@@ -178,8 +176,6 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   const history = new History<RegisterInput, RegisterOutput>()
   let now = 0
   let events = 0
-  let elections = 0
-  let maxTerm = 0
   let snapshotsInstalled = 0
   let crashes = 0
   let messages = 0
@@ -193,15 +189,10 @@ export const explore = (options: ExploreOptions): ExploreResult => {
 
   /** Infinity during the safety phase; then the time by which the cluster must have made progress. */
   let livenessDeadline = Infinity
-  /** index → term of every entry any node applied: applied implies committed. */
-  const committed = new Map<number, number>()
-  /** index → data of committed entries, to compare what each node applies. */
-  const committedData = new Map<number, string>()
-  const termLeaders = new Map<number, number>()
-
   const fail = (message: string): never => {
     throw new Violation(`at ${now} ms: ${message}`)
   }
+  const invariants = new RaftInvariants(fail)
 
   const makeRaw = (node: SimNode): RawNode =>
     new RawNode({
@@ -232,8 +223,6 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       incarnation: 0,
       busy: false,
       tickEvery: tickMs,
-      lastCommit: 0,
-      durableCommit: storage.hardState.commit,
       snapshotIndex: 1,
       writes: new Map(),
       reads: new Map(),
@@ -266,66 +255,19 @@ export const explore = (options: ExploreOptions): ExploreResult => {
 
   // --- Invariants -------------------------------------------------------------------------------
 
+  const rawLog = (raw: RawNode): LogTerms => {
+    const st = raw.status()
+    return { firstIndex: st.firstIndex, lastIndex: st.lastIndex, term: (i) => raw.raft.log.term(i) }
+  }
+
   const checkLeader = (node: SimNode) => {
     const raw = node.raw!
-    if (raw.role !== "leader") return
-    const prev = termLeaders.get(raw.term)
-    if (prev === node.id) return
-    const st = raw.status()
-    if (prev === undefined) {
-      termLeaders.set(st.term, node.id)
-      elections++
-      maxTerm = Math.max(maxTerm, st.term)
-      // Leader completeness: every committed entry is in the new leader's log.
-      const first = st.firstIndex
-      for (const [index, term] of committed) {
-        if (index < first) continue
-        const has = raw.raft.log.term(index)
-        if (has !== term) {
-          fail(`leader completeness: node ${node.id} leads term ${st.term} but holds term ${has} at committed index ${index} (committed in term ${term})`)
-        }
-      }
-    } else if (prev !== node.id) {
-      fail(`two leaders in term ${st.term}: nodes ${prev} and ${node.id}`)
-    }
+    if (raw.role === "leader") invariants.leader(node.id, raw.term, () => rawLog(raw))
   }
 
-  const checkCommit = (node: SimNode) => {
-    const commit = node.raw!.commitIndex
-    if (commit < node.lastCommit) fail(`node ${node.id}'s commit index went back from ${node.lastCommit} to ${commit}`)
-    node.lastCommit = commit
-  }
-
-  /** Log matching: if two logs hold an entry with the same index and term, all earlier entries agree. */
   const checkLogMatching = () => {
     const live = [...nodes.values()].filter((x) => x.raw !== undefined)
-    for (let i = 0; i < live.length; i++) {
-      for (let j = i + 1; j < live.length; j++) {
-        const a = live[i]!.raw!
-        const b = live[j]!.raw!
-        const sa = a.status()
-        const sb = b.status()
-        const lo = Math.max(sa.firstIndex, sb.firstIndex)
-        let hi = Math.min(sa.lastIndex, sb.lastIndex)
-        while (hi >= lo && a.raft.log.term(hi) !== b.raft.log.term(hi)) hi--
-        for (let k = lo; k <= hi; k++) {
-          if (a.raft.log.term(k) !== b.raft.log.term(k)) {
-            fail(`log matching: nodes ${live[i]!.id} and ${live[j]!.id} agree at index ${hi} but differ at ${k}`)
-          }
-        }
-      }
-    }
-  }
-
-  /** Committed entries never change: one (term, data) per index, whoever commits or applies it. */
-  const recordCommitted = (node: SimNode, e: Entry) => {
-    const term = committed.get(e.index)
-    if (term === undefined) {
-      committed.set(e.index, e.term)
-      committedData.set(e.index, e.data)
-    } else if (term !== e.term || committedData.get(e.index) !== e.data) {
-      fail(`committed entry changed: node ${node.id} has term ${e.term} committed at index ${e.index}, where term ${term} was committed before`)
-    }
+    invariants.logMatching(live.map((x) => ({ node: x.id, log: rawLog(x.raw!) })))
   }
 
   // --- Nodes ------------------------------------------------------------------------------------
@@ -336,19 +278,21 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     const rd = raw.ready()
     if (rd.softState?.role === "leader") checkLeader(node)
     // An entry is committed as soon as any node learns it is (before anyone applies it).
-    for (const e of rd.committedEntries) recordCommitted(node, e)
+    for (const e of rd.committedEntries) invariants.committedEntry(node.id, e)
     node.busy = true
     queue.push(now + fsync.int(3), { k: "persisted", node: node.id, incarnation: node.incarnation, rd })
   }
 
-  const finishWrite = (node: SimNode, index: number, term: number, result: unknown) => {
-    const w = node.writes.get(index)
+  const finishWrite = (node: SimNode, e: Entry, result: unknown) => {
+    const w = node.writes.get(e.index)
     if (w === undefined) return
-    node.writes.delete(index)
+    node.writes.delete(e.index)
     const c = clients[w.client]!
     if (c.op !== w.op) return
-    if (w.term === term) history.ok(w.op, result as RegisterOutput, now)
-    else history.fail(w.op)
+    if (w.term === e.term) {
+      history.ok(w.op, result as RegisterOutput, now)
+      invariants.acknowledged(node.id, e)
+    } else history.fail(w.op)
     c.op = undefined
     queue.push(now + 1 + workload.int(20), { k: "client", client: c.id })
   }
@@ -359,8 +303,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     if (rd.snapshot !== undefined) node.storage.applySnapshot(rd.snapshot)
     node.storage.append(rd.entries)
     if (rd.hardState !== undefined) {
-      if (rd.hardState.commit < node.durableCommit) fail(`node ${node.id}'s durable commit went back to ${rd.hardState.commit}`)
-      node.durableCommit = rd.hardState.commit
+      invariants.durableCommit(node.id, rd.hardState.commit)
       node.storage.setHardState(rd.hardState)
     }
     // Crash point: durable, but nothing sent or applied yet.
@@ -397,9 +340,9 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     }
     for (const e of rd.committedEntries) {
       if (e.index <= node.kv.applied) continue
-      recordCommitted(node, e)
+      invariants.committedEntry(node.id, e)
       const result = node.kv.apply(e)
-      finishWrite(node, e.index, e.term, result)
+      finishWrite(node, e, result)
     }
     for (const rs of rd.readStates) {
       const r = node.reads.get(rs.context)
@@ -433,7 +376,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       const to = snap.metadata.index - 8
       if (to >= node.storage.firstIndex()) node.storage.compact(to)
     }
-    checkCommit(node)
+    invariants.commitIndex(node.id, raw.commitIndex)
     trace.record(now, (2 << 24) | (node.id << 16) | Math.min(rd.messages.length, 0xffff), rd.entries.length * 65536 + rd.committedEntries.length, raw.term)
   }
 
@@ -480,7 +423,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     node.kv.restore(snap.data, snap.metadata.index)
     node.snapshotIndex = snap.metadata.index
     node.raw = makeRaw(node)
-    node.lastCommit = 0
+    invariants.restarted(node.id)
     queue.push(now + node.tickEvery, { k: "tick", node: node.id, incarnation: node.incarnation })
   }
 
@@ -557,7 +500,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   const livenessCheck = () => {
     if (probe !== undefined) {
       const done = [...nodes.values()].every((x) => x.raw !== undefined && x.kv.applied >= probe!.index)
-      if (done && committed.get(probe.index) === probe.term) liveDone = true
+      if (done && invariants.committed.get(probe.index) === probe.term) liveDone = true
       else if (done) probe = undefined // overwritten: propose again
       return
     }
@@ -659,6 +602,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       if (liveDone) break
     }
     checkLogMatching()
+    invariants.checkAcknowledged()
     const result = checkLinearizability(registerModel, history.operations(), { maxSteps: 5_000_000 })
     linearizability = result._tag === "Ok" ? "ok" : result._tag === "Illegal" ? "illegal" : "unknown"
     if (result._tag === "Illegal") {
@@ -679,9 +623,9 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     stats: {
       events,
       simulatedMs: now,
-      elections,
-      maxTerm,
-      committed: committed.size,
+      elections: invariants.elections,
+      maxTerm: invariants.maxTerm,
+      committed: invariants.committed.size,
       snapshotsInstalled,
       crashes,
       operations: ops.length,

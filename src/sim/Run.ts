@@ -1,7 +1,7 @@
 /**
- * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--profile default|crashpoints] [--bug figure8]`:
- * explores many seeds and prints each failing seed with the command that replays it.
- * Exit code 1 if any seed failed.
+ * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile default|crashpoints] [--bug figure8] [--full]`:
+ * explores many seeds — of the explorer, or with `--full` of the full-service tier — and prints
+ * each failing seed with the command that replays it. Exit code 1 if any seed failed.
  */
 import { explore, profiles } from "./Explorer.js"
 import type { ExploreOptions } from "./Explorer.js"
@@ -33,11 +33,15 @@ if (bug !== undefined && bug !== "figure8") {
   console.error(`unknown --bug ${bug}; known: figure8`)
   process.exit(2)
 }
+const full = args.includes("--full")
+// The full tier loads Effect and the node's services: only when asked for.
+const run = full ? (await import("./FullService.js")).simulate : explore
 const seeds = int("seeds", 100)
 const from = int("from", 1)
 const options: Omit<ExploreOptions, "seed"> = {
   ...profile,
   ...(flag("nodes") !== undefined ? { nodes: int("nodes", 5) } : {}),
+  ...(flag("steps") !== undefined ? { safetyMs: int("steps", 100) * 100 } : {}),
   ...(bug !== undefined ? { bug } : {})
 }
 
@@ -45,16 +49,16 @@ let failed = 0
 const started = performance.now()
 let simulated = 0
 for (let seed = from; seed < from + seeds; seed++) {
-  const result = explore({ ...options, seed })
+  const result = run({ ...options, seed })
   simulated += result.stats.simulatedMs
   if (!result.ok) {
     failed++
-    const replay = `blixard sim --seed ${seed} --profile ${profileName}${flag("nodes") !== undefined ? ` --nodes ${options.nodes}` : ""}${bug !== undefined ? ` --bug ${bug}` : ""}`
+    const replay = `blixard sim --seed ${seed}${full ? " --full" : ""} --profile ${profileName}${flag("nodes") !== undefined ? ` --nodes ${options.nodes}` : ""}${flag("steps") !== undefined ? ` --steps ${flag("steps")}` : ""}${bug !== undefined ? ` --bug ${bug}` : ""}`
     console.log(`FAIL seed ${seed}: ${result.violation}\n  replay: ${replay}`)
   }
 }
 const wall = (performance.now() - started) / 1000
 console.log(
-  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, profile ${profileName}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time)`
+  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, ${full ? "full-service tier, " : ""}profile ${profileName}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time)`
 )
 process.exitCode = failed > 0 ? 1 : 0

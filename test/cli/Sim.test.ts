@@ -33,9 +33,20 @@ describe("blixard sim", () => {
     expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 14 failed: .*leader completeness/m)
   })
 
-  it("the full-service tier says plainly that it is not built yet", async () => {
-    const r = await blixard(["sim", "--seed", "1", "--full"])
+  it("--full replays a seed of the full-service tier: same seed, same summary, in two processes", async () => {
+    const [a, b] = await Promise.all([blixard(["sim", "--seed", "5", "--full"]), blixard(["sim", "--seed", "5", "--full"])])
+    expect(a.code).toBe(0)
+    expect(a.stdout).toMatch(/^seed 5 \(full-service tier, profile default\): ok/)
+    expect(a.stdout).toMatch(/linearizability ok/)
+    expect(b.stdout).toBe(a.stdout)
+    const explorer = await blixard(["sim", "--seed", "5"])
+    expect(explorer.stdout.match(/trace (\w+)/)![1]).not.toBe(a.stdout.match(/trace (\w+)/)![1])
+  })
+
+  it("a failing seed of the full-service tier exits 1 and says what broke", async () => {
+    const r = await blixard(["sim", "--seed", "10", "--full", "--profile", "crashpoints", "--steps", "400", "--bug", "figure8"])
     expect(r.code).toBe(1)
-    expect(r.stderr).toMatch(/BLX_NOT_IMPLEMENTED: the full-service simulation tier is not built yet/)
+    expect(r.stdout).toMatch(/^seed 10 \(full-service tier, profile crashpoints, bug figure8\): FAILED/)
+    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 10 failed: .*leader completeness/m)
   })
 })

@@ -1,0 +1,678 @@
+/**
+ * The full-service simulation tier: N real `RaftNode` services in one process, exactly as the daemon
+ * runs them, with only their layers swapped — a `VirtualClock` per machine, a `Transport` that
+ * delivers through the seeded faulty `Network`, `RaftStorage.layerMemory` over a `MemoryStore` per
+ * node (it survives a crash: every `save` counts as synced), and the replicated state machine of a
+ * `NodeStack` (the KV store here). Every fiber runs on `VirtualTime`'s scheduler; the driver runs
+ * fibers until all are suspended, checks the invariants, then moves time to the next timer.
+ *
+ * It checks what the explorer checks (the shared `RaftInvariants`), on what the services expose:
+ * `RaftNode.status`, the durable store and the entries the state machine is handed. It reaches what
+ * the explorer cannot — the driver's batching, persist-before-send, its proposal, read and timeout
+ * bookkeeping, the rebuild from storage after a crash — at a few dozen times real time, so it runs
+ * fewer, longer seeds.
+ *
+ * A run has the explorer's phases: safety (the seeded fault schedule — drops, delays, duplicates,
+ * reordering, symmetric, one-way and bridge partitions, crashes, clock skew — under a client
+ * workload, optionally leaders crashing between fsync and send), then liveness (faults healed; a
+ * leader must commit a new entry on every node within a bound), then the clients' history is
+ * checked for linearizability. Everything random derives from the seed, and nothing that reaches a
+ * decision or the trace comes from fiber ids, `HashMap` order, `Date.now` or `Math.random`.
+ *
+ * A crash closes the node's scope (its fibers are interrupted, its memory — the state machine, the
+ * commit index it had not synced — is gone) and a restart rebuilds it from its `MemoryStore`.
+ */
+import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Layer, Random, Scope } from "effect"
+import type { Message } from "../raft/Message.js"
+import * as RaftNode from "../raft/RaftNode.js"
+import type { RaftNodeConfig, RaftNodeShape } from "../raft/RaftNode.js"
+import { StateMachine } from "../raft/StateMachine.js"
+import type { StateMachineShape } from "../raft/StateMachine.js"
+import type { Entry } from "../raft/Types.js"
+import { Transport } from "../net/Transport.js"
+import type { TransportShape } from "../net/Transport.js"
+import { layerMemory, MemoryStore } from "../storage/RaftStorage.js"
+import type { ExploreOptions, ExploreResult } from "./Explorer.js"
+import { messageCode } from "./Explorer.js"
+import { History } from "./History.js"
+import type { LogTerms } from "./Invariants.js"
+import { RaftInvariants, Violation } from "./Invariants.js"
+import { KvStore } from "./KvStore.js"
+import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
+import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
+import type { Delivery, FaultAction } from "./Network.js"
+import { applyFault, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
+import { Prng } from "./Prng.js"
+import { TraceHash } from "./Trace.js"
+import { VirtualClock, VirtualTime } from "./VirtualClock.js"
+
+// ---------------------------------------------------------------------------------------------------
+// What runs on the nodes, and what the clients do: the parts a later phase swaps
+
+/**
+ * What runs on each simulated node besides Raft. The KV stack is `kvStack`; the orchestration
+ * layer (the cluster state machine, an agent per node over a simulated hypervisor) is another.
+ */
+export interface NodeStack<Local> {
+  /** The in-memory state of one incarnation of a node: fresh at every start, lost at a crash. */
+  readonly local: () => Local
+  /** The replicated state machine over that state. */
+  readonly stateMachine: (local: Local) => Layer.Layer<StateMachine>
+  /** Further services of the node, built over its `RaftNode` and stopped with it at a crash. */
+  readonly services?: ((local: Local, node: number) => Layer.Layer<never, unknown, RaftNode.RaftNode>) | undefined
+  /** A command for the liveness phase to propose; distinct for every `n`. */
+  readonly probe: (n: number) => string
+}
+
+/** A running node, as a client reaches it. */
+export interface NodeHandle<Local> {
+  readonly raft: RaftNodeShape
+  readonly local: Local
+}
+
+/** What a client fiber may use. */
+export interface ClientEnv<Local> {
+  readonly id: number
+  /** This client's own random stream. */
+  readonly prng: Prng
+  /** Simulated time in ms, as a history records it. */
+  readonly now: () => number
+  /** Ids of the nodes running now, ascending. */
+  readonly running: () => ReadonlyArray<number>
+  /** A running node (undefined if it is down). */
+  readonly node: (id: number) => NodeHandle<Local> | undefined
+  /** Node `node` acknowledged the write whose entry data is `data`: it must never be lost. */
+  readonly acknowledged: (node: number, data: string) => void
+  /** Adds a client event to the run's trace. */
+  readonly trace: (...fields: ReadonlyArray<number>) => void
+}
+
+export interface WorkloadResult {
+  readonly linearizability: ExploreResult["linearizability"]
+  readonly violation: string | undefined
+  readonly operations: number
+  readonly unknownOutcomes: number
+}
+
+/** The clients of one run: a fiber per client, and the verdict on their history at the end. */
+export interface Workload<Local> {
+  readonly client: (env: ClientEnv<Local>) => Effect.Effect<void>
+  /** The history's size, and (if `check`) whether it is linearizable. */
+  readonly finish: (check: boolean) => WorkloadResult
+}
+
+/** The KV store as each node's state machine. */
+export const kvStack: NodeStack<KvStore> = {
+  local: () => new KvStore(),
+  stateMachine: (kv) => kv.layer(),
+  probe: (n) => JSON.stringify({ op: "put", key: "__probe", value: String(n) })
+}
+
+const keys = ["a", "b", "c"]
+
+/**
+ * Clients reading (ReadIndex, then the node's local store), writing and compare-and-setting keys,
+ * wherever they believe the leader is; checked against the register model.
+ */
+export const kvWorkload = (): Workload<KvStore> => {
+  const history = new History<RegisterInput, RegisterOutput>()
+  const seqs: Array<number> = []
+  return {
+    client: (env) => {
+      const c = env.id
+      const prng = env.prng
+      seqs[c] = 0
+      let guess = 0
+      const pause = (ms: number) => Effect.sleep(Duration.millis(ms))
+      return Effect.gen(function* () {
+        for (;;) {
+          yield* pause(1 + prng.int(20))
+          const running = env.running()
+          if (running.length === 0) {
+            yield* pause(50)
+            continue
+          }
+          const target = guess !== 0 && running.includes(guess) ? guess : prng.pick(running)
+          const node = env.node(target)!
+          const key = prng.pick(keys)
+          const roll = prng.float()
+          if (roll < 0.4) {
+            const op = history.invoke(c, { _tag: "read", key }, env.now())
+            const result = yield* Effect.either(node.raft.readIndex)
+            if (Either.isLeft(result)) {
+              // A read that did not complete had no effect: it is left out.
+              history.fail(op)
+              guess = result.left._tag === "NotLeader" ? (result.left.leader ?? 0) : 0
+              env.trace(op, 0)
+              yield* pause(5 + prng.int(20))
+              continue
+            }
+            history.ok(op, node.local.get(key), env.now())
+            env.trace(op, 1)
+            continue
+          }
+          const value = `${c}.${++seqs[c]!}`
+          const cas = roll >= 0.8
+          const expected = cas ? prng.pick([null, ...seqs.map((s, i) => `${i}.${Math.max(1, s - prng.int(2))}`)]) : null
+          const input: RegisterInput = cas ? { _tag: "cas", key, expected, value } : { _tag: "write", key, value }
+          const data = JSON.stringify(cas ? { op: "cas", key, expected, value } : { op: "put", key, value })
+          const op = history.invoke(c, input, env.now())
+          const result = yield* Effect.either(node.raft.propose(data))
+          if (Either.isRight(result)) {
+            history.ok(op, result.right as RegisterOutput, env.now())
+            env.acknowledged(target, data)
+            guess = target
+            env.trace(op, 2)
+            continue
+          }
+          const e = result.left
+          switch (e._tag) {
+            case "NotLeader":
+            case "Unavailable":
+            case "InvalidArgument":
+              // Refused before it was appended: it never applies.
+              history.fail(op)
+              guess = e._tag === "NotLeader" ? (e.leader ?? 0) : 0
+              break
+            case "Timeout":
+            case "ProposalDropped":
+              history.unknown(op)
+              guess = 0
+              break
+          }
+          env.trace(op, 3)
+          yield* pause(5 + prng.int(20))
+        }
+      })
+    },
+    finish: (check) => {
+      const ops = history.operations()
+      const counts = { operations: ops.length, unknownOutcomes: ops.filter((o) => o.ret === Infinity).length }
+      if (!check) return { linearizability: "not checked", violation: undefined, ...counts }
+      const result = checkLinearizability(registerModel, ops, { maxSteps: 5_000_000 })
+      return {
+        linearizability: result._tag === "Ok" ? "ok" : result._tag === "Illegal" ? "illegal" : "unknown",
+        violation: result._tag === "Illegal" ? `linearizability: ${formatResult(registerModel, result)}` : undefined,
+        ...counts
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The simulated transport
+
+/**
+ * A node's incoming messages. One fiber (the node's receiver) takes from it, so a single waiter
+ * slot does: no `Deferred` per take, which `Queue.take` allocates whenever it has to wait.
+ */
+class Inbox {
+  private items: Array<Message> = []
+  private waiter: ((effect: Effect.Effect<Message>) => void) | undefined = undefined
+
+  offer(message: Message): void {
+    const waiter = this.waiter
+    if (waiter === undefined) this.items.push(message)
+    else {
+      this.waiter = undefined
+      waiter(Effect.succeed(message))
+    }
+  }
+
+  readonly take: Effect.Effect<Message> = Effect.suspend(() =>
+    this.items.length > 0
+      ? Effect.succeed(this.items.shift()!)
+      : Effect.async<Message>((resume) => {
+          this.waiter = resume
+          return Effect.sync(() => {
+            if (this.waiter === resume) this.waiter = undefined
+          })
+        })
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The run
+
+interface SimNode<Local> {
+  readonly id: number
+  /** What the node made durable; it survives crashes. */
+  readonly store: MemoryStore
+  /** The machine's clock: it keeps its offset and skew across restarts of the node. */
+  readonly clock: VirtualClock
+  /** Network incarnation of the current (or last) run of the node. */
+  incarnation: number
+  /** Set from the start of an incarnation until its crash. */
+  inbox: Inbox | undefined
+  scope: Scope.CloseableScope | undefined
+  /** Set once the incarnation's services are built. */
+  running: NodeHandle<Local> | undefined
+  /** The state machine's applied index (this incarnation). */
+  applied: number
+  /** Entries up to here were recorded as committed from the durable log. */
+  recorded: number
+}
+
+/** The explorer's options apply to this tier too (same profiles, same meaning). */
+export const simulate = (options: ExploreOptions): ExploreResult => runFullService(options, kvStack, kvWorkload())
+
+export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<Local>, workload: Workload<Local>): ExploreResult => {
+  const seed = options.seed
+  const n = options.nodes ?? 5
+  const safetyMs = options.safetyMs ?? 10_000
+  const livenessMs = options.livenessMs ?? 10_000
+  const tickMs = options.tickMs ?? 100
+  const crashPoints = options.crashPoints ?? 0
+  const root = Prng.fromSeed(seed)
+  const crashPrng = root.fork("crashpoints")
+  const ids = Array.from({ length: n }, (_, i) => i + 1)
+  const time = new VirtualTime()
+  const trace = new TraceHash()
+  let crashes = 0
+  let messages = 0
+  let snapshotsInstalled = 0
+  let instants = 0
+  /** Failures noticed inside fibers, reported by the driver at the next check. */
+  const problems: Array<string> = []
+  /** Entries handed to a state machine since the last check. */
+  const appliedBatches: Array<{ readonly node: number; readonly entries: ReadonlyArray<Entry> }> = []
+  /** Entry of the first application of each normal entry's data (to find acknowledged writes). */
+  const appliedData = new Map<string, Entry>()
+  const acks: Array<{ readonly node: number; readonly data: string }> = []
+  /** Nodes that had a delivery, a timer or a client request since the last check. */
+  const touched = new Set<number>()
+
+  const fail = (message: string): never => {
+    throw new Violation(`at ${time.now} ms: ${message}`)
+  }
+  const invariants = new RaftInvariants(fail)
+
+  const network = new Network<Message>({
+    nodes: ids,
+    prng: root.fork("network"),
+    links: defaultLinkFaults,
+    schedule: (at, d) => {
+      time.at(at, () => deliver(d))
+    }
+  })
+
+  const nodes: Array<SimNode<Local>> = ids.map((id) => ({
+    id,
+    store: new MemoryStore(),
+    clock: new VirtualClock(time, {
+      offsetMs: root.fork(`clock:${id}`).int(60_000),
+      onWake: () => {
+        touched.add(id)
+        trace.record(time.now, (1 << 24) | id)
+      }
+    }),
+    incarnation: 0,
+    inbox: undefined,
+    scope: undefined,
+    running: undefined,
+    applied: 0,
+    recorded: 0
+  }))
+  const nodeOf = (id: number) => nodes[id - 1]!
+  /** Clients and the liveness probe: simulated time itself, no skew. */
+  const trueClock = new VirtualClock(time, { offsetMs: 0, onWake: () => trace.record(time.now, 1 << 24) })
+
+  const raftConfig = (id: number): RaftNodeConfig => ({
+    id,
+    tickMs,
+    electionTick: 10,
+    heartbeatTick: 1,
+    requestTimeoutMs: 1000,
+    bootstrap: ids,
+    snapshotEvery: options.compactEvery ?? 64,
+    snapshotRetain: 8,
+    raft: {
+      maxSizePerMsg: options.maxSizePerMsg ?? 4096,
+      maxInflightMsgs: options.maxInflightMsgs ?? 64,
+      ...(options.bug === "figure8" ? { unsafeCommitPreviousTermByCounting: true } : {})
+    }
+  })
+
+  let phase = "safety" as "safety" | "liveness"
+
+  // --- Nodes ------------------------------------------------------------------------------------
+
+  const deliver = (d: Delivery<Message>) => {
+    if (!network.accept(d)) return
+    const node = nodeOf(d.to)
+    if (node.inbox === undefined) return
+    touched.add(d.to)
+    trace.record(time.now, (3 << 24) | (d.from << 16) | (d.to << 8) | messageCode[d.msg.type], d.msg.term)
+    node.inbox.offer(d.msg)
+  }
+
+  /** Crash points never take down a majority (the schedule's own crashes are bounded the same way). */
+  const crashable = () => ids.filter((id) => !network.isUp(id)).length < Math.floor((n - 1) / 2)
+
+  /** Runs in the node's driver fiber, right after the Ready these messages belong to was saved. */
+  const send = (node: SimNode<Local>, incarnation: number, batch: ReadonlyArray<Message>) => {
+    if (node.incarnation !== incarnation || !network.isUp(node.id)) return
+    if (
+      crashPoints > 0 &&
+      phase === "safety" &&
+      batch.some((m) => m.type === "app" && m.entries.length > 0) &&
+      crashable() &&
+      crashPrng.chance(crashPoints)
+    ) {
+      // Crash point: durable, nothing sent. The network forgets the node at once; its fibers stop
+      // when the driver gets control back, in this same instant.
+      trace.record(time.now, (5 << 24) | node.id)
+      network.crash(node.id)
+      time.at(time.now, () => {
+        if (node.incarnation === incarnation) stop(node)
+      })
+      const restartAt = time.now + 100 + crashPrng.int(1900)
+      time.at(restartAt, () => fault({ _tag: "Restart", node: node.id }))
+      return
+    }
+    trace.record(time.now, (2 << 24) | (node.id << 16) | Math.min(batch.length, 0xffff))
+    for (const m of batch) {
+      messages++
+      network.send(m.from, m.to, m, time.now)
+    }
+  }
+
+  /** The state machine as the node sees it, reporting what it is handed. */
+  const observed = (node: SimNode<Local>, incarnation: number, sm: Layer.Layer<StateMachine>): Layer.Layer<StateMachine> =>
+    Layer.effect(
+      StateMachine,
+      Effect.map(StateMachine, (inner): StateMachineShape => ({
+        applied: inner.applied,
+        snapshot: inner.snapshot,
+        apply: (entries) =>
+          Effect.map(inner.apply(entries), (results) => {
+            if (entries.length > 0) {
+              appliedBatches.push({ node: node.id, entries })
+              if (node.incarnation === incarnation) node.applied = entries[entries.length - 1]!.index
+            }
+            return results
+          }),
+        restore: (snapshot) =>
+          Effect.map(inner.restore(snapshot), () => {
+            if (node.incarnation !== incarnation) return
+            node.applied = snapshot.metadata.index
+            // At start-up the node restores its own snapshot; later, a snapshot came from the leader.
+            if (node.running !== undefined) snapshotsInstalled++
+          })
+      }))
+    ).pipe(Layer.provide(sm))
+
+  const unreachable = Effect.succeed([])
+
+  const start = (node: SimNode<Local>) => {
+    // A restart in the very instant of a crash point comes before that crash's teardown.
+    if (node.scope !== undefined) stop(node)
+    const incarnation = network.incarnation(node.id)
+    node.incarnation = incarnation
+    node.applied = 0
+    const inbox = new Inbox()
+    node.inbox = inbox
+    const local = stack.local()
+    const transport: TransportShape = {
+      send: (batch) => Effect.sync(() => send(node, incarnation, batch)),
+      receive: inbox.take,
+      unreachable
+    }
+    const raft = RaftNode.layer(raftConfig(node.id)).pipe(
+      Layer.provide(Layer.mergeAll(layerMemory(node.store), Layer.succeed(Transport, transport), observed(node, incarnation, stack.stateMachine(local))))
+    )
+    const layer: Layer.Layer<RaftNode.RaftNode, unknown> =
+      stack.services === undefined ? raft : stack.services(local, node.id).pipe(Layer.provideMerge(raft))
+    const scope = Effect.runSync(Scope.make())
+    node.scope = scope
+    const random = Random.make(root.fork(`raft:${node.id}:${incarnation}`).next32())
+    const build = Effect.runFork(Layer.buildWithScope(layer, scope).pipe(Effect.withClock(node.clock), Effect.withRandom(random)), {
+      scheduler: time.scheduler
+    })
+    build.addObserver((exit) => {
+      if (node.scope !== scope) return
+      if (Exit.isFailure(exit)) {
+        if (!Cause.isInterruptedOnly(exit.cause)) problems.push(`node ${node.id} failed to start: ${Cause.pretty(exit.cause)}`)
+        return
+      }
+      const handle = { raft: Context.get(exit.value, RaftNode.RaftNode), local }
+      node.running = handle
+      // The driver fiber ends only by interruption (a crash) or on a defect: a Raft core assertion.
+      Effect.runFork(handle.raft.await, { scheduler: time.scheduler }).addObserver((end) => {
+        if (node.running === handle && Exit.isFailure(end) && !Cause.isInterruptedOnly(end.cause)) {
+          const error = Cause.squash(end.cause)
+          problems.push(`a node stopped on an internal assertion: node ${node.id}: ${error instanceof Error ? error.message : String(error)}`)
+        }
+      })
+    })
+  }
+
+  /** The crash itself: every fiber of the node is interrupted and its memory dropped. */
+  const stop = (node: SimNode<Local>) => {
+    if (node.scope === undefined) return
+    crashes++
+    teardown(node)
+  }
+
+  const teardown = (node: SimNode<Local>) => {
+    const scope = node.scope!
+    node.scope = undefined
+    node.inbox = undefined
+    node.running = undefined
+    touched.delete(node.id)
+    Effect.runFork(Scope.close(scope, Exit.void), { scheduler: time.scheduler })
+  }
+
+  const fault = (a: FaultAction) => {
+    // Crash points add crashes of their own: skip schedule actions they made moot.
+    if (a._tag === "Crash" && !network.isUp(a.node)) return
+    if (a._tag === "Restart" && network.isUp(a.node)) return
+    trace.record(time.now, 4, a._tag)
+    applyFault(network, a)
+    if (a._tag === "Crash") stop(nodeOf(a.node))
+    else if (a._tag === "Restart") {
+      invariants.restarted(a.node)
+      start(nodeOf(a.node))
+    } else if (a._tag === "ClockSkew") nodeOf(a.node).clock.setSkew(a.skewMs)
+  }
+
+  // --- Checks -----------------------------------------------------------------------------------
+
+  const storeLog = (s: MemoryStore): LogTerms => ({
+    firstIndex: s.firstIndex,
+    lastIndex: s.lastIndex,
+    term: (i) => (i === s.firstIndex - 1 ? s.prevTerm : i >= s.firstIndex && i <= s.lastIndex ? s.log[i - s.firstIndex]!.term : undefined)
+  })
+
+  const checkLogMatching = () =>
+    invariants.logMatching(nodes.filter((x) => x.running !== undefined).map((x) => ({ node: x.id, log: storeLog(x.store) })))
+
+  /** After every instant, when every fiber is suspended: the nodes' state is consistent to read. */
+  const check = () => {
+    if (problems.length > 0) fail(problems[0]!)
+    for (const batch of appliedBatches) {
+      for (const e of batch.entries) {
+        invariants.committedEntry(batch.node, e)
+        if (e.kind === "normal" && !appliedData.has(e.data)) appliedData.set(e.data, e)
+      }
+    }
+    appliedBatches.length = 0
+    for (const a of acks) {
+      const e = appliedData.get(a.data)
+      if (e === undefined) fail(`a write was acknowledged by node ${a.node} that no state machine applied: ${a.data}`)
+      invariants.acknowledged(a.node, e!)
+    }
+    acks.length = 0
+    for (const id of touched) {
+      const node = nodeOf(id)
+      const running = node.running
+      if (running === undefined) continue
+      const st = Effect.runSync(running.raft.status)
+      const store = node.store
+      invariants.commitIndex(id, st.commit)
+      invariants.durableCommit(id, store.hardState.commit)
+      if (st.role === "leader") invariants.leader(id, st.term, () => storeLog(store))
+      // An entry is committed as soon as any node knows it is, before anyone applies it.
+      const upTo = Math.min(st.commit, store.lastIndex)
+      for (let i = Math.max(node.recorded + 1, store.firstIndex); i <= upTo; i++) {
+        invariants.committedEntry(id, store.log[i - store.firstIndex]!)
+      }
+      node.recorded = Math.max(node.recorded, upTo)
+      trace.record(time.now, (6 << 24) | id, st.term, st.commit)
+    }
+    touched.clear()
+    if (++instants % 512 === 0) checkLogMatching()
+  }
+
+  const describeNodes = () =>
+    nodes
+      .map((x) => {
+        if (x.running === undefined) return `${x.id}: down`
+        const st = Effect.runSync(x.running.raft.status)
+        return `${x.id}: ${st.role} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${x.applied} first ${st.firstIndex} last ${st.lastIndex}`
+      })
+      .join("; ")
+
+  // --- Clients and the liveness probe -------------------------------------------------------------
+
+  /** Client and probe fibers, interrupted at the end of the run. */
+  const fibers: Array<Fiber.RuntimeFiber<void>> = []
+
+  const runFiber = (what: string, effect: Effect.Effect<void>) => {
+    const fiber = Effect.runFork(Effect.withClock(effect, trueClock), { scheduler: time.scheduler })
+    fiber.addObserver((exit) => {
+      if (Exit.isFailure(exit) && !(ending && Cause.isInterruptedOnly(exit.cause))) problems.push(`${what} stopped: ${Cause.pretty(exit.cause)}`)
+    })
+    fibers.push(fiber)
+  }
+
+  const env = (id: number): ClientEnv<Local> => ({
+    id,
+    prng: root.fork(`client:${id}`),
+    now: () => time.now,
+    running: () => ids.filter((x) => nodeOf(x).running !== undefined),
+    node: (x) => {
+      touched.add(x)
+      return nodeOf(x).running
+    },
+    acknowledged: (node, data) => {
+      acks.push({ node, data })
+    },
+    trace: (...fields) => {
+      trace.record(time.now, (7 << 24) | id, ...fields)
+    }
+  })
+
+  /** The data of the probe a leader acknowledged, once one has. */
+  let probeDone: string | undefined
+  let livenessDeadline = Infinity
+
+  const probe = Effect.gen(function* () {
+    for (let k = 0; ; k++) {
+      for (const node of nodes) {
+        const r = node.running
+        if (r === undefined || (yield* r.raft.role) !== "leader") continue
+        touched.add(node.id)
+        const data = stack.probe(k)
+        if (Exit.isSuccess(yield* Effect.exit(r.raft.propose(data)))) {
+          probeDone = data
+          return
+        }
+        break
+      }
+      yield* Effect.sleep(Duration.millis(tickMs))
+    }
+  })
+
+  const liveness = () => {
+    phase = "liveness"
+    for (const node of nodes) {
+      if (!network.isUp(node.id)) {
+        network.restart(node.id)
+        invariants.restarted(node.id)
+        start(node)
+      }
+      node.clock.setSkew(0)
+    }
+    network.heal()
+    network.healAll()
+    livenessDeadline = time.now + livenessMs
+    runFiber("the liveness probe", probe)
+  }
+
+  const livenessReached = () => {
+    if (probeDone === undefined) return false
+    const e = appliedData.get(probeDone)
+    return e !== undefined && nodes.every((x) => x.running !== undefined && x.applied >= e.index)
+  }
+
+  // --- The loop ---------------------------------------------------------------------------------
+
+  let violation: string | undefined
+  let linearizability: ExploreResult["linearizability"] = "not checked"
+  let ending = false
+  try {
+    for (const node of nodes) start(node)
+    for (let c = 0; c < (options.clients ?? 3); c++) runFiber(`client ${c}`, workload.client(env(c)))
+    const schedule = faultSchedule(root.fork("faults"), {
+      nodes: ids,
+      duration: safetyMs,
+      intensity: options.intensity ?? 0.5,
+      maxSkewMs: 200,
+      healAtEnd: true
+    })
+    for (const f of schedule) time.at(f.at, () => fault(f.action))
+    time.at(safetyMs, liveness)
+    for (;;) {
+      time.settle()
+      check()
+      if (phase === "liveness" && livenessReached()) break
+      const next = time.next()
+      if (next === undefined) fail("every fiber is suspended and no timer is set")
+      if (next! > livenessDeadline) {
+        fail(`liveness: no leader committed a new entry on every node within ${livenessMs} ms after the faults healed (${describeNodes()})`)
+      }
+      time.advance()
+    }
+    checkLogMatching()
+    invariants.checkAcknowledged()
+    const verdict = workload.finish(true)
+    linearizability = verdict.linearizability
+    violation = verdict.violation
+  } catch (e) {
+    violation = e instanceof Violation ? e.message : `at ${time.now} ms: ${e instanceof Error ? e.message : String(e)}`
+  }
+  const traceHash = trace.digest()
+  // Stop every fiber: a fiber still suspended is held by Effect's global fiber scope, and a process
+  // runs many seeds.
+  ending = true
+  for (const node of nodes) if (node.scope !== undefined) teardown(node)
+  Effect.runFork(Fiber.interruptAll(fibers), { scheduler: time.scheduler })
+  try {
+    time.settle()
+  } catch (e) {
+    violation ??= `at ${time.now} ms: while stopping: ${e instanceof Error ? e.message : String(e)}`
+  }
+  const { operations, unknownOutcomes } = workload.finish(false)
+
+  return {
+    seed,
+    ok: violation === undefined,
+    violation,
+    traceHash,
+    stats: {
+      events: time.fired,
+      simulatedMs: time.now,
+      elections: invariants.elections,
+      maxTerm: invariants.maxTerm,
+      committed: invariants.committed.size,
+      snapshotsInstalled,
+      crashes,
+      operations,
+      unknownOutcomes,
+      messages,
+      dropped: network.stats.dropped
+    },
+    linearizability
+  }
+}

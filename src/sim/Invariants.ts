@@ -1,0 +1,128 @@
+/**
+ * Raft's safety properties, checked the same way by both simulator tiers: the explorer (pure cores)
+ * and the full-service simulation (real `RaftNode` services). Each tier feeds what it observes —
+ * a node leading a term, a commit index, an entry known committed or applied, a write acknowledged
+ * to a client — and this class keeps what it needs to tell a violation apart from a legal history.
+ * A violation goes to the tier's `fail`, which throws a `Violation` to stop the run.
+ *
+ * The checks see a node's log through `LogTerms`, so a tier may hand over the core's in-memory log
+ * or the node's durable store: at the points where the full tier checks, the two hold the same
+ * entries (a `Ready`'s entries are saved before anything else is done with it).
+ */
+import type { Entry } from "../raft/Types.js"
+
+/** A broken invariant or failed check: the run stops with its message. */
+export class Violation extends Error {}
+
+/** The terms of a node's log: `term(i)` for `firstIndex - 1 ≤ i ≤ lastIndex`, undefined elsewhere. */
+export interface LogTerms {
+  readonly firstIndex: number
+  readonly lastIndex: number
+  readonly term: (index: number) => number | undefined
+}
+
+export class RaftInvariants {
+  /** index → term of every entry known committed (some node committed or applied it). */
+  readonly committed = new Map<number, number>()
+  private readonly committedData = new Map<number, string>()
+  private readonly termLeaders = new Map<number, number>()
+  /** Commit index per node, since its last (re)start. */
+  private readonly commits = new Map<number, number>()
+  /** Durable commit index per node, across crashes. */
+  private readonly durableCommits = new Map<number, number>()
+  private readonly acked: Array<{ readonly node: number; readonly index: number; readonly term: number; readonly data: string }> = []
+  /** Distinct (term, leader) pairs seen. */
+  elections = 0
+  maxTerm = 0
+
+  constructor(private readonly fail: (message: string) => never) {}
+
+  /**
+   * `node` leads `term`. At most one leader per term; a node seen leading a term for the first time
+   * must hold every committed entry its log still covers (leader completeness). `log` is only read
+   * for a new leader.
+   */
+  leader(node: number, term: number, log: () => LogTerms): void {
+    const prev = this.termLeaders.get(term)
+    if (prev === node) return
+    if (prev !== undefined) this.fail(`two leaders in term ${term}: nodes ${prev} and ${node}`)
+    this.termLeaders.set(term, node)
+    this.elections++
+    this.maxTerm = Math.max(this.maxTerm, term)
+    const l = log()
+    for (const [index, committedTerm] of this.committed) {
+      if (index < l.firstIndex) continue
+      const has = l.term(index)
+      if (has !== committedTerm) {
+        this.fail(
+          `leader completeness: node ${node} leads term ${term} but holds term ${has} at committed index ${index} (committed in term ${committedTerm})`
+        )
+      }
+    }
+  }
+
+  /** A node's commit index never goes back while it runs (after a restart it is learned again). */
+  commitIndex(node: number, commit: number): void {
+    const last = this.commits.get(node) ?? 0
+    if (commit < last) this.fail(`node ${node}'s commit index went back from ${last} to ${commit}`)
+    this.commits.set(node, commit)
+  }
+
+  /** The node restarted: its commit index starts again from what it had made durable. */
+  restarted(node: number): void {
+    this.commits.delete(node)
+  }
+
+  /** The commit index a node made durable never goes back, crashes included. */
+  durableCommit(node: number, commit: number): void {
+    if (commit < (this.durableCommits.get(node) ?? 0)) this.fail(`node ${node}'s durable commit went back to ${commit}`)
+    this.durableCommits.set(node, commit)
+  }
+
+  /**
+   * `node` knows `e` committed (it committed or applied it). Committed entries never change: one
+   * (term, data) per index, whoever commits or applies it — so no two nodes apply different
+   * commands at one index.
+   */
+  committedEntry(node: number, e: Entry): void {
+    const term = this.committed.get(e.index)
+    if (term === undefined) {
+      this.committed.set(e.index, e.term)
+      this.committedData.set(e.index, e.data)
+    } else if (term !== e.term || this.committedData.get(e.index) !== e.data) {
+      this.fail(`committed entry changed: node ${node} has term ${e.term} committed at index ${e.index}, where term ${term} was committed before`)
+    }
+  }
+
+  /** A client was told its write (entry `e`, applied on `node`) succeeded. */
+  acknowledged(node: number, e: Entry): void {
+    this.acked.push({ node, index: e.index, term: e.term, data: e.data })
+  }
+
+  /** No acknowledged write was lost: each is still the committed entry at its index. */
+  checkAcknowledged(): void {
+    for (const a of this.acked) {
+      if (this.committed.get(a.index) !== a.term || this.committedData.get(a.index) !== a.data) {
+        this.fail(`acknowledged write lost: the write node ${a.node} acknowledged at index ${a.index} (term ${a.term}) is no longer committed there`)
+      }
+    }
+  }
+
+  /** Log matching: if two logs hold an entry with the same index and term, all earlier entries agree. */
+  logMatching(logs: ReadonlyArray<{ readonly node: number; readonly log: LogTerms }>): void {
+    for (let i = 0; i < logs.length; i++) {
+      for (let j = i + 1; j < logs.length; j++) {
+        const a = logs[i]!.log
+        const b = logs[j]!.log
+        const lo = Math.max(a.firstIndex, b.firstIndex)
+        let hi = Math.min(a.lastIndex, b.lastIndex)
+        while (hi >= lo && a.term(hi) !== b.term(hi)) hi--
+        for (let k = lo; k <= hi; k++) {
+          if (a.term(k) !== b.term(k)) {
+            this.fail(`log matching: nodes ${logs[i]!.node} and ${logs[j]!.node} agree at index ${hi} but differ at ${k}`)
+          }
+        }
+      }
+    }
+  }
+}
