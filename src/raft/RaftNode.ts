@@ -16,7 +16,7 @@
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
  * test clock or the simulator's virtual clock and seed drive it deterministically.
  */
-import { Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Queue, Random, Ref } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Fiber, FiberId, Layer, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
 import { InvalidArgument, NotLeader, ProposalDropped, Timeout, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -82,15 +82,67 @@ export class RaftNode extends Context.Tag("blixard/RaftNode")<RaftNode, RaftNode
 type Event =
   | { readonly _tag: "Tick"; readonly unreachable: ReadonlyArray<number> }
   | { readonly _tag: "Message"; readonly message: Message }
-  | { readonly _tag: "Propose"; readonly data: string; readonly done: Deferred.Deferred<unknown, ProposeFailure> }
-  | { readonly _tag: "ConfChange"; readonly change: ConfChange; readonly done: Deferred.Deferred<unknown, ProposeFailure> }
-  | { readonly _tag: "ReadIndex"; readonly done: Deferred.Deferred<void, NotLeader | Timeout> }
-  | { readonly _tag: "Transfer"; readonly to: number; readonly done: Deferred.Deferred<void, NotLeader | Timeout> }
+  | ({ readonly _tag: "Propose"; readonly data: string } & Waiting<unknown, ProposeFailure>)
+  | ({ readonly _tag: "ConfChange"; readonly change: ConfChange } & Waiting<unknown, ProposeFailure>)
+  | ({ readonly _tag: "ReadIndex" } & Waiting<void, NotLeader | Timeout>)
+  | ({ readonly _tag: "Transfer"; readonly to: number } & Waiting<void, NotLeader | Timeout>)
   | { readonly _tag: "Campaign" }
 
-interface Pending {
+/** A request waiting in the driver, failed with `Timeout` by the ticker once `deadline` passes. */
+interface Waiting<A, E> {
+  readonly done: Deferred.Deferred<A, E>
+  /** Clock milliseconds. */
+  readonly deadline: number
+  /** What it is, for the timeout's message. */
+  readonly what: string
+}
+
+interface Pending extends Waiting<unknown, ProposeFailure> {
   readonly term: number
-  readonly done: Deferred.Deferred<unknown, ProposeFailure>
+}
+
+/**
+ * The driver's event queue: many producers, one consumer that takes everything waiting at once.
+ * An array and at most one parked taker — no `Deferred` per take, no per-event fiber hand-off — since
+ * the loop takes once per batch and the simulator measured `Queue.take` as its largest cost.
+ */
+class Mailbox<A> {
+  private items: Array<A> = []
+  private waiter: ((batch: Array<A>) => void) | undefined = undefined
+
+  offer(item: A): void {
+    this.items.push(item)
+    const wake = this.waiter
+    if (wake !== undefined) {
+      this.waiter = undefined
+      wake(this.drain())
+    }
+  }
+
+  /** Removes (and returns) the waiting items `f` selects, keeping the others in order. */
+  removeWhere(f: (item: A) => boolean): Array<A> {
+    const removed = this.items.filter(f)
+    if (removed.length > 0) this.items = this.items.filter((item) => !f(item))
+    return removed
+  }
+
+  private drain(): Array<A> {
+    const batch = this.items
+    this.items = []
+    return batch
+  }
+
+  /** Everything waiting, or (if nothing is) the next item(s) once they arrive. */
+  readonly takeAll: Effect.Effect<Array<A>> = Effect.suspend(() =>
+    this.items.length > 0
+      ? Effect.succeed(this.drain())
+      : Effect.async<Array<A>>((resume) => {
+          this.waiter = (batch) => resume(Effect.succeed(batch))
+          return Effect.sync(() => {
+            this.waiter = undefined
+          })
+        })
+  )
 }
 
 /**
@@ -157,11 +209,11 @@ export const make = (config: RaftNodeConfig) =>
       heartbeatTick: config.heartbeatTick ?? 1
     })
 
-    const events = yield* Queue.unbounded<Event>()
+    const events = new Mailbox<Event>()
     const pending = new Map<number, Pending>()
-    const reads = new Map<string, Deferred.Deferred<void, NotLeader | Timeout>>()
-    let readWaiting: Array<{ readonly index: number; readonly done: Deferred.Deferred<void, NotLeader | Timeout> }> = []
-    const transfers: Array<{ readonly to: number; readonly done: Deferred.Deferred<void, NotLeader | Timeout> }> = []
+    const reads = new Map<string, Waiting<void, NotLeader | Timeout>>()
+    let readWaiting: Array<Waiting<void, NotLeader | Timeout> & { readonly index: number }> = []
+    let transfers: Array<Waiting<void, NotLeader | Timeout> & { readonly to: number }> = []
     let readCounter = 0
     const snapshotEvery = config.snapshotEvery ?? 10_000
     const snapshotRetain = config.snapshotRetain ?? 1_000
@@ -195,8 +247,45 @@ export const make = (config: RaftNodeConfig) =>
       }
     }
 
-    const register = (result: ProposeResult, done: Deferred.Deferred<unknown, ProposeFailure>) =>
-      result.ok ? pending.set(result.index, { term: result.term, done }) : Deferred.unsafeDone(done, Effect.fail(refused(result)))
+    const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>) =>
+      result.ok
+        ? pending.set(result.index, { term: result.term, done: request.done, deadline: request.deadline, what: request.what })
+        : Deferred.unsafeDone(request.done, Effect.fail(refused(result)))
+
+    const timedOut = (what: string) =>
+      new Timeout({
+        node: nodeId,
+        message: `${what} did not complete within ${config.requestTimeoutMs} ms on node ${id} (no quorum reachable?); its outcome is unknown — check, then retry`
+      })
+
+    /**
+     * Fails every request whose deadline has passed (the ticker calls it). A proposal that times out
+     * may still commit later; its outcome is then unknown to the caller, as the error says.
+     */
+    const expire = (now: number) => {
+      for (const [index, p] of pending) {
+        if (p.deadline > now) continue
+        pending.delete(index)
+        Deferred.unsafeDone(p.done, Effect.fail(timedOut(p.what)))
+      }
+      for (const [context, r] of reads) {
+        if (r.deadline > now) continue
+        reads.delete(context)
+        Deferred.unsafeDone(r.done, Effect.fail(timedOut(r.what)))
+      }
+      const live = <W extends Waiting<void, NotLeader | Timeout>>(list: Array<W>): Array<W> =>
+        list.filter((w) => {
+          if (w.deadline > now) return true
+          Deferred.unsafeDone(w.done, Effect.fail(timedOut(w.what)))
+          return false
+        })
+      if (readWaiting.length > 0) readWaiting = live(readWaiting)
+      if (transfers.length > 0) transfers = live(transfers)
+      // Requests the loop has not taken yet (it may be stuck in a save).
+      for (const ev of events.removeWhere((e) => "deadline" in e && e.deadline <= now)) {
+        if ("done" in ev) Deferred.unsafeDone(ev.done as Deferred.Deferred<unknown, Timeout>, Effect.fail(timedOut(ev.what)))
+      }
+    }
 
     const handle = (ev: Event): void => {
       switch (ev._tag) {
@@ -208,21 +297,21 @@ export const make = (config: RaftNodeConfig) =>
           raw.step(ev.message)
           return
         case "Propose":
-          register(raw.propose(ev.data), ev.done)
+          register(raw.propose(ev.data), ev)
           return
         case "ConfChange":
-          register(raw.proposeConfChange(ev.change), ev.done)
+          register(raw.proposeConfChange(ev.change), ev)
           return
         case "ReadIndex": {
           const context = `${id}:${++readCounter}`
           const result = raw.readIndex(context)
-          if (result.ok) reads.set(context, ev.done)
+          if (result.ok) reads.set(context, ev)
           else Deferred.unsafeDone(ev.done, Effect.fail(notLeader(raw.status().lead)))
           return
         }
         case "Transfer": {
           const result = raw.transferLeader(ev.to)
-          if (result.ok) transfers.push({ to: ev.to, done: ev.done })
+          if (result.ok) transfers.push(ev)
           else Deferred.unsafeDone(ev.done, Effect.fail(notLeader(raw.status().lead)))
           return
         }
@@ -329,10 +418,10 @@ export const make = (config: RaftNodeConfig) =>
           }
         }
         for (const rs of rd.readStates) {
-          const done = reads.get(rs.context)
-          if (done === undefined) continue
+          const waiting = reads.get(rs.context)
+          if (waiting === undefined) continue
           reads.delete(rs.context)
-          readWaiting.push({ index: rs.index, done })
+          readWaiting.push({ ...waiting, index: rs.index })
         }
         raw.advance(rd)
         const nowApplied = raw.status().applied
@@ -350,7 +439,7 @@ export const make = (config: RaftNodeConfig) =>
 
     const loop = Effect.gen(function* () {
       for (;;) {
-        const batch = yield* Queue.takeBetween(events, 1, 4096)
+        const batch = yield* events.takeAll
         for (const ev of batch) handle(ev)
         yield* drainReady
       }
@@ -359,7 +448,10 @@ export const make = (config: RaftNodeConfig) =>
     const ticker = Effect.gen(function* () {
       for (;;) {
         yield* Effect.sleep(Duration.millis(config.tickMs))
-        yield* Queue.offer(events, { _tag: "Tick", unreachable: yield* transport.unreachable })
+        // Deadlines are checked here, not in the loop, so requests time out even while the loop
+        // is stuck (say, in a save the disk does not finish).
+        expire(yield* Clock.currentTimeMillis)
+        events.offer({ _tag: "Tick", unreachable: yield* transport.unreachable })
       }
     })
     const lastContact = new Map<number, number>()
@@ -367,14 +459,15 @@ export const make = (config: RaftNodeConfig) =>
       Effect.flatMap(transport.receive, (message) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => {
           lastContact.set(message.from, now)
-          return Queue.offer(events, { _tag: "Message", message })
+          events.offer({ _tag: "Message", message })
+          return Effect.void
         })
       )
     )
 
     // Campaign at once when founding a one-node cluster: nobody else could win.
     if (config.bootstrap !== undefined && config.bootstrap.length === 1 && config.bootstrap[0] === id) {
-      yield* Queue.offer(events, { _tag: "Campaign" })
+      events.offer({ _tag: "Campaign" })
     }
     const driver = yield* Effect.forkScoped(loop)
     yield* Effect.forkScoped(ticker)
@@ -384,32 +477,33 @@ export const make = (config: RaftNodeConfig) =>
         const stopping = new ProposalDropped({ node: nodeId, message: `node ${id} is shutting down; the write may or may not have applied` })
         for (const p of pending.values()) Deferred.unsafeDone(p.done, Effect.fail(stopping))
         pending.clear()
+        const gone = new NotLeader({ node: nodeId, message: `node ${id} is shutting down; retry on another node` })
+        for (const w of [...reads.values(), ...readWaiting, ...transfers]) Deferred.unsafeDone(w.done, Effect.fail(gone))
+        for (const ev of events.removeWhere((e) => "done" in e)) {
+          if ("done" in ev) Deferred.unsafeDone(ev.done as Deferred.Deferred<unknown, ProposeFailure>, Effect.fail(ev._tag === "Propose" || ev._tag === "ConfChange" ? stopping : gone))
+        }
+        reads.clear()
+        readWaiting = []
+        transfers = []
       })
     )
 
-    const timeout = <A, E extends BlixardError>(what: string, done: Deferred.Deferred<A, E>) =>
-      Deferred.await(done).pipe(
-        Effect.timeoutFail({
-          duration: Duration.millis(config.requestTimeoutMs),
-          onTimeout: () =>
-            new Timeout({
-              node: nodeId,
-              message: `${what} did not complete within ${config.requestTimeoutMs} ms on node ${id} (no quorum reachable?); its outcome is unknown — check, then retry`
-            })
-        })
-      )
-
-    const request = <A, E extends BlixardError>(what: string, make: (done: Deferred.Deferred<A, E>) => Event) =>
-      Effect.flatMap(Deferred.make<A, E>(), (done) => Effect.zipRight(Queue.offer(events, make(done)), timeout(what, done)))
+    /** Hands a request to the loop and waits for its outcome; the ticker fails it at its deadline. */
+    const request = <A, E extends BlixardError>(what: string, make: (waiting: Waiting<A, E>) => Event) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const done = Deferred.unsafeMake<A, E>(FiberId.none)
+        events.offer(make({ done, deadline: now + config.requestTimeoutMs, what }))
+        return Deferred.await(done)
+      })
 
     const service: RaftNodeShape = {
       id,
-      propose: (data) => request<unknown, ProposeFailure>("the write", (done) => ({ _tag: "Propose", data, done })),
+      propose: (data) => request<unknown, ProposeFailure>("the write", (w) => ({ _tag: "Propose", data, ...w })),
       proposeConfChange: (change) =>
-        Effect.asVoid(request<unknown, ProposeFailure>("the membership change", (done) => ({ _tag: "ConfChange", change, done }))),
-      readIndex: request<void, NotLeader | Timeout>("the linearizable read", (done) => ({ _tag: "ReadIndex", done })),
-      transferLeader: (to) => request<void, NotLeader | Timeout>(`the leadership transfer to node ${to}`, (done) => ({ _tag: "Transfer", to, done })),
-      campaign: Effect.asVoid(Queue.offer(events, { _tag: "Campaign" })),
+        Effect.asVoid(request<unknown, ProposeFailure>("the membership change", (w) => ({ _tag: "ConfChange", change, ...w }))),
+      readIndex: request<void, NotLeader | Timeout>("the linearizable read", (w) => ({ _tag: "ReadIndex", ...w })),
+      transferLeader: (to) => request<void, NotLeader | Timeout>(`the leadership transfer to node ${to}`, (w) => ({ _tag: "Transfer", to, ...w })),
+      campaign: Effect.sync(() => events.offer({ _tag: "Campaign" })),
       status: Effect.sync(() => raw.status()),
       leader: Effect.map(Ref.get(softState), (s) => s.lead),
       role: Effect.map(Ref.get(softState), (s) => s.role),
