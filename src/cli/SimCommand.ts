@@ -1,5 +1,5 @@
 /**
- * `blixard sim --seed N [--nodes 5] [--steps K] [--profile default|crashpoints] [--bug figure8] [--full] [--json]`:
+ * `blixard sim --seed N [--nodes 5] [--steps K] [--profile default|crashpoints|churn] [--bug figure8] [--full] [--json]`:
  * replays one seed of the deterministic simulator — the explorer, or with `--full` the full-service
  * tier — and prints its summary. The same seed always prints the same output; a failing seed
  * printed by CI or `npm run sim` is a reproduction.
@@ -20,9 +20,9 @@ const steps = Options.integer("steps").pipe(
   Options.withDefault(100),
   Options.withDescription("Length of the safety phase (faults and load) in Raft ticks of 100 simulated ms.")
 )
-const profile = Options.choice("profile", ["default", "crashpoints"]).pipe(
+const profile = Options.choice("profile", ["default", "crashpoints", "churn"]).pipe(
   Options.withDefault("default" as const),
-  Options.withDescription("Fault profile: default (5 nodes, network faults, crashes, drift) or crashpoints (leaders crash between fsync and send).")
+  Options.withDescription("Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash between fsync and send) or churn (default plus membership changes; explorer tier).")
 )
 const bug = Options.choice("bug", ["figure8"]).pipe(
   Options.optional,
@@ -39,6 +39,12 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
     }
     if (args.seed < 0 || args.steps < 1) {
       return yield* new InvalidArgument({ subject: "--seed", message: "--seed must be ≥ 0 and --steps ≥ 1" })
+    }
+    if (args.full && args.profile === "churn") {
+      return yield* new InvalidArgument({
+        subject: "--profile",
+        message: "--profile churn: membership churn runs in the explorer tier only; drop --full, or pick default or crashpoints"
+      })
     }
     const { explore, profiles } = yield* Effect.promise(() => import("../sim/Explorer.js"))
     const run = args.full ? (yield* Effect.promise(() => import("../sim/FullService.js"))).simulate : explore
@@ -57,7 +63,7 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
         [
           `seed ${result.seed} (${args.full ? "full-service tier, " : ""}profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
           `  simulated ${(s.simulatedMs / 1000).toFixed(1)} s: ${s.events} events, ${s.elections} elections (highest term ${s.maxTerm}), ${s.committed} entries committed, ${s.snapshotsInstalled} snapshots installed, ${s.crashes} crashes`,
-          `  network: ${s.messages} messages sent, ${s.dropped} dropped`,
+          `  network: ${s.messages} messages sent, ${s.dropped} dropped${s.membershipChanges > 0 ? `; ${s.membershipChanges} membership changes` : ""}`,
           `  clients: ${s.operations} operations (${s.unknownOutcomes} with unknown outcome), linearizability ${result.linearizability}`,
           `  trace ${result.traceHash}`,
           ...(result.violation !== undefined ? [`  violation: ${result.violation}`] : [])

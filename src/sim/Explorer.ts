@@ -6,8 +6,8 @@
  *
  * A run has two phases:
  * - safety: faults from a seeded schedule (drops, delays, duplicates, reordering, symmetric,
- *   one-way and bridge partitions, crashes that lose every write not yet synced, clock drift)
- *   under a client workload; invariants are checked after every event;
+ *   one-way and bridge partitions, crashes that lose every write not yet synced, clock drift,
+ *   membership churn) under a client workload; invariants are checked after every event;
  * - liveness: faults healed; the cluster must elect a leader and commit a new entry on every node
  *   within a bound.
  * Then the clients' history (reads, writes, compare-and-set; unknown outcomes marked) is checked
@@ -56,6 +56,13 @@ export interface ExploreOptions {
    * and telling anyone.
    */
   readonly crashPoints?: number
+  /**
+   * Membership churn: about every this many simulated ms (seeded) the leader is asked for one
+   * single-server change — remove a voter (never below three), add a removed node back as a learner,
+   * or promote a learner that has caught up. Before the liveness probe every node is made a voter
+   * again, so "committed on every node" still means every node. Off when absent.
+   */
+  readonly churnEveryMs?: number
   /** A known bug put back, to show the explorer catches it. */
   readonly bug?: "figure8" | undefined
 }
@@ -78,6 +85,8 @@ export interface ExploreResult {
     readonly unknownOutcomes: number
     readonly messages: number
     readonly dropped: number
+    /** Membership changes proposed (and accepted by a leader) by the churn. */
+    readonly membershipChanges: number
   }
   readonly linearizability: "ok" | "illegal" | "unknown" | "not checked"
 }
@@ -85,11 +94,13 @@ export interface ExploreResult {
 /**
  * Named fault profiles. `default`: 5 nodes, moderate faults. `crashpoints`: 3 nodes sending one
  * entry per message, one message in flight, leaders crashing at the "durable but not yet sent"
- * point — the narrow windows where commitment rules matter (it finds the Figure 8 bug).
+ * point — the narrow windows where commitment rules matter (it finds the Figure 8 bug). `churn`: the
+ * default faults plus membership changes about every second.
  */
 export const profiles = {
   default: { nodes: 5 },
-  crashpoints: { nodes: 3, maxSizePerMsg: 1, maxInflightMsgs: 1, crashPoints: 0.3 }
+  crashpoints: { nodes: 3, maxSizePerMsg: 1, maxInflightMsgs: 1, crashPoints: 0.3 },
+  churn: { nodes: 5, churnEveryMs: 1000 }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
 type Event =
@@ -100,6 +111,7 @@ type Event =
   | { readonly k: "timeout"; readonly client: number; readonly op: number }
   | { readonly k: "fault"; readonly action: FaultAction }
   | { readonly k: "liveness" }
+  | { readonly k: "churn" }
 
 interface PendingWrite {
   readonly term: number
@@ -252,6 +264,10 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   })
   for (const f of schedule) queue.push(f.at, { k: "fault", action: f.action })
   queue.push(safetyMs, { k: "liveness" })
+  const churnEveryMs = options.churnEveryMs ?? 0
+  const churnPrng = root.fork("churn")
+  let membershipChanges = 0
+  if (churnEveryMs > 0) queue.push(churnPrng.int(2 * churnEveryMs), { k: "churn" })
 
   // --- Invariants -------------------------------------------------------------------------------
 
@@ -492,12 +508,54 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     queue.push(now + 1 + workload.int(20), { k: "client", client: c.id })
   }
 
+  // --- Membership churn -------------------------------------------------------------------------
+
+  /**
+   * One membership change at the leader of the highest term (if any): promote a caught-up learner;
+   * else add a node missing from the configuration back as a learner; else (not when `restoring`)
+   * maybe remove a voter, never going below three. Returns whether every node is a voter.
+   */
+  const churnStep = (restoring: boolean): boolean => {
+    let leader: SimNode | undefined
+    for (const x of nodes.values()) {
+      if (x.raw === undefined || x.raw.role !== "leader") continue
+      if (leader === undefined || x.raw.term > leader.raw!.term) leader = x
+    }
+    if (leader === undefined) return false
+    const raw = leader.raw!
+    const st = raw.status()
+    const { voters, learners } = st.confState
+    const missing = ids.filter((id) => !voters.includes(id) && !learners.includes(id))
+    let change: { readonly type: "addLearner" | "promote" | "remove"; readonly nodeId: number } | undefined
+    const learner = learners[0]
+    if (learner !== undefined) {
+      const progress = st.progress.find((p) => p.id === learner)
+      if (progress !== undefined && progress.match >= st.commit) change = { type: "promote", nodeId: learner }
+    } else if (missing.length > 0 && (restoring || churnPrng.chance(0.5))) {
+      change = { type: "addLearner", nodeId: churnPrng.pick(missing) }
+    } else if (!restoring && voters.length > 3) {
+      change = { type: "remove", nodeId: churnPrng.pick(voters) }
+    }
+    if (change !== undefined && raw.proposeConfChange(change).ok) {
+      membershipChanges++
+      trace.record(now, (6 << 24) | (leader.id << 16) | (change.nodeId << 8) | (change.type === "remove" ? 1 : change.type === "addLearner" ? 2 : 3))
+      pump(leader)
+    }
+    return missing.length === 0 && learners.length === 0
+  }
+
   // --- Liveness ---------------------------------------------------------------------------------
 
   let probe: { node: number; index: number; term: number } | undefined
   let liveDone = false
 
   const livenessCheck = () => {
+    // After churn, first make every node a voter again (one change per check). A removal still in
+    // the log when the probe went out may apply later: then restore again and probe anew.
+    if (churnEveryMs > 0 && !churnStep(true)) {
+      probe = undefined
+      return
+    }
     if (probe !== undefined) {
       const done = [...nodes.values()].every((x) => x.raw !== undefined && x.kv.applied >= probe!.index)
       if (done && invariants.committed.get(probe.index) === probe.term) liveDone = true
@@ -586,6 +644,12 @@ export const explore = (options: ExploreOptions): ExploreResult => {
           else if (a._tag === "ClockSkew") nodes.get(a.node)!.tickEvery = Math.max(1, Math.round(tickMs * (1 + a.skewMs / 1000)))
           break
         }
+        case "churn": {
+          if (livenessDeadline !== Infinity) break
+          churnStep(false)
+          queue.push(now + 1 + churnPrng.int(2 * churnEveryMs), { k: "churn" })
+          break
+        }
         case "liveness": {
           for (const x of nodes.values()) {
             if (!network.isUp(x.id)) network.restart(x.id)
@@ -631,7 +695,8 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       operations: ops.length,
       unknownOutcomes: ops.filter((o) => o.ret === Infinity).length,
       messages,
-      dropped: network.stats.dropped
+      dropped: network.stats.dropped,
+      membershipChanges
     },
     linearizability
   }

@@ -671,7 +671,9 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       operations,
       unknownOutcomes,
       messages,
-      dropped: network.stats.dropped
+      dropped: network.stats.dropped,
+      // Membership churn runs in the explorer tier only.
+      membershipChanges: 0
     },
     linearizability
   }

@@ -1,5 +1,5 @@
 /**
- * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile default|crashpoints] [--bug figure8] [--full]`:
+ * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile default|crashpoints|churn] [--bug figure8] [--full]`:
  * explores many seeds — of the explorer, or with `--full` of the full-service tier — and prints
  * each failing seed with the command that replays it. Exit code 1 if any seed failed.
  */
@@ -34,6 +34,10 @@ if (bug !== undefined && bug !== "figure8") {
   process.exit(2)
 }
 const full = args.includes("--full")
+if (full && profileName === "churn") {
+  console.error("--profile churn: membership churn runs in the explorer tier only; drop --full")
+  process.exit(2)
+}
 // The full tier loads Effect and the node's services: only when asked for.
 const run = full ? (await import("./FullService.js")).simulate : explore
 const seeds = int("seeds", 100)
