@@ -5,65 +5,81 @@
  *
  * - Leader: the latest time by which a majority of the voters had been heard from. Each voter's
  *   time is `RaftNode.lastContact` (the last message received from it; this node counts as `now`);
- *   sorted newest first, the majority-th value is the answer. CheckQuorum would also make a leader
- *   step down after losing its majority, but only within two election timeouts; this is exact.
- * - Follower (or candidate) that knows a leader: the last message from that leader, minus
- *   `leaderLagMs`. A leader only stays leader (CheckQuorum) while a majority answers it, but it
- *   notices the loss only at its next CheckQuorum round, up to two election timeouts later; a
- *   follower in a minority with a stale leader would hear it that long after the quorum was gone.
- *   Crediting the leader's message `leaderLagMs` (= 2 election timeouts) early removes that lag.
- * - No leader known: the last value computed (contact is never invented; it only ages).
+ *   sorted newest first, the majority-th value is the answer. A message received from a voter
+ *   proves two-way contact with it (it answers what the leader sends). CheckQuorum would also make
+ *   a leader step down after losing its majority, but only within two election timeouts; this is
+ *   exact.
+ * - Any other node: the send time of its newest ReadIndex round that succeeded. This node's
+ *   request travelled to the leader, which answered only after confirming its leadership with a
+ *   heartbeat round to a majority, and this node had applied up to the index it was given; so by
+ *   then the leader had heard this node, after the send time, and had a quorum. Hearing the leader
+ *   is NOT enough: in a one-way partition a follower keeps hearing a leader that no longer hears
+ *   it — the leader marks it down and moves its VMs while it would keep running them. The probe
+ *   fails there (its request never arrives), contact ages, and the node fences in time.
  *
+ * The newest proof is kept: an election in progress proves nothing new, so contact ages.
  * `undefined` means "no contact since this daemon started".
  */
-import { Clock, Effect, Ref } from "effect"
+import type { Scope } from "effect"
+import { Clock, Duration, Effect, Either } from "effect"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 
-export interface QuorumContactInput {
+export interface LeaderContactInput {
   readonly self: number
   readonly now: number
-  readonly role: string
-  readonly leader: number
   readonly voters: ReadonlyArray<number>
   readonly lastContact: ReadonlyMap<number, number>
-  readonly leaderLagMs: number
 }
 
-/** The quorum-contact time the inputs prove, or `undefined` if they prove none. */
-export const quorumContactAt = (input: QuorumContactInput): number | undefined => {
-  if (input.role === "leader") {
-    if (input.voters.length === 0) return input.now
-    const times = input.voters
-      .map((id) => (id === input.self ? input.now : input.lastContact.get(id)))
-      .filter((t): t is number => t !== undefined)
-      .sort((a, b) => b - a)
-    return times[Math.floor(input.voters.length / 2)]
-  }
-  if (input.leader === 0 || input.leader === input.self) return undefined
-  const heard = input.lastContact.get(input.leader)
-  return heard === undefined ? undefined : heard - input.leaderLagMs
+/** For a leader: when a majority of the voters (itself included, as `now`) had last been heard from. */
+export const leaderContactAt = (input: LeaderContactInput): number | undefined => {
+  if (input.voters.length === 0) return input.now
+  const times = input.voters
+    .map((id) => (id === input.self ? input.now : input.lastContact.get(id)))
+    .filter((t): t is number => t !== undefined)
+    .sort((a, b) => b - a)
+  return times[Math.floor(input.voters.length / 2)]
+}
+
+export interface QuorumContactOptions {
+  /** How often a node that is not the leader proves its contact with a ReadIndex round (e.g. one election timeout). */
+  readonly probeEveryMs: number
 }
 
 /**
- * A quorum signal for `Agent.make` over a live `RaftNode`: remembers the newest contact it has
- * proven, so an election in progress (no leader) keeps the last one, which then ages.
+ * A quorum signal for `Agent.make` over a live `RaftNode`. Starts (in the caller's scope) the fiber
+ * that probes with ReadIndex while this node is not the leader; the returned effect answers the
+ * newest contact proven by either rule.
  */
-export const fromRaft = (raft: RaftNodeShape, options: { readonly leaderLagMs: number }) =>
-  Effect.map(Ref.make<number | undefined>(undefined), (last) =>
-    Effect.gen(function* () {
-      const now = yield* Clock.currentTimeMillis
+export const fromRaft = (
+  raft: RaftNodeShape,
+  options: QuorumContactOptions
+): Effect.Effect<Effect.Effect<number | undefined>, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    let proven: number | undefined
+    const prove = (at: number | undefined) => {
+      if (at !== undefined && (proven === undefined || at > proven)) proven = at
+    }
+    const probe = Effect.gen(function* () {
       const status = yield* raft.status
-      const at = quorumContactAt({
-        self: raft.id,
-        now,
-        role: status.role,
-        leader: status.lead,
-        voters: status.confState.voters,
-        lastContact: yield* raft.lastContact,
-        leaderLagMs: options.leaderLagMs
-      })
-      return yield* Ref.updateAndGet(last, (previous) =>
-        at === undefined ? previous : previous === undefined ? at : Math.max(previous, at)
-      )
+      if (status.role === "leader" || status.lead === 0) return
+      const sent = yield* Clock.currentTimeMillis
+      // `readIndex` fails (NotLeader, Timeout) when the round cannot complete: nothing is proven.
+      if (Either.isRight(yield* Effect.either(raft.readIndex))) prove(sent)
     })
-  )
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(probe, Effect.sleep(Duration.millis(options.probeEveryMs)))))
+    return Effect.gen(function* () {
+      const status = yield* raft.status
+      if (status.role === "leader") {
+        prove(
+          leaderContactAt({
+            self: raft.id,
+            now: yield* Clock.currentTimeMillis,
+            voters: status.confState.voters,
+            lastContact: yield* raft.lastContact
+          })
+        )
+      }
+      return proven
+    })
+  })

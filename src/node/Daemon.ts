@@ -317,7 +317,7 @@ export const run = (config: NodeConfig) =>
       const backend = yield* Layer.build(
         (config.vmBackend === "systemd" ? layerSystemd(backendSettings) : layerProcess(backendSettings)).pipe(Layer.provide(NodeContext.layer))
       )
-      const quorumContact = yield* QuorumContact.fromRaft(raft, { leaderLagMs: 2 * config.timeouts.tickMs * 10 })
+      const quorumContact = yield* QuorumContact.fromRaft(raft, { probeEveryMs: config.timeouts.tickMs * 10 })
       yield* Agent.make({
         node: NodeId.make(node),
         state: () => state.current,

@@ -1,15 +1,34 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
-import { fromRaft, quorumContactAt } from "../../src/agent/QuorumContact.js"
+import { Effect, Fiber, TestClock } from "effect"
+import { NotLeader, Timeout } from "../../src/domain/Errors.js"
+import { fromRaft, leaderContactAt } from "../../src/agent/QuorumContact.js"
 import type { RaftNodeShape } from "../../src/raft/RaftNode.js"
 
+interface View {
+  role: string
+  lead: number
+  voters: Array<number>
+  lastContact: Map<number, number>
+  /** How a ReadIndex round ends: after `ms` of the clock, with success or the error. */
+  readIndex: { ms: number; ok: boolean }
+  readIndexCalls: number
+}
+
 /** A RaftNode fake with only what `fromRaft` reads; any other member dies loudly. */
-const fakeRaft = (view: { role: string; lead: number; voters: Array<number>; lastContact: Map<number, number> }) =>
+const fakeRaft = (view: View) =>
   new Proxy(
     {
       id: 1,
       status: Effect.sync(() => ({ role: view.role, lead: view.lead, confState: { voters: view.voters, learners: [] } })),
-      lastContact: Effect.sync(() => new Map(view.lastContact))
+      lastContact: Effect.sync(() => new Map(view.lastContact)),
+      readIndex: Effect.suspend(() => {
+        view.readIndexCalls++
+        const { ms, ok } = view.readIndex
+        return Effect.zipRight(
+          Effect.sleep(`${ms} millis`),
+          ok ? Effect.void : Effect.fail(new Timeout({ message: "the linearizable read did not complete" }))
+        )
+      })
     },
     {
       get: (target, key) => {
@@ -19,10 +38,9 @@ const fakeRaft = (view: { role: string; lead: number; voters: Array<number>; las
     }
   ) as unknown as RaftNodeShape
 
-const base = { self: 1, now: 10_000, leaderLagMs: 1000 }
-
 describe("QuorumContact: when this node last had contact with a quorum", () => {
   it("a leader: the time by which a majority of the voters (itself included) had been heard from", () => {
+    const base = { self: 1, now: 10_000 }
     const lastContact = new Map([
       [2, 9_900],
       [3, 4_000],
@@ -30,45 +48,95 @@ describe("QuorumContact: when this node last had contact with a quorum", () => {
       [5, 9_000]
     ])
     // 5 voters: itself (now), 9900, 9000 make a majority of 3 → 9000.
-    expect(quorumContactAt({ ...base, role: "leader", leader: 1, voters: [1, 2, 3, 4, 5], lastContact })).toBe(9_000)
+    expect(leaderContactAt({ ...base, voters: [1, 2, 3, 4, 5], lastContact })).toBe(9_000)
     // 3 voters: itself and node 2 → 9900.
-    expect(quorumContactAt({ ...base, role: "leader", leader: 1, voters: [1, 2, 3], lastContact })).toBe(9_900)
+    expect(leaderContactAt({ ...base, voters: [1, 2, 3], lastContact })).toBe(9_900)
     // A single-node cluster is its own majority.
-    expect(quorumContactAt({ ...base, role: "leader", leader: 1, voters: [1], lastContact: new Map() })).toBe(10_000)
+    expect(leaderContactAt({ ...base, voters: [1], lastContact: new Map() })).toBe(10_000)
     // Never heard from enough voters: no proof of contact.
-    expect(quorumContactAt({ ...base, role: "leader", leader: 1, voters: [1, 2, 3], lastContact: new Map() })).toBeUndefined()
-  })
-
-  it("a follower: its leader's last message, less the lag a minority leader may survive", () => {
-    const lastContact = new Map([[2, 9_500]])
-    expect(quorumContactAt({ ...base, role: "follower", leader: 2, voters: [], lastContact })).toBe(8_500)
-    expect(quorumContactAt({ ...base, role: "follower", leader: 0, voters: [], lastContact })).toBeUndefined()
-    expect(quorumContactAt({ ...base, role: "candidate", leader: 0, voters: [], lastContact })).toBeUndefined()
-    expect(quorumContactAt({ ...base, role: "follower", leader: 3, voters: [], lastContact })).toBeUndefined()
+    expect(leaderContactAt({ ...base, voters: [1, 2, 3], lastContact: new Map() })).toBeUndefined()
   })
 })
 
 describe("QuorumContact.fromRaft", () => {
-  it.effect("keeps the newest proven contact through an election, and follows the leader again after", () =>
+  const follower = (): View => ({
+    role: "follower",
+    lead: 2,
+    voters: [1, 2, 3],
+    lastContact: new Map([[2, 0]]),
+    readIndex: { ms: 10, ok: true },
+    readIndexCalls: 0
+  })
+
+  it.scoped("a follower's contact is the send time of its newest ReadIndex round that succeeded", () =>
     Effect.gen(function* () {
-      const view = { role: "follower", lead: 2, voters: [1, 2, 3], lastContact: new Map([[2, 0]]) }
-      const contact = yield* fromRaft(fakeRaft(view), { leaderLagMs: 1000 })
-      yield* TestClock.setTime(5_000)
-      view.lastContact.set(2, 4_900)
-      expect(yield* contact).toBe(3_900)
-      // The leader is gone and an election runs: the last proof stands (and ages).
+      const view = follower()
+      const contact = yield* fromRaft(fakeRaft(view), { probeEveryMs: 500 })
+      yield* TestClock.adjust("1 millis")
+      // The first probe went out at 0 and is answered at 10.
+      expect(yield* contact).toBeUndefined()
+      yield* TestClock.adjust("20 millis")
+      expect(yield* contact).toBe(0)
+      // The next probe leaves 500 ms after the answer (at 510).
+      yield* TestClock.adjust("600 millis")
+      expect(yield* contact).toBe(510)
+      expect(view.readIndexCalls).toBe(2)
+    }))
+
+  it.scoped("a one-way partition: the follower still hears its leader, but its probes fail, so contact ages", () =>
+    Effect.gen(function* () {
+      const view = follower()
+      const contact = yield* fromRaft(fakeRaft(view), { probeEveryMs: 500 })
+      yield* TestClock.adjust("20 millis")
+      expect(yield* contact).toBe(0)
+      // From now on the leader does not hear this node: every ReadIndex times out, while the
+      // leader's messages keep arriving.
+      view.readIndex = { ms: 1000, ok: false }
+      for (let t = 1000; t <= 10_000; t += 1000) {
+        view.lastContact.set(2, t)
+        yield* TestClock.adjust("1000 millis")
+      }
+      expect(view.readIndexCalls).toBeGreaterThan(5)
+      expect(yield* contact).toBe(0)
+    }))
+
+  it.scoped("keeps the newest proof through an election, and a leader measures its majority", () =>
+    Effect.gen(function* () {
+      const view = follower()
+      const contact = yield* fromRaft(fakeRaft(view), { probeEveryMs: 500 })
+      yield* TestClock.adjust("20 millis")
+      expect(yield* contact).toBe(0)
+      // The leader is gone and an election runs: no probes (no leader to ask); the last proof stands.
       view.lead = 0
       view.role = "candidate"
-      yield* TestClock.setTime(8_000)
-      expect(yield* contact).toBe(3_900)
-      // This node wins with node 3's vote: now a majority (itself and node 3) proves contact.
+      const calls = view.readIndexCalls
+      yield* TestClock.adjust("3000 millis")
+      expect(view.readIndexCalls).toBe(calls)
+      expect(yield* contact).toBe(0)
+      // This node wins with node 3's vote: itself and node 3 make a majority.
       view.role = "leader"
       view.lead = 1
-      view.lastContact.set(3, 7_990)
-      expect(yield* contact).toBe(7_990)
-      // A stale proof never moves it back.
+      view.lastContact.set(3, 2_990)
+      expect(yield* contact).toBe(2_990)
+      // Stepping down again: a stale proof never moves it back.
       view.role = "follower"
       view.lead = 2
-      expect(yield* contact).toBe(7_990)
+      view.readIndex = { ms: 10, ok: false }
+      yield* TestClock.adjust("2000 millis")
+      expect(yield* contact).toBe(2_990)
+    }))
+
+  it.scoped("a refused probe (the node it asked is not the leader) proves nothing", () =>
+    Effect.gen(function* () {
+      const view = follower()
+      const raft = fakeRaft(view)
+      const refusing = new Proxy(raft, {
+        get: (target, key) =>
+          key === "readIndex" ? Effect.fail(new NotLeader({ message: "node 1 is not the leader" })) : target[key as keyof RaftNodeShape]
+      })
+      const contact = yield* fromRaft(refusing, { probeEveryMs: 100 })
+      const waited = yield* Effect.fork(TestClock.adjust("1000 millis"))
+      yield* Fiber.join(waited)
+      expect(yield* contact).toBeUndefined()
     }))
 })
