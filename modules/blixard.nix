@@ -512,10 +512,19 @@ in
           ExecStart = execStart;
           Restart = "on-failure";
           RestartSec = "2s";
-          # Process backend: VM runners are detached process groups in this unit's cgroup. A daemon
-          # restart must not kill them (the next daemon adopts them), so only the main process is
-          # signalled. (The systemd backend's VMs live in their own microvm@NAME units anyway.)
-          KillMode = if cfg.vmBackend == "process" then "process" else "control-group";
+          # Only the daemon (the main process) is signalled when the unit stops or restarts. The
+          # rest of the cgroup must outlive it:
+          # - the node's fencing watchdog (`blixard node watchdog`, one small process the daemon
+          #   starts detached and a restarted daemon reuses): if the daemon dies (kill -9, crash,
+          #   OOM) or hangs while its VMs run on, it stops them once the node's lease runs out, before
+          #   the cluster starts them elsewhere. It is not a unit of its own on purpose: started by
+          #   the daemon, it always has the daemon's settings (data directory, fencing timeout, VM
+          #   backend) and exactly its sandbox and capabilities below, and the daemon starts it again
+          #   within a second should it die; a second unit would have to repeat all of that and keep
+          #   it in step with `settings` and `extraFlags`.
+          # - process backend: the VM runners, detached process groups the next daemon adopts.
+          #   (The systemd backend's VMs live in their own microvm@NAME units.)
+          KillMode = "process";
           # Runs as root: it starts VMs (systemd: microvm@NAME over D-Bus; process: hypervisors with
           # taps and /dev/kvm) and writes VM state directories owned by microvm.nix's user. The
           # capabilities and paths it may use are bounded below.

@@ -27,14 +27,26 @@
  * are stopped by the first round.
  *
  * FENCING. `quorumContact` answers when this node was last in contact with a quorum (see
- * `QuorumContact.ts`: a leader measures its majority's last messages exactly; a follower counts its
- * leader's last message minus two election timeouts, the longest a minority leader survives
- * CheckQuorum). When `now - contact > fencingMs` (or, after start-up, no contact for `fencingMs`) the
+ * `QuorumContact.ts`: a leader measures its majority's last messages exactly; any other node counts
+ * the send time of its newest ReadIndex round that succeeded, which proves the leader heard it
+ * afterwards and had a quorum). When `now - contact > fencingMs` (or, after start-up, no contact for `fencingMs`) the
  * watchdog stops every runner on this node (orphans too), with `fenceStopTimeoutMs`, and repeats
  * every interval while fenced; the reconcile round does nothing, and starts nothing, until contact
  * is back. `start` re-checks contact after the build, under a lock the watchdog also takes, so a
  * runner is never launched after the watchdog decided to fence. After start-up it starts nothing before the first contact, and adopted
  * runners are fenced if no contact comes within `fencingMs`.
+ *
+ * A DAEMON THAT DIES (kill -9, a crash, out of memory) or hangs cannot run this watchdog fiber, while
+ * its runners live on. That case is covered outside the daemon, by `hostFence` (`node/HostFence.ts`):
+ * each time `assess` measures contact, the agent renews the node's LEASE (`NodeLease.ts`) with the
+ * very deadline this fiber fences at, `contact + fencingMs`, and never extends it without contact.
+ * The node's fencing watchdog (`Watchdog.ts`), a separate process that outlives the daemon, stops
+ * every runner of the node once that deadline has passed with no renewal, through the same
+ * `VmBackend` stop, and keeps watching: a restarted daemon that proves contact before the deadline
+ * renews the lease and adopts the runners (nothing stopped, nothing started twice); one that is not
+ * back in time finds them stopped. With a `hostFence`, this fiber wakes at least every fencingMs / 4
+ * (so the lease is renewed well before it runs out), and `start` also requires the watchdog to be
+ * running and not in a fence round (`startBlocked`, read after the renewal: see `Watchdog.ts`).
  *
  * Timing argument: a symmetric partition cuts this node off at P. The new leader on the majority side
  * last heard from this node at or before P, so it marks it down (and reschedules its VMs) no earlier
@@ -42,17 +54,26 @@
  * (+1 ms) and its runners are dead by P + fencingMs + fenceStopTimeoutMs (plus, at worst, one
  * in-flight `start` call it waits for under the lock). The configuration requires nodeDownMs ≥ fencingMs + 2 election
  * timeouts, so `fenceStopTimeoutMs` must stay below two election timeouts (minus the commit and apply
- * time of the reschedule). What is NOT covered: an asymmetric partition where this node hears the
- * leader but the leader does not hear it (the VM is stopped here when the reschedule is applied
- * here, about when the new node starts it), and a daemon that is down while its runners keep running.
+ * time of the reschedule). A daemon that dies at D: its last contact C ≤ D, and the leader last
+ * heard from it no earlier than C (a follower's contact is when it sent a ReadIndex the leader then
+ * received; a dead leader's successor gives it nodeDownMs of grace from its own election, after D), so the cluster reschedules no earlier than C + nodeDownMs, while the lease it left ends
+ * at C + fencingMs: the host watchdog's deadline is this fiber's, and the same margin holds
+ * (`stopTimeoutMs` of the watchdog = `fenceStopTimeoutMs`). Both read this host's wall clock, so
+ * there is no skew between the lease's writer and its reader. A one-way partition (this node hears
+ * the leader, the leader does not hear it) is a partition like any other here: this node's ReadIndex
+ * probes never reach the leader, so its contact stops at the last one that did — which the leader
+ * received, so it marks this node down no earlier than that + nodeDownMs. What is NOT covered: the
+ * watchdog dying while the daemon is down or hung too (a live daemon starts it again within a second).
  *
  * Wiring (the daemon): `state: () => holder.current`; `report` proposes
  * `ReportVmStatus({ name, node, status })` through `ControlPlaneShape` (forwarded to the leader);
- * `quorumContact: yield* QuorumContact.fromRaft(raft, { leaderLagMs: 2 * electionTimeoutMs })`;
+ * `quorumContact: yield* QuorumContact.fromRaft(raft, { probeEveryMs: electionTimeoutMs })`;
  * `confirmFresh: raft.readIndex`; `fencingMs` from `timeouts.fencingMs`; `intervalMs` e.g. 1 s (a
  * start or a stop waits up to that, an exit event wakes it at once); `fenceStopTimeoutMs` below two
- * election timeouts; the `VmBackend` layer of the node's backend kind. Shutting the agent down (its
- * scope) leaves the runners running: the next daemon adopts them.
+ * election timeouts; `hostFence: yield* HostFence.make(…)`; the `VmBackend` layer of the node's
+ * backend kind. Shutting the agent down (its scope) leaves the runners running and the lease as it
+ * is: the next daemon adopts them if it proves contact before the lease ends, else the watchdog
+ * stops them.
  *
  * Status reports are best effort and never block reconciling or fencing: a separate fiber sends
  * each VM's statuses in order; a failed report is logged and retried (only the newest status of that
@@ -69,6 +90,20 @@ import type { VmPhase, VmRecord } from "../domain/VmStatus.js"
 import { VmStatus } from "../domain/VmStatus.js"
 import type { RunnerExit, RunnerObservation, RunnerState } from "../vm/VmBackend.js"
 import { VmBackend } from "../vm/VmBackend.js"
+
+/**
+ * The node's fence outside the daemon (`node/HostFence.ts`): the lease the agent renews and the
+ * watchdog process that enforces it.
+ */
+export interface HostFence {
+  /** Records that quorum contact lets this node run VMs until `validUntil` (epoch ms); an earlier one than it has is ignored. */
+  readonly renew: (validUntil: number) => Effect.Effect<void>
+  /** Why no runner may be started now (no watchdog running, a fence round running), or undefined. */
+  readonly startBlocked: Effect.Effect<string | undefined>
+}
+
+/** The default grace of a fencing stop before SIGKILL (well below two election timeouts). */
+export const DefaultFenceStopTimeoutMs = 500
 
 export interface AgentOptions {
   /** This node. */
@@ -87,11 +122,13 @@ export interface AgentOptions {
   readonly fencingMs: number
   /** Restart / retry backoff: `initialMs` doubling to `maxMs` (defaults 1 s and 60 s). */
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined
-  /** Grace for a normal stop (default 30 s) and for a fencing stop (default 500 ms). */
+  /** Grace for a normal stop (default 30 s) and for a fencing stop (default `DefaultFenceStopTimeoutMs`). */
   readonly stopTimeoutMs?: number | undefined
   readonly fenceStopTimeoutMs?: number | undefined
   /** A report taking longer than this counts as failed (default 5 s). */
   readonly reportTimeoutMs?: number | undefined
+  /** The lease and the watchdog outside the daemon; absent, fencing works only while the daemon runs. */
+  readonly hostFence?: HostFence | undefined
 }
 
 /** What the agent knows of one runner on this node. */
@@ -148,7 +185,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
     const self = options.node
     const backoff = options.backoff ?? { initialMs: 1000, maxMs: 60_000 }
     const stopTimeout: Duration.DurationInput = `${options.stopTimeoutMs ?? 30_000} millis`
-    const fenceStopTimeout: Duration.DurationInput = `${options.fenceStopTimeoutMs ?? 500} millis`
+    const fenceStopTimeout: Duration.DurationInput = `${options.fenceStopTimeoutMs ?? DefaultFenceStopTimeoutMs} millis`
     const reportTimeout: Duration.DurationInput = `${options.reportTimeoutMs ?? 5000} millis`
     const who = (name: string) => `node ${self}: VM "${name}"`
 
@@ -165,10 +202,15 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
     const startedAt = yield* Clock.currentTimeMillis
     const startLock = yield* Effect.makeSemaphore(1)
 
-    /** Measures quorum contact now and updates `fenced`. */
+    const hostFence = options.hostFence
+    /** With a host fence, the watchdog fiber wakes at least this often, to renew the lease in time. */
+    const renewEveryMs = hostFence === undefined ? Infinity : Math.max(1, Math.floor(options.fencingMs / 4))
+
+    /** Measures quorum contact now, renews the lease with what it proves and updates `fenced`. */
     const assess = Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
       const contact = yield* options.quorumContact
+      if (contact !== undefined && hostFence !== undefined) yield* hostFence.renew(contact + options.fencingMs)
       const contactAgo = now - (contact ?? startedAt)
       fenced = contactAgo > options.fencingMs
       return { now, contactAgo, mayStart: contact !== undefined && !fenced }
@@ -309,30 +351,32 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
               Effect.gen(function* () {
                 const { mayStart } = yield* assess
                 const latest = options.state().vms.get(name)
-                if (!mayStart || !placedHere(latest) || latest.desired !== "running") return undefined
-                return yield* backend.start(name)
+                if (!mayStart || !placedHere(latest) || latest.desired !== "running") return "fenced, or the VM changed meanwhile"
+                // Read after `assess` renewed the lease (the order `Watchdog.ts` relies on).
+                const blocked = hostFence === undefined ? undefined : yield* hostFence.startBlocked
+                return blocked ?? (yield* backend.start(name))
               })
             )
           ),
           Effect.either
         )
         const after = yield* Clock.currentTimeMillis
-        if (result._tag === "Right" && result.right === undefined) {
-          yield* Effect.logInfo(`${who(name)}: not starting after all (fenced, or the VM changed meanwhile); the next round decides`)
-        } else if (result._tag === "Right") {
-          runner.pid = result.right
-          runner.since = after
-          runner.lastError = undefined
-          runner.exitCode = undefined
-          yield* Effect.logInfo(`${who(name)} is running (pid ${result.right})`)
-          enqueue(name, record, { phase: "running", since: after, restarts: runner.restarts, pid: result.right })
-        } else {
+        if (result._tag === "Left") {
           runner.failures++
           const delay = backoffMs(runner.failures, backoff)
           runner.notBefore = after + delay
           runner.lastError = result.left.message
           yield* Effect.logWarning(`${who(name)}: starting failed (${result.left.message}); retrying in ${delay} ms`)
           enqueue(name, record, { phase: "starting", since: after, restarts: runner.restarts, lastError: result.left.message })
+        } else if (typeof result.right === "string") {
+          yield* Effect.logInfo(`${who(name)}: not starting after all (${result.right}); the next round decides`)
+        } else {
+          runner.pid = result.right
+          runner.since = after
+          runner.lastError = undefined
+          runner.exitCode = undefined
+          yield* Effect.logInfo(`${who(name)} is running (pid ${result.right})`)
+          enqueue(name, record, { phase: "running", since: after, restarts: runner.restarts, pid: result.right })
         }
       })
 
@@ -498,7 +542,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       const now = yield* Clock.currentTimeMillis
       const contact = yield* options.quorumContact
       const deadline = (contact ?? startedAt) + options.fencingMs + 1
-      return Math.max(1, Math.min(options.intervalMs, deadline - now))
+      return Math.max(1, Math.min(options.intervalMs, deadline - now, renewEveryMs))
     })
 
     const loop = Effect.gen(function* () {

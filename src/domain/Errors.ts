@@ -72,6 +72,14 @@ export class Unschedulable extends Schema.TaggedError<Unschedulable>()("Unschedu
 /** The VM backend (nix build, runner, systemctl) failed. */
 export class BackendFailed extends Schema.TaggedError<BackendFailed>()("BackendFailed", fields("BLX_BACKEND_FAILED")) {}
 
+/**
+ * A VM was stopped by fencing: its node could not prove contact with the quorum in time (a
+ * partition, or a daemon that died or hangs while its VMs run on). Written to the fencing
+ * watchdog's log, naming the node, the VM and what to do next; never sent over the wire, so not a
+ * member of `BlixardError`.
+ */
+export class Fenced extends Schema.TaggedError<Fenced>()("Fenced", fields("BLX_FENCED")) {}
+
 /** A safety invariant does not hold (in the simulator, or an assertion in a running node). */
 export class InvariantViolated extends Schema.TaggedError<InvariantViolated>()(
   "InvariantViolated",
@@ -110,5 +118,5 @@ export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]
 
 /** `BLX_VM_NOT_FOUND: no VM named "web" (asked node 2)` */
-export const formatError = (error: BlixardError): string =>
+export const formatError = (error: BlixardError | Fenced): string =>
   `${error.code}: ${error.message}${error.node !== undefined ? ` (node ${error.node})` : ""}`

@@ -72,5 +72,23 @@ export type NodeConfig = typeof NodeConfig.Type
 /** The config file's JSON shape (what the NixOS module writes). */
 export type NodeConfigFile = typeof NodeConfig.Encoded
 
+const AbsolutePath = Path.pipe(Schema.filter((p) => p.startsWith("/") || "must be an absolute path"))
+
+/**
+ * `blixard node watchdog`, the node's fencing watchdog (`agent/Watchdog.ts`): what it needs of the
+ * node's settings. The daemon starts it with its own (`HostFence.ts`), so both always agree on the
+ * data directory (the lease), the VMs' state and backend, and the fencing deadline.
+ */
+export const WatchdogConfig = Schema.Struct({
+  id: NodeId,
+  dataDir: AbsolutePath,
+  vmBackend: VmBackendKind,
+  microvmStateDir: AbsolutePath,
+  fencingMs: Millis(100),
+  /** Each VM's grace before SIGKILL: the agent's fencing stop timeout. */
+  stopTimeoutMs: Millis(1)
+})
+export type WatchdogConfig = typeof WatchdogConfig.Type
+
 /** The config file must name only keys the schema knows: a typo is an error, not a silent default. */
 export const decodeNodeConfig = Schema.decodeUnknown(NodeConfig, { errors: "all", onExcessProperty: "error" })

@@ -9,11 +9,14 @@
  *
  * The agent makes this node's VM runners (microvm.nix, process or systemd mode) follow the desired
  * state of the VMs placed here, reports what it observes through the leader, and fences itself:
- * without quorum contact for `fencingMs` it stops its VMs.
+ * without quorum contact for `fencingMs` it stops its VMs. So that this holds when the daemon itself
+ * dies or hangs, the agent renews the node's lease and the daemon keeps the node's fencing watchdog
+ * process running (`HostFence.ts`), which stops the VMs when the lease runs out.
  *
  * Shutdown (SIGTERM/SIGINT): a leader first hands leadership to the most caught-up voter, so the
  * cluster does not wait out an election timeout; then everything closes in order. Runners keep
- * running across a daemon restart; the next daemon adopts them.
+ * running across a daemon restart; the next daemon adopts them if it is back in contact with the
+ * quorum before the lease runs out (else the watchdog has stopped them).
  */
 import { FetchHttpClient, HttpLayerRouter } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
@@ -45,6 +48,7 @@ import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import type { NodeConfig } from "./Config.js"
 import * as HealthMonitor from "./HealthMonitor.js"
+import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 
 /** Used when no cluster secret file is configured: peer traffic is then NOT protected. */
@@ -318,6 +322,17 @@ export const run = (config: NodeConfig) =>
         (config.vmBackend === "systemd" ? layerSystemd(backendSettings) : layerProcess(backendSettings)).pipe(Layer.provide(NodeContext.layer))
       )
       const quorumContact = yield* QuorumContact.fromRaft(raft, { probeEveryMs: config.timeouts.tickMs * 10 })
+      // The lease and the watchdog process that stop this node's VMs should this daemon die.
+      const hostFence = yield* HostFence.make({
+        config: {
+          id: NodeId.make(node),
+          dataDir: path.resolve(config.dataDir),
+          vmBackend: config.vmBackend,
+          microvmStateDir: path.resolve(config.microvmStateDir),
+          fencingMs: config.timeouts.fencingMs,
+          stopTimeoutMs: Agent.DefaultFenceStopTimeoutMs
+        }
+      })
       yield* Agent.make({
         node: NodeId.make(node),
         state: () => state.current,
@@ -325,7 +340,9 @@ export const run = (config: NodeConfig) =>
         quorumContact,
         confirmFresh: raft.readIndex,
         intervalMs: 1000,
-        fencingMs: config.timeouts.fencingMs
+        fencingMs: config.timeouts.fencingMs,
+        fenceStopTimeoutMs: Agent.DefaultFenceStopTimeoutMs,
+        hostFence
       }).pipe(Effect.provide(backend))
 
       // On shutdown, a leader hands over first.

@@ -2,8 +2,8 @@
  * `npm run demo`: a local three-node Blixard cluster on loopback — real `blixard node` processes,
  * each with its own SQLite data directory — running demo VMs whose runners honour microvm.nix's
  * runner contract (`bin/microvm-run` in the foreground; here a shell script, since this machine
- * may have no KVM). It shows placement, status, a node killed with kill -9, and its VMs coming back
- * on the survivors. Everything is cleaned up at the end.
+ * may have no KVM). It shows placement, status, a node killed with kill -9, its VMs stopped there by
+ * the node's fencing watchdog and coming back on the survivors. Everything is cleaned up at the end.
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Duration, Effect, Schedule } from "effect"
@@ -17,6 +17,7 @@ import { formatError, type BlixardError } from "../domain/Errors.js"
 import { RunnerConfig, VmSpec } from "../domain/VmSpec.js"
 import { VmName } from "../domain/VmName.js"
 import type { VmRecord } from "../domain/VmStatus.js"
+import { readStat } from "../vm/internal/procfs.js"
 
 const bin = path.resolve(import.meta.dirname, "../../../bin/blixard.js")
 const say = (line: string) => Effect.sync(() => console.log(line))
@@ -140,8 +141,13 @@ const program = Effect.gen(function* () {
   const after = yield* back.clusterStatus()
   yield* say(`Node ${after.leader} leads term ${after.term}. After ${((Date.now() - killedAt) / 1000).toFixed(1)} s node ${victim.id} was marked down and its VMs run elsewhere:`)
   yield* say(table(moved))
+  // The killed daemon's runner of "web" outlived it; the node's fencing watchdog did not.
+  const stat = web.status.pid === undefined ? undefined : readStat(web.status.pid)
+  const stopped = stat === undefined || stat.state === "Z" || stat.state === "X"
   yield* say(
-    `\n(The killed node's own runner processes outlive its daemon here; on a real host the node fences itself\nwhen it loses the quorum, before the cluster reschedules — see "Timing" in the README.)`
+    stopped
+      ? `\nOn node ${victim.id}, whose daemon is dead, "web" (pid ${web.status.pid}) is stopped: the node's fencing watchdog stopped it\nonce the daemon's lease ran out, before the cluster started it elsewhere (see "Timing" in the README).`
+      : `\nOn node ${victim.id}, whose daemon is dead, "web" (pid ${web.status.pid}) STILL RUNS: the node's fencing watchdog did not stop it\n(see ${path.join(dir, `node-${victim.id}`, "fencing", "watchdog.log")}).`
   )
   yield* say("Stopping the cluster and cleaning up.")
 })

@@ -32,11 +32,13 @@ import { bootId, isAlive, readCmdline, readEnviron, readStat } from "./internal/
 import { runCommand, showCommand } from "./internal/runCommand.js"
 import {
   appendLog,
+  claimLink,
   isExecutable,
   type PidRecord,
   readLink,
   readPidRecord,
   replaceSymlink,
+  unclaimLink,
   vmPaths,
   writeFileAtomic
 } from "./internal/stateDir.js"
@@ -399,12 +401,17 @@ export const make = (
           }
           const virtiofsd = yield* observe(name, "virtiofsd")
           if (virtiofsd !== undefined) yield* terminate(virtiofsd, timeout, Option.none())
-          if (readLink(p.booted) !== undefined) {
-            for (const teardown of teardownScripts) {
+          // Tear down what `start` set up, once: `booted` is claimed first, so when two processes
+          // stop this VM at the same time (the agent fencing and the node's fencing watchdog, see
+          // agent/Watchdog.ts) only one runs tap-down. A failed teardown puts the link back, so the
+          // next stop retries it.
+          const claimed = claimLink(p.booted)
+          if (claimed !== undefined) {
+            yield* Effect.forEach(teardownScripts, (teardown) => {
               const script = bin(teardown)
-              if (script !== undefined && isExecutable(script)) yield* runScript(name, script, scriptTimeout)
-            }
-            fs.rmSync(p.booted, { force: true })
+              return script !== undefined && isExecutable(script) ? runScript(name, script, scriptTimeout) : Effect.void
+            }).pipe(Effect.tapError(() => Effect.sync(() => unclaimLink(claimed, p.booted))))
+            fs.rmSync(claimed, { force: true })
           }
           exits.delete(name)
         })

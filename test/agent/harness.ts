@@ -3,9 +3,12 @@
  * directly (no Raft), a report function that applies `ReportVmStatus` (and can be made to fail) and
  * a quorum signal the test switches off and on. Time is the `TestClock`.
  */
-import { Clock, Context, Effect, Either, Layer, TestClock } from "effect"
+import { Clock, Context, Effect, Either, Layer, Option, TestClock } from "effect"
 import type { Scope } from "effect"
 import * as Agent from "../../src/agent/Agent.js"
+import { NodeLease } from "../../src/agent/NodeLease.js"
+import type { LeaseError } from "../../src/agent/NodeLease.js"
+import type { Phase, WatchdogOptions } from "../../src/agent/Watchdog.js"
 import { ClusterState } from "../../src/cluster/ClusterState.js"
 import * as C from "../../src/domain/Command.js"
 import { Unavailable } from "../../src/domain/Errors.js"
@@ -96,6 +99,64 @@ export class Quorum {
   }
 }
 
+/**
+ * A node's lease and its watchdog's record, kept in memory: the agent's `hostFence` (as
+ * node/HostFence.ts keeps them on disk) and the options of `Watchdog.run` over them (as
+ * node/WatchdogProcess.ts reads them). The test decides whether the daemon and the watchdog run.
+ */
+export class MemoryFence {
+  lease: Option.Option<NodeLease> = Option.none()
+  /** When set, reading the lease fails with it (a damaged file). */
+  damaged: LeaseError | undefined = undefined
+  phase: Phase = "watching"
+  /** Every phase the watchdog published, in order. */
+  readonly published: Array<Phase> = []
+  /** A watchdog process runs (otherwise starts are blocked and `stillOwner` is false). */
+  watchdogRunning = true
+  /** The daemon that wrote the lease runs. */
+  daemonAlive = true
+  /** Runs right after the watchdog published a phase (e.g. to renew the lease at that instant). */
+  onPublish: (phase: Phase) => Effect.Effect<void> = () => Effect.void
+
+  constructor(readonly node: NodeId) {}
+
+  get validUntil(): number | undefined {
+    return Option.getOrUndefined(Option.map(this.lease, (l) => l.validUntil))
+  }
+
+  readonly hostFence: Agent.HostFence = {
+    renew: (validUntil) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        if (validUntil <= (this.validUntil ?? -1)) return
+        this.lease = Option.some(
+          new NodeLease({ node: this.node, validUntil, writtenAt: now, writer: { pid: 4242, startTime: "1", bootId: "test" } })
+        )
+      }),
+    startBlocked: Effect.sync(() =>
+      !this.watchdogRunning ? "no fencing watchdog runs" : this.phase === "fencing" ? "the fencing watchdog is stopping VMs" : undefined
+    )
+  }
+
+  /** `Watchdog.run`'s options over this fence and the node's hypervisor. */
+  watchdog(hv: SimulatedHypervisor, stopTimeoutMs = 100): WatchdogOptions {
+    return {
+      node: this.node,
+      fencingMs: FencingMs,
+      stopTimeoutMs,
+      lease: Effect.suspend(() => (this.damaged !== undefined ? Effect.fail(this.damaged) : Effect.succeed(this.lease))),
+      stillOwner: Effect.sync(() => this.watchdogRunning),
+      publish: (phase) =>
+        Effect.suspend(() => {
+          this.phase = phase
+          this.published.push(phase)
+          return this.onPublish(phase)
+        }),
+      backend: layerSimulated(hv),
+      writerAlive: () => this.daemonAlive
+    }
+  }
+}
+
 export interface Harness {
   readonly cluster: FakeCluster
   readonly hv: SimulatedHypervisor
@@ -139,6 +200,8 @@ export const makeHarness = (options: {
   readonly confirmFresh?: Agent.AgentOptions["confirmFresh"]
   /** Changes the simulated backend (e.g. slower builds) before the agent gets it. */
   readonly wrap?: (backend: VmBackendShape) => VmBackendShape
+  /** The lease and watchdog outside the daemon (none by default). */
+  readonly hostFence?: Agent.HostFence
 } = {}): Effect.Effect<Harness, never, Scope.Scope> =>
   Effect.gen(function* () {
     const node = options.node ?? self
@@ -178,7 +241,8 @@ export const makeHarness = (options: {
       fencingMs: FencingMs,
       backoff: Backoff,
       stopTimeoutMs: 1000,
-      fenceStopTimeoutMs: 100
+      fenceStopTimeoutMs: 100,
+      hostFence: options.hostFence
     }).pipe(Effect.provide(layerContext))
     yield* settle
     return harness

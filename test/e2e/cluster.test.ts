@@ -5,6 +5,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { processAlive } from "../vm/fixtures.js"
 import { BlixardNode, type Cluster, cli, clustersPerTest, cliJson, freePort, waitFor } from "./harness.js"
 
 interface VmJson {
@@ -231,5 +232,7 @@ describe("VMs on a real cluster", () => {
     )
     pids.push(moved.status.pid!)
     expect(alive(moved.status.pid!)).toBe(true)
+    // Never twice: the killed daemon's fencing watchdog stopped the first runner before.
+    expect(processAlive(first.status.pid!)).toBe(false)
   })
 })

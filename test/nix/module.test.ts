@@ -145,9 +145,9 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
       expect(r.configFilePath).toMatch(/-blixard\.json$/)
       expect(r.wantedBy).toContain("multi-user.target")
       expect(r.serviceConfig["Restart"]).toBe("on-failure")
-      // A daemon restart must not kill process-mode runners (the next daemon adopts them).
-      const backend = (JSON.parse(r.rendered) as { vmBackend?: string }).vmBackend ?? "process"
-      expect(r.serviceConfig["KillMode"]).toBe(backend === "process" ? "process" : "control-group")
+      // A daemon restart or death must not kill the node's fencing watchdog, nor process-mode
+      // runners (the next daemon adopts them).
+      expect(r.serviceConfig["KillMode"]).toBe("process")
       expect(r.systemPackages).toContain("blixard-0.1.0")
       expect(r.cliAddr).toBe(unit.cliAddr)
       // `nix` (runner builds) and `systemctl` (microvm@ units) are on the unit's PATH.

@@ -248,6 +248,43 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       expect(fs.existsSync(path.join(s.stateDir, "net", "booted"))).toBe(false)
     }))
 
+  it.scopedLive("two processes stopping a VM at once (the agent and the fencing watchdog) tear it down once; a failed tap-down is retried", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const daemon = yield* backendIn(s.settings, yield* Effect.scope)
+      const order = JSON.stringify(path.join(s.root, "order"))
+      const failOnce = JSON.stringify(path.join(s.root, "tap-down-failed"))
+      yield* prepared(daemon, s, "net", {
+        run: sleeper,
+        tapUp: `echo tap-up >> ${order}`,
+        tapDown: `sleep 0.2\necho tap-down >> ${order}`
+      })
+      const pid = yield* daemon.start(vmName("net"))
+      pids.push(pid)
+      // The watchdog is another process: another backend instance, adopting the runner.
+      const watchdog = yield* backendIn(s.settings, yield* Effect.scope)
+      yield* Effect.all([daemon.stop(vmName("net"), "5 seconds"), watchdog.stop(vmName("net"), "5 seconds")], { concurrency: 2 })
+      expect(processAlive(pid)).toBe(false)
+      const lines = () => fs.readFileSync(path.join(s.root, "order"), "utf8").trim().split("\n")
+      expect(lines()).toEqual(["tap-up", "tap-down"])
+      expect(fs.readdirSync(path.join(s.stateDir, "net")).filter((f) => f.startsWith("booted"))).toEqual([])
+
+      // A tap-down that fails leaves `booted` in place, so the next stop runs it again.
+      yield* prepared(daemon, s, "flaky", {
+        run: sleeper,
+        tapDown: `if [ ! -e ${failOnce} ]; then touch ${failOnce}; exit 1; fi\necho flaky-down >> ${order}`
+      })
+      pids.push(yield* daemon.start(vmName("flaky")))
+      const failed = yield* Effect.flip(daemon.stop(vmName("flaky"), "5 seconds"))
+      expect(failed.message).toContain("tap-down failed")
+      expect(fs.existsSync(path.join(s.stateDir, "flaky", "booted"))).toBe(true)
+      yield* daemon.stop(vmName("flaky"), "5 seconds")
+      expect(lines().at(-1)).toBe("flaky-down")
+      expect(fs.readdirSync(path.join(s.stateDir, "flaky")).filter((f) => f.startsWith("booted"))).toEqual([])
+    }))
+
   it.scopedLive("ADOPTION: a runner outlives its backend instance and a new instance adopts it, then stops it", () =>
     Effect.gen(function* () {
       const s = setup()

@@ -11,53 +11,9 @@ import * as path from "node:path"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { make, type SystemdSettings } from "../../src/vm/SystemdBackend.js"
-import { makeRunner, scopedTempDir, sleeper, vmName } from "./fixtures.js"
+import { fakeSystemctl, makeRunner, scopedTempDir, sleeper, vmName } from "./fixtures.js"
 
 const node = Schema.decodeSync(NodeId)(2)
-
-const fakeSystemctl = (root: string) => {
-  const units = path.join(root, "units")
-  const calls = path.join(root, "calls")
-  fs.mkdirSync(units)
-  const file = path.join(root, "systemctl")
-  fs.writeFileSync(
-    file,
-    `#!/bin/sh
-UNITS=${JSON.stringify(units)}
-echo "$*" >> ${JSON.stringify(calls)}
-state() { cat "$UNITS/$1" 2>/dev/null || echo inactive; }
-case "$1" in
-  start)
-    if [ "$2" = "microvm@bad" ]; then echo "Job for microvm@bad.service failed because the control process exited with error code." >&2; exit 1; fi
-    echo active > "$UNITS/$2"; exit 0 ;;
-  stop)
-    if [ "$2" = "microvm@slow" ]; then sleep 1000; fi
-    echo inactive > "$UNITS/$2"; exit 0 ;;
-  kill) echo inactive > "$UNITS/$3"; exit 0 ;;
-  is-active)
-    s=$(state "$2"); echo "$s"; [ "$s" = active ] && exit 0; exit 3 ;;
-  show)
-    unit="$4"
-    case "$2" in
-      --property=MainPID) if [ "$(state "$unit")" = active ]; then echo 4242; else echo 0; fi ;;
-      --property=ExecMainStatus) cat "$UNITS/$unit.status" 2>/dev/null || echo 0 ;;
-      *) echo "fake systemctl: unexpected property $2" >&2; exit 1 ;;
-    esac
-    exit 0 ;;
-  *) echo "fake systemctl: unexpected command $*" >&2; exit 1 ;;
-esac
-`
-  )
-  fs.chmodSync(file, 0o755)
-  return {
-    file,
-    calls: () => (fs.existsSync(calls) ? fs.readFileSync(calls, "utf8").trim().split("\n") : []),
-    setState: (unit: string, state: string, exitStatus?: number) => {
-      fs.writeFileSync(path.join(units, unit), `${state}\n`)
-      if (exitStatus !== undefined) fs.writeFileSync(path.join(units, `${unit}.status`), `${exitStatus}\n`)
-    }
-  }
-}
 
 const setup = Effect.gen(function* () {
   const root = yield* scopedTempDir("vm-systemd")

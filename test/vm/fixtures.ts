@@ -1,7 +1,8 @@
 /**
  * Runner fixtures honouring microvm.nix's runner contract (a directory with `bin/microvm-run` run in
  * the foreground from the VM's state directory, optional `bin/microvm-shutdown`, `bin/tap-up`,
- * `bin/tap-down`, `bin/virtiofsd-run`), generated into temporary directories, and polling helpers.
+ * `bin/tap-down`, `bin/virtiofsd-run`), generated into temporary directories, polling helpers, and
+ * a fake `systemctl`.
  */
 import { Duration, Effect, Schema } from "effect"
 import * as fs from "node:fs"
@@ -139,6 +140,55 @@ export const killGroup = (pid: number | undefined): void => {
       process.kill(target, "SIGKILL")
     } catch {
       // gone
+    }
+  }
+}
+
+/**
+ * A fake `systemctl` (`ROOT/systemctl`): a /bin/sh script that records each call's arguments and
+ * keeps each unit's state in a file (`active`, `inactive`, `failed`), as microvm.nix tests its
+ * command against injected fakes. `microvm@bad` fails to start; stopping `microvm@slow` hangs.
+ */
+export const fakeSystemctl = (root: string) => {
+  const units = path.join(root, "units")
+  const calls = path.join(root, "calls")
+  fs.mkdirSync(units)
+  const file = path.join(root, "systemctl")
+  fs.writeFileSync(
+    file,
+    `#!/bin/sh
+UNITS=${JSON.stringify(units)}
+echo "$*" >> ${JSON.stringify(calls)}
+state() { cat "$UNITS/$1" 2>/dev/null || echo inactive; }
+case "$1" in
+  start)
+    if [ "$2" = "microvm@bad" ]; then echo "Job for microvm@bad.service failed because the control process exited with error code." >&2; exit 1; fi
+    echo active > "$UNITS/$2"; exit 0 ;;
+  stop)
+    if [ "$2" = "microvm@slow" ]; then sleep 1000; fi
+    echo inactive > "$UNITS/$2"; exit 0 ;;
+  kill) echo inactive > "$UNITS/$3"; exit 0 ;;
+  is-active)
+    s=$(state "$2"); echo "$s"; [ "$s" = active ] && exit 0; exit 3 ;;
+  show)
+    unit="$4"
+    case "$2" in
+      --property=MainPID) if [ "$(state "$unit")" = active ]; then echo 4242; else echo 0; fi ;;
+      --property=ExecMainStatus) cat "$UNITS/$unit.status" 2>/dev/null || echo 0 ;;
+      *) echo "fake systemctl: unexpected property $2" >&2; exit 1 ;;
+    esac
+    exit 0 ;;
+  *) echo "fake systemctl: unexpected command $*" >&2; exit 1 ;;
+esac
+`
+  )
+  fs.chmodSync(file, 0o755)
+  return {
+    file,
+    calls: () => (fs.existsSync(calls) ? fs.readFileSync(calls, "utf8").trim().split("\n") : []),
+    setState: (unit: string, state: string, exitStatus?: number) => {
+      fs.writeFileSync(path.join(units, unit), `${state}\n`)
+      if (exitStatus !== undefined) fs.writeFileSync(path.join(units, `${unit}.status`), `${exitStatus}\n`)
     }
   }
 }

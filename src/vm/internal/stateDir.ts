@@ -2,12 +2,14 @@
  * microvm.nix's state layout, shared by process mode and systemd mode:
  *
  *   ${stateDir}/${name}/current            → the runner to start (what `prepare` made)
- *   ${stateDir}/${name}/booted             → the runner that was started (removed by a clean stop)
+ *   ${stateDir}/${name}/booted             → the runner that was started (removed by a clean stop;
+ *                                            `booted.claimed-PID` while process PID tears it down)
  *   ${stateDir}/${name}/flake/             → the generated flake of an inline VM
  *   ${stateDir}/${name}/blixard.log        → build output and the runner's stdout/stderr
  *   ${stateDir}/${name}/blixard.pid        → process mode: the runner's pid file (JSON, see PidRecord)
  *   ${stateDir}/${name}/blixard-virtiofsd.pid
  */
+import { Option, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { VmName } from "../../domain/VmName.js"
@@ -67,36 +69,54 @@ export const writeFileAtomic = (file: string, content: string): void => {
 }
 
 /** What a pid file holds: enough to recognise the process after a daemon restart. */
-export interface PidRecord {
-  readonly vm: string
-  readonly process: "vm" | "virtiofsd"
-  readonly pid: number
+export const PidRecord = Schema.Struct({
+  vm: Schema.String,
+  process: Schema.Literal("vm", "virtiofsd"),
+  pid: Schema.Int.pipe(Schema.positive()),
   /** /proc/PID/stat start time (clock ticks since boot). */
-  readonly startTime: string
-  readonly bootId: string
+  startTime: Schema.String,
+  bootId: Schema.String,
   /** Epoch milliseconds when it was started. */
-  readonly startedAt: number
-}
+  startedAt: Schema.Number
+})
+export type PidRecord = typeof PidRecord.Type
 
+const decodePidRecord = Schema.decodeUnknownOption(Schema.parseJson(PidRecord))
+
+/** The pid file's record; undefined when it is missing or does not hold one (then nothing is adopted from it). */
 export const readPidRecord = (file: string): PidRecord | undefined => {
-  let parsed: unknown
+  let text: string
   try {
-    parsed = JSON.parse(fs.readFileSync(file, "utf8"))
+    text = fs.readFileSync(file, "utf8")
   } catch {
     return undefined
   }
-  if (typeof parsed !== "object" || parsed === null) return undefined
-  const r = parsed as Record<string, unknown>
-  return typeof r.vm === "string" &&
-    (r.process === "vm" || r.process === "virtiofsd") &&
-    typeof r.pid === "number" &&
-    Number.isSafeInteger(r.pid) &&
-    r.pid > 0 &&
-    typeof r.startTime === "string" &&
-    typeof r.bootId === "string" &&
-    typeof r.startedAt === "number"
-    ? { vm: r.vm, process: r.process, pid: r.pid, startTime: r.startTime, bootId: r.bootId, startedAt: r.startedAt }
-    : undefined
+  return Option.getOrUndefined(decodePidRecord(text))
+}
+
+/**
+ * Takes `link` for this process by renaming it to a name of its own (one rename wins when several
+ * processes try); answers that name, or undefined if the link was not there (or was taken first).
+ */
+export const claimLink = (link: string): string | undefined => {
+  const claimed = `${link}.claimed-${process.pid}`
+  try {
+    fs.renameSync(link, claimed)
+    return claimed
+  } catch {
+    return undefined
+  }
+}
+
+/** Puts a claimed link back, unless `link` has been made again meanwhile (it is then kept). */
+export const unclaimLink = (claimed: string, link: string): void => {
+  try {
+    // link(2) does not follow a symbolic link and refuses to replace an existing `link`.
+    fs.linkSync(claimed, link)
+  } catch {
+    // made again meanwhile, or the directory is gone
+  }
+  fs.rmSync(claimed, { force: true })
 }
 
 export const appendLog = (file: string, text: string): void => {

@@ -1,0 +1,257 @@
+/**
+ * The FENCING WATCHDOG: one small process per node, outside the daemon, that stops the node's VMs
+ * once the node's lease (`NodeLease.ts`) has expired. It is the agent's fencing for the case the
+ * agent cannot handle itself: its daemon was killed (kill -9), crashed, ran out of memory or hangs,
+ * while the host and the VMs' runners live on (process mode leaves runners running across a daemon
+ * restart so that the next daemon can adopt them; systemd mode's microvm@NAME units do not depend on
+ * the daemon at all). Without it the cluster would mark the node down and start its VMs elsewhere
+ * while they still run here.
+ *
+ * The process is `blixard node watchdog` (`node/WatchdogProcess.ts`), started by the daemon
+ * (`node/HostFence.ts`) detached in its own process group so that it outlives the daemon; this
+ * module is its loop, timed by the `Clock` (so `TestClock` drives it in tests):
+ *
+ * - DEADLINE: the lease's `validUntil`. Without a valid lease (no file, an unreadable or invalid
+ *   one, another node's), the watchdog's own start plus `fencingMs`: the grace a daemon has to
+ *   write one (the daemon writes it before it starts the watchdog, so this only matters for a
+ *   watchdog started by hand, or a damaged file).
+ * - Until the deadline it sleeps, waking just after it (or after `pollMs`) to re-read the lease: a
+ *   daemon in contact with the quorum keeps pushing the deadline forward.
+ * - Once it has passed: a FENCE ROUND, repeated at the next poll (`pollMs`) until a round finds
+ *   nothing running (a stop that failed, a start that was under way while the round listed), then
+ *   every `fencingMs` while the lease stays expired; the lease is re-read every `pollMs`. A renewed
+ *   lease means a daemon is back in contact: its agent runs the VMs again.
+ * - A fence round builds the node's own `VmBackend` layer and does what the agent's fencing does,
+ *   through the same code: `list`, then `stop` (with `stopTimeoutMs`) of every runner still running.
+ *   Process mode: the runners' pid files in their state directories, checked against /proc (boot
+ *   id, start time, the runner's marker) so a reused pid is never signalled; `microvm-shutdown` when
+ *   the runner has one, else SIGTERM, then SIGKILL after the timeout. Systemd mode:
+ *   `systemctl stop microvm@NAME`. Each stop is logged as `BLX_FENCED`, naming the node, the VM,
+ *   why, and what to do next.
+ * - It ends when it is no longer the node's watchdog (its record, `${dataDir}/fencing/watchdog.json`,
+ *   names another or is gone), or when there is nothing left to guard: the lease has expired, a
+ *   round found no runner running, and the daemon that wrote the lease is gone. A daemon that
+ *   starts later starts a watchdog again.
+ *
+ * A live daemon and the watchdog act together only around the deadline (the agent fences at the
+ * same instant). Stopping twice is harmless (`stop` is idempotent; process mode's teardown runs
+ * once). Starting is not: a daemon back in contact must not start a VM while a fence round is still
+ * stopping runners. So both sides write first and read second: the watchdog publishes the phase
+ * `fencing` in its record and only then re-reads the lease (and re-reads it before each stop); the
+ * agent renews the lease and only then reads the phase, and starts nothing while it is `fencing`.
+ * Either the watchdog sees the renewed lease and stops nothing more, or the agent sees the round and
+ * waits for it. A start the agent began just before the deadline (it read `watching` before the
+ * round was published) may still be under way while a round lists the runners: the agent's own
+ * fencing, due at the same instant, waits for it under its start lock and stops it, and should the
+ * daemon be gone, the watchdog's next round, one poll later, does.
+ */
+import { Clock, Context, Effect, Layer, Option, Schema } from "effect"
+import { Fenced, formatError } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+import { VmBackend } from "../vm/VmBackend.js"
+import { readCmdline } from "../vm/internal/procfs.js"
+import { isRunning, ProcessIdentity, readJsonFile } from "./internal/fencingFiles.js"
+import type { LeaseError, NodeLease } from "./NodeLease.js"
+
+/** `fencing` while a fence round runs, `watching` otherwise. */
+export const Phase = Schema.Literal("watching", "fencing")
+export type Phase = typeof Phase.Type
+
+/** `${dataDir}/fencing/watchdog.json`: the node's running watchdog, written by the watchdog itself. */
+export class WatchdogRecord extends Schema.Class<WatchdogRecord>("WatchdogRecord")({
+  node: NodeId,
+  process: ProcessIdentity,
+  /** The script it runs (`process.argv[1]`): a daemon of another build replaces it. */
+  program: Schema.String,
+  startedAt: Schema.Int,
+  phase: Phase,
+  /** Since when it is in `phase` (epoch ms). */
+  since: Schema.Int
+}) {}
+
+export const readRecord = (file: string, node: NodeId) =>
+  readJsonFile(WatchdogRecord, file, {
+    what: "the fencing watchdog's record",
+    node,
+    remedy: "it is taken as no watchdog running, and the daemon starts one"
+  })
+
+/**
+ * The record names a running watchdog of the node whose (absolute) data directory is `dataDir`:
+ * the process is alive with the recorded start time, and its command line is `… watchdog …
+ * --data-dir DATADIR …`, so a pid reused by another program is never taken for it.
+ */
+export const isLive = (record: WatchdogRecord, dataDir: string): boolean => {
+  if (!isRunning(record.process)) return false
+  const argv = readCmdline(record.process.pid)
+  const at = argv.indexOf("--data-dir")
+  return argv.includes("watchdog") && ((at >= 0 && argv[at + 1] === dataDir) || argv.includes(`--data-dir=${dataDir}`))
+}
+
+export interface WatchdogOptions {
+  readonly node: NodeId
+  readonly fencingMs: number
+  /** How long each VM gets to stop before SIGKILL (the agent's `fenceStopTimeoutMs`). */
+  readonly stopTimeoutMs: number
+  /** How often the lease is re-read at most (default `fencingMs / 4`, between 25 ms and 1 s). */
+  readonly pollMs?: number | undefined
+  /** Reads the lease now (`NodeLease.read`); none, or an error, counts as no valid lease. */
+  readonly lease: Effect.Effect<Option.Option<NodeLease>, LeaseError>
+  /** Whether this process is still the node's watchdog (its record names it). */
+  readonly stillOwner: Effect.Effect<boolean>
+  /** Publishes the phase in the watchdog's record. */
+  readonly publish: (phase: Phase) => Effect.Effect<void>
+  /** The node's runners: one instance is built for each fence round. */
+  readonly backend: Layer.Layer<VmBackend>
+  /** Whether the daemon that wrote `lease` still runs. */
+  readonly writerAlive: (lease: NodeLease) => boolean
+}
+
+/** Why the watchdog ended: another took its place, or nothing is left to guard. */
+export type WatchdogEnd = "replaced" | "idle"
+
+interface Reading {
+  readonly lease: Option.Option<NodeLease>
+  /** Why there is no valid lease, when there is none. */
+  readonly problem: string | undefined
+  /** The lease file is there but cannot be used (unreadable, invalid, another node's). */
+  readonly damaged: boolean
+}
+
+interface RoundResult {
+  /** The lease was renewed during the round: the rest was left to the daemon. */
+  readonly aborted: boolean
+  /** Listing failed, or a stop failed. */
+  readonly incomplete: boolean
+  /** How many running runners it found (and stopped, unless `incomplete`). */
+  readonly found: number
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString()
+
+/** The watchdog's deadline: the lease's, or without a valid lease the grace from its own start. */
+const deadlineOf = (lease: Option.Option<NodeLease>, startedAt: number, fencingMs: number): number =>
+  Option.match(lease, { onNone: () => startedAt + fencingMs, onSome: (l) => l.validUntil })
+
+/** Runs the watchdog until it is replaced or idle. */
+export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
+  Effect.gen(function* () {
+    const node = options.node
+    const pollMs = options.pollMs ?? Math.min(1000, Math.max(25, Math.floor(options.fencingMs / 4)))
+    const startedAt = yield* Clock.currentTimeMillis
+    let phase: Phase = "watching"
+    let lastProblem: string | undefined
+
+    const setPhase = (next: Phase) =>
+      Effect.suspend(() => {
+        if (next === phase) return Effect.void
+        phase = next
+        return options.publish(next)
+      })
+
+    const readLease: Effect.Effect<Reading> = options.lease.pipe(
+      Effect.map((lease): Reading => ({
+        lease,
+        problem: Option.isNone(lease) ? `node ${node} has no lease file` : undefined,
+        damaged: false
+      })),
+      Effect.catchAll((e) => Effect.succeed<Reading>({ lease: Option.none(), problem: formatError(e), damaged: true })),
+      Effect.tap((reading) =>
+        Effect.suspend(() => {
+          if (reading.problem === lastProblem) return Effect.void
+          lastProblem = reading.problem
+          return reading.damaged ? Effect.logError(`node ${node}: ${reading.problem}`) : Effect.void
+        })
+      )
+    )
+
+    /** The lease is valid now: a daemon in contact with the quorum renewed it. */
+    const renewed = Effect.gen(function* () {
+      const reading = yield* readLease
+      const now = yield* Clock.currentTimeMillis
+      return now <= deadlineOf(reading.lease, startedAt, options.fencingMs)
+    })
+
+    /** Why the node is fenced, for the log: whose lease, since when, and what became of its daemon. */
+    const why = (reading: Reading, now: number): string =>
+      Option.match(reading.lease, {
+        onNone: () =>
+          `${reading.problem ?? `node ${node} has no valid lease`} ${now - startedAt} ms after the watchdog started (the grace is ${options.fencingMs} ms)`,
+        onSome: (lease) => {
+          const daemon = `its daemon (pid ${lease.writer.pid}) ${options.writerAlive(lease) ? "runs but cannot prove contact with the quorum (cut off, or hung)" : "is gone (killed, crashed or stopped)"}`
+          return `node ${node}'s lease expired at ${iso(lease.validUntil)} (${now - lease.validUntil} ms ago); ${daemon}`
+        }
+      })
+
+    const fenceRound = (reading: Reading) =>
+      Effect.gen(function* () {
+        yield* setPhase("fencing")
+        // Published first, read second (see the header): a daemon renewing from now on waits.
+        if (yield* renewed) return { aborted: true, incomplete: false, found: 0 } satisfies RoundResult
+        const backend = Context.get(yield* Layer.build(options.backend), VmBackend)
+        const listed = yield* Effect.either(backend.list)
+        if (listed._tag === "Left") {
+          yield* Effect.logError(`node ${node}: FENCING — listing the runners failed (${listed.left.message}); retrying in ${pollMs} ms`)
+          return { aborted: false, incomplete: true, found: 0 } satisfies RoundResult
+        }
+        let cause: string | undefined
+        let incomplete = false
+        let found = 0
+        for (const { name, state } of listed.right) {
+          if (state._tag !== "Running") continue
+          if (yield* renewed) {
+            yield* Effect.logInfo(`node ${node}: the lease was renewed (its daemon is back in contact); leaving the remaining VMs to it`)
+            return { aborted: true, incomplete, found } satisfies RoundResult
+          }
+          found++
+          cause ??= why(reading, yield* Clock.currentTimeMillis)
+          const fenced = new Fenced({
+            node,
+            subject: name,
+            message:
+              `VM "${name}" (pid ${state.pid}) stopped by node ${node}'s fencing watchdog: ${cause}. ` +
+              `The cluster starts it on another node once it marks node ${node} down. To run VMs on node ${node} again, get its daemon ` +
+              `back in contact with the quorum (see its log, e.g. \`journalctl -u blixard\`; start it if it is not running): it renews the lease and runs what the cluster places here`
+          })
+          yield* Effect.logWarning(formatError(fenced))
+          const stopped = yield* Effect.either(backend.stop(name, `${options.stopTimeoutMs} millis`))
+          if (stopped._tag === "Left") {
+            incomplete = true
+            yield* Effect.logError(`node ${node}: FENCING — ${formatError(stopped.left)}; retrying in ${pollMs} ms`)
+          }
+        }
+        return { aborted: false, incomplete, found } satisfies RoundResult
+      }).pipe(Effect.scoped, Effect.ensuring(setPhase("watching")))
+
+    yield* Effect.logInfo(
+      `node ${node}: fencing watchdog watching the lease (fencing after ${options.fencingMs} ms without quorum contact; without a lease file, ${options.fencingMs} ms after this start)`
+    )
+    /** When the last fence round ran (undefined: none since the lease was last valid, or retry at once). */
+    let lastRound: number | undefined
+    for (;;) {
+      if (!(yield* options.stillOwner)) return "replaced"
+      const reading = yield* readLease
+      const now = yield* Clock.currentTimeMillis
+      const deadline = deadlineOf(reading.lease, startedAt, options.fencingMs)
+      if (now <= deadline) {
+        lastRound = undefined
+        yield* Effect.sleep(`${Math.max(1, Math.min(pollMs, deadline - now + 1))} millis`)
+        continue
+      }
+      if (lastRound === undefined || now - lastRound >= options.fencingMs) {
+        const result = yield* fenceRound(reading)
+        // Until a round finds nothing running, the next one comes at the next poll (a start that
+        // was under way when this round listed, a stop that failed); then every fencingMs.
+        const clean = !result.aborted && !result.incomplete && result.found === 0
+        lastRound = clean ? now : undefined
+        const daemonAlive = Option.match(reading.lease, { onNone: () => false, onSome: options.writerAlive })
+        if (clean && !daemonAlive) {
+          yield* Effect.logInfo(
+            `node ${node}: the lease has expired, no VM runs and no daemon holds the lease: the fencing watchdog exits (a daemon started on this data directory starts another)`
+          )
+          return "idle"
+        }
+      }
+      yield* Effect.sleep(`${pollMs} millis`)
+    }
+  }).pipe(Effect.annotateLogs("node", options.node))

@@ -1,0 +1,112 @@
+/**
+ * Fencing's files, in the node's data directory (beside its database, so they belong to the node
+ * id that directory is claimed for):
+ *
+ *   ${dataDir}/fencing/lease.json      the node's lease (`NodeLease.ts`), written by the daemon
+ *   ${dataDir}/fencing/watchdog.json   the running watchdog: pid, start time, phase (`Watchdog.ts`)
+ *   ${dataDir}/fencing/watchdog.log    the watchdog's output: what it stopped, why, what to do
+ *
+ * Each is JSON checked with a schema when read; a file that fails its schema is a `StorageCorrupt`
+ * naming the file and the node, never a silent default. Writes are atomic (a temporary file renamed
+ * over the old one), so a reader sees the old or the new content, never a torn one. They are not
+ * fsynced: they only mean something while this host runs (a host that crashes loses its runners
+ * too), and while it runs every process sees the same page cache.
+ */
+import { Effect, Option, ParseResult, Schema } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { StorageCorrupt, StorageIo } from "../../domain/Errors.js"
+import type { NodeId } from "../../domain/NodeId.js"
+import { bootId, isAlive, readStat } from "../../vm/internal/procfs.js"
+import { writeFileAtomic } from "../../vm/internal/stateDir.js"
+
+export interface FencingPaths {
+  readonly dir: string
+  readonly lease: string
+  readonly watchdog: string
+  readonly log: string
+}
+
+export const fencingPaths = (dataDir: string): FencingPaths => {
+  const dir = path.join(dataDir, "fencing")
+  return {
+    dir,
+    lease: path.join(dir, "lease.json"),
+    watchdog: path.join(dir, "watchdog.json"),
+    log: path.join(dir, "watchdog.log")
+  }
+}
+
+/** One process for good: a pid alone can be reused; (boot id, pid, start time) cannot. */
+export const ProcessIdentity = Schema.Struct({
+  pid: Schema.Int.pipe(Schema.positive()),
+  /** Field 22 of /proc/PID/stat: clock ticks since boot. */
+  startTime: Schema.String.pipe(Schema.pattern(/^[0-9]+$/)),
+  bootId: Schema.String
+})
+export type ProcessIdentity = typeof ProcessIdentity.Type
+
+/** This process. */
+export const selfIdentity = (): ProcessIdentity => ({
+  pid: process.pid,
+  startTime: readStat(process.pid)?.startTime ?? "0",
+  bootId: bootId()
+})
+
+/** The process still runs (same boot, same pid, same start time, not a zombie). */
+export const isRunning = (identity: ProcessIdentity): boolean =>
+  identity.bootId === bootId() && isAlive(identity.pid, identity.startTime)
+
+const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
+/**
+ * Reads `file` as JSON of `schema`: none when it does not exist. `what` names it in messages
+ * ("the lease file"), `remedy` says what happens and what to do when it is invalid.
+ */
+export const readJsonFile = <A, I>(
+  schema: Schema.Schema<A, I>,
+  file: string,
+  options: { readonly what: string; readonly node: NodeId; readonly remedy: string }
+): Effect.Effect<Option.Option<A>, StorageCorrupt | StorageIo> =>
+  Effect.gen(function* () {
+    let text: string
+    try {
+      text = fs.readFileSync(file, "utf8")
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return Option.none()
+      return yield* new StorageIo({
+        node: options.node,
+        subject: file,
+        message: `cannot read ${options.what} ${file} of node ${options.node}: ${describe(e)}; ${options.remedy}`
+      })
+    }
+    const decoded = Schema.decodeUnknownEither(Schema.parseJson(schema))(text)
+    if (decoded._tag === "Right") return Option.some(decoded.right)
+    const problems = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)
+      .map((issue) => (issue.path.length > 0 ? `${issue.path.join(".")}: ${issue.message}` : issue.message))
+      .join("; ")
+    return yield* new StorageCorrupt({
+      node: options.node,
+      subject: file,
+      message: `${options.what} ${file} of node ${options.node} is not valid (${problems}); ${options.remedy}`
+    })
+  })
+
+/** Writes `value` (already encoded) to `file` atomically, making its directory if needed. */
+export const writeJsonFile = (
+  file: string,
+  value: unknown,
+  options: { readonly what: string; readonly node: NodeId }
+): Effect.Effect<void, StorageIo> =>
+  Effect.try({
+    try: () => {
+      fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+      writeFileAtomic(file, `${JSON.stringify(value)}\n`)
+    },
+    catch: (e) =>
+      new StorageIo({
+        node: options.node,
+        subject: file,
+        message: `cannot write ${options.what} ${file} of node ${options.node}: ${describe(e)}; check the data directory's permissions and free space`
+      })
+  })

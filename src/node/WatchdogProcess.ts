@@ -1,0 +1,96 @@
+/**
+ * `blixard node watchdog`: the process of a node's fencing watchdog (`agent/Watchdog.ts` is its
+ * loop, and says what it does and why). The daemon starts it with its own settings
+ * (`HostFence.ts`); it can also be started by hand with the same flags.
+ *
+ * There is one per node. At start-up, if the node's record (`${dataDir}/fencing/watchdog.json`)
+ * names another live watchdog of the same data directory, this one says so and exits 0. Otherwise
+ * it writes its record (pid, /proc start time, boot id, program, phase), watches, and removes the
+ * record when it ends. When the daemon started it, its output — the `BLX_FENCED` lines naming each
+ * VM it stopped, why, and what to do next — is appended to `${dataDir}/fencing/watchdog.log`.
+ *
+ * It loads neither the database nor the daemon's Raft and HTTP stack, only the backend layer of the
+ * node's kind (and of the platform only what that needs); about 65 MB resident, most of it Node.js
+ * and the CLI. The runners it stops are adopted from their pid files for one round only, and
+ * watched every 50 ms while they stop.
+ */
+import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import { Clock, Duration, Effect, Layer, Option, Schema } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { fencingPaths, isRunning, selfIdentity, writeJsonFile } from "../agent/internal/fencingFiles.js"
+import * as NodeLease from "../agent/NodeLease.js"
+import * as Watchdog from "../agent/Watchdog.js"
+import { formatError } from "../domain/Errors.js"
+import { layerProcess } from "../vm/ProcessBackend.js"
+import { layerSystemd } from "../vm/SystemdBackend.js"
+import type { VmBackend } from "../vm/VmBackend.js"
+import type { WatchdogConfig } from "./Config.js"
+
+/** The script this process runs (`bin/blixard.js` of its build). */
+export const thisProgram = (): string => path.resolve(process.argv[1] ?? "")
+
+/** The node's runners, as the daemon reaches them (adopted runners polled every 50 ms: a fence round waits on their exits). */
+const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
+  const settings = { stateDir: config.microvmStateDir, node: config.id }
+  return (
+    config.vmBackend === "systemd" ? layerSystemd(settings) : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50) })
+  ).pipe(Layer.provide(NodeCommandExecutor.layer), Layer.provide(NodeFileSystem.layer))
+}
+
+const encodeRecord = Schema.encodeSync(Watchdog.WatchdogRecord)
+
+export const run = (config: WatchdogConfig) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const node = config.id
+      const files = fencingPaths(config.dataDir)
+      const self = selfIdentity()
+      const program = thisProgram()
+      const readRecord = Watchdog.readRecord(files.watchdog, node)
+
+      const existing = yield* readRecord.pipe(
+        Effect.catchAll((e) => Effect.as(Effect.logWarning(`node ${node}: ${formatError(e)}`), Option.none()))
+      )
+      if (Option.isSome(existing) && existing.value.process.pid !== self.pid && Watchdog.isLive(existing.value, config.dataDir)) {
+        yield* Effect.logInfo(
+          `node ${node}: a fencing watchdog already runs for ${config.dataDir} (pid ${existing.value.process.pid}, since ${new Date(existing.value.startedAt).toISOString()}); this one exits`
+        )
+        return
+      }
+
+      const startedAt = yield* Clock.currentTimeMillis
+      const write = (phase: Watchdog.Phase) =>
+        Effect.flatMap(Clock.currentTimeMillis, (since) =>
+          writeJsonFile(
+            files.watchdog,
+            encodeRecord(new Watchdog.WatchdogRecord({ node, process: self, program, startedAt, phase, since })),
+            { what: "the fencing watchdog's record", node }
+          )
+        )
+      /** The record still names this process (not replaced by another watchdog, not removed). */
+      const owned = readRecord.pipe(
+        Effect.map(Option.exists((r) => r.process.pid === self.pid && r.process.startTime === self.startTime)),
+        Effect.orElseSucceed(() => false)
+      )
+      yield* write("watching")
+      yield* Effect.addFinalizer(() =>
+        Effect.flatMap(owned, (mine) => Effect.sync(() => (mine ? fs.rmSync(files.watchdog, { force: true }) : undefined)))
+      )
+      yield* Effect.logInfo(
+        `node ${node}: fencing watchdog started (pid ${self.pid}; lease ${files.lease}; ${config.vmBackend} backend, VMs in ${config.microvmStateDir})`
+      )
+      const end = yield* Watchdog.run({
+        node,
+        fencingMs: config.fencingMs,
+        stopTimeoutMs: config.stopTimeoutMs,
+        lease: NodeLease.read(files.lease, node),
+        stillOwner: owned,
+        publish: (phase) => write(phase).pipe(Effect.catchAll((e) => Effect.logError(`node ${node}: ${formatError(e)}`))),
+        backend: backendLayer(config),
+        writerAlive: (lease) => isRunning(lease.writer)
+      })
+      if (end === "replaced") yield* Effect.logInfo(`node ${node}: ${files.watchdog} names another watchdog or is gone; this one exits`)
+    })
+  ).pipe(Effect.annotateLogs("node", config.id))

@@ -1,0 +1,300 @@
+/**
+ * The fencing watchdog's loop (`Watchdog.run`) on the TestClock, over a `SimulatedHypervisor` and
+ * a lease kept in memory (`MemoryFence`), alone and beside the agent whose daemon dies, restarts,
+ * or comes back while a fence round runs. The real process is tested in test/node.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect, Exit, Fiber, Layer, Scope, TestClock } from "effect"
+import { checkNoVmRunsTwice, vmsRunningTwice } from "../../src/agent/Invariants.js"
+import * as Watchdog from "../../src/agent/Watchdog.js"
+import * as C from "../../src/domain/Command.js"
+import { BackendFailed, StorageCorrupt } from "../../src/domain/Errors.js"
+import { NodeId } from "../../src/domain/NodeId.js"
+import { SimulatedHypervisor } from "../../src/vm/SimulatedHypervisor.js"
+import { VmBackend } from "../../src/vm/VmBackend.js"
+import {
+  advance,
+  FakeCluster,
+  FencingMs,
+  IntervalMs,
+  makeHarness,
+  MemoryFence,
+  nodeInfo,
+  self,
+  settle,
+  spec,
+  vm
+} from "./harness.js"
+
+const web = vm("web")
+const db = vm("db")
+
+/** A host whose runners `web` and `db` were started by an earlier daemon. */
+const hostWithVms = Effect.gen(function* () {
+  const hv = new SimulatedHypervisor({ node: self })
+  const earlier = yield* Scope.make()
+  const backend = yield* hv.makeBackend.pipe(Scope.extend(earlier))
+  for (const name of [web, db]) {
+    yield* backend.prepare(spec(name))
+    yield* backend.start(name)
+  }
+  yield* Scope.close(earlier, Exit.void)
+  return hv
+})
+
+const now = Clock.currentTimeMillis
+
+/** Moves the clock to `at` exactly and lets every fiber run. */
+const until = (at: number) => Effect.flatMap(now, (t) => Effect.zipRight(TestClock.adjust(Math.max(0, at - t)), settle))
+
+describe("Watchdog: the loop", () => {
+  it.scoped("leaves the VMs alone while the lease is renewed, and stops every one just after it runs out", () =>
+    Effect.gen(function* () {
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      yield* fence.hostFence.renew(FencingMs)
+      const watchdog = yield* Effect.forkScoped(Watchdog.run(fence.watchdog(hv)))
+      yield* settle
+      // A daemon in contact renews the lease (every fencingMs / 4) for ten deadlines.
+      for (let t = 0; t < 10 * FencingMs; t += FencingMs / 4) {
+        yield* fence.hostFence.renew((yield* now) + FencingMs)
+        yield* advance(FencingMs / 4)
+        expect(hv.runningVms()).toEqual([db, web])
+      }
+      expect(fence.published).toEqual([])
+
+      // Renewals stop (the daemon died): nothing happens up to the deadline, everything just after.
+      const deadline = fence.validUntil!
+      yield* until(deadline)
+      expect(hv.runningVms()).toEqual([db, web])
+      yield* until(deadline + 1)
+      expect(hv.runningVms()).toEqual([])
+      expect(fence.published).toEqual(["fencing", "watching"])
+      // The daemon still runs (hung, or cut off): the watchdog keeps watching.
+      yield* advance(3 * FencingMs)
+      expect(watchdog.unsafePoll()).toBeNull()
+    }))
+
+  it.scoped("without a lease, or with a damaged one, the node is fenced fencingMs after the watchdog started", () =>
+    Effect.gen(function* () {
+      for (const damaged of [false, true]) {
+        const hv = yield* hostWithVms
+        const fence = new MemoryFence(self)
+        if (damaged) fence.damaged = new StorageCorrupt({ node: self, subject: "lease.json", message: "the lease file is not valid" })
+        const started = yield* now
+        const watchdog = yield* Effect.fork(Watchdog.run(fence.watchdog(hv)))
+        yield* until(started + FencingMs)
+        expect(hv.runningVms()).toEqual([db, web])
+        yield* until(started + FencingMs + 1)
+        expect(hv.runningVms()).toEqual([])
+        yield* Fiber.interrupt(watchdog)
+      }
+    }))
+
+  it.scoped("a lease renewed as a fence round begins stops nothing; renewed between two stops, the rest is left to the daemon", () =>
+    Effect.gen(function* () {
+      // 1. Renewed right after the watchdog published `fencing`: it re-reads the lease and stops nothing.
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      yield* fence.hostFence.renew(FencingMs)
+      fence.onPublish = (phase) =>
+        phase === "fencing" ? Effect.flatMap(now, (t) => fence.hostFence.renew(t + FencingMs)) : Effect.void
+      yield* Effect.forkScoped(Watchdog.run(fence.watchdog(hv)))
+      yield* until(FencingMs + 1)
+      expect(fence.published).toEqual(["fencing", "watching"])
+      expect(hv.runningVms()).toEqual([db, web])
+
+      // 2. Renewed once the first VM (db) is stopped: web is left running.
+      const hv2 = yield* hostWithVms
+      const fence2 = new MemoryFence(self)
+      const start = yield* now
+      yield* fence2.hostFence.renew(start + FencingMs)
+      const renewingAfterStop = Layer.scoped(
+        VmBackend,
+        Effect.map(hv2.makeBackend, (backend) => ({
+          ...backend,
+          stop: (name: typeof web, timeout: Parameters<typeof backend.stop>[1]) =>
+            backend.stop(name, timeout).pipe(Effect.zipRight(Effect.flatMap(now, (t) => fence2.hostFence.renew(t + FencingMs))))
+        }))
+      )
+      yield* Effect.forkScoped(Watchdog.run({ ...fence2.watchdog(hv2), backend: renewingAfterStop }))
+      yield* until(start + FencingMs + 1)
+      expect(hv2.runningVms()).toEqual([web])
+      expect(fence2.phase).toBe("watching")
+    }))
+
+  it.scoped("a stop that fails is retried at the next poll", () =>
+    Effect.gen(function* () {
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      let failures = 1
+      const failingOnce = Layer.scoped(
+        VmBackend,
+        Effect.map(hv.makeBackend, (backend) => ({
+          ...backend,
+          stop: (name: typeof web, timeout: Parameters<typeof backend.stop>[1]) =>
+            name === web && failures-- > 0
+              ? Effect.fail(new BackendFailed({ node: self, subject: name, message: `VM "${name}": stop failed (injected)` }))
+              : backend.stop(name, timeout)
+        }))
+      )
+      const started = yield* now
+      yield* Effect.forkScoped(Watchdog.run({ ...fence.watchdog(hv), backend: failingOnce, pollMs: 250 }))
+      yield* until(started + FencingMs + 1)
+      expect(hv.runningVms()).toEqual([web])
+      yield* advance(250, 50)
+      expect(hv.runningVms()).toEqual([])
+    }))
+
+  it.scoped("ends once nothing is left to guard (lease run out, no VM running, its daemon gone), or when another watchdog takes over", () =>
+    Effect.gen(function* () {
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      yield* fence.hostFence.renew(1000)
+      const watchdog = yield* Effect.fork(Watchdog.run(fence.watchdog(hv)))
+      yield* until(1001)
+      expect(hv.runningVms()).toEqual([])
+      expect(watchdog.unsafePoll()).toBeNull() // its daemon (the lease's writer) still runs
+      fence.daemonAlive = false
+      yield* until(1001 + FencingMs)
+      expect(yield* Fiber.join(watchdog)).toBe("idle")
+
+      const replaced = yield* Effect.fork(Watchdog.run(new MemoryFence(self).watchdog(new SimulatedHypervisor())))
+      yield* settle
+      expect(replaced.unsafePoll()).toBeNull()
+      const other = new MemoryFence(self)
+      other.watchdogRunning = false // its record now names another process
+      const ended = yield* Effect.fork(Watchdog.run(other.watchdog(new SimulatedHypervisor())))
+      yield* advance(1000)
+      expect(yield* Fiber.join(ended)).toBe("replaced")
+      yield* Fiber.interrupt(replaced)
+    }))
+})
+
+describe("Watchdog beside the agent: a daemon that dies", () => {
+  /** Node 1 alone, `web` placed on it and started; its agent runs in its own scope (the daemon). */
+  const oneNode = Effect.gen(function* () {
+    const cluster = new FakeCluster()
+    cluster.register(1)
+    cluster.create("web")
+    cluster.start("web")
+    const hv = new SimulatedHypervisor({ node: self, firstPid: 1000 })
+    const fence = new MemoryFence(self)
+    yield* Effect.forkScoped(Watchdog.run(fence.watchdog(hv)))
+    const daemon = yield* Scope.make()
+    const h = yield* makeHarness({ cluster, hv, hostFence: fence.hostFence }).pipe(Scope.extend(daemon))
+    expect(hv.runningVms()).toEqual([web])
+    return { cluster, hv, fence, daemon, h }
+  })
+
+  it.scoped("the agent renews the lease with its own fencing deadline; its VMs stop just after the lease of a dead daemon runs out", () =>
+    Effect.gen(function* () {
+      const { fence, hv, daemon } = yield* oneNode
+      for (let t = 0; t < 4 * FencingMs; t += 100) {
+        yield* advance(100)
+        // Renewed at least every fencingMs / 4, with contact (here: now) + fencingMs.
+        const ahead = fence.validUntil! - (yield* now)
+        expect(ahead).toBeGreaterThan(FencingMs - FencingMs / 4 - 100)
+        expect(ahead).toBeLessThanOrEqual(FencingMs)
+      }
+      // kill -9: the agent's fibers are gone, the runner is not.
+      yield* Scope.close(daemon, Exit.void)
+      fence.daemonAlive = false
+      const deadline = fence.validUntil!
+      yield* until(deadline)
+      expect(hv.runningVms()).toEqual([web])
+      yield* until(deadline + 1)
+      expect(hv.runningVms()).toEqual([])
+    }))
+
+  it.scoped("a daemon restarted within fencingMs renews the lease and adopts its VM: nothing stopped, nothing started twice", () =>
+    Effect.gen(function* () {
+      const { cluster, fence, hv, daemon } = yield* oneNode
+      yield* advance(2 * IntervalMs)
+      yield* Scope.close(daemon, Exit.void)
+      const deadline = fence.validUntil!
+      yield* advance(FencingMs / 2)
+      const restarted = yield* makeHarness({ cluster, hv, hostFence: fence.hostFence })
+      yield* until(deadline + 1)
+      yield* advance(3 * FencingMs)
+      expect(hv.runningVms()).toEqual([web])
+      expect(hv.startCount(web)).toBe(1)
+      expect(fence.published).toEqual([])
+      expect(yield* restarted.agent.fenced).toBe(false)
+      expect(cluster.vm("web")!.status).toMatchObject({ phase: "running", pid: hv.pidOf(web), restarts: 0 })
+    }))
+
+  it.scoped("an agent in contact starts nothing while a fence round runs, and no runner while no watchdog runs", () =>
+    Effect.gen(function* () {
+      const { cluster, fence, hv } = yield* oneNode
+      cluster.create("db")
+      fence.phase = "fencing" // a round is stopping runners
+      cluster.start("db")
+      yield* advance(3 * IntervalMs)
+      expect(hv.startCount(db)).toBe(0)
+      fence.phase = "watching"
+      fence.watchdogRunning = false
+      yield* advance(3 * IntervalMs)
+      expect(hv.startCount(db)).toBe(0)
+      fence.watchdogRunning = true
+      yield* advance(IntervalMs)
+      expect(hv.runningVms()).toEqual([db, web])
+    }))
+})
+
+describe("Watchdog: a VM rescheduled away from a node whose daemon died", () => {
+  const NodeDownMs = FencingMs + 1000 // the configuration's rule: fencingMs plus two election timeouts
+
+  /** Nodes 1 and 2; `web` runs on node 1; node 1's daemon dies at P = now, its host and runner live on. */
+  const run = (withWatchdog: boolean) =>
+    Effect.gen(function* () {
+      const view1 = new FakeCluster()
+      const view2 = new FakeCluster()
+      for (const command of [
+        new C.RegisterNode({ info: nodeInfo(1) }),
+        new C.CreateVm({ spec: spec("web", "always") }),
+        new C.RegisterNode({ info: nodeInfo(2) }),
+        new C.StartVm({ name: web })
+      ]) {
+        view1.apply(command)
+        view2.apply(command)
+      }
+      const fence1 = new MemoryFence(NodeId.make(1))
+      const hv1 = new SimulatedHypervisor({ node: NodeId.make(1), firstPid: 1000 })
+      if (withWatchdog) yield* Effect.forkScoped(Watchdog.run(fence1.watchdog(hv1)))
+      const daemon1 = yield* Scope.make()
+      yield* makeHarness({ node: NodeId.make(1), cluster: view1, hv: hv1, hostFence: fence1.hostFence }).pipe(Scope.extend(daemon1))
+      const b = yield* makeHarness({ node: NodeId.make(2), cluster: view2 })
+      expect(hv1.isRunning(web)).toBe(true)
+      yield* advance(2 * IntervalMs)
+
+      yield* Scope.close(daemon1, Exit.void)
+      fence1.daemonAlive = false
+      const hosts = [[1, hv1], [2, b.hv]] as const
+      const twice: Array<ReadonlyArray<unknown>> = []
+      for (let t = 100; t <= NodeDownMs + 3000; t += 100) {
+        yield* TestClock.adjust(100)
+        // The leader last heard from node 1 at P: it marks it down after nodeDownMs, web moves to node 2.
+        if (t === NodeDownMs) view2.down(1)
+        yield* settle
+        if (withWatchdog) yield* checkNoVmRunsTwice(hosts)
+        else twice.push(vmsRunningTwice(hosts))
+      }
+      expect(view2.vm("web")?.node).toBe(2)
+      expect(b.hv.isRunning(web)).toBe(true)
+      return { hv1, twice }
+    })
+
+  it.scoped("never runs on both nodes: the watchdog stops it before the cluster starts it elsewhere", () =>
+    Effect.gen(function* () {
+      const { hv1 } = yield* run(true)
+      expect(hv1.isRunning(web)).toBe(false)
+    }))
+
+  it.scoped("without the watchdog it would run on both (the gap the watchdog closes)", () =>
+    Effect.gen(function* () {
+      const { hv1, twice } = yield* run(false)
+      expect(hv1.isRunning(web)).toBe(true)
+      expect(twice.at(-1)).toEqual([{ name: web, nodes: [1, 2] }])
+    }))
+})

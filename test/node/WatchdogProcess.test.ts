@@ -1,0 +1,131 @@
+/**
+ * `blixard node watchdog` as a real process, over real runner processes (test/vm/fixtures.ts)
+ * started by a process-mode backend that then goes away, as a daemon that died would: the lease
+ * runs out → the runner is stopped; the lease is renewed → it is left alone; a second watchdog of
+ * the same node exits; systemd mode goes through `systemctl stop`. Short fencing timeouts; every
+ * wait is a condition with a deadline.
+ */
+import { NodeContext } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Schedule, Scope } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { fencingPaths } from "../../src/agent/internal/fencingFiles.js"
+import { NodeId } from "../../src/domain/NodeId.js"
+import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
+import type { WatchdogConfig } from "../../src/node/Config.js"
+import { make } from "../../src/vm/ProcessBackend.js"
+import { fakeSystemctl, killGroup, makeRunner, processAlive, scopedTempDir, sleeper, vmName, waitFor } from "../vm/fixtures.js"
+import { deadWriter, readRecord, startWatchdog, watchdogsOf, writeLease } from "./fencing.js"
+
+const node = NodeId.make(3)
+const FencingMs = 1000
+
+const configIn = (root: string, vmBackend: "process" | "systemd" = "process"): WatchdogConfig => ({
+  id: node,
+  dataDir: path.join(root, "data"),
+  vmBackend,
+  microvmStateDir: path.join(root, "microvms"),
+  fencingMs: FencingMs,
+  stopTimeoutMs: 500
+})
+
+/** A runner of VM `name` started by a backend instance that is then closed (the daemon is gone). */
+const runnerOf = (config: WatchdogConfig, root: string, name: string) =>
+  Effect.gen(function* () {
+    const daemon = yield* Scope.make()
+    const backend = yield* make({ stateDir: config.microvmStateDir, node }).pipe(Scope.extend(daemon), Effect.provide(NodeContext.layer))
+    const runner = makeRunner(root, name, { run: sleeper })
+    yield* backend.prepare(VmSpec.make({ name: vmName(name), source: RunnerConfig.make({ path: runner.dir }) }))
+    const pid = yield* backend.start(vmName(name))
+    yield* Effect.addFinalizer(() => Effect.sync(() => killGroup(pid)))
+    yield* Scope.close(daemon, Exit.void)
+    return pid
+  })
+
+/** Waits until the watchdog has written its record naming `pid`. */
+const recorded = (config: WatchdogConfig, pid: number) =>
+  waitFor(`the watchdog (pid ${pid}) to write its record`, () => readRecord(config)?.process.pid === pid)
+
+describe("blixard node watchdog (real processes)", () => {
+  it.scopedLive("the lease runs out: the runner is stopped just after it (not before), BLX_FENCED is logged, and the watchdog exits once nothing is left", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const config = configIn(root)
+      const pid = yield* runnerOf(config, root, "web")
+      // Its daemon is gone: the lease's writer does not run.
+      yield* writeLease(config, Date.now() + 60_000, deadWriter)
+      const watchdog = yield* startWatchdog(config)
+      yield* recorded(config, watchdog.pid)
+      expect(processAlive(pid)).toBe(true)
+
+      const validUntil = Date.now() + FencingMs
+      yield* writeLease(config, validUntil, deadWriter)
+      yield* waitFor("the runner to be stopped", () => !processAlive(pid))
+      const stoppedAt = Date.now()
+      expect(stoppedAt).toBeGreaterThan(validUntil)
+      expect(stoppedAt - validUntil).toBeLessThan(2500)
+
+      const code = yield* Deferred.await(watchdog.exited).pipe(Effect.timeout("20 seconds"))
+      expect(code).toBe(0)
+      expect(watchdog.output()).toMatch(/BLX_FENCED: VM \\"web\\" \(pid \d+\) stopped by node 3's fencing watchdog: node 3's lease expired at .*its daemon \(pid \d+\) is gone/)
+      expect(watchdog.output()).toContain("no daemon holds the lease: the fencing watchdog exits")
+      expect(fs.existsSync(fencingPaths(config.dataDir).watchdog)).toBe(false)
+      expect(fs.readFileSync(path.join(config.microvmStateDir, "web", "blixard.log"), "utf8")).toContain(`stopping the runner (pid ${pid})`)
+    }))
+
+  it.scopedLive("a renewed lease leaves the runner alone; a second watchdog of the node exits at once", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const config = configIn(root)
+      const pid = yield* runnerOf(config, root, "web")
+      // This test process plays the daemon in contact with the quorum: renewing every 200 ms.
+      const renew = Effect.suspend(() => writeLease(config, Date.now() + FencingMs))
+      yield* renew
+      const renewing = yield* Effect.forkScoped(Effect.repeat(renew, Schedule.spaced("200 millis")))
+      const watchdog = yield* startWatchdog(config)
+      yield* recorded(config, watchdog.pid)
+      const until = Date.now() + 4 * FencingMs
+      yield* waitFor("four fencing periods with the runner alive", () => {
+        if (!processAlive(pid)) throw new Error("the runner was stopped although the lease was renewed")
+        return Date.now() > until
+      })
+
+      const second = yield* startWatchdog(config)
+      const code = yield* Deferred.await(second.exited).pipe(Effect.timeout("20 seconds"))
+      expect(code).toBe(0)
+      expect(second.output()).toContain(`a fencing watchdog already runs for ${config.dataDir} (pid ${watchdog.pid}`)
+      expect(readRecord(config)?.process.pid).toBe(watchdog.pid)
+      expect(watchdogsOf(config.dataDir)).toEqual([watchdog.pid])
+      expect(processAlive(pid)).toBe(true)
+
+      // The renewals stop: the runner is stopped; its daemon (this process) runs, so the watchdog stays.
+      yield* Fiber.interrupt(renewing)
+      yield* waitFor("the runner to be stopped", () => !processAlive(pid))
+      expect(processAlive(watchdog.pid)).toBe(true)
+    }))
+
+  it.scopedLive("systemd mode: the watchdog stops the node's VMs with systemctl stop microvm@NAME", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const config = configIn(root, "systemd")
+      const systemctl = fakeSystemctl(root)
+      fs.mkdirSync(path.join(config.microvmStateDir, "web"), { recursive: true })
+      fs.mkdirSync(path.join(config.microvmStateDir, "db"), { recursive: true })
+      systemctl.setState("microvm@web", "active")
+      yield* writeLease(config, Date.now() - 1, deadWriter)
+      const watchdog = yield* startWatchdog(config, { ...process.env, PATH: `${root}:${process.env.PATH ?? ""}` })
+      expect(yield* Deferred.await(watchdog.exited).pipe(Effect.timeout("20 seconds"))).toBe(0)
+      expect(systemctl.calls()).toContain("stop microvm@web")
+      expect(systemctl.calls()).not.toContain("stop microvm@db")
+      expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
+    }))
+
+  it.scopedLive("bad flags exit 2 with BLX_INVALID_ARGUMENT naming each flag", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const watchdog = yield* startWatchdog({ ...configIn(root), dataDir: "relative/dir", fencingMs: 5 })
+      expect(yield* Deferred.await(watchdog.exited).pipe(Effect.timeout("20 seconds"))).toBe(2)
+      expect(watchdog.output()).toMatch(/^BLX_INVALID_ARGUMENT: --data-dir "relative\/dir": must be an absolute path; --fencing-ms 5: /)
+    }))
+})
