@@ -3,8 +3,11 @@ import { Effect, Exit, Layer, Option } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { StorageIo } from "../../src/domain/Errors.js"
 import type { Entry, Snapshot } from "../../src/raft/Types.js"
-import { layerFile, layerMemory, MemoryStore, RaftStorage } from "../../src/storage/RaftStorage.js"
+import * as Database from "../../src/storage/Database.js"
+import { layerFile, layerMemory, makeSql, MemoryStore, RaftStorage } from "../../src/storage/RaftStorage.js"
 
 const entry = (index: number, term: number, data = `cmd-${index}`): Entry => ({ index, term, kind: "normal", data })
 const range = (lo: number, hi: number, term: number) => Array.from({ length: hi - lo + 1 }, (_, i) => entry(lo + i, term))
@@ -165,5 +168,60 @@ describe("RaftStorage durability", () => {
     const init = await Effect.runPromise(Effect.provide(Effect.flatMap(RaftStorage, (s) => s.initialState), layerMemory(store)))
     expect(init.lastIndex).toBe(3)
     expect(init.hardState.commit).toBe(2)
+  })
+})
+
+describe("RaftStorage over SQLite: every write is flushed before it returns", () => {
+  /** `makeSql` over a real file, with a `Durability` that records each flush and how many entries the log held by then. */
+  const counted = (filename: string, fail = false) => {
+    const flushes: Array<number> = []
+    const durability = Layer.effect(
+      Database.Durability,
+      Effect.map(SqlClient.SqlClient, (sql) => ({
+        sync: sql<{ n: number }>`SELECT count(*) AS n FROM raft_log`.pipe(
+          Effect.orDie,
+          Effect.flatMap((rows) => {
+            flushes.push(rows[0]!.n)
+            return fail ? Effect.fail(new StorageIo({ subject: filename, message: "flush failed" })) : Effect.void
+          })
+        )
+      }))
+    )
+    const database = Database.layer({ filename })
+    const layer = Layer.effect(RaftStorage, makeSql({ filename })).pipe(
+      Layer.provide(Layer.provideMerge(durability, database))
+    )
+    return { flushes, layer }
+  }
+
+  it("save, saveSnapshot and compact each flush once, after their transaction committed", async () => {
+    const filename = tempFile()
+    const { flushes, layer } = counted(filename)
+    await Effect.runPromise(
+      Effect.scoped(
+        Effect.provide(
+          Effect.gen(function* () {
+            const s = yield* RaftStorage
+            yield* s.save({ entries: range(1, 5, 1), hardState: { term: 1, vote: 1, commit: 0 } })
+            expect(flushes).toEqual([5])
+            yield* s.save({ entries: range(6, 8, 1) })
+            expect(flushes).toEqual([5, 8])
+            yield* s.saveSnapshot(snapshotAt(4, 1))
+            yield* s.compact(4)
+            expect(flushes).toEqual([5, 8, 8, 4])
+          }),
+          layer
+        )
+      )
+    )
+  })
+
+  it("a failed flush fails the write with BLX_STORAGE_IO: the caller never takes it for durable", async () => {
+    const { layer } = counted(tempFile(), true)
+    const exit = await Effect.runPromiseExit(
+      Effect.scoped(Effect.provide(Effect.flatMap(RaftStorage, (s) => s.save({ entries: range(1, 2, 1) })), layer))
+    )
+    expect(Exit.isFailure(exit)).toBe(true)
+    if (Exit.isFailure(exit)) expect(String(exit.cause)).toMatch(/flush failed/)
   })
 })
