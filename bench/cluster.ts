@@ -59,6 +59,17 @@ export const until = async <A>(what: string, f: () => Promise<A | undefined>, ms
   }
 }
 
+/** CPU time (user + system, all threads) a process has used so far, in ms (Linux `/proc`). */
+const cpuMs = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+    return (Number(fields[11]) + Number(fields[12])) * 10
+  } catch {
+    return 0
+  }
+}
+
 export const leaderOf = async (port: number): Promise<number | undefined> => {
   const r = await request(port, "GET", "/v1/cluster")
   return r.status === 200 ? (JSON.parse(r.body) as { leader?: number }).leader : undefined
@@ -94,6 +105,7 @@ export const benchCluster = async (seconds = 5, failovers = 10) => {
       const port = nodes[leader - 1]!.port
       const latencies: Array<number> = []
       let errors = 0
+      const cpuBefore = nodes.map((n) => cpuMs(n.child?.pid))
       const end = performance.now() + seconds * 1000
       await Promise.all(
         Array.from({ length: clients }, async () => {
@@ -107,7 +119,16 @@ export const benchCluster = async (seconds = 5, failovers = 10) => {
       )
       latencies.sort((a, b) => a - b)
       const q = (p: number) => Number((latencies[Math.floor(p * (latencies.length - 1))] ?? 0).toFixed(2))
-      results.push({ name: `3 nodes, writes through the API, ${clients} client(s)`, writesPerSecond: Math.round(latencies.length / seconds), p50Ms: q(0.5), p99Ms: q(0.99), errors })
+      // Where the CPU went: per committed write, the leader's process and each follower's.
+      const cpuPerWrite = nodes.map((n, i) => Number(((cpuMs(n.child?.pid) - cpuBefore[i]!) / Math.max(1, latencies.length)).toFixed(2)))
+      results.push({
+        name: `3 nodes, writes through the API, ${clients} client(s)`,
+        writesPerSecond: Math.round(latencies.length / seconds),
+        p50Ms: q(0.5),
+        p99Ms: q(0.99),
+        errors,
+        cpuMsPerWrite: { leader: cpuPerWrite[leader - 1], followers: cpuPerWrite.filter((_, i) => i !== leader - 1) }
+      })
     }
     const failoverMs: Array<number> = []
     for (let i = 0; i < failovers; i++) {
