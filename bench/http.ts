@@ -3,36 +3,26 @@
  * ~150-byte VM spec, answered by a trivial in-memory `ControlPlane` (no Raft, no storage). 64 clients,
  * then 1 client. The load generator runs in a worker thread (its own event loop, same two cores).
  *
- *  - `node:http` baseline: JSON.parse and a fixed answer, no validation (the machine's ceiling today).
- *  - `HttpApi on NodeHttpServer, as built`: `layerServer` with its defaults (tracing on, no request log).
- *  - `…, tracer and logger off`: the same with `tracing: false`.
- *  - `HttpApi via toWebHandler from node:http`: the same `layerHttpApi` routes through
- *    `HttpLayerRouter.toWebHandler`, called from a plain `node:http` server (web Request/Response
- *    conversion in between). A prototype of a leaner adapter; the server does not use it.
- *  - `HttpApi routes called directly from node:http`: the same `layerHttpApi` routes as one Effect
- *    (`HttpLayerRouter.toHttpEffect`: routing, decoding, handlers, error encoding), run per request
- *    with a minimal `HttpServerRequest` over the already-read body and the response written by hand:
- *    no `NodeHttpServer`, no `HttpApp` response machinery, no tracer. The other prototype.
+ *  - `node:http` baseline: JSON.parse and a fixed answer, no validation (the machine's ceiling).
+ *  - `the API as built`: `layerServer`, the API's own adapter on `node:http` (route table compiled
+ *    from `BlixardApi`, the body decoded and the answer encoded with its schemas, the handler run as
+ *    an Effect), with its defaults (no request log).
+ *  - `…, on the node's shared port`: the same as a node serves it, with the peers' `/raft` websocket
+ *    route (`RpcTransport.layerServer` on the platform's server) on the same `http.Server`
+ *    (`layerSharedPort`).
  */
-import {
-  HttpIncomingMessage,
-  HttpLayerRouter,
-  HttpMiddleware,
-  HttpServer,
-  HttpServerError,
-  HttpServerRequest,
-  type HttpServerResponse
-} from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Context, Effect, Exit, Layer, Option, Runtime, Scope, Stream } from "effect"
+import { HttpServer } from "@effect/platform"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Worker } from "node:worker_threads"
 import { ControlPlane, type ControlPlaneShape } from "../src/api/ControlPlane.js"
-import { layerHttpApi, layerServer } from "../src/api/Server.js"
+import { layerServer, layerSharedPort } from "../src/api/Server.js"
+import { trusted } from "../src/domain/Decode.js"
 import { NotImplemented } from "../src/domain/Errors.js"
 import type { NodeId } from "../src/domain/NodeId.js"
 import { VmRecord, VmStatus } from "../src/domain/VmStatus.js"
+import * as RpcTransport from "../src/net/RpcTransport.js"
 
 export interface HttpResult {
   readonly name: string
@@ -56,7 +46,12 @@ interface Variant {
   readonly stop: () => Promise<void>
 }
 
-/** Answers `createVm` with a record built from the spec and a counter; nothing else is served. */
+/**
+ * Answers `createVm` with a record built from the spec and a counter; nothing else is served. The
+ * record is built `trusted` (unvalidated), as the replicated state builds it: validating it again
+ * costs ~60 µs a record here, more than decoding the request and encoding the answer together, and
+ * would measure the domain classes instead of the serving path.
+ */
 const trivialControlPlane = (): ControlPlaneShape => {
   let revision = 0
   const unused = (method: string) =>
@@ -65,14 +60,17 @@ const trivialControlPlane = (): ControlPlaneShape => {
     createVm: (spec) =>
       Effect.sync(
         () =>
-          new VmRecord({
-            spec,
-            desired: "stopped",
-            node: 1 as NodeId,
-            status: new VmStatus({ phase: "stopped", since: 0, restarts: 0 }),
-            revision: ++revision,
-            createdAt: 0
-          })
+          new VmRecord(
+            {
+              spec,
+              desired: "stopped",
+              node: 1 as NodeId,
+              status: new VmStatus({ phase: "stopped", since: 0, restarts: 0 }, trusted),
+              revision: ++revision,
+              createdAt: 0
+            },
+            trusted
+          )
       ),
     listVms: () => unused("listVms"),
     getVm: () => unused("getVm"),
@@ -187,146 +185,20 @@ const rawNode = async (): Promise<Variant> => {
 
 const controlPlane = Layer.sync(ControlPlane, trivialControlPlane)
 
-const effectServer = async (name: string, tracing: boolean): Promise<Variant> => {
+const effectServer = async (name: string, server: Layer.Layer<HttpServer.HttpServer, unknown, ControlPlane>): Promise<Variant> => {
   const scope = Effect.runSync(Scope.make())
-  const context = await Effect.runPromise(
-    Layer.buildWithScope(layerServer({ port: 0, host: "127.0.0.1", tracing }).pipe(Layer.provide(controlPlane)), scope)
-  )
+  const context = await Effect.runPromise(Layer.buildWithScope(server.pipe(Layer.provide(controlPlane)), scope))
   const address = Context.get(context, HttpServer.HttpServer).address
   if (address._tag !== "TcpAddress") throw new Error("expected a TCP address")
   return { name, port: address.port, stop: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
 
-const webHandler = async (): Promise<Variant> => {
-  const { dispose, handler } = HttpLayerRouter.toWebHandler(
-    layerHttpApi().pipe(Layer.provide(controlPlane), Layer.provide(NodeHttpServer.layerContext)),
-    {
-      disableLogger: true,
-      middleware: (app) => HttpMiddleware.withTracerDisabledWhenEffect(app, () => true)
-    }
-  )
-  const server = http.createServer((request, response) => {
-    const chunks: Array<Buffer> = []
-    request.on("data", (chunk: Buffer) => chunks.push(chunk))
-    request.on("end", () => {
-      const headers = new Headers()
-      for (const [key, value] of Object.entries(request.headers)) {
-        if (typeof value === "string") headers.set(key, value)
-      }
-      const hasBody = request.method !== "GET" && request.method !== "HEAD"
-      handler(
-        new Request(`http://127.0.0.1${request.url}`, {
-          method: request.method ?? "GET",
-          headers,
-          ...(hasBody ? { body: Buffer.concat(chunks) } : {})
-        }),
-        Context.empty() as never
-      ).then(async (answer) => {
-        const body = Buffer.from(await answer.arrayBuffer())
-        const out: Record<string, string> = {}
-        answer.headers.forEach((value, key) => {
-          out[key] = value
-        })
-        out["content-length"] = String(body.length)
-        response.writeHead(answer.status, out)
-        response.end(body)
-      }, () => {
-        response.writeHead(500)
-        response.end()
-      })
-    })
-  })
-  return {
-    name: "HttpApi via HttpLayerRouter.toWebHandler from node:http (tracer, logger off)",
-    port: await listen(server),
-    stop: async () => {
-      await close(server)
-      await dispose()
-    }
-  }
-}
+const options = { port: 0, host: "127.0.0.1" }
 
-/**
- * The least an adapter must do: a `HttpServerRequest` over Node's request and its body (read by
- * Node before the Effect runs), enough for HttpApi's routes (JSON bodies only).
- */
-const leanRequest = (source: http.IncomingMessage, body: string, url = source.url ?? "/"): HttpServerRequest.HttpServerRequest => {
-  const fail = (cause: unknown) => new HttpServerError.RequestError({ request: self, reason: "Decode", cause })
-  const self: HttpServerRequest.HttpServerRequest = {
-    [HttpServerRequest.TypeId]: HttpServerRequest.TypeId,
-    [HttpIncomingMessage.TypeId]: HttpIncomingMessage.TypeId,
-    source,
-    url,
-    originalUrl: source.url ?? "/",
-    method: (source.method ?? "GET") as HttpServerRequest.HttpServerRequest["method"],
-    cookies: {},
-    headers: source.headers as HttpServerRequest.HttpServerRequest["headers"],
-    remoteAddress: Option.none(),
-    text: Effect.succeed(body),
-    json: Effect.try({ try: () => (body === "" ? null : (JSON.parse(body) as unknown)), catch: fail }),
-    arrayBuffer: Effect.sync(() => new TextEncoder().encode(body).buffer as ArrayBuffer),
-    urlParamsBody: Effect.die("not supported by the lean adapter"),
-    stream: Stream.die("not supported by the lean adapter"),
-    multipart: Effect.die("not supported by the lean adapter"),
-    multipartStream: Stream.die("not supported by the lean adapter"),
-    upgrade: Effect.die("not supported by the lean adapter"),
-    modify: (options: { readonly url?: string }) => leanRequest(source, body, options.url ?? url),
-    toJSON: () => ({ method: source.method, url }),
-    toString: () => `LeanRequest(${source.method} ${url})`,
-    [Symbol.for("nodejs.util.inspect.custom")]: () => `LeanRequest(${source.method} ${url})`
-  } as unknown as HttpServerRequest.HttpServerRequest
-  return self
-}
-
-const writeResponse = (response: http.ServerResponse, answer: HttpServerResponse.HttpServerResponse) => {
-  const headers: Record<string, string> = { ...answer.headers }
-  const body = answer.body
-  if (body._tag === "Uint8Array") {
-    headers["content-type"] = body.contentType
-    headers["content-length"] = String(body.body.length)
-    response.writeHead(answer.status, headers)
-    response.end(body.body)
-  } else {
-    response.writeHead(answer.status, headers)
-    response.end()
-  }
-}
-
-const directRoutes = async (): Promise<Variant> => {
-  const scope = Effect.runSync(Scope.make())
-  const app = await Effect.runPromise(
-    Scope.extend(
-      HttpLayerRouter.toHttpEffect(layerHttpApi().pipe(Layer.provide(controlPlane), Layer.provide(NodeHttpServer.layerContext))),
-      scope
-    )
-  )
-  const runFork = Runtime.runFork(Runtime.defaultRuntime)
-  const server = http.createServer((request, response) => {
-    const chunks: Array<Buffer> = []
-    request.on("data", (chunk: Buffer) => chunks.push(chunk))
-    request.on("end", () => {
-      const fiber = runFork(
-        Effect.scoped(
-          Effect.provideService(app, HttpServerRequest.HttpServerRequest, leanRequest(request, Buffer.concat(chunks).toString("utf8")))
-        )
-      )
-      fiber.addObserver((exit) => {
-        if (Exit.isSuccess(exit)) return writeResponse(response, exit.value)
-        const failure = Cause.failureOption(exit.cause)
-        response.writeHead(Option.isSome(failure) && failure.value instanceof HttpServerError.RouteNotFound ? 404 : 500)
-        response.end()
-      })
-    })
-  })
-  return {
-    name: "HttpApi routes run directly from node:http (lean adapter prototype, no tracer/logger)",
-    port: await listen(server),
-    stop: async () => {
-      await close(server)
-      await Effect.runPromise(Scope.close(scope, Exit.void))
-    }
-  }
-}
+/** As `Daemon.ts` composes it: the node's transport serves `/raft` on the API's port. */
+const sharedPort = layerSharedPort(RpcTransport.layerServer, { ...options, routePaths: ["/raft"] }).pipe(
+  Layer.provide(RpcTransport.layerTransport({ self: 1, clusterSecret: "benchmark secret" }))
+)
 
 /**
  * All variants listen at once; each round gives every variant the same load in turn (64 clients for
@@ -336,10 +208,8 @@ const directRoutes = async (): Promise<Variant> => {
 export const benchHttp = async (seconds = 5, rounds = 3): Promise<ReadonlyArray<HttpResult>> => {
   const variants = [
     await rawNode(),
-    await effectServer("HttpApi on NodeHttpServer, as built (layerServer: tracing on, no request log)", true),
-    await effectServer("HttpApi on NodeHttpServer, tracer and logger off", false),
-    await webHandler(),
-    await directRoutes()
+    await effectServer("the API as built (layerServer: its node:http adapter, no request log)", layerServer(options)),
+    await effectServer("the API as built, on the node's shared port beside /raft (layerSharedPort)", sharedPort)
   ]
   try {
     for (const variant of variants) await load(variant.port, 8, 1) // warm-up: JIT, connections

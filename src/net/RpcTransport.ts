@@ -25,12 +25,13 @@
  * selectable (`serialization: "json"`) for debugging. The largest per-message cost is validating every
  * received message with the `Message` schema (~5–13 µs each on this machine).
  *
- * Wiring (one HTTP server for the REST API and Raft, as in test/net/mount.test.ts):
+ * Wiring (one HTTP server for the REST API and Raft, as in src/node/Daemon.ts and
+ * test/net/mount.test.ts; the API's server hands the `/raft` requests and every upgrade to the
+ * platform's router, see `layerSharedPort` in src/api/Server.ts):
  *
  *   const Net = layerTransport({ self, peers, clusterSecret, requestTimeoutMs: 5000 })
- *   const Routes = Layer.mergeAll(HttpLayerRouter.addHttpApi(Api).pipe(Layer.provide(ApiHandlers)), layerServer)
- *   const Http = HttpLayerRouter.serve(Routes).pipe(Layer.provide(NodeHttpServer.layer(createServer, { host, port })))
- *   const Node = Layer.mergeAll(Http, RaftNode.layer(config)).pipe(Layer.provideMerge(Net))
+ *   const Http = Server.layerSharedPort(layerServer, { host, port, routePaths: ["/raft"] })
+ *   const Node = Layer.mergeAll(Http, RaftNode.layer(config)).pipe(Layer.provide(ControlPlaneLive), Layer.provideMerge(Net))
  *
  * `RaftPeers` (from `Net`) changes peer addresses at runtime, e.g. when a `ConfChange` adding a node
  * with an address is applied.

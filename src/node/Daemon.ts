@@ -18,13 +18,12 @@
  * running across a daemon restart; the next daemon adopts them if it is back in contact with the
  * quorum before the lease runs out (else the watchdog has stopped them).
  */
-import { FetchHttpClient, HttpLayerRouter } from "@effect/platform"
-import { NodeContext, NodeHttpServer } from "@effect/platform-node"
+import { FetchHttpClient } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
-import { createServer } from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Agent from "../agent/Agent.js"
@@ -38,7 +37,7 @@ import { ConfigInvalid, StorageIo, Unavailable, WrongDataDir } from "../domain/E
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, NodeInfo, splitHostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
-import { RaftPeers } from "../net/RpcTransport.js"
+import { RaftInbox, RaftPeers } from "../net/RpcTransport.js"
 import * as RpcTransport from "../net/RpcTransport.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import { classify, type Durability } from "../storage/Database.js"
@@ -212,14 +211,11 @@ export const run = (config: NodeConfig) =>
 
       // One port: the REST API and the peers' /raft endpoint.
       const { host, port } = splitHostPort(config.bind)
+      const routePaths = [Context.get(transport, RaftInbox).path]
       yield* Layer.build(
-        HttpLayerRouter.serve(Layer.mergeAll(Server.layerHttpApi({ apiToken }), RpcTransport.layerServer), {
-          disableLogger: true,
-          disableListenLog: true
-        }).pipe(
+        Server.layerSharedPort(RpcTransport.layerServer, { host, port, apiToken, routePaths }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
-          Layer.provide(Layer.succeedContext(transport)),
-          Layer.provide(NodeHttpServer.layer(createServer, { port, host }))
+          Layer.provide(Layer.succeedContext(transport))
         )
       ).pipe(
         Effect.mapError(

@@ -1,16 +1,14 @@
 /**
- * The node's composition: the API and peer RPC routes on one `HttpLayerRouter`, one port.
+ * The node's composition: the API and peer RPC routes (served by the platform's router) on one port.
  */
-import { FetchHttpClient, HttpLayerRouter, HttpServer } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import { FetchHttpClient, HttpServer } from "@effect/platform"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "@effect/rpc"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
-import { createServer } from "node:http"
 import { ApiClient } from "../../src/api/Client.js"
 import { ControlPlane } from "../../src/api/ControlPlane.js"
 import { makeMemory } from "../../src/api/ControlPlaneMemory.js"
-import { layerHttpApi } from "../../src/api/Server.js"
+import { layerServer, layerSharedPort } from "../../src/api/Server.js"
 import { Unauthorized } from "../../src/domain/Errors.js"
 import { spec } from "./harness.js"
 
@@ -19,17 +17,16 @@ class Peer extends RpcGroup.make(Rpc.make("Ping", { payload: { n: Schema.Number 
 const PeerLive = Peer.toLayer({ Ping: ({ n }) => Effect.succeed(`pong ${n}`) })
 
 describe("mounting beside peer RPC", () => {
-  it.scopedLive("the API, /openapi.json and an RpcServer share one HttpLayerRouter and one port", () =>
+  it.scopedLive("the API, /openapi.json and an RpcServer share one port", () =>
     Effect.gen(function* () {
       const plane = makeMemory()
-      const routes = Layer.mergeAll(
-        layerHttpApi({ apiToken: "t0ken" }),
-        RpcServer.layerHttpRouter({ group: Peer, path: "/raft", protocol: "http" }).pipe(Layer.provide(PeerLive))
-      ).pipe(Layer.provide(RpcSerialization.layerNdjson))
+      const routes = RpcServer.layerHttpRouter({ group: Peer, path: "/raft", protocol: "http" }).pipe(
+        Layer.provide(PeerLive),
+        Layer.provide(RpcSerialization.layerNdjson)
+      )
       const context = yield* Layer.build(
-        HttpLayerRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
-          Layer.provide(Layer.succeed(ControlPlane, plane)),
-          Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
+        layerSharedPort(routes, { port: 0, host: "127.0.0.1", apiToken: "t0ken", routePaths: ["/raft"] }).pipe(
+          Layer.provide(Layer.succeed(ControlPlane, plane))
         )
       )
       const address = Context.get(context, HttpServer.HttpServer).address
@@ -54,23 +51,15 @@ describe("mounting beside peer RPC", () => {
     })
   )
 
-  it.scopedLive("two APIs built in one layer graph each serve their own ControlPlane (handler layers are not shared)", () =>
+  it.scopedLive("two APIs built in one layer graph each serve their own ControlPlane (handlers are not shared)", () =>
     Effect.gen(function* () {
       class PortA extends Context.Tag("test/PortA")<PortA, number>() {}
       class PortB extends Context.Tag("test/PortB")<PortB, number>() {}
       const portOf = Effect.map(HttpServer.HttpServer, (server) => (server.address._tag === "TcpAddress" ? server.address.port : 0))
-      // `HttpLayerRouter.serve` takes its router from a module-level layer, shared through the memo
-      // map, so each server here makes its own router; the two APIs share one memo map.
       const node = <I>(tag: Context.Tag<I, number>, plane: ReturnType<typeof makeMemory>) =>
-        Layer.mergeAll(
-          Layer.unwrapScoped(
-            Effect.map(HttpLayerRouter.HttpRouter, (router) => HttpServer.serve(router.asHttpEffect()))
-          ).pipe(Layer.provideMerge(layerHttpApi())),
-          Layer.effect(tag, portOf)
-        ).pipe(
-          Layer.provide(Layer.effect(HttpLayerRouter.HttpRouter, HttpLayerRouter.make)),
-          Layer.provide(Layer.succeed(ControlPlane, plane)),
-          Layer.provide(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
+        Layer.effect(tag, portOf).pipe(
+          Layer.provide(layerServer({ port: 0, host: "127.0.0.1" })),
+          Layer.provide(Layer.succeed(ControlPlane, plane))
         )
       const a = makeMemory({ node: 1 as never })
       const b = makeMemory({ node: 2 as never })

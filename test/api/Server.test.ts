@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit } from "effect"
+import { Cause, Effect, Exit, Logger, Schedule } from "effect"
 import { BlixardApi, MaxBodyBytes } from "../../src/api/Api.js"
 import { ApiClient } from "../../src/api/Client.js"
 import { makeTokenCheck } from "../../src/api/Server.js"
@@ -322,6 +322,42 @@ describe("the token check", () => {
         expect(error.message).toContain("token is empty")
       }
       yield* makeTokenCheck(undefined)(undefined)
+    })
+  )
+})
+
+describe("requests the API does not declare, and failures it cannot encode", () => {
+  it.scopedLive("an unknown route is a 404 naming the method and path and pointing at /openapi.json; HEAD is answered as GET", () =>
+    Effect.gen(function* () {
+      const { url } = yield* serve({ apiToken: "s3cret-token" })
+      for (const [method, path] of [["GET", "/v1/nope"], ["POST", "/v1/health"], ["GET", "/"]] as const) {
+        const response = yield* raw(url, { method, path })
+        expectInvalid(response, 404, [`${method} ${path}`, "/openapi.json"])
+      }
+      const head = yield* raw(url, { method: "HEAD", path: "/v1/health" })
+      expect(head.status).toBe(200)
+      expect(head.text).toBe("")
+    })
+  )
+
+  it.scopedLive("a defect is answered 500 and logged with its cause; the server keeps serving; requests are logged when asked", () =>
+    Effect.gen(function* () {
+      const logs: Array<string> = []
+      const capture = Logger.make(({ message, cause }) => void logs.push(`${String(message)} ${Cause.pretty(cause)}`))
+      const { url } = yield* serve({ logRequests: true }, (plane) => ({ ...plane, listVms: () => Effect.die(new Error("boom")) })).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+      )
+      const logged = (part: string) =>
+        Effect.suspend(() => (logs.some((line) => line.includes(part)) ? Effect.void : Effect.fail(`nothing logged with ${part}`))).pipe(
+          Effect.retry(Schedule.spaced("10 millis").pipe(Schedule.upTo("5 seconds")))
+        )
+
+      const failed = yield* raw(url, { path: "/v1/vms" })
+      expect(failed.status).toBe(500)
+      yield* logged("GET /v1/vms failed unexpectedly")
+      expect(logs.find((line) => line.includes("failed unexpectedly"))).toContain("boom")
+      expect((yield* raw(url, { path: "/v1/health" })).status).toBe(200)
+      yield* logged("API: GET /v1/health 200")
     })
   )
 })

@@ -5,7 +5,7 @@
 import { HttpServer } from "@effect/platform"
 import { Context, Effect, Layer, type Scope } from "effect"
 import * as http from "node:http"
-import { ControlPlane } from "../../src/api/ControlPlane.js"
+import { ControlPlane, type ControlPlaneShape } from "../../src/api/ControlPlane.js"
 import { makeMemory, type MemoryControlPlane } from "../../src/api/ControlPlaneMemory.js"
 import { layerServer, type ApiOptions } from "../../src/api/Server.js"
 import type { NodeId } from "../../src/domain/NodeId.js"
@@ -19,12 +19,18 @@ export interface Served {
   readonly url: string
 }
 
-/** Starts the API on port 0 for the test's scope and tells where it listens. */
-export const serve = (options: ApiOptions = {}): Effect.Effect<Served, unknown, Scope.Scope> =>
+/**
+ * Starts the API on port 0 for the test's scope and tells where it listens. `serving` chooses what
+ * the server calls (default: the in-memory control plane itself).
+ */
+export const serve = (
+  options: ApiOptions = {},
+  serving: (plane: MemoryControlPlane) => ControlPlaneShape = (plane) => plane
+): Effect.Effect<Served, unknown, Scope.Scope> =>
   Effect.gen(function* () {
     const plane = makeMemory({ now: () => 1_700_000_000_000 })
     const context = yield* Layer.build(
-      layerServer({ port: 0, host: "127.0.0.1", ...options }).pipe(Layer.provide(Layer.succeed(ControlPlane, plane)))
+      layerServer({ port: 0, host: "127.0.0.1", ...options }).pipe(Layer.provide(Layer.succeed(ControlPlane, serving(plane))))
     )
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.die(new Error("expected a TCP address"))

@@ -1,24 +1,21 @@
-/** The Raft rpc and a REST API (`HttpApi`) share one HTTP server and port, mounted on one `HttpLayerRouter`. */
-import { HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup, HttpLayerRouter, HttpServer } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+/** The Raft rpc and the REST API share one HTTP server and port, composed as the daemon does (`layerSharedPort`). */
+import { HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Schema } from "effect"
-import { createServer } from "node:http"
+import { Context, Effect, Layer } from "effect"
+import { ControlPlane } from "../../src/api/ControlPlane.js"
+import { makeMemory } from "../../src/api/ControlPlaneMemory.js"
+import { layerSharedPort } from "../../src/api/Server.js"
+import type { NodeId } from "../../src/domain/NodeId.js"
 import { layerServer, layerTransport, RaftPeers } from "../../src/net/RpcTransport.js"
 import { Transport } from "../../src/net/Transport.js"
 import { heartbeat, receiveN, secret } from "./harness.js"
 
-class Health extends HttpApiGroup.make("health").add(HttpApiEndpoint.get("ping", "/ping").addSuccess(Schema.Struct({ ok: Schema.Boolean }))) {}
-class Api extends HttpApi.make("test").add(Health) {}
-const HealthLive = HttpApiBuilder.group(Api, "health", (handlers) => handlers.handle("ping", () => Effect.succeed({ ok: true })))
-
-/** One node as the daemon would compose it: REST API + Raft rpc on one router and port. */
+/** One node as the daemon composes it: REST API + Raft rpc on one port. */
 const node = (self: number) =>
   Effect.gen(function* () {
     const Net = layerTransport({ self, clusterSecret: secret, requestTimeoutMs: 2000 })
-    const Routes = Layer.mergeAll(HttpLayerRouter.addHttpApi(Api).pipe(Layer.provide(HealthLive)), layerServer)
-    const Http = HttpLayerRouter.serve(Routes, { disableLogger: true, disableListenLog: true }).pipe(
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
+    const Http = layerSharedPort(layerServer, { port: 0, host: "127.0.0.1", routePaths: ["/raft"] }).pipe(
+      Layer.provide(Layer.succeed(ControlPlane, makeMemory({ node: self as NodeId })))
     )
     const context = yield* Layer.build(Http.pipe(Layer.provideMerge(Net)))
     const address = Context.get(context, HttpServer.HttpServer).address
@@ -32,9 +29,9 @@ describe("mounting beside the REST API", () => {
       const a = yield* node(1)
       const b = yield* node(2)
       yield* a.peers.set(2, `127.0.0.1:${b.port}`)
-      const response = yield* Effect.promise(() => fetch(`http://127.0.0.1:${b.port}/ping`))
+      const response = yield* Effect.promise(() => fetch(`http://127.0.0.1:${b.port}/v1/health`))
       expect(response.status).toBe(200)
-      expect(yield* Effect.promise(() => response.json())).toEqual({ ok: true })
+      expect(yield* Effect.promise(() => response.json())).toMatchObject({ status: "ok", node: 2 })
       yield* a.transport.send([heartbeat(1, 2, 9)])
       expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 9)])
       // A plain HTTP request to the rpc path without a handshake is refused.
