@@ -5,8 +5,8 @@
  *
  * Sending: `send` only appends to a bounded per-peer `SendQueue` (drop-oldest, see there) and wakes
  * that peer's one long-lived sender fiber. The sender takes everything queued (up to a batch limit)
- * and sends it as one `Raft.Deliver` request, waits for the answer (per-request timeout), then takes
- * what queued meanwhile: messages queued while a request is in flight go out together in the next one.
+ * and sends it as one `Raft.Deliver` request (per-request timeout); up to `maxInFlight` requests await
+ * their answers at once, and messages queued while that window is full go out together in the next one.
  * A failed connection or request drops its batch (Raft retransmits), reports the peer through
  * `unreachable`, and the sender reconnects after a capped, jittered exponential back-off.
  *
@@ -41,7 +41,7 @@ import * as Headers from "@effect/platform/Headers"
 import { NodeSocket } from "@effect/platform-node"
 import { type RpcGroup, RpcClient, RpcSerialization, RpcServer } from "@effect/rpc"
 import type { RpcClientError } from "@effect/rpc/RpcClientError"
-import { Context, Duration, Effect, Either, Exit, FiberMap, Layer, Option, ParseResult, Queue, Random, Schedule, Schema, Scope } from "effect"
+import { Context, Duration, Effect, Either, Exit, FiberMap, FiberSet, Layer, Option, ParseResult, Queue, Random, Schedule, Schema, Scope } from "effect"
 import { Message } from "../raft/Message.js"
 import { HandshakeVerifier, deriveKey, sign, toQuery } from "./PeerAuth.js"
 import { RaftRpcs } from "./RaftRpc.js"
@@ -61,6 +61,8 @@ export interface RpcTransportOptions {
   readonly requestTimeoutMs?: number | undefined
   /** Per-peer send queue bounds (default 4096 messages, 64 MiB). */
   readonly queue?: Partial<SendQueueLimits> | undefined
+  /** Requests to one peer awaiting their answer at once (default 4). */
+  readonly maxInFlight?: number | undefined
   /** Largest batch in one request (default 1024 messages, 4 MiB). */
   readonly maxBatchMessages?: number | undefined
   readonly maxBatchBytes?: number | undefined
@@ -168,6 +170,7 @@ export const layerTransport = (
       const limits: SendQueueLimits = { ...defaultSendQueueLimits, ...options.queue }
       const maxBatchMessages = options.maxBatchMessages ?? 1024
       const maxBatchBytes = options.maxBatchBytes ?? 4 * 1024 * 1024
+      const maxInFlight = Math.max(1, options.maxInFlight ?? 4)
       const backoffInitialMs = options.backoffInitialMs ?? 50
       const backoffMaxMs = options.backoffMaxMs ?? 2000
       const maxClockSkewMs = options.maxClockSkewMs ?? 30_000
@@ -213,50 +216,81 @@ export const layerTransport = (
           return Effect.sleep(Duration.millis(capped * (0.5 + r / 2)))
         })
 
-      /** One long-lived fiber per peer: connect lazily, send batches one request at a time, back off on failure. */
+      /**
+       * One long-lived fiber per peer: connect lazily, send batches with up to `maxInFlight` requests
+       * awaiting their answer (so an append never waits behind a heartbeat's round trip), back off
+       * on failure. Requests go out in order on one connection, and the receiver hands each batch
+       * to its inbox before answering.
+       */
       const runSender = (peer: Peer) =>
         Effect.gen(function* () {
           let connection: { client: Client; scope: Scope.CloseableScope } | undefined
-          const disconnect = Effect.suspend(() => {
-            const c = connection
-            connection = undefined
-            peer.connected = false
-            return c === undefined ? Effect.void : Scope.close(c.scope, Exit.void)
-          })
-          yield* Effect.addFinalizer(() => disconnect)
+          let failed = false
+          const permits = yield* Effect.makeSemaphore(maxInFlight)
+          const requests = yield* FiberSet.make()
+          const disconnect = (which: typeof connection) =>
+            Effect.suspend(() => {
+              if (which === undefined || connection !== which) return Effect.void
+              connection = undefined
+              peer.connected = false
+              return Scope.close(which.scope, Exit.void)
+            })
+          yield* Effect.addFinalizer(() => disconnect(connection))
+          const deliver = (conn: NonNullable<typeof connection>, batch: ReadonlyArray<Message>) =>
+            Effect.gen(function* () {
+              const result = yield* conn.client("Raft.Deliver", { from: self, messages: batch }).pipe(
+                Effect.timeoutFail({
+                  duration: Duration.millis(timeoutMs),
+                  onTimeout: () => `node ${peer.id} (${peer.address}) did not answer within ${timeoutMs} ms`
+                }),
+                Effect.either
+              )
+              if (Either.isRight(result)) {
+                peer.connected = true
+                peer.failures = 0
+                peer.delivered += batch.length
+                return
+              }
+              peer.droppedFailed += batch.length
+              // Requests in flight on a connection that failed fail together: count the failure once.
+              if (connection !== conn) return
+              peer.failures++
+              peer.lastError = describe(result.left)
+              unreachable.add(peer.id)
+              failed = true
+              yield* disconnect(conn)
+              if (peer.failures === 1 || peer.failures % 20 === 0) {
+                yield* Effect.logWarning(`raft transport: cannot deliver to node ${peer.id} at ${peer.address}`).pipe(
+                  Effect.annotateLogs({ failures: peer.failures, error: peer.lastError })
+                )
+              }
+              peer.wake.unsafeOpen()
+            }).pipe(Effect.ensuring(permits.release(1)))
           while (true) {
             yield* peer.wake.await
             peer.wake.unsafeClose()
+            if (failed) {
+              failed = false
+              yield* backoff(peer.failures)
+            }
             if (peer.queue.length === 0) continue
             if (connection === undefined) connection = yield* Effect.uninterruptible(connect(peer, peer.address))
-            const batch = peer.queue.take(maxBatchMessages, maxBatchBytes)
-            if (peer.queue.length > 0) peer.wake.unsafeOpen()
-            const result = yield* connection.client("Raft.Deliver", { from: self, messages: batch }).pipe(
-              Effect.timeoutFail({
-                duration: Duration.millis(timeoutMs),
-                onTimeout: () => `node ${peer.id} (${peer.address}) did not answer within ${timeoutMs} ms`
-              }),
-              Effect.either
-            )
-            if (Either.isRight(result)) {
-              peer.connected = true
-              peer.failures = 0
-              peer.delivered += batch.length
+            yield* permits.take(1)
+            // A request that failed while the window was full closed the connection: back off first.
+            const conn = connection
+            if (conn === undefined || failed) {
+              yield* permits.release(1)
+              peer.wake.unsafeOpen()
               continue
             }
-            peer.droppedFailed += batch.length
-            peer.failures++
-            peer.lastError = describe(result.left)
-            unreachable.add(peer.id)
-            yield* disconnect
-            if (peer.failures === 1 || peer.failures % 20 === 0) {
-              yield* Effect.logWarning(`raft transport: cannot deliver to node ${peer.id} at ${peer.address}`).pipe(
-                Effect.annotateLogs({ failures: peer.failures, error: peer.lastError })
-              )
-            }
-            yield* backoff(peer.failures)
-            // Messages queued during the back-off are waiting: try again with a fresh connection.
+            // Take the batch only now: what queued while the window was full goes out together.
+            const batch = peer.queue.take(maxBatchMessages, maxBatchBytes)
             if (peer.queue.length > 0) peer.wake.unsafeOpen()
+            if (batch.length === 0) {
+              yield* permits.release(1)
+              continue
+            }
+            yield* FiberSet.run(requests, deliver(conn, batch))
           }
         }).pipe(
           Effect.scoped,
