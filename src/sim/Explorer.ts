@@ -80,6 +80,8 @@ export interface ExploreResult {
     readonly dropped: number
   }
   readonly linearizability: "ok" | "illegal" | "unknown" | "not checked"
+  /** What a workload did besides its operations, by name (the orchestration workload: VMs created, moved, …). */
+  readonly counts?: Readonly<Record<string, number>> | undefined
 }
 
 /**
