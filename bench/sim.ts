@@ -3,11 +3,14 @@
  * profile with 3 clients writing, reading and compare-and-setting, every invariant checked after
  * every event (explorer) or every instant (full-service tier), and the history checked for
  * linearizability at the end. The full tier runs the real `RaftNode` services on virtual time;
- * its target is 50× real time.
+ * its target is 50× real time. The full tier's orchestration workload adds the cluster state,
+ * failure detector and an agent per node over a simulated hypervisor (50 ms ticks, as the
+ * daemon), 4 clients managing VMs, and the no-double-run check after every instant.
  */
 import { explore, profiles } from "../src/sim/Explorer.js"
 import type { ExploreOptions, ExploreResult } from "../src/sim/Explorer.js"
 import { simulate } from "../src/sim/FullService.js"
+import { simulateOrchestration } from "../src/sim/OrchestrationStack.js"
 
 const measure = (name: string, run: (options: ExploreOptions) => ExploreResult, seeds: number, warmup: number) => {
   // Warm up the JIT on other seeds first: both tiers are meant to run many seeds in one process.
@@ -30,7 +33,8 @@ const measure = (name: string, run: (options: ExploreOptions) => ExploreResult, 
   }
 }
 
-export const benchSim = (explorerSeeds = 100, fullSeeds = 20) => [
+export const benchSim = (explorerSeeds = 100, fullSeeds = 20, orchestrationSeeds = 10) => [
   measure("explorer", explore, explorerSeeds, 10),
-  measure("full-service tier", simulate, fullSeeds, 3)
+  measure("full-service tier", simulate, fullSeeds, 3),
+  measure("full-service tier, orchestration workload", simulateOrchestration, orchestrationSeeds, 2)
 ]

@@ -315,7 +315,7 @@ in
       fencingMs = mkOption {
         type = atLeast 100;
         default = 3000;
-        description = "A node that cannot reach a quorum for this long stops its own VMs.";
+        description = "A node that cannot reach a quorum for this long stops its own VMs. At least three election timeouts (`3 * 10 * tickMs`).";
       };
       nodeDownMs = mkOption {
         type = atLeast 200;
@@ -438,7 +438,11 @@ in
         message = "services.blixard.advertise must be set when bind (${s.bind}) is a wildcard address and the node has peers: peers cannot reach ${bind.host}.";
       }
       {
-        # Mirrors the daemon's Timeouts rule (src/node/Config.ts).
+        # Mirrors the daemon's Timeouts rules (src/node/Config.ts).
+        assertion = t.fencingMs >= 3 * t.tickMs * 10;
+        message = "services.blixard.timeouts.fencingMs (${toString t.fencingMs}) must be at least three election timeouts (${toString (3 * t.tickMs * 10)} ms): a follower counts its leader's last message two election timeouts early, so a shorter fencing timeout stops the VMs of nodes whose leader is alive.";
+      }
+      {
         assertion = t.nodeDownMs >= t.fencingMs + electionMargin;
         message = "services.blixard.timeouts.nodeDownMs (${toString t.nodeDownMs}) must be at least timeouts.fencingMs (${toString t.fencingMs}) plus two election timeouts (${toString electionMargin} ms), so a fenced VM has stopped before it is rescheduled.";
       }

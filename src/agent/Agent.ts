@@ -12,7 +12,9 @@
  * - desired `stopped`, a runner: `stop`; reports `stopped`.
  * - an unexpected exit (a `subscribe` event, or a runner found gone): the restart policy decides.
  *   `always` restarts; `on-failure` restarts on a non-zero or unknown exit code or a signal;
- *   `never` (or `on-failure` after exit 0) reports `failed` with the exit code and the reason.
+ *   `never` (or `on-failure` after exit 0) reports `failed` with the exit code and the reason; the
+ *   VM then stays down while its replicated status is `failed` — a start (or a new placement)
+ *   clears that status and it is started again.
  *   Restarts wait an exponential backoff (`backoff.initialMs` doubling up to `backoff.maxMs`; reset
  *   once a runner has stayed up `backoff.maxMs`) and are counted in `restarts`.
  * A runner for a VM that is deleted or placed on another node (an orphan) is stopped and removed
@@ -142,7 +144,10 @@ interface Runner {
   notBefore: number
   lastError: string | undefined
   exitCode: number | undefined
-  /** Exited and the restart policy said no: waits for the VM to be stopped (or started) again. */
+  /**
+   * Exited and the restart policy said no, and the `failed` status is still on its way to the
+   * cluster; once it is out of the outbox, the replicated status decides (see `reconcile`).
+   */
   gaveUp: boolean
 }
 
@@ -339,7 +344,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       Effect.gen(function* () {
         // Re-read: `confirmFresh` may have brought news (deleted, stopped, moved away).
         const record = options.state().vms.get(name)
-        if (!placedHere(record) || record.desired !== "running") return
+        if (!placedHere(record) || record.desired !== "running" || record.status.phase === "failed") return
         const now = yield* Clock.currentTimeMillis
         yield* Effect.logInfo(`${who(name)}: preparing and starting its runner${runner.failures > 0 ? ` (attempt ${runner.failures + 1})` : ""}`)
         enqueue(name, record, { phase: "starting", since: now, restarts: runner.restarts, exitCode: runner.exitCode, lastError: runner.lastError })
@@ -351,7 +356,9 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
               Effect.gen(function* () {
                 const { mayStart } = yield* assess
                 const latest = options.state().vms.get(name)
-                if (!mayStart || !placedHere(latest) || latest.desired !== "running") return "fenced, or the VM changed meanwhile"
+                if (!mayStart || !placedHere(latest) || latest.desired !== "running" || latest.status.phase === "failed") {
+                  return "fenced, or the VM changed meanwhile"
+                }
                 // Read after `assess` renewed the lease (the order `Watchdog.ts` relies on).
                 const blocked = hostFence === undefined ? undefined : yield* hostFence.startBlocked
                 return blocked ?? (yield* backend.start(name))
@@ -497,7 +504,12 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
           enqueue(name, record, { phase: "running", since: runner.since, restarts: runner.restarts, pid: runner.pid })
           continue
         }
-        if (runner.gaveUp || !mayStart || now < runner.notBefore) continue
+        // Once the `failed` status has left the outbox (reported, or dropped because the VM was
+        // moved away), the record decides, not this daemon's memory: the VM stays down while it
+        // says `failed` (across daemon restarts too; `start` checks again after `confirmFresh`), and
+        // starts again once a start or a new placement (its node marked down, then up) cleared it.
+        if (runner.gaveUp && !(outbox.get(name) ?? []).some((s) => s.phase === "failed")) runner.gaveUp = false
+        if (runner.gaveUp || record.status.phase === "failed" || !mayStart || now < runner.notBefore) continue
         toStart.push(name)
       }
 

@@ -1,8 +1,10 @@
 /**
- * `blixard sim --seed N [--nodes 5] [--steps K] [--profile default|crashpoints|churn] [--bug figure8] [--full] [--json]`:
- * replays one seed of the deterministic simulator — the explorer, or with `--full` the full-service
- * tier — and prints its summary. The same seed always prints the same output; a failing seed
- * printed by CI or `npm run sim` is a reproduction.
+ * `blixard sim --seed N [--nodes 5] [--steps K] [--profile default|crashpoints|churn] [--bug B] [--full
+ * [--workload kv|orchestration [--log]]] [--json]`: replays one seed of the
+ * deterministic simulator — the explorer, or with `--full` the full-service tier, running the KV
+ * store or (`--workload orchestration`) the orchestration layer — and prints its summary. The same
+ * seed always prints the same output; a failing seed printed by CI or `npm run sim` is a
+ * reproduction.
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
@@ -17,27 +19,37 @@ const nodes = Options.integer("nodes").pipe(
 )
 const steps = Options.integer("steps").pipe(
   Options.withPseudoName("K"),
-  Options.withDefault(100),
-  Options.withDescription("Length of the safety phase (faults and load) in Raft ticks of 100 simulated ms.")
+  Options.optional,
+  Options.withDescription("Length of the safety phase (faults and load) in steps of 100 simulated ms (default 100; 300 for the orchestration workload).")
 )
 const profile = Options.choice("profile", ["default", "crashpoints", "churn"]).pipe(
   Options.withDefault("default" as const),
   Options.withDescription("Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash between fsync and send) or churn (default plus membership changes; explorer tier).")
 )
-const bug = Options.choice("bug", ["figure8"]).pipe(
+const bug = Options.choice("bug", ["figure8", "no-fencing", "early-reschedule"]).pipe(
   Options.optional,
-  Options.withDescription("Put a known bug back (figure8: commit previous-term entries by counting replicas) to watch the simulator catch it.")
+  Options.withDescription(
+    "Put a known bug back to watch the simulator catch it: figure8 (commit previous-term entries by counting replicas); with --workload orchestration also no-fencing (agents never fence) or early-reschedule (nodeDownMs below fencingMs)."
+  )
 )
 const full = Options.boolean("full").pipe(Options.withDescription("Run the full-service tier (real RaftNode services on a virtual clock) instead of the explorer."))
+const workload = Options.choice("workload", ["kv", "orchestration"]).pipe(
+  Options.withDefault("kv" as const),
+  Options.withDescription(
+    "With --full, what the nodes run: kv (a replicated key-value store; clients checked for linearizability) or orchestration (cluster state, failure detector and an agent per node over a simulated hypervisor; clients create, start, stop and delete VMs; no VM may run on two nodes)."
+  )
+)
+const log = Options.boolean("log").pipe(Options.withDescription("With --workload orchestration: print the nodes' log lines (agents, failure detector) with simulated time."))
 const json = Options.boolean("json").pipe(Options.withDescription("Print the result as JSON."))
 
-export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug, full, json }, (args) =>
+export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug, full, workload, log, json }, (args) =>
   Effect.gen(function* () {
     const n = Option.getOrUndefined(args.nodes)
     if (n !== undefined && (n < 1 || n > 9)) {
       return yield* new InvalidArgument({ subject: "--nodes", message: `--nodes ${n}: a simulated cluster has 1 to 9 nodes` })
     }
-    if (args.seed < 0 || args.steps < 1) {
+    const k = Option.getOrUndefined(args.steps)
+    if (args.seed < 0 || (k !== undefined && k < 1)) {
       return yield* new InvalidArgument({ subject: "--seed", message: "--seed must be ≥ 0 and --steps ≥ 1" })
     }
     if (args.full && args.profile === "churn") {
@@ -46,25 +58,45 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
         message: "--profile churn: membership churn runs in the explorer tier only; drop --full, or pick default or crashpoints"
       })
     }
-    const { explore, profiles } = yield* Effect.promise(() => import("../sim/Explorer.js"))
-    const run = args.full ? (yield* Effect.promise(() => import("../sim/FullService.js"))).simulate : explore
+    const orchestration = args.workload === "orchestration"
+    if (orchestration && !args.full) {
+      return yield* new InvalidArgument({ subject: "--workload", message: "--workload orchestration runs in the full-service tier: add --full" })
+    }
     const b = Option.getOrUndefined(args.bug)
-    const result = run({
+    if (!orchestration && (b === "no-fencing" || b === "early-reschedule" || args.log)) {
+      const flag = args.log ? "--log" : `--bug ${b}`
+      return yield* new InvalidArgument({ subject: flag, message: `${flag} is about the orchestration layer: add --full --workload orchestration` })
+    }
+    const { explore, profiles } = yield* Effect.promise(() => import("../sim/Explorer.js"))
+    const options = {
       ...profiles[args.profile],
       seed: args.seed,
-      safetyMs: args.steps * 100,
-      ...(n !== undefined ? { nodes: n } : {}),
-      ...(b !== undefined ? { bug: b } : {})
-    })
+      ...(k !== undefined ? { safetyMs: k * 100 } : {}),
+      ...(n !== undefined ? { nodes: n } : {})
+    }
+    const lines: Array<string> = []
+    const result = orchestration
+      ? (yield* Effect.promise(() => import("../sim/OrchestrationStack.js"))).simulateOrchestration({
+          ...options,
+          ...(b !== undefined ? { bug: b } : {}),
+          ...(args.log ? { log: (line: string) => void lines.push(line) } : {})
+        })
+      : (args.full ? (yield* Effect.promise(() => import("../sim/FullService.js"))).simulate : explore)({
+          ...options,
+          ...(b === "figure8" ? { bug: b } : {})
+        })
+    for (const line of lines) yield* Console.log(line)
     if (args.json) yield* Console.log(JSON.stringify(result, null, 2))
     else {
       const s = result.stats
+      const counts = result.counts
       yield* Console.log(
         [
-          `seed ${result.seed} (${args.full ? "full-service tier, " : ""}profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
+          `seed ${result.seed} (${args.full ? "full-service tier, " : ""}${orchestration ? "orchestration workload, " : ""}profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
           `  simulated ${(s.simulatedMs / 1000).toFixed(1)} s: ${s.events} events, ${s.elections} elections (highest term ${s.maxTerm}), ${s.committed} entries committed, ${s.snapshotsInstalled} snapshots installed, ${s.crashes} crashes`,
           `  network: ${s.messages} messages sent, ${s.dropped} dropped${s.membershipChanges > 0 ? `; ${s.membershipChanges} membership changes` : ""}`,
           `  clients: ${s.operations} operations (${s.unknownOutcomes} with unknown outcome), linearizability ${result.linearizability}`,
+          ...(counts !== undefined ? [`  counts: ${Object.entries(counts).map(([name, value]) => `${name} ${value}`).join(", ")}`] : []),
           `  trace ${result.traceHash}`,
           ...(result.violation !== undefined ? [`  violation: ${result.violation}`] : [])
         ].join("\n")

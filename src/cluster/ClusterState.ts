@@ -142,10 +142,18 @@ export class ClusterState {
           if (vm.node !== undefined && this.unplaced.size > 0) this.placePending(now)
           return Either.right({ vm })
         }
+        // Starting a VM whose runner failed (its restart policy gave up) is the retry: the start
+        // clears the failure, so its node's agent starts it again.
+        const retry = command._tag === "StartVm" && vm.status.phase === "failed"
         const updated =
           command._tag === "SetVmLabels"
             ? new VmRecord({ ...vm, spec: new VmSpec({ ...vm.spec, labels: command.labels }, trusted), revision: vm.revision + 1 }, trusted)
-            : new VmRecord({ ...vm, desired: command._tag === "StartVm" ? "running" : "stopped", revision: vm.revision + 1 }, trusted)
+            : new VmRecord({
+                ...vm,
+                desired: command._tag === "StartVm" ? "running" : "stopped",
+                ...(retry ? { status: new VmStatus({ phase: "stopped", since: now, restarts: vm.status.restarts }, trusted) } : {}),
+                revision: vm.revision + 1
+              }, trusted)
         this.put(command.name, updated)
         return Either.right({ vm: updated.node === undefined ? this.placeVm(command.name, now) : updated })
       }

@@ -28,7 +28,11 @@ export const LogLevel = Schema.Literal("debug", "info", "warning", "error")
 
 /**
  * Timing. The reschedule timeout must exceed the fencing timeout plus a margin, so a VM whose node
- * lost the quorum has stopped before the cluster starts it elsewhere (a VM never runs twice).
+ * lost the quorum has stopped before the cluster starts it elsewhere (a VM never runs twice). The
+ * fencing timeout must leave a follower room to hear its leader: the agent credits the leader's
+ * last message two election timeouts early (`QuorumContact.ts`), so a fencing timeout of two
+ * election timeouts or less fences every follower of a healthy leader; three leave it a whole
+ * election timeout, after which it would start an election itself.
  */
 export const Timeouts = Schema.Struct({
   /** Raft tick; elections after 10–20 ticks without a leader, heartbeats every tick. */
@@ -40,6 +44,10 @@ export const Timeouts = Schema.Struct({
   /** Client-facing request and peer RPC deadline. */
   requestMs: Schema.optionalWith(Millis(10), { default: () => 5000 })
 }).pipe(
+  Schema.filter((t) =>
+    t.fencingMs >= 3 * t.tickMs * 10 ||
+    `timeouts.fencingMs (${t.fencingMs}) must be at least three election timeouts (${3 * t.tickMs * 10} ms): a follower counts its leader's last message two election timeouts early, so a shorter fencing timeout stops the VMs of nodes whose leader is alive`
+  ),
   Schema.filter((t) =>
     t.nodeDownMs >= t.fencingMs + 2 * t.tickMs * 10 ||
     `timeouts.nodeDownMs (${t.nodeDownMs}) must be at least timeouts.fencingMs (${t.fencingMs}) plus two election timeouts (${2 * t.tickMs * 10} ms), so a fenced VM has stopped before it is rescheduled`

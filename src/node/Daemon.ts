@@ -27,15 +27,13 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Agent from "../agent/Agent.js"
-import * as QuorumContact from "../agent/QuorumContact.js"
 import * as Client from "../api/Client.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
-import * as C from "../domain/Command.js"
 import { ConfigInvalid, StorageIo, Unavailable, WrongDataDir } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
-import { HostPort, NodeInfo, splitHostPort } from "../domain/NodeInfo.js"
+import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
 import { RaftInbox, RaftPeers } from "../net/RpcTransport.js"
 import * as RpcTransport from "../net/RpcTransport.js"
@@ -46,9 +44,9 @@ import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import type { NodeConfig } from "./Config.js"
-import * as HealthMonitor from "./HealthMonitor.js"
 import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
+import * as Orchestration from "./Orchestration.js"
 
 /** Used when no cluster secret file is configured: peer traffic is then NOT protected. */
 const developmentSecret = "blixard-development-secret-do-not-use-in-production"
@@ -268,56 +266,20 @@ export const run = (config: NodeConfig) =>
         yield* Effect.forkScoped(Effect.retry(join, Schedule.spaced(Duration.seconds(1))))
       }
 
-      // Register (and keep registered) this node's capacity and labels once it is a member; remember
-      // the cluster's identity once the replicated state carries it.
+      // Remember the cluster's identity once the replicated state carries it.
       let rememberedCluster = knownCluster ?? (founding ? state.current.clusterId : undefined)
-      const register = Effect.gen(function* () {
-        if (rememberedCluster === undefined && state.current.clusterId !== "") {
-          rememberedCluster = state.current.clusterId
-          yield* Effect.ignore(meta(NodeMeta.set("cluster_id", rememberedCluster)))
-        }
-        const st = yield* raft.status
-        const member = st.confState.voters.includes(node) || st.confState.learners.includes(node)
-        const mine = state.current.nodes.get(node)
-        const capacity = detectCapacity(config)
-        const up =
-          mine !== undefined &&
-          mine.address === advertise &&
-          mine.capacity.vcpus === capacity.vcpus &&
-          mine.capacity.memoryMiB === capacity.memoryMiB &&
-          JSON.stringify(mine.labels) === JSON.stringify(config.labels)
-        if (!member || up || st.lead === 0) return
-        const info = new NodeInfo({
-          id: NodeId.make(node),
-          address: HostPort.make(advertise),
-          capacity,
-          labels: config.labels,
-          state: "active",
-          health: "up"
-        })
-        if (st.lead === node) yield* Effect.ignore(NodeControlPlane.proposeCommand(raft, new C.RegisterNode({ info })))
-        else {
-          const address = state.current.members.get(st.lead)
-          if (address !== undefined) yield* Effect.ignore(remote(address).registerNode(info))
-        }
+      const rememberCluster = Effect.gen(function* () {
+        if (rememberedCluster !== undefined || state.current.clusterId === "") return
+        rememberedCluster = state.current.clusterId
+        yield* Effect.ignore(meta(NodeMeta.set("cluster_id", rememberedCluster)))
       })
-      yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
+      yield* Effect.forkScoped(Effect.repeat(rememberCluster, Schedule.spaced(Duration.seconds(1))))
 
-      yield* Effect.forkScoped(
-        HealthMonitor.run({
-          raft,
-          nodes: () => state.current.nodes.values(),
-          nodeDownMs: config.timeouts.nodeDownMs,
-          intervalMs: Math.max(config.timeouts.tickMs * 2, 100)
-        })
-      )
-
-      // The agent: this node's runners follow the desired state; it fences itself without quorum.
+      // Registration, the leader's failure detector, and the agent over this node's backend.
       const backendSettings = { stateDir: config.microvmStateDir, node: NodeId.make(node) }
       const backend = yield* Layer.build(
         (config.vmBackend === "systemd" ? layerSystemd(backendSettings) : layerProcess(backendSettings)).pipe(Layer.provide(NodeContext.layer))
       )
-      const quorumContact = yield* QuorumContact.fromRaft(raft, { probeEveryMs: config.timeouts.tickMs * 10 })
       // The lease and the watchdog process that stop this node's VMs should this daemon die.
       const hostFence = yield* HostFence.make({
         config: {
@@ -329,15 +291,15 @@ export const run = (config: NodeConfig) =>
           stopTimeoutMs: Agent.DefaultFenceStopTimeoutMs
         }
       })
-      yield* Agent.make({
+      yield* Orchestration.start({
         node: NodeId.make(node),
-        state: () => state.current,
-        report: (name, status) => controlPlane.reportVmStatus(name, NodeId.make(node), status),
-        quorumContact,
-        confirmFresh: raft.readIndex,
-        intervalMs: 1000,
-        fencingMs: config.timeouts.fencingMs,
-        fenceStopTimeoutMs: Agent.DefaultFenceStopTimeoutMs,
+        advertise: HostPort.make(advertise),
+        capacity: detectCapacity(config),
+        labels: config.labels,
+        raft,
+        state,
+        controlPlane,
+        timeouts: config.timeouts,
         hostFence
       }).pipe(Effect.provide(backend))
 

@@ -89,6 +89,8 @@ export interface ExploreResult {
     readonly membershipChanges: number
   }
   readonly linearizability: "ok" | "illegal" | "unknown" | "not checked"
+  /** What a workload did besides its operations, by name (the orchestration workload: VMs created, moved, …). */
+  readonly counts?: Readonly<Record<string, number>> | undefined
 }
 
 /**

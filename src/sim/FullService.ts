@@ -20,9 +20,13 @@
  * decision or the trace comes from fiber ids, `HashMap` order, `Date.now` or `Math.random`.
  *
  * A crash closes the node's scope (its fibers are interrupted, its memory — the state machine, the
- * commit index it had not synced — is gone) and a restart rebuilds it from its `MemoryStore`.
+ * commit index it had not synced — is gone) and a restart rebuilds it from its `MemoryStore`. A
+ * stack says what else a crash takes down (`NodeStack.crashed`: the machine, or only the node's
+ * process) and may make its nodes talk to each other outside Raft (`NodeNet.request`: an API call
+ * across the same faulty network).
  */
 import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Layer, Random, Scope } from "effect"
+import { Timeout } from "../domain/Errors.js"
 import type { Message } from "../raft/Message.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import type { RaftNodeConfig, RaftNodeShape } from "../raft/RaftNode.js"
@@ -40,7 +44,7 @@ import { RaftInvariants, Violation } from "./Invariants.js"
 import { KvStore } from "./KvStore.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
-import type { Delivery, FaultAction } from "./Network.js"
+import type { Delivery, FaultAction, FaultScheduleOptions } from "./Network.js"
 import { applyFault, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
 import { Prng } from "./Prng.js"
 import { TraceHash } from "./Trace.js"
@@ -51,23 +55,58 @@ import { VirtualClock, VirtualTime } from "./VirtualClock.js"
 
 /**
  * What runs on each simulated node besides Raft. The KV stack is `kvStack`; the orchestration
- * layer (the cluster state machine, an agent per node over a simulated hypervisor) is another.
+ * layer (the cluster state machine, an agent per node over a simulated hypervisor) is
+ * `OrchestrationStack.ts`.
  */
 export interface NodeStack<Local> {
-  /** The in-memory state of one incarnation of a node: fresh at every start, lost at a crash. */
-  readonly local: () => Local
+  /** The in-memory state of one incarnation of node `node`: fresh at every start, lost at a crash. */
+  readonly local: (node: number) => Local
   /** The replicated state machine over that state. */
   readonly stateMachine: (local: Local) => Layer.Layer<StateMachine>
   /** Further services of the node, built over its `RaftNode` and stopped with it at a crash. */
-  readonly services?: ((local: Local, node: number) => Layer.Layer<never, unknown, RaftNode.RaftNode>) | undefined
+  readonly services?: ((local: Local, node: number, net: NodeNet<Local>) => Layer.Layer<never, unknown, RaftNode.RaftNode>) | undefined
   /** A command for the liveness phase to propose; distinct for every `n`. */
   readonly probe: (n: number) => string
+  /**
+   * Node `node` crashed, as its fibers are about to stop: `machine` when the whole host died, else
+   * only the node's process (see `daemonCrashes`). What outlives which is the stack's to model.
+   */
+  readonly crashed?: ((node: number, machine: boolean) => void) | undefined
+  /**
+   * Without this every crash is of the whole machine. With it, `share` of the crashes kill only
+   * the node's process, and it is restarted within `maxDownMs` (a supervisor restarting it).
+   */
+  readonly daemonCrashes?: { readonly share: number; readonly maxDownMs: number } | undefined
+  /** How the fault schedule suits the stack (by default, Raft's time scale: a fault every ~1 s). */
+  readonly faults?: Pick<FaultScheduleOptions, "meanGapMs" | "oneWay"> | undefined
+  /** A safety check of the stack's own, after every instant (every fiber suspended): the violation, if any. */
+  readonly check?: (() => string | undefined) | undefined
+  /**
+   * Liveness of the stack's own, asked after every instant of the liveness phase once Raft is live
+   * again: undefined once reached, else what is still missing (for the failure message).
+   */
+  readonly settled?: ((running: ReadonlyArray<NodeHandle<Local>>) => string | undefined) | undefined
 }
 
 /** A running node, as a client reaches it. */
 export interface NodeHandle<Local> {
   readonly raft: RaftNodeShape
   readonly local: Local
+}
+
+/** What a node's services may use of the simulated world besides their layers. */
+export interface NodeNet<Local> {
+  /** Simulated time in ms (the true time, not the node's clock), e.g. for log lines. */
+  readonly now: () => number
+  /**
+   * A request from this node to node `to` across the simulated network, as an API call between
+   * daemons (a follower forwarding a write to its leader): it travels with the link's delay, is
+   * served by the running incarnation of `to` on `to`'s clock, and its answer travels back. The
+   * transport is a connection, so it is not dropped at random; but a partition, or `to` being
+   * down, at either crossing leaves the caller waiting until it gives up (`Timeout` after the
+   * request timeout) — without knowing, if the answer was lost, whether it was served.
+   */
+  readonly request: <A, E>(to: number, serve: (target: NodeHandle<Local>) => Effect.Effect<A, E>) => Effect.Effect<A, E | Timeout>
 }
 
 /** What a client fiber may use. */
@@ -77,6 +116,8 @@ export interface ClientEnv<Local> {
   readonly prng: Prng
   /** Simulated time in ms, as a history records it. */
   readonly now: () => number
+  /** Safety (faults, load) until the faults heal; then liveness. */
+  readonly phase: () => "safety" | "liveness"
   /** Ids of the nodes running now, ascending. */
   readonly running: () => ReadonlyArray<number>
   /** A running node (undefined if it is down). */
@@ -92,6 +133,8 @@ export interface WorkloadResult {
   readonly violation: string | undefined
   readonly operations: number
   readonly unknownOutcomes: number
+  /** Further counts, reported in the run's result. */
+  readonly counts?: Readonly<Record<string, number>> | undefined
 }
 
 /** The clients of one run: a fiber per client, and the verdict on their history at the end. */
@@ -251,6 +294,8 @@ interface SimNode<Local> {
   applied: number
   /** Entries up to here were recorded as committed from the durable log. */
   recorded: number
+  /** A crash point decided this crash (of the machine, or of the process only); its teardown is due. */
+  dying: { readonly machine: boolean } | undefined
 }
 
 /** The explorer's options apply to this tier too (same profiles, same meaning). */
@@ -311,11 +356,46 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     scope: undefined,
     running: undefined,
     applied: 0,
-    recorded: 0
+    recorded: 0,
+    dying: undefined
   }))
   const nodeOf = (id: number) => nodes[id - 1]!
   /** Clients and the liveness probe: simulated time itself, no skew. */
   const trueClock = new VirtualClock(time, { offsetMs: 0, onWake: () => trace.record(time.now, 1 << 24) })
+
+  /** Delays of requests between nodes (`NodeNet.request`); drawn only by stacks that make them. */
+  const requestPrng = root.fork("requests")
+  const requestTimeoutMs = 1000
+
+  const linkDelay = (from: number, to: number) => {
+    const link = network.profile(from, to)
+    return Duration.millis(link.minDelay + requestPrng.int(link.maxDelay - link.minDelay + 1))
+  }
+
+  const net = (from: number): NodeNet<Local> => ({
+    now: () => time.now,
+    request: <A, E>(to: number, serve: (target: NodeHandle<Local>) => Effect.Effect<A, E>) =>
+      Effect.gen(function* () {
+        const target = nodeOf(to)
+        const startedAt = time.now
+        const noAnswer = Effect.gen(function* () {
+          yield* Effect.sleep(Duration.millis(Math.max(0, startedAt + requestTimeoutMs - time.now)))
+          return yield* new Timeout({ message: `node ${to} did not answer node ${from} within ${requestTimeoutMs} ms` })
+        })
+        trace.record(time.now, (9 << 24) | (from << 8) | to)
+        if (!network.canSend(from, to)) return yield* noAnswer
+        const incarnation = network.incarnation(to)
+        yield* Effect.sleep(linkDelay(from, to))
+        const handle = target.running
+        if (handle === undefined || network.incarnation(to) !== incarnation || !network.canSend(from, to)) return yield* noAnswer
+        touched.add(to)
+        const answer = yield* Effect.withClock(serve(handle), target.clock)
+        if (!network.canSend(to, from)) return yield* noAnswer
+        yield* Effect.sleep(linkDelay(to, from))
+        if (!network.canSend(to, from)) return yield* noAnswer
+        return answer
+      })
+  })
 
   const raftConfig = (id: number): RaftNodeConfig => ({
     id,
@@ -362,6 +442,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       // Crash point: durable, nothing sent. The network forgets the node at once; its fibers stop
       // when the driver gets control back, in this same instant.
       trace.record(time.now, (5 << 24) | node.id)
+      node.dying = { machine: crashKind(node) }
       network.crash(node.id)
       time.at(time.now, () => {
         if (node.incarnation === incarnation) stop(node)
@@ -412,7 +493,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     node.applied = 0
     const inbox = new Inbox()
     node.inbox = inbox
-    const local = stack.local()
+    const local = stack.local(node.id)
     const transport: TransportShape = {
       send: (batch) => Effect.sync(() => send(node, incarnation, batch)),
       receive: inbox.take,
@@ -422,7 +503,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       Layer.provide(Layer.mergeAll(layerMemory(node.store), Layer.succeed(Transport, transport), observed(node, incarnation, stack.stateMachine(local))))
     )
     const layer: Layer.Layer<RaftNode.RaftNode, unknown> =
-      stack.services === undefined ? raft : stack.services(local, node.id).pipe(Layer.provideMerge(raft))
+      stack.services === undefined ? raft : stack.services(local, node.id, net(node.id)).pipe(Layer.provideMerge(raft))
     const scope = Effect.runSync(Scope.make())
     node.scope = scope
     const random = Random.make(root.fork(`raft:${node.id}:${incarnation}`).next32())
@@ -449,9 +530,30 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
 
   /** The crash itself: every fiber of the node is interrupted and its memory dropped. */
   const stop = (node: SimNode<Local>) => {
+    const machine = node.dying?.machine ?? true
+    node.dying = undefined
     if (node.scope === undefined) return
     crashes++
+    stack.crashed?.(node.id, machine)
     teardown(node)
+  }
+
+  /** Draws whether a crash is of the node's process only (the stack's `daemonCrashes`). */
+  const crashKinds = root.fork("crash-kinds")
+
+  /**
+   * What a crash of `node` takes down: true for the machine. A crash of the process only also
+   * schedules its restart within the stack's bound — unless the node has been restarted by then.
+   */
+  const crashKind = (node: SimNode<Local>): boolean => {
+    const d = stack.daemonCrashes
+    if (d === undefined || !crashKinds.chance(d.share)) return true
+    trace.record(time.now, (8 << 24) | node.id)
+    const incarnation = network.incarnation(node.id)
+    time.at(time.now + 100 + crashKinds.int(Math.max(1, d.maxDownMs - 100)), () => {
+      if (network.incarnation(node.id) === incarnation && !network.isUp(node.id)) fault({ _tag: "Restart", node: node.id })
+    })
+    return false
   }
 
   const teardown = (node: SimNode<Local>) => {
@@ -469,8 +571,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     if (a._tag === "Restart" && network.isUp(a.node)) return
     trace.record(time.now, 4, a._tag)
     applyFault(network, a)
-    if (a._tag === "Crash") stop(nodeOf(a.node))
-    else if (a._tag === "Restart") {
+    if (a._tag === "Crash") {
+      const node = nodeOf(a.node)
+      node.dying = { machine: crashKind(node) }
+      stop(node)
+    } else if (a._tag === "Restart") {
       invariants.restarted(a.node)
       start(nodeOf(a.node))
     } else if (a._tag === "ClockSkew") nodeOf(a.node).clock.setSkew(a.skewMs)
@@ -490,6 +595,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   /** After every instant, when every fiber is suspended: the nodes' state is consistent to read. */
   const check = () => {
     if (problems.length > 0) fail(problems[0]!)
+    const broken = stack.check?.()
+    if (broken !== undefined) fail(broken)
     for (const batch of appliedBatches) {
       for (const e of batch.entries) {
         invariants.committedEntry(batch.node, e)
@@ -550,6 +657,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     id,
     prng: root.fork(`client:${id}`),
     now: () => time.now,
+    phase: () => phase,
     running: () => ids.filter((x) => nodeOf(x).running !== undefined),
     node: (x) => {
       touched.add(x)
@@ -600,10 +708,15 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     runFiber("the liveness probe", probe)
   }
 
+  /** What the stack's own liveness still waits for, once Raft's is reached. */
+  let unsettled: string | undefined
+
   const livenessReached = () => {
     if (probeDone === undefined) return false
     const e = appliedData.get(probeDone)
-    return e !== undefined && nodes.every((x) => x.running !== undefined && x.applied >= e.index)
+    if (e === undefined || !nodes.every((x) => x.running !== undefined && x.applied >= e.index)) return false
+    unsettled = stack.settled?.(nodes.map((x) => x.running!))
+    return unsettled === undefined
   }
 
   // --- The loop ---------------------------------------------------------------------------------
@@ -619,7 +732,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       duration: safetyMs,
       intensity: options.intensity ?? 0.5,
       maxSkewMs: 200,
-      healAtEnd: true
+      healAtEnd: true,
+      ...stack.faults
     })
     for (const f of schedule) time.at(f.at, () => fault(f.action))
     time.at(safetyMs, liveness)
@@ -630,7 +744,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       const next = time.next()
       if (next === undefined) fail("every fiber is suspended and no timer is set")
       if (next! > livenessDeadline) {
-        fail(`liveness: no leader committed a new entry on every node within ${livenessMs} ms after the faults healed (${describeNodes()})`)
+        fail(
+          unsettled !== undefined
+            ? `liveness: ${livenessMs} ms after the faults healed, ${unsettled}`
+            : `liveness: no leader committed a new entry on every node within ${livenessMs} ms after the faults healed (${describeNodes()})`
+        )
       }
       time.advance()
     }
@@ -653,7 +771,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   } catch (e) {
     violation ??= `at ${time.now} ms: while stopping: ${e instanceof Error ? e.message : String(e)}`
   }
-  const { operations, unknownOutcomes } = workload.finish(false)
+  const { operations, unknownOutcomes, counts } = workload.finish(false)
 
   return {
     seed,
@@ -675,6 +793,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       // Membership churn runs in the explorer tier only.
       membershipChanges: 0
     },
-    linearizability
+    linearizability,
+    ...(counts !== undefined ? { counts } : {})
   }
 }

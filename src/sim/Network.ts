@@ -303,6 +303,13 @@ export interface FaultScheduleOptions {
   readonly duration: number
   /** 0: no faults; 1: a fault every ~50 ms on average. Mean gap = 50 + 2000 * (1 - intensity) ms. */
   readonly intensity: number
+  /**
+   * The mean gap between faults, in ms, instead of the one `intensity` gives: for timeouts longer
+   * than Raft's (a partition must outlast a node-down timeout to move VMs).
+   */
+  readonly meanGapMs?: number
+  /** Whether one-way cuts are among the faults (default true). */
+  readonly oneWay?: boolean
   /** At most this many nodes down at once (default: a minority, floor((n - 1) / 2)). */
   readonly maxCrashed?: number
   /** Clock skews are drawn in [-maxSkewMs, maxSkewMs]; 0 (default) generates none. */
@@ -323,7 +330,7 @@ export const faultSchedule = (prng: Prng, options: FaultScheduleOptions): Array<
   const maxSkew = options.maxSkewMs ?? 0
   const out: Array<ScheduledFault> = []
   if (intensity === 0 || n === 0) return out
-  const meanGap = 50 + 2000 * (1 - intensity)
+  const meanGap = options.meanGapMs ?? 50 + 2000 * (1 - intensity)
   const crashed: Array<number> = []
   const skewed = new Set<number>()
   let partitioned = false
@@ -334,7 +341,8 @@ export const faultSchedule = (prng: Prng, options: FaultScheduleOptions): Array<
     const running = nodes.filter((x) => !crashed.includes(x))
     // Weighted choice among the actions that make sense now.
     const choices: Array<[FaultAction["_tag"], number]> = []
-    if (n >= 2) choices.push(["Partition", 3], ["OneWay", 1])
+    if (n >= 2) choices.push(["Partition", 3])
+    if (n >= 2 && (options.oneWay ?? true)) choices.push(["OneWay", 1])
     if (n >= 3) choices.push(["Bridge", 1])
     if (partitioned) choices.push(["Heal", 3])
     if (crashed.length < maxCrashed && running.length > 0) choices.push(["Crash", 2])

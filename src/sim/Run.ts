@@ -1,10 +1,13 @@
 /**
- * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile default|crashpoints|churn] [--bug figure8] [--full]`:
- * explores many seeds — of the explorer, or with `--full` of the full-service tier — and prints
- * each failing seed with the command that replays it. Exit code 1 if any seed failed.
+ * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile default|crashpoints|churn]
+ * [--bug B] [--full [--workload kv|orchestration]]`: explores many seeds — of the
+ * explorer, or with `--full` of the full-service tier (running the KV store, or the orchestration
+ * layer) — and prints each failing seed with the command that replays it. Exit code 1 if any seed
+ * failed.
  */
 import { explore, profiles } from "./Explorer.js"
-import type { ExploreOptions } from "./Explorer.js"
+import type { ExploreOptions, ExploreResult } from "./Explorer.js"
+import type { OrchestrationOptions } from "./OrchestrationStack.js"
 
 const args = process.argv.slice(2)
 const flag = (name: string): string | undefined => {
@@ -28,41 +31,56 @@ if (profile === undefined) {
   console.error(`unknown --profile ${profileName}; known: ${Object.keys(profiles).join(", ")}`)
   process.exit(2)
 }
-const bug = flag("bug")
-if (bug !== undefined && bug !== "figure8") {
-  console.error(`unknown --bug ${bug}; known: figure8`)
+const full = args.includes("--full")
+const workload = flag("workload") ?? "kv"
+if (workload !== "kv" && workload !== "orchestration") {
+  console.error(`unknown --workload ${workload}; known: kv, orchestration`)
   process.exit(2)
 }
-const full = args.includes("--full")
+const orchestration = workload === "orchestration"
+if (orchestration && !full) {
+  console.error("--workload orchestration runs in the full-service tier: add --full")
+  process.exit(2)
+}
+const bugs = orchestration ? ["figure8", "no-fencing", "early-reschedule"] : ["figure8"]
+const bug = flag("bug") as OrchestrationOptions["bug"]
+if (bug !== undefined && !bugs.includes(bug)) {
+  console.error(`unknown --bug ${bug}; known${orchestration ? "" : " (without --workload orchestration)"}: ${bugs.join(", ")}`)
+  process.exit(2)
+}
 if (full && profileName === "churn") {
   console.error("--profile churn: membership churn runs in the explorer tier only; drop --full")
   process.exit(2)
 }
 // The full tier loads Effect and the node's services: only when asked for.
-const run = full ? (await import("./FullService.js")).simulate : explore
+const simulateOrchestration = orchestration ? (await import("./OrchestrationStack.js")).simulateOrchestration : undefined
+const tier = full && !orchestration ? (await import("./FullService.js")).simulate : explore
 const seeds = int("seeds", 100)
 const from = int("from", 1)
-const options: Omit<ExploreOptions, "seed"> = {
+const options: Omit<ExploreOptions, "seed" | "bug"> = {
   ...profile,
   ...(flag("nodes") !== undefined ? { nodes: int("nodes", 5) } : {}),
-  ...(flag("steps") !== undefined ? { safetyMs: int("steps", 100) * 100 } : {}),
-  ...(bug !== undefined ? { bug } : {})
+  ...(flag("steps") !== undefined ? { safetyMs: int("steps", 100) * 100 } : {})
 }
+const run = (seed: number): ExploreResult =>
+  simulateOrchestration !== undefined
+    ? simulateOrchestration({ ...options, seed, ...(bug !== undefined ? { bug } : {}) })
+    : tier({ ...options, seed, ...(bug === "figure8" ? { bug } : {}) })
 
 let failed = 0
 const started = performance.now()
 let simulated = 0
 for (let seed = from; seed < from + seeds; seed++) {
-  const result = run({ ...options, seed })
+  const result = run(seed)
   simulated += result.stats.simulatedMs
   if (!result.ok) {
     failed++
-    const replay = `blixard sim --seed ${seed}${full ? " --full" : ""} --profile ${profileName}${flag("nodes") !== undefined ? ` --nodes ${options.nodes}` : ""}${flag("steps") !== undefined ? ` --steps ${flag("steps")}` : ""}${bug !== undefined ? ` --bug ${bug}` : ""}`
+    const replay = `blixard sim --seed ${seed}${full ? " --full" : ""}${orchestration ? " --workload orchestration" : ""} --profile ${profileName}${flag("nodes") !== undefined ? ` --nodes ${options.nodes}` : ""}${flag("steps") !== undefined ? ` --steps ${flag("steps")}` : ""}${bug !== undefined ? ` --bug ${bug}` : ""}`
     console.log(`FAIL seed ${seed}: ${result.violation}\n  replay: ${replay}`)
   }
 }
 const wall = (performance.now() - started) / 1000
 console.log(
-  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, ${full ? "full-service tier, " : ""}profile ${profileName}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time)`
+  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, ${full ? "full-service tier, " : ""}${orchestration ? "orchestration workload, " : ""}profile ${profileName}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time)`
 )
 process.exitCode = failed > 0 ? 1 : 0

@@ -129,17 +129,23 @@ export class VirtualClock implements Clock.Clock {
 
   /** From now on the machine's clock gains `skewMs` per simulated second (loses, if negative). */
   setSkew(skewMs: number): void {
-    this.base = this.unsafeCurrentTimeMillis()
+    this.base = this.reading()
     this.anchor = this.time.now
     this.rate = 1 + skewMs / 1000
   }
 
-  unsafeCurrentTimeMillis(): number {
+  /** The exact local reading; a skewed clock's falls between whole milliseconds. */
+  private reading(): number {
     return this.base + (this.time.now - this.anchor) * this.rate
   }
 
+  /** Whole milliseconds, as a real wall clock (`Date.now`) reads: code may store them as integers. */
+  unsafeCurrentTimeMillis(): number {
+    return Math.floor(this.reading())
+  }
+
   unsafeCurrentTimeNanos(): bigint {
-    return BigInt(Math.round(this.unsafeCurrentTimeMillis() * 1e6))
+    return BigInt(Math.round(this.reading() * 1e6))
   }
 
   readonly currentTimeMillis: Effect.Effect<number> = Effect.sync(() => this.unsafeCurrentTimeMillis())

@@ -179,6 +179,42 @@ describe("Agent: restart policy", () => {
       expect(phases(h, "web")).toEqual(["starting", "running", "failed"])
     }))
 
+  it.scoped("a failed VM starts again on a start, or on a new placement here; a restarted daemon leaves it down", () =>
+    Effect.gen(function* () {
+      const cluster = oneNode("never")
+      const hv = new SimulatedHypervisor({ node: self })
+      const first = yield* Scope.make()
+      yield* makeHarness({ cluster, hv }).pipe(Scope.extend(first))
+      yield* hv.crash(web, 7)
+      yield* advance(3 * IntervalMs)
+      expect(cluster.vm("web")!.status.phase).toBe("failed")
+
+      // The daemon restarts: the replicated status, not its lost memory, keeps the VM down.
+      yield* Scope.close(first, Exit.void)
+      const h = yield* makeHarness({ cluster, hv })
+      yield* advance(3 * IntervalMs)
+      expect(hv.startCount(web)).toBe(1)
+
+      // `vm start` again (no stop first) is the retry.
+      cluster.start("web")
+      yield* advance(IntervalMs)
+      expect(hv.isRunning(web)).toBe(true)
+      expect(hv.startCount(web)).toBe(2)
+
+      // Failed again. The node is marked down (web goes pending: no other node can host it) and up
+      // again before the agent's next round: web is placed here anew, and is started.
+      yield* hv.crash(web, 7)
+      yield* advance(3 * IntervalMs)
+      expect(cluster.vm("web")!.status.phase).toBe("failed")
+      cluster.down(1)
+      cluster.up(1)
+      expect(cluster.vm("web")).toMatchObject({ node: 1, desired: "running", status: { phase: "stopped" } })
+      yield* advance(IntervalMs)
+      expect(hv.isRunning(web)).toBe(true)
+      expect(hv.startCount(web)).toBe(3)
+      expect(phases(h, "web").slice(-2)).toEqual(["starting", "running"])
+    }))
+
   it.scoped("a runner gone without an exit event (host power loss) counts as a failure", () =>
     Effect.gen(function* () {
       const h = yield* makeHarness({ cluster: oneNode("on-failure") })

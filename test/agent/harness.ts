@@ -74,6 +74,9 @@ export class FakeCluster {
   down(n: number) {
     this.apply(new C.SetNodeHealth({ id: NodeId.make(n), health: "down", at: this.now }))
   }
+  up(n: number) {
+    this.apply(new C.SetNodeHealth({ id: NodeId.make(n), health: "up", at: this.now }))
+  }
   drain(n: number) {
     this.apply(new C.SetNodeState({ id: NodeId.make(n), state: "draining" }))
   }

@@ -83,9 +83,9 @@ describe("resolveNodeSettings: merging", () => {
 
   it("keeps the file's nested settings", () => {
     const config = ok(
-      resolveNodeSettings(file({ id: 1, bind: "h:1", timeouts: { fencingMs: 1000 }, capacity: { vcpus: 4, memoryMiB: 4096 } }), {}, {})
+      resolveNodeSettings(file({ id: 1, bind: "h:1", timeouts: { fencingMs: 2000 }, capacity: { vcpus: 4, memoryMiB: 4096 } }), {}, {})
     )
-    expect(config.timeouts).toEqual({ tickMs: 50, fencingMs: 1000, nodeDownMs: 6000, requestMs: 5000 })
+    expect(config.timeouts).toEqual({ tickMs: 50, fencingMs: 2000, nodeDownMs: 6000, requestMs: 5000 })
     expect(config.capacity).toEqual({ vcpus: 4, memoryMiB: 4096 })
   })
 
@@ -165,6 +165,13 @@ describe("resolveNodeSettings: problems name their source", () => {
     expect(
       problems(resolveNodeSettings(file({ id: 1, bind: "h:1", timeouts: { fencingMs: 6000 } }), {}, {}))
     ).toEqual([expect.stringMatching(/^config file \/etc\/blixard.json: key "timeouts": timeouts.nodeDownMs \(6000\) must be at least/)])
+    // 200 ms ticks: a follower's quorum contact trails its leader's last message by 4 s, more than
+    // the default 3 s of fencing — every follower would be fenced (the simulator showed it).
+    expect(
+      problems(resolveNodeSettings(file({ id: 1, bind: "h:1", timeouts: { tickMs: 200, nodeDownMs: 8000 } }), {}, {}))
+    ).toEqual([
+      expect.stringMatching(/^config file \/etc\/blixard.json: key "timeouts": timeouts.fencingMs \(3000\) must be at least three election timeouts \(6000 ms\)/)
+    ])
     expect(problems(resolveNodeSettings(file({ id: 1, bind: "h:1", peers: [{ id: 2, address: "x" }] }), {}, {}))).toEqual([
       `config file /etc/blixard.json: key "peers[0].address": an address is HOST:PORT, e.g. 127.0.0.1:7001 or [::1]:7001`
     ])

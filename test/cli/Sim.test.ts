@@ -43,6 +43,20 @@ describe("blixard sim", () => {
     expect(explorer.stdout.match(/trace (\w+)/)![1]).not.toBe(a.stdout.match(/trace (\w+)/)![1])
   })
 
+  it("--workload orchestration: a failing seed exits 1 naming the VM and its nodes, --log shows the nodes' log; it needs --full", async () => {
+    const [bugged, usage] = await Promise.all([
+      blixard(["sim", "--seed", "4", "--full", "--workload", "orchestration", "--bug", "no-fencing", "--log"]),
+      blixard(["sim", "--seed", "2", "--workload", "orchestration"])
+    ])
+    expect(bugged.code).toBe(1)
+    expect(bugged.stdout).toMatch(/^ +\d+ ms {2}node \d {2}INFO +node \d: VM "c\d-\d+" is running \(pid \d+\)$/m)
+    expect(bugged.stdout).toMatch(/^seed 4 \(full-service tier, orchestration workload, profile default, bug no-fencing\): FAILED$/m)
+    expect(bugged.stdout).toMatch(/^ {2}counts: vmsCreated \d+, /m)
+    expect(bugged.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 4 failed: at \d+ ms: VM "c\d-\d+" runs on nodes \d, \d at once/m)
+    expect(usage.code).toBe(2)
+    expect(usage.stderr).toMatch(/--workload orchestration runs in the full-service tier: add --full/)
+  })
+
   it("a failing seed of the full-service tier exits 1 and says what broke", async () => {
     const r = await blixard(["sim", "--seed", "39", "--full", "--profile", "crashpoints", "--steps", "400", "--bug", "figure8"])
     expect(r.code).toBe(1)

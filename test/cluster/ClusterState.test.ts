@@ -64,6 +64,22 @@ describe("VM lifecycle", () => {
     expect(c.state.vms.has("web")).toBe(false)
   })
 
+  it("starting a VM whose runner failed is the retry: the start clears the failed status", () => {
+    const c = threeNodes()
+    c.ok(new C.CreateVm({ spec: spec("web", { restartPolicy: "never" }) }))
+    c.ok(new C.StartVm({ name: vmName("web") }))
+    const failed = new VmStatus({ phase: "failed", since: 5, exitCode: 7, lastError: "runner exited with code 7", restarts: 2 })
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(1), status: failed }))
+    c.ok(new C.StartVm({ name: vmName("web") }))
+    expect(c.vm("web").status).toMatchObject({ phase: "stopped", since: c.now, restarts: 2 })
+    expect(c.vm("web").status.lastError).toBeUndefined()
+    // A start of a VM that has not failed leaves its status alone.
+    const running = new VmStatus({ phase: "running", since: 6, pid: 42, restarts: 2 })
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(1), status: running }))
+    c.ok(new C.StartVm({ name: vmName("web") }))
+    expect(c.vm("web").status).toEqual(running)
+  })
+
   it("spreads VMs across nodes by free memory", () => {
     const c = threeNodes()
     for (const name of ["a", "b", "c"]) c.ok(new C.CreateVm({ spec: spec(name) }))

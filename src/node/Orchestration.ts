@@ -1,0 +1,109 @@
+/**
+ * A node's part in orchestration, over its Raft node and replicated state: it registers itself
+ * (and keeps its registration current), runs the leader's failure detector, and runs the agent
+ * that makes this node's runners follow the desired state and fences them without a quorum.
+ *
+ * The daemon runs it over the real `VmBackend`; the simulator runs the same function over a
+ * simulated hypervisor, so the timing the fencing argument rests on (README, "a VM never runs
+ * twice") is wired in one place:
+ * - the agent's quorum signal: a leader's majority's last messages, a follower's newest ReadIndex
+ *   round that succeeded, probed every election timeout (`QuorumContact.fromRaft`); it fences after
+ *   `fencingMs` without contact (and, in the daemon, so does the host's watchdog, through the lease);
+ * - the leader marks a node down (and the state machine moves its VMs) after `nodeDownMs`;
+ * - the configuration keeps `nodeDownMs ≥ fencingMs + 2 election timeouts`, and `fencingMs ≥ 3
+ *   election timeouts` so a follower of a healthy leader is not fenced (`Config.ts`).
+ *
+ * Writes — the registration and the agent's status reports — go through `controlPlane`, so a
+ * follower forwards them to the leader as any API write is forwarded.
+ */
+import type { Scope } from "effect"
+import { Duration, Effect, Schedule } from "effect"
+import * as Agent from "../agent/Agent.js"
+import * as QuorumContact from "../agent/QuorumContact.js"
+import type { ControlPlaneShape } from "../api/ControlPlane.js"
+import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
+import type { Labels } from "../domain/Labels.js"
+import type { NodeId } from "../domain/NodeId.js"
+import type { HostPort } from "../domain/NodeInfo.js"
+import { NodeInfo } from "../domain/NodeInfo.js"
+import type { Resources } from "../domain/Resources.js"
+import type { RaftNodeShape } from "../raft/RaftNode.js"
+import type { VmBackend } from "../vm/VmBackend.js"
+import * as HealthMonitor from "./HealthMonitor.js"
+
+/** Raft's election timeout, in ticks (`RaftNode`'s default, which the daemon keeps). */
+const ElectionTicks = 10
+
+export interface OrchestrationOptions {
+  readonly node: NodeId
+  /** The address other nodes and clients reach this node's API at. */
+  readonly advertise: HostPort
+  readonly capacity: Resources
+  readonly labels: Labels
+  readonly raft: RaftNodeShape
+  readonly state: ClusterStateHolder
+  /** This node's API, forwarding writes to the leader. */
+  readonly controlPlane: ControlPlaneShape
+  readonly timeouts: { readonly tickMs: number; readonly fencingMs: number; readonly nodeDownMs: number }
+  /** The agent's reconcile interval (default 1 s: a start or stop waits up to that). */
+  readonly agentIntervalMs?: number | undefined
+  /** The agent's restart backoff (default: the agent's, 1 s doubling to 60 s). */
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined
+  /** The node's lease and fencing watchdog (the daemon's; the simulator models none). */
+  readonly hostFence?: Agent.AgentOptions["hostFence"]
+}
+
+/** Starts registration, the failure detector and the agent in the current scope; they end with it. */
+export const start = (options: OrchestrationOptions): Effect.Effect<void, never, VmBackend | Scope.Scope> =>
+  Effect.gen(function* () {
+    const { node, raft, state, controlPlane, timeouts } = options
+
+    // Register (and keep registered) this node's capacity and labels once it is a member and a
+    // leader is known. A follower's registration is forwarded to the leader.
+    const register = Effect.gen(function* () {
+      const st = yield* raft.status
+      const member = st.confState.voters.includes(node) || st.confState.learners.includes(node)
+      const mine = state.current.nodes.get(node)
+      const up =
+        mine !== undefined &&
+        mine.address === options.advertise &&
+        mine.capacity.vcpus === options.capacity.vcpus &&
+        mine.capacity.memoryMiB === options.capacity.memoryMiB &&
+        JSON.stringify(mine.labels) === JSON.stringify(options.labels)
+      if (!member || up || st.lead === 0) return
+      const info = new NodeInfo({
+        id: node,
+        address: options.advertise,
+        capacity: options.capacity,
+        labels: options.labels,
+        state: "active",
+        health: "up"
+      })
+      yield* Effect.ignore(controlPlane.registerNode(info))
+    })
+    yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
+
+    yield* Effect.forkScoped(
+      HealthMonitor.run({
+        raft,
+        nodes: () => state.current.nodes.values(),
+        nodeDownMs: timeouts.nodeDownMs,
+        intervalMs: Math.max(timeouts.tickMs * 2, 100)
+      })
+    )
+
+    // The agent: this node's runners follow the desired state; it fences itself without quorum.
+    const quorumContact = yield* QuorumContact.fromRaft(raft, { probeEveryMs: timeouts.tickMs * ElectionTicks })
+    yield* Agent.make({
+      node,
+      state: () => state.current,
+      report: (name, status) => controlPlane.reportVmStatus(name, node, status),
+      quorumContact,
+      confirmFresh: raft.readIndex,
+      intervalMs: options.agentIntervalMs ?? 1000,
+      fencingMs: timeouts.fencingMs,
+      fenceStopTimeoutMs: Agent.DefaultFenceStopTimeoutMs,
+      ...(options.hostFence !== undefined ? { hostFence: options.hostFence } : {}),
+      ...(options.backoff !== undefined ? { backoff: options.backoff } : {})
+    })
+  })

@@ -1,0 +1,464 @@
+/**
+ * The orchestration layer in the full-service tier. Every simulated node runs what the daemon runs
+ * over its Raft node: the replicated `ClusterState` (`ClusterStateHolder`) as the state machine,
+ * its `NodeControlPlane` (a follower forwards writes to the leader — here across the simulated
+ * network, `NodeNet.request`) and `Orchestration.start` — registration, the leader's failure
+ * detector and the agent with its fencing — with the daemon's default timeouts, over one
+ * `SimulatedHypervisor` per machine.
+ *
+ * Machines and daemons. A crash is of the whole machine unless told otherwise: the host's VMs die
+ * with it (`powerLoss`), its disk (the prepared runners) survives. A share of the crashes kill only
+ * the daemon (kill -9): the runners live on, and the restarted agent must adopt them and never
+ * start one a second time. A daemon-only crash is restarted within `DaemonDownMs`, short enough
+ * for the fencing argument to cover it: while the daemon is dead nothing fences its runners, and
+ * the restarted agent counts its fencing deadline from its own start. A daemon that stays dead
+ * longer is the README's open gap (a host-side watchdog is to close it); it is not modelled.
+ *
+ * Clients create VMs (small, so several fit per node), start, stop and delete them through a
+ * random running node's API, retrying with the same request id (so a retry applies once) on
+ * `NotLeader`, `Unavailable`, `Timeout` and `ProposalDropped`. They also make the hardware
+ * misbehave — a runner exits (code 0, 1 or 137), the next start of a VM fails — so restart
+ * policies and backoff run. They stop when the faults heal.
+ *
+ * Invariants, besides Raft's: after every instant, no VM runs on two hypervisors at once. After
+ * the faults heal, within the liveness bound: every node is registered and up; every VM whose
+ * desired state is running, that is placed and has not `failed` (its restart policy gave up) runs
+ * on exactly its node's hypervisor; nothing else runs anywhere; no VM is pending that a node has
+ * room for.
+ *
+ * Known bugs to put back (`bug`), each a configuration the daemon's schema refuses: `no-fencing`
+ * (the agent never fences) and `early-reschedule` (`nodeDownMs` below `fencingMs`).
+ */
+import { Cause, Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
+import { checkNoVmRunsTwice } from "../agent/Invariants.js"
+import type { ControlPlaneShape } from "../api/ControlPlane.js"
+import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
+import { Ledger, place } from "../cluster/Scheduler.js"
+import * as C from "../domain/Command.js"
+import type { BlixardError } from "../domain/Errors.js"
+import { Unavailable } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+import { HostPort } from "../domain/NodeInfo.js"
+import { Resources } from "../domain/Resources.js"
+import type { RestartPolicy } from "../domain/VmSpec.js"
+import { RunnerConfig, VmSpec } from "../domain/VmSpec.js"
+import { VmName } from "../domain/VmName.js"
+import { Timeouts } from "../node/Config.js"
+import * as NodeControlPlane from "../node/NodeControlPlane.js"
+import * as Orchestration from "../node/Orchestration.js"
+import { RaftNode } from "../raft/RaftNode.js"
+import { layerSimulated, SimulatedHypervisor } from "../vm/SimulatedHypervisor.js"
+import type { ExploreOptions, ExploreResult } from "./Explorer.js"
+import type { ClientEnv, NodeHandle, NodeNet, NodeStack, Workload } from "./FullService.js"
+import { runFullService } from "./FullService.js"
+
+export type OrchestrationBug = "no-fencing" | "early-reschedule"
+
+export interface OrchestrationOptions extends Omit<ExploreOptions, "bug"> {
+  readonly bug?: "figure8" | OrchestrationBug | undefined
+  /** Receives every log line of the nodes' services (agent, failure detector), with simulated time. */
+  readonly log?: ((line: string) => void) | undefined
+}
+
+/** The daemon's defaults (`Config.ts`): 50 ms ticks, fencing after 3 s, a node down after 6 s. */
+const daemonTimeouts = Schema.decodeSync(Timeouts)({})
+
+/**
+ * How long a killed daemon stays dead at most before its supervisor restarts it. The fencing
+ * argument covers a dead time `d` while `d + fencingMs` (the restarted agent's deadline, if it comes
+ * back cut off) plus a stop stays below `nodeDownMs` — with the simulated clocks running up to 20 %
+ * fast or slow: 1 s keeps that.
+ */
+const DaemonDownMs = 1000
+
+/**
+ * The mean gap between faults: orchestration's timeouts are seconds, not Raft's ticks, so faults
+ * must last long enough for a node to be marked down (6 s) and its VMs moved.
+ */
+const FaultGapMs = 4000
+
+/** What a node offers: four of the workload's VMs. */
+const capacity = new Resources({ vcpus: 4, memoryMiB: 2048 })
+
+/** Hypervisor timing: a runner takes this long to boot, and to shut down. */
+const startDelayMs = 200
+const stopDelayMs = 100
+
+/** Restart backoff, scaled from the agent's 1 s → 60 s so that a crash-looping VM recovers within the liveness bound. */
+const backoff = { initialMs: 500, maxMs: 8000 }
+
+const vmsPerClient = 4
+
+const address = (id: number) => HostPort.make(`node${id}.sim:7001`)
+
+const encodeEnvelope = Schema.encodeSync(C.CommandEnvelopeJson)
+
+/** One incarnation of a node: its replicated state and its API, gone at a crash. */
+export interface OrchestrationNode {
+  readonly state: ClusterStateHolder
+  /** Set once the node's services are built. */
+  controlPlane: ControlPlaneShape | undefined
+}
+
+/** The API of node `to`, reached from another node across the simulated network. */
+const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneShape => {
+  const at = <A>(use: (plane: ControlPlaneShape) => Effect.Effect<A, BlixardError>): Effect.Effect<A, BlixardError> =>
+    net.request(to, (target) =>
+      target.local.controlPlane !== undefined
+        ? use(target.local.controlPlane)
+        : Effect.fail(new Unavailable({ message: `node ${to} is starting; its API is not up yet` }))
+    )
+  return {
+    listVms: (mode) => at((p) => p.listVms(mode)),
+    getVm: (name, mode) => at((p) => p.getVm(name, mode)),
+    createVm: (spec, o) => at((p) => p.createVm(spec, o)),
+    startVm: (name, o) => at((p) => p.startVm(name, o)),
+    stopVm: (name, o) => at((p) => p.stopVm(name, o)),
+    deleteVm: (name, o) => at((p) => p.deleteVm(name, o)),
+    setVmLabels: (name, labels, o) => at((p) => p.setVmLabels(name, labels, o)),
+    listNodes: (mode) => at((p) => p.listNodes(mode)),
+    setNodeState: (id, state, o) => at((p) => p.setNodeState(id, state, o)),
+    reportVmStatus: (name, node, status) => at((p) => p.reportVmStatus(name, node, status)),
+    registerNode: (info) => at((p) => p.registerNode(info)),
+    clusterStatus: at((p) => p.clusterStatus),
+    join: (id, addr) => at((p) => p.join(id, addr)),
+    leave: (id) => at((p) => p.leave(id)),
+    transferLeader: (id) => at((p) => p.transferLeader(id)),
+    health: at((p) => p.health)
+  }
+}
+
+/** Log lines of a node's services: to `log` with simulated time and the node, or nowhere. */
+const logging = (node: number, net: NodeNet<OrchestrationNode>, log: ((line: string) => void) | undefined) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    log === undefined
+      ? Logger.withMinimumLogLevel(effect, LogLevel.None)
+      : Effect.provide(
+          effect,
+          Logger.replace(
+            Logger.defaultLogger,
+            Logger.make(({ logLevel, message, cause }) => {
+              const text = Array.isArray(message) ? message.map(String).join(" ") : String(message)
+              const detail = Cause.isEmpty(cause) ? "" : `: ${String(Cause.squash(cause))}`
+              log(`${String(net.now()).padStart(7)} ms  node ${node}  ${logLevel.label.padEnd(7)} ${text}${detail}`)
+            })
+          )
+        )
+
+/** What a run did, reported in its result (`ExploreResult.counts`). */
+type Counts = Record<
+  | "vmsCreated"
+  | "starts"
+  | "stops"
+  | "deletes"
+  | "retries"
+  | "vmCrashesInjected"
+  | "startFailuresInjected"
+  | "runnerStarts"
+  | "moves"
+  | "machineCrashes"
+  | "vmsKilledWithMachine"
+  | "daemonCrashes"
+  | "runnersOutlivingDaemon",
+  number
+>
+
+/**
+ * A node stack and a workload for one run, sharing the simulated machines (hypervisors) and the
+ * counts. `nodes` must be the run's cluster size.
+ */
+export const orchestration = (options: {
+  readonly nodes: number
+  /** Raft's tick, as the run's: the agents' election-timeout arithmetic must agree with it. */
+  readonly tickMs: number
+  readonly bug?: OrchestrationBug | undefined
+  readonly log?: ((line: string) => void) | undefined
+}): { readonly stack: NodeStack<OrchestrationNode>; readonly workload: Workload<OrchestrationNode> } => {
+  const ids = Array.from({ length: options.nodes }, (_, i) => i + 1)
+  const timeouts = {
+    tickMs: options.tickMs,
+    fencingMs: options.bug === "no-fencing" ? Infinity : daemonTimeouts.fencingMs,
+    nodeDownMs: options.bug === "early-reschedule" ? daemonTimeouts.fencingMs / 2 : daemonTimeouts.nodeDownMs
+  }
+  /** One hypervisor per machine, for the whole run: it outlives the daemons (and a power loss, empty). */
+  const hypervisors = ids.map(
+    (id) =>
+      new SimulatedHypervisor({ node: NodeId.make(id), firstPid: id * 100_000, startDelay: `${startDelayMs} millis`, stopDelay: `${stopDelayMs} millis` })
+  )
+  const hosts = hypervisors.map((hv, i) => [i + 1, hv] as const)
+  const counts: Counts = {
+    vmsCreated: 0,
+    starts: 0,
+    stops: 0,
+    deletes: 0,
+    retries: 0,
+    vmCrashesInjected: 0,
+    startFailuresInjected: 0,
+    runnerStarts: 0,
+    moves: 0,
+    machineCrashes: 0,
+    vmsKilledWithMachine: 0,
+    daemonCrashes: 0,
+    runnersOutlivingDaemon: 0
+  }
+  /** The node each VM last ran on, to count moves. */
+  const lastHost = new Map<string, number>()
+  /** Every VM a client created. */
+  const everCreated: Array<VmName> = []
+  let operations = 0
+  let unknownOutcomes = 0
+
+  const stack: NodeStack<OrchestrationNode> = {
+    local: () => {
+      // The founding members' addresses are in the bootstrap snapshot, as the daemon's founder
+      // puts its own there: a follower finds its leader's API through them.
+      const state = new ClusterStateHolder()
+      for (const id of ids) state.current.members.set(id, address(id))
+      return { state, controlPlane: undefined }
+    },
+    stateMachine: (local) => local.state.layer(),
+    services: (local, node, net) =>
+      Layer.scopedDiscard(
+        Effect.gen(function* () {
+          const raft = yield* RaftNode
+          const controlPlane = NodeControlPlane.make({ raft, state: local.state, remote: (addr) => remotePlane(net, idOf(addr)) })
+          local.controlPlane = controlPlane
+          const backend = yield* Layer.build(layerSimulated(hypervisors[node - 1]!))
+          yield* Orchestration.start({
+            node: NodeId.make(node),
+            advertise: address(node),
+            capacity,
+            labels: {},
+            raft,
+            state: local.state,
+            controlPlane,
+            timeouts,
+            backoff
+          }).pipe(Effect.provide(backend))
+        }).pipe(logging(node, net, options.log))
+      ),
+    probe: (n) => encodeEnvelope(new C.CommandEnvelope({ command: new C.StopVm({ name: VmName.make("probe") }), proposedAt: n })),
+    crashed: (node, machine) => {
+      const hv = hypervisors[node - 1]!
+      if (machine) {
+        counts.machineCrashes++
+        counts.vmsKilledWithMachine += hv.runningVms().length
+        hv.powerLoss()
+      } else {
+        counts.daemonCrashes++
+        counts.runnersOutlivingDaemon += hv.runningVms().length
+      }
+    },
+    daemonCrashes: { share: 0.3, maxDownMs: DaemonDownMs },
+    faults: { meanGapMs: FaultGapMs },
+    check: () => {
+      const twice = Effect.runSync(Effect.either(checkNoVmRunsTwice(hosts)))
+      if (Either.isLeft(twice)) return twice.left.message
+      for (const [node, hv] of hosts) {
+        for (const name of hv.runningVms()) {
+          const last = lastHost.get(name)
+          if (last !== node) {
+            if (last !== undefined) counts.moves++
+            lastHost.set(name, node)
+          }
+        }
+      }
+      return undefined
+    },
+    settled: (running) => {
+      const leader = running.find((h) => Effect.runSync(h.raft.role) === "leader")
+      if (leader === undefined) return "no node leads"
+      return unconverged(leader)
+    }
+  }
+
+  const idOf = (addr: string): number => {
+    const id = ids.find((x) => address(x) === addr)
+    if (id === undefined) throw new Error(`no simulated node has the address ${addr}`)
+    return id
+  }
+
+  /** What still differs from the converged cluster, as the leader's state says it should be. */
+  const unconverged = (leader: NodeHandle<OrchestrationNode>): string | undefined => {
+    const state = leader.local.state.current
+    for (const id of ids) {
+      const info = state.nodes.get(id)
+      if (info === undefined) return `node ${id} has not registered`
+      if (info.health !== "up") return `node ${id} is still marked ${info.health}`
+    }
+    const where = (name: string) => hosts.filter(([, hv]) => hv.isRunning(name as VmName)).map(([id]) => id)
+    for (const name of [...state.vms.keys()].sort()) {
+      const vm = state.vms.get(name)!
+      const on = where(name)
+      const should = vm.desired === "running" && vm.node !== undefined && vm.status.phase !== "failed"
+      if (should && !(on.length === 1 && on[0] === vm.node)) {
+        return `VM "${name}" should run on node ${vm.node} but runs on ${on.length === 0 ? "no node" : `node(s) ${on.join(", ")}`} (status ${vm.status.phase})`
+      }
+      if (!should && on.length > 0) {
+        const placed = vm.node === undefined ? `pending (${vm.pendingReason ?? ""})` : `placed on node ${vm.node}`
+        return `VM "${name}" (desired ${vm.desired}, ${placed}, status ${vm.status.phase}) runs on node(s) ${on.join(", ")}`
+      }
+    }
+    for (const [id, hv] of hosts) {
+      for (const name of hv.runningVms()) {
+        if (!state.vms.has(name)) return `VM "${name}" is deleted but runs on node ${id}`
+      }
+    }
+    // Nothing stays pending that a node has room for (the scheduler's own answer, now).
+    const ledger = new Ledger()
+    for (const vm of state.vms.values()) ledger.add(vm)
+    for (const name of [...state.vms.keys()].sort()) {
+      const vm = state.vms.get(name)!
+      if (vm.node !== undefined) continue
+      const placement = place(vm.spec, state.nodes.values(), ledger)
+      if (placement._tag === "Placed") return `VM "${name}" is pending although node ${placement.node} has room for it`
+    }
+    return undefined
+  }
+
+  // ---- the clients ----------------------------------------------------------------------------
+
+  const policies: ReadonlyArray<RestartPolicy> = ["always", "always", "on-failure", "on-failure", "never"]
+
+  const client = (env: ClientEnv<OrchestrationNode>) => {
+    const prng = env.prng
+    /** VMs this client created and has not deleted. */
+    const mine: Array<VmName> = []
+    let names = 0
+    /** The VM this client has just created, if any: it starts it next. */
+    let created: VmName | undefined
+    let seq = 0
+    let guess = 0
+    const pause = (ms: number) => Effect.sleep(`${ms} millis`)
+
+    /** One request, retried with the same request id until it is answered (or 8 tries). */
+    const request = <A>(use: (plane: ControlPlaneShape, requestId: string) => Effect.Effect<A, BlixardError>) =>
+      Effect.gen(function* () {
+        const requestId = `c${env.id}-${++seq}`
+        operations++
+        for (let attempt = 0; attempt < 8; attempt++) {
+          if (attempt > 0) {
+            counts.retries++
+            yield* pause(50 + prng.int(200))
+          }
+          const running = env.running()
+          if (running.length === 0) continue
+          const target = guess !== 0 && running.includes(guess) ? guess : prng.pick(running)
+          const plane = env.node(target)?.local.controlPlane
+          if (plane === undefined) continue
+          const result = yield* Effect.either(use(plane, requestId))
+          if (Either.isRight(result)) {
+            guess = target
+            return Either.right(result.right)
+          }
+          const e = result.left
+          guess = 0
+          if (e._tag === "NotLeader" || e._tag === "Unavailable" || e._tag === "Timeout" || e._tag === "ProposalDropped") continue
+          return Either.left(e._tag)
+        }
+        unknownOutcomes++
+        return Either.left("no answer")
+      })
+
+    /** The hardware misbehaves: a runner exits on its own, or a VM's next start on a node fails. */
+    const misbehave = Effect.gen(function* () {
+      const id = prng.pick(ids)
+      const hv = hypervisors[id - 1]!
+      if (prng.chance(0.6)) {
+        const running = hv.runningVms()
+        if (running.length === 0) return
+        const name = prng.pick(running)
+        const code = prng.pick([0, 1, 137])
+        if (yield* hv.crash(name, code)) {
+          counts.vmCrashesInjected++
+          env.trace(10, id, code)
+        }
+      } else if (mine.length > 0) {
+        hv.failNextStart(prng.pick(mine))
+        counts.startFailuresInjected++
+        env.trace(11, id)
+      }
+    })
+
+    return Effect.gen(function* () {
+      for (;;) {
+        yield* pause(100 + prng.int(900))
+        if (env.phase() === "liveness") return
+        if (prng.chance(0.1)) {
+          yield* misbehave
+          continue
+        }
+        if (created === undefined && mine.length < vmsPerClient && (mine.length === 0 || prng.chance(0.5))) {
+          const name = VmName.make(`c${env.id}-${names++}`)
+          const spec = new VmSpec({
+            name,
+            source: new RunnerConfig({ path: `/nix/store/sim-${name}-microvm-run` }),
+            vcpus: 1,
+            memoryMiB: 512,
+            restartPolicy: prng.pick(policies)
+          })
+          const r = yield* request((plane, requestId) => plane.createVm(spec, { requestId }))
+          // Created, or an earlier try of this request was: either way the VM exists.
+          if (Either.isRight(r) || r.left === "VmExists") {
+            mine.push(name)
+            everCreated.push(name)
+            counts.vmsCreated++
+            created = name
+          }
+          env.trace(1, Either.isRight(r) ? 1 : 0)
+          continue
+        }
+        // A VM just created is started next, as `vm create` then `vm start`.
+        const name = created ?? prng.pick(mine)
+        const roll = prng.float()
+        const kind = created !== undefined || roll < 0.55 ? "start" : roll < 0.85 ? "stop" : "delete"
+        created = undefined
+        const r = yield* request((plane, requestId) =>
+          kind === "start"
+            ? plane.startVm(name, { requestId })
+            : kind === "stop"
+              ? plane.stopVm(name, { requestId })
+              : plane.deleteVm(name, { requestId })
+        )
+        if (Either.isRight(r)) counts[kind === "start" ? "starts" : kind === "stop" ? "stops" : "deletes"]++
+        // Deleted now, or gone already (an earlier delete whose answer was lost).
+        if ((kind === "delete" && Either.isRight(r)) || (Either.isLeft(r) && r.left === "VmNotFound")) mine.splice(mine.indexOf(name), 1)
+        env.trace(kind === "start" ? 2 : kind === "stop" ? 3 : 4, Either.isRight(r) ? 1 : 0)
+      }
+    })
+  }
+
+  const workload: Workload<OrchestrationNode> = {
+    client,
+    finish: () => {
+      counts.runnerStarts = 0
+      for (const hv of hypervisors) for (const name of everCreated) counts.runnerStarts += hv.startCount(name)
+      return { linearizability: "not checked", violation: undefined, operations, unknownOutcomes, counts: { ...counts } }
+    }
+  }
+  return { stack, workload }
+}
+
+/**
+ * One run of the orchestration workload: the daemon's timeouts (50 ms ticks), 30 s of faults and
+ * load, then up to 30 s for the cluster to converge.
+ */
+export const simulateOrchestration = (options: OrchestrationOptions): ExploreResult => {
+  const nodes = options.nodes ?? 5
+  const tickMs = options.tickMs ?? daemonTimeouts.tickMs
+  const { bug, log, ...rest } = options
+  const { stack, workload } = orchestration({ nodes, tickMs, bug: bug === "figure8" ? undefined : bug, log })
+  return runFullService(
+    {
+      safetyMs: 30_000,
+      livenessMs: 30_000,
+      clients: 4,
+      ...rest,
+      nodes,
+      tickMs,
+      ...(bug === "figure8" ? { bug } : {})
+    },
+    stack,
+    workload
+  )
+}
