@@ -66,8 +66,11 @@ export const fromRaft = (
       const sent = yield* Clock.currentTimeMillis
       // `readIndex` fails (NotLeader, Timeout) when the round cannot complete: nothing is proven.
       if (Either.isRight(yield* Effect.either(raft.readIndex))) prove(sent)
-    })
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(probe, Effect.sleep(Duration.millis(options.probeEveryMs)))))
+    }).pipe(Effect.timeout(Duration.millis(2 * options.probeEveryMs)), Effect.ignore)
+    // A probe starts every interval, whether or not the last one has answered: one sent to a leader
+    // that just died must not hold up the probes to its successor (a healthy follower would fence
+    // during every failover). Each gives up after two intervals.
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.fork(probe), Effect.sleep(Duration.millis(options.probeEveryMs)))))
     return Effect.gen(function* () {
       const status = yield* raft.status
       if (status.role === "leader") {

@@ -77,9 +77,9 @@ describe("QuorumContact.fromRaft", () => {
       expect(yield* contact).toBeUndefined()
       yield* TestClock.adjust("20 millis")
       expect(yield* contact).toBe(0)
-      // The next probe leaves 500 ms after the answer (at 510).
+      // Probes leave every 500 ms: the next at 500, answered at 510.
       yield* TestClock.adjust("600 millis")
-      expect(yield* contact).toBe(510)
+      expect(yield* contact).toBe(500)
       expect(view.readIndexCalls).toBe(2)
     }))
 
@@ -124,6 +124,25 @@ describe("QuorumContact.fromRaft", () => {
       view.readIndex = { ms: 10, ok: false }
       yield* TestClock.adjust("2000 millis")
       expect(yield* contact).toBe(2_990)
+    }))
+
+  it.scoped("a probe sent to a leader that died does not hold up the probes to its successor", () =>
+    Effect.gen(function* () {
+      const view = follower()
+      // The first round never answers (its leader is gone); the next ones do.
+      let calls = 0
+      const raft = fakeRaft(view)
+      const flaky = new Proxy(raft, {
+        get: (target, key) =>
+          key === "readIndex"
+            ? Effect.suspend(() => (++calls === 1 ? Effect.never : Effect.zipRight(Effect.sleep("10 millis"), Effect.void)))
+            : target[key as keyof RaftNodeShape]
+      })
+      const contact = yield* fromRaft(flaky, { probeEveryMs: 500 })
+      yield* TestClock.adjust("520 millis")
+      // The second probe left at 500 while the first still hung, and was answered at 510.
+      expect(calls).toBe(2)
+      expect(yield* contact).toBe(500)
     }))
 
   it.scoped("a refused probe (the node it asked is not the leader) proves nothing", () =>

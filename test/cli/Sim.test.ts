@@ -45,14 +45,14 @@ describe("blixard sim", () => {
 
   it("--workload orchestration: a failing seed exits 1 naming the VM and its nodes, --log shows the nodes' log; it needs --full", async () => {
     const [bugged, usage] = await Promise.all([
-      blixard(["sim", "--seed", "4", "--full", "--workload", "orchestration", "--bug", "no-fencing", "--log"]),
+      blixard(["sim", "--seed", "13", "--full", "--workload", "orchestration", "--bug", "no-fencing", "--log"]),
       blixard(["sim", "--seed", "2", "--workload", "orchestration"])
     ])
     expect(bugged.code).toBe(1)
     expect(bugged.stdout).toMatch(/^ +\d+ ms {2}node \d {2}INFO +node \d: VM "c\d-\d+" is running \(pid \d+\)$/m)
-    expect(bugged.stdout).toMatch(/^seed 4 \(full-service tier, orchestration workload, profile default, bug no-fencing\): FAILED$/m)
+    expect(bugged.stdout).toMatch(/^seed 13 \(full-service tier, orchestration workload, profile default, bug no-fencing\): FAILED$/m)
     expect(bugged.stdout).toMatch(/^ {2}counts: vmsCreated \d+, /m)
-    expect(bugged.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 4 failed: at \d+ ms: VM "c\d-\d+" runs on nodes \d, \d at once/m)
+    expect(bugged.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 13 failed: at \d+ ms: VM "c\d-\d+" runs on nodes \d, \d at once/m)
     expect(usage.code).toBe(2)
     expect(usage.stderr).toMatch(/--workload orchestration runs in the full-service tier: add --full/)
   })

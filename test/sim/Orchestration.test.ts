@@ -48,8 +48,8 @@ describe("orchestration workload: a run is a seed", () => {
 
 describe("orchestration workload: safety and liveness under seeded faults", () => {
   it("no VM runs on two nodes and the cluster converges after healing, with VMs created, started, moved, crashed and adopted", () => {
-    // Seeds whose schedules include each kind of event below (seed 7 has a daemon crash whose runner lives on).
-    const results = [1, 2, 3, 7].map((seed) => simulateOrchestration({ seed }))
+    // Seeds whose schedules include each kind of event below (seed 9 has a daemon crash whose runner lives on).
+    const results = [1, 2, 3, 9].map((seed) => simulateOrchestration({ seed }))
     expect(results.filter((r) => !r.ok).map((r) => `seed ${r.seed}: ${r.violation}`)).toEqual([])
     // The runs did what they claim: VMs created and run, moved off nodes marked down, runner
     // crashes and start failures for the restart policies, machines lost with their VMs, and
@@ -79,8 +79,8 @@ describe("orchestration workload: safety and liveness under seeded faults", () =
 })
 
 describe("orchestration workload: it catches known bugs", () => {
-  it("agents that never fence: a VM rescheduled away from a cut-off node runs on both, within 8 seeds", () => {
-    const caught = firstFailure(8, { bug: "no-fencing" })
+  it("agents that never fence: a VM rescheduled away from a cut-off node runs on both, within 20 seeds", () => {
+    const caught = firstFailure(20, { bug: "no-fencing" })
     expect(caught?.violation).toMatch(/VM "c\d-\d+" runs on nodes \d, \d at once/)
   })
 
