@@ -440,7 +440,7 @@ in
       {
         # Mirrors the daemon's Timeouts rules (src/node/Config.ts).
         assertion = t.fencingMs >= 3 * t.tickMs * 10;
-        message = "services.blixard.timeouts.fencingMs (${toString t.fencingMs}) must be at least three election timeouts (${toString (3 * t.tickMs * 10)} ms): a follower counts its leader's last message two election timeouts early, so a shorter fencing timeout stops the VMs of nodes whose leader is alive.";
+        message = "services.blixard.timeouts.fencingMs (${toString t.fencingMs}) must be at least three election timeouts (${toString (3 * t.tickMs * 10)} ms): a follower proves its contact with a ReadIndex round every election timeout, giving each up after two, so a shorter fencing timeout can stop the VMs of nodes whose leader is alive.";
       }
       {
         assertion = t.nodeDownMs >= t.fencingMs + electionMargin;

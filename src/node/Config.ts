@@ -29,10 +29,10 @@ export const LogLevel = Schema.Literal("debug", "info", "warning", "error")
 /**
  * Timing. The reschedule timeout must exceed the fencing timeout plus a margin, so a VM whose node
  * lost the quorum has stopped before the cluster starts it elsewhere (a VM never runs twice). The
- * fencing timeout must leave a follower room to hear its leader: the agent credits the leader's
- * last message two election timeouts early (`QuorumContact.ts`), so a fencing timeout of two
- * election timeouts or less fences every follower of a healthy leader; three leave it a whole
- * election timeout, after which it would start an election itself.
+ * fencing timeout must leave a follower room to prove its contact: it probes with a ReadIndex round
+ * every election timeout, each given up after two (`QuorumContact.ts`), so its contact can trail by
+ * up to about two election timeouts while the cluster is healthy (a probe lost, or sent to a leader
+ * that just died); three leave a whole election timeout to spare.
  */
 export const Timeouts = Schema.Struct({
   /** Raft tick; elections after 10–20 ticks without a leader, heartbeats every tick. */
@@ -46,7 +46,7 @@ export const Timeouts = Schema.Struct({
 }).pipe(
   Schema.filter((t) =>
     t.fencingMs >= 3 * t.tickMs * 10 ||
-    `timeouts.fencingMs (${t.fencingMs}) must be at least three election timeouts (${3 * t.tickMs * 10} ms): a follower counts its leader's last message two election timeouts early, so a shorter fencing timeout stops the VMs of nodes whose leader is alive`
+    `timeouts.fencingMs (${t.fencingMs}) must be at least three election timeouts (${3 * t.tickMs * 10} ms): a follower proves its contact with a ReadIndex round every election timeout, giving each up after two, so a shorter fencing timeout can stop the VMs of nodes whose leader is alive`
   ),
   Schema.filter((t) =>
     t.nodeDownMs >= t.fencingMs + 2 * t.tickMs * 10 ||

@@ -340,8 +340,7 @@ export const make = (config: RaftNodeConfig) =>
     let unsyncedHardState: HardState | undefined = undefined
 
     const compact = Effect.gen(function* () {
-      const st = raw.status()
-      if (st.applied - snapshotIndex < snapshotEvery) return
+      if (raw.appliedIndex - snapshotIndex < snapshotEvery) return
       const snap = raw.createSnapshot(yield* sm.snapshot)
       if (unsyncedHardState !== undefined) {
         yield* storage.save({ hardState: unsyncedHardState })
@@ -424,7 +423,7 @@ export const make = (config: RaftNodeConfig) =>
           readWaiting.push({ ...waiting, index: rs.index })
         }
         raw.advance(rd)
-        const nowApplied = raw.status().applied
+        const nowApplied = raw.appliedIndex
         if (readWaiting.length > 0) {
           const still: typeof readWaiting = []
           for (const w of readWaiting) {
