@@ -7,9 +7,9 @@
  *  - `the API as built`: `layerServer`, the API's own adapter on `node:http` (route table compiled
  *    from `BlixardApi`, the body decoded and the answer encoded with its schemas, the handler run as
  *    an Effect), with its defaults (no request log).
- *  - `…, on the node's shared port`: the same as a node serves it, with the peers' `/raft` websocket
- *    route (`RpcTransport.layerServer` on the platform's server) on the same `http.Server`
- *    (`layerSharedPort`).
+ *  - `…, on the node's shared port`: the same as a node serves it (`layerSharedPort`), with the
+ *    peers' `/raft` endpoint (`PeerTransport`'s websocket upgrades and requests) on the same
+ *    `http.Server`: every request's path is checked against the peers' path before the API's routes.
  */
 import { HttpServer } from "@effect/platform"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
@@ -22,7 +22,7 @@ import { trusted } from "../src/domain/Decode.js"
 import { NotImplemented } from "../src/domain/Errors.js"
 import type { NodeId } from "../src/domain/NodeId.js"
 import { VmRecord, VmStatus } from "../src/domain/VmStatus.js"
-import * as RpcTransport from "../src/net/RpcTransport.js"
+import * as PeerTransport from "../src/net/PeerTransport.js"
 
 export interface HttpResult {
   readonly name: string
@@ -195,9 +195,9 @@ const effectServer = async (name: string, server: Layer.Layer<HttpServer.HttpSer
 
 const options = { port: 0, host: "127.0.0.1" }
 
-/** As `Daemon.ts` composes it: the node's transport serves `/raft` on the API's port. */
-const sharedPort = layerSharedPort(RpcTransport.layerServer, { ...options, routePaths: ["/raft"] }).pipe(
-  Layer.provide(RpcTransport.layerTransport({ self: 1, clusterSecret: "benchmark secret" }))
+/** As `Daemon.ts` composes it: the node's peer transport serves `/raft` on the API's port. */
+const sharedPort = layerSharedPort(options).pipe(
+  Layer.provide(PeerTransport.layerTransport({ self: 1, clusterSecret: "benchmark secret" }))
 )
 
 /**

@@ -1,27 +1,83 @@
 /**
- * Raft transport on loopback: messages/s one way between two nodes' transports (the sender keeps up
- * to 3,000 messages in flight, in `send` calls of 256 `app` messages with a 100-byte entry each, so
- * the transport batches them) and the p50/p99 of one round trip (a heartbeat out, its response back),
- * for the production transport (websocket, msgpack, authenticated) and, as the measurement behind that
- * choice, the same rpc served without the transport's queues and auth over each protocol and encoding
- * `@effect/rpc` offers on our HTTP router (sequential `Raft.Deliver` calls).
+ * The Raft peer transport on loopback, and what it would cost to carry the same traffic over
+ * `@effect/rpc` instead: the measurement behind `PeerTransport` leaving `@effect/rpc` for peer traffic.
+ *
+ * Two nodes in this one process, joined by each variant in turn:
+ *
+ *  - `PeerTransport`, the production transport: one authenticated websocket per direction, msgpack
+ *    frames `[seq, messages]` acknowledged by `seq`, the per-peer send queue, every received message
+ *    checked against the `Message` schema, the inbox a `Queue` taken by a fiber (as the Raft driver
+ *    takes it).
+ *  - bare `@effect/rpc`: a `Raft.Deliver` rpc (defined here) served by `RpcServer` on the platform's
+ *    HTTP router over a websocket, msgpack serialization, called through the flat `RpcClient`, one
+ *    client per direction; no auth, no queues, no validation of the messages. Once with answered calls
+ *    (what the transport used to do), once with `{ discard: true }` calls (fire and forget, the least
+ *    the rpc layer can do per call). Every call runs as its own fiber, as a transport would run it.
+ *  - bare `ws` + `msgpackr`: one websocket, each batch one msgpack frame, no acknowledgement, no
+ *    validation: the floor under any websocket transport in Node.
+ *
+ * Measured for each:
+ *
+ *  - one way (`messagesPerSecond`, `cpuUsPerMessage`): node 1 sends `app` messages with a 100-byte
+ *    entry in `send` calls of 256, keeping up to 3,000 in flight (below `PeerTransport`'s 4,096-message
+ *    queue bound), for `seconds`; the figures run until the last message sent has arrived.
+ *  - round trip (`p50RoundTripMs`, `p99RoundTripMs`, `cpuUsPerRoundTrip`): a heartbeat from node 1,
+ *    answered by node 2 with a heartbeatResp, one at a time, for half of `seconds`. Each message goes
+ *    alone: this is the cost of a message on an idle cluster (a one-client write, a heartbeat), where
+ *    nothing amortizes the per-frame or per-call overhead.
+ *
+ * CPU is `process.cpuUsage()` (user + system, every thread: GC included) over the phase, divided by
+ * the messages delivered or the round trips made. Both nodes run in this process, so it is the
+ * sender's and the receiver's CPU together — what a cluster pays per message, spread over two nodes —
+ * plus building the messages, the same in every variant. Each variant is warmed up (both phases)
+ * before it is measured. The one-way figures are dominated by msgpack and, for `PeerTransport`, by
+ * validating every message: batching amortizes the per-frame and per-call costs. The round trips show
+ * those costs undiluted.
  */
 import { HttpLayerRouter, HttpServer } from "@effect/platform"
-import { NodeHttpClient, NodeHttpServer, NodeSocket } from "@effect/platform-node"
-import { RpcClient, RpcSerialization, RpcServer } from "@effect/rpc"
-import { Context, Effect, Fiber, Layer } from "effect"
+import { NodeHttpServer, NodeSocket } from "@effect/platform-node"
+import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "@effect/rpc"
+import { Cause, Context, Effect, Layer, Schema, type Scope } from "effect"
+import { Packr } from "msgpackr"
 import { createServer } from "node:http"
-import { RaftRpcs } from "../src/net/RaftRpc.js"
-import { layerServer, layerTransport, RaftPeers } from "../src/net/RpcTransport.js"
-import { Transport, type TransportShape } from "../src/net/Transport.js"
+import type { AddressInfo } from "node:net"
+import { WebSocket, WebSocketServer } from "ws"
+import { layerStandalone, layerTransport, RaftPeers } from "../src/net/PeerTransport.js"
+import { Transport } from "../src/net/Transport.js"
 import type { Message } from "../src/raft/Message.js"
 
 export interface TransportResult {
   readonly name: string
+  /** One way, `send` calls of 256 messages, up to 3,000 in flight: messages delivered per second. */
   readonly messagesPerSecond: number
+  /** CPU (µs, sender and receiver together) per message delivered one way. */
+  readonly cpuUsPerMessage: number
+  /** Heartbeat → heartbeatResp, one at a time. */
   readonly p50RoundTripMs: number
   readonly p99RoundTripMs: number
+  /** CPU (µs, both nodes together) per round trip: two messages, each alone in its frame or call. */
+  readonly cpuUsPerRoundTrip: number
 }
+
+/** The rpc peer traffic used before `PeerTransport`: a batch of Raft messages from one sender (validated by the receiver). */
+class BenchRpcs extends RpcGroup.make(
+  Rpc.make("Raft.Deliver", {
+    payload: { from: Schema.Number, messages: Schema.Array(Schema.Unknown) },
+    success: Schema.Void
+  })
+) {}
+
+type Side = 1 | 2
+
+/** Two nodes joined by one variant. */
+interface Pair {
+  /** Hands `messages` from node `from` to the other node; never waits. */
+  readonly send: (from: Side, messages: ReadonlyArray<Message>) => void
+  /** What node `at` does with each message it receives. */
+  readonly onReceive: (at: Side, handler: (message: Message) => void) => void
+}
+
+const host = "127.0.0.1"
 
 const app = (index: number): Message => ({
   type: "app",
@@ -37,162 +93,227 @@ const app = (index: number): Message => ({
 const quantile = (sorted: ReadonlyArray<number>, q: number): number =>
   Number((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN).toFixed(3))
 
-const startNode = (self: number, serialization: "msgpack" | "json") =>
-  Effect.gen(function* () {
-    const net = layerTransport({ self, clusterSecret: "bench secret", serialization })
-    const server = HttpLayerRouter.serve(layerServer, { disableLogger: true, disableListenLog: true }).pipe(
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
-    )
-    const context = yield* Layer.build(Layer.provideMerge(server, net))
-    const address = Context.get(context, HttpServer.HttpServer).address
-    return {
-      address: address._tag === "TcpAddress" ? `127.0.0.1:${address.port}` : "",
-      transport: Context.get(context, Transport),
-      peers: Context.get(context, RaftPeers)
+const cpuSince = (start: NodeJS.CpuUsage): number => {
+  const used = process.cpuUsage(start)
+  return used.user + used.system
+}
+
+const ignore = (): void => {}
+
+/** Lets the event loop run the sockets (a resolved promise would not: microtasks starve I/O). */
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+const oneWay = async (pair: Pair, seconds: number) => {
+  let sent = 0
+  let received = 0
+  let wake: (() => void) | undefined
+  pair.onReceive(1, ignore)
+  pair.onReceive(2, () => {
+    received++
+    if (wake !== undefined && sent - received <= 1500) {
+      const resume = wake
+      wake = undefined
+      resume()
     }
   })
+  const cpu = process.cpuUsage()
+  const started = performance.now()
+  while (performance.now() - started < seconds * 1000) {
+    if (sent - received >= 3000) {
+      await new Promise<void>((resolve) => (wake = resolve))
+      continue
+    }
+    const chunk: Array<Message> = []
+    for (let i = 0; i < 256; i++) chunk.push(app(sent + i))
+    sent += chunk.length
+    pair.send(1, chunk)
+    await turn()
+  }
+  while (received < sent) await new Promise<void>((resolve) => (wake = resolve))
+  const elapsed = (performance.now() - started) / 1000
+  return {
+    messagesPerSecond: Math.round(received / elapsed),
+    cpuUsPerMessage: Number((cpuSince(cpu) / received).toFixed(2))
+  }
+}
 
-const oneWay = (from: TransportShape, to: TransportShape, seconds: number) =>
-  Effect.gen(function* () {
-    let received = 0
-    let sent = 0
-    // The producer sleeps on this latch while 3,000 messages are in flight (below the 4,096 queue bound).
-    const room = yield* Effect.makeLatch(true)
-    const consumer = yield* Effect.fork(
-      Effect.forever(
-        Effect.tap(to.receive, () =>
-          Effect.sync(() => {
-            received++
-            if (sent - received <= 1500) room.unsafeOpen()
-          })
-        )
-      )
-    )
-    const started = performance.now()
-    while (performance.now() - started < seconds * 1000) {
-      if (sent - received >= 3000) {
-        room.unsafeClose()
-        yield* room.await
-        continue
-      }
-      const chunk: Array<Message> = []
-      for (let i = 0; i < 256; i++) chunk.push(app(sent + i))
-      sent += chunk.length
-      yield* from.send(chunk)
-      yield* Effect.yieldNow()
-    }
-    const rate = Math.round(received / ((performance.now() - started) / 1000))
-    // Drain what is still in flight before the round-trip measurement.
-    while (received < sent) {
-      room.unsafeClose()
-      if (received < sent) yield* room.await
-    }
-    yield* Fiber.interrupt(consumer)
-    return rate
+const roundTrips = async (pair: Pair, seconds: number) => {
+  let answered: (() => void) | undefined
+  pair.onReceive(2, (m) => pair.send(2, [{ type: "heartbeatResp", from: 2, to: 1, term: m.term }]))
+  pair.onReceive(1, () => {
+    const resume = answered
+    answered = undefined
+    resume?.()
   })
+  const latencies: Array<number> = []
+  const cpu = process.cpuUsage()
+  const started = performance.now()
+  while (performance.now() - started < seconds * 1000) {
+    const t0 = performance.now()
+    const answer = new Promise<void>((resolve) => (answered = resolve))
+    pair.send(1, [{ type: "heartbeat", from: 1, to: 2, term: 1, commit: latencies.length }])
+    await answer
+    latencies.push(performance.now() - t0)
+  }
+  const cpuUs = cpuSince(cpu)
+  latencies.sort((x, y) => x - y)
+  return {
+    p50RoundTripMs: quantile(latencies, 0.5),
+    p99RoundTripMs: quantile(latencies, 0.99),
+    cpuUsPerRoundTrip: Number((cpuUs / latencies.length).toFixed(1))
+  }
+}
 
-const roundTrips = (a: TransportShape, b: TransportShape, seconds: number) =>
-  Effect.gen(function* () {
-    const echo = yield* Effect.fork(
-      Effect.forever(
-        Effect.flatMap(b.receive, (m) => b.send([{ type: "heartbeatResp", from: 2, to: 1, term: m.term }]))
-      )
-    )
-    const latencies: Array<number> = []
-    const started = performance.now()
-    while (performance.now() - started < seconds * 1000) {
-      const t0 = performance.now()
-      yield* a.send([{ type: "heartbeat", from: 1, to: 2, term: 1, commit: latencies.length }])
-      yield* a.receive
-      latencies.push(performance.now() - t0)
-    }
-    yield* Fiber.interrupt(echo)
-    return latencies.sort((x, y) => x - y)
-  })
+const portOf = (server: HttpServer.HttpServer): number => (server.address._tag === "TcpAddress" ? server.address.port : 0)
 
-const benchOurs = (serialization: "msgpack" | "json", seconds: number) =>
-  Effect.scoped(
+/** The production transport: each node's `layerTransport` served alone on a loopback port. */
+const peerTransportPair = Effect.gen(function* () {
+  const node = (self: Side) =>
     Effect.gen(function* () {
-      const n1 = yield* startNode(1, serialization)
-      const n2 = yield* startNode(2, serialization)
-      yield* n1.peers.set(2, n2.address)
-      yield* n2.peers.set(1, n1.address)
-      yield* roundTrips(n1.transport, n2.transport, 1) // warm up: connections, JIT
-      const latencies = yield* roundTrips(n1.transport, n2.transport, seconds / 2)
-      const messagesPerSecond = yield* oneWay(n1.transport, n2.transport, seconds)
+      const context = yield* Layer.build(
+        layerStandalone({ host, port: 0 }).pipe(Layer.provideMerge(layerTransport({ self, clusterSecret: "bench secret" })))
+      )
       return {
-        name: `RpcTransport websocket ${serialization} (auth, queues)`,
-        messagesPerSecond,
-        p50RoundTripMs: quantile(latencies, 0.5),
-        p99RoundTripMs: quantile(latencies, 0.99)
-      } satisfies TransportResult
+        address: `${host}:${portOf(Context.get(context, HttpServer.HttpServer))}`,
+        transport: Context.get(context, Transport),
+        peers: Context.get(context, RaftPeers)
+      }
     })
-  )
+  const nodes = { 1: yield* node(1), 2: yield* node(2) }
+  yield* nodes[1].peers.set(2, nodes[2].address)
+  yield* nodes[2].peers.set(1, nodes[1].address)
+  const handlers: Record<Side, (m: Message) => void> = { 1: ignore, 2: ignore }
+  for (const at of [1, 2] as const) {
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.flatMap(nodes[at].transport.receive, (m) => Effect.sync(() => handlers[at](m))))
+    )
+  }
+  return {
+    send: (from, messages) => Effect.runSync(nodes[from].transport.send(messages)),
+    onReceive: (at, handler) => void (handlers[at] = handler)
+  } satisfies Pair
+})
 
-/** The bare rpc (no auth, no queues) over one protocol and encoding: sequential batches of 256, then single messages. */
-const benchBareRpc = (protocol: "http" | "websocket", serialization: "msgpack" | "json", seconds: number) =>
-  Effect.scoped(
-    Effect.gen(function* () {
-      let received = 0
-      const handlers = RaftRpcs.toLayer({
-        "Raft.Deliver": ({ messages }) => Effect.sync(() => void (received += messages.length))
+/** Bare `@effect/rpc`: each node serves `Raft.Deliver` and calls the other's. */
+const rpcPair = (discard: boolean) =>
+  Effect.gen(function* () {
+    const handlers: Record<Side, (m: Message) => void> = { 1: ignore, 2: ignore }
+    const serve = (at: Side) =>
+      Effect.gen(function* () {
+        const route = RpcServer.layerHttpRouter({ group: BenchRpcs, path: "/raft", protocol: "websocket", disableTracing: true }).pipe(
+          Layer.provide(
+            BenchRpcs.toLayer({
+              // Unvalidated: the floor of what the rpc layer costs.
+              "Raft.Deliver": ({ messages }) => Effect.sync(() => messages.forEach((m) => handlers[at](m as Message)))
+            })
+          ),
+          Layer.provide(RpcSerialization.layerMsgPack)
+        )
+        const context = yield* Layer.build(
+          HttpLayerRouter.serve(route, { disableLogger: true, disableListenLog: true }).pipe(
+            Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host }))
+          )
+        )
+        return portOf(Context.get(context, HttpServer.HttpServer))
       })
-      const serializationLayer = serialization === "json" ? RpcSerialization.layerJson : RpcSerialization.layerMsgPack
-      const route = RpcServer.layerHttpRouter({ group: RaftRpcs, path: "/raft", protocol, disableTracing: true }).pipe(
-        Layer.provide(handlers),
-        Layer.provide(serializationLayer)
-      )
-      const server = yield* Layer.build(
-        HttpLayerRouter.serve(route, { disableLogger: true, disableListenLog: true }).pipe(
-          Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
+    const connect = (port: number) =>
+      Effect.gen(function* () {
+        const context = yield* Layer.build(
+          RpcClient.layerProtocolSocket().pipe(
+            Layer.provide(NodeSocket.layerWebSocket(`ws://${host}:${port}/raft`)),
+            Layer.provide(RpcSerialization.layerMsgPack)
+          )
         )
+        return yield* Effect.provide(RpcClient.make(BenchRpcs, { disableTracing: true, flatten: true }), context)
+      })
+    const ports = { 1: yield* serve(1), 2: yield* serve(2) }
+    const clients = { 1: yield* connect(ports[2]), 2: yield* connect(ports[1]) }
+    return {
+      send: (from, messages) =>
+        void Effect.runFork(
+          clients[from]("Raft.Deliver", { from, messages }, { discard }).pipe(
+            // Calls still out when the pair closes are interrupted; anything else is reported.
+            Effect.catchAllCause((cause) =>
+              Cause.isInterruptedOnly(cause) ? Effect.void : Effect.sync(() => console.error(Cause.pretty(cause)))
+            )
+          )
+        ),
+      onReceive: (at, handler) => void (handlers[at] = handler)
+    } satisfies Pair
+  })
+
+/** Plain msgpack maps, as `PeerTransport` frames them. */
+const packr = new Packr({ useRecords: false })
+
+/** The floor: one `ws` websocket, node 1 its client end and node 2 its server end, a msgpack frame per batch. */
+const wsPair = Effect.gen(function* () {
+  const handlers: Record<Side, (m: Message) => void> = { 1: ignore, 2: ignore }
+  const server = yield* Effect.acquireRelease(
+    Effect.async<WebSocketServer>((resume) => {
+      const server: WebSocketServer = new WebSocketServer({ host, port: 0, perMessageDeflate: false }, () =>
+        resume(Effect.succeed(server))
       )
-      const address = Context.get(server, HttpServer.HttpServer).address
-      const port = address._tag === "TcpAddress" ? address.port : 0
-      const clientProtocol =
-        protocol === "http"
-          ? RpcClient.layerProtocolHttp({ url: `http://127.0.0.1:${port}/raft` }).pipe(Layer.provide(NodeHttpClient.layerUndici))
-          : RpcClient.layerProtocolSocket().pipe(Layer.provide(NodeSocket.layerWebSocket(`ws://127.0.0.1:${port}/raft`)))
-      const context = yield* Layer.build(Layer.provide(clientProtocol, serializationLayer))
-      const client = yield* Effect.provide(RpcClient.make(RaftRpcs, { disableTracing: true, flatten: true }), context)
-      const batch = Array.from({ length: 256 }, (_, i) => app(i))
-      for (let i = 0; i < 100; i++) yield* client("Raft.Deliver", { from: 1, messages: [app(i)] })
-      received = 0
-      let started = performance.now()
-      while (performance.now() - started < seconds * 1000) yield* client("Raft.Deliver", { from: 1, messages: batch })
-      const messagesPerSecond = Math.round(received / ((performance.now() - started) / 1000))
-      const latencies: Array<number> = []
-      started = performance.now()
-      while (performance.now() - started < (seconds / 2) * 1000) {
-        const t0 = performance.now()
-        yield* client("Raft.Deliver", { from: 1, messages: [app(1)] })
-        latencies.push(performance.now() - t0)
-      }
-      latencies.sort((x, y) => x - y)
-      return {
-        name: `bare rpc ${protocol} ${serialization}`,
-        messagesPerSecond,
-        p50RoundTripMs: quantile(latencies, 0.5),
-        p99RoundTripMs: quantile(latencies, 0.99)
-      } satisfies TransportResult
+    }),
+    (server) => Effect.async<void>((resume) => server.close(() => resume(Effect.void)))
+  )
+  const port = (server.address() as AddressInfo).port
+  const sockets = yield* Effect.acquireRelease(
+    Effect.promise(() => {
+      const accepted = new Promise<WebSocket>((resolve) => server.once("connection", resolve))
+      const client = new WebSocket(`ws://${host}:${port}`, { perMessageDeflate: false })
+      const opened = new Promise<void>((resolve, reject) => {
+        client.once("open", resolve)
+        client.once("error", reject)
+      })
+      return Promise.all([accepted, opened]).then(([accepted]) => ({ 1: client, 2: accepted }))
+    }),
+    (sockets) =>
+      Effect.sync(() => {
+        sockets[1].terminate()
+        sockets[2].terminate()
+      })
+  )
+  for (const at of [1, 2] as const) {
+    sockets[at].on("message", (data) => {
+      for (const m of packr.unpack(data as Buffer) as ReadonlyArray<Message>) handlers[at](m)
     })
+  }
+  return {
+    send: (from, messages) => sockets[from].send(packr.pack(messages)),
+    onReceive: (at, handler) => void (handlers[at] = handler)
+  } satisfies Pair
+})
+
+const measure = <E>(name: string, pair: Effect.Effect<Pair, E, Scope.Scope>, seconds: number) =>
+  Effect.scoped(
+    Effect.flatMap(pair, (pair) =>
+      Effect.promise(async (): Promise<TransportResult> => {
+        // Warm-up: connections, JIT (the rpc variants need over a second of round trips to settle).
+        await roundTrips(pair, 1.5)
+        await oneWay(pair, 1)
+        const trips = await roundTrips(pair, seconds / 2)
+        const flow = await oneWay(pair, seconds)
+        return {
+          name,
+          messagesPerSecond: flow.messagesPerSecond,
+          cpuUsPerMessage: flow.cpuUsPerMessage,
+          p50RoundTripMs: trips.p50RoundTripMs,
+          p99RoundTripMs: trips.p99RoundTripMs,
+          cpuUsPerRoundTrip: trips.cpuUsPerRoundTrip
+        }
+      })
+    )
   )
 
 export const benchTransport = (seconds = 3): Promise<ReadonlyArray<TransportResult>> =>
   Effect.runPromise(
-    // A discarded first pass warms the process (JIT, sockets): otherwise whichever case runs first looks slower.
-    Effect.zipRight(
-      benchOurs("json", 1),
-      Effect.all(
-        [
-          benchOurs("msgpack", seconds),
-          benchOurs("json", seconds),
-          benchBareRpc("websocket", "msgpack", seconds / 2),
-          benchBareRpc("websocket", "json", seconds / 2),
-          benchBareRpc("http", "msgpack", seconds / 2),
-          benchBareRpc("http", "json", seconds / 2)
-        ],
-        { concurrency: 1 }
-      )
+    Effect.all(
+      [
+        measure("PeerTransport (websocket, msgpack frames, auth, acks, queues, validation)", peerTransportPair, seconds),
+        measure("bare @effect/rpc websocket msgpack, answered calls", rpcPair(false), seconds),
+        measure("bare @effect/rpc websocket msgpack, discard calls", rpcPair(true), seconds),
+        measure("bare ws + msgpackr, one frame per batch (the floor)", wsPair, seconds)
+      ],
+      { concurrency: 1 }
     )
   )

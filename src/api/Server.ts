@@ -20,15 +20,14 @@
  * status 413, an unknown route one with status 404; a missing or wrong API token is `Unauthorized`
  * (401). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
  *
- * The node serves its peers' `/raft` websocket on the same port through the platform
- * (`layerSharedPort`): see `SharedPortServer` for how one `http.Server` feeds both.
+ * The node serves its peers' `/raft` websocket (`PeerTransport`'s endpoint) on the same port
+ * (`layerSharedPort`).
  */
 import {
   HttpApi,
   type HttpApiEndpoint,
   type HttpApiGroup,
   HttpApiSchema,
-  HttpLayerRouter,
   HttpMethod,
   HttpServer,
   HttpServerError,
@@ -38,9 +37,11 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Cause, Effect, Either, Exit, Layer, ParseResult, Redacted, Runtime, Schema, SchemaAST } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import * as http from "node:http"
+import type { Duplex } from "node:stream"
 import { InvalidArgument, Unauthorized } from "../domain/Errors.js"
 import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
+import { PeerEndpoint, type PeerEndpointShape } from "../net/PeerTransport.js"
 
 // ---------------------------------------------------------------------------------------------
 // Handlers
@@ -566,37 +567,6 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
   }
 }
 
-/**
- * One `http.Server` for the API and for routes the platform serves beside it (the node's `/raft`).
- * The platform's `NodeHttpServer` listens on it and, once something is served with `HttpServer.serve`,
- * adds its own `request` and `upgrade` listeners; a `request` listener of ours beside it would answer
- * every request twice. So this server routes the `request` event itself: a request for one of
- * `routePaths` goes to the listeners (the platform's), every other one straight to the API's listener.
- * `upgrade` events (the peers' websockets) are not `request` events and reach the platform untouched.
- * The platform keeps doing everything for its own routes (routing, websocket upgrades, closing the
- * server), and the API's requests never enter its machinery. Subclassing keeps this one `emit`
- * override; wrapping or re-ordering listeners would depend on when the platform adds them.
- */
-class SharedPortServer extends http.Server {
-  constructor(
-    private readonly api: Listener,
-    private readonly routePaths: ReadonlySet<string>
-  ) {
-    super()
-  }
-
-  override emit(event: string, ...args: Array<unknown>): boolean {
-    if (event === "request") {
-      const request = args[0] as http.IncomingMessage
-      if (this.routePaths.size === 0 || !this.routePaths.has(pathOf(request.url ?? "/"))) {
-        this.api(request, args[1] as http.ServerResponse)
-        return true
-      }
-    }
-    return super.emit(event, ...args)
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Layers
 // ---------------------------------------------------------------------------------------------
@@ -606,12 +576,32 @@ export interface ServerOptions extends ApiOptions {
   readonly host: string
 }
 
-const make = (options: ServerOptions, routePaths: ReadonlyArray<string>) =>
+/**
+ * The `http.Server` (listening through the platform's `NodeHttpServer`, which owns its lifetime and
+ * tells the bound address). Requests for the peers' path and websocket upgrades go to `peers`, every
+ * other request to the API; without `peers` an upgrade is refused.
+ */
+const make = (options: ServerOptions, peers: PeerEndpointShape | undefined) =>
   Effect.gen(function* () {
     const table = compile(handlersOf(yield* ControlPlane))
-    const listener = makeListener(table, options, yield* Effect.runtime<never>())
-    const paths = new Set(routePaths)
-    return yield* NodeHttpServer.make(() => new SharedPortServer(listener, paths), { port: options.port, host: options.host })
+    const api = makeListener(table, options, yield* Effect.runtime<never>())
+    const server = yield* NodeHttpServer.make(
+      () => {
+        const server = http.createServer((request, response) => {
+          if (peers !== undefined && pathOf(request.url ?? "/") === peers.path) return peers.request(request, response)
+          api(request, response)
+        })
+        server.on("upgrade", (request: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+          if (peers !== undefined) return peers.upgrade(request, socket, head)
+          socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        })
+        return server
+      },
+      { port: options.port, host: options.host }
+    )
+    // Runs before the server's own release, which waits for every open connection to end.
+    if (peers !== undefined) yield* Effect.addFinalizer(() => Effect.sync(peers.close))
+    return server
   })
 
 /**
@@ -619,18 +609,10 @@ const make = (options: ServerOptions, routePaths: ReadonlyArray<string>) =>
  * address (`port: 0` picks a free port).
  */
 export const layerServer = (options: ServerOptions): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, ControlPlane> =>
-  Layer.scoped(HttpServer.HttpServer, make(options, []))
+  Layer.scoped(HttpServer.HttpServer, make(options, undefined))
 
-/**
- * The node's one port: the API, and beside it `routes` (an `HttpLayerRouter` app layer: the peers'
- * `/raft` websocket) served by the platform on the same server. `routePaths` are the paths those
- * routes serve; every other request is the API's.
- */
-export const layerSharedPort = <E, R>(
-  routes: Layer.Layer<never, E, R>,
-  options: ServerOptions & { readonly routePaths: ReadonlyArray<string> }
-) =>
-  HttpLayerRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
-    Layer.provideMerge(Layer.scoped(HttpServer.HttpServer, make(options, options.routePaths))),
-    Layer.provide(NodeHttpServer.layerContext)
-  )
+/** The node's one port: the API, and beside it the peers' `/raft` websocket endpoint. */
+export const layerSharedPort = (
+  options: ServerOptions
+): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, ControlPlane | PeerEndpoint> =>
+  Layer.scoped(HttpServer.HttpServer, Effect.flatMap(PeerEndpoint, (peers) => make(options, peers)))

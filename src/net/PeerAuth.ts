@@ -6,13 +6,15 @@
  * `GET /raft?from=F&to=T&ts=MS&nonce=N&mac=M`, where
  *
  *   key = HMAC-SHA256(clusterSecret, "blixard raft transport key")      (domain separation)
- *   M   = base64url(HMAC-SHA256(key, "blixard-raft/1\n" + clusterId + "\n" + F + "\n" + T + "\n" + MS + "\n" + N))
+ *   M   = base64url(HMAC-SHA256(key, "blixard-raft/2\n" + clusterId + "\n" + F + "\n" + T + "\n" + MS + "\n" + N))
  *
  * The receiver refuses the upgrade with 401, before reading anything from the socket, unless: every
  * field is well formed, `T` is the receiver's own id, `MS` is within `maxClockSkewMs` of its clock, the
  * MAC matches (compared in constant time), and the nonce was not seen before within the skew window
- * (a replayed handshake is refused). The accepted connection is then bound to sender `F`: the rpc
- * handler drops any message on it whose `from` is not `F` or whose `to` is not the receiver.
+ * (a replayed handshake is refused). The accepted connection is then bound to sender `F`: the
+ * receiver drops any message on it whose `from` is not `F` or whose `to` is not the receiver. The
+ * version string names the wire protocol (`PeerTransport`'s frames), so a node of an incompatible
+ * release is refused at the handshake instead of sending frames its peer cannot read.
  *
  * This is authentication, not encryption: run the cluster network on a trusted link or under a VPN
  * (WireGuard) if the Raft log must stay confidential. Every holder of the secret is a full member.
@@ -20,7 +22,7 @@
 import * as crypto from "node:crypto"
 
 const keyLabel = "blixard raft transport key"
-const version = "blixard-raft/1"
+const version = "blixard-raft/2"
 
 /** Derives the transport's HMAC key from the cluster secret. */
 export const deriveKey = (clusterSecret: string): Buffer =>
@@ -89,7 +91,7 @@ export class HandshakeVerifier {
     const ts = Number(tsText)
     const expected = macOf(this.key, this.clusterId, from, to, ts, nonce)
     if (!crypto.timingSafeEqual(Buffer.from(mac), Buffer.from(expected))) {
-      return { ok: false, reason: "bad MAC (wrong cluster secret or cluster id)", from }
+      return { ok: false, reason: "bad MAC (wrong cluster secret or cluster id, or a peer of an incompatible blixard release)", from }
     }
     if (to !== this.self) return { ok: false, reason: `handshake addressed to node ${to}, not ${this.self}`, from }
     if (Math.abs(now - ts) > this.maxClockSkewMs) {

@@ -3,7 +3,7 @@
  * may lose messages (Raft retransmits); receiving yields messages already validated against the
  * `Message` schema.
  *
- * Layers: the network transport (`@effect/rpc` on the node's port, in `src/net/`), and
+ * Layers: the network transport (`PeerTransport`: a websocket per peer on the node's port), and
  * `MemoryNetwork`, an in-process network for tests and the simulator, which can drop, partition
  * and isolate nodes.
  */

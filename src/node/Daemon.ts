@@ -35,8 +35,8 @@ import { ConfigInvalid, StorageIo, Unavailable, WrongDataDir } from "../domain/E
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
-import { RaftInbox, RaftPeers } from "../net/RpcTransport.js"
-import * as RpcTransport from "../net/RpcTransport.js"
+import * as PeerTransport from "../net/PeerTransport.js"
+import { RaftPeers } from "../net/PeerTransport.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
@@ -188,7 +188,7 @@ export const run = (config: NodeConfig) =>
       }
 
       const transport = yield* Layer.build(
-        RpcTransport.layerTransport({
+        PeerTransport.layerTransport({
           self: node,
           peers: new Map(config.peers.map((p) => [p.id, p.address])),
           clusterSecret: secret,
@@ -209,9 +209,8 @@ export const run = (config: NodeConfig) =>
 
       // One port: the REST API and the peers' /raft endpoint.
       const { host, port } = splitHostPort(config.bind)
-      const routePaths = [Context.get(transport, RaftInbox).path]
       yield* Layer.build(
-        Server.layerSharedPort(RpcTransport.layerServer, { host, port, apiToken, routePaths }).pipe(
+        Server.layerSharedPort({ host, port, apiToken }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))
         )

@@ -1,53 +1,50 @@
 /**
- * The node's composition: the API and peer RPC routes (served by the platform's router) on one port.
+ * The node's composition: the REST API and the peers' Raft endpoint (`PeerTransport`) on one port, as
+ * the daemon builds them (`layerSharedPort`).
  */
-import { FetchHttpClient, HttpServer } from "@effect/platform"
-import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "@effect/rpc"
+import { HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Schema } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { ApiClient } from "../../src/api/Client.js"
 import { ControlPlane } from "../../src/api/ControlPlane.js"
 import { makeMemory } from "../../src/api/ControlPlaneMemory.js"
 import { layerServer, layerSharedPort } from "../../src/api/Server.js"
 import { Unauthorized } from "../../src/domain/Errors.js"
+import { layerTransport } from "../../src/net/PeerTransport.js"
+import { Transport } from "../../src/net/Transport.js"
+import { heartbeat, receiveN, secret, startNode } from "../net/harness.js"
 import { spec } from "./harness.js"
 
-class Peer extends RpcGroup.make(Rpc.make("Ping", { payload: { n: Schema.Number }, success: Schema.String })) {}
-
-const PeerLive = Peer.toLayer({ Ping: ({ n }) => Effect.succeed(`pong ${n}`) })
-
-describe("mounting beside peer RPC", () => {
-  it.scopedLive("the API, /openapi.json and an RpcServer share one port", () =>
+describe("mounting beside the peers' endpoint", () => {
+  it.scopedLive("the API, /openapi.json and Raft traffic share one port", () =>
     Effect.gen(function* () {
-      const plane = makeMemory()
-      const routes = RpcServer.layerHttpRouter({ group: Peer, path: "/raft", protocol: "http" }).pipe(
-        Layer.provide(PeerLive),
-        Layer.provide(RpcSerialization.layerNdjson)
-      )
+      const plane = makeMemory({ node: 2 as never })
       const context = yield* Layer.build(
-        layerSharedPort(routes, { port: 0, host: "127.0.0.1", apiToken: "t0ken", routePaths: ["/raft"] }).pipe(
-          Layer.provide(Layer.succeed(ControlPlane, plane))
+        layerSharedPort({ port: 0, host: "127.0.0.1", apiToken: "t0ken" }).pipe(
+          Layer.provide(Layer.succeed(ControlPlane, plane)),
+          Layer.provideMerge(layerTransport({ self: 2, clusterSecret: secret, requestTimeoutMs: 2000 }))
         )
       )
       const address = Context.get(context, HttpServer.HttpServer).address
       if (address._tag !== "TcpAddress") return yield* Effect.die("expected a TCP address")
       const addr = `127.0.0.1:${address.port}`
 
-      const peer = yield* RpcClient.make(Peer).pipe(
-        Effect.provide(
-          RpcClient.layerProtocolHttp({ url: `http://${addr}/raft` }).pipe(
-            Layer.provide([RpcSerialization.layerNdjson, FetchHttpClient.layer])
-          )
-        )
-      )
-      expect(yield* peer.Ping({ n: 7 })).toBe("pong 7")
-
       const api = yield* Effect.provide(ApiClient, ApiClient.layerFetch({ addr, token: "t0ken" }))
       expect((yield* api.createVm(spec("web"))).revision).toBe(1)
       expect((yield* api.health()).status).toBe("ok")
       const anonymous = yield* Effect.provide(ApiClient, ApiClient.layerFetch({ addr }))
       expect(yield* Effect.flip(anonymous.listVms())).toBeInstanceOf(Unauthorized)
-      expect(yield* peer.Ping({ n: 8 })).toBe("pong 8")
+      const openapi = yield* Effect.promise(() => fetch(`http://${addr}/openapi.json`, { headers: { authorization: "Bearer t0ken" } }))
+      expect(openapi.status).toBe(200)
+
+      // A peer's Raft messages reach this node's transport through the same port.
+      const peer = yield* startNode(1)
+      yield* peer.peers.set(2, addr)
+      yield* peer.transport.send([heartbeat(1, 2, 9)])
+      expect(yield* receiveN(Context.get(context, Transport), 1)).toEqual([heartbeat(1, 2, 9)])
+      // A plain request to the peers' path without a handshake is refused; the API still answers.
+      expect((yield* Effect.promise(() => fetch(`http://${addr}/raft`))).status).toBe(401)
+      expect((yield* api.listVms()).map((vm) => vm.spec.name)).toEqual(["web"])
     })
   )
 

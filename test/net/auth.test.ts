@@ -3,15 +3,13 @@
  * loopback, without the cluster secret) are refused before any message is read, replayed handshakes
  * are refused, and malformed input from an authenticated peer is dropped while the server keeps serving.
  */
-import { Socket } from "@effect/platform"
-import { NodeSocket } from "@effect/platform-node"
-import { RpcClient, RpcSerialization } from "@effect/rpc"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Schedule } from "effect"
+import { Effect } from "effect"
+import { Packr } from "msgpackr"
 import { execFile } from "node:child_process"
 import * as path from "node:path"
+import { WebSocket } from "ws"
 import { deriveKey, sign, toQuery } from "../../src/net/PeerAuth.js"
-import { RaftRpcs } from "../../src/net/RaftRpc.js"
 import { connectAll, heartbeat, receiveN, secret, startNode } from "./harness.js"
 
 const fixture = path.resolve(import.meta.dirname, "..", "fixtures", "raft-rogue.mjs")
@@ -27,20 +25,29 @@ const rogue = (...args: ReadonlyArray<string>): Effect.Effect<Array<Record<strin
 
 const handshake = (from: number, to: number, now = Date.now()) => toQuery(sign(deriveKey(secret), "", from, to, now))
 
-/** An rpc client speaking to `port` over a websocket opened with the given handshake query. */
-const rawClient = (port: number, query: string) =>
-  Effect.gen(function* () {
-    const protocol = yield* Layer.build(
-      RpcClient.layerProtocolSocket({ retrySchedule: Schedule.stop }).pipe(
-        Layer.provide(Layer.scoped(Socket.Socket, Socket.makeWebSocket(`ws://127.0.0.1:${port}/raft?${query}`))),
-        Layer.provide(NodeSocket.layerWebSocketConstructor),
-        Layer.provide(RpcSerialization.layerMsgPack)
-      )
-    )
-    return yield* Effect.provide(RpcClient.make(RaftRpcs, { disableTracing: true, flatten: true }), protocol)
-  })
+/** Plain msgpack, as a peer writes it. */
+const packr = new Packr({ useRecords: false })
 
-describe("RpcTransport authentication", () => {
+interface RawPeer {
+  readonly socket: WebSocket
+  /** The acknowledgements received so far, decoded. */
+  readonly acks: Array<unknown>
+}
+
+/** A websocket to `port` opened with the given handshake query, closed with the scope. */
+const rawPeer = (port: number, query: string) =>
+  Effect.acquireRelease(
+    Effect.async<RawPeer, Error>((resume) => {
+      const socket = new WebSocket(`ws://127.0.0.1:${port}/raft?${query}`)
+      const acks: Array<unknown> = []
+      socket.on("message", (data) => acks.push(packr.unpack(data as Buffer)))
+      socket.once("open", () => resume(Effect.succeed({ socket, acks })))
+      socket.once("error", (e) => resume(Effect.fail(e)))
+    }),
+    (peer) => Effect.sync(() => peer.socket.terminate())
+  )
+
+describe("PeerTransport authentication", () => {
   it.scopedLive("a rogue process without the secret cannot deliver a vote or an append", () =>
     Effect.gen(function* () {
       const a = yield* startNode(1)
@@ -86,36 +93,36 @@ describe("RpcTransport authentication", () => {
       const b = yield* startNode(2)
       yield* connectAll([a, b])
 
-      // Garbage frames on an authenticated socket.
       yield* Effect.scoped(
         Effect.gen(function* () {
-          const socket = yield* Socket.makeWebSocket(`ws://127.0.0.1:${b.port}/raft?${handshake(1, 2)}`)
-          const write = yield* socket.writer
-          yield* Effect.forkScoped(Effect.ignore(socket.runRaw(() => Effect.void)))
-          yield* Effect.ignore(write(new Uint8Array([0xc1, 0xff, 0x00, 0x13, 0x37])))
-          yield* Effect.ignore(write("{ this is not json"))
-        }).pipe(Effect.provide(NodeSocket.layerWebSocketConstructor))
-      )
-
-      // Well-framed batches with bad messages in them, from an authenticated peer.
-      yield* Effect.scoped(
-        Effect.gen(function* () {
-          const client = yield* rawClient(b.port, handshake(1, 2))
-          yield* client("Raft.Deliver", {
-            from: 1,
-            messages: [
-              "garbage",
-              null,
-              { type: "nope", from: 1, to: 2, term: 1 },
-              { type: "vote", from: 1, to: 2, term: -1, index: 1, logTerm: 1, transfer: false },
-              { type: "app", from: 1, to: 2, term: 1, index: 0, logTerm: 0, commit: 0, entries: [{ index: "x" }] },
-              heartbeat(1, 3, 1),
-              heartbeat(3, 2, 1),
-              heartbeat(1, 2, 1)
-            ]
-          })
-          // A batch whose sender differs from the authenticated one is dropped whole.
-          yield* client("Raft.Deliver", { from: 3, messages: [heartbeat(3, 2, 2)] })
+          const peer = yield* rawPeer(b.port, handshake(1, 2))
+          // Garbage frames: not msgpack, a text frame, msgpack of the wrong shape.
+          peer.socket.send(Buffer.from([0xc1, 0xff, 0x00, 0x13, 0x37]))
+          peer.socket.send("{ this is not json")
+          peer.socket.send(packr.pack({ seq: 1, messages: [] }))
+          peer.socket.send(packr.pack([0, [heartbeat(1, 2, 0)]]))
+          // A well-framed batch with bad messages in it: only the good one gets through.
+          peer.socket.send(
+            packr.pack([
+              1,
+              [
+                "garbage",
+                null,
+                { type: "nope", from: 1, to: 2, term: 1 },
+                { type: "vote", from: 1, to: 2, term: -1, index: 1, logTerm: 1, transfer: false },
+                { type: "app", from: 1, to: 2, term: 1, index: 0, logTerm: 0, commit: 0, entries: [{ index: "x" }] },
+                heartbeat(1, 3, 1),
+                heartbeat(3, 2, 1),
+                heartbeat(1, 2, 1)
+              ]
+            ])
+          )
+          // Messages claiming another sender than the authenticated one are dropped.
+          peer.socket.send(packr.pack([2, [heartbeat(3, 2, 2)]]))
+          // Only the well-formed frames are acknowledged.
+          const until = Date.now() + 15_000
+          while (peer.acks.length < 2 && Date.now() < until) yield* Effect.sleep("10 millis")
+          expect(peer.acks).toEqual([1, 2])
         })
       )
       expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])

@@ -1,9 +1,7 @@
 /** Real nodes' transports on loopback for the transport tests: each one an HTTP server on an ephemeral port. */
-import { HttpLayerRouter, HttpServer } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import { HttpServer } from "@effect/platform"
 import { Context, Duration, Effect, ExecutionStrategy, Exit, Layer, Option, Scope } from "effect"
-import { createServer } from "node:http"
-import { layerServer, layerTransport, RaftPeers, type RaftPeersShape, type RpcTransportOptions } from "../../src/net/RpcTransport.js"
+import { layerStandalone, layerTransport, type PeerTransportOptions, RaftPeers, type RaftPeersShape } from "../../src/net/PeerTransport.js"
 import { Transport, type TransportShape } from "../../src/net/Transport.js"
 import type { Message } from "../../src/raft/Message.js"
 
@@ -22,15 +20,13 @@ export interface TestNode {
 /** Starts node `id` (transport + server) on `port` (0: ephemeral). Stopped with the enclosing scope or `stop`. */
 export const startNode = (
   id: number,
-  options: Partial<RpcTransportOptions> & { readonly port?: number } = {}
+  options: Partial<PeerTransportOptions> & { readonly port?: number } = {}
 ): Effect.Effect<TestNode, unknown, Scope.Scope> =>
   Effect.gen(function* () {
     const outer = yield* Effect.scope
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
     const net = layerTransport({ self: id, clusterSecret: secret, requestTimeoutMs: 2000, ...options })
-    const server = HttpLayerRouter.serve(layerServer, { disableLogger: true, disableListenLog: true }).pipe(
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: options.port ?? 0, host: "127.0.0.1" }))
-    )
+    const server = layerStandalone({ port: options.port ?? 0, host: "127.0.0.1" })
     const context = yield* Layer.buildWithScope(Layer.provideMerge(server, net), scope)
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")

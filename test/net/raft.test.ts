@@ -1,14 +1,12 @@
 /**
- * Real `RaftNode`s talking through `RpcTransport` over loopback TCP (in-memory storage, the KV state
+ * Real `RaftNode`s talking through `PeerTransport` over loopback TCP (in-memory storage, the KV state
  * machine, real time): they elect a leader, replicate a write, and after the leader stops, the others
  * (which see it unreachable) elect a new one and keep writing.
  */
-import { HttpLayerRouter, HttpServer } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import { HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, ExecutionStrategy, Exit, Layer, Scope } from "effect"
-import { createServer } from "node:http"
-import { layerServer, layerTransport, RaftPeers, type RaftPeersShape } from "../../src/net/RpcTransport.js"
+import { layerStandalone, layerTransport, RaftPeers, type RaftPeersShape } from "../../src/net/PeerTransport.js"
 import * as RaftNode from "../../src/raft/RaftNode.js"
 import { KvStore } from "../../src/sim/KvStore.js"
 import { layerMemory, MemoryStore } from "../../src/storage/RaftStorage.js"
@@ -28,9 +26,7 @@ const start = (id: number, voters: ReadonlyArray<number>) =>
     const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const kv = new KvStore()
     const Net = layerTransport({ self: id, clusterSecret: secret, requestTimeoutMs: 1000, backoffMaxMs: 300 })
-    const Http = HttpLayerRouter.serve(layerServer, { disableLogger: true, disableListenLog: true }).pipe(
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
-    )
+    const Http = layerStandalone({ port: 0, host: "127.0.0.1" })
     const Raft = RaftNode.layer({ id, tickMs: 20, requestTimeoutMs: 10_000, bootstrap: voters }).pipe(
       Layer.provide(Layer.mergeAll(layerMemory(new MemoryStore()), kv.layer()))
     )
@@ -63,7 +59,7 @@ const agreedLeader = (members: ReadonlyArray<Member>) =>
 
 const put = (key: string, value: string) => JSON.stringify({ op: "put", key, value })
 
-describe("RaftNode over RpcTransport", () => {
+describe("RaftNode over PeerTransport", () => {
   it.scopedLive("three nodes elect, replicate, and fail over when the leader stops", () =>
     Effect.gen(function* () {
       const voters = [1, 2, 3]

@@ -4,7 +4,7 @@ import * as net from "node:net"
 import type { Message } from "../../src/raft/Message.js"
 import { append, connectAll, eventually, freePort, heartbeat, receiveN, receiveWithin, startNode } from "./harness.js"
 
-describe("RpcTransport on loopback", () => {
+describe("PeerTransport on loopback", () => {
   it.scopedLive("two nodes deliver both ways", () =>
     Effect.gen(function* () {
       const a = yield* startNode(1)
@@ -15,16 +15,6 @@ describe("RpcTransport on loopback", () => {
       const resp: Message = { type: "heartbeatResp", from: 2, to: 1, term: 1, context: "read-1" }
       yield* b.transport.send([resp])
       expect(yield* receiveN(a.transport, 1)).toEqual([resp])
-    })
-  )
-
-  it.scopedLive("two nodes deliver with JSON serialization too", () =>
-    Effect.gen(function* () {
-      const a = yield* startNode(1, { serialization: "json" })
-      const b = yield* startNode(2, { serialization: "json" })
-      yield* connectAll([a, b])
-      yield* a.transport.send([append(1, 2, 1), append(1, 2, 2)])
-      expect(yield* receiveN(b.transport, 2)).toEqual([append(1, 2, 1), append(1, 2, 2)])
     })
   )
 
@@ -50,7 +40,7 @@ describe("RpcTransport on loopback", () => {
       yield* connectAll([a, b])
       const batch = Array.from({ length: 500 }, (_, i) => append(1, 2, i))
       yield* a.transport.send(batch)
-      // Many small sends in a row: they queue behind the request in flight and go out together.
+      // Many small sends in a row: once the window of unacknowledged frames is full they queue and go out together.
       for (let i = 500; i < 2000; i++) yield* a.transport.send([append(1, 2, i)])
       const got = yield* receiveN(b.transport, 2000)
       expect(got.map((m) => (m.type === "app" ? m.index : -1))).toEqual(Array.from({ length: 2000 }, (_, i) => i))
@@ -119,7 +109,7 @@ describe("RpcTransport on loopback", () => {
         seen++
       }
       expect(seen).toBeLessThanOrEqual(4096)
-      // The receiver hands a batch to its inbox before it answers: the sender learns of the success a moment later.
+      // The receiver hands a batch to its inbox before it acknowledges it: the sender learns of the success a moment later.
       yield* eventually("the sender sees the peer connected again", Effect.map(a.peers.stats, ([s]) => s?.connected === true && s.failures === 0))
       expect((yield* a.peers.stats)[0]!.queued).toBeLessThanOrEqual(4096)
     })
