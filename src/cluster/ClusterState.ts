@@ -53,6 +53,9 @@ const encodeResult = (result: ApplyResult): typeof ResultJson.Type =>
 const decodeResult = (json: typeof ResultJson.Type): ApplyResult =>
   json.ok ? Either.right({ vm: json.vm, node: json.node }) : Either.left(json.error)
 
+/** A VM record's fields apart from where it is placed: what the scheduler needs to place it. */
+type Unplaced = Pick<VmRecord, "spec" | "desired" | "status" | "revision" | "createdAt">
+
 export class ClusterState {
   /** Every VM by name. Read freely; change only through `put`/`remove`, which keep the indexes below. */
   readonly vms = new Map<string, VmRecord>()
@@ -65,6 +68,13 @@ export class ClusterState {
   readonly members = new Map<number, string>()
   /** Request id → result, in the order applied. */
   readonly requests = new Map<string, typeof ResultJson.Type>()
+  /**
+   * The ids in `requests` as a ring, the oldest at `requestNext` once it is full: forgetting the
+   * oldest id is O(1). (Taking it from `requests.keys()` is not: a Map's iterator walks over the
+   * slots of deleted entries, thousands of them between rehashes — measured 2–10 µs per apply.)
+   */
+  private readonly requestRing: Array<string> = []
+  private requestNext = 0
   appliedIndex = 0
   /** Chosen by the founding node and carried in every snapshot; "" until known. */
   clusterId = ""
@@ -78,6 +88,15 @@ export class ClusterState {
     else this.unplaced.delete(name)
   }
 
+  /** Remembers the result of request `id`, forgetting the oldest id beyond `RequestMemory`. */
+  private remember(id: string, result: typeof ResultJson.Type): void {
+    this.requests.set(id, result)
+    const oldest = this.requestRing[this.requestNext]
+    if (oldest !== undefined) this.requests.delete(oldest)
+    this.requestRing[this.requestNext] = id
+    this.requestNext = (this.requestNext + 1) % RequestMemory
+  }
+
   private remove(name: string): void {
     const old = this.vms.get(name)
     if (old === undefined) return
@@ -86,7 +105,11 @@ export class ClusterState {
     this.unplaced.delete(name)
   }
 
-  /** Applies the committed entry at `index`. Never throws for a refused command: it returns the error. */
+  /**
+   * Applies the committed entry at `index`. Never throws for a refused command: it returns the
+   * error. The envelope and its command may be plain objects of their classes' shape (that is how
+   * the state machine decodes entries); only their fields are read.
+   */
   apply(index: number, envelope: CommandEnvelope): ApplyResult {
     if (index <= this.appliedIndex) {
       throw new Error(`state machine applied entry ${index} after ${this.appliedIndex}: entries must apply once, in order`)
@@ -98,10 +121,7 @@ export class ClusterState {
       if (seen !== undefined) return decodeResult(seen)
     }
     const result = this.run(envelope.command, envelope.proposedAt)
-    if (id !== undefined) {
-      this.requests.set(id, encodeResult(result))
-      if (this.requests.size > RequestMemory) this.requests.delete(this.requests.keys().next().value!)
-    }
+    if (id !== undefined) this.remember(id, encodeResult(result))
     return result
   }
 
@@ -110,15 +130,19 @@ export class ClusterState {
       case "CreateVm": {
         const name = command.spec.name
         if (this.vms.has(name)) return Either.left(new VmExists({ subject: name, message: `a VM named "${name}" already exists` }))
-        const record = new VmRecord({
-          spec: command.spec,
-          desired: "stopped",
-          status: new VmStatus({ phase: "pending", since: now, restarts: 0 }, trusted),
-          revision: 1,
-          createdAt: now
-        }, trusted)
+        // Created (revision 1) and placed (revision 2) in one step: no record of the first is kept.
+        const record = this.placed(
+          {
+            spec: command.spec,
+            desired: "stopped",
+            status: new VmStatus({ phase: "pending", since: now, restarts: 0 }, trusted),
+            revision: 1,
+            createdAt: now
+          },
+          now
+        )
         this.put(name, record)
-        return Either.right({ vm: this.placeVm(name, now) })
+        return Either.right({ vm: record })
       }
       case "StartVm":
       case "StopVm":
@@ -210,25 +234,40 @@ export class ClusterState {
     else if (change.address !== undefined) this.members.set(change.nodeId, change.address)
   }
 
+  /**
+   * What `vm`, placed nowhere, becomes when the scheduler places it: stopped on a node, or pending
+   * with the scheduler's reason. A placement is a change, so the revision is bumped either way.
+   */
+  private placed(vm: Unplaced, now: number, avoid?: NodeId): VmRecord {
+    const placement = place(vm.spec, this.nodes.values(), this.ledger, avoid)
+    // The fields a placement keeps, listed rather than spread from `vm`: building a record from a
+    // spread of another costs about 4× more (1.8 µs against 0.5). `satisfies` stops compiling
+    // here when VmRecord gains a field, until the field is handled.
+    const kept = {
+      spec: vm.spec,
+      desired: vm.desired,
+      revision: vm.revision + 1,
+      createdAt: vm.createdAt
+    } satisfies Record<Exclude<keyof typeof VmRecord.fields, "node" | "pendingReason" | "status">, unknown>
+    const restarts = vm.status.restarts
+    return placement._tag === "Placed"
+      ? new VmRecord(
+          { ...kept, node: placement.node, status: new VmStatus({ phase: "stopped", since: now, restarts }, trusted) },
+          trusted
+        )
+      : new VmRecord(
+          {
+            ...kept,
+            pendingReason: placement.reason,
+            status: vm.status.phase === "pending" ? vm.status : new VmStatus({ phase: "pending", since: now, restarts }, trusted)
+          },
+          trusted
+        )
+  }
+
   /** Places the (unplaced) VM `name`; it stays pending with the scheduler's reason if nothing fits. */
   private placeVm(name: string, now: number, avoid?: NodeId): VmRecord {
-    const vm = this.vms.get(name)!
-    const placement = place(vm.spec, this.nodes.values(), this.ledger, avoid)
-    const { pendingReason: _, node: _n, ...rest } = vm
-    const updated =
-      placement._tag === "Placed"
-        ? new VmRecord({
-            ...rest,
-            node: placement.node,
-            status: new VmStatus({ phase: "stopped", since: now, restarts: vm.status.restarts }, trusted),
-            revision: vm.revision + 1
-          }, trusted)
-        : new VmRecord({
-            ...rest,
-            pendingReason: placement.reason,
-            status: vm.status.phase === "pending" ? vm.status : new VmStatus({ phase: "pending", since: now, restarts: vm.status.restarts }, trusted),
-            revision: vm.revision + 1
-          }, trusted)
+    const updated = this.placed(this.vms.get(name)!, now, avoid)
     this.put(name, updated)
     return updated
   }
@@ -248,8 +287,9 @@ export class ClusterState {
   private placePending(now: number): void {
     for (const name of [...this.unplaced].sort()) {
       const vm = this.vms.get(name)!
-      const placed = this.placeVm(name, now)
-      if (placed.node === undefined && placed.pendingReason === vm.pendingReason) this.put(name, vm)
+      const updated = this.placed(vm, now)
+      // Still pending for the same reason: nothing changed, so the record (and revision) stays.
+      if (updated.node !== undefined || updated.pendingReason !== vm.pendingReason) this.put(name, updated)
     }
   }
 
@@ -275,7 +315,7 @@ export class ClusterState {
     for (const node of decoded.nodes) state.nodes.set(node.id, node)
     for (const [id, address] of decoded.members) state.members.set(id, address)
     state.clusterId = decoded.clusterId
-    for (const [id, result] of decoded.requests) state.requests.set(id, result)
+    for (const [id, result] of decoded.requests) state.remember(id, result)
     return state
   }
 }

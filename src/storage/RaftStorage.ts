@@ -15,7 +15,7 @@
  * Every entry, the hard state and the snapshot carry a checksum verified on read; a mismatch is a
  * `StorageCorrupt` error naming the file and the index. The node stops; it never serves wrong data.
  */
-import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Effect, Layer, Option } from "effect"
 import { StorageCorrupt } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
@@ -64,8 +64,10 @@ export interface RaftStorageShape {
 export class RaftStorage extends Context.Tag("blixard/RaftStorage")<RaftStorage, RaftStorageShape>() {}
 
 /** Misuse by the caller (a gap in the log, reading outside it): a bug, so it dies loudly. */
+class Misuse extends Error {}
+
 const misuse = (message: string): never => {
-  throw new Error(`RaftStorage misuse: ${message}`)
+  throw new Misuse(`RaftStorage misuse: ${message}`)
 }
 
 const checkContiguous = (entries: ReadonlyArray<Entry>): void => {
@@ -113,12 +115,19 @@ interface EntryRow {
 
 const entryKinds: ReadonlySet<string> = new Set<EntryKind>(["normal", "confChange", "empty"])
 
-const insertChunk = 400
+/** How many entries `initialState` verifies per read, so the event loop runs between reads. */
+const verifyChunk = 2048
 
-/** `RaftStorage` over the node's SQLite database (needs a `SqlClient`, see `Database.layer`). */
+/**
+ * `RaftStorage` over the node's SQLite database (needs `Database.layer`'s `Connection` and a
+ * `Durability`). Every statement is prepared here, once, and each call runs its statements
+ * synchronously in one `Connection.use` or `transaction`: a `save` of ten entries is one
+ * transaction of ten prepared INSERTs and an upsert of the hard state, with no Effect machinery per
+ * statement (see `Database` for what that machinery cost per replicated write).
+ */
 export const makeSql = (options: { readonly filename: string; readonly node?: NodeId | undefined }) =>
   Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
+    const connection = yield* Database.Connection
     const durability = yield* Database.Durability
     const fail = Database.classify(options, "using the Raft log")
     const corrupt = (message: string) =>
@@ -127,28 +136,60 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
         message: `${message} in ${options.filename}; the node stops rather than serve damaged data — restore the data directory from a backup, or remove it and rejoin the node so it catches up from its peers`,
         ...(options.node !== undefined ? { node: options.node } : {})
       })
-    const run = <A>(effect: Effect.Effect<A, unknown>): Effect.Effect<A, StorageError> =>
-      Effect.catchAll(effect, (e) =>
-        e instanceof StorageCorrupt ? Effect.fail(e) : Effect.fail(fail(e))
-      ) as Effect.Effect<A, StorageError>
+    /** What a call threw: misuse dies, damage it found fails as it is, a SQLite error is classified. */
+    const failure = (e: unknown): Effect.Effect<never, StorageError> =>
+      e instanceof Misuse ? Effect.die(e) : Effect.fail(e instanceof StorageCorrupt ? e : fail(e))
 
-    const toEntry = (row: EntryRow): Effect.Effect<Entry, StorageCorrupt> => {
-      if (!entryKinds.has(row.kind)) return Effect.fail(corrupt(`log entry ${row.idx} has an unknown kind "${row.kind}"`))
+    const prepare = connection.prepare
+    const statements = yield* Effect.try({
+      try: () => ({
+        logStart: prepare<[], { first_index: number; prev_term: number }>(
+          "SELECT first_index, prev_term FROM raft_log_start WHERE id = 1"
+        ),
+        maxIndex: prepare<[], { m: number | null }>("SELECT max(idx) AS m FROM raft_log"),
+        entries: prepare<[number, number], EntryRow>(
+          "SELECT idx, term, kind, data, checksum FROM raft_log WHERE idx >= ? AND idx < ? ORDER BY idx"
+        ),
+        insertEntry: prepare<[number, number, string, string, number]>(
+          "INSERT INTO raft_log (idx, term, kind, data, checksum) VALUES (?, ?, ?, ?, ?)"
+        ),
+        truncateFrom: prepare<[number]>("DELETE FROM raft_log WHERE idx >= ?"),
+        compactThrough: prepare<[number]>("DELETE FROM raft_log WHERE idx <= ?"),
+        clearLog: prepare<[]>("DELETE FROM raft_log"),
+        setLogStart: prepare<[number, number]>("UPDATE raft_log_start SET first_index = ?, prev_term = ? WHERE id = 1"),
+        hardState: prepare<[], { term: number; vote: number; commit_index: number; checksum: number }>(
+          "SELECT term, vote, commit_index, checksum FROM raft_hard_state WHERE id = 1"
+        ),
+        setHardState: prepare<[number, number, number, number]>(
+          `INSERT INTO raft_hard_state (id, term, vote, commit_index, checksum) VALUES (1, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET term = excluded.term, vote = excluded.vote,
+              commit_index = excluded.commit_index, checksum = excluded.checksum`
+        ),
+        snapshot: prepare<[], { idx: number; term: number; conf_state: string; data: string; checksum: number }>(
+          "SELECT idx, term, conf_state, data, checksum FROM raft_snapshot WHERE id = 1"
+        ),
+        setSnapshot: prepare<[number, number, string, string, number]>(
+          `INSERT INTO raft_snapshot (id, idx, term, conf_state, data, checksum) VALUES (1, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET idx = excluded.idx, term = excluded.term,
+              conf_state = excluded.conf_state, data = excluded.data, checksum = excluded.checksum`
+        )
+      }),
+      catch: fail
+    })
+
+    // Everything below runs inside `read` or `write` and throws: a `StorageCorrupt`, a `Misuse` or
+    // a SQLite error.
+
+    const toEntry = (row: EntryRow): Entry => {
+      if (!entryKinds.has(row.kind)) throw corrupt(`log entry ${row.idx} has an unknown kind "${row.kind}"`)
       const entry: Entry = { index: row.idx, term: row.term, kind: row.kind as EntryKind, data: row.data }
       const computed = entryChecksum(entry)
-      return computed === row.checksum
-        ? Effect.succeed(entry)
-        : Effect.fail(
-            corrupt(`log entry ${row.idx} fails its checksum (stored ${row.checksum}, computed ${computed})`)
-          )
+      if (computed !== row.checksum) {
+        throw corrupt(`log entry ${row.idx} fails its checksum (stored ${row.checksum}, computed ${computed})`)
+      }
+      return entry
     }
 
-    const logStart = Effect.flatMap(
-      sql<{ first_index: number; prev_term: number }>`SELECT first_index, prev_term FROM raft_log_start WHERE id = 1`,
-      (rows) =>
-        rows[0] !== undefined ? Effect.succeed(rows[0]) : Effect.fail(corrupt("the log's start record is missing"))
-    )
-    const maxIndex = Effect.map(sql<{ m: number | null }>`SELECT max(idx) AS m FROM raft_log`, (rows) => rows[0]?.m ?? null)
     interface Bounds {
       readonly first: number
       readonly prevTerm: number
@@ -156,189 +197,150 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
     }
     /** The log's bounds as last written; undefined until read, or after a failed write. */
     let known: Bounds | undefined
-    const bounds: Effect.Effect<Bounds, unknown> = Effect.suspend(() =>
-      known !== undefined
-        ? Effect.succeed(known)
-        : Effect.gen(function* () {
-            const start = yield* logStart
-            const max = yield* maxIndex
-            known = { first: start.first_index, prevTerm: start.prev_term, last: max ?? start.first_index - 1 }
-            return known
-          })
-    )
-    /** Runs a write transaction that leaves the log with bounds `after` (or unchanged), then makes it durable. */
-    const write = <A>(transaction: Effect.Effect<readonly [A, Bounds | undefined], unknown>): Effect.Effect<A, StorageError> =>
-      run(
-        Effect.onError(sql.withTransaction(transaction), () => Effect.sync(() => (known = undefined)))
-      ).pipe(
-        Effect.flatMap(([result, after]) => {
-          if (after !== undefined) known = after
-          return Effect.as(durability.sync, result)
-        })
-      )
-
-    const readSnapshot = Effect.flatMap(
-      sql<{ idx: number; term: number; conf_state: string; data: string; checksum: number }>`
-        SELECT idx, term, conf_state, data, checksum FROM raft_snapshot WHERE id = 1`,
-      (rows) => {
-        const row = rows[0]
-        if (row === undefined) return Effect.succeed(Option.none<Snapshot>())
-        let confState: ConfState
-        try {
-          confState = JSON.parse(row.conf_state) as ConfState
-        } catch {
-          return Effect.fail(corrupt(`the snapshot at index ${row.idx} has an unreadable configuration`))
-        }
-        const metadata: SnapshotMetadata = { index: row.idx, term: row.term, confState }
-        const computed = snapshotChecksum(metadata, row.data)
-        return computed === row.checksum
-          ? Effect.succeed(Option.some<Snapshot>({ metadata, data: row.data }))
-          : Effect.fail(corrupt(`the snapshot at index ${row.idx} fails its checksum (stored ${row.checksum}, computed ${computed})`))
+    const bounds = (): Bounds => {
+      if (known === undefined) {
+        const start = statements.logStart.get()
+        if (start === undefined) throw corrupt("the log's start record is missing")
+        const max = statements.maxIndex.get()?.m ?? null
+        known = { first: start.first_index, prevTerm: start.prev_term, last: max ?? start.first_index - 1 }
       }
-    )
-
-    const readHardState = Effect.flatMap(
-      sql<{ term: number; vote: number; commit_index: number; checksum: number }>`
-        SELECT term, vote, commit_index, checksum FROM raft_hard_state WHERE id = 1`,
-      (rows) => {
-        const row = rows[0]
-        if (row === undefined) return Effect.succeed(emptyHardState)
-        const hs: HardState = { term: row.term, vote: row.vote, commit: row.commit_index }
-        const computed = hardStateChecksum(hs)
-        return computed === row.checksum
-          ? Effect.succeed(hs)
-          : Effect.fail(corrupt(`the Raft hard state fails its checksum (stored ${row.checksum}, computed ${computed})`))
-      }
-    )
-
-    const readEntries = (lo: number, hi: number) =>
-      Effect.flatMap(
-        sql<EntryRow>`SELECT idx, term, kind, data, checksum FROM raft_log WHERE idx >= ${lo} AND idx < ${hi} ORDER BY idx`,
-        (rows) => {
-          if (rows.length !== hi - lo) {
-            const missing = rows.findIndex((row, i) => row.idx !== lo + i)
-            const at = missing === -1 ? lo + rows.length : lo + missing
-            return Effect.fail(corrupt(`log entry ${at} is missing (expected entries ${lo} to ${hi - 1})`))
-          }
-          return Effect.forEach(rows, toEntry)
-        }
-      )
-
-    const writeSnapshot = (snapshot: Snapshot) => {
-      const m = snapshot.metadata
-      const checksum = snapshotChecksum(m, snapshot.data)
-      return sql`INSERT INTO raft_snapshot (id, idx, term, conf_state, data, checksum)
-        VALUES (1, ${m.index}, ${m.term}, ${JSON.stringify(m.confState)}, ${snapshot.data}, ${checksum})
-        ON CONFLICT (id) DO UPDATE SET idx = excluded.idx, term = excluded.term,
-          conf_state = excluded.conf_state, data = excluded.data, checksum = excluded.checksum`
+      return known
     }
 
-    const save = (batch: SaveBatch) =>
-      write(
-        Effect.gen(function* () {
-          let after: Bounds | undefined
-          if (batch.snapshot !== undefined) {
-            const m = batch.snapshot.metadata
-            yield* writeSnapshot(batch.snapshot)
-            yield* sql`DELETE FROM raft_log`
-            yield* sql`UPDATE raft_log_start SET first_index = ${m.index + 1}, prev_term = ${m.term} WHERE id = 1`
-            after = { first: m.index + 1, prevTerm: m.term, last: m.index }
-          }
-          const entries = batch.entries
-          if (entries !== undefined && entries.length > 0) {
-            checkContiguous(entries)
-            const b = after ?? (yield* bounds)
-            const firstNew = entries[0]!.index
-            checkAppendPosition(firstNew, b.first, b.last)
-            if (firstNew <= b.last) yield* sql`DELETE FROM raft_log WHERE idx >= ${firstNew}`
-            for (let at = 0; at < entries.length; at += insertChunk) {
-              const rows = entries.slice(at, at + insertChunk).map((e) => ({
-                idx: e.index,
-                term: e.term,
-                kind: e.kind,
-                data: e.data,
-                checksum: entryChecksum(e)
-              }))
-              yield* sql`INSERT INTO raft_log ${sql.insert(rows)}`
-            }
-            after = { ...b, last: entries[entries.length - 1]!.index }
-          }
-          if (batch.hardState !== undefined) {
-            const hs = batch.hardState
-            yield* sql`INSERT INTO raft_hard_state (id, term, vote, commit_index, checksum)
-              VALUES (1, ${hs.term}, ${hs.vote}, ${hs.commit}, ${hardStateChecksum(hs)})
-              ON CONFLICT (id) DO UPDATE SET term = excluded.term, vote = excluded.vote,
-                commit_index = excluded.commit_index, checksum = excluded.checksum`
-          }
-          return [undefined, after] as const
-        })
+    const readSnapshot = (): Option.Option<Snapshot> => {
+      const row = statements.snapshot.get()
+      if (row === undefined) return Option.none()
+      let confState: ConfState
+      try {
+        confState = JSON.parse(row.conf_state) as ConfState
+      } catch {
+        throw corrupt(`the snapshot at index ${row.idx} has an unreadable configuration`)
+      }
+      const metadata: SnapshotMetadata = { index: row.idx, term: row.term, confState }
+      const computed = snapshotChecksum(metadata, row.data)
+      if (computed !== row.checksum) {
+        throw corrupt(`the snapshot at index ${row.idx} fails its checksum (stored ${row.checksum}, computed ${computed})`)
+      }
+      return Option.some({ metadata, data: row.data })
+    }
+
+    const readHardState = (): HardState => {
+      const row = statements.hardState.get()
+      if (row === undefined) return emptyHardState
+      const hs: HardState = { term: row.term, vote: row.vote, commit: row.commit_index }
+      const computed = hardStateChecksum(hs)
+      if (computed !== row.checksum) {
+        throw corrupt(`the Raft hard state fails its checksum (stored ${row.checksum}, computed ${computed})`)
+      }
+      return hs
+    }
+
+    const readEntries = (lo: number, hi: number): ReadonlyArray<Entry> => {
+      const rows = statements.entries.all(lo, hi)
+      if (rows.length !== hi - lo) {
+        const missing = rows.findIndex((row, i) => row.idx !== lo + i)
+        const at = missing === -1 ? lo + rows.length : lo + missing
+        throw corrupt(`log entry ${at} is missing (expected entries ${lo} to ${hi - 1})`)
+      }
+      return rows.map(toEntry)
+    }
+
+    const writeSnapshot = (snapshot: Snapshot): void => {
+      const m = snapshot.metadata
+      statements.setSnapshot.run(m.index, m.term, JSON.stringify(m.confState), snapshot.data, snapshotChecksum(m, snapshot.data))
+    }
+
+    const read = <A>(f: () => A): Effect.Effect<A, StorageError> => Effect.catchAll(connection.use(f), failure)
+
+    /** Runs `f` as one transaction, then makes it durable. After a failure the bounds are read again. */
+    const write = (f: () => void): Effect.Effect<void, StorageError> =>
+      connection.transaction(f).pipe(
+        Effect.catchAll((e) => {
+          known = undefined
+          return failure(e)
+        }),
+        Effect.zipRight(durability.sync)
       )
 
+    const save = (batch: SaveBatch) =>
+      write(() => {
+        let after: Bounds | undefined
+        if (batch.snapshot !== undefined) {
+          const m = batch.snapshot.metadata
+          writeSnapshot(batch.snapshot)
+          statements.clearLog.run()
+          statements.setLogStart.run(m.index + 1, m.term)
+          after = { first: m.index + 1, prevTerm: m.term, last: m.index }
+        }
+        const entries = batch.entries
+        if (entries !== undefined && entries.length > 0) {
+          checkContiguous(entries)
+          const b = after ?? bounds()
+          const firstNew = entries[0]!.index
+          checkAppendPosition(firstNew, b.first, b.last)
+          if (firstNew <= b.last) statements.truncateFrom.run(firstNew)
+          for (const e of entries) statements.insertEntry.run(e.index, e.term, e.kind, e.data, entryChecksum(e))
+          after = { ...b, last: entries[entries.length - 1]!.index }
+        }
+        if (batch.hardState !== undefined) {
+          const hs = batch.hardState
+          statements.setHardState.run(hs.term, hs.vote, hs.commit, hardStateChecksum(hs))
+        }
+        if (after !== undefined) known = after
+      })
+
     const service: RaftStorageShape = {
-      initialState: run(
-        Effect.gen(function* () {
-          const hardState = yield* readHardState
-          const snapshot = yield* readSnapshot
-          const b = yield* bounds
-          // Verify the whole log: contiguous, every checksum, terms never decreasing.
-          const chunk = 2048
-          let prevTerm = b.prevTerm
-          for (let lo = b.first; lo <= b.last; lo += chunk) {
-            const hi = Math.min(lo + chunk, b.last + 1)
-            const entries = yield* readEntries(lo, hi)
-            for (const e of entries) {
-              if (e.term < prevTerm) {
-                return yield* Effect.fail(corrupt(`log entry ${e.index} has term ${e.term}, lower than the term ${prevTerm} before it`))
-              }
-              prevTerm = e.term
+      initialState: Effect.gen(function* () {
+        const { hardState, snapshot, b } = yield* read(() => ({ hardState: readHardState(), snapshot: readSnapshot(), b: bounds() }))
+        // Verify the whole log, a chunk per read: contiguous, every checksum, terms never decreasing.
+        let prevTerm = b.prevTerm
+        for (let lo = b.first; lo <= b.last; lo += verifyChunk) {
+          const hi = Math.min(lo + verifyChunk, b.last + 1)
+          const entries = yield* read(() => readEntries(lo, hi))
+          for (const e of entries) {
+            if (e.term < prevTerm) {
+              return yield* Effect.fail(corrupt(`log entry ${e.index} has term ${e.term}, lower than the term ${prevTerm} before it`))
             }
+            prevTerm = e.term
           }
-          return {
-            hardState,
-            snapshot: Option.map(snapshot, (s) => s.metadata),
-            firstIndex: b.first,
-            lastIndex: b.last
-          } satisfies InitialState
-        })
-      ),
+        }
+        return {
+          hardState,
+          snapshot: Option.map(snapshot, (s) => s.metadata),
+          firstIndex: b.first,
+          lastIndex: b.last
+        } satisfies InitialState
+      }),
       save,
       entries: (lo, hi, maxBytes) =>
-        run(
-          Effect.gen(function* () {
-            const b = yield* bounds
-            checkRange(lo, hi, b.first, b.last)
-            if (lo === hi) return []
-            return limitSize(yield* readEntries(lo, hi), maxBytes)
-          })
-        ),
+        read(() => {
+          const b = bounds()
+          checkRange(lo, hi, b.first, b.last)
+          return lo === hi ? [] : limitSize(readEntries(lo, hi), maxBytes)
+        }),
       term: (index) =>
-        run(
-          Effect.gen(function* () {
-            const b = yield* bounds
-            if (index === b.first - 1) return Option.some(b.prevTerm)
-            if (index < b.first || index > b.last) return Option.none()
-            const [entry] = yield* readEntries(index, index + 1)
-            return Option.some(entry!.term)
-          })
-        ),
-      firstIndex: run(Effect.map(logStart, (s) => s.first_index)),
-      lastIndex: run(Effect.map(bounds, (b) => b.last)),
-      snapshot: run(readSnapshot),
-      saveSnapshot: (snapshot) => write(Effect.as(writeSnapshot(snapshot), [undefined, undefined] as const)),
+        read(() => {
+          const b = bounds()
+          if (index === b.first - 1) return Option.some(b.prevTerm)
+          if (index < b.first || index > b.last) return Option.none()
+          return Option.some(readEntries(index, index + 1)[0]!.term)
+        }),
+      firstIndex: read(() => bounds().first),
+      lastIndex: read(() => bounds().last),
+      snapshot: read(readSnapshot),
+      saveSnapshot: (snapshot) => write(() => writeSnapshot(snapshot)),
       compact: (index) =>
-        write(
-          Effect.gen(function* () {
-            const b = yield* bounds
-            if (index === b.first - 1) return [undefined, undefined] as const
-            if (index < b.first || index > b.last) {
-              misuse(`cannot compact to ${index}: the log holds [${b.first}, ${b.last}]`)
-            }
-            const [entry] = yield* readEntries(index, index + 1)
-            yield* sql`DELETE FROM raft_log WHERE idx <= ${index}`
-            yield* sql`UPDATE raft_log_start SET first_index = ${index + 1}, prev_term = ${entry!.term} WHERE id = 1`
-            return [undefined, { ...b, first: index + 1, prevTerm: entry!.term }] as const
-          })
-        )
+        write(() => {
+          const b = bounds()
+          if (index === b.first - 1) return
+          if (index < b.first || index > b.last) {
+            misuse(`cannot compact to ${index}: the log holds [${b.first}, ${b.last}]`)
+          }
+          const term = readEntries(index, index + 1)[0]!.term
+          statements.compactThrough.run(index)
+          statements.setLogStart.run(index + 1, term)
+          known = { ...b, first: index + 1, prevTerm: term }
+        })
     }
     return service
   })
@@ -346,7 +348,7 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
 /** `RaftStorage` in the node's SQLite database file, opened (locked, checked, migrated) by this layer. */
 export const layerFile = (
   options: Database.DatabaseOptions
-): Layer.Layer<RaftStorage | SqlClient.SqlClient | Database.Durability, StorageError> =>
+): Layer.Layer<RaftStorage | Database.Connection | SqlClient.SqlClient | Database.Durability, StorageError> =>
   Layer.effect(RaftStorage, makeSql(options)).pipe(Layer.provideMerge(Database.layer(options)))
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck as fc } from "effect"
-import { ClusterState } from "../../src/cluster/ClusterState.js"
+import { ClusterState, RequestMemory } from "../../src/cluster/ClusterState.js"
 import * as C from "../../src/domain/Command.js"
 import { CommandEnvelope } from "../../src/domain/Command.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
@@ -185,6 +185,28 @@ describe("determinism and snapshots", () => {
     expect(Either.isRight(again)).toBe(true)
     expect(again).toEqual(first)
     expect(Either.isLeft(c.run(new C.CreateVm({ spec: spec("web") }), "req-2"))).toBe(true)
+  })
+
+  it("request ids are remembered up to RequestMemory, the oldest forgotten first, also after a restore", () => {
+    const c = threeNodes()
+    let restored: Cluster | undefined
+    const stop = (n: number) => new C.StopVm({ name: vmName(`vm-${n}`) })
+    for (let n = 1; n <= RequestMemory + 5; n++) {
+      c.run(stop(n), `req-${n}`)
+      restored?.run(stop(n), `req-${n}`)
+      if (n === 100) {
+        const state = ClusterState.restore(c.state.snapshot())
+        restored = Object.assign(new Cluster(), { state, index: state.appliedIndex, now: c.now })
+      }
+    }
+    expect(c.state.requests.size).toBe(RequestMemory)
+    expect([...c.state.requests.keys()].slice(0, 2)).toEqual(["req-6", "req-7"])
+    expect(restored!.state.snapshot()).toBe(c.state.snapshot())
+    // A forgotten id applies again; a remembered one returns its first result.
+    c.ok(new C.CreateVm({ spec: spec("vm-1") }))
+    c.ok(new C.CreateVm({ spec: spec("vm-7") }))
+    expect(Either.isRight(c.run(stop(1), "req-1"))).toBe(true)
+    expect(Either.isLeft(c.run(stop(7), "req-7"))).toBe(true)
   })
 
   it("the cluster id and member addresses travel in snapshots", () => {

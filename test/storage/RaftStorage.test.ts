@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Option } from "effect"
+import { Cause, Effect, Exit, Layer, Option } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -223,5 +223,86 @@ describe("RaftStorage over SQLite: every write is flushed before it returns", ()
     )
     expect(Exit.isFailure(exit)).toBe(true)
     if (Exit.isFailure(exit)) expect(String(exit.cause)).toMatch(/flush failed/)
+  })
+})
+
+describe("RaftStorage over SQLite: a save is one transaction", () => {
+  it("a save that fails part-way leaves nothing of it behind, and fails with BLX_STORAGE_IO naming the file", async () => {
+    const filename = tempFile()
+    const exit = await Effect.runPromiseExit(
+      Effect.scoped(
+        Effect.provide(
+          Effect.gen(function* () {
+            const s = yield* RaftStorage
+            yield* s.save({ entries: range(1, 3, 1), hardState: { term: 1, vote: 1, commit: 1 } })
+            // Entry 5 breaks the log table's CHECK (term > 0) after 4 was inserted and before the hard state.
+            const failed = yield* Effect.exit(
+              s.save({ entries: [entry(4, 2), entry(5, 0)], hardState: { term: 2, vote: 2, commit: 3 } })
+            )
+            expect(Exit.isFailure(failed) && Cause.squash(failed.cause)).toMatchObject({ code: "BLX_STORAGE_IO", subject: filename })
+            expect(yield* s.lastIndex).toBe(3)
+            expect(yield* s.entries(1, 4)).toEqual(range(1, 3, 1))
+            expect((yield* s.initialState).hardState).toEqual({ term: 1, vote: 1, commit: 1 })
+            // The log goes on from where it really ends.
+            yield* s.save({ entries: [entry(4, 2)] })
+            expect(yield* s.entries(3, 5)).toEqual([entry(3, 1), entry(4, 2)])
+          }),
+          layerFile({ filename })
+        )
+      )
+    )
+    expect(exit).toEqual(Exit.void)
+  })
+
+  it("misuse (a gap in the log) is a defect, not a storage error, and writes nothing", async () => {
+    const exit = await Effect.runPromiseExit(
+      Effect.scoped(
+        Effect.provide(
+          Effect.gen(function* () {
+            const s = yield* RaftStorage
+            yield* s.save({ entries: range(1, 3, 1) })
+            const gap = yield* Effect.exit(s.save({ snapshot: snapshotAt(10, 2), entries: [entry(12, 2)] }))
+            expect(Exit.isFailure(gap) && Cause.isDie(gap.cause)).toBe(true)
+            expect(String(Exit.isFailure(gap) ? Cause.squash(gap.cause) : "")).toMatch(/gap after 10/)
+            expect(Option.isNone(yield* s.snapshot)).toBe(true)
+            expect(yield* s.lastIndex).toBe(3)
+          }),
+          layerFile({ filename: tempFile() })
+        )
+      )
+    )
+    expect(exit).toEqual(Exit.void)
+  })
+
+  it("a save waits for a transaction open on the SqlClient, so its statements never join it", async () => {
+    const events: Array<string> = []
+    const exit = await Effect.runPromiseExit(
+      Effect.scoped(
+        Effect.provide(
+          Effect.gen(function* () {
+            const s = yield* RaftStorage
+            const sql = yield* SqlClient.SqlClient
+            const open = sql.withTransaction(
+              Effect.gen(function* () {
+                yield* sql`INSERT INTO node_meta (key, value) VALUES ('k', 'v')`
+                events.push("sql: inserted")
+                yield* Effect.sleep("20 millis")
+                events.push("sql: committing")
+              })
+            )
+            const fiber = yield* Effect.fork(open)
+            yield* Effect.yieldNow()
+            yield* s.save({ entries: range(1, 2, 1) })
+            events.push("save: done")
+            yield* fiber.await
+            const rows = yield* sql<{ value: string }>`SELECT value FROM node_meta WHERE key = 'k'`
+            expect(rows).toEqual([{ value: "v" }])
+          }),
+          layerFile({ filename: tempFile() })
+        )
+      )
+    )
+    expect(exit).toEqual(Exit.void)
+    expect(events).toEqual(["sql: inserted", "sql: committing", "save: done"])
   })
 })
