@@ -7,7 +7,7 @@
  * applies once. Reads are linearizable by default: a ReadIndex round first (a follower asks the
  * leader for its commit index and waits to apply it), then the local state; `stale` skips the round.
  */
-import { Clock, Duration, Effect, Either, Schema } from "effect"
+import { Clock, Duration, Effect, Either } from "effect"
 import type { ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
 import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import type { ApplyResult } from "../cluster/ClusterState.js"
@@ -17,6 +17,7 @@ import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { InvalidArgument, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
+import { toJson } from "../domain/Json.js"
 import { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
@@ -31,17 +32,25 @@ export interface NodeControlPlaneOptions {
   readonly catchUpTimeoutMs?: number | undefined
 }
 
-const encodeEnvelope = Schema.encodeSync(C.CommandEnvelopeJson)
+const envelopeJson = toJson(C.CommandEnvelope)
 
 /**
  * Proposes `command` (stamped with the proposer's clock) and resolves with what applying it produced,
- * failing with the state machine's refusal (e.g. `VmExists`) or Raft's (e.g. `NotLeader`).
+ * failing with the state machine's refusal (e.g. `VmExists`) or Raft's (e.g. `NotLeader`). With
+ * `state`, this node's state machine applies the envelope as built instead of decoding its entry.
  */
-export const proposeCommand = (raft: RaftNodeShape, command: Command, requestId?: string | undefined) =>
+export const proposeCommand = (
+  raft: RaftNodeShape,
+  command: Command,
+  requestId?: string | undefined,
+  state?: ClusterStateHolder | undefined
+) =>
   Effect.gen(function* () {
     const proposedAt = yield* Clock.currentTimeMillis
     const envelope = new C.CommandEnvelope({ command, proposedAt, ...(requestId !== undefined ? { requestId } : {}) }, trusted)
-    const result = (yield* raft.propose(encodeEnvelope(envelope))) as ApplyResult | undefined
+    const data = envelopeJson(envelope)
+    state?.proposing(data, envelope)
+    const result = (yield* Effect.onError(raft.propose(data), () => Effect.sync(() => state?.forget(data)))) as ApplyResult | undefined
     if (result === undefined) {
       return yield* new InvalidArgument({ node: NodeId.make(raft.id), message: "the command was not applied" })
     }
@@ -62,7 +71,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       return address !== undefined && options.remote !== undefined ? forward(options.remote(address)) : Effect.fail(e)
     })
 
-  const propose = (command: Command, requestId: string | undefined) => proposeCommand(raft, command, requestId)
+  const propose = (command: Command, requestId: string | undefined) => proposeCommand(raft, command, requestId, state)
 
   const vmResult = (command: Command, opts: WriteOptions) =>
     Effect.flatMap(propose(command, opts.requestId), (r) =>

@@ -37,6 +37,7 @@ import { Ledger, place } from "../cluster/Scheduler.js"
 import * as C from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { Unavailable } from "../domain/Errors.js"
+import { toJson } from "../domain/Json.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
@@ -91,7 +92,7 @@ const vmsPerClient = 4
 
 const address = (id: number) => HostPort.make(`node${id}.sim:7001`)
 
-const encodeEnvelope = Schema.encodeSync(C.CommandEnvelopeJson)
+const encodeEnvelope = toJson(C.CommandEnvelope)
 
 /** One incarnation of a node: its replicated state and its API, gone at a crash. */
 export interface OrchestrationNode {
