@@ -266,7 +266,10 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         const socket = new WebSocket(`ws://${peer.address}${path}?${handshake}`, {
           perMessageDeflate: false,
           handshakeTimeout: timeoutMs,
-          maxPayload: 1024 * 1024
+          maxPayload: 1024 * 1024,
+          // An all-zero mask: `ws` then neither masks nor copies a frame's payload. Masking protects
+          // proxies from scripts in browsers (RFC 6455 §10.3); between two nodes there are neither.
+          generateMask: (mask) => void mask.fill(0)
         })
         const conn: Connection = { socket, seq: 0, inFlight: new Map(), open: false }
         peer.connection = conn
