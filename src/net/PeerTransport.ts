@@ -237,10 +237,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         conn.socket.terminate()
       }
 
-      const fail = (peer: Peer, conn: Connection, reason: string): void => {
-        // Events of a connection already replaced or failed (a close after an error) count once.
-        if (peer.connection !== conn) return
-        dropConnection(peer)
+      /** Counts a failed attempt: reported unreachable, logged (the first and every 20th), retried after a back-off. */
+      const failed = (peer: Peer, reason: string): void => {
         peer.failures++
         peer.lastError = reason
         unreachable.add(peer.id)
@@ -259,18 +257,31 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         }, capped * (0.5 + Math.random() / 2))
       }
 
+      const fail = (peer: Peer, conn: Connection, reason: string): void => {
+        // Events of a connection already replaced or failed (a close after an error) count once.
+        if (peer.connection !== conn) return
+        dropConnection(peer)
+        failed(peer, reason)
+      }
+
       const connect = (peer: Peer): void => {
         if (closed) return
         // A fresh timestamp and nonce per attempt.
         const handshake = toQuery(sign(key, clusterId, self, peer.id, Date.now()))
-        const socket = new WebSocket(`ws://${peer.address}${path}?${handshake}`, {
-          perMessageDeflate: false,
-          handshakeTimeout: timeoutMs,
-          maxPayload: 1024 * 1024,
-          // An all-zero mask: `ws` then neither masks nor copies a frame's payload. Masking protects
-          // proxies from scripts in browsers (RFC 6455 §10.3); between two nodes there are neither.
-          generateMask: (mask) => void mask.fill(0)
-        })
+        let socket: WebSocket
+        try {
+          socket = new WebSocket(`ws://${peer.address}${path}?${handshake}`, {
+            perMessageDeflate: false,
+            handshakeTimeout: timeoutMs,
+            maxPayload: 1024 * 1024,
+            // An all-zero mask: `ws` then neither masks nor copies a frame's payload. Masking protects
+            // proxies from scripts in browsers (RFC 6455 §10.3); between two nodes there are neither.
+            generateMask: (mask) => void mask.fill(0)
+          })
+        } catch (error) {
+          // An address the websocket client cannot even parse: a failed attempt like any other.
+          return failed(peer, error instanceof Error ? error.message : String(error))
+        }
         const conn: Connection = { socket, seq: 0, inFlight: new Map(), open: false }
         peer.connection = conn
         socket.on("open", () => {

@@ -146,6 +146,22 @@ describe("PeerTransport on loopback", () => {
     })
   )
 
+  it.scopedLive("a peer address the websocket client cannot parse is a failed attempt, not a crash", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode(1, { backoffMaxMs: 100 })
+      const b = yield* startNode(2)
+      yield* connectAll([a, b])
+      yield* a.peers.set(3, "not a host:port at all")
+      yield* a.transport.send([heartbeat(1, 3, 1), heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      let reported = false
+      yield* eventually("the bad address is reported unreachable", Effect.map(a.transport.unreachable, (ids) => (reported ||= ids.includes(3))))
+      const bad = (yield* a.peers.stats).find((s) => s.id === 3)!
+      expect(bad.failures).toBeGreaterThan(0)
+      expect(bad.lastError).toMatch(/URL/i)
+    })
+  )
+
   it.scopedLive("a peer that restarts on a new address is reached after set()", () =>
     Effect.gen(function* () {
       const a = yield* startNode(1)
