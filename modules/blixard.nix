@@ -329,7 +329,7 @@ in
       requestMs = mkOption {
         type = atLeast 10;
         default = 5000;
-        description = "Client-facing request and peer RPC deadline.";
+        description = "Client-facing request deadline, and how long a peer may take to acknowledge a frame of Raft messages.";
       };
     };
 

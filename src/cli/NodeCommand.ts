@@ -1,6 +1,6 @@
 /**
  * `blixard node`: run a cluster member (the daemon, loaded with a dynamic `import()` only when a node
- * starts, so its layers — SQLite, HTTP, RPC — stay out of every other command's start-up), and
+ * starts, so its layers — SQLite, HTTP, the peer transport — stay out of every other command's start-up), and
  * `blixard node list|cordon|uncordon|drain` to manage where VMs may be placed.
  */
 import * as Args from "@effect/cli/Args"
@@ -157,7 +157,7 @@ const daemon = Command.make("node", options, (args) =>
       yield* Console.log(JSON.stringify(Schema.encodeSync(NodeConfig)(config), null, 2))
       return
     }
-    // The daemon's import graph (SQLite, HTTP, RPC) loads only when a node actually starts.
+    // The daemon's import graph (SQLite, HTTP, the peer transport) loads only when a node actually starts.
     const Daemon = yield* Effect.promise(() => import("../node/Daemon.js"))
     yield* Effect.logInfo(`starting ${describeNode(config)}`)
     return yield* Daemon.run(config).pipe(Logger.withMinimumLogLevel(logLevelOf(config.logLevel)))

@@ -41,7 +41,7 @@ export const Timeouts = Schema.Struct({
   fencingMs: Schema.optionalWith(Millis(100), { default: () => 3000 }),
   /** A node not heard from for this long is marked down and its VMs rescheduled. */
   nodeDownMs: Schema.optionalWith(Millis(200), { default: () => 6000 }),
-  /** Client-facing request and peer RPC deadline. */
+  /** Client-facing request deadline, and how long a peer may take to acknowledge a frame of Raft messages. */
   requestMs: Schema.optionalWith(Millis(10), { default: () => 5000 })
 }).pipe(
   Schema.filter((t) =>
