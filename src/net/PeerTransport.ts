@@ -22,12 +22,12 @@
  * this node, or does not come from the authenticated sender, offers the rest to this node's bounded
  * inbox, and acknowledges the frame.
  *
- * Why not `@effect/rpc` (which carried this traffic before): a Raft message sent alone cost ~165–180 µs
- * of CPU as an answered rpc call and ~115–155 µs as a fire-and-forget one (client and server
- * together), against ~50–70 µs through this transport with its acknowledgements and schema checks and
- * ~12–15 µs for a bare websocket frame (`npm run bench -- transport`, bench/RESULTS.md). On a 3-node
- * cluster sharing two cores that overhead was most of each node's CPU per write and a large part of a
- * one-client write's latency.
+ * Why not `@effect/rpc` (which carried this traffic before): a Raft message sent alone cost ~130 µs of
+ * CPU as an answered rpc call and ~120 µs as a fire-and-forget one (client and server together),
+ * against ~50 µs through this transport with its acknowledgements and schema checks and ~12 µs for a
+ * bare websocket frame (`npm run bench -- transport`, bench/RESULTS.md). On a 3-node cluster sharing
+ * two cores that overhead was most of each node's CPU per write and a large part of a one-client
+ * write's latency.
  * etcd made the same split for the same reason: gRPC for clients, its own streams between peers.
  * The sender and receiver are plain event handlers on the sockets — no fiber per batch; Effect owns
  * their lifetime (the layer's scope closes every socket and timer) and their logging.
