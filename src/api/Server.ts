@@ -42,7 +42,8 @@ import { InvalidArgument, Unauthorized } from "../domain/Errors.js"
 import { isEncodeTransparent } from "../domain/Json.js"
 import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
-import { PeerEndpoint, type PeerEndpointShape } from "../net/PeerTransport.js"
+import * as PeerTransport from "../net/PeerTransport.js"
+import type { PeerEndpoint } from "../net/PeerTransport.js"
 
 // ---------------------------------------------------------------------------------------------
 // Handlers
@@ -370,10 +371,7 @@ const queryOf = (url: string, at: number, lists: ReadonlySet<string>): Record<st
 
 const encodeInvalid = Schema.encodeSync(InvalidArgument)
 
-const pathOf = (url: string) => {
-  const at = url.indexOf("?")
-  return at === -1 ? url : url.slice(0, at)
-}
+const { pathOf } = PeerTransport
 
 /** `POST /v1/vms: spec.vcpus: vcpus must be a whole number from 1 to 1024` */
 const invalidInput = (where: string, error: ParseResult.ParseError): InvalidArgument => {
@@ -592,32 +590,10 @@ export interface ServerOptions extends ApiOptions {
   readonly host: string
 }
 
-/**
- * The `http.Server` (listening through the platform's `NodeHttpServer`, which owns its lifetime and
- * tells the bound address). Requests for the peers' path and websocket upgrades go to `peers`, every
- * other request to the API; without `peers` an upgrade is refused.
- */
-const make = (options: ServerOptions, peers: PeerEndpointShape | undefined) =>
+/** The API's request listener over this layer's `ControlPlane` and runtime. */
+const listener = (options: ServerOptions) =>
   Effect.gen(function* () {
-    const table = compile(handlersOf(yield* ControlPlane))
-    const api = makeListener(table, options, yield* Effect.runtime<never>())
-    const server = yield* NodeHttpServer.make(
-      () => {
-        const server = http.createServer((request, response) => {
-          if (peers !== undefined && pathOf(request.url ?? "/") === peers.path) return peers.request(request, response)
-          api(request, response)
-        })
-        server.on("upgrade", (request: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-          if (peers !== undefined) return peers.upgrade(request, socket, head)
-          socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-        })
-        return server
-      },
-      { port: options.port, host: options.host }
-    )
-    // Runs before the server's own release, which waits for every open connection to end.
-    if (peers !== undefined) yield* Effect.addFinalizer(() => Effect.sync(peers.close))
-    return server
+    return makeListener(compile(handlersOf(yield* ControlPlane)), options, yield* Effect.runtime<never>())
   })
 
 /**
@@ -625,10 +601,28 @@ const make = (options: ServerOptions, peers: PeerEndpointShape | undefined) =>
  * address (`port: 0` picks a free port).
  */
 export const layerServer = (options: ServerOptions): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, ControlPlane> =>
-  Layer.scoped(HttpServer.HttpServer, make(options, undefined))
+  Layer.scoped(
+    HttpServer.HttpServer,
+    Effect.flatMap(listener(options), (api) =>
+      // The platform's `NodeHttpServer` owns the server's lifetime and tells the bound address.
+      NodeHttpServer.make(
+        () => {
+          const server = http.createServer(api)
+          server.on("upgrade", (_request: http.IncomingMessage, socket: Duplex) =>
+            socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+          )
+          return server
+        },
+        { port: options.port, host: options.host }
+      )
+    )
+  )
 
 /** The node's one port: the API, and beside it the peers' `/raft` websocket endpoint. */
 export const layerSharedPort = (
   options: ServerOptions
 ): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, ControlPlane | PeerEndpoint> =>
-  Layer.scoped(HttpServer.HttpServer, Effect.flatMap(PeerEndpoint, (peers) => make(options, peers)))
+  Layer.scoped(
+    HttpServer.HttpServer,
+    Effect.flatMap(listener(options), (api) => PeerTransport.listen(options, api))
+  )

@@ -34,7 +34,7 @@
  */
 import { HttpServer, type HttpServerError } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Effect, Either, Layer, ParseResult, Queue, Runtime, Schema } from "effect"
+import { Context, Effect, Either, Layer, ParseResult, Queue, Runtime, Schema, type Scope } from "effect"
 import { Packr } from "msgpackr"
 import * as http from "node:http"
 import type { Duplex } from "node:stream"
@@ -144,7 +144,8 @@ const explainInvalid = (raw: unknown): string => {
 /** Plain msgpack maps (no msgpackr records): every frame stands alone, readable by any msgpack decoder. */
 const packr = new Packr({ useRecords: false })
 
-const pathOf = (url: string): string => {
+/** The path of a request URL (without its query). */
+export const pathOf = (url: string): string => {
   const q = url.indexOf("?")
   return q < 0 ? url : url.slice(0, q)
 }
@@ -161,7 +162,6 @@ interface Connection {
   seq: number
   /** Batches awaiting their acknowledgement, oldest first: seq → message count and deadline. */
   readonly inFlight: Map<number, { readonly count: number; readonly deadline: number }>
-  open: boolean
 }
 
 interface Peer {
@@ -215,7 +215,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           if (peer.retry === undefined && peer.queue.length > 0) connect(peer)
           return
         }
-        if (!conn.open) return
+        if (conn.socket.readyState !== WebSocket.OPEN) return
         while (conn.inFlight.size < maxInFlight && peer.queue.length > 0) {
           const batch = peer.queue.take(maxBatchMessages, maxBatchBytes)
           const seq = ++conn.seq
@@ -282,12 +282,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           // An address the websocket client cannot even parse: a failed attempt like any other.
           return failed(peer, error instanceof Error ? error.message : String(error))
         }
-        const conn: Connection = { socket, seq: 0, inFlight: new Map(), open: false }
+        const conn: Connection = { socket, seq: 0, inFlight: new Map() }
         peer.connection = conn
-        socket.on("open", () => {
-          conn.open = true
-          pump(peer)
-        })
+        socket.on("open", () => pump(peer))
         socket.on("message", (data, isBinary) => {
           let ack: Either.Either<number, unknown>
           try {
@@ -505,31 +502,37 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
   )
 
 /**
- * The endpoint alone on `host:port` (tests, benchmarks): peer upgrades and requests for its path,
- * 404 for everything else. The daemon serves it beside the REST API (`Server.layerSharedPort`).
+ * An HTTP server on `host:port` for the node: requests for the endpoint's path and every websocket
+ * upgrade go to the peers' endpoint, every other request to `others` (404 without it: the endpoint
+ * alone, for tests and benchmarks). The daemon's is `Server.layerSharedPort`, with the REST API as
+ * `others`. The endpoint's connections close first when the scope ends: the server's own release
+ * waits for every open connection to end.
  */
+export const listen = (
+  options: { readonly host: string; readonly port: number },
+  others?: http.RequestListener
+): Effect.Effect<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint | Scope.Scope> =>
+  Effect.gen(function* () {
+    const endpoint = yield* PeerEndpoint
+    const server = yield* NodeHttpServer.make(
+      () => {
+        const server = http.createServer((request, response) => {
+          if (pathOf(request.url ?? "/") === endpoint.path) return endpoint.request(request, response)
+          if (others !== undefined) return others(request, response)
+          response.writeHead(404, { "content-type": "text/plain" })
+          response.end("not found")
+        })
+        server.on("upgrade", endpoint.upgrade)
+        return server
+      },
+      { port: options.port, host: options.host }
+    )
+    yield* Effect.addFinalizer(() => Effect.sync(endpoint.close))
+    return server
+  })
+
+/** The endpoint alone on `host:port` (tests, benchmarks). */
 export const layerStandalone = (options: {
   readonly host: string
   readonly port: number
-}): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint> =>
-  Layer.scoped(
-    HttpServer.HttpServer,
-    Effect.gen(function* () {
-      const endpoint = yield* PeerEndpoint
-      const server = yield* NodeHttpServer.make(
-        () => {
-          const server = http.createServer((request, response) => {
-            if (pathOf(request.url ?? "/") === endpoint.path) return endpoint.request(request, response)
-            response.writeHead(404, { "content-type": "text/plain" })
-            response.end("not found")
-          })
-          server.on("upgrade", endpoint.upgrade)
-          return server
-        },
-        { port: options.port, host: options.host }
-      )
-      // Runs before the server's own release, which waits for every connection to end.
-      yield* Effect.addFinalizer(() => Effect.sync(endpoint.close))
-      return server
-    })
-  )
+}): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint> => Layer.scoped(HttpServer.HttpServer, listen(options))

@@ -163,36 +163,25 @@ const attempt = <A>(f: () => A): Effect.Effect<A, unknown> =>
  * paths only, so each statement is prepared when it runs.
  */
 const makeSqlClient = (db: Sqlite.Database, lock: Effect.Semaphore) => {
-  const run = (sql: string, params: ReadonlyArray<unknown>, raw: boolean) =>
+  /** Runs one statement: a reader's rows (as objects, or as value arrays), or a writer's `RunResult` (`raw`) or nothing. */
+  const run = (sql: string, params: ReadonlyArray<unknown>, shape: "rows" | "raw" | "values") =>
     Effect.try({
-      try: () => {
+      try: (): ReadonlyArray<unknown> | Sqlite.RunResult => {
         const statement = db.prepare(sql)
-        if (statement.reader) return statement.all(...params)
+        if (statement.reader) return shape === "values" ? statement.raw(true).all(...params) : statement.all(...params)
         const result = statement.run(...params)
-        return raw ? result : []
+        return shape === "raw" ? result : []
       },
       catch: (cause) => new SqlError({ cause, message: "Failed to execute statement" })
     })
+  const rows = (sql: string, params: ReadonlyArray<unknown>) => run(sql, params, "rows") as Effect.Effect<ReadonlyArray<object>, SqlError>
   const execute: SqlConnection.Connection["execute"] = (sql, params, transformRows) =>
-    transformRows !== undefined
-      ? Effect.map(run(sql, params, false) as Effect.Effect<ReadonlyArray<object>, SqlError>, transformRows)
-      : (run(sql, params, false) as Effect.Effect<ReadonlyArray<unknown>, SqlError>)
+    transformRows !== undefined ? Effect.map(rows(sql, params), transformRows) : rows(sql, params)
   const connection: SqlConnection.Connection = {
     execute,
     executeUnprepared: execute,
-    executeRaw: (sql, params) => run(sql, params, true),
-    executeValues: (sql, params) =>
-      Effect.try({
-        try: () => {
-          const statement = db.prepare(sql)
-          if (!statement.reader) {
-            statement.run(...params)
-            return []
-          }
-          return statement.raw(true).all(...params) as Array<ReadonlyArray<unknown>>
-        },
-        catch: (cause) => new SqlError({ cause, message: "Failed to execute statement" })
-      }),
+    executeRaw: (sql, params) => run(sql, params, "raw"),
+    executeValues: (sql, params) => run(sql, params, "values") as Effect.Effect<ReadonlyArray<ReadonlyArray<unknown>>, SqlError>,
     executeStream: () => Stream.dieMessage("streaming queries are not supported")
   }
   return SqlClient.make({
