@@ -40,8 +40,17 @@ export interface RaftNodeConfig {
   readonly requestTimeoutMs: number
   /** The voters of a NEW cluster this node founds. Absent for a node joining an existing cluster. */
   readonly bootstrap?: ReadonlyArray<number> | undefined
-  /** Take a state-machine snapshot and compact the log after this many applied entries. */
+  /**
+   * When to take a state-machine snapshot and compact the log: once at least `snapshotEvery` entries
+   * (default 10,000) have been applied since the last snapshot AND their bytes add up to at least
+   * `snapshotRatio` (default 4) times the last snapshot's size. A snapshot writes the whole state,
+   * so taking one every fixed number of entries costs more per write the larger the state grows;
+   * the ratio bounds that cost to a fixed share of what the log itself wrote, at the price of a log
+   * (on disk and in memory) of up to `snapshotRatio` times the state's size (Ongaro's thesis §5.1.1;
+   * LogCabin's `snapshotRatio`). `snapshotRatio: 0` snapshots by count alone.
+   */
   readonly snapshotEvery?: number | undefined
+  readonly snapshotRatio?: number | undefined
   /** Entries kept behind a snapshot, so a slightly lagging follower catches up from the log. */
   readonly snapshotRetain?: number | undefined
   /** Further core settings (PreVote and CheckQuorum are on unless turned off here). */
@@ -184,10 +193,14 @@ export const make = (config: RaftNodeConfig) =>
     }
     const mirror = new MemoryStorage()
     let snapshotIndex = 0
+    /** The size of the last snapshot's data, and the bytes of the entries applied since it. */
+    let snapshotBytes = 0
+    let appliedBytes = 0
     const stored = yield* storage.snapshot
     if (stored._tag === "Some") {
       mirror.applySnapshot(stored.value)
       snapshotIndex = stored.value.metadata.index
+      snapshotBytes = stored.value.data.length
     }
     if (init.lastIndex >= init.firstIndex) mirror.append(yield* storage.entries(init.firstIndex, init.lastIndex + 1))
     mirror.setHardState(init.hardState)
@@ -216,6 +229,7 @@ export const make = (config: RaftNodeConfig) =>
     let transfers: Array<Waiting<void, NotLeader | Timeout> & { readonly to: number }> = []
     let readCounter = 0
     const snapshotEvery = config.snapshotEvery ?? 10_000
+    const snapshotRatio = config.snapshotRatio ?? 4
     const snapshotRetain = config.snapshotRetain ?? 1_000
     const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
 
@@ -337,10 +351,17 @@ export const make = (config: RaftNodeConfig) =>
       }
     }
 
+    /** Applies committed entries and resolves the proposals waiting on them. */
+    const apply = (entries: ReadonlyArray<Entry>) =>
+      Effect.map(sm.apply(entries), (results) => {
+        for (const e of entries) appliedBytes += e.data.length
+        settle(entries, results)
+      })
+
     let unsyncedHardState: HardState | undefined = undefined
 
     const compact = Effect.gen(function* () {
-      if (raw.appliedIndex - snapshotIndex < snapshotEvery) return
+      if (raw.appliedIndex - snapshotIndex < snapshotEvery || appliedBytes < snapshotRatio * snapshotBytes) return
       const snap = raw.createSnapshot(yield* sm.snapshot)
       if (unsyncedHardState !== undefined) {
         yield* storage.save({ hardState: unsyncedHardState })
@@ -349,6 +370,8 @@ export const make = (config: RaftNodeConfig) =>
       yield* storage.saveSnapshot(snap)
       mirror.createSnapshot(snap)
       snapshotIndex = snap.metadata.index
+      snapshotBytes = snap.data.length
+      appliedBytes = 0
       const compactTo = snap.metadata.index - snapshotRetain
       if (compactTo >= mirror.firstIndex()) {
         yield* storage.compact(compactTo)
@@ -378,7 +401,7 @@ export const make = (config: RaftNodeConfig) =>
             const firstNew = rd.entries[0]?.index ?? Number.POSITIVE_INFINITY
             const stable = toApply.filter((e) => e.index < firstNew)
             if (stable.length > 0) {
-              settle(stable, yield* sm.apply(stable))
+              yield* apply(stable)
               toApply = stable.length === toApply.length ? [] : toApply.filter((e) => e.index >= firstNew)
             }
           }
@@ -396,6 +419,8 @@ export const make = (config: RaftNodeConfig) =>
         if (rd.snapshot !== undefined) {
           yield* sm.restore(rd.snapshot)
           snapshotIndex = rd.snapshot.metadata.index
+          snapshotBytes = rd.snapshot.data.length
+          appliedBytes = 0
           for (const [index, p] of pending) {
             if (index > rd.snapshot.metadata.index) continue
             pending.delete(index)
@@ -405,7 +430,7 @@ export const make = (config: RaftNodeConfig) =>
             )
           }
         }
-        if (toApply.length > 0) settle(toApply, yield* sm.apply(toApply))
+        if (toApply.length > 0) yield* apply(toApply)
         if (rd.softState !== undefined) {
           const ss = rd.softState
           yield* Ref.set(softState, { lead: ss.lead, role: ss.role })

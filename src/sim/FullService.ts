@@ -405,6 +405,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     requestTimeoutMs: 1000,
     bootstrap: ids,
     snapshotEvery: options.compactEvery ?? 64,
+    snapshotRatio: 0,
     snapshotRetain: 8,
     raft: {
       maxSizePerMsg: options.maxSizePerMsg ?? 4096,

@@ -113,9 +113,38 @@ describe("RaftNode", () => {
     })
   )
 
+  it.scoped("a snapshot waits until the log applied since the last one is snapshotRatio times that snapshot's size", () =>
+    Effect.gen(function* () {
+      const ratio = 2
+      const c = new Cluster([1], { snapshotEvery: 5, snapshotRatio: ratio, snapshotRetain: 0 })
+      yield* c.start(1)
+      const store = c.members.get(1)!.store
+      // Every write has the same size and adds a key, so the state (and each snapshot) keeps growing.
+      const write = (i: number) => put(`k${String(i).padStart(4, "0")}`, "v".repeat(40))
+      const size = write(0).length
+      const taken: Array<{ index: number; bytes: number }> = []
+      for (let i = 0; i < 200; i++) {
+        value(yield* c.drive(c.node(1).propose(write(i))))
+        const snap = store.snapshot
+        if (snap !== undefined && snap.metadata.index !== taken.at(-1)?.index) taken.push({ index: snap.metadata.index, bytes: snap.data.length })
+      }
+      expect(taken.length).toBeGreaterThanOrEqual(3)
+      for (let k = 1; k < taken.length; k++) {
+        const since = taken[k]!.index - taken[k - 1]!.index
+        // Taken once the writes since the last one outweigh `ratio` times its size (and number at least
+        // `snapshotEvery`), and not much later.
+        expect(since).toBeGreaterThanOrEqual(5)
+        expect(since * size).toBeGreaterThanOrEqual(ratio * taken[k - 1]!.bytes)
+        expect(since <= 5 || (since - 2) * size < ratio * taken[k - 1]!.bytes).toBe(true)
+      }
+      // By count alone (every 5 entries) the same writes take a snapshot every 5 entries.
+      expect(taken.length).toBeLessThan(200 / 5 / 4)
+    })
+  )
+
   it.scoped("the log is compacted behind a snapshot, and a new member catches up from that snapshot", () =>
     Effect.gen(function* () {
-      const c = new Cluster([1, 2, 3], { snapshotEvery: 20, snapshotRetain: 5 })
+      const c = new Cluster([1, 2, 3], { snapshotEvery: 20, snapshotRatio: 0, snapshotRetain: 5 })
       for (const id of [1, 2, 3]) yield* c.start(id)
       const leader = yield* c.leader()
       for (let i = 0; i < 60; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i % 7}`, `${i}`))))
