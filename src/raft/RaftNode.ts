@@ -16,7 +16,7 @@
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
  * test clock or the simulator's virtual clock and seed drive it deterministically.
  */
-import { Clock, Context, Deferred, Duration, Effect, Fiber, FiberId, Layer, Random, Ref } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, Layer, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
 import { InvalidArgument, NotLeader, ProposalDropped, Timeout, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -99,7 +99,8 @@ type Event =
 
 /** A request waiting in the driver, failed with `Timeout` by the ticker once `deadline` passes. */
 interface Waiting<A, E> {
-  readonly done: Deferred.Deferred<A, E>
+  /** Resumes the waiting caller with the outcome (once; a caller gone meanwhile ignores it). */
+  readonly done: (outcome: Effect.Effect<A, E>) => void
   /** Clock milliseconds. */
   readonly deadline: number
   /** What it is, for the timeout's message. */
@@ -264,7 +265,7 @@ export const make = (config: RaftNodeConfig) =>
     const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>) =>
       result.ok
         ? pending.set(result.index, { term: result.term, done: request.done, deadline: request.deadline, what: request.what })
-        : Deferred.unsafeDone(request.done, Effect.fail(refused(result)))
+        : request.done(Effect.fail(refused(result)))
 
     const timedOut = (what: string) =>
       new Timeout({
@@ -280,24 +281,24 @@ export const make = (config: RaftNodeConfig) =>
       for (const [index, p] of pending) {
         if (p.deadline > now) continue
         pending.delete(index)
-        Deferred.unsafeDone(p.done, Effect.fail(timedOut(p.what)))
+        p.done(Effect.fail(timedOut(p.what)))
       }
       for (const [context, r] of reads) {
         if (r.deadline > now) continue
         reads.delete(context)
-        Deferred.unsafeDone(r.done, Effect.fail(timedOut(r.what)))
+        r.done(Effect.fail(timedOut(r.what)))
       }
       const live = <W extends Waiting<void, NotLeader | Timeout>>(list: Array<W>): Array<W> =>
         list.filter((w) => {
           if (w.deadline > now) return true
-          Deferred.unsafeDone(w.done, Effect.fail(timedOut(w.what)))
+          w.done(Effect.fail(timedOut(w.what)))
           return false
         })
       if (readWaiting.length > 0) readWaiting = live(readWaiting)
       if (transfers.length > 0) transfers = live(transfers)
       // Requests the loop has not taken yet (it may be stuck in a save).
       for (const ev of events.removeWhere((e) => "deadline" in e && e.deadline <= now)) {
-        if ("done" in ev) Deferred.unsafeDone(ev.done as Deferred.Deferred<unknown, Timeout>, Effect.fail(timedOut(ev.what)))
+        if ("done" in ev) ev.done(Effect.fail(timedOut(ev.what)))
       }
     }
 
@@ -320,13 +321,13 @@ export const make = (config: RaftNodeConfig) =>
           const context = `${id}:${++readCounter}`
           const result = raw.readIndex(context)
           if (result.ok) reads.set(context, ev)
-          else Deferred.unsafeDone(ev.done, Effect.fail(notLeader(raw.status().lead)))
+          else ev.done(Effect.fail(notLeader(raw.status().lead)))
           return
         }
         case "Transfer": {
           const result = raw.transferLeader(ev.to)
           if (result.ok) transfers.push(ev)
-          else Deferred.unsafeDone(ev.done, Effect.fail(notLeader(raw.status().lead)))
+          else ev.done(Effect.fail(notLeader(raw.status().lead)))
           return
         }
         case "Campaign":
@@ -341,11 +342,9 @@ export const make = (config: RaftNodeConfig) =>
         const p = pending.get(e.index)
         if (p === undefined) continue
         pending.delete(e.index)
-        if (p.term === e.term) Deferred.unsafeDone(p.done, Effect.succeed(results[i]))
+        if (p.term === e.term) p.done(Effect.succeed(results[i]))
         else {
-          Deferred.unsafeDone(
-            p.done,
-            Effect.fail(new ProposalDropped({ node: nodeId, message: `the write was overwritten by a new leader at index ${e.index}; retry it` }))
+          p.done(Effect.fail(new ProposalDropped({ node: nodeId, message: `the write was overwritten by a new leader at index ${e.index}; retry it` }))
           )
         }
       }
@@ -424,9 +423,7 @@ export const make = (config: RaftNodeConfig) =>
           for (const [index, p] of pending) {
             if (index > rd.snapshot.metadata.index) continue
             pending.delete(index)
-            Deferred.unsafeDone(
-              p.done,
-              Effect.fail(new ProposalDropped({ node: nodeId, message: `a snapshot replaced the log at index ${index}; the write may or may not have applied` }))
+            p.done(Effect.fail(new ProposalDropped({ node: nodeId, message: `a snapshot replaced the log at index ${index}; the write may or may not have applied` }))
             )
           }
         }
@@ -436,7 +433,7 @@ export const make = (config: RaftNodeConfig) =>
           yield* Ref.set(softState, { lead: ss.lead, role: ss.role })
           for (let i = transfers.length - 1; i >= 0; i--) {
             if (transfers[i]!.to === ss.lead) {
-              Deferred.unsafeDone(transfers[i]!.done, Effect.void)
+              transfers[i]!.done(Effect.void)
               transfers.splice(i, 1)
             }
           }
@@ -452,7 +449,7 @@ export const make = (config: RaftNodeConfig) =>
         if (readWaiting.length > 0) {
           const still: typeof readWaiting = []
           for (const w of readWaiting) {
-            if (w.index <= nowApplied) Deferred.unsafeDone(w.done, Effect.void)
+            if (w.index <= nowApplied) w.done(Effect.void)
             else still.push(w)
           }
           readWaiting = still
@@ -499,12 +496,13 @@ export const make = (config: RaftNodeConfig) =>
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         const stopping = new ProposalDropped({ node: nodeId, message: `node ${id} is shutting down; the write may or may not have applied` })
-        for (const p of pending.values()) Deferred.unsafeDone(p.done, Effect.fail(stopping))
+        for (const p of pending.values()) p.done(Effect.fail(stopping))
         pending.clear()
         const gone = new NotLeader({ node: nodeId, message: `node ${id} is shutting down; retry on another node` })
-        for (const w of [...reads.values(), ...readWaiting, ...transfers]) Deferred.unsafeDone(w.done, Effect.fail(gone))
+        for (const w of [...reads.values(), ...readWaiting, ...transfers]) w.done(Effect.fail(gone))
         for (const ev of events.removeWhere((e) => "done" in e)) {
-          if ("done" in ev) Deferred.unsafeDone(ev.done as Deferred.Deferred<unknown, ProposeFailure>, Effect.fail(ev._tag === "Propose" || ev._tag === "ConfChange" ? stopping : gone))
+          if (ev._tag === "Propose" || ev._tag === "ConfChange") ev.done(Effect.fail(stopping))
+          else if ("done" in ev) ev.done(Effect.fail(gone))
         }
         reads.clear()
         readWaiting = []
@@ -515,9 +513,8 @@ export const make = (config: RaftNodeConfig) =>
     /** Hands a request to the loop and waits for its outcome; the ticker fails it at its deadline. */
     const request = <A, E extends BlixardError>(what: string, make: (waiting: Waiting<A, E>) => Event) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const done = Deferred.unsafeMake<A, E>(FiberId.none)
-        events.offer(make({ done, deadline: now + config.requestTimeoutMs, what }))
-        return Deferred.await(done)
+        const deadline = now + config.requestTimeoutMs
+        return Effect.async<A, E>((resume) => events.offer(make({ done: resume, deadline, what })))
       })
 
     const service: RaftNodeShape = {
