@@ -220,5 +220,6 @@ export const benchCluster = async (seconds = 5, failovers = 10) => {
   } finally {
     for (const n of nodes) n.child?.kill("SIGKILL")
     agent.destroy()
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
   }
 }

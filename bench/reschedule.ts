@@ -99,5 +99,6 @@ export const benchReschedule = async (rounds = 3) => {
       }
     }
     agent.destroy()
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
   }
 }

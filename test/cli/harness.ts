@@ -6,10 +6,7 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
 import { Console, Effect, Layer, Schema } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { afterAll } from "vitest"
+import * as TempDir from "../support/TempDir.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
 import { Resources } from "../../src/domain/Resources.js"
@@ -21,17 +18,8 @@ import { run } from "../../src/cli/Cli.js"
 import { ClusterStatus, MemberStatus } from "../../src/domain/ClusterStatus.js"
 import { ProcessEnv } from "../../src/cli/ProcessEnv.js"
 
-const tempDirs: Array<string> = []
-afterAll(() => {
-  for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
-})
-
 /** A fresh directory under the system's temporary directory, removed after the test file. */
-export const tempDir = (): string => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-cli-"))
-  tempDirs.push(dir)
-  return dir
-}
+export const tempDir = (): string => TempDir.tempDir("cli")
 
 export const stripAnsi = (text: string): string => text.replace(/\u001b\[[0-9;]*m/g, "")
 

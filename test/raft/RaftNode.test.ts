@@ -3,6 +3,7 @@
  * machine, with time driven by `TestClock`.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { tempDir } from "../support/TempDir.js"
 import { Cause, Context, Effect, Exit, Layer, Scope } from "effect"
 import { MemoryNetwork } from "../../src/net/Transport.js"
 import * as RaftNode from "../../src/raft/RaftNode.js"
@@ -179,10 +180,8 @@ describe("RaftNode over SQLite", () => {
   it.scoped("a node restarted on its database file recovers its log and state (the state machine replays it)", () =>
     Effect.gen(function* () {
       const { layerFile } = yield* Effect.promise(() => import("../../src/storage/RaftStorage.js"))
-      const fs = yield* Effect.promise(() => import("node:fs"))
-      const os = yield* Effect.promise(() => import("node:os"))
       const path = yield* Effect.promise(() => import("node:path"))
-      const filename = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "blixard-raftnode-")), "node.db")
+      const filename = path.join(tempDir("raftnode"), "node.db")
       const boot = (kv: KvStore) =>
         Effect.gen(function* () {
           const scope = yield* Scope.make()

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
+import { tempDir } from "../support/TempDir.js"
 import Sqlite from "better-sqlite3"
 import { Cause, Effect, Exit } from "effect"
 import { spawn } from "node:child_process"
@@ -11,7 +12,7 @@ import { NodeId } from "../../src/domain/NodeId.js"
 import { Schema } from "effect"
 
 const fixture = path.resolve(import.meta.dirname, "../fixtures/hold-database.mjs")
-const tempFile = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), "blixard-db-")), "node.db")
+const tempFile = () => path.join(tempDir("db"), "node.db")
 const entry = (index: number, term: number, data = `cmd-${index}`): Entry => ({ index, term, kind: "normal", data })
 const node = Schema.decodeSync(NodeId)(2)
 

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
+import { tempDir } from "../support/TempDir.js"
 import { Cause, Effect, Exit, Layer, Option } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { StorageIo } from "../../src/domain/Errors.js"
@@ -12,7 +11,7 @@ import { layerFile, layerMemory, makeSql, MemoryStore, RaftStorage } from "../..
 const entry = (index: number, term: number, data = `cmd-${index}`): Entry => ({ index, term, kind: "normal", data })
 const range = (lo: number, hi: number, term: number) => Array.from({ length: hi - lo + 1 }, (_, i) => entry(lo + i, term))
 
-const tempFile = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), "blixard-storage-")), "node.db")
+const tempFile = () => path.join(tempDir("storage"), "node.db")
 
 const snapshotAt = (index: number, term: number): Snapshot => ({
   metadata: { index, term, confState: { voters: [1, 2, 3], learners: [4] } },

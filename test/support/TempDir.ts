@@ -1,0 +1,21 @@
+/**
+ * Temporary directories of a test file, removed once the file's tests are done (importing this
+ * module registers the removal in the importing file).
+ */
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { afterAll } from "vitest"
+
+const dirs: Array<string> = []
+
+afterAll(() => {
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+/** A fresh directory `blixard-<prefix>-…` under the system's temporary directory. */
+export const tempDir = (prefix: string): string => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `blixard-${prefix}-`))
+  dirs.push(dir)
+  return dir
+}
