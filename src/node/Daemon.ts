@@ -306,12 +306,13 @@ export const run = (config: NodeConfig) =>
       yield* Effect.addFinalizer(() =>
         Effect.gen(function* () {
           const st = yield* raft.status
+          yield* Effect.logInfo(`node ${node} is stopping (it was ${st.role === "leader" ? "the leader" : `a ${st.role}`})`)
           if (st.role !== "leader") return
           const candidates = st.progress.filter((p) => p.id !== node && st.confState.voters.includes(p.id)).sort((a, b) => b.match - a.match)
           const target = candidates[0]
           if (target === undefined) return
           const started = yield* Clock.currentTimeMillis
-          yield* Effect.logInfo(`node ${node} is stopping: handing leadership to node ${target.id}`)
+          yield* Effect.logInfo(`node ${node}: handing leadership to node ${target.id}`)
           yield* raft.transferLeader(target.id).pipe(Effect.timeout(Duration.seconds(2)), Effect.ignore)
           const took = (yield* Clock.currentTimeMillis) - started
           yield* Effect.logInfo(`node ${node}: leadership handed over in ${took} ms`)

@@ -106,7 +106,7 @@ describe("start-up errors: a clear message and exit 1", () => {
   it("a second node on the same data directory", async () => {
     const c = newCluster()
     const first = await c.add()
-    await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
+    await waitFor("node 1 to serve", () => cliJson(first.addr, ["cluster", "status"]))
     const twin = new BlixardNode(1, await freePort(), first.dataDir, c.secretFile, [])
     twin.start()
     expect(await runToExit(twin)).toBe(1)
@@ -116,7 +116,7 @@ describe("start-up errors: a clear message and exit 1", () => {
   it("a port already in use", async () => {
     const c = newCluster()
     const first = await c.add()
-    await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
+    await waitFor("node 1 to serve", () => cliJson(first.addr, ["cluster", "status"]))
     const clash = new BlixardNode(2, first.port, path.join(c.dir, "clash"), c.secretFile, [])
     clash.start()
     expect(await runToExit(clash)).toBe(1)
@@ -126,7 +126,7 @@ describe("start-up errors: a clear message and exit 1", () => {
   it("a data directory that belongs to another node id", async () => {
     const c = newCluster()
     const first = await c.add()
-    await waitFor("node 1 to serve", async () => ((await cli(first.addr, ["cluster", "status"])).code === 0 ? true : undefined))
+    await waitFor("node 1 to serve", () => cliJson(first.addr, ["cluster", "status"]))
     await first.stop("SIGKILL")
     const impostor = new BlixardNode(7, await freePort(), first.dataDir, c.secretFile, [])
     impostor.start()
@@ -137,7 +137,7 @@ describe("start-up errors: a clear message and exit 1", () => {
   it("a data directory of another cluster, pointed at this cluster's peers", async () => {
     const c = newCluster()
     const a = await c.add()
-    await waitFor("cluster A's node to serve", async () => ((await cli(a.addr, ["cluster", "status"])).code === 0 ? true : undefined))
+    await waitFor("cluster A's node to serve", () => cliJson(a.addr, ["cluster", "status"]))
     const clusterA = await waitFor("cluster A's id", async () => (await cliJson<{ clusterId?: string }>(a.addr, ["cluster", "status"])).clusterId)
     await a.stop("SIGKILL")
     // Cluster B: another founding node (id 2) with its own data.

@@ -111,6 +111,15 @@ export class BlixardNode {
   get running(): boolean {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
   }
+
+  /** Whether the process runs, or how it ended (for a failing test's message). */
+  get state(): string {
+    const child = this.child
+    if (child === undefined) return "not running"
+    if (child.signalCode !== null) return `pid ${child.pid}, killed by ${child.signalCode}`
+    if (child.exitCode !== null) return `pid ${child.pid}, exited ${child.exitCode}`
+    return `pid ${child.pid}, running`
+  }
 }
 
 /** A cluster of `n` nodes: node 1 founds it, the others join through node 1. */
@@ -166,13 +175,13 @@ export class Cluster {
 
   /** The nodes' combined output, for a failing test's message. */
   logs(): string {
-    return this.nodes.map((n) => `--- node ${n.id} ---\n${n.output.slice(-4000)}`).join("\n")
+    return this.nodes.map((n) => `--- node ${n.id} (${n.state}) ---\n${n.output.slice(-4000)}`).join("\n")
   }
 }
 
 /**
- * For a test file: a function giving each test a fresh cluster that is stopped after the test (its
- * nodes' logs printed if the test failed). Several real processes share two cores with everything
+ * For a test file: a function giving each test a fresh cluster that is stopped after the test, its
+ * directory removed (kept, and its nodes' logs printed, if the test failed). Several real processes share two cores with everything
  * else, so each step waits on a condition with its own deadline and a test may take two minutes.
  */
 export const clustersPerTest = (): (() => Cluster) => {
@@ -180,8 +189,10 @@ export const clustersPerTest = (): (() => Cluster) => {
   let current: Cluster | undefined
   afterEach(async (context) => {
     if (current === undefined) return
-    if (context.task.result?.state === "fail") console.log(current.logs())
+    const failed = context.task.result?.state === "fail"
+    if (failed) console.log(`${current.logs()}\n(the cluster's files are kept in ${current.dir})`)
     await current.stopAll()
+    if (!failed) fs.rmSync(current.dir, { recursive: true, force: true, maxRetries: 3 })
     current = undefined
   })
   return () => {
