@@ -8,6 +8,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterEach, vi } from "vitest"
 import { freePort } from "../../src/node/FreePort.js"
+import { removeDir } from "../support/TempDir.js"
 
 export { freePort }
 
@@ -192,7 +193,7 @@ export const clustersPerTest = (): (() => Cluster) => {
     const failed = context.task.result?.state === "fail"
     if (failed) console.log(`${current.logs()}\n(the cluster's files are kept in ${current.dir})`)
     await current.stopAll()
-    if (!failed) fs.rmSync(current.dir, { recursive: true, force: true, maxRetries: 3 })
+    if (!failed) removeDir(current.dir)
     current = undefined
   })
   return () => {

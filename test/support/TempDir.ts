@@ -9,8 +9,17 @@ import { afterAll } from "vitest"
 
 const dirs: Array<string> = []
 
+/** Deletes a directory (best effort: a killed process may still be writing in it). */
+export const removeDir = (dir: string): void => {
+  try {
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
+  } catch {
+    // Left for the OS's temp cleaner.
+  }
+}
+
 afterAll(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
+  for (const dir of dirs.splice(0)) removeDir(dir)
 })
 
 /** A fresh directory `blixard-<prefix>-…` under the system's temporary directory. */

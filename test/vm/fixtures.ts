@@ -10,19 +10,13 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { VmName } from "../../src/domain/VmName.js"
 import { readStat } from "../../src/vm/internal/procfs.js"
+import { removeDir } from "../support/TempDir.js"
 
 export const vmName = Schema.decodeSync(VmName)
 
 export const tempDir = (prefix: string): string => fs.mkdtempSync(path.join(os.tmpdir(), `blixard-${prefix}-`))
 
-/** Deletes a test's directory (best effort: a killed runner may still be closing its log). */
-export const removeDir = (dir: string): void => {
-  try {
-    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
-  } catch {
-    // Left for the OS's temp cleaner.
-  }
-}
+export { removeDir }
 
 /** A temporary directory deleted when the test's scope closes. */
 export const scopedTempDir = (prefix: string) =>
