@@ -8,6 +8,7 @@ import { benchHttp } from "./http.js"
 import { benchRaftMemory } from "./raftMemory.js"
 import { benchReschedule } from "./reschedule.js"
 import { benchSim } from "./sim.js"
+import { benchSnapshot } from "./snapshot.js"
 import { benchStorage } from "./storage.js"
 import { benchTransport } from "./transport.js"
 import { benchVmStart } from "./vmStart.js"
@@ -20,7 +21,8 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
-  reschedule: () => benchReschedule()
+  reschedule: () => benchReschedule(),
+  snapshot: () => benchSnapshot()
 }
 
 const machine = {

@@ -111,7 +111,8 @@ const saveCpuRun = (entriesPerTransaction: number, transactions: number) =>
     } satisfies SaveCpuResult
   })
 
-const inTempDir = <A, E>(use: (filename: string) => Effect.Effect<A, E>) =>
+/** Runs `use` on a database file in a fresh temporary directory, removed afterwards. */
+export const inTempDir = <A, E>(use: (filename: string) => Effect.Effect<A, E>) =>
   Effect.suspend(() => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-bench-storage-"))
     return use(path.join(dir, "node.db")).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))))
