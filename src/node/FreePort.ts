@@ -2,14 +2,14 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 
 /** The lowest port the kernel hands to outgoing connections (Linux's default range starts at 32768). */
-const ephemeralLow = (): number => {
+const ephemeralLow = ((): number => {
   try {
     const low = Number(fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0])
     return Number.isInteger(low) && low > 0 ? low : 32768
   } catch {
     return 32768
   }
-}
+})()
 
 const lowest = 10_000
 const handedOut = new Set<number>()
@@ -33,7 +33,7 @@ const listenable = (port: number): Promise<number | undefined> =>
  * must not get the same port). Falls back to a port the kernel picks when that range is too small.
  */
 export const freePort = async (): Promise<number> => {
-  const high = ephemeralLow()
+  const high = ephemeralLow
   for (let attempt = 0; high - lowest >= 1000 && attempt < 100; attempt++) {
     const port = lowest + Math.floor(Math.random() * (high - lowest))
     if (handedOut.has(port)) continue

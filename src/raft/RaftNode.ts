@@ -193,15 +193,19 @@ export const make = (config: RaftNodeConfig) =>
       init = yield* storage.initialState
     }
     const mirror = new MemoryStorage()
+    /** The last snapshot's index and data size, and the bytes of the entries applied since it. */
     let snapshotIndex = 0
-    /** The size of the last snapshot's data, and the bytes of the entries applied since it. */
     let snapshotBytes = 0
     let appliedBytes = 0
+    const snapshotted = (snapshot: Snapshot): void => {
+      snapshotIndex = snapshot.metadata.index
+      snapshotBytes = snapshot.data.length
+      appliedBytes = 0
+    }
     const stored = yield* storage.snapshot
     if (stored._tag === "Some") {
       mirror.applySnapshot(stored.value)
-      snapshotIndex = stored.value.metadata.index
-      snapshotBytes = stored.value.data.length
+      snapshotted(stored.value)
     }
     if (init.lastIndex >= init.firstIndex) mirror.append(yield* storage.entries(init.firstIndex, init.lastIndex + 1))
     mirror.setHardState(init.hardState)
@@ -343,10 +347,7 @@ export const make = (config: RaftNodeConfig) =>
         if (p === undefined) continue
         pending.delete(e.index)
         if (p.term === e.term) p.done(Effect.succeed(results[i]))
-        else {
-          p.done(Effect.fail(new ProposalDropped({ node: nodeId, message: `the write was overwritten by a new leader at index ${e.index}; retry it` }))
-          )
-        }
+        else p.done(Effect.fail(new ProposalDropped({ node: nodeId, message: `the write was overwritten by a new leader at index ${e.index}; retry it` })))
       }
     }
 
@@ -368,9 +369,7 @@ export const make = (config: RaftNodeConfig) =>
       }
       yield* storage.saveSnapshot(snap)
       mirror.createSnapshot(snap)
-      snapshotIndex = snap.metadata.index
-      snapshotBytes = snap.data.length
-      appliedBytes = 0
+      snapshotted(snap)
       const compactTo = snap.metadata.index - snapshotRetain
       if (compactTo >= mirror.firstIndex()) {
         yield* storage.compact(compactTo)
@@ -417,13 +416,12 @@ export const make = (config: RaftNodeConfig) =>
         }
         if (rd.snapshot !== undefined) {
           yield* sm.restore(rd.snapshot)
-          snapshotIndex = rd.snapshot.metadata.index
-          snapshotBytes = rd.snapshot.data.length
-          appliedBytes = 0
+          snapshotted(rd.snapshot)
           for (const [index, p] of pending) {
             if (index > rd.snapshot.metadata.index) continue
             pending.delete(index)
-            p.done(Effect.fail(new ProposalDropped({ node: nodeId, message: `a snapshot replaced the log at index ${index}; the write may or may not have applied` }))
+            p.done(
+              Effect.fail(new ProposalDropped({ node: nodeId, message: `a snapshot replaced the log at index ${index}; the write may or may not have applied` }))
             )
           }
         }

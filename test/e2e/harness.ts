@@ -182,8 +182,9 @@ export class Cluster {
 
 /**
  * For a test file: a function giving each test a fresh cluster that is stopped after the test, its
- * directory removed (kept, and its nodes' logs printed, if the test failed). Several real processes share two cores with everything
- * else, so each step waits on a condition with its own deadline and a test may take two minutes.
+ * directory removed (kept, and its nodes' logs printed, if the test failed). Several real processes
+ * share two cores with everything else, so each step waits on a condition with its own deadline and
+ * a test may take two minutes.
  */
 export const clustersPerTest = (): (() => Cluster) => {
   vi.setConfig({ testTimeout: 120_000 })
