@@ -138,10 +138,78 @@ let
   );
 
   hasMicrovmHost = options ? microvm.host.enable && config.microvm.host.enable;
-  microvmHostStateDir = if options ? microvm.stateDir then config.microvm.stateDir else null;
+  # microvm.stateDir is a `types.path`: a path literal (/srv/microvms) is legal there. toString
+  # gives its absolute path as a string without copying anything into the store.
+  microvmHostStateDir = if options ? microvm.stateDir then toString config.microvm.stateDir else null;
+  # The host's declarative microvm.nix VMs (microvm.vms): their microvm@NAME units are not Blixard's.
+  declaredVms = if hasMicrovmHost && options ? microvm.vms then builtins.attrNames config.microvm.vms else [ ];
 
   isProcess = s.vmBackend == "process";
   isSystemd = s.vmBackend == "systemd";
+  helper = name: isProcess && builtins.elem name cfg.vmHelpers;
+
+  # `blixard node` flags that would change, behind the assertions and the sandbox below, what the
+  # module derives from `settings`: the node's identity and address (firewall, capabilities), its
+  # files (StateDirectory, ReadWritePaths, credentials) and how it runs VMs (the unit's sandbox).
+  refusedFlags = [
+    "--config"
+    "--id"
+    "--bind"
+    "--advertise"
+    "--data-dir"
+    "--vm-backend"
+    "--microvm-state-dir"
+    "--cluster-secret-file"
+    "--api-token-file"
+  ];
+  badExtraFlags = builtins.filter (
+    flag: builtins.any (refused: flag == refused || lib.hasPrefix "${refused}=" flag) refusedFlags
+  ) cfg.extraFlags;
+
+  # Secrets reach the daemon only as the credentials LoadCredential= hands it (the typed options).
+  secretKeys = {
+    clusterSecretFile = "cluster-secret";
+    apiTokenFile = "api-token";
+  };
+  strayCredentials = lib.filterAttrs (
+    key: credential: s ? ${key} && (cfg.${key} == null || s.${key} != "${credentialsDir}/${credential}")
+  ) secretKeys;
+
+  # Process backend, at host power-off: `blixard.service` stops only the daemon (KillMode=process),
+  # so this stop-post command shuts the node's VMs down cleanly (their `microvm-shutdown`, as
+  # microvm.nix's own units do), only when the whole system is going down: a restart of the unit
+  # (nixos-rebuild switch) leaves them running for the next daemon to adopt. It is the node's
+  # fencing watchdog run in the foreground: it takes over from the detached one, waits for the
+  # lease the daemon no longer renews, stops every runner with a guest's grace and returns once
+  # none runs, within TimeoutStopSec.
+  shutdownVms = ''
+    state=$(systemctl is-system-running || true)
+    if [ "$state" != stopping ]; then
+      echo "blixard: system state '$state': leaving the VMs running for the next daemon"
+      exit 0
+    fi
+    echo "blixard: the system is shutting down: stopping this node's VMs"
+    exec ${lib.escapeShellArgs [
+      "${cfg.package}/bin/blixard"
+      "node"
+      "watchdog"
+      "--id"
+      (toString s.id)
+      "--data-dir"
+      s.dataDir
+      "--vm-backend"
+      "process"
+      "--microvm-state-dir"
+      s.microvmStateDir
+      "--fencing-ms"
+      (toString t.fencingMs)
+      "--stop-timeout-ms"
+      (toString (vmStopTimeoutSec * 1000))
+    ]}
+  '';
+  # What microvm.nix gives a guest to shut down (microvm.host.startupTimeout, TimeoutSec= of its
+  # microvm@ units); the unit's TimeoutStopSec adds the fencing wait.
+  vmStopTimeoutSec = 150;
 
   configFile = settingsFormat.generate "blixard.json" cfg.settings;
 
@@ -360,7 +428,36 @@ in
       type = types.listOf types.str;
       default = [ ];
       example = [ "--log-level=debug" ];
-      description = "Extra command-line flags for `blixard node` (they win over the config file).";
+      description = ''
+        Extra command-line flags for `blixard node` (they win over the config file). Flags for what
+        the module derives the unit from (${lib.concatStringsSep ", " refusedFlags}) are refused: set
+        the option instead.
+      '';
+    };
+
+    vmHelpers = mkOption {
+      type = types.listOf (
+        types.enum [
+          "virtiofsd"
+          "macvtap"
+          "pci-passthrough"
+        ]
+      );
+      default = [
+        "virtiofsd"
+        "macvtap"
+        "pci-passthrough"
+      ];
+      example = [ ];
+      description = ''
+        Process backend only: the microvm.nix helpers this node's VMs may use, which run inside
+        `blixard.service` and so inside its sandbox. Each loosens the sandbox by what it needs:
+        `virtiofsd` (virtiofs shares): mount, pid and network namespaces and the capabilities of a
+        root file server (CAP_SYS_ADMIN among them); `macvtap` (macvtap interfaces): writes to
+        /proc/sys and the /dev/tapN devices; `pci-passthrough` (microvm.devices): writes to /sys,
+        loading vfio-pci and /dev/vfio. List only those your VMs use to keep the sandbox tighter. (The
+        systemd backend runs them in microvm.nix's own units.)
+      '';
     };
 
     configFile = mkOption {
@@ -373,7 +470,7 @@ in
     };
   };
 
-  config = mkIf cfg.enable {
+  config = mkIf cfg.enable (lib.mkMerge [ {
     services.blixard.settings = {
       id = mkDefault cfg.nodeId;
       bind = mkDefault cfg.bind;
@@ -455,6 +552,14 @@ in
         message = "services.blixard.microvmStateDir (${s.microvmStateDir}) must equal microvm.stateDir (${toString microvmHostStateDir}): the microvm@NAME units look for VMs there.";
       }
       {
+        assertion = badExtraFlags == [ ];
+        message = "services.blixard.extraFlags: ${lib.concatStringsSep ", " badExtraFlags} would change, behind the module's checks and the unit's sandbox, what the module sets from services.blixard.settings; set the corresponding option instead.";
+      }
+      {
+        assertion = strayCredentials == { };
+        message = "services.blixard.settings: ${lib.concatStringsSep ", " (builtins.attrNames strayCredentials)} set there would leave the secret unread, or read outside systemd's credentials: set services.blixard.${lib.concatStringsSep " / services.blixard." (builtins.attrNames strayCredentials)} (an absolute path outside the store), which hands the file over with LoadCredential=.";
+      }
+      {
         assertion = unknownIn knownKeys s == [ ];
         message = "services.blixard.settings has keys the daemon does not know: ${lib.concatStringsSep ", " (unknownIn knownKeys s)} (known: ${lib.concatStringsSep ", " knownKeys}).";
       }
@@ -497,9 +602,11 @@ in
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
-      # `nix` builds runners (through nix-daemon); `systemctl` drives microvm@NAME units.
+      # `nix` builds runners (through nix-daemon) and fetches flake references, some through
+      # `git` (git+https:, a local repository); `systemctl` drives microvm@NAME units.
       path = [
         config.nix.package
+        pkgs.git
         config.systemd.package
       ];
       environment = {
@@ -509,6 +616,7 @@ in
         HOME = s.dataDir;
         XDG_CACHE_HOME = "/var/cache/blixard";
       };
+      postStop = mkIf isProcess shutdownVms;
 
       serviceConfig = lib.mkMerge [
         {
@@ -548,8 +656,10 @@ in
           ProtectHome = true;
           PrivateTmp = true;
           NoNewPrivileges = true;
-          ProtectKernelTunables = true;
-          ProtectKernelModules = true;
+          # macvtap-up writes /proc/sys/net/ipv6/conf/*; pci-setup rebinds devices through /sys.
+          ProtectKernelTunables = !(helper "macvtap" || helper "pci-passthrough");
+          # pci-setup loads vfio-pci.
+          ProtectKernelModules = !(helper "pci-passthrough");
           ProtectKernelLogs = true;
           ProtectControlGroups = true;
           ProtectClock = true;
@@ -558,7 +668,8 @@ in
           LockPersonality = true;
           RestrictRealtime = true;
           RestrictSUIDSGID = true;
-          RestrictNamespaces = true;
+          # virtiofsd sandboxes itself in new mount, pid and network namespaces.
+          RestrictNamespaces = if helper "virtiofsd" then "mnt pid net" else true;
           SystemCallArchitectures = "native";
           RemoveIPC = true;
           # A filtered system call fails with EPERM instead of killing the daemon.
@@ -579,6 +690,18 @@ in
             # process backend: runners' tap-up/tap-down create and configure tap interfaces.
             "CAP_NET_ADMIN"
           ]
+          # virtiofsd as root: its namespace sandbox (pivot_root, mounts) and serving files as any
+          # guest user (credential switches, file handles, device nodes, set-id bits).
+          ++ lib.optionals (helper "virtiofsd") [
+            "CAP_SYS_ADMIN"
+            "CAP_SETUID"
+            "CAP_SETGID"
+            "CAP_FSETID"
+            "CAP_MKNOD"
+            "CAP_SETFCAP"
+            "CAP_DAC_READ_SEARCH"
+          ]
+          ++ lib.optional (helper "pci-passthrough") "CAP_SYS_MODULE"
           # A port below 1024.
           ++ lib.optional (bind != null && bind.port < 1024) "CAP_NET_BIND_SERVICE";
         }
@@ -618,20 +741,43 @@ in
             "/dev/net/tun rw"
             "/dev/vhost-net rw"
             "/dev/vhost-vsock rw"
+          ]
+          # macvtap-up chowns the interface's /dev/tapN, which the hypervisor opens.
+          ++ lib.optional (helper "macvtap") "char-macvtap rw"
+          ++ lib.optionals (helper "pci-passthrough") [
+            "/dev/vfio/vfio rw"
+            "char-vfio rw"
           ];
           # Hypervisors use a broad set of system calls (KVM ioctls, io_uring, seccomp of their
           # own): deny only what no VM needs rather than allow-listing @system-service.
           SystemCallFilter = [
-            "~@clock @cpu-emulation @debug @module @obsolete @reboot @swap"
+            "~@clock @cpu-emulation @debug ${lib.optionalString (!helper "pci-passthrough") "@module "}@obsolete @reboot @swap"
           ];
-          # VMs are children of this unit and stop with it; give them the time microvm.nix's own
-          # units give a guest to shut down (microvm-shutdown).
-          TimeoutStopSec = 150;
+          # At host power-off the unit's postStop (shutdownVms) stops the VMs cleanly, in the time
+          # of the fencing wait plus a guest's shutdown; VMs stop one after the other, so on a host
+          # with many slow guests the last ones are killed when this runs out.
+          TimeoutStopSec = vmStopTimeoutSec + (t.fencingMs + 999) / 1000 + 30;
           # Hypervisors lock guest memory.
           LimitMEMLOCK = "infinity";
           LimitNOFILE = 1048576;
         })
       ];
     };
-  };
+  }
+
+  {
+    # systemd backend: Blixard decides whether a VM that went down runs again (its restartPolicy),
+    # so microvm.nix's template must not restart it on its own (it sets Restart=always, which would
+    # start a VM whose policy is `never`, or one the cluster has meanwhile placed elsewhere). The
+    # host's declarative VMs (microvm.vms) keep microvm.nix's behaviour through their own drop-ins;
+    # VMs made by hand with `microvm -c` on such a host are no longer restarted by systemd.
+    systemd.services = mkIf (isSystemd && hasMicrovmHost) (
+      {
+        "microvm@".serviceConfig.Restart = lib.mkForce "no";
+      }
+      // lib.genAttrs (map (name: "microvm@${name}") declaredVms) (_: {
+        serviceConfig.Restart = "always";
+      })
+    );
+  } ]);
 }

@@ -78,10 +78,34 @@ let
       !has "capabilities" || same name "CapabilityBoundingSet" unitExpect.capabilities sc.CapabilityBoundingSet
     )
     && (
+      !has "sandbox"
+      || lib.all lib.id (
+        lib.mapAttrsToList (key: value: same name key value (sc.${key} or null)) unitExpect.sandbox
+      )
+    )
+    && (
       !has "tmpfiles"
       || lib.all (rule: lib.elem rule config.systemd.tmpfiles.rules || fail name "tmpfiles rule" rule null) unitExpect.tmpfiles
     )
-    && same name "package on PATH" true (lib.elem stubPackage config.environment.systemPackages);
+    && same name "package on PATH" true (lib.elem stubPackage config.environment.systemPackages)
+    && same name "git on the unit's PATH" true (lib.elem pkgs.git config.systemd.services.blixard.path);
+
+  # What becomes of microvm.nix's own units (samples that import its host module).
+  checkMicrovm =
+    name: config: microvmExpect:
+    let
+      units = lib.filterAttrs (n: _: lib.hasPrefix "microvm@" n) config.systemd.services;
+      template = config.systemd.services."microvm@".serviceConfig;
+    in
+    same name "microvm@ units' Restart" microvmExpect.restart (
+      lib.mapAttrs (_: u: u.serviceConfig.Restart or null) units
+    )
+    && (
+      !(microvmExpect ? template)
+      || same name "microvm@ template" microvmExpect.template {
+        inherit (template) User Group WorkingDirectory;
+      }
+    );
 
   # Returns a shell fragment checking the rendered files, after checking everything at eval time.
   checkSample =
@@ -103,6 +127,7 @@ let
       if expect ? settings then
         assert same name "settings" expect.settings cfg.settings;
         assert checkUnit name config expect.unit;
+        assert !(expect ? microvm) || checkMicrovm name config expect.microvm;
         let
           unitFile = "${config.systemd.units."blixard.service".unit}/blixard.service";
           expected = pkgs.writeText "${name}-expected.json" (builtins.toJSON expect.settings);

@@ -1,19 +1,16 @@
 # nix/checks/module-eval.nix (the flake check that evaluates services.blixard inside real NixOS)
-# run here against the stub NixOS of ./stubs.nix: all its evaluation-time comparisons with
-# ./samples.nix run, and the shell script it would hand to the build comes back as text.
+# run here with the stand-in NixOS of ./stubs.nix and microvm.nix's real host module: all its
+# evaluation-time comparisons with ./samples.nix run, and the shell script it would hand to the
+# build comes back as text.
 #
-#   nix-instantiate --eval --strict --json test/nix/checks-eval.nix --argstr nixpkgsLib PATH
-{ nixpkgsLib }:
+#   nix-instantiate --eval --strict --json test/nix/checks-eval.nix \
+#       --argstr nixpkgsLib LIB --argstr microvmNix MICROVM
+{ nixpkgsLib, microvmNix }:
 
 let
   lib = import (nixpkgsLib + "/lib");
   stubs = import ./stubs.nix { inherit lib; };
-
-  fakeDrv = name: {
-    type = "derivation";
-    inherit name;
-    outPath = "/nix/store/00000000000000000000000000000000-${name}";
-  };
+  inherit (stubs) fakeDrv;
 
   pkgs = stubs.pkgs // {
     inherit lib;
@@ -23,7 +20,8 @@ let
     runCommand = name: _env: script: { inherit name script; };
   };
 
-  # What the check reads from NixOS beyond the options the module touches.
+  # What the check reads from NixOS beyond the options the modules touch: nixosSystem's own
+  # options, and the unit files NixOS renders (systemd.units, a stand-in file here).
   nixosExtras = {
     options = {
       nixpkgs.pkgs = lib.mkOption { type = lib.types.anything; };
@@ -39,6 +37,7 @@ let
 
   check = import ../../nix/checks/module-eval.nix {
     inherit pkgs;
+    # nixpkgs' lib.nixosSystem, with the stand-in NixOS.
     nixosSystem =
       { modules }:
       lib.evalModules {
@@ -49,7 +48,7 @@ let
         ];
       };
     nixosModule = ../../modules/blixard.nix;
-    microvmHostModule = stubs.microvmHost;
+    microvmHostModule = /. + microvmNix + "/nixos-modules/host";
   };
 in
 {

@@ -1,14 +1,20 @@
 /**
- * The NixOS module (modules/blixard.nix), evaluated on this machine with nixpkgs' `lib` only: every
- * sample of test/nix/samples.nix through test/nix/eval.nix (stub NixOS options and `pkgs`), every
- * config file it renders read back with the daemon's own schema (`decodeNodeConfig`), and the flake
- * check nix/checks/module-eval.nix run against the same stubs. See ./harness.ts for what it needs.
+ * The NixOS module (modules/blixard.nix), evaluated on this machine with nixpkgs' `lib` and
+ * microvm.nix's real host module: every sample of test/nix/samples.nix through test/nix/eval.nix
+ * (stand-ins only for NixOS' option declarations and `pkgs`), every config file it renders read back
+ * with the daemon's own schema (`decodeNodeConfig`), the unit's shutdown script run with stand-in
+ * commands, and the flake check nix/checks/module-eval.nix run against the same stand-ins. See
+ * ./harness.ts for what it needs.
  */
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
-import { Either } from "effect"
+import { Either, Schema } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
-import { decode, decodeError, evalJson, nix, nixpkgsLib, reportSkip, root, skipReason } from "./harness.js"
+import { WatchdogConfig } from "../../src/node/Config.js"
+import { watchdogArgs } from "../../src/node/HostFence.js"
+import { decode, decodeError, evalJson, nix, reportSkip, root, skipReason, sourceArgs } from "./harness.js"
 
 reportSkip("test/nix/module.test.ts", "the NixOS module tests")
 
@@ -24,6 +30,13 @@ interface UnitExpect {
   readonly tmpfiles?: ReadonlyArray<string>
   readonly deviceAllow?: ReadonlyArray<string>
   readonly capabilities?: ReadonlyArray<string>
+  /** Exact values of these serviceConfig keys. */
+  readonly sandbox?: Record<string, unknown>
+}
+
+interface MicrovmExpect {
+  readonly restart: Record<string, string | null>
+  readonly template?: { readonly User: string; readonly Group: string; readonly WorkingDirectory: string }
 }
 
 interface Expect {
@@ -32,6 +45,7 @@ interface Expect {
   readonly evalError?: string
   readonly schemaAccepts?: boolean
   readonly unit?: UnitExpect
+  readonly microvm?: MicrovmExpect
 }
 
 interface Result {
@@ -48,6 +62,8 @@ interface Result {
   readonly tmpfiles: ReadonlyArray<string>
   readonly cliAddr: string | null
   readonly systemPackages: ReadonlyArray<string>
+  readonly postStop: string
+  readonly microvm: Partial<MicrovmExpect> & { readonly stateDirTmpfiles?: Record<string, unknown> }
 }
 
 interface Sample {
@@ -56,14 +72,18 @@ interface Sample {
   readonly result?: Result
 }
 
+interface Disabled {
+  readonly services: ReadonlyArray<string>
+  readonly microvmRestart: string | null
+  readonly assertions: number
+  readonly firewall: ReadonlyArray<number>
+  readonly systemPackages: ReadonlyArray<string>
+}
+
 interface Evaluation {
   readonly samples: Record<string, Sample>
-  readonly disabled: {
-    readonly services: ReadonlyArray<string>
-    readonly assertions: number
-    readonly firewall: ReadonlyArray<number>
-    readonly systemPackages: number
-  }
+  readonly disabled: Disabled
+  readonly disabledWithMicrovmHost: Disabled
 }
 
 
@@ -115,8 +135,10 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
     for (const name of sampleNames("inconsistent")) expect(sample(name).expect.assertions?.length).toBeGreaterThan(0)
   })
 
-  it("defines nothing when services.blixard is not enabled", () => {
-    expect(evaluation.disabled).toEqual({ services: [], assertions: 0, firewall: [], systemPackages: 0 })
+  it("defines nothing when services.blixard is not enabled, and leaves microvm.nix's units alone", () => {
+    const nothing = { services: [], assertions: 0, firewall: [], systemPackages: [] }
+    expect(evaluation.disabled).toEqual({ ...nothing, microvmRestart: null })
+    expect(evaluation.disabledWithMicrovmHost).toEqual({ ...nothing, microvmRestart: "always" })
   })
 
   describe.each(sampleNames("valid"))("valid sample %s", (name) => {
@@ -150,8 +172,8 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
       expect(r.serviceConfig["KillMode"]).toBe("process")
       expect(r.systemPackages).toContain("blixard-0.1.0")
       expect(r.cliAddr).toBe(unit.cliAddr)
-      // `nix` (runner builds) and `systemctl` (microvm@ units) are on the unit's PATH.
-      expect(r.path).toEqual(expect.arrayContaining(["nix", "systemd"]))
+      // `nix` (runner builds), `git` (flake references) and `systemctl` (microvm@ units) are on the unit's PATH.
+      expect(r.path).toEqual(expect.arrayContaining(["nix", "git", "systemd"]))
       // No BLIXARD_* variable: it would override the config file.
       expect(Object.keys(r.environment).filter((key) => key.startsWith("BLIXARD_"))).toEqual([])
       expect(r.environment["NIX_REMOTE"]).toBe("daemon")
@@ -189,13 +211,10 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
         ProtectHome: true,
         PrivateTmp: true,
         NoNewPrivileges: true,
-        ProtectKernelTunables: true,
-        ProtectKernelModules: true,
         ProtectKernelLogs: true,
         ProtectControlGroups: true,
         LockPersonality: true,
         RestrictSUIDSGID: true,
-        RestrictNamespaces: true,
         SystemCallArchitectures: "native",
         UMask: "0077"
       })
@@ -209,6 +228,7 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
       if (unit.tmpfiles !== undefined) expect(r.tmpfiles).toEqual(unit.tmpfiles)
       if (unit.deviceAllow !== undefined) expect(sc["DeviceAllow"]).toEqual(unit.deviceAllow)
       if (unit.capabilities !== undefined) expect(sc["CapabilityBoundingSet"]).toEqual(unit.capabilities)
+      for (const [key, value] of Object.entries(unit.sandbox ?? {})) expect(sc[key], key).toEqual(value)
 
       const families = sc["RestrictAddressFamilies"] as ReadonlyArray<string>
       const capabilities = sc["CapabilityBoundingSet"] as ReadonlyArray<string>
@@ -220,14 +240,113 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
         expect(capabilities).toContain("CAP_NET_ADMIN")
         expect(families).toContain("AF_NETLINK")
       } else {
-        // VMs run in microvm@NAME units: no devices, no network administration here.
+        // VMs run in microvm@NAME units: no devices, no network administration, no helpers here.
+        expect(sc).toMatchObject({ ProtectKernelTunables: true, ProtectKernelModules: true, RestrictNamespaces: true })
         expect(sc["PrivateDevices"]).toBe(true)
         expect(sc["DeviceAllow"]).toBeUndefined()
         expect(capabilities).not.toContain("CAP_NET_ADMIN")
         expect(families).not.toContain("AF_NETLINK")
         expect(families).toContain("AF_UNIX")
       }
-      expect(capabilities).not.toContain("CAP_SYS_ADMIN")
+      // CAP_SYS_ADMIN only for virtiofsd, which also needs namespaces.
+      expect(capabilities.includes("CAP_SYS_ADMIN")).toBe(sc["RestrictNamespaces"] !== true)
+    })
+  })
+
+  describe.each(sampleNames("valid"))("valid sample %s, beside microvm.nix's host module", (name) => {
+    it("leaves microvm.nix's units as the sample expects", () => {
+      const wanted = sample(name).expect.microvm
+      if (wanted === undefined) return
+      const got = result(name).microvm
+      expect(got.restart).toEqual(wanted.restart)
+      if (wanted.template !== undefined) expect(got.template).toEqual(wanted.template)
+      // Blixard's state root is the one microvm.nix's units run in, created by microvm.nix for its user.
+      const config = JSON.parse(result(name).rendered) as { microvmStateDir: string }
+      expect(got.template?.WorkingDirectory).toBe(`${config.microvmStateDir}/%i`)
+      expect(got.stateDirTmpfiles?.[config.microvmStateDir]).toEqual({
+        d: { user: got.template?.User, group: got.template?.Group, mode: "0775" }
+      })
+    })
+  })
+
+  describe("process backend at host power-off", () => {
+    const processSamples = () =>
+      sampleNames("valid").filter(
+        (name) => (JSON.parse(result(name).rendered) as { vmBackend: string }).vmBackend === "process"
+      )
+
+    /** Runs the unit's postStop with a `systemctl` answering `state` and a `blixard` that records its arguments. */
+    const runPostStop = (name: string, state: string) => {
+      const r = result(name)
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-poststop-"))
+      try {
+        const bin = path.join(dir, "bin")
+        fs.mkdirSync(bin)
+        fs.writeFileSync(path.join(bin, "systemctl"), `#!/bin/sh\necho ${state}\n[ ${state} = running ]\n`, { mode: 0o755 })
+        const recorder = `#!/bin/sh\nfor a in "$@"; do printf '%s\\n' "$a"; done > ${dir}/args\n`
+        // The script runs the package's own bin/blixard: point that store path at the recorder.
+        const script = r.postStop.replaceAll(`${r.packagePath}/bin/blixard`, path.join(bin, "blixard"))
+        fs.writeFileSync(path.join(bin, "blixard"), recorder, { mode: 0o755 })
+        const run = spawnSync("bash", ["-e", "-c", script], {
+          encoding: "utf8",
+          env: { PATH: `${bin}:${process.env["PATH"] ?? ""}` }
+        })
+        const args = fs.existsSync(path.join(dir, "args"))
+          ? fs.readFileSync(path.join(dir, "args"), "utf8").split("\n").slice(0, -1)
+          : undefined
+        return { status: run.status, stdout: run.stdout, stderr: run.stderr, args }
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    }
+
+    it("there are such samples", () => expect(processSamples().length).toBeGreaterThanOrEqual(3))
+
+    it.each(["minimal", "custom-data-dir"])("%s: a restart of the unit leaves the VMs running", (name) => {
+      const run = runPostStop(name, "running")
+      expect(run.status, run.stderr).toBe(0)
+      expect(run.args).toBeUndefined()
+      expect(run.stdout).toContain("leaving the VMs running")
+    })
+
+    it.each(["minimal", "custom-data-dir"])(
+      "%s: a system shutdown stops them as the node's watchdog does, with a guest's grace, in the unit's time",
+      (name) => {
+        const run = runPostStop(name, "stopping")
+        expect(run.status, run.stderr).toBe(0)
+        const config = JSON.parse(result(name).rendered) as {
+          id: number
+          dataDir: string
+          microvmStateDir: string
+          timeouts: { fencingMs: number }
+        }
+        const stopTimeoutMs = 150_000
+        // The same command line the daemon starts its watchdog with (src/node/HostFence.ts).
+        expect(run.args).toEqual(
+          watchdogArgs(
+            Schema.decodeUnknownSync(WatchdogConfig)({
+              id: config.id,
+              dataDir: config.dataDir,
+              vmBackend: "process",
+              microvmStateDir: config.microvmStateDir,
+              fencingMs: config.timeouts.fencingMs,
+              stopTimeoutMs
+            })
+          )
+        )
+        const sc = result(name).serviceConfig
+        // Only the daemon is signalled at stop: the runners outlive a restart …
+        expect(sc["KillMode"]).toBe("process")
+        // … and the unit waits for the lease to run out and a guest's shutdown.
+        expect(sc["TimeoutStopSec"] as number).toBeGreaterThanOrEqual((stopTimeoutMs + config.timeouts.fencingMs) / 1000)
+      }
+    )
+
+    it("the systemd backend has no such step (microvm.nix's units stop their VMs)", () => {
+      for (const name of sampleNames("valid")) {
+        if (processSamples().includes(name)) expect(result(name).postStop, name).toContain("node watchdog")
+        else expect(result(name).postStop, name).toBe("")
+      }
     })
   })
 
@@ -262,7 +381,8 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
       expect(sample(name).refused).toBe(true)
       const run = nix([
         ...["--eval", "--strict", "--json", "test/nix/eval.nix"],
-        ...["--argstr", "nixpkgsLib", nixpkgsLib, "--argstr", "sample", name]
+        ...sourceArgs(),
+        ...["--argstr", "sample", name]
       ])
       expect(run.status).not.toBe(0)
       expect(run.stderr).toContain(sample(name).expect.evalError)

@@ -10,6 +10,9 @@
 #   expect.evalError   a substring of the evaluation error (values an option's type must refuse)
 #   expect.schemaAccepts  whether the daemon's decodeNodeConfig accepts the rendered file
 #   expect.unit      facts about systemd.services.blixard (checked by both sides)
+#   expect.microvm   what becomes of microvm.nix's units (samples importing its host module):
+#                    `restart`, Restart= of each microvm@ unit; `template`, who the microvm@ template
+#                    runs as and where
 let
   defaultTimeouts = {
     tickMs = 50;
@@ -48,6 +51,69 @@ in
         cliAddr = "127.0.0.1:7001";
         # Without microvm.nix's host module, the VMs' state root is created for the unit.
         tmpfiles = [ "d '/var/lib/microvms' 0755 root root - -" ];
+        # microvm.nix's helpers (all allowed by default) can run inside the unit.
+        deviceAllow = [
+          "/dev/kvm rw"
+          "/dev/net/tun rw"
+          "/dev/vhost-net rw"
+          "/dev/vhost-vsock rw"
+          "char-macvtap rw"
+          "/dev/vfio/vfio rw"
+          "char-vfio rw"
+        ];
+        capabilities = [
+          "CAP_CHOWN"
+          "CAP_DAC_OVERRIDE"
+          "CAP_FOWNER"
+          "CAP_NET_ADMIN"
+          "CAP_SYS_ADMIN"
+          "CAP_SETUID"
+          "CAP_SETGID"
+          "CAP_FSETID"
+          "CAP_MKNOD"
+          "CAP_SETFCAP"
+          "CAP_DAC_READ_SEARCH"
+          "CAP_SYS_MODULE"
+        ];
+        sandbox = {
+          RestrictNamespaces = "mnt pid net";
+          ProtectKernelTunables = false;
+          ProtectKernelModules = false;
+          SystemCallFilter = [ "~@clock @cpu-emulation @debug @obsolete @reboot @swap" ];
+        };
+      };
+    };
+  };
+
+  # Process backend whose VMs use none of microvm.nix's helpers: the tightest sandbox.
+  process-without-helpers = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        vmHelpers = [ ];
+      };
+    };
+    expect = {
+      settings = {
+        id = 1;
+        bind = "0.0.0.0:7001";
+        peers = [ ];
+        dataDir = "/var/lib/blixard";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "127.0.0.1:7001";
         deviceAllow = [
           "/dev/kvm rw"
           "/dev/net/tun rw"
@@ -60,6 +126,12 @@ in
           "CAP_FOWNER"
           "CAP_NET_ADMIN"
         ];
+        sandbox = {
+          RestrictNamespaces = true;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          SystemCallFilter = [ "~@clock @cpu-emulation @debug @module @obsolete @reboot @swap" ];
+        };
       };
     };
   };
@@ -207,6 +279,165 @@ in
           "CAP_FOWNER"
         ];
       };
+      # Blixard's restartPolicy decides, not microvm.nix's Restart=always; the units run as
+      # microvm.nix's user in Blixard's state directories.
+      microvm = {
+        restart."microvm@" = "no";
+        template = {
+          User = "microvm";
+          Group = "kvm";
+          WorkingDirectory = "/srv/microvms/%i";
+        };
+      };
+    };
+  };
+
+  # A host with its own declarative microvm.nix VM beside Blixard's: that VM's unit keeps
+  # microvm.nix's Restart=always. (`evaluatedConfig` stands in for the guest's NixOS evaluation,
+  # which needs full nixpkgs: only the attributes microvm.nix's host module reads.)
+  systemd-with-declared-vm = {
+    microvmHost = true;
+    module = {
+      microvm.vms.db.evaluatedConfig.config =
+        let
+          fake = name: {
+            type = "derivation";
+            inherit name;
+            outPath = "/nix/store/00000000000000000000000000000000-${name}";
+          };
+        in
+        {
+          microvm.declaredRunner = fake "microvm-qemu-db" // {
+            supportsNotifySocket = false;
+            registerWithMachined = false;
+          };
+          microvm.shares = [ ];
+          system.build.toplevel = fake "nixos-system-db";
+        };
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "10.0.0.1:7001";
+        vmBackend = "systemd";
+      };
+    };
+    expect = {
+      settings = {
+        id = 1;
+        bind = "10.0.0.1:7001";
+        peers = [ ];
+        dataDir = "/var/lib/blixard";
+        vmBackend = "systemd";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "10.0.0.1:7001";
+        tmpfiles = [ ];
+      };
+      microvm = {
+        restart = {
+          "microvm@" = "no";
+          "microvm@db" = "always";
+        };
+        template = {
+          User = "microvm";
+          Group = "kvm";
+          WorkingDirectory = "/var/lib/microvms/%i";
+        };
+      };
+    };
+  };
+
+  # Process backend on a microvm.nix host: Blixard leaves microvm.nix's units as they are.
+  process-on-microvm-host = {
+    microvmHost = true;
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "10.0.0.1:7001";
+      };
+    };
+    expect = {
+      settings = {
+        id = 1;
+        bind = "10.0.0.1:7001";
+        peers = [ ];
+        dataDir = "/var/lib/blixard";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "10.0.0.1:7001";
+        # microvm.nix's host module creates the state directory.
+        tmpfiles = [ ];
+      };
+      microvm = {
+        restart."microvm@" = "always";
+        template = {
+          User = "microvm";
+          Group = "kvm";
+          WorkingDirectory = "/var/lib/microvms/%i";
+        };
+      };
+    };
+  };
+
+  # microvm.stateDir is a `types.path`: a path literal is legal there and must not break the module.
+  # (microvm.nix's own units interpolate it, which would copy the directory into the store; only
+  # Blixard's side is evaluated here.)
+  microvm-state-dir-path-literal = {
+    microvmHost = true;
+    module = {
+      microvm.stateDir = /srv/microvms;
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "10.0.0.1:7001";
+        vmBackend = "systemd";
+      };
+    };
+    expect = {
+      settings = {
+        id = 1;
+        bind = "10.0.0.1:7001";
+        peers = [ ];
+        dataDir = "/var/lib/blixard";
+        vmBackend = "systemd";
+        microvmStateDir = "/srv/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "10.0.0.1:7001";
+        readWritePaths = [ "/srv/microvms" ];
+        tmpfiles = [ ];
+      };
     };
   };
 
@@ -254,6 +485,14 @@ in
           "CAP_DAC_OVERRIDE"
           "CAP_FOWNER"
           "CAP_NET_ADMIN"
+          "CAP_SYS_ADMIN"
+          "CAP_SETUID"
+          "CAP_SETGID"
+          "CAP_FSETID"
+          "CAP_MKNOD"
+          "CAP_SETFCAP"
+          "CAP_DAC_READ_SEARCH"
+          "CAP_SYS_MODULE"
           "CAP_NET_BIND_SERVICE"
         ];
       };
@@ -466,6 +705,44 @@ in
     expect = {
       assertions = [ ''invalid label(s) -zone="rack 1"'' ];
       schemaAccepts = false;
+    };
+  };
+
+  # Flags that would change, behind the assertions, what the unit is built for.
+  extra-flags-behind-assertions = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        extraFlags = [
+          "--vm-backend=systemd"
+          "--microvm-state-dir"
+          "/srv/elsewhere"
+          "--log-level=debug"
+        ];
+      };
+    };
+    expect = {
+      assertions = [ "extraFlags: --vm-backend=systemd, --microvm-state-dir would change" ];
+      schemaAccepts = true;
+    };
+  };
+
+  # A secret path set through `settings`: the credential the typed option loads would go unread
+  # (clusterSecretFile), or the file would be read outside systemd's credentials (apiTokenFile).
+  secret-through-settings = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        clusterSecretFile = "/run/secrets/blixard-cluster";
+        settings.clusterSecretFile = "/run/secrets/other";
+        settings.apiTokenFile = "/run/secrets/blixard-api-token";
+      };
+    };
+    expect = {
+      assertions = [ "settings: apiTokenFile, clusterSecretFile set there would leave the secret unread" ];
+      schemaAccepts = true;
     };
   };
 

@@ -1,13 +1,16 @@
-# Just enough of NixOS (and of nixpkgs' `pkgs`) to evaluate modules/blixard.nix with nixpkgs' `lib`
-# alone: declarations for the options the module reads or writes, with the merge behaviour NixOS
-# gives them, and a `pkgs` whose `formats.json` renders with builtins.toJSON instead of building.
-# The flake's module-eval check evaluates the same samples against the real NixOS modules.
+# Stand-ins for what only full nixpkgs provides, so that modules/blixard.nix can be evaluated with
+# nixpkgs' `lib` alone TOGETHER WITH microvm.nix's real host module (nixos-modules/host of the
+# microvm.nix checkout the tests are given): NixOS' declarations of the options either module
+# reads or writes, with the merge behaviour NixOS gives them, and a `pkgs` whose packages are
+# store-path-looking names and whose `formats.json` renders with builtins.toJSON instead of building.
+# Nothing of microvm.nix is stood in for. The flake's module-eval check evaluates the same samples
+# inside real NixOS.
 { lib }:
 
 let
   inherit (lib) types mkOption;
 
-  # A store-path-looking stand-in for a package or a generated file.
+  # A store-path-looking stand-in for a package or a generated file (nothing is built).
   fakeDrv = name: {
     type = "derivation";
     inherit name;
@@ -33,8 +36,13 @@ let
     type = types.listOf types.str;
     default = [ ];
   };
+  anything = mkOption {
+    type = types.attrsOf types.anything;
+    default = { };
+  };
 
-  serviceModule = {
+  # NixOS' systemd unit submodules (nixos/lib/systemd-unit-options.nix), the options used here.
+  unitModule = {
     options = {
       description = mkOption {
         type = types.str;
@@ -45,6 +53,27 @@ let
       requires = listOfStr;
       after = listOfStr;
       before = listOfStr;
+      partOf = listOfStr;
+      unitConfig = mkOption {
+        type = types.attrsOf unitOption;
+        default = { };
+      };
+      restartTriggers = mkOption {
+        type = types.listOf types.unspecified;
+        default = [ ];
+      };
+      overrideStrategy = mkOption {
+        type = types.enum [
+          "asDropinIfExists"
+          "asDropin"
+        ];
+        default = "asDropinIfExists";
+      };
+    };
+  };
+  serviceModule = {
+    imports = [ unitModule ];
+    options = {
       path = mkOption {
         type = types.listOf types.package;
         default = [ ];
@@ -57,46 +86,67 @@ let
         type = types.attrsOf unitOption;
         default = { };
       };
+      script = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      postStop = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      restartIfChanged = mkOption {
+        type = types.bool;
+        default = true;
+      };
     };
+  };
+
+  # nixpkgs' pkgs/pkgs-lib/formats.nix: the JSON value type, and a generator.
+  jsonFormat = {
+    type =
+      let
+        valueType =
+          types.nullOr (
+            types.oneOf [
+              types.bool
+              types.int
+              types.float
+              types.str
+              types.path
+              (types.attrsOf valueType)
+              (types.listOf valueType)
+            ]
+          )
+          // {
+            description = "JSON value";
+          };
+      in
+      valueType;
+    # The real one runs `jq . > $out`; here the text travels with the fake derivation.
+    generate =
+      name: value:
+      fakeDrv name
+      // {
+        text = builtins.toJSON value;
+      };
   };
 in
 {
+  inherit fakeDrv;
+
+  # nixpkgs' package set, as far as the two modules use it.
   pkgs = {
     blixard = fakeDrv "blixard-0.1.0";
-    formats.json =
-      { }:
-      {
-        # As in nixpkgs' pkgs/pkgs-lib/formats.nix.
-        type =
-          let
-            valueType =
-              types.nullOr (
-                types.oneOf [
-                  types.bool
-                  types.int
-                  types.float
-                  types.str
-                  types.path
-                  (types.attrsOf valueType)
-                  (types.listOf valueType)
-                ]
-              )
-              // {
-                description = "JSON value";
-              };
-          in
-          valueType;
-        # The real one runs `jq . > $out`; here the text travels with the fake derivation.
-        generate =
-          name: value:
-          fakeDrv name
-          // {
-            text = builtins.toJSON value;
-          };
-      };
+    git = fakeDrv "git";
+    coreutils = fakeDrv "coreutils";
+    qemu-utils = fakeDrv "qemu-utils";
+    runtimeShell = "/nix/store/00000000000000000000000000000000-bash/bin/bash";
+    formats.json = { }: jsonFormat;
+    # callPackage: microvm.nix's host module builds its `microvm` command with it (not evaluated).
+    callPackage = fn: _args: fakeDrv "callPackage-${baseNameOf (toString fn)}";
   };
 
-  # The NixOS options the module touches.
+  # NixOS' declarations of the options the two modules touch (nixos/modules/**).
   nixos =
     { ... }:
     {
@@ -105,10 +155,7 @@ in
           type = types.listOf types.unspecified;
           default = [ ];
         };
-        warnings = mkOption {
-          type = types.listOf types.str;
-          default = [ ];
-        };
+        warnings = listOfStr;
         environment.systemPackages = mkOption {
           type = types.listOf types.package;
           default = [ ];
@@ -117,38 +164,44 @@ in
           type = types.attrsOf types.str;
           default = { };
         };
+        environment.etc = anything;
         networking.firewall.allowedTCPPorts = mkOption {
           type = types.listOf types.port;
           default = [ ];
         };
+        boot.kernelModules = listOfStr;
+        users.users = anything;
+        security.pam.loginLimits = mkOption {
+          type = types.listOf types.anything;
+          default = [ ];
+        };
+        security.wrappers = anything;
+        virtualisation.libvirtd.enable = mkOption {
+          type = types.bool;
+          default = false;
+        };
+        hardware.ksm.enable = mkOption {
+          type = types.bool;
+          default = false;
+        };
+        system.activationScripts = anything;
         systemd.package = mkOption {
           type = types.package;
           default = fakeDrv "systemd";
         };
         systemd.tmpfiles.rules = listOfStr;
+        systemd.tmpfiles.settings = anything;
         systemd.services = mkOption {
           type = types.attrsOf (types.submodule serviceModule);
+          default = { };
+        };
+        systemd.targets = mkOption {
+          type = types.attrsOf (types.submodule unitModule);
           default = { };
         };
         nix.package = mkOption {
           type = types.package;
           default = fakeDrv "nix";
-        };
-      };
-    };
-
-  # microvm.nix's host module, as far as Blixard reads it (nixos-modules/host/options.nix).
-  microvmHost =
-    { ... }:
-    {
-      options.microvm = {
-        host.enable = mkOption {
-          type = types.bool;
-          default = true;
-        };
-        stateDir = mkOption {
-          type = types.path;
-          default = "/var/lib/microvms";
         };
       };
     };
