@@ -4,7 +4,7 @@
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
     microvm = {
-      url = "github:astro/microvm.nix";
+      url = "github:microvm-nix/microvm.nix";
       inputs.nixpkgs.follows = "nixpkgs";
     };
   };
@@ -63,13 +63,13 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            pkgs.nodejs_20
+            pkgs.nodejs_24
             pkgs.python3
             pkgs.gcc
             pkgs.nix
           ];
           # node-gyp (better-sqlite3) builds against the headers of the Node.js in the shell.
-          npm_config_nodedir = pkgs.nodejs_20;
+          npm_config_nodedir = pkgs.nodejs_24;
         };
       });
 

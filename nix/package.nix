@@ -1,5 +1,5 @@
 # The `blixard` package: the TypeScript build (tsc -> dist/) with its production node_modules,
-# run by Node.js 20.
+# run by Node.js 24 (LTS; nixpkgs has dropped Node.js 20, which reached its end of life).
 #
 # Dependencies come from package-lock.json through nixpkgs' importNpmLock: every tarball is fetched
 # by the lockfile's own integrity hash, so there is no npmDepsHash to keep up to date.
@@ -7,12 +7,12 @@
   lib,
   buildNpmPackage,
   importNpmLock,
-  nodejs_20,
+  nodejs_24,
   makeWrapper,
 }:
 
 let
-  nodejs = nodejs_20;
+  nodejs = nodejs_24;
   packageJson = lib.importJSON ../package.json;
   # The lockfile carries no `resolved` URLs; ./npm-lock.nix restores them.
   packageLock = import ./npm-lock.nix { inherit lib; } {
@@ -42,7 +42,7 @@ buildNpmPackage {
     inherit packageLock;
   };
   # The hook compiles native addons against the headers of the Node.js it is built with: the same
-  # Node.js 20 the program runs on (nixpkgs' default `nodejs` is a newer major).
+  # Node.js the program runs on (nixpkgs' default `nodejs` may be another major).
   npmConfigHook = importNpmLock.npmConfigHook.override { inherit nodejs; };
 
   env = {

@@ -17,7 +17,10 @@ in
   package = blixard;
 
   # `npm test` (typecheck, build, vitest) offline in the sandbox.
-  test-suite = pkgs.callPackage ./test-suite.nix { inherit blixard; };
+  test-suite = pkgs.callPackage ./test-suite.nix {
+    inherit blixard;
+    microvmSource = microvm;
+  };
 
   # services.blixard inside real NixOS, for every sample of test/nix/samples.nix.
   module-eval = import ./module-eval.nix {

@@ -2,7 +2,9 @@
 # services.blixard.vmBackend = "systemd". `blixard vm create --runner` hands Blixard a runner built
 # by microvm.nix (`config.microvm.declaredRunner` of a small NixOS guest); Blixard links it into
 # microvm.nix's state-directory layout and starts it as the `microvm@web` unit; the guest boots and
-# says so on its console. Stop, start and delete go through the CLI too.
+# says so on its console. Stop, start and delete go through the CLI too. Beside it, a VM made the
+# way `microvm -c` makes one (its directory, a volume, GC roots) exists before Blixard starts: it is
+# not Blixard's, and must come through untouched.
 #
 # The guest runs under QEMU's TCG (microvm.cpu is set), so the test needs no nested virtualisation;
 # it is slow (minutes), not flaky.
@@ -49,6 +51,13 @@ let
     ];
   };
   runner = guest.config.microvm.declaredRunner;
+
+  # The foreign VM's runner: never started, only linked.
+  foreignRunner = pkgs.runCommand "foreign-microvm-runner" { } ''
+    mkdir -p $out/bin
+    printf '#!${pkgs.runtimeShell}\nexec ${pkgs.coreutils}/bin/sleep infinity\n' > $out/bin/microvm-run
+    chmod +x $out/bin/microvm-run
+  '';
 in
 pkgs.testers.runNixOSTest {
   name = "blixard-microvm";
@@ -70,7 +79,20 @@ pkgs.testers.runNixOSTest {
           memoryMiB = 4096;
         };
       };
-      virtualisation.additionalPaths = [ runner ];
+      # A `microvm -c`-shaped VM of the host's own, there before Blixard's first start: its
+      # directory (root:kvm, group-writable), `current`, `flake`, a volume, and its GC root.
+      systemd.tmpfiles.rules = [
+        "d /var/lib/microvms/foreign 0775 root kvm - -"
+        "L+ /var/lib/microvms/foreign/current - - - - ${foreignRunner}"
+        "f /var/lib/microvms/foreign/flake 0644 root kvm - git+file:///etc/nixos"
+        "f /var/lib/microvms/foreign/var.img 0644 root kvm - foreign-volume"
+        "d /nix/var/nix/gcroots/microvm 0755 root root - -"
+        "L+ /nix/var/nix/gcroots/microvm/foreign - - - - /var/lib/microvms/foreign/current"
+      ];
+      virtualisation.additionalPaths = [
+        runner
+        foreignRunner
+      ];
       virtualisation.memorySize = 2048;
       virtualisation.cores = 2;
     };
@@ -83,6 +105,14 @@ pkgs.testers.runNixOSTest {
 
       def unit_state():
           return host.execute("systemctl is-active microvm@web.service")[1].strip()
+
+      def foreign_intact():
+          host.succeed("test \"$(cat /var/lib/microvms/foreign/var.img)\" = foreign-volume")
+          host.succeed("test \"$(readlink -f /var/lib/microvms/foreign/current)\" = ${foreignRunner}")
+          host.succeed("test \"$(stat -c %U:%G /var/lib/microvms/foreign)\" = root:kvm")
+          host.succeed("test -f /var/lib/microvms/foreign/flake")
+          host.succeed("test \"$(readlink /nix/var/nix/gcroots/microvm/foreign)\" = /var/lib/microvms/foreign/current")
+          host.fail("systemctl is-active microvm@foreign.service")
 
       host.wait_for_unit("blixard.service")
       host.wait_for_open_port(${toString port})
@@ -99,10 +129,28 @@ pkgs.testers.runNixOSTest {
           # The VM runs under microvm.nix's unit, not inside blixard.service.
           host.succeed("systemctl show -P ControlGroup microvm@web.service | grep -q 'microvm@web'")
 
+      with subtest("the VM's directory is microvm.nix's user's, as its own tools make it"):
+          host.succeed("test \"$(stat -c %U:%G /var/lib/microvms/web)\" = microvm:kvm")
+          # The unit (User=microvm) replaced `booted` in it.
+          host.succeed(f"test \"$(readlink -f /var/lib/microvms/web/booted)\" = {runner}")
+          # Blixard's restart policy decides, not microvm.nix's Restart=always.
+          host.succeed("test \"$(systemctl show -P Restart microvm@web.service)\" = no")
+
+      with subtest("the running VM's runner is protected from garbage collection"):
+          host.succeed(f"test \"$(readlink -f /nix/var/nix/gcroots/microvm/web)\" = {runner}")
+          host.succeed(f"test \"$(readlink -f /nix/var/nix/gcroots/microvm/booted-web)\" = {runner}")
+          host.succeed("nix-collect-garbage")
+          host.succeed(f"test -x {runner}/bin/microvm-run")
+
       with subtest("the guest boots"):
           host.wait_until_succeeds("journalctl -u microvm@web.service -o cat | grep -q ${marker}", timeout=900)
           eventually(lambda: vm(host, "web")["phase"] == "running", 300)
           assert vm(host, "web")["node"] == 1
+
+      with subtest("a VM that is not Blixard's survives the node's start and its reconciliations"):
+          # By now the node has reconciled its state directory many times (it started web there).
+          foreign_intact()
+          assert "foreign" not in vms(host)
 
       with subtest("the VM outlives a restart of Blixard (systemd backend)"):
           pid = host.succeed("systemctl show -P MainPID microvm@web.service").strip()
@@ -128,5 +176,9 @@ pkgs.testers.runNixOSTest {
           host.wait_until_fails("systemctl is-active microvm@web.service", timeout=300)
           eventually(lambda: "web" not in vms(host), 60)
           assert unit_state() != "active"
+          host.fail("test -e /nix/var/nix/gcroots/microvm/web")
+
+      with subtest("the foreign VM came through all of it untouched"):
+          foreign_intact()
     '';
 }

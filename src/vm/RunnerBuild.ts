@@ -33,9 +33,9 @@ export interface NixSettings {
   readonly options?: Readonly<Record<string, string>>
   /** Further arguments placed before `build` (e.g. `["--offline"]`). */
   readonly extraArgs?: ReadonlyArray<string>
-  /** Inline VMs: the generated flake's `nixpkgs` input (default `github:NixOS/nixpkgs/nixos-25.05`). */
+  /** Inline VMs: the generated flake's `nixpkgs` input (default: the nixpkgs revision this project's flake.lock pins). */
   readonly nixpkgsUrl?: string
-  /** Inline VMs: the generated flake's `microvm` input (default `github:astro/microvm.nix`). */
+  /** Inline VMs: the generated flake's `microvm` input (default: the microvm.nix revision this project's flake.lock pins). */
   readonly microvmUrl?: string
   /** Inline VMs: the guest's `nixpkgs.hostPlatform` (default: this node's, e.g. `x86_64-linux`). */
   readonly system?: string
@@ -61,8 +61,10 @@ export const standaloneNixOptions: Readonly<Record<string, string>> = {
   sandbox: "false"
 }
 
-export const defaultNixpkgsUrl = "github:NixOS/nixpkgs/nixos-25.05"
-export const defaultMicrovmUrl = "github:astro/microvm.nix"
+// The revisions flake.lock pins (a test keeps them in step): a maintained nixpkgs and the
+// microvm.nix tested with it, the same for every node and every build.
+export const defaultNixpkgsUrl = "github:NixOS/nixpkgs/643809054d65fdd466a63e3155b8c498cb483c04"
+export const defaultMicrovmUrl = "github:microvm-nix/microvm.nix/71beea0076cd46dafcee97a5a2e7d00cbba5bd2f"
 
 export const hostSystem = (): string =>
   `${process.arch === "x64" ? "x86_64" : process.arch === "arm64" ? "aarch64" : process.arch}-linux`

@@ -1,41 +1,47 @@
-# flake.nix's outputs function called with stand-in inputs (nixpkgs' real lib, a stub package set,
-# a stub microvm.nix), since `builtins.getFlake` cannot fetch the inputs offline. Shows the outputs'
-# shape — which packages, apps, modules, checks, shells and formatter each system gets — and that
-# nixosModules.default sets services.blixard.package to the flake's own package.
+# flake.nix's outputs function called with its inputs as far as they exist without full nixpkgs
+# (`builtins.getFlake` cannot fetch them offline): nixpkgs' real lib (its package set and
+# lib.nixosSystem stood in for, see below) and microvm.nix's real flake outputs (its nixosModules
+# are the real modules). Shows the outputs' shape — which packages, apps, modules, checks, shells
+# and formatter each system gets — that nixosModules.default sets services.blixard.package to the
+# flake's own package, and runs the module-eval check's evaluation-time comparisons through the
+# flake's own wiring (microvm.nixosModules.host included).
 #
-#   nix-instantiate --eval --strict --json test/nix/flake-eval.nix --argstr nixpkgsLib PATH
-{ nixpkgsLib }:
+#   nix-instantiate --eval --strict --json test/nix/flake-eval.nix \
+#       --argstr nixpkgsLib LIB --argstr microvmNix MICROVM
+{ nixpkgsLib, microvmNix }:
 
 let
   lib = import (nixpkgsLib + "/lib");
   stubs = import ./stubs.nix { inherit lib; };
+  inherit (stubs) fakeDrv;
   flake = import ../../flake.nix;
 
-  fakeDrv = name: {
-    type = "derivation";
-    inherit name;
-    outPath = "/nix/store/00000000000000000000000000000000-${name}";
-  };
-
+  # nixpkgs' legacyPackages.${system}: only the packages the flake names (a Node.js it no longer
+  # names, such as nodejs_20, is absent, so using it fails this evaluation), with builders that
+  # return store-path-looking names instead of building.
   pkgsFor =
     system:
     let
       pkgs = stubs.pkgs // {
         inherit lib;
         stdenv.hostPlatform.system = system;
-        nodejs_20 = fakeDrv "nodejs-20.19.5" // {
+        nodejs_24 = fakeDrv "nodejs-24.13.0" // {
           meta.mainProgram = "node";
         };
         python3 = fakeDrv "python3";
         gcc = fakeDrv "gcc";
         nix = fakeDrv "nix";
         nixfmt = fakeDrv "nixfmt";
+        jq = fakeDrv "jq";
         makeWrapper = fakeDrv "make-wrapper";
+        writeShellScriptBin = name: _text: fakeDrv name;
+        writeText = name: _text: fakeDrv name;
+        runCommand = name: _env: script: fakeDrv name // { inherit script; };
         buildNpmPackage =
           args:
           fakeDrv "${args.pname}-${args.version}-${system}"
           // {
-            inherit (args) meta;
+            inherit (args) meta nodejs;
           };
         importNpmLock = {
           __functor = _: _args: fakeDrv "npm-deps";
@@ -47,7 +53,7 @@ let
             f = import fn;
           in
           f (builtins.intersectAttrs (builtins.functionArgs f) pkgs // overrides);
-        mkShell = args: fakeDrv "shell" // { inherit (args) packages; };
+        mkShell = args: fakeDrv "shell" // { inherit (args) packages npm_config_nodedir; };
       };
     in
     pkgs;
@@ -57,18 +63,51 @@ let
     "aarch64-linux"
   ];
 
+  # nixpkgs' lib.nixosSystem: the modules with the stand-in NixOS of ./stubs.nix, plus what the
+  # module-eval check reads beyond it (nixosSystem's own options, the rendered unit files).
+  nixosSystem =
+    { modules, ... }:
+    lib.evalModules {
+      # The modules see the stand-in package set of ./stubs.nix (its callPackage builds nothing).
+      specialArgs.pkgs = stubs.pkgs;
+      modules = modules ++ [
+        stubs.nixos
+        {
+          options = {
+            nixpkgs.pkgs = lib.mkOption { type = lib.types.anything; };
+            boot.isContainer = lib.mkOption { type = lib.types.bool; };
+            system.stateVersion = lib.mkOption { type = lib.types.str; };
+            systemd.units = lib.mkOption {
+              type = lib.types.attrsOf lib.types.anything;
+              default = { };
+            };
+          };
+          config.systemd.units."blixard.service".unit = fakeDrv "unit-blixard.service";
+        }
+      ];
+    };
+
+  nixpkgs = {
+    lib = lib // {
+      inherit nixosSystem;
+    };
+    legacyPackages = lib.genAttrs systems pkgsFor;
+  };
+
+  # microvm.nix's own flake outputs, from its flake.nix (its `spectrum` input is never used here).
+  microvm =
+    let
+      outputs = (import (microvmNix + "/flake.nix")).outputs {
+        self = microvm;
+        inherit nixpkgs;
+        spectrum = throw "microvm.nix's spectrum input is not available here";
+      };
+    in
+    outputs // { outPath = microvmNix; };
+
   outputs = flake.outputs {
     self = outputs;
-    nixpkgs = {
-      lib = lib // {
-        nixosSystem = _: throw "nixosSystem is not evaluated here";
-      };
-      legacyPackages = lib.genAttrs systems pkgsFor;
-    };
-    microvm.nixosModules = {
-      host = stubs.microvmHost;
-      microvm = { };
-    };
+    inherit nixpkgs microvm;
   };
 
   names = lib.mapAttrs (_: builtins.attrNames);
@@ -92,6 +131,7 @@ in
   inherit (flake) description inputs;
   packages = names outputs.packages;
   packageName = lib.mapAttrs (_: p: p.default.name) outputs.packages;
+  packageNodejs = lib.mapAttrs (_: p: p.default.nodejs.name) outputs.packages;
   apps = lib.mapAttrs (
     _:
     lib.mapAttrs (
@@ -107,7 +147,11 @@ in
     in
     (outputs.overlays.default pkgs pkgs).blixard.name;
   checks = names outputs.checks;
+  # The module-eval check, through the flake's wiring: its comparisons ran if this is a script.
+  moduleEvalScript = outputs.checks.x86_64-linux.module-eval.script;
+  microvmHostModule = toString microvm.nixosModules.host;
   devShellPackages = lib.mapAttrs (_: s: map (p: p.name) s.default.packages) outputs.devShells;
+  devShellNodedir = lib.mapAttrs (_: s: s.default.npm_config_nodedir.name) outputs.devShells;
   formatter = lib.mapAttrs (_: f: f.name) outputs.formatter;
   modulePackage = moduleConfig.services.blixard.package.name;
   moduleExecStart = moduleConfig.systemd.services.blixard.serviceConfig.ExecStart;

@@ -1,17 +1,21 @@
 /**
  * The rest of the Nix side, evaluated on this machine without nixpkgs' package set: flake.nix's
- * outputs (called with stand-in inputs), nix/package.nix (with stand-ins for its arguments),
- * nix/npm-lock.nix (on the real package-lock.json), the NixOS VM tests' node configurations and
- * scripts, and a syntax check of every Nix file (this one needs only nix). See ./harness.ts.
+ * outputs (called with nixpkgs' real lib and microvm.nix's real flake outputs, the package set stood
+ * in for), flake.lock (the revisions it pins are the sources evaluated here, and the inline VMs'
+ * defaults), nix/package.nix (with stand-ins for its arguments), nix/npm-lock.nix (on the real
+ * package-lock.json), the NixOS VM tests' node configurations and scripts, and a syntax check of
+ * every Nix file (this one needs only nix). See ./harness.ts.
  */
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Either } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
+import { defaultMicrovmUrl, defaultNixpkgsUrl } from "../../src/vm/RunnerBuild.js"
 import {
   decode,
   evalJson,
+  microvmNix,
   nix,
   nixInstalled,
   nixpkgsLib,
@@ -21,17 +25,34 @@ import {
   skipReason
 } from "./harness.js"
 
+interface LockNode {
+  readonly inputs?: Record<string, string | ReadonlyArray<string>>
+  readonly locked?: Record<string, string | number | boolean>
+  readonly original?: Record<string, string>
+  readonly flake?: boolean
+}
+interface Lock {
+  readonly nodes: Record<string, LockNode>
+  readonly root: string
+  readonly version: number
+}
+const readLock = (file: string): Lock => JSON.parse(fs.readFileSync(file, "utf8")) as Lock
+
 reportSkip(
   "test/nix/flake.test.ts",
   `the flake, package and VM test evaluations${nixInstalled ? "" : " and the Nix syntax checks"}`
 )
 
 describe.skipIf(skipReason !== undefined)("the flake's outputs, evaluated with nixpkgs' lib", () => {
-  it("flake.nix: outputs for both systems, called with stand-in inputs", () => {
+  it("flake.nix: outputs for both systems, with nixpkgs' lib and microvm.nix's own outputs", () => {
     const flake = evalJson<{
       inputs: Record<string, { url: string; inputs?: { nixpkgs?: { follows?: string } } }>
       packages: Record<string, Array<string>>
       packageName: Record<string, string>
+      packageNodejs: Record<string, string>
+      moduleEvalScript: string
+      microvmHostModule: string
+      devShellNodedir: Record<string, string>
       apps: Record<string, Record<string, { type: string; program: string }>>
       nixosModules: Array<string>
       overlayPackage: string
@@ -41,7 +62,8 @@ describe.skipIf(skipReason !== undefined)("the flake's outputs, evaluated with n
       modulePackage: string
       moduleExecStart: string
     }>("test/nix/flake-eval.nix")
-    expect(flake.inputs["microvm"]?.url).toBe("github:astro/microvm.nix")
+    // microvm.nix's home since it left astro/.
+    expect(flake.inputs["microvm"]?.url).toBe("github:microvm-nix/microvm.nix")
     expect(flake.inputs["microvm"]?.inputs?.nixpkgs?.follows).toBe("nixpkgs")
     expect(flake.inputs["nixpkgs"]?.url).toMatch(/^github:NixOS\/nixpkgs\//)
     const systems = ["aarch64-linux", "x86_64-linux"]
@@ -57,7 +79,10 @@ describe.skipIf(skipReason !== undefined)("the flake's outputs, evaluated with n
         })
       }
       expect(flake.checks[system]).toEqual(["module-eval", "package", "test-suite", "vm-cluster", "vm-microvm"])
-      expect(flake.devShellPackages[system]).toEqual(["nodejs-20.19.5", "python3", "gcc", "nix"])
+      // A Node.js nixpkgs ships (24 LTS), in the shell, its headers for node-gyp, and in the package.
+      expect(flake.devShellPackages[system]).toEqual(["nodejs-24.13.0", "python3", "gcc", "nix"])
+      expect(flake.devShellNodedir[system]).toBe("nodejs-24.13.0")
+      expect(flake.packageNodejs[system]).toBe("nodejs-24.13.0")
       expect(flake.formatter[system]).toBe("nixfmt")
     }
     expect(flake.nixosModules).toEqual(["blixard", "default"])
@@ -67,6 +92,57 @@ describe.skipIf(skipReason !== undefined)("the flake's outputs, evaluated with n
     expect(flake.moduleExecStart).toMatch(
       /-blixard-0\.1\.0-aarch64-linux\/bin\/blixard node --config \S+-blixard\.json$/
     )
+    // checks.module-eval through the flake's own wiring, with microvm.nix's real host module.
+    expect(flake.microvmHostModule).toBe(path.join(microvmNix, "nixos-modules", "host"))
+    expect(flake.moduleEvalScript).toContain('echo "== systemd-backend"')
+    expect(flake.moduleEvalScript).toContain("# secret-through-settings: assertions fire as expected")
+  })
+
+  describe("flake.lock", () => {
+    const lock = readLock(path.join(root, "flake.lock"))
+    const node = (name: string): LockNode => {
+      const found = lock.nodes[name]
+      if (found === undefined) throw new Error(`flake.lock has no node ${name}`)
+      return found
+    }
+
+    it("pins every input, and every input of an input, to a revision and its narHash", () => {
+      expect(lock.version).toBe(7)
+      expect(node(lock.root).inputs).toEqual({ microvm: "microvm", nixpkgs: "nixpkgs" })
+      // microvm.nix's nixpkgs follows ours (flake.nix says so); its other input is locked as its own lock does.
+      expect(node("microvm").inputs).toEqual({ nixpkgs: ["nixpkgs"], spectrum: "spectrum" })
+      for (const [name, n] of Object.entries(lock.nodes)) {
+        if (name === lock.root) continue
+        expect(n.locked?.["rev"], name).toMatch(/^[0-9a-f]{40}$/)
+        expect(n.locked?.["narHash"], name).toMatch(/^sha256-[A-Za-z0-9+/]{43}=$/)
+        for (const input of Object.values(n.inputs ?? {}))
+          if (typeof input === "string") expect(lock.nodes[input], `${name} -> ${input}`).toBeDefined()
+      }
+      expect(node("nixpkgs").original).toEqual({ owner: "NixOS", ref: "nixos-unstable", repo: "nixpkgs", type: "github" })
+      expect(node("microvm").original).toEqual({ owner: "microvm-nix", repo: "microvm.nix", type: "github" })
+    })
+
+    it("pins the microvm.nix the tests evaluate (its tree's narHash), and the nixpkgs and spectrum it is tested with", () => {
+      const hash = spawnSync(
+        "nix",
+        ["--store", "dummy://", "--extra-experimental-features", "nix-command", "hash", "path", microvmNix],
+        { encoding: "utf8" }
+      )
+      expect(hash.status, hash.stderr).toBe(0)
+      expect(node("microvm").locked?.["narHash"], `${microvmNix} is not the microvm.nix flake.lock pins`).toBe(
+        hash.stdout.trim()
+      )
+      const theirs = readLock(path.join(microvmNix, "flake.lock"))
+      const pinned = (n: LockNode | undefined) => [n?.locked?.["rev"], n?.locked?.["narHash"]]
+      expect(pinned(node("nixpkgs"))).toEqual(pinned(theirs.nodes["nixpkgs"]))
+      expect(node("spectrum")).toEqual(theirs.nodes["spectrum"])
+    })
+
+    it("inline VMs build with the same pinned revisions by default", () => {
+      const github = (n: LockNode) => `github:${n.locked?.["owner"]}/${n.locked?.["repo"]}/${n.locked?.["rev"]}`
+      expect(defaultNixpkgsUrl).toBe(github(node("nixpkgs")))
+      expect(defaultMicrovmUrl).toBe(github(node("microvm")))
+    })
   })
 
   describe("nix/package.nix, evaluated with stand-ins for its package arguments", () => {
@@ -91,9 +167,9 @@ describe.skipIf(skipReason !== undefined)("the flake's outputs, evaluated with n
       pkg = evalJson<PackageEval>("test/nix/package-eval.nix")
     })
 
-    it("builds, compiles better-sqlite3 and runs on one Node.js: nodejs_20", () => {
+    it("builds, compiles better-sqlite3 and runs on one Node.js: nodejs_24", () => {
       expect(pkg.pname).toBe("blixard")
-      expect(pkg.nodejs).toMatch(/^nodejs-20\./)
+      expect(pkg.nodejs).toMatch(/^nodejs-24\./)
       // The npm hook's node-gyp headers are those of the runtime Node.js (the addon's ABI).
       expect(pkg.hookNodejs).toBe(pkg.nodejs)
       expect(pkg.env["npm_config_nodedir"]).toMatch(new RegExp(`-${pkg.nodejs}$`))
@@ -243,6 +319,11 @@ describe.skipIf(skipReason !== undefined)("the flake's outputs, evaluated with n
       }
       expect(vmTests.cluster.testScript).toContain(".crash()")
       expect(vmTests.microvm.testScript).toContain("microvm@web.service")
+      // What the fixes claim, checked on a real host by the VM test.
+      expect(vmTests.microvm.testScript).toContain("stat -c %U:%G /var/lib/microvms/web)\\\" = microvm:kvm")
+      expect(vmTests.microvm.testScript).toContain("/nix/var/nix/gcroots/microvm/web")
+      expect(vmTests.microvm.testScript).toContain("foreign_intact()")
+      expect(vmTests.microvm.testScript).toContain("systemctl show -P Restart microvm@web.service")
     })
   })
 })
@@ -279,5 +360,17 @@ describe.skipIf(!nixInstalled)("the Nix files parse (no nixpkgs needed)", () => 
   it.each(files)("%s", (file) => {
     const run = nix(["--parse", file])
     expect(run.status, run.stderr).toBe(0)
+  })
+})
+
+describe("package.json", () => {
+  it("states the Node.js floor of what the code uses (zlib.crc32 came in Node.js 20.15)", () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { engines: { node: string } }
+    expect(fs.readFileSync(path.join(root, "src", "storage", "Checksum.ts"), "utf8")).toMatch(
+      /import \{ crc32 \} from "node:zlib"/
+    )
+    expect(pkg.engines.node).toBe(">=20.15")
+    const [major = 0, minor = 0] = process.versions.node.split(".").map(Number)
+    expect(major > 20 || (major === 20 && minor >= 15)).toBe(true)
   })
 })

@@ -3,7 +3,7 @@
 # importNpmLock — without building anything (the source fileset is never forced).
 #
 #   nix-instantiate --eval --strict --json test/nix/package-eval.nix --argstr nixpkgsLib PATH
-{ nixpkgsLib }:
+{ nixpkgsLib, ... }:
 
 let
   lib = import (nixpkgsLib + "/lib");
@@ -13,12 +13,14 @@ let
     inherit name;
     outPath = "/nix/store/00000000000000000000000000000000-${name}";
   };
-  nodejs_20 = fakeDrv "nodejs-20.19.5" // {
+  # nixpkgs' Node.js 24 (the only Node.js offered here: a package asking for another, such as the
+  # removed nodejs_20, fails this evaluation).
+  nodejs_24 = fakeDrv "nodejs-24.13.0" // {
     meta.mainProgram = "node";
   };
 
   package = import ../../nix/package.nix {
-    inherit lib nodejs_20;
+    inherit lib nodejs_24;
     makeWrapper = fakeDrv "make-wrapper";
     # Returns its arguments, so the test can read them.
     buildNpmPackage = args: args;

@@ -1,21 +1,18 @@
-# The NixOS VM tests (nix/tests/*.nix) evaluated as far as nixpkgs' lib allows: each test file with
-# a stub `pkgs` (runNixOSTest returns its arguments), each node's configuration through
-# modules/blixard.nix with the stub NixOS options of ./stubs.nix, and each test script as text.
-# It cannot boot anything; it shows the nodes' services.blixard settings pass the module's
-# assertions and render files the daemon accepts, and hands the scripts to a Python parser.
+# The NixOS VM tests (nix/tests/*.nix) evaluated as far as nixpkgs' lib and microvm.nix allow: each
+# test file with a stand-in `pkgs` (runNixOSTest returns its arguments), each node's configuration
+# through modules/blixard.nix and microvm.nix's real host module with the stand-in NixOS options of
+# ./stubs.nix, and each test script as text. It cannot boot anything; it shows the nodes'
+# services.blixard settings pass the module's assertions and render files the daemon accepts, and
+# hands the scripts to a Python parser.
 #
-#   nix-instantiate --eval --strict --json test/nix/vm-tests.nix --argstr nixpkgsLib PATH
-{ nixpkgsLib }:
+#   nix-instantiate --eval --strict --json test/nix/vm-tests.nix #       --argstr nixpkgsLib LIB --argstr microvmNix MICROVM
+{ nixpkgsLib, microvmNix }:
 
 let
   lib = import (nixpkgsLib + "/lib");
   stubs = import ./stubs.nix { inherit lib; };
 
-  fakeDrv = name: {
-    type = "derivation";
-    inherit name;
-    outPath = "/nix/store/00000000000000000000000000000000-${name}";
-  };
+  inherit (stubs) fakeDrv;
 
   pkgs = stubs.pkgs // {
     inherit lib;
@@ -24,19 +21,19 @@ let
     stdenv.hostPlatform.system = "x86_64-linux";
     runCommand = name: _env: _script: fakeDrv name;
     testers.runNixOSTest = test: test;
+    writeShellScript = name: _text: fakeDrv name;
+    writeText = name: _text: fakeDrv name;
   };
 
-  # Options the test nodes set beyond what the module touches.
+  # NixOS' test-VM options the test nodes set (nixos/modules/virtualisation/qemu-vm.nix).
   testNodeOptions = {
-    options = {
-      environment.etc = lib.mkOption {
-        type = lib.types.attrsOf lib.types.anything;
-        default = { };
+    options.virtualisation = {
+      additionalPaths = lib.mkOption {
+        type = lib.types.listOf lib.types.anything;
+        default = [ ];
       };
-      virtualisation = lib.mkOption {
-        type = lib.types.attrsOf lib.types.anything;
-        default = { };
-      };
+      memorySize = lib.mkOption { type = lib.types.int; };
+      cores = lib.mkOption { type = lib.types.int; };
     };
   };
 
@@ -71,9 +68,10 @@ let
     nixosSystem = _: {
       config.microvm.declaredRunner = fakeDrv "microvm-qemu-web";
     };
+    # microvm.nix's real host module; its guest module is not evaluated (the guest is nixosSystem's).
     microvm = {
       nixosModules.microvm = { };
-      nixosModules.host = stubs.microvmHost;
+      nixosModules.host = /. + microvmNix + "/nixos-modules/host";
     };
   };
 in
