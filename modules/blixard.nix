@@ -179,9 +179,19 @@ let
   # so this stop-post command shuts the node's VMs down cleanly (their `microvm-shutdown`, as
   # microvm.nix's own units do), only when the whole system is going down: a restart of the unit
   # (nixos-rebuild switch) leaves them running for the next daemon to adopt. It is the node's
-  # fencing watchdog run in the foreground: it takes over from the detached one, waits for the
-  # lease the daemon no longer renews, stops every runner with a guest's grace and returns once
-  # none runs, within TimeoutStopSec.
+  # fencing watchdog run in the foreground: it waits for the lease the daemon no longer renews,
+  # stops every runner with a guest's grace and returns once none runs, within TimeoutStopSec.
+  # The detached watchdog the daemon left (which would stop them with the fencing's short grace,
+  # and while it lives makes a second one exit at once) is ended first: the pid its record names,
+  # if that process is this node's watchdog.
+  watchdogCommand = [
+    "node"
+    "watchdog"
+    "--id"
+    (toString s.id)
+    "--data-dir"
+    s.dataDir
+  ];
   shutdownVms = ''
     state=$(systemctl is-system-running || true)
     if [ "$state" != stopping ]; then
@@ -189,23 +199,30 @@ let
       exit 0
     fi
     echo "blixard: the system is shutting down: stopping this node's VMs"
-    exec ${lib.escapeShellArgs [
-      "${cfg.package}/bin/blixard"
-      "node"
-      "watchdog"
-      "--id"
-      (toString s.id)
-      "--data-dir"
-      s.dataDir
-      "--vm-backend"
-      "process"
-      "--microvm-state-dir"
-      s.microvmStateDir
-      "--fencing-ms"
-      (toString t.fencingMs)
-      "--stop-timeout-ms"
-      (toString (vmStopTimeoutSec * 1000))
-    ]}
+    record=${lib.escapeShellArg "${s.dataDir}/fencing/watchdog.json"}
+    pid=$(grep -o '"pid":[0-9]*' "$record" 2>/dev/null | head -n 1 | cut -d: -f2 || true)
+    if [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" \
+        | grep -qF -- ${lib.escapeShellArg (lib.concatStringsSep " " watchdogCommand + " ")}; then
+      kill "$pid" || true
+      for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+    fi
+    exec ${lib.escapeShellArgs (
+      [ "${cfg.package}/bin/blixard" ]
+      ++ watchdogCommand
+      ++ [
+        "--vm-backend"
+        "process"
+        "--microvm-state-dir"
+        s.microvmStateDir
+        "--fencing-ms"
+        (toString t.fencingMs)
+        "--stop-timeout-ms"
+        (toString (vmStopTimeoutSec * 1000))
+      ]
+    )}
   '';
   # What microvm.nix gives a guest to shut down (microvm.host.startupTimeout, TimeoutSec= of its
   # microvm@ units); the unit's TimeoutStopSec adds the fencing wait.

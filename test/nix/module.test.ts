@@ -275,48 +275,107 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
         (name) => (JSON.parse(result(name).rendered) as { vmBackend: string }).vmBackend === "process"
       )
 
-    /** Runs the unit's postStop with a `systemctl` answering `state` and a `blixard` that records its arguments. */
-    const runPostStop = (name: string, state: string) => {
+    /** A process in the background, not a child of this one (its exit is reaped at once), whose command line is `args`. */
+    const background = (args: ReadonlyArray<string>): number => {
+      const quoted = args.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ")
+      const run = spawnSync("sh", ["-c", `${quoted} </dev/null >/dev/null 2>&1 & echo $!`], { encoding: "utf8" })
+      return Number(run.stdout.trim())
+    }
+    const alive = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+
+    /**
+     * Runs the unit's postStop with a `systemctl` answering `state`, a `blixard` that records its
+     * arguments, and the node's data directory in a temporary directory whose watchdog record
+     * names `recordPid` (the detached watchdog the daemon left, or not).
+     */
+    const runPostStop = (name: string, state: string, recordPid: (dataDir: string) => number | undefined) => {
       const r = result(name)
+      const config = JSON.parse(r.rendered) as { id: number; dataDir: string }
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-poststop-"))
       try {
         const bin = path.join(dir, "bin")
+        const dataDir = path.join(dir, "data")
         fs.mkdirSync(bin)
+        fs.mkdirSync(path.join(dataDir, "fencing"), { recursive: true })
+        const pid = recordPid(dataDir)
+        if (pid !== undefined) {
+          const record = { node: config.id, process: { pid, startTime: "1", bootId: "b" }, program: "x", startedAt: 0, phase: "watching", since: 0 }
+          fs.writeFileSync(path.join(dataDir, "fencing", "watchdog.json"), JSON.stringify(record))
+        }
         fs.writeFileSync(path.join(bin, "systemctl"), `#!/bin/sh\necho ${state}\n[ ${state} = running ]\n`, { mode: 0o755 })
-        const recorder = `#!/bin/sh\nfor a in "$@"; do printf '%s\\n' "$a"; done > ${dir}/args\n`
-        // The script runs the package's own bin/blixard: point that store path at the recorder.
-        const script = r.postStop.replaceAll(`${r.packagePath}/bin/blixard`, path.join(bin, "blixard"))
-        fs.writeFileSync(path.join(bin, "blixard"), recorder, { mode: 0o755 })
-        const run = spawnSync("bash", ["-e", "-c", script], {
-          encoding: "utf8",
-          env: { PATH: `${bin}:${process.env["PATH"] ?? ""}` }
+        fs.writeFileSync(path.join(bin, "blixard"), `#!/bin/sh\nfor a in "$@"; do printf '%s\\n' "$a"; done > ${dir}/args\n`, {
+          mode: 0o755
         })
+        // The script runs the package's own bin/blixard on the node's data directory: point them here.
+        const script = r.postStop
+          .replaceAll(`${r.packagePath}/bin/blixard`, path.join(bin, "blixard"))
+          .replaceAll(config.dataDir, dataDir)
+        const run = spawnSync("bash", ["-e", "-c", script], { encoding: "utf8", env: { PATH: `${bin}:${process.env["PATH"] ?? ""}` } })
         const args = fs.existsSync(path.join(dir, "args"))
           ? fs.readFileSync(path.join(dir, "args"), "utf8").split("\n").slice(0, -1)
           : undefined
-        return { status: run.status, stdout: run.stdout, stderr: run.stderr, args }
+        return { status: run.status, stdout: run.stdout, stderr: run.stderr, args, dataDir }
       } finally {
         fs.rmSync(dir, { recursive: true, force: true })
       }
     }
 
+    /** A stand-in for the detached watchdog the daemon started: its command line, a process that only waits. */
+    const oldWatchdog = (id: number) => (dataDir: string) =>
+      background([process.execPath, "-e", "setInterval(() => {}, 1000)", "node", "watchdog", "--id", String(id), "--data-dir", dataDir, "--vm-backend", "process"])
+
     it("there are such samples", () => expect(processSamples().length).toBeGreaterThanOrEqual(3))
 
-    it.each(["minimal", "custom-data-dir"])("%s: a restart of the unit leaves the VMs running", (name) => {
-      const run = runPostStop(name, "running")
-      expect(run.status, run.stderr).toBe(0)
-      expect(run.args).toBeUndefined()
-      expect(run.stdout).toContain("leaving the VMs running")
+    it.each(["minimal", "custom-data-dir"])("%s: a restart of the unit leaves the VMs and the watchdog running", (name) => {
+      let watchdog = 0
+      const run = runPostStop(name, "running", (dataDir) => (watchdog = oldWatchdog(1)(dataDir)))
+      try {
+        expect(run.status, run.stderr).toBe(0)
+        expect(run.args).toBeUndefined()
+        expect(run.stdout).toContain("leaving the VMs running")
+        expect(alive(watchdog)).toBe(true)
+      } finally {
+        process.kill(watchdog, "SIGKILL")
+      }
+    })
+
+    it("a shutdown ends the detached watchdog first, and only a process that is this node's watchdog", () => {
+      const id = (JSON.parse(result("minimal").rendered) as { id: number }).id
+      let watchdog = 0
+      const stopped = runPostStop("minimal", "stopping", (dataDir) => (watchdog = oldWatchdog(id)(dataDir)))
+      expect(stopped.status, stopped.stderr).toBe(0)
+      expect(alive(watchdog)).toBe(false)
+      // A record naming a process that is not the node's watchdog (a reused pid, another node's).
+      let other = 0
+      let unrelated = 0
+      const spared = runPostStop("minimal", "stopping", (dataDir) => {
+        unrelated = background(["sleep", "60"])
+        other = oldWatchdog(id + 1)(dataDir)
+        return unrelated
+      })
+      try {
+        expect(spared.status, spared.stderr).toBe(0)
+        expect(alive(unrelated)).toBe(true)
+        expect(alive(other)).toBe(true)
+      } finally {
+        for (const pid of [unrelated, other]) if (alive(pid)) process.kill(pid, "SIGKILL")
+      }
     })
 
     it.each(["minimal", "custom-data-dir"])(
       "%s: a system shutdown stops them as the node's watchdog does, with a guest's grace, in the unit's time",
       (name) => {
-        const run = runPostStop(name, "stopping")
+        const run = runPostStop(name, "stopping", () => undefined)
         expect(run.status, run.stderr).toBe(0)
         const config = JSON.parse(result(name).rendered) as {
           id: number
-          dataDir: string
           microvmStateDir: string
           timeouts: { fencingMs: number }
         }
@@ -326,7 +385,7 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
           watchdogArgs(
             Schema.decodeUnknownSync(WatchdogConfig)({
               id: config.id,
-              dataDir: config.dataDir,
+              dataDir: run.dataDir,
               vmBackend: "process",
               microvmStateDir: config.microvmStateDir,
               fencingMs: config.timeouts.fencingMs,
