@@ -472,8 +472,10 @@ in
         `virtiofsd` (virtiofs shares): mount, pid and network namespaces and the capabilities of a
         root file server (CAP_SYS_ADMIN among them); `macvtap` (macvtap interfaces): writes to
         /proc/sys and the /dev/tapN devices; `pci-passthrough` (microvm.devices): writes to /sys,
-        loading vfio-pci and /dev/vfio. List only those your VMs use to keep the sandbox tighter. (The
-        systemd backend runs them in microvm.nix's own units.)
+        loading vfio-pci and /dev/vfio. List only those your VMs use to keep the sandbox tighter. A
+        writable share's source must lie under {option}`services.blixard.microvmStateDir` (relative
+        sources do), the rest of the file system being read-only to the unit. (The systemd backend
+        runs the helpers in microvm.nix's own units.)
       '';
     };
 
