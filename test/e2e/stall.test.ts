@@ -19,15 +19,17 @@
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { afterEach, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it, vi } from "vitest"
 import { killGroup, processAlive } from "../vm/fixtures.js"
 import { type BlixardNode, type Cluster, cli, cliJson, clustersPerTest, root, waitFor } from "./harness.js"
 
-const TickMs = 50
-const FencingMs = 2000
-const NodeDownMs = 3500
+// Short, but with room for a loaded machine: a follower that cannot prove contact within fencingMs
+// (three election timeouts) during a failover fences too, and the test then waits for it to recover.
+const TickMs = 100
+const FencingMs = 4000
+const NodeDownMs = 6500
 /** How long the fault lasts at least: well beyond nodeDownMs, so the cluster moves the node's VMs meanwhile. */
-const FaultMs = 8000
+const FaultMs = 10_000
 const Vms = ["vm-1", "vm-2", "vm-3", "vm-4", "vm-5", "vm-6"]
 
 interface VmJson {
@@ -130,6 +132,8 @@ const hasCompiler = (() => {
 })()
 
 const newCluster = clustersPerTest()
+// Three real nodes, six runners and a fault of FaultMs: longer than the harness's default.
+vi.setConfig({ testTimeout: 300_000 })
 let current: Cluster | undefined
 afterEach(async () => {
   const c = current
