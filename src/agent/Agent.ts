@@ -29,9 +29,10 @@
  * are stopped by the first round.
  *
  * FENCING. `quorumContact` answers when this node was last in contact with a quorum (see
- * `QuorumContact.ts`: a leader measures its majority's last messages exactly; any other node counts
- * the send time of its newest ReadIndex round that succeeded, which proves the leader heard it
- * afterwards and had a quorum). When `now - contact > fencingMs` (or, after start-up, no contact for `fencingMs`) the
+ * `QuorumContact.ts`: a leader measures its majority's last responses of its term that its Raft loop
+ * processed; any other node counts the send time of its newest ReadIndex round that succeeded, which
+ * proves the leader heard it afterwards and had a quorum; a storage write still outstanding caps
+ * either). When `now - contact > fencingMs` (or, after start-up, no contact for `fencingMs`) the
  * watchdog stops every runner on this node (orphans too), with `fenceStopTimeoutMs`, and repeats
  * every interval while fenced; the reconcile round does nothing, and starts nothing, until contact
  * is back. `start` re-checks contact after the build, under a lock the watchdog also takes, so a

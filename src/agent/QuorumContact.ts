@@ -3,12 +3,19 @@
  *
  * The rule (all times are this node's `Clock`, epoch milliseconds):
  *
- * - Leader: the latest time by which a majority of the voters had been heard from. Each voter's
- *   time is `RaftNode.lastContact` (the last message received from it; this node counts as `now`);
- *   sorted newest first, the majority-th value is the answer. A message received from a voter
- *   proves two-way contact with it (it answers what the leader sends). CheckQuorum would also make
- *   a leader step down after losing its majority, but only within two election timeouts; this is
- *   exact.
+ * - Leader: the latest time by which a majority of the voters had answered THIS leader. Each
+ *   voter's time is `RaftNode.quorumAcks`: the arrival of its newest response of the leader's
+ *   current term (`appResp`, `heartbeatResp`) that the leader's own Raft loop has stepped while
+ *   leading (this node counts as `now`); sorted newest first, the majority-th value is the answer.
+ *   Such a response proves the voter was still in this leader's term when it sent it, so no other
+ *   leader had its vote. Any other message proves nothing: a leader whose loop is stuck (in a
+ *   storage write that does not complete) keeps receiving the NEW leader's messages, of a higher
+ *   term, which its loop never processes — counting those, it would run its VMs on while the new
+ *   leader moves them. CheckQuorum would also make a leader step down after losing its majority,
+ *   but only within two election timeouts and only from a loop that runs; this is exact.
+ * - Either role, a storage write outstanding since `s` (`RaftNode.flushingSince`) caps the
+ *   contact at `s`: a node whose disk does not complete a write proves nothing after it started,
+ *   so it fences at the latest `fencingMs` after the write began, however its loop is built.
  * - Any other node: the send time of its newest ReadIndex round that succeeded. This node's
  *   request travelled to the leader, which answered only after confirming its leadership with a
  *   heartbeat round to a majority, and this node had applied up to the index it was given; so by
@@ -28,14 +35,15 @@ export interface LeaderContactInput {
   readonly self: number
   readonly now: number
   readonly voters: ReadonlyArray<number>
-  readonly lastContact: ReadonlyMap<number, number>
+  /** Per voter, when its newest response of this leader's term arrived (`RaftNode.quorumAcks`). */
+  readonly acks: ReadonlyMap<number, number>
 }
 
-/** For a leader: when a majority of the voters (itself included, as `now`) had last been heard from. */
+/** For a leader: when a majority of the voters (itself included, as `now`) had last answered it. */
 export const leaderContactAt = (input: LeaderContactInput): number | undefined => {
   if (input.voters.length === 0) return input.now
   const times = input.voters
-    .map((id) => (id === input.self ? input.now : input.lastContact.get(id)))
+    .map((id) => (id === input.self ? input.now : input.acks.get(id)))
     .filter((t): t is number => t !== undefined)
     .sort((a, b) => b - a)
   return times[Math.floor(input.voters.length / 2)]
@@ -79,10 +87,11 @@ export const fromRaft = (
             self: raft.id,
             now: yield* Clock.currentTimeMillis,
             voters: status.confState.voters,
-            lastContact: yield* raft.lastContact
+            acks: yield* raft.quorumAcks
           })
         )
       }
-      return proven
+      const flushingSince = yield* raft.flushingSince
+      return flushingSince !== undefined && proven !== undefined && flushingSince < proven ? flushingSince : proven
     })
   })

@@ -80,6 +80,13 @@ export class BackendFailed extends Schema.TaggedError<BackendFailed>()("BackendF
  */
 export class Fenced extends Schema.TaggedError<Fenced>()("Fenced", fields("BLX_FENCED")) {}
 
+/**
+ * A node's storage has not completed a write (a flush to disk) within its bound: the node proves
+ * no quorum contact meanwhile and fences. Logged by the node, naming its data directory and what
+ * to do; never sent over the wire, so not a member of `BlixardError`.
+ */
+export class StorageStalled extends Schema.TaggedError<StorageStalled>()("StorageStalled", fields("BLX_STORAGE_STALLED")) {}
+
 /** A safety invariant does not hold (in the simulator, or an assertion in a running node). */
 export class InvariantViolated extends Schema.TaggedError<InvariantViolated>()(
   "InvariantViolated",
@@ -118,5 +125,5 @@ export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]
 
 /** `BLX_VM_NOT_FOUND: no VM named "web" (asked node 2)` */
-export const formatError = (error: BlixardError | Fenced): string =>
+export const formatError = (error: BlixardError | Fenced | StorageStalled): string =>
   `${error.code}: ${error.message}${error.node !== undefined ? ` (node ${error.node})` : ""}`

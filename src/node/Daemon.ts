@@ -200,6 +200,9 @@ export const run = (config: NodeConfig) =>
           id: node,
           tickMs: config.timeouts.tickMs,
           requestTimeoutMs: config.timeouts.requestMs,
+          // Reported at half the fencing time: the cause is in the log before the node fences.
+          storageStallMs: Math.floor(config.timeouts.fencingMs / 2),
+          storageLocation: path.resolve(config.dataDir),
           ...(founding ? { bootstrap: [node] } : {})
         }).pipe(Layer.provide(Layer.mergeAll(Layer.succeedContext(storage), Layer.succeedContext(transport), state.layer())))
       )

@@ -4,6 +4,13 @@
  * down through Raft — and the state machine reschedules its VMs; a node heard from again is marked
  * up. Only the leader decides, so the decision is made once and replicated.
  *
+ * It reads `RaftNode.lastContact`, stamped on every message's arrival, of any term, processed or
+ * not. That is safe here, unlike for fencing: hearing a node late only makes the leader mark it
+ * down later (its VMs wait longer to move, never run twice), and a node heard from is marked up
+ * while its own agent still fences on proven contact (`QuorumContact.ts`), so a VM placed on it
+ * meanwhile waits, never runs twice. Safety needs only that a node that went silent at P is not
+ * marked down before P + nodeDownMs, which any message it sent until P guarantees.
+ *
  * Fencing: the node that went silent stops its own VMs after `fencingMs` without a quorum, and the
  * configuration requires `nodeDownMs ≥ fencingMs + 2 election timeouts`, so by the time its VMs are
  * started elsewhere they have stopped there.

@@ -6,8 +6,9 @@
  * The daemon runs it over the real `VmBackend`; the simulator runs the same function over a
  * simulated hypervisor, so the timing the fencing argument rests on (README, "a VM never runs
  * twice") is wired in one place:
- * - the agent's quorum signal: a leader's majority's last messages, a follower's newest ReadIndex
- *   round that succeeded, probed every election timeout (`QuorumContact.fromRaft`); it fences after
+ * - the agent's quorum signal: a leader's majority's last responses of its term that its Raft loop
+ *   processed, a follower's newest ReadIndex round that succeeded, probed every election timeout,
+ *   either capped by a storage write still outstanding (`QuorumContact.fromRaft`); it fences after
  *   `fencingMs` without contact (and, in the daemon, so does the host's watchdog, through the lease);
  * - the leader marks a node down (and the state machine moves its VMs) after `nodeDownMs`;
  * - the configuration keeps `nodeDownMs ≥ fencingMs + 2 election timeouts`, and `fencingMs ≥ 3

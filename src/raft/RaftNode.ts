@@ -18,11 +18,11 @@
  */
 import { Clock, Context, Duration, Effect, Fiber, Layer, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
-import { InvalidArgument, NotLeader, ProposalDropped, Timeout, Unavailable } from "../domain/Errors.js"
+import { formatError, InvalidArgument, NotLeader, ProposalDropped, StorageStalled, Timeout, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { Transport } from "../net/Transport.js"
 import type { StorageError } from "../storage/Database.js"
-import { RaftStorage } from "../storage/RaftStorage.js"
+import { RaftStorage, type RaftStorageShape } from "../storage/RaftStorage.js"
 import type { Message } from "./Message.js"
 import { MemoryStorage } from "./MemoryStorage.js"
 import type { ProposeResult, RaftConfig, Status } from "./Raft.js"
@@ -57,6 +57,23 @@ export interface RaftNodeConfig {
   readonly raft?:
     | Partial<Omit<RaftConfig, "id" | "storage" | "random" | "applied" | "electionTick" | "heartbeatTick">>
     | undefined
+  /**
+   * A storage write (`save`, `saveSnapshot`, `compact`: each ends with a flush) still outstanding
+   * after this many milliseconds is logged as `BLX_STORAGE_STALLED` (default 5,000; the daemon uses
+   * half its `fencingMs`, so the cause is in the log before the node fences).
+   */
+  readonly storageStallMs?: number | undefined
+  /** Where the storage lives (the data directory), named in `BLX_STORAGE_STALLED`. */
+  readonly storageLocation?: string | undefined
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: brings back the bug where a leader proved quorum
+   * contact from every message received, of any term, stamped by the receiver whether or not the
+   * Raft loop ever processed it (`quorumAcks` becomes `lastContact`, and `flushingSince` is always
+   * undefined). A leader stuck in a storage write then keeps "proving" contact from the new
+   * leader's messages and never fences: its VMs run twice. Never enable outside tests that check
+   * the simulator catches it.
+   */
+  readonly unsafeContactFromAnyMessage?: boolean | undefined
 }
 
 export type ProposeFailure = NotLeader | Unavailable | Timeout | ProposalDropped | InvalidArgument
@@ -80,8 +97,20 @@ export interface RaftNodeShape {
   /** The leader this node knows of, or 0. */
   readonly leader: Effect.Effect<number>
   readonly role: Effect.Effect<StateRole>
-  /** When (Clock milliseconds) a message from each peer last arrived. */
+  /**
+   * When (Clock milliseconds) a message from each peer last arrived, whatever its term, processed
+   * or not: a liveness hint (the failure detector, `cluster status`), never a proof of contact.
+   */
   readonly lastContact: Effect.Effect<ReadonlyMap<number, number>>
+  /**
+   * While this node leads: per peer, when (Clock milliseconds, on arrival) the newest response of
+   * this leader's CURRENT term (`appResp`, `heartbeatResp`) arrived that the Raft loop has stepped
+   * while leading in that term. Empty otherwise. A loop stuck (say, in a storage write) steps
+   * nothing, so these age: what `QuorumContact` fences on.
+   */
+  readonly quorumAcks: Effect.Effect<ReadonlyMap<number, number>>
+  /** When (Clock milliseconds) the oldest storage write still outstanding started; undefined if none. */
+  readonly flushingSince: Effect.Effect<number | undefined>
   /** Fails when the driver stops on a storage error (the node must stop); never succeeds. */
   readonly await: Effect.Effect<never, StorageError>
 }
@@ -90,7 +119,7 @@ export class RaftNode extends Context.Tag("blixard/RaftNode")<RaftNode, RaftNode
 
 type Event =
   | { readonly _tag: "Tick"; readonly unreachable: ReadonlyArray<number> }
-  | { readonly _tag: "Message"; readonly message: Message }
+  | { readonly _tag: "Message"; readonly message: Message; readonly at: number }
   | ({ readonly _tag: "Propose"; readonly data: string } & Waiting<unknown, ProposeFailure>)
   | ({ readonly _tag: "ConfChange"; readonly change: ConfChange } & Waiting<unknown, ProposeFailure>)
   | ({ readonly _tag: "ReadIndex" } & Waiting<void, NotLeader | Timeout>)
@@ -162,6 +191,72 @@ class Mailbox<A> {
  */
 const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
 
+/** The responses a follower sends to its leader's appends and heartbeats: what proves it follows this leader's term. */
+const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === "heartbeatResp"
+
+/**
+ * The node's `RaftStorage` with every write (each ends with a flush) timed: `since` answers when
+ * the oldest write still outstanding started, and `report` (called by the ticker, which runs while
+ * the loop is stuck in such a write) logs `BLX_STORAGE_STALLED` once per write outstanding longer
+ * than `storageStallMs`, and that it completed when it does.
+ */
+const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
+  Effect.sync(() => {
+    const stallMs = config.storageStallMs ?? 5000
+    const where = config.storageLocation !== undefined ? `data directory ${config.storageLocation}` : "its storage"
+    const outstanding = new Map<number, number>()
+    let next = 0
+    /** The start of the write reported stalled, while it is outstanding. */
+    let reported: { readonly id: number; readonly start: number } | undefined
+    const timed = <A, E, R>(write: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      Effect.flatMap(Clock.currentTimeMillis, (start) => {
+        const id = next++
+        outstanding.set(id, start)
+        return Effect.ensuring(
+          write,
+          Effect.flatMap(Clock.currentTimeMillis, (end) => {
+            outstanding.delete(id)
+            if (reported?.id !== id) return Effect.void
+            reported = undefined
+            return Effect.logWarning(
+              `node ${config.id}: the storage write reported stalled (BLX_STORAGE_STALLED) completed after ${end - start} ms; the node can prove quorum contact again`
+            )
+          })
+        )
+      })
+    const since = (): number | undefined => {
+      let oldest: number | undefined
+      for (const start of outstanding.values()) if (oldest === undefined || start < oldest) oldest = start
+      return oldest
+    }
+    const report = (now: number): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (reported !== undefined) return Effect.void
+        for (const [id, start] of outstanding) {
+          if (now - start < stallMs) continue
+          reported = { id, start }
+          const stalled = new StorageStalled({
+            node: NodeId.make(config.id),
+            ...(config.storageLocation !== undefined ? { subject: config.storageLocation } : {}),
+            message:
+              `node ${config.id}'s ${where} has not completed a write (flush to disk) for ${now - start} ms, since ${new Date(start).toISOString()}. ` +
+              `The node proves no quorum contact while it waits, so it fences: its VMs are stopped within fencingMs of its last proven contact and the cluster starts them elsewhere. ` +
+              `Check the disk behind ${where} (dmesg, iostat -x, the volume's health); the node carries on by itself once the write completes. ` +
+              `If the disk does not recover, stop the daemon and repair or replace the volume, then start it again on the same data directory (do not delete it)`
+          })
+          return Effect.logError(formatError(stalled))
+        }
+        return Effect.void
+      })
+    const storage: RaftStorageShape = {
+      ...inner,
+      save: (batch) => timed(inner.save(batch)),
+      saveSnapshot: (snapshot) => timed(inner.saveSnapshot(snapshot)),
+      compact: (index) => timed(inner.compact(index))
+    }
+    return { storage, since, report }
+  })
+
 /** A small seeded PRNG (mulberry32) for the core's synchronous election jitter. */
 const seededRandom = (seed: number) => {
   let a = seed >>> 0
@@ -176,7 +271,8 @@ const seededRandom = (seed: number) => {
 
 export const make = (config: RaftNodeConfig) =>
   Effect.gen(function* () {
-    const storage = yield* RaftStorage
+    const flushes = yield* trackFlushes(yield* RaftStorage, config)
+    const storage = flushes.storage
     const transport = yield* Transport
     const sm = yield* StateMachine
     const id = config.id
@@ -228,6 +324,8 @@ export const make = (config: RaftNodeConfig) =>
     })
 
     const events = new Mailbox<Event>()
+    /** Per peer: the newest response of a term this node led in, as the loop stepped it (`quorumAcks`). */
+    const acks = new Map<number, { readonly term: number; readonly at: number }>()
     const pending = new Map<number, Pending>()
     const reads = new Map<string, Waiting<void, NotLeader | Timeout>>()
     let readWaiting: Array<Waiting<void, NotLeader | Timeout> & { readonly index: number }> = []
@@ -314,6 +412,9 @@ export const make = (config: RaftNodeConfig) =>
           return
         case "Message":
           raw.step(ev.message)
+          if (isLeaderAck(ev.message) && raw.role === "leader" && raw.term === ev.message.term) {
+            acks.set(ev.message.from, { term: ev.message.term, at: ev.at })
+          }
           return
         case "Propose":
           register(raw.propose(ev.data), ev)
@@ -469,7 +570,9 @@ export const make = (config: RaftNodeConfig) =>
         yield* Effect.sleep(Duration.millis(config.tickMs))
         // Deadlines are checked here, not in the loop, so requests time out even while the loop
         // is stuck (say, in a save the disk does not finish).
-        expire(yield* Clock.currentTimeMillis)
+        const now = yield* Clock.currentTimeMillis
+        expire(now)
+        yield* flushes.report(now)
         events.offer({ _tag: "Tick", unreachable: yield* transport.unreachable })
       }
     })
@@ -478,7 +581,7 @@ export const make = (config: RaftNodeConfig) =>
       Effect.flatMap(transport.receive, (message) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => {
           lastContact.set(message.from, now)
-          events.offer({ _tag: "Message", message })
+          events.offer({ _tag: "Message", message, at: now })
           return Effect.void
         })
       )
@@ -527,6 +630,15 @@ export const make = (config: RaftNodeConfig) =>
       leader: Effect.map(Ref.get(softState), (s) => s.lead),
       role: Effect.map(Ref.get(softState), (s) => s.role),
       lastContact: Effect.sync(() => new Map(lastContact)),
+      quorumAcks: Effect.sync(() => {
+        if (config.unsafeContactFromAnyMessage === true) return new Map(lastContact)
+        const proven = new Map<number, number>()
+        if (raw.role !== "leader") return proven
+        const term = raw.term
+        for (const [peer, ack] of acks) if (ack.term === term) proven.set(peer, ack.at)
+        return proven
+      }),
+      flushingSince: Effect.sync(() => (config.unsafeContactFromAnyMessage === true ? undefined : flushes.since())),
       await: Effect.flatMap(Fiber.join(driver), () => Effect.never)
     }
     return service

@@ -8,7 +8,9 @@ interface View {
   role: string
   lead: number
   voters: Array<number>
-  lastContact: Map<number, number>
+  /** `RaftNode.quorumAcks`: the loop-processed responses of this leader's term. */
+  acks: Map<number, number>
+  flushingSince: number | undefined
   /** How a ReadIndex round ends: after `ms` of the clock, with success or the error. */
   readIndex: { ms: number; ok: boolean }
   readIndexCalls: number
@@ -20,7 +22,8 @@ const fakeRaft = (view: View) =>
     {
       id: 1,
       status: Effect.sync(() => ({ role: view.role, lead: view.lead, confState: { voters: view.voters, learners: [] } })),
-      lastContact: Effect.sync(() => new Map(view.lastContact)),
+      quorumAcks: Effect.sync(() => new Map(view.acks)),
+      flushingSince: Effect.sync(() => view.flushingSince),
       readIndex: Effect.suspend(() => {
         view.readIndexCalls++
         const { ms, ok } = view.readIndex
@@ -41,20 +44,20 @@ const fakeRaft = (view: View) =>
 describe("QuorumContact: when this node last had contact with a quorum", () => {
   it("a leader: the time by which a majority of the voters (itself included) had been heard from", () => {
     const base = { self: 1, now: 10_000 }
-    const lastContact = new Map([
+    const acks = new Map([
       [2, 9_900],
       [3, 4_000],
       [4, 2_000],
       [5, 9_000]
     ])
     // 5 voters: itself (now), 9900, 9000 make a majority of 3 → 9000.
-    expect(leaderContactAt({ ...base, voters: [1, 2, 3, 4, 5], lastContact })).toBe(9_000)
+    expect(leaderContactAt({ ...base, voters: [1, 2, 3, 4, 5], acks })).toBe(9_000)
     // 3 voters: itself and node 2 → 9900.
-    expect(leaderContactAt({ ...base, voters: [1, 2, 3], lastContact })).toBe(9_900)
+    expect(leaderContactAt({ ...base, voters: [1, 2, 3], acks })).toBe(9_900)
     // A single-node cluster is its own majority.
-    expect(leaderContactAt({ ...base, voters: [1], lastContact: new Map() })).toBe(10_000)
+    expect(leaderContactAt({ ...base, voters: [1], acks: new Map() })).toBe(10_000)
     // Never heard from enough voters: no proof of contact.
-    expect(leaderContactAt({ ...base, voters: [1, 2, 3], lastContact: new Map() })).toBeUndefined()
+    expect(leaderContactAt({ ...base, voters: [1, 2, 3], acks: new Map() })).toBeUndefined()
   })
 })
 
@@ -63,7 +66,8 @@ describe("QuorumContact.fromRaft", () => {
     role: "follower",
     lead: 2,
     voters: [1, 2, 3],
-    lastContact: new Map([[2, 0]]),
+    acks: new Map(),
+    flushingSince: undefined,
     readIndex: { ms: 10, ok: true },
     readIndexCalls: 0
   })
@@ -92,10 +96,7 @@ describe("QuorumContact.fromRaft", () => {
       // From now on the leader does not hear this node: every ReadIndex times out, while the
       // leader's messages keep arriving.
       view.readIndex = { ms: 1000, ok: false }
-      for (let t = 1000; t <= 10_000; t += 1000) {
-        view.lastContact.set(2, t)
-        yield* TestClock.adjust("1000 millis")
-      }
+      for (let t = 1000; t <= 10_000; t += 1000) yield* TestClock.adjust("1000 millis")
       expect(view.readIndexCalls).toBeGreaterThan(5)
       expect(yield* contact).toBe(0)
     }))
@@ -116,7 +117,7 @@ describe("QuorumContact.fromRaft", () => {
       // This node wins with node 3's vote: itself and node 3 make a majority.
       view.role = "leader"
       view.lead = 1
-      view.lastContact.set(3, 2_990)
+      view.acks.set(3, 2_990)
       expect(yield* contact).toBe(2_990)
       // Stepping down again: a stale proof never moves it back.
       view.role = "follower"
@@ -124,6 +125,26 @@ describe("QuorumContact.fromRaft", () => {
       view.readIndex = { ms: 10, ok: false }
       yield* TestClock.adjust("2000 millis")
       expect(yield* contact).toBe(2_990)
+    }))
+
+  it.scoped("a storage write outstanding since s caps the contact at s, for a leader and a follower; it counts again once the write completes", () =>
+    Effect.gen(function* () {
+      const view = follower()
+      const contact = yield* fromRaft(fakeRaft(view), { probeEveryMs: 500 })
+      yield* TestClock.adjust("520 millis")
+      expect(yield* contact).toBe(500)
+      // A write starts at 520 and does not complete: probes that succeed afterwards prove nothing.
+      view.flushingSince = 520
+      yield* TestClock.adjust("2000 millis")
+      expect(view.readIndexCalls).toBeGreaterThan(3)
+      expect(yield* contact).toBe(520)
+      // Leading meanwhile, with fresh acks from a majority: still capped.
+      view.role = "leader"
+      view.lead = 1
+      view.acks.set(2, 2_500)
+      expect(yield* contact).toBe(520)
+      view.flushingSince = undefined
+      expect(yield* contact).toBe(2_500)
     }))
 
   it.scoped("a probe sent to a leader that died does not hold up the probes to its successor", () =>

@@ -62,6 +62,9 @@ export const cliJson = async <A = unknown>(addr: string, args: ReadonlyArray<str
 export class BlixardNode {
   child: ChildProcess | undefined
   output = ""
+  /** Further flags and environment variables of every start (set before the first). */
+  args: ReadonlyArray<string> = []
+  env: Readonly<Record<string, string>> = {}
   constructor(
     readonly id: number,
     readonly port: number,
@@ -74,7 +77,7 @@ export class BlixardNode {
     return `127.0.0.1:${this.port}`
   }
 
-  start(extra: ReadonlyArray<string> = []): void {
+  start(extra: ReadonlyArray<string> = this.args): void {
     const args = [
       bin,
       "node",
@@ -92,7 +95,7 @@ export class BlixardNode {
       ...extra
     ]
     this.output = ""
-    const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "" } })
+    const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "", ...this.env } })
     child.stdout!.on("data", (d: Buffer) => (this.output += d.toString()))
     child.stderr!.on("data", (d: Buffer) => (this.output += d.toString()))
     this.child = child
@@ -133,10 +136,12 @@ export class Cluster {
     fs.writeFileSync(this.secretFile, "e2e-cluster-secret\n", { mode: 0o600 })
   }
 
-  async add(): Promise<BlixardNode> {
+  /** Adds and starts the next node; `setup` may set its `args` and `env` first. */
+  async add(setup?: (node: BlixardNode) => void): Promise<BlixardNode> {
     const id = this.nodes.length + 1
     const peers = this.nodes.length === 0 ? [] : [this.nodes[0]!]
     const node = new BlixardNode(id, await freePort(), path.join(this.dir, `node-${id}`), this.secretFile, peers)
+    setup?.(node)
     this.nodes.push(node)
     node.start()
     return node

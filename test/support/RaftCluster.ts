@@ -7,17 +7,31 @@ import { MemoryNetwork } from "../../src/net/Transport.js"
 import type { RaftNodeConfig, RaftNodeShape } from "../../src/raft/RaftNode.js"
 import * as RaftNode from "../../src/raft/RaftNode.js"
 import type { StateMachine } from "../../src/raft/StateMachine.js"
-import { layerMemory, MemoryStore } from "../../src/storage/RaftStorage.js"
+import { layerMemory, MemoryStore, RaftStorage } from "../../src/storage/RaftStorage.js"
 
 export const tickMs = 10
 
 export interface Member<S> {
   readonly id: number
   readonly store: MemoryStore
+  /** Closed: the node's storage writes do not complete (a stalled disk) until it opens again. */
+  readonly writes: Effect.Latch
   state: S
   node: RaftNodeShape | undefined
   scope: Scope.CloseableScope | undefined
 }
+
+/** The member's in-memory storage, whose writes wait while `member.writes` is closed. */
+const stallable = (member: Member<unknown>): Layer.Layer<RaftStorage> =>
+  Layer.effect(
+    RaftStorage,
+    Effect.map(RaftStorage, (inner) => ({
+      ...inner,
+      save: (batch) => member.writes.whenOpen(inner.save(batch)),
+      saveSnapshot: (snapshot) => member.writes.whenOpen(inner.saveSnapshot(snapshot)),
+      compact: (index) => member.writes.whenOpen(inner.compact(index))
+    }))
+  ).pipe(Layer.provide(layerMemory(member.store)))
 
 export class RaftCluster<S> {
   readonly net = new MemoryNetwork()
@@ -33,7 +47,14 @@ export class RaftCluster<S> {
 
   start(id: number, bootstrap = this.voters.includes(id)) {
     return Effect.gen(this, function* () {
-      const member: Member<S> = this.members.get(id) ?? { id, store: new MemoryStore(), state: this.makeState(), node: undefined, scope: undefined }
+      const member: Member<S> = this.members.get(id) ?? {
+        id,
+        store: new MemoryStore(),
+        writes: Effect.unsafeMakeLatch(true),
+        state: this.makeState(),
+        node: undefined,
+        scope: undefined
+      }
       member.state = this.makeState()
       const scope = yield* Scope.make()
       const layer = RaftNode.layer({
@@ -42,7 +63,7 @@ export class RaftCluster<S> {
         requestTimeoutMs: 2_000,
         ...(bootstrap ? { bootstrap: this.voters } : {}),
         ...this.options
-      }).pipe(Layer.provide(Layer.mergeAll(layerMemory(member.store), this.net.layer(id), this.layerOf(member.state))))
+      }).pipe(Layer.provide(Layer.mergeAll(stallable(member), this.net.layer(id), this.layerOf(member.state))))
       const context = yield* Layer.buildWithScope(layer, scope)
       member.node = Context.get(context, RaftNode.RaftNode)
       member.scope = scope
