@@ -157,10 +157,12 @@ class Mailbox<A> {
 
 /**
  * Messages a leader may send before the Ready they come with is persisted: its appends, snapshots
- * and heartbeats claim nothing about its own durable state (its term was made durable when it
- * campaigned). Everything else — votes, acknowledgements — must wait for the save.
+ * and heartbeats claim nothing about its own durable state. Its term was durable before it became
+ * leader (the core counts even a sole voter's own vote only after its save), and the commit index
+ * they carry counts the leader's own entries only once they are durable (`Raft.msgsAfterAppend`).
+ * Everything else — votes, acknowledgements — must wait for the save.
  */
-const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
+export const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
 
 /** A small seeded PRNG (mulberry32) for the core's synchronous election jitter. */
 const seededRandom = (seed: number) => {
