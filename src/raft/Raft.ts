@@ -92,6 +92,13 @@ export interface RaftConfig {
    * tests that check the simulator catches it.
    */
   readonly unsafeCountSelfBeforeDurable?: boolean
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: conf changes of a Ready still outstanding when a
+   * snapshot was installed take effect on top of the snapshot's newer configuration (etcd#11510),
+   * e.g. re-adding a member the snapshot had removed. Never enable outside tests that check the
+   * simulator catches it.
+   */
+  readonly unsafeReapplyConfChanges?: boolean
 }
 
 /** Why a proposal was refused. The proposal was not appended and can be retried (elsewhere). */
@@ -172,6 +179,12 @@ export class Raft {
   private voters: Array<number> = []
   private learners: Array<number> = []
   private members: Array<number> = []
+  /**
+   * The log index whose configuration is in effect: a snapshot's, or the last conf change applied.
+   * A conf change at or below it is already part of the configuration (a snapshot installed while
+   * the Ready carrying the change was outstanding) and must not be applied again.
+   */
+  private confIndex = 0
   readonly prs = new Map<number, Progress>()
 
   private readonly votes = new Map<number, boolean>()
@@ -203,6 +216,7 @@ export class Raft {
   private readonly readOnlyOption: ReadOnlyOption
   private readonly unsafeCommit: boolean
   private readonly unsafeSelf: boolean
+  private readonly unsafeReapplyConf: boolean
   private readonly random: (n: number) => number
 
   /** Index of the latest conf change (or of the leader's initial empty entry) not yet known applied. */
@@ -240,6 +254,7 @@ export class Raft {
     this.readOnly = new ReadOnly(readOnlyOption)
     this.unsafeCommit = config.unsafeCommitPreviousTermByCounting ?? false
     this.unsafeSelf = config.unsafeCountSelfBeforeDurable ?? false
+    this.unsafeReapplyConf = config.unsafeReapplyConfChanges ?? false
     this.random = config.random
     this.log = new RaftLog(config.storage, config.maxCommittedSizePerReady ?? Number.MAX_SAFE_INTEGER)
 
@@ -253,6 +268,7 @@ export class Raft {
     this.term = hardState.term
     this.vote = hardState.vote
     let cs = confState
+    this.confIndex = config.storage.snapshot().metadata.index
     const applied = config.applied ?? 0
     if (applied > 0) {
       this.log.appliedTo(applied)
@@ -260,7 +276,9 @@ export class Raft {
       const from = this.log.firstIndex()
       if (applied >= from) {
         for (const e of this.log.slice(from, applied + 1, Number.MAX_SAFE_INTEGER) ?? []) {
-          if (e.kind === "confChange") cs = applyChangeToConfState(cs, decodeConfChange(e.data))
+          if (e.kind !== "confChange") continue
+          cs = applyChangeToConfState(cs, decodeConfChange(e.data))
+          this.confIndex = e.index
         }
       }
     }
@@ -348,10 +366,13 @@ export class Raft {
   }
 
   /**
-   * Apply a committed membership change (called by `RawNode.advance` for each applied `confChange`
-   * entry, in log order). Invalid changes are ignored. Returns the resulting configuration.
+   * Apply the committed membership change at log `index` (called by `RawNode.advance` for each
+   * applied `confChange` entry, in log order). Invalid changes, and changes the configuration
+   * already reflects (at or below `confIndex`), are ignored. Returns the resulting configuration.
    */
-  applyConfChange(cc: ConfChange): ConfState {
+  applyConfChange(cc: ConfChange, index: number): ConfState {
+    if (index <= this.confIndex && !this.unsafeReapplyConf) return this.confState()
+    this.confIndex = Math.max(this.confIndex, index)
     const current: ConfState = { voters: this.voters, learners: this.learners }
     const cs = applyChangeToConfState(current, cc)
     if (cs === current) return this.confState()
@@ -779,6 +800,7 @@ export class Raft {
     }
     this.log.restore(s)
     this.setConf(s.metadata.confState)
+    this.confIndex = s.metadata.index
     // Progress for the new configuration, as a follower never uses it beyond membership.
     const last = this.log.lastIndex()
     for (const [id, pr] of this.prs) {

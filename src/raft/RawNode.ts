@@ -237,7 +237,7 @@ export class RawNode {
     for (const e of rd.committedEntries) {
       if (e.index <= r.log.applied) continue
       r.log.appliedTo(e.index)
-      if (e.kind === "confChange") r.applyConfChange(decodeConfChange(e.data))
+      if (e.kind === "confChange") r.applyConfChange(decodeConfChange(e.data), e.index)
     }
   }
 }
