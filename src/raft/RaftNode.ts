@@ -53,6 +53,12 @@ export interface RaftNodeConfig {
   readonly snapshotRatio?: number | undefined
   /** Entries kept behind a snapshot, so a slightly lagging follower catches up from the log. */
   readonly snapshotRetain?: number | undefined
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a proposal at an index this node proposed at in an
+   * earlier term replaces the earlier one's waiter, which then never completes (not even by timing
+   * out). Never enable outside tests that check the simulator catches it.
+   */
+  readonly unsafeOverwriteProposalWaiters?: boolean | undefined
   /** Further core settings (PreVote and CheckQuorum are on unless turned off here). */
   readonly raft?:
     | Partial<Omit<RaftConfig, "id" | "storage" | "random" | "applied" | "electionTick" | "heartbeatTick">>
@@ -268,10 +274,18 @@ export const make = (config: RaftNodeConfig) =>
       }
     }
 
-    const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>) =>
-      result.ok
-        ? pending.set(result.index, { term: result.term, done: request.done, deadline: request.deadline, what: request.what })
-        : request.done(Effect.fail(refused(result)))
+    const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>): void => {
+      if (!result.ok) return request.done(Effect.fail(refused(result)))
+      const earlier = pending.get(result.index)
+      if (earlier !== undefined && !config.unsafeOverwriteProposalWaiters) {
+        // This node proposed at this index before, in an earlier term, and has led again since: the
+        // earlier entry is no longer in the leader's log, so it was never committed.
+        earlier.done(
+          Effect.fail(new ProposalDropped({ node: nodeId, message: `a new leader wrote another entry at index ${result.index}; the write was not applied; retry it` }))
+        )
+      }
+      pending.set(result.index, { term: result.term, done: request.done, deadline: request.deadline, what: request.what })
+    }
 
     const timedOut = (what: string) =>
       new Timeout({
