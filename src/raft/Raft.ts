@@ -99,6 +99,12 @@ export interface RaftConfig {
    * simulator catches it.
    */
   readonly unsafeReapplyConfChanges?: boolean
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a ReadIndex context repeated while its request is
+   * pending is matched to that request, so the later request gets the earlier read point (a stale
+   * read). Never enable outside tests that check the simulator catches it.
+   */
+  readonly unsafeMatchRepeatedReadContexts?: boolean
 }
 
 /** Why a proposal was refused. The proposal was not appended and can be retried (elsewhere). */
@@ -217,6 +223,7 @@ export class Raft {
   private readonly unsafeCommit: boolean
   private readonly unsafeSelf: boolean
   private readonly unsafeReapplyConf: boolean
+  private readonly unsafeMatchRepeated: boolean
   private readonly random: (n: number) => number
 
   /** Index of the latest conf change (or of the leader's initial empty entry) not yet known applied. */
@@ -255,6 +262,7 @@ export class Raft {
     this.unsafeCommit = config.unsafeCommitPreviousTermByCounting ?? false
     this.unsafeSelf = config.unsafeCountSelfBeforeDurable ?? false
     this.unsafeReapplyConf = config.unsafeReapplyConfChanges ?? false
+    this.unsafeMatchRepeated = config.unsafeMatchRepeatedReadContexts ?? false
     this.random = config.random
     this.log = new RaftLog(config.storage, config.maxCommittedSizePerReady ?? Number.MAX_SAFE_INTEGER)
 
@@ -1120,7 +1128,8 @@ export class Raft {
 
   private startReadIndex(context: string, from: number): void {
     if (this.readOnly.option === "safe") {
-      this.readOnly.addRequest(this.log.committed, context, from)
+      this.readOnly.addRequest(this.log.committed, context, from, this.unsafeMatchRepeated)
+      if (!this.readOnly.isPending(context)) return
       this.readOnly.recvAck(this.id, context)
       this.bcastHeartbeat(context)
     } else {

@@ -59,6 +59,14 @@ export interface RaftNodeConfig {
    * out). Never enable outside tests that check the simulator catches it.
    */
   readonly unsafeOverwriteProposalWaiters?: boolean | undefined
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: ReadIndex contexts restart from the same values
+   * with every process, so a restarted node's read can be answered with a read point of a read its
+   * earlier process asked for (a stale read, and a faked quorum contact). Combine with
+   * `raft.unsafeMatchRepeatedReadContexts` to also lift the core's defence. Never enable outside
+   * tests that check the simulator catches it.
+   */
+  readonly unsafeReuseReadContexts?: boolean | undefined
   /** Further core settings (PreVote and CheckQuorum are on unless turned off here). */
   readonly raft?:
     | Partial<Omit<RaftConfig, "id" | "storage" | "random" | "applied" | "electionTick" | "heartbeatTick">>
@@ -223,13 +231,14 @@ export const make = (config: RaftNodeConfig) =>
       applied = stored.value.metadata.index
     }
 
+    const seed = yield* Random.nextInt
     const raw = new RawNode({
       preVote: true,
       checkQuorum: true,
       ...config.raft,
       id,
       storage: mirror,
-      random: seededRandom(yield* Random.nextInt),
+      random: seededRandom(seed),
       applied,
       electionTick: config.electionTick ?? 10,
       heartbeatTick: config.heartbeatTick ?? 1
@@ -240,6 +249,10 @@ export const make = (config: RaftNodeConfig) =>
     const reads = new Map<string, Waiting<void, NotLeader | Timeout>>()
     let readWaiting: Array<Waiting<void, NotLeader | Timeout> & { readonly index: number }> = []
     let transfers: Array<Waiting<void, NotLeader | Timeout> & { readonly to: number }> = []
+    // ReadIndex contexts are unique across restarts: a leader (or a late answer still on the wire)
+    // must never match a request of this process to one of an earlier process of this node.
+    // (The process's random seed and start time: drawing more randomness would shift every seeded run.)
+    const readNonce = config.unsafeReuseReadContexts === true ? "" : `${(seed >>> 0).toString(36)}.${(yield* Clock.currentTimeMillis).toString(36)}:`
     let readCounter = 0
     const snapshotEvery = config.snapshotEvery ?? 10_000
     const snapshotRatio = config.snapshotRatio ?? 4
@@ -338,7 +351,7 @@ export const make = (config: RaftNodeConfig) =>
           register(raw.proposeConfChange(ev.change), ev)
           return
         case "ReadIndex": {
-          const context = `${id}:${++readCounter}`
+          const context = `${id}:${readNonce}${++readCounter}`
           const result = raw.readIndex(context)
           if (result.ok) reads.set(context, ev)
           else ev.done(Effect.fail(notLeader(raw.status().lead)))

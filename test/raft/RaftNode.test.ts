@@ -71,6 +71,42 @@ describe("RaftNode", () => {
     })
   )
 
+  /** The contexts of a follower's ReadIndex requests before and after it restarts. */
+  const readContextsAcrossRestart = (options: Partial<RaftNode.RaftNodeConfig> = {}) =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3], options)
+      const contexts: Array<string> = []
+      c.net.filter = (m) => {
+        if (m.type === "readIndex") contexts.push(m.context)
+        return true
+      }
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const follower = [1, 2, 3].find((id) => id !== leader)!
+      value(yield* c.drive(c.node(follower).readIndex))
+      yield* c.crash(follower)
+      yield* c.start(follower)
+      yield* c.leader()
+      value(yield* c.drive(c.node(follower).readIndex))
+      return contexts
+    })
+
+  it.scoped("ReadIndex contexts are unique across restarts: a restarted node never reuses an earlier process's", () =>
+    Effect.gen(function* () {
+      const contexts = yield* readContextsAcrossRestart()
+      expect(contexts.length).toBe(2)
+      expect(contexts[0]).not.toBe(contexts[1])
+    })
+  )
+
+  it.scoped("the unsafe switch (contexts restarting with the process) reuses them", () =>
+    Effect.gen(function* () {
+      const contexts = yield* readContextsAcrossRestart({ unsafeReuseReadContexts: true })
+      expect(contexts.length).toBe(2)
+      expect(contexts[0]).toBe(contexts[1])
+    })
+  )
+
   it.scoped("an isolated leader's write times out; the majority elects a new leader and keeps writing", () =>
     Effect.gen(function* () {
       const c = new Cluster([1, 2, 3])
