@@ -15,7 +15,7 @@ import type { Command } from "../domain/Command.js"
 import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { InvalidArgument, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
+import { InvalidArgument, MemberAmnesia, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -30,7 +30,24 @@ export interface NodeControlPlaneOptions {
   readonly remote?: ((address: string) => ControlPlaneShape) | undefined
   /** How long a joining node may take to catch up before it is promoted to voter. */
   readonly catchUpTimeoutMs?: number | undefined
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a join from a node whose id is still a voter is
+   * accepted at once, as if it had kept its data, so a node back on an empty data directory votes
+   * again under its old id. Never enable outside tests that check the simulator catches it.
+   */
+  readonly unsafeAdmitAmnesiacVoters?: boolean | undefined
 }
+
+/**
+ * The refusal a node gets when it asks to join while its id is still a voter: only a node without
+ * Raft state asks to join, so it has lost what it voted and acknowledged under that id.
+ */
+export const amnesia = (self: NodeId, id: number, cluster: string): MemberAmnesia =>
+  new MemberAmnesia({
+    node: self,
+    subject: String(id),
+    message: `node ${id} has no Raft state (a new or emptied data directory), but it is still a voting member of ${cluster}; voting again under id ${id} could elect a leader missing committed writes. Remove it first: blixard cluster leave --id ${id} (against any member), then start node ${id} again and it joins as a new member`
+  })
 
 const envelopeJson = toJson(C.CommandEnvelope)
 
@@ -149,7 +166,11 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         if (st.role !== "leader") {
           return yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address }) // fails with NotLeader
         }
-        if (st.confState.voters.includes(id)) return
+        if (st.confState.voters.includes(id)) {
+          if (options.unsafeAdmitAmnesiacVoters === true) return
+          return yield* amnesia(self, id, "the cluster")
+        }
+        // A learner asking again (say, its first join timed out) is harmless: it never votes.
         if (!st.confState.learners.includes(id)) {
           yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address })
         }
