@@ -29,8 +29,10 @@
  * for to the node itself counts: a leader's own entries toward commit, a sole voter's own vote
  * toward its election (etcd's self-acknowledgement after persistence). So a commit index never
  * exceeds what a quorum has on disk, and no message of a term leaves before that term is durable,
- * even when a leader sends its appends while it saves them (`RaftNode`) or is the only voter. Call `advance` before the next
- * `ready()`; ticks and steps may happen in between.
+ * even when a leader sends its appends while it saves them (`RaftNode`) or is the only voter.
+ * Call `advance` before the next `ready()`; ticks and steps may happen in between. A conf change
+ * among a Ready's committed entries that a snapshot installed meanwhile already covers does not
+ * take effect again.
  *
  * Compaction: after `advance`, `createSnapshot(stateMachineData)` returns a snapshot of the applied
  * state; the driver stores it and may then discard log entries up to its index
