@@ -139,11 +139,10 @@ export const refuseAmnesia = (options: {
       const me = answer.right.members.find((m) => m.id === options.node)
       if (me === undefined || me.role === "learner") return
       const cluster = answer.right.clusterId !== undefined ? `cluster ${answer.right.clusterId}` : "the cluster"
-      const refused = NodeControlPlane.amnesia(options.node, options.node, cluster)
       return yield* new MemberAmnesia({
         node: options.node,
         subject: options.dataDir,
-        message: `${refused.message} (its data directory ${options.dataDir} is incarnation ${options.incarnation}; node ${peer.id} lists node ${options.node} as a voter)`
+        message: `node ${options.node} has no Raft state (its data directory ${options.dataDir} is new or was emptied: incarnation ${options.incarnation}), but node ${peer.id} lists it as a voter of ${cluster}; ${NodeControlPlane.amnesiaAdvice(options.node)}`
       })
     }
     return yield* Effect.fail("noAnswer" as const)

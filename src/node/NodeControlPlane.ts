@@ -38,15 +38,19 @@ export interface NodeControlPlaneOptions {
   readonly unsafeAdmitAmnesiacVoters?: boolean | undefined
 }
 
+/** What to do about a member back without its data, and why. */
+export const amnesiaAdvice = (id: number): string =>
+  `voting again under id ${id} could elect a leader missing committed writes. Remove it first: blixard cluster leave --id ${id} (against any member), then start node ${id} again and it joins as a new member`
+
 /**
- * The refusal a node gets when it asks to join while its id is still a voter: only a node without
- * Raft state asks to join, so it has lost what it voted and acknowledged under that id.
+ * The refusal a node gets when it asks to join while its id is still a voter: a node asks to join
+ * only when it has no Raft state, so it has lost what it voted and acknowledged under that id.
  */
-export const amnesia = (self: NodeId, id: number, cluster: string): MemberAmnesia =>
+const amnesia = (self: NodeId, id: number): MemberAmnesia =>
   new MemberAmnesia({
     node: self,
     subject: String(id),
-    message: `node ${id} has no Raft state (a new or emptied data directory), but it is still a voting member of ${cluster}; voting again under id ${id} could elect a leader missing committed writes. Remove it first: blixard cluster leave --id ${id} (against any member), then start node ${id} again and it joins as a new member`
+    message: `node ${id} is already a voting member; if it runs with its data there is nothing to do, but a node asks to join only when it has no Raft state (a new or emptied data directory): ${amnesiaAdvice(id)}`
   })
 
 const envelopeJson = toJson(C.CommandEnvelope)
@@ -168,7 +172,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         }
         if (st.confState.voters.includes(id)) {
           if (options.unsafeAdmitAmnesiacVoters === true) return
-          return yield* amnesia(self, id, "the cluster")
+          return yield* amnesia(self, id)
         }
         // A learner asking again (say, its first join timed out) is harmless: it never votes.
         if (!st.confState.learners.includes(id)) {
