@@ -63,6 +63,13 @@ export class StorageLocked extends Schema.TaggedError<StorageLocked>()("StorageL
 /** The data directory belongs to another node (or cluster). */
 export class WrongDataDir extends Schema.TaggedError<WrongDataDir>()("WrongDataDir", fields("BLX_WRONG_DATA_DIR")) {}
 
+/**
+ * A node came back with a new, empty data directory (a new incarnation) while its id is still a
+ * voting member: it lost what it had voted and acknowledged, so it must not vote under that id
+ * again. It must be removed from the cluster, then join again as a new member.
+ */
+export class MemberAmnesia extends Schema.TaggedError<MemberAmnesia>()("MemberAmnesia", fields("BLX_MEMBER_AMNESIA")) {}
+
 /** The storage could not be read or written (permissions, disk full, …). */
 export class StorageIo extends Schema.TaggedError<StorageIo>()("StorageIo", fields("BLX_STORAGE_IO")) {}
 
@@ -116,6 +123,7 @@ export const BlixardError = Schema.Union(
   StorageLocked,
   StorageIo,
   WrongDataDir,
+  MemberAmnesia,
   Unschedulable,
   BackendFailed,
   InvariantViolated,

@@ -31,7 +31,7 @@ import * as Client from "../api/Client.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
-import { ConfigInvalid, StorageIo, Unavailable, WrongDataDir } from "../domain/Errors.js"
+import { ConfigInvalid, MemberAmnesia, StorageIo, Unavailable, WrongDataDir } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
@@ -118,6 +118,36 @@ export const detectCapacity = (config: NodeConfig): Resources =>
         memoryMiB: Math.max(16, Math.floor((os.totalmem() / 2 ** 20) * 0.8))
       })
 
+/**
+ * Fails with `MemberAmnesia` when a peer lists `node` as a voter (this node has no Raft state, so it
+ * is an earlier member back without its data), with "noAnswer" when no peer answers.
+ */
+export const refuseAmnesia = (options: {
+  readonly node: NodeId
+  readonly peers: ReadonlyArray<{ readonly id: number; readonly address: string }>
+  readonly remote: (address: string) => ControlPlaneShape
+  readonly dataDir: string
+  readonly incarnation: string
+}): Effect.Effect<void, MemberAmnesia | "noAnswer"> =>
+  Effect.gen(function* () {
+    for (const peer of options.peers) {
+      const answer = yield* Effect.either(options.remote(peer.address).clusterStatus)
+      if (answer._tag === "Left") {
+        yield* Effect.logWarning(`node ${options.node} could not ask node ${peer.id} (${peer.address}) who the members are: ${answer.left.message}; retrying`)
+        continue
+      }
+      const me = answer.right.members.find((m) => m.id === options.node)
+      if (me === undefined || me.role === "learner") return
+      const cluster = answer.right.clusterId !== undefined ? `cluster ${answer.right.clusterId}` : "the cluster"
+      return yield* new MemberAmnesia({
+        node: options.node,
+        subject: options.dataDir,
+        message: `node ${options.node} has no Raft state (its data directory ${options.dataDir} is new or was emptied: incarnation ${options.incarnation}), but node ${peer.id} lists it as a voter of ${cluster}; ${NodeControlPlane.amnesiaAdvice(options.node)}`
+      })
+    }
+    return yield* Effect.fail("noAnswer" as const)
+  })
+
 export const run = (config: NodeConfig) =>
   Effect.scoped(
     Effect.gen(function* () {
@@ -155,7 +185,7 @@ export const run = (config: NodeConfig) =>
       }
       // Storage: locked, checked, migrated; then claimed for this node id.
       const storage = yield* Layer.build(layerFile({ filename, node }))
-      yield* NodeMeta.claim({ filename, node, dataDir: config.dataDir }).pipe(Effect.provide(storage))
+      const incarnation = yield* NodeMeta.claim({ filename, node, dataDir: config.dataDir }).pipe(Effect.provide(storage))
       const init = yield* Effect.flatMap(RaftStorage, (s) => s.initialState).pipe(Effect.provide(storage))
       const fresh = init.hardState.term === 0 && init.lastIndex === 0 && Option.isNone(init.snapshot)
       const founding = fresh && config.peers.length === 0
@@ -178,6 +208,16 @@ export const run = (config: NodeConfig) =>
           }
           break
         }
+      }
+
+      // A node without Raft state that is still a voter has lost what it voted and acknowledged: it
+      // stops before its Raft node could vote (it asks the peers first, until one answers).
+      if (fresh && !founding) {
+        yield* Effect.retry(
+          refuseAmnesia({ node, peers: config.peers, remote, dataDir: config.dataDir, incarnation }),
+          { while: (e) => e === "noAnswer", schedule: Schedule.spaced(Duration.seconds(1)) }
+          // (It retries until a peer answers; this only takes "noAnswer" out of the error type.)
+        ).pipe(Effect.catchIf((e): e is "noAnswer" => e === "noAnswer", () => Effect.void))
       }
 
       const state = new ClusterStateHolder()
@@ -228,7 +268,7 @@ export const run = (config: NodeConfig) =>
         )
       )
       yield* Effect.logInfo(
-        `node ${node} serving peers and the API on ${config.bind} (data ${config.dataDir}; ${founding ? "founded a new cluster" : fresh ? "joining" : "recovered its state"})`
+        `node ${node} serving peers and the API on ${config.bind} (data ${config.dataDir}, incarnation ${incarnation}; ${founding ? "founded a new cluster" : fresh ? "joining" : "recovered its state"})`
       )
 
       // Keep the transport's peer addresses equal to the replicated membership.
@@ -248,6 +288,8 @@ export const run = (config: NodeConfig) =>
       // A fresh node with peers asks to join, through any of them, until one accepts.
       if (fresh && !founding) {
         const join = Effect.gen(function* () {
+          // Promoted already (a join whose answer was lost): nothing left to ask.
+          if ((yield* raft.status).confState.voters.includes(node)) return
           for (const peer of config.peers) {
             const plane = remote(peer.address)
             const status = yield* Effect.either(plane.clusterStatus)

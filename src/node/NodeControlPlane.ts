@@ -15,7 +15,7 @@ import type { Command } from "../domain/Command.js"
 import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { InvalidArgument, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
+import { InvalidArgument, MemberAmnesia, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -30,7 +30,28 @@ export interface NodeControlPlaneOptions {
   readonly remote?: ((address: string) => ControlPlaneShape) | undefined
   /** How long a joining node may take to catch up before it is promoted to voter. */
   readonly catchUpTimeoutMs?: number | undefined
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a join from a node whose id is still a voter is
+   * accepted at once, as if it had kept its data, so a node back on an empty data directory votes
+   * again under its old id. Never enable outside tests that check the simulator catches it.
+   */
+  readonly unsafeAdmitAmnesiacVoters?: boolean | undefined
 }
+
+/** What to do about a member back without its data, and why. */
+export const amnesiaAdvice = (id: number): string =>
+  `voting again under id ${id} could elect a leader missing committed writes. Remove it first: blixard cluster leave --id ${id} (against any member), then start node ${id} again and it joins as a new member`
+
+/**
+ * The refusal a node gets when it asks to join while its id is still a voter: a node asks to join
+ * only when it has no Raft state, so it has lost what it voted and acknowledged under that id.
+ */
+const amnesia = (self: NodeId, id: number): MemberAmnesia =>
+  new MemberAmnesia({
+    node: self,
+    subject: String(id),
+    message: `node ${id} is already a voting member; if it runs with its data there is nothing to do, but a node asks to join only when it has no Raft state (a new or emptied data directory): ${amnesiaAdvice(id)}`
+  })
 
 const envelopeJson = toJson(C.CommandEnvelope)
 
@@ -149,7 +170,11 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         if (st.role !== "leader") {
           return yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address }) // fails with NotLeader
         }
-        if (st.confState.voters.includes(id)) return
+        if (st.confState.voters.includes(id)) {
+          if (options.unsafeAdmitAmnesiacVoters === true) return
+          return yield* amnesia(self, id)
+        }
+        // A learner asking again (say, its first join timed out) is harmless: it never votes.
         if (!st.confState.learners.includes(id)) {
           yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address })
         }

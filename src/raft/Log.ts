@@ -148,6 +148,13 @@ export class RaftLog {
     return this.storage.term(i)
   }
 
+  /** The last index of the prefix of this log that the driver has made durable. */
+  durableLastIndex(): number {
+    // Entries from the unstable offset on are not durable; nor is a snapshot still being installed
+    // (the driver's storage then holds an older log).
+    return this.unstable.snapshot !== undefined ? this.storage.lastIndex() : this.unstable.offset - 1
+  }
+
   lastTerm(): number {
     const t = this.term(this.lastIndex())
     if (t === undefined) throw new Error("raft: term of the last log entry is unavailable")

@@ -83,6 +83,28 @@ export interface RaftConfig {
    * of the leader's term, which masks the bug from a random search.
    */
   readonly unsafeCommitPreviousTermByCounting?: boolean
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: the leader counts its own entries toward commit
+   * as soon as it appends them, and a candidate that is the only voter wins its election at once —
+   * both before the driver has made them durable. A driver that sends a leader's appends before its
+   * save (as `RaftNode` does) then lets a learner apply an entry its leader loses in a crash, and
+   * the restarted leader win the same term again with different entries. Never enable outside
+   * tests that check the simulator catches it.
+   */
+  readonly unsafeCountSelfBeforeDurable?: boolean
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: conf changes of a Ready still outstanding when a
+   * snapshot was installed take effect on top of the snapshot's newer configuration (etcd#11510),
+   * e.g. re-adding a member the snapshot had removed. Never enable outside tests that check the
+   * simulator catches it.
+   */
+  readonly unsafeReapplyConfChanges?: boolean
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a ReadIndex context repeated while its request is
+   * pending is matched to that request, so the later request gets the earlier read point (a stale
+   * read). Never enable outside tests that check the simulator catches it.
+   */
+  readonly unsafeMatchRepeatedReadContexts?: boolean
 }
 
 /** Why a proposal was refused. The proposal was not appended and can be retried (elsewhere). */
@@ -163,11 +185,23 @@ export class Raft {
   private voters: Array<number> = []
   private learners: Array<number> = []
   private members: Array<number> = []
+  /**
+   * The log index whose configuration is in effect: a snapshot's, or the last conf change applied.
+   * A conf change at or below it is already part of the configuration (a snapshot installed while
+   * the Ready carrying the change was outstanding) and must not be applied again.
+   */
+  private confIndex = 0
   readonly prs = new Map<number, Progress>()
 
   private readonly votes = new Map<number, boolean>()
   /** Outgoing messages, handed out (and cleared) by `RawNode.ready()`; sent after persisting. */
   msgs: Array<Message> = []
+  /**
+   * Messages to this node itself that vouch for writes of the Ready they come with (etcd's
+   * `msgsAfterAppend`): a leader's acknowledgement of its own appends, a sole voter's own vote.
+   * `RawNode` takes them with the Ready and steps them in `advance`, once that Ready is durable.
+   */
+  msgsAfterAppend: Array<Message> = []
   /** Read states, handed out (and cleared) by `RawNode.ready()`. */
   readStates: Array<ReadState> = []
   private readOnly: ReadOnly
@@ -187,6 +221,9 @@ export class Raft {
   private readonly maxUncommittedSize: number
   private readonly readOnlyOption: ReadOnlyOption
   private readonly unsafeCommit: boolean
+  private readonly unsafeSelf: boolean
+  private readonly unsafeReapplyConf: boolean
+  private readonly unsafeMatchRepeated: boolean
   private readonly random: (n: number) => number
 
   /** Index of the latest conf change (or of the leader's initial empty entry) not yet known applied. */
@@ -223,6 +260,9 @@ export class Raft {
     this.readOnlyOption = readOnlyOption
     this.readOnly = new ReadOnly(readOnlyOption)
     this.unsafeCommit = config.unsafeCommitPreviousTermByCounting ?? false
+    this.unsafeSelf = config.unsafeCountSelfBeforeDurable ?? false
+    this.unsafeReapplyConf = config.unsafeReapplyConfChanges ?? false
+    this.unsafeMatchRepeated = config.unsafeMatchRepeatedReadContexts ?? false
     this.random = config.random
     this.log = new RaftLog(config.storage, config.maxCommittedSizePerReady ?? Number.MAX_SAFE_INTEGER)
 
@@ -236,6 +276,7 @@ export class Raft {
     this.term = hardState.term
     this.vote = hardState.vote
     let cs = confState
+    this.confIndex = config.storage.snapshot().metadata.index
     const applied = config.applied ?? 0
     if (applied > 0) {
       this.log.appliedTo(applied)
@@ -243,7 +284,9 @@ export class Raft {
       const from = this.log.firstIndex()
       if (applied >= from) {
         for (const e of this.log.slice(from, applied + 1, Number.MAX_SAFE_INTEGER) ?? []) {
-          if (e.kind === "confChange") cs = applyChangeToConfState(cs, decodeConfChange(e.data))
+          if (e.kind !== "confChange") continue
+          cs = applyChangeToConfState(cs, decodeConfChange(e.data))
+          this.confIndex = e.index
         }
       }
     }
@@ -324,17 +367,20 @@ export class Raft {
         const fresh = new Progress(next, this.maxInflight, isLearner)
         // A new member counts as active so that CheckQuorum does not trip before it answers.
         fresh.recentActive = true
-        if (id === this.id) fresh.match = next - 1
+        if (id === this.id) fresh.match = this.selfMatch()
         this.prs.set(id, fresh)
       }
     }
   }
 
   /**
-   * Apply a committed membership change (called by `RawNode.advance` for each applied `confChange`
-   * entry, in log order). Invalid changes are ignored. Returns the resulting configuration.
+   * Apply the committed membership change at log `index` (called by `RawNode.advance` for each
+   * applied `confChange` entry, in log order). Invalid changes, and changes the configuration
+   * already reflects (at or below `confIndex`), are ignored. Returns the resulting configuration.
    */
-  applyConfChange(cc: ConfChange): ConfState {
+  applyConfChange(cc: ConfChange, index: number): ConfState {
+    if (index <= this.confIndex && !this.unsafeReapplyConf) return this.confState()
+    this.confIndex = Math.max(this.confIndex, index)
     const current: ConfState = { voters: this.voters, learners: this.learners }
     const cs = applyChangeToConfState(current, cc)
     if (cs === current) return this.confState()
@@ -374,7 +420,7 @@ export class Raft {
     const last = this.log.lastIndex()
     for (const id of this.members) {
       const pr = new Progress(last + 1, this.maxInflight, this.learners.includes(id))
-      if (id === this.id) pr.match = last
+      if (id === this.id) pr.match = this.selfMatch()
       this.prs.set(id, pr)
     }
     this.pendingConfIndex = 0
@@ -382,6 +428,11 @@ export class Raft {
     this.readOnly = new ReadOnly(this.readOnlyOption)
     this.pendingReadIndex = []
     this.needBroadcast = false
+  }
+
+  /** What this node's own progress may claim: only entries known durable count toward commit. */
+  private selfMatch(): number {
+    return this.unsafeSelf ? this.log.lastIndex() : this.log.durableLastIndex()
   }
 
   private becomeFollower(term: number, lead: number): void {
@@ -498,9 +549,13 @@ export class Raft {
       term = this.term
     }
     if (this.poll(this.id, true) === "won") {
-      // A single-voter cluster wins at once.
+      // A sole voter wins by its own vote. A PreVote changes nothing durable, so it goes on at once;
+      // an election is won only once the new term and vote are durable (stepped in
+      // `RawNode.advance`): a leader whose term is not on disk could, after a crash, lead that term
+      // again with other entries, which its learners would take for the ones they already have.
       if (t === "preElection") this.runCampaign("election")
-      else this.becomeLeader()
+      else if (this.unsafeSelf) this.becomeLeader()
+      else this.msgsAfterAppend.push({ type: "voteResp", term, from: this.id, to: this.id, reject: false })
       return
     }
     const index = this.log.lastIndex()
@@ -753,6 +808,7 @@ export class Raft {
     }
     this.log.restore(s)
     this.setConf(s.metadata.confState)
+    this.confIndex = s.metadata.index
     // Progress for the new configuration, as a follower never uses it beyond membership.
     const last = this.log.lastIndex()
     for (const [id, pr] of this.prs) {
@@ -780,9 +836,16 @@ export class Raft {
       out[i] = { index: li + 1 + i, term: this.term, kind: e.kind, data: e.data }
     }
     this.log.append(out)
-    this.prs.get(this.id)?.maybeUpdate(this.log.lastIndex())
-    // A single voter commits at once.
-    this.maybeCommit()
+    if (this.unsafeSelf) {
+      this.prs.get(this.id)?.maybeUpdate(this.log.lastIndex())
+      this.maybeCommit()
+    } else {
+      // The leader counts its own copy toward commit once it is durable (etcd's self-MsgAppResp,
+      // stepped in `RawNode.advance`), so a commit index — in its own log or in any message — never
+      // exceeds what a quorum, this leader included, has on disk. With one voter that is the
+      // leader's disk alone.
+      this.msgsAfterAppend.push(this.appResp(this.id, this.log.lastIndex(), false, 0, 0))
+    }
     return true
   }
 
@@ -897,6 +960,14 @@ export class Raft {
   private handleAppendResponse(m: MsgAppResp): void {
     const pr = this.prs.get(m.from)
     if (pr === undefined) return
+    if (m.from === this.id) {
+      // Our own appends are durable up to m.index (see appendEntries).
+      if (pr.maybeUpdate(m.index) && this.maybeCommit()) {
+        this.releasePendingReadIndex()
+        this.needBroadcast = true
+      }
+      return
+    }
     pr.recentActive = true
     if (m.reject) {
       if (pr.state === "snapshot") {
@@ -1057,7 +1128,8 @@ export class Raft {
 
   private startReadIndex(context: string, from: number): void {
     if (this.readOnly.option === "safe") {
-      this.readOnly.addRequest(this.log.committed, context, from)
+      this.readOnly.addRequest(this.log.committed, context, from, this.unsafeMatchRepeated)
+      if (!this.readOnly.isPending(context)) return
       this.readOnly.recvAck(this.id, context)
       this.bcastHeartbeat(context)
     } else {

@@ -53,6 +53,20 @@ export interface RaftNodeConfig {
   readonly snapshotRatio?: number | undefined
   /** Entries kept behind a snapshot, so a slightly lagging follower catches up from the log. */
   readonly snapshotRetain?: number | undefined
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a proposal at an index this node proposed at in an
+   * earlier term replaces the earlier one's waiter, which then never completes (not even by timing
+   * out). Never enable outside tests that check the simulator catches it.
+   */
+  readonly unsafeOverwriteProposalWaiters?: boolean | undefined
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: ReadIndex contexts restart from the same values
+   * with every process, so a restarted node's read can be answered with a read point of a read its
+   * earlier process asked for (a stale read, and a faked quorum contact). Combine with
+   * `raft.unsafeMatchRepeatedReadContexts` to also lift the core's defence. Never enable outside
+   * tests that check the simulator catches it.
+   */
+  readonly unsafeReuseReadContexts?: boolean | undefined
   /** Further core settings (PreVote and CheckQuorum are on unless turned off here). */
   readonly raft?:
     | Partial<Omit<RaftConfig, "id" | "storage" | "random" | "applied" | "electionTick" | "heartbeatTick">>
@@ -186,10 +200,12 @@ class Mailbox<A> {
 
 /**
  * Messages a leader may send before the Ready they come with is persisted: its appends, snapshots
- * and heartbeats claim nothing about its own durable state (its term was made durable when it
- * campaigned). Everything else — votes, acknowledgements — must wait for the save.
+ * and heartbeats claim nothing about its own durable state. Its term was durable before it became
+ * leader (the core counts even a sole voter's own vote only after its save), and the commit index
+ * they carry counts the leader's own entries only once they are durable (`Raft.msgsAfterAppend`).
+ * Everything else — votes, acknowledgements — must wait for the save.
  */
-const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
+export const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
 
 /** The responses a follower sends to its leader's appends and heartbeats: what proves it follows this leader's term. */
 const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === "heartbeatResp"
@@ -311,13 +327,14 @@ export const make = (config: RaftNodeConfig) =>
       applied = stored.value.metadata.index
     }
 
+    const seed = yield* Random.nextInt
     const raw = new RawNode({
       preVote: true,
       checkQuorum: true,
       ...config.raft,
       id,
       storage: mirror,
-      random: seededRandom(yield* Random.nextInt),
+      random: seededRandom(seed),
       applied,
       electionTick: config.electionTick ?? 10,
       heartbeatTick: config.heartbeatTick ?? 1
@@ -330,6 +347,10 @@ export const make = (config: RaftNodeConfig) =>
     const reads = new Map<string, Waiting<void, NotLeader | Timeout>>()
     let readWaiting: Array<Waiting<void, NotLeader | Timeout> & { readonly index: number }> = []
     let transfers: Array<Waiting<void, NotLeader | Timeout> & { readonly to: number }> = []
+    // ReadIndex contexts are unique across restarts: a leader (or a late answer still on the wire)
+    // must never match a request of this process to one of an earlier process of this node.
+    // (The process's random seed and start time: drawing more randomness would shift every seeded run.)
+    const readNonce = config.unsafeReuseReadContexts === true ? "" : `${(seed >>> 0).toString(36)}.${(yield* Clock.currentTimeMillis).toString(36)}:`
     let readCounter = 0
     const snapshotEvery = config.snapshotEvery ?? 10_000
     const snapshotRatio = config.snapshotRatio ?? 4
@@ -364,10 +385,18 @@ export const make = (config: RaftNodeConfig) =>
       }
     }
 
-    const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>) =>
-      result.ok
-        ? pending.set(result.index, { term: result.term, done: request.done, deadline: request.deadline, what: request.what })
-        : request.done(Effect.fail(refused(result)))
+    const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>): void => {
+      if (!result.ok) return request.done(Effect.fail(refused(result)))
+      const earlier = pending.get(result.index)
+      if (earlier !== undefined && !config.unsafeOverwriteProposalWaiters) {
+        // This node proposed at this index before, in an earlier term, and has led again since: the
+        // earlier entry is no longer in the leader's log, so it was never committed.
+        earlier.done(
+          Effect.fail(new ProposalDropped({ node: nodeId, message: `a new leader wrote another entry at index ${result.index}; the write was not applied; retry it` }))
+        )
+      }
+      pending.set(result.index, { term: result.term, done: request.done, deadline: request.deadline, what: request.what })
+    }
 
     const timedOut = (what: string) =>
       new Timeout({
@@ -423,7 +452,7 @@ export const make = (config: RaftNodeConfig) =>
           register(raw.proposeConfChange(ev.change), ev)
           return
         case "ReadIndex": {
-          const context = `${id}:${++readCounter}`
+          const context = `${id}:${readNonce}${++readCounter}`
           const result = raw.readIndex(context)
           if (result.ok) reads.set(context, ev)
           else ev.done(Effect.fail(notLeader(raw.status().lead)))

@@ -25,8 +25,14 @@
  * ```
  *
  * `advance` marks the entries stable, the snapshot installed, and the committed entries applied;
- * it is also where membership changes take effect (see `Raft`). Call `advance` before the next
- * `ready()`; ticks and steps may happen in between.
+ * it is also where membership changes take effect (see `Raft`), and where what the Ready vouched
+ * for to the node itself counts: a leader's own entries toward commit, a sole voter's own vote
+ * toward its election (etcd's self-acknowledgement after persistence). So a commit index never
+ * exceeds what a quorum has on disk, and no message of a term leaves before that term is durable,
+ * even when a leader sends its appends while it saves them (`RaftNode`) or is the only voter.
+ * Call `advance` before the next `ready()`; ticks and steps may happen in between. A conf change
+ * among a Ready's committed entries that a snapshot installed meanwhile already covers does not
+ * take effect again.
  *
  * Compaction: after `advance`, `createSnapshot(stateMachineData)` returns a snapshot of the applied
  * state; the driver stores it and may then discard log entries up to its index
@@ -65,6 +71,8 @@ export class RawNode {
   private prevSoftState: SoftState
   private prevHardState: HardState
   private outstanding: Ready | undefined = undefined
+  /** The self-addressed messages taken with the outstanding Ready (see `Raft.msgsAfterAppend`). */
+  private stepsOnAdvance: Array<Message> = []
 
   constructor(config: RaftConfig) {
     this.raft = new Raft(config)
@@ -163,7 +171,7 @@ export class RawNode {
     if (this.outstanding !== undefined) return false
     const r = this.raft
     r.flush()
-    if (r.msgs.length > 0 || r.readStates.length > 0) return true
+    if (r.msgs.length > 0 || r.readStates.length > 0 || r.msgsAfterAppend.length > 0) return true
     if (r.log.unstable.entries.length > 0 || r.log.hasPendingSnapshot()) return true
     if (r.log.hasNextCommittedEntries()) return true
     if (r.lead !== this.prevSoftState.lead || r.role !== this.prevSoftState.role) return true
@@ -198,6 +206,8 @@ export class RawNode {
     }
     r.msgs = []
     r.readStates = []
+    this.stepsOnAdvance = r.msgsAfterAppend
+    r.msgsAfterAppend = []
     if (softChanged) this.prevSoftState = ss
     if (hardChanged) this.prevHardState = hs
     r.reduceUncommittedSize(committedEntries)
@@ -221,10 +231,15 @@ export class RawNode {
       const last = rd.entries[rd.entries.length - 1]!
       r.log.stableTo(last.index, last.term)
     }
+    // What this Ready vouched for is durable now: a leader's own appends count toward commit, a
+    // sole voter's own vote wins its election. Stale ones (an older term) are ignored by `step`.
+    const steps = this.stepsOnAdvance
+    this.stepsOnAdvance = []
+    for (const m of steps) r.step(m)
     for (const e of rd.committedEntries) {
       if (e.index <= r.log.applied) continue
       r.log.appliedTo(e.index)
-      if (e.kind === "confChange") r.applyConfChange(decodeConfChange(e.data))
+      if (e.kind === "confChange") r.applyConfChange(decodeConfChange(e.data), e.index)
     }
   }
 }

@@ -23,6 +23,8 @@ export interface ReadIndexRequest {
 export class ReadOnly {
   private readonly pending = new Map<string, ReadIndexRequest>()
   private queue: Array<string> = []
+  /** Contexts withdrawn because they were repeated while pending (see `addRequest`). */
+  private readonly refused = new Set<string>()
 
   constructor(readonly option: ReadOnlyOption) {}
 
@@ -30,11 +32,33 @@ export class ReadOnly {
     return this.queue.length
   }
 
-  /** Queue a request answered at `index` once confirmed. A repeated context is ignored. */
-  addRequest(index: number, context: string, from: number): void {
-    if (this.pending.has(context)) return
+  /**
+   * Queue a request answered at `index` once confirmed. Contexts must be unique (`RaftNode` puts a
+   * per-process nonce in them). A context that is already pending is ambiguous — a duplicated
+   * message, or a requester that restarted and reused it — and answering the later request with the
+   * earlier one's read point and heartbeat round could return a read older than a write completed
+   * before it began. So the request is withdrawn and the context refused for the rest of this term:
+   * neither is answered (each times out and is retried with a new context).
+   *
+   * With `matchRepeated` (DELIBERATELY UNSAFE, see `RaftConfig.unsafeMatchRepeatedReadContexts`)
+   * a repeated context is ignored, so the later request gets the earlier one's answer.
+   */
+  addRequest(index: number, context: string, from: number, matchRepeated = false): void {
+    if (this.pending.has(context) && matchRepeated) return
+    if (this.refused.has(context)) return
+    if (this.pending.has(context)) {
+      this.pending.delete(context)
+      this.queue = this.queue.filter((c) => c !== context)
+      this.refused.add(context)
+      return
+    }
     this.pending.set(context, { index, context, from, acks: new Map() })
     this.queue.push(context)
+  }
+
+  /** Whether `context` is waiting for its heartbeat round (false once answered or withdrawn). */
+  isPending(context: string): boolean {
+    return this.pending.has(context)
   }
 
   /** Record that `id` acknowledged the heartbeat carrying `context`; returns the acks so far. */

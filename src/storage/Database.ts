@@ -79,6 +79,17 @@ const causeMessage = (cause: unknown): string => {
 }
 
 /** Turns a SQLite failure into Blixard's storage errors, naming the file and what to do. */
+/**
+ * What to do about a node whose storage cannot be trusted. Never "restore it from a backup" or "wipe
+ * it and restart": a node back with less than it had acknowledged, under its old identity, could
+ * vote twice in a term or help elect a leader missing a committed write. It must leave the cluster
+ * and join again as a new member.
+ */
+export const rejoinAdvice = (node: NodeId | undefined): string => {
+  const id = node !== undefined ? String(node) : "N"
+  return `remove node ${id} from the cluster first (blixard cluster leave --id ${id}, against a healthy member), move this data directory aside, then start the node on an empty one so it joins as a new member; never restore its Raft state from a backup`
+}
+
 export const classify =
   (options: DatabaseOptions, doing: string) =>
   (cause: unknown): StorageError => {
@@ -95,7 +106,7 @@ export const classify =
     if (code === "SQLITE_CORRUPT" || code === "SQLITE_NOTADB" || code?.startsWith("SQLITE_CORRUPT")) {
       return new StorageCorrupt({
         ...base,
-        message: `the database ${file} is damaged (${causeMessage(cause)}) while ${doing}; the node will not serve from it — restore the data directory from a backup, or remove it and rejoin the node so it catches up from its peers`
+        message: `the database ${file} is damaged (${causeMessage(cause)}) while ${doing}; the node will not serve from it — ${rejoinAdvice(options.node)}`
       })
     }
     return new StorageIo({
@@ -124,7 +135,7 @@ const configure = (db: Sqlite.Database, options: DatabaseOptions): void => {
   if (problems.length > 0) {
     throw new StorageCorrupt({
       subject: options.filename,
-      message: `the database ${options.filename} failed its integrity check (${problems.slice(0, 3).join("; ")}); the node will not serve from it — restore the data directory from a backup, or remove it and rejoin the node`,
+      message: `the database ${options.filename} failed its integrity check (${problems.slice(0, 3).join("; ")}); the node will not serve from it — ${rejoinAdvice(options.node)}`,
       ...(options.node !== undefined ? { node: options.node } : {})
     })
   }

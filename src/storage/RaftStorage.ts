@@ -133,7 +133,7 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
     const corrupt = (message: string) =>
       new StorageCorrupt({
         subject: options.filename,
-        message: `${message} in ${options.filename}; the node stops rather than serve damaged data — restore the data directory from a backup, or remove it and rejoin the node so it catches up from its peers`,
+        message: `${message} in ${options.filename}; the node stops rather than serve damaged data — ${Database.rejoinAdvice(options.node)}`,
         ...(options.node !== undefined ? { node: options.node } : {})
       })
     /** What a call threw: misuse dies, damage it found fails as it is, a SQLite error is classified. */

@@ -153,6 +153,19 @@ describe("start-up errors: a clear message and exit 1", () => {
     expect(stray.output).toContain(`BLX_WRONG_DATA_DIR: the data directory ${a.dataDir} belongs to cluster ${clusterA}, but peer 2 (${b.addr}) is in cluster ${clusterB}`)
   })
 
+  it("a voter restarted on an emptied data directory stops (BLX_MEMBER_AMNESIA) until it is removed; then it joins again", async () => {
+    const c = await threeNodes()
+    const wiped = c.node(3)
+    await wiped.stop("SIGKILL")
+    fs.rmSync(wiped.dataDir, { recursive: true, force: true })
+    wiped.start()
+    expect(await runToExit(wiped)).toBe(1)
+    expect(wiped.output).toMatch(/BLX_MEMBER_AMNESIA: node 3 has no Raft state .*blixard cluster leave --id 3/)
+    expect((await cli(c.node(1).addr, ["cluster", "leave", "--id", "3"])).code).toBe(0)
+    wiped.start()
+    await c.converged([1, 2, 3])
+  })
+
   it("an unreadable cluster secret file", async () => {
     const c = newCluster()
     const node = new BlixardNode(1, await freePort(), path.join(c.dir, "n"), path.join(c.dir, "missing-secret"), [])

@@ -3,13 +3,14 @@
  * retries, revisions, linearizable reads, membership changes.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit } from "effect"
+import { Cause, Effect, Either, Exit } from "effect"
 import type { ControlPlaneShape } from "../../src/api/ControlPlane.js"
 import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
 import { HostPort } from "../../src/domain/NodeInfo.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { VmName } from "../../src/domain/VmName.js"
+import * as Daemon from "../../src/node/Daemon.js"
 import * as NodeControlPlane from "../../src/node/NodeControlPlane.js"
 import { RaftCluster, value } from "../support/RaftCluster.js"
 
@@ -110,6 +111,50 @@ describe("NodeControlPlane", () => {
       expect(vms.map((vm) => vm.spec.name)).toEqual(["a", "b", "c"])
       const left = value(yield* cluster.drive(plane(4).leave(NodeId.make(followers[1]!))))
       expect(left.members.map((m) => m.id)).toEqual([1, 2, 3, 4].filter((id) => id !== followers[1]))
+    })
+  )
+
+  it.scoped("a node whose id is still a voter is refused when it asks to join (it lost its data); once removed, it joins as a new member", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, leader, followers } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      value(yield* cluster.drive(plane(leader).createVm(spec("kept"), {})))
+      // Node `wiped` lost its data directory: only a node without Raft state asks to join. (It does
+      // not run yet: the daemon asks its peers before it starts its Raft node.)
+      const wiped = followers[1]!
+      yield* cluster.crash(wiped)
+      cluster.members.delete(wiped)
+      const refused = failure(yield* cluster.drive(plane(followers[0]!).join(NodeId.make(wiped), HostPort.make(address(wiped)))))
+      expect(refused).toMatchObject({ code: "BLX_MEMBER_AMNESIA", node: leader, subject: String(wiped) })
+      expect((refused as { message: string }).message).toContain(`blixard cluster leave --id ${wiped}`)
+      expect((yield* cluster.node(leader).status).confState.voters).toContain(wiped)
+      // What the daemon asks before starting its Raft node gives the same answer.
+      const remote = (addr: string) => plane(Number(addr.split(":")[1]) - 7000)
+      const peers = [{ id: leader, address: address(leader) }]
+      const check = (node: number) =>
+        Effect.either(Daemon.refuseAmnesia({ node: NodeId.make(node), peers, remote, dataDir: "/data", incarnation: "fresh" }))
+      const before = yield* cluster.drive(check(wiped))
+      expect(Exit.isSuccess(before) && Either.isLeft(before.value) ? before.value.left : undefined).toMatchObject({ code: "BLX_MEMBER_AMNESIA", subject: "/data" })
+      const newcomer = yield* cluster.drive(check(9))
+      expect(Exit.isSuccess(newcomer) && Either.isRight(newcomer.value)).toBe(true)
+      // Removed, it starts on its empty directory, joins as a learner, catches up, and is promoted.
+      value(yield* cluster.drive(plane(leader).leave(NodeId.make(wiped))))
+      yield* cluster.start(wiped, false)
+      plane(wiped)
+      const joined = value(yield* cluster.drive(plane(followers[0]!).join(NodeId.make(wiped), HostPort.make(address(wiped)))))
+      expect(joined.members.find((m) => m.id === wiped)?.role).toBe("follower")
+      const vms = value(yield* cluster.drive(plane(wiped).listVms("linearizable")))
+      expect(vms.map((vm) => vm.spec.name)).toEqual(["kept"])
+    })
+  )
+
+  it.scoped("the unsafe switch (admitting amnesiac voters) lets such a node back in at once", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, leader, followers } = yield* setup()
+      plane(followers[0]!)
+      const unsafe = NodeControlPlane.make({ raft: cluster.node(leader), state: cluster.state(leader), unsafeAdmitAmnesiacVoters: true })
+      const joined = yield* cluster.drive(unsafe.join(NodeId.make(followers[1]!), HostPort.make(address(followers[1]!))))
+      expect(Exit.isSuccess(joined)).toBe(true)
     })
   )
 

@@ -80,7 +80,6 @@ describe("ReadOnly", () => {
     ro.addRequest(5, "a", 0)
     ro.addRequest(6, "b", 2)
     ro.addRequest(7, "c", 0)
-    ro.addRequest(9, "a", 0) // duplicate context ignored
     expect(ro.lastPendingContext()).toBe("c")
     expect([...ro.recvAck(3, "b")!.keys()]).toEqual([3])
     expect(ro.recvAck(3, "zzz")).toBeUndefined()
@@ -90,6 +89,17 @@ describe("ReadOnly", () => {
     ])
     expect(ro.size).toBe(1)
     expect(ro.advance("b")).toEqual([])
+  })
+
+  it("a context repeated while pending is withdrawn and refused for the term: neither request is answered", () => {
+    const ro = new ReadOnly("safe")
+    ro.addRequest(5, "a", 0)
+    ro.addRequest(6, "b", 0)
+    ro.addRequest(9, "a", 0)
+    expect(ro.isPending("a")).toBe(false)
+    ro.addRequest(10, "a", 0)
+    expect(ro.isPending("a")).toBe(false)
+    expect(ro.advance("b").map((r) => [r.context, r.index])).toEqual([["b", 6]])
   })
 })
 

@@ -4,8 +4,10 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { tempDir } from "../support/TempDir.js"
-import { Cause, Context, Effect, Exit, Layer, Scope } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { MemoryNetwork } from "../../src/net/Transport.js"
+import type { Message } from "../../src/raft/Message.js"
+import type { Status } from "../../src/raft/Raft.js"
 import * as RaftNode from "../../src/raft/RaftNode.js"
 import { KvStore } from "../../src/sim/KvStore.js"
 import { RaftCluster, tickMs, value } from "../support/RaftCluster.js"
@@ -66,6 +68,42 @@ describe("RaftNode", () => {
       value(yield* c.drive(c.node(leader).propose(put("x", "1"))))
       value(yield* c.drive(c.node(follower).readIndex))
       expect(c.state(follower).get("x")).toBe("1")
+    })
+  )
+
+  /** The contexts of a follower's ReadIndex requests before and after it restarts. */
+  const readContextsAcrossRestart = (options: Partial<RaftNode.RaftNodeConfig> = {}) =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3], options)
+      const contexts: Array<string> = []
+      c.net.filter = (m) => {
+        if (m.type === "readIndex") contexts.push(m.context)
+        return true
+      }
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const follower = [1, 2, 3].find((id) => id !== leader)!
+      value(yield* c.drive(c.node(follower).readIndex))
+      yield* c.crash(follower)
+      yield* c.start(follower)
+      yield* c.leader()
+      value(yield* c.drive(c.node(follower).readIndex))
+      return contexts
+    })
+
+  it.scoped("ReadIndex contexts are unique across restarts: a restarted node never reuses an earlier process's", () =>
+    Effect.gen(function* () {
+      const contexts = yield* readContextsAcrossRestart()
+      expect(contexts.length).toBe(2)
+      expect(contexts[0]).not.toBe(contexts[1])
+    })
+  )
+
+  it.scoped("the unsafe switch (contexts restarting with the process) reuses them", () =>
+    Effect.gen(function* () {
+      const contexts = yield* readContextsAcrossRestart({ unsafeReuseReadContexts: true })
+      expect(contexts.length).toBe(2)
+      expect(contexts[0]).toBe(contexts[1])
     })
   )
 
@@ -172,6 +210,77 @@ describe("RaftNode", () => {
       const target = [1, 2, 3].find((id) => id !== leader)!
       value(yield* c.drive(c.node(leader).transferLeader(target)))
       expect(yield* c.leader()).toBe(target)
+    })
+  )
+})
+
+/**
+ * Node 1 is a real RaftNode; nodes 2 and 3 are played by the test through their transports, so the
+ * messages node 1 receives are exactly the ones a scenario needs.
+ */
+const scripted = (options: Partial<RaftNode.RaftNodeConfig> = {}) =>
+  Effect.gen(function* () {
+    const c = new Cluster([1, 2, 3], { raft: { preVote: false, checkQuorum: false }, ...options })
+    const peer2 = yield* c.net.transport(2)
+    yield* c.net.transport(3)
+    yield* c.start(1)
+    const send = (m: Message) => peer2.send([m])
+    const status = () => c.node(1).status
+    const become = (what: string, f: (s: Status) => boolean) => c.until(what, () => Effect.map(status(), f))
+    /** Node 1 campaigns and wins with node 2's vote. */
+    const elect = Effect.gen(function* () {
+      yield* c.node(1).campaign
+      yield* become("node 1 campaigns", (s) => s.role === "candidate")
+      const { term } = yield* status()
+      yield* send({ type: "voteResp", term, from: 2, to: 1, reject: false })
+      yield* become("node 1 leads", (s) => s.role === "leader")
+      return term
+    })
+    return { c, send, status, become, elect }
+  })
+
+const settled = <A, E>(fiber: Fiber.RuntimeFiber<A, E>) => Effect.map(fiber.poll, (o) => o._tag === "Some")
+
+describe("RaftNode proposal waiters", () => {
+  /**
+   * Node 1 leads term 2 and proposes at 3, 4 and 5; node 2 leads term 3 and replaces index 3 on
+   * node 1 (4 and 5 go with it); node 1 leads term 4 (its empty entry at 4) and proposes at 5 again.
+   */
+  const indexReused = (options: Partial<RaftNode.RaftNodeConfig> = {}) =>
+    Effect.gen(function* () {
+      const { c, send, status, become, elect } = yield* scripted(options)
+      yield* elect
+      const first = yield* Effect.forEach(["a", "b", "c"], (k) => Effect.fork(c.node(1).propose(put(k, "1"))))
+      yield* become("node 1 appended three writes", (s) => s.lastIndex === 5)
+      yield* send({ type: "vote", term: 3, from: 2, to: 1, index: 2, logTerm: 2, transfer: false })
+      const empty3 = { index: 3, term: 3, kind: "empty" as const, data: "" }
+      yield* send({ type: "app", term: 3, from: 2, to: 1, index: 2, logTerm: 2, entries: [empty3], commit: 3 })
+      yield* c.until("the write at 3 fails", () => settled(first[0]!))
+      expect(yield* status()).toMatchObject({ term: 3, lastIndex: 3, applied: 3 })
+      yield* elect
+      const again = yield* Effect.fork(c.node(1).propose(put("d", "1")))
+      yield* become("node 1 proposed at 5 again", (s) => s.lastIndex === 5)
+      return { c, first, again, send }
+    })
+
+  it.scoped("a proposal whose index a later term reuses fails with ProposalDropped; the new one completes", () =>
+    Effect.gen(function* () {
+      const { c, first, again, send } = yield* indexReused()
+      const overwritten = yield* Fiber.await(first[2]!)
+      expect(Exit.isFailure(overwritten) ? Cause.squash(overwritten.cause) : undefined).toMatchObject({ code: "BLX_PROPOSAL_DROPPED", node: 1 })
+      yield* send({ type: "appResp", term: 4, from: 2, to: 1, index: 5, reject: false, rejectHint: 0, logTerm: 0 })
+      yield* c.until("the new write completes", () => settled(again))
+      expect(Exit.isSuccess(yield* Fiber.await(again))).toBe(true)
+      const atFour = yield* Fiber.await(first[1]!)
+      expect(Exit.isFailure(atFour) ? Cause.squash(atFour.cause) : undefined).toMatchObject({ code: "BLX_PROPOSAL_DROPPED" })
+    })
+  )
+
+  it.scoped("the unsafe switch (overwriting the waiter) leaves the earlier proposal hanging past its deadline", () =>
+    Effect.gen(function* () {
+      const { c, first } = yield* indexReused({ unsafeOverwriteProposalWaiters: true })
+      const hung = yield* Effect.exit(c.until("the overwritten write completes", () => settled(first[2]!), 3_000))
+      expect(Exit.isFailure(hung)).toBe(true)
     })
   )
 })

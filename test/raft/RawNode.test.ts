@@ -1,6 +1,7 @@
 /** The Ready/advance protocol. */
 import { describe, expect, it } from "vitest"
 import { MemoryStorage } from "../../src/raft/MemoryStorage.js"
+import type { Ready } from "../../src/raft/RawNode.js"
 import { RawNode } from "../../src/raft/RawNode.js"
 import { Network, plain, seededRandom } from "./network.js"
 
@@ -27,24 +28,57 @@ describe("RawNode Ready/advance", () => {
     expect(n.hasReady()).toBe(false)
   })
 
-  it("a single node: entries to persist and the same entries committed, applied once on advance", () => {
-    const st = MemoryStorage.bootstrap({ voters: [1], learners: [] })
+  it("a sole voter leads only once its term and vote are durable, and commits only what is durable", () => {
+    const st = MemoryStorage.bootstrap({ voters: [1], learners: [2] })
     const n = new RawNode({ ...plain, id: 1, storage: st, random: seededRandom(1) })
+    const persist = (rd: Ready) => {
+      st.append(rd.entries)
+      if (rd.hardState !== undefined) st.setHardState(rd.hardState)
+    }
     n.campaign()
-    n.propose("a")
-    const rd = n.ready()
-    expect(rd.entries.map((e) => [e.index, e.kind])).toEqual([
+    // Its own vote wins, but not before the new term and vote are on disk.
+    expect(n.propose("too early")).toMatchObject({ ok: false, reason: "notLeader" })
+    const vote = n.ready()
+    expect(vote.hardState).toEqual({ term: 2, vote: 1, commit: 1 })
+    expect(vote.mustSync).toBe(true)
+    expect(vote.softState).toEqual({ lead: 0, role: "candidate" })
+    expect(vote.messages).toEqual([])
+    persist(vote)
+    n.advance(vote)
+    expect(n.role).toBe("leader")
+    expect(n.propose("a")).toMatchObject({ ok: true, index: 3, term: 2 })
+    // Its appends leave for the learner with the commit index of before: nothing is durable yet.
+    const append = n.ready()
+    expect(append.entries.map((e) => [e.index, e.kind])).toEqual([
       [2, "empty"],
       [3, "normal"]
     ])
-    expect(rd.committedEntries.map((e) => e.index)).toEqual([2, 3])
-    expect(rd.softState).toEqual({ lead: 1, role: "leader" })
-    st.append(rd.entries)
-    st.setHardState(rd.hardState!)
-    n.advance(rd)
+    expect(append.committedEntries).toEqual([])
+    expect(append.messages.map((m) => (m.type === "app" ? [m.to, m.commit, m.entries.length] : m.type))).toEqual([[2, 1, 2]])
+    persist(append)
+    n.advance(append)
+    // Durable now: they commit (the learner hears of it with its next append or heartbeat).
+    const commit = n.ready()
+    expect(commit.committedEntries.map((e) => e.index)).toEqual([2, 3])
+    expect(commit.mustSync).toBe(false)
+    persist(commit)
+    n.advance(commit)
     expect(n.status()).toMatchObject({ applied: 3, commit: 3, lastIndex: 3 })
     expect(n.hasReady()).toBe(false)
     expect(n.raft.log.unstableEntries()).toEqual([])
+  })
+
+  it("a vote or append acknowledged to itself is ignored once the node has moved to a later term", () => {
+    const st = MemoryStorage.bootstrap({ voters: [1], learners: [] })
+    const n = new RawNode({ ...plain, id: 1, storage: st, random: seededRandom(1) })
+    n.campaign()
+    const vote = n.ready()
+    // Before the vote is durable, a message of a later term arrives (say, from a removed peer).
+    n.step({ type: "heartbeat", term: 7, from: 2, to: 1, commit: 1 })
+    st.setHardState(vote.hardState!)
+    n.advance(vote)
+    expect(n.role).toBe("follower")
+    expect(n.term).toBe(7)
   })
 
   it("createSnapshot captures the applied index, its term and the configuration", () => {
@@ -106,6 +140,9 @@ describe("RawNode persistence and limits", () => {
     const st = MemoryStorage.bootstrap({ voters: [1], learners: [] })
     const n = new RawNode({ ...plain, id: 1, storage: st, random: seededRandom(1), maxCommittedSizePerReady: 100 })
     n.campaign()
+    const vote = n.ready()
+    st.setHardState(vote.hardState!)
+    n.advance(vote)
     n.proposeBatch(Array.from({ length: 10 }, (_, i) => `entry-${i}`)) // 31 bytes each with overhead
     const pages: Array<Array<number>> = []
     while (n.hasReady()) {

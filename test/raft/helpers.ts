@@ -33,12 +33,34 @@ export const readMessages = (r: Raft): Array<Message> => {
   return out
 }
 
-/** Make `r` (a fresh core) the leader of `term` by a won election, discarding its messages. */
+/**
+ * Make what `r` holds durable, as a driver does between `ready()` and `advance()`: its unstable
+ * entries and hard state go to its `MemoryStorage`, then the messages that vouch for them to itself
+ * (its own appends, a sole voter's own vote) are stepped.
+ */
+export const persist = (r: Raft): void => {
+  const st = r.log.storage as MemoryStorage
+  const ents = r.log.unstableEntries().slice()
+  st.append(ents)
+  st.setHardState(r.hardState())
+  const last = ents[ents.length - 1]
+  if (last !== undefined) r.log.stableTo(last.index, last.term)
+  const steps = r.msgsAfterAppend
+  r.msgsAfterAppend = []
+  for (const m of steps) r.step(m)
+}
+
+/**
+ * Make `r` (a fresh core) the leader of `term` by a won election, discarding its messages; its
+ * initial empty entry is made durable.
+ */
 export const makeLeader = (r: Raft): void => {
   r.campaign()
+  persist(r)
   for (const m of readMessages(r)) {
     if (m.type === "vote") r.step({ type: "voteResp", term: m.term, from: m.to, to: r.id, reject: false })
   }
   readMessages(r)
   if (r.role !== "leader") throw new Error("makeLeader: not leader")
+  persist(r)
 }

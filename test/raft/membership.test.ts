@@ -4,8 +4,11 @@
  */
 import { describe, expect, it } from "vitest"
 import { MemoryStorage } from "../../src/raft/MemoryStorage.js"
+import { encodeConfChange } from "../../src/raft/Raft.js"
 import { RawNode } from "../../src/raft/RawNode.js"
+import type { ConfState } from "../../src/raft/Types.js"
 import { applyChangeToConfState } from "../../src/raft/Types.js"
+import type { NodeOptions } from "./network.js"
 import { Network, plain, seededRandom } from "./network.js"
 
 /** A 3-voter cluster with leader 1 and node 4 joined as a learner. */
@@ -245,4 +248,37 @@ describe("membership and elections", () => {
     r.campaign()
     expect(r.role).toBe("candidate")
   })
+
+  it("conf changes of an outstanding Ready do not take effect over a snapshot installed meanwhile (etcd#11510)", () => {
+    expect(confAfterSnapshotDuringReady()).toEqual({ voters: [1, 2, 3], learners: [] })
+  })
+
+  it("the unsafe switch (re-applying them) corrupts the configuration", () => {
+    expect(confAfterSnapshotDuringReady({ ...plain, unsafeReapplyConfChanges: true })).toEqual({ voters: [1, 2, 3], learners: [4] })
+  })
 })
+
+/**
+ * Follower 2 takes a Ready applying "add learner 4" (index 2); before it advances it, a snapshot
+ * from after node 4's removal (index 5) is installed. Returns the configuration in the end.
+ */
+const confAfterSnapshotDuringReady = (options: NodeOptions = plain): ConfState => {
+  const st = MemoryStorage.bootstrap({ voters: [1, 2, 3], learners: [] })
+  const n = new RawNode({ ...options, id: 2, storage: st, random: seededRandom(2) })
+  const add = { index: 2, term: 2, kind: "confChange" as const, data: encodeConfChange({ type: "addLearner", nodeId: 4 }) }
+  n.step({ type: "app", term: 2, from: 1, to: 2, index: 1, logTerm: 1, entries: [add], commit: 2 })
+  const rd = n.ready()
+  expect(rd.committedEntries).toEqual([add])
+  const data = "[]"
+  const metadata = { index: 5, term: 2, confState: { voters: [1, 2, 3], learners: [] } }
+  n.step({ type: "snap", term: 2, from: 1, to: 2, metadata, offset: 0, totalSize: data.length, data })
+  st.append(rd.entries)
+  if (rd.hardState !== undefined) st.setHardState(rd.hardState)
+  n.advance(rd)
+  const snap = n.ready()
+  expect(snap.snapshot?.metadata.index).toBe(5)
+  st.applySnapshot(snap.snapshot!)
+  n.advance(snap)
+  expect(n.status().applied).toBe(5)
+  return n.confState()
+}

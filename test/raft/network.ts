@@ -7,8 +7,10 @@
  * order; links can be cut, nodes isolated or crashed, and messages dropped or rewritten by hooks.
  */
 import type { Message } from "../../src/raft/Message.js"
+import { leavesBeforePersist } from "../../src/raft/RaftNode.js"
 import { MemoryStorage } from "../../src/raft/MemoryStorage.js"
 import type { RaftConfig } from "../../src/raft/Raft.js"
+import type { Ready } from "../../src/raft/RawNode.js"
 import { RawNode } from "../../src/raft/RawNode.js"
 import type { ConfState, Entry, ReadState } from "../../src/raft/Types.js"
 
@@ -44,10 +46,18 @@ export class Network {
   private readonly cut = new Set<string>()
   private readonly down = new Set<number>()
   private readonly options = new Map<number, NodeOptions>()
+  /** Messages that left their sender before it crashed: they still arrive. */
+  private readonly onTheWire = new WeakSet<Message>()
   /** Return true to drop a message. */
   drop: ((m: Message) => boolean) | undefined = undefined
   /** Rewrite a message in flight (return it unchanged to keep it). */
   rewrite: ((m: Message) => Message) | undefined = undefined
+  /**
+   * Return true to crash `id` while it saves `rd` (a Ready with something to write): in the
+   * driver's production order (`RaftNode`), the messages that leave before the save have left, and
+   * the save is lost.
+   */
+  crashDuringSave: ((id: number, rd: Ready) => boolean) | undefined = undefined
 
   constructor(
     ids: ReadonlyArray<number>,
@@ -94,6 +104,16 @@ export class Network {
     const st = this.storages.get(id)!
     while (n.hasReady()) {
       const rd = n.ready()
+      const saves = rd.snapshot !== undefined || rd.entries.length > 0 || rd.mustSync
+      if (saves && this.crashDuringSave !== undefined && this.crashDuringSave(id, rd)) {
+        for (const m of rd.messages) {
+          if (!leavesBeforePersist(m)) continue
+          this.onTheWire.add(m)
+          this.queue.push(m)
+        }
+        this.crash(id)
+        return
+      }
       if (rd.snapshot !== undefined) {
         st.applySnapshot(rd.snapshot)
         this.state.set(id, rd.snapshot.data === "" ? [] : (JSON.parse(rd.snapshot.data) as Array<string>))
@@ -132,7 +152,7 @@ export class Network {
 
   /** Deliver one message now (subject to cuts, drops and rewrites). */
   deliver(m: Message): void {
-    if (this.down.has(m.to) || this.down.has(m.from) || this.cut.has(`${m.from}->${m.to}`)) return
+    if (this.down.has(m.to) || (this.down.has(m.from) && !this.onTheWire.has(m)) || this.cut.has(`${m.from}->${m.to}`)) return
     if (this.drop !== undefined && this.drop(m)) return
     const msg = this.rewrite !== undefined ? this.rewrite(m) : m
     const n = this.nodes.get(msg.to)

@@ -56,6 +56,37 @@ describe("ReadIndex", () => {
     expect(net.node(2).readIndex("x")).toEqual({ ok: false, reason: "noLeader" })
   })
 
+  /**
+   * Follower 2 asks for a read point with context "2:1"; the heartbeat round confirming it is lost.
+   * A write commits at 3. Then "2:1" arrives again (the requester restarted and counts from 1 again).
+   */
+  const repeatedContext = (options = plain) => {
+    const net = new Network([1, 2, 3], options)
+    net.campaign(1)
+    net.drop = (m) => m.type === "heartbeat" && m.context !== undefined
+    net.send({ type: "readIndex", term: 0, from: 2, to: 1, context: "2:1" })
+    net.node(1).propose("w")
+    net.stabilize()
+    expect(net.node(1).commitIndex).toBe(3)
+    net.send({ type: "readIndex", term: 0, from: 2, to: 1, context: "2:1" })
+    net.drop = undefined
+    net.tickAll(3)
+    return net
+  }
+
+  it("a context repeated while its request is pending is answered to neither: no read point older than the request", () => {
+    const net = repeatedContext()
+    expect(net.readStates.get(2)).toEqual([])
+    net.send({ type: "readIndex", term: 0, from: 2, to: 1, context: "2:2" })
+    net.tickAll(1)
+    expect(net.readStates.get(2)).toEqual([{ index: 3, context: "2:2" }])
+  })
+
+  it("the unsafe switch (matching a repeated context to the pending request) answers it with the older read point", () => {
+    const net = repeatedContext({ ...plain, unsafeMatchRepeatedReadContexts: true })
+    expect(net.readStates.get(2)).toEqual([{ index: 2, context: "2:1" }])
+  })
+
   it("a new leader defers ReadIndex until it has committed an entry of its term", () => {
     const net = new Network([1, 2, 3])
     net.drop = (m) => m.type === "app"

@@ -74,7 +74,8 @@ describe("orchestration workload: safety and liveness under seeded faults", () =
     // Raft commits within a few ms of healing; an agent needs its round (1 s) and a boot (200 ms).
     const tight = simulateOrchestration({ seed: 2, livenessMs: 300 })
     expect(tight.ok).toBe(false)
-    expect(tight.violation).toMatch(/liveness: 300 ms after the faults healed, VM "c\d-\d+" should run on node \d but runs on no node/)
+    // Which VM is caught, and how it diverges, depends on the run's trajectory; either way it is named with its node.
+    expect(tight.violation).toMatch(/liveness: 300 ms after the faults healed, VM "c\d-\d+" (should run on node \d but runs on no node|\(desired \w+, placed on node \d.*\) runs on node\(s\) \d)/)
   })
 })
 

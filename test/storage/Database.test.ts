@@ -102,6 +102,9 @@ describe("Database: damaged files stop the node, naming the file and the index",
     expect(error).toMatchObject({ code: "BLX_STORAGE_CORRUPT", subject: file, node: 2 })
     expect((error as Error).message).toMatch(/log entry 7 fails its checksum/)
     expect((error as Error).message).toContain(file)
+    // What to do: leave the cluster, then join as a new member — never a restored or wiped node under its old id.
+    expect((error as Error).message).toContain("blixard cluster leave --id 2")
+    expect((error as Error).message).not.toMatch(/restore the data directory|remove it and rejoin/)
   })
 
   it("a missing entry in the middle of the log is reported by index", async () => {
