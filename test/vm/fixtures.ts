@@ -142,8 +142,10 @@ export const killGroup = (pid: number | undefined): void => {
  * A fake `systemctl` (`ROOT/systemctl`): a /bin/sh script that records each call's arguments and
  * keeps each unit's state in a file (`active`, `inactive`, `failed`), as microvm.nix tests its
  * command against injected fakes. `microvm@bad` fails to start; stopping `microvm@slow` hangs.
+ * `onStart`, when given, is shell run for each `start` with the VM's name in `$VM`; the start
+ * fails (exit 1, its output on stderr) when it does.
  */
-export const fakeSystemctl = (root: string) => {
+export const fakeSystemctl = (root: string, options: { readonly onStart?: string } = {}) => {
   const units = path.join(root, "units")
   const calls = path.join(root, "calls")
   fs.mkdirSync(units)
@@ -157,6 +159,8 @@ state() { cat "$UNITS/$1" 2>/dev/null || echo inactive; }
 case "$1" in
   start)
     if [ "$2" = "microvm@bad" ]; then echo "Job for microvm@bad.service failed because the control process exited with error code." >&2; exit 1; fi
+    VM="\${2#microvm@}"
+    ${options.onStart === undefined ? ":" : `if ! ( ${options.onStart} ) >&2; then echo "Job for $2 failed." >&2; exit 1; fi`}
     echo active > "$UNITS/$2"; exit 0 ;;
   stop)
     if [ "$2" = "microvm@slow" ]; then sleep 1000; fi
