@@ -84,7 +84,7 @@
 import type { Duration, Scope } from "effect"
 import { Clock, Effect, Queue, Stream } from "effect"
 import type { ClusterState } from "../cluster/ClusterState.js"
-import type { BlixardError } from "../domain/Errors.js"
+import { type BlixardError, formatError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
 import type { RestartPolicy } from "../domain/VmSpec.js"
@@ -372,9 +372,11 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
           runner.failures++
           const delay = backoffMs(runner.failures, backoff)
           runner.notBefore = after + delay
-          runner.lastError = result.left.message
-          yield* Effect.logWarning(`${who(name)}: starting failed (${result.left.message}); retrying in ${delay} ms`)
-          enqueue(name, record, { phase: "starting", since: after, restarts: runner.restarts, lastError: result.left.message })
+          // With its code: e.g. BLX_VM_DIR_FOREIGN, a directory of microvm.nix's own under the VM's name.
+          const error = formatError(result.left)
+          runner.lastError = error
+          yield* Effect.logWarning(`${who(name)}: starting failed (${error}); retrying in ${delay} ms`)
+          enqueue(name, record, { phase: "starting", since: after, restarts: runner.restarts, lastError: error })
         } else if (typeof result.right === "string") {
           yield* Effect.logInfo(`${who(name)}: not starting after all (${result.right}); the next round decides`)
         } else {

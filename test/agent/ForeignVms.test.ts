@@ -3,7 +3,8 @@
  * runners, systemd mode with a fake `systemctl`), on a state directory that also holds a VM made by
  * microvm.nix's `microvm -c` (running, with a volume and its GC roots). Blixard's own VM is started,
  * moved away (its node marked down), placed here again and drained away, then fenced by the
- * watchdog: the foreign VM is never stopped, changed or removed, and its `tap-down` never runs.
+ * watchdog; a VM of the foreign one's name is refused: the foreign VM is never stopped, changed or
+ * removed, and its `tap-down` never runs.
  */
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
@@ -87,6 +88,14 @@ describe.each(["process", "systemd"] as const)("a foreign microvm.nix VM beside 
       }).pipe(Effect.provide(layer), Scope.extend(daemon))
       create("web")
       const first = yield* waitFor("web running on node 1", () => running("web"))
+      foreignUntouched()
+
+      // Told to run a VM under the foreign directory's name: refused with the code, the node and the directory.
+      create("foreign")
+      const refused = yield* waitFor("the refusal reported", () => cluster.vm("foreign")?.status.lastError)
+      expect(refused).toContain(`BLX_VM_DIR_FOREIGN: VM "foreign": the directory ${foreign.dir} on node 1 is not Blixard's`)
+      expect(cluster.vm("foreign")?.status.phase).toBe("starting")
+      cluster.delete("foreign")
       foreignUntouched()
 
       // A reschedule away: node 1 marked down, web placed on node 2; node 1 removes its copy.
