@@ -161,6 +161,17 @@ describe("start-up errors: a clear message and exit 1", () => {
     expect(node.output).toMatch(/BLX_CONFIG_INVALID: cannot read the cluster secret file .*missing-secret/)
     expect(fs.existsSync(path.join(c.dir, "n", "blixard.db"))).toBe(false)
   })
+
+  it("systemd mode without microvm.nix's VM user", async () => {
+    const c = newCluster()
+    const node = new BlixardNode(1, await freePort(), path.join(c.dir, "n"), c.secretFile, [])
+    node.start(["--vm-backend", "systemd", "--vm-user", "no-such-microvm-user"])
+    expect(await runToExit(node)).toBe(2)
+    expect(node.output).toContain(
+      `BLX_CONFIG_INVALID: node 1: systemd mode runs VMs as microvm.nix's user "no-such-microvm-user", which does not exist on this host`
+    )
+    expect(fs.existsSync(path.join(c.dir, "n", "blixard.db"))).toBe(false)
+  })
 })
 
 describe("VMs on a real cluster", () => {
