@@ -129,8 +129,8 @@ export const formatNodeList = (nodes: ReadonlyArray<NodeInfo>, asJson: boolean):
   if (rows.length === 0) return "No nodes have registered yet."
   const foreign = [...nodes]
     .sort((a, b) => a.id - b.id)
-    .filter((n) => n.foreignVms.length > 0)
-    .map((n) => `node ${n.id}: VM directories not Blixard's (left alone): ${n.foreignVms.join(", ")}`)
+    .filter((n) => (n.foreignVms?.length ?? 0) > 0)
+    .map((n) => `node ${n.id}: VM directories not Blixard's (left alone): ${(n.foreignVms ?? []).join(", ")}`)
   return [renderTable(nodeTableHeader, rows), ...foreign].join("\n")
 }
 

@@ -78,7 +78,7 @@ export class Ledger {
 const refusal = (spec: VmSpec, node: NodeInfo, usage: Usage | undefined): string | undefined => {
   if (node.health === "down") return "down"
   if (node.state !== "active") return node.state
-  if (node.foreignVms.includes(spec.name)) {
+  if (node.foreignVms?.includes(spec.name) === true) {
     return `holds a VM directory "${spec.name}" that is not Blixard's (microvm.nix's own VM; Blixard leaves it alone)`
   }
   for (const c of spec.constraints) {

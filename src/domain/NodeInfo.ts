@@ -45,7 +45,9 @@ export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
   health: NodeHealth,
   /**
    * The VM directories on the node that are not Blixard's (microvm.nix's own VMs, declarative or
-   * made with `microvm -c`, or another node's): the node leaves them alone. Reported by the node.
+   * made with `microvm -c`, or another node's): the node leaves them alone. Reported by the node;
+   * absent when there are none. (Exact optional, no default: records stay encode-transparent, see
+   * `Json.ts`.)
    */
-  foreignVms: Schema.optionalWith(Schema.Array(ForeignVmName).pipe(Schema.maxItems(MaxForeignVms)), { default: () => [] })
+  foreignVms: Schema.optionalWith(Schema.Array(ForeignVmName).pipe(Schema.maxItems(MaxForeignVms)), { exact: true })
 }) {}

@@ -85,7 +85,7 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
         mine.capacity.vcpus === options.capacity.vcpus &&
         mine.capacity.memoryMiB === options.capacity.memoryMiB &&
         JSON.stringify(mine.labels) === JSON.stringify(options.labels) &&
-        JSON.stringify(mine.foreignVms) === JSON.stringify(foreign)
+        JSON.stringify(mine.foreignVms ?? []) === JSON.stringify(foreign)
       if (!member || up || st.lead === 0) return
       const info = new NodeInfo({
         id: node,
@@ -94,7 +94,7 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
         labels: options.labels,
         state: "active",
         health: "up",
-        foreignVms: foreign
+        ...(foreign.length > 0 ? { foreignVms: foreign } : {})
       })
       yield* Effect.ignore(controlPlane.registerNode(info))
     })
