@@ -76,17 +76,20 @@ export const NodeConfig = Schema.Struct({
   /** Root of the VMs' state directories (microvm.nix's layout). */
   microvmStateDir: Schema.optionalWith(Path, { default: () => "/var/lib/microvms" }),
   /**
-   * systemd mode: the user and group microvm.nix's `microvm@NAME` runs VMs as (its host module's
-   * `microvm` and `kvm`). The daemon resolves them at start-up and hands each VM directory it makes
-   * to them, as microvm.nix's `install-microvm-NAME` does. Unused in process mode.
+   * systemd mode: the user and group microvm.nix's `microvm@NAME` runs VMs as (default its host
+   * module's `microvm` and `kvm`). The daemon resolves them at start-up and hands each VM directory
+   * it makes to them, as microvm.nix's `install-microvm-NAME` does. Unused in process mode.
+   * (Optional without a schema default, so a rendered config file reads back unchanged: the
+   * defaults are `DefaultVmUser` and `DefaultVmGroup`.)
    */
-  vmUser: Schema.optionalWith(UnixName, { default: () => "microvm" }),
-  vmGroup: Schema.optionalWith(UnixName, { default: () => "kvm" }),
+  vmUser: Schema.optionalWith(UnixName, { exact: true }),
+  vmGroup: Schema.optionalWith(UnixName, { exact: true }),
   /**
    * Where the runners' Nix GC roots go, in microvm.nix's layout (`NAME` → the VM's `current`,
-   * `booted-NAME` → its `booted`). None are made when the directory above it does not exist.
+   * `booted-NAME` → its `booted`; default `DefaultGcRootDir`). None are made when the directory
+   * above it does not exist.
    */
-  gcRootDir: Schema.optionalWith(AbsolutePath, { default: () => "/nix/var/nix/gcroots/microvm" }),
+  gcRootDir: Schema.optionalWith(AbsolutePath, { exact: true }),
   /** What VMs may use on this node; detected from the machine when absent. */
   capacity: Schema.optionalWith(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB }), { exact: true }),
   labels: Schema.optionalWith(Labels, { default: () => ({}) }),
@@ -94,6 +97,11 @@ export const NodeConfig = Schema.Struct({
   logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const })
 }).annotations({ identifier: "NodeConfig" })
 export type NodeConfig = typeof NodeConfig.Type
+
+/** microvm.nix's host module: `users.users.microvm`, group `kvm`; its `microvm -c` roots runners here. */
+export const DefaultVmUser = "microvm"
+export const DefaultVmGroup = "kvm"
+export const DefaultGcRootDir = "/nix/var/nix/gcroots/microvm"
 /** The config file's JSON shape (what the NixOS module writes). */
 export type NodeConfigFile = typeof NodeConfig.Encoded
 

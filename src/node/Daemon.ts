@@ -43,7 +43,7 @@ import * as NodeMeta from "../storage/NodeMeta.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
-import type { NodeConfig } from "./Config.js"
+import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, type NodeConfig } from "./Config.js"
 import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as Orchestration from "./Orchestration.js"
@@ -126,7 +126,10 @@ export const run = (config: NodeConfig) =>
       const advertise = config.advertise ?? config.bind
       yield* prepareDataDir(config.dataDir, node)
       // Checked before anything starts: systemd mode cannot run a VM without microvm.nix's user.
-      const vmOwner = config.vmBackend === "systemd" ? yield* resolveVmOwner(config) : undefined
+      const vmOwner =
+        config.vmBackend === "systemd"
+          ? yield* resolveVmOwner({ id: node, vmUser: config.vmUser ?? DefaultVmUser, vmGroup: config.vmGroup ?? DefaultVmGroup })
+          : undefined
       const filename = path.join(config.dataDir, "blixard.db")
       const secret =
         config.clusterSecretFile !== undefined
@@ -284,7 +287,7 @@ export const run = (config: NodeConfig) =>
         stateDir: config.microvmStateDir,
         node: NodeId.make(node),
         cluster: () => state.current.clusterId,
-        gcRootDir: config.gcRootDir,
+        gcRootDir: config.gcRootDir ?? DefaultGcRootDir,
         ...(vmOwner !== undefined ? { owner: vmOwner } : {})
       }
       const backend = yield* Layer.build(
