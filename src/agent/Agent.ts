@@ -19,9 +19,8 @@
  *   once a runner has stayed up `backoff.maxMs`) and are counted in `restarts`.
  * A runner for a VM that is deleted or placed on another node (an orphan) is stopped and removed
  * (state directory deleted); nothing is reported for it. Only Blixard's own VMs are ever seen: the
- * backend lists only the directories it marked, never microvm.nix's own VMs beside them. Only Blixard's own VMs are ever seen: the
- * backend lists only the directories it marked, never microvm.nix's own VMs beside them. Removing and starting act on the state's
- * word, so a round that would do either first runs `confirmFresh` (the daemon passes
+ * backend lists only the directories it marked, never microvm.nix's own VMs beside them. Removing
+ * and starting act on the state's word, so a round that would do either first runs `confirmFresh` (the daemon passes
  * `raft.readIndex`) and re-reads the state: a restarted daemon that has not re-applied its log yet
  * does not take its own VMs for orphans, and a node back from a partition does not start a VM the
  * majority has moved elsewhere. If it fails, nothing is removed or started this round.
