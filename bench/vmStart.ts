@@ -8,6 +8,7 @@ import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { NodeId } from "../src/domain/NodeId.js"
 import { VmName } from "../src/domain/VmName.js"
 import { RunnerConfig, VmSpec } from "../src/domain/VmSpec.js"
 import { make } from "../src/vm/ProcessBackend.js"
@@ -30,7 +31,7 @@ export const benchVmStart = (starts = 50): Promise<ReadonlyArray<VmStartResult>>
   return Effect.runPromise(
     Effect.scoped(
       Effect.gen(function* () {
-        const backend = yield* make({ stateDir: path.join(root, "microvms") })
+        const backend = yield* make({ stateDir: path.join(root, "microvms"), node: NodeId.make(1) })
         yield* backend.prepare(VmSpec.make({ name, source: RunnerConfig.make({ path: runner }) }))
         const latencies: Array<number> = []
         for (let i = 0; i < starts; i++) {

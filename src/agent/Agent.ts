@@ -18,8 +18,9 @@
  *   Restarts wait an exponential backoff (`backoff.initialMs` doubling up to `backoff.maxMs`; reset
  *   once a runner has stayed up `backoff.maxMs`) and are counted in `restarts`.
  * A runner for a VM that is deleted or placed on another node (an orphan) is stopped and removed
- * (state directory deleted); nothing is reported for it. Removing and starting act on the state's
- * word, so a round that would do either first runs `confirmFresh` (the daemon passes
+ * (state directory deleted); nothing is reported for it. Only Blixard's own VMs are ever seen: the
+ * backend lists only the directories it marked, never microvm.nix's own VMs beside them. Removing
+ * and starting act on the state's word, so a round that would do either first runs `confirmFresh` (the daemon passes
  * `raft.readIndex`) and re-reads the state: a restarted daemon that has not re-applied its log yet
  * does not take its own VMs for orphans, and a node back from a partition does not start a VM the
  * majority has moved elsewhere. If it fails, nothing is removed or started this round.
@@ -85,7 +86,7 @@
 import type { Duration, Scope } from "effect"
 import { Clock, Effect, Queue, Stream } from "effect"
 import type { ClusterState } from "../cluster/ClusterState.js"
-import type { BlixardError } from "../domain/Errors.js"
+import { type BlixardError, formatError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
 import type { RestartPolicy } from "../domain/VmSpec.js"
@@ -373,9 +374,11 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
           runner.failures++
           const delay = backoffMs(runner.failures, backoff)
           runner.notBefore = after + delay
-          runner.lastError = result.left.message
-          yield* Effect.logWarning(`${who(name)}: starting failed (${result.left.message}); retrying in ${delay} ms`)
-          enqueue(name, record, { phase: "starting", since: after, restarts: runner.restarts, lastError: result.left.message })
+          // With its code: e.g. BLX_VM_DIR_FOREIGN, a directory of microvm.nix's own under the VM's name.
+          const error = formatError(result.left)
+          runner.lastError = error
+          yield* Effect.logWarning(`${who(name)}: starting failed (${error}); retrying in ${delay} ms`)
+          enqueue(name, record, { phase: "starting", since: after, restarts: runner.restarts, lastError: error })
         } else if (typeof result.right === "string") {
           yield* Effect.logInfo(`${who(name)}: not starting after all (${result.right}); the next round decides`)
         } else {

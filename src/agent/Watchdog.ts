@@ -22,7 +22,9 @@
  *   every `fencingMs` while the lease stays expired; the lease is re-read every `pollMs`. A renewed
  *   lease means a daemon is back in contact: its agent runs the VMs again.
  * - A fence round builds the node's own `VmBackend` layer and does what the agent's fencing does,
- *   through the same code: `list`, then `stop` (with `stopTimeoutMs`) of every runner still running.
+ *   through the same code: `list`, then `stop` (with `stopTimeoutMs`) of every runner still running
+ *   (`list` names only the VM directories this node marked as Blixard's: microvm.nix's own VMs on
+ *   the host are never stopped).
  *   Process mode: the runners' pid files in their state directories, checked against /proc (boot
  *   id, start time, the runner's marker) so a reused pid is never signalled; `microvm-shutdown` when
  *   the runner has one, else SIGTERM, then SIGKILL after the timeout. Systemd mode:

@@ -126,7 +126,12 @@ export const formatNodeList = (nodes: ReadonlyArray<NodeInfo>, asJson: boolean):
       `${n.capacity.memoryMiB} MiB`,
       formatLabels(n.labels)
     ])
-  return rows.length === 0 ? "No nodes have registered yet." : renderTable(nodeTableHeader, rows)
+  if (rows.length === 0) return "No nodes have registered yet."
+  const foreign = [...nodes]
+    .sort((a, b) => a.id - b.id)
+    .filter((n) => (n.foreignVms?.length ?? 0) > 0)
+    .map((n) => `node ${n.id}: VM directories not Blixard's (left alone): ${(n.foreignVms ?? []).join(", ")}`)
+  return [renderTable(nodeTableHeader, rows), ...foreign].join("\n")
 }
 
 export const formatNodeChange = (node: NodeInfo, asJson: boolean): string =>

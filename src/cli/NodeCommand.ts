@@ -79,6 +79,21 @@ const options = {
     "DIR",
     "Root of the VMs' state directories, microvm.nix's layout (default /var/lib/microvms). [$BLIXARD_MICROVM_STATE_DIR]"
   ),
+  vmUser: text(
+    "vm-user",
+    "USER",
+    "systemd mode: the user microvm.nix's microvm@NAME runs VMs as; VM directories are handed to it (default microvm). [$BLIXARD_VM_USER]"
+  ),
+  vmGroup: text(
+    "vm-group",
+    "GROUP",
+    "systemd mode: the group microvm.nix's microvm@NAME runs VMs as (default kvm). [$BLIXARD_VM_GROUP]"
+  ),
+  gcRootDir: text(
+    "gc-root-dir",
+    "DIR",
+    "Where the runners' Nix GC roots go, microvm.nix's layout (default /nix/var/nix/gcroots/microvm). [$BLIXARD_GC_ROOT_DIR]"
+  ),
   labels: Options.text("label").pipe(
     Options.withPseudoName("KEY=VALUE"),
     Options.withDescription("A label on this node, matched by VMs' --constraint. Repeatable. [$BLIXARD_LABELS, comma-separated]"),
@@ -150,6 +165,9 @@ const daemon = Command.make("node", options, (args) =>
       apiTokenFile: Option.getOrUndefined(args.apiTokenFile),
       vmBackend: Option.getOrUndefined(args.vmBackend),
       microvmStateDir: Option.getOrUndefined(args.microvmStateDir),
+      vmUser: Option.getOrUndefined(args.vmUser),
+      vmGroup: Option.getOrUndefined(args.vmGroup),
+      gcRootDir: Option.getOrUndefined(args.gcRootDir),
       labels: args.labels,
       logLevel
     })

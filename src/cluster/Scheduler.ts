@@ -4,7 +4,8 @@
  *
  * A node is a candidate when it is up, `active` (not cordoned or draining), satisfies every label
  * constraint, has the free vcpus and memory (capacity minus what VMs already placed there reserve),
- * and hosts no other VM of the same anti-affinity group. Among candidates the scheduler spreads:
+ * hosts no other VM of the same anti-affinity group, and has no foreign VM directory of the VM's
+ * name (`NodeInfo.foreignVms`: a microvm.nix VM the node would refuse to touch). Among candidates the scheduler spreads:
  * the node with the most free memory (as a fraction of its capacity) wins, then the fewest VMs,
  * then the lowest id.
  */
@@ -77,6 +78,9 @@ export class Ledger {
 const refusal = (spec: VmSpec, node: NodeInfo, usage: Usage | undefined): string | undefined => {
   if (node.health === "down") return "down"
   if (node.state !== "active") return node.state
+  if (node.foreignVms?.includes(spec.name) === true) {
+    return `holds a VM directory "${spec.name}" that is not Blixard's (microvm.nix's own VM; Blixard leaves it alone)`
+  }
   for (const c of spec.constraints) {
     const has = node.labels[c.key]
     if (c.op === "eq" && has !== c.value) return `needs label ${c.key}=${c.value}${has === undefined ? "" : ` (has ${has})`}`

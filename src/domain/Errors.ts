@@ -80,6 +80,14 @@ export class Unschedulable extends Schema.TaggedError<Unschedulable>()("Unschedu
 export class BackendFailed extends Schema.TaggedError<BackendFailed>()("BackendFailed", fields("BLX_BACKEND_FAILED")) {}
 
 /**
+ * A VM's directory under the node's state directory is not Blixard's (no Blixard marker, or another
+ * node's or cluster's): microvm.nix's own VMs live there too. Blixard never starts, stops, changes or
+ * removes it; `subject` is the directory. Raised by the node's backend, reported in the VM's
+ * `lastError`; never sent over the wire as an error, so not a member of `BlixardError`.
+ */
+export class VmDirForeign extends Schema.TaggedError<VmDirForeign>()("VmDirForeign", fields("BLX_VM_DIR_FOREIGN")) {}
+
+/**
  * A VM was stopped by fencing: its node could not prove contact with the quorum in time (a
  * partition, or a daemon that died or hangs while its VMs run on). Written to the fencing
  * watchdog's log, naming the node, the VM and what to do next; never sent over the wire, so not a
@@ -133,5 +141,5 @@ export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]
 
 /** `BLX_VM_NOT_FOUND: no VM named "web" (asked node 2)` */
-export const formatError = (error: BlixardError | Fenced | StorageStalled): string =>
+export const formatError = (error: BlixardError | Fenced | StorageStalled | VmDirForeign): string =>
   `${error.code}: ${error.message}${error.node !== undefined ? ` (node ${error.node})` : ""}`

@@ -30,11 +30,24 @@ export type Schedulability = typeof Schedulability.Type
 export const NodeHealth = Schema.Literal("up", "down")
 export type NodeHealth = typeof NodeHealth.Type
 
+/** A directory name in a node's VM state directory (any file name, not necessarily a VM name). */
+export const ForeignVmName = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(255))
+
+/** At most this many foreign VM directories are reported per node (the rest are in the node's log). */
+export const MaxForeignVms = 256
+
 export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
   id: NodeId,
   address: HostPort,
   capacity: Resources,
   labels: Labels,
   state: Schedulability,
-  health: NodeHealth
+  health: NodeHealth,
+  /**
+   * The VM directories on the node that are not Blixard's (microvm.nix's own VMs, declarative or
+   * made with `microvm -c`, or another node's): the node leaves them alone. Reported by the node;
+   * absent when there are none. (Exact optional, no default: records stay encode-transparent, see
+   * `Json.ts`.)
+   */
+  foreignVms: Schema.optionalWith(Schema.Array(ForeignVmName).pipe(Schema.maxItems(MaxForeignVms)), { exact: true })
 }) {}

@@ -19,6 +19,11 @@ export const parsePeer = (text: string): { id: string; address: string } | undef
 }
 
 const Path = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(4096))
+const AbsolutePath = Path.pipe(Schema.filter((p) => p.startsWith("/") || "must be an absolute path"))
+/** A user or group name (`useradd`'s rules, loosely). */
+const UnixName = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, { message: () => "a user or group name, e.g. microvm or kvm" })
+)
 const Millis = (min: number) => Schema.Int.pipe(Schema.greaterThanOrEqualTo(min))
 
 export const VmBackendKind = Schema.Literal("process", "systemd")
@@ -70,6 +75,21 @@ export const NodeConfig = Schema.Struct({
   vmBackend: Schema.optionalWith(VmBackendKind, { default: () => "process" as const }),
   /** Root of the VMs' state directories (microvm.nix's layout). */
   microvmStateDir: Schema.optionalWith(Path, { default: () => "/var/lib/microvms" }),
+  /**
+   * systemd mode: the user and group microvm.nix's `microvm@NAME` runs VMs as (default its host
+   * module's `microvm` and `kvm`). The daemon resolves them at start-up and hands each VM directory
+   * it makes to them, as microvm.nix's `install-microvm-NAME` does. Unused in process mode.
+   * (Optional without a schema default, so a rendered config file reads back unchanged: the
+   * defaults are `DefaultVmUser` and `DefaultVmGroup`.)
+   */
+  vmUser: Schema.optionalWith(UnixName, { exact: true }),
+  vmGroup: Schema.optionalWith(UnixName, { exact: true }),
+  /**
+   * Where the runners' Nix GC roots go, in microvm.nix's layout (`NAME` → the VM's `current`,
+   * `booted-NAME` → its `booted`; default `DefaultGcRootDir`). None are made when the directory
+   * above it does not exist.
+   */
+  gcRootDir: Schema.optionalWith(AbsolutePath, { exact: true }),
   /** What VMs may use on this node; detected from the machine when absent. */
   capacity: Schema.optionalWith(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB }), { exact: true }),
   labels: Schema.optionalWith(Labels, { default: () => ({}) }),
@@ -77,10 +97,14 @@ export const NodeConfig = Schema.Struct({
   logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const })
 }).annotations({ identifier: "NodeConfig" })
 export type NodeConfig = typeof NodeConfig.Type
+
+/** microvm.nix's host module: `users.users.microvm`, group `kvm`; its `microvm -c` roots runners here. */
+export const DefaultVmUser = "microvm"
+export const DefaultVmGroup = "kvm"
+export const DefaultGcRootDir = "/nix/var/nix/gcroots/microvm"
 /** The config file's JSON shape (what the NixOS module writes). */
 export type NodeConfigFile = typeof NodeConfig.Encoded
 
-const AbsolutePath = Path.pipe(Schema.filter((p) => p.startsWith("/") || "must be an absolute path"))
 
 /**
  * `blixard node watchdog`, the node's fencing watchdog (`agent/Watchdog.ts`): what it needs of the

@@ -43,10 +43,11 @@ import * as NodeMeta from "../storage/NodeMeta.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
-import type { NodeConfig } from "./Config.js"
+import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, type NodeConfig } from "./Config.js"
 import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as Orchestration from "./Orchestration.js"
+import { resolveVmOwner } from "./VmUser.js"
 
 /** Used when no cluster secret file is configured: peer traffic is then NOT protected. */
 const developmentSecret = "blixard-development-secret-do-not-use-in-production"
@@ -154,6 +155,11 @@ export const run = (config: NodeConfig) =>
       const node = config.id
       const advertise = config.advertise ?? config.bind
       yield* prepareDataDir(config.dataDir, node)
+      // Checked before anything starts: systemd mode cannot run a VM without microvm.nix's user.
+      const vmOwner =
+        config.vmBackend === "systemd"
+          ? yield* resolveVmOwner({ id: node, vmUser: config.vmUser ?? DefaultVmUser, vmGroup: config.vmGroup ?? DefaultVmGroup })
+          : undefined
       const filename = path.join(config.dataDir, "blixard.db")
       const secret =
         config.clusterSecretFile !== undefined
@@ -320,7 +326,15 @@ export const run = (config: NodeConfig) =>
       yield* Effect.forkScoped(Effect.repeat(rememberCluster, Schedule.spaced(Duration.seconds(1))))
 
       // Registration, the leader's failure detector, and the agent over this node's backend.
-      const backendSettings = { stateDir: config.microvmStateDir, node: NodeId.make(node) }
+      // Only directories this node marked are its VMs (vm/internal/ownership.ts); in systemd mode they
+      // are handed to the user microvm@NAME runs as.
+      const backendSettings = {
+        stateDir: config.microvmStateDir,
+        node: NodeId.make(node),
+        cluster: () => state.current.clusterId,
+        gcRootDir: config.gcRootDir ?? DefaultGcRootDir,
+        ...(vmOwner !== undefined ? { owner: vmOwner } : {})
+      }
       const backend = yield* Layer.build(
         (config.vmBackend === "systemd" ? layerSystemd(backendSettings) : layerProcess(backendSettings)).pipe(Layer.provide(NodeContext.layer))
       )

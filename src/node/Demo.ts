@@ -77,6 +77,8 @@ const program = Effect.gen(function* () {
         bind: addr,
         dataDir: path.join(dir, `node-${id}`),
         microvmStateDir: path.join(dir, `microvms-${id}`),
+        // The demo's runners are throwaway: their GC roots stay in the demo's directory.
+        gcRootDir: path.resolve(dir, `gcroots-${id}`),
         clusterSecretFile: secret,
         capacity: { vcpus: 4, memoryMiB: 4096 },
         labels: { zone: id === 3 ? "b" : "a" },

@@ -26,10 +26,10 @@ import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort } from "../domain/NodeInfo.js"
-import { NodeInfo } from "../domain/NodeInfo.js"
+import { MaxForeignVms, NodeInfo } from "../domain/NodeInfo.js"
 import type { Resources } from "../domain/Resources.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
-import type { VmBackend } from "../vm/VmBackend.js"
+import { VmBackend } from "../vm/VmBackend.js"
 import * as HealthMonitor from "./HealthMonitor.js"
 
 /** Raft's election timeout, in ticks (`RaftNode`'s default, which the daemon keeps). */
@@ -58,19 +58,35 @@ export interface OrchestrationOptions {
 export const start = (options: OrchestrationOptions): Effect.Effect<void, never, VmBackend | Scope.Scope> =>
   Effect.gen(function* () {
     const { node, raft, state, controlPlane, timeouts } = options
+    const backend = yield* VmBackend
 
-    // Register (and keep registered) this node's capacity and labels once it is a member and a
-    // leader is known. A follower's registration is forwarded to the leader.
+    /** The VM directories here that are not Blixard's, as last seen (logged when they change). */
+    let foreignSeen = ""
+    const foreignVms = Effect.gen(function* () {
+      const found = yield* Effect.either(backend.foreign)
+      if (found._tag === "Left") return state.current.nodes.get(node)?.foreignVms ?? []
+      const text = found.right.map((f) => `${f.name} (${f.reason})`).join("; ")
+      if (text !== foreignSeen && text !== "") {
+        yield* Effect.logInfo(`node ${node}: VM directories that are not Blixard's, left alone: ${text}`)
+      }
+      foreignSeen = text
+      return found.right.slice(0, MaxForeignVms).map((f) => f.name)
+    })
+
+    // Register (and keep registered) this node's capacity, labels and foreign VMs once it is a
+    // member and a leader is known. A follower's registration is forwarded to the leader.
     const register = Effect.gen(function* () {
       const st = yield* raft.status
       const member = st.confState.voters.includes(node) || st.confState.learners.includes(node)
       const mine = state.current.nodes.get(node)
+      const foreign = yield* foreignVms
       const up =
         mine !== undefined &&
         mine.address === options.advertise &&
         mine.capacity.vcpus === options.capacity.vcpus &&
         mine.capacity.memoryMiB === options.capacity.memoryMiB &&
-        JSON.stringify(mine.labels) === JSON.stringify(options.labels)
+        JSON.stringify(mine.labels) === JSON.stringify(options.labels) &&
+        JSON.stringify(mine.foreignVms ?? []) === JSON.stringify(foreign)
       if (!member || up || st.lead === 0) return
       const info = new NodeInfo({
         id: node,
@@ -78,7 +94,8 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
         capacity: options.capacity,
         labels: options.labels,
         state: "active",
-        health: "up"
+        health: "up",
+        ...(foreign.length > 0 ? { foreignVms: foreign } : {})
       })
       yield* Effect.ignore(controlPlane.registerNode(info))
     })

@@ -24,6 +24,9 @@ export interface NodeFlags {
   readonly apiTokenFile?: string | undefined
   readonly vmBackend?: string | undefined
   readonly microvmStateDir?: string | undefined
+  readonly vmUser?: string | undefined
+  readonly vmGroup?: string | undefined
+  readonly gcRootDir?: string | undefined
   /** `KEY=VALUE` each; merged key by key over the labels of the file and the environment. */
   readonly labels?: ReadonlyArray<string> | undefined
   readonly logLevel?: string | undefined
@@ -55,6 +58,9 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["apiTokenFile", "--api-token-file", "BLIXARD_API_TOKEN_FILE"],
   ["vmBackend", "--vm-backend", "BLIXARD_VM_BACKEND"],
   ["microvmStateDir", "--microvm-state-dir", "BLIXARD_MICROVM_STATE_DIR"],
+  ["vmUser", "--vm-user", "BLIXARD_VM_USER"],
+  ["vmGroup", "--vm-group", "BLIXARD_VM_GROUP"],
+  ["gcRootDir", "--gc-root-dir", "BLIXARD_GC_ROOT_DIR"],
   ["logLevel", "--log-level", "BLIXARD_LOG_LEVEL"]
 ]
 

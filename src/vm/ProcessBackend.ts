@@ -22,18 +22,21 @@
  */
 import type { CommandExecutor } from "@effect/platform"
 import type { Scope } from "effect"
-import { Clock, Deferred, Duration, Effect, Exit, Layer, Option, PubSub, Schedule, Schema, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Either, Exit, Layer, Option, PubSub, Schedule, Stream } from "effect"
 import * as childProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { BackendFailed } from "../domain/Errors.js"
-import { VmName } from "../domain/VmName.js"
+import { BackendFailed, type VmDirForeign } from "../domain/Errors.js"
+import type { VmName } from "../domain/VmName.js"
 import { bootId, isAlive, readCmdline, readEnviron, readStat } from "./internal/procfs.js"
 import { runCommand, showCommand } from "./internal/runCommand.js"
+import { removeGcRoots } from "./internal/gcRoots.js"
+import { scanStateDir } from "./internal/ownership.js"
 import {
   appendLog,
   claimLink,
   isExecutable,
+  openAppend,
   type PidRecord,
   readLink,
   readPidRecord,
@@ -42,7 +45,7 @@ import {
   vmPaths,
   writeFileAtomic
 } from "./internal/stateDir.js"
-import { prepareRunner, type StateDirSettings } from "./RunnerBuild.js"
+import { prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import {
   type RunnerExit,
   type RunnerObservation,
@@ -60,6 +63,12 @@ export interface ProcessSettings extends StateDirSettings {
   readonly scriptTimeout?: Duration.DurationInput
   /** `remove`'s stop timeout (default 30 s). */
   readonly removeStopTimeout?: Duration.DurationInput
+  /**
+   * How long `start` waits for virtiofsd's sockets (the runner's
+   * `share/microvm/virtiofs/TAG/socket`) before starting the VM (default 30 s), as microvm.nix's
+   * `microvm-virtiofsd@` unit is ready only once every virtiofsd runs.
+   */
+  readonly virtiofsdTimeout?: Duration.DurationInput
 }
 
 /** The variable marking a runner's environment as Blixard's VM NAME (checked when adopting). */
@@ -106,8 +115,6 @@ interface Supervised {
   gone: boolean
 }
 
-const isVmName = Schema.is(VmName)
-
 export const make = (
   settings: ProcessSettings
 ): Effect.Effect<VmBackendShape, never, CommandExecutor.CommandExecutor | Scope.Scope> =>
@@ -121,11 +128,10 @@ export const make = (
     const adoptedPoll = settings.adoptedPollInterval ?? Duration.seconds(1)
     const killWait = settings.killWait ?? Duration.seconds(10)
     const scriptTimeout = settings.scriptTimeout ?? Duration.seconds(60)
-    const onNode = settings.node !== undefined ? ` on node ${settings.node}` : ""
+    const onNode = ` on node ${settings.node}`
     const key = (kind: ProcessKind, name: VmName) => `${kind}/${name}`
     const paths = (name: VmName) => vmPaths(settings.stateDir, name)
-    const failed = (name: VmName, message: string) =>
-      new BackendFailed({ message, subject: name, ...(settings.node !== undefined ? { node: settings.node } : {}) })
+    const failed = (name: VmName, message: string) => new BackendFailed({ message, subject: name, node: settings.node })
     const describe = (e: unknown) => (e instanceof Error ? e.message : String(e))
 
     const withLock = (name: VmName) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -229,7 +235,7 @@ export const make = (
         const child = yield* Effect.async<childProcess.ChildProcess, BackendFailed>((resume) => {
           let fd: number
           try {
-            fd = fs.openSync(p.log, "a")
+            fd = openAppend(p.log)
           } catch (e) {
             resume(Effect.fail(failed(name, `VM "${name}": cannot open its log ${p.log}${onNode}: ${describe(e)}`)))
             return
@@ -346,7 +352,10 @@ export const make = (
       })
 
     const status = (name: VmName): Effect.Effect<RunnerState> =>
-      Effect.map(observe(name, "vm"), (s) => {
+      Effect.gen(function* () {
+        // A foreign directory's VM is not Blixard's: not even its pid file is read.
+        if (Either.isLeft(yield* Effect.either(requireOwnDir(settings, name)))) return RunnerState.Absent()
+        const s = yield* observe(name, "vm")
         if (s !== undefined) return RunnerState.Running({ pid: s.pid, since: s.since, adopted: s.adopted })
         const exit = exits.get(name)
         return exit !== undefined
@@ -354,9 +363,58 @@ export const make = (
           : RunnerState.Absent()
       })
 
-    const start = (name: VmName): Effect.Effect<number, BackendFailed> =>
+    /** The sockets the runner's virtiofsd instances create (`share/microvm/virtiofs/TAG/socket`), resolved in the VM's directory. */
+    const virtiofsSockets = (name: VmName, runner: string): ReadonlyArray<string> => {
+      const shares = path.join(runner, "share", "microvm", "virtiofs")
+      let tags: Array<string>
+      try {
+        tags = fs.readdirSync(shares)
+      } catch {
+        return []
+      }
+      return tags.flatMap((tag) => {
+        try {
+          const socket = fs.readFileSync(path.join(shares, tag, "socket"), "utf8").trim()
+          return socket === "" ? [] : [path.resolve(paths(name).dir, socket)]
+        } catch {
+          return []
+        }
+      })
+    }
+
+    const isSocket = (file: string): boolean => fs.statSync(file, { throwIfNoEntry: false })?.isSocket() === true
+
+    /**
+     * Starts `virtiofsd-run` unless it runs, then waits until every virtiofs socket exists, as the
+     * VM's unit waits for `microvm-virtiofsd@NAME` to be ready: a hypervisor started earlier fails
+     * to connect its shares. A virtiofsd that exits meanwhile, or sockets missing at the deadline,
+     * fail the start (virtiofsd is stopped again; the next start retries).
+     */
+    const startVirtiofsd = (name: VmName, runner: string) =>
+      Effect.gen(function* () {
+        const program = path.join(runner, "bin", "virtiofsd-run")
+        const s = (yield* observe(name, "virtiofsd")) ??
+          (yield* log(name, `starting ${program}`).pipe(Effect.zipRight(spawnSupervised(name, "virtiofsd", program))))
+        const sockets = virtiofsSockets(name, runner)
+        const timeout = settings.virtiofsdTimeout ?? Duration.seconds(30)
+        const missing = () => sockets.filter((socket) => !isSocket(socket))
+        const ready = yield* Effect.sync(() => s.gone || missing().length === 0).pipe(
+          Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (done) => done }),
+          Effect.timeout(timeout),
+          Effect.option
+        )
+        if (Option.isSome(ready) && !s.gone) return
+        const why = s.gone
+          ? `virtiofsd (pid ${s.pid}) exited before it created its sockets`
+          : `virtiofsd (pid ${s.pid}) did not create ${missing().join(", ")} within ${Duration.format(timeout)}`
+        if (!s.gone) yield* terminate(s, Duration.seconds(5), Option.none())
+        return yield* failed(name, `VM "${name}": ${why}${onNode}; the VM was not started. See ${paths(name).log}.`)
+      })
+
+    const start = (name: VmName): Effect.Effect<number, BackendFailed | VmDirForeign> =>
       withLock(name)(
         Effect.gen(function* () {
+          yield* requireOwnDir(settings, name)
           const running = yield* observe(name, "vm")
           if (running !== undefined) return running.pid
           const p = paths(name)
@@ -372,10 +430,7 @@ export const make = (
           for (const setup of setupScripts) {
             if (isExecutable(bin(setup))) yield* runScript(name, bin(setup), scriptTimeout)
           }
-          if (isExecutable(bin("virtiofsd-run")) && (yield* observe(name, "virtiofsd")) === undefined) {
-            yield* log(name, `starting ${bin("virtiofsd-run")}`)
-            yield* spawnSupervised(name, "virtiofsd", bin("virtiofsd-run"))
-          }
+          if (isExecutable(bin("virtiofsd-run"))) yield* startVirtiofsd(name, runner)
           yield* Effect.try({
             try: () => replaceSymlink(runner, p.booted),
             catch: (e) => failed(name, `VM "${name}": could not link ${p.booted}${onNode}: ${describe(e)}`)
@@ -387,9 +442,10 @@ export const make = (
         })
       )
 
-    const stop = (name: VmName, timeout: Duration.DurationInput): Effect.Effect<void, BackendFailed> =>
+    const stop = (name: VmName, timeout: Duration.DurationInput): Effect.Effect<void, BackendFailed | VmDirForeign> =>
       withLock(name)(
         Effect.gen(function* () {
+          yield* requireOwnDir(settings, name)
           const p = paths(name)
           const runner = readLink(p.booted) ?? readLink(p.current)
           const bin = (program: string) => (runner === undefined ? undefined : path.join(runner, "bin", program))
@@ -417,24 +473,26 @@ export const make = (
         })
       )
 
+    const scan = Effect.try({
+      try: () => scanStateDir(settings.stateDir, settings),
+      catch: (e) =>
+        new BackendFailed({ message: `cannot read the VM state directory ${settings.stateDir}${onNode}: ${describe(e)}`, subject: settings.stateDir, node: settings.node })
+    })
+
     const list: Effect.Effect<ReadonlyArray<RunnerObservation>, BackendFailed> = Effect.gen(function* () {
-      const entries = yield* Effect.try({
-        try: () => (fs.existsSync(settings.stateDir) ? fs.readdirSync(settings.stateDir, { withFileTypes: true }) : []),
-        catch: (e) => new BackendFailed({ message: `cannot read the VM state directory ${settings.stateDir}${onNode}: ${describe(e)}`, subject: settings.stateDir, ...(settings.node !== undefined ? { node: settings.node } : {}) })
-      })
-      const names = new Set<VmName>()
-      for (const entry of entries) if (entry.isDirectory() && isVmName(entry.name)) names.add(entry.name)
+      const names = new Set<VmName>((yield* scan).ours)
       for (const name of exits.keys()) names.add(name)
       const sorted = [...names].sort()
       return yield* Effect.forEach(sorted, (name) => Effect.map(status(name), (state) => ({ name, state })))
     })
 
-    const remove = (name: VmName): Effect.Effect<void, BackendFailed> =>
+    const remove = (name: VmName): Effect.Effect<void, BackendFailed | VmDirForeign> =>
       Effect.zipRight(
         stop(name, settings.removeStopTimeout ?? Duration.seconds(30)),
         withLock(name)(
           Effect.try({
             try: () => {
+              if (settings.gcRootDir !== undefined) removeGcRoots(settings.gcRootDir, name, paths(name))
               fs.rmSync(paths(name).dir, { recursive: true, force: true })
               exits.delete(name)
             },
@@ -452,6 +510,7 @@ export const make = (
       stop,
       status,
       list,
+      foreign: Effect.map(scan, (found) => found.foreign),
       subscribe: Effect.map(PubSub.subscribe(events), (queue) => Stream.fromQueue(queue)),
       remove
     } satisfies VmBackendShape

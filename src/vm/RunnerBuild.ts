@@ -17,12 +17,14 @@ import type { CommandExecutor } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { BackendFailed, InvalidArgument } from "../domain/Errors.js"
+import { BackendFailed, InvalidArgument, VmDirForeign } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 import { runCommand, showCommand } from "./internal/runCommand.js"
-import { appendLog, isExecutable, replaceSymlink, vmPaths } from "./internal/stateDir.js"
+import { addGcRoots } from "./internal/gcRoots.js"
+import { createOwnedDir, ownershipOf } from "./internal/ownership.js"
+import { appendLog, isExecutable, replaceSymlink, vmPaths, writeFileAtomic } from "./internal/stateDir.js"
 import type { OnProgress } from "./VmBackend.js"
 
 /** How `nix` is invoked on this node. */
@@ -45,9 +47,23 @@ export interface NixSettings {
 export interface StateDirSettings {
   /** Root of the VMs' state directories (`NodeConfig.microvmStateDir`, `/var/lib/microvms`). */
   readonly stateDir: string
-  /** This node, named in error messages. */
-  readonly node?: NodeId
+  /** This node: written in the marker of each VM directory it makes (`internal/ownership.ts`), named in errors. */
+  readonly node: NodeId
+  /** The cluster's id as known now (undefined or "" while unknown): written in new markers, checked when known. */
+  readonly cluster?: (() => string | undefined) | undefined
   readonly nix?: NixSettings
+  /**
+   * Where the runners' Nix GC roots go (`internal/gcRoots.ts`; the daemon's default is microvm.nix's
+   * `/nix/var/nix/gcroots/microvm`). Absent: none are made.
+   */
+  readonly gcRootDir?: string | undefined
+  /**
+   * The user and group the VM's runner runs as, when not the daemon's: systemd mode's `microvm@NAME`
+   * runs as microvm.nix's `microvm:kvm`, in the VM's directory, and replaces `booted` and creates
+   * its sockets and volumes there. `prepare` then hands the directory and its `current` link to
+   * them, as microvm.nix's `install-microvm-NAME` does (owner and group, mode 0755).
+   */
+  readonly owner?: { readonly uid: number; readonly gid: number } | undefined
 }
 
 /**
@@ -170,16 +186,106 @@ const nixBuild = (
     }
   })
 
-/** `prepare` of the microvm.nix layers (see the module comment). */
+/** The error for a VM whose directory on this node is not Blixard's (`internal/ownership.ts`). */
+export const foreignDirError = (settings: StateDirSettings, name: VmName, reason: string): VmDirForeign => {
+  const dir = vmPaths(settings.stateDir, name).dir
+  return new VmDirForeign({
+    node: settings.node,
+    subject: dir,
+    message:
+      `VM "${name}": the directory ${dir} on node ${settings.node} is not Blixard's (${reason}); Blixard never starts, stops, changes or removes it. ` +
+      `Give the VM another name, or, if nothing uses that directory any more, remove it on node ${settings.node}: the VM is prepared again on the next try.`
+  })
+}
+
+/**
+ * Fails with `VmDirForeign`, touching nothing, when the VM's directory is not Blixard's; answers
+ * whether it exists (a Blixard directory) or not.
+ */
+export const requireOwnDir = (settings: StateDirSettings, name: VmName): Effect.Effect<boolean, VmDirForeign> =>
+  Effect.suspend(() => {
+    const ownership = ownershipOf(vmPaths(settings.stateDir, name).dir, name, settings)
+    return ownership._tag === "Foreign"
+      ? Effect.fail(foreignDirError(settings, name, ownership.reason))
+      : Effect.succeed(ownership._tag === "Ours")
+  })
+
+/** Makes the VM's directory with its marker when there is none; fails, touching nothing, when it is foreign. */
+const claimDir = (settings: StateDirSettings, name: VmName): Effect.Effect<void, BackendFailed | VmDirForeign> =>
+  Effect.gen(function* () {
+    const paths = vmPaths(settings.stateDir, name)
+    const ownership = ownershipOf(paths.dir, name, settings)
+    if (ownership._tag === "Foreign") return yield* foreignDirError(settings, name, ownership.reason)
+    if (ownership._tag === "Ours") return
+    const now = yield* Clock.currentTimeMillis
+    yield* tryFs(settings, name, `creating the state directory ${paths.dir}`, () => {
+      if (!fs.existsSync(settings.stateDir)) {
+        // As microvm.nix's tmpfiles rule makes it: the VMs' user must reach its VM directories.
+        fs.mkdirSync(settings.stateDir, { recursive: true })
+        fs.chmodSync(settings.stateDir, 0o755)
+        if (settings.owner !== undefined) fs.chownSync(settings.stateDir, settings.owner.uid, settings.owner.gid)
+      }
+      createOwnedDir(paths.dir, name, settings, now)
+    })
+  })
+
+/** After `current` is linked: `toplevel` (for `microvm -l`/`-u`), the runner's user, the GC roots. */
+const finishDir = (settings: StateDirSettings, name: VmName): Effect.Effect<void, BackendFailed> =>
+  tryFs(settings, name, `finishing the state directory ${vmPaths(settings.stateDir, name).dir}`, () => {
+    const paths = vmPaths(settings.stateDir, name)
+    let system: string | undefined
+    try {
+      system = fs.readlinkSync(path.join(paths.current, "share", "microvm", "system"))
+    } catch {
+      system = undefined // a runner built with microvm.systemSymlink = false (or a test fixture)
+    }
+    if (system === undefined) fs.rmSync(paths.toplevel, { force: true })
+    else if (readRawLink(paths.toplevel) !== system) replaceSymlink(system, paths.toplevel)
+    const owner = settings.owner
+    if (owner !== undefined) {
+      fs.chownSync(paths.dir, owner.uid, owner.gid)
+      fs.chmodSync(paths.dir, 0o755)
+      fs.lchownSync(paths.current, owner.uid, owner.gid)
+      if (system !== undefined) fs.lchownSync(paths.toplevel, owner.uid, owner.gid)
+    }
+    if (settings.gcRootDir !== undefined && !addGcRoots(settings.gcRootDir, name, paths)) {
+      appendLog(paths.log, `# blixard: no Nix GC roots made: ${path.dirname(settings.gcRootDir)} does not exist on this host\n`)
+    }
+  })
+
+/** A link's target as written (`microvm -l` compares `toplevel` with `current/share/microvm/system` as text). */
+const readRawLink = (link: string): string | undefined => {
+  try {
+    return fs.readlinkSync(link)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * `prepare` of the microvm.nix layers (see the module comment): claims the VM's directory (a
+ * foreign one is refused, untouched), links or builds `current`, then finishes the directory.
+ */
 export const prepareRunner = (
   settings: StateDirSettings,
   spec: VmSpec,
   onProgress?: OnProgress
+): Effect.Effect<void, BackendFailed | InvalidArgument | VmDirForeign, CommandExecutor.CommandExecutor> =>
+  Effect.gen(function* () {
+    yield* claimDir(settings, spec.name)
+    yield* linkRunner(settings, spec, onProgress)
+    yield* finishDir(settings, spec.name)
+  })
+
+/** Makes `current`: links a `Runner`, builds a `Flake`'s or an `Inline` module's runner. */
+const linkRunner = (
+  settings: StateDirSettings,
+  spec: VmSpec,
+  onProgress: OnProgress | undefined
 ): Effect.Effect<void, BackendFailed | InvalidArgument, CommandExecutor.CommandExecutor> =>
   Effect.gen(function* () {
     const name = spec.name
     const paths = vmPaths(settings.stateDir, name)
-    yield* tryFs(settings, name, `creating the state directory ${paths.dir}`, () => fs.mkdirSync(paths.dir, { recursive: true }))
     const source = spec.source
     switch (source._tag) {
       case "Runner": {
@@ -220,9 +326,13 @@ export const prepareRunner = (
             failed(settings, name, `VM "${name}": the backend's nix settings are invalid${onNode(settings)}: ${(e as Error).message}`)
         })
         yield* tryFs(settings, name, `writing the generated flake in ${paths.flakeDir}`, () => {
-          fs.mkdirSync(paths.flakeDir, { recursive: true })
-          fs.writeFileSync(path.join(paths.flakeDir, "vm.nix"), source.module)
-          fs.writeFileSync(path.join(paths.flakeDir, "flake.nix"), flakeText)
+          // Never through a link planted in a directory the VMs' user owns.
+          if (fs.lstatSync(paths.flakeDir, { throwIfNoEntry: false })?.isDirectory() !== true) {
+            fs.rmSync(paths.flakeDir, { force: true })
+            fs.mkdirSync(paths.flakeDir)
+          }
+          writeFileAtomic(path.join(paths.flakeDir, "vm.nix"), source.module)
+          writeFileAtomic(path.join(paths.flakeDir, "flake.nix"), flakeText)
         })
         return yield* nixBuild(
           settings,

@@ -193,6 +193,8 @@ export class SimulatedHypervisor {
         const names = new Set<VmName>([...self.prepared.keys(), ...self.running.keys(), ...incarnation.exits.keys()])
         return Effect.forEach([...names].sort(), (name) => Effect.map(status(name), (state) => ({ name, state })))
       }),
+      // A simulated node shares its hypervisor with no other tool.
+      foreign: Effect.succeed([]),
       subscribe: Effect.map(PubSub.subscribe(incarnation.events), (queue) => Stream.fromQueue(queue)),
       remove: (name) =>
         Effect.zipRight(

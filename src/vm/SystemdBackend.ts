@@ -9,19 +9,26 @@
  * pid and exit status). The units survive daemon restarts by construction, so `list()` simply
  * asks systemd. Exits are noticed by polling `is-active` for the VMs this instance saw running.
  *
+ * The unit runs as microvm.nix's user and group (`microvm:kvm`), in the VM's directory, where it
+ * replaces `booted` and creates its sockets: the daemon passes them as `owner` and `prepare` hands
+ * the directory to them (`RunnerBuild.ts`). Only Blixard's own directories are acted on
+ * (`VmBackend.ts`, OWNERSHIP): a foreign VM's `microvm@NAME` is never started, stopped or queried.
+ *
  * Note: the unit has `Restart=always`, so systemd itself restarts a crashed VM after 5 s; an exit
  * event here means "it went down", and `start` on an active unit is a no-op.
  */
 import type { CommandExecutor } from "@effect/platform"
 import type { Scope } from "effect"
-import { Clock, Duration, Effect, Layer, Option, PubSub, Schedule, Schema, Stream } from "effect"
+import { Clock, Duration, Effect, Either, Layer, Option, PubSub, Schedule, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { BackendFailed } from "../domain/Errors.js"
-import { VmName } from "../domain/VmName.js"
+import { BackendFailed, type VmDirForeign } from "../domain/Errors.js"
+import type { VmName } from "../domain/VmName.js"
 import { type CommandResult, runCommand, showCommand } from "./internal/runCommand.js"
+import { removeGcRoots } from "./internal/gcRoots.js"
+import { scanStateDir } from "./internal/ownership.js"
 import { isExecutable, vmPaths } from "./internal/stateDir.js"
-import { prepareRunner, type StateDirSettings } from "./RunnerBuild.js"
+import { prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import { type RunnerExit, type RunnerObservation, RunnerState, VmBackend, type VmBackendShape } from "./VmBackend.js"
 
 export interface SystemdSettings extends StateDirSettings {
@@ -31,15 +38,7 @@ export interface SystemdSettings extends StateDirSettings {
   readonly pollInterval?: Duration.DurationInput
   /** Each `systemctl` call other than `stop` must answer within this (default 30 s). */
   readonly commandTimeout?: Duration.DurationInput
-  /**
-   * The microvm@ unit runs the VM as microvm.nix's `microvm.host` user (default `microvm`): when
-   * set, `prepare` makes the state directory and `current` link theirs, as microvm.nix's
-   * install-microvm units do.
-   */
-  readonly owner?: { readonly uid: number; readonly gid: number }
 }
-
-const isVmName = Schema.is(VmName)
 
 export const unitName = (name: VmName): string => `microvm@${name}`
 
@@ -55,9 +54,8 @@ export const make = (
     const watched = new Map<VmName, number>()
     const exits = new Map<VmName, { readonly at: number; readonly exitCode: number | undefined }>()
     const locks = new Map<VmName, Effect.Semaphore>()
-    const onNode = settings.node !== undefined ? ` on node ${settings.node}` : ""
-    const failed = (name: VmName, message: string) =>
-      new BackendFailed({ message, subject: name, ...(settings.node !== undefined ? { node: settings.node } : {}) })
+    const onNode = ` on node ${settings.node}`
+    const failed = (name: VmName, message: string) => new BackendFailed({ message, subject: name, node: settings.node })
 
     const withLock = (name: VmName) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.suspend(() => {
@@ -113,6 +111,12 @@ export const make = (
 
     const status = (name: VmName): Effect.Effect<RunnerState, BackendFailed> =>
       Effect.gen(function* () {
+        // A foreign VM's unit is not Blixard's to report; nor is a unit without a Blixard directory.
+        const own = yield* Effect.either(requireOwnDir(settings, name))
+        if (Either.isLeft(own) || !own.right) {
+          const exit = exits.get(name)
+          return exit !== undefined ? RunnerState.Exited({ at: exit.at, exitCode: exit.exitCode, signal: undefined }) : RunnerState.Absent()
+        }
         const state = yield* isActive(name)
         if (running(state)) {
           const pid = Number(yield* show(name, "MainPID"))
@@ -135,9 +139,10 @@ export const make = (
         return exit !== undefined ? RunnerState.Exited({ at: exit.at, exitCode: exit.exitCode, signal: undefined }) : RunnerState.Absent()
       })
 
-    const start = (name: VmName): Effect.Effect<number, BackendFailed> =>
+    const start = (name: VmName): Effect.Effect<number, BackendFailed | VmDirForeign> =>
       withLock(name)(
         Effect.gen(function* () {
+          yield* requireOwnDir(settings, name)
           const p = vmPaths(settings.stateDir, name)
           // The unit's ConditionPathExists would skip an unprepared VM silently: say so instead.
           if (!isExecutable(path.join(p.current, "bin", "microvm-run"))) {
@@ -160,11 +165,14 @@ export const make = (
         })
       )
 
-    const stop = (name: VmName, timeout: Duration.DurationInput): Effect.Effect<void, BackendFailed> =>
+    const stop = (name: VmName, timeout: Duration.DurationInput): Effect.Effect<void, BackendFailed | VmDirForeign> =>
       withLock(name)(
         Effect.gen(function* () {
+          // No Blixard directory: no unit of Blixard's to stop (and a foreign one is refused).
+          const exists = yield* requireOwnDir(settings, name)
           watched.delete(name)
           exits.delete(name)
+          if (!exists) return
           // systemd runs microvm-shutdown (ExecStop) and then signals; after our timeout, SIGKILL.
           const args = ["stop", unitName(name)]
           const stopped = yield* runUnbounded(name, args).pipe(Effect.timeoutOption(timeout))
@@ -180,29 +188,30 @@ export const make = (
         })
       )
 
-    const list: Effect.Effect<ReadonlyArray<RunnerObservation>, BackendFailed> = Effect.gen(function* () {
-      const names = new Set<VmName>()
-      try {
-        if (fs.existsSync(settings.stateDir)) {
-          for (const entry of fs.readdirSync(settings.stateDir, { withFileTypes: true })) {
-            if (entry.isDirectory() && isVmName(entry.name)) names.add(entry.name)
-          }
-        }
-      } catch (e) {
-        return yield* new BackendFailed({
+    const scan = Effect.try({
+      try: () => scanStateDir(settings.stateDir, settings),
+      catch: (e) =>
+        new BackendFailed({
           message: `cannot read the VM state directory ${settings.stateDir}${onNode}: ${e instanceof Error ? e.message : String(e)}`,
           subject: settings.stateDir,
-          ...(settings.node !== undefined ? { node: settings.node } : {})
+          node: settings.node
         })
-      }
-      return yield* Effect.forEach([...names].sort(), (name) => Effect.map(status(name), (state) => ({ name, state })))
     })
 
-    const remove = (name: VmName): Effect.Effect<void, BackendFailed> =>
+    const list: Effect.Effect<ReadonlyArray<RunnerObservation>, BackendFailed> = Effect.gen(function* () {
+      const { ours } = yield* scan
+      return yield* Effect.forEach(ours, (name) => Effect.map(status(name), (state) => ({ name, state })))
+    })
+
+    const remove = (name: VmName): Effect.Effect<void, BackendFailed | VmDirForeign> =>
       Effect.zipRight(
         stop(name, Duration.seconds(150)),
         Effect.try({
-          try: () => fs.rmSync(vmPaths(settings.stateDir, name).dir, { recursive: true, force: true }),
+          try: () => {
+            const paths = vmPaths(settings.stateDir, name)
+            if (settings.gcRootDir !== undefined) removeGcRoots(settings.gcRootDir, name, paths)
+            fs.rmSync(paths.dir, { recursive: true, force: true })
+          },
           catch: (e) => failed(name, `VM "${name}": could not delete its state directory${onNode}: ${String(e)}`)
         })
       )
@@ -227,20 +236,7 @@ export const make = (
       Effect.forkScoped
     )
 
-    const prepare: VmBackendShape["prepare"] = (spec, onProgress) =>
-      Effect.gen(function* () {
-        yield* Effect.provide(prepareRunner(settings, spec, onProgress), executor)
-        const owner = settings.owner
-        if (owner === undefined) return
-        const p = vmPaths(settings.stateDir, spec.name)
-        yield* Effect.try({
-          try: () => {
-            fs.chownSync(p.dir, owner.uid, owner.gid)
-            fs.lchownSync(p.current, owner.uid, owner.gid)
-          },
-          catch: (e) => failed(spec.name, `VM "${spec.name}": could not give ${p.dir} to ${owner.uid}:${owner.gid}${onNode}: ${String(e)}`)
-        })
-      })
+    const prepare: VmBackendShape["prepare"] = (spec, onProgress) => Effect.provide(prepareRunner(settings, spec, onProgress), executor)
 
     return {
       prepare,
@@ -248,6 +244,7 @@ export const make = (
       stop,
       status,
       list,
+      foreign: Effect.map(scan, (found) => found.foreign),
       subscribe: Effect.map(PubSub.subscribe(events), (queue) => Stream.fromQueue(queue)),
       remove
     } satisfies VmBackendShape

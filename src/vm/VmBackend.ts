@@ -10,6 +10,12 @@
  * (`RunnerBuild.ts`): `${stateDir}/${name}/current` is the runner to start, `booted` the runner
  * that is running.
  *
+ * OWNERSHIP. The state directory is shared with microvm.nix's own VMs (declarative, `microvm -c`).
+ * The real layers treat as theirs only the directories holding Blixard's marker
+ * (`internal/ownership.ts`): `list` shows only those, `foreign` lists the others, and `prepare`,
+ * `start`, `stop` and `remove` of a name whose directory is foreign fail with `VmDirForeign`
+ * before touching anything (no unit, no script, no signal, no file).
+ *
  * How the agent uses it:
  * 1. At start-up, `subscribe` to exits first, then `list()`: every runner reported `Running` is
  *    ADOPTED (the daemon restarted, the VM did not; never `start` it a second time). Runners the
@@ -22,7 +28,7 @@
  */
 import type { Duration, Effect, Scope, Stream } from "effect"
 import { Context, Data } from "effect"
-import type { BackendFailed, InvalidArgument } from "../domain/Errors.js"
+import type { BackendFailed, InvalidArgument, VmDirForeign } from "../domain/Errors.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 
@@ -53,6 +59,13 @@ export interface RunnerExit {
   readonly at: number
 }
 
+/** A directory in the state directory that is not Blixard's: a VM of microvm.nix's, or of another node or cluster. */
+export interface ForeignVm {
+  /** The directory's name (any name: not necessarily a valid `VmName`). */
+  readonly name: string
+  readonly reason: string
+}
+
 /** One line of progress while a runner is being built (nix's build log). */
 export type OnProgress = (line: string) => Effect.Effect<void>
 
@@ -62,24 +75,27 @@ export interface VmBackendShape {
    * a `Flake`'s or an `Inline` module's runner with `nix build`. Progress lines go to `onProgress`
    * and to the VM's log file. Safe to repeat; does not touch a running VM (it keeps `booted`).
    */
-  readonly prepare: (spec: VmSpec, onProgress?: OnProgress) => Effect.Effect<void, BackendFailed | InvalidArgument>
+  readonly prepare: (spec: VmSpec, onProgress?: OnProgress) => Effect.Effect<void, BackendFailed | InvalidArgument | VmDirForeign>
   /** Starts the prepared runner; answers its pid. A running VM is not started again (same pid). */
-  readonly start: (name: VmName) => Effect.Effect<number, BackendFailed>
+  readonly start: (name: VmName) => Effect.Effect<number, BackendFailed | VmDirForeign>
   /**
    * Stops the VM: `microvm-shutdown` when the runner has it, else SIGTERM; SIGKILL once `timeout`
    * has passed. Then `tap-down`. Stopping a VM that is not running succeeds.
    */
-  readonly stop: (name: VmName, timeout: Duration.DurationInput) => Effect.Effect<void, BackendFailed>
+  readonly stop: (name: VmName, timeout: Duration.DurationInput) => Effect.Effect<void, BackendFailed | VmDirForeign>
+  /** What is observed of the VM's runner; a foreign directory's VM is `Absent` (it is not Blixard's). */
   readonly status: (name: VmName) => Effect.Effect<RunnerState, BackendFailed>
-  /** Every VM with a state directory on this node, and what is observed of its runner. */
+  /** Every VM with a state directory of Blixard's on this node, and what is observed of its runner. */
   readonly list: Effect.Effect<ReadonlyArray<RunnerObservation>, BackendFailed>
+  /** The directories in the state directory that are not Blixard's, by name (sorted), and why. */
+  readonly foreign: Effect.Effect<ReadonlyArray<ForeignVm>, BackendFailed>
   /**
    * Subscribes to unexpected exits from now on (subscribe before `list()` so no exit falls in
    * between). The subscription lasts as long as the scope.
    */
   readonly subscribe: Effect.Effect<Stream.Stream<RunnerExit>, never, Scope.Scope>
-  /** Stops the VM if it runs, then deletes its state directory. Removing an absent VM succeeds. */
-  readonly remove: (name: VmName) => Effect.Effect<void, BackendFailed>
+  /** Stops the VM if it runs, then deletes its state directory (and GC roots). Removing an absent VM succeeds. */
+  readonly remove: (name: VmName) => Effect.Effect<void, BackendFailed | VmDirForeign>
 }
 
 export class VmBackend extends Context.Tag("blixard/VmBackend")<VmBackend, VmBackendShape>() {}

@@ -115,6 +115,26 @@ describe("resolveNodeSettings: merging", () => {
     )
   })
 
+  it("resolves the VM user, group and GC root directory from file, environment and flags", () => {
+    // Unset, the daemon uses microvm.nix's names and GC root directory (Config.ts's defaults).
+    const plain = ok(resolveNodeSettings(undefined, {}, { id: 1, bind: "h:1" }))
+    expect([plain.vmUser, plain.vmGroup, plain.gcRootDir]).toEqual([undefined, undefined, undefined])
+    const config = ok(
+      resolveNodeSettings(
+        file({ id: 1, bind: "h:1", vmUser: "vmrunner", vmGroup: "hv" }),
+        { BLIXARD_VM_GROUP: "kvm2", BLIXARD_GC_ROOT_DIR: "/srv/gcroots" },
+        { vmUser: "vm-user" }
+      )
+    )
+    expect(config).toMatchObject({ vmUser: "vm-user", vmGroup: "kvm2", gcRootDir: "/srv/gcroots" })
+    expect(problems(resolveNodeSettings(undefined, {}, { id: 1, bind: "h:1", gcRootDir: "gcroots" }))).toEqual([
+      '--gc-root-dir "gcroots": must be an absolute path'
+    ])
+    expect(problems(resolveNodeSettings(undefined, { BLIXARD_VM_USER: "a b" }, { id: 1, bind: "h:1" }))[0]).toContain(
+      'BLIXARD_VM_USER "a b": a user or group name'
+    )
+  })
+
   it("lists every variable it reads", () => {
     expect(environmentVariables).toEqual(
       expect.arrayContaining(["BLIXARD_ID", "BLIXARD_BIND", "BLIXARD_DATA_DIR", "BLIXARD_PEERS", "BLIXARD_LABELS", "BLIXARD_CONFIG"])

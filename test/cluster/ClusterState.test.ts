@@ -142,6 +142,19 @@ describe("VM lifecycle", () => {
     expect(c.vm("db3").node).toBeUndefined()
     expect(c.vm("db3").pendingReason).toMatch(/anti-affinity group db/)
   })
+
+  it("does not place a VM on a node holding a foreign VM directory of its name; the node's snapshot keeps the list", () => {
+    const c = new Cluster()
+    c.ok(new C.RegisterNode({ info: new NodeInfo({ ...node(1), foreignVms: ["web", "legacy_vm"] }) }))
+    c.ok(new C.CreateVm({ spec: spec("web") }))
+    expect(c.vm("web").node).toBeUndefined()
+    expect(c.vm("web").pendingReason).toMatch(/node 1: holds a VM directory "web" that is not Blixard's/)
+    c.ok(new C.RegisterNode({ info: node(2) }))
+    expect(c.vm("web").node).toBe(2)
+    const restored = ClusterState.restore(c.state.snapshot())
+    expect(restored.nodes.get(id(1))?.foreignVms).toEqual(["web", "legacy_vm"])
+    expect(restored.nodes.get(id(2))?.foreignVms).toBeUndefined()
+  })
 })
 
 describe("nodes", () => {

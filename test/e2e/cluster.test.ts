@@ -5,7 +5,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
-import { processAlive } from "../vm/fixtures.js"
+import { microvmCreatedVm, processAlive } from "../vm/fixtures.js"
 import { BlixardNode, type Cluster, cli, clustersPerTest, cliJson, freePort, waitFor } from "./harness.js"
 
 interface VmJson {
@@ -174,6 +174,17 @@ describe("start-up errors: a clear message and exit 1", () => {
     expect(node.output).toMatch(/BLX_CONFIG_INVALID: cannot read the cluster secret file .*missing-secret/)
     expect(fs.existsSync(path.join(c.dir, "n", "blixard.db"))).toBe(false)
   })
+
+  it("systemd mode without microvm.nix's VM user", async () => {
+    const c = newCluster()
+    const node = new BlixardNode(1, await freePort(), path.join(c.dir, "n"), c.secretFile, [])
+    node.start(["--vm-backend", "systemd", "--vm-user", "no-such-microvm-user"])
+    expect(await runToExit(node)).toBe(2)
+    expect(node.output).toContain(
+      `BLX_CONFIG_INVALID: node 1: systemd mode runs VMs as microvm.nix's user "no-such-microvm-user", which does not exist on this host`
+    )
+    expect(fs.existsSync(path.join(c.dir, "n", "blixard.db"))).toBe(false)
+  })
 })
 
 describe("VMs on a real cluster", () => {
@@ -247,5 +258,46 @@ describe("VMs on a real cluster", () => {
     expect(alive(moved.status.pid!)).toBe(true)
     // Never twice: the killed daemon's fencing watchdog stopped the first runner before.
     expect(processAlive(first.status.pid!)).toBe(false)
+  })
+
+  it("a node started on a state directory holding a microvm -c VM lists it as foreign and leaves it intact", async () => {
+    const c = newCluster()
+    const stateDir = path.join(c.dir, "microvms-1")
+    const gcRootDir = path.join(c.dir, "gcroots-1")
+    const foreign = microvmCreatedVm(c.dir, stateDir, gcRootDir, "foreign")
+    await c.add()
+    interface NodeJson {
+      readonly id: number
+      readonly foreignVms?: ReadonlyArray<string>
+    }
+    await waitFor("node 1 to report its foreign VM", async () => {
+      const nodes = await cliJson<Array<NodeJson>>(c.node(1).addr, ["node", "list"])
+      return nodes.find((n) => n.id === 1)?.foreignVms?.includes("foreign") === true ? true : undefined
+    })
+    expect((await cli(c.node(1).addr, ["node", "list"])).stdout).toContain("node 1: VM directories not Blixard's (left alone): foreign")
+
+    // A VM under the foreign directory's name is not placed there, and says why.
+    const created = await cli(c.node(1).addr, ["vm", "create", "--name", "foreign", "--runner", c.runnerFixture("foreign")])
+    expect(created.code).toBe(0)
+    expect(created.stdout).toContain(`pending placement: no node can host foreign — node 1: holds a VM directory "foreign" that is not Blixard's`)
+    expect((await cli(c.node(1).addr, ["vm", "delete", "foreign"])).code).toBe(0)
+
+    // Blixard's own VM: marked, GC-rooted, and removed with its roots on delete.
+    expect((await cli(c.node(1).addr, ["vm", "create", "--name", "web", "--runner", c.runnerFixture("web")])).code).toBe(0)
+    expect((await cli(c.node(1).addr, ["vm", "start", "web"])).code).toBe(0)
+    const running = await waitFor("web to run", async () => {
+      const vm = await cliJson<VmStatusJson>(c.node(1).addr, ["vm", "status", "web"])
+      return vm.status.phase === "running" && vm.status.pid !== undefined ? vm : undefined
+    })
+    pids.push(running.status.pid!)
+    expect(JSON.parse(fs.readFileSync(path.join(stateDir, "web", "blixard.json"), "utf8"))).toMatchObject({ vm: "web", node: 1 })
+    expect(fs.readlinkSync(path.join(gcRootDir, "web"))).toBe(path.join(stateDir, "web", "current"))
+    expect(fs.readlinkSync(path.join(gcRootDir, "booted-web"))).toBe(path.join(stateDir, "web", "booted"))
+    expect((await cli(c.node(1).addr, ["vm", "delete", "web"])).code).toBe(0)
+    await waitFor("web's directory and GC roots removed", async () =>
+      !fs.existsSync(path.join(stateDir, "web")) && !fs.existsSync(path.join(gcRootDir, "web")) ? true : undefined
+    )
+    expect(processAlive(running.status.pid!)).toBe(false)
+    expect(foreign.unchanged()).toBe(true)
   })
 })

@@ -91,6 +91,9 @@ export class BlixardNode {
       this.secretFile,
       "--microvm-state-dir",
       path.join(this.dataDir, "..", `microvms-${this.id}`),
+      // GC roots of the test's runners stay in the test's directory, not the host's Nix store.
+      "--gc-root-dir",
+      path.resolve(this.dataDir, "..", `gcroots-${this.id}`),
       ...this.peers.flatMap((p) => ["--peer", `${p.id}:${p.addr}`]),
       ...extra
     ]

@@ -105,19 +105,25 @@ describe("blixard node watchdog (real processes)", () => {
       expect(processAlive(watchdog.pid)).toBe(true)
     }))
 
-  it.scopedLive("systemd mode: the watchdog stops the node's VMs with systemctl stop microvm@NAME", () =>
+  it.scopedLive("systemd mode: the watchdog stops the node's VMs with systemctl stop microvm@NAME, and only Blixard's", () =>
     Effect.gen(function* () {
       const root = yield* scopedTempDir("watchdog")
       const config = configIn(root, "systemd")
       const systemctl = fakeSystemctl(root)
-      fs.mkdirSync(path.join(config.microvmStateDir, "web"), { recursive: true })
-      fs.mkdirSync(path.join(config.microvmStateDir, "db"), { recursive: true })
+      // Blixard's VMs (marked by node 3) and a VM of microvm.nix's own, whose unit runs too.
+      for (const name of ["web", "db"]) {
+        fs.mkdirSync(path.join(config.microvmStateDir, name), { recursive: true })
+        fs.writeFileSync(path.join(config.microvmStateDir, name, "blixard.json"), JSON.stringify({ vm: name, node, createdAt: 1 }))
+      }
+      fs.mkdirSync(path.join(config.microvmStateDir, "foreign"), { recursive: true })
       systemctl.setState("microvm@web", "active")
+      systemctl.setState("microvm@foreign", "active")
       yield* writeLease(config, Date.now() - 1, deadWriter)
       const watchdog = yield* startWatchdog(config, { ...process.env, PATH: `${root}:${process.env.PATH ?? ""}` })
       expect(yield* Deferred.await(watchdog.exited).pipe(Effect.timeout("20 seconds"))).toBe(0)
       expect(systemctl.calls()).toContain("stop microvm@web")
       expect(systemctl.calls()).not.toContain("stop microvm@db")
+      expect(systemctl.calls().filter((c) => c.includes("foreign"))).toEqual([])
       expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
     }))
 

@@ -421,4 +421,47 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       expect(bad.message).toContain("has no executable bin/microvm-run on node 3")
       expect(fs.existsSync(path.join(s.stateDir, "web", "current"))).toBe(false)
     }))
+
+  it.scopedLive("the VM starts only once virtiofsd has created its sockets; a virtiofsd that does not fails the start", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn({ ...s.settings, virtiofsdTimeout: Duration.millis(800) }, yield* Effect.scope)
+      /** A runner with one virtiofs share, as microvm.nix's runner records it (share/microvm/virtiofs/TAG/socket). */
+      const withShare = (name: string, virtiofsd: string) =>
+        Effect.gen(function* () {
+          const socket = `${name}-virtiofs-ro-store.sock`
+          const runner = yield* prepared(backend, s, name, {
+            // The hypervisor fails at once when a share's socket is missing, as cloud-hypervisor and qemu do.
+            run: `[ -S ${socket} ] || { echo "no virtiofs socket" >&2; exit 9; }\necho connected > ${JSON.stringify(path.join(s.root, `${name}-connected`))}\n${sleeper}`,
+            virtiofsd
+          })
+          const share = path.join(runner.dir, "share", "microvm", "virtiofs", "ro-store")
+          fs.mkdirSync(share, { recursive: true })
+          fs.writeFileSync(path.join(share, "socket"), `${socket}\n`)
+          return { runner, socket }
+        })
+
+      const slow = yield* withShare(
+        "web",
+        `echo $$ > ${JSON.stringify(path.join(s.root, "web-virtiofsd.pid"))}\nsleep 0.4\nexec ${JSON.stringify(process.execPath)} -e 'require("net").createServer().listen(process.argv[1])' web-virtiofs-ro-store.sock`
+      )
+      const pid = yield* backend.start(vmName("web"))
+      pids.push(pid, Number(fs.readFileSync(path.join(s.root, "web-virtiofsd.pid"), "utf8")))
+      yield* waitFor("the runner to connect its share", () => fs.existsSync(path.join(s.root, "web-connected")))
+      expect(fs.lstatSync(path.join(s.stateDir, "web", slow.socket)).isSocket()).toBe(true)
+      expect(yield* backend.status(vmName("web"))).toMatchObject({ _tag: "Running", pid })
+      yield* backend.stop(vmName("web"), "5 seconds")
+
+      const silent = yield* withShare("db", `echo $$ > ${JSON.stringify(path.join(s.root, "db-virtiofsd.pid"))}\n${sleeper}`)
+      const error = yield* Effect.flip(backend.start(vmName("db")))
+      const virtiofsdPid = Number(fs.readFileSync(path.join(s.root, "db-virtiofsd.pid"), "utf8"))
+      pids.push(virtiofsdPid)
+      expect(error).toMatchObject({ _tag: "BackendFailed", subject: "db", node })
+      expect(error.message).toContain(`did not create ${path.join(s.stateDir, "db", silent.socket)} within`)
+      expect(error.message).toContain("on node 3; the VM was not started")
+      expect(startsOf(silent.runner)).toEqual([])
+      expect(processAlive(virtiofsdPid)).toBe(false)
+    }))
 })

@@ -6,6 +6,7 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Option, Schema, Stream } from "effect"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { NodeId } from "../../src/domain/NodeId.js"
@@ -104,5 +105,59 @@ describe("VmBackend, microvm.nix systemd mode (fake systemctl)", () => {
       expect(systemctl.calls()).toContain("stop microvm@web")
       expect(fs.existsSync(path.join(settings.stateDir, "web"))).toBe(false)
       expect(yield* vms.list).toEqual([])
+    }))
+})
+
+/**
+ * microvm.nix's `microvm@NAME` runs as `User=microvm Group=kvm` with `WorkingDirectory` the VM's
+ * directory, its `microvm-set-booted@NAME` replaces `booted` there as that user, and the hypervisor
+ * creates its sockets there. The fake systemctl does exactly that as the unit's user (an unused
+ * uid and gid, through util-linux's `setpriv`), under the daemon's `UMask=0077`.
+ */
+const unitUser = { uid: 64_123, gid: 64_124 }
+const canSwitchUser = process.getuid?.() === 0 && spawnSync("setpriv", ["--version"]).status === 0
+if (!canSwitchUser) {
+  console.log("SystemdBackend.test.ts: skipping the unit-user check: it needs root and util-linux's setpriv to run a command as another user")
+}
+
+describe("VmBackend, systemd mode: the unit's user can use the VM directory", () => {
+  it.scopedLive.skipIf(!canSwitchUser)("chdir, replace booted and create a socket, as microvm@NAME's user", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("vm-systemd-user")
+      fs.chmodSync(root, 0o755) // as /var/lib is: the unit's user may pass through
+      const check = path.join(root, "unit-check.sh")
+      fs.writeFileSync(
+        check,
+        `set -e\ncd "$1"\nrm -f booted\nln -s "$(readlink current)" booted\n` +
+          `exec ${JSON.stringify(process.execPath)} -e 'require("net").createServer().listen("control.sock", () => process.exit(0))'\n`
+      )
+      fs.chmodSync(check, 0o755)
+      const stateDir = path.join(root, "microvms")
+      const systemctl = fakeSystemctl(root, {
+        onStart: `setpriv --reuid=${unitUser.uid} --regid=${unitUser.gid} --clear-groups -- /bin/sh ${check} ${stateDir}/"$VM"`
+      })
+      const previousUmask = process.umask(0o077) // the daemon's unit's
+      yield* Effect.addFinalizer(() => Effect.sync(() => process.umask(previousUmask)))
+      const runner = makeRunner(root, "web", { run: sleeper })
+      const source = RunnerConfig.make({ path: runner.dir })
+
+      // Without the owner (what the daemon passed before): the unit cannot use the directory.
+      const bare = yield* backend({ stateDir, node, systemctl: systemctl.file })
+      yield* bare.prepare(VmSpec.make({ name: vmName("plain"), source }))
+      const refused = yield* Effect.flip(bare.start(vmName("plain")))
+      expect(refused.message).toContain(`can't cd to ${stateDir}/plain`)
+
+      const vms = yield* backend({ stateDir, node, systemctl: systemctl.file, owner: unitUser })
+      yield* vms.prepare(VmSpec.make({ name: vmName("web"), source }))
+      const dir = path.join(stateDir, "web")
+      expect(fs.statSync(dir)).toMatchObject({ uid: unitUser.uid, gid: unitUser.gid })
+      expect(fs.statSync(dir).mode & 0o777).toBe(0o755)
+      expect(fs.lstatSync(path.join(dir, "current"))).toMatchObject({ uid: unitUser.uid, gid: unitUser.gid })
+      expect(yield* vms.start(vmName("web"))).toBe(4242)
+      expect(fs.lstatSync(path.join(dir, "booted")).uid).toBe(unitUser.uid)
+      expect(fs.readlinkSync(path.join(dir, "booted"))).toBe(runner.dir)
+      expect(fs.lstatSync(path.join(dir, "control.sock")).isSocket()).toBe(true)
+      // Blixard's own files stay the daemon's.
+      expect(fs.lstatSync(path.join(dir, "blixard.json")).uid).toBe(0)
     }))
 })

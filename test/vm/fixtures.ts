@@ -142,8 +142,10 @@ export const killGroup = (pid: number | undefined): void => {
  * A fake `systemctl` (`ROOT/systemctl`): a /bin/sh script that records each call's arguments and
  * keeps each unit's state in a file (`active`, `inactive`, `failed`), as microvm.nix tests its
  * command against injected fakes. `microvm@bad` fails to start; stopping `microvm@slow` hangs.
+ * `onStart`, when given, is shell run for each `start` with the VM's name in `$VM`; the start
+ * fails (exit 1, its output on stderr) when it does.
  */
-export const fakeSystemctl = (root: string) => {
+export const fakeSystemctl = (root: string, options: { readonly onStart?: string } = {}) => {
   const units = path.join(root, "units")
   const calls = path.join(root, "calls")
   fs.mkdirSync(units)
@@ -157,6 +159,8 @@ state() { cat "$UNITS/$1" 2>/dev/null || echo inactive; }
 case "$1" in
   start)
     if [ "$2" = "microvm@bad" ]; then echo "Job for microvm@bad.service failed because the control process exited with error code." >&2; exit 1; fi
+    VM="\${2#microvm@}"
+    ${options.onStart === undefined ? ":" : `if ! ( ${options.onStart} ) >&2; then echo "Job for $2 failed." >&2; exit 1; fi`}
     echo active > "$UNITS/$2"; exit 0 ;;
   stop)
     if [ "$2" = "microvm@slow" ]; then sleep 1000; fi
@@ -183,6 +187,62 @@ esac
     setState: (unit: string, state: string, exitStatus?: number) => {
       fs.writeFileSync(path.join(units, unit), `${state}\n`)
       if (exitStatus !== undefined) fs.writeFileSync(path.join(units, `${unit}.status`), `${exitStatus}\n`)
+    }
+  }
+}
+
+/** Everything observable of a directory tree: each entry's type, mode, owner, link target or content, and the directories' mtimes. */
+export const snapshotTree = (dir: string): string => {
+  const lines: Array<string> = []
+  const walk = (at: string, rel: string) => {
+    const stat = fs.lstatSync(at)
+    const head = `${rel} mode=${stat.mode.toString(8)} uid=${stat.uid} gid=${stat.gid}`
+    if (stat.isSymbolicLink()) lines.push(`${head} -> ${fs.readlinkSync(at)}`)
+    else if (stat.isDirectory()) {
+      lines.push(`${head} dir mtime=${stat.mtimeMs}`)
+      for (const entry of fs.readdirSync(at).sort()) walk(path.join(at, entry), `${rel}/${entry}`)
+    } else lines.push(`${head} size=${stat.size} mtime=${stat.mtimeMs} ${fs.readFileSync(at).toString("base64")}`)
+  }
+  walk(dir, ".")
+  return lines.join("\n")
+}
+
+/**
+ * A VM made by microvm.nix's `microvm -c NAME` (pkgs/microvm-command.nix): `STATE/NAME` with
+ * `current` and `booted` links to its runner, a `flake` file, a `var.img` volume, group `kvm`-like
+ * permissions, and its GC roots `GCROOTS/NAME` and `GCROOTS/booted-NAME`. Its runner's `tap-down`
+ * and `microvm-shutdown` record that they ran (they never should, from Blixard).
+ */
+export const microvmCreatedVm = (root: string, stateDir: string, gcRootDir: string, name: string) => {
+  const marks = path.join(root, `marks-foreign-${name}`)
+  const runner = makeRunner(root, `foreign-${name}`, {
+    run: sleeper,
+    tapDown: `echo tap-down >> ${JSON.stringify(path.join(marks, "teardown"))}`,
+    shutdown: `echo shutdown >> ${JSON.stringify(path.join(marks, "teardown"))}`
+  })
+  const dir = path.join(stateDir, name)
+  fs.mkdirSync(dir, { recursive: true })
+  fs.symlinkSync(runner.dir, path.join(dir, "current"))
+  fs.symlinkSync(runner.dir, path.join(dir, "booted"))
+  fs.writeFileSync(path.join(dir, "flake"), "git+file:///etc/nixos")
+  fs.writeFileSync(path.join(dir, "var.img"), Buffer.alloc(64 * 1024, 0x5a))
+  fs.chmodSync(dir, 0o775)
+  fs.mkdirSync(gcRootDir, { recursive: true })
+  fs.symlinkSync(path.join(dir, "current"), path.join(gcRootDir, name))
+  fs.symlinkSync(path.join(dir, "booted"), path.join(gcRootDir, `booted-${name}`))
+  const roots = () => [path.join(gcRootDir, name), path.join(gcRootDir, `booted-${name}`)].map((l) => `${l} -> ${fs.readlinkSync(l)}`)
+  const before = { tree: snapshotTree(dir), roots: roots() }
+  return {
+    dir,
+    runner,
+    /** What its teardown scripts recorded (nothing, if Blixard left it alone). */
+    teardowns: () => readMark(runner, "teardown"),
+    /** Fails the test if anything of it changed. */
+    unchanged: () => {
+      if (snapshotTree(dir) !== before.tree) throw new Error(`the foreign VM ${dir} was changed:\n${snapshotTree(dir)}\nwas:\n${before.tree}`)
+      if (JSON.stringify(roots()) !== JSON.stringify(before.roots)) throw new Error(`the GC roots of ${dir} were changed`)
+      if (readMark(runner, "teardown") !== undefined) throw new Error(`the foreign VM's teardown ran: ${readMark(runner, "teardown")}`)
+      return true
     }
   }
 }

@@ -1,9 +1,14 @@
 /**
  * microvm.nix's state layout, shared by process mode and systemd mode:
  *
+ *   ${stateDir}/${name}/blixard.json       → the marker that makes the directory Blixard's (`ownership.ts`)
  *   ${stateDir}/${name}/current            → the runner to start (what `prepare` made)
  *   ${stateDir}/${name}/booted             → the runner that was started (removed by a clean stop;
  *                                            `booted.claimed-PID` while process PID tears it down)
+ *   ${stateDir}/${name}/toplevel           → the guest's NixOS system (the runner's share/microvm/system),
+ *                                            as microvm.nix's declarative VMs have it: `microvm -l` shows
+ *                                            the VM without evaluating a flake, `microvm -u` refuses to
+ *                                            rebuild it behind Blixard's back
  *   ${stateDir}/${name}/flake/             → the generated flake of an inline VM
  *   ${stateDir}/${name}/blixard.log        → build output and the runner's stdout/stderr
  *   ${stateDir}/${name}/blixard.pid        → process mode: the runner's pid file (JSON, see PidRecord)
@@ -16,7 +21,9 @@ import type { VmName } from "../../domain/VmName.js"
 
 export interface VmPaths {
   readonly dir: string
+  readonly marker: string
   readonly current: string
+  readonly toplevel: string
   readonly booted: string
   readonly flakeDir: string
   readonly log: string
@@ -27,7 +34,9 @@ export const vmPaths = (stateDir: string, name: VmName): VmPaths => {
   const dir = path.join(stateDir, name)
   return {
     dir,
+    marker: path.join(dir, "blixard.json"),
     current: path.join(dir, "current"),
+    toplevel: path.join(dir, "toplevel"),
     booted: path.join(dir, "booted"),
     flakeDir: path.join(dir, "flake"),
     log: path.join(dir, "blixard.log"),
@@ -61,10 +70,15 @@ export const isExecutable = (file: string): boolean => {
   }
 }
 
-/** Writes a whole file atomically (temporary file renamed over it). */
+/**
+ * Writes a whole file atomically (temporary file renamed over it). The temporary file is created
+ * exclusively, so a link planted at its name (a VM directory may belong to microvm.nix's user) is
+ * never followed.
+ */
 export const writeFileAtomic = (file: string, content: string): void => {
   const tmp = `${file}.tmp-${process.pid}`
-  fs.writeFileSync(tmp, content)
+  fs.rmSync(tmp, { force: true })
+  fs.writeFileSync(tmp, content, { flag: "wx" })
   fs.renameSync(tmp, file)
 }
 
@@ -119,9 +133,18 @@ export const unclaimLink = (claimed: string, link: string): void => {
   fs.rmSync(claimed, { force: true })
 }
 
+/** Opens a file to append to, never through a symbolic link (see `writeFileAtomic`). */
+export const openAppend = (file: string): number =>
+  fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o644)
+
 export const appendLog = (file: string, text: string): void => {
   try {
-    fs.appendFileSync(file, text)
+    const fd = openAppend(file)
+    try {
+      fs.writeFileSync(fd, text)
+    } finally {
+      fs.closeSync(fd)
+    }
   } catch {
     // The log is for people; failing to write it must not fail the operation.
   }

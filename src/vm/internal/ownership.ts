@@ -1,0 +1,129 @@
+/**
+ * Which VM directories under the state directory are Blixard's. The state directory is shared with
+ * microvm.nix's own tools (`microvm -c`, declarative `microvm.vms`), so a directory is Blixard's
+ * only when it holds the marker Blixard writes when it creates it, `blixard.json`, naming the VM,
+ * the node and (once known) the cluster. Everything else is FOREIGN: never started, stopped,
+ * changed or removed, only listed (the node's status shows it).
+ *
+ * A marker of another node or cluster is foreign too: a node re-created with another id, or another
+ * cluster's daemon sharing the host, keeps its own VMs. The cluster is compared only when both the
+ * marker and the reader know it (a node that is still joining does not, nor does the fencing
+ * watchdog process).
+ */
+import { Option, Schema } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { NodeId } from "../../domain/NodeId.js"
+import { VmName } from "../../domain/VmName.js"
+import { writeFileAtomic } from "./stateDir.js"
+
+export const MarkerFileName = "blixard.json"
+
+/** `${stateDir}/${name}/blixard.json`. */
+export class VmMarker extends Schema.Class<VmMarker>("VmMarker")({
+  vm: VmName,
+  node: NodeId,
+  cluster: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(64)), { exact: true }),
+  /** Epoch milliseconds. */
+  createdAt: Schema.Int
+}) {}
+
+/** Who this process acts for. */
+export interface Owner {
+  readonly node: NodeId
+  /** The cluster's id as known now (undefined or "" while unknown). */
+  readonly cluster?: (() => string | undefined) | undefined
+}
+
+export type Ownership =
+  | { readonly _tag: "Absent" }
+  | { readonly _tag: "Ours"; readonly marker: VmMarker }
+  | { readonly _tag: "Foreign"; readonly reason: string }
+
+const decodeMarker = Schema.decodeUnknownEither(Schema.parseJson(VmMarker))
+const encodeMarker = Schema.encodeSync(VmMarker)
+
+const clusterOf = (owner: Owner): string | undefined => {
+  const cluster = owner.cluster?.()
+  return cluster === undefined || cluster === "" ? undefined : cluster
+}
+
+/** Reads a file without following a symbolic link (the directory may belong to another user). */
+const readNoFollow = (file: string): string => {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+  try {
+    return fs.readFileSync(fd, "utf8")
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/** Whose the directory `dir` (of the VM `name`) is. */
+export const ownershipOf = (dir: string, name: string, owner: Owner): Ownership => {
+  let stat: fs.Stats
+  try {
+    stat = fs.lstatSync(dir)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { _tag: "Absent" }
+    return { _tag: "Foreign", reason: `it cannot be read (${(e as Error).message})` }
+  }
+  if (!stat.isDirectory()) return { _tag: "Foreign", reason: "it is not a directory" }
+  let text: string
+  try {
+    text = readNoFollow(path.join(dir, MarkerFileName))
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "ENOENT"
+      ? { _tag: "Foreign", reason: `it has no Blixard marker (${MarkerFileName}): microvm.nix or someone else made it` }
+      : { _tag: "Foreign", reason: `its marker ${MarkerFileName} cannot be read (${(e as Error).message})` }
+  }
+  const decoded = decodeMarker(text)
+  if (decoded._tag === "Left") return { _tag: "Foreign", reason: `its marker ${MarkerFileName} is not valid` }
+  const marker = decoded.right
+  if (marker.vm !== name) return { _tag: "Foreign", reason: `its marker names the VM "${marker.vm}"` }
+  if (marker.node !== owner.node) return { _tag: "Foreign", reason: `it belongs to node ${marker.node}` }
+  const cluster = clusterOf(owner)
+  if (cluster !== undefined && marker.cluster !== undefined && marker.cluster !== cluster) {
+    return { _tag: "Foreign", reason: `it belongs to cluster ${marker.cluster}` }
+  }
+  return { _tag: "Ours", marker }
+}
+
+/**
+ * Creates the VM's directory with its marker; fails if anything is at `dir` already (the caller
+ * checked it is absent: `mkdir` without `recursive` makes the claim exclusive).
+ */
+export const createOwnedDir = (dir: string, name: VmName, owner: Owner, now: number): void => {
+  fs.mkdirSync(path.dirname(dir), { recursive: true })
+  fs.mkdirSync(dir)
+  const cluster = clusterOf(owner)
+  const marker = new VmMarker({ vm: name, node: owner.node, ...(cluster !== undefined ? { cluster } : {}), createdAt: now })
+  writeFileAtomic(path.join(dir, MarkerFileName), `${JSON.stringify(encodeMarker(marker))}\n`)
+}
+
+/** A directory under the state directory that is not Blixard's. */
+export interface ForeignDir {
+  readonly name: string
+  readonly reason: string
+}
+
+/**
+ * The state directory's entries, split: the VM names Blixard owns, and the foreign directories
+ * (hidden entries and plain files are not VMs and are left out, as `microvm -l` does).
+ */
+export const scanStateDir = (
+  stateDir: string,
+  owner: Owner
+): { readonly ours: ReadonlyArray<VmName>; readonly foreign: ReadonlyArray<ForeignDir> } => {
+  const ours: Array<VmName> = []
+  const foreign: Array<ForeignDir> = []
+  if (!fs.existsSync(stateDir)) return { ours, foreign }
+  for (const entry of fs.readdirSync(stateDir, { withFileTypes: true })) {
+    if (entry.name.startsWith(".") || !entry.isDirectory()) continue
+    const ownership = ownershipOf(path.join(stateDir, entry.name), entry.name, owner)
+    if (ownership._tag === "Ours" && Option.isSome(Schema.validateOption(VmName)(entry.name))) ours.push(ownership.marker.vm)
+    else if (ownership._tag === "Foreign") foreign.push({ name: entry.name, reason: ownership.reason })
+  }
+  ours.sort()
+  foreign.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  return { ours, foreign }
+}
