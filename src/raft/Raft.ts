@@ -29,7 +29,6 @@ import type { Message, MsgApp, MsgAppResp, MsgHeartbeat, MsgHeartbeatResp, MsgSn
 import { Progress } from "./Progress.js"
 import type { ProgressStatus } from "./Progress.js"
 import { ReadOnly } from "./ReadOnly.js"
-import type { ReadOnlyOption } from "./ReadOnly.js"
 import type {
   ConfChange,
   ConfState,
@@ -71,8 +70,22 @@ export interface RaftConfig {
   readonly maxUncommittedEntriesSize?: number
   /** Max size of committed entries handed out in one Ready (default unlimited). */
   readonly maxCommittedSizePerReady?: number
-  /** How ReadIndex confirms leadership (default "safe"); "leaseBased" requires checkQuorum. */
-  readonly readOnlyOption?: ReadOnlyOption
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: the leader answers a ReadIndex at once with its
+   * commit index instead of confirming its leadership with a heartbeat round (etcd's
+   * `ReadOnlyLeaseBased`, which this core had as `readOnlyOption: "leaseBased"` and no longer offers).
+   * A lease is not sound here even with perfect clocks: a leadership transfer's votes override the
+   * followers' leases, a restarted follower has no lease to honour, and a leader's CheckQuorum round
+   * counts contact from up to two election timeouts back while a follower's lease lasts one. A
+   * deposed leader then answers with a commit index older than a write the new leader completed.
+   */
+  readonly unsafeLeaseBasedReads?: boolean
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a leadership-transfer request restarts the
+   * election timer that also times CheckQuorum (the old behaviour), so transfer requests arriving
+   * more often than an election timeout keep a leader that lost its quorum in office forever.
+   */
+  readonly unsafeTransferPostponesCheckQuorum?: boolean
   /**
    * DELIBERATELY UNSAFE, for the simulator only: re-introduces the bug of Raft paper Figure 8 by
    * letting the leader commit entries of previous terms by counting replicas. A committed entry can
@@ -185,7 +198,8 @@ export class Raft {
   private readonly maxSizePerMsg: number
   private readonly maxInflight: number
   private readonly maxUncommittedSize: number
-  private readonly readOnlyOption: ReadOnlyOption
+  private readonly unsafeLeaseReads: boolean
+  private readonly unsafeTransferTimer: boolean
   private readonly unsafeCommit: boolean
   private readonly random: (n: number) => number
 
@@ -194,6 +208,11 @@ export class Raft {
   /** Payload bytes of uncommitted entries appended by this leader. */
   uncommittedSize = 0
   leadTransferee = None
+  /**
+   * Ticks since the current leadership transfer began. Its own counter, not `electionElapsed`: that
+   * one times CheckQuorum, and a transfer request must never postpone the leader's quorum check.
+   */
+  private transferElapsed = 0
   /** Appends to broadcast: set by proposals and commit advances, flushed by `flush()` (batching). */
   private needBroadcast = false
   private snapAssembly: SnapAssembly | undefined = undefined
@@ -205,11 +224,7 @@ export class Raft {
     if (!Number.isInteger(config.id) || config.id <= 0) throw new Error("raft: id must be a positive integer")
     if (heartbeatTick <= 0) throw new Error("raft: heartbeatTick must be > 0")
     if (electionTick <= heartbeatTick) throw new Error("raft: electionTick must be > heartbeatTick")
-    const readOnlyOption = config.readOnlyOption ?? "safe"
     const checkQuorum = config.checkQuorum ?? true
-    if (readOnlyOption === "leaseBased" && !checkQuorum) {
-      throw new Error("raft: leaseBased reads require checkQuorum (a lease is only sound if the leader steps down)")
-    }
     this.id = config.id
     this.electionTimeout = electionTick
     this.heartbeatTimeout = heartbeatTick
@@ -220,8 +235,9 @@ export class Raft {
     this.maxInflight = config.maxInflightMsgs ?? 256
     if (this.maxInflight <= 0) throw new Error("raft: maxInflightMsgs must be > 0")
     this.maxUncommittedSize = config.maxUncommittedEntriesSize ?? 0
-    this.readOnlyOption = readOnlyOption
-    this.readOnly = new ReadOnly(readOnlyOption)
+    this.unsafeLeaseReads = config.unsafeLeaseBasedReads ?? false
+    this.unsafeTransferTimer = config.unsafeTransferPostponesCheckQuorum ?? false
+    this.readOnly = new ReadOnly()
     this.unsafeCommit = config.unsafeCommitPreviousTermByCounting ?? false
     this.random = config.random
     this.log = new RaftLog(config.storage, config.maxCommittedSizePerReady ?? Number.MAX_SAFE_INTEGER)
@@ -379,7 +395,7 @@ export class Raft {
     }
     this.pendingConfIndex = 0
     this.uncommittedSize = 0
-    this.readOnly = new ReadOnly(this.readOnlyOption)
+    this.readOnly = new ReadOnly()
     this.pendingReadIndex = []
     this.needBroadcast = false
   }
@@ -444,9 +460,11 @@ export class Raft {
     if (this.electionElapsed >= this.electionTimeout) {
       this.electionElapsed = 0
       if (this.checkQuorum) this.checkQuorumRound()
-      if (this.role === "leader" && this.leadTransferee !== None) this.abortLeaderTransfer()
     }
     if (this.role !== "leader") return
+    // A transfer that has not completed within an election timeout is aborted (as in etcd): the
+    // transferee is likely down, and the leader takes proposals again.
+    if (this.leadTransferee !== None && ++this.transferElapsed >= this.electionTimeout) this.abortLeaderTransfer()
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0
       // Re-send the latest pending ReadIndex context, in case its heartbeat round was lost.
@@ -957,7 +975,7 @@ export class Raft {
     }
     if (pr.match < this.log.lastIndex() || pr.state === "probe") this.sendAppend(m.from)
 
-    if (this.readOnly.option !== "safe" || m.context === undefined) return
+    if (m.context === undefined) return
     const acks = this.readOnly.recvAck(m.from, m.context)
     if (acks === undefined || voteResult(this.voters, acks) !== "won") return
     for (const rs of this.readOnly.advance(m.context)) this.respondReadIndex(rs.from, rs.index, rs.context)
@@ -1056,13 +1074,14 @@ export class Raft {
   }
 
   private startReadIndex(context: string, from: number): void {
-    if (this.readOnly.option === "safe") {
-      this.readOnly.addRequest(this.log.committed, context, from)
-      this.readOnly.recvAck(this.id, context)
-      this.bcastHeartbeat(context)
-    } else {
+    if (this.unsafeLeaseReads) {
+      // The removed lease mode, on purpose (see RaftConfig.unsafeLeaseBasedReads).
       this.respondReadIndex(from, this.log.committed, context)
+      return
     }
+    this.readOnly.addRequest(this.log.committed, context, from)
+    this.readOnly.recvAck(this.id, context)
+    this.bcastHeartbeat(context)
   }
 
   private releasePendingReadIndex(): void {
@@ -1103,7 +1122,9 @@ export class Raft {
     }
     if (transferee === this.id) return { ok: true }
     // The transfer must finish within an election timeout (checked in tickHeartbeat).
-    this.electionElapsed = 0
+    this.transferElapsed = 0
+    // The old bug, on purpose (see RaftConfig.unsafeTransferPostponesCheckQuorum).
+    if (this.unsafeTransferTimer) this.electionElapsed = 0
     this.leadTransferee = transferee
     if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(transferee)
     else this.sendAppend(transferee)
@@ -1116,6 +1137,7 @@ export class Raft {
 
   private abortLeaderTransfer(): void {
     this.leadTransferee = None
+    this.transferElapsed = 0
   }
 
   // ---------------------------------------------------------------------------------------------
