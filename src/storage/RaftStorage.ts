@@ -55,7 +55,11 @@ export interface RaftStorageShape {
   readonly firstIndex: Effect.Effect<number, StorageError>
   readonly lastIndex: Effect.Effect<number, StorageError>
   readonly snapshot: Effect.Effect<Option.Option<Snapshot>, StorageError>
-  /** Records a snapshot the local state machine took (at or below its applied index). The log is untouched. */
+  /**
+   * Records a snapshot the local state machine took (at or below its applied index). The log is
+   * untouched. A snapshot not newer than the stored one is ignored: the driver writes its own
+   * snapshots on the side, and one received from the leader meanwhile (installed by `save`) is newer.
+   */
   readonly saveSnapshot: (snapshot: Snapshot) => Effect.Effect<void, StorageError>
   /** Discards entries up to and including `index` (which must be stored, or already the log's start). */
   readonly compact: (index: number) => Effect.Effect<void, StorageError>
@@ -168,6 +172,7 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
         snapshot: prepare<[], { idx: number; term: number; conf_state: string; data: string; checksum: number }>(
           "SELECT idx, term, conf_state, data, checksum FROM raft_snapshot WHERE id = 1"
         ),
+        snapshotIndex: prepare<[], { idx: number }>("SELECT idx FROM raft_snapshot WHERE id = 1"),
         setSnapshot: prepare<[number, number, string, string, number]>(
           `INSERT INTO raft_snapshot (id, idx, term, conf_state, data, checksum) VALUES (1, ?, ?, ?, ?, ?)
             ON CONFLICT (id) DO UPDATE SET idx = excluded.idx, term = excluded.term,
@@ -328,7 +333,11 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
       firstIndex: read(() => bounds().first),
       lastIndex: read(() => bounds().last),
       snapshot: read(readSnapshot),
-      saveSnapshot: (snapshot) => write(() => writeSnapshot(snapshot)),
+      saveSnapshot: (snapshot) =>
+        write(() => {
+          const stored = statements.snapshotIndex.get()
+          if (stored === undefined || stored.idx < snapshot.metadata.index) writeSnapshot(snapshot)
+        }),
       compact: (index) =>
         write(() => {
           const b = bounds()
@@ -413,7 +422,7 @@ export const makeMemory = (store: MemoryStore = new MemoryStore()): RaftStorageS
     snapshot: Effect.sync(() => Option.fromNullable(store.snapshot)),
     saveSnapshot: (snapshot) =>
       Effect.sync(() => {
-        store.snapshot = snapshot
+        if (store.snapshot === undefined || store.snapshot.metadata.index < snapshot.metadata.index) store.snapshot = snapshot
       }),
     compact: (index) =>
       Effect.sync(() => {

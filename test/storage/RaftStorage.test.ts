@@ -128,6 +128,22 @@ for (const [name, make] of layers) {
           expect(yield* s.entries(21, 23)).toEqual(range(21, 22, 4))
         })
       ))
+
+    it("a local snapshot written after a newer one from the leader was installed is ignored", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          yield* s.save({ entries: range(1, 8, 1) })
+          // The driver captured a snapshot at 6 and writes it on the side; meanwhile the leader's (at
+          // 20) is installed. The older write, landing last, must not replace it.
+          yield* s.save({ snapshot: snapshotAt(20, 4), hardState: { term: 4, vote: 0, commit: 20 } })
+          yield* s.saveSnapshot(snapshotAt(6, 1))
+          expect(Option.getOrThrow(yield* s.snapshot)).toEqual(snapshotAt(20, 4))
+          expect(yield* s.firstIndex).toBe(21)
+          yield* s.saveSnapshot(snapshotAt(20, 4))
+          expect(Option.getOrThrow(yield* s.snapshot)).toEqual(snapshotAt(20, 4))
+        })
+      ))
   })
 }
 
