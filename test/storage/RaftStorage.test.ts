@@ -147,6 +147,32 @@ for (const [name, make] of layers) {
   })
 }
 
+describe("RaftStorage over SQLite: a snapshot the node took is stored in chunks", () => {
+  it("a snapshot of several chunks, a surrogate pair across a chunk boundary, survives reopening; the previous one's chunks go", async () => {
+    const file = tempFile()
+    const chunk = 1 << 20
+    // "😀" is two UTF-16 units: put its first at the end of the first chunk.
+    const big = "a".repeat(chunk - 1) + "😀" + "b".repeat(chunk) + "ç".repeat(1000)
+    const snap = (index: number, data: string): Snapshot => ({ metadata: { index, term: 2, confState: { voters: [1], learners: [] } }, data })
+    const write = Effect.gen(function* () {
+      const s = yield* RaftStorage
+      yield* s.save({ entries: range(1, 9, 2), hardState: { term: 2, vote: 1, commit: 9 } })
+      yield* s.saveSnapshot(snap(4, "x".repeat(3 * chunk)))
+      yield* s.saveSnapshot(snap(8, big))
+      const sql = yield* SqlClient.SqlClient
+      return yield* sql<{ idx: number; n: number }>`SELECT idx, count(*) AS n FROM raft_snapshot_chunk GROUP BY idx`
+    })
+    const chunks = await Effect.runPromise(Effect.scoped(Effect.provide(write, layerFile({ filename: file }))))
+    expect(chunks).toEqual([{ idx: 8, n: 3 }])
+    const read = Effect.gen(function* () {
+      const s = yield* RaftStorage
+      return yield* s.snapshot
+    })
+    const stored = await Effect.runPromise(Effect.scoped(Effect.provide(read, layerFile({ filename: file }))))
+    expect(Option.getOrThrow(stored)).toEqual(snap(8, big))
+  })
+})
+
 describe("RaftStorage durability", () => {
   it("a file survives closing and reopening: hard state, log, snapshot", async () => {
     const file = tempFile()
