@@ -51,9 +51,17 @@ const SnapshotJson = Schema.parseJson(
 /**
  * Writing one: always with its cluster id, as plain `JSON.stringify` of the records (`toJson`; the
  * state holds only records built from validated commands). A snapshot carries every VM; encoding
- * each through its schema cost ~7 µs per VM, on every node, every `snapshotEvery` entries.
+ * each through its schema cost ~7 µs per VM, on every node, every `snapshotEvery` entries. It is
+ * written field by field, the VMs in pieces (see `snapshotView`); the text is the JSON of
+ * `{ ...snapshotFields, clusterId }` in this order.
  */
-const snapshotJson = toJson(Schema.Struct({ ...snapshotFields, clusterId: Schema.String }))
+const vmJson = toJson(VmRecord)
+const nodesJson = toJson(snapshotFields.nodes)
+const membersJson = toJson(snapshotFields.members)
+const requestsJson = toJson(snapshotFields.requests)
+
+/** VMs per piece of a snapshot's text: ~1 ms of `JSON.stringify` each. */
+const vmsPerPiece = 1_000
 
 const encodeResult = (result: ApplyResult): typeof ResultJson.Type =>
   Either.isRight(result)
@@ -305,15 +313,35 @@ export class ClusterState {
 
   /** The whole state as JSON text, for a Raft snapshot. Sorted, so equal states give equal text. */
   snapshot(): string {
-    return snapshotJson({
-      version: 1,
-      appliedIndex: this.appliedIndex,
-      vms: [...this.vms.keys()].sort().map((k) => this.vms.get(k)!),
-      nodes: [...this.nodes.keys()].sort((a, b) => a - b).map((k) => this.nodes.get(k)!),
-      clusterId: this.clusterId,
-      members: [...this.members.entries()].sort((a, b) => a[0] - b[0]),
-      requests: [...this.requests.entries()]
-    })
+    return [...this.snapshotView()].join("")
+  }
+
+  /**
+   * The state as of now, captured without serialising it, and its snapshot text (what `snapshot`
+   * returns) in pieces produced as they are iterated: the Raft driver iterates on the side, a piece
+   * at a time, while this state keeps applying entries. The capture copies the maps (references to
+   * the records, which are immutable and replaced, never changed: ~10 ms for 100,000 VMs); sorting
+   * and `JSON.stringify` (~200 ms for 100,000 VMs) happen piece by piece during the iteration.
+   */
+  snapshotView(): Iterable<string> {
+    const appliedIndex = this.appliedIndex
+    const clusterId = this.clusterId
+    const vms = new Map(this.vms)
+    const nodes = [...this.nodes.values()]
+    const members = [...this.members.entries()]
+    const requests = [...this.requests.entries()]
+    return {
+      *[Symbol.iterator]() {
+        const names = [...vms.keys()].sort()
+        yield `{"version":1,"appliedIndex":${appliedIndex},"vms":[`
+        for (let i = 0; i < names.length; i += vmsPerPiece) {
+          const piece = names.slice(i, i + vmsPerPiece).map((name) => vmJson(vms.get(name)!))
+          yield (i === 0 ? "" : ",") + piece.join(",")
+        }
+        yield `],"nodes":${nodesJson(nodes.sort((a, b) => a.id - b.id))},"clusterId":${JSON.stringify(clusterId)}`
+        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)}}`
+      }
+    }
   }
 
   /** Rebuilds a state from `snapshot()` text; throws if the text is not a valid snapshot. */

@@ -90,6 +90,7 @@ export class ClusterStateHolder {
       applied: Effect.sync(() => this.current.appliedIndex),
       apply: (entries) => Effect.sync(() => entries.map((e) => this.applyEntry(e))),
       snapshot: Effect.sync(() => this.current.snapshot()),
+      snapshotView: Effect.sync(() => this.current.snapshotView()),
       restore: (snapshot) =>
         Effect.sync(() => {
           const state = snapshot.data === "" ? new ClusterState() : ClusterState.restore(snapshot.data)

@@ -62,7 +62,7 @@ export interface PeerTransportOptions {
   /** Largest batch in one frame (default 1024 messages, 4 MiB; a single larger message goes alone). */
   readonly maxBatchMessages?: number | undefined
   readonly maxBatchBytes?: number | undefined
-  /** Largest frame a receiver accepts (default 256 MiB: a snapshot travels as one message). */
+  /** Largest frame a receiver accepts (default 256 MiB; snapshots travel in paced chunks of 1 MiB). */
   readonly maxFrameBytes?: number | undefined
   /** Reconnect back-off: first delay and cap (default 50 ms, 2000 ms), each delay jittered to 50–100 %. */
   readonly backoffInitialMs?: number | undefined

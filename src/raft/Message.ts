@@ -89,7 +89,8 @@ export type MsgHeartbeatResp = typeof MsgHeartbeatResp.Type
 /**
  * One chunk of an InstallSnapshot. The snapshot's `data` is split into pieces of at most
  * `maxSizePerMsg` characters; the chunk at `offset` carries `data`, and the snapshot is complete when
- * `offset + data.length === totalSize`. The follower reassembles chunks in order.
+ * `offset + data.length === totalSize`. The follower reassembles chunks in order and acknowledges
+ * each with `snapAck`.
  */
 export const MsgSnap = Schema.Struct({
   type: Schema.Literal("snap"),
@@ -100,6 +101,20 @@ export const MsgSnap = Schema.Struct({
   data: Schema.String
 })
 export type MsgSnap = typeof MsgSnap.Type
+
+/**
+ * A follower's progress through a snapshot being sent: it holds the first `received` characters of
+ * the snapshot at `index` without a gap. The leader sends further chunks only as these arrive (see
+ * `Raft.sendSnapshotChunks`), and a re-sent transmission resumes from `received`. The completed
+ * snapshot is answered with `appResp`, as before.
+ */
+export const MsgSnapAck = Schema.Struct({
+  type: Schema.Literal("snapAck"),
+  ...header,
+  index: LogIndex,
+  received: LogIndex
+})
+export type MsgSnapAck = typeof MsgSnapAck.Type
 
 /** Leadership transfer: the leader tells a caught-up follower to campaign at once. */
 export const MsgTimeoutNow = Schema.Struct({ type: Schema.Literal("timeoutNow"), ...header })
@@ -136,6 +151,7 @@ export const Message = Schema.Union(
   MsgHeartbeat,
   MsgHeartbeatResp,
   MsgSnap,
+  MsgSnapAck,
   MsgTimeoutNow,
   MsgReadIndex,
   MsgReadIndexResp,

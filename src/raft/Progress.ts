@@ -64,6 +64,13 @@ export class Progress {
   /** In `snapshot` state: the index of the snapshot being sent. */
   pendingSnapshot = 0
   /**
+   * In `snapshot` state: the offset of the next chunk to send, and how much of the snapshot the
+   * follower acknowledged holding (`snapAck`). The leader keeps at most a window of chunks between
+   * the two.
+   */
+  snapshotSent = 0
+  snapshotAcked = 0
+  /**
    * Heartbeat answers seen while stalled (in `snapshot` state, or with a full in-flight window):
    * after an election timeout's worth the leader assumes the messages were lost and probes again.
    */
@@ -86,6 +93,8 @@ export class Progress {
   private resetState(state: ProgressState): void {
     this.probeSent = false
     this.pendingSnapshot = 0
+    this.snapshotSent = 0
+    this.snapshotAcked = 0
     this.stalledHeartbeats = 0
     this.state = state
     this.inflights.reset()

@@ -25,11 +25,10 @@ import { committedIndex, voteResult } from "./Quorum.js"
 import type { VoteResult } from "./Quorum.js"
 import type { LogStorage } from "./Log.js"
 import { RaftLog } from "./Log.js"
-import type { Message, MsgApp, MsgAppResp, MsgHeartbeat, MsgHeartbeatResp, MsgSnap } from "./Message.js"
+import type { Message, MsgApp, MsgAppResp, MsgHeartbeat, MsgHeartbeatResp, MsgSnap, MsgSnapAck } from "./Message.js"
 import { Progress } from "./Progress.js"
 import type { ProgressStatus } from "./Progress.js"
 import { ReadOnly } from "./ReadOnly.js"
-import type { ReadOnlyOption } from "./ReadOnly.js"
 import type {
   ConfChange,
   ConfState,
@@ -65,14 +64,33 @@ export interface RaftConfig {
   readonly checkQuorum?: boolean
   /** Max size of one AppendEntries' entries, and of one snapshot chunk (default 1 MiB). */
   readonly maxSizePerMsg?: number
+  /**
+   * Snapshot chunks sent to one follower and not yet acknowledged (default 4: 4 MiB in flight with
+   * the default chunk size). See `sendSnapshotChunks`.
+   */
+  readonly maxSnapshotChunksInflight?: number
   /** Max AppendEntries in flight per follower in replicate state (default 256). */
   readonly maxInflightMsgs?: number
   /** Cap on the payload bytes of the leader's uncommitted entries; 0 = unlimited (default 0). */
   readonly maxUncommittedEntriesSize?: number
   /** Max size of committed entries handed out in one Ready (default unlimited). */
   readonly maxCommittedSizePerReady?: number
-  /** How ReadIndex confirms leadership (default "safe"); "leaseBased" requires checkQuorum. */
-  readonly readOnlyOption?: ReadOnlyOption
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: the leader answers a ReadIndex at once with its
+   * commit index instead of confirming its leadership with a heartbeat round (etcd's
+   * `ReadOnlyLeaseBased`, which this core had as `readOnlyOption: "leaseBased"` and no longer offers).
+   * A lease is not sound here even with perfect clocks: a leadership transfer's votes override the
+   * followers' leases, a restarted follower has no lease to honour, and a leader's CheckQuorum round
+   * counts contact from up to two election timeouts back while a follower's lease lasts one. A
+   * deposed leader then answers with a commit index older than a write the new leader completed.
+   */
+  readonly unsafeLeaseBasedReads?: boolean
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a leadership-transfer request restarts the
+   * election timer that also times CheckQuorum (the old behaviour), so transfer requests arriving
+   * more often than an election timeout keep a leader that lost its quorum in office forever.
+   */
+  readonly unsafeTransferPostponesCheckQuorum?: boolean
   /**
    * DELIBERATELY UNSAFE, for the simulator only: re-introduces the bug of Raft paper Figure 8 by
    * letting the leader commit entries of previous terms by counting replicas. A committed entry can
@@ -147,6 +165,8 @@ interface SnapAssembly {
   /** Chunks received so far, by offset: they may arrive in any order. */
   readonly parts: Map<number, string>
   received: number
+  /** Characters held without a gap from offset 0: what `snapAck` reports. */
+  contiguous: number
 }
 
 const sortedIds = (ids: Iterable<number>): Array<number> => [...ids].sort((a, b) => a - b)
@@ -218,8 +238,10 @@ export class Raft {
   readonly checkQuorum: boolean
   private readonly maxSizePerMsg: number
   private readonly maxInflight: number
+  private readonly maxSnapshotChunksInflight: number
   private readonly maxUncommittedSize: number
-  private readonly readOnlyOption: ReadOnlyOption
+  private readonly unsafeLeaseReads: boolean
+  private readonly unsafeTransferTimer: boolean
   private readonly unsafeCommit: boolean
   private readonly unsafeSelf: boolean
   private readonly unsafeReapplyConf: boolean
@@ -231,6 +253,11 @@ export class Raft {
   /** Payload bytes of uncommitted entries appended by this leader. */
   uncommittedSize = 0
   leadTransferee = None
+  /**
+   * Ticks since the current leadership transfer began. Its own counter, not `electionElapsed`: that
+   * one times CheckQuorum, and a transfer request must never postpone the leader's quorum check.
+   */
+  private transferElapsed = 0
   /** Appends to broadcast: set by proposals and commit advances, flushed by `flush()` (batching). */
   private needBroadcast = false
   private snapAssembly: SnapAssembly | undefined = undefined
@@ -242,11 +269,7 @@ export class Raft {
     if (!Number.isInteger(config.id) || config.id <= 0) throw new Error("raft: id must be a positive integer")
     if (heartbeatTick <= 0) throw new Error("raft: heartbeatTick must be > 0")
     if (electionTick <= heartbeatTick) throw new Error("raft: electionTick must be > heartbeatTick")
-    const readOnlyOption = config.readOnlyOption ?? "safe"
     const checkQuorum = config.checkQuorum ?? true
-    if (readOnlyOption === "leaseBased" && !checkQuorum) {
-      throw new Error("raft: leaseBased reads require checkQuorum (a lease is only sound if the leader steps down)")
-    }
     this.id = config.id
     this.electionTimeout = electionTick
     this.heartbeatTimeout = heartbeatTick
@@ -256,9 +279,12 @@ export class Raft {
     if (this.maxSizePerMsg <= 0) throw new Error("raft: maxSizePerMsg must be > 0")
     this.maxInflight = config.maxInflightMsgs ?? 256
     if (this.maxInflight <= 0) throw new Error("raft: maxInflightMsgs must be > 0")
+    this.maxSnapshotChunksInflight = config.maxSnapshotChunksInflight ?? 4
+    if (this.maxSnapshotChunksInflight <= 0) throw new Error("raft: maxSnapshotChunksInflight must be > 0")
     this.maxUncommittedSize = config.maxUncommittedEntriesSize ?? 0
-    this.readOnlyOption = readOnlyOption
-    this.readOnly = new ReadOnly(readOnlyOption)
+    this.unsafeLeaseReads = config.unsafeLeaseBasedReads ?? false
+    this.unsafeTransferTimer = config.unsafeTransferPostponesCheckQuorum ?? false
+    this.readOnly = new ReadOnly()
     this.unsafeCommit = config.unsafeCommitPreviousTermByCounting ?? false
     this.unsafeSelf = config.unsafeCountSelfBeforeDurable ?? false
     this.unsafeReapplyConf = config.unsafeReapplyConfChanges ?? false
@@ -425,7 +451,7 @@ export class Raft {
     }
     this.pendingConfIndex = 0
     this.uncommittedSize = 0
-    this.readOnly = new ReadOnly(this.readOnlyOption)
+    this.readOnly = new ReadOnly()
     this.pendingReadIndex = []
     this.needBroadcast = false
   }
@@ -495,9 +521,11 @@ export class Raft {
     if (this.electionElapsed >= this.electionTimeout) {
       this.electionElapsed = 0
       if (this.checkQuorum) this.checkQuorumRound()
-      if (this.role === "leader" && this.leadTransferee !== None) this.abortLeaderTransfer()
     }
     if (this.role !== "leader") return
+    // A transfer that has not completed within an election timeout is aborted (as in etcd): the
+    // transferee is likely down, and the leader takes proposals again.
+    if (this.leadTransferee !== None && ++this.transferElapsed >= this.electionTimeout) this.abortLeaderTransfer()
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0
       // Re-send the latest pending ReadIndex context, in case its heartbeat round was lost.
@@ -649,6 +677,8 @@ export class Raft {
         return this.handleAppendResponse(m)
       case "heartbeatResp":
         return this.handleHeartbeatResponse(m)
+      case "snapAck":
+        return this.handleSnapAck(m)
       default:
         return
     }
@@ -755,7 +785,7 @@ export class Raft {
     const same =
       asm !== undefined && asm.term === m.term && asm.snap.index === m.metadata.index && asm.snap.term === m.metadata.term
     if (!same) {
-      asm = { term: m.term, snap: m.metadata, totalSize: m.totalSize, parts: new Map(), received: 0 }
+      asm = { term: m.term, snap: m.metadata, totalSize: m.totalSize, parts: new Map(), received: 0, contiguous: 0 }
       this.snapAssembly = asm
     }
     const a = asm!
@@ -763,10 +793,19 @@ export class Raft {
       this.rejectSnapshot(m) // chunks that do not fit the announced size: malformed
       return
     }
-    if (a.parts.has(m.offset)) return // duplicate chunk
-    a.parts.set(m.offset, m.data)
-    a.received += m.data.length
-    if (a.received < a.totalSize) return
+    if (!a.parts.has(m.offset)) {
+      a.parts.set(m.offset, m.data)
+      a.received += m.data.length
+      for (let next = a.parts.get(a.contiguous); next !== undefined && next.length > 0; next = a.parts.get(a.contiguous)) {
+        a.contiguous += next.length
+      }
+    }
+    if (a.received < a.totalSize) {
+      // Every chunk is acknowledged, a duplicate too: a leader that starts the transmission over
+      // (it thought it lost) learns at once where to resume.
+      this.msgs.push({ type: "snapAck", term: this.term, from: this.id, to: m.from, index: m.metadata.index, received: a.contiguous })
+      return
+    }
     const pieces: Array<string> = []
     let expected = 0
     for (const offset of [...a.parts.keys()].sort((x, y) => x - y)) {
@@ -923,21 +962,59 @@ export class Raft {
     return true
   }
 
-  /** Send the latest snapshot in chunks of at most maxSizePerMsg characters. */
+  /** Start sending the latest snapshot to `to`, in chunks of at most maxSizePerMsg characters. */
   private sendSnapshot(to: number, pr: Progress): boolean {
     if (!pr.recentActive) return false
     const snap = this.log.snapshot()
     if (snap.metadata.index === 0) throw new Error("raft: entries are compacted but there is no snapshot")
+    pr.becomeSnapshot(snap.metadata.index)
+    this.sendSnapshotChunks(to, pr, snap)
+    return true
+  }
+
+  /**
+   * Flow control for snapshots: send the next chunks while fewer than `maxSnapshotChunksInflight`
+   * are unacknowledged; each `snapAck` opens the window again. The same pacing etcd-raft gives
+   * appends with its inflights window. Emitting every chunk at once instead (as this core once did)
+   * handed the transport a snapshot larger than its bounded, drop-oldest send queue all at once: the
+   * oldest chunks were dropped, and every retry dropped them again, so a snapshot beyond the queue
+   * (64 MiB, ~150,000 VMs) never arrived. Paced here, the core holds the snapshot once and the
+   * transport's queue never holds more than the window; a slow follower slows the snapshot down
+   * instead of losing it, and heartbeats and appends to others keep flowing beside it.
+   * etcd itself streams a snapshot whole over a dedicated connection outside its message pipeline;
+   * pacing chunks in the core keeps one transport, one retry rule (the stall rule in
+   * `handleHeartbeatResponse`) and lets the simulator drive the very same code.
+   */
+  private sendSnapshotChunks(to: number, pr: Progress, snap: Snapshot): void {
     const total = snap.data.length
     const size = this.maxSizePerMsg
-    let offset = 0
+    const window = this.maxSnapshotChunksInflight * size
     do {
-      const data = total <= size ? snap.data : snap.data.slice(offset, offset + size)
+      const offset = pr.snapshotSent
+      const data = offset === 0 && total <= size ? snap.data : snap.data.slice(offset, offset + size)
       this.msgs.push({ type: "snap", term: this.term, from: this.id, to, metadata: snap.metadata, offset, totalSize: total, data })
-      offset += size
-    } while (offset < total)
-    pr.becomeSnapshot(snap.metadata.index)
-    return true
+      pr.snapshotSent = offset + size
+    } while (pr.snapshotSent < total && pr.snapshotSent - pr.snapshotAcked < window)
+  }
+
+  /** The follower holds the first `received` characters of the snapshot being sent: send more. */
+  private handleSnapAck(m: MsgSnapAck): void {
+    const pr = this.prs.get(m.from)
+    if (pr === undefined) return
+    pr.recentActive = true
+    if (pr.state !== "snapshot" || m.index !== pr.pendingSnapshot || m.received <= pr.snapshotAcked) return
+    pr.snapshotAcked = m.received
+    pr.stalledHeartbeats = 0
+    const snap = this.log.snapshot()
+    if (snap.metadata.index !== pr.pendingSnapshot) {
+      // The leader compacted meanwhile: the follower needs the newer snapshot (or entries) instead.
+      pr.becomeProbe()
+      this.sendAppend(m.from)
+      return
+    }
+    // After a restarted transmission the follower may hold more than was sent: resume from there.
+    if (pr.snapshotSent < m.received) pr.snapshotSent = m.received
+    if (pr.snapshotSent < snap.data.length) this.sendSnapshotChunks(m.from, pr, snap)
   }
 
   private bcastHeartbeat(context: string | undefined): void {
@@ -1028,7 +1105,7 @@ export class Raft {
     }
     if (pr.match < this.log.lastIndex() || pr.state === "probe") this.sendAppend(m.from)
 
-    if (this.readOnly.option !== "safe" || m.context === undefined) return
+    if (m.context === undefined) return
     const acks = this.readOnly.recvAck(m.from, m.context)
     if (acks === undefined || voteResult(this.voters, acks) !== "won") return
     for (const rs of this.readOnly.advance(m.context)) this.respondReadIndex(rs.from, rs.index, rs.context)
@@ -1127,14 +1204,15 @@ export class Raft {
   }
 
   private startReadIndex(context: string, from: number): void {
-    if (this.readOnly.option === "safe") {
-      this.readOnly.addRequest(this.log.committed, context, from, this.unsafeMatchRepeated)
-      if (!this.readOnly.isPending(context)) return
-      this.readOnly.recvAck(this.id, context)
-      this.bcastHeartbeat(context)
-    } else {
+    if (this.unsafeLeaseReads) {
+      // The removed lease mode, on purpose (see RaftConfig.unsafeLeaseBasedReads).
       this.respondReadIndex(from, this.log.committed, context)
+      return
     }
+    this.readOnly.addRequest(this.log.committed, context, from, this.unsafeMatchRepeated)
+    if (!this.readOnly.isPending(context)) return
+    this.readOnly.recvAck(this.id, context)
+    this.bcastHeartbeat(context)
   }
 
   private releasePendingReadIndex(): void {
@@ -1175,7 +1253,9 @@ export class Raft {
     }
     if (transferee === this.id) return { ok: true }
     // The transfer must finish within an election timeout (checked in tickHeartbeat).
-    this.electionElapsed = 0
+    this.transferElapsed = 0
+    // The old bug, on purpose (see RaftConfig.unsafeTransferPostponesCheckQuorum).
+    if (this.unsafeTransferTimer) this.electionElapsed = 0
     this.leadTransferee = transferee
     if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(transferee)
     else this.sendAppend(transferee)
@@ -1188,6 +1268,7 @@ export class Raft {
 
   private abortLeaderTransfer(): void {
     this.leadTransferee = None
+    this.transferElapsed = 0
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -1,16 +1,14 @@
 /**
  * ReadIndex bookkeeping on the leader (Raft thesis §6.4, etcd's `read_only.go`).
  *
- * `safe`: the leader records its commit index for the request, then confirms it is still the
- * leader by a heartbeat round carrying the request's context; once a majority acknowledged, every
- * request queued up to and including that one is answered with its recorded index.
+ * The leader records its commit index for the request, then confirms it is still the leader by a
+ * heartbeat round carrying the request's context; once a majority acknowledged, every request
+ * queued up to and including that one is answered with its recorded index.
  *
- * `leaseBased`: the leader answers at once, trusting that no other leader can exist within an
- * election timeout of its last quorum contact. That relies on bounded clock drift and on
- * CheckQuorum (a leader steps down when it loses the quorum), so it is only allowed with checkQuorum.
+ * There is no lease mode (answering at once, trusting that no other leader can exist within an
+ * election timeout of the last quorum contact): it returned stale reads even with perfect clocks,
+ * and nothing used it (see `RaftConfig.unsafeLeaseBasedReads`, which keeps it for the simulator).
  */
-
-export type ReadOnlyOption = "safe" | "leaseBased"
 
 /** A read request waiting for leadership confirmation. `from` is 0 (or the leader) for local requests. */
 export interface ReadIndexRequest {
@@ -25,8 +23,6 @@ export class ReadOnly {
   private queue: Array<string> = []
   /** Contexts withdrawn because they were repeated while pending (see `addRequest`). */
   private readonly refused = new Set<string>()
-
-  constructor(readonly option: ReadOnlyOption) {}
 
   get size(): number {
     return this.queue.length

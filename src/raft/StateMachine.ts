@@ -18,6 +18,14 @@ export interface StateMachineShape {
   readonly apply: (entries: ReadonlyArray<Entry>) => Effect.Effect<ReadonlyArray<unknown>, StorageError>
   /** The state as of the applied index, serialised for a Raft snapshot. */
   readonly snapshot: Effect.Effect<string, StorageError>
+  /**
+   * Optional, for states too large to serialise between two Raft rounds: captures the state as of
+   * the applied index cheaply (copies of its indexes, not its serialisation) and returns its
+   * snapshot text in pieces, produced as they are iterated. The driver captures in its loop, then
+   * iterates on the side, a piece at a time, while it keeps applying entries: the pieces must come
+   * from the captured view alone. Joined, they are the text `snapshot` gives for that state.
+   */
+  readonly snapshotView?: Effect.Effect<Iterable<string>, StorageError>
   /** Replaces the whole state with a snapshot's (received from the leader, or at bootstrap). */
   readonly restore: (snapshot: Snapshot) => Effect.Effect<void, StorageError>
 }

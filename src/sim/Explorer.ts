@@ -167,7 +167,8 @@ export const messageCode: Record<Message["type"], number> = {
   timeoutNow: 10,
   readIndex: 11,
   readIndexResp: 12,
-  transferLeader: 13
+  transferLeader: 13,
+  snapAck: 14
 }
 
 export const explore = (options: ExploreOptions): ExploreResult => {

@@ -14,10 +14,10 @@ export const entryChecksum = (entry: Entry): number =>
 export const hardStateChecksum = (hs: HardState): number =>
   crc32(`hs${fieldSeparator}${hs.term}${fieldSeparator}${hs.vote}${fieldSeparator}${hs.commit}`)
 
-export const snapshotChecksum = (metadata: SnapshotMetadata, data: string): number =>
+/** The snapshot's checksum before its data: `crc32(data, snapshotHeaderChecksum(m))` is `snapshotChecksum`. */
+export const snapshotHeaderChecksum = (metadata: SnapshotMetadata): number =>
   crc32(
-    data,
-    crc32(
-      `snap${fieldSeparator}${metadata.index}${fieldSeparator}${metadata.term}${fieldSeparator}${JSON.stringify(metadata.confState)}${fieldSeparator}`
-    )
+    `snap${fieldSeparator}${metadata.index}${fieldSeparator}${metadata.term}${fieldSeparator}${JSON.stringify(metadata.confState)}${fieldSeparator}`
   )
+
+export const snapshotChecksum = (metadata: SnapshotMetadata, data: string): number => crc32(data, snapshotHeaderChecksum(metadata))

@@ -76,7 +76,7 @@ describe("Progress", () => {
 
 describe("ReadOnly", () => {
   it("queues requests and releases every request up to the confirmed one, in order", () => {
-    const ro = new ReadOnly("safe")
+    const ro = new ReadOnly()
     ro.addRequest(5, "a", 0)
     ro.addRequest(6, "b", 2)
     ro.addRequest(7, "c", 0)
@@ -92,7 +92,7 @@ describe("ReadOnly", () => {
   })
 
   it("a context repeated while pending is withdrawn and refused for the term: neither request is answered", () => {
-    const ro = new ReadOnly("safe")
+    const ro = new ReadOnly()
     ro.addRequest(5, "a", 0)
     ro.addRequest(6, "b", 0)
     ro.addRequest(9, "a", 0)

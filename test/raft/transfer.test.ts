@@ -1,6 +1,6 @@
 /** Leadership transfer (thesis §3.10). */
 import { describe, expect, it } from "vitest"
-import { Network, plain } from "./network.js"
+import { Network, plain, type NodeOptions } from "./network.js"
 
 describe("leadership transfer", () => {
   it("transfer to an up-to-date follower: TimeoutNow, and the target wins the next term at once", () => {
@@ -60,6 +60,28 @@ describe("leadership transfer", () => {
     net.stabilize()
     expect(net.node(1).status()).toMatchObject({ role: "leader", leadTransferee: 0 })
     expect(net.node(1).propose("x").ok).toBe(true)
+  })
+
+  /** Leader 1 is cut off from both followers while transfer requests keep arriving every 5 ticks. */
+  const leaderUnderTransferRequests = (options: NodeOptions) => {
+    const net = new Network([1, 2, 3], { ...plain, checkQuorum: true, ...options })
+    net.campaign(1)
+    net.isolate(1)
+    for (let round = 0; round < 10; round++) {
+      net.node(1).transferLeader(round % 2 === 0 ? 2 : 3)
+      net.tick(1, 5)
+      net.stabilize()
+    }
+    return net.node(1).status()
+  }
+
+  it("transfer requests do not postpone CheckQuorum: a leader without quorum steps down", () => {
+    // 50 ticks are five election timeouts without hearing from a quorum.
+    expect(leaderUnderTransferRequests({}).role).not.toBe("leader")
+  })
+
+  it("unsafeTransferPostponesCheckQuorum re-injects the bug: the leader without quorum stays", () => {
+    expect(leaderUnderTransferRequests({ unsafeTransferPostponesCheckQuorum: true }).role).toBe("leader")
   })
 
   it("a transfer request made on a follower is forwarded to the leader", () => {

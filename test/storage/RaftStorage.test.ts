@@ -128,8 +128,50 @@ for (const [name, make] of layers) {
           expect(yield* s.entries(21, 23)).toEqual(range(21, 22, 4))
         })
       ))
+
+    it("a local snapshot written after a newer one from the leader was installed is ignored", () =>
+      run(
+        Effect.gen(function* () {
+          const s = yield* RaftStorage
+          yield* s.save({ entries: range(1, 8, 1) })
+          // The driver captured a snapshot at 6 and writes it on the side; meanwhile the leader's (at
+          // 20) is installed. The older write, landing last, must not replace it.
+          yield* s.save({ snapshot: snapshotAt(20, 4), hardState: { term: 4, vote: 0, commit: 20 } })
+          yield* s.saveSnapshot(snapshotAt(6, 1))
+          expect(Option.getOrThrow(yield* s.snapshot)).toEqual(snapshotAt(20, 4))
+          expect(yield* s.firstIndex).toBe(21)
+          yield* s.saveSnapshot(snapshotAt(20, 4))
+          expect(Option.getOrThrow(yield* s.snapshot)).toEqual(snapshotAt(20, 4))
+        })
+      ))
   })
 }
+
+describe("RaftStorage over SQLite: a snapshot the node took is stored in chunks", () => {
+  it("a snapshot of several chunks, a surrogate pair across a chunk boundary, survives reopening; the previous one's chunks go", async () => {
+    const file = tempFile()
+    const chunk = 1 << 20
+    // "😀" is two UTF-16 units: put its first at the end of the first chunk.
+    const big = "a".repeat(chunk - 1) + "😀" + "b".repeat(chunk) + "ç".repeat(1000)
+    const snap = (index: number, data: string): Snapshot => ({ metadata: { index, term: 2, confState: { voters: [1], learners: [] } }, data })
+    const write = Effect.gen(function* () {
+      const s = yield* RaftStorage
+      yield* s.save({ entries: range(1, 9, 2), hardState: { term: 2, vote: 1, commit: 9 } })
+      yield* s.saveSnapshot(snap(4, "x".repeat(3 * chunk)))
+      yield* s.saveSnapshot(snap(8, big))
+      const sql = yield* SqlClient.SqlClient
+      return yield* sql<{ idx: number; n: number }>`SELECT idx, count(*) AS n FROM raft_snapshot_chunk GROUP BY idx`
+    })
+    const chunks = await Effect.runPromise(Effect.scoped(Effect.provide(write, layerFile({ filename: file }))))
+    expect(chunks).toEqual([{ idx: 8, n: 3 }])
+    const read = Effect.gen(function* () {
+      const s = yield* RaftStorage
+      return yield* s.snapshot
+    })
+    const stored = await Effect.runPromise(Effect.scoped(Effect.provide(read, layerFile({ filename: file }))))
+    expect(Option.getOrThrow(stored)).toEqual(snap(8, big))
+  })
+})
 
 describe("RaftStorage durability", () => {
   it("a file survives closing and reopening: hard state, log, snapshot", async () => {
