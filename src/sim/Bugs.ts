@@ -9,11 +9,16 @@
  *
  * A switch named here may be one the code does not know (yet, or any more): it is passed through
  * and ignored, so a bug whose switch is missing is simply not re-injected — and its bounded catch
- * test fails once the bug is fixed, which is how a fix without its switch shows up.
+ * test fails once the bug is fixed, which is how a fix without its switch shows up. A bug with no
+ * switches at all is one the code still has: its fix adds the switch here.
  */
 import type { RaftNodeConfig } from "../raft/RaftNode.js"
+import type { ProfileName } from "./Explorer.js"
 
-/** The node's switches. `unsafeContactFromAnyMessage` is the fencing fix's switch (see `stall-contact`). */
+/**
+ * The node's switches. `unsafeContactFromAnyMessage` is the fencing fix's switch (see
+ * `stall-contact`), named before `RaftNodeConfig` has it; once it has, this addition is redundant.
+ */
 export type NodeSwitches = Partial<Omit<RaftNodeConfig, "id" | "bootstrap" | "tickMs" | "requestTimeoutMs">> & {
   readonly unsafeContactFromAnyMessage?: boolean | undefined
 }
@@ -31,7 +36,7 @@ export interface Bug {
   readonly catch: {
     readonly tier: "explorer" | "full"
     readonly workload: "kv" | "orchestration"
-    readonly profile: "default" | "crashpoints" | "churn" | "storage"
+    readonly profile: ProfileName
     /** The first failing seed is at most this (seeds counted from 1). */
     readonly seeds: number
     readonly violation: RegExp
@@ -44,7 +49,13 @@ export const bugs = {
   figure8: {
     summary: "a leader commits an entry of an earlier term by counting its replicas (Raft §5.4.2, Figure 8)",
     switches: { node: { raft: { unsafeCommitPreviousTermByCounting: true } } },
-    catch: { tier: "explorer", workload: "kv", profile: "crashpoints", seeds: 40, violation: /committed entry changed|leader completeness|acknowledged write lost/ },
+    catch: {
+      tier: "explorer",
+      workload: "kv",
+      profile: "crashpoints",
+      seeds: 300,
+      violation: /leader completeness|committed entry changed|linearizability|internal assertion|acknowledged write lost/
+    },
     appliesTo: ["explorer", "kv", "orchestration"]
   },
   "no-fencing": {
@@ -64,7 +75,35 @@ export const bugs = {
       "a leader whose disk stalls keeps counting any message it receives as quorum contact (RaftNode's receiver stamps lastContact outside the Raft loop), so it never fences while the cluster moves its VMs",
     // Present in the code without a switch until the fencing fix lands with this switch.
     switches: { node: { unsafeContactFromAnyMessage: true } },
-    catch: { tier: "full", workload: "orchestration", profile: "storage", seeds: 6, violation: /VM "[^"]+" runs on nodes \d+, \d+ at once/ },
+    catch: { tier: "full", workload: "orchestration", profile: "storage", seeds: 12, violation: /VM "[^"]+" runs on nodes \d+, \d+ at once/ },
+    appliesTo: ["kv", "orchestration"]
+  },
+  "single-voter-early-send": {
+    summary:
+      "with a single voter (a founder and its learners), campaign, commit and appends leave in one Ready before its fsync: after a crash the founder wins the same term again and overwrites entries its learners hold, or applied, as committed",
+    // Present in the code without a switch until its fix lands with one.
+    switches: {},
+    catch: {
+      tier: "full",
+      workload: "kv",
+      profile: "join",
+      seeds: 6,
+      violation: /led term \d+ twice|leader completeness|committed entry changed|log matching|acknowledged write lost/
+    },
+    appliesTo: ["kv", "orchestration"]
+  },
+  amnesia: {
+    summary:
+      "a voter restarted with an empty data directory is let back in at once under its old id: it can vote twice in a term, help elect a leader missing committed entries, or stop on a commit index beyond its empty log",
+    // Present in the code without a switch until its fix lands with one.
+    switches: {},
+    catch: {
+      tier: "full",
+      workload: "kv",
+      profile: "amnesia",
+      seeds: 8,
+      violation: /beyond the last index|led term \d+ twice|two leaders|leader completeness|committed entry changed|log matching|acknowledged write lost/
+    },
     appliesTo: ["kv", "orchestration"]
   }
 } as const satisfies Record<string, Bug>

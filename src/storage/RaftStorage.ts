@@ -491,8 +491,8 @@ export const makeMemory = (store: MemoryStore = new MemoryStore(), disk?: Memory
       (seq) => {
         // This incarnation crashed: it never returns (its fibers are about to stop).
         if (seq === undefined) return Effect.never
-        if (disk === undefined) return Effect.sync(() => store.flushed(epoch, seq))
-        return Effect.tap(disk.flush, () => store.flushed(epoch, seq))
+        const flushed = Effect.suspend(() => (epoch === store.epoch ? Effect.sync(() => store.flushed(epoch, seq)) : Effect.never))
+        return disk === undefined ? flushed : Effect.zipRight(disk.flush, flushed)
       }
     )
   return {
