@@ -2,8 +2,11 @@
  * The full-service simulation tier: N real `RaftNode` services in one process, exactly as the daemon
  * runs them, with only their layers swapped — a `VirtualClock` per machine, a `Transport` that
  * delivers through the seeded faulty `Network`, `RaftStorage.layerMemory` over a `MemoryStore` per
- * node (it survives a crash: every `save` counts as synced), and the replicated state machine of a
- * `NodeStack` (the KV store here). Every fiber runs on `VirtualTime`'s scheduler; the driver runs
+ * node, and the replicated state machine of a `NodeStack` (the KV store here; the daemon's state
+ * machine is in memory too, rebuilt from snapshot and log at a restart). The store has the file
+ * layer's durability: a write commits at once and is durable once its flush completes — at once,
+ * or (`ExploreOptions.storage`) through a `SimDisk` that takes time, stalls and fails; a crash of
+ * the machine loses what was not flushed, a crash of the process alone keeps it. Every fiber runs on `VirtualTime`'s scheduler; the driver runs
  * fibers until all are suspended, checks the invariants, then moves time to the next timer.
  *
  * It checks what the explorer checks (the shared `RaftInvariants`), on what the services expose:
@@ -14,13 +17,17 @@
  *
  * A run has the explorer's phases: safety (the seeded fault schedule — drops, delays, duplicates,
  * reordering, symmetric, one-way and bridge partitions, crashes, clock skew — under a client
- * workload, optionally leaders crashing between fsync and send), then liveness (faults healed; a
+ * workload, optionally leaders crashing around their appends — before their save is flushed, the
+ * appends gone with them or already sent — and storage faults, membership through a single voter,
+ * restarts with a wiped data directory), then liveness (faults healed; a
  * leader must commit a new entry on every node within a bound), then the clients' history is
  * checked for linearizability. Everything random derives from the seed, and nothing that reaches a
  * decision or the trace comes from fiber ids, `HashMap` order, `Date.now` or `Math.random`.
  *
  * A crash closes the node's scope (its fibers are interrupted, its memory — the state machine, the
  * commit index it had not synced — is gone) and a restart rebuilds it from its `MemoryStore`. A
+ * node whose Raft driver stops on a storage error (a failed flush) exits as the daemon does and is
+ * restarted by its supervisor. A
  * stack says what else a crash takes down (`NodeStack.crashed`: the machine, or only the node's
  * process) and may make its nodes talk to each other outside Raft (`NodeNet.request`: an API call
  * across the same faulty network).
