@@ -44,10 +44,16 @@ describe("blixard sim", () => {
   })
 
   it("--workload orchestration: a failing seed exits 1 naming the VM and its nodes, --log shows the nodes' log; it needs --full", async () => {
-    const [bugged, usage] = await Promise.all([
+    const [bugged, usage, storage, misplaced] = await Promise.all([
       blixard(["sim", "--seed", "13", "--full", "--workload", "orchestration", "--bug", "no-fencing", "--log"]),
-      blixard(["sim", "--seed", "2", "--workload", "orchestration"])
+      blixard(["sim", "--seed", "2", "--workload", "orchestration"]),
+      blixard(["sim", "--seed", "2", "--profile", "storage"]),
+      blixard(["sim", "--seed", "2", "--bug", "stall-contact"])
     ])
+    expect(storage.code).toBe(2)
+    expect(storage.stderr).toMatch(/--profile storage runs in the full-service tier only: add --full/)
+    expect(misplaced.code).toBe(2)
+    expect(misplaced.stderr).toMatch(/--bug stall-contact applies to --full --workload kv or --full --workload orchestration/)
     expect(bugged.code).toBe(1)
     expect(bugged.stdout).toMatch(/^ +\d+ ms {2}node \d {2}INFO +node \d: VM "c\d-\d+" is running \(pid \d+\)$/m)
     expect(bugged.stdout).toMatch(/^seed 13 \(full-service tier, orchestration workload, profile default, bug no-fencing\): FAILED$/m)
