@@ -1,5 +1,5 @@
 /**
- * `blixard sim --seed N [--nodes 5] [--steps K] [--profile default|crashpoints|churn] [--bug B] [--full
+ * `blixard sim --seed N [--nodes 5] [--steps K] [--profile P] [--bug B] [--full
  * [--workload kv|orchestration [--log]]] [--json]`: replays one seed of the
  * deterministic simulator — the explorer, or with `--full` the full-service tier, running the KV
  * store or (`--workload orchestration`) the orchestration layer — and prints its summary. The same
@@ -10,6 +10,7 @@ import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Console, Effect, Option } from "effect"
 import { InvalidArgument, InvariantViolated } from "../domain/Errors.js"
+import { bugNames, bugs } from "../sim/Bugs.js"
 
 const seed = Options.integer("seed").pipe(Options.withPseudoName("N"), Options.withDescription("The run to replay: every fault, delay and client operation derives from it."))
 const nodes = Options.integer("nodes").pipe(
@@ -22,14 +23,17 @@ const steps = Options.integer("steps").pipe(
   Options.optional,
   Options.withDescription("Length of the safety phase (faults and load) in steps of 100 simulated ms (default 100; 300 for the orchestration workload).")
 )
-const profile = Options.choice("profile", ["default", "crashpoints", "churn"]).pipe(
+const fullOnly = ["storage", "join", "shrink", "amnesia"] as const
+const profile = Options.choice("profile", ["default", "crashpoints", "churn", ...fullOnly]).pipe(
   Options.withDefault("default" as const),
-  Options.withDescription("Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash between fsync and send) or churn (default plus membership changes; explorer tier).")
+  Options.withDescription(
+    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) or churn (default plus membership changes; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back) or amnesia (restarts with an empty data directory)."
+  )
 )
-const bug = Options.choice("bug", ["figure8", "no-fencing", "early-reschedule"]).pipe(
+const bug = Options.choice("bug", bugNames).pipe(
   Options.optional,
   Options.withDescription(
-    "Put a known bug back to watch the simulator catch it: figure8 (commit previous-term entries by counting replicas); with --workload orchestration also no-fencing (agents never fence) or early-reschedule (nodeDownMs below fencingMs)."
+    `Put a known bug back to watch the simulator catch it: ${bugNames.map((name) => `${name} (${bugs[name].summary}; caught with ${bugs[name].catch.tier === "full" ? `--full --workload ${bugs[name].catch.workload} ` : ""}--profile ${bugs[name].catch.profile})`).join("; ")}.`
   )
 )
 const full = Options.boolean("full").pipe(Options.withDescription("Run the full-service tier (real RaftNode services on a virtual clock) instead of the explorer."))
@@ -52,6 +56,9 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
     if (args.seed < 0 || (k !== undefined && k < 1)) {
       return yield* new InvalidArgument({ subject: "--seed", message: "--seed must be ≥ 0 and --steps ≥ 1" })
     }
+    if (!args.full && (fullOnly as ReadonlyArray<string>).includes(args.profile)) {
+      return yield* new InvalidArgument({ subject: "--profile", message: `--profile ${args.profile} runs in the full-service tier only: add --full` })
+    }
     if (args.full && args.profile === "churn") {
       return yield* new InvalidArgument({
         subject: "--profile",
@@ -63,9 +70,13 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
       return yield* new InvalidArgument({ subject: "--workload", message: "--workload orchestration runs in the full-service tier: add --full" })
     }
     const b = Option.getOrUndefined(args.bug)
-    if (!orchestration && (b === "no-fencing" || b === "early-reschedule" || args.log)) {
-      const flag = args.log ? "--log" : `--bug ${b}`
-      return yield* new InvalidArgument({ subject: flag, message: `${flag} is about the orchestration layer: add --full --workload orchestration` })
+    if (!orchestration && args.log) {
+      return yield* new InvalidArgument({ subject: "--log", message: "--log is about the orchestration layer: add --full --workload orchestration" })
+    }
+    const runKind = !args.full ? "explorer" : orchestration ? "orchestration" : "kv"
+    if (b !== undefined && !(bugs[b].appliesTo as ReadonlyArray<string>).includes(runKind)) {
+      const where = bugs[b].appliesTo.map((k) => (k === "explorer" ? "the explorer" : `--full --workload ${k}`)).join(" or ")
+      return yield* new InvalidArgument({ subject: `--bug ${b}`, message: `--bug ${b} applies to ${where}` })
     }
     const { explore, profiles } = yield* Effect.promise(() => import("../sim/Explorer.js"))
     const options = {
@@ -83,7 +94,7 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
         })
       : (args.full ? (yield* Effect.promise(() => import("../sim/FullService.js"))).simulate : explore)({
           ...options,
-          ...(b === "figure8" ? { bug: b } : {})
+          ...(b !== undefined ? { bug: b } : {})
         })
     for (const line of lines) yield* Console.log(line)
     if (args.json) yield* Console.log(JSON.stringify(result, null, 2))

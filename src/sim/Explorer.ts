@@ -22,6 +22,10 @@ import { MemoryStorage } from "../raft/MemoryStorage.js"
 import type { Ready } from "../raft/RawNode.js"
 import { RawNode } from "../raft/RawNode.js"
 import type { Entry } from "../raft/Types.js"
+import type { BugName } from "./Bugs.js"
+import { switchesOf } from "./Bugs.js"
+import type { StorageFaultOptions } from "./Disk.js"
+import { storageFaults } from "./Disk.js"
 import { EventQueue } from "./EventQueue.js"
 import { History } from "./History.js"
 import type { LogTerms } from "./Invariants.js"
@@ -63,8 +67,32 @@ export interface ExploreOptions {
    * again, so "committed on every node" still means every node. Off when absent.
    */
   readonly churnEveryMs?: number
-  /** A known bug put back, to show the explorer catches it. */
-  readonly bug?: "figure8" | undefined
+  /** A known bug put back (`Bugs.ts`), to show the simulator catches it. */
+  readonly bug?: BugName | undefined
+  /**
+   * Full-service tier only: the nodes' disks take time to flush and fail in the ways drawn from
+   * these (`Disk.ts`); a crash then loses what was not flushed. Without it every flush completes
+   * as its write commits.
+   */
+  readonly storage?: StorageFaultOptions | undefined
+  /**
+   * Full-service tier only: false for no scheduled partitions, crashes or clock skews (the links
+   * still drop and delay; crash points still crash) — for profiles whose faults need the rest of
+   * the cluster working while one node misbehaves. Default true.
+   */
+  readonly scheduledFaults?: boolean | undefined
+  /**
+   * Full-service tier only: membership through a single voter. `join`: node 1 founds the cluster
+   * alone and every other node joins as a learner and is promoted once caught up, as `cluster
+   * join` does. `shrink`: once during the safety phase the cluster is shrunk to one voter, then
+   * grown back. Before the liveness probe every node is a voter again.
+   */
+  readonly membership?: "join" | "shrink" | undefined
+  /**
+   * Full-service tier only: the share of restarts that come back with an empty data directory
+   * (the node's disk was replaced, or its directory removed), under the same node id.
+   */
+  readonly amnesia?: number | undefined
 }
 
 export interface ExploreResult {
@@ -97,13 +125,27 @@ export interface ExploreResult {
  * Named fault profiles. `default`: 5 nodes, moderate faults. `crashpoints`: 3 nodes sending one
  * entry per message, one message in flight, leaders crashing at the "durable but not yet sent"
  * point — the narrow windows where commitment rules matter (it finds the Figure 8 bug). `churn`: the
- * default faults plus membership changes about every second.
+ * default faults plus membership changes about every second. Full-service tier only: `storage`
+ * (3 nodes; the default network faults plus stalled, slow and failing disks, most often the
+ * leader's, and crashes losing unflushed writes: `Disk.ts`), `join` and `shrink` (the storage
+ * faults and a few leader crash points while the cluster passes through a single voter: founded by
+ * one node that the others join, or shrunk to one voter and grown back) and `amnesia` (half the
+ * restarts come back with an empty data directory).
  */
 export const profiles = {
   default: { nodes: 5 },
   crashpoints: { nodes: 3, maxSizePerMsg: 1, maxInflightMsgs: 1, crashPoints: 0.3 },
-  churn: { nodes: 5, churnEveryMs: 1000 }
+  churn: { nodes: 5, churnEveryMs: 1000 },
+  storage: { nodes: 3, clients: 2, storage: storageFaults, scheduledFaults: false, crashPoints: 0.003, livenessMs: 30_000 },
+  join: { nodes: 3, membership: "join", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
+  shrink: { nodes: 3, membership: "shrink", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
+  amnesia: { nodes: 3, amnesia: 0.5 }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
+
+export type ProfileName = keyof typeof profiles
+
+/** Profiles that only the full-service tier runs (the explorer has no disks, no joins, no wiped nodes). */
+export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia"]
 
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }
@@ -224,7 +266,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       checkQuorum: true,
       maxSizePerMsg: options.maxSizePerMsg ?? 4096,
       maxInflightMsgs: options.maxInflightMsgs ?? 64,
-      ...(options.bug === "figure8" ? { unsafeCommitPreviousTermByCounting: true } : {})
+      ...switchesOf(options.bug).node?.raft
     })
 
   const nodes = new Map<number, SimNode>()
@@ -276,12 +318,17 @@ export const explore = (options: ExploreOptions): ExploreResult => {
 
   const rawLog = (raw: RawNode): LogTerms => {
     const st = raw.status()
-    return { firstIndex: st.firstIndex, lastIndex: st.lastIndex, term: (i) => raw.raft.log.term(i) }
+    return {
+      firstIndex: st.firstIndex,
+      lastIndex: st.lastIndex,
+      term: (i) => raw.raft.log.term(i),
+      entry: (i) => raw.raft.log.slice(i, i + 1, Number.MAX_SAFE_INTEGER)?.[0]
+    }
   }
 
   const checkLeader = (node: SimNode) => {
     const raw = node.raw!
-    if (raw.role === "leader") invariants.leader(node.id, raw.term, () => rawLog(raw))
+    if (raw.role === "leader") invariants.leader(node.id, raw.term, () => rawLog(raw), node.incarnation)
   }
 
   const checkLogMatching = () => {

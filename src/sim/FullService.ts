@@ -2,8 +2,11 @@
  * The full-service simulation tier: N real `RaftNode` services in one process, exactly as the daemon
  * runs them, with only their layers swapped — a `VirtualClock` per machine, a `Transport` that
  * delivers through the seeded faulty `Network`, `RaftStorage.layerMemory` over a `MemoryStore` per
- * node (it survives a crash: every `save` counts as synced), and the replicated state machine of a
- * `NodeStack` (the KV store here). Every fiber runs on `VirtualTime`'s scheduler; the driver runs
+ * node, and the replicated state machine of a `NodeStack` (the KV store here; the daemon's state
+ * machine is in memory too, rebuilt from snapshot and log at a restart). The store has the file
+ * layer's durability: a write commits at once and is durable once its flush completes — at once,
+ * or (`ExploreOptions.storage`) through a `SimDisk` that takes time, stalls and fails; a crash of
+ * the machine loses what was not flushed, a crash of the process alone keeps it. Every fiber runs on `VirtualTime`'s scheduler; the driver runs
  * fibers until all are suspended, checks the invariants, then moves time to the next timer.
  *
  * It checks what the explorer checks (the shared `RaftInvariants`), on what the services expose:
@@ -14,34 +17,42 @@
  *
  * A run has the explorer's phases: safety (the seeded fault schedule — drops, delays, duplicates,
  * reordering, symmetric, one-way and bridge partitions, crashes, clock skew — under a client
- * workload, optionally leaders crashing between fsync and send), then liveness (faults healed; a
+ * workload, optionally leaders crashing around their appends — before their save is flushed, the
+ * appends gone with them or already sent — and storage faults, membership through a single voter,
+ * restarts with a wiped data directory), then liveness (faults healed; a
  * leader must commit a new entry on every node within a bound), then the clients' history is
  * checked for linearizability. Everything random derives from the seed, and nothing that reaches a
  * decision or the trace comes from fiber ids, `HashMap` order, `Date.now` or `Math.random`.
  *
  * A crash closes the node's scope (its fibers are interrupted, its memory — the state machine, the
  * commit index it had not synced — is gone) and a restart rebuilds it from its `MemoryStore`. A
+ * node whose Raft driver stops on a storage error (a failed flush) exits as the daemon does and is
+ * restarted by its supervisor. A
  * stack says what else a crash takes down (`NodeStack.crashed`: the machine, or only the node's
  * process) and may make its nodes talk to each other outside Raft (`NodeNet.request`: an API call
  * across the same faulty network).
  */
-import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Layer, Random, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Layer, Option, Random, Scope } from "effect"
 import { Timeout } from "../domain/Errors.js"
 import type { Message } from "../raft/Message.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import type { RaftNodeConfig, RaftNodeShape } from "../raft/RaftNode.js"
 import { StateMachine } from "../raft/StateMachine.js"
 import type { StateMachineShape } from "../raft/StateMachine.js"
-import type { Entry } from "../raft/Types.js"
+import type { ConfChange, Entry } from "../raft/Types.js"
 import { Transport } from "../net/Transport.js"
 import type { TransportShape } from "../net/Transport.js"
 import { layerMemory, MemoryStore } from "../storage/RaftStorage.js"
+import { switchesOf } from "./Bugs.js"
+import type { ScheduledStorageFault } from "./Disk.js"
+import { applyStorageFault, SimDisk, storageFaultSchedule } from "./Disk.js"
 import type { ExploreOptions, ExploreResult } from "./Explorer.js"
 import { messageCode } from "./Explorer.js"
 import { History } from "./History.js"
 import type { LogTerms } from "./Invariants.js"
 import { RaftInvariants, Violation } from "./Invariants.js"
 import { KvStore } from "./KvStore.js"
+import { membership } from "./Membership.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
 import type { Delivery, FaultAction, FaultScheduleOptions } from "./Network.js"
@@ -296,6 +307,12 @@ interface SimNode<Local> {
   recorded: number
   /** A crash point decided this crash (of the machine, or of the process only); its teardown is due. */
   dying: { readonly machine: boolean } | undefined
+  /** The node's disk, when the run simulates disks (`ExploreOptions.storage`). */
+  readonly disk: SimDisk | undefined
+  /** The store's epoch when the current incarnation started: another one means its writes are settled. */
+  storeEpoch: number
+  /** Starts without founding a cluster (it joins one, or came back with an empty data directory). */
+  joins: boolean
 }
 
 /** The explorer's options apply to this tier too (same profiles, same meaning). */
@@ -316,6 +333,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   let crashes = 0
   let messages = 0
   let snapshotsInstalled = 0
+  /** Daemons that exited on a storage error. */
+  let storageExits = 0
   let instants = 0
   /** Failures noticed inside fibers, reported by the driver at the next check. */
   const problems: Array<string> = []
@@ -357,7 +376,10 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     running: undefined,
     applied: 0,
     recorded: 0,
-    dying: undefined
+    dying: undefined,
+    disk: options.storage === undefined ? undefined : new SimDisk(id, time, root.fork(`disk:${id}`), options.storage, () => touched.add(id)),
+    storeEpoch: 0,
+    joins: options.membership === "join" && id !== 1
   }))
   const nodeOf = (id: number) => nodes[id - 1]!
   /** Clients and the liveness probe: simulated time itself, no skew. */
@@ -397,20 +419,25 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       })
   })
 
-  const raftConfig = (id: number): RaftNodeConfig => ({
-    id,
+  /** The unsafe switches of the bug put back, if any (`Bugs.ts`). */
+  const unsafe = switchesOf(options.bug).node
+
+  const raftConfig = (node: SimNode<Local>): RaftNodeConfig => ({
+    id: node.id,
     tickMs,
     electionTick: 10,
     heartbeatTick: 1,
     requestTimeoutMs: 1000,
-    bootstrap: ids,
+    // A node that joins starts empty, as a daemon started with --peer does.
+    ...(node.joins ? {} : { bootstrap: options.membership === "join" ? [1] : ids }),
     snapshotEvery: options.compactEvery ?? 64,
     snapshotRatio: 0,
     snapshotRetain: 8,
+    ...unsafe,
     raft: {
       maxSizePerMsg: options.maxSizePerMsg ?? 4096,
       maxInflightMsgs: options.maxInflightMsgs ?? 64,
-      ...(options.bug === "figure8" ? { unsafeCommitPreviousTermByCounting: true } : {})
+      ...unsafe?.raft
     }
   })
 
@@ -430,7 +457,13 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   /** Crash points never take down a majority (the schedule's own crashes are bounded the same way). */
   const crashable = () => ids.filter((id) => !network.isUp(id)).length < Math.floor((n - 1) / 2)
 
-  /** Runs in the node's driver fiber, right after the Ready these messages belong to was saved. */
+  /** Whether a crash point lets the batch go first (see `send`). */
+  const afterSendPrng = root.fork("crashpoint-after-send")
+
+  /**
+   * Runs in the node's driver fiber. A leader's appends leave before the save of their Ready
+   * (RaftNode's order); everything else after it.
+   */
   const send = (node: SimNode<Local>, incarnation: number, batch: ReadonlyArray<Message>) => {
     if (node.incarnation !== incarnation || !network.isUp(node.id)) return
     if (
@@ -440,11 +473,15 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       crashable() &&
       crashPrng.chance(crashPoints)
     ) {
-      // Crash point: durable, nothing sent. The network forgets the node at once; its fibers stop
-      // when the driver gets control back, in this same instant.
+      // Crash point: the appends' entries are not yet durable, and the appends are either lost
+      // with the node or (half the time) already on their way. The network forgets the node at
+      // once and its unflushed writes are gone; its fibers stop when the driver gets control
+      // back, in this same instant.
+      if (afterSendPrng.chance(0.5)) transmit(node, batch)
       trace.record(time.now, (5 << 24) | node.id)
       node.dying = { machine: crashKind(node) }
       network.crash(node.id)
+      loseUnflushed(node, node.dying.machine)
       time.at(time.now, () => {
         if (node.incarnation === incarnation) stop(node)
       })
@@ -452,11 +489,40 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       time.at(restartAt, () => fault({ _tag: "Restart", node: node.id }))
       return
     }
+    transmit(node, batch)
+  }
+
+  const transmit = (node: SimNode<Local>, batch: ReadonlyArray<Message>) => {
     trace.record(time.now, (2 << 24) | (node.id << 16) | Math.min(batch.length, 0xffff))
     for (const m of batch) {
       messages++
       network.send(m.from, m.to, m, time.now)
     }
+  }
+
+  /** Committed writes that crashes lost before they were flushed. */
+  let unflushedLost = 0
+  /** What a machine crash keeps of the unflushed writes (`StorageFaultOptions.keepPrefixShare`). */
+  const keepPrng = root.fork("disk-crash")
+
+  /**
+   * The node's process is gone: its unflushed writes survive if only the process died (the kernel
+   * holds them), else none of them, or a prefix. Once per incarnation.
+   */
+  const loseUnflushed = (node: SimNode<Local>, machine: boolean) => {
+    const store = node.store
+    if (store.epoch !== node.storeEpoch) return
+    const pending = store.unflushedWrites
+    const keep = !machine
+      ? Infinity
+      : options.storage !== undefined && pending > 0 && keepPrng.chance(options.storage.keepPrefixShare)
+        ? keepPrng.int(pending + 1)
+        : 0
+    if (pending > 0) {
+      unflushedLost += pending - Math.min(keep, pending)
+      trace.record(time.now, (12 << 24) | node.id, pending, Math.min(keep, pending))
+    }
+    store.crash(keep)
   }
 
   /** The state machine as the node sees it, reporting what it is handed. */
@@ -500,8 +566,10 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       receive: inbox.take,
       unreachable
     }
-    const raft = RaftNode.layer(raftConfig(node.id)).pipe(
-      Layer.provide(Layer.mergeAll(layerMemory(node.store), Layer.succeed(Transport, transport), observed(node, incarnation, stack.stateMachine(local))))
+    node.storeEpoch = node.store.epoch
+    const storage = layerMemory(node.store, node.disk?.memoryDisk)
+    const raft = RaftNode.layer(raftConfig(node)).pipe(
+      Layer.provide(Layer.mergeAll(storage, Layer.succeed(Transport, transport), observed(node, incarnation, stack.stateMachine(local))))
     )
     const layer: Layer.Layer<RaftNode.RaftNode, unknown> =
       stack.services === undefined ? raft : stack.services(local, node.id, net(node.id)).pipe(Layer.provideMerge(raft))
@@ -521,12 +589,33 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       node.running = handle
       // The driver fiber ends only by interruption (a crash) or on a defect: a Raft core assertion.
       Effect.runFork(handle.raft.await, { scheduler: time.scheduler }).addObserver((end) => {
-        if (node.running === handle && Exit.isFailure(end) && !Cause.isInterruptedOnly(end.cause)) {
-          const error = Cause.squash(end.cause)
-          problems.push(`a node stopped on an internal assertion: node ${node.id}: ${error instanceof Error ? error.message : String(error)}`)
-        }
+        if (node.running !== handle || Exit.isSuccess(end) || Cause.isInterruptedOnly(end.cause)) return
+        if (Option.isSome(Cause.failureOption(end.cause))) return storageExit(node, incarnation)
+        const error = Cause.squash(end.cause)
+        problems.push(`a node stopped on an internal assertion: node ${node.id}: ${error instanceof Error ? error.message : String(error)}`)
       })
     })
+  }
+
+  const exitPrng = root.fork("storage-exit")
+
+  /**
+   * The node's Raft driver stopped on a storage error (a failed flush): its daemon exits with it,
+   * as `Daemon.ts` does, and its supervisor starts it again — within the stack's bound for a dead
+   * daemon. What the failed flush was to make durable may be gone (the kernel can drop the pages
+   * of a failed write-back), so its unflushed writes are lost as in a power cut.
+   */
+  const storageExit = (node: SimNode<Local>, incarnation: number) => {
+    storageExits++
+    trace.record(time.now, (13 << 24) | node.id)
+    network.crash(node.id)
+    loseUnflushed(node, true)
+    node.dying = { machine: false }
+    time.at(time.now, () => {
+      if (node.incarnation === incarnation) stop(node)
+    })
+    const downMs = stack.daemonCrashes?.maxDownMs ?? 2000
+    time.at(time.now + 100 + exitPrng.int(Math.max(1, downMs - 100)), () => fault({ _tag: "Restart", node: node.id }))
   }
 
   /** The crash itself: every fiber of the node is interrupted and its memory dropped. */
@@ -534,6 +623,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     const machine = node.dying?.machine ?? true
     node.dying = undefined
     if (node.scope === undefined) return
+    loseUnflushed(node, machine)
     crashes++
     stack.crashed?.(node.id, machine)
     teardown(node)
@@ -566,6 +656,47 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     Effect.runFork(Scope.close(scope, Exit.void), { scheduler: time.scheduler })
   }
 
+  const amnesia = options.amnesia ?? 0
+  const amnesiaPrng = root.fork("amnesia")
+  let wiped = 0
+
+  /** The node comes back with an empty data directory, under its old id, and starts as a joining node. */
+  const wipe = (node: SimNode<Local>) => {
+    wiped++
+    trace.record(time.now, (14 << 24) | node.id)
+    node.store.wipe()
+    node.joins = true
+    invariants.wiped(node.id)
+  }
+
+  /** The running node leading the highest term, if any. */
+  const leaderNode = (): SimNode<Local> | undefined => {
+    let term = -1
+    let leader: SimNode<Local> | undefined
+    for (const x of nodes) {
+      if (x.running === undefined) continue
+      const st = Effect.runSync(x.running.raft.status)
+      if (st.role === "leader" && st.term > term) {
+        term = st.term
+        leader = x
+      }
+    }
+    return leader
+  }
+
+  /** A storage fault fires: on the leader of the moment, or on a running node, unless another node's disk is faulty. */
+  const storageFault = (f: ScheduledStorageFault) => {
+    const running = nodes.filter((x) => x.running !== undefined)
+    let target = f.toLeader ? leaderNode() : undefined
+    target ??= running.length > 0 ? running[f.pick % running.length] : undefined
+    // One node's disk misbehaves at a time: the others' keep the cluster able to take over.
+    if (target?.disk === undefined || nodes.some((x) => x !== target && x.disk?.faulty === true)) return
+    diskFaults++
+    trace.record(time.now, (11 << 24) | target.id, f.ms)
+    applyStorageFault(target.disk, f)
+  }
+  let diskFaults = 0
+
   const fault = (a: FaultAction) => {
     // Crash points add crashes of their own: skip schedule actions they made moot.
     if (a._tag === "Crash" && !network.isUp(a.node)) return
@@ -577,8 +708,10 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       node.dying = { machine: crashKind(node) }
       stop(node)
     } else if (a._tag === "Restart") {
+      const node = nodeOf(a.node)
       invariants.restarted(a.node)
-      start(nodeOf(a.node))
+      if (amnesia > 0 && amnesiaPrng.chance(amnesia)) wipe(node)
+      start(node)
     } else if (a._tag === "ClockSkew") nodeOf(a.node).clock.setSkew(a.skewMs)
   }
 
@@ -587,7 +720,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   const storeLog = (s: MemoryStore): LogTerms => ({
     firstIndex: s.firstIndex,
     lastIndex: s.lastIndex,
-    term: (i) => (i === s.firstIndex - 1 ? s.prevTerm : i >= s.firstIndex && i <= s.lastIndex ? s.log[i - s.firstIndex]!.term : undefined)
+    term: (i) => (i === s.firstIndex - 1 ? s.prevTerm : i >= s.firstIndex && i <= s.lastIndex ? s.log[i - s.firstIndex]!.term : undefined),
+    entry: (i) => (i >= s.firstIndex && i <= s.lastIndex ? s.log[i - s.firstIndex] : undefined)
   })
 
   const checkLogMatching = () =>
@@ -618,8 +752,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       const st = Effect.runSync(running.raft.status)
       const store = node.store
       invariants.commitIndex(id, st.commit)
-      invariants.durableCommit(id, store.hardState.commit)
-      if (st.role === "leader") invariants.leader(id, st.term, () => storeLog(store))
+      invariants.durableCommit(id, store.durable.hardState.commit)
+      if (st.role === "leader") invariants.leader(id, st.term, () => storeLog(store), node.incarnation)
       // An entry is committed as soon as any node knows it is, before anyone applies it.
       const upTo = Math.min(st.commit, store.lastIndex)
       for (let i = Math.max(node.recorded + 1, store.firstIndex); i <= upTo; i++) {
@@ -702,6 +836,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
         start(node)
       }
       node.clock.setSkew(0)
+      node.disk?.heal()
     }
     network.heal()
     network.healAll()
@@ -712,7 +847,30 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   /** What the stack's own liveness still waits for, once Raft's is reached. */
   let unsettled: string | undefined
 
+  let membershipChanges = 0
+  const members =
+    options.membership === undefined
+      ? undefined
+      : membership({
+          mode: options.membership,
+          ids,
+          leader: () => leaderNode()?.running?.raft,
+          phase: () => phase,
+          safetyMs,
+          tickMs,
+          prng: root.fork("membership"),
+          changed: (cc: ConfChange) => {
+            membershipChanges++
+            trace.record(time.now, (15 << 24) | cc.nodeId, cc.type === "addLearner" ? 1 : cc.type === "promote" ? 2 : 3)
+          }
+        })
+
   const livenessReached = () => {
+    if (members !== undefined && !members.done()) {
+      unsettled = "the membership changes have not made every node a voter again"
+      return false
+    }
+    unsettled = undefined
     if (probeDone === undefined) return false
     const e = appliedData.get(probeDone)
     if (e === undefined || !nodes.every((x) => x.running !== undefined && x.applied >= e.index)) return false
@@ -728,15 +886,19 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   try {
     for (const node of nodes) start(node)
     for (let c = 0; c < (options.clients ?? 3); c++) runFiber(`client ${c}`, workload.client(env(c)))
+    if (members !== undefined) runFiber("the membership changes", members.run)
     const schedule = faultSchedule(root.fork("faults"), {
       nodes: ids,
       duration: safetyMs,
       intensity: options.intensity ?? 0.5,
       maxSkewMs: 200,
       healAtEnd: true,
-      ...stack.faults
+      ...stack.faults,
     })
-    for (const f of schedule) time.at(f.at, () => fault(f.action))
+    if (options.scheduledFaults ?? true) for (const f of schedule) time.at(f.at, () => fault(f.action))
+    if (options.storage !== undefined) {
+      for (const f of storageFaultSchedule(root.fork("storage"), options.storage, safetyMs)) time.at(f.at, () => storageFault(f))
+    }
     time.at(safetyMs, liveness)
     for (;;) {
       time.settle()
@@ -791,10 +953,19 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       unknownOutcomes,
       messages,
       dropped: network.stats.dropped,
-      // Membership churn runs in the explorer tier only.
-      membershipChanges: 0
+      membershipChanges
     },
     linearizability,
-    ...(counts !== undefined ? { counts } : {})
+    ...(counts !== undefined || options.storage !== undefined || amnesia > 0
+      ? {
+          counts: {
+            ...counts,
+            ...(options.storage !== undefined
+              ? { diskFaults, flushes: nodes.reduce((sum, x) => sum + (x.disk?.flushes ?? 0), 0), storageExits, unflushedLost }
+              : {}),
+            ...(amnesia > 0 ? { wiped } : {})
+          }
+        }
+      : {})
   }
 }

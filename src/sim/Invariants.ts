@@ -14,18 +14,23 @@ import type { Entry } from "../raft/Types.js"
 /** A broken invariant or failed check: the run stops with its message. */
 export class Violation extends Error {}
 
-/** The terms of a node's log: `term(i)` for `firstIndex - 1 ≤ i ≤ lastIndex`, undefined elsewhere. */
+/**
+ * The terms of a node's log: `term(i)` for `firstIndex - 1 ≤ i ≤ lastIndex`, undefined elsewhere;
+ * and the entries themselves (`entry(i)` for `firstIndex ≤ i ≤ lastIndex`) where the tier has them.
+ */
 export interface LogTerms {
   readonly firstIndex: number
   readonly lastIndex: number
   readonly term: (index: number) => number | undefined
+  readonly entry?: ((index: number) => Entry | undefined) | undefined
 }
 
 export class RaftInvariants {
   /** index → term of every entry known committed (some node committed or applied it). */
   readonly committed = new Map<number, number>()
   private readonly committedData = new Map<number, string>()
-  private readonly termLeaders = new Map<number, number>()
+  /** term → the node that led it, and which incarnation of that node. */
+  private readonly termLeaders = new Map<number, { readonly node: number; readonly incarnation: number }>()
   /** Commit index per node, since its last (re)start. */
   private readonly commits = new Map<number, number>()
   /** Durable commit index per node, across crashes. */
@@ -38,15 +43,20 @@ export class RaftInvariants {
   constructor(private readonly fail: (message: string) => never) {}
 
   /**
-   * `node` leads `term`. At most one leader per term; a node seen leading a term for the first time
-   * must hold every committed entry its log still covers (leader completeness). `log` is only read
-   * for a new leader.
+   * `node` (its run `incarnation`, which a restart changes) leads `term`. At most one leader per
+   * term — and one leadership: a node that led a term, crashed and leads the same term again after
+   * its restart has won a second election in it (its vote or term was not durable), which is two
+   * leaders as surely. A node seen leading a term for the first time must hold every committed
+   * entry its log still covers (leader completeness). `log` is only read for a new leader.
    */
-  leader(node: number, term: number, log: () => LogTerms): void {
+  leader(node: number, term: number, log: () => LogTerms, incarnation = 0): void {
     const prev = this.termLeaders.get(term)
-    if (prev === node) return
-    if (prev !== undefined) this.fail(`two leaders in term ${term}: nodes ${prev} and ${node}`)
-    this.termLeaders.set(term, node)
+    if (prev !== undefined && prev.node === node && prev.incarnation === incarnation) return
+    if (prev !== undefined && prev.node !== node) this.fail(`two leaders in term ${term}: nodes ${prev.node} and ${node}`)
+    if (prev !== undefined) {
+      this.fail(`node ${node} led term ${term} twice: before a restart (run ${prev.incarnation}) and after it (run ${incarnation})`)
+    }
+    this.termLeaders.set(term, { node, incarnation })
     this.elections++
     this.maxTerm = Math.max(this.maxTerm, term)
     const l = log()
@@ -71,6 +81,12 @@ export class RaftInvariants {
   /** The node restarted: its commit index starts again from what it had made durable. */
   restarted(node: number): void {
     this.commits.delete(node)
+  }
+
+  /** The node came back with an empty data directory: what it had made durable is gone, by design. */
+  wiped(node: number): void {
+    this.commits.delete(node)
+    this.durableCommits.delete(node)
   }
 
   /** The commit index a node made durable never goes back, crashes included. */
@@ -108,7 +124,10 @@ export class RaftInvariants {
     }
   }
 
-  /** Log matching: if two logs hold an entry with the same index and term, all earlier entries agree. */
+  /**
+   * Log matching: if two logs hold an entry with the same index and term, that entry is the same
+   * (kind and data, where the logs carry entries) and all earlier entries agree.
+   */
   logMatching(logs: ReadonlyArray<{ readonly node: number; readonly log: LogTerms }>): void {
     for (let i = 0; i < logs.length; i++) {
       for (let j = i + 1; j < logs.length; j++) {
@@ -120,6 +139,13 @@ export class RaftInvariants {
         for (let k = lo; k <= hi; k++) {
           if (a.term(k) !== b.term(k)) {
             this.fail(`log matching: nodes ${logs[i]!.node} and ${logs[j]!.node} agree at index ${hi} but differ at ${k}`)
+          }
+          const x = a.entry?.(k)
+          const y = b.entry?.(k)
+          if (x !== undefined && y !== undefined && (x.kind !== y.kind || x.data !== y.data)) {
+            this.fail(
+              `log matching: nodes ${logs[i]!.node} and ${logs[j]!.node} both hold an entry of term ${x.term} at index ${k}, with different contents (${x.kind} ${JSON.stringify(x.data.slice(0, 80))} and ${y.kind} ${JSON.stringify(y.data.slice(0, 80))})`
+            )
           }
         }
       }

@@ -26,8 +26,9 @@
  * on exactly its node's hypervisor; nothing else runs anywhere; no VM is pending that a node has
  * room for.
  *
- * Known bugs to put back (`bug`), each a configuration the daemon's schema refuses: `no-fencing`
- * (the agent never fences) and `early-reschedule` (`nodeDownMs` below `fencingMs`).
+ * Known bugs to put back (`bug`, see `Bugs.ts`): besides Raft's, the orchestration layer's own,
+ * each a configuration the daemon's schema refuses — `no-fencing` (the agent never fences) and
+ * `early-reschedule` (`nodeDownMs` below `fencingMs`).
  */
 import { Cause, Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
 import { checkNoVmRunsTwice } from "../agent/Invariants.js"
@@ -49,14 +50,13 @@ import * as NodeControlPlane from "../node/NodeControlPlane.js"
 import * as Orchestration from "../node/Orchestration.js"
 import { RaftNode } from "../raft/RaftNode.js"
 import { layerSimulated, SimulatedHypervisor } from "../vm/SimulatedHypervisor.js"
+import type { BugName } from "./Bugs.js"
+import { switchesOf } from "./Bugs.js"
 import type { ExploreOptions, ExploreResult } from "./Explorer.js"
 import type { ClientEnv, NodeHandle, NodeNet, NodeStack, Workload } from "./FullService.js"
 import { runFullService } from "./FullService.js"
 
-export type OrchestrationBug = "no-fencing" | "early-reschedule"
-
-export interface OrchestrationOptions extends Omit<ExploreOptions, "bug"> {
-  readonly bug?: "figure8" | OrchestrationBug | undefined
+export interface OrchestrationOptions extends ExploreOptions {
   /** Receives every log line of the nodes' services (agent, failure detector), with simulated time. */
   readonly log?: ((line: string) => void) | undefined
 }
@@ -172,14 +172,15 @@ export const orchestration = (options: {
   readonly nodes: number
   /** Raft's tick, as the run's: the agents' election-timeout arithmetic must agree with it. */
   readonly tickMs: number
-  readonly bug?: OrchestrationBug | undefined
+  readonly bug?: BugName | undefined
   readonly log?: ((line: string) => void) | undefined
 }): { readonly stack: NodeStack<OrchestrationNode>; readonly workload: Workload<OrchestrationNode> } => {
   const ids = Array.from({ length: options.nodes }, (_, i) => i + 1)
+  const unsafe = switchesOf(options.bug).orchestration
   const timeouts = {
     tickMs: options.tickMs,
-    fencingMs: options.bug === "no-fencing" ? Infinity : daemonTimeouts.fencingMs,
-    nodeDownMs: options.bug === "early-reschedule" ? daemonTimeouts.fencingMs / 2 : daemonTimeouts.nodeDownMs
+    fencingMs: unsafe?.fencingMs ?? daemonTimeouts.fencingMs,
+    nodeDownMs: unsafe?.nodeDownMs ?? daemonTimeouts.nodeDownMs
   }
   /** One hypervisor per machine, for the whole run: it outlives the daemons (and a power loss, empty). */
   const hypervisors = ids.map(
@@ -447,19 +448,7 @@ export const orchestration = (options: {
 export const simulateOrchestration = (options: OrchestrationOptions): ExploreResult => {
   const nodes = options.nodes ?? 5
   const tickMs = options.tickMs ?? daemonTimeouts.tickMs
-  const { bug, log, ...rest } = options
-  const { stack, workload } = orchestration({ nodes, tickMs, bug: bug === "figure8" ? undefined : bug, log })
-  return runFullService(
-    {
-      safetyMs: 30_000,
-      livenessMs: 30_000,
-      clients: 4,
-      ...rest,
-      nodes,
-      tickMs,
-      ...(bug === "figure8" ? { bug } : {})
-    },
-    stack,
-    workload
-  )
+  const { log, ...rest } = options
+  const { stack, workload } = orchestration({ nodes, tickMs, bug: options.bug, log })
+  return runFullService({ safetyMs: 30_000, livenessMs: 30_000, clients: 4, ...rest, nodes, tickMs }, stack, workload)
 }

@@ -1,13 +1,13 @@
 /**
- * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile default|crashpoints|churn]
- * [--bug B] [--full [--workload kv|orchestration]]`: explores many seeds — of the
+ * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile P] [--bug B]
+ * [--full [--workload kv|orchestration]]`: explores many seeds — of the
  * explorer, or with `--full` of the full-service tier (running the KV store, or the orchestration
  * layer) — and prints each failing seed with the command that replays it. Exit code 1 if any seed
  * failed.
  */
-import { explore, profiles } from "./Explorer.js"
-import type { ExploreOptions, ExploreResult } from "./Explorer.js"
-import type { OrchestrationOptions } from "./OrchestrationStack.js"
+import { bugNames, bugs, isBugName } from "./Bugs.js"
+import { explore, fullTierProfiles, profiles } from "./Explorer.js"
+import type { ExploreOptions, ExploreResult, ProfileName } from "./Explorer.js"
 
 const args = process.argv.slice(2)
 const flag = (name: string): string | undefined => {
@@ -26,7 +26,7 @@ const int = (name: string, fallback: number): number => {
 }
 
 const profileName = flag("profile") ?? "default"
-const profile = profiles[profileName as keyof typeof profiles]
+const profile = Object.hasOwn(profiles, profileName) ? profiles[profileName as ProfileName] : undefined
 if (profile === undefined) {
   console.error(`unknown --profile ${profileName}; known: ${Object.keys(profiles).join(", ")}`)
   process.exit(2)
@@ -42,14 +42,20 @@ if (orchestration && !full) {
   console.error("--workload orchestration runs in the full-service tier: add --full")
   process.exit(2)
 }
-const bugs = orchestration ? ["figure8", "no-fencing", "early-reschedule"] : ["figure8"]
-const bug = flag("bug") as OrchestrationOptions["bug"]
-if (bug !== undefined && !bugs.includes(bug)) {
-  console.error(`unknown --bug ${bug}; known${orchestration ? "" : " (without --workload orchestration)"}: ${bugs.join(", ")}`)
+const runKind = !full ? "explorer" : orchestration ? "orchestration" : "kv"
+const bugFlag = flag("bug")
+if (bugFlag !== undefined && !(isBugName(bugFlag) && (bugs[bugFlag].appliesTo as ReadonlyArray<string>).includes(runKind))) {
+  const fit = bugNames.filter((b) => (bugs[b].appliesTo as ReadonlyArray<string>).includes(runKind))
+  console.error(`unknown --bug ${bugFlag} for this run (${runKind}); known here: ${fit.join(", ")}`)
   process.exit(2)
 }
+const bug = bugFlag !== undefined && isBugName(bugFlag) ? bugFlag : undefined
 if (full && profileName === "churn") {
   console.error("--profile churn: membership churn runs in the explorer tier only; drop --full")
+  process.exit(2)
+}
+if (!full && fullTierProfiles.includes(profileName as ProfileName)) {
+  console.error(`--profile ${profileName} runs in the full-service tier only: add --full`)
   process.exit(2)
 }
 // The full tier loads Effect and the node's services: only when asked for.
@@ -57,17 +63,16 @@ const simulateOrchestration = orchestration ? (await import("./OrchestrationStac
 const tier = full && !orchestration ? (await import("./FullService.js")).simulate : explore
 const seeds = int("seeds", 100)
 const from = int("from", 1)
-const options: Omit<ExploreOptions, "seed" | "bug"> = {
+const options: Omit<ExploreOptions, "seed"> = {
   ...profile,
   ...(flag("nodes") !== undefined ? { nodes: int("nodes", 5) } : {}),
   ...(flag("steps") !== undefined ? { safetyMs: int("steps", 100) * 100 } : {})
 }
 const run = (seed: number): ExploreResult =>
-  simulateOrchestration !== undefined
-    ? simulateOrchestration({ ...options, seed, ...(bug !== undefined ? { bug } : {}) })
-    : tier({ ...options, seed, ...(bug === "figure8" ? { bug } : {}) })
+  (simulateOrchestration ?? tier)({ ...options, seed, ...(bug !== undefined ? { bug } : {}) })
 
 let failed = 0
+let firstFailure: number | undefined
 const started = performance.now()
 let simulated = 0
 for (let seed = from; seed < from + seeds; seed++) {
@@ -75,12 +80,13 @@ for (let seed = from; seed < from + seeds; seed++) {
   simulated += result.stats.simulatedMs
   if (!result.ok) {
     failed++
+    firstFailure ??= seed
     const replay = `blixard sim --seed ${seed}${full ? " --full" : ""}${orchestration ? " --workload orchestration" : ""} --profile ${profileName}${flag("nodes") !== undefined ? ` --nodes ${options.nodes}` : ""}${flag("steps") !== undefined ? ` --steps ${flag("steps")}` : ""}${bug !== undefined ? ` --bug ${bug}` : ""}`
     console.log(`FAIL seed ${seed}: ${result.violation}\n  replay: ${replay}`)
   }
 }
 const wall = (performance.now() - started) / 1000
 console.log(
-  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, ${full ? "full-service tier, " : ""}${orchestration ? "orchestration workload, " : ""}profile ${profileName}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time)`
+  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, ${full ? "full-service tier, " : ""}${orchestration ? "orchestration workload, " : ""}profile ${profileName}${bug !== undefined ? `, bug ${bug}` : ""}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time; ${(seeds / (wall / 60)).toFixed(1)} seeds per minute${firstFailure !== undefined ? `; first failure at seed ${firstFailure}` : ""})`
 )
 process.exitCode = failed > 0 ? 1 : 0

@@ -421,11 +421,8 @@ export const layerFile = (
 // ---------------------------------------------------------------------------------------------
 // Memory
 
-/**
- * What a node keeps durably, in memory. It outlives a simulated crash: a restarted node reopens
- * the same store and finds exactly what was saved before the crash.
- */
-export class MemoryStore {
+/** What a store holds: the node's view, or what its disk holds durably. */
+export class MemoryImage {
   hardState: HardState = emptyHardState
   snapshot: Snapshot | undefined = undefined
   firstIndex = 1
@@ -435,10 +432,136 @@ export class MemoryStore {
   get lastIndex(): number {
     return this.firstIndex + this.log.length - 1
   }
+
+  /** Makes this image hold exactly what `other` holds. */
+  copyFrom(other: MemoryImage): void {
+    this.hardState = other.hardState
+    this.snapshot = other.snapshot
+    this.firstIndex = other.firstIndex
+    this.prevTerm = other.prevTerm
+    this.log = other.log.slice()
+  }
 }
 
-export const makeMemory = (store: MemoryStore = new MemoryStore()): RaftStorageShape => {
+/** One committed write (a transaction of the file layer), replayed on each image it reaches. */
+type Write = (image: MemoryImage) => void
+
+/**
+ * A node's storage, in memory, with the file layer's durability: a write is a transaction that
+ * commits at once (the node reads it back from then on) and becomes durable only when the flush
+ * after it (`MemoryDisk.flush`, the file layer's `Durability.sync`, an `fdatasync` of the WAL)
+ * completes. The fields are the node's view; `durable` is what the disk holds.
+ *
+ * A crash (`crash`) decides what of the committed but unflushed writes survives — all of them when
+ * only the process died (the kernel holds them), none or a prefix of them when the machine died
+ * (the WAL's cumulative checksums keep a prefix of its frames, never a later write without an
+ * earlier one) — and the restarted node finds the store as its disk holds it. Writes of the
+ * crashed incarnation that are still running are dropped: a dead process writes nothing. `wipe` is
+ * a data directory removed.
+ */
+export class MemoryStore extends MemoryImage {
+  readonly durable = new MemoryImage()
+  /** Committed, not yet flushed, oldest first. */
+  private unflushed: Array<Write> = []
+  /** Writes committed and flushed so far (sequence numbers). */
+  private committedSeq = 0
+  private flushedSeq = 0
+  /** Bumped at every crash and wipe: a layer built before it writes nothing more. */
+  epoch = 0
+
+  /** How many committed writes a crash of the machine could lose now. */
+  get unflushedWrites(): number {
+    return this.unflushed.length
+  }
+
+  /** Commits `write` for the incarnation of `epoch`; its sequence number, or undefined if that incarnation is gone. */
+  commit(epoch: number, write: Write): number | undefined {
+    if (epoch !== this.epoch) return undefined
+    write(this)
+    this.unflushed.push(write)
+    return ++this.committedSeq
+  }
+
+  /** Writes up to `seq` of the incarnation of `epoch` reached the disk. */
+  flushed(epoch: number, seq: number): void {
+    if (epoch !== this.epoch) return
+    while (this.flushedSeq < seq && this.unflushed.length > 0) {
+      this.unflushed.shift()!(this.durable)
+      this.flushedSeq++
+    }
+  }
+
+  /**
+   * The node's process stops (a crash, or it exits): the first `keep` unflushed writes reach the
+   * disk, the rest are lost, and the store is what the disk holds.
+   */
+  crash(keep: number): void {
+    const survive = Math.min(keep, this.unflushed.length)
+    for (let i = 0; i < survive; i++) this.unflushed[i]!(this.durable)
+    this.unflushed = []
+    this.flushedSeq = this.committedSeq
+    this.copyFrom(this.durable)
+    this.epoch++
+  }
+
+  /** The data directory is removed: the node starts as a new, empty one. */
+  wipe(): void {
+    this.unflushed = []
+    this.flushedSeq = this.committedSeq
+    this.durable.copyFrom(new MemoryImage())
+    this.copyFrom(this.durable)
+    this.epoch++
+  }
+}
+
+/**
+ * The disk under a `MemoryStore`: `flush` completes when every write committed before it is
+ * durable, or fails as `fdatasync` does (the node must then stop: what the kernel held may be
+ * gone). A disk that never completes a flush is a stalled one.
+ */
+export interface MemoryDisk {
+  readonly flush: Effect.Effect<void, StorageError>
+}
+
+const saveWrite = (batch: SaveBatch): Write => (image) => {
+  if (batch.snapshot !== undefined) {
+    image.snapshot = batch.snapshot
+    image.log = []
+    image.firstIndex = batch.snapshot.metadata.index + 1
+    image.prevTerm = batch.snapshot.metadata.term
+  }
+  const entries = batch.entries
+  if (entries !== undefined && entries.length > 0) {
+    image.log.length = entries[0]!.index - image.firstIndex
+    for (const e of entries) image.log.push(e)
+  }
+  if (batch.hardState !== undefined) image.hardState = batch.hardState
+}
+
+const compactWrite = (index: number): Write => (image) => {
+  image.prevTerm = image.log[index - image.firstIndex]!.term
+  image.log = image.log.slice(index + 1 - image.firstIndex)
+  image.firstIndex = index + 1
+}
+
+/** Without a disk, every write is flushed as it commits. */
+export const makeMemory = (store: MemoryStore = new MemoryStore(), disk?: MemoryDisk): RaftStorageShape => {
+  const epoch = store.epoch
   const at = (index: number) => store.log[index - store.firstIndex]!
+  /** Commits `write` (after `check`, which throws on misuse: a defect), then flushes. */
+  const write = (check: () => void, write: Write): Effect.Effect<void, StorageError> =>
+    Effect.flatMap(
+      Effect.sync(() => {
+        if (epoch === store.epoch) check()
+        return store.commit(epoch, write)
+      }),
+      (seq) => {
+        // This incarnation crashed: it never returns (its fibers are about to stop).
+        if (seq === undefined) return Effect.never
+        const flushed = Effect.suspend(() => (epoch === store.epoch ? Effect.sync(() => store.flushed(epoch, seq)) : Effect.never))
+        return disk === undefined ? flushed : Effect.zipRight(disk.flush, flushed)
+      }
+    )
   return {
     initialState: Effect.sync(() => ({
       hardState: store.hardState,
@@ -447,23 +570,15 @@ export const makeMemory = (store: MemoryStore = new MemoryStore()): RaftStorageS
       lastIndex: store.lastIndex
     })),
     save: (batch) =>
-      Effect.sync(() => {
-        if (batch.snapshot !== undefined) {
-          store.snapshot = batch.snapshot
-          store.log = []
-          store.firstIndex = batch.snapshot.metadata.index + 1
-          store.prevTerm = batch.snapshot.metadata.term
-        }
+      write(() => {
         const entries = batch.entries
         if (entries !== undefined && entries.length > 0) {
           checkContiguous(entries)
-          const firstNew = entries[0]!.index
-          checkAppendPosition(firstNew, store.firstIndex, store.lastIndex)
-          store.log.length = firstNew - store.firstIndex
-          for (const e of entries) store.log.push(e)
+          const first = batch.snapshot !== undefined ? batch.snapshot.metadata.index + 1 : store.firstIndex
+          const last = batch.snapshot !== undefined ? batch.snapshot.metadata.index : store.lastIndex
+          checkAppendPosition(entries[0]!.index, first, last)
         }
-        if (batch.hardState !== undefined) store.hardState = batch.hardState
-      }),
+      }, saveWrite(batch)),
     entries: (lo, hi, maxBytes) =>
       Effect.sync(() => {
         checkRange(lo, hi, store.firstIndex, store.lastIndex)
@@ -479,22 +594,30 @@ export const makeMemory = (store: MemoryStore = new MemoryStore()): RaftStorageS
     lastIndex: Effect.sync(() => store.lastIndex),
     snapshot: Effect.sync(() => Option.fromNullable(store.snapshot)),
     saveSnapshot: (snapshot) =>
-      Effect.sync(() => {
-        if (store.snapshot === undefined || store.snapshot.metadata.index < snapshot.metadata.index) store.snapshot = snapshot
-      }),
-    compact: (index) =>
-      Effect.sync(() => {
-        if (index === store.firstIndex - 1) return
-        if (index < store.firstIndex || index > store.lastIndex) {
-          misuse(`cannot compact to ${index}: the log holds [${store.firstIndex}, ${store.lastIndex}]`)
+      write(
+        () => {},
+        (image) => {
+          // A snapshot not newer than the stored one is ignored (as the file layer does): a leader's
+          // snapshot may be installed while the node's own, older one is still being written.
+          if (image.snapshot === undefined || image.snapshot.metadata.index < snapshot.metadata.index) image.snapshot = snapshot
         }
-        store.prevTerm = at(index).term
-        store.log = store.log.slice(index + 1 - store.firstIndex)
-        store.firstIndex = index + 1
-      })
+      ),
+    compact: (index) =>
+      Effect.suspend(() =>
+        index === store.firstIndex - 1
+          ? Effect.void
+          : write(() => {
+              if (index < store.firstIndex || index > store.lastIndex) {
+                misuse(`cannot compact to ${index}: the log holds [${store.firstIndex}, ${store.lastIndex}]`)
+              }
+            }, compactWrite(index))
+      )
   }
 }
 
-/** `RaftStorage` in memory, for tests and the simulator; pass a store to keep it across restarts. */
-export const layerMemory = (store?: MemoryStore): Layer.Layer<RaftStorage> =>
-  Layer.sync(RaftStorage, () => makeMemory(store))
+/**
+ * `RaftStorage` in memory, for tests and the simulator; pass a store to keep it across restarts,
+ * and a disk to make flushes take time, stall or fail.
+ */
+export const layerMemory = (store?: MemoryStore, disk?: MemoryDisk): Layer.Layer<RaftStorage> =>
+  Layer.sync(RaftStorage, () => makeMemory(store, disk))

@@ -44,10 +44,16 @@ describe("blixard sim", () => {
   })
 
   it("--workload orchestration: a failing seed exits 1 naming the VM and its nodes, --log shows the nodes' log; it needs --full", async () => {
-    const [bugged, usage] = await Promise.all([
+    const [bugged, usage, storage, misplaced] = await Promise.all([
       blixard(["sim", "--seed", "13", "--full", "--workload", "orchestration", "--bug", "no-fencing", "--log"]),
-      blixard(["sim", "--seed", "2", "--workload", "orchestration"])
+      blixard(["sim", "--seed", "2", "--workload", "orchestration"]),
+      blixard(["sim", "--seed", "2", "--profile", "storage"]),
+      blixard(["sim", "--seed", "2", "--bug", "stall-contact"])
     ])
+    expect(storage.code).toBe(2)
+    expect(storage.stderr).toMatch(/--profile storage runs in the full-service tier only: add --full/)
+    expect(misplaced.code).toBe(2)
+    expect(misplaced.stderr).toMatch(/--bug stall-contact applies to --full --workload kv or --full --workload orchestration/)
     expect(bugged.code).toBe(1)
     expect(bugged.stdout).toMatch(/^ +\d+ ms {2}node \d {2}INFO +node \d: VM "c\d-\d+" is running \(pid \d+\)$/m)
     expect(bugged.stdout).toMatch(/^seed 13 \(full-service tier, orchestration workload, profile default, bug no-fencing\): FAILED$/m)
@@ -58,9 +64,9 @@ describe("blixard sim", () => {
   })
 
   it("a failing seed of the full-service tier exits 1 and says what broke", async () => {
-    const r = await blixard(["sim", "--seed", "39", "--full", "--profile", "crashpoints", "--steps", "400", "--bug", "figure8"])
+    const r = await blixard(["sim", "--seed", "22", "--full", "--profile", "crashpoints", "--steps", "400", "--bug", "figure8"])
     expect(r.code).toBe(1)
-    expect(r.stdout).toMatch(/^seed 39 \(full-service tier, profile crashpoints, bug figure8\): FAILED/)
-    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 39 failed: .*leader completeness/m)
+    expect(r.stdout).toMatch(/^seed 22 \(full-service tier, profile crashpoints, bug figure8\): FAILED/)
+    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 22 failed: .*leader completeness/m)
   })
 })

@@ -1,12 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import { tempDir } from "../support/TempDir.js"
-import { Cause, Effect, Exit, Layer, Option } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Option } from "effect"
 import * as path from "node:path"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { StorageIo } from "../../src/domain/Errors.js"
 import type { Entry, Snapshot } from "../../src/raft/Types.js"
 import * as Database from "../../src/storage/Database.js"
-import { layerFile, layerMemory, makeSql, MemoryStore, RaftStorage } from "../../src/storage/RaftStorage.js"
+import { layerFile, layerMemory, makeMemory, makeSql, MemoryStore, RaftStorage } from "../../src/storage/RaftStorage.js"
 
 const entry = (index: number, term: number, data = `cmd-${index}`): Entry => ({ index, term, kind: "normal", data })
 const range = (lo: number, hi: number, term: number) => Array.from({ length: hi - lo + 1 }, (_, i) => entry(lo + i, term))
@@ -345,5 +345,90 @@ describe("RaftStorage over SQLite: a save is one transaction", () => {
     )
     expect(exit).toEqual(Exit.void)
     expect(events).toEqual(["sql: inserted", "sql: committing", "save: done"])
+  })
+})
+
+describe("RaftStorage in memory over a disk: durable only once flushed, as the file layer", () => {
+  /** A disk whose flushes wait until `release` (or fail, once `failing`). */
+  const manualDisk = () => {
+    const waiting: Array<(e: Effect.Effect<void, StorageIo>) => void> = []
+    let failing = false
+    return {
+      disk: {
+        flush: Effect.async<void, StorageIo>((resume) => {
+          if (failing) resume(Effect.fail(new StorageIo({ subject: "disk", message: "EIO" })))
+          else waiting.push(resume)
+        })
+      },
+      release: () => waiting.splice(0).forEach((resume) => resume(Effect.void)),
+      fail: () => {
+        failing = true
+      }
+    }
+  }
+
+  it("a save is read back at once but is durable only after its flush; a machine crash before it loses the save, a process crash keeps it", async () => {
+    for (const machine of [true, false]) {
+      const store = new MemoryStore()
+      const d = manualDisk()
+      const storage = makeMemory(store, d.disk)
+      const first = Effect.runFork(storage.save({ entries: range(1, 2, 1), hardState: { term: 1, vote: 1, commit: 0 } }))
+      await Effect.runPromise(Effect.yieldNow())
+      d.release()
+      await Effect.runPromise(Fiber.join(first))
+      const pending = Effect.runFork(storage.save({ entries: range(3, 4, 2), hardState: { term: 2, vote: 1, commit: 2 } }))
+      await Effect.runPromise(Effect.yieldNow())
+      expect(await Effect.runPromise(storage.lastIndex)).toBe(4)
+      expect(store.durable.lastIndex).toBe(2)
+      expect(store.unflushedWrites).toBe(1)
+      store.crash(machine ? 0 : Infinity)
+      d.release()
+      // The crashed incarnation's save never completes.
+      await Effect.runPromise(Effect.yieldNow())
+      expect(pending.unsafePoll()).toBeNull()
+      const init = await Effect.runPromise(makeMemory(store).initialState)
+      expect(init.lastIndex).toBe(machine ? 2 : 4)
+      expect(init.hardState.term).toBe(machine ? 1 : 2)
+      await Effect.runPromise(Fiber.interrupt(pending))
+    }
+  })
+
+  it("a machine crash keeps a prefix of the unflushed writes, never a later one without an earlier one", async () => {
+    const store = new MemoryStore()
+    const d = manualDisk()
+    const storage = makeMemory(store, d.disk)
+    for (const [lo, term] of [[1, 1], [2, 2], [3, 3]] as const) Effect.runFork(storage.save({ entries: [entry(lo, term)] }))
+    await Effect.runPromise(Effect.yieldNow())
+    expect(store.unflushedWrites).toBe(3)
+    store.crash(2)
+    expect(store.lastIndex).toBe(2)
+    expect(store.log.map((e) => e.term)).toEqual([1, 2])
+    // A write of the crashed incarnation changes nothing.
+    Effect.runFork(storage.save({ entries: [entry(3, 9)] }))
+    await Effect.runPromise(Effect.yieldNow())
+    expect(store.lastIndex).toBe(2)
+  })
+
+  it("a failed flush fails the save with the storage error; the write stays unflushed, so a crash then loses it", async () => {
+    const store = new MemoryStore()
+    const d = manualDisk()
+    d.fail()
+    const exit = await Effect.runPromise(Effect.exit(makeMemory(store, d.disk).save({ entries: range(1, 1, 1) })))
+    expect(Exit.isFailure(exit) && Cause.failureOption(exit.cause).pipe(Option.map((e) => e._tag), Option.getOrUndefined)).toBe("StorageIo")
+    expect(store.unflushedWrites).toBe(1)
+    store.crash(0)
+    expect(store.lastIndex).toBe(0)
+  })
+
+  it("a wiped store is empty, durably, and the old incarnation writes nothing to it", async () => {
+    const store = new MemoryStore()
+    const storage = makeMemory(store)
+    await Effect.runPromise(storage.save({ entries: range(1, 3, 1), hardState: { term: 1, vote: 2, commit: 3 } }))
+    expect(store.durable.lastIndex).toBe(3)
+    store.wipe()
+    Effect.runFork(storage.save({ entries: [entry(1, 5)] }))
+    await Effect.runPromise(Effect.yieldNow())
+    const init = await Effect.runPromise(makeMemory(store).initialState)
+    expect(init).toEqual({ hardState: { term: 0, vote: 0, commit: 0 }, snapshot: Option.none(), firstIndex: 1, lastIndex: 0 })
   })
 })

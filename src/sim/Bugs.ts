@@ -1,0 +1,118 @@
+/**
+ * Known bugs the simulator can put back (`--bug NAME`), each with what catches it.
+ *
+ * A bug is one entry: the unsafe switches that re-inject it — set on every node's `RaftNodeConfig`
+ * (and through its `raft` field on the core's `RaftConfig`), or on the orchestration layer's
+ * timeouts — plus the workload and profile that catch it, the seed bound within which the first
+ * failing seed must come (taken from the measured catch rate, with margin; test/sim/Bugs.test.ts
+ * holds the simulator to it) and what its failure says.
+ *
+ * A switch named here may be one the code does not know (yet, or any more): it is passed through
+ * and ignored, so a bug whose switch is missing is simply not re-injected — and its bounded catch
+ * test fails once the bug is fixed, which is how a fix without its switch shows up. A bug with no
+ * switches at all is one the code still has: its fix adds the switch here.
+ */
+import type { RaftNodeConfig } from "../raft/RaftNode.js"
+import type { ProfileName } from "./Explorer.js"
+
+/**
+ * The node's switches. `unsafeContactFromAnyMessage` is the fencing fix's switch (see
+ * `stall-contact`), named before `RaftNodeConfig` has it; once it has, this addition is redundant.
+ */
+export type NodeSwitches = Partial<Omit<RaftNodeConfig, "id" | "bootstrap" | "tickMs" | "requestTimeoutMs">> & {
+  readonly unsafeContactFromAnyMessage?: boolean | undefined
+}
+
+export interface Switches {
+  readonly node?: NodeSwitches | undefined
+  /** The orchestration layer's timeouts, in place of the daemon's defaults. */
+  readonly orchestration?: { readonly fencingMs?: number | undefined; readonly nodeDownMs?: number | undefined } | undefined
+}
+
+export interface Bug {
+  readonly summary: string
+  readonly switches: Switches
+  /** Where it is caught: the explorer, or the full-service tier running a workload. */
+  readonly catch: {
+    readonly tier: "explorer" | "full"
+    readonly workload: "kv" | "orchestration"
+    readonly profile: ProfileName
+    /** The first failing seed is at most this (seeds counted from 1). */
+    readonly seeds: number
+    readonly violation: RegExp
+  }
+  /** Which runs can take the switch at all. */
+  readonly appliesTo: ReadonlyArray<"explorer" | "kv" | "orchestration">
+}
+
+export const bugs = {
+  figure8: {
+    summary: "a leader commits an entry of an earlier term by counting its replicas (Raft §5.4.2, Figure 8)",
+    switches: { node: { raft: { unsafeCommitPreviousTermByCounting: true } } },
+    catch: {
+      tier: "explorer",
+      workload: "kv",
+      profile: "crashpoints",
+      seeds: 300,
+      violation: /leader completeness|committed entry changed|linearizability|internal assertion|acknowledged write lost/
+    },
+    appliesTo: ["explorer", "kv", "orchestration"]
+  },
+  "no-fencing": {
+    summary: "agents never fence: a node cut off from the quorum keeps its VMs",
+    switches: { orchestration: { fencingMs: Infinity } },
+    catch: { tier: "full", workload: "orchestration", profile: "default", seeds: 20, violation: /VM "[^"]+" runs on nodes \d+, \d+ at once/ },
+    appliesTo: ["orchestration"]
+  },
+  "early-reschedule": {
+    summary: "nodeDownMs below fencingMs: VMs move before their cut-off node has fenced",
+    switches: { orchestration: { nodeDownMs: 1500 } },
+    catch: { tier: "full", workload: "orchestration", profile: "default", seeds: 8, violation: /VM "[^"]+" runs on nodes \d+, \d+ at once/ },
+    appliesTo: ["orchestration"]
+  },
+  "stall-contact": {
+    summary:
+      "a leader whose disk stalls keeps counting any message it receives as quorum contact (RaftNode's receiver stamps lastContact outside the Raft loop), so it never fences while the cluster moves its VMs",
+    // Present in the code without a switch until the fencing fix lands with this switch.
+    switches: { node: { unsafeContactFromAnyMessage: true } },
+    catch: { tier: "full", workload: "orchestration", profile: "storage", seeds: 12, violation: /VM "[^"]+" runs on nodes \d+, \d+ at once/ },
+    appliesTo: ["kv", "orchestration"]
+  },
+  "single-voter-early-send": {
+    summary:
+      "with a single voter (a founder and its learners), campaign, commit and appends leave in one Ready before its fsync: after a crash the founder wins the same term again and overwrites entries its learners hold, or applied, as committed",
+    // Present in the code without a switch until its fix lands with one.
+    switches: {},
+    catch: {
+      tier: "full",
+      workload: "kv",
+      profile: "join",
+      seeds: 6,
+      violation: /led term \d+ twice|leader completeness|committed entry changed|log matching|acknowledged write lost/
+    },
+    appliesTo: ["kv", "orchestration"]
+  },
+  amnesia: {
+    summary:
+      "a voter restarted with an empty data directory is let back in at once under its old id: it can vote twice in a term, help elect a leader missing committed entries, or stop on a commit index beyond its empty log",
+    // Present in the code without a switch until its fix lands with one.
+    switches: {},
+    catch: {
+      tier: "full",
+      workload: "kv",
+      profile: "amnesia",
+      seeds: 8,
+      violation: /beyond the last index|led term \d+ twice|two leaders|leader completeness|committed entry changed|log matching|acknowledged write lost/
+    },
+    appliesTo: ["kv", "orchestration"]
+  }
+} as const satisfies Record<string, Bug>
+
+export type BugName = keyof typeof bugs
+
+export const bugNames = Object.keys(bugs) as ReadonlyArray<BugName>
+
+export const isBugName = (name: string): name is BugName => Object.hasOwn(bugs, name)
+
+/** The switches of `bug` (none without one). */
+export const switchesOf = (bug: BugName | undefined): Switches => (bug === undefined ? {} : bugs[bug].switches)

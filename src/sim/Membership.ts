@@ -1,0 +1,121 @@
+/**
+ * Membership through a single voter, for the full-service tier (`ExploreOptions.membership`): the
+ * changes an operator makes, proposed to whichever node leads, one at a time, retried until they
+ * apply — as `cluster join` (NodeControlPlane: add as a learner, wait until it has caught up,
+ * promote) and `cluster leave` do.
+ *
+ * - `join`: node 1 founded the cluster alone; every other node joins.
+ * - `shrink`: once, at a seeded time in the first half of the safety phase, the voters are removed
+ *   one by one until the leader is the only one; a moment later they join again.
+ *
+ * Either way the run ends its changes with every node a voter, so the liveness phase can ask every
+ * node to apply a new entry.
+ */
+import { Duration, Effect, Exit } from "effect"
+import type { RaftNodeShape } from "../raft/RaftNode.js"
+import type { ConfChange, ConfState } from "../raft/Types.js"
+import type { Prng } from "./Prng.js"
+
+export interface MembershipEnv {
+  readonly mode: "join" | "shrink"
+  readonly ids: ReadonlyArray<number>
+  /** The running node that leads the highest term, if any. */
+  readonly leader: () => RaftNodeShape | undefined
+  readonly phase: () => "safety" | "liveness"
+  readonly safetyMs: number
+  readonly tickMs: number
+  readonly prng: Prng
+  /** A change was accepted by a leader. */
+  readonly changed: (change: ConfChange) => void
+}
+
+const holds = (cs: ConfState, cc: ConfChange): boolean => {
+  switch (cc.type) {
+    case "addLearner":
+      return cs.voters.includes(cc.nodeId) || cs.learners.includes(cc.nodeId)
+    case "promote":
+      return cs.voters.includes(cc.nodeId)
+    case "remove":
+      return !cs.voters.includes(cc.nodeId) && !cs.learners.includes(cc.nodeId)
+  }
+}
+
+/** The fiber making the changes, and whether it is done (every node a voter, after its work). */
+export const membership = (env: MembershipEnv): { readonly run: Effect.Effect<void>; readonly done: () => boolean } => {
+  let done = false
+  const wait = Effect.sleep(Duration.millis(env.tickMs))
+
+  /** Proposes `cc` to the leader until the leader's configuration holds it. */
+  const change = (cc: ConfChange) =>
+    Effect.gen(function* () {
+      for (;;) {
+        const leader = env.leader()
+        if (leader !== undefined) {
+          const st = yield* leader.status
+          if (holds(st.confState, cc)) return
+          const result = yield* Effect.exit(leader.proposeConfChange(cc))
+          if (Exit.isSuccess(result)) {
+            env.changed(cc)
+            return
+          }
+        }
+        yield* wait
+      }
+    })
+
+  /** Waits until the leader has replicated to `id` what it had committed when first asked. */
+  const caughtUp = (id: number) =>
+    Effect.gen(function* () {
+      let target: number | undefined
+      for (;;) {
+        const leader = env.leader()
+        if (leader !== undefined) {
+          const st = yield* leader.status
+          target ??= st.commit
+          const p = st.progress.find((x) => x.id === id)
+          if (st.confState.voters.includes(id) || (p !== undefined && p.match >= target)) return
+        }
+        yield* wait
+      }
+    })
+
+  const join = (id: number) =>
+    Effect.gen(function* () {
+      yield* change({ type: "addLearner", nodeId: id })
+      yield* caughtUp(id)
+      yield* change({ type: "promote", nodeId: id })
+    })
+
+  const everyoneVotes = Effect.gen(function* () {
+    for (;;) {
+      const leader = env.leader()
+      const voters = leader === undefined ? [] : (yield* leader.status).confState.voters
+      const missing = env.ids.filter((id) => !voters.includes(id))
+      if (leader !== undefined && missing.length === 0) return
+      for (const id of missing) yield* join(id)
+      if (leader === undefined) yield* wait
+    }
+  })
+
+  const shrink = Effect.gen(function* () {
+    yield* Effect.sleep(Duration.millis(1000 + env.prng.int(Math.max(1, env.safetyMs / 2 - 1000))))
+    while (env.phase() === "safety") {
+      const leader = env.leader()
+      if (leader === undefined) {
+        yield* wait
+        continue
+      }
+      const victim = (yield* leader.status).confState.voters.find((v) => v !== leader.id)
+      if (victim === undefined) break
+      yield* change({ type: "remove", nodeId: victim })
+    }
+    yield* Effect.sleep(Duration.millis(500 + env.prng.int(2500)))
+  })
+
+  const run = Effect.gen(function* () {
+    if (env.mode === "shrink") yield* shrink
+    yield* everyoneVotes
+    done = true
+  })
+  return { run, done: () => done }
+}
