@@ -221,7 +221,7 @@ const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === 
 const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
   Effect.sync(() => {
     const stallMs = config.storageStallMs ?? 5000
-    const where = config.storageLocation !== undefined ? `data directory ${config.storageLocation}` : "its storage"
+    const where = config.storageLocation !== undefined ? `data directory ${config.storageLocation}` : "storage"
     const outstanding = new Map<number, number>()
     let next = 0
     /** The start of the write reported stalled, while it is outstanding. */
@@ -259,7 +259,7 @@ const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
             message:
               `node ${config.id}'s ${where} has not completed a write (flush to disk) for ${now - start} ms, since ${new Date(start).toISOString()}. ` +
               `The node proves no quorum contact while it waits, so it fences: its VMs are stopped within fencingMs of its last proven contact and the cluster starts them elsewhere. ` +
-              `Check the disk behind ${where} (dmesg, iostat -x, the volume's health); the node carries on by itself once the write completes. ` +
+              `Check the disk behind its ${where} (dmesg, iostat -x, the volume's health); the node carries on by itself once the write completes. ` +
               `If the disk does not recover, stop the daemon and repair or replace the volume, then start it again on the same data directory (do not delete it)`
           })
           return Effect.logError(formatError(stalled))

@@ -15,13 +15,8 @@
 import type { RaftNodeConfig } from "../raft/RaftNode.js"
 import type { ProfileName } from "./Explorer.js"
 
-/**
- * The node's switches. `unsafeContactFromAnyMessage` is the fencing fix's switch (see
- * `stall-contact`), named before `RaftNodeConfig` has it; once it has, this addition is redundant.
- */
-export type NodeSwitches = Partial<Omit<RaftNodeConfig, "id" | "bootstrap" | "tickMs" | "requestTimeoutMs">> & {
-  readonly unsafeContactFromAnyMessage?: boolean | undefined
-}
+/** The node's switches: every `unsafe…` option of `RaftNodeConfig` and, through `raft`, of the core. */
+export type NodeSwitches = Partial<Omit<RaftNodeConfig, "id" | "bootstrap" | "tickMs" | "requestTimeoutMs">>
 
 export interface Switches {
   readonly node?: NodeSwitches | undefined
@@ -73,7 +68,6 @@ export const bugs = {
   "stall-contact": {
     summary:
       "a leader whose disk stalls keeps counting any message it receives as quorum contact (RaftNode's receiver stamps lastContact outside the Raft loop), so it never fences while the cluster moves its VMs",
-    // Present in the code without a switch until the fencing fix lands with this switch.
     switches: { node: { unsafeContactFromAnyMessage: true } },
     catch: { tier: "full", workload: "orchestration", profile: "storage", seeds: 12, violation: /VM "[^"]+" runs on nodes \d+, \d+ at once/ },
     appliesTo: ["kv", "orchestration"]
@@ -81,8 +75,7 @@ export const bugs = {
   "single-voter-early-send": {
     summary:
       "with a single voter (a founder and its learners), campaign, commit and appends leave in one Ready before its fsync: after a crash the founder wins the same term again and overwrites entries its learners hold, or applied, as committed",
-    // Present in the code without a switch until its fix lands with one.
-    switches: {},
+    switches: { node: { raft: { unsafeCountSelfBeforeDurable: true } } },
     catch: {
       tier: "full",
       workload: "kv",
