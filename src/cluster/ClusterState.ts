@@ -9,9 +9,10 @@
  * retried whenever capacity may have appeared.
  */
 import { Either, Schema } from "effect"
+import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
 import type { Command, CommandEnvelope } from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { BlixardError as BlixardErrorSchema, Conflict, NodeNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
+import { BlixardError as BlixardErrorSchema, Conflict, InvalidArgument, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import type { NodeId } from "../domain/NodeId.js"
@@ -20,9 +21,9 @@ import { VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { Ledger, place } from "./Scheduler.js"
 
-/** What applying a command produced: the VM or node it touched, or why it was refused. */
+/** What applying a command produced: the VM, node or API token it touched, or why it was refused. */
 export type ApplyResult = Either.Either<
-  { readonly vm?: VmRecord | undefined; readonly node?: NodeInfo | undefined },
+  { readonly vm?: VmRecord | undefined; readonly node?: NodeInfo | undefined; readonly token?: ApiTokenInfo | undefined },
   BlixardError
 >
 
@@ -30,7 +31,12 @@ export type ApplyResult = Either.Either<
 export const RequestMemory = 10_000
 
 const ResultJson = Schema.Union(
-  Schema.Struct({ ok: Schema.Literal(true), vm: Schema.optionalWith(VmRecord, { exact: true }), node: Schema.optionalWith(NodeInfo, { exact: true }) }),
+  Schema.Struct({
+    ok: Schema.Literal(true),
+    vm: Schema.optionalWith(VmRecord, { exact: true }),
+    node: Schema.optionalWith(NodeInfo, { exact: true }),
+    token: Schema.optionalWith(ApiTokenInfo, { exact: true })
+  }),
   Schema.Struct({ ok: Schema.Literal(false), error: BlixardErrorSchema })
 )
 
@@ -43,9 +49,13 @@ const snapshotFields = {
   requests: Schema.Array(Schema.Tuple(Schema.String, ResultJson))
 }
 
-/** Reading a snapshot: one written before the cluster id existed has none. */
+/** Reading a snapshot: one written before the cluster id (or API tokens) existed has none. */
 const SnapshotJson = Schema.parseJson(
-  Schema.Struct({ ...snapshotFields, clusterId: Schema.optionalWith(Schema.String, { default: () => "" }) })
+  Schema.Struct({
+    ...snapshotFields,
+    clusterId: Schema.optionalWith(Schema.String, { default: () => "" }),
+    tokens: Schema.optionalWith(Schema.Array(ApiTokenRecord), { default: () => [] })
+  })
 )
 
 /**
@@ -53,15 +63,25 @@ const SnapshotJson = Schema.parseJson(
  * state holds only records built from validated commands). A snapshot carries every VM; encoding
  * each through its schema cost ~7 µs per VM, on every node, every `snapshotEvery` entries.
  */
-const snapshotJson = toJson(Schema.Struct({ ...snapshotFields, clusterId: Schema.String }))
+const snapshotJson = toJson(Schema.Struct({ ...snapshotFields, clusterId: Schema.String, tokens: Schema.Array(ApiTokenRecord) }))
 
 const encodeResult = (result: ApplyResult): typeof ResultJson.Type =>
   Either.isRight(result)
-    ? { ok: true, ...(result.right.vm ? { vm: result.right.vm } : {}), ...(result.right.node ? { node: result.right.node } : {}) }
+    ? {
+        ok: true,
+        ...(result.right.vm ? { vm: result.right.vm } : {}),
+        ...(result.right.node ? { node: result.right.node } : {}),
+        ...(result.right.token ? { token: result.right.token } : {})
+      }
     : { ok: false, error: result.left }
 
 const decodeResult = (json: typeof ResultJson.Type): ApplyResult =>
-  json.ok ? Either.right({ vm: json.vm, node: json.node }) : Either.left(json.error)
+  json.ok ? Either.right({ vm: json.vm, node: json.node, token: json.token }) : Either.left(json.error)
+
+const tokenInfo = (record: ApiTokenRecord): ApiTokenInfo => {
+  const { hash: _, ...info } = record
+  return new ApiTokenInfo(info, trusted)
+}
 
 /** A VM record's fields apart from where it is placed: what the scheduler needs to place it. */
 type Unplaced = Pick<VmRecord, "spec" | "desired" | "status" | "revision" | "createdAt">
@@ -88,6 +108,8 @@ export class ClusterState {
   appliedIndex = 0
   /** Chosen by the founding node and carried in every snapshot; "" until known. */
   clusterId = ""
+  /** The API tokens by id (their secrets' hashes only). */
+  readonly tokens = new Map<string, ApiTokenRecord>()
 
   private put(name: string, record: VmRecord): void {
     const old = this.vms.get(name)
@@ -231,6 +253,26 @@ export class ClusterState {
         this.evacuate(command.id, now)
         return Either.right({ node })
       }
+      case "CreateApiToken": {
+        // Ids are 64 random bits: a collision is a bug or a replayed command, never overwritten.
+        if (this.tokens.has(command.id)) {
+          return Either.left(new InvalidArgument({ subject: command.id, message: `an API token with id ${command.id} already exists` }))
+        }
+        const { _tag, ...fields } = command
+        const record = new ApiTokenRecord({ ...fields, createdAt: now }, trusted)
+        this.tokens.set(record.id, record)
+        return Either.right({ token: tokenInfo(record) })
+      }
+      case "RevokeApiToken": {
+        const record = this.tokens.get(command.id)
+        if (record === undefined) {
+          return Either.left(
+            new TokenNotFound({ subject: command.id, message: `no API token with id ${command.id}; \`blixard token list\` shows the ids` })
+          )
+        }
+        this.tokens.delete(command.id)
+        return Either.right({ token: tokenInfo(record) })
+      }
     }
   }
 
@@ -312,7 +354,8 @@ export class ClusterState {
       nodes: [...this.nodes.keys()].sort((a, b) => a - b).map((k) => this.nodes.get(k)!),
       clusterId: this.clusterId,
       members: [...this.members.entries()].sort((a, b) => a[0] - b[0]),
-      requests: [...this.requests.entries()]
+      requests: [...this.requests.entries()],
+      tokens: [...this.tokens.keys()].sort().map((k) => this.tokens.get(k)!)
     })
   }
 
@@ -326,6 +369,7 @@ export class ClusterState {
     for (const [id, address] of decoded.members) state.members.set(id, address)
     state.clusterId = decoded.clusterId
     for (const [id, result] of decoded.requests) state.remember(id, result)
+    for (const token of decoded.tokens) state.tokens.set(token.id, token)
     return state
   }
 }

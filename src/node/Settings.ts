@@ -40,6 +40,9 @@ export type Environment = Readonly<Record<string, string | undefined>>
 /** Where a hand-started node keeps its data when nothing says otherwise. */
 export const defaultDataDir = (id: number): string => `./blixard-data/node-${id}`
 
+/** The admin token file a node makes in its data directory when no `apiTokenFile` is configured. */
+export const apiTokenFileName = "api-token"
+
 /** The variable naming the config file, when `--config` is not given. */
 export const configFileVariable = "BLIXARD_CONFIG"
 
