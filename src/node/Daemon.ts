@@ -168,7 +168,7 @@ export const run = (config: NodeConfig) =>
           : developmentSecret
       if (config.clusterSecretFile === undefined) {
         yield* Effect.logWarning(
-          `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated; set clusterSecretFile (--cluster-secret-file) on every node`
+          `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated and other nodes' credentials are accepted from loopback only; set clusterSecretFile (--cluster-secret-file) on every node`
         )
       }
       const admin = yield* adminToken(config, NodeId.make(node))
@@ -243,7 +243,8 @@ export const run = (config: NodeConfig) =>
       )
       const raft = Context.get(raftContext, RaftNode.RaftNode)
 
-      const controlPlane = NodeControlPlane.make({ raft, state, remote })
+      const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
+      const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy })
 
       // One port: the REST API and the peers' /raft endpoint.
       const { host, port } = splitHostPort(config.bind)
@@ -323,7 +324,7 @@ export const run = (config: NodeConfig) =>
       yield* Effect.forkScoped(Effect.repeat(rememberCluster, Schedule.spaced(Duration.seconds(1))))
 
       // Registration, the leader's failure detector, and the agent over this node's backend.
-      const backendSettings = { stateDir: config.microvmStateDir, node: NodeId.make(node) }
+      const backendSettings = { stateDir: config.microvmStateDir, node: NodeId.make(node), ...sourcePolicy }
       const backend = yield* Layer.build(
         (config.vmBackend === "systemd" ? layerSystemd(backendSettings) : layerProcess(backendSettings)).pipe(Layer.provide(NodeContext.layer))
       )

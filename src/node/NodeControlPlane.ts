@@ -24,6 +24,7 @@ import { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 import { Health } from "../api/Api.js"
+import { admitSource, type SourcePolicy } from "../vm/RunnerPolicy.js"
 
 export interface NodeControlPlaneOptions {
   readonly raft: RaftNodeShape
@@ -32,6 +33,8 @@ export interface NodeControlPlaneOptions {
   readonly remote?: ((address: string) => ControlPlaneShape) | undefined
   /** How long a joining node may take to catch up before it is promoted to voter. */
   readonly catchUpTimeoutMs?: number | undefined
+  /** What VMs may run (`RunnerPolicy.ts`): a create outside it is refused before it is proposed. */
+  readonly sourcePolicy?: SourcePolicy | undefined
 }
 
 const envelopeJson = toJson(C.CommandEnvelope)
@@ -185,7 +188,12 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
           ? Effect.succeed(vm)
           : Effect.fail(new VmNotFound({ node: self, subject: name, message: `no VM named "${name}" (asked node ${raft.id})` }))
       }),
-    createVm: (spec, opts) => orForward(vmResult(new C.CreateVm({ spec }, trusted), opts), (l) => l.createVm(spec, opts)),
+    createVm: (spec, opts) => {
+      const refused = options.sourcePolicy === undefined ? undefined : admitSource(options.sourcePolicy, spec, self)
+      return refused !== undefined
+        ? Effect.fail(refused)
+        : orForward(vmResult(new C.CreateVm({ spec }, trusted), opts), (l) => l.createVm(spec, opts))
+    },
     startVm: (name, opts) =>
       orForward(vmResult(new C.StartVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts), (l) => l.startVm(name, opts)),
     stopVm: (name, opts) =>

@@ -17,12 +17,13 @@ import type { CommandExecutor } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { BackendFailed, InvalidArgument } from "../domain/Errors.js"
+import { BackendFailed, FlakeNotAllowed, InvalidArgument, RunnerNotAllowed } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 import { runCommand, showCommand } from "./internal/runCommand.js"
 import { appendLog, isExecutable, replaceSymlink, vmPaths } from "./internal/stateDir.js"
+import { admitSource, resolveRunner, type SourcePolicy } from "./RunnerPolicy.js"
 import type { OnProgress } from "./VmBackend.js"
 
 /** How `nix` is invoked on this node. */
@@ -41,8 +42,11 @@ export interface NixSettings {
   readonly system?: string
 }
 
-/** What every microvm.nix layer is configured with. */
-export interface StateDirSettings {
+/**
+ * What every microvm.nix layer is configured with; the `SourcePolicy` is checked right before a
+ * runner is linked (default: runners from `/nix/store` only).
+ */
+export interface StateDirSettings extends SourcePolicy {
   /** Root of the VMs' state directories (`NodeConfig.microvmStateDir`, `/var/lib/microvms`). */
   readonly stateDir: string
   /** This node, named in error messages. */
@@ -67,10 +71,15 @@ export const defaultMicrovmUrl = "github:astro/microvm.nix"
 export const hostSystem = (): string =>
   `${process.arch === "x64" ? "x86_64" : process.arch === "arm64" ? "aarch64" : process.arch}-linux`
 
-/** The arguments of `nix` before the subcommand: flakes enabled, then the settings' options. */
+/**
+ * The arguments of `nix` before the subcommand: flakes enabled, the build sandbox on (a VM's
+ * derivations are code from whoever created it) unless the settings choose otherwise, then the
+ * settings' options.
+ */
 export const nixGlobalArgs = (nix: NixSettings | undefined): Array<string> => [
   "--extra-experimental-features",
   "nix-command flakes",
+  ...(nix?.options?.sandbox === undefined ? ["--option", "sandbox", "true"] : []),
   ...Object.entries(nix?.options ?? {}).flatMap(([name, value]) => ["--option", name, value]),
   ...(nix?.extraArgs ?? [])
 ]
@@ -128,7 +137,8 @@ const nixBuild = (
   Effect.gen(function* () {
     const paths = vmPaths(settings.stateDir, name)
     const nix = settings.nix?.nix ?? "nix"
-    const args = [...nixGlobalArgs(settings.nix), "build", "--print-build-logs", "-o", paths.current, installable]
+    // `--`: the installable is never read as an option, whatever it starts with.
+    const args = [...nixGlobalArgs(settings.nix), "build", "--print-build-logs", "-o", paths.current, "--", installable]
     const shown = showCommand(nix, args)
     const now = new Date(yield* Clock.currentTimeMillis).toISOString()
     appendLog(paths.log, `# blixard ${now}: prepare: ${shown}\n`)
@@ -173,7 +183,7 @@ export const prepareRunner = (
   settings: StateDirSettings,
   spec: VmSpec,
   onProgress?: OnProgress
-): Effect.Effect<void, BackendFailed | InvalidArgument, CommandExecutor.CommandExecutor> =>
+): Effect.Effect<void, BackendFailed | InvalidArgument | RunnerNotAllowed | FlakeNotAllowed, CommandExecutor.CommandExecutor> =>
   Effect.gen(function* () {
     const name = spec.name
     const paths = vmPaths(settings.stateDir, name)
@@ -181,7 +191,11 @@ export const prepareRunner = (
     const source = spec.source
     switch (source._tag) {
       case "Runner": {
-        if (!isExecutable(path.join(source.path, "bin", "microvm-run"))) {
+        // This node's own policy, on the path with its symlinks resolved; the resolved directory is
+        // what gets linked and run, so changing the link afterwards changes nothing.
+        const allowed = resolveRunner(settings, name, source.path, settings.node)
+        if ("refused" in allowed) return yield* allowed.refused
+        if (!isExecutable(path.join(allowed.resolved, "bin", "microvm-run"))) {
           return yield* failed(
             settings,
             name,
@@ -189,8 +203,8 @@ export const prepareRunner = (
               `Build it on this node first (nix build -o ${source.path} FLAKE#nixosConfigurations.${name}.config.microvm.declaredRunner) or give the VM a flake.`
           )
         }
-        yield* tryFs(settings, name, `linking ${paths.current} to ${source.path}`, () =>
-          replaceSymlink(source.path, paths.current)
+        yield* tryFs(settings, name, `linking ${paths.current} to ${allowed.resolved}`, () =>
+          replaceSymlink(allowed.resolved, paths.current)
         )
         return
       }
@@ -198,12 +212,17 @@ export const prepareRunner = (
         const at = source.ref.lastIndexOf("#")
         const flake = source.ref.slice(0, at)
         const configName = source.ref.slice(at + 1)
+        // Refused at the API too; checked here again for entries committed before, and against
+        // this node's own allowed flake prefixes.
         if (flake.startsWith("-")) {
-          return yield* new InvalidArgument({
+          return yield* new FlakeNotAllowed({
             subject: name,
+            ...(settings.node !== undefined ? { node: settings.node } : {}),
             message: `VM "${name}": the flake reference ${JSON.stringify(source.ref)} must not start with '-'`
           })
         }
+        const refused = admitSource(settings, spec, settings.node)
+        if (refused !== undefined) return yield* refused
         return yield* nixBuild(
           settings,
           name,

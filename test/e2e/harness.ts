@@ -39,12 +39,16 @@ export interface CliResult {
   readonly stderr: string
 }
 
-/** Runs the CLI against `addr`. */
-export const cli = (addr: string, args: ReadonlyArray<string>, timeoutMs = 20_000): Promise<CliResult> =>
+/** Each started node's data directory by address: the CLI finds the node's admin token there. */
+const dataDirs = new Map<string, string>()
+
+/** Runs the CLI against `addr`, with the admin token of the node there (`--data-dir`) unless `auth` says otherwise. */
+export const cli = (addr: string, args: ReadonlyArray<string>, timeoutMs = 20_000, auth?: ReadonlyArray<string>): Promise<CliResult> =>
   new Promise((resolve) => {
+    const dataDir = dataDirs.get(addr)
     execFile(
       process.execPath,
-      [bin, ...args, "--addr", addr],
+      [bin, ...args, "--addr", addr, ...(auth ?? (dataDir !== undefined ? ["--data-dir", dataDir] : []))],
       { cwd: root, timeout: timeoutMs, env: { PATH: process.env.PATH ?? "" } },
       (error, stdout, stderr) => {
         resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr })
@@ -84,14 +88,20 @@ export class BlixardNode {
       this.addr,
       "--data-dir",
       this.dataDir,
-      "--cluster-secret-file",
-      this.secretFile,
+      // An empty secret file name: the node starts with no security settings at all.
+      ...(this.secretFile === "" ? [] : ["--cluster-secret-file", this.secretFile]),
+      // Runner fixtures live beside the data directories (`Cluster.runnerFixture`).
+      "--allowed-runner-prefix",
+      "/nix/store",
+      "--allowed-runner-prefix",
+      path.join(this.dataDir, "..", "runners"),
       "--microvm-state-dir",
       path.join(this.dataDir, "..", `microvms-${this.id}`),
       ...this.peers.flatMap((p) => ["--peer", `${p.id}:${p.addr}`]),
       ...extra
     ]
     this.output = ""
+    dataDirs.set(this.addr, this.dataDir)
     const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "" } })
     child.stdout!.on("data", (d: Buffer) => (this.output += d.toString()))
     child.stderr!.on("data", (d: Buffer) => (this.output += d.toString()))
