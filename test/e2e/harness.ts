@@ -13,7 +13,7 @@ import { removeDir } from "../support/TempDir.js"
 export { freePort }
 
 export const root = path.resolve(import.meta.dirname, "../..")
-const bin = path.join(root, "bin/blixard.js")
+export const bin = path.join(root, "bin/blixard.js")
 
 /** Polls `check` until it returns a value (not undefined), or fails after `deadlineMs` saying what it waited for. */
 export const waitFor = async <A>(what: string, check: () => Promise<A | undefined>, deadlineMs = 30_000): Promise<A> => {
