@@ -3,13 +3,14 @@
  *
  * 1. `--token-file FILE`;
  * 2. `BLIXARD_API_TOKEN` (the token itself);
- * 3. the admin token of the node whose data directory is given: `--data-dir DIR` or
- *    `BLIXARD_DATA_DIR` (`DIR/api-token`);
- * 4. for a node on this host (a loopback `--addr`) only: its id, asked of its open `/v1/health`,
- *    then `./blixard-data/node-ID/api-token` (a hand-started node's default data directory) and
- *    `/var/lib/blixard/api-token` (the NixOS module's), the first that can be read.
+ * 3. the admin token of the node whose data directory `--data-dir DIR` gives (`DIR/api-token`);
+ * 4. for a node on this host (a loopback `--addr`) only: `BLIXARD_DATA_DIR/api-token`, else its id,
+ *    asked of its open `/v1/health`, then `./blixard-data/node-ID/api-token` (a hand-started node's
+ *    default data directory) and `/var/lib/blixard/api-token` (the NixOS module's), the first that
+ *    can be read.
  *
- * A guess never sends a local file's token to another host. With no token the request goes without
+ * A guess (or a daemon's `BLIXARD_DATA_DIR` left in the environment) never sends a local file's
+ * token to another host. With no token the request goes without
  * one, and the node's 401 says where its token is.
  */
 import { Effect } from "effect"
@@ -19,6 +20,7 @@ import { InvalidArgument } from "../domain/Errors.js"
 import { apiTokenFileName, defaultDataDir } from "../node/Settings.js"
 
 export const tokenVariable = "BLIXARD_API_TOKEN"
+export const dataDirVariable = "BLIXARD_DATA_DIR"
 
 /** Where the NixOS module keeps a node's data. */
 export const moduleDataDir = "/var/lib/blixard"
@@ -67,6 +69,10 @@ export const resolveToken = (
       return yield* readToken(path.join(sources.dataDir, apiTokenFileName), `the data directory ${JSON.stringify(sources.dataDir)}`)
     }
     if (!isLoopbackAddr(sources.addr)) return undefined
+    const fromDataDir = env[dataDirVariable]
+    if (fromDataDir !== undefined && fromDataDir !== "") {
+      return yield* readToken(path.join(fromDataDir, apiTokenFileName), `${dataDirVariable} ${JSON.stringify(fromDataDir)}`)
+    }
     const id = yield* nodeId
     const candidates = [...(id !== undefined ? [path.join(defaultDataDir(id), apiTokenFileName)] : []), path.join(moduleDataDir, apiTokenFileName)]
     for (const file of candidates) {

@@ -20,7 +20,6 @@ import { check, invalidArgument } from "./Validate.js"
 
 export const defaultAddr = "127.0.0.1:7001"
 export const addrVariable = "BLIXARD_ADDR"
-export const dataDirVariable = "BLIXARD_DATA_DIR"
 
 const addr = Options.text("addr").pipe(
   Options.withPseudoName("HOST:PORT"),
@@ -44,7 +43,9 @@ const tokenFile = Options.text("token-file").pipe(
 
 const dataDir = Options.text("data-dir").pipe(
   Options.withPseudoName("DIR"),
-  Options.withDescription("The data directory of the node on this host whose admin token (DIR/api-token) to send. [$BLIXARD_DATA_DIR]"),
+  Options.withDescription(
+    "The data directory of the node whose admin token (DIR/api-token) to send. [$BLIXARD_DATA_DIR, for a node on this host only]"
+  ),
   Options.optional
 )
 
@@ -84,7 +85,7 @@ export const resolveClientContext = (
   const address = check(HostPort, text, origin, problems)
   const given = (key: "tokenFile" | "dataDir") => Option.getOrUndefined(Option.orElse(local[key] ?? Option.none(), () => global[key] ?? Option.none()))
   const tokenFile = given("tokenFile")
-  const dataDir = given("dataDir") ?? (env[dataDirVariable] !== "" ? env[dataDirVariable] : undefined)
+  const dataDir = given("dataDir")
   return address === undefined
     ? Either.left(invalidArgument(problems))
     : Either.right({
