@@ -42,6 +42,13 @@ export interface CliResult {
 /** Each started node's data directory by address: the CLI finds the node's admin token there. */
 const dataDirs = new Map<string, string>()
 
+/** The admin token of the node started at `addr` (made in its data directory on its first start). */
+export const adminTokenOf = (addr: string): string => {
+  const dataDir = dataDirs.get(addr)
+  if (dataDir === undefined) throw new Error(`no node was started at ${addr}`)
+  return fs.readFileSync(path.join(dataDir, "api-token"), "utf8").trim()
+}
+
 /** Runs the CLI against `addr`, with the admin token of the node there (`--data-dir`) unless `auth` says otherwise. */
 export const cli = (addr: string, args: ReadonlyArray<string>, timeoutMs = 20_000, auth?: ReadonlyArray<string>): Promise<CliResult> =>
   new Promise((resolve) => {
