@@ -8,6 +8,7 @@
  * a cluster does for its whole life is what we want to know, not its first seconds.
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
@@ -21,11 +22,31 @@ export const bin = path.join(root, "bin/blixard.js")
 
 export const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
 
+/** The benchmarks' admin token, given to every node they start (`benchTokenFile`) and sent with every request. */
+export const benchToken = randomBytes(32).toString("base64url")
+
+/** Writes the benchmarks' admin token into `dir` and answers the file, for the nodes' `apiTokenFile`. */
+export const benchTokenFile = (dir: string): string => {
+  const file = path.join(dir, "api-token")
+  fs.writeFileSync(file, `${benchToken}\n`, { mode: 0o600 })
+  return file
+}
+
 export const request = (port: number, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body)
     const req = http.request(
-      { host: "127.0.0.1", port, method, path: pathname, agent, headers: data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {} },
+      {
+        host: "127.0.0.1",
+        port,
+        method,
+        path: pathname,
+        agent,
+        headers: {
+          authorization: `Bearer ${benchToken}`,
+          ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {})
+        }
+      },
       (res) => {
         let text = ""
         res.on("data", (c: Buffer) => (text += c.toString()))
@@ -63,7 +84,7 @@ class Connection {
       this.waiting = resolve
       this.failed = reject
       this.socket.write(
-        `POST ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+        `POST ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${benchToken}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
       )
     })
   }
@@ -133,11 +154,12 @@ export const benchCluster = async (seconds = 5, failovers = 10) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-bench-cluster-"))
   const secret = path.join(dir, "secret")
   fs.writeFileSync(secret, "bench-secret")
+  const tokenFile = benchTokenFile(dir)
   const nodes: Array<Node> = []
   const start = (n: Node, peers: ReadonlyArray<Node>) => {
     n.child = spawn(
       process.execPath,
-      [bin, "node", "--id", String(n.id), "--bind", `127.0.0.1:${n.port}`, "--data-dir", n.dataDir, "--cluster-secret-file", secret, "--log-level", "warning", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
+      [bin, "node", "--id", String(n.id), "--bind", `127.0.0.1:${n.port}`, "--data-dir", n.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
       { stdio: "ignore" }
     )
   }

@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { freePort } from "../src/node/FreePort.js"
-import { agent, bin, leaderOf, request, until } from "./cluster.js"
+import { agent, benchTokenFile, bin, leaderOf, request, until } from "./cluster.js"
 
 interface Host {
   readonly id: number
@@ -21,6 +21,7 @@ export const benchReschedule = async (rounds = 3) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-bench-reschedule-"))
   const secret = path.join(dir, "secret")
   fs.writeFileSync(secret, "bench-secret")
+  const tokenFile = benchTokenFile(dir)
   const runner = path.join(dir, "runner")
   fs.mkdirSync(path.join(runner, "bin"), { recursive: true })
   fs.writeFileSync(path.join(runner, "bin", "microvm-run"), "#!/bin/sh\nexec sleep 3600\n", { mode: 0o755 })
@@ -39,6 +40,8 @@ export const benchReschedule = async (rounds = 3) => {
           dataDir: path.join(dir, `n${id}`),
           microvmStateDir: path.join(dir, `vms${id}`),
           clusterSecretFile: secret,
+          apiTokenFile: tokenFile,
+          allowedRunnerPrefixes: [runner],
           capacity: { vcpus: 4, memoryMiB: 4096 },
           logLevel: "warning",
           ...(id === 1 ? {} : { peers: [{ id: 1, address: `127.0.0.1:${hosts[0]!.port}` }] })

@@ -4,6 +4,7 @@
  */
 import * as os from "node:os"
 import { benchCluster } from "./cluster.js"
+import { benchFuzz } from "./fuzz.js"
 import { benchHttp } from "./http.js"
 import { benchRaftMemory } from "./raftMemory.js"
 import { benchReschedule } from "./reschedule.js"
@@ -22,7 +23,8 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
   reschedule: () => benchReschedule(),
-  snapshot: () => benchSnapshot()
+  snapshot: () => benchSnapshot(),
+  fuzz: () => benchFuzz(Number(process.env.FUZZ_RUNS ?? 20_000), Number(process.env.FUZZ_SEED ?? 1))
 }
 
 const machine = {

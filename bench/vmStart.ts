@@ -31,7 +31,7 @@ export const benchVmStart = (starts = 50): Promise<ReadonlyArray<VmStartResult>>
   return Effect.runPromise(
     Effect.scoped(
       Effect.gen(function* () {
-        const backend = yield* make({ stateDir: path.join(root, "microvms"), node: NodeId.make(1) })
+        const backend = yield* make({ stateDir: path.join(root, "microvms"), node: NodeId.make(1), allowedRunnerPrefixes: [runner] })
         yield* backend.prepare(VmSpec.make({ name, source: RunnerConfig.make({ path: runner }) }))
         const latencies: Array<number> = []
         for (let i = 0; i < starts; i++) {

@@ -8,6 +8,7 @@
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
+import { ApiTokenInfo, CreatedApiToken, Role, TokenId, TokenName } from "../domain/ApiToken.js"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
 import * as E from "../domain/Errors.js"
 import { Labels } from "../domain/Labels.js"
@@ -16,6 +17,7 @@ import { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import { VmName } from "../domain/VmName.js"
 import { VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
+import { EndpointAccess } from "./Auth.js"
 
 /** The largest request body accepted (an inline VM config is at most 64 KiB of it). */
 export const MaxBodyBytes = 256 * 1024
@@ -48,8 +50,10 @@ const strict = (example: string) =>
   }) as const
 
 /**
- * When the node has an API token, every endpoint except `/v1/health` needs `Authorization: Bearer
- * TOKEN`; otherwise 401 `BLX_UNAUTHORIZED`. The server provides the check (`src/api/Server.ts`).
+ * Every endpoint except `/v1/health` needs `Authorization: Bearer TOKEN`; otherwise 401
+ * `BLX_UNAUTHORIZED`. Each declares the access it needs (`EndpointAccess`: read, operate, admin,
+ * node); a token whose role does not grant it gets 403 `BLX_FORBIDDEN`. The server provides the
+ * checks (`src/api/Auth.ts`, `src/api/Server.ts`).
  */
 export class Authorization extends HttpApiMiddleware.Tag<Authorization>()("blixard/api/Authorization", {
   // The status must be on the middleware's own failure schema too: un-annotated, it would answer 500.
@@ -77,30 +81,42 @@ export const JoinBody = Schema.Struct({ id: NodeId, address: HostPort }).annotat
 export const TransferBody = Schema.Struct({ id: NodeId }).annotations(strict('{ "id": 2 }'))
 
 export class VmsApi extends HttpApiGroup.make("vms")
-  .add(HttpApiEndpoint.get("list", "/v1/vms").setUrlParams(ReadParams).addSuccess(Schema.Array(VmRecord)))
-  .add(HttpApiEndpoint.get("get")`/v1/vms/${name}`.setUrlParams(ReadParams).addSuccess(VmRecord))
-  .add(HttpApiEndpoint.post("create", "/v1/vms").setPayload(CreateVmBody).setHeaders(WriteHeaders).addSuccess(VmRecord, { status: 201 }))
-  .add(HttpApiEndpoint.post("start")`/v1/vms/${name}/start`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
-  .add(HttpApiEndpoint.post("stop")`/v1/vms/${name}/stop`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
-  .add(HttpApiEndpoint.del("delete")`/v1/vms/${name}`.setUrlParams(Schema.Struct({ ifRevision: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.positive()), { exact: true }) })).setHeaders(WriteHeaders).addSuccess(VmRecord))
-  .add(HttpApiEndpoint.put("reportStatus")`/v1/vms/${name}/status`.setPayload(StatusReportBody).addSuccess(Schema.Void))
-  .add(HttpApiEndpoint.put("setLabels")`/v1/vms/${name}/labels`.setPayload(LabelsBody).setHeaders(WriteHeaders).addSuccess(VmRecord))
+  .add(HttpApiEndpoint.get("list", "/v1/vms").setUrlParams(ReadParams).addSuccess(Schema.Array(VmRecord)).annotate(EndpointAccess, "read"))
+  .add(HttpApiEndpoint.get("get")`/v1/vms/${name}`.setUrlParams(ReadParams).addSuccess(VmRecord).annotate(EndpointAccess, "read"))
+  .add(HttpApiEndpoint.post("create", "/v1/vms").setPayload(CreateVmBody).setHeaders(WriteHeaders).addSuccess(VmRecord, { status: 201 }).annotate(EndpointAccess, "operate"))
+  .add(HttpApiEndpoint.post("start")`/v1/vms/${name}/start`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
+  .add(HttpApiEndpoint.post("stop")`/v1/vms/${name}/stop`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
+  .add(HttpApiEndpoint.del("delete")`/v1/vms/${name}`.setUrlParams(Schema.Struct({ ifRevision: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.positive()), { exact: true }) })).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
+  .add(HttpApiEndpoint.put("reportStatus")`/v1/vms/${name}/status`.setPayload(StatusReportBody).addSuccess(Schema.Void).annotate(EndpointAccess, "node"))
+  .add(HttpApiEndpoint.put("setLabels")`/v1/vms/${name}/labels`.setPayload(LabelsBody).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
   .middleware(Authorization) {}
 
 export class NodesApi extends HttpApiGroup.make("nodes")
-  .add(HttpApiEndpoint.get("list", "/v1/nodes").setUrlParams(ReadParams).addSuccess(Schema.Array(NodeInfo)))
-  .add(HttpApiEndpoint.post("cordon")`/v1/nodes/${nodeId}/cordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo))
-  .add(HttpApiEndpoint.post("uncordon")`/v1/nodes/${nodeId}/uncordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo))
-  .add(HttpApiEndpoint.post("drain")`/v1/nodes/${nodeId}/drain`.setHeaders(WriteHeaders).addSuccess(NodeInfo))
+  .add(HttpApiEndpoint.get("list", "/v1/nodes").setUrlParams(ReadParams).addSuccess(Schema.Array(NodeInfo)).annotate(EndpointAccess, "read"))
+  .add(HttpApiEndpoint.post("cordon")`/v1/nodes/${nodeId}/cordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.post("uncordon")`/v1/nodes/${nodeId}/uncordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.post("drain")`/v1/nodes/${nodeId}/drain`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))
   /** A node announces (or refreshes) its address, capacity and labels; the body's id must match the path. */
-  .add(HttpApiEndpoint.put("register")`/v1/nodes/${nodeId}`.setPayload(NodeInfo).addSuccess(NodeInfo))
+  .add(HttpApiEndpoint.put("register")`/v1/nodes/${nodeId}`.setPayload(NodeInfo).addSuccess(NodeInfo).annotate(EndpointAccess, "node"))
   .middleware(Authorization) {}
 
 export class ClusterApi extends HttpApiGroup.make("cluster")
-  .add(HttpApiEndpoint.get("status", "/v1/cluster").addSuccess(ClusterStatus))
-  .add(HttpApiEndpoint.post("join", "/v1/cluster/members").setPayload(JoinBody).addSuccess(ClusterStatus))
-  .add(HttpApiEndpoint.del("leave")`/v1/cluster/members/${nodeId}`.addSuccess(ClusterStatus))
-  .add(HttpApiEndpoint.post("transferLeader", "/v1/cluster/leader").setPayload(TransferBody).addSuccess(ClusterStatus))
+  .add(HttpApiEndpoint.get("status", "/v1/cluster").addSuccess(ClusterStatus).annotate(EndpointAccess, "read"))
+  .add(HttpApiEndpoint.post("join", "/v1/cluster/members").setPayload(JoinBody).addSuccess(ClusterStatus).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.del("leave")`/v1/cluster/members/${nodeId}`.addSuccess(ClusterStatus).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.post("transferLeader", "/v1/cluster/leader").setPayload(TransferBody).addSuccess(ClusterStatus).annotate(EndpointAccess, "admin"))
+  .middleware(Authorization) {}
+
+export const CreateTokenBody = Schema.Struct({ role: Role, name: Schema.optionalWith(TokenName, { exact: true }) }).annotations(
+  strict('{ "role": "operator", "name": "ci" }')
+)
+const tokenId = HttpApiSchema.param("id", TokenId)
+
+/** Replicated API tokens (`blixard token …`): admin only. The secret is in the creation's answer, once. */
+export class TokensApi extends HttpApiGroup.make("tokens")
+  .add(HttpApiEndpoint.post("create", "/v1/tokens").setPayload(CreateTokenBody).addSuccess(CreatedApiToken, { status: 201 }).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.get("list", "/v1/tokens").setUrlParams(ReadParams).addSuccess(Schema.Array(ApiTokenInfo)).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.del("revoke")`/v1/tokens/${tokenId}`.addSuccess(ApiTokenInfo).annotate(EndpointAccess, "admin"))
   .middleware(Authorization) {}
 
 export class HealthApi extends HttpApiGroup.make("health").add(HttpApiEndpoint.get("health", "/v1/health").addSuccess(Health)) {}
@@ -145,12 +161,17 @@ export class BlixardApi extends HttpApi.make("blixard")
   .add(VmsApi)
   .add(NodesApi)
   .add(ClusterApi)
+  .add(TokensApi)
   .add(HealthApi)
   // Every error crosses the API as itself (the tagged error, with its code) with a fitting status.
   // Every member of `BlixardError` must be listed: a missing one makes the handlers in Server.ts
   // fail to compile (the ControlPlane may fail with it, the API could not send it).
   .addError(E.InvalidArgument, { status: 400 })
   .addError(E.Unauthorized, { status: 401 })
+  .addError(E.Forbidden, { status: 403 })
+  .addError(E.RunnerNotAllowed, { status: 400 })
+  .addError(E.FlakeNotAllowed, { status: 400 })
+  .addError(E.TokenNotFound, { status: 404 })
   .addError(E.VmNotFound, { status: 404 })
   .addError(E.NodeNotFound, { status: 404 })
   .addError(E.VmExists, { status: 409 })

@@ -9,6 +9,7 @@
  */
 import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema } from "effect"
+import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
 import { BlixardError, InvalidArgument, Timeout, Unavailable } from "../domain/Errors.js"
@@ -63,6 +64,9 @@ export interface ApiClientShape {
   readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
   readonly transferLeader: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
   readonly health: () => Effect.Effect<Health, BlixardError>
+  readonly createToken: (role: Role, name?: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
+  readonly listTokens: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
+  readonly revokeToken: (id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)
@@ -179,7 +183,10 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       join: (id, address) => call(api.cluster.join({ payload: { id, address } })),
       leave: (id) => call(api.cluster.leave({ path: { id } })),
       transferLeader: (id) => call(api.cluster.transferLeader({ payload: { id } })),
-      health: () => call(api.health.health())
+      health: () => call(api.health.health()),
+      createToken: (role, name) => call(api.tokens.create({ payload: { role, ...(name !== undefined ? { name } : {}) } })),
+      listTokens: (read) => call(api.tokens.list({ urlParams: urlParamsOf(read) })),
+      revokeToken: (id) => call(api.tokens.revoke({ path: { id } }))
     } satisfies ApiClientShape
   })
 

@@ -4,6 +4,7 @@
  * after a ReadIndex round); tests provide fakes.
  */
 import { Context, type Effect } from "effect"
+import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
@@ -43,6 +44,10 @@ export interface ControlPlaneShape {
   readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
   readonly transferLeader: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
   readonly health: Effect.Effect<Health, BlixardError>
+  /** A new replicated API token with `role`; the answer holds its secret, which nothing keeps. */
+  readonly createToken: (role: Role, name: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
+  readonly listTokens: (read: ReadMode) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
+  readonly revokeToken: (id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
 }
 
 export class ControlPlane extends Context.Tag("blixard/ControlPlane")<ControlPlane, ControlPlaneShape>() {}

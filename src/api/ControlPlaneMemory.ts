@@ -6,7 +6,8 @@
  */
 import { Effect, Layer } from "effect"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
-import { Conflict, NodeNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
+import { ApiTokenInfo, ApiTokenRecord, CreatedApiToken, TokenId } from "../domain/ApiToken.js"
+import { Conflict, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import { NodeInfo, type HostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
@@ -14,6 +15,7 @@ import type { VmName } from "../domain/VmName.js"
 import { VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { Health } from "./Api.js"
+import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "./Auth.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
 
 /** One call the API made, as it arrived. */
@@ -27,6 +29,8 @@ export interface RecordedCall {
 export interface MemoryControlPlane extends ControlPlaneShape {
   /** Every call so far, oldest first. */
   readonly calls: ReadonlyArray<RecordedCall>
+  /** The API tokens made so far, by id (what `AuthOptions.tokens` looks up). */
+  readonly tokens: ReadonlyMap<string, ApiTokenRecord>
 }
 
 export interface MemoryOptions {
@@ -119,8 +123,34 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
   const nodeNotFound = (id: NodeId) =>
     new NodeNotFound({ message: `no node with id ${id} in the cluster`, subject: `node ${id}`, node: self })
 
+  const tokens = new Map<string, ApiTokenRecord>()
+  const infoOf = ({ hash: _, ...info }: ApiTokenRecord) => new ApiTokenInfo(info)
+
   return {
     calls,
+    tokens,
+    createToken: (role, name) =>
+      Effect.sync(() => {
+        note({ method: "createToken", subject: role })
+        const id = TokenId.make(randomTokenId())
+        const token = replicatedToken(id, randomSecret())
+        const record = new ApiTokenRecord({ id, role, hash: sha256Hex(token), createdAt: now(), ...(name !== undefined ? { name } : {}) })
+        tokens.set(id, record)
+        return new CreatedApiToken({ ...infoOf(record), token })
+      }),
+    listTokens: (read) =>
+      Effect.sync(() => {
+        note({ method: "listTokens", read })
+        return [...tokens.keys()].sort().map((id) => infoOf(tokens.get(id)!))
+      }),
+    revokeToken: (id) =>
+      Effect.suspend(() => {
+        note({ method: "revokeToken", subject: id })
+        const record = tokens.get(id)
+        if (record === undefined) return Effect.fail(new TokenNotFound({ message: `no API token with id ${id}`, subject: id, node: self }))
+        tokens.delete(id)
+        return Effect.succeed(infoOf(record))
+      }),
     listVms: (read) =>
       Effect.sync(() => {
         note({ method: "listVms", read })

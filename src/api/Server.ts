@@ -18,7 +18,7 @@
  * header or query that fails its schema, or a body that is not JSON, is `InvalidArgument` (400, the
  * message naming the field and the problem); a body over `MaxBodyBytes` is `InvalidArgument` with
  * status 413, an unknown route one with status 404; a missing or wrong API token is `Unauthorized`
- * (401). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
+ * (401), a token whose role does not allow the endpoint `Forbidden` (403). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
  *
  * The node serves its peers' `/raft` websocket (`PeerTransport`'s endpoint) on the same port
  * (`layerSharedPort`).
@@ -34,13 +34,13 @@ import {
   OpenApi
 } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Effect, Either, Exit, Layer, ParseResult, Redacted, Runtime, Schema, SchemaAST } from "effect"
-import { createHash, timingSafeEqual } from "node:crypto"
+import { Cause, Context, Effect, Either, Exit, Layer, Option, ParseResult, Runtime, Schema, SchemaAST } from "effect"
 import * as http from "node:http"
 import type { Duplex } from "node:stream"
-import { InvalidArgument, Unauthorized } from "../domain/Errors.js"
+import { InvalidArgument } from "../domain/Errors.js"
 import { isEncodeTransparent } from "../domain/Json.js"
 import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
+import { type Access, type AuthOptions, EndpointAccess, forbidden, makeAuthenticate, permits } from "./Auth.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
 import * as PeerTransport from "../net/PeerTransport.js"
 import type { PeerEndpoint } from "../net/PeerTransport.js"
@@ -113,6 +113,11 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     leave: ({ path }) => plane.leave(path.id),
     transferLeader: ({ payload }) => plane.transferLeader(payload.id)
   },
+  tokens: {
+    create: ({ payload }) => plane.createToken(payload.role, payload.name),
+    list: ({ urlParams }) => plane.listTokens(readMode(urlParams)),
+    revoke: ({ path }) => plane.revokeToken(path.id)
+  },
   health: {
     health: () => plane.health
   }
@@ -123,41 +128,14 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
 // ---------------------------------------------------------------------------------------------
 
 export interface ApiOptions {
-  /** When set, every request except `GET /v1/health` needs `Authorization: Bearer <token>`. */
-  readonly apiToken?: Redacted.Redacted<string> | string | undefined
+  /**
+   * Who may call the API (`Auth.ts`): every request except `GET /v1/health` must then carry a token
+   * whose role grants the endpoint's access. Absent, nothing is checked: for tests and benchmarks of
+   * the API alone; a node always gives it.
+   */
+  readonly auth?: AuthOptions | undefined
   /** Log every request, its status and duration (default false: nothing is logged per request). */
   readonly logRequests?: boolean | undefined
-}
-
-const sha256 = (text: string) => createHash("sha256").update(text, "utf8").digest()
-
-const authorized: Either.Either<void, Unauthorized> = Either.right(undefined)
-
-/**
- * Checks an `Authorization` header against the node's token (trimmed: a token file's final newline
- * is not part of it). Both sides are hashed first, so the comparison is constant-time whatever the
- * lengths. The verdict is an `Either` (an Effect too): the server reads it without running anything.
- */
-export const makeTokenCheck = (
-  apiToken: ApiOptions["apiToken"]
-): ((authorization: string | undefined) => Either.Either<void, Unauthorized>) => {
-  if (apiToken === undefined) return () => authorized
-  const token = (typeof apiToken === "string" ? apiToken : Redacted.value(apiToken)).trim()
-  const expected = sha256(token)
-  const deny = (message: string) => Either.left(new Unauthorized({ message, subject: "Authorization" }))
-  // Fail closed: an empty token (an empty token file) must not let `Bearer ` through.
-  if (token === "") return () => deny("this node's API token is empty, so no request is authorized; give it a token")
-  return (authorization) => {
-    if (authorization === undefined || authorization === "") {
-      return deny("this node requires an API token: send the header \"Authorization: Bearer <token>\"")
-    }
-    if (!/^bearer /i.test(authorization)) {
-      return deny("the Authorization header must be \"Bearer <token>\"")
-    }
-    return timingSafeEqual(sha256(authorization.slice(7).trim()), expected)
-      ? authorized
-      : deny("the API token is not valid for this node")
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,8 +160,8 @@ interface Route {
   readonly segments: ReadonlyArray<string | undefined>
   /** The parameters' names, in the order they appear. */
   readonly params: ReadonlyArray<string>
-  /** Needs the API token (the endpoint's group has the `Authorization` middleware). */
-  readonly authorize: boolean
+  /** What the caller's token must grant; absent: no token needed (the group has no `Authorization` middleware). */
+  readonly access: Access | undefined
   readonly decodePath: Decode | undefined
   readonly decodePayload: Decode | undefined
   readonly decodeHeaders: Decode | undefined
@@ -308,11 +286,15 @@ const compile = (handlers: Handlers): RouteTable => {
       for (const [contentType, payload] of payloads) {
         if (payload.encoding.kind !== "Json") throw new Error(`${name}: the API server reads JSON bodies only, not ${contentType}`)
       }
+      const authorize = tags.some((tag) => tag.key === Authorization.key)
+      const access = Option.getOrUndefined(Context.getOption(endpoint.annotations, EndpointAccess))
+      // Fail closed: an endpoint behind the token must say which roles may call it.
+      if (authorize && access === undefined) throw new Error(`${name}: the endpoint needs the token but declares no EndpointAccess`)
       const route: Route = {
         method: endpoint.method,
         segments,
         params,
-        authorize: tags.some((tag) => tag.key === Authorization.key),
+        access: authorize ? access : undefined,
         decodePath: decoder(endpoint.pathSchema),
         decodePayload: decoder(endpoint.payloadSchema),
         decodeHeaders: decoder(endpoint.headersSchema),
@@ -414,7 +396,14 @@ type Listener = (request: http.IncomingMessage, response: http.ServerResponse) =
  */
 const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.Runtime<never>): Listener => {
   const runFork = Runtime.runFork(runtime)
-  const authorize = makeTokenCheck(options.apiToken)
+  const authenticate = options.auth === undefined ? undefined : makeAuthenticate(options.auth)
+  /** The caller's verdict for `access`: `undefined` to go on, else the error to answer. */
+  const refusal = (request: http.IncomingMessage, access: Access, what: string) => {
+    if (authenticate === undefined) return undefined
+    const principal = authenticate(request.headers.authorization, request.socket.remoteAddress)
+    if (Either.isLeft(principal)) return principal.left
+    return permits(principal.right, access) ? undefined : forbidden(principal.right, access, what)
+  }
   const document = JSON.stringify(OpenApi.fromApi(BlixardApi))
 
   const unexpected = (request: http.IncomingMessage, response: http.ServerResponse, cause: Cause.Cause<unknown>) => {
@@ -509,8 +498,8 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     const path = at === -1 ? url : url.slice(0, at)
     const method = request.method ?? "GET"
     if (path === "/openapi.json" && (method === "GET" || method === "HEAD")) {
-      const verdict = authorize(request.headers.authorization)
-      return Either.isLeft(verdict) ? fail(request, response, verdict.left) : send(response, 200, document, "application/json")
+      const refused = refusal(request, "read", `${method} ${path}`)
+      return refused !== undefined ? fail(request, response, refused) : send(response, 200, document, "application/json")
     }
     const where = `${method} ${path}`
     const found = match(table, method, path)
@@ -521,9 +510,9 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     const { route, values } = found
     const declared = request.headers["content-length"]
     if (declared !== undefined && Number(declared) > MaxBodyBytes) return refuse(response, 413, tooLarge(where, Number(declared)))
-    if (route.authorize) {
-      const verdict = authorize(request.headers.authorization)
-      if (Either.isLeft(verdict)) return fail(request, response, verdict.left)
+    if (route.access !== undefined) {
+      const refused = refusal(request, route.access, where)
+      if (refused !== undefined) return fail(request, response, refused)
     }
     const input: Record<string, unknown> = {}
     if (route.decodePath !== undefined) {

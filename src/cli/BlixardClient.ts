@@ -4,9 +4,11 @@
  * fakes.
  *
  * The HTTP machinery is imported lazily, inside the first call, so `blixard --help` stays fast.
- * An API token, when the node requires one, comes from `BLIXARD_API_TOKEN`.
+ * The API token comes from `--token-file`, `BLIXARD_API_TOKEN` or the node's data directory
+ * (`Credentials.ts`), looked up once per address.
  */
 import { Context, Effect, Layer } from "effect"
+import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
@@ -17,9 +19,13 @@ import type { ApiClientShape } from "../api/Client.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { ProcessEnv } from "./ProcessEnv.js"
 
-/** The node a command talks to (from `--addr`, `BLIXARD_ADDR` or the default). */
+/** The node a command talks to (from `--addr`, `BLIXARD_ADDR` or the default), and where its token is. */
 export interface Target {
   readonly addr: HostPort
+  /** `--token-file`. */
+  readonly tokenFile?: string
+  /** `--data-dir` or `BLIXARD_DATA_DIR`: the node's data directory, holding its `api-token`. */
+  readonly dataDir?: string
 }
 
 export interface BlixardClientApi {
@@ -34,9 +40,10 @@ export interface BlixardClientApi {
   readonly leaveCluster: (target: Target, id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
   readonly listNodes: (target: Target) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly setNodeState: (target: Target, id: NodeId, state: Schedulability) => Effect.Effect<NodeInfo, BlixardError>
+  readonly createToken: (target: Target, role: Role, name: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
+  readonly listTokens: (target: Target) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
+  readonly revokeToken: (target: Target, id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
 }
-
-export const tokenVariable = "BLIXARD_API_TOKEN"
 
 export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<BlixardClient, BlixardClientApi>() {
   /** The REST API client, one per address asked. */
@@ -44,17 +51,26 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
     BlixardClient,
     Effect.gen(function* () {
       const env = yield* ProcessEnv
-      const token = env[tokenVariable] !== undefined && env[tokenVariable] !== "" ? env[tokenVariable] : undefined
       const clients = new Map<string, ApiClientShape>()
-      const clientFor = (target: Target): Effect.Effect<ApiClientShape> =>
+      const clientFor = (target: Target): Effect.Effect<ApiClientShape, BlixardError> =>
         Effect.suspend(() => {
-          const known = clients.get(target.addr)
+          const key = JSON.stringify([target.addr, target.tokenFile, target.dataDir])
+          const known = clients.get(key)
           if (known !== undefined) return Effect.succeed(known)
-          return Effect.promise(() => Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient")])).pipe(
-            Effect.flatMap(([Client, Fetch]) =>
-              Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
-            ),
-            Effect.tap((client) => Effect.sync(() => clients.set(target.addr, client)))
+          return Effect.promise(() =>
+            Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient"), import("./Credentials.js")])
+          ).pipe(
+            Effect.flatMap(([Client, Fetch, Credentials]) => {
+              const make = (token: string | undefined) =>
+                Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
+              const nodeId = make(undefined).pipe(
+                Effect.flatMap((anonymous) => anonymous.health()),
+                Effect.map((health): number | undefined => health.node),
+                Effect.orElseSucceed(() => undefined)
+              )
+              return Effect.flatMap(Credentials.resolveToken(target, env, nodeId), make)
+            }),
+            Effect.tap((client) => Effect.sync(() => clients.set(key, client)))
           )
         })
       const via = <A>(target: Target, f: (client: ApiClientShape) => Effect.Effect<A, BlixardError>) =>
@@ -71,7 +87,10 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         leaveCluster: (target, id) => via(target, (c) => c.leave(id)),
         listNodes: (target) => via(target, (c) => c.listNodes()),
         setNodeState: (target, id, state) =>
-          via(target, (c) => (state === "active" ? c.uncordon(id) : state === "cordoned" ? c.cordon(id) : c.drain(id)))
+          via(target, (c) => (state === "active" ? c.uncordon(id) : state === "cordoned" ? c.cordon(id) : c.drain(id))),
+        createToken: (target, role, name) => via(target, (c) => c.createToken(role, name)),
+        listTokens: (target) => via(target, (c) => c.listTokens()),
+        revokeToken: (target, id) => via(target, (c) => c.revokeToken(id))
       } satisfies BlixardClientApi
     })
   )

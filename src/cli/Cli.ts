@@ -14,6 +14,7 @@ import { clusterCommand } from "./ClusterCommand.js"
 import { rootCommand } from "./GlobalOptions.js"
 import { nodeCommand, unsetLogLevel } from "./NodeCommand.js"
 import { simCommand } from "./SimCommand.js"
+import { tokenCommand } from "./TokenCommand.js"
 import { vmCommand } from "./VmCommand.js"
 
 /** Kept equal to package.json's version (a test checks it). */
@@ -25,7 +26,7 @@ export const blixard = rootCommand.pipe(
   Command.withDescription(
     "Blixard: a distributed microVM orchestrator for NixOS. `blixard node` runs a cluster member; the other commands talk to one (--addr)."
   ),
-  Command.withSubcommands([nodeCommand, vmCommand, clusterCommand, simCommand])
+  Command.withSubcommands([nodeCommand, vmCommand, clusterCommand, tokenCommand, simCommand])
 )
 
 const app = Command.run(blixard, { name: "blixard", version })

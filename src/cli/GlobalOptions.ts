@@ -6,7 +6,8 @@
  * re-parses what the subcommand left over against the parent, which breaks as soon as an option
  * comes before the subcommand's own argument (`vm start --json web`). And a subcommand's help shows
  * only its own options. So both the root command and every client subcommand declare them; the
- * subcommand's value wins, then the root's, then `BLIXARD_ADDR`, then the default.
+ * subcommand's value wins, then the root's, then `BLIXARD_ADDR`, then the default. So do
+ * `--token-file` and `--data-dir`, which say where the API token is (`Credentials.ts`).
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
@@ -32,12 +33,30 @@ const json = Options.boolean("json").pipe(
   Options.withDescription("Print the answer as JSON (the API's encoding) instead of a table or text.")
 )
 
+const tokenFile = Options.text("token-file").pipe(
+  Options.withPseudoName("FILE"),
+  Options.withDescription(
+    "A file holding the API token to send. Default: $BLIXARD_API_TOKEN, else the api-token file in the node's data directory (--data-dir, $BLIXARD_DATA_DIR, or for a node on this host ./blixard-data/node-N or /var/lib/blixard)."
+  ),
+  Options.optional
+)
+
+const dataDir = Options.text("data-dir").pipe(
+  Options.withPseudoName("DIR"),
+  Options.withDescription(
+    "The data directory of the node whose admin token (DIR/api-token) to send. [$BLIXARD_DATA_DIR, for a node on this host only]"
+  ),
+  Options.optional
+)
+
 /** Spread into a client command's config: `Command.make("list", { ...clientOptions }, …)`. */
-export const clientOptions = { addr, json } as const
+export const clientOptions = { addr, json, tokenFile, dataDir } as const
 
 export interface ClientOptions {
   readonly addr: Option.Option<string>
   readonly json: boolean
+  readonly tokenFile?: Option.Option<string>
+  readonly dataDir?: Option.Option<string>
 }
 
 /** The root command, holding the global options; `Cli.ts` adds the subcommands. */
@@ -64,9 +83,15 @@ export const resolveClientContext = (
       : [defaultAddr, "the default address"]
   const problems: Array<string> = []
   const address = check(HostPort, text, origin, problems)
+  const given = (key: "tokenFile" | "dataDir") => Option.getOrUndefined(Option.orElse(local[key] ?? Option.none(), () => global[key] ?? Option.none()))
+  const tokenFile = given("tokenFile")
+  const dataDir = given("dataDir")
   return address === undefined
     ? Either.left(invalidArgument(problems))
-    : Either.right({ target: { addr: address }, json: local.json || global.json })
+    : Either.right({
+        target: { addr: address, ...(tokenFile !== undefined ? { tokenFile } : {}), ...(dataDir !== undefined ? { dataDir } : {}) },
+        json: local.json || global.json
+      })
 }
 
 /** Inside a client command's handler: its context, from its own options and the root's. */

@@ -66,7 +66,21 @@ const options = {
   apiTokenFile: text(
     "api-token-file",
     "FILE",
-    "A file holding the bearer token API clients must present. [$BLIXARD_API_TOKEN_FILE]"
+    "A file holding this node's admin API token (default: DATA-DIR/api-token, made on first start, mode 0600). [$BLIXARD_API_TOKEN_FILE]"
+  ),
+  allowedRunnerPrefixes: Options.text("allowed-runner-prefix").pipe(
+    Options.withPseudoName("DIR"),
+    Options.withDescription(
+      "A directory VM runners (--runner) may come from, symlinks resolved. Repeatable; default /nix/store. [$BLIXARD_ALLOWED_RUNNER_PREFIXES, comma-separated]"
+    ),
+    Options.repeated
+  ),
+  allowedFlakePrefixes: Options.text("allowed-flake-prefix").pipe(
+    Options.withPseudoName("PREFIX"),
+    Options.withDescription(
+      "When given, VM flake references must start with one of these (e.g. github:my-org/). Repeatable. [$BLIXARD_ALLOWED_FLAKE_PREFIXES, comma-separated]"
+    ),
+    Options.repeated
   ),
   vmBackend: Options.choice("vm-backend", ["process", "systemd"]).pipe(
     Options.withDescription(
@@ -169,6 +183,8 @@ const daemon = Command.make("node", options, (args) =>
       vmGroup: Option.getOrUndefined(args.vmGroup),
       gcRootDir: Option.getOrUndefined(args.gcRootDir),
       labels: args.labels,
+      allowedRunnerPrefixes: args.allowedRunnerPrefixes,
+      allowedFlakePrefixes: args.allowedFlakePrefixes,
       logLevel
     })
     if (args.checkConfig) {

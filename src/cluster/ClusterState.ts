@@ -9,9 +9,10 @@
  * retried whenever capacity may have appeared.
  */
 import { Either, Schema } from "effect"
+import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
 import type { Command, CommandEnvelope } from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { BlixardError as BlixardErrorSchema, Conflict, NodeNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
+import { BlixardError as BlixardErrorSchema, Conflict, InvalidArgument, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import type { NodeId } from "../domain/NodeId.js"
@@ -20,9 +21,9 @@ import { VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { Ledger, place } from "./Scheduler.js"
 
-/** What applying a command produced: the VM or node it touched, or why it was refused. */
+/** What applying a command produced: the VM, node or API token it touched, or why it was refused. */
 export type ApplyResult = Either.Either<
-  { readonly vm?: VmRecord | undefined; readonly node?: NodeInfo | undefined },
+  { readonly vm?: VmRecord | undefined; readonly node?: NodeInfo | undefined; readonly token?: ApiTokenInfo | undefined },
   BlixardError
 >
 
@@ -30,7 +31,12 @@ export type ApplyResult = Either.Either<
 export const RequestMemory = 10_000
 
 const ResultJson = Schema.Union(
-  Schema.Struct({ ok: Schema.Literal(true), vm: Schema.optionalWith(VmRecord, { exact: true }), node: Schema.optionalWith(NodeInfo, { exact: true }) }),
+  Schema.Struct({
+    ok: Schema.Literal(true),
+    vm: Schema.optionalWith(VmRecord, { exact: true }),
+    node: Schema.optionalWith(NodeInfo, { exact: true }),
+    token: Schema.optionalWith(ApiTokenInfo, { exact: true })
+  }),
   Schema.Struct({ ok: Schema.Literal(false), error: BlixardErrorSchema })
 )
 
@@ -43,9 +49,13 @@ const snapshotFields = {
   requests: Schema.Array(Schema.Tuple(Schema.String, ResultJson))
 }
 
-/** Reading a snapshot: one written before the cluster id existed has none. */
+/** Reading a snapshot: one written before the cluster id (or API tokens) existed has none. */
 const SnapshotJson = Schema.parseJson(
-  Schema.Struct({ ...snapshotFields, clusterId: Schema.optionalWith(Schema.String, { default: () => "" }) })
+  Schema.Struct({
+    ...snapshotFields,
+    clusterId: Schema.optionalWith(Schema.String, { default: () => "" }),
+    tokens: Schema.optionalWith(Schema.Array(ApiTokenRecord), { default: () => [] })
+  })
 )
 
 /**
@@ -53,23 +63,34 @@ const SnapshotJson = Schema.parseJson(
  * state holds only records built from validated commands). A snapshot carries every VM; encoding
  * each through its schema cost ~7 µs per VM, on every node, every `snapshotEvery` entries. It is
  * written field by field, the VMs in pieces (see `snapshotView`); the text is the JSON of
- * `{ ...snapshotFields, clusterId }` in this order.
+ * `{ ...snapshotFields, clusterId, tokens }` in this order.
  */
 const vmJson = toJson(VmRecord)
 const nodesJson = toJson(snapshotFields.nodes)
 const membersJson = toJson(snapshotFields.members)
 const requestsJson = toJson(snapshotFields.requests)
+const tokensJson = toJson(Schema.Array(ApiTokenRecord))
 
 /** VMs per piece of a snapshot's text: ~1 ms of `JSON.stringify` each. */
 const vmsPerPiece = 1_000
 
 const encodeResult = (result: ApplyResult): typeof ResultJson.Type =>
   Either.isRight(result)
-    ? { ok: true, ...(result.right.vm ? { vm: result.right.vm } : {}), ...(result.right.node ? { node: result.right.node } : {}) }
+    ? {
+        ok: true,
+        ...(result.right.vm ? { vm: result.right.vm } : {}),
+        ...(result.right.node ? { node: result.right.node } : {}),
+        ...(result.right.token ? { token: result.right.token } : {})
+      }
     : { ok: false, error: result.left }
 
 const decodeResult = (json: typeof ResultJson.Type): ApplyResult =>
-  json.ok ? Either.right({ vm: json.vm, node: json.node }) : Either.left(json.error)
+  json.ok ? Either.right({ vm: json.vm, node: json.node, token: json.token }) : Either.left(json.error)
+
+const tokenInfo = (record: ApiTokenRecord): ApiTokenInfo => {
+  const { hash: _, ...info } = record
+  return new ApiTokenInfo(info, trusted)
+}
 
 /** A VM record's fields apart from where it is placed: what the scheduler needs to place it. */
 type Unplaced = Pick<VmRecord, "spec" | "desired" | "status" | "revision" | "createdAt">
@@ -96,6 +117,8 @@ export class ClusterState {
   appliedIndex = 0
   /** Chosen by the founding node and carried in every snapshot; "" until known. */
   clusterId = ""
+  /** The API tokens by id (their secrets' hashes only). */
+  readonly tokens = new Map<string, ApiTokenRecord>()
 
   private put(name: string, record: VmRecord): void {
     const old = this.vms.get(name)
@@ -239,6 +262,26 @@ export class ClusterState {
         this.evacuate(command.id, now)
         return Either.right({ node })
       }
+      case "CreateApiToken": {
+        // Ids are 64 random bits: a collision is a bug or a replayed command, never overwritten.
+        if (this.tokens.has(command.id)) {
+          return Either.left(new InvalidArgument({ subject: command.id, message: `an API token with id ${command.id} already exists` }))
+        }
+        const { _tag, ...fields } = command
+        const record = new ApiTokenRecord({ ...fields, createdAt: now }, trusted)
+        this.tokens.set(record.id, record)
+        return Either.right({ token: tokenInfo(record) })
+      }
+      case "RevokeApiToken": {
+        const record = this.tokens.get(command.id)
+        if (record === undefined) {
+          return Either.left(
+            new TokenNotFound({ subject: command.id, message: `no API token with id ${command.id}; \`blixard token list\` shows the ids` })
+          )
+        }
+        this.tokens.delete(command.id)
+        return Either.right({ token: tokenInfo(record) })
+      }
     }
   }
 
@@ -330,6 +373,7 @@ export class ClusterState {
     const nodes = [...this.nodes.values()]
     const members = [...this.members.entries()]
     const requests = [...this.requests.entries()]
+    const tokens = [...this.tokens.keys()].sort().map((k) => this.tokens.get(k)!)
     return {
       *[Symbol.iterator]() {
         const names = [...vms.keys()].sort()
@@ -339,7 +383,7 @@ export class ClusterState {
           yield (i === 0 ? "" : ",") + piece.join(",")
         }
         yield `],"nodes":${nodesJson(nodes.sort((a, b) => a.id - b.id))},"clusterId":${JSON.stringify(clusterId)}`
-        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)}}`
+        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)}}`
       }
     }
   }
@@ -354,6 +398,7 @@ export class ClusterState {
     for (const [id, address] of decoded.members) state.members.set(id, address)
     state.clusterId = decoded.clusterId
     for (const [id, result] of decoded.requests) state.remember(id, result)
+    for (const token of decoded.tokens) state.tokens.set(token.id, token)
     return state
   }
 }

@@ -3,6 +3,7 @@
  * through Raft and applied, in log order, by every node's state machine.
  */
 import { Schema } from "effect"
+import { Role, TokenHash, TokenId, TokenName } from "./ApiToken.js"
 import { Labels } from "./Labels.js"
 import { NodeId } from "./NodeId.js"
 import { NodeInfo, Schedulability } from "./NodeInfo.js"
@@ -39,6 +40,14 @@ export class SetNodeHealth extends Schema.TaggedClass<SetNodeHealth>()("SetNodeH
   at: Schema.Int.pipe(Schema.nonNegative())
 }) {}
 export class RemoveNode extends Schema.TaggedClass<RemoveNode>()("RemoveNode", { id: NodeId }) {}
+/** A new API token; only the SHA-256 of its secret travels (see `ApiToken.ts`). */
+export class CreateApiToken extends Schema.TaggedClass<CreateApiToken>()("CreateApiToken", {
+  id: TokenId,
+  name: Schema.optionalWith(TokenName, { exact: true }),
+  role: Role,
+  hash: TokenHash
+}) {}
+export class RevokeApiToken extends Schema.TaggedClass<RevokeApiToken>()("RevokeApiToken", { id: TokenId }) {}
 
 export const Command = Schema.Union(
   CreateVm,
@@ -50,7 +59,9 @@ export const Command = Schema.Union(
   RegisterNode,
   SetNodeState,
   SetNodeHealth,
-  RemoveNode
+  RemoveNode,
+  CreateApiToken,
+  RevokeApiToken
 )
 export type Command = typeof Command.Type
 

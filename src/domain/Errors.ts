@@ -51,6 +51,23 @@ export class ProposalDropped extends Schema.TaggedError<ProposalDropped>()(
 
 export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", fields("BLX_UNAUTHORIZED")) {}
 
+/** The request's token is valid, but its role does not allow the request. */
+export class Forbidden extends Schema.TaggedError<Forbidden>()("Forbidden", fields("BLX_FORBIDDEN")) {}
+
+export class TokenNotFound extends Schema.TaggedError<TokenNotFound>()("TokenNotFound", fields("BLX_TOKEN_NOT_FOUND")) {}
+
+/** A VM's runner path is outside the node's `allowedRunnerPrefixes`. */
+export class RunnerNotAllowed extends Schema.TaggedError<RunnerNotAllowed>()(
+  "RunnerNotAllowed",
+  fields("BLX_RUNNER_NOT_ALLOWED")
+) {}
+
+/** A VM's flake reference is outside the node's `allowedFlakePrefixes`, or malformed. */
+export class FlakeNotAllowed extends Schema.TaggedError<FlakeNotAllowed>()(
+  "FlakeNotAllowed",
+  fields("BLX_FLAKE_NOT_ALLOWED")
+) {}
+
 /** Stored data failed a check (checksum, truncation, schema): the node stops rather than serve it. */
 export class StorageCorrupt extends Schema.TaggedError<StorageCorrupt>()(
   "StorageCorrupt",
@@ -127,6 +144,10 @@ export const BlixardError = Schema.Union(
   Unavailable,
   ProposalDropped,
   Unauthorized,
+  Forbidden,
+  TokenNotFound,
+  RunnerNotAllowed,
+  FlakeNotAllowed,
   StorageCorrupt,
   StorageLocked,
   StorageIo,

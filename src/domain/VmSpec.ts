@@ -25,6 +25,9 @@ export const FlakeRef = Schema.String.pipe(
   Schema.pattern(/^[^\s#]+#[A-Za-z0-9_.-]+$/, {
     message: () => "a flake reference is FLAKE#NAME, e.g. github:me/vms#web or /etc/vms#web (no spaces)"
   })
+,
+  // `nix` would read a leading '-' as an option of its own (e.g. `--option …`).
+  Schema.filter((ref) => !ref.startsWith("-") || "a flake reference must not start with '-'")
 )
 export class FlakeConfig extends Schema.TaggedClass<FlakeConfig>()("Flake", { ref: FlakeRef }) {}
 

@@ -24,6 +24,11 @@ const AbsolutePath = Path.pipe(Schema.filter((p) => p.startsWith("/") || "must b
 const UnixName = Schema.String.pipe(
   Schema.pattern(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, { message: () => "a user or group name, e.g. microvm or kvm" })
 )
+const FlakePrefix = Schema.String.pipe(
+  Schema.minLength(1),
+  Schema.maxLength(4096),
+  Schema.filter((p) => !p.startsWith("-") || "a flake prefix must not start with '-'")
+)
 const Millis = (min: number) => Schema.Int.pipe(Schema.greaterThanOrEqualTo(min))
 
 export const VmBackendKind = Schema.Literal("process", "systemd")
@@ -70,8 +75,18 @@ export const NodeConfig = Schema.Struct({
   dataDir: Path,
   /** File holding the shared secret that authenticates peer traffic. */
   clusterSecretFile: Schema.optionalWith(Path, { exact: true }),
-  /** File holding the bearer token API clients must present. */
+  /**
+   * File holding this node's admin API token. Absent: the node makes one in `dataDir/api-token`
+   * (mode 0600) on first start and uses it from then on.
+   */
   apiTokenFile: Schema.optionalWith(Path, { exact: true }),
+  /**
+   * The directories runners (`--runner`) may come from, symlinks resolved; checked by the node that
+   * takes the request and again by the hosting node right before it runs one.
+   */
+  allowedRunnerPrefixes: Schema.optionalWith(Schema.Array(AbsolutePath), { default: () => ["/nix/store"] }),
+  /** When set, VMs' flake references must start with one of these (e.g. `github:my-org/`). */
+  allowedFlakePrefixes: Schema.optionalWith(Schema.Array(FlakePrefix), { exact: true }),
   vmBackend: Schema.optionalWith(VmBackendKind, { default: () => "process" as const }),
   /** Root of the VMs' state directories (microvm.nix's layout). */
   microvmStateDir: Schema.optionalWith(Path, { default: () => "/var/lib/microvms" }),

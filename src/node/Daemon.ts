@@ -27,6 +27,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Agent from "../agent/Agent.js"
+import * as Auth from "../api/Auth.js"
 import * as Client from "../api/Client.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
@@ -44,6 +45,7 @@ import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, type NodeConfig } from "./Config.js"
+import { apiTokenFileName } from "./Settings.js"
 import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as Orchestration from "./Orchestration.js"
@@ -82,6 +84,38 @@ const prepareDataDir = (dir: string, node: NodeId) =>
       })
   })
 
+/**
+ * This node's admin token: the configured file's, or the one in `dataDir/api-token`, made (random,
+ * 256 bits, mode 0600) on first start. A generated file found readable by others is made 0600 again.
+ */
+const adminToken = (config: NodeConfig, node: NodeId) =>
+  Effect.gen(function* () {
+    if (config.apiTokenFile !== undefined) {
+      return { token: yield* readSecretFile(config.apiTokenFile, "API token", node), file: path.resolve(config.apiTokenFile) }
+    }
+    const file = path.resolve(config.dataDir, apiTokenFileName)
+    const made = yield* Effect.try({
+      try: () => {
+        try {
+          fs.writeFileSync(file, `${Auth.randomSecret()}\n`, { mode: 0o600, flag: "wx" })
+          return true
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
+          if ((fs.statSync(file).mode & 0o077) !== 0) fs.chmodSync(file, 0o600)
+          return false
+        }
+      },
+      catch: (e) =>
+        new StorageIo({
+          node,
+          subject: file,
+          message: `cannot create or read the API token file ${file}: ${e instanceof Error ? e.message : String(e)}; check the data directory's permissions, or configure apiTokenFile`
+        })
+    })
+    if (made) yield* Effect.logInfo(`node ${node}: made an admin API token in ${file} (mode 0600); the CLI on this host reads it from there`)
+    return { token: yield* readSecretFile(file, "API token", node), file }
+  })
+
 /** The API client of another node, seen as a `ControlPlane` (how a follower forwards to the leader). */
 const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape => {
   const write = (o: { requestId?: string | undefined; ifRevision?: number | undefined }) => ({
@@ -104,6 +138,9 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
     join: (id, address) => client.join(id, address),
     leave: (id) => client.leave(id),
     transferLeader: (id) => client.transferLeader(id),
+    createToken: (role, name) => client.createToken(role, name),
+    listTokens: (mode) => client.listTokens(read(mode)),
+    revokeToken: (id) => client.revokeToken(id),
     registerNode: (info) => client.registerNode(info),
     reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
     health: client.health()
@@ -167,20 +204,21 @@ export const run = (config: NodeConfig) =>
           : developmentSecret
       if (config.clusterSecretFile === undefined) {
         yield* Effect.logWarning(
-          `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated; set clusterSecretFile (--cluster-secret-file) on every node`
+          `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated and other nodes' credentials are accepted from loopback only; set clusterSecretFile (--cluster-secret-file) on every node`
         )
       }
-      const apiToken = config.apiTokenFile !== undefined ? yield* readSecretFile(config.apiTokenFile, "API token", node) : undefined
+      const admin = yield* adminToken(config, NodeId.make(node))
 
-      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader),
-      // with this node's API token.
+      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
+      // to report its VMs' status), with this node's credential, never an admin token.
+      const credential = Auth.nodeCredential(secret, node)
       const clients = new Map<string, ControlPlaneShape>()
       const httpClient = yield* Layer.build(FetchHttpClient.layer)
       const remote = (address: string): ControlPlaneShape => {
         let plane = clients.get(address)
         if (plane === undefined) {
           const client = Effect.runSync(
-            Client.make({ addr: address, token: apiToken, timeout: Duration.millis(config.timeouts.requestMs) }).pipe(
+            Client.make({ addr: address, token: credential, timeout: Duration.millis(config.timeouts.requestMs) }).pipe(
               Effect.provide(httpClient)
             )
           )
@@ -254,12 +292,23 @@ export const run = (config: NodeConfig) =>
       )
       const raft = Context.get(raftContext, RaftNode.RaftNode)
 
-      const controlPlane = NodeControlPlane.make({ raft, state, remote })
+      const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
+      const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy })
 
       // One port: the REST API and the peers' /raft endpoint.
       const { host, port } = splitHostPort(config.bind)
       yield* Layer.build(
-        Server.layerSharedPort({ host, port, apiToken }).pipe(
+        Server.layerSharedPort({
+          host,
+          port,
+          auth: {
+            adminTokens: [admin.token],
+            hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,
+            clusterSecret: secret,
+            nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
+            tokens: (id) => state.current.tokens.get(id)
+          }
+        }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))
         )
@@ -333,7 +382,8 @@ export const run = (config: NodeConfig) =>
         node: NodeId.make(node),
         cluster: () => state.current.clusterId,
         gcRootDir: config.gcRootDir ?? DefaultGcRootDir,
-        ...(vmOwner !== undefined ? { owner: vmOwner } : {})
+        ...(vmOwner !== undefined ? { owner: vmOwner } : {}),
+        ...sourcePolicy
       }
       const backend = yield* Layer.build(
         (config.vmBackend === "systemd" ? layerSystemd(backendSettings) : layerProcess(backendSettings)).pipe(Layer.provide(NodeContext.layer))

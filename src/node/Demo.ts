@@ -8,6 +8,7 @@
 import { FetchHttpClient } from "@effect/platform"
 import { Duration, Effect, Schedule } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -44,6 +45,10 @@ const program = Effect.gen(function* () {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-demo-"))
   const secret = path.join(dir, "cluster-secret")
   fs.writeFileSync(secret, "demo-cluster-secret\n", { mode: 0o600 })
+  // One admin token for the three nodes, as a deployment shares one through apiTokenFile.
+  const tokenFile = path.join(dir, "api-token")
+  fs.writeFileSync(tokenFile, `${randomBytes(32).toString("base64url")}\n`, { mode: 0o600 })
+  const token = fs.readFileSync(tokenFile, "utf8").trim()
   const nodes: Array<DemoNode> = []
   const runnerPids: Array<number> = []
 
@@ -61,7 +66,7 @@ const program = Effect.gen(function* () {
     })
   )
 
-  const clientOf = (addr: string) => Client.make({ addr }).pipe(Effect.provide(FetchHttpClient.layer))
+  const clientOf = (addr: string) => Client.make({ addr, token }).pipe(Effect.provide(FetchHttpClient.layer))
   const start = (n: DemoNode) =>
     Effect.sync(() => {
       n.child = spawn(process.execPath, [bin, "node", "--config", n.config, "--log-level", "warning"], { stdio: "ignore" })
@@ -80,6 +85,9 @@ const program = Effect.gen(function* () {
         // The demo's runners are throwaway: their GC roots stay in the demo's directory.
         gcRootDir: path.resolve(dir, `gcroots-${id}`),
         clusterSecretFile: secret,
+        apiTokenFile: tokenFile,
+        // The demo's runners are shell scripts in its directory, not Nix store paths.
+        allowedRunnerPrefixes: [path.join(dir, "runners")],
         capacity: { vcpus: 4, memoryMiB: 4096 },
         labels: { zone: id === 3 ? "b" : "a" },
         ...(id === 1 ? {} : { peers: [{ id: 1, address: nodes[0]!.addr }] }),

@@ -8,9 +8,11 @@
  * leader for its commit index and waits to apply it), then the local state; `stale` skips the round.
  */
 import { Clock, Duration, Effect, Either } from "effect"
+import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "../api/Auth.js"
 import type { ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
 import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import type { ApplyResult } from "../cluster/ClusterState.js"
+import { ApiTokenInfo, CreatedApiToken, TokenId } from "../domain/ApiToken.js"
 import type { Command } from "../domain/Command.js"
 import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
@@ -22,6 +24,7 @@ import { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 import { Health } from "../api/Api.js"
+import { admitSource, type SourcePolicy } from "../vm/RunnerPolicy.js"
 
 export interface NodeControlPlaneOptions {
   readonly raft: RaftNodeShape
@@ -36,6 +39,8 @@ export interface NodeControlPlaneOptions {
    * again under its old id. Never enable outside tests that check the simulator catches it.
    */
   readonly unsafeAdmitAmnesiacVoters?: boolean | undefined
+  /** What VMs may run (`RunnerPolicy.ts`): a create outside it is refused before it is proposed. */
+  readonly sourcePolicy?: SourcePolicy | undefined
 }
 
 /** What to do about a member back without its data, and why. */
@@ -102,6 +107,20 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
     Effect.flatMap(propose(command, opts.requestId), (r) =>
       r.node !== undefined ? Effect.succeed(r.node) : Effect.fail(new NodeNotFound({ node: self, message: "the node is gone" }))
     )
+
+  const tokenResult = (command: Command) =>
+    Effect.flatMap(propose(command, undefined), (r) =>
+      r.token !== undefined ? Effect.succeed(r.token) : Effect.fail(new InvalidArgument({ node: self, message: "the token command was not applied" }))
+    )
+
+  /** The secret is made on the node that proposes (the leader): it never enters the log, only its hash. */
+  const createToken = (role: ApiTokenInfo["role"], name: string | undefined): Effect.Effect<CreatedApiToken, BlixardError> =>
+    Effect.suspend(() => {
+      const id = TokenId.make(randomTokenId())
+      const token = replicatedToken(id, randomSecret())
+      const command = new C.CreateApiToken({ id, role, hash: sha256Hex(token), ...(name !== undefined ? { name } : {}) })
+      return Effect.map(tokenResult(command), (info) => new CreatedApiToken({ ...info, token }, trusted))
+    })
 
   const readable = (mode: ReadMode): Effect.Effect<void, BlixardError> => (mode === "stale" ? Effect.void : raft.readIndex)
 
@@ -194,7 +213,12 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
           ? Effect.succeed(vm)
           : Effect.fail(new VmNotFound({ node: self, subject: name, message: `no VM named "${name}" (asked node ${raft.id})` }))
       }),
-    createVm: (spec, opts) => orForward(vmResult(new C.CreateVm({ spec }, trusted), opts), (l) => l.createVm(spec, opts)),
+    createVm: (spec, opts) => {
+      const refused = options.sourcePolicy === undefined ? undefined : admitSource(options.sourcePolicy, spec, self)
+      return refused !== undefined
+        ? Effect.fail(refused)
+        : orForward(vmResult(new C.CreateVm({ spec }, trusted), opts), (l) => l.createVm(spec, opts))
+    },
     startVm: (name, opts) =>
       orForward(vmResult(new C.StartVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts), (l) => l.startVm(name, opts)),
     stopVm: (name, opts) =>
@@ -229,6 +253,15 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         }),
         (l) => l.transferLeader(id)
       ),
+    createToken: (role, name) => orForward(createToken(role, name), (l) => l.createToken(role, name)),
+    listTokens: (mode) =>
+      Effect.map(readable(mode), () =>
+        [...state.current.tokens.keys()].sort().map((k) => {
+          const { hash: _, ...info } = state.current.tokens.get(k)!
+          return new ApiTokenInfo(info, trusted)
+        })
+      ),
+    revokeToken: (id) => orForward(tokenResult(new C.RevokeApiToken({ id }, trusted)), (l) => l.revokeToken(id)),
     health: Effect.gen(function* () {
       const st = yield* raft.status
       return new Health({ status: "ok", node: self, role: st.role, ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}) })

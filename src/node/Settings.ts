@@ -29,6 +29,9 @@ export interface NodeFlags {
   readonly gcRootDir?: string | undefined
   /** `KEY=VALUE` each; merged key by key over the labels of the file and the environment. */
   readonly labels?: ReadonlyArray<string> | undefined
+  /** When given, they replace the file's and the environment's. */
+  readonly allowedRunnerPrefixes?: ReadonlyArray<string> | undefined
+  readonly allowedFlakePrefixes?: ReadonlyArray<string> | undefined
   readonly logLevel?: string | undefined
 }
 
@@ -42,6 +45,9 @@ export type Environment = Readonly<Record<string, string | undefined>>
 
 /** Where a hand-started node keeps its data when nothing says otherwise. */
 export const defaultDataDir = (id: number): string => `./blixard-data/node-${id}`
+
+/** The admin token file a node makes in its data directory when no `apiTokenFile` is configured. */
+export const apiTokenFileName = "api-token"
 
 /** The variable naming the config file, when `--config` is not given. */
 export const configFileVariable = "BLIXARD_CONFIG"
@@ -64,9 +70,16 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["logLevel", "--log-level", "BLIXARD_LOG_LEVEL"]
 ]
 
+/** The list settings: NodeConfig key, flag (repeatable), environment variable (comma-separated). */
+const lists: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> = [
+  ["allowedRunnerPrefixes", "--allowed-runner-prefix", "BLIXARD_ALLOWED_RUNNER_PREFIXES"],
+  ["allowedFlakePrefixes", "--allowed-flake-prefix", "BLIXARD_ALLOWED_FLAKE_PREFIXES"]
+]
+
 /** Every environment variable the daemon reads. */
 export const environmentVariables: ReadonlyArray<string> = [
   ...scalars.map(([, , variable]) => variable),
+  ...lists.map(([, , variable]) => variable),
   "BLIXARD_PEERS",
   "BLIXARD_LABELS",
   configFileVariable
@@ -188,6 +201,14 @@ const environmentSource = (env: Environment): Source => {
     }
     source.origins[key] = () => `${variable} ${quote(value)}`
   }
+  for (const [key, , variable] of lists) {
+    const value = given(variable)
+    if (value === undefined) continue
+    const entries = value.split(",").map((entry) => entry.trim()).filter((entry) => entry !== "")
+    source.values[key] = entries
+    source.origins[key] = (path) =>
+      typeof path[0] === "number" ? `${variable} entry ${quote(entries[path[0]] ?? "")}` : `${variable} ${quote(value)}`
+  }
   const peers = given("BLIXARD_PEERS")
   if (peers !== undefined) {
     const entries = peers.split(",").map((entry) => entry.trim())
@@ -212,6 +233,12 @@ const flagSource = (flags: NodeFlags): Source => {
     if (value === undefined) continue
     source.values[key] = value
     source.origins[key] = () => `${flag} ${typeof value === "string" ? quote(value) : String(value)}`
+  }
+  for (const [key, flag] of lists) {
+    const entries = flags[key] as ReadonlyArray<string> | undefined
+    if (entries === undefined || entries.length === 0) continue
+    source.values[key] = entries
+    source.origins[key] = (path) => (typeof path[0] === "number" ? `${flag} ${quote(entries[path[0]] ?? "")}` : flag)
   }
   if (flags.peers !== undefined && flags.peers.length > 0) {
     const entries = flags.peers

@@ -125,6 +125,9 @@ const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneS
     join: (id, addr) => at((p) => p.join(id, addr)),
     leave: (id) => at((p) => p.leave(id)),
     transferLeader: (id) => at((p) => p.transferLeader(id)),
+    createToken: (role, name) => at((p) => p.createToken(role, name)),
+    listTokens: (mode) => at((p) => p.listTokens(mode)),
+    revokeToken: (id) => at((p) => p.revokeToken(id)),
     health: at((p) => p.health)
   }
 }

@@ -17,7 +17,7 @@ import type { CommandExecutor } from "@effect/platform"
 import { Clock, Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { BackendFailed, InvalidArgument, VmDirForeign } from "../domain/Errors.js"
+import { BackendFailed, FlakeNotAllowed, InvalidArgument, RunnerNotAllowed, VmDirForeign } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
@@ -25,6 +25,7 @@ import { runCommand, showCommand } from "./internal/runCommand.js"
 import { addGcRoots } from "./internal/gcRoots.js"
 import { createOwnedDir, ownershipOf } from "./internal/ownership.js"
 import { appendLog, isExecutable, replaceSymlink, vmPaths, writeFileAtomic } from "./internal/stateDir.js"
+import { admitSource, resolveRunner, type SourcePolicy } from "./RunnerPolicy.js"
 import type { OnProgress } from "./VmBackend.js"
 
 /** How `nix` is invoked on this node. */
@@ -43,8 +44,11 @@ export interface NixSettings {
   readonly system?: string
 }
 
-/** What every microvm.nix layer is configured with. */
-export interface StateDirSettings {
+/**
+ * What every microvm.nix layer is configured with; the `SourcePolicy` is checked right before a
+ * runner is linked (default: runners from `/nix/store` only).
+ */
+export interface StateDirSettings extends SourcePolicy {
   /** Root of the VMs' state directories (`NodeConfig.microvmStateDir`, `/var/lib/microvms`). */
   readonly stateDir: string
   /** This node: written in the marker of each VM directory it makes (`internal/ownership.ts`), named in errors. */
@@ -85,10 +89,15 @@ export const defaultMicrovmUrl = "github:microvm-nix/microvm.nix/71beea0076cd46d
 export const hostSystem = (): string =>
   `${process.arch === "x64" ? "x86_64" : process.arch === "arm64" ? "aarch64" : process.arch}-linux`
 
-/** The arguments of `nix` before the subcommand: flakes enabled, then the settings' options. */
+/**
+ * The arguments of `nix` before the subcommand: flakes enabled, the build sandbox on (a VM's
+ * derivations are code from whoever created it) unless the settings choose otherwise, then the
+ * settings' options.
+ */
 export const nixGlobalArgs = (nix: NixSettings | undefined): Array<string> => [
   "--extra-experimental-features",
   "nix-command flakes",
+  ...(nix?.options?.sandbox === undefined ? ["--option", "sandbox", "true"] : []),
   ...Object.entries(nix?.options ?? {}).flatMap(([name, value]) => ["--option", name, value]),
   ...(nix?.extraArgs ?? [])
 ]
@@ -146,7 +155,8 @@ const nixBuild = (
   Effect.gen(function* () {
     const paths = vmPaths(settings.stateDir, name)
     const nix = settings.nix?.nix ?? "nix"
-    const args = [...nixGlobalArgs(settings.nix), "build", "--print-build-logs", "-o", paths.current, installable]
+    // `--`: the installable is never read as an option, whatever it starts with.
+    const args = [...nixGlobalArgs(settings.nix), "build", "--print-build-logs", "-o", paths.current, "--", installable]
     const shown = showCommand(nix, args)
     const now = new Date(yield* Clock.currentTimeMillis).toISOString()
     appendLog(paths.log, `# blixard ${now}: prepare: ${shown}\n`)
@@ -270,7 +280,7 @@ export const prepareRunner = (
   settings: StateDirSettings,
   spec: VmSpec,
   onProgress?: OnProgress
-): Effect.Effect<void, BackendFailed | InvalidArgument | VmDirForeign, CommandExecutor.CommandExecutor> =>
+): Effect.Effect<void, BackendFailed | InvalidArgument | RunnerNotAllowed | FlakeNotAllowed | VmDirForeign, CommandExecutor.CommandExecutor> =>
   Effect.gen(function* () {
     yield* claimDir(settings, spec.name)
     yield* linkRunner(settings, spec, onProgress)
@@ -282,14 +292,18 @@ const linkRunner = (
   settings: StateDirSettings,
   spec: VmSpec,
   onProgress: OnProgress | undefined
-): Effect.Effect<void, BackendFailed | InvalidArgument, CommandExecutor.CommandExecutor> =>
+): Effect.Effect<void, BackendFailed | InvalidArgument | RunnerNotAllowed | FlakeNotAllowed, CommandExecutor.CommandExecutor> =>
   Effect.gen(function* () {
     const name = spec.name
     const paths = vmPaths(settings.stateDir, name)
     const source = spec.source
     switch (source._tag) {
       case "Runner": {
-        if (!isExecutable(path.join(source.path, "bin", "microvm-run"))) {
+        // This node's own policy, on the path with its symlinks resolved; the resolved directory is
+        // what gets linked and run, so changing the link afterwards changes nothing.
+        const allowed = resolveRunner(settings, name, source.path, settings.node)
+        if ("refused" in allowed) return yield* allowed.refused
+        if (!isExecutable(path.join(allowed.resolved, "bin", "microvm-run"))) {
           return yield* failed(
             settings,
             name,
@@ -297,8 +311,8 @@ const linkRunner = (
               `Build it on this node first (nix build -o ${source.path} FLAKE#nixosConfigurations.${name}.config.microvm.declaredRunner) or give the VM a flake.`
           )
         }
-        yield* tryFs(settings, name, `linking ${paths.current} to ${source.path}`, () =>
-          replaceSymlink(source.path, paths.current)
+        yield* tryFs(settings, name, `linking ${paths.current} to ${allowed.resolved}`, () =>
+          replaceSymlink(allowed.resolved, paths.current)
         )
         return
       }
@@ -306,12 +320,17 @@ const linkRunner = (
         const at = source.ref.lastIndexOf("#")
         const flake = source.ref.slice(0, at)
         const configName = source.ref.slice(at + 1)
+        // Refused at the API too; checked here again for entries committed before, and against
+        // this node's own allowed flake prefixes.
         if (flake.startsWith("-")) {
-          return yield* new InvalidArgument({
+          return yield* new FlakeNotAllowed({
             subject: name,
+            ...(settings.node !== undefined ? { node: settings.node } : {}),
             message: `VM "${name}": the flake reference ${JSON.stringify(source.ref)} must not start with '-'`
           })
         }
+        const refused = admitSource(settings, spec, settings.node)
+        if (refused !== undefined) return yield* refused
         return yield* nixBuild(
           settings,
           name,

@@ -28,7 +28,7 @@
  */
 import type { Duration, Effect, Scope, Stream } from "effect"
 import { Context, Data } from "effect"
-import type { BackendFailed, InvalidArgument, VmDirForeign } from "../domain/Errors.js"
+import type { BackendFailed, FlakeNotAllowed, InvalidArgument, RunnerNotAllowed, VmDirForeign } from "../domain/Errors.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 
@@ -75,7 +75,10 @@ export interface VmBackendShape {
    * a `Flake`'s or an `Inline` module's runner with `nix build`. Progress lines go to `onProgress`
    * and to the VM's log file. Safe to repeat; does not touch a running VM (it keeps `booted`).
    */
-  readonly prepare: (spec: VmSpec, onProgress?: OnProgress) => Effect.Effect<void, BackendFailed | InvalidArgument | VmDirForeign>
+  readonly prepare: (
+    spec: VmSpec,
+    onProgress?: OnProgress
+  ) => Effect.Effect<void, BackendFailed | InvalidArgument | RunnerNotAllowed | FlakeNotAllowed | VmDirForeign>
   /** Starts the prepared runner; answers its pid. A running VM is not started again (same pid). */
   readonly start: (name: VmName) => Effect.Effect<number, BackendFailed | VmDirForeign>
   /**

@@ -20,7 +20,7 @@ describe("mounting beside the peers' endpoint", () => {
     Effect.gen(function* () {
       const plane = makeMemory({ node: 2 as never })
       const context = yield* Layer.build(
-        layerSharedPort({ port: 0, host: "127.0.0.1", apiToken: "t0ken" }).pipe(
+        layerSharedPort({ port: 0, host: "127.0.0.1", auth: { adminTokens: ["t0ken"] } }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, plane)),
           Layer.provideMerge(layerTransport({ self: 2, clusterSecret: secret, requestTimeoutMs: 2000 }))
         )

@@ -2,8 +2,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Logger, Schedule } from "effect"
 import { BlixardApi, MaxBodyBytes } from "../../src/api/Api.js"
 import { ApiClient } from "../../src/api/Client.js"
-import { makeTokenCheck } from "../../src/api/Server.js"
-import { Conflict, Unauthorized, VmExists, VmNotFound } from "../../src/domain/Errors.js"
+import { makeAuthenticate, nodeCredential, replicatedToken, sha256Hex } from "../../src/api/Auth.js"
+import { ApiTokenRecord, TokenId } from "../../src/domain/ApiToken.js"
+import { Conflict, Forbidden, Unauthorized, VmExists, VmNotFound } from "../../src/domain/Errors.js"
 import { type HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
 import { nodeId, raw, serve, spec, specJson, vmName } from "./harness.js"
 
@@ -172,7 +173,7 @@ describe("/openapi.json", () => {
       const served = new Set(
         Object.entries(document.paths).flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method} ${path}`))
       )
-      expect(expected.size).toBe(18)
+      expect(expected.size).toBe(21)
       for (const endpoint of expected) expect(served).toContain(endpoint)
 
       // It documents the errors the server sends: InvalidArgument for malformed input, 413 on bodies,
@@ -272,14 +273,15 @@ describe("malformed input gets a 4xx with our error, and the server keeps servin
 })
 
 describe("bearer-token auth", () => {
-  it.scopedLive("no token or a wrong one is 401 BLX_UNAUTHORIZED; the right one passes; /v1/health is open", () =>
+  it.scopedLive("no token or a wrong one is 401 BLX_UNAUTHORIZED naming where the token is; the right one passes; /v1/health is open", () =>
     Effect.gen(function* () {
-      const { addr, url, plane } = yield* serve({ apiToken: "s3cret-token" })
+      const { addr, url, plane } = yield* serve({ auth: { adminTokens: ["s3cret-token"], hint: "the admin token is in /data/api-token" } })
 
       for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: "Basic s3cret-token" }, { authorization: "Bearer " }]) {
         const response = yield* raw(url, { path: "/v1/vms", headers })
         expect(response.status).toBe(401)
         expect(response.json).toMatchObject({ _tag: "Unauthorized", code: "BLX_UNAUTHORIZED" })
+        expect((response.json as { message: string }).message).toContain("/data/api-token")
       }
       // Checked before the body: an unauthenticated malformed request is still 401.
       const malformed = yield* raw(url, { method: "POST", path: "/v1/vms", body: "{" })
@@ -305,23 +307,85 @@ describe("bearer-token auth", () => {
       expect((yield* trusted.clusterStatus()).node).toBe(1)
     })
   )
+
+  it.scopedLive("roles: read-only reads, operator runs VMs, admin manages nodes and tokens; a revoked token is refused", () =>
+    Effect.gen(function* () {
+      // The plane is built inside `serve`; its tokens are looked up through this indirection.
+      let lookup: (id: string) => ApiTokenRecord | undefined = () => undefined
+      const { addr, plane } = yield* serve({ auth: { adminTokens: ["root-token"], tokens: (id) => lookup(id) } })
+      lookup = (id) => plane.tokens.get(id)
+      const admin = yield* clientOf(addr, "root-token")
+      const reader = yield* admin.createToken("read-only", "dash")
+      const operator = yield* admin.createToken("operator")
+      expect(reader.token).toMatch(/^blxt_[0-9a-f]{16}_/)
+      expect(reader.name).toBe("dash")
+      expect((yield* admin.listTokens()).map((t) => t.id).sort()).toEqual([reader.id, operator.id].sort())
+
+      const asReader = yield* clientOf(addr, reader.token)
+      expect(yield* asReader.listVms()).toEqual([])
+      const refused = yield* Effect.flip(asReader.createVm(spec("web")))
+      expect(refused).toBeInstanceOf(Forbidden)
+      expect(refused.code).toBe("BLX_FORBIDDEN")
+      expect(refused.message).toContain("read-only")
+      expect(plane.calls.some((call) => call.method === "createVm")).toBe(false)
+
+      const asOperator = yield* clientOf(addr, operator.token)
+      yield* asOperator.createVm(spec("web"))
+      yield* asOperator.startVm(vmName("web"))
+      expect(yield* Effect.flip(asOperator.cordon(nodeId(1)))).toBeInstanceOf(Forbidden)
+      expect(yield* Effect.flip(asOperator.createToken("admin"))).toBeInstanceOf(Forbidden)
+      expect(yield* Effect.flip(asOperator.listTokens())).toBeInstanceOf(Forbidden)
+      // What only nodes do: not even an admin token.
+      const report = yield* Effect.flip(admin.reportVmStatus(vmName("web"), nodeId(1), (yield* admin.getVm(vmName("web"))).status))
+      expect(report).toBeInstanceOf(Forbidden)
+
+      yield* admin.revokeToken(operator.id)
+      expect(yield* Effect.flip(asOperator.listVms())).toBeInstanceOf(Unauthorized)
+      expect(yield* Effect.flip(admin.revokeToken(operator.id))).toMatchObject({ code: "BLX_TOKEN_NOT_FOUND" })
+    })
+  )
 })
 
-describe("the token check", () => {
+describe("the authenticator", () => {
+  const record = (token: string, role: "read-only" | "operator" | "admin") =>
+    new ApiTokenRecord({ id: TokenId.make(token.slice(5, 21)), role, hash: sha256Hex(token), createdAt: 0 })
+
   it.effect("ignores the token file's final newline, fails closed on an empty token, needs the Bearer scheme", () =>
     Effect.gen(function* () {
-      const check = makeTokenCheck("s3cret\n")
-      yield* check("Bearer s3cret")
-      yield* check("BEARER s3cret")
+      const check = makeAuthenticate({ adminTokens: ["s3cret\n"] })
+      expect(yield* check("Bearer s3cret", "127.0.0.1")).toMatchObject({ kind: "token", role: "admin" })
+      yield* check("BEARER s3cret", "127.0.0.1")
       for (const header of [undefined, "", "Bearer", "Bearer ", "Bearer s3cre", "Bearer s3cret2", "Token s3cret", "s3cret"]) {
-        expect(yield* Effect.flip(check(header))).toBeInstanceOf(Unauthorized)
+        expect(yield* Effect.flip(check(header, "127.0.0.1"))).toBeInstanceOf(Unauthorized)
       }
-      const empty = makeTokenCheck("  \n")
+      const empty = makeAuthenticate({ adminTokens: ["  \n"] })
       for (const header of [undefined, "", "Bearer ", "Bearer x"]) {
-        const error = yield* Effect.flip(empty(header))
-        expect(error.message).toContain("token is empty")
+        expect(yield* Effect.flip(empty(header, "127.0.0.1"))).toBeInstanceOf(Unauthorized)
       }
-      yield* makeTokenCheck(undefined)(undefined)
+    })
+  )
+
+  it.effect("replicated tokens by id and hash; node credentials by HMAC of the cluster secret, from loopback only when the secret is the public default", () =>
+    Effect.gen(function* () {
+      const token = replicatedToken("0123456789abcdef", "A".repeat(43))
+      const stored = record(token, "operator")
+      const check = makeAuthenticate({ clusterSecret: "cluster", tokens: (id) => (id === stored.id ? stored : undefined) })
+      expect(yield* check(`Bearer ${token}`, "10.0.0.9")).toMatchObject({ kind: "token", role: "operator" })
+      // Same id, another secret: refused (the hash differs).
+      expect(yield* Effect.flip(check(`Bearer ${replicatedToken("0123456789abcdef", "B".repeat(43))}`, "10.0.0.9"))).toBeInstanceOf(Unauthorized)
+
+      expect(yield* check(`Bearer ${nodeCredential("cluster", 3)}`, "10.0.0.9")).toEqual({ kind: "node", node: 3 })
+      // Another cluster's secret, or node 3's MAC claimed by node 4: refused.
+      expect(yield* Effect.flip(check(`Bearer ${nodeCredential("other", 3)}`, "10.0.0.9"))).toBeInstanceOf(Unauthorized)
+      const forged = nodeCredential("cluster", 3).replace("blxn_3_", "blxn_4_")
+      expect(yield* Effect.flip(check(`Bearer ${forged}`, "10.0.0.9"))).toBeInstanceOf(Unauthorized)
+
+      const loopbackOnly = makeAuthenticate({ clusterSecret: "public", nodeCredentialsFromLoopbackOnly: true })
+      expect(yield* loopbackOnly(`Bearer ${nodeCredential("public", 2)}`, "::ffff:127.0.0.1")).toEqual({ kind: "node", node: 2 })
+      const remote = yield* Effect.flip(loopbackOnly(`Bearer ${nodeCredential("public", 2)}`, "10.0.0.9"))
+      expect(remote.message).toContain("clusterSecretFile")
+      // Without a cluster secret no node credential is accepted at all.
+      expect(yield* Effect.flip(makeAuthenticate({})(`Bearer ${nodeCredential("x", 2)}`, "127.0.0.1"))).toBeInstanceOf(Unauthorized)
     })
   )
 })
@@ -329,7 +393,7 @@ describe("the token check", () => {
 describe("requests the API does not declare, and failures it cannot encode", () => {
   it.scopedLive("an unknown route is a 404 naming the method and path and pointing at /openapi.json; HEAD is answered as GET", () =>
     Effect.gen(function* () {
-      const { url } = yield* serve({ apiToken: "s3cret-token" })
+      const { url } = yield* serve({ auth: { adminTokens: ["s3cret-token"] } })
       for (const [method, path] of [["GET", "/v1/nope"], ["POST", "/v1/health"], ["GET", "/"]] as const) {
         const response = yield* raw(url, { method, path })
         expectInvalid(response, 404, [`${method} ${path}`, "/openapi.json"])

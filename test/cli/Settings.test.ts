@@ -135,9 +135,41 @@ describe("resolveNodeSettings: merging", () => {
     )
   })
 
+  it("allowed runner prefixes default to /nix/store; flags replace the environment's, which replace the file's; flake prefixes are unset unless given", () => {
+    const base = { id: 1, bind: "h:1" }
+    const defaults = ok(resolveNodeSettings(undefined, {}, base))
+    expect(defaults.allowedRunnerPrefixes).toEqual(["/nix/store"])
+    expect(defaults.allowedFlakePrefixes).toBeUndefined()
+    const fromFile = ok(resolveNodeSettings(file({ ...base, allowedRunnerPrefixes: ["/srv/runners"], allowedFlakePrefixes: ["github:org/"] }), {}, {}))
+    expect(fromFile.allowedRunnerPrefixes).toEqual(["/srv/runners"])
+    expect(fromFile.allowedFlakePrefixes).toEqual(["github:org/"])
+    const fromEnv = ok(
+      resolveNodeSettings(file({ ...base, allowedRunnerPrefixes: ["/srv/runners"] }), { BLIXARD_ALLOWED_RUNNER_PREFIXES: "/a, /b", BLIXARD_ALLOWED_FLAKE_PREFIXES: "github:x/" }, {})
+    )
+    expect(fromEnv.allowedRunnerPrefixes).toEqual(["/a", "/b"])
+    expect(fromEnv.allowedFlakePrefixes).toEqual(["github:x/"])
+    const fromFlags = ok(resolveNodeSettings(undefined, { BLIXARD_ALLOWED_RUNNER_PREFIXES: "/a" }, { ...base, allowedRunnerPrefixes: ["/c"] }))
+    expect(fromFlags.allowedRunnerPrefixes).toEqual(["/c"])
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, allowedRunnerPrefixes: ["/ok", "relative"] }))).toEqual([
+      `--allowed-runner-prefix "relative": must be an absolute path`
+    ])
+    expect(problems(resolveNodeSettings(undefined, { BLIXARD_ALLOWED_FLAKE_PREFIXES: "-bad" }, base))).toEqual([
+      `BLIXARD_ALLOWED_FLAKE_PREFIXES entry "-bad": a flake prefix must not start with '-'`
+    ])
+  })
+
   it("lists every variable it reads", () => {
     expect(environmentVariables).toEqual(
-      expect.arrayContaining(["BLIXARD_ID", "BLIXARD_BIND", "BLIXARD_DATA_DIR", "BLIXARD_PEERS", "BLIXARD_LABELS", "BLIXARD_CONFIG"])
+      expect.arrayContaining([
+        "BLIXARD_ID",
+        "BLIXARD_BIND",
+        "BLIXARD_DATA_DIR",
+        "BLIXARD_PEERS",
+        "BLIXARD_LABELS",
+        "BLIXARD_CONFIG",
+        "BLIXARD_ALLOWED_RUNNER_PREFIXES",
+        "BLIXARD_ALLOWED_FLAKE_PREFIXES"
+      ])
     )
   })
 })

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck as fc } from "effect"
 import { ClusterState, RequestMemory } from "../../src/cluster/ClusterState.js"
+import { TokenId } from "../../src/domain/ApiToken.js"
 import * as C from "../../src/domain/Command.js"
 import { CommandEnvelope } from "../../src/domain/Command.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
@@ -236,6 +237,31 @@ describe("determinism and snapshots", () => {
     expect(restored.clusterId).toBe("3f1c0b0e-cluster")
     expect(restored.members.get(4)).toBe("127.0.0.1:7004")
     expect(restored.appliedIndex).toBe(100)
+  })
+
+  it("API tokens: created with the leader's clock, kept as hashes, revoked once, carried in snapshots", () => {
+    const c = threeNodes()
+    const tokenId = TokenId.make("00112233445566aa")
+    const created = c.ok(new C.CreateApiToken({ id: tokenId, name: "ci", role: "operator", hash: "c".repeat(64) }))
+    expect(created.token).toEqual({ id: tokenId, name: "ci", role: "operator", createdAt: c.now })
+    expect(created.token).not.toHaveProperty("hash")
+    expect(c.state.tokens.get(tokenId)?.hash).toBe("c".repeat(64))
+    // The same id again is refused, not overwritten.
+    const again = c.run(new C.CreateApiToken({ id: tokenId, role: "admin", hash: "d".repeat(64) }))
+    expect(Either.isLeft(again) && again.left.code).toBe("BLX_INVALID_ARGUMENT")
+    expect(c.state.tokens.get(tokenId)?.role).toBe("operator")
+
+    const restored = ClusterState.restore(c.state.snapshot())
+    expect(restored.tokens.get(tokenId)).toEqual(c.state.tokens.get(tokenId))
+    // A snapshot written before tokens existed restores with none.
+    const old = JSON.parse(c.state.snapshot())
+    delete old.tokens
+    expect(ClusterState.restore(JSON.stringify(old)).tokens.size).toBe(0)
+
+    c.ok(new C.RevokeApiToken({ id: tokenId }))
+    expect(c.state.tokens.has(tokenId)).toBe(false)
+    const missing = c.run(new C.RevokeApiToken({ id: tokenId }))
+    expect(Either.isLeft(missing) && missing.left.code).toBe("BLX_TOKEN_NOT_FOUND")
   })
 
   it("refuses to apply an entry twice or out of order", () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Either, Schema } from "effect"
 import { ClusterState } from "../../src/cluster/ClusterState.js"
 import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
+import { TokenId } from "../../src/domain/ApiToken.js"
 import * as C from "../../src/domain/Command.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
 import { NodeId } from "../../src/domain/NodeId.js"
@@ -63,7 +64,11 @@ const commands: ReadonlyArray<readonly [C.Command, string?]> = [
   [new C.RegisterNode({ info: node(3, 16384) })],
   [new C.RemoveNode({ id: id(2) })],
   [new C.DeleteVm({ name: vmName("db") })],
-  [new C.RemoveNode({ id: id(9) })]
+  [new C.RemoveNode({ id: id(9) })],
+  [new C.CreateApiToken({ id: TokenId.make("0123456789abcdef"), name: "ci", role: "operator", hash: "a".repeat(64) })],
+  [new C.CreateApiToken({ id: TokenId.make("fedcba9876543210"), role: "read-only", hash: "b".repeat(64) })],
+  [new C.RevokeApiToken({ id: TokenId.make("0123456789abcdef") })],
+  [new C.RevokeApiToken({ id: TokenId.make("0123456789abcdef") })]
 ]
 
 const envelope = (i: number, [command, requestId]: readonly [C.Command, string?]) =>

@@ -13,7 +13,7 @@ import { removeDir } from "../support/TempDir.js"
 export { freePort }
 
 export const root = path.resolve(import.meta.dirname, "../..")
-const bin = path.join(root, "bin/blixard.js")
+export const bin = path.join(root, "bin/blixard.js")
 
 /** Polls `check` until it returns a value (not undefined), or fails after `deadlineMs` saying what it waited for. */
 export const waitFor = async <A>(what: string, check: () => Promise<A | undefined>, deadlineMs = 30_000): Promise<A> => {
@@ -39,12 +39,23 @@ export interface CliResult {
   readonly stderr: string
 }
 
-/** Runs the CLI against `addr`. */
-export const cli = (addr: string, args: ReadonlyArray<string>, timeoutMs = 20_000): Promise<CliResult> =>
+/** Each started node's data directory by address: the CLI finds the node's admin token there. */
+const dataDirs = new Map<string, string>()
+
+/** The admin token of the node started at `addr` (made in its data directory on its first start). */
+export const adminTokenOf = (addr: string): string => {
+  const dataDir = dataDirs.get(addr)
+  if (dataDir === undefined) throw new Error(`no node was started at ${addr}`)
+  return fs.readFileSync(path.join(dataDir, "api-token"), "utf8").trim()
+}
+
+/** Runs the CLI against `addr`, with the admin token of the node there (`--data-dir`) unless `auth` says otherwise. */
+export const cli = (addr: string, args: ReadonlyArray<string>, timeoutMs = 20_000, auth?: ReadonlyArray<string>): Promise<CliResult> =>
   new Promise((resolve) => {
+    const dataDir = dataDirs.get(addr)
     execFile(
       process.execPath,
-      [bin, ...args, "--addr", addr],
+      [bin, ...args, "--addr", addr, ...(auth ?? (dataDir !== undefined ? ["--data-dir", dataDir] : []))],
       { cwd: root, timeout: timeoutMs, env: { PATH: process.env.PATH ?? "" } },
       (error, stdout, stderr) => {
         resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr })
@@ -87,8 +98,13 @@ export class BlixardNode {
       this.addr,
       "--data-dir",
       this.dataDir,
-      "--cluster-secret-file",
-      this.secretFile,
+      // An empty secret file name: the node starts with no security settings at all.
+      ...(this.secretFile === "" ? [] : ["--cluster-secret-file", this.secretFile]),
+      // Runner fixtures live beside the data directories (`Cluster.runnerFixture`).
+      "--allowed-runner-prefix",
+      "/nix/store",
+      "--allowed-runner-prefix",
+      path.join(this.dataDir, "..", "runners"),
       "--microvm-state-dir",
       path.join(this.dataDir, "..", `microvms-${this.id}`),
       // GC roots of the test's runners stay in the test's directory, not the host's Nix store.
@@ -98,6 +114,7 @@ export class BlixardNode {
       ...extra
     ]
     this.output = ""
+    dataDirs.set(this.addr, this.dataDir)
     const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "", ...this.env } })
     child.stdout!.on("data", (d: Buffer) => (this.output += d.toString()))
     child.stderr!.on("data", (d: Buffer) => (this.output += d.toString()))

@@ -11,7 +11,7 @@ import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { VmName } from "../../src/domain/VmName.js"
 import { History } from "../../src/sim/History.js"
 import { checkLinearizability, formatResult, registerModel, type RegisterInput, type RegisterOutput } from "../../src/sim/Linearizability.js"
-import { cliJson, clustersPerTest, waitFor } from "./harness.js"
+import { adminTokenOf, cliJson, clustersPerTest, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
 
@@ -19,7 +19,7 @@ const clients = new Map<string, Client.ApiClientShape>()
 const clientOf = (addr: string): Client.ApiClientShape => {
   let client = clients.get(addr)
   if (client === undefined) {
-    client = Effect.runSync(Client.make({ addr, timeout: "3 seconds" }).pipe(Effect.provide(FetchHttpClient.layer)))
+    client = Effect.runSync(Client.make({ addr, token: adminTokenOf(addr), timeout: "3 seconds" }).pipe(Effect.provide(FetchHttpClient.layer)))
     clients.set(addr, client)
   }
   return client

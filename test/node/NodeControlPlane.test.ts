@@ -18,7 +18,7 @@ const address = (id: number) => `127.0.0.1:${7000 + id}`
 const spec = (name: string) => new VmSpec({ name: VmName.make(name), source: new RunnerConfig({ path: `/runners/${name}` }) })
 
 /** Three nodes whose ControlPlanes forward to each other in-process (the API client's role). */
-const setup = (voters: ReadonlyArray<number> = [1, 2, 3]) =>
+const setup = (voters: ReadonlyArray<number> = [1, 2, 3], sourcePolicy?: NodeControlPlane.NodeControlPlaneOptions["sourcePolicy"]) =>
   Effect.gen(function* () {
     const cluster = new RaftCluster(
       voters,
@@ -35,7 +35,8 @@ const setup = (voters: ReadonlyArray<number> = [1, 2, 3]) =>
         raft: cluster.node(id),
         state: cluster.state(id),
         remote: (addr) => planes.get(addr)!,
-        catchUpTimeoutMs: 5_000
+        catchUpTimeoutMs: 5_000,
+        sourcePolicy
       })
       planes.set(address(id), made)
       return made
@@ -48,6 +49,37 @@ const setup = (voters: ReadonlyArray<number> = [1, 2, 3]) =>
 const failure = <A, E>(exit: Exit.Exit<A, E>) => (Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined)
 
 describe("NodeControlPlane", () => {
+  it.scoped("a VM whose runner is outside the allowed prefixes is refused before anything is proposed", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, followers, leader } = yield* setup([1, 2, 3], { allowedRunnerPrefixes: ["/runners"] })
+      for (const id of [1, 2, 3]) plane(id)
+      const applied = (yield* cluster.node(leader).status).applied
+      const attack = new VmSpec({ name: VmName.make("evil"), source: new RunnerConfig({ path: "/srv/anything" }) })
+      const refused = failure(yield* cluster.drive(plane(followers[0]!).createVm(attack, {})))
+      expect(refused).toMatchObject({ code: "BLX_RUNNER_NOT_ALLOWED", node: followers[0] })
+      expect((yield* cluster.node(leader).status).applied).toBe(applied)
+      expect(value(yield* cluster.drive(plane(followers[0]!).createVm(spec("web"), {}))).spec.name).toBe("web")
+    })
+  )
+
+  it.scoped("API tokens: made on the leader (also through a follower), listed without their hash, revoked everywhere", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, followers } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      const created = value(yield* cluster.drive(plane(followers[0]!).createToken("operator", "ci")))
+      expect(created.token).toMatch(/^blxt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/)
+      for (const id of [1, 2, 3]) {
+        const listed = value(yield* cluster.drive(plane(id).listTokens("linearizable")))
+        expect(listed).toEqual([{ id: created.id, name: "ci", role: "operator", createdAt: created.createdAt }])
+        expect(listed[0]).not.toHaveProperty("hash")
+        // Every replica holds the hash of the token, never the token.
+        expect(JSON.stringify(cluster.state(id).current.snapshot())).not.toContain(created.token.slice(22))
+      }
+      value(yield* cluster.drive(plane(followers[1]!).revokeToken(created.id)))
+      expect(value(yield* cluster.drive(plane(followers[0]!).listTokens("linearizable")))).toEqual([])
+    })
+  )
+
   it.scoped("a write sent to a follower is forwarded to the leader and visible to a linearizable read everywhere", () =>
     Effect.gen(function* () {
       const { cluster, plane, followers } = yield* setup()

@@ -34,7 +34,7 @@ const configIn = (root: string, vmBackend: "process" | "systemd" = "process"): W
 const runnerOf = (config: WatchdogConfig, root: string, name: string) =>
   Effect.gen(function* () {
     const daemon = yield* Scope.make()
-    const backend = yield* make({ stateDir: config.microvmStateDir, node }).pipe(Scope.extend(daemon), Effect.provide(NodeContext.layer))
+    const backend = yield* make({ stateDir: config.microvmStateDir, node, allowedRunnerPrefixes: [root] }).pipe(Scope.extend(daemon), Effect.provide(NodeContext.layer))
     const runner = makeRunner(root, name, { run: sleeper })
     yield* backend.prepare(VmSpec.make({ name: vmName(name), source: RunnerConfig.make({ path: runner.dir }) }))
     const pid = yield* backend.start(vmName(name))

@@ -38,7 +38,8 @@ interface Setup {
 const setup = (): Setup => {
   const root = tempDir("vm-process")
   const stateDir = path.join(root, "microvms")
-  return { root, stateDir, settings: { stateDir, node, adoptedPollInterval: Duration.millis(50) } }
+  // The runner fixtures live in `root`, not in the Nix store.
+  return { root, stateDir, settings: { stateDir, node, adoptedPollInterval: Duration.millis(50), allowedRunnerPrefixes: [root] } }
 }
 
 /** A backend instance living in `scope` (closing the scope is a daemon restart: runners keep running). */

@@ -22,6 +22,8 @@ const setup = Effect.gen(function* () {
   const settings: SystemdSettings = {
     stateDir: path.join(root, "microvms"),
     node,
+    // The runner fixtures live in `root`, not in the Nix store.
+    allowedRunnerPrefixes: [root],
     systemctl: systemctl.file,
     pollInterval: Duration.millis(50)
   }

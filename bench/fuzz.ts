@@ -1,0 +1,375 @@
+/**
+ * `npm run bench -- fuzz`: generated requests (methods, paths, query strings, headers, bodies, and
+ * tokens of every kind: none, garbage, read-only, operator, admin) thrown at the API of a real
+ * `blixard node` on loopback. Counted: answers by status, 5xx (must be 0), requests the node
+ * refused (4xx) that changed its state anyway (must be 0), and whether the node is still up.
+ *
+ * State is compared as what a refused request could change: each VM's spec, desired state and
+ * placement, each node's schedulability, and the API tokens (not VM status, which the node's agent
+ * reports on its own). Membership changes are not sent with an admin token: a random
+ * `cluster join` adds a learner that never catches up, by design.
+ *
+ * `FUZZ_RUNS` (default 20,000) and `FUZZ_SEED` choose the budget and the inputs; test/e2e/fuzz.test.ts
+ * runs a small budget.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as os from "node:os"
+import * as path from "node:path"
+import fc from "fast-check"
+import { freePort } from "../src/node/FreePort.js"
+
+const root = path.resolve(import.meta.dirname, "../..")
+const defaultBin = path.join(root, "bin/blixard.js")
+
+export interface FuzzRequest {
+  readonly method: string
+  readonly path: string
+  readonly headers: Record<string, string>
+  readonly body: string | undefined
+  readonly principal: "none" | "garbage" | "read-only" | "operator" | "admin"
+}
+
+export interface FuzzResult {
+  readonly name: string
+  readonly seed: number
+  readonly inputs: number
+  readonly byStatus: Record<string, number>
+  readonly serverErrors: number
+  readonly refusedThatChangedState: number
+  /** Requests the client itself could not send, or whose connection the server closed (e.g. after 413). */
+  readonly connectionErrors: number
+  readonly nodeAlive: boolean
+  readonly seconds: number
+  readonly inputsPerSecond: number
+  /** The first few failures, to reproduce. */
+  readonly failures: ReadonlyArray<string>
+}
+
+const vmNames = ["seed", "web", "db", "Web", "a".repeat(64), "-x", "x-", "", "..", "%2e%2e", "seed%00"]
+const knownPaths = [
+  "/v1/vms",
+  "/v1/vms/seed",
+  "/v1/vms/seed/start",
+  "/v1/vms/seed/stop",
+  "/v1/vms/seed/labels",
+  "/v1/vms/seed/status",
+  "/v1/nodes",
+  "/v1/nodes/1",
+  "/v1/nodes/1/cordon",
+  "/v1/nodes/1/uncordon",
+  "/v1/nodes/1/drain",
+  "/v1/cluster",
+  "/v1/cluster/members",
+  "/v1/cluster/members/1",
+  "/v1/cluster/leader",
+  "/v1/tokens",
+  "/v1/tokens/0123456789abcdef",
+  "/v1/health",
+  "/openapi.json",
+  "/raft"
+]
+
+/** The API's routes, as method and a path to them. */
+const routes: ReadonlyArray<readonly [string, string]> = [
+  ["GET", "/v1/vms"],
+  ["POST", "/v1/vms"],
+  ["GET", "/v1/vms/seed"],
+  ["DELETE", "/v1/vms/seed"],
+  ["POST", "/v1/vms/seed/start"],
+  ["POST", "/v1/vms/seed/stop"],
+  ["PUT", "/v1/vms/seed/labels"],
+  ["PUT", "/v1/vms/seed/status"],
+  ["GET", "/v1/nodes"],
+  ["PUT", "/v1/nodes/1"],
+  ["POST", "/v1/nodes/1/cordon"],
+  ["POST", "/v1/nodes/1/uncordon"],
+  ["POST", "/v1/nodes/1/drain"],
+  ["GET", "/v1/cluster"],
+  ["POST", "/v1/cluster/members"],
+  ["DELETE", "/v1/cluster/members/1"],
+  ["POST", "/v1/cluster/leader"],
+  ["POST", "/v1/tokens"],
+  ["GET", "/v1/tokens"],
+  ["DELETE", "/v1/tokens/0123456789abcdef"],
+  ["GET", "/v1/health"],
+  ["GET", "/openapi.json"]
+]
+
+const text = fc.oneof(fc.string({ maxLength: 40 }), fc.fullUnicodeString({ maxLength: 20 }), fc.constantFrom("", " ", "null", "-1", "1e309", "\u0000"))
+
+const segment = fc.oneof(
+  fc.constantFrom("v1", "vms", "nodes", "cluster", "tokens", "members", "start", "stop", "labels", "status", "1", "0", "-1", "99999999999", ...vmNames),
+  text.map(encodeURIComponent)
+)
+
+const pathArb = fc.oneof(
+  { weight: 12, arbitrary: fc.constantFrom(...knownPaths) },
+  { weight: 2, arbitrary: fc.tuple(fc.constantFrom("/v1/vms/", "/v1/nodes/", "/v1/tokens/", "/v1/cluster/members/"), segment).map(([p, s]) => `${p}${s}`) },
+  { weight: 1, arbitrary: fc.array(segment, { minLength: 1, maxLength: 6 }).map((s) => `/${s.join("/")}`) },
+  { weight: 1, arbitrary: fc.webPath() }
+)
+
+const query = fc.option(
+  fc.dictionary(
+    fc.oneof(fc.constantFrom("stale", "ifRevision", "__proto__", "constructor"), fc.string({ maxLength: 10 })),
+    fc.oneof(fc.constantFrom("true", "false", "1", "-1", "0", "1.5", "", "x"), fc.string({ maxLength: 10 })),
+    { maxKeys: 3 }
+  ).map((q) => `?${new URLSearchParams(q).toString()}`),
+  { nil: "" }
+)
+
+const source = fc.oneof(
+  fc.record({ _tag: fc.constant("Runner"), path: fc.oneof(fc.constantFrom("/srv/anything", "/nix/store/x-runner", "/nix/store/../../etc", "/nix/storex", "relative", "/"), text) }),
+  fc.record({ _tag: fc.constant("Flake"), ref: fc.oneof(fc.constantFrom("-x#y", "--option#a", "github:me/vms#web", "/etc/vms#web", "a#b c"), text) }),
+  fc.record({ _tag: fc.constant("Inline"), module: fc.oneof(fc.constant("{ ... }: { }"), text) }),
+  fc.record({ _tag: text }),
+  fc.anything()
+)
+
+const number = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(0, 1, 512, -1, 2 ** 53), text)
+
+const spec = fc.record(
+  {
+    name: fc.oneof(fc.constantFrom(...vmNames), text),
+    source,
+    vcpus: number,
+    memoryMiB: number,
+    labels: fc.oneof(fc.dictionary(text, text, { maxKeys: 3 }), fc.anything()),
+    constraints: fc.oneof(fc.constant([]), fc.array(fc.record({ key: text, op: fc.constantFrom("eq", "neq", "x"), value: text }), { maxLength: 2 }), fc.anything()),
+    restartPolicy: fc.oneof(fc.constantFrom("always", "on-failure", "never"), text),
+    antiAffinity: text,
+    extra: fc.anything()
+  },
+  { requiredKeys: [] }
+)
+
+const body = fc.oneof(
+  { weight: 2, arbitrary: fc.constant(undefined) },
+  { weight: 3, arbitrary: spec.map((s) => JSON.stringify({ spec: s })) },
+  { weight: 1, arbitrary: fc.record({ role: fc.oneof(fc.constantFrom("admin", "operator", "read-only"), text), name: text }, { requiredKeys: [] }).map((b) => JSON.stringify(b)) },
+  { weight: 1, arbitrary: fc.record({ ifRevision: number, labels: fc.anything(), node: number, status: fc.anything(), id: number, address: text }, { requiredKeys: [] }).map((b) => JSON.stringify(b)) },
+  { weight: 1, arbitrary: fc.json() },
+  { weight: 1, arbitrary: fc.anything().map((v) => JSON.stringify(v) ?? "undefined") },
+  { weight: 1, arbitrary: fc.string({ maxLength: 200 }) }
+)
+
+const headerName = fc.stringMatching(/^[a-z][a-z0-9-]{0,15}$/)
+const headerValue = fc.stringMatching(/^[\x20-\x7e]{0,40}$/)
+
+export const requestArb: fc.Arbitrary<FuzzRequest> = fc
+  .record({
+    route: fc.oneof(
+      { weight: 6, arbitrary: fc.constantFrom(...routes) },
+      {
+        weight: 2,
+        arbitrary: fc.tuple(fc.constantFrom("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"), pathArb)
+      }
+    ),
+    query,
+    body,
+    contentType: fc.option(fc.oneof(fc.constantFrom("application/json", "application/json; charset=utf-8", "text/plain", "multipart/form-data", ""), headerValue), { nil: undefined }),
+    idempotencyKey: fc.option(headerValue, { nil: undefined }),
+    extra: fc.dictionary(headerName, headerValue, { maxKeys: 2 }),
+    principal: fc.constantFrom<FuzzRequest["principal"]>("none", "garbage", "read-only", "operator", "admin", "admin")
+  })
+  .map(({ route: [method, p], query: q, body: b, contentType, idempotencyKey, extra, principal }) => {
+    const headers: Record<string, string> = { ...extra }
+    delete headers.authorization
+    delete headers["content-length"]
+    delete headers["transfer-encoding"]
+    delete headers.connection
+    delete headers.host
+    delete headers.expect
+    delete headers.upgrade
+    if (contentType !== undefined) headers["content-type"] = contentType
+    if (idempotencyKey !== undefined) headers["idempotency-key"] = idempotencyKey
+    return { method, path: `${p}${q}`, headers, body: method === "GET" || method === "HEAD" ? undefined : b, principal }
+  })
+  // A random join adds a learner that never catches up, and leave removes the only member: both
+  // are what an admin asked for, not bugs, so the fuzzer does not send them as admin.
+  .filter((r) => !(r.principal === "admin" && /^\/v1\/cluster\/members/.test(r.path)))
+
+interface Answer {
+  readonly status: number
+  readonly body: string
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+
+const send = (port: number, method: string, pathname: string, headers: Record<string, string>, body?: string): Promise<Answer> =>
+  new Promise((resolve, reject) => {
+    let request: http.ClientRequest
+    try {
+      // Node's client frames a GET, DELETE or OPTIONS body only when told its length: unframed, the
+      // body would reach the server as the start of the next request.
+      const framed = body === undefined ? headers : { ...headers, "content-length": String(Buffer.byteLength(body)) }
+      request = http.request({ host: "127.0.0.1", port, method, path: pathname, agent, headers: framed }, (response) => {
+        const chunks: Array<Buffer> = []
+        response.on("data", (chunk: Buffer) => chunks.push(chunk))
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() }))
+        response.on("error", reject)
+      })
+    } catch (error) {
+      return reject(error)
+    }
+    request.on("error", reject)
+    request.setTimeout(15_000, () => request.destroy(new Error("timeout")))
+    request.end(body)
+  })
+
+const seedSpec = JSON.stringify({
+  spec: { name: "seed", source: { _tag: "Runner", path: "/nix/store/fuzz-seed" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }
+})
+
+/** The VM `seed` exists (the requests about it would otherwise all be 404 once a fuzzed delete got through). */
+const ensureSeed = async (port: number, admin: string): Promise<void> => {
+  const auth = { authorization: `Bearer ${admin}`, "content-type": "application/json" }
+  if ((await send(port, "GET", "/v1/vms/seed?stale=true", auth)).status === 200) return
+  const created = await send(port, "POST", "/v1/vms", auth, seedSpec)
+  if (created.status !== 201) throw new Error(`fuzz: creating the seed VM answered ${created.status}: ${created.body}`)
+}
+
+export interface FuzzNode {
+  readonly port: number
+  readonly tokens: Record<FuzzRequest["principal"], string | undefined>
+  readonly alive: () => boolean
+  readonly stop: () => Promise<void>
+}
+
+/** A one-node cluster in a temporary directory, with a VM `seed` and a read-only and an operator token. */
+export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-fuzz-"))
+  const port = await freePort()
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--log-level", "error"],
+    { stdio: "ignore" }
+  )
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once("exit", resolve))
+      child.kill("SIGKILL")
+      await exited
+    }
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 })
+  }
+  try {
+    const end = Date.now() + 60_000
+    let admin: string | undefined
+    while (admin === undefined) {
+      if (Date.now() > end) throw new Error("fuzz: the node did not start within 60 s")
+      try {
+        const token = fs.readFileSync(path.join(dir, "n1", "api-token"), "utf8").trim()
+        if ((await send(port, "GET", "/v1/cluster", { authorization: `Bearer ${token}` })).status === 200) admin = token
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    }
+    const auth = { authorization: `Bearer ${admin}`, "content-type": "application/json" }
+    await ensureSeed(port, admin)
+    const token = async (role: string) => {
+      const answer = await send(port, "POST", "/v1/tokens", auth, JSON.stringify({ role }))
+      if (answer.status !== 201) throw new Error(`fuzz: creating a ${role} token answered ${answer.status}: ${answer.body}`)
+      return (JSON.parse(answer.body) as { token: string }).token
+    }
+    const tokens = { none: undefined, garbage: "blxt_0123456789abcdef_AAAA", "read-only": await token("read-only"), operator: await token("operator"), admin }
+    return { port, tokens, alive: () => child.exitCode === null && child.signalCode === null, stop }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+}
+
+/** A read of the fuzzer's own; a kept-alive connection the server has just closed is retried. */
+const read = async (port: number, pathname: string, headers: Record<string, string>): Promise<Answer> => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const answer = await send(port, "GET", pathname, headers)
+      if (answer.status === 200) return answer
+      throw new Error(`GET ${pathname} answered ${answer.status}: ${answer.body}`)
+    } catch (error) {
+      if (attempt >= 3) throw error
+    }
+  }
+}
+
+/** What a refused request must not change (see the module comment). */
+const stateOf = async (node: FuzzNode): Promise<string> => {
+  const headers = { authorization: `Bearer ${node.tokens.admin}` }
+  const [vms, nodes, tokens] = await Promise.all(["/v1/vms?stale=true", "/v1/nodes?stale=true", "/v1/tokens?stale=true"].map((p) => read(node.port, p, headers)))
+  const vmState = (JSON.parse(vms!.body) as Array<{ spec: unknown; desired: string; node?: number }>).map((vm) => [vm.spec, vm.desired, vm.node])
+  const nodeState = (JSON.parse(nodes!.body) as Array<{ id: number; state: string }>).map((n) => [n.id, n.state])
+  return JSON.stringify([vmState, nodeState, JSON.parse(tokens!.body)])
+}
+
+/** Sends `runs` generated requests to `node`, one at a time, checking each answer and the state. */
+export const fuzzApi = async (node: FuzzNode, runs: number, seed: number): Promise<FuzzResult> => {
+  const byStatus: Record<string, number> = {}
+  const failures: Array<string> = []
+  let serverErrors = 0
+  let refusedThatChangedState = 0
+  let connectionErrors = 0
+  let inputs = 0
+  let before = await stateOf(node)
+  const started = performance.now()
+  const chunk = 500
+  const recent: Array<string> = []
+  for (let offset = 0; offset < runs && node.alive(); offset += chunk) {
+    for (const request of fc.sample(requestArb, { numRuns: Math.min(chunk, runs - offset), seed: seed + offset })) {
+      inputs++
+      const token = node.tokens[request.principal]
+      const headers = { ...request.headers, ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}) }
+      let answer: Answer
+      try {
+        answer = await send(node.port, request.method, request.path, headers, request.body)
+      } catch {
+        connectionErrors++
+        if (!node.alive()) failures.push(`the node died on: ${JSON.stringify(request)}`)
+        continue
+      }
+      byStatus[answer.status] = (byStatus[answer.status] ?? 0) + 1
+      if (answer.status >= 500) {
+        serverErrors++
+        if (failures.length < 10) failures.push(`${answer.status} ${answer.body.slice(0, 200)} for ${JSON.stringify(request)}`)
+      }
+      if (answer.status < 400) await ensureSeed(node.port, node.tokens.admin!)
+      const after = await stateOf(node)
+      // A refused request's `before` is the state after the previous one (and its seed re-created).
+      if (answer.status >= 400 && after !== before) {
+        refusedThatChangedState++
+        if (failures.length < 10) {
+          failures.push(`refused with ${answer.status} ${answer.body.slice(0, 300)} but changed the state: ${JSON.stringify(request)} (the requests before, oldest first: ${recent.join(" | ")}; state before: ${before}; after: ${after})`)
+        }
+      }
+      before = after
+      recent.push(`${answer.status} ${answer.body.slice(0, 300)} for ${JSON.stringify(request)}`)
+      if (recent.length > 5) recent.shift()
+    }
+  }
+  const seconds = (performance.now() - started) / 1000
+  const alive = node.alive() && (await send(node.port, "GET", "/v1/health", {}).then((a) => a.status === 200, () => false))
+  return {
+    name: "API fuzz: generated requests against one real node on loopback",
+    seed,
+    inputs,
+    byStatus,
+    serverErrors,
+    refusedThatChangedState,
+    connectionErrors,
+    nodeAlive: alive,
+    seconds: Math.round(seconds * 10) / 10,
+    inputsPerSecond: Math.round(inputs / seconds),
+    failures
+  }
+}
+
+export const benchFuzz = async (runs = 20_000, seed = 1): Promise<ReadonlyArray<FuzzResult>> => {
+  const node = await startFuzzNode()
+  try {
+    return [await fuzzApi(node, runs, seed)]
+  } finally {
+    await node.stop()
+  }
+}
