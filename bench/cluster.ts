@@ -32,7 +32,7 @@ export const benchTokenFile = (dir: string): string => {
   return file
 }
 
-export const request = (port: number, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: string }> =>
+export const request = (port: number, method: string, pathname: string, body?: unknown, timeoutMs = 5000): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body)
     const req = http.request(
@@ -54,7 +54,7 @@ export const request = (port: number, method: string, pathname: string, body?: u
       }
     )
     req.on("error", reject)
-    req.setTimeout(5000, () => req.destroy(new Error("timeout")))
+    req.setTimeout(timeoutMs, () => req.destroy(new Error("timeout")))
     if (data) req.write(data)
     req.end()
   })
@@ -66,7 +66,7 @@ export const request = (port: number, method: string, pathname: string, body?: u
  * write at 64 clients), much of it in machinery a fixed-format client does not need. Our server always
  * answers with a `Content-Length`, which is all this reader relies on.
  */
-class Connection {
+export class Connection {
   private readonly socket: net.Socket
   private buffered: Buffer = Buffer.alloc(0)
   private waiting: ((response: { status: number; body: string }) => void) | undefined
@@ -135,7 +135,7 @@ export const until = async <A>(what: string, f: () => Promise<A | undefined>, ms
 }
 
 /** CPU time (user + system, all threads) a process has used so far, in ms (Linux `/proc`). */
-const cpuMs = (pid: number | undefined): number => {
+export const cpuMs = (pid: number | undefined): number => {
   if (pid === undefined) return 0
   try {
     const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")

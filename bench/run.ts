@@ -4,6 +4,7 @@
  */
 import * as os from "node:os"
 import { benchCluster } from "./cluster.js"
+import { benchCompare } from "./compare.js"
 import { benchFuzz } from "./fuzz.js"
 import { benchHttp } from "./http.js"
 import { benchRaftMemory } from "./raftMemory.js"
@@ -20,6 +21,7 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   vmStart: () => benchVmStart(),
   http: () => benchHttp(Number(process.env.BENCH_SECONDS ?? 5)),
   cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
+  compare: () => benchCompare(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_FAILOVERS ?? 5)),
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
   reschedule: () => benchReschedule(),
