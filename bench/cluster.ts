@@ -72,7 +72,11 @@ export class Connection {
   private waiting: ((response: { status: number; body: string }) => void) | undefined
   private failed: ((error: Error) => void) | undefined
 
-  constructor(readonly port: number) {
+  /** `headers`: extra header lines, each ending in CRLF (by default the benchmarks' bearer token). */
+  constructor(
+    readonly port: number,
+    private readonly headers = `Authorization: Bearer ${benchToken}\r\n`
+  ) {
     this.socket = net.connect({ host: "127.0.0.1", port, noDelay: true })
     this.socket.on("data", (chunk: Buffer) => this.read(chunk))
     this.socket.on("error", (error) => this.failed?.(error))
@@ -84,7 +88,7 @@ export class Connection {
       this.waiting = resolve
       this.failed = reject
       this.socket.write(
-        `POST ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${benchToken}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+        `POST ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${this.headers}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
       )
     })
   }

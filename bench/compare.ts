@@ -10,8 +10,8 @@
  *   (etcd fsyncs its WAL per batch; Blixard its SQLite log, `synchronous=FULL`);
  * - a write of the same size on both sides: Blixard's VM create body, and an etcd `put` through its
  *   HTTP gateway (`/v3/kv/put`) whose JSON body is padded to the same byte length;
- * - the same request headers on both sides, Blixard's bearer token included (etcd, with its auth
- *   off, ignores it), so the bytes on the wire differ only in the path;
+ * - the same request headers on both sides but Blixard's bearer token (etcd with its auth off
+ *   refuses any token), which etcd's requests go without;
  * - plaintext on both sides (Blixard's peer and API traffic are plaintext today; once Blixard
  *   encrypts its traffic the comparison is to be made with etcd's `--cert-file`/`--peer-cert-file`);
  * - each system's shipped timing defaults (etcd: 100 ms heartbeats, 1 s election timeout; Blixard:
@@ -25,7 +25,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { freePort } from "../src/node/FreePort.js"
-import { benchTokenFile, bin, Connection, cpuMs, leaderOf, request, until } from "./cluster.js"
+import { benchToken, benchTokenFile, bin, Connection, cpuMs, leaderOf, request, until } from "./cluster.js"
 
 /** One member process of either system. */
 interface Member {
@@ -47,6 +47,8 @@ interface System {
   /** The path and body of the n-th write; every body has the same length. */
   readonly write: (n: number) => { readonly path: string; readonly body: string }
   readonly ok: (status: number) => boolean
+  /** Extra request header lines for the load generator (CRLF-terminated). */
+  readonly headers: string
   /** Further processes that belong to a member (Blixard's fencing watchdog). */
   readonly companions: (m: Member) => ReadonlyArray<number>
 }
@@ -117,6 +119,7 @@ const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System => {
       return undefined
     },
     write: etcdWrite,
+    headers: "",
     ok: (status) => status === 200,
     companions: () => []
   }
@@ -149,6 +152,7 @@ const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
       return undefined
     },
     write: blixardWrite,
+    headers: `Authorization: Bearer ${benchToken}\r\n`,
     ok: (status) => status === 201,
     companions: (m) => {
       try {
@@ -209,7 +213,7 @@ const load = async (system: System, port: number, clients: number, deadline: num
   let errors = 0
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      const connection = new Connection(port)
+      const connection = new Connection(port, system.headers)
       try {
         while (performance.now() < deadline) {
           const w = system.write(++counter)
