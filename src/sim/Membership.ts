@@ -9,7 +9,8 @@
  *   one by one until the leader is the only one; a moment later they join again.
  *
  * Either way the run ends its changes with every node a voter, so the liveness phase can ask every
- * node to apply a new entry.
+ * node to apply a new entry. The same commands (`operator`) re-add a node whose daemon refused to
+ * start without its data (`FullService.ts`, the `amnesia` profile).
  */
 import { Duration, Effect, Exit } from "effect"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
