@@ -174,8 +174,8 @@ export const refuseAmnesia = (options: {
         yield* Effect.logWarning(`node ${options.node} could not ask node ${peer.id} (${peer.address}) who the members are: ${answer.left.message}; retrying`)
         continue
       }
-      const me = answer.right.members.find((m) => m.id === options.node)
-      if (me === undefined || me.role === "learner") return
+      const voters = answer.right.members.filter((m) => m.role !== "learner").map((m) => m.id)
+      if (!NodeControlPlane.isAmnesiac(options.node, voters)) return
       const cluster = answer.right.clusterId !== undefined ? `cluster ${answer.right.clusterId}` : "the cluster"
       return yield* new MemberAmnesia({
         node: options.node,

@@ -43,6 +43,14 @@ export interface NodeControlPlaneOptions {
   readonly sourcePolicy?: SourcePolicy | undefined
 }
 
+/**
+ * Whether a node with no Raft state under `id` must be kept out: a member's view of the
+ * configuration (`voters`) still lists it as a voter, so it would vote again having lost what it
+ * voted and acknowledged. The daemon's start-up check, the leader's join and the simulator's
+ * restarts all decide with this.
+ */
+export const isAmnesiac = (id: number, voters: ReadonlyArray<number>): boolean => voters.includes(id)
+
 /** What to do about a member back without its data, and why. */
 export const amnesiaAdvice = (id: number): string =>
   `voting again under id ${id} could elect a leader missing committed writes. Remove it first: blixard cluster leave --id ${id} (against any member), then start node ${id} again and it joins as a new member`
@@ -189,7 +197,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         if (st.role !== "leader") {
           return yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address }) // fails with NotLeader
         }
-        if (st.confState.voters.includes(id)) {
+        if (isAmnesiac(id, st.confState.voters)) {
           if (options.unsafeAdmitAmnesiacVoters === true) return
           return yield* amnesia(self, id)
         }

@@ -2,9 +2,9 @@
  * Known bugs the simulator can put back (`--bug NAME`), each with what catches it.
  *
  * A bug is one entry: the unsafe switches that re-inject it — set on every node's `RaftNodeConfig`
- * (and through its `raft` field on the core's `RaftConfig`), or on the orchestration layer's
- * timeouts — plus the workload and profile that catch it, the seed bound within which the first
- * failing seed must come (taken from the measured catch rate, with margin; test/sim/Bugs.test.ts
+ * (and through its `raft` field on the core's `RaftConfig`), on the control plane, or on the
+ * orchestration layer's timeouts — plus the workload and profile that catch it, the seed bound
+ * within which the first failing seed must come (taken from the measured catch rate, with margin; test/sim/Bugs.test.ts
  * holds the simulator to it) and what its failure says.
  *
  * A switch named here may be one the code does not know (yet, or any more): it is passed through
@@ -20,6 +20,8 @@ export type NodeSwitches = Partial<Omit<RaftNodeConfig, "id" | "bootstrap" | "ti
 
 export interface Switches {
   readonly node?: NodeSwitches | undefined
+  /** The control plane's (`NodeControlPlane.Options`), and the daemon's start-up check that shares its rule. */
+  readonly controlPlane?: { readonly unsafeAdmitAmnesiacVoters?: boolean | undefined } | undefined
   /** The orchestration layer's timeouts, in place of the daemon's defaults. */
   readonly orchestration?: { readonly fencingMs?: number | undefined; readonly nodeDownMs?: number | undefined } | undefined
 }
@@ -88,8 +90,7 @@ export const bugs = {
   amnesia: {
     summary:
       "a voter restarted with an empty data directory is let back in at once under its old id: it can vote twice in a term, help elect a leader missing committed entries, or stop on a commit index beyond its empty log",
-    // Present in the code without a switch until its fix lands with one.
-    switches: {},
+    switches: { controlPlane: { unsafeAdmitAmnesiacVoters: true } },
     catch: {
       tier: "full",
       workload: "kv",

@@ -90,7 +90,9 @@ export interface ExploreOptions {
   readonly membership?: "join" | "shrink" | undefined
   /**
    * Full-service tier only: the share of restarts that come back with an empty data directory
-   * (the node's disk was replaced, or its directory removed), under the same node id.
+   * (the node's disk was replaced, or its directory removed), under the same node id — one node at
+   * a time. As the daemon does, such a node does not start while a peer lists it as a voter; the
+   * operator removes it, and adds it back as a learner that is promoted once caught up.
    */
   readonly amnesia?: number | undefined
 }
@@ -130,7 +132,7 @@ export interface ExploreResult {
  * leader's, and crashes losing unflushed writes: `Disk.ts`), `join` and `shrink` (the storage
  * faults and a few leader crash points while the cluster passes through a single voter: founded by
  * one node that the others join, or shrunk to one voter and grown back) and `amnesia` (half the
- * restarts come back with an empty data directory).
+ * restarts come back with an empty data directory: refused while still a voter, removed, re-added).
  */
 export const profiles = {
   default: { nodes: 5 },

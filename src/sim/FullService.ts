@@ -42,6 +42,7 @@ import type { StateMachineShape } from "../raft/StateMachine.js"
 import type { ConfChange, Entry } from "../raft/Types.js"
 import { Transport } from "../net/Transport.js"
 import type { TransportShape } from "../net/Transport.js"
+import { isAmnesiac } from "../node/NodeControlPlane.js"
 import { layerMemory, MemoryStore } from "../storage/RaftStorage.js"
 import { switchesOf } from "./Bugs.js"
 import type { ScheduledStorageFault } from "./Disk.js"
@@ -52,7 +53,7 @@ import { History } from "./History.js"
 import type { LogTerms } from "./Invariants.js"
 import { RaftInvariants, Violation } from "./Invariants.js"
 import { KvStore } from "./KvStore.js"
-import { membership } from "./Membership.js"
+import { membership, operator } from "./Membership.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
 import type { Delivery, FaultAction, FaultScheduleOptions } from "./Network.js"
@@ -313,6 +314,11 @@ interface SimNode<Local> {
   storeEpoch: number
   /** Starts without founding a cluster (it joins one, or came back with an empty data directory). */
   joins: boolean
+  /**
+   * Back without its Raft state while a peer listed it as a voter: its daemon refuses to start
+   * (`Daemon.refuseAmnesia`) until the operator has removed it and starts it again.
+   */
+  refused: boolean
 }
 
 /** The explorer's options apply to this tier too (same profiles, same meaning). */
@@ -379,7 +385,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     dying: undefined,
     disk: options.storage === undefined ? undefined : new SimDisk(id, time, root.fork(`disk:${id}`), options.storage, () => touched.add(id)),
     storeEpoch: 0,
-    joins: options.membership === "join" && id !== 1
+    joins: options.membership === "join" && id !== 1,
+    refused: false
   }))
   const nodeOf = (id: number) => nodes[id - 1]!
   /** Clients and the liveness probe: simulated time itself, no skew. */
@@ -660,6 +667,12 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   const amnesiaPrng = root.fork("amnesia")
   let wiped = 0
 
+  /** Re-injects the amnesia bug: a node back without its data starts at once under its old id. */
+  const admitAmnesiacVoters = switchesOf(options.bug).controlPlane?.unsafeAdmitAmnesiacVoters === true
+  /** Nodes whose daemon refused to start, until the operator has removed them and made them voters again. */
+  const rejoining = new Set<number>()
+  let refusals = 0
+
   /** The node comes back with an empty data directory, under its old id, and starts as a joining node. */
   const wipe = (node: SimNode<Local>) => {
     wiped++
@@ -668,6 +681,61 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     node.joins = true
     invariants.wiped(node.id)
   }
+
+  const fresh = (s: MemoryStore) => s.hardState.term === 0 && s.lastIndex === 0 && s.snapshot === undefined
+
+  /**
+   * The voters as the first peer that answers (ascending ids) sees them — its leader's view when it
+   * knows one, as `clusterStatus` is forwarded — or undefined while no peer answers.
+   */
+  const votersSeenBy = (node: SimNode<Local>): ReadonlyArray<number> | undefined => {
+    const reachable = (a: number, b: number) => network.canSend(a, b) && network.canSend(b, a)
+    for (const peer of nodes) {
+      if (peer === node || peer.running === undefined || !reachable(node.id, peer.id)) continue
+      const st = Effect.runSync(peer.running.raft.status)
+      if (st.role === "leader" || st.lead === 0) return st.confState.voters
+      const leader = nodeOf(st.lead).running
+      if (leader !== undefined && reachable(peer.id, st.lead)) return Effect.runSync(leader.raft.status).confState.voters
+    }
+    return undefined
+  }
+
+  /**
+   * The node's daemon starts. One that joins and has no Raft state first asks a peer whether its id
+   * is still a voter (`Daemon.refuseAmnesia`, deciding with `isAmnesiac`): if so it exits refused —
+   * the operator removes it and adds it back (`rejoin`) — and its supervisor starts it again a
+   * second later; so it does while no peer answers.
+   */
+  const boot = (node: SimNode<Local>) => {
+    if (admitAmnesiacVoters || !node.joins || !fresh(node.store)) return start(node)
+    const voters = votersSeenBy(node)
+    if (voters !== undefined && !isAmnesiac(node.id, voters)) return start(node)
+    if (voters !== undefined && !rejoining.has(node.id)) {
+      refusals++
+      trace.record(time.now, (16 << 24) | node.id)
+      rejoining.add(node.id)
+      runFiber(`the operator re-adding node ${node.id}`, rejoin(node.id))
+    }
+    const incarnation = network.incarnation(node.id)
+    time.at(time.now + 1000, () => {
+      if (network.incarnation(node.id) === incarnation && network.isUp(node.id) && node.scope === undefined) boot(node)
+    })
+  }
+
+  let membershipChanges = 0
+  const membershipChanged = (cc: ConfChange) => {
+    membershipChanges++
+    trace.record(time.now, (15 << 24) | cc.nodeId, cc.type === "addLearner" ? 1 : cc.type === "promote" ? 2 : 3)
+  }
+  const operatorCommands = operator({ leader: () => leaderNode()?.running?.raft, tickMs, changed: membershipChanged })
+
+  /** What the daemon's refusal tells the operator to do: `cluster leave --id N`, then `cluster join` once N starts. */
+  const rejoin = (id: number) =>
+    Effect.gen(function* () {
+      yield* operatorCommands.change({ type: "remove", nodeId: id })
+      yield* operatorCommands.join(id)
+      rejoining.delete(id)
+    })
 
   /** The running node leading the highest term, if any. */
   const leaderNode = (): SimNode<Local> | undefined => {
@@ -710,8 +778,10 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     } else if (a._tag === "Restart") {
       const node = nodeOf(a.node)
       invariants.restarted(a.node)
-      if (amnesia > 0 && amnesiaPrng.chance(amnesia)) wipe(node)
-      start(node)
+      // One data directory lost at a time: two at once in three nodes is a lost quorum, which no
+      // removal can repair.
+      if (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0) wipe(node)
+      boot(node)
     } else if (a._tag === "ClockSkew") nodeOf(a.node).clock.setSkew(a.skewMs)
   }
 
@@ -833,7 +903,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       if (!network.isUp(node.id)) {
         network.restart(node.id)
         invariants.restarted(node.id)
-        start(node)
+        boot(node)
       }
       node.clock.setSkew(0)
       node.disk?.heal()
@@ -847,7 +917,6 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   /** What the stack's own liveness still waits for, once Raft's is reached. */
   let unsettled: string | undefined
 
-  let membershipChanges = 0
   const members =
     options.membership === undefined
       ? undefined
@@ -859,15 +928,16 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
           safetyMs,
           tickMs,
           prng: root.fork("membership"),
-          changed: (cc: ConfChange) => {
-            membershipChanges++
-            trace.record(time.now, (15 << 24) | cc.nodeId, cc.type === "addLearner" ? 1 : cc.type === "promote" ? 2 : 3)
-          }
+          changed: membershipChanged
         })
 
   const livenessReached = () => {
     if (members !== undefined && !members.done()) {
       unsettled = "the membership changes have not made every node a voter again"
+      return false
+    }
+    if (rejoining.size > 0) {
+      unsettled = `the operator has not made node ${[...rejoining].join(", ")} a voter again since its daemon refused to start without its data`
       return false
     }
     unsettled = undefined
@@ -963,7 +1033,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
             ...(options.storage !== undefined
               ? { diskFaults, flushes: nodes.reduce((sum, x) => sum + (x.disk?.flushes ?? 0), 0), storageExits, unflushedLost }
               : {}),
-            ...(amnesia > 0 ? { wiped } : {})
+            ...(amnesia > 0 ? { wiped, refusals } : {})
           }
         }
       : {})

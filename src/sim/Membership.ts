@@ -9,24 +9,29 @@
  *   one by one until the leader is the only one; a moment later they join again.
  *
  * Either way the run ends its changes with every node a voter, so the liveness phase can ask every
- * node to apply a new entry.
+ * node to apply a new entry. The same commands (`operator`) re-add a node whose daemon refused to
+ * start without its data (`FullService.ts`, the `amnesia` profile).
  */
 import { Duration, Effect, Exit } from "effect"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 import type { ConfChange, ConfState } from "../raft/Types.js"
 import type { Prng } from "./Prng.js"
 
-export interface MembershipEnv {
-  readonly mode: "join" | "shrink"
-  readonly ids: ReadonlyArray<number>
+/** What the operator needs of the simulated cluster. */
+export interface OperatorEnv {
   /** The running node that leads the highest term, if any. */
   readonly leader: () => RaftNodeShape | undefined
-  readonly phase: () => "safety" | "liveness"
-  readonly safetyMs: number
   readonly tickMs: number
-  readonly prng: Prng
   /** A change was accepted by a leader. */
   readonly changed: (change: ConfChange) => void
+}
+
+export interface MembershipEnv extends OperatorEnv {
+  readonly mode: "join" | "shrink"
+  readonly ids: ReadonlyArray<number>
+  readonly phase: () => "safety" | "liveness"
+  readonly safetyMs: number
+  readonly prng: Prng
 }
 
 const holds = (cs: ConfState, cc: ConfChange): boolean => {
@@ -40,12 +45,17 @@ const holds = (cs: ConfState, cc: ConfChange): boolean => {
   }
 }
 
-/** The fiber making the changes, and whether it is done (every node a voter, after its work). */
-export const membership = (env: MembershipEnv): { readonly run: Effect.Effect<void>; readonly done: () => boolean } => {
-  let done = false
+/** An operator's commands: `cluster leave` (`change` of a removal) and `cluster join` (`join`). */
+export interface Operator {
+  /** Proposes `cc` to the leader until the leader's configuration holds it. */
+  readonly change: (cc: ConfChange) => Effect.Effect<void>
+  /** Adds `id` as a learner, waits until it has caught up, promotes it. */
+  readonly join: (id: number) => Effect.Effect<void>
+}
+
+export const operator = (env: OperatorEnv): Operator => {
   const wait = Effect.sleep(Duration.millis(env.tickMs))
 
-  /** Proposes `cc` to the leader until the leader's configuration holds it. */
   const change = (cc: ConfChange) =>
     Effect.gen(function* () {
       for (;;) {
@@ -85,6 +95,15 @@ export const membership = (env: MembershipEnv): { readonly run: Effect.Effect<vo
       yield* caughtUp(id)
       yield* change({ type: "promote", nodeId: id })
     })
+
+  return { change, join }
+}
+
+/** The fiber making the changes, and whether it is done (every node a voter, after its work). */
+export const membership = (env: MembershipEnv): { readonly run: Effect.Effect<void>; readonly done: () => boolean } => {
+  let done = false
+  const wait = Effect.sleep(Duration.millis(env.tickMs))
+  const { change, join } = operator(env)
 
   const everyoneVotes = Effect.gen(function* () {
     for (;;) {

@@ -69,6 +69,26 @@ describe("full-service tier: safety and liveness under seeded faults", () => {
     expect(crashes).toBeGreaterThanOrEqual(15)
   })
 
+  it("a voter back with an empty data directory is refused, removed, and made a voter again through a learner", () => {
+    // The amnesia profile: half the restarts come back wiped under the old id. As the daemon does
+    // (`refuseAmnesia`), such a node does not start while a peer lists it as a voter; the operator
+    // removes it, it starts empty, is added as a learner, catches up and is promoted — before the
+    // liveness phase counts it. Let straight back in, seeds 3 and 4 break Raft (Bugs.ts, `amnesia`).
+    let refusals = 0
+    let changes = 0
+    for (let seed = 1; seed <= 4; seed++) {
+      const r = simulate({ ...profiles.amnesia, seed })
+      expect(r.violation).toBeUndefined()
+      expect(r.linearizability).toBe("ok")
+      expect(r.counts?.["refusals"]).toBe(r.counts?.["wiped"])
+      refusals += r.counts?.["refusals"] ?? 0
+      changes += r.stats.membershipChanges
+    }
+    expect(refusals).toBeGreaterThanOrEqual(3)
+    // At least the learner and its promotion per refusal (a removal whose answer timed out is not counted).
+    expect(changes).toBeGreaterThanOrEqual(2 * refusals)
+  })
+
   it("the liveness phase has a bound: a cluster that cannot commit within it fails the run", () => {
     const ok = simulate({ seed: 2, livenessMs: 10_000 })
     expect(ok.ok).toBe(true)
