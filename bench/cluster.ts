@@ -32,7 +32,14 @@ export const benchTokenFile = (dir: string): string => {
   return file
 }
 
-export const request = (port: number, method: string, pathname: string, body?: unknown, timeoutMs = 5000): Promise<{ status: number; body: string }> =>
+/** One request through Node's HTTP client; `options.token: false` sends it without the benchmarks' token. */
+export const request = (
+  port: number,
+  method: string,
+  pathname: string,
+  body?: unknown,
+  options: { readonly timeoutMs?: number; readonly token?: boolean } = {}
+): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body)
     const req = http.request(
@@ -43,7 +50,7 @@ export const request = (port: number, method: string, pathname: string, body?: u
         path: pathname,
         agent,
         headers: {
-          authorization: `Bearer ${benchToken}`,
+          ...(options.token === false ? {} : { authorization: `Bearer ${benchToken}` }),
           ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {})
         }
       },
@@ -54,7 +61,7 @@ export const request = (port: number, method: string, pathname: string, body?: u
       }
     )
     req.on("error", reject)
-    req.setTimeout(timeoutMs, () => req.destroy(new Error("timeout")))
+    req.setTimeout(options.timeoutMs ?? 5000, () => req.destroy(new Error("timeout")))
     if (data) req.write(data)
     req.end()
   })

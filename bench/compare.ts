@@ -47,8 +47,9 @@ interface System {
   /** The path and body of the n-th write; every body has the same length. */
   readonly write: (n: number) => { readonly path: string; readonly body: string }
   readonly ok: (status: number) => boolean
-  /** Extra request header lines for the load generator (CRLF-terminated). */
+  /** Extra request header lines for the load generator (CRLF-terminated), and whether they hold the token. */
   readonly headers: string
+  readonly token: boolean
   /** Further processes that belong to a member (Blixard's fencing watchdog). */
   readonly companions: (m: Member) => ReadonlyArray<number>
 }
@@ -111,7 +112,7 @@ const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System => {
     leader: async () => {
       for (const m of members) {
         if (m.child === undefined || m.child.exitCode !== null || m.child.signalCode !== null) continue
-        const r = await request(m.port, "POST", "/v3/maintenance/status", {}).catch(() => undefined)
+        const r = await request(m.port, "POST", "/v3/maintenance/status", {}, { token: false }).catch(() => undefined)
         if (r?.status !== 200) continue
         const s = JSON.parse(r.body) as { header?: { member_id?: string }; leader?: string }
         if (s.leader !== undefined && s.leader === s.header?.member_id) return m
@@ -120,6 +121,7 @@ const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System => {
     },
     write: etcdWrite,
     headers: "",
+    token: false,
     ok: (status) => status === 200,
     companions: () => []
   }
@@ -153,6 +155,7 @@ const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
     },
     write: blixardWrite,
     headers: `Authorization: Bearer ${benchToken}\r\n`,
+    token: true,
     ok: (status) => status === 201,
     companions: (m) => {
       try {
@@ -193,7 +196,7 @@ const formed = async (system: System) => {
     const leader = await system.leader()
     if (leader === undefined) return undefined
     const w = system.write(--n)
-    const r = await request(leader.port, "POST", w.path, JSON.parse(w.body))
+    const r = await request(leader.port, "POST", w.path, JSON.parse(w.body), { token: system.token })
     return system.ok(r.status) ? true : undefined
   }, 60_000)
   if (system.name === "blixard") {
@@ -281,7 +284,7 @@ const measure = async (system: System, seconds: number, failovers: number): Prom
     // client, not the failover (etcd holds a request while it has no leader).
     await until("a write after the kill", async () => {
       const w = system.write(++counter)
-      const r = await request(survivor.port, "POST", w.path, JSON.parse(w.body), 250)
+      const r = await request(survivor.port, "POST", w.path, JSON.parse(w.body), { timeoutMs: 250, token: system.token })
       return system.ok(r.status) ? true : undefined
     }, 60_000)
     times.push(performance.now() - killed)
@@ -291,7 +294,7 @@ const measure = async (system: System, seconds: number, failovers: number): Prom
       const leader = await system.leader()
       if (leader === undefined) return undefined
       const w = system.write(++counter)
-      const r = await request(victim.port, "POST", w.path, JSON.parse(w.body)).catch(() => undefined)
+      const r = await request(victim.port, "POST", w.path, JSON.parse(w.body), { token: system.token }).catch(() => undefined)
       return r !== undefined && system.ok(r.status) ? true : undefined
     }, 60_000)
   }
