@@ -12,7 +12,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Either, Schema } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
-import { WatchdogConfig } from "../../src/node/Config.js"
+import { NodeConfig, WatchdogConfig } from "../../src/node/Config.js"
 import { watchdogArgs } from "../../src/node/HostFence.js"
 import { decode, decodeError, evalJson, nix, reportSkip, root, skipReason, sourceArgs } from "./harness.js"
 
@@ -491,5 +491,17 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
     for (const sampleName of sampleNames("inconsistent"))
       expect(script).toContain(`# ${sampleName}: assertions fire as expected`)
     for (const sampleName of sampleNames("refused")) expect(script).toContain(`# ${sampleName}: refused`)
+  })
+})
+
+describe("the module knows the daemon's settings", () => {
+  // The module refuses settings keys it does not list (a typo is an error); the list must follow
+  // the daemon's config schema, or a new setting cannot be set through the module at all.
+  it("lists exactly the config file's top-level keys (read without nix)", () => {
+    const text = fs.readFileSync(path.join(root, "modules", "blixard.nix"), "utf8")
+    const block = /\n {2}knownKeys = \[([^\]]*)\];/.exec(text)?.[1]
+    expect(block, "knownKeys in modules/blixard.nix").toBeDefined()
+    const listed = [...block!.matchAll(/"([A-Za-z]+)"/g)].map((m) => m[1]!)
+    expect([...listed].sort()).toEqual(Object.keys(NodeConfig.fields).sort())
   })
 })
