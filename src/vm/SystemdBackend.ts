@@ -14,8 +14,9 @@
  * the directory to them (`RunnerBuild.ts`). Only Blixard's own directories are acted on
  * (`VmBackend.ts`, OWNERSHIP): a foreign VM's `microvm@NAME` is never started, stopped or queried.
  *
- * Note: the unit has `Restart=always`, so systemd itself restarts a crashed VM after 5 s; an exit
- * event here means "it went down", and `start` on an active unit is a no-op.
+ * microvm.nix declares `microvm@` with `Restart=always`; the NixOS module sets it to `no` for the
+ * units Blixard starts, so a crashed VM is restarted by the agent's `restartPolicy`, not behind its
+ * back by systemd. An exit event here means "it went down"; `start` on an active unit is a no-op.
  */
 import type { CommandExecutor } from "@effect/platform"
 import type { Scope } from "effect"
