@@ -268,6 +268,14 @@ export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
       }
     }
     const auth = { authorization: `Bearer ${admin}`, "content-type": "application/json" }
+    // The node registers itself (and so gets the VMs placed) on its own, shortly after it serves:
+    // wait for it, or that change would be blamed on whichever refused request came first.
+    for (;;) {
+      if (Date.now() > end) throw new Error("fuzz: the node did not register itself within 60 s")
+      const nodes = await send(port, "GET", "/v1/nodes?stale=true", auth).catch(() => undefined)
+      if (nodes?.status === 200 && (JSON.parse(nodes.body) as Array<{ id: number }>).some((n) => n.id === 1)) break
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
     await ensureSeed(port, admin)
     const token = async (role: string) => {
       const answer = await send(port, "POST", "/v1/tokens", auth, JSON.stringify({ role }))

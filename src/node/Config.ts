@@ -82,9 +82,11 @@ export const NodeConfig = Schema.Struct({
   apiTokenFile: Schema.optionalWith(Path, { exact: true }),
   /**
    * The directories runners (`--runner`) may come from, symlinks resolved; checked by the node that
-   * takes the request and again by the hosting node right before it runs one.
+   * takes the request and again by the hosting node right before it runs one. Unset: `/nix/store`
+   * (`RunnerPolicy.defaultAllowedRunnerPrefixes`), applied where the policy is checked, so a
+   * rendered config file reads back unchanged.
    */
-  allowedRunnerPrefixes: Schema.optionalWith(Schema.Array(AbsolutePath), { default: () => ["/nix/store"] }),
+  allowedRunnerPrefixes: Schema.optionalWith(Schema.Array(AbsolutePath), { exact: true }),
   /** When set, VMs' flake references must start with one of these (e.g. `github:my-org/`). */
   allowedFlakePrefixes: Schema.optionalWith(Schema.Array(FlakePrefix), { exact: true }),
   vmBackend: Schema.optionalWith(VmBackendKind, { default: () => "process" as const }),

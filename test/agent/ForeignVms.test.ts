@@ -35,7 +35,7 @@ import { FakeCluster, Quorum } from "./harness.js"
 const here = NodeId.make(1)
 
 const backendLayer = (mode: "process" | "systemd", root: string, systemctl: string) => {
-  const common = { stateDir: path.join(root, "microvms"), node: here, gcRootDir: path.join(root, "gcroots", "microvm") }
+  const common = { stateDir: path.join(root, "microvms"), node: here, gcRootDir: path.join(root, "gcroots", "microvm"), allowedRunnerPrefixes: [root] }
   return (
     mode === "process"
       ? ProcessBackend.layerProcess({ ...common, adoptedPollInterval: Duration.millis(50) })

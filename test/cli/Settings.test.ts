@@ -138,7 +138,8 @@ describe("resolveNodeSettings: merging", () => {
   it("allowed runner prefixes default to /nix/store; flags replace the environment's, which replace the file's; flake prefixes are unset unless given", () => {
     const base = { id: 1, bind: "h:1" }
     const defaults = ok(resolveNodeSettings(undefined, {}, base))
-    expect(defaults.allowedRunnerPrefixes).toEqual(["/nix/store"])
+    // Unset here; the runner policy applies /nix/store (RunnerPolicy.defaultAllowedRunnerPrefixes).
+    expect(defaults.allowedRunnerPrefixes).toBeUndefined()
     expect(defaults.allowedFlakePrefixes).toBeUndefined()
     const fromFile = ok(resolveNodeSettings(file({ ...base, allowedRunnerPrefixes: ["/srv/runners"], allowedFlakePrefixes: ["github:org/"] }), {}, {}))
     expect(fromFile.allowedRunnerPrefixes).toEqual(["/srv/runners"])

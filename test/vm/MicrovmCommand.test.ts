@@ -64,7 +64,7 @@ describe("microvm.nix's microvm command on Blixard's VM directories", () => {
         return { status: run.status, output: `${run.stdout}${run.stderr}`.replace(/\x1b\[[0-9;]*m/g, "") }
       }
 
-      const backend = yield* ProcessBackend.make({ stateDir, node, adoptedPollInterval: Duration.millis(50) }).pipe(
+      const backend = yield* ProcessBackend.make({ stateDir, node, adoptedPollInterval: Duration.millis(50), allowedRunnerPrefixes: [root] }).pipe(
         Effect.provide(NodeContext.layer)
       )
       // The guests' systems, as store paths are named (HASH-nixos-system-NAME-VERSION, no '-' before

@@ -31,7 +31,7 @@ const backends = {
     const root = yield* scopedTempDir("own-process")
     const stateDir = path.join(root, "microvms")
     const gcRootDir = path.join(root, "gcroots", "microvm")
-    const backend = yield* ProcessBackend.make({ stateDir, node, gcRootDir, adoptedPollInterval: Duration.millis(50) }).pipe(
+    const backend = yield* ProcessBackend.make({ stateDir, node, gcRootDir, adoptedPollInterval: Duration.millis(50), allowedRunnerPrefixes: [root] }).pipe(
       Effect.provide(NodeContext.layer)
     )
     return { root, stateDir, gcRootDir, backend, calls: () => [] } satisfies Setup
@@ -41,7 +41,7 @@ const backends = {
     const systemctl = fakeSystemctl(root)
     const stateDir = path.join(root, "microvms")
     const gcRootDir = path.join(root, "gcroots", "microvm")
-    const backend = yield* SystemdBackend.make({ stateDir, node, gcRootDir, systemctl: systemctl.file, pollInterval: Duration.millis(50) }).pipe(
+    const backend = yield* SystemdBackend.make({ stateDir, node, gcRootDir, systemctl: systemctl.file, pollInterval: Duration.millis(50), allowedRunnerPrefixes: [root] }).pipe(
       Effect.provide(NodeContext.layer)
     )
     systemctl.setState("microvm@foreign", "active")

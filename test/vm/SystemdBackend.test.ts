@@ -144,12 +144,12 @@ describe("VmBackend, systemd mode: the unit's user can use the VM directory", ()
       const source = RunnerConfig.make({ path: runner.dir })
 
       // Without the owner (what the daemon passed before): the unit cannot use the directory.
-      const bare = yield* backend({ stateDir, node, systemctl: systemctl.file })
+      const bare = yield* backend({ stateDir, node, systemctl: systemctl.file, allowedRunnerPrefixes: [root] })
       yield* bare.prepare(VmSpec.make({ name: vmName("plain"), source }))
       const refused = yield* Effect.flip(bare.start(vmName("plain")))
       expect(refused.message).toContain(`can't cd to ${stateDir}/plain`)
 
-      const vms = yield* backend({ stateDir, node, systemctl: systemctl.file, owner: unitUser })
+      const vms = yield* backend({ stateDir, node, systemctl: systemctl.file, owner: unitUser, allowedRunnerPrefixes: [root] })
       yield* vms.prepare(VmSpec.make({ name: vmName("web"), source }))
       const dir = path.join(stateDir, "web")
       expect(fs.statSync(dir)).toMatchObject({ uid: unitUser.uid, gid: unitUser.gid })
