@@ -20,21 +20,6 @@ let
     runCommand = name: _env: script: { inherit name script; };
   };
 
-  # What the check reads from NixOS beyond the options the modules touch: nixosSystem's own
-  # options, and the unit files NixOS renders (systemd.units, a stand-in file here).
-  nixosExtras = {
-    options = {
-      nixpkgs.pkgs = lib.mkOption { type = lib.types.anything; };
-      boot.isContainer = lib.mkOption { type = lib.types.bool; };
-      system.stateVersion = lib.mkOption { type = lib.types.str; };
-      systemd.units = lib.mkOption {
-        type = lib.types.attrsOf lib.types.anything;
-        default = { };
-      };
-    };
-    config.systemd.units."blixard.service".unit = fakeDrv "unit-blixard.service";
-  };
-
   check = import ../../nix/checks/module-eval.nix {
     inherit pkgs;
     # nixpkgs' lib.nixosSystem, with the stand-in NixOS.
@@ -44,7 +29,7 @@ let
         specialArgs = { inherit pkgs; };
         modules = modules ++ [
           stubs.nixos
-          nixosExtras
+          stubs.nixosExtras
         ];
       };
     nixosModule = ../../modules/blixard.nix;

@@ -72,18 +72,7 @@ let
       specialArgs.pkgs = stubs.pkgs;
       modules = modules ++ [
         stubs.nixos
-        {
-          options = {
-            nixpkgs.pkgs = lib.mkOption { type = lib.types.anything; };
-            boot.isContainer = lib.mkOption { type = lib.types.bool; };
-            system.stateVersion = lib.mkOption { type = lib.types.str; };
-            systemd.units = lib.mkOption {
-              type = lib.types.attrsOf lib.types.anything;
-              default = { };
-            };
-          };
-          config.systemd.units."blixard.service".unit = fakeDrv "unit-blixard.service";
-        }
+        stubs.nixosExtras
       ];
     };
 

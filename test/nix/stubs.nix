@@ -205,4 +205,19 @@ in
         };
       };
     };
+
+  # What the check reads from NixOS beyond the options the modules touch: nixosSystem's own
+  # options, and the unit files NixOS renders (systemd.units, a stand-in file here).
+  nixosExtras = {
+    options = {
+      nixpkgs.pkgs = lib.mkOption { type = lib.types.anything; };
+      boot.isContainer = lib.mkOption { type = lib.types.bool; };
+      system.stateVersion = lib.mkOption { type = lib.types.str; };
+      systemd.units = lib.mkOption {
+        type = lib.types.attrsOf lib.types.anything;
+        default = { };
+      };
+    };
+    config.systemd.units."blixard.service".unit = fakeDrv "unit-blixard.service";
+  };
 }
