@@ -216,55 +216,62 @@ const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === 
  * The node's `RaftStorage` with every write (each ends with a flush) timed: `since` answers when
  * the oldest write still outstanding started, and `report` (called by the ticker, which runs while
  * the loop is stuck in such a write) logs `BLX_STORAGE_STALLED` once per write outstanding longer
- * than `storageStallMs`, and that it completed when it does.
+ * than `storageStallMs`, and that it completed when it does. Times are the ticker's last reading of
+ * the clock (up to a tick early: a write counts as outstanding a little longer, never shorter), so
+ * a write costs no clock reading of its own.
  */
 const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
-  Effect.sync(() => {
+  Effect.map(Clock.currentTimeMillis, (startedAt) => {
     const stallMs = config.storageStallMs ?? 5000
     const where = config.storageLocation !== undefined ? `data directory ${config.storageLocation}` : "storage"
+    let now = startedAt
     const outstanding = new Map<number, number>()
     let next = 0
-    /** The start of the write reported stalled, while it is outstanding. */
+    /** The write reported stalled, while it is outstanding. */
     let reported: { readonly id: number; readonly start: number } | undefined
+    let completed: Effect.Effect<void> = Effect.void
+    const done = (id: number) => {
+      outstanding.delete(id)
+      if (reported?.id !== id) return
+      const took = now - reported.start
+      reported = undefined
+      completed = Effect.logWarning(
+        `node ${config.id}: the storage write reported stalled (BLX_STORAGE_STALLED) completed after about ${took} ms; the node can prove quorum contact again`
+      )
+    }
     const timed = <A, E, R>(write: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-      Effect.flatMap(Clock.currentTimeMillis, (start) => {
+      Effect.suspend(() => {
         const id = next++
-        outstanding.set(id, start)
-        return Effect.ensuring(
-          write,
-          Effect.flatMap(Clock.currentTimeMillis, (end) => {
-            outstanding.delete(id)
-            if (reported?.id !== id) return Effect.void
-            reported = undefined
-            return Effect.logWarning(
-              `node ${config.id}: the storage write reported stalled (BLX_STORAGE_STALLED) completed after ${end - start} ms; the node can prove quorum contact again`
-            )
-          })
-        )
+        outstanding.set(id, now)
+        return Effect.ensuring(write, Effect.sync(() => done(id)))
       })
     const since = (): number | undefined => {
       let oldest: number | undefined
       for (const start of outstanding.values()) if (oldest === undefined || start < oldest) oldest = start
       return oldest
     }
-    const report = (now: number): Effect.Effect<void> =>
+    const report = (at: number): Effect.Effect<void> =>
       Effect.suspend(() => {
-        if (reported !== undefined) return Effect.void
-        for (const [id, start] of outstanding) {
-          if (now - start < stallMs) continue
-          reported = { id, start }
-          const stalled = new StorageStalled({
-            node: NodeId.make(config.id),
-            ...(config.storageLocation !== undefined ? { subject: config.storageLocation } : {}),
-            message:
-              `node ${config.id}'s ${where} has not completed a write (flush to disk) for ${now - start} ms, since ${new Date(start).toISOString()}. ` +
-              `The node proves no quorum contact while it waits, so it fences: its VMs are stopped within fencingMs of its last proven contact and the cluster starts them elsewhere. ` +
-              `Check the disk behind its ${where} (dmesg, iostat -x, the volume's health); the node carries on by itself once the write completes. ` +
-              `If the disk does not recover, stop the daemon and repair or replace the volume, then start it again on the same data directory (do not delete it)`
-          })
-          return Effect.logError(formatError(stalled))
+        now = at
+        if (reported === undefined) {
+          for (const [id, start] of outstanding) {
+            if (at - start < stallMs) continue
+            reported = { id, start }
+            const stalled = new StorageStalled({
+              node: NodeId.make(config.id),
+              ...(config.storageLocation !== undefined ? { subject: config.storageLocation } : {}),
+              message:
+                `node ${config.id}'s ${where} has not completed a write (flush to disk) for ${at - start} ms, since ${new Date(start).toISOString()}. ` +
+                `The node proves no quorum contact while it waits, so it fences: its VMs are stopped within fencingMs of its last proven contact and the cluster starts them elsewhere. ` +
+                `Check the disk behind its ${where} (dmesg, iostat -x, the volume's health); the node carries on by itself once the write completes. ` +
+                `If the disk does not recover, stop the daemon and repair or replace the volume, then start it again on the same data directory (do not delete it)`
+            })
+            return Effect.logError(formatError(stalled))
+          }
         }
-        return Effect.void
+        const log = completed
+        completed = Effect.void
+        return log
       })
     const storage: RaftStorageShape = {
       ...inner,
