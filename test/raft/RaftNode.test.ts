@@ -34,6 +34,26 @@ describe("RaftNode", () => {
     })
   )
 
+  it.scoped("a sole voter with a learner never sends a commit index beyond its own durable log", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1])
+      const durable = () => c.members.get(1)!.store.lastIndex
+      const beyond: Array<string> = []
+      c.net.filter = (m) => {
+        // Its appends leave while it saves them: what they carry as committed must already be on disk.
+        if (m.from === 1 && (m.type === "app" || m.type === "heartbeat") && m.commit > durable()) beyond.push(`${m.type} commit ${m.commit}, durable ${durable()}`)
+        return true
+      }
+      yield* c.start(1)
+      yield* c.leader()
+      yield* c.start(2, false)
+      value(yield* c.drive(c.node(1).proposeConfChange({ type: "addLearner", nodeId: 2 })))
+      for (let i = 0; i < 20; i++) value(yield* c.drive(c.node(1).propose(put(`k${i}`, `${i}`))))
+      yield* c.until("the learner applied every write", () => Effect.succeed(c.state(2).get("k19") === "19"))
+      expect(beyond).toEqual([])
+    })
+  )
+
   it.scoped("three nodes elect one leader; a write through it is applied on every node", () =>
     Effect.gen(function* () {
       const c = new Cluster([1, 2, 3])
