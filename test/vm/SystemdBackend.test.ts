@@ -118,12 +118,26 @@ describe("VmBackend, microvm.nix systemd mode (fake systemctl)", () => {
  */
 const unitUser = { uid: 64_123, gid: 64_124 }
 const canSwitchUser = process.getuid?.() === 0 && spawnSync("setpriv", ["--version"]).status === 0
+/** Whether any user may run `file`: every directory above it may be passed through, and it run. */
+const everyoneMayRun = (file: string): boolean => {
+  const real = fs.realpathSync(file)
+  for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
+    if ((fs.statSync(dir).mode & 0o001) === 0) return false
+    if (dir === path.dirname(dir)) break
+  }
+  return (fs.statSync(real).mode & 0o001) !== 0
+}
+// The check creates its socket with this Node.js, so the unit's user must be able to run it (not so
+// for one kept under a directory only root may enter, such as root's home).
+const canRunNode = canSwitchUser && everyoneMayRun(process.execPath)
 if (!canSwitchUser) {
   console.log("SystemdBackend.test.ts: skipping the unit-user check: it needs root and util-linux's setpriv to run a command as another user")
+} else if (!canRunNode) {
+  console.log(`SystemdBackend.test.ts: skipping the unit-user check: uid ${unitUser.uid} cannot run ${process.execPath} (put Node.js where every user may run it)`)
 }
 
 describe("VmBackend, systemd mode: the unit's user can use the VM directory", () => {
-  it.scopedLive.skipIf(!canSwitchUser)("chdir, replace booted and create a socket, as microvm@NAME's user", () =>
+  it.scopedLive.skipIf(!canRunNode)("chdir, replace booted and create a socket, as microvm@NAME's user", () =>
     Effect.gen(function* () {
       const root = yield* scopedTempDir("vm-systemd-user")
       fs.chmodSync(root, 0o755) // as /var/lib is: the unit's user may pass through
