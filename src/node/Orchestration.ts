@@ -28,12 +28,10 @@ import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort } from "../domain/NodeInfo.js"
 import { MaxForeignVms, NodeInfo } from "../domain/NodeInfo.js"
 import type { Resources } from "../domain/Resources.js"
-import type { RaftNodeShape } from "../raft/RaftNode.js"
+import { DefaultElectionTick, type RaftNodeShape } from "../raft/RaftNode.js"
 import { VmBackend } from "../vm/VmBackend.js"
 import * as HealthMonitor from "./HealthMonitor.js"
 
-/** Raft's election timeout, in ticks (`RaftNode`'s default, which the daemon keeps). */
-const ElectionTicks = 10
 
 export interface OrchestrationOptions {
   readonly node: NodeId
@@ -111,7 +109,7 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
     )
 
     // The agent: this node's runners follow the desired state; it fences itself without quorum.
-    const quorumContact = yield* QuorumContact.fromRaft(raft, { probeEveryMs: timeouts.tickMs * ElectionTicks })
+    const quorumContact = yield* QuorumContact.fromRaft(raft, { probeEveryMs: timeouts.tickMs * DefaultElectionTick })
     yield* Agent.make({
       node,
       state: () => state.current,

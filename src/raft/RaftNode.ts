@@ -32,6 +32,15 @@ import { RawNode } from "./RawNode.js"
 import { StateMachine } from "./StateMachine.js"
 import type { ConfChange, Entry, HardState, Snapshot, SnapshotMetadata, StateRole } from "./Types.js"
 
+/**
+ * The daemon's timing, in ticks (`timeouts.tickMs` each): elections after 10 to 20 ticks, a heartbeat
+ * every 2 (with the default 50 ms tick: 500 ms and 100 ms, etcd's heartbeat interval). A heartbeat
+ * every tick cost a quiet 3-node cluster about 8 ms of CPU per second per node more (bench/RESULTS.md)
+ * and bought nothing: failure detection waits for the election timeout either way.
+ */
+export const DefaultElectionTick = 10
+export const DefaultHeartbeatTick = 2
+
 export interface RaftNodeConfig {
   readonly id: number
   /** Milliseconds per Raft tick. Elections start after `electionTick` to 2×`electionTick` ticks. */
@@ -345,8 +354,8 @@ export const make = (config: RaftNodeConfig) =>
       storage: mirror,
       random: seededRandom(seed),
       applied,
-      electionTick: config.electionTick ?? 10,
-      heartbeatTick: config.heartbeatTick ?? 1
+      electionTick: config.electionTick ?? DefaultElectionTick,
+      heartbeatTick: config.heartbeatTick ?? DefaultHeartbeatTick
     })
 
     const events = new Mailbox<Event>()

@@ -432,8 +432,9 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   const raftConfig = (node: SimNode<Local>): RaftNodeConfig => ({
     id: node.id,
     tickMs,
-    electionTick: 10,
-    heartbeatTick: 1,
+    // The daemon's timing, so the simulator sees production's message pattern.
+    electionTick: RaftNode.DefaultElectionTick,
+    heartbeatTick: RaftNode.DefaultHeartbeatTick,
     requestTimeoutMs: 1000,
     // A node that joins starts empty, as a daemon started with --peer does.
     ...(node.joins ? {} : { bootstrap: options.membership === "join" ? [1] : ids }),
