@@ -42,12 +42,14 @@
  * `fencing` in its record and only then re-reads the lease (and re-reads it before each stop); the
  * agent renews the lease and only then reads the phase, and starts nothing while it is `fencing`.
  * Either the watchdog sees the renewed lease and stops nothing more, or the agent sees the round and
- * waits for it. A start the agent began just before the deadline (it read `watching` before the
+ * waits for it. The watchdog waits for its write at most `publishWaitMs`, though: on a stalled disk
+ * (the case it exists for) the write may never end, and it stops the VMs without it — the daemon
+ * cannot renew the lease on that disk either, as the lease lives in the same directory. A start the agent began just before the deadline (it read `watching` before the
  * round was published) may still be under way while a round lists the runners: the agent's own
  * fencing, due at the same instant, waits for it under its start lock and stops it, and should the
  * daemon be gone, the watchdog's next round, one poll later, does.
  */
-import { Clock, Context, Effect, Layer, Option, Schema } from "effect"
+import { Chunk, Clock, Context, Deferred, Effect, Layer, Option, Queue, Schema } from "effect"
 import { Fenced, formatError } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { VmBackend } from "../vm/VmBackend.js"
@@ -101,8 +103,17 @@ export interface WatchdogOptions {
   readonly lease: Effect.Effect<Option.Option<NodeLease>, LeaseError>
   /** Whether this process is still the node's watchdog (its record names it). */
   readonly stillOwner: Effect.Effect<boolean>
-  /** Publishes the phase in the watchdog's record. */
+  /**
+   * Publishes the phase in the watchdog's record. It writes to the data directory, whose disk may
+   * be the very one that stalled: the loop never waits on it longer than `publishWaitMs`.
+   */
   readonly publish: (phase: Phase) => Effect.Effect<void>
+  /**
+   * How long a fence round waits for its `fencing` phase to be written before it stops the runners
+   * anyway (default 100 ms, at most `pollMs`). On a healthy disk the write takes far less, so the
+   * order of the header holds; on a stalled one the VMs are stopped regardless.
+   */
+  readonly publishWaitMs?: number | undefined
   /** The node's runners: one instance is built for each fence round. */
   readonly backend: Layer.Layer<VmBackend>
   /** Whether the daemon that wrote `lease` still runs. */
@@ -144,11 +155,35 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
     let phase: Phase = "watching"
     let lastProblem: string | undefined
 
-    const setPhase = (next: Phase) =>
-      Effect.suspend(() => {
+    const publishWaitMs = Math.min(pollMs, options.publishWaitMs ?? 100)
+    /**
+     * The record is written by a fiber of its own, so that a write hung on a stalled disk holds up
+     * nothing else; it writes the latest phase asked for (coalescing what queued meanwhile).
+     */
+    const requests = yield* Queue.unbounded<{ readonly phase: Phase; readonly done: Deferred.Deferred<void> }>()
+    let recorded: Phase = "watching"
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.gen(function* () {
+          const batch = yield* Queue.takeBetween(requests, 1, Number.MAX_SAFE_INTEGER)
+          const latest = Chunk.unsafeLast(batch).phase
+          if (latest !== recorded) {
+            yield* options.publish(latest)
+            recorded = latest
+          }
+          for (const r of batch) yield* Deferred.succeed(r.done, undefined)
+        })
+      )
+    )
+
+    /** Asks for `next` to be published; the returned effect waits until it is (never needed to proceed). */
+    const setPhase = (next: Phase): Effect.Effect<Effect.Effect<void>> =>
+      Effect.gen(function* () {
         if (next === phase) return Effect.void
         phase = next
-        return options.publish(next)
+        const done = yield* Deferred.make<void>()
+        yield* Queue.offer(requests, { phase: next, done })
+        return Deferred.await(done)
       })
 
     const readLease: Effect.Effect<Reading> = options.lease.pipe(
@@ -187,8 +222,14 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
 
     const fenceRound = (reading: Reading) =>
       Effect.gen(function* () {
-        yield* setPhase("fencing")
-        // Published first, read second (see the header): a daemon renewing from now on waits.
+        const published = yield* setPhase("fencing")
+        // Published first, read second (see the header): a daemon renewing from now on waits. But
+        // never waiting on a stalled disk: stopping the runners must not depend on it.
+        if (Option.isNone(yield* Effect.timeoutOption(published, `${publishWaitMs} millis`))) {
+          yield* Effect.logWarning(
+            `node ${node}: FENCING — the watchdog's record (phase "fencing") was not written within ${publishWaitMs} ms (is the data directory's disk stalled?); stopping the VMs anyway`
+          )
+        }
         if (yield* renewed) return { aborted: true, incomplete: false, found: 0 } satisfies RoundResult
         const backend = Context.get(yield* Layer.build(options.backend), VmBackend)
         const listed = yield* Effect.either(backend.list)
@@ -256,4 +297,4 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
       }
       yield* Effect.sleep(`${pollMs} millis`)
     }
-  }).pipe(Effect.annotateLogs("node", options.node))
+  }).pipe(Effect.scoped, Effect.annotateLogs("node", options.node))

@@ -99,6 +99,22 @@ export const bugs = {
       violation: /beyond the last index|led term \d+ twice|two leaders|leader completeness|committed entry changed|log matching|acknowledged write lost/
     },
     appliesTo: ["kv", "orchestration"]
+  },
+  "lease-reads": {
+    summary:
+      "the leader answers a ReadIndex at once from its commit index (a lease), trusting no other leader can exist yet: a transfer's votes override the followers' leases, and the deposed leader serves a read older than a write the new leader completed",
+    switches: { node: { raft: { unsafeLeaseBasedReads: true } } },
+    // Measured: 6 of seeds 1–500 fail (1.2 %), the first at seed 24.
+    catch: { tier: "explorer", workload: "kv", profile: "transfer", seeds: 300, violation: /linearizability/ },
+    appliesTo: ["explorer", "kv", "orchestration"]
+  },
+  "transfer-postpones-checkquorum": {
+    summary:
+      "a leadership-transfer request restarts the timer CheckQuorum runs on: a leader cut off from its quorum that keeps receiving transfer requests never steps down",
+    switches: { node: { raft: { unsafeTransferPostponesCheckQuorum: true } } },
+    // Measured: 44 of seeds 1–500 fail (8.8 %), the first at seed 27.
+    catch: { tier: "explorer", workload: "kv", profile: "transfer", seeds: 60, violation: /leader without a quorum/ },
+    appliesTo: ["explorer", "kv", "orchestration"]
   }
 } as const satisfies Record<string, Bug>
 

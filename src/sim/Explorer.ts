@@ -29,7 +29,7 @@ import { storageFaults } from "./Disk.js"
 import { EventQueue } from "./EventQueue.js"
 import { History } from "./History.js"
 import type { LogTerms } from "./Invariants.js"
-import { RaftInvariants, Violation } from "./Invariants.js"
+import { QuorumContact, RaftInvariants, Violation } from "./Invariants.js"
 import { KvStore } from "./KvStore.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
@@ -67,6 +67,19 @@ export interface ExploreOptions {
    * again, so "committed on every node" still means every node. Off when absent.
    */
   readonly churnEveryMs?: number
+  /**
+   * Leadership transfers: about every this many simulated ms (seeded, always less than an election
+   * timeout apart when below 700) an operator asks a random running node to hand leadership to a
+   * random voter of its configuration, as `cluster transfer` does through any node's API (a
+   * follower forwards the request to the leader it knows). Off when absent.
+   */
+  readonly transferEveryMs?: number | undefined
+  /**
+   * Explorer only: a node's `Ready` takes up to this many ms to persist (default 3). The core keeps
+   * stepping messages meanwhile — as etcd's `node` does between `Ready` and `Advance` — so a slow
+   * disk widens the windows where a snapshot is installed while a `Ready` is outstanding.
+   */
+  readonly fsyncMs?: number | undefined
   /** A known bug put back (`Bugs.ts`), to show the simulator catches it. */
   readonly bug?: BugName | undefined
   /**
@@ -133,6 +146,11 @@ export interface ExploreResult {
  * faults and a few leader crash points while the cluster passes through a single voter: founded by
  * one node that the others join, or shrunk to one voter and grown back) and `amnesia` (half the
  * restarts come back with an empty data directory: refused while still a voter, removed, re-added).
+ * `transfer`: the default faults plus an operator asking random nodes for leadership transfers
+ * every few hundred ms (leases overridden by a transfer's votes; CheckQuorum under transfer
+ * requests). `reconfig`: membership churn every few hundred ms, a snapshot every 4 applied entries
+ * and Readys taking up to 40 ms to persist, while the cores go on stepping messages (snapshots
+ * installed while a Ready with membership changes is outstanding).
  */
 export const profiles = {
   default: { nodes: 5 },
@@ -141,7 +159,9 @@ export const profiles = {
   storage: { nodes: 3, clients: 2, storage: storageFaults, scheduledFaults: false, crashPoints: 0.003, livenessMs: 30_000 },
   join: { nodes: 3, membership: "join", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
   shrink: { nodes: 3, membership: "shrink", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
-  amnesia: { nodes: 3, amnesia: 0.5 }
+  amnesia: { nodes: 3, amnesia: 0.5 },
+  transfer: { nodes: 3, transferEveryMs: 300 },
+  reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
 export type ProfileName = keyof typeof profiles
@@ -158,6 +178,7 @@ type Event =
   | { readonly k: "fault"; readonly action: FaultAction }
   | { readonly k: "liveness" }
   | { readonly k: "churn" }
+  | { readonly k: "transfer" }
 
 interface PendingWrite {
   readonly term: number
@@ -227,6 +248,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   const fsync = root.fork("fsync")
   const crashPrng = root.fork("crashpoints")
   const crashPoints = options.crashPoints ?? 0
+  const fsyncMs = options.fsyncMs ?? 3
   const ids = Array.from({ length: n }, (_, i) => i + 1)
   const queue = new EventQueue<Event>()
   // Small fields are packed into one number per record: the hash costs per field, and a record
@@ -252,6 +274,9 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     throw new Violation(`at ${now} ms: ${message}`)
   }
   const invariants = new RaftInvariants(fail)
+  // Two CheckQuorum rounds of ten ticks at the slowest skewed tick (+20 %), and margin.
+  const contact = new QuorumContact(fail, Math.ceil(2 * 10 * tickMs * 1.25) + 100)
+  const initialConf = { voters: ids, learners: [] }
 
   const makeRaw = (node: SimNode): RawNode =>
     new RawNode({
@@ -315,6 +340,11 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   const churnPrng = root.fork("churn")
   let membershipChanges = 0
   if (churnEveryMs > 0) queue.push(churnPrng.int(2 * churnEveryMs), { k: "churn" })
+  const transferEveryMs = options.transferEveryMs ?? 0
+  const transferPrng = root.fork("transfer")
+  let transfers = 0
+  const nextTransfer = () => now + Math.ceil(transferEveryMs / 2) + transferPrng.int(transferEveryMs)
+  if (transferEveryMs > 0) queue.push(transferPrng.int(transferEveryMs), { k: "transfer" })
 
   // --- Invariants -------------------------------------------------------------------------------
 
@@ -330,7 +360,10 @@ export const explore = (options: ExploreOptions): ExploreResult => {
 
   const checkLeader = (node: SimNode) => {
     const raw = node.raw!
-    if (raw.role === "leader") invariants.leader(node.id, raw.term, () => rawLog(raw), node.incarnation)
+    if (raw.role === "leader") {
+      invariants.leader(node.id, raw.term, () => rawLog(raw), node.incarnation)
+      contact.leader(node.id, raw.term, raw.status().confState.voters, now)
+    } else contact.notLeader(node.id)
   }
 
   const checkLogMatching = () => {
@@ -348,7 +381,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     // An entry is committed as soon as any node learns it is (before anyone applies it).
     for (const e of rd.committedEntries) invariants.committedEntry(node.id, e)
     node.busy = true
-    queue.push(now + fsync.int(3), { k: "persisted", node: node.id, incarnation: node.incarnation, rd })
+    queue.push(now + fsync.int(fsyncMs), { k: "persisted", node: node.id, incarnation: node.incarnation, rd })
   }
 
   const finishWrite = (node: SimNode, e: Entry, result: unknown) => {
@@ -420,6 +453,11 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     }
     raw.advance(rd)
     node.busy = false
+    if (churnEveryMs > 0) {
+      // A snapshot the core installed while this Ready was outstanding already holds its configuration.
+      const st = raw.status()
+      invariants.configuration(node.id, Math.max(raw.appliedIndex, st.firstIndex - 1), initialConf, st.confState)
+    }
     // 4. serve reads that became linearizable, compact
     if (node.waitingReads.length > 0) {
       const still: typeof node.waitingReads = []
@@ -437,7 +475,9 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       }
       node.waitingReads = still
     }
-    if (node.kv.applied - node.snapshotIndex >= compactEvery) {
+    // Not while a snapshot the core installed meanwhile (a slow Ready) is still to be applied: the
+    // applied index is then behind the core's log, which starts after that snapshot.
+    if (node.kv.applied - node.snapshotIndex >= compactEvery && raw.status().firstIndex - 1 <= raw.appliedIndex) {
       const snap = raw.createSnapshot(node.kv.snapshot())
       node.storage.createSnapshot(snap)
       node.snapshotIndex = snap.metadata.index
@@ -458,6 +498,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   const crash = (node: SimNode) => {
     if (node.raw === undefined) return
     crashes++
+    contact.notLeader(node.id)
     node.raw = undefined
     node.busy = false
     node.incarnation++
@@ -665,6 +706,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
           const node = nodes.get(ev.d.to)!
           if (node.raw === undefined) break
           trace.record(now, (3 << 24) | (ev.d.from << 16) | (ev.d.to << 8) | messageCode[ev.d.msg.type], ev.d.msg.term)
+          contact.heard(ev.d.to, ev.d.from, ev.d.msg.term, now)
           node.raw.step(ev.d.msg)
           pump(node)
           break
@@ -694,6 +736,21 @@ export const explore = (options: ExploreOptions): ExploreResult => {
           if (a._tag === "Crash") crash(nodes.get(a.node)!)
           else if (a._tag === "Restart") restart(nodes.get(a.node)!)
           else if (a._tag === "ClockSkew") nodes.get(a.node)!.tickEvery = Math.max(1, Math.round(tickMs * (1 + a.skewMs / 1000)))
+          break
+        }
+        case "transfer": {
+          if (livenessDeadline !== Infinity) break
+          const live = [...nodes.values()].filter((x) => x.raw !== undefined)
+          if (live.length > 0) {
+            const at = transferPrng.pick(live)
+            const to = transferPrng.pick(at.raw!.status().confState.voters)
+            if (at.raw!.transferLeader(to).ok) {
+              transfers++
+              trace.record(now, (7 << 24) | (at.id << 8) | to)
+              pump(at)
+            }
+          }
+          queue.push(nextTransfer(), { k: "transfer" })
           break
         }
         case "churn": {
@@ -750,6 +807,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       dropped: network.stats.dropped,
       membershipChanges
     },
-    linearizability
+    linearizability,
+    ...(transferEveryMs > 0 ? { counts: { transfers } } : {})
   }
 }

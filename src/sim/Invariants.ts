@@ -9,7 +9,9 @@
  * or the node's durable store: at the points where the full tier checks, the two hold the same
  * entries (a `Ready`'s entries are saved before anything else is done with it).
  */
-import type { Entry } from "../raft/Types.js"
+import { decodeConfChange } from "../raft/Raft.js"
+import type { ConfState, Entry } from "../raft/Types.js"
+import { applyChangeToConfState } from "../raft/Types.js"
 
 /** A broken invariant or failed check: the run stops with its message. */
 export class Violation extends Error {}
@@ -36,6 +38,8 @@ export class RaftInvariants {
   /** Durable commit index per node, across crashes. */
   private readonly durableCommits = new Map<number, number>()
   private readonly acked: Array<{ readonly node: number; readonly index: number; readonly term: number; readonly data: string }> = []
+  /** index → the committed membership change at it (kept to tell each index's configuration). */
+  private readonly confChanges = new Map<number, string>()
   /** Distinct (term, leader) pairs seen. */
   elections = 0
   maxTerm = 0
@@ -105,8 +109,29 @@ export class RaftInvariants {
     if (term === undefined) {
       this.committed.set(e.index, e.term)
       this.committedData.set(e.index, e.data)
+      if (e.kind === "confChange") this.confChanges.set(e.index, e.data)
     } else if (term !== e.term || this.committedData.get(e.index) !== e.data) {
       this.fail(`committed entry changed: node ${node} has term ${e.term} committed at index ${e.index}, where term ${term} was committed before`)
+    }
+  }
+
+  /**
+   * A node that applied everything up to `applied` runs with the configuration the committed log
+   * gives at that index: `initial`, then every committed membership change up to `applied`, each
+   * once and in log order. (A change applied twice — say, on top of a snapshot that already
+   * reflects it and later ones — re-adds a removed member or removes a re-added one.)
+   */
+  configuration(node: number, applied: number, initial: ConfState, has: ConfState): void {
+    let cs = initial
+    for (const index of [...this.confChanges.keys()].filter((i) => i <= applied).sort((a, b) => a - b)) {
+      cs = applyChangeToConfState(cs, decodeConfChange(this.confChanges.get(index)!))
+    }
+    const same = (a: ReadonlyArray<number>, b: ReadonlyArray<number>) => a.length === b.length && a.every((x, i) => x === b[i])
+    const sorted = (a: ReadonlyArray<number>) => [...a].sort((x, y) => x - y)
+    if (!same(sorted(cs.voters), sorted(has.voters)) || !same(sorted(cs.learners), sorted(has.learners))) {
+      this.fail(
+        `configuration: node ${node} applied up to index ${applied} and runs with voters [${has.voters.join(",")}] learners [${has.learners.join(",")}], but the committed log gives voters [${cs.voters.join(",")}] learners [${cs.learners.join(",")}] there`
+      )
     }
   }
 
@@ -150,5 +175,61 @@ export class RaftInvariants {
         }
       }
     }
+  }
+}
+
+/**
+ * CheckQuorum, seen from outside: a leader that has heard nothing of its term from a quorum of its
+ * voters for `boundMs` (two of its CheckQuorum rounds, with clock skew and margin) must have
+ * stepped down. A tier reports every message a node received and when a node leads a term.
+ */
+export class QuorumContact {
+  /**
+   * `to * 4096 + from` → term → when `to` last received a message of that term from `from` (per term:
+   * a PreVote carries a term its sender has not reached).
+   */
+  private readonly heardFrom = new Map<number, Map<number, number>>()
+  /**
+   * node → the term it leads with which voters, and since when (a new configuration counts from
+   * its own start: the core's next round judges it).
+   */
+  private readonly leading = new Map<number, { readonly term: number; readonly voters: string; readonly since: number }>()
+
+  constructor(
+    private readonly fail: (message: string) => never,
+    private readonly boundMs: number
+  ) {}
+
+  heard(to: number, from: number, term: number, at: number): void {
+    const key = to * 4096 + from
+    let m = this.heardFrom.get(key)
+    if (m === undefined) this.heardFrom.set(key, (m = new Map()))
+    m.set(term, at)
+  }
+
+  /** `node` is leader of `term` with `voters` now (call it at least every tick while it leads). */
+  leader(node: number, term: number, voters: ReadonlyArray<number>, now: number): void {
+    const lead = this.leading.get(node)
+    const key = voters.join(",")
+    if (lead === undefined || lead.term !== term || lead.voters !== key) {
+      this.leading.set(node, { term, voters: key, since: now })
+      return
+    }
+    if (now - lead.since < this.boundMs) return
+    const recent = voters.filter((v) => {
+      if (v === node) return true
+      const at = this.heardFrom.get(node * 4096 + v)?.get(term)
+      return at !== undefined && now - at <= this.boundMs
+    })
+    if (recent.length * 2 <= voters.length) {
+      this.fail(
+        `leader without a quorum: node ${node} has led term ${term} for ${now - lead.since} ms and heard from only [${recent.join(",")}] of voters [${voters.join(",")}] in its term in the last ${this.boundMs} ms; CheckQuorum must have stepped it down`
+      )
+    }
+  }
+
+  /** `node` is not leading (any more), or restarted. */
+  notLeader(node: number): void {
+    this.leading.delete(node)
   }
 }

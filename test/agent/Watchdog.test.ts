@@ -123,6 +123,26 @@ describe("Watchdog: the loop", () => {
       expect(fence2.phase).toBe("watching")
     }))
 
+  it.scoped("a record write that hangs (the data directory's disk stalled) does not hold up the stops: every VM is stopped within publishWaitMs of the deadline", () =>
+    Effect.gen(function* () {
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      yield* fence.hostFence.renew(FencingMs)
+      let writes = 0
+      // Every write of the record hangs, as a write to a stalled disk does.
+      const stalled = { ...fence.watchdog(hv), publish: () => Effect.zipRight(Effect.sync(() => writes++), Effect.never), publishWaitMs: 50 }
+      const watchdog = yield* Effect.forkScoped(Watchdog.run(stalled))
+      yield* until(FencingMs + 1)
+      expect(writes).toBe(1)
+      expect(hv.runningVms()).toEqual([db, web])
+      yield* until(FencingMs + 1 + 50)
+      expect(hv.runningVms()).toEqual([])
+      // The loop goes on (the daemon runs but is cut off): it keeps watching, the write still hung.
+      yield* advance(3 * FencingMs)
+      expect(watchdog.unsafePoll()).toBeNull()
+      expect(writes).toBe(1)
+    }))
+
   it.scoped("a stop that fails is retried at the next poll", () =>
     Effect.gen(function* () {
       const hv = yield* hostWithVms

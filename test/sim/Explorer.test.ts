@@ -47,6 +47,34 @@ describe("explorer: safety and liveness under seeded faults", () => {
   })
 })
 
+describe("explorer: leadership transfers and slow Readys", () => {
+  it("100 seeds of the transfer profile (an operator asking random nodes for transfers every few hundred ms) keep every invariant, CheckQuorum included", () => {
+    const failures: Array<string> = []
+    let transfers = 0
+    for (let seed = 1; seed <= 100; seed++) {
+      const r = explore({ ...profiles.transfer, seed })
+      transfers += r.counts?.transfers ?? 0
+      if (!r.ok) failures.push(`seed ${seed}: ${r.violation}`)
+      else expect(r.linearizability).toBe("ok")
+    }
+    expect(failures).toEqual([])
+    expect(transfers).toBeGreaterThan(100 * 10)
+  })
+
+  it("100 seeds of the reconfig profile (churn, a snapshot every 4 entries, Readys persisting for up to 40 ms) keep every invariant, each node's configuration included", () => {
+    const failures: Array<string> = []
+    let snapshots = 0
+    for (let seed = 1; seed <= 100; seed++) {
+      const r = explore({ ...profiles.reconfig, seed })
+      snapshots += r.stats.snapshotsInstalled
+      if (!r.ok) failures.push(`seed ${seed}: ${r.violation}`)
+      else expect(r.linearizability).toBe("ok")
+    }
+    expect(failures).toEqual([])
+    expect(snapshots).toBeGreaterThan(100)
+  })
+})
+
 describe("explorer: a run is a seed", () => {
   it("the same seed gives the same run, bit for bit; another seed another run", () => {
     const a = explore({ seed: 42 })

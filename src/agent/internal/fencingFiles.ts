@@ -18,7 +18,6 @@ import * as path from "node:path"
 import { StorageCorrupt, StorageIo } from "../../domain/Errors.js"
 import type { NodeId } from "../../domain/NodeId.js"
 import { bootId, isAlive, readStat } from "../../vm/internal/procfs.js"
-import { writeFileAtomic } from "../../vm/internal/stateDir.js"
 
 export interface FencingPaths {
   readonly dir: string
@@ -92,16 +91,26 @@ export const readJsonFile = <A, I>(
     })
   })
 
-/** Writes `value` (already encoded) to `file` atomically, making its directory if needed. */
+let writes = 0
+
+/**
+ * Writes `value` (already encoded) to `file` atomically (`writeFileAtomic`'s steps), making its
+ * directory if needed. Off the event loop (libuv's threads): on a hung volume a write or rename can
+ * block, and the process writing — the watchdog, the daemon — must go on stopping VMs meanwhile.
+ */
 export const writeJsonFile = (
   file: string,
   value: unknown,
   options: { readonly what: string; readonly node: NodeId }
 ): Effect.Effect<void, StorageIo> =>
-  Effect.try({
-    try: () => {
-      fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
-      writeFileAtomic(file, `${JSON.stringify(value)}\n`)
+  Effect.tryPromise({
+    try: async () => {
+      await fs.promises.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
+      // One name per write: two writes of one file may now overlap.
+      const tmp = `${file}.tmp-${process.pid}-${++writes}`
+      await fs.promises.rm(tmp, { force: true })
+      await fs.promises.writeFile(tmp, `${JSON.stringify(value)}\n`, { flag: "wx" })
+      await fs.promises.rename(tmp, file)
     },
     catch: (e) =>
       new StorageIo({
