@@ -123,6 +123,23 @@ export const eventLoopDelayP99 = gauge("blixard_process_event_loop_delay_p99_sec
 export const eventLoopDelayMax = gauge("blixard_process_event_loop_delay_max_seconds", "Largest event-loop delay since the previous scrape")
 
 /**
+ * Creates the series of every counter and gauge updated only when something happens, at 0, so a
+ * scrape shows them (and `rate()` works) before the first event.
+ */
+export const declare = (): void => {
+  for (const outcome of ["accepted", "refused"]) raftProposals.unsafeUpdate(0, tags(["outcome", outcome]))
+  raftLeaderChanges.unsafeUpdate(0, noTags)
+  for (const source of ["local", "leader"]) raftSnapshots.unsafeUpdate(0, tags(["source", source]))
+  raftSnapshotBytes.unsafeUpdate(raftSnapshotBytes.unsafeValue(noTags).value, noTags)
+  for (const result of ["ok", "failed"]) agentStarts.unsafeUpdate(0, tags(["result", result]))
+  for (const metric of [agentStops, agentRestarts, agentFencingEvents, agentFencingStops]) metric.unsafeUpdate(0, noTags)
+  agentFenced.unsafeUpdate(agentFenced.unsafeValue(noTags).value, noTags)
+  // Reading a histogram creates its series, empty.
+  raftSnapshotSeconds.unsafeValue(noTags)
+  for (const op of ["save", "snapshot", "compact"]) raftFlushSeconds.unsafeValue(tags(["op", op]))
+}
+
+/**
  * Brings counters up to totals kept elsewhere (the transport's, the process's CPU time): adds what
  * each total grew since it was last seen. A total that went down (its source restarted: a peer
  * removed and added again) counts from zero again, so the counter never decreases.
@@ -134,6 +151,7 @@ export class Totals {
     const before = this.seen.get(key) ?? 0
     const delta = total >= before ? total - before : total
     this.seen.set(key, total)
-    if (delta > 0) metric.unsafeUpdate(delta, labels)
+    // Also when 0: the series then exists from the first scrape.
+    metric.unsafeUpdate(delta, labels)
   }
 }

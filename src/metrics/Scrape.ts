@@ -67,6 +67,7 @@ export const make = (sources: ScrapeSources) =>
       }),
       (histogram) => Effect.sync(() => histogram.disable())
     )
+    M.declare()
     const peerTotals = new M.Totals()
     const setVms = gaugeSet(M.vms)
     const setNodes = gaugeSet(M.nodes)
@@ -128,6 +129,8 @@ export const make = (sources: ScrapeSources) =>
       replicated(sources.state())
       if (sources.peers !== undefined) peers(yield* sources.peers)
       processMetrics()
-      return Prometheus.render(yield* Metric.snapshot)
+      // Effect's own runtime metrics (`effect_fiber_*`) are left out: `effect_fiber_active` is a
+      // counter that goes down, which Prometheus would read as resets.
+      return Prometheus.render((yield* Metric.snapshot).filter((pair) => pair.metricKey.name.startsWith("blixard_")))
     })
   })

@@ -106,7 +106,10 @@ describe("Prometheus text rendering", () => {
 })
 
 describe("the test's Prometheus text parser", () => {
-  const rejects = (text: string, reason: RegExp) => expect(() => parse(text)).toThrow(ParseError) && expect(() => parse(text)).toThrow(reason)
+  const rejects = (text: string, reason: RegExp) => {
+    expect(() => parse(text)).toThrow(ParseError)
+    expect(() => parse(text)).toThrow(reason)
+  }
 
   it("rejects malformed expositions", () => {
     rejects('a{b="c} 1\n', /not closed/)
