@@ -21,7 +21,8 @@
  * (401), a token whose role does not allow the endpoint `Forbidden` (403). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
  *
  * The node serves its peers' `/raft` websocket (`PeerTransport`'s endpoint) on the same port
- * (`layerSharedPort`).
+ * (`layerSharedPort`), and, given `metrics`, `GET /metrics` (Prometheus text, read access) beside
+ * `/openapi.json`: both are outside `BlixardApi`, which answers JSON only.
  */
 import {
   HttpApi,
