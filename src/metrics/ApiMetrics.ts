@@ -29,7 +29,16 @@ export const observe = (
     const at = url.indexOf("?")
     const route = routeOf(method, at === -1 ? url : url.slice(0, at))
     const status = response.writableFinished ? String(response.statusCode) : "aborted"
-    M.apiRequests.unsafeUpdate(1, M.tags(["method", method], ["route", route], ["status", status]))
-    M.apiRequestSeconds.unsafeUpdate((performance.now() - started) / 1000, M.tags(["method", method], ["route", route]))
+    const key = `${method} ${route} ${status}`
+    let series = seriesByKey.get(key)
+    if (series === undefined) {
+      series = { count: M.tags(["method", method], ["route", route], ["status", status]), duration: M.tags(["method", method], ["route", route]) }
+      seriesByKey.set(key, series)
+    }
+    M.apiRequests.unsafeUpdate(1, series.count)
+    M.apiRequestSeconds.unsafeUpdate((performance.now() - started) / 1000, series.duration)
   })
 }
+
+/** The tags of each method, route and status seen (bounded: routes are the API's templates). */
+const seriesByKey = new Map<string, { readonly count: ReturnType<typeof M.tags>; readonly duration: ReturnType<typeof M.tags> }>()
