@@ -89,6 +89,7 @@ import type { ClusterState } from "../cluster/ClusterState.js"
 import { type BlixardError, formatError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
+import * as Metrics from "../metrics/Metrics.js"
 import type { RestartPolicy } from "../domain/VmSpec.js"
 import type { VmPhase, VmRecord } from "../domain/VmStatus.js"
 import { VmStatus } from "../domain/VmStatus.js"
@@ -172,6 +173,8 @@ const describeExit = (exit: { readonly exitCode: number | undefined; readonly si
       ? `exited with code ${exit.exitCode}`
       : "exited (exit status unknown)"
 
+const startResult = { ok: Metrics.tags(["result", "ok"]), failed: Metrics.tags(["result", "failed"]) }
+
 /** Whether the policy restarts a runner after this exit. An unknown status counts as a failure. */
 export const shouldRestart = (
   policy: RestartPolicy,
@@ -219,7 +222,12 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       const contact = yield* options.quorumContact
       if (contact !== undefined && hostFence !== undefined) yield* hostFence.renew(contact + options.fencingMs)
       const contactAgo = now - (contact ?? startedAt)
+      const wasFenced = fenced
       fenced = contactAgo > options.fencingMs
+      if (fenced !== wasFenced) {
+        if (fenced) Metrics.agentFencingEvents.unsafeUpdate(1, Metrics.noTags)
+        Metrics.agentFenced.unsafeUpdate(fenced ? 1 : 0, Metrics.noTags)
+      }
       return { now, contactAgo, mayStart: contact !== undefined && !fenced }
     })
 
@@ -309,6 +317,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         if (observed._tag === "Running") {
           yield* Effect.logInfo(`${who(name)} is not placed on this node (deleted or moved); stopping its runner (pid ${observed.pid}) and removing its state`)
           yield* backend.stop(name, stopTimeout)
+          Metrics.agentStops.unsafeUpdate(1, Metrics.noTags)
         } else {
           yield* Effect.logInfo(`${who(name)} is not placed on this node; removing its state directory`)
         }
@@ -328,6 +337,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         const what = `runner ${describeExit(exit)}`
         if (shouldRestart(record.spec.restartPolicy, exit)) {
           runner.restarts++
+          Metrics.agentRestarts.unsafeUpdate(1, Metrics.noTags)
           runner.failures++
           const delay = backoffMs(runner.failures, backoff)
           runner.notBefore = now + delay
@@ -371,6 +381,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         )
         const after = yield* Clock.currentTimeMillis
         if (result._tag === "Left") {
+          Metrics.agentStarts.unsafeUpdate(1, startResult.failed)
           runner.failures++
           const delay = backoffMs(runner.failures, backoff)
           runner.notBefore = after + delay
@@ -382,6 +393,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         } else if (typeof result.right === "string") {
           yield* Effect.logInfo(`${who(name)}: not starting after all (${result.right}); the next round decides`)
         } else {
+          Metrics.agentStarts.unsafeUpdate(1, startResult.ok)
           runner.pid = result.right
           runner.since = after
           runner.lastError = undefined
@@ -395,7 +407,12 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       Effect.gen(function* () {
         yield* Effect.logInfo(`${who(name)}: desired stopped; stopping its runner (pid ${runner.pid})`)
         yield* backend.stop(name, stopTimeout).pipe(
-          Effect.tap(() => Effect.sync(() => (runner.pid = undefined))),
+          Effect.tap(() =>
+            Effect.sync(() => {
+              runner.pid = undefined
+              Metrics.agentStops.unsafeUpdate(1, Metrics.noTags)
+            })
+          ),
           Effect.catchAll((e) => Effect.logWarning(`${who(name)}: stop failed (${e.message}); retrying in ${options.intervalMs} ms`))
         )
       })
@@ -425,6 +442,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
               )
             )
             if (!stopped) continue
+            Metrics.agentFencingStops.unsafeUpdate(1, Metrics.noTags)
             const runner = runners.get(name)
             const lastError = `stopped by fencing: node ${self} lost contact with the quorum`
             if (runner !== undefined) {

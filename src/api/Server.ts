@@ -21,7 +21,8 @@
  * (401), a token whose role does not allow the endpoint `Forbidden` (403). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
  *
  * The node serves its peers' `/raft` websocket (`PeerTransport`'s endpoint) on the same port
- * (`layerSharedPort`).
+ * (`layerSharedPort`), and, given `metrics`, `GET /metrics` (Prometheus text, read access) beside
+ * `/openapi.json`: both are outside `BlixardApi`, which answers JSON only.
  */
 import {
   HttpApi,
@@ -42,6 +43,8 @@ import { isEncodeTransparent } from "../domain/Json.js"
 import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { type Access, type AuthOptions, EndpointAccess, forbidden, makeAuthenticate, permits } from "./Auth.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
+import * as ApiMetrics from "../metrics/ApiMetrics.js"
+import * as Prometheus from "../metrics/Prometheus.js"
 import * as PeerTransport from "../net/PeerTransport.js"
 import type { PeerEndpoint } from "../net/PeerTransport.js"
 
@@ -136,6 +139,11 @@ export interface ApiOptions {
   readonly auth?: AuthOptions | undefined
   /** Log every request, its status and duration (default false: nothing is logged per request). */
   readonly logRequests?: boolean | undefined
+  /**
+   * `GET /metrics` answers this (the Prometheus text format, `metrics/Scrape.ts`; read access), and
+   * every request is counted in the API's metrics. Absent: `/metrics` is 404, nothing is counted.
+   */
+  readonly metrics?: Effect.Effect<string> | undefined
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,6 +505,16 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     const at = url.indexOf("?")
     const path = at === -1 ? url : url.slice(0, at)
     const method = request.method ?? "GET"
+    if (path === "/metrics" && options.metrics !== undefined && (method === "GET" || method === "HEAD")) {
+      const refused = refusal(request, "read", `${method} ${path}`)
+      if (refused !== undefined) return fail(request, response, refused)
+      const scrape = runFork(options.metrics)
+      return scrape.addObserver((exit) =>
+        guarded(request, response, () =>
+          Exit.isSuccess(exit) ? send(response, 200, exit.value, Prometheus.contentType) : unexpected(request, response, exit.cause)
+        )
+      )
+    }
     if (path === "/openapi.json" && (method === "GET" || method === "HEAD")) {
       const refused = refusal(request, "read", `${method} ${path}`)
       return refused !== undefined ? fail(request, response, refused) : send(response, 200, document, "application/json")
@@ -564,8 +582,19 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     })
   }
 
+  const templates = new Map<Route, string>()
+  const routeOf = (method: string, path: string): string => {
+    if (path === "/metrics" || path === "/openapi.json") return path
+    const route = match(table, method, path)?.route
+    if (route === undefined) return "unmatched"
+    let known = templates.get(route)
+    if (known === undefined) templates.set(route, (known = ApiMetrics.template(route.segments, route.params)))
+    return known
+  }
+
   return (request, response) => {
     if (options.logRequests === true) logWhenClosed(request, response)
+    if (options.metrics !== undefined) ApiMetrics.observe(request, response, routeOf)
     guarded(request, response, () => serve(request, response))
   }
 }

@@ -39,6 +39,7 @@ import { Packr } from "msgpackr"
 import * as http from "node:http"
 import type { Duplex } from "node:stream"
 import { WebSocket, WebSocketServer } from "ws"
+import * as Metrics from "../metrics/Metrics.js"
 import { Message } from "../raft/Message.js"
 import { HandshakeVerifier, deriveKey, sign, toQuery } from "./PeerAuth.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
@@ -86,9 +87,13 @@ export interface PeerStats {
   readonly droppedFailed: number
   /** Messages acknowledged by the peer. */
   readonly delivered: number
+  /** Messages written to the peer's connection. */
+  readonly sent: number
   readonly connected: boolean
   /** Consecutive failed attempts (0 when the last batch was acknowledged), and the last failure. */
   readonly failures: number
+  /** Failed attempts and lost connections since the peer was added. */
+  readonly failuresTotal: number
   readonly lastError: string | undefined
 }
 
@@ -160,8 +165,8 @@ interface Connection {
   readonly socket: WebSocket
   /** Sequence number of the last batch sent on this connection. */
   seq: number
-  /** Batches awaiting their acknowledgement, oldest first: seq → message count and deadline. */
-  readonly inFlight: Map<number, { readonly count: number; readonly deadline: number }>
+  /** Batches awaiting their acknowledgement, oldest first: seq → message count, deadline, and when sent (`performance.now()`). */
+  readonly inFlight: Map<number, { readonly count: number; readonly deadline: number; readonly sentAt: number }>
 }
 
 interface Peer {
@@ -173,9 +178,13 @@ interface Peer {
   retry: NodeJS.Timeout | undefined
   droppedFailed: number
   delivered: number
+  sent: number
   connected: boolean
   failures: number
+  failuresTotal: number
   lastError: string | undefined
+  /** The `peer` tag of this peer's metrics. */
+  readonly tags: ReturnType<typeof Metrics.tags>
 }
 
 /**
@@ -219,7 +228,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         while (conn.inFlight.size < maxInFlight && peer.queue.length > 0) {
           const batch = peer.queue.take(maxBatchMessages, maxBatchBytes)
           const seq = ++conn.seq
-          conn.inFlight.set(seq, { count: batch.length, deadline: Date.now() + timeoutMs })
+          const sentAt = performance.now()
+          conn.inFlight.set(seq, { count: batch.length, deadline: Date.now() + timeoutMs, sentAt })
+          peer.sent += batch.length
           conn.socket.send(packr.pack([seq, batch]))
         }
       }
@@ -240,6 +251,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       /** Counts a failed attempt: reported unreachable, logged (the first and every 20th), retried after a back-off. */
       const failed = (peer: Peer, reason: string): void => {
         peer.failures++
+        peer.failuresTotal++
         peer.lastError = reason
         unreachable.add(peer.id)
         if (peer.failures === 1 || peer.failures % 20 === 0) {
@@ -293,11 +305,15 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             ack = Either.left(e)
           }
           if (Either.isLeft(ack)) return fail(peer, conn, `node ${peer.id} sent a malformed acknowledgement`)
+          // One round trip per acknowledgement (it may cover several batches): the newest batch it covers.
+          let sentAt: number | undefined
           for (const [seq, batch] of conn.inFlight) {
             if (seq > ack.right) break
             conn.inFlight.delete(seq)
             peer.delivered += batch.count
+            sentAt = batch.sentAt
           }
+          if (sentAt !== undefined) Metrics.peerRoundTrip.unsafeUpdate((performance.now() - sentAt) / 1000, peer.tags)
           peer.connected = true
           peer.failures = 0
           pump(peer)
@@ -337,6 +353,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             retry: undefined,
             droppedFailed: 0,
             delivered: 0,
+            sent: 0,
+            failuresTotal: 0,
+            tags: Metrics.tags(["peer", String(id)]),
             connected: false,
             failures: 0,
             lastError: undefined
@@ -490,8 +509,10 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             droppedQueueFull: p.queue.dropped,
             droppedFailed: p.droppedFailed,
             delivered: p.delivered,
+            sent: p.sent,
             connected: p.connected,
             failures: p.failures,
+            failuresTotal: p.failuresTotal,
             lastError: p.lastError
           }))
         )

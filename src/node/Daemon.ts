@@ -41,6 +41,7 @@ import { RaftPeers } from "../net/PeerTransport.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
+import * as Scrape from "../metrics/Scrape.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
@@ -297,10 +298,16 @@ export const run = (config: NodeConfig) =>
 
       // One port: the REST API and the peers' /raft endpoint.
       const { host, port } = splitHostPort(config.bind)
+      const metrics = yield* Scrape.make({
+        raft: raft.status,
+        state: () => state.current,
+        peers: Context.get(transport, RaftPeers).stats
+      })
       yield* Layer.build(
         Server.layerSharedPort({
           host,
           port,
+          metrics,
           auth: {
             adminTokens: [admin.token],
             hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,

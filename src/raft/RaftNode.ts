@@ -18,10 +18,11 @@
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
  * test clock or the simulator's virtual clock and seed drive it deterministically.
  */
-import { Clock, Context, Duration, Effect, Fiber, Layer, Option, Random, Ref } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, Layer, type MetricLabel, Option, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
 import { formatError, InvalidArgument, NotLeader, ProposalDropped, StorageStalled, Timeout, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
+import * as Metrics from "../metrics/Metrics.js"
 import { Transport } from "../net/Transport.js"
 import type { StorageError } from "../storage/Database.js"
 import { RaftStorage, type RaftStorageShape } from "../storage/RaftStorage.js"
@@ -239,7 +240,8 @@ const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
     /** The write reported stalled, while it is outstanding. */
     let reported: { readonly id: number; readonly start: number } | undefined
     let completed: Effect.Effect<void> = Effect.void
-    const done = (id: number) => {
+    const done = (id: number, op: ReadonlyArray<MetricLabel.MetricLabel>, began: number) => {
+      Metrics.raftFlushSeconds.unsafeUpdate((performance.now() - began) / 1000, op)
       outstanding.delete(id)
       if (reported?.id !== id) return
       const took = now - reported.start
@@ -248,11 +250,12 @@ const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
         `node ${config.id}: the storage write reported stalled (BLX_STORAGE_STALLED) completed after about ${took} ms; the node can prove quorum contact again`
       )
     }
-    const timed = <A, E, R>(write: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    const timed = <A, E, R>(op: ReadonlyArray<MetricLabel.MetricLabel>, write: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       Effect.suspend(() => {
         const id = next++
         outstanding.set(id, now)
-        return Effect.ensuring(write, Effect.sync(() => done(id)))
+        const began = performance.now()
+        return Effect.ensuring(write, Effect.sync(() => done(id, op, began)))
       })
     const since = (): number | undefined => {
       let oldest: number | undefined
@@ -284,12 +287,20 @@ const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
       })
     const storage: RaftStorageShape = {
       ...inner,
-      save: (batch) => timed(inner.save(batch)),
-      saveSnapshot: (snapshot) => timed(inner.saveSnapshot(snapshot)),
-      compact: (index) => timed(inner.compact(index))
+      save: (batch) => timed(flushOps.save, inner.save(batch)),
+      saveSnapshot: (snapshot) => timed(flushOps.snapshot, inner.saveSnapshot(snapshot)),
+      compact: (index) => timed(flushOps.compact, inner.compact(index))
     }
     return { storage, since, report }
   })
+
+const flushOps = {
+  save: Metrics.tags(["op", "save"]),
+  snapshot: Metrics.tags(["op", "snapshot"]),
+  compact: Metrics.tags(["op", "compact"])
+}
+const proposalOutcome = { accepted: Metrics.tags(["outcome", "accepted"]), refused: Metrics.tags(["outcome", "refused"]) }
+const snapshotSource = { local: Metrics.tags(["source", "local"]), leader: Metrics.tags(["source", "leader"]) }
 
 /** A small seeded PRNG (mulberry32) for the core's synchronous election jitter. */
 const seededRandom = (seed: number) => {
@@ -330,6 +341,7 @@ export const make = (config: RaftNodeConfig) =>
     const snapshotted = (snapshot: Snapshot): void => {
       snapshotIndex = snapshot.metadata.index
       snapshotBytes = snapshot.data.length
+      Metrics.raftSnapshotBytes.unsafeUpdate(snapshotBytes, Metrics.noTags)
       appliedBytes = 0
     }
     const stored = yield* storage.snapshot
@@ -403,8 +415,15 @@ export const make = (config: RaftNodeConfig) =>
       }
     }
 
+    /** Proposals the loop took in the current batch, counted into the metrics once per batch. */
+    let accepted = 0
+    let refusedCount = 0
     const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>): void => {
-      if (!result.ok) return request.done(Effect.fail(refused(result)))
+      if (!result.ok) {
+        refusedCount++
+        return request.done(Effect.fail(refused(result)))
+      }
+      accepted++
       const earlier = pending.get(result.index)
       if (earlier !== undefined && !config.unsafeOverwriteProposalWaiters) {
         // This node proposed at this index before, in an earlier term, and has led again since: the
@@ -522,6 +541,7 @@ export const make = (config: RaftNodeConfig) =>
      */
     const writeSnapshot = (metadata: SnapshotMetadata, pieces: Iterable<string>) =>
       Effect.gen(function* () {
+        const began = performance.now()
         const parts: Array<string> = []
         for (const piece of pieces) {
           parts.push(piece)
@@ -529,6 +549,8 @@ export const make = (config: RaftNodeConfig) =>
         }
         const snap: Snapshot = { metadata, data: parts.length === 1 ? parts[0]! : parts.join("") }
         yield* storage.saveSnapshot(snap)
+        Metrics.raftSnapshotSeconds.unsafeUpdate((performance.now() - began) / 1000, Metrics.noTags)
+        Metrics.raftSnapshots.unsafeUpdate(1, snapshotSource.local)
         return snap
       })
 
@@ -609,6 +631,7 @@ export const make = (config: RaftNodeConfig) =>
         if (rd.snapshot !== undefined) {
           yield* sm.restore(rd.snapshot)
           snapshotted(rd.snapshot)
+          Metrics.raftSnapshots.unsafeUpdate(1, snapshotSource.leader)
           for (const [index, p] of pending) {
             if (index > rd.snapshot.metadata.index) continue
             pending.delete(index)
@@ -620,6 +643,7 @@ export const make = (config: RaftNodeConfig) =>
         if (toApply.length > 0) yield* apply(toApply)
         if (rd.softState !== undefined) {
           const ss = rd.softState
+          if ((yield* Ref.get(softState)).lead !== ss.lead) Metrics.raftLeaderChanges.unsafeUpdate(1, Metrics.noTags)
           yield* Ref.set(softState, { lead: ss.lead, role: ss.role })
           for (let i = transfers.length - 1; i >= 0; i--) {
             if (transfers[i]!.to === ss.lead) {
@@ -652,6 +676,10 @@ export const make = (config: RaftNodeConfig) =>
       for (;;) {
         const batch = yield* events.takeAll
         for (const ev of batch) handle(ev)
+        if (accepted > 0) Metrics.raftProposals.unsafeUpdate(accepted, proposalOutcome.accepted)
+        if (refusedCount > 0) Metrics.raftProposals.unsafeUpdate(refusedCount, proposalOutcome.refused)
+        accepted = 0
+        refusedCount = 0
         yield* drainReady
         // Also here, not only after a Ready: a snapshot written on the side is taken up at the next
         // tick even on a node with nothing else to do.
