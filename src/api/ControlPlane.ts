@@ -13,7 +13,14 @@ import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
+import type { SnapshotHeader } from "../cluster/SnapshotFile.js"
 import type { Health } from "./Api.js"
+
+/** The replicated state as of `header.index`: its snapshot text, produced piece by piece as it is iterated. */
+export interface StateSnapshot {
+  readonly header: SnapshotHeader
+  readonly pieces: Iterable<string>
+}
 
 /** `linearizable` (default): after a ReadIndex round. `stale`: this node's state as it is. */
 export type ReadMode = "linearizable" | "stale"
@@ -48,6 +55,12 @@ export interface ControlPlaneShape {
   readonly createToken: (role: Role, name: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
   readonly listTokens: (read: ReadMode) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
   readonly revokeToken: (id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
+  /**
+   * The whole replicated state at an index the leader confirmed (a ReadIndex round), for
+   * `blixard cluster snapshot save`. Absent where there is none to give (another node's API seen
+   * as a control plane): the API then answers 501.
+   */
+  readonly snapshot?: Effect.Effect<StateSnapshot, BlixardError>
 }
 
 export class ControlPlane extends Context.Tag("blixard/ControlPlane")<ControlPlane, ControlPlaneShape>() {}

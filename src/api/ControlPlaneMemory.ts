@@ -14,6 +14,7 @@ import { Resources } from "../domain/Resources.js"
 import type { VmName } from "../domain/VmName.js"
 import { VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
+import { SnapshotFormat, SnapshotHeader, SnapshotMagic } from "../cluster/SnapshotFile.js"
 import { Health } from "./Api.js"
 import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "./Auth.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
@@ -284,6 +285,32 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
         term++
         return Effect.succeed(status())
       }),
+    snapshot: Effect.sync(() => {
+      note({ method: "snapshot" })
+      // The shape `ClusterState.snapshot` writes, for this plane's VMs, nodes and tokens.
+      const at = index + 1
+      const clusterId = "memory"
+      const text = JSON.stringify({
+        version: 1,
+        appliedIndex: at,
+        vms: [...vms.keys()].sort().map((name) => vms.get(name)!),
+        nodes: [...nodes.values()].sort((a, b) => a.id - b.id),
+        clusterId,
+        members: [[self, options.address ?? "127.0.0.1:7001"]],
+        requests: [],
+        tokens: [...tokens.keys()].sort().map((id) => tokens.get(id)!)
+      })
+      const header = new SnapshotHeader({
+        magic: SnapshotMagic,
+        format: SnapshotFormat,
+        clusterId,
+        index: at,
+        term,
+        node: self,
+        createdAt: new Date(now()).toISOString()
+      })
+      return { header, pieces: [text] }
+    }),
     health: Effect.sync(() => {
       note({ method: "health" })
       return new Health({ status: "ok", node: self, role: "leader", leader: self })

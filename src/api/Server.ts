@@ -43,6 +43,7 @@ import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { type Access, type AuthOptions, EndpointAccess, forbidden, makeAuthenticate, permits } from "./Auth.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
 import * as PeerTransport from "../net/PeerTransport.js"
+import * as SnapshotHttp from "./SnapshotHttp.js"
 import type { PeerEndpoint } from "../net/PeerTransport.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -394,7 +395,7 @@ type Listener = (request: http.IncomingMessage, response: http.ServerResponse) =
  * the query. The handler's Effect is forked on `runtime` and interrupted if the client goes away
  * before the answer, as the platform's server does.
  */
-const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.Runtime<never>): Listener => {
+const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.Runtime<never>, plane: ControlPlaneShape): Listener => {
   const runFork = Runtime.runFork(runtime)
   const authenticate = options.auth === undefined ? undefined : makeAuthenticate(options.auth)
   /** The caller's verdict for `access`: `undefined` to go on, else the error to answer. */
@@ -501,6 +502,11 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
       const refused = refusal(request, "read", `${method} ${path}`)
       return refused !== undefined ? fail(request, response, refused) : send(response, 200, document, "application/json")
     }
+    if (path === SnapshotHttp.path && (method === "GET" || method === "HEAD")) {
+      const refused = refusal(request, "admin", `${method} ${path}`)
+      if (refused !== undefined) return fail(request, response, refused)
+      return SnapshotHttp.serve({ plane, runFork, fail: (error, cause) => fail(request, response, error, cause) }, response)
+    }
     const where = `${method} ${path}`
     const found = match(table, method, path)
     if (found === undefined) {
@@ -582,7 +588,8 @@ export interface ServerOptions extends ApiOptions {
 /** The API's request listener over this layer's `ControlPlane` and runtime. */
 const listener = (options: ServerOptions) =>
   Effect.gen(function* () {
-    return makeListener(compile(handlersOf(yield* ControlPlane)), options, yield* Effect.runtime<never>())
+    const plane = yield* ControlPlane
+    return makeListener(compile(handlersOf(plane)), options, yield* Effect.runtime<never>(), plane)
   })
 
 /**

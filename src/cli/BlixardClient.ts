@@ -43,6 +43,8 @@ export interface BlixardClientApi {
   readonly createToken: (target: Target, role: Role, name: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
   readonly listTokens: (target: Target) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
   readonly revokeToken: (target: Target, id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
+  /** The cluster's state as a snapshot file's bytes, streamed (`GET /v1/cluster/snapshot`). */
+  readonly downloadSnapshot: (target: Target) => Effect.Effect<AsyncIterable<Uint8Array>, BlixardError>
 }
 
 export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<BlixardClient, BlixardClientApi>() {
@@ -52,24 +54,29 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
     Effect.gen(function* () {
       const env = yield* ProcessEnv
       const clients = new Map<string, ApiClientShape>()
+      /** The token for `target` (`Credentials.ts`), and how to make a client of its node. */
+      const tokenFor = (target: Target) =>
+        Effect.promise(() =>
+          Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient"), import("./Credentials.js")])
+        ).pipe(
+          Effect.flatMap(([Client, Fetch, Credentials]) => {
+            const make = (token: string | undefined) =>
+              Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
+            const nodeId = make(undefined).pipe(
+              Effect.flatMap((anonymous) => anonymous.health()),
+              Effect.map((health): number | undefined => health.node),
+              Effect.orElseSucceed(() => undefined)
+            )
+            return Effect.map(Credentials.resolveToken(target, env, nodeId), (token) => ({ make, token }))
+          })
+        )
       const clientFor = (target: Target): Effect.Effect<ApiClientShape, BlixardError> =>
         Effect.suspend(() => {
           const key = JSON.stringify([target.addr, target.tokenFile, target.dataDir])
           const known = clients.get(key)
           if (known !== undefined) return Effect.succeed(known)
-          return Effect.promise(() =>
-            Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient"), import("./Credentials.js")])
-          ).pipe(
-            Effect.flatMap(([Client, Fetch, Credentials]) => {
-              const make = (token: string | undefined) =>
-                Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
-              const nodeId = make(undefined).pipe(
-                Effect.flatMap((anonymous) => anonymous.health()),
-                Effect.map((health): number | undefined => health.node),
-                Effect.orElseSucceed(() => undefined)
-              )
-              return Effect.flatMap(Credentials.resolveToken(target, env, nodeId), make)
-            }),
+          return tokenFor(target).pipe(
+            Effect.flatMap(({ make, token }) => make(token)),
             Effect.tap((client) => Effect.sync(() => clients.set(key, client)))
           )
         })
@@ -90,7 +97,14 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
           via(target, (c) => (state === "active" ? c.uncordon(id) : state === "cordoned" ? c.cordon(id) : c.drain(id))),
         createToken: (target, role, name) => via(target, (c) => c.createToken(role, name)),
         listTokens: (target) => via(target, (c) => c.listTokens()),
-        revokeToken: (target, id) => via(target, (c) => c.revokeToken(id))
+        revokeToken: (target, id) => via(target, (c) => c.revokeToken(id)),
+        downloadSnapshot: (target) =>
+          Effect.flatMap(tokenFor(target), ({ token }) =>
+            Effect.flatMap(
+              Effect.promise(() => import("../api/SnapshotClient.js")),
+              (SnapshotClient) => SnapshotClient.download({ addr: target.addr, ...(token !== undefined ? { token } : {}) })
+            )
+          )
       } satisfies BlixardClientApi
     })
   )

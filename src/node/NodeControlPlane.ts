@@ -24,6 +24,7 @@ import { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 import { Health } from "../api/Api.js"
+import { SnapshotFormat, SnapshotHeader, SnapshotMagic } from "../cluster/SnapshotFile.js"
 import { admitSource, type SourcePolicy } from "../vm/RunnerPolicy.js"
 
 export interface NodeControlPlaneOptions {
@@ -270,6 +271,25 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         })
       ),
     revokeToken: (id) => orForward(tokenResult(new C.RevokeApiToken({ id }, trusted)), (l) => l.revokeToken(id)),
+    snapshot: Effect.gen(function* () {
+      // After the round this node has applied what the leader had committed when it confirmed its
+      // leadership: the state captured right here (no yield in between) is a linearizable read.
+      yield* raft.readIndex
+      const index = state.current.appliedIndex
+      const clusterId = state.current.clusterId
+      const pieces = state.current.snapshotView()
+      const { term } = yield* raft.status
+      const header = new SnapshotHeader({
+        magic: SnapshotMagic,
+        format: SnapshotFormat,
+        clusterId,
+        index,
+        term,
+        node: self,
+        createdAt: new Date(yield* Clock.currentTimeMillis).toISOString()
+      })
+      return { header, pieces }
+    }),
     health: Effect.gen(function* () {
       const st = yield* raft.status
       return new Health({ status: "ok", node: self, role: st.role, ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}) })
