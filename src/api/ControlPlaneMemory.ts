@@ -11,6 +11,7 @@ import { Conflict, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../
 import type { NodeId } from "../domain/NodeId.js"
 import { NodeInfo, type HostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
+import { selectNodes, selectVms } from "../domain/ListQuery.js"
 import type { VmName } from "../domain/VmName.js"
 import { VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
@@ -152,10 +153,10 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
         tokens.delete(id)
         return Effect.succeed(infoOf(record))
       }),
-    listVms: (read) =>
+    listVms: (read, query) =>
       Effect.sync(() => {
         note({ method: "listVms", read })
-        return [...vms.values()].sort((a, b) => (a.spec.name < b.spec.name ? -1 : 1))
+        return selectVms(vms, query)
       }),
     getVm: (name, read) => Effect.zipRight(Effect.sync(() => note({ method: "getVm", subject: name, read })), lookup(name)),
     createVm: (spec, options) =>
@@ -169,7 +170,7 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
             : Effect.succeed(
                 new VmRecord({
                   spec,
-                  desired: "stopped",
+                  desired: options.start === true ? "running" : "stopped",
                   node: self,
                   status: new VmStatus({ phase: "stopped", since: now(), restarts: 0 }),
                   revision: 1,
@@ -217,10 +218,10 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
           vm === undefined ? Effect.fail(notFound(name)) : Effect.succeed(bump(vm, { spec: new VmSpec({ ...vm.spec, labels }) }))
         )
       ),
-    listNodes: (read) =>
+    listNodes: (read, query) =>
       Effect.sync(() => {
         note({ method: "listNodes", read })
-        return [...nodes.values()]
+        return selectNodes(nodes, query)
       }),
     setNodeState: (id, state, options) =>
       Effect.suspend(() => {

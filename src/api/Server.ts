@@ -84,9 +84,9 @@ const writeOptions = (headers: { readonly "idempotency-key"?: string }, ifRevisi
 
 const handlersOf = (plane: ControlPlaneShape): Handlers => ({
   vms: {
-    list: ({ urlParams }) => plane.listVms(readMode(urlParams)),
+    list: ({ urlParams }) => plane.listVms(readMode(urlParams), urlParams),
     get: ({ path, urlParams }) => plane.getVm(path.name, readMode(urlParams)),
-    create: ({ headers, payload }) => plane.createVm(payload.spec, writeOptions(headers)),
+    create: ({ headers, payload }) => plane.createVm(payload.spec, { ...writeOptions(headers), start: payload.start }),
     start: ({ headers, path, payload }) => plane.startVm(path.name, writeOptions(headers, payload.ifRevision)),
     stop: ({ headers, path, payload }) => plane.stopVm(path.name, writeOptions(headers, payload.ifRevision)),
     delete: ({ headers, path, urlParams }) => plane.deleteVm(path.name, writeOptions(headers, urlParams.ifRevision)),
@@ -94,7 +94,7 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     setLabels: ({ headers, path, payload }) => plane.setVmLabels(path.name, payload.labels, writeOptions(headers, payload.ifRevision))
   },
   nodes: {
-    list: ({ urlParams }) => plane.listNodes(readMode(urlParams)),
+    list: ({ urlParams }) => plane.listNodes(readMode(urlParams), urlParams),
     cordon: ({ headers, path }) => plane.setNodeState(path.id, "cordoned", writeOptions(headers)),
     uncordon: ({ headers, path }) => plane.setNodeState(path.id, "active", writeOptions(headers)),
     drain: ({ headers, path }) => plane.setNodeState(path.id, "draining", writeOptions(headers)),

@@ -25,6 +25,7 @@ import * as SnapshotFile from "../cluster/SnapshotFile.js"
 import { InvalidArgument, SnapshotInvalid, StorageIo, WrongDataDir } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort } from "../domain/NodeInfo.js"
+import { classify } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 
@@ -73,17 +74,19 @@ const checkTarget = (dataDir: string, id: NodeId) =>
   )
 
 /** Writes the new node's database into `dir` (created): the snapshot as its Raft state, and its identity. */
-const writeDatabase = (dir: string, id: NodeId, header: SnapshotFile.SnapshotHeader, data: string, clusterId: string) =>
-  Effect.gen(function* () {
+const writeDatabase = (dir: string, id: NodeId, header: SnapshotFile.SnapshotHeader, data: string, clusterId: string) => {
+  const filename = path.join(dir, "blixard.db")
+  return Effect.gen(function* () {
     const storage = yield* RaftStorage
     yield* storage.save({
       snapshot: { metadata: { index: header.index, term: header.term, confState: { voters: [id], learners: [] } }, data },
       hardState: { term: header.term, vote: 0, commit: header.index }
     })
-    yield* NodeMeta.set("incarnation", randomUUID())
-    yield* NodeMeta.set("node_id", String(id))
-    yield* NodeMeta.set("cluster_id", clusterId)
-  }).pipe(Effect.provide(Layer.fresh(layerFile({ filename: path.join(dir, "blixard.db"), node: id }))))
+    yield* Effect.all([NodeMeta.set("incarnation", randomUUID()), NodeMeta.set("node_id", String(id)), NodeMeta.set("cluster_id", clusterId)]).pipe(
+      Effect.catchTag("SqlError", (e) => Effect.fail(classify({ filename, node: id }, "writing the node's identity")(e)))
+    )
+  }).pipe(Effect.provide(Layer.fresh(layerFile({ filename, node: id }))))
+}
 
 export const restore = (options: RestoreOptions) =>
   Effect.gen(function* () {
