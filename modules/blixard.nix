@@ -93,6 +93,7 @@ let
     "labels"
     "timeouts"
     "logLevel"
+    "logFormat"
   ];
   knownTimeoutKeys = [
     "tickMs"

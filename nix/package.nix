@@ -9,6 +9,7 @@
   importNpmLock,
   nodejs_24,
   makeWrapper,
+  installShellFiles,
 }:
 
 let
@@ -53,7 +54,10 @@ buildNpmPackage {
     npm_config_build_from_source = "better-sqlite3";
   };
 
-  nativeBuildInputs = [ makeWrapper ];
+  nativeBuildInputs = [
+    makeWrapper
+    installShellFiles
+  ];
 
   # `npm run build` (tsc -p tsconfig.build.json -> dist/) is buildNpmPackage's default build.
 
@@ -84,6 +88,13 @@ buildNpmPackage {
     makeWrapper ${lib.getExe nodejs} "$out/bin/blixard" \
       --add-flags "$app/bin/blixard.js"
 
+    # Shell completions, as the CLI itself writes them (@effect/cli's `--completions SHELL`).
+    for shell in bash zsh fish; do
+      HOME=$TMPDIR $out/bin/blixard --completions "$shell" > "blixard.$shell"
+    done
+    installShellCompletion --cmd blixard \
+      --bash blixard.bash --zsh blixard.zsh --fish blixard.fish
+
     runHook postInstall
   '';
 
@@ -98,6 +109,10 @@ buildNpmPackage {
     ' "$out/lib/blixard/node_modules/better-sqlite3"
     # The CLI starts (help only; it starts no node).
     HOME=$TMPDIR $out/bin/blixard --help > /dev/null
+    # Its completions are installed where bash, zsh and fish look for them.
+    grep -q _blixard_bash_completions "$out/share/bash-completion/completions/blixard.bash"
+    grep -q '#compdef blixard' "$out/share/zsh/site-functions/_blixard"
+    grep -q 'complete -c blixard' "$out/share/fish/vendor_completions.d/blixard.fish"
     runHook postInstallCheck
   '';
 

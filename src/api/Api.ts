@@ -12,10 +12,11 @@ import { ApiTokenInfo, CreatedApiToken, Role, TokenId, TokenName } from "../doma
 import { ClusterStatus } from "../domain/ClusterStatus.js"
 import * as E from "../domain/Errors.js"
 import { Labels } from "../domain/Labels.js"
+import { NodeListParams, VmListParams } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import { VmName } from "../domain/VmName.js"
-import { VmSpec } from "../domain/VmSpec.js"
+import { VmSpecBody } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { EndpointAccess } from "./Auth.js"
 
@@ -68,7 +69,11 @@ export class Health extends Schema.Class<Health>("Health")({
   leader: Schema.optionalWith(NodeId, { exact: true })
 }) {}
 
-export const CreateVmBody = Schema.Struct({ spec: VmSpec }).annotations(strict('{ "spec": { "name": …, "source": … } }'))
+export const CreateVmBody = Schema.Struct({
+  spec: VmSpecBody,
+  /** Start the VM once placed (the CLI's default); absent or false: it is created stopped. */
+  start: Schema.optionalWith(Schema.Boolean, { exact: true })
+}).annotations(strict('{ "spec": { "name": …, "source": … }, "start": true }'))
 export const UpdateBody = Schema.Struct({ ifRevision: Revision }).annotations(strict('{} or { "ifRevision": 3 }'))
 export const LabelsBody = Schema.Struct({ labels: Labels, ifRevision: Revision }).annotations(
   strict('{ "labels": { "zone": "a" }, "ifRevision": 3 }')
@@ -81,7 +86,7 @@ export const JoinBody = Schema.Struct({ id: NodeId, address: HostPort }).annotat
 export const TransferBody = Schema.Struct({ id: NodeId }).annotations(strict('{ "id": 2 }'))
 
 export class VmsApi extends HttpApiGroup.make("vms")
-  .add(HttpApiEndpoint.get("list", "/v1/vms").setUrlParams(ReadParams).addSuccess(Schema.Array(VmRecord)).annotate(EndpointAccess, "read"))
+  .add(HttpApiEndpoint.get("list", "/v1/vms").setUrlParams(VmListParams).addSuccess(Schema.Array(VmRecord)).annotate(EndpointAccess, "read"))
   .add(HttpApiEndpoint.get("get")`/v1/vms/${name}`.setUrlParams(ReadParams).addSuccess(VmRecord).annotate(EndpointAccess, "read"))
   .add(HttpApiEndpoint.post("create", "/v1/vms").setPayload(CreateVmBody).setHeaders(WriteHeaders).addSuccess(VmRecord, { status: 201 }).annotate(EndpointAccess, "operate"))
   .add(HttpApiEndpoint.post("start")`/v1/vms/${name}/start`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
@@ -92,7 +97,7 @@ export class VmsApi extends HttpApiGroup.make("vms")
   .middleware(Authorization) {}
 
 export class NodesApi extends HttpApiGroup.make("nodes")
-  .add(HttpApiEndpoint.get("list", "/v1/nodes").setUrlParams(ReadParams).addSuccess(Schema.Array(NodeInfo)).annotate(EndpointAccess, "read"))
+  .add(HttpApiEndpoint.get("list", "/v1/nodes").setUrlParams(NodeListParams).addSuccess(Schema.Array(NodeInfo)).annotate(EndpointAccess, "read"))
   .add(HttpApiEndpoint.post("cordon")`/v1/nodes/${nodeId}/cordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))
   .add(HttpApiEndpoint.post("uncordon")`/v1/nodes/${nodeId}/uncordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))
   .add(HttpApiEndpoint.post("drain")`/v1/nodes/${nodeId}/drain`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))

@@ -14,6 +14,7 @@ import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
 import { BlixardError, InvalidArgument, Timeout, Unavailable } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
+import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
@@ -45,15 +46,16 @@ export interface WriteOptions {
 export interface ApiClientShape {
   /** The address the client talks to, as given. */
   readonly addr: string
-  readonly listVms: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
+  readonly listVms: (options?: ReadOptions & VmQuery) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
   readonly getVm: (name: VmName, options?: ReadOptions) => Effect.Effect<VmRecord, BlixardError>
-  readonly createVm: (spec: VmSpec, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  /** With `start`, the VM is created desired running. */
+  readonly createVm: (spec: VmSpec, options?: WriteOptions & { readonly start?: boolean | undefined }) => Effect.Effect<VmRecord, BlixardError>
   readonly startVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly stopVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   /** Answers the VM as it was when deleted. */
   readonly deleteVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly setVmLabels: (name: VmName, labels: Labels, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
-  readonly listNodes: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
+  readonly listNodes: (options?: ReadOptions & NodeQuery) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly cordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly uncordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly drain: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
@@ -131,6 +133,13 @@ const headersOf = (options: WriteOptions | undefined) =>
 
 const urlParamsOf = (options: ReadOptions | undefined) => (options?.stale === true ? { stale: true } : {})
 
+/** A list query's fields without `stale` (which `urlParamsOf` writes). */
+const queryOf = <Q extends ReadOptions>(options: Q | undefined): Omit<Q, "stale"> => {
+  if (options === undefined) return {} as Omit<Q, "stale">
+  const { stale: _, ...query } = options
+  return query
+}
+
 /** Builds a client for one node (needs an `HttpClient`: `FetchHttpClient.layer` or `NodeHttpClient`). */
 export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, never, HttpClient.HttpClient> =>
   Effect.gen(function* () {
@@ -164,16 +173,17 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
 
     return {
       addr,
-      listVms: (read) => call(api.vms.list({ urlParams: urlParamsOf(read) })),
+      listVms: (read) => call(api.vms.list({ urlParams: { ...queryOf(read), ...urlParamsOf(read) } })),
       getVm: (name, read) => call(api.vms.get({ path: { name }, urlParams: urlParamsOf(read) })),
-      createVm: (spec, write) => call(api.vms.create({ payload: { spec }, headers: headersOf(write) })),
+      createVm: (spec, write) =>
+        call(api.vms.create({ payload: { spec, ...(write?.start === true ? { start: true } : {}) }, headers: headersOf(write) })),
       startVm: (name, write) => call(api.vms.start({ path: { name }, payload: body(write), headers: headersOf(write) })),
       stopVm: (name, write) => call(api.vms.stop({ path: { name }, payload: body(write), headers: headersOf(write) })),
       deleteVm: (name, write) =>
         call(api.vms.delete({ path: { name }, urlParams: body(write), headers: headersOf(write) })),
       setVmLabels: (name, labels, write) =>
         call(api.vms.setLabels({ path: { name }, payload: { labels, ...body(write) }, headers: headersOf(write) })),
-      listNodes: (read) => call(api.nodes.list({ urlParams: urlParamsOf(read) })),
+      listNodes: (read) => call(api.nodes.list({ urlParams: { ...queryOf(read), ...urlParamsOf(read) } })),
       cordon: (id, write) => call(api.nodes.cordon({ path: { id }, headers: headersOf(write) })),
       uncordon: (id, write) => call(api.nodes.uncordon({ path: { id }, headers: headersOf(write) })),
       drain: (id, write) => call(api.nodes.drain({ path: { id }, headers: headersOf(write) })),

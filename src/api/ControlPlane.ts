@@ -8,12 +8,26 @@ import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/Api
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
+import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
+import type { SnapshotHeader } from "../cluster/SnapshotFile.js"
 import type { Health } from "./Api.js"
+
+/** The replicated state as of `header.index`: its snapshot text, produced piece by piece as it is iterated. */
+export interface StateSnapshot {
+  readonly header: SnapshotHeader
+  readonly pieces: Iterable<string>
+}
+
+/** `createVm`'s options: a write's, and whether the VM starts once placed. */
+export interface CreateVmOptions extends WriteOptions {
+  /** Create it desired running (its node starts it once placed); default: created stopped. */
+  readonly start?: boolean | undefined
+}
 
 /** `linearizable` (default): after a ReadIndex round. `stale`: this node's state as it is. */
 export type ReadMode = "linearizable" | "stale"
@@ -26,14 +40,16 @@ export interface WriteOptions {
 }
 
 export interface ControlPlaneShape {
-  readonly listVms: (read: ReadMode) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
+  /** The VMs `query` selects (default: all), by name (`ListQuery.ts`). */
+  readonly listVms: (read: ReadMode, query?: VmQuery) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
   readonly getVm: (name: VmName, read: ReadMode) => Effect.Effect<VmRecord, BlixardError>
-  readonly createVm: (spec: VmSpec, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly createVm: (spec: VmSpec, options: CreateVmOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly startVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly stopVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly deleteVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly setVmLabels: (name: VmName, labels: Labels, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
-  readonly listNodes: (read: ReadMode) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
+  /** The nodes `query` selects (default: all), by id. */
+  readonly listNodes: (read: ReadMode, query?: NodeQuery) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly setNodeState: (id: NodeId, state: Schedulability, options: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   /** A node's agent reports what it observed of a VM it hosts (ignored if the VM moved away). */
   readonly reportVmStatus: (name: VmName, node: NodeId, status: VmStatus) => Effect.Effect<void, BlixardError>
@@ -48,6 +64,12 @@ export interface ControlPlaneShape {
   readonly createToken: (role: Role, name: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
   readonly listTokens: (read: ReadMode) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
   readonly revokeToken: (id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
+  /**
+   * The whole replicated state at an index the leader confirmed (a ReadIndex round), for
+   * `blixard cluster snapshot save`. Absent where there is none to give (another node's API seen
+   * as a control plane): the API then answers 501.
+   */
+  readonly snapshot?: Effect.Effect<StateSnapshot, BlixardError>
 }
 
 export class ControlPlane extends Context.Tag("blixard/ControlPlane")<ControlPlane, ControlPlaneShape>() {}

@@ -11,9 +11,11 @@ import { Conflict, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../
 import type { NodeId } from "../domain/NodeId.js"
 import { NodeInfo, type HostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
+import { selectNodes, selectVms } from "../domain/ListQuery.js"
 import type { VmName } from "../domain/VmName.js"
 import { VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
+import { SnapshotFormat, SnapshotHeader, SnapshotMagic } from "../cluster/SnapshotFile.js"
 import { Health } from "./Api.js"
 import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "./Auth.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
@@ -151,10 +153,10 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
         tokens.delete(id)
         return Effect.succeed(infoOf(record))
       }),
-    listVms: (read) =>
+    listVms: (read, query) =>
       Effect.sync(() => {
         note({ method: "listVms", read })
-        return [...vms.values()].sort((a, b) => (a.spec.name < b.spec.name ? -1 : 1))
+        return selectVms(vms, query)
       }),
     getVm: (name, read) => Effect.zipRight(Effect.sync(() => note({ method: "getVm", subject: name, read })), lookup(name)),
     createVm: (spec, options) =>
@@ -168,7 +170,7 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
             : Effect.succeed(
                 new VmRecord({
                   spec,
-                  desired: "stopped",
+                  desired: options.start === true ? "running" : "stopped",
                   node: self,
                   status: new VmStatus({ phase: "stopped", since: now(), restarts: 0 }),
                   revision: 1,
@@ -216,10 +218,10 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
           vm === undefined ? Effect.fail(notFound(name)) : Effect.succeed(bump(vm, { spec: new VmSpec({ ...vm.spec, labels }) }))
         )
       ),
-    listNodes: (read) =>
+    listNodes: (read, query) =>
       Effect.sync(() => {
         note({ method: "listNodes", read })
-        return [...nodes.values()]
+        return selectNodes(nodes, query)
       }),
     setNodeState: (id, state, options) =>
       Effect.suspend(() => {
@@ -284,6 +286,32 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
         term++
         return Effect.succeed(status())
       }),
+    snapshot: Effect.sync(() => {
+      note({ method: "snapshot" })
+      // The shape `ClusterState.snapshot` writes, for this plane's VMs, nodes and tokens.
+      const at = index + 1
+      const clusterId = "memory"
+      const text = JSON.stringify({
+        version: 1,
+        appliedIndex: at,
+        vms: [...vms.keys()].sort().map((name) => vms.get(name)!),
+        nodes: [...nodes.values()].sort((a, b) => a.id - b.id),
+        clusterId,
+        members: [[self, options.address ?? "127.0.0.1:7001"]],
+        requests: [],
+        tokens: [...tokens.keys()].sort().map((id) => tokens.get(id)!)
+      })
+      const header = new SnapshotHeader({
+        magic: SnapshotMagic,
+        format: SnapshotFormat,
+        clusterId,
+        index: at,
+        term,
+        node: self,
+        createdAt: new Date(now()).toISOString()
+      })
+      return { header, pieces: [text] }
+    }),
     health: Effect.sync(() => {
       note({ method: "health" })
       return new Health({ status: "ok", node: self, role: "leader", leader: self })

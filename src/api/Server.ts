@@ -46,6 +46,7 @@ import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions 
 import * as ApiMetrics from "../metrics/ApiMetrics.js"
 import * as Prometheus from "../metrics/Prometheus.js"
 import * as PeerTransport from "../net/PeerTransport.js"
+import * as SnapshotHttp from "./SnapshotHttp.js"
 import type { PeerEndpoint } from "../net/PeerTransport.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -86,9 +87,9 @@ const writeOptions = (headers: { readonly "idempotency-key"?: string }, ifRevisi
 
 const handlersOf = (plane: ControlPlaneShape): Handlers => ({
   vms: {
-    list: ({ urlParams }) => plane.listVms(readMode(urlParams)),
+    list: ({ urlParams }) => plane.listVms(readMode(urlParams), urlParams),
     get: ({ path, urlParams }) => plane.getVm(path.name, readMode(urlParams)),
-    create: ({ headers, payload }) => plane.createVm(payload.spec, writeOptions(headers)),
+    create: ({ headers, payload }) => plane.createVm(payload.spec, { ...writeOptions(headers), start: payload.start }),
     start: ({ headers, path, payload }) => plane.startVm(path.name, writeOptions(headers, payload.ifRevision)),
     stop: ({ headers, path, payload }) => plane.stopVm(path.name, writeOptions(headers, payload.ifRevision)),
     delete: ({ headers, path, urlParams }) => plane.deleteVm(path.name, writeOptions(headers, urlParams.ifRevision)),
@@ -96,7 +97,7 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     setLabels: ({ headers, path, payload }) => plane.setVmLabels(path.name, payload.labels, writeOptions(headers, payload.ifRevision))
   },
   nodes: {
-    list: ({ urlParams }) => plane.listNodes(readMode(urlParams)),
+    list: ({ urlParams }) => plane.listNodes(readMode(urlParams), urlParams),
     cordon: ({ headers, path }) => plane.setNodeState(path.id, "cordoned", writeOptions(headers)),
     uncordon: ({ headers, path }) => plane.setNodeState(path.id, "active", writeOptions(headers)),
     drain: ({ headers, path }) => plane.setNodeState(path.id, "draining", writeOptions(headers)),
@@ -402,7 +403,7 @@ type Listener = (request: http.IncomingMessage, response: http.ServerResponse) =
  * the query. The handler's Effect is forked on `runtime` and interrupted if the client goes away
  * before the answer, as the platform's server does.
  */
-const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.Runtime<never>): Listener => {
+const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.Runtime<never>, plane: ControlPlaneShape): Listener => {
   const runFork = Runtime.runFork(runtime)
   const authenticate = options.auth === undefined ? undefined : makeAuthenticate(options.auth)
   /** The caller's verdict for `access`: `undefined` to go on, else the error to answer. */
@@ -519,6 +520,11 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
       const refused = refusal(request, "read", `${method} ${path}`)
       return refused !== undefined ? fail(request, response, refused) : send(response, 200, document, "application/json")
     }
+    if (path === SnapshotHttp.path && (method === "GET" || method === "HEAD")) {
+      const refused = refusal(request, "admin", `${method} ${path}`)
+      if (refused !== undefined) return fail(request, response, refused)
+      return SnapshotHttp.serve({ plane, runFork, fail: (error, cause) => fail(request, response, error, cause) }, response)
+    }
     const where = `${method} ${path}`
     const found = match(table, method, path)
     if (found === undefined) {
@@ -611,7 +617,8 @@ export interface ServerOptions extends ApiOptions {
 /** The API's request listener over this layer's `ControlPlane` and runtime. */
 const listener = (options: ServerOptions) =>
   Effect.gen(function* () {
-    return makeListener(compile(handlersOf(yield* ControlPlane)), options, yield* Effect.runtime<never>())
+    const plane = yield* ControlPlane
+    return makeListener(compile(handlersOf(plane)), options, yield* Effect.runtime<never>(), plane)
   })
 
 /**

@@ -10,6 +10,7 @@
 import { Context, Effect, Layer } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { BlixardError } from "../domain/Errors.js"
+import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
@@ -29,20 +30,23 @@ export interface Target {
 }
 
 export interface BlixardClientApi {
-  readonly createVm: (target: Target, spec: VmSpec) => Effect.Effect<VmRecord, BlixardError>
+  /** `start`: created desired running (`vm create` without `--no-start`). */
+  readonly createVm: (target: Target, spec: VmSpec, options?: { readonly start?: boolean }) => Effect.Effect<VmRecord, BlixardError>
   readonly startVm: (target: Target, name: VmName) => Effect.Effect<VmRecord, BlixardError>
   readonly stopVm: (target: Target, name: VmName) => Effect.Effect<VmRecord, BlixardError>
   readonly deleteVm: (target: Target, name: VmName) => Effect.Effect<void, BlixardError>
   readonly vmStatus: (target: Target, name: VmName) => Effect.Effect<VmRecord, BlixardError>
-  readonly listVms: (target: Target) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
+  readonly listVms: (target: Target, query?: VmQuery) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
   readonly clusterStatus: (target: Target) => Effect.Effect<ClusterStatus, BlixardError>
   readonly joinCluster: (target: Target, id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
   readonly leaveCluster: (target: Target, id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
-  readonly listNodes: (target: Target) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
+  readonly listNodes: (target: Target, query?: NodeQuery) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly setNodeState: (target: Target, id: NodeId, state: Schedulability) => Effect.Effect<NodeInfo, BlixardError>
   readonly createToken: (target: Target, role: Role, name: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
   readonly listTokens: (target: Target) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
   readonly revokeToken: (target: Target, id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
+  /** The cluster's state as a snapshot file's bytes, streamed (`GET /v1/cluster/snapshot`). */
+  readonly downloadSnapshot: (target: Target) => Effect.Effect<AsyncIterable<Uint8Array>, BlixardError>
 }
 
 export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<BlixardClient, BlixardClientApi>() {
@@ -52,45 +56,57 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
     Effect.gen(function* () {
       const env = yield* ProcessEnv
       const clients = new Map<string, ApiClientShape>()
+      /** The token for `target` (`Credentials.ts`), and how to make a client of its node. */
+      const tokenFor = (target: Target) =>
+        Effect.promise(() =>
+          Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient"), import("./Credentials.js")])
+        ).pipe(
+          Effect.flatMap(([Client, Fetch, Credentials]) => {
+            const make = (token: string | undefined) =>
+              Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
+            const nodeId = make(undefined).pipe(
+              Effect.flatMap((anonymous) => anonymous.health()),
+              Effect.map((health): number | undefined => health.node),
+              Effect.orElseSucceed(() => undefined)
+            )
+            return Effect.map(Credentials.resolveToken(target, env, nodeId), (token) => ({ make, token }))
+          })
+        )
       const clientFor = (target: Target): Effect.Effect<ApiClientShape, BlixardError> =>
         Effect.suspend(() => {
           const key = JSON.stringify([target.addr, target.tokenFile, target.dataDir])
           const known = clients.get(key)
           if (known !== undefined) return Effect.succeed(known)
-          return Effect.promise(() =>
-            Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient"), import("./Credentials.js")])
-          ).pipe(
-            Effect.flatMap(([Client, Fetch, Credentials]) => {
-              const make = (token: string | undefined) =>
-                Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
-              const nodeId = make(undefined).pipe(
-                Effect.flatMap((anonymous) => anonymous.health()),
-                Effect.map((health): number | undefined => health.node),
-                Effect.orElseSucceed(() => undefined)
-              )
-              return Effect.flatMap(Credentials.resolveToken(target, env, nodeId), make)
-            }),
+          return tokenFor(target).pipe(
+            Effect.flatMap(({ make, token }) => make(token)),
             Effect.tap((client) => Effect.sync(() => clients.set(key, client)))
           )
         })
       const via = <A>(target: Target, f: (client: ApiClientShape) => Effect.Effect<A, BlixardError>) =>
         Effect.flatMap(clientFor(target), f)
       return {
-        createVm: (target, spec) => via(target, (c) => c.createVm(spec)),
+        createVm: (target, spec, options) => via(target, (c) => c.createVm(spec, { start: options?.start })),
         startVm: (target, name) => via(target, (c) => c.startVm(name)),
         stopVm: (target, name) => via(target, (c) => c.stopVm(name)),
         deleteVm: (target, name) => via(target, (c) => Effect.asVoid(c.deleteVm(name))),
         vmStatus: (target, name) => via(target, (c) => c.getVm(name)),
-        listVms: (target) => via(target, (c) => c.listVms()),
+        listVms: (target, query) => via(target, (c) => c.listVms(query)),
         clusterStatus: (target) => via(target, (c) => c.clusterStatus()),
         joinCluster: (target, id, address) => via(target, (c) => c.join(id, address)),
         leaveCluster: (target, id) => via(target, (c) => c.leave(id)),
-        listNodes: (target) => via(target, (c) => c.listNodes()),
+        listNodes: (target, query) => via(target, (c) => c.listNodes(query)),
         setNodeState: (target, id, state) =>
           via(target, (c) => (state === "active" ? c.uncordon(id) : state === "cordoned" ? c.cordon(id) : c.drain(id))),
         createToken: (target, role, name) => via(target, (c) => c.createToken(role, name)),
         listTokens: (target) => via(target, (c) => c.listTokens()),
-        revokeToken: (target, id) => via(target, (c) => c.revokeToken(id))
+        revokeToken: (target, id) => via(target, (c) => c.revokeToken(id)),
+        downloadSnapshot: (target) =>
+          Effect.flatMap(tokenFor(target), ({ token }) =>
+            Effect.flatMap(
+              Effect.promise(() => import("../api/SnapshotClient.js")),
+              (SnapshotClient) => SnapshotClient.download({ addr: target.addr, ...(token !== undefined ? { token } : {}) })
+            )
+          )
       } satisfies BlixardClientApi
     })
   )

@@ -10,6 +10,7 @@ import * as Command from "@effect/cli/Command"
 import * as ValidationError from "@effect/cli/ValidationError"
 import { Cause, Console, Effect, Logger, Option } from "effect"
 import { type BlixardError, formatError } from "../domain/Errors.js"
+import { asksForBash, printBashCompletions } from "./BashCompletions.js"
 import { clusterCommand } from "./ClusterCommand.js"
 import { rootCommand } from "./GlobalOptions.js"
 import { nodeCommand, unsetLogLevel } from "./NodeCommand.js"
@@ -66,7 +67,7 @@ export const reportFailure = (cause: Cause.Cause<unknown>): Effect.Effect<number
  * Needs the platform services @effect/cli uses, the process environment and a `BlixardClient`.
  */
 export const run = (argv: ReadonlyArray<string>) =>
-  app(argv).pipe(
+  (asksForBash(argv.slice(2)) ? printBashCompletions(blixard, "blixard") : app(argv)).pipe(
     Effect.as(ExitCode.ok as number),
     Logger.withMinimumLogLevel(unsetLogLevel),
     Effect.catchAllCause(reportFailure)

@@ -9,6 +9,7 @@ import { HostPort } from "../domain/NodeInfo.js"
 import { BlixardClient } from "./BlixardClient.js"
 import { formatClusterStatus } from "./Format.js"
 import { clientContext, clientOptions } from "./GlobalOptions.js"
+import { snapshotCommand } from "./SnapshotCommand.js"
 import { check, invalidArgument } from "./Validate.js"
 
 const idOption = (what: string) =>
@@ -65,6 +66,6 @@ const leave = Command.make(
 ).pipe(Command.withDescription("Remove a member from the cluster's configuration; its VMs are rescheduled."))
 
 export const clusterCommand = Command.make("cluster").pipe(
-  Command.withDescription("Inspect the cluster and change its membership."),
-  Command.withSubcommands([status, join, leave])
+  Command.withDescription("Inspect the cluster, change its membership, back it up and restore it."),
+  Command.withSubcommands([status, join, leave, snapshotCommand])
 )

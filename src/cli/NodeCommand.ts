@@ -12,7 +12,8 @@ import { ConfigInvalid } from "../domain/Errors.js"
 import { NodeConfig, WatchdogConfig } from "../node/Config.js"
 import { configFileVariable, type ConfigFileText, resolveNodeSettings } from "../node/Settings.js"
 import { NodeId } from "../domain/NodeId.js"
-import type { Schedulability } from "../domain/NodeInfo.js"
+import { NodeHealth, type NodeInfo, Schedulability } from "../domain/NodeInfo.js"
+import { checkListArgs, DefaultPageSize, failOn, fetchList, listOptions } from "./ListOptions.js"
 import { BlixardClient } from "./BlixardClient.js"
 import { formatNodeChange, formatNodeList } from "./Format.js"
 import { clientContext, clientOptions } from "./GlobalOptions.js"
@@ -117,6 +118,10 @@ const options = {
     Options.withDescription("The daemon's log level (default info). [$BLIXARD_LOG_LEVEL]"),
     Options.optional
   ),
+  logFormat: Options.choice("log-format", ["text", "json"]).pipe(
+    Options.withDescription("How the daemon writes its log: text (logfmt) or json, one object per line (default text). [$BLIXARD_LOG_FORMAT]"),
+    Options.optional
+  ),
   checkConfig: Options.boolean("check-config").pipe(
     Options.withDescription("Only resolve and validate the settings, print them as JSON and exit.")
   )
@@ -141,12 +146,47 @@ export const describeNode = (config: NodeConfig): string =>
   `data dir ${config.dataDir}, ${config.peers.length === 0 ? "bootstrapping a new cluster" : `joining through ${config.peers.map((p) => `${p.id}@${p.address}`).join(", ")}`}, ` +
   `${config.vmBackend} VM backend`
 
-const list = Command.make("list", { ...clientOptions }, (args) =>
-  Effect.gen(function* () {
-    const context = yield* clientContext(args)
-    yield* Console.log(formatNodeList(yield* (yield* BlixardClient).listNodes(context.target), context.json))
-  })
-).pipe(Command.withDescription("List the registered nodes: address, schedulability, health, capacity, labels."))
+const list = Command.make(
+  "list",
+  {
+    ...clientOptions,
+    ...listOptions("nodes"),
+    after: Options.integer("after").pipe(
+      Options.withPseudoName("ID"),
+      Options.withDescription("Start after this node id (the last of the page before): nodes are listed by id."),
+      Options.optional
+    ),
+    state: Options.choice("state", Schedulability.literals).pipe(Options.withDescription("Only the nodes in this state."), Options.optional),
+    health: Options.choice("health", NodeHealth.literals).pipe(Options.withDescription("Only the nodes up, or down."), Options.optional)
+  },
+  (args) =>
+    Effect.gen(function* () {
+      const context = yield* clientContext(args)
+      const problems: Array<string> = []
+      const { limit, all, ...filter } = checkListArgs(args, problems)
+      const after = Option.isSome(args.after) ? check(NodeId, args.after.value, "--after", problems) : undefined
+      yield* failOn(problems)
+      const client = yield* BlixardClient
+      const query = {
+        ...filter,
+        ...(Option.isSome(args.state) ? { state: args.state.value } : {}),
+        ...(Option.isSome(args.health) ? { health: args.health.value } : {})
+      }
+      const nodes = yield* fetchList({
+        what: "nodes",
+        limit,
+        all,
+        after,
+        keyOf: (node: NodeInfo) => node.id,
+        fetch: (limit, after) => client.listNodes(context.target, { ...query, limit, ...(after !== undefined ? { after } : {}) })
+      })
+      yield* Console.log(formatNodeList(nodes, context.json))
+    })
+).pipe(
+  Command.withDescription(
+    `List the registered nodes (by id): address, schedulability, health, capacity, labels. The first ${DefaultPageSize} unless --limit or --all.`
+  )
+)
 
 const nodeIdArg = Args.integer({ name: "ID" }).pipe(Args.withDescription("The node's id."))
 
@@ -185,7 +225,8 @@ const daemon = Command.make("node", options, (args) =>
       labels: args.labels,
       allowedRunnerPrefixes: args.allowedRunnerPrefixes,
       allowedFlakePrefixes: args.allowedFlakePrefixes,
-      logLevel
+      logLevel,
+      logFormat: Option.getOrUndefined(args.logFormat)
     })
     if (args.checkConfig) {
       yield* Console.log(JSON.stringify(Schema.encodeSync(NodeConfig)(config), null, 2))
@@ -193,8 +234,11 @@ const daemon = Command.make("node", options, (args) =>
     }
     // The daemon's import graph (SQLite, HTTP, the peer transport) loads only when a node actually starts.
     const Daemon = yield* Effect.promise(() => import("../node/Daemon.js"))
-    yield* Effect.logInfo(`starting ${describeNode(config)}`)
-    return yield* Daemon.run(config).pipe(Logger.withMinimumLogLevel(logLevelOf(config.logLevel)))
+    return yield* Effect.logInfo(`starting ${describeNode(config)}`).pipe(
+      Effect.zipRight(Daemon.run(config)),
+      Logger.withMinimumLogLevel(logLevelOf(config.logLevel)),
+      config.logFormat === "json" ? Effect.provide(Logger.json) : (effect) => effect
+    )
   })
 ).pipe(
   Command.withDescription(

@@ -5,8 +5,11 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Console, Effect, Option } from "effect"
-import { MaxInlineConfigBytes } from "../domain/VmSpec.js"
+import { MaxInlineConfigBytes, VmSpecDefaults } from "../domain/VmSpec.js"
 import { VmName } from "../domain/VmName.js"
+import { NodeId } from "../domain/NodeId.js"
+import { VmPhase, type VmRecord } from "../domain/VmStatus.js"
+import { checkListArgs, DefaultPageSize, failOn, fetchList, listOptions } from "./ListOptions.js"
 import { BlixardClient } from "./BlixardClient.js"
 import { formatVm, formatVmChange, formatVmDeleted, formatVmList } from "./Format.js"
 import { clientContext, clientOptions } from "./GlobalOptions.js"
@@ -56,12 +59,12 @@ const create = Command.make(
     ),
     vcpus: Options.integer("vcpus").pipe(
       Options.withPseudoName("N"),
-      Options.withDescription("Virtual CPUs, 1–1024 (default 1)."),
+      Options.withDescription(`Virtual CPUs, 1–1024 (default ${VmSpecDefaults.vcpus}).`),
       Options.optional
     ),
     memory: Options.integer("memory").pipe(
       Options.withPseudoName("MIB"),
-      Options.withDescription("Memory in MiB, at least 16 (default 512)."),
+      Options.withDescription(`Memory in MiB, at least 16 (default ${VmSpecDefaults.memoryMiB}).`),
       Options.optional
     ),
     labels: Options.text("label").pipe(
@@ -82,8 +85,11 @@ const create = Command.make(
       Options.optional
     ),
     restart: Options.choice("restart", ["always", "on-failure", "never"]).pipe(
-      Options.withDescription("What the hosting node does when the VM exits (default on-failure)."),
+      Options.withDescription(`What the hosting node does when the VM exits (default ${VmSpecDefaults.restartPolicy}).`),
       Options.optional
+    ),
+    noStart: Options.boolean("no-start").pipe(
+      Options.withDescription("Only declare the VM (desired stopped); start it later with `vm start`.")
     )
   },
   (args) =>
@@ -107,12 +113,12 @@ const create = Command.make(
         file
       )
       const client = yield* BlixardClient
-      const record = yield* client.createVm(context.target, spec)
+      const record = yield* client.createVm(context.target, spec, { start: !args.noStart })
       yield* Console.log(formatVmChange("created", record, context.json))
     })
 ).pipe(
   Command.withDescription(
-    "Declare a new VM. The cluster places it on a node (honouring --constraint and --anti-affinity) and starts it."
+    "Declare a new VM. The cluster places it on a node (honouring --constraint and --anti-affinity) and starts it there, unless --no-start."
   )
 )
 
@@ -156,13 +162,44 @@ const status = Command.make("status", { ...clientOptions, name: nameArg }, (args
   })
 ).pipe(Command.withDescription("Show one VM: desired and observed state, hosting node, spec."))
 
-const list = Command.make("list", { ...clientOptions }, (args) =>
-  Effect.gen(function* () {
-    const context = yield* clientContext(args)
-    const records = yield* (yield* BlixardClient).listVms(context.target)
-    yield* Console.log(formatVmList(records, context.json))
-  })
-).pipe(Command.withDescription("List the cluster's VMs with their state and hosting node."))
+const list = Command.make(
+  "list",
+  {
+    ...clientOptions,
+    ...listOptions("VMs"),
+    after: Options.text("after").pipe(
+      Options.withPseudoName("NAME"),
+      Options.withDescription("Start after this VM (the last of the page before): VMs are listed by name."),
+      Options.optional
+    ),
+    node: Options.integer("node").pipe(Options.withPseudoName("ID"), Options.withDescription("Only the VMs placed on node ID."), Options.optional),
+    phase: Options.choice("phase", VmPhase.literals).pipe(Options.withDescription("Only the VMs in this phase."), Options.optional)
+  },
+  (args) =>
+    Effect.gen(function* () {
+      const context = yield* clientContext(args)
+      const problems: Array<string> = []
+      const { limit, all, ...filter } = checkListArgs(args, problems)
+      const after = Option.isSome(args.after) ? check(VmName, args.after.value, "--after", problems) : undefined
+      const node = Option.isSome(args.node) ? check(NodeId, args.node.value, "--node", problems) : undefined
+      yield* failOn(problems)
+      const client = yield* BlixardClient
+      const query = { ...filter, ...(node !== undefined ? { node } : {}), ...(Option.isSome(args.phase) ? { phase: args.phase.value } : {}) }
+      const records = yield* fetchList({
+        what: "VMs",
+        limit,
+        all,
+        after,
+        keyOf: (vm: VmRecord) => vm.spec.name,
+        fetch: (limit, after) => client.listVms(context.target, { ...query, limit, ...(after !== undefined ? { after } : {}) })
+      })
+      yield* Console.log(formatVmList(records, context.json))
+    })
+).pipe(
+  Command.withDescription(
+    `List the cluster's VMs (by name) with their state and hosting node: the first ${DefaultPageSize} unless --limit or --all, filtered on the server by --node, --phase and --label.`
+  )
+)
 
 export const vmCommand = Command.make("vm").pipe(
   Command.withDescription("Create, start, stop, delete and inspect microVMs."),

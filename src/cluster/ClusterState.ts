@@ -175,7 +175,7 @@ export class ClusterState {
         const record = this.placed(
           {
             spec: command.spec,
-            desired: "stopped",
+            desired: command.desired ?? "stopped",
             status: new VmStatus({ phase: "pending", since: now, restarts: 0 }, trusted),
             revision: 1,
             createdAt: now

@@ -9,11 +9,15 @@ import { NodeId } from "./NodeId.js"
 import { NodeInfo, Schedulability } from "./NodeInfo.js"
 import { VmSpec } from "./VmSpec.js"
 import { VmName } from "./VmName.js"
-import { VmStatus } from "./VmStatus.js"
+import { DesiredState, VmStatus } from "./VmStatus.js"
 
 const Revision = Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true })
 
-export class CreateVm extends Schema.TaggedClass<CreateVm>()("CreateVm", { spec: VmSpec }) {}
+export class CreateVm extends Schema.TaggedClass<CreateVm>()("CreateVm", {
+  spec: VmSpec,
+  /** What the VM should be doing once created; absent: stopped (an explicit start follows). */
+  desired: Schema.optionalWith(DesiredState, { exact: true })
+}) {}
 export class StartVm extends Schema.TaggedClass<StartVm>()("StartVm", { name: VmName, ifRevision: Revision }) {}
 export class StopVm extends Schema.TaggedClass<StopVm>()("StopVm", { name: VmName, ifRevision: Revision }) {}
 export class DeleteVm extends Schema.TaggedClass<DeleteVm>()("DeleteVm", { name: VmName, ifRevision: Revision }) {}

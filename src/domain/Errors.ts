@@ -119,6 +119,13 @@ export class Fenced extends Schema.TaggedError<Fenced>()("Fenced", fields("BLX_F
  */
 export class StorageStalled extends Schema.TaggedError<StorageStalled>()("StorageStalled", fields("BLX_STORAGE_STALLED")) {}
 
+/**
+ * A cluster snapshot file (`blixard cluster snapshot save|restore`) is damaged, truncated, of an
+ * unknown format or not a snapshot at all: nothing was written. Raised by the CLI on the machine
+ * holding the file; never sent over the wire, so not a member of `BlixardError`.
+ */
+export class SnapshotInvalid extends Schema.TaggedError<SnapshotInvalid>()("SnapshotInvalid", fields("BLX_SNAPSHOT_INVALID")) {}
+
 /** A safety invariant does not hold (in the simulator, or an assertion in a running node). */
 export class InvariantViolated extends Schema.TaggedError<InvariantViolated>()(
   "InvariantViolated",
@@ -162,5 +169,5 @@ export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]
 
 /** `BLX_VM_NOT_FOUND: no VM named "web" (asked node 2)` */
-export const formatError = (error: BlixardError | Fenced | StorageStalled | VmDirForeign): string =>
+export const formatError = (error: BlixardError | Fenced | StorageStalled | VmDirForeign | SnapshotInvalid): string =>
   `${error.code}: ${error.message}${error.node !== undefined ? ` (node ${error.node})` : ""}`

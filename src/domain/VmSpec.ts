@@ -59,15 +59,50 @@ export const parseConstraint = (text: string): { key: string; op: "eq" | "neq"; 
 export const RestartPolicy = Schema.Literal("always", "on-failure", "never")
 export type RestartPolicy = typeof RestartPolicy.Type
 
+/**
+ * What a VM spec is when a field is not given: the one place these defaults live. The CLI's flags
+ * and the REST API's bodies both leave out what they do not set, and get these.
+ */
+export const VmSpecDefaults = {
+  vcpus: 1,
+  memoryMiB: 512,
+  restartPolicy: "on-failure"
+} as const satisfies { vcpus: number; memoryMiB: number; restartPolicy: RestartPolicy }
+
 /** Everything a user declares about a VM. */
 export class VmSpec extends Schema.Class<VmSpec>("VmSpec")({
   name: VmName,
   source: ConfigSource,
-  vcpus: Vcpus.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => 1)),
-  memoryMiB: MemoryMiB.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => 512)),
+  vcpus: Vcpus.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => VmSpecDefaults.vcpus)),
+  memoryMiB: MemoryMiB.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => VmSpecDefaults.memoryMiB)),
   labels: Labels.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => ({}))),
   constraints: Schema.Array(Constraint).pipe(Schema.propertySignature, Schema.withConstructorDefault(() => [])),
   /** VMs sharing an anti-affinity group are placed on different nodes when possible. */
   antiAffinity: Schema.optionalWith(LabelValue, { exact: true }),
-  restartPolicy: RestartPolicy.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => "on-failure" as const))
+  restartPolicy: RestartPolicy.pipe(Schema.propertySignature, Schema.withConstructorDefault(() => VmSpecDefaults.restartPolicy))
 }) {}
+
+/**
+ * A VM spec as a request body carries it: only `name` and `source` are required; a field left out
+ * takes `VmSpecDefaults` (as `vm create` without the flag). Decodes to a `VmSpec`, which the state
+ * keeps with every field (so its JSON is written without encoding, see `Json.ts`).
+ */
+export const VmSpecBody = Schema.transform(
+  Schema.Struct({
+    name: VmSpec.fields.name,
+    source: VmSpec.fields.source,
+    vcpus: Schema.optionalWith(Vcpus, { exact: true }),
+    memoryMiB: Schema.optionalWith(MemoryMiB, { exact: true }),
+    labels: Schema.optionalWith(Labels, { exact: true }),
+    constraints: Schema.optionalWith(Schema.Array(Constraint), { exact: true }),
+    antiAffinity: VmSpec.fields.antiAffinity,
+    restartPolicy: Schema.optionalWith(RestartPolicy, { exact: true })
+  }),
+  Schema.typeSchema(VmSpec),
+  {
+    strict: true,
+    // The constructor fills in what is absent, from `VmSpecDefaults`.
+    decode: (fields) => new VmSpec(fields),
+    encode: (spec) => ({ ...spec })
+  }
+).annotations({ identifier: "VmSpecBody", description: `A VM spec; only name and source are required (default vcpus ${VmSpecDefaults.vcpus}, memoryMiB ${VmSpecDefaults.memoryMiB}, no labels or constraints, restartPolicy ${VmSpecDefaults.restartPolicy}).` })

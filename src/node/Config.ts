@@ -35,6 +35,8 @@ export const VmBackendKind = Schema.Literal("process", "systemd")
 export type VmBackendKind = typeof VmBackendKind.Type
 
 export const LogLevel = Schema.Literal("debug", "info", "warning", "error")
+/** `text`: logfmt lines; `json`: one JSON object per line (for journald, Loki, …). */
+export const LogFormat = Schema.Literal("text", "json")
 
 /**
  * Timing. The reschedule timeout must exceed the fencing timeout plus a margin, so a VM whose node
@@ -111,7 +113,9 @@ export const NodeConfig = Schema.Struct({
   capacity: Schema.optionalWith(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB }), { exact: true }),
   labels: Schema.optionalWith(Labels, { default: () => ({}) }),
   timeouts: Schema.optionalWith(Timeouts, { default: () => Schema.decodeSync(Timeouts)({}) }),
-  logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const })
+  logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const }),
+  /** Absent: text. (No schema default, so a rendered config file reads back unchanged.) */
+  logFormat: Schema.optionalWith(LogFormat, { exact: true })
 }).annotations({ identifier: "NodeConfig" })
 export type NodeConfig = typeof NodeConfig.Type
 

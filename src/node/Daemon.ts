@@ -125,14 +125,14 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
   })
   const read = (mode: "linearizable" | "stale") => ({ stale: mode === "stale" })
   return {
-    listVms: (mode) => client.listVms(read(mode)),
+    listVms: (mode, query) => client.listVms({ ...query, ...read(mode) }),
     getVm: (name, mode) => client.getVm(name, read(mode)),
-    createVm: (spec, o) => client.createVm(spec, write(o)),
+    createVm: (spec, o) => client.createVm(spec, { ...write(o), start: o.start }),
     startVm: (name, o) => client.startVm(name, write(o)),
     stopVm: (name, o) => client.stopVm(name, write(o)),
     deleteVm: (name, o) => client.deleteVm(name, write(o)),
     setVmLabels: (name, labels, o) => client.setVmLabels(name, labels, write(o)),
-    listNodes: (mode) => client.listNodes(read(mode)),
+    listNodes: (mode, query) => client.listNodes({ ...query, ...read(mode) }),
     setNodeState: (id, state, o) =>
       state === "active" ? client.uncordon(id, write(o)) : state === "cordoned" ? client.cordon(id, write(o)) : client.drain(id, write(o)),
     clusterStatus: client.clusterStatus(),

@@ -20,10 +20,12 @@ import type { BlixardError } from "../domain/Errors.js"
 import { InvalidArgument, MemberAmnesia, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
+import { selectNodes, selectVms } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
-import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
+import type { HostPort } from "../domain/NodeInfo.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 import { Health } from "../api/Api.js"
+import { SnapshotFormat, SnapshotHeader, SnapshotMagic } from "../cluster/SnapshotFile.js"
 import { admitSource, type SourcePolicy } from "../vm/RunnerPolicy.js"
 
 export interface NodeControlPlaneOptions {
@@ -212,8 +214,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
     )
 
   const service: ControlPlaneShape = {
-    listVms: (mode) =>
-      Effect.map(readable(mode), () => [...state.current.vms.keys()].sort().map((k) => state.current.vms.get(k)!)),
+    listVms: (mode, query) => Effect.map(readable(mode), () => selectVms(state.current.vms, query)),
     getVm: (name, mode) =>
       Effect.flatMap(readable(mode), () => {
         const vm = state.current.vms.get(name)
@@ -225,7 +226,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       const refused = options.sourcePolicy === undefined ? undefined : admitSource(options.sourcePolicy, spec, self)
       return refused !== undefined
         ? Effect.fail(refused)
-        : orForward(vmResult(new C.CreateVm({ spec }, trusted), opts), (l) => l.createVm(spec, opts))
+        : orForward(vmResult(new C.CreateVm({ spec, ...(opts.start === true ? { desired: "running" as const } : {}) }, trusted), opts), (l) => l.createVm(spec, opts))
     },
     startVm: (name, opts) =>
       orForward(vmResult(new C.StartVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts), (l) => l.startVm(name, opts)),
@@ -238,8 +239,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         vmResult(new C.SetVmLabels({ name, labels, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts),
         (l) => l.setVmLabels(name, labels, opts)
       ),
-    listNodes: (mode) =>
-      Effect.map(readable(mode), () => [...state.current.nodes.keys()].sort((a, b) => a - b).map((k) => state.current.nodes.get(k)!) as ReadonlyArray<NodeInfo>),
+    listNodes: (mode, query) => Effect.map(readable(mode), () => selectNodes(state.current.nodes, query)),
     setNodeState: (id, nodeState, opts) =>
       orForward(nodeResult(new C.SetNodeState({ id, state: nodeState }, trusted), opts), (l) => l.setNodeState(id, nodeState, opts)),
     reportVmStatus: (name, node, status) =>
@@ -270,6 +270,25 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         })
       ),
     revokeToken: (id) => orForward(tokenResult(new C.RevokeApiToken({ id }, trusted)), (l) => l.revokeToken(id)),
+    snapshot: Effect.gen(function* () {
+      // After the round this node has applied what the leader had committed when it confirmed its
+      // leadership: the state captured right here (no yield in between) is a linearizable read.
+      yield* raft.readIndex
+      const index = state.current.appliedIndex
+      const clusterId = state.current.clusterId
+      const pieces = state.current.snapshotView()
+      const { term } = yield* raft.status
+      const header = new SnapshotHeader({
+        magic: SnapshotMagic,
+        format: SnapshotFormat,
+        clusterId,
+        index,
+        term,
+        node: self,
+        createdAt: new Date(yield* Clock.currentTimeMillis).toISOString()
+      })
+      return { header, pieces }
+    }),
     health: Effect.gen(function* () {
       const st = yield* raft.status
       return new Health({ status: "ok", node: self, role: st.role, ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}) })

@@ -33,6 +33,7 @@ export interface NodeFlags {
   readonly allowedRunnerPrefixes?: ReadonlyArray<string> | undefined
   readonly allowedFlakePrefixes?: ReadonlyArray<string> | undefined
   readonly logLevel?: string | undefined
+  readonly logFormat?: string | undefined
 }
 
 /** The config file's path (for messages) and its text. */
@@ -67,7 +68,8 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["vmUser", "--vm-user", "BLIXARD_VM_USER"],
   ["vmGroup", "--vm-group", "BLIXARD_VM_GROUP"],
   ["gcRootDir", "--gc-root-dir", "BLIXARD_GC_ROOT_DIR"],
-  ["logLevel", "--log-level", "BLIXARD_LOG_LEVEL"]
+  ["logLevel", "--log-level", "BLIXARD_LOG_LEVEL"],
+  ["logFormat", "--log-format", "BLIXARD_LOG_FORMAT"]
 ]
 
 /** The list settings: NodeConfig key, flag (repeatable), environment variable (comma-separated). */

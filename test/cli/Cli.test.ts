@@ -175,7 +175,8 @@ describe("global options", () => {
       ] as const) {
         const { code, stdout, calls } = yield* listWith(args)
         expect(code).toBe(0)
-        expect(calls).toEqual([{ method: "listVms", args: [{ addr }] }])
+        // The first page (and one more, to tell whether more follow).
+        expect(calls).toEqual([{ method: "listVms", args: [{ addr }, { limit: 101 }] }])
         expect(Schema.decodeUnknownSync(Schema.Array(VmRecord))(JSON.parse(stdout))).toEqual(records)
       }
     })
@@ -186,9 +187,9 @@ describe("global options", () => {
       const both = yield* listWith(["--addr", "10.0.0.1:7001", "vm", "list", "--addr", "10.0.0.2:7001"], {
         BLIXARD_ADDR: "10.0.0.3:7001"
       })
-      expect(both.calls[0]?.args).toEqual([{ addr: "10.0.0.2:7001" }])
+      expect(both.calls[0]?.args[0]).toEqual({ addr: "10.0.0.2:7001" })
       const root = yield* listWith(["--addr", "10.0.0.1:7001", "vm", "list"], { BLIXARD_ADDR: "10.0.0.3:7001" })
-      expect(root.calls[0]?.args).toEqual([{ addr: "10.0.0.1:7001" }])
+      expect(root.calls[0]?.args[0]).toEqual({ addr: "10.0.0.1:7001" })
     })
   )
 
@@ -300,7 +301,7 @@ describe("commands call the client", () => {
       expect((yield* run("node", "drain", "2")).stdout).toBe("node 2 is now draining (up)")
       expect(JSON.parse((yield* run("node", "uncordon", "3", "--json")).stdout)).toMatchObject({ id: 3, state: "active" })
       expect(client.calls.map((c) => [c.method, ...c.args.slice(1)])).toEqual([
-        ["listNodes"],
+        ["listNodes", { limit: 101 }],
         ["setNodeState", 1, "cordoned"],
         ["setNodeState", 2, "draining"],
         ["setNodeState", 3, "active"]

@@ -186,6 +186,9 @@ describe.skipIf(skipReason !== undefined)("the flake's outputs, evaluated with n
       expect(pkg.installPhase).toContain('cp -r bin dist node_modules "$app/"')
       expect(pkg.installPhase).toContain('cp package.json "$app/package.json"')
       expect(pkg.installPhase).toContain("rm -f node_modules/.package-lock.json")
+      // Completions for bash, zsh and fish, written by the installed CLI itself.
+      expect(pkg.installPhase).toContain('$out/bin/blixard --completions "$shell"')
+      expect(pkg.installPhase).toContain("installShellCompletion --cmd blixard")
       expect(pkg.doInstallCheck).toBe(true)
       expect(pkg.installCheckPhase).toContain("better-sqlite3")
     })

@@ -22,6 +22,7 @@ let
   package = import ../../nix/package.nix {
     inherit lib nodejs_24;
     makeWrapper = fakeDrv "make-wrapper";
+    installShellFiles = fakeDrv "install-shell-files";
     # Returns its arguments, so the test can read them.
     buildNpmPackage = args: args;
     importNpmLock = {
