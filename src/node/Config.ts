@@ -36,6 +36,14 @@ export type VmBackendKind = typeof VmBackendKind.Type
 
 export const LogLevel = Schema.Literal("debug", "info", "warning", "error")
 
+/** `GET /v1/events`: how far back a client can resume, and how often an idle stream hears from the node. */
+export const EventSettings = Schema.Struct({
+  /** Entries (with events) kept for resuming; a client further behind is told to resync. */
+  history: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 1_000_000)), { default: () => 16_384 }),
+  /** A comment line on an idle stream this often, so proxies do not close it. */
+  heartbeatMs: Schema.optionalWith(Millis(100), { default: () => 15_000 })
+})
+
 /**
  * Timing. The reschedule timeout must exceed the fencing timeout plus a margin, so a VM whose node
  * lost the quorum has stopped before the cluster starts it elsewhere (a VM never runs twice). The
@@ -111,6 +119,7 @@ export const NodeConfig = Schema.Struct({
   capacity: Schema.optionalWith(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB }), { exact: true }),
   labels: Schema.optionalWith(Labels, { default: () => ({}) }),
   timeouts: Schema.optionalWith(Timeouts, { default: () => Schema.decodeSync(Timeouts)({}) }),
+  events: Schema.optionalWith(EventSettings, { default: () => Schema.decodeSync(EventSettings)({}) }),
   logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const })
 }).annotations({ identifier: "NodeConfig" })
 export type NodeConfig = typeof NodeConfig.Type
