@@ -8,6 +8,7 @@ import { Console, Effect, Option } from "effect"
 import { MaxInlineConfigBytes } from "../domain/VmSpec.js"
 import { VmName } from "../domain/VmName.js"
 import { BlixardClient } from "./BlixardClient.js"
+import { listAndWatch } from "./EventsCommand.js"
 import { formatVm, formatVmChange, formatVmDeleted, formatVmList } from "./Format.js"
 import { clientContext, clientOptions } from "./GlobalOptions.js"
 import { check, invalidArgument } from "./Validate.js"
@@ -156,13 +157,18 @@ const status = Command.make("status", { ...clientOptions, name: nameArg }, (args
   })
 ).pipe(Command.withDescription("Show one VM: desired and observed state, hosting node, spec."))
 
-const list = Command.make("list", { ...clientOptions }, (args) =>
+const watch = Options.boolean("watch").pipe(
+  Options.withDescription("Keep printing the list as it changes (following the cluster's events) until interrupted; with --json, one line per list.")
+)
+
+const list = Command.make("list", { ...clientOptions, watch }, (args) =>
   Effect.gen(function* () {
     const context = yield* clientContext(args)
+    if (args.watch) return yield* listAndWatch(context)
     const records = yield* (yield* BlixardClient).listVms(context.target)
     yield* Console.log(formatVmList(records, context.json))
   })
-).pipe(Command.withDescription("List the cluster's VMs with their state and hosting node."))
+).pipe(Command.withDescription("List the cluster's VMs with their state and hosting node (--watch: and follow the changes)."))
 
 export const vmCommand = Command.make("vm").pipe(
   Command.withDescription("Create, start, stop, delete and inspect microVMs."),
