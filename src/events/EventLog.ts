@@ -64,13 +64,17 @@ export class EventLog {
     this.wake()
   }
 
-  /** The state was replaced by a snapshot at `index`: nothing before it can be replayed. */
+  /**
+   * The state was replaced by a snapshot at `index`: nothing before it can be replayed. A snapshot
+   * at index 1 is a new cluster's founding state, which follows no entry: nothing was lost.
+   */
   reset(index: number): void {
     this.ring.fill(undefined)
     this.next = 0
     this.size = 0
-    this.floor = index
     this.last = index
+    if (index <= 1) return void (this.floor = 0)
+    this.floor = index
     this.epoch++
     this.wake()
   }

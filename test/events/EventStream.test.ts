@@ -94,6 +94,18 @@ describe("GET /v1/events", () => {
     })
   )
 
+  it.scopedLive("a new cluster's founding snapshot (index 1) loses nothing: a client from index 0 gets every batch", () =>
+    Effect.gen(function* () {
+      const log = new EventLog(10)
+      const { open } = yield* served(log)
+      log.reset(1)
+      log.publish(2, 2, 2, [{ type: "leader.changed", term: 2 }])
+      const c = yield* open("?since=0")
+      yield* wait("the replay", () => c.messages.length === 1)
+      expect(c.messages.map((m) => [m.id, m.event])).toEqual([["2", "message"]])
+    })
+  )
+
   it.scopedLive("needs a token with read access; a bad Last-Event-ID or since is a 400; other methods a 405", () =>
     Effect.gen(function* () {
       const log = new EventLog(10)
