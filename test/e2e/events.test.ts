@@ -163,7 +163,28 @@ describe("the event stream of real nodes", () => {
       await waitFor("the live event after the resync", async () => (batches(stream.messages).some((b) => b.events.some((e) => e.vm === "vm-after")) ? true : undefined))
       expect(Number(stream.messages.at(-1)!.id)).toBeGreaterThan(data.index)
 
-      // The CLI says so too, and an anonymous client is refused with the API's error.
+      // `vm list --watch` prints the list, then the list again as it changes.
+      const watch = spawn(process.execPath, [bin, "vm", "list", "--watch", "--json", "--addr", node.addr], {
+        cwd: root,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { PATH: process.env.PATH ?? "", BLIXARD_API_TOKEN: token }
+      })
+      let watched = ""
+      watch.stdout!.on("data", (d: Buffer) => (watched += d.toString()))
+      try {
+        const lists = () => watched.split("\n").filter((l) => l.trim() !== "").map((l) => (JSON.parse(l) as Array<{ spec: { name: string } }>).map((vm) => vm.spec.name))
+        await waitFor("the first list", async () => (lists().length > 0 ? true : undefined))
+        expect(lists()[0]).toHaveLength(9)
+        expect(lists()[0]).not.toContain("vm-watched")
+        await createVm(c, 1, "vm-watched")
+        await waitFor("a list with the new VM", async () => (lists().at(-1)?.includes("vm-watched") ? true : undefined))
+        await cli(node.addr, ["vm", "delete", "vm-1"])
+        await waitFor("a list without the deleted VM", async () => (lists().at(-1)?.includes("vm-1") === false ? true : undefined))
+      } finally {
+        watch.kill("SIGKILL")
+      }
+
+      // An anonymous client is refused with the API's error; with --json, the CLI's own errors are JSON.
       const anonymous = await connect(`http://${node.addr}/v1/events`)
       expect(anonymous.status).toBe(401)
       const cliRun = await cli(node.addr, ["events", "--since", "1", "--json"], 3_000, ["--token-file", "/nonexistent"])
