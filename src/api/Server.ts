@@ -17,8 +17,12 @@
  * Every error a client sees is one of ours, as JSON with its `BLX_…` code: a body, path parameter,
  * header or query that fails its schema, or a body that is not JSON, is `InvalidArgument` (400, the
  * message naming the field and the problem); a body over `MaxBodyBytes` is `InvalidArgument` with
- * status 413, an unknown route one with status 404; a missing or wrong API token is `Unauthorized`
+ * status 413, an unknown path one with status 404, a known path asked with a method it does not
+ * take one with status 405 and an `Allow` header; a missing or wrong API token is `Unauthorized`
  * (401), a token whose role does not allow the endpoint `Forbidden` (403). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
+ *
+ * Beside the route table, `GET /v1/events` streams the node's events (`src/events/EventStream.ts`):
+ * Server-Sent Events are not a JSON answer an `HttpApi` endpoint can declare.
  *
  * The node serves its peers' `/raft` websocket (`PeerTransport`'s endpoint) on the same port
  * (`layerSharedPort`).
