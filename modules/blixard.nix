@@ -92,6 +92,7 @@ let
     "capacity"
     "labels"
     "timeouts"
+    "events"
     "logLevel"
     "logFormat"
   ];

@@ -17,8 +17,12 @@
  * Every error a client sees is one of ours, as JSON with its `BLX_…` code: a body, path parameter,
  * header or query that fails its schema, or a body that is not JSON, is `InvalidArgument` (400, the
  * message naming the field and the problem); a body over `MaxBodyBytes` is `InvalidArgument` with
- * status 413, an unknown route one with status 404; a missing or wrong API token is `Unauthorized`
+ * status 413, an unknown path one with status 404, a known path asked with a method it does not
+ * take one with status 405 and an `Allow` header; a missing or wrong API token is `Unauthorized`
  * (401), a token whose role does not allow the endpoint `Forbidden` (403). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
+ *
+ * Beside the route table, `GET /v1/events` streams the node's events (`src/events/EventStream.ts`):
+ * Server-Sent Events are not a JSON answer an `HttpApi` endpoint can declare.
  *
  * The node serves its peers' `/raft` websocket (`PeerTransport`'s endpoint) on the same port
  * (`layerSharedPort`), and, given `metrics`, `GET /metrics` (Prometheus text, read access) beside
@@ -48,6 +52,8 @@ import * as Prometheus from "../metrics/Prometheus.js"
 import * as PeerTransport from "../net/PeerTransport.js"
 import * as SnapshotHttp from "./SnapshotHttp.js"
 import type { PeerEndpoint } from "../net/PeerTransport.js"
+import type { EventLog } from "../events/EventLog.js"
+import { EventsPath, type EventStreamOptions, resumeFrom, stream } from "../events/EventStream.js"
 
 // ---------------------------------------------------------------------------------------------
 // Handlers
@@ -145,6 +151,8 @@ export interface ApiOptions {
    * every request is counted in the API's metrics. Absent: `/metrics` is 404, nothing is counted.
    */
   readonly metrics?: Effect.Effect<string> | undefined
+  /** The node's events, served as Server-Sent Events at `GET /v1/events` (absent: no such path). */
+  readonly events?: (EventStreamOptions & { readonly log: EventLog }) | undefined
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,6 +353,16 @@ const match = (table: RouteTable, method: string, path: string): { route: Route;
 
 const noLists: ReadonlySet<string> = new Set()
 
+const methodOrder = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+/** The methods `path` answers (for a 405's `Allow`); `HEAD` wherever `GET` is. */
+const allowedMethods = (table: RouteTable, path: string, fixed: ReadonlyArray<string>): Array<string> => {
+  const allowed = new Set<string>(fixed.includes(path) ? ["GET", "HEAD"] : [])
+  for (const method of table.routes.keys()) if (match(table, method, path) !== undefined) allowed.add(method)
+  if (allowed.has("GET")) allowed.add("HEAD")
+  return [...allowed].sort((a, b) => methodOrder.indexOf(a) - methodOrder.indexOf(b))
+}
+
 /** Query parameters as `HttpApiBuilder` hands them to a schema: a repeated one (or one of `lists`) as an array. */
 const queryOf = (url: string, at: number, lists: ReadonlySet<string>): Record<string, string | Array<string>> => {
   const params: Record<string, string | Array<string>> = Object.create(null)
@@ -385,10 +403,12 @@ const tooLarge = (where: string, size?: number) =>
   })
 
 /** Answers unless the answer has begun or the client is gone; `close` ends the connection after it. */
-const send = (response: http.ServerResponse, status: number, body?: string, contentType?: string, close = false): void => {
+const send = (response: http.ServerResponse, status: number, body?: string, contentType?: string, close = false, extra?: http.OutgoingHttpHeaders): void => {
   if (response.headersSent || response.destroyed) return
-  const headers: http.OutgoingHttpHeaders =
-    body === undefined ? {} : { "content-type": contentType, "content-length": Buffer.byteLength(body) }
+  const headers: http.OutgoingHttpHeaders = {
+    ...extra,
+    ...(body === undefined ? {} : { "content-type": contentType, "content-length": Buffer.byteLength(body) })
+  }
   if (close) headers.connection = "close"
   response.writeHead(status, headers)
   response.end(body)
@@ -438,9 +458,12 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     send(response, member.status, written.right, member.contentType)
   }
 
-  /** `InvalidArgument` with a status of its own (413, 404); `close` when the rest of the body is not read. */
-  const refuse = (response: http.ServerResponse, status: number, error: InvalidArgument, close = false) =>
-    send(response, status, JSON.stringify(encodeInvalid(error)), "application/json", close)
+  /** `InvalidArgument` with a status of its own (413, 404, 405); `close` when the rest of the body is not read. */
+  const refuse = (response: http.ServerResponse, status: number, error: InvalidArgument, close = false, headers?: http.OutgoingHttpHeaders) =>
+    send(response, status, JSON.stringify(encodeInvalid(error)), "application/json", close, headers)
+
+  /** Paths served beside the route table, by `GET` (and `HEAD`). */
+  const fixedPaths = options.events === undefined ? ["/openapi.json"] : ["/openapi.json", EventsPath]
 
   const answer = (request: http.IncomingMessage, response: http.ServerResponse, route: Route, exit: Exit.Exit<unknown, unknown>) => {
     if (response.writableEnded || response.destroyed) return
@@ -526,8 +549,21 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
       return SnapshotHttp.serve({ plane, runFork, fail: (error, cause) => fail(request, response, error, cause) }, response)
     }
     const where = `${method} ${path}`
+    const events = options.events
+    if (path === EventsPath && events !== undefined && (method === "GET" || method === "HEAD")) {
+      const refused = refusal(request, "read", where)
+      if (refused !== undefined) return fail(request, response, refused)
+      const from = resumeFrom(request.headers["last-event-id"] as string | undefined, new URLSearchParams(at === -1 ? "" : url.slice(at + 1)).get("since"))
+      if (Either.isLeft(from)) return fail(request, response, from.left)
+      return stream(events.log, request, response, from.right, events)
+    }
     const found = match(table, method, path)
     if (found === undefined) {
+      const allowed = allowedMethods(table, path, fixedPaths)
+      if (allowed.length > 0) {
+        const message = `${where}: ${path} does not take ${method}; it takes ${allowed.join(", ")}`
+        return refuse(response, 405, new InvalidArgument({ message, subject: where }), false, { allow: allowed.join(", ") })
+      }
       const message = `${where}: no such endpoint; the API is described at /openapi.json`
       return refuse(response, 404, new InvalidArgument({ message, subject: where }))
     }

@@ -12,6 +12,7 @@ import { Cause, Console, Effect, Logger, Option } from "effect"
 import { type BlixardError, formatError } from "../domain/Errors.js"
 import { asksForBash, printBashCompletions } from "./BashCompletions.js"
 import { clusterCommand } from "./ClusterCommand.js"
+import { eventsCommand } from "./EventsCommand.js"
 import { rootCommand } from "./GlobalOptions.js"
 import { nodeCommand, unsetLogLevel } from "./NodeCommand.js"
 import { simCommand } from "./SimCommand.js"
@@ -27,7 +28,7 @@ export const blixard = rootCommand.pipe(
   Command.withDescription(
     "Blixard: a distributed microVM orchestrator for NixOS. `blixard node` runs a cluster member; the other commands talk to one (--addr)."
   ),
-  Command.withSubcommands([nodeCommand, vmCommand, clusterCommand, tokenCommand, simCommand])
+  Command.withSubcommands([nodeCommand, vmCommand, clusterCommand, tokenCommand, eventsCommand, simCommand])
 )
 
 const app = Command.run(blixard, { name: "blixard", version })
@@ -43,32 +44,55 @@ const isBlixardError = (error: unknown): error is BlixardError =>
 /** Bad input from the person at the keyboard: a usage error. */
 const usageCodes: ReadonlySet<string> = new Set(["BLX_INVALID_ARGUMENT", "BLX_CONFIG_INVALID"])
 
-/** Prints what went wrong (unless @effect/cli already did) and says how the process exits. */
-export const reportFailure = (cause: Cause.Cause<unknown>): Effect.Effect<number> => {
+/** `{"error":{"code":"BLX_…","message":…}}`: what `--json` prints on stderr for a failure. */
+export const jsonError = (code: string, message: string, fields: { readonly subject?: string | undefined; readonly node?: number | undefined } = {}): string =>
+  JSON.stringify({
+    error: { code, message, ...(fields.subject !== undefined ? { subject: fields.subject } : {}), ...(fields.node !== undefined ? { node: fields.node } : {}) }
+  })
+
+/**
+ * Prints what went wrong (unless @effect/cli already did) and says how the process exits. With
+ * `json`, the failure is one JSON line on stderr (`jsonError`), a usage error included: `usage` is
+ * what @effect/cli would have printed for it.
+ */
+export const reportFailure = (cause: Cause.Cause<unknown>, json?: { readonly usage: ReadonlyArray<string> }): Effect.Effect<number> => {
   if (Cause.isInterruptedOnly(cause)) return Effect.succeed(ExitCode.interrupted)
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure)) {
     const error = failure.value
-    // @effect/cli has printed its own message (or the help) already.
-    if (ValidationError.isValidationError(error)) return Effect.succeed(ExitCode.usage)
+    // @effect/cli has printed its own message (or the help) already, unless it was held back for --json.
+    if (ValidationError.isValidationError(error)) {
+      if (json === undefined) return Effect.succeed(ExitCode.usage)
+      const message = stripAnsi(json.usage.join("\n")).trim() || "the command line is not valid; see blixard --help"
+      return Console.error(jsonError("BLX_INVALID_ARGUMENT", message)).pipe(Effect.as(ExitCode.usage))
+    }
     if (isBlixardError(error)) {
-      return Console.error(formatError(error)).pipe(
-        Effect.as(usageCodes.has(error.code) ? ExitCode.usage : ExitCode.failure)
-      )
+      const text = json !== undefined ? jsonError(error.code, error.message, error) : formatError(error)
+      return Console.error(text).pipe(Effect.as(usageCodes.has(error.code) ? ExitCode.usage : ExitCode.failure))
     }
   }
-  return Console.error(`blixard: unexpected error (a bug; please report it):\n${Cause.pretty(cause)}`).pipe(
-    Effect.as(ExitCode.failure)
-  )
+  const message = `blixard: unexpected error (a bug; please report it):\n${Cause.pretty(cause)}`
+  return Console.error(json !== undefined ? jsonError("BLX_UNEXPECTED", message) : message).pipe(Effect.as(ExitCode.failure))
 }
+
+const stripAnsi = (text: string): string => text.replace(/\u001b\[[0-9;]*m/g, "")
+
+/** Whether `--json` is on the command line (it may come before or after the subcommand). */
+const wantsJson = (argv: ReadonlyArray<string>): boolean => argv.slice(2).some((arg) => arg === "--json" || arg === "--json=true")
 
 /**
  * Runs `blixard` on a full argv (`[node, script, ...args]`) and succeeds with the exit code.
  * Needs the platform services @effect/cli uses, the process environment and a `BlixardClient`.
+ * With `--json`, what @effect/cli prints on stderr for a usage error is held back and reported as JSON.
  */
-export const run = (argv: ReadonlyArray<string>) =>
-  (asksForBash(argv.slice(2)) ? printBashCompletions(blixard, "blixard") : app(argv)).pipe(
-    Effect.as(ExitCode.ok as number),
-    Logger.withMinimumLogLevel(unsetLogLevel),
-    Effect.catchAllCause(reportFailure)
+export const run = (argv: ReadonlyArray<string>) => {
+  const program = asksForBash(argv.slice(2)) ? printBashCompletions(blixard, "blixard") : app(argv)
+  if (!wantsJson(argv)) {
+    return program.pipe(Effect.as(ExitCode.ok as number), Logger.withMinimumLogLevel(unsetLogLevel), Effect.catchAllCause((cause) => reportFailure(cause)))
+  }
+  const usage: Array<string> = []
+  const held = Console.consoleWith((console) =>
+    Console.withConsole(program, { ...console, error: (...args) => Effect.sync(() => void usage.push(args.map(String).join(" "))) })
   )
+  return held.pipe(Effect.as(ExitCode.ok as number), Logger.withMinimumLogLevel(unsetLogLevel), Effect.catchAllCause((cause) => reportFailure(cause, { usage })))
+}

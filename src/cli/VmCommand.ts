@@ -11,6 +11,7 @@ import { NodeId } from "../domain/NodeId.js"
 import { VmPhase, type VmRecord } from "../domain/VmStatus.js"
 import { checkListArgs, DefaultPageSize, failOn, fetchList, listOptions } from "./ListOptions.js"
 import { BlixardClient } from "./BlixardClient.js"
+import { listAndWatch } from "./EventsCommand.js"
 import { formatVm, formatVmChange, formatVmDeleted, formatVmList } from "./Format.js"
 import { clientContext, clientOptions } from "./GlobalOptions.js"
 import { check, invalidArgument } from "./Validate.js"
@@ -173,7 +174,10 @@ const list = Command.make(
       Options.optional
     ),
     node: Options.integer("node").pipe(Options.withPseudoName("ID"), Options.withDescription("Only the VMs placed on node ID."), Options.optional),
-    phase: Options.choice("phase", VmPhase.literals).pipe(Options.withDescription("Only the VMs in this phase."), Options.optional)
+    phase: Options.choice("phase", VmPhase.literals).pipe(Options.withDescription("Only the VMs in this phase."), Options.optional),
+    watch: Options.boolean("watch").pipe(
+      Options.withDescription("Keep printing the list as it changes (following the cluster's events) until interrupted; with --json, one line per list.")
+    )
   },
   (args) =>
     Effect.gen(function* () {
@@ -185,7 +189,7 @@ const list = Command.make(
       yield* failOn(problems)
       const client = yield* BlixardClient
       const query = { ...filter, ...(node !== undefined ? { node } : {}), ...(Option.isSome(args.phase) ? { phase: args.phase.value } : {}) }
-      const records = yield* fetchList({
+      const fetch = fetchList({
         what: "VMs",
         limit,
         all,
@@ -193,11 +197,12 @@ const list = Command.make(
         keyOf: (vm: VmRecord) => vm.spec.name,
         fetch: (limit, after) => client.listVms(context.target, { ...query, limit, ...(after !== undefined ? { after } : {}) })
       })
-      yield* Console.log(formatVmList(records, context.json))
+      if (args.watch) return yield* listAndWatch(context, fetch)
+      yield* Console.log(formatVmList(yield* fetch, context.json))
     })
 ).pipe(
   Command.withDescription(
-    `List the cluster's VMs (by name) with their state and hosting node: the first ${DefaultPageSize} unless --limit or --all, filtered on the server by --node, --phase and --label.`
+    `List the cluster's VMs (by name) with their state and hosting node: the first ${DefaultPageSize} unless --limit or --all, filtered on the server by --node, --phase and --label; --watch: and follow the changes.`
   )
 )
 

@@ -119,9 +119,12 @@ export class ClusterState {
   clusterId = ""
   /** The API tokens by id (their secrets' hashes only). */
   readonly tokens = new Map<string, ApiTokenRecord>()
+  /** When set, every VM changed is noted with its record before its first change (for events). */
+  journal: Map<string, VmRecord | undefined> | undefined = undefined
 
   private put(name: string, record: VmRecord): void {
     const old = this.vms.get(name)
+    if (this.journal !== undefined && !this.journal.has(name)) this.journal.set(name, old)
     if (old !== undefined) this.ledger.remove(old)
     this.vms.set(name, record)
     this.ledger.add(record)
@@ -141,6 +144,7 @@ export class ClusterState {
   private remove(name: string): void {
     const old = this.vms.get(name)
     if (old === undefined) return
+    if (this.journal !== undefined && !this.journal.has(name)) this.journal.set(name, old)
     this.ledger.remove(old)
     this.vms.delete(name)
     this.unplaced.delete(name)

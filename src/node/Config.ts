@@ -38,6 +38,14 @@ export const LogLevel = Schema.Literal("debug", "info", "warning", "error")
 /** `text`: logfmt lines; `json`: one JSON object per line (for journald, Loki, …). */
 export const LogFormat = Schema.Literal("text", "json")
 
+/** `GET /v1/events`: how far back a client can resume, and how often an idle stream hears from the node. */
+export const EventSettings = Schema.Struct({
+  /** Entries (with events) kept for resuming; a client further behind is told to resync. */
+  history: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 1_000_000)), { default: () => 16_384 }),
+  /** A comment line on an idle stream this often, so proxies do not close it. */
+  heartbeatMs: Schema.optionalWith(Millis(100), { default: () => 15_000 })
+})
+
 /**
  * Timing. The reschedule timeout must exceed the fencing timeout plus a margin, so a VM whose node
  * lost the quorum has stopped before the cluster starts it elsewhere (a VM never runs twice). The
@@ -113,6 +121,7 @@ export const NodeConfig = Schema.Struct({
   capacity: Schema.optionalWith(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB }), { exact: true }),
   labels: Schema.optionalWith(Labels, { default: () => ({}) }),
   timeouts: Schema.optionalWith(Timeouts, { default: () => Schema.decodeSync(Timeouts)({}) }),
+  events: Schema.optionalWith(EventSettings, { default: () => Schema.decodeSync(EventSettings)({}) }),
   logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const }),
   /** Absent: text. (No schema default, so a rendered config file reads back unchanged.) */
   logFormat: Schema.optionalWith(LogFormat, { exact: true })

@@ -32,6 +32,7 @@ import * as Client from "../api/Client.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
+import { EventLog } from "../events/EventLog.js"
 import { ConfigInvalid, MemberAmnesia, StorageIo, Unavailable, WrongDataDir } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
@@ -265,7 +266,7 @@ export const run = (config: NodeConfig) =>
         ).pipe(Effect.catchIf((e): e is "noAnswer" => e === "noAnswer", () => Effect.void))
       }
 
-      const state = new ClusterStateHolder()
+      const state = new ClusterStateHolder(new EventLog(config.events.history))
       if (founding) {
         state.current.members.set(node, advertise)
         state.current.clusterId = randomUUID()
@@ -314,7 +315,8 @@ export const run = (config: NodeConfig) =>
             clusterSecret: secret,
             nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
             tokens: (id) => state.current.tokens.get(id)
-          }
+          },
+          events: { log: state.events, heartbeatMs: config.events.heartbeatMs }
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))

@@ -492,8 +492,9 @@ export class Raft {
     self.recentActive = true
     // §5.4.2 / §8: a new leader commits entries of earlier terms only through an entry of its own
     // term, so it appends an empty one at once. Until that entry is applied it also blocks conf
-    // changes (the fix to the single-server membership algorithm).
-    if (!this.unsafeCommit) this.appendEntries([{ kind: "empty", data: "" }])
+    // changes (the fix to the single-server membership algorithm). It carries the leader's id, so
+    // every node that applies it can tell who led from there on (the "leader.changed" event).
+    if (!this.unsafeCommit) this.appendEntries([{ kind: "empty", data: String(this.id) }])
     this.pendingConfIndex = this.log.lastIndex()
     this.needBroadcast = true
   }

@@ -394,13 +394,33 @@ describe("requests the API does not declare, and failures it cannot encode", () 
   it.scopedLive("an unknown route is a 404 naming the method and path and pointing at /openapi.json; HEAD is answered as GET", () =>
     Effect.gen(function* () {
       const { url } = yield* serve({ auth: { adminTokens: ["s3cret-token"] } })
-      for (const [method, path] of [["GET", "/v1/nope"], ["POST", "/v1/health"], ["GET", "/"]] as const) {
+      for (const [method, path] of [["GET", "/v1/nope"], ["POST", "/v1/nope"], ["GET", "/"], ["GET", "/v1/vms/web/nope"]] as const) {
         const response = yield* raw(url, { method, path })
         expectInvalid(response, 404, [`${method} ${path}`, "/openapi.json"])
+        expect(response.allow).toBeUndefined()
       }
       const head = yield* raw(url, { method: "HEAD", path: "/v1/health" })
       expect(head.status).toBe(200)
       expect(head.text).toBe("")
+    })
+  )
+
+  it.scopedLive("a known path asked with a method it does not take is a 405 listing the methods it takes in Allow", () =>
+    Effect.gen(function* () {
+      const { url } = yield* serve({ auth: { adminTokens: ["s3cret-token"] } })
+      const cases = [
+        ["POST", "/v1/health", "GET, HEAD"],
+        ["DELETE", "/v1/vms", "GET, HEAD, POST"],
+        ["PUT", "/v1/vms/web", "GET, HEAD, DELETE"],
+        ["GET", "/v1/vms/web/start", "POST"],
+        ["PATCH", "/v1/nodes/2", "PUT"],
+        ["POST", "/openapi.json", "GET, HEAD"]
+      ] as const
+      for (const [method, path, allow] of cases) {
+        const response = yield* raw(url, { method, path })
+        expectInvalid(response, 405, [`${method} ${path}`, allow])
+        expect(response.allow).toBe(allow)
+      }
     })
   )
 

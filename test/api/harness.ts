@@ -59,6 +59,8 @@ export const specJson = (name: string, extra: Record<string, unknown> = {}) => (
 export interface RawResponse {
   readonly status: number
   readonly contentType: string | undefined
+  /** The `Allow` header (of a 405). */
+  readonly allow: string | undefined
   readonly text: string
   readonly json: unknown
 }
@@ -90,7 +92,7 @@ export const raw = (
         } catch {
           json = undefined
         }
-        resume(Effect.succeed({ status: response.statusCode ?? 0, contentType: response.headers["content-type"], text, json }))
+        resume(Effect.succeed({ status: response.statusCode ?? 0, contentType: response.headers["content-type"], allow: response.headers.allow, text, json }))
       })
     })
     request.on("error", (error) => resume(Effect.fail(error)))

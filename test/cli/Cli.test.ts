@@ -325,6 +325,32 @@ describe("commands call the client", () => {
     })
   )
 
+  it.effect("with --json, errors are JSON on stderr with the same exit codes: a node's error, bad input, a usage error, a defect", () =>
+    Effect.gen(function* () {
+      const client = fakeClient({
+        vmStatus: (_, name) => Effect.fail(new VmNotFound({ message: `no VM named "${name}"`, subject: name, node: nodeId(2) }))
+      })
+      const parse = (stderr: string) => JSON.parse(stderr) as { error: { code: string; message: string; subject?: string; node?: number } }
+      const notFound = yield* runBlixard(["vm", "status", "web", "--json"], { client: client.layer })
+      expect(notFound.code).toBe(1)
+      expect(notFound.stdout).toBe("")
+      expect(parse(notFound.stderr)).toEqual({ error: { code: "BLX_VM_NOT_FOUND", message: `no VM named "web"`, subject: "web", node: 2 } })
+      // --json before the subcommand counts too.
+      const badName = yield* runBlixard(["--json", "vm", "create", "--name", "Bad_Name", "--runner", "/x"], { client: client.layer })
+      expect(badName.code).toBe(2)
+      expect(parse(badName.stderr).error).toMatchObject({ code: "BLX_INVALID_ARGUMENT", message: expect.stringContaining(`--name "Bad_Name"`) })
+      const unknownOption = yield* runBlixard(["vm", "list", "--json", "--bogus"], { client: client.layer })
+      expect(unknownOption.code).toBe(2)
+      expect(parse(unknownOption.stderr).error).toMatchObject({ code: "BLX_INVALID_ARGUMENT", message: expect.stringContaining("--bogus") })
+      const unknownCommand = yield* runBlixard(["--json", "frobnicate"])
+      expect(unknownCommand.code).toBe(2)
+      expect(parse(unknownCommand.stderr).error.code).toBe("BLX_INVALID_ARGUMENT")
+      const defect = yield* runBlixard(["vm", "list", "--json"], { client: client.layer })
+      expect(defect.code).toBe(1)
+      expect(parse(defect.stderr).error).toMatchObject({ code: "BLX_UNEXPECTED", message: expect.stringContaining("listVms was not expected") })
+    })
+  )
+
   it.effect("a defect is reported as a bug and exits 1", () =>
     Effect.gen(function* () {
       const client = fakeClient({})

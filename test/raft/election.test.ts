@@ -40,14 +40,14 @@ describe("leader election", () => {
     expect(seen.size).toBe(10)
   })
 
-  it("a candidate that receives votes from a majority becomes leader and appends an empty entry of its term", () => {
+  it("a candidate that receives votes from a majority becomes leader and appends an empty entry of its term, naming itself", () => {
     const net = new Network([1, 2, 3])
     net.campaign(1)
     const st = net.node(1).status()
     expect(st.role).toBe("leader")
     expect(st.term).toBe(2)
     const last = net.storages.get(1)!.entries(2, 3, 1e9)
-    expect(last).toEqual([{ index: 2, term: 2, kind: "empty", data: "" }])
+    expect(last).toEqual([{ index: 2, term: 2, kind: "empty", data: "1" }])
     expect(net.node(2).status().lead).toBe(1)
     expect(net.node(3).status().lead).toBe(1)
     // The empty entry commits everywhere.

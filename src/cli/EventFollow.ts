@@ -1,0 +1,159 @@
+/**
+ * Following a node's event stream (`GET /v1/events`) from the CLI, through dropped connections: on
+ * a drop it reconnects — to the next of the addresses given, round robin — with `Last-Event-ID` set
+ * to the last index received, and skips any batch at or below it, so no event is lost or repeated.
+ * A stream silent for longer than three of the node's heartbeats counts as dropped.
+ *
+ * Everything read is validated (`EventBatch`, `Resync`); a refused request (a bad token, a bad
+ * index) on every address ends the follow with that error.
+ */
+import { Duration, Effect, Either, Schema } from "effect"
+import { EventBatchJson, type EventBatch, type Resync, ResyncJson } from "../domain/ClusterEvent.js"
+import { type BlixardError, BlixardError as BlixardErrorSchema, InvalidArgument, Unavailable } from "../domain/Errors.js"
+
+export type FollowMessage = { readonly _tag: "Batch"; readonly batch: EventBatch } | { readonly _tag: "Resync"; readonly resync: Resync }
+
+export interface FollowTarget {
+  readonly addr: string
+  /** The token to send to this address (resolved once, at the first connection). */
+  readonly token: Effect.Effect<string | undefined, BlixardError>
+}
+
+export interface FollowOptions {
+  readonly targets: ReadonlyArray<FollowTarget>
+  /** Resume after this index; absent: from now on. */
+  readonly since: number | undefined
+  readonly onMessage: (message: FollowMessage) => Effect.Effect<void, BlixardError>
+  /** Told of every reconnection (for a note on stderr). */
+  readonly onReconnect?: ((addr: string, after: number | undefined, why: string) => Effect.Effect<void>) | undefined
+  /** A stream silent this long is dropped and reconnected (default 60 s: four 15 s heartbeats). */
+  readonly idleMs?: number | undefined
+}
+
+const decodeBatch = Schema.decodeEither(EventBatchJson)
+const decodeResync = Schema.decodeEither(ResyncJson)
+const decodeError = Schema.decodeUnknownEither(Schema.parseJson(BlixardErrorSchema))
+
+/** Why one connection ended: `refused` is not retried on that address. */
+type Ended = { readonly refused?: BlixardError; readonly why: string }
+
+/**
+ * One connection: reads messages until the stream ends or breaks; `state.last` follows the ids.
+ * Runs `onMessage` for each (in order; the next chunk is read once it is done).
+ */
+const connectOnce = (
+  addr: string,
+  token: string | undefined,
+  state: { last: number | undefined },
+  options: FollowOptions
+): Effect.Effect<Ended, BlixardError> =>
+  Effect.gen(function* () {
+    const controller = new AbortController()
+    const headers: Record<string, string> = { accept: "text/event-stream" }
+    if (token !== undefined) headers.authorization = `Bearer ${token}`
+    if (state.last !== undefined) headers["last-event-id"] = String(state.last)
+    const opened = yield* Effect.either(
+      Effect.tryPromise({ try: () => fetch(`http://${addr}/v1/events`, { headers, signal: controller.signal }), catch: (e) => e })
+    )
+    if (Either.isLeft(opened)) return { why: `cannot reach ${addr}: ${describe(opened.left)}` }
+    const response = opened.right
+    if (response.status !== 200 || response.body === null) {
+      const text = yield* Effect.orElseSucceed(Effect.tryPromise(() => response.text()), () => "")
+      const error = decodeError(text)
+      const why = `${addr} answered ${response.status}${Either.isRight(error) ? `: ${error.right.message}` : ""}`
+      return response.status >= 400 && response.status < 500 && Either.isRight(error) ? { refused: error.right, why } : { why }
+    }
+    const reader = response.body.getReader()
+    const decoder = new TextDecoder()
+    let pending = ""
+    let id: string | undefined
+    let event = ""
+    let data: Array<string> = []
+    const idleMs = options.idleMs ?? 60_000
+    return yield* Effect.gen(function* () {
+      for (;;) {
+        const chunk = yield* Effect.either(
+          Effect.tryPromise(() => reader.read()).pipe(Effect.timeoutFail({ duration: Duration.millis(idleMs), onTimeout: () => "idle" as const }))
+        )
+        if (Either.isLeft(chunk)) return { why: chunk.left === "idle" ? `${addr} sent nothing for ${idleMs} ms` : `the connection to ${addr} broke` }
+        if (chunk.right.done) return { why: `${addr} ended the stream` }
+        pending += decoder.decode(chunk.right.value, { stream: true })
+        for (;;) {
+          const at = pending.search(/\r\n|\r|\n/)
+          if (at === -1) break
+          const line = pending.slice(0, at)
+          pending = pending.slice(pending.startsWith("\r\n", at) ? at + 2 : at + 1)
+          if (line !== "") {
+            if (line.startsWith(":")) continue
+            const colon = line.indexOf(":")
+            const field = colon === -1 ? line : line.slice(0, colon)
+            const value = colon === -1 ? "" : line.slice(colon + (line[colon + 1] === " " ? 2 : 1))
+            if (field === "id") id = value
+            else if (field === "event") event = value
+            else if (field === "data") data.push(value)
+            continue
+          }
+          // A blank line dispatches the message.
+          const text = data.join("\n")
+          const kind = event
+          event = ""
+          data = []
+          if (text === "") continue
+          const index = id === undefined ? undefined : Number(id)
+          if (kind === "resync") {
+            const resync = decodeResync(text)
+            if (Either.isLeft(resync)) return yield* malformed(addr, text)
+            state.last = resync.right.index
+            yield* options.onMessage({ _tag: "Resync", resync: resync.right })
+          } else {
+            const batch = decodeBatch(text)
+            if (Either.isLeft(batch) || batch.right.index !== index) return yield* malformed(addr, text)
+            // Already seen (a node behind the one before it replays nothing new): skip it.
+            if (state.last !== undefined && batch.right.index <= state.last) continue
+            state.last = batch.right.index
+            yield* options.onMessage({ _tag: "Batch", batch: batch.right })
+          }
+        }
+      }
+    }).pipe(Effect.ensuring(Effect.sync(() => controller.abort())))
+  })
+
+const malformed = (addr: string, text: string) =>
+  Effect.fail(
+    new Unavailable({
+      subject: addr,
+      message: `${addr} sent an event this client cannot read (${text.slice(0, 200)}); is it a Blixard node of another version?`
+    })
+  )
+
+const describe = (error: unknown): string => {
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause
+  return cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error))
+}
+
+/** Follows until interrupted; fails only when every address refuses (401, 403, 400). */
+export const follow = (options: FollowOptions): Effect.Effect<never, BlixardError> =>
+  Effect.gen(function* () {
+    if (options.targets.length === 0) return yield* new InvalidArgument({ message: "no address to follow the events of" })
+    const state = { last: options.since }
+    const tokens = new Map<number, string | undefined>()
+    const refused = new Map<number, BlixardError>()
+    let at = 0
+    let quiet = 0
+    for (;;) {
+      const which = at % options.targets.length
+      const target = options.targets[which]!
+      if (!tokens.has(which)) tokens.set(which, yield* target.token)
+      const before = state.last
+      const ended = yield* connectOnce(target.addr, tokens.get(which), state, options)
+      if (ended.refused !== undefined) refused.set(which, ended.refused)
+      else refused.delete(which)
+      if (refused.size === options.targets.length) return yield* Effect.fail(ended.refused ?? refused.values().next().value!)
+      // Back off while nothing comes through: 0.25 s doubling to 5 s.
+      quiet = state.last !== before ? 0 : quiet + 1
+      at++
+      const next = options.targets[at % options.targets.length]!
+      if (options.onReconnect !== undefined) yield* options.onReconnect(next.addr, state.last, ended.why)
+      if (quiet > 0) yield* Effect.sleep(Duration.millis(Math.min(5_000, 250 * 2 ** Math.min(quiet - 1, 5))))
+    }
+  })
