@@ -6,6 +6,8 @@
  * Start-up: a node with an empty data directory and no `--peer` founds a one-node cluster. One with
  * peers asks them who the members are, then asks to join (as a learner, promoted to voter once
  * caught up), retrying until a peer accepts. A node with data just recovers and rejoins its peers.
+ * With Tailscale discovery the peers are the tailnet's tagged machines and only a `bootstrap` node
+ * founds (`Discovery.ts`).
  *
  * The agent makes this node's VM runners (microvm.nix, process or systemd mode) follow the desired
  * state of the VMs placed here, reports what it observes through the leader, and fences itself:

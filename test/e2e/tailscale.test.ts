@@ -79,19 +79,20 @@ describe("tailscale discovery (fake tailscale binary, real nodes)", () => {
   it("forms a 3-node cluster from the tailnet alone: the bootstrap node founds, a node started before its peers joins once they appear", async () => {
     const cluster = newCluster()
     const port = await freePort()
-    const machines: Array<Machine> = [1, 2, 3].map((id) => ({ id, ip: `127.0.0.${10 + id}`, online: true, tags: [tag] }))
+    const machines: Array<Machine> = [1, 2, 3, 4].map((id) => ({ id, ip: `127.0.0.${10 + id}`, online: true, tags: [tag] }))
     // Machines the nodes must not ask: offline, untagged, tagged otherwise (nothing listens there).
     const decoys: Array<Machine> = [
-      { id: 4, ip: "127.0.0.14", online: false, tags: [tag] },
-      { id: 5, ip: "127.0.0.15", online: true, tags: [] },
-      { id: 6, ip: "127.0.0.16", online: true, tags: ["tag:other"] }
+      { id: 5, ip: "127.0.0.15", online: false, tags: [tag] },
+      { id: 6, ip: "127.0.0.16", online: true, tags: [] },
+      { id: 7, ip: "127.0.0.17", online: true, tags: ["tag:other"] }
     ]
     const fakes = machines.map((m) => fakeTailscale(cluster.dir, m.id))
     const publish = (visible: ReadonlyArray<Machine>) =>
       machines.forEach((m, i) => writeAtomically(fakes[i]!.statusFile, JSON.stringify(statusDocument(m, visible))))
     const nodes = machines.map((m, i) => {
       const node = new TailnetNode(m.id, port, path.join(cluster.dir, `node-${m.id}`), cluster.secretFile, m.ip)
-      node.args = ["--discovery", "tailscale", "--tailscale-binary", fakes[i]!.binary, ...(m.id === 1 ? ["--bootstrap"] : [])]
+      // Nodes 1 and 4 are given --bootstrap; node 4 comes when the cluster runs, and must join it.
+      node.args = ["--discovery", "tailscale", "--tailscale-binary", fakes[i]!.binary, ...(m.id === 1 || m.id === 4 ? ["--bootstrap"] : [])]
       cluster.nodes.push(node)
       return node
     })
@@ -104,7 +105,7 @@ describe("tailscale discovery (fake tailscale binary, real nodes)", () => {
     expect(nodes[1]!.output).not.toContain("founded a new cluster")
 
     // The others come onto the tailnet; node 1 (bootstrap) and node 3 start.
-    publish([...machines, ...decoys])
+    publish([...machines.slice(0, 3), ...decoys])
     nodes[0]!.start()
     nodes[2]!.start()
     const leader = await cluster.converged([1, 2, 3], 120_000).catch((error: unknown) => {
@@ -114,7 +115,7 @@ describe("tailscale discovery (fake tailscale binary, real nodes)", () => {
 
     // Every member is known by its tailnet address (what each advertised), on the shared port.
     const status = await cliJson<{ clusterId?: string; members: Array<{ id: number; address: string }> }>(nodes[2]!.addr, ["cluster", "status"])
-    expect(Object.fromEntries(status.members.map((m) => [m.id, m.address]))).toEqual({
+    expect(Object.fromEntries(status.members.map((m) => [m.id, m.address])), cluster.logs()).toEqual({
       1: `127.0.0.11:${port}`,
       2: `127.0.0.12:${port}`,
       3: `127.0.0.13:${port}`
@@ -122,15 +123,25 @@ describe("tailscale discovery (fake tailscale binary, real nodes)", () => {
     // One cluster: node 1 founded it, the others joined it.
     expect(nodes[0]!.output).toContain("founded a new cluster")
     for (const node of [nodes[1]!, nodes[2]!]) expect(node.output, `node ${node.id}`).not.toContain("founded a new cluster")
-    const ids = await Promise.all(nodes.map((n) => cliJson<{ clusterId?: string }>(n.addr, ["cluster", "status"])))
+    const ids = await Promise.all(nodes.slice(0, 3).map((n) => cliJson<{ clusterId?: string }>(n.addr, ["cluster", "status"])))
     expect(new Set(ids.map((s) => s.clusterId)).size).toBe(1)
     // The decoys were never asked.
-    for (const node of nodes) expect(node.output).not.toMatch(/127\.0\.0\.1[456]/)
+    for (const node of nodes) expect(node.output).not.toMatch(/127\.0\.0\.1[567]/)
 
     // The cluster takes writes.
     const runner = cluster.runnerFixture("tailnet-vm")
     const created = await cliJson<{ spec: { name: string } }>(nodes[1]!.addr, ["vm", "create", "--name", "web", "--runner", runner])
     expect(created.spec.name).toBe("web")
+
+    // A fresh node given --bootstrap while the cluster runs joins it rather than founding another.
+    publish([...machines, ...decoys])
+    nodes[3]!.start()
+    await cluster.converged([1, 2, 3, 4], 120_000).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${cluster.logs()}`)
+    })
+    expect(nodes[3]!.output).not.toContain("founded a new cluster")
+    const fourth = await cliJson<{ clusterId?: string }>(nodes[3]!.addr, ["cluster", "status"])
+    expect(fourth.clusterId).toBe(ids[0]!.clusterId)
   })
 
   /** Runs a node with the given fake binary and returns how it ended. */
