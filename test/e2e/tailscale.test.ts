@@ -76,7 +76,8 @@ const writeAtomically = (file: string, text: string): void => {
 const newCluster = clustersPerTest()
 
 describe("tailscale discovery (fake tailscale binary, real nodes)", () => {
-  it("forms a 3-node cluster from the tailnet alone: the bootstrap node founds, a node started before its peers joins once they appear", async () => {
+  // Four real nodes on two shared cores: each step has its own deadline, the whole a generous one.
+  it("forms a 3-node cluster from the tailnet alone: the bootstrap node founds, a node started before its peers joins once they appear", { timeout: 360_000 }, async () => {
     const cluster = newCluster()
     const port = await freePort()
     const machines: Array<Machine> = [1, 2, 3, 4].map((id) => ({ id, ip: `127.0.0.${10 + id}`, online: true, tags: [tag] }))
