@@ -10,7 +10,8 @@
  * `cluster join` adds a learner that never catches up, by design.
  *
  * `FUZZ_RUNS` (default 20,000) and `FUZZ_SEED` choose the budget and the inputs; test/e2e/fuzz.test.ts
- * runs a small budget.
+ * runs a small budget. Then the peer endpoint's fuzzer (bench/peerFuzz.ts) runs against a fresh
+ * node, `FUZZ_PEER_RUNS` inputs (default 100,000).
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -19,6 +20,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import fc from "fast-check"
 import { freePort } from "../src/node/FreePort.js"
+import { fuzzPeers, type PeerFuzzResult, type PeerTarget } from "./peerFuzz.js"
 
 const root = path.resolve(import.meta.dirname, "../..")
 const defaultBin = path.join(root, "bin/blixard.js")
@@ -233,6 +235,8 @@ const ensureSeed = async (port: number, admin: string): Promise<void> => {
 
 export interface FuzzNode {
   readonly port: number
+  /** The cluster secret the node was started with (the peer fuzzer authenticates with it). */
+  readonly clusterSecret: string
   readonly tokens: Record<FuzzRequest["principal"], string | undefined>
   readonly alive: () => boolean
   readonly stop: () => Promise<void>
@@ -242,9 +246,11 @@ export interface FuzzNode {
 export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-fuzz-"))
   const port = await freePort()
+  const clusterSecret = "fuzz-cluster-secret"
+  fs.writeFileSync(path.join(dir, "cluster-secret"), `${clusterSecret}\n`, { mode: 0o600 })
   const child: ChildProcess = spawn(
     process.execPath,
-    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--log-level", "error"],
+    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--cluster-secret-file", path.join(dir, "cluster-secret"), "--log-level", "error"],
     { stdio: "ignore" }
   )
   const stop = async () => {
@@ -283,7 +289,7 @@ export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
       return (JSON.parse(answer.body) as { token: string }).token
     }
     const tokens = { none: undefined, garbage: "blxt_0123456789abcdef_AAAA", "read-only": await token("read-only"), operator: await token("operator"), admin }
-    return { port, tokens, alive: () => child.exitCode === null && child.signalCode === null, stop }
+    return { port, clusterSecret, tokens, alive: () => child.exitCode === null && child.signalCode === null, stop }
   } catch (error) {
     await stop()
     throw error
@@ -373,11 +379,48 @@ export const fuzzApi = async (node: FuzzNode, runs: number, seed: number): Promi
   }
 }
 
-export const benchFuzz = async (runs = 20_000, seed = 1): Promise<ReadonlyArray<FuzzResult>> => {
-  const node = await startFuzzNode()
-  try {
-    return [await fuzzApi(node, runs, seed)]
-  } finally {
-    await node.stop()
+/** The fuzz node's peer endpoint, for `fuzzPeers`. */
+export const peerTarget = (node: FuzzNode): PeerTarget => {
+  const auth = { authorization: `Bearer ${node.tokens.admin}`, "content-type": "application/json" }
+  return {
+    host: "127.0.0.1",
+    port: node.port,
+    self: 1,
+    clusterSecret: node.clusterSecret,
+    // What the daemon binds into its peers' handshakes (no cluster id: see PeerTransport's options).
+    clusterId: "",
+    alive: node.alive,
+    state: async () => {
+      const status = JSON.parse((await read(node.port, "/v1/cluster", auth)).body) as {
+        clusterId?: string
+        term: number
+        commit: number
+        leader?: number
+        members: ReadonlyArray<{ id: number; address: string; role: string }>
+      }
+      const members = JSON.stringify(status.members.map((m) => [m.id, m.address, m.role]))
+      return { clusterId: status.clusterId, term: status.term, commit: status.commit, leader: status.leader, members }
+    },
+    write: async (name) => {
+      const body = JSON.parse(seedSpec) as { spec: Record<string, unknown> }
+      const created = await send(node.port, "POST", "/v1/vms", auth, JSON.stringify({ spec: { ...body.spec, name } })).catch(
+        (error: unknown) => ({ status: 0, body: String(error) })
+      )
+      return created.status === 201 ? true : `${created.status} ${created.body.slice(0, 300)}`
+    }
   }
+}
+
+export const benchFuzz = async (runs = 20_000, seed = 1, peerRuns = 100_000): Promise<ReadonlyArray<FuzzResult | PeerFuzzResult>> => {
+  const results: Array<FuzzResult | PeerFuzzResult> = []
+  for (const fuzz of [(node: FuzzNode) => fuzzApi(node, runs, seed), (node: FuzzNode) => fuzzPeers(peerTarget(node), peerRuns, seed)]) {
+    // A fresh node each: what one fuzzer left behind does not feed the other.
+    const node = await startFuzzNode()
+    try {
+      results.push(await fuzz(node))
+    } finally {
+      await node.stop()
+    }
+  }
+  return results
 }

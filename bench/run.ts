@@ -26,7 +26,7 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
   reschedule: () => benchReschedule(),
   snapshot: () => benchSnapshot(),
-  fuzz: () => benchFuzz(Number(process.env.FUZZ_RUNS ?? 20_000), Number(process.env.FUZZ_SEED ?? 1))
+  fuzz: () => benchFuzz(Number(process.env.FUZZ_RUNS ?? 20_000), Number(process.env.FUZZ_SEED ?? 1), Number(process.env.FUZZ_PEER_RUNS ?? 100_000))
 }
 
 const machine = {

@@ -79,6 +79,10 @@ let
     "bind"
     "advertise"
     "peers"
+    "discovery"
+    "bootstrap"
+    "tailscaleTag"
+    "tailscaleBinary"
     "dataDir"
     "clusterSecretFile"
     "apiTokenFile"
@@ -168,6 +172,7 @@ let
     "--microvm-state-dir"
     "--cluster-secret-file"
     "--api-token-file"
+    "--discovery"
   ];
   badExtraFlags = builtins.filter (
     flag: builtins.any (refused: flag == refused || lib.hasPrefix "${refused}=" flag) refusedFlags
@@ -311,6 +316,34 @@ in
       description = ''
         The other members of the cluster. Empty: this node bootstraps a new single-node cluster.
       '';
+    };
+
+    tailscale = {
+      enable = lib.mkEnableOption ''
+        peer discovery through Tailscale: the node joins through the online machines of the tailnet
+        tagged {option}`services.blixard.tailscale.tag` (read with `tailscale status --json`), at
+        the port of {option}`services.blixard.bind`, and advertises its own IPv4 tailnet address,
+        so {option}`services.blixard.peers` stays empty. Needs tailscaled
+        ({option}`services.tailscale.enable`) with this machine logged in and tagged'';
+
+      tag = mkOption {
+        type = types.strMatching "tag:[A-Za-z0-9][A-Za-z0-9-]{0,79}";
+        default = "tag:blixard";
+        description = ''
+          The ACL tag the cluster's machines carry (`tailscale up --advertise-tags=TAG`). Only
+          tagged machines are asked; a tag can only be granted by the tailnet's admins.
+        '';
+      };
+
+      bootstrap = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether this node founds a new cluster when, on its first start, none of the tagged
+          machines answers as a member of one (it joins that one otherwise). Set it on one node
+          only: nodes without it never found, they wait for a member to join through.
+        '';
+      };
     };
 
     dataDir = mkOption {
@@ -506,6 +539,9 @@ in
           inherit (p) id address;
         }) cfg.peers
       );
+      discovery = mkIf cfg.tailscale.enable (mkDefault "tailscale");
+      tailscaleTag = mkIf cfg.tailscale.enable (mkDefault cfg.tailscale.tag);
+      bootstrap = mkIf (cfg.tailscale.enable && cfg.tailscale.bootstrap) (mkDefault true);
       dataDir = mkDefault cfg.dataDir;
       clusterSecretFile = mkIf (cfg.clusterSecretFile != null) (
         mkDefault "${credentialsDir}/cluster-secret"
@@ -559,6 +595,15 @@ in
       {
         assertion = !(bindIsWildcard && (s.peers or [ ]) != [ ] && !(s ? advertise));
         message = "services.blixard.advertise must be set when bind (${s.bind}) is a wildcard address and the node has peers: peers cannot reach ${bind.host}.";
+      }
+      {
+        # Mirrors the daemon's rule (src/node/Settings.ts): peers come from the tailnet.
+        assertion = !((s.discovery or "static") == "tailscale" && (s.peers or [ ]) != [ ]);
+        message = "services.blixard.peers must be empty with services.blixard.tailscale.enable: the peers are the tailnet's machines tagged ${cfg.tailscale.tag}.";
+      }
+      {
+        assertion = cfg.tailscale.enable -> config.services.tailscale.enable;
+        message = "services.blixard.tailscale.enable finds peers through tailscaled: set services.tailscale.enable = true (and log the machine in with the tag ${cfg.tailscale.tag}).";
       }
       {
         # Mirrors the daemon's Timeouts rules (src/node/Config.ts).
@@ -626,15 +671,18 @@ in
     systemd.services.blixard = {
       description = "Blixard node ${toString s.id}";
       wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
+      # With Tailscale discovery the node reads its address and its peers from tailscaled.
+      wants = [ "network-online.target" ] ++ lib.optional cfg.tailscale.enable "tailscaled.service";
+      after = [ "network-online.target" ] ++ lib.optional cfg.tailscale.enable "tailscaled.service";
       # `nix` builds runners (through nix-daemon) and fetches flake references, some through
       # `git` (git+https:, a local repository); `systemctl` drives microvm@NAME units.
+      # `tailscale` (discovery) is the CLI of the tailscaled the host runs.
       path = [
         config.nix.package
         pkgs.git
         config.systemd.package
-      ];
+      ]
+      ++ lib.optional cfg.tailscale.enable config.services.tailscale.package;
       environment = {
         # Builds go through nix-daemon, so they run in its sandbox and this unit needs no write
         # access to /nix/var/nix (the daemon also records the out-links' GC roots).

@@ -9,7 +9,7 @@ import * as Options from "@effect/cli/Options"
 import * as FileSystem from "@effect/platform/FileSystem"
 import { Console, Effect, FiberRef, Logger, LogLevel, Option, Schema } from "effect"
 import { ConfigInvalid } from "../domain/Errors.js"
-import { NodeConfig, WatchdogConfig } from "../node/Config.js"
+import { DefaultTailscaleTag, NodeConfig, WatchdogConfig } from "../node/Config.js"
 import { configFileVariable, type ConfigFileText, resolveNodeSettings } from "../node/Settings.js"
 import { NodeId } from "../domain/NodeId.js"
 import { NodeHealth, type NodeInfo, Schedulability } from "../domain/NodeInfo.js"
@@ -48,6 +48,23 @@ const options = {
       "A member to join through. Repeatable; none: bootstrap a new single-node cluster. [$BLIXARD_PEERS, comma-separated]"
     ),
     Options.repeated
+  ),
+  discovery: Options.choice("discovery", ["static", "tailscale"]).pipe(
+    Options.withDescription(
+      "How peers are found: static (--peer, the default) or tailscale (online tailnet machines tagged --tailscale-tag, at the port of --bind). [$BLIXARD_DISCOVERY]"
+    ),
+    Options.optional
+  ),
+  bootstrap: Options.boolean("bootstrap").pipe(
+    Options.withDescription(
+      "Tailscale discovery: found a new cluster when no discovered peer is in one. Give it to one node only. [$BLIXARD_BOOTSTRAP]"
+    )
+  ),
+  tailscaleTag: text("tailscale-tag", "TAG", "Tailscale discovery: the tag the cluster's machines carry (default tag:blixard). [$BLIXARD_TAILSCALE_TAG]"),
+  tailscaleBinary: text(
+    "tailscale-binary",
+    "PATH",
+    "Tailscale discovery: the tailscale CLI (default: tailscale, found on PATH). [$BLIXARD_TAILSCALE_BINARY]"
   ),
   dataDir: text(
     "data-dir",
@@ -140,11 +157,17 @@ const readConfigFile = (path: string) =>
 const logLevelOf = (level: NodeConfig["logLevel"]): LogLevel.LogLevel =>
   level === "debug" ? LogLevel.Debug : level === "warning" ? LogLevel.Warning : level === "error" ? LogLevel.Error : LogLevel.Info
 
+const describeJoining = (config: NodeConfig): string =>
+  config.discovery === "tailscale"
+    ? `finding peers on the tailnet (machines tagged ${config.tailscaleTag ?? DefaultTailscaleTag})${config.bootstrap === true ? ", founding a new cluster if none is there" : ""}`
+    : config.peers.length === 0
+      ? "bootstrapping a new cluster"
+      : `joining through ${config.peers.map((p) => `${p.id}@${p.address}`).join(", ")}`
+
 /** What the daemon starts, for its first log line. */
 export const describeNode = (config: NodeConfig): string =>
   `node ${config.id} on ${config.bind}${config.advertise !== undefined ? ` (advertised as ${config.advertise})` : ""}, ` +
-  `data dir ${config.dataDir}, ${config.peers.length === 0 ? "bootstrapping a new cluster" : `joining through ${config.peers.map((p) => `${p.id}@${p.address}`).join(", ")}`}, ` +
-  `${config.vmBackend} VM backend`
+  `data dir ${config.dataDir}, ${describeJoining(config)}, ${config.vmBackend} VM backend`
 
 const list = Command.make(
   "list",
@@ -214,6 +237,10 @@ const daemon = Command.make("node", options, (args) =>
       bind: Option.getOrUndefined(args.bind),
       advertise: Option.getOrUndefined(args.advertise),
       peers: args.peers,
+      discovery: Option.getOrUndefined(args.discovery),
+      bootstrap: args.bootstrap ? true : undefined,
+      tailscaleTag: Option.getOrUndefined(args.tailscaleTag),
+      tailscaleBinary: Option.getOrUndefined(args.tailscaleBinary),
       dataDir: Option.getOrUndefined(args.dataDir),
       clusterSecretFile: Option.getOrUndefined(args.clusterSecretFile),
       apiTokenFile: Option.getOrUndefined(args.apiTokenFile),

@@ -132,6 +132,16 @@ export class InvariantViolated extends Schema.TaggedError<InvariantViolated>()(
   fields("BLX_INVARIANT_VIOLATED")
 ) {}
 
+/**
+ * Peer discovery failed: `tailscale status --json` is missing, tailscaled is not running or not
+ * logged in, or it printed something that is not its documented JSON. (It stays on the node that
+ * raised it, so it is not in `BlixardError`.)
+ */
+export class DiscoveryFailed extends Schema.TaggedError<DiscoveryFailed>()(
+  "DiscoveryFailed",
+  fields("BLX_DISCOVERY_FAILED")
+) {}
+
 /** The machinery behind a command does not exist yet in this build. */
 export class NotImplemented extends Schema.TaggedError<NotImplemented>()(
   "NotImplemented",
@@ -169,5 +179,5 @@ export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]
 
 /** `BLX_VM_NOT_FOUND: no VM named "web" (asked node 2)` */
-export const formatError = (error: BlixardError | Fenced | StorageStalled | VmDirForeign | SnapshotInvalid): string =>
+export const formatError = (error: BlixardError | Fenced | StorageStalled | VmDirForeign | SnapshotInvalid | DiscoveryFailed): string =>
   `${error.code}: ${error.message}${error.node !== undefined ? ` (node ${error.node})` : ""}`

@@ -9,7 +9,7 @@
  *   M   = base64url(HMAC-SHA256(key, "blixard-raft/2\n" + clusterId + "\n" + F + "\n" + T + "\n" + MS + "\n" + N))
  *
  * The receiver refuses the upgrade with 401, before reading anything from the socket, unless: every
- * field is well formed, `T` is the receiver's own id, `MS` is within `maxClockSkewMs` of its clock, the
+ * field is well formed, `T` is the receiver's own id and `F` is not, `MS` is within `maxClockSkewMs` of its clock, the
  * MAC matches (compared in constant time), and the nonce was not seen before within the skew window
  * (a replayed handshake is refused). The accepted connection is then bound to sender `F`: the
  * receiver drops any message on it whose `from` is not `F` or whose `to` is not the receiver. The
@@ -94,6 +94,9 @@ export class HandshakeVerifier {
       return { ok: false, reason: "bad MAC (wrong cluster secret or cluster id, or a peer of an incompatible blixard release)", from }
     }
     if (to !== this.self) return { ok: false, reason: `handshake addressed to node ${to}, not ${this.self}`, from }
+    // A node never dials itself; messages "from itself" would reach its Raft core as its own
+    // acknowledgements (a forged appResp can move the leader's own match index past its log).
+    if (from === this.self) return { ok: false, reason: `handshake claims to come from node ${from}, this node itself`, from }
     if (Math.abs(now - ts) > this.maxClockSkewMs) {
       return { ok: false, reason: `timestamp ${ts} is ${now - ts} ms from this node's clock (stale or replayed)`, from }
     }

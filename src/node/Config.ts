@@ -46,6 +46,17 @@ export const EventSettings = Schema.Struct({
   heartbeatMs: Schema.optionalWith(Millis(100), { default: () => 15_000 })
 })
 
+/** How a node finds the members it joins through: `peers` as configured, or the tailnet's tagged machines. */
+export const DiscoveryKind = Schema.Literal("static", "tailscale")
+export type DiscoveryKind = typeof DiscoveryKind.Type
+
+/** A Tailscale ACL tag: `tag:` and a name of letters, digits and dashes. */
+export const TailscaleTag = Schema.String.pipe(
+  Schema.pattern(/^tag:[A-Za-z0-9][A-Za-z0-9-]{0,79}$/, { message: () => "a Tailscale tag, e.g. tag:blixard" })
+)
+export const DefaultTailscaleTag = "tag:blixard"
+export const DefaultTailscaleBinary = "tailscale"
+
 /**
  * Timing. The reschedule timeout must exceed the fencing timeout plus a margin, so a VM whose node
  * lost the quorum has stopped before the cluster starts it elsewhere (a VM never runs twice). The
@@ -82,6 +93,22 @@ export const NodeConfig = Schema.Struct({
   advertise: Schema.optionalWith(HostPort, { exact: true }),
   /** Other members to join through. Empty: bootstrap a new single-node cluster. */
   peers: Schema.optionalWith(Schema.Array(Peer), { default: () => [] }),
+  /**
+   * Unset or `static`: join through `peers`. `tailscale`: join through the online machines of the
+   * tailnet tagged `tailscaleTag` (`tailscale status --json`), at the port of `bind`, and advertise
+   * this machine's IPv4 tailnet address (unless `advertise` says otherwise). `peers` must then be
+   * empty. (Optional without a schema default, so a rendered config file reads back unchanged.)
+   */
+  discovery: Schema.optionalWith(DiscoveryKind, { exact: true }),
+  /**
+   * Tailscale discovery only: a fresh node founds a new cluster when no discovered peer belongs to
+   * one. Only nodes with this set ever found, so set it on one node (see `Discovery.ts`).
+   */
+  bootstrap: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  /** The tag the cluster's machines carry (default `DefaultTailscaleTag`). */
+  tailscaleTag: Schema.optionalWith(TailscaleTag, { exact: true }),
+  /** The `tailscale` CLI (default `DefaultTailscaleBinary`, looked up on PATH). */
+  tailscaleBinary: Schema.optionalWith(Path, { exact: true }),
   dataDir: Path,
   /** File holding the shared secret that authenticates peer traffic. */
   clusterSecretFile: Schema.optionalWith(Path, { exact: true }),

@@ -6,6 +6,8 @@
  * Start-up: a node with an empty data directory and no `--peer` founds a one-node cluster. One with
  * peers asks them who the members are, then asks to join (as a learner, promoted to voter once
  * caught up), retrying until a peer accepts. A node with data just recovers and rejoins its peers.
+ * With Tailscale discovery the peers are the tailnet's tagged machines and only a `bootstrap` node
+ * founds (`Discovery.ts`).
  *
  * The agent makes this node's VM runners (microvm.nix, process or systemd mode) follow the desired
  * state of the VMs placed here, reports what it observes through the leader, and fences itself:
@@ -48,6 +50,7 @@ import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, type NodeConfig } from "./Config.js"
 import { apiTokenFileName } from "./Settings.js"
+import * as Discovery from "./Discovery.js"
 import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as Orchestration from "./Orchestration.js"
@@ -164,7 +167,7 @@ export const detectCapacity = (config: NodeConfig): Resources =>
  */
 export const refuseAmnesia = (options: {
   readonly node: NodeId
-  readonly peers: ReadonlyArray<{ readonly id: number; readonly address: string }>
+  readonly peers: ReadonlyArray<Discovery.SeedPeer>
   readonly remote: (address: string) => ControlPlaneShape
   readonly dataDir: string
   readonly incarnation: string
@@ -173,7 +176,7 @@ export const refuseAmnesia = (options: {
     for (const peer of options.peers) {
       const answer = yield* Effect.either(options.remote(peer.address).clusterStatus)
       if (answer._tag === "Left") {
-        yield* Effect.logWarning(`node ${options.node} could not ask node ${peer.id} (${peer.address}) who the members are: ${answer.left.message}; retrying`)
+        yield* Effect.logWarning(`node ${options.node} could not ask ${Discovery.describePeer(peer)} who the members are: ${answer.left.message}; retrying`)
         continue
       }
       const voters = answer.right.members.filter((m) => m.role !== "learner").map((m) => m.id)
@@ -182,7 +185,7 @@ export const refuseAmnesia = (options: {
       return yield* new MemberAmnesia({
         node: options.node,
         subject: options.dataDir,
-        message: `node ${options.node} has no Raft state (its data directory ${options.dataDir} is new or was emptied: incarnation ${options.incarnation}), but node ${peer.id} lists it as a voter of ${cluster}; ${NodeControlPlane.amnesiaAdvice(options.node)}`
+        message: `node ${options.node} has no Raft state (its data directory ${options.dataDir} is new or was emptied: incarnation ${options.incarnation}), but ${Discovery.describePeer(peer)} lists it as a voter of ${cluster}; ${NodeControlPlane.amnesiaAdvice(options.node)}`
       })
     }
     return yield* Effect.fail("noAnswer" as const)
@@ -192,8 +195,9 @@ export const run = (config: NodeConfig) =>
   Effect.scoped(
     Effect.gen(function* () {
       const node = config.id
-      const advertise = config.advertise ?? config.bind
       yield* prepareDataDir(config.dataDir, node)
+      const discovery = yield* Discovery.make(config)
+      const advertise = discovery.advertise
       // Checked before anything starts: systemd mode cannot run a VM without microvm.nix's user.
       const vmOwner =
         config.vmBackend === "systemd"
@@ -234,33 +238,22 @@ export const run = (config: NodeConfig) =>
       const incarnation = yield* NodeMeta.claim({ filename, node, dataDir: config.dataDir }).pipe(Effect.provide(storage))
       const init = yield* Effect.flatMap(RaftStorage, (s) => s.initialState).pipe(Effect.provide(storage))
       const fresh = init.hardState.term === 0 && init.lastIndex === 0 && Option.isNone(init.snapshot)
-      const founding = fresh && config.peers.length === 0
+      // A fresh node that may found (see Discovery.ts) joins instead when a peer already has a cluster.
+      const founding = fresh && discovery.mayFound && (yield* Discovery.findCluster(yield* discovery.peers, remote)) === undefined
       const meta = (effect: Effect.Effect<unknown, unknown, SqlClient.SqlClient | Durability>) =>
         effect.pipe(Effect.provide(storage), Effect.mapError(classify({ filename, node }, "reading the node's identity")))
       const knownCluster = (yield* meta(NodeMeta.get("cluster_id"))) as string | undefined
 
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
-      if (!fresh && knownCluster !== undefined && config.peers.length > 0) {
-        for (const peer of config.peers) {
-          const answer = yield* Effect.either(remote(peer.address).clusterStatus)
-          if (answer._tag === "Left") continue
-          const theirs = answer.right.clusterId
-          if (theirs !== undefined && theirs !== knownCluster) {
-            return yield* new WrongDataDir({
-              node,
-              subject: config.dataDir,
-              message: `the data directory ${config.dataDir} belongs to cluster ${knownCluster}, but peer ${peer.id} (${peer.address}) is in cluster ${theirs}; point --peer at members of this node's cluster, or give the node an empty --data-dir to join the other one`
-            })
-          }
-          break
-        }
+      if (!fresh && knownCluster !== undefined) {
+        yield* Discovery.refuseOtherCluster({ node, dataDir: config.dataDir, knownCluster, peers: yield* discovery.peers, remote })
       }
 
       // A node without Raft state that is still a voter has lost what it voted and acknowledged: it
       // stops before its Raft node could vote (it asks the peers first, until one answers).
       if (fresh && !founding) {
         yield* Effect.retry(
-          refuseAmnesia({ node, peers: config.peers, remote, dataDir: config.dataDir, incarnation }),
+          Effect.flatMap(discovery.peers, (peers) => refuseAmnesia({ node, peers, remote, dataDir: config.dataDir, incarnation })),
           { while: (e) => e === "noAnswer", schedule: Schedule.spaced(Duration.seconds(1)) }
           // (It retries until a peer answers; this only takes "noAnswer" out of the error type.)
         ).pipe(Effect.catchIf((e): e is "noAnswer" => e === "noAnswer", () => Effect.void))
@@ -276,7 +269,7 @@ export const run = (config: NodeConfig) =>
       const transport = yield* Layer.build(
         PeerTransport.layerTransport({
           self: node,
-          peers: new Map(config.peers.map((p) => [p.id, p.address])),
+          peers: new Map(discovery.configured.map((p) => [p.id, p.address])),
           clusterSecret: secret,
           requestTimeoutMs: config.timeouts.requestMs
         })
@@ -342,36 +335,16 @@ export const run = (config: NodeConfig) =>
         for (const [id, address] of state.current.members) {
           if (id !== node && known.get(id) !== address) yield* peers.set(id, address)
         }
-        const configured = new Set<number>(config.peers.map((p) => p.id))
+        const configured = new Set<number>(discovery.configured.map((p) => p.id))
         for (const id of known.keys()) {
           if (!state.current.members.has(id) && !configured.has(id) && state.current.members.size > 0) yield* peers.remove(id)
         }
       })
       yield* Effect.forkScoped(Effect.repeat(syncPeers, Schedule.spaced(Duration.millis(config.timeouts.tickMs * 5))))
 
-      // A fresh node with peers asks to join, through any of them, until one accepts.
+      // A fresh node that did not found asks to join, through any peer, until one accepts.
       if (fresh && !founding) {
-        const join = Effect.gen(function* () {
-          // Promoted already (a join whose answer was lost): nothing left to ask.
-          if ((yield* raft.status).confState.voters.includes(node)) return
-          for (const peer of config.peers) {
-            const plane = remote(peer.address)
-            const status = yield* Effect.either(plane.clusterStatus)
-            if (status._tag === "Right") {
-              for (const m of status.right.members) {
-                if (m.id !== node && m.address !== "") yield* peers.set(m.id, m.address)
-              }
-            }
-            const joined = yield* Effect.either(plane.join(NodeId.make(node), HostPort.make(advertise)))
-            if (joined._tag === "Right") {
-              yield* Effect.logInfo(`node ${node} joined the cluster through node ${peer.id} (${peer.address})`)
-              return
-            }
-            yield* Effect.logWarning(`node ${node} could not join through node ${peer.id} (${peer.address}): ${joined.left.message}; retrying`)
-          }
-          return yield* Effect.fail("retry" as const)
-        })
-        yield* Effect.forkScoped(Effect.retry(join, Schedule.spaced(Duration.seconds(1))))
+        yield* Effect.forkScoped(Discovery.joinLoop({ node, advertise, peers: discovery.peers, remote, raft, setPeer: peers.set }))
       }
 
       // Remember the cluster's identity once the replicated state carries it.

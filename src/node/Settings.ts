@@ -19,6 +19,11 @@ export interface NodeFlags {
   readonly advertise?: string | undefined
   /** `ID:HOST:PORT` each; when given, they replace the peers of the file and the environment. */
   readonly peers?: ReadonlyArray<string> | undefined
+  readonly discovery?: string | undefined
+  /** `--bootstrap` given (absent otherwise: a boolean flag cannot say false). */
+  readonly bootstrap?: boolean | undefined
+  readonly tailscaleTag?: string | undefined
+  readonly tailscaleBinary?: string | undefined
   readonly dataDir?: string | undefined
   readonly clusterSecretFile?: string | undefined
   readonly apiTokenFile?: string | undefined
@@ -60,6 +65,10 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["id", "--id", "BLIXARD_ID"],
   ["bind", "--bind", "BLIXARD_BIND"],
   ["advertise", "--advertise", "BLIXARD_ADVERTISE"],
+  ["discovery", "--discovery", "BLIXARD_DISCOVERY"],
+  ["bootstrap", "--bootstrap", "BLIXARD_BOOTSTRAP"],
+  ["tailscaleTag", "--tailscale-tag", "BLIXARD_TAILSCALE_TAG"],
+  ["tailscaleBinary", "--tailscale-binary", "BLIXARD_TAILSCALE_BINARY"],
   ["dataDir", "--data-dir", "BLIXARD_DATA_DIR"],
   ["clusterSecretFile", "--cluster-secret-file", "BLIXARD_CLUSTER_SECRET_FILE"],
   ["apiTokenFile", "--api-token-file", "BLIXARD_API_TOKEN_FILE"],
@@ -198,6 +207,14 @@ const environmentSource = (env: Environment): Source => {
         continue
       }
       source.values[key] = Number(value.trim())
+    } else if (key === "bootstrap") {
+      const flag = value.trim().toLowerCase()
+      if (!["true", "false", "1", "0"].includes(flag)) {
+        source.problems.push(`${variable} ${quote(value)}: true or false`)
+        source.rejected.add(key)
+        continue
+      }
+      source.values[key] = flag === "true" || flag === "1"
     } else {
       source.values[key] = value
     }
@@ -338,7 +355,21 @@ export const resolveNodeSettings = (
   if (Either.isLeft(decoded)) {
     return Either.left(new ConfigInvalid({ message: "the node's settings are invalid" }))
   }
+  const conflict = discoveryConflict(decoded.right, origins)
+  if (conflict !== undefined) return Either.left(new ConfigInvalid({ message: conflict, subject: subjectOf(conflict) ?? "discovery" }))
   return Either.right(decoded.right)
+}
+
+/** Discovery's settings that contradict each other (the schema checks each key alone). */
+const discoveryConflict = (config: NodeConfig, origins: Record<string, Origin>): string | undefined => {
+  const where = (key: string) => origins[key]?.([]) ?? key
+  if (config.discovery === "tailscale" && config.peers.length > 0) {
+    return `${where("peers")}: peers are found on the tailnet when discovery is "tailscale" (${where("discovery")}); give no peers, or use discovery "static"`
+  }
+  if (config.bootstrap === true && config.discovery !== "tailscale") {
+    return `${where("bootstrap")}: bootstrap applies to tailscale discovery only; with static peers, a node given no peers founds the cluster`
+  }
+  return undefined
 }
 
 /** The flag, variable or file a problem is about: its first word (`--bind`, `BLIXARD_ID`, the file). */

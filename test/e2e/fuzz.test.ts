@@ -1,9 +1,12 @@
 /**
- * A small budget of the API fuzz benchmark (`npm run bench -- fuzz`, bench/fuzz.ts) against a real
- * node: no 5xx, no state changed by a refused request, the node still up.
+ * A small budget of the fuzz benchmark (`npm run bench -- fuzz`, bench/fuzz.ts) against real nodes:
+ * the API (no 5xx, no state changed by a refused request, the node still up), and the peer
+ * endpoint (bench/peerFuzz.ts: no crash, no broken handshake accepted, no Raft state changed, the
+ * node still takes writes).
  */
 import { afterAll, describe, expect, it } from "vitest"
-import { fuzzApi, type FuzzNode, startFuzzNode } from "../../bench/fuzz.js"
+import { fuzzApi, type FuzzNode, peerTarget, startFuzzNode } from "../../bench/fuzz.js"
+import { fuzzPeers } from "../../bench/peerFuzz.js"
 import { bin } from "./harness.js"
 
 const runs = Number(process.env.FUZZ_RUNS ?? 300)
@@ -25,5 +28,29 @@ describe("API fuzz (small budget)", () => {
     // The inputs reach every kind of refusal, and some get through.
     for (const status of ["400", "401", "403", "404"]) expect(result.byStatus[status] ?? 0, report).toBeGreaterThan(0)
     expect(Object.entries(result.byStatus).some(([status, n]) => status.startsWith("2") && n > 0), report).toBe(true)
+  })
+})
+
+const peerRuns = Number(process.env.FUZZ_PEER_RUNS ?? 1500)
+
+describe("peer endpoint fuzz (small budget)", () => {
+  let node: FuzzNode | undefined
+  afterAll(async () => {
+    await node?.stop()
+  })
+
+  it(`${peerRuns} generated handshakes, bytes and frames: no crash, nothing broken accepted, no state change, writes still taken`, { timeout: 300_000 }, async () => {
+    node = await startFuzzNode(bin)
+    const result = await fuzzPeers(peerTarget(node), peerRuns, Number(process.env.FUZZ_SEED ?? Date.now() % 100_000))
+    const report = JSON.stringify(result, null, 2)
+    expect(result.failures, report).toEqual([])
+    expect(result.nodeAlive, report).toBe(true)
+    expect(result.acceptedBadHandshakes, report).toBe(0)
+    expect(result.stateChanges, report).toBe(0)
+    expect(result.servesWrites, report).toBe(true)
+    // Every kind of input was thrown, handshakes were refused and frames were read.
+    for (const kind of ["handshake", "replay", "raw", "wsHeader", "frame"]) expect(result.byKind[kind] ?? 0, report).toBeGreaterThan(0)
+    expect(result.refusedHandshakes, report).toBeGreaterThan(0)
+    expect(result.framesAcknowledged, report).toBeGreaterThan(0)
   })
 })

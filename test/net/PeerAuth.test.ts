@@ -18,6 +18,9 @@ describe("PeerAuth handshake", () => {
     expect(v.verify(url(toQuery(sign(deriveKey("wrong"), "prod", 1, 2, now))), now)).toMatchObject({ ok: false, reason: expect.stringContaining("MAC") })
     expect(v.verify(url(toQuery(sign(deriveKey(secret), "staging", 1, 2, now))), now)).toMatchObject({ ok: false, reason: expect.stringContaining("MAC") })
     expect(v.verify(url(toQuery(sign(deriveKey(secret), "prod", 1, 3, now))), now)).toMatchObject({ ok: false, reason: expect.stringContaining("addressed to node 3") })
+    // Signed with the secret, but "from" the receiver itself (the peer fuzzer found that such a
+    // connection's messages reach Raft as the node's own and can stop a leader from committing).
+    expect(v.verify(url(toQuery(sign(deriveKey(secret), "prod", 2, 2, now))), now)).toMatchObject({ ok: false, reason: expect.stringContaining("this node itself") })
     expect(v.verify(url(toQuery(sign(deriveKey(secret), "prod", 1, 2, now - 31_000))), now)).toMatchObject({ ok: false, reason: expect.stringContaining("stale") })
     expect(v.verify(url(toQuery(sign(deriveKey(secret), "prod", 1, 2, now + 31_000))), now)).toMatchObject({ ok: false })
     expect(v.verify("/raft", now)).toMatchObject({ ok: false, reason: expect.stringContaining("malformed") })

@@ -426,6 +426,24 @@ describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evalua
     })
   })
 
+  it("with Tailscale discovery, starts after tailscaled with its CLI on the unit's PATH (and only then)", () => {
+    const tailscaleSamples = sampleNames("valid").filter(
+      (name) => (JSON.parse(result(name).rendered) as { discovery?: string }).discovery === "tailscale"
+    )
+    expect(tailscaleSamples.length).toBeGreaterThanOrEqual(2)
+    for (const name of sampleNames("valid")) {
+      const r = result(name)
+      const tailscale = tailscaleSamples.includes(name)
+      expect(r.after.includes("tailscaled.service"), name).toBe(tailscale)
+      // The stand-in for NixOS' services.tailscale.package (test/nix/stubs.nix) is named "tailscale".
+      expect(r.path.includes("tailscale"), name).toBe(tailscale)
+      const config = JSON.parse(r.rendered) as { peers: ReadonlyArray<unknown>; tailscaleBinary?: string }
+      if (tailscale) expect(config.peers, name).toEqual([])
+      // Found on PATH: the rendered file names no tailscale binary.
+      expect(config.tailscaleBinary, name).toBeUndefined()
+    }
+  })
+
   it("never lets a configuration through whose file the daemon would reject", () => {
     // For every sample that evaluates: schema rejects the file => the module's assertions fire.
     for (const [name, s] of Object.entries(evaluation.samples)) {

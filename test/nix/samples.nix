@@ -501,6 +501,86 @@ in
 
   # --- inconsistent: the module's assertions must fire -------------------------------------------
 
+  # Tailscale discovery: no peers, tailscaled's CLI on the unit's PATH, started after tailscaled.
+  tailscale-member = {
+    module = {
+      services.tailscale.enable = true;
+      services.blixard = {
+        enable = true;
+        nodeId = 2;
+        tailscale.enable = true;
+      };
+    };
+    expect = {
+      settings = {
+        id = 2;
+        bind = "0.0.0.0:7001";
+        peers = [ ];
+        discovery = "tailscale";
+        tailscaleTag = "tag:blixard";
+        dataDir = "/var/lib/blixard";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "127.0.0.1:7001";
+        tmpfiles = [ "d '/var/lib/microvms' 0755 root root - -" ];
+      };
+    };
+  };
+
+  # The node that founds the cluster, with a tag of its own.
+  tailscale-bootstrap = {
+    module = {
+      services.tailscale.enable = true;
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        tailscale = {
+          enable = true;
+          tag = "tag:vm-hosts";
+          bootstrap = true;
+        };
+        clusterSecretFile = "/run/secrets/blixard-cluster";
+      };
+    };
+    expect = {
+      settings = {
+        id = 1;
+        bind = "0.0.0.0:7001";
+        peers = [ ];
+        discovery = "tailscale";
+        tailscaleTag = "tag:vm-hosts";
+        bootstrap = true;
+        dataDir = "/var/lib/blixard";
+        clusterSecretFile = "/run/credentials/blixard.service/cluster-secret";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ "cluster-secret:/run/secrets/blixard-cluster" ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "127.0.0.1:7001";
+      };
+    };
+  };
+
   systemd-without-microvm = {
     module = {
       services.blixard = {
@@ -746,6 +826,43 @@ in
     };
   };
 
+  tailscale-with-peers = {
+    module = {
+      services.tailscale.enable = true;
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        tailscale.enable = true;
+        advertise = "10.0.0.1:7001";
+        peers = [
+          {
+            id = 2;
+            address = "10.0.0.2:7001";
+          }
+        ];
+      };
+    };
+    expect = {
+      assertions = [ "services.blixard.peers must be empty with services.blixard.tailscale.enable" ];
+      # The schema checks each key alone; the daemon refuses the pair when it resolves its settings.
+      schemaAccepts = true;
+    };
+  };
+
+  tailscale-without-tailscaled = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        tailscale.enable = true;
+      };
+    };
+    expect = {
+      assertions = [ "set services.tailscale.enable = true" ];
+      schemaAccepts = true;
+    };
+  };
+
   # --- values the options' types refuse: evaluation fails, nothing is rendered ----------------------
 
   bad-bind = {
@@ -808,5 +925,20 @@ in
       };
     };
     expect.evalError = "services.blixard.apiTokenFile";
+  };
+
+  tailscale-bad-tag = {
+    module = {
+      services.tailscale.enable = true;
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        tailscale = {
+          enable = true;
+          tag = "blixard";
+        };
+      };
+    };
+    expect.evalError = "services.blixard.tailscale.tag";
   };
 }

@@ -199,6 +199,15 @@ in
           type = types.attrsOf (types.submodule unitModule);
           default = { };
         };
+        # nixos/modules/services/networking/tailscale.nix: what services.blixard.tailscale reads.
+        services.tailscale.enable = mkOption {
+          type = types.bool;
+          default = false;
+        };
+        services.tailscale.package = mkOption {
+          type = types.package;
+          default = fakeDrv "tailscale";
+        };
         nix.package = mkOption {
           type = types.package;
           default = fakeDrv "nix";

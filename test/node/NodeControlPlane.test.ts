@@ -162,7 +162,7 @@ describe("NodeControlPlane", () => {
       expect((yield* cluster.node(leader).status).confState.voters).toContain(wiped)
       // What the daemon asks before starting its Raft node gives the same answer.
       const remote = (addr: string) => plane(Number(addr.split(":")[1]) - 7000)
-      const peers = [{ id: leader, address: address(leader) }]
+      const peers = [{ name: `node ${leader}`, address: address(leader) }]
       const check = (node: number) =>
         Effect.either(Daemon.refuseAmnesia({ node: NodeId.make(node), peers, remote, dataDir: "/data", incarnation: "fresh" }))
       const before = yield* cluster.drive(check(wiped))
