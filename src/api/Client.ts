@@ -17,7 +17,7 @@ import type { Labels } from "../domain/Labels.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
-import type { VmSpec } from "../domain/VmSpec.js"
+import type { VmChanges, VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { BlixardApi, type Health } from "./Api.js"
 
@@ -53,6 +53,7 @@ export interface ApiClientShape {
   /** Answers the VM as it was when deleted. */
   readonly deleteVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly setVmLabels: (name: VmName, labels: Labels, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly updateVm: (name: VmName, changes: VmChanges, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly listNodes: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly cordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly uncordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
@@ -173,6 +174,8 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
         call(api.vms.delete({ path: { name }, urlParams: body(write), headers: headersOf(write) })),
       setVmLabels: (name, labels, write) =>
         call(api.vms.setLabels({ path: { name }, payload: { labels, ...body(write) }, headers: headersOf(write) })),
+      updateVm: (name, changes, write) =>
+        call(api.vms.update({ path: { name }, payload: { ...changes, ...body(write) }, headers: headersOf(write) })),
       listNodes: (read) => call(api.nodes.list({ urlParams: urlParamsOf(read) })),
       cordon: (id, write) => call(api.nodes.cordon({ path: { id }, headers: headersOf(write) })),
       uncordon: (id, write) => call(api.nodes.uncordon({ path: { id }, headers: headersOf(write) })),

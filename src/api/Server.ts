@@ -90,6 +90,7 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     stop: ({ headers, path, payload }) => plane.stopVm(path.name, writeOptions(headers, payload.ifRevision)),
     delete: ({ headers, path, urlParams }) => plane.deleteVm(path.name, writeOptions(headers, urlParams.ifRevision)),
     reportStatus: ({ path, payload }) => plane.reportVmStatus(path.name, payload.node, payload.status),
+    update: ({ headers, path, payload: { ifRevision, ...changes } }) => plane.updateVm(path.name, changes, writeOptions(headers, ifRevision)),
     setLabels: ({ headers, path, payload }) => plane.setVmLabels(path.name, payload.labels, writeOptions(headers, payload.ifRevision))
   },
   nodes: {

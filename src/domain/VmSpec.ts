@@ -59,6 +59,15 @@ export const parseConstraint = (text: string): { key: string; op: "eq" | "neq"; 
 export const RestartPolicy = Schema.Literal("always", "on-failure", "never")
 export type RestartPolicy = typeof RestartPolicy.Type
 
+/** What `vm update` may change (absent: kept); at least one field. */
+export const VmChanges = Schema.Struct({
+  source: Schema.optionalWith(ConfigSource, { exact: true }),
+  vcpus: Schema.optionalWith(Vcpus, { exact: true }),
+  memoryMiB: Schema.optionalWith(MemoryMiB, { exact: true }),
+  restartPolicy: Schema.optionalWith(RestartPolicy, { exact: true })
+})
+export type VmChanges = typeof VmChanges.Type
+
 /** Everything a user declares about a VM. */
 export class VmSpec extends Schema.Class<VmSpec>("VmSpec")({
   name: VmName,

@@ -131,6 +131,7 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
     stopVm: (name, o) => client.stopVm(name, write(o)),
     deleteVm: (name, o) => client.deleteVm(name, write(o)),
     setVmLabels: (name, labels, o) => client.setVmLabels(name, labels, write(o)),
+    updateVm: (name, changes, o) => client.updateVm(name, changes, write(o)),
     listNodes: (mode) => client.listNodes(read(mode)),
     setNodeState: (id, state, o) =>
       state === "active" ? client.uncordon(id, write(o)) : state === "cordoned" ? client.cordon(id, write(o)) : client.drain(id, write(o)),
