@@ -315,7 +315,9 @@ export class ClusterState {
       },
       trusted
     )
+    // Giving the source again after a failed build is a retry: a new generation to build.
     const rebuild =
+      (command.source !== undefined && vm.status.build?.state === "failed") ||
       JSON.stringify(sourceJson(spec.source)) !== JSON.stringify(sourceJson(vm.spec.source)) ||
       spec.vcpus !== vm.spec.vcpus ||
       spec.memoryMiB !== vm.spec.memoryMiB
