@@ -436,7 +436,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         runner.generation = record.generation ?? 0
         runner.lastError = undefined
         runner.exitCode = undefined
-        yield* Effect.logInfo(`${who(name)} is running (pid ${pid}, spec generation ${runner.generation})`)
+        yield* Effect.logInfo(`${who(name)} is running (pid ${pid})`)
         enqueue(name, record, { phase: "running", since: runner.since, restarts: runner.restarts, pid })
       })
 

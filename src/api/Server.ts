@@ -43,6 +43,7 @@ import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { type Access, type AuthOptions, EndpointAccess, forbidden, makeAuthenticate, permits } from "./Auth.js"
 import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
 import * as PeerTransport from "../net/PeerTransport.js"
+import type { RawRoute } from "./VmLogsRoute.js"
 import type { PeerEndpoint } from "../net/PeerTransport.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +138,8 @@ export interface ApiOptions {
   readonly auth?: AuthOptions | undefined
   /** Log every request, its status and duration (default false: nothing is logged per request). */
   readonly logRequests?: boolean | undefined
+  /** Endpoints answering other than one JSON value (e.g. a streamed log), checked before the route table. */
+  readonly rawRoutes?: ReadonlyArray<RawRoute> | undefined
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -501,6 +504,12 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     if (path === "/openapi.json" && (method === "GET" || method === "HEAD")) {
       const refused = refusal(request, "read", `${method} ${path}`)
       return refused !== undefined ? fail(request, response, refused) : send(response, 200, document, "application/json")
+    }
+    for (const raw of options.rawRoutes ?? []) {
+      const matched = raw.method === method ? raw.path.exec(path) : null
+      if (matched === null) continue
+      const refused = refusal(request, raw.access, `${method} ${path}`)
+      return refused !== undefined ? fail(request, response, refused) : raw.handle(request, response, matched, runFork)
     }
     const where = `${method} ${path}`
     const found = match(table, method, path)

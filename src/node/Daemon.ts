@@ -42,6 +42,8 @@ import * as RaftNode from "../raft/RaftNode.js"
 import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
+import * as VmLogs from "../vm/VmLogs.js"
+import * as VmLogsRoute from "../api/VmLogsRoute.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, type NodeConfig } from "./Config.js"
@@ -296,6 +298,19 @@ export const run = (config: NodeConfig) =>
       const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
       const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy })
 
+      // `vm logs`: served from this node's disk, or forwarded to the hosting node with this node's credential.
+      const vmLogs = VmLogsRoute.route({
+        node: NodeId.make(node),
+        locate: VmLogsRoute.locateIn(NodeId.make(node), { get: (name) => state.current.vms.get(name) }, { get: (id) => state.current.nodes.get(id) }),
+        local: (request) =>
+          VmLogs.stream(
+            { backend: config.vmBackend, stateDir: config.microvmStateDir, node: NodeId.make(node), cluster: () => state.current.clusterId },
+            request
+          ),
+        credential,
+        connectTimeoutMs: config.timeouts.requestMs
+      })
+
       // One port: the REST API and the peers' /raft endpoint.
       const { host, port } = splitHostPort(config.bind)
       yield* Layer.build(
@@ -308,7 +323,8 @@ export const run = (config: NodeConfig) =>
             clusterSecret: secret,
             nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
             tokens: (id) => state.current.tokens.get(id)
-          }
+          },
+          rawRoutes: [vmLogs]
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))
