@@ -73,6 +73,7 @@ const trivialControlPlane = (): ControlPlaneShape => {
           )
       ),
     listVms: () => unused("listVms"),
+    updateVm: () => unused("updateVm"),
     getVm: () => unused("getVm"),
     startVm: () => unused("startVm"),
     stopVm: () => unused("stopVm"),

@@ -84,7 +84,7 @@
  * VM) on its next round; a status equal to the last one sent (or to the replicated one) is not sent.
  */
 import type { Duration, Scope } from "effect"
-import { Clock, Effect, Queue, Stream } from "effect"
+import { Clock, Effect, Fiber, Queue, Stream } from "effect"
 import type { ClusterState } from "../cluster/ClusterState.js"
 import { type BlixardError, formatError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
@@ -92,7 +92,7 @@ import type { VmName } from "../domain/VmName.js"
 import * as Metrics from "../metrics/Metrics.js"
 import type { RestartPolicy } from "../domain/VmSpec.js"
 import type { VmPhase, VmRecord } from "../domain/VmStatus.js"
-import { VmStatus } from "../domain/VmStatus.js"
+import { BuildProgress, VmStatus } from "../domain/VmStatus.js"
 import type { RunnerExit, RunnerObservation, RunnerState } from "../vm/VmBackend.js"
 import { VmBackend } from "../vm/VmBackend.js"
 
@@ -134,6 +134,8 @@ export interface AgentOptions {
   readonly reportTimeoutMs?: number | undefined
   /** The lease and the watchdog outside the daemon; absent, fencing works only while the daemon runs. */
   readonly hostFence?: HostFence | undefined
+  /** A build's progress (its newest output line) is reported at most this often (default 2 s). */
+  readonly progressEveryMs?: number | undefined
 }
 
 /** What the agent knows of one runner on this node. */
@@ -147,6 +149,12 @@ interface Runner {
   notBefore: number
   lastError: string | undefined
   exitCode: number | undefined
+  /** The spec generation the runner was prepared from (see `VmRecord.generation`). */
+  generation: number
+  /** A build under way, or the last one that failed; reported with every status. */
+  build: BuildProgress | undefined
+  /** An update to this generation failed to build: not tried again until the spec changes. */
+  failedGeneration: number | undefined
   /**
    * Exited and the restart policy said no, and the `failed` status is still on its way to the
    * cluster; once it is out of the outbox, the replicated status decides (see `reconcile`).
@@ -164,7 +172,18 @@ export interface Agent {
 const MaxError = 4096
 
 const statusKey = (s: VmStatus): string =>
-  JSON.stringify([s.phase, s.pid ?? null, s.exitCode ?? null, s.lastError ?? null, s.restarts])
+  JSON.stringify([
+    s.phase,
+    s.pid ?? null,
+    s.exitCode ?? null,
+    s.lastError ?? null,
+    s.restarts,
+    s.generation ?? null,
+    s.build === undefined ? null : [s.build.state, s.build.generation, s.build.lastLine ?? null]
+  ])
+
+/** The longest build output line a status carries. */
+const MaxBuildLine = 512
 
 const describeExit = (exit: { readonly exitCode: number | undefined; readonly signal: string | undefined }): string =>
   exit.signal !== undefined
@@ -198,6 +217,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
     const fenceStopTimeout: Duration.DurationInput = `${options.fenceStopTimeoutMs ?? DefaultFenceStopTimeoutMs} millis`
     const reportTimeout: Duration.DurationInput = `${options.reportTimeoutMs ?? 5000} millis`
     const who = (name: string) => `node ${self}: VM "${name}"`
+    const progressEveryMs = options.progressEveryMs ?? 2000
 
     const runners = new Map<VmName, Runner>()
     /** Exits seen on the subscription, not yet handled. */
@@ -243,13 +263,17 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       readonly exitCode?: number | undefined
       readonly lastError?: string | undefined
     }) => {
+      // What is known of the runner's build goes with every status of the VM.
+      const runner = runners.get(name)
       const status = new VmStatus({
         phase: fields.phase,
         since: fields.since,
         restarts: fields.restarts,
         ...(fields.pid !== undefined ? { pid: fields.pid } : {}),
         ...(fields.exitCode !== undefined ? { exitCode: fields.exitCode } : {}),
-        ...(fields.lastError !== undefined ? { lastError: fields.lastError.slice(0, MaxError) } : {})
+        ...(fields.lastError !== undefined ? { lastError: fields.lastError.slice(0, MaxError) } : {}),
+        ...(fields.phase === "running" && runner !== undefined ? { generation: runner.generation } : {}),
+        ...(runner?.build !== undefined ? { build: runner.build } : {})
       })
       const queue = outbox.get(name) ?? []
       const previous = queue.length > 0 ? statusKey(queue[queue.length - 1]!) : sent.get(name) ?? statusKey(record.status)
@@ -309,6 +333,9 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       notBefore: 0,
       lastError: undefined,
       exitCode: undefined,
+      generation: record.status.generation ?? 0,
+      build: undefined,
+      failedGeneration: record.status.build?.state === "failed" ? record.status.build.generation : undefined,
       gaveUp: false
     })
 
@@ -352,6 +379,79 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         }
       })
 
+    /**
+     * `prepare` (build or link the runner) of `record`'s spec, reporting its progress as the VM's
+     * `build` (the newest output line, at most every `progressEveryMs`): `phase` and `pid` are what
+     * the VM is meanwhile (`starting`, or `running` on the old runner during an update).
+     */
+    const build = (name: VmName, record: VmRecord, runner: Runner, during: { readonly phase: VmPhase; readonly since: number }) =>
+      Effect.gen(function* () {
+        const generation = record.generation ?? 0
+        const startedAt = yield* Clock.currentTimeMillis
+        runner.build = new BuildProgress({ state: "building", generation, startedAt })
+        const report = Effect.sync(() =>
+          enqueue(name, record, { ...during, restarts: runner.restarts, pid: runner.pid, exitCode: runner.exitCode, lastError: runner.lastError })
+        )
+        const onProgress = (line: string) =>
+          Effect.sync(() => {
+            const lastLine = line.length > MaxBuildLine ? `${line.slice(0, MaxBuildLine - 1)}…` : line
+            if (lastLine !== "") runner.build = new BuildProgress({ state: "building", generation, startedAt, lastLine })
+          })
+        // A build that takes a while shows in the VM's status, its newest line every
+        // `progressEveryMs` (not every line: each report is a replicated write); a quick one (a
+        // prebuilt runner linked) does not.
+        const ticker = yield* Effect.fork(Effect.forever(Effect.zipRight(Effect.sleep(`${progressEveryMs} millis`), report)))
+        const result = yield* Effect.either(backend.prepare(record.spec, onProgress))
+        yield* Fiber.interrupt(ticker)
+        const lastLine = runner.build.lastLine
+        runner.build =
+          result._tag === "Left" ? new BuildProgress({ state: "failed", generation, startedAt, ...(lastLine !== undefined ? { lastLine } : {}) }) : undefined
+        return result
+      })
+
+    /** Starts the runner under the lock the fencing watchdog takes, if this node may still start it; or says why not. */
+    const launch = (name: VmName) =>
+      startLock.withPermits(1)(
+        Effect.gen(function* () {
+          // A build may take minutes: check again that this node may still start it (contact with
+          // the quorum, still placed here, still wanted).
+          const { mayStart } = yield* assess
+          const latest = options.state().vms.get(name)
+          if (!mayStart || !placedHere(latest) || latest.desired !== "running" || latest.status.phase === "failed") {
+            return "fenced, or the VM changed meanwhile"
+          }
+          // Read after `assess` renewed the lease (the order `Watchdog.ts` relies on).
+          const blocked = hostFence === undefined ? undefined : yield* hostFence.startBlocked
+          return blocked ?? (yield* backend.start(name))
+        })
+      )
+
+    /** A start or restart failed: back off, and report it (`starting` with the error). */
+    const startFailed = (name: VmName, record: VmRecord, runner: Runner, error: Parameters<typeof formatError>[0]) =>
+      Effect.gen(function* () {
+        const after = yield* Clock.currentTimeMillis
+        Metrics.agentStarts.unsafeUpdate(1, startResult.failed)
+        runner.failures++
+        const delay = backoffMs(runner.failures, backoff)
+        runner.notBefore = after + delay
+        // With its code: e.g. BLX_VM_DIR_FOREIGN, a directory of microvm.nix's own under the VM's name.
+        runner.lastError = formatError(error)
+        yield* Effect.logWarning(`${who(name)}: starting failed (${runner.lastError}); retrying in ${delay} ms`)
+        enqueue(name, record, { phase: "starting", since: after, restarts: runner.restarts, lastError: runner.lastError })
+      })
+
+    const started = (name: VmName, record: VmRecord, runner: Runner, pid: number) =>
+      Effect.gen(function* () {
+        Metrics.agentStarts.unsafeUpdate(1, startResult.ok)
+        runner.pid = pid
+        runner.since = yield* Clock.currentTimeMillis
+        runner.generation = record.generation ?? 0
+        runner.lastError = undefined
+        runner.exitCode = undefined
+        yield* Effect.logInfo(`${who(name)} is running (pid ${pid})`)
+        enqueue(name, record, { phase: "running", since: runner.since, restarts: runner.restarts, pid })
+      })
+
     const start = (name: VmName, runner: Runner) =>
       Effect.gen(function* () {
         // Re-read: `confirmFresh` may have brought news (deleted, stopped, moved away).
@@ -360,47 +460,54 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         const now = yield* Clock.currentTimeMillis
         yield* Effect.logInfo(`${who(name)}: preparing and starting its runner${runner.failures > 0 ? ` (attempt ${runner.failures + 1})` : ""}`)
         enqueue(name, record, { phase: "starting", since: now, restarts: runner.restarts, exitCode: runner.exitCode, lastError: runner.lastError })
-        const result = yield* backend.prepare(record.spec).pipe(
-          // A build may take minutes: check again, under the lock the fencing watchdog takes, that
-          // this node may still start it (contact with the quorum, still placed here, still wanted).
-          Effect.zipRight(
-            startLock.withPermits(1)(
-              Effect.gen(function* () {
-                const { mayStart } = yield* assess
-                const latest = options.state().vms.get(name)
-                if (!mayStart || !placedHere(latest) || latest.desired !== "running" || latest.status.phase === "failed") {
-                  return "fenced, or the VM changed meanwhile"
-                }
-                // Read after `assess` renewed the lease (the order `Watchdog.ts` relies on).
-                const blocked = hostFence === undefined ? undefined : yield* hostFence.startBlocked
-                return blocked ?? (yield* backend.start(name))
-              })
-            )
-          ),
-          Effect.either
-        )
-        const after = yield* Clock.currentTimeMillis
-        if (result._tag === "Left") {
-          Metrics.agentStarts.unsafeUpdate(1, startResult.failed)
-          runner.failures++
-          const delay = backoffMs(runner.failures, backoff)
-          runner.notBefore = after + delay
-          // With its code: e.g. BLX_VM_DIR_FOREIGN, a directory of microvm.nix's own under the VM's name.
-          const error = formatError(result.left)
-          runner.lastError = error
-          yield* Effect.logWarning(`${who(name)}: starting failed (${error}); retrying in ${delay} ms`)
-          enqueue(name, record, { phase: "starting", since: after, restarts: runner.restarts, lastError: error })
-        } else if (typeof result.right === "string") {
-          yield* Effect.logInfo(`${who(name)}: not starting after all (${result.right}); the next round decides`)
-        } else {
-          Metrics.agentStarts.unsafeUpdate(1, startResult.ok)
-          runner.pid = result.right
-          runner.since = after
-          runner.lastError = undefined
-          runner.exitCode = undefined
-          yield* Effect.logInfo(`${who(name)} is running (pid ${result.right})`)
-          enqueue(name, record, { phase: "running", since: after, restarts: runner.restarts, pid: result.right })
+        const built = yield* build(name, record, runner, { phase: "starting", since: now })
+        if (built._tag === "Left") return yield* startFailed(name, record, runner, built.left)
+        const result = yield* Effect.either(launch(name))
+        if (result._tag === "Left") return yield* startFailed(name, record, runner, result.left)
+        if (typeof result.right === "string") {
+          return yield* Effect.logInfo(`${who(name)}: not starting after all (${result.right}); the next round decides`)
         }
+        yield* started(name, record, runner, result.right)
+      })
+
+    /**
+     * `vm update` (microvm.nix's `microvm -u`): the runner of the record's newer generation is built
+     * while the old one keeps running; once built, the old one is stopped and the new one started.
+     * A failed build leaves the old runner running, its status saying why (not retried until the
+     * spec changes again).
+     */
+    const update = (name: VmName, runner: Runner) =>
+      Effect.gen(function* () {
+        const record = options.state().vms.get(name)
+        const generation = record?.generation ?? 0
+        if (!placedHere(record) || record.desired !== "running" || runner.pid === undefined || generation <= runner.generation) return
+        yield* Effect.logInfo(`${who(name)}: building spec generation ${generation} while its runner (pid ${runner.pid}, generation ${runner.generation}) keeps running`)
+        const built = yield* build(name, record, runner, { phase: "running", since: runner.since })
+        if (built._tag === "Left") {
+          runner.failedGeneration = generation
+          runner.lastError = `update to spec generation ${generation} failed; the VM keeps running generation ${runner.generation}: ${formatError(built.left)}`
+          yield* Effect.logWarning(`${who(name)}: ${runner.lastError}`)
+          enqueue(name, record, { phase: "running", since: runner.since, restarts: runner.restarts, pid: runner.pid, lastError: runner.lastError })
+          return
+        }
+        // Stopped outside the start lock (a stop may take its whole grace; the fencing watchdog must
+        // not wait for it), started under it, as any start.
+        yield* Effect.logInfo(`${who(name)}: generation ${generation} built; restarting onto it (stopping pid ${runner.pid})`)
+        const stopped = yield* Effect.either(backend.stop(name, stopTimeout))
+        if (stopped._tag === "Left") {
+          runner.notBefore = (yield* Clock.currentTimeMillis) + backoffMs(++runner.failures, backoff)
+          runner.lastError = `update to spec generation ${generation}: stopping the old runner failed: ${formatError(stopped.left)}`
+          yield* Effect.logWarning(`${who(name)}: ${runner.lastError}`)
+          enqueue(name, record, { phase: "running", since: runner.since, restarts: runner.restarts, pid: runner.pid, lastError: runner.lastError })
+          return
+        }
+        runner.pid = undefined
+        const result = yield* Effect.either(launch(name))
+        if (result._tag === "Left") return yield* startFailed(name, record, runner, result.left)
+        if (typeof result.right === "string") {
+          return yield* Effect.logInfo(`${who(name)}: stopped for its update, not started after all (${result.right}); the next round decides`)
+        }
+        yield* started(name, record, runner, result.right)
       })
 
     const stopHere = (name: VmName, runner: Runner) =>
@@ -479,6 +586,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       for (const [name, vm] of state.vms) if (vm.node === self) names.add(name as VmName)
 
       const toStart: Array<VmName> = []
+      const toUpdate: Array<VmName> = []
       const orphans: Array<RunnerObservation> = []
       for (const name of [...names].sort()) {
         const record = state.vms.get(name)
@@ -523,7 +631,11 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         }
         if (runner.pid !== undefined) {
           if (runner.failures > 0 && now - runner.since >= backoff.maxMs) runner.failures = 0
-          enqueue(name, record, { phase: "running", since: runner.since, restarts: runner.restarts, pid: runner.pid })
+          const generation = record.generation ?? 0
+          if (generation > runner.generation && runner.failedGeneration !== generation && mayStart && now >= runner.notBefore) {
+            toUpdate.push(name)
+          }
+          enqueue(name, record, { phase: "running", since: runner.since, restarts: runner.restarts, pid: runner.pid, lastError: runner.lastError })
           continue
         }
         // Once the `failed` status has left the outbox (reported, or dropped because the VM was
@@ -537,7 +649,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
 
       // Removing state and starting runners act on the state's word: make sure it is current (a
       // restarted daemon may not have re-applied its log yet, and would take its VMs for orphans).
-      if (toStart.length === 0 && orphans.length === 0) return
+      if (toStart.length === 0 && toUpdate.length === 0 && orphans.length === 0) return
       if (options.confirmFresh !== undefined) {
         const ok = yield* options.confirmFresh.pipe(
           Effect.as(true),
@@ -553,6 +665,10 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       for (const name of toStart) {
         const runner = runners.get(name)
         if (runner !== undefined) yield* start(name, runner)
+      }
+      for (const name of toUpdate) {
+        const runner = runners.get(name)
+        if (runner !== undefined && !fenced) yield* update(name, runner)
       }
     })
 

@@ -16,7 +16,7 @@ import { NodeListParams, VmListParams } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import { VmName } from "../domain/VmName.js"
-import { VmSpecBody } from "../domain/VmSpec.js"
+import { VmChanges, VmSpecBody } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { EndpointAccess } from "./Auth.js"
 
@@ -78,6 +78,12 @@ export const UpdateBody = Schema.Struct({ ifRevision: Revision }).annotations(st
 export const LabelsBody = Schema.Struct({ labels: Labels, ifRevision: Revision }).annotations(
   strict('{ "labels": { "zone": "a" }, "ifRevision": 3 }')
 )
+export const UpdateVmBody = Schema.Struct({ ...VmChanges.fields, ifRevision: Revision }).pipe(
+  Schema.filter((body) =>
+    body.source !== undefined || body.vcpus !== undefined || body.memoryMiB !== undefined || body.restartPolicy !== undefined ||
+    "an update changes at least one of source, vcpus, memoryMiB, restartPolicy"
+  )
+).annotations(strict('{ "source": { "_tag": "Runner", "path": "/nix/store/…" }, "vcpus": 2, "ifRevision": 3 }'))
 /** What a node's agent observed of a VM it hosts. */
 export const StatusReportBody = Schema.Struct({ node: NodeId, status: VmStatus })
 export const JoinBody = Schema.Struct({ id: NodeId, address: HostPort }).annotations(
@@ -93,6 +99,7 @@ export class VmsApi extends HttpApiGroup.make("vms")
   .add(HttpApiEndpoint.post("stop")`/v1/vms/${name}/stop`.setPayload(UpdateBody).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
   .add(HttpApiEndpoint.del("delete")`/v1/vms/${name}`.setUrlParams(Schema.Struct({ ifRevision: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.positive()), { exact: true }) })).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
   .add(HttpApiEndpoint.put("reportStatus")`/v1/vms/${name}/status`.setPayload(StatusReportBody).addSuccess(Schema.Void).annotate(EndpointAccess, "node"))
+  .add(HttpApiEndpoint.patch("update")`/v1/vms/${name}`.setPayload(UpdateVmBody).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
   .add(HttpApiEndpoint.put("setLabels")`/v1/vms/${name}/labels`.setPayload(LabelsBody).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
   .middleware(Authorization) {}
 

@@ -8,7 +8,7 @@
  * (`await import(".../api/Client.js")`) inside the command that talks to a node.
  */
 import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
-import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema } from "effect"
+import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
@@ -18,7 +18,7 @@ import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
-import type { VmSpec } from "../domain/VmSpec.js"
+import type { VmChanges, VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { BlixardApi, type Health } from "./Api.js"
 
@@ -55,6 +55,12 @@ export interface ApiClientShape {
   /** Answers the VM as it was when deleted. */
   readonly deleteVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly setVmLabels: (name: VmName, labels: Labels, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  readonly updateVm: (name: VmName, changes: VmChanges, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  /**
+   * The VM's log (`GET /v1/vms/NAME/logs`) as text chunks, from whichever node hosts it; with
+   * `follow`, until the stream is interrupted. Only the answer's start is bounded by the timeout.
+   */
+  readonly vmLogs: (name: VmName, options: { readonly follow: boolean; readonly tail?: number | undefined }) => Stream.Stream<string, BlixardError>
   readonly listNodes: (options?: ReadOptions & NodeQuery) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly cordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly uncordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
@@ -171,8 +177,54 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
     const body = (options: WriteOptions | undefined) =>
       options?.ifRevision === undefined ? {} : { ifRevision: options.ifRevision }
 
+    const vmLogs: ApiClientShape["vmLogs"] = (name, request) =>
+      Stream.async<string, BlixardError>((emit) => {
+        const controller = new AbortController()
+        let answered = false
+        const timer = setTimeout(() => {
+          if (answered) return
+          void emit.fail(new Timeout({ message: `the node at ${addr} did not answer within ${Duration.format(timeout)}`, subject: addr }))
+          controller.abort()
+        }, Duration.toMillis(timeout))
+        const query = `follow=${request.follow}${request.tail !== undefined ? `&tail=${request.tail}` : ""}`
+        const secret = token === undefined ? undefined : typeof token === "string" ? token : Redacted.value(token)
+        const read = async () => {
+          const answer = await fetch(`${baseUrlOf(addr)}/v1/vms/${encodeURIComponent(name)}/logs?${query}`, {
+            headers: secret === undefined ? {} : { authorization: `Bearer ${secret}` },
+            signal: controller.signal
+          })
+          answered = true
+          clearTimeout(timer)
+          if (!answer.ok || answer.body === null) {
+            const body: unknown = await answer.json().catch(() => undefined)
+            const decoded = decodeBlixardError(body)
+            return void emit.fail(
+              decoded._tag === "Some"
+                ? decoded.value
+                : new Unavailable({ subject: addr, message: `the node at ${addr} answered HTTP ${answer.status} to the log request` })
+            )
+          }
+          const decoder = new TextDecoder()
+          for await (const bytes of answer.body) {
+            const text = decoder.decode(bytes as Uint8Array, { stream: true })
+            if (text !== "") await emit.single(text)
+          }
+          void emit.end()
+        }
+        read().catch((e: unknown) => {
+          clearTimeout(timer)
+          if (controller.signal.aborted) return
+          void emit.fail(answered ? new Unavailable({ subject: addr, message: `the log stream from ${addr} broke: ${String(e)}` }) : unreachable(addr))
+        })
+        return Effect.sync(() => {
+          clearTimeout(timer)
+          controller.abort()
+        })
+      })
+
     return {
       addr,
+      vmLogs,
       listVms: (read) => call(api.vms.list({ urlParams: { ...queryOf(read), ...urlParamsOf(read) } })),
       getVm: (name, read) => call(api.vms.get({ path: { name }, urlParams: urlParamsOf(read) })),
       createVm: (spec, write) =>
@@ -183,7 +235,10 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
         call(api.vms.delete({ path: { name }, urlParams: body(write), headers: headersOf(write) })),
       setVmLabels: (name, labels, write) =>
         call(api.vms.setLabels({ path: { name }, payload: { labels, ...body(write) }, headers: headersOf(write) })),
+      updateVm: (name, changes, write) =>
+        call(api.vms.update({ path: { name }, payload: { ...changes, ...body(write) }, headers: headersOf(write) })),
       listNodes: (read) => call(api.nodes.list({ urlParams: { ...queryOf(read), ...urlParamsOf(read) } })),
+
       cordon: (id, write) => call(api.nodes.cordon({ path: { id }, headers: headersOf(write) })),
       uncordon: (id, write) => call(api.nodes.uncordon({ path: { id }, headers: headersOf(write) })),
       drain: (id, write) => call(api.nodes.drain({ path: { id }, headers: headersOf(write) })),

@@ -12,7 +12,7 @@ import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
-import type { VmSpec } from "../domain/VmSpec.js"
+import type { VmChanges, VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import type { SnapshotHeader } from "../cluster/SnapshotFile.js"
 import type { Health } from "./Api.js"
@@ -47,6 +47,8 @@ export interface ControlPlaneShape {
   readonly startVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly stopVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly deleteVm: (name: VmName, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
+  /** `vm update`: a new runner source, resources or restart policy (see `Command.UpdateVm`). */
+  readonly updateVm: (name: VmName, changes: VmChanges, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly setVmLabels: (name: VmName, labels: Labels, options: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   /** The nodes `query` selects (default: all), by id. */
   readonly listNodes: (read: ReadMode, query?: NodeQuery) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>

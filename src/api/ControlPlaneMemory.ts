@@ -211,6 +211,13 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
           (before) => bump(before, {})
         )
       ),
+    updateVm: (name, changes, options) =>
+      Effect.zipRight(
+        Effect.sync(() => note({ method: "updateVm", subject: name, write: options })),
+        write(name, options, (vm) =>
+          vm === undefined ? Effect.fail(notFound(name)) : Effect.succeed(bump(vm, { spec: new VmSpec({ ...vm.spec, ...changes }) }))
+        )
+      ),
     setVmLabels: (name, labels, options) =>
       Effect.zipRight(
         Effect.sync(() => note({ method: "setVmLabels", subject: name, write: options })),

@@ -51,6 +51,7 @@ import * as ApiMetrics from "../metrics/ApiMetrics.js"
 import * as Prometheus from "../metrics/Prometheus.js"
 import * as PeerTransport from "../net/PeerTransport.js"
 import * as SnapshotHttp from "./SnapshotHttp.js"
+import type { RawRoute } from "./VmLogsRoute.js"
 import type { PeerEndpoint } from "../net/PeerTransport.js"
 import type { EventLog } from "../events/EventLog.js"
 import { EventsPath, type EventStreamOptions, resumeFrom, stream } from "../events/EventStream.js"
@@ -100,6 +101,7 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     stop: ({ headers, path, payload }) => plane.stopVm(path.name, writeOptions(headers, payload.ifRevision)),
     delete: ({ headers, path, urlParams }) => plane.deleteVm(path.name, writeOptions(headers, urlParams.ifRevision)),
     reportStatus: ({ path, payload }) => plane.reportVmStatus(path.name, payload.node, payload.status),
+    update: ({ headers, path, payload: { ifRevision, ...changes } }) => plane.updateVm(path.name, changes, writeOptions(headers, ifRevision)),
     setLabels: ({ headers, path, payload }) => plane.setVmLabels(path.name, payload.labels, writeOptions(headers, payload.ifRevision))
   },
   nodes: {
@@ -153,6 +155,8 @@ export interface ApiOptions {
   readonly metrics?: Effect.Effect<string> | undefined
   /** The node's events, served as Server-Sent Events at `GET /v1/events` (absent: no such path). */
   readonly events?: (EventStreamOptions & { readonly log: EventLog }) | undefined
+  /** Endpoints answering other than one JSON value (e.g. a streamed log), checked before the route table. */
+  readonly rawRoutes?: ReadonlyArray<RawRoute> | undefined
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,6 +546,12 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     if (path === "/openapi.json" && (method === "GET" || method === "HEAD")) {
       const refused = refusal(request, "read", `${method} ${path}`)
       return refused !== undefined ? fail(request, response, refused) : send(response, 200, document, "application/json")
+    }
+    for (const raw of options.rawRoutes ?? []) {
+      const matched = raw.method === method ? raw.path.exec(path) : null
+      if (matched === null) continue
+      const refused = refusal(request, raw.access, `${method} ${path}`)
+      return refused !== undefined ? fail(request, response, refused) : raw.handle(request, response, matched, runFork)
     }
     if (path === SnapshotHttp.path && (method === "GET" || method === "HEAD")) {
       const refused = refusal(request, "admin", `${method} ${path}`)

@@ -7,14 +7,14 @@
  * The API token comes from `--token-file`, `BLIXARD_API_TOKEN` or the node's data directory
  * (`Credentials.ts`), looked up once per address.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
-import type { VmSpec } from "../domain/VmSpec.js"
+import type { VmChanges, VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord } from "../domain/VmStatus.js"
 import type { ApiClientShape } from "../api/Client.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
@@ -35,6 +35,12 @@ export interface BlixardClientApi {
   readonly startVm: (target: Target, name: VmName) => Effect.Effect<VmRecord, BlixardError>
   readonly stopVm: (target: Target, name: VmName) => Effect.Effect<VmRecord, BlixardError>
   readonly deleteVm: (target: Target, name: VmName) => Effect.Effect<void, BlixardError>
+  readonly updateVm: (target: Target, name: VmName, changes: VmChanges, ifRevision?: number) => Effect.Effect<VmRecord, BlixardError>
+  readonly vmLogs: (
+    target: Target,
+    name: VmName,
+    options: { readonly follow: boolean; readonly tail?: number | undefined }
+  ) => Stream.Stream<string, BlixardError>
   readonly vmStatus: (target: Target, name: VmName) => Effect.Effect<VmRecord, BlixardError>
   readonly listVms: (target: Target, query?: VmQuery) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
   readonly clusterStatus: (target: Target) => Effect.Effect<ClusterStatus, BlixardError>
@@ -89,6 +95,9 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         startVm: (target, name) => via(target, (c) => c.startVm(name)),
         stopVm: (target, name) => via(target, (c) => c.stopVm(name)),
         deleteVm: (target, name) => via(target, (c) => Effect.asVoid(c.deleteVm(name))),
+        updateVm: (target, name, changes, ifRevision) =>
+          via(target, (c) => c.updateVm(name, changes, ifRevision !== undefined ? { ifRevision } : undefined)),
+        vmLogs: (target, name, options) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.vmLogs(name, options))),
         vmStatus: (target, name) => via(target, (c) => c.getVm(name)),
         listVms: (target, query) => via(target, (c) => c.listVms(query)),
         clusterStatus: (target) => via(target, (c) => c.clusterStatus()),

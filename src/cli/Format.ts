@@ -81,6 +81,14 @@ export const formatVm = (record: VmRecord, asJson: boolean): string => {
   if (status.pid !== undefined) lines.push(["pid", String(status.pid)])
   if (status.exitCode !== undefined) lines.push(["exit code", String(status.exitCode)])
   if (status.lastError !== undefined) lines.push(["last error", status.lastError])
+  if (status.build !== undefined) {
+    const build = status.build
+    lines.push([
+      "build",
+      `${build.state} generation ${build.generation} since ${new Date(build.startedAt).toISOString()}${build.lastLine !== undefined ? `: ${build.lastLine}` : ""}`
+    ])
+  }
+  lines.push(["generation", `${record.generation ?? 0} (running: ${status.generation ?? "-"})`])
   lines.push(
     ["restarts", String(status.restarts)],
     ["source", formatSource(spec.source)],
@@ -98,7 +106,7 @@ export const formatVm = (record: VmRecord, asJson: boolean): string => {
 }
 
 /** The one-line answer of a VM write (`vm create|start|stop`); `--json`: the record. */
-export const formatVmChange = (verb: "created" | "started" | "stopped", record: VmRecord, asJson: boolean): string => {
+export const formatVmChange = (verb: "created" | "started" | "stopped" | "updated", record: VmRecord, asJson: boolean): string => {
   if (asJson) return json(VmRecord, record)
   const where =
     record.node !== undefined

@@ -16,6 +16,7 @@ import { formatVm, formatVmChange, formatVmDeleted, formatVmList } from "./Forma
 import { clientContext, clientOptions } from "./GlobalOptions.js"
 import { check, invalidArgument } from "./Validate.js"
 import { buildVmSpec, readVmConfigFile } from "./VmSpecInput.js"
+import { answerOrWait, logs, update, waitOption, waitTimeoutOption } from "./VmOpsCommand.js"
 
 const nameArg = Args.text({ name: "NAME" }).pipe(
   Args.withDescription("The VM's name: a lowercase DNS label (a–z, 0–9, '-'; at most 63 characters).")
@@ -91,7 +92,9 @@ const create = Command.make(
     ),
     noStart: Options.boolean("no-start").pipe(
       Options.withDescription("Only declare the VM (desired stopped); start it later with `vm start`.")
-    )
+    ),
+    wait: waitOption,
+    waitTimeout: waitTimeoutOption
   },
   (args) =>
     Effect.gen(function* () {
@@ -115,7 +118,7 @@ const create = Command.make(
       )
       const client = yield* BlixardClient
       const record = yield* client.createVm(context.target, spec, { start: !args.noStart })
-      yield* Console.log(formatVmChange("created", record, context.json))
+      yield* answerOrWait("created", record, context, { wait: args.wait, timeout: args.waitTimeout })
     })
 ).pipe(
   Command.withDescription(
@@ -123,12 +126,12 @@ const create = Command.make(
   )
 )
 
-const start = Command.make("start", { ...clientOptions, name: nameArg }, (args) =>
+const start = Command.make("start", { ...clientOptions, name: nameArg, wait: waitOption, waitTimeout: waitTimeoutOption }, (args) =>
   Effect.gen(function* () {
     const context = yield* clientContext(args)
     const name = yield* vmName(args.name)
     const record = yield* (yield* BlixardClient).startVm(context.target, name)
-    yield* Console.log(formatVmChange("started", record, context.json))
+    yield* answerOrWait("started", record, context, { wait: args.wait, timeout: args.waitTimeout })
   })
 ).pipe(Command.withDescription("Set a VM's desired state to running; its hosting node starts it."))
 
@@ -208,5 +211,5 @@ const list = Command.make(
 
 export const vmCommand = Command.make("vm").pipe(
   Command.withDescription("Create, start, stop, delete and inspect microVMs."),
-  Command.withSubcommands([create, start, stop, del, status, list])
+  Command.withSubcommands([create, start, stop, del, status, list, update, logs])
 )

@@ -17,6 +17,7 @@ import {
   parseConstraint,
   RestartPolicy,
   RunnerConfig,
+  type VmChanges,
   VmSpec
 } from "../domain/VmSpec.js"
 import { check, describe, invalidArgument, issueMessages } from "./Validate.js"
@@ -59,18 +60,17 @@ export const readVmConfigFile = (path: string): Effect.Effect<ConfigFileRead, ne
 const tooLarge = (origin: string, size: number | bigint) =>
   `${origin}: the file is ${size} bytes; a VM config is at most ${MaxInlineConfigBytes} bytes; put larger configs in a flake (--flake)`
 
-/** Pure: the flags (and the `--config` file's text, when given) → the spec, or every problem. */
-export const buildVmSpec = (
-  flags: VmCreateFlags,
-  configFile?: ConfigFileRead
-): Either.Either<VmSpec, InvalidArgument> => {
-  const problems: Array<string> = []
-  const name = check(VmName, flags.name, "--name", problems)
-
+/** The one of `--config`, `--flake`, `--runner` given, checked (problems pushed); `required`: one must be. */
+const sourceOf = (
+  flags: Pick<VmCreateFlags, "config" | "flake" | "runner">,
+  configFile: ConfigFileRead | undefined,
+  problems: Array<string>,
+  required: boolean
+): InlineConfig | FlakeConfig | RunnerConfig | undefined => {
   const sources = (["config", "flake", "runner"] as const).filter((flag) => flags[flag] !== undefined)
   let source: InlineConfig | FlakeConfig | RunnerConfig | undefined
   if (sources.length === 0) {
-    problems.push("--config FILE, --flake REF or --runner PATH: one of them is required, to say what the VM runs")
+    if (required) problems.push("--config FILE, --flake REF or --runner PATH: one of them is required, to say what the VM runs")
   } else if (sources.length > 1) {
     problems.push(`${sources.map((flag) => `--${flag}`).join(", ")}: give only one of --config, --flake and --runner`)
   } else if (flags.config !== undefined) {
@@ -94,6 +94,41 @@ export const buildVmSpec = (
     const path = check(RunnerConfig.fields.path, flags.runner, "--runner", problems)
     if (path !== undefined) source = new RunnerConfig({ path })
   }
+
+  return source
+}
+
+/** Pure: the flags → the changes of `vm update` (at least one), or every problem. */
+export const buildVmChanges = (
+  flags: Omit<VmCreateFlags, "name" | "labels" | "constraints" | "antiAffinity">,
+  configFile?: ConfigFileRead
+): Either.Either<VmChanges, InvalidArgument> => {
+  const problems: Array<string> = []
+  const source = sourceOf(flags, configFile, problems, false)
+  const vcpus = flags.vcpus === undefined ? undefined : check(Vcpus, flags.vcpus, "--vcpus", problems)
+  const memoryMiB = flags.memory === undefined ? undefined : check(MemoryMiB, flags.memory, "--memory", problems)
+  const restartPolicy = flags.restart === undefined ? undefined : check(RestartPolicy, flags.restart, "--restart", problems)
+  const changes: VmChanges = {
+    ...(source !== undefined ? { source } : {}),
+    ...(vcpus !== undefined ? { vcpus } : {}),
+    ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+    ...(restartPolicy !== undefined ? { restartPolicy } : {})
+  }
+  if (problems.length === 0 && Object.keys(changes).length === 0) {
+    problems.push("nothing to change: give --config FILE, --flake REF or --runner PATH, and/or --vcpus, --memory, --restart")
+  }
+  return problems.length > 0 ? Either.left(invalidArgument(problems)) : Either.right(changes)
+}
+
+/** Pure: the flags (and the `--config` file's text, when given) → the spec, or every problem. */
+export const buildVmSpec = (
+  flags: VmCreateFlags,
+  configFile?: ConfigFileRead
+): Either.Either<VmSpec, InvalidArgument> => {
+  const problems: Array<string> = []
+  const name = check(VmName, flags.name, "--name", problems)
+
+  const source = sourceOf(flags, configFile, problems, true)
 
   const vcpus = flags.vcpus === undefined ? undefined : check(Vcpus, flags.vcpus, "--vcpus", problems)
   const memoryMiB = flags.memory === undefined ? undefined : check(MemoryMiB, flags.memory, "--memory", problems)

@@ -10,22 +10,24 @@
  */
 import { Either, Schema } from "effect"
 import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
-import type { Command, CommandEnvelope } from "../domain/Command.js"
+import type { Command, CommandEnvelope, UpdateVm } from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { BlixardError as BlixardErrorSchema, Conflict, InvalidArgument, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import type { NodeId } from "../domain/NodeId.js"
 import { NodeInfo } from "../domain/NodeInfo.js"
-import { VmSpec } from "../domain/VmSpec.js"
+import { ConfigSource, VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
-import { Ledger, place } from "./Scheduler.js"
+import { Ledger, place, shortfall } from "./Scheduler.js"
 
 /** What applying a command produced: the VM, node or API token it touched, or why it was refused. */
 export type ApplyResult = Either.Either<
   { readonly vm?: VmRecord | undefined; readonly node?: NodeInfo | undefined; readonly token?: ApiTokenInfo | undefined },
   BlixardError
 >
+
+const sourceJson = Schema.encodeSync(ConfigSource)
 
 /** How many client request ids are remembered for de-duplication (oldest forgotten first). */
 export const RequestMemory = 10_000
@@ -93,7 +95,7 @@ const tokenInfo = (record: ApiTokenRecord): ApiTokenInfo => {
 }
 
 /** A VM record's fields apart from where it is placed: what the scheduler needs to place it. */
-type Unplaced = Pick<VmRecord, "spec" | "desired" | "status" | "revision" | "createdAt">
+type Unplaced = Pick<VmRecord, "spec" | "desired" | "status" | "revision" | "createdAt" | "generation">
 
 export class ClusterState {
   /** Every VM by name. Read freely; change only through `put`/`remove`, which keep the indexes below. */
@@ -226,6 +228,8 @@ export class ClusterState {
         this.put(command.name, updated)
         return Either.right({ vm: updated.node === undefined ? this.placeVm(command.name, now) : updated })
       }
+      case "UpdateVm":
+        return this.update(command, now)
       case "ReportVmStatus": {
         const vm = this.vms.get(command.name)
         // A report from a node that no longer hosts the VM (it was rescheduled) is stale: ignore it.
@@ -289,6 +293,63 @@ export class ClusterState {
     }
   }
 
+  /**
+   * `vm update`: the new spec, a new generation when the runner must change (source, vcpus, memory).
+   * Resources are checked again against the hosting node, not counting what the VM itself reserved
+   * there: a VM that no longer fits moves (or waits, pending, for a node it fits on).
+   */
+  private update(command: UpdateVm, now: number): ApplyResult {
+    const vm = this.vms.get(command.name)
+    if (vm === undefined) return Either.left(new VmNotFound({ subject: command.name, message: `no VM named "${command.name}"` }))
+    if (command.ifRevision !== undefined && command.ifRevision !== vm.revision) {
+      return Either.left(
+        new Conflict({
+          subject: command.name,
+          message: `VM "${command.name}" is at revision ${vm.revision}, not ${command.ifRevision}; read it again and retry`
+        })
+      )
+    }
+    const spec = new VmSpec(
+      {
+        ...vm.spec,
+        ...(command.source !== undefined ? { source: command.source } : {}),
+        ...(command.vcpus !== undefined ? { vcpus: command.vcpus } : {}),
+        ...(command.memoryMiB !== undefined ? { memoryMiB: command.memoryMiB } : {}),
+        ...(command.restartPolicy !== undefined ? { restartPolicy: command.restartPolicy } : {})
+      },
+      trusted
+    )
+    // Giving the source again after a failed build is a retry: a new generation to build.
+    const rebuild =
+      (command.source !== undefined && vm.status.build?.state === "failed") ||
+      JSON.stringify(sourceJson(spec.source)) !== JSON.stringify(sourceJson(vm.spec.source)) ||
+      spec.vcpus !== vm.spec.vcpus ||
+      spec.memoryMiB !== vm.spec.memoryMiB
+    const updated = new VmRecord(
+      { ...vm, spec, generation: (vm.generation ?? 0) + (rebuild ? 1 : 0), revision: vm.revision + 1 },
+      trusted
+    )
+    const host = vm.node === undefined ? undefined : this.nodes.get(vm.node)
+    this.ledger.remove(vm)
+    const short = host === undefined ? undefined : shortfall(spec, host, this.ledger.get(host.id))
+    this.ledger.add(vm)
+    if (vm.node === undefined) {
+      this.put(command.name, updated)
+      return Either.right({ vm: this.placeVm(command.name, now) })
+    }
+    if (short === undefined) {
+      this.put(command.name, updated)
+      return Either.right({ vm: updated })
+    }
+    // It no longer fits where it is: place it elsewhere; its old node stops it as an orphan.
+    const { node: from, ...rest } = updated
+    this.put(command.name, new VmRecord(rest, trusted))
+    const moved = this.placeVm(command.name, now, from)
+    // What it freed on its old node may let a pending VM fit.
+    if (this.unplaced.size > 0) this.placePending(now)
+    return Either.right({ vm: this.vms.get(command.name) ?? moved })
+  }
+
   /** Records a committed membership change at `index` (its address, or its removal). */
   applyMembership(index: number, change: { readonly type: string; readonly nodeId: number; readonly address?: string | undefined }): void {
     if (index <= this.appliedIndex) {
@@ -313,16 +374,18 @@ export class ClusterState {
       desired: vm.desired,
       revision: vm.revision + 1,
       createdAt: vm.createdAt
-    } satisfies Record<Exclude<keyof typeof VmRecord.fields, "node" | "pendingReason" | "status">, unknown>
+    } satisfies Record<Exclude<keyof typeof VmRecord.fields, "node" | "pendingReason" | "status" | "generation">, unknown>
+    const generation = vm.generation !== undefined ? { generation: vm.generation } : {}
     const restarts = vm.status.restarts
     return placement._tag === "Placed"
       ? new VmRecord(
-          { ...kept, node: placement.node, status: new VmStatus({ phase: "stopped", since: now, restarts }, trusted) },
+          { ...kept, ...generation, node: placement.node, status: new VmStatus({ phase: "stopped", since: now, restarts }, trusted) },
           trusted
         )
       : new VmRecord(
           {
             ...kept,
+            ...generation,
             pendingReason: placement.reason,
             status: vm.status.phase === "pending" ? vm.status : new VmStatus({ phase: "pending", since: now, restarts }, trusted)
           },

@@ -74,6 +74,15 @@ export class Ledger {
   }
 }
 
+/** Why `node` lacks the vcpus or memory `spec` asks for (`usage`: what the other VMs there reserve), or undefined. */
+export const shortfall = (spec: VmSpec, node: NodeInfo, usage: Usage | undefined): string | undefined => {
+  const freeVcpus = node.capacity.vcpus - (usage?.vcpus ?? 0)
+  const freeMemory = node.capacity.memoryMiB - (usage?.memoryMiB ?? 0)
+  if (freeVcpus < spec.vcpus) return `not enough vcpus (${freeVcpus} free, needs ${spec.vcpus})`
+  if (freeMemory < spec.memoryMiB) return `not enough memory (${freeMemory} MiB free, needs ${spec.memoryMiB} MiB)`
+  return undefined
+}
+
 /** Why `node` cannot host `spec`, or undefined if it can. */
 const refusal = (spec: VmSpec, node: NodeInfo, usage: Usage | undefined): string | undefined => {
   if (node.health === "down") return "down"
@@ -86,10 +95,8 @@ const refusal = (spec: VmSpec, node: NodeInfo, usage: Usage | undefined): string
     if (c.op === "eq" && has !== c.value) return `needs label ${c.key}=${c.value}${has === undefined ? "" : ` (has ${has})`}`
     if (c.op === "neq" && has === c.value) return `must not have label ${c.key}=${c.value}`
   }
-  const freeVcpus = node.capacity.vcpus - (usage?.vcpus ?? 0)
-  const freeMemory = node.capacity.memoryMiB - (usage?.memoryMiB ?? 0)
-  if (freeVcpus < spec.vcpus) return `not enough vcpus (${freeVcpus} free, needs ${spec.vcpus})`
-  if (freeMemory < spec.memoryMiB) return `not enough memory (${freeMemory} MiB free, needs ${spec.memoryMiB} MiB)`
+  const short = shortfall(spec, node, usage)
+  if (short !== undefined) return short
   if (spec.antiAffinity !== undefined && usage?.groups.has(spec.antiAffinity) === true) {
     return `already hosts a VM of anti-affinity group ${spec.antiAffinity}`
   }

@@ -7,7 +7,8 @@ import { Role, TokenHash, TokenId, TokenName } from "./ApiToken.js"
 import { Labels } from "./Labels.js"
 import { NodeId } from "./NodeId.js"
 import { NodeInfo, Schedulability } from "./NodeInfo.js"
-import { VmSpec } from "./VmSpec.js"
+import { MemoryMiB, Vcpus } from "./Resources.js"
+import { ConfigSource, RestartPolicy, VmSpec } from "./VmSpec.js"
 import { VmName } from "./VmName.js"
 import { DesiredState, VmStatus } from "./VmStatus.js"
 
@@ -24,6 +25,19 @@ export class DeleteVm extends Schema.TaggedClass<DeleteVm>()("DeleteVm", { name:
 export class SetVmLabels extends Schema.TaggedClass<SetVmLabels>()("SetVmLabels", {
   name: VmName,
   labels: Labels,
+  ifRevision: Revision
+}) {}
+/**
+ * Changes a VM's runner source, resources or restart policy (`vm update`); absent fields keep their
+ * value. A change of source, vcpus or memory bumps the spec's generation: the hosting node builds
+ * the new runner while the old one runs, then restarts onto it.
+ */
+export class UpdateVm extends Schema.TaggedClass<UpdateVm>()("UpdateVm", {
+  name: VmName,
+  source: Schema.optionalWith(ConfigSource, { exact: true }),
+  vcpus: Schema.optionalWith(Vcpus, { exact: true }),
+  memoryMiB: Schema.optionalWith(MemoryMiB, { exact: true }),
+  restartPolicy: Schema.optionalWith(RestartPolicy, { exact: true }),
   ifRevision: Revision
 }) {}
 /** The hosting node's agent reports what it observed. Ignored unless `node` still hosts the VM. */
@@ -59,6 +73,7 @@ export const Command = Schema.Union(
   StopVm,
   DeleteVm,
   SetVmLabels,
+  UpdateVm,
   ReportVmStatus,
   RegisterNode,
   SetNodeState,

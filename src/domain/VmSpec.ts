@@ -69,6 +69,15 @@ export const VmSpecDefaults = {
   restartPolicy: "on-failure"
 } as const satisfies { vcpus: number; memoryMiB: number; restartPolicy: RestartPolicy }
 
+/** What `vm update` may change (absent: kept); at least one field. */
+export const VmChanges = Schema.Struct({
+  source: Schema.optionalWith(ConfigSource, { exact: true }),
+  vcpus: Schema.optionalWith(Vcpus, { exact: true }),
+  memoryMiB: Schema.optionalWith(MemoryMiB, { exact: true }),
+  restartPolicy: Schema.optionalWith(RestartPolicy, { exact: true })
+})
+export type VmChanges = typeof VmChanges.Type
+
 /** Everything a user declares about a VM. */
 export class VmSpec extends Schema.Class<VmSpec>("VmSpec")({
   name: VmName,

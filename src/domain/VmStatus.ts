@@ -15,6 +15,24 @@ export type VmPhase = typeof VmPhase.Type
 
 const Millis = Schema.Int.pipe(Schema.nonNegative())
 
+/** Which version of a VM's spec: 0 as created, bumped by every update that needs a new runner. */
+export const Generation = Schema.Int.pipe(Schema.nonNegative())
+
+/**
+ * A runner build on the hosting node (`nix build`, or linking a prebuilt runner): `building` while it
+ * runs, `failed` once it failed (the error is the status's `lastError`). Absent when no build is
+ * under way and the last one succeeded.
+ */
+export class BuildProgress extends Schema.Class<BuildProgress>("BuildProgress")({
+  state: Schema.Literal("building", "failed"),
+  /** The spec generation being built. */
+  generation: Generation,
+  /** Epoch milliseconds when the build began. */
+  startedAt: Millis,
+  /** The newest line of the build's output (nix's log), shortened. */
+  lastLine: Schema.optionalWith(Schema.String.pipe(Schema.maxLength(512)), { exact: true })
+}) {}
+
 export class VmStatus extends Schema.Class<VmStatus>("VmStatus")({
   phase: VmPhase,
   /** Epoch milliseconds when the VM entered `phase`. */
@@ -22,7 +40,11 @@ export class VmStatus extends Schema.Class<VmStatus>("VmStatus")({
   pid: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true }),
   exitCode: Schema.optionalWith(Schema.Int, { exact: true }),
   lastError: Schema.optionalWith(Schema.String.pipe(Schema.maxLength(4096)), { exact: true }),
-  restarts: Schema.Int.pipe(Schema.nonNegative())
+  restarts: Schema.Int.pipe(Schema.nonNegative()),
+  /** The spec generation of the running runner (absent: 0, or not known yet). */
+  generation: Schema.optionalWith(Generation, { exact: true }),
+  /** A runner build under way, or the last one that failed (see `BuildProgress`). */
+  build: Schema.optionalWith(BuildProgress, { exact: true })
 }) {}
 
 /** A VM as the replicated state holds it. */
@@ -33,6 +55,11 @@ export class VmRecord extends Schema.Class<VmRecord>("VmRecord")({
   node: Schema.optionalWith(NodeId, { exact: true }),
   pendingReason: Schema.optionalWith(Schema.String, { exact: true }),
   status: VmStatus,
+  /**
+   * The spec's generation (absent: 0): bumped by an update that needs a new runner (source, vcpus,
+   * memory). The hosting node rebuilds and restarts a running VM whose status is of an older one.
+   */
+  generation: Schema.optionalWith(Generation, { exact: true }),
   /** Bumped by every change to the record; an update may require it (optimistic concurrency). */
   revision: Schema.Int.pipe(Schema.positive()),
   createdAt: Millis

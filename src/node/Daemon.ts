@@ -46,6 +46,8 @@ import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
 import * as Scrape from "../metrics/Scrape.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
+import * as VmLogs from "../vm/VmLogs.js"
+import * as VmLogsRoute from "../api/VmLogsRoute.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, type NodeConfig } from "./Config.js"
@@ -136,6 +138,7 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
     stopVm: (name, o) => client.stopVm(name, write(o)),
     deleteVm: (name, o) => client.deleteVm(name, write(o)),
     setVmLabels: (name, labels, o) => client.setVmLabels(name, labels, write(o)),
+    updateVm: (name, changes, o) => client.updateVm(name, changes, write(o)),
     listNodes: (mode, query) => client.listNodes({ ...query, ...read(mode) }),
     setNodeState: (id, state, o) =>
       state === "active" ? client.uncordon(id, write(o)) : state === "cordoned" ? client.cordon(id, write(o)) : client.drain(id, write(o)),
@@ -290,6 +293,19 @@ export const run = (config: NodeConfig) =>
       const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
       const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy })
 
+      // `vm logs`: served from this node's disk, or forwarded to the hosting node with this node's credential.
+      const vmLogs = VmLogsRoute.route({
+        node: NodeId.make(node),
+        locate: VmLogsRoute.locateIn(NodeId.make(node), { get: (name) => state.current.vms.get(name) }, { get: (id) => state.current.nodes.get(id) }),
+        local: (request) =>
+          VmLogs.stream(
+            { backend: config.vmBackend, stateDir: config.microvmStateDir, node: NodeId.make(node), cluster: () => state.current.clusterId },
+            request
+          ),
+        credential,
+        connectTimeoutMs: config.timeouts.requestMs
+      })
+
       // One port: the REST API and the peers' /raft endpoint.
       const { host, port } = splitHostPort(config.bind)
       const metrics = yield* Scrape.make({
@@ -309,7 +325,8 @@ export const run = (config: NodeConfig) =>
             nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
             tokens: (id) => state.current.tokens.get(id)
           },
-          events: { log: state.events, heartbeatMs: config.events.heartbeatMs }
+          events: { log: state.events, heartbeatMs: config.events.heartbeatMs },
+          rawRoutes: [vmLogs]
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))

@@ -159,6 +159,18 @@ const program = Effect.gen(function* () {
       ? `\nOn node ${victim.id}, whose daemon is dead, "web" (pid ${web.status.pid}) is stopped: the node's fencing watchdog stopped it\nonce the daemon's lease ran out, before the cluster started it elsewhere (see "Timing" in the README).`
       : `\nOn node ${victim.id}, whose daemon is dead, "web" (pid ${web.status.pid}) STILL RUNS: the node's fencing watchdog did not stop it\n(see ${path.join(dir, `node-${victim.id}`, "fencing", "watchdog.log")}).`
   )
+
+  // `vm update` (microvm -u): the new runner is made ready while the old one runs, then swapped in.
+  const db = moved.find((v) => v.spec.name === "db")!
+  const next = path.join(dir, "runners", "db-v2")
+  fs.mkdirSync(path.join(next, "bin"), { recursive: true })
+  fs.writeFileSync(path.join(next, "bin", "microvm-run"), "#!/bin/sh\necho \"microvm $BLIXARD_VM v2 up\"\nexec sleep 3600\n", { mode: 0o755 })
+  yield* say(`\nvm update db --runner ${next} (through node ${survivor.id}) …`)
+  yield* back.updateVm(db.spec.name, { source: new RunnerConfig({ path: next }) })
+  const updated = yield* settled(back, (list) => list.some((v) => v.spec.name === "db" && v.status.phase === "running" && v.status.generation === 1))
+  const db2 = updated.find((v) => v.spec.name === "db")!
+  if (db2.status.pid !== undefined) runnerPids.push(db2.status.pid)
+  yield* say(`"db" now runs generation ${db2.status.generation} on node ${db2.node}: its new runner was made ready while pid ${db.status.pid} ran on, then it was restarted onto it (pid ${db2.status.pid}; \`blixard vm logs db\` shows both).`)
   yield* say("Stopping the cluster and cleaning up.")
 })
 

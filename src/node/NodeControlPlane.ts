@@ -27,6 +27,7 @@ import type { RaftNodeShape } from "../raft/RaftNode.js"
 import { Health } from "../api/Api.js"
 import { SnapshotFormat, SnapshotHeader, SnapshotMagic } from "../cluster/SnapshotFile.js"
 import { admitSource, type SourcePolicy } from "../vm/RunnerPolicy.js"
+import { VmSpec } from "../domain/VmSpec.js"
 
 export interface NodeControlPlaneOptions {
   readonly raft: RaftNodeShape
@@ -234,6 +235,20 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       orForward(vmResult(new C.StopVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts), (l) => l.stopVm(name, opts)),
     deleteVm: (name, opts) =>
       orForward(vmResult(new C.DeleteVm({ name, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts), (l) => l.deleteVm(name, opts)),
+    updateVm: (name, changes, opts) => {
+      // The runner policy holds for an update as for a create, checked on the spec it would give.
+      const vm = state.current.vms.get(name)
+      const refused =
+        options.sourcePolicy === undefined || changes.source === undefined || vm === undefined
+          ? undefined
+          : admitSource(options.sourcePolicy, new VmSpec({ ...vm.spec, source: changes.source }, trusted), self)
+      return refused !== undefined
+        ? Effect.fail(refused)
+        : orForward(
+            vmResult(new C.UpdateVm({ name, ...changes, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts),
+            (l) => l.updateVm(name, changes, opts)
+          )
+    },
     setVmLabels: (name, labels, opts) =>
       orForward(
         vmResult(new C.SetVmLabels({ name, labels, ...(opts.ifRevision !== undefined ? { ifRevision: opts.ifRevision } : {}) }, trusted), opts),

@@ -117,6 +117,7 @@ const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneS
     stopVm: (name, o) => at((p) => p.stopVm(name, o)),
     deleteVm: (name, o) => at((p) => p.deleteVm(name, o)),
     setVmLabels: (name, labels, o) => at((p) => p.setVmLabels(name, labels, o)),
+    updateVm: (name, changes, o) => at((p) => p.updateVm(name, changes, o)),
     listNodes: (mode) => at((p) => p.listNodes(mode)),
     setNodeState: (id, state, o) => at((p) => p.setNodeState(id, state, o)),
     reportVmStatus: (name, node, status) => at((p) => p.reportVmStatus(name, node, status)),

@@ -29,11 +29,15 @@ export interface SimulatedHypervisorOptions {
   readonly stopDelay?: Duration.DurationInput
   /** The first pid handed out (default 1000). */
   readonly firstPid?: number
+  /** How long `prepare` (the build) takes, printing one progress line per second (virtual time; default 0). */
+  readonly prepareDelay?: Duration.DurationInput
 }
 
 interface RunningVm {
   readonly pid: number
   readonly since: number
+  /** The spec its runner was prepared from. */
+  readonly spec: VmSpec | undefined
 }
 
 /** One backend instance (one incarnation of the daemon) on the hypervisor. */
@@ -106,6 +110,11 @@ export class SimulatedHypervisor {
     return this.starts.get(name) ?? 0
   }
 
+  /** The spec the running runner of `name` was prepared from. */
+  runningSpec(name: VmName): VmSpec | undefined {
+    return this.running.get(name)?.spec
+  }
+
   isPrepared(name: VmName): boolean {
     return this.prepared.has(name)
   }
@@ -157,14 +166,18 @@ export class SimulatedHypervisor {
       })
 
     const backend: VmBackendShape = {
-      prepare: (spec) =>
-        Effect.suspend(() => {
+      prepare: (spec, onProgress) =>
+        Effect.gen(function* () {
+          const seconds = Math.floor(Duration.toMillis(self.options.prepareDelay ?? Duration.zero) / 1000)
+          for (let second = 1; second <= seconds; second++) {
+            yield* Effect.sleep("1 second")
+            if (onProgress !== undefined) yield* onProgress(`building ${spec.name}: step ${second} of ${seconds}`)
+          }
           const failure = self.takeFailure(self.prepareFailures, spec.name)
           if (failure !== undefined) {
-            return Effect.fail(self.failed(spec.name, `VM "${spec.name}": building the runner${onNode} failed: ${failure}`))
+            return yield* self.failed(spec.name, `VM "${spec.name}": building the runner${onNode} failed: ${failure}`)
           }
           self.prepared.set(spec.name, spec)
-          return Effect.void
         }),
       start: (name) =>
         Effect.gen(function* () {
@@ -181,7 +194,7 @@ export class SimulatedHypervisor {
           const again = self.running.get(name) // started meanwhile by a concurrent call
           if (again !== undefined) return again.pid
           const pid = self.nextPid++
-          self.running.set(name, { pid, since: yield* Clock.currentTimeMillis })
+          self.running.set(name, { pid, since: yield* Clock.currentTimeMillis, spec: self.prepared.get(name) })
           self.starts.set(name, self.startCount(name) + 1)
           incarnation.started.add(name)
           incarnation.exits.delete(name)

@@ -317,3 +317,61 @@ describe("determinism and snapshots", () => {
       { numRuns: 200 }
     ))
 })
+
+describe("vm update", () => {
+  const twoNodes = () => {
+    const c = new Cluster()
+    c.ok(new C.RegisterNode({ info: node(1, 4096) }))
+    c.ok(new C.RegisterNode({ info: node(2, 8192) }))
+    return c
+  }
+
+  it("replaces the spec's source and resources, bumps the generation only when the runner must change, and honours ifRevision", () => {
+    const c = twoNodes()
+    c.ok(new C.CreateVm({ spec: spec("web") }))
+    c.ok(new C.StartVm({ name: vmName("web") }))
+    const before = c.vm("web")
+    const updated = c.ok(new C.UpdateVm({ name: vmName("web"), source: new RunnerConfig({ path: "/runners/web-2" }), vcpus: 2 })).vm!
+    expect(updated.spec.source).toEqual(new RunnerConfig({ path: "/runners/web-2" }))
+    expect(updated.spec.vcpus).toBe(2)
+    expect(updated.spec.memoryMiB).toBe(1024)
+    expect(updated.generation).toBe(1)
+    expect(updated.revision).toBe(before.revision + 1)
+    expect(updated.desired).toBe("running")
+    expect(updated.node).toBe(before.node)
+
+    expect(c.ok(new C.UpdateVm({ name: vmName("web"), restartPolicy: "never" })).vm!.generation).toBe(1)
+    expect(c.ok(new C.UpdateVm({ name: vmName("web"), source: new RunnerConfig({ path: "/runners/web-2" }) })).vm!.generation).toBe(1)
+
+    const stale = c.run(new C.UpdateVm({ name: vmName("web"), vcpus: 4, ifRevision: before.revision }))
+    expect(Either.isLeft(stale) && stale.left._tag).toBe("Conflict")
+    expect(c.vm("web").spec.vcpus).toBe(2)
+    const missing = c.run(new C.UpdateVm({ name: vmName("nope"), vcpus: 4 }))
+    expect(Either.isLeft(missing) && missing.left._tag).toBe("VmNotFound")
+  })
+
+  it("a VM that no longer fits its node moves to one it fits on, or waits pending; growing in place does not count its own reservation", () => {
+    const c = new Cluster()
+    c.ok(new C.RegisterNode({ info: node(1, 4096, { zone: "a" }) }))
+    c.ok(new C.RegisterNode({ info: node(2, 8192, { zone: "b" }) }))
+    c.ok(new C.CreateVm({ spec: spec("web", { memoryMiB: 3072 }) }))
+    expect(c.vm("web").node).toBe(2)
+    c.ok(new C.CreateVm({ spec: spec("db", { memoryMiB: 4096, constraints: [new Constraint({ key: "zone", op: "eq", value: "a" })] }) }))
+    expect(c.vm("db").node).toBe(1)
+    // Growing to 8192 fits node 2 only without counting web's own 3072 there: it stays.
+    expect(c.ok(new C.UpdateVm({ name: vmName("web"), memoryMiB: 8192 })).vm!.node).toBe(2)
+    // db grows past node 1, and may not go to node 2 (zone): pending, saying why.
+    const pending = c.ok(new C.UpdateVm({ name: vmName("db"), memoryMiB: 6144 })).vm!
+    expect(pending.node).toBeUndefined()
+    expect(pending.pendingReason).toContain("not enough memory")
+    // Shrunk again, it is placed.
+    expect(c.ok(new C.UpdateVm({ name: vmName("db"), memoryMiB: 2048 })).vm!.node).toBe(1)
+    // A bigger node joins; web grows beyond node 2's capacity and moves there.
+    c.ok(new C.RegisterNode({ info: node(3, 16384, { zone: "b" }) }))
+    expect(c.vm("web").node).toBe(2)
+    const moved = c.ok(new C.UpdateVm({ name: vmName("web"), memoryMiB: 12288 })).vm!
+    expect(moved.node).toBe(3)
+    expect(moved.generation).toBe(2)
+    expect(moved.status.phase).toBe("stopped") // its new node starts it (desired is kept)
+  })
+})

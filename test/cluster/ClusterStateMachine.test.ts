@@ -9,7 +9,7 @@ import { NodeId } from "../../src/domain/NodeId.js"
 import { Resources } from "../../src/domain/Resources.js"
 import { Constraint, FlakeConfig, InlineConfig, RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { VmName } from "../../src/domain/VmName.js"
-import { VmStatus } from "../../src/domain/VmStatus.js"
+import { BuildProgress, VmStatus } from "../../src/domain/VmStatus.js"
 import type { Entry } from "../../src/raft/Types.js"
 
 const id = (n: number) => NodeId.make(n)
@@ -50,6 +50,8 @@ const commands: ReadonlyArray<readonly [C.Command, string?]> = [
   [new C.StartVm({ name: vmName("web"), ifRevision: 2 })],
   [new C.StopVm({ name: vmName("web"), ifRevision: 1 })],
   [new C.SetVmLabels({ name: vmName("web"), labels: { team: "a" } })],
+  [new C.UpdateVm({ name: vmName("web"), source: new FlakeConfig({ ref: "github:me/vms#web" }), vcpus: 2, memoryMiB: 256, restartPolicy: "never" })],
+  [new C.UpdateVm({ name: vmName("db"), memoryMiB: 16 * 1024 * 1024, ifRevision: 1 })],
   [
     new C.ReportVmStatus({
       name: vmName("web"),
@@ -57,7 +59,7 @@ const commands: ReadonlyArray<readonly [C.Command, string?]> = [
       status: new VmStatus({ phase: "failed", since: 5, exitCode: 3, lastError: "exited", restarts: 1 })
     })
   ],
-  [new C.ReportVmStatus({ name: vmName("db"), node: id(2), status: new VmStatus({ phase: "running", since: 6, pid: 42, restarts: 0 }) })],
+  [new C.ReportVmStatus({ name: vmName("db"), node: id(2), status: new VmStatus({ phase: "running", since: 6, pid: 42, restarts: 0, generation: 1, build: new BuildProgress({ state: "failed", generation: 2, startedAt: 5, lastLine: "error: …" }) }) })],
   [new C.StartVm({ name: vmName("web") })],
   [new C.SetNodeState({ id: id(1), state: "draining" })],
   [new C.SetNodeHealth({ id: id(2), health: "down", at: 7 })],

@@ -69,6 +69,9 @@ export const makeRunner = (root: string, label: string, scripts: RunnerScripts):
 
 /** Runs until killed. */
 export const sleeper = "exec sleep 1000"
+/** Prints `tick 1` … `tick COUNT` to stdout, one every `everyMs`, then runs until killed. */
+export const ticker = (count: number, everyMs = 200) =>
+  `i=0\nwhile [ $i -lt ${count} ]; do i=$((i+1)); echo "tick $i"; sleep ${everyMs / 1000}; done\nexec sleep 1000`
 /** Exits with code 3 after a moment. */
 export const crasher = `echo "about to crash" >&2\nsleep 0.3\nexit 3`
 /** Ignores SIGTERM (so do its children), so only SIGKILL stops it; says "ready" once the trap is set. */
@@ -187,6 +190,54 @@ esac
     setState: (unit: string, state: string, exitStatus?: number) => {
       fs.writeFileSync(path.join(units, unit), `${state}\n`)
       if (exitStatus !== undefined) fs.writeFileSync(path.join(units, `${unit}.status`), `${exitStatus}\n`)
+    }
+  }
+}
+
+/**
+ * A fake `journalctl` (`ROOT/journalctl`): records its arguments in `ROOT/journalctl-calls`, prints
+ * the lines of `ROOT/journal` (the last N with `-n N`), and with `-f` then prints `followed K` every
+ * 100 ms until killed, its pid in `ROOT/journalctl.pid`. It does not model the journal's own
+ * filtering, cursors, rotation, or the unit's other fields: only `-u`, `-n`, `-f` and `-o cat` text.
+ */
+export const fakeJournalctl = (root: string, lines: ReadonlyArray<string>) => {
+  fs.writeFileSync(path.join(root, "journal"), lines.map((line) => `${line}\n`).join(""))
+  const file = path.join(root, "journalctl")
+  fs.writeFileSync(
+    file,
+    `#!/bin/sh
+echo "$*" >> ${JSON.stringify(path.join(root, "journalctl-calls"))}
+n=""; follow=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n) n="$2"; shift ;;
+    -f) follow=1 ;;
+  esac
+  shift
+done
+if [ -n "$n" ]; then tail -n "$n" ${JSON.stringify(path.join(root, "journal"))}; else cat ${JSON.stringify(path.join(root, "journal"))}; fi
+if [ -n "$follow" ]; then
+  echo $$ > ${JSON.stringify(path.join(root, "journalctl.pid"))}
+  k=0; while :; do k=$((k+1)); echo "followed $k"; sleep 0.1; done
+fi
+`
+  )
+  fs.chmodSync(file, 0o755)
+  return {
+    file,
+    calls: () => {
+      try {
+        return fs.readFileSync(path.join(root, "journalctl-calls"), "utf8").trim().split("\n")
+      } catch {
+        return []
+      }
+    },
+    pid: (): number | undefined => {
+      try {
+        return Number(fs.readFileSync(path.join(root, "journalctl.pid"), "utf8"))
+      } catch {
+        return undefined
+      }
     }
   }
 }
