@@ -8,11 +8,12 @@
  * (`await import(".../api/Client.js")`) inside the command that talks to a node.
  */
 import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
-import { BlixardError, InvalidArgument, Timeout, Unavailable } from "../domain/Errors.js"
+import { BlixardError, InvalidArgument, Timeout, TlsUntrusted, Unavailable } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort, NodeInfo } from "../domain/NodeInfo.js"
@@ -28,7 +29,36 @@ export interface ClientOptions {
   readonly token?: Redacted.Redacted<string> | string | undefined
   /** How long one request may take before it fails with `Timeout` (default 5 seconds). */
   readonly timeout?: Duration.DurationInput | undefined
+  /** `https` for a node serving TLS (the default of `blixard node`; give the client `layerTls`), `http` for a plain one. */
+  readonly scheme?: "http" | "https" | undefined
 }
+
+/** How a client checks a node's HTTPS certificate, and the certificate it presents (a node's, to another node). */
+export interface ClientTls {
+  /** PEM of the cluster CA: the node's certificate must chain to it. */
+  readonly ca: string
+  readonly cert?: string | undefined
+  readonly key?: string | undefined
+  /** As for `tls.connect`: an Error refuses the server (after its chain to `ca` is verified). */
+  readonly checkServerIdentity?: ((host: string, cert: { readonly subjectaltname?: string | undefined }) => Error | undefined) | undefined
+}
+
+/** An `HttpClient` over `node:https` trusting only the cluster CA (`tls`), or plain `node:http`. */
+export const layerHttpClient = (tls?: ClientTls): Layer.Layer<HttpClient.HttpClient> =>
+  NodeHttpClient.layerWithoutAgent.pipe(
+    Layer.provide(
+      NodeHttpClient.makeAgentLayer(
+        tls === undefined
+          ? { keepAlive: true }
+          : {
+              keepAlive: true,
+              ca: tls.ca,
+              ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+              ...(tls.checkServerIdentity !== undefined ? { checkServerIdentity: tls.checkServerIdentity as never } : {})
+            }
+      )
+    )
+  )
 
 export interface ReadOptions {
   /** Answer from the asked node's own state, without a ReadIndex round (may be stale). */
@@ -74,8 +104,8 @@ export const DefaultTimeout = Duration.seconds(5)
 const isBlixardError = Schema.is(BlixardError)
 const decodeBlixardError = Schema.decodeUnknownOption(BlixardError)
 
-/** `http://HOST:PORT` (an IPv6 host stays bracketed). */
-export const baseUrlOf = (addr: string): string => (/^https?:\/\//.test(addr) ? addr : `http://${addr}`)
+/** `http://HOST:PORT` or `https://…` (an IPv6 host stays bracketed). */
+export const baseUrlOf = (addr: string, scheme: "http" | "https" = "http"): string => (/^https?:\/\//.test(addr) ? addr : `${scheme}://${addr}`)
 
 const unreachable = (addr: string) =>
   new Unavailable({
@@ -83,9 +113,44 @@ const unreachable = (addr: string) =>
     subject: addr
   })
 
+/** Node's codes for a certificate that does not verify against the CA given. */
+const certificateCodes = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_HAS_EXPIRED",
+  "ERR_TLS_CERT_ALTNAME_INVALID"
+])
+
+/** What a failed connection says about TLS, when it is about TLS. */
+const tlsProblem = (addr: string, scheme: "http" | "https", cause: unknown): BlixardError | undefined => {
+  const error = cause as { readonly code?: unknown; readonly message?: unknown } | undefined
+  const code = typeof error?.code === "string" ? error.code : ""
+  const message = typeof error?.message === "string" ? error.message : ""
+  if (message.startsWith("BLX_TLS_UNTRUSTED: ")) return new TlsUntrusted({ subject: addr, message: `${addr}: ${message.slice(19)}` })
+  if (certificateCodes.has(code)) {
+    return new TlsUntrusted({
+      subject: addr,
+      message: `the certificate of ${addr} is not from this cluster's CA (${code}); give the cluster's CA (--ca-file, BLIXARD_CA_FILE, or the node's --data-dir)`
+    })
+  }
+  if (scheme === "https" && (code === "EPROTO" || /wrong version number|packet length too long/i.test(message))) {
+    return new Unavailable({ subject: addr, message: `${addr} does not speak TLS (was the node started with --insecure-plaintext?); talk to it without a CA file` })
+  }
+  if (scheme === "http" && (code === "ECONNRESET" || /socket hang up/i.test(message))) {
+    return new Unavailable({
+      subject: addr,
+      message: `${addr} closed the connection: it probably serves HTTPS; give the cluster's CA (--ca-file, BLIXARD_CA_FILE, or the node's --data-dir)`
+    })
+  }
+  return undefined
+}
+
 /** Whatever went wrong below the API, as one of Blixard's errors naming the address. */
 const toBlixardError =
-  (addr: string) =>
+  (addr: string, scheme: "http" | "https") =>
   (error: unknown): Effect.Effect<never, BlixardError> => {
     if (isBlixardError(error)) return Effect.fail(error)
     if (error instanceof HttpApiError.HttpApiDecodeError) {
@@ -95,7 +160,7 @@ const toBlixardError =
       if (error._tag === "RequestError") {
         return Effect.fail(
           error.reason === "Transport"
-            ? unreachable(addr)
+            ? tlsProblem(addr, scheme, error.cause) ?? unreachable(addr)
             : new InvalidArgument({ message: `cannot send the request to ${addr}: ${error.message}`, subject: addr })
         )
       }
@@ -137,8 +202,9 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
     const addr = options.addr
     const token = options.token
     const timeout = options.timeout ?? DefaultTimeout
+    const scheme = options.scheme ?? "http"
     const api = yield* HttpApiClient.make(BlixardApi, {
-      baseUrl: baseUrlOf(addr),
+      baseUrl: baseUrlOf(addr, scheme),
       ...(token === undefined
         ? {}
         : {
@@ -149,7 +215,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
     })
     const call = <A>(effect: Effect.Effect<A, unknown>): Effect.Effect<A, BlixardError> =>
       effect.pipe(
-        Effect.catchAll(toBlixardError(addr)),
+        Effect.catchAll(toBlixardError(addr, scheme)),
         Effect.timeoutFail({
           duration: timeout,
           onTimeout: () =>

@@ -26,6 +26,8 @@ export interface Target {
   readonly tokenFile?: string
   /** `--data-dir` or `BLIXARD_DATA_DIR`: the node's data directory, holding its `api-token`. */
   readonly dataDir?: string
+  /** `--ca-file`: the cluster CA to verify the node's HTTPS certificate with. */
+  readonly caFile?: string
 }
 
 export interface BlixardClientApi {
@@ -54,22 +56,33 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
       const clients = new Map<string, ApiClientShape>()
       const clientFor = (target: Target): Effect.Effect<ApiClientShape, BlixardError> =>
         Effect.suspend(() => {
-          const key = JSON.stringify([target.addr, target.tokenFile, target.dataDir])
+          const key = JSON.stringify([target.addr, target.tokenFile, target.dataDir, target.caFile])
           const known = clients.get(key)
           if (known !== undefined) return Effect.succeed(known)
-          return Effect.promise(() =>
-            Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient"), import("./Credentials.js")])
-          ).pipe(
-            Effect.flatMap(([Client, Fetch, Credentials]) => {
-              const make = (token: string | undefined) =>
-                Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
-              const nodeId = make(undefined).pipe(
-                Effect.flatMap((anonymous) => anonymous.health()),
-                Effect.map((health): number | undefined => health.node),
-                Effect.orElseSucceed(() => undefined)
-              )
-              return Effect.flatMap(Credentials.resolveToken(target, env, nodeId), make)
-            }),
+          return Effect.promise(() => Promise.all([import("../api/Client.js"), import("./Credentials.js"), import("../net/Tls.js")])).pipe(
+            Effect.flatMap(([Client, Credentials, Tls]) =>
+              Effect.gen(function* () {
+                // Only to find the node's files on this host: no token goes with it, and whatever it
+                // says, the answer is checked against the CA found there.
+                const nodeId = yield* Effect.cached(Credentials.probeNodeId(target.addr))
+                const ca = yield* Credentials.resolveCa(target, env, nodeId)
+                const token = yield* Credentials.resolveToken(target, env, nodeId)
+                const clusterId = ca === undefined ? undefined : Tls.clusterOfCa(ca.pem)
+                return yield* Client.make({
+                  addr: target.addr,
+                  scheme: ca === undefined ? "http" : "https",
+                  ...(token !== undefined ? { token } : {})
+                }).pipe(
+                  Effect.provide(
+                    Client.layerHttpClient(
+                      ca === undefined
+                        ? undefined
+                        : { ca: ca.pem, ...(clusterId !== undefined ? { checkServerIdentity: Tls.checkServerIdentity(clusterId) } : {}) }
+                    )
+                  )
+                )
+              })
+            ),
             Effect.tap((client) => Effect.sync(() => clients.set(key, client)))
           )
         })

@@ -113,6 +113,10 @@ export const identityOf = (subjectAltName: string | undefined): Identity | undef
   return { clusterId: found[0]![1]!, node: Number(found[0]![2]) }
 }
 
+/** The cluster a CA certificate is for (its URI SAN `blixard://CLUSTER_ID`). */
+export const clusterOfCa = (caPem: string): string | undefined =>
+  /(?:^|, )URI:blixard:\/\/([0-9a-f-]{36})(?:,|$)/.exec(new X509Certificate(caPem).subjectAltName ?? "")?.[1]
+
 /** The SHA-256 of a certificate's DER, lower-case hex: what a join token pins. */
 export const fingerprintOf = (certificatePem: string): string =>
   createHash("sha256").update(new X509Certificate(certificatePem).raw).digest("hex")
@@ -248,7 +252,7 @@ export const checkNodeTls = (files: typeof NodeTlsFiles.Type, node: number, wher
   const identity = identityOf(cert.subjectAltName)
   if (identity === undefined) return invalid("node.crt names no Blixard node (no URI blixard://CLUSTER/node/N)")
   if (identity.node !== node) return invalid(`node.crt is node ${identity.node}'s certificate, not node ${node}'s; start node ${identity.node} on this data directory`)
-  const caCluster = /URI:blixard:\/\/([0-9a-f-]{36})(?:,|$)/.exec(ca.subjectAltName ?? "")?.[1]
+  const caCluster = clusterOfCa(files.ca)
   if (caCluster !== identity.clusterId) return invalid(`node.crt names cluster ${identity.clusterId}, the CA is cluster ${caCluster ?? "(none)"}'s`)
   if (Date.parse(cert.validTo) < Date.now()) return invalid(`node.crt expired on ${cert.validTo}`)
   return Either.right({ ...files, clusterId: identity.clusterId, node, fingerprint: fingerprintOf(files.ca) })

@@ -18,9 +18,8 @@
  * running across a daemon restart; the next daemon adopts them if it is back in contact with the
  * quorum before the lease runs out (else the watchdog has stopped them).
  */
-import { FetchHttpClient } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
-import { Clock, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Runtime, Schedule } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
@@ -32,12 +31,13 @@ import * as Client from "../api/Client.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
-import { ConfigInvalid, MemberAmnesia, StorageIo, Unavailable, WrongDataDir } from "../domain/Errors.js"
+import { ConfigInvalid, MemberAmnesia, StorageIo, TlsInvalid, Unavailable, WrongDataDir } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
 import * as PeerTransport from "../net/PeerTransport.js"
 import { RaftPeers } from "../net/PeerTransport.js"
+import * as Tls from "../net/Tls.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
@@ -49,6 +49,8 @@ import { apiTokenFileName } from "./Settings.js"
 import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as Orchestration from "./Orchestration.js"
+import * as StartTls from "./StartTls.js"
+import * as TlsBootstrap from "./TlsBootstrap.js"
 import { resolveVmOwner } from "./VmUser.js"
 
 /** Used when no cluster secret file is configured: peer traffic is then NOT protected. */
@@ -208,25 +210,6 @@ export const run = (config: NodeConfig) =>
         )
       }
       const admin = yield* adminToken(config, NodeId.make(node))
-
-      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
-      // to report its VMs' status), with this node's credential, never an admin token.
-      const credential = Auth.nodeCredential(secret, node)
-      const clients = new Map<string, ControlPlaneShape>()
-      const httpClient = yield* Layer.build(FetchHttpClient.layer)
-      const remote = (address: string): ControlPlaneShape => {
-        let plane = clients.get(address)
-        if (plane === undefined) {
-          const client = Effect.runSync(
-            Client.make({ addr: address, token: credential, timeout: Duration.millis(config.timeouts.requestMs) }).pipe(
-              Effect.provide(httpClient)
-            )
-          )
-          plane = remoteControlPlane(client)
-          clients.set(address, plane)
-        }
-        return plane
-      }
       // Storage: locked, checked, migrated; then claimed for this node id.
       const storage = yield* Layer.build(layerFile({ filename, node }))
       const incarnation = yield* NodeMeta.claim({ filename, node, dataDir: config.dataDir }).pipe(Effect.provide(storage))
@@ -236,13 +219,47 @@ export const run = (config: NodeConfig) =>
       const meta = (effect: Effect.Effect<unknown, unknown, SqlClient.SqlClient | Durability>) =>
         effect.pipe(Effect.provide(storage), Effect.mapError(classify({ filename, node }, "reading the node's identity")))
       const knownCluster = (yield* meta(NodeMeta.get("cluster_id"))) as string | undefined
+      const tls = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret })
+
+      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
+      // to report its VMs' status), with this node's credential, never an admin token; over TLS, only
+      // to members of this node's cluster.
+      const credential = Auth.nodeCredential(secret, node)
+      const clients = new Map<string, ControlPlaneShape>()
+      const httpClient = yield* Layer.build(
+        Client.layerHttpClient(
+          tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
+        )
+      )
+      const remote = (address: string): ControlPlaneShape => {
+        let plane = clients.get(address)
+        if (plane === undefined) {
+          const client = Effect.runSync(
+            Client.make({
+              addr: address,
+              token: credential,
+              timeout: Duration.millis(config.timeouts.requestMs),
+              scheme: tls === undefined ? "http" : "https"
+            }).pipe(Effect.provide(httpClient))
+          )
+          plane = remoteControlPlane(client)
+          clients.set(address, plane)
+        }
+        return plane
+      }
 
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
       if (!fresh && knownCluster !== undefined && config.peers.length > 0) {
         for (const peer of config.peers) {
           const answer = yield* Effect.either(remote(peer.address).clusterStatus)
-          if (answer._tag === "Left") continue
-          const theirs = answer.right.clusterId
+          // Over TLS a member of another cluster is not even trusted: ask which CA it offers.
+          const theirs =
+            answer._tag === "Right"
+              ? answer.right.clusterId
+              : answer.left._tag === "TlsUntrusted"
+                ? yield* TlsBootstrap.offeredCluster(peer.address, config.timeouts.requestMs)
+                : undefined
+          if (answer._tag === "Left" && theirs === undefined) continue
           if (theirs !== undefined && theirs !== knownCluster) {
             return yield* new WrongDataDir({
               node,
@@ -267,7 +284,7 @@ export const run = (config: NodeConfig) =>
       const state = new ClusterStateHolder()
       if (founding) {
         state.current.members.set(node, advertise)
-        state.current.clusterId = randomUUID()
+        state.current.clusterId = tls?.clusterId ?? randomUUID()
         yield* meta(NodeMeta.set("cluster_id", state.current.clusterId))
       }
 
@@ -276,7 +293,8 @@ export const run = (config: NodeConfig) =>
           self: node,
           peers: new Map(config.peers.map((p) => [p.id, p.address])),
           clusterSecret: secret,
-          requestTimeoutMs: config.timeouts.requestMs
+          requestTimeoutMs: config.timeouts.requestMs,
+          ...(tls !== undefined ? { clusterId: tls.clusterId, tls } : {})
         })
       )
       const raftContext = yield* Layer.build(
@@ -295,19 +313,35 @@ export const run = (config: NodeConfig) =>
       const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
       const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy })
 
-      // One port: the REST API and the peers' /raft endpoint.
+      // One port: the REST API, the peers' /raft endpoint, and a joining node's certificate.
       const { host, port } = splitHostPort(config.bind)
+      const auth: Auth.AuthOptions = {
+        adminTokens: [admin.token],
+        hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,
+        clusterSecret: secret,
+        nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
+        tokens: (id) => state.current.tokens.get(id)
+      }
+      const runFork = Runtime.runFork(yield* Effect.runtime<never>())
       yield* Layer.build(
         Server.layerSharedPort({
           host,
           port,
-          auth: {
-            adminTokens: [admin.token],
-            hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,
-            clusterSecret: secret,
-            nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
-            tokens: (id) => state.current.tokens.get(id)
-          }
+          auth,
+          ...(tls === undefined
+            ? {}
+            : {
+                tls,
+                tlsBootstrap: TlsBootstrap.makeHandler({
+                  tls,
+                  clusterSecret: secret,
+                  authenticate: Auth.makeAuthenticate(auth),
+                  run: (effect, then) =>
+                    void runFork(Effect.either(effect)).addObserver((exit) =>
+                      then(exit._tag === "Success" ? exit.value : Either.left(new TlsInvalid({ node, subject: "certificate", message: `node ${node} could not sign a certificate (interrupted)` })))
+                    )
+                })
+              })
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))

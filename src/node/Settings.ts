@@ -22,6 +22,8 @@ export interface NodeFlags {
   readonly dataDir?: string | undefined
   readonly clusterSecretFile?: string | undefined
   readonly apiTokenFile?: string | undefined
+  readonly insecurePlaintext?: boolean | undefined
+  readonly insecurePlaintextNonLoopback?: boolean | undefined
   readonly vmBackend?: string | undefined
   readonly microvmStateDir?: string | undefined
   readonly vmUser?: string | undefined
@@ -62,6 +64,8 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["dataDir", "--data-dir", "BLIXARD_DATA_DIR"],
   ["clusterSecretFile", "--cluster-secret-file", "BLIXARD_CLUSTER_SECRET_FILE"],
   ["apiTokenFile", "--api-token-file", "BLIXARD_API_TOKEN_FILE"],
+  ["insecurePlaintext", "--insecure-plaintext", "BLIXARD_INSECURE_PLAINTEXT"],
+  ["insecurePlaintextNonLoopback", "--i-know", "BLIXARD_INSECURE_PLAINTEXT_NON_LOOPBACK"],
   ["vmBackend", "--vm-backend", "BLIXARD_VM_BACKEND"],
   ["microvmStateDir", "--microvm-state-dir", "BLIXARD_MICROVM_STATE_DIR"],
   ["vmUser", "--vm-user", "BLIXARD_VM_USER"],
@@ -69,6 +73,9 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["gcRootDir", "--gc-root-dir", "BLIXARD_GC_ROOT_DIR"],
   ["logLevel", "--log-level", "BLIXARD_LOG_LEVEL"]
 ]
+
+/** Settings that are on or off: a flag without a value, `true`/`false` (or 1/0) in the environment. */
+const booleans: ReadonlySet<string> = new Set(["insecurePlaintext", "insecurePlaintextNonLoopback"])
 
 /** The list settings: NodeConfig key, flag (repeatable), environment variable (comma-separated). */
 const lists: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> = [
@@ -196,6 +203,14 @@ const environmentSource = (env: Environment): Source => {
         continue
       }
       source.values[key] = Number(value.trim())
+    } else if (booleans.has(key)) {
+      const text = value.trim().toLowerCase()
+      if (!["true", "false", "1", "0"].includes(text)) {
+        source.problems.push(`${variable} ${quote(value)}: true or false`)
+        source.rejected.add(key)
+        continue
+      }
+      source.values[key] = text === "true" || text === "1"
     } else {
       source.values[key] = value
     }
@@ -230,7 +245,8 @@ const flagSource = (flags: NodeFlags): Source => {
   const source = emptySource()
   for (const [key, flag] of scalars) {
     const value = flags[key]
-    if (value === undefined) continue
+    // A boolean flag not given is `false` from the CLI: it must not override the file or the environment.
+    if (value === undefined || (booleans.has(key) && value === false)) continue
     source.values[key] = value
     source.origins[key] = () => `${flag} ${typeof value === "string" ? quote(value) : String(value)}`
   }
