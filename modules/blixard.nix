@@ -82,6 +82,8 @@ let
     "dataDir"
     "clusterSecretFile"
     "apiTokenFile"
+    "insecurePlaintext"
+    "insecurePlaintextNonLoopback"
     "allowedRunnerPrefixes"
     "allowedFlakePrefixes"
     "vmBackend"
