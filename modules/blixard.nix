@@ -86,6 +86,8 @@ let
     "dataDir"
     "clusterSecretFile"
     "apiTokenFile"
+    "insecurePlaintext"
+    "insecurePlaintextNonLoopback"
     "allowedRunnerPrefixes"
     "allowedFlakePrefixes"
     "vmBackend"

@@ -8,11 +8,12 @@
  * (`await import(".../api/Client.js")`) inside the command that talks to a node.
  */
 import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
-import { BlixardError, InvalidArgument, Timeout, Unavailable } from "../domain/Errors.js"
+import { BlixardError, InvalidArgument, Timeout, TlsUntrusted, Unavailable } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
@@ -21,6 +22,7 @@ import type { VmName } from "../domain/VmName.js"
 import type { VmChanges, VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { BlixardApi, type Health } from "./Api.js"
+import * as SnapshotHttp from "./SnapshotHttp.js"
 
 export interface ClientOptions {
   /** `HOST:PORT` of the node (`--addr`, `BLIXARD_ADDR`), e.g. `127.0.0.1:7001` or `[::1]:7001`. */
@@ -29,7 +31,36 @@ export interface ClientOptions {
   readonly token?: Redacted.Redacted<string> | string | undefined
   /** How long one request may take before it fails with `Timeout` (default 5 seconds). */
   readonly timeout?: Duration.DurationInput | undefined
+  /** `https` for a node serving TLS (the default of `blixard node`; give the client `layerTls`), `http` for a plain one. */
+  readonly scheme?: "http" | "https" | undefined
 }
+
+/** How a client checks a node's HTTPS certificate, and the certificate it presents (a node's, to another node). */
+export interface ClientTls {
+  /** PEM of the cluster CA: the node's certificate must chain to it. */
+  readonly ca: string
+  readonly cert?: string | undefined
+  readonly key?: string | undefined
+  /** As for `tls.connect`: an Error refuses the server (after its chain to `ca` is verified). */
+  readonly checkServerIdentity?: ((host: string, cert: { readonly subjectaltname?: string | undefined }) => Error | undefined) | undefined
+}
+
+/** An `HttpClient` over `node:https` trusting only the cluster CA (`tls`), or plain `node:http`. */
+export const layerHttpClient = (tls?: ClientTls): Layer.Layer<HttpClient.HttpClient> =>
+  NodeHttpClient.layerWithoutAgent.pipe(
+    Layer.provide(
+      NodeHttpClient.makeAgentLayer(
+        tls === undefined
+          ? { keepAlive: true }
+          : {
+              keepAlive: true,
+              ca: tls.ca,
+              ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+              ...(tls.checkServerIdentity !== undefined ? { checkServerIdentity: tls.checkServerIdentity as never } : {})
+            }
+      )
+    )
+  )
 
 export interface ReadOptions {
   /** Answer from the asked node's own state, without a ReadIndex round (may be stale). */
@@ -61,6 +92,8 @@ export interface ApiClientShape {
    * `follow`, until the stream is interrupted. Only the answer's start is bounded by the timeout.
    */
   readonly vmLogs: (name: VmName, options: { readonly follow: boolean; readonly tail?: number | undefined }) => Stream.Stream<string, BlixardError>
+  /** The cluster's state as a snapshot file (`GET /v1/cluster/snapshot`, admin), streamed. */
+  readonly snapshot: () => Stream.Stream<Uint8Array, BlixardError>
   readonly listNodes: (options?: ReadOptions & NodeQuery) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
   readonly cordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly uncordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
@@ -82,8 +115,8 @@ export const DefaultTimeout = Duration.seconds(5)
 const isBlixardError = Schema.is(BlixardError)
 const decodeBlixardError = Schema.decodeUnknownOption(BlixardError)
 
-/** `http://HOST:PORT` (an IPv6 host stays bracketed). */
-export const baseUrlOf = (addr: string): string => (/^https?:\/\//.test(addr) ? addr : `http://${addr}`)
+/** `http://HOST:PORT` or `https://…` (an IPv6 host stays bracketed). */
+export const baseUrlOf = (addr: string, scheme: "http" | "https" = "http"): string => (/^https?:\/\//.test(addr) ? addr : `${scheme}://${addr}`)
 
 const unreachable = (addr: string) =>
   new Unavailable({
@@ -91,9 +124,44 @@ const unreachable = (addr: string) =>
     subject: addr
   })
 
+/** Node's codes for a certificate that does not verify against the CA given. */
+const certificateCodes = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_HAS_EXPIRED",
+  "ERR_TLS_CERT_ALTNAME_INVALID"
+])
+
+/** What a failed connection says about TLS, when it is about TLS. */
+const tlsProblem = (addr: string, scheme: "http" | "https", cause: unknown): BlixardError | undefined => {
+  const error = cause as { readonly code?: unknown; readonly message?: unknown } | undefined
+  const code = typeof error?.code === "string" ? error.code : ""
+  const message = typeof error?.message === "string" ? error.message : ""
+  if (message.startsWith("BLX_TLS_UNTRUSTED: ")) return new TlsUntrusted({ subject: addr, message: `${addr}: ${message.slice(19)}` })
+  if (certificateCodes.has(code)) {
+    return new TlsUntrusted({
+      subject: addr,
+      message: `the certificate of ${addr} is not from this cluster's CA (${code}); give the cluster's CA (--ca-file, BLIXARD_CA_FILE, or the node's --data-dir)`
+    })
+  }
+  if (scheme === "https" && (code === "EPROTO" || /wrong version number|packet length too long/i.test(message))) {
+    return new Unavailable({ subject: addr, message: `${addr} does not speak TLS (was the node started with --insecure-plaintext?); talk to it without a CA file` })
+  }
+  if (scheme === "http" && (code === "ECONNRESET" || /socket hang up/i.test(message))) {
+    return new Unavailable({
+      subject: addr,
+      message: `${addr} closed the connection: it probably serves HTTPS; give the cluster's CA (--ca-file, BLIXARD_CA_FILE, or the node's --data-dir)`
+    })
+  }
+  return undefined
+}
+
 /** Whatever went wrong below the API, as one of Blixard's errors naming the address. */
 const toBlixardError =
-  (addr: string) =>
+  (addr: string, scheme: "http" | "https") =>
   (error: unknown): Effect.Effect<never, BlixardError> => {
     if (isBlixardError(error)) return Effect.fail(error)
     if (error instanceof HttpApiError.HttpApiDecodeError) {
@@ -103,7 +171,7 @@ const toBlixardError =
       if (error._tag === "RequestError") {
         return Effect.fail(
           error.reason === "Transport"
-            ? unreachable(addr)
+            ? tlsProblem(addr, scheme, error.cause) ?? unreachable(addr)
             : new InvalidArgument({ message: `cannot send the request to ${addr}: ${error.message}`, subject: addr })
         )
       }
@@ -152,8 +220,9 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
     const addr = options.addr
     const token = options.token
     const timeout = options.timeout ?? DefaultTimeout
+    const scheme = options.scheme ?? "http"
     const api = yield* HttpApiClient.make(BlixardApi, {
-      baseUrl: baseUrlOf(addr),
+      baseUrl: baseUrlOf(addr, scheme),
       ...(token === undefined
         ? {}
         : {
@@ -164,7 +233,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
     })
     const call = <A>(effect: Effect.Effect<A, unknown>): Effect.Effect<A, BlixardError> =>
       effect.pipe(
-        Effect.catchAll(toBlixardError(addr)),
+        Effect.catchAll(toBlixardError(addr, scheme)),
         Effect.timeoutFail({
           duration: timeout,
           onTimeout: () =>
@@ -177,54 +246,49 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
     const body = (options: WriteOptions | undefined) =>
       options?.ifRevision === undefined ? {} : { ifRevision: options.ifRevision }
 
-    const vmLogs: ApiClientShape["vmLogs"] = (name, request) =>
-      Stream.async<string, BlixardError>((emit) => {
-        const controller = new AbortController()
-        let answered = false
-        const timer = setTimeout(() => {
-          if (answered) return
-          void emit.fail(new Timeout({ message: `the node at ${addr} did not answer within ${Duration.format(timeout)}`, subject: addr }))
-          controller.abort()
-        }, Duration.toMillis(timeout))
-        const query = `follow=${request.follow}${request.tail !== undefined ? `&tail=${request.tail}` : ""}`
-        const secret = token === undefined ? undefined : typeof token === "string" ? token : Redacted.value(token)
-        const read = async () => {
-          const answer = await fetch(`${baseUrlOf(addr)}/v1/vms/${encodeURIComponent(name)}/logs?${query}`, {
-            headers: secret === undefined ? {} : { authorization: `Bearer ${secret}` },
-            signal: controller.signal
-          })
-          answered = true
-          clearTimeout(timer)
-          if (!answer.ok || answer.body === null) {
-            const body: unknown = await answer.json().catch(() => undefined)
-            const decoded = decodeBlixardError(body)
-            return void emit.fail(
-              decoded._tag === "Some"
+    const http = yield* HttpClient.HttpClient
+    const authorized =
+      token === undefined ? http : http.pipe(HttpClient.mapRequest(HttpClientRequest.bearerToken(typeof token === "string" ? token : Redacted.value(token))))
+
+    /**
+     * A streamed answer (a log, a snapshot) over this client's connection settings (TLS included):
+     * only its start is bounded by the timeout; an error answer is the node's `BLX_…` error.
+     */
+    const streamed = (path: string, what: string, accept?: (contentType: string | undefined) => boolean) =>
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const response = yield* authorized.get(`${baseUrlOf(addr, scheme)}${path}`).pipe(
+            Effect.catchAll(toBlixardError(addr, scheme)),
+            Effect.timeoutFail({
+              duration: timeout,
+              onTimeout: () => new Timeout({ message: `the node at ${addr} did not begin ${what} within ${Duration.format(timeout)}`, subject: addr })
+            })
+          )
+          if (response.status !== 200 || (accept !== undefined && !accept(response.headers["content-type"]))) {
+            const body = yield* Effect.option(response.json)
+            const decoded = body._tag === "Some" ? decodeBlixardError(body.value) : undefined
+            return yield* Effect.fail(
+              decoded !== undefined && decoded._tag === "Some"
                 ? decoded.value
-                : new Unavailable({ subject: addr, message: `the node at ${addr} answered HTTP ${answer.status} to the log request` })
+                : new Unavailable({ subject: addr, message: `the node at ${addr} answered HTTP ${response.status} to ${what}, which this client does not understand` })
             )
           }
-          const decoder = new TextDecoder()
-          for await (const bytes of answer.body) {
-            const text = decoder.decode(bytes as Uint8Array, { stream: true })
-            if (text !== "") await emit.single(text)
-          }
-          void emit.end()
-        }
-        read().catch((e: unknown) => {
-          clearTimeout(timer)
-          if (controller.signal.aborted) return
-          void emit.fail(answered ? new Unavailable({ subject: addr, message: `the log stream from ${addr} broke: ${String(e)}` }) : unreachable(addr))
+          return response.stream.pipe(
+            Stream.mapError((e) => new Unavailable({ subject: addr, message: `${what} from ${addr} broke off: ${e.message}` }) as BlixardError)
+          )
         })
-        return Effect.sync(() => {
-          clearTimeout(timer)
-          controller.abort()
-        })
-      })
+      )
+
+    const vmLogs: ApiClientShape["vmLogs"] = (name, request) =>
+      streamed(
+        `/v1/vms/${encodeURIComponent(name)}/logs?follow=${request.follow}${request.tail !== undefined ? `&tail=${request.tail}` : ""}`,
+        `the log of VM "${name}"`
+      ).pipe(Stream.decodeText(), Stream.filter((text) => text !== ""))
 
     return {
       addr,
       vmLogs,
+      snapshot: () => streamed(SnapshotHttp.path, "the snapshot", (type) => type === SnapshotHttp.contentType),
       listVms: (read) => call(api.vms.list({ urlParams: { ...queryOf(read), ...urlParamsOf(read) } })),
       getVm: (name, read) => call(api.vms.get({ path: { name }, urlParams: urlParamsOf(read) })),
       createVm: (spec, write) =>

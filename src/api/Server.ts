@@ -658,6 +658,10 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
 export interface ServerOptions extends ApiOptions {
   readonly port: number
   readonly host: string
+  /** Serve HTTPS with this certificate (PEM), asking clients for one from `ca` (peers must present it). */
+  readonly tls?: { readonly ca: string; readonly cert: string; readonly key: string } | undefined
+  /** Requests it answers (returns true) never reach the API: a joining node's certificate (`TlsBootstrap`). */
+  readonly tlsBootstrap?: ((request: http.IncomingMessage, response: http.ServerResponse) => boolean) | undefined
 }
 
 /** The API's request listener over this layer's `ControlPlane` and runtime. */
@@ -695,5 +699,8 @@ export const layerSharedPort = (
 ): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, ControlPlane | PeerEndpoint> =>
   Layer.scoped(
     HttpServer.HttpServer,
-    Effect.flatMap(listener(options), (api) => PeerTransport.listen(options, api))
+    Effect.flatMap(listener(options), (api) => {
+      const bootstrap = options.tlsBootstrap
+      return PeerTransport.listen(options, bootstrap === undefined ? api : (request, response) => void (bootstrap(request, response) || api(request, response)))
+    })
   )

@@ -11,11 +11,13 @@
  */
 import { Cause, Effect, Exit, type Fiber, Schema, Stream } from "effect"
 import * as http from "node:http"
+import * as https from "node:https"
 import { BlixardError, InvalidArgument, Unavailable, VmNotFound } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import { VmName } from "../domain/VmName.js"
 import type { VmLogRequest } from "../vm/VmLogs.js"
 import type { Access } from "./Auth.js"
+import type { ClientTls } from "./Client.js"
 
 /** A request the JSON route table does not serve (see `Server.ts`). */
 export interface RawRoute {
@@ -47,6 +49,8 @@ export interface VmLogsRouteOptions {
   readonly credential: string
   /** How long the hosting node may take to begin its answer (default 5 s). */
   readonly connectTimeoutMs?: number | undefined
+  /** The cluster's TLS (this node's certificate, the CA the hosting node's must chain to); absent: plain HTTP. */
+  readonly tls?: ClientTls | undefined
 }
 
 /** Set on a forwarded request: the receiver serves from its own disk, never forwards again. */
@@ -135,9 +139,18 @@ const forward = (
       subject: `node ${where.node}`,
       message: `node ${options.node} could not get the VM's log from node ${where.node} (${where.address}), which hosts it: ${why}; is node ${where.node} up?`
     })
-  const upstream = http.get(
-    `http://${where.address}${url}`,
-    { headers: { authorization: `Bearer ${options.credential}`, [ForwardedHeader]: String(options.node) } },
+  const headers = { authorization: `Bearer ${options.credential}`, [ForwardedHeader]: String(options.node) }
+  const tls = options.tls
+  const upstream = (tls === undefined ? http.get : https.get)(
+    `${tls === undefined ? "http" : "https"}://${where.address}${url}`,
+    tls === undefined
+      ? { headers }
+      : {
+          headers,
+          ca: tls.ca,
+          ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+          ...(tls.checkServerIdentity !== undefined ? { checkServerIdentity: tls.checkServerIdentity as never } : {})
+        },
     (answer) => {
       upstream.setTimeout(0)
       response.writeHead(answer.statusCode ?? 502, {

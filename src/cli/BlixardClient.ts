@@ -27,6 +27,8 @@ export interface Target {
   readonly tokenFile?: string
   /** `--data-dir` or `BLIXARD_DATA_DIR`: the node's data directory, holding its `api-token`. */
   readonly dataDir?: string
+  /** `--ca-file`: the cluster CA to verify the node's HTTPS certificate with. */
+  readonly caFile?: string
 }
 
 export interface BlixardClientApi {
@@ -52,7 +54,7 @@ export interface BlixardClientApi {
   readonly listTokens: (target: Target) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
   readonly revokeToken: (target: Target, id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
   /** The cluster's state as a snapshot file's bytes, streamed (`GET /v1/cluster/snapshot`). */
-  readonly downloadSnapshot: (target: Target) => Effect.Effect<AsyncIterable<Uint8Array>, BlixardError>
+  readonly downloadSnapshot: (target: Target) => Stream.Stream<Uint8Array, BlixardError>
 }
 
 export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<BlixardClient, BlixardClientApi>() {
@@ -62,29 +64,35 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
     Effect.gen(function* () {
       const env = yield* ProcessEnv
       const clients = new Map<string, ApiClientShape>()
-      /** The token for `target` (`Credentials.ts`), and how to make a client of its node. */
-      const tokenFor = (target: Target) =>
-        Effect.promise(() =>
-          Promise.all([import("../api/Client.js"), import("@effect/platform/FetchHttpClient"), import("./Credentials.js")])
-        ).pipe(
-          Effect.flatMap(([Client, Fetch, Credentials]) => {
-            const make = (token: string | undefined) =>
-              Client.make({ addr: target.addr, ...(token !== undefined ? { token } : {}) }).pipe(Effect.provide(Fetch.layer))
-            const nodeId = make(undefined).pipe(
-              Effect.flatMap((anonymous) => anonymous.health()),
-              Effect.map((health): number | undefined => health.node),
-              Effect.orElseSucceed(() => undefined)
-            )
-            return Effect.map(Credentials.resolveToken(target, env, nodeId), (token) => ({ make, token }))
-          })
-        )
       const clientFor = (target: Target): Effect.Effect<ApiClientShape, BlixardError> =>
         Effect.suspend(() => {
-          const key = JSON.stringify([target.addr, target.tokenFile, target.dataDir])
+          const key = JSON.stringify([target.addr, target.tokenFile, target.dataDir, target.caFile])
           const known = clients.get(key)
           if (known !== undefined) return Effect.succeed(known)
-          return tokenFor(target).pipe(
-            Effect.flatMap(({ make, token }) => make(token)),
+          return Effect.promise(() => Promise.all([import("../api/Client.js"), import("./Credentials.js"), import("../net/Tls.js")])).pipe(
+            Effect.flatMap(([Client, Credentials, Tls]) =>
+              Effect.gen(function* () {
+                // Only to find the node's files on this host: no token goes with it, and whatever it
+                // says, the answer is checked against the CA found there.
+                const nodeId = yield* Effect.cached(Credentials.probeNodeId(target.addr))
+                const ca = yield* Credentials.resolveCa(target, env, nodeId)
+                const token = yield* Credentials.resolveToken(target, env, nodeId)
+                const clusterId = ca === undefined ? undefined : Tls.clusterOfCa(ca.pem)
+                return yield* Client.make({
+                  addr: target.addr,
+                  scheme: ca === undefined ? "http" : "https",
+                  ...(token !== undefined ? { token } : {})
+                }).pipe(
+                  Effect.provide(
+                    Client.layerHttpClient(
+                      ca === undefined
+                        ? undefined
+                        : { ca: ca.pem, ...(clusterId !== undefined ? { checkServerIdentity: Tls.checkServerIdentity(clusterId) } : {}) }
+                    )
+                  )
+                )
+              })
+            ),
             Effect.tap((client) => Effect.sync(() => clients.set(key, client)))
           )
         })
@@ -109,13 +117,7 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         createToken: (target, role, name) => via(target, (c) => c.createToken(role, name)),
         listTokens: (target) => via(target, (c) => c.listTokens()),
         revokeToken: (target, id) => via(target, (c) => c.revokeToken(id)),
-        downloadSnapshot: (target) =>
-          Effect.flatMap(tokenFor(target), ({ token }) =>
-            Effect.flatMap(
-              Effect.promise(() => import("../api/SnapshotClient.js")),
-              (SnapshotClient) => SnapshotClient.download({ addr: target.addr, ...(token !== undefined ? { token } : {}) })
-            )
-          )
+        downloadSnapshot: (target) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.snapshot()))
       } satisfies BlixardClientApi
     })
   )

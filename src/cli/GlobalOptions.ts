@@ -49,14 +49,23 @@ const dataDir = Options.text("data-dir").pipe(
   Options.optional
 )
 
+const caFile = Options.text("ca-file").pipe(
+  Options.withPseudoName("FILE"),
+  Options.withDescription(
+    "The cluster's CA certificate, to verify the node's HTTPS certificate. Default: $BLIXARD_CA_FILE, else tls/ca.crt in the node's data directory (as for the token). Without one the CLI talks plain HTTP."
+  ),
+  Options.optional
+)
+
 /** Spread into a client command's config: `Command.make("list", { ...clientOptions }, …)`. */
-export const clientOptions = { addr, json, tokenFile, dataDir } as const
+export const clientOptions = { addr, json, tokenFile, dataDir, caFile } as const
 
 export interface ClientOptions {
   readonly addr: Option.Option<string>
   readonly json: boolean
   readonly tokenFile?: Option.Option<string>
   readonly dataDir?: Option.Option<string>
+  readonly caFile?: Option.Option<string>
 }
 
 /** The root command, holding the global options; `Cli.ts` adds the subcommands. */
@@ -83,13 +92,19 @@ export const resolveClientContext = (
       : [defaultAddr, "the default address"]
   const problems: Array<string> = []
   const address = check(HostPort, text, origin, problems)
-  const given = (key: "tokenFile" | "dataDir") => Option.getOrUndefined(Option.orElse(local[key] ?? Option.none(), () => global[key] ?? Option.none()))
+  const given = (key: "tokenFile" | "dataDir" | "caFile") => Option.getOrUndefined(Option.orElse(local[key] ?? Option.none(), () => global[key] ?? Option.none()))
   const tokenFile = given("tokenFile")
   const dataDir = given("dataDir")
+  const caFile = given("caFile")
   return address === undefined
     ? Either.left(invalidArgument(problems))
     : Either.right({
-        target: { addr: address, ...(tokenFile !== undefined ? { tokenFile } : {}), ...(dataDir !== undefined ? { dataDir } : {}) },
+        target: {
+          addr: address,
+          ...(tokenFile !== undefined ? { tokenFile } : {}),
+          ...(dataDir !== undefined ? { dataDir } : {}),
+          ...(caFile !== undefined ? { caFile } : {})
+        },
         json: local.json || global.json
       })
 }

@@ -81,6 +81,14 @@ const options = {
     "FILE",
     "A file holding the secret that authenticates peer traffic. [$BLIXARD_CLUSTER_SECRET_FILE]"
   ),
+  insecurePlaintext: Options.boolean("insecure-plaintext").pipe(
+    Options.withDescription(
+      "Serve peers and the API without TLS (ws://, http://): anyone on the path reads and can alter the traffic, tokens included. Refused on a non-loopback --bind unless --i-know is given too; warned about at every start. [$BLIXARD_INSECURE_PLAINTEXT]"
+    )
+  ),
+  iKnow: Options.boolean("i-know").pipe(
+    Options.withDescription("With --insecure-plaintext: allow it on a non-loopback --bind. [$BLIXARD_INSECURE_PLAINTEXT_NON_LOOPBACK]")
+  ),
   apiTokenFile: text(
     "api-token-file",
     "FILE",
@@ -244,6 +252,8 @@ const daemon = Command.make("node", options, (args) =>
       dataDir: Option.getOrUndefined(args.dataDir),
       clusterSecretFile: Option.getOrUndefined(args.clusterSecretFile),
       apiTokenFile: Option.getOrUndefined(args.apiTokenFile),
+      insecurePlaintext: args.insecurePlaintext,
+      insecurePlaintextNonLoopback: args.iKnow,
       vmBackend: Option.getOrUndefined(args.vmBackend),
       microvmStateDir: Option.getOrUndefined(args.microvmStateDir),
       vmUser: Option.getOrUndefined(args.vmUser),

@@ -10,11 +10,11 @@
 import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import { Console, Effect, Either, Option } from "effect"
+import { Console, Effect, Either, Option, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as SnapshotFile from "../cluster/SnapshotFile.js"
-import { StorageIo } from "../domain/Errors.js"
+import { type BlixardError, StorageIo } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort } from "../domain/NodeInfo.js"
 import { BlixardClient } from "./BlixardClient.js"
@@ -26,20 +26,16 @@ const fileArg = Args.text({ name: "FILE" })
 const ioError = (file: string, doing: string) => (e: unknown) =>
   new StorageIo({ subject: file, message: `cannot ${doing} ${file}: ${e instanceof Error ? e.message : String(e)}` })
 
-/** Writes `body` to `file`, fsynced. */
-const writeAll = (file: string, body: AsyncIterable<Uint8Array>) =>
-  Effect.tryPromise({
-    try: async () => {
-      const handle = await fs.promises.open(file, "w", 0o600)
-      try {
-        for await (const chunk of body) await handle.write(chunk)
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-    },
-    catch: ioError(file, "write")
-  })
+/** Writes `body` to `file`, fsynced; a broken answer fails with the node's error. */
+const writeAll = (file: string, body: Stream.Stream<Uint8Array, BlixardError>) =>
+  Effect.acquireUseRelease(
+    Effect.try({ try: () => fs.openSync(file, "w", 0o600), catch: ioError(file, "create") }),
+    (fd) =>
+      Stream.runForEach(body, (chunk) => Effect.try({ try: () => void fs.writeSync(fd, chunk), catch: ioError(file, "write") })).pipe(
+        Effect.zipRight(Effect.try({ try: () => fs.fsyncSync(fd), catch: ioError(file, "sync") }))
+      ),
+    (fd) => Effect.sync(() => fs.closeSync(fd))
+  )
 
 /** Makes the rename of a file in `dir` durable. */
 const syncDir = (dir: string) =>
@@ -63,7 +59,7 @@ const save = Command.make(
       const context = yield* clientContext(args)
       const file = path.resolve(args.file)
       const partial = `${file}.partial-${process.pid}`
-      const body = yield* (yield* BlixardClient).downloadSnapshot(context.target)
+      const body = (yield* BlixardClient).downloadSnapshot(context.target)
       const contents = yield* writeAll(partial, body).pipe(
         Effect.zipRight(Effect.try({ try: () => fs.readFileSync(partial), catch: ioError(partial, "read back") })),
         Effect.flatMap((bytes) => {

@@ -142,6 +142,21 @@ export class DiscoveryFailed extends Schema.TaggedError<DiscoveryFailed>()(
   fields("BLX_DISCOVERY_FAILED")
 ) {}
 
+/** A TLS file (the cluster CA, a node's certificate or key) is missing, unreadable or does not fit the node. */
+export class TlsInvalid extends Schema.TaggedError<TlsInvalid>()("TlsInvalid", fields("BLX_TLS_INVALID")) {}
+
+/** A server's certificate is not from the expected cluster CA, or names another cluster or node. */
+export class TlsUntrusted extends Schema.TaggedError<TlsUntrusted>()("TlsUntrusted", fields("BLX_TLS_UNTRUSTED")) {}
+
+/** A peer's connection was refused: no client certificate, one from another CA, or one for another node. */
+export class PeerCertificateRefused extends Schema.TaggedError<PeerCertificateRefused>()(
+  "PeerCertificateRefused",
+  fields("BLX_PEER_CERT_REFUSED")
+) {}
+
+/** Plain (unencrypted) mode was asked for on a non-loopback address without `--i-know`. */
+export class PlaintextRefused extends Schema.TaggedError<PlaintextRefused>()("PlaintextRefused", fields("BLX_PLAINTEXT_REFUSED")) {}
+
 /** The machinery behind a command does not exist yet in this build. */
 export class NotImplemented extends Schema.TaggedError<NotImplemented>()(
   "NotImplemented",
@@ -173,7 +188,8 @@ export const BlixardError = Schema.Union(
   Unschedulable,
   BackendFailed,
   InvariantViolated,
-  NotImplemented
+  NotImplemented,
+  TlsUntrusted
 )
 export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]

@@ -37,13 +37,30 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Effect, Either, Layer, ParseResult, Queue, Runtime, Schema, type Scope } from "effect"
 import { Packr } from "msgpackr"
 import * as http from "node:http"
+import * as https from "node:https"
 import type { Duplex } from "node:stream"
+import * as tls from "node:tls"
 import { WebSocket, WebSocketServer } from "ws"
 import * as Metrics from "../metrics/Metrics.js"
 import { Message } from "../raft/Message.js"
+import { PeerCertificateRefused } from "../domain/Errors.js"
 import { HandshakeVerifier, deriveKey, sign, toQuery } from "./PeerAuth.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
+import { checkServerIdentity, identityOf } from "./Tls.js"
 import { Transport, type TransportShape } from "./Transport.js"
+
+/**
+ * Mutual TLS between peers: each side presents its node certificate from the cluster CA, and checks
+ * that the other's is from the same CA and names the node it expects (`Tls.ts`).
+ */
+export interface PeerTls {
+  /** PEM: the cluster CA, this node's certificate and its key. */
+  readonly ca: string
+  readonly cert: string
+  readonly key: string
+  /** The cluster the certificates belong to (the node URIs' `CLUSTER_ID`). */
+  readonly clusterId: string
+}
 
 export interface PeerTransportOptions {
   /** This node's Raft id. */
@@ -74,6 +91,8 @@ export interface PeerTransportOptions {
   readonly maxClockSkewMs?: number | undefined
   /** The endpoint's path (default "/raft"). */
   readonly path?: `/${string}` | undefined
+  /** Mutual TLS (`wss://`); absent: plain websockets, for tests and `--insecure-plaintext`. */
+  readonly tls?: PeerTls | undefined
 }
 
 export interface PeerStats {
@@ -282,7 +301,16 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         const handshake = toQuery(sign(key, clusterId, self, peer.id, Date.now()))
         let socket: WebSocket
         try {
-          socket = new WebSocket(`ws://${peer.address}${path}?${handshake}`, {
+          socket = new WebSocket(`${options.tls === undefined ? "ws" : "wss"}://${peer.address}${path}?${handshake}`, {
+            ...(options.tls === undefined
+              ? {}
+              : {
+                  ca: options.tls.ca,
+                  cert: options.tls.cert,
+                  key: options.tls.key,
+                  // `ws` hands this to `tls.connect` (which wants an Error or undefined); its typing says boolean.
+                  checkServerIdentity: checkServerIdentity(options.tls.clusterId, peer.id) as never
+                }),
             perMessageDeflate: false,
             handshakeTimeout: timeoutMs,
             maxPayload: 1024 * 1024,
@@ -436,6 +464,23 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           )
         )
 
+      /** With TLS: why the connection's client certificate does not prove it is node `from`, if it does not. */
+      const certificateProblem = (request: http.IncomingMessage, from: number): PeerCertificateRefused | undefined => {
+        const peerTls = options.tls
+        if (peerTls === undefined) return undefined
+        const refuse = (message: string) => new PeerCertificateRefused({ subject: request.socket.remoteAddress ?? "unknown", message })
+        const socket = request.socket
+        if (!(socket instanceof tls.TLSSocket)) return refuse("the connection is not TLS")
+        const cert = socket.getPeerCertificate()
+        if (cert === null || Object.keys(cert).length === 0) return refuse(`node ${from} presented no client certificate`)
+        if (!socket.authorized) return refuse(`node ${from}'s certificate is not from this cluster's CA (${String(socket.authorizationError)})`)
+        const identity = identityOf(cert.subjectaltname)
+        if (identity === undefined) return refuse(`node ${from}'s certificate names no Blixard node`)
+        if (identity.clusterId !== peerTls.clusterId) return refuse(`node ${from}'s certificate is of cluster ${identity.clusterId}, not ${peerTls.clusterId}`)
+        if (identity.node !== from) return refuse(`a connection claiming to be node ${from} presented node ${identity.node}'s certificate`)
+        return undefined
+      }
+
       const endpoint: PeerEndpointShape = {
         path,
         upgrade: (request, socket, head) => {
@@ -445,6 +490,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           if (!verdict.ok) {
             refused(request, verdict.reason, verdict.from)
             return refuseUpgrade(socket, 401, "Unauthorized", "unauthorized")
+          }
+          const certificate = certificateProblem(request, verdict.from)
+          if (certificate !== undefined) {
+            refused(request, `${certificate.code}: ${certificate.message}`, verdict.from)
+            return refuseUpgrade(socket, 401, "Unauthorized", certificate.code)
           }
           server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from))
         },
@@ -530,19 +580,25 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
  * waits for every open connection to end.
  */
 export const listen = (
-  options: { readonly host: string; readonly port: number },
+  options: { readonly host: string; readonly port: number; readonly tls?: Omit<PeerTls, "clusterId"> | undefined },
   others?: http.RequestListener
 ): Effect.Effect<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint | Scope.Scope> =>
   Effect.gen(function* () {
     const endpoint = yield* PeerEndpoint
     const server = yield* NodeHttpServer.make(
       () => {
-        const server = http.createServer((request, response) => {
+        const route: http.RequestListener = (request, response) => {
           if (pathOf(request.url ?? "/") === endpoint.path) return endpoint.request(request, response)
           if (others !== undefined) return others(request, response)
           response.writeHead(404, { "content-type": "text/plain" })
           response.end("not found")
-        })
+        }
+        // A client certificate is asked for but not required by the handshake: API clients have none;
+        // the peers' endpoint refuses a connection without one (`certificateProblem`).
+        const server: http.Server =
+          options.tls === undefined
+            ? http.createServer(route)
+            : https.createServer({ ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key, requestCert: true, rejectUnauthorized: false }, route)
         server.on("upgrade", endpoint.upgrade)
         return server
       },
@@ -556,4 +612,5 @@ export const listen = (
 export const layerStandalone = (options: {
   readonly host: string
   readonly port: number
+  readonly tls?: Omit<PeerTls, "clusterId"> | undefined
 }): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint> => Layer.scoped(HttpServer.HttpServer, listen(options))

@@ -113,6 +113,13 @@ export const NodeConfig = Schema.Struct({
   /** File holding the shared secret that authenticates peer traffic. */
   clusterSecretFile: Schema.optionalWith(Path, { exact: true }),
   /**
+   * Serve peers and the API without TLS (`ws://`, `http://`). Refused on a bind address that is not
+   * loopback unless `insecurePlaintextNonLoopback` is set too; a warning is logged at every start.
+   */
+  insecurePlaintext: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  /** With `insecurePlaintext`: allow it on a non-loopback bind address (`--i-know`). */
+  insecurePlaintextNonLoopback: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  /**
    * File holding this node's admin API token. Absent: the node makes one in `dataDir/api-token`
    * (mode 0600) on first start and uses it from then on.
    */

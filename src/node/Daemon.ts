@@ -20,9 +20,8 @@
  * running across a daemon restart; the next daemon adopts them if it is back in contact with the
  * quorum before the lease runs out (else the watchdog has stopped them).
  */
-import { FetchHttpClient } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
-import { Clock, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Either, Layer, Option, Runtime, Schedule } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
@@ -35,12 +34,13 @@ import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import { EventLog } from "../events/EventLog.js"
-import { ConfigInvalid, MemberAmnesia, StorageIo, Unavailable } from "../domain/Errors.js"
+import { ConfigInvalid, MemberAmnesia, StorageIo, TlsInvalid, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
 import * as PeerTransport from "../net/PeerTransport.js"
 import { RaftPeers } from "../net/PeerTransport.js"
+import * as Tls from "../net/Tls.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
@@ -56,6 +56,8 @@ import * as Discovery from "./Discovery.js"
 import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as Orchestration from "./Orchestration.js"
+import * as StartTls from "./StartTls.js"
+import * as TlsBootstrap from "./TlsBootstrap.js"
 import { resolveVmOwner } from "./VmUser.js"
 
 /** Used when no cluster secret file is configured: peer traffic is then NOT protected. */
@@ -217,39 +219,68 @@ export const run = (config: NodeConfig) =>
         )
       }
       const admin = yield* adminToken(config, NodeId.make(node))
-
-      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
-      // to report its VMs' status), with this node's credential, never an admin token.
-      const credential = Auth.nodeCredential(secret, node)
-      const clients = new Map<string, ControlPlaneShape>()
-      const httpClient = yield* Layer.build(FetchHttpClient.layer)
-      const remote = (address: string): ControlPlaneShape => {
-        let plane = clients.get(address)
-        if (plane === undefined) {
-          const client = Effect.runSync(
-            Client.make({ addr: address, token: credential, timeout: Duration.millis(config.timeouts.requestMs) }).pipe(
-              Effect.provide(httpClient)
-            )
-          )
-          plane = remoteControlPlane(client)
-          clients.set(address, plane)
-        }
-        return plane
-      }
       // Storage: locked, checked, migrated; then claimed for this node id.
       const storage = yield* Layer.build(layerFile({ filename, node }))
       const incarnation = yield* NodeMeta.claim({ filename, node, dataDir: config.dataDir }).pipe(Effect.provide(storage))
       const init = yield* Effect.flatMap(RaftStorage, (s) => s.initialState).pipe(Effect.provide(storage))
       const fresh = init.hardState.term === 0 && init.lastIndex === 0 && Option.isNone(init.snapshot)
-      // A fresh node that may found (see Discovery.ts) joins instead when a peer already has a cluster.
-      const founding = fresh && discovery.mayFound && (yield* Discovery.findCluster(yield* discovery.peers, remote)) === undefined
       const meta = (effect: Effect.Effect<unknown, unknown, SqlClient.SqlClient | Durability>) =>
         effect.pipe(Effect.provide(storage), Effect.mapError(classify({ filename, node }, "reading the node's identity")))
       const knownCluster = (yield* meta(NodeMeta.get("cluster_id"))) as string | undefined
 
+      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
+      // to report its VMs' status), with this node's credential, never an admin token; over TLS, only
+      // to members of this node's cluster.
+      const credential = Auth.nodeCredential(secret, node)
+      const remoteOver = (tls: Tls.NodeTls | undefined) =>
+        Effect.gen(function* () {
+          const clients = new Map<string, ControlPlaneShape>()
+          const httpClient = yield* Layer.build(
+            Client.layerHttpClient(
+              tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
+            )
+          )
+          return (address: string): ControlPlaneShape => {
+            let plane = clients.get(address)
+            if (plane === undefined) {
+              const client = Effect.runSync(
+                Client.make({
+                  addr: address,
+                  token: credential,
+                  timeout: Duration.millis(config.timeouts.requestMs),
+                  scheme: tls === undefined ? "http" : "https"
+                }).pipe(Effect.provide(httpClient))
+              )
+              plane = remoteControlPlane(client)
+              clients.set(address, plane)
+            }
+            return plane
+          }
+        })
+
+      // A fresh node that may found (see Discovery.ts) joins instead when a peer already has a
+      // cluster. Before it has certificates, a peer's cluster shows in the CA it offers.
+      const clusterAmong = (peers: ReadonlyArray<Discovery.SeedPeer>) =>
+        config.insecurePlaintext === true
+          ? Effect.flatMap(remoteOver(undefined), (plain) => Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined))
+          : Effect.map(
+              Effect.forEach(peers, (peer) => TlsBootstrap.offeredCluster(peer.address, config.timeouts.requestMs)),
+              (offered) => offered.some((cluster) => cluster !== undefined)
+            )
+      const founding = fresh && discovery.mayFound && !(yield* clusterAmong(yield* discovery.peers))
+      const tls = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret, peers: discovery.peers })
+      const remote = yield* remoteOver(tls)
+
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
       if (!fresh && knownCluster !== undefined) {
-        yield* Discovery.refuseOtherCluster({ node, dataDir: config.dataDir, knownCluster, peers: yield* discovery.peers, remote })
+        yield* Discovery.refuseOtherCluster({
+          node,
+          dataDir: config.dataDir,
+          knownCluster,
+          peers: yield* discovery.peers,
+          remote,
+          offered: (address) => TlsBootstrap.offeredCluster(address, config.timeouts.requestMs)
+        })
       }
 
       // A node without Raft state that is still a voter has lost what it voted and acknowledged: it
@@ -265,7 +296,7 @@ export const run = (config: NodeConfig) =>
       const state = new ClusterStateHolder(new EventLog(config.events.history))
       if (founding) {
         state.current.members.set(node, advertise)
-        state.current.clusterId = randomUUID()
+        state.current.clusterId = tls?.clusterId ?? randomUUID()
         yield* meta(NodeMeta.set("cluster_id", state.current.clusterId))
       }
 
@@ -274,7 +305,8 @@ export const run = (config: NodeConfig) =>
           self: node,
           peers: new Map(discovery.configured.map((p) => [p.id, p.address])),
           clusterSecret: secret,
-          requestTimeoutMs: config.timeouts.requestMs
+          requestTimeoutMs: config.timeouts.requestMs,
+          ...(tls !== undefined ? { clusterId: tls.clusterId, tls } : {})
         })
       )
       const raftContext = yield* Layer.build(
@@ -303,30 +335,47 @@ export const run = (config: NodeConfig) =>
             request
           ),
         credential,
-        connectTimeoutMs: config.timeouts.requestMs
+        connectTimeoutMs: config.timeouts.requestMs,
+        ...(tls === undefined ? {} : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) } })
       })
 
-      // One port: the REST API and the peers' /raft endpoint.
-      const { host, port } = splitHostPort(config.bind)
       const metrics = yield* Scrape.make({
         raft: raft.status,
         state: () => state.current,
         peers: Context.get(transport, RaftPeers).stats
       })
+      // One port: the REST API, the peers' /raft endpoint, and a joining node's certificate.
+      const { host, port } = splitHostPort(config.bind)
+      const auth: Auth.AuthOptions = {
+        adminTokens: [admin.token],
+        hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,
+        clusterSecret: secret,
+        nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
+        tokens: (id) => state.current.tokens.get(id)
+      }
+      const runFork = Runtime.runFork(yield* Effect.runtime<never>())
       yield* Layer.build(
         Server.layerSharedPort({
           host,
           port,
           metrics,
-          auth: {
-            adminTokens: [admin.token],
-            hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,
-            clusterSecret: secret,
-            nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
-            tokens: (id) => state.current.tokens.get(id)
-          },
+          auth,
           events: { log: state.events, heartbeatMs: config.events.heartbeatMs },
-          rawRoutes: [vmLogs]
+          rawRoutes: [vmLogs],
+          ...(tls === undefined
+            ? {}
+            : {
+                tls,
+                tlsBootstrap: TlsBootstrap.makeHandler({
+                  tls,
+                  clusterSecret: secret,
+                  authenticate: Auth.makeAuthenticate(auth),
+                  run: (effect, then) =>
+                    void runFork(Effect.either(effect)).addObserver((exit) =>
+                      then(exit._tag === "Success" ? exit.value : Either.left(new TlsInvalid({ node, subject: "certificate", message: `node ${node} could not sign a certificate (interrupted)` })))
+                    )
+                })
+              })
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))

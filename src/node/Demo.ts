@@ -5,7 +5,6 @@
  * may have no KVM). It shows placement, status, a node killed with kill -9, its VMs stopped there by
  * the node's fencing watchdog and coming back on the survivors. Everything is cleaned up at the end.
  */
-import { FetchHttpClient } from "@effect/platform"
 import { Duration, Effect, Schedule } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
@@ -66,7 +65,10 @@ const program = Effect.gen(function* () {
     })
   )
 
-  const clientOf = (addr: string) => Client.make({ addr, token }).pipe(Effect.provide(FetchHttpClient.layer))
+  // The nodes serve HTTPS with certificates from the cluster CA node 1 makes when it founds the cluster.
+  const caFile = path.join(dir, "node-1", "tls", "ca.crt")
+  const clientOf = (addr: string) =>
+    Client.make({ addr, token, scheme: "https" }).pipe(Effect.provide(Client.layerHttpClient({ ca: fs.readFileSync(caFile, "utf8") })))
   const start = (n: DemoNode) =>
     Effect.sync(() => {
       n.child = spawn(process.execPath, [bin, "node", "--config", n.config, "--log-level", "warning"], { stdio: "ignore" })
@@ -100,6 +102,10 @@ const program = Effect.gen(function* () {
 
   yield* say(`Starting three blixard nodes on loopback (data in ${dir}) …`)
   yield* start(nodes[0]!)
+  yield* Effect.retry(
+    Effect.try(() => fs.readFileSync(caFile, "utf8")),
+    Schedule.spaced(Duration.millis(100)).pipe(Schedule.upTo(Duration.seconds(30)))
+  )
   const one = yield* clientOf(nodes[0]!.addr)
   yield* Effect.retry(one.health(), Schedule.spaced(Duration.millis(100)).pipe(Schedule.upTo(Duration.seconds(30))))
   yield* start(nodes[1]!)

@@ -123,22 +123,32 @@ export const findCluster = (
     return undefined
   })
 
-/** A node with data pointed at peers of another cluster stops before it talks to them. */
+/**
+ * A node with data pointed at peers of another cluster stops before it talks to them. Over TLS a
+ * member of another cluster is not even trusted (`TlsUntrusted`): `offered` asks which cluster's CA
+ * it offers.
+ */
 export const refuseOtherCluster = (options: {
   readonly node: number
   readonly dataDir: string
   readonly knownCluster: string
   readonly peers: ReadonlyArray<SeedPeer>
   readonly remote: (address: string) => ControlPlaneShape
+  readonly offered: (address: string) => Effect.Effect<string | undefined>
 }): Effect.Effect<void, WrongDataDir> =>
   Effect.gen(function* () {
-    const found = yield* findCluster(options.peers, options.remote)
-    if (found === undefined || found.status.clusterId === options.knownCluster) return
-    return yield* new WrongDataDir({
-      node: NodeId.make(options.node),
-      subject: options.dataDir,
-      message: `the data directory ${options.dataDir} belongs to cluster ${options.knownCluster}, but ${describePeer(found.peer)} is in cluster ${found.status.clusterId}; point the node at members of its own cluster (--peer, or the tailnet tag), or give it an empty --data-dir to join the other one`
-    })
+    for (const peer of options.peers) {
+      const answer = yield* Effect.either(options.remote(peer.address).clusterStatus)
+      const theirs =
+        answer._tag === "Right" ? answer.right.clusterId : answer.left._tag === "TlsUntrusted" ? yield* options.offered(peer.address) : undefined
+      if (theirs === undefined || theirs === "") continue
+      if (theirs === options.knownCluster) return
+      return yield* new WrongDataDir({
+        node: NodeId.make(options.node),
+        subject: options.dataDir,
+        message: `the data directory ${options.dataDir} belongs to cluster ${options.knownCluster}, but ${describePeer(peer)} is in cluster ${theirs}; point the node at members of its own cluster (--peer, or the tailnet tag), or give it an empty --data-dir to join the other one`
+      })
+    }
   })
 
 /**

@@ -27,6 +27,8 @@ export interface NodeFlags {
   readonly dataDir?: string | undefined
   readonly clusterSecretFile?: string | undefined
   readonly apiTokenFile?: string | undefined
+  readonly insecurePlaintext?: boolean | undefined
+  readonly insecurePlaintextNonLoopback?: boolean | undefined
   readonly vmBackend?: string | undefined
   readonly microvmStateDir?: string | undefined
   readonly vmUser?: string | undefined
@@ -72,6 +74,8 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["dataDir", "--data-dir", "BLIXARD_DATA_DIR"],
   ["clusterSecretFile", "--cluster-secret-file", "BLIXARD_CLUSTER_SECRET_FILE"],
   ["apiTokenFile", "--api-token-file", "BLIXARD_API_TOKEN_FILE"],
+  ["insecurePlaintext", "--insecure-plaintext", "BLIXARD_INSECURE_PLAINTEXT"],
+  ["insecurePlaintextNonLoopback", "--i-know", "BLIXARD_INSECURE_PLAINTEXT_NON_LOOPBACK"],
   ["vmBackend", "--vm-backend", "BLIXARD_VM_BACKEND"],
   ["microvmStateDir", "--microvm-state-dir", "BLIXARD_MICROVM_STATE_DIR"],
   ["vmUser", "--vm-user", "BLIXARD_VM_USER"],
@@ -80,6 +84,9 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["logLevel", "--log-level", "BLIXARD_LOG_LEVEL"],
   ["logFormat", "--log-format", "BLIXARD_LOG_FORMAT"]
 ]
+
+/** Settings that are on or off: a flag without a value, `true`/`false` (or 1/0) in the environment. */
+const booleans: ReadonlySet<string> = new Set(["bootstrap", "insecurePlaintext", "insecurePlaintextNonLoopback"])
 
 /** The list settings: NodeConfig key, flag (repeatable), environment variable (comma-separated). */
 const lists: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> = [
@@ -207,14 +214,14 @@ const environmentSource = (env: Environment): Source => {
         continue
       }
       source.values[key] = Number(value.trim())
-    } else if (key === "bootstrap") {
-      const flag = value.trim().toLowerCase()
-      if (!["true", "false", "1", "0"].includes(flag)) {
+    } else if (booleans.has(key)) {
+      const text = value.trim().toLowerCase()
+      if (!["true", "false", "1", "0"].includes(text)) {
         source.problems.push(`${variable} ${quote(value)}: true or false`)
         source.rejected.add(key)
         continue
       }
-      source.values[key] = flag === "true" || flag === "1"
+      source.values[key] = text === "true" || text === "1"
     } else {
       source.values[key] = value
     }
@@ -249,7 +256,8 @@ const flagSource = (flags: NodeFlags): Source => {
   const source = emptySource()
   for (const [key, flag] of scalars) {
     const value = flags[key]
-    if (value === undefined) continue
+    // A boolean flag not given is `false` from the CLI: it must not override the file or the environment.
+    if (value === undefined || (booleans.has(key) && value === false)) continue
     source.values[key] = value
     source.origins[key] = () => `${flag} ${typeof value === "string" ? quote(value) : String(value)}`
   }

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Stream } from "effect"
 import { ApiClient } from "../../src/api/Client.js"
-import * as SnapshotClient from "../../src/api/SnapshotClient.js"
 import * as SnapshotFile from "../../src/cluster/SnapshotFile.js"
 import type { ApiTokenRecord } from "../../src/domain/ApiToken.js"
 import { raw, serve, spec } from "./harness.js"
@@ -10,8 +9,8 @@ const clientOf = (addr: string, token: string) => Effect.provide(ApiClient, ApiC
 
 /** Everything `download` streams, as one buffer. */
 const downloaded = (addr: string, token: string) =>
-  Effect.flatMap(SnapshotClient.download({ addr, token }), (body) =>
-    Stream.runFold(Stream.fromAsyncIterable(body, (e) => new Error(`the answer broke off: ${String(e)}`)), Buffer.alloc(0), (all, chunk: Uint8Array) => Buffer.concat([all, chunk]))
+  Effect.flatMap(clientOf(addr, token), (client) =>
+    Stream.runFold(client.snapshot(), Buffer.alloc(0), (all, chunk: Uint8Array) => Buffer.concat([all, chunk]))
   )
 
 describe("GET /v1/cluster/snapshot", () => {

@@ -3,7 +3,7 @@
  * for filters; `cluster snapshot save` writes a file only once the whole of it is verified.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as SnapshotFile from "../../src/cluster/SnapshotFile.js"
@@ -138,15 +138,14 @@ describe("cluster snapshot save", () => {
     })
     return Buffer.from([...SnapshotFile.encode(header, state.snapshotView())].join(""))
   }
-  async function* chunks(bytes: Buffer) {
-    for (let at = 0; at < bytes.length; at += 100) yield bytes.subarray(at, at + 100)
-  }
+  const chunks = (bytes: Buffer) =>
+    Stream.fromIterable(Array.from({ length: Math.ceil(bytes.length / 100) }, (_, i) => bytes.subarray(i * 100, i * 100 + 100)))
 
   it.effect("writes the verified snapshot to FILE and says what it holds", () =>
     Effect.gen(function* () {
       const file = path.join(tempDir(), "cluster.snap")
       const bytes = snapshotBytes()
-      const client = fakeClient({ downloadSnapshot: () => Effect.succeed(chunks(bytes)) })
+      const client = fakeClient({ downloadSnapshot: () => chunks(bytes) })
       const { code, stdout } = yield* runBlixard(["cluster", "snapshot", "save", file, "--json"], { client: client.layer })
       expect(code).toBe(0)
       expect(JSON.parse(stdout)).toMatchObject({ file, clusterId: "c1", index: 42, term: 5, node: 2, vms: 0, bytes: bytes.length })
@@ -160,7 +159,7 @@ describe("cluster snapshot save", () => {
       const file = path.join(tempDir(), "cluster.snap")
       fs.writeFileSync(file, "the previous backup")
       const bytes = snapshotBytes()
-      const client = fakeClient({ downloadSnapshot: () => Effect.succeed(chunks(bytes.subarray(0, bytes.length - 20))) })
+      const client = fakeClient({ downloadSnapshot: () => chunks(bytes.subarray(0, bytes.length - 20)) })
       const { code, stderr } = yield* runBlixard(["cluster", "snapshot", "save", file], { client: client.layer })
       expect(code).toBe(1)
       expect(stderr).toMatch(/^BLX_SNAPSHOT_INVALID: the snapshot from 127\.0\.0\.1:7001: .*truncated or damaged/)
@@ -172,7 +171,7 @@ describe("cluster snapshot save", () => {
   it.effect("the node's refusal is printed with its code", () =>
     Effect.gen(function* () {
       const file = path.join(tempDir(), "cluster.snap")
-      const client = fakeClient({ downloadSnapshot: () => Effect.fail(new Unavailable({ message: "no Blixard node answers at 127.0.0.1:7001" })) })
+      const client = fakeClient({ downloadSnapshot: () => Stream.fail(new Unavailable({ message: "no Blixard node answers at 127.0.0.1:7001" })) })
       const { code, stderr } = yield* runBlixard(["cluster", "snapshot", "save", file], { client: client.layer })
       expect(code).toBe(1)
       expect(stderr).toMatch(/^BLX_UNAVAILABLE: /)

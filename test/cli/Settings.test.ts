@@ -159,6 +159,20 @@ describe("resolveNodeSettings: merging", () => {
     ])
   })
 
+  it("plain mode is off unless a source turns it on; an unset flag does not turn the file's off; the environment takes true/false/1/0", () => {
+    const base = { id: 1, bind: "127.0.0.1:7001" }
+    expect(ok(resolveNodeSettings(undefined, {}, base)).insecurePlaintext).toBeUndefined()
+    expect(ok(resolveNodeSettings(undefined, {}, { ...base, insecurePlaintext: true, insecurePlaintextNonLoopback: true }))).toMatchObject({
+      insecurePlaintext: true,
+      insecurePlaintextNonLoopback: true
+    })
+    // The CLI hands `false` for a boolean flag not given: the file's setting stands.
+    expect(ok(resolveNodeSettings(file({ insecurePlaintext: true }), {}, { ...base, insecurePlaintext: false })).insecurePlaintext).toBe(true)
+    expect(ok(resolveNodeSettings(undefined, { BLIXARD_INSECURE_PLAINTEXT: "1" }, base)).insecurePlaintext).toBe(true)
+    expect(ok(resolveNodeSettings(file({ insecurePlaintext: true }), { BLIXARD_INSECURE_PLAINTEXT: "false" }, base)).insecurePlaintext).toBe(false)
+    expect(problems(resolveNodeSettings(undefined, { BLIXARD_INSECURE_PLAINTEXT: "yes" }, base))).toEqual(['BLIXARD_INSECURE_PLAINTEXT "yes": true or false'])
+  })
+
   it("lists every variable it reads", () => {
     expect(environmentVariables).toEqual(
       expect.arrayContaining([
@@ -169,7 +183,9 @@ describe("resolveNodeSettings: merging", () => {
         "BLIXARD_LABELS",
         "BLIXARD_CONFIG",
         "BLIXARD_ALLOWED_RUNNER_PREFIXES",
-        "BLIXARD_ALLOWED_FLAKE_PREFIXES"
+        "BLIXARD_ALLOWED_FLAKE_PREFIXES",
+        "BLIXARD_INSECURE_PLAINTEXT",
+        "BLIXARD_INSECURE_PLAINTEXT_NON_LOOPBACK"
       ])
     )
   })

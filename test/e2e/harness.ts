@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as https from "node:https"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterEach, vi } from "vitest"
@@ -49,6 +50,50 @@ export const adminTokenOf = (addr: string): string => {
   return fs.readFileSync(path.join(dataDir, "api-token"), "utf8").trim()
 }
 
+/** The cluster CA (PEM) in the data directory of the node started at `addr` (made when it founded or joined). */
+export const caOf = (addr: string): string => {
+  const dataDir = dataDirs.get(addr)
+  if (dataDir === undefined) throw new Error(`no node was started at ${addr}`)
+  return fs.readFileSync(path.join(dataDir, "tls", "ca.crt"), "utf8")
+}
+
+/** One HTTPS request to the node at `addr`, its certificate checked against the cluster CA. */
+export const request = (
+  addr: string,
+  method: string,
+  pathname: string,
+  body?: unknown,
+  token?: string
+): Promise<{ status: number; json: Record<string, unknown> | undefined }> =>
+  new Promise((resolve, reject) => {
+    const text = body === undefined ? undefined : JSON.stringify(body)
+    const req = https.request(
+      `https://${addr}${pathname}`,
+      {
+        method,
+        ca: caOf(addr),
+        // The nodes' certificates name them by their cluster URI; host names are not what is checked.
+        checkServerIdentity: () => undefined,
+        headers: { ...(text !== undefined ? { "content-type": "application/json" } : {}), ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}) }
+      },
+      (response) => {
+        const chunks: Array<Buffer> = []
+        response.on("data", (chunk: Buffer) => chunks.push(chunk))
+        response.on("end", () => {
+          let json: Record<string, unknown> | undefined
+          try {
+            json = JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, unknown>
+          } catch {
+            json = undefined
+          }
+          resolve({ status: response.statusCode ?? 0, json })
+        })
+      }
+    )
+    req.on("error", reject)
+    req.end(text)
+  })
+
 /** Runs the CLI against `addr`, with the admin token of the node there (`--data-dir`) unless `auth` says otherwise. */
 export const cli = (addr: string, args: ReadonlyArray<string>, timeoutMs = 20_000, auth?: ReadonlyArray<string>): Promise<CliResult> =>
   new Promise((resolve) => {
@@ -56,7 +101,12 @@ export const cli = (addr: string, args: ReadonlyArray<string>, timeoutMs = 20_00
     execFile(
       process.execPath,
       [bin, ...args, "--addr", addr, ...(auth ?? (dataDir !== undefined ? ["--data-dir", dataDir] : []))],
-      { cwd: root, timeout: timeoutMs, env: { PATH: process.env.PATH ?? "" } },
+      {
+        cwd: root,
+        timeout: timeoutMs,
+        // The cluster CA, when the node has one: tests that give other credentials (`auth`) still verify the node.
+        env: { PATH: process.env.PATH ?? "", ...(dataDir !== undefined && auth !== undefined && fs.existsSync(path.join(dataDir, "tls", "ca.crt")) ? { BLIXARD_CA_FILE: path.join(dataDir, "tls", "ca.crt") } : {}) }
+      },
       (error, stdout, stderr) => {
         resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr })
       }

@@ -3,7 +3,6 @@
  * with the project's linearizability checker. Each VM is a register: a write sets its label `v`, a
  * read (linearizable, through any node) returns it.
  */
-import { FetchHttpClient } from "@effect/platform"
 import { Effect, Either } from "effect"
 import { describe, expect, it } from "vitest"
 import * as Client from "../../src/api/Client.js"
@@ -11,7 +10,7 @@ import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { VmName } from "../../src/domain/VmName.js"
 import { History } from "../../src/sim/History.js"
 import { checkLinearizability, formatResult, registerModel, type RegisterInput, type RegisterOutput } from "../../src/sim/Linearizability.js"
-import { adminTokenOf, cliJson, clustersPerTest, waitFor } from "./harness.js"
+import { adminTokenOf, caOf, cliJson, clustersPerTest, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
 
@@ -19,7 +18,9 @@ const clients = new Map<string, Client.ApiClientShape>()
 const clientOf = (addr: string): Client.ApiClientShape => {
   let client = clients.get(addr)
   if (client === undefined) {
-    client = Effect.runSync(Client.make({ addr, token: adminTokenOf(addr), timeout: "3 seconds" }).pipe(Effect.provide(FetchHttpClient.layer)))
+    client = Effect.runSync(
+      Client.make({ addr, token: adminTokenOf(addr), timeout: "3 seconds", scheme: "https" }).pipe(Effect.provide(Client.layerHttpClient({ ca: caOf(addr) })))
+    )
     clients.set(addr, client)
   }
   return client

@@ -8,7 +8,7 @@ import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
-import { BlixardNode, bin, type CliResult, cli, cliJson, clustersPerTest, freePort, waitFor } from "./harness.js"
+import { BlixardNode, bin, type CliResult, cli, cliJson, clustersPerTest, freePort, request, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
 
@@ -20,14 +20,7 @@ const cliIn = (cwd: string, args: ReadonlyArray<string>, env: Record<string, str
     )
   })
 
-const http = async (addr: string, method: string, pathname: string, body?: unknown, token?: string) => {
-  const response = await fetch(`http://${addr}${pathname}`, {
-    method,
-    headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {})
-  })
-  return { status: response.status, json: (await response.json().catch(() => undefined)) as Record<string, unknown> | undefined }
-}
+const http = request
 
 const runnerSpec = (name: string, runner: string) => ({
   spec: { name, source: { _tag: "Runner", path: runner }, vcpus: 1, memoryMiB: 64, labels: {}, constraints: [], restartPolicy: "never" }
@@ -66,8 +59,13 @@ describe("a node started with no security settings", () => {
     const guessed = await cliIn(c.dir, ["vm", "create", "--name", "web", "--runner", "/nix/store/x-runner", "--addr", node.addr])
     expect(guessed.stderr).toBe("")
     expect(guessed.code).toBe(0)
-    // Elsewhere, it needs to be told; unauthenticated, it says where the token is.
-    const lost = await cliIn(path.join(c.dir, "blixard-data"), ["vm", "list", "--addr", node.addr])
+    // Elsewhere, it needs to be told: without the cluster CA it cannot talk to the node's HTTPS and says so;
+    // with it but unauthenticated, it says where the token is.
+    const blind = await cliIn(path.join(c.dir, "blixard-data"), ["vm", "list", "--addr", node.addr])
+    expect(blind.code).toBe(1)
+    expect(blind.stderr).toContain("--ca-file")
+    const caFile = path.join(dataDir, "tls", "ca.crt")
+    const lost = await cliIn(path.join(c.dir, "blixard-data"), ["vm", "list", "--addr", node.addr], { BLIXARD_CA_FILE: caFile })
     expect(lost.code).toBe(1)
     expect(lost.stderr).toContain("BLX_UNAUTHORIZED")
     expect(lost.stderr).toContain(tokenFile)

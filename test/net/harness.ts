@@ -26,7 +26,7 @@ export const startNode = (
     const outer = yield* Effect.scope
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
     const net = layerTransport({ self: id, clusterSecret: secret, requestTimeoutMs: 2000, ...options })
-    const server = layerStandalone({ port: options.port ?? 0, host: "127.0.0.1" })
+    const server = layerStandalone({ port: options.port ?? 0, host: "127.0.0.1", ...(options.tls !== undefined ? { tls: options.tls } : {}) })
     const context = yield* Layer.buildWithScope(Layer.provideMerge(server, net), scope)
     const address = Context.get(context, HttpServer.HttpServer).address
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("expected a TCP address")

@@ -1,0 +1,351 @@
+/**
+ * The cluster's certificate authority and its nodes' certificates.
+ *
+ * The node that founds a cluster makes the CA (ECDSA P-256, self-signed, 10 years) and a certificate
+ * for itself; a joining node makes its own key and a certificate request (PKCS #10), which a member
+ * signs (`TlsBootstrap.ts`). Every member keeps, in `DATA_DIR/tls/`:
+ *
+ *   ca.crt     the cluster CA                          ca.key     its private key (0600)
+ *   node.crt   this node's certificate, from the CA    node.key   its private key (0600)
+ *
+ * A node certificate names its node by a URI SAN, `blixard://CLUSTER_ID/node/N` (what peers check),
+ * plus the IP addresses and DNS names it serves on (for clients that check host names, e.g. curl),
+ * and serves both sides of a connection (server and client auth). The CA's key is on every member,
+ * as k3s keeps it on every server: any member can sign a joining node's request, so joins do not
+ * depend on the founder being up. A member already holds the cluster secret, which grants as much.
+ *
+ * X.509 generation is `@peculiar/x509` over Node's WebCrypto (Node's `crypto` parses and verifies
+ * certificates but cannot make them; node-forge cannot make ECDSA certificates). Everything read
+ * back — from disk or from the wire — is parsed and verified by Node's own `X509Certificate`.
+ */
+import "reflect-metadata"
+import * as x509 from "@peculiar/x509"
+import { Effect, Either, ParseResult, Schema } from "effect"
+import { createHash, createPrivateKey, webcrypto, X509Certificate } from "node:crypto"
+import * as fs from "node:fs"
+import { isIP } from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { TlsInvalid, TlsUntrusted } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
+
+const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const
+const day = 24 * 60 * 60 * 1000
+/** Certificates are not renewed yet, so they outlive any cluster we expect; the CA can revoke nothing either. */
+const validityMs = 10 * 365 * day
+
+export const tlsDirName = "tls"
+export const caFileName = "ca.crt"
+export const caKeyFileName = "ca.key"
+export const certFileName = "node.crt"
+export const keyFileName = "node.key"
+
+/** A PEM certificate that Node's X509 parser accepts. */
+export const CertificatePem = Schema.String.pipe(
+  Schema.maxLength(64 * 1024),
+  Schema.filter((text) => {
+    try {
+      new X509Certificate(text)
+      return /^-----BEGIN CERTIFICATE-----/.test(text.trim()) || "a PEM certificate (-----BEGIN CERTIFICATE-----)"
+    } catch (e) {
+      return `not a readable PEM certificate (${e instanceof Error ? e.message : String(e)})`
+    }
+  })
+)
+
+/** A PEM private key (PKCS #8) that Node accepts. */
+export const PrivateKeyPem = Schema.String.pipe(
+  Schema.maxLength(64 * 1024),
+  Schema.filter((text) => {
+    try {
+      createPrivateKey(text)
+      return true
+    } catch (e) {
+      return `not a readable PEM private key (${e instanceof Error ? e.message : String(e)})`
+    }
+  })
+)
+
+/** A PKCS #10 request, PEM. */
+export const CsrPem = Schema.String.pipe(
+  Schema.maxLength(64 * 1024),
+  Schema.filter((text) => {
+    try {
+      new x509.Pkcs10CertificateRequest(text)
+      return true
+    } catch (e) {
+      return `not a readable PEM certificate request (${e instanceof Error ? e.message : String(e)})`
+    }
+  })
+)
+
+/** A cluster id as the founder draws it (a UUID). */
+export const ClusterIdText = Schema.String.pipe(Schema.pattern(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/))
+
+/** A name a certificate may carry besides its node URI: an IP address or a DNS name. */
+export const HostName = Schema.String.pipe(
+  Schema.maxLength(253),
+  Schema.filter((name) => isIP(name) !== 0 || /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(name) || "an IP address or a DNS name")
+)
+
+export const nodeUri = (clusterId: string, node: number): string => `blixard://${clusterId}/node/${node}`
+
+export interface Identity {
+  readonly clusterId: string
+  readonly node: number
+}
+
+const uriPattern = /^URI:blixard:\/\/([0-9a-f-]{36})\/node\/([1-9][0-9]{0,9})$/
+
+/**
+ * The node a certificate's subjectAltName (Node's text form) names, when it names exactly one
+ * Blixard node; a certificate with two node URIs names none.
+ */
+export const identityOf = (subjectAltName: string | undefined): Identity | undefined => {
+  if (subjectAltName === undefined) return undefined
+  const found = subjectAltName
+    .split(", ")
+    .map((entry) => uriPattern.exec(entry))
+    .filter((match) => match !== null)
+  if (found.length !== 1) return undefined
+  return { clusterId: found[0]![1]!, node: Number(found[0]![2]) }
+}
+
+/** The cluster a CA certificate is for (its URI SAN `blixard://CLUSTER_ID`). */
+export const clusterOfCa = (caPem: string): string | undefined =>
+  /(?:^|, )URI:blixard:\/\/([0-9a-f-]{36})(?:,|$)/.exec(new X509Certificate(caPem).subjectAltName ?? "")?.[1]
+
+/** The SHA-256 of a certificate's DER, lower-case hex: what a join token pins. */
+export const fingerprintOf = (certificatePem: string): string =>
+  createHash("sha256").update(new X509Certificate(certificatePem).raw).digest("hex")
+
+const pemKey = async (key: webcrypto.CryptoKey): Promise<string> =>
+  x509.PemConverter.encode(await webcrypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY")
+
+const importSigningKey = (pem: string): Promise<webcrypto.CryptoKey> =>
+  webcrypto.subtle.importKey("pkcs8", createPrivateKey(pem).export({ format: "der", type: "pkcs8" }), algorithm, false, ["sign"])
+
+const newKeys = () => webcrypto.subtle.generateKey(algorithm, true, ["sign", "verify"])
+
+export interface CaFiles {
+  readonly ca: string
+  readonly caKey: string
+}
+
+/** A new cluster CA. */
+export const createCa = (clusterId: string): Effect.Effect<CaFiles> =>
+  Effect.promise(async () => {
+    const keys = await newKeys()
+    const now = Date.now()
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      name: `CN=Blixard cluster CA ${clusterId}`,
+      keys,
+      signingAlgorithm: algorithm,
+      notBefore: new Date(now - day),
+      notAfter: new Date(now + validityMs),
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: `blixard://${clusterId}` }]),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)
+      ]
+    })
+    return { ca: cert.toString("pem"), caKey: await pemKey(keys.privateKey) }
+  })
+
+export interface KeyAndRequest {
+  readonly key: string
+  readonly csr: string
+}
+
+/** A new node key and a request for its certificate (the signer decides what the certificate names). */
+export const createRequest = (node: number): Effect.Effect<KeyAndRequest> =>
+  Effect.promise(async () => {
+    const keys = await newKeys()
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=blixard node ${node}`, keys, signingAlgorithm: algorithm })
+    return { key: await pemKey(keys.privateKey), csr: csr.toString("pem") }
+  })
+
+export interface SignOptions extends CaFiles {
+  readonly clusterId: string
+  readonly node: number
+  /** The request's PEM: its signature is checked, only its public key is used. */
+  readonly csr: string
+  readonly names: ReadonlyArray<string>
+}
+
+/** The certificate of node `node`, for the key in `csr`; fails when the request's signature is wrong. */
+export const signRequest = (options: SignOptions): Effect.Effect<string, TlsInvalid> =>
+  Effect.tryPromise({
+    try: async () => {
+      const request = new x509.Pkcs10CertificateRequest(options.csr)
+      if (!(await request.verify())) throw new Error("the certificate request's signature does not match its key")
+      const ca = new x509.X509Certificate(options.ca)
+      const now = Date.now()
+      const cert = await x509.X509CertificateGenerator.create({
+        subject: `CN=blixard node ${options.node}`,
+        issuer: ca.subject,
+        publicKey: request.publicKey,
+        signingKey: await importSigningKey(options.caKey),
+        signingAlgorithm: algorithm,
+        notBefore: new Date(now - day),
+        notAfter: new Date(now + validityMs),
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+          new x509.SubjectAlternativeNameExtension([
+            { type: "url", value: nodeUri(options.clusterId, options.node) },
+            ...[...new Set(options.names)].map((name) => ({ type: isIP(name) !== 0 ? ("ip" as const) : ("dns" as const), value: name }))
+          ]),
+          await x509.AuthorityKeyIdentifierExtension.create(ca.publicKey)
+        ]
+      })
+      return cert.toString("pem")
+    },
+    catch: (e) =>
+      new TlsInvalid({
+        node: NodeId.make(options.node),
+        subject: `node ${options.node}`,
+        message: `cannot sign node ${options.node}'s certificate request: ${e instanceof Error ? e.message : String(e)}`
+      })
+  })
+
+/** What a node needs for TLS: the CA, its own certificate and key, and who it is. */
+export interface NodeTls {
+  readonly ca: string
+  /** The CA's key, on every member (see the module comment). */
+  readonly caKey: string
+  readonly cert: string
+  readonly key: string
+  readonly clusterId: string
+  readonly node: number
+  /** The CA certificate's SHA-256 (hex). */
+  readonly fingerprint: string
+}
+
+const NodeTlsFiles = Schema.Struct({ ca: CertificatePem, caKey: PrivateKeyPem, cert: CertificatePem, key: PrivateKeyPem })
+
+export const tlsDir = (dataDir: string): string => path.join(dataDir, tlsDirName)
+
+const fileOf: Record<keyof typeof NodeTlsFiles.Type, string> = { ca: caFileName, caKey: caKeyFileName, cert: certFileName, key: keyFileName }
+
+/** Whether `dataDir` holds any TLS file (a node that has one must have them all). */
+export const hasTlsFiles = (dataDir: string): boolean =>
+  Object.values(fileOf).some((name) => fs.existsSync(path.join(tlsDir(dataDir), name)))
+
+/**
+ * Checks that the files fit together and fit node `node`: the certificate is issued and signed by the
+ * CA, the key is the certificate's, the CA is a CA, and the certificate names node `node` of the
+ * CA's cluster. `where` says where they came from, for the message.
+ */
+export const checkNodeTls = (files: typeof NodeTlsFiles.Type, node: number, where: string): Either.Either<NodeTls, TlsInvalid> => {
+  const invalid = (problem: string) => Either.left(new TlsInvalid({ node: NodeId.make(node), subject: where, message: `${where}: ${problem}` }))
+  const ca = new X509Certificate(files.ca)
+  const cert = new X509Certificate(files.cert)
+  if (!ca.ca) return invalid("ca.crt is not a CA certificate")
+  if (!ca.checkPrivateKey(createPrivateKey(files.caKey))) return invalid("ca.key is not the key of ca.crt")
+  if (cert.checkIssued(ca) === false || !cert.verify(ca.publicKey)) return invalid("node.crt was not issued by ca.crt")
+  if (!cert.checkPrivateKey(createPrivateKey(files.key))) return invalid("node.key is not the key of node.crt")
+  const identity = identityOf(cert.subjectAltName)
+  if (identity === undefined) return invalid("node.crt names no Blixard node (no URI blixard://CLUSTER/node/N)")
+  if (identity.node !== node) return invalid(`node.crt is node ${identity.node}'s certificate, not node ${node}'s; start node ${identity.node} on this data directory`)
+  const caCluster = clusterOfCa(files.ca)
+  if (caCluster !== identity.clusterId) return invalid(`node.crt names cluster ${identity.clusterId}, the CA is cluster ${caCluster ?? "(none)"}'s`)
+  if (Date.parse(cert.validTo) < Date.now()) return invalid(`node.crt expired on ${cert.validTo}`)
+  return Either.right({ ...files, clusterId: identity.clusterId, node, fingerprint: fingerprintOf(files.ca) })
+}
+
+/** Reads and checks `dataDir/tls/` for node `node`. */
+export const readNodeTls = (dataDir: string, node: number): Effect.Effect<NodeTls, TlsInvalid> =>
+  Effect.gen(function* () {
+    const dir = tlsDir(dataDir)
+    const raw: Record<string, string> = {}
+    for (const [field, name] of Object.entries(fileOf)) {
+      const file = path.join(dir, name)
+      raw[field] = yield* Effect.try({
+        try: () => fs.readFileSync(file, "utf8"),
+        catch: (e) =>
+          new TlsInvalid({
+            node: NodeId.make(node),
+            subject: file,
+            message: `cannot read ${file}: ${e instanceof Error ? e.message : String(e)}; a member keeps the cluster CA and its certificate in ${dir} (made when it founded or joined the cluster)`
+          })
+      })
+    }
+    const files = yield* Schema.decodeUnknown(NodeTlsFiles)(raw).pipe(
+      Effect.mapError(
+        (e) => new TlsInvalid({ node: NodeId.make(node), subject: dir, message: `${dir}: ${ParseResult.TreeFormatter.formatErrorSync(e)}` })
+      )
+    )
+    return yield* checkNodeTls(files, node, dir)
+  })
+
+/** Writes the node's TLS files (keys 0600), each through a temporary file, so none is ever half-written. */
+export const writeNodeTls = (dataDir: string, tls: Pick<NodeTls, "ca" | "caKey" | "cert" | "key">, node: number): Effect.Effect<void, TlsInvalid> =>
+  Effect.try({
+    try: () => {
+      const dir = tlsDir(dataDir)
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+      for (const [field, name] of Object.entries(fileOf)) {
+        const file = path.join(dir, name)
+        const temporary = `${file}.tmp`
+        fs.writeFileSync(temporary, tls[field as keyof typeof fileOf], { mode: field === "caKey" || field === "key" ? 0o600 : 0o644 })
+        fs.renameSync(temporary, file)
+      }
+    },
+    catch: (e) =>
+      new TlsInvalid({
+        node: NodeId.make(node),
+        subject: tlsDir(dataDir),
+        message: `cannot write the TLS files in ${tlsDir(dataDir)}: ${e instanceof Error ? e.message : String(e)}; check the data directory's permissions`
+      })
+  })
+
+const hostOf = (address: string): string => {
+  const host = address.startsWith("[") ? address.slice(1, address.indexOf("]")) : address.slice(0, address.lastIndexOf(":"))
+  return host
+}
+
+/**
+ * The names a node's certificate carries: loopback, the host name, the bind and advertise hosts, and
+ * for a wildcard bind (0.0.0.0, ::) every address of the machine's interfaces.
+ */
+export const namesFor = (bind: string, advertise: string | undefined): Array<string> => {
+  const names = new Set(["localhost", "127.0.0.1", "::1"])
+  const hostname = os.hostname()
+  if (Schema.is(HostName)(hostname)) names.add(hostname)
+  for (const address of [bind, advertise]) {
+    if (address === undefined) continue
+    const host = hostOf(address)
+    if (host === "0.0.0.0" || host === "::" || host === "") {
+      for (const entries of Object.values(os.networkInterfaces())) for (const entry of entries ?? []) names.add(entry.address.replace(/%.*$/, ""))
+    } else if (Schema.is(HostName)(host)) {
+      names.add(host)
+    }
+  }
+  return [...names].filter(Schema.is(HostName))
+}
+
+/**
+ * A `checkServerIdentity` for `tls.connect`: the server's certificate (already verified against the
+ * cluster CA) must name a node of `clusterId`, and node `node` when given. Host names are not
+ * checked: peers are addressed by whatever address they advertise, and the CA signs only members.
+ */
+export const checkServerIdentity =
+  (clusterId: string, node?: number) =>
+  (_host: string, cert: { readonly subjectaltname?: string | undefined }): Error | undefined => {
+    const identity = identityOf(cert.subjectaltname)
+    if (identity === undefined) return new Error("BLX_TLS_UNTRUSTED: the server's certificate names no Blixard node")
+    if (identity.clusterId !== clusterId) {
+      return new Error(`BLX_TLS_UNTRUSTED: the server's certificate is of cluster ${identity.clusterId}, not ${clusterId}`)
+    }
+    if (node !== undefined && identity.node !== node) {
+      return new Error(`BLX_TLS_UNTRUSTED: the server's certificate is node ${identity.node}'s, not node ${node}'s`)
+    }
+    return undefined
+  }
+
+export const untrusted = (subject: string, message: string): TlsUntrusted => new TlsUntrusted({ subject, message })

@@ -1,0 +1,109 @@
+/**
+ * A node's TLS at start-up: the files in its data directory when it has them; else, for the node
+ * founding a cluster, a new cluster CA and its own certificate; else, for a node joining, a
+ * certificate from a member (`TlsBootstrap.obtain`, retried while no member answers). Or none, in
+ * plain mode (`insecurePlaintext`), which is refused on a non-loopback bind address unless
+ * `insecurePlaintextNonLoopback` says the operator knows, and warned about at every start.
+ */
+import { Duration, Effect, Schedule } from "effect"
+import { randomUUID } from "node:crypto"
+import * as Auth from "../api/Auth.js"
+import { PlaintextRefused, TlsInvalid } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+import { splitHostPort } from "../domain/NodeInfo.js"
+import * as Tls from "../net/Tls.js"
+import type { NodeConfig } from "./Config.js"
+import * as TlsBootstrap from "./TlsBootstrap.js"
+
+export interface StartOptions {
+  readonly config: NodeConfig
+  /** The node has no Raft state yet, and founds the cluster (no peers). */
+  readonly fresh: boolean
+  readonly founding: boolean
+  /** The cluster its data directory belongs to, once known. */
+  readonly knownCluster: string | undefined
+  readonly clusterSecret: string
+  /** The peers a joining node asks for its certificate (discovery's: looked up again at each attempt). */
+  readonly peers: Effect.Effect<ReadonlyArray<{ readonly address: string }>>
+}
+
+const isLoopbackBind = (bind: string): boolean => {
+  const { host } = splitHostPort(bind as never)
+  return host === "localhost" || Auth.isLoopback(host)
+}
+
+/** Plain mode: refused off loopback without the second switch; a warning every start. */
+const plaintext = (config: NodeConfig) =>
+  Effect.gen(function* () {
+    const node = NodeId.make(config.id)
+    if (!isLoopbackBind(config.bind) && config.insecurePlaintextNonLoopback !== true) {
+      return yield* new PlaintextRefused({
+        node,
+        subject: config.bind,
+        message: `node ${config.id} refuses --insecure-plaintext on ${config.bind}, which is not a loopback address: peers' Raft traffic and every API token would cross the network in clear; drop --insecure-plaintext (TLS is the default), or add --i-know (insecurePlaintextNonLoopback) if the network is otherwise protected`
+      })
+    }
+    yield* Effect.logWarning(
+      `node ${config.id}: --insecure-plaintext: peers and the API are served WITHOUT TLS on ${config.bind}; anyone on the path can read and alter the traffic, API tokens included`
+    )
+    return undefined
+  })
+
+const found = (config: NodeConfig) =>
+  Effect.gen(function* () {
+    const clusterId = randomUUID()
+    const ca = yield* Tls.createCa(clusterId)
+    const request = yield* Tls.createRequest(config.id)
+    const cert = yield* Tls.signRequest({ ...ca, clusterId, node: config.id, csr: request.csr, names: Tls.namesFor(config.bind, config.advertise) })
+    yield* Tls.writeNodeTls(config.dataDir, { ...ca, cert, key: request.key }, config.id)
+    yield* Effect.logInfo(`node ${config.id}: made the cluster CA of cluster ${clusterId} and its own certificate in ${Tls.tlsDir(config.dataDir)}`)
+    return yield* Tls.readNodeTls(config.dataDir, config.id)
+  })
+
+const join = (options: StartOptions) =>
+  Effect.gen(function* () {
+    const config = options.config
+    const obtained = yield* Effect.flatMap(options.peers, (peers) =>
+      TlsBootstrap.obtain({
+      node: config.id,
+      addresses: peers.map((peer) => peer.address),
+      clusterSecret: options.clusterSecret,
+      credential: Auth.nodeCredential(options.clusterSecret, config.id),
+      names: Tls.namesFor(config.bind, config.advertise),
+      timeoutMs: config.timeouts.requestMs
+    })
+    ).pipe(
+      Effect.tapError((e) =>
+        e._tag === "Unavailable" ? Effect.logWarning(`node ${config.id} could not get its certificate yet: ${e.message}; retrying`) : Effect.void
+      ),
+      Effect.retry({ while: (e) => e._tag === "Unavailable", schedule: Schedule.spaced(Duration.seconds(1)) })
+    )
+    yield* Tls.writeNodeTls(config.dataDir, obtained, config.id)
+    yield* Effect.logInfo(`node ${config.id}: got its certificate of cluster ${obtained.clusterId} (CA sha256 ${obtained.fingerprint}) into ${Tls.tlsDir(config.dataDir)}`)
+    return obtained
+  })
+
+/** This node's TLS, or undefined in plain mode (see the module comment). */
+export const prepare = (options: StartOptions) =>
+  Effect.gen(function* () {
+    const config = options.config
+    if (config.insecurePlaintext === true) return yield* plaintext(config)
+    if (Tls.hasTlsFiles(config.dataDir)) {
+      const tls = yield* Tls.readNodeTls(config.dataDir, config.id)
+      if (options.knownCluster !== undefined && tls.clusterId !== options.knownCluster) {
+        return yield* new TlsInvalid({
+          node: NodeId.make(config.id),
+          subject: Tls.tlsDir(config.dataDir),
+          message: `${Tls.tlsDir(config.dataDir)} holds a certificate of cluster ${tls.clusterId}, but the data directory belongs to cluster ${options.knownCluster}; restore this node's own tls directory`
+        })
+      }
+      return tls
+    }
+    if (options.founding) return yield* found(config)
+    if (options.fresh) return yield* join(options)
+    return yield* new TlsInvalid({
+      node: NodeId.make(config.id),
+      subject: Tls.tlsDir(config.dataDir),
+      message: `node ${config.id} has Raft state but no certificates in ${Tls.tlsDir(config.dataDir)} (was it run with --insecure-plaintext?); start it with --insecure-plaintext again, or remove it from the cluster (blixard cluster leave --id ${config.id}) and let it join afresh on an empty data directory`
+    })
+  })
