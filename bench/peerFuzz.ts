@@ -428,30 +428,86 @@ const describeInput = (input: PeerInput): string => {
 const sameState = (before: RaftState, after: RaftState): boolean =>
   before.clusterId === after.clusterId && before.term === after.term && before.leader === after.leader && before.members === after.members && after.commit >= before.commit
 
+/** One run's connections and counts; each input goes through `throw`. */
+class PeerFuzzRun {
+  readonly byKind: Record<string, number> = {}
+  readonly failures: Array<string> = []
+  readonly recent: Array<string> = []
+  refusedHandshakes = 0
+  acceptedBadHandshakes = 0
+  framesAcknowledged = 0
+  connectionsClosedByNode = 0
+  private readonly connections = new Map<number, PeerConnection>()
+  private readonly seqs = new Map<number, number>()
+  private lastAccepted: { path: string; query: string } | undefined
+
+  constructor(private readonly target: PeerTarget) {}
+
+  fail(message: string): void {
+    if (this.failures.length < 10) this.failures.push(message)
+  }
+
+  private async connection(from: number): Promise<PeerConnection> {
+    const open = this.connections.get(from)
+    if (open !== undefined && !open.closed) return open
+    const fresh = await PeerConnection.open(this.target, from)
+    this.connections.set(from, fresh)
+    this.seqs.set(from, 0)
+    return fresh
+  }
+
+  private async handshake(input: Extract<PeerInput, { kind: "handshake" | "replay" }>): Promise<void> {
+    const target = this.target
+    let attempt = input.kind === "handshake" ? handshakeOf(target, input.from, input.breaks, input.junk) : this.lastAccepted
+    if (attempt === undefined) {
+      // Nothing to replay yet: open (and remember) a valid handshake first.
+      const valid = { path: "/raft", query: toQuery(sign(deriveKey(target.clusterSecret), target.clusterId, 2, target.self, Date.now())) }
+      if ((await tryUpgrade(target, valid.path, valid.query)) !== "open") this.fail("a valid handshake was refused")
+      attempt = this.lastAccepted = valid
+    }
+    if ((await tryUpgrade(target, attempt.path, attempt.query)) === "refused") {
+      this.refusedHandshakes++
+      return
+    }
+    this.acceptedBadHandshakes++
+    this.fail(`accepted a broken handshake: ${describeInput(input)} (${attempt.path}?${attempt.query})`)
+  }
+
+  private async frame(input: Extract<PeerInput, { kind: "frame" }>): Promise<void> {
+    const conn = await this.connection(input.from)
+    conn.socket.send(input.data, { binary: typeof input.data !== "string" })
+    // An empty batch after it: its acknowledgement says the node has read everything before.
+    const seq = (this.seqs.get(input.from) ?? 0) + 1
+    this.seqs.set(input.from, seq)
+    const sync = 2 ** 40 + seq
+    conn.socket.send(packr.pack([sync, []]), { binary: true })
+    if (await conn.awaitAck(sync, 15_000)) this.framesAcknowledged++
+    else if (conn.closed) this.connectionsClosedByNode++
+    else this.fail(`no acknowledgement within 15 s after: ${describeInput(input)}`)
+  }
+
+  async throw(input: PeerInput, keep: number): Promise<void> {
+    this.byKind[input.kind] = (this.byKind[input.kind] ?? 0) + 1
+    this.recent.push(describeInput(input))
+    if (this.recent.length > keep) this.recent.shift()
+    if (input.kind === "handshake" || input.kind === "replay") return this.handshake(input)
+    if (input.kind === "raw") return sendRaw(this.target, input.bytes)
+    if (input.kind === "wsHeader") return sendAfterUpgrade(this.target, input.from, input.bytes)
+    return this.frame(input)
+  }
+
+  close(): void {
+    for (const conn of this.connections.values()) conn.close()
+  }
+}
+
 /** Throws `runs` generated inputs at `target`'s peer endpoint, one at a time. */
 export const fuzzPeers = async (target: PeerTarget, runs: number, seed: number, checkEvery = 250): Promise<PeerFuzzResult> => {
-  const byKind: Record<string, number> = {}
-  const failures: Array<string> = []
-  let refusedHandshakes = 0
-  let acceptedBadHandshakes = 0
-  let framesAcknowledged = 0
-  let connectionsClosedByNode = 0
+  const run = new PeerFuzzRun(target)
   let stateChanges = 0
   let inputs = 0
   const initial = await target.state()
   let before = initial
-  const connections = new Map<number, PeerConnection>()
-  const seqs = new Map<number, number>()
-  let lastAccepted: { path: string; query: string } | undefined
-  const recent: Array<string> = []
-  const connection = async (from: number) => {
-    const open = connections.get(from)
-    if (open !== undefined && !open.closed) return open
-    const fresh = await PeerConnection.open(target, from)
-    connections.set(from, fresh)
-    seqs.set(from, 0)
-    return fresh
-  }
   const started = performance.now()
   const chunk = 500
   try {
@@ -459,51 +515,18 @@ export const fuzzPeers = async (target: PeerTarget, runs: number, seed: number, 
       for (const input of fc.sample(inputArb(target.self, initial.term), { numRuns: Math.min(chunk, runs - offset), seed: seed + offset })) {
         if (!target.alive()) break
         inputs++
-        byKind[input.kind] = (byKind[input.kind] ?? 0) + 1
-        recent.push(describeInput(input))
-        if (recent.length > checkEvery) recent.shift()
-        if (input.kind === "handshake" || input.kind === "replay") {
-          let attempt = input.kind === "handshake" ? handshakeOf(target, input.from, input.breaks, input.junk) : lastAccepted
-          if (attempt === undefined) {
-            // Nothing to replay yet: open (and remember) a valid handshake first.
-            const valid = { path: "/raft", query: toQuery(sign(deriveKey(target.clusterSecret), target.clusterId, 2, target.self, Date.now())) }
-            if ((await tryUpgrade(target, valid.path, valid.query)) !== "open") failures.push("a valid handshake was refused")
-            attempt = lastAccepted = valid
-          }
-          const outcome = await tryUpgrade(target, attempt.path, attempt.query)
-          if (outcome === "refused") refusedHandshakes++
-          else {
-            acceptedBadHandshakes++
-            if (failures.length < 10) failures.push(`accepted a broken handshake: ${describeInput(input)} (${attempt.path}?${attempt.query})`)
-          }
-        } else if (input.kind === "raw") {
-          await sendRaw(target, input.bytes)
-        } else if (input.kind === "wsHeader") {
-          await sendAfterUpgrade(target, input.from, input.bytes)
-        } else {
-          const conn = await connection(input.from)
-          conn.socket.send(input.data, { binary: typeof input.data !== "string" })
-          // An empty batch after it: its acknowledgement says the node has read everything before.
-          const seq = (seqs.get(input.from) ?? 0) + 1
-          seqs.set(input.from, seq)
-          const sync = 2 ** 40 + seq
-          conn.socket.send(packr.pack([sync, []]), { binary: true })
-          if (await conn.awaitAck(sync, 15_000)) framesAcknowledged++
-          else if (conn.closed) connectionsClosedByNode++
-          else if (failures.length < 10) failures.push(`no acknowledgement within 15 s after: ${describeInput(input)}`)
+        await run.throw(input, checkEvery)
+        if (inputs % checkEvery !== 0) continue
+        const after = await target.state()
+        if (!sameState(before, after)) {
+          stateChanges++
+          run.fail(`state changed from ${JSON.stringify(before)} to ${JSON.stringify(after)} within these inputs: ${run.recent.join(" | ").slice(0, 4000)}`)
         }
-        if (inputs % checkEvery === 0) {
-          const after = await target.state()
-          if (!sameState(before, after)) {
-            stateChanges++
-            if (failures.length < 10) failures.push(`state changed from ${JSON.stringify(before)} to ${JSON.stringify(after)} within these inputs: ${recent.join(" | ").slice(0, 4000)}`)
-          }
-          before = after
-        }
+        before = after
       }
     }
   } finally {
-    for (const conn of connections.values()) conn.close()
+    run.close()
   }
   const seconds = (performance.now() - started) / 1000
   const alive = target.alive()
@@ -511,28 +534,27 @@ export const fuzzPeers = async (target: PeerTarget, runs: number, seed: number, 
     const after = await target.state()
     if (!sameState(before, after) || !sameState(initial, after)) {
       stateChanges++
-      if (failures.length < 10) failures.push(`state changed from ${JSON.stringify(initial)} to ${JSON.stringify(after)} by the end`)
+      run.fail(`state changed from ${JSON.stringify(initial)} to ${JSON.stringify(after)} by the end`)
     }
   } else {
-    failures.push(`the node died; the last inputs: ${recent.slice(-5).join(" | ")}`)
+    run.failures.push(`the node died; the last inputs: ${run.recent.slice(-5).join(" | ")}`)
   }
   const written = alive ? await target.write(`after-peer-fuzz-${seed}`) : "the node is down"
-  if (written !== true) failures.push(`the node took no write after the fuzz: ${written}`)
-  const servesWrites = written === true
+  if (written !== true) run.failures.push(`the node took no write after the fuzz: ${written}`)
   return {
     name: "peer fuzz: generated handshakes, bytes and frames against the /raft endpoint of one real node on loopback",
     seed,
     inputs,
-    byKind,
-    refusedHandshakes,
-    acceptedBadHandshakes,
-    framesAcknowledged,
-    connectionsClosedByNode,
+    byKind: run.byKind,
+    refusedHandshakes: run.refusedHandshakes,
+    acceptedBadHandshakes: run.acceptedBadHandshakes,
+    framesAcknowledged: run.framesAcknowledged,
+    connectionsClosedByNode: run.connectionsClosedByNode,
     stateChanges,
     nodeAlive: alive,
-    servesWrites,
+    servesWrites: written === true,
     seconds: Math.round(seconds * 10) / 10,
     inputsPerSecond: Math.round(inputs / seconds),
-    failures
+    failures: run.failures
   }
 }

@@ -150,7 +150,7 @@ describe("start-up errors: a clear message and exit 1", () => {
     const stray = new BlixardNode(1, await freePort(), a.dataDir, c.secretFile, [b])
     stray.start()
     expect(await runToExit(stray)).toBe(1)
-    expect(stray.output).toContain(`BLX_WRONG_DATA_DIR: the data directory ${a.dataDir} belongs to cluster ${clusterA}, but peer 2 (${b.addr}) is in cluster ${clusterB}`)
+    expect(stray.output).toContain(`BLX_WRONG_DATA_DIR: the data directory ${a.dataDir} belongs to cluster ${clusterA}, but node 2 (${b.addr}) is in cluster ${clusterB}`)
   })
 
   it("a voter restarted on an emptied data directory stops (BLX_MEMBER_AMNESIA) until it is removed; then it joins again", async () => {
