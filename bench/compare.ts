@@ -127,6 +127,7 @@ const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System => {
   }
 }
 
+/** Blixard in plain mode, as etcd here runs without TLS: like is compared with like. */
 const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
   const secret = path.join(dir, "secret")
   fs.writeFileSync(secret, "bench-secret")
@@ -139,7 +140,7 @@ const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
       m.child = spawn(
         process.execPath,
         [
-          bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--data-dir", m.dataDir,
+          bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--insecure-plaintext", "--data-dir", m.dataDir,
           "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning",
           ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])
         ],

@@ -242,7 +242,11 @@ export interface FuzzNode {
   readonly stop: () => Promise<void>
 }
 
-/** A one-node cluster in a temporary directory, with a VM `seed` and a read-only and an operator token. */
+/**
+ * A one-node cluster in a temporary directory, with a VM `seed` and a read-only and an operator token.
+ * In plain mode: what is fuzzed is what a node parses once a connection is through TLS (the API's
+ * requests, the peer endpoint's handshake and frames); TLS itself is Node's.
+ */
 export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-fuzz-"))
   const port = await freePort()
@@ -250,7 +254,7 @@ export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
   fs.writeFileSync(path.join(dir, "cluster-secret"), `${clusterSecret}\n`, { mode: 0o600 })
   const child: ChildProcess = spawn(
     process.execPath,
-    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--cluster-secret-file", path.join(dir, "cluster-secret"), "--log-level", "error"],
+    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--insecure-plaintext", "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--cluster-secret-file", path.join(dir, "cluster-secret"), "--log-level", "error"],
     { stdio: "ignore" }
   )
   const stop = async () => {

@@ -37,6 +37,7 @@ export const benchReschedule = async (rounds = 3) => {
         JSON.stringify({
           id,
           bind: `127.0.0.1:${port}`,
+          insecurePlaintext: true,
           dataDir: path.join(dir, `n${id}`),
           microvmStateDir: path.join(dir, `vms${id}`),
           clusterSecretFile: secret,
