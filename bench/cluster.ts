@@ -170,7 +170,7 @@ export const benchCluster = async (seconds = 5, failovers = 10) => {
   const start = (n: Node, peers: ReadonlyArray<Node>) => {
     n.child = spawn(
       process.execPath,
-      [bin, "node", "--id", String(n.id), "--bind", `127.0.0.1:${n.port}`, "--data-dir", n.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
+      [bin, "node", "--id", String(n.id), "--bind", `127.0.0.1:${n.port}`, "--data-dir", n.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning", "--insecure-plaintext", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
       { stdio: "ignore" }
     )
   }

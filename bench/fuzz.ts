@@ -244,7 +244,7 @@ export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
   const port = await freePort()
   const child: ChildProcess = spawn(
     process.execPath,
-    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--log-level", "error"],
+    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--log-level", "error", "--insecure-plaintext"],
     { stdio: "ignore" }
   )
   const stop = async () => {
