@@ -140,8 +140,10 @@ const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
       m.child = spawn(
         process.execPath,
         [
-          bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--insecure-plaintext", "--data-dir", m.dataDir,
+          bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--data-dir", m.dataDir,
           "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning",
+          // Plain HTTP on loopback, as etcd beside it is run (no TLS on either side).
+          "--insecure-plaintext",
           ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])
         ],
         { stdio: "ignore" }

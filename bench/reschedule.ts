@@ -37,11 +37,12 @@ export const benchReschedule = async (rounds = 3) => {
         JSON.stringify({
           id,
           bind: `127.0.0.1:${port}`,
-          insecurePlaintext: true,
           dataDir: path.join(dir, `n${id}`),
           microvmStateDir: path.join(dir, `vms${id}`),
           clusterSecretFile: secret,
           apiTokenFile: tokenFile,
+          // Loopback, plain HTTP: the benchmark measures rescheduling, and its requests are plain HTTP.
+          insecurePlaintext: true,
           allowedRunnerPrefixes: [runner],
           capacity: { vcpus: 4, memoryMiB: 4096 },
           logLevel: "warning",

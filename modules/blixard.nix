@@ -88,6 +88,9 @@ let
     "apiTokenFile"
     "insecurePlaintext"
     "insecurePlaintextNonLoopback"
+    "tlsCaFile"
+    "tlsCertFile"
+    "tlsKeyFile"
     "allowedRunnerPrefixes"
     "allowedFlakePrefixes"
     "vmBackend"
@@ -184,7 +187,15 @@ let
   secretKeys = {
     clusterSecretFile = "cluster-secret";
     apiTokenFile = "api-token";
+    tlsCaFile = "tls-ca";
+    tlsCertFile = "tls-cert";
+    tlsKeyFile = "tls-key";
   };
+  tlsFiles = [
+    cfg.tlsCaFile
+    cfg.tlsCertFile
+    cfg.tlsKeyFile
+  ];
   strayCredentials = lib.filterAttrs (
     key: credential: s ? ${key} && (cfg.${key} == null || s.${key} != "${credentialsDir}/${credential}")
   ) secretKeys;
@@ -380,6 +391,35 @@ in
       '';
     };
 
+    tlsCaFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/run/secrets/blixard-ca.crt";
+      description = ''
+        The cluster CA certificate (PEM), with {option}`services.blixard.tlsCertFile` and
+        {option}`services.blixard.tlsKeyFile`: TLS from the operator's own CA instead of the one the
+        founding node makes in its data directory. Handed over with `LoadCredential=`. Unset (all
+        three): the node makes or fetches its own certificates in `dataDir/tls`.
+      '';
+    };
+
+    tlsCertFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/run/secrets/blixard-node.crt";
+      description = ''
+        This node's certificate (PEM) from {option}`services.blixard.tlsCaFile`'s CA. It must name
+        the node by the URI SAN `blixard://CLUSTER-ID/node/N`. Handed over with `LoadCredential=`.
+      '';
+    };
+
+    tlsKeyFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/run/secrets/blixard-node.key";
+      description = "This node's private key (PEM). Handed over with `LoadCredential=`, never copied into the store.";
+    };
+
     vmBackend = mkOption {
       type = types.enum [
         "systemd"
@@ -549,6 +589,9 @@ in
         mkDefault "${credentialsDir}/cluster-secret"
       );
       apiTokenFile = mkIf (cfg.apiTokenFile != null) (mkDefault "${credentialsDir}/api-token");
+      tlsCaFile = mkIf (cfg.tlsCaFile != null) (mkDefault "${credentialsDir}/tls-ca");
+      tlsCertFile = mkIf (cfg.tlsCertFile != null) (mkDefault "${credentialsDir}/tls-cert");
+      tlsKeyFile = mkIf (cfg.tlsKeyFile != null) (mkDefault "${credentialsDir}/tls-key");
       vmBackend = mkDefault cfg.vmBackend;
       microvmStateDir = mkDefault cfg.microvmStateDir;
       capacity = mkIf (cfg.capacity != null) {
@@ -631,6 +674,10 @@ in
       {
         assertion = strayCredentials == { };
         message = "services.blixard.settings: ${lib.concatStringsSep ", " (builtins.attrNames strayCredentials)} set there would leave the secret unread, or read outside systemd's credentials: set services.blixard.${lib.concatStringsSep " / services.blixard." (builtins.attrNames strayCredentials)} (an absolute path outside the store), which hands the file over with LoadCredential=.";
+      }
+      {
+        assertion = builtins.all (f: f == null) tlsFiles || builtins.all (f: f != null) tlsFiles;
+        message = "services.blixard.tlsCaFile, tlsCertFile and tlsKeyFile go together: set all three (the operator's own CA), or none (the node makes or fetches its certificates in dataDir/tls).";
       }
       {
         assertion = unknownIn knownKeys s == [ ];
@@ -725,7 +772,10 @@ in
           RuntimeDirectory = "blixard";
           LoadCredential =
             lib.optional (cfg.clusterSecretFile != null) "cluster-secret:${cfg.clusterSecretFile}"
-            ++ lib.optional (cfg.apiTokenFile != null) "api-token:${cfg.apiTokenFile}";
+            ++ lib.optional (cfg.apiTokenFile != null) "api-token:${cfg.apiTokenFile}"
+            ++ lib.optional (cfg.tlsCaFile != null) "tls-ca:${cfg.tlsCaFile}"
+            ++ lib.optional (cfg.tlsCertFile != null) "tls-cert:${cfg.tlsCertFile}"
+            ++ lib.optional (cfg.tlsKeyFile != null) "tls-key:${cfg.tlsKeyFile}";
 
           # Hardening.
           ProtectSystem = "strict";

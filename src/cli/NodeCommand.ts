@@ -89,6 +89,9 @@ const options = {
   iKnow: Options.boolean("i-know").pipe(
     Options.withDescription("With --insecure-plaintext: allow it on a non-loopback --bind. [$BLIXARD_INSECURE_PLAINTEXT_NON_LOOPBACK]")
   ),
+  tlsCaFile: text("tls-ca-file", "FILE", "The cluster CA certificate (PEM), with --tls-cert-file and --tls-key-file: operator-supplied TLS instead of the node's own in DATA-DIR/tls. [$BLIXARD_TLS_CA_FILE]"),
+  tlsCertFile: text("tls-cert-file", "FILE", "This node's certificate (PEM) from that CA, naming it by the URI SAN blixard://CLUSTER-ID/node/N. [$BLIXARD_TLS_CERT_FILE]"),
+  tlsKeyFile: text("tls-key-file", "FILE", "This node's private key (PEM). [$BLIXARD_TLS_KEY_FILE]"),
   apiTokenFile: text(
     "api-token-file",
     "FILE",
@@ -254,6 +257,9 @@ const daemon = Command.make("node", options, (args) =>
       apiTokenFile: Option.getOrUndefined(args.apiTokenFile),
       insecurePlaintext: args.insecurePlaintext,
       insecurePlaintextNonLoopback: args.iKnow,
+      tlsCaFile: Option.getOrUndefined(args.tlsCaFile),
+      tlsCertFile: Option.getOrUndefined(args.tlsCertFile),
+      tlsKeyFile: Option.getOrUndefined(args.tlsKeyFile),
       vmBackend: Option.getOrUndefined(args.vmBackend),
       microvmStateDir: Option.getOrUndefined(args.microvmStateDir),
       vmUser: Option.getOrUndefined(args.vmUser),

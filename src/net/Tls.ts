@@ -216,8 +216,8 @@ export const signRequest = (options: SignOptions): Effect.Effect<string, TlsInva
 /** What a node needs for TLS: the CA, its own certificate and key, and who it is. */
 export interface NodeTls {
   readonly ca: string
-  /** The CA's key, on every member (see the module comment). */
-  readonly caKey: string
+  /** The CA's key, on every member (see the module comment); absent with operator-supplied files. */
+  readonly caKey?: string | undefined
   readonly cert: string
   readonly key: string
   readonly clusterId: string
@@ -226,7 +226,7 @@ export interface NodeTls {
   readonly fingerprint: string
 }
 
-const NodeTlsFiles = Schema.Struct({ ca: CertificatePem, caKey: PrivateKeyPem, cert: CertificatePem, key: PrivateKeyPem })
+const NodeTlsFiles = Schema.Struct({ ca: CertificatePem, caKey: Schema.optional(PrivateKeyPem), cert: CertificatePem, key: PrivateKeyPem })
 
 export const tlsDir = (dataDir: string): string => path.join(dataDir, tlsDirName)
 
@@ -246,14 +246,15 @@ export const checkNodeTls = (files: typeof NodeTlsFiles.Type, node: number, wher
   const ca = new X509Certificate(files.ca)
   const cert = new X509Certificate(files.cert)
   if (!ca.ca) return invalid("ca.crt is not a CA certificate")
-  if (!ca.checkPrivateKey(createPrivateKey(files.caKey))) return invalid("ca.key is not the key of ca.crt")
+  if (files.caKey !== undefined && !ca.checkPrivateKey(createPrivateKey(files.caKey))) return invalid("ca.key is not the key of ca.crt")
   if (cert.checkIssued(ca) === false || !cert.verify(ca.publicKey)) return invalid("node.crt was not issued by ca.crt")
   if (!cert.checkPrivateKey(createPrivateKey(files.key))) return invalid("node.key is not the key of node.crt")
   const identity = identityOf(cert.subjectAltName)
   if (identity === undefined) return invalid("node.crt names no Blixard node (no URI blixard://CLUSTER/node/N)")
   if (identity.node !== node) return invalid(`node.crt is node ${identity.node}'s certificate, not node ${node}'s; start node ${identity.node} on this data directory`)
   const caCluster = clusterOfCa(files.ca)
-  if (caCluster !== identity.clusterId) return invalid(`node.crt names cluster ${identity.clusterId}, the CA is cluster ${caCluster ?? "(none)"}'s`)
+  // An operator's own CA need not name the cluster; ours does, and must name the same one.
+  if (caCluster !== undefined && caCluster !== identity.clusterId) return invalid(`node.crt names cluster ${identity.clusterId}, the CA is cluster ${caCluster}'s`)
   if (Date.parse(cert.validTo) < Date.now()) return invalid(`node.crt expired on ${cert.validTo}`)
   return Either.right({ ...files, clusterId: identity.clusterId, node, fingerprint: fingerprintOf(files.ca) })
 }
@@ -283,8 +284,35 @@ export const readNodeTls = (dataDir: string, node: number): Effect.Effect<NodeTl
     return yield* checkNodeTls(files, node, dir)
   })
 
+export interface ConfiguredFiles {
+  readonly caFile: string
+  readonly certFile: string
+  readonly keyFile: string
+}
+
+/**
+ * Operator-supplied files (`tlsCaFile`, `tlsCertFile`, `tlsKeyFile`), checked as `readNodeTls`
+ * checks the node's own. The certificate must carry the URI SAN `blixard://CLUSTER_ID/node/N`.
+ * Without the CA's key this node cannot sign a joining node's certificate.
+ */
+export const readConfiguredTls = (files: ConfiguredFiles, node: number): Effect.Effect<NodeTls, TlsInvalid> =>
+  Effect.gen(function* () {
+    const raw: Record<string, string> = {}
+    for (const [field, file] of [["ca", files.caFile], ["cert", files.certFile], ["key", files.keyFile]] as const) {
+      raw[field] = yield* Effect.try({
+        try: () => fs.readFileSync(file, "utf8"),
+        catch: (e) => new TlsInvalid({ node: NodeId.make(node), subject: file, message: `cannot read ${file}: ${e instanceof Error ? e.message : String(e)}` })
+      })
+    }
+    const where = `${files.caFile}, ${files.certFile}, ${files.keyFile}`
+    const decoded = yield* Schema.decodeUnknown(NodeTlsFiles)(raw).pipe(
+      Effect.mapError((e) => new TlsInvalid({ node: NodeId.make(node), subject: files.certFile, message: `${where}: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
+    )
+    return yield* checkNodeTls(decoded, node, where)
+  })
+
 /** Writes the node's TLS files (keys 0600), each through a temporary file, so none is ever half-written. */
-export const writeNodeTls = (dataDir: string, tls: Pick<NodeTls, "ca" | "caKey" | "cert" | "key">, node: number): Effect.Effect<void, TlsInvalid> =>
+export const writeNodeTls = (dataDir: string, tls: { readonly ca: string; readonly caKey: string; readonly cert: string; readonly key: string }, node: number): Effect.Effect<void, TlsInvalid> =>
   Effect.try({
     try: () => {
       const dir = tlsDir(dataDir)

@@ -120,6 +120,13 @@ export const NodeConfig = Schema.Struct({
   /** With `insecurePlaintext`: allow it on a non-loopback bind address (`--i-know`). */
   insecurePlaintextNonLoopback: Schema.optionalWith(Schema.Boolean, { exact: true }),
   /**
+   * Operator-supplied TLS files (all three or none): the cluster CA, this node's certificate (with the
+   * URI SAN `blixard://CLUSTER_ID/node/N`) and its key. Absent: the node's own in `DATA_DIR/tls/`.
+   */
+  tlsCaFile: Schema.optionalWith(Path, { exact: true }),
+  tlsCertFile: Schema.optionalWith(Path, { exact: true }),
+  tlsKeyFile: Schema.optionalWith(Path, { exact: true }),
+  /**
    * File holding this node's admin API token. Absent: the node makes one in `dataDir/api-token`
    * (mode 0600) on first start and uses it from then on.
    */

@@ -29,6 +29,9 @@ export interface NodeFlags {
   readonly apiTokenFile?: string | undefined
   readonly insecurePlaintext?: boolean | undefined
   readonly insecurePlaintextNonLoopback?: boolean | undefined
+  readonly tlsCaFile?: string | undefined
+  readonly tlsCertFile?: string | undefined
+  readonly tlsKeyFile?: string | undefined
   readonly vmBackend?: string | undefined
   readonly microvmStateDir?: string | undefined
   readonly vmUser?: string | undefined
@@ -76,6 +79,9 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["apiTokenFile", "--api-token-file", "BLIXARD_API_TOKEN_FILE"],
   ["insecurePlaintext", "--insecure-plaintext", "BLIXARD_INSECURE_PLAINTEXT"],
   ["insecurePlaintextNonLoopback", "--i-know", "BLIXARD_INSECURE_PLAINTEXT_NON_LOOPBACK"],
+  ["tlsCaFile", "--tls-ca-file", "BLIXARD_TLS_CA_FILE"],
+  ["tlsCertFile", "--tls-cert-file", "BLIXARD_TLS_CERT_FILE"],
+  ["tlsKeyFile", "--tls-key-file", "BLIXARD_TLS_KEY_FILE"],
   ["vmBackend", "--vm-backend", "BLIXARD_VM_BACKEND"],
   ["microvmStateDir", "--microvm-state-dir", "BLIXARD_MICROVM_STATE_DIR"],
   ["vmUser", "--vm-user", "BLIXARD_VM_USER"],

@@ -8,7 +8,7 @@
 import { Duration, Effect, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Auth from "../api/Auth.js"
-import { PlaintextRefused, TlsInvalid } from "../domain/Errors.js"
+import { ConfigInvalid, PlaintextRefused, TlsInvalid } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { splitHostPort } from "../domain/NodeInfo.js"
 import * as Tls from "../net/Tls.js"
@@ -88,6 +88,17 @@ export const prepare = (options: StartOptions) =>
   Effect.gen(function* () {
     const config = options.config
     if (config.insecurePlaintext === true) return yield* plaintext(config)
+    const configured = [config.tlsCaFile, config.tlsCertFile, config.tlsKeyFile]
+    if (config.tlsCaFile !== undefined && config.tlsCertFile !== undefined && config.tlsKeyFile !== undefined) {
+      return yield* Tls.readConfiguredTls({ caFile: config.tlsCaFile, certFile: config.tlsCertFile, keyFile: config.tlsKeyFile }, config.id)
+    }
+    if (configured.some((file) => file !== undefined)) {
+      return yield* new ConfigInvalid({
+        node: NodeId.make(config.id),
+        subject: "tlsCertFile",
+        message: "tlsCaFile, tlsCertFile and tlsKeyFile (--tls-ca-file, --tls-cert-file, --tls-key-file) go together: give all three, or none (the node makes its own in DATA-DIR/tls)"
+      })
+    }
     if (Tls.hasTlsFiles(config.dataDir)) {
       const tls = yield* Tls.readNodeTls(config.dataDir, config.id)
       if (options.knownCluster !== undefined && tls.clusterId !== options.knownCluster) {

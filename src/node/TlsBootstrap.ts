@@ -115,12 +115,20 @@ export const makeHandler = (options: HandlerOptions) => {
         const caller = who.kind === "node" ? `node ${who.node}` : who.who
         return refuse(response, 403, new Forbidden({ subject: where, message: `${where}: ${caller} may not get node ${asked.node}'s certificate; a node asks for its own, with its node credential` }))
       }
+      const caKey = options.tls.caKey
+      if (caKey === undefined) {
+        return answer(response, 503, {
+          _tag: "Unavailable",
+          code: "BLX_UNAVAILABLE",
+          message: `this node holds no CA key (it runs with operator-supplied certificates): issue node ${asked.node}'s certificate with the cluster's CA and give it tlsCaFile, tlsCertFile and tlsKeyFile`
+        })
+      }
       options.run(
-        Tls.signRequest({ ca: options.tls.ca, caKey: options.tls.caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names }),
+        Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names }),
         (signed) =>
           Either.isLeft(signed)
             ? refuse(response, 400, signed.left)
-            : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey: options.tls.caKey, certificate: signed.right })
+            : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey, certificate: signed.right })
       )
     })
     request.on("error", () => response.destroy())
@@ -223,7 +231,7 @@ const refusalOf = (address: string, reply: Reply): ObtainError => {
 }
 
 /** Node `node`'s TLS files from the member at `address` (see the module comment). */
-export const obtainFrom = (address: string, options: Omit<ObtainOptions, "addresses">): Effect.Effect<Tls.NodeTls, ObtainError> =>
+export const obtainFrom = (address: string, options: Omit<ObtainOptions, "addresses">): Effect.Effect<Obtained, ObtainError> =>
   Effect.gen(function* () {
     const call = (path: string, request: Parameters<typeof requestJson>[2]) =>
       Effect.tryPromise({
@@ -263,17 +271,18 @@ export const obtainFrom = (address: string, options: Omit<ObtainOptions, "addres
       Effect.mapError((e) => new TlsInvalid({ subject: address, message: `${address} answered an unusable certificate: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
     )
     if (files.ca !== ca.ca) return yield* new TlsUntrusted({ subject: address, message: `${address} answered with another CA than it offered` })
-    return yield* checkNodeTlsOf(files, request.key, options.node, address)
+    const checked = yield* Tls.checkNodeTls({ ca: files.ca, caKey: files.caKey, cert: files.certificate, key: request.key }, options.node, `the certificate from ${address}`)
+    return { ...checked, caKey: files.caKey }
   })
 
-const checkNodeTlsOf = (files: typeof CertificateAnswer.Type, key: string, node: number, address: string) =>
-  Tls.checkNodeTls({ ca: files.ca, caKey: files.caKey, cert: files.certificate, key }, node, `the certificate from ${address}`)
+/** A joining node's TLS files, the CA's key included (every member keeps it). */
+export type Obtained = Tls.NodeTls & { readonly caKey: string }
 
 /**
  * Node `node`'s TLS files from the first of `addresses` that gives them. A refusal (wrong secret,
  * another cluster) ends the search with that refusal; if none answers, `Unavailable`.
  */
-export const obtain = (options: ObtainOptions): Effect.Effect<Tls.NodeTls, ObtainError> =>
+export const obtain = (options: ObtainOptions): Effect.Effect<Obtained, ObtainError> =>
   Effect.gen(function* () {
     let last: ObtainError = new Unavailable({ subject: "peers", message: `node ${options.node} has no member to ask for its certificate (give --peer)` })
     for (const address of options.addresses) {

@@ -105,7 +105,10 @@ const sampleNames = (kind: "valid" | "inconsistent" | "refused"): ReadonlyArray<
 
 const credentialName: Record<string, string> = {
   clusterSecretFile: "cluster-secret",
-  apiTokenFile: "api-token"
+  apiTokenFile: "api-token",
+  tlsCaFile: "tls-ca",
+  tlsCertFile: "tls-cert",
+  tlsKeyFile: "tls-key"
 }
 
 describe.skipIf(skipReason !== undefined)("NixOS module services.blixard, evaluated with nixpkgs' lib", () => {

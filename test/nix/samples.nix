@@ -217,6 +217,50 @@ in
     };
   };
 
+  # The operator's own CA: the three TLS files handed over as credentials.
+  operator-tls = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        bind = "127.0.0.1:7001";
+        tlsCaFile = "/run/secrets/blixard-ca.crt";
+        tlsCertFile = "/run/secrets/blixard-node.crt";
+        tlsKeyFile = "/run/secrets/blixard-node.key";
+      };
+    };
+    expect = {
+      settings = {
+        id = 1;
+        bind = "127.0.0.1:7001";
+        peers = [ ];
+        dataDir = "/var/lib/blixard";
+        tlsCaFile = "/run/credentials/blixard.service/tls-ca";
+        tlsCertFile = "/run/credentials/blixard.service/tls-cert";
+        tlsKeyFile = "/run/credentials/blixard.service/tls-key";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [
+          "tls-ca:/run/secrets/blixard-ca.crt"
+          "tls-cert:/run/secrets/blixard-node.crt"
+          "tls-key:/run/secrets/blixard-node.key"
+        ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "127.0.0.1:7001";
+        tmpfiles = [ "d '/var/lib/microvms' 0755 root root - -" ];
+      };
+    };
+  };
+
   # microvm.nix's host module with its own state directory; a per-key override in `settings`.
   systemd-backend = {
     microvmHost = true;
@@ -609,6 +653,21 @@ in
     };
     expect = {
       assertions = [ "must equal microvm.stateDir (/srv/microvms)" ];
+      schemaAccepts = true;
+    };
+  };
+
+  # Only some of the operator's TLS files: the node would have none of them to use.
+  tls-files-partial = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        tlsCertFile = "/run/secrets/blixard-node.crt";
+      };
+    };
+    expect = {
+      assertions = [ "tlsCaFile, tlsCertFile and tlsKeyFile go together" ];
       schemaAccepts = true;
     };
   };
