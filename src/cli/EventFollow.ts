@@ -98,8 +98,14 @@ const connectOnce = (
           const kind = event
           event = ""
           data = []
-          if (text === "") continue
           const index = id === undefined ? undefined : Number(id)
+          if (text === "") {
+            // An id alone: where the stream starts (a stream "from now" says so at once).
+            if (kind === "" && index !== undefined && Number.isSafeInteger(index) && index >= 0 && (state.last === undefined || index > state.last)) {
+              state.last = index
+            }
+            continue
+          }
           if (kind === "resync") {
             const resync = decodeResync(text)
             if (Either.isLeft(resync)) return yield* malformed(addr, text)
