@@ -85,12 +85,16 @@ const wantsJson = (argv: ReadonlyArray<string>): boolean => argv.slice(2).some((
  * With `--json`, what @effect/cli prints on stderr for a usage error is held back and reported as JSON.
  */
 export const run = (argv: ReadonlyArray<string>) => {
-  if (!wantsJson(argv)) {
-    return app(argv).pipe(Effect.as(ExitCode.ok as number), Logger.withMinimumLogLevel(unsetLogLevel), Effect.catchAllCause((cause) => reportFailure(cause)))
-  }
-  const usage: Array<string> = []
-  const held = Console.consoleWith((console) =>
-    Console.withConsole(app(argv), { ...console, error: (...args) => Effect.sync(() => void usage.push(args.map(String).join(" "))) })
+  const json = wantsJson(argv) ? { usage: [] as Array<string> } : undefined
+  const program =
+    json === undefined
+      ? app(argv)
+      : Console.consoleWith((console) =>
+          Console.withConsole(app(argv), { ...console, error: (...args) => Effect.sync(() => void json.usage.push(args.map(String).join(" "))) })
+        )
+  return program.pipe(
+    Effect.as(ExitCode.ok as number),
+    Logger.withMinimumLogLevel(unsetLogLevel),
+    Effect.catchAllCause((cause) => reportFailure(cause, json))
   )
-  return held.pipe(Effect.as(ExitCode.ok as number), Logger.withMinimumLogLevel(unsetLogLevel), Effect.catchAllCause((cause) => reportFailure(cause, { usage })))
 }
