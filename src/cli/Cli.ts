@@ -86,13 +86,17 @@ const wantsJson = (argv: ReadonlyArray<string>): boolean => argv.slice(2).some((
  * With `--json`, what @effect/cli prints on stderr for a usage error is held back and reported as JSON.
  */
 export const run = (argv: ReadonlyArray<string>) => {
-  const program = asksForBash(argv.slice(2)) ? printBashCompletions(blixard, "blixard") : app(argv)
-  if (!wantsJson(argv)) {
-    return program.pipe(Effect.as(ExitCode.ok as number), Logger.withMinimumLogLevel(unsetLogLevel), Effect.catchAllCause((cause) => reportFailure(cause)))
-  }
-  const usage: Array<string> = []
-  const held = Console.consoleWith((console) =>
-    Console.withConsole(program, { ...console, error: (...args) => Effect.sync(() => void usage.push(args.map(String).join(" "))) })
+  const json = wantsJson(argv) ? { usage: [] as Array<string> } : undefined
+  const command = asksForBash(argv.slice(2)) ? printBashCompletions(blixard, "blixard") : app(argv)
+  const program =
+    json === undefined
+      ? command
+      : Console.consoleWith((console) =>
+          Console.withConsole(command, { ...console, error: (...args) => Effect.sync(() => void json.usage.push(args.map(String).join(" "))) })
+        )
+  return program.pipe(
+    Effect.as(ExitCode.ok as number),
+    Logger.withMinimumLogLevel(unsetLogLevel),
+    Effect.catchAllCause((cause) => reportFailure(cause, json))
   )
-  return held.pipe(Effect.as(ExitCode.ok as number), Logger.withMinimumLogLevel(unsetLogLevel), Effect.catchAllCause((cause) => reportFailure(cause, { usage })))
 }

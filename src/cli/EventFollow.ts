@@ -65,10 +65,7 @@ const connectOnce = (
     }
     const reader = response.body.getReader()
     const decoder = new TextDecoder()
-    let pending = ""
-    let id: string | undefined
-    let event = ""
-    let data: Array<string> = []
+    const parser = new SseParser()
     const idleMs = options.idleMs ?? 60_000
     return yield* Effect.gen(function* () {
       for (;;) {
@@ -77,46 +74,75 @@ const connectOnce = (
         )
         if (Either.isLeft(chunk)) return { why: chunk.left === "idle" ? `${addr} sent nothing for ${idleMs} ms` : `the connection to ${addr} broke` }
         if (chunk.right.done) return { why: `${addr} ended the stream` }
-        pending += decoder.decode(chunk.right.value, { stream: true })
-        for (;;) {
-          const at = pending.search(/\r\n|\r|\n/)
-          if (at === -1) break
-          const line = pending.slice(0, at)
-          pending = pending.slice(pending.startsWith("\r\n", at) ? at + 2 : at + 1)
-          if (line !== "") {
-            if (line.startsWith(":")) continue
-            const colon = line.indexOf(":")
-            const field = colon === -1 ? line : line.slice(0, colon)
-            const value = colon === -1 ? "" : line.slice(colon + (line[colon + 1] === " " ? 2 : 1))
-            if (field === "id") id = value
-            else if (field === "event") event = value
-            else if (field === "data") data.push(value)
-            continue
-          }
-          // A blank line dispatches the message.
-          const text = data.join("\n")
-          const kind = event
-          event = ""
-          data = []
-          if (text === "") continue
-          const index = id === undefined ? undefined : Number(id)
-          if (kind === "resync") {
-            const resync = decodeResync(text)
-            if (Either.isLeft(resync)) return yield* malformed(addr, text)
-            state.last = resync.right.index
-            yield* options.onMessage({ _tag: "Resync", resync: resync.right })
-          } else {
-            const batch = decodeBatch(text)
-            if (Either.isLeft(batch) || batch.right.index !== index) return yield* malformed(addr, text)
-            // Already seen (a node behind the one before it replays nothing new): skip it.
-            if (state.last !== undefined && batch.right.index <= state.last) continue
-            state.last = batch.right.index
-            yield* options.onMessage({ _tag: "Batch", batch: batch.right })
-          }
+        for (const message of parser.feed(decoder.decode(chunk.right.value, { stream: true }))) {
+          yield* receive(addr, message, state, options)
         }
       }
     }).pipe(Effect.ensuring(Effect.sync(() => controller.abort())))
   })
+
+/** One message of a connection: a batch or resync to hand on, or the index the stream starts after. */
+const receive = (addr: string, message: SseMessage, state: { last: number | undefined }, options: FollowOptions): Effect.Effect<void, BlixardError> => {
+  const index = message.id === undefined ? undefined : Number(message.id)
+  if (message.data === undefined) {
+    // An id alone: where the stream starts (a stream "from now" says so at once).
+    if (message.event === "" && index !== undefined && Number.isSafeInteger(index) && index >= 0 && (state.last === undefined || index > state.last)) {
+      state.last = index
+    }
+    return Effect.void
+  }
+  if (message.event === "resync") {
+    const resync = decodeResync(message.data)
+    if (Either.isLeft(resync)) return malformed(addr, message.data)
+    state.last = resync.right.index
+    return options.onMessage({ _tag: "Resync", resync: resync.right })
+  }
+  const batch = decodeBatch(message.data)
+  if (Either.isLeft(batch) || batch.right.index !== index) return malformed(addr, message.data)
+  // Already seen (a node behind the one before it replays nothing new): skip it.
+  if (state.last !== undefined && batch.right.index <= state.last) return Effect.void
+  state.last = batch.right.index
+  return options.onMessage({ _tag: "Batch", batch: batch.right })
+}
+
+interface SseMessage {
+  /** The last event id as of this message (it persists from message to message). */
+  readonly id: string | undefined
+  readonly event: string
+  /** Absent for a message without data (which only sets the id). */
+  readonly data: string | undefined
+}
+
+/** The Server-Sent Events framing: lines of `field: value`, comments, a blank line ending a message. */
+class SseParser {
+  private pending = ""
+  private id: string | undefined
+  private event = ""
+  private data: Array<string> = []
+
+  feed(text: string): Array<SseMessage> {
+    this.pending += text
+    const out: Array<SseMessage> = []
+    for (;;) {
+      const at = this.pending.search(/\r\n|\r|\n/)
+      if (at === -1) return out
+      const line = this.pending.slice(0, at)
+      this.pending = this.pending.slice(this.pending.startsWith("\r\n", at) ? at + 2 : at + 1)
+      if (line === "") {
+        out.push({ id: this.id, event: this.event, data: this.data.length === 0 ? undefined : this.data.join("\n") })
+        this.event = ""
+        this.data = []
+      } else if (!line.startsWith(":")) {
+        const colon = line.indexOf(":")
+        const field = colon === -1 ? line : line.slice(0, colon)
+        const value = colon === -1 ? "" : line.slice(colon + (line[colon + 1] === " " ? 2 : 1))
+        if (field === "id") this.id = value
+        else if (field === "event") this.event = value
+        else if (field === "data") this.data.push(value)
+      }
+    }
+  }
+}
 
 const malformed = (addr: string, text: string) =>
   Effect.fail(

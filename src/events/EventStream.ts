@@ -90,6 +90,9 @@ export const stream = (
     head += resyncFrame(cursor, "compacted")
   } else {
     cursor = since ?? log.last
+    // An id without data dispatches nothing but sets the client's last event id (as EventSource
+    // does): a client starting "from now" that reconnects before any event resumes from here.
+    if (since === undefined) head += `id: ${cursor}\n\n`
   }
   response.write(head)
 

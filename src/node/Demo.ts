@@ -3,7 +3,8 @@
  * each with its own SQLite data directory — running demo VMs whose runners honour microvm.nix's
  * runner contract (`bin/microvm-run` in the foreground; here a shell script, since this machine
  * may have no KVM). It shows placement, status, a node killed with kill -9, its VMs stopped there by
- * the node's fencing watchdog and coming back on the survivors. Everything is cleaned up at the end.
+ * the node's fencing watchdog and coming back on the survivors, while `blixard events` follows the
+ * cluster's events through it all (lines starting with `event`). Everything is cleaned up at the end.
  */
 import { Duration, Effect, Schedule } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
@@ -50,9 +51,11 @@ const program = Effect.gen(function* () {
   const token = fs.readFileSync(tokenFile, "utf8").trim()
   const nodes: Array<DemoNode> = []
   const runnerPids: Array<number> = []
+  let events: ChildProcess | undefined
 
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
+      events?.kill("SIGKILL")
       for (const n of nodes) n.child?.kill("SIGKILL")
       for (const pid of runnerPids) {
         try {
@@ -119,6 +122,19 @@ const program = Effect.gen(function* () {
     Effect.flatMap(one.listNodes(), (ns) => (ns.length === 3 ? Effect.void : Effect.fail("not yet" as const))),
     Schedule.spaced(Duration.millis(200)).pipe(Schedule.upTo(Duration.seconds(30)))
   )
+
+  // `blixard events`, as an operator would run it beside: it reconnects to another node if its own dies.
+  // From the index the cluster had reached: what happens while the CLI starts is not missed.
+  const since = String((yield* one.clusterStatus()).applied)
+  const following = ["events", "--since", since, "--addr", nodes[0]!.addr, ...nodes.slice(1).flatMap((n) => ["--fallback", n.addr]), "--token-file", tokenFile]
+  yield* say(`Following the cluster's events: blixard ${following.join(" ")}`)
+  events = spawn(process.execPath, [bin, ...following], { stdio: ["ignore", "pipe", "pipe"] })
+  for (const stream of [events.stdout!, events.stderr!]) {
+    stream.setEncoding("utf8")
+    stream.on("data", (text: string) => {
+      for (const line of text.split("\n")) if (line !== "") console.log(`  event  ${line}`)
+    })
+  }
 
   const vms = [
     { name: "web", memoryMiB: 1024 },

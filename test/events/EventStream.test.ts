@@ -61,6 +61,9 @@ describe("GET /v1/events", () => {
       const fromQuery = yield* open("?since=1")
       const fromNow = yield* open()
       yield* wait("the replays", () => fromHeader.messages.length === 2 && fromQuery.messages.length === 4)
+      // A stream from now on says where it starts, so a client that reconnects before any event loses none.
+      yield* wait("the starting id", () => fromNow.lastId === "5")
+      expect(fromNow.messages).toEqual([])
       log.publish(6, 1, 6, created("vm-6"))
       yield* wait("the live batch on every stream", () => [fromHeader, fromQuery, fromNow].every((c) => c.messages.at(-1)?.id === "6"))
       expect(fromHeader.messages.map((m) => m.id)).toEqual(["4", "5", "6"])

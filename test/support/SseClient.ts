@@ -16,6 +16,8 @@ export interface SseConnection {
   readonly status: number
   readonly headers: http.IncomingHttpHeaders
   readonly messages: Array<SseMessage>
+  /** The last event id as of now (an id-only message sets it too, as in EventSource). */
+  lastId: string
   /** Comment lines received (heartbeats). */
   comments: number
   /** Whether the server ended the stream (or the connection dropped). */
@@ -33,6 +35,7 @@ export const connect = (url: string, headers: Record<string, string> = {}): Prom
         status: response.statusCode ?? 0,
         headers: response.headers,
         messages: [],
+        lastId: "",
         comments: 0,
         ended: false,
         body: "",
@@ -46,6 +49,7 @@ export const connect = (url: string, headers: Record<string, string> = {}): Prom
       let hasData = false
       const line = (text: string) => {
         if (text === "") {
+          connection.lastId = id
           if (hasData) connection.messages.push({ id, event: event === "" ? "message" : event, data: data.join("\n") })
           event = ""
           data = []
