@@ -63,7 +63,7 @@ export const raftFlushSeconds = histogram(
   latencyBounds,
   "Duration of this node's Raft storage writes, each ending with a flush to disk, by op (save: entries and hard state; snapshot; compact)"
 )
-export const raftSnapshotBytes = gauge("blixard_raft_snapshot_size_bytes", "Size of the newest state-machine snapshot this node holds")
+export const raftSnapshotBytes = gauge("blixard_raft_snapshot_size_bytes", "Size of the newest state-machine snapshot this node holds (its serialised length)")
 export const raftSnapshotSeconds = histogram(
   "blixard_raft_snapshot_duration_seconds",
   slowBounds,

@@ -42,13 +42,15 @@ const gaugeSet = (metric: Metric.Metric.Gauge<number>) => {
   }
 }
 
-const countBy = (rows: Iterable<ReadonlyArray<readonly [string, string]>>) => {
+/** Counts `items` by the labels `labelsOf` gives, keyed by their values joined (no JSON per item: 100,000 VMs). */
+const countBy = <A>(items: Iterable<A>, names: ReadonlyArray<string>, valuesOf: (item: A) => ReadonlyArray<string>) => {
   const counts = new Map<string, { readonly labels: ReturnType<typeof M.tags>; count: number }>()
-  for (const pairs of rows) {
-    const key = JSON.stringify(pairs)
+  for (const item of items) {
+    const values = valuesOf(item)
+    const key = values.join("\u0000")
     const entry = counts.get(key)
     if (entry !== undefined) entry.count++
-    else counts.set(key, { labels: M.tags(...pairs), count: 1 })
+    else counts.set(key, { labels: M.tags(...names.map((name, i) => [name, values[i]!] as const)), count: 1 })
   }
   return counts
 }
@@ -90,8 +92,8 @@ export const make = (sources: ScrapeSources) =>
     }
 
     const replicated = (state: ClusterState) => {
-      setVms(countBy(Array.from(state.vms.values(), (vm) => [["node", vm.node === undefined ? "none" : String(vm.node)], ["phase", vm.status.phase]] as const)))
-      setNodes(countBy(Array.from(state.nodes.values(), (node) => [["state", node.state]] as const)))
+      setVms(countBy(state.vms.values(), ["node", "phase"], (vm) => [vm.node === undefined ? "none" : String(vm.node), vm.status.phase]))
+      setNodes(countBy(state.nodes.values(), ["state"], (node) => [node.state]))
     }
 
     const peers = (stats: ReadonlyArray<PeerStats>) => {

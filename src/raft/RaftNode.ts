@@ -228,7 +228,8 @@ const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === 
  * the loop is stuck in such a write) logs `BLX_STORAGE_STALLED` once per write outstanding longer
  * than `storageStallMs`, and that it completed when it does. Times are the ticker's last reading of
  * the clock (up to a tick early: a write counts as outstanding a little longer, never shorter), so
- * a write costs no clock reading of its own.
+ * a write costs no clock reading of its own. (The flush-latency metric reads `performance.now()`,
+ * a plain call; it only measures and decides nothing, so the simulator's virtual clock is unaffected.)
  */
 const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
   Effect.map(Clock.currentTimeMillis, (startedAt) => {
