@@ -156,6 +156,7 @@ type Counts = Record<
   | "starts"
   | "stops"
   | "deletes"
+  | "updates"
   | "retries"
   | "vmCrashesInjected"
   | "startFailuresInjected"
@@ -197,6 +198,7 @@ export const orchestration = (options: {
     starts: 0,
     stops: 0,
     deletes: 0,
+    updates: 0,
     retries: 0,
     vmCrashesInjected: 0,
     startFailuresInjected: 0,
@@ -417,19 +419,22 @@ export const orchestration = (options: {
         // A VM just created is started next, as `vm create` then `vm start`.
         const name = created ?? prng.pick(mine)
         const roll = prng.float()
-        const kind = created !== undefined || roll < 0.55 ? "start" : roll < 0.85 ? "stop" : "delete"
+        // An update (`vm update --runner`) restarts a running VM onto a new runner on its node.
+        const kind = created !== undefined || roll < 0.45 ? "start" : roll < 0.55 ? "update" : roll < 0.85 ? "stop" : "delete"
         created = undefined
         const r = yield* request((plane, requestId) =>
           kind === "start"
             ? plane.startVm(name, { requestId })
-            : kind === "stop"
-              ? plane.stopVm(name, { requestId })
-              : plane.deleteVm(name, { requestId })
+            : kind === "update"
+              ? plane.updateVm(name, { source: new RunnerConfig({ path: `/nix/store/sim-${name}-${names++}-microvm-run` }) }, { requestId })
+              : kind === "stop"
+                ? plane.stopVm(name, { requestId })
+                : plane.deleteVm(name, { requestId })
         )
-        if (Either.isRight(r)) counts[kind === "start" ? "starts" : kind === "stop" ? "stops" : "deletes"]++
+        if (Either.isRight(r)) counts[kind === "start" ? "starts" : kind === "update" ? "updates" : kind === "stop" ? "stops" : "deletes"]++
         // Deleted now, or gone already (an earlier delete whose answer was lost).
         if ((kind === "delete" && Either.isRight(r)) || (Either.isLeft(r) && r.left === "VmNotFound")) mine.splice(mine.indexOf(name), 1)
-        env.trace(kind === "start" ? 2 : kind === "stop" ? 3 : 4, Either.isRight(r) ? 1 : 0)
+        env.trace(kind === "start" ? 2 : kind === "stop" ? 3 : kind === "delete" ? 4 : 12, Either.isRight(r) ? 1 : 0)
       }
     })
   }

@@ -108,6 +108,11 @@ describe("vm logs", () => {
     }
     await new Promise((resolve) => follower.once("exit", resolve))
 
+    // Like every endpoint but health, it needs a token.
+    const anonymous = await fetch(`http://${c.node(other).addr}/v1/vms/web/logs`)
+    expect(anonymous.status).toBe(401)
+    expect(((await anonymous.json()) as { code: string }).code).toBe("BLX_UNAUTHORIZED")
+
     // An unknown VM: the error, with its code, from any node.
     const missing = await cli(c.node(other).addr, ["vm", "logs", "nope"])
     expect(missing.code).toBe(1)

@@ -47,6 +47,8 @@ describe("orchestration workload: safety and liveness under seeded faults", () =
     expect(count(results, "vmsCreated")).toBeGreaterThan(4 * 15)
     expect(count(results, "runnerStarts")).toBeGreaterThan(4 * 30)
     expect(count(results, "moves")).toBeGreaterThanOrEqual(3)
+    // VMs were updated onto new runners (`vm update`) under the same faults, with no VM running twice.
+    expect(count(results, "updates")).toBeGreaterThan(4 * 2)
     expect(count(results, "vmCrashesInjected")).toBeGreaterThan(4 * 3)
     expect(count(results, "startFailuresInjected")).toBeGreaterThan(4 * 3)
     expect(count(results, "vmsKilledWithMachine")).toBeGreaterThanOrEqual(1)
