@@ -437,7 +437,7 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     if (Either.isLeft(principal)) return principal.left
     return permits(principal.right, access) ? undefined : forbidden(principal.right, access, what)
   }
-  const document = JSON.stringify(OpenApi.fromApi(BlixardApi))
+  const document = JSON.stringify(SnapshotHttp.describe(OpenApi.fromApi(BlixardApi)))
 
   const unexpected = (request: http.IncomingMessage, response: http.ServerResponse, cause: Cause.Cause<unknown>) => {
     runFork(Effect.logError(`API: ${request.method} ${pathOf(request.url ?? "/")} failed unexpectedly; answered 500`, cause))

@@ -49,6 +49,33 @@ const stream = (snapshot: StateSnapshot, response: http.ServerResponse): void =>
   pump()
 }
 
+/** `document` (the API's OpenAPI document, as JSON) with this endpoint added: it is served beside the route table. */
+export const describe = <D extends { readonly paths?: Record<string, unknown> }>(document: D): D => {
+  const error = (description: string, ...names: ReadonlyArray<string>) => ({
+    description,
+    content: { "application/json": { schema: { anyOf: names.map((name) => ({ $ref: `#/components/schemas/${name}` })) } } }
+  })
+  const paths = { ...document.paths }
+  paths[path] = {
+    get: {
+      tags: ["cluster"],
+      operationId: "cluster.snapshot",
+      description:
+        "The replicated state at an index the leader confirmed, as a snapshot file: a JSON header line (magic, format, clusterId, index, term, node, createdAt), the state as one line of JSON, and a line with the SHA-256 and length of the two. Streamed. Admin only.",
+      security: [{ bearer: [] }],
+      responses: {
+        "200": { description: "The snapshot file", content: { [contentType]: { schema: { type: "string", format: "binary" } } } },
+        "401": error("Unauthorized", "Unauthorized"),
+        "403": error("Forbidden: the token's role is not admin", "Forbidden"),
+        "501": error("NotImplemented", "NotImplemented"),
+        "503": error("NotLeader, Unavailable: no leader confirmed the index", "NotLeader", "Unavailable"),
+        "504": error("Timeout", "Timeout")
+      }
+    }
+  }
+  return { ...document, paths }
+}
+
 export const serve = (serving: SnapshotServing, response: http.ServerResponse): void => {
   const snapshot: Effect.Effect<StateSnapshot, BlixardError> =
     serving.plane.snapshot ?? Effect.fail(new NotImplemented({ message: "this API serves no cluster snapshots" }))

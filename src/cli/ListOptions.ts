@@ -25,7 +25,7 @@ export const listOptions = (what: string) => ({
     Options.withDescription(`Show at most N ${what} (default ${DefaultPageSize}; at most ${MaxPageSize}).`),
     Options.optional
   ),
-  all: Options.boolean("all").pipe(Options.withDescription(`Show every ${what} (fetched ${AllPageSize} at a time).`)),
+  all: Options.boolean("all").pipe(Options.withDescription(`Show all ${what} (fetched ${AllPageSize} at a time).`)),
   label: Options.text("label").pipe(
     Options.withPseudoName("KEY=VALUE|KEY!=VALUE"),
     Options.withDescription(`Only ${what} with (=) or without (!=) this label. Repeatable: all must hold.`),

@@ -38,6 +38,11 @@ describe("GET /v1/cluster/snapshot", () => {
       expect(anonymous.status).toBe(401)
       expect((anonymous.json as { code: string }).code).toBe("BLX_UNAUTHORIZED")
       expect(plane.calls.filter((call) => call.method === "snapshot")).toHaveLength(1)
+      // Served beside the route table, it is in the OpenAPI document too.
+      const document = (yield* raw(url, { path: "/openapi.json", headers: { authorization: "Bearer root-token" } })).json as {
+        paths: Record<string, { get?: { responses: Record<string, unknown> } }>
+      }
+      expect(Object.keys(document.paths["/v1/cluster/snapshot"]?.get?.responses ?? {})).toEqual(["200", "401", "403", "501", "503", "504"])
     })
   )
 

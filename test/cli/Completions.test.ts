@@ -20,7 +20,12 @@ const run = (file: string, args: ReadonlyArray<string>): Promise<{ code: number 
 
 const completions = (shell: string) => run(process.execPath, [path.join(root, "bin/blixard.js"), "--completions", shell])
 
-const bash = fs.existsSync("/bin/bash") ? "/bin/bash" : undefined
+/** A shell's path, if it is installed. */
+const shell = (name: string): string | undefined =>
+  (process.env.PATH ?? "").split(":").map((dir) => path.join(dir, name)).find((file) => fs.existsSync(file))
+const bash = shell("bash")
+const zsh = shell("zsh")
+const fish = shell("fish")
 
 describe("blixard --completions", () => {
   it.each(["bash", "zsh", "fish"])("writes a %s script naming every command, the new ones too", async (shell) => {
@@ -45,5 +50,21 @@ describe("blixard --completions", () => {
     expect(subcommands.stdout.split(/\s+/)).toEqual(expect.arrayContaining(["save", "restore"]))
     const options = await complete(["blixard", "vm", "list", "--"])
     expect(options.stdout.split(/\s+/)).toEqual(expect.arrayContaining(["--limit", "--all", "--label", "--phase", "--node"]))
+  })
+
+  it.skipIf(zsh === undefined)("the zsh script is valid zsh", async () => {
+    const script = path.join(tempDir("completions"), "_blixard")
+    fs.writeFileSync(script, (await completions("zsh")).stdout)
+    const checked = await run(zsh!, ["-n", script])
+    expect(checked.stderr).toBe("")
+    expect(checked.code).toBe(0)
+  })
+
+  it.skipIf(fish === undefined)("the fish script loads in fish and completes subcommands and options", async () => {
+    const script = path.join(tempDir("completions"), "blixard.fish")
+    fs.writeFileSync(script, (await completions("fish")).stdout)
+    const complete = (line: string) => run(fish!, ["-c", `source $argv[1]; complete -C "${line}"`, script])
+    expect((await complete("blixard cluster snapshot ")).stdout).toMatch(/^restore\t.*\nsave\t/m)
+    expect((await complete("blixard vm list --")).stdout).toMatch(/^--all\t/m)
   })
 })

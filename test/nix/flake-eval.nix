@@ -34,6 +34,7 @@ let
         nixfmt = fakeDrv "nixfmt";
         jq = fakeDrv "jq";
         makeWrapper = fakeDrv "make-wrapper";
+        installShellFiles = fakeDrv "install-shell-files";
         writeShellScriptBin = name: _text: fakeDrv name;
         writeText = name: _text: fakeDrv name;
         runCommand = name: _env: script: fakeDrv name // { inherit script; };
