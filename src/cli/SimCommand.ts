@@ -24,10 +24,10 @@ const steps = Options.integer("steps").pipe(
   Options.withDescription("Length of the safety phase (faults and load) in steps of 100 simulated ms (default 100; 300 for the orchestration workload).")
 )
 const fullOnly = ["storage", "join", "shrink", "amnesia"] as const
-const profile = Options.choice("profile", ["default", "crashpoints", "churn", ...fullOnly]).pipe(
+const profile = Options.choice("profile", ["default", "crashpoints", "churn", "transfer", "reconfig", ...fullOnly]).pipe(
   Options.withDefault("default" as const),
   Options.withDescription(
-    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) or churn (default plus membership changes; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back) or amnesia (restarts with an empty data directory)."
+    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) churn (default plus membership changes; explorer tier), transfer (an operator asking for leadership transfers every few hundred ms) or reconfig (frequent membership changes, a snapshot every 4 entries, slow Readys; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back) or amnesia (restarts with an empty data directory)."
   )
 )
 const bug = Options.choice("bug", bugNames).pipe(
@@ -59,10 +59,10 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
     if (!args.full && (fullOnly as ReadonlyArray<string>).includes(args.profile)) {
       return yield* new InvalidArgument({ subject: "--profile", message: `--profile ${args.profile} runs in the full-service tier only: add --full` })
     }
-    if (args.full && args.profile === "churn") {
+    if (args.full && (args.profile === "churn" || args.profile === "reconfig")) {
       return yield* new InvalidArgument({
         subject: "--profile",
-        message: "--profile churn: membership churn runs in the explorer tier only; drop --full, or pick default or crashpoints"
+        message: `--profile ${args.profile}: membership churn runs in the explorer tier only; drop --full, or pick default, crashpoints or transfer`
       })
     }
     const orchestration = args.workload === "orchestration"

@@ -104,6 +104,11 @@ export interface NodeStack<Local> {
 export interface NodeHandle<Local> {
   readonly raft: RaftNodeShape
   readonly local: Local
+  /**
+   * Runs a call into the node as its API server does: on the node's clock (a request's deadline
+   * is set, and checked, on the clock of the machine that serves it).
+   */
+  readonly serve: <A, E>(call: Effect.Effect<A, E>) => Effect.Effect<A, E>
 }
 
 /** What a node's services may use of the simulated world besides their layers. */
@@ -154,7 +159,16 @@ export interface Workload<Local> {
   readonly client: (env: ClientEnv<Local>) => Effect.Effect<void>
   /** The history's size, and (if `check`) whether it is linearizable. */
   readonly finish: (check: boolean) => WorkloadResult
+  /** A safety check of the clients' own, after every instant (every fiber suspended): the violation, if any. */
+  readonly check?: ((now: number) => string | undefined) | undefined
 }
+
+/**
+ * Every request to a `RaftNode` gets an answer — done, refused, dropped or timed out — within two
+ * request timeouts (its node's clock may run 20 % slow, and the ticker that fails it runs every
+ * tick): a waiter lost by the driver (say, overwritten) would leave its client hanging forever.
+ */
+export const answerBoundMs = (requestTimeoutMs: number, tickMs: number) => 2 * requestTimeoutMs + 2 * tickMs
 
 /** The KV store as each node's state machine. */
 export const kvStack: NodeStack<KvStore> = {
@@ -169,10 +183,30 @@ const keys = ["a", "b", "c"]
  * Clients reading (ReadIndex, then the node's local store), writing and compare-and-setting keys,
  * wherever they believe the leader is; checked against the register model.
  */
-export const kvWorkload = (): Workload<KvStore> => {
+export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly tickMs: number } = { requestTimeoutMs: 1000, tickMs: 100 }): Workload<KvStore> => {
   const history = new History<RegisterInput, RegisterOutput>()
   const seqs: Array<number> = []
+  /** client → its request to a node still unanswered: what, where, since when. */
+  const outstanding = new Map<number, { readonly what: string; readonly node: number; readonly since: number }>()
+  const answerWithin = answerBoundMs(bound.requestTimeoutMs, bound.tickMs)
+  /** Runs `request` to `node`, noting it as outstanding until it is answered. */
+  const asking = <A, E>(c: number, what: string, node: number, now: number, request: Effect.Effect<A, E>) =>
+    Effect.ensuring(
+      Effect.zipRight(
+        Effect.sync(() => outstanding.set(c, { what, node, since: now })),
+        request
+      ),
+      Effect.sync(() => outstanding.delete(c))
+    )
   return {
+    check: (now) => {
+      for (const [c, o] of outstanding) {
+        if (now - o.since > answerWithin) {
+          return `request without an answer: client ${c}'s ${o.what} to node ${o.node}, made at ${o.since} ms, has had no answer for ${now - o.since} ms (every request is answered — done, refused, dropped or timed out — within ${answerWithin} ms)`
+        }
+      }
+      return undefined
+    },
     client: (env) => {
       const c = env.id
       const prng = env.prng
@@ -193,7 +227,7 @@ export const kvWorkload = (): Workload<KvStore> => {
           const roll = prng.float()
           if (roll < 0.4) {
             const op = history.invoke(c, { _tag: "read", key }, env.now())
-            const result = yield* Effect.either(node.raft.readIndex)
+            const result = yield* Effect.either(asking(c, "read", target, env.now(), node.serve(node.raft.readIndex)))
             if (Either.isLeft(result)) {
               // A read that did not complete had no effect: it is left out.
               history.fail(op)
@@ -212,7 +246,7 @@ export const kvWorkload = (): Workload<KvStore> => {
           const input: RegisterInput = cas ? { _tag: "cas", key, expected, value } : { _tag: "write", key, value }
           const data = JSON.stringify(cas ? { op: "cas", key, expected, value } : { op: "put", key, value })
           const op = history.invoke(c, input, env.now())
-          const result = yield* Effect.either(node.raft.propose(data))
+          const result = yield* Effect.either(asking(c, "write", target, env.now(), node.serve(node.raft.propose(data))))
           if (Either.isRight(result)) {
             history.ok(op, result.right as RegisterOutput, env.now())
             env.acknowledged(target, data)
@@ -322,7 +356,8 @@ interface SimNode<Local> {
 }
 
 /** The explorer's options apply to this tier too (same profiles, same meaning). */
-export const simulate = (options: ExploreOptions): ExploreResult => runFullService(options, kvStack, kvWorkload())
+export const simulate = (options: ExploreOptions): ExploreResult =>
+  runFullService(options, kvStack, kvWorkload({ requestTimeoutMs: 1000, tickMs: options.tickMs ?? 100 }))
 
 export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<Local>, workload: Workload<Local>): ExploreResult => {
   const seed = options.seed
@@ -593,7 +628,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
         if (!Cause.isInterruptedOnly(exit.cause)) problems.push(`node ${node.id} failed to start: ${Cause.pretty(exit.cause)}`)
         return
       }
-      const handle = { raft: Context.get(exit.value, RaftNode.RaftNode), local }
+      const handle: NodeHandle<Local> = {
+        raft: Context.get(exit.value, RaftNode.RaftNode),
+        local,
+        serve: (call) => Effect.withClock(call, node.clock)
+      }
       node.running = handle
       // The driver fiber ends only by interruption (a crash) or on a defect: a Raft core assertion.
       Effect.runFork(handle.raft.await, { scheduler: time.scheduler }).addObserver((end) => {
@@ -801,7 +840,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   /** After every instant, when every fiber is suspended: the nodes' state is consistent to read. */
   const check = () => {
     if (problems.length > 0) fail(problems[0]!)
-    const broken = stack.check?.()
+    const broken = stack.check?.() ?? workload.check?.(time.now)
     if (broken !== undefined) fail(broken)
     for (const batch of appliedBatches) {
       for (const e of batch.entries) {
@@ -915,6 +954,26 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     runFiber("the liveness probe", probe)
   }
 
+  /**
+   * An operator asking a random running node, about every `everyMs`, to hand leadership to a random
+   * voter it knows (`cluster transfer`); it does not wait for the answer. Until the faults heal.
+   */
+  const transfers = (everyMs: number) =>
+    Effect.gen(function* () {
+      const prng = root.fork("transfer")
+      while (phase === "safety") {
+        yield* Effect.sleep(Duration.millis(Math.ceil(everyMs / 2) + prng.int(everyMs)))
+        const running = nodes.filter((x) => x.running !== undefined)
+        if (running.length === 0 || phase !== "safety") continue
+        const at = prng.pick(running)
+        const handle = at.running!
+        const to = prng.pick(Effect.runSync(handle.raft.status).confState.voters)
+        touched.add(at.id)
+        trace.record(time.now, (17 << 24) | (at.id << 8) | to)
+        yield* Effect.fork(Effect.ignore(handle.serve(handle.raft.transferLeader(to))))
+      }
+    })
+
   /** What the stack's own liveness still waits for, once Raft's is reached. */
   let unsettled: string | undefined
 
@@ -958,6 +1017,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     for (const node of nodes) start(node)
     for (let c = 0; c < (options.clients ?? 3); c++) runFiber(`client ${c}`, workload.client(env(c)))
     if (members !== undefined) runFiber("the membership changes", members.run)
+    if ((options.transferEveryMs ?? 0) > 0) runFiber("the operator's leadership transfers", transfers(options.transferEveryMs!))
     const schedule = faultSchedule(root.fork("faults"), {
       nodes: ids,
       duration: safetyMs,

@@ -20,6 +20,11 @@
  * misbehave — a runner exits (code 0, 1 or 137), the next start of a VM fails — so restart
  * policies and backoff run. They stop when the faults heal.
  *
+ * Clients also read — `vm get NAME` and `vm list`, linearizable (a ReadIndex round) — and every
+ * VM's desired state (`stopped`, `running`, or `deleted` once gone) is checked as a register: the
+ * history of creates, starts, stops, deletes and reads must be linearizable (a read never returns
+ * less than a change completed before it began).
+ *
  * Invariants, besides Raft's: after every instant, no VM runs on two hypervisors at once. After
  * the faults heal, within the liveness bound: every node is registered and up; every VM whose
  * desired state is running, that is placed and has not `failed` (its restart policy gave up) runs
@@ -55,6 +60,9 @@ import { switchesOf } from "./Bugs.js"
 import type { ExploreOptions, ExploreResult } from "./Explorer.js"
 import type { ClientEnv, NodeHandle, NodeNet, NodeStack, Workload } from "./FullService.js"
 import { runFullService } from "./FullService.js"
+import { History } from "./History.js"
+import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
+import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
 
 export interface OrchestrationOptions extends ExploreOptions {
   /** Receives every log line of the nodes' services (agent, failure detector), with simulated time. */
@@ -165,7 +173,8 @@ type Counts = Record<
   | "machineCrashes"
   | "vmsKilledWithMachine"
   | "daemonCrashes"
-  | "runnersOutlivingDaemon",
+  | "runnersOutlivingDaemon"
+  | "reads",
   number
 >
 
@@ -207,8 +216,11 @@ export const orchestration = (options: {
     machineCrashes: 0,
     vmsKilledWithMachine: 0,
     daemonCrashes: 0,
-    runnersOutlivingDaemon: 0
+    runnersOutlivingDaemon: 0,
+    reads: 0
   }
+  /** Each VM's desired state as a register: `stopped`, `running`, `deleted`. */
+  const history = new History<RegisterInput, RegisterOutput>()
   /** The node each VM last ran on, to count moves. */
   const lastHost = new Map<string, number>()
   /** Every VM a client created. */
@@ -368,6 +380,46 @@ export const orchestration = (options: {
         return Either.left("no answer")
       })
 
+    /**
+     * A change's outcome in the history: done; refused (no effect — the VM was gone, or existed);
+     * or unknown (no answer, or a create answered "exists", which an earlier try may have done).
+     */
+    const settle = (op: number, r: Either.Either<unknown, string>) => {
+      if (Either.isRight(r)) history.ok(op, true, env.now())
+      else if (r.left === "no answer" || r.left === "VmExists") history.unknown(op)
+      else history.fail(op)
+    }
+
+    /** Whether to read: its own stream, so that reading leaves the client's other draws as they were. */
+    const reading = prng.fork("reads")
+
+    /**
+     * A linearizable `vm get` of one of its VMs, or `vm list` (a read of each of its VMs, over the
+     * same interval). A read that got no answer had no effect: it is left out.
+     */
+    const read = Effect.gen(function* () {
+      const list = reading.chance(0.3)
+      const names = list ? [...mine] : [reading.pick(mine)]
+      const at = env.now()
+      const ops = names.map((name) => history.invoke(env.id, { _tag: "read", key: name }, at))
+      const r = yield* request((plane) =>
+        list
+          ? Effect.map(plane.listVms("linearizable"), (vms) => new Map(vms.map((vm) => [vm.spec.name as string, vm.desired as string])))
+          : Effect.catchTag(
+              Effect.map(plane.getVm(names[0]!, "linearizable"), (vm) => new Map([[names[0]! as string, vm.desired as string]])),
+              "VmNotFound",
+              () => Effect.succeed(new Map<string, string>())
+            )
+      )
+      const now = env.now()
+      names.forEach((name, i) => {
+        if (Either.isRight(r)) history.ok(ops[i]!, r.right.get(name) ?? "deleted", now)
+        else history.fail(ops[i]!)
+      })
+      counts.reads++
+      env.trace(5, Either.isRight(r) ? 1 : 0)
+    })
+
     /** The hardware misbehaves: a runner exits on its own, or a VM's next start on a node fails. */
     const misbehave = Effect.gen(function* () {
       const id = prng.pick(ids)
@@ -396,6 +448,10 @@ export const orchestration = (options: {
           yield* misbehave
           continue
         }
+        if (mine.length > 0 && reading.chance(0.3)) {
+          yield* read
+          continue
+        }
         if (created === undefined && mine.length < vmsPerClient && (mine.length === 0 || prng.chance(0.5))) {
           const name = VmName.make(`c${env.id}-${names++}`)
           const spec = new VmSpec({
@@ -405,7 +461,9 @@ export const orchestration = (options: {
             memoryMiB: 512,
             restartPolicy: prng.pick(policies)
           })
+          const op = history.invoke(env.id, { _tag: "write", key: name, value: "stopped" }, env.now())
           const r = yield* request((plane, requestId) => plane.createVm(spec, { requestId }))
+          settle(op, r)
           // Created, or an earlier try of this request was: either way the VM exists.
           if (Either.isRight(r) || r.left === "VmExists") {
             mine.push(name)
@@ -422,6 +480,11 @@ export const orchestration = (options: {
         // An update (`vm update --runner`) restarts a running VM onto a new runner on its node.
         const kind = created !== undefined || roll < 0.45 ? "start" : roll < 0.55 ? "update" : roll < 0.85 ? "stop" : "delete"
         created = undefined
+        // An update leaves the desired state as it was: not a write of the register the history checks.
+        const op =
+          kind === "update"
+            ? undefined
+            : history.invoke(env.id, { _tag: "write", key: name, value: kind === "start" ? "running" : kind === "stop" ? "stopped" : "deleted" }, env.now())
         const r = yield* request((plane, requestId) =>
           kind === "start"
             ? plane.startVm(name, { requestId })
@@ -431,6 +494,7 @@ export const orchestration = (options: {
                 ? plane.stopVm(name, { requestId })
                 : plane.deleteVm(name, { requestId })
         )
+        if (op !== undefined) settle(op, r)
         if (Either.isRight(r)) counts[kind === "start" ? "starts" : kind === "update" ? "updates" : kind === "stop" ? "stops" : "deletes"]++
         // Deleted now, or gone already (an earlier delete whose answer was lost).
         if ((kind === "delete" && Either.isRight(r)) || (Either.isLeft(r) && r.left === "VmNotFound")) mine.splice(mine.indexOf(name), 1)
@@ -441,10 +505,17 @@ export const orchestration = (options: {
 
   const workload: Workload<OrchestrationNode> = {
     client,
-    finish: () => {
+    finish: (check) => {
       counts.runnerStarts = 0
       for (const hv of hypervisors) for (const name of everCreated) counts.runnerStarts += hv.startCount(name)
-      return { linearizability: "not checked", violation: undefined, operations, unknownOutcomes, counts: { ...counts } }
+      const base = { operations, unknownOutcomes, counts: { ...counts } }
+      if (!check) return { linearizability: "not checked", violation: undefined, ...base }
+      const result = checkLinearizability(registerModel, history.operations(), { maxSteps: 5_000_000 })
+      return {
+        linearizability: result._tag === "Ok" ? "ok" : result._tag === "Illegal" ? "illegal" : "unknown",
+        violation: result._tag === "Illegal" ? `linearizability of the VMs' desired states: ${formatResult(registerModel, result)}` : undefined,
+        ...base
+      }
     }
   }
   return { stack, workload }

@@ -50,8 +50,8 @@ if (bugFlag !== undefined && !(isBugName(bugFlag) && (bugs[bugFlag].appliesTo as
   process.exit(2)
 }
 const bug = bugFlag !== undefined && isBugName(bugFlag) ? bugFlag : undefined
-if (full && (profileName === "churn" || profileName === "transfer" || profileName === "reconfig")) {
-  console.error(`--profile ${profileName}: membership churn and leadership transfers run in the explorer tier only; drop --full`)
+if (full && (profileName === "churn" || profileName === "reconfig")) {
+  console.error(`--profile ${profileName}: membership churn runs in the explorer tier only; drop --full`)
   process.exit(2)
 }
 if (!full && fullTierProfiles.includes(profileName as ProfileName)) {

@@ -53,6 +53,10 @@ describe("orchestration workload: safety and liveness under seeded faults", () =
     expect(count(results, "startFailuresInjected")).toBeGreaterThan(4 * 3)
     expect(count(results, "vmsKilledWithMachine")).toBeGreaterThanOrEqual(1)
     expect(count(results, "runnersOutlivingDaemon")).toBeGreaterThanOrEqual(1)
+    // Clients read their VMs (vm get, vm list; linearizable), and every VM's desired state, read
+    // and changed, is a linearizable register.
+    expect(count(results, "reads")).toBeGreaterThan(4 * 10)
+    expect(results.map((r) => r.linearizability)).toEqual(["ok", "ok", "ok", "ok"])
   })
 
   it("seed 146: a VM its restart policy gave up on, moved off its node and placed back there, is started again", () => {
