@@ -16,8 +16,10 @@
  * version string names the wire protocol (`PeerTransport`'s frames), so a node of an incompatible
  * release is refused at the handshake instead of sending frames its peer cannot read.
  *
- * This is authentication, not encryption: run the cluster network on a trusted link or under a VPN
- * (WireGuard) if the Raft log must stay confidential. Every holder of the secret is a full member.
+ * By default the websocket runs over mutual TLS (`PeerTransport`'s `tls`, certificates from the
+ * cluster CA): TLS encrypts and proves which node is at the other end, and this handshake still binds
+ * the connection to the cluster secret and refuses replays. In plain mode (`--insecure-plaintext`)
+ * it is the only protection, and nothing is encrypted. Every holder of the secret is a full member.
  */
 import * as crypto from "node:crypto"
 

@@ -17,7 +17,8 @@
  *
  * Receiving: `PeerEndpoint` (mounted on the node's HTTP server by `Server.layerSharedPort`, or alone by
  * `layerStandalone`) refuses the upgrade with 401 (logged with the remote address) unless the
- * handshake proves the cluster secret; it then checks every frame against `Frame` and every message
+ * handshake proves the cluster secret and, with `tls`, the client certificate is from the cluster CA
+ * and names the node the handshake claims; it then checks every frame against `Frame` and every message
  * in it against the `Message` schema, drops (and logs) any message that fails, is not addressed to
  * this node, or does not come from the authenticated sender, offers the rest to this node's bounded
  * inbox, and acknowledges the frame.

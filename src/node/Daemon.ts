@@ -1,7 +1,8 @@
 /**
  * `blixard node`: a durable cluster member. It opens (and locks) its data directory, recovers Raft
- * from SQLite, serves peers (`/raft`, authenticated with the cluster secret) and the REST API on
- * one port, and runs the leader's failure detector.
+ * from SQLite, serves peers (`/raft`, mutual TLS plus the cluster secret's handshake) and the REST
+ * API (HTTPS) on one port (`StartTls.ts` says where its certificates come from), and runs the
+ * leader's failure detector.
  *
  * Start-up: a node with an empty data directory and no `--peer` founds a one-node cluster. One with
  * peers asks them who the members are, then asks to join (as a learner, promoted to voter once

@@ -5,7 +5,10 @@ import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as path from "node:path"
+import { Effect } from "effect"
+import { randomUUID } from "node:crypto"
 import { describe, expect, it } from "vitest"
+import * as Tls from "../../src/net/Tls.js"
 import { BlixardNode, bin, type CliResult, cli, cliJson, clustersPerTest, freePort, root, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
@@ -80,5 +83,37 @@ describe("TLS by default", () => {
     const refused = await run(["node", "--id", "5", "--bind", `0.0.0.0:${port}`, "--data-dir", path.join(c.dir, "wide"), "--insecure-plaintext"])
     expect(refused.code).toBe(1)
     expect(refused.stderr + refused.stdout).toContain(`BLX_PLAINTEXT_REFUSED: node 5 refuses --insecure-plaintext on 0.0.0.0:${port}`)
+  })
+
+  it("operator-supplied CA, certificate and key (--tls-*-file) are used instead of the node's own; all three or none", async () => {
+    const c = newCluster()
+    const clusterId = randomUUID()
+    const files = await Effect.runPromise(
+      Effect.gen(function* () {
+        const ca = yield* Tls.createCa(clusterId)
+        const request = yield* Tls.createRequest(1)
+        const cert = yield* Tls.signRequest({ ...ca, clusterId, node: 1, csr: request.csr, names: ["127.0.0.1"] })
+        return { ca: ca.ca, cert, key: request.key }
+      })
+    )
+    const pki = path.join(c.dir, "pki")
+    fs.mkdirSync(pki)
+    for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(pki, name), text, { mode: 0o600 })
+    const given = ["--tls-ca-file", path.join(pki, "ca"), "--tls-cert-file", path.join(pki, "cert"), "--tls-key-file", path.join(pki, "key")]
+    const node = new BlixardNode(1, await freePort(), path.join(c.dir, "own-pki"), c.secretFile, [])
+    node.args = given
+    c.nodes.push(node)
+    node.start()
+    const status = await waitFor("the node to serve with the operator's certificate", async () => {
+      const r = await run(["cluster", "status", "--json", "--addr", node.addr, "--data-dir", node.dataDir, "--ca-file", path.join(pki, "ca")], 20_000)
+      return r.code === 0 ? (JSON.parse(r.stdout) as { clusterId?: string }) : undefined
+    })
+    expect(status.clusterId).toBe(clusterId)
+    expect(fs.existsSync(path.join(node.dataDir, "tls"))).toBe(false)
+    await node.stop("SIGTERM")
+
+    const partial = await run(["node", "--id", "2", "--bind", `127.0.0.1:${await freePort()}`, "--data-dir", path.join(c.dir, "partial"), ...given.slice(2)])
+    expect(partial.code).toBe(2)
+    expect(partial.stderr + partial.stdout).toContain("BLX_CONFIG_INVALID: tlsCaFile, tlsCertFile and tlsKeyFile")
   })
 })
