@@ -94,9 +94,14 @@ export const run = (argv: ReadonlyArray<string>) => {
       : Console.consoleWith((console) =>
           Console.withConsole(command, { ...console, error: (...args) => Effect.sync(() => void json.usage.push(args.map(String).join(" "))) })
         )
+  // What the command itself wrote on stderr (a paging hint, --wait's progress) is printed after all,
+  // at the end: only @effect/cli's own text for a usage error is replaced by the JSON error.
+  const flushHeld = Effect.suspend(() => Effect.forEach(json?.usage.splice(0) ?? [], (line) => Console.error(line), { discard: true }))
+  const isUsage = (cause: Cause.Cause<unknown>) => Option.exists(Cause.failureOption(cause), ValidationError.isValidationError)
   return program.pipe(
     Effect.as(ExitCode.ok as number),
+    Effect.tap(() => flushHeld),
     Logger.withMinimumLogLevel(unsetLogLevel),
-    Effect.catchAllCause((cause) => reportFailure(cause, json))
+    Effect.catchAllCause((cause) => Effect.zipRight(isUsage(cause) ? Effect.void : flushHeld, reportFailure(cause, json)))
   )
 }

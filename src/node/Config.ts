@@ -46,6 +46,10 @@ export const EventSettings = Schema.Struct({
   heartbeatMs: Schema.optionalWith(Millis(100), { default: () => 15_000 })
 })
 
+/** A node's event settings, its defaults filled in. */
+export const eventSettings = (config: { readonly events?: typeof EventSettings.Type | undefined }): typeof EventSettings.Type =>
+  config.events ?? Schema.decodeSync(EventSettings)({})
+
 /** How a node finds the members it joins through: `peers` as configured, or the tailnet's tagged machines. */
 export const DiscoveryKind = Schema.Literal("static", "tailscale")
 export type DiscoveryKind = typeof DiscoveryKind.Type
@@ -162,7 +166,8 @@ export const NodeConfig = Schema.Struct({
   capacity: Schema.optionalWith(Schema.Struct({ vcpus: Vcpus, memoryMiB: MemoryMiB }), { exact: true }),
   labels: Schema.optionalWith(Labels, { default: () => ({}) }),
   timeouts: Schema.optionalWith(Timeouts, { default: () => Schema.decodeSync(Timeouts)({}) }),
-  events: Schema.optionalWith(EventSettings, { default: () => Schema.decodeSync(EventSettings)({}) }),
+  /** Absent: `EventSettings`' defaults (`eventSettings`). No schema default, so a rendered config file reads back unchanged. */
+  events: Schema.optionalWith(EventSettings, { exact: true }),
   logLevel: Schema.optionalWith(LogLevel, { default: () => "info" as const }),
   /** Absent: text. (No schema default, so a rendered config file reads back unchanged.) */
   logFormat: Schema.optionalWith(LogFormat, { exact: true })

@@ -51,7 +51,7 @@ import * as VmLogs from "../vm/VmLogs.js"
 import * as VmLogsRoute from "../api/VmLogsRoute.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
-import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, type NodeConfig } from "./Config.js"
+import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, eventSettings, type NodeConfig } from "./Config.js"
 import { apiTokenFileName } from "./Settings.js"
 import * as Discovery from "./Discovery.js"
 import * as HostFence from "./HostFence.js"
@@ -294,7 +294,7 @@ export const run = (config: NodeConfig) =>
         ).pipe(Effect.catchIf((e): e is "noAnswer" => e === "noAnswer", () => Effect.void))
       }
 
-      const state = new ClusterStateHolder(new EventLog(config.events.history))
+      const state = new ClusterStateHolder(new EventLog(eventSettings(config).history))
       if (founding) {
         state.current.members.set(node, advertise)
         state.current.clusterId = tls?.clusterId ?? randomUUID()
@@ -361,7 +361,7 @@ export const run = (config: NodeConfig) =>
           port,
           metrics,
           auth,
-          events: { log: state.events, heartbeatMs: config.events.heartbeatMs },
+          events: { log: state.events, heartbeatMs: eventSettings(config).heartbeatMs },
           rawRoutes: [vmLogs],
           ...(tls === undefined
             ? {}

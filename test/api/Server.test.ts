@@ -411,7 +411,7 @@ describe("requests the API does not declare, and failures it cannot encode", () 
       const cases = [
         ["POST", "/v1/health", "GET, HEAD"],
         ["DELETE", "/v1/vms", "GET, HEAD, POST"],
-        ["PUT", "/v1/vms/web", "GET, HEAD, DELETE"],
+        ["PUT", "/v1/vms/web", "GET, HEAD, PATCH, DELETE"],
         ["GET", "/v1/vms/web/start", "POST"],
         ["PATCH", "/v1/nodes/2", "PUT"],
         ["POST", "/openapi.json", "GET, HEAD"]

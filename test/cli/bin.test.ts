@@ -56,7 +56,10 @@ describe("bin/blixard.js", () => {
     const flag = await blixard(["vm", "list", "--json", "--addr", `127.0.0.1:${a}`])
     expect(flag.code).toBe(1)
     expect(flag.stdout).toBe("")
-    expect(flag.stderr.trim()).toBe(`BLX_UNAVAILABLE: no Blixard node answers at 127.0.0.1:${a}; is it running? (--addr / BLIXARD_ADDR)`)
+    // --json: the error too is JSON.
+    expect(JSON.parse(flag.stderr.trim())).toMatchObject({
+      error: { code: "BLX_UNAVAILABLE", message: `no Blixard node answers at 127.0.0.1:${a}; is it running? (--addr / BLIXARD_ADDR)` }
+    })
     expect((await blixard(["--json", "vm", "list"], { BLIXARD_ADDR: `127.0.0.1:${b}` })).stderr).toContain(`answers at 127.0.0.1:${b};`)
   })
 
