@@ -92,6 +92,8 @@ export interface ApiClientShape {
    * `follow`, until the stream is interrupted. Only the answer's start is bounded by the timeout.
    */
   readonly vmLogs: (name: VmName, options: { readonly follow: boolean; readonly tail?: number | undefined }) => Stream.Stream<string, BlixardError>
+  /** The node's Server-Sent Events (`GET /v1/events`) as bytes, after `lastEventId` if given; until interrupted. */
+  readonly events: (lastEventId?: number | undefined) => Stream.Stream<Uint8Array, BlixardError>
   /** The cluster's state as a snapshot file (`GET /v1/cluster/snapshot`, admin), streamed. */
   readonly snapshot: () => Stream.Stream<Uint8Array, BlixardError>
   readonly listNodes: (options?: ReadOptions & NodeQuery) => Effect.Effect<ReadonlyArray<NodeInfo>, BlixardError>
@@ -254,10 +256,10 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
      * A streamed answer (a log, a snapshot) over this client's connection settings (TLS included):
      * only its start is bounded by the timeout; an error answer is the node's `BLX_…` error.
      */
-    const streamed = (path: string, what: string, accept?: (contentType: string | undefined) => boolean) =>
+    const streamed = (path: string, what: string, accept?: (contentType: string | undefined) => boolean, headers: Record<string, string> = {}) =>
       Stream.unwrapScoped(
         Effect.gen(function* () {
-          const response = yield* authorized.get(`${baseUrlOf(addr, scheme)}${path}`).pipe(
+          const response = yield* authorized.get(`${baseUrlOf(addr, scheme)}${path}`, { headers }).pipe(
             Effect.catchAll(toBlixardError(addr, scheme)),
             Effect.timeoutFail({
               duration: timeout,
@@ -289,6 +291,11 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       addr,
       vmLogs,
       snapshot: () => streamed(SnapshotHttp.path, "the snapshot", (type) => type === SnapshotHttp.contentType),
+      events: (lastEventId) =>
+        streamed("/v1/events", "the event stream", (type) => type?.startsWith("text/event-stream") === true, {
+          accept: "text/event-stream",
+          ...(lastEventId !== undefined ? { "last-event-id": String(lastEventId) } : {})
+        }),
       listVms: (read) => call(api.vms.list({ urlParams: { ...queryOf(read), ...urlParamsOf(read) } })),
       getVm: (name, read) => call(api.vms.get({ path: { name }, urlParams: urlParamsOf(read) })),
       createVm: (spec, write) =>

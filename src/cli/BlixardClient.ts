@@ -55,6 +55,8 @@ export interface BlixardClientApi {
   readonly revokeToken: (target: Target, id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
   /** The cluster's state as a snapshot file's bytes, streamed (`GET /v1/cluster/snapshot`). */
   readonly downloadSnapshot: (target: Target) => Stream.Stream<Uint8Array, BlixardError>
+  /** The node's event stream (`GET /v1/events`) as bytes, after `lastEventId` if given. */
+  readonly events: (target: Target, lastEventId: number | undefined) => Stream.Stream<Uint8Array, BlixardError>
 }
 
 export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<BlixardClient, BlixardClientApi>() {
@@ -117,7 +119,8 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         createToken: (target, role, name) => via(target, (c) => c.createToken(role, name)),
         listTokens: (target) => via(target, (c) => c.listTokens()),
         revokeToken: (target, id) => via(target, (c) => c.revokeToken(id)),
-        downloadSnapshot: (target) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.snapshot()))
+        downloadSnapshot: (target) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.snapshot())),
+        events: (target, lastEventId) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.events(lastEventId)))
       } satisfies BlixardClientApi
     })
   )

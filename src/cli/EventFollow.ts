@@ -7,16 +7,16 @@
  * Everything read is validated (`EventBatch`, `Resync`); a refused request (a bad token, a bad
  * index) on every address ends the follow with that error.
  */
-import { Duration, Effect, Either, Schema } from "effect"
+import { Duration, Effect, Either, Option, Schema, Stream } from "effect"
 import { EventBatchJson, type EventBatch, type Resync, ResyncJson } from "../domain/ClusterEvent.js"
-import { type BlixardError, BlixardError as BlixardErrorSchema, InvalidArgument, Unavailable } from "../domain/Errors.js"
+import { type BlixardError, InvalidArgument, Unavailable } from "../domain/Errors.js"
 
 export type FollowMessage = { readonly _tag: "Batch"; readonly batch: EventBatch } | { readonly _tag: "Resync"; readonly resync: Resync }
 
 export interface FollowTarget {
   readonly addr: string
-  /** The token to send to this address (resolved once, at the first connection). */
-  readonly token: Effect.Effect<string | undefined, BlixardError>
+  /** Opens the address's event stream (token and TLS as for any request), after `lastEventId` if given. */
+  readonly open: (lastEventId: number | undefined) => Stream.Stream<Uint8Array, BlixardError>
 }
 
 export interface FollowOptions {
@@ -32,54 +32,40 @@ export interface FollowOptions {
 
 const decodeBatch = Schema.decodeEither(EventBatchJson)
 const decodeResync = Schema.decodeEither(ResyncJson)
-const decodeError = Schema.decodeUnknownEither(Schema.parseJson(BlixardErrorSchema))
 
 /** Why one connection ended: `refused` is not retried on that address. */
 type Ended = { readonly refused?: BlixardError; readonly why: string }
+
+/** Errors of the connection itself, worth another try (elsewhere); any other answer is a refusal. */
+const transient: ReadonlySet<string> = new Set(["Unavailable", "Timeout", "TlsUntrusted", "NotLeader"])
 
 /**
  * One connection: reads messages until the stream ends or breaks; `state.last` follows the ids.
  * Runs `onMessage` for each (in order; the next chunk is read once it is done).
  */
-const connectOnce = (
-  addr: string,
-  token: string | undefined,
-  state: { last: number | undefined },
-  options: FollowOptions
-): Effect.Effect<Ended, BlixardError> =>
-  Effect.gen(function* () {
-    const controller = new AbortController()
-    const headers: Record<string, string> = { accept: "text/event-stream" }
-    if (token !== undefined) headers.authorization = `Bearer ${token}`
-    if (state.last !== undefined) headers["last-event-id"] = String(state.last)
-    const opened = yield* Effect.either(
-      Effect.tryPromise({ try: () => fetch(`http://${addr}/v1/events`, { headers, signal: controller.signal }), catch: (e) => e })
-    )
-    if (Either.isLeft(opened)) return { why: `cannot reach ${addr}: ${describe(opened.left)}` }
-    const response = opened.right
-    if (response.status !== 200 || response.body === null) {
-      const text = yield* Effect.orElseSucceed(Effect.tryPromise(() => response.text()), () => "")
-      const error = decodeError(text)
-      const why = `${addr} answered ${response.status}${Either.isRight(error) ? `: ${error.right.message}` : ""}`
-      return response.status >= 400 && response.status < 500 && Either.isRight(error) ? { refused: error.right, why } : { why }
-    }
-    const reader = response.body.getReader()
-    const decoder = new TextDecoder()
-    const parser = new SseParser()
-    const idleMs = options.idleMs ?? 60_000
-    return yield* Effect.gen(function* () {
+const connectOnce = (target: FollowTarget, state: { last: number | undefined }, options: FollowOptions): Effect.Effect<Ended, BlixardError> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const pull = yield* Stream.toPull(target.open(state.last))
+      const decoder = new TextDecoder()
+      const parser = new SseParser()
+      const idleMs = options.idleMs ?? 60_000
       for (;;) {
-        const chunk = yield* Effect.either(
-          Effect.tryPromise(() => reader.read()).pipe(Effect.timeoutFail({ duration: Duration.millis(idleMs), onTimeout: () => "idle" as const }))
-        )
-        if (Either.isLeft(chunk)) return { why: chunk.left === "idle" ? `${addr} sent nothing for ${idleMs} ms` : `the connection to ${addr} broke` }
-        if (chunk.right.done) return { why: `${addr} ended the stream` }
-        for (const message of parser.feed(decoder.decode(chunk.right.value, { stream: true }))) {
-          yield* receive(addr, message, state, options)
+        const chunk = yield* Effect.either(pull.pipe(Effect.timeoutFail({ duration: Duration.millis(idleMs), onTimeout: () => "idle" as const })))
+        if (Either.isLeft(chunk)) {
+          const why = chunk.left
+          if (why === "idle") return { why: `${target.addr} sent nothing for ${idleMs} ms` }
+          if (Option.isNone(why)) return { why: `${target.addr} ended the stream` }
+          return transient.has(why.value._tag) ? { why: why.value.message } : { refused: why.value, why: why.value.message }
+        }
+        for (const bytes of chunk.right) {
+          for (const message of parser.feed(decoder.decode(bytes, { stream: true }))) {
+            yield* receive(target.addr, message, state, options)
+          }
         }
       }
-    }).pipe(Effect.ensuring(Effect.sync(() => controller.abort())))
-  })
+    })
+  )
 
 /** One message of a connection: a batch or resync to hand on, or the index the stream starts after. */
 const receive = (addr: string, message: SseMessage, state: { last: number | undefined }, options: FollowOptions): Effect.Effect<void, BlixardError> => {
@@ -152,26 +138,19 @@ const malformed = (addr: string, text: string) =>
     })
   )
 
-const describe = (error: unknown): string => {
-  const cause = (error as { cause?: { code?: string; message?: string } }).cause
-  return cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error))
-}
-
 /** Follows until interrupted; fails only when every address refuses (401, 403, 400). */
 export const follow = (options: FollowOptions): Effect.Effect<never, BlixardError> =>
   Effect.gen(function* () {
     if (options.targets.length === 0) return yield* new InvalidArgument({ message: "no address to follow the events of" })
     const state = { last: options.since }
-    const tokens = new Map<number, string | undefined>()
     const refused = new Map<number, BlixardError>()
     let at = 0
     let quiet = 0
     for (;;) {
       const which = at % options.targets.length
       const target = options.targets[which]!
-      if (!tokens.has(which)) tokens.set(which, yield* target.token)
       const before = state.last
-      const ended = yield* connectOnce(target.addr, tokens.get(which), state, options)
+      const ended = yield* connectOnce(target, state, options)
       if (ended.refused !== undefined) refused.set(which, ended.refused)
       else refused.delete(which)
       if (refused.size === options.targets.length) return yield* Effect.fail(ended.refused ?? refused.values().next().value!)

@@ -8,14 +8,12 @@ import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Console, Duration, Effect, Option, Ref } from "effect"
 import type { ClusterEvent, EventBatch, Resync } from "../domain/ClusterEvent.js"
-import type { BlixardError } from "../domain/Errors.js"
 import { HostPort } from "../domain/NodeInfo.js"
 import type { VmRecord } from "../domain/VmStatus.js"
 import { BlixardClient } from "./BlixardClient.js"
 import { type FollowMessage, type FollowTarget, follow } from "./EventFollow.js"
 import { formatVmList } from "./Format.js"
 import { type ClientContext, clientContext, clientOptions } from "./GlobalOptions.js"
-import { ProcessEnv } from "./ProcessEnv.js"
 import { check, invalidArgument } from "./Validate.js"
 
 /** `12  vm.placed  web  node=1 revision=2` */
@@ -42,23 +40,14 @@ export const formatMessage = (message: FollowMessage, asJson: boolean): string =
 
 /** The addresses to follow, `--addr` first, each with how to find its token. */
 const targetsOf = (context: ClientContext, fallbacks: ReadonlyArray<HostPort>) =>
-  Effect.gen(function* () {
-    const env = yield* ProcessEnv
-    const Credentials = yield* Effect.promise(() => import("./Credentials.js"))
-    const token = (addr: HostPort, primary: boolean): Effect.Effect<string | undefined, BlixardError> => {
-      const { tokenFile, dataDir } = context.target
-      const nodeId = Effect.tryPromise(async () => ((await (await fetch(`http://${addr}/v1/health`)).json()) as { node?: number }).node).pipe(
-        Effect.orElseSucceed(() => undefined)
-      )
-      // A node's admin token (its data directory) is good on that node only.
-      return Credentials.resolveToken(
-        { addr, ...(tokenFile !== undefined ? { tokenFile } : {}), ...(primary && dataDir !== undefined ? { dataDir } : {}) },
-        env,
-        nodeId
-      )
-    }
-    return [context.target.addr, ...fallbacks].map((addr, i): FollowTarget => ({ addr, token: token(addr, i === 0) }))
-  })
+  Effect.map(BlixardClient, (client) =>
+    [context.target.addr, ...fallbacks].map((addr, i): FollowTarget => {
+      // A node's admin token (its data directory) is good on that node only; the CA is the cluster's.
+      const { dataDir, ...shared } = context.target
+      const target = { ...shared, addr, ...(i === 0 && dataDir !== undefined ? { dataDir } : {}) }
+      return { addr, open: (lastEventId) => client.events(target, lastEventId) }
+    })
+  )
 
 /** A note on stderr, written directly: under `--json` the CLI holds back what goes through `Console.error`. */
 const reconnecting = (addr: string, after: number | undefined, why: string) =>

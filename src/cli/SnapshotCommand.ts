@@ -113,6 +113,9 @@ const restore = Command.make(
       Options.withDescription("Where the new node will serve peers and the API (default: the snapshot's address for --id)."),
       Options.optional
     ),
+    insecurePlaintext: Options.boolean("insecure-plaintext").pipe(
+      Options.withDescription("The new cluster will run with --insecure-plaintext: make no cluster CA for it (by default a new one is made).")
+    ),
     json: Options.boolean("json").pipe(Options.withDescription("Print the result as JSON."))
   },
   (args) =>
@@ -123,9 +126,9 @@ const restore = Command.make(
       if (id === undefined || problems.length > 0) return yield* invalidArgument(problems)
       // The storage layers (SQLite) load only here.
       const SnapshotRestore = yield* Effect.promise(() => import("../node/SnapshotRestore.js"))
-      const restored = yield* SnapshotRestore.restore({ file: path.resolve(args.file), dataDir: args.dataDir, id, bind })
+      const restored = yield* SnapshotRestore.restore({ file: path.resolve(args.file), dataDir: args.dataDir, id, bind, plaintext: args.insecurePlaintext })
       const dataDir = path.resolve(args.dataDir)
-      const start = `blixard node --id ${id} --bind ${restored.address} --data-dir ${dataDir} --cluster-secret-file FILE`
+      const start = `blixard node --id ${id} --bind ${restored.address} --data-dir ${dataDir} --cluster-secret-file FILE${args.insecurePlaintext ? " --insecure-plaintext" : ""}`
       yield* Console.log(
         args.json
           ? JSON.stringify({ dataDir, id, address: restored.address, clusterId: restored.clusterId, from: { clusterId: restored.header.clusterId, index: restored.header.index, term: restored.header.term }, vms: restored.vms, nodes: restored.nodes }, null, 2)

@@ -1,5 +1,5 @@
 /**
- * The leader's failure detector. Followers answer the leader's heartbeats every tick, so the leader
+ * The leader's failure detector. Followers answer the leader's heartbeats (every 2 ticks), so the leader
  * knows when it last heard from each node. A node silent for longer than `nodeDownMs` is marked
  * down through Raft — and the state machine reschedules its VMs; a node heard from again is marked
  * up. Only the leader decides, so the decision is made once and replicated.

@@ -28,6 +28,8 @@ import type { HostPort } from "../domain/NodeInfo.js"
 import { classify } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
+import * as Tls from "../net/Tls.js"
+import * as StartTls from "./StartTls.js"
 
 export interface RestoreOptions {
   readonly file: string
@@ -36,6 +38,8 @@ export interface RestoreOptions {
   readonly id: NodeId
   /** The node's peer and API address; default: the snapshot's address for `id` (else it is required). */
   readonly bind?: HostPort | undefined
+  /** The new cluster runs in plain mode (`--insecure-plaintext`): no CA is made for it. */
+  readonly plaintext?: boolean | undefined
 }
 
 export interface Restored {
@@ -117,7 +121,11 @@ export const restore = (options: RestoreOptions) =>
       },
       catch: (e) => new StorageIo({ subject: staging, message: `cannot create ${staging}: ${e instanceof Error ? e.message : String(e)}` })
     })
+    // A new cluster, so a new cluster CA (as a founding node makes one): the old one names the old cluster.
+    const tls =
+      options.plaintext === true ? Effect.void : StartTls.writeNewCluster({ dataDir: staging, clusterId, node: options.id, names: Tls.namesFor(address, undefined) })
     yield* writeDatabase(staging, options.id, header, state.snapshot(), clusterId).pipe(
+      Effect.zipRight(tls),
       Effect.zipRight(
         Effect.try({
           try: () => {

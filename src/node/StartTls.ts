@@ -49,13 +49,22 @@ const plaintext = (config: NodeConfig) =>
     return undefined
   })
 
+/**
+ * A new cluster's CA and the founding node's certificate, written into `dataDir`'s tls directory:
+ * what a founding node makes at its first start, and what a restore makes for the cluster it seeds.
+ */
+export const writeNewCluster = (options: { readonly dataDir: string; readonly clusterId: string; readonly node: number; readonly names: ReadonlyArray<string> }) =>
+  Effect.gen(function* () {
+    const ca = yield* Tls.createCa(options.clusterId)
+    const request = yield* Tls.createRequest(options.node)
+    const cert = yield* Tls.signRequest({ ...ca, clusterId: options.clusterId, node: options.node, csr: request.csr, names: [...options.names] })
+    yield* Tls.writeNodeTls(options.dataDir, { ...ca, cert, key: request.key }, options.node)
+  })
+
 const found = (config: NodeConfig) =>
   Effect.gen(function* () {
     const clusterId = randomUUID()
-    const ca = yield* Tls.createCa(clusterId)
-    const request = yield* Tls.createRequest(config.id)
-    const cert = yield* Tls.signRequest({ ...ca, clusterId, node: config.id, csr: request.csr, names: Tls.namesFor(config.bind, config.advertise) })
-    yield* Tls.writeNodeTls(config.dataDir, { ...ca, cert, key: request.key }, config.id)
+    yield* writeNewCluster({ dataDir: config.dataDir, clusterId, node: config.id, names: Tls.namesFor(config.bind, config.advertise) })
     yield* Effect.logInfo(`node ${config.id}: made the cluster CA of cluster ${clusterId} and its own certificate in ${Tls.tlsDir(config.dataDir)}`)
     return yield* Tls.readNodeTls(config.dataDir, config.id)
   })

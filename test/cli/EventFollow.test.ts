@@ -3,12 +3,20 @@
  * reconnects to the next address with Last-Event-ID, and hands on each batch once, in order.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber } from "effect"
-import { follow, type FollowMessage } from "../../src/cli/EventFollow.js"
+import { Duration, Effect, Fiber, Stream } from "effect"
+import { ApiClient } from "../../src/api/Client.js"
+import { follow, type FollowMessage, type FollowTarget } from "../../src/cli/EventFollow.js"
 import { VmName } from "../../src/domain/VmName.js"
 import { EventLog } from "../../src/events/EventLog.js"
 import { serve } from "../api/harness.js"
 import { until } from "../support/SseClient.js"
+
+/** A follow target over the API client, as the CLI makes one. */
+const targetOf = (addr: string, token?: string): FollowTarget => ({
+  addr,
+  open: (lastEventId) =>
+    Stream.unwrap(Effect.map(Effect.provide(ApiClient, ApiClient.layerFetch({ addr, ...(token !== undefined ? { token } : {}) })), (client) => client.events(lastEventId)))
+})
 
 const created = (name: string) => [{ type: "vm.created" as const, vm: VmName.make(name), revision: 1 }]
 
@@ -26,7 +34,7 @@ describe("following the events through dropped connections", () => {
       const reconnects: Array<string> = []
       const fiber = yield* Effect.fork(
         follow({
-          targets: [nodeA, nodeB].map((n) => ({ addr: n.addr, token: Effect.succeed(undefined) })),
+          targets: [nodeA, nodeB].map((n) => targetOf(n.addr)),
           since: 0,
           idleMs: 500,
           onMessage: (message) => Effect.sync(() => void received.push(message)),
@@ -47,7 +55,7 @@ describe("following the events through dropped connections", () => {
     Effect.gen(function* () {
       const node = yield* serve({ auth: { adminTokens: ["right"] }, events: { log: new EventLog(10) } })
       const error = yield* Effect.flip(
-        follow({ targets: [{ addr: node.addr, token: Effect.succeed("wrong") }], since: undefined, onMessage: () => Effect.void })
+        follow({ targets: [targetOf(node.addr, "wrong")], since: undefined, onMessage: () => Effect.void })
       )
       expect(error.code).toBe("BLX_UNAUTHORIZED")
     })

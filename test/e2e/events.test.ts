@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
-import { bin, type Cluster, cli, cliJson, clustersPerTest, root, waitFor } from "./harness.js"
+import { bin, caFileOf, caOf, type Cluster, cli, cliJson, clustersPerTest, root, waitFor } from "./harness.js"
 import { connect, type SseConnection, type SseMessage } from "../support/SseClient.js"
 
 interface Batch {
@@ -49,10 +49,12 @@ const followWithCli = (args: ReadonlyArray<string>, token: string) => {
   const lines: Array<Batch & { resync?: unknown }> = []
   let stderr = ""
   let pending = ""
+  // Every node's certificate is from the one cluster CA: the first node's file will do.
+  const ca = caFileOf(args[args.indexOf("--addr") + 1]!)
   const child: ChildProcess = spawn(process.execPath, [bin, "events", "--json", ...args], {
     cwd: root,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { PATH: process.env.PATH ?? "", BLIXARD_API_TOKEN: token }
+    env: { PATH: process.env.PATH ?? "", BLIXARD_API_TOKEN: token, BLIXARD_CA_FILE: ca }
   })
   child.stdout!.on("data", (d: Buffer) => {
     pending += d.toString()
@@ -74,7 +76,7 @@ describe("the event stream of real nodes", () => {
     await createVm(c, leader, "before-2")
 
     // A real SSE client on the leader, from the beginning of the log; and the CLI, from now on, with the others to fall back on.
-    const first: SseConnection = await connect(`http://${c.node(leader).addr}/v1/events?since=0`, auth)
+    const first: SseConnection = await connect(`https://${c.node(leader).addr}/v1/events?since=0`, auth, caOf(c.node(leader).addr))
     expect(first.status).toBe(200)
     const others = [1, 2, 3].filter((id) => id !== leader)
     const follower = followWithCli(["--addr", c.node(leader).addr, ...others.flatMap((id) => ["--fallback", c.node(id).addr])], reader.token)
@@ -90,7 +92,7 @@ describe("the event stream of real nodes", () => {
       const received = batches(first.messages)
       const lastId = first.messages.at(-1)!.id
       const next = others[0]!
-      const second = await connect(`http://${c.node(next).addr}/v1/events`, { ...auth, "last-event-id": lastId })
+      const second = await connect(`https://${c.node(next).addr}/v1/events`, { ...auth, "last-event-id": lastId }, caOf(c.node(next).addr))
       expect(second.status).toBe(200)
       const newLeader = await waitFor("a new leader", async () => {
         const l = await leaderOf(c.node(next).addr)
@@ -109,7 +111,7 @@ describe("the event stream of real nodes", () => {
       // The whole history, as each survivor has it (a fresh client from index 0).
       const histories = await Promise.all(
         others.map(async (id) => {
-          const full = await connect(`http://${c.node(id).addr}/v1/events?since=0`, auth)
+          const full = await connect(`https://${c.node(id).addr}/v1/events?since=0`, auth, caOf(c.node(id).addr))
           await waitFor(`node ${id}'s replay`, async () => (batches(full.messages).some((b) => b.events.some((e) => e.vm === "after-2")) ? true : undefined))
           full.close()
           return batches(full.messages)
@@ -150,7 +152,7 @@ describe("the event stream of real nodes", () => {
     await waitFor("the node to lead", async () => ((await leaderOf(node.addr)) === 1 ? true : undefined))
     for (let i = 1; i <= 8; i++) await createVm(c, 1, `vm-${i}`)
     const token = (await cliJson<{ token: string }>(node.addr, ["token", "create", "--role", "read-only"])).token
-    const stream = await connect(`http://${node.addr}/v1/events?since=1`, { authorization: `Bearer ${token}` })
+    const stream = await connect(`https://${node.addr}/v1/events?since=1`, { authorization: `Bearer ${token}` }, caOf(node.addr))
     try {
       await waitFor("the resync", async () => (stream.messages.length > 0 ? true : undefined))
       const resync = stream.messages[0]!
@@ -167,7 +169,7 @@ describe("the event stream of real nodes", () => {
       const watch = spawn(process.execPath, [bin, "vm", "list", "--watch", "--json", "--addr", node.addr], {
         cwd: root,
         stdio: ["ignore", "pipe", "pipe"],
-        env: { PATH: process.env.PATH ?? "", BLIXARD_API_TOKEN: token }
+        env: { PATH: process.env.PATH ?? "", BLIXARD_API_TOKEN: token, BLIXARD_CA_FILE: caFileOf(node.addr) }
       })
       let watched = ""
       watch.stdout!.on("data", (d: Buffer) => (watched += d.toString()))
@@ -185,7 +187,7 @@ describe("the event stream of real nodes", () => {
       }
 
       // An anonymous client is refused with the API's error; with --json, the CLI's own errors are JSON.
-      const anonymous = await connect(`http://${node.addr}/v1/events`)
+      const anonymous = await connect(`https://${node.addr}/v1/events`, {}, caOf(node.addr))
       expect(anonymous.status).toBe(401)
       const cliRun = await cli(node.addr, ["events", "--since", "1", "--json"], 3_000, ["--token-file", "/nonexistent"])
       expect(cliRun.code).toBe(2)

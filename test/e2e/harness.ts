@@ -50,12 +50,32 @@ export const adminTokenOf = (addr: string): string => {
   return fs.readFileSync(path.join(dataDir, "api-token"), "utf8").trim()
 }
 
-/** The cluster CA (PEM) in the data directory of the node started at `addr` (made when it founded or joined). */
-export const caOf = (addr: string): string => {
+/** The cluster CA's file in the data directory of the node started at `addr` (made when it founded or joined). */
+export const caFileOf = (addr: string): string => {
   const dataDir = dataDirs.get(addr)
   if (dataDir === undefined) throw new Error(`no node was started at ${addr}`)
-  return fs.readFileSync(path.join(dataDir, "tls", "ca.crt"), "utf8")
+  return path.join(dataDir, "tls", "ca.crt")
 }
+
+/** The cluster CA (PEM) of the node started at `addr`. */
+export const caOf = (addr: string): string => fs.readFileSync(caFileOf(addr), "utf8")
+
+/** A GET over HTTPS to the node at `addr` (its certificate checked against the cluster CA), the answer as text. */
+export const getText = (
+  addr: string,
+  pathname: string,
+  headers: Record<string, string> = {}
+): Promise<{ status: number; contentType: string | undefined; text: string }> =>
+  new Promise((resolve, reject) => {
+    const req = https.get(`https://${addr}${pathname}`, { ca: caOf(addr), checkServerIdentity: () => undefined, headers }, (response) => {
+      const chunks: Array<Buffer> = []
+      response.on("data", (chunk: Buffer) => chunks.push(chunk))
+      response.on("end", () =>
+        resolve({ status: response.statusCode ?? 0, contentType: response.headers["content-type"], text: Buffer.concat(chunks).toString("utf8") })
+      )
+    })
+    req.on("error", reject)
+  })
 
 /** One HTTPS request to the node at `addr`, its certificate checked against the cluster CA. */
 export const request = (

@@ -7,7 +7,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { type Family, parse, sumOf, valueOf } from "../support/PrometheusText.js"
-import { type Cluster, cli, cliJson, clustersPerTest, root, waitFor } from "./harness.js"
+import { type Cluster, cli, cliJson, clustersPerTest, getText, root, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
 
@@ -22,8 +22,7 @@ const threeNodes = async (): Promise<Cluster> => {
 }
 
 const get = async (addr: string, token?: string) => {
-  const response = await fetch(`http://${addr}/metrics`, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
-  return { status: response.status, contentType: response.headers.get("content-type"), text: await response.text() }
+  return getText(addr, "/metrics", token === undefined ? {} : { authorization: `Bearer ${token}` })
 }
 
 /** A strict parse of the node's exposition; fails the test on any malformed line. */

@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { processAlive } from "../vm/fixtures.js"
-import { adminTokenOf, bin, type Cluster, cli, cliJson, clustersPerTest, root, waitFor } from "./harness.js"
+import { adminTokenOf, bin, caFileOf, type Cluster, cli, cliJson, clustersPerTest, getText, root, waitFor } from "./harness.js"
 
 interface VmJson {
   readonly node?: number
@@ -83,7 +83,7 @@ describe("vm logs", () => {
     // Following, through the other node.
     const follower = spawn(process.execPath, [bin, "vm", "logs", "web", "-f", "--tail", "1", "--addr", c.node(other).addr], {
       cwd: root,
-      env: { PATH: process.env.PATH ?? "", BLIXARD_API_TOKEN: adminTokenOf(c.node(other).addr) },
+      env: { PATH: process.env.PATH ?? "", BLIXARD_API_TOKEN: adminTokenOf(c.node(other).addr), BLIXARD_CA_FILE: caFileOf(c.node(other).addr) },
       stdio: ["ignore", "pipe", "pipe"]
     })
     let out = ""
@@ -109,9 +109,9 @@ describe("vm logs", () => {
     await new Promise((resolve) => follower.once("exit", resolve))
 
     // Like every endpoint but health, it needs a token.
-    const anonymous = await fetch(`http://${c.node(other).addr}/v1/vms/web/logs`)
+    const anonymous = await getText(c.node(other).addr, "/v1/vms/web/logs")
     expect(anonymous.status).toBe(401)
-    expect(((await anonymous.json()) as { code: string }).code).toBe("BLX_UNAUTHORIZED")
+    expect((JSON.parse(anonymous.text) as { code: string }).code).toBe("BLX_UNAUTHORIZED")
 
     // An unknown VM: the error, with its code, from any node.
     const missing = await cli(c.node(other).addr, ["vm", "logs", "nope"])

@@ -4,6 +4,7 @@
  * CRLF or LF line ends, a message dispatched at a blank line, `id` persisting across messages).
  */
 import * as http from "node:http"
+import * as https from "node:https"
 
 export interface SseMessage {
   /** The last event id as of this message (the spec's "last event ID buffer"). */
@@ -27,10 +28,16 @@ export interface SseConnection {
   close(): void
 }
 
-/** Opens `url` with `headers`; resolves once the response's headers arrived. */
-export const connect = (url: string, headers: Record<string, string> = {}): Promise<SseConnection> =>
+/**
+ * Opens `url` with `headers`; resolves once the response's headers arrived. An `https:` URL is
+ * checked against `ca` (the cluster CA; the nodes' certificates name them by cluster URI, not host).
+ */
+export const connect = (url: string, headers: Record<string, string> = {}, ca?: string): Promise<SseConnection> =>
   new Promise((resolve, reject) => {
-    const request = http.get(url, { headers: { accept: "text/event-stream", ...headers }, agent: false }, (response) => {
+    const options = { headers: { accept: "text/event-stream", ...headers }, agent: false as const }
+    const get = (callback: (response: http.IncomingMessage) => void) =>
+      url.startsWith("https:") ? https.get(url, { ...options, ca, checkServerIdentity: () => undefined }, callback) : http.get(url, options, callback)
+    const request = get((response) => {
       const connection: SseConnection = {
         status: response.statusCode ?? 0,
         headers: response.headers,
