@@ -6,7 +6,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { microvmCreatedVm, processAlive } from "../vm/fixtures.js"
-import { BlixardNode, type Cluster, cli, clustersPerTest, cliJson, freePort, waitFor } from "./harness.js"
+import { BlixardNode, cli, clustersPerTest, threeNodesOf, cliJson, freePort, waitFor } from "./harness.js"
 
 interface VmJson {
   readonly spec: { readonly name: string }
@@ -20,15 +20,7 @@ interface StatusJson {
 
 const newCluster = clustersPerTest()
 
-const threeNodes = async (): Promise<Cluster> => {
-  const c = newCluster()
-  await c.add()
-  await waitFor("node 1 to found the cluster", async () => ((await cliJson<StatusJson>(c.node(1).addr, ["cluster", "status"])).leader === 1 ? true : undefined))
-  await c.add()
-  await c.add()
-  await c.converged([1, 2, 3])
-  return c
-}
+const threeNodes = threeNodesOf(newCluster)
 
 const vmNames = async (addr: string): Promise<Array<string>> =>
   (await cliJson<Array<VmJson>>(addr, ["vm", "list"])).map((vm) => vm.spec.name).sort()

@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
-import { bin, caFileOf, caOf, type Cluster, cli, cliJson, clustersPerTest, root, waitFor } from "./harness.js"
+import { bin, caFileOf, caOf, type Cluster, cli, cliJson, clustersPerTest, threeNodesOf, root, waitFor } from "./harness.js"
 import { connect, type SseConnection, type SseMessage } from "../support/SseClient.js"
 
 interface Batch {
@@ -21,15 +21,7 @@ const newCluster = clustersPerTest()
 
 const leaderOf = async (addr: string): Promise<number | undefined> => (await cliJson<{ leader?: number }>(addr, ["cluster", "status"])).leader
 
-const threeNodes = async (): Promise<Cluster> => {
-  const c = newCluster()
-  await c.add()
-  await waitFor("node 1 to found the cluster", async () => ((await leaderOf(c.node(1).addr)) === 1 ? true : undefined))
-  await c.add()
-  await c.add()
-  await c.converged([1, 2, 3])
-  return c
-}
+const threeNodes = threeNodesOf(newCluster)
 
 const batches = (messages: ReadonlyArray<SseMessage>): Array<Batch> =>
   messages.filter((m) => m.event === "message").map((m) => {

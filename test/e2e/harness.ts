@@ -281,6 +281,17 @@ export class Cluster {
  * share two cores with everything else, so each step waits on a condition with its own deadline and
  * a test may take two minutes.
  */
+/** Node 1 founds a cluster, nodes 2 and 3 join it; resolves once all three are voters. */
+export const threeNodesOf = (newCluster: () => Cluster) => async (): Promise<Cluster> => {
+  const c = newCluster()
+  await c.add()
+  await waitFor("node 1 to found the cluster", async () => ((await cliJson<{ leader?: number }>(c.node(1).addr, ["cluster", "status"])).leader === 1 ? true : undefined))
+  await c.add()
+  await c.add()
+  await c.converged([1, 2, 3])
+  return c
+}
+
 export const clustersPerTest = (): (() => Cluster) => {
   vi.setConfig({ testTimeout: 120_000 })
   let current: Cluster | undefined

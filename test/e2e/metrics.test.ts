@@ -7,19 +7,11 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { type Family, parse, sumOf, valueOf } from "../support/PrometheusText.js"
-import { type Cluster, cli, cliJson, clustersPerTest, getText, root, waitFor } from "./harness.js"
+import { cli, cliJson, clustersPerTest, threeNodesOf, getText, root, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
 
-const threeNodes = async (): Promise<Cluster> => {
-  const c = newCluster()
-  await c.add()
-  await waitFor("node 1 to found the cluster", async () => ((await cliJson<{ leader?: number }>(c.node(1).addr, ["cluster", "status"])).leader === 1 ? true : undefined))
-  await c.add()
-  await c.add()
-  await c.converged([1, 2, 3])
-  return c
-}
+const threeNodes = threeNodesOf(newCluster)
 
 const get = async (addr: string, token?: string) => {
   return getText(addr, "/metrics", token === undefined ? {} : { authorization: `Bearer ${token}` })

@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { processAlive } from "../vm/fixtures.js"
-import { adminTokenOf, bin, caFileOf, type Cluster, cli, cliJson, clustersPerTest, getText, root, waitFor } from "./harness.js"
+import { adminTokenOf, bin, caFileOf, type Cluster, cli, cliJson, clustersPerTest, threeNodesOf, getText, root, waitFor } from "./harness.js"
 
 interface VmJson {
   readonly node?: number
@@ -24,15 +24,7 @@ interface VmJson {
 
 const newCluster = clustersPerTest()
 
-const threeNodes = async (): Promise<Cluster> => {
-  const c = newCluster()
-  await c.add()
-  await waitFor("node 1 to found the cluster", async () => ((await cliJson<{ leader?: number }>(c.node(1).addr, ["cluster", "status"])).leader === 1 ? true : undefined))
-  await c.add()
-  await c.add()
-  await c.converged([1, 2, 3])
-  return c
-}
+const threeNodes = threeNodesOf(newCluster)
 
 /** A runner that says which it is, then prints `tick N` every `everyMs`, then sleeps. */
 const runner = (c: Cluster, name: string, everyMs = 300): string => {
