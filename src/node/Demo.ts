@@ -126,7 +126,7 @@ const program = Effect.gen(function* () {
   // `blixard events`, as an operator would run it beside: it reconnects to another node if its own dies.
   // From the index the cluster had reached: what happens while the CLI starts is not missed.
   const since = String((yield* one.clusterStatus()).applied)
-  const following = ["events", "--since", since, "--addr", nodes[0]!.addr, ...nodes.slice(1).flatMap((n) => ["--fallback", n.addr]), "--token-file", tokenFile]
+  const following = ["events", "--since", since, "--addr", nodes[0]!.addr, ...nodes.slice(1).flatMap((n) => ["--fallback", n.addr]), "--token-file", tokenFile, "--ca-file", caFile]
   yield* say(`Following the cluster's events: blixard ${following.join(" ")}`)
   events = spawn(process.execPath, [bin, ...following], { stdio: ["ignore", "pipe", "pipe"] })
   for (const stream of [events.stdout!, events.stderr!]) {
