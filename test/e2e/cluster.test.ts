@@ -4,9 +4,9 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { microvmCreatedVm, processAlive } from "../vm/fixtures.js"
-import { BlixardNode, cli, clustersPerTest, threeNodesOf, cliJson, freePort, waitFor } from "./harness.js"
+import { BlixardNode, cli, clustersPerTest, runnersPerTest, threeNodesOf, cliJson, freePort, waitFor } from "./harness.js"
 
 interface VmJson {
   readonly spec: { readonly name: string }
@@ -193,16 +193,7 @@ describe("VMs on a real cluster", () => {
       return false
     }
   }
-  const pids: Array<number> = []
-  afterEach(() => {
-    for (const pid of pids.splice(0)) {
-      try {
-        process.kill(-pid, "SIGKILL")
-      } catch {
-        // already gone
-      }
-    }
-  })
+  const pids = runnersPerTest()
 
   it("create, start (the runner process runs), stop (it stops, the VM stays listed), delete", async () => {
     const c = await threeNodes()

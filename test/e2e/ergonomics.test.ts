@@ -3,8 +3,8 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { afterEach, describe, expect, it } from "vitest"
-import { cli, cliJson, clustersPerTest, waitFor } from "./harness.js"
+import { describe, expect, it } from "vitest"
+import { cli, cliJson, clustersPerTest, runnersPerTest, waitFor } from "./harness.js"
 
 interface VmJson {
   readonly spec: { readonly name: string }
@@ -13,17 +13,7 @@ interface VmJson {
 }
 
 const newCluster = clustersPerTest()
-const pids: Array<number> = []
-afterEach(() => {
-  // A runner runs in its own process group (with its children).
-  for (const pid of pids.splice(0)) {
-    try {
-      process.kill(-pid, "SIGKILL")
-    } catch {
-      // already gone
-    }
-  }
-})
+const pids = runnersPerTest()
 
 describe("vm create and vm list on a real node", () => {
   it("create starts the VM unless --no-start; list pages by name and filters by phase and label", async () => {

@@ -281,6 +281,24 @@ export class Cluster {
  * share two cores with everything else, so each step waits on a condition with its own deadline and
  * a test may take two minutes.
  */
+/**
+ * Runner process groups a test saw started (push their pids): each is killed after the test, since a
+ * runner runs in its own process group, with its children, and outlives a killed node.
+ */
+export const runnersPerTest = (): Array<number> => {
+  const pids: Array<number> = []
+  afterEach(() => {
+    for (const pid of pids.splice(0)) {
+      try {
+        process.kill(-pid, "SIGKILL")
+      } catch {
+        // already gone
+      }
+    }
+  })
+  return pids
+}
+
 /** Node 1 founds a cluster, nodes 2 and 3 join it; resolves once all three are voters. */
 export const threeNodesOf = (newCluster: () => Cluster) => async (): Promise<Cluster> => {
   const c = newCluster()

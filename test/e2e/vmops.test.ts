@@ -6,9 +6,9 @@
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { processAlive } from "../vm/fixtures.js"
-import { adminTokenOf, bin, caFileOf, type Cluster, cli, cliJson, clustersPerTest, threeNodesOf, getText, root, waitFor } from "./harness.js"
+import { adminTokenOf, bin, caFileOf, type Cluster, cli, cliJson, clustersPerTest, runnersPerTest, threeNodesOf, getText, root, waitFor } from "./harness.js"
 
 interface VmJson {
   readonly node?: number
@@ -40,16 +40,7 @@ const runner = (c: Cluster, name: string, everyMs = 300): string => {
 
 const status = (c: Cluster, id: number) => cliJson<VmJson>(c.node(id).addr, ["vm", "status", "web"])
 
-const pids: Array<number> = []
-afterEach(() => {
-  for (const pid of pids.splice(0)) {
-    try {
-      process.kill(-pid, "SIGKILL")
-    } catch {
-      // already gone
-    }
-  }
-})
+const pids = runnersPerTest()
 
 describe("vm logs", () => {
   it("vm logs -f through a node that does not host the VM prints the runner's lines as they appear", async () => {
