@@ -26,6 +26,9 @@ const shell = (name: string): string | undefined =>
 const bash = shell("bash")
 const zsh = shell("zsh")
 const fish = shell("fish")
+for (const [name, file] of [["bash", bash], ["zsh", zsh], ["fish", fish]] as const) {
+  if (file === undefined) console.log(`test/cli/Completions.test.ts: loading the ${name} script SKIPPED: ${name} is not on PATH (apt-get install -y ${name})`)
+}
 
 describe("blixard --completions", () => {
   it.each(["bash", "zsh", "fish"])("writes a %s script naming every command, the new ones too", async (shell) => {
