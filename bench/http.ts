@@ -83,6 +83,7 @@ const trivialControlPlane = (): ControlPlaneShape => {
     listTokens: () => unused("listTokens"),
     revokeToken: () => unused("revokeToken"),
     listNodes: () => unused("listNodes"),
+    heartbeat: () => unused("heartbeat"),
     setNodeState: () => unused("setNodeState"),
     registerNode: () => unused("registerNode"),
     reportVmStatus: () => unused("reportVmStatus"),

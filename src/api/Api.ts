@@ -14,7 +14,7 @@ import * as E from "../domain/Errors.js"
 import { Labels } from "../domain/Labels.js"
 import { NodeListParams, VmListParams } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
-import { HostPort, NodeInfo } from "../domain/NodeInfo.js"
+import { HostHeartbeat, HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import { VmName } from "../domain/VmName.js"
 import { VmChanges, VmSpecBody } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
@@ -110,6 +110,8 @@ export class NodesApi extends HttpApiGroup.make("nodes")
   .add(HttpApiEndpoint.post("drain")`/v1/nodes/${nodeId}/drain`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))
   /** A node announces (or refreshes) its address, capacity and labels; the body's id must match the path. */
   .add(HttpApiEndpoint.put("register")`/v1/nodes/${nodeId}`.setPayload(NodeInfo).addSuccess(NodeInfo).annotate(EndpointAccess, "node"))
+  /** A registered host that is not a Raft member is alive; the leader answers after confirming its leadership. */
+  .add(HttpApiEndpoint.post("heartbeat")`/v1/nodes/${nodeId}/heartbeat`.addSuccess(HostHeartbeat).annotate(EndpointAccess, "node"))
   .middleware(Authorization) {}
 
 export class ClusterApi extends HttpApiGroup.make("cluster")

@@ -10,7 +10,7 @@ import type { BlixardError } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
-import type { HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
+import type { HostHeartbeat, HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmChanges, VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
@@ -57,6 +57,11 @@ export interface ControlPlaneShape {
   readonly reportVmStatus: (name: VmName, node: NodeId, status: VmStatus) => Effect.Effect<void, BlixardError>
   /** A node announces (or refreshes) its address, capacity and labels. */
   readonly registerNode: (info: NodeInfo) => Effect.Effect<NodeInfo, BlixardError>
+  /**
+   * A registered host that is not a Raft member proves it is alive (and learns it may keep its VMs
+   * running): answered by the leader after a ReadIndex round (`node/HostContact.ts`).
+   */
+  readonly heartbeat: (node: NodeId) => Effect.Effect<HostHeartbeat, BlixardError>
   readonly clusterStatus: Effect.Effect<ClusterStatus, BlixardError>
   readonly join: (id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
   readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>

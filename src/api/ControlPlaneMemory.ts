@@ -9,7 +9,7 @@ import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import { ApiTokenInfo, ApiTokenRecord, CreatedApiToken, TokenId } from "../domain/ApiToken.js"
 import { Conflict, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
-import { NodeInfo, type HostPort } from "../domain/NodeInfo.js"
+import { HostHeartbeat, NodeInfo, type HostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
 import { selectNodes, selectVms } from "../domain/ListQuery.js"
 import type { VmName } from "../domain/VmName.js"
@@ -255,6 +255,13 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
         nodes.set(info.id, info)
         index++
         return info
+      }),
+    heartbeat: (id) =>
+      Effect.suspend(() => {
+        note({ method: "heartbeat", subject: `${id}` })
+        return nodes.has(id)
+          ? Effect.succeed(new HostHeartbeat({ node: id, leader: self, term: 1, commit: index }))
+          : Effect.fail(nodeNotFound(id))
       }),
     clusterStatus: Effect.sync(() => {
       note({ method: "clusterStatus" })

@@ -51,3 +51,16 @@ export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
    */
   foreignVms: Schema.optionalWith(Schema.Array(ForeignVmName).pipe(Schema.maxItems(MaxForeignVms)), { exact: true })
 }) {}
+
+/**
+ * The leader's answer to a host's heartbeat (`POST /v1/nodes/ID/heartbeat`): it confirmed its
+ * leadership of `term` with a quorum after the heartbeat arrived, so the host may count its contact
+ * from when it sent it (see `node/HostContact.ts`).
+ */
+export class HostHeartbeat extends Schema.Class<HostHeartbeat>("HostHeartbeat")({
+  node: NodeId,
+  leader: NodeId,
+  term: Schema.Int.pipe(Schema.nonNegative()),
+  /** The leader's commit index when it answered: a host's view of the state at least this new is fresh. */
+  commit: Schema.Int.pipe(Schema.nonNegative())
+}) {}

@@ -56,6 +56,7 @@ import { apiTokenFileName } from "./Settings.js"
 import * as Discovery from "./Discovery.js"
 import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
+import * as HostContact from "./HostContact.js"
 import * as Orchestration from "./Orchestration.js"
 import * as StartTls from "./StartTls.js"
 import * as TlsBootstrap from "./TlsBootstrap.js"
@@ -153,6 +154,7 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
     listTokens: (mode) => client.listTokens(read(mode)),
     revokeToken: (id) => client.revokeToken(id),
     registerNode: (info) => client.registerNode(info),
+    heartbeat: (id) => client.heartbeat(id),
     reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
     health: client.health()
   }
@@ -324,7 +326,8 @@ export const run = (config: NodeConfig) =>
       const raft = Context.get(raftContext, RaftNode.RaftNode)
 
       const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
-      const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy })
+      const hostContact = HostContact.make()
+      const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy, hostContact })
 
       // `vm logs`: served from this node's disk, or forwarded to the hosting node with this node's credential.
       const vmLogs = VmLogsRoute.route({
@@ -457,7 +460,8 @@ export const run = (config: NodeConfig) =>
         state,
         controlPlane,
         timeouts: config.timeouts,
-        hostFence
+        hostFence,
+        hostContact
       }).pipe(Effect.provide(backend))
 
       // On shutdown, a leader hands over first.

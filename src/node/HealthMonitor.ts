@@ -11,6 +11,9 @@
  * meanwhile waits, never runs twice. Safety needs only that a node that went silent at P is not
  * marked down before P + nodeDownMs, which any message it sent until P guarantees.
  *
+ * Hosts that are not Raft members are heard through their API heartbeats instead (`HostContact.ts`,
+ * where the same argument is made for them).
+ *
  * Fencing: the node that went silent stops its own VMs after `fencingMs` without a quorum, and the
  * configuration requires `nodeDownMs ≥ fencingMs + 2 election timeouts`, so by the time its VMs are
  * started elsewhere they have stopped there.
@@ -20,6 +23,7 @@ import * as C from "../domain/Command.js"
 import type { NodeHealth, NodeInfo } from "../domain/NodeInfo.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
+import type { HostContact } from "./HostContact.js"
 import { proposeCommand } from "./NodeControlPlane.js"
 
 export interface HealthInput {
@@ -54,6 +58,8 @@ export const run = (options: {
   readonly nodes: () => Iterable<NodeInfo>
   readonly nodeDownMs: number
   readonly intervalMs: number
+  /** Answered heartbeats of hosts that are not Raft members (`HostContact.ts`). */
+  readonly hostContact?: HostContact | undefined
 }) =>
   Effect.gen(function* () {
     let leadingSince = -1
@@ -71,7 +77,7 @@ export const run = (options: {
         nodeDownMs: options.nodeDownMs,
         leadingSince,
         nodes: options.nodes(),
-        lastContact: yield* options.raft.lastContact
+        lastContact: options.hostContact === undefined ? yield* options.raft.lastContact : options.hostContact.merged(yield* options.raft.lastContact)
       })
       for (const change of changes) {
         yield* proposeCommand(options.raft, new C.SetNodeHealth({ id: change.id, health: change.health, at: now })).pipe(

@@ -17,12 +17,13 @@ import type { Command } from "../domain/Command.js"
 import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { InvalidArgument, MemberAmnesia, NodeNotFound, Timeout, VmNotFound } from "../domain/Errors.js"
+import { InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import { selectNodes, selectVms } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
-import type { HostPort } from "../domain/NodeInfo.js"
+import { HostHeartbeat, type HostPort } from "../domain/NodeInfo.js"
+import type { HostContact } from "./HostContact.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 import { Health } from "../api/Api.js"
 import { SnapshotFormat, SnapshotHeader, SnapshotMagic } from "../cluster/SnapshotFile.js"
@@ -44,6 +45,8 @@ export interface NodeControlPlaneOptions {
   readonly unsafeAdmitAmnesiacVoters?: boolean | undefined
   /** What VMs may run (`RunnerPolicy.ts`): a create outside it is refused before it is proposed. */
   readonly sourcePolicy?: SourcePolicy | undefined
+  /** Where the leader records answered host heartbeats (`HostContact.ts`); absent: they are answered, not recorded. */
+  readonly hostContact?: HostContact | undefined
 }
 
 /**
@@ -214,6 +217,36 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       (leader) => leader.join(id, address)
     )
 
+  /** Answered by the leader only, after it confirmed its leadership (a ReadIndex round). */
+  const heartbeat = (id: NodeId): Effect.Effect<HostHeartbeat, BlixardError> =>
+    orForward(
+      Effect.gen(function* () {
+        const st = yield* raft.status
+        if (st.role !== "leader") {
+          return yield* new NotLeader({
+            node: self,
+            message: `node ${raft.id} is not the leader; send host heartbeats to any member, they reach the leader`,
+            ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {})
+          })
+        }
+        if (!state.current.nodes.has(id)) {
+          return yield* new NodeNotFound({
+            node: self,
+            subject: String(id),
+            message: `node ${id} is not registered; register it first (PUT /v1/nodes/${id}), then heartbeat`
+          })
+        }
+        yield* raft.readIndex
+        const confirmed = yield* raft.status
+        if (confirmed.term !== st.term) {
+          return yield* new NotLeader({ node: self, message: `node ${raft.id} lost the leadership of term ${st.term}; retry` })
+        }
+        options.hostContact?.record(id, yield* Clock.currentTimeMillis)
+        return new HostHeartbeat({ node: id, leader: self, term: st.term, commit: confirmed.commit }, trusted)
+      }),
+      (leader) => leader.heartbeat(id)
+    )
+
   const service: ControlPlaneShape = {
     listVms: (mode, query) => Effect.map(readable(mode), () => selectVms(state.current.vms, query)),
     getVm: (name, mode) =>
@@ -260,6 +293,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
     reportVmStatus: (name, node, status) =>
       orForward(Effect.asVoid(propose(new C.ReportVmStatus({ name, node, status }, trusted), undefined)), (l) => l.reportVmStatus(name, node, status)),
     registerNode: (info) => orForward(nodeResult(new C.RegisterNode({ info }, trusted), {}), (l) => l.registerNode(info)),
+    heartbeat,
     clusterStatus,
     join,
     leave: (id) =>

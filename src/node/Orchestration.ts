@@ -31,6 +31,7 @@ import type { Resources } from "../domain/Resources.js"
 import { DefaultElectionTick, type RaftNodeShape } from "../raft/RaftNode.js"
 import { VmBackend } from "../vm/VmBackend.js"
 import * as HealthMonitor from "./HealthMonitor.js"
+import type { HostContact } from "./HostContact.js"
 
 
 export interface OrchestrationOptions {
@@ -50,6 +51,8 @@ export interface OrchestrationOptions {
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined
   /** The node's lease and fencing watchdog (the daemon's; the simulator models none). */
   readonly hostFence?: Agent.AgentOptions["hostFence"]
+  /** Answered heartbeats of hosts that are not Raft members, which the failure detector reads too. */
+  readonly hostContact?: HostContact | undefined
 }
 
 /** Starts registration, the failure detector and the agent in the current scope; they end with it. */
@@ -104,6 +107,7 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
         raft,
         nodes: () => state.current.nodes.values(),
         nodeDownMs: timeouts.nodeDownMs,
+        hostContact: options.hostContact,
         intervalMs: Math.max(timeouts.tickMs * 2, 100)
       })
     )

@@ -7,7 +7,10 @@ import { NodeId } from "../../src/domain/NodeId.js"
 import { Resources } from "../../src/domain/Resources.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { VmName } from "../../src/domain/VmName.js"
+import type { ControlPlaneShape } from "../../src/api/ControlPlane.js"
 import * as HealthMonitor from "../../src/node/HealthMonitor.js"
+import * as HostContact from "../../src/node/HostContact.js"
+import * as NodeControlPlane from "../../src/node/NodeControlPlane.js"
 import { proposeCommand } from "../../src/node/NodeControlPlane.js"
 import { RaftCluster, value } from "../support/RaftCluster.js"
 
@@ -82,6 +85,67 @@ describe("HealthMonitor on a cluster", () => {
       yield* c.until("the victim is marked up again once it answers", () =>
         Effect.succeed(c.state(leader).current.nodes.get(victim)!.health === "up")
       )
+    })
+  )
+
+  it.scoped("a host that is not a Raft member is up while it heartbeats through a follower, down (its VMs moved) once it stops", () =>
+    Effect.gen(function* () {
+      const address = (id: number) => `127.0.0.1:${7000 + id}`
+      const c = new RaftCluster(
+        [1, 2, 3],
+        () => {
+          const holder = new ClusterStateHolder()
+          for (const id of [1, 2, 3]) holder.current.members.set(id, address(id))
+          return holder
+        },
+        (h) => h.layer()
+      )
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const follower = [1, 2, 3].find((id) => id !== leader)!
+      const contact = new Map([1, 2, 3].map((id) => [id, HostContact.make()]))
+      const planes = new Map<string, ControlPlaneShape>()
+      for (const id of [1, 2, 3]) {
+        planes.set(address(id), NodeControlPlane.make({ raft: c.node(id), state: c.state(id), remote: (a) => planes.get(a)!, hostContact: contact.get(id)! }))
+      }
+      const viaFollower = planes.get(address(follower))!
+      const host = NodeId.make(9)
+
+      // Unregistered: refused with the advice to register first.
+      const unknown = value(yield* c.drive(Effect.flip(viaFollower.heartbeat(host))))
+      expect(unknown).toMatchObject({ code: "BLX_NODE_NOT_FOUND", subject: "9" })
+
+      // The members are cordoned, so the only place for a VM is the host.
+      for (const id of [1, 2, 3]) value(yield* c.drive(proposeCommand(c.node(leader), new C.RegisterNode({ info: new NodeInfo({ ...info(id), state: "cordoned" }) }))))
+      value(yield* c.drive(viaFollower.registerNode(info(9))))
+      const spec = new VmSpec({ name: VmName.make("web"), source: new RunnerConfig({ path: "/runners/web" }) })
+      value(yield* c.drive(proposeCommand(c.node(leader), new C.CreateVm({ spec }))))
+      expect(c.state(leader).current.vms.get("web")!.node).toBe(9)
+
+      yield* Effect.forkScoped(
+        HealthMonitor.run({
+          raft: c.node(leader),
+          nodes: () => c.state(leader).current.nodes.values(),
+          nodeDownMs: 500,
+          intervalMs: 50,
+          hostContact: contact.get(leader)!
+        })
+      )
+      // Heartbeats every 100 ms for two seconds (four times nodeDownMs): answered by the leader, recorded there only.
+      for (let beat = 0; beat < 20; beat++) {
+        expect(value(yield* c.drive(viaFollower.heartbeat(host)))).toMatchObject({ node: 9, leader })
+        let ticks = 0
+        yield* c.until("100 ms pass", () => Effect.succeed(++ticks > 10))
+      }
+      expect(contact.get(leader)!.size()).toBe(1)
+      expect(contact.get(follower)!.size()).toBe(0)
+      expect(c.state(leader).current.nodes.get(host)!.health).toBe("up")
+      expect(c.state(leader).current.vms.get("web")!.node).toBe(9)
+
+      // It stops: marked down, and its VM is placed elsewhere once a member takes VMs again.
+      yield* c.until("the silent host is marked down", () => Effect.succeed(c.state(leader).current.nodes.get(host)!.health === "down"))
+      value(yield* c.drive(proposeCommand(c.node(leader), new C.SetNodeState({ id: NodeId.make(leader), state: "active" }))))
+      yield* c.until("web moved to the leader", () => Effect.succeed(c.state(leader).current.vms.get("web")!.node === leader))
     })
   )
 })
