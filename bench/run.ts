@@ -9,6 +9,7 @@ import { benchFuzz } from "./fuzz.js"
 import { benchHttp } from "./http.js"
 import { benchRaftMemory } from "./raftMemory.js"
 import { benchReschedule } from "./reschedule.js"
+import { benchScale } from "./scale.js"
 import { benchSim } from "./sim.js"
 import { benchSnapshot } from "./snapshot.js"
 import { benchStorage } from "./storage.js"
@@ -26,6 +27,7 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
   reschedule: () => benchReschedule(),
   snapshot: () => benchSnapshot(),
+  scale: () => benchScale(),
   fuzz: () => benchFuzz(Number(process.env.FUZZ_RUNS ?? 20_000), Number(process.env.FUZZ_SEED ?? 1), Number(process.env.FUZZ_PEER_RUNS ?? 100_000))
 }
 

@@ -1,0 +1,345 @@
+/**
+ * Scale (`npm run bench -- scale`): three real `blixard node` processes (the Raft members, cordoned
+ * so they place nothing) and `BENCH_HOSTS` (default 100) lightweight simulated hosts that are not
+ * Raft members, as Nomad's clients are not: each registers over the API with its node credential
+ * (`PUT /v1/nodes/ID`), heartbeats every second (`POST /v1/nodes/ID/heartbeat`, to the members in
+ * turn; the leader answers after a ReadIndex round) and reports `running` for every VM placed on it
+ * (`PUT /v1/vms/NAME/status`). The VM count grows in steps (`BENCH_STEPS`, default 10k, 50k and
+ * 100k); at each step:
+ * - placements/s: VM creates (desired running) from 64 closed-loop clients to the leader, each placed
+ *   when it applies; then how long until every one is reported running;
+ * - the leader's and a follower's RSS, and per VM (the growth over the empty cluster);
+ * - leader CPU per placement (create + placement + the report that follows);
+ * - `vm list`'s first page (100) through the API and through the CLI (a whole `blixard` process);
+ * - `cluster snapshot save`: its size and time; a follower's kill -9 and restart: until it serves a
+ *   linearizable read again;
+ * - the host with the most VMs stops (no more heartbeats or reports, as a dead machine): until every
+ *   one of its VMs is reported running elsewhere. This includes `nodeDownMs` (default 6 s), the
+ *   failure detector's wait before it may move them. Then it comes back, empty.
+ *
+ * What the simulated hosts do not do: run anything, or fence. They learn their placements from one
+ * shared event stream (`GET /v1/events` on a follower) instead of one watch each, so the members serve
+ * one stream where a real deployment would serve one per host; the reports, heartbeats and
+ * registrations are all there, one HTTP request each.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as os from "node:os"
+import * as path from "node:path"
+import { nodeCredential } from "../src/api/Auth.js"
+import { freePort } from "../src/node/FreePort.js"
+import { Connection, benchTokenFile, bin, cpuMs, leaderOf, request, until } from "./cluster.js"
+
+interface Member {
+  readonly id: number
+  readonly port: number
+  readonly dataDir: string
+  child: ChildProcess | undefined
+}
+
+interface Host {
+  readonly id: number
+  readonly credential: string
+  alive: boolean
+  readonly vms: Set<string>
+}
+
+const secretText = "bench-scale-secret"
+
+const rssMb = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024
+  } catch {
+    return 0
+  }
+}
+
+const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0
+const round = (x: number, digits = 1) => Number(x.toFixed(digits))
+
+/** One request with a node credential instead of the benchmarks' admin token. */
+const asNode = (port: number, credential: string, method: string, pathname: string, body?: unknown) =>
+  new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body)
+    const req = http.request(
+      {
+        host: "127.0.0.1",
+        port,
+        method,
+        path: pathname,
+        agent: hostAgent,
+        headers: {
+          authorization: `Bearer ${credential}`,
+          ...(data !== undefined ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {})
+        }
+      },
+      (res) => {
+        let text = ""
+        res.on("data", (c: Buffer) => (text += c.toString()))
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }))
+      }
+    )
+    req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${pathname}: no answer in 30 s`)))
+    req.on("error", reject)
+    req.end(data)
+  })
+const hostAgent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+
+/** Follows `GET /v1/events` and hands every VM event to `onEvent`; resolves to a stop function. */
+const followEvents = (port: number, token: string, onEvent: (event: { type: string; vm?: string; node?: number; to?: number; phase?: string }) => void) =>
+  new Promise<() => void>((resolve, reject) => {
+    const req = http.get(
+      { host: "127.0.0.1", port, path: "/v1/events", headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" } },
+      (res) => {
+        if (res.statusCode !== 200) return reject(new Error(`GET /v1/events: ${res.statusCode}`))
+        let buffered = ""
+        res.setEncoding("utf8")
+        res.on("data", (chunk: string) => {
+          buffered += chunk
+          let end: number
+          while ((end = buffered.indexOf("\n\n")) >= 0) {
+            const message = buffered.slice(0, end)
+            buffered = buffered.slice(end + 2)
+            if (message.includes("event: resync")) throw new Error("bench: the event stream asked for a resync; the result would be wrong")
+            const data = message.split("\n").find((line) => line.startsWith("data: "))
+            if (data === undefined) continue
+            for (const event of (JSON.parse(data.slice(6)) as { events: Array<{ type: string }> }).events) onEvent(event)
+          }
+        })
+        resolve(() => req.destroy())
+      }
+    )
+    req.on("error", reject)
+  })
+
+export const benchScale = async (
+  steps: ReadonlyArray<number> = (process.env.BENCH_STEPS ?? "10000,50000,100000").split(",").map(Number),
+  hostCount = Number(process.env.BENCH_HOSTS ?? 100)
+) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-bench-scale-"))
+  const secret = path.join(dir, "secret")
+  fs.writeFileSync(secret, secretText)
+  const tokenFile = benchTokenFile(dir)
+  const token = fs.readFileSync(tokenFile, "utf8").trim()
+  const members: Array<Member> = []
+  const startMember = (m: Member, peers: ReadonlyArray<Member>) => {
+    m.child = spawn(
+      process.execPath,
+      [bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--insecure-plaintext", "--data-dir", m.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
+      { stdio: "ignore" }
+    )
+  }
+  const timers: Array<NodeJS.Timeout> = []
+  let stopEvents = () => {}
+  try {
+    for (const id of [1, 2, 3]) members.push({ id, port: await freePort(), child: undefined, dataDir: path.join(dir, `n${id}`) })
+    startMember(members[0]!, [])
+    await until("node 1 leads", () => leaderOf(members[0]!.port))
+    startMember(members[1]!, [members[0]!])
+    startMember(members[2]!, [members[0]!])
+    await until("3 voters", async () => {
+      const s = JSON.parse((await request(members[0]!.port, "GET", "/v1/cluster")).body) as { members: Array<{ role: string }> }
+      return s.members.filter((m) => m.role === "leader" || m.role === "follower").length === 3 ? true : undefined
+    })
+    const leaderPort = async () => members[(await until("a leader", () => leaderOf(members[0]!.port))) - 1]!
+    for (const m of members) {
+      await until(`node ${m.id} registered`, async () => ((await request(m.port, "POST", `/v1/nodes/${m.id}/cordon`)).status === 200 ? true : undefined))
+    }
+
+    // The hosts: room for every VM of the last step with a fifth spare, so a dead host's VMs fit elsewhere.
+    // (at most 1,024 vCPUs a host: the schema's bound; one dead host at a time must still leave room).
+    const perHost = Math.min(1024, Math.ceil((Math.max(...steps) * 1.2) / hostCount))
+    if ((hostCount - 1) * perHost < Math.max(...steps)) {
+      throw new Error(`bench: ${hostCount} hosts of ${perHost} vCPUs cannot hold ${Math.max(...steps)} VMs with one host dead; set BENCH_HOSTS higher`)
+    }
+    const hosts = new Map<number, Host>()
+    for (let k = 1; k <= hostCount; k++) {
+      const id = 100 + k
+      hosts.set(id, { id, credential: nodeCredential(secretText, id), alive: true, vms: new Set() })
+    }
+    const registerStarted = performance.now()
+    for (const host of hosts.values()) {
+      const info = { id: host.id, address: `127.0.0.1:${20000 + host.id}`, capacity: { vcpus: perHost, memoryMiB: perHost * 16 }, labels: { rack: `r${host.id % 10}` }, state: "active", health: "up" }
+      const r = await asNode(members[host.id % 3]!.port, host.credential, "PUT", `/v1/nodes/${host.id}`, info)
+      if (r.status !== 200) throw new Error(`registering host ${host.id}: ${r.status} ${r.body}`)
+    }
+    const registerMs = performance.now() - registerStarted
+    let heartbeatFailures = 0
+    let heartbeats = 0
+    for (const host of hosts.values()) {
+      const beat = () => {
+        if (!host.alive) return
+        asNode(members[(host.id + heartbeats) % 3]!.port, host.credential, "POST", `/v1/nodes/${host.id}/heartbeat`).then(
+          (r) => (r.status === 200 ? heartbeats++ : heartbeatFailures++),
+          () => heartbeatFailures++
+        )
+      }
+      timers.push(setTimeout(() => timers.push(setInterval(beat, 1000)), (host.id * 10) % 1000))
+    }
+
+    // What the hosts learn and report: a placement → `running`, reported by the host it names.
+    const placedOn = new Map<string, number>()
+    const running = new Map<string, number>()
+    const reports: Array<{ host: Host; vm: string }> = []
+    let reportFailures = 0
+    const place = (vm: string, node: number | undefined) => {
+      const before = placedOn.get(vm)
+      if (before !== undefined) hosts.get(before)?.vms.delete(vm)
+      running.delete(vm)
+      if (node === undefined) return placedOn.delete(vm)
+      placedOn.set(vm, node)
+      const host = hosts.get(node)
+      if (host === undefined) return
+      host.vms.add(vm)
+      if (host.alive) reports.push({ host, vm })
+    }
+    stopEvents = await followEvents(members[1]!.port, token, (e) => {
+      if (e.vm === undefined) return
+      if (e.type === "vm.placed") place(e.vm, e.node)
+      else if (e.type === "vm.moved") place(e.vm, e.to)
+      else if (e.type === "vm.phase" && e.phase === "running" && e.node !== undefined) running.set(e.vm, e.node)
+    })
+    let stopped = false
+    const reporters = Array.from({ length: 16 }, async () => {
+      for (;;) {
+        const next = reports.shift()
+        if (next === undefined) {
+          if (stopped) return
+          await new Promise((r) => setTimeout(r, 5))
+          continue
+        }
+        if (!next.host.alive || placedOn.get(next.vm) !== next.host.id) continue
+        const status = { phase: "running", since: Date.now(), pid: 1000 + (next.host.id % 1000), restarts: 0 }
+        const r = await asNode(members[next.host.id % 3]!.port, next.host.credential, "PUT", `/v1/vms/${next.vm}/status`, { node: next.host.id, status }).catch(() => ({ status: 0, body: "" }))
+        if (r.status !== 200 && r.status !== 204) {
+          reportFailures++
+          reports.push(next)
+        }
+      }
+    })
+
+    const baseline = { leader: 0, follower: 0 }
+    {
+      const leader = await leaderPort()
+      baseline.leader = rssMb(leader.child?.pid)
+      baseline.follower = rssMb(members.find((m) => m !== leader)!.child?.pid)
+    }
+    const results: Array<Record<string, unknown>> = [{ name: `${hostCount} simulated hosts registered over the API`, ms: Math.round(registerMs), vcpusPerHost: perHost }]
+    let created = 0
+    for (const target of steps) {
+      const leader = await leaderPort()
+      const cpuBefore = cpuMs(leader.child?.pid)
+      const createdBefore = created
+      const createStarted = performance.now()
+      let errors = 0
+      await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          const connection = new Connection(leader.port)
+          try {
+            while (created < target) {
+              const name = `s${++created}`
+              const spec = { name, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }
+              const r = await connection.post("/v1/vms", JSON.stringify({ spec, start: true }))
+              if (r.status !== 201) errors++
+            }
+          } finally {
+            connection.close()
+          }
+        })
+      )
+      const createMs = performance.now() - createStarted
+      await until(`${target} VMs reported running`, async () => (placedOn.size >= target && running.size >= placedOn.size ? true : undefined), 600_000)
+      const allRunningMs = performance.now() - createStarted
+      const leaderCpuMs = cpuMs(leader.child?.pid) - cpuBefore
+      const follower = members.find((m) => m !== leader)!
+      const leaderRss = rssMb(leader.child?.pid)
+      const followerRss = rssMb(follower.child?.pid)
+
+      const apiPage: Array<number> = []
+      const cliPage: Array<number> = []
+      for (let i = 0; i < 5; i++) {
+        const t0 = performance.now()
+        const r = await request(follower.port, "GET", "/v1/vms?limit=100")
+        if (r.status !== 200) throw new Error(`vm list: ${r.status} ${r.body.slice(0, 200)}`)
+        apiPage.push(performance.now() - t0)
+      }
+      for (let i = 0; i < 3; i++) {
+        const t0 = performance.now()
+        await new Promise<void>((resolve, reject) => {
+          const cli = spawn(process.execPath, [bin, "vm", "list", "--addr", `127.0.0.1:${follower.port}`, "--token-file", tokenFile, "--limit", "100"], { stdio: ["ignore", "ignore", "pipe"] })
+          let stderr = ""
+          cli.stderr!.on("data", (c: Buffer) => (stderr += c.toString()))
+          cli.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`blixard vm list exited ${code}: ${stderr}`))))
+        })
+        cliPage.push(performance.now() - t0)
+      }
+
+      const snapStarted = performance.now()
+      const snap = await new Promise<number>((resolve, reject) => {
+        http
+          .get({ host: "127.0.0.1", port: follower.port, path: "/v1/cluster/snapshot", headers: { authorization: `Bearer ${token}` } }, (res) => {
+            let bytes = 0
+            res.on("data", (c: Buffer) => (bytes += c.length))
+            res.on("end", () => (res.statusCode === 200 ? resolve(bytes) : reject(new Error(`snapshot: ${res.statusCode}`))))
+          })
+          .on("error", reject)
+      })
+      const snapshotMs = performance.now() - snapStarted
+
+      // A follower killed and started again: until it answers a linearizable read.
+      const victim = members.find((m) => m !== leader && m !== members[1])!
+      victim.child!.kill("SIGKILL")
+      await until("the victim is gone", async () => (rssMb(victim.child?.pid) === 0 ? true : undefined))
+      const restartStarted = performance.now()
+      startMember(victim, members.filter((m) => m !== victim))
+      await until("the restarted follower serves a linearizable read", async () => ((await request(victim.port, "GET", "/v1/vms/s1")).status === 200 ? true : undefined), 300_000)
+      const restartMs = performance.now() - restartStarted
+
+      // The host with the most VMs dies.
+      const dead = [...hosts.values()].filter((h) => h.alive).sort((a, b) => b.vms.size - a.vms.size)[0]!
+      const moving = [...dead.vms]
+      dead.alive = false
+      const deathStarted = performance.now()
+      await until(
+        `host ${dead.id}'s ${moving.length} VMs running elsewhere`,
+        async () => (moving.every((vm) => { const at = running.get(vm); return at !== undefined && at !== dead.id }) ? true : undefined),
+        300_000
+      )
+      const movedMs = performance.now() - deathStarted
+      // It comes back empty (a rebooted machine): heartbeats again, marked up, and takes new VMs.
+      dead.alive = true
+
+      results.push({
+        name: `${target} VMs on ${hostCount} hosts`,
+        placementsPerSecond: Math.round((created - createdBefore - errors) / (createMs / 1000)),
+        createErrors: errors,
+        allReportedRunningMs: Math.round(allRunningMs),
+        leaderCpuMsPerPlacement: round(leaderCpuMs / Math.max(1, created - createdBefore), 3),
+        leaderRssMb: round(leaderRss),
+        followerRssMb: round(followerRss),
+        leaderKbPerVm: round(((leaderRss - baseline.leader) * 1024) / target, 2),
+        vmListFirstPageApiMs: round(median(apiPage)),
+        vmListFirstPageCliMs: Math.round(median(cliPage)),
+        snapshotBytes: snap,
+        snapshotSaveMs: Math.round(snapshotMs),
+        followerRestartToReadMs: Math.round(restartMs),
+        deadHost: { id: dead.id, vms: moving.length, allRunningElsewhereMs: Math.round(movedMs) },
+        heartbeats,
+        heartbeatFailures,
+        reportFailures
+      })
+      console.error(JSON.stringify(results.at(-1)))
+    }
+    stopped = true
+    await Promise.all(reporters)
+    return results
+  } finally {
+    for (const t of timers) clearInterval(t)
+    stopEvents()
+    for (const m of members) m.child?.kill("SIGKILL")
+    hostAgent.destroy()
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
+  }
+}
