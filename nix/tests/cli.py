@@ -3,10 +3,19 @@
 import json
 
 
+DATA_DIR = "/var/lib/blixard"  # the module's default services.blixard.dataDir
+
+
 def cli(machine, args, addr=None):
-    """Run `blixard ARGS` on `machine` against `addr` (default: the machine's own node)."""
+    """Run `blixard ARGS` on `machine` against `addr` (default: the machine's own node).
+
+    The address is the machine's name, not loopback, so the CLI does not guess where the node's
+    files are: `--data-dir` gives it the node's admin token (`api-token`) and the cluster CA
+    (`tls/ca.crt`) that the node's HTTPS certificate chains to. That admin token is valid on this
+    machine's node only, so `addr` must name it (or be given with a replicated token instead).
+    """
     target = addr or f"{machine.name}:{PORT}"
-    return machine.succeed(f"BLIXARD_ADDR={target} blixard {args}")
+    return machine.succeed(f"BLIXARD_ADDR={target} blixard --data-dir {DATA_DIR} {args}")
 
 
 def cli_json(machine, args, addr=None):
