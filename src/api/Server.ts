@@ -43,6 +43,7 @@ import { Cause, Context, Effect, Either, Exit, Layer, Option, ParseResult, Runti
 import * as http from "node:http"
 import type { Duplex } from "node:stream"
 import { InvalidArgument } from "../domain/Errors.js"
+import { startOf } from "../domain/VmSpec.js"
 import { isEncodeTransparent } from "../domain/Json.js"
 import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { type Access, type AuthOptions, EndpointAccess, forbidden, makeAuthenticate, permits } from "./Auth.js"
@@ -96,7 +97,7 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
   vms: {
     list: ({ urlParams }) => plane.listVms(readMode(urlParams), urlParams),
     get: ({ path, urlParams }) => plane.getVm(path.name, readMode(urlParams)),
-    create: ({ headers, payload }) => plane.createVm(payload.spec, { ...writeOptions(headers), start: payload.start }),
+    create: ({ headers, payload }) => plane.createVm(payload.spec, { ...writeOptions(headers), start: startOf(payload.start) }),
     start: ({ headers, path, payload }) => plane.startVm(path.name, writeOptions(headers, payload.ifRevision)),
     stop: ({ headers, path, payload }) => plane.stopVm(path.name, writeOptions(headers, payload.ifRevision)),
     delete: ({ headers, path, urlParams }) => plane.deleteVm(path.name, writeOptions(headers, urlParams.ifRevision)),

@@ -5,7 +5,7 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Console, Effect, Option } from "effect"
-import { MaxInlineConfigBytes, VmSpecDefaults } from "../domain/VmSpec.js"
+import { MaxInlineConfigBytes, StartOnCreate, VmSpecDefaults } from "../domain/VmSpec.js"
 import { VmName } from "../domain/VmName.js"
 import { NodeId } from "../domain/NodeId.js"
 import { VmPhase, type VmRecord } from "../domain/VmStatus.js"
@@ -117,7 +117,7 @@ const create = Command.make(
         file
       )
       const client = yield* BlixardClient
-      const record = yield* client.createVm(context.target, spec, { start: !args.noStart })
+      const record = yield* client.createVm(context.target, spec, { start: args.noStart ? false : StartOnCreate })
       yield* answerOrWait("created", record, context, { wait: args.wait, timeout: args.waitTimeout })
     })
 ).pipe(
