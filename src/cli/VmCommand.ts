@@ -192,16 +192,18 @@ const list = Command.make(
       yield* failOn(problems)
       const client = yield* BlixardClient
       const query = { ...filter, ...(node !== undefined ? { node } : {}), ...(Option.isSome(args.phase) ? { phase: args.phase.value } : {}) }
-      const fetch = fetchList({
-        what: "VMs",
-        limit,
-        all,
-        after,
-        keyOf: (vm: VmRecord) => vm.spec.name,
-        fetch: (limit, after) => client.listVms(context.target, { ...query, limit, ...(after !== undefined ? { after } : {}) })
-      })
-      if (args.watch) return yield* listAndWatch(context, fetch)
-      yield* Console.log(formatVmList(yield* fetch, context.json))
+      const fetch = (all: boolean) =>
+        fetchList({
+          what: "VMs",
+          limit,
+          all,
+          after,
+          keyOf: (vm: VmRecord) => vm.spec.name,
+          fetch: (limit, after) => client.listVms(context.target, { ...query, limit, ...(after !== undefined ? { after } : {}) })
+        })
+      // The watch keeps every VM past --after that the filters select, and shows the page of them.
+      if (args.watch) return yield* listAndWatch(context, { ...query, ...(after !== undefined ? { after } : {}), ...(all ? {} : { limit }) }, fetch(true))
+      yield* Console.log(formatVmList(yield* fetch(all), context.json))
     })
 ).pipe(
   Command.withDescription(
