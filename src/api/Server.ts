@@ -454,7 +454,8 @@ type Listener = (request: http.IncomingMessage, response: http.ServerResponse) =
  * body limit): the route; a declared `Content-Length` over `MaxBodyBytes` (refused unread); the token;
  * the path parameters; the body (read up to `MaxBodyBytes`, then parsed and decoded); the headers;
  * the query. The handler's Effect is forked on `runtime` and interrupted if the client goes away
- * before the answer, as the platform's server does.
+ * before the answer, as the platform's server does. A raw route (`RawRoutes.ts`) is matched first:
+ * its token and path parameters are checked the same way, then its handler answers as it likes.
  */
 const makeListener = (table: RouteTable, rawRoutes: ReadonlyArray<RawRoute>, options: ApiOptions, runtime: Runtime.Runtime<never>): Listener => {
   const runFork = Runtime.runFork(runtime)
