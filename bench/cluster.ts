@@ -120,8 +120,10 @@ export class Connection {
   }
 }
 
+/** Declared only (`start: false`): the runner does not exist, and a write benchmark should not make the agents try it. */
 const spec = (name: string) => ({
-  spec: { name, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }
+  spec: { name, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" },
+  start: false
 })
 
 interface Node {

@@ -67,7 +67,9 @@ const blixardWrite = (n: number): { path: string; body: string } => ({
       labels: {},
       constraints: [],
       restartPolicy: "never"
-    }
+    },
+    // Declared only: the runner does not exist, and the agents must not spend the run trying it.
+    start: false
   })
 })
 

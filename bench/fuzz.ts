@@ -221,8 +221,10 @@ const send = (port: number, method: string, pathname: string, headers: Record<st
     request.end(body)
   })
 
+// Declared only (`start: false`): the runner does not exist.
 const seedSpec = JSON.stringify({
-  spec: { name: "seed", source: { _tag: "Runner", path: "/nix/store/fuzz-seed" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }
+  spec: { name: "seed", source: { _tag: "Runner", path: "/nix/store/fuzz-seed" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" },
+  start: false
 })
 
 /** The VM `seed` exists (the requests about it would otherwise all be 404 once a fuzzed delete got through). */
@@ -407,7 +409,7 @@ export const peerTarget = (node: FuzzNode): PeerTarget => {
     },
     write: async (name) => {
       const body = JSON.parse(seedSpec) as { spec: Record<string, unknown> }
-      const created = await send(node.port, "POST", "/v1/vms", auth, JSON.stringify({ spec: { ...body.spec, name } })).catch(
+      const created = await send(node.port, "POST", "/v1/vms", auth, JSON.stringify({ ...body, spec: { ...body.spec, name } })).catch(
         (error: unknown) => ({ status: 0, body: String(error) })
       )
       return created.status === 201 ? true : `${created.status} ${created.body.slice(0, 300)}`

@@ -61,8 +61,8 @@ export const benchReschedule = async (rounds = 3) => {
       return r.status === 200 && (JSON.parse(r.body) as Array<unknown>).length === 3 ? true : undefined
     })
     const spec = { spec: { name: "web", source: { _tag: "Runner", path: runner }, vcpus: 1, memoryMiB: 256, labels: {}, constraints: [], restartPolicy: "always" } }
+    // Created running (POST /v1/vms starts a VM unless `"start": false`).
     await request(hosts[0]!.port, "POST", "/v1/vms", spec)
-    await request(hosts[0]!.port, "POST", "/v1/vms/web/start", {})
     const times: Array<number> = []
     for (let round = 0; round < rounds; round++) {
       const asker = () => hosts.find((h) => h.child !== undefined && h.child.exitCode === null)!

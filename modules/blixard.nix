@@ -511,6 +511,19 @@ in
       description = "The daemon's log level.";
     };
 
+    logFormat = mkOption {
+      type = types.enum [
+        "text"
+        "json"
+      ];
+      default = "text";
+      description = ''
+        How the daemon writes its log lines to the journal (`--log-format`): `text`, one readable
+        line each, or `json`, one JSON object per line (for Loki, Elasticsearch, journald's JSON
+        export and other log pipelines).
+      '';
+    };
+
     settings = mkOption {
       type = types.submodule { freeformType = settingsFormat.type; };
       default = { };
@@ -606,6 +619,7 @@ in
         requestMs = mkDefault cfg.timeouts.requestMs;
       };
       logLevel = mkDefault cfg.logLevel;
+      logFormat = mkDefault cfg.logFormat;
     };
 
     assertions = [

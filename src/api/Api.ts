@@ -16,7 +16,7 @@ import { NodeListParams, VmListParams } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostHeartbeat, HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import { VmName } from "../domain/VmName.js"
-import { VmChanges, VmSpecBody } from "../domain/VmSpec.js"
+import { CreateStart, VmChanges, VmSpecBody } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { EndpointAccess } from "./Auth.js"
 
@@ -71,9 +71,9 @@ export class Health extends Schema.Class<Health>("Health")({
 
 export const CreateVmBody = Schema.Struct({
   spec: VmSpecBody,
-  /** Start the VM once placed (the CLI's default); absent or false: it is created stopped. */
-  start: Schema.optionalWith(Schema.Boolean, { exact: true })
-}).annotations(strict('{ "spec": { "name": …, "source": … }, "start": true }'))
+  /** Start the VM once placed; absent: `StartOnCreate` (started, as `vm create`); false: created stopped. */
+  start: CreateStart
+}).annotations(strict('{ "spec": { "name": …, "source": … }, "start": false }'))
 export const UpdateBody = Schema.Struct({ ifRevision: Revision }).annotations(strict('{} or { "ifRevision": 3 }'))
 export const LabelsBody = Schema.Struct({ labels: Labels, ifRevision: Revision }).annotations(
   strict('{ "labels": { "zone": "a" }, "ifRevision": 3 }')

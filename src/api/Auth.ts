@@ -22,8 +22,11 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypt
 import type { ApiTokenRecord, Role } from "../domain/ApiToken.js"
 import { Forbidden, Unauthorized } from "../domain/Errors.js"
 
-/** What an endpoint needs: reading, the VMs' lifecycle, administration, or being a node of the cluster. */
-export type Access = "read" | "operate" | "admin" | "node"
+/**
+ * What an endpoint needs: reading, reading VMs' logs, the VMs' lifecycle, administration, or being a
+ * node of the cluster. Logs are not a read like the others: a guest may print secrets on its console.
+ */
+export type Access = "read" | "logs" | "operate" | "admin" | "node"
 
 /** The access an endpoint of `BlixardApi` needs (an annotation the server reads at start-up). */
 export class EndpointAccess extends Context.Tag("blixard/api/EndpointAccess")<EndpointAccess, Access>() {}
@@ -35,6 +38,7 @@ export type Principal =
 /** The roles that grant each access; a node credential grants every access. */
 const granted: Record<Access, ReadonlyArray<Role>> = {
   read: ["read-only", "operator", "admin"],
+  logs: ["operator", "admin"],
   operate: ["operator", "admin"],
   admin: ["admin"],
   node: []
@@ -42,6 +46,7 @@ const granted: Record<Access, ReadonlyArray<Role>> = {
 
 const roleFor: Record<Access, string> = {
   read: "any role",
+  logs: "the operator or admin role (a VM's log may hold secrets its guest printed)",
   operate: "the operator or admin role",
   admin: "the admin role",
   node: "a node's credential (only nodes of the cluster make this request)"

@@ -19,7 +19,7 @@ import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostHeartbeat, HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
-import type { VmChanges, VmSpec } from "../domain/VmSpec.js"
+import { startOf, type VmChanges, type VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { BlixardApi, type Health } from "./Api.js"
 import * as SnapshotHttp from "./SnapshotHttp.js"
@@ -79,7 +79,7 @@ export interface ApiClientShape {
   readonly addr: string
   readonly listVms: (options?: ReadOptions & VmQuery) => Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
   readonly getVm: (name: VmName, options?: ReadOptions) => Effect.Effect<VmRecord, BlixardError>
-  /** With `start`, the VM is created desired running. */
+  /** `start`: created desired running (true) or stopped (false); absent: `StartOnCreate`. */
   readonly createVm: (spec: VmSpec, options?: WriteOptions & { readonly start?: boolean | undefined }) => Effect.Effect<VmRecord, BlixardError>
   readonly startVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
   readonly stopVm: (name: VmName, options?: WriteOptions) => Effect.Effect<VmRecord, BlixardError>
@@ -300,7 +300,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       listVms: (read) => call(api.vms.list({ urlParams: { ...queryOf(read), ...urlParamsOf(read) } })),
       getVm: (name, read) => call(api.vms.get({ path: { name }, urlParams: urlParamsOf(read) })),
       createVm: (spec, write) =>
-        call(api.vms.create({ payload: { spec, ...(write?.start === true ? { start: true } : {}) }, headers: headersOf(write) })),
+        call(api.vms.create({ payload: { spec, start: startOf(write?.start) }, headers: headersOf(write) })),
       startVm: (name, write) => call(api.vms.start({ path: { name }, payload: body(write), headers: headersOf(write) })),
       stopVm: (name, write) => call(api.vms.stop({ path: { name }, payload: body(write), headers: headersOf(write) })),
       deleteVm: (name, write) =>

@@ -25,8 +25,8 @@ export interface StateSnapshot {
 
 /** `createVm`'s options: a write's, and whether the VM starts once placed. */
 export interface CreateVmOptions extends WriteOptions {
-  /** Create it desired running (its node starts it once placed); default: created stopped. */
-  readonly start?: boolean | undefined
+  /** Create it desired running (its node starts it once placed), or stopped. Said by every caller: the default is the API's and the CLI's (`StartOnCreate`). */
+  readonly start: boolean
 }
 
 /** `linearizable` (default): after a ReadIndex round. `stale`: this node's state as it is. */

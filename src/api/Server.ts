@@ -21,12 +21,14 @@
  * take one with status 405 and an `Allow` header; a missing or wrong API token is `Unauthorized`
  * (401), a token whose role does not allow the endpoint `Forbidden` (403). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
  *
- * Beside the route table, `GET /v1/events` streams the node's events (`src/events/EventStream.ts`):
- * Server-Sent Events are not a JSON answer an `HttpApi` endpoint can declare.
+ * Beside the route table, one table of raw routes (`RawRoutes.ts`) serves what is not one JSON value:
+ * `/openapi.json`, `GET /metrics` (given `metrics`), `GET /v1/events` (given `events`, Server-Sent
+ * Events), `GET /v1/cluster/snapshot`, and the node's own (`rawRoutes`: a VM's log, a joining node's
+ * certificate). They are matched, authorized, refused with 405 and described in `/openapi.json` as
+ * the JSON routes are.
  *
  * The node serves its peers' `/raft` websocket (`PeerTransport`'s endpoint) on the same port
- * (`layerSharedPort`), and, given `metrics`, `GET /metrics` (Prometheus text, read access) beside
- * `/openapi.json`: both are outside `BlixardApi`, which answers JSON only.
+ * (`layerSharedPort`).
  */
 import {
   HttpApi,
@@ -43,6 +45,7 @@ import { Cause, Context, Effect, Either, Exit, Layer, Option, ParseResult, Runti
 import * as http from "node:http"
 import type { Duplex } from "node:stream"
 import { InvalidArgument } from "../domain/Errors.js"
+import { startOf } from "../domain/VmSpec.js"
 import { isEncodeTransparent } from "../domain/Json.js"
 import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { type Access, type AuthOptions, EndpointAccess, forbidden, makeAuthenticate, permits } from "./Auth.js"
@@ -51,10 +54,11 @@ import * as ApiMetrics from "../metrics/ApiMetrics.js"
 import * as Prometheus from "../metrics/Prometheus.js"
 import * as PeerTransport from "../net/PeerTransport.js"
 import * as SnapshotHttp from "./SnapshotHttp.js"
-import type { RawRoute } from "./VmLogsRoute.js"
+import * as RawRoutes from "./RawRoutes.js"
+import type { RawRoute } from "./RawRoutes.js"
 import type { PeerEndpoint } from "../net/PeerTransport.js"
 import type { EventLog } from "../events/EventLog.js"
-import { EventsPath, type EventStreamOptions, resumeFrom, stream } from "../events/EventStream.js"
+import * as EventStream from "../events/EventStream.js"
 
 // ---------------------------------------------------------------------------------------------
 // Handlers
@@ -96,7 +100,7 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
   vms: {
     list: ({ urlParams }) => plane.listVms(readMode(urlParams), urlParams),
     get: ({ path, urlParams }) => plane.getVm(path.name, readMode(urlParams)),
-    create: ({ headers, payload }) => plane.createVm(payload.spec, { ...writeOptions(headers), start: payload.start }),
+    create: ({ headers, payload }) => plane.createVm(payload.spec, { ...writeOptions(headers), start: startOf(payload.start) }),
     start: ({ headers, path, payload }) => plane.startVm(path.name, writeOptions(headers, payload.ifRevision)),
     stop: ({ headers, path, payload }) => plane.stopVm(path.name, writeOptions(headers, payload.ifRevision)),
     delete: ({ headers, path, urlParams }) => plane.deleteVm(path.name, writeOptions(headers, urlParams.ifRevision)),
@@ -155,8 +159,8 @@ export interface ApiOptions {
    */
   readonly metrics?: Effect.Effect<string> | undefined
   /** The node's events, served as Server-Sent Events at `GET /v1/events` (absent: no such path). */
-  readonly events?: (EventStreamOptions & { readonly log: EventLog }) | undefined
-  /** Endpoints answering other than one JSON value (e.g. a streamed log), checked before the route table. */
+  readonly events?: (EventStream.EventStreamOptions & { readonly log: EventLog }) | undefined
+  /** The node's own routes answering other than one JSON value (a VM's log, TLS bootstrap), beside the server's (`RawRoutes.ts`). */
   readonly rawRoutes?: ReadonlyArray<RawRoute> | undefined
 }
 
@@ -176,12 +180,35 @@ interface Answerable {
   readonly write: (value: unknown) => Either.Either<string, ParseResult.ParseError>
 }
 
-interface Route {
-  readonly method: HttpMethod.HttpMethod
-  /** The path template's segments after the leading `/`: a literal, or `undefined` for a parameter. */
+/** A path template, as routes are matched. */
+interface Template {
+  /** The template as declared, e.g. `/v1/vms/:name`. */
+  readonly path: string
+  /** The template's segments after the leading `/`: a literal, or `undefined` for a parameter. */
   readonly segments: ReadonlyArray<string | undefined>
   /** The parameters' names, in the order they appear. */
   readonly params: ReadonlyArray<string>
+}
+
+/** `path`'s segments and parameters; what this server cannot match (beyond `:param` segments) stops it at start-up. */
+const templateOf = (path: string, name: string): Template => {
+  const segments: Array<string | undefined> = []
+  const params: Array<string> = []
+  for (const segment of path.slice(1).split("/")) {
+    if (/^:\w+$/.test(segment)) {
+      segments.push(undefined)
+      params.push(segment.slice(1))
+    } else if (/[:*?]/.test(segment)) {
+      throw new Error(`${name}: the API server does not support the path segment "${segment}"`)
+    } else {
+      segments.push(segment)
+    }
+  }
+  return { path, segments, params }
+}
+
+interface Route extends Template {
+  readonly method: HttpMethod.HttpMethod
   /** What the caller's token must grant; absent: no token needed (the group has no `Authorization` middleware). */
   readonly access: Access | undefined
   readonly decodePath: Decode | undefined
@@ -194,9 +221,27 @@ interface Route {
   readonly successes: ReadonlyArray<Answerable>
 }
 
+/** A raw route (`RawRoutes.ts`), matched as the JSON routes are. */
+interface RawEntry extends Template {
+  readonly route: RawRoute
+}
+
+/** Routes by method, the more specific first (a literal segment before a parameter). */
+type ByMethod<R extends Template> = ReadonlyMap<string, ReadonlyArray<R>>
+
+const byMethodOf = <R extends Template>(routes: Iterable<readonly [method: string, route: R]>): ByMethod<R> => {
+  const byMethod = new Map<string, Array<R>>()
+  for (const [method, route] of routes) {
+    const list = byMethod.get(method) ?? []
+    list.push(route)
+    byMethod.set(method, list)
+  }
+  for (const list of byMethod.values()) list.sort(moreSpecific)
+  return byMethod
+}
+
 interface RouteTable {
-  /** Routes by method, the more specific first (a literal segment before a parameter). */
-  readonly routes: ReadonlyMap<string, ReadonlyArray<Route>>
+  readonly routes: ByMethod<Route>
   /** One encoder for every error of the API (its own, its groups', its endpoints'), as `HttpApiBuilder` has. */
   readonly errors: ReadonlyArray<Answerable>
 }
@@ -255,7 +300,7 @@ const isSingleString = (ast: SchemaAST.AST): boolean => {
 }
 
 /** The first position where one template has a literal and the other a parameter decides. */
-const moreSpecific = (a: Route, b: Route): number => {
+const moreSpecific = (a: Template, b: Template): number => {
   for (let i = 0; i < Math.min(a.segments.length, b.segments.length); i++) {
     const literalA = a.segments[i] !== undefined
     if (literalA !== (b.segments[i] !== undefined)) return literalA ? -1 : 1
@@ -269,7 +314,7 @@ const moreSpecific = (a: Route, b: Route): number => {
  * template beyond `:param` segments) stops it at start-up instead of being served differently.
  */
 const compile = (handlers: Handlers): RouteTable => {
-  const byMethod = new Map<string, Array<Route>>()
+  const routes: Array<readonly [string, Route]> = []
   const errorSchemas: Array<Schema.Schema.Any> = [BlixardApi.errorSchema]
   const byName = handlers as unknown as Record<string, Record<string, Route["handle"] | undefined> | undefined>
   HttpApi.reflect(BlixardApi, {
@@ -284,18 +329,6 @@ const compile = (handlers: Handlers): RouteTable => {
       }
       const handle = byName[group.identifier]?.[endpoint.name]
       if (handle === undefined) throw new Error(`${name}: no handler`)
-      const segments: Array<string | undefined> = []
-      const params: Array<string> = []
-      for (const segment of endpoint.path.slice(1).split("/")) {
-        if (/^:\w+$/.test(segment)) {
-          segments.push(undefined)
-          params.push(segment.slice(1))
-        } else if (/[:*?]/.test(segment)) {
-          throw new Error(`${name}: the API server does not support the path segment "${segment}"`)
-        } else {
-          segments.push(segment)
-        }
-      }
       const urlParams = endpoint.urlParamsSchema
       const listParams = new Set<string>()
       if (urlParams._tag === "Some") {
@@ -313,9 +346,8 @@ const compile = (handlers: Handlers): RouteTable => {
       // Fail closed: an endpoint behind the token must say which roles may call it.
       if (authorize && access === undefined) throw new Error(`${name}: the endpoint needs the token but declares no EndpointAccess`)
       const route: Route = {
+        ...templateOf(endpoint.path, name),
         method: endpoint.method,
-        segments,
-        params,
         access: authorize ? access : undefined,
         decodePath: decoder(endpoint.pathSchema),
         decodePayload: decoder(endpoint.payloadSchema),
@@ -325,13 +357,10 @@ const compile = (handlers: Handlers): RouteTable => {
         handle,
         successes: answerables([endpoint.successSchema], HttpApiSchema.getStatusSuccessAST, true)
       }
-      const routes = byMethod.get(endpoint.method) ?? []
-      routes.push(route)
-      byMethod.set(endpoint.method, routes)
+      routes.push([endpoint.method, route])
     }
   })
-  for (const routes of byMethod.values()) routes.sort(moreSpecific)
-  return { routes: byMethod, errors: answerables(errorSchemas, HttpApiSchema.getStatusErrorAST, false) }
+  return { routes: byMethodOf(routes), errors: answerables(errorSchemas, HttpApiSchema.getStatusErrorAST, false) }
 }
 
 /**
@@ -339,8 +368,8 @@ const compile = (handlers: Handlers): RouteTable => {
  * platform's router, `HEAD` is answered by the `GET` route (Node sends no body), and a trailing or
  * repeated `/` does not count.
  */
-const match = (table: RouteTable, method: string, path: string): { route: Route; values: Array<string> } | undefined => {
-  const routes = table.routes.get(method === "HEAD" ? "GET" : method)
+const match = <R extends Template>(table: ByMethod<R>, method: string, path: string): { route: R; values: Array<string> } | undefined => {
+  const routes = table.get(method === "HEAD" ? "GET" : method)
   if (routes === undefined || !path.startsWith("/")) return undefined
   const parts = path.split("/").filter((part) => part !== "")
   candidates: for (const route of routes) {
@@ -360,10 +389,10 @@ const noLists: ReadonlySet<string> = new Set()
 
 const methodOrder = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
-/** The methods `path` answers (for a 405's `Allow`); `HEAD` wherever `GET` is. */
-const allowedMethods = (table: RouteTable, path: string, fixed: ReadonlyArray<string>): Array<string> => {
-  const allowed = new Set<string>(fixed.includes(path) ? ["GET", "HEAD"] : [])
-  for (const method of table.routes.keys()) if (match(table, method, path) !== undefined) allowed.add(method)
+/** The methods `path` answers in any of `tables` (for a 405's `Allow`); `HEAD` wherever `GET` is. */
+const allowedMethods = (tables: ReadonlyArray<ByMethod<Template>>, path: string): Array<string> => {
+  const allowed = new Set<string>()
+  for (const table of tables) for (const method of table.keys()) if (match(table, method, path) !== undefined) allowed.add(method)
   if (allowed.has("GET")) allowed.add("HEAD")
   return [...allowed].sort((a, b) => methodOrder.indexOf(a) - methodOrder.indexOf(b))
 }
@@ -426,10 +455,12 @@ type Listener = (request: http.IncomingMessage, response: http.ServerResponse) =
  * body limit): the route; a declared `Content-Length` over `MaxBodyBytes` (refused unread); the token;
  * the path parameters; the body (read up to `MaxBodyBytes`, then parsed and decoded); the headers;
  * the query. The handler's Effect is forked on `runtime` and interrupted if the client goes away
- * before the answer, as the platform's server does.
+ * before the answer, as the platform's server does. A raw route (`RawRoutes.ts`) is matched first:
+ * its token and path parameters are checked the same way, then its handler answers as it likes.
  */
-const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.Runtime<never>, plane: ControlPlaneShape): Listener => {
+const makeListener = (table: RouteTable, rawRoutes: ReadonlyArray<RawRoute>, options: ApiOptions, runtime: Runtime.Runtime<never>): Listener => {
   const runFork = Runtime.runFork(runtime)
+  const raw = byMethodOf(rawRoutes.map((route) => [route.method, { ...templateOf(route.path, `${route.method} ${route.path}`), route }] as const))
   const authenticate = options.auth === undefined ? undefined : makeAuthenticate(options.auth)
   /** The caller's verdict for `access`: `undefined` to go on, else the error to answer. */
   const refusal = (request: http.IncomingMessage, access: Access, what: string) => {
@@ -438,7 +469,6 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     if (Either.isLeft(principal)) return principal.left
     return permits(principal.right, access) ? undefined : forbidden(principal.right, access, what)
   }
-  const document = JSON.stringify(SnapshotHttp.describe(OpenApi.fromApi(BlixardApi)))
 
   const unexpected = (request: http.IncomingMessage, response: http.ServerResponse, cause: Cause.Cause<unknown>) => {
     runFork(Effect.logError(`API: ${request.method} ${pathOf(request.url ?? "/")} failed unexpectedly; answered 500`, cause))
@@ -466,9 +496,6 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
   /** `InvalidArgument` with a status of its own (413, 404, 405); `close` when the rest of the body is not read. */
   const refuse = (response: http.ServerResponse, status: number, error: InvalidArgument, close = false, headers?: http.OutgoingHttpHeaders) =>
     send(response, status, JSON.stringify(encodeInvalid(error)), "application/json", close, headers)
-
-  /** Paths served beside the route table, by `GET` (and `HEAD`). */
-  const fixedPaths = options.events === undefined ? ["/openapi.json"] : ["/openapi.json", EventsPath]
 
   const answer = (request: http.IncomingMessage, response: http.ServerResponse, route: Route, exit: Exit.Exit<unknown, unknown>) => {
     if (response.writableEnded || response.destroyed) return
@@ -529,48 +556,45 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     })
   }
 
+  /** Path parameters by name, percent-decoded; `undefined` when one is not valid percent-encoding. */
+  const paramsOf = (template: Template, values: ReadonlyArray<string>): Record<string, string> | undefined => {
+    const params: Record<string, string> = {}
+    try {
+      for (const [index, name] of template.params.entries()) params[name] = decodeURIComponent(values[index]!)
+    } catch {
+      return undefined
+    }
+    return params
+  }
+  const badEncoding = (response: http.ServerResponse, where: string) =>
+    refuse(response, 400, new InvalidArgument({ message: `${where}: the path is not valid percent-encoding`, subject: where }))
+
+  const serveRaw = (request: http.IncomingMessage, response: http.ServerResponse, entry: RawEntry, values: ReadonlyArray<string>, where: string, query: string) => {
+    if (entry.route.access !== undefined) {
+      const refused = refusal(request, entry.route.access, where)
+      if (refused !== undefined) return fail(request, response, refused)
+    }
+    const params = paramsOf(entry, values)
+    if (params === undefined) return badEncoding(response, where)
+    entry.route.handle(request, response, {
+      params,
+      query: new URLSearchParams(query),
+      runFork,
+      fail: (error, cause) => guarded(request, response, () => fail(request, response, error, cause))
+    })
+  }
+
   const serve = (request: http.IncomingMessage, response: http.ServerResponse) => {
     const url = request.url ?? "/"
     const at = url.indexOf("?")
     const path = at === -1 ? url : url.slice(0, at)
     const method = request.method ?? "GET"
-    if (path === "/metrics" && options.metrics !== undefined && (method === "GET" || method === "HEAD")) {
-      const refused = refusal(request, "read", `${method} ${path}`)
-      if (refused !== undefined) return fail(request, response, refused)
-      const scrape = runFork(options.metrics)
-      return scrape.addObserver((exit) =>
-        guarded(request, response, () =>
-          Exit.isSuccess(exit) ? send(response, 200, exit.value, Prometheus.contentType) : unexpected(request, response, exit.cause)
-        )
-      )
-    }
-    if (path === "/openapi.json" && (method === "GET" || method === "HEAD")) {
-      const refused = refusal(request, "read", `${method} ${path}`)
-      return refused !== undefined ? fail(request, response, refused) : send(response, 200, document, "application/json")
-    }
-    for (const raw of options.rawRoutes ?? []) {
-      const matched = raw.method === method ? raw.path.exec(path) : null
-      if (matched === null) continue
-      const refused = refusal(request, raw.access, `${method} ${path}`)
-      return refused !== undefined ? fail(request, response, refused) : raw.handle(request, response, matched, runFork)
-    }
-    if (path === SnapshotHttp.path && (method === "GET" || method === "HEAD")) {
-      const refused = refusal(request, "admin", `${method} ${path}`)
-      if (refused !== undefined) return fail(request, response, refused)
-      return SnapshotHttp.serve({ plane, runFork, fail: (error, cause) => fail(request, response, error, cause) }, response)
-    }
     const where = `${method} ${path}`
-    const events = options.events
-    if (path === EventsPath && events !== undefined && (method === "GET" || method === "HEAD")) {
-      const refused = refusal(request, "read", where)
-      if (refused !== undefined) return fail(request, response, refused)
-      const from = resumeFrom(request.headers["last-event-id"] as string | undefined, new URLSearchParams(at === -1 ? "" : url.slice(at + 1)).get("since"))
-      if (Either.isLeft(from)) return fail(request, response, from.left)
-      return stream(events.log, request, response, from.right, events)
-    }
-    const found = match(table, method, path)
+    const rawFound = match(raw, method, path)
+    if (rawFound !== undefined) return serveRaw(request, response, rawFound.route, rawFound.values, where, at === -1 ? "" : url.slice(at + 1))
+    const found = match(table.routes, method, path)
     if (found === undefined) {
-      const allowed = allowedMethods(table, path, fixedPaths)
+      const allowed = allowedMethods([table.routes, raw], path)
       if (allowed.length > 0) {
         const message = `${where}: ${path} does not take ${method}; it takes ${allowed.join(", ")}`
         return refuse(response, 405, new InvalidArgument({ message, subject: where }), false, { allow: allowed.join(", ") })
@@ -587,12 +611,8 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     }
     const input: Record<string, unknown> = {}
     if (route.decodePath !== undefined) {
-      const params: Record<string, string> = {}
-      try {
-        for (const [index, name] of route.params.entries()) params[name] = decodeURIComponent(values[index]!)
-      } catch {
-        return refuse(response, 400, new InvalidArgument({ message: `${where}: the path is not valid percent-encoding`, subject: where }))
-      }
+      const params = paramsOf(route, values)
+      if (params === undefined) return badEncoding(response, where)
       const decoded = route.decodePath(params)
       if (Either.isLeft(decoded)) return fail(request, response, invalidInput(where, decoded.left))
       input.path = decoded.right
@@ -635,10 +655,9 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
     })
   }
 
-  const templates = new Map<Route, string>()
+  const templates = new Map<Template, string>()
   const routeOf = (method: string, path: string): string => {
-    if (path === "/metrics" || path === "/openapi.json") return path
-    const route = match(table, method, path)?.route
+    const route = match(raw, method, path)?.route ?? match(table.routes, method, path)?.route
     if (route === undefined) return "unmatched"
     let known = templates.get(route)
     if (known === undefined) templates.set(route, (known = ApiMetrics.template(route.segments, route.params)))
@@ -653,6 +672,59 @@ const makeListener = (table: RouteTable, options: ApiOptions, runtime: Runtime.R
 }
 
 // ---------------------------------------------------------------------------------------------
+// Raw routes
+// ---------------------------------------------------------------------------------------------
+
+const metricsRoute = (scrape: Effect.Effect<string>): RawRoute => ({
+  method: "GET",
+  path: "/metrics",
+  access: "read",
+  operation: {
+    tags: ["metrics"],
+    operationId: "metrics",
+    description: "The node's metrics in the Prometheus text format (Raft, peers, API, VMs, agent, process). Any role's token.",
+    responses: { "200": { description: "Prometheus text exposition format 0.0.4", content: { [Prometheus.contentType]: { schema: { type: "string" } } } } }
+  },
+  handle: (_request, response, { fail, runFork }) =>
+    runFork(scrape).addObserver((exit) => (Exit.isSuccess(exit) ? send(response, 200, exit.value, Prometheus.contentType) : fail(Cause.squash(exit.cause), exit.cause)))
+})
+
+const openApiRoute = (document: () => string): RawRoute => ({
+  method: "GET",
+  path: "/openapi.json",
+  access: "read",
+  operation: {
+    tags: ["api"],
+    operationId: "openapi",
+    description: "This document: every route the node serves. Any role's token.",
+    responses: { "200": { description: "The OpenAPI 3.1 document", content: { "application/json": { schema: { type: "object" } } } } }
+  },
+  handle: (_request, response) => send(response, 200, document(), "application/json")
+})
+
+/** The server's raw routes for `options` (`RawRoutes.ts`), `/openapi.json` first, describing them all and the JSON API. */
+const rawRoutesOf = (options: ApiOptions, plane: ControlPlaneShape): ReadonlyArray<RawRoute> => {
+  let document: string | undefined
+  const routes: Array<RawRoute> = [
+    openApiRoute(() => (document ??= JSON.stringify(RawRoutes.describe(OpenApi.fromApi(BlixardApi), routes)))),
+    ...(options.metrics === undefined ? [] : [metricsRoute(options.metrics)]),
+    ...(options.events === undefined ? [] : [EventStream.route(options.events.log, options.events)]),
+    SnapshotHttp.route(plane),
+    ...(options.rawRoutes ?? [])
+  ]
+  return routes
+}
+
+/**
+ * Every route a server with `options` serves, as method and path template (`/v1/vms/:name`): the
+ * JSON routes and the raw ones, from the tables the listener matches with.
+ */
+export const routesOf = (options: ApiOptions, plane: ControlPlaneShape): ReadonlyArray<{ readonly method: string; readonly path: string }> => [
+  ...[...compile(handlersOf(plane)).routes.values()].flat().map((route) => ({ method: route.method, path: route.path })),
+  ...rawRoutesOf(options, plane).map((route) => ({ method: route.method, path: route.path }))
+]
+
+// ---------------------------------------------------------------------------------------------
 // Layers
 // ---------------------------------------------------------------------------------------------
 
@@ -661,15 +733,13 @@ export interface ServerOptions extends ApiOptions {
   readonly host: string
   /** Serve HTTPS with this certificate (PEM), asking clients for one from `ca` (peers must present it). */
   readonly tls?: { readonly ca: string; readonly cert: string; readonly key: string } | undefined
-  /** Requests it answers (returns true) never reach the API: a joining node's certificate (`TlsBootstrap`). */
-  readonly tlsBootstrap?: ((request: http.IncomingMessage, response: http.ServerResponse) => boolean) | undefined
 }
 
 /** The API's request listener over this layer's `ControlPlane` and runtime. */
 const listener = (options: ServerOptions) =>
   Effect.gen(function* () {
     const plane = yield* ControlPlane
-    return makeListener(compile(handlersOf(plane)), options, yield* Effect.runtime<never>(), plane)
+    return makeListener(compile(handlersOf(plane)), rawRoutesOf(options, plane), options, yield* Effect.runtime<never>())
   })
 
 /**
@@ -700,8 +770,5 @@ export const layerSharedPort = (
 ): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, ControlPlane | PeerEndpoint> =>
   Layer.scoped(
     HttpServer.HttpServer,
-    Effect.flatMap(listener(options), (api) => {
-      const bootstrap = options.tlsBootstrap
-      return PeerTransport.listen(options, bootstrap === undefined ? api : (request, response) => void (bootstrap(request, response) || api(request, response)))
-    })
+    Effect.flatMap(listener(options), (api) => PeerTransport.listen(options, api))
   )

@@ -1,7 +1,7 @@
 /**
  * `GET /v1/cluster/snapshot` (admin): the replicated state as a snapshot file (`SnapshotFile.ts`),
  * streamed as it is serialised. The route table of `Server.ts` answers JSON only, so this endpoint
- * is served beside it, after the same token check.
+ * is one of its raw routes (`RawRoutes.ts`), after the same token check.
  *
  * The state is captured at an index the leader confirmed (`ControlPlane.snapshot`), then written a
  * piece at a time, each after the socket took the previous one: a large state never sits whole in
@@ -9,21 +9,14 @@
  */
 import { Effect, Exit, Cause } from "effect"
 import type * as http from "node:http"
-import type { RuntimeFiber } from "effect/Fiber"
 import { HttpServerError } from "@effect/platform"
 import * as SnapshotFile from "../cluster/SnapshotFile.js"
 import { NotImplemented, type BlixardError } from "../domain/Errors.js"
 import type { ControlPlaneShape, StateSnapshot } from "./ControlPlane.js"
+import { errorResponse, type RawRoute } from "./RawRoutes.js"
 
 export const path = "/v1/cluster/snapshot"
 export const contentType = "application/x-blixard-snapshot"
-
-export interface SnapshotServing {
-  readonly plane: ControlPlaneShape
-  readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => RuntimeFiber<A, E>
-  /** Answers a failure as the API does (its status and JSON). */
-  readonly fail: (error: unknown, cause: Cause.Cause<unknown>) => void
-}
 
 /** Writes `snapshot`'s file text to `response`, waiting for the socket to drain between pieces. */
 const stream = (snapshot: StateSnapshot, response: http.ServerResponse): void => {
@@ -49,43 +42,32 @@ const stream = (snapshot: StateSnapshot, response: http.ServerResponse): void =>
   pump()
 }
 
-/** `document` (the API's OpenAPI document, as JSON) with this endpoint added: it is served beside the route table. */
-export const describe = <D extends { readonly paths?: Record<string, unknown> }>(document: D): D => {
-  const error = (description: string, ...names: ReadonlyArray<string>) => ({
-    description,
-    content: { "application/json": { schema: { anyOf: names.map((name) => ({ $ref: `#/components/schemas/${name}` })) } } }
-  })
-  const paths = { ...document.paths }
-  paths[path] = {
-    get: {
-      tags: ["cluster"],
-      operationId: "cluster.snapshot",
-      description:
-        "The replicated state at an index the leader confirmed, as a snapshot file: a JSON header line (magic, format, clusterId, index, term, node, createdAt), the state as one line of JSON, and a line with the SHA-256 and length of the two. Streamed. Admin only.",
-      security: [{ bearer: [] }],
-      responses: {
-        "200": { description: "The snapshot file", content: { [contentType]: { schema: { type: "string", format: "binary" } } } },
-        "401": error("Unauthorized", "Unauthorized"),
-        "403": error("Forbidden: the token's role is not admin", "Forbidden"),
-        "501": error("NotImplemented", "NotImplemented"),
-        "503": error("NotLeader, Unavailable: no leader confirmed the index", "NotLeader", "Unavailable"),
-        "504": error("Timeout", "Timeout")
-      }
+export const route = (plane: ControlPlaneShape): RawRoute => ({
+  method: "GET",
+  path,
+  access: "admin",
+  operation: {
+    tags: ["cluster"],
+    operationId: "cluster.snapshot",
+    description:
+      "The replicated state at an index the leader confirmed, as a snapshot file: a JSON header line (magic, format, clusterId, index, term, node, createdAt), the state as one line of JSON, and a line with the SHA-256 and length of the two. Streamed. Admin only.",
+    responses: {
+      "200": { description: "The snapshot file", content: { [contentType]: { schema: { type: "string", format: "binary" } } } },
+      "501": errorResponse("NotImplemented", "NotImplemented"),
+      "503": errorResponse("NotLeader, Unavailable: no leader confirmed the index", "NotLeader", "Unavailable"),
+      "504": errorResponse("Timeout", "Timeout")
     }
+  },
+  handle: (_request, response, { fail, runFork }) => {
+    const snapshot: Effect.Effect<StateSnapshot, BlixardError> = plane.snapshot ?? Effect.fail(new NotImplemented({ message: "this API serves no cluster snapshots" }))
+    const fiber = runFork(snapshot)
+    fiber.addObserver((exit) => {
+      if (response.destroyed) return
+      if (Exit.isFailure(exit)) return fail(Cause.squash(exit.cause), exit.cause)
+      stream(exit.value, response)
+    })
+    response.once("close", () => {
+      if (!response.writableEnded) fiber.unsafeInterruptAsFork(HttpServerError.clientAbortFiberId)
+    })
   }
-  return { ...document, paths }
-}
-
-export const serve = (serving: SnapshotServing, response: http.ServerResponse): void => {
-  const snapshot: Effect.Effect<StateSnapshot, BlixardError> =
-    serving.plane.snapshot ?? Effect.fail(new NotImplemented({ message: "this API serves no cluster snapshots" }))
-  const fiber = serving.runFork(snapshot)
-  fiber.addObserver((exit) => {
-    if (response.destroyed) return
-    if (Exit.isFailure(exit)) return serving.fail(Cause.squash(exit.cause), exit.cause)
-    stream(exit.value, response)
-  })
-  response.once("close", () => {
-    if (!response.writableEnded) fiber.unsafeInterruptAsFork(HttpServerError.clientAbortFiberId)
-  })
-}
+})

@@ -2,36 +2,23 @@
  * `GET /v1/vms/NAME/logs?follow=true&tail=N` on every node: the VM's log (`vm/VmLogs.ts`) as
  * `text/plain`, streamed (chunked) for as long as the client listens when following.
  *
- * Served outside the JSON route table (`Server.ts` `rawRoutes`): the answer is a stream of text, not
- * one JSON value. Errors are still Blixard's JSON errors with their status. The node that hosts the
+ * One of the server's raw routes (`RawRoutes.ts`): the answer is a stream of text, not one JSON
+ * value. Errors are still Blixard's JSON errors with their status. It needs the `logs` access
+ * (operator or admin, `Auth.ts`): a guest may print secrets on its console. The node that hosts the
  * VM (per this node's replicated state) serves it from its disk; any other node forwards the
  * request to the hosting node's API with its own node credential (as a follower forwards writes),
  * marked so the hosting node answers from its disk and never forwards again. When the client goes
  * away, the stream (a file poll or `journalctl`) or the forwarded request is ended at once.
  */
-import { Cause, Effect, Exit, type Fiber, Schema, Stream } from "effect"
+import { Cause, Effect, Exit, Schema, Stream } from "effect"
 import * as http from "node:http"
 import * as https from "node:https"
 import { BlixardError, InvalidArgument, Unavailable, VmNotFound } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import { VmName } from "../domain/VmName.js"
 import type { VmLogRequest } from "../vm/VmLogs.js"
-import type { Access } from "./Auth.js"
 import type { ClientTls } from "./Client.js"
-
-/** A request the JSON route table does not serve (see `Server.ts`). */
-export interface RawRoute {
-  readonly method: string
-  /** Matches the path; its groups are handed to `handle`. */
-  readonly path: RegExp
-  readonly access: Access
-  readonly handle: (
-    request: http.IncomingMessage,
-    response: http.ServerResponse,
-    match: RegExpExecArray,
-    runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
-  ) => void
-}
+import { errorResponse, type RawRoute } from "./RawRoutes.js"
 
 /** Where the VM's log is: here, on another node (its API address), or nowhere. */
 export type LogLocation =
@@ -78,13 +65,11 @@ const Query = Schema.Struct({
 })
 const decodeQuery = Schema.decodeUnknownEither(Query, { onExcessProperty: "error" })
 
-const parse = (url: string, rawName: string): VmLogRequest | InvalidArgument => {
+const parse = (rawName: string, params: URLSearchParams): VmLogRequest | InvalidArgument => {
   const where = `GET /v1/vms/${rawName}/logs`
-  const name = Schema.decodeUnknownEither(VmName)(decodeURIComponent(rawName))
+  const name = Schema.decodeUnknownEither(VmName)(rawName)
   if (name._tag === "Left") return new InvalidArgument({ subject: rawName, message: `${where}: the VM name must be a lowercase DNS label` })
-  const at = url.indexOf("?")
-  const query = Object.fromEntries(new URLSearchParams(at === -1 ? "" : url.slice(at + 1)))
-  const decoded = decodeQuery(query)
+  const decoded = decodeQuery(Object.fromEntries(params))
   if (decoded._tag === "Left") {
     return new InvalidArgument({ subject: "query", message: `${where}: follow is true or false, tail a whole number of lines from 0 to 1000000` })
   }
@@ -96,7 +81,7 @@ const serveLocal = (
   options: VmLogsRouteOptions,
   request: VmLogRequest,
   response: http.ServerResponse,
-  runFork: Parameters<RawRoute["handle"]>[3]
+  runFork: Parameters<RawRoute["handle"]>[2]["runFork"]
 ) => {
   const write = (chunk: string) =>
     Effect.async<void>((resume) => {
@@ -170,12 +155,31 @@ const forward = (
   response.once("close", () => upstream.destroy())
 }
 
+export const path = "/v1/vms/:name/logs"
+
 export const route = (options: VmLogsRouteOptions): RawRoute => ({
   method: "GET",
-  path: /^\/v1\/vms\/([^/]+)\/logs\/?$/,
-  access: "read",
-  handle: (request, response, match, runFork) => {
-    const parsed = parse(request.url ?? "", match[1]!)
+  path,
+  access: "logs",
+  operation: {
+    tags: ["vms"],
+    operationId: "vms.logs",
+    description:
+      "The VM's log: its runner's console output, the build log and Blixard's own lines (process mode: the log file; systemd mode: the build log, then the unit's journal), from whichever node hosts it (any node forwards). Streamed as text/plain; with follow, until the client goes away. Needs the operator or admin role: a guest may print secrets on its console.",
+    parameters: [
+      { name: "name", in: "path", required: true, description: "The VM's name", schema: { type: "string" } },
+      { name: "follow", in: "query", required: false, description: "Keep sending what the VM writes (default false).", schema: { type: "boolean" } },
+      { name: "tail", in: "query", required: false, description: "Begin with the last N lines (default: the whole log).", schema: { type: "integer", minimum: 0, maximum: 1_000_000 } }
+    ],
+    responses: {
+      "200": { description: "The log, streamed", content: { "text/plain; charset=utf-8": { schema: { type: "string" } } } },
+      "400": errorResponse("InvalidArgument: the name, follow or tail is malformed", "InvalidArgument"),
+      "404": errorResponse("VmNotFound", "VmNotFound"),
+      "503": errorResponse("Unavailable: the VM is not placed, or its node does not answer", "Unavailable")
+    }
+  },
+  handle: (request, response, { params, query, runFork }) => {
+    const parsed = parse(params.name!, query)
     if (parsed instanceof InvalidArgument) return sendError(response, parsed)
     const location = request.headers[ForwardedHeader] !== undefined ? { _tag: "Here" as const } : options.locate(parsed.name)
     switch (location._tag) {

@@ -32,7 +32,7 @@ export interface Target {
 }
 
 export interface BlixardClientApi {
-  /** `start`: created desired running (`vm create` without `--no-start`). */
+  /** `start`: created desired running, or stopped (`--no-start`); absent: `StartOnCreate`. */
   readonly createVm: (target: Target, spec: VmSpec, options?: { readonly start?: boolean }) => Effect.Effect<VmRecord, BlixardError>
   readonly startVm: (target: Target, name: VmName) => Effect.Effect<VmRecord, BlixardError>
   readonly stopVm: (target: Target, name: VmName) => Effect.Effect<VmRecord, BlixardError>

@@ -2,19 +2,24 @@
  * `blixard events [--since N] [--fallback HOST:PORT]... [--json]`: follows the cluster's event
  * stream, one line per event (`--json`: one line per applied entry, its `EventBatch`, or
  * `{"resync":…}`), reconnecting through dropped connections (`EventFollow.ts`). And the watch of
- * `vm list --watch`: the list, printed again whenever an event may have changed it.
+ * `vm list --watch`: the list, kept current by the events (`VmListView.ts`) and printed again
+ * whenever it changed.
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Console, Duration, Effect, Option, Ref } from "effect"
 import type { ClusterEvent, EventBatch, Resync } from "../domain/ClusterEvent.js"
+import type { BlixardError } from "../domain/Errors.js"
+import type { VmQuery } from "../domain/ListQuery.js"
+import type { VmName } from "../domain/VmName.js"
 import { HostPort } from "../domain/NodeInfo.js"
 import type { VmRecord } from "../domain/VmStatus.js"
 import { BlixardClient } from "./BlixardClient.js"
-import { type FollowMessage, type FollowTarget, follow } from "./EventFollow.js"
+import { type FollowMessage, type FollowOptions, type FollowTarget, follow } from "./EventFollow.js"
 import { formatVmList } from "./Format.js"
 import { type ClientContext, clientContext, clientOptions } from "./GlobalOptions.js"
 import { check, invalidArgument } from "./Validate.js"
+import { VmListView } from "./VmListView.js"
 
 /** `12  vm.placed  web  node=1 revision=2` */
 export const formatEvent = (batch: EventBatch, event: ClusterEvent): string => {
@@ -86,46 +91,83 @@ export const eventsCommand = Command.make("events", { ...clientOptions, since, f
   )
 )
 
-/** Events that may change the VM list (everything but tokens and membership). */
-const touchesVms = (message: FollowMessage): boolean =>
-  message._tag === "Resync" || message.batch.events.some((event) => event.type.startsWith("vm.") || event.type.startsWith("node."))
+export interface WatchVmListOptions {
+  readonly targets: ReadonlyArray<FollowTarget>
+  /** The index the first list is as of (at least). */
+  readonly from: number
+  readonly view: VmListView
+  /** Every VM the query selects, all pages: after a resync. */
+  readonly fetchAll: Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
+  /** One VM (`undefined`: it does not exist). */
+  readonly read: (name: VmName) => Effect.Effect<VmRecord | undefined, BlixardError>
+  /** Shows the list (once per change, at most every `intervalMs`). */
+  readonly show: (records: ReadonlyArray<VmRecord>) => Effect.Effect<void>
+  readonly onReconnect?: FollowOptions["onReconnect"]
+  /** How often the VMs the events named are read and the list shown again (default 200 ms). */
+  readonly intervalMs?: number | undefined
+}
 
 /**
- * `vm list --watch`: prints `records` (the list as of the node's applied index `from`), then the
- * list again after changes, at most every 200 ms, until interrupted.
+ * Follows the events from `from` into `view` until interrupted: every `intervalMs`, the VMs the
+ * events named are read (a few at a time) and, if anything changed, the list is shown again.
+ * A resync replaces the view with a whole list.
  */
-export const watchVmList = <E, R>(
-  context: ClientContext,
-  from: number,
-  fetch: Effect.Effect<ReadonlyArray<VmRecord>, E, R>,
-  print: (records: ReadonlyArray<VmRecord>) => string
-) =>
+export const watchVmList = (options: WatchVmListOptions): Effect.Effect<never, BlixardError> =>
   Effect.gen(function* () {
+    const { view } = options
     const dirty = yield* Ref.make(false)
     const refresh = Effect.gen(function* () {
-      if (!(yield* Ref.getAndSet(dirty, false))) return
-      const records = yield* fetch
-      yield* Console.log(`${context.json ? "" : "\n"}${print(records)}`)
+      const reads = yield* Effect.forEach(view.toRead(), ([name, ticket]) => Effect.map(options.read(name), (record) => ({ name, ticket, record })), {
+        concurrency: 8
+      })
+      let changed = yield* Ref.getAndSet(dirty, false)
+      for (const { name, ticket, record } of reads) changed = view.settle(name, ticket, record) || changed
+      if (changed) yield* options.show(view.visible())
     })
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(Duration.millis(200)), refresh)))
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(Duration.millis(options.intervalMs ?? 200)), refresh)))
     return yield* follow({
-      targets: yield* targetsOf(context, []),
-      since: from,
-      onMessage: (message) => (touchesVms(message) ? Ref.set(dirty, true) : Effect.void),
-      onReconnect: reconnecting
+      targets: options.targets,
+      since: options.from,
+      onMessage: (message) =>
+        message._tag === "Resync"
+          ? Effect.flatMap(options.fetchAll, (records) => {
+              view.reset(records)
+              return Ref.set(dirty, true)
+            })
+          : view.apply(message.batch)
+            ? Ref.set(dirty, true)
+            : Effect.void,
+      onReconnect: options.onReconnect
     })
   }).pipe(Effect.scoped)
 
 /**
- * The `vm list` of `--watch`: the node's applied index, then the list (`fetch`: the page or pages
- * the options ask for) as of at least that index, again whenever the events touch a VM.
+ * `vm list --watch`: the node's applied index, then every VM the query selects (`fetchAll`) as of
+ * at least that index, shown as `vm list` would show it (`query`'s filters and page), then followed.
  */
-export const listAndWatch = <E, R>(context: ClientContext, fetch: Effect.Effect<ReadonlyArray<VmRecord>, E, R>) =>
+export const listAndWatch = (
+  context: ClientContext,
+  query: VmQuery,
+  fetchAll: Effect.Effect<ReadonlyArray<VmRecord>, BlixardError>
+) =>
   Effect.gen(function* () {
     const client = yield* BlixardClient
     const status = yield* client.clusterStatus(context.target)
-    const records = yield* fetch
+    const view = new VmListView(query)
+    view.reset(yield* fetchAll)
     const print = (list: ReadonlyArray<VmRecord>) => (context.json ? JSON.stringify(JSON.parse(formatVmList(list, true))) : formatVmList(list, false))
-    yield* Console.log(print(records))
-    return yield* watchVmList(context, status.applied, fetch, print)
+    yield* Console.log(print(view.visible()))
+    return yield* watchVmList({
+      targets: yield* targetsOf(context, []),
+      from: status.applied,
+      view,
+      fetchAll,
+      read: (name) =>
+        client.vmStatus(context.target, name).pipe(
+          Effect.map((record): VmRecord | undefined => record),
+          Effect.catchIf((error) => error._tag === "VmNotFound", () => Effect.succeed(undefined))
+        ),
+      show: (list) => Console.log(`${context.json ? "" : "\n"}${print(list)}`),
+      onReconnect: reconnecting
+    })
   })

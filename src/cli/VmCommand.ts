@@ -5,7 +5,7 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Console, Effect, Option } from "effect"
-import { MaxInlineConfigBytes, VmSpecDefaults } from "../domain/VmSpec.js"
+import { MaxInlineConfigBytes, StartOnCreate, VmSpecDefaults } from "../domain/VmSpec.js"
 import { VmName } from "../domain/VmName.js"
 import { NodeId } from "../domain/NodeId.js"
 import { VmPhase, type VmRecord } from "../domain/VmStatus.js"
@@ -117,7 +117,7 @@ const create = Command.make(
         file
       )
       const client = yield* BlixardClient
-      const record = yield* client.createVm(context.target, spec, { start: !args.noStart })
+      const record = yield* client.createVm(context.target, spec, { start: args.noStart ? false : StartOnCreate })
       yield* answerOrWait("created", record, context, { wait: args.wait, timeout: args.waitTimeout })
     })
 ).pipe(
@@ -192,16 +192,18 @@ const list = Command.make(
       yield* failOn(problems)
       const client = yield* BlixardClient
       const query = { ...filter, ...(node !== undefined ? { node } : {}), ...(Option.isSome(args.phase) ? { phase: args.phase.value } : {}) }
-      const fetch = fetchList({
-        what: "VMs",
-        limit,
-        all,
-        after,
-        keyOf: (vm: VmRecord) => vm.spec.name,
-        fetch: (limit, after) => client.listVms(context.target, { ...query, limit, ...(after !== undefined ? { after } : {}) })
-      })
-      if (args.watch) return yield* listAndWatch(context, fetch)
-      yield* Console.log(formatVmList(yield* fetch, context.json))
+      const fetch = (all: boolean) =>
+        fetchList({
+          what: "VMs",
+          limit,
+          all,
+          after,
+          keyOf: (vm: VmRecord) => vm.spec.name,
+          fetch: (limit, after) => client.listVms(context.target, { ...query, limit, ...(after !== undefined ? { after } : {}) })
+        })
+      // The watch keeps every VM past --after that the filters select, and shows the page of them.
+      if (args.watch) return yield* listAndWatch(context, { ...query, ...(after !== undefined ? { after } : {}), ...(all ? {} : { limit }) }, fetch(true))
+      yield* Console.log(formatVmList(yield* fetch(all), context.json))
     })
 ).pipe(
   Command.withDescription(

@@ -3,8 +3,9 @@
  * it), an optional name, a role and the SHA-256 of its secret. The secret itself is shown once, to
  * whoever created it, and is never stored or replicated.
  *
- * Roles, from least to most: `read-only` (every read), `operator` (also the VMs' lifecycle: create,
- * start, stop, delete, labels), `admin` (everything, including nodes, membership and tokens).
+ * Roles, from least to most: `read-only` (every read but VMs' logs), `operator` (also VMs' logs,
+ * which may hold secrets a guest printed, and the VMs' lifecycle: create, start, stop, update,
+ * delete, labels), `admin` (everything, including nodes, membership, snapshots and tokens).
  */
 import { Schema } from "effect"
 

@@ -69,6 +69,27 @@ export const VmSpecDefaults = {
   restartPolicy: "on-failure"
 } as const satisfies { vcpus: number; memoryMiB: number; restartPolicy: RestartPolicy }
 
+/**
+ * Whether a VM is started once placed when its creation does not say: `vm create` without
+ * `--no-start` and a `POST /v1/vms` body without `start` both take this.
+ */
+export const StartOnCreate = true
+
+/** A creation's `start` as a body carries it; absent means `StartOnCreate` (see `startOf`). */
+export const CreateStart = Schema.optionalWith(
+  Schema.Boolean.annotations({
+    default: StartOnCreate,
+    description: "Start the VM once placed (default true, as `vm create`); false: create it stopped (`vm create --no-start`)."
+  }),
+  { exact: true }
+)
+
+/**
+ * A creation's `start`, its absence read as `StartOnCreate`. (Not a decoding default: that would
+ * make the body a transformation, whose failures lose the body's own message.)
+ */
+export const startOf = (start: boolean | undefined): boolean => start ?? StartOnCreate
+
 /** What `vm update` may change (absent: kept); at least one field. */
 export const VmChanges = Schema.Struct({
   source: Schema.optionalWith(ConfigSource, { exact: true }),

@@ -14,6 +14,7 @@ import { Either, Schema } from "effect"
 import type * as http from "node:http"
 import type { Resync, ResyncReason } from "../domain/ClusterEvent.js"
 import { InvalidArgument } from "../domain/Errors.js"
+import { errorResponse, type RawRoute } from "../api/RawRoutes.js"
 import { batchJson, type EventLog, type StoredBatch } from "./EventLog.js"
 
 export const EventsPath = "/v1/events"
@@ -146,3 +147,41 @@ export const stream = (
   })
   pump()
 }
+
+/** `GET /v1/events` as one of the API server's raw routes (`api/RawRoutes.ts`): any role's token. */
+export const route = (log: EventLog, options: EventStreamOptions = {}): RawRoute => ({
+  method: "GET",
+  path: EventsPath,
+  access: "read",
+  operation: {
+    tags: ["events"],
+    operationId: "events",
+    description:
+      "The cluster's applied changes as Server-Sent Events: one message per Raft entry that changed something, its id the entry's index, its data an EventBatch (JSON: index, term, at, events). Resume with Last-Event-ID or since; an index no longer kept starts with an `event: resync` message. Idle streams get a `: keepalive` comment. Any role's token.",
+    parameters: [
+      {
+        name: "since",
+        in: "query",
+        required: false,
+        description: "Send every batch after this Raft index first (Last-Event-ID wins when both are given).",
+        schema: { type: "integer", minimum: 0 }
+      },
+      {
+        name: "Last-Event-ID",
+        in: "header",
+        required: false,
+        description: "The id of the last event received: resume after it (what EventSource sends on reconnecting).",
+        schema: { type: "integer", minimum: 0 }
+      }
+    ],
+    responses: {
+      "200": { description: "The event stream, until the client goes away", content: { "text/event-stream": { schema: { type: "string" } } } },
+      "400": errorResponse("InvalidArgument: since or Last-Event-ID is not a Raft index", "InvalidArgument")
+    }
+  },
+  handle: (request, response, { fail, query }) => {
+    const from = resumeFrom(request.headers["last-event-id"] as string | undefined, query.get("since"))
+    if (Either.isLeft(from)) return fail(from.left)
+    stream(log, request, response, from.right, options)
+  }
+})

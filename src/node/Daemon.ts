@@ -365,12 +365,11 @@ export const run = (config: NodeConfig) =>
           metrics,
           auth,
           events: { log: state.events, heartbeatMs: eventSettings(config).heartbeatMs },
-          rawRoutes: [vmLogs],
-          ...(tls === undefined
-            ? {}
-            : {
-                tls,
-                tlsBootstrap: TlsBootstrap.makeHandler({
+          rawRoutes: [
+            vmLogs,
+            ...(tls === undefined
+              ? []
+              : TlsBootstrap.routes({
                   tls,
                   clusterSecret: secret,
                   authenticate: Auth.makeAuthenticate(auth),
@@ -378,8 +377,9 @@ export const run = (config: NodeConfig) =>
                     void runFork(Effect.either(effect)).addObserver((exit) =>
                       then(exit._tag === "Success" ? exit.value : Either.left(new TlsInvalid({ node, subject: "certificate", message: `node ${node} could not sign a certificate (interrupted)` })))
                     )
-                })
-              })
+                }))
+          ],
+          ...(tls === undefined ? {} : { tls }),
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))

@@ -142,7 +142,7 @@ const program = Effect.gen(function* () {
     { name: "cache", memoryMiB: 512 },
     { name: "big", memoryMiB: 8192 }
   ]
-  yield* say(`Creating and starting VMs ${vms.map((v) => v.name).join(", ")} through node 2 (a write to a follower is forwarded) …`)
+  yield* say(`Creating VMs ${vms.map((v) => v.name).join(", ")} through node 2 (a write to a follower is forwarded); a created VM starts once placed …`)
   const two = yield* clientOf(nodes[1]!.addr)
   for (const vm of vms) {
     const runner = path.join(dir, "runners", vm.name)
@@ -150,7 +150,6 @@ const program = Effect.gen(function* () {
     fs.writeFileSync(path.join(runner, "bin", "microvm-run"), "#!/bin/sh\necho \"microvm $BLIXARD_VM up\"\nexec sleep 3600\n", { mode: 0o755 })
     const spec = new VmSpec({ name: VmName.make(vm.name), source: new RunnerConfig({ path: runner }), memoryMiB: vm.memoryMiB, restartPolicy: "always" })
     yield* two.createVm(spec)
-    yield* two.startVm(spec.name)
   }
   const settled = (client: Client.ApiClientShape, ok: (vms: ReadonlyArray<VmRecord>) => boolean) =>
     client.listVms().pipe(

@@ -11,7 +11,8 @@
  * CA. From then on it talks to the member over TLS verified against that CA, and only then sends its
  * node credential (`Auth.nodeCredential`), which must be node `node`'s own, with its certificate
  * request. Any member signs it (each holds the CA's key, `Tls.ts`). Every body is checked against
- * its schema on both sides; a refusal is JSON with its `BLX_` code, as the API's are.
+ * its schema on both sides; a refusal is JSON with its `BLX_` code, as the API's are. Both are raw
+ * routes of the API server (`api/RawRoutes.ts`).
  *
  * `obtain` tries a list of addresses in turn and is what `--peer` joining calls; discovery (e.g. a
  * tailnet's members) may call it with the addresses it found.
@@ -21,6 +22,7 @@ import { createHmac, timingSafeEqual } from "node:crypto"
 import type * as http from "node:http"
 import * as https from "node:https"
 import type { Authenticate } from "../api/Auth.js"
+import { errorResponse, type RawRoute } from "../api/RawRoutes.js"
 import { Forbidden, InvalidArgument, TlsInvalid, TlsUntrusted, Unauthorized, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import * as Tls from "../net/Tls.js"
@@ -70,70 +72,95 @@ export interface HandlerOptions {
 
 const decodeRequest = ParseResult.decodeUnknownEither(CertificateRequest, { errors: "all", onExcessProperty: "error" })
 
-/** The endpoints' handler: true when it answered the request (its path is one of them). */
-export const makeHandler = (options: HandlerOptions) => {
+const json = (description: string) => ({ description, content: { "application/json": { schema: { type: "object" } } } })
+
+/** The two endpoints, as routes of the API server. */
+export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
   const proof = caProof(options.clusterSecret, options.tls.fingerprint)
-  return (request: http.IncomingMessage, response: http.ServerResponse): boolean => {
-    const url = request.url ?? "/"
-    const path = url.split("?")[0]
-    if (path === caPath && request.method === "GET") {
-      answer(response, 200, { ca: options.tls.ca, proof })
-      return true
-    }
-    if (path !== certificatePath) return false
-    const where = `${request.method ?? "?"} ${certificatePath}`
-    if (request.method !== "POST") {
-      refuse(response, 404, new InvalidArgument({ subject: where, message: `${where}: no such endpoint (POST it)` }))
-      return true
-    }
-    const principal = options.authenticate(request.headers.authorization, request.socket.remoteAddress)
-    if (Either.isLeft(principal)) {
-      refuse(response, 401, principal.left)
-      return true
-    }
-    const chunks: Array<Buffer> = []
-    let size = 0
-    request.on("data", (chunk: Buffer) => {
-      size += chunk.length
-      if (size <= maxBodyBytes) chunks.push(chunk)
-    })
-    request.on("end", () => {
-      if (size > maxBodyBytes) return refuse(response, 413, new InvalidArgument({ subject: "body", message: `${where}: the body is larger than ${maxBodyBytes} bytes` }))
-      let body: unknown
-      try {
-        body = JSON.parse(Buffer.concat(chunks).toString("utf8"))
-      } catch {
-        return refuse(response, 400, new InvalidArgument({ subject: "body", message: `${where}: the body is not valid JSON` }))
-      }
-      const decoded = decodeRequest(body)
-      if (Either.isLeft(decoded)) {
-        return refuse(response, 400, new InvalidArgument({ subject: "body", message: `${where}: ${ParseResult.TreeFormatter.formatIssueSync(decoded.left)}` }))
-      }
-      const asked = decoded.right
-      const who = principal.right
-      if (who.kind !== "node" || who.node !== asked.node) {
-        const caller = who.kind === "node" ? `node ${who.node}` : who.who
-        return refuse(response, 403, new Forbidden({ subject: where, message: `${where}: ${caller} may not get node ${asked.node}'s certificate; a node asks for its own, with its node credential` }))
-      }
-      const caKey = options.tls.caKey
-      if (caKey === undefined) {
-        return answer(response, 503, {
-          _tag: "Unavailable",
-          code: "BLX_UNAVAILABLE",
-          message: `this node holds no CA key (it runs with operator-supplied certificates): issue node ${asked.node}'s certificate with the cluster's CA and give it tlsCaFile, tlsCertFile and tlsKeyFile`
-        })
-      }
-      options.run(
-        Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names }),
-        (signed) =>
-          Either.isLeft(signed)
-            ? refuse(response, 400, signed.left)
-            : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey, certificate: signed.right })
-      )
-    })
-    request.on("error", () => response.destroy())
-    return true
+  const ca: RawRoute = {
+    method: "GET",
+    path: caPath,
+    access: undefined,
+    operation: {
+      tags: ["tls"],
+      operationId: "tls.ca",
+      description:
+        "The cluster's CA certificate and its proof, HMAC-SHA256(cluster secret, 'blixard cluster CA' + newline + the CA's SHA-256): a joining node trusts the CA only if the proof is right. No token.",
+      responses: { "200": json("{ ca, proof }") }
+    },
+    handle: (_request, response) => answer(response, 200, { ca: options.tls.ca, proof })
   }
+  const certificate: RawRoute = {
+    method: "POST",
+    path: certificatePath,
+    // Authenticated here, not by the server: the credential must be the node's own that the body names.
+    access: undefined,
+    operation: {
+      tags: ["tls"],
+      operationId: "tls.certificate",
+      description:
+        "A joining node's certificate: the body { node, csr, names } is signed by the cluster's CA. Only with that node's own node credential (Bearer blxn_…); answers { clusterId, ca, caKey, certificate }.",
+      security: [{ bearer: [] }],
+      requestBody: { required: true, content: { "application/json": { schema: { type: "object", required: ["node", "csr", "names"] } } } },
+      responses: {
+        "200": json("{ clusterId, ca, caKey, certificate }"),
+        "400": errorResponse("InvalidArgument, TlsInvalid: the body is malformed or the request cannot be signed", "InvalidArgument"),
+        "401": errorResponse("Unauthorized: no valid node credential", "Unauthorized"),
+        "403": errorResponse("Forbidden: the credential is not the node's own", "Forbidden"),
+        "413": errorResponse(`InvalidArgument: the body is larger than ${maxBodyBytes} bytes`, "InvalidArgument"),
+        "503": errorResponse("Unavailable: this node holds no CA key", "Unavailable")
+      }
+    },
+    handle: (request, response) => sign(options, request, response)
+  }
+  return [ca, certificate]
+}
+
+const sign = (options: HandlerOptions, request: http.IncomingMessage, response: http.ServerResponse): void => {
+  const where = `POST ${certificatePath}`
+  const principal = options.authenticate(request.headers.authorization, request.socket.remoteAddress)
+  if (Either.isLeft(principal)) return refuse(response, 401, principal.left)
+  const chunks: Array<Buffer> = []
+  let size = 0
+  request.on("data", (chunk: Buffer) => {
+    size += chunk.length
+    if (size <= maxBodyBytes) chunks.push(chunk)
+  })
+  request.on("end", () => {
+    if (size > maxBodyBytes) return refuse(response, 413, new InvalidArgument({ subject: "body", message: `${where}: the body is larger than ${maxBodyBytes} bytes` }))
+    let body: unknown
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString("utf8"))
+    } catch {
+      return refuse(response, 400, new InvalidArgument({ subject: "body", message: `${where}: the body is not valid JSON` }))
+    }
+    const decoded = decodeRequest(body)
+    if (Either.isLeft(decoded)) {
+      return refuse(response, 400, new InvalidArgument({ subject: "body", message: `${where}: ${ParseResult.TreeFormatter.formatIssueSync(decoded.left)}` }))
+    }
+    const asked = decoded.right
+    const who = principal.right
+    if (who.kind !== "node" || who.node !== asked.node) {
+      const caller = who.kind === "node" ? `node ${who.node}` : who.who
+      return refuse(response, 403, new Forbidden({ subject: where, message: `${where}: ${caller} may not get node ${asked.node}'s certificate; a node asks for its own, with its node credential` }))
+    }
+    const caKey = options.tls.caKey
+    if (caKey === undefined) {
+      return answer(response, 503, {
+        _tag: "Unavailable",
+        code: "BLX_UNAVAILABLE",
+        message: `this node holds no CA key (it runs with operator-supplied certificates): issue node ${asked.node}'s certificate with the cluster's CA and give it tlsCaFile, tlsCertFile and tlsKeyFile`
+      })
+    }
+    options.run(
+      Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names }),
+      (signed) =>
+        Either.isLeft(signed)
+          ? refuse(response, 400, signed.left)
+          : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey, certificate: signed.right })
+    )
+  })
+  request.on("error", () => response.destroy())
 }
 
 // ---------------------------------------------------------------------------------------------

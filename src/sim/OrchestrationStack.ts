@@ -463,7 +463,7 @@ export const orchestration = (options: {
             restartPolicy: prng.pick(policies)
           })
           const op = history.invoke(env.id, { _tag: "write", key: name, value: "stopped" }, env.now())
-          const r = yield* request((plane, requestId) => plane.createVm(spec, { requestId }))
+          const r = yield* request((plane, requestId) => plane.createVm(spec, { requestId, start: false }))
           settle(op, r)
           // Created, or an earlier try of this request was: either way the VM exists.
           if (Either.isRight(r) || r.left === "VmExists") {

@@ -7,7 +7,7 @@ import { Effect } from "effect"
 import { ApiClient } from "../../src/api/Client.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
 import { Resources } from "../../src/domain/Resources.js"
-import { VmSpecDefaults } from "../../src/domain/VmSpec.js"
+import { StartOnCreate, VmSpecDefaults } from "../../src/domain/VmSpec.js"
 import { nodeId, raw, serve, spec, vmName } from "./harness.js"
 
 const clientOf = (addr: string) => Effect.provide(ApiClient, ApiClient.layerFetch({ addr }))
@@ -96,7 +96,7 @@ describe("GET /v1/nodes pages and filters", () => {
 })
 
 describe("POST /v1/vms takes the CLI's defaults", () => {
-  it.scopedLive("only name and source are required; the rest are VmSpecDefaults; start: true starts it", () =>
+  it.scopedLive("only name and source are required; the rest are VmSpecDefaults; it starts unless start: false", () =>
     Effect.gen(function* () {
       const { url } = yield* serve()
       const created = yield* raw(url, {
@@ -105,17 +105,21 @@ describe("POST /v1/vms takes the CLI's defaults", () => {
         body: JSON.stringify({ spec: { name: "web", source: { _tag: "Runner", path: "/nix/store/x-web" } } })
       })
       expect(created.status).toBe(201)
+      expect(StartOnCreate).toBe(true)
       expect(created.json).toMatchObject({
-        desired: "stopped",
+        desired: "running",
         spec: { name: "web", vcpus: VmSpecDefaults.vcpus, memoryMiB: VmSpecDefaults.memoryMiB, labels: {}, constraints: [], restartPolicy: VmSpecDefaults.restartPolicy }
       })
-      const started = yield* raw(url, {
+      const declared = yield* raw(url, {
         method: "POST",
         path: "/v1/vms",
-        body: JSON.stringify({ spec: { name: "db", source: { _tag: "Runner", path: "/nix/store/x-db" }, memoryMiB: 2048 }, start: true })
+        body: JSON.stringify({ spec: { name: "db", source: { _tag: "Runner", path: "/nix/store/x-db" }, memoryMiB: 2048 }, start: false })
       })
-      expect(started.status).toBe(201)
-      expect(started.json).toMatchObject({ desired: "running", spec: { name: "db", vcpus: 1, memoryMiB: 2048 } })
+      expect(declared.status).toBe(201)
+      expect(declared.json).toMatchObject({ desired: "stopped", spec: { name: "db", vcpus: 1, memoryMiB: 2048 } })
+      const notBoolean = yield* raw(url, { method: "POST", path: "/v1/vms", body: JSON.stringify({ spec: { name: "c", source: { _tag: "Runner", path: "/x" } }, start: "no" }) })
+      expect(notBoolean.status).toBe(400)
+      expect((notBoolean.json as { message: string }).message).toContain("start")
 
       // Still strict: a typo is an error, and a given field is still checked.
       const typo = yield* raw(url, { method: "POST", path: "/v1/vms", body: JSON.stringify({ spec: { name: "a", source: { _tag: "Runner", path: "/x" }, vcpu: 2 } }) })
@@ -127,6 +131,16 @@ describe("POST /v1/vms takes the CLI's defaults", () => {
       const missing = yield* raw(url, { method: "POST", path: "/v1/vms", body: JSON.stringify({ spec: { name: "a" } }) })
       expect(missing.status).toBe(400)
       expect((missing.json as { message: string }).message).toContain("spec.source")
+    })
+  )
+
+  it.scopedLive("the client sends start as asked (a follower forwarding a --no-start create keeps it stopped)", () =>
+    Effect.gen(function* () {
+      const { addr } = yield* serve()
+      const client = yield* clientOf(addr)
+      expect((yield* client.createVm(spec("started"))).desired).toBe("running")
+      expect((yield* client.createVm(spec("declared"), { start: false })).desired).toBe("stopped")
+      expect((yield* client.createVm(spec("asked"), { start: true })).desired).toBe("running")
     })
   )
 })

@@ -102,8 +102,8 @@ describe("every endpoint round-trips through the derived client", () => {
 
       const writes = plane.calls.filter((call) => call.write !== undefined).map((call) => [call.method, call.write])
       expect(writes).toEqual([
-        ["createVm", { requestId: "create-web-1", ifRevision: undefined }],
-        ["createVm", { requestId: "create-web-1", ifRevision: undefined }],
+        ["createVm", { requestId: "create-web-1", ifRevision: undefined, start: true }],
+        ["createVm", { requestId: "create-web-1", ifRevision: undefined, start: true }],
         ["startVm", { requestId: "start-1", ifRevision: 1 }],
         ["setVmLabels", { requestId: undefined, ifRevision: 2 }],
         ["deleteVm", { requestId: "del.web:1", ifRevision: 3 }],

@@ -9,17 +9,21 @@ import { Effect, Runtime, Schedule, Stream } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { NodeId } from "../../src/domain/NodeId.js"
+import type { RawRoute } from "../../src/api/RawRoutes.js"
 import * as VmLogsRoute from "../../src/api/VmLogsRoute.js"
 import { freePort } from "../../src/node/FreePort.js"
 import { waitFor } from "../e2e/harness.js"
 
 const runFork = Runtime.runFork(Runtime.defaultRuntime)
 
-const serve = async (route: VmLogsRoute.RawRoute): Promise<{ server: http.Server; address: string }> => {
+/** The route alone on a bare server (the API server's matching and token check are tested in Server.test.ts). */
+const serve = async (route: RawRoute): Promise<{ server: http.Server; address: string }> => {
   const server = http.createServer((request, response) => {
-    const match = route.path.exec((request.url ?? "").split("?")[0]!)
+    const [path, query] = (request.url ?? "").split("?")
+    const match = /^\/v1\/vms\/([^/]+)\/logs$/.exec(path!)
     if (match === null) return void response.writeHead(404).end()
-    route.handle(request, response, match, runFork)
+    const fail = (error: unknown) => void response.writeHead(500).end(String(error))
+    route.handle(request, response, { params: { name: decodeURIComponent(match[1]!) }, query: new URLSearchParams(query ?? ""), runFork, fail })
   })
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   return { server, address: `127.0.0.1:${(server.address() as AddressInfo).port}` }
@@ -41,9 +45,9 @@ describe("GET /v1/vms/NAME/logs", () => {
     })
     const host = await serve({
       ...hostRoute,
-      handle: (request, response, match, fork) => {
+      handle: (request, response, context) => {
         forwardedBy = request.headers[VmLogsRoute.ForwardedHeader] as string | undefined
-        hostRoute.handle(request, response, match, fork)
+        hostRoute.handle(request, response, context)
       }
     })
     const proxy = await serve(

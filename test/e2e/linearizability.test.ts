@@ -37,7 +37,8 @@ describe("linearizability of the API across a leader failure", () => {
     const keys = ["k0", "k1", "k2"]
     const admin = clientOf(c.node(1).addr)
     for (const key of keys) {
-      await Effect.runPromise(admin.createVm(new VmSpec({ name: VmName.make(key), source: new RunnerConfig({ path: "/nix/store/fixture" }) })))
+      // Declared only: the registers are labels, and the fixture runner does not exist.
+      await Effect.runPromise(admin.createVm(new VmSpec({ name: VmName.make(key), source: new RunnerConfig({ path: "/nix/store/fixture" }) }), { start: false }))
     }
 
     const history = new History<RegisterInput, RegisterOutput>()

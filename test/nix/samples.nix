@@ -40,6 +40,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -105,6 +106,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -165,6 +167,7 @@ in
           "blixard.io/gpu" = "none";
         };
         logLevel = "debug";
+        logFormat = "json";
         extraFlags = [
           "--peer"
           "4:node 4:7001"
@@ -200,6 +203,7 @@ in
         };
         timeouts = defaultTimeouts;
         logLevel = "debug";
+        logFormat = "json";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -243,6 +247,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -305,6 +310,7 @@ in
           requestMs = 10000;
         };
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -376,6 +382,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -422,6 +429,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -470,6 +478,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -506,6 +515,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -568,6 +578,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -612,6 +623,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
@@ -961,6 +973,17 @@ in
       };
     };
     expect.evalError = "address";
+  };
+
+  bad-log-format = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        logFormat = "yaml";
+      };
+    };
+    expect.evalError = "services.blixard.logFormat";
   };
 
   secret-in-store = {

@@ -55,10 +55,10 @@ describe("NodeControlPlane", () => {
       for (const id of [1, 2, 3]) plane(id)
       const applied = (yield* cluster.node(leader).status).applied
       const attack = new VmSpec({ name: VmName.make("evil"), source: new RunnerConfig({ path: "/srv/anything" }) })
-      const refused = failure(yield* cluster.drive(plane(followers[0]!).createVm(attack, {})))
+      const refused = failure(yield* cluster.drive(plane(followers[0]!).createVm(attack, { start: false })))
       expect(refused).toMatchObject({ code: "BLX_RUNNER_NOT_ALLOWED", node: followers[0] })
       expect((yield* cluster.node(leader).status).applied).toBe(applied)
-      expect(value(yield* cluster.drive(plane(followers[0]!).createVm(spec("web"), {}))).spec.name).toBe("web")
+      expect(value(yield* cluster.drive(plane(followers[0]!).createVm(spec("web"), { start: false }))).spec.name).toBe("web")
     })
   )
 
@@ -84,7 +84,7 @@ describe("NodeControlPlane", () => {
     Effect.gen(function* () {
       const { cluster, plane, followers } = yield* setup()
       for (const id of [1, 2, 3]) plane(id)
-      const created = value(yield* cluster.drive(plane(followers[0]!).createVm(spec("web"), {})))
+      const created = value(yield* cluster.drive(plane(followers[0]!).createVm(spec("web"), { start: false })))
       expect(created.spec.name).toBe("web")
       for (const id of [1, 2, 3]) {
         const listed = value(yield* cluster.drive(plane(id).listVms("linearizable")))
@@ -100,10 +100,10 @@ describe("NodeControlPlane", () => {
       const { cluster, plane, leader } = yield* setup()
       for (const id of [1, 2, 3]) plane(id)
       const p = plane(leader)
-      const first = value(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-1" })))
-      const retry = value(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-1" })))
+      const first = value(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-1", start: false })))
+      const retry = value(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-1", start: false })))
       expect(retry).toEqual(first)
-      const dup = failure(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-2" })))
+      const dup = failure(yield* cluster.drive(p.createVm(spec("db"), { requestId: "create-db-2", start: false })))
       expect(dup).toMatchObject({ code: "BLX_VM_EXISTS" })
       const started = value(yield* cluster.drive(p.startVm(VmName.make("db"), { ifRevision: first.revision })))
       expect(started.desired).toBe("running")
@@ -116,7 +116,7 @@ describe("NodeControlPlane", () => {
     Effect.gen(function* () {
       const { cluster, plane, leader, followers } = yield* setup()
       for (const id of [1, 2, 3]) plane(id)
-      value(yield* cluster.drive(plane(leader).createVm(spec("a"), {})))
+      value(yield* cluster.drive(plane(leader).createVm(spec("a"), { start: false })))
       const status = value(yield* cluster.drive(plane(followers[0]!).clusterStatus))
       expect(status.node).toBe(leader)
       expect(status.leader).toBe(leader)
@@ -131,7 +131,7 @@ describe("NodeControlPlane", () => {
     Effect.gen(function* () {
       const { cluster, plane, leader, followers } = yield* setup()
       for (const id of [1, 2, 3]) plane(id)
-      for (const name of ["a", "b", "c"]) value(yield* cluster.drive(plane(leader).createVm(spec(name), {})))
+      for (const name of ["a", "b", "c"]) value(yield* cluster.drive(plane(leader).createVm(spec(name), { start: false })))
       yield* cluster.start(4, false)
       plane(4)
       const joined = value(yield* cluster.drive(plane(followers[0]!).join(NodeId.make(4), HostPort.make(address(4)))))
@@ -150,7 +150,7 @@ describe("NodeControlPlane", () => {
     Effect.gen(function* () {
       const { cluster, plane, leader, followers } = yield* setup()
       for (const id of [1, 2, 3]) plane(id)
-      value(yield* cluster.drive(plane(leader).createVm(spec("kept"), {})))
+      value(yield* cluster.drive(plane(leader).createVm(spec("kept"), { start: false })))
       // Node `wiped` lost its data directory: only a node without Raft state asks to join. (It does
       // not run yet: the daemon asks its peers before it starts its Raft node.)
       const wiped = followers[1]!
