@@ -152,6 +152,10 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
     createToken: (role, name) => client.createToken(role, name),
     listTokens: (mode) => client.listTokens(read(mode)),
     revokeToken: (id) => client.revokeToken(id),
+    createJoinToken: (ttlMs) => client.createJoinToken(ttlMs),
+    listJoinTokens: (mode) => client.listJoinTokens(read(mode)),
+    revokeJoinToken: (id) => client.revokeJoinToken(id),
+    consumeJoinToken: (id, hash, node) => client.consumeJoinToken(id, hash, node),
     registerNode: (info) => client.registerNode(info),
     reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
     health: client.health()
