@@ -400,15 +400,15 @@ const joinTokenConflict = (config: NodeConfig, origins: Record<string, Origin>):
     return `${where("joinToken")}: give the join token or a file holding it (${where("joinTokenFile")}), not both`
   }
   if (config.join !== undefined && config.join.length > 0 && config.discovery === "tailscale") {
-    return `${where("join")}: members are found on the tailnet when discovery is "tailscale" (${where("discovery")}); drop --join`
+    return `${where("join")}: members are found on the tailnet when discovery is "tailscale" (${where("discovery")}), so drop --join`
   }
   const token = config.joinToken !== undefined ? "joinToken" : config.joinTokenFile !== undefined ? "joinTokenFile" : undefined
   if (token === undefined) return undefined
   if (config.clusterSecretFile !== undefined) {
-    return `${where(token)}: a node joining with a join token receives the cluster secret from the cluster (and keeps it in its data directory); drop the cluster secret file (${where("clusterSecretFile")}), or join with the secret and no token`
+    return `${where(token)}: a node joining with a join token receives the cluster secret from the cluster (and keeps it in its data directory): drop the cluster secret file (${where("clusterSecretFile")}), or join with the secret and no token`
   }
   if (config.insecurePlaintext === true) {
-    return `${where(token)}: a join token pins the cluster's CA, so it needs TLS; drop --insecure-plaintext (${where("insecurePlaintext")}), or join with the cluster secret`
+    return `${where(token)}: a join token pins the cluster's CA, so it needs TLS: drop --insecure-plaintext (${where("insecurePlaintext")}), or join with the cluster secret`
   }
   if (config.discovery !== "tailscale" && config.peers.length === 0 && (config.join ?? []).length === 0) {
     return `${where(token)}: a join token needs a member to join through: add --join HOST:PORT (any member's address)`
