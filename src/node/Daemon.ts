@@ -190,6 +190,34 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
   }
 }
 
+/**
+ * Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader, to
+ * report its VMs' status), with this node's credential, never an admin token; over TLS, only to
+ * members of this node's cluster. One client per address.
+ */
+const remotePlanes = (tls: Tls.NodeTls | undefined, credential: string, requestMs: number) =>
+  Effect.gen(function* () {
+    const clients = new Map<string, ControlPlaneShape>()
+    const httpClient = yield* Layer.build(
+      Client.layerHttpClient(
+        tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
+      )
+    )
+    return (address: string): ControlPlaneShape => {
+      let plane = clients.get(address)
+      if (plane === undefined) {
+        const client = Effect.runSync(
+          Client.make({ addr: address, token: credential, timeout: Duration.millis(requestMs), scheme: tls === undefined ? "http" : "https" }).pipe(
+            Effect.provide(httpClient)
+          )
+        )
+        plane = remoteControlPlane(client)
+        clients.set(address, plane)
+      }
+      return plane
+    }
+  })
+
 /** What this node offers VMs: configured, or detected from the machine (all but one CPU, 80 % of RAM). */
 export const detectCapacity = (config: NodeConfig): Resources =>
   config.capacity !== undefined
@@ -254,40 +282,11 @@ export const run = (config: NodeConfig) =>
         effect.pipe(Effect.provide(storage), Effect.mapError(classify({ filename, node }, "reading the node's identity")))
       const knownCluster = (yield* meta(NodeMeta.get("cluster_id"))) as string | undefined
 
-      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
-      // to report its VMs' status), with this node's credential, never an admin token; over TLS, only
-      // to members of this node's cluster.
-      const remoteOver = (tls: Tls.NodeTls | undefined) =>
-        Effect.gen(function* () {
-          const clients = new Map<string, ControlPlaneShape>()
-          const httpClient = yield* Layer.build(
-            Client.layerHttpClient(
-              tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
-            )
-          )
-          return (address: string): ControlPlaneShape => {
-            let plane = clients.get(address)
-            if (plane === undefined) {
-              const client = Effect.runSync(
-                Client.make({
-                  addr: address,
-                  token: Auth.nodeCredential(secret, node),
-                  timeout: Duration.millis(config.timeouts.requestMs),
-                  scheme: tls === undefined ? "http" : "https"
-                }).pipe(Effect.provide(httpClient))
-              )
-              plane = remoteControlPlane(client)
-              clients.set(address, plane)
-            }
-            return plane
-          }
-        })
-
       // A fresh node that may found (see Discovery.ts) joins instead when a peer already has a
       // cluster. Before it has certificates, a peer's cluster shows in the CA it offers.
       const clusterAmong = (peers: ReadonlyArray<Discovery.SeedPeer>) =>
         config.insecurePlaintext === true
-          ? Effect.flatMap(remoteOver(undefined), (plain) => Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined))
+          ? Effect.flatMap(remotePlanes(undefined, Auth.nodeCredential(secret, node), config.timeouts.requestMs), (plain) => Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined))
           : Effect.map(
               Effect.forEach(peers, (peer) => TlsBootstrap.offeredCluster(peer.address, config.timeouts.requestMs)),
               (offered) => offered.some((cluster) => cluster !== undefined)
@@ -302,7 +301,7 @@ export const run = (config: NodeConfig) =>
         )
       }
       const credential = Auth.nodeCredential(secret, node)
-      const remote = yield* remoteOver(tls)
+      const remote = yield* remotePlanes(tls, credential, config.timeouts.requestMs)
 
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
       if (!fresh && knownCluster !== undefined) {
