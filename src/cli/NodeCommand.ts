@@ -288,7 +288,9 @@ const daemon = Command.make("node", options, (args) =>
       logFormat: Option.getOrUndefined(args.logFormat)
     })
     if (args.checkConfig) {
-      yield* Console.log(JSON.stringify(Schema.encodeSync(NodeConfig)(config), null, 2))
+      // A join token is a secret: say that one is set, not what it is.
+      const shown = { ...Schema.encodeSync(NodeConfig)(config), ...(config.joinToken !== undefined ? { joinToken: "(set, not shown)" } : {}) }
+      yield* Console.log(JSON.stringify(shown, null, 2))
       return
     }
     // The daemon's import graph (SQLite, HTTP, the peer transport) loads only when a node actually starts.

@@ -131,6 +131,11 @@ const emptySource = (): Source => ({ values: {}, origins: {}, rejected: new Set(
 
 const quote = (text: string): string => JSON.stringify(text)
 
+/** Settings whose value is a secret: a problem names where it came from, never the value (logs keep messages). */
+const secretKeys: ReadonlySet<string> = new Set(["joinToken"])
+
+const shown = (key: string, value: string): string => (secretKeys.has(key) ? "(value not shown)" : quote(value))
+
 const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
   path.reduce<string>(
     (acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`),
@@ -238,7 +243,7 @@ const environmentSource = (env: Environment): Source => {
     } else {
       source.values[key] = value
     }
-    source.origins[key] = () => `${variable} ${quote(value)}`
+    source.origins[key] = () => `${variable} ${shown(key, value)}`
   }
   for (const [key, , variable] of lists) {
     const value = given(variable)
@@ -272,7 +277,7 @@ const flagSource = (flags: NodeFlags): Source => {
     // A boolean flag not given is `false` from the CLI: it must not override the file or the environment.
     if (value === undefined || (booleans.has(key) && value === false)) continue
     source.values[key] = value
-    source.origins[key] = () => `${flag} ${typeof value === "string" ? quote(value) : String(value)}`
+    source.origins[key] = () => `${flag} ${typeof value === "string" ? shown(key, value) : String(value)}`
   }
   for (const [key, flag] of lists) {
     const entries = flags[key] as ReadonlyArray<string> | undefined

@@ -299,8 +299,10 @@ describe("resolveNodeSettings: joining with a join token", () => {
 
   it("refuses a malformed token, saying what one looks like", () => {
     expect(problems(resolveNodeSettings(undefined, {}, { ...base, join: ["10.0.0.1:7001"], joinToken: token.slice(0, -1) }))[0]).toMatch(
-      /^--join-token ".*": a join token is K10<64 hex digits>::<16 hex digits>\.<43 characters>/
+      /^--join-token \(value not shown\): a join token is K10<64 hex digits>::<16 hex digits>\.<43 characters>/
     )
+    // The token (a secret) is not repeated in the message, which ends up in logs.
+    expect(problems(resolveNodeSettings(undefined, { BLIXARD_JOIN_TOKEN: token.slice(0, -1) }, { ...base, join: ["10.0.0.1:7001"] })).join(" ")).not.toContain("x".repeat(42))
     expect(problems(resolveNodeSettings(undefined, {}, { ...base, join: ["nope"] }))[0]).toMatch(/^--join "nope": /)
   })
 
