@@ -46,7 +46,7 @@ const create = Command.make("create", { ...clientOptions, ttl: ttlOption }, (arg
       context.json
         ? JSON.stringify(Schema.encodeSync(CreatedJoinToken)(created), null, 2)
         : `${created.token}\n(join token ${created.id}, valid until ${new Date(created.expiresAt).toISOString()}, for one node; shown once. ` +
-            `Start the new node with: blixard node --id N --bind HOST:PORT --join ${context.target.addr} --join-token-file FILE. Revoke it with: blixard cluster token revoke ${created.id})`
+            `Start the new node with: blixard node --id N --bind HOST:PORT --join MEMBER --join-token-file FILE, MEMBER being any member's address (e.g. ${context.target.addr}). Revoke it with: blixard cluster token revoke ${created.id})`
     )
   })
 ).pipe(Command.withDescription("Make a join token: a new node joins the cluster with it alone, once, before it expires. Prints it once."))
