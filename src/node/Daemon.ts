@@ -98,7 +98,7 @@ const joinTokenOf = (config: NodeConfig, node: NodeId, joining: boolean) =>
     const file = config.joinTokenFile
     if (config.joinToken === undefined && file === undefined) return undefined
     if (!joining) {
-      yield* Effect.logInfo(`node ${node} is already a member: its join token is not used (it may be removed from the configuration)`)
+      yield* Effect.logInfo(`node ${node} does not join (it is a member already, or founds the cluster): its join token is not used and may be removed from its settings`)
       return undefined
     }
     const text = config.joinToken ?? (yield* readSecretFile(file!, "join token", node))
