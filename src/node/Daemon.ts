@@ -286,7 +286,9 @@ export const run = (config: NodeConfig) =>
       // cluster. Before it has certificates, a peer's cluster shows in the CA it offers.
       const clusterAmong = (peers: ReadonlyArray<Discovery.SeedPeer>) =>
         config.insecurePlaintext === true
-          ? Effect.flatMap(remotePlanes(undefined, Auth.nodeCredential(secret, node), config.timeouts.requestMs), (plain) => Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined))
+          ? Effect.flatMap(remotePlanes(undefined, Auth.nodeCredential(secret, node), config.timeouts.requestMs), (plain) =>
+              Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined)
+            )
           : Effect.map(
               Effect.forEach(peers, (peer) => TlsBootstrap.offeredCluster(peer.address, config.timeouts.requestMs)),
               (offered) => offered.some((cluster) => cluster !== undefined)
