@@ -68,6 +68,11 @@ const knownPaths = [
   "/v1/cluster/leader",
   "/v1/tokens",
   "/v1/tokens/0123456789abcdef",
+  "/v1/cluster/tokens",
+  "/v1/cluster/tokens/0123456789abcdef",
+  "/v1/cluster/tokens/0123456789abcdef/consume",
+  "/v1/tls/ca",
+  "/v1/tls/join",
   "/v1/health",
   "/openapi.json",
   "/raft"
@@ -95,6 +100,11 @@ const routes: ReadonlyArray<readonly [string, string]> = [
   ["POST", "/v1/tokens"],
   ["GET", "/v1/tokens"],
   ["DELETE", "/v1/tokens/0123456789abcdef"],
+  ["POST", "/v1/cluster/tokens"],
+  ["GET", "/v1/cluster/tokens"],
+  ["DELETE", "/v1/cluster/tokens/0123456789abcdef"],
+  ["POST", "/v1/cluster/tokens/0123456789abcdef/consume"],
+  ["POST", "/v1/tls/join"],
   ["GET", "/v1/health"],
   ["GET", "/openapi.json"]
 ]
@@ -152,6 +162,7 @@ const body = fc.oneof(
   { weight: 3, arbitrary: spec.map((s) => JSON.stringify({ spec: s })) },
   { weight: 1, arbitrary: fc.record({ role: fc.oneof(fc.constantFrom("admin", "operator", "read-only"), text), name: text }, { requiredKeys: [] }).map((b) => JSON.stringify(b)) },
   { weight: 1, arbitrary: fc.record({ ifRevision: number, labels: fc.anything(), node: number, status: fc.anything(), id: number, address: text }, { requiredKeys: [] }).map((b) => JSON.stringify(b)) },
+  { weight: 1, arbitrary: fc.record({ ttlMs: number, hash: text, node: number, token: text, csr: text, names: fc.anything() }, { requiredKeys: [] }).map((b) => JSON.stringify(b)) },
   { weight: 1, arbitrary: fc.json() },
   { weight: 1, arbitrary: fc.anything().map((v) => JSON.stringify(v) ?? "undefined") },
   { weight: 1, arbitrary: fc.string({ maxLength: 200 }) }
@@ -318,10 +329,12 @@ const read = async (port: number, pathname: string, headers: Record<string, stri
 /** What a refused request must not change (see the module comment). */
 const stateOf = async (node: FuzzNode): Promise<string> => {
   const headers = { authorization: `Bearer ${node.tokens.admin}` }
-  const [vms, nodes, tokens] = await Promise.all(["/v1/vms?stale=true", "/v1/nodes?stale=true", "/v1/tokens?stale=true"].map((p) => read(node.port, p, headers)))
+  const [vms, nodes, tokens, joinTokens] = await Promise.all(
+    ["/v1/vms?stale=true", "/v1/nodes?stale=true", "/v1/tokens?stale=true", "/v1/cluster/tokens?stale=true"].map((p) => read(node.port, p, headers))
+  )
   const vmState = (JSON.parse(vms!.body) as Array<{ spec: unknown; desired: string; node?: number }>).map((vm) => [vm.spec, vm.desired, vm.node])
   const nodeState = (JSON.parse(nodes!.body) as Array<{ id: number; state: string }>).map((n) => [n.id, n.state])
-  return JSON.stringify([vmState, nodeState, JSON.parse(tokens!.body)])
+  return JSON.stringify([vmState, nodeState, JSON.parse(tokens!.body), JSON.parse(joinTokens!.body)])
 }
 
 /** Sends `runs` generated requests to `node`, one at a time, checking each answer and the state. */

@@ -85,6 +85,9 @@ let
     "tailscaleBinary"
     "dataDir"
     "clusterSecretFile"
+    "join"
+    "joinToken"
+    "joinTokenFile"
     "apiTokenFile"
     "insecurePlaintext"
     "insecurePlaintextNonLoopback"
@@ -186,6 +189,7 @@ let
   # Secrets reach the daemon only as the credentials LoadCredential= hands it (the typed options).
   secretKeys = {
     clusterSecretFile = "cluster-secret";
+    joinTokenFile = "join-token";
     apiTokenFile = "api-token";
     tlsCaFile = "tls-ca";
     tlsCertFile = "tls-cert";
@@ -378,6 +382,29 @@ in
       description = ''
         File holding the shared secret that authenticates peer traffic (the same on every node).
         It is handed to the unit with systemd's `LoadCredential=` and never copied into the store.
+      '';
+    };
+
+    join = mkOption {
+      type = types.listOf hostPort;
+      default = [ ];
+      example = [ "10.0.0.1:7001" ];
+      description = ''
+        Members to join through by address alone (`--join`): their ids are learned from the cluster.
+        What a node joining with {option}`services.blixard.joinTokenFile` needs.
+      '';
+    };
+
+    joinTokenFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/run/secrets/blixard-join-token";
+      description = ''
+        File holding a join token (`blixard cluster token create`, single-use, expiring): the node
+        joins through {option}`services.blixard.join` with it alone, receiving its certificate and the
+        cluster secret (kept in `dataDir`), so it needs no {option}`services.blixard.clusterSecretFile`.
+        Read only at the first start; it may stay set (or be removed) afterwards. Handed to the unit
+        with `LoadCredential=`, never copied into the store.
       '';
     };
 
@@ -601,6 +628,8 @@ in
       clusterSecretFile = mkIf (cfg.clusterSecretFile != null) (
         mkDefault "${credentialsDir}/cluster-secret"
       );
+      join = mkIf (cfg.join != [ ]) (mkDefault cfg.join);
+      joinTokenFile = mkIf (cfg.joinTokenFile != null) (mkDefault "${credentialsDir}/join-token");
       apiTokenFile = mkIf (cfg.apiTokenFile != null) (mkDefault "${credentialsDir}/api-token");
       tlsCaFile = mkIf (cfg.tlsCaFile != null) (mkDefault "${credentialsDir}/tls-ca");
       tlsCertFile = mkIf (cfg.tlsCertFile != null) (mkDefault "${credentialsDir}/tls-cert");
@@ -688,6 +717,18 @@ in
       {
         assertion = strayCredentials == { };
         message = "services.blixard.settings: ${lib.concatStringsSep ", " (builtins.attrNames strayCredentials)} set there would leave the secret unread, or read outside systemd's credentials: set services.blixard.${lib.concatStringsSep " / services.blixard." (builtins.attrNames strayCredentials)} (an absolute path outside the store), which hands the file over with LoadCredential=.";
+      }
+      {
+        assertion = !(s ? joinToken);
+        message = "services.blixard.settings.joinToken would put the join token in the Nix store: set services.blixard.joinTokenFile instead, which hands the file over with LoadCredential=.";
+      }
+      {
+        assertion = cfg.joinTokenFile == null || cfg.clusterSecretFile == null;
+        message = "services.blixard.joinTokenFile and clusterSecretFile: a node joining with a join token receives the cluster secret from the cluster; set one of them.";
+      }
+      {
+        assertion = cfg.joinTokenFile == null || cfg.tailscale.enable || cfg.join != [ ] || cfg.peers != [ ];
+        message = "services.blixard.joinTokenFile needs a member to join through: set services.blixard.join (any member's address).";
       }
       {
         assertion = builtins.all (f: f == null) tlsFiles || builtins.all (f: f != null) tlsFiles;
@@ -786,6 +827,7 @@ in
           RuntimeDirectory = "blixard";
           LoadCredential =
             lib.optional (cfg.clusterSecretFile != null) "cluster-secret:${cfg.clusterSecretFile}"
+            ++ lib.optional (cfg.joinTokenFile != null) "join-token:${cfg.joinTokenFile}"
             ++ lib.optional (cfg.apiTokenFile != null) "api-token:${cfg.apiTokenFile}"
             ++ lib.optional (cfg.tlsCaFile != null) "tls-ca:${cfg.tlsCaFile}"
             ++ lib.optional (cfg.tlsCertFile != null) "tls-cert:${cfg.tlsCertFile}"

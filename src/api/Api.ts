@@ -11,6 +11,7 @@ import { Schema } from "effect"
 import { ApiTokenInfo, CreatedApiToken, Role, TokenId, TokenName } from "../domain/ApiToken.js"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
 import * as E from "../domain/Errors.js"
+import { CreatedJoinToken, JoinTokenHash, JoinTokenId, JoinTokenInfo, JoinTokenTtlMs } from "../domain/JoinToken.js"
 import { Labels } from "../domain/Labels.js"
 import { NodeListParams, VmListParams } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -133,6 +134,25 @@ export class TokensApi extends HttpApiGroup.make("tokens")
   .add(HttpApiEndpoint.del("revoke")`/v1/tokens/${tokenId}`.addSuccess(ApiTokenInfo).annotate(EndpointAccess, "admin"))
   .middleware(Authorization) {}
 
+export const CreateJoinTokenBody = Schema.Struct({ ttlMs: Schema.optionalWith(JoinTokenTtlMs, { exact: true }) }).annotations(
+  strict('{ "ttlMs": 3600000 }')
+)
+export const ConsumeJoinTokenBody = Schema.Struct({ hash: JoinTokenHash, node: NodeId }).annotations(
+  strict('{ "hash": "<sha256 hex of ID.SECRET>", "node": 4 }')
+)
+const joinTokenId = HttpApiSchema.param("id", JoinTokenId)
+
+/**
+ * Join tokens (`blixard cluster token …`): admin only, but for `consume`, which a member receiving a
+ * joining node's token sends to the leader with its node credential (`TlsBootstrap.ts`).
+ */
+export class JoinTokensApi extends HttpApiGroup.make("joinTokens")
+  .add(HttpApiEndpoint.post("create", "/v1/cluster/tokens").setPayload(CreateJoinTokenBody).addSuccess(CreatedJoinToken, { status: 201 }).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.get("list", "/v1/cluster/tokens").setUrlParams(ReadParams).addSuccess(Schema.Array(JoinTokenInfo)).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.del("revoke")`/v1/cluster/tokens/${joinTokenId}`.addSuccess(JoinTokenInfo).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.post("consume")`/v1/cluster/tokens/${joinTokenId}/consume`.setPayload(ConsumeJoinTokenBody).addSuccess(JoinTokenInfo).annotate(EndpointAccess, "node"))
+  .middleware(Authorization) {}
+
 export class HealthApi extends HttpApiGroup.make("health").add(HttpApiEndpoint.get("health", "/v1/health").addSuccess(Health)) {}
 
 /**
@@ -176,6 +196,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .add(NodesApi)
   .add(ClusterApi)
   .add(TokensApi)
+  .add(JoinTokensApi)
   .add(HealthApi)
   // Every error crosses the API as itself (the tagged error, with its code) with a fitting status.
   // Every member of `BlixardError` must be listed: a missing one makes the handlers in Server.ts
@@ -186,6 +207,9 @@ export class BlixardApi extends HttpApi.make("blixard")
   .addError(E.RunnerNotAllowed, { status: 400 })
   .addError(E.FlakeNotAllowed, { status: 400 })
   .addError(E.TokenNotFound, { status: 404 })
+  .addError(E.JoinTokenInvalid, { status: 401 })
+  .addError(E.JoinTokenUsed, { status: 409 })
+  .addError(E.JoinTokenExpired, { status: 410 })
   .addError(E.VmNotFound, { status: 404 })
   .addError(E.NodeNotFound, { status: 404 })
   .addError(E.VmExists, { status: 409 })

@@ -11,6 +11,7 @@ import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientErr
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
+import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
 import { BlixardError, InvalidArgument, Timeout, TlsUntrusted, Unavailable } from "../domain/Errors.js"
@@ -111,6 +112,10 @@ export interface ApiClientShape {
   readonly createToken: (role: Role, name?: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
   readonly listTokens: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
   readonly revokeToken: (id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
+  readonly createJoinToken: (ttlMs?: number | undefined) => Effect.Effect<CreatedJoinToken, BlixardError>
+  readonly listJoinTokens: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<JoinTokenInfo>, BlixardError>
+  readonly revokeJoinToken: (id: JoinTokenId) => Effect.Effect<JoinTokenInfo, BlixardError>
+  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId) => Effect.Effect<JoinTokenInfo, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)
@@ -324,7 +329,11 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       health: () => call(api.health.health()),
       createToken: (role, name) => call(api.tokens.create({ payload: { role, ...(name !== undefined ? { name } : {}) } })),
       listTokens: (read) => call(api.tokens.list({ urlParams: urlParamsOf(read) })),
-      revokeToken: (id) => call(api.tokens.revoke({ path: { id } }))
+      revokeToken: (id) => call(api.tokens.revoke({ path: { id } })),
+      createJoinToken: (ttlMs) => call(api.joinTokens.create({ payload: ttlMs !== undefined ? { ttlMs } : {} })),
+      listJoinTokens: (read) => call(api.joinTokens.list({ urlParams: urlParamsOf(read) })),
+      revokeJoinToken: (id) => call(api.joinTokens.revoke({ path: { id } })),
+      consumeJoinToken: (id, hash, node) => call(api.joinTokens.consume({ path: { id }, payload: { hash, node } }))
     } satisfies ApiClientShape
   })
 

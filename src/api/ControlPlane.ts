@@ -5,6 +5,7 @@
  */
 import { Context, type Effect } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
+import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
@@ -71,6 +72,12 @@ export interface ControlPlaneShape {
   readonly createToken: (role: Role, name: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
   readonly listTokens: (read: ReadMode) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
   readonly revokeToken: (id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
+  /** A new join token living `ttlMs`; the answer holds its text, which nothing keeps. */
+  readonly createJoinToken: (ttlMs: number) => Effect.Effect<CreatedJoinToken, BlixardError>
+  readonly listJoinTokens: (read: ReadMode) => Effect.Effect<ReadonlyArray<JoinTokenInfo>, BlixardError>
+  readonly revokeJoinToken: (id: JoinTokenId) => Effect.Effect<JoinTokenInfo, BlixardError>
+  /** Uses up join token `id` for node `node`, if `hash` is its hash and it is unused and unexpired. */
+  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId) => Effect.Effect<JoinTokenInfo, BlixardError>
   /**
    * The whole replicated state at an index the leader confirmed (a ReadIndex round), for
    * `blixard cluster snapshot save`. Absent where there is none to give (another node's API seen

@@ -7,7 +7,7 @@
 import { Effect, Layer } from "effect"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import { ApiTokenInfo, ApiTokenRecord, CreatedApiToken, TokenId } from "../domain/ApiToken.js"
-import { Conflict, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
+import { Conflict, NodeNotFound, NotImplemented, TokenNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import { HostHeartbeat, NodeInfo, type HostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
@@ -126,6 +126,7 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
     new NodeNotFound({ message: `no node with id ${id} in the cluster`, subject: `node ${id}`, node: self })
 
   const tokens = new Map<string, ApiTokenRecord>()
+  const joinTokensAbsent = new NotImplemented({ message: "the in-memory control plane has no join tokens (a real node does)", node: self })
   const infoOf = ({ hash: _, ...info }: ApiTokenRecord) => new ApiTokenInfo(info)
 
   return {
@@ -153,6 +154,11 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
         tokens.delete(id)
         return Effect.succeed(infoOf(record))
       }),
+    // Join tokens need the cluster CA and Raft's consumption: only a real node has them.
+    createJoinToken: () => Effect.fail(joinTokensAbsent),
+    listJoinTokens: () => Effect.fail(joinTokensAbsent),
+    revokeJoinToken: () => Effect.fail(joinTokensAbsent),
+    consumeJoinToken: () => Effect.fail(joinTokensAbsent),
     listVms: (read, query) =>
       Effect.sync(() => {
         note({ method: "listVms", read })

@@ -46,6 +46,7 @@ import * as http from "node:http"
 import type { Duplex } from "node:stream"
 import { InvalidArgument } from "../domain/Errors.js"
 import { startOf } from "../domain/VmSpec.js"
+import { DefaultJoinTokenTtlMs } from "../domain/JoinToken.js"
 import { isEncodeTransparent } from "../domain/Json.js"
 import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { type Access, type AuthOptions, EndpointAccess, forbidden, makeAuthenticate, permits } from "./Auth.js"
@@ -134,6 +135,12 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     create: ({ payload }) => plane.createToken(payload.role, payload.name),
     list: ({ urlParams }) => plane.listTokens(readMode(urlParams)),
     revoke: ({ path }) => plane.revokeToken(path.id)
+  },
+  joinTokens: {
+    create: ({ payload }) => plane.createJoinToken(payload.ttlMs ?? DefaultJoinTokenTtlMs),
+    list: ({ urlParams }) => plane.listJoinTokens(readMode(urlParams)),
+    revoke: ({ path }) => plane.revokeJoinToken(path.id),
+    consume: ({ path, payload }) => plane.consumeJoinToken(path.id, payload.hash, payload.node)
   },
   health: {
     health: () => plane.health

@@ -9,6 +9,7 @@
  */
 import { Context, Effect, Layer, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
+import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
@@ -53,6 +54,9 @@ export interface BlixardClientApi {
   readonly createToken: (target: Target, role: Role, name: string | undefined) => Effect.Effect<CreatedApiToken, BlixardError>
   readonly listTokens: (target: Target) => Effect.Effect<ReadonlyArray<ApiTokenInfo>, BlixardError>
   readonly revokeToken: (target: Target, id: TokenId) => Effect.Effect<ApiTokenInfo, BlixardError>
+  readonly createJoinToken: (target: Target, ttlMs: number | undefined) => Effect.Effect<CreatedJoinToken, BlixardError>
+  readonly listJoinTokens: (target: Target) => Effect.Effect<ReadonlyArray<JoinTokenInfo>, BlixardError>
+  readonly revokeJoinToken: (target: Target, id: JoinTokenId) => Effect.Effect<JoinTokenInfo, BlixardError>
   /** The cluster's state as a snapshot file's bytes, streamed (`GET /v1/cluster/snapshot`). */
   readonly downloadSnapshot: (target: Target) => Stream.Stream<Uint8Array, BlixardError>
   /** The node's event stream (`GET /v1/events`) as bytes, after `lastEventId` if given. */
@@ -119,6 +123,9 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         createToken: (target, role, name) => via(target, (c) => c.createToken(role, name)),
         listTokens: (target) => via(target, (c) => c.listTokens()),
         revokeToken: (target, id) => via(target, (c) => c.revokeToken(id)),
+        createJoinToken: (target, ttlMs) => via(target, (c) => c.createJoinToken(ttlMs)),
+        listJoinTokens: (target) => via(target, (c) => c.listJoinTokens()),
+        revokeJoinToken: (target, id) => via(target, (c) => c.revokeJoinToken(id)),
         downloadSnapshot: (target) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.snapshot())),
         events: (target, lastEventId) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.events(lastEventId)))
       } satisfies BlixardClientApi

@@ -24,9 +24,10 @@ import { VmListView } from "./VmListView.js"
 /** `12  vm.placed  web  node=1 revision=2` */
 export const formatEvent = (batch: EventBatch, event: ClusterEvent): string => {
   const { type, ...fields } = event
-  const subject = "vm" in fields ? fields.vm : "node" in fields && type.startsWith("node.") ? `node ${fields.node}` : "id" in fields ? `token ${fields.id}` : ""
+  const subject =
+    "vm" in fields ? fields.vm : "node" in fields && type.startsWith("node.") ? `node ${fields.node}` : "id" in fields ? `${type.startsWith("joinToken.") ? "join token" : "token"} ${fields.id}` : ""
   const rest = Object.entries(fields)
-    .filter(([key]) => !(key === "vm" || (key === "node" && type.startsWith("node.")) || (key === "id" && type.startsWith("token."))))
+    .filter(([key]) => !(key === "vm" || (key === "node" && type.startsWith("node.")) || (key === "id" && /^(token|joinToken)\./.test(type))))
     .map(([key, value]) => `${key}=${typeof value === "string" && /\s/.test(value) ? JSON.stringify(value) : String(value)}`)
   return [String(batch.index), type, subject, ...rest].filter((part) => part !== "").join("  ")
 }

@@ -49,6 +49,19 @@ const options = {
     ),
     Options.repeated
   ),
+  join: Options.text("join").pipe(
+    Options.withPseudoName("HOST:PORT"),
+    Options.withDescription(
+      "A member to join through, by address alone (its id is learned from the cluster). Repeatable. [$BLIXARD_JOIN, comma-separated]"
+    ),
+    Options.repeated
+  ),
+  joinToken: text(
+    "join-token",
+    "TOKEN",
+    "A join token (blixard cluster token create): join with it instead of the cluster secret; prefer --join-token-file, as a flag shows in the process list. [$BLIXARD_JOIN_TOKEN]"
+  ),
+  joinTokenFile: text("join-token-file", "FILE", "A file holding a join token. [$BLIXARD_JOIN_TOKEN_FILE]"),
   discovery: Options.choice("discovery", ["static", "tailscale"]).pipe(
     Options.withDescription(
       "How peers are found: static (--peer, the default) or tailscale (online tailnet machines tagged --tailscale-tag, at the port of --bind). [$BLIXARD_DISCOVERY]"
@@ -171,9 +184,9 @@ const logLevelOf = (level: NodeConfig["logLevel"]): LogLevel.LogLevel =>
 const describeJoining = (config: NodeConfig): string =>
   config.discovery === "tailscale"
     ? `finding peers on the tailnet (machines tagged ${config.tailscaleTag ?? DefaultTailscaleTag})${config.bootstrap === true ? ", founding a new cluster if none is there" : ""}`
-    : config.peers.length === 0
+    : config.peers.length === 0 && (config.join ?? []).length === 0
       ? "bootstrapping a new cluster"
-      : `joining through ${config.peers.map((p) => `${p.id}@${p.address}`).join(", ")}`
+      : `joining through ${[...config.peers.map((p) => `${p.id}@${p.address}`), ...(config.join ?? [])].join(", ")}`
 
 /** What the daemon starts, for its first log line. */
 export const describeNode = (config: NodeConfig): string =>
@@ -248,6 +261,9 @@ const daemon = Command.make("node", options, (args) =>
       bind: Option.getOrUndefined(args.bind),
       advertise: Option.getOrUndefined(args.advertise),
       peers: args.peers,
+      join: args.join,
+      joinToken: Option.getOrUndefined(args.joinToken),
+      joinTokenFile: Option.getOrUndefined(args.joinTokenFile),
       discovery: Option.getOrUndefined(args.discovery),
       bootstrap: args.bootstrap ? true : undefined,
       tailscaleTag: Option.getOrUndefined(args.tailscaleTag),
@@ -272,7 +288,9 @@ const daemon = Command.make("node", options, (args) =>
       logFormat: Option.getOrUndefined(args.logFormat)
     })
     if (args.checkConfig) {
-      yield* Console.log(JSON.stringify(Schema.encodeSync(NodeConfig)(config), null, 2))
+      // A join token is a secret: say that one is set, not what it is.
+      const shown = { ...Schema.encodeSync(NodeConfig)(config), ...(config.joinToken !== undefined ? { joinToken: "(set, not shown)" } : {}) }
+      yield* Console.log(JSON.stringify(shown, null, 2))
       return
     }
     // The daemon's import graph (SQLite, HTTP, the peer transport) loads only when a node actually starts.

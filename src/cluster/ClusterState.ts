@@ -12,7 +12,19 @@ import { Either, Schema } from "effect"
 import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
 import type { Command, CommandEnvelope, UpdateVm } from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { BlixardError as BlixardErrorSchema, Conflict, InvalidArgument, NodeNotFound, TokenNotFound, VmExists, VmNotFound } from "../domain/Errors.js"
+import {
+  BlixardError as BlixardErrorSchema,
+  Conflict,
+  InvalidArgument,
+  JoinTokenExpired,
+  JoinTokenInvalid,
+  JoinTokenUsed,
+  NodeNotFound,
+  TokenNotFound,
+  VmExists,
+  VmNotFound
+} from "../domain/Errors.js"
+import { JoinTokenInfo, JoinTokenRecord, JoinTokenRetentionMs } from "../domain/JoinToken.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import type { NodeId } from "../domain/NodeId.js"
@@ -21,9 +33,14 @@ import { ConfigSource, VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { Ledger, place, shortfall } from "./Scheduler.js"
 
-/** What applying a command produced: the VM, node or API token it touched, or why it was refused. */
+/** What applying a command produced: the VM, node, API token or join token it touched, or why it was refused. */
 export type ApplyResult = Either.Either<
-  { readonly vm?: VmRecord | undefined; readonly node?: NodeInfo | undefined; readonly token?: ApiTokenInfo | undefined },
+  {
+    readonly vm?: VmRecord | undefined
+    readonly node?: NodeInfo | undefined
+    readonly token?: ApiTokenInfo | undefined
+    readonly joinToken?: JoinTokenInfo | undefined
+  },
   BlixardError
 >
 
@@ -37,7 +54,8 @@ const ResultJson = Schema.Union(
     ok: Schema.Literal(true),
     vm: Schema.optionalWith(VmRecord, { exact: true }),
     node: Schema.optionalWith(NodeInfo, { exact: true }),
-    token: Schema.optionalWith(ApiTokenInfo, { exact: true })
+    token: Schema.optionalWith(ApiTokenInfo, { exact: true }),
+    joinToken: Schema.optionalWith(JoinTokenInfo, { exact: true })
   }),
   Schema.Struct({ ok: Schema.Literal(false), error: BlixardErrorSchema })
 )
@@ -51,12 +69,13 @@ const snapshotFields = {
   requests: Schema.Array(Schema.Tuple(Schema.String, ResultJson))
 }
 
-/** Reading a snapshot: one written before the cluster id (or API tokens) existed has none. */
+/** Reading a snapshot: one written before the cluster id (or API or join tokens) existed has none. */
 const SnapshotJson = Schema.parseJson(
   Schema.Struct({
     ...snapshotFields,
     clusterId: Schema.optionalWith(Schema.String, { default: () => "" }),
-    tokens: Schema.optionalWith(Schema.Array(ApiTokenRecord), { default: () => [] })
+    tokens: Schema.optionalWith(Schema.Array(ApiTokenRecord), { default: () => [] }),
+    joinTokens: Schema.optionalWith(Schema.Array(JoinTokenRecord), { default: () => [] })
   })
 )
 
@@ -65,13 +84,14 @@ const SnapshotJson = Schema.parseJson(
  * state holds only records built from validated commands). A snapshot carries every VM; encoding
  * each through its schema cost ~7 µs per VM, on every node, every `snapshotEvery` entries. It is
  * written field by field, the VMs in pieces (see `snapshotView`); the text is the JSON of
- * `{ ...snapshotFields, clusterId, tokens }` in this order.
+ * `{ ...snapshotFields, clusterId, tokens, joinTokens }` in this order.
  */
 const vmJson = toJson(VmRecord)
 const nodesJson = toJson(snapshotFields.nodes)
 const membersJson = toJson(snapshotFields.members)
 const requestsJson = toJson(snapshotFields.requests)
 const tokensJson = toJson(Schema.Array(ApiTokenRecord))
+const joinTokensJson = toJson(Schema.Array(JoinTokenRecord))
 
 /** VMs per piece of a snapshot's text: ~1 ms of `JSON.stringify` each. */
 const vmsPerPiece = 1_000
@@ -82,20 +102,58 @@ const encodeResult = (result: ApplyResult): typeof ResultJson.Type =>
         ok: true,
         ...(result.right.vm ? { vm: result.right.vm } : {}),
         ...(result.right.node ? { node: result.right.node } : {}),
-        ...(result.right.token ? { token: result.right.token } : {})
+        ...(result.right.token ? { token: result.right.token } : {}),
+        ...(result.right.joinToken ? { joinToken: result.right.joinToken } : {})
       }
     : { ok: false, error: result.left }
 
 const decodeResult = (json: typeof ResultJson.Type): ApplyResult =>
-  json.ok ? Either.right({ vm: json.vm, node: json.node, token: json.token }) : Either.left(json.error)
+  json.ok ? Either.right({ vm: json.vm, node: json.node, token: json.token, joinToken: json.joinToken }) : Either.left(json.error)
 
 const tokenInfo = (record: ApiTokenRecord): ApiTokenInfo => {
   const { hash: _, ...info } = record
   return new ApiTokenInfo(info, trusted)
 }
 
+const joinTokenInfo = (record: JoinTokenRecord): JoinTokenInfo => {
+  const { hash: _, ...info } = record
+  return new JoinTokenInfo(info, trusted)
+}
+
 /** A VM record's fields apart from where it is placed: what the scheduler needs to place it. */
 type Unplaced = Pick<VmRecord, "spec" | "desired" | "status" | "revision" | "createdAt" | "generation">
+
+/**
+ * Why the join token `record` may not admit a node presenting `hash` at `now`, if it may not: one
+ * rule for the leader's check before it proposes and for every replica's apply.
+ */
+export const joinTokenRefusal = (
+  record: JoinTokenRecord | undefined,
+  hash: string,
+  now: number
+): JoinTokenInvalid | JoinTokenUsed | JoinTokenExpired | undefined => {
+  const make = "make a new one with `blixard cluster token create` (admin) and start the node with it"
+  // A hash is compared whole: it is the digest of a secret, so its prefix says nothing of the secret.
+  if (record === undefined || record.hash !== hash) {
+    return new JoinTokenInvalid({
+      ...(record !== undefined ? { subject: record.id } : {}),
+      message: `the join token is not valid in this cluster (unknown, revoked, forgotten a day after it expired, or its secret is wrong); ${make}`
+    })
+  }
+  if (record.usedBy !== undefined) {
+    return new JoinTokenUsed({
+      subject: record.id,
+      message: `join token ${record.id} was already used by node ${record.usedBy}${record.usedAt !== undefined ? ` at ${new Date(record.usedAt).toISOString()}` : ""}; a join token admits one node: ${make}`
+    })
+  }
+  if (now >= record.expiresAt) {
+    return new JoinTokenExpired({
+      subject: record.id,
+      message: `join token ${record.id} expired at ${new Date(record.expiresAt).toISOString()}; ${make} (--ttl sets how long it lives)`
+    })
+  }
+  return undefined
+}
 
 export class ClusterState {
   /** Every VM by name. Read freely; change only through `put`/`remove`, which keep the indexes below. */
@@ -121,6 +179,8 @@ export class ClusterState {
   clusterId = ""
   /** The API tokens by id (their secrets' hashes only). */
   readonly tokens = new Map<string, ApiTokenRecord>()
+  /** The join tokens by id (their hashes only), until a day after they expire. */
+  readonly joinTokens = new Map<string, JoinTokenRecord>()
   /** When set, every VM changed is noted with its record before its first change (for events). */
   journal: Map<string, VmRecord | undefined> | undefined = undefined
 
@@ -290,6 +350,49 @@ export class ClusterState {
         this.tokens.delete(command.id)
         return Either.right({ token: tokenInfo(record) })
       }
+      case "CreateJoinToken":
+      case "RevokeJoinToken":
+      case "ConsumeJoinToken":
+        return this.joinToken(command, now)
+    }
+  }
+
+  /**
+   * Join tokens. Expiry is judged by `now`, the entry's `proposedAt` (the proposing leader's clock,
+   * carried in the entry), never by the applying node's clock: every replica decides alike, and a
+   * token is refused once the leader that would admit the node says it has expired.
+   */
+  private joinToken(command: Extract<Command, { _tag: "CreateJoinToken" | "RevokeJoinToken" | "ConsumeJoinToken" }>, now: number): ApplyResult {
+    const existing = this.joinTokens.get(command.id)
+    switch (command._tag) {
+      case "CreateJoinToken": {
+        if (existing !== undefined) {
+          return Either.left(new InvalidArgument({ subject: command.id, message: `a join token with id ${command.id} already exists` }))
+        }
+        // Forget tokens a day past their expiry, so the state does not grow with every join.
+        for (const id of [...this.joinTokens.keys()].sort()) {
+          if (this.joinTokens.get(id)!.expiresAt + JoinTokenRetentionMs < now) this.joinTokens.delete(id)
+        }
+        const record = new JoinTokenRecord({ id: command.id, hash: command.hash, createdAt: now, expiresAt: now + command.ttlMs }, trusted)
+        this.joinTokens.set(record.id, record)
+        return Either.right({ joinToken: joinTokenInfo(record) })
+      }
+      case "RevokeJoinToken": {
+        if (existing === undefined) {
+          return Either.left(
+            new TokenNotFound({ subject: command.id, message: `no join token with id ${command.id}; \`blixard cluster token list\` shows the ids` })
+          )
+        }
+        this.joinTokens.delete(command.id)
+        return Either.right({ joinToken: joinTokenInfo(existing) })
+      }
+      case "ConsumeJoinToken": {
+        const refusal = joinTokenRefusal(existing, command.hash, now)
+        if (refusal !== undefined) return Either.left(refusal)
+        const used = new JoinTokenRecord({ ...existing!, usedBy: command.node, usedAt: now }, trusted)
+        this.joinTokens.set(used.id, used)
+        return Either.right({ joinToken: joinTokenInfo(used) })
+      }
     }
   }
 
@@ -441,6 +544,7 @@ export class ClusterState {
     const members = [...this.members.entries()]
     const requests = [...this.requests.entries()]
     const tokens = [...this.tokens.keys()].sort().map((k) => this.tokens.get(k)!)
+    const joinTokens = [...this.joinTokens.keys()].sort().map((k) => this.joinTokens.get(k)!)
     return {
       *[Symbol.iterator]() {
         const names = [...vms.keys()].sort()
@@ -450,7 +554,7 @@ export class ClusterState {
           yield (i === 0 ? "" : ",") + piece.join(",")
         }
         yield `],"nodes":${nodesJson(nodes.sort((a, b) => a.id - b.id))},"clusterId":${JSON.stringify(clusterId)}`
-        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)}}`
+        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)},"joinTokens":${joinTokensJson(joinTokens)}}`
       }
     }
   }
@@ -466,6 +570,7 @@ export class ClusterState {
     state.clusterId = decoded.clusterId
     for (const [id, result] of decoded.requests) state.remember(id, result)
     for (const token of decoded.tokens) state.tokens.set(token.id, token)
+    for (const token of decoded.joinTokens) state.joinTokens.set(token.id, token)
     return state
   }
 }

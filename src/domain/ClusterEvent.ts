@@ -9,6 +9,7 @@
  */
 import { Schema } from "effect"
 import { Role, TokenId, TokenName } from "./ApiToken.js"
+import { JoinTokenId } from "./JoinToken.js"
 import { NodeId } from "./NodeId.js"
 import { HostPort } from "./NodeInfo.js"
 import { VmName } from "./VmName.js"
@@ -75,6 +76,13 @@ export const LeaderChanged = Schema.Struct({ type: Schema.Literal("leader.change
 export const TokenCreated = Schema.Struct({ type: Schema.Literal("token.created"), id: TokenId, role: Role, name: optional(TokenName) })
 export const TokenRevoked = Schema.Struct({ type: Schema.Literal("token.revoked"), id: TokenId })
 
+/** A join token was made, valid until `expiresAt` (epoch ms). */
+export const JoinTokenCreated = Schema.Struct({ type: Schema.Literal("joinToken.created"), id: JoinTokenId, expiresAt: Index })
+/** Node `node` joined with a join token: it is used up. */
+export const JoinTokenUsed = Schema.Struct({ type: Schema.Literal("joinToken.used"), id: JoinTokenId, node: NodeId })
+/** A join token was revoked. */
+export const JoinTokenRevoked = Schema.Struct({ type: Schema.Literal("joinToken.revoked"), id: JoinTokenId })
+
 export const ClusterEvent = Schema.Union(
   VmCreated,
   VmPlaced,
@@ -98,7 +106,10 @@ export const ClusterEvent = Schema.Union(
   NodeRemoved,
   LeaderChanged,
   TokenCreated,
-  TokenRevoked
+  TokenRevoked,
+  JoinTokenCreated,
+  JoinTokenUsed,
+  JoinTokenRevoked
 )
 export type ClusterEvent = typeof ClusterEvent.Type
 export type ClusterEventType = ClusterEvent["type"]

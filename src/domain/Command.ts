@@ -4,6 +4,7 @@
  */
 import { Schema } from "effect"
 import { Role, TokenHash, TokenId, TokenName } from "./ApiToken.js"
+import { JoinTokenHash, JoinTokenId, JoinTokenTtlMs } from "./JoinToken.js"
 import { Labels } from "./Labels.js"
 import { NodeId } from "./NodeId.js"
 import { NodeInfo, Schedulability } from "./NodeInfo.js"
@@ -67,6 +68,26 @@ export class CreateApiToken extends Schema.TaggedClass<CreateApiToken>()("Create
 }) {}
 export class RevokeApiToken extends Schema.TaggedClass<RevokeApiToken>()("RevokeApiToken", { id: TokenId }) {}
 
+/**
+ * A new join token (see `JoinToken.ts`): it expires `ttlMs` after the entry's `proposedAt`, so every
+ * replica computes the same expiry.
+ */
+export class CreateJoinToken extends Schema.TaggedClass<CreateJoinToken>()("CreateJoinToken", {
+  id: JoinTokenId,
+  hash: JoinTokenHash,
+  ttlMs: JoinTokenTtlMs
+}) {}
+export class RevokeJoinToken extends Schema.TaggedClass<RevokeJoinToken>()("RevokeJoinToken", { id: JoinTokenId }) {}
+/**
+ * Node `node` joins with the join token `id`: applied only if `hash` is the token's, it is unused
+ * and the entry's `proposedAt` is before its expiry; it is then used up.
+ */
+export class ConsumeJoinToken extends Schema.TaggedClass<ConsumeJoinToken>()("ConsumeJoinToken", {
+  id: JoinTokenId,
+  hash: JoinTokenHash,
+  node: NodeId
+}) {}
+
 export const Command = Schema.Union(
   CreateVm,
   StartVm,
@@ -80,7 +101,10 @@ export const Command = Schema.Union(
   SetNodeHealth,
   RemoveNode,
   CreateApiToken,
-  RevokeApiToken
+  RevokeApiToken,
+  CreateJoinToken,
+  RevokeJoinToken,
+  ConsumeJoinToken
 )
 export type Command = typeof Command.Type
 

@@ -154,6 +154,21 @@ export class PeerCertificateRefused extends Schema.TaggedError<PeerCertificateRe
   fields("BLX_PEER_CERT_REFUSED")
 ) {}
 
+/** A join token that is malformed, unknown, revoked, or whose secret is wrong: make a new one. */
+export class JoinTokenInvalid extends Schema.TaggedError<JoinTokenInvalid>()("JoinTokenInvalid", fields("BLX_JOIN_TOKEN_INVALID")) {}
+
+/** A join token already used by a node (each is good for one join). */
+export class JoinTokenUsed extends Schema.TaggedError<JoinTokenUsed>()("JoinTokenUsed", fields("BLX_JOIN_TOKEN_USED")) {}
+
+/** A join token past its expiry (by the clock of the leader that applied the join). */
+export class JoinTokenExpired extends Schema.TaggedError<JoinTokenExpired>()("JoinTokenExpired", fields("BLX_JOIN_TOKEN_EXPIRED")) {}
+
+/**
+ * The CA a member offered is not the one the join token pins: a machine in the middle, or a token of
+ * another cluster. Raised by the joining node only.
+ */
+export class JoinTokenCaMismatch extends Schema.TaggedError<JoinTokenCaMismatch>()("JoinTokenCaMismatch", fields("BLX_JOIN_TOKEN_CA_MISMATCH")) {}
+
 /** Plain (unencrypted) mode was asked for on a non-loopback address without `--i-know`. */
 export class PlaintextRefused extends Schema.TaggedError<PlaintextRefused>()("PlaintextRefused", fields("BLX_PLAINTEXT_REFUSED")) {}
 
@@ -189,7 +204,10 @@ export const BlixardError = Schema.Union(
   BackendFailed,
   InvariantViolated,
   NotImplemented,
-  TlsUntrusted
+  TlsUntrusted,
+  JoinTokenInvalid,
+  JoinTokenUsed,
+  JoinTokenExpired
 )
 export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]

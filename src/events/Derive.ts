@@ -8,6 +8,7 @@ import type { Command } from "../domain/Command.js"
 import { NodeId } from "../domain/NodeId.js"
 import type { NodeInfo } from "../domain/NodeInfo.js"
 import type { ApiTokenRecord } from "../domain/ApiToken.js"
+import type { JoinTokenRecord } from "../domain/JoinToken.js"
 import type { VmRecord } from "../domain/VmStatus.js"
 import type { ConfChange } from "../raft/Types.js"
 
@@ -76,8 +77,15 @@ export const tokenEvents = (before: ApiTokenRecord | undefined, after: ApiTokenR
   }
 }
 
-/** The node and token a command may change (read before and after applying it). */
-export const subjectsOf = (command: Command): { readonly node?: number; readonly token?: string } => {
+/** What a join token's change means (one forgotten after its expiry is not an event). */
+export const joinTokenEvents = (before: JoinTokenRecord | undefined, after: JoinTokenRecord | undefined, out: Array<ClusterEvent>): void => {
+  if (before === undefined && after !== undefined) out.push({ type: "joinToken.created", id: after.id, expiresAt: after.expiresAt })
+  else if (before !== undefined && after === undefined) out.push({ type: "joinToken.revoked", id: before.id })
+  else if (before?.usedBy === undefined && after?.usedBy !== undefined) out.push({ type: "joinToken.used", id: after.id, node: after.usedBy })
+}
+
+/** The node, API token or join token a command may change (read before and after applying it). */
+export const subjectsOf = (command: Command): { readonly node?: number; readonly token?: string; readonly joinToken?: string } => {
   switch (command._tag) {
     case "RegisterNode":
       return { node: command.info.id }
@@ -88,6 +96,10 @@ export const subjectsOf = (command: Command): { readonly node?: number; readonly
     case "CreateApiToken":
     case "RevokeApiToken":
       return { token: command.id }
+    case "CreateJoinToken":
+    case "RevokeJoinToken":
+    case "ConsumeJoinToken":
+      return { joinToken: command.id }
     default:
       return {}
   }

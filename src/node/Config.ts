@@ -4,6 +4,7 @@
  * merged in that order of increasing precedence.
  */
 import { Schema } from "effect"
+import { JoinTokenText } from "../domain/JoinToken.js"
 import { Labels } from "../domain/Labels.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort } from "../domain/NodeInfo.js"
@@ -116,6 +117,18 @@ export const NodeConfig = Schema.Struct({
   dataDir: Path,
   /** File holding the shared secret that authenticates peer traffic. */
   clusterSecretFile: Schema.optionalWith(Path, { exact: true }),
+  /**
+   * Members to join through, by address alone (`--join HOST:PORT`): their ids are learned from the
+   * cluster. Static discovery only, beside `peers`.
+   */
+  join: Schema.optionalWith(Schema.Array(HostPort), { exact: true }),
+  /**
+   * A join token (`blixard cluster token create`): a fresh node gets its certificate and the
+   * cluster secret with it, instead of holding the secret. Ignored once the node has joined.
+   * `joinTokenFile` keeps it out of the process list and the config file.
+   */
+  joinToken: Schema.optionalWith(JoinTokenText, { exact: true }),
+  joinTokenFile: Schema.optionalWith(Path, { exact: true }),
   /**
    * Serve peers and the API without TLS (`ws://`, `http://`). Refused on a bind address that is not
    * loopback unless `insecurePlaintextNonLoopback` is set too; a warning is logged at every start.

@@ -36,6 +36,7 @@ import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import { EventLog } from "../events/EventLog.js"
 import { ConfigInvalid, MemberAmnesia, StorageIo, TlsInvalid, Unavailable } from "../domain/Errors.js"
+import * as JoinToken from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import { Resources } from "../domain/Resources.js"
@@ -80,6 +81,33 @@ const readSecretFile = (file: string, what: string, node: NodeId) =>
       () => new ConfigInvalid({ node, subject: file, message: `the ${what} file ${file} is empty` })
     )
   )
+
+/**
+ * The cluster secret: the configured file's; else the one a join token got this node
+ * (`DATA-DIR/cluster-secret`); else the public development secret (warned about).
+ */
+const clusterSecret = (config: NodeConfig, node: NodeId) =>
+  Effect.suspend(() => {
+    if (config.clusterSecretFile !== undefined) return readSecretFile(config.clusterSecretFile, "cluster secret", node)
+    const received = path.join(config.dataDir, StartTls.clusterSecretFileName)
+    return fs.existsSync(received) ? readSecretFile(received, "cluster secret", node) : Effect.succeed(developmentSecret)
+  })
+
+/** The join token a node that is about to join uses (none once it has joined: the token is then spent). */
+const joinTokenOf = (config: NodeConfig, node: NodeId, joining: boolean) =>
+  Effect.gen(function* () {
+    const file = config.joinTokenFile
+    if (config.joinToken === undefined && file === undefined) return undefined
+    if (!joining) {
+      yield* Effect.logInfo(`node ${node} does not join (it is a member already, or founds the cluster): its join token is not used and may be removed from its settings`)
+      return undefined
+    }
+    const text = config.joinToken ?? (yield* readSecretFile(file!, "join token", node))
+    return yield* Either.mapLeft(
+      JoinToken.parseJoinToken(text),
+      (problem) => new ConfigInvalid({ node, subject: file ?? "joinToken", message: `${file !== undefined ? `the join token file ${file}` : "the join token"}: ${problem}` })
+    )
+  })
 
 const prepareDataDir = (dir: string, node: NodeId) =>
   Effect.try({
@@ -153,12 +181,44 @@ const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape =>
     createToken: (role, name) => client.createToken(role, name),
     listTokens: (mode) => client.listTokens(read(mode)),
     revokeToken: (id) => client.revokeToken(id),
+    createJoinToken: (ttlMs) => client.createJoinToken(ttlMs),
+    listJoinTokens: (mode) => client.listJoinTokens(read(mode)),
+    revokeJoinToken: (id) => client.revokeJoinToken(id),
+    consumeJoinToken: (id, hash, node) => client.consumeJoinToken(id, hash, node),
     registerNode: (info) => client.registerNode(info),
     heartbeat: (id) => client.heartbeat(id),
     reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
     health: client.health()
   }
 }
+
+/**
+ * Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader, to
+ * report its VMs' status), with this node's credential, never an admin token; over TLS, only to
+ * members of this node's cluster. One client per address.
+ */
+const remotePlanes = (tls: Tls.NodeTls | undefined, credential: string, requestMs: number) =>
+  Effect.gen(function* () {
+    const clients = new Map<string, ControlPlaneShape>()
+    const httpClient = yield* Layer.build(
+      Client.layerHttpClient(
+        tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
+      )
+    )
+    return (address: string): ControlPlaneShape => {
+      let plane = clients.get(address)
+      if (plane === undefined) {
+        const client = Effect.runSync(
+          Client.make({ addr: address, token: credential, timeout: Duration.millis(requestMs), scheme: tls === undefined ? "http" : "https" }).pipe(
+            Effect.provide(httpClient)
+          )
+        )
+        plane = remoteControlPlane(client)
+        clients.set(address, plane)
+      }
+      return plane
+    }
+  })
 
 /** What this node offers VMs: configured, or detected from the machine (all but one CPU, 80 % of RAM). */
 export const detectCapacity = (config: NodeConfig): Resources =>
@@ -212,15 +272,8 @@ export const run = (config: NodeConfig) =>
           ? yield* resolveVmOwner({ id: node, vmUser: config.vmUser ?? DefaultVmUser, vmGroup: config.vmGroup ?? DefaultVmGroup })
           : undefined
       const filename = path.join(config.dataDir, "blixard.db")
-      const secret =
-        config.clusterSecretFile !== undefined
-          ? yield* readSecretFile(config.clusterSecretFile, "cluster secret", node)
-          : developmentSecret
-      if (config.clusterSecretFile === undefined) {
-        yield* Effect.logWarning(
-          `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated and other nodes' credentials are accepted from loopback only; set clusterSecretFile (--cluster-secret-file) on every node`
-        )
-      }
+      // A node joining with a join token receives the secret (and keeps it): read it again after TLS.
+      let secret = yield* clusterSecret(config, NodeId.make(node))
       const admin = yield* adminToken(config, NodeId.make(node))
       // Storage: locked, checked, migrated; then claimed for this node id.
       const storage = yield* Layer.build(layerFile({ filename, node }))
@@ -231,48 +284,28 @@ export const run = (config: NodeConfig) =>
         effect.pipe(Effect.provide(storage), Effect.mapError(classify({ filename, node }, "reading the node's identity")))
       const knownCluster = (yield* meta(NodeMeta.get("cluster_id"))) as string | undefined
 
-      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
-      // to report its VMs' status), with this node's credential, never an admin token; over TLS, only
-      // to members of this node's cluster.
-      const credential = Auth.nodeCredential(secret, node)
-      const remoteOver = (tls: Tls.NodeTls | undefined) =>
-        Effect.gen(function* () {
-          const clients = new Map<string, ControlPlaneShape>()
-          const httpClient = yield* Layer.build(
-            Client.layerHttpClient(
-              tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
-            )
-          )
-          return (address: string): ControlPlaneShape => {
-            let plane = clients.get(address)
-            if (plane === undefined) {
-              const client = Effect.runSync(
-                Client.make({
-                  addr: address,
-                  token: credential,
-                  timeout: Duration.millis(config.timeouts.requestMs),
-                  scheme: tls === undefined ? "http" : "https"
-                }).pipe(Effect.provide(httpClient))
-              )
-              plane = remoteControlPlane(client)
-              clients.set(address, plane)
-            }
-            return plane
-          }
-        })
-
       // A fresh node that may found (see Discovery.ts) joins instead when a peer already has a
       // cluster. Before it has certificates, a peer's cluster shows in the CA it offers.
       const clusterAmong = (peers: ReadonlyArray<Discovery.SeedPeer>) =>
         config.insecurePlaintext === true
-          ? Effect.flatMap(remoteOver(undefined), (plain) => Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined))
+          ? Effect.flatMap(remotePlanes(undefined, Auth.nodeCredential(secret, node), config.timeouts.requestMs), (plain) =>
+              Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined)
+            )
           : Effect.map(
               Effect.forEach(peers, (peer) => TlsBootstrap.offeredCluster(peer.address, config.timeouts.requestMs)),
               (offered) => offered.some((cluster) => cluster !== undefined)
             )
       const founding = fresh && discovery.mayFound && !(yield* clusterAmong(yield* discovery.peers))
-      const tls = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret, peers: discovery.peers })
-      const remote = yield* remoteOver(tls)
+      const joinToken = yield* joinTokenOf(config, NodeId.make(node), fresh && !founding)
+      const tls = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret, peers: discovery.peers, joinToken })
+      if (joinToken !== undefined) secret = yield* clusterSecret(config, NodeId.make(node))
+      if (secret === developmentSecret) {
+        yield* Effect.logWarning(
+          `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated and other nodes' credentials are accepted from loopback only; set clusterSecretFile (--cluster-secret-file) on every node`
+        )
+      }
+      const credential = Auth.nodeCredential(secret, node)
+      const remote = yield* remotePlanes(tls, credential, config.timeouts.requestMs)
 
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
       if (!fresh && knownCluster !== undefined) {
@@ -327,7 +360,7 @@ export const run = (config: NodeConfig) =>
 
       const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
       const hostContact = HostContact.make()
-      const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy, hostContact })
+      const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy, hostContact, caFingerprint: tls?.fingerprint })
 
       // `vm logs`: served from this node's disk, or forwarded to the hosting node with this node's credential.
       const vmLogs = VmLogsRoute.route({
@@ -354,7 +387,7 @@ export const run = (config: NodeConfig) =>
         adminTokens: [admin.token],
         hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,
         clusterSecret: secret,
-        nodeCredentialsFromLoopbackOnly: config.clusterSecretFile === undefined,
+        nodeCredentialsFromLoopbackOnly: secret === developmentSecret,
         tokens: (id) => state.current.tokens.get(id)
       }
       const runFork = Runtime.runFork(yield* Effect.runtime<never>())
@@ -373,6 +406,7 @@ export const run = (config: NodeConfig) =>
                   tls,
                   clusterSecret: secret,
                   authenticate: Auth.makeAuthenticate(auth),
+                  consumeJoinToken: controlPlane.consumeJoinToken,
                   run: (effect, then) =>
                     void runFork(Effect.either(effect)).addObserver((exit) =>
                       then(exit._tag === "Success" ? exit.value : Either.left(new TlsInvalid({ node, subject: "certificate", message: `node ${node} could not sign a certificate (interrupted)` })))

@@ -46,7 +46,10 @@ export interface PeerDiscovery {
 export const describePeer = (peer: SeedPeer): string => `${peer.name} (${peer.address})`
 
 const staticDiscovery = (config: NodeConfig): PeerDiscovery => {
-  const peers = config.peers.map((p) => ({ address: p.address, name: `node ${p.id}` }))
+  const peers = [
+    ...config.peers.map((p) => ({ address: p.address, name: `node ${p.id}` })),
+    ...(config.join ?? []).map((address) => ({ address, name: "member" }))
+  ]
   return { advertise: config.advertise ?? config.bind, mayFound: peers.length === 0, peers: Effect.succeed(peers), configured: config.peers }
 }
 

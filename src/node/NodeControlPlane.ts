@@ -9,6 +9,8 @@
  */
 import { Clock, Duration, Effect, Either } from "effect"
 import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "../api/Auth.js"
+import { joinTokenRefusal } from "../cluster/ClusterState.js"
+import { CreatedJoinToken, formatJoinToken, JoinTokenId, JoinTokenInfo, presented } from "../domain/JoinToken.js"
 import type { ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
 import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import type { ApplyResult } from "../cluster/ClusterState.js"
@@ -47,6 +49,8 @@ export interface NodeControlPlaneOptions {
   readonly sourcePolicy?: SourcePolicy | undefined
   /** Where the leader records answered host heartbeats (`HostContact.ts`); absent: they are answered, not recorded. */
   readonly hostContact?: HostContact | undefined
+  /** The cluster CA's SHA-256 (hex), which join tokens pin; absent without TLS (no join tokens then). */
+  readonly caFingerprint?: string | undefined
 }
 
 /**
@@ -134,6 +138,53 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       const token = replicatedToken(id, randomSecret())
       const command = new C.CreateApiToken({ id, role, hash: sha256Hex(token), ...(name !== undefined ? { name } : {}) })
       return Effect.map(tokenResult(command), (info) => new CreatedApiToken({ ...info, token }, trusted))
+    })
+
+  const joinTokenResult = (command: Command) =>
+    Effect.flatMap(propose(command, undefined), (r) =>
+      r.joinToken !== undefined ? Effect.succeed(r.joinToken) : Effect.fail(new InvalidArgument({ node: self, message: "the join token command was not applied" }))
+    )
+
+  /** Like an API token's, the secret is made by the proposer and only its hash enters the log. */
+  const createJoinToken = (ttlMs: number): Effect.Effect<CreatedJoinToken, BlixardError> =>
+    Effect.suspend(() => {
+      const fingerprint = options.caFingerprint
+      if (fingerprint === undefined) {
+        return Effect.fail(
+          new InvalidArgument({
+            node: self,
+            subject: "join token",
+            message: `node ${self} runs without TLS (--insecure-plaintext): a join token pins the cluster CA, so there is none to make; join nodes with the cluster secret (--peer and --cluster-secret-file)`
+          })
+        )
+      }
+      const id = JoinTokenId.make(randomTokenId())
+      const secret = randomSecret()
+      const command = new C.CreateJoinToken({ id, hash: sha256Hex(presented({ id, secret })), ttlMs }, trusted)
+      return Effect.map(joinTokenResult(command), (info) => new CreatedJoinToken({ ...info, token: formatJoinToken({ fingerprint, id, secret }) }, trusted))
+    })
+
+  /**
+   * Checked on the leader before anything is proposed, so a wrong or spent token costs no log entry;
+   * the state machine checks again when it applies the entry, against the entry's own clock, and only
+   * that check counts (two joins racing with one token: the second entry is refused).
+   */
+  const consumeJoinToken = (id: JoinTokenId, hash: string, node: NodeId): Effect.Effect<JoinTokenInfo, BlixardError> =>
+    Effect.gen(function* () {
+      const st = yield* raft.status
+      if (st.role !== "leader") {
+        return yield* new NotLeader({ node: self, message: `node ${self} is not the leader`, ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}) })
+      }
+      const refusal = joinTokenRefusal(state.current.joinTokens.get(id), hash, yield* Clock.currentTimeMillis)
+      if (refusal !== undefined) return yield* Effect.fail(refusal)
+      if (st.confState.voters.includes(node) || st.confState.learners.includes(node)) {
+        return yield* new InvalidArgument({
+          node: self,
+          subject: String(node),
+          message: `node ${node} is already a member of the cluster; a join token admits a new node: give the joining node an unused id, or remove node ${node} first (blixard cluster leave --id ${node})`
+        })
+      }
+      return yield* joinTokenResult(new C.ConsumeJoinToken({ id, hash, node }, trusted))
     })
 
   const readable = (mode: ReadMode): Effect.Effect<void, BlixardError> => (mode === "stale" ? Effect.void : raft.readIndex)
@@ -319,6 +370,16 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         })
       ),
     revokeToken: (id) => orForward(tokenResult(new C.RevokeApiToken({ id }, trusted)), (l) => l.revokeToken(id)),
+    createJoinToken: (ttlMs) => orForward(createJoinToken(ttlMs), (l) => l.createJoinToken(ttlMs)),
+    listJoinTokens: (mode) =>
+      Effect.map(readable(mode), () =>
+        [...state.current.joinTokens.keys()].sort().map((k) => {
+          const { hash: _, ...info } = state.current.joinTokens.get(k)!
+          return new JoinTokenInfo(info, trusted)
+        })
+      ),
+    revokeJoinToken: (id) => orForward(joinTokenResult(new C.RevokeJoinToken({ id }, trusted)), (l) => l.revokeJoinToken(id)),
+    consumeJoinToken: (id, hash, node) => orForward(consumeJoinToken(id, hash, node), (l) => l.consumeJoinToken(id, hash, node)),
     snapshot: Effect.gen(function* () {
       // After the round this node has applied what the leader had committed when it confirmed its
       // leadership: the state captured right here (no yield in between) is a linearizable read.

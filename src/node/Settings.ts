@@ -26,6 +26,10 @@ export interface NodeFlags {
   readonly tailscaleBinary?: string | undefined
   readonly dataDir?: string | undefined
   readonly clusterSecretFile?: string | undefined
+  /** `HOST:PORT` each; when given, they replace the file's and the environment's. */
+  readonly join?: ReadonlyArray<string> | undefined
+  readonly joinToken?: string | undefined
+  readonly joinTokenFile?: string | undefined
   readonly apiTokenFile?: string | undefined
   readonly insecurePlaintext?: boolean | undefined
   readonly insecurePlaintextNonLoopback?: boolean | undefined
@@ -76,6 +80,8 @@ const scalars: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> 
   ["tailscaleBinary", "--tailscale-binary", "BLIXARD_TAILSCALE_BINARY"],
   ["dataDir", "--data-dir", "BLIXARD_DATA_DIR"],
   ["clusterSecretFile", "--cluster-secret-file", "BLIXARD_CLUSTER_SECRET_FILE"],
+  ["joinToken", "--join-token", "BLIXARD_JOIN_TOKEN"],
+  ["joinTokenFile", "--join-token-file", "BLIXARD_JOIN_TOKEN_FILE"],
   ["apiTokenFile", "--api-token-file", "BLIXARD_API_TOKEN_FILE"],
   ["insecurePlaintext", "--insecure-plaintext", "BLIXARD_INSECURE_PLAINTEXT"],
   ["insecurePlaintextNonLoopback", "--i-know", "BLIXARD_INSECURE_PLAINTEXT_NON_LOOPBACK"],
@@ -96,6 +102,7 @@ const booleans: ReadonlySet<string> = new Set(["bootstrap", "insecurePlaintext",
 
 /** The list settings: NodeConfig key, flag (repeatable), environment variable (comma-separated). */
 const lists: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> = [
+  ["join", "--join", "BLIXARD_JOIN"],
   ["allowedRunnerPrefixes", "--allowed-runner-prefix", "BLIXARD_ALLOWED_RUNNER_PREFIXES"],
   ["allowedFlakePrefixes", "--allowed-flake-prefix", "BLIXARD_ALLOWED_FLAKE_PREFIXES"]
 ]
@@ -123,6 +130,11 @@ interface Source {
 const emptySource = (): Source => ({ values: {}, origins: {}, rejected: new Set(), problems: [] })
 
 const quote = (text: string): string => JSON.stringify(text)
+
+/** Settings whose value is a secret: a problem names where it came from, never the value (logs keep messages). */
+const secretKeys: ReadonlySet<string> = new Set(["joinToken"])
+
+const shown = (key: string, value: string): string => (secretKeys.has(key) ? "(value not shown)" : quote(value))
 
 const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
   path.reduce<string>(
@@ -231,7 +243,7 @@ const environmentSource = (env: Environment): Source => {
     } else {
       source.values[key] = value
     }
-    source.origins[key] = () => `${variable} ${quote(value)}`
+    source.origins[key] = () => `${variable} ${shown(key, value)}`
   }
   for (const [key, , variable] of lists) {
     const value = given(variable)
@@ -265,7 +277,7 @@ const flagSource = (flags: NodeFlags): Source => {
     // A boolean flag not given is `false` from the CLI: it must not override the file or the environment.
     if (value === undefined || (booleans.has(key) && value === false)) continue
     source.values[key] = value
-    source.origins[key] = () => `${flag} ${typeof value === "string" ? quote(value) : String(value)}`
+    source.origins[key] = () => `${flag} ${typeof value === "string" ? shown(key, value) : String(value)}`
   }
   for (const [key, flag] of lists) {
     const entries = flags[key] as ReadonlyArray<string> | undefined
@@ -369,7 +381,7 @@ export const resolveNodeSettings = (
   if (Either.isLeft(decoded)) {
     return Either.left(new ConfigInvalid({ message: "the node's settings are invalid" }))
   }
-  const conflict = discoveryConflict(decoded.right, origins)
+  const conflict = discoveryConflict(decoded.right, origins) ?? joinTokenConflict(decoded.right, origins)
   if (conflict !== undefined) return Either.left(new ConfigInvalid({ message: conflict, subject: subjectOf(conflict) ?? "discovery" }))
   return Either.right(decoded.right)
 }
@@ -382,6 +394,29 @@ const discoveryConflict = (config: NodeConfig, origins: Record<string, Origin>):
   }
   if (config.bootstrap === true && config.discovery !== "tailscale") {
     return `${where("bootstrap")}: bootstrap applies to tailscale discovery only; with static peers, a node given no peers founds the cluster`
+  }
+  return undefined
+}
+
+/** Join tokens' settings that contradict each other or the rest. */
+const joinTokenConflict = (config: NodeConfig, origins: Record<string, Origin>): string | undefined => {
+  const where = (key: string) => origins[key]?.([]) ?? key
+  if (config.joinToken !== undefined && config.joinTokenFile !== undefined) {
+    return `${where("joinToken")}: give the join token or a file holding it (${where("joinTokenFile")}), not both`
+  }
+  if (config.join !== undefined && config.join.length > 0 && config.discovery === "tailscale") {
+    return `${where("join")}: members are found on the tailnet when discovery is "tailscale" (${where("discovery")}), so drop --join`
+  }
+  const token = config.joinToken !== undefined ? "joinToken" : config.joinTokenFile !== undefined ? "joinTokenFile" : undefined
+  if (token === undefined) return undefined
+  if (config.clusterSecretFile !== undefined) {
+    return `${where(token)}: a node joining with a join token receives the cluster secret from the cluster (and keeps it in its data directory): drop the cluster secret file (${where("clusterSecretFile")}), or join with the secret and no token`
+  }
+  if (config.insecurePlaintext === true) {
+    return `${where(token)}: a join token pins the cluster's CA, so it needs TLS: drop --insecure-plaintext (${where("insecurePlaintext")}), or join with the cluster secret`
+  }
+  if (config.discovery !== "tailscale" && config.peers.length === 0 && (config.join ?? []).length === 0) {
+    return `${where(token)}: a join token needs a member to join through: add --join HOST:PORT (any member's address)`
   }
   return undefined
 }

@@ -1,14 +1,18 @@
 /**
  * A node's TLS at start-up: the files in its data directory when it has them; else, for the node
  * founding a cluster, a new cluster CA and its own certificate; else, for a node joining, a
- * certificate from a member (`TlsBootstrap.obtain`, retried while no member answers). Or none, in
+ * certificate from a member (`TlsBootstrap.obtain`, or `obtainWithToken` with a join token, which
+ * also gets the cluster secret; retried while no member answers). Or none, in
  * plain mode (`insecurePlaintext`), which is refused on a non-loopback bind address unless
  * `insecurePlaintextNonLoopback` says the operator knows, and warned about at every start.
  */
 import { Duration, Effect, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
+import * as fs from "node:fs"
+import * as path from "node:path"
 import * as Auth from "../api/Auth.js"
-import { ConfigInvalid, PlaintextRefused, TlsInvalid } from "../domain/Errors.js"
+import { ConfigInvalid, PlaintextRefused, StorageIo, TlsInvalid } from "../domain/Errors.js"
+import type { JoinTokenParts } from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
 import { splitHostPort } from "../domain/NodeInfo.js"
 import * as Tls from "../net/Tls.js"
@@ -25,7 +29,28 @@ export interface StartOptions {
   readonly clusterSecret: string
   /** The peers a joining node asks for its certificate (discovery's: looked up again at each attempt). */
   readonly peers: Effect.Effect<ReadonlyArray<{ readonly address: string }>>
+  /** A fresh node's join token: it joins with it instead of the cluster secret. */
+  readonly joinToken?: JoinTokenParts | undefined
 }
+
+/** Where a node that joined with a join token keeps the cluster secret it received (mode 0600). */
+export const clusterSecretFileName = "cluster-secret"
+
+/** Writes the cluster secret a join token got this node, through a temporary file. */
+const writeClusterSecret = (dataDir: string, secret: string, node: number) =>
+  Effect.try({
+    try: () => {
+      const file = path.join(dataDir, clusterSecretFileName)
+      fs.writeFileSync(`${file}.tmp`, `${secret}\n`, { mode: 0o600 })
+      fs.renameSync(`${file}.tmp`, file)
+    },
+    catch: (e) =>
+      new StorageIo({
+        node: NodeId.make(node),
+        subject: dataDir,
+        message: `cannot write the cluster secret into ${dataDir}: ${e instanceof Error ? e.message : String(e)}; check the data directory's permissions`
+      })
+  })
 
 const isLoopbackBind = (bind: string): boolean => {
   const { host } = splitHostPort(bind as never)
@@ -69,23 +94,58 @@ const found = (config: NodeConfig) =>
     return yield* Tls.readNodeTls(config.dataDir, config.id)
   })
 
+const retryUnavailable = <A, E extends { readonly _tag: string; readonly message: string }>(config: NodeConfig, effect: Effect.Effect<A, E>) =>
+  effect.pipe(
+    Effect.tapError((e) =>
+      e._tag === "Unavailable" ? Effect.logWarning(`node ${config.id} could not get its certificate yet: ${e.message}; retrying`) : Effect.void
+    ),
+    Effect.retry({ while: (e) => e._tag === "Unavailable", schedule: Schedule.spaced(Duration.seconds(1)) })
+  )
+
+/**
+ * With a join token: the certificate and the cluster secret from a member. The secret is written
+ * before the certificates, whose presence says the node has joined.
+ */
+const joinWithToken = (options: StartOptions, token: JoinTokenParts) =>
+  Effect.gen(function* () {
+    const config = options.config
+    const admitted = yield* retryUnavailable(
+      config,
+      Effect.flatMap(options.peers, (peers) =>
+        TlsBootstrap.obtainWithToken({
+          node: config.id,
+          addresses: peers.map((peer) => peer.address),
+          token,
+          names: Tls.namesFor(config.bind, config.advertise),
+          timeoutMs: config.timeouts.requestMs
+        })
+      )
+    )
+    yield* writeClusterSecret(config.dataDir, admitted.clusterSecret, config.id)
+    yield* Tls.writeNodeTls(config.dataDir, admitted, config.id)
+    yield* Effect.logInfo(
+      `node ${config.id}: joined cluster ${admitted.clusterId} with join token ${token.id} (CA sha256 ${admitted.fingerprint}, as the token pins): its certificate is in ${Tls.tlsDir(config.dataDir)}, the cluster secret in ${path.join(config.dataDir, clusterSecretFileName)}`
+    )
+    const { clusterSecret: _, ...tls } = admitted
+    return tls
+  })
+
 const join = (options: StartOptions) =>
   Effect.gen(function* () {
     const config = options.config
-    const obtained = yield* Effect.flatMap(options.peers, (peers) =>
-      TlsBootstrap.obtain({
-      node: config.id,
-      addresses: peers.map((peer) => peer.address),
-      clusterSecret: options.clusterSecret,
-      credential: Auth.nodeCredential(options.clusterSecret, config.id),
-      names: Tls.namesFor(config.bind, config.advertise),
-      timeoutMs: config.timeouts.requestMs
-    })
-    ).pipe(
-      Effect.tapError((e) =>
-        e._tag === "Unavailable" ? Effect.logWarning(`node ${config.id} could not get its certificate yet: ${e.message}; retrying`) : Effect.void
-      ),
-      Effect.retry({ while: (e) => e._tag === "Unavailable", schedule: Schedule.spaced(Duration.seconds(1)) })
+    if (options.joinToken !== undefined) return yield* joinWithToken(options, options.joinToken)
+    const obtained = yield* retryUnavailable(
+      config,
+      Effect.flatMap(options.peers, (peers) =>
+        TlsBootstrap.obtain({
+          node: config.id,
+          addresses: peers.map((peer) => peer.address),
+          clusterSecret: options.clusterSecret,
+          credential: Auth.nodeCredential(options.clusterSecret, config.id),
+          names: Tls.namesFor(config.bind, config.advertise),
+          timeoutMs: config.timeouts.requestMs
+        })
+      )
     )
     yield* Tls.writeNodeTls(config.dataDir, obtained, config.id)
     yield* Effect.logInfo(`node ${config.id}: got its certificate of cluster ${obtained.clusterId} (CA sha256 ${obtained.fingerprint}) into ${Tls.tlsDir(config.dataDir)}`)

@@ -4,6 +4,8 @@
  *   GET  /v1/tls/ca           → { ca, proof }                       no token needed
  *   POST /v1/tls/certificate  { node, csr, names }                   Authorization: Bearer <credential>
  *                             → { clusterId, ca, caKey, certificate }
+ *   POST /v1/tls/join         { token, node, csr, names }            a join token instead of the secret
+ *                             → { clusterId, ca, caKey, certificate, clusterSecret }
  *
  * A node holding the cluster secret first fetches the CA without trusting the connection, and trusts
  * it only when `proof` = HMAC-SHA256(cluster secret, "blixard cluster CA\n" + the CA's SHA-256) is
@@ -14,6 +16,13 @@
  * its schema on both sides; a refusal is JSON with its `BLX_` code, as the API's are. Both are raw
  * routes of the API server (`api/RawRoutes.ts`).
  *
+ * A node holding a join token (`JoinToken.ts`) instead of the secret checks the offered CA against
+ * the SHA-256 the token pins (a mismatch stops it: `BLX_JOIN_TOKEN_CA_MISMATCH`), then, over TLS
+ * verified against that CA, presents `<id>.<secret>` with its certificate request. The member checks
+ * the request's signature, then has the token consumed through Raft (`ConsumeJoinToken`: one node
+ * per token, before its expiry) and only then answers the certificate, the CA's key and the cluster
+ * secret (what peer handshakes and node credentials are made from): everything a member holds.
+ *
  * `obtain` tries a list of addresses in turn and is what `--peer` joining calls; discovery (e.g. a
  * tailnet's members) may call it with the addresses it found.
  */
@@ -22,13 +31,28 @@ import { createHmac, timingSafeEqual } from "node:crypto"
 import type * as http from "node:http"
 import * as https from "node:https"
 import type { Authenticate } from "../api/Auth.js"
+import { sha256Hex } from "../api/Auth.js"
 import { errorResponse, type RawRoute } from "../api/RawRoutes.js"
-import { Forbidden, InvalidArgument, TlsInvalid, TlsUntrusted, Unauthorized, Unavailable } from "../domain/Errors.js"
+import type { BlixardError } from "../domain/Errors.js"
+import {
+  Forbidden,
+  InvalidArgument,
+  JoinTokenCaMismatch,
+  JoinTokenExpired,
+  JoinTokenInvalid,
+  JoinTokenUsed,
+  TlsInvalid,
+  TlsUntrusted,
+  Unauthorized,
+  Unavailable
+} from "../domain/Errors.js"
+import { idOfPresented, type JoinTokenId, type JoinTokenInfo, type JoinTokenParts, presented, PresentedJoinToken } from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
 import * as Tls from "../net/Tls.js"
 
 export const caPath = "/v1/tls/ca"
 export const certificatePath = "/v1/tls/certificate"
+export const joinPath = "/v1/tls/join"
 
 /** The largest body either endpoint reads. */
 const maxBodyBytes = 64 * 1024
@@ -48,6 +72,18 @@ export const CertificateAnswer = Schema.Struct({
   certificate: Tls.CertificatePem
 })
 
+export const JoinRequest = Schema.Struct({
+  token: PresentedJoinToken,
+  node: NodeId,
+  csr: Tls.CsrPem,
+  names: Schema.Array(Tls.HostName).pipe(Schema.maxItems(64))
+})
+
+export const JoinAnswer = Schema.Struct({
+  ...CertificateAnswer.fields,
+  clusterSecret: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(4096))
+})
+
 /** HMAC-SHA256 (hex) binding the cluster secret to the CA with `fingerprint`. */
 export const caProof = (clusterSecret: string, fingerprint: string): string =>
   createHmac("sha256", clusterSecret).update(`blixard cluster CA\n${fingerprint}`, "utf8").digest("hex")
@@ -58,19 +94,104 @@ const answer = (response: http.ServerResponse, status: number, body: unknown): v
   response.end(text)
 }
 
-const refuse = (response: http.ServerResponse, status: number, error: InvalidArgument | Unauthorized | Forbidden | TlsInvalid): void =>
+interface Refusal {
+  readonly _tag: string
+  readonly code: string
+  readonly message: string
+  readonly subject?: string | undefined
+}
+
+const refuse = (response: http.ServerResponse, status: number, error: Refusal): void =>
   answer(response, status, { _tag: error._tag, code: error.code, message: error.message, ...(error.subject !== undefined ? { subject: error.subject } : {}) })
+
+/** The HTTP status a refusal of the join endpoint answers with. */
+const statusOf = (error: Refusal): number => {
+  switch (error._tag) {
+    case "JoinTokenInvalid":
+    case "Unauthorized":
+      return 401
+    case "Forbidden":
+      return 403
+    case "JoinTokenUsed":
+      return 409
+    case "JoinTokenExpired":
+      return 410
+    case "InvalidArgument":
+    case "TlsInvalid":
+      return 400
+    default:
+      return 503
+  }
+}
 
 export interface HandlerOptions {
   readonly tls: Tls.NodeTls
   readonly clusterSecret: string
   /** The API's authenticator: a node credential proves who asks. */
   readonly authenticate: Authenticate
-  /** Runs the signing (an Effect) and answers through `then`. */
-  readonly run: <A>(effect: Effect.Effect<A, TlsInvalid>, then: (result: Either.Either<A, TlsInvalid>) => void) => void
+  /** Uses up a join token through Raft (the control plane's, which forwards to the leader). */
+  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId) => Effect.Effect<JoinTokenInfo, BlixardError>
+  /** Runs an Effect (signing, consuming) and answers through `then`. */
+  readonly run: <A, E>(effect: Effect.Effect<A, E>, then: (result: Either.Either<A, E | TlsInvalid>) => void) => void
 }
 
 const decodeRequest = ParseResult.decodeUnknownEither(CertificateRequest, { errors: "all", onExcessProperty: "error" })
+const decodeJoinRequest = ParseResult.decodeUnknownEither(JoinRequest, { errors: "all", onExcessProperty: "error" })
+
+/** Reads a JSON body of at most `maxBodyBytes` and hands it to `then`; a bad body is answered 400 or 413. */
+const readJson = (request: http.IncomingMessage, response: http.ServerResponse, where: string, then: (body: unknown) => void): void => {
+  const chunks: Array<Buffer> = []
+  let size = 0
+  request.on("data", (chunk: Buffer) => {
+    size += chunk.length
+    if (size <= maxBodyBytes) chunks.push(chunk)
+  })
+  request.on("end", () => {
+    if (size > maxBodyBytes) return refuse(response, 413, new InvalidArgument({ subject: "body", message: `${where}: the body is larger than ${maxBodyBytes} bytes` }))
+    let body: unknown
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString("utf8"))
+    } catch {
+      return refuse(response, 400, new InvalidArgument({ subject: "body", message: `${where}: the body is not valid JSON` }))
+    }
+    then(body)
+  })
+  request.on("error", () => response.destroy())
+}
+
+const noCaKey = (node: number) => ({
+  _tag: "Unavailable",
+  code: "BLX_UNAVAILABLE",
+  message: `this node holds no CA key (it runs with operator-supplied certificates): issue node ${node}'s certificate with the cluster's CA and give it tlsCaFile, tlsCertFile and tlsKeyFile`
+})
+
+/**
+ * `POST /v1/tls/join`: the request's signature is checked (by signing it) before the token is
+ * consumed, so a bad request does not use a token up; nothing is answered until it is consumed.
+ */
+const handleJoin = (options: HandlerOptions, request: http.IncomingMessage, response: http.ServerResponse): void => {
+  const where = `POST ${joinPath}`
+  readJson(request, response, where, (body) => {
+    const decoded = decodeJoinRequest(body)
+    if (Either.isLeft(decoded)) {
+      return refuse(response, 400, new InvalidArgument({ subject: "body", message: `${where}: ${ParseResult.TreeFormatter.formatIssueSync(decoded.left)}` }))
+    }
+    const asked = decoded.right
+    const caKey = options.tls.caKey
+    if (caKey === undefined) return answer(response, 503, noCaKey(asked.node))
+    const id = idOfPresented(asked.token)
+    const granted = Effect.gen(function* () {
+      const certificate = yield* Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names })
+      yield* options.consumeJoinToken(id, sha256Hex(asked.token), asked.node)
+      return certificate
+    })
+    options.run(granted, (result) =>
+      Either.isLeft(result)
+        ? refuse(response, statusOf(result.left), result.left)
+        : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey, certificate: result.right, clusterSecret: options.clusterSecret })
+    )
+  })
+}
 
 const json = (description: string) => ({ description, content: { "application/json": { schema: { type: "object" } } } })
 
@@ -113,27 +234,37 @@ export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
     },
     handle: (request, response) => sign(options, request, response)
   }
-  return [ca, certificate]
+  const join: RawRoute = {
+    method: "POST",
+    path: joinPath,
+    // The join token in the body is the credential: checked and consumed through Raft here.
+    access: undefined,
+    operation: {
+      tags: ["tls"],
+      operationId: "tls.join",
+      description:
+        "A new node joins with a join token (blixard cluster token create): the body { token, node, csr, names } presents <id>.<secret>. The certificate request is signed first, then the token is consumed through Raft (single use, before its expiry); only then the answer { clusterId, ca, caKey, certificate, clusterSecret }.",
+      requestBody: { required: true, content: { "application/json": { schema: { type: "object", required: ["token", "node", "csr", "names"] } } } },
+      responses: {
+        "200": json("{ clusterId, ca, caKey, certificate, clusterSecret }"),
+        "400": errorResponse("InvalidArgument, TlsInvalid: the body is malformed or the request cannot be signed", "InvalidArgument"),
+        "401": errorResponse("JoinTokenInvalid: no such token, or a wrong secret", "JoinTokenInvalid"),
+        "409": errorResponse("JoinTokenUsed: the token was used already", "JoinTokenUsed"),
+        "410": errorResponse("JoinTokenExpired: the token expired", "JoinTokenExpired"),
+        "413": errorResponse(`InvalidArgument: the body is larger than ${maxBodyBytes} bytes`, "InvalidArgument"),
+        "503": errorResponse("Unavailable: this node holds no CA key, or the token could not be consumed now", "Unavailable")
+      }
+    },
+    handle: (request, response) => handleJoin(options, request, response)
+  }
+  return [ca, certificate, join]
 }
 
 const sign = (options: HandlerOptions, request: http.IncomingMessage, response: http.ServerResponse): void => {
   const where = `POST ${certificatePath}`
   const principal = options.authenticate(request.headers.authorization, request.socket.remoteAddress)
   if (Either.isLeft(principal)) return refuse(response, 401, principal.left)
-  const chunks: Array<Buffer> = []
-  let size = 0
-  request.on("data", (chunk: Buffer) => {
-    size += chunk.length
-    if (size <= maxBodyBytes) chunks.push(chunk)
-  })
-  request.on("end", () => {
-    if (size > maxBodyBytes) return refuse(response, 413, new InvalidArgument({ subject: "body", message: `${where}: the body is larger than ${maxBodyBytes} bytes` }))
-    let body: unknown
-    try {
-      body = JSON.parse(Buffer.concat(chunks).toString("utf8"))
-    } catch {
-      return refuse(response, 400, new InvalidArgument({ subject: "body", message: `${where}: the body is not valid JSON` }))
-    }
+  readJson(request, response, where, (body) => {
     const decoded = decodeRequest(body)
     if (Either.isLeft(decoded)) {
       return refuse(response, 400, new InvalidArgument({ subject: "body", message: `${where}: ${ParseResult.TreeFormatter.formatIssueSync(decoded.left)}` }))
@@ -145,13 +276,7 @@ const sign = (options: HandlerOptions, request: http.IncomingMessage, response: 
       return refuse(response, 403, new Forbidden({ subject: where, message: `${where}: ${caller} may not get node ${asked.node}'s certificate; a node asks for its own, with its node credential` }))
     }
     const caKey = options.tls.caKey
-    if (caKey === undefined) {
-      return answer(response, 503, {
-        _tag: "Unavailable",
-        code: "BLX_UNAVAILABLE",
-        message: `this node holds no CA key (it runs with operator-supplied certificates): issue node ${asked.node}'s certificate with the cluster's CA and give it tlsCaFile, tlsCertFile and tlsKeyFile`
-      })
-    }
+    if (caKey === undefined) return answer(response, 503, noCaKey(asked.node))
     options.run(
       Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names }),
       (signed) =>
@@ -160,7 +285,6 @@ const sign = (options: HandlerOptions, request: http.IncomingMessage, response: 
           : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey, certificate: signed.right })
     )
   })
-  request.on("error", () => response.destroy())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,7 +359,17 @@ export interface ObtainOptions {
   readonly timeoutMs: number
 }
 
-export type ObtainError = Unavailable | TlsUntrusted | TlsInvalid | Unauthorized | Forbidden | InvalidArgument
+export type ObtainError =
+  | Unavailable
+  | TlsUntrusted
+  | TlsInvalid
+  | Unauthorized
+  | Forbidden
+  | InvalidArgument
+  | JoinTokenInvalid
+  | JoinTokenUsed
+  | JoinTokenExpired
+  | JoinTokenCaMismatch
 
 const RefusalBody = Schema.Struct({ code: Schema.String, message: Schema.String })
 
@@ -252,29 +386,44 @@ const refusalOf = (address: string, reply: Reply): ObtainError => {
       return new TlsInvalid({ subject: address, message })
     case "BLX_INVALID_ARGUMENT":
       return new InvalidArgument({ subject: address, message })
+    case "BLX_JOIN_TOKEN_INVALID":
+      return new JoinTokenInvalid({ subject: address, message })
+    case "BLX_JOIN_TOKEN_USED":
+      return new JoinTokenUsed({ subject: address, message })
+    case "BLX_JOIN_TOKEN_EXPIRED":
+      return new JoinTokenExpired({ subject: address, message })
     default:
       return new Unavailable({ subject: address, message })
   }
 }
 
+/** One request to the member at `address`; a failure to reach it is `Unavailable`, a wrong certificate `TlsUntrusted`. */
+const callOf = (address: string) => (path: string, request: Parameters<typeof requestJson>[2]) =>
+  Effect.tryPromise({
+    try: () => requestJson(address, path, request),
+    catch: (e) => {
+      const message = e instanceof Error ? e.message : String(e)
+      return message.startsWith("BLX_TLS_UNTRUSTED: ")
+        ? new TlsUntrusted({ subject: address, message: `${address}: ${message.slice(19)}` })
+        : new Unavailable({ subject: address, message: `cannot reach ${address} for a certificate: ${message}` })
+    }
+  })
+
+/** The CA the member at `address` offers, unchecked (each caller decides how to trust it). */
+const offeredCa = (address: string, timeoutMs: number) =>
+  Effect.gen(function* () {
+    const offered = yield* callOf(address)(caPath, { method: "GET", timeoutMs })
+    if (offered.status !== 200) return yield* refusalOf(address, offered)
+    return yield* Schema.decodeUnknown(CaAnswer)(offered.body).pipe(
+      Effect.mapError((e) => new TlsUntrusted({ subject: address, message: `${address} offered no usable CA: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
+    )
+  })
+
 /** Node `node`'s TLS files from the member at `address` (see the module comment). */
 export const obtainFrom = (address: string, options: Omit<ObtainOptions, "addresses">): Effect.Effect<Obtained, ObtainError> =>
   Effect.gen(function* () {
-    const call = (path: string, request: Parameters<typeof requestJson>[2]) =>
-      Effect.tryPromise({
-        try: () => requestJson(address, path, request),
-        catch: (e) => {
-          const message = e instanceof Error ? e.message : String(e)
-          return message.startsWith("BLX_TLS_UNTRUSTED: ")
-            ? new TlsUntrusted({ subject: address, message: `${address}: ${message.slice(19)}` })
-            : new Unavailable({ subject: address, message: `cannot reach ${address} for a certificate: ${message}` })
-        }
-      })
-    const offered = yield* call(caPath, { method: "GET", timeoutMs: options.timeoutMs })
-    if (offered.status !== 200) return yield* refusalOf(address, offered)
-    const ca = yield* Schema.decodeUnknown(CaAnswer)(offered.body).pipe(
-      Effect.mapError((e) => new TlsUntrusted({ subject: address, message: `${address} offered no usable CA: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
-    )
+    const call = callOf(address)
+    const ca = yield* offeredCa(address, options.timeoutMs)
     const expected = Buffer.from(caProof(options.clusterSecret, Tls.fingerprintOf(ca.ca)), "hex")
     if (!timingSafeEqual(expected, Buffer.from(ca.proof, "hex"))) {
       return yield* new TlsUntrusted({
@@ -305,21 +454,67 @@ export const obtainFrom = (address: string, options: Omit<ObtainOptions, "addres
 /** A joining node's TLS files, the CA's key included (every member keeps it). */
 export type Obtained = Tls.NodeTls & { readonly caKey: string }
 
+export interface TokenObtainOptions extends Omit<ObtainOptions, "clusterSecret" | "credential"> {
+  readonly token: JoinTokenParts
+}
+
+/** What a join token gets a node: its TLS files and the cluster secret. */
+export type Admitted = Obtained & { readonly clusterSecret: string }
+
+/** Node `node`'s TLS files and the cluster secret from the member at `address`, for a join token (see the module comment). */
+export const obtainWithTokenFrom = (address: string, options: Omit<TokenObtainOptions, "addresses">): Effect.Effect<Admitted, ObtainError> =>
+  Effect.gen(function* () {
+    const ca = yield* offeredCa(address, options.timeoutMs)
+    const fingerprint = Tls.fingerprintOf(ca.ca)
+    if (fingerprint !== options.token.fingerprint) {
+      return yield* new JoinTokenCaMismatch({
+        node: NodeId.make(options.node),
+        subject: address,
+        message: `${address} offered a cluster CA with SHA-256 ${fingerprint}, but the join token pins ${options.token.fingerprint}: either something between this node and ${address} is impersonating the cluster, or the token is of another cluster (or --join names a member of another one). Nothing was sent; check --join and the token (blixard cluster token create prints it against the right cluster)`
+      })
+    }
+    const clusterId = Tls.clusterOfCa(ca.ca)
+    if (clusterId === undefined) return yield* new TlsUntrusted({ subject: address, message: `${address} offered a CA that names no Blixard cluster` })
+    const request = yield* Tls.createRequest(options.node)
+    const granted = yield* callOf(address)(joinPath, {
+      method: "POST",
+      body: { token: presented(options.token), node: options.node, csr: request.csr, names: options.names },
+      ca: ca.ca,
+      clusterId,
+      timeoutMs: options.timeoutMs
+    })
+    if (granted.status !== 200) return yield* refusalOf(address, granted)
+    const files = yield* Schema.decodeUnknown(JoinAnswer)(granted.body).pipe(
+      Effect.mapError((e) => new TlsInvalid({ subject: address, message: `${address} answered an unusable certificate: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
+    )
+    if (files.ca !== ca.ca) return yield* new TlsUntrusted({ subject: address, message: `${address} answered with another CA than it offered` })
+    const checked = yield* Tls.checkNodeTls({ ca: files.ca, caKey: files.caKey, cert: files.certificate, key: request.key }, options.node, `the certificate from ${address}`)
+    return { ...checked, caKey: files.caKey, clusterSecret: files.clusterSecret }
+  })
+
 /**
- * Node `node`'s TLS files from the first of `addresses` that gives them. A refusal (wrong secret,
+ * What `from` gets from the first of `addresses` that gives it. A refusal (wrong secret or token,
  * another cluster) ends the search with that refusal; if none answers, `Unavailable`.
  */
-export const obtain = (options: ObtainOptions): Effect.Effect<Obtained, ObtainError> =>
+const firstAnswer = <A>(node: number, addresses: ReadonlyArray<string>, from: (address: string) => Effect.Effect<A, ObtainError>): Effect.Effect<A, ObtainError> =>
   Effect.gen(function* () {
-    let last: ObtainError = new Unavailable({ subject: "peers", message: `node ${options.node} has no member to ask for its certificate (give --peer)` })
-    for (const address of options.addresses) {
-      const result = yield* Effect.either(obtainFrom(address, options))
+    let last: ObtainError = new Unavailable({ subject: "peers", message: `node ${node} has no member to ask for its certificate (give --join or --peer)` })
+    for (const address of addresses) {
+      const result = yield* Effect.either(from(address))
       if (Either.isRight(result)) return result.right
       if (result.left._tag !== "Unavailable") return yield* result.left
       last = result.left
     }
     return yield* last
   })
+
+/** Node `node`'s TLS files, with the cluster secret (see `obtainFrom`). */
+export const obtain = (options: ObtainOptions): Effect.Effect<Obtained, ObtainError> =>
+  firstAnswer(options.node, options.addresses, (address) => obtainFrom(address, options))
+
+/** Node `node`'s TLS files and the cluster secret, with a join token (see `obtainWithTokenFrom`). */
+export const obtainWithToken = (options: TokenObtainOptions): Effect.Effect<Admitted, ObtainError> =>
+  firstAnswer(options.node, options.addresses, (address) => obtainWithTokenFrom(address, options))
 
 /**
  * The cluster whose CA the member at `address` offers, unverified: only to tell a node pointed at

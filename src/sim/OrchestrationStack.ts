@@ -138,6 +138,10 @@ const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneS
     createToken: (role, name) => at((p) => p.createToken(role, name)),
     listTokens: (mode) => at((p) => p.listTokens(mode)),
     revokeToken: (id) => at((p) => p.revokeToken(id)),
+    createJoinToken: (ttlMs) => at((p) => p.createJoinToken(ttlMs)),
+    listJoinTokens: (mode) => at((p) => p.listJoinTokens(mode)),
+    revokeJoinToken: (id) => at((p) => p.revokeJoinToken(id)),
+    consumeJoinToken: (id, hash, node) => at((p) => p.consumeJoinToken(id, hash, node)),
     health: at((p) => p.health)
   }
 }

@@ -41,6 +41,7 @@ const options = (auth?: AuthOptions): ApiOptions => ({
       authenticate: () => {
         throw new Error("not asked in this test")
       },
+      consumeJoinToken: () => Effect.die(new Error("not asked in this test")),
       run: () => undefined
     })
   ]

@@ -279,3 +279,44 @@ describe("resolveNodeSettings: problems name their source", () => {
     expect(ok(resolveNodeSettings(file({ id: 1, bind: "bad" }), { BLIXARD_BIND: "also bad" }, flags)).bind).toBe("h:1")
   })
 })
+
+describe("resolveNodeSettings: joining with a join token", () => {
+  const token = `K10${"ab".repeat(32)}::0123456789abcdef.${"x".repeat(43)}`
+  const base = { id: 4, bind: "127.0.0.1:7004" }
+
+  it("takes --join addresses and the token from flags, the environment or the file", () => {
+    const fromFlags = ok(resolveNodeSettings(undefined, {}, { ...base, join: ["10.0.0.1:7001", "10.0.0.2:7001"], joinToken: token }))
+    expect(fromFlags.join).toEqual(["10.0.0.1:7001", "10.0.0.2:7001"])
+    expect(fromFlags.joinToken).toBe(token)
+    const fromEnv = ok(resolveNodeSettings(undefined, { BLIXARD_JOIN: "10.0.0.1:7001", BLIXARD_JOIN_TOKEN_FILE: "/run/token" }, base))
+    expect(fromEnv.join).toEqual(["10.0.0.1:7001"])
+    expect(fromEnv.joinTokenFile).toBe("/run/token")
+    const fromFile = ok(resolveNodeSettings(file({ ...base, join: ["10.0.0.1:7001"], joinTokenFile: "/run/token" }), {}, {}))
+    expect(fromFile.joinTokenFile).toBe("/run/token")
+    // Without a token, --join is a peer given by address alone.
+    expect(ok(resolveNodeSettings(undefined, {}, { ...base, join: ["10.0.0.1:7001"] })).joinToken).toBeUndefined()
+  })
+
+  it("refuses a malformed token, saying what one looks like", () => {
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, join: ["10.0.0.1:7001"], joinToken: token.slice(0, -1) }))[0]).toMatch(
+      /^--join-token \(value not shown\): a join token is K10<64 hex digits>::<16 hex digits>\.<43 characters>/
+    )
+    // The token (a secret) is not repeated in the message, which ends up in logs.
+    expect(problems(resolveNodeSettings(undefined, { BLIXARD_JOIN_TOKEN: token.slice(0, -1) }, { ...base, join: ["10.0.0.1:7001"] })).join(" ")).not.toContain("x".repeat(42))
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, join: ["nope"] }))[0]).toMatch(/^--join "nope": /)
+  })
+
+  it("refuses what contradicts it: no member to join through, both token and file, a cluster secret file, plain mode, tailscale with --join", () => {
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, joinToken: token }))[0]).toMatch(/^--join-token .*add --join HOST:PORT/)
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, join: ["10.0.0.1:7001"], joinToken: token, joinTokenFile: "/t" }))[0]).toMatch(/not both/)
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, join: ["10.0.0.1:7001"], joinTokenFile: "/t", clusterSecretFile: "/s" }))[0]).toMatch(
+      /receives the cluster secret.*drop the cluster secret file \(--cluster-secret-file "\/s"\)/
+    )
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, join: ["10.0.0.1:7001"], joinTokenFile: "/t", insecurePlaintext: true }))[0]).toMatch(
+      /needs TLS: drop --insecure-plaintext/
+    )
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, join: ["10.0.0.1:7001"], discovery: "tailscale" }))[0]).toMatch(/^--join: .*so drop --join/)
+    // With peers from the tailnet, a token needs no --join.
+    expect(ok(resolveNodeSettings(undefined, {}, { ...base, discovery: "tailscale", joinTokenFile: "/t" })).joinTokenFile).toBe("/t")
+  })
+})

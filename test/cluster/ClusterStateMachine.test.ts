@@ -4,6 +4,7 @@ import { ClusterState } from "../../src/cluster/ClusterState.js"
 import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
 import { TokenId } from "../../src/domain/ApiToken.js"
 import * as C from "../../src/domain/Command.js"
+import { JoinTokenId } from "../../src/domain/JoinToken.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { Resources } from "../../src/domain/Resources.js"
@@ -70,7 +71,11 @@ const commands: ReadonlyArray<readonly [C.Command, string?]> = [
   [new C.CreateApiToken({ id: TokenId.make("0123456789abcdef"), name: "ci", role: "operator", hash: "a".repeat(64) })],
   [new C.CreateApiToken({ id: TokenId.make("fedcba9876543210"), role: "read-only", hash: "b".repeat(64) })],
   [new C.RevokeApiToken({ id: TokenId.make("0123456789abcdef") })],
-  [new C.RevokeApiToken({ id: TokenId.make("0123456789abcdef") })]
+  [new C.RevokeApiToken({ id: TokenId.make("0123456789abcdef") })],
+  [new C.CreateJoinToken({ id: JoinTokenId.make("00000000000000aa"), hash: "e".repeat(64), ttlMs: 60_000 })],
+  [new C.ConsumeJoinToken({ id: JoinTokenId.make("00000000000000aa"), hash: "e".repeat(64), node: id(4) })],
+  [new C.ConsumeJoinToken({ id: JoinTokenId.make("00000000000000aa"), hash: "e".repeat(64), node: id(5) })],
+  [new C.RevokeJoinToken({ id: JoinTokenId.make("00000000000000aa") })]
 ]
 
 const envelope = (i: number, [command, requestId]: readonly [C.Command, string?]) =>

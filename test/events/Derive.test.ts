@@ -9,6 +9,7 @@ import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
 import { TokenHash, TokenId } from "../../src/domain/ApiToken.js"
 import { EventBatch } from "../../src/domain/ClusterEvent.js"
 import * as C from "../../src/domain/Command.js"
+import { JoinTokenId } from "../../src/domain/JoinToken.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { Resources } from "../../src/domain/Resources.js"
@@ -151,6 +152,22 @@ describe("events derived from applied entries", () => {
       [{ type: "token.revoked", id: "0123456789abcdef" }]
     ])
     expect(batches[0]).not.toHaveProperty("at")
+  })
+
+  it("join tokens: made with their expiry, used by a node (a refused use is no event), revoked", () => {
+    const id = JoinTokenId.make("00000000000000aa")
+    const hash = "e".repeat(64)
+    const batches = run([
+      new C.CreateJoinToken({ id, hash, ttlMs: 60_000 }),
+      new C.ConsumeJoinToken({ id, hash, node: NodeId.make(4) }),
+      new C.ConsumeJoinToken({ id, hash, node: NodeId.make(5) }),
+      new C.RevokeJoinToken({ id })
+    ])
+    expect(batches.map((b) => b.events)).toEqual([
+      [{ type: "joinToken.created", id, expiresAt: batches[0]!.at! + 60_000 }],
+      [{ type: "joinToken.used", id, node: 4 }],
+      [{ type: "joinToken.revoked", id }]
+    ])
   })
 
   it("the node that proposed the entries derives the same events as a node that decodes them", () => {

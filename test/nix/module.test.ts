@@ -105,6 +105,7 @@ const sampleNames = (kind: "valid" | "inconsistent" | "refused"): ReadonlyArray<
 
 const credentialName: Record<string, string> = {
   clusterSecretFile: "cluster-secret",
+  joinTokenFile: "join-token",
   apiTokenFile: "api-token",
   tlsCaFile: "tls-ca",
   tlsCertFile: "tls-cert",

@@ -266,6 +266,65 @@ in
     };
   };
 
+  # A node joining with a join token alone: the token file handed over as a credential.
+  join-token = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 4;
+        bind = "10.0.0.4:7001";
+        join = [ "10.0.0.1:7001" ];
+        joinTokenFile = "/run/secrets/blixard-join-token";
+      };
+    };
+    expect = {
+      settings = {
+        id = 4;
+        bind = "10.0.0.4:7001";
+        peers = [ ];
+        join = [ "10.0.0.1:7001" ];
+        joinTokenFile = "/run/credentials/blixard.service/join-token";
+        dataDir = "/var/lib/blixard";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ "join-token:/run/secrets/blixard-join-token" ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "10.0.0.4:7001";
+        tmpfiles = [ "d '/var/lib/microvms' 0755 root root - -" ];
+      };
+    };
+  };
+
+  # A join token with nowhere to join, beside a cluster secret, or inline in the store.
+  join-token-refused = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 4;
+        joinTokenFile = "/run/secrets/blixard-join-token";
+        clusterSecretFile = "/run/secrets/blixard-cluster";
+        settings.joinToken = "K10${builtins.concatStringsSep "" (builtins.genList (_: "ab") 32)}::0123456789abcdef.${builtins.concatStringsSep "" (builtins.genList (_: "x") 43)}";
+      };
+    };
+    expect = {
+      assertions = [
+        "settings.joinToken would put the join token in the Nix store"
+        "joinTokenFile and clusterSecretFile"
+        "joinTokenFile needs a member to join through"
+      ];
+      schemaAccepts = true;
+    };
+  };
+
   # microvm.nix's host module with its own state directory; a per-key override in `settings`.
   systemd-backend = {
     microvmHost = true;

@@ -6,6 +6,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Either, Exit } from "effect"
 import type { ControlPlaneShape } from "../../src/api/ControlPlane.js"
 import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
+import { sha256Hex } from "../../src/api/Auth.js"
+import { parseJoinToken, presented } from "../../src/domain/JoinToken.js"
 import { HostPort } from "../../src/domain/NodeInfo.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
@@ -18,7 +20,11 @@ const address = (id: number) => `127.0.0.1:${7000 + id}`
 const spec = (name: string) => new VmSpec({ name: VmName.make(name), source: new RunnerConfig({ path: `/runners/${name}` }) })
 
 /** Three nodes whose ControlPlanes forward to each other in-process (the API client's role). */
-const setup = (voters: ReadonlyArray<number> = [1, 2, 3], sourcePolicy?: NodeControlPlane.NodeControlPlaneOptions["sourcePolicy"]) =>
+const setup = (
+  voters: ReadonlyArray<number> = [1, 2, 3],
+  sourcePolicy?: NodeControlPlane.NodeControlPlaneOptions["sourcePolicy"],
+  caFingerprint?: string
+) =>
   Effect.gen(function* () {
     const cluster = new RaftCluster(
       voters,
@@ -36,7 +42,8 @@ const setup = (voters: ReadonlyArray<number> = [1, 2, 3], sourcePolicy?: NodeCon
         state: cluster.state(id),
         remote: (addr) => planes.get(addr)!,
         catchUpTimeoutMs: 5_000,
-        sourcePolicy
+        sourcePolicy,
+        caFingerprint
       })
       planes.set(address(id), made)
       return made
@@ -77,6 +84,42 @@ describe("NodeControlPlane", () => {
       }
       value(yield* cluster.drive(plane(followers[1]!).revokeToken(created.id)))
       expect(value(yield* cluster.drive(plane(followers[0]!).listTokens("linearizable")))).toEqual([])
+    })
+  )
+
+  it.scoped("join tokens: made on the leader pinning the CA, consumed once through any member; a bad token costs no log entry", () =>
+    Effect.gen(function* () {
+      const fingerprint = "ab".repeat(32)
+      const { cluster, plane, followers, leader } = yield* setup([1, 2, 3], undefined, fingerprint)
+      for (const id of [1, 2, 3]) plane(id)
+      const created = value(yield* cluster.drive(plane(followers[0]!).createJoinToken(60_000)))
+      const parts = Either.getOrThrow(parseJoinToken(created.token))
+      expect(parts.fingerprint).toBe(fingerprint)
+      expect(parts.id).toBe(created.id)
+      expect(created.expiresAt - created.createdAt).toBe(60_000)
+      const hash = sha256Hex(presented(parts))
+      for (const id of [1, 2, 3]) {
+        expect(cluster.state(id).current.snapshot()).not.toContain(parts.secret)
+        expect(value(yield* cluster.drive(plane(id).listJoinTokens("linearizable")))).toEqual([{ id: created.id, createdAt: created.createdAt, expiresAt: created.expiresAt }])
+      }
+      // Refused on the leader before it proposes: the wrong secret, or a member's id.
+      const before = (yield* cluster.node(leader).status).lastIndex
+      expect(failure(yield* cluster.drive(plane(followers[1]!).consumeJoinToken(parts.id, sha256Hex("wrong"), NodeId.make(4))))).toMatchObject({ code: "BLX_JOIN_TOKEN_INVALID" })
+      expect(failure(yield* cluster.drive(plane(followers[1]!).consumeJoinToken(parts.id, hash, NodeId.make(followers[0]!))))).toMatchObject({ code: "BLX_INVALID_ARGUMENT" })
+      expect((yield* cluster.node(leader).status).lastIndex).toBe(before)
+      expect(value(yield* cluster.drive(plane(followers[1]!).consumeJoinToken(parts.id, hash, NodeId.make(4))))).toMatchObject({ usedBy: 4 })
+      expect(failure(yield* cluster.drive(plane(followers[0]!).consumeJoinToken(parts.id, hash, NodeId.make(5))))).toMatchObject({ code: "BLX_JOIN_TOKEN_USED" })
+      for (const id of [1, 2, 3]) expect(cluster.state(id).current.joinTokens.get(parts.id)?.usedBy).toBe(4)
+      value(yield* cluster.drive(plane(leader).revokeJoinToken(parts.id)))
+      expect(value(yield* cluster.drive(plane(followers[0]!).listJoinTokens("linearizable")))).toEqual([])
+    })
+  )
+
+  it.scoped("without TLS there is no CA to pin: no join token is made", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, followers } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      expect(failure(yield* cluster.drive(plane(followers[0]!).createJoinToken(60_000)))).toMatchObject({ code: "BLX_INVALID_ARGUMENT", message: expect.stringMatching(/insecure-plaintext/) })
     })
   )
 
