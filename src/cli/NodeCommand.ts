@@ -49,6 +49,13 @@ const options = {
     ),
     Options.repeated
   ),
+  servers: Options.text("server").pipe(
+    Options.withPseudoName("HOST:PORT"),
+    Options.withDescription(
+      "A member's API address. Given: this node is a host that runs VMs without being a Raft member, and talks to the members given, in turn (no --peer). Repeatable. [$BLIXARD_SERVERS, comma-separated]"
+    ),
+    Options.repeated
+  ),
   discovery: Options.choice("discovery", ["static", "tailscale"]).pipe(
     Options.withDescription(
       "How peers are found: static (--peer, the default) or tailscale (online tailnet machines tagged --tailscale-tag, at the port of --bind). [$BLIXARD_DISCOVERY]"
@@ -177,7 +184,9 @@ const describeJoining = (config: NodeConfig): string =>
 
 /** What the daemon starts, for its first log line. */
 export const describeNode = (config: NodeConfig): string =>
-  `node ${config.id} on ${config.bind}${config.advertise !== undefined ? ` (advertised as ${config.advertise})` : ""}, ` +
+  config.servers !== undefined
+    ? `host ${config.id} (not a Raft member) registered as ${config.advertise ?? config.bind}, data dir ${config.dataDir}, servers ${config.servers.join(", ")}, ${config.vmBackend} VM backend`
+    : `node ${config.id} on ${config.bind}${config.advertise !== undefined ? ` (advertised as ${config.advertise})` : ""}, ` +
   `data dir ${config.dataDir}, ${describeJoining(config)}, ${config.vmBackend} VM backend`
 
 const list = Command.make(
@@ -248,6 +257,7 @@ const daemon = Command.make("node", options, (args) =>
       bind: Option.getOrUndefined(args.bind),
       advertise: Option.getOrUndefined(args.advertise),
       peers: args.peers,
+      servers: args.servers,
       discovery: Option.getOrUndefined(args.discovery),
       bootstrap: args.bootstrap ? true : undefined,
       tailscaleTag: Option.getOrUndefined(args.tailscaleTag),
@@ -276,16 +286,18 @@ const daemon = Command.make("node", options, (args) =>
       return
     }
     // The daemon's import graph (SQLite, HTTP, the peer transport) loads only when a node actually starts.
-    const Daemon = yield* Effect.promise(() => import("../node/Daemon.js"))
+    const daemon = config.servers !== undefined
+      ? Effect.flatMap(Effect.promise(() => import("../node/HostDaemon.js")), (HostDaemon) => HostDaemon.run(config))
+      : Effect.flatMap(Effect.promise(() => import("../node/Daemon.js")), (Daemon) => Daemon.run(config))
     return yield* Effect.logInfo(`starting ${describeNode(config)}`).pipe(
-      Effect.zipRight(Daemon.run(config)),
+      Effect.zipRight(daemon),
       Logger.withMinimumLogLevel(logLevelOf(config.logLevel)),
       config.logFormat === "json" ? Effect.provide(Logger.json) : (effect) => effect
     )
   })
 ).pipe(
   Command.withDescription(
-    "Run a cluster member: Raft replication, the REST API and the agent that runs this node's VMs. Settings: --config file < BLIXARD_* environment < flags."
+    "Run a cluster member: Raft replication, the REST API and the agent that runs this node's VMs; with --server, a host that runs VMs without being a member. Settings: --config file < BLIXARD_* environment < flags."
   )
 )
 
