@@ -119,15 +119,23 @@ export const heartbeats = (options: {
     return { contact: Effect.sync(() => contact) }
   })
 
-/** The VMs placed on `node`, as last read (linearizably) through the servers. */
+/**
+ * The VMs placed on `node`, as read (linearizably) through the servers by the read started last of
+ * those that finished. An answer to an earlier read that arrives later is dropped: it may be older
+ * than the view a `confirmFresh` just installed, and would show a VM here that has moved away.
+ */
 export const mirror = (node: NodeId, servers: Servers) => {
   let vms: ReadonlyMap<string, VmRecord> = new Map()
-  const refresh: Effect.Effect<void, BlixardError> = Effect.map(
-    servers.call((plane) => plane.listVms("linearizable", { node })),
-    (records) => {
+  let started = 0
+  let installed = 0
+  const refresh: Effect.Effect<void, BlixardError> = Effect.suspend(() => {
+    const read = ++started
+    return Effect.map(servers.call((plane) => plane.listVms("linearizable", { node })), (records) => {
+      if (read < installed) return
+      installed = read
       vms = new Map(records.map((vm) => [vm.spec.name, vm]))
-    }
-  )
+    })
+  })
   return { state: () => ({ vms }), refresh }
 }
 

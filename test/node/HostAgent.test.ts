@@ -5,7 +5,7 @@
  * in turn, and fencing from its heartbeats alone, counted from when each was SENT.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { Deferred, Effect, Fiber, TestClock } from "effect"
 import { makeMemory } from "../../src/api/ControlPlaneMemory.js"
 import type { ControlPlaneShape } from "../../src/api/ControlPlane.js"
 import { Unavailable } from "../../src/domain/Errors.js"
@@ -182,5 +182,37 @@ describe("HostAgent", () => {
       yield* advance(FencingMs + 1000)
       expect(yield* beats.contact).toBeUndefined()
     }))
-})
 
+  it.scoped("the mirror keeps the view of the read started last: an earlier read answered later is dropped", () =>
+    Effect.gen(function* () {
+      const s = servers()
+      yield* createWeb(s)
+      const answers: Array<Deferred.Deferred<void>> = []
+      const held: HostAgent.Servers = {
+        current: () => "a:1",
+        suspect: () => {},
+        call: (f) =>
+          Effect.gen(function* () {
+            const gate = yield* Deferred.make<void>()
+            answers.push(gate)
+            // The view at the time of the read, handed over when the test releases it.
+            const view = yield* f(s.plane)
+            yield* Deferred.await(gate)
+            return view
+          }) as never
+      }
+      const m = HostAgent.mirror(host, held)
+      const older = yield* Effect.fork(m.refresh) // reads: web placed here
+      yield* TestClock.adjust(0)
+      yield* s.plane.deleteVm(web, {})
+      const newer = yield* Effect.fork(m.refresh) // reads: nothing here
+      yield* TestClock.adjust(0)
+      expect(answers).toHaveLength(2)
+      yield* Deferred.succeed(answers[1]!, undefined)
+      yield* Fiber.join(newer)
+      expect([...m.state().vms.keys()]).toEqual([])
+      yield* Deferred.succeed(answers[0]!, undefined)
+      yield* Fiber.join(older)
+      expect([...m.state().vms.keys()]).toEqual([])
+    }))
+})
