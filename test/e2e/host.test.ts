@@ -133,4 +133,33 @@ describe("a host that is not a Raft member (real processes)", () => {
     const nodes = await cliJson<ReadonlyArray<NodeJson>>(c.node(1).addr, ["node", "list"])
     expect(nodes.map((n) => n.id)).not.toContain(5)
   })
+
+  it("--insecure-plaintext: a host of a plaintext member runs its VM; to a server off loopback it is refused without --i-know", async () => {
+    const c = newCluster()
+    current = c
+    const member = new BlixardNode(1, await freePort(), path.join(c.dir, "node-1"), c.secretFile, [])
+    member.args = ["--insecure-plaintext"]
+    c.nodes.push(member)
+    member.start()
+    await waitFor("node 1 cordoned", async () => ((await cli(member.addr, ["node", "cordon", "1"])).code === 0 ? true : undefined))
+    const host = new BlixardNode(2, await freePort(), path.join(c.dir, "node-2"), c.secretFile, [])
+    host.args = ["--server", member.addr, "--insecure-plaintext"]
+    c.nodes.push(host)
+    host.start()
+    const runner = c.runnerFixture("web")
+    expect((await cli(member.addr, ["vm", "create", "--name", "web", "--runner", runner])).code).toBe(0)
+    const pid = await waitFor("web running on host 2", async () => {
+      const vm = await cliJson<VmStatusJson>(member.addr, ["vm", "status", "web"])
+      return vm.node === 2 && vm.status.phase === "running" ? vm.status.pid : undefined
+    }, 60_000)
+    expect(runnersOf(c.dir)).toEqual([{ pid, vm: "web", node: 2 }])
+    expect(host.output).toContain("the servers are reached WITHOUT TLS")
+
+    const wide = new BlixardNode(3, await freePort(), path.join(c.dir, "node-3"), c.secretFile, [])
+    wide.args = ["--server", "192.0.2.1:7001", "--insecure-plaintext"]
+    c.nodes.push(wide)
+    wide.start()
+    await waitFor("the host with a remote plaintext server to stop", async () => (wide.running ? undefined : true))
+    expect(wide.output).toContain("BLX_PLAINTEXT_REFUSED: host 3 refuses --insecure-plaintext to 192.0.2.1:7001")
+  })
 })
