@@ -20,6 +20,9 @@
  * cluster does not wait out an election timeout; then everything closes in order. Runners keep
  * running across a daemon restart; the next daemon adopts them if it is back in contact with the
  * quorum before the lease runs out (else the watchdog has stopped them).
+ *
+ * A node given `servers` is not a member but a host (`HostDaemon.ts`); what both build is in
+ * `DaemonParts.ts`.
  */
 import { Clock, Context, Duration, Effect, Either, Layer, Option, Runtime, Schedule } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
