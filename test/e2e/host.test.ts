@@ -81,6 +81,8 @@ describe("a host that is not a Raft member (real processes)", () => {
     // The process is there, in the host's VM directory.
     expect(runnersOf(c.dir)).toEqual([{ pid: onHost, vm: "web", node: 4 }])
 
+    const rssMb = (pid: number | undefined) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024
+    const hostRssMb = rssMb(host.child?.pid)
     const watch = sampler(c.dir)
     try {
       const killedAt = Date.now()
@@ -106,6 +108,9 @@ describe("a host that is not a Raft member (real processes)", () => {
         60_000
       )
       expect(moved).not.toBe(onHost)
+      console.log(
+        `host e2e: host daemon RSS ${hostRssMb.toFixed(0)} MB; kill -9 → runner stopped by the watchdog in ${stoppedAfter} ms; → running on node 2 in ${Date.now() - killedAt} ms (uncordoned after the host was marked down)`
+      )
       expect(runnersOf(c.dir)).toEqual([{ pid: moved, vm: "web", node: 2 }])
       expect(watch.samples).toBeGreaterThan(20)
       expect(watch.doubles).toEqual([])
