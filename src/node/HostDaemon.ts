@@ -15,7 +15,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Auth from "../api/Auth.js"
 import type { ClientTls } from "../api/Client.js"
-import { PlaintextRefused, TlsInvalid, Unavailable, WrongDataDir } from "../domain/Errors.js"
+import { ConfigInvalid, formatError, PlaintextRefused, TlsInvalid, Unavailable, WrongDataDir } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import * as Tls from "../net/Tls.js"
@@ -94,18 +94,24 @@ export const run = (config: NodeConfig) =>
       const tls: ClientTls | undefined = trust === undefined ? undefined : { ca: trust.ca, checkServerIdentity: Tls.checkServerIdentity(trust.clusterId) }
       const remote = yield* remotePlanes({ credential: Auth.nodeCredential(secret, node), requestMs: config.timeouts.requestMs, tls })
 
-      // The cluster's id marks this host's VM directories; plaintext learns it from a server.
+      // The fence first: runners left by an earlier daemon stay guarded while the servers are asked.
       let clusterId = trust?.clusterId ?? ""
-      if (trust === undefined) {
-        const asking = HostAgent.makeServers(node, servers, remote)
-        yield* Effect.forkScoped(
-          asking.call((plane) => plane.clusterStatus).pipe(
-            Effect.tap((status) => Effect.sync(() => (clusterId = status.clusterId ?? ""))),
-            Effect.retry(Schedule.spaced(Duration.seconds(1)))
-          )
-        )
-      }
       const { backend, hostFence } = yield* vmRuntime(config, { cluster: () => clusterId, owner: vmOwner })
+      const status = yield* HostAgent.makeServers(node, servers, remote)
+        .call((plane) => plane.clusterStatus)
+        .pipe(
+          Effect.tapError((e) => Effect.logWarning(`host ${node}: asking the servers about the cluster failed (${formatError(e)}); retrying in 1 s`)),
+          Effect.retry({ while: (e) => e._tag !== "Unauthorized" && e._tag !== "Forbidden", schedule: Schedule.spaced(Duration.seconds(1)) })
+        )
+      // A host under a member's id would take that member's VMs for its own and run them twice.
+      if (status.members.some((m) => m.id === node)) {
+        return yield* new ConfigInvalid({
+          node,
+          subject: "id",
+          message: `host ${node}: node ${node} is a Raft member of ${status.clusterId !== undefined ? `cluster ${status.clusterId}` : "the cluster"}; a host needs an id no member (and no other host) has`
+        })
+      }
+      if (clusterId === "") clusterId = status.clusterId ?? ""
       yield* HostAgent.start({
         node,
         servers,

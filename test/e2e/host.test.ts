@@ -121,7 +121,7 @@ describe("a host that is not a Raft member (real processes)", () => {
     expect(log).toContain("stopped by node 4's fencing watchdog")
   })
 
-  it("verifies the members against --tls-ca-file; refuses a cluster secret that does not match the members' CA", async () => {
+  it("verifies the members against --tls-ca-file; refuses a cluster secret that does not match the members' CA, and a member's id", async () => {
     const { c, host } = await clusterWithHost((cluster) => ["--tls-ca-file", caFileOf(cluster.node(1).addr)])
     expect(host.output).toMatch(/TLS, cluster [0-9a-f-]{36}/)
 
@@ -137,6 +137,14 @@ describe("a host that is not a Raft member (real processes)", () => {
     expect(stranger.output).toContain("does not bind to this node's cluster secret")
     const nodes = await cliJson<ReadonlyArray<NodeJson>>(c.node(1).addr, ["node", "list"])
     expect(nodes.map((n) => n.id)).not.toContain(5)
+
+    // A host under a member's id would take that member's VMs for its own: refused before its agent starts.
+    const impostor = new BlixardNode(3, await freePort(), path.join(c.dir, "host-3"), c.secretFile, [])
+    impostor.args = ["--server", c.node(1).addr]
+    c.nodes.push(impostor)
+    impostor.start()
+    await waitFor("the host with a member's id to stop", async () => (impostor.running ? undefined : true))
+    expect(impostor.output).toContain("BLX_CONFIG_INVALID: host 3: node 3 is a Raft member of cluster")
   })
 
   it("--insecure-plaintext: a host of a plaintext member runs its VM; to a server off loopback it is refused without --i-know", async () => {
