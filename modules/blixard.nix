@@ -79,6 +79,7 @@ let
     "bind"
     "advertise"
     "peers"
+    "servers"
     "discovery"
     "bootstrap"
     "tailscaleTag"

@@ -85,7 +85,6 @@
  */
 import type { Duration, Scope } from "effect"
 import { Clock, Effect, Fiber, Queue, Stream } from "effect"
-import type { ClusterState } from "../cluster/ClusterState.js"
 import { type BlixardError, formatError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
@@ -113,8 +112,11 @@ export const DefaultFenceStopTimeoutMs = 500
 export interface AgentOptions {
   /** This node. */
   readonly node: NodeId
-  /** The current replicated state (e.g. `() => holder.current`). */
-  readonly state: () => ClusterState
+  /**
+   * The current replicated state (e.g. `() => holder.current`); only its VMs are read, so a host
+   * that is not a Raft member passes a mirror of the VMs placed on it (`node/HostAgent.ts`).
+   */
+  readonly state: () => { readonly vms: ReadonlyMap<string, VmRecord> }
   /** Proposes `ReportVmStatus` for this node (through the leader). May fail; it is retried. */
   readonly report: (name: VmName, status: VmStatus) => Effect.Effect<void, BlixardError>
   /** Epoch ms of this node's last contact with a quorum; `undefined` if none since start-up. */

@@ -62,6 +62,13 @@ const options = {
     "A join token (blixard cluster token create): join with it instead of the cluster secret; prefer --join-token-file, as a flag shows in the process list. [$BLIXARD_JOIN_TOKEN]"
   ),
   joinTokenFile: text("join-token-file", "FILE", "A file holding a join token. [$BLIXARD_JOIN_TOKEN_FILE]"),
+  servers: Options.text("server").pipe(
+    Options.withPseudoName("HOST:PORT"),
+    Options.withDescription(
+      "A member's API address. Given: this node is a host that runs VMs without being a Raft member, and talks to the members given, in turn (no --peer). Repeatable. [$BLIXARD_SERVERS, comma-separated]"
+    ),
+    Options.repeated
+  ),
   discovery: Options.choice("discovery", ["static", "tailscale"]).pipe(
     Options.withDescription(
       "How peers are found: static (--peer, the default) or tailscale (online tailnet machines tagged --tailscale-tag, at the port of --bind). [$BLIXARD_DISCOVERY]"
@@ -190,7 +197,9 @@ const describeJoining = (config: NodeConfig): string =>
 
 /** What the daemon starts, for its first log line. */
 export const describeNode = (config: NodeConfig): string =>
-  `node ${config.id} on ${config.bind}${config.advertise !== undefined ? ` (advertised as ${config.advertise})` : ""}, ` +
+  config.servers !== undefined
+    ? `host ${config.id} (not a Raft member) registered as ${config.advertise ?? config.bind}, data dir ${config.dataDir}, servers ${config.servers.join(", ")}, ${config.vmBackend} VM backend`
+    : `node ${config.id} on ${config.bind}${config.advertise !== undefined ? ` (advertised as ${config.advertise})` : ""}, ` +
   `data dir ${config.dataDir}, ${describeJoining(config)}, ${config.vmBackend} VM backend`
 
 const list = Command.make(
@@ -264,6 +273,7 @@ const daemon = Command.make("node", options, (args) =>
       join: args.join,
       joinToken: Option.getOrUndefined(args.joinToken),
       joinTokenFile: Option.getOrUndefined(args.joinTokenFile),
+      servers: args.servers,
       discovery: Option.getOrUndefined(args.discovery),
       bootstrap: args.bootstrap ? true : undefined,
       tailscaleTag: Option.getOrUndefined(args.tailscaleTag),
@@ -294,16 +304,18 @@ const daemon = Command.make("node", options, (args) =>
       return
     }
     // The daemon's import graph (SQLite, HTTP, the peer transport) loads only when a node actually starts.
-    const Daemon = yield* Effect.promise(() => import("../node/Daemon.js"))
+    const daemon = config.servers !== undefined
+      ? Effect.flatMap(Effect.promise(() => import("../node/HostDaemon.js")), (HostDaemon) => HostDaemon.run(config))
+      : Effect.flatMap(Effect.promise(() => import("../node/Daemon.js")), (Daemon) => Daemon.run(config))
     return yield* Effect.logInfo(`starting ${describeNode(config)}`).pipe(
-      Effect.zipRight(Daemon.run(config)),
+      Effect.zipRight(daemon),
       Logger.withMinimumLogLevel(logLevelOf(config.logLevel)),
       config.logFormat === "json" ? Effect.provide(Logger.json) : (effect) => effect
     )
   })
 ).pipe(
   Command.withDescription(
-    "Run a cluster member: Raft replication, the REST API and the agent that runs this node's VMs. Settings: --config file < BLIXARD_* environment < flags."
+    "Run a cluster member: Raft replication, the REST API and the agent that runs this node's VMs; with --server, a host that runs VMs without being a member. Settings: --config file < BLIXARD_* environment < flags."
   )
 )
 

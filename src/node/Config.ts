@@ -99,6 +99,13 @@ export const NodeConfig = Schema.Struct({
   /** Other members to join through. Empty: bootstrap a new single-node cluster. */
   peers: Schema.optionalWith(Schema.Array(Peer), { default: () => [] }),
   /**
+   * The members' API addresses. When given, this node is a HOST that is not a Raft member
+   * (`HostDaemon.ts`): it runs the VMs the cluster places on it and talks to the members through
+   * their API, trying them in turn; it keeps no Raft log and serves nothing yet (`bind`, or
+   * `advertise`, is the address it registers). `peers`, `discovery` and `bootstrap` do not apply.
+   */
+  servers: Schema.optionalWith(Schema.Array(HostPort).pipe(Schema.minItems(1), Schema.maxItems(64)), { exact: true }),
+  /**
    * Unset or `static`: join through `peers`. `tailscale`: join through the online machines of the
    * tailnet tagged `tailscaleTag` (`tailscale status --json`), at the port of `bind`, and advertise
    * this machine's IPv4 tailnet address (unless `advertise` says otherwise). `peers` must then be

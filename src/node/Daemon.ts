@@ -20,17 +20,16 @@
  * cluster does not wait out an election timeout; then everything closes in order. Runners keep
  * running across a daemon restart; the next daemon adopts them if it is back in contact with the
  * quorum before the lease runs out (else the watchdog has stopped them).
+ *
+ * A node given `servers` is not a member but a host (`HostDaemon.ts`); what both build is in
+ * `DaemonParts.ts`.
  */
-import { NodeContext } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Either, Layer, Option, Runtime, Schedule } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
-import * as Agent from "../agent/Agent.js"
 import * as Auth from "../api/Auth.js"
-import * as Client from "../api/Client.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
@@ -39,7 +38,6 @@ import { ConfigInvalid, MemberAmnesia, StorageIo, TlsInvalid, Unavailable } from
 import * as JoinToken from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
-import { Resources } from "../domain/Resources.js"
 import * as PeerTransport from "../net/PeerTransport.js"
 import { RaftPeers } from "../net/PeerTransport.js"
 import * as Tls from "../net/Tls.js"
@@ -47,51 +45,18 @@ import * as RaftNode from "../raft/RaftNode.js"
 import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
 import * as Scrape from "../metrics/Scrape.js"
-import { layerProcess } from "../vm/ProcessBackend.js"
 import * as VmLogs from "../vm/VmLogs.js"
 import * as VmLogsRoute from "../api/VmLogsRoute.js"
-import { layerSystemd } from "../vm/SystemdBackend.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
-import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, eventSettings, type NodeConfig } from "./Config.js"
+import { eventSettings, type NodeConfig } from "./Config.js"
+import { clusterSecret, detectCapacity, developmentSecret, prepareDataDir, readSecretFile, remotePlanes, vmOwnerOf, vmRuntime, warnIfDevelopmentSecret } from "./DaemonParts.js"
 import { apiTokenFileName } from "./Settings.js"
 import * as Discovery from "./Discovery.js"
-import * as HostFence from "./HostFence.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as HostContact from "./HostContact.js"
 import * as Orchestration from "./Orchestration.js"
 import * as StartTls from "./StartTls.js"
 import * as TlsBootstrap from "./TlsBootstrap.js"
-import { resolveVmOwner } from "./VmUser.js"
-
-/** Used when no cluster secret file is configured: peer traffic is then NOT protected. */
-const developmentSecret = "blixard-development-secret-do-not-use-in-production"
-
-const readSecretFile = (file: string, what: string, node: NodeId) =>
-  Effect.try({
-    try: () => fs.readFileSync(file, "utf8").trim(),
-    catch: (e) =>
-      new ConfigInvalid({
-        node,
-        subject: file,
-        message: `cannot read the ${what} file ${file}: ${e instanceof Error ? e.message : String(e)}`
-      })
-  }).pipe(
-    Effect.filterOrFail(
-      (s) => s.length > 0,
-      () => new ConfigInvalid({ node, subject: file, message: `the ${what} file ${file} is empty` })
-    )
-  )
-
-/**
- * The cluster secret: the configured file's; else the one a join token got this node
- * (`DATA-DIR/cluster-secret`); else the public development secret (warned about).
- */
-const clusterSecret = (config: NodeConfig, node: NodeId) =>
-  Effect.suspend(() => {
-    if (config.clusterSecretFile !== undefined) return readSecretFile(config.clusterSecretFile, "cluster secret", node)
-    const received = path.join(config.dataDir, StartTls.clusterSecretFileName)
-    return fs.existsSync(received) ? readSecretFile(received, "cluster secret", node) : Effect.succeed(developmentSecret)
-  })
 
 /** The join token a node that is about to join uses (none once it has joined: the token is then spent). */
 const joinTokenOf = (config: NodeConfig, node: NodeId, joining: boolean) =>
@@ -107,20 +72,6 @@ const joinTokenOf = (config: NodeConfig, node: NodeId, joining: boolean) =>
       JoinToken.parseJoinToken(text),
       (problem) => new ConfigInvalid({ node, subject: file ?? "joinToken", message: `${file !== undefined ? `the join token file ${file}` : "the join token"}: ${problem}` })
     )
-  })
-
-const prepareDataDir = (dir: string, node: NodeId) =>
-  Effect.try({
-    try: () => {
-      fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-      fs.accessSync(dir, fs.constants.R_OK | fs.constants.W_OK)
-    },
-    catch: (e) =>
-      new StorageIo({
-        node,
-        subject: dir,
-        message: `cannot use the data directory ${dir}: ${e instanceof Error ? e.message : String(e)}; check its permissions or choose another --data-dir`
-      })
   })
 
 /**
@@ -154,80 +105,6 @@ const adminToken = (config: NodeConfig, node: NodeId) =>
     if (made) yield* Effect.logInfo(`node ${node}: made an admin API token in ${file} (mode 0600); the CLI on this host reads it from there`)
     return { token: yield* readSecretFile(file, "API token", node), file }
   })
-
-/** The API client of another node, seen as a `ControlPlane` (how a follower forwards to the leader). */
-const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneShape => {
-  const write = (o: { requestId?: string | undefined; ifRevision?: number | undefined }) => ({
-    ...(o.requestId !== undefined ? { idempotencyKey: o.requestId } : {}),
-    ...(o.ifRevision !== undefined ? { ifRevision: o.ifRevision } : {})
-  })
-  const read = (mode: "linearizable" | "stale") => ({ stale: mode === "stale" })
-  return {
-    listVms: (mode, query) => client.listVms({ ...query, ...read(mode) }),
-    getVm: (name, mode) => client.getVm(name, read(mode)),
-    createVm: (spec, o) => client.createVm(spec, { ...write(o), start: o.start }),
-    startVm: (name, o) => client.startVm(name, write(o)),
-    stopVm: (name, o) => client.stopVm(name, write(o)),
-    deleteVm: (name, o) => client.deleteVm(name, write(o)),
-    setVmLabels: (name, labels, o) => client.setVmLabels(name, labels, write(o)),
-    updateVm: (name, changes, o) => client.updateVm(name, changes, write(o)),
-    listNodes: (mode, query) => client.listNodes({ ...query, ...read(mode) }),
-    setNodeState: (id, state, o) =>
-      state === "active" ? client.uncordon(id, write(o)) : state === "cordoned" ? client.cordon(id, write(o)) : client.drain(id, write(o)),
-    clusterStatus: client.clusterStatus(),
-    join: (id, address) => client.join(id, address),
-    leave: (id) => client.leave(id),
-    transferLeader: (id) => client.transferLeader(id),
-    createToken: (role, name) => client.createToken(role, name),
-    listTokens: (mode) => client.listTokens(read(mode)),
-    revokeToken: (id) => client.revokeToken(id),
-    createJoinToken: (ttlMs) => client.createJoinToken(ttlMs),
-    listJoinTokens: (mode) => client.listJoinTokens(read(mode)),
-    revokeJoinToken: (id) => client.revokeJoinToken(id),
-    consumeJoinToken: (id, hash, node) => client.consumeJoinToken(id, hash, node),
-    registerNode: (info) => client.registerNode(info),
-    heartbeat: (id) => client.heartbeat(id),
-    reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
-    health: client.health()
-  }
-}
-
-/**
- * Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader, to
- * report its VMs' status), with this node's credential, never an admin token; over TLS, only to
- * members of this node's cluster. One client per address.
- */
-const remotePlanes = (tls: Tls.NodeTls | undefined, credential: string, requestMs: number) =>
-  Effect.gen(function* () {
-    const clients = new Map<string, ControlPlaneShape>()
-    const httpClient = yield* Layer.build(
-      Client.layerHttpClient(
-        tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
-      )
-    )
-    return (address: string): ControlPlaneShape => {
-      let plane = clients.get(address)
-      if (plane === undefined) {
-        const client = Effect.runSync(
-          Client.make({ addr: address, token: credential, timeout: Duration.millis(requestMs), scheme: tls === undefined ? "http" : "https" }).pipe(
-            Effect.provide(httpClient)
-          )
-        )
-        plane = remoteControlPlane(client)
-        clients.set(address, plane)
-      }
-      return plane
-    }
-  })
-
-/** What this node offers VMs: configured, or detected from the machine (all but one CPU, 80 % of RAM). */
-export const detectCapacity = (config: NodeConfig): Resources =>
-  config.capacity !== undefined
-    ? new Resources(config.capacity)
-    : new Resources({
-        vcpus: Math.max(1, os.cpus().length - 1),
-        memoryMiB: Math.max(16, Math.floor((os.totalmem() / 2 ** 20) * 0.8))
-      })
 
 /**
  * Fails with `MemberAmnesia` when a peer lists `node` as a voter (this node has no Raft state, so it
@@ -266,14 +143,10 @@ export const run = (config: NodeConfig) =>
       yield* prepareDataDir(config.dataDir, node)
       const discovery = yield* Discovery.make(config)
       const advertise = discovery.advertise
-      // Checked before anything starts: systemd mode cannot run a VM without microvm.nix's user.
-      const vmOwner =
-        config.vmBackend === "systemd"
-          ? yield* resolveVmOwner({ id: node, vmUser: config.vmUser ?? DefaultVmUser, vmGroup: config.vmGroup ?? DefaultVmGroup })
-          : undefined
+      const vmOwner = yield* vmOwnerOf(config)
       const filename = path.join(config.dataDir, "blixard.db")
       // A node joining with a join token receives the secret (and keeps it): read it again after TLS.
-      let secret = yield* clusterSecret(config, NodeId.make(node))
+      let secret = yield* clusterSecret(config)
       const admin = yield* adminToken(config, NodeId.make(node))
       // Storage: locked, checked, migrated; then claimed for this node id.
       const storage = yield* Layer.build(layerFile({ filename, node }))
@@ -284,11 +157,21 @@ export const run = (config: NodeConfig) =>
         effect.pipe(Effect.provide(storage), Effect.mapError(classify({ filename, node }, "reading the node's identity")))
       const knownCluster = (yield* meta(NodeMeta.get("cluster_id"))) as string | undefined
 
+      // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
+      // to report its VMs' status), with this node's credential, never an admin token; over TLS, only
+      // to members of this node's cluster.
+      const remoteOver = (tls: Tls.NodeTls | undefined, credential: string) =>
+        remotePlanes({
+          credential,
+          requestMs: config.timeouts.requestMs,
+          tls: tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
+        })
+
       // A fresh node that may found (see Discovery.ts) joins instead when a peer already has a
       // cluster. Before it has certificates, a peer's cluster shows in the CA it offers.
       const clusterAmong = (peers: ReadonlyArray<Discovery.SeedPeer>) =>
         config.insecurePlaintext === true
-          ? Effect.flatMap(remotePlanes(undefined, Auth.nodeCredential(secret, node), config.timeouts.requestMs), (plain) =>
+          ? Effect.flatMap(remoteOver(undefined, Auth.nodeCredential(secret, node)), (plain) =>
               Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined)
             )
           : Effect.map(
@@ -298,14 +181,10 @@ export const run = (config: NodeConfig) =>
       const founding = fresh && discovery.mayFound && !(yield* clusterAmong(yield* discovery.peers))
       const joinToken = yield* joinTokenOf(config, NodeId.make(node), fresh && !founding)
       const tls = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret, peers: discovery.peers, joinToken })
-      if (joinToken !== undefined) secret = yield* clusterSecret(config, NodeId.make(node))
-      if (secret === developmentSecret) {
-        yield* Effect.logWarning(
-          `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated and other nodes' credentials are accepted from loopback only; set clusterSecretFile (--cluster-secret-file) on every node`
-        )
-      }
+      if (joinToken !== undefined) secret = yield* clusterSecret(config)
+      yield* warnIfDevelopmentSecret(node, secret)
       const credential = Auth.nodeCredential(secret, node)
-      const remote = yield* remotePlanes(tls, credential, config.timeouts.requestMs)
+      const remote = yield* remoteOver(tls, credential)
 
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
       if (!fresh && knownCluster !== undefined) {
@@ -461,30 +340,7 @@ export const run = (config: NodeConfig) =>
       yield* Effect.forkScoped(Effect.repeat(rememberCluster, Schedule.spaced(Duration.seconds(1))))
 
       // Registration, the leader's failure detector, and the agent over this node's backend.
-      // Only directories this node marked are its VMs (vm/internal/ownership.ts); in systemd mode they
-      // are handed to the user microvm@NAME runs as.
-      const backendSettings = {
-        stateDir: config.microvmStateDir,
-        node: NodeId.make(node),
-        cluster: () => state.current.clusterId,
-        gcRootDir: config.gcRootDir ?? DefaultGcRootDir,
-        ...(vmOwner !== undefined ? { owner: vmOwner } : {}),
-        ...sourcePolicy
-      }
-      const backend = yield* Layer.build(
-        (config.vmBackend === "systemd" ? layerSystemd(backendSettings) : layerProcess(backendSettings)).pipe(Layer.provide(NodeContext.layer))
-      )
-      // The lease and the watchdog process that stop this node's VMs should this daemon die.
-      const hostFence = yield* HostFence.make({
-        config: {
-          id: NodeId.make(node),
-          dataDir: path.resolve(config.dataDir),
-          vmBackend: config.vmBackend,
-          microvmStateDir: path.resolve(config.microvmStateDir),
-          fencingMs: config.timeouts.fencingMs,
-          stopTimeoutMs: Agent.DefaultFenceStopTimeoutMs
-        }
-      })
+      const { backend, hostFence } = yield* vmRuntime(config, { cluster: () => state.current.clusterId, owner: vmOwner })
       yield* Orchestration.start({
         node: NodeId.make(node),
         advertise: HostPort.make(advertise),

@@ -29,7 +29,7 @@ import type { HostPort } from "../domain/NodeInfo.js"
 import { MaxForeignVms, NodeInfo } from "../domain/NodeInfo.js"
 import type { Resources } from "../domain/Resources.js"
 import { DefaultElectionTick, type RaftNodeShape } from "../raft/RaftNode.js"
-import { VmBackend } from "../vm/VmBackend.js"
+import { VmBackend, type VmBackendShape } from "../vm/VmBackend.js"
 import * as HealthMonitor from "./HealthMonitor.js"
 import type { HostContact } from "./HostContact.js"
 
@@ -55,24 +55,31 @@ export interface OrchestrationOptions {
   readonly hostContact?: HostContact | undefined
 }
 
+/**
+ * The names of the VM directories here that are not Blixard's (at most `MaxForeignVms`), which a
+ * node's registration carries; logged when they change; `fallback()` when the backend cannot list them.
+ */
+export const foreignVmsOf = (node: NodeId, backend: VmBackendShape, fallback: () => ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>> => {
+  let seen = ""
+  return Effect.gen(function* () {
+    const found = yield* Effect.either(backend.foreign)
+    if (found._tag === "Left") return fallback()
+    const text = found.right.map((f) => `${f.name} (${f.reason})`).join("; ")
+    if (text !== seen && text !== "") {
+      yield* Effect.logInfo(`node ${node}: VM directories that are not Blixard's, left alone: ${text}`)
+    }
+    seen = text
+    return found.right.slice(0, MaxForeignVms).map((f) => f.name)
+  })
+}
+
 /** Starts registration, the failure detector and the agent in the current scope; they end with it. */
 export const start = (options: OrchestrationOptions): Effect.Effect<void, never, VmBackend | Scope.Scope> =>
   Effect.gen(function* () {
     const { node, raft, state, controlPlane, timeouts } = options
     const backend = yield* VmBackend
 
-    /** The VM directories here that are not Blixard's, as last seen (logged when they change). */
-    let foreignSeen = ""
-    const foreignVms = Effect.gen(function* () {
-      const found = yield* Effect.either(backend.foreign)
-      if (found._tag === "Left") return state.current.nodes.get(node)?.foreignVms ?? []
-      const text = found.right.map((f) => `${f.name} (${f.reason})`).join("; ")
-      if (text !== foreignSeen && text !== "") {
-        yield* Effect.logInfo(`node ${node}: VM directories that are not Blixard's, left alone: ${text}`)
-      }
-      foreignSeen = text
-      return found.right.slice(0, MaxForeignVms).map((f) => f.name)
-    })
+    const foreignVms = foreignVmsOf(node, backend, () => state.current.nodes.get(node)?.foreignVms ?? [])
 
     // Register (and keep registered) this node's capacity, labels and foreign VMs once it is a
     // member and a leader is known. A follower's registration is forwarded to the leader.

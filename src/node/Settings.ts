@@ -46,6 +46,8 @@ export interface NodeFlags {
   /** When given, they replace the file's and the environment's. */
   readonly allowedRunnerPrefixes?: ReadonlyArray<string> | undefined
   readonly allowedFlakePrefixes?: ReadonlyArray<string> | undefined
+  /** `HOST:PORT` each (a host that is not a Raft member); when given, they replace the file's and the environment's. */
+  readonly servers?: ReadonlyArray<string> | undefined
   readonly logLevel?: string | undefined
   readonly logFormat?: string | undefined
 }
@@ -104,7 +106,8 @@ const booleans: ReadonlySet<string> = new Set(["bootstrap", "insecurePlaintext",
 const lists: ReadonlyArray<readonly [Key & keyof NodeConfig, string, string]> = [
   ["join", "--join", "BLIXARD_JOIN"],
   ["allowedRunnerPrefixes", "--allowed-runner-prefix", "BLIXARD_ALLOWED_RUNNER_PREFIXES"],
-  ["allowedFlakePrefixes", "--allowed-flake-prefix", "BLIXARD_ALLOWED_FLAKE_PREFIXES"]
+  ["allowedFlakePrefixes", "--allowed-flake-prefix", "BLIXARD_ALLOWED_FLAKE_PREFIXES"],
+  ["servers", "--server", "BLIXARD_SERVERS"]
 ]
 
 /** Every environment variable the daemon reads. */
@@ -391,6 +394,14 @@ const discoveryConflict = (config: NodeConfig, origins: Record<string, Origin>):
   const where = (key: string) => origins[key]?.([]) ?? key
   if (config.discovery === "tailscale" && config.peers.length > 0) {
     return `${where("peers")}: peers are found on the tailnet when discovery is "tailscale" (${where("discovery")}); give no peers, or use discovery "static"`
+  }
+  if (config.servers !== undefined) {
+    const memberOnly = (["peers", "join", "joinToken", "joinTokenFile", "discovery", "bootstrap", "tlsCertFile", "tlsKeyFile"] as const).filter((key) =>
+      key === "peers" ? config.peers.length > 0 : key === "join" ? (config.join?.length ?? 0) > 0 : config[key] !== undefined
+    )
+    if (memberOnly.length > 0) {
+      return `${where(memberOnly[0]!)}: a node given servers (${where("servers")}) is a host that is not a Raft member, and ${memberOnly.join(", ")} apply to members only (a host verifies the members with tlsCaFile alone); drop them, or drop servers to run a member`
+    }
   }
   if (config.bootstrap === true && config.discovery !== "tailscale") {
     return `${where("bootstrap")}: bootstrap applies to tailscale discovery only; with static peers, a node given no peers founds the cluster`

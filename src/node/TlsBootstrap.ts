@@ -397,17 +397,17 @@ const refusalOf = (address: string, reply: Reply): ObtainError => {
   }
 }
 
+/** How a request to `address` failed: untrusted TLS, or the member unreachable. */
+const callFailed = (address: string, e: unknown): Unavailable | TlsUntrusted => {
+  const message = e instanceof Error ? e.message : String(e)
+  return message.startsWith("BLX_TLS_UNTRUSTED: ")
+    ? new TlsUntrusted({ subject: address, message: `${address}: ${message.slice(19)}` })
+    : new Unavailable({ subject: address, message: `cannot reach ${address} for a certificate: ${message}` })
+}
+
 /** One request to the member at `address`; a failure to reach it is `Unavailable`, a wrong certificate `TlsUntrusted`. */
 const callOf = (address: string) => (path: string, request: Parameters<typeof requestJson>[2]) =>
-  Effect.tryPromise({
-    try: () => requestJson(address, path, request),
-    catch: (e) => {
-      const message = e instanceof Error ? e.message : String(e)
-      return message.startsWith("BLX_TLS_UNTRUSTED: ")
-        ? new TlsUntrusted({ subject: address, message: `${address}: ${message.slice(19)}` })
-        : new Unavailable({ subject: address, message: `cannot reach ${address} for a certificate: ${message}` })
-    }
-  })
+  Effect.tryPromise({ try: () => requestJson(address, path, request), catch: (e) => callFailed(address, e) })
 
 /** The CA the member at `address` offers, unchecked (each caller decides how to trust it). */
 const offeredCa = (address: string, timeoutMs: number) =>
@@ -419,12 +419,15 @@ const offeredCa = (address: string, timeoutMs: number) =>
     )
   })
 
-/** Node `node`'s TLS files from the member at `address` (see the module comment). */
-export const obtainFrom = (address: string, options: Omit<ObtainOptions, "addresses">): Effect.Effect<Obtained, ObtainError> =>
+/**
+ * The cluster CA the member at `address` offers, trusted only when its proof binds it to
+ * `clusterSecret` (see the module comment), and the cluster it names. No key: what a host that is
+ * not a member needs to verify the members.
+ */
+export const trustedCa = (address: string, clusterSecret: string, timeoutMs: number): Effect.Effect<{ readonly ca: string; readonly clusterId: string }, ObtainError> =>
   Effect.gen(function* () {
-    const call = callOf(address)
-    const ca = yield* offeredCa(address, options.timeoutMs)
-    const expected = Buffer.from(caProof(options.clusterSecret, Tls.fingerprintOf(ca.ca)), "hex")
+    const ca = yield* offeredCa(address, timeoutMs)
+    const expected = Buffer.from(caProof(clusterSecret, Tls.fingerprintOf(ca.ca)), "hex")
     if (!timingSafeEqual(expected, Buffer.from(ca.proof, "hex"))) {
       return yield* new TlsUntrusted({
         subject: address,
@@ -433,6 +436,15 @@ export const obtainFrom = (address: string, options: Omit<ObtainOptions, "addres
     }
     const clusterId = Tls.clusterOfCa(ca.ca)
     if (clusterId === undefined) return yield* new TlsUntrusted({ subject: address, message: `${address} offered a CA that names no Blixard cluster` })
+    return { ca: ca.ca, clusterId }
+  })
+
+/** Node `node`'s TLS files from the member at `address` (see the module comment). */
+export const obtainFrom = (address: string, options: Omit<ObtainOptions, "addresses">): Effect.Effect<Obtained, ObtainError> =>
+  Effect.gen(function* () {
+    const call = callOf(address)
+    const ca = yield* trustedCa(address, options.clusterSecret, options.timeoutMs)
+    const clusterId = ca.clusterId
     const request = yield* Tls.createRequest(options.node)
     const signed = yield* call(certificatePath, {
       method: "POST",

@@ -159,6 +159,23 @@ describe("resolveNodeSettings: merging", () => {
     ])
   })
 
+  it("servers (a host that is not a Raft member): from the file, the environment or --server; each HOST:PORT; member-only settings refused beside them", () => {
+    const base = { id: 101, bind: "10.0.0.101:7001" }
+    expect(ok(resolveNodeSettings(undefined, {}, base)).servers).toBeUndefined()
+    expect(ok(resolveNodeSettings(file({ ...base, servers: ["10.0.0.1:7001"] }), {}, {})).servers).toEqual(["10.0.0.1:7001"])
+    expect(ok(resolveNodeSettings(undefined, { BLIXARD_SERVERS: "10.0.0.1:7001, 10.0.0.2:7001" }, base)).servers).toEqual(["10.0.0.1:7001", "10.0.0.2:7001"])
+    expect(ok(resolveNodeSettings(undefined, { BLIXARD_SERVERS: "10.0.0.1:7001" }, { ...base, servers: ["10.0.0.3:7001"] })).servers).toEqual(["10.0.0.3:7001"])
+    expect(problems(resolveNodeSettings(undefined, {}, { ...base, servers: ["10.0.0.1:7001", "nonsense"] }))[0]).toMatch(/^--server "nonsense": /)
+    expect(problems(resolveNodeSettings(file({ ...base, servers: [] }), {}, {}))[0]).toContain(`key "servers"`)
+    const host = { ...base, servers: ["10.0.0.1:7001"] }
+    expect(problems(resolveNodeSettings(undefined, {}, { ...host, peers: ["1:10.0.0.1:7001"] }))[0]).toMatch(
+      /^--peer: a node given servers \(--server\) is a host that is not a Raft member, and peers apply to members only/
+    )
+    expect(problems(resolveNodeSettings(undefined, {}, { ...host, discovery: "tailscale" }))[0]).toContain("discovery apply to members only")
+    expect(problems(resolveNodeSettings(undefined, {}, { ...host, tlsCertFile: "c", tlsKeyFile: "k" }))[0]).toContain("tlsCertFile, tlsKeyFile apply to members only")
+    expect(ok(resolveNodeSettings(undefined, {}, { ...host, tlsCaFile: "ca.crt" })).tlsCaFile).toBe("ca.crt")
+  })
+
   it("plain mode is off unless a source turns it on; an unset flag does not turn the file's off; the environment takes true/false/1/0", () => {
     const base = { id: 1, bind: "127.0.0.1:7001" }
     expect(ok(resolveNodeSettings(undefined, {}, base)).insecurePlaintext).toBeUndefined()

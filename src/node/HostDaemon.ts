@@ -1,0 +1,132 @@
+/**
+ * `blixard node --server ADDR …`: a host that runs VMs without being a Raft member (a Nomad
+ * "client"), so a cluster of three or five members can place VMs on a hundred machines. It keeps no
+ * Raft log and serves nothing: it registers through the members' API with its node credential,
+ * heartbeats, reads the VMs placed on it and reports their status (`HostAgent.ts`), and runs the
+ * same agent, lease and fencing watchdog process as a member (`DaemonParts.vmRuntime`).
+ *
+ * Trust. A host verifies the members: over TLS against the cluster CA, from `tlsCaFile` or fetched
+ * from a member (`GET /v1/tls/ca`) and accepted only with the cluster secret's proof
+ * (`TlsBootstrap.trustedCa`). It gets no certificate and never the CA's key: a host is trusted less
+ * than a member, and its credential lets it register itself, heartbeat and report its own VMs.
+ */
+import { Duration, Effect, Schedule } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as Auth from "../api/Auth.js"
+import type { ClientTls } from "../api/Client.js"
+import { ConfigInvalid, formatError, PlaintextRefused, TlsInvalid, Unavailable, WrongDataDir } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
+import * as Tls from "../net/Tls.js"
+import type { NodeConfig } from "./Config.js"
+import { clusterSecret, detectCapacity, prepareDataDir, remotePlanes, vmOwnerOf, vmRuntime, warnIfDevelopmentSecret } from "./DaemonParts.js"
+import * as HostAgent from "./HostAgent.js"
+import * as TlsBootstrap from "./TlsBootstrap.js"
+
+const isLoopback = (address: string): boolean => {
+  const { host } = splitHostPort(address as HostPort)
+  return host === "localhost" || Auth.isLoopback(host)
+}
+
+/**
+ * How this host verifies the servers: the CA of `tlsCaFile`, or the one a server offers with the
+ * secret's proof (servers asked in turn, every second until one answers; a wrong proof stops the
+ * host). Undefined in plaintext mode.
+ */
+const serverTrust = (config: NodeConfig, servers: ReadonlyArray<string>, secret: string) =>
+  Effect.gen(function* () {
+    const node = NodeId.make(config.id)
+    if (config.insecurePlaintext === true) {
+      const remote = servers.filter((s) => !isLoopback(s))
+      if (remote.length > 0 && config.insecurePlaintextNonLoopback !== true) {
+        return yield* new PlaintextRefused({
+          node,
+          subject: remote[0]!,
+          message: `host ${node} refuses --insecure-plaintext to ${remote.join(", ")}, not loopback: its node credential and its VMs' orders would cross the network in clear; drop --insecure-plaintext, or add --i-know if the network is otherwise protected`
+        })
+      }
+      yield* Effect.logWarning(`host ${node}: --insecure-plaintext: the servers are reached WITHOUT TLS; anyone on the path can read and alter the traffic`)
+      return undefined
+    }
+    if (config.tlsCaFile !== undefined) {
+      const file = config.tlsCaFile
+      const ca = yield* Effect.try({
+        try: () => fs.readFileSync(file, "utf8"),
+        catch: (e) => new TlsInvalid({ node, subject: file, message: `cannot read the cluster CA file ${file}: ${e instanceof Error ? e.message : String(e)}` })
+      })
+      const clusterId = yield* Effect.try({ try: () => Tls.clusterOfCa(ca), catch: () => undefined }).pipe(Effect.orElseSucceed(() => undefined))
+      if (clusterId === undefined) {
+        return yield* new TlsInvalid({ node, subject: file, message: `${file} is not a Blixard cluster CA (PEM naming blixard://CLUSTER-ID); give the members' DATA-DIR/tls/ca.crt` })
+      }
+      return { ca, clusterId }
+    }
+    const fromServers = Effect.gen(function* () {
+      for (const address of servers) {
+        const got = yield* Effect.either(TlsBootstrap.trustedCa(address, secret, config.timeouts.requestMs))
+        if (got._tag === "Right") return got.right
+        if (got.left._tag !== "Unavailable") return yield* got.left
+        yield* Effect.logWarning(`host ${node}: ${got.left.message}; trying the next server`)
+      }
+      return yield* new Unavailable({ node, subject: servers.join(","), message: `no server answered for the cluster CA` })
+    })
+    return yield* Effect.retry(fromServers, { while: (e) => e._tag === "Unavailable", schedule: Schedule.spaced(Duration.seconds(1)) })
+  })
+
+export const run = (config: NodeConfig) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const node = NodeId.make(config.id)
+      const servers = config.servers ?? []
+      yield* prepareDataDir(config.dataDir, node)
+      // A member's data directory holds its Raft log; a host never touches one.
+      const raftDb = path.join(config.dataDir, "blixard.db")
+      if (fs.existsSync(raftDb)) {
+        return yield* new WrongDataDir({
+          node,
+          subject: raftDb,
+          message: `host ${node}: ${config.dataDir} is a Raft member's data directory (it holds ${raftDb}); a host that is not a member needs its own --data-dir`
+        })
+      }
+      const vmOwner = yield* vmOwnerOf(config)
+      const secret = yield* clusterSecret(config)
+      yield* warnIfDevelopmentSecret(node, secret)
+      const trust = yield* serverTrust(config, servers, secret)
+      const tls: ClientTls | undefined = trust === undefined ? undefined : { ca: trust.ca, checkServerIdentity: Tls.checkServerIdentity(trust.clusterId) }
+      const remote = yield* remotePlanes({ credential: Auth.nodeCredential(secret, node), requestMs: config.timeouts.requestMs, tls })
+
+      // The fence first: runners left by an earlier daemon stay guarded while the servers are asked.
+      let clusterId = trust?.clusterId ?? ""
+      const { backend, hostFence } = yield* vmRuntime(config, { cluster: () => clusterId, owner: vmOwner })
+      const status = yield* HostAgent.makeServers(node, servers, remote)
+        .call((plane) => plane.clusterStatus)
+        .pipe(
+          Effect.tapError((e) => Effect.logWarning(`host ${node}: asking the servers about the cluster failed (${formatError(e)}); retrying in 1 s`)),
+          Effect.retry({ while: (e) => e._tag !== "Unauthorized" && e._tag !== "Forbidden", schedule: Schedule.spaced(Duration.seconds(1)) })
+        )
+      // A host under a member's id would take that member's VMs for its own and run them twice.
+      if (status.members.some((m) => m.id === node)) {
+        return yield* new ConfigInvalid({
+          node,
+          subject: "id",
+          message: `host ${node}: node ${node} is a Raft member of ${status.clusterId !== undefined ? `cluster ${status.clusterId}` : "the cluster"}; a host needs an id no member (and no other host) has`
+        })
+      }
+      if (clusterId === "") clusterId = status.clusterId ?? ""
+      yield* HostAgent.start({
+        node,
+        servers,
+        remote,
+        advertise: HostPort.make(config.advertise ?? config.bind),
+        capacity: detectCapacity(config),
+        labels: config.labels,
+        fencingMs: config.timeouts.fencingMs,
+        hostFence
+      }).pipe(Effect.provide(backend))
+      yield* Effect.logInfo(
+        `host ${node} runs VMs for the cluster of ${servers.join(", ")} (not a Raft member; ${trust === undefined ? "plaintext" : `TLS, cluster ${trust.clusterId}`}; data ${config.dataDir})`
+      )
+      yield* Effect.addFinalizer(() => Effect.logInfo(`host ${node} is stopping; its VMs keep running under its fencing watchdog until a daemon renews the lease`))
+      return yield* Effect.never
+    })
+  ).pipe(Effect.annotateLogs("node", config.id))
