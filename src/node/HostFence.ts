@@ -9,9 +9,8 @@
  *   itself at start-up, and the watchdog to a missing lease. A lease file it cannot write stops the
  *   daemon: it could not run VMs safely.
  * - `renew(validUntil)`, from the agent at each quorum contact: writes the lease when the deadline
- *   moves forward and the lease on disk is within half of fencingMs of its end (see `renew`). If
- *   the write fails, it says so and `startBlocked` keeps runners from starting (the watchdog would
- *   stop them at the old deadline).
+ *   moves forward. If the write fails, it says so and `startBlocked` keeps runners from starting
+ *   (the watchdog would stop them at the old deadline).
  * - Now and every `checkMs` (default fencingMs / 4, at most 1 s), it makes sure a watchdog runs: the
  *   one the node's record names, if it is live, is reused (a daemon restarted while its watchdog ran
  *   does not start a second); else it starts `blixard node watchdog` with this daemon's settings,
@@ -111,26 +110,10 @@ export const make = (options: HostFenceOptions): Effect.Effect<HostFence, Storag
     /** Why the last lease write failed, while it does. */
     let leaseProblem: string | undefined
 
-    /**
-     * The lease is rewritten only once the one on disk has less than half of fencingMs left (each
-     * write was a rename every 750 ms, a visible part of an idle node's CPU: bench/RESULTS.md).
-     * Safe for the fence: every deadline written is `contact + fencingMs` for a contact the agent
-     * proved, so the deadline on disk is never later than the agent's own — writing less often can
-     * only make the watchdog fence earlier, never later, and the watchdog acts on nothing but that
-     * deadline. A skipped write leaves on disk a lease with more than half of fencingMs to run, which
-     * the watchdog re-reads before any stop: the agent's order (renew, then read the watchdog's
-     * phase) holds as before. Kept live: the agent renews at least every fencingMs / 4 (`Agent.ts`),
-     * so on a node in contact the lease on disk is rewritten while more than a quarter of fencingMs
-     * is left. While a write fails, every renewal tries again.
-     */
-    const renewWithinMs = Math.floor(config.fencingMs / 2)
-
     const renew = (validUntil: number): Effect.Effect<void> =>
       Effect.gen(function* () {
         if (validUntil <= lease.validUntil) return
-        const now = yield* Clock.currentTimeMillis
-        if (leaseProblem === undefined && lease.validUntil - now > renewWithinMs) return
-        const next = new NodeLease.NodeLease({ node, validUntil, writtenAt: now, writer: self })
+        const next = new NodeLease.NodeLease({ node, validUntil, writtenAt: yield* Clock.currentTimeMillis, writer: self })
         const written = yield* Effect.either(NodeLease.write(files.lease, next))
         if (written._tag === "Left") {
           if (leaseProblem === undefined) {
