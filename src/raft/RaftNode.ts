@@ -23,8 +23,8 @@
  * (`RawNode.ticksUntilAction`: a leader's heartbeat, a follower's election timeout), a request's
  * deadline passes, or, while a storage write is outstanding, every tick (stall reports). So the
  * core's counters are exactly what ticking every `tickMs` would make them whenever it is looked at,
- * while a quiet follower's ticker sleeps through the ticks its leader's heartbeats make moot (a wake-
- * up per tick was a large part of an idle node's CPU: bench/RESULTS.md).
+ * while a quiet follower's ticker sleeps through the ticks its leader's heartbeats make moot, and a
+ * leader's wakes once per heartbeat (fewer wake-ups of a quiet node: bench/RESULTS.md).
  */
 import { Clock, Context, Duration, Effect, Fiber, Layer, type MetricLabel, Option, Queue, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
@@ -231,7 +231,7 @@ export const leavesBeforePersist = (m: Message): boolean => m.type === "app" || 
  * Milliseconds of the `Clock`'s monotonic time (`currentTimeNanos`): ticks are counted on it, so a
  * wall clock set back or forward (NTP) neither stops nor rushes them — as a sleep does not.
  */
-const monotonicMillis = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos) / 1e6)
+const monotonicMillis = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos / 1000n) / 1000)
 
 /** The responses a follower sends to its leader's appends and heartbeats: what proves it follows this leader's term. */
 const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === "heartbeatResp"
@@ -734,8 +734,8 @@ export const make = (config: RaftNodeConfig) =>
         accepted = 0
         refusedCount = 0
         yield* drainReady
-        // Also here, not only after a Ready: a snapshot written on the side is taken up at the next
-        // tick even on a node with nothing else to do.
+        // Also here, not only after a Ready: a snapshot written on the side is taken up at the loop's
+        // next wake-up (a tick that acts, at the latest) even on a node with nothing else to do.
         yield* compact
         planTicks()
       }
@@ -799,10 +799,10 @@ export const make = (config: RaftNodeConfig) =>
       })
     )
 
-    /** Hands a request to the loop and waits for its outcome; the ticker fails it at its deadline. */
     // Deadlines are read on this node's clock, the one its ticker expires them by, whatever clock
     // the caller's fiber runs with (the simulator's clients and probes run on another).
     const nodeClock = yield* Effect.clock
+    /** Hands a request to the loop and waits for its outcome; the ticker fails it at its deadline. */
     const request = <A, E extends BlixardError>(what: string, make: (waiting: Waiting<A, E>) => Event) =>
       Effect.flatMap(nodeClock.currentTimeMillis, (now) => {
         const deadline = now + config.requestTimeoutMs
