@@ -28,7 +28,7 @@ import { freePort } from "../src/node/FreePort.js"
 import { benchToken, benchTokenFile, bin, Connection, cpuMs, leaderOf, request, until } from "./cluster.js"
 
 /** One member process of either system. */
-interface Member {
+export interface Member {
   readonly id: number
   readonly port: number
   readonly peerPort: number
@@ -37,7 +37,7 @@ interface Member {
 }
 
 /** What the load generator and the measurements need of a system under test. */
-interface System {
+export interface System {
   readonly name: string
   readonly members: ReadonlyArray<Member>
   /** Starts (or restarts) member `m`. */
@@ -86,7 +86,7 @@ const etcdWrite = (n: number): { path: string; body: string } => {
   return { path: "/v3/kv/put", body: body.length < target ? body.replace("{", "{" + " ".repeat(target - body.length)) : body }
 }
 
-const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System => {
+export const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System => {
   const cluster = members.map((m) => `e${m.id}=http://127.0.0.1:${m.peerPort}`).join(",")
   return {
     name: "etcd",
@@ -130,7 +130,7 @@ const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System => {
 }
 
 /** Blixard in plain mode, as etcd here runs without TLS: like is compared with like. */
-const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
+export const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
   const secret = path.join(dir, "secret")
   fs.writeFileSync(secret, "bench-secret")
   const tokenFile = benchTokenFile(dir)
@@ -164,8 +164,9 @@ const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
     ok: (status) => status === 201,
     companions: (m) => {
       try {
-        const record = JSON.parse(fs.readFileSync(path.join(m.dataDir, "fencing", "watchdog.json"), "utf8")) as { pid?: unknown }
-        return typeof record.pid === "number" ? [record.pid] : []
+        // The watchdog's record (`WatchdogRecord`): its process identity names its pid.
+        const record = JSON.parse(fs.readFileSync(path.join(m.dataDir, "fencing", "watchdog.json"), "utf8")) as { process?: { pid?: unknown } }
+        return typeof record.process?.pid === "number" ? [record.process.pid] : []
       } catch {
         return []
       }
@@ -176,7 +177,7 @@ const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
 const alive = (m: Member) => m.child !== undefined && m.child.exitCode === null && m.child.signalCode === null
 
 /** Resident memory of a process in MB (Linux `/proc`), 0 if it is gone. */
-const rssMb = (pid: number | undefined): number => {
+export const rssMb = (pid: number | undefined): number => {
   if (pid === undefined) return 0
   try {
     const kb = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0)
@@ -186,7 +187,7 @@ const rssMb = (pid: number | undefined): number => {
   }
 }
 
-const formed = async (system: System) => {
+export const formed = async (system: System) => {
   if (system.name === "etcd") {
     for (const m of system.members) system.start(m)
   } else {

@@ -365,12 +365,12 @@ class PeerConnection {
     })
   }
 
-  /** Resolves true once `seq` is acknowledged, false if the connection closes or `ms` pass first. */
-  awaitAck(seq: number, ms: number): Promise<boolean> {
+  /** Resolves true once one of `seqs` is acknowledged, false if the connection closes or `ms` pass first. */
+  awaitAck(seqs: ReadonlyArray<number>, ms: number): Promise<boolean> {
     const deadline = Date.now() + ms
     return new Promise((resolve) => {
       const check = () => {
-        if (this.acks.has(seq)) return resolve(true)
+        if (seqs.some((seq) => this.acks.has(seq))) return resolve(true)
         if (this.closed || Date.now() > deadline) return resolve(false)
         this.waiters.push(check)
         setTimeout(check, Math.max(0, deadline - Date.now()) + 1).unref()
@@ -476,12 +476,15 @@ class PeerFuzzRun {
   private async frame(input: Extract<PeerInput, { kind: "frame" }>): Promise<void> {
     const conn = await this.connection(input.from)
     conn.socket.send(input.data, { binary: typeof input.data !== "string" })
-    // An empty batch after it: its acknowledgement says the node has read everything before.
-    const seq = (this.seqs.get(input.from) ?? 0) + 1
+    // Two empty batches after it: an acknowledgement of either says the node has read everything
+    // before. (Two: a node holds back the acknowledgement of a lone frame for a while, and sends one
+    // at once when a second frame is unacknowledged; so one of the two is acknowledged at once.)
+    const seq = (this.seqs.get(input.from) ?? 0) + 2
     this.seqs.set(input.from, seq)
     const sync = 2 ** 40 + seq
+    conn.socket.send(packr.pack([sync - 1, []]), { binary: true })
     conn.socket.send(packr.pack([sync, []]), { binary: true })
-    if (await conn.awaitAck(sync, 15_000)) this.framesAcknowledged++
+    if (await conn.awaitAck([sync - 1, sync], 15_000)) this.framesAcknowledged++
     else if (conn.closed) this.connectionsClosedByNode++
     else this.fail(`no acknowledgement within 15 s after: ${describeInput(input)}`)
   }

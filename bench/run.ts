@@ -7,6 +7,7 @@ import { benchCluster } from "./cluster.js"
 import { benchCompare } from "./compare.js"
 import { benchFuzz } from "./fuzz.js"
 import { benchHttp } from "./http.js"
+import { benchIdle } from "./idle.js"
 import { benchRaftMemory } from "./raftMemory.js"
 import { benchReschedule } from "./reschedule.js"
 import { benchScale } from "./scale.js"
@@ -22,6 +23,7 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   vmStart: () => benchVmStart(),
   http: () => benchHttp(Number(process.env.BENCH_SECONDS ?? 5)),
   cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
+  idle: () => benchIdle(Number(process.env.BENCH_SECONDS ?? 30)),
   compare: () => benchCompare(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_FAILOVERS ?? 5)),
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),

@@ -5,7 +5,7 @@
  * Protocol (after the `PeerAuth` handshake in the upgrade request):
  *
  *   sender → receiver   [seq, [message, …]]    a batch; seq counts 1, 2, … per connection
- *   receiver → sender   seq                    the batch is in the receiver's inbox
+ *   receiver → sender   seq                    every batch up to seq is in the receiver's inbox
  *
  * Sending: `send` appends to a bounded per-peer `SendQueue` (drop-oldest, see there) and pumps that
  * peer at once: while fewer than `maxInFlight` batches await their acknowledgement, everything queued
@@ -21,7 +21,12 @@
  * and names the node the handshake claims; it then checks every frame against `Frame` and every message
  * in it against the `Message` schema, drops (and logs) any message that fails, is not addressed to
  * this node, or does not come from the authenticated sender, offers the rest to this node's bounded
- * inbox, and acknowledges the frame.
+ * inbox, and acknowledges the frame — cumulatively and lazily: at once when a second frame is
+ * unacknowledged or the unacknowledged frames reach `AckEveryBytes`, else after `ackDelayMs`. A quiet
+ * cluster's traffic is a heartbeat and its answer per round on each link; an acknowledgement per frame
+ * doubled the frames on the wire (and the wake-ups of both ends), and was a fifth of an idle node's CPU
+ * (bench/RESULTS.md). A sender's window of two or more batches never waits on a held-back
+ * acknowledgement: its second batch in flight is acknowledged on arrival.
  *
  * Why not `@effect/rpc` (which carried this traffic before): a Raft message sent alone cost ~130 µs of
  * CPU as an answered rpc call and ~120 µs as a fire-and-forget one (client and server together),
@@ -76,8 +81,14 @@ export interface PeerTransportOptions {
   readonly requestTimeoutMs?: number | undefined
   /** Per-peer send queue bounds (default 4096 messages, 64 MiB). */
   readonly queue?: Partial<SendQueueLimits> | undefined
-  /** Batches to one peer awaiting their acknowledgement at once (default 4). */
+  /** Batches to one peer awaiting their acknowledgement at once (default 4, at least 2: see `ackDelayMs`). */
   readonly maxInFlight?: number | undefined
+  /**
+   * How long a receiver may hold back the acknowledgement of a lone frame, hoping to cover the next
+   * one too (default the smaller of 250 ms and an eighth of `requestTimeoutMs`: peers share their
+   * timing settings, so a held-back acknowledgement stays far inside the sender's timeout).
+   */
+  readonly ackDelayMs?: number | undefined
   /** Largest batch in one frame (default 1024 messages, 4 MiB; a single larger message goes alone). */
   readonly maxBatchMessages?: number | undefined
   readonly maxBatchBytes?: number | undefined
@@ -109,6 +120,9 @@ export interface PeerStats {
   readonly delivered: number
   /** Messages written to the peer's connection. */
   readonly sent: number
+  /** Frames (batches) written to the peer's connections, and acknowledgement frames received from it. */
+  readonly frames: number
+  readonly acks: number
   readonly connected: boolean
   /** Consecutive failed attempts (0 when the last batch was acknowledged), and the last failure. */
   readonly failures: number
@@ -166,6 +180,13 @@ const explainInvalid = (raw: unknown): string => {
   return `invalid ${String(type)} message: ${first === undefined ? "?" : `${first.path.join(".") || "(root)"}: ${first.message}`}`
 }
 
+/**
+ * A receiver acknowledges at once when this many frames are unacknowledged (so a window of two never
+ * stalls), or when they add up to this many bytes (a large frame is not held back).
+ */
+const AckEveryFrames = 2
+const AckEveryBytes = 64 * 1024
+
 /** Plain msgpack maps (no msgpackr records): every frame stands alone, readable by any msgpack decoder. */
 const packr = new Packr({ useRecords: false })
 
@@ -185,8 +206,8 @@ interface Connection {
   readonly socket: WebSocket
   /** Sequence number of the last batch sent on this connection. */
   seq: number
-  /** Batches awaiting their acknowledgement, oldest first: seq → message count, deadline, and when sent (`performance.now()`). */
-  readonly inFlight: Map<number, { readonly count: number; readonly deadline: number; readonly sentAt: number }>
+  /** Batches awaiting their acknowledgement, oldest first: seq → message count, frame bytes, deadline, and when sent (`performance.now()`). */
+  readonly inFlight: Map<number, { readonly count: number; readonly bytes: number; readonly deadline: number; readonly sentAt: number }>
 }
 
 interface Peer {
@@ -199,6 +220,8 @@ interface Peer {
   droppedFailed: number
   delivered: number
   sent: number
+  frames: number
+  acks: number
   connected: boolean
   failures: number
   failuresTotal: number
@@ -222,7 +245,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const limits: SendQueueLimits = { ...defaultSendQueueLimits, ...options.queue }
       const maxBatchMessages = options.maxBatchMessages ?? 1024
       const maxBatchBytes = options.maxBatchBytes ?? 4 * 1024 * 1024
-      const maxInFlight = Math.max(1, options.maxInFlight ?? 4)
+      // Two at least: a receiver holds back the acknowledgement of a lone frame (`ackDelayMs`).
+      const maxInFlight = Math.max(2, options.maxInFlight ?? 4)
+      const ackDelayMs = Math.max(0, options.ackDelayMs ?? Math.min(250, Math.floor(timeoutMs / 8)))
       const backoffInitialMs = options.backoffInitialMs ?? 50
       const backoffMaxMs = options.backoffMaxMs ?? 2000
       const maxClockSkewMs = options.maxClockSkewMs ?? 30_000
@@ -249,9 +274,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           const batch = peer.queue.take(maxBatchMessages, maxBatchBytes)
           const seq = ++conn.seq
           const sentAt = performance.now()
-          conn.inFlight.set(seq, { count: batch.length, deadline: Date.now() + timeoutMs, sentAt })
+          const frame = packr.pack([seq, batch])
+          conn.inFlight.set(seq, { count: batch.length, bytes: frame.length, deadline: Date.now() + timeoutMs, sentAt })
           peer.sent += batch.length
-          conn.socket.send(packr.pack([seq, batch]))
+          peer.frames++
+          conn.socket.send(frame)
         }
       }
 
@@ -334,15 +361,21 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             ack = Either.left(e)
           }
           if (Either.isLeft(ack)) return fail(peer, conn, `node ${peer.id} sent a malformed acknowledgement`)
-          // One round trip per acknowledgement (it may cover several batches): the newest batch it covers.
-          let sentAt: number | undefined
+          peer.acks++
+          // One round trip per acknowledgement, from the newest batch it covers; not from a lone small
+          // batch, whose acknowledgement the receiver may have held back (`ackDelayMs`).
+          let newest: { readonly bytes: number; readonly sentAt: number } | undefined
+          let covered = 0
           for (const [seq, batch] of conn.inFlight) {
             if (seq > ack.right) break
             conn.inFlight.delete(seq)
             peer.delivered += batch.count
-            sentAt = batch.sentAt
+            newest = batch
+            covered++
           }
-          if (sentAt !== undefined) Metrics.peerRoundTrip.unsafeUpdate((performance.now() - sentAt) / 1000, peer.tags)
+          if (newest !== undefined && (covered >= AckEveryFrames || newest.bytes >= AckEveryBytes)) {
+            Metrics.peerRoundTrip.unsafeUpdate((performance.now() - newest.sentAt) / 1000, peer.tags)
+          }
           peer.connected = true
           peer.failures = 0
           pump(peer)
@@ -383,6 +416,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             droppedFailed: 0,
             delivered: 0,
             sent: 0,
+            frames: 0,
+            acks: 0,
             failuresTotal: 0,
             tags: Metrics.tags(["peer", String(id)]),
             connected: false,
@@ -418,8 +453,24 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const accepted = new Set<WebSocket>()
 
       const serve = (socket: WebSocket, from: number): void => {
+        /** The newest frame received, and what arrived since the last acknowledgement. */
+        let lastSeq = 0
+        let unacked = 0
+        let unackedBytes = 0
+        let ackTimer: NodeJS.Timeout | undefined
+        const acknowledge = (): void => {
+          clearTimeout(ackTimer)
+          ackTimer = undefined
+          if (unacked === 0) return
+          unacked = 0
+          unackedBytes = 0
+          if (socket.readyState === WebSocket.OPEN) socket.send(packr.pack(lastSeq))
+        }
         accepted.add(socket)
-        socket.on("close", () => accepted.delete(socket))
+        socket.on("close", () => {
+          clearTimeout(ackTimer)
+          accepted.delete(socket)
+        })
         socket.on("error", () => socket.terminate())
         socket.on("message", (data, isBinary) => {
           let frame: Either.Either<readonly [number, ReadonlyArray<unknown>], unknown>
@@ -447,7 +498,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           }
           let full = 0
           for (const m of valid) if (!inbox.unsafeOffer(m)) full++
-          socket.send(packr.pack(seq))
+          lastSeq = seq
+          unacked++
+          unackedBytes += (data as Buffer).length
+          if (unacked >= AckEveryFrames || unackedBytes >= AckEveryBytes) acknowledge()
+          else if (ackTimer === undefined) ackTimer = setTimeout(acknowledge, ackDelayMs)
           if (problems.length > 0 || full > 0) {
             log(
               Effect.logWarning(`raft transport: dropped ${problems.length + full} message(s) from node ${from}`).pipe(
@@ -561,6 +616,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             droppedFailed: p.droppedFailed,
             delivered: p.delivered,
             sent: p.sent,
+            frames: p.frames,
+            acks: p.acks,
             connected: p.connected,
             failures: p.failures,
             failuresTotal: p.failuresTotal,

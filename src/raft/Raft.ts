@@ -508,6 +508,20 @@ export class Raft {
     else this.tickElection()
   }
 
+  /**
+   * In how many ticks `tick()` next does more than count (a heartbeat, a CheckQuorum round, an
+   * aborted transfer, an election), if nothing is stepped meanwhile; Infinity if it never will. A
+   * driver may sleep that long and then tick that many times at once: the same as ticking each time.
+   */
+  ticksUntilAction(): number {
+    if (this.role === "leader") {
+      let next = Math.min(this.heartbeatTimeout - this.heartbeatElapsed, this.electionTimeout - this.electionElapsed)
+      if (this.leadTransferee !== None) next = Math.min(next, this.electionTimeout - this.transferElapsed)
+      return Math.max(1, next)
+    }
+    return this.promotable() ? Math.max(1, this.randomizedElectionTimeout - this.electionElapsed) : Number.POSITIVE_INFINITY
+  }
+
   private tickElection(): void {
     this.electionElapsed++
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {

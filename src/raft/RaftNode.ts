@@ -17,8 +17,16 @@
  *
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
  * test clock or the simulator's virtual clock and seed drive it deterministically.
+ *
+ * Ticks are handed to the core lazily: the loop gives it every tick elapsed since the last one
+ * (by the clock) before it steps anything, and the ticker wakes the loop only when a tick would act
+ * (`RawNode.ticksUntilAction`: a leader's heartbeat, a follower's election timeout), a request's
+ * deadline passes, or, while a storage write is outstanding, every tick (stall reports). So the
+ * core's counters are exactly what ticking every `tickMs` would make them whenever it is looked at,
+ * while a quiet follower's ticker sleeps through the ticks its leader's heartbeats make moot, and a
+ * leader's wakes once per heartbeat (fewer wake-ups of a quiet node: bench/RESULTS.md).
  */
-import { Clock, Context, Duration, Effect, Fiber, Layer, type MetricLabel, Option, Random, Ref } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, Layer, type MetricLabel, Option, Queue, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
 import { formatError, InvalidArgument, NotLeader, ProposalDropped, StorageStalled, Timeout, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -219,6 +227,12 @@ class Mailbox<A> {
  */
 export const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
 
+/**
+ * Milliseconds of the `Clock`'s monotonic time (`currentTimeNanos`): ticks are counted on it, so a
+ * wall clock set back or forward (NTP) neither stops nor rushes them — as a sleep does not.
+ */
+const monotonicMillis = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos / 1000n) / 1000)
+
 /** The responses a follower sends to its leader's appends and heartbeats: what proves it follows this leader's term. */
 const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === "heartbeatResp"
 
@@ -226,9 +240,10 @@ const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === 
  * The node's `RaftStorage` with every write (each ends with a flush) timed: `since` answers when
  * the oldest write still outstanding started, and `report` (called by the ticker, which runs while
  * the loop is stuck in such a write) logs `BLX_STORAGE_STALLED` once per write outstanding longer
- * than `storageStallMs`, and that it completed when it does. Times are the ticker's last reading of
- * the clock (up to a tick early: a write counts as outstanding a little longer, never shorter), so
- * a write costs no clock reading of its own. (The flush-latency metric reads `performance.now()`,
+ * than `storageStallMs`, and that it completed when it does. Times are the last reading of the clock
+ * by the loop (at each batch, before the writes it begins) or the ticker (every tick while a write
+ * is outstanding): a write counts as outstanding a little longer, never shorter, and costs no clock
+ * reading of its own. (The flush-latency metric reads `performance.now()`,
  * a plain call; it only measures and decides nothing, so the simulator's virtual clock is unaffected.)
  */
 const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
@@ -263,6 +278,10 @@ const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
       for (const start of outstanding.values()) if (oldest === undefined || start < oldest) oldest = start
       return oldest
     }
+    /** A fresher reading of the clock (the loop's, at each batch): the start of the writes it begins. */
+    const observe = (at: number): void => {
+      now = at
+    }
     const report = (at: number): Effect.Effect<void> =>
       Effect.suspend(() => {
         now = at
@@ -292,7 +311,7 @@ const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
       saveSnapshot: (snapshot) => timed(flushOps.snapshot, inner.saveSnapshot(snapshot)),
       compact: (index) => timed(flushOps.compact, inner.compact(index))
     }
-    return { storage, since, report }
+    return { storage, since, observe, report }
   })
 
 const flushOps = {
@@ -443,39 +462,47 @@ export const make = (config: RaftNodeConfig) =>
       })
 
     /**
-     * Fails every request whose deadline has passed (the ticker calls it). A proposal that times out
-     * may still commit later; its outcome is then unknown to the caller, as the error says.
+     * Fails every request whose deadline has passed (the ticker calls it), and answers the earliest
+     * deadline still waiting (Infinity: none). A proposal that times out may still commit later; its
+     * outcome is then unknown to the caller, as the error says.
      */
-    const expire = (now: number) => {
+    const expire = (now: number): number => {
+      let earliest = Number.POSITIVE_INFINITY
+      const due = (w: { readonly deadline: number }): boolean => {
+        if (w.deadline <= now) return true
+        if (w.deadline < earliest) earliest = w.deadline
+        return false
+      }
       for (const [index, p] of pending) {
-        if (p.deadline > now) continue
+        if (!due(p)) continue
         pending.delete(index)
         p.done(Effect.fail(timedOut(p.what)))
       }
       for (const [context, r] of reads) {
-        if (r.deadline > now) continue
+        if (!due(r)) continue
         reads.delete(context)
         r.done(Effect.fail(timedOut(r.what)))
       }
       const live = <W extends Waiting<void, NotLeader | Timeout>>(list: Array<W>): Array<W> =>
         list.filter((w) => {
-          if (w.deadline > now) return true
+          if (!due(w)) return true
           w.done(Effect.fail(timedOut(w.what)))
           return false
         })
       if (readWaiting.length > 0) readWaiting = live(readWaiting)
       if (transfers.length > 0) transfers = live(transfers)
       // Requests the loop has not taken yet (it may be stuck in a save).
-      for (const ev of events.removeWhere((e) => "deadline" in e && e.deadline <= now)) {
+      for (const ev of events.removeWhere((e) => "deadline" in e && due(e))) {
         if ("done" in ev) ev.done(Effect.fail(timedOut(ev.what)))
       }
+      return earliest
     }
 
     const handle = (ev: Event): void => {
       switch (ev._tag) {
         case "Tick":
+          // The ticks themselves were given at the start of the batch (`catchUp`).
           for (const peer of ev.unreachable) raw.reportUnreachable(peer)
-          raw.tick()
           return
         case "Message":
           raw.step(ev.message)
@@ -673,30 +700,68 @@ export const make = (config: RaftNodeConfig) =>
       }
     })
 
+    /** The time of the last tick given to the core: monotonic (`monotonicMillis`), as a sleep is. */
+    let tickedAt = yield* monotonicMillis
+    /** Gives the core every tick elapsed by `now`: before it steps anything, so its counters are current. */
+    const catchUp = (now: number): void => {
+      const ticks = Math.floor((now - tickedAt) / config.tickMs)
+      for (let i = 0; i < ticks; i++) raw.tick()
+      tickedAt += ticks * config.tickMs
+    }
+    /** When a tick next acts (the loop's plan after each batch), and when the ticker wakes by itself (monotonic, and by the wall clock of the deadlines). */
+    let actsAt = tickedAt + config.tickMs
+    let tickerWakesAt = actsAt
+    let tickerWakesAtWall = Number.POSITIVE_INFINITY
+    /** The ticker handed a Tick over and waits for the loop to take it (the loop nudges it then). */
+    let tickHandedOver = false
+    const nudges = yield* Queue.sliding<void>(1)
+    const planTicks = (): void => {
+      actsAt = tickedAt + raw.ticksUntilAction() * config.tickMs
+      if (tickHandedOver || actsAt < tickerWakesAt) {
+        tickHandedOver = false
+        Queue.unsafeOffer(nudges, undefined)
+      }
+    }
+
     const loop = Effect.gen(function* () {
       for (;;) {
         const batch = yield* events.takeAll
+        flushes.observe(yield* Clock.currentTimeMillis)
+        catchUp(yield* monotonicMillis)
         for (const ev of batch) handle(ev)
         if (accepted > 0) Metrics.raftProposals.unsafeUpdate(accepted, proposalOutcome.accepted)
         if (refusedCount > 0) Metrics.raftProposals.unsafeUpdate(refusedCount, proposalOutcome.refused)
         accepted = 0
         refusedCount = 0
         yield* drainReady
-        // Also here, not only after a Ready: a snapshot written on the side is taken up at the next
-        // tick even on a node with nothing else to do.
+        // Also here, not only after a Ready: a snapshot written on the side is taken up at the loop's
+        // next wake-up (a tick that acts, at the latest) even on a node with nothing else to do.
         yield* compact
+        planTicks()
       }
     })
 
     const ticker = Effect.gen(function* () {
       for (;;) {
-        yield* Effect.sleep(Duration.millis(config.tickMs))
         // Deadlines are checked here, not in the loop, so requests time out even while the loop
         // is stuck (say, in a save the disk does not finish).
         const now = yield* Clock.currentTimeMillis
-        expire(now)
+        const earliestDeadline = expire(now)
         yield* flushes.report(now)
-        events.offer({ _tag: "Tick", unreachable: yield* transport.unreachable })
+        const monotonic = yield* monotonicMillis
+        let sleep = actsAt - monotonic
+        if (sleep <= 0) {
+          tickHandedOver = true
+          events.offer({ _tag: "Tick", unreachable: yield* transport.unreachable })
+          // The loop nudges once it has taken the tick and planned the next; a loop stuck in a save
+          // is looked at every tick meanwhile, as before.
+          sleep = config.tickMs
+        }
+        if (flushes.since() !== undefined) sleep = Math.min(sleep, config.tickMs)
+        sleep = Math.max(1, Math.min(sleep, earliestDeadline - now))
+        tickerWakesAt = monotonic + sleep
+        tickerWakesAtWall = now + sleep
+        yield* Effect.timeoutOption(Queue.take(nudges), Duration.millis(sleep))
       }
     })
     const lastContact = new Map<number, number>()
@@ -734,10 +799,15 @@ export const make = (config: RaftNodeConfig) =>
       })
     )
 
+    // Deadlines are read on this node's clock, the one its ticker expires them by, whatever clock
+    // the caller's fiber runs with (the simulator's clients and probes run on another).
+    const nodeClock = yield* Effect.clock
     /** Hands a request to the loop and waits for its outcome; the ticker fails it at its deadline. */
     const request = <A, E extends BlixardError>(what: string, make: (waiting: Waiting<A, E>) => Event) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      Effect.flatMap(nodeClock.currentTimeMillis, (now) => {
         const deadline = now + config.requestTimeoutMs
+        // A ticker asleep past the deadline (a request timeout shorter than its sleep) wakes for it.
+        if (deadline < tickerWakesAtWall) Queue.unsafeOffer(nudges, undefined)
         return Effect.async<A, E>((resume) => events.offer(make({ done: resume, deadline, what })))
       })
 

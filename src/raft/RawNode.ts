@@ -109,6 +109,11 @@ export class RawNode {
     this.raft.tick()
   }
 
+  /** In how many ticks the next one acts, if nothing is stepped meanwhile (`Raft.ticksUntilAction`). */
+  ticksUntilAction(): number {
+    return this.raft.ticksUntilAction()
+  }
+
   /** Feed a message received from a peer (already decoded with the `Message` schema). */
   step(m: Message): void {
     this.raft.step(m)

@@ -338,3 +338,66 @@ describe("RaftNode over SQLite", () => {
     })
   )
 })
+
+/** The in-memory network, counting per node how often its driver asks for unreachable peers: once per tick handed to the loop. */
+class CountingNetwork extends MemoryNetwork {
+  readonly tickWakeups = new Map<number, number>()
+  override transport(id: number) {
+    return Effect.map(super.transport(id), (t) => ({
+      ...t,
+      unreachable: Effect.suspend(() => {
+        this.tickWakeups.set(id, (this.tickWakeups.get(id) ?? 0) + 1)
+        return t.unreachable
+      })
+    }))
+  }
+}
+
+class CountingCluster extends Cluster {
+  override readonly net = new CountingNetwork()
+}
+
+describe("RaftNode ticker", () => {
+  it.scoped("a quiet cluster: the leader's loop is woken per heartbeat, a follower's only when its election timeout could be near", () =>
+    Effect.gen(function* () {
+      const c = new CountingCluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const term = (yield* c.node(leader).status).term
+      c.net.tickWakeups.clear()
+      let ticks = 0
+      yield* c.until("200 ticks", () => Effect.succeed(++ticks > 200))
+      // A heartbeat every 2 ticks (DefaultHeartbeatTick): about 100 wake-ups, not 200.
+      expect(c.net.tickWakeups.get(leader) ?? 0).toBeGreaterThanOrEqual(90)
+      expect(c.net.tickWakeups.get(leader) ?? 0).toBeLessThanOrEqual(110)
+      // A follower hears a heartbeat every 2 ticks and times out after 10 to 19 without one: it
+      // looks again no sooner than 8 ticks on. (Before, every tick: 200.)
+      for (const id of [1, 2, 3].filter((id) => id !== leader)) expect(c.net.tickWakeups.get(id) ?? 0).toBeLessThanOrEqual(200 / 8 + 1)
+      // And nothing else changed: the same leader in the same term, every follower following it.
+      expect(yield* c.leader()).toBe(leader)
+      for (const id of [1, 2, 3]) expect((yield* c.node(id).status).term).toBe(term)
+    })
+  )
+
+  it.scoped("a follower cut off from its leader still campaigns within its election timeout: ticks count while it sleeps", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const term = (yield* c.node(leader).status).term
+      c.net.isolate(leader)
+      // Randomized election timeout: 10 to 19 ticks (DefaultElectionTick 10); with pre-vote one round trip more.
+      let ticks = 0
+      yield* c.until(
+        "a follower campaigns",
+        () =>
+          Effect.map(
+            Effect.forEach([1, 2, 3].filter((id) => id !== leader), (id) => c.node(id).status),
+            (statuses) => (ticks++, statuses.some((s) => s.term > term))
+          ),
+        40 * tickMs
+      )
+      expect(ticks).toBeLessThanOrEqual(22)
+    })
+  )
+})

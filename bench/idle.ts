@@ -1,0 +1,104 @@
+/**
+ * `npm run bench -- idle`: what a quiet cluster costs. Three etcd members, then three Blixard nodes
+ * (`--insecure-plaintext`, as etcd beside it), each formed on loopback and then left alone: after
+ * `settleSeconds` the CPU time of every member's processes (Blixard: daemon + fencing watchdog) is
+ * read from `/proc/PID/stat` at the start and end of a `seconds`-long window, and their resident
+ * memory from `/proc/PID/status` at its end. Unlike `compare`'s idle figure, nothing was written
+ * before (one write proves the cluster formed), so this is the empty cluster's floor: the cost of
+ * ticks, heartbeats, contact probes, the lease and the transport's acknowledgements.
+ *
+ * Per member, and the ratio to etcd's members in the same run (targets: CPU ≤ 1.5×, RSS ≤ 2×).
+ * `BENCH_IDLE_SYSTEMS=blixard` skips etcd (to compare two Blixard builds quickly).
+ */
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { freePort } from "../src/node/FreePort.js"
+import { cpuMs, leaderOf } from "./cluster.js"
+import { blixardSystem, etcdSystem, formed, type Member, rssMb, type System } from "./compare.js"
+import { spawnSync } from "node:child_process"
+
+interface MemberIdle {
+  readonly id: number
+  readonly role: string
+  /** CPU of each process of the member (Blixard: daemon, watchdog), ms per second. */
+  readonly cpuMsPerSecond: ReadonlyArray<number>
+  readonly rssMb: ReadonlyArray<number>
+}
+
+interface SystemIdle {
+  readonly members: ReadonlyArray<MemberIdle>
+  readonly cpuMsPerSecondPerMember: number
+  readonly rssMbPerMember: number
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+const measureIdle = async (system: System, settleSeconds: number, seconds: number): Promise<SystemIdle> => {
+  await formed(system)
+  await sleep(settleSeconds * 1000)
+  const processes = system.members.map((m) => [m.child?.pid, ...system.companions(m)])
+  const before = processes.map((ps) => ps.map(cpuMs))
+  const t0 = performance.now()
+  await sleep(seconds * 1000)
+  const after = processes.map((ps) => ps.map(cpuMs))
+  const elapsed = (performance.now() - t0) / 1000
+  const leader = system.name === "blixard" ? await leaderOf(system.members[0]!.port).catch(() => undefined) : undefined
+  const members = system.members.map((m, i) => ({
+    id: m.id,
+    role: leader === undefined ? "?" : leader === m.id ? "leader" : "follower",
+    cpuMsPerSecond: after[i]!.map((a, j) => Number(((a - before[i]![j]!) / elapsed).toFixed(1))),
+    rssMb: processes[i]!.map(rssMb)
+  }))
+  const sum = (xs: ReadonlyArray<number>) => xs.reduce((a, b) => a + b, 0)
+  return {
+    members,
+    cpuMsPerSecondPerMember: Number((sum(members.map((m) => sum(m.cpuMsPerSecond))) / members.length).toFixed(1)),
+    rssMbPerMember: Math.round(sum(members.map((m) => sum(m.rssMb))) / members.length)
+  }
+}
+
+const run = async (name: "etcd" | "blixard", settleSeconds: number, seconds: number): Promise<SystemIdle> => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `blixard-bench-idle-${name}-`))
+  const members: Array<Member> = []
+  for (const id of [1, 2, 3]) members.push({ id, port: await freePort(), peerPort: await freePort(), dataDir: path.join(dir, `m${id}`), child: undefined })
+  const system = name === "etcd" ? etcdSystem(dir, members) : blixardSystem(dir, members)
+  try {
+    return await measureIdle(system, settleSeconds, seconds)
+  } finally {
+    for (const m of members) {
+      const extra = system.companions(m)
+      m.child?.kill("SIGKILL")
+      for (const pid of extra) {
+        try {
+          process.kill(pid, "SIGKILL")
+        } catch {
+          // already gone
+        }
+      }
+    }
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
+  }
+}
+
+export const benchIdle = async (seconds = 30, settleSeconds = 15): Promise<ReadonlyArray<unknown>> => {
+  const systems = (process.env.BENCH_IDLE_SYSTEMS ?? "etcd,blixard").split(",")
+  const withEtcd = systems.includes("etcd") && spawnSync("etcd", ["--version"], { stdio: "ignore" }).status === 0
+  const load = () => os.loadavg().map((l) => Number(l.toFixed(2)))
+  const results: Array<unknown> = []
+  const etcd = withEtcd ? await run("etcd", settleSeconds, seconds) : undefined
+  if (etcd !== undefined) results.push({ name: "etcd 3 members, idle", seconds, loadAverage: load(), ...etcd })
+  else if (systems.includes("etcd")) results.push({ name: "etcd 3 members, idle", skipped: "no etcd binary on the PATH (Debian: apt-get install etcd-server)" })
+  const blixard = await run("blixard", settleSeconds, seconds)
+  results.push({ name: "blixard 3 nodes, idle (daemon + watchdog)", seconds, loadAverage: load(), ...blixard })
+  if (etcd !== undefined) {
+    results.push({
+      name: "blixard ÷ etcd, idle",
+      ratios: {
+        "CPU per member (target ≤ 1.5)": Number((blixard.cpuMsPerSecondPerMember / etcd.cpuMsPerSecondPerMember).toFixed(2)),
+        "RSS per member (target ≤ 2)": Number((blixard.rssMbPerMember / etcd.rssMbPerMember).toFixed(2))
+      }
+    })
+  }
+  return results
+}
