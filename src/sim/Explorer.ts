@@ -17,6 +17,7 @@
  * storage after a simulated fsync delay, and only then are its messages sent and its committed
  * entries applied. A node that crashes before the fsync completes loses that `Ready` entirely.
  */
+import { messageBytes } from "../net/SendQueue.js"
 import type { Message } from "../raft/Message.js"
 import { MemoryStorage } from "../raft/MemoryStorage.js"
 import type { Ready } from "../raft/RawNode.js"
@@ -33,8 +34,8 @@ import { QuorumContact, RaftInvariants, Violation } from "./Invariants.js"
 import { KvStore } from "./KvStore.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
-import type { Delivery, FaultAction } from "./Network.js"
-import { applyFault, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
+import type { Delivery, FaultAction, LateAfterCrash } from "./Network.js"
+import { applyFault, defaultLateAfterCrash, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
 import { Prng } from "./Prng.js"
 import { TraceHash } from "./Trace.js"
 
@@ -82,6 +83,11 @@ export interface ExploreOptions {
   readonly fsyncMs?: number | undefined
   /** A known bug put back (`Bugs.ts`), to show the simulator catches it. */
   readonly bug?: BugName | undefined
+  /**
+   * How a crashed node's messages still in flight arrive (`Network.ts`): some late, after its next
+   * incarnation has started, some twice. Default `defaultLateAfterCrash`.
+   */
+  readonly lateAfterCrash?: LateAfterCrash | undefined
   /**
    * Full-service tier only: the nodes' disks take time to flush and fail in the ways drawn from
    * these (`Disk.ts`); a crash then loses what was not flushed. Without it every flush completes
@@ -265,6 +271,8 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     nodes: ids,
     prng: root.fork("network"),
     links: defaultLinkFaults,
+    queue: { sizeOf: messageBytes },
+    lateAfterCrash: options.lateAfterCrash ?? defaultLateAfterCrash,
     schedule: (time, d) => queue.push(time, { k: "deliver", d })
   })
 
@@ -411,7 +419,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     const interesting = rd.entries.length > 0 || rd.committedEntries.length > 0
     if (crashPoints > 0 && interesting && livenessDeadline === Infinity && raw.role === "leader" && crashable() && crashPrng.chance(crashPoints)) {
       trace.record(now, (5 << 24) | node.id)
-      network.crash(node.id)
+      network.crash(node.id, now)
       crash(node)
       const at = now + 100 + crashPrng.int(1900)
       queue.push(at, { k: "fault", action: { _tag: "Restart", node: node.id } })
@@ -732,7 +740,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
           if (a._tag === "Crash" && !network.isUp(a.node)) break
           if (a._tag === "Restart" && network.isUp(a.node)) break
           trace.record(now, 4, a._tag)
-          applyFault(network, a)
+          applyFault(network, a, now)
           if (a._tag === "Crash") crash(nodes.get(a.node)!)
           else if (a._tag === "Restart") restart(nodes.get(a.node)!)
           else if (a._tag === "ClockSkew") nodes.get(a.node)!.tickEvery = Math.max(1, Math.round(tickMs * (1 + a.skewMs / 1000)))
@@ -761,7 +769,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
         }
         case "liveness": {
           for (const x of nodes.values()) {
-            if (!network.isUp(x.id)) network.restart(x.id)
+            if (!network.isUp(x.id)) network.restart(x.id, now)
             restart(x)
             x.tickEvery = tickMs
           }

@@ -42,6 +42,7 @@ import type { StateMachineShape } from "../raft/StateMachine.js"
 import type { ConfChange, Entry } from "../raft/Types.js"
 import { Transport } from "../net/Transport.js"
 import type { TransportShape } from "../net/Transport.js"
+import { messageBytes } from "../net/SendQueue.js"
 import { isAmnesiac } from "../node/NodeControlPlane.js"
 import { layerMemory, MemoryStore } from "../storage/RaftStorage.js"
 import { switchesOf } from "./Bugs.js"
@@ -57,7 +58,7 @@ import { membership, operator } from "./Membership.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
 import type { Delivery, FaultAction, FaultScheduleOptions } from "./Network.js"
-import { applyFault, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
+import { applyFault, defaultLateAfterCrash, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
 import { Prng } from "./Prng.js"
 import { TraceHash } from "./Trace.js"
 import { VirtualClock, VirtualTime } from "./VirtualClock.js"
@@ -396,6 +397,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     nodes: ids,
     prng: root.fork("network"),
     links: defaultLinkFaults,
+    queue: { sizeOf: messageBytes },
+    lateAfterCrash: options.lateAfterCrash ?? defaultLateAfterCrash,
     schedule: (at, d) => {
       time.at(at, () => deliver(d))
     }
@@ -523,7 +526,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       if (afterSendPrng.chance(0.5)) transmit(node, batch)
       trace.record(time.now, (5 << 24) | node.id)
       node.dying = { machine: crashKind(node) }
-      network.crash(node.id)
+      network.crash(node.id, time.now)
       loseUnflushed(node, node.dying.machine)
       time.at(time.now, () => {
         if (node.incarnation === incarnation) stop(node)
@@ -655,7 +658,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   const storageExit = (node: SimNode<Local>, incarnation: number) => {
     storageExits++
     trace.record(time.now, (13 << 24) | node.id)
-    network.crash(node.id)
+    network.crash(node.id, time.now)
     loseUnflushed(node, true)
     node.dying = { machine: false }
     time.at(time.now, () => {
@@ -810,7 +813,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     if (a._tag === "Crash" && !network.isUp(a.node)) return
     if (a._tag === "Restart" && network.isUp(a.node)) return
     trace.record(time.now, 4, a._tag)
-    applyFault(network, a)
+    applyFault(network, a, time.now)
     if (a._tag === "Crash") {
       const node = nodeOf(a.node)
       node.dying = { machine: crashKind(node) }
@@ -941,7 +944,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     phase = "liveness"
     for (const node of nodes) {
       if (!network.isUp(node.id)) {
-        network.restart(node.id)
+        network.restart(node.id, time.now)
         invariants.restarted(node.id)
         boot(node)
       }
