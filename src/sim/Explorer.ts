@@ -84,6 +84,20 @@ export interface ExploreOptions {
   /** A known bug put back (`Bugs.ts`), to show the simulator catches it. */
   readonly bug?: BugName | undefined
   /**
+   * Full-service tier only: about every this many simulated ms (seeded) the leader of the moment is
+   * cut off from every other node for 1.5–3 election timeouts; then the cut heals and an operator
+   * hands leadership back to it (`cluster transfer`). It stepped down (CheckQuorum) with its
+   * clients' last writes appended but not committed, the others elected a leader without them, and
+   * it took that leader's log when the cut healed: it leads again while those proposals still wait
+   * for an answer, and appends new ones at their indexes. Off when absent.
+   */
+  readonly isolateLeaderEveryMs?: number | undefined
+  /**
+   * Full-service tier only: how long a proposal, read or transfer may take on a node before it
+   * fails with `Timeout` (default 1,000 ms; the daemon's default is 5,000).
+   */
+  readonly requestTimeoutMs?: number | undefined
+  /**
    * How a crashed node's messages still in flight arrive (`Network.ts`): some late, after its next
    * incarnation has started, some twice. Default `defaultLateAfterCrash`.
    */
@@ -167,13 +181,24 @@ export const profiles = {
   shrink: { nodes: 3, membership: "shrink", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
   amnesia: { nodes: 3, amnesia: 0.5 },
   transfer: { nodes: 3, transferEveryMs: 300 },
+  waiters: {
+    nodes: 3,
+    clients: 6,
+    maxSizePerMsg: 1,
+    maxInflightMsgs: 1,
+    requestTimeoutMs: 5000,
+    isolateLeaderEveryMs: 3000,
+    scheduledFaults: false,
+    livenessMs: 15_000
+  },
+  readreuse: { nodes: 3 },
   reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
 export type ProfileName = keyof typeof profiles
 
 /** Profiles that only the full-service tier runs (the explorer has no disks, no joins, no wiped nodes). */
-export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia"]
+export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "waiters", "readreuse"]
 
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }

@@ -162,6 +162,8 @@ export interface Workload<Local> {
   readonly finish: (check: boolean) => WorkloadResult
   /** A safety check of the clients' own, after every instant (every fiber suspended): the violation, if any. */
   readonly check?: ((now: number) => string | undefined) | undefined
+  /** A request made before `time` that has had no answer yet, if any (the run waits for every one). */
+  readonly unansweredSince?: ((time: number) => string | undefined) | undefined
 }
 
 /**
@@ -206,6 +208,10 @@ export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly 
           return `request without an answer: client ${c}'s ${o.what} to node ${o.node}, made at ${o.since} ms, has had no answer for ${now - o.since} ms (every request is answered — done, refused, dropped or timed out — within ${answerWithin} ms)`
         }
       }
+      return undefined
+    },
+    unansweredSince: (time) => {
+      for (const [c, o] of outstanding) if (o.since < time) return `client ${c}'s ${o.what} to node ${o.node}, made at ${o.since} ms, has had no answer yet`
       return undefined
     },
     client: (env) => {
@@ -358,7 +364,7 @@ interface SimNode<Local> {
 
 /** The explorer's options apply to this tier too (same profiles, same meaning). */
 export const simulate = (options: ExploreOptions): ExploreResult =>
-  runFullService(options, kvStack, kvWorkload({ requestTimeoutMs: 1000, tickMs: options.tickMs ?? 100 }))
+  runFullService(options, kvStack, kvWorkload({ requestTimeoutMs: options.requestTimeoutMs ?? 1000, tickMs: options.tickMs ?? 100 }))
 
 export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<Local>, workload: Workload<Local>): ExploreResult => {
   const seed = options.seed
@@ -432,7 +438,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
 
   /** Delays of requests between nodes (`NodeNet.request`); drawn only by stacks that make them. */
   const requestPrng = root.fork("requests")
-  const requestTimeoutMs = 1000
+  const requestTimeoutMs = options.requestTimeoutMs ?? 1000
 
   const linkDelay = (from: number, to: number) => {
     const link = network.profile(from, to)
@@ -473,7 +479,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     // The daemon's timing, so the simulator sees production's message pattern.
     electionTick: RaftNode.DefaultElectionTick,
     heartbeatTick: RaftNode.DefaultHeartbeatTick,
-    requestTimeoutMs: 1000,
+    requestTimeoutMs,
     // A node that joins starts empty, as a daemon started with --peer does.
     ...(node.joins ? {} : { bootstrap: options.membership === "join" ? [1] : ids }),
     snapshotEvery: options.compactEvery ?? 64,
@@ -919,6 +925,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     }
   })
 
+  /** When the faults healed (the liveness phase began). */
+  let healedAt = Infinity
   /** The data of the probe a leader acknowledged, once one has. */
   let probeDone: string | undefined
   let livenessDeadline = Infinity
@@ -954,6 +962,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     network.heal()
     network.healAll()
     livenessDeadline = time.now + livenessMs
+    healedAt = time.now
     runFiber("the liveness probe", probe)
   }
 
@@ -976,6 +985,37 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
         yield* Effect.fork(Effect.ignore(handle.serve(handle.raft.transferLeader(to))))
       }
     })
+
+  /**
+   * About every `everyMs`, the leader of the moment is cut off from every other node for 1.5–3
+   * election timeouts, then the cut heals and an operator hands leadership back to it
+   * (`ExploreOptions.isolateLeaderEveryMs`). Until the faults heal.
+   */
+  const isolations = (everyMs: number) =>
+    Effect.gen(function* () {
+      const prng = root.fork("isolate-leader")
+      const electionMs = RaftNode.DefaultElectionTick * tickMs
+      while (phase === "safety") {
+        yield* Effect.sleep(Duration.millis(Math.ceil(everyMs / 2) + prng.int(everyMs)))
+        const leader = leaderNode()
+        if (leader === undefined || phase !== "safety") continue
+        trace.record(time.now, (18 << 24) | leader.id)
+        isolatedLeaders++
+        fault({ _tag: "Partition", groups: [[leader.id], ids.filter((x) => x !== leader.id)] })
+        yield* Effect.sleep(Duration.millis(Math.round(electionMs * 1.5) + prng.int(Math.round(electionMs * 1.5))))
+        if (phase !== "safety") continue
+        fault({ _tag: "Heal" })
+        // The operator moves leadership back to the node it was on, once that node has caught up.
+        yield* Effect.sleep(Duration.millis(tickMs + prng.int(3 * tickMs)))
+        const now = leaderNode()
+        if (now === undefined || now === leader || leader.running === undefined || phase !== "safety") continue
+        trace.record(time.now, (17 << 24) | (now.id << 8) | leader.id)
+        touched.add(now.id)
+        const handle = now.running!
+        yield* Effect.fork(Effect.ignore(handle.serve(handle.raft.transferLeader(leader.id))))
+      }
+    })
+  let isolatedLeaders = 0
 
   /** What the stack's own liveness still waits for, once Raft's is reached. */
   let unsettled: string | undefined
@@ -1005,6 +1045,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     }
     unsettled = undefined
     if (probeDone === undefined) return false
+    const unanswered = workload.unansweredSince?.(healedAt)
+    if (unanswered !== undefined) {
+      unsettled = `a request made before the faults healed is still unanswered: ${unanswered}`
+      return false
+    }
     const e = appliedData.get(probeDone)
     if (e === undefined || !nodes.every((x) => x.running !== undefined && x.applied >= e.index)) return false
     unsettled = stack.settled?.(nodes.map((x) => x.running!))
@@ -1021,6 +1066,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     for (let c = 0; c < (options.clients ?? 3); c++) runFiber(`client ${c}`, workload.client(env(c)))
     if (members !== undefined) runFiber("the membership changes", members.run)
     if ((options.transferEveryMs ?? 0) > 0) runFiber("the operator's leadership transfers", transfers(options.transferEveryMs!))
+    if ((options.isolateLeaderEveryMs ?? 0) > 0) runFiber("the leader isolations", isolations(options.isolateLeaderEveryMs!))
     const schedule = faultSchedule(root.fork("faults"), {
       nodes: ids,
       duration: safetyMs,
@@ -1090,14 +1136,15 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       membershipChanges
     },
     linearizability,
-    ...(counts !== undefined || options.storage !== undefined || amnesia > 0
+    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || isolatedLeaders > 0
       ? {
           counts: {
             ...counts,
             ...(options.storage !== undefined
               ? { diskFaults, flushes: nodes.reduce((sum, x) => sum + (x.disk?.flushes ?? 0), 0), storageExits, unflushedLost }
               : {}),
-            ...(amnesia > 0 ? { wiped, refusals } : {})
+            ...(amnesia > 0 ? { wiped, refusals } : {}),
+            ...(isolatedLeaders > 0 ? { isolatedLeaders } : {})
           }
         }
       : {})
