@@ -116,18 +116,12 @@ export const bugs = {
     catch: { tier: "explorer", workload: "kv", profile: "transfer", seeds: 60, violation: /leader without a quorum/ },
     appliesTo: ["explorer", "kv", "orchestration"]
   },
-  "read-context-reuse": {
-    summary:
-      "ReadIndex contexts restart at 1 with every process and the leader answers a context repeated while pending with the earlier request's read point: a restarted node's read is answered with a read point its previous process asked for (a stale read, and a faked quorum contact)",
-    switches: { node: { unsafeReuseReadContexts: true, raft: { unsafeMatchRepeatedReadContexts: true } } },
-    catch: { tier: "full", workload: "kv", profile: "readreuse", seeds: 0, violation: /linearizability/ },
-    appliesTo: ["kv", "orchestration"]
-  },
   "overwrite-proposal-waiters": {
     summary:
       "a proposal at an index this node proposed at in an earlier term replaces the earlier proposal's waiter, which is never answered, not even by its timeout",
     switches: { node: { unsafeOverwriteProposalWaiters: true } },
-    catch: { tier: "full", workload: "kv", profile: "waiters", seeds: 0, violation: /request without an answer/ },
+    // Measured: 32 of seeds 1–60 fail (53 %), the first at seed 1; 10 seeds miss it with a chance of about 0.05 %.
+    catch: { tier: "full", workload: "kv", profile: "waiters", seeds: 10, violation: /request without an answer/ },
     appliesTo: ["kv", "orchestration"]
   }
 } as const satisfies Record<string, Bug>

@@ -93,6 +93,17 @@ export interface ExploreOptions {
    */
   readonly isolateLeaderEveryMs?: number | undefined
   /**
+   * Full-service tier only: about every this many simulated ms (seeded) a follower's process is
+   * killed and started again 100–400 ms later, as a supervisor restarts a daemon; its new process
+   * gets what its peers queued for it meanwhile, and its old messages may still arrive. Off when absent.
+   */
+  readonly restartFollowerEveryMs?: number | undefined
+  /**
+   * Full-service tier, KV workload only: clients send each read to a random running node (as API
+   * clients spread over the nodes do), not to the leader they know; followers serve them by ReadIndex.
+   */
+  readonly readsAnywhere?: boolean | undefined
+  /**
    * Full-service tier only: how long a proposal, read or transfer may take on a node before it
    * fails with `Timeout` (default 1,000 ms; the daemon's default is 5,000).
    */
@@ -170,7 +181,13 @@ export interface ExploreResult {
  * every few hundred ms (leases overridden by a transfer's votes; CheckQuorum under transfer
  * requests). `reconfig`: membership churn every few hundred ms, a snapshot every 4 applied entries
  * and Readys taking up to 40 ms to persist, while the cores go on stepping messages (snapshots
- * installed while a Ready with membership changes is outstanding).
+ * installed while a Ready with membership changes is outstanding). Full-service tier only: `waiters`
+ * (3 nodes, 6 clients, about one entry per append: every ~3 s the leader is cut off for 1.5–3
+ * election timeouts, then handed leadership back; the daemon's 5 s request timeout) — a leader
+ * that appended and did not commit, lost leadership and regained it, proposing again at the
+ * indexes its earlier proposals still wait on; `restarts` (a follower's process killed and started
+ * again 100–400 ms later every ~400 ms, half the time the one restarted last — a crash loop;
+ * clients read at random nodes): new processes receive what their peers queued for the old one.
  */
 export const profiles = {
   default: { nodes: 5 },
@@ -184,21 +201,23 @@ export const profiles = {
   waiters: {
     nodes: 3,
     clients: 6,
-    maxSizePerMsg: 1,
+    // About one entry per append, one append in flight: the leader always holds a tail of
+    // appended, unreplicated proposals when it is cut off.
+    maxSizePerMsg: 64,
     maxInflightMsgs: 1,
     requestTimeoutMs: 5000,
     isolateLeaderEveryMs: 3000,
     scheduledFaults: false,
     livenessMs: 15_000
   },
-  readreuse: { nodes: 3 },
+  restarts: { nodes: 3, clients: 6, restartFollowerEveryMs: 400, readsAnywhere: true },
   reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
 export type ProfileName = keyof typeof profiles
 
 /** Profiles that only the full-service tier runs (the explorer has no disks, no joins, no wiped nodes). */
-export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "waiters", "readreuse"]
+export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "waiters", "restarts"]
 
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }

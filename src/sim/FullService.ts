@@ -186,7 +186,9 @@ const keys = ["a", "b", "c"]
  * Clients reading (ReadIndex, then the node's local store), writing and compare-and-setting keys,
  * wherever they believe the leader is; checked against the register model.
  */
-export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly tickMs: number } = { requestTimeoutMs: 1000, tickMs: 100 }): Workload<KvStore> => {
+export const kvWorkload = (
+  bound: { readonly requestTimeoutMs: number; readonly tickMs: number; readonly readsAnywhere?: boolean | undefined } = { requestTimeoutMs: 1000, tickMs: 100 }
+): Workload<KvStore> => {
   const history = new History<RegisterInput, RegisterOutput>()
   const seqs: Array<number> = []
   /** client → its request to a node still unanswered: what, where, since when. */
@@ -228,11 +230,12 @@ export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly 
             yield* pause(50)
             continue
           }
-          const target = guess !== 0 && running.includes(guess) ? guess : prng.pick(running)
-          const node = env.node(target)!
+          const guessed = guess !== 0 && running.includes(guess) ? guess : prng.pick(running)
           const key = prng.pick(keys)
           const roll = prng.float()
           if (roll < 0.4) {
+            const target = bound.readsAnywhere === true ? prng.pick(running) : guessed
+            const node = env.node(target)!
             const op = history.invoke(c, { _tag: "read", key }, env.now())
             const result = yield* Effect.either(asking(c, "read", target, env.now(), node.serve(node.raft.readIndex)))
             if (Either.isLeft(result)) {
@@ -247,6 +250,8 @@ export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly 
             env.trace(op, 1)
             continue
           }
+          const target = guessed
+          const node = env.node(target)!
           const value = `${c}.${++seqs[c]!}`
           const cas = roll >= 0.8
           const expected = cas ? prng.pick([null, ...seqs.map((s, i) => `${i}.${Math.max(1, s - prng.int(2))}`)]) : null
@@ -364,7 +369,11 @@ interface SimNode<Local> {
 
 /** The explorer's options apply to this tier too (same profiles, same meaning). */
 export const simulate = (options: ExploreOptions): ExploreResult =>
-  runFullService(options, kvStack, kvWorkload({ requestTimeoutMs: options.requestTimeoutMs ?? 1000, tickMs: options.tickMs ?? 100 }))
+  runFullService(
+    options,
+    kvStack,
+    kvWorkload({ requestTimeoutMs: options.requestTimeoutMs ?? 1000, tickMs: options.tickMs ?? 100, readsAnywhere: options.readsAnywhere })
+  )
 
 export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<Local>, workload: Workload<Local>): ExploreResult => {
   const seed = options.seed
@@ -890,7 +899,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       .map((x) => {
         if (x.running === undefined) return `${x.id}: down`
         const st = Effect.runSync(x.running.raft.status)
-        return `${x.id}: ${st.role} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${x.applied} first ${st.firstIndex} last ${st.lastIndex}`
+        const progress = st.progress
+          .filter((p) => p.id !== x.id)
+          .map((p) => ` ${p.id}:${p.state} match ${p.match} next ${p.next} inflight ${p.inflight} snap ${p.pendingSnapshot}`)
+          .join(",")
+        return `${x.id}: ${st.role} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${x.applied} first ${st.firstIndex} last ${st.lastIndex}${progress !== "" ? ` progress${progress}` : ""}`
       })
       .join("; ")
 
@@ -1017,6 +1030,34 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     })
   let isolatedLeaders = 0
 
+  /**
+   * About every `everyMs`, a follower's process is killed and its supervisor starts it again
+   * 100–400 ms later (`ExploreOptions.restartFollowerEveryMs`). Until the faults heal.
+   */
+  const followerRestarts = (everyMs: number) =>
+    Effect.gen(function* () {
+      const prng = root.fork("restart-follower")
+      while (phase === "safety") {
+        yield* Effect.sleep(Duration.millis(Math.ceil(everyMs / 2) + prng.int(everyMs)))
+        const leader = leaderNode()
+        const followers = nodes.filter((x) => x.running !== undefined && x !== leader)
+        if (followers.length === 0 || phase !== "safety" || !crashable()) continue
+        // Half the time the follower restarted last dies again (a daemon in a crash loop): its
+        // short-lived processes number their requests from the same start.
+        const last = lastRestarted === undefined ? undefined : nodeOf(lastRestarted)
+        const node = last !== undefined && followers.includes(last) && prng.chance(0.5) ? last : prng.pick(followers)
+        lastRestarted = node.id
+        trace.record(time.now, (19 << 24) | node.id)
+        restartedFollowers++
+        network.crash(node.id, time.now)
+        node.dying = { machine: false }
+        stop(node)
+        time.at(time.now + 100 + prng.int(300), () => fault({ _tag: "Restart", node: node.id }))
+      }
+    })
+  let restartedFollowers = 0
+  let lastRestarted: number | undefined
+
   /** What the stack's own liveness still waits for, once Raft's is reached. */
   let unsettled: string | undefined
 
@@ -1067,6 +1108,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     if (members !== undefined) runFiber("the membership changes", members.run)
     if ((options.transferEveryMs ?? 0) > 0) runFiber("the operator's leadership transfers", transfers(options.transferEveryMs!))
     if ((options.isolateLeaderEveryMs ?? 0) > 0) runFiber("the leader isolations", isolations(options.isolateLeaderEveryMs!))
+    if ((options.restartFollowerEveryMs ?? 0) > 0) runFiber("the follower restarts", followerRestarts(options.restartFollowerEveryMs!))
     const schedule = faultSchedule(root.fork("faults"), {
       nodes: ids,
       duration: safetyMs,
@@ -1136,7 +1178,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       membershipChanges
     },
     linearizability,
-    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || isolatedLeaders > 0
+    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || isolatedLeaders > 0 || restartedFollowers > 0
       ? {
           counts: {
             ...counts,
@@ -1144,7 +1186,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
               ? { diskFaults, flushes: nodes.reduce((sum, x) => sum + (x.disk?.flushes ?? 0), 0), storageExits, unflushedLost }
               : {}),
             ...(amnesia > 0 ? { wiped, refusals } : {}),
-            ...(isolatedLeaders > 0 ? { isolatedLeaders } : {})
+            ...(isolatedLeaders > 0 ? { isolatedLeaders } : {}),
+            ...(restartedFollowers > 0 ? { restartedFollowers } : {})
           }
         }
       : {})
