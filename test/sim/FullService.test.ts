@@ -131,13 +131,14 @@ describe("full-service tier: the node's composition is a parameter", () => {
 
 describe("full-service tier: it catches a known bug", () => {
   // The bug needs a particular sequence of leader changes and crashes. Since crash points follow the
-  // driver's order (a leader's appends leave before its save, so a crash there loses the save) and
-  // the daemon's timing (a heartbeat every 2 ticks), 2 of seeds 1–400 of this profile produce it, the
-  // first at seed 72 (measured; ~0.2 s a seed). The search starts at 60 to keep the suite's cost;
-  // the bound is 200.
-  it("the Figure 8 bug (a leader committing a previous-term entry by counting replicas) is caught within 200 seeds", () => {
+  // driver's order (a leader's appends leave before its save, so a crash there loses the save), the
+  // daemon's timing (a heartbeat every 2 ticks) and the transport's (a restarted node gets what its
+  // peers queued for it), 2 of seeds 1–600 of this profile produce it, at seeds 360 and 449
+  // (measured; ~2.5 s a seed under load). The search starts at 355 to keep the suite's cost; the
+  // bound is 600.
+  it("the Figure 8 bug (a leader committing a previous-term entry by counting replicas) is caught within 600 seeds", () => {
     let caught: { seed: number; violation: string } | undefined
-    for (let seed = 60; seed <= 200 && caught === undefined; seed++) {
+    for (let seed = 355; seed <= 600 && caught === undefined; seed++) {
       const r = simulate({ ...profiles.crashpoints, safetyMs: 40_000, seed, bug: "figure8" })
       if (!r.ok) caught = { seed, violation: r.violation! }
     }
