@@ -105,7 +105,7 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
         [
           `seed ${result.seed} (${args.full ? "full-service tier, " : ""}${orchestration ? "orchestration workload, " : ""}profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
           `  simulated ${(s.simulatedMs / 1000).toFixed(1)} s: ${s.events} events, ${s.elections} elections (highest term ${s.maxTerm}), ${s.committed} entries committed, ${s.snapshotsInstalled} snapshots installed, ${s.crashes} crashes`,
-          `  network: ${s.messages} messages sent, ${s.dropped} dropped${s.membershipChanges > 0 ? `; ${s.membershipChanges} membership changes` : ""}`,
+          `  network: ${s.messages} messages sent, ${s.dropped} dropped, ${s.queued} queued for a node that was down, ${s.late} late from a crashed node${s.membershipChanges > 0 ? `; ${s.membershipChanges} membership changes` : ""}`,
           `  clients: ${s.operations} operations (${s.unknownOutcomes} with unknown outcome), linearizability ${result.linearizability}`,
           ...(counts !== undefined ? [`  counts: ${Object.entries(counts).map(([name, value]) => `${name} ${value}`).join(", ")}`] : []),
           `  trace ${result.traceHash}`,

@@ -159,6 +159,10 @@ export interface ExploreResult {
     readonly unknownOutcomes: number
     readonly messages: number
     readonly dropped: number
+    /** Sent to a node that was down: queued by its sender, delivered once it was back and reconnected to. */
+    readonly queued: number
+    /** Messages of a crashed node held back to arrive late (`lateAfterCrash`). */
+    readonly late: number
     /** Membership changes proposed (and accepted by a leader) by the churn. */
     readonly membershipChanges: number
   }
@@ -857,6 +861,8 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       unknownOutcomes: ops.filter((o) => o.ret === Infinity).length,
       messages,
       dropped: network.stats.dropped,
+      queued: network.stats.queued,
+      late: network.stats.late,
       membershipChanges
     },
     linearizability,

@@ -1175,6 +1175,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       unknownOutcomes,
       messages,
       dropped: network.stats.dropped,
+      queued: network.stats.queued,
+      late: network.stats.late,
       membershipChanges
     },
     linearizability,

@@ -100,6 +100,40 @@ describe("full-service tier: safety and liveness under seeded faults", () => {
   })
 })
 
+describe("full-service tier: the transport across restarts, and proposals that outlive a leadership", () => {
+  it("restarted processes get what their peers queued for the one before, and a crashed node's late messages; every invariant holds", () => {
+    // The restarts profile: a follower's process killed and started again within 400 ms about every
+    // 400 ms (half the time the one restarted last), clients reading at every node.
+    let queued = 0
+    let late = 0
+    let restarted = 0
+    for (let seed = 1; seed <= 3; seed++) {
+      const r = simulate({ ...profiles.restarts, seed })
+      expect(r.violation).toBeUndefined()
+      expect(r.linearizability).toBe("ok")
+      queued += r.stats.queued
+      late += r.stats.late
+      restarted += r.counts?.["restartedFollowers"] ?? 0
+    }
+    expect(restarted).toBeGreaterThan(3 * 10)
+    expect(queued).toBeGreaterThan(restarted)
+    expect(late).toBeGreaterThan(0)
+  })
+
+  it("a leader cut off with unreplicated proposals, then handed leadership back, answers every one of them", () => {
+    // The waiters profile, without its bug (Bugs.ts, overwrite-proposal-waiters): every request is
+    // answered within two request timeouts, and the run waits for every request made before the heal.
+    let isolated = 0
+    for (let seed = 1; seed <= 3; seed++) {
+      const r = simulate({ ...profiles.waiters, seed })
+      expect(r.violation).toBeUndefined()
+      expect(r.linearizability).toBe("ok")
+      isolated += r.counts?.["isolatedLeaders"] ?? 0
+    }
+    expect(isolated).toBeGreaterThanOrEqual(3 * 2)
+  })
+})
+
 describe("full-service tier: the node's composition is a parameter", () => {
   it("extra per-node services start with each incarnation of a node, over its RaftNode, and stop at its crash", () => {
     const events: Array<string> = []
