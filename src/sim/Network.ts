@@ -34,9 +34,10 @@
  * sender notices only at its acknowledgement timeout (its in-flight batches are then lost); the
  * queue's byte bound counts `sizeOf` (0 when not given); messages sent while a sender reconnects are
  * not bounded; a peer that crashes again before a sender reconnects loses that sender's whole queue
- * (the real one keeps it for the next attempt); the transport's `unreachable` reports; and the links'
- * random drops, duplicates and reordering are harsher than one TCP connection (which neither loses
- * nor reorders), on purpose.
+ * (the real one keeps it for the next attempt); late messages come from any crashed node here,
+ * though a crashed machine's kernel retransmits nothing; the transport's `unreachable` reports; and
+ * the links' random drops, duplicates and reordering (a message sent after a reconnect may overtake
+ * the queued batch) are harsher than one TCP connection, which neither loses nor reorders, on purpose.
  *
  * Node ids are integers in [0, MAX_NODE_ID].
  */
