@@ -23,11 +23,11 @@ const steps = Options.integer("steps").pipe(
   Options.optional,
   Options.withDescription("Length of the safety phase (faults and load) in steps of 100 simulated ms (default 100; 300 for the orchestration workload).")
 )
-const fullOnly = ["storage", "join", "shrink", "amnesia"] as const
+const fullOnly = ["storage", "join", "shrink", "amnesia", "waiters", "restarts"] as const
 const profile = Options.choice("profile", ["default", "crashpoints", "churn", "transfer", "reconfig", ...fullOnly]).pipe(
   Options.withDefault("default" as const),
   Options.withDescription(
-    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) churn (default plus membership changes; explorer tier), transfer (an operator asking for leadership transfers every few hundred ms) or reconfig (frequent membership changes, a snapshot every 4 entries, slow Readys; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back) or amnesia (restarts with an empty data directory)."
+    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) churn (default plus membership changes; explorer tier), transfer (an operator asking for leadership transfers every few hundred ms) or reconfig (frequent membership changes, a snapshot every 4 entries, slow Readys; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back), amnesia (restarts with an empty data directory), waiters (the leader cut off, then handed leadership back while its proposals still wait) or restarts (followers' processes killed and restarted, crash loops, reads at every node)."
   )
 )
 const bug = Options.choice("bug", bugNames).pipe(
@@ -105,7 +105,7 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
         [
           `seed ${result.seed} (${args.full ? "full-service tier, " : ""}${orchestration ? "orchestration workload, " : ""}profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
           `  simulated ${(s.simulatedMs / 1000).toFixed(1)} s: ${s.events} events, ${s.elections} elections (highest term ${s.maxTerm}), ${s.committed} entries committed, ${s.snapshotsInstalled} snapshots installed, ${s.crashes} crashes`,
-          `  network: ${s.messages} messages sent, ${s.dropped} dropped${s.membershipChanges > 0 ? `; ${s.membershipChanges} membership changes` : ""}`,
+          `  network: ${s.messages} messages sent, ${s.dropped} dropped, ${s.queued} queued for a node that was down, ${s.late} late from a crashed node${s.membershipChanges > 0 ? `; ${s.membershipChanges} membership changes` : ""}`,
           `  clients: ${s.operations} operations (${s.unknownOutcomes} with unknown outcome), linearizability ${result.linearizability}`,
           ...(counts !== undefined ? [`  counts: ${Object.entries(counts).map(([name, value]) => `${name} ${value}`).join(", ")}`] : []),
           `  trace ${result.traceHash}`,

@@ -8,7 +8,8 @@
  * when a slow or dead peer comes back. Dropping the newest instead would keep stale traffic and lose
  * the current state. The newest message is always kept, even when it alone exceeds the byte bound.
  *
- * A ring buffer: push and take are O(1) per message, with no array shifting.
+ * A ring buffer: push and take are O(1) per message, with no array shifting. Generic over the message
+ * (with its size estimate) so the simulator's network queues exactly as the real transport does.
  */
 import type { Message } from "../raft/Message.js"
 
@@ -45,8 +46,8 @@ export interface SendQueueLimits {
 
 export const defaultSendQueueLimits: SendQueueLimits = { maxMessages: 4096, maxBytes: 64 * 1024 * 1024 }
 
-export class SendQueue {
-  private ring: Array<Message | undefined>
+export class SendQueue<M = Message> {
+  private ring: Array<M | undefined>
   private sizes: Array<number>
   private head = 0
   private count = 0
@@ -54,9 +55,12 @@ export class SendQueue {
   /** Messages dropped because the queue was full, since creation. */
   dropped = 0
 
-  constructor(readonly limits: SendQueueLimits = defaultSendQueueLimits) {
+  constructor(
+    readonly limits: SendQueueLimits = defaultSendQueueLimits,
+    private readonly sizeOf: (message: M) => number = messageBytes as unknown as (message: M) => number
+  ) {
     const capacity = Math.max(1, limits.maxMessages)
-    this.ring = new Array<Message | undefined>(capacity)
+    this.ring = new Array<M | undefined>(capacity)
     this.sizes = new Array<number>(capacity).fill(0)
   }
 
@@ -68,8 +72,8 @@ export class SendQueue {
     return this.bytesQueued
   }
 
-  push(message: Message): void {
-    const size = messageBytes(message)
+  push(message: M): void {
+    const size = this.sizeOf(message)
     while (this.count > 0 && (this.count >= this.ring.length || this.bytesQueued + size > this.limits.maxBytes)) {
       this.dropOldest()
     }
@@ -81,8 +85,8 @@ export class SendQueue {
   }
 
   /** Removes and returns up to `maxMessages` messages (and at least one) totalling about `maxBytes`, oldest first. */
-  take(maxMessages: number, maxBytes: number): Array<Message> {
-    const out: Array<Message> = []
+  take(maxMessages: number, maxBytes: number): Array<M> {
+    const out: Array<M> = []
     let bytes = 0
     while (this.count > 0 && out.length < maxMessages) {
       const size = this.sizes[this.head]!

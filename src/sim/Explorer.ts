@@ -17,6 +17,7 @@
  * storage after a simulated fsync delay, and only then are its messages sent and its committed
  * entries applied. A node that crashes before the fsync completes loses that `Ready` entirely.
  */
+import { messageBytes } from "../net/SendQueue.js"
 import type { Message } from "../raft/Message.js"
 import { MemoryStorage } from "../raft/MemoryStorage.js"
 import type { Ready } from "../raft/RawNode.js"
@@ -33,8 +34,8 @@ import { QuorumContact, RaftInvariants, Violation } from "./Invariants.js"
 import { KvStore } from "./KvStore.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
-import type { Delivery, FaultAction } from "./Network.js"
-import { applyFault, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
+import type { Delivery, FaultAction, LateAfterCrash } from "./Network.js"
+import { applyFault, defaultLateAfterCrash, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
 import { Prng } from "./Prng.js"
 import { TraceHash } from "./Trace.js"
 
@@ -83,6 +84,36 @@ export interface ExploreOptions {
   /** A known bug put back (`Bugs.ts`), to show the simulator catches it. */
   readonly bug?: BugName | undefined
   /**
+   * Full-service tier only: about every this many simulated ms (seeded) the leader of the moment is
+   * cut off from every other node for 1.5–3 election timeouts; then the cut heals and an operator
+   * hands leadership back to it (`cluster transfer`). It stepped down (CheckQuorum) with its
+   * clients' last writes appended but not committed, the others elected a leader without them, and
+   * it took that leader's log when the cut healed: it leads again while those proposals still wait
+   * for an answer, and appends new ones at their indexes. Off when absent.
+   */
+  readonly isolateLeaderEveryMs?: number | undefined
+  /**
+   * Full-service tier only: about every this many simulated ms (seeded) a follower's process is
+   * killed and started again 100–400 ms later, as a supervisor restarts a daemon; its new process
+   * gets what its peers queued for it meanwhile, and its old messages may still arrive. Off when absent.
+   */
+  readonly restartFollowerEveryMs?: number | undefined
+  /**
+   * Full-service tier, KV workload only: clients send each read to a random running node (as API
+   * clients spread over the nodes do), not to the leader they know; followers serve them by ReadIndex.
+   */
+  readonly readsAnywhere?: boolean | undefined
+  /**
+   * Full-service tier only: how long a proposal, read or transfer may take on a node before it
+   * fails with `Timeout` (default 1,000 ms; the daemon's default is 5,000).
+   */
+  readonly requestTimeoutMs?: number | undefined
+  /**
+   * How a crashed node's messages still in flight arrive (`Network.ts`): some late, after its next
+   * incarnation has started, some twice. Default `defaultLateAfterCrash`.
+   */
+  readonly lateAfterCrash?: LateAfterCrash | undefined
+  /**
    * Full-service tier only: the nodes' disks take time to flush and fail in the ways drawn from
    * these (`Disk.ts`); a crash then loses what was not flushed. Without it every flush completes
    * as its write commits.
@@ -128,6 +159,10 @@ export interface ExploreResult {
     readonly unknownOutcomes: number
     readonly messages: number
     readonly dropped: number
+    /** Sent to a node that was down: queued by its sender, delivered once it was back and reconnected to. */
+    readonly queued: number
+    /** Messages of a crashed node held back to arrive late (`lateAfterCrash`). */
+    readonly late: number
     /** Membership changes proposed (and accepted by a leader) by the churn. */
     readonly membershipChanges: number
   }
@@ -150,7 +185,13 @@ export interface ExploreResult {
  * every few hundred ms (leases overridden by a transfer's votes; CheckQuorum under transfer
  * requests). `reconfig`: membership churn every few hundred ms, a snapshot every 4 applied entries
  * and Readys taking up to 40 ms to persist, while the cores go on stepping messages (snapshots
- * installed while a Ready with membership changes is outstanding).
+ * installed while a Ready with membership changes is outstanding). Full-service tier only: `waiters`
+ * (3 nodes, 6 clients, about one entry per append: every ~3 s the leader is cut off for 1.5–3
+ * election timeouts, then handed leadership back; the daemon's 5 s request timeout) — a leader
+ * that appended and did not commit, lost leadership and regained it, proposing again at the
+ * indexes its earlier proposals still wait on; `restarts` (a follower's process killed and started
+ * again 100–400 ms later every ~400 ms, half the time the one restarted last — a crash loop;
+ * clients read at random nodes): new processes receive what their peers queued for the old one.
  */
 export const profiles = {
   default: { nodes: 5 },
@@ -161,13 +202,26 @@ export const profiles = {
   shrink: { nodes: 3, membership: "shrink", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
   amnesia: { nodes: 3, amnesia: 0.5 },
   transfer: { nodes: 3, transferEveryMs: 300 },
+  waiters: {
+    nodes: 3,
+    clients: 6,
+    // About one entry per append, one append in flight: the leader always holds a tail of
+    // appended, unreplicated proposals when it is cut off.
+    maxSizePerMsg: 64,
+    maxInflightMsgs: 1,
+    requestTimeoutMs: 5000,
+    isolateLeaderEveryMs: 3000,
+    scheduledFaults: false,
+    livenessMs: 15_000
+  },
+  restarts: { nodes: 3, clients: 6, restartFollowerEveryMs: 400, readsAnywhere: true },
   reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
 export type ProfileName = keyof typeof profiles
 
 /** Profiles that only the full-service tier runs (the explorer has no disks, no joins, no wiped nodes). */
-export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia"]
+export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "waiters", "restarts"]
 
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }
@@ -265,6 +319,8 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     nodes: ids,
     prng: root.fork("network"),
     links: defaultLinkFaults,
+    queue: { sizeOf: messageBytes },
+    lateAfterCrash: options.lateAfterCrash ?? defaultLateAfterCrash,
     schedule: (time, d) => queue.push(time, { k: "deliver", d })
   })
 
@@ -411,7 +467,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     const interesting = rd.entries.length > 0 || rd.committedEntries.length > 0
     if (crashPoints > 0 && interesting && livenessDeadline === Infinity && raw.role === "leader" && crashable() && crashPrng.chance(crashPoints)) {
       trace.record(now, (5 << 24) | node.id)
-      network.crash(node.id)
+      network.crash(node.id, now)
       crash(node)
       const at = now + 100 + crashPrng.int(1900)
       queue.push(at, { k: "fault", action: { _tag: "Restart", node: node.id } })
@@ -732,7 +788,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
           if (a._tag === "Crash" && !network.isUp(a.node)) break
           if (a._tag === "Restart" && network.isUp(a.node)) break
           trace.record(now, 4, a._tag)
-          applyFault(network, a)
+          applyFault(network, a, now)
           if (a._tag === "Crash") crash(nodes.get(a.node)!)
           else if (a._tag === "Restart") restart(nodes.get(a.node)!)
           else if (a._tag === "ClockSkew") nodes.get(a.node)!.tickEvery = Math.max(1, Math.round(tickMs * (1 + a.skewMs / 1000)))
@@ -761,7 +817,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
         }
         case "liveness": {
           for (const x of nodes.values()) {
-            if (!network.isUp(x.id)) network.restart(x.id)
+            if (!network.isUp(x.id)) network.restart(x.id, now)
             restart(x)
             x.tickEvery = tickMs
           }
@@ -805,6 +861,8 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       unknownOutcomes: ops.filter((o) => o.ret === Infinity).length,
       messages,
       dropped: network.stats.dropped,
+      queued: network.stats.queued,
+      late: network.stats.late,
       membershipChanges
     },
     linearizability,

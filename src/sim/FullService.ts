@@ -42,6 +42,7 @@ import type { StateMachineShape } from "../raft/StateMachine.js"
 import type { ConfChange, Entry } from "../raft/Types.js"
 import { Transport } from "../net/Transport.js"
 import type { TransportShape } from "../net/Transport.js"
+import { messageBytes } from "../net/SendQueue.js"
 import { isAmnesiac } from "../node/NodeControlPlane.js"
 import { layerMemory, MemoryStore } from "../storage/RaftStorage.js"
 import { switchesOf } from "./Bugs.js"
@@ -57,7 +58,7 @@ import { membership, operator } from "./Membership.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
 import type { Delivery, FaultAction, FaultScheduleOptions } from "./Network.js"
-import { applyFault, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
+import { applyFault, defaultLateAfterCrash, defaultLinkFaults, faultSchedule, Network } from "./Network.js"
 import { Prng } from "./Prng.js"
 import { TraceHash } from "./Trace.js"
 import { VirtualClock, VirtualTime } from "./VirtualClock.js"
@@ -161,6 +162,8 @@ export interface Workload<Local> {
   readonly finish: (check: boolean) => WorkloadResult
   /** A safety check of the clients' own, after every instant (every fiber suspended): the violation, if any. */
   readonly check?: ((now: number) => string | undefined) | undefined
+  /** A request made before `time` that has had no answer yet, if any (the run waits for every one). */
+  readonly unansweredSince?: ((time: number) => string | undefined) | undefined
 }
 
 /**
@@ -183,7 +186,9 @@ const keys = ["a", "b", "c"]
  * Clients reading (ReadIndex, then the node's local store), writing and compare-and-setting keys,
  * wherever they believe the leader is; checked against the register model.
  */
-export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly tickMs: number } = { requestTimeoutMs: 1000, tickMs: 100 }): Workload<KvStore> => {
+export const kvWorkload = (
+  bound: { readonly requestTimeoutMs: number; readonly tickMs: number; readonly readsAnywhere?: boolean | undefined } = { requestTimeoutMs: 1000, tickMs: 100 }
+): Workload<KvStore> => {
   const history = new History<RegisterInput, RegisterOutput>()
   const seqs: Array<number> = []
   /** client → its request to a node still unanswered: what, where, since when. */
@@ -207,6 +212,10 @@ export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly 
       }
       return undefined
     },
+    unansweredSince: (time) => {
+      for (const [c, o] of outstanding) if (o.since < time) return `client ${c}'s ${o.what} to node ${o.node}, made at ${o.since} ms, has had no answer yet`
+      return undefined
+    },
     client: (env) => {
       const c = env.id
       const prng = env.prng
@@ -221,11 +230,12 @@ export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly 
             yield* pause(50)
             continue
           }
-          const target = guess !== 0 && running.includes(guess) ? guess : prng.pick(running)
-          const node = env.node(target)!
+          const guessed = guess !== 0 && running.includes(guess) ? guess : prng.pick(running)
           const key = prng.pick(keys)
           const roll = prng.float()
           if (roll < 0.4) {
+            const target = bound.readsAnywhere === true ? prng.pick(running) : guessed
+            const node = env.node(target)!
             const op = history.invoke(c, { _tag: "read", key }, env.now())
             const result = yield* Effect.either(asking(c, "read", target, env.now(), node.serve(node.raft.readIndex)))
             if (Either.isLeft(result)) {
@@ -240,6 +250,8 @@ export const kvWorkload = (bound: { readonly requestTimeoutMs: number; readonly 
             env.trace(op, 1)
             continue
           }
+          const target = guessed
+          const node = env.node(target)!
           const value = `${c}.${++seqs[c]!}`
           const cas = roll >= 0.8
           const expected = cas ? prng.pick([null, ...seqs.map((s, i) => `${i}.${Math.max(1, s - prng.int(2))}`)]) : null
@@ -357,7 +369,11 @@ interface SimNode<Local> {
 
 /** The explorer's options apply to this tier too (same profiles, same meaning). */
 export const simulate = (options: ExploreOptions): ExploreResult =>
-  runFullService(options, kvStack, kvWorkload({ requestTimeoutMs: 1000, tickMs: options.tickMs ?? 100 }))
+  runFullService(
+    options,
+    kvStack,
+    kvWorkload({ requestTimeoutMs: options.requestTimeoutMs ?? 1000, tickMs: options.tickMs ?? 100, readsAnywhere: options.readsAnywhere })
+  )
 
 export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<Local>, workload: Workload<Local>): ExploreResult => {
   const seed = options.seed
@@ -396,6 +412,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     nodes: ids,
     prng: root.fork("network"),
     links: defaultLinkFaults,
+    queue: { sizeOf: messageBytes },
+    lateAfterCrash: options.lateAfterCrash ?? defaultLateAfterCrash,
     schedule: (at, d) => {
       time.at(at, () => deliver(d))
     }
@@ -429,7 +447,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
 
   /** Delays of requests between nodes (`NodeNet.request`); drawn only by stacks that make them. */
   const requestPrng = root.fork("requests")
-  const requestTimeoutMs = 1000
+  const requestTimeoutMs = options.requestTimeoutMs ?? 1000
 
   const linkDelay = (from: number, to: number) => {
     const link = network.profile(from, to)
@@ -470,7 +488,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     // The daemon's timing, so the simulator sees production's message pattern.
     electionTick: RaftNode.DefaultElectionTick,
     heartbeatTick: RaftNode.DefaultHeartbeatTick,
-    requestTimeoutMs: 1000,
+    requestTimeoutMs,
     // A node that joins starts empty, as a daemon started with --peer does.
     ...(node.joins ? {} : { bootstrap: options.membership === "join" ? [1] : ids }),
     snapshotEvery: options.compactEvery ?? 64,
@@ -523,7 +541,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       if (afterSendPrng.chance(0.5)) transmit(node, batch)
       trace.record(time.now, (5 << 24) | node.id)
       node.dying = { machine: crashKind(node) }
-      network.crash(node.id)
+      network.crash(node.id, time.now)
       loseUnflushed(node, node.dying.machine)
       time.at(time.now, () => {
         if (node.incarnation === incarnation) stop(node)
@@ -655,7 +673,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   const storageExit = (node: SimNode<Local>, incarnation: number) => {
     storageExits++
     trace.record(time.now, (13 << 24) | node.id)
-    network.crash(node.id)
+    network.crash(node.id, time.now)
     loseUnflushed(node, true)
     node.dying = { machine: false }
     time.at(time.now, () => {
@@ -810,7 +828,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     if (a._tag === "Crash" && !network.isUp(a.node)) return
     if (a._tag === "Restart" && network.isUp(a.node)) return
     trace.record(time.now, 4, a._tag)
-    applyFault(network, a)
+    applyFault(network, a, time.now)
     if (a._tag === "Crash") {
       const node = nodeOf(a.node)
       node.dying = { machine: crashKind(node) }
@@ -881,7 +899,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       .map((x) => {
         if (x.running === undefined) return `${x.id}: down`
         const st = Effect.runSync(x.running.raft.status)
-        return `${x.id}: ${st.role} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${x.applied} first ${st.firstIndex} last ${st.lastIndex}`
+        const progress = st.progress
+          .filter((p) => p.id !== x.id)
+          .map((p) => ` ${p.id}:${p.state} match ${p.match} next ${p.next} inflight ${p.inflight} snap ${p.pendingSnapshot}`)
+          .join(",")
+        return `${x.id}: ${st.role} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${x.applied} first ${st.firstIndex} last ${st.lastIndex}${progress !== "" ? ` progress${progress}` : ""}`
       })
       .join("; ")
 
@@ -916,6 +938,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     }
   })
 
+  /** When the faults healed (the liveness phase began). */
+  let healedAt = Infinity
   /** The data of the probe a leader acknowledged, once one has. */
   let probeDone: string | undefined
   let livenessDeadline = Infinity
@@ -941,7 +965,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     phase = "liveness"
     for (const node of nodes) {
       if (!network.isUp(node.id)) {
-        network.restart(node.id)
+        network.restart(node.id, time.now)
         invariants.restarted(node.id)
         boot(node)
       }
@@ -951,6 +975,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     network.heal()
     network.healAll()
     livenessDeadline = time.now + livenessMs
+    healedAt = time.now
     runFiber("the liveness probe", probe)
   }
 
@@ -973,6 +998,65 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
         yield* Effect.fork(Effect.ignore(handle.serve(handle.raft.transferLeader(to))))
       }
     })
+
+  /**
+   * About every `everyMs`, the leader of the moment is cut off from every other node for 1.5–3
+   * election timeouts, then the cut heals and an operator hands leadership back to it
+   * (`ExploreOptions.isolateLeaderEveryMs`). Until the faults heal.
+   */
+  const isolations = (everyMs: number) =>
+    Effect.gen(function* () {
+      const prng = root.fork("isolate-leader")
+      const electionMs = RaftNode.DefaultElectionTick * tickMs
+      while (phase === "safety") {
+        yield* Effect.sleep(Duration.millis(Math.ceil(everyMs / 2) + prng.int(everyMs)))
+        const leader = leaderNode()
+        if (leader === undefined || phase !== "safety") continue
+        trace.record(time.now, (18 << 24) | leader.id)
+        isolatedLeaders++
+        fault({ _tag: "Partition", groups: [[leader.id], ids.filter((x) => x !== leader.id)] })
+        yield* Effect.sleep(Duration.millis(Math.round(electionMs * 1.5) + prng.int(Math.round(electionMs * 1.5))))
+        if (phase !== "safety") continue
+        fault({ _tag: "Heal" })
+        // The operator moves leadership back to the node it was on, once that node has caught up.
+        yield* Effect.sleep(Duration.millis(tickMs + prng.int(3 * tickMs)))
+        const now = leaderNode()
+        if (now === undefined || now === leader || leader.running === undefined || phase !== "safety") continue
+        trace.record(time.now, (17 << 24) | (now.id << 8) | leader.id)
+        touched.add(now.id)
+        const handle = now.running!
+        yield* Effect.fork(Effect.ignore(handle.serve(handle.raft.transferLeader(leader.id))))
+      }
+    })
+  let isolatedLeaders = 0
+
+  /**
+   * About every `everyMs`, a follower's process is killed and its supervisor starts it again
+   * 100–400 ms later (`ExploreOptions.restartFollowerEveryMs`). Until the faults heal.
+   */
+  const followerRestarts = (everyMs: number) =>
+    Effect.gen(function* () {
+      const prng = root.fork("restart-follower")
+      while (phase === "safety") {
+        yield* Effect.sleep(Duration.millis(Math.ceil(everyMs / 2) + prng.int(everyMs)))
+        const leader = leaderNode()
+        const followers = nodes.filter((x) => x.running !== undefined && x !== leader)
+        if (followers.length === 0 || phase !== "safety" || !crashable()) continue
+        // Half the time the follower restarted last dies again (a daemon in a crash loop): its
+        // short-lived processes number their requests from the same start.
+        const last = lastRestarted === undefined ? undefined : nodeOf(lastRestarted)
+        const node = last !== undefined && followers.includes(last) && prng.chance(0.5) ? last : prng.pick(followers)
+        lastRestarted = node.id
+        trace.record(time.now, (19 << 24) | node.id)
+        restartedFollowers++
+        network.crash(node.id, time.now)
+        node.dying = { machine: false }
+        stop(node)
+        time.at(time.now + 100 + prng.int(300), () => fault({ _tag: "Restart", node: node.id }))
+      }
+    })
+  let restartedFollowers = 0
+  let lastRestarted: number | undefined
 
   /** What the stack's own liveness still waits for, once Raft's is reached. */
   let unsettled: string | undefined
@@ -1002,6 +1086,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     }
     unsettled = undefined
     if (probeDone === undefined) return false
+    const unanswered = workload.unansweredSince?.(healedAt)
+    if (unanswered !== undefined) {
+      unsettled = `a request made before the faults healed is still unanswered: ${unanswered}`
+      return false
+    }
     const e = appliedData.get(probeDone)
     if (e === undefined || !nodes.every((x) => x.running !== undefined && x.applied >= e.index)) return false
     unsettled = stack.settled?.(nodes.map((x) => x.running!))
@@ -1018,6 +1107,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     for (let c = 0; c < (options.clients ?? 3); c++) runFiber(`client ${c}`, workload.client(env(c)))
     if (members !== undefined) runFiber("the membership changes", members.run)
     if ((options.transferEveryMs ?? 0) > 0) runFiber("the operator's leadership transfers", transfers(options.transferEveryMs!))
+    if ((options.isolateLeaderEveryMs ?? 0) > 0) runFiber("the leader isolations", isolations(options.isolateLeaderEveryMs!))
+    if ((options.restartFollowerEveryMs ?? 0) > 0) runFiber("the follower restarts", followerRestarts(options.restartFollowerEveryMs!))
     const schedule = faultSchedule(root.fork("faults"), {
       nodes: ids,
       duration: safetyMs,
@@ -1084,17 +1175,21 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       unknownOutcomes,
       messages,
       dropped: network.stats.dropped,
+      queued: network.stats.queued,
+      late: network.stats.late,
       membershipChanges
     },
     linearizability,
-    ...(counts !== undefined || options.storage !== undefined || amnesia > 0
+    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || isolatedLeaders > 0 || restartedFollowers > 0
       ? {
           counts: {
             ...counts,
             ...(options.storage !== undefined
               ? { diskFaults, flushes: nodes.reduce((sum, x) => sum + (x.disk?.flushes ?? 0), 0), storageExits, unflushedLost }
               : {}),
-            ...(amnesia > 0 ? { wiped, refusals } : {})
+            ...(amnesia > 0 ? { wiped, refusals } : {}),
+            ...(isolatedLeaders > 0 ? { isolatedLeaders } : {}),
+            ...(restartedFollowers > 0 ? { restartedFollowers } : {})
           }
         }
       : {})

@@ -10,13 +10,38 @@
  *   probability of a "slow" message (extra delay). Random delays reorder messages.
  * - partitions, as cut directed links: symmetric (`partition`, `isolate`), one-way (`cutOneWay`),
  *   bridge (`bridge`: two halves that each reach one bridge node). `heal` removes them all.
- * - `crash(node)` / `restart(node)`: a crashed node sends nothing and receives nothing; messages
- *   in flight to it are dropped, including after it restarts (its incarnation changed).
  * - a message in flight across a link that is cut when it arrives is dropped.
  * - `healAll()` also turns off drops and duplicates (the liveness phase); `setLossless(false)` undoes it.
  *
+ * Crashes and restarts follow the real transport (`PeerTransport`, `SendQueue`):
+ * - `crash(node, now)`: the node sends nothing more and receives nothing; what was in flight to it
+ *   is lost, also after it restarts (the connection it arrived on is gone, with its unacknowledged
+ *   batches). What its senders send it while it is down waits in each sender's per-peer queue —
+ *   bounded as `SendQueue` is (a message count and a size estimate), the OLDEST dropped when full —
+ *   and the queues it held itself for its peers die with its process.
+ * - `restart(node, now)`: each sender reconnects on its own back-off schedule, which started when
+ *   the connection failed at the crash (50 ms doubling to 2 s, each delay jittered to 50–100 %, as
+ *   `PeerTransport` retries), at its first attempt after the restart; then what it queued is
+ *   delivered in order, in one batch, and what it sends until then joins that batch. So a restarted
+ *   node receives answers to requests its previous process made.
+ * - messages a node sent before it crashed that were still in flight arrive (its kernel still
+ *   holds them); with `lateAfterCrash`, some arrive up to `maxMs` late (retransmitted on the dead
+ *   process's connection, so after its next incarnation has started talking) or twice.
+ *
+ * What the real transport does that this does not model: a partition drops messages here, while
+ * the real sender keeps them (in the TCP connection until the acknowledgement timeout, then in its
+ * queue) and delivers them after the heal; a crashed machine is noticed at once here, while a
+ * sender notices only at its acknowledgement timeout (its in-flight batches are then lost); the
+ * queue's byte bound counts `sizeOf` (0 when not given); messages sent while a sender reconnects are
+ * not bounded; a peer that crashes again before a sender reconnects loses that sender's whole queue
+ * (the real one keeps it for the next attempt); late messages come from any crashed node here,
+ * though a crashed machine's kernel retransmits nothing; the transport's `unreachable` reports; and
+ * the links' random drops, duplicates and reordering (a message sent after a reconnect may overtake
+ * the queued batch) are harsher than one TCP connection, which neither loses nor reorders, on purpose.
+ *
  * Node ids are integers in [0, MAX_NODE_ID].
  */
+import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "../net/SendQueue.js"
 import type { Prng } from "./Prng.js"
 
 export const MAX_NODE_ID = 1023
@@ -65,18 +90,50 @@ export interface Delivery<M> {
   readonly from: number
   readonly to: number
   readonly msg: M
+  /** When it was sent (for a message a sender queued for a down peer: when the queue went out). */
   readonly sentAt: number
-  /** The destination's incarnation when sent; a restart in between makes the delivery stale. */
+  /** When it is due to arrive (the time it was scheduled for). */
+  readonly at: number
+  /** The destination's incarnation when it left the sender; a restart in between makes it stale. */
   readonly incarnation: number
+  /** The sender's incarnation when sent: a crash of the sender before `leftAt` means it never left. */
+  readonly fromIncarnation: number
+  /** When it left the sender: `sentAt`, or when a queue held for a down peer was flushed. */
+  readonly leftAt: number
+  /** Already held back once as a message of a crashed sender (`lateAfterCrash`). */
+  readonly late: boolean
 }
 
 export interface NetworkStats {
   sent: number
-  /** Dropped at send (drop, partition, crashed end) or at arrival (stale, partition, crashed). */
+  /** Dropped at send (drop, partition, crashed sender, full queue) or at arrival (stale, partition, crashed). */
   dropped: number
   duplicated: number
   delivered: number
+  /** Sent to a node that was down: queued by the sender, delivered after the node came back. */
+  queued: number
+  /** Messages of a crashed sender held back to arrive late (`lateAfterCrash`). */
+  late: number
 }
+
+/** How a crashed node's messages still in flight arrive (`NetworkOptions.lateAfterCrash`). */
+export interface LateAfterCrash {
+  /** The chance that such a message is held back, to arrive up to `maxMs` later. */
+  readonly chance: number
+  /** The chance that it also arrives on time (so twice). */
+  readonly duplicate: number
+  readonly maxMs: number
+}
+
+/**
+ * The simulator's default: a fifth of a crashed node's messages still in flight arrive up to a
+ * second late, a quarter of those on time as well.
+ */
+export const defaultLateAfterCrash: LateAfterCrash = { chance: 0.2, duplicate: 0.25, maxMs: 1000 }
+
+/** The real transport's reconnect back-off (`PeerTransport`'s defaults). */
+const backoffInitialMs = 50
+const backoffMaxMs = 2000
 
 export interface NetworkOptions<M> {
   readonly nodes: ReadonlyArray<number>
@@ -84,6 +141,22 @@ export interface NetworkOptions<M> {
   readonly prng: Prng
   readonly schedule: (time: number, delivery: Delivery<M>) => void
   readonly links?: LinkFaultRanges
+  /** What a sender queues for a peer that is down: `SendQueue`'s bounds (default its defaults) and each message's size. */
+  readonly queue?: { readonly limits?: SendQueueLimits; readonly sizeOf?: (message: M) => number }
+  /** Messages of a node that crashed after sending them: held back or duplicated (default never). */
+  readonly lateAfterCrash?: LateAfterCrash
+}
+
+/** A sender's queue for a peer that is down, or that it is reconnecting to (`flushAt`). */
+interface Held<M> {
+  readonly queue: SendQueue<M>
+  /** When the connection failed (the peer's crash): the back-off schedule starts there. */
+  readonly failedAt: number
+  /** Set at the peer's restart: when the sender reconnects and the queue goes out. */
+  flushAt: number | undefined
+  /** The peer's incarnation the flushed batch is for, and its delay. */
+  flushIncarnation: number
+  flushDelay: number
 }
 
 const SIZE = MAX_NODE_ID + 1
@@ -97,7 +170,7 @@ const checkNode = (node: number): void => {
 const inRange = (prng: Prng, [lo, hi]: readonly [number, number]): number => lo + (hi - lo) * prng.float()
 
 export class Network<M> {
-  readonly stats: NetworkStats = { sent: 0, dropped: 0, duplicated: 0, delivered: 0 }
+  readonly stats: NetworkStats = { sent: 0, dropped: 0, duplicated: 0, delivered: 0, queued: 0, late: 0 }
   readonly nodes: ReadonlyArray<number>
   private readonly prng: Prng
   private readonly schedule: (time: number, delivery: Delivery<M>) => void
@@ -110,6 +183,13 @@ export class Network<M> {
   private cutCount = 0
   private readonly profiles = new Map<number, LinkProfile>()
   private lossless = false
+  /** Per directed link (from * SIZE + to): the sender's queue while the peer is down or being reconnected to. */
+  private readonly held = new Map<number, Held<M>>()
+  /** When each incarnation of a node ended (key node * 2^20 + incarnation). */
+  private readonly crashedAt = new Map<number, number>()
+  private readonly queueLimits: SendQueueLimits
+  private readonly sizeOf: (message: M) => number
+  private readonly lateAfterCrash: LateAfterCrash | undefined
 
   constructor(options: NetworkOptions<M>) {
     for (const node of options.nodes) {
@@ -122,6 +202,9 @@ export class Network<M> {
     this.prng = options.prng
     this.schedule = options.schedule
     this.ranges = options.links ?? defaultLinkFaults
+    this.queueLimits = options.queue?.limits ?? defaultSendQueueLimits
+    this.sizeOf = options.queue?.sizeOf ?? (() => 0)
+    this.lateAfterCrash = options.lateAfterCrash
   }
 
   private checkMember(node: number): void {
@@ -150,13 +233,29 @@ export class Network<M> {
     return p
   }
 
-  /** Sends one message; schedules zero, one or two deliveries. */
+  /** Sends one message; schedules zero, one or two deliveries, or queues it for a peer that is down. */
   send(from: number, to: number, msg: M, now: number): void {
     this.checkMember(from)
     this.checkMember(to)
     const stats = this.stats
     stats.sent++
-    if (this.up[from] === 0 || this.up[to] === 0 || (this.cutCount > 0 && this.cut[from * SIZE + to] === 1)) {
+    if (this.up[from] === 0) {
+      stats.dropped++
+      return
+    }
+    if (this.up[to] === 0) return this.hold(from, to, msg, now)
+    if (this.held.size > 0) {
+      const held = this.held.get(from * SIZE + to)
+      if (held !== undefined && held.flushAt !== undefined) {
+        if (held.flushAt > now) {
+          // Still reconnecting: the message goes out with the queue.
+          this.schedule(held.flushAt + held.flushDelay, this.delivery(from, to, msg, now, held.flushAt + held.flushDelay, held.flushAt))
+          return
+        }
+        this.held.delete(from * SIZE + to)
+      }
+    }
+    if (this.cutCount > 0 && this.cut[from * SIZE + to] === 1) {
       stats.dropped++
       return
     }
@@ -168,20 +267,78 @@ export class Network<M> {
     }
     const copies = !this.lossless && link.duplicate > 0 && prng.float() < link.duplicate ? 2 : 1
     if (copies === 2) stats.duplicated++
-    const incarnation = this.incarnations[to]!
     for (let c = 0; c < copies; c++) {
       let delay = link.minDelay === link.maxDelay ? link.minDelay : link.minDelay + prng.int(link.maxDelay - link.minDelay + 1)
       if (!this.lossless && link.slow > 0 && link.slowDelay >= 1 && prng.float() < link.slow) delay += 1 + prng.int(link.slowDelay)
-      this.schedule(now + delay, { from, to, msg, sentAt: now, incarnation })
+      this.schedule(now + delay, this.delivery(from, to, msg, now, now + delay, now))
     }
   }
 
-  /** At arrival: true if the message reaches its destination (counted delivered), false if dropped. */
+  private delivery(from: number, to: number, msg: M, sentAt: number, at: number, leftAt: number): Delivery<M> {
+    return { from, to, msg, sentAt, at, incarnation: this.incarnations[to]!, fromIncarnation: this.incarnations[from]!, leftAt, late: false }
+  }
+
+  /** `to` is down: the sender queues the message (oldest dropped when the queue is full). */
+  private hold(from: number, to: number, msg: M, now: number): void {
+    const key = from * SIZE + to
+    let held = this.held.get(key)
+    if (held === undefined || held.flushAt !== undefined) {
+      held = { queue: new SendQueue<M>(this.queueLimits, this.sizeOf), failedAt: this.crashedAt.get(to * 2 ** 20 + this.incarnations[to]!) ?? now, flushAt: undefined, flushIncarnation: 0, flushDelay: 0 }
+      this.held.set(key, held)
+    }
+    const before = held.queue.dropped
+    held.queue.push(msg)
+    this.stats.queued++
+    this.stats.dropped += held.queue.dropped - before
+  }
+
+  /** `to` is back: every running sender that queued for it reconnects on its back-off schedule and sends the queue. */
+  private flushTo(to: number, now: number): void {
+    for (const [key, held] of this.held) {
+      if (key % SIZE !== to || held.flushAt !== undefined) continue
+      const from = (key - to) / SIZE
+      // The attempts since the connection failed; the first one after the restart connects.
+      let at = held.failedAt
+      for (let attempt = 0; at < now; attempt++) {
+        at += Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(attempt, 30)) * (0.5 + this.prng.float() / 2)
+      }
+      const link = this.profile(from, to)
+      const oneWay = () => (link.minDelay === link.maxDelay ? link.minDelay : link.minDelay + this.prng.int(link.maxDelay - link.minDelay + 1))
+      // The handshake's round trip, then the batch.
+      const flushAt = Math.round(at) + oneWay() + oneWay()
+      held.flushAt = flushAt
+      held.flushIncarnation = this.incarnations[to]!
+      held.flushDelay = oneWay()
+      const queue = held.queue
+      for (const msg of queue.take(queue.length, Infinity)) {
+        this.schedule(flushAt + held.flushDelay, this.delivery(from, to, msg, flushAt, flushAt + held.flushDelay, flushAt))
+      }
+    }
+  }
+
+  /** At arrival: true if the message reaches its destination (counted delivered), false if dropped or held back. */
   accept(delivery: Delivery<M>): boolean {
     const { from, to } = delivery
     if (this.up[to] === 0 || this.incarnations[to] !== delivery.incarnation || (this.cutCount > 0 && this.cut[from * SIZE + to] === 1)) {
       this.stats.dropped++
       return false
+    }
+    if (this.up[from] === 0 || this.incarnations[from] !== delivery.fromIncarnation) {
+      // The sender crashed since: a message that had not left its queue died with it; one on the wire
+      // still arrives, maybe late (retransmitted on the dead process's connection) or twice.
+      const ended = this.crashedAt.get(from * 2 ** 20 + delivery.fromIncarnation) ?? -Infinity
+      if (ended < delivery.leftAt) {
+        this.stats.dropped++
+        return false
+      }
+      const late = this.lateAfterCrash
+      if (late !== undefined && !delivery.late && this.prng.float() < late.chance) {
+        this.stats.late++
+        const at = delivery.at + 1 + this.prng.int(Math.max(1, late.maxMs))
+        this.schedule(at, { ...delivery, at, late: true })
+        if (this.prng.float() >= late.duplicate) return false
+        this.stats.duplicated++
+      }
     }
     this.stats.delivered++
     return true
@@ -248,19 +405,25 @@ export class Network<M> {
     this.lossless = lossless
   }
 
-  /** The node stops: it sends and receives nothing until `restart`. */
-  crash(node: number): void {
+  /** The node stops: it sends and receives nothing until `restart`; the queues it held for its peers are gone. */
+  crash(node: number, now: number): void {
     this.checkMember(node)
     if (this.up[node] === 0) throw new Error(`network.crash: node ${node} is already down`)
     this.up[node] = 0
+    this.crashedAt.set(node * 2 ** 20 + this.incarnations[node]!, now)
+    for (const key of this.held.keys()) if (Math.floor(key / SIZE) === node) this.held.delete(key)
   }
 
-  /** The node comes back as a new incarnation; messages sent to its old incarnation are lost. */
-  restart(node: number): void {
+  /**
+   * The node comes back as a new incarnation: messages in flight to its old incarnation are lost;
+   * what its peers queued for it while it was down reaches it once they have reconnected.
+   */
+  restart(node: number, now: number): void {
     this.checkMember(node)
     if (this.up[node] === 1) throw new Error(`network.restart: node ${node} is up`)
     this.up[node] = 1
     this.incarnations[node]!++
+    if (this.held.size > 0) this.flushTo(node, now)
   }
 
   isUp(node: number): boolean {
@@ -426,10 +589,10 @@ export const faultSchedule = (prng: Prng, options: FaultScheduleOptions): Array<
 }
 
 /**
- * Applies the network part of a fault. Crash/Restart also change the network (the driver must still
- * stop/restart the node itself); ClockSkew is not a network fault: returns false for it.
+ * Applies the network part of a fault at simulated time `now`. Crash/Restart also change the network
+ * (the driver must still stop/restart the node itself); ClockSkew is not a network fault: returns false for it.
  */
-export const applyFault = <M>(network: Network<M>, action: FaultAction): boolean => {
+export const applyFault = <M>(network: Network<M>, action: FaultAction, now: number): boolean => {
   switch (action._tag) {
     case "Partition":
       network.heal()
@@ -446,10 +609,10 @@ export const applyFault = <M>(network: Network<M>, action: FaultAction): boolean
       network.heal()
       return true
     case "Crash":
-      network.crash(action.node)
+      network.crash(action.node, now)
       return true
     case "Restart":
-      network.restart(action.node)
+      network.restart(action.node, now)
       return true
     case "ClockSkew":
       return false

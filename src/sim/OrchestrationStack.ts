@@ -369,9 +369,11 @@ export const orchestration = (options: {
           const running = env.running()
           if (running.length === 0) continue
           const target = guess !== 0 && running.includes(guess) ? guess : prng.pick(running)
-          const plane = env.node(target)?.local.controlPlane
-          if (plane === undefined) continue
-          const result = yield* Effect.either(use(plane, requestId))
+          const handle = env.node(target)
+          const plane = handle?.local.controlPlane
+          if (handle === undefined || plane === undefined) continue
+          // Served as the node's API serves it: on the node's own clock (its deadlines too).
+          const result = yield* Effect.either(handle.serve(use(plane, requestId)))
           if (Either.isRight(result)) {
             guess = target
             return Either.right(result.right)

@@ -28,9 +28,9 @@ describe("blixard sim", () => {
   })
 
   it("a failing seed exits 1 with BLX_INVARIANT_VIOLATED and says what broke", async () => {
-    const r = await blixard(["sim", "--seed", "14", "--profile", "crashpoints", "--bug", "figure8"])
+    const r = await blixard(["sim", "--seed", "81", "--profile", "crashpoints", "--bug", "figure8"])
     expect(r.code).toBe(1)
-    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 14 failed: .*leader completeness/m)
+    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 81 failed: .*leader completeness/m)
   })
 
   it("--full replays a seed of the full-service tier: same seed, same summary, in two processes", async () => {
@@ -64,9 +64,9 @@ describe("blixard sim", () => {
   })
 
   it("a failing seed of the full-service tier exits 1 and says what broke", async () => {
-    const r = await blixard(["sim", "--seed", "72", "--full", "--profile", "crashpoints", "--steps", "400", "--bug", "figure8"])
+    const r = await blixard(["sim", "--seed", "1", "--full", "--profile", "waiters", "--bug", "overwrite-proposal-waiters"])
     expect(r.code).toBe(1)
-    expect(r.stdout).toMatch(/^seed 72 \(full-service tier, profile crashpoints, bug figure8\): FAILED/)
-    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 72 failed: .*leader completeness/m)
+    expect(r.stdout).toMatch(/^seed 1 \(full-service tier, profile waiters, bug overwrite-proposal-waiters\): FAILED/)
+    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 1 failed: .*request without an answer: client \d's write to node \d/m)
   })
 })

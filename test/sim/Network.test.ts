@@ -6,6 +6,7 @@ import {
   faultSchedule,
   type LinkFaultRanges,
   Network,
+  type NetworkOptions,
   reliableLinks,
   type ScheduledFault
 } from "../../src/sim/Network.js"
@@ -14,9 +15,14 @@ import { Prng } from "../../src/sim/Prng.js"
 const NODES = [1, 2, 3, 4, 5]
 
 /** A network wired to an event queue, and a driver that delivers everything queued. */
-const setup = (seed: number, links: LinkFaultRanges = reliableLinks, nodes: ReadonlyArray<number> = NODES) => {
+const setup = (
+  seed: number,
+  links: LinkFaultRanges = reliableLinks,
+  nodes: ReadonlyArray<number> = NODES,
+  extra: Pick<NetworkOptions<string>, "queue" | "lateAfterCrash"> = {}
+) => {
   const queue = new EventQueue<Delivery<string>>()
-  const net = new Network<string>({ nodes, prng: Prng.fromSeed(seed).fork("network"), schedule: (t, d) => queue.push(t, d), links })
+  const net = new Network<string>({ nodes, prng: Prng.fromSeed(seed).fork("network"), schedule: (t, d) => queue.push(t, d), links, ...extra })
   const run = (): Array<{ time: number; from: number; to: number; msg: string }> => {
     const got: Array<{ time: number; from: number; to: number; msg: string }> = []
     for (let e = queue.pop(); e !== undefined; e = queue.pop()) {
@@ -46,7 +52,7 @@ describe("Network: delivery and noise", () => {
       { time: 101, from: 1, to: 2, msg: "hello" },
       { time: 101, from: 2, to: 1, msg: "back" }
     ])
-    expect(net.stats).toEqual({ sent: 2, dropped: 0, duplicated: 0, delivered: 2 })
+    expect(net.stats).toEqual({ sent: 2, dropped: 0, duplicated: 0, delivered: 2, queued: 0, late: 0 })
   })
 
   it("the same seed and sends give the same deliveries; another seed does not", () => {
@@ -162,25 +168,103 @@ describe("Network: partitions", () => {
 })
 
 describe("Network: crashes", () => {
-  it("a crashed node sends and receives nothing; in-flight messages to it are lost even after restart", () => {
+  it("a crashed node sends nothing; what was in flight to it is lost, what is sent to it while down is queued and arrives after its restart", () => {
     const { net, run } = setup(1)
     net.send(1, 2, "before crash", 0)
-    net.crash(2)
+    net.crash(2, 0)
     net.send(1, 2, "to crashed", 1)
+    net.send(3, 2, "to crashed from 3", 1)
     net.send(2, 1, "from crashed", 1)
     expect(net.isUp(2)).toBe(false)
-    net.restart(2)
+    expect(run()).toEqual([])
+    net.restart(2, 500)
     expect(net.incarnation(2)).toBe(1)
-    net.send(1, 2, "after restart", 2)
-    expect(run().map((d) => d.msg)).toEqual(["after restart"])
-    expect(net.stats).toEqual({ sent: 4, dropped: 3, duplicated: 0, delivered: 1 })
+    net.send(1, 2, "after restart", 501)
+    const got = run()
+    // The queued messages come first from each sender (one connection, in order), after its reconnect.
+    expect(got.map((d) => d.msg).sort()).toEqual(["after restart", "to crashed", "to crashed from 3"])
+    expect(got.filter((d) => d.from === 1).map((d) => d.msg)).toEqual(["to crashed", "after restart"])
+    for (const d of got) expect(d.time).toBeGreaterThan(500)
+    expect(net.stats).toEqual({ sent: 5, dropped: 2, duplicated: 0, delivered: 3, queued: 2, late: 0 })
+  })
+
+  it("senders reconnect on the transport's back-off schedule: 50 ms doubling to 2 s, jittered to 50–100 %", () => {
+    // The first attempt after the restart connects; then a handshake round trip and the batch (1 ms each here).
+    const arrival = (seed: number, downMs: number) => {
+      const { net, run } = setup(seed)
+      net.crash(2, 1000)
+      net.send(1, 2, "queued", 1000)
+      net.restart(2, 1000 + downMs)
+      return run()[0]!.time - (1000 + downMs)
+    }
+    for (let seed = 1; seed <= 50; seed++) {
+      // Down 10 ms: the first attempt (25–50 ms after the failure) connects.
+      const soon = arrival(seed, 10)
+      expect(soon).toBeGreaterThanOrEqual(25 - 10 + 3)
+      expect(soon).toBeLessThanOrEqual(50 - 10 + 3)
+      // Down 10 s: the attempts are 1–2 s apart by then.
+      const later = arrival(seed, 10_000)
+      expect(later).toBeGreaterThanOrEqual(3)
+      expect(later).toBeLessThanOrEqual(2000 + 3)
+    }
+  })
+
+  it("a sender's queue for a down peer keeps the newest messages within its bounds, and dies with the sender", () => {
+    const { net, run } = setup(1, reliableLinks, NODES, { queue: { limits: { maxMessages: 3, maxBytes: 1 << 30 } } })
+    net.crash(2, 0)
+    for (let i = 0; i < 10; i++) net.send(1, 2, `m${i}`, i)
+    net.send(3, 2, "from 3", 10)
+    net.crash(3, 20)
+    net.restart(2, 100)
+    expect(run().map((d) => d.msg)).toEqual(["m7", "m8", "m9"])
+    expect(net.stats.dropped).toBe(7)
+    // By size too: each message counts its length against maxBytes.
+    const sized = setup(1, reliableLinks, NODES, { queue: { limits: { maxMessages: 100, maxBytes: 10 }, sizeOf: (m) => m.length } })
+    sized.net.crash(2, 0)
+    for (const m of ["aaaa", "bbbb", "cccc", "dd"]) sized.net.send(1, 2, m, 1)
+    sized.net.restart(2, 100)
+    expect(sized.run().map((d) => d.msg)).toEqual(["bbbb", "cccc", "dd"])
+  })
+
+  it("a sender that crashes before it reconnects never sends its queue", () => {
+    const { net, run } = setup(1)
+    net.crash(2, 0)
+    net.send(1, 2, "queued", 1)
+    net.restart(2, 5) // node 1 reconnects 25–50 ms after the failure
+    net.crash(1, 10)
+    expect(run()).toEqual([])
+  })
+
+  it("messages a node sent before it crashed still arrive; with lateAfterCrash some arrive late, after it restarted, or twice", () => {
+    const plain = setup(1)
+    plain.net.send(1, 2, "on the wire", 0)
+    plain.net.crash(1, 0)
+    expect(plain.run().map((d) => d.msg)).toEqual(["on the wire"])
+
+    const { net, run } = setup(4, reliableLinks, NODES, { lateAfterCrash: { chance: 0.5, duplicate: 0.5, maxMs: 1000 } })
+    for (let i = 0; i < 400; i++) net.send(1, 2, `m${i}`, 0)
+    net.crash(1, 0)
+    net.restart(1, 300)
+    const got = run()
+    const times = got.map((d) => d.time)
+    expect(times.filter((t) => t === 1).length).toBeGreaterThan(120)
+    expect(times.filter((t) => t > 300).length).toBeGreaterThan(40)
+    expect(Math.max(...times)).toBeLessThanOrEqual(1 + 1000)
+    // Every message arrives at least once, some twice, none more.
+    const counts = new Map<string, number>()
+    for (const d of got) counts.set(d.msg, (counts.get(d.msg) ?? 0) + 1)
+    expect(counts.size).toBe(400)
+    expect([...counts.values()].filter((c) => c === 2).length).toBeGreaterThan(20)
+    expect(Math.max(...counts.values())).toBe(2)
+    // Messages to a crashed destination are not revived: the late rule is about the sender.
+    expect(net.stats.late).toBeGreaterThan(100)
   })
 
   it("crashing a crashed node or restarting a running one is a driver bug and throws", () => {
     const { net } = setup(1)
-    expect(() => net.restart(1)).toThrow(/is up/)
-    net.crash(1)
-    expect(() => net.crash(1)).toThrow(/already down/)
+    expect(() => net.restart(1, 0)).toThrow(/is up/)
+    net.crash(1, 0)
+    expect(() => net.crash(1, 0)).toThrow(/already down/)
   })
 })
 
@@ -207,9 +291,9 @@ describe("fault schedules", () => {
         if (action._tag === "ClockSkew") {
           expect(Math.abs(action.skewMs)).toBeLessThanOrEqual(500)
           skews.set(action.node, action.skewMs)
-          expect(applyFault(net, action)).toBe(false)
+          expect(applyFault(net, action, at)).toBe(false)
         } else {
-          expect(applyFault(net, action)).toBe(true) // throws on an invalid crash/restart
+          expect(applyFault(net, action, at)).toBe(true) // throws on an invalid crash/restart
         }
         expect(NODES.filter((x) => !net.isUp(x)).length).toBeLessThanOrEqual(2)
       }
