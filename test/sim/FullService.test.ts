@@ -33,13 +33,15 @@ describe("full-service tier: a run is a seed", () => {
 })
 
 describe("full-service tier: safety and liveness under seeded faults", () => {
-  it("seeds of the default profile keep every invariant, stay linearizable and recover after healing", () => {
+  it("seeds of the default profile keep every invariant, stay linearizable and recover after healing", async () => {
     const failures: Array<string> = []
     let operations = 0
     let crashes = 0
     let snapshots = 0
     let unknown = 0
     for (let seed = 1; seed <= 6; seed++) {
+      // Each run is synchronous: let the test runner's worker answer its runner between seeds.
+      await new Promise((resolve) => setImmediate(resolve))
       const r = simulate({ ...profiles.default, seed })
       operations += r.stats.operations
       crashes += r.stats.crashes
@@ -56,11 +58,13 @@ describe("full-service tier: safety and liveness under seeded faults", () => {
     expect(unknown).toBeGreaterThan(0)
   })
 
-  it("nodes crashed and rebuilt from their durable store (leaders too, between fsync and send) rejoin and catch up", () => {
+  it("nodes crashed and rebuilt from their durable store (leaders too, between fsync and send) rejoin and catch up", async () => {
     // The crashpoints profile: 3 nodes, leaders crash with their entries durable but unsent, and
     // restart from their MemoryStore; liveness then needs every node to apply a new entry.
     let crashes = 0
     for (let seed = 1; seed <= 5; seed++) {
+      // Each run is synchronous: let the test runner's worker answer its runner between seeds.
+      await new Promise((resolve) => setImmediate(resolve))
       const r = simulate({ ...profiles.crashpoints, seed })
       expect(r.violation).toBeUndefined()
       expect(r.linearizability).toBe("ok")
@@ -69,7 +73,7 @@ describe("full-service tier: safety and liveness under seeded faults", () => {
     expect(crashes).toBeGreaterThanOrEqual(15)
   })
 
-  it("a voter back with an empty data directory is refused, removed, and made a voter again through a learner", () => {
+  it("a voter back with an empty data directory is refused, removed, and made a voter again through a learner", async () => {
     // The amnesia profile: half the restarts come back wiped under the old id. As the daemon does
     // (`refuseAmnesia`), such a node does not start while a peer lists it as a voter; the operator
     // removes it, it starts empty, is added as a learner, catches up and is promoted — before the
@@ -77,6 +81,8 @@ describe("full-service tier: safety and liveness under seeded faults", () => {
     let refusals = 0
     let changes = 0
     for (let seed = 1; seed <= 4; seed++) {
+      // Each run is synchronous: let the test runner's worker answer its runner between seeds.
+      await new Promise((resolve) => setImmediate(resolve))
       const r = simulate({ ...profiles.amnesia, seed })
       expect(r.violation).toBeUndefined()
       expect(r.linearizability).toBe("ok")
@@ -101,13 +107,15 @@ describe("full-service tier: safety and liveness under seeded faults", () => {
 })
 
 describe("full-service tier: the transport across restarts, and proposals that outlive a leadership", () => {
-  it("restarted processes get what their peers queued for the one before, and a crashed node's late messages; every invariant holds", () => {
+  it("restarted processes get what their peers queued for the one before, and a crashed node's late messages; every invariant holds", async () => {
     // The restarts profile: a follower's process killed and started again within 400 ms about every
     // 400 ms (half the time the one restarted last), clients reading at every node.
     let queued = 0
     let late = 0
     let restarted = 0
     for (let seed = 1; seed <= 3; seed++) {
+      // Each run is synchronous: let the test runner's worker answer its runner between seeds.
+      await new Promise((resolve) => setImmediate(resolve))
       const r = simulate({ ...profiles.restarts, seed })
       expect(r.violation).toBeUndefined()
       expect(r.linearizability).toBe("ok")
@@ -120,11 +128,13 @@ describe("full-service tier: the transport across restarts, and proposals that o
     expect(late).toBeGreaterThan(0)
   })
 
-  it("a leader cut off with unreplicated proposals, then handed leadership back, answers every one of them", () => {
+  it("a leader cut off with unreplicated proposals, then handed leadership back, answers every one of them", async () => {
     // The waiters profile, without its bug (Bugs.ts, overwrite-proposal-waiters): every request is
     // answered within two request timeouts, and the run waits for every request made before the heal.
     let isolated = 0
     for (let seed = 1; seed <= 3; seed++) {
+      // Each run is synchronous: let the test runner's worker answer its runner between seeds.
+      await new Promise((resolve) => setImmediate(resolve))
       const r = simulate({ ...profiles.waiters, seed })
       expect(r.violation).toBeUndefined()
       expect(r.linearizability).toBe("ok")
@@ -170,9 +180,11 @@ describe("full-service tier: it catches a known bug", () => {
   // peers queued for it), 2 of seeds 1–600 of this profile produce it, at seeds 360 and 449
   // (measured; ~2.5 s a seed under load). The search starts at 355 to keep the suite's cost; the
   // bound is 600.
-  it("the Figure 8 bug (a leader committing a previous-term entry by counting replicas) is caught within 600 seeds", () => {
+  it("the Figure 8 bug (a leader committing a previous-term entry by counting replicas) is caught within 600 seeds", async () => {
     let caught: { seed: number; violation: string } | undefined
     for (let seed = 355; seed <= 600 && caught === undefined; seed++) {
+      // Each run is synchronous: let the test runner's worker answer its runner between seeds.
+      await new Promise((resolve) => setImmediate(resolve))
       const r = simulate({ ...profiles.crashpoints, safetyMs: 40_000, seed, bug: "figure8" })
       if (!r.ok) caught = { seed, violation: r.violation! }
     }
