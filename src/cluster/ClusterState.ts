@@ -435,18 +435,27 @@ export class ClusterState {
 
   /**
    * `node` is no longer draining (made active or cordoned again): the moves off it that have not
-   * completed are called off, for the VMs that still fit there (a VM that outgrew it keeps moving).
+   * completed are called off, in name order, for the VMs that fit there beside the VMs that are not
+   * moving (a VM that outgrew the node keeps moving, and is not counted against the others).
    */
   private cancelMoves(node: NodeInfo): void {
-    for (const name of [...this.vms.keys()].sort()) {
+    const moving = [...this.vms.keys()].sort().filter((name) => {
       const vm = this.vms.get(name)!
-      if (vm.node !== node.id || vm.moving === undefined) continue
-      this.ledger.remove(vm)
-      const short = shortfall(vm.spec, node, this.ledger.get(node.id))
+      return vm.node === node.id && vm.moving !== undefined
+    })
+    if (moving.length === 0) return
+    for (const name of moving) this.ledger.remove(this.vms.get(name)!)
+    const stay: Array<string> = []
+    for (const name of moving) {
+      const vm = this.vms.get(name)!
+      if (shortfall(vm.spec, node, this.ledger.get(node.id)) !== undefined) continue
       this.ledger.add(vm)
-      if (short !== undefined) continue
-      const { moving: _, ...rest } = vm
-      this.put(name, new VmRecord({ ...rest, revision: vm.revision + 1 }, trusted))
+      stay.push(name)
+    }
+    for (const name of moving) if (!stay.includes(name)) this.ledger.add(this.vms.get(name)!)
+    for (const name of stay) {
+      const { moving: _, ...rest } = this.vms.get(name)!
+      this.put(name, new VmRecord({ ...rest, revision: rest.revision + 1 }, trusted))
     }
   }
 
