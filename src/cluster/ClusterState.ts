@@ -127,6 +127,11 @@ export class ClusterState {
   clusterId = ""
   /** The API tokens by id (their secrets' hashes only). */
   readonly tokens = new Map<string, ApiTokenRecord>()
+  /**
+   * UNSAFE, for the simulator only (`--bug one-step-moves`): a VM leaves a live node in one step, as
+   * before two-phase moves, so its next node may start it before the old one has stopped it.
+   */
+  unsafeOneStepMoves = false
   /** When set, every VM changed is noted with its record before its first change (for events). */
   journal: Map<string, VmRecord | undefined> | undefined = undefined
 
@@ -271,7 +276,7 @@ export class ClusterState {
             : new NodeInfo({ ...node, health: command.health }, trusted)
         this.nodes.set(info.id, info)
         if (info.health === "down") this.evacuate(info.id, now)
-        else if (info.state === "draining") this.beginMoves(info.id)
+        else if (info.state === "draining") this.unsafeOneStepMoves ? this.evacuate(info.id, now) : this.beginMoves(info.id)
         else this.cancelMoves(info)
         this.placePending(now)
         return Either.right({ node: info })
@@ -356,6 +361,13 @@ export class ClusterState {
     if (short === undefined || vm.moving !== undefined) {
       this.put(command.name, updated)
       return Either.right({ vm: updated })
+    }
+    if (this.unsafeOneStepMoves) {
+      const { node: from, ...rest } = updated
+      this.put(command.name, new VmRecord(rest, trusted))
+      const moved = this.placeVm(command.name, now, from)
+      if (this.unplaced.size > 0) this.placePending(now)
+      return Either.right({ vm: this.vms.get(command.name) ?? moved })
     }
     // It no longer fits where it is: its node stops it first, then it is placed elsewhere.
     const moving = new VmRecord({ ...updated, moving: updated.revision }, trusted)

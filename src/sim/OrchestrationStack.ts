@@ -33,7 +33,8 @@
  *
  * Known bugs to put back (`bug`, see `Bugs.ts`): besides Raft's, the orchestration layer's own,
  * each a configuration the daemon's schema refuses — `no-fencing` (the agent never fences) and
- * `early-reschedule` (`nodeDownMs` below `fencingMs`).
+ * `early-reschedule` (`nodeDownMs` below `fencingMs`) — and `one-step-moves` (the state machine
+ * moves a VM off a live node without waiting for that node to stop it; it turns `moves` on).
  */
 import { Cause, Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
 import { checkNoVmRunsTwice } from "../agent/Invariants.js"
@@ -200,6 +201,8 @@ export const orchestration = (options: {
 }): { readonly stack: NodeStack<OrchestrationNode>; readonly workload: Workload<OrchestrationNode> } => {
   const ids = Array.from({ length: options.nodes }, (_, i) => i + 1)
   const unsafe = switchesOf(options.bug).orchestration
+  const oneStepMoves = switchesOf(options.bug).stateMachine?.unsafeOneStepMoves === true
+  const moves = options.moves === true || oneStepMoves
   const timeouts = {
     tickMs: options.tickMs,
     fencingMs: unsafe?.fencingMs ?? daemonTimeouts.fencingMs,
@@ -244,6 +247,7 @@ export const orchestration = (options: {
       // The founding members' addresses are in the bootstrap snapshot, as the daemon's founder
       // puts its own there: a follower finds its leader's API through them.
       const state = new ClusterStateHolder()
+      state.current.unsafeOneStepMoves = oneStepMoves
       for (const id of ids) state.current.members.set(id, address(id))
       return { state, controlPlane: undefined }
     },
@@ -475,7 +479,7 @@ export const orchestration = (options: {
           for (let i = 0; i < 8 && drained !== undefined; i++) yield* drain
           return
         }
-        if (options.moves === true && moving.chance(drained === undefined ? 0.04 : 0.15)) {
+        if (moves && moving.chance(drained === undefined ? 0.04 : 0.15)) {
           yield* drain
           continue
         }
@@ -521,7 +525,7 @@ export const orchestration = (options: {
             ? undefined
             : history.invoke(env.id, { _tag: "write", key: name, value: kind === "start" ? "running" : kind === "stop" ? "stopped" : "deleted" }, env.now())
         // With moves, half the updates change the memory: a VM that no longer fits on its node moves.
-        const resize = kind === "update" && options.moves === true && moving.chance(0.5)
+        const resize = kind === "update" && moves && moving.chance(0.5)
         if (resize) counts.resizes++
         const r = yield* request((plane, requestId) =>
           kind === "start"
