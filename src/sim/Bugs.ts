@@ -76,7 +76,7 @@ export const bugs = {
     summary:
       "a VM leaves a live node (drained, or outgrown by an update) in one step: its next node starts it while the old node, which has not applied the entry yet, still runs it",
     switches: { stateMachine: { unsafeOneStepMoves: true } },
-    // Measured: 3 of seeds 1–4 fail.
+    // Measured: 18 of seeds 1–30 fail (60 %), the first at seed 1, never more than 5 passing in a row.
     catch: { tier: "full", workload: "orchestration", profile: "default", seeds: 8, violation: /VM "[^"]+" runs on nodes \d+, \d+ at once/ },
     appliesTo: ["orchestration"]
   },
