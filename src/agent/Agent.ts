@@ -181,8 +181,15 @@ const statusKey = (s: VmStatus): string =>
     s.lastError ?? null,
     s.restarts,
     s.generation ?? null,
-    s.build === undefined ? null : [s.build.state, s.build.generation, s.build.lastLine ?? null]
+    s.build === undefined ? null : [s.build.state, s.build.generation, s.build.lastLine ?? null],
+    s.released ?? null
   ])
+
+/**
+ * What this node is to make of a VM placed here: a VM moving off it is to be stopped (and reported
+ * `released`) whatever its owner asked for; it will run on its next node.
+ */
+const wanted = (vm: VmRecord): VmRecord["desired"] => (vm.moving !== undefined ? "stopped" : vm.desired)
 
 /** The longest build output line a status carries. */
 const MaxBuildLine = 512
@@ -264,6 +271,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       readonly pid?: number | undefined
       readonly exitCode?: number | undefined
       readonly lastError?: string | undefined
+      readonly released?: number | undefined
     }) => {
       // What is known of the runner's build goes with every status of the VM.
       const runner = runners.get(name)
@@ -275,7 +283,8 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         ...(fields.exitCode !== undefined ? { exitCode: fields.exitCode } : {}),
         ...(fields.lastError !== undefined ? { lastError: fields.lastError.slice(0, MaxError) } : {}),
         ...(fields.phase === "running" && runner !== undefined ? { generation: runner.generation } : {}),
-        ...(runner?.build !== undefined ? { build: runner.build } : {})
+        ...(runner?.build !== undefined ? { build: runner.build } : {}),
+        ...(fields.released !== undefined ? { released: fields.released } : {})
       })
       const queue = outbox.get(name) ?? []
       const previous = queue.length > 0 ? statusKey(queue[queue.length - 1]!) : sent.get(name) ?? statusKey(record.status)
@@ -419,7 +428,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
           // the quorum, still placed here, still wanted).
           const { mayStart } = yield* assess
           const latest = options.state().vms.get(name)
-          if (!mayStart || !placedHere(latest) || latest.desired !== "running" || latest.status.phase === "failed") {
+          if (!mayStart || !placedHere(latest) || wanted(latest) !== "running" || latest.status.phase === "failed") {
             return "fenced, or the VM changed meanwhile"
           }
           // Read after `assess` renewed the lease (the order `Watchdog.ts` relies on).
@@ -458,7 +467,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       Effect.gen(function* () {
         // Re-read: `confirmFresh` may have brought news (deleted, stopped, moved away).
         const record = options.state().vms.get(name)
-        if (!placedHere(record) || record.desired !== "running" || record.status.phase === "failed") return
+        if (!placedHere(record) || wanted(record) !== "running" || record.status.phase === "failed") return
         const now = yield* Clock.currentTimeMillis
         yield* Effect.logInfo(`${who(name)}: preparing and starting its runner${runner.failures > 0 ? ` (attempt ${runner.failures + 1})` : ""}`)
         enqueue(name, record, { phase: "starting", since: now, restarts: runner.restarts, exitCode: runner.exitCode, lastError: runner.lastError })
@@ -482,7 +491,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       Effect.gen(function* () {
         const record = options.state().vms.get(name)
         const generation = record?.generation ?? 0
-        if (!placedHere(record) || record.desired !== "running" || runner.pid === undefined || generation <= runner.generation) return
+        if (!placedHere(record) || wanted(record) !== "running" || runner.pid === undefined || generation <= runner.generation) return
         yield* Effect.logInfo(`${who(name)}: building spec generation ${generation} while its runner (pid ${runner.pid}, generation ${runner.generation}) keeps running`)
         const built = yield* build(name, record, runner, { phase: "running", since: runner.since })
         if (built._tag === "Left") {
@@ -614,12 +623,12 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         } else if (runner.pid !== undefined) {
           // It went away without `stop`: an event told us, or the backend shows it gone.
           const exit = exits.get(name) ?? (seen._tag === "Exited" ? seen : { exitCode: undefined, signal: undefined })
-          if (record.desired === "running") yield* handleExit(name, record, runner, exit, now)
+          if (wanted(record) === "running") yield* handleExit(name, record, runner, exit, now)
           else runner.pid = undefined
         }
         exits.delete(name)
 
-        if (record.desired === "stopped") {
+        if (wanted(record) === "stopped") {
           if (runner.pid !== undefined) yield* stopHere(name, runner)
           if (runner.pid === undefined) {
             runner.gaveUp = false
@@ -627,7 +636,8 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
             runner.notBefore = 0
             runner.exitCode = undefined
             runner.lastError = undefined
-            enqueue(name, record, { phase: "stopped", since: now, restarts: runner.restarts })
+            // Stopped for a move: the report says so, which lets the VM be placed on its next node.
+            enqueue(name, record, { phase: "stopped", since: now, restarts: runner.restarts, released: record.moving })
           }
           continue
         }

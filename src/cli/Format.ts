@@ -44,7 +44,11 @@ export const formatSource = (source: ConfigSource): string => {
 const nodeText = (node: NodeId | undefined): string => (node === undefined ? "-" : String(node))
 
 /** What a person most needs to know beyond the phase: why it is pending, or its last error. */
-const noteOf = (record: VmRecord): string => record.pendingReason ?? record.status.lastError ?? ""
+const noteOf = (record: VmRecord): string =>
+  record.pendingReason ?? (record.moving !== undefined ? movingText(record) : record.status.lastError) ?? ""
+
+/** A VM moving off its live node: that node stops it first, then it is placed elsewhere. */
+const movingText = (record: VmRecord): string => `moving off node ${nodeText(record.node)}: stopping it there first`
 
 export const vmTableHeader = ["NAME", "DESIRED", "PHASE", "NODE", "VCPUS", "MEMORY", "RESTARTS", "NOTE"] as const
 
@@ -78,6 +82,7 @@ export const formatVm = (record: VmRecord, asJson: boolean): string => {
     ["node", record.node === undefined ? "- (not placed)" : String(record.node)]
   ]
   if (record.pendingReason !== undefined) lines.push(["pending", record.pendingReason])
+  if (record.moving !== undefined) lines.push(["moving", `${movingText(record)}, then placed on another node (since revision ${record.moving})`])
   if (status.pid !== undefined) lines.push(["pid", String(status.pid)])
   if (status.exitCode !== undefined) lines.push(["exit code", String(status.exitCode)])
   if (status.lastError !== undefined) lines.push(["last error", status.lastError])
@@ -110,7 +115,7 @@ export const formatVmChange = (verb: "created" | "started" | "stopped" | "update
   if (asJson) return json(VmRecord, record)
   const where =
     record.node !== undefined
-      ? `on node ${record.node}`
+      ? `on node ${record.node}${record.moving !== undefined ? `, ${movingText(record)}` : ""}`
       : `pending placement${record.pendingReason !== undefined ? `: ${record.pendingReason}` : ""}`
   return `${verb} VM ${record.spec.name} (desired ${record.desired}, ${where})`
 }

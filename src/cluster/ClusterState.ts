@@ -7,6 +7,12 @@
  * Placement happens here, at apply time, so it always sees every earlier command: a VM is placed
  * when created, re-placed when its node goes down, is removed or drained, and a pending VM is
  * retried whenever capacity may have appeared.
+ *
+ * A VM leaves a live node in two phases (a drain, or an update after which it no longer fits): the
+ * record is marked `moving` and stays on its node, whose agent stops it and reports `released`;
+ * that report places it elsewhere. Moving it in one step would let the new node start it before
+ * the old one has applied the entry and stopped it. A node marked down or removed gives its VMs up
+ * at once: by `nodeDownMs` it has fenced itself.
  */
 import { Either, Schema } from "effect"
 import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
@@ -181,6 +187,11 @@ export class ClusterState {
   readonly tokens = new Map<string, ApiTokenRecord>()
   /** The join tokens by id (their hashes only), until a day after they expire. */
   readonly joinTokens = new Map<string, JoinTokenRecord>()
+  /**
+   * UNSAFE, for the simulator only (`--bug one-step-moves`): a VM leaves a live node in one step, as
+   * before two-phase moves, so its next node may start it before the old one has stopped it.
+   */
+  unsafeOneStepMoves = false
   /** When set, every VM changed is noted with its record before its first change (for events). */
   journal: Map<string, VmRecord | undefined> | undefined = undefined
 
@@ -296,7 +307,14 @@ export class ClusterState {
         if (vm === undefined || vm.node !== command.node) return Either.right({ vm })
         const updated = new VmRecord({ ...vm, status: command.status, revision: vm.revision + 1 }, trusted)
         this.put(command.name, updated)
-        return Either.right({ vm: updated })
+        if (vm.moving === undefined || command.status.released !== vm.moving) return Either.right({ vm: updated })
+        if (command.status.phase !== "stopped" && command.status.phase !== "failed") return Either.right({ vm: updated })
+        // Its node has stopped it for this move: now it may run elsewhere.
+        const { node: from, moving: _, ...rest } = updated
+        this.put(command.name, new VmRecord(rest, trusted))
+        const moved = this.placeVm(command.name, now, from)
+        if (this.unplaced.size > 0) this.placePending(now)
+        return Either.right({ vm: this.vms.get(command.name) ?? moved })
       }
       case "RegisterNode": {
         const existing = this.nodes.get(command.info.id)
@@ -317,7 +335,9 @@ export class ClusterState {
             ? new NodeInfo({ ...node, state: command.state }, trusted)
             : new NodeInfo({ ...node, health: command.health }, trusted)
         this.nodes.set(info.id, info)
-        if (info.health === "down" || info.state === "draining") this.evacuate(info.id, now)
+        if (info.health === "down") this.evacuate(info.id, now)
+        else if (info.state === "draining") this.unsafeOneStepMoves ? this.evacuate(info.id, now) : this.beginMoves(info.id)
+        else this.cancelMoves(info)
         this.placePending(now)
         return Either.right({ node: info })
       }
@@ -440,17 +460,22 @@ export class ClusterState {
       this.put(command.name, updated)
       return Either.right({ vm: this.placeVm(command.name, now) })
     }
-    if (short === undefined) {
+    // It fits, or is moving already: it stays where it is for now.
+    if (short === undefined || vm.moving !== undefined) {
       this.put(command.name, updated)
       return Either.right({ vm: updated })
     }
-    // It no longer fits where it is: place it elsewhere; its old node stops it as an orphan.
-    const { node: from, ...rest } = updated
-    this.put(command.name, new VmRecord(rest, trusted))
-    const moved = this.placeVm(command.name, now, from)
-    // What it freed on its old node may let a pending VM fit.
-    if (this.unplaced.size > 0) this.placePending(now)
-    return Either.right({ vm: this.vms.get(command.name) ?? moved })
+    if (this.unsafeOneStepMoves) {
+      const { node: from, ...rest } = updated
+      this.put(command.name, new VmRecord(rest, trusted))
+      const moved = this.placeVm(command.name, now, from)
+      if (this.unplaced.size > 0) this.placePending(now)
+      return Either.right({ vm: this.vms.get(command.name) ?? moved })
+    }
+    // It no longer fits where it is: its node stops it first, then it is placed elsewhere.
+    const moving = new VmRecord({ ...updated, moving: updated.revision }, trusted)
+    this.put(command.name, moving)
+    return Either.right({ vm: moving })
   }
 
   /** Records a committed membership change at `index` (its address, or its removal). */
@@ -477,7 +502,7 @@ export class ClusterState {
       desired: vm.desired,
       revision: vm.revision + 1,
       createdAt: vm.createdAt
-    } satisfies Record<Exclude<keyof typeof VmRecord.fields, "node" | "pendingReason" | "status" | "generation">, unknown>
+    } satisfies Record<Exclude<keyof typeof VmRecord.fields, "node" | "pendingReason" | "status" | "generation" | "moving">, unknown>
     const generation = vm.generation !== undefined ? { generation: vm.generation } : {}
     const restarts = vm.status.restarts
     return placement._tag === "Placed"
@@ -503,14 +528,49 @@ export class ClusterState {
     return updated
   }
 
-  /** Moves every VM off `node` (down, drained or removed). */
+  /** Moves every VM off `node` at once (down or removed: it has fenced itself, or is gone). */
   private evacuate(node: NodeId, now: number): void {
     for (const name of [...this.vms.keys()].sort()) {
       const vm = this.vms.get(name)!
       if (vm.node !== node) continue
-      const { node: _, ...rest } = vm
+      const { node: _, moving: __, ...rest } = vm
       this.put(name, new VmRecord(rest, trusted))
       this.placeVm(name, now, node)
+    }
+  }
+
+  /** Begins moving every VM off the live node `node` (drained): its agent stops them first. */
+  private beginMoves(node: NodeId): void {
+    for (const name of [...this.vms.keys()].sort()) {
+      const vm = this.vms.get(name)!
+      if (vm.node !== node || vm.moving !== undefined) continue
+      this.put(name, new VmRecord({ ...vm, moving: vm.revision + 1, revision: vm.revision + 1 }, trusted))
+    }
+  }
+
+  /**
+   * `node` is no longer draining (made active or cordoned again): the moves off it that have not
+   * completed are called off, in name order, for the VMs that fit there beside the VMs that are not
+   * moving (a VM that outgrew the node keeps moving, and is not counted against the others).
+   */
+  private cancelMoves(node: NodeInfo): void {
+    const moving = [...this.vms.keys()].sort().filter((name) => {
+      const vm = this.vms.get(name)!
+      return vm.node === node.id && vm.moving !== undefined
+    })
+    if (moving.length === 0) return
+    for (const name of moving) this.ledger.remove(this.vms.get(name)!)
+    const stay: Array<string> = []
+    for (const name of moving) {
+      const vm = this.vms.get(name)!
+      if (shortfall(vm.spec, node, this.ledger.get(node.id)) !== undefined) continue
+      this.ledger.add(vm)
+      stay.push(name)
+    }
+    for (const name of moving) if (!stay.includes(name)) this.ledger.add(this.vms.get(name)!)
+    for (const name of stay) {
+      const { moving: _, ...rest } = this.vms.get(name)!
+      this.put(name, new VmRecord({ ...rest, revision: rest.revision + 1 }, trusted))
     }
   }
 

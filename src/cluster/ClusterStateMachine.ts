@@ -133,6 +133,7 @@ export class ClusterStateHolder {
         Effect.sync(() => {
           const state = snapshot.data === "" ? new ClusterState() : ClusterState.restore(snapshot.data)
           state.appliedIndex = snapshot.metadata.index
+          state.unsafeOneStepMoves = this.current.unsafeOneStepMoves
           this.current = state
           this.events.reset(snapshot.metadata.index)
         })

@@ -34,6 +34,12 @@ export const VmPlaced = vm("vm.placed", { node: NodeId, revision: Revision })
 export const VmPending = vm("vm.pending", { reason: Schema.String, revision: Revision })
 /** A VM left node `from` (down, drained, removed): for node `to`, or for none (then `vm.pending` follows). */
 export const VmMoved = vm("vm.moved", { from: NodeId, to: optional(NodeId), revision: Revision })
+/**
+ * A VM began moving off its live node `from` (drained, or it outgrew the node): that node stops it,
+ * then it moves (`vm.moved`). `cancelled`: the move was called off (the node is no longer draining)
+ * and the VM stays.
+ */
+export const VmMoving = vm("vm.moving", { from: NodeId, cancelled: optional(Schema.Literal(true)), revision: Revision })
 /** Its desired state became running (`vm start`). */
 export const VmStarted = vm("vm.started", { revision: Revision })
 /** Its desired state became stopped (`vm stop`). */
@@ -65,7 +71,7 @@ export const NodeDown = node("node.down", {})
 export const NodeUp = node("node.up", {})
 export const NodeCordoned = node("node.cordoned", {})
 export const NodeUncordoned = node("node.uncordoned", {})
-/** A node is draining: its VMs move away (`vm.moved`). */
+/** A node is draining: its VMs move away (`vm.moving`, then `vm.moved` once each is stopped there). */
 export const NodeDraining = node("node.draining", {})
 /** A node's record was removed from the cluster's state. */
 export const NodeRemoved = node("node.removed", {})
@@ -88,6 +94,7 @@ export const ClusterEvent = Schema.Union(
   VmPlaced,
   VmPending,
   VmMoved,
+  VmMoving,
   VmStarted,
   VmStopped,
   VmPhaseChanged,

@@ -44,7 +44,13 @@ export class VmStatus extends Schema.Class<VmStatus>("VmStatus")({
   /** The spec generation of the running runner (absent: 0, or not known yet). */
   generation: Schema.optionalWith(Generation, { exact: true }),
   /** A runner build under way, or the last one that failed (see `BuildProgress`). */
-  build: Schema.optionalWith(BuildProgress, { exact: true })
+  build: Schema.optionalWith(BuildProgress, { exact: true }),
+  /**
+   * In a `stopped` or `failed` report of a VM that is moving off its node: the move (the record's
+   * `moving`) the node stopped it for. Proof that the node saw the move before reporting, and will
+   * not start the VM again: a report made before it saw the move cannot complete it.
+   */
+  released: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true })
 }) {}
 
 /** A VM as the replicated state holds it. */
@@ -60,6 +66,13 @@ export class VmRecord extends Schema.Class<VmRecord>("VmRecord")({
    * memory). The hosting node rebuilds and restarts a running VM whose status is of an older one.
    */
   generation: Schema.optionalWith(Generation, { exact: true }),
+  /**
+   * Set while the VM moves off a live node (drained, or it no longer fits after an update): the
+   * revision that began the move. The VM stays placed on `node`, whose agent stops it and reports so
+   * (`VmStatus.released`); only then is it placed elsewhere, so it never runs on both nodes at once.
+   * A node marked down gives its VMs up at once (it has fenced itself by then).
+   */
+  moving: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true }),
   /** Bumped by every change to the record; an update may require it (optimistic concurrency). */
   revision: Schema.Int.pipe(Schema.positive()),
   createdAt: Millis

@@ -27,6 +27,9 @@ export const vmEvents = (before: VmRecord | undefined, after: VmRecord | undefin
   } else if (before.node !== after.node && before.node !== undefined) {
     out.push(after.node === undefined ? { type: "vm.moved", vm, from: before.node, revision } : { type: "vm.moved", vm, from: before.node, to: after.node, revision })
   }
+  if (before !== undefined && before.node === after.node && after.node !== undefined && before.moving !== after.moving) {
+    out.push(after.moving !== undefined ? { type: "vm.moving", vm, from: after.node, revision } : { type: "vm.moving", vm, from: after.node, cancelled: true, revision })
+  }
   if (after.node !== undefined && (before === undefined || before.node === undefined)) out.push({ type: "vm.placed", vm, node: after.node, revision })
   if (after.node === undefined && after.pendingReason !== undefined && (before === undefined || before.node !== undefined || before.pendingReason !== after.pendingReason)) {
     out.push({ type: "vm.pending", vm, reason: after.pendingReason, revision })

@@ -33,7 +33,8 @@
  *
  * Known bugs to put back (`bug`, see `Bugs.ts`): besides Raft's, the orchestration layer's own,
  * each a configuration the daemon's schema refuses — `no-fencing` (the agent never fences) and
- * `early-reschedule` (`nodeDownMs` below `fencingMs`).
+ * `early-reschedule` (`nodeDownMs` below `fencingMs`) — and `one-step-moves` (the state machine
+ * moves a VM off a live node without waiting for that node to stop it; it turns `moves` on).
  */
 import { Cause, Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
 import { checkNoVmRunsTwice } from "../agent/Invariants.js"
@@ -67,6 +68,12 @@ import { checkLinearizability, formatResult, registerModel } from "./Linearizabi
 export interface OrchestrationOptions extends ExploreOptions {
   /** Receives every log line of the nodes' services (agent, failure detector), with simulated time. */
   readonly log?: ((line: string) => void) | undefined
+  /**
+   * Clients also move VMs off live nodes: they drain a node (and make it active again later), and
+   * update a VM's memory so that it may no longer fit where it runs. Off by default: it changes
+   * every seed's run.
+   */
+  readonly moves?: boolean | undefined
 }
 
 /** The daemon's defaults (`Config.ts`): 50 ms ticks, fencing after 3 s, a node down after 6 s. */
@@ -179,7 +186,9 @@ type Counts = Record<
   | "vmsKilledWithMachine"
   | "daemonCrashes"
   | "runnersOutlivingDaemon"
-  | "reads",
+  | "reads"
+  | "drains"
+  | "resizes",
   number
 >
 
@@ -193,9 +202,12 @@ export const orchestration = (options: {
   readonly tickMs: number
   readonly bug?: BugName | undefined
   readonly log?: ((line: string) => void) | undefined
+  readonly moves?: boolean | undefined
 }): { readonly stack: NodeStack<OrchestrationNode>; readonly workload: Workload<OrchestrationNode> } => {
   const ids = Array.from({ length: options.nodes }, (_, i) => i + 1)
   const unsafe = switchesOf(options.bug).orchestration
+  const oneStepMoves = switchesOf(options.bug).stateMachine?.unsafeOneStepMoves === true
+  const moves = options.moves === true || oneStepMoves
   const timeouts = {
     tickMs: options.tickMs,
     fencingMs: unsafe?.fencingMs ?? daemonTimeouts.fencingMs,
@@ -222,7 +234,9 @@ export const orchestration = (options: {
     vmsKilledWithMachine: 0,
     daemonCrashes: 0,
     runnersOutlivingDaemon: 0,
-    reads: 0
+    reads: 0,
+    drains: 0,
+    resizes: 0
   }
   /** Each VM's desired state as a register: `stopped`, `running`, `deleted`. */
   const history = new History<RegisterInput, RegisterOutput>()
@@ -238,6 +252,7 @@ export const orchestration = (options: {
       // The founding members' addresses are in the bootstrap snapshot, as the daemon's founder
       // puts its own there: a follower finds its leader's API through them.
       const state = new ClusterStateHolder()
+      state.current.unsafeOneStepMoves = oneStepMoves
       for (const id of ids) state.current.members.set(id, address(id))
       return { state, controlPlane: undefined }
     },
@@ -399,6 +414,22 @@ export const orchestration = (options: {
 
     /** Whether to read: its own stream, so that reading leaves the client's other draws as they were. */
     const reading = prng.fork("reads")
+    /** Moves (drains, resizes): their own stream too. */
+    const moving = prng.fork("moves")
+    /** The node this client drained and has not made active again. */
+    let drained: NodeId | undefined
+
+    /** Drains a node, or makes the one it drained active again; at most one drained node per client. */
+    const drain = Effect.gen(function* () {
+      const id = drained ?? NodeId.make(moving.pick(ids))
+      const state = drained === undefined ? "draining" : "active"
+      const r = yield* request((plane, requestId) => plane.setNodeState(id, state, { requestId }))
+      if (Either.isRight(r)) {
+        drained = state === "draining" ? id : undefined
+        if (state === "draining") counts.drains++
+      }
+      env.trace(13, id, Either.isRight(r) ? 1 : 0)
+    })
 
     /**
      * A linearizable `vm get` of one of its VMs, or `vm list` (a read of each of its VMs, over the
@@ -450,7 +481,15 @@ export const orchestration = (options: {
     return Effect.gen(function* () {
       for (;;) {
         yield* pause(100 + prng.int(900))
-        if (env.phase() === "liveness") return
+        if (env.phase() === "liveness") {
+          // A drained node is made active again, so that the cluster can converge on every node.
+          for (let i = 0; i < 8 && drained !== undefined; i++) yield* drain
+          return
+        }
+        if (moves && moving.chance(drained === undefined ? 0.04 : 0.15)) {
+          yield* drain
+          continue
+        }
         if (prng.chance(0.1)) {
           yield* misbehave
           continue
@@ -492,11 +531,18 @@ export const orchestration = (options: {
           kind === "update"
             ? undefined
             : history.invoke(env.id, { _tag: "write", key: name, value: kind === "start" ? "running" : kind === "stop" ? "stopped" : "deleted" }, env.now())
+        // With moves, half the updates change the memory: a VM that no longer fits on its node moves.
+        const resize = kind === "update" && moves && moving.chance(0.5)
+        if (resize) counts.resizes++
         const r = yield* request((plane, requestId) =>
           kind === "start"
             ? plane.startVm(name, { requestId })
             : kind === "update"
-              ? plane.updateVm(name, { source: new RunnerConfig({ path: `/nix/store/sim-${name}-${names++}-microvm-run` }) }, { requestId })
+              ? plane.updateVm(
+                  name,
+                  resize ? { memoryMiB: moving.pick([512, 1024]) } : { source: new RunnerConfig({ path: `/nix/store/sim-${name}-${names++}-microvm-run` }) },
+                  { requestId }
+                )
               : kind === "stop"
                 ? plane.stopVm(name, { requestId })
                 : plane.deleteVm(name, { requestId })
@@ -535,7 +581,7 @@ export const orchestration = (options: {
 export const simulateOrchestration = (options: OrchestrationOptions): ExploreResult => {
   const nodes = options.nodes ?? 5
   const tickMs = options.tickMs ?? daemonTimeouts.tickMs
-  const { log, ...rest } = options
-  const { stack, workload } = orchestration({ nodes, tickMs, bug: options.bug, log })
+  const { log, moves, ...rest } = options
+  const { stack, workload } = orchestration({ nodes, tickMs, bug: options.bug, log, moves })
   return runFullService({ safetyMs: 30_000, livenessMs: 30_000, clients: 4, ...rest, nodes, tickMs }, stack, workload)
 }

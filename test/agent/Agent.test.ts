@@ -84,20 +84,46 @@ describe("Agent: desired state", () => {
       expect(h.reports).toEqual([])
     }))
 
-  it.scoped("stops and removes a VM that was moved to another node, without reporting for it", () =>
+  it.scoped("a VM moving off this node (drained) is stopped and reported released; once moved, its state is removed", () =>
     Effect.gen(function* () {
       const cluster = oneNode()
       const h = yield* makeHarness({ cluster })
       expect(h.hv.isRunning(web)).toBe(true)
       cluster.register(2)
       cluster.drain(1)
-      expect(cluster.vm("web")?.node).toBe(2)
+      // It stays placed here until this node has stopped it for the move.
+      const moving = cluster.vm("web")!
+      expect([moving.node, moving.desired]).toEqual([1, "running"])
+      expect(moving.moving).toBeDefined()
       const reported = h.reports.length
       yield* advance(IntervalMs)
       expect(h.hv.isRunning(web)).toBe(false)
+      expect(h.reports.slice(reported).map((r) => [r.status.phase, r.status.released])).toEqual([["stopped", moving.moving]])
+      expect(cluster.vm("web")?.node).toBe(2)
+      // Moved: its state here is removed as an orphan's, with nothing more reported, and never started again.
+      yield* advance(IntervalMs)
       expect(h.hv.isPrepared(web)).toBe(false)
-      expect(h.reports.length).toBe(reported)
+      expect(h.reports.length).toBe(reported + 1)
       expect(h.hv.startCount(web)).toBe(1)
+    }))
+
+  it.scoped("a VM moving off this node is not started, nor restarted after an exit, even if its owner starts it", () =>
+    Effect.gen(function* () {
+      const cluster = new FakeCluster()
+      cluster.register(1)
+      cluster.create("web", "always")
+      cluster.start("web")
+      const h = yield* makeHarness({ cluster, confirmFresh: Effect.void })
+      yield* advance(IntervalMs)
+      expect(h.hv.isRunning(web)).toBe(true)
+      // Drained with nowhere else to go: the move waits for this node's report, then the VM is pending.
+      yield* h.hv.crash(web, 1)
+      cluster.drain(1)
+      cluster.start("web")
+      yield* advance(5 * IntervalMs)
+      expect(h.hv.startCount(web)).toBe(1)
+      expect(h.hv.isRunning(web)).toBe(false)
+      expect(cluster.vm("web")?.node).toBeUndefined()
     }))
 })
 

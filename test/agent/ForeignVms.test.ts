@@ -113,7 +113,8 @@ describe.each(["process", "systemd"] as const)("a foreign microvm.nix VM beside 
       yield* waitFor("db running on node 1", () => running("db"))
       cluster.apply(new C.SetNodeState({ id: NodeId.make(2), state: "active" }))
       cluster.drain(1)
-      expect(cluster.vm("db")?.node).toBe(NodeId.make(2))
+      // Node 1 stops it first (and reports so); then it moves to node 2.
+      yield* waitFor("db moved to node 2", () => cluster.vm("db")?.node === NodeId.make(2))
       yield* waitFor("db's directory removed from node 1", () => gone("db"))
       foreignUntouched()
 

@@ -68,6 +68,13 @@ describe("formatVm", () => {
     )
   })
 
+  it("says when a VM is moving off its node (stopped there first), in the table and the answer of a write too", () => {
+    const record = new VmRecord({ ...vmRecord("web", { node: 2 }), moving: 7 })
+    expect(formatVm(record, false)).toMatch(/^moving: +moving off node 2: stopping it there first, then placed on another node \(since revision 7\)$/m)
+    expect(formatVmList([record], false).split("\n")[1]).toMatch(/moving off node 2: stopping it there first$/)
+    expect(formatVmChange("updated", record, false)).toBe("updated VM web (desired running, on node 2, moving off node 2: stopping it there first)")
+  })
+
   it("prints the record as JSON with --json", () => {
     const record = vmRecord("web", { node: 2 })
     expect(Schema.decodeUnknownSync(VmRecord)(JSON.parse(formatVm(record, true)))).toEqual(record)

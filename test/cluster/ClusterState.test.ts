@@ -25,6 +25,13 @@ const node = (n: number, memoryMiB = 4096, labels: Record<string, string> = {}) 
 const spec = (name: string, over: Partial<ConstructorParameters<typeof VmSpec>[0]> = {}) =>
   new VmSpec({ name: vmName(name), source: new RunnerConfig({ path: `/runners/${name}` }), memoryMiB: 1024, ...over })
 
+/** Node `from` reports the VM stopped for its current move (what its agent does once it stopped it). */
+const release = (c: Cluster, name: string, from: number, phase: "stopped" | "failed" = "stopped") => {
+  const moving = c.vm(name).moving
+  c.ok(new C.ReportVmStatus({ name: vmName(name), node: id(from), status: new VmStatus({ phase, since: c.now, restarts: 0, ...(moving !== undefined ? { released: moving } : {}) }) }))
+  return c.vm(name)
+}
+
 class Cluster {
   readonly state = new ClusterState()
   private index = 0
@@ -184,10 +191,90 @@ describe("nodes", () => {
     expect([c.vm("a").node, c.vm("b").node]).toEqual([2, 2])
     c.ok(new C.SetNodeState({ id: id(1), state: "active" }))
     c.ok(new C.SetNodeState({ id: id(2), state: "draining" }))
+    // Node 2 stops them first; each moves once node 2 has reported it stopped for the move.
+    expect([c.vm("a").node, c.vm("b").node]).toEqual([2, 2])
+    release(c, "a", 2)
+    release(c, "b", 2)
     expect([c.vm("a").node, c.vm("b").node]).toEqual([1, 1])
     // A cordon survives the node re-registering after a restart.
     c.ok(new C.RegisterNode({ info: node(2) }))
     expect(c.state.nodes.get(2)!.state).toBe("draining")
+  })
+
+  it("a VM leaves a live node in two phases: only a report of it stopped for this very move places it elsewhere", () => {
+    const c = threeNodes()
+    c.ok(new C.CreateVm({ spec: spec("web") }))
+    c.ok(new C.StartVm({ name: vmName("web") }))
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(1), status: new VmStatus({ phase: "running", since: 1, pid: 7, restarts: 0 }) }))
+    const before = c.vm("web")
+    c.ok(new C.SetNodeState({ id: id(1), state: "draining" }))
+    const moving = c.vm("web")
+    expect([moving.node, moving.moving, moving.revision]).toEqual([1, before.revision + 1, before.revision + 1])
+    // Draining again does not begin another move.
+    c.ok(new C.SetNodeState({ id: id(1), state: "draining" }))
+    expect(c.vm("web")).toBe(moving)
+    // Reports without the move's proof (made before node 1 saw it), or of it still running, keep it there.
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(1), status: new VmStatus({ phase: "stopped", since: 2, restarts: 0 }) }))
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(1), status: new VmStatus({ phase: "stopped", since: 2, restarts: 0, released: moving.moving! - 1 }) }))
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(1), status: new VmStatus({ phase: "running", since: 3, pid: 7, restarts: 0, released: moving.moving! }) }))
+    expect([c.vm("web").node, c.vm("web").moving]).toEqual([1, moving.moving])
+    // Another node's report proves nothing.
+    c.ok(new C.ReportVmStatus({ name: vmName("web"), node: id(2), status: new VmStatus({ phase: "stopped", since: 3, restarts: 0, released: moving.moving! }) }))
+    expect(c.vm("web").node).toBe(1)
+    const moved = release(c, "web", 1)
+    expect(moved.node).not.toBe(1)
+    expect(moved.moving).toBeUndefined()
+    expect([moved.desired, moved.status.phase]).toEqual(["running", "stopped"]) // its new node starts it
+  })
+
+  it("a move is called off when its node is made active or cordoned again, unless the VM no longer fits there", () => {
+    const c = new Cluster()
+    c.ok(new C.RegisterNode({ info: node(1, 4096) }))
+    c.ok(new C.RegisterNode({ info: node(2, 16384) }))
+    c.ok(new C.SetNodeState({ id: id(2), state: "cordoned" }))
+    c.ok(new C.CreateVm({ spec: spec("a") }))
+    c.ok(new C.CreateVm({ spec: spec("b") }))
+    c.ok(new C.SetNodeState({ id: id(2), state: "active" }))
+    // b outgrows node 1 (a resize move), then node 1 is drained (a for the drain).
+    c.ok(new C.UpdateVm({ name: vmName("b"), memoryMiB: 4096 }))
+    c.ok(new C.SetNodeState({ id: id(1), state: "draining" }))
+    expect([c.vm("a").moving !== undefined, c.vm("b").moving !== undefined]).toEqual([true, true])
+    const a = c.vm("a")
+    c.ok(new C.SetNodeState({ id: id(1), state: "cordoned" }))
+    expect([c.vm("a").node, c.vm("a").moving, c.vm("a").revision]).toEqual([1, undefined, a.revision + 1])
+    expect(c.vm("b").moving).toBeDefined()
+    // The proof of the cancelled move does not move it.
+    c.ok(new C.ReportVmStatus({ name: vmName("a"), node: id(1), status: new VmStatus({ phase: "stopped", since: 2, restarts: 0, released: a.moving! }) }))
+    expect(c.vm("a").node).toBe(1)
+    expect(release(c, "b", 1).node).toBe(2)
+  })
+
+  it("a node marked down or removed mid-move gives its VMs up at once; a VM deleted or stopped mid-move", () => {
+    const c = threeNodes()
+    for (const name of ["a", "b", "c"]) {
+      c.ok(new C.CreateVm({ spec: spec(name), desired: "running" }))
+      expect(c.vm(name).node).toBe(name === "a" ? 1 : name === "b" ? 2 : 3)
+    }
+    c.ok(new C.SetNodeState({ id: id(1), state: "draining" }))
+    c.ok(new C.SetNodeHealth({ id: id(1), health: "down", at: c.now }))
+    expect([c.vm("a").node, c.vm("a").moving]).toEqual([2, undefined])
+    c.ok(new C.SetNodeState({ id: id(3), state: "draining" }))
+    c.ok(new C.RemoveNode({ id: id(3) }))
+    expect([c.vm("c").node, c.vm("c").moving]).toEqual([2, undefined])
+    // Stopped mid-move: it still moves once released, and stays stopped.
+    c.ok(new C.RegisterNode({ info: node(1) }))
+    c.ok(new C.SetNodeState({ id: id(1), state: "active" }))
+    c.ok(new C.SetNodeState({ id: id(2), state: "draining" }))
+    c.ok(new C.StopVm({ name: vmName("b") }))
+    expect(c.vm("b").moving).toBeDefined()
+    expect([release(c, "b", 2).node, c.vm("b").desired]).toEqual([1, "stopped"])
+    // Deleted mid-move: gone (its node stops it as an orphan).
+    c.ok(new C.DeleteVm({ name: vmName("a") }))
+    expect(c.state.vms.has("a")).toBe(false)
+    // A move survives a snapshot.
+    expect(c.vm("c").moving).toBeDefined()
+    sameState(ClusterState.restore(c.state.snapshot()), c.state)
+    expect(ClusterState.restore(c.state.snapshot()).vms.get("c")!.moving).toBe(c.vm("c").moving)
   })
 
   it("unknown nodes are refused with BLX_NODE_NOT_FOUND", () => {
@@ -361,7 +448,8 @@ describe("vm update", () => {
     // Growing to 8192 fits node 2 only without counting web's own 3072 there: it stays.
     expect(c.ok(new C.UpdateVm({ name: vmName("web"), memoryMiB: 8192 })).vm!.node).toBe(2)
     // db grows past node 1, and may not go to node 2 (zone): pending, saying why.
-    const pending = c.ok(new C.UpdateVm({ name: vmName("db"), memoryMiB: 6144 })).vm!
+    expect(c.ok(new C.UpdateVm({ name: vmName("db"), memoryMiB: 6144 })).vm!.moving).toBeDefined()
+    const pending = release(c, "db", 1)
     expect(pending.node).toBeUndefined()
     expect(pending.pendingReason).toContain("not enough memory")
     // Shrunk again, it is placed.
@@ -369,7 +457,10 @@ describe("vm update", () => {
     // A bigger node joins; web grows beyond node 2's capacity and moves there.
     c.ok(new C.RegisterNode({ info: node(3, 16384, { zone: "b" }) }))
     expect(c.vm("web").node).toBe(2)
-    const moved = c.ok(new C.UpdateVm({ name: vmName("web"), memoryMiB: 12288 })).vm!
+    // It moves in two phases: node 2 stops it first, then it is placed on node 3.
+    const moving = c.ok(new C.UpdateVm({ name: vmName("web"), memoryMiB: 12288 })).vm!
+    expect([moving.node, moving.moving]).toEqual([2, moving.revision])
+    const moved = release(c, "web", 2)
     expect(moved.node).toBe(3)
     expect(moved.generation).toBe(2)
     expect(moved.status.phase).toBe("stopped") // its new node starts it (desired is kept)

@@ -108,6 +108,8 @@ describe("events derived from applied entries", () => {
       new C.SetNodeState({ id: id(2), state: "active" }),
       new C.SetNodeHealth({ id: id(1), health: "up", at: 20 }),
       new C.SetNodeState({ id: id(2), state: "draining" }),
+      // Node 2 stops b for the move (revision 3) and says so: only now does b move.
+      new C.ReportVmStatus({ name: vm("b"), node: id(2), status: new VmStatus({ phase: "stopped", since: 30, restarts: 0, released: 3 }) }),
       new C.RemoveNode({ id: id(2) })
     ])
     expect(types(batches)).toEqual([
@@ -119,8 +121,9 @@ describe("events derived from applied entries", () => {
       [6, "node.down vm.moved vm.pending vm.phase"],
       [7, "node.uncordoned vm.pending"],
       [8, "node.up vm.placed vm.phase"],
-      [9, "node.draining vm.moved"],
-      [10, "node.removed"]
+      [9, "node.draining vm.moving"],
+      [10, "vm.moved"],
+      [11, "node.removed"]
     ])
     const down = batches[5]!.events
     expect(down[1]).toEqual({ type: "vm.moved", vm: "a", from: 1, revision: 4 })
@@ -129,7 +132,23 @@ describe("events derived from applied entries", () => {
     // Still pending, for a new reason: a new event.
     expect(batches[6]!.events[1]).toMatchObject({ type: "vm.pending", vm: "a", reason: expect.stringContaining("not enough memory") })
     expect(batches[7]!.events[1]).toEqual({ type: "vm.placed", vm: "a", node: 1, revision: 6 })
-    expect(batches[8]!.events[1]).toEqual({ type: "vm.moved", vm: "b", from: 2, to: 1, revision: 3 })
+    expect(batches[8]!.events[1]).toEqual({ type: "vm.moving", vm: "b", from: 2, revision: 3 })
+    expect(batches[9]!.events).toEqual([{ type: "vm.moved", vm: "b", from: 2, to: 1, revision: 5 }])
+  })
+
+  it("a move called off (its node made active again before it stopped the VM) says so, and nothing moved", () => {
+    const batches = run([
+      new C.RegisterNode({ info: node(1) }),
+      new C.RegisterNode({ info: node(2) }),
+      new C.CreateVm({ spec: spec("a", 512) }),
+      new C.SetNodeState({ id: id(1), state: "draining" }),
+      new C.SetNodeState({ id: id(1), state: "active" })
+    ])
+    expect(types(batches).slice(3)).toEqual([
+      [4, "node.draining vm.moving"],
+      [5, "node.uncordoned vm.moving"]
+    ])
+    expect(batches[4]!.events[1]).toEqual({ type: "vm.moving", vm: "a", from: 1, cancelled: true, revision: 4 })
   })
 
   it("membership, a new leader and API tokens", () => {
