@@ -9,6 +9,10 @@
  * record when it ends. When the daemon started it, its output — the `BLX_FENCED` lines naming each
  * VM it stopped, why, and what to do next — is appended to `${dataDir}/fencing/watchdog.log`.
  *
+ * Its output never holds it up: the log is a file in the data directory, on the very disk whose stall
+ * the watchdog must outlive, so lines are written off the event loop (`lineWriter`), never with the
+ * synchronous write `console.log` makes to a file — one such write, hung, would stop the fencing.
+ *
  * It loads neither the database nor the daemon's Raft and HTTP stack, only the backend layer of the
  * node's kind (and of the platform only what that needs); about 65 MB resident, most of it Node.js
  * and the CLI. The runners it stops are adopted from their pid files for one round only, and
@@ -16,7 +20,7 @@
  */
 import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { Clock, Duration, Effect, Layer, Option, Schema } from "effect"
+import { Clock, Duration, Effect, Layer, Logger, Option, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fencingPaths, isRunning, selfIdentity, writeJsonFile } from "../agent/internal/fencingFiles.js"
@@ -40,6 +44,74 @@ const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
 }
 
 const encodeRecord = Schema.encodeSync(Watchdog.WatchdogRecord)
+
+export interface LineWriter {
+  /** Queues one line; returns at once. */
+  readonly line: (text: string) => void
+  /** Calls back once every queued line is written (or failed). */
+  readonly drained: (done: () => void) => void
+}
+
+/**
+ * Lines written to `fd` off the event loop (libuv's threads), one write at a time, in order. Lines
+ * that arrive while a write hangs wait; beyond `maxPending` the oldest are dropped, and the log says
+ * how many once it takes writes again. A line that cannot be written (an error) is dropped: there is
+ * nowhere else to say so.
+ */
+export const lineWriter = (fd: number, maxPending = 1000): LineWriter => {
+  const pending: Array<string> = []
+  const waiting: Array<() => void> = []
+  let writing = false
+  let dropped = 0
+  const next = (): void => {
+    if (writing) return
+    if (pending.length === 0) {
+      for (const done of waiting.splice(0)) done()
+      return
+    }
+    writing = true
+    const note = dropped > 0 ? `(${dropped} log lines dropped here: the log file took no writes meanwhile)\n` : ""
+    dropped = 0
+    let buffer = Buffer.from(note + pending.splice(0).join(""))
+    const write = (): void =>
+      fs.write(fd, buffer, 0, buffer.length, null, (error, written) => {
+        // A pipe in non-blocking mode that is full: try again shortly.
+        if (error?.code === "EAGAIN") return void setTimeout(write, 10)
+        if (error === null && written < buffer.length) {
+          buffer = buffer.subarray(written)
+          return write()
+        }
+        writing = false
+        next()
+      })
+    write()
+  }
+  return {
+    line: (text) => {
+      if (pending.length >= maxPending) {
+        pending.shift()
+        dropped++
+      }
+      pending.push(`${text}\n`)
+      next()
+    },
+    drained: (done) => {
+      if (!writing && pending.length === 0) return done()
+      waiting.push(done)
+    }
+  }
+}
+
+/** The default logger's lines (logfmt), written to stdout by a `lineWriter`; what is still queued at the end gets up to a second. */
+const nonBlockingLog = Layer.unwrapScoped(
+  Effect.gen(function* () {
+    const writer = lineWriter(1)
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => writer.drained(() => resume(Effect.void))).pipe(Effect.timeout("1 second"), Effect.ignore)
+    )
+    return Logger.replace(Logger.defaultLogger, Logger.map(Logger.logfmtLogger, writer.line))
+  })
+)
 
 export const run = (config: WatchdogConfig) =>
   Effect.scoped(
@@ -93,4 +165,4 @@ export const run = (config: WatchdogConfig) =>
       })
       if (end === "replaced") yield* Effect.logInfo(`node ${node}: ${files.watchdog} names another watchdog or is gone; this one exits`)
     })
-  ).pipe(Effect.annotateLogs("node", config.id))
+  ).pipe(Effect.annotateLogs("node", config.id), Effect.provide(nonBlockingLog))
