@@ -237,32 +237,36 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
           yield* Effect.logError(`node ${node}: FENCING — listing the runners failed (${listed.left.message}); retrying in ${pollMs} ms`)
           return { aborted: false, incomplete: true, found: 0 } satisfies RoundResult
         }
-        let cause: string | undefined
-        let incomplete = false
-        let found = 0
-        for (const { name, state } of listed.right) {
-          if (state._tag !== "Running") continue
-          if (yield* renewed) {
-            yield* Effect.logInfo(`node ${node}: the lease was renewed (its daemon is back in contact); leaving the remaining VMs to it`)
-            return { aborted: true, incomplete, found } satisfies RoundResult
-          }
-          found++
-          cause ??= why(reading, yield* Clock.currentTimeMillis)
-          const fenced = new Fenced({
-            node,
-            subject: name,
-            message:
-              `VM "${name}" (pid ${state.pid}) stopped by node ${node}'s fencing watchdog: ${cause}. ` +
-              `The cluster starts it on another node once it marks node ${node} down. To run VMs on node ${node} again, get its daemon ` +
-              `back in contact with the quorum (see its log, e.g. \`journalctl -u blixard\`; start it if it is not running): it renews the lease and runs what the cluster places here`
-          })
-          yield* Effect.logWarning(formatError(fenced))
-          const stopped = yield* Effect.either(backend.stop(name, `${options.stopTimeoutMs} millis`))
-          if (stopped._tag === "Left") {
-            incomplete = true
-            yield* Effect.logError(`node ${node}: FENCING — ${formatError(stopped.left)}; retrying in ${pollMs} ms`)
-          }
+        const running = listed.right.filter((r) => r.state._tag === "Running")
+        if (running.length > 0 && (yield* renewed)) {
+          yield* Effect.logInfo(`node ${node}: the lease was renewed (its daemon is back in contact); leaving the VMs to it`)
+          return { aborted: true, incomplete: false, found: 0 } satisfies RoundResult
         }
+        const cause = why(reading, yield* Clock.currentTimeMillis)
+        // Every stop at once: a stop may hang after its signal (its cleanup writes to the VMs' state
+        // directory, on a disk that may be the stalled one), and must not hold up the next VM's.
+        const failures = yield* Effect.forEach(
+          running,
+          ({ name, state }) =>
+            Effect.gen(function* () {
+              const fenced = new Fenced({
+                node,
+                subject: name,
+                message:
+                  `VM "${name}" (pid ${state._tag === "Running" ? state.pid : "?"}) stopped by node ${node}'s fencing watchdog: ${cause}. ` +
+                  `The cluster starts it on another node once it marks node ${node} down. To run VMs on node ${node} again, get its daemon ` +
+                  `back in contact with the quorum (see its log, e.g. \`journalctl -u blixard\`; start it if it is not running): it renews the lease and runs what the cluster places here`
+              })
+              yield* Effect.logWarning(formatError(fenced))
+              const stopped = yield* Effect.either(backend.stop(name, `${options.stopTimeoutMs} millis`))
+              if (stopped._tag === "Right") return 0
+              yield* Effect.logError(`node ${node}: FENCING — ${formatError(stopped.left)}; retrying in ${pollMs} ms`)
+              return 1
+            }),
+          { concurrency: "unbounded" }
+        )
+        const incomplete = failures.some((f) => f > 0)
+        const found = running.length
         return { aborted: false, incomplete, found } satisfies RoundResult
       }).pipe(Effect.scoped, Effect.ensuring(setPhase("watching")))
 

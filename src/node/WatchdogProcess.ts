@@ -11,7 +11,8 @@
  *
  * Its output never holds it up: the log is a file in the data directory, on the very disk whose stall
  * the watchdog must outlive, so lines are written off the event loop (`lineWriter`), never with the
- * synchronous write `console.log` makes to a file — one such write, hung, would stop the fencing.
+ * synchronous write `console.log` makes to a file — one such write, hung, would stop the fencing. The
+ * backend writes the VMs' logs (in their state directories, usually on the same disk) the same way.
  *
  * It loads neither the database nor the daemon's Raft and HTTP stack, only the backend layer of the
  * node's kind (and of the platform only what that needs); about 65 MB resident, most of it Node.js
@@ -27,6 +28,7 @@ import { fencingPaths, isRunning, selfIdentity, writeJsonFile } from "../agent/i
 import * as NodeLease from "../agent/NodeLease.js"
 import * as Watchdog from "../agent/Watchdog.js"
 import { formatError } from "../domain/Errors.js"
+import { lineWriter } from "../vm/internal/lineWriter.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import type { VmBackend } from "../vm/VmBackend.js"
@@ -45,71 +47,14 @@ const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
 
 const encodeRecord = Schema.encodeSync(Watchdog.WatchdogRecord)
 
-export interface LineWriter {
-  /** Queues one line; returns at once. */
-  readonly line: (text: string) => void
-  /** Calls back once every queued line is written (or failed). */
-  readonly drained: (done: () => void) => void
-}
-
-/**
- * Lines written to `fd` off the event loop (libuv's threads), one write at a time, in order. Lines
- * that arrive while a write hangs wait; beyond `maxPending` the oldest are dropped, and the log says
- * how many once it takes writes again. A line that cannot be written (an error) is dropped: there is
- * nowhere else to say so.
- */
-export const lineWriter = (fd: number, maxPending = 1000): LineWriter => {
-  const pending: Array<string> = []
-  const waiting: Array<() => void> = []
-  let writing = false
-  let dropped = 0
-  const next = (): void => {
-    if (writing) return
-    if (pending.length === 0) {
-      for (const done of waiting.splice(0)) done()
-      return
-    }
-    writing = true
-    const note = dropped > 0 ? `(${dropped} log lines dropped here: the log file took no writes meanwhile)\n` : ""
-    dropped = 0
-    let buffer = Buffer.from(note + pending.splice(0).join(""))
-    const write = (): void =>
-      fs.write(fd, buffer, 0, buffer.length, null, (error, written) => {
-        // A pipe in non-blocking mode that is full: try again shortly.
-        if (error?.code === "EAGAIN") return void setTimeout(write, 10)
-        if (error === null && written < buffer.length) {
-          buffer = buffer.subarray(written)
-          return write()
-        }
-        writing = false
-        next()
-      })
-    write()
-  }
-  return {
-    line: (text) => {
-      if (pending.length >= maxPending) {
-        pending.shift()
-        dropped++
-      }
-      pending.push(`${text}\n`)
-      next()
-    },
-    drained: (done) => {
-      if (!writing && pending.length === 0) return done()
-      waiting.push(done)
-    }
-  }
-}
-
 /** The default logger's lines (logfmt), written to stdout by a `lineWriter`; what is still queued at the end gets up to a second. */
 const nonBlockingLog = Layer.unwrapScoped(
   Effect.gen(function* () {
-    const writer = lineWriter(1)
+    const writer = lineWriter()
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => writer.drained(() => resume(Effect.void))).pipe(Effect.timeout("1 second"), Effect.ignore)
     )
-    return Logger.replace(Logger.defaultLogger, Logger.map(Logger.logfmtLogger, writer.line))
+    return Logger.replace(Logger.defaultLogger, Logger.map(Logger.logfmtLogger, (line) => writer.line(1, line)))
   })
 )
 

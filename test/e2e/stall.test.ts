@@ -191,7 +191,8 @@ const scenario = async (fault: Fault) => {
     if (staller.library !== undefined) {
       node.env = {
         LD_PRELOAD: staller.library,
-        STALL_FSYNC_DIR: path.resolve(node.dataDir),
+        // The data directory and the VMs' state directory: on a host both usually sit on one volume.
+        STALL_FSYNC_DIR: `${path.resolve(node.dataDir)}:${path.resolve(c.dir, `microvms-${node.id}`)}`,
         STALL_FSYNC_TRIGGER: path.join(c.dir, `stall-fsync-${node.id}`),
         STALL_WRITE_TRIGGER: path.join(c.dir, `stall-write-${node.id}`),
         // The library sees libc's calls only: none of libuv's file operations may go through io_uring.

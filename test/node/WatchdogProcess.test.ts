@@ -15,7 +15,7 @@ import { fencingPaths } from "../../src/agent/internal/fencingFiles.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import type { WatchdogConfig } from "../../src/node/Config.js"
-import { lineWriter } from "../../src/node/WatchdogProcess.js"
+import { lineWriter } from "../../src/vm/internal/lineWriter.js"
 import { make } from "../../src/vm/ProcessBackend.js"
 import { fakeSystemctl, killGroup, makeRunner, processAlive, scopedTempDir, sleeper, vmName, waitFor } from "../vm/fixtures.js"
 import { deadWriter, readRecord, startWatchdog, watchdogsOf, writeLease } from "./fencing.js"
@@ -148,11 +148,11 @@ describe("the watchdog's log writer (its output may sit on a stalled disk)", () 
       execFileSync("mkfifo", [fifo])
       const fd = fs.openSync(fifo, "r+")
       yield* Effect.addFinalizer(() => Effect.sync(() => fs.closeSync(fd)))
-      const writer = lineWriter(fd, 10)
+      const writer = lineWriter(10)
       const big = "x".repeat(100_000)
-      writer.line(big) // more than the pipe holds: this write hangs
+      writer.line(fd, big) // more than the pipe holds: this write hangs
       const queued = Array.from({ length: 15 }, (_, i) => `line ${i}`)
-      for (const text of queued) writer.line(text)
+      for (const text of queued) writer.line(fd, text)
       // The event loop still turns (timers fire) while the write hangs on libuv's thread.
       yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
       let drained = false
