@@ -131,7 +131,7 @@ export const make = (
     const events = yield* PubSub.unbounded<RunnerExit>()
     const supervised = new Map<string, Supervised>() // key: `${kind}/${name}`
     const exits = new Map<VmName, ExitInfo & { readonly at: number }>()
-    /** Pid files being removed (key as `supervised`): a start waits, lest the removal take its new file. */
+    /** Pid files being removed (key as `supervised`): a new pid file is written once they are, lest a removal take it. */
     const removing = new Map<string, Promise<void>>()
     const writer = lineWriter()
     // What is still queued for the logs gets up to a second when the backend is released.
@@ -178,9 +178,8 @@ export const make = (
         })
       })
 
-    /** Waits until no pid file of `name` is being removed. */
-    const removed = (name: VmName) =>
-      Effect.promise(() => Promise.all([removing.get(key("vm", name)), removing.get(key("virtiofsd", name))]))
+    /** Waits until the pid file of `kind` for `name` is not being removed. */
+    const removed = (name: VmName, kind: ProcessKind) => Effect.promise(() => removing.get(key(kind, name)) ?? Promise.resolve())
 
     /** Called once per supervised process when it is gone. */
     const onExit = (s: Supervised, info: ExitInfo) =>
@@ -302,6 +301,7 @@ export const make = (
         child.unref()
         supervised.set(key(kind, name), s)
         const record: PidRecord = { vm: name, process: kind, pid, startTime, bootId: bootId(), startedAt: since }
+        yield* removed(name, kind)
         yield* Effect.try({
           try: () => writeFileAtomic(p.pidFile(kind), `${JSON.stringify(record)}\n`),
           catch: (e) => failed(name, `VM "${name}": started pid ${pid} but could not write ${p.pidFile(kind)}${onNode}: ${describe(e)}`)
@@ -452,7 +452,6 @@ export const make = (
           yield* requireOwnDir(settings, name)
           const running = yield* observe(name, "vm")
           if (running !== undefined) return running.pid
-          yield* removed(name)
           const p = paths(name)
           const runner = readLink(p.current)
           if (runner === undefined || !isExecutable(path.join(runner, "bin", "microvm-run"))) {
