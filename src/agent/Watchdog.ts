@@ -22,9 +22,10 @@
  *   every `fencingMs` while the lease stays expired; the lease is re-read every `pollMs`. A renewed
  *   lease means a daemon is back in contact: its agent runs the VMs again.
  * - A fence round builds the node's own `VmBackend` layer and does what the agent's fencing does,
- *   through the same code: `list`, then `stop` (with `stopTimeoutMs`) of every runner still running
- *   (`list` names only the VM directories this node marked as Blixard's: microvm.nix's own VMs on
- *   the host are never stopped).
+ *   through the same code: `list`, then `stop` (with `stopTimeoutMs`) of every runner still running,
+ *   all at once: a stop may hang after its signal (its cleanup writes to the state directory, whose
+ *   disk may be the stalled one) and must not hold up another VM's (`list` names only the VM
+ *   directories this node marked as Blixard's: microvm.nix's own VMs on the host are never stopped).
  *   Process mode: the runners' pid files in their state directories, checked against /proc (boot
  *   id, start time, the runner's marker) so a reused pid is never signalled; `microvm-shutdown` when
  *   the runner has one, else SIGTERM, then SIGKILL after the timeout. Systemd mode:
@@ -39,9 +40,9 @@
  * same instant). Stopping twice is harmless (`stop` is idempotent; process mode's teardown runs
  * once). Starting is not: a daemon back in contact must not start a VM while a fence round is still
  * stopping runners. So both sides write first and read second: the watchdog publishes the phase
- * `fencing` in its record and only then re-reads the lease (and re-reads it before each stop); the
+ * `fencing` in its record and only then re-reads the lease (and once more before the stops); the
  * agent renews the lease and only then reads the phase, and starts nothing while it is `fencing`.
- * Either the watchdog sees the renewed lease and stops nothing more, or the agent sees the round and
+ * Either the watchdog sees the renewed lease and stops nothing, or the agent sees the round and
  * waits for it. The watchdog waits for its write at most `publishWaitMs`, though: on a stalled disk
  * (the case it exists for) the write may never end, and it stops the VMs without it — the daemon
  * cannot renew the lease on that disk either, as the lease lives in the same directory. A start the agent began just before the deadline (it read `watching` before the
