@@ -22,9 +22,10 @@
  *   every `fencingMs` while the lease stays expired; the lease is re-read every `pollMs`. A renewed
  *   lease means a daemon is back in contact: its agent runs the VMs again.
  * - A fence round builds the node's own `VmBackend` layer and does what the agent's fencing does,
- *   through the same code: `list`, then `stop` (with `stopTimeoutMs`) of every runner still running
- *   (`list` names only the VM directories this node marked as Blixard's: microvm.nix's own VMs on
- *   the host are never stopped).
+ *   through the same code: `list`, then `stop` (with `stopTimeoutMs`) of every runner still running,
+ *   all at once: a stop may hang after its signal (its cleanup writes to the state directory, whose
+ *   disk may be the stalled one) and must not hold up another VM's (`list` names only the VM
+ *   directories this node marked as Blixard's: microvm.nix's own VMs on the host are never stopped).
  *   Process mode: the runners' pid files in their state directories, checked against /proc (boot
  *   id, start time, the runner's marker) so a reused pid is never signalled; `microvm-shutdown` when
  *   the runner has one, else SIGTERM, then SIGKILL after the timeout. Systemd mode:
@@ -39,9 +40,9 @@
  * same instant). Stopping twice is harmless (`stop` is idempotent; process mode's teardown runs
  * once). Starting is not: a daemon back in contact must not start a VM while a fence round is still
  * stopping runners. So both sides write first and read second: the watchdog publishes the phase
- * `fencing` in its record and only then re-reads the lease (and re-reads it before each stop); the
+ * `fencing` in its record and only then re-reads the lease (and once more before the stops); the
  * agent renews the lease and only then reads the phase, and starts nothing while it is `fencing`.
- * Either the watchdog sees the renewed lease and stops nothing more, or the agent sees the round and
+ * Either the watchdog sees the renewed lease and stops nothing, or the agent sees the round and
  * waits for it. The watchdog waits for its write at most `publishWaitMs`, though: on a stalled disk
  * (the case it exists for) the write may never end, and it stops the VMs without it — the daemon
  * cannot renew the lease on that disk either, as the lease lives in the same directory. A start the agent began just before the deadline (it read `watching` before the
@@ -237,32 +238,36 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
           yield* Effect.logError(`node ${node}: FENCING — listing the runners failed (${listed.left.message}); retrying in ${pollMs} ms`)
           return { aborted: false, incomplete: true, found: 0 } satisfies RoundResult
         }
-        let cause: string | undefined
-        let incomplete = false
-        let found = 0
-        for (const { name, state } of listed.right) {
-          if (state._tag !== "Running") continue
-          if (yield* renewed) {
-            yield* Effect.logInfo(`node ${node}: the lease was renewed (its daemon is back in contact); leaving the remaining VMs to it`)
-            return { aborted: true, incomplete, found } satisfies RoundResult
-          }
-          found++
-          cause ??= why(reading, yield* Clock.currentTimeMillis)
-          const fenced = new Fenced({
-            node,
-            subject: name,
-            message:
-              `VM "${name}" (pid ${state.pid}) stopped by node ${node}'s fencing watchdog: ${cause}. ` +
-              `The cluster starts it on another node once it marks node ${node} down. To run VMs on node ${node} again, get its daemon ` +
-              `back in contact with the quorum (see its log, e.g. \`journalctl -u blixard\`; start it if it is not running): it renews the lease and runs what the cluster places here`
-          })
-          yield* Effect.logWarning(formatError(fenced))
-          const stopped = yield* Effect.either(backend.stop(name, `${options.stopTimeoutMs} millis`))
-          if (stopped._tag === "Left") {
-            incomplete = true
-            yield* Effect.logError(`node ${node}: FENCING — ${formatError(stopped.left)}; retrying in ${pollMs} ms`)
-          }
+        const running = listed.right.filter((r) => r.state._tag === "Running")
+        if (running.length > 0 && (yield* renewed)) {
+          yield* Effect.logInfo(`node ${node}: the lease was renewed (its daemon is back in contact); leaving the VMs to it`)
+          return { aborted: true, incomplete: false, found: 0 } satisfies RoundResult
         }
+        const cause = why(reading, yield* Clock.currentTimeMillis)
+        // Every stop at once: a stop may hang after its signal (its cleanup writes to the VMs' state
+        // directory, on a disk that may be the stalled one), and must not hold up the next VM's.
+        const failures = yield* Effect.forEach(
+          running,
+          ({ name, state }) =>
+            Effect.gen(function* () {
+              const fenced = new Fenced({
+                node,
+                subject: name,
+                message:
+                  `VM "${name}" (pid ${state._tag === "Running" ? state.pid : "?"}) stopped by node ${node}'s fencing watchdog: ${cause}. ` +
+                  `The cluster starts it on another node once it marks node ${node} down. To run VMs on node ${node} again, get its daemon ` +
+                  `back in contact with the quorum (see its log, e.g. \`journalctl -u blixard\`; start it if it is not running): it renews the lease and runs what the cluster places here`
+              })
+              yield* Effect.logWarning(formatError(fenced))
+              const stopped = yield* Effect.either(backend.stop(name, `${options.stopTimeoutMs} millis`))
+              if (stopped._tag === "Right") return 0
+              yield* Effect.logError(`node ${node}: FENCING — ${formatError(stopped.left)}; retrying in ${pollMs} ms`)
+              return 1
+            }),
+          { concurrency: "unbounded" }
+        )
+        const incomplete = failures.some((f) => f > 0)
+        const found = running.length
         return { aborted: false, incomplete, found } satisfies RoundResult
       }).pipe(Effect.scoped, Effect.ensuring(setPhase("watching")))
 

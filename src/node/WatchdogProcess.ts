@@ -9,6 +9,11 @@
  * record when it ends. When the daemon started it, its output — the `BLX_FENCED` lines naming each
  * VM it stopped, why, and what to do next — is appended to `${dataDir}/fencing/watchdog.log`.
  *
+ * Its output never holds it up: the log is a file in the data directory, on the very disk whose stall
+ * the watchdog must outlive, so lines are written off the event loop (`lineWriter`), never with the
+ * synchronous write `console.log` makes to a file — one such write, hung, would stop the fencing. The
+ * backend writes the VMs' logs (in their state directories, usually on the same disk) the same way.
+ *
  * It loads neither the database nor the daemon's Raft and HTTP stack, only the backend layer of the
  * node's kind (and of the platform only what that needs); about 65 MB resident, most of it Node.js
  * and the CLI. The runners it stops are adopted from their pid files for one round only, and
@@ -16,13 +21,14 @@
  */
 import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { Clock, Duration, Effect, Layer, Option, Schema } from "effect"
+import { Clock, Duration, Effect, Layer, Logger, Option, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fencingPaths, isRunning, selfIdentity, writeJsonFile } from "../agent/internal/fencingFiles.js"
 import * as NodeLease from "../agent/NodeLease.js"
 import * as Watchdog from "../agent/Watchdog.js"
 import { formatError } from "../domain/Errors.js"
+import { lineWriter } from "../vm/internal/lineWriter.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import type { VmBackend } from "../vm/VmBackend.js"
@@ -40,6 +46,17 @@ const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
 }
 
 const encodeRecord = Schema.encodeSync(Watchdog.WatchdogRecord)
+
+/** The default logger's lines (logfmt), written to stdout by a `lineWriter`; what is still queued at the end gets up to a second. */
+const nonBlockingLog = Layer.unwrapScoped(
+  Effect.gen(function* () {
+    const writer = lineWriter()
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => writer.drained(() => resume(Effect.void))).pipe(Effect.timeout("1 second"), Effect.ignore)
+    )
+    return Logger.replace(Logger.defaultLogger, Logger.map(Logger.logfmtLogger, (line) => writer.line(1, line)))
+  })
+)
 
 export const run = (config: WatchdogConfig) =>
   Effect.scoped(
@@ -93,4 +110,4 @@ export const run = (config: WatchdogConfig) =>
       })
       if (end === "replaced") yield* Effect.logInfo(`node ${node}: ${files.watchdog} names another watchdog or is gone; this one exits`)
     })
-  ).pipe(Effect.annotateLogs("node", config.id))
+  ).pipe(Effect.annotateLogs("node", config.id), Effect.provide(nonBlockingLog))

@@ -19,6 +19,12 @@
  *
  * When the daemon runs under systemd, its unit must not kill the runners on restart
  * (`KillMode=process`); otherwise use systemd mode.
+ *
+ * The stop path (the fencing's) never waits on the state directory's disk before its signal, and
+ * never writes to it from the JavaScript thread: the VM's log lines go through a `lineWriter`, pid
+ * files are removed and `booted` is claimed asynchronously. On a stalled disk (usually the data
+ * directory's too) a synchronous write there would hang the whole process — the fencing watchdog
+ * stopping one VM would then stop no other.
  */
 import type { CommandExecutor } from "@effect/platform"
 import type { Scope } from "effect"
@@ -32,14 +38,15 @@ import { bootId, isAlive, readCmdline, readEnviron, readStat } from "./internal/
 import { runCommand, showCommand } from "./internal/runCommand.js"
 import { removeGcRoots } from "./internal/gcRoots.js"
 import { scanStateDir } from "./internal/ownership.js"
+import { lineWriter } from "./internal/lineWriter.js"
 import {
-  appendLog,
   claimLink,
   isExecutable,
   openAppend,
   type PidRecord,
   readLink,
   readPidRecord,
+  removeFile,
   replaceSymlink,
   unclaimLink,
   vmPaths,
@@ -124,6 +131,13 @@ export const make = (
     const events = yield* PubSub.unbounded<RunnerExit>()
     const supervised = new Map<string, Supervised>() // key: `${kind}/${name}`
     const exits = new Map<VmName, ExitInfo & { readonly at: number }>()
+    /** Pid files being removed (key as `supervised`): a new pid file is written once they are, lest a removal take it. */
+    const removing = new Map<string, Promise<void>>()
+    const writer = lineWriter()
+    // What is still queued for the logs gets up to a second when the backend is released.
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => writer.drained(() => resume(Effect.void))).pipe(Effect.timeout("1 second"), Effect.ignore)
+    )
     const locks = new Map<VmName, Effect.Semaphore>()
     const adoptedPoll = settings.adoptedPollInterval ?? Duration.seconds(1)
     const killWait = settings.killWait ?? Duration.seconds(10)
@@ -144,21 +158,35 @@ export const make = (
         return lock.withPermits(1)(effect)
       })
 
+    /** Queues a line for the VM's log; never waits for it to be written. */
     const log = (name: VmName, text: string) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        Effect.sync(() => appendLog(paths(name).log, `# blixard ${new Date(now).toISOString()}: ${text}\n`))
+        Effect.sync(() => writer.line(paths(name).log, `# blixard ${new Date(now).toISOString()}: ${text}`))
       )
+
+    /** Removes the pid file of `kind` for `name` if `remove`, given its record when its turn comes, says so; waits for it. */
+    const removePidFile = (name: VmName, kind: ProcessKind, remove: (record: PidRecord | undefined) => boolean) =>
+      Effect.promise(() => {
+        const k = key(kind, name)
+        const pidFile = paths(name).pidFile(kind)
+        const done = (removing.get(k) ?? Promise.resolve()).then(() =>
+          remove(readPidRecord(pidFile)) ? removeFile(pidFile) : undefined
+        )
+        removing.set(k, done)
+        return done.finally(() => {
+          if (removing.get(k) === done) removing.delete(k)
+        })
+      })
+
+    /** Waits until the pid file of `kind` for `name` is not being removed. */
+    const removed = (name: VmName, kind: ProcessKind) => Effect.promise(() => removing.get(key(kind, name)) ?? Promise.resolve())
 
     /** Called once per supervised process when it is gone. */
     const onExit = (s: Supervised, info: ExitInfo) =>
       Effect.gen(function* () {
         const k = key(s.kind, s.name)
         if (supervised.get(k) === s) supervised.delete(k)
-        const pidFile = paths(s.name).pidFile(s.kind)
-        const record = readPidRecord(pidFile)
-        if (record !== undefined && record.pid === s.pid && record.startTime === s.startTime) {
-          fs.rmSync(pidFile, { force: true })
-        }
+        yield* removePidFile(s.name, s.kind, (record) => record !== undefined && record.pid === s.pid && record.startTime === s.startTime)
         if (s.stopping) return
         const at = yield* Clock.currentTimeMillis
         if (s.kind === "vm") exits.set(s.name, { ...info, at })
@@ -194,7 +222,7 @@ export const make = (
       Effect.gen(function* () {
         const exited = yield* Deferred.make<ExitInfo>()
         // Check and register in one synchronous step, so two observers cannot both adopt.
-        const found = yield* Effect.sync((): { readonly s: Supervised; readonly adoptedNow: boolean } | undefined => {
+        const found = yield* Effect.sync((): { readonly s: Supervised; readonly adoptedNow: boolean } | "stale" | undefined => {
           const known = supervised.get(key(kind, name))
           // Exited, its watcher not yet run: gone (the watcher still reports the exit).
           if (known !== undefined && known.gone) return undefined
@@ -202,10 +230,7 @@ export const make = (
           const pidFile = paths(name).pidFile(kind)
           const record = readPidRecord(pidFile)
           if (record === undefined) return undefined
-          if (!validRecord(name, kind, record)) {
-            fs.rmSync(pidFile, { force: true })
-            return undefined
-          }
+          if (!validRecord(name, kind, record)) return "stale"
           const s: Supervised = {
             name,
             kind,
@@ -220,6 +245,11 @@ export const make = (
           supervised.set(key(kind, name), s)
           return { s, adoptedNow: true }
         })
+        if (found === "stale") {
+          // Removed unless it names a live runner of this VM by then (a start raced this read).
+          yield* removePidFile(name, kind, (record) => record === undefined || !validRecord(name, kind, record))
+          return undefined
+        }
         if (found === undefined) return undefined
         if (found.adoptedNow) {
           yield* watch(found.s)
@@ -271,6 +301,7 @@ export const make = (
         child.unref()
         supervised.set(key(kind, name), s)
         const record: PidRecord = { vm: name, process: kind, pid, startTime, bootId: bootId(), startedAt: since }
+        yield* removed(name, kind)
         yield* Effect.try({
           try: () => writeFileAtomic(p.pidFile(kind), `${JSON.stringify(record)}\n`),
           catch: (e) => failed(name, `VM "${name}": started pid ${pid} but could not write ${p.pidFile(kind)}${onNode}: ${describe(e)}`)
@@ -300,7 +331,7 @@ export const make = (
         args: [],
         cwd: paths(name).dir,
         env: { [VmEnvironmentVariable]: name },
-        onLine: (line) => Effect.sync(() => appendLog(paths(name).log, `${line}\n`))
+        onLine: (line) => Effect.sync(() => writer.line(paths(name).log, line))
       }).pipe(
         Effect.provide(executor),
         Effect.timeoutFail({
@@ -328,9 +359,13 @@ export const make = (
         s.stopping = true
         const what = s.kind === "vm" ? "runner" : "virtiofsd"
         const gracefully = Option.match(gentle, {
-          onNone: () => Effect.sync(() => signalGroup(s, "SIGTERM")),
+          // Signalled first, logged second: the log may be on a stalled disk (it is written off the
+          // event loop anyway, but nothing on the way to the signal touches that disk).
+          onNone: () =>
+            Effect.zipRight(Effect.sync(() => signalGroup(s, "SIGTERM")), log(s.name, `stopping the ${what} (pid ${s.pid}): SIGTERM`)),
           onSome: (script) =>
-            runScript(s.name, script, timeout).pipe(
+            log(s.name, `stopping the ${what} (pid ${s.pid}): ${script}`).pipe(
+              Effect.zipRight(runScript(s.name, script, timeout)),
               Effect.catchAll((e) =>
                 Effect.zipRight(
                   log(s.name, `${e.message}; sending SIGTERM instead`),
@@ -452,7 +487,6 @@ export const make = (
           const vm = yield* observe(name, "vm")
           if (vm !== undefined) {
             const shutdown = bin("microvm-shutdown")
-            yield* log(name, `stopping the runner (pid ${vm.pid})`)
             yield* terminate(vm, timeout, Option.fromNullable(shutdown !== undefined && isExecutable(shutdown) ? shutdown : undefined))
           }
           const virtiofsd = yield* observe(name, "virtiofsd")
@@ -461,14 +495,16 @@ export const make = (
           // stop this VM at the same time (the agent fencing and the node's fencing watchdog, see
           // agent/Watchdog.ts) only one runs tap-down. A failed teardown puts the link back, so the
           // next stop retries it.
-          const claimed = claimLink(p.booted)
+          const claimed = yield* Effect.promise(() => claimLink(p.booted))
           if (claimed !== undefined) {
             yield* Effect.forEach(teardownScripts, (teardown) => {
               const script = bin(teardown)
               return script !== undefined && isExecutable(script) ? runScript(name, script, scriptTimeout) : Effect.void
-            }).pipe(Effect.tapError(() => Effect.sync(() => unclaimLink(claimed, p.booted))))
-            fs.rmSync(claimed, { force: true })
+            }).pipe(Effect.tapError(() => Effect.promise(() => unclaimLink(claimed, p.booted))))
+            yield* Effect.promise(() => removeFile(claimed))
           }
+          // Its pid file is gone once stop returns (the exit's watcher may not have run yet).
+          if (vm !== undefined) yield* removePidFile(name, "vm", (record) => record?.pid === vm.pid && record.startTime === vm.startTime)
           exits.delete(name)
         })
       )

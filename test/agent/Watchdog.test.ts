@@ -91,7 +91,7 @@ describe("Watchdog: the loop", () => {
       }
     }))
 
-  it.scoped("a lease renewed as a fence round begins stops nothing; renewed between two stops, the rest is left to the daemon", () =>
+  it.scoped("a lease renewed as a fence round begins, or while it lists the runners, stops nothing", () =>
     Effect.gen(function* () {
       // 1. Renewed right after the watchdog published `fencing`: it re-reads the lease and stops nothing.
       const hv = yield* hostWithVms
@@ -104,23 +104,44 @@ describe("Watchdog: the loop", () => {
       expect(fence.published).toEqual(["fencing", "watching"])
       expect(hv.runningVms()).toEqual([db, web])
 
-      // 2. Renewed once the first VM (db) is stopped: web is left running.
+      // 2. Renewed while the round lists the runners (after its first look at the lease): the VMs are
+      // left to the daemon. (Once the stops are issued they all go at once, see below.)
       const hv2 = yield* hostWithVms
       const fence2 = new MemoryFence(self)
       const start = yield* now
       yield* fence2.hostFence.renew(start + FencingMs)
-      const renewingAfterStop = Layer.scoped(
+      const renewingWhileListing = Layer.scoped(
         VmBackend,
         Effect.map(hv2.makeBackend, (backend) => ({
           ...backend,
-          stop: (name: typeof web, timeout: Parameters<typeof backend.stop>[1]) =>
-            backend.stop(name, timeout).pipe(Effect.zipRight(Effect.flatMap(now, (t) => fence2.hostFence.renew(t + FencingMs))))
+          list: backend.list.pipe(Effect.tap(() => Effect.flatMap(now, (t) => fence2.hostFence.renew(t + FencingMs))))
         }))
       )
-      yield* Effect.forkScoped(Watchdog.run({ ...fence2.watchdog(hv2), backend: renewingAfterStop }))
+      yield* Effect.forkScoped(Watchdog.run({ ...fence2.watchdog(hv2), backend: renewingWhileListing }))
       yield* until(start + FencingMs + 1)
-      expect(hv2.runningVms()).toEqual([web])
+      expect(hv2.runningVms()).toEqual([db, web])
       expect(fence2.phase).toBe("watching")
+    }))
+
+  it.scoped("a stop that hangs after its VM stopped (its cleanup on a stalled disk) does not hold up the other VMs' stops", () =>
+    Effect.gen(function* () {
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      yield* fence.hostFence.renew(FencingMs)
+      // db (listed first) stops, then its stop never returns, as a write to a stalled disk does not.
+      const hanging = Layer.scoped(
+        VmBackend,
+        Effect.map(hv.makeBackend, (backend) => ({
+          ...backend,
+          stop: (name: typeof web, timeout: Parameters<typeof backend.stop>[1]) =>
+            name === db ? Effect.zipRight(backend.stop(name, timeout), Effect.never) : backend.stop(name, timeout)
+        }))
+      )
+      yield* Effect.forkScoped(Watchdog.run({ ...fence.watchdog(hv), backend: hanging }))
+      yield* until(FencingMs + 1)
+      expect(hv.runningVms()).toEqual([])
+      // The round waits for its stops: it is still fencing, so a daemon back in contact starts nothing yet.
+      expect(fence.phase).toBe("fencing")
     }))
 
   it.scoped("a record write that hangs (the data directory's disk stalled) does not hold up the stops: every VM is stopped within publishWaitMs of the deadline", () =>

@@ -3,18 +3,25 @@
  * SIGSTOPped, or is killed with kill -9 — for longer than nodeDownMs, while six VMs run on fixture
  * runners across three real `blixard node` processes. A sampler scans /proc every 100 ms for the
  * runners (the processes whose environment names a VM, `BLIXARD_VM=NAME`, and whose working
- * directory is a VM state directory of one of the nodes): no sample may find a VM on two nodes, and
- * once the fault ends every VM runs again, exactly once, where the cluster says it runs.
+ * directory is a VM state directory of one of the nodes): no sample may find a VM on two nodes, the
+ * faulty node's runners stop, and once the fault ends every VM runs again, exactly once, where the
+ * cluster says it runs.
  *
- * The disk stall leaves the daemon's code unchanged: every node runs with an LD_PRELOAD library
- * (`test/fixtures/stall-fsync.c`, compiled here with `cc`; without a C compiler that test is
- * skipped, saying so) that holds fsync, fdatasync, syncfs and sync_file_range on descriptors under
- * that node's data directory while the node's trigger file exists. The stalled node's SQLite flushes
- * (its Raft writes) hang; its reads, writes, network and every other path go on. What else that
- * reaches: the fencing watchdog the daemon starts inherits the library, but it flushes nothing (its
- * lease and record files are not fsynced), and runners start with a clean environment (no
- * LD_PRELOAD). So the node must fence through its own agent (its Raft loop, stuck in the save,
- * proves no contact) and through the watchdog, whose lease the agent stops renewing.
+ * The disk stalls leave the daemon's code unchanged: every node runs with an LD_PRELOAD library
+ * (`test/fixtures/stall-fsync.c`, compiled here with `cc`; without a C compiler those tests are
+ * skipped, saying so) that holds calls on files under that node's data directory while the node's
+ * trigger files exist, in two depths:
+ *
+ * - Flushes only (fsync, fdatasync, …): the node's SQLite flushes (its Raft writes) hang; its reads,
+ *   writes, network and every other path go on. The fencing watchdog the daemon starts inherits the
+ *   library, but flushes nothing (its lease and record files are not fsynced), and runners start with
+ *   a clean environment (no LD_PRELOAD). So the node must fence through its own agent (its Raft loop,
+ *   stuck in the save, proves no contact) and through the watchdog, whose lease the agent stops
+ *   renewing.
+ * - Every write too (writes, renames, opens to write, …), as on a volume whose journal hangs: the
+ *   daemon's SQLite writes run on its one JavaScript thread, so the daemon stops altogether, and the
+ *   lease cannot be renewed; the watchdog's own writes (its record, its log) hang as well. Only the
+ *   watchdog can stop the runners, and it must, without any write completing.
  */
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -74,17 +81,20 @@ afterEach(async () => {
   for (const r of runnersOf(c.dir)) killGroup(r.pid)
 })
 
-type Fault = "disk stall" | "SIGSTOP" | "kill -9"
+type Fault = "disk stall" | "disk stall, writes too" | "SIGSTOP" | "kill -9"
 
 /** The leader's fault: starts it, and returns how to end it. */
 const inflict = async (c: Cluster, leader: BlixardNode, fault: Fault): Promise<() => void> => {
   switch (fault) {
-    case "disk stall": {
-      const trigger = leader.env.STALL_FSYNC_TRIGGER!
-      fs.writeFileSync(trigger, "")
-      // A write makes the leader's Raft loop save (and wait on the flush); idle, it flushes nothing.
+    case "disk stall":
+    case "disk stall, writes too": {
+      const triggers = [leader.env.STALL_FSYNC_TRIGGER!, ...(fault === "disk stall" ? [] : [leader.env.STALL_WRITE_TRIGGER!])]
+      for (const trigger of triggers) fs.writeFileSync(trigger, "")
+      // A write makes the leader's Raft loop save (and wait on the disk); idle, it may write nothing.
       void cli(leader.addr, ["vm", "create", "--name", "during-stall", "--runner", c.runnerFixture("during-stall")], 30_000)
-      return () => fs.rmSync(trigger, { force: true })
+      return () => {
+        for (const trigger of triggers) fs.rmSync(trigger, { force: true })
+      }
     }
     case "SIGSTOP":
       leader.child!.kill("SIGSTOP")
@@ -102,15 +112,24 @@ const scenario = async (fault: Fault) => {
   // Room for all six VMs on the two nodes left (a node's default capacity is this host's cores less one).
   const capacity = { vcpus: 8, memoryMiB: 8192 }
   fs.writeFileSync(config, JSON.stringify({ capacity, timeouts: { tickMs: TickMs, fencingMs: FencingMs, nodeDownMs: NodeDownMs } }))
-  const staller = fault === "disk stall" ? buildStaller(c.dir) : {}
-  if (fault === "disk stall" && staller.library === undefined) throw new Error(staller.why)
+  const stalls = fault === "disk stall" || fault === "disk stall, writes too"
+  const staller = stalls ? buildStaller(c.dir) : {}
+  if (stalls && staller.library === undefined) throw new Error(staller.why)
   const setup = (node: BlixardNode) => {
     node.args = ["--config", config]
     if (staller.library !== undefined) {
       node.env = {
         LD_PRELOAD: staller.library,
+        // The data directory only. On a host the VMs' state directory usually sits on the same
+        // volume; stalled as well, one run in twenty left two runners running past the lease (the
+        // watchdog wrote nothing, its log being on the stalled disk), so that case is not yet held
+        // here. Its parts are held by test/vm/ProcessBackend.test.ts (a stop signals while the VM's
+        // log cannot be written) and test/agent/Watchdog.test.ts (a hung stop holds no other).
         STALL_FSYNC_DIR: path.resolve(node.dataDir),
-        STALL_FSYNC_TRIGGER: path.join(c.dir, `stall-${node.id}`)
+        STALL_FSYNC_TRIGGER: path.join(c.dir, `stall-fsync-${node.id}`),
+        STALL_WRITE_TRIGGER: path.join(c.dir, `stall-write-${node.id}`),
+        // The library sees libc's calls only: none of libuv's file operations may go through io_uring.
+        UV_USE_IO_URING: "0"
       }
     }
   }
@@ -167,6 +186,8 @@ const scenario = async (fault: Fault) => {
       },
       60_000
     )
+    // Stopped by its own fencing (or its watchdog's), not merely outnumbered by the copies elsewhere.
+    await waitFor("the faulty node's runners to stop", async () => (runnersOf(c.dir).every((r) => r.node !== leaderId) ? true : undefined))
     await waitFor("the fault to have lasted FaultMs", async () => (Date.now() - faultAt >= FaultMs ? true : undefined), FaultMs + 1000)
     end()
     // Back: every VM runs again, once, where the cluster says (asked on a node that was not faulty).
@@ -183,7 +204,7 @@ const scenario = async (fault: Fault) => {
   }
   expect(watch.doubles).toEqual([])
   expect(watch.samples).toBeGreaterThan(FaultMs / 100 / 2)
-  return { c, leader }
+  return { c, leader, moved }
 }
 
 describe("a VM never runs on two nodes when the leader stalls (real processes, six VMs)", () => {
@@ -194,6 +215,24 @@ describe("a VM never runs on two nodes when the leader stalls (real processes, s
     )
     expect(leader.output).toContain("FENCING")
   })
+
+  it.skipIf(!hasCompiler)(
+    "its disk stops completing every write, the watchdog's too, for longer than nodeDownMs: the watchdog fences regardless, and every VM runs again",
+    async () => {
+      const { leader, moved } = await scenario("disk stall, writes too")
+      // The daemon was stuck in a write: the runners were stopped by the watchdog, whose log (in the
+      // stalled directory) is written once the disk is back.
+      const log = path.join(leader.dataDir, "fencing", "watchdog.log")
+      const fenced = await waitFor("the watchdog's log to name the VMs it stopped", async () => {
+        // logfmt escapes the quotes around a VM's name.
+        const text = fs.existsSync(log) ? fs.readFileSync(log, "utf8").replaceAll('\\"', '"') : ""
+        return moved.every((vm) => text.includes(`BLX_FENCED: VM "${vm}"`)) ? text : undefined
+      })
+      expect(fenced).toContain(`node ${leader.id}'s lease expired`)
+      // Its own record write hung, and it stopped them anyway.
+      expect(fenced).toContain(`node ${leader.id}: FENCING — the watchdog's record (phase "fencing") was not written within`)
+    }
+  )
 
   it("it is SIGSTOPped for longer than nodeDownMs, then continued", async () => {
     await scenario("SIGSTOP")

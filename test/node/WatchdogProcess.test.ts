@@ -8,12 +8,14 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Schedule, Scope } from "effect"
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fencingPaths } from "../../src/agent/internal/fencingFiles.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import type { WatchdogConfig } from "../../src/node/Config.js"
+import { lineWriter } from "../../src/vm/internal/lineWriter.js"
 import { make } from "../../src/vm/ProcessBackend.js"
 import { fakeSystemctl, killGroup, makeRunner, processAlive, scopedTempDir, sleeper, vmName, waitFor } from "../vm/fixtures.js"
 import { deadWriter, readRecord, startWatchdog, watchdogsOf, writeLease } from "./fencing.js"
@@ -133,5 +135,44 @@ describe("blixard node watchdog (real processes)", () => {
       const watchdog = yield* startWatchdog({ ...configIn(root), dataDir: "relative/dir", fencingMs: 5 })
       expect(yield* Deferred.await(watchdog.exited).pipe(Effect.timeout("20 seconds"))).toBe(2)
       expect(watchdog.output()).toMatch(/^BLX_INVALID_ARGUMENT: --data-dir "relative\/dir": must be an absolute path; --fencing-ms 5: /)
+    }))
+})
+
+describe("the watchdog's log writer (its output may sit on a stalled disk)", () => {
+  it.scopedLive("never blocks the event loop while a write hangs; the lines arrive in order, those beyond its bound counted", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog-log")
+      // A FIFO opened read-write: a blocking write end whose writes hang once its 64 KiB are full, as a
+      // write to a hung disk does, until this test reads.
+      const fifo = path.join(root, "log")
+      execFileSync("mkfifo", [fifo])
+      const fd = fs.openSync(fifo, "r+")
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.closeSync(fd)))
+      const writer = lineWriter(10)
+      const big = "x".repeat(100_000)
+      writer.line(fd, big) // more than the pipe holds: this write hangs
+      const queued = Array.from({ length: 15 }, (_, i) => `line ${i}`)
+      for (const text of queued) writer.line(fd, text)
+      // The event loop still turns (timers fire) while the write hangs on libuv's thread.
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
+      let drained = false
+      writer.drained(() => (drained = true))
+      expect(drained).toBe(false)
+      // Read without blocking: the writer's next write starts from this thread.
+      const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.closeSync(reader)))
+      let text = ""
+      const chunk = Buffer.alloc(65_536)
+      yield* waitFor("every line to arrive", () => {
+        try {
+          text += chunk.subarray(0, fs.readSync(reader, chunk)).toString()
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e
+        }
+        return text.endsWith("line 14\n")
+      })
+      // Ten lines waited at most: the five oldest were dropped, and the log says so.
+      expect(text).toBe(`${big}\n(5 log lines dropped here: the log file took no writes meanwhile)\n${queued.slice(5).join("\n")}\n`)
+      yield* waitFor("the writer to be drained", () => drained)
     }))
 })

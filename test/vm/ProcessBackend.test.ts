@@ -1,7 +1,7 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Option, Schema, Scope, Stream } from "effect"
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { NodeId } from "../../src/domain/NodeId.js"
@@ -143,6 +143,29 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       expect(yield* Fiber.join(next)).toMatchObject({ name: "crash", exitCode: 3 })
     }))
 
+  it.scopedLive("stop signals the runner while its log cannot be written (a stalled disk): no write holds the stop", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      yield* prepared(backend, s, "web", { run: sleeper })
+      const pid = yield* backend.start(vmName("web"))
+      pids.push(pid)
+      // The log becomes a FIFO without a reader: opening it to write hangs, as a write to a stalled
+      // disk does. A synchronous write on the stop path would hang this whole process here.
+      const log = path.join(s.stateDir, "web", "blixard.log")
+      fs.rmSync(log)
+      execFileSync("mkfifo", [log])
+      yield* Effect.addFinalizer(() =>
+        // A reader releases the open that hangs (on libuv's thread), so the test's process can end.
+        Effect.sync(() => fs.closeSync(fs.openSync(log, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)))
+      )
+      yield* backend.stop(vmName("web"), "10 seconds").pipe(Effect.timeout("20 seconds"))
+      expect(processAlive(pid)).toBe(false)
+      expect(fs.existsSync(path.join(s.stateDir, "web", "blixard.pid"))).toBe(false)
+    }))
+
   it.scopedLive("stop runs microvm-shutdown (from the state directory) and waits for the runner to exit", () =>
     Effect.gen(function* () {
       const s = setup()
@@ -201,9 +224,13 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       expect(exit).toMatchObject({ name: "crash", process: "vm", exitCode: 3, signal: undefined })
       const state = yield* backend.status(vmName("crash"))
       expect(state).toMatchObject({ _tag: "Exited", exitCode: 3 })
-      const log = fs.readFileSync(path.join(s.stateDir, "crash", "blixard.log"), "utf8")
+      // The backend's own lines reach the log off the event loop: shortly after the event.
+      const logFile = path.join(s.stateDir, "crash", "blixard.log")
+      const log = yield* waitFor("the exit to be logged", () => {
+        const text = fs.readFileSync(logFile, "utf8")
+        return text.includes("exit code 3") ? text : undefined
+      })
       expect(log).toContain("about to crash")
-      expect(log).toContain("exit code 3")
       // The restart policy's move: start again.
       pids.push(yield* backend.start(vmName("crash")))
       expect(yield* nextExit(events)).toMatchObject({ name: "crash", exitCode: 3 })

@@ -111,27 +111,26 @@ export const readPidRecord = (file: string): PidRecord | undefined => {
 /**
  * Takes `link` for this process by renaming it to a name of its own (one rename wins when several
  * processes try); answers that name, or undefined if the link was not there (or was taken first).
+ * Asynchronous (libuv's threads), as it runs on the stop path: a rename hung on a stalled disk must
+ * not stop the JavaScript thread.
  */
-export const claimLink = (link: string): string | undefined => {
+export const claimLink = (link: string): Promise<string | undefined> => {
   const claimed = `${link}.claimed-${process.pid}`
-  try {
-    fs.renameSync(link, claimed)
-    return claimed
-  } catch {
-    return undefined
-  }
+  return fs.promises.rename(link, claimed).then(
+    () => claimed,
+    () => undefined
+  )
 }
 
-/** Puts a claimed link back, unless `link` has been made again meanwhile (it is then kept). */
-export const unclaimLink = (claimed: string, link: string): void => {
-  try {
-    // link(2) does not follow a symbolic link and refuses to replace an existing `link`.
-    fs.linkSync(claimed, link)
-  } catch {
-    // made again meanwhile, or the directory is gone
-  }
-  fs.rmSync(claimed, { force: true })
+/** Puts a claimed link back, unless `link` has been made again meanwhile (it is then kept). Asynchronous, as `claimLink`. */
+export const unclaimLink = async (claimed: string, link: string): Promise<void> => {
+  // link(2) does not follow a symbolic link and refuses to replace an existing `link`.
+  await fs.promises.link(claimed, link).catch(() => undefined) // made again meanwhile, or the directory is gone
+  await removeFile(claimed)
 }
+
+/** Removes a file if it is there, off the JavaScript thread; never fails (what is left is harmless). */
+export const removeFile = (file: string): Promise<void> => fs.promises.rm(file, { force: true }).catch(() => undefined)
 
 /** Opens a file to append to, never through a symbolic link (see `writeFileAtomic`). */
 export const openAppend = (file: string): number =>
