@@ -290,6 +290,7 @@ in
         labels = { };
         timeouts = defaultTimeouts;
         logLevel = "info";
+        logFormat = "text";
       };
       assertions = [ ];
       schemaAccepts = true;
