@@ -32,13 +32,16 @@ export const benchTokenFile = (dir: string): string => {
   return file
 }
 
-/** One request through Node's HTTP client; `options.token: false` sends it without the benchmarks' token. */
+/**
+ * One request through Node's HTTP client; `options.token: false` sends it without the benchmarks'
+ * token, `options.bearer` with another credential (a node's) instead.
+ */
 export const request = (
   port: number,
   method: string,
   pathname: string,
   body?: unknown,
-  options: { readonly timeoutMs?: number; readonly token?: boolean } = {}
+  options: { readonly timeoutMs?: number; readonly token?: boolean; readonly bearer?: string } = {}
 ): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body)
@@ -50,7 +53,7 @@ export const request = (
         path: pathname,
         agent,
         headers: {
-          ...(options.token === false ? {} : { authorization: `Bearer ${benchToken}` }),
+          ...(options.token === false ? {} : { authorization: `Bearer ${options.bearer ?? benchToken}` }),
           ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {})
         }
       },

@@ -312,13 +312,17 @@ const measure = async (system: System, seconds: number, failovers: number): Prom
   }
 }
 
-const run = async (name: "etcd" | "blixard", seconds: number, failovers: number): Promise<Measured> => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `blixard-bench-compare-${name}-`))
+/**
+ * Three members of `name` in a new temporary directory, handed to `use`; afterwards every member and
+ * its companion processes (Blixard's watchdogs) are killed and the directory removed.
+ */
+export const withSystem = async <A>(name: "etcd" | "blixard", bench: string, use: (system: System) => Promise<A>): Promise<A> => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `blixard-bench-${bench}-${name}-`))
   const members: Array<Member> = []
   for (const id of [1, 2, 3]) members.push({ id, port: await freePort(), peerPort: await freePort(), dataDir: path.join(dir, `m${id}`), child: undefined })
   const system = name === "etcd" ? etcdSystem(dir, members) : blixardSystem(dir, members)
   try {
-    return await measure(system, seconds, failovers)
+    return await use(system)
   } finally {
     for (const m of members) {
       const extra = system.companions(m)
@@ -334,6 +338,9 @@ const run = async (name: "etcd" | "blixard", seconds: number, failovers: number)
     fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
   }
 }
+
+const run = (name: "etcd" | "blixard", seconds: number, failovers: number): Promise<Measured> =>
+  withSystem(name, "compare", (system) => measure(system, seconds, failovers))
 
 const ratio = (a: number, b: number) => (b === 0 ? null : Number((a / b).toFixed(2)))
 

@@ -10,12 +10,9 @@
  * Per member, and the ratio to etcd's members in the same run (targets: CPU ≤ 1.5×, RSS ≤ 2×).
  * `BENCH_IDLE_SYSTEMS=blixard` skips etcd (to compare two Blixard builds quickly).
  */
-import * as fs from "node:fs"
 import * as os from "node:os"
-import * as path from "node:path"
-import { freePort } from "../src/node/FreePort.js"
 import { cpuMs, leaderOf } from "./cluster.js"
-import { blixardSystem, etcdSystem, formed, type Member, rssMb, type System } from "./compare.js"
+import { formed, rssMb, type System, withSystem } from "./compare.js"
 import { spawnSync } from "node:child_process"
 
 interface MemberIdle {
@@ -58,28 +55,8 @@ const measureIdle = async (system: System, settleSeconds: number, seconds: numbe
   }
 }
 
-const run = async (name: "etcd" | "blixard", settleSeconds: number, seconds: number): Promise<SystemIdle> => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `blixard-bench-idle-${name}-`))
-  const members: Array<Member> = []
-  for (const id of [1, 2, 3]) members.push({ id, port: await freePort(), peerPort: await freePort(), dataDir: path.join(dir, `m${id}`), child: undefined })
-  const system = name === "etcd" ? etcdSystem(dir, members) : blixardSystem(dir, members)
-  try {
-    return await measureIdle(system, settleSeconds, seconds)
-  } finally {
-    for (const m of members) {
-      const extra = system.companions(m)
-      m.child?.kill("SIGKILL")
-      for (const pid of extra) {
-        try {
-          process.kill(pid, "SIGKILL")
-        } catch {
-          // already gone
-        }
-      }
-    }
-    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
-  }
-}
+const run = (name: "etcd" | "blixard", settleSeconds: number, seconds: number): Promise<SystemIdle> =>
+  withSystem(name, "idle", (system) => measureIdle(system, settleSeconds, seconds))
 
 export const benchIdle = async (seconds = 30, settleSeconds = 15): Promise<ReadonlyArray<unknown>> => {
   const systems = (process.env.BENCH_IDLE_SYSTEMS ?? "etcd,blixard").split(",")

@@ -29,7 +29,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { nodeCredential } from "../src/api/Auth.js"
 import { freePort } from "../src/node/FreePort.js"
-import { Connection, benchTokenFile, bin, cpuMs, leaderOf, request, until } from "./cluster.js"
+import { agent, Connection, benchTokenFile, bin, cpuMs, leaderOf, request, until } from "./cluster.js"
+import { rssMb } from "./compare.js"
 
 interface Member {
   readonly id: number
@@ -47,45 +48,12 @@ interface Host {
 
 const secretText = "bench-scale-secret"
 
-const rssMb = (pid: number | undefined): number => {
-  if (pid === undefined) return 0
-  try {
-    return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024
-  } catch {
-    return 0
-  }
-}
-
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0
 const round = (x: number, digits = 1) => Number(x.toFixed(digits))
 
 /** One request with a node credential instead of the benchmarks' admin token. */
 const asNode = (port: number, credential: string, method: string, pathname: string, body?: unknown) =>
-  new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const data = body === undefined ? undefined : JSON.stringify(body)
-    const req = http.request(
-      {
-        host: "127.0.0.1",
-        port,
-        method,
-        path: pathname,
-        agent: hostAgent,
-        headers: {
-          authorization: `Bearer ${credential}`,
-          ...(data !== undefined ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {})
-        }
-      },
-      (res) => {
-        let text = ""
-        res.on("data", (c: Buffer) => (text += c.toString()))
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }))
-      }
-    )
-    req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${pathname}: no answer in 30 s`)))
-    req.on("error", reject)
-    req.end(data)
-  })
-const hostAgent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+  request(port, method, pathname, body, { bearer: credential, timeoutMs: 30_000 })
 
 /** Follows `GET /v1/events` and hands every VM event to `onEvent`; resolves to a stop function. */
 const followEvents = (port: number, token: string, onEvent: (event: { type: string; vm?: string; node?: number; to?: number; phase?: string }) => void) =>
@@ -339,7 +307,7 @@ export const benchScale = async (
     for (const t of timers) clearInterval(t)
     stopEvents()
     for (const m of members) m.child?.kill("SIGKILL")
-    hostAgent.destroy()
+    agent.destroy()
     fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
   }
 }

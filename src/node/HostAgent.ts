@@ -25,11 +25,11 @@ import type { BlixardError } from "../domain/Errors.js"
 import { formatError, Unavailable } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeId } from "../domain/NodeId.js"
-import { type HostPort, NodeInfo } from "../domain/NodeInfo.js"
+import type { HostPort } from "../domain/NodeInfo.js"
 import type { Resources } from "../domain/Resources.js"
 import type { VmRecord } from "../domain/VmStatus.js"
 import { VmBackend } from "../vm/VmBackend.js"
-import { foreignVmsOf } from "./Orchestration.js"
+import { foreignVmsOf, registration } from "./Orchestration.js"
 
 /** The errors that say "this server cannot answer now", after which the next one is asked. */
 const movesOn = (e: BlixardError): boolean => e._tag === "Unavailable" || e._tag === "Timeout" || e._tag === "NotLeader" || e._tag === "ProposalDropped"
@@ -169,15 +169,7 @@ export const start = (options: HostAgentOptions): Effect.Effect<Agent.Agent, nev
     const foreignVms = foreignVmsOf(node, backend, () => lastForeign)
     const register = Effect.gen(function* () {
       lastForeign = yield* foreignVms
-      const info = new NodeInfo({
-        id: node,
-        address: options.advertise,
-        capacity: options.capacity,
-        labels: options.labels,
-        state: "active",
-        health: "up",
-        ...(lastForeign.length > 0 ? { foreignVms: lastForeign } : {})
-      })
+      const info = registration(node, options, lastForeign)
       const key = JSON.stringify(info)
       if (key === registered) return
       const done = yield* Effect.either(servers.call((plane) => plane.registerNode(info)))

@@ -59,6 +59,22 @@ export interface OrchestrationOptions {
  * The names of the VM directories here that are not Blixard's (at most `MaxForeignVms`), which a
  * node's registration carries; logged when they change; `fallback()` when the backend cannot list them.
  */
+/** What a node (member or host) registers: its address, capacity, labels and foreign VM directories. */
+export const registration = (
+  node: NodeId,
+  offer: { readonly advertise: HostPort; readonly capacity: Resources; readonly labels: Labels },
+  foreign: ReadonlyArray<string>
+): NodeInfo =>
+  new NodeInfo({
+    id: node,
+    address: offer.advertise,
+    capacity: offer.capacity,
+    labels: offer.labels,
+    state: "active",
+    health: "up",
+    ...(foreign.length > 0 ? { foreignVms: foreign } : {})
+  })
+
 export const foreignVmsOf = (node: NodeId, backend: VmBackendShape, fallback: () => ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>> => {
   let seen = ""
   return Effect.gen(function* () {
@@ -96,16 +112,7 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
         JSON.stringify(mine.labels) === JSON.stringify(options.labels) &&
         JSON.stringify(mine.foreignVms ?? []) === JSON.stringify(foreign)
       if (!member || up || st.lead === 0) return
-      const info = new NodeInfo({
-        id: node,
-        address: options.advertise,
-        capacity: options.capacity,
-        labels: options.labels,
-        state: "active",
-        health: "up",
-        ...(foreign.length > 0 ? { foreignVms: foreign } : {})
-      })
-      yield* Effect.ignore(controlPlane.registerNode(info))
+      yield* Effect.ignore(controlPlane.registerNode(registration(node, options, foreign)))
     })
     yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
 
