@@ -15,7 +15,7 @@ import { CreatedJoinToken, JoinTokenHash, JoinTokenId, JoinTokenInfo, JoinTokenT
 import { Labels } from "../domain/Labels.js"
 import { NodeListParams, VmListParams } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
-import { HostHeartbeat, HostPort, NodeInfo } from "../domain/NodeInfo.js"
+import { HostBeat, HostHeartbeat, HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import { VmName } from "../domain/VmName.js"
 import { CreateStart, VmChanges, VmSpecBody } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
@@ -104,6 +104,13 @@ export class VmsApi extends HttpApiGroup.make("vms")
   .add(HttpApiEndpoint.put("setLabels")`/v1/vms/${name}/labels`.setPayload(LabelsBody).setHeaders(WriteHeaders).addSuccess(VmRecord).annotate(EndpointAccess, "operate"))
   .middleware(Authorization) {}
 
+/** A host's heartbeat body; hosts of older versions send none (the server reads it as `null`). */
+const HeartbeatBody = Schema.transform(Schema.NullOr(HostBeat), Schema.typeSchema(HostBeat), {
+  strict: true,
+  decode: (beat) => beat ?? {},
+  encode: (beat) => beat
+}).annotations(strict('{ "incarnation": "6f1c2a9e-1b7d-4c55-9a0e-2d4f8b3c1e70", "fencingMs": 3000 }'))
+
 export class NodesApi extends HttpApiGroup.make("nodes")
   .add(HttpApiEndpoint.get("list", "/v1/nodes").setUrlParams(NodeListParams).addSuccess(Schema.Array(NodeInfo)).annotate(EndpointAccess, "read"))
   .add(HttpApiEndpoint.post("cordon")`/v1/nodes/${nodeId}/cordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))
@@ -112,7 +119,7 @@ export class NodesApi extends HttpApiGroup.make("nodes")
   /** A node announces (or refreshes) its address, capacity and labels; the body's id must match the path. */
   .add(HttpApiEndpoint.put("register")`/v1/nodes/${nodeId}`.setPayload(NodeInfo).addSuccess(NodeInfo).annotate(EndpointAccess, "node"))
   /** A registered host that is not a Raft member is alive; the leader answers after confirming its leadership. */
-  .add(HttpApiEndpoint.post("heartbeat")`/v1/nodes/${nodeId}/heartbeat`.addSuccess(HostHeartbeat).annotate(EndpointAccess, "node"))
+  .add(HttpApiEndpoint.post("heartbeat")`/v1/nodes/${nodeId}/heartbeat`.setPayload(HeartbeatBody).addSuccess(HostHeartbeat).annotate(EndpointAccess, "node"))
   .middleware(Authorization) {}
 
 export class ClusterApi extends HttpApiGroup.make("cluster")
@@ -215,6 +222,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .addError(E.VmExists, { status: 409 })
   .addError(E.Conflict, { status: 409 })
   .addError(E.MemberAmnesia, { status: 409 })
+  .addError(E.NodeIdInUse, { status: 409 })
   .addError(E.Unschedulable, { status: 409 })
   .addError(E.NotLeader, { status: 503 })
   .addError(E.Unavailable, { status: 503 })
@@ -228,6 +236,4 @@ export class BlixardApi extends HttpApi.make("blixard")
   .addError(E.TlsUntrusted, { status: 502 })
   .addError(E.InvariantViolated, { status: 500 })
   .addError(E.WrongDataDir, { status: 500 })
-  .addError(E.ConfigInvalid, { status: 500 })
-  .addError(E.InvariantViolated, { status: 500 })
-  .addError(E.WrongDataDir, { status: 500 }) {}
+  .addError(E.ConfigInvalid, { status: 500 }) {}

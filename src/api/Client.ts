@@ -18,7 +18,7 @@ import { BlixardError, InvalidArgument, Timeout, TlsUntrusted, Unavailable } fro
 import type { Labels } from "../domain/Labels.js"
 import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
-import type { HostHeartbeat, HostPort, NodeInfo } from "../domain/NodeInfo.js"
+import type { HostBeat, HostHeartbeat, HostPort, NodeInfo } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import { startOf, type VmChanges, type VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
@@ -102,7 +102,7 @@ export interface ApiClientShape {
   readonly uncordon: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly drain: (id: NodeId, options?: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   readonly registerNode: (info: NodeInfo) => Effect.Effect<NodeInfo, BlixardError>
-  readonly heartbeat: (id: NodeId) => Effect.Effect<HostHeartbeat, BlixardError>
+  readonly heartbeat: (id: NodeId, beat: HostBeat) => Effect.Effect<HostHeartbeat, BlixardError>
   readonly reportVmStatus: (name: VmName, node: NodeId, status: VmStatus) => Effect.Effect<void, BlixardError>
   readonly clusterStatus: () => Effect.Effect<ClusterStatus, BlixardError>
   readonly join: (id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
@@ -321,7 +321,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       drain: (id, write) => call(api.nodes.drain({ path: { id }, headers: headersOf(write) })),
       reportVmStatus: (name, node, status) => call(api.vms.reportStatus({ path: { name }, payload: { node, status } })),
       registerNode: (info) => call(api.nodes.register({ path: { id: info.id }, payload: info })),
-      heartbeat: (id) => call(api.nodes.heartbeat({ path: { id } })),
+      heartbeat: (id, beat) => call(api.nodes.heartbeat({ path: { id }, payload: beat })),
       clusterStatus: () => call(api.cluster.status()),
       join: (id, address) => call(api.cluster.join({ payload: { id, address } })),
       leave: (id) => call(api.cluster.leave({ path: { id } })),

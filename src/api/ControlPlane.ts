@@ -11,7 +11,7 @@ import type { BlixardError } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
 import type { NodeId } from "../domain/NodeId.js"
-import type { HostHeartbeat, HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
+import type { HostBeat, HostHeartbeat, HostPort, NodeInfo, Schedulability } from "../domain/NodeInfo.js"
 import type { VmName } from "../domain/VmName.js"
 import type { VmChanges, VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
@@ -62,7 +62,8 @@ export interface ControlPlaneShape {
    * A registered host that is not a Raft member proves it is alive (and learns it may keep its VMs
    * running): answered by the leader after a ReadIndex round (`node/HostContact.ts`).
    */
-  readonly heartbeat: (node: NodeId) => Effect.Effect<HostHeartbeat, BlixardError>
+  /** A host is alive; `beat` says which incarnation and its fencing timeout (absent from older hosts). */
+  readonly heartbeat: (node: NodeId, beat: HostBeat) => Effect.Effect<HostHeartbeat, BlixardError>
   readonly clusterStatus: Effect.Effect<ClusterStatus, BlixardError>
   readonly join: (id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
   readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>

@@ -114,7 +114,7 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     cordon: ({ headers, path }) => plane.setNodeState(path.id, "cordoned", writeOptions(headers)),
     uncordon: ({ headers, path }) => plane.setNodeState(path.id, "active", writeOptions(headers)),
     drain: ({ headers, path }) => plane.setNodeState(path.id, "draining", writeOptions(headers)),
-    heartbeat: ({ path }) => plane.heartbeat(path.id),
+    heartbeat: ({ path, payload }) => plane.heartbeat(path.id, payload),
     register: ({ path, payload }) =>
       payload.id === path.id
         ? plane.registerNode(payload)

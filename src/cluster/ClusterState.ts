@@ -25,6 +25,7 @@ import {
   JoinTokenExpired,
   JoinTokenInvalid,
   JoinTokenUsed,
+  NodeIdInUse,
   NodeNotFound,
   TokenNotFound,
   VmExists,
@@ -38,6 +39,20 @@ import { NodeInfo } from "../domain/NodeInfo.js"
 import { ConfigSource, VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { Ledger, place, shortfall } from "./Scheduler.js"
+
+/**
+ * Why `incarnation` may not register or heartbeat as `node` now: another incarnation holds the id
+ * and the node is not down. (A host whose data directory was replaced waits until its old
+ * incarnation is marked down, `nodeDownMs` after it went silent: by then its VMs run elsewhere.) The
+ * leader's checks before proposing and answering, and every replica's apply, decide with this.
+ */
+export const hostIdInUse = (node: NodeInfo | undefined, incarnation: string | undefined): NodeIdInUse | undefined =>
+  node === undefined || node.incarnation === undefined || incarnation === undefined || node.incarnation === incarnation || node.health === "down"
+    ? undefined
+    : new NodeIdInUse({
+        subject: String(node.id),
+        message: `node id ${node.id} is held by another host (data directory incarnation ${node.incarnation}, not this one's ${incarnation}) and the cluster still hears from it; give this host its own --id, or, if it replaces that host, stop the old one: it is accepted once node ${node.id} is marked down`
+      })
 
 /** What applying a command produced: the VM, node, API token or join token it touched, or why it was refused. */
 export type ApplyResult = Either.Either<
@@ -318,8 +333,15 @@ export class ClusterState {
       }
       case "RegisterNode": {
         const existing = this.nodes.get(command.info.id)
-        // Registration refreshes address, capacity and labels; a cordon or drain outlives restarts.
-        const info = new NodeInfo({ ...command.info, state: existing?.state ?? command.info.state, health: "up" }, trusted)
+        const inUse = hostIdInUse(existing, command.info.incarnation)
+        if (inUse !== undefined) return Either.left(inUse)
+        // Registration refreshes address, capacity and labels; a cordon or drain outlives restarts,
+        // and so does a host's incarnation when a host of an older version (none) registers.
+        const incarnation = command.info.incarnation ?? existing?.incarnation
+        const info = new NodeInfo(
+          { ...command.info, ...(incarnation !== undefined ? { incarnation } : {}), state: existing?.state ?? command.info.state, health: "up" },
+          trusted
+        )
         this.nodes.set(info.id, info)
         this.placePending(now)
         return Either.right({ node: info })

@@ -87,6 +87,13 @@ export class WrongDataDir extends Schema.TaggedError<WrongDataDir>()("WrongDataD
  */
 export class MemberAmnesia extends Schema.TaggedError<MemberAmnesia>()("MemberAmnesia", fields("BLX_MEMBER_AMNESIA")) {}
 
+/**
+ * A host (a node that is not a Raft member) registered or heartbeated under an id that another
+ * host's data directory (another incarnation) holds while the cluster still hears from it: two
+ * processes under one id would both run that node's VMs.
+ */
+export class NodeIdInUse extends Schema.TaggedError<NodeIdInUse>()("NodeIdInUse", fields("BLX_NODE_ID_IN_USE")) {}
+
 /** The storage could not be read or written (permissions, disk full, …). */
 export class StorageIo extends Schema.TaggedError<StorageIo>()("StorageIo", fields("BLX_STORAGE_IO")) {}
 
@@ -200,6 +207,7 @@ export const BlixardError = Schema.Union(
   StorageIo,
   WrongDataDir,
   MemberAmnesia,
+  NodeIdInUse,
   Unschedulable,
   BackendFailed,
   InvariantViolated,

@@ -33,6 +33,14 @@ export type NodeHealth = typeof NodeHealth.Type
 /** A directory name in a node's VM state directory (any file name, not necessarily a VM name). */
 export const ForeignVmName = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(255))
 
+/**
+ * The identity of a host's data directory, made at its first start (`DATA-DIR/host-incarnation`): a
+ * restart keeps it, a second process under the same id with another data directory has another.
+ */
+export const HostIncarnation = Schema.String.pipe(
+  Schema.pattern(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, { message: () => "a host incarnation is a UUID (8-4-4-4-12 lowercase hex digits)" })
+)
+
 /** At most this many foreign VM directories are reported per node (the rest are in the node's log). */
 export const MaxForeignVms = 256
 
@@ -49,8 +57,25 @@ export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
    * absent when there are none. (Exact optional, no default: records stay encode-transparent, see
    * `Json.ts`.)
    */
-  foreignVms: Schema.optionalWith(Schema.Array(ForeignVmName).pipe(Schema.maxItems(MaxForeignVms)), { exact: true })
+  foreignVms: Schema.optionalWith(Schema.Array(ForeignVmName).pipe(Schema.maxItems(MaxForeignVms)), { exact: true }),
+  /**
+   * A host's incarnation (`HostIncarnation`): while the node is up, registrations and heartbeats of
+   * another one are refused (`BLX_NODE_ID_IN_USE`). Absent for members (Raft keeps their identity) and
+   * hosts of older versions.
+   */
+  incarnation: Schema.optionalWith(HostIncarnation, { exact: true })
 }) {}
+
+/**
+ * What a host says with each heartbeat. Both fields are optional: a host of an older version sends
+ * no body. `fencingMs` lets the leader refuse a host that would keep its VMs running after the
+ * cluster has moved them (its fencing timeout longer than the members' `nodeDownMs` allows).
+ */
+export const HostBeat = Schema.Struct({
+  incarnation: Schema.optionalWith(HostIncarnation, { exact: true }),
+  fencingMs: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true })
+})
+export type HostBeat = typeof HostBeat.Type
 
 /**
  * The leader's answer to a host's heartbeat (`POST /v1/nodes/ID/heartbeat`): it confirmed its

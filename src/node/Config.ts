@@ -70,6 +70,13 @@ export const DefaultTailscaleBinary = "tailscale"
  * up to about two election timeouts while the cluster is healthy (a probe lost, or sent to a leader
  * that just died); three leave a whole election timeout to spare.
  */
+/**
+ * The longest fencing timeout that `nodeDownMs` allows: a node marked down has its VMs started
+ * elsewhere, so they must have stopped by then (two election timeouts to spare). The rule for a
+ * member's own settings, and for the hosts that heartbeat to the leader.
+ */
+export const fencingLimitMs = (t: { readonly nodeDownMs: number; readonly tickMs: number }): number => t.nodeDownMs - 2 * t.tickMs * 10
+
 export const Timeouts = Schema.Struct({
   /** Raft tick; elections after 10–20 ticks without a leader, heartbeats every tick. */
   tickMs: Schema.optionalWith(Millis(5), { default: () => 50 }),
@@ -85,7 +92,7 @@ export const Timeouts = Schema.Struct({
     `timeouts.fencingMs (${t.fencingMs}) must be at least three election timeouts (${3 * t.tickMs * 10} ms): a follower proves its contact with a ReadIndex round every election timeout, giving each up after two, so a shorter fencing timeout can stop the VMs of nodes whose leader is alive`
   ),
   Schema.filter((t) =>
-    t.nodeDownMs >= t.fencingMs + 2 * t.tickMs * 10 ||
+    t.fencingMs <= fencingLimitMs(t) ||
     `timeouts.nodeDownMs (${t.nodeDownMs}) must be at least timeouts.fencingMs (${t.fencingMs}) plus two election timeouts (${2 * t.tickMs * 10} ms), so a fenced VM has stopped before it is rescheduled`
   )
 )

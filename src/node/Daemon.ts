@@ -48,7 +48,7 @@ import * as Scrape from "../metrics/Scrape.js"
 import * as VmLogs from "../vm/VmLogs.js"
 import * as VmLogsRoute from "../api/VmLogsRoute.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
-import { eventSettings, type NodeConfig } from "./Config.js"
+import { eventSettings, fencingLimitMs, type NodeConfig } from "./Config.js"
 import { clusterSecret, detectCapacity, developmentSecret, prepareDataDir, readSecretFile, remotePlanes, vmOwnerOf, vmRuntime, warnIfDevelopmentSecret } from "./DaemonParts.js"
 import { apiTokenFileName } from "./Settings.js"
 import * as Discovery from "./Discovery.js"
@@ -239,7 +239,15 @@ export const run = (config: NodeConfig) =>
 
       const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
       const hostContact = HostContact.make()
-      const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy, hostContact, caFingerprint: tls?.fingerprint })
+      const controlPlane = NodeControlPlane.make({
+        raft,
+        state,
+        remote,
+        sourcePolicy,
+        hostContact,
+        hostFencingLimitMs: fencingLimitMs(config.timeouts),
+        caFingerprint: tls?.fingerprint
+      })
 
       // `vm logs`: served from this node's disk, or forwarded to the hosting node with this node's credential.
       const vmLogs = VmLogsRoute.route({

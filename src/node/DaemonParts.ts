@@ -109,7 +109,7 @@ export const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneS
     revokeJoinToken: (id) => client.revokeJoinToken(id),
     consumeJoinToken: (id, hash, node) => client.consumeJoinToken(id, hash, node),
     registerNode: (info) => client.registerNode(info),
-    heartbeat: (id) => client.heartbeat(id),
+    heartbeat: (id, beat) => client.heartbeat(id, beat),
     reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
     health: client.health()
   }

@@ -25,7 +25,7 @@ import type { BlixardError } from "../domain/Errors.js"
 import { formatError, Unavailable } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeId } from "../domain/NodeId.js"
-import type { HostPort } from "../domain/NodeInfo.js"
+import type { HostBeat, HostPort } from "../domain/NodeInfo.js"
 import type { Resources } from "../domain/Resources.js"
 import type { VmRecord } from "../domain/VmStatus.js"
 import { VmBackend } from "../vm/VmBackend.js"
@@ -76,6 +76,8 @@ export const heartbeats = (options: {
   readonly periodMs: number
   /** A beat unanswered after this long is given up (an answer later would prove nothing newer). */
   readonly timeoutMs: number
+  /** Sent with every beat (the leader refuses another incarnation's, or a fencing timeout too long). */
+  readonly beat: HostBeat
   readonly unknown: () => void
 }): Effect.Effect<{ readonly contact: Effect.Effect<number | undefined> }, never, Scope.Scope> =>
   Effect.gen(function* () {
@@ -89,7 +91,7 @@ export const heartbeats = (options: {
       const address = servers.current()
       const sentAt = yield* Clock.currentTimeMillis
       pending++
-      yield* options.remote(address).heartbeat(node).pipe(
+      yield* options.remote(address).heartbeat(node, options.beat).pipe(
         Effect.timeoutFail({
           duration: Duration.millis(options.timeoutMs),
           onTimeout: () => new Unavailable({ node, subject: address, message: `${address} did not answer host ${node}'s heartbeat within ${options.timeoutMs} ms` })
@@ -148,6 +150,8 @@ export interface HostAgentOptions {
   readonly advertise: HostPort
   readonly capacity: Resources
   readonly labels: Labels
+  /** This host's data directory's identity (`HostIncarnation`), sent with its registration and heartbeats. */
+  readonly incarnation?: string | undefined
   readonly fencingMs: number
   /** The agent's reconcile interval, and how often the mirror is refreshed (default 1 s). */
   readonly intervalMs?: number | undefined
@@ -187,6 +191,7 @@ export const start = (options: HostAgentOptions): Effect.Effect<Agent.Agent, nev
       remote: options.remote,
       periodMs: Math.min(1000, Math.max(25, Math.floor(options.fencingMs / 4))),
       timeoutMs: options.fencingMs,
+      beat: { fencingMs: options.fencingMs, ...(options.incarnation !== undefined ? { incarnation: options.incarnation } : {}) },
       unknown: () => {
         registered = undefined
       }

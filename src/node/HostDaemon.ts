@@ -10,14 +10,15 @@
  * (`TlsBootstrap.trustedCa`). It gets no certificate and never the CA's key: a host is trusted less
  * than a member, and its credential lets it register itself, heartbeat and report its own VMs.
  */
-import { Duration, Effect, Schedule } from "effect"
+import { Duration, Effect, Either, Schedule, Schema } from "effect"
+import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Auth from "../api/Auth.js"
 import type { ClientTls } from "../api/Client.js"
 import { ConfigInvalid, formatError, PlaintextRefused, TlsInvalid, Unavailable, WrongDataDir } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
-import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
+import { HostIncarnation, HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import * as Tls from "../net/Tls.js"
 import type { NodeConfig } from "./Config.js"
 import { clusterSecret, detectCapacity, prepareDataDir, remotePlanes, vmOwnerOf, vmRuntime, warnIfDevelopmentSecret } from "./DaemonParts.js"
@@ -73,6 +74,35 @@ const serverTrust = (config: NodeConfig, servers: ReadonlyArray<string>, secret:
     return yield* Effect.retry(fromServers, { while: (e) => e._tag === "Unavailable", schedule: Schedule.spaced(Duration.seconds(1)) })
   })
 
+/**
+ * This host's incarnation: made at the first start into `DATA-DIR/host-incarnation` and kept, so a
+ * restart is the same host and another process under the same id (another data directory) is not.
+ */
+export const incarnationOf = (dataDir: string, node: NodeId): Effect.Effect<string, WrongDataDir> =>
+  Effect.try({
+    try: () => {
+      const file = path.join(dataDir, "host-incarnation")
+      if (fs.existsSync(file)) {
+        const text = fs.readFileSync(file, "utf8").trim()
+        return Schema.decodeUnknownEither(HostIncarnation)(text).pipe(
+          Either.getOrThrowWith(() => new Error(`${file} holds no host incarnation (a UUID): it was altered; restore it, or remove it and wait until node ${node} is marked down before starting this host again`))
+        )
+      }
+      const made = randomUUID()
+      const partial = `${file}.partial`
+      fs.writeFileSync(partial, `${made}\n`, { mode: 0o644 })
+      const fd = fs.openSync(partial, "r")
+      try {
+        fs.fsyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(partial, file)
+      return made
+    },
+    catch: (e) => new WrongDataDir({ node, subject: dataDir, message: `host ${node}: ${e instanceof Error ? e.message : String(e)}` })
+  })
+
 export const run = (config: NodeConfig) =>
   Effect.scoped(
     Effect.gen(function* () {
@@ -88,6 +118,7 @@ export const run = (config: NodeConfig) =>
           message: `host ${node}: ${config.dataDir} is a Raft member's data directory (it holds ${raftDb}); a host that is not a member needs its own --data-dir`
         })
       }
+      const incarnation = yield* incarnationOf(config.dataDir, node)
       const vmOwner = yield* vmOwnerOf(config)
       const secret = yield* clusterSecret(config)
       yield* warnIfDevelopmentSecret(node, secret)
@@ -120,11 +151,12 @@ export const run = (config: NodeConfig) =>
         advertise: HostPort.make(config.advertise ?? config.bind),
         capacity: detectCapacity(config),
         labels: config.labels,
+        incarnation,
         fencingMs: config.timeouts.fencingMs,
         hostFence
       }).pipe(Effect.provide(backend))
       yield* Effect.logInfo(
-        `host ${node} runs VMs for the cluster of ${servers.join(", ")} (not a Raft member; ${trust === undefined ? "plaintext" : `TLS, cluster ${trust.clusterId}`}; data ${config.dataDir})`
+        `host ${node} runs VMs for the cluster of ${servers.join(", ")} (not a Raft member; ${trust === undefined ? "plaintext" : `TLS, cluster ${trust.clusterId}`}; data ${config.dataDir}, incarnation ${incarnation})`
       )
       yield* Effect.addFinalizer(() => Effect.logInfo(`host ${node} is stopping; its VMs keep running under its fencing watchdog until a daemon renews the lease`))
       return yield* Effect.never

@@ -9,7 +9,7 @@
  */
 import { Clock, Duration, Effect, Either } from "effect"
 import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "../api/Auth.js"
-import { joinTokenRefusal } from "../cluster/ClusterState.js"
+import { hostIdInUse, joinTokenRefusal } from "../cluster/ClusterState.js"
 import { CreatedJoinToken, formatJoinToken, JoinTokenId, JoinTokenInfo, presented } from "../domain/JoinToken.js"
 import type { ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
 import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
@@ -24,7 +24,7 @@ import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import { selectNodes, selectVms } from "../domain/ListQuery.js"
 import { NodeId } from "../domain/NodeId.js"
-import { HostHeartbeat, type HostPort } from "../domain/NodeInfo.js"
+import { type HostBeat, HostHeartbeat, type HostPort } from "../domain/NodeInfo.js"
 import type { HostContact } from "./HostContact.js"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 import { Health } from "../api/Api.js"
@@ -49,6 +49,11 @@ export interface NodeControlPlaneOptions {
   readonly sourcePolicy?: SourcePolicy | undefined
   /** Where the leader records answered host heartbeats (`HostContact.ts`); absent: they are answered, not recorded. */
   readonly hostContact?: HostContact | undefined
+  /**
+   * The longest fencing timeout a host may have (the members' `nodeDownMs` less two election
+   * timeouts): a host heartbeating with a longer one is refused, as a member's configuration would be.
+   */
+  readonly hostFencingLimitMs?: number | undefined
   /** The cluster CA's SHA-256 (hex), which join tokens pin; absent without TLS (no join tokens then). */
   readonly caFingerprint?: string | undefined
 }
@@ -269,7 +274,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
     )
 
   /** Answered by the leader only, after it confirmed its leadership (a ReadIndex round). */
-  const heartbeat = (id: NodeId): Effect.Effect<HostHeartbeat, BlixardError> =>
+  const heartbeat = (id: NodeId, beat: HostBeat): Effect.Effect<HostHeartbeat, BlixardError> =>
     orForward(
       Effect.gen(function* () {
         const st = yield* raft.status
@@ -287,15 +292,38 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
             message: `node ${id} is not registered; register it first (PUT /v1/nodes/${id}), then heartbeat`
           })
         }
+        const limit = options.hostFencingLimitMs
+        if (limit !== undefined && beat.fencingMs !== undefined && beat.fencingMs > limit) {
+          return yield* new InvalidArgument({
+            node: self,
+            subject: String(id),
+            message: `host ${id}'s fencingMs (${beat.fencingMs} ms) is longer than the members allow (${limit} ms: their nodeDownMs less two election timeouts); it would keep running VMs after the cluster has moved them: give host ${id} timeouts.fencingMs ≤ ${limit}`
+          })
+        }
         yield* raft.readIndex
         const confirmed = yield* raft.status
         if (confirmed.term !== st.term) {
           return yield* new NotLeader({ node: self, message: `node ${raft.id} lost the leadership of term ${st.term}; retry` })
         }
+        // Checked on the state this read confirmed: a heartbeat answered after the node's new
+        // incarnation registered would give the old one contact.
+        const record = state.current.nodes.get(id)
+        const inUse = hostIdInUse(record, beat.incarnation)
+        if (inUse !== undefined) return yield* inUse
+        // A host marked down counts no contact until it registers again (its VMs were moved). Were
+        // its beats answered now, a host with another data directory registering meanwhile would
+        // find the VMs placed on it again while this one still had contact to run them.
+        if (record?.health === "down") {
+          return yield* new NodeNotFound({
+            node: self,
+            subject: String(id),
+            message: `node ${id} is marked down and its VMs were moved; it registers again (PUT /v1/nodes/${id}) before its heartbeats count`
+          })
+        }
         options.hostContact?.record(id, yield* Clock.currentTimeMillis)
         return new HostHeartbeat({ node: id, leader: self, term: st.term, commit: confirmed.commit }, trusted)
       }),
-      (leader) => leader.heartbeat(id)
+      (leader) => leader.heartbeat(id, beat)
     )
 
   const service: ControlPlaneShape = {
@@ -343,7 +371,23 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       orForward(nodeResult(new C.SetNodeState({ id, state: nodeState }, trusted), opts), (l) => l.setNodeState(id, nodeState, opts)),
     reportVmStatus: (name, node, status) =>
       orForward(Effect.asVoid(propose(new C.ReportVmStatus({ name, node, status }, trusted), undefined)), (l) => l.reportVmStatus(name, node, status)),
-    registerNode: (info) => orForward(nodeResult(new C.RegisterNode({ info }, trusted), {}), (l) => l.registerNode(info)),
+    registerNode: (info) =>
+      orForward(
+        // A refused host retries every second: refused here, it costs no log entry (the state
+        // machine's own check decides a race).
+        Effect.suspend(() => {
+          const inUse = hostIdInUse(state.current.nodes.get(info.id), info.incarnation)
+          if (inUse !== undefined) return Effect.fail(inUse)
+          // A registration marks the node up; the leader heard it then, so the failure detector counts
+          // it as contact (without it, a host would be marked down again before its first heartbeat,
+          // and a host marked down is heard again only through a registration). The host itself
+          // counts no contact from it, so this only delays marking it down.
+          return Effect.tap(nodeResult(new C.RegisterNode({ info }, trusted), {}), () =>
+            Effect.map(Clock.currentTimeMillis, (now) => options.hostContact?.record(info.id, now))
+          )
+        }),
+        (l) => l.registerNode(info)
+      ),
     heartbeat,
     clusterStatus,
     join,

@@ -62,7 +62,7 @@ export interface OrchestrationOptions {
 /** What a node (member or host) registers: its address, capacity, labels and foreign VM directories. */
 export const registration = (
   node: NodeId,
-  offer: { readonly advertise: HostPort; readonly capacity: Resources; readonly labels: Labels },
+  offer: { readonly advertise: HostPort; readonly capacity: Resources; readonly labels: Labels; readonly incarnation?: string | undefined },
   foreign: ReadonlyArray<string>
 ): NodeInfo =>
   new NodeInfo({
@@ -72,7 +72,8 @@ export const registration = (
     labels: offer.labels,
     state: "active",
     health: "up",
-    ...(foreign.length > 0 ? { foreignVms: foreign } : {})
+    ...(foreign.length > 0 ? { foreignVms: foreign } : {}),
+    ...(offer.incarnation !== undefined ? { incarnation: offer.incarnation } : {})
   })
 
 export const foreignVmsOf = (node: NodeId, backend: VmBackendShape, fallback: () => ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>> => {

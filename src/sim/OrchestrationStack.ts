@@ -137,7 +137,7 @@ const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneS
     setNodeState: (id, state, o) => at((p) => p.setNodeState(id, state, o)),
     reportVmStatus: (name, node, status) => at((p) => p.reportVmStatus(name, node, status)),
     registerNode: (info) => at((p) => p.registerNode(info)),
-    heartbeat: (id) => at((p) => p.heartbeat(id)),
+    heartbeat: (id, beat) => at((p) => p.heartbeat(id, beat)),
     clusterStatus: at((p) => p.clusterStatus),
     join: (id, addr) => at((p) => p.join(id, addr)),
     leave: (id) => at((p) => p.leave(id)),

@@ -83,6 +83,30 @@ describe("every endpoint round-trips through the derived client", () => {
     })
   )
 
+  it.scopedLive("host heartbeats: what the host says reaches the ControlPlane; a host of an older version, sending no body, is answered", () =>
+    Effect.gen(function* () {
+      const beats: Array<unknown> = []
+      const { addr, url } = yield* serve({}, (plane) => ({
+        ...plane,
+        heartbeat: (id, beat) => {
+          beats.push(beat)
+          return plane.heartbeat(id, beat)
+        }
+      }))
+      const client = yield* clientOf(addr)
+      const node1 = (yield* client.listNodes())[0]!
+      yield* client.registerNode(new NodeInfo({ ...node1, id: nodeId(9), address: "127.0.0.1:7009" as HostPort }))
+      const incarnation = "00000000-0000-4000-8000-00000000000a"
+      expect(yield* client.heartbeat(nodeId(9), { incarnation, fencingMs: 3000 })).toMatchObject({ node: 9, leader: 1 })
+      const old = yield* raw(url, { method: "POST", path: "/v1/nodes/9/heartbeat" })
+      expect(old.status).toBe(200)
+      const bad = yield* raw(url, { method: "POST", path: "/v1/nodes/9/heartbeat", body: JSON.stringify({ incarnation: "--x", fencingMs: -1 }) })
+      expect(bad.status).toBe(400)
+      expect(bad.json).toMatchObject({ code: "BLX_INVALID_ARGUMENT" })
+      expect(beats).toEqual([{ incarnation, fencingMs: 3000 }, {}])
+    })
+  )
+
   it.scopedLive("Idempotency-Key, ifRevision and stale reads reach the ControlPlane", () =>
     Effect.gen(function* () {
       const { addr, plane } = yield* serve()

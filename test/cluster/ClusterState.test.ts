@@ -277,6 +277,24 @@ describe("nodes", () => {
     expect(ClusterState.restore(c.state.snapshot()).vms.get("c")!.moving).toBe(c.vm("c").moving)
   })
 
+  it("a host id held by one incarnation is refused to another while the node is up; marked down, the new one takes it", () => {
+    const c = threeNodes()
+    const a = "00000000-0000-4000-8000-00000000000a"
+    const b = "00000000-0000-4000-8000-00000000000b"
+    const host = (incarnation?: string) => new NodeInfo({ ...node(9), ...(incarnation !== undefined ? { incarnation } : {}) })
+    c.ok(new C.RegisterNode({ info: host(a) }))
+    c.ok(new C.CreateVm({ spec: spec("h"), desired: "running" }))
+    const refused = c.run(new C.RegisterNode({ info: host(b) }))
+    expect(Either.isLeft(refused) && refused.left.code).toBe("BLX_NODE_ID_IN_USE")
+    expect(c.state.nodes.get(9)!.incarnation).toBe(a)
+    // The same incarnation again (a restart), and a host of an older version that sends none, keep it.
+    c.ok(new C.RegisterNode({ info: host(a) }))
+    expect(c.ok(new C.RegisterNode({ info: host() })).node!.incarnation).toBe(a)
+    c.ok(new C.SetNodeHealth({ id: id(9), health: "down", at: c.now }))
+    expect(c.ok(new C.RegisterNode({ info: host(b) })).node).toMatchObject({ incarnation: b, health: "up" })
+    expect(ClusterState.restore(c.state.snapshot()).nodes.get(9)!.incarnation).toBe(b)
+  })
+
   it("unknown nodes are refused with BLX_NODE_NOT_FOUND", () => {
     const c = threeNodes()
     const r = c.run(new C.SetNodeState({ id: id(9), state: "cordoned" }))

@@ -145,6 +145,36 @@ describe("a host that is not a Raft member (real processes)", () => {
     impostor.start()
     await waitFor("the host with a member's id to stop", async () => (impostor.running ? undefined : true))
     expect(impostor.output).toContain("BLX_CONFIG_INVALID: host 3: node 3 is a Raft member of cluster")
+
+    // A second host under host 4's id, with its own data directory (another incarnation): refused
+    // while host 4 is heard, so the VM placed on host 4 never runs on it.
+    const runner = c.runnerFixture("web")
+    expect((await cli(c.node(1).addr, ["vm", "create", "--name", "web", "--runner", runner])).code).toBe(0)
+    const pid = await waitFor("web running on host 4", async () => {
+      const vm = await cliJson<VmStatusJson>(c.node(1).addr, ["vm", "status", "web"])
+      return vm.node === 4 && vm.status.phase === "running" ? vm.status.pid : undefined
+    }, 60_000)
+    // (Its VM state directory is its own too, as on another machine: `twin/microvms-4`.)
+    const twin = new BlixardNode(4, await freePort(), path.join(c.dir, "twin", "node-4"), c.secretFile, [])
+    twin.args = ["--server", c.node(2).addr, "--tls-ca-file", caFileOf(c.node(1).addr)]
+    c.nodes.push(twin)
+    twin.start()
+    const incarnation = fs.readFileSync(path.join(host.dataDir, "host-incarnation"), "utf8").trim()
+    await waitFor("the twin refused three times", async () => {
+      if (!twin.running) throw new Error(`the twin ended: ${twin.output.slice(-2000)}`)
+      return (twin.output.match(/registering with the cluster failed \(BLX_NODE_ID_IN_USE/g) ?? []).length >= 3 ? true : undefined
+    }, 60_000)
+    expect(twin.output).toContain(`held by another host (data directory incarnation ${incarnation}`)
+    expect(twin.output).toMatch(/a heartbeat failed \(BLX_NODE_ID_IN_USE/)
+    expect(runnersOf(c.dir)).toEqual([{ pid, vm: "web", node: 4 }])
+    expect(runnersOf(path.join(c.dir, "twin"))).toEqual([])
+    const nodes4 = await cliJson<ReadonlyArray<NodeJson & { incarnation?: string }>>(c.node(3).addr, ["node", "list"])
+    expect(nodes4.find((n) => n.id === 4)).toMatchObject({ health: "up", incarnation })
+    await twin.stop("SIGTERM")
+    expect(runnersOf(c.dir)).toEqual([{ pid, vm: "web", node: 4 }])
+    // Host 4 was heard throughout: never marked down (a registration counts as contact, so none
+    // was marked down before its first heartbeat either).
+    for (const m of [1, 2, 3]) expect(c.node(m).output).not.toContain("marked node 4 down")
   })
 
   it("--insecure-plaintext: a host of a plaintext member runs its VM; to a server off loopback it is refused without --i-know", async () => {

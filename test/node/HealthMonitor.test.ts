@@ -112,7 +112,7 @@ describe("HealthMonitor on a cluster", () => {
       const host = NodeId.make(9)
 
       // Unregistered: refused with the advice to register first.
-      const unknown = value(yield* c.drive(Effect.flip(viaFollower.heartbeat(host))))
+      const unknown = value(yield* c.drive(Effect.flip(viaFollower.heartbeat(host, {}))))
       expect(unknown).toMatchObject({ code: "BLX_NODE_NOT_FOUND", subject: "9" })
 
       // The members are cordoned, so the only place for a VM is the host.
@@ -133,7 +133,7 @@ describe("HealthMonitor on a cluster", () => {
       )
       // Heartbeats every 100 ms for two seconds (four times nodeDownMs): answered by the leader, recorded there only.
       for (let beat = 0; beat < 20; beat++) {
-        expect(value(yield* c.drive(viaFollower.heartbeat(host)))).toMatchObject({ node: 9, leader })
+        expect(value(yield* c.drive(viaFollower.heartbeat(host, {})))).toMatchObject({ node: 9, leader })
         let ticks = 0
         yield* c.until("100 ms pass", () => Effect.succeed(++ticks > 10))
       }
@@ -146,6 +146,54 @@ describe("HealthMonitor on a cluster", () => {
       yield* c.until("the silent host is marked down", () => Effect.succeed(c.state(leader).current.nodes.get(host)!.health === "down"))
       value(yield* c.drive(proposeCommand(c.node(leader), new C.SetNodeState({ id: NodeId.make(leader), state: "active" }))))
       yield* c.until("web moved to the leader", () => Effect.succeed(c.state(leader).current.vms.get("web")!.node === leader))
+    })
+  )
+  it.scoped("a host's heartbeats are refused under another incarnation's id, or with a fencing timeout the members' nodeDownMs does not allow", () =>
+    Effect.gen(function* () {
+      const address = (id: number) => `127.0.0.1:${7000 + id}`
+      const c = new RaftCluster(
+        [1, 2, 3],
+        () => {
+          const holder = new ClusterStateHolder()
+          for (const id of [1, 2, 3]) holder.current.members.set(id, address(id))
+          return holder
+        },
+        (h) => h.layer()
+      )
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const follower = [1, 2, 3].find((id) => id !== leader)!
+      const planes = new Map<string, ControlPlaneShape>()
+      for (const id of [1, 2, 3]) {
+        planes.set(address(id), NodeControlPlane.make({ raft: c.node(id), state: c.state(id), remote: (a) => planes.get(a)!, hostContact: HostContact.make(), hostFencingLimitMs: 4000 }))
+      }
+      const viaFollower = planes.get(address(follower))!
+      const host = NodeId.make(9)
+      const a = "00000000-0000-4000-8000-00000000000a"
+      const b = "00000000-0000-4000-8000-00000000000b"
+      value(yield* c.drive(viaFollower.registerNode(new NodeInfo({ ...info(9), incarnation: a }))))
+
+      const commit = (yield* c.node(leader).status).commit
+      const second = value(yield* c.drive(Effect.flip(viaFollower.registerNode(new NodeInfo({ ...info(9), incarnation: b })))))
+      expect(second).toMatchObject({ code: "BLX_NODE_ID_IN_USE", subject: "9" })
+      expect(second.message).toContain(a)
+      expect((yield* c.node(leader).status).commit).toBe(commit) // refused before it was proposed
+
+      expect(value(yield* c.drive(viaFollower.heartbeat(host, { incarnation: a, fencingMs: 3000 })))).toMatchObject({ node: 9, leader })
+      expect(value(yield* c.drive(viaFollower.heartbeat(host, {})))).toMatchObject({ node: 9, leader })
+      expect(value(yield* c.drive(Effect.flip(viaFollower.heartbeat(host, { incarnation: b }))))).toMatchObject({ code: "BLX_NODE_ID_IN_USE" })
+      const tooLong = value(yield* c.drive(Effect.flip(viaFollower.heartbeat(host, { incarnation: a, fencingMs: 4001 }))))
+      expect(tooLong).toMatchObject({ code: "BLX_INVALID_ARGUMENT" })
+      expect(tooLong.message).toContain("fencingMs ≤ 4000")
+
+      // Marked down, a host's beats count nothing until it registers again (the host does, on this
+      // answer); then the incarnation that registers first holds the id and the other is refused.
+      value(yield* c.drive(proposeCommand(c.node(leader), new C.SetNodeHealth({ id: host, health: "down", at: 0 }))))
+      expect(value(yield* c.drive(Effect.flip(viaFollower.heartbeat(host, { incarnation: a }))))).toMatchObject({ code: "BLX_NODE_NOT_FOUND" })
+      value(yield* c.drive(viaFollower.registerNode(new NodeInfo({ ...info(9), incarnation: b }))))
+      expect(value(yield* c.drive(Effect.flip(viaFollower.heartbeat(host, { incarnation: a }))))).toMatchObject({ code: "BLX_NODE_ID_IN_USE" })
+      expect(value(yield* c.drive(Effect.flip(viaFollower.registerNode(new NodeInfo({ ...info(9), incarnation: a })))))).toMatchObject({ code: "BLX_NODE_ID_IN_USE" })
+      expect(value(yield* c.drive(viaFollower.heartbeat(host, { incarnation: b })))).toMatchObject({ node: 9 })
     })
   )
 })

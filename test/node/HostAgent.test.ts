@@ -44,7 +44,7 @@ const servers = () => {
       ...plane,
       listVms: (mode, query) => gate(plane.listVms(mode, query)),
       registerNode: (info) => gate(plane.registerNode(info)),
-      heartbeat: (id) => gate(plane.heartbeat(id)),
+      heartbeat: (id, beat) => gate(plane.heartbeat(id, beat)),
       reportVmStatus: (name, node, status) => gate(plane.reportVmStatus(name, node, status))
     }
   }
@@ -147,12 +147,13 @@ describe("HostAgent", () => {
       const answerAfterMs = 1500
       const slow = (address: string): ControlPlaneShape => {
         const plane = s.remote(address)
-        return { ...plane, heartbeat: (id) => Effect.delay(plane.heartbeat(id), answerAfterMs) }
+        return { ...plane, heartbeat: (id, beat) => Effect.delay(plane.heartbeat(id, beat), answerAfterMs) }
       }
       const beats = yield* HostAgent.heartbeats({
         node: host,
         servers: HostAgent.makeServers(host, s.addresses, slow),
         remote: slow,
+        beat: {},
         periodMs: 10_000,
         timeoutMs: FencingMs,
         unknown: () => {}
@@ -169,12 +170,13 @@ describe("HostAgent", () => {
       const s = servers()
       const late = (address: string): ControlPlaneShape => {
         const plane = s.remote(address)
-        return { ...plane, heartbeat: (id) => Effect.delay(plane.heartbeat(id), FencingMs + 500) }
+        return { ...plane, heartbeat: (id, beat) => Effect.delay(plane.heartbeat(id, beat), FencingMs + 500) }
       }
       const beats = yield* HostAgent.heartbeats({
         node: host,
         servers: HostAgent.makeServers(host, s.addresses, late),
         remote: late,
+        beat: {},
         periodMs: 10_000,
         timeoutMs: FencingMs,
         unknown: () => {}
