@@ -11,9 +11,11 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as https from "node:https"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as tls from "node:tls"
 import { freePort } from "../src/node/FreePort.js"
 
 const root = path.resolve(import.meta.dirname, "../..")
@@ -21,6 +23,28 @@ export const bin = path.join(root, "bin/blixard.js")
 
 
 export const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
+
+/**
+ * What a benchmark client needs to speak TLS to a system under test: the CA that signed the servers'
+ * certificates and, for a server that demands one (etcd's `--client-cert-auth`), a client certificate.
+ */
+export interface ClientTls {
+  readonly ca: string
+  readonly cert?: string
+  readonly key?: string
+}
+
+const tlsAgents = new WeakMap<ClientTls, https.Agent>()
+
+/** One keep-alive HTTPS agent per client identity, as `agent` is for plain HTTP. */
+const agentFor = (client: ClientTls): https.Agent => {
+  let found = tlsAgents.get(client)
+  if (found === undefined) {
+    found = new https.Agent({ keepAlive: true, maxSockets: 256, ...client })
+    tlsAgents.set(client, found)
+  }
+  return found
+}
 
 /** The benchmarks' admin token, given to every node they start (`benchTokenFile`) and sent with every request. */
 export const benchToken = randomBytes(32).toString("base64url")
@@ -34,24 +58,24 @@ export const benchTokenFile = (dir: string): string => {
 
 /**
  * One request through Node's HTTP client; `options.token: false` sends it without the benchmarks'
- * token, `options.bearer` with another credential (a node's) instead.
+ * token, `options.bearer` with another credential (a node's) instead; `options.tls` over HTTPS.
  */
 export const request = (
   port: number,
   method: string,
   pathname: string,
   body?: unknown,
-  options: { readonly timeoutMs?: number; readonly token?: boolean; readonly bearer?: string } = {}
+  options: { readonly timeoutMs?: number; readonly token?: boolean; readonly bearer?: string; readonly tls?: ClientTls | undefined } = {}
 ): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body)
-    const req = http.request(
+    const req = (options.tls === undefined ? http : https).request(
       {
         host: "127.0.0.1",
         port,
         method,
         path: pathname,
-        agent,
+        agent: options.tls === undefined ? agent : agentFor(options.tls),
         headers: {
           ...(options.token === false ? {} : { authorization: `Bearer ${options.bearer ?? benchToken}` }),
           ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {})
@@ -74,7 +98,8 @@ export const request = (
  * directly on a socket: the load generator shares the two cores with the three nodes, and Node's
  * `http` client spent ~0.07 ms of CPU per request (about 15 % of everything the machine did per
  * write at 64 clients), much of it in machinery a fixed-format client does not need. Our server always
- * answers with a `Content-Length`, which is all this reader relies on.
+ * answers with a `Content-Length`, which is all this reader relies on. With `client` the connection
+ * is TLS (server certificate checked against `client.ca`, and its host name against 127.0.0.1).
  */
 export class Connection {
   private readonly socket: net.Socket
@@ -85,9 +110,13 @@ export class Connection {
   /** `headers`: extra header lines, each ending in CRLF (by default the benchmarks' bearer token). */
   constructor(
     readonly port: number,
-    private readonly headers = `Authorization: Bearer ${benchToken}\r\n`
+    private readonly headers = `Authorization: Bearer ${benchToken}\r\n`,
+    client?: ClientTls
   ) {
-    this.socket = net.connect({ host: "127.0.0.1", port, noDelay: true })
+    this.socket =
+      client === undefined
+        ? net.connect({ host: "127.0.0.1", port, noDelay: true })
+        : tls.connect({ host: "127.0.0.1", port, ...client }).setNoDelay(true)
     this.socket.on("data", (chunk: Buffer) => this.read(chunk))
     this.socket.on("error", (error) => this.failed?.(error))
     this.socket.on("close", () => this.failed?.(new Error("connection closed")))
@@ -161,8 +190,8 @@ export const cpuMs = (pid: number | undefined): number => {
   }
 }
 
-export const leaderOf = async (port: number): Promise<number | undefined> => {
-  const r = await request(port, "GET", "/v1/cluster")
+export const leaderOf = async (port: number, client?: ClientTls): Promise<number | undefined> => {
+  const r = await request(port, "GET", "/v1/cluster", undefined, { tls: client })
   return r.status === 200 ? (JSON.parse(r.body) as { leader?: number }).leader : undefined
 }
 

@@ -12,8 +12,16 @@
  *   HTTP gateway (`/v3/kv/put`) whose JSON body is padded to the same byte length;
  * - the same request headers on both sides but Blixard's bearer token (etcd with its auth off
  *   refuses any token), which etcd's requests go without;
- * - plaintext on both sides (Blixard's peer and API traffic are plaintext today; once Blixard
- *   encrypts its traffic the comparison is to be made with etcd's `--cert-file`/`--peer-cert-file`);
+ * - the same transport security on both sides, in two modes (`BENCH_TLS=0`: plaintext only, `1`: TLS
+ *   only, unset: both, one after the other). Plaintext: etcd on `http://` URLs, Blixard with
+ *   `--insecure-plaintext`. TLS: etcd with client and peer TLS and client-certificate checks on both
+ *   (`--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`, and their `--peer-`
+ *   twins), from a CA and certificates the benchmark makes with the project's own CA code
+ *   (`src/net/Tls.ts`; ECDSA P-256, as Blixard's); Blixard in its default mode, where the founder
+ *   makes the cluster CA and the others get certificates from it, peers speak mutual TLS and the API
+ *   HTTPS. The load generator speaks TLS to both and checks each server against its CA; it presents a
+ *   client certificate to etcd, which demands one, and its bearer token to Blixard, whose API
+ *   authenticates by token. Connections are kept alive, so handshakes are not what is measured;
  * - each system's shipped timing defaults (etcd: 100 ms heartbeats, 1 s election timeout; Blixard:
  *   50 ms ticks, 10–20 ticks to an election), since that is what a user gets.
  *
@@ -24,8 +32,11 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { Effect } from "effect"
+import { randomUUID } from "node:crypto"
+import * as Tls from "../src/net/Tls.js"
 import { freePort } from "../src/node/FreePort.js"
-import { benchToken, benchTokenFile, bin, Connection, cpuMs, leaderOf, request, until } from "./cluster.js"
+import { benchToken, benchTokenFile, bin, type ClientTls, Connection, cpuMs, leaderOf, request, until } from "./cluster.js"
 
 /** One member process of either system. */
 export interface Member {
@@ -52,6 +63,56 @@ export interface System {
   readonly token: boolean
   /** Further processes that belong to a member (Blixard's fencing watchdog). */
   readonly companions: (m: Member) => ReadonlyArray<number>
+  /** Whether it runs with TLS, and then what a client needs (undefined until the system has a CA). */
+  readonly tls: boolean
+  readonly client: () => ClientTls | undefined
+}
+
+/** A request to `system`, over HTTPS when it runs with TLS. */
+export const requestTo = (
+  system: System,
+  port: number,
+  method: string,
+  pathname: string,
+  body?: unknown,
+  options: { readonly timeoutMs?: number; readonly token?: boolean } = {}
+) => request(port, method, pathname, body, { ...options, tls: system.client() })
+
+/** etcd's TLS files for a run: one CA, a certificate per member (server and peer), one for the load generator. */
+interface EtcdCerts {
+  readonly caFile: string
+  readonly member: (m: Member) => { readonly certFile: string; readonly keyFile: string }
+  readonly client: ClientTls
+}
+
+/**
+ * Makes etcd's certificates in `dir` with the project's CA code. Each names 127.0.0.1 and localhost
+ * (etcd checks a peer's certificate against its address) and serves both ends of a connection, as
+ * etcd's peers and its gateway, which dials its own gRPC port with `--cert-file`, need.
+ */
+const etcdCerts = async (dir: string, members: ReadonlyArray<Member>): Promise<EtcdCerts> => {
+  const tlsDir = path.join(dir, "tls")
+  fs.mkdirSync(tlsDir, { recursive: true, mode: 0o700 })
+  const clusterId = randomUUID()
+  const ca = await Effect.runPromise(Tls.createCa(clusterId))
+  const issue = async (node: number) => {
+    const request = await Effect.runPromise(Tls.createRequest(node))
+    const cert = await Effect.runPromise(Tls.signRequest({ ...ca, clusterId, node, csr: request.csr, names: ["127.0.0.1", "localhost"] }))
+    return { cert, key: request.key }
+  }
+  const write = (name: string, text: string) => {
+    const file = path.join(tlsDir, name)
+    fs.writeFileSync(file, text, { mode: 0o600 })
+    return file
+  }
+  const caFile = write("ca.crt", ca.ca)
+  const files = new Map<number, { certFile: string; keyFile: string }>()
+  for (const m of members) {
+    const issued = await issue(m.id)
+    files.set(m.id, { certFile: write(`e${m.id}.crt`, issued.cert), keyFile: write(`e${m.id}.key`, issued.key) })
+  }
+  const client = await issue(1000)
+  return { caFile, member: (m) => files.get(m.id)!, client: { ca: ca.ca, cert: client.cert, key: client.key } }
 }
 
 const bodyBytes = (s: string) => Buffer.byteLength(s)
@@ -86,11 +147,23 @@ const etcdWrite = (n: number): { path: string; body: string } => {
   return { path: "/v3/kv/put", body: body.length < target ? body.replace("{", "{" + " ".repeat(target - body.length)) : body }
 }
 
-export const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System => {
-  const cluster = members.map((m) => `e${m.id}=http://127.0.0.1:${m.peerPort}`).join(",")
+export const etcdSystem = (dir: string, members: ReadonlyArray<Member>, certs?: EtcdCerts): System => {
+  const scheme = certs === undefined ? "http" : "https"
+  const cluster = members.map((m) => `e${m.id}=${scheme}://127.0.0.1:${m.peerPort}`).join(",")
+  const client = certs?.client
+  const tlsFlags = (m: Member) => {
+    if (certs === undefined) return []
+    const { certFile, keyFile } = certs.member(m)
+    return [
+      "--cert-file", certFile, "--key-file", keyFile, "--trusted-ca-file", certs.caFile, "--client-cert-auth",
+      "--peer-cert-file", certFile, "--peer-key-file", keyFile, "--peer-trusted-ca-file", certs.caFile, "--peer-client-cert-auth"
+    ]
+  }
   return {
     name: "etcd",
     members,
+    tls: certs !== undefined,
+    client: () => client,
     start: (m) => {
       const fresh = !fs.existsSync(path.join(m.dataDir, "member"))
       m.child = spawn(
@@ -98,15 +171,16 @@ export const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System 
         [
           "--name", `e${m.id}`,
           "--data-dir", m.dataDir,
-          "--listen-client-urls", `http://127.0.0.1:${m.port}`,
-          "--advertise-client-urls", `http://127.0.0.1:${m.port}`,
-          "--listen-peer-urls", `http://127.0.0.1:${m.peerPort}`,
-          "--initial-advertise-peer-urls", `http://127.0.0.1:${m.peerPort}`,
+          "--listen-client-urls", `${scheme}://127.0.0.1:${m.port}`,
+          "--advertise-client-urls", `${scheme}://127.0.0.1:${m.port}`,
+          "--listen-peer-urls", `${scheme}://127.0.0.1:${m.peerPort}`,
+          "--initial-advertise-peer-urls", `${scheme}://127.0.0.1:${m.peerPort}`,
           "--initial-cluster", cluster,
           "--initial-cluster-token", path.basename(dir),
           "--initial-cluster-state", fresh ? "new" : "existing",
           "--log-level", "error",
-          "--logger", "zap"
+          "--logger", "zap",
+          ...tlsFlags(m)
         ],
         { stdio: "ignore" }
       )
@@ -114,7 +188,7 @@ export const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System 
     leader: async () => {
       for (const m of members) {
         if (m.child === undefined || m.child.exitCode !== null || m.child.signalCode !== null) continue
-        const r = await request(m.port, "POST", "/v3/maintenance/status", {}, { token: false }).catch(() => undefined)
+        const r = await request(m.port, "POST", "/v3/maintenance/status", {}, { token: false, tls: client }).catch(() => undefined)
         if (r?.status !== 200) continue
         const s = JSON.parse(r.body) as { header?: { member_id?: string }; leader?: string }
         if (s.leader !== undefined && s.leader === s.header?.member_id) return m
@@ -129,14 +203,25 @@ export const etcdSystem = (dir: string, members: ReadonlyArray<Member>): System 
   }
 }
 
-/** Blixard in plain mode, as etcd here runs without TLS: like is compared with like. */
-export const blixardSystem = (dir: string, members: ReadonlyArray<Member>): System => {
+/**
+ * Blixard in plain mode (`tls` false), as etcd beside it then runs, or in its default TLS mode: node 1
+ * founds the cluster and makes its CA, which the clients then trust.
+ */
+export const blixardSystem = (dir: string, members: ReadonlyArray<Member>, tls = false): System => {
   const secret = path.join(dir, "secret")
   fs.writeFileSync(secret, "bench-secret")
   const tokenFile = benchTokenFile(dir)
+  let trusted: ClientTls | undefined
+  const caFile = path.join(Tls.tlsDir(members[0]!.dataDir), Tls.caFileName)
+  const client = () => {
+    if (tls && trusted === undefined && fs.existsSync(caFile)) trusted = { ca: fs.readFileSync(caFile, "utf8") }
+    return trusted
+  }
   return {
     name: "blixard",
     members,
+    tls,
+    client,
     start: (m) => {
       const peers = m.id === 1 && !fs.existsSync(m.dataDir) ? [] : members.filter((p) => p !== m)
       m.child = spawn(
@@ -144,8 +229,8 @@ export const blixardSystem = (dir: string, members: ReadonlyArray<Member>): Syst
         [
           bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--data-dir", m.dataDir,
           "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning",
-          // Plain HTTP on loopback, as etcd beside it is run (no TLS on either side).
-          "--insecure-plaintext",
+          // Plain HTTP on loopback when etcd beside it runs without TLS.
+          ...(tls ? [] : ["--insecure-plaintext"]),
           ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])
         ],
         { stdio: "ignore" }
@@ -153,7 +238,7 @@ export const blixardSystem = (dir: string, members: ReadonlyArray<Member>): Syst
     },
     leader: async () => {
       for (const m of members) {
-        const id = await leaderOf(m.port).catch(() => undefined)
+        const id = await leaderOf(m.port, client()).catch(() => undefined)
         if (id !== undefined && id !== 0) return members.find((x) => x.id === id)
       }
       return undefined
@@ -202,12 +287,12 @@ export const formed = async (system: System) => {
     const leader = await system.leader()
     if (leader === undefined) return undefined
     const w = system.write(--n)
-    const r = await request(leader.port, "POST", w.path, JSON.parse(w.body), { token: system.token })
+    const r = await requestTo(system, leader.port, "POST", w.path, JSON.parse(w.body), { token: system.token })
     return system.ok(r.status) ? true : undefined
   }, 60_000)
   if (system.name === "blixard") {
     await until("3 voters", async () => {
-      const r = await request(system.members[0]!.port, "GET", "/v1/cluster")
+      const r = await requestTo(system, system.members[0]!.port, "GET", "/v1/cluster")
       const s = JSON.parse(r.body) as { members: Array<{ role: string }> }
       return s.members.filter((m) => m.role === "leader" || m.role === "follower").length === 3 ? true : undefined
     }, 60_000)
@@ -222,7 +307,7 @@ const load = async (system: System, port: number, clients: number, deadline: num
   let errors = 0
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      const connection = new Connection(port, system.headers)
+      const connection = new Connection(port, system.headers, system.client())
       try {
         while (performance.now() < deadline) {
           const w = system.write(++counter)
@@ -290,7 +375,7 @@ const measure = async (system: System, seconds: number, failovers: number): Prom
     // client, not the failover (etcd holds a request while it has no leader).
     await until("a write after the kill", async () => {
       const w = system.write(++counter)
-      const r = await request(survivor.port, "POST", w.path, JSON.parse(w.body), { timeoutMs: 250, token: system.token })
+      const r = await requestTo(system, survivor.port, "POST", w.path, JSON.parse(w.body), { timeoutMs: 250, token: system.token })
       return system.ok(r.status) ? true : undefined
     }, 60_000)
     times.push(performance.now() - killed)
@@ -300,7 +385,7 @@ const measure = async (system: System, seconds: number, failovers: number): Prom
       const leader = await system.leader()
       if (leader === undefined) return undefined
       const w = system.write(++counter)
-      const r = await request(victim.port, "POST", w.path, JSON.parse(w.body), { token: system.token }).catch(() => undefined)
+      const r = await requestTo(system, victim.port, "POST", w.path, JSON.parse(w.body), { token: system.token }).catch(() => undefined)
       return r !== undefined && system.ok(r.status) ? true : undefined
     }, 60_000)
   }
@@ -314,13 +399,14 @@ const measure = async (system: System, seconds: number, failovers: number): Prom
 
 /**
  * Three members of `name` in a new temporary directory, handed to `use`; afterwards every member and
- * its companion processes (Blixard's watchdogs) are killed and the directory removed.
+ * its companion processes (Blixard's watchdogs) are killed and the directory removed. `tls`: both
+ * systems with TLS (see the module comment), else both in plaintext.
  */
-export const withSystem = async <A>(name: "etcd" | "blixard", bench: string, use: (system: System) => Promise<A>): Promise<A> => {
+export const withSystem = async <A>(name: "etcd" | "blixard", bench: string, use: (system: System) => Promise<A>, tls = false): Promise<A> => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `blixard-bench-${bench}-${name}-`))
   const members: Array<Member> = []
   for (const id of [1, 2, 3]) members.push({ id, port: await freePort(), peerPort: await freePort(), dataDir: path.join(dir, `m${id}`), child: undefined })
-  const system = name === "etcd" ? etcdSystem(dir, members) : blixardSystem(dir, members)
+  const system = name === "etcd" ? etcdSystem(dir, members, tls ? await etcdCerts(dir, members) : undefined) : blixardSystem(dir, members, tls)
   try {
     return await use(system)
   } finally {
@@ -339,17 +425,22 @@ export const withSystem = async <A>(name: "etcd" | "blixard", bench: string, use
   }
 }
 
-const run = (name: "etcd" | "blixard", seconds: number, failovers: number): Promise<Measured> =>
-  withSystem(name, "compare", (system) => measure(system, seconds, failovers))
+const run = (name: "etcd" | "blixard", seconds: number, failovers: number, tls: boolean): Promise<Measured> =>
+  withSystem(name, "compare", (system) => measure(system, seconds, failovers), tls)
 
 const ratio = (a: number, b: number) => (b === 0 ? null : Number((a / b).toFixed(2)))
 
-export const benchCompare = async (seconds = 5, failovers = 5): Promise<ReadonlyArray<unknown>> => {
-  if (spawnSync("etcd", ["--version"], { stdio: "ignore" }).status !== 0) {
-    return [{ name: "compare", skipped: "no etcd binary on the PATH (Debian: apt-get install etcd-server)" }]
-  }
-  const etcd = await run("etcd", seconds, failovers)
-  const blixard = await run("blixard", seconds, failovers)
+/** The modes `BENCH_TLS` asks for: "0" plaintext, "1" TLS, unset both (plaintext first). */
+export const compareModes = (setting: string | undefined): ReadonlyArray<boolean> => {
+  if (setting === undefined || setting === "") return [false, true]
+  if (setting === "0" || setting === "1") return [setting === "1"]
+  throw new Error(`BENCH_TLS=${JSON.stringify(setting)}: give 0 (plaintext), 1 (TLS), or leave it unset for both`)
+}
+
+const compareMode = async (seconds: number, failovers: number, tls: boolean): Promise<ReadonlyArray<unknown>> => {
+  const mode = tls ? "TLS" : "plaintext"
+  const etcd = await run("etcd", seconds, failovers, tls)
+  const blixard = await run("blixard", seconds, failovers, tls)
   const ratios = {
     "writes/s at 1 client (blixard ÷ etcd; target ≥ 2 at 64)": ratio(blixard.writes["1"]!.perSecond, etcd.writes["1"]!.perSecond),
     "writes/s at 16 clients": ratio(blixard.writes["16"]!.perSecond, etcd.writes["16"]!.perSecond),
@@ -362,8 +453,18 @@ export const benchCompare = async (seconds = 5, failovers = 5): Promise<Readonly
     "failover median (target ≤ 1)": ratio(blixard.failover.medianMs, etcd.failover.medianMs)
   }
   return [
-    { name: "etcd 3 members", version: spawnSync("etcd", ["--version"], { encoding: "utf8" }).stdout.split("\n")[0], ...etcd },
-    { name: "blixard 3 nodes", ...blixard },
-    { name: "blixard ÷ etcd", writeBodyBytes: bodyBytes(blixardWrite(1).body), ratios }
+    { name: `etcd 3 members, ${mode}`, mode, version: spawnSync("etcd", ["--version"], { encoding: "utf8" }).stdout.split("\n")[0], ...etcd },
+    { name: `blixard 3 nodes, ${mode}`, mode, ...blixard },
+    { name: `blixard ÷ etcd, ${mode}`, mode, writeBodyBytes: bodyBytes(blixardWrite(1).body), ratios }
   ]
+}
+
+/** `npm run bench -- compare`: both systems in each mode of `modes` (see `compareModes`). */
+export const benchCompare = async (seconds = 5, failovers = 5, modes: ReadonlyArray<boolean> = [false, true]): Promise<ReadonlyArray<unknown>> => {
+  if (spawnSync("etcd", ["--version"], { stdio: "ignore" }).status !== 0) {
+    return [{ name: "compare", skipped: "no etcd binary on the PATH (Debian: apt-get install etcd-server)" }]
+  }
+  const results: Array<unknown> = []
+  for (const tls of modes) results.push(...(await compareMode(seconds, failovers, tls)))
+  return results
 }

@@ -4,7 +4,7 @@
  */
 import * as os from "node:os"
 import { benchCluster } from "./cluster.js"
-import { benchCompare } from "./compare.js"
+import { benchCompare, compareModes } from "./compare.js"
 import { benchFuzz } from "./fuzz.js"
 import { benchHttp } from "./http.js"
 import { benchIdle } from "./idle.js"
@@ -24,7 +24,7 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   http: () => benchHttp(Number(process.env.BENCH_SECONDS ?? 5)),
   cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
   idle: () => benchIdle(Number(process.env.BENCH_SECONDS ?? 30)),
-  compare: () => benchCompare(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_FAILOVERS ?? 5)),
+  compare: () => benchCompare(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_FAILOVERS ?? 5), compareModes(process.env.BENCH_TLS)),
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
   reschedule: () => benchReschedule(),

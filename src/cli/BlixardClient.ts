@@ -75,7 +75,7 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
           const key = JSON.stringify([target.addr, target.tokenFile, target.dataDir, target.caFile])
           const known = clients.get(key)
           if (known !== undefined) return Effect.succeed(known)
-          return Effect.promise(() => Promise.all([import("../api/Client.js"), import("./Credentials.js"), import("../net/Tls.js")])).pipe(
+          return Effect.promise(() => Promise.all([import("../api/Client.js"), import("./Credentials.js"), import("../net/TlsIdentity.js")])).pipe(
             Effect.flatMap(([Client, Credentials, Tls]) =>
               Effect.gen(function* () {
                 // Only to find the node's files on this host: no token goes with it, and whatever it

@@ -25,7 +25,7 @@ import * as https from "node:https"
 import * as path from "node:path"
 import { InvalidArgument } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
-import { caFileName, CertificatePem, tlsDirName } from "../net/Tls.js"
+import { caFileName, CertificatePem, tlsDirName } from "../net/TlsIdentity.js"
 import { apiTokenFileName, defaultDataDir } from "../node/Settings.js"
 
 export const tokenVariable = "BLIXARD_API_TOKEN"

@@ -16,44 +16,57 @@
  *
  * X.509 generation is `@peculiar/x509` over Node's WebCrypto (Node's `crypto` parses and verifies
  * certificates but cannot make them; node-forge cannot make ECDSA certificates). Everything read
- * back — from disk or from the wire — is parsed and verified by Node's own `X509Certificate`.
+ * back — from disk or from the wire — is parsed and verified by Node's own `X509Certificate`
+ * (`TlsIdentity.ts`, re-exported here, which a CLI command loads without this generator).
  */
 import "reflect-metadata"
 import * as x509 from "@peculiar/x509"
 import { Effect, Either, ParseResult, Schema } from "effect"
-import { createHash, createPrivateKey, webcrypto, X509Certificate } from "node:crypto"
+import { createPrivateKey, webcrypto, X509Certificate } from "node:crypto"
 import * as fs from "node:fs"
 import { isIP } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { TlsInvalid, TlsUntrusted } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
+import {
+  caFileName,
+  caKeyFileName,
+  CertificatePem,
+  certFileName,
+  checkServerIdentity,
+  clusterOfCa,
+  fingerprintOf,
+  type Identity,
+  identityOf,
+  keyFileName,
+  nodeUri,
+  tlsDirName
+} from "./TlsIdentity.js"
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
+
+export {
+  caFileName,
+  caKeyFileName,
+  CertificatePem,
+  certFileName,
+  checkServerIdentity,
+  clusterOfCa,
+  fingerprintOf,
+  type Identity,
+  identityOf,
+  keyFileName,
+  nodeUri,
+  tlsDirName
+}
 
 const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const
 const day = 24 * 60 * 60 * 1000
 /** Certificates are not renewed yet, so they outlive any cluster we expect; the CA can revoke nothing either. */
 const validityMs = 10 * 365 * day
 
-export const tlsDirName = "tls"
-export const caFileName = "ca.crt"
-export const caKeyFileName = "ca.key"
-export const certFileName = "node.crt"
-export const keyFileName = "node.key"
 
-/** A PEM certificate that Node's X509 parser accepts. */
-export const CertificatePem = Schema.String.pipe(
-  Schema.maxLength(64 * 1024),
-  Schema.filter((text) => {
-    try {
-      new X509Certificate(text)
-      return /^-----BEGIN CERTIFICATE-----/.test(text.trim()) || "a PEM certificate (-----BEGIN CERTIFICATE-----)"
-    } catch (e) {
-      return `not a readable PEM certificate (${e instanceof Error ? e.message : String(e)})`
-    }
-  })
-)
 
 /** A PEM private key (PKCS #8) that Node accepts. */
 export const PrivateKeyPem = Schema.String.pipe(
@@ -90,36 +103,6 @@ export const HostName = Schema.String.pipe(
   Schema.filter((name) => isIP(name) !== 0 || /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(name) || "an IP address or a DNS name")
 )
 
-export const nodeUri = (clusterId: string, node: number): string => `blixard://${clusterId}/node/${node}`
-
-export interface Identity {
-  readonly clusterId: string
-  readonly node: number
-}
-
-const uriPattern = /^URI:blixard:\/\/([0-9a-f-]{36})\/node\/([1-9][0-9]{0,9})$/
-
-/**
- * The node a certificate's subjectAltName (Node's text form) names, when it names exactly one
- * Blixard node; a certificate with two node URIs names none.
- */
-export const identityOf = (subjectAltName: string | undefined): Identity | undefined => {
-  if (subjectAltName === undefined) return undefined
-  const found = subjectAltName
-    .split(", ")
-    .map((entry) => uriPattern.exec(entry))
-    .filter((match) => match !== null)
-  if (found.length !== 1) return undefined
-  return { clusterId: found[0]![1]!, node: Number(found[0]![2]) }
-}
-
-/** The cluster a CA certificate is for (its URI SAN `blixard://CLUSTER_ID`). */
-export const clusterOfCa = (caPem: string): string | undefined =>
-  /(?:^|, )URI:blixard:\/\/([0-9a-f-]{36})(?:,|$)/.exec(new X509Certificate(caPem).subjectAltName ?? "")?.[1]
-
-/** The SHA-256 of a certificate's DER, lower-case hex: what a join token pins. */
-export const fingerprintOf = (certificatePem: string): string =>
-  createHash("sha256").update(new X509Certificate(certificatePem).raw).digest("hex")
 
 const pemKey = async (key: webcrypto.CryptoKey): Promise<string> =>
   x509.PemConverter.encode(await webcrypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY")
@@ -357,23 +340,5 @@ export const namesFor = (bind: string, advertise: string | undefined): Array<str
   return [...names].filter(Schema.is(HostName))
 }
 
-/**
- * A `checkServerIdentity` for `tls.connect`: the server's certificate (already verified against the
- * cluster CA) must name a node of `clusterId`, and node `node` when given. Host names are not
- * checked: peers are addressed by whatever address they advertise, and the CA signs only members.
- */
-export const checkServerIdentity =
-  (clusterId: string, node?: number) =>
-  (_host: string, cert: { readonly subjectaltname?: string | undefined }): Error | undefined => {
-    const identity = identityOf(cert.subjectaltname)
-    if (identity === undefined) return new Error("BLX_TLS_UNTRUSTED: the server's certificate names no Blixard node")
-    if (identity.clusterId !== clusterId) {
-      return new Error(`BLX_TLS_UNTRUSTED: the server's certificate is of cluster ${identity.clusterId}, not ${clusterId}`)
-    }
-    if (node !== undefined && identity.node !== node) {
-      return new Error(`BLX_TLS_UNTRUSTED: the server's certificate is node ${identity.node}'s, not node ${node}'s`)
-    }
-    return undefined
-  }
 
 export const untrusted = (subject: string, message: string): TlsUntrusted => new TlsUntrusted({ subject, message })

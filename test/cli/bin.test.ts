@@ -3,6 +3,7 @@
  * (test/globalSetup.ts builds it when the sources are newer).
  */
 import { execFile } from "node:child_process"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
@@ -82,5 +83,25 @@ describe("bin/blixard.js", () => {
       dataDir: "./blixard-data/node-7",
       peers: [{ id: 1, address: "127.0.0.1:7001" }]
     })
+  })
+
+  it("a command talking to a node loads no certificate generator (@peculiar/x509), only Node's X509 reader", () => {
+    const bundle = path.join(root, "dist/bundle")
+    const main = fs.readFileSync(path.join(bundle, "main.js"), "utf8")
+    // The modules BlixardClient loads for its first request, as the bundle names them.
+    const batch = /Promise\.all\(\[\s*((?:import\("\.\/[^"]+"\),?\s*)+)\]\)/g
+    const clientBatch = [...main.matchAll(batch)].map((m) => [...m[1]!.matchAll(/import\("\.\/([^"]+)"\)/g)].map((i) => i[1]!)).find((files) => files.some((f) => f.startsWith("Client-")))
+    expect(clientBatch).toBeDefined()
+    // Everything those and main.js load statically.
+    const loaded = new Set<string>()
+    const visit = (file: string): void => {
+      if (loaded.has(file)) return
+      loaded.add(file)
+      for (const m of fs.readFileSync(path.join(bundle, file), "utf8").matchAll(/^(?:import|export)\s[^;]*?from\s*"\.\/([^"]+)"|^import\s*"\.\/([^"]+)"/gms)) visit((m[1] ?? m[2])!)
+    }
+    for (const file of ["main.js", ...clientBatch!]) visit(file)
+    expect([...loaded].filter((file) => fs.readFileSync(path.join(bundle, file), "utf8").includes("node_modules/@peculiar/x509/"))).toEqual([])
+    // The daemon does load it (the check above would pass vacuously on a bundle without it).
+    expect(fs.readdirSync(bundle).some((file) => fs.readFileSync(path.join(bundle, file), "utf8").includes("node_modules/@peculiar/x509/"))).toBe(true)
   })
 })
