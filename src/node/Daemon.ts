@@ -239,7 +239,15 @@ export const run = (config: NodeConfig) =>
 
       const sourcePolicy = { allowedRunnerPrefixes: config.allowedRunnerPrefixes, allowedFlakePrefixes: config.allowedFlakePrefixes }
       const hostContact = HostContact.make()
-      const controlPlane = NodeControlPlane.make({ raft, state, remote, sourcePolicy, hostContact, caFingerprint: tls?.fingerprint })
+      const controlPlane = NodeControlPlane.make({
+        raft,
+        state,
+        remote,
+        sourcePolicy,
+        hostContact,
+        caFingerprint: tls?.fingerprint,
+        publicClusterSecret: secret === developmentSecret
+      })
 
       // `vm logs`: served from this node's disk, or forwarded to the hosting node with this node's credential.
       const vmLogs = VmLogsRoute.route({
@@ -284,6 +292,7 @@ export const run = (config: NodeConfig) =>
               : TlsBootstrap.routes({
                   tls,
                   clusterSecret: secret,
+                  publicClusterSecret: secret === developmentSecret,
                   authenticate: Auth.makeAuthenticate(auth),
                   consumeJoinToken: controlPlane.consumeJoinToken,
                   run: (effect, then) =>
