@@ -567,7 +567,7 @@ export const fuzzPeers = async (target: PeerTarget, runs: number, seed: number, 
   const written = alive ? await target.write(`after-peer-fuzz-${seed}`) : "the node is down"
   if (written !== true) run.failures.push(`the node took no write after the fuzz: ${written}`)
   return {
-    name: "peer fuzz: generated handshakes, bytes and frames against the /raft endpoint of one real node on loopback",
+    name: `peer fuzz: generated handshakes, bytes and frames against the /raft endpoint of one real node on loopback${target.tls !== undefined ? ", behind mutual TLS" : ""}`,
     seed,
     inputs,
     byKind: run.byKind,
