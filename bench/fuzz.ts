@@ -11,16 +11,22 @@
  *
  * `FUZZ_RUNS` (default 20,000) and `FUZZ_SEED` choose the budget and the inputs; test/e2e/fuzz.test.ts
  * runs a small budget. Then the peer endpoint's fuzzer (bench/peerFuzz.ts) runs against a fresh
- * node, `FUZZ_PEER_RUNS` inputs (default 100,000).
+ * node, `FUZZ_PEER_RUNS` inputs (default 100,000); then, against nodes serving TLS (their default),
+ * TLS itself (bench/tlsFuzz.ts, `FUZZ_TLS_RUNS`, default 20,000), the API over HTTPS and the peer
+ * endpoint behind mutual TLS, with the same budgets. A budget of 0 skips that part; `FUZZ_TLS_ONLY=1`
+ * runs only the parts against TLS nodes.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as https from "node:https"
 import * as os from "node:os"
 import * as path from "node:path"
 import fc from "fast-check"
+import { clusterOfCa } from "../src/net/Tls.js"
 import { freePort } from "../src/node/FreePort.js"
 import { fuzzPeers, type PeerFuzzResult, type PeerTarget } from "./peerFuzz.js"
+import { badCertificates, fuzzTls, senderCertificates, type TlsFuzzResult } from "./tlsFuzz.js"
 
 const root = path.resolve(import.meta.dirname, "../..")
 const defaultBin = path.join(root, "bin/blixard.js")
@@ -210,20 +216,33 @@ interface Answer {
 }
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+const tlsAgent = new https.Agent({ keepAlive: true, maxSockets: 1 })
 
-const send = (port: number, method: string, pathname: string, headers: Record<string, string>, body?: string): Promise<Answer> =>
+/** Where requests go: a node's port, over HTTPS verified against `ca` when it serves TLS. */
+export interface Endpoint {
+  readonly port: number
+  readonly ca?: string | undefined
+}
+
+const send = (to: Endpoint, method: string, pathname: string, headers: Record<string, string>, body?: string): Promise<Answer> =>
   new Promise((resolve, reject) => {
     let request: http.ClientRequest
     try {
       // Node's client frames a GET, DELETE or OPTIONS body only when told its length: unframed, the
       // body would reach the server as the start of the next request.
       const framed = body === undefined ? headers : { ...headers, "content-length": String(Buffer.byteLength(body)) }
-      request = http.request({ host: "127.0.0.1", port, method, path: pathname, agent, headers: framed }, (response) => {
+      const options = { host: "127.0.0.1", port: to.port, method, path: pathname, headers: framed }
+      const answered = (response: http.IncomingMessage) => {
         const chunks: Array<Buffer> = []
         response.on("data", (chunk: Buffer) => chunks.push(chunk))
         response.on("end", () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() }))
         response.on("error", reject)
-      })
+      }
+      // The node's certificate names its node URI and 127.0.0.1; the chain to the cluster CA is what counts here.
+      request =
+        to.ca === undefined
+          ? http.request({ ...options, agent }, answered)
+          : https.request({ ...options, agent: tlsAgent, ca: to.ca, checkServerIdentity: () => undefined }, answered)
     } catch (error) {
       return reject(error)
     }
@@ -239,15 +258,16 @@ const seedSpec = JSON.stringify({
 })
 
 /** The VM `seed` exists (the requests about it would otherwise all be 404 once a fuzzed delete got through). */
-const ensureSeed = async (port: number, admin: string): Promise<void> => {
+const ensureSeed = async (to: Endpoint, admin: string): Promise<void> => {
   const auth = { authorization: `Bearer ${admin}`, "content-type": "application/json" }
-  if ((await send(port, "GET", "/v1/vms/seed?stale=true", auth)).status === 200) return
-  const created = await send(port, "POST", "/v1/vms", auth, seedSpec)
+  if ((await send(to, "GET", "/v1/vms/seed?stale=true", auth)).status === 200) return
+  const created = await send(to, "POST", "/v1/vms", auth, seedSpec)
   if (created.status !== 201) throw new Error(`fuzz: creating the seed VM answered ${created.status}: ${created.body}`)
 }
 
-export interface FuzzNode {
-  readonly port: number
+export interface FuzzNode extends Endpoint {
+  /** With TLS: the cluster CA, its key (the fuzzers make peers' certificates with it) and the cluster id. */
+  readonly tls?: { readonly ca: string; readonly caKey: string; readonly clusterId: string } | undefined
   /** The cluster secret the node was started with (the peer fuzzer authenticates with it). */
   readonly clusterSecret: string
   readonly tokens: Record<FuzzRequest["principal"], string | undefined>
@@ -257,17 +277,18 @@ export interface FuzzNode {
 
 /**
  * A one-node cluster in a temporary directory, with a VM `seed` and a read-only and an operator token.
- * In plain mode: what is fuzzed is what a node parses once a connection is through TLS (the API's
- * requests, the peer endpoint's handshake and frames); TLS itself is Node's.
+ * In plain mode (the default) what is fuzzed is what a node parses once a connection is through TLS
+ * (the API's requests, the peer endpoint's handshake and frames); with `tls` the node serves TLS as
+ * a node does by default, and the fuzzers speak it (bench/tlsFuzz.ts fuzzes TLS itself).
  */
-export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
+export const startFuzzNode = async (bin = defaultBin, options: { readonly tls?: boolean } = {}): Promise<FuzzNode> => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-fuzz-"))
   const port = await freePort()
   const clusterSecret = "fuzz-cluster-secret"
   fs.writeFileSync(path.join(dir, "cluster-secret"), `${clusterSecret}\n`, { mode: 0o600 })
   const child: ChildProcess = spawn(
     process.execPath,
-    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--insecure-plaintext", "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--cluster-secret-file", path.join(dir, "cluster-secret"), "--log-level", "error"],
+    [bin, "node", "--id", "1", "--bind", `127.0.0.1:${port}`, ...(options.tls === true ? [] : ["--insecure-plaintext"]), "--data-dir", path.join(dir, "n1"), "--microvm-state-dir", path.join(dir, "vms"), "--cluster-secret-file", path.join(dir, "cluster-secret"), "--log-level", "error"],
     { stdio: "ignore" }
   )
   const stop = async () => {
@@ -281,11 +302,19 @@ export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
   try {
     const end = Date.now() + 60_000
     let admin: string | undefined
+    let endpoint: Endpoint = { port }
+    let tls: FuzzNode["tls"]
     while (admin === undefined) {
       if (Date.now() > end) throw new Error("fuzz: the node did not start within 60 s")
       try {
+        if (options.tls === true && tls === undefined) {
+          const ca = fs.readFileSync(path.join(dir, "n1", "tls", "ca.crt"), "utf8")
+          const caKey = fs.readFileSync(path.join(dir, "n1", "tls", "ca.key"), "utf8")
+          tls = { ca, caKey, clusterId: clusterOfCa(ca)! }
+          endpoint = { port, ca }
+        }
         const token = fs.readFileSync(path.join(dir, "n1", "api-token"), "utf8").trim()
-        if ((await send(port, "GET", "/v1/cluster", { authorization: `Bearer ${token}` })).status === 200) admin = token
+        if ((await send(endpoint, "GET", "/v1/cluster", { authorization: `Bearer ${token}` })).status === 200) admin = token
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 100))
       }
@@ -295,18 +324,18 @@ export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
     // wait for it, or that change would be blamed on whichever refused request came first.
     for (;;) {
       if (Date.now() > end) throw new Error("fuzz: the node did not register itself within 60 s")
-      const nodes = await send(port, "GET", "/v1/nodes?stale=true", auth).catch(() => undefined)
+      const nodes = await send(endpoint, "GET", "/v1/nodes?stale=true", auth).catch(() => undefined)
       if (nodes?.status === 200 && (JSON.parse(nodes.body) as Array<{ id: number }>).some((n) => n.id === 1)) break
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
-    await ensureSeed(port, admin)
+    await ensureSeed(endpoint, admin)
     const token = async (role: string) => {
-      const answer = await send(port, "POST", "/v1/tokens", auth, JSON.stringify({ role }))
+      const answer = await send(endpoint, "POST", "/v1/tokens", auth, JSON.stringify({ role }))
       if (answer.status !== 201) throw new Error(`fuzz: creating a ${role} token answered ${answer.status}: ${answer.body}`)
       return (JSON.parse(answer.body) as { token: string }).token
     }
     const tokens = { none: undefined, garbage: "blxt_0123456789abcdef_AAAA", "read-only": await token("read-only"), operator: await token("operator"), admin }
-    return { port, clusterSecret, tokens, alive: () => child.exitCode === null && child.signalCode === null, stop }
+    return { ...endpoint, tls, clusterSecret, tokens, alive: () => child.exitCode === null && child.signalCode === null, stop }
   } catch (error) {
     await stop()
     throw error
@@ -314,10 +343,10 @@ export const startFuzzNode = async (bin = defaultBin): Promise<FuzzNode> => {
 }
 
 /** A read of the fuzzer's own; a kept-alive connection the server has just closed is retried. */
-const read = async (port: number, pathname: string, headers: Record<string, string>): Promise<Answer> => {
+const read = async (to: Endpoint, pathname: string, headers: Record<string, string>): Promise<Answer> => {
   for (let attempt = 1; ; attempt++) {
     try {
-      const answer = await send(port, "GET", pathname, headers)
+      const answer = await send(to, "GET", pathname, headers)
       if (answer.status === 200) return answer
       throw new Error(`GET ${pathname} answered ${answer.status}: ${answer.body}`)
     } catch (error) {
@@ -330,7 +359,7 @@ const read = async (port: number, pathname: string, headers: Record<string, stri
 const stateOf = async (node: FuzzNode): Promise<string> => {
   const headers = { authorization: `Bearer ${node.tokens.admin}` }
   const [vms, nodes, tokens, joinTokens] = await Promise.all(
-    ["/v1/vms?stale=true", "/v1/nodes?stale=true", "/v1/tokens?stale=true", "/v1/cluster/tokens?stale=true"].map((p) => read(node.port, p, headers))
+    ["/v1/vms?stale=true", "/v1/nodes?stale=true", "/v1/tokens?stale=true", "/v1/cluster/tokens?stale=true"].map((p) => read(node, p, headers))
   )
   const vmState = (JSON.parse(vms!.body) as Array<{ spec: unknown; desired: string; node?: number }>).map((vm) => [vm.spec, vm.desired, vm.node])
   const nodeState = (JSON.parse(nodes!.body) as Array<{ id: number; state: string }>).map((n) => [n.id, n.state])
@@ -356,7 +385,7 @@ export const fuzzApi = async (node: FuzzNode, runs: number, seed: number): Promi
       const headers = { ...request.headers, ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}) }
       let answer: Answer
       try {
-        answer = await send(node.port, request.method, request.path, headers, request.body)
+        answer = await send(node, request.method, request.path, headers, request.body)
       } catch {
         connectionErrors++
         if (!node.alive()) failures.push(`the node died on: ${JSON.stringify(request)}`)
@@ -367,7 +396,7 @@ export const fuzzApi = async (node: FuzzNode, runs: number, seed: number): Promi
         serverErrors++
         if (failures.length < 10) failures.push(`${answer.status} ${answer.body.slice(0, 200)} for ${JSON.stringify(request)}`)
       }
-      if (answer.status < 400) await ensureSeed(node.port, node.tokens.admin!)
+      if (answer.status < 400) await ensureSeed(node, node.tokens.admin!)
       const after = await stateOf(node)
       // A refused request's `before` is the state after the previous one (and its seed re-created).
       if (answer.status >= 400 && after !== before) {
@@ -382,9 +411,9 @@ export const fuzzApi = async (node: FuzzNode, runs: number, seed: number): Promi
     }
   }
   const seconds = (performance.now() - started) / 1000
-  const alive = node.alive() && (await send(node.port, "GET", "/v1/health", {}).then((a) => a.status === 200, () => false))
+  const alive = node.alive() && (await send(node, "GET", "/v1/health", {}).then((a) => a.status === 200, () => false))
   return {
-    name: "API fuzz: generated requests against one real node on loopback",
+    name: `API fuzz: generated requests against one real node on loopback${node.ca !== undefined ? ", over HTTPS" : ""}`,
     seed,
     inputs,
     byStatus,
@@ -398,19 +427,21 @@ export const fuzzApi = async (node: FuzzNode, runs: number, seed: number): Promi
   }
 }
 
-/** The fuzz node's peer endpoint, for `fuzzPeers`. */
-export const peerTarget = (node: FuzzNode): PeerTarget => {
+/** The fuzz node's peer endpoint, for `fuzzPeers` and `fuzzTls` (with TLS: certificates of its CA for the fuzzers' senders). */
+export const peerTarget = async (node: FuzzNode): Promise<PeerTarget> => {
   const auth = { authorization: `Bearer ${node.tokens.admin}`, "content-type": "application/json" }
   return {
     host: "127.0.0.1",
     port: node.port,
     self: 1,
     clusterSecret: node.clusterSecret,
-    // What the daemon binds into its peers' handshakes (no cluster id: see PeerTransport's options).
-    clusterId: "",
+    // What the daemon binds into its peers' handshakes: the cluster id with TLS, none in plain mode
+    // (see PeerTransport's options).
+    clusterId: node.tls?.clusterId ?? "",
+    ...(node.tls === undefined ? {} : { tls: { ca: node.tls.ca, certificates: await senderCertificates(node.tls) } }),
     alive: node.alive,
     state: async () => {
-      const status = JSON.parse((await read(node.port, "/v1/cluster", auth)).body) as {
+      const status = JSON.parse((await read(node, "/v1/cluster", auth)).body) as {
         clusterId?: string
         term: number
         commit: number
@@ -422,7 +453,7 @@ export const peerTarget = (node: FuzzNode): PeerTarget => {
     },
     write: async (name) => {
       const body = JSON.parse(seedSpec) as { spec: Record<string, unknown> }
-      const created = await send(node.port, "POST", "/v1/vms", auth, JSON.stringify({ ...body, spec: { ...body.spec, name } })).catch(
+      const created = await send(node, "POST", "/v1/vms", auth, JSON.stringify({ ...body, spec: { ...body.spec, name } })).catch(
         (error: unknown) => ({ status: 0, body: String(error) })
       )
       return created.status === 201 ? true : `${created.status} ${created.body.slice(0, 300)}`
@@ -430,11 +461,28 @@ export const peerTarget = (node: FuzzNode): PeerTarget => {
   }
 }
 
-export const benchFuzz = async (runs = 20_000, seed = 1, peerRuns = 100_000): Promise<ReadonlyArray<FuzzResult | PeerFuzzResult>> => {
-  const results: Array<FuzzResult | PeerFuzzResult> = []
-  for (const fuzz of [(node: FuzzNode) => fuzzApi(node, runs, seed), (node: FuzzNode) => fuzzPeers(peerTarget(node), peerRuns, seed)]) {
+/** Budgets of the fuzzers: `api` and `peer` run against a plain node and again against a TLS node; `tls` fuzzes TLS itself. */
+export interface FuzzBudget {
+  readonly api: number
+  readonly peer: number
+  readonly tls: number
+  /** Only the runs against TLS nodes. */
+  readonly tlsOnly?: boolean
+}
+
+export const benchFuzz = async (budget: FuzzBudget, seed = 1): Promise<ReadonlyArray<FuzzResult | PeerFuzzResult | TlsFuzzResult>> => {
+  const results: Array<FuzzResult | PeerFuzzResult | TlsFuzzResult> = []
+  const fuzzers: Array<readonly [boolean, number, (node: FuzzNode) => Promise<FuzzResult | PeerFuzzResult | TlsFuzzResult>]> = [
+    [false, budget.api, (node) => fuzzApi(node, budget.api, seed)],
+    [false, budget.peer, async (node) => fuzzPeers(await peerTarget(node), budget.peer, seed)],
+    [true, budget.tls, async (node) => fuzzTls(await peerTarget(node), await badCertificates(node.tls!.clusterId), budget.tls, seed)],
+    [true, budget.api, (node) => fuzzApi(node, budget.api, seed)],
+    [true, budget.peer, async (node) => fuzzPeers(await peerTarget(node), budget.peer, seed)]
+  ]
+  for (const [tls, runs, fuzz] of fuzzers) {
+    if (runs === 0 || (budget.tlsOnly === true && !tls)) continue
     // A fresh node each: what one fuzzer left behind does not feed the other.
-    const node = await startFuzzNode()
+    const node = await startFuzzNode(defaultBin, { tls })
     try {
       results.push(await fuzz(node))
     } finally {

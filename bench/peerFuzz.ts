@@ -25,19 +25,36 @@
  * and at the end, its term, leader, members and cluster id are unchanged and its commit index has
  * not moved back; at the end it still takes a write (a VM create through the API).
  *
- * Every connection the fuzzer opens comes from `dial` (a plain TCP socket today): with mutual TLS
- * between peers, `dial` is the one function that must present the fuzzer's certificate.
+ * Every connection the fuzzer opens comes from `dial`: a plain TCP socket, or against a node serving
+ * TLS (`PeerTarget.tls`) a TLS connection presenting a certificate of the cluster CA for the node
+ * the connection claims to be, so every input reaches what lies behind mutual TLS. (TLS itself, and
+ * the certificates a peer presents, are fuzzed by bench/tlsFuzz.ts.)
  */
 import * as crypto from "node:crypto"
 import * as net from "node:net"
 import type { Duplex } from "node:stream"
+import * as tls from "node:tls"
 import fc from "fast-check"
 import { Packr } from "msgpackr"
 import { WebSocket } from "ws"
 import { deriveKey, sign, toQuery } from "../src/net/PeerAuth.js"
 
-/** Opens a connection to a node's peer port. The one place a connection is made (see above). */
-export const dial = (host: string, port: number): Duplex => net.connect({ host, port })
+/** A certificate and its key (PEM). */
+export interface KeyPair {
+  readonly cert: string
+  readonly key: string
+}
+
+/**
+ * Opens a connection to a node's peer port, as node `from`. The one place a connection is made (see
+ * above); over TLS it presents `from`'s certificate (node 2's for a connection that claims no node).
+ */
+export const dial = (target: PeerTarget, from = 2): Duplex => {
+  if (target.tls === undefined) return net.connect({ host: target.host, port: target.port })
+  const pair = target.tls.certificates.get(from) ?? target.tls.certificates.get(2)!
+  // The node's certificate names its node URI and address; the chain to the cluster CA is what counts here.
+  return tls.connect({ host: target.host, port: target.port, ca: target.tls.ca, cert: pair.cert, key: pair.key, checkServerIdentity: () => undefined })
+}
 
 export interface PeerTarget {
   readonly host: string
@@ -50,7 +67,12 @@ export interface PeerTarget {
   readonly state: () => Promise<RaftState>
   /** Makes a write through the API; resolves true once it was taken, or with what the node answered. */
   readonly write: (name: string) => Promise<true | string>
+  /** The node serves TLS: its CA, and certificates of that CA for the senders the fuzzer plays. */
+  readonly tls?: { readonly ca: string; readonly certificates: ReadonlyMap<number, KeyPair> } | undefined
 }
+
+/** The ids of the authenticated senders the fuzzer plays (no member's). */
+export const senderIds = [2, 3, 99, 2147483647] as const
 
 export interface RaftState {
   readonly clusterId: string | undefined
@@ -104,7 +126,7 @@ type PeerInput =
   | { readonly kind: "frame"; readonly from: number; readonly data: Uint8Array | string; readonly what: string }
 
 /** Authenticated senders (ids of no member). */
-const senders = fc.constantFrom(2, 3, 99, 2147483647)
+const senders = fc.constantFrom(...senderIds)
 
 const breakArb: fc.Arbitrary<HandshakeBreak> = fc.oneof(
   fc.record({ kind: fc.constant("secret" as const), secret: fc.string({ minLength: 1, maxLength: 40 }) }),
@@ -292,14 +314,14 @@ const handshakeOf = (target: PeerTarget, claimed: number, breaks: ReadonlyArray<
 }
 
 /** Tries a websocket upgrade; resolves "open" (then closed at once), or "refused". */
-const tryUpgrade = (target: PeerTarget, path: string, query: string): Promise<"open" | "refused"> =>
+const tryUpgrade = (target: PeerTarget, path: string, query: string, from: number): Promise<"open" | "refused"> =>
   new Promise((resolve) => {
     let socket: WebSocket
     try {
       socket = new WebSocket(`ws://${target.host}:${target.port}${path}?${query}`, {
         perMessageDeflate: false,
         handshakeTimeout: 15_000,
-        createConnection: () => dial(target.host, target.port) as net.Socket
+        createConnection: () => dial(target, from) as net.Socket
       })
     } catch {
       return resolve("refused")
@@ -357,7 +379,7 @@ class PeerConnection {
         perMessageDeflate: false,
         handshakeTimeout: 15_000,
         maxPayload: 1024 * 1024,
-        createConnection: () => dial(target.host, target.port) as net.Socket
+        createConnection: () => dial(target, from) as net.Socket
       })
       socket.once("open", () => resolve(new PeerConnection(socket)))
       socket.once("unexpected-response", (_request, response) => reject(new Error(`a valid handshake as node ${from} was refused with ${response.statusCode}`)))
@@ -385,9 +407,9 @@ class PeerConnection {
 }
 
 /** Writes `bytes` on a raw connection, half-closes it and waits (bounded) for the node to close it. */
-const sendRaw = (target: PeerTarget, bytes: Uint8Array, before?: string): Promise<void> =>
+const sendRaw = (target: PeerTarget, bytes: Uint8Array, before?: string, from?: number): Promise<void> =>
   new Promise((resolve) => {
-    const socket = dial(target.host, target.port)
+    const socket = dial(target, from)
     const timer = setTimeout(() => socket.destroy(), 5_000)
     socket.on("error", () => {})
     socket.on("close", () => {
@@ -404,7 +426,7 @@ const sendAfterUpgrade = (target: PeerTarget, from: number, bytes: Uint8Array): 
   const query = toQuery(sign(deriveKey(target.clusterSecret), target.clusterId, from, target.self, Date.now()))
   const key = crypto.randomBytes(16).toString("base64")
   const request = `GET /raft?${query} HTTP/1.1\r\nHost: ${target.host}:${target.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`
-  return sendRaw(target, bytes, request)
+  return sendRaw(target, bytes, request, from)
 }
 
 // --- the run -------------------------------------------------------------------------------------
@@ -425,7 +447,7 @@ const describeInput = (input: PeerInput): string => {
   }
 }
 
-const sameState = (before: RaftState, after: RaftState): boolean =>
+export const sameState = (before: RaftState, after: RaftState): boolean =>
   before.clusterId === after.clusterId && before.term === after.term && before.leader === after.leader && before.members === after.members && after.commit >= before.commit
 
 /** One run's connections and counts; each input goes through `throw`. */
@@ -462,10 +484,10 @@ class PeerFuzzRun {
     if (attempt === undefined) {
       // Nothing to replay yet: open (and remember) a valid handshake first.
       const valid = { path: "/raft", query: toQuery(sign(deriveKey(target.clusterSecret), target.clusterId, 2, target.self, Date.now())) }
-      if ((await tryUpgrade(target, valid.path, valid.query)) !== "open") this.fail("a valid handshake was refused")
+      if ((await tryUpgrade(target, valid.path, valid.query, 2)) !== "open") this.fail("a valid handshake was refused")
       attempt = this.lastAccepted = valid
     }
-    if ((await tryUpgrade(target, attempt.path, attempt.query)) === "refused") {
+    if ((await tryUpgrade(target, attempt.path, attempt.query, input.kind === "handshake" ? input.from : 2)) === "refused") {
       this.refusedHandshakes++
       return
     }
@@ -545,7 +567,7 @@ export const fuzzPeers = async (target: PeerTarget, runs: number, seed: number, 
   const written = alive ? await target.write(`after-peer-fuzz-${seed}`) : "the node is down"
   if (written !== true) run.failures.push(`the node took no write after the fuzz: ${written}`)
   return {
-    name: "peer fuzz: generated handshakes, bytes and frames against the /raft endpoint of one real node on loopback",
+    name: `peer fuzz: generated handshakes, bytes and frames against the /raft endpoint of one real node on loopback${target.tls !== undefined ? ", behind mutual TLS" : ""}`,
     seed,
     inputs,
     byKind: run.byKind,

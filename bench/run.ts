@@ -30,7 +30,16 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   reschedule: () => benchReschedule(),
   snapshot: () => benchSnapshot(),
   scale: () => benchScale(),
-  fuzz: () => benchFuzz(Number(process.env.FUZZ_RUNS ?? 20_000), Number(process.env.FUZZ_SEED ?? 1), Number(process.env.FUZZ_PEER_RUNS ?? 100_000))
+  fuzz: () =>
+    benchFuzz(
+      {
+        api: Number(process.env.FUZZ_RUNS ?? 20_000),
+        peer: Number(process.env.FUZZ_PEER_RUNS ?? 100_000),
+        tls: Number(process.env.FUZZ_TLS_RUNS ?? 20_000),
+        tlsOnly: process.env.FUZZ_TLS_ONLY === "1"
+      },
+      Number(process.env.FUZZ_SEED ?? 1)
+    )
 }
 
 const machine = {

@@ -144,9 +144,12 @@ export class TokensApi extends HttpApiGroup.make("tokens")
 export const CreateJoinTokenBody = Schema.Struct({ ttlMs: Schema.optionalWith(JoinTokenTtlMs, { exact: true }) }).annotations(
   strict('{ "ttlMs": 3600000 }')
 )
-export const ConsumeJoinTokenBody = Schema.Struct({ hash: JoinTokenHash, node: NodeId }).annotations(
-  strict('{ "hash": "<sha256 hex of ID.SECRET>", "node": 4 }')
-)
+export const ConsumeJoinTokenBody = Schema.Struct({
+  hash: JoinTokenHash,
+  node: NodeId,
+  /** The SHA-256 of the joining node's public key (SubjectPublicKeyInfo DER): it may retry with it. */
+  key: Schema.optionalWith(JoinTokenHash, { exact: true })
+}).annotations(strict('{ "hash": "<sha256 hex of ID.SECRET>", "node": 4, "key": "<sha256 hex of the joining node public key, DER>" }'))
 const joinTokenId = HttpApiSchema.param("id", JoinTokenId)
 
 /**
@@ -217,6 +220,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .addError(E.JoinTokenInvalid, { status: 401 })
   .addError(E.JoinTokenUsed, { status: 409 })
   .addError(E.JoinTokenExpired, { status: 410 })
+  .addError(E.ClusterSecretRequired, { status: 409 })
   .addError(E.VmNotFound, { status: 404 })
   .addError(E.NodeNotFound, { status: 404 })
   .addError(E.VmExists, { status: 409 })

@@ -115,7 +115,7 @@ export interface ApiClientShape {
   readonly createJoinToken: (ttlMs?: number | undefined) => Effect.Effect<CreatedJoinToken, BlixardError>
   readonly listJoinTokens: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<JoinTokenInfo>, BlixardError>
   readonly revokeJoinToken: (id: JoinTokenId) => Effect.Effect<JoinTokenInfo, BlixardError>
-  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId) => Effect.Effect<JoinTokenInfo, BlixardError>
+  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId, key?: string) => Effect.Effect<JoinTokenInfo, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)
@@ -333,7 +333,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       createJoinToken: (ttlMs) => call(api.joinTokens.create({ payload: ttlMs !== undefined ? { ttlMs } : {} })),
       listJoinTokens: (read) => call(api.joinTokens.list({ urlParams: urlParamsOf(read) })),
       revokeJoinToken: (id) => call(api.joinTokens.revoke({ path: { id } })),
-      consumeJoinToken: (id, hash, node) => call(api.joinTokens.consume({ path: { id }, payload: { hash, node } }))
+      consumeJoinToken: (id, hash, node, key) => call(api.joinTokens.consume({ path: { id }, payload: { hash, node, ...(key !== undefined ? { key } : {}) } }))
     } satisfies ApiClientShape
   })
 

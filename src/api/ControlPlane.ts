@@ -77,8 +77,11 @@ export interface ControlPlaneShape {
   readonly createJoinToken: (ttlMs: number) => Effect.Effect<CreatedJoinToken, BlixardError>
   readonly listJoinTokens: (read: ReadMode) => Effect.Effect<ReadonlyArray<JoinTokenInfo>, BlixardError>
   readonly revokeJoinToken: (id: JoinTokenId) => Effect.Effect<JoinTokenInfo, BlixardError>
-  /** Uses up join token `id` for node `node`, if `hash` is its hash and it is unused and unexpired. */
-  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId) => Effect.Effect<JoinTokenInfo, BlixardError>
+  /**
+   * Uses up join token `id` for node `node` whose public key's SHA-256 is `key`, if `hash` is its
+   * hash and it is unexpired and unused (or used by this node with this key: a retry).
+   */
+  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId, key?: string) => Effect.Effect<JoinTokenInfo, BlixardError>
   /**
    * The whole replicated state at an index the leader confirmed (a ReadIndex round), for
    * `blixard cluster snapshot save`. Absent where there is none to give (another node's API seen

@@ -140,7 +140,7 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     create: ({ payload }) => plane.createJoinToken(payload.ttlMs ?? DefaultJoinTokenTtlMs),
     list: ({ urlParams }) => plane.listJoinTokens(readMode(urlParams)),
     revoke: ({ path }) => plane.revokeJoinToken(path.id),
-    consume: ({ path, payload }) => plane.consumeJoinToken(path.id, payload.hash, payload.node)
+    consume: ({ path, payload }) => plane.consumeJoinToken(path.id, payload.hash, payload.node, payload.key)
   },
   health: {
     health: () => plane.health

@@ -137,21 +137,34 @@ const tokenInfo = (record: ApiTokenRecord): ApiTokenInfo => {
 }
 
 const joinTokenInfo = (record: JoinTokenRecord): JoinTokenInfo => {
-  const { hash: _, ...info } = record
+  const { hash: _, usedKey: _key, ...info } = record
   return new JoinTokenInfo(info, trusted)
 }
 
 /** A VM record's fields apart from where it is placed: what the scheduler needs to place it. */
 type Unplaced = Pick<VmRecord, "spec" | "desired" | "status" | "revision" | "createdAt" | "generation">
 
+/** Who presents a join token: the node and the SHA-256 of its public key (`ConsumeJoinToken`). */
+export interface Joiner {
+  readonly node: number
+  readonly key?: string | undefined
+}
+
+/** Whether `joiner` is the node that used `record`, with the same key: its retry is admitted again. */
+const isSameJoiner = (record: JoinTokenRecord, joiner: Joiner | undefined): boolean =>
+  joiner !== undefined && record.usedBy === joiner.node && record.usedKey !== undefined && record.usedKey === joiner.key
+
 /**
- * Why the join token `record` may not admit a node presenting `hash` at `now`, if it may not: one
- * rule for the leader's check before it proposes and for every replica's apply.
+ * Why the join token `record` may not admit `joiner` presenting `hash` at `now`, if it may not: one
+ * rule for the leader's check before it proposes and for every replica's apply. A used token admits
+ * again only the node that used it with the same key, until it expires: that node's answer may
+ * have been lost after the token was consumed.
  */
 export const joinTokenRefusal = (
   record: JoinTokenRecord | undefined,
   hash: string,
-  now: number
+  now: number,
+  joiner?: Joiner
 ): JoinTokenInvalid | JoinTokenUsed | JoinTokenExpired | undefined => {
   const make = "make a new one with `blixard cluster token create` (admin) and start the node with it"
   // A hash is compared whole: it is the digest of a secret, so its prefix says nothing of the secret.
@@ -161,10 +174,10 @@ export const joinTokenRefusal = (
       message: `the join token is not valid in this cluster (unknown, revoked, forgotten a day after it expired, or its secret is wrong); ${make}`
     })
   }
-  if (record.usedBy !== undefined) {
+  if (record.usedBy !== undefined && !isSameJoiner(record, joiner)) {
     return new JoinTokenUsed({
       subject: record.id,
-      message: `join token ${record.id} was already used by node ${record.usedBy}${record.usedAt !== undefined ? ` at ${new Date(record.usedAt).toISOString()}` : ""}; a join token admits one node: ${make}`
+      message: `join token ${record.id} was already used by node ${record.usedBy}${record.usedAt !== undefined ? ` at ${new Date(record.usedAt).toISOString()}` : ""}; a join token admits one node (again only that node with the key it joined with, until the token expires): ${make}`
     })
   }
   if (now >= record.expiresAt) {
@@ -429,9 +442,11 @@ export class ClusterState {
         return Either.right({ joinToken: joinTokenInfo(existing) })
       }
       case "ConsumeJoinToken": {
-        const refusal = joinTokenRefusal(existing, command.hash, now)
+        const refusal = joinTokenRefusal(existing, command.hash, now, command)
         if (refusal !== undefined) return Either.left(refusal)
-        const used = new JoinTokenRecord({ ...existing!, usedBy: command.node, usedAt: now }, trusted)
+        // A retry by the node that used it changes nothing: it was used when it was first consumed.
+        if (existing!.usedBy !== undefined) return Either.right({ joinToken: joinTokenInfo(existing!) })
+        const used = new JoinTokenRecord({ ...existing!, usedBy: command.node, usedAt: now, ...(command.key !== undefined ? { usedKey: command.key } : {}) }, trusted)
         this.joinTokens.set(used.id, used)
         return Either.right({ joinToken: joinTokenInfo(used) })
       }

@@ -79,13 +79,16 @@ export class CreateJoinToken extends Schema.TaggedClass<CreateJoinToken>()("Crea
 }) {}
 export class RevokeJoinToken extends Schema.TaggedClass<RevokeJoinToken>()("RevokeJoinToken", { id: JoinTokenId }) {}
 /**
- * Node `node` joins with the join token `id`: applied only if `hash` is the token's, it is unused
- * and the entry's `proposedAt` is before its expiry; it is then used up.
+ * Node `node` joins with the join token `id`, for its public key whose SHA-256 is `key`: applied only
+ * if `hash` is the token's, the entry's `proposedAt` is before its expiry and the token is unused,
+ * or used by this node with this key (a retry whose answer was lost); it is then used up. Entries
+ * from before `key` have none.
  */
 export class ConsumeJoinToken extends Schema.TaggedClass<ConsumeJoinToken>()("ConsumeJoinToken", {
   id: JoinTokenId,
   hash: JoinTokenHash,
-  node: NodeId
+  node: NodeId,
+  key: Schema.optionalWith(JoinTokenHash, { exact: true })
 }) {}
 
 export const Command = Schema.Union(

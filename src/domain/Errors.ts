@@ -176,6 +176,12 @@ export class JoinTokenExpired extends Schema.TaggedError<JoinTokenExpired>()("Jo
  */
 export class JoinTokenCaMismatch extends Schema.TaggedError<JoinTokenCaMismatch>()("JoinTokenCaMismatch", fields("BLX_JOIN_TOKEN_CA_MISMATCH")) {}
 
+/**
+ * The cluster runs on the public development secret (no `clusterSecretFile`): a join token would
+ * hand that secret to the joining node, so none is made or honoured until the members have a secret.
+ */
+export class ClusterSecretRequired extends Schema.TaggedError<ClusterSecretRequired>()("ClusterSecretRequired", fields("BLX_CLUSTER_SECRET_REQUIRED")) {}
+
 /** Plain (unencrypted) mode was asked for on a non-loopback address without `--i-know`. */
 export class PlaintextRefused extends Schema.TaggedError<PlaintextRefused>()("PlaintextRefused", fields("BLX_PLAINTEXT_REFUSED")) {}
 
@@ -215,7 +221,8 @@ export const BlixardError = Schema.Union(
   TlsUntrusted,
   JoinTokenInvalid,
   JoinTokenUsed,
-  JoinTokenExpired
+  JoinTokenExpired,
+  ClusterSecretRequired
 )
 export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]

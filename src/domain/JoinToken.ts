@@ -6,8 +6,9 @@
  *
  * The fingerprint lets the joining node check the CA a member offers before it trusts anything (a
  * machine in the middle cannot offer the real CA and hold its key); `<id>.<secret>` is what it
- * presents, once. The replicated state keeps only the token's id, the SHA-256 of `<id>.<secret>`,
- * when it was made, when it expires and who used it (`JoinTokenRecord`). A token is consumed by a
+ * presents, once (again only by the same node with the same key, until it expires: its answer may
+ * have been lost). The replicated state keeps only the token's id, the SHA-256 of `<id>.<secret>`,
+ * when it was made, when it expires and who used it with which key (`JoinTokenRecord`). A token is consumed by a
  * replicated command, so two nodes racing with one token cannot both get in.
  */
 import { Either, Schema } from "effect"
@@ -43,10 +44,16 @@ export class JoinTokenInfo extends Schema.Class<JoinTokenInfo>("JoinTokenInfo")(
   usedAt: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { exact: true })
 }) {}
 
-/** A join token as the state machine keeps it: its info and the hash of `<id>.<secret>`. */
+/**
+ * A join token as the state machine keeps it: its info, the hash of `<id>.<secret>` and, once used,
+ * the SHA-256 of the public key (SubjectPublicKeyInfo DER) of the node that used it: that node,
+ * with that key, may present it again until it expires (its answer may have been lost), no other.
+ * Records from before `usedKey` have none, and admit no retry.
+ */
 export class JoinTokenRecord extends Schema.Class<JoinTokenRecord>("JoinTokenRecord")({
   ...JoinTokenInfo.fields,
-  hash: JoinTokenHash
+  hash: JoinTokenHash,
+  usedKey: Schema.optionalWith(JoinTokenHash, { exact: true })
 }) {}
 
 /** The answer to creating a join token: its info and, this once, the token itself. */

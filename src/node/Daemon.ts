@@ -246,7 +246,8 @@ export const run = (config: NodeConfig) =>
         sourcePolicy,
         hostContact,
         hostFencingLimitMs: fencingLimitMs(config.timeouts),
-        caFingerprint: tls?.fingerprint
+        caFingerprint: tls?.fingerprint,
+        publicClusterSecret: secret === developmentSecret
       })
 
       // `vm logs`: served from this node's disk, or forwarded to the hosting node with this node's credential.
@@ -292,6 +293,7 @@ export const run = (config: NodeConfig) =>
               : TlsBootstrap.routes({
                   tls,
                   clusterSecret: secret,
+                  publicClusterSecret: secret === developmentSecret,
                   authenticate: Auth.makeAuthenticate(auth),
                   consumeJoinToken: controlPlane.consumeJoinToken,
                   run: (effect, then) =>

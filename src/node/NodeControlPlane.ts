@@ -19,7 +19,7 @@ import type { Command } from "../domain/Command.js"
 import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, VmNotFound } from "../domain/Errors.js"
+import { ClusterSecretRequired, InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import { selectNodes, selectVms } from "../domain/ListQuery.js"
@@ -56,7 +56,23 @@ export interface NodeControlPlaneOptions {
   readonly hostFencingLimitMs?: number | undefined
   /** The cluster CA's SHA-256 (hex), which join tokens pin; absent without TLS (no join tokens then). */
   readonly caFingerprint?: string | undefined
+  /**
+   * The node runs on the public development cluster secret: no join token is made, as a joining
+   * node would receive that public secret (`ClusterSecretRequired`).
+   */
+  readonly publicClusterSecret?: boolean | undefined
 }
+
+/**
+ * Why node `node` will not `doing` while it runs on the public development secret: what the joiner
+ * would receive is public, and credentials made from it are accepted from loopback only.
+ */
+export const clusterSecretRequired = (node: NodeId | number, doing: string): ClusterSecretRequired =>
+  new ClusterSecretRequired({
+    node: NodeId.make(node),
+    subject: "clusterSecretFile",
+    message: `node ${node} will not ${doing}: it runs on the public development cluster secret (no clusterSecretFile is configured), which a join token would hand to the joining node. Give every member the same random secret file (e.g. \`head -c 32 /dev/urandom | base64 > cluster-secret\`, then clusterSecretFile or --cluster-secret-file), restart them all, and make a new join token`
+  })
 
 /**
  * Whether a node with no Raft state under `id` must be kept out: a member's view of the
@@ -163,6 +179,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
           })
         )
       }
+      if (options.publicClusterSecret === true) return Effect.fail(clusterSecretRequired(self, "make a join token"))
       const id = JoinTokenId.make(randomTokenId())
       const secret = randomSecret()
       const command = new C.CreateJoinToken({ id, hash: sha256Hex(presented({ id, secret })), ttlMs }, trusted)
@@ -174,13 +191,13 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
    * the state machine checks again when it applies the entry, against the entry's own clock, and only
    * that check counts (two joins racing with one token: the second entry is refused).
    */
-  const consumeJoinToken = (id: JoinTokenId, hash: string, node: NodeId): Effect.Effect<JoinTokenInfo, BlixardError> =>
+  const consumeJoinToken = (id: JoinTokenId, hash: string, node: NodeId, key: string | undefined): Effect.Effect<JoinTokenInfo, BlixardError> =>
     Effect.gen(function* () {
       const st = yield* raft.status
       if (st.role !== "leader") {
         return yield* new NotLeader({ node: self, message: `node ${self} is not the leader`, ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}) })
       }
-      const refusal = joinTokenRefusal(state.current.joinTokens.get(id), hash, yield* Clock.currentTimeMillis)
+      const refusal = joinTokenRefusal(state.current.joinTokens.get(id), hash, yield* Clock.currentTimeMillis, { node, key })
       if (refusal !== undefined) return yield* Effect.fail(refusal)
       if (st.confState.voters.includes(node) || st.confState.learners.includes(node)) {
         return yield* new InvalidArgument({
@@ -189,7 +206,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
           message: `node ${node} is already a member of the cluster; a join token admits a new node: give the joining node an unused id, or remove node ${node} first (blixard cluster leave --id ${node})`
         })
       }
-      return yield* joinTokenResult(new C.ConsumeJoinToken({ id, hash, node }, trusted))
+      return yield* joinTokenResult(new C.ConsumeJoinToken({ id, hash, node, ...(key !== undefined ? { key } : {}) }, trusted))
     })
 
   const readable = (mode: ReadMode): Effect.Effect<void, BlixardError> => (mode === "stale" ? Effect.void : raft.readIndex)
@@ -423,7 +440,7 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         })
       ),
     revokeJoinToken: (id) => orForward(joinTokenResult(new C.RevokeJoinToken({ id }, trusted)), (l) => l.revokeJoinToken(id)),
-    consumeJoinToken: (id, hash, node) => orForward(consumeJoinToken(id, hash, node), (l) => l.consumeJoinToken(id, hash, node)),
+    consumeJoinToken: (id, hash, node, key) => orForward(consumeJoinToken(id, hash, node, key), (l) => l.consumeJoinToken(id, hash, node, key)),
     snapshot: Effect.gen(function* () {
       // After the round this node has applied what the leader had committed when it confirmed its
       // leadership: the state captured right here (no yield in between) is a linearizable read.

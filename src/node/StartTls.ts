@@ -6,7 +6,7 @@
  * plain mode (`insecurePlaintext`), which is refused on a non-loopback bind address unless
  * `insecurePlaintextNonLoopback` says the operator knows, and warned about at every start.
  */
-import { Duration, Effect, Schedule } from "effect"
+import { Duration, Effect, ParseResult, Schedule, Schema } from "effect"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -50,6 +50,48 @@ const writeClusterSecret = (dataDir: string, secret: string, node: number) =>
         subject: dataDir,
         message: `cannot write the cluster secret into ${dataDir}: ${e instanceof Error ? e.message : String(e)}; check the data directory's permissions`
       })
+  })
+
+/**
+ * Where a node joining with a join token keeps its key and certificate request (mode 0600) from
+ * before its first attempt until it has joined: a retry after a lost answer (the node killed, the
+ * connection reset) must present the same key to be admitted again with the same token.
+ */
+export const joinRequestFileName = "join-request.json"
+
+const JoinRequestFile = Schema.parseJson(Schema.Struct({ node: NodeId, key: Tls.PrivateKeyPem, csr: Tls.CsrPem }))
+
+/** The key and request node `config.id` joins with: the kept ones, else new ones, kept before they are sent. */
+const joinRequest = (config: NodeConfig) =>
+  Effect.gen(function* () {
+    const node = NodeId.make(config.id)
+    const file = path.join(config.dataDir, joinRequestFileName)
+    const io = (doing: string) => (e: unknown) =>
+      new StorageIo({ node, subject: file, message: `cannot ${doing} ${file}: ${e instanceof Error ? e.message : String(e)}; check the data directory's permissions` })
+    if (fs.existsSync(file)) {
+      const text = yield* Effect.try({ try: () => fs.readFileSync(file, "utf8"), catch: io("read") })
+      const kept = yield* Schema.decodeUnknown(JoinRequestFile)(text).pipe(
+        Effect.mapError(
+          (e) =>
+            new ConfigInvalid({
+              node,
+              subject: file,
+              message: `${file} (the key node ${config.id} joins with) is unreadable: ${ParseResult.TreeFormatter.formatErrorSync(e)}; remove it and start the node with a new join token`
+            })
+        )
+      )
+      // The data directory is claimed for one node id, so another id here is a file put there by hand.
+      if (kept.node === config.id) return { key: kept.key, csr: kept.csr }
+    }
+    const request = yield* Tls.createRequest(config.id)
+    yield* Effect.try({
+      try: () => {
+        fs.writeFileSync(`${file}.tmp`, JSON.stringify({ node: config.id, ...request }), { mode: 0o600 })
+        fs.renameSync(`${file}.tmp`, file)
+      },
+      catch: io("write")
+    })
+    return request
   })
 
 const isLoopbackBind = (bind: string): boolean => {
@@ -104,11 +146,12 @@ const retryUnavailable = <A, E extends { readonly _tag: string; readonly message
 
 /**
  * With a join token: the certificate and the cluster secret from a member. The secret is written
- * before the certificates, whose presence says the node has joined.
+ * before the certificates, whose presence says the node has joined; the kept request goes last.
  */
 const joinWithToken = (options: StartOptions, token: JoinTokenParts) =>
   Effect.gen(function* () {
     const config = options.config
+    const request = yield* joinRequest(config)
     const admitted = yield* retryUnavailable(
       config,
       Effect.flatMap(options.peers, (peers) =>
@@ -116,6 +159,7 @@ const joinWithToken = (options: StartOptions, token: JoinTokenParts) =>
           node: config.id,
           addresses: peers.map((peer) => peer.address),
           token,
+          request,
           names: Tls.namesFor(config.bind, config.advertise),
           timeoutMs: config.timeouts.requestMs
         })
@@ -123,6 +167,8 @@ const joinWithToken = (options: StartOptions, token: JoinTokenParts) =>
     )
     yield* writeClusterSecret(config.dataDir, admitted.clusterSecret, config.id)
     yield* Tls.writeNodeTls(config.dataDir, admitted, config.id)
+    // Its key is in the tls directory now; nothing is lost if this fails.
+    yield* Effect.try(() => fs.rmSync(path.join(config.dataDir, joinRequestFileName), { force: true })).pipe(Effect.ignore)
     yield* Effect.logInfo(
       `node ${config.id}: joined cluster ${admitted.clusterId} with join token ${token.id} (CA sha256 ${admitted.fingerprint}, as the token pins): its certificate is in ${Tls.tlsDir(config.dataDir)}, the cluster secret in ${path.join(config.dataDir, clusterSecretFileName)}`
     )

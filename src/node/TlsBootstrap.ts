@@ -22,12 +22,17 @@
  * the request's signature, then has the token consumed through Raft (`ConsumeJoinToken`: one node
  * per token, before its expiry) and only then answers the certificate, the CA's key and the cluster
  * secret (what peer handshakes and node credentials are made from): everything a member holds.
+ * The consumption records the SHA-256 of the request's public key: when the answer is lost after
+ * the token was consumed, the same node asking again with the same request (it keeps its key and
+ * request from before its first attempt) is answered again, until the token expires; anyone else
+ * gets `BLX_JOIN_TOKEN_USED`. A member running on the public development secret answers no join
+ * (`BLX_CLUSTER_SECRET_REQUIRED`): the joiner would receive a secret everyone knows.
  *
  * `obtain` tries a list of addresses in turn and is what `--peer` joining calls; discovery (e.g. a
  * tailnet's members) may call it with the addresses it found.
  */
 import { Effect, Either, ParseResult, Schema } from "effect"
-import { createHmac, timingSafeEqual } from "node:crypto"
+import { createHash, createHmac, timingSafeEqual, X509Certificate } from "node:crypto"
 import type * as http from "node:http"
 import * as https from "node:https"
 import type { Authenticate } from "../api/Auth.js"
@@ -35,6 +40,7 @@ import { sha256Hex } from "../api/Auth.js"
 import { errorResponse, type RawRoute } from "../api/RawRoutes.js"
 import type { BlixardError } from "../domain/Errors.js"
 import {
+  ClusterSecretRequired,
   Forbidden,
   InvalidArgument,
   JoinTokenCaMismatch,
@@ -49,6 +55,7 @@ import {
 import { idOfPresented, type JoinTokenId, type JoinTokenInfo, type JoinTokenParts, presented, PresentedJoinToken } from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
 import * as Tls from "../net/Tls.js"
+import { clusterSecretRequired } from "./NodeControlPlane.js"
 
 export const caPath = "/v1/tls/ca"
 export const certificatePath = "/v1/tls/certificate"
@@ -113,6 +120,7 @@ const statusOf = (error: Refusal): number => {
     case "Forbidden":
       return 403
     case "JoinTokenUsed":
+    case "ClusterSecretRequired":
       return 409
     case "JoinTokenExpired":
       return 410
@@ -127,10 +135,12 @@ const statusOf = (error: Refusal): number => {
 export interface HandlerOptions {
   readonly tls: Tls.NodeTls
   readonly clusterSecret: string
+  /** `clusterSecret` is the public development secret: no join is answered (it would hand it out). */
+  readonly publicClusterSecret: boolean
   /** The API's authenticator: a node credential proves who asks. */
   readonly authenticate: Authenticate
-  /** Uses up a join token through Raft (the control plane's, which forwards to the leader). */
-  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId) => Effect.Effect<JoinTokenInfo, BlixardError>
+  /** Uses up a join token through Raft for a node and its key's SHA-256 (the control plane's, which forwards to the leader). */
+  readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId, key: string) => Effect.Effect<JoinTokenInfo, BlixardError>
   /** Runs an Effect (signing, consuming) and answers through `then`. */
   readonly run: <A, E>(effect: Effect.Effect<A, E>, then: (result: Either.Either<A, E | TlsInvalid>) => void) => void
 }
@@ -165,9 +175,14 @@ const noCaKey = (node: number) => ({
   message: `this node holds no CA key (it runs with operator-supplied certificates): issue node ${node}'s certificate with the cluster's CA and give it tlsCaFile, tlsCertFile and tlsKeyFile`
 })
 
+/** The SHA-256 (hex) of a certificate's public key, SubjectPublicKeyInfo DER: who a consumed join token admits again. */
+export const publicKeyHashOf = (certificatePem: string): string =>
+  createHash("sha256").update(new X509Certificate(certificatePem).publicKey.export({ type: "spki", format: "der" })).digest("hex")
+
 /**
  * `POST /v1/tls/join`: the request's signature is checked (by signing it) before the token is
  * consumed, so a bad request does not use a token up; nothing is answered until it is consumed.
+ * The consumption names the request's key, so a retry with the same request is answered again.
  */
 const handleJoin = (options: HandlerOptions, request: http.IncomingMessage, response: http.ServerResponse): void => {
   const where = `POST ${joinPath}`
@@ -179,10 +194,11 @@ const handleJoin = (options: HandlerOptions, request: http.IncomingMessage, resp
     const asked = decoded.right
     const caKey = options.tls.caKey
     if (caKey === undefined) return answer(response, 503, noCaKey(asked.node))
+    if (options.publicClusterSecret) return refuse(response, 409, clusterSecretRequired(options.tls.node, `admit node ${asked.node} with a join token`))
     const id = idOfPresented(asked.token)
     const granted = Effect.gen(function* () {
       const certificate = yield* Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names })
-      yield* options.consumeJoinToken(id, sha256Hex(asked.token), asked.node)
+      yield* options.consumeJoinToken(id, sha256Hex(asked.token), asked.node, publicKeyHashOf(certificate))
       return certificate
     })
     options.run(granted, (result) =>
@@ -370,6 +386,7 @@ export type ObtainError =
   | JoinTokenUsed
   | JoinTokenExpired
   | JoinTokenCaMismatch
+  | ClusterSecretRequired
 
 const RefusalBody = Schema.Struct({ code: Schema.String, message: Schema.String })
 
@@ -392,6 +409,8 @@ const refusalOf = (address: string, reply: Reply): ObtainError => {
       return new JoinTokenUsed({ subject: address, message })
     case "BLX_JOIN_TOKEN_EXPIRED":
       return new JoinTokenExpired({ subject: address, message })
+    case "BLX_CLUSTER_SECRET_REQUIRED":
+      return new ClusterSecretRequired({ subject: address, message })
     default:
       return new Unavailable({ subject: address, message })
   }
@@ -468,6 +487,11 @@ export type Obtained = Tls.NodeTls & { readonly caKey: string }
 
 export interface TokenObtainOptions extends Omit<ObtainOptions, "clusterSecret" | "credential"> {
   readonly token: JoinTokenParts
+  /**
+   * The node's key and certificate request, made and kept before its first attempt and sent at
+   * every attempt: a retry after a lost answer is admitted again only with the same key.
+   */
+  readonly request: Tls.KeyAndRequest
 }
 
 /** What a join token gets a node: its TLS files and the cluster secret. */
@@ -487,7 +511,7 @@ export const obtainWithTokenFrom = (address: string, options: Omit<TokenObtainOp
     }
     const clusterId = Tls.clusterOfCa(ca.ca)
     if (clusterId === undefined) return yield* new TlsUntrusted({ subject: address, message: `${address} offered a CA that names no Blixard cluster` })
-    const request = yield* Tls.createRequest(options.node)
+    const request = options.request
     const granted = yield* callOf(address)(joinPath, {
       method: "POST",
       body: { token: presented(options.token), node: options.node, csr: request.csr, names: options.names },

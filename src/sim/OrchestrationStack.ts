@@ -148,7 +148,7 @@ const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneS
     createJoinToken: (ttlMs) => at((p) => p.createJoinToken(ttlMs)),
     listJoinTokens: (mode) => at((p) => p.listJoinTokens(mode)),
     revokeJoinToken: (id) => at((p) => p.revokeJoinToken(id)),
-    consumeJoinToken: (id, hash, node) => at((p) => p.consumeJoinToken(id, hash, node)),
+    consumeJoinToken: (id, hash, node, key) => at((p) => p.consumeJoinToken(id, hash, node, key)),
     health: at((p) => p.health)
   }
 }

@@ -36,6 +36,7 @@ const options = (auth?: AuthOptions): ApiOptions => ({
   rawRoutes: [
     logsRoute,
     ...TlsBootstrap.routes({
+      publicClusterSecret: false,
       tls: { ca: "unused", fingerprint: "00" } as unknown as NodeTls,
       clusterSecret: "secret",
       authenticate: () => {

@@ -4,7 +4,7 @@
  * every replica whatever its own clock says.
  */
 import { afterEach, describe, expect, it, vi } from "@effect/vitest"
-import { Either } from "effect"
+import { Either, Schema } from "effect"
 import { ClusterState } from "../../src/cluster/ClusterState.js"
 import * as C from "../../src/domain/Command.js"
 import { CommandEnvelope } from "../../src/domain/Command.js"
@@ -53,6 +53,65 @@ describe("join tokens in the state machine", () => {
     expect(code(second)).toBe("BLX_JOIN_TOKEN_USED")
     expect(Either.isLeft(second) && second.left.message).toMatch(/already used by node 4.*cluster token create/)
     expect(r.state.joinTokens.get(tokenId)).toMatchObject({ usedBy: 4, usedAt: 1_000 })
+  })
+
+  it("admits again the node that used it with the same key (its answer was lost), until it expires; no other node or key", () => {
+    const key = "a".repeat(64)
+    const entries: Array<[C.Command, number]> = [
+      [new C.CreateJoinToken({ id: tokenId, hash, ttlMs: minute }), 0],
+      [new C.ConsumeJoinToken({ id: tokenId, hash, node: NodeId.make(4), key }), 1_000],
+      // The same node with the same key: a retry, admitted without changing the record.
+      [new C.ConsumeJoinToken({ id: tokenId, hash, node: NodeId.make(4), key }), 2_000],
+      // The same node with another key, another node with the same key, a retry without a key.
+      [new C.ConsumeJoinToken({ id: tokenId, hash, node: NodeId.make(4), key: "b".repeat(64) }), 3_000],
+      [new C.ConsumeJoinToken({ id: tokenId, hash, node: NodeId.make(5), key }), 3_001],
+      [new C.ConsumeJoinToken({ id: tokenId, hash, node: NodeId.make(4) }), 3_002],
+      // The right secret is still needed, and the retry ends at the token's expiry.
+      [new C.ConsumeJoinToken({ id: tokenId, hash: "f".repeat(64), node: NodeId.make(4), key }), 4_000],
+      [new C.ConsumeJoinToken({ id: tokenId, hash, node: NodeId.make(4), key }), minute - 1],
+      [new C.ConsumeJoinToken({ id: tokenId, hash, node: NodeId.make(4), key }), minute]
+    ]
+    const replicas = [new Replica(), new Replica(), new Replica()]
+    const outcomes = replicas.map((r) => entries.map(([command, at]) => code(r.run(command, at))))
+    expect(outcomes[0]).toEqual([
+      "ok",
+      "ok",
+      "ok",
+      "BLX_JOIN_TOKEN_USED",
+      "BLX_JOIN_TOKEN_USED",
+      "BLX_JOIN_TOKEN_USED",
+      "BLX_JOIN_TOKEN_INVALID",
+      "ok",
+      "BLX_JOIN_TOKEN_EXPIRED"
+    ])
+    // Every replica decides alike and keeps the same record: used by node 4 at the first consumption.
+    for (const r of replicas) {
+      expect(r.state.joinTokens.get(tokenId)).toMatchObject({ usedBy: 4, usedAt: 1_000, usedKey: key })
+      expect(r.state.snapshot()).toEqual(replicas[0]!.state.snapshot())
+    }
+    expect(outcomes[1]).toEqual(outcomes[0])
+    expect(outcomes[2]).toEqual(outcomes[0])
+    // What an admin sees of it names the node, not the key.
+    const again = new Replica()
+    again.run(entries[0]![0], 0)
+    again.run(entries[1]![0], 1_000)
+    const retried = again.run(entries[2]![0], 2_000)
+    expect(Either.isRight(retried) && retried.right.joinToken).toEqual({ id: tokenId, createdAt: 0, expiresAt: minute, usedBy: 4, usedAt: 1_000 })
+    // The key survives a snapshot; a record from before keys (none kept) admits no retry.
+    expect(ClusterState.restore(again.state.snapshot()).joinTokens.get(tokenId)?.usedKey).toBe(key)
+    const old = JSON.parse(again.state.snapshot())
+    delete old.joinTokens[0].usedKey
+    const restored = ClusterState.restore(JSON.stringify(old))
+    expect(code(restored.apply(10, new CommandEnvelope({ command: entries[2]![0], proposedAt: 5_000 })))).toBe("BLX_JOIN_TOKEN_USED")
+  })
+
+  it("a log entry from before keys decodes, and uses the token up for good", () => {
+    const entry = Schema.decodeUnknownSync(C.Command)({ _tag: "ConsumeJoinToken", id: tokenId, hash, node: 4 })
+    const r = new Replica()
+    r.run(new C.CreateJoinToken({ id: tokenId, hash, ttlMs: minute }), 0)
+    expect(code(r.run(entry, 1))).toBe("ok")
+    expect(r.state.joinTokens.get(tokenId)?.usedKey).toBeUndefined()
+    expect(code(r.run(entry, 2))).toBe("BLX_JOIN_TOKEN_USED")
   })
 
   it("a wrong secret (another hash) or an unknown id is BLX_JOIN_TOKEN_INVALID and uses nothing up", () => {

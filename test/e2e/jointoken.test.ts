@@ -7,7 +7,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { fingerprintOf } from "../../src/net/Tls.js"
-import { BlixardNode, cliJson, clustersPerTest, freePort, waitFor, type Cluster } from "./harness.js"
+import { BlixardNode, cli, cliJson, clustersPerTest, freePort, waitFor, type Cluster } from "./harness.js"
 
 const newCluster = clustersPerTest()
 
@@ -107,5 +107,20 @@ describe("join tokens", () => {
     const short = await cliJson<Created>(one.addr, ["cluster", "token", "create", "--ttl", "1s"])
     await waitFor("the short token to expire", async () => (Date.now() > short.expiresAt + 200 ? true : undefined))
     await refused(c, 3, one, short.token, "BLX_JOIN_TOKEN_EXPIRED")
+  })
+
+  it("a cluster on the public development secret makes no join token (BLX_CLUSTER_SECRET_REQUIRED): it would hand that secret out", async () => {
+    const c = newCluster()
+    // No --cluster-secret-file: the node warns that it runs on the public development secret.
+    const one = new BlixardNode(1, await freePort(), path.join(c.dir, "node-1"), "", [])
+    c.nodes.push(one)
+    one.start()
+    await waitFor("node 1 to found the cluster", async () => ((await cliJson<{ leader?: number }>(one.addr, ["cluster", "status"])).leader === 1 ? true : undefined))
+    const created = await cli(one.addr, ["cluster", "token", "create"])
+    expect(created.code).toBe(1)
+    expect(created.stderr).toContain("BLX_CLUSTER_SECRET_REQUIRED")
+    expect(created.stderr).toContain("--cluster-secret-file")
+    expect(created.stdout).not.toMatch(/K10[0-9a-f]{64}::/)
+    expect(await cliJson<Array<Listed>>(one.addr, ["cluster", "token", "list"])).toEqual([])
   })
 })

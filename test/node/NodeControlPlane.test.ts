@@ -23,7 +23,8 @@ const spec = (name: string) => new VmSpec({ name: VmName.make(name), source: new
 const setup = (
   voters: ReadonlyArray<number> = [1, 2, 3],
   sourcePolicy?: NodeControlPlane.NodeControlPlaneOptions["sourcePolicy"],
-  caFingerprint?: string
+  caFingerprint?: string,
+  publicClusterSecret?: boolean
 ) =>
   Effect.gen(function* () {
     const cluster = new RaftCluster(
@@ -43,7 +44,8 @@ const setup = (
         remote: (addr) => planes.get(addr)!,
         catchUpTimeoutMs: 5_000,
         sourcePolicy,
-        caFingerprint
+        caFingerprint,
+        publicClusterSecret
       })
       planes.set(address(id), made)
       return made
@@ -107,11 +109,27 @@ describe("NodeControlPlane", () => {
       expect(failure(yield* cluster.drive(plane(followers[1]!).consumeJoinToken(parts.id, sha256Hex("wrong"), NodeId.make(4))))).toMatchObject({ code: "BLX_JOIN_TOKEN_INVALID" })
       expect(failure(yield* cluster.drive(plane(followers[1]!).consumeJoinToken(parts.id, hash, NodeId.make(followers[0]!))))).toMatchObject({ code: "BLX_INVALID_ARGUMENT" })
       expect((yield* cluster.node(leader).status).lastIndex).toBe(before)
-      expect(value(yield* cluster.drive(plane(followers[1]!).consumeJoinToken(parts.id, hash, NodeId.make(4))))).toMatchObject({ usedBy: 4 })
-      expect(failure(yield* cluster.drive(plane(followers[0]!).consumeJoinToken(parts.id, hash, NodeId.make(5))))).toMatchObject({ code: "BLX_JOIN_TOKEN_USED" })
+      const key = "cd".repeat(32)
+      expect(value(yield* cluster.drive(plane(followers[1]!).consumeJoinToken(parts.id, hash, NodeId.make(4), key)))).toMatchObject({ usedBy: 4 })
+      expect(failure(yield* cluster.drive(plane(followers[0]!).consumeJoinToken(parts.id, hash, NodeId.make(5), key)))).toMatchObject({ code: "BLX_JOIN_TOKEN_USED" })
+      expect(failure(yield* cluster.drive(plane(followers[0]!).consumeJoinToken(parts.id, hash, NodeId.make(4), "ef".repeat(32))))).toMatchObject({ code: "BLX_JOIN_TOKEN_USED" })
+      // Node 4 with its key again (its answer was lost), forwarded by another follower: admitted, nothing changes.
+      expect(value(yield* cluster.drive(plane(followers[0]!).consumeJoinToken(parts.id, hash, NodeId.make(4), key)))).toMatchObject({ usedBy: 4 })
       for (const id of [1, 2, 3]) expect(cluster.state(id).current.joinTokens.get(parts.id)?.usedBy).toBe(4)
       value(yield* cluster.drive(plane(leader).revokeJoinToken(parts.id)))
       expect(value(yield* cluster.drive(plane(followers[0]!).listJoinTokens("linearizable")))).toEqual([])
+    })
+  )
+
+  it.scoped("on the public development secret no join token is made (BLX_CLUSTER_SECRET_REQUIRED): it would hand that secret out", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, followers, leader } = yield* setup([1, 2, 3], undefined, "ab".repeat(32), true)
+      for (const id of [1, 2, 3]) plane(id)
+      const before = (yield* cluster.node(leader).status).lastIndex
+      const refused = failure(yield* cluster.drive(plane(followers[0]!).createJoinToken(60_000)))
+      expect(refused).toMatchObject({ code: "BLX_CLUSTER_SECRET_REQUIRED", subject: "clusterSecretFile", node: followers[0] })
+      expect((refused as { message: string }).message).toMatch(/public development cluster secret.*--cluster-secret-file.*restart them all/)
+      expect((yield* cluster.node(leader).status).lastIndex).toBe(before)
     })
   )
 

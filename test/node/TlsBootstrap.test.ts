@@ -1,18 +1,27 @@
 /**
  * The join-token side of the TLS bootstrap over real HTTPS on loopback: a member's `/v1/tls/join`
- * (with the token's consumption faked) and a joining node's `obtainWithTokenFrom`.
+ * (with the token's consumption faked, or applied to a real `ClusterState`) and a joining node's
+ * `obtainWithTokenFrom` and start-up (`StartTls.prepare`).
  */
 import { afterEach, describe, expect, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
-import { randomUUID, X509Certificate } from "node:crypto"
+import { Effect, Either, Exit, Schema } from "effect"
+import { createHash, createPrivateKey, createPublicKey, randomUUID, X509Certificate } from "node:crypto"
+import * as fs from "node:fs"
 import * as https from "node:https"
+import * as path from "node:path"
 import type { AddressInfo } from "node:net"
 import * as Auth from "../../src/api/Auth.js"
+import { ClusterState } from "../../src/cluster/ClusterState.js"
+import * as C from "../../src/domain/Command.js"
+import type { BlixardError } from "../../src/domain/Errors.js"
 import { JoinTokenUsed } from "../../src/domain/Errors.js"
 import { JoinTokenId, JoinTokenInfo, presented } from "../../src/domain/JoinToken.js"
 import type { NodeId } from "../../src/domain/NodeId.js"
 import * as Tls from "../../src/net/Tls.js"
+import { NodeConfig } from "../../src/node/Config.js"
+import * as StartTls from "../../src/node/StartTls.js"
 import * as TlsBootstrap from "../../src/node/TlsBootstrap.js"
+import { tempDir } from "../support/TempDir.js"
 
 const clusterSecret = "the-cluster-secret"
 const token = { id: JoinTokenId.make("0123456789abcdef"), secret: "s".repeat(43) }
@@ -31,23 +40,39 @@ afterEach(() => {
   for (const server of servers.splice(0)) server.close()
 })
 
-/** A member serving the bootstrap endpoints; `consume` plays the Raft consumption. */
-const member = async (consume: (id: JoinTokenId, hash: string, node: NodeId) => Effect.Effect<JoinTokenInfo, JoinTokenUsed>) => {
+type Consume = (id: JoinTokenId, hash: string, node: NodeId, key: string) => Effect.Effect<JoinTokenInfo, BlixardError>
+
+/**
+ * A member serving the bootstrap endpoints; `consume` plays the Raft consumption. `dropAnswers`
+ * join answers are lost after the token was consumed (the connection is cut instead).
+ */
+const member = async (consume: Consume, options: { readonly publicClusterSecret?: boolean; readonly dropAnswers?: number } = {}) => {
   const tls = await memberTls()
   const seen: Array<string> = []
   const consumed: Array<[string, string, number]> = []
+  const keys: Array<string> = []
+  let drops = options.dropAnswers ?? 0
   const routes = TlsBootstrap.routes({
     tls,
     clusterSecret,
+    publicClusterSecret: options.publicClusterSecret ?? false,
     authenticate: Auth.makeAuthenticate({}),
-    consumeJoinToken: (id, hash, node) => {
+    consumeJoinToken: (id, hash, node, key) => {
       consumed.push([id, hash, node])
-      return consume(id, hash, node)
+      keys.push(key)
+      return consume(id, hash, node, key)
     },
     run: (effect, then) => void Effect.runPromise(Effect.either(effect)).then(then)
   })
   const server = https.createServer({ cert: tls.cert, key: tls.key }, (request, response) => {
     seen.push(`${request.method} ${request.url}`)
+    if (request.url === TlsBootstrap.joinPath && drops > 0) {
+      drops -= 1
+      response.end = (() => {
+        request.socket.destroy()
+        return response
+      }) as never
+    }
     // The TLS routes take no path parameters and authenticate their callers themselves.
     const route = routes.find((r) => r.method === request.method && r.path === (request.url ?? "/").split("?")[0])
     if (route === undefined) {
@@ -59,8 +84,23 @@ const member = async (consume: (id: JoinTokenId, hash: string, node: NodeId) => 
   })
   servers.push(server)
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  return { tls, seen, consumed, address: `127.0.0.1:${(server.address() as AddressInfo).port}` }
+  return { tls, seen, consumed, keys, address: `127.0.0.1:${(server.address() as AddressInfo).port}` }
 }
+
+/** The token's consumption applied to a real replicated state (as every replica applies it). */
+const replicated = (ttlMs = 60_000) => {
+  const state = new ClusterState()
+  let index = 0
+  const apply = (command: C.Command) => state.apply(++index, new C.CommandEnvelope({ command, proposedAt: Date.now() }))
+  apply(new C.CreateJoinToken({ id: token.id, hash: Auth.sha256Hex(presented(token)), ttlMs }))
+  const consume: Consume = (id, hash, node, key) => {
+    const result = apply(new C.ConsumeJoinToken({ id, hash, node, key }))
+    return Either.isRight(result) ? Effect.succeed(result.right.joinToken!) : Effect.fail(result.left)
+  }
+  return { state, consume }
+}
+
+const newRequest = (node: number) => Effect.runPromise(Tls.createRequest(node))
 
 const used = (id: JoinTokenId, _hash: string, node: NodeId) =>
   Effect.succeed(new JoinTokenInfo({ id, createdAt: 0, expiresAt: 1, usedBy: node, usedAt: 0 }))
@@ -85,7 +125,7 @@ describe("joining with a join token", () => {
   it("the member answers the certificate, the CA's key and the cluster secret once the token is consumed", async () => {
     const m = await member(used)
     const admitted = await Effect.runPromise(
-      TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, names: ["127.0.0.1"], timeoutMs: 5_000 })
+      TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, request: await newRequest(4), names: ["127.0.0.1"], timeoutMs: 5_000 })
     )
     expect(admitted.clusterSecret).toBe(clusterSecret)
     expect(admitted.caKey).toBe(m.tls.caKey)
@@ -93,13 +133,14 @@ describe("joining with a join token", () => {
     expect(Tls.identityOf(new X509Certificate(admitted.cert).subjectAltName)).toEqual({ clusterId: m.tls.clusterId, node: 4 })
     // The member was shown <id>.<secret> and consumed it as its hash, for node 4.
     expect(m.consumed).toEqual([[token.id, Auth.sha256Hex(presented(token)), 4]])
+    expect(m.keys).toEqual([TlsBootstrap.publicKeyHashOf(admitted.cert)])
   })
 
   it("a CA other than the token pins stops the joiner before it sends anything (BLX_JOIN_TOKEN_CA_MISMATCH)", async () => {
     const m = await member(used)
     const other = "0".repeat(64)
     const result = await Effect.runPromise(
-      Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: other }, names: [], timeoutMs: 5_000 }))
+      Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: other }, request: await newRequest(4), names: [], timeoutMs: 5_000 }))
     )
     expect(Either.isLeft(result) && result.left).toMatchObject({ code: "BLX_JOIN_TOKEN_CA_MISMATCH" })
     expect(Either.isLeft(result) && result.left.message).toContain(m.tls.fingerprint)
@@ -118,7 +159,7 @@ describe("joining with a join token", () => {
     expect(answer.text).not.toContain("CERTIFICATE")
     // The joiner sees the same refusal, by its code.
     const result = await Effect.runPromise(
-      Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, { node: 5, token: { ...token, fingerprint: m.tls.fingerprint }, names: [], timeoutMs: 5_000 }))
+      Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, { node: 5, token: { ...token, fingerprint: m.tls.fingerprint }, request, names: [], timeoutMs: 5_000 }))
     )
     expect(Either.isLeft(result) && result.left).toMatchObject({ code: "BLX_JOIN_TOKEN_USED" })
   })
@@ -136,5 +177,85 @@ describe("joining with a join token", () => {
       expect(JSON.parse(answer.text)).toMatchObject({ code: "BLX_INVALID_ARGUMENT" })
     }
     expect(m.consumed).toEqual([])
+  })
+})
+
+/** The SHA-256 of a request's public key (SubjectPublicKeyInfo DER), from its private key. */
+const keyOf = (request: Tls.KeyAndRequest): string =>
+  createHash("sha256").update(createPublicKey(createPrivateKey(request.key)).export({ type: "spki", format: "der" })).digest("hex")
+
+describe("a join whose answer is lost after the token was consumed", () => {
+  it("is answered again when the same node retries with the same token and key; another key or node is BLX_JOIN_TOKEN_USED", async () => {
+    const r = replicated()
+    const m = await member(r.consume, { dropAnswers: 1 })
+    const request = await newRequest(4)
+    const options = { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, request, names: ["127.0.0.1"], timeoutMs: 5_000 }
+    const lost = await Effect.runPromise(Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, options)))
+    // The joiner saw the connection cut (what it retries), but the token is used, for node 4 and its key.
+    expect(Either.isLeft(lost) && lost.left).toMatchObject({ code: "BLX_UNAVAILABLE" })
+    const used = r.state.joinTokens.get(token.id)
+    expect(used).toMatchObject({ usedBy: 4, usedKey: keyOf(request) })
+    expect(m.keys).toEqual([keyOf(request)])
+
+    // Another key (a joiner that made a new one, or anyone else holding the token) gets nothing.
+    for (const other of [{ ...options, request: await newRequest(4) }, { ...options, node: 5 }]) {
+      const refused = await Effect.runPromise(Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, other)))
+      expect(Either.isLeft(refused) && refused.left).toMatchObject({ code: "BLX_JOIN_TOKEN_USED" })
+    }
+
+    // The same node with the same request is answered, and the token's record is unchanged.
+    const admitted = await Effect.runPromise(TlsBootstrap.obtainWithTokenFrom(m.address, options))
+    expect(admitted.clusterSecret).toBe(clusterSecret)
+    expect(admitted.key).toBe(request.key)
+    expect(Tls.identityOf(new X509Certificate(admitted.cert).subjectAltName)).toEqual({ clusterId: m.tls.clusterId, node: 4 })
+    expect(r.state.joinTokens.get(token.id)).toEqual(used)
+  })
+
+  it("a joiner killed after its token was consumed starts again with the key it kept, and joins", async () => {
+    const r = replicated()
+    const m = await member(r.consume, { dropAnswers: 1 })
+    const dataDir = tempDir("join-retry")
+    const config = Schema.decodeUnknownSync(NodeConfig)({ id: 4, bind: "127.0.0.1:7004", dataDir })
+    const start = (peers: StartTls.StartOptions["peers"]) =>
+      Effect.runPromiseExit(
+        StartTls.prepare({ config, fresh: true, founding: false, knownCluster: undefined, clusterSecret: "unused", peers, joinToken: { ...token, fingerprint: m.tls.fingerprint } })
+      )
+    // The first start asks once (its answer is lost) and is killed before its retry.
+    let asked = 0
+    const killed = await start(Effect.suspend(() => (++asked === 1 ? Effect.succeed([{ address: m.address }]) : Effect.interrupt)))
+    expect(Exit.isInterrupted(killed)).toBe(true)
+    const kept = path.join(dataDir, StartTls.joinRequestFileName)
+    expect(fs.statSync(kept).mode & 0o777).toBe(0o600)
+    const keptKey = JSON.parse(fs.readFileSync(kept, "utf8")).key as string
+    expect(r.state.joinTokens.get(token.id)).toMatchObject({ usedBy: 4, usedKey: keyOf({ key: keptKey, csr: "" }) })
+    expect(Tls.hasTlsFiles(dataDir)).toBe(false)
+
+    // Started again with the same token, it is admitted: its certificate is for the key it kept.
+    const joined = await start(Effect.succeed([{ address: m.address }]))
+    expect(Exit.isSuccess(joined) && joined.value?.key).toBe(keptKey)
+    expect(fs.readFileSync(path.join(dataDir, StartTls.clusterSecretFileName), "utf8").trim()).toBe(clusterSecret)
+    expect(fs.readFileSync(path.join(Tls.tlsDir(dataDir), Tls.keyFileName), "utf8")).toBe(keptKey)
+    // The key lives in the tls directory now; the kept request is gone.
+    expect(fs.existsSync(kept)).toBe(false)
+    expect(m.consumed.length).toBe(2)
+  })
+})
+
+describe("a member running on the public development secret", () => {
+  it("answers no join (BLX_CLUSTER_SECRET_REQUIRED, 409), consumes nothing, and the joiner stops instead of retrying", async () => {
+    const m = await member(used, { publicClusterSecret: true })
+    const request = await newRequest(4)
+    const answer = await post(m.address, m.tls.ca, { token: presented(token), node: 4, csr: request.csr, names: [] })
+    expect(answer.status).toBe(409)
+    const body = JSON.parse(answer.text)
+    expect(body).toMatchObject({ _tag: "ClusterSecretRequired", code: "BLX_CLUSTER_SECRET_REQUIRED", subject: "clusterSecretFile" })
+    expect(body.message).toMatch(/public development cluster secret.*--cluster-secret-file/)
+    expect(answer.text).not.toContain(clusterSecret)
+    expect(answer.text).not.toContain("PRIVATE KEY")
+    expect(m.consumed).toEqual([])
+    const result = await Effect.runPromise(
+      Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, request, names: [], timeoutMs: 5_000 }))
+    )
+    expect(Either.isLeft(result) && result.left).toMatchObject({ code: "BLX_CLUSTER_SECRET_REQUIRED" })
   })
 })
