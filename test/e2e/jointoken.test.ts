@@ -5,11 +5,13 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { describe, expect, it } from "vitest"
+import { describe, expect, it, vi } from "vitest"
 import { fingerprintOf } from "../../src/net/Tls.js"
 import { BlixardNode, cli, cliJson, clustersPerTest, freePort, waitFor, type Cluster } from "./harness.js"
 
 const newCluster = clustersPerTest()
+// Three TLS members and a joiner: slower than most on a busy machine.
+vi.setConfig({ testTimeout: 240_000 })
 
 interface Created {
   readonly id: string
