@@ -25,8 +25,8 @@ export interface Switches {
   /** The orchestration layer's timeouts, in place of the daemon's defaults. */
   readonly orchestration?: { readonly fencingMs?: number | undefined; readonly nodeDownMs?: number | undefined } | undefined
   /**
-   * The replicated state machine's (`ClusterState`). `unsafeOneStepMoves` also turns on the
-   * orchestration workload's moves (drains, resizing updates), which is what catches it.
+   * The replicated state machine's (`ClusterState`). `unsafeOneStepMoves` is caught by the
+   * orchestration workload's moves (drains, resizing updates; on unless `moves: false`).
    */
   readonly stateMachine?: { readonly unsafeOneStepMoves?: boolean | undefined } | undefined
 }
