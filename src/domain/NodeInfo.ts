@@ -36,6 +36,18 @@ export const ForeignVmName = Schema.String.pipe(Schema.minLength(1), Schema.maxL
 /** At most this many foreign VM directories are reported per node (the rest are in the node's log). */
 export const MaxForeignVms = 256
 
+/**
+ * Something a node's version does that the first versions did not, advertised in its registration.
+ * Any name of this shape decodes, so a node of an older version reads a newer node's list.
+ */
+export const NodeCapability = Schema.String.pipe(Schema.pattern(/^[a-z][a-z0-9-]{0,63}$/, { message: () => "a capability is lowercase letters, digits and dashes, e.g. releases-moves" }))
+
+/**
+ * The node's agent stops a VM moving off it and reports it `released` (two-phase moves). A node
+ * without it never does: a move off it waits while it is up, until it is upgraded or marked down.
+ */
+export const ReleasesMoves = "releases-moves"
+
 export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
   id: NodeId,
   address: HostPort,
@@ -49,8 +61,16 @@ export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
    * absent when there are none. (Exact optional, no default: records stay encode-transparent, see
    * `Json.ts`.)
    */
-  foreignVms: Schema.optionalWith(Schema.Array(ForeignVmName).pipe(Schema.maxItems(MaxForeignVms)), { exact: true })
+  foreignVms: Schema.optionalWith(Schema.Array(ForeignVmName).pipe(Schema.maxItems(MaxForeignVms)), { exact: true }),
+  /**
+   * What the node's version can do (`ReleasesMoves`, …), as it registered. Absent: a node of a
+   * version from before capabilities were advertised, which can do none of them.
+   */
+  capabilities: Schema.optionalWith(Schema.Array(NodeCapability).pipe(Schema.maxItems(32)), { exact: true })
 }) {}
+
+/** Whether `node` stops and releases a VM moving off it (see `ReleasesMoves`). */
+export const releasesMoves = (node: NodeInfo): boolean => node.capabilities?.includes(ReleasesMoves) === true
 
 /**
  * The leader's answer to a host's heartbeat (`POST /v1/nodes/ID/heartbeat`): it confirmed its
