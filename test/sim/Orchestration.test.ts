@@ -33,7 +33,8 @@ describe("orchestration workload: a run is a seed", () => {
     expect(b).toEqual(a)
     expect(simulateOrchestration({ seed: 3 }).traceHash).not.toBe(a.traceHash)
     expect((await there).map((r) => r.traceHash)).toEqual([a.traceHash, a.traceHash])
-  })
+    // Five runs of a seed with moves, two of them in other processes: over a minute on a loaded machine.
+  }, 240_000)
 })
 
 describe("orchestration workload: safety and liveness under seeded faults", () => {
