@@ -47,8 +47,11 @@ const nodeText = (node: NodeId | undefined): string => (node === undefined ? "-"
 const noteOf = (record: VmRecord): string =>
   record.pendingReason ?? (record.moving !== undefined ? movingText(record) : record.status.lastError) ?? ""
 
-/** A VM moving off its live node: that node stops it first, then it is placed elsewhere. */
-const movingText = (record: VmRecord): string => `moving off node ${nodeText(record.node)}: stopping it there first`
+/**
+ * A VM moving off its live node: that node stops it first, then it is placed elsewhere — or why it
+ * waits (a node of an older version never stops it for a move).
+ */
+const movingText = (record: VmRecord): string => `moving off node ${nodeText(record.node)}: ${record.movingReason ?? "stopping it there first"}`
 
 export const vmTableHeader = ["NAME", "DESIRED", "PHASE", "NODE", "VCPUS", "MEMORY", "RESTARTS", "NOTE"] as const
 
@@ -82,7 +85,9 @@ export const formatVm = (record: VmRecord, asJson: boolean): string => {
     ["node", record.node === undefined ? "- (not placed)" : String(record.node)]
   ]
   if (record.pendingReason !== undefined) lines.push(["pending", record.pendingReason])
-  if (record.moving !== undefined) lines.push(["moving", `${movingText(record)}, then placed on another node (since revision ${record.moving})`])
+  if (record.moving !== undefined) {
+    lines.push(["moving", `${movingText(record)}${record.movingReason === undefined ? ", then placed on another node" : ""} (since revision ${record.moving})`])
+  }
   if (status.pid !== undefined) lines.push(["pid", String(status.pid)])
   if (status.exitCode !== undefined) lines.push(["exit code", String(status.exitCode)])
   if (status.lastError !== undefined) lines.push(["last error", status.lastError])

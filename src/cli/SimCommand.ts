@@ -1,6 +1,6 @@
 /**
  * `blixard sim --seed N [--nodes 5] [--steps K] [--profile P] [--bug B] [--full
- * [--workload kv|orchestration [--log]]] [--json]`: replays one seed of the
+ * [--workload kv|orchestration [--log] [--no-moves]]] [--json]`: replays one seed of the
  * deterministic simulator — the explorer, or with `--full` the full-service tier, running the KV
  * store or (`--workload orchestration`) the orchestration layer — and prints its summary. The same
  * seed always prints the same output; a failing seed printed by CI or `npm run sim` is a
@@ -44,9 +44,14 @@ const workload = Options.choice("workload", ["kv", "orchestration"]).pipe(
   )
 )
 const log = Options.boolean("log").pipe(Options.withDescription("With --workload orchestration: print the nodes' log lines (agents, failure detector) with simulated time."))
+const noMoves = Options.boolean("no-moves", { negationNames: ["moves"] }).pipe(
+  Options.withDescription(
+    "With --workload orchestration: clients never move VMs off live nodes (no drains, no resizing updates), as runs were before moves existed. --moves (the default) lets them."
+  )
+)
 const json = Options.boolean("json").pipe(Options.withDescription("Print the result as JSON."))
 
-export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug, full, workload, log, json }, (args) =>
+export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug, full, workload, log, noMoves, json }, (args) =>
   Effect.gen(function* () {
     const n = Option.getOrUndefined(args.nodes)
     if (n !== undefined && (n < 1 || n > 9)) {
@@ -73,6 +78,12 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
     if (!orchestration && args.log) {
       return yield* new InvalidArgument({ subject: "--log", message: "--log is about the orchestration layer: add --full --workload orchestration" })
     }
+    if (!orchestration && args.noMoves) {
+      return yield* new InvalidArgument({ subject: "--no-moves", message: "--no-moves is about the orchestration workload's clients: add --full --workload orchestration" })
+    }
+    if (args.noMoves && b === "one-step-moves") {
+      return yield* new InvalidArgument({ subject: "--no-moves", message: "--bug one-step-moves is caught only through moves: drop --no-moves" })
+    }
     const runKind = !args.full ? "explorer" : orchestration ? "orchestration" : "kv"
     if (b !== undefined && !(bugs[b].appliesTo as ReadonlyArray<string>).includes(runKind)) {
       const where = bugs[b].appliesTo.map((k) => (k === "explorer" ? "the explorer" : `--full --workload ${k}`)).join(" or ")
@@ -90,6 +101,7 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
       ? (yield* Effect.promise(() => import("../sim/OrchestrationStack.js"))).simulateOrchestration({
           ...options,
           ...(b !== undefined ? { bug: b } : {}),
+          ...(args.noMoves ? { moves: false } : {}),
           ...(args.log ? { log: (line: string) => void lines.push(line) } : {})
         })
       : (args.full ? (yield* Effect.promise(() => import("../sim/FullService.js"))).simulate : explore)({
@@ -103,7 +115,7 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
       const counts = result.counts
       yield* Console.log(
         [
-          `seed ${result.seed} (${args.full ? "full-service tier, " : ""}${orchestration ? "orchestration workload, " : ""}profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
+          `seed ${result.seed} (${args.full ? "full-service tier, " : ""}${orchestration ? `orchestration workload${args.noMoves ? " without moves" : ""}, ` : ""}profile ${args.profile}${b !== undefined ? `, bug ${b}` : ""}): ${result.ok ? "ok" : "FAILED"}`,
           `  simulated ${(s.simulatedMs / 1000).toFixed(1)} s: ${s.events} events, ${s.elections} elections (highest term ${s.maxTerm}), ${s.committed} entries committed, ${s.snapshotsInstalled} snapshots installed, ${s.crashes} crashes`,
           `  network: ${s.messages} messages sent, ${s.dropped} dropped, ${s.queued} queued for a node that was down, ${s.late} late from a crashed node${s.membershipChanges > 0 ? `; ${s.membershipChanges} membership changes` : ""}`,
           `  clients: ${s.operations} operations (${s.unknownOutcomes} with unknown outcome), linearizability ${result.linearizability}`,

@@ -12,7 +12,9 @@
  * record is marked `moving` and stays on its node, whose agent stops it and reports `released`;
  * that report places it elsewhere. Moving it in one step would let the new node start it before
  * the old one has applied the entry and stopped it. A node marked down or removed gives its VMs up
- * at once: by `nodeDownMs` it has fenced itself.
+ * at once: by `nodeDownMs` it has fenced itself. A node whose registration does not advertise
+ * `releases-moves` (an older version) never reports `released`: its moves wait, and say so
+ * (`movingReason`), until it registers again upgraded or is marked down — never a one-step move.
  */
 import { Either, Schema } from "effect"
 import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
@@ -35,7 +37,7 @@ import { JoinTokenInfo, JoinTokenRecord, JoinTokenRetentionMs } from "../domain/
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import type { NodeId } from "../domain/NodeId.js"
-import { NodeInfo } from "../domain/NodeInfo.js"
+import { NodeInfo, releasesMoves } from "../domain/NodeInfo.js"
 import { ConfigSource, VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { Ledger, place, shortfall } from "./Scheduler.js"
@@ -338,7 +340,7 @@ export class ClusterState {
         if (vm.moving === undefined || command.status.released !== vm.moving) return Either.right({ vm: updated })
         if (command.status.phase !== "stopped" && command.status.phase !== "failed") return Either.right({ vm: updated })
         // Its node has stopped it for this move: now it may run elsewhere.
-        const { node: from, moving: _, ...rest } = updated
+        const { node: from, moving: _, movingReason: __, ...rest } = updated
         this.put(command.name, new VmRecord(rest, trusted))
         const moved = this.placeVm(command.name, now, from)
         if (this.unplaced.size > 0) this.placePending(now)
@@ -356,6 +358,7 @@ export class ClusterState {
           trusted
         )
         this.nodes.set(info.id, info)
+        this.explainMoves(info.id)
         this.placePending(now)
         return Either.right({ node: info })
       }
@@ -510,7 +513,7 @@ export class ClusterState {
       return Either.right({ vm: this.vms.get(command.name) ?? moved })
     }
     // It no longer fits where it is: its node stops it first, then it is placed elsewhere.
-    const moving = new VmRecord({ ...updated, moving: updated.revision }, trusted)
+    const moving = this.withMoveWait(new VmRecord({ ...updated, moving: updated.revision }, trusted))
     this.put(command.name, moving)
     return Either.right({ vm: moving })
   }
@@ -539,7 +542,7 @@ export class ClusterState {
       desired: vm.desired,
       revision: vm.revision + 1,
       createdAt: vm.createdAt
-    } satisfies Record<Exclude<keyof typeof VmRecord.fields, "node" | "pendingReason" | "status" | "generation" | "moving">, unknown>
+    } satisfies Record<Exclude<keyof typeof VmRecord.fields, "node" | "pendingReason" | "status" | "generation" | "moving" | "movingReason">, unknown>
     const generation = vm.generation !== undefined ? { generation: vm.generation } : {}
     const restarts = vm.status.restarts
     return placement._tag === "Placed"
@@ -570,7 +573,7 @@ export class ClusterState {
     for (const name of [...this.vms.keys()].sort()) {
       const vm = this.vms.get(name)!
       if (vm.node !== node) continue
-      const { node: _, moving: __, ...rest } = vm
+      const { node: _, moving: __, movingReason: ___, ...rest } = vm
       this.put(name, new VmRecord(rest, trusted))
       this.placeVm(name, now, node)
     }
@@ -581,7 +584,35 @@ export class ClusterState {
     for (const name of [...this.vms.keys()].sort()) {
       const vm = this.vms.get(name)!
       if (vm.node !== node || vm.moving !== undefined) continue
-      this.put(name, new VmRecord({ ...vm, moving: vm.revision + 1, revision: vm.revision + 1 }, trusted))
+      this.put(name, this.withMoveWait(new VmRecord({ ...vm, moving: vm.revision + 1, revision: vm.revision + 1 }, trusted)))
+    }
+  }
+
+  /** `vm`, moving off its node, with the reason its move waits (or none, if it does not). */
+  private withMoveWait(vm: VmRecord): VmRecord {
+    const reason = this.moveWait(vm.node!)
+    if (reason === vm.movingReason) return vm
+    const { movingReason: _, ...rest } = vm
+    return new VmRecord(reason === undefined ? rest : { ...rest, movingReason: reason }, trusted)
+  }
+
+  /**
+   * Why a move off the live node `node` cannot complete, if it cannot: its registration does not say
+   * it releases VMs (a version from before two-phase moves), so it will not stop them for a move.
+   */
+  private moveWait(node: NodeId): string | undefined {
+    const info = this.nodes.get(node)
+    if (info === undefined || releasesMoves(info)) return undefined
+    return `waits for node ${node} to be upgraded or marked down: its version does not stop and release VMs moving off it (a node is marked down once the cluster has not heard from it for nodeDownMs)`
+  }
+
+  /** `node` registered (again): its VMs' moves say whether they wait for it, now. */
+  private explainMoves(node: NodeId): void {
+    for (const name of [...this.vms.keys()].sort()) {
+      const vm = this.vms.get(name)!
+      if (vm.node !== node || vm.moving === undefined) continue
+      const explained = this.withMoveWait(vm)
+      if (explained !== vm) this.put(name, new VmRecord({ ...explained, revision: vm.revision + 1 }, trusted))
     }
   }
 
@@ -606,7 +637,7 @@ export class ClusterState {
     }
     for (const name of moving) if (!stay.includes(name)) this.ledger.add(this.vms.get(name)!)
     for (const name of stay) {
-      const { moving: _, ...rest } = this.vms.get(name)!
+      const { moving: _, movingReason: __, ...rest } = this.vms.get(name)!
       this.put(name, new VmRecord({ ...rest, revision: rest.revision + 1 }, trusted))
     }
   }

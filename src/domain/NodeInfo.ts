@@ -44,6 +44,18 @@ export const HostIncarnation = Schema.String.pipe(
 /** At most this many foreign VM directories are reported per node (the rest are in the node's log). */
 export const MaxForeignVms = 256
 
+/**
+ * Something a node's version does that the first versions did not, advertised in its registration.
+ * Any name of this shape decodes, so a node of an older version reads a newer node's list.
+ */
+export const NodeCapability = Schema.String.pipe(Schema.pattern(/^[a-z][a-z0-9-]{0,63}$/, { message: () => "a capability is lowercase letters, digits and dashes, e.g. releases-moves" }))
+
+/**
+ * The node's agent stops a VM moving off it and reports it `released` (two-phase moves). A node
+ * without it never does: a move off it waits while it is up, until it is upgraded or marked down.
+ */
+export const ReleasesMoves = "releases-moves"
+
 export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
   id: NodeId,
   address: HostPort,
@@ -63,8 +75,16 @@ export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
    * another one are refused (`BLX_NODE_ID_IN_USE`). Absent for members (Raft keeps their identity) and
    * hosts of older versions.
    */
-  incarnation: Schema.optionalWith(HostIncarnation, { exact: true })
+  incarnation: Schema.optionalWith(HostIncarnation, { exact: true }),
+  /**
+   * What the node's version can do (`ReleasesMoves`, …), as it registered. Absent: a node of a
+   * version from before capabilities were advertised, which can do none of them.
+   */
+  capabilities: Schema.optionalWith(Schema.Array(NodeCapability).pipe(Schema.maxItems(32)), { exact: true })
 }) {}
+
+/** Whether `node` stops and releases a VM moving off it (see `ReleasesMoves`). */
+export const releasesMoves = (node: NodeInfo): boolean => node.capabilities?.includes(ReleasesMoves) === true
 
 /**
  * What a host says with each heartbeat. Both fields are optional: a host of an older version sends

@@ -73,6 +73,11 @@ export class VmRecord extends Schema.Class<VmRecord>("VmRecord")({
    * A node marked down gives its VMs up at once (it has fenced itself by then).
    */
   moving: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true }),
+  /**
+   * Set while `moving` and the move cannot complete as things are: why, and what ends the wait (its
+   * node runs a version that never reports `released`: it must be upgraded or marked down).
+   */
+  movingReason: Schema.optionalWith(Schema.String.pipe(Schema.maxLength(1024)), { exact: true }),
   /** Bumped by every change to the record; an update may require it (optimistic concurrency). */
   revision: Schema.Int.pipe(Schema.positive()),
   createdAt: Millis

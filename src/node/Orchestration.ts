@@ -26,7 +26,7 @@ import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import type { Labels } from "../domain/Labels.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { HostPort } from "../domain/NodeInfo.js"
-import { MaxForeignVms, NodeInfo } from "../domain/NodeInfo.js"
+import { MaxForeignVms, NodeInfo, ReleasesMoves } from "../domain/NodeInfo.js"
 import type { Resources } from "../domain/Resources.js"
 import { DefaultElectionTick, type RaftNodeShape } from "../raft/RaftNode.js"
 import { VmBackend, type VmBackendShape } from "../vm/VmBackend.js"
@@ -59,7 +59,13 @@ export interface OrchestrationOptions {
  * The names of the VM directories here that are not Blixard's (at most `MaxForeignVms`), which a
  * node's registration carries; logged when they change; `fallback()` when the backend cannot list them.
  */
-/** What a node (member or host) registers: its address, capacity, labels and foreign VM directories. */
+/**
+ * What this version's agent does beyond the first release's (see `NodeCapability`): it stops a VM
+ * moving off its node and reports it released.
+ */
+export const capabilities: ReadonlyArray<string> = [ReleasesMoves]
+
+/** What a node (member or host) registers: its address, capacity, labels, capabilities and foreign VM directories. */
 export const registration = (
   node: NodeId,
   offer: { readonly advertise: HostPort; readonly capacity: Resources; readonly labels: Labels; readonly incarnation?: string | undefined },
@@ -73,8 +79,23 @@ export const registration = (
     state: "active",
     health: "up",
     ...(foreign.length > 0 ? { foreignVms: foreign } : {}),
+    capabilities,
     ...(offer.incarnation !== undefined ? { incarnation: offer.incarnation } : {})
   })
+
+/**
+ * Whether the cluster's record of a node, `mine`, already says what it would register now, `wanted`
+ * (the state and health are the cluster's, not the node's). A record written by the node's previous
+ * version lacks its capabilities: the node registers again.
+ */
+export const registrationCurrent = (mine: NodeInfo | undefined, wanted: NodeInfo): boolean =>
+  mine !== undefined &&
+  mine.address === wanted.address &&
+  mine.capacity.vcpus === wanted.capacity.vcpus &&
+  mine.capacity.memoryMiB === wanted.capacity.memoryMiB &&
+  JSON.stringify(mine.labels) === JSON.stringify(wanted.labels) &&
+  JSON.stringify(mine.foreignVms ?? []) === JSON.stringify(wanted.foreignVms ?? []) &&
+  JSON.stringify(mine.capabilities ?? []) === JSON.stringify(wanted.capabilities ?? [])
 
 export const foreignVmsOf = (node: NodeId, backend: VmBackendShape, fallback: () => ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>> => {
   let seen = ""
@@ -103,17 +124,9 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
     const register = Effect.gen(function* () {
       const st = yield* raft.status
       const member = st.confState.voters.includes(node) || st.confState.learners.includes(node)
-      const mine = state.current.nodes.get(node)
-      const foreign = yield* foreignVms
-      const up =
-        mine !== undefined &&
-        mine.address === options.advertise &&
-        mine.capacity.vcpus === options.capacity.vcpus &&
-        mine.capacity.memoryMiB === options.capacity.memoryMiB &&
-        JSON.stringify(mine.labels) === JSON.stringify(options.labels) &&
-        JSON.stringify(mine.foreignVms ?? []) === JSON.stringify(foreign)
-      if (!member || up || st.lead === 0) return
-      yield* Effect.ignore(controlPlane.registerNode(registration(node, options, foreign)))
+      const wanted = registration(node, options, yield* foreignVms)
+      if (!member || registrationCurrent(state.current.nodes.get(node), wanted) || st.lead === 0) return
+      yield* Effect.ignore(controlPlane.registerNode(wanted))
     })
     yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
 

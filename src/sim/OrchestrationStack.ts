@@ -18,7 +18,9 @@
  * random running node's API, retrying with the same request id (so a retry applies once) on
  * `NotLeader`, `Unavailable`, `Timeout` and `ProposalDropped`. They also make the hardware
  * misbehave — a runner exits (code 0, 1 or 137), the next start of a VM fails — so restart
- * policies and backoff run. They stop when the faults heal.
+ * policies and backoff run. They move VMs off live nodes (unless `moves: false`): drain a node and
+ * make it active again, and update a VM's memory so that it may outgrow its node. They stop when
+ * the faults heal.
  *
  * Clients also read — `vm get NAME` and `vm list`, linearizable (a ReadIndex round) — and every
  * VM's desired state (`stopped`, `running`, or `deleted` once gone) is checked as a register: the
@@ -34,7 +36,7 @@
  * Known bugs to put back (`bug`, see `Bugs.ts`): besides Raft's, the orchestration layer's own,
  * each a configuration the daemon's schema refuses — `no-fencing` (the agent never fences) and
  * `early-reschedule` (`nodeDownMs` below `fencingMs`) — and `one-step-moves` (the state machine
- * moves a VM off a live node without waiting for that node to stop it; it turns `moves` on).
+ * moves a VM off a live node without waiting for that node to stop it; caught through `moves`).
  */
 import { Cause, Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
 import { checkNoVmRunsTwice } from "../agent/Invariants.js"
@@ -70,8 +72,8 @@ export interface OrchestrationOptions extends ExploreOptions {
   readonly log?: ((line: string) => void) | undefined
   /**
    * Clients also move VMs off live nodes: they drain a node (and make it active again later), and
-   * update a VM's memory so that it may no longer fit where it runs. Off by default: it changes
-   * every seed's run.
+   * update a VM's memory so that it may no longer fit where it runs. On by default; `false` gives
+   * the runs of before moves existed (`blixard sim --no-moves`).
    */
   readonly moves?: boolean | undefined
 }
@@ -207,7 +209,7 @@ export const orchestration = (options: {
   const ids = Array.from({ length: options.nodes }, (_, i) => i + 1)
   const unsafe = switchesOf(options.bug).orchestration
   const oneStepMoves = switchesOf(options.bug).stateMachine?.unsafeOneStepMoves === true
-  const moves = options.moves === true || oneStepMoves
+  const moves = options.moves ?? true
   const timeouts = {
     tickMs: options.tickMs,
     fencingMs: unsafe?.fencingMs ?? daemonTimeouts.fencingMs,

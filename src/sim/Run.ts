@@ -1,6 +1,6 @@
 /**
  * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile P] [--bug B]
- * [--full [--workload kv|orchestration]]`: explores many seeds — of the
+ * [--full [--workload kv|orchestration [--no-moves]]]`: explores many seeds — of the
  * explorer, or with `--full` of the full-service tier (running the KV store, or the orchestration
  * layer) — and prints each failing seed with the command that replays it. Exit code 1 if any seed
  * failed.
@@ -43,6 +43,11 @@ if (orchestration && !full) {
   process.exit(2)
 }
 const runKind = !full ? "explorer" : orchestration ? "orchestration" : "kv"
+const noMoves = args.includes("--no-moves")
+if (noMoves && !orchestration) {
+  console.error("--no-moves is about the orchestration workload's clients: add --full --workload orchestration")
+  process.exit(2)
+}
 const bugFlag = flag("bug")
 if (bugFlag !== undefined && !(isBugName(bugFlag) && (bugs[bugFlag].appliesTo as ReadonlyArray<string>).includes(runKind))) {
   const fit = bugNames.filter((b) => (bugs[b].appliesTo as ReadonlyArray<string>).includes(runKind))
@@ -69,7 +74,9 @@ const options: Omit<ExploreOptions, "seed"> = {
   ...(flag("steps") !== undefined ? { safetyMs: int("steps", 100) * 100 } : {})
 }
 const run = (seed: number): ExploreResult =>
-  (simulateOrchestration ?? tier)({ ...options, seed, ...(bug !== undefined ? { bug } : {}) })
+  simulateOrchestration !== undefined
+    ? simulateOrchestration({ ...options, seed, ...(bug !== undefined ? { bug } : {}), ...(noMoves ? { moves: false } : {}) })
+    : tier({ ...options, seed, ...(bug !== undefined ? { bug } : {}) })
 
 let failed = 0
 let firstFailure: number | undefined
@@ -81,12 +88,12 @@ for (let seed = from; seed < from + seeds; seed++) {
   if (!result.ok) {
     failed++
     firstFailure ??= seed
-    const replay = `blixard sim --seed ${seed}${full ? " --full" : ""}${orchestration ? " --workload orchestration" : ""} --profile ${profileName}${flag("nodes") !== undefined ? ` --nodes ${options.nodes}` : ""}${flag("steps") !== undefined ? ` --steps ${flag("steps")}` : ""}${bug !== undefined ? ` --bug ${bug}` : ""}`
+    const replay = `blixard sim --seed ${seed}${full ? " --full" : ""}${orchestration ? " --workload orchestration" : ""}${noMoves ? " --no-moves" : ""} --profile ${profileName}${flag("nodes") !== undefined ? ` --nodes ${options.nodes}` : ""}${flag("steps") !== undefined ? ` --steps ${flag("steps")}` : ""}${bug !== undefined ? ` --bug ${bug}` : ""}`
     console.log(`FAIL seed ${seed}: ${result.violation}\n  replay: ${replay}`)
   }
 }
 const wall = (performance.now() - started) / 1000
 console.log(
-  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, ${full ? "full-service tier, " : ""}${orchestration ? "orchestration workload, " : ""}profile ${profileName}${bug !== undefined ? `, bug ${bug}` : ""}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time; ${(seeds / (wall / 60)).toFixed(1)} seeds per minute${firstFailure !== undefined ? `; first failure at seed ${firstFailure}` : ""})`
+  `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, ${full ? "full-service tier, " : ""}${orchestration ? `orchestration workload${noMoves ? " without moves" : ""}, ` : ""}profile ${profileName}${bug !== undefined ? `, bug ${bug}` : ""}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time; ${(seeds / (wall / 60)).toFixed(1)} seeds per minute${firstFailure !== undefined ? `; first failure at seed ${firstFailure}` : ""})`
 )
 process.exitCode = failed > 0 ? 1 : 0

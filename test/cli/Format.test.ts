@@ -75,6 +75,13 @@ describe("formatVm", () => {
     expect(formatVmChange("updated", record, false)).toBe("updated VM web (desired running, on node 2, moving off node 2: stopping it there first)")
   })
 
+  it("says what a move off a node of an older version waits for", () => {
+    const movingReason = "waits for node 2 to be upgraded or marked down: its version does not stop and release VMs moving off it"
+    const record = new VmRecord({ ...vmRecord("web", { node: 2 }), moving: 7, movingReason })
+    expect(formatVm(record, false)).toMatch(/^moving: +moving off node 2: waits for node 2 to be upgraded or marked down: .* \(since revision 7\)$/m)
+    expect(formatVmList([record], false).split("\n")[1]).toMatch(/moving off node 2: waits for node 2 to be upgraded or marked down: .*off it$/)
+  })
+
   it("prints the record as JSON with --json", () => {
     const record = vmRecord("web", { node: 2 })
     expect(Schema.decodeUnknownSync(VmRecord)(JSON.parse(formatVm(record, true)))).toEqual(record)

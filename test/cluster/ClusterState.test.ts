@@ -4,7 +4,7 @@ import { ClusterState, RequestMemory } from "../../src/cluster/ClusterState.js"
 import { TokenId } from "../../src/domain/ApiToken.js"
 import * as C from "../../src/domain/Command.js"
 import { CommandEnvelope } from "../../src/domain/Command.js"
-import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
+import { HostPort, NodeInfo, ReleasesMoves } from "../../src/domain/NodeInfo.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { Resources } from "../../src/domain/Resources.js"
 import { Constraint, RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
@@ -20,8 +20,14 @@ const node = (n: number, memoryMiB = 4096, labels: Record<string, string> = {}) 
     capacity: new Resources({ vcpus: 8, memoryMiB }),
     labels,
     state: "active",
-    health: "up"
+    health: "up",
+    capabilities: [ReleasesMoves]
   })
+/** A node of a version from before capabilities were advertised: it never releases a VM moving off it. */
+const oldNode = (n: number, memoryMiB = 4096) => {
+  const { capabilities: _, ...rest } = node(n, memoryMiB)
+  return new NodeInfo(rest)
+}
 const spec = (name: string, over: Partial<ConstructorParameters<typeof VmSpec>[0]> = {}) =>
   new VmSpec({ name: vmName(name), source: new RunnerConfig({ path: `/runners/${name}` }), memoryMiB: 1024, ...over })
 
@@ -293,6 +299,45 @@ describe("nodes", () => {
     c.ok(new C.SetNodeHealth({ id: id(9), health: "down", at: c.now }))
     expect(c.ok(new C.RegisterNode({ info: host(b) })).node).toMatchObject({ incarnation: b, health: "up" })
     expect(ClusterState.restore(c.state.snapshot()).nodes.get(9)!.incarnation).toBe(b)
+  })
+
+  it("a node of an older version (no releases-moves) never releases: its moves wait, say for what, and complete once it registers upgraded or is marked down", () => {
+    const c = new Cluster()
+    c.ok(new C.RegisterNode({ info: oldNode(1) }))
+    for (const n of [2, 3]) {
+      c.ok(new C.RegisterNode({ info: node(n) }))
+      c.ok(new C.SetNodeState({ id: id(n), state: "cordoned" }))
+    }
+    for (const name of ["a", "b", "c"]) c.ok(new C.CreateVm({ spec: spec(name), desired: "running" }))
+    for (const n of [2, 3]) c.ok(new C.SetNodeState({ id: id(n), state: "active" }))
+    const onOne = ["a", "b", "c"]
+    expect(onOne.map((name) => c.vm(name).node)).toEqual([1, 1, 1])
+    const wait = /^waits for node 1 to be upgraded or marked down: its version does not stop and release VMs moving off it/
+    // An update after which a VM no longer fits, and a drain: both wait for node 1, and say so.
+    c.ok(new C.UpdateVm({ name: vmName("a"), memoryMiB: 4096 }))
+    expect([c.vm("a").node, c.vm("a").moving !== undefined]).toEqual([1, true])
+    expect(c.vm("a").movingReason).toMatch(wait)
+    c.ok(new C.SetNodeState({ id: id(1), state: "draining" }))
+    for (const name of onOne) expect([c.vm(name).moving !== undefined, c.vm(name).movingReason]).toEqual([true, expect.stringMatching(wait)])
+    // What the old agent reports (stopped, without `released`) moves nothing: never a one-step move.
+    c.ok(new C.ReportVmStatus({ name: vmName(onOne[1]!), node: id(1), status: new VmStatus({ phase: "stopped", since: 2, restarts: 0 }) }))
+    expect(c.vm(onOne[1]!).node).toBe(1)
+    // The wait is replicated state: it survives a snapshot; a snapshot of before these fields decodes.
+    sameState(ClusterState.restore(c.state.snapshot()), c.state)
+    const old = JSON.parse(c.state.snapshot())
+    for (const vm of old.vms) delete vm.movingReason
+    for (const n of old.nodes) delete n.capabilities
+    expect(ClusterState.restore(JSON.stringify(old)).nodes.get(2)!.capabilities).toBeUndefined()
+    // Node 1 registers again, upgraded: the moves no longer wait (its agent now releases them).
+    const before = c.vm(onOne[0]!)
+    c.ok(new C.RegisterNode({ info: node(1) }))
+    expect([c.vm(onOne[0]!).movingReason, c.vm(onOne[0]!).moving, c.vm(onOne[0]!).revision]).toEqual([undefined, before.moving, before.revision + 1])
+    expect(release(c, onOne[0]!, 1).node).not.toBe(1)
+    // Registering old again (a downgrade) makes the rest wait again; marked down, it gives them up at once.
+    c.ok(new C.RegisterNode({ info: oldNode(1) }))
+    expect(c.vm(onOne[1]!).movingReason).toMatch(wait)
+    c.ok(new C.SetNodeHealth({ id: id(1), health: "down", at: c.now }))
+    for (const name of onOne.slice(1)) expect([c.vm(name).node === 1, c.vm(name).moving, c.vm(name).movingReason]).toEqual([false, undefined, undefined])
   })
 
   it("unknown nodes are refused with BLX_NODE_NOT_FOUND", () => {
