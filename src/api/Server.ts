@@ -142,6 +142,16 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     revoke: ({ path }) => plane.revokeJoinToken(path.id),
     consume: ({ path, payload }) => plane.consumeJoinToken(path.id, payload.hash, payload.node)
   },
+  certificates: {
+    list: ({ urlParams }) => plane.listCertificates(readMode(urlParams)),
+    revoke: ({ payload }) =>
+      plane.revokeCertificate({
+        ...(payload.node !== undefined ? { node: payload.node } : {}),
+        ...(payload.serial !== undefined ? { serial: payload.serial } : {}),
+        reason: payload.reason ?? "revoked by an admin"
+      }),
+    record: ({ payload }) => plane.recordCertificate(payload)
+  },
   health: {
     health: () => plane.health
   }
