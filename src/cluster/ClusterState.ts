@@ -16,7 +16,7 @@
  */
 import { Either, Schema } from "effect"
 import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
-import { CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
+import { CertificateRecord, RevokedCertificate, revokedAdvice } from "../domain/Certificate.js"
 import type { Command, CommandEnvelope, RecordCertificate, RevokeCertificate, UpdateVm } from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
 import {
@@ -175,10 +175,6 @@ export const joinTokenRefusal = (
   }
   return undefined
 }
-
-/** What a node whose certificate is revoked does next. */
-export const revokedAdvice = (node: number): string =>
-  `if node ${node} is to be a member again, remove it (blixard cluster leave --id ${node}), empty its data directory and join it afresh with a join token (blixard cluster token create)`
 
 export class ClusterState {
   /** Every VM by name. Read freely; change only through `put`/`remove`, which keep the indexes below. */

@@ -54,3 +54,9 @@ export class CertificateList extends Schema.Class<CertificateList>("CertificateL
   certificates: Schema.Array(CertificateRecord),
   revoked: Schema.Array(RevokedCertificate)
 }) {}
+
+/** What a node whose certificate is revoked does next. */
+export const revokedAdvice = (node: number): string =>
+  node === 0
+    ? "if its node is to be a member again, remove it (blixard cluster leave --id N), empty its data directory and join it afresh with a join token (blixard cluster token create)"
+    : `if node ${node} is to be a member again, remove it (blixard cluster leave --id ${node}), empty its data directory and join it afresh with a join token (blixard cluster token create)`

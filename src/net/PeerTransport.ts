@@ -49,10 +49,12 @@ import * as tls from "node:tls"
 import { WebSocket, WebSocketServer } from "ws"
 import * as Metrics from "../metrics/Metrics.js"
 import { Message } from "../raft/Message.js"
-import { PeerCertificateRefused } from "../domain/Errors.js"
+import { CertificateRevoked, PeerCertificateRefused } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
 import { HandshakeVerifier, deriveKey, sign, toQuery } from "./PeerAuth.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
-import { checkServerIdentity, identityOf } from "./Tls.js"
+import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
+import { checkServerIdentity, identityOf, type RevokedCheck } from "./Tls.js"
 import { Transport, type TransportShape } from "./Transport.js"
 
 /**
@@ -66,6 +68,14 @@ export interface PeerTls {
   readonly key: string
   /** The cluster the certificates belong to (the node URIs' `CLUSTER_ID`). */
   readonly clusterId: string
+}
+
+/** What a server listens with: `onChange` (a `Tls.LiveTls`'s) says when `cert` and `key` were renewed. */
+export interface ServerTls {
+  readonly ca: string
+  readonly cert: string
+  readonly key: string
+  readonly onChange?: ((listener: () => void) => () => void) | undefined
 }
 
 export interface PeerTransportOptions {
@@ -105,6 +115,8 @@ export interface PeerTransportOptions {
   readonly path?: `/${string}` | undefined
   /** Mutual TLS (`wss://`); absent: plain websockets, for tests and `--insecure-plaintext`. */
   readonly tls?: PeerTls | undefined
+  /** Why a peer's certificate is revoked, if it is (`Tls.RevokedCheck`): checked at every handshake, both ways. */
+  readonly revoked?: RevokedCheck | undefined
 }
 
 export interface PeerStats {
@@ -337,7 +349,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
                   cert: options.tls.cert,
                   key: options.tls.key,
                   // `ws` hands this to `tls.connect` (which wants an Error or undefined); its typing says boolean.
-                  checkServerIdentity: checkServerIdentity(options.tls.clusterId, peer.id) as never
+                  checkServerIdentity: checkServerIdentity(options.tls.clusterId, peer.id, options.revoked) as never
                 }),
             perMessageDeflate: false,
             handshakeTimeout: timeoutMs,
@@ -521,7 +533,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         )
 
       /** With TLS: why the connection's client certificate does not prove it is node `from`, if it does not. */
-      const certificateProblem = (request: http.IncomingMessage, from: number): PeerCertificateRefused | undefined => {
+      const certificateProblem = (request: http.IncomingMessage, from: number): PeerCertificateRefused | CertificateRevoked | undefined => {
         const peerTls = options.tls
         if (peerTls === undefined) return undefined
         const refuse = (message: string) => new PeerCertificateRefused({ subject: request.socket.remoteAddress ?? "unknown", message })
@@ -534,6 +546,15 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         if (identity === undefined) return refuse(`node ${from}'s certificate names no Blixard node`)
         if (identity.clusterId !== peerTls.clusterId) return refuse(`node ${from}'s certificate is of cluster ${identity.clusterId}, not ${peerTls.clusterId}`)
         if (identity.node !== from) return refuse(`a connection claiming to be node ${from} presented node ${identity.node}'s certificate`)
+        const serial = normalizeSerial(cert.serialNumber)
+        const reason = options.revoked?.(serial)
+        if (reason !== undefined) {
+          return new CertificateRevoked({
+            node: NodeId.make(from),
+            subject: serial,
+            message: `node ${from}'s certificate ${serial} is revoked (${reason}); its connection is refused: ${revokedAdvice(from)}`
+          })
+        }
         return undefined
       }
 
@@ -638,7 +659,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
  * waits for every open connection to end.
  */
 export const listen = (
-  options: { readonly host: string; readonly port: number; readonly tls?: Omit<PeerTls, "clusterId"> | undefined },
+  options: { readonly host: string; readonly port: number; readonly tls?: ServerTls | undefined },
   others?: http.RequestListener
 ): Effect.Effect<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint | Scope.Scope> =>
   Effect.gen(function* () {
@@ -653,11 +674,17 @@ export const listen = (
         }
         // A client certificate is asked for but not required by the handshake: API clients have none;
         // the peers' endpoint refuses a connection without one (`certificateProblem`).
-        const server: http.Server =
-          options.tls === undefined
-            ? http.createServer(route)
-            : https.createServer({ ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key, requestCert: true, rejectUnauthorized: false }, route)
+        const serverTls = options.tls
+        if (serverTls === undefined) {
+          const server = http.createServer(route)
+          server.on("upgrade", endpoint.upgrade)
+          return server
+        }
+        const server = https.createServer({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key, requestCert: true, rejectUnauthorized: false }, route)
         server.on("upgrade", endpoint.upgrade)
+        // A renewed certificate serves the next connections; those open keep the one they began with.
+        const stop = serverTls.onChange?.(() => server.setSecureContext({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key }))
+        if (stop !== undefined) server.on("close", stop)
         return server
       },
       { port: options.port, host: options.host }
@@ -670,5 +697,5 @@ export const listen = (
 export const layerStandalone = (options: {
   readonly host: string
   readonly port: number
-  readonly tls?: Omit<PeerTls, "clusterId"> | undefined
+  readonly tls?: ServerTls | undefined
 }): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint> => Layer.scoped(HttpServer.HttpServer, listen(options))
