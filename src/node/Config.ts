@@ -151,6 +151,11 @@ export const NodeConfig = Schema.Struct({
   tlsCertFile: Schema.optionalWith(Path, { exact: true }),
   tlsKeyFile: Schema.optionalWith(Path, { exact: true }),
   /**
+   * How long the node certificates this node signs last (joins and renewals), in days. A node renews
+   * its own at two thirds of its lifetime, or at once when it lasts longer than this (`CertRenewal.ts`).
+   */
+  certValidityDays: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 3650)), { default: () => 365 }),
+  /**
    * File holding this node's admin API token. Absent: the node makes one in `dataDir/api-token`
    * (mode 0600) on first start and uses it from then on.
    */
