@@ -421,8 +421,11 @@ export class ClusterState {
         })
       )
     }
-    const { _tag, ...fields } = command
-    const record = new CertificateRecord({ ...fields, recordedAt: now }, trusted)
+    // Fields in the schema's order: a snapshot is the records' JSON, and equal states give equal text.
+    const record = new CertificateRecord(
+      { serial: command.serial, node: command.node, fingerprint: command.fingerprint, notAfter: command.notAfter, recordedAt: now },
+      trusted
+    )
     this.certificates.set(record.serial, record)
     return Either.right({ certificate: record })
   }
