@@ -220,6 +220,8 @@ interface Connection {
   seq: number
   /** Batches awaiting their acknowledgement, oldest first: seq → message count, frame bytes, deadline, and when sent (`performance.now()`). */
   readonly inFlight: Map<number, { readonly count: number; readonly bytes: number; readonly deadline: number; readonly sentAt: number }>
+  /** With TLS: the serial of the certificate the peer's server presented (`normalizeSerial`). */
+  serial?: string | undefined
 }
 
 interface Peer {
@@ -364,6 +366,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         }
         const conn: Connection = { socket, seq: 0, inFlight: new Map() }
         peer.connection = conn
+        socket.on("upgrade", (response) => {
+          if (response.socket instanceof tls.TLSSocket) conn.serial = normalizeSerial(response.socket.getPeerCertificate().serialNumber)
+        })
         socket.on("open", () => pump(peer))
         socket.on("message", (data, isBinary) => {
           let ack: Either.Either<number, unknown>
@@ -463,8 +468,32 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const verifier = new HandshakeVerifier(options.clusterSecret, clusterId, self, maxClockSkewMs)
       const server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxFrameBytes ?? 256 * 1024 * 1024 })
       const accepted = new Set<WebSocket>()
+      /** With TLS: each accepted connection's client certificate serial, and the node it is. */
+      const acceptedCertificates = new Map<WebSocket, { readonly serial: string; readonly from: number }>()
 
-      const serve = (socket: WebSocket, from: number): void => {
+      // A certificate revoked while its connections are open: they are closed too, both ways, so a
+      // revocation cuts a node off now rather than at its next reconnection.
+      const revocationSweep =
+        options.revoked === undefined
+          ? undefined
+          : setInterval(() => {
+              const revoked = options.revoked!
+              for (const [socket, { serial, from }] of acceptedCertificates) {
+                const reason = revoked(serial)
+                if (reason === undefined) continue
+                log(Effect.logWarning(`raft transport: closed node ${from}'s connection: its certificate ${serial} was revoked (${reason})`))
+                acceptedCertificates.delete(socket)
+                socket.terminate()
+              }
+              for (const peer of peers.values()) {
+                const conn = peer.connection
+                const reason = conn?.serial === undefined ? undefined : revoked(conn.serial)
+                if (conn !== undefined && reason !== undefined) fail(peer, conn, `BLX_CERT_REVOKED: node ${peer.id}'s certificate ${conn.serial} is revoked (${reason})`)
+              }
+            }, 1000)
+      revocationSweep?.unref()
+
+      const serve = (socket: WebSocket, from: number, serial: string | undefined): void => {
         /** The newest frame received, and what arrived since the last acknowledgement. */
         let lastSeq = 0
         let unacked = 0
@@ -479,9 +508,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           if (socket.readyState === WebSocket.OPEN) socket.send(packr.pack(lastSeq))
         }
         accepted.add(socket)
+        if (serial !== undefined) acceptedCertificates.set(socket, { serial, from })
         socket.on("close", () => {
           clearTimeout(ackTimer)
           accepted.delete(socket)
+          acceptedCertificates.delete(socket)
         })
         socket.on("error", () => socket.terminate())
         socket.on("message", (data, isBinary) => {
@@ -573,7 +604,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             refused(request, `${certificate.code}: ${certificate.message}`, verdict.from)
             return refuseUpgrade(socket, 401, "Unauthorized", certificate.code)
           }
-          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from))
+          const peerCertificate = request.socket instanceof tls.TLSSocket && options.tls !== undefined ? request.socket.getPeerCertificate() : undefined
+          const serial = peerCertificate?.serialNumber === undefined ? undefined : normalizeSerial(peerCertificate.serialNumber)
+          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial))
         },
         request: (request, response) => {
           const verdict = verifier.verify(request.url ?? "", Date.now())
@@ -591,6 +624,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         Effect.gen(function* () {
           closed = true
           clearInterval(watchdog)
+          clearInterval(revocationSweep)
           for (const peer of peers.values()) {
             dropConnection(peer)
             clearTimeout(peer.retry)

@@ -82,6 +82,24 @@ describe("peers refuse revoked certificates and use renewed ones", () => {
     })
   )
 
+  it.scopedLive("an open connection is closed once its certificate is revoked, and not opened again", () =>
+    Effect.gen(function* () {
+      const { ca, issue } = yield* pki
+      const one = yield* issue(1)
+      const two = yield* issue(2)
+      const revoked = new Set<string>()
+      const a = yield* startNode(1, { tls: { ...one, ca: ca.ca, clusterId: cluster }, backoffMaxMs: 100 })
+      const b = yield* startNode(2, { tls: { ...two, ca: ca.ca, clusterId: cluster }, revoked: (s) => (revoked.has(s) ? "node 1 was removed from the cluster" : undefined) })
+      yield* a.peers.set(2, b.address)
+      yield* a.transport.send([heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      revoked.add(Tls.factsOf(one.cert).serial)
+      yield* eventually("node 2 to close node 1's connection", Effect.map(a.peers.stats, ([s]) => (s?.failuresTotal ?? 0) > 0))
+      yield* a.transport.send([heartbeat(1, 2, 2)])
+      expect(Option.isNone(yield* receiveWithin(b.transport, 500))).toBe(true)
+    })
+  )
+
   it.scopedLive("a listening server serves its renewed certificate to new connections without a restart", () =>
     Effect.gen(function* () {
       const { ca, issue } = yield* pki
