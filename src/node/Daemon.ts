@@ -139,6 +139,10 @@ export const refuseAmnesia = (options: {
     return yield* Effect.fail("noAnswer" as const)
   })
 
+/** How long the certificates this node asks for and signs in renewals last (`certValidityDays`). */
+const certValidityMsOf = (config: NodeConfig): number =>
+  config.certValidityDays === undefined ? Tls.defaultCertValidityMs : config.certValidityDays * 24 * 60 * 60 * 1000
+
 /**
  * Keeps this node's certificate renewed and reported (`CertRenewal.ts`). Operator-supplied files are
  * the operator's to renew: only their expiry is reported, and shown as a gauge.
@@ -159,7 +163,7 @@ const certificateUpkeep = (config: NodeConfig, live: Tls.LiveTls, controlPlane: 
     dataDir: config.dataDir,
     current: live,
     names: Tls.namesFor(config.bind, advertise),
-    validityMs: config.certValidityDays * 24 * 60 * 60 * 1000,
+    validityMs: certValidityMsOf(config),
     timeoutMs: config.timeouts.requestMs,
     // Another member first (this node itself last: any member holds the CA's key).
     addresses: Effect.sync(() => [...[...members()].filter(([id]) => id !== node).map(([, address]) => address), advertise]),
@@ -321,7 +325,7 @@ export const run = (config: NodeConfig) =>
                     ca: tls.ca,
                     caKey: tls.caKey,
                     clusterId: tls.clusterId,
-                    validityMs: config.certValidityDays * 24 * 60 * 60 * 1000,
+                    validityMs: certValidityMsOf(config),
                     isMember: (id) => state.current.members.has(id),
                     revoked,
                     run: (effect, then) => void runFork(Effect.either(effect)).addObserver((exit) => exit._tag === "Success" && then(exit.value))
