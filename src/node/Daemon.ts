@@ -24,7 +24,7 @@
  * A node given `servers` is not a member but a host (`HostDaemon.ts`); what both build is in
  * `DaemonParts.ts`.
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, Runtime, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Either, type Fiber, Layer, Option, Runtime, Schedule } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
@@ -170,6 +170,25 @@ const certificateUpkeep = (config: NodeConfig, live: Tls.LiveTls, controlPlane: 
     record
   })
 }
+
+/** `POST /v1/tls/renew`, signing for this node's fellow members (`CertRenewal.ts`). */
+const renewalRoute = (
+  config: NodeConfig,
+  tls: Tls.NodeTls,
+  isMember: (id: number) => boolean,
+  revoked: Tls.RevokedCheck,
+  runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+) =>
+  CertRenewal.route({
+    ca: tls.ca,
+    caKey: tls.caKey,
+    clusterId: tls.clusterId,
+    validityMs: certValidityMsOf(config),
+    isMember,
+    revoked,
+    // Interrupted only when the node stops, which closes the connection too.
+    run: (effect, then) => void runFork(Effect.either(effect)).addObserver((exit) => exit._tag === "Success" && then(exit.value))
+  })
 
 export const run = (config: NodeConfig) =>
   Effect.scoped(
@@ -318,19 +337,7 @@ export const run = (config: NodeConfig) =>
           events: { log: state.events, heartbeatMs: eventSettings(config).heartbeatMs },
           rawRoutes: [
             vmLogs,
-            ...(tls === undefined
-              ? []
-              : [
-                  CertRenewal.route({
-                    ca: tls.ca,
-                    caKey: tls.caKey,
-                    clusterId: tls.clusterId,
-                    validityMs: certValidityMsOf(config),
-                    isMember: (id) => state.current.members.has(id),
-                    revoked,
-                    run: (effect, then) => void runFork(Effect.either(effect)).addObserver((exit) => exit._tag === "Success" && then(exit.value))
-                  })
-                ]),
+            ...(tls === undefined ? [] : [renewalRoute(config, tls, (id) => state.current.members.has(id), revoked, runFork)]),
             ...(tls === undefined
               ? []
               : TlsBootstrap.routes({
