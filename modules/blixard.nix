@@ -95,6 +95,7 @@ let
     "tlsCaFile"
     "tlsCertFile"
     "tlsKeyFile"
+    "certValidityDays"
     "allowedRunnerPrefixes"
     "allowedFlakePrefixes"
     "vmBackend"
@@ -448,6 +449,20 @@ in
       description = "This node's private key (PEM). Handed over with `LoadCredential=`, never copied into the store.";
     };
 
+    certValidityDays = mkOption {
+      type = types.nullOr (types.ints.between 1 3650);
+      default = null;
+      example = 90;
+      description = ''
+        How long this node's certificate lasts, in days (the daemon's `certValidityDays`): what it
+        asks for when it renews, and the longest it signs for another node's renewal. A node renews
+        its own certificate at two thirds of its lifetime, or at once when it lasts longer than this
+        (e.g. the year-long one it joined with); `blixard cluster cert status` shows
+        every node's expiry, the metric `blixard_tls_certificate_expiry_timestamp_seconds` this
+        node's. Null: the daemon's default, 365 days.
+      '';
+    };
+
     vmBackend = mkOption {
       type = types.enum [
         "systemd"
@@ -635,6 +650,7 @@ in
       tlsCaFile = mkIf (cfg.tlsCaFile != null) (mkDefault "${credentialsDir}/tls-ca");
       tlsCertFile = mkIf (cfg.tlsCertFile != null) (mkDefault "${credentialsDir}/tls-cert");
       tlsKeyFile = mkIf (cfg.tlsKeyFile != null) (mkDefault "${credentialsDir}/tls-key");
+      certValidityDays = mkIf (cfg.certValidityDays != null) (mkDefault cfg.certValidityDays);
       vmBackend = mkDefault cfg.vmBackend;
       microvmStateDir = mkDefault cfg.microvmStateDir;
       capacity = mkIf (cfg.capacity != null) {

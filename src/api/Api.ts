@@ -10,6 +10,7 @@ import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchem
 import { Schema } from "effect"
 import { ApiTokenInfo, CreatedApiToken, Role, TokenId, TokenName } from "../domain/ApiToken.js"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
+import { CertificateFingerprint, CertificateList, CertificateRecord, CertificateSerial, RevocationReason, RevokedCertificate } from "../domain/Certificate.js"
 import * as E from "../domain/Errors.js"
 import { CreatedJoinToken, JoinTokenHash, JoinTokenId, JoinTokenInfo, JoinTokenTtlMs } from "../domain/JoinToken.js"
 import { Labels } from "../domain/Labels.js"
@@ -163,6 +164,28 @@ export class JoinTokensApi extends HttpApiGroup.make("joinTokens")
   .add(HttpApiEndpoint.post("consume")`/v1/cluster/tokens/${joinTokenId}/consume`.setPayload(ConsumeJoinTokenBody).addSuccess(JoinTokenInfo).annotate(EndpointAccess, "node"))
   .middleware(Authorization) {}
 
+export const RevokeCertificateBody = Schema.Struct({
+  node: Schema.optionalWith(NodeId, { exact: true }),
+  serial: Schema.optionalWith(CertificateSerial, { exact: true }),
+  reason: Schema.optionalWith(RevocationReason, { exact: true })
+}).annotations(strict('{ "node": 3, "reason": "key leaked" }  or  { "serial": "5f0c…" }'))
+export const RecordCertificateBody = Schema.Struct({
+  node: NodeId,
+  serial: CertificateSerial,
+  fingerprint: CertificateFingerprint,
+  notAfter: Schema.Int.pipe(Schema.nonNegative())
+}).annotations(strict('{ "node": 2, "serial": "5f0c…", "fingerprint": "<sha256 hex>", "notAfter": 1767225600000 }'))
+
+/**
+ * Node certificates (`blixard cluster cert …`): what each node holds and the revocation list. Any
+ * role reads; revoking is an admin's; `record` is a node's report of its own certificate.
+ */
+export class CertificatesApi extends HttpApiGroup.make("certificates")
+  .add(HttpApiEndpoint.get("list", "/v1/cluster/certificates").setUrlParams(ReadParams).addSuccess(CertificateList).annotate(EndpointAccess, "read"))
+  .add(HttpApiEndpoint.post("revoke", "/v1/cluster/certificates/revoke").setPayload(RevokeCertificateBody).addSuccess(Schema.Array(RevokedCertificate)).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.post("record", "/v1/cluster/certificates/record").setPayload(RecordCertificateBody).addSuccess(CertificateRecord).annotate(EndpointAccess, "node"))
+  .middleware(Authorization) {}
+
 export class HealthApi extends HttpApiGroup.make("health").add(HttpApiEndpoint.get("health", "/v1/health").addSuccess(Health)) {}
 
 /**
@@ -207,6 +230,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .add(ClusterApi)
   .add(TokensApi)
   .add(JoinTokensApi)
+  .add(CertificatesApi)
   .add(HealthApi)
   // Every error crosses the API as itself (the tagged error, with its code) with a fitting status.
   // Every member of `BlixardError` must be listed: a missing one makes the handlers in Server.ts
@@ -221,6 +245,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .addError(E.JoinTokenUsed, { status: 409 })
   .addError(E.JoinTokenExpired, { status: 410 })
   .addError(E.ClusterSecretRequired, { status: 409 })
+  .addError(E.CertificateRevoked, { status: 403 })
   .addError(E.VmNotFound, { status: 404 })
   .addError(E.NodeNotFound, { status: 404 })
   .addError(E.VmExists, { status: 409 })

@@ -11,6 +11,8 @@ import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientErr
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
+import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
+import type { RecordCertificate, RevokeCertificate } from "../domain/Command.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
@@ -116,6 +118,9 @@ export interface ApiClientShape {
   readonly listJoinTokens: (options?: ReadOptions) => Effect.Effect<ReadonlyArray<JoinTokenInfo>, BlixardError>
   readonly revokeJoinToken: (id: JoinTokenId) => Effect.Effect<JoinTokenInfo, BlixardError>
   readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId, key?: string) => Effect.Effect<JoinTokenInfo, BlixardError>
+  readonly listCertificates: (options?: ReadOptions) => Effect.Effect<CertificateList, BlixardError>
+  readonly revokeCertificate: (revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
+  readonly recordCertificate: (record: Omit<RecordCertificate, "_tag">) => Effect.Effect<CertificateRecord, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)
@@ -333,7 +338,10 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       createJoinToken: (ttlMs) => call(api.joinTokens.create({ payload: ttlMs !== undefined ? { ttlMs } : {} })),
       listJoinTokens: (read) => call(api.joinTokens.list({ urlParams: urlParamsOf(read) })),
       revokeJoinToken: (id) => call(api.joinTokens.revoke({ path: { id } })),
-      consumeJoinToken: (id, hash, node, key) => call(api.joinTokens.consume({ path: { id }, payload: { hash, node, ...(key !== undefined ? { key } : {}) } }))
+      consumeJoinToken: (id, hash, node, key) => call(api.joinTokens.consume({ path: { id }, payload: { hash, node, ...(key !== undefined ? { key } : {}) } })),
+      listCertificates: (read) => call(api.certificates.list({ urlParams: urlParamsOf(read) })),
+      revokeCertificate: (revoke) => call(api.certificates.revoke({ payload: revoke })),
+      recordCertificate: (record) => call(api.certificates.record({ payload: record }))
     } satisfies ApiClientShape
   })
 

@@ -6,6 +6,8 @@
 import { Context, type Effect } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
+import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
+import type { RecordCertificate, RevokeCertificate } from "../domain/Command.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
@@ -82,6 +84,12 @@ export interface ControlPlaneShape {
    * hash and it is unexpired and unused (or used by this node with this key: a retry).
    */
   readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId, key?: string) => Effect.Effect<JoinTokenInfo, BlixardError>
+  /** Node certificates the nodes reported, and the revocation list. */
+  readonly listCertificates: (read: ReadMode) => Effect.Effect<CertificateList, BlixardError>
+  /** Puts a node's certificates, or one serial, on the revocation list (`RevokeCertificate`). */
+  readonly revokeCertificate: (revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
+  /** A node reports the certificate it holds (`RecordCertificate`). */
+  readonly recordCertificate: (record: Omit<RecordCertificate, "_tag">) => Effect.Effect<CertificateRecord, BlixardError>
   /**
    * The whole replicated state at an index the leader confirmed (a ReadIndex round), for
    * `blixard cluster snapshot save`. Absent where there is none to give (another node's API seen

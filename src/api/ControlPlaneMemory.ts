@@ -127,6 +127,7 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
 
   const tokens = new Map<string, ApiTokenRecord>()
   const joinTokensAbsent = new NotImplemented({ message: "the in-memory control plane has no join tokens (a real node does)", node: self })
+  const certificatesAbsent = new NotImplemented({ message: "the in-memory control plane has no certificates (a real node does)", node: self })
   const infoOf = ({ hash: _, ...info }: ApiTokenRecord) => new ApiTokenInfo(info)
 
   return {
@@ -159,6 +160,10 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
     listJoinTokens: () => Effect.fail(joinTokensAbsent),
     revokeJoinToken: () => Effect.fail(joinTokensAbsent),
     consumeJoinToken: () => Effect.fail(joinTokensAbsent),
+    // Certificates are the cluster CA's: only a real node has them.
+    listCertificates: () => Effect.fail(certificatesAbsent),
+    revokeCertificate: () => Effect.fail(certificatesAbsent),
+    recordCertificate: () => Effect.fail(certificatesAbsent),
     listVms: (read, query) =>
       Effect.sync(() => {
         note({ method: "listVms", read })

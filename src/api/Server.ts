@@ -44,7 +44,11 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Cause, Context, Effect, Either, Exit, Layer, Option, ParseResult, Runtime, Schema, SchemaAST } from "effect"
 import * as http from "node:http"
 import type { Duplex } from "node:stream"
-import { InvalidArgument } from "../domain/Errors.js"
+import * as tls from "node:tls"
+import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
+import { CertificateRevoked, InvalidArgument } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
+import { identityOf } from "../net/Tls.js"
 import { startOf } from "../domain/VmSpec.js"
 import { DefaultJoinTokenTtlMs } from "../domain/JoinToken.js"
 import { isEncodeTransparent } from "../domain/Json.js"
@@ -142,6 +146,16 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
     revoke: ({ path }) => plane.revokeJoinToken(path.id),
     consume: ({ path, payload }) => plane.consumeJoinToken(path.id, payload.hash, payload.node, payload.key)
   },
+  certificates: {
+    list: ({ urlParams }) => plane.listCertificates(readMode(urlParams)),
+    revoke: ({ payload }) =>
+      plane.revokeCertificate({
+        ...(payload.node !== undefined ? { node: payload.node } : {}),
+        ...(payload.serial !== undefined ? { serial: payload.serial } : {}),
+        reason: payload.reason ?? "revoked by an admin"
+      }),
+    record: ({ payload }) => plane.recordCertificate(payload)
+  },
   health: {
     health: () => plane.health
   }
@@ -169,6 +183,31 @@ export interface ApiOptions {
   readonly events?: (EventStream.EventStreamOptions & { readonly log: EventLog }) | undefined
   /** The node's own routes answering other than one JSON value (a VM's log, TLS bootstrap), beside the server's (`RawRoutes.ts`). */
   readonly rawRoutes?: ReadonlyArray<RawRoute> | undefined
+  /**
+   * Why a client certificate is revoked, if it is (`Tls.RevokedCheck`): a caller presenting a revoked
+   * certificate from the cluster CA (a node's own clients do) is refused, whatever token it carries.
+   */
+  readonly revoked?: ((serial: string) => string | undefined) | undefined
+}
+
+/** The caller's client certificate, when it is from the cluster CA and revoked: the refusal. */
+export const revokedClientCertificate = (
+  request: http.IncomingMessage,
+  revoked: ((serial: string) => string | undefined) | undefined
+): CertificateRevoked | undefined => {
+  const socket = request.socket
+  if (revoked === undefined || !(socket instanceof tls.TLSSocket) || !socket.authorized) return undefined
+  const cert = socket.getPeerCertificate()
+  if (cert === null || cert.serialNumber === undefined) return undefined
+  const serial = normalizeSerial(cert.serialNumber)
+  const reason = revoked(serial)
+  if (reason === undefined) return undefined
+  const who = identityOf(cert.subjectaltname)
+  return new CertificateRevoked({
+    subject: serial,
+    ...(who !== undefined ? { node: NodeId.make(who.node) } : {}),
+    message: `the client certificate ${serial}${who !== undefined ? ` (node ${who.node}'s)` : ""} is revoked: ${reason}; ${revokedAdvice(who?.node ?? 0)}`
+  })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,6 +510,8 @@ const makeListener = (table: RouteTable, rawRoutes: ReadonlyArray<RawRoute>, opt
   const authenticate = options.auth === undefined ? undefined : makeAuthenticate(options.auth)
   /** The caller's verdict for `access`: `undefined` to go on, else the error to answer. */
   const refusal = (request: http.IncomingMessage, access: Access, what: string) => {
+    const certificate = revokedClientCertificate(request, options.revoked)
+    if (certificate !== undefined) return certificate
     if (authenticate === undefined) return undefined
     const principal = authenticate(request.headers.authorization, request.socket.remoteAddress)
     if (Either.isLeft(principal)) return principal.left
@@ -739,7 +780,7 @@ export interface ServerOptions extends ApiOptions {
   readonly port: number
   readonly host: string
   /** Serve HTTPS with this certificate (PEM), asking clients for one from `ca` (peers must present it). */
-  readonly tls?: { readonly ca: string; readonly cert: string; readonly key: string } | undefined
+  readonly tls?: PeerTransport.ServerTls | undefined
 }
 
 /** The API's request listener over this layer's `ControlPlane` and runtime. */

@@ -9,6 +9,8 @@
  */
 import { Context, Effect, Layer, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
+import type { CertificateList, RevokedCertificate } from "../domain/Certificate.js"
+import type { RevokeCertificate } from "../domain/Command.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { NodeQuery, VmQuery } from "../domain/ListQuery.js"
@@ -57,6 +59,8 @@ export interface BlixardClientApi {
   readonly createJoinToken: (target: Target, ttlMs: number | undefined) => Effect.Effect<CreatedJoinToken, BlixardError>
   readonly listJoinTokens: (target: Target) => Effect.Effect<ReadonlyArray<JoinTokenInfo>, BlixardError>
   readonly revokeJoinToken: (target: Target, id: JoinTokenId) => Effect.Effect<JoinTokenInfo, BlixardError>
+  readonly listCertificates: (target: Target) => Effect.Effect<CertificateList, BlixardError>
+  readonly revokeCertificate: (target: Target, revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
   /** The cluster's state as a snapshot file's bytes, streamed (`GET /v1/cluster/snapshot`). */
   readonly downloadSnapshot: (target: Target) => Stream.Stream<Uint8Array, BlixardError>
   /** The node's event stream (`GET /v1/events`) as bytes, after `lastEventId` if given. */
@@ -126,6 +130,8 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         createJoinToken: (target, ttlMs) => via(target, (c) => c.createJoinToken(ttlMs)),
         listJoinTokens: (target) => via(target, (c) => c.listJoinTokens()),
         revokeJoinToken: (target, id) => via(target, (c) => c.revokeJoinToken(id)),
+        listCertificates: (target) => via(target, (c) => c.listCertificates()),
+        revokeCertificate: (target, revoke) => via(target, (c) => c.revokeCertificate(revoke)),
         downloadSnapshot: (target) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.snapshot())),
         events: (target, lastEventId) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.events(lastEventId)))
       } satisfies BlixardClientApi

@@ -18,10 +18,12 @@
  */
 import { Either, Schema } from "effect"
 import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
-import type { Command, CommandEnvelope, UpdateVm } from "../domain/Command.js"
+import { CertificateRecord, RevokedCertificate, revokedAdvice } from "../domain/Certificate.js"
+import type { Command, CommandEnvelope, RecordCertificate, RevokeCertificate, UpdateVm } from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
 import {
   BlixardError as BlixardErrorSchema,
+  CertificateRevoked,
   Conflict,
   InvalidArgument,
   JoinTokenExpired,
@@ -63,6 +65,9 @@ export type ApplyResult = Either.Either<
     readonly node?: NodeInfo | undefined
     readonly token?: ApiTokenInfo | undefined
     readonly joinToken?: JoinTokenInfo | undefined
+    /** The certificates a revocation (or removal) put on the revocation list. */
+    readonly revoked?: ReadonlyArray<RevokedCertificate> | undefined
+    readonly certificate?: CertificateRecord | undefined
   },
   BlixardError
 >
@@ -78,7 +83,9 @@ const ResultJson = Schema.Union(
     vm: Schema.optionalWith(VmRecord, { exact: true }),
     node: Schema.optionalWith(NodeInfo, { exact: true }),
     token: Schema.optionalWith(ApiTokenInfo, { exact: true }),
-    joinToken: Schema.optionalWith(JoinTokenInfo, { exact: true })
+    joinToken: Schema.optionalWith(JoinTokenInfo, { exact: true }),
+    revoked: Schema.optionalWith(Schema.Array(RevokedCertificate), { exact: true }),
+    certificate: Schema.optionalWith(CertificateRecord, { exact: true })
   }),
   Schema.Struct({ ok: Schema.Literal(false), error: BlixardErrorSchema })
 )
@@ -98,7 +105,9 @@ const SnapshotJson = Schema.parseJson(
     ...snapshotFields,
     clusterId: Schema.optionalWith(Schema.String, { default: () => "" }),
     tokens: Schema.optionalWith(Schema.Array(ApiTokenRecord), { default: () => [] }),
-    joinTokens: Schema.optionalWith(Schema.Array(JoinTokenRecord), { default: () => [] })
+    joinTokens: Schema.optionalWith(Schema.Array(JoinTokenRecord), { default: () => [] }),
+    certificates: Schema.optionalWith(Schema.Array(CertificateRecord), { default: () => [] }),
+    revoked: Schema.optionalWith(Schema.Array(RevokedCertificate), { default: () => [] })
   })
 )
 
@@ -107,7 +116,7 @@ const SnapshotJson = Schema.parseJson(
  * state holds only records built from validated commands). A snapshot carries every VM; encoding
  * each through its schema cost ~7 µs per VM, on every node, every `snapshotEvery` entries. It is
  * written field by field, the VMs in pieces (see `snapshotView`); the text is the JSON of
- * `{ ...snapshotFields, clusterId, tokens, joinTokens }` in this order.
+ * `{ ...snapshotFields, clusterId, tokens, joinTokens, certificates, revoked }` in this order.
  */
 const vmJson = toJson(VmRecord)
 const nodesJson = toJson(snapshotFields.nodes)
@@ -115,6 +124,8 @@ const membersJson = toJson(snapshotFields.members)
 const requestsJson = toJson(snapshotFields.requests)
 const tokensJson = toJson(Schema.Array(ApiTokenRecord))
 const joinTokensJson = toJson(Schema.Array(JoinTokenRecord))
+const certificatesJson = toJson(Schema.Array(CertificateRecord))
+const revokedJson = toJson(Schema.Array(RevokedCertificate))
 
 /** VMs per piece of a snapshot's text: ~1 ms of `JSON.stringify` each. */
 const vmsPerPiece = 1_000
@@ -126,12 +137,16 @@ const encodeResult = (result: ApplyResult): typeof ResultJson.Type =>
         ...(result.right.vm ? { vm: result.right.vm } : {}),
         ...(result.right.node ? { node: result.right.node } : {}),
         ...(result.right.token ? { token: result.right.token } : {}),
-        ...(result.right.joinToken ? { joinToken: result.right.joinToken } : {})
+        ...(result.right.joinToken ? { joinToken: result.right.joinToken } : {}),
+        ...(result.right.revoked ? { revoked: result.right.revoked } : {}),
+        ...(result.right.certificate ? { certificate: result.right.certificate } : {})
       }
     : { ok: false, error: result.left }
 
 const decodeResult = (json: typeof ResultJson.Type): ApplyResult =>
-  json.ok ? Either.right({ vm: json.vm, node: json.node, token: json.token, joinToken: json.joinToken }) : Either.left(json.error)
+  json.ok
+    ? Either.right({ vm: json.vm, node: json.node, token: json.token, joinToken: json.joinToken, revoked: json.revoked, certificate: json.certificate })
+    : Either.left(json.error)
 
 const tokenInfo = (record: ApiTokenRecord): ApiTokenInfo => {
   const { hash: _, ...info } = record
@@ -217,6 +232,10 @@ export class ClusterState {
   readonly tokens = new Map<string, ApiTokenRecord>()
   /** The join tokens by id (their hashes only), until a day after they expire. */
   readonly joinTokens = new Map<string, JoinTokenRecord>()
+  /** The certificates nodes reported holding, by serial, until they expire. */
+  readonly certificates = new Map<string, CertificateRecord>()
+  /** The revocation list, by serial, until the certificates expire (`Certificate.ts`). */
+  readonly revoked = new Map<string, RevokedCertificate>()
   /**
    * UNSAFE, for the simulator only (`--bug one-step-moves`): a VM leaves a live node in one step, as
    * before two-phase moves, so its next node may start it before the old one has stopped it.
@@ -412,7 +431,91 @@ export class ClusterState {
       case "RevokeJoinToken":
       case "ConsumeJoinToken":
         return this.joinToken(command, now)
+      case "RecordCertificate":
+        return this.recordCertificate(command, now)
+      case "RevokeCertificate":
+        return this.revokeCertificate(command, now)
     }
+  }
+
+  /** Forgets records and revocations of certificates that expired before `now`: they are refused anyway. */
+  private forgetExpired(now: number): void {
+    for (const serial of [...this.certificates.keys()].sort()) if (this.certificates.get(serial)!.notAfter < now) this.certificates.delete(serial)
+    for (const serial of [...this.revoked.keys()].sort()) {
+      const notAfter = this.revoked.get(serial)!.notAfter
+      if (notAfter !== undefined && notAfter < now) this.revoked.delete(serial)
+    }
+  }
+
+  private recordCertificate(command: RecordCertificate, now: number): ApplyResult {
+    this.forgetExpired(now)
+    const revoked = this.revoked.get(command.serial)
+    if (revoked !== undefined) {
+      return Either.left(
+        new CertificateRevoked({
+          node: command.node,
+          subject: command.serial,
+          message: `node ${command.node}'s certificate ${command.serial} is revoked (${revoked.reason}); it cannot be used again: ${revokedAdvice(command.node)}`
+        })
+      )
+    }
+    // Fields in the schema's order: a snapshot is the records' JSON, and equal states give equal text.
+    const record = new CertificateRecord(
+      { serial: command.serial, node: command.node, fingerprint: command.fingerprint, notAfter: command.notAfter, recordedAt: now },
+      trusted
+    )
+    this.certificates.set(record.serial, record)
+    return Either.right({ certificate: record })
+  }
+
+  /** Puts `records` on the revocation list with `reason`; what it added. */
+  private revokeRecords(records: ReadonlyArray<CertificateRecord>, reason: string, now: number | undefined): Array<RevokedCertificate> {
+    const added: Array<RevokedCertificate> = []
+    for (const record of records) {
+      const entry = new RevokedCertificate(
+        { serial: record.serial, node: record.node, fingerprint: record.fingerprint, notAfter: record.notAfter, reason, ...(now !== undefined ? { revokedAt: now } : {}) },
+        trusted
+      )
+      this.certificates.delete(record.serial)
+      this.revoked.set(entry.serial, entry)
+      added.push(entry)
+    }
+    return added
+  }
+
+  private recordsOf(node: number): Array<CertificateRecord> {
+    return [...this.certificates.keys()].sort().map((serial) => this.certificates.get(serial)!).filter((record) => record.node === node)
+  }
+
+  private revokeCertificate(command: RevokeCertificate, now: number): ApplyResult {
+    if (command.serial !== undefined) {
+      if (this.revoked.has(command.serial)) return Either.right({ revoked: [] })
+      const record = this.certificates.get(command.serial)
+      if (command.node !== undefined && record !== undefined && record.node !== command.node) {
+        return Either.left(
+          new InvalidArgument({ subject: command.serial, message: `certificate ${command.serial} is node ${record.node}'s, not node ${command.node}'s` })
+        )
+      }
+      if (record !== undefined) return Either.right({ revoked: this.revokeRecords([record], command.reason, now) })
+      // A serial nobody reported (a stolen copy of an old certificate, say): listed until forgotten by hand.
+      const entry = new RevokedCertificate(
+        { serial: command.serial, ...(command.node !== undefined ? { node: command.node } : {}), reason: command.reason, revokedAt: now },
+        trusted
+      )
+      this.revoked.set(entry.serial, entry)
+      return Either.right({ revoked: [entry] })
+    }
+    if (command.node === undefined) return Either.left(new InvalidArgument({ message: "revoking a certificate needs a node id or a serial number" }))
+    const records = this.recordsOf(command.node)
+    if (records.length === 0) {
+      return Either.left(
+        new NodeNotFound({
+          subject: String(command.node),
+          message: `no certificate of node ${command.node} is recorded (nodes report theirs at start; \`blixard cluster cert status\` lists them); revoke it by serial number instead`
+        })
+      )
+    }
+    return Either.right({ revoked: this.revokeRecords(records, command.reason, now) })
   }
 
   /**
@@ -519,13 +622,18 @@ export class ClusterState {
   }
 
   /** Records a committed membership change at `index` (its address, or its removal). */
-  applyMembership(index: number, change: { readonly type: string; readonly nodeId: number; readonly address?: string | undefined }): void {
+  applyMembership(index: number, change: { readonly type: string; readonly nodeId: number; readonly address?: string | undefined }): Array<RevokedCertificate> {
     if (index <= this.appliedIndex) {
       throw new Error(`state machine applied entry ${index} after ${this.appliedIndex}: entries must apply once, in order`)
     }
     this.appliedIndex = index
-    if (change.type === "remove") this.members.delete(change.nodeId)
-    else if (change.address !== undefined) this.members.set(change.nodeId, change.address)
+    if (change.type !== "remove") {
+      if (change.address !== undefined) this.members.set(change.nodeId, change.address)
+      return []
+    }
+    this.members.delete(change.nodeId)
+    // A removed node's certificates must not open a connection again (it keeps its files).
+    return this.revokeRecords(this.recordsOf(change.nodeId), `node ${change.nodeId} was removed from the cluster`, undefined)
   }
 
   /**
@@ -673,6 +781,8 @@ export class ClusterState {
     const requests = [...this.requests.entries()]
     const tokens = [...this.tokens.keys()].sort().map((k) => this.tokens.get(k)!)
     const joinTokens = [...this.joinTokens.keys()].sort().map((k) => this.joinTokens.get(k)!)
+    const certificates = [...this.certificates.keys()].sort().map((k) => this.certificates.get(k)!)
+    const revoked = [...this.revoked.keys()].sort().map((k) => this.revoked.get(k)!)
     return {
       *[Symbol.iterator]() {
         const names = [...vms.keys()].sort()
@@ -682,7 +792,7 @@ export class ClusterState {
           yield (i === 0 ? "" : ",") + piece.join(",")
         }
         yield `],"nodes":${nodesJson(nodes.sort((a, b) => a.id - b.id))},"clusterId":${JSON.stringify(clusterId)}`
-        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)},"joinTokens":${joinTokensJson(joinTokens)}}`
+        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)},"joinTokens":${joinTokensJson(joinTokens)},"certificates":${certificatesJson(certificates)},"revoked":${revokedJson(revoked)}}`
       }
     }
   }
@@ -699,6 +809,8 @@ export class ClusterState {
     for (const [id, result] of decoded.requests) state.remember(id, result)
     for (const token of decoded.tokens) state.tokens.set(token.id, token)
     for (const token of decoded.joinTokens) state.joinTokens.set(token.id, token)
+    for (const record of decoded.certificates) state.certificates.set(record.serial, record)
+    for (const entry of decoded.revoked) state.revoked.set(entry.serial, entry)
     return state
   }
 }

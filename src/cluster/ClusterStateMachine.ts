@@ -15,7 +15,7 @@ import type { ClusterEvent } from "../domain/ClusterEvent.js"
 import { Command, CommandEnvelope } from "../domain/Command.js"
 import { InvalidArgument } from "../domain/Errors.js"
 import type { VmRecord } from "../domain/VmStatus.js"
-import { joinTokenEvents, leaderEvents, membershipEvents, nodeEvents, subjectsOf, tokenEvents, vmEvents } from "../events/Derive.js"
+import { joinTokenEvents, leaderEvents, membershipEvents, nodeEvents, revocationEvents, subjectsOf, tokenEvents, vmEvents } from "../events/Derive.js"
 import { EventLog } from "../events/EventLog.js"
 import { decodeConfChange } from "../raft/Raft.js"
 import { StateMachine } from "../raft/StateMachine.js"
@@ -76,8 +76,10 @@ export class ClusterStateHolder {
   applyEntry(entry: Entry): ApplyResult | undefined {
     if (entry.kind === "confChange") {
       const change = decodeConfChange(entry.data)
-      this.current.applyMembership(entry.index, change)
-      this.events.publish(entry.index, entry.term, undefined, membershipEvents(change))
+      const revoked = this.current.applyMembership(entry.index, change)
+      const events = membershipEvents(change)
+      revocationEvents(revoked, events)
+      this.events.publish(entry.index, entry.term, undefined, events)
       return undefined
     }
     if (entry.kind !== "normal") {
@@ -113,6 +115,7 @@ export class ClusterStateHolder {
       if (node !== undefined) nodeEvents(nodeBefore, state.nodes.get(node), events)
       if (token !== undefined) tokenEvents(tokenBefore, state.tokens.get(token), events)
       if (joinToken !== undefined) joinTokenEvents(joinTokenBefore, state.joinTokens.get(joinToken), events)
+      if (Either.isRight(result) && result.right.revoked !== undefined) revocationEvents(result.right.revoked, events)
       for (const [name, before] of this.journal) vmEvents(before, state.vms.get(name), events)
       this.events.publish(entry.index, entry.term, envelope.proposedAt, events)
       return result

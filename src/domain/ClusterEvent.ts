@@ -9,6 +9,7 @@
  */
 import { Schema } from "effect"
 import { Role, TokenId, TokenName } from "./ApiToken.js"
+import { CertificateSerial, RevocationReason } from "./Certificate.js"
 import { JoinTokenId } from "./JoinToken.js"
 import { NodeId } from "./NodeId.js"
 import { HostPort } from "./NodeInfo.js"
@@ -86,6 +87,13 @@ export const TokenRevoked = Schema.Struct({ type: Schema.Literal("token.revoked"
 export const JoinTokenCreated = Schema.Struct({ type: Schema.Literal("joinToken.created"), id: JoinTokenId, expiresAt: Index })
 /** Node `node` joined with a join token: it is used up. */
 export const JoinTokenUsed = Schema.Struct({ type: Schema.Literal("joinToken.used"), id: JoinTokenId, node: NodeId })
+/** A certificate was put on the revocation list (by an admin, or because its node was removed). */
+export const CertificateRevokedEvent = Schema.Struct({
+  type: Schema.Literal("cert.revoked"),
+  serial: CertificateSerial,
+  node: optional(NodeId),
+  reason: RevocationReason
+})
 /** A join token was revoked. */
 export const JoinTokenRevoked = Schema.Struct({ type: Schema.Literal("joinToken.revoked"), id: JoinTokenId })
 
@@ -116,7 +124,8 @@ export const ClusterEvent = Schema.Union(
   TokenRevoked,
   JoinTokenCreated,
   JoinTokenUsed,
-  JoinTokenRevoked
+  JoinTokenRevoked,
+  CertificateRevokedEvent
 )
 export type ClusterEvent = typeof ClusterEvent.Type
 export type ClusterEventType = ClusterEvent["type"]

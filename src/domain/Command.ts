@@ -4,6 +4,7 @@
  */
 import { Schema } from "effect"
 import { Role, TokenHash, TokenId, TokenName } from "./ApiToken.js"
+import { CertificateFingerprint, CertificateSerial, RevocationReason } from "./Certificate.js"
 import { JoinTokenHash, JoinTokenId, JoinTokenTtlMs } from "./JoinToken.js"
 import { Labels } from "./Labels.js"
 import { NodeId } from "./NodeId.js"
@@ -91,6 +92,27 @@ export class ConsumeJoinToken extends Schema.TaggedClass<ConsumeJoinToken>()("Co
   key: Schema.optionalWith(JoinTokenHash, { exact: true })
 }) {}
 
+/**
+ * Node `node` holds the certificate `serial` (its own report, at start and after each renewal), so
+ * that removing the node revokes it. Refused when the serial is revoked. Applying it also forgets
+ * records and revocations of certificates expired by the entry's `proposedAt`.
+ */
+export class RecordCertificate extends Schema.TaggedClass<RecordCertificate>()("RecordCertificate", {
+  node: NodeId,
+  serial: CertificateSerial,
+  fingerprint: CertificateFingerprint,
+  notAfter: Schema.Int.pipe(Schema.nonNegative())
+}) {}
+/**
+ * Revokes every recorded certificate of `node`, or the certificate `serial` (recorded or not): one of
+ * the two is given (`blixard cluster cert revoke NODE|SERIAL`).
+ */
+export class RevokeCertificate extends Schema.TaggedClass<RevokeCertificate>()("RevokeCertificate", {
+  node: Schema.optionalWith(NodeId, { exact: true }),
+  serial: Schema.optionalWith(CertificateSerial, { exact: true }),
+  reason: RevocationReason
+}) {}
+
 export const Command = Schema.Union(
   CreateVm,
   StartVm,
@@ -107,7 +129,9 @@ export const Command = Schema.Union(
   RevokeApiToken,
   CreateJoinToken,
   RevokeJoinToken,
-  ConsumeJoinToken
+  ConsumeJoinToken,
+  RecordCertificate,
+  RevokeCertificate
 )
 export type Command = typeof Command.Type
 

@@ -161,6 +161,15 @@ export class PeerCertificateRefused extends Schema.TaggedError<PeerCertificateRe
   fields("BLX_PEER_CERT_REFUSED")
 ) {}
 
+/**
+ * A certificate on the cluster's revocation list (`blixard cluster cert revoke`, or its node was
+ * removed from the cluster): peers, the API and renewal refuse it.
+ */
+export class CertificateRevoked extends Schema.TaggedError<CertificateRevoked>()("CertificateRevoked", fields("BLX_CERT_REVOKED")) {}
+
+/** A node's own certificate has expired: it cannot talk to its peers until it has a new one. */
+export class CertificateExpired extends Schema.TaggedError<CertificateExpired>()("CertificateExpired", fields("BLX_CERT_EXPIRED")) {}
+
 /** A join token that is malformed, unknown, revoked, or whose secret is wrong: make a new one. */
 export class JoinTokenInvalid extends Schema.TaggedError<JoinTokenInvalid>()("JoinTokenInvalid", fields("BLX_JOIN_TOKEN_INVALID")) {}
 
@@ -222,7 +231,8 @@ export const BlixardError = Schema.Union(
   JoinTokenInvalid,
   JoinTokenUsed,
   JoinTokenExpired,
-  ClusterSecretRequired
+  ClusterSecretRequired,
+  CertificateRevoked
 )
 export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]

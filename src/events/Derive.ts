@@ -8,6 +8,7 @@ import type { Command } from "../domain/Command.js"
 import { NodeId } from "../domain/NodeId.js"
 import type { NodeInfo } from "../domain/NodeInfo.js"
 import type { ApiTokenRecord } from "../domain/ApiToken.js"
+import type { RevokedCertificate } from "../domain/Certificate.js"
 import type { JoinTokenRecord } from "../domain/JoinToken.js"
 import type { VmRecord } from "../domain/VmStatus.js"
 import type { ConfChange } from "../raft/Types.js"
@@ -105,6 +106,13 @@ export const subjectsOf = (command: Command): { readonly node?: number; readonly
       return { joinToken: command.id }
     default:
       return {}
+  }
+}
+
+/** Certificates put on the revocation list. */
+export const revocationEvents = (revoked: ReadonlyArray<RevokedCertificate>, out: Array<ClusterEvent>): void => {
+  for (const entry of revoked) {
+    out.push(entry.node === undefined ? { type: "cert.revoked", serial: entry.serial, reason: entry.reason } : { type: "cert.revoked", serial: entry.serial, node: entry.node, reason: entry.reason })
   }
 }
 

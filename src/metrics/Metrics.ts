@@ -118,6 +118,11 @@ export const processResident = gauge("blixard_process_resident_memory_bytes", "R
 export const processHeapUsed = gauge("blixard_process_heap_used_bytes", "V8 heap in use")
 export const processHeapTotal = gauge("blixard_process_heap_total_bytes", "V8 heap allocated")
 export const processStartTime = gauge("blixard_process_start_time_seconds", "When the node's process started (Unix time)")
+export const tlsCertificateExpiry = gauge(
+  "blixard_tls_certificate_expiry_timestamp_seconds",
+  "When this node's own certificate expires (Unix time); alert when it comes near: renewal (at two thirds of its lifetime) has failed"
+)
+export const tlsRenewals = counter("blixard_tls_certificate_renewals_total", "Renewals of this node's certificate, by result")
 export const eventLoopDelayP50 = gauge("blixard_process_event_loop_delay_p50_seconds", "Median event-loop delay since the previous scrape")
 export const eventLoopDelayP99 = gauge("blixard_process_event_loop_delay_p99_seconds", "99th percentile of the event-loop delay since the previous scrape")
 export const eventLoopDelayMax = gauge("blixard_process_event_loop_delay_max_seconds", "Largest event-loop delay since the previous scrape")

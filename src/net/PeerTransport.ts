@@ -49,10 +49,12 @@ import * as tls from "node:tls"
 import { WebSocket, WebSocketServer } from "ws"
 import * as Metrics from "../metrics/Metrics.js"
 import { Message } from "../raft/Message.js"
-import { PeerCertificateRefused } from "../domain/Errors.js"
+import { CertificateRevoked, PeerCertificateRefused } from "../domain/Errors.js"
+import { NodeId } from "../domain/NodeId.js"
 import { HandshakeVerifier, deriveKey, sign, toQuery } from "./PeerAuth.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
-import { checkServerIdentity, identityOf } from "./Tls.js"
+import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
+import { checkServerIdentity, identityOf, type RevokedCheck } from "./Tls.js"
 import { Transport, type TransportShape } from "./Transport.js"
 
 /**
@@ -66,6 +68,14 @@ export interface PeerTls {
   readonly key: string
   /** The cluster the certificates belong to (the node URIs' `CLUSTER_ID`). */
   readonly clusterId: string
+}
+
+/** What a server listens with: `onChange` (a `Tls.LiveTls`'s) says when `cert` and `key` were renewed. */
+export interface ServerTls {
+  readonly ca: string
+  readonly cert: string
+  readonly key: string
+  readonly onChange?: ((listener: () => void) => () => void) | undefined
 }
 
 export interface PeerTransportOptions {
@@ -105,6 +115,8 @@ export interface PeerTransportOptions {
   readonly path?: `/${string}` | undefined
   /** Mutual TLS (`wss://`); absent: plain websockets, for tests and `--insecure-plaintext`. */
   readonly tls?: PeerTls | undefined
+  /** Why a peer's certificate is revoked, if it is (`Tls.RevokedCheck`): checked at every handshake, both ways. */
+  readonly revoked?: RevokedCheck | undefined
 }
 
 export interface PeerStats {
@@ -208,6 +220,8 @@ interface Connection {
   seq: number
   /** Batches awaiting their acknowledgement, oldest first: seq → message count, frame bytes, deadline, and when sent (`performance.now()`). */
   readonly inFlight: Map<number, { readonly count: number; readonly bytes: number; readonly deadline: number; readonly sentAt: number }>
+  /** With TLS: the serial of the certificate the peer's server presented (`normalizeSerial`). */
+  serial?: string | undefined
 }
 
 interface Peer {
@@ -337,7 +351,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
                   cert: options.tls.cert,
                   key: options.tls.key,
                   // `ws` hands this to `tls.connect` (which wants an Error or undefined); its typing says boolean.
-                  checkServerIdentity: checkServerIdentity(options.tls.clusterId, peer.id) as never
+                  checkServerIdentity: checkServerIdentity(options.tls.clusterId, peer.id, options.revoked) as never
                 }),
             perMessageDeflate: false,
             handshakeTimeout: timeoutMs,
@@ -352,6 +366,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         }
         const conn: Connection = { socket, seq: 0, inFlight: new Map() }
         peer.connection = conn
+        socket.on("upgrade", (response) => {
+          if (response.socket instanceof tls.TLSSocket) conn.serial = normalizeSerial(response.socket.getPeerCertificate().serialNumber)
+        })
         socket.on("open", () => pump(peer))
         socket.on("message", (data, isBinary) => {
           let ack: Either.Either<number, unknown>
@@ -451,8 +468,32 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const verifier = new HandshakeVerifier(options.clusterSecret, clusterId, self, maxClockSkewMs)
       const server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxFrameBytes ?? 256 * 1024 * 1024 })
       const accepted = new Set<WebSocket>()
+      /** With TLS: each accepted connection's client certificate serial, and the node it is. */
+      const acceptedCertificates = new Map<WebSocket, { readonly serial: string; readonly from: number }>()
 
-      const serve = (socket: WebSocket, from: number): void => {
+      // A certificate revoked while its connections are open: they are closed too, both ways, so a
+      // revocation cuts a node off now rather than at its next reconnection.
+      const revocationSweep =
+        options.revoked === undefined
+          ? undefined
+          : setInterval(() => {
+              const revoked = options.revoked!
+              for (const [socket, { serial, from }] of acceptedCertificates) {
+                const reason = revoked(serial)
+                if (reason === undefined) continue
+                log(Effect.logWarning(`raft transport: closed node ${from}'s connection: its certificate ${serial} was revoked (${reason})`))
+                acceptedCertificates.delete(socket)
+                socket.terminate()
+              }
+              for (const peer of peers.values()) {
+                const conn = peer.connection
+                const reason = conn?.serial === undefined ? undefined : revoked(conn.serial)
+                if (conn !== undefined && reason !== undefined) fail(peer, conn, `BLX_CERT_REVOKED: node ${peer.id}'s certificate ${conn.serial} is revoked (${reason})`)
+              }
+            }, 1000)
+      revocationSweep?.unref()
+
+      const serve = (socket: WebSocket, from: number, serial: string | undefined): void => {
         /** The newest frame received, and what arrived since the last acknowledgement. */
         let lastSeq = 0
         let unacked = 0
@@ -467,9 +508,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           if (socket.readyState === WebSocket.OPEN) socket.send(packr.pack(lastSeq))
         }
         accepted.add(socket)
+        if (serial !== undefined) acceptedCertificates.set(socket, { serial, from })
         socket.on("close", () => {
           clearTimeout(ackTimer)
           accepted.delete(socket)
+          acceptedCertificates.delete(socket)
         })
         socket.on("error", () => socket.terminate())
         socket.on("message", (data, isBinary) => {
@@ -521,7 +564,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         )
 
       /** With TLS: why the connection's client certificate does not prove it is node `from`, if it does not. */
-      const certificateProblem = (request: http.IncomingMessage, from: number): PeerCertificateRefused | undefined => {
+      const certificateProblem = (request: http.IncomingMessage, from: number): PeerCertificateRefused | CertificateRevoked | undefined => {
         const peerTls = options.tls
         if (peerTls === undefined) return undefined
         const refuse = (message: string) => new PeerCertificateRefused({ subject: request.socket.remoteAddress ?? "unknown", message })
@@ -534,6 +577,15 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         if (identity === undefined) return refuse(`node ${from}'s certificate names no Blixard node`)
         if (identity.clusterId !== peerTls.clusterId) return refuse(`node ${from}'s certificate is of cluster ${identity.clusterId}, not ${peerTls.clusterId}`)
         if (identity.node !== from) return refuse(`a connection claiming to be node ${from} presented node ${identity.node}'s certificate`)
+        const serial = normalizeSerial(cert.serialNumber)
+        const reason = options.revoked?.(serial)
+        if (reason !== undefined) {
+          return new CertificateRevoked({
+            node: NodeId.make(from),
+            subject: serial,
+            message: `node ${from}'s certificate ${serial} is revoked (${reason}); its connection is refused: ${revokedAdvice(from)}`
+          })
+        }
         return undefined
       }
 
@@ -552,7 +604,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             refused(request, `${certificate.code}: ${certificate.message}`, verdict.from)
             return refuseUpgrade(socket, 401, "Unauthorized", certificate.code)
           }
-          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from))
+          const peerCertificate = request.socket instanceof tls.TLSSocket && options.tls !== undefined ? request.socket.getPeerCertificate() : undefined
+          const serial = peerCertificate?.serialNumber === undefined ? undefined : normalizeSerial(peerCertificate.serialNumber)
+          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial))
         },
         request: (request, response) => {
           const verdict = verifier.verify(request.url ?? "", Date.now())
@@ -570,6 +624,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         Effect.gen(function* () {
           closed = true
           clearInterval(watchdog)
+          clearInterval(revocationSweep)
           for (const peer of peers.values()) {
             dropConnection(peer)
             clearTimeout(peer.retry)
@@ -638,7 +693,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
  * waits for every open connection to end.
  */
 export const listen = (
-  options: { readonly host: string; readonly port: number; readonly tls?: Omit<PeerTls, "clusterId"> | undefined },
+  options: { readonly host: string; readonly port: number; readonly tls?: ServerTls | undefined },
   others?: http.RequestListener
 ): Effect.Effect<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint | Scope.Scope> =>
   Effect.gen(function* () {
@@ -653,11 +708,17 @@ export const listen = (
         }
         // A client certificate is asked for but not required by the handshake: API clients have none;
         // the peers' endpoint refuses a connection without one (`certificateProblem`).
-        const server: http.Server =
-          options.tls === undefined
-            ? http.createServer(route)
-            : https.createServer({ ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key, requestCert: true, rejectUnauthorized: false }, route)
+        const serverTls = options.tls
+        if (serverTls === undefined) {
+          const server = http.createServer(route)
+          server.on("upgrade", endpoint.upgrade)
+          return server
+        }
+        const server = https.createServer({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key, requestCert: true, rejectUnauthorized: false }, route)
         server.on("upgrade", endpoint.upgrade)
+        // A renewed certificate serves the next connections; those open keep the one they began with.
+        const stop = serverTls.onChange?.(() => server.setSecureContext({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key }))
+        if (stop !== undefined) server.on("close", stop)
         return server
       },
       { port: options.port, host: options.host }
@@ -670,5 +731,5 @@ export const listen = (
 export const layerStandalone = (options: {
   readonly host: string
   readonly port: number
-  readonly tls?: Omit<PeerTls, "clusterId"> | undefined
+  readonly tls?: ServerTls | undefined
 }): Layer.Layer<HttpServer.HttpServer, HttpServerError.ServeError, PeerEndpoint> => Layer.scoped(HttpServer.HttpServer, listen(options))

@@ -22,12 +22,13 @@
 import "reflect-metadata"
 import * as x509 from "@peculiar/x509"
 import { Effect, Either, ParseResult, Schema } from "effect"
-import { createPrivateKey, webcrypto, X509Certificate } from "node:crypto"
+import { createHash, createPrivateKey, webcrypto, X509Certificate } from "node:crypto"
 import * as fs from "node:fs"
 import { isIP } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { TlsInvalid, TlsUntrusted } from "../domain/Errors.js"
+import { normalizeSerial } from "../domain/Certificate.js"
+import { CertificateExpired, TlsInvalid, TlsUntrusted } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import {
   caFileName,
@@ -41,6 +42,7 @@ import {
   identityOf,
   keyFileName,
   nodeUri,
+  type RevokedCheck,
   tlsDirName
 } from "./TlsIdentity.js"
 
@@ -58,13 +60,16 @@ export {
   identityOf,
   keyFileName,
   nodeUri,
+  type RevokedCheck,
   tlsDirName
 }
 
 const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const
 const day = 24 * 60 * 60 * 1000
-/** Certificates are not renewed yet, so they outlive any cluster we expect; the CA can revoke nothing either. */
-const validityMs = 10 * 365 * day
+/** The CA outlives its nodes' certificates, which are renewed (`CertRenewal.ts`); it is not rotated yet. */
+const caValidityMs = 10 * 365 * day
+/** How long a node certificate lasts unless `certValidityDays` says otherwise. */
+export const defaultCertValidityMs = 365 * day
 
 
 
@@ -127,7 +132,7 @@ export const createCa = (clusterId: string): Effect.Effect<CaFiles> =>
       keys,
       signingAlgorithm: algorithm,
       notBefore: new Date(now - day),
-      notAfter: new Date(now + validityMs),
+      notAfter: new Date(now + caValidityMs),
       extensions: [
         new x509.BasicConstraintsExtension(true, 0, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
@@ -157,6 +162,8 @@ export interface SignOptions extends CaFiles {
   /** The request's PEM: its signature is checked, only its public key is used. */
   readonly csr: string
   readonly names: ReadonlyArray<string>
+  /** How long it lasts (default `defaultCertValidityMs`). */
+  readonly validityMs?: number | undefined
 }
 
 /** The certificate of node `node`, for the key in `csr`; fails when the request's signature is wrong. */
@@ -174,7 +181,7 @@ export const signRequest = (options: SignOptions): Effect.Effect<string, TlsInva
         signingKey: await importSigningKey(options.caKey),
         signingAlgorithm: algorithm,
         notBefore: new Date(now - day),
-        notAfter: new Date(now + validityMs),
+        notAfter: new Date(now + (options.validityMs ?? defaultCertValidityMs)),
         extensions: [
           new x509.BasicConstraintsExtension(false, undefined, true),
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
@@ -242,10 +249,28 @@ export const checkNodeTls = (files: typeof NodeTlsFiles.Type, node: number, wher
   return Either.right({ ...files, clusterId: identity.clusterId, node, fingerprint: fingerprintOf(files.ca) })
 }
 
-/** Reads and checks `dataDir/tls/` for node `node`. */
-export const readNodeTls = (dataDir: string, node: number): Effect.Effect<NodeTls, TlsInvalid> =>
+/** What a node whose own certificate expired does next. */
+export const expiredAdvice = (node: number): string =>
+  `To bring node ${node} back: remove it from the cluster (blixard cluster leave --id ${node}, against any member), empty its data directory and start it with a join token (blixard cluster token create)`
+
+/** Fails when `certificatePem` (node `node`'s, read from `file`) has expired: said before any other check. */
+export const refuseExpired = (certificatePem: string, node: number, file: string): Effect.Effect<void, CertificateExpired> => {
+  const validTo = new X509Certificate(certificatePem).validTo
+  if (Date.parse(validTo) >= Date.now()) return Effect.void
+  return Effect.fail(
+    new CertificateExpired({
+      node: NodeId.make(node),
+      subject: file,
+      message: `node ${node}'s certificate ${file} expired on ${validTo}: its peers refuse it. A running node renews its certificate at two thirds of its lifetime; this one was stopped (or no member answered) too long. ${expiredAdvice(node)}`
+    })
+  )
+}
+
+/** Reads and checks `dataDir/tls/` for node `node` (finishing a renewal a crash interrupted first). */
+export const readNodeTls = (dataDir: string, node: number): Effect.Effect<NodeTls, TlsInvalid | CertificateExpired> =>
   Effect.gen(function* () {
     const dir = tlsDir(dataDir)
+    yield* finishRenewal(dataDir, node)
     const raw: Record<string, string> = {}
     for (const [field, name] of Object.entries(fileOf)) {
       const file = path.join(dir, name)
@@ -264,6 +289,7 @@ export const readNodeTls = (dataDir: string, node: number): Effect.Effect<NodeTl
         (e) => new TlsInvalid({ node: NodeId.make(node), subject: dir, message: `${dir}: ${ParseResult.TreeFormatter.formatErrorSync(e)}` })
       )
     )
+    yield* refuseExpired(files.cert, node, path.join(dir, certFileName))
     return yield* checkNodeTls(files, node, dir)
   })
 
@@ -278,7 +304,7 @@ export interface ConfiguredFiles {
  * checks the node's own. The certificate must carry the URI SAN `blixard://CLUSTER_ID/node/N`.
  * Without the CA's key this node cannot sign a joining node's certificate.
  */
-export const readConfiguredTls = (files: ConfiguredFiles, node: number): Effect.Effect<NodeTls, TlsInvalid> =>
+export const readConfiguredTls = (files: ConfiguredFiles, node: number): Effect.Effect<NodeTls, TlsInvalid | CertificateExpired> =>
   Effect.gen(function* () {
     const raw: Record<string, string> = {}
     for (const [field, file] of [["ca", files.caFile], ["cert", files.certFile], ["key", files.keyFile]] as const) {
@@ -291,6 +317,7 @@ export const readConfiguredTls = (files: ConfiguredFiles, node: number): Effect.
     const decoded = yield* Schema.decodeUnknown(NodeTlsFiles)(raw).pipe(
       Effect.mapError((e) => new TlsInvalid({ node: NodeId.make(node), subject: files.certFile, message: `${where}: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
     )
+    yield* refuseExpired(decoded.cert, node, files.certFile)
     return yield* checkNodeTls(decoded, node, where)
   })
 
@@ -342,3 +369,134 @@ export const namesFor = (bind: string, advertise: string | undefined): Array<str
 
 
 export const untrusted = (subject: string, message: string): TlsUntrusted => new TlsUntrusted({ subject, message })
+
+
+export interface CertificateFacts {
+  readonly serial: string
+  readonly fingerprint: string
+  readonly notBefore: number
+  readonly notAfter: number
+}
+
+/** A certificate's serial (`normalizeSerial`), SHA-256 and validity, epoch ms. */
+export const factsOf = (certificatePem: string): CertificateFacts => {
+  const cert = new X509Certificate(certificatePem)
+  return {
+    serial: normalizeSerial(cert.serialNumber),
+    fingerprint: createHash("sha256").update(cert.raw).digest("hex"),
+    notBefore: Date.parse(cert.validFrom),
+    notAfter: Date.parse(cert.validTo)
+  }
+}
+
+/**
+ * When a node renews its certificate: at two thirds of its lifetime, as kubelet does (k3s renews
+ * within 90 days of expiry), so a third of it is left to retry in; or at once when it lasts longer
+ * than `validityMs` allows (a certificate of an earlier release, or a shorter `certValidityDays`).
+ */
+export const renewalDue = (facts: CertificateFacts, validityMs: number): number =>
+  facts.notAfter - facts.notBefore > validityMs + 2 * day ? facts.notBefore : facts.notBefore + Math.floor(((facts.notAfter - facts.notBefore) * 2) / 3)
+
+const renewedCert = "node.next.crt"
+const renewedKey = "node.next.key"
+
+/**
+ * Writes a renewed certificate and its key in place of `node.crt` and `node.key`. Both are written
+ * (and synced) beside the old ones first, then renamed, the key first: a crash between the two
+ * renames leaves `node.next.crt` and a `node.key` that is its key, which `finishRenewal` completes.
+ */
+export const writeRenewed = (dataDir: string, renewed: { readonly cert: string; readonly key: string }, node: number): Effect.Effect<void, TlsInvalid> =>
+  Effect.try({
+    try: () => {
+      const dir = tlsDir(dataDir)
+      const write = (name: string, text: string, mode: number) => {
+        const fd = fs.openSync(path.join(dir, name), "w", mode)
+        try {
+          fs.writeSync(fd, text)
+          fs.fsyncSync(fd)
+        } finally {
+          fs.closeSync(fd)
+        }
+      }
+      write(renewedCert, renewed.cert, 0o644)
+      write(renewedKey, renewed.key, 0o600)
+      fs.renameSync(path.join(dir, renewedKey), path.join(dir, keyFileName))
+      fs.renameSync(path.join(dir, renewedCert), path.join(dir, certFileName))
+      const dirFd = fs.openSync(dir, "r")
+      try {
+        fs.fsyncSync(dirFd)
+      } finally {
+        fs.closeSync(dirFd)
+      }
+    },
+    catch: (e) =>
+      new TlsInvalid({
+        node: NodeId.make(node),
+        subject: tlsDir(dataDir),
+        message: `node ${node} cannot write its renewed certificate into ${tlsDir(dataDir)}: ${e instanceof Error ? e.message : String(e)}; check the directory's permissions (the old certificate stays in use)`
+      })
+  })
+
+/** Completes (or drops) a renewal a crash interrupted (see `writeRenewed`). */
+export const finishRenewal = (dataDir: string, node: number): Effect.Effect<void, TlsInvalid> =>
+  Effect.try({
+    try: () => {
+      const dir = tlsDir(dataDir)
+      const next = path.join(dir, renewedCert)
+      if (!fs.existsSync(next)) return
+      const key = fs.existsSync(path.join(dir, renewedKey)) ? undefined : fs.readFileSync(path.join(dir, keyFileName), "utf8")
+      // The key was renamed already: the new certificate belongs with it. Else the old pair is whole.
+      if (key !== undefined && new X509Certificate(fs.readFileSync(next, "utf8")).checkPrivateKey(createPrivateKey(key))) {
+        fs.renameSync(next, path.join(dir, certFileName))
+      } else {
+        fs.rmSync(next, { force: true })
+        fs.rmSync(path.join(dir, renewedKey), { force: true })
+      }
+    },
+    catch: (e) =>
+      new TlsInvalid({
+        node: NodeId.make(node),
+        subject: tlsDir(dataDir),
+        message: `node ${node} cannot complete an interrupted certificate renewal in ${tlsDir(dataDir)}: ${e instanceof Error ? e.message : String(e)}`
+      })
+  })
+
+/**
+ * A node's certificate and key as they are now: renewal replaces them while the node runs. Its
+ * `cert` and `key` read the current ones (a connection made later uses the renewed certificate);
+ * a server listening with them is told through `onChange` (`setSecureContext`).
+ */
+export class LiveTls {
+  private listeners: Array<() => void> = []
+  private current: { readonly cert: string; readonly key: string }
+
+  constructor(
+    readonly ca: string,
+    cert: string,
+    key: string,
+    readonly clusterId: string
+  ) {
+    this.current = { cert, key }
+  }
+
+  get cert(): string {
+    return this.current.cert
+  }
+
+  get key(): string {
+    return this.current.key
+  }
+
+  replace(cert: string, key: string): void {
+    this.current = { cert, key }
+    for (const listener of this.listeners) listener()
+  }
+
+  /** Calls `listener` after each `replace`; the answer stops that. */
+  onChange(listener: () => void): () => void {
+    this.listeners.push(listener)
+    return () => {
+      this.listeners = this.listeners.filter((l) => l !== listener)
+    }
+  }
+}

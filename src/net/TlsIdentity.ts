@@ -7,6 +7,7 @@
  */
 import { Schema } from "effect"
 import { createHash, X509Certificate } from "node:crypto"
+import { normalizeSerial } from "../domain/Certificate.js"
 
 export const tlsDirName = "tls"
 export const caFileName = "ca.crt"
@@ -64,8 +65,10 @@ export const fingerprintOf = (certificatePem: string): string =>
  * checked: peers are addressed by whatever address they advertise, and the CA signs only members.
  */
 export const checkServerIdentity =
-  (clusterId: string, node?: number) =>
-  (_host: string, cert: { readonly subjectaltname?: string | undefined }): Error | undefined => {
+  (clusterId: string, node?: number, revoked?: RevokedCheck) =>
+  (_host: string, cert: { readonly subjectaltname?: string | undefined; readonly serialNumber?: string | undefined }): Error | undefined => {
+    const reason = cert.serialNumber === undefined ? undefined : revoked?.(normalizeSerial(cert.serialNumber))
+    if (reason !== undefined) return new Error(`BLX_CERT_REVOKED: the server's certificate ${normalizeSerial(cert.serialNumber!)} is revoked (${reason})`)
     const identity = identityOf(cert.subjectaltname)
     if (identity === undefined) return new Error("BLX_TLS_UNTRUSTED: the server's certificate names no Blixard node")
     if (identity.clusterId !== clusterId) {
@@ -76,3 +79,6 @@ export const checkServerIdentity =
     }
     return undefined
   }
+
+/** Why the certificate with this serial (`normalizeSerial`) is revoked, if it is. */
+export type RevokedCheck = (serial: string) => string | undefined

@@ -158,6 +158,13 @@ export const NodeConfig = Schema.Struct({
   tlsCertFile: Schema.optionalWith(Path, { exact: true }),
   tlsKeyFile: Schema.optionalWith(Path, { exact: true }),
   /**
+   * How long this node's certificate lasts, in days (default 365): what it asks for when it renews,
+   * and the longest it signs for another node's renewal. A node renews its own at two thirds of its
+   * lifetime, or at once when it lasts longer than this, e.g. the year-long one it joined with
+   * (`CertRenewal.ts`).
+   */
+  certValidityDays: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 3650)), { exact: true }),
+  /**
    * File holding this node's admin API token. Absent: the node makes one in `dataDir/api-token`
    * (mode 0600) on first start and uses it from then on.
    */

@@ -24,7 +24,7 @@
  * A node given `servers` is not a member but a host (`HostDaemon.ts`); what both build is in
  * `DaemonParts.ts`.
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, Runtime, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Either, type Fiber, Layer, Option, Runtime, Schedule } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
@@ -35,6 +35,7 @@ import * as Server from "../api/Server.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import { EventLog } from "../events/EventLog.js"
 import { ConfigInvalid, MemberAmnesia, StorageIo, TlsInvalid, Unavailable } from "../domain/Errors.js"
+import { CertificateSerial } from "../domain/Certificate.js"
 import * as JoinToken from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
 import { HostPort, splitHostPort } from "../domain/NodeInfo.js"
@@ -44,6 +45,7 @@ import * as Tls from "../net/Tls.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import { classify, type Durability } from "../storage/Database.js"
 import * as NodeMeta from "../storage/NodeMeta.js"
+import * as Metrics from "../metrics/Metrics.js"
 import * as Scrape from "../metrics/Scrape.js"
 import * as VmLogs from "../vm/VmLogs.js"
 import * as VmLogsRoute from "../api/VmLogsRoute.js"
@@ -55,6 +57,7 @@ import * as Discovery from "./Discovery.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as HostContact from "./HostContact.js"
 import * as Orchestration from "./Orchestration.js"
+import * as CertRenewal from "./CertRenewal.js"
 import * as StartTls from "./StartTls.js"
 import * as TlsBootstrap from "./TlsBootstrap.js"
 
@@ -136,6 +139,57 @@ export const refuseAmnesia = (options: {
     return yield* Effect.fail("noAnswer" as const)
   })
 
+/** How long the certificates this node asks for and signs in renewals last (`certValidityDays`). */
+const certValidityMsOf = (config: NodeConfig): number =>
+  config.certValidityDays === undefined ? Tls.defaultCertValidityMs : config.certValidityDays * 24 * 60 * 60 * 1000
+
+/**
+ * Keeps this node's certificate renewed and reported (`CertRenewal.ts`). Operator-supplied files are
+ * the operator's to renew: only their expiry is reported, and shown as a gauge.
+ */
+const certificateUpkeep = (config: NodeConfig, live: Tls.LiveTls, controlPlane: ControlPlaneShape, advertise: string, members: () => ReadonlyMap<number, string>) => {
+  const node = config.id
+  const record = (facts: Tls.CertificateFacts) =>
+    controlPlane.recordCertificate({ node: NodeId.make(node), serial: CertificateSerial.make(facts.serial), fingerprint: facts.fingerprint, notAfter: facts.notAfter })
+  if (config.tlsCertFile !== undefined) {
+    const facts = Tls.factsOf(live.cert)
+    return Effect.sync(() => Metrics.tlsCertificateExpiry.unsafeUpdate(facts.notAfter / 1000, Metrics.noTags)).pipe(
+      Effect.zipRight(Effect.retry(record(facts), Schedule.spaced(Duration.minutes(1)))),
+      Effect.ignore
+    )
+  }
+  return CertRenewal.maintain({
+    node,
+    dataDir: config.dataDir,
+    current: live,
+    names: Tls.namesFor(config.bind, advertise),
+    validityMs: certValidityMsOf(config),
+    timeoutMs: config.timeouts.requestMs,
+    // Another member first (this node itself last: any member holds the CA's key).
+    addresses: Effect.sync(() => [...[...members()].filter(([id]) => id !== node).map(([, address]) => address), advertise]),
+    record
+  })
+}
+
+/** `POST /v1/tls/renew`, signing for this node's fellow members (`CertRenewal.ts`). */
+const renewalRoute = (
+  config: NodeConfig,
+  tls: Tls.NodeTls,
+  isMember: (id: number) => boolean,
+  revoked: Tls.RevokedCheck,
+  runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+) =>
+  CertRenewal.route({
+    ca: tls.ca,
+    caKey: tls.caKey,
+    clusterId: tls.clusterId,
+    validityMs: certValidityMsOf(config),
+    isMember,
+    revoked,
+    // Interrupted only when the node stops, which closes the connection too.
+    run: (effect, then) => void runFork(Effect.either(effect)).addObserver((exit) => exit._tag === "Success" && then(exit.value))
+  })
+
 export const run = (config: NodeConfig) =>
   Effect.scoped(
     Effect.gen(function* () {
@@ -209,6 +263,9 @@ export const run = (config: NodeConfig) =>
       }
 
       const state = new ClusterStateHolder(new EventLog(eventSettings(config).history))
+      // This node's certificate as renewal replaces it, and the cluster's revocation list.
+      const live = tls === undefined ? undefined : new Tls.LiveTls(tls.ca, tls.cert, tls.key, tls.clusterId)
+      const revoked: Tls.RevokedCheck = (serial) => state.current.revoked.get(serial)?.reason
       if (founding) {
         state.current.members.set(node, advertise)
         state.current.clusterId = tls?.clusterId ?? randomUUID()
@@ -221,7 +278,8 @@ export const run = (config: NodeConfig) =>
           peers: new Map(discovery.configured.map((p) => [p.id, p.address])),
           clusterSecret: secret,
           requestTimeoutMs: config.timeouts.requestMs,
-          ...(tls !== undefined ? { clusterId: tls.clusterId, tls } : {})
+          revoked,
+          ...(live !== undefined ? { clusterId: live.clusterId, tls: live } : {})
         })
       )
       const raftContext = yield* Layer.build(
@@ -288,6 +346,7 @@ export const run = (config: NodeConfig) =>
           events: { log: state.events, heartbeatMs: eventSettings(config).heartbeatMs },
           rawRoutes: [
             vmLogs,
+            ...(tls === undefined ? [] : [renewalRoute(config, tls, (id) => state.current.members.has(id), revoked, runFork)]),
             ...(tls === undefined
               ? []
               : TlsBootstrap.routes({
@@ -302,7 +361,8 @@ export const run = (config: NodeConfig) =>
                     )
                 }))
           ],
-          ...(tls === undefined ? {} : { tls }),
+          revoked,
+          ...(live === undefined ? {} : { tls: live })
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))
@@ -348,6 +408,8 @@ export const run = (config: NodeConfig) =>
         yield* Effect.ignore(meta(NodeMeta.set("cluster_id", rememberedCluster)))
       })
       yield* Effect.forkScoped(Effect.repeat(rememberCluster, Schedule.spaced(Duration.seconds(1))))
+
+      if (live !== undefined) yield* Effect.forkScoped(certificateUpkeep(config, live, controlPlane, advertise, () => state.current.members))
 
       // Registration, the leader's failure detector, and the agent over this node's backend.
       const { backend, hostFence } = yield* vmRuntime(config, { cluster: () => state.current.clusterId, owner: vmOwner })

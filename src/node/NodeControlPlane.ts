@@ -10,6 +10,7 @@
 import { Clock, Duration, Effect, Either } from "effect"
 import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "../api/Auth.js"
 import { hostIdInUse, joinTokenRefusal } from "../cluster/ClusterState.js"
+import { CertificateList } from "../domain/Certificate.js"
 import { CreatedJoinToken, formatJoinToken, JoinTokenId, JoinTokenInfo, presented } from "../domain/JoinToken.js"
 import type { ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
 import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
@@ -208,6 +209,13 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       }
       return yield* joinTokenResult(new C.ConsumeJoinToken({ id, hash, node, ...(key !== undefined ? { key } : {}) }, trusted))
     })
+
+  const revokeCertificate = (revoke: Omit<C.RevokeCertificate, "_tag">) =>
+    Effect.flatMap(propose(new C.RevokeCertificate(revoke, trusted), undefined), (r) => Effect.succeed(r.revoked ?? []))
+  const recordCertificate = (record: Omit<C.RecordCertificate, "_tag">) =>
+    Effect.flatMap(propose(new C.RecordCertificate(record, trusted), undefined), (r) =>
+      r.certificate !== undefined ? Effect.succeed(r.certificate) : Effect.fail(new InvalidArgument({ node: self, message: "the certificate was not recorded" }))
+    )
 
   const readable = (mode: ReadMode): Effect.Effect<void, BlixardError> => (mode === "stale" ? Effect.void : raft.readIndex)
 
@@ -441,6 +449,20 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       ),
     revokeJoinToken: (id) => orForward(joinTokenResult(new C.RevokeJoinToken({ id }, trusted)), (l) => l.revokeJoinToken(id)),
     consumeJoinToken: (id, hash, node, key) => orForward(consumeJoinToken(id, hash, node, key), (l) => l.consumeJoinToken(id, hash, node, key)),
+    listCertificates: (mode) =>
+      Effect.map(
+        readable(mode),
+        () =>
+          new CertificateList(
+            {
+              certificates: [...state.current.certificates.keys()].sort().map((k) => state.current.certificates.get(k)!),
+              revoked: [...state.current.revoked.keys()].sort().map((k) => state.current.revoked.get(k)!)
+            },
+            trusted
+          )
+      ),
+    revokeCertificate: (revoke) => orForward(revokeCertificate(revoke), (l) => l.revokeCertificate(revoke)),
+    recordCertificate: (record) => orForward(recordCertificate(record), (l) => l.recordCertificate(record)),
     snapshot: Effect.gen(function* () {
       // After the round this node has applied what the leader had committed when it confirmed its
       // leadership: the state captured right here (no yield in between) is a linearizable read.

@@ -151,6 +151,9 @@ const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneS
     listJoinTokens: (mode) => at((p) => p.listJoinTokens(mode)),
     revokeJoinToken: (id) => at((p) => p.revokeJoinToken(id)),
     consumeJoinToken: (id, hash, node, key) => at((p) => p.consumeJoinToken(id, hash, node, key)),
+    listCertificates: (mode) => at((p) => p.listCertificates(mode)),
+    revokeCertificate: (revoke) => at((p) => p.revokeCertificate(revoke)),
+    recordCertificate: (record) => at((p) => p.recordCertificate(record)),
     health: at((p) => p.health)
   }
 }

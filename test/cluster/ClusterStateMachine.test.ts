@@ -3,6 +3,7 @@ import { Either, Schema } from "effect"
 import { ClusterState } from "../../src/cluster/ClusterState.js"
 import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
 import { TokenId } from "../../src/domain/ApiToken.js"
+import { CertificateSerial } from "../../src/domain/Certificate.js"
 import * as C from "../../src/domain/Command.js"
 import { JoinTokenId } from "../../src/domain/JoinToken.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
@@ -75,7 +76,13 @@ const commands: ReadonlyArray<readonly [C.Command, string?]> = [
   [new C.CreateJoinToken({ id: JoinTokenId.make("00000000000000aa"), hash: "e".repeat(64), ttlMs: 60_000 })],
   [new C.ConsumeJoinToken({ id: JoinTokenId.make("00000000000000aa"), hash: "e".repeat(64), node: id(4) })],
   [new C.ConsumeJoinToken({ id: JoinTokenId.make("00000000000000aa"), hash: "e".repeat(64), node: id(5) })],
-  [new C.RevokeJoinToken({ id: JoinTokenId.make("00000000000000aa") })]
+  [new C.RevokeJoinToken({ id: JoinTokenId.make("00000000000000aa") })],
+  [new C.RecordCertificate({ node: id(1), serial: CertificateSerial.make("a1"), fingerprint: "c".repeat(64), notAfter: 10_000_000 })],
+  [new C.RecordCertificate({ node: id(3), serial: CertificateSerial.make("b3"), fingerprint: "d".repeat(64), notAfter: 10_000_000 }), "req-cert"],
+  [new C.RevokeCertificate({ node: id(1), reason: "key leaked" }), "req-revoke"],
+  [new C.RevokeCertificate({ node: id(1), reason: "key leaked" }), "req-revoke"],
+  [new C.RevokeCertificate({ serial: CertificateSerial.make("ff"), reason: "stolen" })],
+  [new C.RecordCertificate({ node: id(1), serial: CertificateSerial.make("a1"), fingerprint: "c".repeat(64), notAfter: 10_000_000 })]
 ]
 
 const envelope = (i: number, [command, requestId]: readonly [C.Command, string?]) =>

@@ -1083,4 +1083,82 @@ in
     };
     expect.evalError = "services.blixard.tailscale.tag";
   };
+
+  # Shorter node certificates: rendered only when set.
+  cert-validity = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        certValidityDays = 90;
+      };
+    };
+    expect = {
+      settings = {
+        id = 1;
+        bind = "0.0.0.0:7001";
+        peers = [ ];
+        dataDir = "/var/lib/blixard";
+        vmBackend = "process";
+        microvmStateDir = "/var/lib/microvms";
+        labels = { };
+        timeouts = defaultTimeouts;
+        logLevel = "info";
+        logFormat = "text";
+        certValidityDays = 90;
+      };
+      assertions = [ ];
+      schemaAccepts = true;
+      unit = {
+        extraArgs = "";
+        loadCredential = [ ];
+        stateDirectory = "blixard";
+        firewall = [ ];
+        cliAddr = "127.0.0.1:7001";
+        # Without microvm.nix's host module, the VMs' state root is created for the unit.
+        tmpfiles = [ "d '/var/lib/microvms' 0755 root root - -" ];
+        # microvm.nix's helpers (all allowed by default) can run inside the unit.
+        deviceAllow = [
+          "/dev/kvm rw"
+          "/dev/net/tun rw"
+          "/dev/vhost-net rw"
+          "/dev/vhost-vsock rw"
+          "char-macvtap rw"
+          "/dev/vfio/vfio rw"
+          "char-vfio rw"
+        ];
+        capabilities = [
+          "CAP_CHOWN"
+          "CAP_DAC_OVERRIDE"
+          "CAP_FOWNER"
+          "CAP_NET_ADMIN"
+          "CAP_SYS_ADMIN"
+          "CAP_SETUID"
+          "CAP_SETGID"
+          "CAP_FSETID"
+          "CAP_MKNOD"
+          "CAP_SETFCAP"
+          "CAP_DAC_READ_SEARCH"
+          "CAP_SYS_MODULE"
+        ];
+        sandbox = {
+          RestrictNamespaces = "mnt pid net";
+          ProtectKernelTunables = false;
+          ProtectKernelModules = false;
+          SystemCallFilter = [ "~@clock @cpu-emulation @debug @obsolete @reboot @swap" ];
+        };
+      };
+    };
+  };
+
+  cert-validity-too-long = {
+    module = {
+      services.blixard = {
+        enable = true;
+        nodeId = 1;
+        certValidityDays = 3651;
+      };
+    };
+    expect.evalError = "services.blixard.certValidityDays";
+  };
 }

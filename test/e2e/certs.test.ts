@@ -1,0 +1,116 @@
+/**
+ * Certificate renewal and revocation over real `blixard node` processes on loopback: every node
+ * reports its certificate; a node configured with shorter certificates renews the longer one it
+ * joined with from a member while it runs; a node removed from the cluster has its certificate
+ * revoked, after which neither the peers' endpoint nor the API accepts it.
+ */
+import { X509Certificate } from "node:crypto"
+import * as fs from "node:fs"
+import * as https from "node:https"
+import * as path from "node:path"
+import { WebSocket } from "ws"
+import { describe, expect, it } from "vitest"
+import { deriveKey, sign, toQuery } from "../../src/net/PeerAuth.js"
+import { clusterOfCa } from "../../src/net/Tls.js"
+import { adminTokenOf, cliJson, clustersPerTest, waitFor } from "./harness.js"
+
+const newCluster = clustersPerTest()
+const day = 24 * 60 * 60 * 1000
+
+interface Listed {
+  readonly certificates: ReadonlyArray<{ readonly node: number; readonly serial: string; readonly notAfter: number }>
+  readonly revoked: ReadonlyArray<{ readonly node?: number; readonly serial: string; readonly reason: string }>
+}
+
+const serialOf = (file: string) => new X509Certificate(fs.readFileSync(file)).serialNumber.toLowerCase().replace(/^0+(?=.)/, "")
+
+/** `GET /v1/cluster` at `addr` with a valid admin token, presenting `client` as client certificate. */
+const apiWith = (addr: string, ca: string, token: string, client: { cert: string; key: string }) =>
+  new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = https.get(`https://${addr}/v1/cluster`, { ca, ...client, checkServerIdentity: () => undefined, headers: { authorization: `Bearer ${token}` } }, (response) => {
+      let body = ""
+      response.on("data", (chunk: Buffer) => (body += chunk.toString()))
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }))
+    })
+    req.on("error", reject)
+  })
+
+/** Opens `/raft` at `addr` as node `from` with a valid handshake and `client`'s certificate: "open", or the refusal. */
+const peerWith = (addr: string, ca: string, secret: string, clusterId: string, from: number, to: number, client: { cert: string; key: string }) =>
+  new Promise<string>((resolve) => {
+    const socket = new WebSocket(`wss://${addr}/raft?${toQuery(sign(deriveKey(secret), clusterId, from, to, Date.now()))}`, {
+      ca,
+      ...client,
+      checkServerIdentity: (() => undefined) as never
+    })
+    socket.on("open", () => {
+      socket.close()
+      resolve("open")
+    })
+    socket.on("unexpected-response", (_request, response) => {
+      let body = ""
+      response.on("data", (chunk: Buffer) => (body += chunk.toString()))
+      response.on("end", () => resolve(`${response.statusCode} ${body}`))
+    })
+    socket.on("error", (error) => resolve(error.message))
+  })
+
+describe("node certificates", () => {
+  it("are reported and renewed; a removed node's certificate is revoked and refused by peers and the API", async () => {
+    const c = newCluster()
+    const one = await c.add()
+    await waitFor("node 1 to found the cluster", async () => ((await cliJson<{ leader?: number }>(one.addr, ["cluster", "status"])).leader === 1 ? true : undefined))
+    // Node 2 wants 30-day certificates: the year-long one it joins with is renewed once it is a member.
+    const config = path.join(c.dir, "node-2.json")
+    fs.writeFileSync(config, JSON.stringify({ certValidityDays: 30 }))
+    const two = await c.add((node) => (node.args = ["--config", config]))
+    const three = await c.add()
+    await c.converged([1, 2, 3])
+
+    const listed = await waitFor(
+      "every node to report its certificate, node 2 its renewed one",
+      async () => {
+        const list = await cliJson<Listed>(one.addr, ["cluster", "cert", "status"])
+        const nodes = new Set(list.certificates.map((cert) => cert.node))
+        const renewed = list.certificates.some((cert) => cert.node === 2 && cert.notAfter - Date.now() <= 30 * day)
+        return nodes.has(1) && nodes.has(2) && nodes.has(3) && renewed ? list : undefined
+      },
+      90_000
+    )
+    expect(two.output).toMatch(/node 2: renewed its certificate from 127\.0\.0\.1:\d+/)
+    const twoCert = path.join(two.dataDir, "tls", "node.crt")
+    expect(Date.parse(new X509Certificate(fs.readFileSync(twoCert)).validTo) - Date.now()).toBeLessThanOrEqual(30 * day)
+    expect(listed.certificates.find((cert) => cert.node === 2 && cert.notAfter - Date.now() <= 30 * day)?.serial).toBe(serialOf(twoCert))
+    // The cluster goes on with the renewed certificate: a write through node 2 replicates.
+    await cliJson(two.addr, ["vm", "create", "--name", "web", "--runner", c.runnerFixture("web"), "--no-start"])
+    expect((await cliJson<Array<{ spec: { name: string } }>>(three.addr, ["vm", "list"])).map((vm) => vm.spec.name)).toEqual(["web"])
+
+    // Node 3 leaves: its certificate is revoked by the removal itself.
+    const threeFiles = { cert: fs.readFileSync(path.join(three.dataDir, "tls", "node.crt"), "utf8"), key: fs.readFileSync(path.join(three.dataDir, "tls", "node.key"), "utf8") }
+    const threeSerial = serialOf(path.join(three.dataDir, "tls", "node.crt"))
+    const ca = fs.readFileSync(path.join(one.dataDir, "tls", "ca.crt"), "utf8")
+    const secret = fs.readFileSync(c.secretFile, "utf8").trim()
+    const clusterId = clusterOfCa(ca)!
+    // Before: node 3's certificate opens a peer connection to node 1.
+    expect(await peerWith(one.addr, ca, secret, clusterId, 3, 1, threeFiles)).toBe("open")
+    await cliJson(one.addr, ["cluster", "leave", "--id", "3"])
+    await waitFor("node 3's certificate to be revoked on node 1", async () => {
+      const list = await cliJson<Listed>(one.addr, ["cluster", "cert", "status"])
+      return list.revoked.some((entry) => entry.serial === threeSerial && entry.node === 3 && /removed from the cluster/.test(entry.reason)) ? true : undefined
+    })
+    await three.stop("SIGKILL")
+    expect(await peerWith(one.addr, ca, secret, clusterId, 3, 1, threeFiles)).toBe("401 BLX_CERT_REVOKED")
+    const api = await apiWith(one.addr, ca, adminTokenOf(one.addr), threeFiles)
+    expect(api.status).toBe(403)
+    expect(api.body).toContain("BLX_CERT_REVOKED")
+    expect(one.output).toMatch(/refused a connection .*BLX_CERT_REVOKED: node 3's certificate/)
+    // Node 2's own certificate is still accepted.
+    const twoFiles = { cert: fs.readFileSync(twoCert, "utf8"), key: fs.readFileSync(path.join(two.dataDir, "tls", "node.key"), "utf8") }
+    expect((await apiWith(one.addr, ca, adminTokenOf(one.addr), twoFiles)).status).toBe(200)
+
+    // By hand (admin): node 2's certificate, by serial; then node 1 refuses it too.
+    const revoked = await cliJson<Array<{ serial: string; node?: number }>>(one.addr, ["cluster", "cert", "revoke", serialOf(twoCert).toUpperCase(), "--reason", "test"])
+    expect(revoked).toEqual([expect.objectContaining({ serial: serialOf(twoCert), node: 2 })])
+    await waitFor("node 1 to refuse node 2's certificate", async () => ((await apiWith(one.addr, ca, adminTokenOf(one.addr), twoFiles)).status === 403 ? true : undefined))
+  })
+})
