@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { tempDir } from "../support/TempDir.js"
-import { Cause, Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Scope, TestClock } from "effect"
 import { MemoryNetwork } from "../../src/net/Transport.js"
 import type { Message } from "../../src/raft/Message.js"
 import type { Status } from "../../src/raft/Raft.js"
@@ -124,6 +124,101 @@ describe("RaftNode", () => {
       const contexts = yield* readContextsAcrossRestart({ unsafeReuseReadContexts: true })
       expect(contexts.length).toBe(2)
       expect(contexts[0]).toBe(contexts[1])
+    })
+  )
+
+  /**
+   * Issue #13, finding 5, played out: follower F asks for a read point, and its process dies before
+   * the answer arrives — either the leader's answer is still on its way (`late`: the leader queued
+   * it for the dead process) or the leader is still confirming it (`pending`: its heartbeat round
+   * is held up). A write "new" then completes. F restarts, learns the leader (the leader's appends
+   * to it are held back meanwhile, so it has only "old"), and reads. Returns what the read saw
+   * when it resolved (`x=…`), or the tag of its failure.
+   */
+  const readAfterRestart = (earlier: "late" | "pending", options: Partial<RaftNode.RaftNodeConfig> = {}) =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3], options)
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const f = [1, 2, 3].find((id) => id !== leader)!
+      value(yield* c.drive(c.node(leader).propose(put("x", "old"))))
+      yield* c.until("the follower applied x=old", () => Effect.succeed(c.state(f).get("x") === "old"))
+
+      const held: Array<Message> = []
+      let holdAnswers = earlier === "late"
+      let holdRounds = earlier === "pending"
+      let holdAppends = false
+      let injecting = false
+      c.net.filter = (m) => {
+        if (injecting) return true
+        if (holdAnswers && m.type === "readIndexResp" && m.to === f) return void held.push(m), false
+        if (holdRounds && m.type === "heartbeatResp" && m.context !== undefined) return false
+        if (holdAppends && (m.type === "app" || m.type === "snap") && m.to === f) return false
+        return true
+      }
+      yield* Effect.fork(c.node(f).readIndex)
+      yield* c.until("the leader took the follower's read", () =>
+        Effect.succeed(earlier === "late" ? held.length === 1 : (c.net.delivered.get("readIndex") ?? 0) >= 1)
+      )
+      yield* c.crash(f)
+      holdAnswers = false
+      value(yield* c.drive(c.node(leader).propose(put("x", "new"))))
+
+      holdAppends = true
+      yield* c.start(f)
+      yield* c.until("the restarted follower knows the leader and has re-applied x=old", () =>
+        Effect.map(c.node(f).leader, (l) => l === leader && c.state(f).get("x") === "old")
+      )
+      // The new process's read goes out; the leader's answers to it are held until the earlier
+      // process's answer has arrived.
+      holdAnswers = true
+      const asked = c.net.delivered.get("readIndex") ?? 0
+      const read = yield* Effect.fork(
+        Effect.zipRight(c.node(f).readIndex, Effect.sync(() => `x=${c.state(f).get("x")}`)).pipe(Effect.catchAll((e) => Effect.succeed(e._tag)))
+      )
+      yield* c.until("the leader took the new process's read", () => Effect.succeed((c.net.delivered.get("readIndex") ?? 0) > asked))
+      const injector = yield* c.net.transport(0)
+      /** Delivers held messages to the follower, past the holds. */
+      const inject = (messages: ReadonlyArray<Message>) =>
+        Effect.suspend(() => {
+          injecting = true
+          return Effect.ensuring(injector.send(messages), Effect.sync(() => (injecting = false)))
+        })
+      yield* inject(held.splice(0, 1))
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      holdAnswers = false
+      holdRounds = false
+      yield* inject(held.splice(0))
+      // Answers flow; the appends to the follower are still held: a read resolved now was answered
+      // with a read point older than "new".
+      for (let i = 0; i < 20 && read.unsafePoll() === null; i++) {
+        yield* TestClock.adjust(Duration.millis(tickMs))
+        for (let j = 0; j < 5; j++) yield* Effect.yieldNow()
+      }
+      holdAppends = false
+      const outcome = yield* c.drive(Fiber.join(read))
+      return value(outcome)
+    })
+
+  it.scoped("a restarted follower's read sees a write completed before it began, whatever answers its earlier process left behind", () =>
+    Effect.gen(function* () {
+      expect(yield* readAfterRestart("late")).toBe("x=new")
+      expect(yield* readAfterRestart("pending")).toBe("x=new")
+    })
+  )
+
+  it.scoped("the unsafe switch (contexts restarting with the process) reads x=old: matched to the late answer to the earlier process's read", () =>
+    Effect.gen(function* () {
+      expect(yield* readAfterRestart("late", { unsafeReuseReadContexts: true })).toBe("x=old")
+      // The core's defence: a context repeated while pending is answered to neither (the read times out).
+      expect(yield* readAfterRestart("pending", { unsafeReuseReadContexts: true })).toBe("Timeout")
+    })
+  )
+
+  it.scoped("both unsafe switches read x=old: the leader answers the repeated context with the earlier request's read point", () =>
+    Effect.gen(function* () {
+      const both = { unsafeReuseReadContexts: true, raft: { unsafeMatchRepeatedReadContexts: true } }
+      expect(yield* readAfterRestart("pending", both)).toBe("x=old")
     })
   )
 
