@@ -170,6 +170,8 @@ interface Waiting<A, E> {
   readonly what: string
 }
 
+type ReadWaiter = Waiting<void, NotLeader | Timeout>
+
 interface Pending extends Waiting<unknown, ProposeFailure> {
   readonly term: number
 }
@@ -394,8 +396,20 @@ export const make = (config: RaftNodeConfig) =>
     /** Per peer: the newest response of a term this node led in, as the loop stepped it (`quorumAcks`). */
     const acks = new Map<number, { readonly term: number; readonly at: number }>()
     const pending = new Map<number, Pending>()
-    const reads = new Map<string, Waiting<void, NotLeader | Timeout>>()
-    let readWaiting: Array<Waiting<void, NotLeader | Timeout> & { readonly index: number }> = []
+    /**
+     * Linearizable reads share ReadIndex rounds, as etcd's `linearizableReadLoop` does: one round in
+     * flight at a time (a heartbeat broadcast on the leader, one forwarded request on a follower);
+     * the reads that arrive meanwhile wait for the next round, asked once it is answered, and reads
+     * taken in one batch share one. A round's read point is taken after every read it answers
+     * arrived, so each still gets at least the commit index of the moment it was issued. A round
+     * unanswered after `readRetryMs` (a lost message), or asked of a leader since replaced, is asked
+     * again with a new context, its reads joining the next.
+     */
+    let round: { readonly context: string; readonly askedAt: number; reads: Array<ReadWaiter> } | undefined
+    let nextRound: Array<ReadWaiter> = []
+    /** Five heartbeats: etcd's `readIndexRetryTime` (500 ms) with the daemon's 100 ms heartbeat. */
+    const readRetryMs = 5 * (config.heartbeatTick ?? DefaultHeartbeatTick) * config.tickMs
+    let readWaiting: Array<ReadWaiter & { readonly index: number }> = []
     let transfers: Array<Waiting<void, NotLeader | Timeout> & { readonly to: number }> = []
     // ReadIndex contexts are unique across restarts: a leader (or a late answer still on the wire)
     // must never match a request of this process to one of an earlier process of this node.
@@ -478,11 +492,6 @@ export const make = (config: RaftNodeConfig) =>
         pending.delete(index)
         p.done(Effect.fail(timedOut(p.what)))
       }
-      for (const [context, r] of reads) {
-        if (!due(r)) continue
-        reads.delete(context)
-        r.done(Effect.fail(timedOut(r.what)))
-      }
       const live = <W extends Waiting<void, NotLeader | Timeout>>(list: Array<W>): Array<W> =>
         list.filter((w) => {
           if (!due(w)) return true
@@ -490,6 +499,12 @@ export const make = (config: RaftNodeConfig) =>
           return false
         })
       if (readWaiting.length > 0) readWaiting = live(readWaiting)
+      if (nextRound.length > 0) nextRound = live(nextRound)
+      if (round !== undefined) {
+        round.reads = live(round.reads)
+        // Nothing waits on it any more: the next reads need not wait for its answer.
+        if (round.reads.length === 0) round = undefined
+      }
       if (transfers.length > 0) transfers = live(transfers)
       // Requests the loop has not taken yet (it may be stuck in a save).
       for (const ev of events.removeWhere((e) => "deadline" in e && due(e))) {
@@ -516,13 +531,9 @@ export const make = (config: RaftNodeConfig) =>
         case "ConfChange":
           register(raw.proposeConfChange(ev.change), ev)
           return
-        case "ReadIndex": {
-          const context = `${id}:${readNonce}${++readCounter}`
-          const result = raw.readIndex(context)
-          if (result.ok) reads.set(context, ev)
-          else ev.done(Effect.fail(notLeader(raw.status().lead)))
+        case "ReadIndex":
+          nextRound.push(ev)
           return
-        }
         case "Transfer": {
           const result = raw.transferLeader(ev.to)
           if (result.ok) transfers.push(ev)
@@ -532,6 +543,27 @@ export const make = (config: RaftNodeConfig) =>
         case "Campaign":
           raw.campaign()
           return
+      }
+    }
+
+    /** When the loop took its current batch (monotonic milliseconds, `monotonicMillis`). */
+    let loopNow = 0
+
+    /** Asks the next ReadIndex round for the reads waiting, unless one is in flight (see `round`). */
+    const askRound = (): void => {
+      if (round !== undefined) {
+        if (loopNow - round.askedAt < readRetryMs) return
+        nextRound = round.reads.concat(nextRound)
+        round = undefined
+      }
+      if (nextRound.length === 0) return
+      const reads = nextRound
+      nextRound = []
+      const context = `${id}:${readNonce}${++readCounter}`
+      if (raw.readIndex(context).ok) round = { context, askedAt: loopNow, reads }
+      else {
+        const refused = notLeader(raw.status().lead)
+        for (const r of reads) r.done(Effect.fail(refused))
       }
     }
 
@@ -671,7 +703,14 @@ export const make = (config: RaftNodeConfig) =>
         if (toApply.length > 0) yield* apply(toApply)
         if (rd.softState !== undefined) {
           const ss = rd.softState
-          if ((yield* Ref.get(softState)).lead !== ss.lead) Metrics.raftLeaderChanges.unsafeUpdate(1, Metrics.noTags)
+          if ((yield* Ref.get(softState)).lead !== ss.lead) {
+            Metrics.raftLeaderChanges.unsafeUpdate(1, Metrics.noTags)
+            // The round was asked of a leader that is gone: ask the next one (below) at once.
+            if (round !== undefined) {
+              nextRound = round.reads.concat(nextRound)
+              round = undefined
+            }
+          }
           yield* Ref.set(softState, { lead: ss.lead, role: ss.role })
           for (let i = transfers.length - 1; i >= 0; i--) {
             if (transfers[i]!.to === ss.lead) {
@@ -681,10 +720,9 @@ export const make = (config: RaftNodeConfig) =>
           }
         }
         for (const rs of rd.readStates) {
-          const waiting = reads.get(rs.context)
-          if (waiting === undefined) continue
-          reads.delete(rs.context)
-          readWaiting.push({ ...waiting, index: rs.index })
+          if (round === undefined || rs.context !== round.context) continue
+          for (const r of round.reads) readWaiting.push({ ...r, index: rs.index })
+          round = undefined
         }
         raw.advance(rd)
         const nowApplied = raw.appliedIndex
@@ -696,6 +734,8 @@ export const make = (config: RaftNodeConfig) =>
           }
           readWaiting = still
         }
+        // The reads that arrived while a round was answered ask the next (sent on the next turn).
+        askRound()
         yield* compact
       }
     })
@@ -727,8 +767,10 @@ export const make = (config: RaftNodeConfig) =>
       for (;;) {
         const batch = yield* events.takeAll
         flushes.observe(yield* Clock.currentTimeMillis)
-        catchUp(yield* monotonicMillis)
+        loopNow = yield* monotonicMillis
+        catchUp(loopNow)
         for (const ev of batch) handle(ev)
+        askRound()
         if (accepted > 0) Metrics.raftProposals.unsafeUpdate(accepted, proposalOutcome.accepted)
         if (refusedCount > 0) Metrics.raftProposals.unsafeUpdate(refusedCount, proposalOutcome.refused)
         accepted = 0
@@ -788,12 +830,13 @@ export const make = (config: RaftNodeConfig) =>
         for (const p of pending.values()) p.done(Effect.fail(stopping))
         pending.clear()
         const gone = new NotLeader({ node: nodeId, message: `node ${id} is shutting down; retry on another node` })
-        for (const w of [...reads.values(), ...readWaiting, ...transfers]) w.done(Effect.fail(gone))
+        for (const w of [...(round?.reads ?? []), ...nextRound, ...readWaiting, ...transfers]) w.done(Effect.fail(gone))
         for (const ev of events.removeWhere((e) => "done" in e)) {
           if (ev._tag === "Propose" || ev._tag === "ConfChange") ev.done(Effect.fail(stopping))
           else if ("done" in ev) ev.done(Effect.fail(gone))
         }
-        reads.clear()
+        round = undefined
+        nextRound = []
         readWaiting = []
         transfers = []
       })

@@ -194,6 +194,8 @@ export const kvWorkload = (
   /** client → its request to a node still unanswered: what, where, since when. */
   const outstanding = new Map<number, { readonly what: string; readonly node: number; readonly since: number }>()
   const answerWithin = answerBoundMs(bound.requestTimeoutMs, bound.tickMs)
+  /** The first read that served a state older than an entry committed before it began. */
+  let staleRead: string | undefined
   /** Runs `request` to `node`, noting it as outstanding until it is answered. */
   const asking = <A, E>(c: number, what: string, node: number, now: number, request: Effect.Effect<A, E>) =>
     Effect.ensuring(
@@ -205,6 +207,7 @@ export const kvWorkload = (
     )
   return {
     check: (now) => {
+      if (staleRead !== undefined) return staleRead
       for (const [c, o] of outstanding) {
         if (now - o.since > answerWithin) {
           return `request without an answer: client ${c}'s ${o.what} to node ${o.node}, made at ${o.since} ms, has had no answer for ${now - o.since} ms (every request is answered — done, refused, dropped or timed out — within ${answerWithin} ms)`
@@ -236,8 +239,15 @@ export const kvWorkload = (
           if (roll < 0.4) {
             const target = bound.readsAnywhere === true ? prng.pick(running) : guessed
             const node = env.node(target)!
+            // What any node has applied is committed: a linearizable read begun after it serves a
+            // state that includes it. (Sharper than the register check, which sees a stale state
+            // only if the key read was written in between.)
+            const floor = env.running().reduce((max, id) => Math.max(max, env.node(id)!.local.applied), 0)
             const op = history.invoke(c, { _tag: "read", key }, env.now())
             const result = yield* Effect.either(asking(c, "read", target, env.now(), node.serve(node.raft.readIndex)))
+            if (Either.isRight(result) && node.local.applied < floor) {
+              staleRead ??= `stale read: client ${c}'s read at node ${target} was served at applied index ${node.local.applied}, below index ${floor}, which a node had applied (so committed) before the read began`
+            }
             if (Either.isLeft(result)) {
               // A read that did not complete had no effect: it is left out.
               history.fail(op)

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { tempDir } from "../support/TempDir.js"
-import { Cause, Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Scope, TestClock } from "effect"
 import { MemoryNetwork } from "../../src/net/Transport.js"
 import type { Message } from "../../src/raft/Message.js"
 import type { Status } from "../../src/raft/Raft.js"
@@ -124,6 +124,102 @@ describe("RaftNode", () => {
       const contexts = yield* readContextsAcrossRestart({ unsafeReuseReadContexts: true })
       expect(contexts.length).toBe(2)
       expect(contexts[0]).toBe(contexts[1])
+    })
+  )
+
+  /**
+   * Issue #13, finding 5, played out: follower F asks for a read point, and its process dies before
+   * the answer arrives — either the leader's answer is still on its way (`late`: the leader queued
+   * it for the dead process) or the leader is still confirming it (`pending`: its heartbeat round
+   * is held up). A write "new" then completes. F restarts, learns the leader (the leader's appends
+   * to it are held back meanwhile, so it has only "old"), and reads. Returns what the read saw
+   * when it resolved (`x=…`), or the tag of its failure.
+   */
+  const readAfterRestart = (earlier: "late" | "pending", options: Partial<RaftNode.RaftNodeConfig> = {}) =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3], options)
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const f = [1, 2, 3].find((id) => id !== leader)!
+      value(yield* c.drive(c.node(leader).propose(put("x", "old"))))
+      yield* c.until("the follower applied x=old", () => Effect.succeed(c.state(f).get("x") === "old"))
+
+      const held: Array<Message> = []
+      let holdAnswers = earlier === "late"
+      let holdRounds = earlier === "pending"
+      let holdAppends = false
+      let injecting = false
+      c.net.filter = (m) => {
+        if (injecting) return true
+        if (holdAnswers && m.type === "readIndexResp" && m.to === f) return void held.push(m), false
+        if (holdRounds && m.type === "heartbeatResp" && m.context !== undefined) return false
+        if (holdAppends && (m.type === "app" || m.type === "snap") && m.to === f) return false
+        return true
+      }
+      yield* Effect.fork(c.node(f).readIndex)
+      yield* c.until("the leader took the follower's read", () =>
+        Effect.succeed(earlier === "late" ? held.length === 1 : (c.net.delivered.get("readIndex") ?? 0) >= 1)
+      )
+      yield* c.crash(f)
+      holdAnswers = false
+      value(yield* c.drive(c.node(leader).propose(put("x", "new"))))
+
+      holdAppends = true
+      yield* c.start(f)
+      yield* c.until("the restarted follower knows the leader and has re-applied x=old", () =>
+        Effect.map(c.node(f).leader, (l) => l === leader && c.state(f).get("x") === "old")
+      )
+      // The new process's read goes out; the leader's answers to it are held until the earlier
+      // process's answer has arrived.
+      holdAnswers = true
+      const asked = c.net.delivered.get("readIndex") ?? 0
+      const read = yield* Effect.fork(
+        Effect.zipRight(c.node(f).readIndex, Effect.sync(() => `x=${c.state(f).get("x")}`)).pipe(Effect.catchAll((e) => Effect.succeed(e._tag)))
+      )
+      yield* c.until("the leader took the new process's read", () => Effect.succeed((c.net.delivered.get("readIndex") ?? 0) > asked))
+      const injector = yield* c.net.transport(0)
+      /** Delivers held messages to the follower, past the holds. */
+      const inject = (messages: ReadonlyArray<Message>) =>
+        Effect.suspend(() => {
+          injecting = true
+          return Effect.ensuring(injector.send(messages), Effect.sync(() => (injecting = false)))
+        })
+      yield* inject(held.splice(0, 1))
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      holdAnswers = false
+      holdRounds = false
+      yield* inject(held.splice(0))
+      // Answers flow; the appends to the follower are still held: a read resolved now was answered
+      // with a read point older than "new".
+      for (let i = 0; i < 20 && read.unsafePoll() === null; i++) {
+        yield* TestClock.adjust(Duration.millis(tickMs))
+        for (let j = 0; j < 5; j++) yield* Effect.yieldNow()
+      }
+      holdAppends = false
+      const outcome = yield* c.drive(Fiber.join(read))
+      return value(outcome)
+    })
+
+  it.scoped("a restarted follower's read sees a write completed before it began, whatever answers its earlier process left behind", () =>
+    Effect.gen(function* () {
+      expect(yield* readAfterRestart("late")).toBe("x=new")
+      expect(yield* readAfterRestart("pending")).toBe("x=new")
+    })
+  )
+
+  it.scoped("the unsafe switch (contexts restarting with the process) reads x=old: matched to the late answer to the earlier process's read", () =>
+    Effect.gen(function* () {
+      expect(yield* readAfterRestart("late", { unsafeReuseReadContexts: true })).toBe("x=old")
+      // The core's defence: a context repeated while pending is answered to neither; the round is
+      // asked again with the next context, and answered afresh.
+      expect(yield* readAfterRestart("pending", { unsafeReuseReadContexts: true })).toBe("x=new")
+    })
+  )
+
+  it.scoped("both unsafe switches read x=old: the leader answers the repeated context with the earlier request's read point", () =>
+    Effect.gen(function* () {
+      const both = { unsafeReuseReadContexts: true, raft: { unsafeMatchRepeatedReadContexts: true } }
+      expect(yield* readAfterRestart("pending", both)).toBe("x=old")
     })
   )
 
@@ -398,6 +494,88 @@ describe("RaftNode ticker", () => {
         40 * tickMs
       )
       expect(ticks).toBeLessThanOrEqual(22)
+    })
+  )
+})
+
+describe("RaftNode read rounds", () => {
+  /** Runs `n` linearizable reads on `node` at once; answers the ReadIndex contexts the network carried (heartbeats and forwarded requests). */
+  const concurrentReads = (c: Cluster, node: number, n: number) =>
+    Effect.gen(function* () {
+      const rounds = new Set<string>()
+      const forwarded = new Set<string>()
+      c.net.filter = (m) => {
+        if (m.type === "heartbeat" && m.context !== undefined) rounds.add(m.context)
+        if (m.type === "readIndex") forwarded.add(m.context)
+        return true
+      }
+      const reads = yield* Effect.forEach(Array.from({ length: n }, () => c.node(node).readIndex), (r) => Effect.fork(r))
+      for (const read of reads) value(yield* c.drive(Fiber.join(read)))
+      c.net.filter = undefined
+      return { rounds: rounds.size, forwarded: forwarded.size }
+    })
+
+  it.scoped("reads issued together on the leader share one heartbeat round (at most two: one may be taken alone)", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const { rounds } = yield* concurrentReads(c, leader, 20)
+      expect(rounds).toBeGreaterThanOrEqual(1)
+      expect(rounds).toBeLessThanOrEqual(2)
+    })
+  )
+
+  it.scoped("reads issued together on a follower send the leader one request (at most two)", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const follower = [1, 2, 3].find((id) => id !== leader)!
+      const { rounds, forwarded } = yield* concurrentReads(c, follower, 20)
+      expect(forwarded).toBeGreaterThanOrEqual(1)
+      expect(forwarded).toBeLessThanOrEqual(2)
+      expect(rounds).toBe(forwarded)
+    })
+  )
+
+  it.scoped("a read issued while a round is in flight, after a write completed, waits for the next round and sees the write", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const f = [1, 2, 3].find((id) => id !== leader)!
+      value(yield* c.drive(c.node(leader).propose(put("x", "old"))))
+      yield* c.until("the follower applied x=old", () => Effect.succeed(c.state(f).get("x") === "old"))
+      const held: Array<Message> = []
+      let holdAnswers = true
+      let holdAppends = false
+      c.net.filter = (m) => {
+        if (holdAnswers && m.type === "readIndexResp" && m.to === f) return void held.push(m), false
+        if (holdAppends && (m.type === "app" || m.type === "snap") && m.to === f) return false
+        return true
+      }
+      const readX = Effect.zipRight(c.node(f).readIndex, Effect.sync(() => c.state(f).get("x")))
+      const first = yield* Effect.fork(readX)
+      yield* c.until("the leader answered the first round", () => Effect.succeed(held.length === 1))
+      // "new" completes while the first round's answer is on its way; the follower does not get it yet.
+      holdAppends = true
+      value(yield* c.drive(c.node(leader).propose(put("x", "new"))))
+      const second = yield* Effect.fork(readX)
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      holdAnswers = false
+      c.net.filter = (m) => !((m.type === "app" || m.type === "snap") && m.to === f && holdAppends)
+      const injector = yield* c.net.transport(0)
+      yield* injector.send(held)
+      expect(value(yield* c.drive(Fiber.join(first)))).toBe("old")
+      // The first round's read point predates "new": the second read must not resolve on it.
+      for (let i = 0; i < 10; i++) {
+        yield* TestClock.adjust(Duration.millis(tickMs))
+        for (let j = 0; j < 5; j++) yield* Effect.yieldNow()
+      }
+      expect(second.unsafePoll()).toBe(null)
+      holdAppends = false
+      expect(value(yield* c.drive(Fiber.join(second)))).toBe("new")
     })
   )
 })
