@@ -9,7 +9,7 @@ import * as Options from "@effect/cli/Options"
 import * as FileSystem from "@effect/platform/FileSystem"
 import { Console, Effect, FiberRef, Logger, LogLevel, Option, Schema } from "effect"
 import { ConfigInvalid } from "../domain/Errors.js"
-import { DefaultTailscaleTag, NodeConfig, WatchdogConfig } from "../node/Config.js"
+import { DefaultTailscaleTag, NodeConfig } from "../node/Config.js"
 import { configFileVariable, type ConfigFileText, resolveNodeSettings } from "../node/Settings.js"
 import { NodeId } from "../domain/NodeId.js"
 import { NodeHealth, type NodeInfo, Schedulability } from "../domain/NodeInfo.js"
@@ -319,59 +319,11 @@ const daemon = Command.make("node", options, (args) =>
   )
 )
 
-const watchdogOptions = {
-  id: Options.integer("id").pipe(Options.withPseudoName("N"), Options.withDescription("The node's id.")),
-  dataDir: Options.text("data-dir").pipe(
-    Options.withPseudoName("DIR"),
-    Options.withDescription("The node's data directory (absolute): its lease is DIR/fencing/lease.json.")
-  ),
-  vmBackend: Options.choice("vm-backend", ["process", "systemd"]).pipe(
-    Options.withDescription("How the node runs its VMs, so the watchdog stops them the same way.")
-  ),
-  microvmStateDir: Options.text("microvm-state-dir").pipe(
-    Options.withPseudoName("DIR"),
-    Options.withDescription("Root of the VMs' state directories (absolute).")
-  ),
-  fencingMs: Options.integer("fencing-ms").pipe(
-    Options.withPseudoName("MS"),
-    Options.withDescription("The node's timeouts.fencingMs: without a lease file, the grace after the watchdog's start.")
-  ),
-  stopTimeoutMs: Options.integer("stop-timeout-ms").pipe(
-    Options.withPseudoName("MS"),
-    Options.withDescription("Each VM's grace to stop before SIGKILL.")
-  )
-}
-
-const watchdog = Command.make("watchdog", watchdogOptions, (args) =>
-  Effect.gen(function* () {
-    const problems: Array<string> = []
-    const fields = WatchdogConfig.fields
-    const config = {
-      id: check(fields.id, args.id, "--id", problems),
-      dataDir: check(fields.dataDir, args.dataDir, "--data-dir", problems),
-      vmBackend: check(fields.vmBackend, args.vmBackend, "--vm-backend", problems),
-      microvmStateDir: check(fields.microvmStateDir, args.microvmStateDir, "--microvm-state-dir", problems),
-      fencingMs: check(fields.fencingMs, args.fencingMs, "--fencing-ms", problems),
-      stopTimeoutMs: check(fields.stopTimeoutMs, args.stopTimeoutMs, "--stop-timeout-ms", problems)
-    }
-    const valid = Schema.decodeUnknownOption(WatchdogConfig)(config)
-    if (problems.length > 0 || Option.isNone(valid)) return yield* Effect.fail(invalidArgument(problems))
-    // Like the daemon's, the watchdog's code loads only when it starts.
-    const WatchdogProcess = yield* Effect.promise(() => import("../node/WatchdogProcess.js"))
-    return yield* WatchdogProcess.run(valid.value).pipe(Logger.withMinimumLogLevel(LogLevel.Info))
-  })
-).pipe(
-  Command.withDescription(
-    "Run a node's fencing watchdog: it stops the node's VMs once the node's lease (renewed by its daemon while in contact with the quorum) has run out, also when the daemon has died. The daemon starts it; one per node."
-  )
-)
-
 export const nodeCommand = daemon.pipe(
   Command.withSubcommands([
     list,
     setState("cordon", "cordoned", "Place no new VMs on node ID (its VMs stay)."),
     setState("uncordon", "active", "Let the scheduler place VMs on node ID again."),
-    setState("drain", "draining", "Place no new VMs on node ID and move its VMs to other nodes."),
-    watchdog
+    setState("drain", "draining", "Place no new VMs on node ID and move its VMs to other nodes.")
   ])
 )

@@ -4,7 +4,8 @@
  * stderr read line by line (to a progress callback and a bounded tail for error messages). The
  * executor kills the command's process group if the effect is interrupted (e.g. by a timeout).
  */
-import { Command, CommandExecutor } from "@effect/platform"
+import * as Command from "@effect/platform/Command"
+import * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Stream } from "effect"
 
