@@ -164,19 +164,24 @@ export const make = (
         Effect.sync(() => writer.line(paths(name).log, `# blixard ${new Date(now).toISOString()}: ${text}`))
       )
 
-    /** Removes the pid file of `kind` for `name` if `remove`, given its record when its turn comes, says so; waits for it. */
-    const removePidFile = (name: VmName, kind: ProcessKind, remove: (record: PidRecord | undefined) => boolean) =>
-      Effect.promise(() => {
-        const k = key(kind, name)
-        const pidFile = paths(name).pidFile(kind)
-        const done = (removing.get(k) ?? Promise.resolve()).then(() =>
-          remove(readPidRecord(pidFile)) ? removeFile(pidFile) : undefined
-        )
-        removing.set(k, done)
-        return done.finally(() => {
-          if (removing.get(k) === done) removing.delete(k)
-        })
+    /**
+     * Queues the removal of the pid file of `kind` for `name`, done if `remove`, given its record when
+     * its turn comes, says so; answers when it is done. A new pid file waits for it (`removed`).
+     */
+    const queueRemoval = (name: VmName, kind: ProcessKind, remove: (record: PidRecord | undefined) => boolean): Promise<void> => {
+      const k = key(kind, name)
+      const pidFile = paths(name).pidFile(kind)
+      const done = (removing.get(k) ?? Promise.resolve()).then(() => (remove(readPidRecord(pidFile)) ? removeFile(pidFile) : undefined))
+      const settled = done.finally(() => {
+        if (removing.get(k) === settled) removing.delete(k)
       })
+      removing.set(k, settled)
+      return settled
+    }
+
+    /** Removes the pid file of `kind` for `name` as `queueRemoval` does, and waits for it. */
+    const removePidFile = (name: VmName, kind: ProcessKind, remove: (record: PidRecord | undefined) => boolean) =>
+      Effect.promise(() => queueRemoval(name, kind, remove))
 
     /** Waits until the pid file of `kind` for `name` is not being removed. */
     const removed = (name: VmName, kind: ProcessKind) => Effect.promise(() => removing.get(key(kind, name)) ?? Promise.resolve())
@@ -246,8 +251,11 @@ export const make = (
           return { s, adoptedNow: true }
         })
         if (found === "stale") {
-          // Removed unless it names a live runner of this VM by then (a start raced this read).
-          yield* removePidFile(name, kind, (record) => record === undefined || !validRecord(name, kind, record))
+          // Removed unless it names a live runner of this VM by then (a start raced this read), but
+          // not waited for: on a stalled disk the removal hangs, and a listing waiting for it would
+          // stop no other VM (the fencing watchdog lists first; the daemon that stopped this runner
+          // may have hung removing its pid file).
+          yield* Effect.sync(() => void queueRemoval(name, kind, (record) => record === undefined || !validRecord(name, kind, record)))
           return undefined
         }
         if (found === undefined) return undefined
