@@ -225,6 +225,27 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       yield* waitFor("a's stale pid file to be removed once the disk is back", () => !fs.existsSync(path.join(s.stateDir, "a", "blixard.pid")))
     }))
 
+  it.scopedLive("with findUnrecorded (the fencing watchdog's), a runner whose pid file was never written is found in /proc and stopped", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const daemon = yield* Scope.make()
+      const first = yield* backendIn(s.settings, daemon)
+      yield* prepared(first, s, "web", { run: sleeper })
+      const pid = yield* first.start(vmName("web"))
+      pids.push(pid)
+      yield* Scope.close(daemon, Exit.void)
+      // Its daemon hung, or died, before writing the pid file (a disk stalled just then).
+      fs.rmSync(path.join(s.stateDir, "web", "blixard.pid"))
+      const plain = yield* backendIn(s.settings, yield* Effect.scope)
+      expect(yield* plain.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
+      const watchdog = yield* backendIn({ ...s.settings, findUnrecorded: true }, yield* Effect.scope)
+      expect(yield* watchdog.list).toEqual([{ name: "web", state: expect.objectContaining({ _tag: "Running", pid, adopted: true }) }])
+      yield* watchdog.stop(vmName("web"), "5 seconds")
+      expect(processAlive(pid)).toBe(false)
+    }))
+
   it.scopedLive("stop runs microvm-shutdown (from the state directory) and waits for the runner to exit", () =>
     Effect.gen(function* () {
       const s = setup()
@@ -440,7 +461,8 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       yield* Effect.async<void>((resume) => void dead.once("exit", () => resume(Effect.void)))
       writePidFile(deadPid, "12345")
       expect(yield* backend.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
-      expect(fs.existsSync(pidFile)).toBe(false)
+      // Removed off the JavaScript thread, not waited for (see the stalled-disk test above).
+      yield* waitFor("the stale pid file to be removed", () => !fs.existsSync(pidFile))
 
       // 2. The pid is alive but belongs to another process: its start time differs (pid reused) …
       const other = spawn("sleep", ["1000"], { stdio: "ignore" })
