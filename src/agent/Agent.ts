@@ -247,9 +247,11 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
 
     /** Measures quorum contact now, renews the lease with what it proves and updates `fenced`. */
     const assess = Effect.gen(function* () {
-      const now = yield* Clock.currentTimeMillis
       const contact = yield* options.quorumContact
       if (contact !== undefined && hostFence !== undefined) yield* hostFence.renew(contact + options.fencingMs)
+      // The time is read after the renewal: its write may have hung for seconds on a stalled data
+      // directory, and the contact measured before it is that much older now.
+      const now = yield* Clock.currentTimeMillis
       const contactAgo = now - (contact ?? startedAt)
       const wasFenced = fenced
       fenced = contactAgo > options.fencingMs
@@ -535,10 +537,43 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         )
       })
 
+    /** FENCING of one runner: stopped, and reported stopped by fencing. */
+    const fenceOne = (name: VmName, pid: number, contactAgoMs: number) =>
+      Effect.gen(function* () {
+        yield* Effect.logWarning(
+          `${who(name)}: FENCING — no quorum contact for ${contactAgoMs} ms (limit ${options.fencingMs} ms); stopping its runner (pid ${pid}); nothing starts again until quorum contact is back`
+        )
+        const stopped = yield* backend.stop(name, fenceStopTimeout).pipe(
+          Effect.as(true),
+          Effect.catchAll((e) =>
+            Effect.as(Effect.logError(`${who(name)}: FENCING — stop failed (${e.message}); retrying in ${options.intervalMs} ms`), false)
+          )
+        )
+        if (!stopped) return
+        Metrics.agentFencingStops.unsafeUpdate(1, Metrics.noTags)
+        const runner = runners.get(name)
+        const lastError = `stopped by fencing: node ${self} lost contact with the quorum`
+        if (runner !== undefined) {
+          runner.pid = undefined
+          runner.lastError = lastError
+        }
+        const record = options.state().vms.get(name)
+        if (placedHere(record)) {
+          enqueue(name, record, {
+            phase: "stopped",
+            since: yield* Clock.currentTimeMillis,
+            restarts: runner?.restarts ?? record.status.restarts,
+            lastError
+          })
+        }
+      })
+
     /**
      * FENCING: stops every running runner on this node (placed here or not). Runs in its own fiber
      * (the watchdog), so a long build or stop in the reconcile round never delays it, under the lock
-     * `start` takes, so no start slips in between its check and the runner's launch.
+     * `start` takes, so no start slips in between its check and the runner's launch. Every stop at
+     * once: a stop may hang after its signal (its clean-up writes to the VMs' state directory, on a
+     * disk that may be the stalled one) and must not hold up another VM's.
      */
     const fenceAll = (contactAgoMs: number) =>
       startLock.withPermits(1)(
@@ -548,35 +583,11 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
             yield* Effect.logError(`node ${self}: FENCING — listing the runners failed (${listed.left.message}); retrying in ${options.intervalMs} ms`)
             return
           }
-          for (const { name, state } of listed.right) {
-            if (state._tag !== "Running") continue
-            yield* Effect.logWarning(
-              `${who(name)}: FENCING — no quorum contact for ${contactAgoMs} ms (limit ${options.fencingMs} ms); stopping its runner (pid ${state.pid}); nothing starts again until quorum contact is back`
-            )
-            const stopped = yield* backend.stop(name, fenceStopTimeout).pipe(
-              Effect.as(true),
-              Effect.catchAll((e) =>
-                Effect.as(Effect.logError(`${who(name)}: FENCING — stop failed (${e.message}); retrying in ${options.intervalMs} ms`), false)
-              )
-            )
-            if (!stopped) continue
-            Metrics.agentFencingStops.unsafeUpdate(1, Metrics.noTags)
-            const runner = runners.get(name)
-            const lastError = `stopped by fencing: node ${self} lost contact with the quorum`
-            if (runner !== undefined) {
-              runner.pid = undefined
-              runner.lastError = lastError
-            }
-            const record = options.state().vms.get(name)
-            if (placedHere(record)) {
-              enqueue(name, record, {
-                phase: "stopped",
-                since: yield* Clock.currentTimeMillis,
-                restarts: runner?.restarts ?? record.status.restarts,
-                lastError
-              })
-            }
-          }
+          yield* Effect.forEach(
+            listed.right,
+            ({ name, state }) => (state._tag === "Running" ? fenceOne(name, state.pid, contactAgoMs) : Effect.void),
+            { concurrency: "unbounded", discard: true }
+          )
         })
       )
 

@@ -27,7 +27,9 @@
  *   disk may be the stalled one) and must not hold up another VM's (`list` names only the VM
  *   directories this node marked as Blixard's: microvm.nix's own VMs on the host are never stopped).
  *   Process mode: the runners' pid files in their state directories, checked against /proc (boot
- *   id, start time, the runner's marker) so a reused pid is never signalled; `microvm-shutdown` when
+ *   id, start time, the runner's marker) so a reused pid is never signalled, and a runner no pid
+ *   file names (its daemon hung or died before writing it) found in /proc by its VM marker and its
+ *   working directory; a pid file whose removal hangs holds up no listing; `microvm-shutdown` when
  *   the runner has one, else SIGTERM, then SIGKILL after the timeout. Systemd mode:
  *   `systemctl stop microvm@NAME`. Each stop is logged as `BLX_FENCED`, naming the node, the VM,
  *   why, and what to do next.

@@ -37,11 +37,16 @@ import type { WatchdogConfig } from "./Config.js"
 /** The script this process runs (`bin/blixard.js` of its build). */
 export const thisProgram = (): string => path.resolve(process.argv[1] ?? "")
 
-/** The node's runners, as the daemon reaches them (adopted runners polled every 50 ms: a fence round waits on their exits). */
+/**
+ * The node's runners, as the daemon reaches them (adopted runners polled every 50 ms: a fence round
+ * waits on their exits), and in process mode also those no pid file names (found in /proc).
+ */
 const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
   const settings = { stateDir: config.microvmStateDir, node: config.id }
   return (
-    config.vmBackend === "systemd" ? layerSystemd(settings) : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50) })
+    config.vmBackend === "systemd"
+      ? layerSystemd(settings)
+      : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50), findUnrecorded: true })
   ).pipe(Layer.provide(NodeCommandExecutor.layer), Layer.provide(NodeFileSystem.layer))
 }
 

@@ -34,7 +34,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { BackendFailed, type VmDirForeign } from "../domain/Errors.js"
 import type { VmName } from "../domain/VmName.js"
-import { bootId, isAlive, readCmdline, readEnviron, readStat } from "./internal/procfs.js"
+import { bootId, groupLeadersIn, isAlive, readCmdline, readEnviron, readStat } from "./internal/procfs.js"
 import { runCommand, showCommand } from "./internal/runCommand.js"
 import { removeGcRoots } from "./internal/gcRoots.js"
 import { scanStateDir } from "./internal/ownership.js"
@@ -76,6 +76,12 @@ export interface ProcessSettings extends StateDirSettings {
    * `microvm-virtiofsd@` unit is ready only once every virtiofsd runs.
    */
   readonly virtiofsdTimeout?: Duration.DurationInput
+  /**
+   * Also look in /proc for a VM's runner that no pid file names (the fencing watchdog's backend):
+   * a runner whose daemon hung, or died, between starting it and writing its pid file — as on a
+   * disk that stalled just then — is found by its environment's VM marker and its working directory.
+   */
+  readonly findUnrecorded?: boolean
 }
 
 /** The variable marking a runner's environment as Blixard's VM NAME (checked when adopting). */
@@ -164,19 +170,24 @@ export const make = (
         Effect.sync(() => writer.line(paths(name).log, `# blixard ${new Date(now).toISOString()}: ${text}`))
       )
 
-    /** Removes the pid file of `kind` for `name` if `remove`, given its record when its turn comes, says so; waits for it. */
-    const removePidFile = (name: VmName, kind: ProcessKind, remove: (record: PidRecord | undefined) => boolean) =>
-      Effect.promise(() => {
-        const k = key(kind, name)
-        const pidFile = paths(name).pidFile(kind)
-        const done = (removing.get(k) ?? Promise.resolve()).then(() =>
-          remove(readPidRecord(pidFile)) ? removeFile(pidFile) : undefined
-        )
-        removing.set(k, done)
-        return done.finally(() => {
-          if (removing.get(k) === done) removing.delete(k)
-        })
+    /**
+     * Queues the removal of the pid file of `kind` for `name`, done if `remove`, given its record when
+     * its turn comes, says so; answers when it is done. A new pid file waits for it (`removed`).
+     */
+    const queueRemoval = (name: VmName, kind: ProcessKind, remove: (record: PidRecord | undefined) => boolean): Promise<void> => {
+      const k = key(kind, name)
+      const pidFile = paths(name).pidFile(kind)
+      const done = (removing.get(k) ?? Promise.resolve()).then(() => (remove(readPidRecord(pidFile)) ? removeFile(pidFile) : undefined))
+      const settled = done.finally(() => {
+        if (removing.get(k) === settled) removing.delete(k)
       })
+      removing.set(k, settled)
+      return settled
+    }
+
+    /** Removes the pid file of `kind` for `name` as `queueRemoval` does, and waits for it. */
+    const removePidFile = (name: VmName, kind: ProcessKind, remove: (record: PidRecord | undefined) => boolean) =>
+      Effect.promise(() => queueRemoval(name, kind, remove))
 
     /** Waits until the pid file of `kind` for `name` is not being removed. */
     const removed = (name: VmName, kind: ProcessKind) => Effect.promise(() => removing.get(key(kind, name)) ?? Promise.resolve())
@@ -217,6 +228,21 @@ export const make = (
       return cmdline.includes(paths(name).dir) || cmdline.includes(`microvm@${name}`)
     }
 
+    /** With `findUnrecorded`: the VM's runner found in /proc, as its pid file would name it (virtiofsd is not looked for). */
+    const unrecorded = (name: VmName, kind: ProcessKind): PidRecord | undefined => {
+      if (settings.findUnrecorded !== true || kind !== "vm") return undefined
+      let dir: string
+      try {
+        dir = fs.realpathSync(paths(name).dir)
+      } catch {
+        return undefined
+      }
+      const pid = groupLeadersIn(dir, `${VmEnvironmentVariable}=${name}`).find((p) => !readCmdline(p).join(" ").includes("virtiofsd"))
+      const startTime = pid === undefined ? undefined : readStat(pid)?.startTime
+      if (pid === undefined || startTime === undefined) return undefined
+      return { vm: name, process: kind, pid, startTime, bootId: bootId(), startedAt: Date.now() }
+    }
+
     /** The process of `kind` for `name` if it runs: supervised already, or adopted now from its pid file. */
     const observe = (name: VmName, kind: ProcessKind): Effect.Effect<Supervised | undefined> =>
       Effect.gen(function* () {
@@ -228,7 +254,7 @@ export const make = (
           if (known !== undefined && known.gone) return undefined
           if (known !== undefined) return { s: known, adoptedNow: false }
           const pidFile = paths(name).pidFile(kind)
-          const record = readPidRecord(pidFile)
+          const record = readPidRecord(pidFile) ?? unrecorded(name, kind)
           if (record === undefined) return undefined
           if (!validRecord(name, kind, record)) return "stale"
           const s: Supervised = {
@@ -246,8 +272,11 @@ export const make = (
           return { s, adoptedNow: true }
         })
         if (found === "stale") {
-          // Removed unless it names a live runner of this VM by then (a start raced this read).
-          yield* removePidFile(name, kind, (record) => record === undefined || !validRecord(name, kind, record))
+          // Removed unless it names a live runner of this VM by then (a start raced this read), but
+          // not waited for: on a stalled disk the removal hangs, and a listing waiting for it would
+          // stop no other VM (the fencing watchdog lists first; the daemon that stopped this runner
+          // may have hung removing its pid file).
+          yield* Effect.sync(() => void queueRemoval(name, kind, (record) => record === undefined || !validRecord(name, kind, record)))
           return undefined
         }
         if (found === undefined) return undefined

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Scope, TestClock } from "effect"
-import { backoffMs, shouldRestart } from "../../src/agent/Agent.js"
+import { backoffMs, type HostFence, shouldRestart } from "../../src/agent/Agent.js"
 import { Unavailable } from "../../src/domain/Errors.js"
 import { SimulatedHypervisor } from "../../src/vm/SimulatedHypervisor.js"
 import {
@@ -9,6 +9,7 @@ import {
   FencingMs,
   IntervalMs,
   makeHarness,
+  MemoryFence,
   phases,
   Quorum,
   self,
@@ -413,6 +414,53 @@ describe("Agent: fencing", () => {
       expect(h.hv.runningVms()).toEqual([web])
       yield* advance(60_000, 1000)
       expect(h.hv.runningVms()).toEqual([web, vm("zeta")])
+    }))
+
+  it.scoped("a fencing stop that hangs after its VM stopped (its clean-up on a stalled state directory) holds up no other VM's stop", () =>
+    Effect.gen(function* () {
+      const cluster = oneNode()
+      cluster.create("db") // listed before web
+      cluster.start("db")
+      const quorum = new Quorum()
+      const h = yield* makeHarness({
+        cluster,
+        quorum,
+        wrap: (backend) => ({
+          ...backend,
+          stop: (name, timeout) => (name === "db" ? Effect.zipRight(backend.stop(name, timeout), Effect.never) : backend.stop(name, timeout))
+        })
+      })
+      expect(h.hv.runningVms()).toEqual([vm("db"), web])
+      yield* advance(500)
+      yield* quorum.lose
+      yield* TestClock.adjust(FencingMs + 1)
+      yield* settle
+      expect(h.hv.runningVms()).toEqual([])
+      expect(cluster.vm("web")!.status.lastError).toContain("fencing")
+    }))
+
+  it.scoped("a lease renewal that hangs (a stalled data directory) does not let a start go on the contact measured before it", () =>
+    Effect.gen(function* () {
+      const cluster = oneNode()
+      const quorum = new Quorum()
+      const fence = new MemoryFence(self)
+      let hang = false
+      // While `hang`, each lease write takes half fencingMs, as a write to a stalled disk may: a
+      // start measured within fencingMs of the last contact before its renewal, but past it after.
+      const hostFence: HostFence = {
+        ...fence.hostFence,
+        renew: (validUntil) => Effect.zipRight(hang ? Effect.sleep(`${FencingMs / 2} millis`) : Effect.void, fence.hostFence.renew(validUntil))
+      }
+      const h = yield* makeHarness({ cluster, quorum, hostFence })
+      expect(h.hv.runningVms()).toEqual([web])
+      yield* advance(500)
+      hang = true
+      yield* quorum.lose
+      cluster.create("db")
+      cluster.start("db")
+      yield* advance(5 * FencingMs, IntervalMs)
+      expect(h.hv.startCount(vm("db"))).toBe(0)
+      expect(yield* h.agent.fenced).toBe(true)
     }))
 
   it.scoped("a node that never reaches the quorum after start-up starts nothing and fences adopted runners", () =>

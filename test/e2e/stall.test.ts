@@ -22,6 +22,16 @@
  *   daemon's SQLite writes run on its one JavaScript thread, so the daemon stops altogether, and the
  *   lease cannot be renewed; the watchdog's own writes (its record, its log) hang as well. Only the
  *   watchdog can stop the runners, and it must, without any write completing.
+ * - Flushes first, then every write, in the data directory and the VMs' state directory (one volume,
+ *   as on most hosts): the daemon's loop waits in a flush (off its JavaScript thread) when writes
+ *   stall, so the daemon lives on and fences too, beside its watchdog, and every stop — the
+ *   daemon's and the watchdog's — hangs in its clean-up (pid files, `booted`) after its signal. A
+ *   stop hung that way, or a pid file whose removal hung, once held up the other VMs' stops (one run
+ *   in twenty left runners running past the lease).
+ *
+ * When a run fails while the fault holds, the faulty node's runners, pid files and the threads of
+ * its daemon and watchdog are printed, then the fault is lifted so that the watchdog's log (queued
+ * for the stalled disk) is written, and printed too.
  */
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -81,20 +91,83 @@ afterEach(async () => {
   for (const r of runnersOf(c.dir)) killGroup(r.pid)
 })
 
-type Fault = "disk stall" | "disk stall, writes too" | "SIGSTOP" | "kill -9"
+type Fault = "disk stall" | "disk stall, writes too" | "disk stall, state directory too" | "SIGSTOP" | "kill -9"
+
+const diskStall = (fault: Fault): boolean => fault.startsWith("disk stall")
+
+/** The node's VMs' state directory (the harness's `--microvm-state-dir`). */
+const stateDirOf = (c: Cluster, node: BlixardNode): string => path.resolve(c.dir, `microvms-${node.id}`)
+
+/** What each thread of `pid` waits in (its name and the syscall it is in), from /proc. */
+const threadsOf = (pid: number): string => {
+  try {
+    return fs
+      .readdirSync(`/proc/${pid}/task`)
+      .map((tid) => {
+        const read = (file: string) => {
+          try {
+            return fs.readFileSync(`/proc/${pid}/task/${tid}/${file}`, "utf8").trim()
+          } catch {
+            return "?"
+          }
+        }
+        return `${tid} ${read("comm")}: syscall ${read("syscall").split(" ")[0]}, wchan ${read("wchan")}`
+      })
+      .join("; ")
+  } catch {
+    return "gone"
+  }
+}
+
+/**
+ * What a failing run saw on the faulty node, read while the fault still holds: its runners, their
+ * pid files, and where its daemon's and watchdog's threads wait.
+ */
+const snapshot = (c: Cluster, node: BlixardNode): string => {
+  const lines = [`node ${node.id} at ${new Date().toISOString()}:`]
+  for (const r of runnersOf(c.dir).filter((r) => r.node === node.id)) {
+    const pidFile = path.join(stateDirOf(c, node), r.vm, "blixard.pid")
+    const record = fs.existsSync(pidFile) ? fs.readFileSync(pidFile, "utf8").trim() : "(no pid file)"
+    lines.push(`  runner of ${r.vm}: pid ${r.pid}; its pid file: ${record}`)
+  }
+  if (node.child?.pid !== undefined) lines.push(`  daemon (pid ${node.child.pid}) threads: ${threadsOf(node.child.pid)}`)
+  const record = path.join(node.dataDir, "fencing", "watchdog.json")
+  try {
+    const watchdog = (JSON.parse(fs.readFileSync(record, "utf8")) as { process: { pid: number }; phase: string }).process.pid
+    lines.push(`  watchdog ${fs.readFileSync(record, "utf8").trim()}`)
+    lines.push(`  watchdog (pid ${watchdog}) threads: ${threadsOf(watchdog)}`)
+  } catch (e) {
+    lines.push(`  no watchdog record (${String(e)})`)
+  }
+  return lines.join("\n")
+}
 
 /** The leader's fault: starts it, and returns how to end it. */
 const inflict = async (c: Cluster, leader: BlixardNode, fault: Fault): Promise<() => void> => {
   switch (fault) {
     case "disk stall":
-    case "disk stall, writes too": {
-      const triggers = [leader.env.STALL_FSYNC_TRIGGER!, ...(fault === "disk stall" ? [] : [leader.env.STALL_WRITE_TRIGGER!])]
-      for (const trigger of triggers) fs.writeFileSync(trigger, "")
+    case "disk stall, writes too":
+    case "disk stall, state directory too": {
+      const flushes = leader.env.STALL_FSYNC_TRIGGER!
+      const writes = leader.env.STALL_WRITE_TRIGGER!
+      const end = () => {
+        for (const trigger of [flushes, writes]) fs.rmSync(trigger, { force: true })
+      }
+      fs.writeFileSync(flushes, "")
+      if (fault === "disk stall, writes too") fs.writeFileSync(writes, "")
       // A write makes the leader's Raft loop save (and wait on the disk); idle, it may write nothing.
       void cli(leader.addr, ["vm", "create", "--name", "during-stall", "--runner", c.runnerFixture("during-stall")], 30_000)
-      return () => {
-        for (const trigger of triggers) fs.rmSync(trigger, { force: true })
+      if (fault === "disk stall, state directory too") {
+        // Flushes hang first, then every write: the daemon's loop waits in its flush (off the
+        // JavaScript thread), so the daemon lives on and fences too, on a state directory it can
+        // no longer write — the order in which one run in twenty had left runners running.
+        await waitFor("the leader to wait in a flush", async () => (fs.existsSync(`${flushes}.held`) ? true : undefined)).catch((e) => {
+          end()
+          throw e
+        })
+        fs.writeFileSync(writes, "")
       }
+      return end
     }
     case "SIGSTOP":
       leader.child!.kill("SIGSTOP")
@@ -112,7 +185,7 @@ const scenario = async (fault: Fault) => {
   // Room for all six VMs on the two nodes left (a node's default capacity is this host's cores less one).
   const capacity = { vcpus: 8, memoryMiB: 8192 }
   fs.writeFileSync(config, JSON.stringify({ capacity, timeouts: { tickMs: TickMs, fencingMs: FencingMs, nodeDownMs: NodeDownMs } }))
-  const stalls = fault === "disk stall" || fault === "disk stall, writes too"
+  const stalls = diskStall(fault)
   const staller = stalls ? buildStaller(c.dir) : {}
   if (stalls && staller.library === undefined) throw new Error(staller.why)
   const setup = (node: BlixardNode) => {
@@ -120,12 +193,9 @@ const scenario = async (fault: Fault) => {
     if (staller.library !== undefined) {
       node.env = {
         LD_PRELOAD: staller.library,
-        // The data directory only. On a host the VMs' state directory usually sits on the same
-        // volume; stalled as well, one run in twenty left two runners running past the lease (the
-        // watchdog wrote nothing, its log being on the stalled disk), so that case is not yet held
-        // here. Its parts are held by test/vm/ProcessBackend.test.ts (a stop signals while the VM's
-        // log cannot be written) and test/agent/Watchdog.test.ts (a hung stop holds no other).
-        STALL_FSYNC_DIR: path.resolve(node.dataDir),
+        // The data directory, and with it (as on a host where both sit on one volume) the VMs'
+        // state directory: their logs, pid files and `booted` links.
+        STALL_FSYNC_DIR: [path.resolve(node.dataDir), ...(fault === "disk stall, state directory too" ? [stateDirOf(c, node)] : [])].join(":"),
         STALL_FSYNC_TRIGGER: path.join(c.dir, `stall-fsync-${node.id}`),
         STALL_WRITE_TRIGGER: path.join(c.dir, `stall-write-${node.id}`),
         // The library sees libc's calls only: none of libuv's file operations may go through io_uring.
@@ -147,8 +217,8 @@ const scenario = async (fault: Fault) => {
         const created = await cli(addr, ["vm", "create", "--name", vm, "--runner", runner])
         // A retry after an answer lost to a timeout finds it created.
         return created.code === 0 || created.stderr.includes("BLX_VM_EXISTS") ? true : undefined
-      })
-      await waitFor(`${vm} to be started`, async () => ((await cli(addr, ["vm", "start", vm])).code === 0 ? true : undefined))
+      }, 90_000)
+      await waitFor(`${vm} to be started`, async () => ((await cli(addr, ["vm", "start", vm])).code === 0 ? true : undefined), 90_000)
     })
   )
   /** Every VM runs exactly once, on the node the cluster places it on; the runners' nodes by VM. */
@@ -172,9 +242,10 @@ const scenario = async (fault: Fault) => {
   expect(moved.length).toBeGreaterThan(0)
 
   const watch = sampler(c.dir)
+  let end: (() => void) | undefined
   try {
     const faultAt = Date.now()
-    const end = await inflict(c, leader, fault)
+    end = await inflict(c, leader, fault)
     const others = c.nodes.filter((n) => n !== leader)
     // The majority elects another leader, marks the faulty node down after nodeDownMs and starts its
     // VMs elsewhere: the window in which they could run twice.
@@ -190,6 +261,7 @@ const scenario = async (fault: Fault) => {
     await waitFor("the faulty node's runners to stop", async () => (runnersOf(c.dir).every((r) => r.node !== leaderId) ? true : undefined))
     await waitFor("the fault to have lasted FaultMs", async () => (Date.now() - faultAt >= FaultMs ? true : undefined), FaultMs + 1000)
     end()
+    end = undefined
     // Back: every VM runs again, once, where the cluster says (asked on a node that was not faulty).
     await waitFor("every VM to run exactly once after the fault", allRunningOnce(others[0]!.addr), 60_000)
     await waitFor("the old leader to be back in the cluster", async () => {
@@ -199,6 +271,18 @@ const scenario = async (fault: Fault) => {
     // A few more samples with everything healed.
     const settled = watch.samples + 10
     await waitFor("ten more samples", async () => (watch.samples >= settled ? true : undefined))
+  } catch (error) {
+    if (end === undefined) throw error
+    // Seen while the fault holds, then the fault lifted before the cluster is killed, so that what
+    // the faulty node's watchdog logged meanwhile (queued for its stalled log) reaches its log.
+    const seen = snapshot(c, leader)
+    end()
+    const log = path.join(leader.dataDir, "fencing", "watchdog.log")
+    const size = () => (fs.existsSync(log) ? fs.statSync(log).size : 0)
+    let last = -1
+    await waitFor("the watchdog's log to settle", async () => (size() === last ? true : ((last = size()), undefined)), 10_000).catch(() => undefined)
+    const tail = fs.existsSync(log) ? fs.readFileSync(log, "utf8").slice(-6000) : "(none)"
+    throw new Error(`${error instanceof Error ? error.message : String(error)}\n${seen}\n--- its watchdog's log, once the fault ended ---\n${tail}`, { cause: error })
   } finally {
     watch.stop()
   }
@@ -231,6 +315,20 @@ describe("a VM never runs on two nodes when the leader stalls (real processes, s
       expect(fenced).toContain(`node ${leader.id}'s lease expired`)
       // Its own record write hung, and it stopped them anyway.
       expect(fenced).toContain(`node ${leader.id}: FENCING — the watchdog's record (phase "fencing") was not written within`)
+    }
+  )
+
+  it.skipIf(!hasCompiler)(
+    "its disk, where the VMs' state directory is too, stops completing every write for longer than nodeDownMs: the watchdog fences regardless, and every VM runs again",
+    async () => {
+      const { leader, moved } = await scenario("disk stall, state directory too")
+      // The daemon lived on (its loop waiting in a flush) and fenced as well as its watchdog: each of
+      // the node's VMs was stopped by one or both, which say so.
+      const log = path.join(leader.dataDir, "fencing", "watchdog.log")
+      await waitFor("the daemon's or the watchdog's log to name each VM stopped", async () => {
+        const text = `${fs.existsSync(log) ? fs.readFileSync(log, "utf8") : ""}\n${leader.output}`.replaceAll('\\"', '"')
+        return moved.every((vm) => text.includes(`BLX_FENCED: VM "${vm}"`) || text.includes(`VM "${vm}": FENCING`)) ? true : undefined
+      })
     }
   )
 

@@ -72,6 +72,27 @@ const nextExit = (events: Stream.Stream<RunnerExit>) =>
     Effect.map(Option.getOrThrowWith(() => new Error("the event stream ended")))
   )
 
+/**
+ * Holds every one of libuv's threads in this process, as a stalled disk does when each of them waits
+ * in a write to it: each opens a FIFO without a reader to write. Every asynchronous file operation
+ * queues behind them (they never complete) until the answer is called, which opens the readers.
+ */
+const holdLibuvThreads = (dir: string): (() => void) => {
+  const count = Number(process.env.UV_THREADPOOL_SIZE ?? 4)
+  const fifos = Array.from({ length: count }, (_, i) => path.join(dir, `held-${i}`))
+  for (const fifo of fifos) {
+    execFileSync("mkfifo", [fifo])
+    fs.open(fifo, "w", (error, fd) => (error === null ? fs.close(fd, () => undefined) : undefined))
+  }
+  return () => {
+    for (const fifo of fifos) fs.closeSync(fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK))
+  }
+}
+
+/** Whether an asynchronous file operation completes within `ms`. */
+const asyncFsAnswers = (ms: number) =>
+  Effect.promise(() => fs.promises.stat("/").then(() => true)).pipe(Effect.timeout(`${ms} millis`), Effect.option, Effect.map(Option.isSome))
+
 describe("VmBackend, microvm.nix process mode (real child processes)", () => {
   it.scopedLive("start runs bin/microvm-run from the state directory, reports its pid, and logs its output", () =>
     Effect.gen(function* () {
@@ -164,6 +185,65 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       yield* backend.stop(vmName("web"), "10 seconds").pipe(Effect.timeout("20 seconds"))
       expect(processAlive(pid)).toBe(false)
       expect(fs.existsSync(path.join(s.stateDir, "web", "blixard.pid"))).toBe(false)
+    }))
+
+  it.scopedLive("a stale pid file whose removal hangs (a stalled disk) holds up neither the listing nor another VM's stop", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      // A daemon started both runners; it is gone (its runners live on), or hung.
+      const daemon = yield* Scope.make()
+      const first = yield* backendIn(s.settings, daemon)
+      yield* prepared(first, s, "a", { run: sleeper })
+      yield* prepared(first, s, "b", { run: sleeper })
+      const a = yield* first.start(vmName("a"))
+      const b = yield* first.start(vmName("b"))
+      pids.push(a, b)
+      yield* Scope.close(daemon, Exit.void)
+      // a's runner was stopped, but its pid file was not removed: stale.
+      killGroup(a)
+      yield* waitFor("a's runner to exit", () => !processAlive(a))
+      expect(fs.existsSync(path.join(s.stateDir, "a", "blixard.pid"))).toBe(true)
+
+      // From now on no file operation off the JavaScript thread completes: the pid file's removal hangs.
+      const release = holdLibuvThreads(s.root)
+      yield* Effect.addFinalizer(() => Effect.sync(release))
+      expect(yield* asyncFsAnswers(300)).toBe(false)
+
+      // As the fencing watchdog's round: a backend built (it lists), a listing, b's stop.
+      const backend = yield* backendIn(s.settings, yield* Effect.scope).pipe(Effect.timeout("10 seconds"))
+      const listed = yield* backend.list.pipe(Effect.timeout("10 seconds"))
+      expect(listed).toEqual([
+        { name: "a", state: { _tag: "Absent" } },
+        { name: "b", state: expect.objectContaining({ _tag: "Running", pid: b, adopted: true }) }
+      ])
+      // Its stop then hangs in its own clean-up on that disk, but only after its signal.
+      yield* Effect.forkScoped(backend.stop(vmName("b"), "5 seconds"))
+      yield* waitFor("b's runner to be stopped", () => !processAlive(b))
+      release()
+      yield* waitFor("a's stale pid file to be removed once the disk is back", () => !fs.existsSync(path.join(s.stateDir, "a", "blixard.pid")))
+    }))
+
+  it.scopedLive("with findUnrecorded (the fencing watchdog's), a runner whose pid file was never written is found in /proc and stopped", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const daemon = yield* Scope.make()
+      const first = yield* backendIn(s.settings, daemon)
+      yield* prepared(first, s, "web", { run: sleeper })
+      const pid = yield* first.start(vmName("web"))
+      pids.push(pid)
+      yield* Scope.close(daemon, Exit.void)
+      // Its daemon hung, or died, before writing the pid file (a disk stalled just then).
+      fs.rmSync(path.join(s.stateDir, "web", "blixard.pid"))
+      const plain = yield* backendIn(s.settings, yield* Effect.scope)
+      expect(yield* plain.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
+      const watchdog = yield* backendIn({ ...s.settings, findUnrecorded: true }, yield* Effect.scope)
+      expect(yield* watchdog.list).toEqual([{ name: "web", state: expect.objectContaining({ _tag: "Running", pid, adopted: true }) }])
+      yield* watchdog.stop(vmName("web"), "5 seconds")
+      expect(processAlive(pid)).toBe(false)
     }))
 
   it.scopedLive("stop runs microvm-shutdown (from the state directory) and waits for the runner to exit", () =>
@@ -381,7 +461,8 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       yield* Effect.async<void>((resume) => void dead.once("exit", () => resume(Effect.void)))
       writePidFile(deadPid, "12345")
       expect(yield* backend.status(vmName("web"))).toMatchObject({ _tag: "Absent" })
-      expect(fs.existsSync(pidFile)).toBe(false)
+      // Removed off the JavaScript thread, not waited for (see the stalled-disk test above).
+      yield* waitFor("the stale pid file to be removed", () => !fs.existsSync(pidFile))
 
       // 2. The pid is alive but belongs to another process: its start time differs (pid reused) …
       const other = spawn("sleep", ["1000"], { stdio: "ignore" })

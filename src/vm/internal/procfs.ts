@@ -52,3 +52,31 @@ export const isAlive = (pid: number, startTime: string): boolean => {
   const stat = readStat(pid)
   return stat !== undefined && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X"
 }
+
+/**
+ * The processes that lead their process group, run in the directory `cwd` (resolved) and were
+ * exec'd with `entry` in their environment (e.g. `BLIXARD_VM=web`), among those this user may read.
+ * One pass over /proc: for what no pid file names (a runner whose pid file was never written).
+ */
+export const groupLeadersIn = (cwd: string, entry: string): ReadonlyArray<number> => {
+  let entries: Array<string>
+  try {
+    entries = fs.readdirSync("/proc")
+  } catch {
+    return []
+  }
+  const found: Array<number> = []
+  for (const name of entries) {
+    if (!/^[0-9]+$/.test(name)) continue
+    const pid = Number(name)
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/cwd`) !== cwd) continue
+    } catch {
+      continue // gone, or not ours to read
+    }
+    const stat = readStat(pid)
+    if (stat === undefined || stat.pgrp !== pid || stat.state === "Z" || stat.state === "X") continue
+    if (readEnviron(pid).includes(entry)) found.push(pid)
+  }
+  return found
+}
