@@ -17,6 +17,12 @@ export interface TransportShape {
   readonly receive: Effect.Effect<Message>
   /** Peers the transport found unreachable since the last call (for `reportUnreachable`). */
   readonly unreachable: Effect.Effect<ReadonlyArray<number>>
+  /**
+   * Drops what waits to be sent to `peer` (its queue while it is down or being reconnected to): it
+   * left the configuration, and what was said to it then (say, a heartbeat carrying a commit index
+   * its old log had) must not reach the next process to use its id, which may be back empty.
+   */
+  readonly discard: (peer: number) => Effect.Effect<void>
 }
 
 export class Transport extends Context.Tag("blixard/Transport")<Transport, TransportShape>() {}
@@ -71,7 +77,9 @@ export class MemoryNetwork {
             }
           }),
         receive: Queue.take(inbox),
-        unreachable: Effect.succeed([])
+        unreachable: Effect.succeed([]),
+        // Nothing waits here: a message reaches a registered inbox at once, or is dropped.
+        discard: () => Effect.void
       }
     })
   }
