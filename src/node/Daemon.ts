@@ -107,8 +107,8 @@ const adminToken = (config: NodeConfig, node: NodeId) =>
   })
 
 /**
- * Fails with `MemberAmnesia` when a peer lists `node` as a member, voter or learner (this node has no
- * Raft state, so it is an earlier member back without its data), with "noAnswer" when no peer answers.
+ * Fails with `MemberAmnesia` when a peer lists `node` as a voter (this node has no Raft state, so it
+ * is an earlier member back without its data), with "noAnswer" when no peer answers.
  */
 export const refuseAmnesia = (options: {
   readonly node: NodeId
@@ -124,13 +124,13 @@ export const refuseAmnesia = (options: {
         yield* Effect.logWarning(`node ${options.node} could not ask ${Discovery.describePeer(peer)} who the members are: ${answer.left.message}; retrying`)
         continue
       }
-      const listed = answer.right.members.find((m) => m.id === options.node)
-      if (!NodeControlPlane.isAmnesiac(options.node, answer.right.members.map((m) => m.id))) return
+      const voters = answer.right.members.filter((m) => m.role !== "learner").map((m) => m.id)
+      if (!NodeControlPlane.isAmnesiac(options.node, voters)) return
       const cluster = answer.right.clusterId !== undefined ? `cluster ${answer.right.clusterId}` : "the cluster"
       return yield* new MemberAmnesia({
         node: options.node,
         subject: options.dataDir,
-        message: `node ${options.node} has no Raft state (its data directory ${options.dataDir} is new or was emptied: incarnation ${options.incarnation}), but ${Discovery.describePeer(peer)} lists it as a ${listed?.role === "learner" ? "learner" : "voter"} of ${cluster}; ${NodeControlPlane.amnesiaAdvice(options.node)}`
+        message: `node ${options.node} has no Raft state (its data directory ${options.dataDir} is new or was emptied: incarnation ${options.incarnation}), but ${Discovery.describePeer(peer)} lists it as a voter of ${cluster}; ${NodeControlPlane.amnesiaAdvice(options.node)}`
       })
     }
     return yield* Effect.fail("noAnswer" as const)

@@ -54,16 +54,12 @@ export interface NodeControlPlaneOptions {
 }
 
 /**
- * Whether a node with no Raft state under `id` must be kept out: `members` (a member's view of the
- * configuration) still lists it. As a voter it would vote again having lost what it voted and
- * acknowledged; as a learner the leader's progress still holds what it acknowledged, so the
- * leader's first heartbeat carries a commit index beyond its empty log (the node stops on it, as
- * etcd-raft does) and a promotion would count entries it no longer has. The daemon's start-up
- * check and the simulator's restarts pass voters and learners; the leader's `join` passes voters
- * only, since a learner asking again is the same process retrying a join that timed out (one that
- * restarted empty was stopped by the start-up check).
+ * Whether a node with no Raft state under `id` must be kept out: a member's view of the
+ * configuration (`voters`) still lists it as a voter, so it would vote again having lost what it
+ * voted and acknowledged. The daemon's start-up check, the leader's join and the simulator's
+ * restarts all decide with this.
  */
-export const isAmnesiac = (id: number, members: ReadonlyArray<number>): boolean => members.includes(id)
+export const isAmnesiac = (id: number, voters: ReadonlyArray<number>): boolean => voters.includes(id)
 
 /** What to do about a member back without its data, and why. */
 export const amnesiaAdvice = (id: number): string =>

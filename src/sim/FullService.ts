@@ -39,7 +39,7 @@ import * as RaftNode from "../raft/RaftNode.js"
 import type { RaftNodeConfig, RaftNodeShape } from "../raft/RaftNode.js"
 import { StateMachine } from "../raft/StateMachine.js"
 import type { StateMachineShape } from "../raft/StateMachine.js"
-import type { ConfChange, ConfState, Entry } from "../raft/Types.js"
+import type { ConfChange, Entry } from "../raft/Types.js"
 import { Transport } from "../net/Transport.js"
 import type { TransportShape } from "../net/Transport.js"
 import { messageBytes } from "../net/SendQueue.js"
@@ -361,7 +361,7 @@ interface SimNode<Local> {
   /** Starts without founding a cluster (it joins one, or came back with an empty data directory). */
   joins: boolean
   /**
-   * Back without its Raft state while a peer listed it as a member: its daemon refuses to start
+   * Back without its Raft state while a peer listed it as a voter: its daemon refuses to start
    * (`Daemon.refuseAmnesia`) until the operator has removed it and starts it again.
    */
   refused: boolean
@@ -743,35 +743,33 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
 
   const fresh = (s: MemoryStore) => s.hardState.term === 0 && s.lastIndex === 0 && s.snapshot === undefined
 
-  const membersOf = (cs: ConfState): ReadonlyArray<number> => [...cs.voters, ...cs.learners]
-
   /**
-   * The members (voters and learners) as the first peer that answers (ascending ids) sees them — its
-   * leader's view when it knows one, as `clusterStatus` is forwarded — or undefined while no peer answers.
+   * The voters as the first peer that answers (ascending ids) sees them — its leader's view when it
+   * knows one, as `clusterStatus` is forwarded — or undefined while no peer answers.
    */
-  const membersSeenBy = (node: SimNode<Local>): ReadonlyArray<number> | undefined => {
+  const votersSeenBy = (node: SimNode<Local>): ReadonlyArray<number> | undefined => {
     const reachable = (a: number, b: number) => network.canSend(a, b) && network.canSend(b, a)
     for (const peer of nodes) {
       if (peer === node || peer.running === undefined || !reachable(node.id, peer.id)) continue
       const st = Effect.runSync(peer.running.raft.status)
-      if (st.role === "leader" || st.lead === 0) return membersOf(st.confState)
+      if (st.role === "leader" || st.lead === 0) return st.confState.voters
       const leader = nodeOf(st.lead).running
-      if (leader !== undefined && reachable(peer.id, st.lead)) return membersOf(Effect.runSync(leader.raft.status).confState)
+      if (leader !== undefined && reachable(peer.id, st.lead)) return Effect.runSync(leader.raft.status).confState.voters
     }
     return undefined
   }
 
   /**
    * The node's daemon starts. One that joins and has no Raft state first asks a peer whether its id
-   * is still a member (`Daemon.refuseAmnesia`, deciding with `isAmnesiac`): if so it exits refused —
+   * is still a voter (`Daemon.refuseAmnesia`, deciding with `isAmnesiac`): if so it exits refused —
    * the operator removes it and adds it back (`rejoin`) — and its supervisor starts it again a
    * second later; so it does while no peer answers.
    */
   const boot = (node: SimNode<Local>) => {
     if (admitAmnesiacVoters || !node.joins || !fresh(node.store)) return start(node)
-    const listed = membersSeenBy(node)
-    if (listed !== undefined && !isAmnesiac(node.id, listed)) return start(node)
-    if (listed !== undefined && !rejoining.has(node.id)) {
+    const voters = votersSeenBy(node)
+    if (voters !== undefined && !isAmnesiac(node.id, voters)) return start(node)
+    if (voters !== undefined && !rejoining.has(node.id)) {
       refusals++
       trace.record(time.now, (16 << 24) | node.id)
       rejoining.add(node.id)
