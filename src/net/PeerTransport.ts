@@ -654,7 +654,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           const ids = [...unreachable]
           unreachable.clear()
           return ids
-        })
+        }),
+        discard: (id) =>
+          Effect.sync(() => {
+            peers.get(id)?.queue.clear()
+          })
       }
 
       const control: RaftPeersShape = {

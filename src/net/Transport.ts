@@ -17,6 +17,12 @@ export interface TransportShape {
   readonly receive: Effect.Effect<Message>
   /** Peers the transport found unreachable since the last call (for `reportUnreachable`). */
   readonly unreachable: Effect.Effect<ReadonlyArray<number>>
+  /**
+   * Drops what waits to be sent to `peer` (its queue while it is down or being reconnected to): it
+   * left the configuration, and what was said to it then (say, a heartbeat carrying a commit index
+   * its old log had) must not reach the next process to use its id, which may be back empty.
+   */
+  readonly discard: (peer: number) => Effect.Effect<void>
 }
 
 export class Transport extends Context.Tag("blixard/Transport")<Transport, TransportShape>() {}
@@ -33,6 +39,25 @@ export class MemoryNetwork {
   filter: ((m: Message) => boolean) | undefined = undefined
   /** Messages delivered, per type, for assertions. */
   readonly delivered = new Map<string, number>()
+  /** Nodes marked down: what is sent to them waits in the sender's queue, as `PeerTransport`'s does. */
+  private readonly down = new Set<number>()
+  /** Per directed link ("from>to"): the sender's queue for a node that is down. */
+  private readonly held = new Map<string, Array<Message>>()
+
+  /** Marks `id` down: messages to it are queued by their senders until `markUp`. */
+  markDown(id: number): void {
+    this.down.add(id)
+  }
+
+  /** `id` is back: every sender's queue for it goes out to its (current) inbox. */
+  markUp(id: number): void {
+    this.down.delete(id)
+    for (const [link, queue] of [...this.held]) {
+      if (!link.endsWith(`>${id}`)) continue
+      this.held.delete(link)
+      this.deliver(queue)
+    }
+  }
 
   /** Cuts the link between `a` and `b`, both ways. */
   partition(a: number, b: number): void {
@@ -56,22 +81,31 @@ export class MemoryNetwork {
     return this.filter === undefined || this.filter(m)
   }
 
+  private deliver(messages: ReadonlyArray<Message>): void {
+    for (const m of messages) {
+      if (this.down.has(m.to)) {
+        const link = `${m.from}>${m.to}`
+        const queue = this.held.get(link) ?? []
+        queue.push(m)
+        this.held.set(link, queue)
+        continue
+      }
+      const target = this.inboxes.get(m.to)
+      if (target === undefined || !this.passes(m)) continue
+      this.delivered.set(m.type, (this.delivered.get(m.type) ?? 0) + 1)
+      target.unsafeOffer(m)
+    }
+  }
+
   /** The transport of node `id` on this network. Re-registering (a restarted node) replaces its inbox. */
   transport(id: number): Effect.Effect<TransportShape> {
     return Effect.map(Queue.unbounded<Message>(), (inbox) => {
       this.inboxes.set(id, inbox)
       return {
-        send: (messages) =>
-          Effect.sync(() => {
-            for (const m of messages) {
-              const target = this.inboxes.get(m.to)
-              if (target === undefined || !this.passes(m)) continue
-              this.delivered.set(m.type, (this.delivered.get(m.type) ?? 0) + 1)
-              target.unsafeOffer(m)
-            }
-          }),
+        send: (messages) => Effect.sync(() => this.deliver(messages)),
         receive: Queue.take(inbox),
-        unreachable: Effect.succeed([])
+        unreachable: Effect.succeed([]),
+        discard: (peer) => Effect.sync(() => void this.held.delete(`${id}>${peer}`))
       }
     })
   }

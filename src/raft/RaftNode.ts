@@ -39,7 +39,7 @@ import { MemoryStorage } from "./MemoryStorage.js"
 import type { ProposeResult, RaftConfig, Status } from "./Raft.js"
 import { RawNode } from "./RawNode.js"
 import { StateMachine } from "./StateMachine.js"
-import type { ConfChange, Entry, HardState, Snapshot, SnapshotMetadata, StateRole } from "./Types.js"
+import type { ConfChange, ConfState, Entry, HardState, Snapshot, SnapshotMetadata, StateRole } from "./Types.js"
 
 /**
  * The daemon's timing, in ticks (`timeouts.tickMs` each): elections after 10 to 20 ticks, a heartbeat
@@ -248,6 +248,8 @@ const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === 
  * reading of its own. (The flush-latency metric reads `performance.now()`,
  * a plain call; it only measures and decides nothing, so the simulator's virtual clock is unaffected.)
  */
+const members = (cs: ConfState): ReadonlySet<number> => new Set([...cs.voters, ...cs.learners])
+
 const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
   Effect.map(Clock.currentTimeMillis, (startedAt) => {
     const stallMs = config.storageStallMs ?? 5000
@@ -630,6 +632,18 @@ export const make = (config: RaftNodeConfig) =>
         }
       })
 
+    /**
+     * A peer that left the configuration (a change applied, or a snapshot installed) has its unsent
+     * messages dropped: they were written for its old log (a leader's heartbeat carries a commit
+     * index up to what that log acknowledged), and the next process under its id may be back empty
+     * and re-added as a learner, which would stop on a commit index beyond its log.
+     */
+    const discardRemoved = (before: ReadonlySet<number>) =>
+      Effect.gen(function* () {
+        const after = members(raw.confState())
+        for (const peer of before) if (peer !== id && !after.has(peer)) yield* transport.discard(peer)
+      })
+
     const compact = Effect.gen(function* () {
       if (writing !== undefined) {
         const done = yield* Fiber.poll(writing.fiber)
@@ -724,7 +738,9 @@ export const make = (config: RaftNodeConfig) =>
           for (const r of round.reads) readWaiting.push({ ...r, index: rs.index })
           round = undefined
         }
+        const membersBefore = rd.snapshot !== undefined || rd.committedEntries.some((e) => e.kind === "confChange") ? members(raw.confState()) : undefined
         raw.advance(rd)
+        if (membersBefore !== undefined) yield* discardRemoved(membersBefore)
         const nowApplied = raw.appliedIndex
         if (readWaiting.length > 0) {
           const still: typeof readWaiting = []

@@ -635,7 +635,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     const transport: TransportShape = {
       send: (batch) => Effect.sync(() => send(node, incarnation, batch)),
       receive: inbox.take,
-      unreachable
+      unreachable,
+      discard: (peer) => Effect.sync(() => network.discard(node.id, peer, time.now))
     }
     node.storeEpoch = node.store.epoch
     const storage = layerMemory(node.store, node.disk?.memoryDisk)

@@ -19,6 +19,8 @@
  *   batches). What its senders send it while it is down waits in each sender's per-peer queue —
  *   bounded as `SendQueue` is (a message count and a size estimate), the OLDEST dropped when full —
  *   and the queues it held itself for its peers die with its process.
+ * - `discard(from, to, now)`: the sender drops its queue for `to` (`Transport.discard`); what
+ *   went out with it but has not left yet (the sender still reconnecting) is dropped too.
  * - `restart(node, now)`: each sender reconnects on its own back-off schedule, which started when
  *   the connection failed at the crash (50 ms doubling to 2 s, each delay jittered to 50–100 %, as
  *   `PeerTransport` retries), at its first attempt after the restart; then what it queued is
@@ -102,6 +104,14 @@ export interface Delivery<M> {
   readonly leftAt: number
   /** Already held back once as a message of a crashed sender (`lateAfterCrash`). */
   readonly late: boolean
+  /** For a message that went out with a sender's queue: discarded when the sender dropped that queue (`discard`). */
+  readonly queue?: QueueToken
+}
+
+/** One queue a sender held for a peer; `discard` marks it, and its messages still on their way are dropped. */
+interface QueueToken {
+  /** When the sender dropped the queue: what had left by then is on the wire and still arrives. */
+  discardedAt: number | undefined
 }
 
 export interface NetworkStats {
@@ -157,6 +167,8 @@ interface Held<M> {
   /** The peer's incarnation the flushed batch is for, and its delay. */
   flushIncarnation: number
   flushDelay: number
+  /** Marks what this queue sent (the flush, and what joined it while reconnecting). */
+  token: QueueToken
 }
 
 const SIZE = MAX_NODE_ID + 1
@@ -249,7 +261,7 @@ export class Network<M> {
       if (held !== undefined && held.flushAt !== undefined) {
         if (held.flushAt > now) {
           // Still reconnecting: the message goes out with the queue.
-          this.schedule(held.flushAt + held.flushDelay, this.delivery(from, to, msg, now, held.flushAt + held.flushDelay, held.flushAt))
+          this.schedule(held.flushAt + held.flushDelay, { ...this.delivery(from, to, msg, now, held.flushAt + held.flushDelay, held.flushAt), queue: held.token })
           return
         }
         this.held.delete(from * SIZE + to)
@@ -283,7 +295,7 @@ export class Network<M> {
     const key = from * SIZE + to
     let held = this.held.get(key)
     if (held === undefined || held.flushAt !== undefined) {
-      held = { queue: new SendQueue<M>(this.queueLimits, this.sizeOf), failedAt: this.crashedAt.get(to * 2 ** 20 + this.incarnations[to]!) ?? now, flushAt: undefined, flushIncarnation: 0, flushDelay: 0 }
+      held = { queue: new SendQueue<M>(this.queueLimits, this.sizeOf), failedAt: this.crashedAt.get(to * 2 ** 20 + this.incarnations[to]!) ?? now, flushAt: undefined, flushIncarnation: 0, flushDelay: 0, token: { discardedAt: undefined } }
       this.held.set(key, held)
     }
     const before = held.queue.dropped
@@ -311,14 +323,32 @@ export class Network<M> {
       held.flushDelay = oneWay()
       const queue = held.queue
       for (const msg of queue.take(queue.length, Infinity)) {
-        this.schedule(flushAt + held.flushDelay, this.delivery(from, to, msg, flushAt, flushAt + held.flushDelay, flushAt))
+        this.schedule(flushAt + held.flushDelay, { ...this.delivery(from, to, msg, flushAt, flushAt + held.flushDelay, flushAt), queue: held.token })
       }
     }
+  }
+
+  /**
+   * `from` drops what it holds for `to` (`Transport.discard`: `to` left the configuration): its queue,
+   * and what went out with it but is still on its way because the connection is not up yet.
+   */
+  discard(from: number, to: number, now: number): void {
+    const held = this.held.get(from * SIZE + to)
+    if (held === undefined) return
+    this.stats.dropped += held.queue.length
+    held.queue.clear()
+    held.token.discardedAt = now
+    held.token = { discardedAt: undefined }
   }
 
   /** At arrival: true if the message reaches its destination (counted delivered), false if dropped or held back. */
   accept(delivery: Delivery<M>): boolean {
     const { from, to } = delivery
+    const discardedAt = delivery.queue?.discardedAt
+    if (discardedAt !== undefined && delivery.leftAt > discardedAt) {
+      this.stats.dropped++
+      return false
+    }
     if (this.up[to] === 0 || this.incarnations[to] !== delivery.incarnation || (this.cutCount > 0 && this.cut[from * SIZE + to] === 1)) {
       this.stats.dropped++
       return false

@@ -115,6 +115,23 @@ describe("PeerTransport on loopback", () => {
     })
   )
 
+  it.scopedLive("discard: what was queued for a dead peer never reaches it; what is sent afterwards does", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const a = yield* startNode(1, { backoffMaxMs: 200 })
+      yield* a.peers.set(2, `127.0.0.1:${port}`)
+      // Written for the peer's old log (it left the configuration while down), then dropped.
+      yield* a.transport.send(Array.from({ length: 10 }, (_, j) => heartbeat(1, 2, j + 1)))
+      expect((yield* a.peers.stats)[0]!.queued).toBe(10)
+      yield* a.transport.discard(2)
+      expect((yield* a.peers.stats)[0]!.queued).toBe(0)
+      const b = yield* startNode(2, { port })
+      yield* a.transport.send([heartbeat(1, 2, 424242)])
+      const [first] = yield* receiveN(b.transport, 1)
+      expect(first!.type === "heartbeat" ? first!.commit : undefined).toBe(424242)
+    })
+  )
+
   it.scopedLive("a peer that accepts connections but never answers times out without holding up the others", () =>
     Effect.gen(function* () {
       // A TCP server that accepts and then says nothing: the handshake can never complete.

@@ -54,6 +54,36 @@ describe("RaftNode", () => {
     })
   )
 
+  it.scoped("a member removed while down, then re-added empty, gets nothing its peers queued for its old log", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      const lost = [1, 2, 3].find((id) => id !== leader)!
+      for (let i = 0; i < 5; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i}`, `${i}`))))
+      yield* c.until("the member applied every write", () => Effect.succeed(c.state(lost).get("k4") === "4"))
+      // It goes down: its peers queue for it (heartbeats carrying a commit index its log had)...
+      c.net.markDown(lost)
+      yield* c.crash(lost)
+      for (let i = 5; i < 10; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i}`, `${i}`))))
+      yield* c.drive(Effect.sleep(`${20 * tickMs} millis`))
+      // ...and it comes back with an empty data directory: removed, re-added as a learner, started.
+      value(yield* c.drive(c.node(leader).proposeConfChange({ type: "remove", nodeId: lost })))
+      c.members.delete(lost)
+      value(yield* c.drive(c.node(leader).proposeConfChange({ type: "addLearner", nodeId: lost })))
+      yield* c.start(lost, false)
+      const driver = yield* Effect.fork(c.node(lost).await)
+      c.net.markUp(lost)
+      yield* c.until("the new learner applied every write", () =>
+        Effect.map(driver.poll, (ended) => ended._tag === "Some" || c.state(lost).get("k9") === "9")
+      )
+      // Before the removal dropped the queue, the first queued heartbeat stopped it on an assertion.
+      const ended = yield* driver.poll
+      expect(ended._tag === "Some" ? Cause.pretty(Exit.isFailure(ended.value) ? ended.value.cause : Cause.empty) : "running").toBe("running")
+      expect(c.state(lost).get("k9")).toBe("9")
+    })
+  )
+
   it.scoped("three nodes elect one leader; a write through it is applied on every node", () =>
     Effect.gen(function* () {
       const c = new Cluster([1, 2, 3])
