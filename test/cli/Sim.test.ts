@@ -83,9 +83,9 @@ describe("blixard sim", () => {
   }, 240_000)
 
   it("a failing seed of the full-service tier exits 1 and says what broke", async () => {
-    const r = await blixard(["sim", "--seed", "1", "--full", "--profile", "waiters", "--bug", "overwrite-proposal-waiters"])
+    const r = await blixard(["sim", "--seed", "5", "--full", "--profile", "waiters", "--bug", "overwrite-proposal-waiters"])
     expect(r.code).toBe(1)
-    expect(r.stdout).toMatch(/^seed 1 \(full-service tier, profile waiters, bug overwrite-proposal-waiters\): FAILED/)
-    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 1 failed: .*request without an answer: client \d's write to node \d/m)
+    expect(r.stdout).toMatch(/^seed 5 \(full-service tier, profile waiters, bug overwrite-proposal-waiters\): FAILED/)
+    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 5 failed: .*request without an answer: client \d's write to node \d/m)
   })
 })
