@@ -48,6 +48,33 @@ describe("healthChanges", () => {
   })
 })
 
+/**
+ * Three Raft members, each with its control plane (forwarding to the leader through the others'
+ * planes) and its own record of host heartbeats; `viaFollower` is a follower's plane.
+ */
+const membersWithPlanes = (options: { readonly hostFencingLimitMs?: number } = {}) =>
+  Effect.gen(function* () {
+    const address = (id: number) => `127.0.0.1:${7000 + id}`
+    const c = new RaftCluster(
+      [1, 2, 3],
+      () => {
+        const holder = new ClusterStateHolder()
+        for (const id of [1, 2, 3]) holder.current.members.set(id, address(id))
+        return holder
+      },
+      (h) => h.layer()
+    )
+    for (const id of [1, 2, 3]) yield* c.start(id)
+    const leader = yield* c.leader()
+    const follower = [1, 2, 3].find((id) => id !== leader)!
+    const contact = new Map([1, 2, 3].map((id) => [id, HostContact.make()]))
+    const planes = new Map<string, ControlPlaneShape>()
+    for (const id of [1, 2, 3]) {
+      planes.set(address(id), NodeControlPlane.make({ raft: c.node(id), state: c.state(id), remote: (a) => planes.get(a)!, hostContact: contact.get(id)!, ...options }))
+    }
+    return { c, leader, follower, contact, viaFollower: planes.get(address(follower))! }
+  })
+
 describe("HealthMonitor on a cluster", () => {
   it.scoped("the leader marks a crashed node down after nodeDownMs and its VMs move to a live node", () =>
     Effect.gen(function* () {
@@ -90,25 +117,7 @@ describe("HealthMonitor on a cluster", () => {
 
   it.scoped("a host that is not a Raft member is up while it heartbeats through a follower, down (its VMs moved) once it stops", () =>
     Effect.gen(function* () {
-      const address = (id: number) => `127.0.0.1:${7000 + id}`
-      const c = new RaftCluster(
-        [1, 2, 3],
-        () => {
-          const holder = new ClusterStateHolder()
-          for (const id of [1, 2, 3]) holder.current.members.set(id, address(id))
-          return holder
-        },
-        (h) => h.layer()
-      )
-      for (const id of [1, 2, 3]) yield* c.start(id)
-      const leader = yield* c.leader()
-      const follower = [1, 2, 3].find((id) => id !== leader)!
-      const contact = new Map([1, 2, 3].map((id) => [id, HostContact.make()]))
-      const planes = new Map<string, ControlPlaneShape>()
-      for (const id of [1, 2, 3]) {
-        planes.set(address(id), NodeControlPlane.make({ raft: c.node(id), state: c.state(id), remote: (a) => planes.get(a)!, hostContact: contact.get(id)! }))
-      }
-      const viaFollower = planes.get(address(follower))!
+      const { c, leader, follower, contact, viaFollower } = yield* membersWithPlanes()
       const host = NodeId.make(9)
 
       // Unregistered: refused with the advice to register first.
@@ -148,26 +157,10 @@ describe("HealthMonitor on a cluster", () => {
       yield* c.until("web moved to the leader", () => Effect.succeed(c.state(leader).current.vms.get("web")!.node === leader))
     })
   )
+
   it.scoped("a host's heartbeats are refused under another incarnation's id, or with a fencing timeout the members' nodeDownMs does not allow", () =>
     Effect.gen(function* () {
-      const address = (id: number) => `127.0.0.1:${7000 + id}`
-      const c = new RaftCluster(
-        [1, 2, 3],
-        () => {
-          const holder = new ClusterStateHolder()
-          for (const id of [1, 2, 3]) holder.current.members.set(id, address(id))
-          return holder
-        },
-        (h) => h.layer()
-      )
-      for (const id of [1, 2, 3]) yield* c.start(id)
-      const leader = yield* c.leader()
-      const follower = [1, 2, 3].find((id) => id !== leader)!
-      const planes = new Map<string, ControlPlaneShape>()
-      for (const id of [1, 2, 3]) {
-        planes.set(address(id), NodeControlPlane.make({ raft: c.node(id), state: c.state(id), remote: (a) => planes.get(a)!, hostContact: HostContact.make(), hostFencingLimitMs: 4000 }))
-      }
-      const viaFollower = planes.get(address(follower))!
+      const { c, leader, viaFollower } = yield* membersWithPlanes({ hostFencingLimitMs: 4000 })
       const host = NodeId.make(9)
       const a = "00000000-0000-4000-8000-00000000000a"
       const b = "00000000-0000-4000-8000-00000000000b"
