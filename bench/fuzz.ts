@@ -355,15 +355,35 @@ const read = async (to: Endpoint, pathname: string, headers: Record<string, stri
   }
 }
 
-/** What a refused request must not change (see the module comment). */
-const stateOf = async (node: FuzzNode): Promise<string> => {
+/** What a refused request must not change (see the module comment), and whether a VM is moving. */
+const readState = async (node: FuzzNode): Promise<{ readonly state: string; readonly moving: boolean }> => {
   const headers = { authorization: `Bearer ${node.tokens.admin}` }
   const [vms, nodes, tokens, joinTokens] = await Promise.all(
     ["/v1/vms?stale=true", "/v1/nodes?stale=true", "/v1/tokens?stale=true", "/v1/cluster/tokens?stale=true"].map((p) => read(node, p, headers))
   )
-  const vmState = (JSON.parse(vms!.body) as Array<{ spec: unknown; desired: string; node?: number }>).map((vm) => [vm.spec, vm.desired, vm.node])
+  const records = JSON.parse(vms!.body) as Array<{ spec: unknown; desired: string; node?: number; moving?: number }>
+  const vmState = records.map((vm) => [vm.spec, vm.desired, vm.node])
   const nodeState = (JSON.parse(nodes!.body) as Array<{ id: number; state: string }>).map((n) => [n.id, n.state])
-  return JSON.stringify([vmState, nodeState, JSON.parse(tokens!.body), JSON.parse(joinTokens!.body)])
+  return {
+    state: JSON.stringify([vmState, nodeState, JSON.parse(tokens!.body), JSON.parse(joinTokens!.body)]),
+    moving: records.some((vm) => vm.moving !== undefined)
+  }
+}
+
+const stateOf = async (node: FuzzNode): Promise<string> => (await readState(node)).state
+
+/**
+ * The state once no VM is moving (or after 15 s). An accepted drain or resize moves a VM in two
+ * phases: its node's agent stops and releases it after the answer, and only then is it placed
+ * elsewhere; a refused request that follows must not be blamed for that.
+ */
+const settledStateOf = async (node: FuzzNode): Promise<string> => {
+  const deadline = performance.now() + 15_000
+  for (;;) {
+    const { state, moving } = await readState(node)
+    if (!moving || performance.now() > deadline) return state
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
 }
 
 /** Sends `runs` generated requests to `node`, one at a time, checking each answer and the state. */
@@ -397,7 +417,7 @@ export const fuzzApi = async (node: FuzzNode, runs: number, seed: number): Promi
         if (failures.length < 10) failures.push(`${answer.status} ${answer.body.slice(0, 200)} for ${JSON.stringify(request)}`)
       }
       if (answer.status < 400) await ensureSeed(node, node.tokens.admin!)
-      const after = await stateOf(node)
+      const after = answer.status < 400 ? await settledStateOf(node) : await stateOf(node)
       // A refused request's `before` is the state after the previous one (and its seed re-created).
       if (answer.status >= 400 && after !== before) {
         refusedThatChangedState++
