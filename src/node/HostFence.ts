@@ -9,8 +9,12 @@
  *   itself at start-up, and the watchdog to a missing lease. A lease file it cannot write stops the
  *   daemon: it could not run VMs safely.
  * - `renew(validUntil)`, from the agent at each quorum contact: writes the lease when the deadline
- *   moves forward. If the write fails, it says so and `startBlocked` keeps runners from starting
- *   (the watchdog would stop them at the old deadline).
+ *   moves forward by at least `renewStepMs` (default fencingMs / 10). Contact is measured at every
+ *   replicated entry under load, and a write per entry (mkdir, write, rename on libuv's threads)
+ *   cost a follower ~0.4 ms of CPU per write (`bench/RESULTS.md`). The lease written thus lags the
+ *   agent's deadline by less than a step: the watchdog may fence up to a step earlier than the
+ *   agent, never later. If the write fails, it says so and `startBlocked` keeps runners from
+ *   starting (the watchdog would stop them at the old deadline).
  * - Now and every `checkMs` (default fencingMs / 4, at most 1 s), it makes sure a watchdog runs: the
  *   one the node's record names, if it is live, is reused (a daemon restarted while its watchdog ran
  *   does not start a second); else it starts `blixard node watchdog` with this daemon's settings,
@@ -18,7 +22,10 @@
  *   daemon's death leave it running, with its output appended to `${dataDir}/fencing/watchdog.log`.
  *   A watchdog of another build (after an upgrade) is stopped and replaced, so the lease's writer
  *   and reader always agree on its format.
- * - `startBlocked`: no runner starts while no watchdog runs, or while one is in a fence round.
+ * - `startBlocked`: no runner starts while no watchdog runs, or while one is in a fence round, or
+ *   once the lease written has run out (the agent's contact may still be a step younger: the
+ *   watchdog's round may be due, and the agent, which renews before it reads this, starts nothing
+ *   the watchdog has not been told to spare).
  *
  * Shutting the daemon down leaves the watchdog and the lease as they are: the runners keep running
  * for the next daemon to adopt, guarded by the watchdog until then.
@@ -57,6 +64,8 @@ export interface HostFenceOptions {
   readonly config: WatchdogConfig
   /** How often the watchdog is checked (default fencingMs / 4, between 25 ms and 1 s). */
   readonly checkMs?: number | undefined
+  /** How far the deadline must move before the lease is written again (default fencingMs / 10). */
+  readonly renewStepMs?: number | undefined
   /**
    * How to run `blixard`: `executable program …` (default: this process's Node.js and script, the
    * `blixard` of this build). A running watchdog whose record names another program is replaced.
@@ -98,6 +107,7 @@ export const make = (options: HostFenceOptions): Effect.Effect<HostFence, Storag
     const command = options.command ?? { executable: process.execPath, program: thisProgram() }
     const program = command.program
     const checkMs = options.checkMs ?? Math.min(1000, Math.max(25, Math.floor(config.fencingMs / 4)))
+    const renewStepMs = Math.max(0, options.renewStepMs ?? Math.floor(config.fencingMs / 10))
     const self = selfIdentity()
 
     // ---- the lease ----------------------------------------------------------------------------
@@ -121,6 +131,8 @@ export const make = (options: HostFenceOptions): Effect.Effect<HostFence, Storag
     const renew = (validUntil: number): Effect.Effect<void> =>
       Effect.gen(function* () {
         if (validUntil <= lease.validUntil) return
+        // A failed write is retried at the next contact, however small its step.
+        if (validUntil - lease.validUntil < renewStepMs && leaseProblem === undefined) return
         const next = new NodeLease.NodeLease({ node, validUntil, writtenAt: yield* Clock.currentTimeMillis, writer: self })
         const written = yield* Effect.either(NodeLease.write(files.lease, next))
         if (written._tag === "Left") {
@@ -238,6 +250,10 @@ export const make = (options: HostFenceOptions): Effect.Effect<HostFence, Storag
 
     const startBlocked: Effect.Effect<string | undefined> = Effect.gen(function* () {
       if (leaseProblem !== undefined) return leaseProblem
+      const now = yield* Clock.currentTimeMillis
+      if (lease.validUntil <= now) {
+        return `node ${node}'s lease ran out at ${new Date(lease.validUntil).toISOString()} (no quorum contact since ${new Date(lease.validUntil - config.fencingMs).toISOString()} was written); waiting for the next contact to renew it`
+      }
       const record = yield* Watchdog.readRecord(files.watchdog, node).pipe(Effect.orElseSucceed(() => Option.none()))
       if (Option.isNone(record) || !Watchdog.isLive(record.value, config.dataDir)) {
         return `no fencing watchdog runs for node ${node} yet (it is being started; see ${files.log})`

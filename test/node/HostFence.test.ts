@@ -62,24 +62,42 @@ describe("HostFence (real watchdog processes)", () => {
       expect(readStat(record.process.pid)?.pgrp).toBe(record.process.pid)
       yield* waitForEffect("starts to be allowed", Effect.map(fence.startBlocked, (blocked) => blocked === undefined))
 
-      // Renewals only move the deadline forward.
+      // Renewals only move the deadline forward, and only by a step (fencingMs / 10) or more: a
+      // write per replicated entry is not needed.
       yield* fence.renew(earned - 1)
       expect((yield* readLease(config))?.validUntil).toBe(earned)
-      yield* fence.renew(earned + 10)
-      expect((yield* readLease(config))?.validUntil).toBe(earned + 10)
+      yield* fence.renew(earned + 199)
+      expect((yield* readLease(config))?.validUntil).toBe(earned)
+      yield* fence.renew(earned + 200)
+      expect((yield* readLease(config))?.validUntil).toBe(earned + 200)
 
       // The daemon stops (or dies): the watchdog runs on; the next daemon finds it.
       yield* Scope.close(first, Exit.void)
       expect(processAlive(record.process.pid)).toBe(true)
       const second = yield* Scope.make()
       const again = yield* fenceIn(config, second)
-      expect((yield* readLease(config))?.validUntil).toBe(earned + 10)
+      expect((yield* readLease(config))?.validUntil).toBe(earned + 200)
       yield* waitForEffect("starts to be allowed", Effect.map(again.startBlocked, (blocked) => blocked === undefined))
       const checkedUntil = Date.now() + 500 // ten checks
       yield* waitFor("ten watchdog checks", () => Date.now() > checkedUntil)
       expect(watchdogsOf(config.dataDir)).toEqual([record.process.pid])
       expect(readRecord(config)?.process.pid).toBe(record.process.pid)
       yield* Scope.close(second, Exit.void)
+    }))
+
+  it.scopedLive("starts nothing once the lease written has run out, until a contact renews it", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("host-fence")
+      const config = configIn(root)
+      yield* reaper(config)
+      // A lease that ran out (its daemon lost contact, then died): taken over as it is.
+      yield* writeLease(config, Date.now() - 1, deadWriter)
+      const fence = yield* fenceIn(config, yield* Effect.scope)
+      yield* liveWatchdog(config)
+      expect(yield* fence.startBlocked).toContain("node 5's lease ran out")
+      // A contact renews it (a step of at least fencingMs / 10 beyond the old deadline).
+      yield* fence.renew(Date.now() + config.fencingMs)
+      yield* waitForEffect("starts to be allowed", Effect.map(fence.startBlocked, (blocked) => blocked === undefined))
     }))
 
   it.scopedLive("starts nothing while the watchdog fences, starts another when it is gone, and replaces one of another build", () =>
