@@ -215,7 +215,17 @@ export const make = (options: HostFenceOptions): Effect.Effect<HostFence, Storag
         }
       })
 
+    /**
+     * The watchdog last found live and of this build: while it runs, a check is one read of /proc
+     * (its stat), not the record, its schema and its command line (a quiet daemon's check every
+     * `checkMs` was a few ms of CPU per second). It can only be replaced by a daemon of this data
+     * directory, which is this one.
+     */
+    let verified: ProcessIdentity | undefined
+
     const ensure = Effect.gen(function* () {
+      if (verified !== undefined && isRunning(verified)) return
+      verified = undefined
       if (spawned?.exit !== undefined) {
         yield* Effect.logWarning(
           `node ${node}: the fencing watchdog this daemon started (pid ${spawned.identity.pid}) ${spawned.exit}; starting another (see ${files.log})`
@@ -230,6 +240,7 @@ export const make = (options: HostFenceOptions): Effect.Effect<HostFence, Storag
             seen = record.value.process.pid
             yield* Effect.logInfo(`node ${node}: fencing watchdog running (pid ${seen}; its log: ${files.log})`)
           }
+          verified = record.value.process
           return
         }
         yield* retire(record.value)
