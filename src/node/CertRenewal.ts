@@ -10,7 +10,9 @@
  * not revoked, and only for a current member; the new one lasts the shorter of what the node asks
  * (its `certValidityDays`) and the signer's own setting. The renewing node makes a new key, checks
  * the answer against the CA and its key, writes both atomically (`Tls.writeRenewed`), and swaps them
- * into its `LiveTls`: new connections, both ways, use the new certificate, open ones keep theirs.
+ * into its `LiveTls`: new connections, both ways, use the new certificate, open ones keep theirs;
+ * the node's outgoing API calls (forwarding to the leader, its agent's reports, a VM's log) present
+ * it from their next request on (`DaemonParts.outgoingTls`).
  *
  * Each node reports the certificate it holds (`RecordCertificate`) at start and after each renewal:
  * that is how removing a node revokes its certificates (`ClusterState`). The certificate's expiry is

@@ -15,6 +15,7 @@ import * as tls from "node:tls"
 import { normalizeSerial } from "../../src/domain/Certificate.js"
 import * as Tls from "../../src/net/Tls.js"
 import * as CertRenewal from "../../src/node/CertRenewal.js"
+import * as DaemonParts from "../../src/node/DaemonParts.js"
 import { eventually, heartbeat, receiveN, receiveWithin, startNode } from "./harness.js"
 
 const cluster = randomUUID()
@@ -202,6 +203,46 @@ describe("POST /v1/tls/renew", () => {
       expect(Tls.factsOf(reread.cert).serial).toBe(facts.serial)
       expect(reread.key).toBe(live.key)
       expect(fs.readdirSync(Tls.tlsDir(dataDir)).sort()).toEqual(["ca.crt", "ca.key", "node.crt", "node.key"])
+    })
+  )
+})
+
+/** An HTTPS server that asks for a client certificate and notes the serial of each request's; answers 503. */
+const serialRecorder = (server: { cert: string; key: string }, ca: string) =>
+  Effect.gen(function* () {
+    const seen: Array<string> = []
+    const listening = yield* Effect.acquireRelease(
+      Effect.async<https.Server>((resume) => {
+        const created = https.createServer({ ca, ...server, requestCert: true, rejectUnauthorized: true }, (request, response) => {
+          seen.push(normalizeSerial((request.socket as tls.TLSSocket).getPeerCertificate().serialNumber))
+          const body = JSON.stringify({ _tag: "Unavailable", code: "BLX_UNAVAILABLE", message: "noted" })
+          response.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+          response.end(body)
+        })
+        created.listen(0, "127.0.0.1", () => resume(Effect.succeed(created)))
+      }),
+      (created) => Effect.sync(() => created.closeAllConnections()).pipe(Effect.zipRight(Effect.async<void>((resume) => void created.close(() => resume(Effect.void)))))
+    )
+    return { seen, address: `127.0.0.1:${portOf(listening)}` }
+  })
+
+describe("a node's outgoing API calls present its current certificate", () => {
+  it.scopedLive("after a renewal, the next call to another node presents the new serial (kept-alive connections included)", () =>
+    Effect.gen(function* () {
+      const { ca, issue } = yield* pki
+      const server = yield* serialRecorder(yield* issue(1), ca.ca)
+      const first = yield* issue(2)
+      const live = new Tls.LiveTls(ca.ca, first.cert, first.key, cluster)
+      const remote = yield* DaemonParts.remotePlanes({ credential: "blxn_2_x", requestMs: 5000, tls: DaemonParts.outgoingTls(live) })
+      const leader = remote(server.address)
+      yield* Effect.either(leader.health)
+      yield* Effect.either(leader.health)
+      const renewed = yield* issue(2)
+      live.replace(renewed.cert, renewed.key)
+      yield* Effect.either(leader.health)
+      yield* Effect.either(leader.clusterStatus)
+      const [before, after] = [Tls.factsOf(first.cert).serial, Tls.factsOf(renewed.cert).serial]
+      expect(server.seen).toEqual([before, before, after, after])
     })
   )
 })
