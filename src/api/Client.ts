@@ -14,7 +14,7 @@ import * as NodeHttp from "node:http"
 import * as NodeHttps from "node:https"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
-import type { RecordCertificate, RevokeCertificate } from "../domain/Command.js"
+import type { RevokeCertificate } from "../domain/Command.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
@@ -27,6 +27,7 @@ import type { VmName } from "../domain/VmName.js"
 import { startOf, type VmChanges, type VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { BlixardApi, type Health } from "./Api.js"
+import type { CertificateReport } from "./ControlPlane.js"
 import * as SnapshotHttp from "./SnapshotHttp.js"
 
 export interface ClientOptions {
@@ -144,7 +145,7 @@ export interface ApiClientShape {
   readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId, key?: string) => Effect.Effect<JoinTokenInfo, BlixardError>
   readonly listCertificates: (options?: ReadOptions) => Effect.Effect<CertificateList, BlixardError>
   readonly revokeCertificate: (revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
-  readonly recordCertificate: (record: Omit<RecordCertificate, "_tag">) => Effect.Effect<CertificateRecord, BlixardError>
+  readonly recordCertificate: (record: CertificateReport) => Effect.Effect<CertificateRecord, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)

@@ -178,6 +178,7 @@ const renewalRoute = (
   tls: Tls.NodeTls,
   isMember: (id: number) => boolean,
   revoked: Tls.RevokedCheck,
+  record: CertRenewal.Recorder,
   runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
 ) =>
   CertRenewal.route({
@@ -187,6 +188,7 @@ const renewalRoute = (
     validityMs: certValidityMsOf(config),
     isMember,
     revoked,
+    record,
     // Interrupted only when the node stops, which closes the connection too.
     run: (effect, then) => void runFork(Effect.either(effect)).addObserver((exit) => exit._tag === "Success" && then(exit.value))
   })
@@ -343,7 +345,7 @@ export const run = (config: NodeConfig) =>
           events: { log: state.events, heartbeatMs: eventSettings(config).heartbeatMs },
           rawRoutes: [
             vmLogs,
-            ...(tls === undefined ? [] : [renewalRoute(config, tls, (id) => state.current.members.has(id), revoked, runFork)]),
+            ...(tls === undefined ? [] : [renewalRoute(config, tls, (id) => state.current.members.has(id), revoked, controlPlane.recordCertificate, runFork)]),
             ...(tls === undefined
               ? []
               : TlsBootstrap.routes({
@@ -352,6 +354,7 @@ export const run = (config: NodeConfig) =>
                   publicClusterSecret: secret === developmentSecret,
                   authenticate: Auth.makeAuthenticate(auth),
                   consumeJoinToken: controlPlane.consumeJoinToken,
+                  record: controlPlane.recordCertificate,
                   run: (effect, then) =>
                     void runFork(Effect.either(effect)).addObserver((exit) =>
                       then(exit._tag === "Success" ? exit.value : Either.left(new TlsInvalid({ node, subject: "certificate", message: `node ${node} could not sign a certificate (interrupted)` })))
@@ -359,7 +362,7 @@ export const run = (config: NodeConfig) =>
                 }))
           ],
           revoked,
-          ...(live === undefined ? {} : { tls: live })
+          ...(live === undefined ? {} : { tls: live, issuedCertificate: CertRenewal.issuedBy(() => live.ca, live.clusterId) })
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))

@@ -12,7 +12,10 @@ import * as https from "node:https"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as tls from "node:tls"
+import type { CertificateReport } from "../../src/api/ControlPlane.js"
 import { normalizeSerial } from "../../src/domain/Certificate.js"
+import { type BlixardError, Forbidden, NotLeader } from "../../src/domain/Errors.js"
+import { NodeId } from "../../src/domain/NodeId.js"
 import * as Tls from "../../src/net/Tls.js"
 import * as CertRenewal from "../../src/node/CertRenewal.js"
 import * as DaemonParts from "../../src/node/DaemonParts.js"
@@ -139,8 +142,18 @@ describe("POST /v1/tls/renew", () => {
       const serverCert = yield* issue(1)
       const revokedSerials = new Set<string>()
       const members = new Set([1, 2])
+      const recorded: Array<CertificateReport> = []
       const server = yield* renewalServer(
-        { ca: ca.ca, caKey: ca.caKey, clusterId: cluster, validityMs: 30 * day, isMember: (n) => members.has(n), revoked: (s) => (revokedSerials.has(s) ? "key leaked" : undefined), run },
+        {
+          ca: ca.ca,
+          caKey: ca.caKey,
+          clusterId: cluster,
+          validityMs: 30 * day,
+          isMember: (n) => members.has(n),
+          revoked: (s) => (revokedSerials.has(s) ? "key leaked" : undefined),
+          record: (report) => Effect.sync(() => recorded.push(report)),
+          run
+        },
         serverCert
       )
       const address = `127.0.0.1:${portOf(server)}`
@@ -154,6 +167,8 @@ describe("POST /v1/tls/renew", () => {
       expect(facts.notAfter - Date.now()).toBeLessThanOrEqual(30 * day)
       expect(facts.notAfter - Date.now()).toBeGreaterThan(29 * day)
       expect(Tls.identityOf(new (yield* Effect.promise(() => import("node:crypto"))).X509Certificate(renewed.cert).subjectAltName)?.node).toBe(2)
+      // The signer recorded it before answering, with the certificate as proof for the leader.
+      expect(recorded).toEqual([{ node: 2, serial: facts.serial, fingerprint: facts.fingerprint, notAfter: facts.notAfter, issued: "renewal", certificate: renewed.cert }])
 
       revokedSerials.add(Tls.factsOf(own.cert).serial)
       const revoked = yield* Effect.either(CertRenewal.renewFrom(address, options))
@@ -176,7 +191,7 @@ describe("POST /v1/tls/renew", () => {
       const { ca, issue } = yield* pki
       const serverCert = yield* issue(1)
       const server = yield* renewalServer(
-        { ca: ca.ca, caKey: ca.caKey, clusterId: cluster, validityMs: 365 * day, isMember: () => true, revoked: () => undefined, run },
+        { ca: ca.ca, caKey: ca.caKey, clusterId: cluster, validityMs: 365 * day, isMember: () => true, revoked: () => undefined, record: () => Effect.void, run },
         serverCert
       )
       const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-renew-"))
@@ -243,6 +258,30 @@ describe("a node's outgoing API calls present its current certificate", () => {
       yield* Effect.either(leader.clusterStatus)
       const [before, after] = [Tls.factsOf(first.cert).serial, Tls.factsOf(renewed.cert).serial]
       expect(server.seen).toEqual([before, before, after, after])
+    })
+  )
+})
+
+describe("a renewal the signer cannot record", () => {
+  it.scopedLive("is not handed out: the renewing node keeps its certificate and hears why (refused as the cluster refused it, else BLX_UNAVAILABLE)", () =>
+    Effect.gen(function* () {
+      const { ca, issue } = yield* pki
+      let refusal: BlixardError = new NotLeader({ message: "no leader yet" })
+      const server = yield* renewalServer(
+        { ca: ca.ca, caKey: ca.caKey, clusterId: cluster, validityMs: 365 * day, isMember: () => true, revoked: () => undefined, record: () => Effect.fail(refusal), run },
+        yield* issue(1)
+      )
+      const own = yield* issue(2)
+      const options = { node: 2, current: new Tls.LiveTls(ca.ca, own.cert, own.key, cluster), names: ["127.0.0.1"], validityMs: 365 * day, timeoutMs: 5000 }
+      const unrecorded = yield* Effect.either(CertRenewal.renewFrom(`127.0.0.1:${portOf(server)}`, options))
+      expect(Either.isLeft(unrecorded) && [unrecorded.left.code, unrecorded.left.message]).toEqual([
+        "BLX_UNAVAILABLE",
+        expect.stringMatching(/signed for node 2 \(renewal\) could not be recorded in the cluster, so it is not handed out \(BLX_NOT_LEADER: no leader yet\)/)
+      ])
+      // Removed while its renewal was signed: the state machine refused the record.
+      refusal = new Forbidden({ node: NodeId.make(2), message: "node 2 is not a member of the cluster: its renewed certificate is not issued" })
+      const removed = yield* Effect.either(CertRenewal.renewFrom(`127.0.0.1:${portOf(server)}`, options))
+      expect(Either.isLeft(removed) && [removed.left.code, removed.left.message]).toEqual(["BLX_FORBIDDEN", expect.stringMatching(/node 2 is not a member of the cluster/)])
     })
   )
 })
