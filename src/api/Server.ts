@@ -20,6 +20,8 @@
  * status 413, an unknown path one with status 404, a known path asked with a method it does not
  * take one with status 405 and an `Allow` header; a missing or wrong API token is `Unauthorized`
  * (401), a token whose role does not allow the endpoint `Forbidden` (403). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
+ * A handler is told its `Caller` (the node its credential names, the node its client certificate
+ * names): a node records only its own certificate (`reportRefusal`).
  *
  * Beside the route table, one table of raw routes (`RawRoutes.ts`) serves what is not one JSON value:
  * `/openapi.json`, `GET /metrics` (given `metrics`), `GET /v1/events` (given `events`, Server-Sent
