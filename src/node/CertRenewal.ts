@@ -235,7 +235,7 @@ export const route = (options: RouteOptions): RawRoute => ({
     tags: ["tls"],
     operationId: "tls.renew",
     description:
-      "A member renews its own certificate: over mutual TLS with its current certificate (from the cluster CA, unexpired, not revoked, of a current member) as client certificate, the body { csr, names, validityDays? } is signed for the node that certificate names. Answers { certificate }.",
+      "A member renews its own certificate: over mutual TLS with its current certificate (from the cluster CA, unexpired, not revoked, of a current member) as client certificate, the body { csr, names, validityDays? } is signed for the node that certificate names and recorded in the cluster's state. Answers { certificate }.",
     security: [],
     requestBody: { required: true, content: { "application/json": { schema: { type: "object", required: ["csr", "names"] } } } },
     responses: {
@@ -244,7 +244,7 @@ export const route = (options: RouteOptions): RawRoute => ({
       "401": errorResponse("Unauthorized: no client certificate of a node of this cluster, or an expired one", "Unauthorized"),
       "403": errorResponse("CertificateRevoked, Forbidden: the certificate is revoked, or its node is not a member", "CertificateRevoked"),
       "413": errorResponse(`InvalidArgument: the body is larger than ${maxBodyBytes} bytes`, "InvalidArgument"),
-      "503": errorResponse("Unavailable: this node holds no CA key", "Unavailable")
+      "503": errorResponse("Unavailable: this node holds no CA key, or the signed certificate could not be recorded in the cluster (it is not handed out)", "Unavailable")
     }
   },
   handle: (request, response) => handle(options, request, response)

@@ -251,7 +251,7 @@ export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
         "401": errorResponse("Unauthorized: no valid node credential", "Unauthorized"),
         "403": errorResponse("Forbidden: the credential is not the node's own", "Forbidden"),
         "413": errorResponse(`InvalidArgument: the body is larger than ${maxBodyBytes} bytes`, "InvalidArgument"),
-        "503": errorResponse("Unavailable: this node holds no CA key", "Unavailable")
+        "503": errorResponse("Unavailable: this node holds no CA key, or the signed certificate could not be recorded in the cluster (it is not handed out)", "Unavailable")
       }
     },
     handle: (request, response) => sign(options, request, response)
@@ -274,7 +274,7 @@ export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
         "409": errorResponse("JoinTokenUsed: the token was used already", "JoinTokenUsed"),
         "410": errorResponse("JoinTokenExpired: the token expired", "JoinTokenExpired"),
         "413": errorResponse(`InvalidArgument: the body is larger than ${maxBodyBytes} bytes`, "InvalidArgument"),
-        "503": errorResponse("Unavailable: this node holds no CA key, or the token could not be consumed now", "Unavailable")
+        "503": errorResponse("Unavailable: this node holds no CA key, or the token could not be consumed or the certificate recorded now", "Unavailable")
       }
     },
     handle: (request, response) => handleJoin(options, request, response)
