@@ -157,8 +157,8 @@ const handle = (options: RouteOptions, request: http.IncomingMessage, response: 
     }
     const asked = decoded.right
     const validityMs = Math.min(options.validityMs, (asked.validityDays ?? Infinity) * day)
-    const signed = Tls.signRequest({ ca: options.ca, caKey, clusterId: options.clusterId, node, csr: asked.csr, names: asked.names, validityMs })
-    options.run(Effect.tap(signed, (certificate) => recordIssued(options.record, certificate, node, "renewal")), (signed) =>
+    const signing = Tls.signRequest({ ca: options.ca, caKey, clusterId: options.clusterId, node, csr: asked.csr, names: asked.names, validityMs })
+    options.run(Effect.tap(signing, (certificate) => recordIssued(options.record, certificate, node, "renewal")), (signed) =>
       Either.isLeft(signed) ? refuse(response, signed.left) : send(response, 200, { certificate: signed.right })
     )
   })
