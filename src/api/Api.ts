@@ -10,7 +10,7 @@ import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchem
 import { Schema } from "effect"
 import { ApiTokenInfo, CreatedApiToken, Role, TokenId, TokenName } from "../domain/ApiToken.js"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
-import { CertificateFingerprint, CertificateList, CertificateRecord, CertificateSerial, RevocationReason, RevokedCertificate } from "../domain/Certificate.js"
+import { CertificateFingerprint, CertificateIssue, CertificateList, CertificateRecord, CertificateSerial, RevocationReason, RevokedCertificate } from "../domain/Certificate.js"
 import * as E from "../domain/Errors.js"
 import { CreatedJoinToken, JoinTokenHash, JoinTokenId, JoinTokenInfo, JoinTokenTtlMs } from "../domain/JoinToken.js"
 import { Labels } from "../domain/Labels.js"
@@ -169,16 +169,23 @@ export const RevokeCertificateBody = Schema.Struct({
   serial: Schema.optionalWith(CertificateSerial, { exact: true }),
   reason: Schema.optionalWith(RevocationReason, { exact: true })
 }).annotations(strict('{ "node": 3, "reason": "key leaked" }  or  { "serial": "5f0c…" }'))
+/**
+ * A node's report of its own certificate (its credential or client certificate is `node`'s), or a
+ * signer's record of one it issued, proven by the certificate itself (PEM, `certificate`).
+ */
 export const RecordCertificateBody = Schema.Struct({
   node: NodeId,
   serial: CertificateSerial,
   fingerprint: CertificateFingerprint,
-  notAfter: Schema.Int.pipe(Schema.nonNegative())
+  notAfter: Schema.Int.pipe(Schema.nonNegative()),
+  issued: Schema.optionalWith(CertificateIssue, { exact: true }),
+  certificate: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(16 * 1024)), { exact: true })
 }).annotations(strict('{ "node": 2, "serial": "5f0c…", "fingerprint": "<sha256 hex>", "notAfter": 1767225600000 }'))
 
 /**
  * Node certificates (`blixard cluster cert …`): what each node holds and the revocation list. Any
- * role reads; revoking is an admin's; `record` is a node's report of its own certificate.
+ * role reads; revoking is an admin's; `record` is a node's report of its own certificate, or a
+ * signing member's of one it issued (with the certificate as proof; `Server.reportRefusal`).
  */
 export class CertificatesApi extends HttpApiGroup.make("certificates")
   .add(HttpApiEndpoint.get("list", "/v1/cluster/certificates").setUrlParams(ReadParams).addSuccess(CertificateList).annotate(EndpointAccess, "read"))

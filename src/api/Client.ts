@@ -10,9 +10,11 @@
 import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream } from "effect"
+import * as NodeHttp from "node:http"
+import * as NodeHttps from "node:https"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
-import type { RecordCertificate, RevokeCertificate } from "../domain/Command.js"
+import type { RevokeCertificate } from "../domain/Command.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
@@ -25,6 +27,7 @@ import type { VmName } from "../domain/VmName.js"
 import { startOf, type VmChanges, type VmSpec } from "../domain/VmSpec.js"
 import type { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { BlixardApi, type Health } from "./Api.js"
+import type { CertificateReport } from "./ControlPlane.js"
 import * as SnapshotHttp from "./SnapshotHttp.js"
 
 export interface ClientOptions {
@@ -38,7 +41,13 @@ export interface ClientOptions {
   readonly scheme?: "http" | "https" | undefined
 }
 
-/** How a client checks a node's HTTPS certificate, and the certificate it presents (a node's, to another node). */
+/**
+ * How a client checks a node's HTTPS certificate, and the certificate it presents (a node's, to
+ * another node). `ca`, `cert` and `key` are read for every request, so they may be getters over an
+ * identity that changes (`outgoingTls` over a node's `Tls.LiveTls`): after a renewal, the next
+ * request presents the new certificate (kept-alive connections are pooled by certificate, so it
+ * opens a new one).
+ */
 export interface ClientTls {
   /** PEM of the cluster CA: the node's certificate must chain to it. */
   readonly ca: string
@@ -48,20 +57,36 @@ export interface ClientTls {
   readonly checkServerIdentity?: ((host: string, cert: { readonly subjectaltname?: string | undefined }) => Error | undefined) | undefined
 }
 
+/**
+ * An `https.Agent` presenting `tls` as it is when each request is sent. Node's agent copies its own
+ * `options` into every request's (`{ ...request, ...agent.options }`) before it picks a pooled
+ * connection or opens one: getters there are read once per request, and the copy names the pool
+ * (and the TLS session cache), which is keyed by `ca`, `cert` and `key`. A renewed certificate so
+ * gets fresh connections and sessions; the old certificate's idle ones close as the server times them out.
+ */
+const identityAgent = (tls: ClientTls): NodeHttps.Agent => {
+  const agent = new NodeHttps.Agent({ keepAlive: true, ...(tls.checkServerIdentity !== undefined ? { checkServerIdentity: tls.checkServerIdentity as never } : {}) })
+  Object.defineProperties(agent.options, {
+    ca: { enumerable: true, get: () => tls.ca },
+    cert: { enumerable: true, get: () => (tls.key !== undefined ? tls.cert : undefined) },
+    key: { enumerable: true, get: () => (tls.cert !== undefined ? tls.key : undefined) }
+  })
+  return agent
+}
+
 /** An `HttpClient` over `node:https` trusting only the cluster CA (`tls`), or plain `node:http`. */
 export const layerHttpClient = (tls?: ClientTls): Layer.Layer<HttpClient.HttpClient> =>
   NodeHttpClient.layerWithoutAgent.pipe(
     Layer.provide(
-      NodeHttpClient.makeAgentLayer(
-        tls === undefined
-          ? { keepAlive: true }
-          : {
-              keepAlive: true,
-              ca: tls.ca,
-              ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
-              ...(tls.checkServerIdentity !== undefined ? { checkServerIdentity: tls.checkServerIdentity as never } : {})
-            }
-      )
+      tls === undefined
+        ? NodeHttpClient.makeAgentLayer({ keepAlive: true })
+        : Layer.scoped(
+            NodeHttpClient.HttpAgent,
+            Effect.acquireRelease(
+              Effect.sync(() => ({ [NodeHttpClient.HttpAgentTypeId]: NodeHttpClient.HttpAgentTypeId, http: new NodeHttp.Agent({ keepAlive: true }), https: identityAgent(tls) })),
+              (agents) => Effect.sync(() => (agents.http.destroy(), agents.https.destroy()))
+            )
+          )
     )
   )
 
@@ -120,7 +145,7 @@ export interface ApiClientShape {
   readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId, key?: string) => Effect.Effect<JoinTokenInfo, BlixardError>
   readonly listCertificates: (options?: ReadOptions) => Effect.Effect<CertificateList, BlixardError>
   readonly revokeCertificate: (revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
-  readonly recordCertificate: (record: Omit<RecordCertificate, "_tag">) => Effect.Effect<CertificateRecord, BlixardError>
+  readonly recordCertificate: (record: CertificateReport) => Effect.Effect<CertificateRecord, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)

@@ -21,6 +21,10 @@ import type { SnapshotHeader } from "../cluster/SnapshotFile.js"
 import type { Health } from "./Api.js"
 
 /** The replicated state as of `header.index`: its snapshot text, produced piece by piece as it is iterated. */
+
+/** `RecordCertificate`'s fields, and the certificate itself when a signer records one it issued (forwarded to the leader, which checks it). */
+export type CertificateReport = Omit<RecordCertificate, "_tag"> & { readonly certificate?: string }
+
 export interface StateSnapshot {
   readonly header: SnapshotHeader
   readonly pieces: Iterable<string>
@@ -89,7 +93,7 @@ export interface ControlPlaneShape {
   /** Puts a node's certificates, or one serial, on the revocation list (`RevokeCertificate`). */
   readonly revokeCertificate: (revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
   /** A node reports the certificate it holds (`RecordCertificate`). */
-  readonly recordCertificate: (record: Omit<RecordCertificate, "_tag">) => Effect.Effect<CertificateRecord, BlixardError>
+  readonly recordCertificate: (record: CertificateReport) => Effect.Effect<CertificateRecord, BlixardError>
   /**
    * The whole replicated state at an index the leader confirmed (a ReadIndex round), for
    * `blixard cluster snapshot save`. Absent where there is none to give (another node's API seen

@@ -20,6 +20,8 @@
  * status 413, an unknown path one with status 404, a known path asked with a method it does not
  * take one with status 405 and an `Allow` header; a missing or wrong API token is `Unauthorized`
  * (401), a token whose role does not allow the endpoint `Forbidden` (403). A failure the API cannot encode, or a defect, is logged with its cause and answered 500.
+ * A handler is told its `Caller` (the node its credential names, the node its client certificate
+ * names): a node records only its own certificate (`reportRefusal`).
  *
  * Beside the route table, one table of raw routes (`RawRoutes.ts`) serves what is not one JSON value:
  * `/openapi.json`, `GET /metrics` (given `metrics`), `GET /v1/events` (given `events`, Server-Sent
@@ -46,7 +48,7 @@ import * as http from "node:http"
 import type { Duplex } from "node:stream"
 import * as tls from "node:tls"
 import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
-import { CertificateRevoked, InvalidArgument } from "../domain/Errors.js"
+import { type BlixardError, CertificateRevoked, Forbidden, InvalidArgument } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { identityOf } from "../net/Tls.js"
 import { startOf } from "../domain/VmSpec.js"
@@ -54,7 +56,7 @@ import { DefaultJoinTokenTtlMs } from "../domain/JoinToken.js"
 import { isEncodeTransparent } from "../domain/Json.js"
 import { Authorization, BlixardApi, MaxBodyBytes } from "./Api.js"
 import { type Access, type AuthOptions, EndpointAccess, forbidden, makeAuthenticate, permits } from "./Auth.js"
-import { ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
+import { type CertificateReport, ControlPlane, type ControlPlaneShape, type ReadMode, type WriteOptions } from "./ControlPlane.js"
 import * as ApiMetrics from "../metrics/ApiMetrics.js"
 import * as Prometheus from "../metrics/Prometheus.js"
 import * as PeerTransport from "../net/PeerTransport.js"
@@ -72,11 +74,21 @@ import * as EventStream from "../events/EventStream.js"
 type ApiGroups = typeof BlixardApi extends HttpApi.HttpApi<string, infer Groups, infer _Error, infer _R> ? Groups : never
 type ApiError = typeof BlixardApi extends HttpApi.HttpApi<string, infer _Groups, infer Error, infer _R> ? Error : never
 
-/** What an endpoint's handler receives: the decoded path parameters, query, body and headers it declares. */
+/**
+ * Who sent a request, as this node tells: the node whose credential it carries, and the node its
+ * client certificate (from the cluster CA) names, read when asked. `undefined` for an endpoint
+ * that needs no token, or when the server checks none (`ApiOptions.auth` absent).
+ */
+export interface Caller {
+  readonly credentialNode: number | undefined
+  readonly certificateNode: () => number | undefined
+}
+
+/** What an endpoint's handler receives: the decoded path parameters, query, body and headers it declares, and its caller. */
 type HandlerRequest<Endpoint extends HttpApiEndpoint.HttpApiEndpoint.Any> = Omit<
   HttpApiEndpoint.HttpApiEndpoint.Request<Endpoint>,
   "request"
->
+> & { readonly caller: Caller | undefined }
 
 /**
  * One handler per endpoint of `BlixardApi`, by group and endpoint name, typed from the endpoint: a
@@ -101,7 +113,7 @@ const writeOptions = (headers: { readonly "idempotency-key"?: string }, ifRevisi
   ifRevision
 })
 
-const handlersOf = (plane: ControlPlaneShape): Handlers => ({
+const handlersOf = (plane: ControlPlaneShape, options: Pick<ApiOptions, "issuedCertificate">): Handlers => ({
   vms: {
     list: ({ urlParams }) => plane.listVms(readMode(urlParams), urlParams),
     get: ({ path, urlParams }) => plane.getVm(path.name, readMode(urlParams)),
@@ -154,7 +166,10 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
         ...(payload.serial !== undefined ? { serial: payload.serial } : {}),
         reason: payload.reason ?? "revoked by an admin"
       }),
-    record: ({ payload }) => plane.recordCertificate(payload)
+    record: ({ caller, payload }) => {
+      const refused = reportRefusal(caller, payload, options.issuedCertificate)
+      return refused !== undefined ? Effect.fail(refused) : plane.recordCertificate(payload)
+    }
   },
   health: {
     health: () => plane.health
@@ -188,6 +203,69 @@ export interface ApiOptions {
    * certificate from the cluster CA (a node's own clients do) is refused, whatever token it carries.
    */
   readonly revoked?: ((serial: string) => string | undefined) | undefined
+  /**
+   * The node, serial, fingerprint and expiry of a certificate (PEM) the cluster CA issued, or why it
+   * is not one: how a member that signed a certificate proves its record of it (`reportRefusal`).
+   * Absent, only a node's report of its own certificate is taken.
+   */
+  readonly issuedCertificate?: ((pem: string) => Either.Either<IssuedCertificate, string>) | undefined
+}
+
+export interface IssuedCertificate {
+  readonly node: number
+  readonly serial: string
+  readonly fingerprint: string
+  readonly notAfter: number
+}
+
+const recordWhere = "POST /v1/cluster/certificates/record"
+
+/**
+ * Why `caller` may not record `report`, if it may not. A node records its own certificate: its
+ * credential or its client certificate names the report's node. A member that signed another
+ * node's certificate (at a join or a renewal) records it with the certificate itself, which must be
+ * the cluster CA's, for that node, with the report's serial, fingerprint and expiry. Admin tokens
+ * record nothing (the endpoint needs a node credential): the nodes keep the record, a person revokes.
+ */
+export const reportRefusal = (
+  caller: Caller | undefined,
+  report: CertificateReport,
+  issued: ApiOptions["issuedCertificate"]
+): Forbidden | undefined => {
+  if (caller === undefined || caller.credentialNode === report.node) return undefined
+  const certificateNode = caller.certificateNode()
+  if (certificateNode === report.node) return undefined
+  const refuse = (why: string) => new Forbidden({ node: NodeId.make(report.node), subject: recordWhere, message: `${recordWhere}: ${why}` })
+  if (report.certificate === undefined) {
+    const who = [
+      caller.credentialNode !== undefined ? `node ${caller.credentialNode}'s credential` : undefined,
+      certificateNode !== undefined ? `node ${certificateNode}'s client certificate` : undefined
+    ].filter((part) => part !== undefined)
+    return refuse(
+      `a request with ${who.length > 0 ? who.join(" and ") : "no node's credential or client certificate"} reports a certificate of node ${report.node}; a node reports only its own certificate, and a member that signed one sends the certificate with its record`
+    )
+  }
+  const facts = issued === undefined ? Either.left("this node checks no certificates (it serves no TLS)") : issued(report.certificate)
+  if (Either.isLeft(facts)) return refuse(`the certificate sent with the record of node ${report.node}'s certificate ${report.serial} does not prove it: ${facts.left}`)
+  const proven = facts.right
+  const mismatch =
+    proven.node !== report.node
+      ? `it is node ${proven.node}'s`
+      : proven.serial !== report.serial
+        ? `its serial is ${proven.serial}`
+        : proven.fingerprint !== report.fingerprint
+          ? `its fingerprint is ${proven.fingerprint}`
+          : proven.notAfter !== report.notAfter
+            ? `it expires at ${new Date(proven.notAfter).toISOString()}`
+            : undefined
+  return mismatch === undefined ? undefined : refuse(`the certificate sent with the record of node ${report.node}'s certificate ${report.serial} is not that certificate: ${mismatch}`)
+}
+
+/** The node the caller's client certificate names, when it presents one from the cluster CA. */
+const clientCertificateNode = (request: http.IncomingMessage): number | undefined => {
+  const socket = request.socket
+  if (!(socket instanceof tls.TLSSocket) || !socket.authorized) return undefined
+  return identityOf(socket.getPeerCertificate().subjectaltname)?.node
 }
 
 /** The caller's client certificate, when it is from the cluster CA and revoked: the refusal. */
@@ -508,14 +586,15 @@ const makeListener = (table: RouteTable, rawRoutes: ReadonlyArray<RawRoute>, opt
   const runFork = Runtime.runFork(runtime)
   const raw = byMethodOf(rawRoutes.map((route) => [route.method, { ...templateOf(route.path, `${route.method} ${route.path}`), route }] as const))
   const authenticate = options.auth === undefined ? undefined : makeAuthenticate(options.auth)
-  /** The caller's verdict for `access`: `undefined` to go on, else the error to answer. */
-  const refusal = (request: http.IncomingMessage, access: Access, what: string) => {
+  /** The caller of a request needing `access`, or the error to answer. */
+  const admit = (request: http.IncomingMessage, access: Access, what: string): Either.Either<Caller | undefined, BlixardError> => {
     const certificate = revokedClientCertificate(request, options.revoked)
-    if (certificate !== undefined) return certificate
-    if (authenticate === undefined) return undefined
+    if (certificate !== undefined) return Either.left(certificate)
+    if (authenticate === undefined) return Either.right(undefined)
     const principal = authenticate(request.headers.authorization, request.socket.remoteAddress)
-    if (Either.isLeft(principal)) return principal.left
-    return permits(principal.right, access) ? undefined : forbidden(principal.right, access, what)
+    if (Either.isLeft(principal)) return Either.left(principal.left)
+    if (!permits(principal.right, access)) return Either.left(forbidden(principal.right, access, what))
+    return Either.right({ credentialNode: principal.right.kind === "node" ? principal.right.node : undefined, certificateNode: () => clientCertificateNode(request) })
   }
 
   const unexpected = (request: http.IncomingMessage, response: http.ServerResponse, cause: Cause.Cause<unknown>) => {
@@ -619,8 +698,8 @@ const makeListener = (table: RouteTable, rawRoutes: ReadonlyArray<RawRoute>, opt
 
   const serveRaw = (request: http.IncomingMessage, response: http.ServerResponse, entry: RawEntry, values: ReadonlyArray<string>, where: string, query: string) => {
     if (entry.route.access !== undefined) {
-      const refused = refusal(request, entry.route.access, where)
-      if (refused !== undefined) return fail(request, response, refused)
+      const admitted = admit(request, entry.route.access, where)
+      if (Either.isLeft(admitted)) return fail(request, response, admitted.left)
     }
     const params = paramsOf(entry, values)
     if (params === undefined) return badEncoding(response, where)
@@ -653,11 +732,12 @@ const makeListener = (table: RouteTable, rawRoutes: ReadonlyArray<RawRoute>, opt
     const { route, values } = found
     const declared = request.headers["content-length"]
     if (declared !== undefined && Number(declared) > MaxBodyBytes) return refuse(response, 413, tooLarge(where, Number(declared)))
-    if (route.access !== undefined) {
-      const refused = refusal(request, route.access, where)
-      if (refused !== undefined) return fail(request, response, refused)
-    }
     const input: Record<string, unknown> = {}
+    if (route.access !== undefined) {
+      const admitted = admit(request, route.access, where)
+      if (Either.isLeft(admitted)) return fail(request, response, admitted.left)
+      input.caller = admitted.right
+    }
     if (route.decodePath !== undefined) {
       const params = paramsOf(route, values)
       if (params === undefined) return badEncoding(response, where)
@@ -768,7 +848,7 @@ const rawRoutesOf = (options: ApiOptions, plane: ControlPlaneShape): ReadonlyArr
  * JSON routes and the raw ones, from the tables the listener matches with.
  */
 export const routesOf = (options: ApiOptions, plane: ControlPlaneShape): ReadonlyArray<{ readonly method: string; readonly path: string }> => [
-  ...[...compile(handlersOf(plane)).routes.values()].flat().map((route) => ({ method: route.method, path: route.path })),
+  ...[...compile(handlersOf(plane, options)).routes.values()].flat().map((route) => ({ method: route.method, path: route.path })),
   ...rawRoutesOf(options, plane).map((route) => ({ method: route.method, path: route.path }))
 ]
 
@@ -787,7 +867,7 @@ export interface ServerOptions extends ApiOptions {
 const listener = (options: ServerOptions) =>
   Effect.gen(function* () {
     const plane = yield* ControlPlane
-    return makeListener(compile(handlersOf(plane)), rawRoutesOf(options, plane), options, yield* Effect.runtime<never>())
+    return makeListener(compile(handlersOf(plane, options)), rawRoutesOf(options, plane), options, yield* Effect.runtime<never>())
   })
 
 /**

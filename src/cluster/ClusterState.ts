@@ -25,6 +25,7 @@ import {
   BlixardError as BlixardErrorSchema,
   CertificateRevoked,
   Conflict,
+  Forbidden,
   InvalidArgument,
   JoinTokenExpired,
   JoinTokenInvalid,
@@ -456,6 +457,20 @@ export class ClusterState {
           node: command.node,
           subject: command.serial,
           message: `node ${command.node}'s certificate ${command.serial} is revoked (${revoked.reason}); it cannot be used again: ${revokedAdvice(command.node)}`
+        })
+      )
+    }
+    const holder = this.certificates.get(command.serial)?.node
+    if (holder !== undefined && holder !== command.node) {
+      return Either.left(new InvalidArgument({ node: command.node, subject: command.serial, message: `certificate ${command.serial} is recorded as node ${holder}'s, not node ${command.node}'s` }))
+    }
+    // Removed while its renewal was signed: its certificates were revoked then, and this one is not handed out.
+    if (command.issued === "renewal" && !this.members.has(command.node)) {
+      return Either.left(
+        new Forbidden({
+          node: command.node,
+          subject: command.serial,
+          message: `node ${command.node} is not a member of the cluster: its renewed certificate ${command.serial} is not issued; ${revokedAdvice(command.node)}`
         })
       )
     }

@@ -1,6 +1,7 @@
 /**
- * Node certificates as the replicated state knows them: the ones nodes report they hold
- * (`CertificateRecord`, so that removing a node can revoke them) and the revocation list
+ * Node certificates as the replicated state knows them: the ones members issued (the signer records
+ * each as part of signing it) and nodes report they hold (`CertificateRecord`, so that removing a
+ * node revokes them all, even one it never reported) and the revocation list
  * (`RevokedCertificate`), which peers and the API check every client certificate against.
  *
  * A certificate is named by its serial number, lower-case hex without leading zeros
@@ -23,6 +24,14 @@ export const normalizeSerial = (serial: string): string => serial.replace(/:/g, 
 
 /** A certificate's SHA-256, lower-case hex. */
 export const CertificateFingerprint = Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/))
+
+/**
+ * How a member issued a certificate it records itself, as part of signing it: to a node joining
+ * (with a join token or the cluster secret), or renewing (then the node must still be a member when
+ * the record applies). A node's own report of the certificate it holds names none.
+ */
+export const CertificateIssue = Schema.Literal("join", "renewal")
+export type CertificateIssue = typeof CertificateIssue.Type
 
 /** Why a certificate was revoked, as an admin or the cluster said it. */
 export const RevocationReason = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(200))

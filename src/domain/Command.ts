@@ -4,7 +4,7 @@
  */
 import { Schema } from "effect"
 import { Role, TokenHash, TokenId, TokenName } from "./ApiToken.js"
-import { CertificateFingerprint, CertificateSerial, RevocationReason } from "./Certificate.js"
+import { CertificateFingerprint, CertificateIssue, CertificateSerial, RevocationReason } from "./Certificate.js"
 import { JoinTokenHash, JoinTokenId, JoinTokenTtlMs } from "./JoinToken.js"
 import { Labels } from "./Labels.js"
 import { NodeId } from "./NodeId.js"
@@ -93,15 +93,19 @@ export class ConsumeJoinToken extends Schema.TaggedClass<ConsumeJoinToken>()("Co
 }) {}
 
 /**
- * Node `node` holds the certificate `serial` (its own report, at start and after each renewal), so
- * that removing the node revokes it. Refused when the serial is revoked. Applying it also forgets
- * records and revocations of certificates expired by the entry's `proposedAt`.
+ * Node `node` holds the certificate `serial`, so that removing the node revokes it: recorded by the
+ * member that signed it, before it hands it out (`issued`), and reported by the node itself at start
+ * and after each renewal (no `issued`; entries of older versions have none). Refused when the
+ * serial is revoked or recorded as another node's, and a renewal's when `node` is no longer a
+ * member (it was removed while its renewal was signed: the certificate is not handed out). Applying
+ * it also forgets records and revocations of certificates expired by the entry's `proposedAt`.
  */
 export class RecordCertificate extends Schema.TaggedClass<RecordCertificate>()("RecordCertificate", {
   node: NodeId,
   serial: CertificateSerial,
   fingerprint: CertificateFingerprint,
-  notAfter: Schema.Int.pipe(Schema.nonNegative())
+  notAfter: Schema.Int.pipe(Schema.nonNegative()),
+  issued: Schema.optionalWith(CertificateIssue, { exact: true })
 }) {}
 /**
  * Revokes every recorded certificate of `node`, or the certificate `serial` (recorded or not): one of

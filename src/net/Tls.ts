@@ -17,7 +17,7 @@
  * X.509 generation is `@peculiar/x509` over Node's WebCrypto (Node's `crypto` parses and verifies
  * certificates but cannot make them; node-forge cannot make ECDSA certificates). Everything read
  * back — from disk or from the wire — is parsed and verified by Node's own `X509Certificate`
- * (`TlsIdentity.ts`, re-exported here, which a CLI command loads without this generator).
+ * (`TlsIdentity.ts`, all of it re-exported here, which a CLI command loads without this generator).
  */
 import "reflect-metadata"
 import * as x509 from "@peculiar/x509"
@@ -35,34 +35,17 @@ import {
   caKeyFileName,
   CertificatePem,
   certFileName,
-  checkServerIdentity,
   clusterOfCa,
   fingerprintOf,
-  type Identity,
   identityOf,
   keyFileName,
   nodeUri,
-  type RevokedCheck,
   tlsDirName
 } from "./TlsIdentity.js"
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
 
-export {
-  caFileName,
-  caKeyFileName,
-  CertificatePem,
-  certFileName,
-  checkServerIdentity,
-  clusterOfCa,
-  fingerprintOf,
-  type Identity,
-  identityOf,
-  keyFileName,
-  nodeUri,
-  type RevokedCheck,
-  tlsDirName
-}
+export * from "./TlsIdentity.js"
 
 const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const
 const day = 24 * 60 * 60 * 1000

@@ -10,19 +10,26 @@
  * not revoked, and only for a current member; the new one lasts the shorter of what the node asks
  * (its `certValidityDays`) and the signer's own setting. The renewing node makes a new key, checks
  * the answer against the CA and its key, writes both atomically (`Tls.writeRenewed`), and swaps them
- * into its `LiveTls`: new connections, both ways, use the new certificate, open ones keep theirs.
+ * into its `LiveTls`: new connections, both ways, use the new certificate, open ones keep theirs;
+ * the node's outgoing API calls (forwarding to the leader, its agent's reports, a VM's log) present
+ * it from their next request on (`DaemonParts.outgoingTls`).
  *
- * Each node reports the certificate it holds (`RecordCertificate`) at start and after each renewal:
- * that is how removing a node revokes its certificates (`ClusterState`). The certificate's expiry is
+ * The signing member records the certificate in the replicated state before it answers
+ * (`recordIssued`; a join's signer does the same), and each node reports the certificate it holds
+ * (`RecordCertificate`) at start and after each renewal: so removing a node revokes every
+ * certificate it was issued (`ClusterState`), reported or not. The certificate's expiry is
  * the gauge `blixard_tls_certificate_expiry_timestamp_seconds`, for alerting.
  */
 import { Duration, Effect, Either, ParseResult, Schema } from "effect"
 import type * as http from "node:http"
+import { X509Certificate } from "node:crypto"
 import * as https from "node:https"
 import * as tls from "node:tls"
 import type { RawRoute } from "../api/RawRoutes.js"
 import { errorResponse } from "../api/RawRoutes.js"
-import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
+import type { CertificateReport } from "../api/ControlPlane.js"
+import type { IssuedCertificate } from "../api/Server.js"
+import { CertificateSerial, type CertificateIssue, normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { CertificateRevoked, Forbidden, InvalidArgument, TlsInvalid, TlsUntrusted, Unauthorized, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -76,6 +83,8 @@ export interface RouteOptions {
   readonly validityMs: number
   readonly isMember: (node: number) => boolean
   readonly revoked: Tls.RevokedCheck
+  /** Records what this node signs in the replicated state (`recordIssued`), before it answers. */
+  readonly record: Recorder
   /** Runs the signing and answers through `then`. */
   readonly run: <A, E>(effect: Effect.Effect<A, E>, then: (result: Either.Either<A, E>) => void) => void
 }
@@ -148,10 +157,72 @@ const handle = (options: RouteOptions, request: http.IncomingMessage, response: 
     }
     const asked = decoded.right
     const validityMs = Math.min(options.validityMs, (asked.validityDays ?? Infinity) * day)
-    options.run(Tls.signRequest({ ca: options.ca, caKey, clusterId: options.clusterId, node, csr: asked.csr, names: asked.names, validityMs }), (signed) =>
+    const signing = Tls.signRequest({ ca: options.ca, caKey, clusterId: options.clusterId, node, csr: asked.csr, names: asked.names, validityMs })
+    options.run(Effect.tap(signing, (certificate) => recordIssued(options.record, certificate, node, "renewal")), (signed) =>
       Either.isLeft(signed) ? refuse(response, signed.left) : send(response, 200, { certificate: signed.right })
     )
   })
+}
+
+/** Records a certificate in the replicated state (the control plane's `recordCertificate`, which forwards to the leader). */
+export type Recorder = (report: CertificateReport) => Effect.Effect<unknown, BlixardError>
+
+/**
+ * Records a certificate this member just signed for `node` (`RecordCertificate` with `issued`; the
+ * certificate goes along as proof for the leader's API, `Server.reportRefusal`), before it is handed
+ * out: so every certificate the CA issues to a node is known, and removing the node revokes it even
+ * if the node never reported it. When it cannot be recorded, nothing is handed out: the node asks again.
+ */
+export const recordIssued = (
+  record: Recorder,
+  certificate: string,
+  node: number,
+  issued: CertificateIssue
+): Effect.Effect<void, Forbidden | CertificateRevoked | Unavailable> => {
+  const facts = Tls.factsOf(certificate)
+  const report = { node: NodeId.make(node), serial: CertificateSerial.make(facts.serial), fingerprint: facts.fingerprint, notAfter: facts.notAfter, issued, certificate }
+  return record(report).pipe(
+    Effect.asVoid,
+    Effect.mapError((e) =>
+      e._tag === "Forbidden" || e._tag === "CertificateRevoked"
+        ? e
+        : new Unavailable({
+            node: NodeId.make(node),
+            subject: facts.serial,
+            message: `the certificate signed for node ${node} (${issued}) could not be recorded in the cluster, so it is not handed out (${e.code}: ${e.message}); node ${node} asks again, which works once the cluster has a leader`
+          })
+    )
+  )
+}
+
+/**
+ * `Server.ApiOptions.issuedCertificate`: the facts of a certificate the CA `ca()` (one PEM or
+ * several) issued to a node of cluster `clusterId`, or why it is not one.
+ */
+export const issuedBy =
+  (ca: () => string, clusterId: string) =>
+  (pem: string): Either.Either<IssuedCertificate, string> => {
+    let cert: X509Certificate
+    try {
+      cert = new X509Certificate(pem)
+    } catch {
+      return Either.left("it is not a PEM certificate")
+    }
+    const authorities = ca().match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+    if (!authorities.some((authority) => verifies(cert, authority))) return Either.left("it was not issued by the cluster's CA")
+    const identity = Tls.identityOf(cert.subjectAltName)
+    if (identity === undefined || identity.clusterId !== clusterId) return Either.left("it names no node of this cluster")
+    const facts = Tls.factsOf(pem)
+    return Either.right({ node: identity.node, serial: facts.serial, fingerprint: facts.fingerprint, notAfter: facts.notAfter })
+  }
+
+const verifies = (cert: X509Certificate, authorityPem: string): boolean => {
+  try {
+    const authority = new X509Certificate(authorityPem)
+    return cert.checkIssued(authority) && cert.verify(authority.publicKey)
+  } catch {
+    return false
+  }
 }
 
 /** `POST /v1/tls/renew`, as a route of the API server. */
@@ -164,7 +235,7 @@ export const route = (options: RouteOptions): RawRoute => ({
     tags: ["tls"],
     operationId: "tls.renew",
     description:
-      "A member renews its own certificate: over mutual TLS with its current certificate (from the cluster CA, unexpired, not revoked, of a current member) as client certificate, the body { csr, names, validityDays? } is signed for the node that certificate names. Answers { certificate }.",
+      "A member renews its own certificate: over mutual TLS with its current certificate (from the cluster CA, unexpired, not revoked, of a current member) as client certificate, the body { csr, names, validityDays? } is signed for the node that certificate names and recorded in the cluster's state. Answers { certificate }.",
     security: [],
     requestBody: { required: true, content: { "application/json": { schema: { type: "object", required: ["csr", "names"] } } } },
     responses: {
@@ -173,7 +244,7 @@ export const route = (options: RouteOptions): RawRoute => ({
       "401": errorResponse("Unauthorized: no client certificate of a node of this cluster, or an expired one", "Unauthorized"),
       "403": errorResponse("CertificateRevoked, Forbidden: the certificate is revoked, or its node is not a member", "CertificateRevoked"),
       "413": errorResponse(`InvalidArgument: the body is larger than ${maxBodyBytes} bytes`, "InvalidArgument"),
-      "503": errorResponse("Unavailable: this node holds no CA key", "Unavailable")
+      "503": errorResponse("Unavailable: this node holds no CA key, or the signed certificate could not be recorded in the cluster (it is not handed out)", "Unavailable")
     }
   },
   handle: (request, response) => handle(options, request, response)

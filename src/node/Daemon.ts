@@ -26,6 +26,7 @@
  */
 import { Clock, Context, Duration, Effect, Either, type Fiber, Layer, Option, Runtime, Schedule } from "effect"
 import type * as SqlClient from "@effect/sql/SqlClient"
+import type * as Client from "../api/Client.js"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -51,7 +52,7 @@ import * as VmLogs from "../vm/VmLogs.js"
 import * as VmLogsRoute from "../api/VmLogsRoute.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import { eventSettings, fencingLimitMs, type NodeConfig } from "./Config.js"
-import { clusterSecret, detectCapacity, developmentSecret, prepareDataDir, readSecretFile, remotePlanes, vmOwnerOf, vmRuntime, warnIfDevelopmentSecret } from "./DaemonParts.js"
+import { clusterSecret, detectCapacity, developmentSecret, outgoingTls, prepareDataDir, readSecretFile, remotePlanes, vmOwnerOf, vmRuntime, warnIfDevelopmentSecret } from "./DaemonParts.js"
 import { apiTokenFileName } from "./Settings.js"
 import * as Discovery from "./Discovery.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
@@ -177,6 +178,7 @@ const renewalRoute = (
   tls: Tls.NodeTls,
   isMember: (id: number) => boolean,
   revoked: Tls.RevokedCheck,
+  record: CertRenewal.Recorder,
   runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
 ) =>
   CertRenewal.route({
@@ -186,6 +188,7 @@ const renewalRoute = (
     validityMs: certValidityMsOf(config),
     isMember,
     revoked,
+    record,
     // Interrupted only when the node stops, which closes the connection too.
     run: (effect, then) => void runFork(Effect.either(effect)).addObserver((exit) => exit._tag === "Success" && then(exit.value))
   })
@@ -214,12 +217,7 @@ export const run = (config: NodeConfig) =>
       // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
       // to report its VMs' status), with this node's credential, never an admin token; over TLS, only
       // to members of this node's cluster.
-      const remoteOver = (tls: Tls.NodeTls | undefined, credential: string) =>
-        remotePlanes({
-          credential,
-          requestMs: config.timeouts.requestMs,
-          tls: tls === undefined ? undefined : { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) }
-        })
+      const remoteOver = (tls: Client.ClientTls | undefined, credential: string) => remotePlanes({ credential, requestMs: config.timeouts.requestMs, tls })
 
       // A fresh node that may found (see Discovery.ts) joins instead when a peer already has a
       // cluster. Before it has certificates, a peer's cluster shows in the CA it offers.
@@ -238,7 +236,9 @@ export const run = (config: NodeConfig) =>
       if (joinToken !== undefined) secret = yield* clusterSecret(config)
       yield* warnIfDevelopmentSecret(node, secret)
       const credential = Auth.nodeCredential(secret, node)
-      const remote = yield* remoteOver(tls, credential)
+      // This node's certificate as renewal replaces it: what it serves and presents, both ways.
+      const live = tls === undefined ? undefined : new Tls.LiveTls(tls.ca, tls.cert, tls.key, tls.clusterId)
+      const remote = yield* remoteOver(live === undefined ? undefined : outgoingTls(live), credential)
 
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
       if (!fresh && knownCluster !== undefined) {
@@ -263,8 +263,7 @@ export const run = (config: NodeConfig) =>
       }
 
       const state = new ClusterStateHolder(new EventLog(eventSettings(config).history))
-      // This node's certificate as renewal replaces it, and the cluster's revocation list.
-      const live = tls === undefined ? undefined : new Tls.LiveTls(tls.ca, tls.cert, tls.key, tls.clusterId)
+      // The cluster's revocation list.
       const revoked: Tls.RevokedCheck = (serial) => state.current.revoked.get(serial)?.reason
       if (founding) {
         state.current.members.set(node, advertise)
@@ -319,7 +318,7 @@ export const run = (config: NodeConfig) =>
           ),
         credential,
         connectTimeoutMs: config.timeouts.requestMs,
-        ...(tls === undefined ? {} : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: Tls.checkServerIdentity(tls.clusterId) } })
+        ...(live === undefined ? {} : { tls: outgoingTls(live) })
       })
 
       const metrics = yield* Scrape.make({
@@ -346,7 +345,7 @@ export const run = (config: NodeConfig) =>
           events: { log: state.events, heartbeatMs: eventSettings(config).heartbeatMs },
           rawRoutes: [
             vmLogs,
-            ...(tls === undefined ? [] : [renewalRoute(config, tls, (id) => state.current.members.has(id), revoked, runFork)]),
+            ...(tls === undefined ? [] : [renewalRoute(config, tls, (id) => state.current.members.has(id), revoked, controlPlane.recordCertificate, runFork)]),
             ...(tls === undefined
               ? []
               : TlsBootstrap.routes({
@@ -355,6 +354,7 @@ export const run = (config: NodeConfig) =>
                   publicClusterSecret: secret === developmentSecret,
                   authenticate: Auth.makeAuthenticate(auth),
                   consumeJoinToken: controlPlane.consumeJoinToken,
+                  record: controlPlane.recordCertificate,
                   run: (effect, then) =>
                     void runFork(Effect.either(effect)).addObserver((exit) =>
                       then(exit._tag === "Success" ? exit.value : Either.left(new TlsInvalid({ node, subject: "certificate", message: `node ${node} could not sign a certificate (interrupted)` })))
@@ -362,7 +362,7 @@ export const run = (config: NodeConfig) =>
                 }))
           ],
           revoked,
-          ...(live === undefined ? {} : { tls: live })
+          ...(live === undefined ? {} : { tls: live, issuedCertificate: CertRenewal.issuedBy(() => live.ca, live.clusterId) })
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),
           Layer.provide(Layer.succeedContext(transport))

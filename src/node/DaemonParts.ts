@@ -16,6 +16,7 @@ import type { ControlPlaneShape } from "../api/ControlPlane.js"
 import { ConfigInvalid, StorageIo } from "../domain/Errors.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
+import * as Tls from "../net/Tls.js"
 import { Resources } from "../domain/Resources.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
@@ -117,6 +118,23 @@ export const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneS
     health: client.health()
   }
 }
+
+/**
+ * What a member's outgoing API calls (forwarding to the leader, its agent's reports, a VM's log)
+ * present: its certificate as renewal replaces it, read for each request (`Client.ClientTls`).
+ */
+export const outgoingTls = (live: Tls.LiveTls): Client.ClientTls => ({
+  get ca() {
+    return live.ca
+  },
+  get cert() {
+    return live.cert
+  },
+  get key() {
+    return live.key
+  },
+  checkServerIdentity: Tls.checkServerIdentity(live.clusterId)
+})
 
 /**
  * Other nodes' APIs by address, with `credential`, over HTTPS verified by `tls` (undefined:

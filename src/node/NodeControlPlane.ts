@@ -12,7 +12,7 @@ import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "../api/
 import { hostIdInUse, joinTokenRefusal } from "../cluster/ClusterState.js"
 import { CertificateList } from "../domain/Certificate.js"
 import { CreatedJoinToken, formatJoinToken, JoinTokenId, JoinTokenInfo, presented } from "../domain/JoinToken.js"
-import type { ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
+import type { CertificateReport, ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
 import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import type { ApplyResult } from "../cluster/ClusterState.js"
 import { ApiTokenInfo, CreatedApiToken, TokenId } from "../domain/ApiToken.js"
@@ -212,7 +212,8 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
 
   const revokeCertificate = (revoke: Omit<C.RevokeCertificate, "_tag">) =>
     Effect.flatMap(propose(new C.RevokeCertificate(revoke, trusted), undefined), (r) => Effect.succeed(r.revoked ?? []))
-  const recordCertificate = (record: Omit<C.RecordCertificate, "_tag">) =>
+  // The certificate (a signer's proof) is checked by the API that received it, and not replicated.
+  const recordCertificate = ({ certificate: _, ...record }: CertificateReport) =>
     Effect.flatMap(propose(new C.RecordCertificate(record, trusted), undefined), (r) =>
       r.certificate !== undefined ? Effect.succeed(r.certificate) : Effect.fail(new InvalidArgument({ node: self, message: "the certificate was not recorded" }))
     )

@@ -22,6 +22,8 @@
  * the request's signature, then has the token consumed through Raft (`ConsumeJoinToken`: one node
  * per token, before its expiry) and only then answers the certificate, the CA's key and the cluster
  * secret (what peer handshakes and node credentials are made from): everything a member holds.
+ * Whichever way a node joins, the member records the certificate it signed in the replicated state
+ * before it answers (`CertRenewal.recordIssued`), so that removing the node revokes it.
  * The consumption records the SHA-256 of the request's public key: when the answer is lost after
  * the token was consumed, the same node asking again with the same request (it keeps its key and
  * request from before its first attempt) is answered again, until the token expires; anyone else
@@ -55,6 +57,7 @@ import {
 import { idOfPresented, type JoinTokenId, type JoinTokenInfo, type JoinTokenParts, presented, PresentedJoinToken } from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
 import * as Tls from "../net/Tls.js"
+import * as CertRenewal from "./CertRenewal.js"
 import { clusterSecretRequired } from "./NodeControlPlane.js"
 
 export const caPath = "/v1/tls/ca"
@@ -141,6 +144,8 @@ export interface HandlerOptions {
   readonly authenticate: Authenticate
   /** Uses up a join token through Raft for a node and its key's SHA-256 (the control plane's, which forwards to the leader). */
   readonly consumeJoinToken: (id: JoinTokenId, hash: string, node: NodeId, key: string) => Effect.Effect<JoinTokenInfo, BlixardError>
+  /** Records what this node signs in the replicated state before it answers (`CertRenewal.recordIssued`). */
+  readonly record: CertRenewal.Recorder
   /** Runs an Effect (signing, consuming) and answers through `then`. */
   readonly run: <A, E>(effect: Effect.Effect<A, E>, then: (result: Either.Either<A, E | TlsInvalid>) => void) => void
 }
@@ -199,6 +204,7 @@ const handleJoin = (options: HandlerOptions, request: http.IncomingMessage, resp
     const granted = Effect.gen(function* () {
       const certificate = yield* Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names })
       yield* options.consumeJoinToken(id, sha256Hex(asked.token), asked.node, publicKeyHashOf(certificate))
+      yield* CertRenewal.recordIssued(options.record, certificate, asked.node, "join")
       return certificate
     })
     options.run(granted, (result) =>
@@ -245,7 +251,7 @@ export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
         "401": errorResponse("Unauthorized: no valid node credential", "Unauthorized"),
         "403": errorResponse("Forbidden: the credential is not the node's own", "Forbidden"),
         "413": errorResponse(`InvalidArgument: the body is larger than ${maxBodyBytes} bytes`, "InvalidArgument"),
-        "503": errorResponse("Unavailable: this node holds no CA key", "Unavailable")
+        "503": errorResponse("Unavailable: this node holds no CA key, or the signed certificate could not be recorded in the cluster (it is not handed out)", "Unavailable")
       }
     },
     handle: (request, response) => sign(options, request, response)
@@ -268,7 +274,7 @@ export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
         "409": errorResponse("JoinTokenUsed: the token was used already", "JoinTokenUsed"),
         "410": errorResponse("JoinTokenExpired: the token expired", "JoinTokenExpired"),
         "413": errorResponse(`InvalidArgument: the body is larger than ${maxBodyBytes} bytes`, "InvalidArgument"),
-        "503": errorResponse("Unavailable: this node holds no CA key, or the token could not be consumed now", "Unavailable")
+        "503": errorResponse("Unavailable: this node holds no CA key, or the token could not be consumed or the certificate recorded now", "Unavailable")
       }
     },
     handle: (request, response) => handleJoin(options, request, response)
@@ -294,10 +300,12 @@ const sign = (options: HandlerOptions, request: http.IncomingMessage, response: 
     const caKey = options.tls.caKey
     if (caKey === undefined) return answer(response, 503, noCaKey(asked.node))
     options.run(
-      Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names }),
+      Effect.tap(Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names }), (certificate) =>
+        CertRenewal.recordIssued(options.record, certificate, asked.node, "join")
+      ),
       (signed) =>
         Either.isLeft(signed)
-          ? refuse(response, 400, signed.left)
+          ? refuse(response, statusOf(signed.left), signed.left)
           : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey, certificate: signed.right })
     )
   })

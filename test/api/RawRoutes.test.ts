@@ -43,6 +43,7 @@ const options = (auth?: AuthOptions): ApiOptions => ({
         throw new Error("not asked in this test")
       },
       consumeJoinToken: () => Effect.die(new Error("not asked in this test")),
+      record: () => Effect.die("not recorded here"),
       run: () => undefined
     })
   ]

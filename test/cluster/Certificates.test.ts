@@ -29,7 +29,12 @@ class Replica {
   remove(node: number) {
     return this.state.applyMembership(++this.index, { type: "remove", nodeId: node })
   }
+  add(node: number) {
+    return this.state.applyMembership(++this.index, { type: "add", nodeId: node, address: `10.0.0.${node}:7001` })
+  }
 }
+
+const issued = (node: number, s: string, how: "join" | "renewal") => new C.RecordCertificate({ ...record(node, s), issued: how })
 
 const code = (result: ReturnType<Replica["run"]>) => (Either.isLeft(result) ? result.left.code : "ok")
 
@@ -83,6 +88,40 @@ describe("the certificate revocation list", () => {
     expect(r.state.revoked.has("b1")).toBe(false)
   })
 
+  it("a certificate the signer recorded at a join is revoked when its node is removed, though the node never reported it", () => {
+    const r = new Replica()
+    r.add(1)
+    // Node 4 joined (node 1 signed and recorded its certificate) and was removed before it reported anything.
+    expect(code(r.run(issued(4, "d1", "join"), 1_000))).toBe("ok")
+    r.add(4)
+    expect(r.remove(4).map((e) => [e.serial, e.node, e.reason])).toEqual([["d1", 4, "node 4 was removed from the cluster"]])
+    expect(r.state.certificates.has("d1")).toBe(false)
+  })
+
+  it("a renewal recorded after its node was removed is refused (BLX_FORBIDDEN): the signer does not hand it out", () => {
+    const r = new Replica()
+    r.add(1)
+    r.add(2)
+    expect(code(r.run(issued(2, "a1", "renewal"), 1_000))).toBe("ok")
+    r.remove(2)
+    const late = r.run(issued(2, "a2", "renewal"), 2_000)
+    expect(code(late)).toBe("BLX_FORBIDDEN")
+    expect(Either.isLeft(late) && late.left.message).toMatch(/node 2 is not a member of the cluster: its renewed certificate a2 is not issued/)
+    expect(r.state.certificates.has("a2")).toBe(false)
+    expect([...r.state.revoked.keys()]).toEqual(["a1"])
+  })
+
+  it("a serial recorded as one node's is not recorded as another's (BLX_INVALID_ARGUMENT)", () => {
+    const r = new Replica()
+    r.run(record(2, "a1"), 0)
+    const other = r.run(issued(3, "a1", "join"), 1)
+    expect(code(other)).toBe("BLX_INVALID_ARGUMENT")
+    expect(Either.isLeft(other) && other.left.message).toBe("certificate a1 is recorded as node 2's, not node 3's")
+    expect(r.state.certificates.get("a1")?.node).toBe(2)
+    // The node's own report of the certificate its signer recorded is taken.
+    expect(code(r.run(record(2, "a1"), 2))).toBe("ok")
+  })
+
   it("records and revocations are forgotten once their certificate has expired (at the entry's clock)", () => {
     const r = new Replica()
     r.run(record(2, "a1", 10 * day), 0)
@@ -134,6 +173,10 @@ describe("the certificate revocation list", () => {
     const encoded = Schema.encodeSync(CommandEnvelopeJson)(new CommandEnvelope({ command: new C.RevokeCertificate({ node: NodeId.make(2), reason: "r" }), proposedAt: 1 }))
     expect(Schema.decodeSync(CommandEnvelopeJson)(encoded).command).toEqual(new C.RevokeCertificate({ node: NodeId.make(2), reason: "r" }))
     expect(() => Schema.decodeUnknownSync(CommandEnvelopeJson)(JSON.stringify({ command: { _tag: "RecordCertificate", node: 2, serial: "XYZ", fingerprint: "0", notAfter: 1 }, proposedAt: 1 }))).toThrow()
+    // A signer's record carries how it issued the certificate; an entry of an older version has no `issued` and decodes as a node's report.
+    expect(Schema.decodeSync(CommandEnvelopeJson)(Schema.encodeSync(CommandEnvelopeJson)(new CommandEnvelope({ command: issued(2, "a1", "renewal"), proposedAt: 1 }))).command).toEqual(issued(2, "a1", "renewal"))
+    const older = JSON.stringify({ command: { _tag: "RecordCertificate", node: 2, serial: "a1", fingerprint: "0".repeat(62) + "a1", notAfter: 1 }, proposedAt: 1 })
+    expect(Schema.decodeSync(CommandEnvelopeJson)(older).command).toEqual(record(2, "a1", 1))
   })
 
   it("revocations are events (cert.revoked), by an admin and by a node's removal", () => {

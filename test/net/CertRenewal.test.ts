@@ -12,9 +12,13 @@ import * as https from "node:https"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as tls from "node:tls"
+import type { CertificateReport } from "../../src/api/ControlPlane.js"
 import { normalizeSerial } from "../../src/domain/Certificate.js"
+import { type BlixardError, Forbidden, NotLeader } from "../../src/domain/Errors.js"
+import { NodeId } from "../../src/domain/NodeId.js"
 import * as Tls from "../../src/net/Tls.js"
 import * as CertRenewal from "../../src/node/CertRenewal.js"
+import * as DaemonParts from "../../src/node/DaemonParts.js"
 import { eventually, heartbeat, receiveN, receiveWithin, startNode } from "./harness.js"
 
 const cluster = randomUUID()
@@ -138,8 +142,18 @@ describe("POST /v1/tls/renew", () => {
       const serverCert = yield* issue(1)
       const revokedSerials = new Set<string>()
       const members = new Set([1, 2])
+      const recorded: Array<CertificateReport> = []
       const server = yield* renewalServer(
-        { ca: ca.ca, caKey: ca.caKey, clusterId: cluster, validityMs: 30 * day, isMember: (n) => members.has(n), revoked: (s) => (revokedSerials.has(s) ? "key leaked" : undefined), run },
+        {
+          ca: ca.ca,
+          caKey: ca.caKey,
+          clusterId: cluster,
+          validityMs: 30 * day,
+          isMember: (n) => members.has(n),
+          revoked: (s) => (revokedSerials.has(s) ? "key leaked" : undefined),
+          record: (report) => Effect.sync(() => recorded.push(report)),
+          run
+        },
         serverCert
       )
       const address = `127.0.0.1:${portOf(server)}`
@@ -153,6 +167,8 @@ describe("POST /v1/tls/renew", () => {
       expect(facts.notAfter - Date.now()).toBeLessThanOrEqual(30 * day)
       expect(facts.notAfter - Date.now()).toBeGreaterThan(29 * day)
       expect(Tls.identityOf(new (yield* Effect.promise(() => import("node:crypto"))).X509Certificate(renewed.cert).subjectAltName)?.node).toBe(2)
+      // The signer recorded it before answering, with the certificate as proof for the leader.
+      expect(recorded).toEqual([{ node: 2, serial: facts.serial, fingerprint: facts.fingerprint, notAfter: facts.notAfter, issued: "renewal", certificate: renewed.cert }])
 
       revokedSerials.add(Tls.factsOf(own.cert).serial)
       const revoked = yield* Effect.either(CertRenewal.renewFrom(address, options))
@@ -175,7 +191,7 @@ describe("POST /v1/tls/renew", () => {
       const { ca, issue } = yield* pki
       const serverCert = yield* issue(1)
       const server = yield* renewalServer(
-        { ca: ca.ca, caKey: ca.caKey, clusterId: cluster, validityMs: 365 * day, isMember: () => true, revoked: () => undefined, run },
+        { ca: ca.ca, caKey: ca.caKey, clusterId: cluster, validityMs: 365 * day, isMember: () => true, revoked: () => undefined, record: () => Effect.void, run },
         serverCert
       )
       const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-renew-"))
@@ -202,6 +218,70 @@ describe("POST /v1/tls/renew", () => {
       expect(Tls.factsOf(reread.cert).serial).toBe(facts.serial)
       expect(reread.key).toBe(live.key)
       expect(fs.readdirSync(Tls.tlsDir(dataDir)).sort()).toEqual(["ca.crt", "ca.key", "node.crt", "node.key"])
+    })
+  )
+})
+
+/** An HTTPS server that asks for a client certificate and notes the serial of each request's; answers 503. */
+const serialRecorder = (server: { cert: string; key: string }, ca: string) =>
+  Effect.gen(function* () {
+    const seen: Array<string> = []
+    const listening = yield* Effect.acquireRelease(
+      Effect.async<https.Server>((resume) => {
+        const created = https.createServer({ ca, ...server, requestCert: true, rejectUnauthorized: true }, (request, response) => {
+          seen.push(normalizeSerial((request.socket as tls.TLSSocket).getPeerCertificate().serialNumber))
+          const body = JSON.stringify({ _tag: "Unavailable", code: "BLX_UNAVAILABLE", message: "noted" })
+          response.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+          response.end(body)
+        })
+        created.listen(0, "127.0.0.1", () => resume(Effect.succeed(created)))
+      }),
+      (created) => Effect.sync(() => created.closeAllConnections()).pipe(Effect.zipRight(Effect.async<void>((resume) => void created.close(() => resume(Effect.void)))))
+    )
+    return { seen, address: `127.0.0.1:${portOf(listening)}` }
+  })
+
+describe("a node's outgoing API calls present its current certificate", () => {
+  it.scopedLive("after a renewal, the next call to another node presents the new serial (kept-alive connections included)", () =>
+    Effect.gen(function* () {
+      const { ca, issue } = yield* pki
+      const server = yield* serialRecorder(yield* issue(1), ca.ca)
+      const first = yield* issue(2)
+      const live = new Tls.LiveTls(ca.ca, first.cert, first.key, cluster)
+      const remote = yield* DaemonParts.remotePlanes({ credential: "blxn_2_x", requestMs: 5000, tls: DaemonParts.outgoingTls(live) })
+      const leader = remote(server.address)
+      yield* Effect.either(leader.health)
+      yield* Effect.either(leader.health)
+      const renewed = yield* issue(2)
+      live.replace(renewed.cert, renewed.key)
+      yield* Effect.either(leader.health)
+      yield* Effect.either(leader.clusterStatus)
+      const [before, after] = [Tls.factsOf(first.cert).serial, Tls.factsOf(renewed.cert).serial]
+      expect(server.seen).toEqual([before, before, after, after])
+    })
+  )
+})
+
+describe("a renewal the signer cannot record", () => {
+  it.scopedLive("is not handed out: the renewing node keeps its certificate and hears why (refused as the cluster refused it, else BLX_UNAVAILABLE)", () =>
+    Effect.gen(function* () {
+      const { ca, issue } = yield* pki
+      let refusal: BlixardError = new NotLeader({ message: "no leader yet" })
+      const server = yield* renewalServer(
+        { ca: ca.ca, caKey: ca.caKey, clusterId: cluster, validityMs: 365 * day, isMember: () => true, revoked: () => undefined, record: () => Effect.fail(refusal), run },
+        yield* issue(1)
+      )
+      const own = yield* issue(2)
+      const options = { node: 2, current: new Tls.LiveTls(ca.ca, own.cert, own.key, cluster), names: ["127.0.0.1"], validityMs: 365 * day, timeoutMs: 5000 }
+      const unrecorded = yield* Effect.either(CertRenewal.renewFrom(`127.0.0.1:${portOf(server)}`, options))
+      expect(Either.isLeft(unrecorded) && [unrecorded.left.code, unrecorded.left.message]).toEqual([
+        "BLX_UNAVAILABLE",
+        expect.stringMatching(/signed for node 2 \(renewal\) could not be recorded in the cluster, so it is not handed out \(BLX_NOT_LEADER: no leader yet\)/)
+      ])
+      // Removed while its renewal was signed: the state machine refused the record.
+      refusal = new Forbidden({ node: NodeId.make(2), message: "node 2 is not a member of the cluster: its renewed certificate is not issued" })
+      const removed = yield* Effect.either(CertRenewal.renewFrom(`127.0.0.1:${portOf(server)}`, options))
+      expect(Either.isLeft(removed) && [removed.left.code, removed.left.message]).toEqual(["BLX_FORBIDDEN", expect.stringMatching(/node 2 is not a member of the cluster/)])
     })
   )
 })

@@ -11,15 +11,17 @@ import * as https from "node:https"
 import * as path from "node:path"
 import type { AddressInfo } from "node:net"
 import * as Auth from "../../src/api/Auth.js"
+import type { CertificateReport } from "../../src/api/ControlPlane.js"
 import { ClusterState } from "../../src/cluster/ClusterState.js"
 import * as C from "../../src/domain/Command.js"
 import type { BlixardError } from "../../src/domain/Errors.js"
-import { JoinTokenUsed } from "../../src/domain/Errors.js"
+import { JoinTokenUsed, NotLeader } from "../../src/domain/Errors.js"
 import { JoinTokenId, JoinTokenInfo, presented } from "../../src/domain/JoinToken.js"
 import type { NodeId } from "../../src/domain/NodeId.js"
 import * as Tls from "../../src/net/Tls.js"
 import { NodeConfig } from "../../src/node/Config.js"
 import * as StartTls from "../../src/node/StartTls.js"
+import * as CertRenewal from "../../src/node/CertRenewal.js"
 import * as TlsBootstrap from "../../src/node/TlsBootstrap.js"
 import { tempDir } from "../support/TempDir.js"
 
@@ -46,9 +48,13 @@ type Consume = (id: JoinTokenId, hash: string, node: NodeId, key: string) => Eff
  * A member serving the bootstrap endpoints; `consume` plays the Raft consumption. `dropAnswers`
  * join answers are lost after the token was consumed (the connection is cut instead).
  */
-const member = async (consume: Consume, options: { readonly publicClusterSecret?: boolean; readonly dropAnswers?: number } = {}) => {
+const member = async (
+  consume: Consume,
+  options: { readonly publicClusterSecret?: boolean; readonly dropAnswers?: number; readonly record?: CertRenewal.Recorder } = {}
+) => {
   const tls = await memberTls()
   const seen: Array<string> = []
+  const recorded: Array<CertificateReport> = []
   const consumed: Array<[string, string, number]> = []
   const keys: Array<string> = []
   let drops = options.dropAnswers ?? 0
@@ -62,6 +68,7 @@ const member = async (consume: Consume, options: { readonly publicClusterSecret?
       keys.push(key)
       return consume(id, hash, node, key)
     },
+    record: options.record ?? ((report) => Effect.sync(() => recorded.push(report))),
     run: (effect, then) => void Effect.runPromise(Effect.either(effect)).then(then)
   })
   const server = https.createServer({ cert: tls.cert, key: tls.key }, (request, response) => {
@@ -84,7 +91,7 @@ const member = async (consume: Consume, options: { readonly publicClusterSecret?
   })
   servers.push(server)
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  return { tls, seen, consumed, keys, address: `127.0.0.1:${(server.address() as AddressInfo).port}` }
+  return { tls, seen, consumed, keys, recorded, address: `127.0.0.1:${(server.address() as AddressInfo).port}` }
 }
 
 /** The token's consumption applied to a real replicated state (as every replica applies it). */
@@ -134,6 +141,19 @@ describe("joining with a join token", () => {
     // The member was shown <id>.<secret> and consumed it as its hash, for node 4.
     expect(m.consumed).toEqual([[token.id, Auth.sha256Hex(presented(token)), 4]])
     expect(m.keys).toEqual([TlsBootstrap.publicKeyHashOf(admitted.cert)])
+    // Recorded by the member as part of signing, with the certificate as proof, before it answered.
+    const facts = Tls.factsOf(admitted.cert)
+    expect(m.recorded).toEqual([{ node: 4, serial: facts.serial, fingerprint: facts.fingerprint, notAfter: facts.notAfter, issued: "join", certificate: admitted.cert }])
+  })
+
+  it("a certificate the member cannot record is not handed out (503): the joiner asks again", async () => {
+    const m = await member(used, { record: () => Effect.fail(new NotLeader({ message: "no leader yet" })) })
+    const request = await Effect.runPromise(Tls.createRequest(6))
+    const answer = await post(m.address, m.tls.ca, { token: presented(token), node: 6, csr: request.csr, names: [] })
+    expect(answer.status).toBe(503)
+    expect(JSON.parse(answer.text)).toMatchObject({ code: "BLX_UNAVAILABLE", message: expect.stringMatching(/signed for node 6 \(join\) could not be recorded in the cluster, so it is not handed out \(BLX_NOT_LEADER: no leader yet\)/) })
+    expect(answer.text).not.toContain("CERTIFICATE")
+    expect(answer.text).not.toContain(clusterSecret)
   })
 
   it("a CA other than the token pins stops the joiner before it sends anything (BLX_JOIN_TOKEN_CA_MISMATCH)", async () => {
