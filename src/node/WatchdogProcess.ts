@@ -43,15 +43,23 @@ import type { WatchdogConfig } from "./Config.js"
 export const thisProgram = (): string => path.resolve(process.argv[1] ?? "")
 
 /**
+ * How long a read of the lease, the record or the state directory is waited for once the lease has
+ * expired: a disk that does not answer within it is taken as stalled (no renewal; the runners found
+ * in /proc). Far below a fence round's budget (fencingMs is seconds), far above a healthy read.
+ */
+const ReadWaitMs = 100
+
+/**
  * The node's runners, as the daemon reaches them (adopted runners polled every 50 ms: a fence round
- * waits on their exits), and in process mode also those no pid file names (found in /proc).
+ * waits on their exits), and in process mode also those no pid file names (found in /proc), with
+ * reads of the state directory waited for `ReadWaitMs`.
  */
 const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
   const settings = { stateDir: config.microvmStateDir, node: config.id }
   return (
     config.vmBackend === "systemd"
       ? layerSystemd(settings)
-      : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50), findUnrecorded: true })
+      : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50), findUnrecorded: true, readWait: Duration.millis(ReadWaitMs) })
   ).pipe(Layer.provide(NodeCommandExecutor.layer), Layer.provide(NodeFileSystem.layer))
 }
 
@@ -120,6 +128,7 @@ export const run = (config: WatchdogConfig) =>
         lease: NodeLease.read(files.lease, node),
         stillOwner: owned,
         publish: (phase) => write(phase).pipe(Effect.catchAll((e) => Effect.logError(`node ${node}: ${formatError(e)}`))),
+        readWaitMs: ReadWaitMs,
         backend: backendLayer(config),
         writerAlive: (lease) => isRunning(lease.writer)
       })
