@@ -38,9 +38,8 @@ import * as childProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { BackendFailed, type VmDirForeign } from "../domain/Errors.js"
-import type { VmName } from "../domain/VmName.js"
+import { VmName } from "../domain/VmName.js"
 import { bootId, groupLeadersIn, isAlive, readCmdline, readEnviron, readStat } from "./internal/procfs.js"
-import { VmName as VmNameSchema } from "../domain/VmName.js"
 import { runCommand, showCommand } from "./internal/runCommand.js"
 import { removeGcRoots } from "./internal/gcRoots.js"
 import { readOwnership, scanStateDir } from "./internal/ownership.js"
@@ -235,7 +234,7 @@ export const make = (
       settings.findUnrecorded !== true
         ? Effect.succeed([])
         : Effect.map(realStateDir(by), (dir) =>
-            groupLeadersIn(dir, VmEnvironmentVariable).flatMap((p) => Option.toArray(Schema.validateOption(VmNameSchema)(p.name)))
+            groupLeadersIn(dir, VmEnvironmentVariable).flatMap((p) => Option.toArray(Schema.validateOption(VmName)(p.name)))
           )
 
     /** Called once per supervised process when it is gone. */
