@@ -24,9 +24,10 @@
  *   not pile up), and is waited for only so long: before the deadline, until just after it; past it,
  *   `readWaitMs`. A lease read not answered by then is no renewal: the deadline read last stands, and
  *   the node is fenced on time. A record read not answered within `readWaitMs` leaves the watchdog
- *   in charge. The backend
- *   reads the state directories the same way (`ProcessBackend`'s `readWait`), and finds its runners in
- *   /proc when they do not answer.
+ *   in charge. The backend reads the state directories the same way (`ProcessBackend`'s
+ *   `readWait`), and finds the runners in /proc when they do not answer. A fence round re-reads the
+ *   lease twice (see below), so on a disk that answers nothing its stops go out about
+ *   2 × `readWaitMs` (plus the backend's own waits) after the deadline.
  * - Once it has passed: a FENCE ROUND, repeated at the next poll (`pollMs`) until a round finds
  *   nothing running (a stop that failed, a start that was under way while the round listed), then
  *   every `fencingMs` while the lease stays expired; the lease is re-read every `pollMs`. A renewed
