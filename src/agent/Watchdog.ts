@@ -17,6 +17,17 @@
  *   watchdog started by hand, or a damaged file).
  * - Until the deadline it sleeps, waking just after it (or after `pollMs`) to re-read the lease: a
  *   daemon in contact with the quorum keeps pushing the deadline forward.
+ * - DISK READS NEVER HOLD IT UP. The lease and the record live on the data directory's disk, the one
+ *   whose stall the watchdog must outlive, and a read there may hang as long as the disk does. So the
+ *   deadline is kept in memory (the lease as last read), every read runs off the JavaScript thread,
+ *   shared with the read of the same file still under way (`vm/internal/diskReads.ts`: hung reads do
+ *   not pile up), and is waited for only so long: before the deadline, until just after it; past it,
+ *   `readWaitMs`. A lease read not answered by then is no renewal: the deadline read last stands, and
+ *   the node is fenced on time. A record read not answered within `readWaitMs` leaves the watchdog
+ *   in charge. The backend reads the state directories the same way (`ProcessBackend`'s
+ *   `readWait`), and finds the runners in /proc when they do not answer. A fence round re-reads the
+ *   lease twice (see below), so on a disk that answers nothing its stops go out about
+ *   2 × `readWaitMs` (plus the backend's own waits) after the deadline.
  * - Once it has passed: a FENCE ROUND, repeated at the next poll (`pollMs`) until a round finds
  *   nothing running (a stop that failed, a start that was under way while the round listed), then
  *   every `fencingMs` while the lease stays expired; the lease is re-read every `pollMs`. A renewed
@@ -102,9 +113,13 @@ export interface WatchdogOptions {
   readonly stopTimeoutMs: number
   /** How often the lease is re-read at most (default `fencingMs / 4`, between 25 ms and 1 s). */
   readonly pollMs?: number | undefined
-  /** Reads the lease now (`NodeLease.read`); none, or an error, counts as no valid lease. */
+  /**
+   * Reads the lease now (`NodeLease.read`); none, or an error, counts as no valid lease. It may never
+   * answer (a stalled disk): the loop waits for it only until just after the deadline (`readWaitMs`
+   * once past it), and must be able to ask again meanwhile without starting a second read.
+   */
   readonly lease: Effect.Effect<Option.Option<NodeLease>, LeaseError>
-  /** Whether this process is still the node's watchdog (its record names it). */
+  /** Whether this process is still the node's watchdog (its record names it); waited for `readWaitMs`. */
   readonly stillOwner: Effect.Effect<boolean>
   /**
    * Publishes the phase in the watchdog's record. It writes to the data directory, whose disk may
@@ -117,6 +132,12 @@ export interface WatchdogOptions {
    * order of the header holds; on a stalled one the VMs are stopped regardless.
    */
   readonly publishWaitMs?: number | undefined
+  /**
+   * How long a read of the record, and past the deadline of the lease, is waited for (default 100 ms,
+   * at most `pollMs`): unanswered, the lease is taken as not renewed, the record as still naming this
+   * watchdog.
+   */
+  readonly readWaitMs?: number | undefined
   /** The node's runners: one instance is built for each fence round. */
   readonly backend: Layer.Layer<VmBackend>
   /** Whether the daemon that wrote `lease` still runs. */
@@ -132,6 +153,8 @@ interface Reading {
   readonly problem: string | undefined
   /** The lease file is there but cannot be used (unreadable, invalid, another node's). */
   readonly damaged: boolean
+  /** The read was not answered in time: this is the lease as read last. */
+  readonly unanswered: boolean
 }
 
 interface RoundResult {
@@ -189,23 +212,57 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
         return Deferred.await(done)
       })
 
-    const readLease: Effect.Effect<Reading> = options.lease.pipe(
-      Effect.map((lease): Reading => ({
-        lease,
-        problem: Option.isNone(lease) ? `node ${node} has no lease file` : undefined,
-        damaged: false
-      })),
-      Effect.catchAll((e) => Effect.succeed<Reading>({ lease: Option.none(), problem: formatError(e), damaged: true })),
-      Effect.tap((reading) =>
-        Effect.suspend(() => {
-          if (reading.problem === lastProblem) return Effect.void
-          lastProblem = reading.problem
-          return reading.damaged ? Effect.logError(`node ${node}: ${reading.problem}`) : Effect.void
-        })
-      )
+    const readWaitMs = Math.min(pollMs, options.readWaitMs ?? 100)
+    /** The lease as last read: what a read not answered in time leaves in force (no renewal). */
+    let known: Reading = { lease: Option.none(), problem: undefined, damaged: false, unanswered: false }
+    let unansweredSince: number | undefined
+
+    /** The time a read may take: until just after the deadline, or `readWaitMs` once it has passed. */
+    const waitFor = Effect.map(Clock.currentTimeMillis, (now) =>
+      Math.max(readWaitMs, deadlineOf(known.lease, startedAt, options.fencingMs) + 1 - now)
     )
 
-    /** The lease is valid now: a daemon in contact with the quorum renewed it. */
+    const readLease: Effect.Effect<Reading> = Effect.gen(function* () {
+      const waitMs = yield* waitFor
+      const answer = yield* options.lease.pipe(
+        Effect.map((lease): Reading => ({
+          lease,
+          problem: Option.isNone(lease) ? `node ${node} has no lease file` : undefined,
+          damaged: false,
+          unanswered: false
+        })),
+        Effect.catchAll((e) =>
+          Effect.succeed<Reading>({ lease: Option.none(), problem: formatError(e), damaged: true, unanswered: false })
+        ),
+        Effect.timeoutOption(`${waitMs} millis`)
+      )
+      const now = yield* Clock.currentTimeMillis
+      if (Option.isNone(answer)) {
+        if (unansweredSince === undefined) {
+          unansweredSince = now
+          yield* Effect.logWarning(
+            `node ${node}: the lease file was not read within ${waitMs} ms (is the data directory's disk stalled?); ` +
+              `the lease as read last stands (${Option.match(known.lease, { onNone: () => "none", onSome: (l) => `valid until ${iso(l.validUntil)}` })}), and no renewal counts until a read answers`
+          )
+        }
+        return { ...known, unanswered: true }
+      }
+      if (unansweredSince !== undefined) {
+        yield* Effect.logInfo(`node ${node}: the lease file is read again (it was not answered for ${now - unansweredSince} ms)`)
+        unansweredSince = undefined
+      }
+      known = answer.value
+      if (known.problem !== lastProblem) {
+        lastProblem = known.problem
+        if (known.damaged) yield* Effect.logError(`node ${node}: ${known.problem}`)
+      }
+      return known
+    })
+
+    /** Whether the record still names this watchdog; not answered within `readWaitMs`, it is taken to (the watchdog stays in charge). */
+    const stillOwner = Effect.map(Effect.timeoutOption(options.stillOwner, `${readWaitMs} millis`), Option.getOrElse(() => true))
+
+    /** The lease is valid now: a daemon in contact with the quorum renewed it (and the read answered in time). */
     const renewed = Effect.gen(function* () {
       const reading = yield* readLease
       const now = yield* Clock.currentTimeMillis
@@ -219,7 +276,10 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
           `${reading.problem ?? `node ${node} has no valid lease`} ${now - startedAt} ms after the watchdog started (the grace is ${options.fencingMs} ms)`,
         onSome: (lease) => {
           const daemon = `its daemon (pid ${lease.writer.pid}) ${options.writerAlive(lease) ? "runs but cannot prove contact with the quorum (cut off, or hung)" : "is gone (killed, crashed or stopped)"}`
-          return `node ${node}'s lease expired at ${iso(lease.validUntil)} (${now - lease.validUntil} ms ago); ${daemon}`
+          const stale = reading.unanswered
+            ? ` (its lease file has not answered a read since ${iso(unansweredSince ?? now)}: is the data directory's disk stalled?)`
+            : ""
+          return `node ${node}'s lease expired at ${iso(lease.validUntil)} (${now - lease.validUntil} ms ago)${stale}; ${daemon}`
         }
       })
 
@@ -279,8 +339,8 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
     /** When the last fence round ran (undefined: none since the lease was last valid, or retry at once). */
     let lastRound: number | undefined
     for (;;) {
-      if (!(yield* options.stillOwner)) return "replaced"
-      const reading = yield* readLease
+      const [owner, reading] = yield* Effect.all([stillOwner, readLease], { concurrency: 2 })
+      if (!owner) return "replaced"
       const now = yield* Clock.currentTimeMillis
       const deadline = deadlineOf(reading.lease, startedAt, options.fencingMs)
       if (now <= deadline) {

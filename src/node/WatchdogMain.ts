@@ -12,6 +12,9 @@ import { formatError } from "../domain/Errors.js"
 import { parseWatchdogArgs, usage } from "./WatchdogArgs.js"
 import { run } from "./WatchdogProcess.js"
 
+export const WatchdogThreads = 16
+process.env.UV_THREADPOOL_SIZE ??= String(WatchdogThreads)
+
 /** Exit codes as the CLI's: 0, 1 a failure, 2 a usage error, 130 interrupted (SIGINT/SIGTERM). */
 const main = Effect.suspend(() => {
   const args = process.argv.slice(4)

@@ -9,6 +9,11 @@
  * record when it ends. When the daemon started it, its output — the `BLX_FENCED` lines naming each
  * VM it stopped, why, and what to do next — is appended to `${dataDir}/fencing/watchdog.log`.
  *
+ * Nor do its reads: the lease, its record, the VMs' state directories and the runners' pid files are
+ * read off the event loop, each waited for only so long (`agent/Watchdog.ts`, `ProcessBackend`'s
+ * `readWait`). Its libuv thread pool is larger than Node.js's default (`WatchdogMain.ts`), so that
+ * the reads and writes hung on one stalled disk leave threads for the files on another.
+ *
  * Its output never holds it up: the log is a file in the data directory, on the very disk whose stall
  * the watchdog must outlive, so lines are written off the event loop (`lineWriter`), never with the
  * synchronous write `console.log` makes to a file — one such write, hung, would stop the fencing. The
@@ -38,15 +43,23 @@ import type { WatchdogConfig } from "./Config.js"
 export const thisProgram = (): string => path.resolve(process.argv[1] ?? "")
 
 /**
+ * How long a read of the lease, the record or the state directory is waited for once the lease has
+ * expired: a disk that does not answer within it is taken as stalled (no renewal; the runners found
+ * in /proc). Far below a fence round's budget (fencingMs is seconds), far above a healthy read.
+ */
+const ReadWaitMs = 100
+
+/**
  * The node's runners, as the daemon reaches them (adopted runners polled every 50 ms: a fence round
- * waits on their exits), and in process mode also those no pid file names (found in /proc).
+ * waits on their exits), and in process mode also those no pid file names (found in /proc), with
+ * reads of the state directory waited for `ReadWaitMs`.
  */
 const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
   const settings = { stateDir: config.microvmStateDir, node: config.id }
   return (
     config.vmBackend === "systemd"
       ? layerSystemd(settings)
-      : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50), findUnrecorded: true })
+      : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50), findUnrecorded: true, readWait: Duration.millis(ReadWaitMs) })
   ).pipe(Layer.provide(NodeCommandExecutor.layer), Layer.provide(NodeFileSystem.layer))
 }
 
@@ -97,8 +110,13 @@ export const run = (config: WatchdogConfig) =>
         Effect.orElseSucceed(() => false)
       )
       yield* write("watching")
+      // Off the JavaScript thread and bounded, as every step here: the disk may still be stalled.
       yield* Effect.addFinalizer(() =>
-        Effect.flatMap(owned, (mine) => Effect.sync(() => (mine ? fs.rmSync(files.watchdog, { force: true }) : undefined)))
+        owned.pipe(
+          Effect.flatMap((mine) => (mine ? Effect.promise(() => fs.promises.rm(files.watchdog, { force: true }).catch(() => undefined)) : Effect.void)),
+          Effect.timeout("1 second"),
+          Effect.ignore
+        )
       )
       yield* Effect.logInfo(
         `node ${node}: fencing watchdog started (pid ${self.pid}; lease ${files.lease}; ${config.vmBackend} backend, VMs in ${config.microvmStateDir})`
@@ -110,6 +128,7 @@ export const run = (config: WatchdogConfig) =>
         lease: NodeLease.read(files.lease, node),
         stillOwner: owned,
         publish: (phase) => write(phase).pipe(Effect.catchAll((e) => Effect.logError(`node ${node}: ${formatError(e)}`))),
+        readWaitMs: ReadWaitMs,
         backend: backendLayer(config),
         writerAlive: (lease) => isRunning(lease.writer)
       })

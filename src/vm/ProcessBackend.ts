@@ -21,30 +21,35 @@
  * (`KillMode=process`); otherwise use systemd mode.
  *
  * The stop path (the fencing's) never waits on the state directory's disk before its signal, and
- * never writes to it from the JavaScript thread: the VM's log lines go through a `lineWriter`, pid
- * files are removed and `booted` is claimed asynchronously. On a stalled disk (usually the data
- * directory's too) a synchronous write there would hang the whole process — the fencing watchdog
- * stopping one VM would then stop no other.
+ * never touches it from the JavaScript thread: the VM's log lines go through a `lineWriter`, pid
+ * files are removed and `booted` is claimed asynchronously, and listings, ownership markers, pid
+ * files and links are read off the event loop (`internal/diskReads.ts`). On a stalled disk (usually
+ * the data directory's too) one synchronous call there would hang the whole process — the fencing
+ * watchdog stopping one VM would then stop no other. With `readWait` (the watchdog's), a read not
+ * answered in time does not hold up a listing or a stop either: the runners are then found in /proc
+ * (`findUnrecorded`), a directory whose marker does not answer is taken as Blixard's when a runner
+ * marked as its VM runs in it, and a stop goes by signals (SIGTERM, SIGKILL after its timeout); a
+ * `microvm-shutdown` hung in the stalled directory never holds up the SIGKILL.
  */
 import type { CommandExecutor } from "@effect/platform"
 import type { Scope } from "effect"
-import { Clock, Deferred, Duration, Effect, Either, Exit, Layer, Option, PubSub, Schedule, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Layer, Option, PubSub, Schedule, Schema, Stream } from "effect"
 import * as childProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { BackendFailed, type VmDirForeign } from "../domain/Errors.js"
-import type { VmName } from "../domain/VmName.js"
+import { VmName } from "../domain/VmName.js"
 import { bootId, groupLeadersIn, isAlive, readCmdline, readEnviron, readStat } from "./internal/procfs.js"
 import { runCommand, showCommand } from "./internal/runCommand.js"
 import { removeGcRoots } from "./internal/gcRoots.js"
-import { scanStateDir } from "./internal/ownership.js"
+import { readOwnership, scanStateDir } from "./internal/ownership.js"
+import * as DiskReads from "./internal/diskReads.js"
 import { lineWriter } from "./internal/lineWriter.js"
 import {
   claimLink,
   isExecutable,
   openAppend,
   type PidRecord,
-  readLink,
   readPidRecord,
   removeFile,
   replaceSymlink,
@@ -52,7 +57,7 @@ import {
   vmPaths,
   writeFileAtomic
 } from "./internal/stateDir.js"
-import { prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
+import { foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import {
   type RunnerExit,
   type RunnerObservation,
@@ -82,6 +87,12 @@ export interface ProcessSettings extends StateDirSettings {
    * disk that stalled just then — is found by its environment's VM marker and its working directory.
    */
   readonly findUnrecorded?: boolean
+  /**
+   * How long a listing's or a stop's reads of the state directory are waited for before they count
+   * as unanswered (the fencing watchdog's, with `findUnrecorded`). Without it they are waited for as
+   * long as they take — the daemon must not start a second runner because a pid file was slow.
+   */
+  readonly readWait?: Duration.DurationInput
 }
 
 /** The variable marking a runner's environment as Blixard's VM NAME (checked when adopting). */
@@ -177,7 +188,9 @@ export const make = (
     const queueRemoval = (name: VmName, kind: ProcessKind, remove: (record: PidRecord | undefined) => boolean): Promise<void> => {
       const k = key(kind, name)
       const pidFile = paths(name).pidFile(kind)
-      const done = (removing.get(k) ?? Promise.resolve()).then(() => (remove(readPidRecord(pidFile)) ? removeFile(pidFile) : undefined))
+      const done = (removing.get(k) ?? Promise.resolve())
+        .then(() => readPidRecord(pidFile))
+        .then((record) => (remove(record) ? removeFile(pidFile) : undefined))
       const settled = done.finally(() => {
         if (removing.get(k) === settled) removing.delete(k)
       })
@@ -191,6 +204,38 @@ export const make = (
 
     /** Waits until the pid file of `kind` for `name` is not being removed. */
     const removed = (name: VmName, kind: ProcessKind) => Effect.promise(() => removing.get(key(kind, name)) ?? Promise.resolve())
+
+    /** The instant by which this step's reads must answer (none without `readWait`: they wait). */
+    const readsBy: Effect.Effect<number | undefined> = Effect.map(Clock.currentTimeMillis, (now) =>
+      settings.readWait === undefined ? undefined : now + Duration.toMillis(settings.readWait)
+    )
+
+    /** Whose the VM's directory is; none when its reads did not answer by `by`. */
+    const ownershipBy = (name: VmName, by: number | undefined) =>
+      DiskReads.answerBy(() => readOwnership(paths(name).dir, name, settings), by).pipe(Effect.orDie)
+
+    /** Where `link` points (resolved), undefined when it is not there or did not answer by `by`. */
+    const linkBy = (link: string, by: number | undefined) =>
+      DiskReads.answerBy(() => DiskReads.readLink(link, "low"), by).pipe(
+        Effect.map((target) => Option.getOrUndefined(target)),
+        Effect.map((target) => (target === undefined ? undefined : path.resolve(path.dirname(link), target))),
+        Effect.orElseSucceed(() => undefined)
+      )
+
+    /** The state directory with its links resolved, when that answers by `by`; else as configured. */
+    const realStateDir = (by: number | undefined) =>
+      DiskReads.answerBy(() => DiskReads.realPath(settings.stateDir, "low"), by).pipe(
+        Effect.map((real) => Option.getOrUndefined(real) ?? path.resolve(settings.stateDir)),
+        Effect.orElseSucceed(() => path.resolve(settings.stateDir))
+      )
+
+    /** With `findUnrecorded`: the VMs whose runners /proc shows in the state directory (no disk read). */
+    const namesInProc = (by: number | undefined): Effect.Effect<ReadonlyArray<VmName>> =>
+      settings.findUnrecorded !== true
+        ? Effect.succeed([])
+        : Effect.map(realStateDir(by), (dir) =>
+            groupLeadersIn(dir, VmEnvironmentVariable).flatMap((p) => Option.toArray(Schema.validateOption(VmName)(p.name)))
+          )
 
     /** Called once per supervised process when it is gone. */
     const onExit = (s: Supervised, info: ExitInfo) =>
@@ -229,32 +274,33 @@ export const make = (
     }
 
     /** With `findUnrecorded`: the VM's runner found in /proc, as its pid file would name it (virtiofsd is not looked for). */
-    const unrecorded = (name: VmName, kind: ProcessKind): PidRecord | undefined => {
-      if (settings.findUnrecorded !== true || kind !== "vm") return undefined
-      let dir: string
-      try {
-        dir = fs.realpathSync(paths(name).dir)
-      } catch {
-        return undefined
-      }
-      const pid = groupLeadersIn(dir, `${VmEnvironmentVariable}=${name}`).find((p) => !readCmdline(p).join(" ").includes("virtiofsd"))
-      const startTime = pid === undefined ? undefined : readStat(pid)?.startTime
-      if (pid === undefined || startTime === undefined) return undefined
-      return { vm: name, process: kind, pid, startTime, bootId: bootId(), startedAt: Date.now() }
-    }
+    const unrecorded = (name: VmName, kind: ProcessKind, by: number | undefined): Effect.Effect<PidRecord | undefined> =>
+      settings.findUnrecorded !== true || kind !== "vm"
+        ? Effect.succeed(undefined)
+        : Effect.map(realStateDir(by), (dir) => {
+            const pid = groupLeadersIn(dir, VmEnvironmentVariable).find(
+              (p) => p.name === name && !readCmdline(p.pid).join(" ").includes("virtiofsd")
+            )?.pid
+            const startTime = pid === undefined ? undefined : readStat(pid)?.startTime
+            if (pid === undefined || startTime === undefined) return undefined
+            return { vm: name, process: kind, pid, startTime, bootId: bootId(), startedAt: Date.now() }
+          })
 
     /** The process of `kind` for `name` if it runs: supervised already, or adopted now from its pid file. */
-    const observe = (name: VmName, kind: ProcessKind): Effect.Effect<Supervised | undefined> =>
+    const observe = (name: VmName, kind: ProcessKind, by: number | undefined): Effect.Effect<Supervised | undefined> =>
       Effect.gen(function* () {
         const exited = yield* Deferred.make<ExitInfo>()
-        // Check and register in one synchronous step, so two observers cannot both adopt.
+        const known = supervised.get(key(kind, name))
+        // Exited, its watcher not yet run: gone (the watcher still reports the exit).
+        if (known !== undefined) return known.gone ? undefined : known
+        // Its pid file (read off the event loop; not answered by `by`, as none), else /proc.
+        const read = yield* DiskReads.answerBy(() => readPidRecord(paths(name).pidFile(kind)), by).pipe(Effect.orDie)
+        const record = Option.getOrUndefined(read) ?? (yield* unrecorded(name, kind, by))
+        // Check again and register in one synchronous step, so two observers cannot both adopt.
         const found = yield* Effect.sync((): { readonly s: Supervised; readonly adoptedNow: boolean } | "stale" | undefined => {
           const known = supervised.get(key(kind, name))
-          // Exited, its watcher not yet run: gone (the watcher still reports the exit).
           if (known !== undefined && known.gone) return undefined
           if (known !== undefined) return { s: known, adoptedNow: false }
-          const pidFile = paths(name).pidFile(kind)
-          const record = readPidRecord(pidFile) ?? unrecorded(name, kind)
           if (record === undefined) return undefined
           if (!validRecord(name, kind, record)) return "stale"
           const s: Supervised = {
@@ -403,7 +449,9 @@ export const make = (
               )
             )
         })
-        const exited = yield* gracefully.pipe(Effect.zipRight(Deferred.await(s.exited)), Effect.timeout(timeout), Effect.option)
+        // Disconnected: a `microvm-shutdown` hung in a stalled state directory, even one that does not
+        // die of its interruption, must not hold up the SIGKILL that is due at the timeout.
+        const exited = yield* gracefully.pipe(Effect.zipRight(Deferred.await(s.exited)), Effect.disconnect, Effect.timeout(timeout), Effect.option)
         if (Option.isSome(exited)) return
         yield* log(s.name, `${what} (pid ${s.pid}) still running after ${Duration.format(timeout)}: SIGKILL`)
         signalGroup(s, "SIGKILL")
@@ -415,17 +463,21 @@ export const make = (
         }
       })
 
-    const status = (name: VmName): Effect.Effect<RunnerState> =>
+    /** The VM's runner, its reads answered by `by` (or not: its directory is then taken as Blixard's, its runner looked for in /proc). */
+    const statusBy = (name: VmName, by: number | undefined): Effect.Effect<RunnerState> =>
       Effect.gen(function* () {
         // A foreign directory's VM is not Blixard's: not even its pid file is read.
-        if (Either.isLeft(yield* Effect.either(requireOwnDir(settings, name)))) return RunnerState.Absent()
-        const s = yield* observe(name, "vm")
+        const ownership = yield* ownershipBy(name, by)
+        if (Option.isSome(ownership) && ownership.value._tag === "Foreign") return RunnerState.Absent()
+        const s = yield* observe(name, "vm", by)
         if (s !== undefined) return RunnerState.Running({ pid: s.pid, since: s.since, adopted: s.adopted })
         const exit = exits.get(name)
         return exit !== undefined
           ? RunnerState.Exited({ at: exit.at, exitCode: exit.exitCode, signal: exit.signal })
           : RunnerState.Absent()
       })
+
+    const status = (name: VmName): Effect.Effect<RunnerState> => Effect.flatMap(readsBy, (by) => statusBy(name, by))
 
     /** The sockets the runner's virtiofsd instances create (`share/microvm/virtiofs/TAG/socket`), resolved in the VM's directory. */
     const virtiofsSockets = (name: VmName, runner: string): ReadonlyArray<string> => {
@@ -457,7 +509,7 @@ export const make = (
     const startVirtiofsd = (name: VmName, runner: string) =>
       Effect.gen(function* () {
         const program = path.join(runner, "bin", "virtiofsd-run")
-        const s = (yield* observe(name, "virtiofsd")) ??
+        const s = (yield* observe(name, "virtiofsd", yield* readsBy)) ??
           (yield* log(name, `starting ${program}`).pipe(Effect.zipRight(spawnSupervised(name, "virtiofsd", program))))
         const sockets = virtiofsSockets(name, runner)
         const timeout = settings.virtiofsdTimeout ?? Duration.seconds(30)
@@ -479,10 +531,10 @@ export const make = (
       withLock(name)(
         Effect.gen(function* () {
           yield* requireOwnDir(settings, name)
-          const running = yield* observe(name, "vm")
+          const running = yield* observe(name, "vm", yield* readsBy)
           if (running !== undefined) return running.pid
           const p = paths(name)
-          const runner = readLink(p.current)
+          const runner = yield* linkBy(p.current, undefined)
           if (runner === undefined || !isExecutable(path.join(runner, "bin", "microvm-run"))) {
             return yield* failed(
               name,
@@ -509,16 +561,19 @@ export const make = (
     const stop = (name: VmName, timeout: Duration.DurationInput): Effect.Effect<void, BackendFailed | VmDirForeign> =>
       withLock(name)(
         Effect.gen(function* () {
-          yield* requireOwnDir(settings, name)
+          const by = yield* readsBy
+          const ownership = yield* ownershipBy(name, by)
+          if (Option.isSome(ownership) && ownership.value._tag === "Foreign") return yield* foreignDirError(settings, name, ownership.value.reason)
           const p = paths(name)
-          const runner = readLink(p.booted) ?? readLink(p.current)
+          // Not answered by `by` (a stalled disk): no `microvm-shutdown`, SIGTERM; the teardown reads its runner later.
+          let runner = (yield* linkBy(p.booted, by)) ?? (yield* linkBy(p.current, by))
           const bin = (program: string) => (runner === undefined ? undefined : path.join(runner, "bin", program))
-          const vm = yield* observe(name, "vm")
+          const vm = yield* observe(name, "vm", by)
           if (vm !== undefined) {
             const shutdown = bin("microvm-shutdown")
             yield* terminate(vm, timeout, Option.fromNullable(shutdown !== undefined && isExecutable(shutdown) ? shutdown : undefined))
           }
-          const virtiofsd = yield* observe(name, "virtiofsd")
+          const virtiofsd = yield* observe(name, "virtiofsd", by)
           if (virtiofsd !== undefined) yield* terminate(virtiofsd, timeout, Option.none())
           // Tear down what `start` set up, once: `booted` is claimed first, so when two processes
           // stop this VM at the same time (the agent fencing and the node's fencing watchdog, see
@@ -526,6 +581,7 @@ export const make = (
           // next stop retries it.
           const claimed = yield* Effect.promise(() => claimLink(p.booted))
           if (claimed !== undefined) {
+            runner ??= yield* linkBy(claimed, undefined)
             yield* Effect.forEach(teardownScripts, (teardown) => {
               const script = bin(teardown)
               return script !== undefined && isExecutable(script) ? runScript(name, script, scriptTimeout) : Effect.void
@@ -538,17 +594,26 @@ export const make = (
         })
       )
 
-    const scan = Effect.try({
-      try: () => scanStateDir(settings.stateDir, settings),
-      catch: (e) =>
-        new BackendFailed({ message: `cannot read the VM state directory ${settings.stateDir}${onNode}: ${describe(e)}`, subject: settings.stateDir, node: settings.node })
-    })
+    const scanFailed = (e: unknown) =>
+      new BackendFailed({ message: `cannot read the VM state directory ${settings.stateDir}${onNode}: ${describe(e)}`, subject: settings.stateDir, node: settings.node })
+    const scan = Effect.tryPromise({ try: () => scanStateDir(settings.stateDir, settings), catch: scanFailed })
 
+    /**
+     * The VMs of Blixard's directories and those that exited, each with its runner's state. Its reads
+     * answer by one deadline (`readWait`); with `findUnrecorded`, the VMs whose runners /proc shows
+     * are listed too, so a listing whose reads do not answer still names every running runner.
+     */
     const list: Effect.Effect<ReadonlyArray<RunnerObservation>, BackendFailed> = Effect.gen(function* () {
-      const names = new Set<VmName>((yield* scan).ours)
+      const by = yield* readsBy
+      const scanned = yield* DiskReads.answerBy(() => scanStateDir(settings.stateDir, settings), by).pipe(
+        // With `findUnrecorded`, an unreadable directory is as one that does not answer: /proc still lists.
+        Effect.catchAll((e) => (settings.findUnrecorded === true ? Effect.succeedNone : Effect.fail(scanFailed(e))))
+      )
+      const names = new Set<VmName>(Option.match(scanned, { onNone: () => [], onSome: (found) => found.ours }))
+      for (const name of yield* namesInProc(by)) names.add(name)
       for (const name of exits.keys()) names.add(name)
       const sorted = [...names].sort()
-      return yield* Effect.forEach(sorted, (name) => Effect.map(status(name), (state) => ({ name, state })))
+      return yield* Effect.forEach(sorted, (name) => Effect.map(statusBy(name, by), (state) => ({ name, state })), { concurrency: "unbounded" })
     })
 
     const remove = (name: VmName): Effect.Effect<void, BackendFailed | VmDirForeign> =>

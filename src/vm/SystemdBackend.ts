@@ -189,7 +189,7 @@ export const make = (
         })
       )
 
-    const scan = Effect.try({
+    const scan = Effect.tryPromise({
       try: () => scanStateDir(settings.stateDir, settings),
       catch: (e) =>
         new BackendFailed({

@@ -164,6 +164,65 @@ describe("Watchdog: the loop", () => {
       expect(writes).toBe(1)
     }))
 
+  it.scoped("lease reads that never answer (the data directory's disk stalled) do not hold it up: the deadline read last stands, and every VM stops within 2 × readWaitMs of it", () =>
+    Effect.gen(function* () {
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      yield* fence.hostFence.renew(FencingMs)
+      const options = fence.watchdog(hv)
+      let stalled = false
+      // From FencingMs / 2 on, every read of the lease and of the record hangs, as a read of a stalled disk does.
+      const hanging = <A, E>(read: Effect.Effect<A, E>) => Effect.suspend(() => (stalled ? Effect.never : read))
+      const watchdog = yield* Effect.forkScoped(
+        Watchdog.run({ ...options, lease: hanging(options.lease), stillOwner: hanging(options.stillOwner), readWaitMs: 50 })
+      )
+      yield* until(FencingMs / 2)
+      stalled = true
+      // A renewal written meanwhile cannot be read: it does not count.
+      yield* fence.hostFence.renew(FencingMs + 10_000)
+      yield* until(FencingMs)
+      expect(hv.runningVms()).toEqual([db, web])
+      // The round re-reads the lease twice (before listing, before stopping): neither answers within readWaitMs.
+      yield* advance(1 + 2 * 50, 1)
+      expect(hv.runningVms()).toEqual([])
+      expect(fence.published).toEqual(["fencing", "watching"])
+      // It keeps watching: a round every fencingMs while the lease (as read last) stays expired.
+      yield* advance(3 * FencingMs)
+      expect(watchdog.unsafePoll()).toBeNull()
+      expect(fence.published.length).toBeGreaterThanOrEqual(2 * 3)
+      // The disk answers again, and a daemon back in contact renews: the renewals are seen, no further round runs.
+      stalled = false
+      const rounds = fence.published.length
+      for (let t = 0; t < 2 * FencingMs; t += FencingMs / 4) {
+        yield* fence.hostFence.renew((yield* now) + FencingMs)
+        yield* advance(FencingMs / 4)
+      }
+      expect(fence.published.length).toBe(rounds)
+    }))
+
+  it.scoped("a lease read that answers late but before the deadline counts; a record read that never answers leaves it in charge", () =>
+    Effect.gen(function* () {
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      yield* fence.hostFence.renew(FencingMs)
+      const options = fence.watchdog(hv)
+      // Each lease read answers after 400 ms (a slow disk); the record is never answered.
+      const slow = Effect.zipRight(Effect.sleep("400 millis"), options.lease)
+      yield* Effect.forkScoped(Watchdog.run({ ...options, lease: slow, stillOwner: Effect.never, readWaitMs: 50 }))
+      // A daemon renews every FencingMs / 4 up to 2 * FencingMs: no read answers after the deadline it read.
+      for (let t = 0; t < 2 * FencingMs; t += FencingMs / 4) {
+        yield* fence.hostFence.renew((yield* now) + FencingMs)
+        yield* advance(FencingMs / 4)
+        expect(hv.runningVms()).toEqual([db, web])
+      }
+      // Renewals stop: the VMs stop just after the deadline (plus the round's two re-reads, each given readWaitMs).
+      const deadline = fence.validUntil!
+      yield* until(deadline)
+      expect(hv.runningVms()).toEqual([db, web])
+      yield* advance(1 + 2 * 50, 1)
+      expect(hv.runningVms()).toEqual([])
+    }))
+
   it.scoped("a stop that fails is retried at the next poll", () =>
     Effect.gen(function* () {
       const hv = yield* hostWithVms

@@ -10,7 +10,7 @@
  * The disk stalls leave the daemon's code unchanged: every node runs with an LD_PRELOAD library
  * (`test/fixtures/stall-fsync.c`, compiled here with `cc`; without a C compiler those tests are
  * skipped, saying so) that holds calls on files under that node's data directory while the node's
- * trigger files exist, in two depths:
+ * trigger files exist, in these depths:
  *
  * - Flushes only (fsync, fdatasync, …): the node's SQLite flushes (its Raft writes) hang; its reads,
  *   writes, network and every other path go on. The fencing watchdog the daemon starts inherits the
@@ -28,6 +28,10 @@
  *   daemon's and the watchdog's — hangs in its clean-up (pid files, `booted`) after its signal. A
  *   stop hung that way, or a pid file whose removal hung, once held up the other VMs' stops (one run
  *   in twenty left runners running past the lease).
+ * - As that, then every read too (opens, reads, stat, readlink, directory listings), cached or not:
+ *   a volume that answers nothing. The daemon's JavaScript thread stops in its first read; the
+ *   watchdog reads its lease, its record, the state directory and the pid files off its event loop,
+ *   waits for none of them past its deadline, finds the runners in /proc and stops them by signals.
  *
  * When a run fails while the fault holds, the faulty node's runners, pid files and the threads of
  * its daemon and watchdog are printed, then the fault is lifted so that the watchdog's log (queued
@@ -91,7 +95,13 @@ afterEach(async () => {
   for (const r of runnersOf(c.dir)) killGroup(r.pid)
 })
 
-type Fault = "disk stall" | "disk stall, writes too" | "disk stall, state directory too" | "SIGSTOP" | "kill -9"
+type Fault =
+  | "disk stall"
+  | "disk stall, writes too"
+  | "disk stall, state directory too"
+  | "disk stall, reads too"
+  | "SIGSTOP"
+  | "kill -9"
 
 const diskStall = (fault: Fault): boolean => fault.startsWith("disk stall")
 
@@ -147,17 +157,19 @@ const inflict = async (c: Cluster, leader: BlixardNode, fault: Fault): Promise<(
   switch (fault) {
     case "disk stall":
     case "disk stall, writes too":
-    case "disk stall, state directory too": {
+    case "disk stall, state directory too":
+    case "disk stall, reads too": {
       const flushes = leader.env.STALL_FSYNC_TRIGGER!
       const writes = leader.env.STALL_WRITE_TRIGGER!
+      const reads = leader.env.STALL_READ_TRIGGER!
       const end = () => {
-        for (const trigger of [flushes, writes]) fs.rmSync(trigger, { force: true })
+        for (const trigger of [flushes, writes, reads]) fs.rmSync(trigger, { force: true })
       }
       fs.writeFileSync(flushes, "")
       if (fault === "disk stall, writes too") fs.writeFileSync(writes, "")
       // A write makes the leader's Raft loop save (and wait on the disk); idle, it may write nothing.
       void cli(leader.addr, ["vm", "create", "--name", "during-stall", "--runner", c.runnerFixture("during-stall")], 30_000)
-      if (fault === "disk stall, state directory too") {
+      if (fault === "disk stall, state directory too" || fault === "disk stall, reads too") {
         // Flushes hang first, then every write: the daemon's loop waits in its flush (off the
         // JavaScript thread), so the daemon lives on and fences too, on a state directory it can
         // no longer write — the order in which one run in twenty had left runners running.
@@ -166,6 +178,8 @@ const inflict = async (c: Cluster, leader: BlixardNode, fault: Fault): Promise<(
           throw e
         })
         fs.writeFileSync(writes, "")
+        // Then reads too, cached or not: the volume answers nothing at all.
+        if (fault === "disk stall, reads too") fs.writeFileSync(reads, "")
       }
       return end
     }
@@ -195,9 +209,10 @@ const scenario = async (fault: Fault) => {
         LD_PRELOAD: staller.library,
         // The data directory, and with it (as on a host where both sit on one volume) the VMs'
         // state directory: their logs, pid files and `booted` links.
-        STALL_FSYNC_DIR: [path.resolve(node.dataDir), ...(fault === "disk stall, state directory too" ? [stateDirOf(c, node)] : [])].join(":"),
+        STALL_FSYNC_DIR: [path.resolve(node.dataDir), ...(fault === "disk stall, state directory too" || fault === "disk stall, reads too" ? [stateDirOf(c, node)] : [])].join(":"),
         STALL_FSYNC_TRIGGER: path.join(c.dir, `stall-fsync-${node.id}`),
         STALL_WRITE_TRIGGER: path.join(c.dir, `stall-write-${node.id}`),
+        STALL_READ_TRIGGER: path.join(c.dir, `stall-read-${node.id}`),
         // The library sees libc's calls only: none of libuv's file operations may go through io_uring.
         UV_USE_IO_URING: "0"
       }
@@ -329,6 +344,22 @@ describe("a VM never runs on two nodes when the leader stalls (real processes, s
         const text = `${fs.existsSync(log) ? fs.readFileSync(log, "utf8") : ""}\n${leader.output}`.replaceAll('\\"', '"')
         return moved.every((vm) => text.includes(`BLX_FENCED: VM "${vm}"`) || text.includes(`VM "${vm}": FENCING`)) ? true : undefined
       })
+    }
+  )
+
+  it.skipIf(!hasCompiler)(
+    "its disk, where the VMs' state directory is too, stops answering every write and every read for longer than nodeDownMs: the watchdog fences regardless, and every VM runs again",
+    async () => {
+      const { leader, moved } = await scenario("disk stall, reads too")
+      // The daemon's JavaScript thread stopped in a read (SQLite's, its own files'): only the watchdog
+      // could stop the runners, its lease read, its record and every pid file unanswered.
+      const log = path.join(leader.dataDir, "fencing", "watchdog.log")
+      const fenced = await waitFor("the watchdog's log to name the VMs it stopped", async () => {
+        const text = fs.existsSync(log) ? fs.readFileSync(log, "utf8").replaceAll('\\"', '"') : ""
+        return moved.every((vm) => text.includes(`BLX_FENCED: VM "${vm}"`)) ? text : undefined
+      })
+      expect(fenced).toContain(`node ${leader.id}: the lease file was not read within`)
+      expect(fenced).toContain(`node ${leader.id}'s lease expired`)
     }
   )
 

@@ -3,14 +3,13 @@
  * built `bin/blixard.js`): starting one with a node's settings, its lease and record files, and
  * finding every watchdog process of a data directory through /proc.
  */
-import { Deferred, Effect, Option } from "effect"
+import { Deferred, Effect, Option, Schema } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fencingPaths, type ProcessIdentity, selfIdentity } from "../../src/agent/internal/fencingFiles.js"
 import * as NodeLease from "../../src/agent/NodeLease.js"
 import * as Watchdog from "../../src/agent/Watchdog.js"
-import type { NodeId } from "../../src/domain/NodeId.js"
 import type { WatchdogConfig } from "../../src/node/Config.js"
 import { watchdogArgs } from "../../src/node/HostFence.js"
 import { bootId, readCmdline } from "../../src/vm/internal/procfs.js"
@@ -31,11 +30,11 @@ export const readLease = (config: WatchdogConfig) =>
   Effect.map(NodeLease.read(fencingPaths(config.dataDir).lease, config.id), Option.getOrUndefined)
 
 /** The node's watchdog record, if there is a valid one. */
-export const readRecord = (config: WatchdogConfig): Watchdog.WatchdogRecord | undefined =>
-  Effect.runSync(Watchdog.readRecord(fencingPaths(config.dataDir).watchdog, config.id as NodeId).pipe(
-    Effect.map(Option.getOrUndefined),
-    Effect.orElseSucceed(() => undefined)
-  ))
+export const readRecord = (config: WatchdogConfig): Watchdog.WatchdogRecord | undefined => {
+  const file = fencingPaths(config.dataDir).watchdog
+  if (!fs.existsSync(file)) return undefined
+  return Option.getOrUndefined(Schema.decodeUnknownOption(Schema.parseJson(Watchdog.WatchdogRecord))(fs.readFileSync(file, "utf8")))
+}
 
 /** The pids of every running `… watchdog … --data-dir DIR …` process. */
 export const watchdogsOf = (dataDir: string): ReadonlyArray<number> =>

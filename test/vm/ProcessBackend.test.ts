@@ -187,7 +187,7 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       expect(fs.existsSync(path.join(s.stateDir, "web", "blixard.pid"))).toBe(false)
     }))
 
-  it.scopedLive("a stale pid file whose removal hangs (a stalled disk) holds up neither the listing nor another VM's stop", () =>
+  it.scopedLive("with readWait (the fencing watchdog's), reads and a stale pid file's removal that hang (a stalled disk) hold up neither the listing nor a stop", () =>
     Effect.gen(function* () {
       const s = setup()
       const pids: Array<number> = []
@@ -206,22 +206,32 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       yield* waitFor("a's runner to exit", () => !processAlive(a))
       expect(fs.existsSync(path.join(s.stateDir, "a", "blixard.pid"))).toBe(true)
 
-      // From now on no file operation off the JavaScript thread completes: the pid file's removal hangs.
-      const release = holdLibuvThreads(s.root)
-      yield* Effect.addFinalizer(() => Effect.sync(release))
-      expect(yield* asyncFsAnswers(300)).toBe(false)
-
-      // As the fencing watchdog's round: a backend built (it lists), a listing, b's stop.
-      const backend = yield* backendIn(s.settings, yield* Effect.scope).pipe(Effect.timeout("10 seconds"))
-      const listed = yield* backend.list.pipe(Effect.timeout("10 seconds"))
-      expect(listed).toEqual([
+      // As the fencing watchdog's round (its settings): a backend built (it lists), a listing.
+      const watchdogSettings = { ...s.settings, findUnrecorded: true, readWait: Duration.millis(200) }
+      const backend = yield* backendIn(watchdogSettings, yield* Effect.scope).pipe(Effect.timeout("10 seconds"))
+      expect(yield* backend.list.pipe(Effect.timeout("10 seconds"))).toEqual([
         { name: "a", state: { _tag: "Absent" } },
         { name: "b", state: expect.objectContaining({ _tag: "Running", pid: b, adopted: true }) }
       ])
+
+      // From now on no file operation off the JavaScript thread completes: every read and the pid
+      // file's removal hang.
+      const release = holdLibuvThreads(s.root)
+      yield* Effect.addFinalizer(() => Effect.sync(release))
+      expect(yield* asyncFsAnswers(300)).toBe(false)
+      // A new round: the runner is still found (in /proc), within the reads' wait.
+      const round = yield* backendIn(watchdogSettings, yield* Effect.scope).pipe(Effect.timeout("10 seconds"))
+      const started = Date.now()
+      expect(yield* round.list.pipe(Effect.timeout("10 seconds"))).toEqual([
+        { name: "b", state: expect.objectContaining({ _tag: "Running", pid: b, adopted: true }) }
+      ])
+      expect(Date.now() - started).toBeLessThan(2000)
       // Its stop then hangs in its own clean-up on that disk, but only after its signal.
-      yield* Effect.forkScoped(backend.stop(vmName("b"), "5 seconds"))
+      yield* Effect.forkScoped(round.stop(vmName("b"), "5 seconds"))
       yield* waitFor("b's runner to be stopped", () => !processAlive(b))
       release()
+      // Once the disk is back, the stale pid file is removed by the next listing that reads it.
+      yield* round.list
       yield* waitFor("a's stale pid file to be removed once the disk is back", () => !fs.existsSync(path.join(s.stateDir, "a", "blixard.pid")))
     }))
 
@@ -289,6 +299,30 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       expect(processAlive(pid)).toBe(false)
       expect(fs.readFileSync(path.join(s.stateDir, "stubborn", "blixard.log"), "utf8")).toContain("SIGKILL")
       expect(yield* backend.status(vmName("stubborn"))).toMatchObject({ _tag: "Absent" })
+    }))
+
+  it.scopedLive("a microvm-shutdown that hangs and ignores its interruption (in a stalled state directory) does not hold up the SIGKILL due at the timeout", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      const ready = path.join(s.root, "ready")
+      const hung = path.join(s.root, "shutdown-hung")
+      // The shutdown script ignores SIGTERM and never ends (as one waiting on a hung disk in D state).
+      yield* prepared(backend, s, "stubborn", {
+        run: termIgnorer(ready),
+        shutdown: `trap '' TERM\necho $$ > ${JSON.stringify(hung)}\nwhile :; do sleep 0.05; done`
+      })
+      const pid = yield* backend.start(vmName("stubborn"))
+      pids.push(pid)
+      yield* waitFor("the runner to ignore SIGTERM", () => fs.existsSync(ready))
+      const started = Date.now()
+      yield* backend.stop(vmName("stubborn"), "600 millis").pipe(Effect.timeout("8 seconds"))
+      const script = Number(fs.readFileSync(hung, "utf8"))
+      pids.push(script) // still hung: killed by the clean-up
+      expect(processAlive(pid)).toBe(false)
+      expect(Date.now() - started).toBeLessThan(5000)
     }))
 
   it.scopedLive("a crashing runner produces an exit event with its code, and status reports it", () =>

@@ -11,12 +11,17 @@
  * over the old one), so a reader sees the old or the new content, never a torn one. They are not
  * fsynced: they only mean something while this host runs (a host that crashes loses its runners
  * too), and while it runs every process sees the same page cache.
+ *
+ * Reads and writes run off the JavaScript thread: the fencing watchdog reads and writes these files
+ * on the disk whose stall it must outlive. Reads are shared (`diskReads.ts`): asked again while one
+ * hangs, a file is not read twice; the watchdog bounds how long it waits for an answer.
  */
 import { Effect, Option, ParseResult, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { StorageCorrupt, StorageIo } from "../../domain/Errors.js"
 import type { NodeId } from "../../domain/NodeId.js"
+import { readText } from "../../vm/internal/diskReads.js"
 import { bootId, isAlive, readStat } from "../../vm/internal/procfs.js"
 
 export interface FencingPaths {
@@ -59,8 +64,9 @@ export const isRunning = (identity: ProcessIdentity): boolean =>
 const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 
 /**
- * Reads `file` as JSON of `schema`: none when it does not exist. `what` names it in messages
- * ("the lease file"), `remedy` says what happens and what to do when it is invalid.
+ * Reads `file` as JSON of `schema` (off the JavaScript thread, shared): none when it does not exist.
+ * `what` names it in messages ("the lease file"), `remedy` says what happens and what to do when it
+ * is invalid.
  */
 export const readJsonFile = <A, I>(
   schema: Schema.Schema<A, I>,
@@ -68,17 +74,16 @@ export const readJsonFile = <A, I>(
   options: { readonly what: string; readonly node: NodeId; readonly remedy: string }
 ): Effect.Effect<Option.Option<A>, StorageCorrupt | StorageIo> =>
   Effect.gen(function* () {
-    let text: string
-    try {
-      text = fs.readFileSync(file, "utf8")
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return Option.none()
-      return yield* new StorageIo({
-        node: options.node,
-        subject: file,
-        message: `cannot read ${options.what} ${file} of node ${options.node}: ${describe(e)}; ${options.remedy}`
-      })
-    }
+    const text = yield* Effect.tryPromise({
+      try: () => readText(file, "high"),
+      catch: (e) =>
+        new StorageIo({
+          node: options.node,
+          subject: file,
+          message: `cannot read ${options.what} ${file} of node ${options.node}: ${describe(e)}; ${options.remedy}`
+        })
+    })
+    if (text === undefined) return Option.none()
     const decoded = Schema.decodeUnknownEither(Schema.parseJson(schema))(text)
     if (decoded._tag === "Right") return Option.some(decoded.right)
     const problems = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)

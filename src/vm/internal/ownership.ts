@@ -9,12 +9,16 @@
  * cluster's daemon sharing the host, keeps its own VMs. The cluster is compared only when both the
  * marker and the reader know it (a node that is still joining does not, nor does the fencing
  * watchdog process).
+ *
+ * Listings and the stop path read markers off the JavaScript thread (`readOwnership`,
+ * `scanStateDir`): the fencing watchdog lists and stops VMs on a disk that may be stalled.
  */
 import { Option, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { NodeId } from "../../domain/NodeId.js"
 import { VmName } from "../../domain/VmName.js"
+import * as DiskReads from "./diskReads.js"
 import { writeFileAtomic } from "./stateDir.js"
 
 export const MarkerFileName = "blixard.json"
@@ -58,24 +62,19 @@ const readNoFollow = (file: string): string => {
   }
 }
 
-/** Whose the directory `dir` (of the VM `name`) is. */
-export const ownershipOf = (dir: string, name: string, owner: Owner): Ownership => {
-  let stat: fs.Stats
-  try {
-    stat = fs.lstatSync(dir)
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { _tag: "Absent" }
-    return { _tag: "Foreign", reason: `it cannot be read (${(e as Error).message})` }
-  }
-  if (!stat.isDirectory()) return { _tag: "Foreign", reason: "it is not a directory" }
-  let text: string
-  try {
-    text = readNoFollow(path.join(dir, MarkerFileName))
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "ENOENT"
-      ? { _tag: "Foreign", reason: `it has no Blixard marker (${MarkerFileName}): microvm.nix or someone else made it` }
-      : { _tag: "Foreign", reason: `its marker ${MarkerFileName} cannot be read (${(e as Error).message})` }
-  }
+const unreadable = (e: unknown): Ownership => ({ _tag: "Foreign", reason: `it cannot be read (${(e as Error).message})` })
+const notADirectory: Ownership = { _tag: "Foreign", reason: "it is not a directory" }
+const noMarker: Ownership = {
+  _tag: "Foreign",
+  reason: `it has no Blixard marker (${MarkerFileName}): microvm.nix or someone else made it`
+}
+const markerUnreadable = (e: unknown): Ownership => ({
+  _tag: "Foreign",
+  reason: `its marker ${MarkerFileName} cannot be read (${(e as Error).message})`
+})
+
+/** Whose a directory is, from its marker's text. */
+const judgeMarker = (text: string, name: string, owner: Owner): Ownership => {
   const decoded = decodeMarker(text)
   if (decoded._tag === "Left") return { _tag: "Foreign", reason: `its marker ${MarkerFileName} is not valid` }
   const marker = decoded.right
@@ -86,6 +85,47 @@ export const ownershipOf = (dir: string, name: string, owner: Owner): Ownership 
     return { _tag: "Foreign", reason: `it belongs to cluster ${marker.cluster}` }
   }
   return { _tag: "Ours", marker }
+}
+
+/** Whose the directory `dir` (of the VM `name`) is. */
+export const ownershipOf = (dir: string, name: string, owner: Owner): Ownership => {
+  let stat: fs.Stats
+  try {
+    stat = fs.lstatSync(dir)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { _tag: "Absent" }
+    return unreadable(e)
+  }
+  if (!stat.isDirectory()) return notADirectory
+  let text: string
+  try {
+    text = readNoFollow(path.join(dir, MarkerFileName))
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "ENOENT" ? noMarker : markerUnreadable(e)
+  }
+  return judgeMarker(text, name, owner)
+}
+
+/**
+ * `ownershipOf`, read off the JavaScript thread (`diskReads.ts`, low lane): for the stop path and
+ * listings, which must not hang the process on a stalled disk.
+ */
+export const readOwnership = async (dir: string, name: string, owner: Owner): Promise<Ownership> => {
+  let stat: fs.Stats | undefined
+  try {
+    stat = await DiskReads.lstat(dir, "low")
+  } catch (e) {
+    return unreadable(e)
+  }
+  if (stat === undefined) return { _tag: "Absent" }
+  if (!stat.isDirectory()) return notADirectory
+  let text: string | undefined
+  try {
+    text = await DiskReads.readText(path.join(dir, MarkerFileName), "low", { noFollow: true })
+  } catch (e) {
+    return markerUnreadable(e)
+  }
+  return text === undefined ? noMarker : judgeMarker(text, name, owner)
 }
 
 /**
@@ -108,21 +148,24 @@ export interface ForeignDir {
 
 /**
  * The state directory's entries, split: the VM names Blixard owns, and the foreign directories
- * (hidden entries and plain files are not VMs and are left out, as `microvm -l` does).
+ * (hidden entries and plain files are not VMs and are left out, as `microvm -l` does). Read off the
+ * JavaScript thread (`readOwnership`).
  */
-export const scanStateDir = (
+export const scanStateDir = async (
   stateDir: string,
   owner: Owner
-): { readonly ours: ReadonlyArray<VmName>; readonly foreign: ReadonlyArray<ForeignDir> } => {
+): Promise<{ readonly ours: ReadonlyArray<VmName>; readonly foreign: ReadonlyArray<ForeignDir> }> => {
   const ours: Array<VmName> = []
   const foreign: Array<ForeignDir> = []
-  if (!fs.existsSync(stateDir)) return { ours, foreign }
-  for (const entry of fs.readdirSync(stateDir, { withFileTypes: true })) {
-    if (entry.name.startsWith(".") || !entry.isDirectory()) continue
-    const ownership = ownershipOf(path.join(stateDir, entry.name), entry.name, owner)
+  const entries = await DiskReads.readDir(stateDir, "low")
+  if (entries === undefined) return { ours, foreign }
+  const dirs = entries.filter((entry) => !entry.name.startsWith(".") && entry.isDirectory())
+  const owners = await Promise.all(dirs.map((entry) => readOwnership(path.join(stateDir, entry.name), entry.name, owner)))
+  dirs.forEach((entry, i) => {
+    const ownership = owners[i]!
     if (ownership._tag === "Ours" && Option.isSome(Schema.validateOption(VmName)(entry.name))) ours.push(ownership.marker.vm)
     else if (ownership._tag === "Foreign") foreign.push({ name: entry.name, reason: ownership.reason })
-  }
+  })
   ours.sort()
   foreign.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   return { ours, foreign }

@@ -1,8 +1,12 @@
 /**
  * Reading Linux's /proc to recognise a process again after the daemon restarted. A pid alone can be
  * reused; (boot id, pid, start time in clock ticks since boot) names one process for good.
+ *
+ * Synchronous on purpose: /proc is served by the kernel, never by a disk, so these reads cannot hang
+ * on a stalled volume (the fencing watchdog relies on them while its disk answers nothing).
  */
 import * as fs from "node:fs"
+import * as path from "node:path"
 
 export interface ProcStat {
   /** R, S, D, Z (zombie), T, X (dead), … */
@@ -53,30 +57,43 @@ export const isAlive = (pid: number, startTime: string): boolean => {
   return stat !== undefined && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X"
 }
 
+/** A process found in /proc by its working directory and environment (`groupLeadersIn`). */
+export interface MarkedProcess {
+  readonly pid: number
+  /** The name its working directory and its environment agree on. */
+  readonly name: string
+}
+
 /**
- * The processes that lead their process group, run in the directory `cwd` (resolved) and were
- * exec'd with `entry` in their environment (e.g. `BLIXARD_VM=web`), among those this user may read.
- * One pass over /proc: for what no pid file names (a runner whose pid file was never written).
+ * The processes that lead their process group, run in a directory right under `parent` (resolved)
+ * and were exec'd with `${variable}=NAME` in their environment, NAME being that directory's name
+ * (a VM's runner: `BLIXARD_VM=web`, run in `${stateDir}/web`), among those this user may read. One
+ * pass over /proc: for what no pid file names (a runner whose pid file was never written, or cannot
+ * be read). Nothing of it touches a disk: /proc is the kernel's, and a working directory's path is
+ * read from the kernel's own record (readlink of /proc/PID/cwd), not looked up.
  */
-export const groupLeadersIn = (cwd: string, entry: string): ReadonlyArray<number> => {
+export const groupLeadersIn = (parent: string, variable: string): ReadonlyArray<MarkedProcess> => {
   let entries: Array<string>
   try {
     entries = fs.readdirSync("/proc")
   } catch {
     return []
   }
-  const found: Array<number> = []
-  for (const name of entries) {
-    if (!/^[0-9]+$/.test(name)) continue
-    const pid = Number(name)
+  const found: Array<MarkedProcess> = []
+  for (const entry of entries) {
+    if (!/^[0-9]+$/.test(entry)) continue
+    const pid = Number(entry)
+    let cwd: string
     try {
-      if (fs.readlinkSync(`/proc/${pid}/cwd`) !== cwd) continue
+      cwd = fs.readlinkSync(`/proc/${pid}/cwd`)
     } catch {
       continue // gone, or not ours to read
     }
+    if (path.dirname(cwd) !== parent) continue
+    const name = path.basename(cwd)
     const stat = readStat(pid)
     if (stat === undefined || stat.pgrp !== pid || stat.state === "Z" || stat.state === "X") continue
-    if (readEnviron(pid).includes(entry)) found.push(pid)
+    if (readEnviron(pid).includes(`${variable}=${name}`)) found.push({ pid, name })
   }
   return found
 }

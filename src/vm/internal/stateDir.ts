@@ -18,6 +18,7 @@ import { Option, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { VmName } from "../../domain/VmName.js"
+import { readText } from "./diskReads.js"
 
 export interface VmPaths {
   readonly dir: string
@@ -97,16 +98,16 @@ export type PidRecord = typeof PidRecord.Type
 
 const decodePidRecord = Schema.decodeUnknownOption(Schema.parseJson(PidRecord))
 
-/** The pid file's record; undefined when it is missing or does not hold one (then nothing is adopted from it). */
-export const readPidRecord = (file: string): PidRecord | undefined => {
-  let text: string
-  try {
-    text = fs.readFileSync(file, "utf8")
-  } catch {
-    return undefined
-  }
-  return Option.getOrUndefined(decodePidRecord(text))
-}
+/**
+ * The pid file's record; undefined when it is missing or does not hold one (then nothing is adopted
+ * from it). Read off the JavaScript thread and shared (`diskReads.ts`, low lane): the stop path reads
+ * it on a disk that may be stalled.
+ */
+export const readPidRecord = (file: string): Promise<PidRecord | undefined> =>
+  readText(file, "low").then(
+    (text) => (text === undefined ? undefined : Option.getOrUndefined(decodePidRecord(text))),
+    () => undefined
+  )
 
 /**
  * Takes `link` for this process by renaming it to a name of its own (one rename wins when several

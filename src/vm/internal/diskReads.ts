@@ -1,0 +1,113 @@
+/**
+ * Reads of files that may sit on a stalled disk, for a process that must go on meanwhile — the
+ * fencing watchdog reads its lease, its record, the VMs' state directories and the runners' pid
+ * files on the very disk whose stall it must outlive. A synchronous read there, hung, would stop the
+ * whole JavaScript thread (timers, signals, everything); so these reads:
+ *
+ * - run off the JavaScript thread, in libuv's thread pool;
+ * - are SHARED: a read asked for while one of the same file (the same operation) is under way gets
+ *   that one's answer, so a caller that asks again every poll never starts a second read of a file
+ *   whose first read hangs. Reads hung on a stalled disk never pile up in the pool's few threads;
+ * - of the LOW lane (the state directories' files, one per VM and more) at most `LowLaneReads` run
+ *   at once, the others wait in memory for a turn: however many VMs' files hang, threads stay free
+ *   for the HIGH lane (the lease and the watchdog's record, a handful) and for the logs;
+ * - are answered in time or not at all (`answerBy`): the caller knows its deadline in memory and
+ *   takes a read not answered by then as no answer (a lease read unanswered is no renewal), while
+ *   the read itself goes on and is shared by the next caller.
+ *
+ * Nothing here is synchronous, and nothing is cached: every answer is a read made after it was
+ * asked for (or while it was asked for again).
+ */
+import { Clock, Effect, Option } from "effect"
+import * as fs from "node:fs"
+
+export type Lane = "high" | "low"
+
+/** How many low-lane reads run at once (libuv's pool has 4 threads unless `UV_THREADPOOL_SIZE` says more). */
+export const LowLaneReads = 2
+
+const inFlight = new Map<string, Promise<unknown>>()
+let lowRunning = 0
+const lowWaiting: Array<() => void> = []
+
+const turn = (lane: Lane): Promise<void> => {
+  if (lane === "high") return Promise.resolve()
+  if (lowRunning < LowLaneReads) {
+    lowRunning++
+    return Promise.resolve()
+  }
+  return new Promise((resolve) => lowWaiting.push(resolve))
+}
+
+const release = (lane: Lane): void => {
+  if (lane === "high") return
+  const next = lowWaiting.shift()
+  if (next !== undefined) next()
+  else lowRunning--
+}
+
+/** Runs `read` unless a read under `key` is under way, whose answer is then given instead. */
+export const shared = <A>(key: string, lane: Lane, read: () => Promise<A>): Promise<A> => {
+  const running = inFlight.get(key)
+  if (running !== undefined) return running as Promise<A>
+  const started: Promise<A> = turn(lane)
+    .then(read)
+    .finally(() => {
+      release(lane)
+      if (inFlight.get(key) === started) inFlight.delete(key)
+    })
+  inFlight.set(key, started)
+  return started
+}
+
+/** How many reads are under way or waiting for their turn (for tests). */
+export const outstanding = (): number => inFlight.size
+
+const missing = (e: unknown): boolean => (e as NodeJS.ErrnoException | undefined)?.code === "ENOENT"
+
+/** A file's text; undefined when it does not exist. `noFollow`: never through a symbolic link. */
+export const readText = (file: string, lane: Lane, options?: { readonly noFollow?: boolean }): Promise<string | undefined> =>
+  shared(`read${options?.noFollow === true ? "-nofollow" : ""}\0${file}`, lane, async () => {
+    try {
+      if (options?.noFollow !== true) return await fs.promises.readFile(file, "utf8")
+      const handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+      try {
+        return await handle.readFile("utf8")
+      } finally {
+        await handle.close()
+      }
+    } catch (e) {
+      if (missing(e)) return undefined
+      throw e
+    }
+  })
+
+/** `lstat`; undefined when nothing is there. */
+export const lstat = (file: string, lane: Lane): Promise<fs.Stats | undefined> =>
+  shared(`lstat\0${file}`, lane, () => fs.promises.lstat(file).catch((e: unknown) => (missing(e) ? undefined : Promise.reject(e))))
+
+/** A directory's entries; undefined when it does not exist. */
+export const readDir = (dir: string, lane: Lane): Promise<ReadonlyArray<fs.Dirent> | undefined> =>
+  shared(`readdir\0${dir}`, lane, () =>
+    fs.promises.readdir(dir, { withFileTypes: true }).catch((e: unknown) => (missing(e) ? undefined : Promise.reject(e)))
+  )
+
+/** Where a symbolic link points (as written in it); undefined when it is not there or not a link. */
+export const readLink = (link: string, lane: Lane): Promise<string | undefined> =>
+  shared(`readlink\0${link}`, lane, () => fs.promises.readlink(link).catch(() => undefined))
+
+/** The path with every symbolic link resolved; undefined when it does not exist. */
+export const realPath = (file: string, lane: Lane): Promise<string | undefined> =>
+  shared(`realpath\0${file}`, lane, () => fs.promises.realpath(file).catch(() => undefined))
+
+/**
+ * `read`'s answer if it comes by the instant `by` (epoch ms, on the `Clock`); none when it does not
+ * (the read goes on). Without `by`, waits for it however long it takes. A failed read fails.
+ */
+export const answerBy = <A>(read: () => Promise<A>, by: number | undefined): Effect.Effect<Option.Option<A>, unknown> => {
+  const answer = Effect.tryPromise({ try: read, catch: (e) => e })
+  if (by === undefined) return Effect.map(answer, Option.some)
+  return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.timeoutOption(answer, `${Math.max(0, by - now)} millis`)
+  )
+}

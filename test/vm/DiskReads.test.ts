@@ -1,0 +1,93 @@
+/**
+ * `diskReads`: reads shared while one is under way, the low lane's limit, real files, and answers
+ * waited for until a deadline only. A read "on a stalled disk" is a promise the test resolves when
+ * it likes.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, Option, TestClock } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { answerBy, LowLaneReads, outstanding, readText, shared } from "../../src/vm/internal/diskReads.js"
+
+/** A read that answers when `answer` is called (a disk that stalled until then). */
+const stalledRead = () => {
+  let answer: (text: string) => void = () => undefined
+  let started = 0
+  const read = () => {
+    started++
+    return new Promise<string>((resolve) => (answer = resolve))
+  }
+  return { read, answer: (text: string) => answer(text), started: () => started }
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve))
+
+describe("diskReads", () => {
+  it("a read asked for while one of the same file hangs is not started again: both get the first one's answer", async () => {
+    const disk = stalledRead()
+    const first = shared("read\0/data/fencing/lease.json", "high", disk.read)
+    const second = shared("read\0/data/fencing/lease.json", "high", disk.read)
+    await tick()
+    expect(disk.started()).toBe(1)
+    disk.answer("lease")
+    expect(await first).toBe("lease")
+    expect(await second).toBe("lease")
+    // Answered: the next ask reads again.
+    const third = shared("read\0/data/fencing/lease.json", "high", disk.read)
+    await tick()
+    expect(disk.started()).toBe(2)
+    disk.answer("renewed")
+    expect(await third).toBe("renewed")
+    expect(outstanding()).toBe(0)
+  })
+
+  it("hung low-lane reads take at most LowLaneReads of libuv's threads: the next waits its turn, a high-lane read runs at once", async () => {
+    const hung = Array.from({ length: LowLaneReads + 1 }, () => stalledRead())
+    const answers = hung.map((disk, i) => shared(`read\0/var/lib/microvms/vm-${i}/blixard.pid`, "low", disk.read))
+    await tick()
+    expect(hung.map((d) => d.started())).toEqual([...Array.from({ length: LowLaneReads }, () => 1), 0])
+    const lease = stalledRead()
+    const leaseRead = shared("read\0/data/fencing/lease.json", "high", lease.read)
+    await tick()
+    expect(lease.started()).toBe(1)
+    lease.answer("lease")
+    expect(await leaseRead).toBe("lease")
+    // One hung read answers: the waiting one gets its thread.
+    hung[0]!.answer("pid 0")
+    await tick()
+    expect(hung[LowLaneReads]!.started()).toBe(1)
+    hung.forEach((d, i) => d.answer(`pid ${i}`))
+    expect(await Promise.all(answers)).toEqual(hung.map((_, i) => `pid ${i}`))
+    expect(outstanding()).toBe(0)
+  })
+
+  it("reads a real file's text; a missing one is undefined; another error fails", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "disk-reads-"))
+    try {
+      fs.writeFileSync(path.join(dir, "lease.json"), "{}\n")
+      fs.symlinkSync(path.join(dir, "lease.json"), path.join(dir, "link"))
+      expect(await readText(path.join(dir, "lease.json"), "high")).toBe("{}\n")
+      expect(await readText(path.join(dir, "missing.json"), "low")).toBeUndefined()
+      expect(await readText(path.join(dir, "link"), "low")).toBe("{}\n")
+      await expect(readText(path.join(dir, "link"), "low", { noFollow: true })).rejects.toThrow(/ELOOP/)
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it.effect("answerBy waits for an answer until the deadline only, then gives none (the read goes on)", () =>
+    Effect.gen(function* () {
+      const disk = stalledRead()
+      const waiting = yield* Effect.fork(answerBy(disk.read, 1000))
+      yield* TestClock.adjust(999)
+      expect(waiting.unsafePoll()).toBeNull()
+      yield* TestClock.adjust(1)
+      expect(yield* Fiber.join(waiting)).toEqual(Option.none())
+      // Without a deadline, it waits as long as the read takes.
+      const patient = yield* Effect.fork(answerBy(disk.read, undefined))
+      yield* Effect.promise(tick)
+      disk.answer("late")
+      expect(yield* Fiber.join(patient)).toEqual(Option.some("late"))
+    }))
+})
