@@ -52,6 +52,18 @@
  * (so the lease is renewed well before it runs out), and `start` also requires the watchdog to be
  * running and not in a fence round (`startBlocked`, read after the renewal: see `Watchdog.ts`).
  *
+ * The lease write never holds up fencing. It goes to the data directory's disk, which may stall
+ * while the daemon still has contact; were the fencing fiber to wait for it, contact lost meanwhile
+ * would be fenced only by the watchdog process (later, and it may be the stuck one). So `assess`
+ * only ASKS for the renewal; a fiber of its own writes the newest deadline asked, one write at a
+ * time (one outstanding at most; a deadline asked meanwhile is written next), and fencing fires at
+ * contact + fencingMs whatever the write does. A write outstanding for longer than fencingMs / 4 is
+ * logged once, with the node, the data directory and what to do. `start` alone waits for the write:
+ * under the start lock it measures contact, waits until the lease renewal of THAT contact has
+ * finished, and only then reads `startBlocked` (the write-then-read order `Watchdog.ts` relies on).
+ * It waits at most until that contact's fencing deadline (the fencing fiber needs the lock then):
+ * a write still hung by then starts nothing.
+ *
  * Timing argument: a symmetric partition cuts this node off at P. The new leader on the majority side
  * last heard from this node at or before P, so it marks it down (and reschedules its VMs) no earlier
  * than P + nodeDownMs. This node's contact is at most P, so its watchdog wakes at P + fencingMs
@@ -83,8 +95,8 @@
  * each VM's statuses in order; a failed report is logged and retried (only the newest status of that
  * VM) on its next round; a status equal to the last one sent (or to the replicated one) is not sent.
  */
-import type { Duration, Scope } from "effect"
-import { Clock, Effect, Fiber, Queue, Stream } from "effect"
+import type { Scope } from "effect"
+import { Clock, Duration, Effect, Fiber, Option, Queue, Stream, SubscriptionRef } from "effect"
 import { type BlixardError, formatError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
@@ -94,12 +106,15 @@ import type { VmPhase, VmRecord } from "../domain/VmStatus.js"
 import { BuildProgress, VmStatus } from "../domain/VmStatus.js"
 import type { RunnerExit, RunnerObservation, RunnerState } from "../vm/VmBackend.js"
 import { VmBackend } from "../vm/VmBackend.js"
+import { fencingPaths } from "./internal/fencingFiles.js"
 
 /**
  * The node's fence outside the daemon (`node/HostFence.ts`): the lease the agent renews and the
  * watchdog process that enforces it.
  */
 export interface HostFence {
+  /** The node's data directory, which holds the lease (named when a lease write hangs). */
+  readonly dataDir: string
   /** Records that quorum contact lets this node run VMs until `validUntil` (epoch ms); an earlier one than it has is ignored. */
   readonly renew: (validUntil: number) => Effect.Effect<void>
   /** Why no runner may be started now (no watchdog running, a fence round running), or undefined. */
@@ -245,13 +260,87 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
     /** With a host fence, the watchdog fiber wakes at least this often, to renew the lease in time. */
     const renewEveryMs = hostFence === undefined ? Infinity : Math.max(1, Math.floor(options.fencingMs / 4))
 
-    /** Measures quorum contact now, renews the lease with what it proves and updates `fenced`. */
+    // ---- the lease renewal ----------------------------------------------------------------------
+
+    /** The newest deadline asked of the lease (`contact + fencingMs`). */
+    let leaseAsked = 0
+    /** The newest deadline whose renewal has finished (`hostFence.renew` returned). */
+    const leaseRenewed = yield* SubscriptionRef.make(0)
+    /** The renewal under way, if one is. */
+    let renewing: { readonly validUntil: number; readonly since: number; logged: boolean } | undefined
+    const renewWakeups = yield* Queue.sliding<void>(1)
+
+    /** Asks for the lease to run until `validUntil`; never waits for the write. */
+    const askRenewal = (validUntil: number) =>
+      Effect.sync(() => {
+        if (hostFence === undefined || validUntil <= leaseAsked) return
+        leaseAsked = validUntil
+        Queue.unsafeOffer(renewWakeups, undefined)
+      })
+
+    /** The renewal fiber: writes the newest deadline asked, one write at a time. */
+    const renewer = (fence: HostFence) =>
+      Effect.gen(function* () {
+        for (;;) {
+          yield* Queue.take(renewWakeups)
+          for (let done = yield* SubscriptionRef.get(leaseRenewed); leaseAsked > done; done = yield* SubscriptionRef.get(leaseRenewed)) {
+            const validUntil = leaseAsked
+            renewing = { validUntil, since: yield* Clock.currentTimeMillis, logged: false }
+            const ok = yield* fence.renew(validUntil).pipe(
+              Effect.as(true),
+              Effect.catchAllCause((cause) => Effect.as(Effect.logError(`node ${self}: renewing the lease failed; retrying at the next contact`, cause), false))
+            )
+            const finished = renewing
+            renewing = undefined
+            if (finished.logged) {
+              const tookMs = (yield* Clock.currentTimeMillis) - finished.since
+              yield* Effect.logInfo(`node ${self}: the lease write that hung has finished after ${tookMs} ms`)
+            }
+            if (!ok) break
+            yield* SubscriptionRef.set(leaseRenewed, validUntil)
+          }
+        }
+      })
+
+    /** A lease write outstanding for longer than `renewEveryMs` is logged, once per write. */
+    const reportHungRenewal = (now: number) =>
+      Effect.suspend(() => {
+        const write = renewing
+        if (hostFence === undefined || write === undefined || write.logged || now - write.since < renewEveryMs) return Effect.void
+        write.logged = true
+        const file = fencingPaths(hostFence.dataDir).lease
+        return Effect.logError(
+          `node ${self}: the lease write to ${file} has not finished for ${now - write.since} ms: the disk under the data directory ${hostFence.dataDir} may be stalled. ` +
+            `This node still stops its VMs at its own fencing deadline (fencingMs after its last quorum contact), and starts none until the lease is written; ` +
+            `the fencing watchdog process stops them when the lease written last runs out. Check that disk (dmesg, the file system's health); if it stays stalled, stop this daemon and move its data directory to a working disk`
+        )
+      })
+
+    /**
+     * Waits for the renewal of `validUntil` to finish, at most until `validUntil` itself (the
+     * fencing deadline of the contact it renews); false if it did not.
+     */
+    const awaitRenewal = (validUntil: number) =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const renewed = yield* leaseRenewed.changes.pipe(
+          Stream.filter((done) => done >= validUntil),
+          Stream.take(1),
+          Stream.runDrain,
+          Effect.timeoutOption(Duration.millis(Math.max(0, validUntil - now)))
+        )
+        return Option.isSome(renewed)
+      })
+
+    /**
+     * Measures quorum contact now, asks for the lease to be renewed with what it proves (without
+     * waiting for the write: fencing must not depend on the disk) and updates `fenced`.
+     */
     const assess = Effect.gen(function* () {
       const contact = yield* options.quorumContact
-      if (contact !== undefined && hostFence !== undefined) yield* hostFence.renew(contact + options.fencingMs)
-      // The time is read after the renewal: its write may have hung for seconds on a stalled data
-      // directory, and the contact measured before it is that much older now.
+      if (contact !== undefined) yield* askRenewal(contact + options.fencingMs)
       const now = yield* Clock.currentTimeMillis
+      yield* reportHungRenewal(now)
       const contactAgo = now - (contact ?? startedAt)
       const wasFenced = fenced
       fenced = contactAgo > options.fencingMs
@@ -259,7 +348,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         if (fenced) Metrics.agentFencingEvents.unsafeUpdate(1, Metrics.noTags)
         Metrics.agentFenced.unsafeUpdate(fenced ? 1 : 0, Metrics.noTags)
       }
-      return { now, contactAgo, mayStart: contact !== undefined && !fenced }
+      return { now, contact, contactAgo, mayStart: contact !== undefined && !fenced }
     })
 
     const placedHere = (vm: VmRecord | undefined): vm is VmRecord => vm !== undefined && vm.node === self
@@ -428,13 +517,19 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         Effect.gen(function* () {
           // A build may take minutes: check again that this node may still start it (contact with
           // the quorum, still placed here, still wanted).
-          const { mayStart } = yield* assess
+          const { mayStart, contact } = yield* assess
           const latest = options.state().vms.get(name)
-          if (!mayStart || !placedHere(latest) || wanted(latest) !== "running" || latest.status.phase === "failed") {
+          if (!mayStart || contact === undefined || !placedHere(latest) || wanted(latest) !== "running" || latest.status.phase === "failed") {
             return "fenced, or the VM changed meanwhile"
           }
-          // Read after `assess` renewed the lease (the order `Watchdog.ts` relies on).
-          const blocked = hostFence === undefined ? undefined : yield* hostFence.startBlocked
+          if (hostFence === undefined) return yield* backend.start(name)
+          // The lease must be renewed with this contact before the watchdog's phase is read (the
+          // order `Watchdog.ts` relies on). The wait holds the lock fencing takes, so it ends at
+          // the contact's fencing deadline at the latest: a hung write then starts nothing.
+          if (!(yield* awaitRenewal(contact + options.fencingMs))) {
+            return `the lease renewal has not finished by the fencing deadline (see the lease write logged as not finished)`
+          }
+          const blocked = yield* hostFence.startBlocked
           return blocked ?? (yield* backend.start(name))
         })
       )
@@ -745,6 +840,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       }
     })
 
+    if (hostFence !== undefined) yield* Effect.forkScoped(renewer(hostFence))
     yield* Effect.forkScoped(loop)
     yield* Effect.forkScoped(watchdog)
     yield* Effect.forkScoped(reporter)

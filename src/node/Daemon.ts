@@ -6,7 +6,10 @@
  *
  * Start-up: a node with an empty data directory and no `--peer` founds a one-node cluster. One with
  * peers asks them who the members are, then asks to join (as a learner, promoted to voter once
- * caught up), retrying until a peer accepts. A node with data just recovers and rejoins its peers.
+ * caught up), retrying until a peer accepts. A node with no Raft state first asks its peers whether
+ * its id is still a member (`refuseAmnesia`): a voter back empty is refused (the operator removes
+ * it first); a learner whose acknowledged entries were lost has itself removed before its Raft node
+ * starts, and joins again as a new learner. A node with data just recovers and rejoins its peers.
  * With Tailscale discovery the peers are the tailnet's tagged machines and only a `bootstrap` node
  * founds (`Discovery.ts`).
  *
@@ -111,8 +114,19 @@ const adminToken = (config: NodeConfig, node: NodeId) =>
   })
 
 /**
- * Fails with `MemberAmnesia` when a peer lists `node` as a voter (this node has no Raft state, so it
- * is an earlier member back without its data), with "noAnswer" when no peer answers.
+ * What a node with no Raft state (a new or emptied data directory) asks its peers before its Raft
+ * node starts. Fails with `MemberAmnesia` when a peer lists `node` as a voter (an earlier member back
+ * without its data, which must not vote again: the operator removes it). When the LEADER lists it as
+ * a learner that acknowledged entries (its progress has `match > 0`: the data directory it had was
+ * lost while it was catching up), it asks the leader to remove it, and returns once it is removed:
+ * the leader's progress would otherwise still hold what the lost log acknowledged, its first
+ * heartbeat would carry a commit index beyond the empty log (the Raft node stops on it, start after
+ * start) and a promotion would count entries the node no longer has. The join that follows
+ * (`Discovery.joinLoop`) adds it again as a new learner, with a fresh progress. A learner whose
+ * progress acknowledged nothing (the operator re-added it after a `cluster leave`, before it
+ * started) starts as it is: it is never refused, or it would be refused forever. Only the leader's
+ * word counts for a learner (a follower does not know its progress): while none answers, or no
+ * peer answers at all, it fails with "noAnswer" (the caller asks again).
  */
 export const refuseAmnesia = (options: {
   readonly node: NodeId
@@ -129,8 +143,20 @@ export const refuseAmnesia = (options: {
         continue
       }
       const voters = answer.right.members.filter((m) => m.role !== "learner").map((m) => m.id)
-      if (!NodeControlPlane.isAmnesiac(options.node, voters)) return
       const cluster = answer.right.clusterId !== undefined ? `cluster ${answer.right.clusterId}` : "the cluster"
+      if (!NodeControlPlane.isAmnesiac(options.node, voters)) {
+        const listed = answer.right.members.find((m) => m.id === options.node)
+        if (listed === undefined) return
+        if (answer.right.leader !== answer.right.node) continue // a learner: only the leader knows its progress
+        if (!NodeControlPlane.isWipedLearner(options.node, listed)) return
+        yield* Effect.logWarning(
+          `node ${options.node} has no Raft state (its data directory ${options.dataDir} is new or was emptied: incarnation ${options.incarnation}), but the leader, node ${answer.right.node}, lists it as a learner that acknowledged entries up to index ${listed.match} of ${cluster}; asking it to remove node ${options.node}, which then joins again as a new learner`
+        )
+        const removed = yield* Effect.either(options.remote(peer.address).leave(options.node))
+        if (removed._tag === "Right") return yield* Effect.logInfo(`node ${options.node}: removed as a learner; it now joins as a new one`)
+        yield* Effect.logWarning(`node ${options.node} could not have itself removed through ${Discovery.describePeer(peer)}: ${removed.left.message}; retrying`)
+        continue
+      }
       return yield* new MemberAmnesia({
         node: options.node,
         subject: options.dataDir,
@@ -253,7 +279,8 @@ export const run = (config: NodeConfig) =>
       }
 
       // A node without Raft state that is still a voter has lost what it voted and acknowledged: it
-      // stops before its Raft node could vote (it asks the peers first, until one answers).
+      // stops before its Raft node could vote; a learner that acknowledged entries is removed first
+      // (it asks the peers first, until one answers).
       if (fresh && !founding) {
         yield* Effect.retry(
           Effect.flatMap(discovery.peers, (peers) => refuseAmnesia({ node, peers, remote, dataDir: config.dataDir, incarnation })),

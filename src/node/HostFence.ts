@@ -275,5 +275,5 @@ export const make = (options: HostFenceOptions): Effect.Effect<HostFence, Storag
       return undefined
     })
 
-    return { renew, startBlocked } satisfies HostFence
+    return { dataDir: config.dataDir, renew, startBlocked } satisfies HostFence
   })

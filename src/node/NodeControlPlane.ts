@@ -83,6 +83,15 @@ export const clusterSecretRequired = (node: NodeId | number, doing: string): Clu
  */
 export const isAmnesiac = (id: number, voters: ReadonlyArray<number>): boolean => voters.includes(id)
 
+/**
+ * Whether a node with no Raft state under `id`, listed as a learner by the leader, must be removed
+ * before its Raft node starts: the leader's progress says it acknowledged entries (`match > 0`) the
+ * node no longer has (see `Daemon.refuseAmnesia`). The daemon's start-up check and the simulator's
+ * restarts decide with this.
+ */
+export const isWipedLearner = (id: number, listed: { readonly id: number; readonly role: string; readonly match: number }): boolean =>
+  listed.id === id && listed.role === "learner" && listed.match > 0
+
 /** What to do about a member back without its data, and why. */
 export const amnesiaAdvice = (id: number): string =>
   `voting again under id ${id} could elect a leader missing committed writes. Remove it first: blixard cluster leave --id ${id} (against any member), then start node ${id} again and it joins as a new member`
@@ -289,7 +298,13 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
           if (options.unsafeAdmitAmnesiacVoters === true) return
           return yield* amnesia(self, id)
         }
-        // A learner asking again (say, its first join timed out) is harmless: it never votes.
+        // A learner asking again (say, its first join timed out) is harmless: it never votes, and it
+        // has the log the leader's progress counts. One back on an empty data directory whose
+        // progress acknowledged entries was removed by its own daemon before its Raft node started
+        // (`Daemon.refuseAmnesia`): it arrives here as a new node. That cannot be done here: the
+        // empty node's Raft node already runs when it asks, and the leader's first heartbeat (a
+        // commit index beyond its log) stops it; nor can the leader tell a retry from a return
+        // without the node's word, which it gives at its start-up.
         if (!st.confState.learners.includes(id)) {
           yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address })
         }

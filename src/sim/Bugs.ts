@@ -21,7 +21,7 @@ export type NodeSwitches = Partial<Omit<RaftNodeConfig, "id" | "bootstrap" | "ti
 export interface Switches {
   readonly node?: NodeSwitches | undefined
   /** The control plane's (`NodeControlPlane.Options`), and the daemon's start-up check that shares its rule. */
-  readonly controlPlane?: { readonly unsafeAdmitAmnesiacVoters?: boolean | undefined } | undefined
+  readonly controlPlane?: { readonly unsafeAdmitAmnesiacVoters?: boolean | undefined; readonly unsafeAdmitWipedLearners?: boolean | undefined } | undefined
   /** The orchestration layer's timeouts, in place of the daemon's defaults. */
   readonly orchestration?: { readonly fencingMs?: number | undefined; readonly nodeDownMs?: number | undefined } | undefined
   /**
@@ -114,6 +114,20 @@ export const bugs = {
       workload: "kv",
       profile: "amnesia",
       seeds: 8,
+      violation: /beyond the last index|led term \d+ twice|two leaders|leader completeness|committed entry changed|log matching|acknowledged write lost/
+    },
+    appliesTo: ["kv", "orchestration"]
+  },
+  "wiped-learner": {
+    summary:
+      "a learner that acknowledged entries and restarted on an empty data directory starts as it is: the leader's progress still holds what the lost log acknowledged, so its heartbeat carries a commit index beyond the empty log, or the learner is promoted on entries it no longer has",
+    switches: { controlPlane: { unsafeAdmitWipedLearners: true } },
+    catch: {
+      tier: "full",
+      workload: "kv",
+      profile: "learners",
+      // Measured: the first failing seed is 1 (the removal runs in 4 of seeds 1–30 once fixed).
+      seeds: 30,
       violation: /beyond the last index|led term \d+ twice|two leaders|leader completeness|committed entry changed|log matching|acknowledged write lost/
     },
     appliesTo: ["kv", "orchestration"]

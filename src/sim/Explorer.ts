@@ -139,6 +139,12 @@ export interface ExploreOptions {
    * operator removes it, and adds it back as a learner that is promoted once caught up.
    */
   readonly amnesia?: number | undefined
+  /**
+   * With `amnesia`: the chance that a node re-added as a learner is wiped again once it has
+   * acknowledged entries, before its promotion (full-service tier). Like a voter, it must not start
+   * on its empty directory as it is: its daemon has it removed, and its join adds it again.
+   */
+  readonly wipeLearners?: number | undefined
 }
 
 export interface ExploreResult {
@@ -180,7 +186,9 @@ export interface ExploreResult {
  * leader's, and crashes losing unflushed writes: `Disk.ts`), `join` and `shrink` (the storage
  * faults and a few leader crash points while the cluster passes through a single voter: founded by
  * one node that the others join, or shrunk to one voter and grown back) and `amnesia` (half the
- * restarts come back with an empty data directory: refused while still a voter, removed, re-added).
+ * restarts come back with an empty data directory: refused while still a voter, removed, re-added)
+ * and `learners` (the same, and a re-added node is wiped again once it is a learner that
+ * acknowledged entries: its daemon has it removed before it starts, and its join re-adds it).
  * `transfer`: the default faults plus an operator asking random nodes for leadership transfers
  * every few hundred ms (leases overridden by a transfer's votes; CheckQuorum under transfer
  * requests). `reconfig`: membership churn every few hundred ms, a snapshot every 4 applied entries
@@ -201,6 +209,7 @@ export const profiles = {
   join: { nodes: 3, membership: "join", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
   shrink: { nodes: 3, membership: "shrink", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
   amnesia: { nodes: 3, amnesia: 0.5 },
+  learners: { nodes: 3, amnesia: 0.5, wipeLearners: 1 },
   transfer: { nodes: 3, transferEveryMs: 300 },
   waiters: {
     nodes: 3,
@@ -221,7 +230,7 @@ export const profiles = {
 export type ProfileName = keyof typeof profiles
 
 /** Profiles that only the full-service tier runs (the explorer has no disks, no joins, no wiped nodes). */
-export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "waiters", "restarts"]
+export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "learners", "waiters", "restarts"]
 
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }

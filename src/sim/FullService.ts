@@ -37,13 +37,14 @@ import { Timeout } from "../domain/Errors.js"
 import type { Message } from "../raft/Message.js"
 import * as RaftNode from "../raft/RaftNode.js"
 import type { RaftNodeConfig, RaftNodeShape } from "../raft/RaftNode.js"
+import type { Status } from "../raft/Raft.js"
 import { StateMachine } from "../raft/StateMachine.js"
 import type { StateMachineShape } from "../raft/StateMachine.js"
 import type { ConfChange, Entry } from "../raft/Types.js"
 import { Transport } from "../net/Transport.js"
 import type { TransportShape } from "../net/Transport.js"
 import { messageBytes } from "../net/SendQueue.js"
-import { isAmnesiac } from "../node/NodeControlPlane.js"
+import { isAmnesiac, isWipedLearner } from "../node/NodeControlPlane.js"
 import { layerMemory, MemoryStore } from "../storage/RaftStorage.js"
 import { switchesOf } from "./Bugs.js"
 import type { ScheduledStorageFault } from "./Disk.js"
@@ -738,9 +739,51 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
 
   /** Re-injects the amnesia bug: a node back without its data starts at once under its old id. */
   const admitAmnesiacVoters = switchesOf(options.bug).controlPlane?.unsafeAdmitAmnesiacVoters === true
+  /** Re-injects the wiped-learner bug: a learner back empty starts as it is, the leader's progress unchanged. */
+  const admitWipedLearners = switchesOf(options.bug).controlPlane?.unsafeAdmitWipedLearners === true
   /** Nodes whose daemon refused to start, until the operator has removed them and made them voters again. */
   const rejoining = new Set<number>()
   let refusals = 0
+  const wipeLearners = options.wipeLearners ?? 0
+  const learnerPrng = root.fork("learner-wipe")
+  /** Nodes whose next restart comes back wiped, whatever the amnesia chance says. */
+  const forcedWipes = new Set<number>()
+  let learnersWiped = 0
+
+  /** Nodes the targeted fault below has wiped (once per node and run, so the run can converge). */
+  const learnerWiped = new Set<number>()
+
+  /**
+   * A targeted fault (`wipeLearners`), during the safety phase: with that chance, once the leader
+   * lists node `id` as a learner that has acknowledged entries (and before it is promoted), its
+   * process dies and comes back 200 ms later on an empty data directory. Random faults rarely hit
+   * that window.
+   */
+  const wipeWhileLearner = (id: number) =>
+    Effect.gen(function* () {
+      if (learnerWiped.has(id) || !learnerPrng.chance(wipeLearners)) return
+      while (phase === "safety") {
+        const leader = leaderNode()?.running
+        if (leader !== undefined) {
+          const st = yield* leader.raft.status
+          if (st.confState.voters.includes(id)) return
+          const match = st.progress.find((p) => p.id === id)?.match ?? 0
+          if (st.confState.learners.includes(id) && match > 0 && nodeOf(id).running !== undefined) {
+            learnersWiped++
+            learnerWiped.add(id)
+            forcedWipes.add(id)
+            fault({ _tag: "Crash", node: id })
+            time.at(time.now + 200, () => fault({ _tag: "Restart", node: id }))
+            return
+          }
+        }
+        yield* Effect.sleep(Duration.millis(1))
+      }
+    })
+
+  /** Learners back empty after acknowledging entries, until their daemon has had them removed. */
+  const removing = new Set<number>()
+  let learnerRemovals = 0
 
   /** The node comes back with an empty data directory, under its old id, and starts as a joining node. */
   const wipe = (node: SimNode<Local>) => {
@@ -754,32 +797,56 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   const fresh = (s: MemoryStore) => s.hardState.term === 0 && s.lastIndex === 0 && s.snapshot === undefined
 
   /**
-   * The voters as the first peer that answers (ascending ids) sees them — its leader's view when it
-   * knows one, as `clusterStatus` is forwarded — or undefined while no peer answers.
+   * The configuration as the first peer that answers (ascending ids) sees it — its leader's view
+   * when it knows one, as `clusterStatus` is forwarded — or undefined while no peer answers: the
+   * voters, and how it lists `node` (`role`, and `match` from the leader's progress; `fromLeader`
+   * when the leader answered).
    */
-  const votersSeenBy = (node: SimNode<Local>): ReadonlyArray<number> | undefined => {
+  const seenBy = (node: SimNode<Local>) => {
     const reachable = (a: number, b: number) => network.canSend(a, b) && network.canSend(b, a)
+    const view = (st: Status, fromLeader: boolean) => {
+      const learner = st.confState.learners.includes(node.id)
+      const match = st.progress.find((p) => p.id === node.id)?.match ?? 0
+      return {
+        voters: st.confState.voters,
+        fromLeader,
+        listed: learner || st.confState.voters.includes(node.id) ? { id: node.id, role: learner ? "learner" : "voter", match } : undefined
+      }
+    }
     for (const peer of nodes) {
       if (peer === node || peer.running === undefined || !reachable(node.id, peer.id)) continue
       const st = Effect.runSync(peer.running.raft.status)
-      if (st.role === "leader" || st.lead === 0) return st.confState.voters
+      if (st.role === "leader" || st.lead === 0) return view(st, st.role === "leader")
       const leader = nodeOf(st.lead).running
-      if (leader !== undefined && reachable(peer.id, st.lead)) return Effect.runSync(leader.raft.status).confState.voters
+      if (leader !== undefined && reachable(peer.id, st.lead)) return view(Effect.runSync(leader.raft.status), true)
     }
     return undefined
   }
 
   /**
    * The node's daemon starts. One that joins and has no Raft state first asks a peer whether its id
-   * is still a voter (`Daemon.refuseAmnesia`, deciding with `isAmnesiac`): if so it exits refused —
-   * the operator removes it and adds it back (`rejoin`) — and its supervisor starts it again a
-   * second later; so it does while no peer answers.
+   * is still a member (`Daemon.refuseAmnesia`, deciding with `isAmnesiac` and `isWipedLearner`): a
+   * voter exits refused — the operator removes it and adds it back (`rejoin`) —; a learner the
+   * leader lists with acknowledged entries has itself removed (its join then adds it again) and
+   * waits for that; either way its supervisor starts it again a second later; so it does while no
+   * peer (for a learner: no leader) answers.
    */
   const boot = (node: SimNode<Local>) => {
     if (admitAmnesiacVoters || !node.joins || !fresh(node.store)) return start(node)
-    const voters = votersSeenBy(node)
-    if (voters !== undefined && !isAmnesiac(node.id, voters)) return start(node)
-    if (voters !== undefined && !rejoining.has(node.id)) {
+    const seen = seenBy(node)
+    if (seen !== undefined && !isAmnesiac(node.id, seen.voters)) {
+      if (seen.listed === undefined) return start(node)
+      if (seen.fromLeader && (admitWipedLearners || !isWipedLearner(node.id, seen.listed))) return start(node)
+      if (seen.fromLeader && !removing.has(node.id)) {
+        learnerRemovals++
+        trace.record(time.now, (17 << 24) | node.id)
+        removing.add(node.id)
+        runFiber(
+          `node ${node.id}'s daemon having itself removed as a learner`,
+          Effect.ensuring(operatorCommands.change({ type: "remove", nodeId: node.id }), Effect.sync(() => removing.delete(node.id)))
+        )
+      }
+    } else if (seen !== undefined && !rejoining.has(node.id)) {
       refusals++
       trace.record(time.now, (16 << 24) | node.id)
       rejoining.add(node.id)
@@ -802,6 +869,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   const rejoin = (id: number) =>
     Effect.gen(function* () {
       yield* operatorCommands.change({ type: "remove", nodeId: id })
+      if (wipeLearners > 0) runFiber(`wiping node ${id} while a learner`, wipeWhileLearner(id))
       yield* operatorCommands.join(id)
       rejoining.delete(id)
     })
@@ -849,7 +917,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       invariants.restarted(a.node)
       // One data directory lost at a time: two at once in three nodes is a lost quorum, which no
       // removal can repair.
-      if (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0) wipe(node)
+      // (`wipeLearners` wipes the node being re-added again: a learner that acknowledged entries.)
+      if (forcedWipes.delete(a.node) || (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0 && removing.size === 0)) wipe(node)
       boot(node)
     } else if (a._tag === "ClockSkew") nodeOf(a.node).clock.setSkew(a.skewMs)
   }
@@ -1198,7 +1267,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
             ...(options.storage !== undefined
               ? { diskFaults, flushes: nodes.reduce((sum, x) => sum + (x.disk?.flushes ?? 0), 0), storageExits, unflushedLost }
               : {}),
-            ...(amnesia > 0 ? { wiped, refusals } : {}),
+            ...(amnesia > 0 ? { wiped, refusals, learnersWiped, learnerRemovals } : {}),
             ...(isolatedLeaders > 0 ? { isolatedLeaders } : {}),
             ...(restartedFollowers > 0 ? { restartedFollowers } : {})
           }

@@ -73,7 +73,10 @@ export const operator = (env: OperatorEnv): Operator => {
       }
     })
 
-  /** Waits until the leader has replicated to `id` what it had committed when first asked. */
+  /**
+   * Waits until the leader has replicated to `id` what it had committed when first asked; false if
+   * `id` is no member any more (a learner back on an empty data directory had itself removed).
+   */
   const caughtUp = (id: number) =>
     Effect.gen(function* () {
       let target: number | undefined
@@ -83,16 +86,18 @@ export const operator = (env: OperatorEnv): Operator => {
           const st = yield* leader.status
           target ??= st.commit
           const p = st.progress.find((x) => x.id === id)
-          if (st.confState.voters.includes(id) || (p !== undefined && p.match >= target)) return
+          if (st.confState.voters.includes(id) || (p !== undefined && p.match >= target)) return true
+          if (!st.confState.learners.includes(id)) return false
         }
         yield* wait
       }
     })
 
+  /** As `cluster join` (retried, as the joining daemon's `joinLoop` does) until it is promoted. */
   const join = (id: number) =>
     Effect.gen(function* () {
-      yield* change({ type: "addLearner", nodeId: id })
-      yield* caughtUp(id)
+      do yield* change({ type: "addLearner", nodeId: id })
+      while (!(yield* caughtUp(id)))
       yield* change({ type: "promote", nodeId: id })
     })
 

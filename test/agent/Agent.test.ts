@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Scope, TestClock } from "effect"
+import { Clock, Effect, Exit, Logger, Scope, TestClock } from "effect"
 import { backoffMs, type HostFence, shouldRestart } from "../../src/agent/Agent.js"
 import { Unavailable } from "../../src/domain/Errors.js"
 import { SimulatedHypervisor } from "../../src/vm/SimulatedHypervisor.js"
@@ -439,28 +439,71 @@ describe("Agent: fencing", () => {
       expect(cluster.vm("web")!.status.lastError).toContain("fencing")
     }))
 
-  it.scoped("a lease renewal that hangs (a stalled data directory) does not let a start go on the contact measured before it", () =>
+  it.scoped("a start waits for the lease renewal of its contact: none goes on while the write is unfinished, in contact or not", () =>
     Effect.gen(function* () {
       const cluster = oneNode()
       const quorum = new Quorum()
       const fence = new MemoryFence(self)
-      let hang = false
-      // While `hang`, each lease write takes half fencingMs, as a write to a stalled disk may: a
-      // start measured within fencingMs of the last contact before its renewal, but past it after.
-      const hostFence: HostFence = {
-        ...fence.hostFence,
-        renew: (validUntil) => Effect.zipRight(hang ? Effect.sleep(`${FencingMs / 2} millis`) : Effect.void, fence.hostFence.renew(validUntil))
-      }
+      // Closed, the gate holds every lease write (a stalled data directory) until it is opened.
+      const gate = yield* Effect.makeLatch(true)
+      const hostFence: HostFence = { ...fence.hostFence, renew: (validUntil) => Effect.zipRight(gate.await, fence.hostFence.renew(validUntil)) }
       const h = yield* makeHarness({ cluster, quorum, hostFence })
       expect(h.hv.runningVms()).toEqual([web])
       yield* advance(500)
-      hang = true
-      yield* quorum.lose
+      yield* gate.close
+      yield* advance(IntervalMs) // a renewal is now under way, and hangs
       cluster.create("db")
       cluster.start("db")
-      yield* advance(5 * FencingMs, IntervalMs)
+      yield* advance(3 * FencingMs, IntervalMs) // in contact all along: not fenced, but db waits
+      expect(yield* h.agent.fenced).toBe(false)
       expect(h.hv.startCount(vm("db"))).toBe(0)
+      yield* gate.open
+      yield* advance(FencingMs, IntervalMs)
+      expect(h.hv.runningVms()).toEqual([vm("db"), web])
+      // db started once the lease written covered its start.
+      expect(fence.validUntil).toBeGreaterThan(yield* Clock.currentTimeMillis)
+    }))
+
+  it.scoped("a lease write that hangs while in contact does not hold up fencing: the VMs stop at last contact + fencingMs, and the hang is logged once", () =>
+    Effect.gen(function* () {
+      const cluster = oneNode()
+      cluster.create("db")
+      cluster.start("db")
+      const quorum = new Quorum()
+      const fence = new MemoryFence(self)
+      let hang = false
+      // Once `hang` is set, a lease write never ends (a stalled disk under the data directory).
+      const hostFence: HostFence = {
+        ...fence.hostFence,
+        renew: (validUntil) => (hang ? Effect.never : fence.hostFence.renew(validUntil))
+      }
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => {
+        logs.push((Array.isArray(message) ? message : [message]).map(String).join(" "))
+      })
+      const h = yield* makeHarness({ cluster, quorum, hostFence }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      expect(h.hv.runningVms()).toEqual([vm("db"), web])
+      yield* advance(500)
+      hang = true
+      yield* advance(1000) // still in contact: a renewal starts, and hangs
+      yield* quorum.lose // contact frozen at t=1500
+      yield* advance(FencingMs) // t=4500: exactly fencingMs, not longer
+      expect(h.hv.runningVms()).toEqual([vm("db"), web])
+      yield* TestClock.adjust(1)
+      yield* settle
+      expect(h.hv.runningVms()).toEqual([])
       expect(yield* h.agent.fenced).toBe(true)
+      expect(cluster.vm("web")!.status.lastError).toContain("fencing")
+      const hung = logs.filter((l) => l.includes("lease") && l.includes("has not finished"))
+      expect(hung).toHaveLength(1)
+      expect(hung[0]).toContain(`node ${self}`)
+      expect(hung[0]).toContain(fence.hostFence.dataDir)
+
+      // Nothing starts while the renewal it depends on is unfinished, even with contact back.
+      quorum.regain()
+      yield* advance(5 * IntervalMs)
+      expect(h.hv.runningVms()).toEqual([])
+      expect(h.hv.startCount(web)).toBe(1)
     }))
 
   it.scoped("a node that never reaches the quorum after start-up starts nothing and fences adopted runners", () =>

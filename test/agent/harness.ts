@@ -128,6 +128,7 @@ export class MemoryFence {
   }
 
   readonly hostFence: Agent.HostFence = {
+    dataDir: "/var/lib/blixard",
     renew: (validUntil) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         if (validUntil <= (this.validUntil ?? -1)) return

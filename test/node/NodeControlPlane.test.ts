@@ -241,6 +241,41 @@ describe("NodeControlPlane", () => {
     })
   )
 
+  it.scoped("a learner that acknowledged entries and comes back empty is removed before its Raft node starts, then joins afresh", () =>
+    Effect.gen(function* () {
+      const { cluster, plane, leader, followers } = yield* setup()
+      for (const id of [1, 2, 3]) plane(id)
+      for (const name of ["a", "b", "c"]) value(yield* cluster.drive(plane(leader).createVm(spec(name), { start: false })))
+      // Node 4 is a learner (its join under way) that has acknowledged the log...
+      yield* cluster.start(4, false)
+      plane(4)
+      value(yield* cluster.drive(cluster.node(leader).proposeConfChange({ type: "addLearner", nodeId: 4, address: HostPort.make(address(4)) })))
+      const commit = (yield* cluster.node(leader).status).commit
+      yield* cluster.until("node 4 acknowledged the log", () =>
+        Effect.map(cluster.node(leader).status, (st) => (st.progress.find((p) => p.id === 4)?.match ?? 0) >= commit)
+      )
+      // ...then loses its data directory and starts again, empty.
+      yield* cluster.crash(4)
+      cluster.members.delete(4)
+      const remote = (addr: string) => plane(Number(addr.split(":")[1]) - 7000)
+      const peers = [{ name: `node ${followers[0]}`, address: address(followers[0]!) }]
+      // What the daemon does before it starts its Raft node: the leader's progress still holds what
+      // the lost log acknowledged, so node 4 is removed (and is re-added afresh by its join).
+      const checked = yield* cluster.drive(Daemon.refuseAmnesia({ node: NodeId.make(4), peers, remote, dataDir: "/data", incarnation: "fresh" }))
+      expect(Exit.isSuccess(checked)).toBe(true)
+      const confState = (yield* cluster.node(leader).status).confState
+      expect([...confState.voters, ...confState.learners]).not.toContain(4)
+      yield* cluster.start(4, false)
+      plane(4)
+      const joined = value(yield* cluster.drive(plane(followers[0]!).join(NodeId.make(4), HostPort.make(address(4)))))
+      expect(joined.members.find((m) => m.id === 4)?.role).toBe("follower")
+      // Promoted with the whole log: it serves a linearizable read of what was written before.
+      const vms = value(yield* cluster.drive(plane(4).listVms("linearizable")))
+      expect(vms.map((vm) => vm.spec.name)).toEqual(["a", "b", "c"])
+      expect((yield* cluster.node(4).status).lastIndex).toBeGreaterThanOrEqual(commit)
+    })
+  )
+
   it.scoped("the unsafe switch (admitting amnesiac voters) lets such a node back in at once", () =>
     Effect.gen(function* () {
       const { cluster, plane, leader, followers } = yield* setup()

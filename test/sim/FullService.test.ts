@@ -95,6 +95,24 @@ describe("full-service tier: safety and liveness under seeded faults", () => {
     expect(changes).toBeGreaterThanOrEqual(2 * refusals)
   })
 
+  it("a learner that acknowledged entries and comes back empty has itself removed before it starts, then joins again", async () => {
+    // The learners profile wipes a re-added node again once it is a learner that acknowledged
+    // entries (`wipeLearners`). As its daemon does (`refuseAmnesia`, `isWipedLearner`), it has itself
+    // removed before its Raft node starts; its join adds it back with a fresh progress. Started as
+    // it is (`--bug wiped-learner`), seed 1 stops on a commit index beyond its empty log.
+    let removals = 0
+    for (const seed of [1, 21]) {
+      await new Promise((resolve) => setImmediate(resolve))
+      const r = simulate({ ...profiles.learners, seed })
+      expect(r.violation).toBeUndefined()
+      expect(r.linearizability).toBe("ok")
+      removals += r.counts?.["learnerRemovals"] ?? 0
+    }
+    expect(removals).toBeGreaterThanOrEqual(2)
+    const bug = simulate({ ...profiles.learners, seed: 1, bug: "wiped-learner" })
+    expect(bug.violation).toMatch(/beyond the last index/)
+  })
+
   it("the liveness phase has a bound: a cluster that cannot commit within it fails the run", () => {
     const ok = simulate({ seed: 2, livenessMs: 10_000 })
     expect(ok.ok).toBe(true)
