@@ -15,6 +15,18 @@
  * dropped (Raft retransmits), the peer is reported through `unreachable`, and the sender reconnects
  * after a capped, jittered exponential back-off once there is something to send.
  *
+ * Incarnations (`Transport`'s doc says why): the handshake names the sender's data-directory
+ * incarnation and the receiver's answer (the upgrade response) names its own (`PeerAuth`). Each node
+ * remembers, per peer id, the incarnation it last saw on either kind of connection. On seeing another
+ * one it drops the peer's send queue and any connection of the earlier life (its frames still
+ * arriving are dropped), hands `receive` a `PeerRestarted` (after every message received before) and
+ * drops every message to the peer until `resume`. A sender checks the answer before its first frame
+ * on a connection, so nothing queued for the earlier life reaches the new one.
+ * The receiver does not also refuse frames "addressed to another incarnation": a connection reaches
+ * one process, whose incarnation its sender read before sending anything, so every frame on it is
+ * for that incarnation; only a sender that reads no incarnations (an older release) could deliver a
+ * queue built for an earlier life, and such a sender names no addressee incarnation to refuse.
+ *
  * Receiving: `PeerEndpoint` (mounted on the node's HTTP server by `Server.layerSharedPort`, or alone by
  * `layerStandalone`) refuses the upgrade with 401 (logged with the remote address) unless the
  * handshake proves the cluster secret and, with `tls`, the client certificate is from the cluster CA
@@ -51,11 +63,11 @@ import * as Metrics from "../metrics/Metrics.js"
 import { Message } from "../raft/Message.js"
 import { CertificateRevoked, PeerCertificateRefused } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
-import { HandshakeVerifier, deriveKey, sign, toQuery } from "./PeerAuth.js"
+import { answeredIncarnation, HandshakeVerifier, deriveKey, incarnationHeaders, isIncarnation, sign, toQuery } from "./PeerAuth.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
 import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
 import { checkServerIdentity, identityOf, type RevokedCheck } from "./Tls.js"
-import { Transport, type TransportShape } from "./Transport.js"
+import { type Received, Transport, type TransportShape } from "./Transport.js"
 
 /**
  * Mutual TLS between peers: each side presents its node certificate from the cluster CA, and checks
@@ -81,6 +93,11 @@ export interface ServerTls {
 export interface PeerTransportOptions {
   /** This node's Raft id. */
   readonly self: number
+  /**
+   * This node's data-directory incarnation (`NodeMeta.claim`), named to peers at every connection,
+   * both ways. Absent: none named (as by a release without incarnations).
+   */
+  readonly incarnation?: string | undefined
   /** Initial peer addresses, id → "host:port". Change them at runtime with `RaftPeers`. */
   readonly peers?: ReadonlyMap<number, string> | undefined
   /** The cluster secret (the contents of the node's secret file). Required, non-empty. */
@@ -125,9 +142,12 @@ export interface PeerStats {
   /** Messages waiting in the send queue, and their estimated bytes. */
   readonly queued: number
   readonly queuedBytes: number
-  /** Messages dropped by the full queue, and in failed connections. */
+  /** Messages dropped by the full queue, in failed connections, and built for an earlier incarnation of the peer. */
   readonly droppedQueueFull: number
   readonly droppedFailed: number
+  readonly droppedRestarted: number
+  /** The peer's incarnation as last seen (undefined until a connection named one). */
+  readonly incarnation: string | undefined
   /** Messages acknowledged by the peer. */
   readonly delivered: number
   /** Messages written to the peer's connection. */
@@ -222,6 +242,8 @@ interface Connection {
   readonly inFlight: Map<number, { readonly count: number; readonly bytes: number; readonly deadline: number; readonly sentAt: number }>
   /** With TLS: the serial of the certificate the peer's server presented (`normalizeSerial`). */
   serial?: string | undefined
+  /** The incarnation the peer answered with (undefined until it answered, or if it named none). */
+  incarnation?: string | undefined
 }
 
 interface Peer {
@@ -232,6 +254,7 @@ interface Peer {
   /** A pending reconnect (back-off) timer. */
   retry: NodeJS.Timeout | undefined
   droppedFailed: number
+  droppedRestarted: number
   delivered: number
   sent: number
   frames: number
@@ -252,6 +275,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
   Layer.scopedContext(
     Effect.gen(function* () {
       if (options.clusterSecret.length === 0) return yield* Effect.dieMessage("PeerTransport: the cluster secret is empty")
+      if (options.incarnation !== undefined && !isIncarnation(options.incarnation)) {
+        return yield* Effect.dieMessage(`PeerTransport: node ${options.self}'s incarnation ${JSON.stringify(options.incarnation)} cannot be sent (1 to 64 letters, digits, - or _)`)
+      }
       const self = options.self
       const path = options.path ?? "/raft"
       const clusterId = options.clusterId ?? ""
@@ -269,10 +295,23 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const runFork = Runtime.runFork(yield* Effect.runtime<never>())
       const log = (effect: Effect.Effect<void>) => void runFork(effect)
 
-      const inbox = yield* Queue.dropping<Message>(options.inboxCapacity ?? 65_536)
+      // Unbounded, so a `PeerRestarted` is never lost; messages are bounded by hand (`offerMessage`).
+      const inbox = yield* Queue.unbounded<Received>()
+      const inboxCapacity = options.inboxCapacity ?? 65_536
+      /** Offers a received message to the inbox; false (dropped) if `inboxCapacity` are waiting. */
+      const offerMessage = (m: Message): boolean => {
+        const size = inbox.unsafeSize()
+        return (size._tag === "Some" && size.value >= inboxCapacity) ? false : inbox.unsafeOffer(m)
+      }
       const peers = new Map<number, Peer>()
       const unreachable = new Set<number>()
       let closed = false
+      /** Per peer id: the incarnation last seen on a connection either way (what its queue is built for). */
+      const incarnations = new Map<number, string>()
+      /** Per peer id: `PeerRestarted`s handed out and not yet `resume`d; messages to it are dropped meanwhile. */
+      const resetting = new Map<number, number>()
+      /** Accepted connections, by socket: the node that opened it and the incarnation it named. */
+      const accepted = new Map<WebSocket, { readonly from: number; readonly incarnation: string | undefined }>()
 
       // --- Sending ------------------------------------------------------------------------------
 
@@ -337,10 +376,43 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         failed(peer, reason)
       }
 
+      /**
+       * A connection (`via`) named `id`'s incarnation: if it is another than last seen, the earlier
+       * life is over here — its queue and connections go, `receive` hands out a `PeerRestarted`, and
+       * messages to it are dropped until `resume`.
+       */
+      const learn = (id: number, incarnation: string | undefined, via: string): void => {
+        if (incarnation === undefined) return
+        const before = incarnations.get(id)
+        incarnations.set(id, incarnation)
+        if (before === undefined || before === incarnation) return
+        const peer = peers.get(id)
+        const dropped = peer?.queue.length ?? 0
+        if (peer !== undefined) {
+          peer.queue.clear()
+          peer.droppedRestarted += dropped
+          const conn = peer.connection
+          if (conn?.incarnation !== undefined && conn.incarnation !== incarnation) dropConnection(peer)
+        }
+        for (const [socket, c] of accepted) {
+          if (c.from !== id || c.incarnation === undefined || c.incarnation === incarnation) continue
+          accepted.delete(socket)
+          socket.terminate()
+        }
+        resetting.set(id, (resetting.get(id) ?? 0) + 1)
+        inbox.unsafeOffer({ type: "peerRestarted", peer: id, incarnation })
+        log(
+          Effect.logWarning(
+            `raft transport: node ${id} is back as another incarnation (${before} → ${incarnation}: its data directory was replaced); dropped ${dropped} message(s) queued for its earlier life, and its Raft progress starts over`
+          ).pipe(Effect.annotateLogs({ peer: id, via }))
+        )
+      }
+
       const connect = (peer: Peer): void => {
         if (closed) return
         // A fresh timestamp and nonce per attempt.
-        const handshake = toQuery(sign(key, clusterId, self, peer.id, Date.now()))
+        const signed = sign(key, clusterId, self, peer.id, Date.now(), options.incarnation)
+        const handshake = toQuery(signed)
         let socket: WebSocket
         try {
           socket = new WebSocket(`${options.tls === undefined ? "ws" : "wss"}://${peer.address}${path}?${handshake}`, {
@@ -368,6 +440,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         peer.connection = conn
         socket.on("upgrade", (response) => {
           if (response.socket instanceof tls.TLSSocket) conn.serial = normalizeSerial(response.socket.getPeerCertificate().serialNumber)
+          // Before "open", so before the first frame: a queue built for an earlier life is dropped here.
+          const answer = answeredIncarnation(key, clusterId, signed, response.headers)
+          if (!answer.ok) return fail(peer, conn, answer.reason)
+          conn.incarnation = answer.incarnation
+          learn(peer.id, answer.incarnation, "its answer to this node's connection")
         })
         socket.on("open", () => pump(peer))
         socket.on("message", (data, isBinary) => {
@@ -431,6 +508,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             connection: undefined,
             retry: undefined,
             droppedFailed: 0,
+            droppedRestarted: 0,
             delivered: 0,
             sent: 0,
             frames: 0,
@@ -467,7 +545,12 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
 
       const verifier = new HandshakeVerifier(options.clusterSecret, clusterId, self, maxClockSkewMs)
       const server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxFrameBytes ?? 256 * 1024 * 1024 })
-      const accepted = new Set<WebSocket>()
+      /** Per upgrade request being accepted: the headers naming this node's incarnation in the answer. */
+      const answers = new WeakMap<http.IncomingMessage, ReadonlyArray<string>>()
+      server.on("headers", (headers, request) => {
+        const extra = answers.get(request)
+        if (extra !== undefined) headers.push(...extra)
+      })
       /** With TLS: each accepted connection's client certificate serial, and the node it is. */
       const acceptedCertificates = new Map<WebSocket, { readonly serial: string; readonly from: number }>()
 
@@ -493,7 +576,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             }, 1000)
       revocationSweep?.unref()
 
-      const serve = (socket: WebSocket, from: number, serial: string | undefined): void => {
+      const serve = (socket: WebSocket, from: number, serial: string | undefined, incarnation: string | undefined): void => {
         /** The newest frame received, and what arrived since the last acknowledgement. */
         let lastSeq = 0
         let unacked = 0
@@ -507,7 +590,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           unackedBytes = 0
           if (socket.readyState === WebSocket.OPEN) socket.send(packr.pack(lastSeq))
         }
-        accepted.add(socket)
+        accepted.set(socket, { from, incarnation })
         if (serial !== undefined) acceptedCertificates.set(socket, { serial, from })
         socket.on("close", () => {
           clearTimeout(ackTimer)
@@ -525,6 +608,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           if (Either.isLeft(frame)) {
             return log(Effect.logWarning(`raft transport: dropped a malformed frame from node ${from}`))
           }
+          // From an earlier life of the sender, still arriving after a newer one connected (`learn`).
+          if (incarnation !== undefined && incarnations.get(from) !== incarnation) return void socket.terminate()
           const [seq, raws] = frame.right
           const valid: Array<Message> = []
           const problems: Array<string> = []
@@ -540,7 +625,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             else valid.push(m)
           }
           let full = 0
-          for (const m of valid) if (!inbox.unsafeOffer(m)) full++
+          for (const m of valid) if (!offerMessage(m)) full++
           lastSeq = seq
           unacked++
           unackedBytes += (data as Buffer).length
@@ -606,7 +691,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           }
           const peerCertificate = request.socket instanceof tls.TLSSocket && options.tls !== undefined ? request.socket.getPeerCertificate() : undefined
           const serial = peerCertificate?.serialNumber === undefined ? undefined : normalizeSerial(peerCertificate.serialNumber)
-          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial))
+          if (options.incarnation !== undefined) answers.set(request, incarnationHeaders(key, clusterId, { from: verdict.from, to: self, nonce: verdict.nonce }, options.incarnation))
+          learn(verdict.from, verdict.incarnation, "its connection to this node")
+          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial, verdict.incarnation))
         },
         request: (request, response) => {
           const verdict = verifier.verify(request.url ?? "", Date.now())
@@ -615,7 +702,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           response.end(verdict.ok ? "use a websocket" : "unauthorized")
         },
         close: () => {
-          for (const socket of accepted) socket.terminate()
+          for (const socket of accepted.keys()) socket.terminate()
           accepted.clear()
         }
       }
@@ -643,6 +730,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             for (const m of messages) {
               const peer = peers.get(m.to)
               if (peer === undefined) continue
+              if (resetting.has(m.to)) {
+                // Built before the Raft driver took in the peer's new incarnation.
+                peer.droppedRestarted++
+                continue
+              }
               peer.queue.push(m)
               touched.add(peer)
             }
@@ -658,6 +750,12 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         discard: (id) =>
           Effect.sync(() => {
             peers.get(id)?.queue.clear()
+          }),
+        resume: (id) =>
+          Effect.sync(() => {
+            const n = (resetting.get(id) ?? 0) - 1
+            if (n > 0) resetting.set(id, n)
+            else resetting.delete(id)
           })
       }
 
@@ -673,6 +771,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             queuedBytes: p.queue.bytes,
             droppedQueueFull: p.queue.dropped,
             droppedFailed: p.droppedFailed,
+            droppedRestarted: p.droppedRestarted,
+            incarnation: incarnations.get(p.id),
             delivered: p.delivered,
             sent: p.sent,
             frames: p.frames,
