@@ -44,10 +44,14 @@
  * sender notices only at its acknowledgement timeout (its in-flight batches are then lost); the
  * queue's byte bound counts `sizeOf` (0 when not given); messages sent while a sender reconnects are
  * not bounded; a peer that crashes again before a sender reconnects loses that sender's whole queue
- * (the real one keeps it for the next attempt), and one that crashes again before a sender's reconnection
-still has that sender learn its new data incarnation (the real sender learns at its next successful
-connection); late messages come from any crashed node here,
- * though a crashed machine's kernel retransmits nothing; the transport's `unreachable` reports; and
+ * (the real one keeps it for the next attempt), and still has that sender learn its new data
+ * incarnation at the reconnection's time (the real one learns at its next successful connection);
+ * late messages come from any crashed node here, though a crashed machine's kernel retransmits
+ * nothing; the transport's `unreachable` reports; peers that name no incarnation (an older
+ * release), and two processes of one id running at once (the real transport then sees the id's
+ * incarnation flip at each connection); a deposed leader's queue kept across a partition (dropped
+ * here with the partition: what it sends after the heal is built from its progress then, which the
+ * handshake covers the same way); and
  * the links' random drops, duplicates and reordering (a message sent after a reconnect may overtake
  * the queued batch) are harsher than one TCP connection, which neither loses nor reorders, on purpose.
  *
