@@ -268,6 +268,109 @@ interface Peer {
 }
 
 /**
+ * Per peer id: the incarnation this node last saw it at, on a connection either way (what its queue
+ * and Raft progress are built for), and the `PeerRestarted`s handed out and not yet resumed, while
+ * which messages to it are dropped.
+ */
+class PeerLives {
+  private readonly seen = new Map<number, string>()
+  private readonly resetting = new Map<number, number>()
+
+  current(id: number): string | undefined {
+    return this.seen.get(id)
+  }
+
+  /** Records what a connection named; returns the incarnation before if this is another (the earlier life is over here). */
+  learn(id: number, incarnation: string | undefined): string | undefined {
+    if (incarnation === undefined) return undefined
+    const before = this.seen.get(id)
+    this.seen.set(id, incarnation)
+    if (before === undefined || before === incarnation) return undefined
+    this.resetting.set(id, (this.resetting.get(id) ?? 0) + 1)
+    return before
+  }
+
+  muted(id: number): boolean {
+    return this.resetting.has(id)
+  }
+
+  resume(id: number): void {
+    const n = (this.resetting.get(id) ?? 0) - 1
+    if (n > 0) this.resetting.set(id, n)
+    else this.resetting.delete(id)
+  }
+}
+
+const newPeer = (id: number, address: string, limits: SendQueueLimits): Peer => ({
+  id,
+  address,
+  queue: new SendQueue(limits),
+  connection: undefined,
+  retry: undefined,
+  droppedFailed: 0,
+  droppedRestarted: 0,
+  delivered: 0,
+  sent: 0,
+  frames: 0,
+  acks: 0,
+  failuresTotal: 0,
+  tags: Metrics.tags(["peer", String(id)]),
+  connected: false,
+  failures: 0,
+  lastError: undefined
+})
+
+const statsOf = (p: Peer, incarnation: string | undefined): PeerStats => ({
+  id: p.id,
+  address: p.address,
+  queued: p.queue.length,
+  queuedBytes: p.queue.bytes,
+  droppedQueueFull: p.queue.dropped,
+  droppedFailed: p.droppedFailed,
+  droppedRestarted: p.droppedRestarted,
+  incarnation,
+  delivered: p.delivered,
+  sent: p.sent,
+  frames: p.frames,
+  acks: p.acks,
+  connected: p.connected,
+  failures: p.failures,
+  failuresTotal: p.failuresTotal,
+  lastError: p.lastError
+})
+
+/** With TLS: why the connection's client certificate does not prove it is node `from`, if it does not. */
+const certificateProblem = (
+  options: Pick<PeerTransportOptions, "tls" | "revoked">,
+  request: http.IncomingMessage,
+  from: number
+): PeerCertificateRefused | CertificateRevoked | undefined => {
+  const peerTls = options.tls
+  if (peerTls === undefined) return undefined
+  const refuse = (message: string) => new PeerCertificateRefused({ subject: request.socket.remoteAddress ?? "unknown", message })
+  const socket = request.socket
+  if (!(socket instanceof tls.TLSSocket)) return refuse("the connection is not TLS")
+  const cert = socket.getPeerCertificate()
+  if (cert === null || Object.keys(cert).length === 0) return refuse(`node ${from} presented no client certificate`)
+  if (!socket.authorized) return refuse(`node ${from}'s certificate is not from this cluster's CA (${String(socket.authorizationError)})`)
+  const identity = identityOf(cert.subjectaltname)
+  if (identity === undefined) return refuse(`node ${from}'s certificate names no Blixard node`)
+  if (identity.clusterId !== peerTls.clusterId) return refuse(`node ${from}'s certificate is of cluster ${identity.clusterId}, not ${peerTls.clusterId}`)
+  if (identity.node !== from) return refuse(`a connection claiming to be node ${from} presented node ${identity.node}'s certificate`)
+  const serial = normalizeSerial(cert.serialNumber)
+  const reason = options.revoked?.(serial)
+  if (reason !== undefined) {
+    return new CertificateRevoked({
+      node: NodeId.make(from),
+      subject: serial,
+      message: `node ${from}'s certificate ${serial} is revoked (${reason}); its connection is refused: ${revokedAdvice(from)}`
+    })
+  }
+  return undefined
+}
+
+
+/**
  * The transport of node `self`: `Transport` for the Raft driver, `RaftPeers` to change peer addresses,
  * and `PeerEndpoint` for the node's HTTP server.
  */
@@ -306,10 +409,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const peers = new Map<number, Peer>()
       const unreachable = new Set<number>()
       let closed = false
-      /** Per peer id: the incarnation last seen on a connection either way (what its queue is built for). */
-      const incarnations = new Map<number, string>()
-      /** Per peer id: `PeerRestarted`s handed out and not yet `resume`d; messages to it are dropped meanwhile. */
-      const resetting = new Map<number, number>()
+      const lives = new PeerLives()
       /** Accepted connections, by socket: the node that opened it and the incarnation it named. */
       const accepted = new Map<WebSocket, { readonly from: number; readonly incarnation: string | undefined }>()
 
@@ -382,10 +482,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
        * messages to it are dropped until `resume`.
        */
       const learn = (id: number, incarnation: string | undefined, via: string): void => {
-        if (incarnation === undefined) return
-        const before = incarnations.get(id)
-        incarnations.set(id, incarnation)
-        if (before === undefined || before === incarnation) return
+        const before = lives.learn(id, incarnation)
+        if (before === undefined || incarnation === undefined) return
         const peer = peers.get(id)
         const dropped = peer?.queue.length ?? 0
         if (peer !== undefined) {
@@ -394,12 +492,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           const conn = peer.connection
           if (conn?.incarnation !== undefined && conn.incarnation !== incarnation) dropConnection(peer)
         }
-        for (const [socket, c] of accepted) {
-          if (c.from !== id || c.incarnation === undefined || c.incarnation === incarnation) continue
-          accepted.delete(socket)
-          socket.terminate()
-        }
-        resetting.set(id, (resetting.get(id) ?? 0) + 1)
+        // Its earlier life's connections to this node (their "close" forgets them).
+        for (const [socket, c] of accepted) if (c.from === id && c.incarnation !== undefined && c.incarnation !== incarnation) socket.terminate()
         inbox.unsafeOffer({ type: "peerRestarted", peer: id, incarnation })
         log(
           Effect.logWarning(
@@ -412,10 +506,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         if (closed) return
         // A fresh timestamp and nonce per attempt.
         const signed = sign(key, clusterId, self, peer.id, Date.now(), options.incarnation)
-        const handshake = toQuery(signed)
         let socket: WebSocket
         try {
-          socket = new WebSocket(`${options.tls === undefined ? "ws" : "wss"}://${peer.address}${path}?${handshake}`, {
+          socket = new WebSocket(`${options.tls === undefined ? "ws" : "wss"}://${peer.address}${path}?${toQuery(signed)}`, {
             ...(options.tls === undefined
               ? {}
               : {
@@ -501,24 +594,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           if (id === self || closed) return
           const existing = peers.get(id)
           if (existing !== undefined && existing.address === address) return
-          const peer: Peer = existing ?? {
-            id,
-            address,
-            queue: new SendQueue(limits),
-            connection: undefined,
-            retry: undefined,
-            droppedFailed: 0,
-            droppedRestarted: 0,
-            delivered: 0,
-            sent: 0,
-            frames: 0,
-            acks: 0,
-            failuresTotal: 0,
-            tags: Metrics.tags(["peer", String(id)]),
-            connected: false,
-            failures: 0,
-            lastError: undefined
-          }
+          const peer = existing ?? newPeer(id, address, limits)
           dropConnection(peer)
           clearTimeout(peer.retry)
           peer.retry = undefined
@@ -547,10 +623,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxFrameBytes ?? 256 * 1024 * 1024 })
       /** Per upgrade request being accepted: the headers naming this node's incarnation in the answer. */
       const answers = new WeakMap<http.IncomingMessage, ReadonlyArray<string>>()
-      server.on("headers", (headers, request) => {
-        const extra = answers.get(request)
-        if (extra !== undefined) headers.push(...extra)
-      })
+      server.on("headers", (headers, request) => void headers.push(...(answers.get(request) ?? [])))
       /** With TLS: each accepted connection's client certificate serial, and the node it is. */
       const acceptedCertificates = new Map<WebSocket, { readonly serial: string; readonly from: number }>()
 
@@ -609,7 +682,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             return log(Effect.logWarning(`raft transport: dropped a malformed frame from node ${from}`))
           }
           // From an earlier life of the sender, still arriving after a newer one connected (`learn`).
-          if (incarnation !== undefined && incarnations.get(from) !== incarnation) return void socket.terminate()
+          if (incarnation !== undefined && lives.current(from) !== incarnation) return void socket.terminate()
           const [seq, raws] = frame.right
           const valid: Array<Message> = []
           const problems: Array<string> = []
@@ -648,32 +721,6 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           )
         )
 
-      /** With TLS: why the connection's client certificate does not prove it is node `from`, if it does not. */
-      const certificateProblem = (request: http.IncomingMessage, from: number): PeerCertificateRefused | CertificateRevoked | undefined => {
-        const peerTls = options.tls
-        if (peerTls === undefined) return undefined
-        const refuse = (message: string) => new PeerCertificateRefused({ subject: request.socket.remoteAddress ?? "unknown", message })
-        const socket = request.socket
-        if (!(socket instanceof tls.TLSSocket)) return refuse("the connection is not TLS")
-        const cert = socket.getPeerCertificate()
-        if (cert === null || Object.keys(cert).length === 0) return refuse(`node ${from} presented no client certificate`)
-        if (!socket.authorized) return refuse(`node ${from}'s certificate is not from this cluster's CA (${String(socket.authorizationError)})`)
-        const identity = identityOf(cert.subjectaltname)
-        if (identity === undefined) return refuse(`node ${from}'s certificate names no Blixard node`)
-        if (identity.clusterId !== peerTls.clusterId) return refuse(`node ${from}'s certificate is of cluster ${identity.clusterId}, not ${peerTls.clusterId}`)
-        if (identity.node !== from) return refuse(`a connection claiming to be node ${from} presented node ${identity.node}'s certificate`)
-        const serial = normalizeSerial(cert.serialNumber)
-        const reason = options.revoked?.(serial)
-        if (reason !== undefined) {
-          return new CertificateRevoked({
-            node: NodeId.make(from),
-            subject: serial,
-            message: `node ${from}'s certificate ${serial} is revoked (${reason}); its connection is refused: ${revokedAdvice(from)}`
-          })
-        }
-        return undefined
-      }
-
       const endpoint: PeerEndpointShape = {
         path,
         upgrade: (request, socket, head) => {
@@ -684,7 +731,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             refused(request, verdict.reason, verdict.from)
             return refuseUpgrade(socket, 401, "Unauthorized", "unauthorized")
           }
-          const certificate = certificateProblem(request, verdict.from)
+          const certificate = certificateProblem(options, request, verdict.from)
           if (certificate !== undefined) {
             refused(request, `${certificate.code}: ${certificate.message}`, verdict.from)
             return refuseUpgrade(socket, 401, "Unauthorized", certificate.code)
@@ -730,7 +777,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             for (const m of messages) {
               const peer = peers.get(m.to)
               if (peer === undefined) continue
-              if (resetting.has(m.to)) {
+              if (lives.muted(m.to)) {
                 // Built before the Raft driver took in the peer's new incarnation.
                 peer.droppedRestarted++
                 continue
@@ -751,38 +798,14 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           Effect.sync(() => {
             peers.get(id)?.queue.clear()
           }),
-        resume: (id) =>
-          Effect.sync(() => {
-            const n = (resetting.get(id) ?? 0) - 1
-            if (n > 0) resetting.set(id, n)
-            else resetting.delete(id)
-          })
+        resume: (id) => Effect.sync(() => lives.resume(id))
       }
 
       const control: RaftPeersShape = {
         set: setPeer,
         remove: removePeer,
         addresses: Effect.sync(() => new Map([...peers.values()].map((p) => [p.id, p.address] as const))),
-        stats: Effect.sync(() =>
-          [...peers.values()].map((p) => ({
-            id: p.id,
-            address: p.address,
-            queued: p.queue.length,
-            queuedBytes: p.queue.bytes,
-            droppedQueueFull: p.queue.dropped,
-            droppedFailed: p.droppedFailed,
-            droppedRestarted: p.droppedRestarted,
-            incarnation: incarnations.get(p.id),
-            delivered: p.delivered,
-            sent: p.sent,
-            frames: p.frames,
-            acks: p.acks,
-            connected: p.connected,
-            failures: p.failures,
-            failuresTotal: p.failuresTotal,
-            lastError: p.lastError
-          }))
-        )
+        stats: Effect.sync(() => [...peers.values()].map((p) => statsOf(p, lives.current(p.id))))
       }
 
       return Context.make(Transport, transport).pipe(Context.add(RaftPeers, control), Context.add(PeerEndpoint, endpoint))
