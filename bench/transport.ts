@@ -185,7 +185,7 @@ const peerTransportPair = Effect.gen(function* () {
   const handlers: Record<Side, (m: Message) => void> = { 1: ignore, 2: ignore }
   for (const at of [1, 2] as const) {
     yield* Effect.forkScoped(
-      Effect.forever(Effect.flatMap(nodes[at].transport.receive, (m) => Effect.sync(() => handlers[at](m))))
+      Effect.forever(Effect.flatMap(nodes[at].transport.receive, (m) => Effect.sync(() => void (m.type === "peerRestarted" ? undefined : handlers[at](m)))))
     )
   }
   return {

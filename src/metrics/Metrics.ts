@@ -77,7 +77,7 @@ export const peerSent = counter("blixard_peer_messages_sent_total", "Raft messag
 export const peerDelivered = counter("blixard_peer_messages_delivered_total", "Raft messages each peer acknowledged")
 export const peerDropped = counter(
   "blixard_peer_messages_dropped_total",
-  "Raft messages to each peer given up, by reason (queue_full: the send queue overflowed; connection_failed: lost with a failed connection); Raft retransmits what is still needed"
+  "Raft messages to each peer given up, by reason (queue_full: the send queue overflowed; connection_failed: lost with a failed connection; peer_restarted: built for an earlier incarnation of the peer, see Transport); Raft retransmits what is still needed"
 )
 export const peerFailures = counter("blixard_peer_connection_failures_total", "Failed connection attempts and connections lost to each peer")
 export const peerConnected = gauge("blixard_peer_connected", "1 while the connection to the peer is up and acknowledging")

@@ -107,6 +107,7 @@ export const make = (sources: ScrapeSources) =>
         peerTotals.advance(M.peerDelivered, labels, `delivered ${peer}`, p.delivered)
         peerTotals.advance(M.peerDropped, M.tags(["peer", peer], ["reason", "queue_full"]), `queue ${peer}`, p.droppedQueueFull)
         peerTotals.advance(M.peerDropped, M.tags(["peer", peer], ["reason", "connection_failed"]), `failed ${peer}`, p.droppedFailed)
+        peerTotals.advance(M.peerDropped, M.tags(["peer", peer], ["reason", "peer_restarted"]), `restarted ${peer}`, p.droppedRestarted)
         peerTotals.advance(M.peerFailures, labels, `failures ${peer}`, p.failuresTotal)
         M.peerConnected.unsafeUpdate(p.connected ? 1 : 0, labels)
         M.peerQueued.unsafeUpdate(p.queued, labels)

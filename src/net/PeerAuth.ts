@@ -16,6 +16,20 @@
  * version string names the wire protocol (`PeerTransport`'s frames), so a node of an incompatible
  * release is refused at the handshake instead of sending frames its peer cannot read.
  *
+ * Incarnations: both ends also name the incarnation of their data directory (`NodeMeta.claim`: a
+ * random id drawn when the directory is first used), so each learns at every connection whether the
+ * other is still the life its queue and Raft progress were built for (`PeerTransport`). The sender
+ * adds `&inc=I&incmac=IM` to the request, and the receiver answers the upgrade with the headers
+ * `x-blixard-incarnation` and `x-blixard-incarnation-mac`:
+ *
+ *   IM = base64url(HMAC-SHA256(key, "blixard-raft/2 incarnation\n" + clusterId + "\n" + F + "\n" + T + "\n" + N + "\n" + I))
+ *   answer's MAC: the same with "blixard-raft/2 incarnation answer", T then F, and the receiver's I
+ *
+ * Both MACs cover the handshake's nonce, so neither can be carried over to another connection. They
+ * are separate from `M` (not a new version string) so that either end may be of a release without
+ * incarnations: such a node sends none and ignores the other's, and its peers treat it as before
+ * (no incarnation known). A malformed or unauthenticated incarnation is refused like a bad MAC.
+ *
  * By default the websocket runs over mutual TLS (`PeerTransport`'s `tls`, certificates from the
  * cluster CA): TLS encrypts and proves which node is at the other end, and this handshake still binds
  * the connection to the cluster secret and refuses replays. In plain mode (`--insecure-plaintext`)
@@ -36,27 +50,76 @@ export interface Handshake {
   readonly ts: number
   readonly nonce: string
   readonly mac: string
+  /** The sender's data directory's incarnation and its MAC (absent from nodes without incarnations). */
+  readonly incarnation?: { readonly id: string; readonly mac: string } | undefined
+}
+
+const intPattern = /^[1-9][0-9]{0,14}$/
+const noncePattern = /^[0-9a-f]{32}$/
+const macPattern = /^[A-Za-z0-9_-]{43}$/
+/** An incarnation as it may travel: `NodeMeta` draws UUIDs; anything of 1 to 64 of these characters passes. */
+const incarnationPattern = /^[0-9A-Za-z_-]{1,64}$/
+
+/** True if `id` can be carried as an incarnation. */
+export const isIncarnation = (id: string): boolean => incarnationPattern.test(id)
+
+const incarnationMacOf = (key: Buffer, label: string, clusterId: string, from: number, to: number, nonce: string, incarnation: string): string =>
+  crypto.createHmac("sha256", key).update(`${version} ${label}\n${clusterId}\n${from}\n${to}\n${nonce}\n${incarnation}`).digest("base64url")
+
+const macEquals = (a: string, b: string): boolean => a.length === b.length && crypto.timingSafeEqual(Buffer.from(a), Buffer.from(b))
+
+/** The response headers naming the receiver's incarnation, for the handshake `h` it accepted. */
+export const incarnationHeaders = (key: Buffer, clusterId: string, h: { readonly from: number; readonly to: number; readonly nonce: string }, incarnation: string): ReadonlyArray<string> => [
+  `x-blixard-incarnation: ${incarnation}`,
+  `x-blixard-incarnation-mac: ${incarnationMacOf(key, "incarnation answer", clusterId, h.to, h.from, h.nonce, incarnation)}`
+]
+
+export type AnswerVerdict =
+  | { readonly ok: true; readonly incarnation: string | undefined }
+  | { readonly ok: false; readonly reason: string }
+
+/**
+ * Reads the receiver's incarnation from its answer to `h` (the upgrade response's headers): undefined
+ * if it named none (a release without incarnations), refused if malformed or not authenticated.
+ */
+export const answeredIncarnation = (
+  key: Buffer,
+  clusterId: string,
+  h: Pick<Handshake, "from" | "to" | "nonce">,
+  headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
+): AnswerVerdict => {
+  const id = headers["x-blixard-incarnation"]
+  const mac = headers["x-blixard-incarnation-mac"]
+  if (id === undefined && mac === undefined) return { ok: true, incarnation: undefined }
+  if (typeof id !== "string" || typeof mac !== "string" || !incarnationPattern.test(id) || !macPattern.test(mac)) {
+    return { ok: false, reason: `node ${h.to} answered with a malformed incarnation` }
+  }
+  if (!macEquals(mac, incarnationMacOf(key, "incarnation answer", clusterId, h.to, h.from, h.nonce, id))) {
+    return { ok: false, reason: `node ${h.to}'s incarnation is not authenticated (bad MAC)` }
+  }
+  return { ok: true, incarnation: id }
 }
 
 const macOf = (key: Buffer, clusterId: string, from: number, to: number, ts: number, nonce: string): string =>
   crypto.createHmac("sha256", key).update(`${version}\n${clusterId}\n${from}\n${to}\n${ts}\n${nonce}`).digest("base64url")
 
-/** A fresh handshake from `from` to `to`, stamped with `now` (ms since the epoch). */
-export const sign = (key: Buffer, clusterId: string, from: number, to: number, now: number): Handshake => {
+/** A fresh handshake from `from` to `to`, stamped with `now` (ms since the epoch), naming the sender's `incarnation` if given. */
+export const sign = (key: Buffer, clusterId: string, from: number, to: number, now: number, incarnation?: string): Handshake => {
   const nonce = crypto.randomBytes(16).toString("hex")
-  return { from, to, ts: now, nonce, mac: macOf(key, clusterId, from, to, now, nonce) }
+  const h = { from, to, ts: now, nonce, mac: macOf(key, clusterId, from, to, now, nonce) }
+  if (incarnation === undefined) return h
+  return { ...h, incarnation: { id: incarnation, mac: incarnationMacOf(key, "incarnation", clusterId, from, to, nonce, incarnation) } }
 }
 
 /** The query string carrying a handshake (without the leading `?`). */
 export const toQuery = (h: Handshake): string =>
-  `from=${h.from}&to=${h.to}&ts=${h.ts}&nonce=${h.nonce}&mac=${h.mac}`
+  `from=${h.from}&to=${h.to}&ts=${h.ts}&nonce=${h.nonce}&mac=${h.mac}` +
+  (h.incarnation === undefined ? "" : `&inc=${h.incarnation.id}&incmac=${h.incarnation.mac}`)
 
-const intPattern = /^[1-9][0-9]{0,14}$/
-const noncePattern = /^[0-9a-f]{32}$/
-const macPattern = /^[A-Za-z0-9_-]{43}$/
 
 export type Verdict =
-  | { readonly ok: true; readonly from: number }
+  /** `incarnation`: the sender's, undefined if it named none; `nonce`, to authenticate the answer's. */
+  | { readonly ok: true; readonly from: number; readonly incarnation: string | undefined; readonly nonce: string }
   | { readonly ok: false; readonly reason: string; readonly from?: number }
 
 /**
@@ -95,6 +158,16 @@ export class HandshakeVerifier {
     if (!crypto.timingSafeEqual(Buffer.from(mac), Buffer.from(expected))) {
       return { ok: false, reason: "bad MAC (wrong cluster secret or cluster id, or a peer of an incompatible blixard release)", from }
     }
+    const incarnation = params.get("inc") ?? undefined
+    const incarnationMac = params.get("incmac") ?? undefined
+    if (incarnation !== undefined || incarnationMac !== undefined) {
+      if (incarnation === undefined || incarnationMac === undefined || !incarnationPattern.test(incarnation) || !macPattern.test(incarnationMac)) {
+        return { ok: false, reason: "malformed incarnation in the handshake", from }
+      }
+      if (!macEquals(incarnationMac, incarnationMacOf(this.key, "incarnation", this.clusterId, from, to, nonce, incarnation))) {
+        return { ok: false, reason: "bad incarnation MAC (the incarnation was altered)", from }
+      }
+    }
     if (to !== this.self) return { ok: false, reason: `handshake addressed to node ${to}, not ${this.self}`, from }
     // A node never dials itself; messages "from itself" would reach its Raft core as its own
     // acknowledgements (a forged appResp can move the leader's own match index past its log).
@@ -105,7 +178,7 @@ export class HandshakeVerifier {
     this.prune(now)
     if (this.seen.has(nonce)) return { ok: false, reason: "replayed handshake (nonce already used)", from }
     this.seen.set(nonce, ts + this.maxClockSkewMs)
-    return { ok: true, from }
+    return { ok: true, from, incarnation, nonce }
   }
 
   private prune(now: number): void {

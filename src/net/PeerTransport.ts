@@ -15,6 +15,18 @@
  * dropped (Raft retransmits), the peer is reported through `unreachable`, and the sender reconnects
  * after a capped, jittered exponential back-off once there is something to send.
  *
+ * Incarnations (`Transport`'s doc says why): the handshake names the sender's data-directory
+ * incarnation and the receiver's answer (the upgrade response) names its own (`PeerAuth`). Each node
+ * remembers, per peer id, the incarnation it last saw on either kind of connection. On seeing another
+ * one it drops the peer's send queue and any connection of the earlier life (its frames still
+ * arriving are dropped), hands `receive` a `PeerRestarted` (after every message received before) and
+ * drops every message to the peer until `resume`. A sender checks the answer before its first frame
+ * on a connection, so nothing queued for the earlier life reaches the new one.
+ * The receiver does not also refuse frames "addressed to another incarnation": a connection reaches
+ * one process, whose incarnation its sender read before sending anything, so every frame on it is
+ * for that incarnation; only a sender that reads no incarnations (an older release) could deliver a
+ * queue built for an earlier life, and such a sender names no addressee incarnation to refuse.
+ *
  * Receiving: `PeerEndpoint` (mounted on the node's HTTP server by `Server.layerSharedPort`, or alone by
  * `layerStandalone`) refuses the upgrade with 401 (logged with the remote address) unless the
  * handshake proves the cluster secret and, with `tls`, the client certificate is from the cluster CA
@@ -51,11 +63,11 @@ import * as Metrics from "../metrics/Metrics.js"
 import { Message } from "../raft/Message.js"
 import { CertificateRevoked, PeerCertificateRefused } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
-import { HandshakeVerifier, deriveKey, sign, toQuery } from "./PeerAuth.js"
+import { answeredIncarnation, HandshakeVerifier, deriveKey, incarnationHeaders, isIncarnation, sign, toQuery } from "./PeerAuth.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
 import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
 import { checkServerIdentity, identityOf, type RevokedCheck } from "./Tls.js"
-import { Transport, type TransportShape } from "./Transport.js"
+import { type Received, Transport, type TransportShape } from "./Transport.js"
 
 /**
  * Mutual TLS between peers: each side presents its node certificate from the cluster CA, and checks
@@ -81,6 +93,11 @@ export interface ServerTls {
 export interface PeerTransportOptions {
   /** This node's Raft id. */
   readonly self: number
+  /**
+   * This node's data-directory incarnation (`NodeMeta.claim`), named to peers at every connection,
+   * both ways. Absent: none named (as by a release without incarnations).
+   */
+  readonly incarnation?: string | undefined
   /** Initial peer addresses, id → "host:port". Change them at runtime with `RaftPeers`. */
   readonly peers?: ReadonlyMap<number, string> | undefined
   /** The cluster secret (the contents of the node's secret file). Required, non-empty. */
@@ -125,9 +142,12 @@ export interface PeerStats {
   /** Messages waiting in the send queue, and their estimated bytes. */
   readonly queued: number
   readonly queuedBytes: number
-  /** Messages dropped by the full queue, and in failed connections. */
+  /** Messages dropped by the full queue, in failed connections, and built for an earlier incarnation of the peer. */
   readonly droppedQueueFull: number
   readonly droppedFailed: number
+  readonly droppedRestarted: number
+  /** The peer's incarnation as last seen (undefined until a connection named one). */
+  readonly incarnation: string | undefined
   /** Messages acknowledged by the peer. */
   readonly delivered: number
   /** Messages written to the peer's connection. */
@@ -222,6 +242,8 @@ interface Connection {
   readonly inFlight: Map<number, { readonly count: number; readonly bytes: number; readonly deadline: number; readonly sentAt: number }>
   /** With TLS: the serial of the certificate the peer's server presented (`normalizeSerial`). */
   serial?: string | undefined
+  /** The incarnation the peer answered with (undefined until it answered, or if it named none). */
+  incarnation?: string | undefined
 }
 
 interface Peer {
@@ -232,6 +254,7 @@ interface Peer {
   /** A pending reconnect (back-off) timer. */
   retry: NodeJS.Timeout | undefined
   droppedFailed: number
+  droppedRestarted: number
   delivered: number
   sent: number
   frames: number
@@ -245,6 +268,109 @@ interface Peer {
 }
 
 /**
+ * Per peer id: the incarnation this node last saw it at, on a connection either way (what its queue
+ * and Raft progress are built for), and the `PeerRestarted`s handed out and not yet resumed, while
+ * which messages to it are dropped.
+ */
+class PeerLives {
+  private readonly seen = new Map<number, string>()
+  private readonly resetting = new Map<number, number>()
+
+  current(id: number): string | undefined {
+    return this.seen.get(id)
+  }
+
+  /** Records what a connection named; returns the incarnation before if this is another (the earlier life is over here). */
+  learn(id: number, incarnation: string | undefined): string | undefined {
+    if (incarnation === undefined) return undefined
+    const before = this.seen.get(id)
+    this.seen.set(id, incarnation)
+    if (before === undefined || before === incarnation) return undefined
+    this.resetting.set(id, (this.resetting.get(id) ?? 0) + 1)
+    return before
+  }
+
+  muted(id: number): boolean {
+    return this.resetting.has(id)
+  }
+
+  resume(id: number): void {
+    const n = (this.resetting.get(id) ?? 0) - 1
+    if (n > 0) this.resetting.set(id, n)
+    else this.resetting.delete(id)
+  }
+}
+
+const newPeer = (id: number, address: string, limits: SendQueueLimits): Peer => ({
+  id,
+  address,
+  queue: new SendQueue(limits),
+  connection: undefined,
+  retry: undefined,
+  droppedFailed: 0,
+  droppedRestarted: 0,
+  delivered: 0,
+  sent: 0,
+  frames: 0,
+  acks: 0,
+  failuresTotal: 0,
+  tags: Metrics.tags(["peer", String(id)]),
+  connected: false,
+  failures: 0,
+  lastError: undefined
+})
+
+const statsOf = (p: Peer, incarnation: string | undefined): PeerStats => ({
+  id: p.id,
+  address: p.address,
+  queued: p.queue.length,
+  queuedBytes: p.queue.bytes,
+  droppedQueueFull: p.queue.dropped,
+  droppedFailed: p.droppedFailed,
+  droppedRestarted: p.droppedRestarted,
+  incarnation,
+  delivered: p.delivered,
+  sent: p.sent,
+  frames: p.frames,
+  acks: p.acks,
+  connected: p.connected,
+  failures: p.failures,
+  failuresTotal: p.failuresTotal,
+  lastError: p.lastError
+})
+
+/** With TLS: why the connection's client certificate does not prove it is node `from`, if it does not. */
+const certificateProblem = (
+  options: Pick<PeerTransportOptions, "tls" | "revoked">,
+  request: http.IncomingMessage,
+  from: number
+): PeerCertificateRefused | CertificateRevoked | undefined => {
+  const peerTls = options.tls
+  if (peerTls === undefined) return undefined
+  const refuse = (message: string) => new PeerCertificateRefused({ subject: request.socket.remoteAddress ?? "unknown", message })
+  const socket = request.socket
+  if (!(socket instanceof tls.TLSSocket)) return refuse("the connection is not TLS")
+  const cert = socket.getPeerCertificate()
+  if (cert === null || Object.keys(cert).length === 0) return refuse(`node ${from} presented no client certificate`)
+  if (!socket.authorized) return refuse(`node ${from}'s certificate is not from this cluster's CA (${String(socket.authorizationError)})`)
+  const identity = identityOf(cert.subjectaltname)
+  if (identity === undefined) return refuse(`node ${from}'s certificate names no Blixard node`)
+  if (identity.clusterId !== peerTls.clusterId) return refuse(`node ${from}'s certificate is of cluster ${identity.clusterId}, not ${peerTls.clusterId}`)
+  if (identity.node !== from) return refuse(`a connection claiming to be node ${from} presented node ${identity.node}'s certificate`)
+  const serial = normalizeSerial(cert.serialNumber)
+  const reason = options.revoked?.(serial)
+  if (reason !== undefined) {
+    return new CertificateRevoked({
+      node: NodeId.make(from),
+      subject: serial,
+      message: `node ${from}'s certificate ${serial} is revoked (${reason}); its connection is refused: ${revokedAdvice(from)}`
+    })
+  }
+  return undefined
+}
+
+
+/**
  * The transport of node `self`: `Transport` for the Raft driver, `RaftPeers` to change peer addresses,
  * and `PeerEndpoint` for the node's HTTP server.
  */
@@ -252,6 +378,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
   Layer.scopedContext(
     Effect.gen(function* () {
       if (options.clusterSecret.length === 0) return yield* Effect.dieMessage("PeerTransport: the cluster secret is empty")
+      if (options.incarnation !== undefined && !isIncarnation(options.incarnation)) {
+        return yield* Effect.dieMessage(`PeerTransport: node ${options.self}'s incarnation ${JSON.stringify(options.incarnation)} cannot be sent (1 to 64 letters, digits, - or _)`)
+      }
       const self = options.self
       const path = options.path ?? "/raft"
       const clusterId = options.clusterId ?? ""
@@ -269,10 +398,20 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const runFork = Runtime.runFork(yield* Effect.runtime<never>())
       const log = (effect: Effect.Effect<void>) => void runFork(effect)
 
-      const inbox = yield* Queue.dropping<Message>(options.inboxCapacity ?? 65_536)
+      // Unbounded, so a `PeerRestarted` is never lost; messages are bounded by hand (`offerMessage`).
+      const inbox = yield* Queue.unbounded<Received>()
+      const inboxCapacity = options.inboxCapacity ?? 65_536
+      /** Offers a received message to the inbox; false (dropped) if `inboxCapacity` are waiting. */
+      const offerMessage = (m: Message): boolean => {
+        const size = inbox.unsafeSize()
+        return (size._tag === "Some" && size.value >= inboxCapacity) ? false : inbox.unsafeOffer(m)
+      }
       const peers = new Map<number, Peer>()
       const unreachable = new Set<number>()
       let closed = false
+      const lives = new PeerLives()
+      /** Accepted connections, by socket: the node that opened it and the incarnation it named. */
+      const accepted = new Map<WebSocket, { readonly from: number; readonly incarnation: string | undefined }>()
 
       // --- Sending ------------------------------------------------------------------------------
 
@@ -337,13 +476,39 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         failed(peer, reason)
       }
 
+      /**
+       * A connection (`via`) named `id`'s incarnation: if it is another than last seen, the earlier
+       * life is over here — its queue and connections go, `receive` hands out a `PeerRestarted`, and
+       * messages to it are dropped until `resume`.
+       */
+      const learn = (id: number, incarnation: string | undefined, via: string): void => {
+        const before = lives.learn(id, incarnation)
+        if (before === undefined || incarnation === undefined) return
+        const peer = peers.get(id)
+        const dropped = peer?.queue.length ?? 0
+        if (peer !== undefined) {
+          peer.queue.clear()
+          peer.droppedRestarted += dropped
+          const conn = peer.connection
+          if (conn?.incarnation !== undefined && conn.incarnation !== incarnation) dropConnection(peer)
+        }
+        // Its earlier life's connections to this node (their "close" forgets them).
+        for (const [socket, c] of accepted) if (c.from === id && c.incarnation !== undefined && c.incarnation !== incarnation) socket.terminate()
+        inbox.unsafeOffer({ type: "peerRestarted", peer: id, incarnation })
+        log(
+          Effect.logWarning(
+            `raft transport: node ${id} is back as another incarnation (${before} → ${incarnation}: its data directory was replaced); dropped ${dropped} message(s) queued for its earlier life, and its Raft progress starts over`
+          ).pipe(Effect.annotateLogs({ peer: id, via }))
+        )
+      }
+
       const connect = (peer: Peer): void => {
         if (closed) return
         // A fresh timestamp and nonce per attempt.
-        const handshake = toQuery(sign(key, clusterId, self, peer.id, Date.now()))
+        const signed = sign(key, clusterId, self, peer.id, Date.now(), options.incarnation)
         let socket: WebSocket
         try {
-          socket = new WebSocket(`${options.tls === undefined ? "ws" : "wss"}://${peer.address}${path}?${handshake}`, {
+          socket = new WebSocket(`${options.tls === undefined ? "ws" : "wss"}://${peer.address}${path}?${toQuery(signed)}`, {
             ...(options.tls === undefined
               ? {}
               : {
@@ -368,6 +533,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         peer.connection = conn
         socket.on("upgrade", (response) => {
           if (response.socket instanceof tls.TLSSocket) conn.serial = normalizeSerial(response.socket.getPeerCertificate().serialNumber)
+          // Before "open", so before the first frame: a queue built for an earlier life is dropped here.
+          const answer = answeredIncarnation(key, clusterId, signed, response.headers)
+          if (!answer.ok) return fail(peer, conn, answer.reason)
+          conn.incarnation = answer.incarnation
+          learn(peer.id, answer.incarnation, "its answer to this node's connection")
         })
         socket.on("open", () => pump(peer))
         socket.on("message", (data, isBinary) => {
@@ -424,23 +594,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           if (id === self || closed) return
           const existing = peers.get(id)
           if (existing !== undefined && existing.address === address) return
-          const peer: Peer = existing ?? {
-            id,
-            address,
-            queue: new SendQueue(limits),
-            connection: undefined,
-            retry: undefined,
-            droppedFailed: 0,
-            delivered: 0,
-            sent: 0,
-            frames: 0,
-            acks: 0,
-            failuresTotal: 0,
-            tags: Metrics.tags(["peer", String(id)]),
-            connected: false,
-            failures: 0,
-            lastError: undefined
-          }
+          const peer = existing ?? newPeer(id, address, limits)
           dropConnection(peer)
           clearTimeout(peer.retry)
           peer.retry = undefined
@@ -467,7 +621,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
 
       const verifier = new HandshakeVerifier(options.clusterSecret, clusterId, self, maxClockSkewMs)
       const server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxFrameBytes ?? 256 * 1024 * 1024 })
-      const accepted = new Set<WebSocket>()
+      /** Per upgrade request being accepted: the headers naming this node's incarnation in the answer. */
+      const answers = new WeakMap<http.IncomingMessage, ReadonlyArray<string>>()
+      server.on("headers", (headers, request) => void headers.push(...(answers.get(request) ?? [])))
       /** With TLS: each accepted connection's client certificate serial, and the node it is. */
       const acceptedCertificates = new Map<WebSocket, { readonly serial: string; readonly from: number }>()
 
@@ -493,7 +649,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             }, 1000)
       revocationSweep?.unref()
 
-      const serve = (socket: WebSocket, from: number, serial: string | undefined): void => {
+      const serve = (socket: WebSocket, from: number, serial: string | undefined, incarnation: string | undefined): void => {
         /** The newest frame received, and what arrived since the last acknowledgement. */
         let lastSeq = 0
         let unacked = 0
@@ -507,7 +663,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           unackedBytes = 0
           if (socket.readyState === WebSocket.OPEN) socket.send(packr.pack(lastSeq))
         }
-        accepted.add(socket)
+        accepted.set(socket, { from, incarnation })
         if (serial !== undefined) acceptedCertificates.set(socket, { serial, from })
         socket.on("close", () => {
           clearTimeout(ackTimer)
@@ -525,6 +681,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           if (Either.isLeft(frame)) {
             return log(Effect.logWarning(`raft transport: dropped a malformed frame from node ${from}`))
           }
+          // From an earlier life of the sender, still arriving after a newer one connected (`learn`).
+          if (incarnation !== undefined && lives.current(from) !== incarnation) return void socket.terminate()
           const [seq, raws] = frame.right
           const valid: Array<Message> = []
           const problems: Array<string> = []
@@ -540,7 +698,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             else valid.push(m)
           }
           let full = 0
-          for (const m of valid) if (!inbox.unsafeOffer(m)) full++
+          for (const m of valid) if (!offerMessage(m)) full++
           lastSeq = seq
           unacked++
           unackedBytes += (data as Buffer).length
@@ -563,32 +721,6 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           )
         )
 
-      /** With TLS: why the connection's client certificate does not prove it is node `from`, if it does not. */
-      const certificateProblem = (request: http.IncomingMessage, from: number): PeerCertificateRefused | CertificateRevoked | undefined => {
-        const peerTls = options.tls
-        if (peerTls === undefined) return undefined
-        const refuse = (message: string) => new PeerCertificateRefused({ subject: request.socket.remoteAddress ?? "unknown", message })
-        const socket = request.socket
-        if (!(socket instanceof tls.TLSSocket)) return refuse("the connection is not TLS")
-        const cert = socket.getPeerCertificate()
-        if (cert === null || Object.keys(cert).length === 0) return refuse(`node ${from} presented no client certificate`)
-        if (!socket.authorized) return refuse(`node ${from}'s certificate is not from this cluster's CA (${String(socket.authorizationError)})`)
-        const identity = identityOf(cert.subjectaltname)
-        if (identity === undefined) return refuse(`node ${from}'s certificate names no Blixard node`)
-        if (identity.clusterId !== peerTls.clusterId) return refuse(`node ${from}'s certificate is of cluster ${identity.clusterId}, not ${peerTls.clusterId}`)
-        if (identity.node !== from) return refuse(`a connection claiming to be node ${from} presented node ${identity.node}'s certificate`)
-        const serial = normalizeSerial(cert.serialNumber)
-        const reason = options.revoked?.(serial)
-        if (reason !== undefined) {
-          return new CertificateRevoked({
-            node: NodeId.make(from),
-            subject: serial,
-            message: `node ${from}'s certificate ${serial} is revoked (${reason}); its connection is refused: ${revokedAdvice(from)}`
-          })
-        }
-        return undefined
-      }
-
       const endpoint: PeerEndpointShape = {
         path,
         upgrade: (request, socket, head) => {
@@ -599,14 +731,16 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             refused(request, verdict.reason, verdict.from)
             return refuseUpgrade(socket, 401, "Unauthorized", "unauthorized")
           }
-          const certificate = certificateProblem(request, verdict.from)
+          const certificate = certificateProblem(options, request, verdict.from)
           if (certificate !== undefined) {
             refused(request, `${certificate.code}: ${certificate.message}`, verdict.from)
             return refuseUpgrade(socket, 401, "Unauthorized", certificate.code)
           }
           const peerCertificate = request.socket instanceof tls.TLSSocket && options.tls !== undefined ? request.socket.getPeerCertificate() : undefined
           const serial = peerCertificate?.serialNumber === undefined ? undefined : normalizeSerial(peerCertificate.serialNumber)
-          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial))
+          if (options.incarnation !== undefined) answers.set(request, incarnationHeaders(key, clusterId, { from: verdict.from, to: self, nonce: verdict.nonce }, options.incarnation))
+          learn(verdict.from, verdict.incarnation, "its connection to this node")
+          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial, verdict.incarnation))
         },
         request: (request, response) => {
           const verdict = verifier.verify(request.url ?? "", Date.now())
@@ -615,7 +749,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           response.end(verdict.ok ? "use a websocket" : "unauthorized")
         },
         close: () => {
-          for (const socket of accepted) socket.terminate()
+          for (const socket of accepted.keys()) socket.terminate()
           accepted.clear()
         }
       }
@@ -643,6 +777,11 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
             for (const m of messages) {
               const peer = peers.get(m.to)
               if (peer === undefined) continue
+              if (lives.muted(m.to)) {
+                // Built before the Raft driver took in the peer's new incarnation.
+                peer.droppedRestarted++
+                continue
+              }
               peer.queue.push(m)
               touched.add(peer)
             }
@@ -658,31 +797,15 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         discard: (id) =>
           Effect.sync(() => {
             peers.get(id)?.queue.clear()
-          })
+          }),
+        resume: (id) => Effect.sync(() => lives.resume(id))
       }
 
       const control: RaftPeersShape = {
         set: setPeer,
         remove: removePeer,
         addresses: Effect.sync(() => new Map([...peers.values()].map((p) => [p.id, p.address] as const))),
-        stats: Effect.sync(() =>
-          [...peers.values()].map((p) => ({
-            id: p.id,
-            address: p.address,
-            queued: p.queue.length,
-            queuedBytes: p.queue.bytes,
-            droppedQueueFull: p.queue.dropped,
-            droppedFailed: p.droppedFailed,
-            delivered: p.delivered,
-            sent: p.sent,
-            frames: p.frames,
-            acks: p.acks,
-            connected: p.connected,
-            failures: p.failures,
-            failuresTotal: p.failuresTotal,
-            lastError: p.lastError
-          }))
-        )
+        stats: Effect.sync(() => [...peers.values()].map((p) => statsOf(p, lives.current(p.id))))
       }
 
       return Context.make(Transport, transport).pipe(Context.add(RaftPeers, control), Context.add(PeerEndpoint, endpoint))

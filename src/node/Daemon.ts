@@ -301,6 +301,7 @@ export const run = (config: NodeConfig) =>
       const transport = yield* Layer.build(
         PeerTransport.layerTransport({
           self: node,
+          incarnation,
           peers: new Map(discovery.configured.map((p) => [p.id, p.address])),
           clusterSecret: secret,
           requestTimeoutMs: config.timeouts.requestMs,

@@ -782,6 +782,17 @@ export class Raft {
   }
 
   private handleHeartbeat(m: MsgHeartbeat): void {
+    // A leader sends at most what this node's log acknowledged (its match). More means this log lost
+    // entries it acknowledged: the data directory was replaced while the leader's progress was built
+    // for the earlier one (which `reportRestarted` now prevents, with a leader that learns
+    // incarnations). Committing up to our last index instead could commit entries that are not the
+    // leader's; ignoring it would leave the leader's progress wrong for good. So, as etcd does, stop.
+    if (m.commit > this.log.lastIndex()) {
+      throw new Error(
+        `raft: commit ${m.commit} from leader ${m.from} (term ${m.term}) is beyond the last index ${this.log.lastIndex()} of node ${this.id}: ` +
+          `this node lost entries it had acknowledged (its data directory was emptied or replaced); remove node ${this.id} from the cluster and add it back as a new member`
+      )
+    }
     this.log.commitTo(m.commit)
     const resp: MsgHeartbeatResp =
       m.context === undefined
@@ -1294,6 +1305,31 @@ export class Raft {
     if (this.role !== "leader") return
     const pr = this.prs.get(id)
     if (pr !== undefined && pr.state === "replicate") pr.becomeProbe()
+  }
+
+  /**
+   * `id` is back as another incarnation (`Transport.PeerRestarted`: its data directory was replaced,
+   * say emptied): nothing it acknowledged or granted before can be counted on, and its log may be
+   * empty. Messages to it not yet handed out were built for its earlier life: they are dropped. A
+   * leader starts its progress over — match 0, probing back from its own last index as for a new
+   * follower — so no heartbeat carries a commit index the new log lacks (the follower would stop on
+   * it, see `handleHeartbeat`) and no append assumes the entries the earlier life held; a transfer to
+   * it is aborted. A candidate forgets its vote (an emptied voter remembers none and may grant
+   * another; that hazard is why such a voter is refused at start-up, `Daemon.refuseAmnesia`).
+   */
+  reportRestarted(id: number): void {
+    if (id === this.id) return
+    if (this.msgs.some((m) => m.to === id)) this.msgs = this.msgs.filter((m) => m.to !== id)
+    if (this.role === "candidate" || this.role === "preCandidate") this.votes.delete(id)
+    if (this.role !== "leader") return
+    const before = this.prs.get(id)
+    if (before === undefined) return
+    if (this.leadTransferee === id) this.abortLeaderTransfer()
+    const pr = new Progress(this.log.lastIndex() + 1, this.maxInflight, before.isLearner)
+    // It answered recently or not, whatever its log: CheckQuorum counts contact, not entries.
+    pr.recentActive = before.recentActive
+    this.prs.set(id, pr)
+    this.sendAppend(id)
   }
 
   /** The transport finished (ok) or failed sending a snapshot to `id`. */

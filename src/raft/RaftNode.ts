@@ -15,6 +15,11 @@
  *      loop only captures the state (`StateMachine.snapshotView`); serialising and writing it happen
  *      on the side while the loop keeps ticking, and the log is compacted once it is written.
  *
+ * A peer the transport finds back as another incarnation (`Transport.PeerRestarted`, in order with
+ * the messages received) is reported to the core (`reportRestarted`: a leader probes it from scratch)
+ * in the loop's batch, and only then does the transport let messages to it through again (`resume`):
+ * everything built for its earlier life is dropped, by the transport before and by the core after.
+ *
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
  * test clock or the simulator's virtual clock and seed drive it deterministically.
  *
@@ -154,6 +159,8 @@ export class RaftNode extends Context.Tag("blixard/RaftNode")<RaftNode, RaftNode
 type Event =
   | { readonly _tag: "Tick"; readonly unreachable: ReadonlyArray<number> }
   | { readonly _tag: "Message"; readonly message: Message; readonly at: number }
+  /** The transport found `peer` back as another incarnation (`Transport.PeerRestarted`). */
+  | { readonly _tag: "PeerRestarted"; readonly peer: number }
   | ({ readonly _tag: "Propose"; readonly data: string } & Waiting<unknown, ProposeFailure>)
   | ({ readonly _tag: "ConfChange"; readonly change: ConfChange } & Waiting<unknown, ProposeFailure>)
   | ({ readonly _tag: "ReadIndex" } & Waiting<void, NotLeader | Timeout>)
@@ -515,11 +522,20 @@ export const make = (config: RaftNodeConfig) =>
       return earliest
     }
 
+    /** Peers whose `PeerRestarted` the current batch handled: resumed with the transport before it sends. */
+    const restarted: Array<number> = []
+
     const handle = (ev: Event): void => {
       switch (ev._tag) {
         case "Tick":
           // The ticks themselves were given at the start of the batch (`catchUp`).
           for (const peer of ev.unreachable) raw.reportUnreachable(peer)
+          return
+        case "PeerRestarted":
+          // Its progress starts over and what the core had not handed out for it is dropped; the
+          // transport lets messages to it through again before this batch's are sent.
+          raw.reportRestarted(ev.peer)
+          restarted.push(ev.peer)
           return
         case "Message":
           raw.step(ev.message)
@@ -786,6 +802,7 @@ export const make = (config: RaftNodeConfig) =>
         loopNow = yield* monotonicMillis
         catchUp(loopNow)
         for (const ev of batch) handle(ev)
+        if (restarted.length > 0) yield* Effect.forEach(restarted.splice(0), transport.resume, { discard: true })
         askRound()
         if (accepted > 0) Metrics.raftProposals.unsafeUpdate(accepted, proposalOutcome.accepted)
         if (refusedCount > 0) Metrics.raftProposals.unsafeUpdate(refusedCount, proposalOutcome.refused)
@@ -826,6 +843,10 @@ export const make = (config: RaftNodeConfig) =>
     const receiver = Effect.forever(
       Effect.flatMap(transport.receive, (message) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          if (message.type === "peerRestarted") {
+            events.offer({ _tag: "PeerRestarted", peer: message.peer })
+            return Effect.void
+          }
           lastContact.set(message.from, now)
           events.offer({ _tag: "Message", message, at: now })
           return Effect.void

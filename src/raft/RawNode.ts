@@ -148,6 +148,11 @@ export class RawNode {
     this.raft.reportUnreachable(id)
   }
 
+  /** `id` is back as another incarnation: see `Raft.reportRestarted`. */
+  reportRestarted(id: number): void {
+    this.raft.reportRestarted(id)
+  }
+
   reportSnapshot(id: number, ok: boolean): void {
     this.raft.reportSnapshot(id, ok)
   }

@@ -42,7 +42,7 @@ import { StateMachine } from "../raft/StateMachine.js"
 import type { StateMachineShape } from "../raft/StateMachine.js"
 import type { ConfChange, Entry } from "../raft/Types.js"
 import { Transport } from "../net/Transport.js"
-import type { TransportShape } from "../net/Transport.js"
+import type { Received, TransportShape } from "../net/Transport.js"
 import { messageBytes } from "../net/SendQueue.js"
 import { isAmnesiac, isWipedLearner } from "../node/NodeControlPlane.js"
 import { layerMemory, MemoryStore } from "../storage/RaftStorage.js"
@@ -319,10 +319,10 @@ export const kvWorkload = (
  * slot does: no `Deferred` per take, which `Queue.take` allocates whenever it has to wait.
  */
 class Inbox {
-  private items: Array<Message> = []
-  private waiter: ((effect: Effect.Effect<Message>) => void) | undefined = undefined
+  private items: Array<Received> = []
+  private waiter: ((effect: Effect.Effect<Received>) => void) | undefined = undefined
 
-  offer(message: Message): void {
+  offer(message: Received): void {
     const waiter = this.waiter
     if (waiter === undefined) this.items.push(message)
     else {
@@ -331,10 +331,10 @@ class Inbox {
     }
   }
 
-  readonly take: Effect.Effect<Message> = Effect.suspend(() =>
+  readonly take: Effect.Effect<Received> = Effect.suspend(() =>
     this.items.length > 0
       ? Effect.succeed(this.items.shift()!)
-      : Effect.async<Message>((resume) => {
+      : Effect.async<Received>((resume) => {
           this.waiter = resume
           return Effect.sync(() => {
             if (this.waiter === resume) this.waiter = undefined
@@ -427,6 +427,20 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     lateAfterCrash: options.lateAfterCrash ?? defaultLateAfterCrash,
     schedule: (at, d) => {
       time.at(at, () => deliver(d))
+    },
+    restarted: (observer, subject, at) => {
+      const process = network.incarnation(observer)
+      const incarnation = String(network.dataIncarnation(subject))
+      time.at(at, () => {
+        const node = nodeOf(observer)
+        // A new process of the observer knows nothing of the earlier one's peers (the network forgot).
+        if (network.incarnation(observer) !== process) return
+        // Up, but its daemon not running (refused at start-up): nothing was built for the peer.
+        if (node.inbox === undefined) return network.resume(observer, subject)
+        touched.add(observer)
+        trace.record(time.now, (17 << 24) | (observer << 8) | subject)
+        node.inbox.offer({ type: "peerRestarted", peer: subject, incarnation })
+      })
     }
   })
 
@@ -637,7 +651,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       send: (batch) => Effect.sync(() => send(node, incarnation, batch)),
       receive: inbox.take,
       unreachable,
-      discard: (peer) => Effect.sync(() => network.discard(node.id, peer, time.now))
+      discard: (peer) => Effect.sync(() => network.discard(node.id, peer, time.now)),
+      resume: (peer) =>
+        Effect.sync(() => {
+          if (node.incarnation === incarnation) network.resume(node.id, peer)
+        })
     }
     node.storeEpoch = node.store.epoch
     const storage = layerMemory(node.store, node.disk?.memoryDisk)
@@ -907,6 +925,14 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     if (a._tag === "Crash" && !network.isUp(a.node)) return
     if (a._tag === "Restart" && network.isUp(a.node)) return
     trace.record(time.now, 4, a._tag)
+    // One data directory lost at a time: two at once in three nodes is a lost quorum, which no
+    // removal can repair. Decided before the network restarts the node, so that its peers'
+    // reconnections meet its new data incarnation.
+    // (`wipeLearners` wipes the node being re-added again: a learner that acknowledged entries.)
+    const wipes =
+      a._tag === "Restart" &&
+      (forcedWipes.delete(a.node) || (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0 && removing.size === 0))
+    if (wipes) network.empty(a.node)
     applyFault(network, a, time.now)
     if (a._tag === "Crash") {
       const node = nodeOf(a.node)
@@ -915,10 +941,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     } else if (a._tag === "Restart") {
       const node = nodeOf(a.node)
       invariants.restarted(a.node)
-      // One data directory lost at a time: two at once in three nodes is a lost quorum, which no
-      // removal can repair.
-      // (`wipeLearners` wipes the node being re-added again: a learner that acknowledged entries.)
-      if (forcedWipes.delete(a.node) || (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0 && removing.size === 0)) wipe(node)
+      if (wipes) wipe(node)
       boot(node)
     } else if (a._tag === "ClockSkew") nodeOf(a.node).clock.setSkew(a.skewMs)
   }

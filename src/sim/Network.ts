@@ -30,14 +30,28 @@
  *   holds them); with `lateAfterCrash`, some arrive up to `maxMs` late (retransmitted on the dead
  *   process's connection, so after its next incarnation has started talking) or twice.
  *
+ * Data-directory incarnations follow the real transport too (`Transport`'s doc): `empty(node)` while
+ * it is down gives its next start another incarnation of its data. A sender's first message to a
+ * peer's process (after either restarted), or its reconnection to flush a queue, stands for a
+ * connection's handshake, which tells each end the other's data incarnation. An end that finds one
+ * other than it last saw drops what it queued for the peer (and the message it was sending), is told
+ * through `NetworkOptions.restarted` (at the reconnection's time), and has every message to the peer
+ * dropped until `resume`; what still arrives from the peer's earlier life is dropped.
+ *
  * What the real transport does that this does not model: a partition drops messages here, while
  * the real sender keeps them (in the TCP connection until the acknowledgement timeout, then in its
  * queue) and delivers them after the heal; a crashed machine is noticed at once here, while a
  * sender notices only at its acknowledgement timeout (its in-flight batches are then lost); the
  * queue's byte bound counts `sizeOf` (0 when not given); messages sent while a sender reconnects are
  * not bounded; a peer that crashes again before a sender reconnects loses that sender's whole queue
- * (the real one keeps it for the next attempt); late messages come from any crashed node here,
- * though a crashed machine's kernel retransmits nothing; the transport's `unreachable` reports; and
+ * (the real one keeps it for the next attempt), and still has that sender learn its new data
+ * incarnation at the reconnection's time (the real one learns at its next successful connection);
+ * late messages come from any crashed node here, though a crashed machine's kernel retransmits
+ * nothing; the transport's `unreachable` reports; peers that name no incarnation (an older
+ * release), and two processes of one id running at once (the real transport then sees the id's
+ * incarnation flip at each connection); a deposed leader's queue kept across a partition (dropped
+ * here with the partition: what it sends after the heal is built from its progress then, which the
+ * handshake covers the same way); and
  * the links' random drops, duplicates and reordering (a message sent after a reconnect may overtake
  * the queued batch) are harsher than one TCP connection, which neither loses nor reorders, on purpose.
  *
@@ -100,6 +114,8 @@ export interface Delivery<M> {
   readonly incarnation: number
   /** The sender's incarnation when sent: a crash of the sender before `leftAt` means it never left. */
   readonly fromIncarnation: number
+  /** The sender's data incarnation when sent: dropped at a receiver that has seen a newer one. */
+  readonly fromData: number
   /** When it left the sender: `sentAt`, or when a queue held for a down peer was flushed. */
   readonly leftAt: number
   /** Already held back once as a message of a crashed sender (`lateAfterCrash`). */
@@ -124,6 +140,8 @@ export interface NetworkStats {
   queued: number
   /** Messages of a crashed sender held back to arrive late (`lateAfterCrash`). */
   late: number
+  /** Times a node found a peer back as another data incarnation (`NetworkOptions.restarted`). */
+  restartsSeen: number
 }
 
 /** How a crashed node's messages still in flight arrive (`NetworkOptions.lateAfterCrash`). */
@@ -155,6 +173,12 @@ export interface NetworkOptions<M> {
   readonly queue?: { readonly limits?: SendQueueLimits; readonly sizeOf?: (message: M) => number }
   /** Messages of a node that crashed after sending them: held back or duplicated (default never). */
   readonly lateAfterCrash?: LateAfterCrash
+  /**
+   * `observer` found `subject` back as another data incarnation at a handshake at time `at` (now, or
+   * a reconnection's time to come): the driver hands `observer` a `PeerRestarted` then (if it is
+   * still the same process), and its `resume` lets messages to `subject` through again.
+   */
+  readonly restarted?: (observer: number, subject: number, at: number) => void
 }
 
 /** A sender's queue for a peer that is down, or that it is reconnecting to (`flushAt`). */
@@ -182,7 +206,7 @@ const checkNode = (node: number): void => {
 const inRange = (prng: Prng, [lo, hi]: readonly [number, number]): number => lo + (hi - lo) * prng.float()
 
 export class Network<M> {
-  readonly stats: NetworkStats = { sent: 0, dropped: 0, duplicated: 0, delivered: 0, queued: 0, late: 0 }
+  readonly stats: NetworkStats = { sent: 0, dropped: 0, duplicated: 0, delivered: 0, queued: 0, late: 0, restartsSeen: 0 }
   readonly nodes: ReadonlyArray<number>
   private readonly prng: Prng
   private readonly schedule: (time: number, delivery: Delivery<M>) => void
@@ -202,6 +226,15 @@ export class Network<M> {
   private readonly queueLimits: SendQueueLimits
   private readonly sizeOf: (message: M) => number
   private readonly lateAfterCrash: LateAfterCrash | undefined
+  /** Each node's data-directory incarnation (changed by `empty`). */
+  private readonly data = new Int32Array(SIZE)
+  /** Per directed link (from * SIZE + to): the process incarnation of `to` its current connection reaches. */
+  private readonly linked = new Map<number, number>()
+  /** Per (observer * SIZE + subject): the subject's data incarnation as the observer's process last saw it. */
+  private readonly known = new Map<number, number>()
+  /** Per (observer * SIZE + subject): restarts reported and not yet `resume`d; messages to the subject are dropped. */
+  private readonly resetting = new Map<number, number>()
+  private readonly restarted: ((observer: number, subject: number, at: number) => void) | undefined
 
   constructor(options: NetworkOptions<M>) {
     for (const node of options.nodes) {
@@ -217,6 +250,7 @@ export class Network<M> {
     this.queueLimits = options.queue?.limits ?? defaultSendQueueLimits
     this.sizeOf = options.queue?.sizeOf ?? (() => 0)
     this.lateAfterCrash = options.lateAfterCrash
+    this.restarted = options.restarted
   }
 
   private checkMember(node: number): void {
@@ -255,6 +289,11 @@ export class Network<M> {
       stats.dropped++
       return
     }
+    if (this.resetting.size > 0 && this.resetting.has(from * SIZE + to)) {
+      // Built before the sender's Raft took in the peer's new data incarnation.
+      stats.dropped++
+      return
+    }
     if (this.up[to] === 0) return this.hold(from, to, msg, now)
     if (this.held.size > 0) {
       const held = this.held.get(from * SIZE + to)
@@ -268,6 +307,10 @@ export class Network<M> {
       }
     }
     if (this.cutCount > 0 && this.cut[from * SIZE + to] === 1) {
+      stats.dropped++
+      return
+    }
+    if (this.linked.get(from * SIZE + to) !== this.incarnations[to] && !this.connect(from, to, now)) {
       stats.dropped++
       return
     }
@@ -287,7 +330,60 @@ export class Network<M> {
   }
 
   private delivery(from: number, to: number, msg: M, sentAt: number, at: number, leftAt: number): Delivery<M> {
-    return { from, to, msg, sentAt, at, incarnation: this.incarnations[to]!, fromIncarnation: this.incarnations[from]!, leftAt, late: false }
+    return { from, to, msg, sentAt, at, incarnation: this.incarnations[to]!, fromIncarnation: this.incarnations[from]!, fromData: this.data[from]!, leftAt, late: false }
+  }
+
+  /**
+   * The connection from → to is made (its handshake, at `at`): each end learns the other's data
+   * incarnation. False if the sender found another life than it last saw (what it was sending is
+   * dropped).
+   */
+  private connect(from: number, to: number, at: number): boolean {
+    this.linked.set(from * SIZE + to, this.incarnations[to]!)
+    const current = this.learn(from, to, at)
+    this.learn(to, from, at)
+    return current
+  }
+
+  /** `observer` learns `subject`'s data incarnation; false if another than it last saw (reported, queue dropped). */
+  private learn(observer: number, subject: number, at: number): boolean {
+    const key = observer * SIZE + subject
+    const now = this.data[subject]!
+    const before = this.known.get(key)
+    this.known.set(key, now)
+    if (before === undefined || before === now) return true
+    const held = this.held.get(key)
+    if (held !== undefined) {
+      this.stats.dropped += held.queue.length
+      held.queue.clear()
+      held.token.discardedAt = -Infinity
+      this.held.delete(key)
+    }
+    this.resetting.set(key, (this.resetting.get(key) ?? 0) + 1)
+    this.stats.restartsSeen++
+    this.restarted?.(observer, subject, at)
+    return false
+  }
+
+  /** `observer`'s Raft took in a restart of `subject` it was told of: messages to it flow again. */
+  resume(observer: number, subject: number): void {
+    const key = observer * SIZE + subject
+    const n = (this.resetting.get(key) ?? 0) - 1
+    if (n > 0) this.resetting.set(key, n)
+    else this.resetting.delete(key)
+  }
+
+  /** `node` (down) will start on an emptied data directory: another data incarnation. */
+  empty(node: number): void {
+    this.checkMember(node)
+    if (this.up[node] === 1) throw new Error(`network.empty: node ${node} is up`)
+    this.data[node]!++
+  }
+
+  /** The node's data incarnation: how many times its data directory was emptied. */
+  dataIncarnation(node: number): number {
+    this.checkMember(node)
+    return this.data[node]!
   }
 
   /** `to` is down: the sender queues the message (oldest dropped when the queue is full). */
@@ -318,6 +414,8 @@ export class Network<M> {
       const oneWay = () => (link.minDelay === link.maxDelay ? link.minDelay : link.minDelay + this.prng.int(link.maxDelay - link.minDelay + 1))
       // The handshake's round trip, then the batch.
       const flushAt = Math.round(at) + oneWay() + oneWay()
+      // The reconnection's handshake: a queue built for an earlier data incarnation is dropped there.
+      if (!this.connect(from, to, flushAt)) continue
       held.flushAt = flushAt
       held.flushIncarnation = this.incarnations[to]!
       held.flushDelay = oneWay()
@@ -350,6 +448,12 @@ export class Network<M> {
       return false
     }
     if (this.up[to] === 0 || this.incarnations[to] !== delivery.incarnation || (this.cutCount > 0 && this.cut[from * SIZE + to] === 1)) {
+      this.stats.dropped++
+      return false
+    }
+    if (this.data[from] !== delivery.fromData && (this.known.get(to * SIZE + from) ?? delivery.fromData) !== delivery.fromData) {
+      // From the sender's earlier data incarnation, after the receiver met a later one: its
+      // connection was closed then.
       this.stats.dropped++
       return false
     }
@@ -442,6 +546,10 @@ export class Network<M> {
     this.up[node] = 0
     this.crashedAt.set(node * 2 ** 20 + this.incarnations[node]!, now)
     for (const key of this.held.keys()) if (Math.floor(key / SIZE) === node) this.held.delete(key)
+    // Its connections, and what its process knew of its peers' incarnations, die with it.
+    for (const map of [this.linked, this.known, this.resetting]) {
+      for (const key of map.keys()) if (Math.floor(key / SIZE) === node) map.delete(key)
+    }
   }
 
   /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { deriveKey, HandshakeVerifier, sign, toQuery } from "../../src/net/PeerAuth.js"
+import { answeredIncarnation, deriveKey, HandshakeVerifier, incarnationHeaders, sign, toQuery } from "../../src/net/PeerAuth.js"
 
 const secret = "s3cret"
 const url = (query: string) => `/raft?${query}`
@@ -8,7 +8,7 @@ describe("PeerAuth handshake", () => {
   it("accepts a fresh handshake signed with the cluster secret, once", () => {
     const v = new HandshakeVerifier(secret, "", 2, 30_000)
     const q = toQuery(sign(deriveKey(secret), "", 1, 2, 1_000_000))
-    expect(v.verify(url(q), 1_000_500)).toEqual({ ok: true, from: 1 })
+    expect(v.verify(url(q), 1_000_500)).toMatchObject({ ok: true, from: 1, incarnation: undefined })
     expect(v.verify(url(q), 1_000_600)).toMatchObject({ ok: false, reason: expect.stringContaining("replayed") })
   })
 
@@ -29,6 +29,41 @@ describe("PeerAuth handshake", () => {
     // Tampering with any signed field breaks the MAC.
     expect(v.verify(url(toQuery({ ...good, from: 3 })), now)).toMatchObject({ ok: false, reason: expect.stringContaining("MAC") })
     expect(v.verify(url(toQuery({ ...good, ts: now + 1 })), now)).toMatchObject({ ok: false, reason: expect.stringContaining("MAC") })
-    expect(v.verify(url(toQuery(good)), now)).toEqual({ ok: true, from: 1 })
+    expect(v.verify(url(toQuery(good)), now)).toMatchObject({ ok: true, from: 1 })
+  })
+
+  it("carries the sender's incarnation, authenticated; refuses one altered or malformed; accepts none (an older release)", () => {
+    const key = deriveKey(secret)
+    const v = new HandshakeVerifier(secret, "prod", 2, 30_000)
+    const now = 7_000_000
+    const signed = sign(key, "prod", 1, 2, now, "3b1f2c3d-0000-4000-8000-00000000000a")
+    expect(toQuery(signed)).toContain("&inc=3b1f2c3d-0000-4000-8000-00000000000a&incmac=")
+    expect(v.verify(url(toQuery(signed)), now)).toEqual({ ok: true, from: 1, incarnation: "3b1f2c3d-0000-4000-8000-00000000000a", nonce: signed.nonce })
+    // Another incarnation under the same MAC, one without its MAC, garbage: refused.
+    const other = sign(key, "prod", 1, 2, now, "old-life")
+    expect(v.verify(url(toQuery({ ...other, incarnation: { id: "new-life", mac: other.incarnation!.mac } })), now)).toMatchObject({ ok: false, reason: expect.stringContaining("incarnation MAC") })
+    const bare = sign(key, "prod", 1, 2, now)
+    expect(v.verify(url(`${toQuery(bare)}&inc=x`), now)).toMatchObject({ ok: false, reason: expect.stringContaining("malformed incarnation") })
+    const spaced = sign(key, "prod", 1, 2, now, "a")
+    expect(v.verify(url(toQuery(spaced).replace("inc=a", "inc=a%20b")), now)).toMatchObject({ ok: false, reason: expect.stringContaining("malformed incarnation") })
+    // An incarnation MAC taken from another handshake (another nonce) does not pass either.
+    const first = sign(key, "prod", 1, 2, now, "life")
+    const second = sign(key, "prod", 1, 2, now)
+    expect(v.verify(url(toQuery({ ...second, incarnation: first.incarnation })), now)).toMatchObject({ ok: false, reason: expect.stringContaining("incarnation MAC") })
+  })
+
+  it("the receiver's answer names its incarnation, bound to the handshake it answers", () => {
+    const key = deriveKey(secret)
+    const h = sign(key, "prod", 1, 2, 1_000)
+    const headers = (lines: ReadonlyArray<string>) => Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 2)]))
+    const answer = headers(incarnationHeaders(key, "prod", h, "b-life"))
+    expect(answeredIncarnation(key, "prod", h, answer)).toEqual({ ok: true, incarnation: "b-life" })
+    // No headers: a receiver of an older release.
+    expect(answeredIncarnation(key, "prod", h, {})).toEqual({ ok: true, incarnation: undefined })
+    // The answer to another handshake, another cluster, an altered incarnation, a missing MAC: refused.
+    expect(answeredIncarnation(key, "prod", sign(key, "prod", 1, 2, 1_000), answer)).toMatchObject({ ok: false, reason: expect.stringContaining("not authenticated") })
+    expect(answeredIncarnation(key, "staging", h, answer)).toMatchObject({ ok: false })
+    expect(answeredIncarnation(key, "prod", h, { ...answer, "x-blixard-incarnation": "c-life" })).toMatchObject({ ok: false, reason: expect.stringContaining("not authenticated") })
+    expect(answeredIncarnation(key, "prod", h, { "x-blixard-incarnation": "b-life" })).toMatchObject({ ok: false, reason: expect.stringContaining("malformed") })
   })
 })

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Option } from "effect"
+import { Duration, Effect, Option } from "effect"
 import * as net from "node:net"
 import type { Message } from "../../src/raft/Message.js"
-import { append, connectAll, eventually, freePort, heartbeat, receiveN, receiveWithin, startNode } from "./harness.js"
+import { append, connectAll, eventually, freePort, heartbeat, receiveN, receiveWithin, startNode, type TestNode } from "./harness.js"
 
 describe("PeerTransport on loopback", () => {
   it.scopedLive("two nodes deliver both ways", () =>
@@ -248,6 +248,104 @@ describe("PeerTransport acknowledgements", () => {
       const stats = (yield* a.peers.stats)[0]!
       expect(stats.droppedQueueFull + stats.droppedFailed).toBe(0)
       expect(stats.frames).toBe(20)
+    })
+  )
+})
+
+describe("PeerTransport incarnations", () => {
+  /** The next thing `receive` hands out, failing after the deadline. */
+  const nextReceived = (transport: TestNode["transport"], deadlineMs = 15_000) =>
+    transport.receive.pipe(Effect.timeoutFail({ duration: Duration.millis(deadlineMs), onTimeout: () => new Error(`nothing received within ${deadlineMs} ms`) }))
+
+  /** `b` stops and `a` has noticed (its connection failed): what `a` sends now waits in its queue. */
+  const stopNoticed = (a: TestNode, b: TestNode) =>
+    Effect.gen(function* () {
+      yield* eventually("the sender is connected", Effect.map(a.peers.stats, (all) => all.find((s) => s.id === b.id)?.connected === true))
+      yield* b.stop
+      yield* eventually("the sender saw the connection fail", Effect.map(a.peers.stats, (all) => all.some((s) => s.id === b.id && !s.connected && s.failures > 0)))
+    })
+
+  it.scopedLive("a peer back as another incarnation gets none of what was queued for its earlier one; the sender is told, and sends again once resumed", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const a = yield* startNode(1, { incarnation: "a-first", backoffMaxMs: 200 })
+      const b = yield* startNode(2, { port, incarnation: "b-first" })
+      yield* a.peers.set(2, b.address)
+      yield* a.transport.send([heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      expect((yield* a.peers.stats)[0]!.incarnation).toBe("b-first")
+      yield* stopNoticed(a, b)
+      // Written for its earlier life: heartbeats carrying a commit index that life's log acknowledged.
+      yield* a.transport.send(Array.from({ length: 10 }, (_, j) => heartbeat(1, 2, 100 + j)))
+      expect((yield* a.peers.stats)[0]!.queued).toBe(10)
+      // Back on an emptied data directory: the sender reconnects and reads the new incarnation in the answer.
+      const b2 = yield* startNode(2, { port, incarnation: "b-second" })
+      expect(yield* nextReceived(a.transport)).toEqual({ type: "peerRestarted", peer: 2, incarnation: "b-second" })
+      // Until resumed, what is sent was built before the Raft driver reset the peer's progress: dropped too.
+      yield* a.transport.send([heartbeat(1, 2, 200)])
+      yield* a.transport.resume(2)
+      yield* a.transport.send([heartbeat(1, 2, 300)])
+      // One connection delivers in order: anything queued for the earlier life would have come first.
+      expect(yield* receiveN(b2.transport, 1)).toEqual([heartbeat(1, 2, 300)])
+      expect((yield* a.peers.stats)[0]).toMatchObject({ queued: 0, droppedRestarted: 11, incarnation: "b-second" })
+    })
+  )
+
+  it.scopedLive("a peer restarted on its own data directory (the same incarnation) gets what was queued for it", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const a = yield* startNode(1, { incarnation: "a-first", backoffMaxMs: 200 })
+      const b = yield* startNode(2, { port, incarnation: "b-first" })
+      yield* a.peers.set(2, b.address)
+      yield* a.transport.send([heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      yield* stopNoticed(a, b)
+      const queued = Array.from({ length: 10 }, (_, j) => heartbeat(1, 2, 100 + j))
+      yield* a.transport.send(queued)
+      const b2 = yield* startNode(2, { port, incarnation: "b-first" })
+      expect(yield* receiveN(b2.transport, 10)).toEqual(queued)
+      expect((yield* a.peers.stats)[0]).toMatchObject({ droppedRestarted: 0, incarnation: "b-first" })
+    })
+  )
+
+  it.scopedLive("a peer that names no incarnation (an older release) is treated as before: its queue is delivered across a restart", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const a = yield* startNode(1, { incarnation: "a-first", backoffMaxMs: 200 })
+      const b = yield* startNode(2, { port })
+      yield* a.peers.set(2, b.address)
+      yield* a.transport.send([heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      yield* stopNoticed(a, b)
+      const queued = Array.from({ length: 10 }, (_, j) => heartbeat(1, 2, 100 + j))
+      yield* a.transport.send(queued)
+      const b2 = yield* startNode(2, { port })
+      expect(yield* receiveN(b2.transport, 10)).toEqual(queued)
+      expect((yield* a.peers.stats)[0]).toMatchObject({ droppedRestarted: 0, incarnation: undefined })
+    })
+  )
+
+  it.scopedLive("a peer's new incarnation learned from its own connection: the queue for it is dropped, the node told before its messages, its earlier life's connection closed", () =>
+    Effect.gen(function* () {
+      const dead = yield* Effect.promise(freePort)
+      // A's own attempts to reach node 2 fail and back off for seconds: it learns only from node 2's connections.
+      const a = yield* startNode(1, { incarnation: "a-first", backoffInitialMs: 10_000, backoffMaxMs: 10_000 })
+      const b = yield* startNode(2, { incarnation: "b-first" })
+      yield* b.peers.set(1, a.address)
+      const resp = (context: string): Message => ({ type: "heartbeatResp", from: 2, to: 1, term: 1, context })
+      yield* b.transport.send([resp("first")])
+      expect(yield* nextReceived(a.transport)).toEqual(resp("first"))
+      yield* a.peers.set(2, `127.0.0.1:${dead}`)
+      yield* a.transport.send(Array.from({ length: 5 }, (_, j) => heartbeat(1, 2, 100 + j)))
+      expect((yield* a.peers.stats)[0]!.queued).toBe(5)
+      // Node 2 back as another incarnation (here while the earlier process still runs), talking first.
+      const b2 = yield* startNode(2, { incarnation: "b-second" })
+      yield* b2.peers.set(1, a.address)
+      yield* b2.transport.send([resp("second")])
+      expect(yield* nextReceived(a.transport)).toEqual({ type: "peerRestarted", peer: 2, incarnation: "b-second" })
+      expect(yield* nextReceived(a.transport)).toEqual(resp("second"))
+      expect((yield* a.peers.stats)[0]).toMatchObject({ queued: 0, droppedRestarted: 5, incarnation: "b-second" })
+      yield* eventually("the earlier life's connection is closed", Effect.map(b.peers.stats, ([s]) => s !== undefined && s.failures > 0))
     })
   )
 })

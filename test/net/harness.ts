@@ -48,11 +48,15 @@ export const connectAll = (nodes: ReadonlyArray<TestNode>): Effect.Effect<void> 
 
 export { freePort } from "../../src/node/FreePort.js"
 
+/** The next message, passing over `PeerRestarted` notices (tests of those take `receive` itself). */
+export const nextMessage = (transport: TransportShape): Effect.Effect<Message> =>
+  Effect.flatMap(transport.receive, (r) => (r.type === "peerRestarted" ? nextMessage(transport) : Effect.succeed(r)))
+
 /** Takes `n` messages, failing if they do not all arrive before the deadline. */
 export const receiveN = (transport: TransportShape, n: number, deadlineMs = 15_000): Effect.Effect<Array<Message>, Error> =>
   Effect.gen(function* () {
     const out: Array<Message> = []
-    while (out.length < n) out.push(yield* transport.receive)
+    while (out.length < n) out.push(yield* nextMessage(transport))
     return out
   }).pipe(
     Effect.timeoutFail({
@@ -63,7 +67,7 @@ export const receiveN = (transport: TransportShape, n: number, deadlineMs = 15_0
 
 /** The next message, if one arrives before the deadline. */
 export const receiveWithin = (transport: TransportShape, ms: number): Effect.Effect<Option.Option<Message>> =>
-  Effect.timeoutOption(transport.receive, Duration.millis(ms))
+  Effect.timeoutOption(nextMessage(transport), Duration.millis(ms))
 
 /** Polls `check` until it holds, failing after the deadline. */
 export const eventually = <E, R>(

@@ -84,6 +84,43 @@ describe("RaftNode", () => {
     })
   )
 
+  it.scoped("a member back empty as another incarnation, never removed: the leader learns it and starts its progress over instead of sending its old commit index", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1, 2, 3])
+      for (const id of [1, 2, 3]) yield* c.start(id)
+      const leader = yield* c.leader()
+      yield* c.start(4, false)
+      value(yield* c.drive(c.node(leader).proposeConfChange({ type: "addLearner", nodeId: 4 })))
+      for (let i = 0; i < 5; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i}`, `${i}`))))
+      yield* c.until("the learner applied every write", () => Effect.succeed(c.state(4).get("k4") === "4"))
+      // What reaches the learner never says more is committed than its log holds.
+      const beyond: Array<string> = []
+      c.net.filter = (m) => {
+        const held = c.members.get(4)?.store.lastIndex ?? 0
+        if (m.to === 4 && m.type === "heartbeat" && m.commit > held) beyond.push(`heartbeat from ${m.from}: commit ${m.commit}, log ends at ${held}`)
+        return true
+      }
+      // It goes down (its leader queues heartbeats for it) and comes back on an emptied data directory.
+      c.net.markDown(4)
+      yield* c.crash(4)
+      for (let i = 5; i < 10; i++) value(yield* c.drive(c.node(leader).propose(put(`k${i}`, `${i}`))))
+      yield* c.drive(Effect.sleep(`${20 * tickMs} millis`))
+      c.members.delete(4)
+      yield* c.start(4, false)
+      const driver = yield* Effect.fork(c.node(4).await)
+      c.net.markUp(4, "second-life")
+      yield* c.until("the learner applied every write again", () =>
+        Effect.map(driver.poll, (ended) => ended._tag === "Some" || c.state(4).get("k9") === "9")
+      )
+      const ended = yield* driver.poll
+      expect(ended._tag === "Some" ? Cause.pretty(Exit.isFailure(ended.value) ? ended.value.cause : Cause.empty) : "running").toBe("running")
+      expect(beyond).toEqual([])
+      expect(c.state(4).get("k0")).toBe("0")
+      const progress = (yield* c.node(leader).status).progress.find((p) => p.id === 4)
+      expect(progress?.match).toBe(c.members.get(4)!.store.lastIndex)
+    })
+  )
+
   it.scoped("three nodes elect one leader; a write through it is applied on every node", () =>
     Effect.gen(function* () {
       const c = new Cluster([1, 2, 3])

@@ -19,7 +19,7 @@ const setup = (
   seed: number,
   links: LinkFaultRanges = reliableLinks,
   nodes: ReadonlyArray<number> = NODES,
-  extra: Pick<NetworkOptions<string>, "queue" | "lateAfterCrash"> = {}
+  extra: Pick<NetworkOptions<string>, "queue" | "lateAfterCrash" | "restarted"> = {}
 ) => {
   const queue = new EventQueue<Delivery<string>>()
   const net = new Network<string>({ nodes, prng: Prng.fromSeed(seed).fork("network"), schedule: (t, d) => queue.push(t, d), links, ...extra })
@@ -52,7 +52,7 @@ describe("Network: delivery and noise", () => {
       { time: 101, from: 1, to: 2, msg: "hello" },
       { time: 101, from: 2, to: 1, msg: "back" }
     ])
-    expect(net.stats).toEqual({ sent: 2, dropped: 0, duplicated: 0, delivered: 2, queued: 0, late: 0 })
+    expect(net.stats).toEqual({ sent: 2, dropped: 0, duplicated: 0, delivered: 2, queued: 0, late: 0, restartsSeen: 0 })
   })
 
   it("the same seed and sends give the same deliveries; another seed does not", () => {
@@ -185,7 +185,7 @@ describe("Network: crashes", () => {
     expect(got.map((d) => d.msg).sort()).toEqual(["after restart", "to crashed", "to crashed from 3"])
     expect(got.filter((d) => d.from === 1).map((d) => d.msg)).toEqual(["to crashed", "after restart"])
     for (const d of got) expect(d.time).toBeGreaterThan(500)
-    expect(net.stats).toEqual({ sent: 5, dropped: 2, duplicated: 0, delivered: 3, queued: 2, late: 0 })
+    expect(net.stats).toEqual({ sent: 5, dropped: 2, duplicated: 0, delivered: 3, queued: 2, late: 0, restartsSeen: 0 })
   })
 
   it("senders reconnect on the transport's back-off schedule: 50 ms doubling to 2 s, jittered to 50–100 %", () => {
@@ -265,6 +265,59 @@ describe("Network: crashes", () => {
     expect(() => net.restart(1, 0)).toThrow(/is up/)
     net.crash(1, 0)
     expect(() => net.crash(1, 0)).toThrow(/already down/)
+  })
+})
+
+describe("Network: data incarnations", () => {
+  it("a peer back on an emptied data directory: its senders drop what they queued for it, are told at their reconnection, and send again once resumed", () => {
+    const told: Array<{ observer: number; subject: number; at: number }> = []
+    const { net, run } = setup(1, reliableLinks, NODES, { restarted: (observer, subject, at) => told.push({ observer, subject, at }) })
+    net.send(1, 2, "first life", 0)
+    expect(run().map((d) => d.msg)).toEqual(["first life"])
+    net.crash(2, 10)
+    net.send(1, 2, "queued for the first life", 11)
+    net.empty(2)
+    expect(net.dataIncarnation(2)).toBe(1)
+    net.restart(2, 100)
+    // Told at the reconnection's handshake (after the back-off), not at the restart.
+    expect(told.map(({ observer, subject }) => `${observer} learns ${subject}`)).toEqual(["1 learns 2"])
+    expect(told[0]!.at).toBeGreaterThan(100)
+    net.send(1, 2, "built before the reset", 101)
+    net.resume(1, 2)
+    net.send(1, 2, "after the reset", 500)
+    expect(run().map((d) => d.msg)).toEqual(["after the reset"])
+    expect(net.stats.restartsSeen).toBe(1)
+    // A restart on its own data directory is no news.
+    net.crash(2, 600)
+    net.send(1, 2, "queued", 601)
+    net.restart(2, 700)
+    expect(run().map((d) => d.msg)).toEqual(["queued"])
+    expect(told).toHaveLength(1)
+  })
+
+  it("a receiver learns a sender's new data incarnation from its first message, and drops what still arrives from the earlier one", () => {
+    const told: Array<string> = []
+    const { net, run } = setup(1, reliableLinks, NODES, { restarted: (observer, subject) => told.push(`${observer} learns ${subject}`) })
+    net.send(2, 1, "first life", 0)
+    expect(run().map((d) => d.msg)).toEqual(["first life"])
+    // On the wire when node 2 went down (its kernel still delivers it), arriving after the next life spoke.
+    net.send(2, 1, "earlier life, on the wire", 10)
+    net.crash(2, 10)
+    net.empty(2)
+    net.restart(2, 10)
+    net.send(2, 1, "next life", 10)
+    expect(told).toEqual(["1 learns 2"])
+    expect(run().map((d) => d.msg)).toEqual(["next life"])
+    // Until node 1 resumes, what it sends to node 2 was built for the earlier life.
+    net.send(1, 2, "built before the reset", 20)
+    net.resume(1, 2)
+    net.send(1, 2, "after the reset", 30)
+    expect(run().map((d) => d.msg)).toEqual(["after the reset"])
+  })
+
+  it("emptying a running node is a driver bug and throws", () => {
+    const { net } = setup(1)
+    expect(() => net.empty(2)).toThrow(/is up/)
   })
 })
 
