@@ -10,7 +10,10 @@
 import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream } from "effect"
+import * as Http from "node:http"
+import * as Https from "node:https"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
+import type { CaStatus } from "../domain/CaRotation.js"
 import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
 import type { RecordCertificate, RevokeCertificate } from "../domain/Command.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
@@ -40,7 +43,7 @@ export interface ClientOptions {
 
 /** How a client checks a node's HTTPS certificate, and the certificate it presents (a node's, to another node). */
 export interface ClientTls {
-  /** PEM of the cluster CA: the node's certificate must chain to it. */
+  /** PEM of the cluster CA (or of both CAs during a rotation): the node's certificate must chain to it. Read at each connection. */
   readonly ca: string
   readonly cert?: string | undefined
   readonly key?: string | undefined
@@ -48,20 +51,39 @@ export interface ClientTls {
   readonly checkServerIdentity?: ((host: string, cert: { readonly subjectaltname?: string | undefined }) => Error | undefined) | undefined
 }
 
-/** An `HttpClient` over `node:https` trusting only the cluster CA (`tls`), or plain `node:http`. */
+/**
+ * An `https.Agent` that reads `tls`'s CA, certificate and key at each new connection: a node's own
+ * are replaced while it runs (renewal, a CA rotation), and its connections made after use the new
+ * ones. No TLS session is cached, so each connection verifies the server against the current CA.
+ */
+class CurrentTlsAgent extends Https.Agent {
+  constructor(private readonly tls: ClientTls) {
+    super({ keepAlive: true, maxCachedSessions: 0, ...(tls.checkServerIdentity !== undefined ? { checkServerIdentity: tls.checkServerIdentity as never } : {}) })
+  }
+
+  override createConnection(options: object, callback?: unknown): ReturnType<Https.Agent["createConnection"]> {
+    const current = { ca: this.tls.ca, ...(this.tls.cert !== undefined && this.tls.key !== undefined ? { cert: this.tls.cert, key: this.tls.key } : {}) }
+    return (Https.Agent.prototype.createConnection as (...args: Array<unknown>) => ReturnType<Https.Agent["createConnection"]>).call(this, { ...options, ...current }, callback)
+  }
+}
+
+/** An `HttpClient` over `node:https` trusting only the cluster CA (`tls`, read at each connection), or plain `node:http`. */
 export const layerHttpClient = (tls?: ClientTls): Layer.Layer<HttpClient.HttpClient> =>
   NodeHttpClient.layerWithoutAgent.pipe(
     Layer.provide(
-      NodeHttpClient.makeAgentLayer(
-        tls === undefined
-          ? { keepAlive: true }
-          : {
-              keepAlive: true,
-              ca: tls.ca,
-              ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
-              ...(tls.checkServerIdentity !== undefined ? { checkServerIdentity: tls.checkServerIdentity as never } : {})
-            }
-      )
+      tls === undefined
+        ? NodeHttpClient.makeAgentLayer({ keepAlive: true })
+        : Layer.scoped(
+            NodeHttpClient.HttpAgent,
+            Effect.acquireRelease(
+              Effect.sync(() => ({
+                [NodeHttpClient.HttpAgentTypeId]: NodeHttpClient.HttpAgentTypeId,
+                http: new Http.Agent({ keepAlive: true }),
+                https: new CurrentTlsAgent(tls)
+              })),
+              (agent) => Effect.sync(() => (agent.http.destroy(), agent.https.destroy()))
+            )
+          )
     )
   )
 
@@ -121,6 +143,10 @@ export interface ApiClientShape {
   readonly listCertificates: (options?: ReadOptions) => Effect.Effect<CertificateList, BlixardError>
   readonly revokeCertificate: (revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
   readonly recordCertificate: (record: Omit<RecordCertificate, "_tag">) => Effect.Effect<CertificateRecord, BlixardError>
+  readonly caStatus: (options?: ReadOptions) => Effect.Effect<CaStatus, BlixardError>
+  readonly rotateCa: () => Effect.Effect<CaStatus, BlixardError>
+  readonly finishCaRotation: () => Effect.Effect<CaStatus, BlixardError>
+  readonly caRotationMoved: (node: NodeId, fingerprint: string) => Effect.Effect<CaStatus, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)
@@ -341,7 +367,11 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       consumeJoinToken: (id, hash, node, key) => call(api.joinTokens.consume({ path: { id }, payload: { hash, node, ...(key !== undefined ? { key } : {}) } })),
       listCertificates: (read) => call(api.certificates.list({ urlParams: urlParamsOf(read) })),
       revokeCertificate: (revoke) => call(api.certificates.revoke({ payload: revoke })),
-      recordCertificate: (record) => call(api.certificates.record({ payload: record }))
+      recordCertificate: (record) => call(api.certificates.record({ payload: record })),
+      caStatus: (read) => call(api.ca.status({ urlParams: urlParamsOf(read) })),
+      rotateCa: () => call(api.ca.rotate()),
+      finishCaRotation: () => call(api.ca.finish()),
+      caRotationMoved: (node, fingerprint) => call(api.ca.moved({ payload: { node, fingerprint } }))
     } satisfies ApiClientShape
   })
 

@@ -156,6 +156,12 @@ const handlersOf = (plane: ControlPlaneShape): Handlers => ({
       }),
     record: ({ payload }) => plane.recordCertificate(payload)
   },
+  ca: {
+    status: ({ urlParams }) => plane.caStatus(readMode(urlParams)),
+    rotate: () => plane.rotateCa,
+    finish: () => plane.finishCaRotation,
+    moved: ({ payload }) => plane.caRotationMoved(payload.node, payload.fingerprint)
+  },
   health: {
     health: () => plane.health
   }

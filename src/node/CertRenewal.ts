@@ -301,6 +301,8 @@ export const maintain = (options: MaintainOptions): Effect.Effect<never> =>
     let facts = Tls.factsOf(options.current.cert)
     let recorded: string | undefined
     for (;;) {
+      // A CA rotation may have replaced the certificate meanwhile (`CaRotation.ts`).
+      facts = Tls.factsOf(options.current.cert)
       Metrics.tlsCertificateExpiry.unsafeUpdate(facts.notAfter / 1000, Metrics.noTags)
       if (recorded !== facts.serial) {
         const reported = yield* Effect.either(options.record(facts))
