@@ -211,6 +211,9 @@ export const signRequest = (options: SignOptions): Effect.Effect<string, TlsInva
 export const splitPem = (bundle: string): Array<string> =>
   [...bundle.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((match) => `${match[0]}\n`)
 
+/** One PEM bundle of the certificates of `pems` (each a certificate or a bundle), in order, each on its own lines. */
+export const bundleOf = (...pems: ReadonlyArray<string>): string => pems.flatMap(splitPem).join("")
+
 /**
  * The SHA-256 of a CA bundle: of the one certificate's DER (`fingerprintOf`), or of every
  * certificate's DER in order when it holds several (during a CA rotation): what a proof binds.

@@ -8,8 +8,10 @@
  * Raft log (`StartCaRotation`). A member that does not answer stops the rotation before anything is
  * proposed: the key can reach only the members it was sealed to.
  *
- * Every member then `reconcile`s, every few ticks, its files with the replicated state:
+ * Every member then `reconcile`s, every second, its files with the replicated state:
  *
+ *   rotation in progress, the new CA not trusted yet     → trust it beside its own (`ca.crt`, a
+ *       bundle: the CA it signs with first), so members on either CA talk whatever happens next;
  *   rotation in progress, this node still on the old CA  → open its sealed copy with its own key,
  *       make a new key and a certificate of the new CA for it, write CA bundle (new, then old), the
  *       new CA's key and the certificate at once (`Tls.writeRotated`), swap them into its `LiveTls`
@@ -118,7 +120,7 @@ export const prepare = (options: PrepareOptions): Effect.Effect<C.StartCaRotatio
 /** The bundle a member on the new CA trusts: the new CA, then every other it trusted. */
 export const bundleWith = (newCa: string, trust: string): string => {
   const fingerprint = Tls.fingerprintOf(newCa)
-  return [newCa, ...Tls.splitPem(trust).filter((pem) => Tls.fingerprintOf(pem) !== fingerprint)].join("")
+  return Tls.bundleOf(newCa, ...Tls.splitPem(trust).filter((pem) => Tls.fingerprintOf(pem) !== fingerprint))
 }
 
 /** This member's files of the new CA, from its sealed copy: the bundle, the new CA's key, a certificate of it and its key. */
@@ -161,6 +163,13 @@ export const reconcile = (options: ReconcileOptions): Effect.Effect<void, Blixar
     const { live, node } = options
     const { rotation, inForce } = options.state()
     if (rotation !== undefined) {
+      const trusted = Tls.splitPem(live.ca).map((pem) => Tls.fingerprintOf(pem))
+      if (!trusted.includes(rotation.fingerprint)) {
+        const both = Tls.bundleOf(live.ca, rotation.ca)
+        yield* Tls.writeTrust(options.dataDir, both, node)
+        live.trust(both)
+        yield* Effect.logInfo(`node ${node}: a CA rotation started: it trusts the new cluster CA ${rotation.fingerprint.slice(0, 16)}… beside the old one`)
+      }
       if (live.fingerprint !== rotation.fingerprint) {
         const files = yield* moveTo(rotation, live, node, options.names, options.validityMs)
         yield* Tls.writeRotated(options.dataDir, files, node)
