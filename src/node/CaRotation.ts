@@ -26,9 +26,9 @@
  *
  * Limits, said where they bite: a member whose certificate key changed after the copy was sealed to
  * it (a renewal in that instant) cannot open it and says so; a node that joins during a rotation
- * gets its files from whichever member answers; a host verifies members with the CA bundle it
- * fetched at start (`TlsBootstrap.trustedCa`): restart hosts during the rotation, after every member
- * moved and before it is finished.
+ * gets its files from whichever member answers; a host follows the CA the members offer, fetched
+ * every 10 s (`HostDaemon.ts`), one with `tlsCaFile` needs the new file before the rotation is
+ * finished.
  */
 import { Effect, Either } from "effect"
 import * as tls from "node:tls"

@@ -2,8 +2,9 @@
  * Rotating the cluster CA over real `blixard node` processes on loopback: a member is removed (it
  * keeps the old CA's key and can sign itself any certificate of it), `cluster ca rotate` moves every
  * remaining member to a new CA, `cluster ca finish` drops the old one; the cluster goes on working,
- * the CLI verifies every node against the rewritten `ca.crt`, and a certificate the removed member
- * signs with the old key no longer opens a peer connection.
+ * the CLI verifies every node against the rewritten `ca.crt`, a host (not a member) follows the CA
+ * the members offer, and a certificate the removed member signs with the old key no longer opens a
+ * peer connection.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -12,7 +13,7 @@ import { WebSocket } from "ws"
 import { describe, expect, it } from "vitest"
 import { deriveKey, sign, toQuery } from "../../src/net/PeerAuth.js"
 import * as Tls from "../../src/net/Tls.js"
-import { cli, cliJson, clustersPerTest, threeNodesOf, waitFor } from "./harness.js"
+import { BlixardNode, cli, cliJson, clustersPerTest, freePort, threeNodesOf, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
 const threeNodes = threeNodesOf(newCluster)
@@ -52,6 +53,13 @@ describe("cluster ca rotate", () => {
     const oldKey = tlsOf(three.dataDir, "ca.key")
     const clusterId = Tls.clusterOfCa(oldCa)!
     const secret = fs.readFileSync(c.secretFile, "utf8").trim()
+    // Host 4 verifies the members with the CA it fetched from them.
+    const host = new BlixardNode(4, await freePort(), path.join(c.dir, "node-4"), c.secretFile, [])
+    host.args = [one, two].flatMap((node) => ["--server", node.addr])
+    c.nodes.push(host)
+    host.start()
+    const hostUp = async () => ((await cliJson<ReadonlyArray<{ id: number; health: string }>>(one.addr, ["node", "list"])).some((n) => n.id === 4 && n.health === "up") ? true : undefined)
+    await waitFor("host 4 registered and up", hostUp, 60_000)
 
     // Node 3 is removed; it keeps the CA's key and signs itself a fresh certificate (not on the revocation list).
     await cliJson(one.addr, ["cluster", "leave", "--id", "3"])
@@ -98,6 +106,9 @@ describe("cluster ca rotate", () => {
     await waitFor("both nodes to trust only the new CA", async () =>
       [one, two].every((node) => Tls.splitPem(tlsOf(node.dataDir, "ca.crt")).length === 1) ? true : undefined
     )
+    // The host follows: it trusted both CAs, then the new one alone, and is still heard from.
+    await waitFor("host 4 to trust only the new CA", async () => (/it now trusts 2 CA\(s\)[\s\S]*it now trusts 1 CA\(s\)/.test(host.output) ? true : undefined), 60_000)
+    await waitFor("host 4 up", hostUp)
     // The cluster works on: a write through node 2 replicates, and the CLI verifies both nodes with their ca.crt.
     await cliJson(two.addr, ["vm", "create", "--name", "web", "--runner", c.runnerFixture("web"), "--no-start"])
     expect((await cliJson<Array<{ spec: { name: string } }>>(one.addr, ["vm", "list"])).map((vm) => vm.spec.name)).toEqual(["web"])
