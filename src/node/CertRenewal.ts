@@ -12,6 +12,9 @@
  * the answer against the CA and its key, writes both atomically (`Tls.writeRenewed`), and swaps them
  * into its `LiveTls`: new connections, both ways, use the new certificate, open ones keep theirs.
  *
+ * During a CA rotation (`CaRotation.ts`) a renewal is kept only if it is of the CA the node signs
+ * with at that moment: members move to the new CA one by one, and may answer with either.
+ *
  * Each node reports the certificate it holds (`RecordCertificate`) at start and after each renewal:
  * that is how removing a node revokes its certificates (`ClusterState`). The certificate's expiry is
  * the gauge `blixard_tls_certificate_expiry_timestamp_seconds`, for alerting.
@@ -19,6 +22,7 @@
 import { Duration, Effect, Either, ParseResult, Schema } from "effect"
 import type * as http from "node:http"
 import * as https from "node:https"
+import { X509Certificate } from "node:crypto"
 import * as tls from "node:tls"
 import type { RawRoute } from "../api/RawRoutes.js"
 import { errorResponse } from "../api/RawRoutes.js"
@@ -278,6 +282,17 @@ export const renewNow = (options: MaintainOptions): Effect.Effect<Tls.Certificat
         last = renewed.left
         // A revoked certificate is revoked everywhere: asking the next member changes nothing.
         if (last._tag === "CertificateRevoked") break
+        continue
+      }
+      // During a CA rotation a member may sign with the other CA: only a certificate of the CA this
+      // node signs with now is kept (one of the old CA would be cut off when the rotation finishes).
+      const signer = Tls.splitPem(options.current.ca)[0] ?? options.current.ca
+      if (Tls.issuerIn(new X509Certificate(renewed.right.cert), signer) === undefined) {
+        last = new Unavailable({
+          node: NodeId.make(options.node),
+          subject: address,
+          message: `${address} signed node ${options.node}'s renewal with another CA than the one it uses now (a CA rotation is under way); asking again later`
+        })
         continue
       }
       yield* Tls.writeRenewed(options.dataDir, renewed.right, options.node)

@@ -6,13 +6,15 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Option } from "effect"
-import { randomUUID } from "node:crypto"
+import { randomUUID, X509Certificate } from "node:crypto"
 import * as fs from "node:fs"
+import * as https from "node:https"
 import * as os from "node:os"
 import * as path from "node:path"
 import { CaRotation } from "../../src/domain/CaRotation.js"
 import * as Tls from "../../src/net/Tls.js"
 import * as Rotation from "../../src/node/CaRotation.js"
+import * as CertRenewal from "../../src/node/CertRenewal.js"
 import { eventually, heartbeat, receiveN, receiveWithin, startNode } from "./harness.js"
 
 const cluster = randomUUID()
@@ -124,6 +126,47 @@ describe("rotating the cluster CA", () => {
         Rotation.prepare({ self: 1, live: one.live, members: new Map([[1, "127.0.0.1:1"], [2, "127.0.0.1:1"]]), revoked: () => undefined, timeoutMs: 2_000 })
       )
       expect(Either.isLeft(refused) && `${refused.left.code}: ${refused.left.message}`).toMatch(/^BLX_UNAVAILABLE: .*node 2 at 127\.0\.0\.1:1: .*nothing was changed/)
+    })
+  )
+
+  it.scopedLive("during a rotation a moved member keeps a renewal only from a member signing with the new CA", () =>
+    Effect.gen(function* () {
+      const old = yield* Tls.createCa(cluster)
+      const fresh = yield* Tls.createCa(cluster, new Date())
+      const run: CertRenewal.RouteOptions["run"] = (effect, then) => void Effect.runPromise(Effect.either(effect)).then(then)
+      /** A member's renewal endpoint signing with `signer`, trusting both CAs. */
+      const signerAt = (signer: Tls.CaFiles, other: Tls.CaFiles, node: number) =>
+        Effect.gen(function* () {
+          const serverCert = yield* issue(signer, node)
+          const route = CertRenewal.route({ ca: Tls.bundleOf(signer.ca, other.ca), caKey: signer.caKey, clusterId: cluster, validityMs: 30 * day, isMember: () => true, revoked: () => undefined, run })
+          const server = yield* Effect.acquireRelease(
+            Effect.async<https.Server>((resume) => {
+              const listening = https.createServer({ ca: Tls.bundleOf(signer.ca, other.ca), ...serverCert, requestCert: true, rejectUnauthorized: false }, (request, response) =>
+                route.handle(request, response, undefined as never)
+              )
+              listening.listen(0, "127.0.0.1", () => resume(Effect.succeed(listening)))
+            }),
+            (listening) => Effect.sync(() => listening.closeAllConnections()).pipe(Effect.zipRight(Effect.async<void>((resume) => void listening.close(() => resume(Effect.void)))))
+          )
+          return `127.0.0.1:${(server.address() as { port: number }).port}`
+        })
+      const notMoved = yield* signerAt(old, fresh, 1)
+      const moved = yield* signerAt(fresh, old, 3)
+      const dir = yield* dataDir
+      const own = yield* issue(fresh, 2)
+      const files = { ca: Tls.bundleOf(fresh.ca, old.ca), caKey: fresh.caKey, ...own }
+      yield* Tls.writeNodeTls(dir, files, 2)
+      const live = new Tls.LiveTls(files.ca, own.cert, own.key, cluster, fresh.caKey)
+      const renew = (addresses: ReadonlyArray<string>) =>
+        CertRenewal.renewNow({ node: 2, dataDir: dir, current: live, names: ["127.0.0.1"], validityMs: 30 * day, timeoutMs: 5_000, addresses: Effect.succeed(addresses), record: () => Effect.void })
+      // Only a member still on the old CA answers: its certificate is not kept (it would be cut off at finish).
+      const refused = yield* Effect.either(renew([notMoved]))
+      expect(Either.isLeft(refused) && refused.left.message).toMatch(/signed node 2's renewal with another CA than the one it uses now/)
+      expect(live.cert).toBe(own.cert)
+      // The next member signs with the new CA: kept.
+      const facts = yield* renew([notMoved, moved])
+      expect(Tls.factsOf(live.cert).serial).toBe(facts.serial)
+      expect(Tls.issuerIn(new X509Certificate(live.cert), fresh.ca)).toBeDefined()
     })
   )
 
