@@ -14,6 +14,12 @@
  * as k3s keeps it on every server: any member can sign a joining node's request, so joins do not
  * depend on the founder being up. A member already holds the cluster secret, which grants as much.
  *
+ * The CA is rotated by hand (`node/CaRotation.ts`): while a rotation lasts, `ca.crt` is a bundle of
+ * both CAs, the one this node signs with (whose key `ca.key` is) first, and everything that verifies
+ * a peer trusts both; `checkNodeTls` accepts a certificate issued by any CA of the bundle. A node
+ * moving to the new CA replaces its four files at once (`writeRotated`: a directory written beside
+ * `tls/` and swapped in), and finishing drops the old CA from `ca.crt` (`writeTrust`).
+ *
  * X.509 generation is `@peculiar/x509` over Node's WebCrypto (Node's `crypto` parses and verifies
  * certificates but cannot make them; node-forge cannot make ECDSA certificates). Everything read
  * back — from disk or from the wire — is parsed and verified by Node's own `X509Certificate`
