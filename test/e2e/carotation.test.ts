@@ -106,8 +106,8 @@ describe("cluster ca rotate", () => {
     await waitFor("both nodes to trust only the new CA", async () =>
       [one, two].every((node) => Tls.splitPem(tlsOf(node.dataDir, "ca.crt")).length === 1) ? true : undefined
     )
-    // The host follows: it trusted both CAs, then the new one alone, and is still heard from.
-    await waitFor("host 4 to trust only the new CA", async () => (/it now trusts 2 CA\(s\)[\s\S]*it now trusts 1 CA\(s\)/.test(host.output) ? true : undefined), 60_000)
+    // The host follows (fetching every 10 s, it may see the bundle of both CAs or only the end): it trusts the new CA alone, and is still heard from.
+    await waitFor("host 4 to trust only the new CA", async () => (/it now trusts 1 CA\(s\)/.test(host.output) ? true : undefined), 60_000)
     await waitFor("host 4 up", hostUp)
     // The cluster works on: a write through node 2 replicates, and the CLI verifies both nodes with their ca.crt.
     await cliJson(two.addr, ["vm", "create", "--name", "web", "--runner", c.runnerFixture("web"), "--no-start"])
