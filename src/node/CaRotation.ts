@@ -11,7 +11,8 @@
  * Every member then `reconcile`s, every second, its files with the replicated state:
  *
  *   rotation in progress, the new CA not trusted yet     → trust it beside its own (`ca.crt`, a
- *       bundle: the CA it signs with first), so members on either CA talk whatever happens next;
+ *       bundle: the CA it signs with first), so members on either CA talk whatever happens next,
+ *       and move only on the next pass (a second later), once the others trust it too;
  *   rotation in progress, this node still on the old CA  → open its sealed copy with its own key,
  *       make a new key and a certificate of the new CA for it, write CA bundle (new, then old), the
  *       new CA's key and the certificate at once (`Tls.writeRotated`), swap them into its `LiveTls`
@@ -169,6 +170,8 @@ export const reconcile = (options: ReconcileOptions): Effect.Effect<void, Blixar
         yield* Tls.writeTrust(options.dataDir, both, node)
         live.trust(both)
         yield* Effect.logInfo(`node ${node}: a CA rotation started: it trusts the new cluster CA ${rotation.fingerprint.slice(0, 16)}… beside the old one`)
+        // It moves on the next pass: meanwhile the other members (and a CLI reading this ca.crt) trust the new CA too.
+        return
       }
       if (live.fingerprint !== rotation.fingerprint) {
         const files = yield* moveTo(rotation, live, node, options.names, options.validityMs)

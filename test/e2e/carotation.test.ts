@@ -77,9 +77,6 @@ describe("cluster ca rotate", () => {
     expect(started.phase).toBe("rotating")
     const rotation = started.rotation!
     expect(rotation.previous).toBe(Tls.fingerprintOf(oldCa))
-    // A second rotation while this one runs: refused.
-    const again = await cli(one.addr, ["cluster", "ca", "rotate"])
-    expect([again.code, again.stderr]).toEqual([1, expect.stringMatching(/BLX_CONFLICT: a CA rotation .* is in progress already/)])
 
     const moved = await waitFor(
       "nodes 1 and 2 to move to the new CA",
@@ -90,6 +87,9 @@ describe("cluster ca rotate", () => {
       60_000
     )
     expect(moved.rotation?.moved).toEqual([1, 2])
+    // A second rotation while this one runs: refused.
+    const again = await cli(one.addr, ["cluster", "ca", "rotate"])
+    expect([again.code, again.stderr]).toEqual([1, expect.stringMatching(/BLX_CONFLICT: a CA rotation .* is in progress already/)])
     for (const node of [one, two]) {
       expect(Tls.splitPem(tlsOf(node.dataDir, "ca.crt")).map(Tls.fingerprintOf)).toEqual([rotation.fingerprint, rotation.previous])
       expect(Tls.bundleFingerprint(tlsOf(node.dataDir, "ca.crt"))).not.toBe(rotation.previous)

@@ -70,7 +70,9 @@ describe("rotating the cluster CA", () => {
       const rotation = new CaRotation({ ...fields, startedAt: Date.now(), moved: [] })
       const moved: Array<number> = []
 
-      // Node 1 applies it: trusts both CAs, moves to a certificate of the new one, reports it.
+      // Node 1 applies it: trusts both CAs at once, then (next pass) moves to a certificate of the new one, reports it.
+      yield* reconcileOf(1, one.dir, one.live, () => ({ rotation, inForce: "" }), moved)
+      expect([one.live.fingerprint, Tls.splitPem(one.live.ca).length]).toEqual([start.previous, 2])
       yield* reconcileOf(1, one.dir, one.live, () => ({ rotation, inForce: "" }), moved)
       expect(one.live.fingerprint).toBe(start.fingerprint)
       expect(Tls.splitPem(one.live.ca).map(Tls.fingerprintOf)).toEqual([start.fingerprint, start.previous])
@@ -81,6 +83,7 @@ describe("rotating the cluster CA", () => {
 
       // Node 2 cannot move yet (here: no copy for it), but trusts the new CA from the state at once.
       const withheld = new CaRotation({ ...rotation, keys: rotation.keys.filter((k) => k.node !== 2) })
+      yield* reconcileOf(2, two.dir, two.live, () => ({ rotation: withheld, inForce: "" }), moved)
       const stuck = yield* Effect.either(reconcileOf(2, two.dir, two.live, () => ({ rotation: withheld, inForce: "" }), moved))
       expect(Either.isLeft(stuck) && stuck.left.message).toMatch(/node 2 has no copy of the new CA's key/)
       expect(two.live.fingerprint).toBe(start.previous)
@@ -96,6 +99,7 @@ describe("rotating the cluster CA", () => {
 
       // Node 2 moves with its own copy; a wrong node's key would not open it (KeySeal.test.ts).
       yield* reconcileOf(2, two.dir, two.live, () => ({ rotation, inForce: "" }), moved)
+      expect(two.live.fingerprint).toBe(start.fingerprint)
       expect(two.live.fingerprint).toBe(start.fingerprint)
       expect(moved).toEqual([1, 2])
 
