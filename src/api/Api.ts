@@ -9,6 +9,7 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { ApiTokenInfo, CreatedApiToken, Role, TokenId, TokenName } from "../domain/ApiToken.js"
+import { CaStatus } from "../domain/CaRotation.js"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
 import { CertificateFingerprint, CertificateIssue, CertificateList, CertificateRecord, CertificateSerial, RevocationReason, RevokedCertificate } from "../domain/Certificate.js"
 import * as E from "../domain/Errors.js"
@@ -193,6 +194,22 @@ export class CertificatesApi extends HttpApiGroup.make("certificates")
   .add(HttpApiEndpoint.post("record", "/v1/cluster/certificates/record").setPayload(RecordCertificateBody).addSuccess(CertificateRecord).annotate(EndpointAccess, "node"))
   .middleware(Authorization) {}
 
+export const CaRotationMovedBody = Schema.Struct({ node: NodeId, fingerprint: CertificateFingerprint }).annotations(
+  strict('{ "node": 2, "fingerprint": "<sha256 hex of the new CA>" }')
+)
+
+/**
+ * The cluster CA and its rotation (`blixard cluster ca …`, `domain/CaRotation.ts`): any role reads;
+ * starting and finishing are an admin's; `moved` is a member's report that it holds a certificate
+ * of the new CA.
+ */
+export class CaApi extends HttpApiGroup.make("ca")
+  .add(HttpApiEndpoint.get("status", "/v1/cluster/ca").setUrlParams(ReadParams).addSuccess(CaStatus).annotate(EndpointAccess, "read"))
+  .add(HttpApiEndpoint.post("rotate", "/v1/cluster/ca/rotate").addSuccess(CaStatus).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.post("finish", "/v1/cluster/ca/finish").addSuccess(CaStatus).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.post("moved", "/v1/cluster/ca/moved").setPayload(CaRotationMovedBody).addSuccess(CaStatus).annotate(EndpointAccess, "node"))
+  .middleware(Authorization) {}
+
 export class HealthApi extends HttpApiGroup.make("health").add(HttpApiEndpoint.get("health", "/v1/health").addSuccess(Health)) {}
 
 /**
@@ -238,6 +255,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .add(TokensApi)
   .add(JoinTokensApi)
   .add(CertificatesApi)
+  .add(CaApi)
   .add(HealthApi)
   // Every error crosses the API as itself (the tagged error, with its code) with a fitting status.
   // Every member of `BlixardError` must be listed: a missing one makes the handlers in Server.ts
@@ -253,6 +271,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .addError(E.JoinTokenExpired, { status: 410 })
   .addError(E.ClusterSecretRequired, { status: 409 })
   .addError(E.CertificateRevoked, { status: 403 })
+  .addError(E.CaRotationIncomplete, { status: 409 })
   .addError(E.VmNotFound, { status: 404 })
   .addError(E.NodeNotFound, { status: 404 })
   .addError(E.VmExists, { status: 409 })

@@ -13,6 +13,7 @@ import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream
 import * as NodeHttp from "node:http"
 import * as NodeHttps from "node:https"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
+import type { CaStatus } from "../domain/CaRotation.js"
 import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
 import type { RevokeCertificate } from "../domain/Command.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
@@ -49,7 +50,7 @@ export interface ClientOptions {
  * opens a new one).
  */
 export interface ClientTls {
-  /** PEM of the cluster CA: the node's certificate must chain to it. */
+  /** PEM of the cluster CA (or of both CAs during a rotation): the node's certificate must chain to it. Read at each connection. */
   readonly ca: string
   readonly cert?: string | undefined
   readonly key?: string | undefined
@@ -146,6 +147,10 @@ export interface ApiClientShape {
   readonly listCertificates: (options?: ReadOptions) => Effect.Effect<CertificateList, BlixardError>
   readonly revokeCertificate: (revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
   readonly recordCertificate: (record: CertificateReport) => Effect.Effect<CertificateRecord, BlixardError>
+  readonly caStatus: (options?: ReadOptions) => Effect.Effect<CaStatus, BlixardError>
+  readonly rotateCa: () => Effect.Effect<CaStatus, BlixardError>
+  readonly finishCaRotation: () => Effect.Effect<CaStatus, BlixardError>
+  readonly caRotationMoved: (node: NodeId, fingerprint: string) => Effect.Effect<CaStatus, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)
@@ -366,7 +371,11 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       consumeJoinToken: (id, hash, node, key) => call(api.joinTokens.consume({ path: { id }, payload: { hash, node, ...(key !== undefined ? { key } : {}) } })),
       listCertificates: (read) => call(api.certificates.list({ urlParams: urlParamsOf(read) })),
       revokeCertificate: (revoke) => call(api.certificates.revoke({ payload: revoke })),
-      recordCertificate: (record) => call(api.certificates.record({ payload: record }))
+      recordCertificate: (record) => call(api.certificates.record({ payload: record })),
+      caStatus: (read) => call(api.ca.status({ urlParams: urlParamsOf(read) })),
+      rotateCa: () => call(api.ca.rotate()),
+      finishCaRotation: () => call(api.ca.finish()),
+      caRotationMoved: (node, fingerprint) => call(api.ca.moved({ payload: { node, fingerprint } }))
     } satisfies ApiClientShape
   })
 

@@ -6,6 +6,7 @@
 import { Context, type Effect } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
+import type { CaStatus } from "../domain/CaRotation.js"
 import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
 import type { RecordCertificate, RevokeCertificate } from "../domain/Command.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
@@ -94,6 +95,14 @@ export interface ControlPlaneShape {
   readonly revokeCertificate: (revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
   /** A node reports the certificate it holds (`RecordCertificate`). */
   readonly recordCertificate: (record: CertificateReport) => Effect.Effect<CertificateRecord, BlixardError>
+  /** The cluster CA in force and the rotation in progress (`domain/CaRotation.ts`). */
+  readonly caStatus: (read: ReadMode) => Effect.Effect<CaStatus, BlixardError>
+  /** Starts a CA rotation (`StartCaRotation`, prepared by the leader). */
+  readonly rotateCa: Effect.Effect<CaStatus, BlixardError>
+  /** Finishes the CA rotation (`FinishCaRotation`): refused until every member moved. */
+  readonly finishCaRotation: Effect.Effect<CaStatus, BlixardError>
+  /** Member `node` holds a certificate of the new CA `fingerprint` (`CaRotationMoved`). */
+  readonly caRotationMoved: (node: NodeId, fingerprint: string) => Effect.Effect<CaStatus, BlixardError>
   /**
    * The whole replicated state at an index the leader confirmed (a ReadIndex round), for
    * `blixard cluster snapshot save`. Absent where there is none to give (another node's API seen

@@ -164,6 +164,10 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
     listCertificates: () => Effect.fail(certificatesAbsent),
     revokeCertificate: () => Effect.fail(certificatesAbsent),
     recordCertificate: () => Effect.fail(certificatesAbsent),
+    caStatus: () => Effect.fail(certificatesAbsent),
+    rotateCa: Effect.fail(certificatesAbsent),
+    finishCaRotation: Effect.fail(certificatesAbsent),
+    caRotationMoved: () => Effect.fail(certificatesAbsent),
     listVms: (read, query) =>
       Effect.sync(() => {
         note({ method: "listVms", read })

@@ -171,6 +171,12 @@ const handlersOf = (plane: ControlPlaneShape, options: Pick<ApiOptions, "issuedC
       return refused !== undefined ? Effect.fail(refused) : plane.recordCertificate(payload)
     }
   },
+  ca: {
+    status: ({ urlParams }) => plane.caStatus(readMode(urlParams)),
+    rotate: () => plane.rotateCa,
+    finish: () => plane.finishCaRotation,
+    moved: ({ payload }) => plane.caRotationMoved(payload.node, payload.fingerprint)
+  },
   health: {
     health: () => plane.health
   }

@@ -10,6 +10,7 @@
 import { Context, Effect, Layer, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { CertificateList, RevokedCertificate } from "../domain/Certificate.js"
+import type { CaStatus } from "../domain/CaRotation.js"
 import type { RevokeCertificate } from "../domain/Command.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { BlixardError } from "../domain/Errors.js"
@@ -61,6 +62,9 @@ export interface BlixardClientApi {
   readonly revokeJoinToken: (target: Target, id: JoinTokenId) => Effect.Effect<JoinTokenInfo, BlixardError>
   readonly listCertificates: (target: Target) => Effect.Effect<CertificateList, BlixardError>
   readonly revokeCertificate: (target: Target, revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
+  readonly caStatus: (target: Target) => Effect.Effect<CaStatus, BlixardError>
+  readonly rotateCa: (target: Target) => Effect.Effect<CaStatus, BlixardError>
+  readonly finishCaRotation: (target: Target) => Effect.Effect<CaStatus, BlixardError>
   /** The cluster's state as a snapshot file's bytes, streamed (`GET /v1/cluster/snapshot`). */
   readonly downloadSnapshot: (target: Target) => Stream.Stream<Uint8Array, BlixardError>
   /** The node's event stream (`GET /v1/events`) as bytes, after `lastEventId` if given. */
@@ -132,6 +136,9 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         revokeJoinToken: (target, id) => via(target, (c) => c.revokeJoinToken(id)),
         listCertificates: (target) => via(target, (c) => c.listCertificates()),
         revokeCertificate: (target, revoke) => via(target, (c) => c.revokeCertificate(revoke)),
+        caStatus: (target) => via(target, (c) => c.caStatus()),
+        rotateCa: (target) => via(target, (c) => c.rotateCa()),
+        finishCaRotation: (target) => via(target, (c) => c.finishCaRotation()),
         downloadSnapshot: (target) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.snapshot())),
         events: (target, lastEventId) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.events(lastEventId)))
       } satisfies BlixardClientApi

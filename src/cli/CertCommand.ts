@@ -2,11 +2,17 @@
  * `blixard cluster cert status|revoke`: the nodes' certificates (serial, expiry) as each node reported
  * them, and the revocation list. Revoking (admin) takes a node id — every certificate it reported —
  * or a serial number; peers and the API refuse a revoked certificate from then on.
+ *
+ * `blixard cluster ca status|rotate|finish`: the cluster CA in force and its rotation
+ * (`node/CaRotation.ts`): `rotate` (admin) starts one, after which every node trusts both CAs and
+ * every member moves to a certificate of the new one; `finish` (admin) drops the old CA, refused
+ * (`BLX_CA_ROTATION_INCOMPLETE`, naming them) while members still hold only an old-CA certificate.
  */
 import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Console, Effect, Option, Schema } from "effect"
+import { CaStatus } from "../domain/CaRotation.js"
 import { CertificateList, CertificateSerial, normalizeSerial, RevocationReason, RevokedCertificate } from "../domain/Certificate.js"
 import { NodeId } from "../domain/NodeId.js"
 import { BlixardClient } from "./BlixardClient.js"
@@ -96,4 +102,53 @@ const revoke = Command.make(
 export const certCommand = Command.make("cert").pipe(
   Command.withDescription("Node certificates: their expiry, and the revocation list."),
   Command.withSubcommands([status, revoke])
+)
+
+const short = (fingerprint: string): string => (fingerprint === "" ? "(the CA the cluster was founded with)" : `${fingerprint.slice(0, 16)}…`)
+
+/** `cluster ca status` (and what `rotate` and `finish` answer): the phase, the CAs, who has moved. */
+export const formatCaStatus = (status: CaStatus, asJson: boolean): string => {
+  if (asJson) return JSON.stringify(Schema.encodeSync(CaStatus)(status), null, 2)
+  const rotation = status.rotation
+  if (rotation === undefined) return `phase: steady\nCA:    ${short(status.fingerprint)}\nNo CA rotation in progress (start one with blixard cluster ca rotate).`
+  const list = (ids: ReadonlyArray<number>) => (ids.length === 0 ? "none" : ids.join(", "))
+  return [
+    "phase:   rotating (every node trusts both CAs)",
+    `old CA:  ${short(rotation.previous)}`,
+    `new CA:  ${short(rotation.fingerprint)}`,
+    `started: ${new Date(rotation.startedAt).toISOString()}`,
+    `moved to the new CA:   ${list(rotation.moved)}`,
+    `still on the old CA:   ${list(rotation.waiting)}`,
+    rotation.waiting.length === 0 ? "Every member moved: finish with blixard cluster ca finish." : "Running members move within seconds; finish once none is left on the old CA."
+  ].join("\n")
+}
+
+const caStatus = Command.make("status", { ...clientOptions }, (args) =>
+  Effect.gen(function* () {
+    const context = yield* clientContext(args)
+    yield* Console.log(formatCaStatus(yield* (yield* BlixardClient).caStatus(context.target), context.json))
+  })
+).pipe(Command.withDescription("The cluster CA in force and the rotation in progress: which members moved to the new CA."))
+
+const caRotate = Command.make("rotate", { ...clientOptions }, (args) =>
+  Effect.gen(function* () {
+    const context = yield* clientContext(args)
+    yield* Console.log(formatCaStatus(yield* (yield* BlixardClient).rotateCa(context.target), context.json))
+  })
+).pipe(
+  Command.withDescription(
+    "Start a CA rotation: a new CA for the cluster, its key sealed to each current member (every member must answer). Every node trusts both CAs until `finish`. Remove a member you no longer trust BEFORE rotating. Admin only."
+  )
+)
+
+const caFinish = Command.make("finish", { ...clientOptions }, (args) =>
+  Effect.gen(function* () {
+    const context = yield* clientContext(args)
+    yield* Console.log(formatCaStatus(yield* (yield* BlixardClient).finishCaRotation(context.target), context.json))
+  })
+).pipe(Command.withDescription("Finish the CA rotation: every node drops the old CA. Refused while a member holds only an old-CA certificate. Admin only."))
+
+export const caCommand = Command.make("ca").pipe(
+  Command.withDescription("The cluster CA: its rotation (status, rotate, finish)."),
+  Command.withSubcommands([caStatus, caRotate, caFinish])
 )

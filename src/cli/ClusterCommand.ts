@@ -1,5 +1,5 @@
 /**
- * `blixard cluster status|join|leave`, `cluster token …` (`JoinTokenCommand.ts`) and `cluster cert …` (`CertCommand.ts`).
+ * `blixard cluster status|join|leave`, `cluster token …` (`JoinTokenCommand.ts`), `cluster cert …` and `cluster ca …` (`CertCommand.ts`).
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
@@ -9,7 +9,7 @@ import { HostPort } from "../domain/NodeInfo.js"
 import { BlixardClient } from "./BlixardClient.js"
 import { formatClusterStatus } from "./Format.js"
 import { clientContext, clientOptions } from "./GlobalOptions.js"
-import { certCommand } from "./CertCommand.js"
+import { caCommand, certCommand } from "./CertCommand.js"
 import { joinTokenCommand } from "./JoinTokenCommand.js"
 import { snapshotCommand } from "./SnapshotCommand.js"
 import { check, invalidArgument } from "./Validate.js"
@@ -69,5 +69,5 @@ const leave = Command.make(
 
 export const clusterCommand = Command.make("cluster").pipe(
   Command.withDescription("Inspect the cluster, change its membership, back it up and restore it."),
-  Command.withSubcommands([status, join, leave, snapshotCommand, joinTokenCommand, certCommand])
+  Command.withSubcommands([status, join, leave, snapshotCommand, joinTokenCommand, certCommand, caCommand])
 )

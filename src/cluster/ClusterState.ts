@@ -18,11 +18,13 @@
  */
 import { Either, Schema } from "effect"
 import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
+import { CaRotation, CaStatus } from "../domain/CaRotation.js"
 import { CertificateRecord, RevokedCertificate, revokedAdvice } from "../domain/Certificate.js"
-import type { Command, CommandEnvelope, RecordCertificate, RevokeCertificate, UpdateVm } from "../domain/Command.js"
+import type { CaRotationMoved, Command, CommandEnvelope, FinishCaRotation, RecordCertificate, RevokeCertificate, StartCaRotation, UpdateVm } from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
 import {
   BlixardError as BlixardErrorSchema,
+  CaRotationIncomplete,
   CertificateRevoked,
   Conflict,
   Forbidden,
@@ -108,7 +110,9 @@ const SnapshotJson = Schema.parseJson(
     tokens: Schema.optionalWith(Schema.Array(ApiTokenRecord), { default: () => [] }),
     joinTokens: Schema.optionalWith(Schema.Array(JoinTokenRecord), { default: () => [] }),
     certificates: Schema.optionalWith(Schema.Array(CertificateRecord), { default: () => [] }),
-    revoked: Schema.optionalWith(Schema.Array(RevokedCertificate), { default: () => [] })
+    revoked: Schema.optionalWith(Schema.Array(RevokedCertificate), { default: () => [] }),
+    caRotation: Schema.optionalWith(Schema.NullOr(CaRotation), { default: () => null }),
+    caInForce: Schema.optionalWith(Schema.String, { default: () => "" })
   })
 )
 
@@ -117,7 +121,7 @@ const SnapshotJson = Schema.parseJson(
  * state holds only records built from validated commands). A snapshot carries every VM; encoding
  * each through its schema cost ~7 µs per VM, on every node, every `snapshotEvery` entries. It is
  * written field by field, the VMs in pieces (see `snapshotView`); the text is the JSON of
- * `{ ...snapshotFields, clusterId, tokens, joinTokens, certificates, revoked }` in this order.
+ * `{ ...snapshotFields, clusterId, tokens, joinTokens, certificates, revoked, caRotation, caInForce }` in this order.
  */
 const vmJson = toJson(VmRecord)
 const nodesJson = toJson(snapshotFields.nodes)
@@ -127,6 +131,7 @@ const tokensJson = toJson(Schema.Array(ApiTokenRecord))
 const joinTokensJson = toJson(Schema.Array(JoinTokenRecord))
 const certificatesJson = toJson(Schema.Array(CertificateRecord))
 const revokedJson = toJson(Schema.Array(RevokedCertificate))
+const caRotationJson = toJson(Schema.NullOr(CaRotation))
 
 /** VMs per piece of a snapshot's text: ~1 ms of `JSON.stringify` each. */
 const vmsPerPiece = 1_000
@@ -237,6 +242,10 @@ export class ClusterState {
   readonly certificates = new Map<string, CertificateRecord>()
   /** The revocation list, by serial, until the certificates expire (`Certificate.ts`). */
   readonly revoked = new Map<string, RevokedCertificate>()
+  /** The CA rotation in progress (`CaRotation.ts`), if one is. */
+  caRotation: CaRotation | undefined = undefined
+  /** The SHA-256 of the CA the last finished rotation moved to; "" before any finished. */
+  caInForce = ""
   /**
    * UNSAFE, for the simulator only (`--bug one-step-moves`): a VM leaves a live node in one step, as
    * before two-phase moves, so its next node may start it before the old one has stopped it.
@@ -436,6 +445,84 @@ export class ClusterState {
         return this.recordCertificate(command, now)
       case "RevokeCertificate":
         return this.revokeCertificate(command, now)
+      case "StartCaRotation":
+      case "CaRotationMoved":
+      case "FinishCaRotation":
+        return this.caRotationStep(command, now)
+    }
+  }
+
+  /** The CA in force and the rotation in progress, as `cluster ca status` shows them. */
+  caStatus(): CaStatus {
+    const rotation = this.caRotation
+    if (rotation === undefined) return new CaStatus({ phase: "steady", fingerprint: this.caInForce }, trusted)
+    return new CaStatus(
+      {
+        phase: "rotating",
+        fingerprint: rotation.previous,
+        rotation: { fingerprint: rotation.fingerprint, previous: rotation.previous, startedAt: rotation.startedAt, moved: rotation.moved, waiting: this.waitingForCa(rotation) }
+      },
+      trusted
+    )
+  }
+
+  /** The current members that have not reported a certificate of the rotation's new CA, in id order. */
+  private waitingForCa(rotation: CaRotation): Array<NodeId> {
+    return [...this.members.keys()].sort((a, b) => a - b).filter((id) => !rotation.moved.includes(id as NodeId)) as Array<NodeId>
+  }
+
+  /** The three steps of a CA rotation (see `CaRotation.ts`). */
+  private caRotationStep(command: StartCaRotation | CaRotationMoved | FinishCaRotation, now: number): ApplyResult {
+    const rotation = this.caRotation
+    const status = "`blixard cluster ca status` shows it"
+    switch (command._tag) {
+      case "StartCaRotation": {
+        if (rotation !== undefined) {
+          return Either.left(new Conflict({ subject: rotation.fingerprint, message: `a CA rotation (to CA ${rotation.fingerprint.slice(0, 16)}…) is in progress already; finish it first (${status})` }))
+        }
+        const members = [...this.members.keys()].sort((a, b) => a - b)
+        const sealedTo = command.keys.map((k) => k.node as number).sort((a, b) => a - b)
+        if (members.length === 0 || sealedTo.length !== members.length || sealedTo.some((id, i) => id !== members[i])) {
+          return Either.left(
+            new Conflict({
+              subject: "members",
+              message: `the new CA's key was sealed to nodes ${sealedTo.join(", ") || "none"}, but the members are ${members.join(", ") || "none"} (the membership changed while the rotation was prepared); run \`blixard cluster ca rotate\` again`
+            })
+          )
+        }
+        if (this.caInForce !== "" && command.previous !== this.caInForce) {
+          return Either.left(new Conflict({ subject: command.previous, message: `the rotation replaces CA ${command.previous.slice(0, 16)}…, but the cluster's CA is ${this.caInForce.slice(0, 16)}…; run \`blixard cluster ca rotate\` again` }))
+        }
+        const { _tag, ...fields } = command
+        this.caRotation = new CaRotation({ ...fields, startedAt: now, moved: [] }, trusted)
+        return Either.right({})
+      }
+      case "CaRotationMoved": {
+        if (rotation === undefined || rotation.fingerprint !== command.fingerprint) {
+          return Either.left(new InvalidArgument({ node: command.node, subject: command.fingerprint, message: `no CA rotation to CA ${command.fingerprint.slice(0, 16)}… is in progress (${status})` }))
+        }
+        if (rotation.moved.includes(command.node)) return Either.right({})
+        const moved = [...rotation.moved, command.node].sort((a, b) => a - b)
+        this.caRotation = new CaRotation({ ...rotation, moved }, trusted)
+        return Either.right({})
+      }
+      case "FinishCaRotation": {
+        if (rotation === undefined || rotation.fingerprint !== command.fingerprint) {
+          return Either.left(new InvalidArgument({ subject: command.fingerprint, message: `no CA rotation to CA ${command.fingerprint.slice(0, 16)}… is in progress (${status})` }))
+        }
+        const waiting = this.waitingForCa(rotation)
+        if (waiting.length > 0) {
+          return Either.left(
+            new CaRotationIncomplete({
+              subject: waiting.join(","),
+              message: `node${waiting.length > 1 ? "s" : ""} ${waiting.join(", ")} still hold${waiting.length > 1 ? "" : "s"} only a certificate of the old CA: finishing now would cut ${waiting.length > 1 ? "them" : "it"} off. A running member moves within seconds of the rotation's start; start ${waiting.length > 1 ? "them" : "it"}, or remove ${waiting.length > 1 ? "them" : "it"} (blixard cluster leave --id N), then finish again`
+            })
+          )
+        }
+        this.caRotation = undefined
+        this.caInForce = rotation.fingerprint
+        return Either.right({})
+      }
     }
   }
 
@@ -647,6 +734,14 @@ export class ClusterState {
       return []
     }
     this.members.delete(change.nodeId)
+    // A removed node's copy of the new CA's key leaves the state (what it opened, it keeps).
+    const rotation = this.caRotation
+    if (rotation !== undefined) {
+      this.caRotation = new CaRotation(
+        { ...rotation, keys: rotation.keys.filter((k) => k.node !== change.nodeId), moved: rotation.moved.filter((id) => id !== change.nodeId) },
+        trusted
+      )
+    }
     // A removed node's certificates must not open a connection again (it keeps its files).
     return this.revokeRecords(this.recordsOf(change.nodeId), `node ${change.nodeId} was removed from the cluster`, undefined)
   }
@@ -798,6 +893,8 @@ export class ClusterState {
     const joinTokens = [...this.joinTokens.keys()].sort().map((k) => this.joinTokens.get(k)!)
     const certificates = [...this.certificates.keys()].sort().map((k) => this.certificates.get(k)!)
     const revoked = [...this.revoked.keys()].sort().map((k) => this.revoked.get(k)!)
+    const caRotation = this.caRotation ?? null
+    const caInForce = this.caInForce
     return {
       *[Symbol.iterator]() {
         const names = [...vms.keys()].sort()
@@ -807,7 +904,7 @@ export class ClusterState {
           yield (i === 0 ? "" : ",") + piece.join(",")
         }
         yield `],"nodes":${nodesJson(nodes.sort((a, b) => a.id - b.id))},"clusterId":${JSON.stringify(clusterId)}`
-        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)},"joinTokens":${joinTokensJson(joinTokens)},"certificates":${certificatesJson(certificates)},"revoked":${revokedJson(revoked)}}`
+        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)},"joinTokens":${joinTokensJson(joinTokens)},"certificates":${certificatesJson(certificates)},"revoked":${revokedJson(revoked)},"caRotation":${caRotationJson(caRotation)},"caInForce":${JSON.stringify(caInForce)}}`
       }
     }
   }
@@ -826,6 +923,8 @@ export class ClusterState {
     for (const token of decoded.joinTokens) state.joinTokens.set(token.id, token)
     for (const record of decoded.certificates) state.certificates.set(record.serial, record)
     for (const entry of decoded.revoked) state.revoked.set(entry.serial, entry)
+    state.caRotation = decoded.caRotation ?? undefined
+    state.caInForce = decoded.caInForce
     return state
   }
 }

@@ -4,6 +4,7 @@
  */
 import { Schema } from "effect"
 import { Role, TokenHash, TokenId, TokenName } from "./ApiToken.js"
+import { CaCertificatePem, SealedKey } from "./CaRotation.js"
 import { CertificateFingerprint, CertificateIssue, CertificateSerial, RevocationReason } from "./Certificate.js"
 import { JoinTokenHash, JoinTokenId, JoinTokenTtlMs } from "./JoinToken.js"
 import { Labels } from "./Labels.js"
@@ -117,6 +118,25 @@ export class RevokeCertificate extends Schema.TaggedClass<RevokeCertificate>()("
   reason: RevocationReason
 }) {}
 
+/**
+ * Starts a CA rotation (`CaRotation.ts`): the new CA, the one it replaces, and the new CA's key
+ * sealed once per current member. Refused while another rotation runs, and when the sealed keys are
+ * not exactly one per current member (the membership changed while it was prepared: try again).
+ */
+export class StartCaRotation extends Schema.TaggedClass<StartCaRotation>()("StartCaRotation", {
+  ca: CaCertificatePem,
+  fingerprint: CertificateFingerprint,
+  previous: CertificateFingerprint,
+  keys: Schema.Array(SealedKey).pipe(Schema.maxItems(1000))
+}) {}
+/** Member `node` holds a certificate of the rotation's new CA (`fingerprint`). */
+export class CaRotationMoved extends Schema.TaggedClass<CaRotationMoved>()("CaRotationMoved", {
+  node: NodeId,
+  fingerprint: CertificateFingerprint
+}) {}
+/** Ends the rotation to the CA `fingerprint`: every node drops the old CA. Refused until every member moved. */
+export class FinishCaRotation extends Schema.TaggedClass<FinishCaRotation>()("FinishCaRotation", { fingerprint: CertificateFingerprint }) {}
+
 export const Command = Schema.Union(
   CreateVm,
   StartVm,
@@ -135,7 +155,10 @@ export const Command = Schema.Union(
   RevokeJoinToken,
   ConsumeJoinToken,
   RecordCertificate,
-  RevokeCertificate
+  RevokeCertificate,
+  StartCaRotation,
+  CaRotationMoved,
+  FinishCaRotation
 )
 export type Command = typeof Command.Type
 

@@ -194,6 +194,9 @@ export class ClusterSecretRequired extends Schema.TaggedError<ClusterSecretRequi
 /** Plain (unencrypted) mode was asked for on a non-loopback address without `--i-know`. */
 export class PlaintextRefused extends Schema.TaggedError<PlaintextRefused>()("PlaintextRefused", fields("BLX_PLAINTEXT_REFUSED")) {}
 
+/** A CA rotation cannot finish: members still hold only a certificate of the old CA. */
+export class CaRotationIncomplete extends Schema.TaggedError<CaRotationIncomplete>()("CaRotationIncomplete", fields("BLX_CA_ROTATION_INCOMPLETE")) {}
+
 /** The machinery behind a command does not exist yet in this build. */
 export class NotImplemented extends Schema.TaggedError<NotImplemented>()(
   "NotImplemented",
@@ -232,7 +235,8 @@ export const BlixardError = Schema.Union(
   JoinTokenUsed,
   JoinTokenExpired,
   ClusterSecretRequired,
-  CertificateRevoked
+  CertificateRevoked,
+  CaRotationIncomplete
 )
 export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]

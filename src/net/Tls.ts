@@ -14,6 +14,12 @@
  * as k3s keeps it on every server: any member can sign a joining node's request, so joins do not
  * depend on the founder being up. A member already holds the cluster secret, which grants as much.
  *
+ * The CA is rotated by hand (`node/CaRotation.ts`): while a rotation lasts, `ca.crt` is a bundle of
+ * both CAs, the one this node signs with (whose key `ca.key` is) first, and everything that verifies
+ * a peer trusts both; `checkNodeTls` accepts a certificate issued by any CA of the bundle. A node
+ * moving to the new CA replaces its four files at once (`writeRotated`: a directory written beside
+ * `tls/` and swapped in), and finishing drops the old CA from `ca.crt` (`writeTrust`).
+ *
  * X.509 generation is `@peculiar/x509` over Node's WebCrypto (Node's `crypto` parses and verifies
  * certificates but cannot make them; node-forge cannot make ECDSA certificates). Everything read
  * back — from disk or from the wire — is parsed and verified by Node's own `X509Certificate`
@@ -49,7 +55,7 @@ export * from "./TlsIdentity.js"
 
 const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const
 const day = 24 * 60 * 60 * 1000
-/** The CA outlives its nodes' certificates, which are renewed (`CertRenewal.ts`); it is not rotated yet. */
+/** The CA outlives its nodes' certificates, which are renewed (`CertRenewal.ts`); it is rotated by hand (`cluster ca rotate`). */
 const caValidityMs = 10 * 365 * day
 /** How long a node certificate lasts unless `certValidityDays` says otherwise. */
 export const defaultCertValidityMs = 365 * day
@@ -105,13 +111,17 @@ export interface CaFiles {
   readonly caKey: string
 }
 
-/** A new cluster CA. */
-export const createCa = (clusterId: string): Effect.Effect<CaFiles> =>
+/**
+ * A new cluster CA. A rotated one (`rotated`: when) names the same cluster (its URI SAN) under a
+ * subject of its own, so the old and the new CA are told apart wherever both are trusted.
+ */
+export const createCa = (clusterId: string, rotated?: Date): Effect.Effect<CaFiles> =>
   Effect.promise(async () => {
     const keys = await newKeys()
     const now = Date.now()
+    const since = rotated === undefined ? "" : `, OU=rotated ${rotated.toISOString().replace(/\.\d+Z$/, "Z")}`
     const cert = await x509.X509CertificateGenerator.createSelfSigned({
-      name: `CN=Blixard cluster CA ${clusterId}`,
+      name: `CN=Blixard cluster CA ${clusterId}${since}`,
       keys,
       signingAlgorithm: algorithm,
       notBefore: new Date(now - day),
@@ -155,7 +165,7 @@ export const signRequest = (options: SignOptions): Effect.Effect<string, TlsInva
     try: async () => {
       const request = new x509.Pkcs10CertificateRequest(options.csr)
       if (!(await request.verify())) throw new Error("the certificate request's signature does not match its key")
-      const ca = new x509.X509Certificate(options.ca)
+      const ca = new x509.X509Certificate(splitPem(options.ca)[0] ?? options.ca)
       const now = Date.now()
       const cert = await x509.X509CertificateGenerator.create({
         subject: `CN=blixard node ${options.node}`,
@@ -186,7 +196,35 @@ export const signRequest = (options: SignOptions): Effect.Effect<string, TlsInva
       })
   })
 
-/** What a node needs for TLS: the CA, its own certificate and key, and who it is. */
+/** The certificates of a PEM bundle, each as its own PEM, in order. */
+export const splitPem = (bundle: string): Array<string> =>
+  [...bundle.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((match) => `${match[0]}\n`)
+
+/** One PEM bundle of the certificates of `pems` (each a certificate or a bundle), in order, each on its own lines. */
+export const bundleOf = (...pems: ReadonlyArray<string>): string => pems.flatMap(splitPem).join("")
+
+/**
+ * The SHA-256 of a CA bundle: of the one certificate's DER (`fingerprintOf`), or of every
+ * certificate's DER in order when it holds several (during a CA rotation): what a proof binds.
+ */
+export const bundleFingerprint = (bundle: string): string => {
+  const pems = splitPem(bundle)
+  if (pems.length <= 1) return fingerprintOf(bundle)
+  const hash = createHash("sha256")
+  for (const pem of pems) hash.update(new X509Certificate(pem).raw)
+  return hash.digest("hex")
+}
+
+/** The CA of `trust` (a bundle) that issued and signed `cert`, if one did. */
+export const issuerIn = (cert: X509Certificate, trust: string): X509Certificate | undefined =>
+  splitPem(trust)
+    .map((pem) => new X509Certificate(pem))
+    .find((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey))
+
+/**
+ * What a node needs for TLS: the CA, its own certificate and key, and who it is. During a CA
+ * rotation `ca` is a bundle: the CA this node signs with first, then the other one it trusts.
+ */
 export interface NodeTls {
   readonly ca: string
   /** The CA's key, on every member (see the module comment); absent with operator-supplied files. */
@@ -195,7 +233,7 @@ export interface NodeTls {
   readonly key: string
   readonly clusterId: string
   readonly node: number
-  /** The CA certificate's SHA-256 (hex). */
+  /** The (signing) CA certificate's SHA-256 (hex). */
   readonly fingerprint: string
 }
 
@@ -216,18 +254,21 @@ export const hasTlsFiles = (dataDir: string): boolean =>
  */
 export const checkNodeTls = (files: typeof NodeTlsFiles.Type, node: number, where: string): Either.Either<NodeTls, TlsInvalid> => {
   const invalid = (problem: string) => Either.left(new TlsInvalid({ node: NodeId.make(node), subject: where, message: `${where}: ${problem}` }))
-  const ca = new X509Certificate(files.ca)
+  const trust = splitPem(files.ca).map((pem) => new X509Certificate(pem))
+  const ca = trust[0] ?? new X509Certificate(files.ca)
   const cert = new X509Certificate(files.cert)
-  if (!ca.ca) return invalid("ca.crt is not a CA certificate")
-  if (files.caKey !== undefined && !ca.checkPrivateKey(createPrivateKey(files.caKey))) return invalid("ca.key is not the key of ca.crt")
-  if (cert.checkIssued(ca) === false || !cert.verify(ca.publicKey)) return invalid("node.crt was not issued by ca.crt")
+  if (!trust.every((each) => each.ca)) return invalid("ca.crt holds a certificate that is not a CA certificate")
+  if (files.caKey !== undefined && !ca.checkPrivateKey(createPrivateKey(files.caKey))) return invalid("ca.key is not the key of ca.crt (its first certificate)")
+  if (issuerIn(cert, files.ca) === undefined) return invalid("node.crt was not issued by ca.crt")
   if (!cert.checkPrivateKey(createPrivateKey(files.key))) return invalid("node.key is not the key of node.crt")
   const identity = identityOf(cert.subjectAltName)
   if (identity === undefined) return invalid("node.crt names no Blixard node (no URI blixard://CLUSTER/node/N)")
   if (identity.node !== node) return invalid(`node.crt is node ${identity.node}'s certificate, not node ${node}'s; start node ${identity.node} on this data directory`)
-  const caCluster = clusterOfCa(files.ca)
   // An operator's own CA need not name the cluster; ours does, and must name the same one.
-  if (caCluster !== undefined && caCluster !== identity.clusterId) return invalid(`node.crt names cluster ${identity.clusterId}, the CA is cluster ${caCluster}'s`)
+  for (const each of trust) {
+    const caCluster = clusterOfCa(each.toString())
+    if (caCluster !== undefined && caCluster !== identity.clusterId) return invalid(`node.crt names cluster ${identity.clusterId}, the CA is cluster ${caCluster}'s`)
+  }
   if (Date.parse(cert.validTo) < Date.now()) return invalid(`node.crt expired on ${cert.validTo}`)
   return Either.right({ ...files, clusterId: identity.clusterId, node, fingerprint: fingerprintOf(files.ca) })
 }
@@ -253,6 +294,7 @@ export const refuseExpired = (certificatePem: string, node: number, file: string
 export const readNodeTls = (dataDir: string, node: number): Effect.Effect<NodeTls, TlsInvalid | CertificateExpired> =>
   Effect.gen(function* () {
     const dir = tlsDir(dataDir)
+    yield* finishRotation(dataDir, node)
     yield* finishRenewal(dataDir, node)
     const raw: Record<string, string> = {}
     for (const [field, name] of Object.entries(fileOf)) {
@@ -444,22 +486,127 @@ export const finishRenewal = (dataDir: string, node: number): Effect.Effect<void
       })
   })
 
+const syncWrite = (file: string, text: string, mode: number): void => {
+  const fd = fs.openSync(file, "w", mode)
+  try {
+    fs.writeSync(fd, text)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const syncDir = (dir: string): void => {
+  const fd = fs.openSync(dir, "r")
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const rotatedDir = (dataDir: string): string => `${tlsDir(dataDir)}.next`
+const replacedDir = (dataDir: string): string => `${tlsDir(dataDir)}.old`
+
 /**
- * A node's certificate and key as they are now: renewal replaces them while the node runs. Its
- * `cert` and `key` read the current ones (a connection made later uses the renewed certificate);
+ * Replaces all four TLS files at once, for a CA rotation (new CA bundle, its key, a certificate of
+ * it and that certificate's key): they are written and synced into `tls.next/`, then the
+ * directories are swapped (`tls` → `tls.old`, `tls.next` → `tls`) and `tls.old` removed. A crash
+ * leaves either the old directory whole (`tls.next` is dropped) or no `tls` beside a whole
+ * `tls.next`, which `finishRotation` renames in.
+ */
+export const writeRotated = (dataDir: string, files: { readonly ca: string; readonly caKey: string; readonly cert: string; readonly key: string }, node: number): Effect.Effect<void, TlsInvalid> =>
+  Effect.try({
+    try: () => {
+      const next = rotatedDir(dataDir)
+      fs.rmSync(next, { recursive: true, force: true })
+      fs.mkdirSync(next, { mode: 0o700 })
+      for (const [field, name] of Object.entries(fileOf)) {
+        syncWrite(path.join(next, name), files[field as keyof typeof fileOf], field === "caKey" || field === "key" ? 0o600 : 0o644)
+      }
+      syncDir(next)
+      fs.rmSync(replacedDir(dataDir), { recursive: true, force: true })
+      fs.renameSync(tlsDir(dataDir), replacedDir(dataDir))
+      fs.renameSync(next, tlsDir(dataDir))
+      syncDir(dataDir)
+      fs.rmSync(replacedDir(dataDir), { recursive: true, force: true })
+    },
+    catch: (e) =>
+      new TlsInvalid({
+        node: NodeId.make(node),
+        subject: tlsDir(dataDir),
+        message: `node ${node} cannot write its files of the new CA into ${tlsDir(dataDir)}: ${e instanceof Error ? e.message : String(e)}; check the data directory's permissions (it keeps using the old ones, and tries again)`
+      })
+  })
+
+/** Completes (or drops) a CA rotation's file swap a crash interrupted (see `writeRotated`). */
+export const finishRotation = (dataDir: string, node: number): Effect.Effect<void, TlsInvalid> =>
+  Effect.try({
+    try: () => {
+      const dir = tlsDir(dataDir)
+      const next = rotatedDir(dataDir)
+      if (!fs.existsSync(dir) && fs.existsSync(next)) fs.renameSync(next, dir)
+      fs.rmSync(next, { recursive: true, force: true })
+      if (fs.existsSync(dir)) fs.rmSync(replacedDir(dataDir), { recursive: true, force: true })
+    },
+    catch: (e) =>
+      new TlsInvalid({
+        node: NodeId.make(node),
+        subject: tlsDir(dataDir),
+        message: `node ${node} cannot complete an interrupted CA rotation in ${tlsDir(dataDir)}: ${e instanceof Error ? e.message : String(e)}`
+      })
+  })
+
+/** Replaces `ca.crt` alone (the end of a rotation drops the old CA from it), written beside it and renamed in. */
+export const writeTrust = (dataDir: string, ca: string, node: number): Effect.Effect<void, TlsInvalid> =>
+  Effect.try({
+    try: () => {
+      const file = path.join(tlsDir(dataDir), caFileName)
+      syncWrite(`${file}.tmp`, ca, 0o644)
+      fs.renameSync(`${file}.tmp`, file)
+      syncDir(tlsDir(dataDir))
+    },
+    catch: (e) =>
+      new TlsInvalid({
+        node: NodeId.make(node),
+        subject: tlsDir(dataDir),
+        message: `node ${node} cannot rewrite ${path.join(tlsDir(dataDir), caFileName)}: ${e instanceof Error ? e.message : String(e)}; check the directory's permissions`
+      })
+  })
+
+/**
+ * A node's CA trust, certificate and key as they are now: renewal replaces the certificate and key
+ * while the node runs, a CA rotation the CA (a bundle of both CAs while it lasts, then the new one)
+ * and its key too. Readers read them at each use (a connection made later uses what is current);
  * a server listening with them is told through `onChange` (`setSecureContext`).
  */
 export class LiveTls {
   private listeners: Array<() => void> = []
-  private current: { readonly cert: string; readonly key: string }
+  private current: { readonly ca: string; readonly caKey: string | undefined; readonly cert: string; readonly key: string }
 
   constructor(
-    readonly ca: string,
+    ca: string,
     cert: string,
     key: string,
-    readonly clusterId: string
+    readonly clusterId: string,
+    caKey?: string | undefined
   ) {
-    this.current = { cert, key }
+    this.current = { ca, caKey, cert, key }
+  }
+
+  /** The CAs this node trusts (PEM bundle), the one it signs with first. */
+  get ca(): string {
+    return this.current.ca
+  }
+
+  /** The key of the first CA of `ca`; absent with operator-supplied files. */
+  get caKey(): string | undefined {
+    return this.current.caKey
+  }
+
+  /** The SHA-256 of the CA this node signs with (what join tokens pin). */
+  get fingerprint(): string {
+    return fingerprintOf(this.current.ca)
   }
 
   get cert(): string {
@@ -471,11 +618,27 @@ export class LiveTls {
   }
 
   replace(cert: string, key: string): void {
-    this.current = { cert, key }
+    this.current = { ...this.current, cert, key }
+    this.changed()
+  }
+
+  /** A CA rotation: new trust (and CA key), certificate and key at once. */
+  rotate(files: { readonly ca: string; readonly caKey: string; readonly cert: string; readonly key: string }): void {
+    this.current = { ...files }
+    this.changed()
+  }
+
+  /** Trusts `ca` (a bundle) from now on: the end of a rotation drops the old CA. */
+  trust(ca: string): void {
+    this.current = { ...this.current, ca }
+    this.changed()
+  }
+
+  private changed(): void {
     for (const listener of this.listeners) listener()
   }
 
-  /** Calls `listener` after each `replace`; the answer stops that. */
+  /** Calls `listener` after each change; the answer stops that. */
   onChange(listener: () => void): () => void {
     this.listeners.push(listener)
     return () => {

@@ -14,6 +14,9 @@
  * the node's outgoing API calls (forwarding to the leader, its agent's reports, a VM's log) present
  * it from their next request on (`DaemonParts.outgoingTls`).
  *
+ * During a CA rotation (`CaRotation.ts`) a renewal is kept only if it is of the CA the node signs
+ * with at that moment: members move to the new CA one by one, and may answer with either.
+ *
  * The signing member records the certificate in the replicated state before it answers
  * (`recordIssued`; a join's signer does the same), and each node reports the certificate it holds
  * (`RecordCertificate`) at start and after each renewal: so removing a node revokes every
@@ -351,6 +354,17 @@ export const renewNow = (options: MaintainOptions): Effect.Effect<Tls.Certificat
         if (last._tag === "CertificateRevoked") break
         continue
       }
+      // During a CA rotation a member may sign with the other CA: only a certificate of the CA this
+      // node signs with now is kept (one of the old CA would be cut off when the rotation finishes).
+      const signer = Tls.splitPem(options.current.ca)[0] ?? options.current.ca
+      if (Tls.issuerIn(new X509Certificate(renewed.right.cert), signer) === undefined) {
+        last = new Unavailable({
+          node: NodeId.make(options.node),
+          subject: address,
+          message: `${address} signed node ${options.node}'s renewal with another CA than the one it uses now (a CA rotation is under way); asking again later`
+        })
+        continue
+      }
       yield* Tls.writeRenewed(options.dataDir, renewed.right, options.node)
       options.current.replace(renewed.right.cert, renewed.right.key)
       const facts = Tls.factsOf(renewed.right.cert)
@@ -372,6 +386,8 @@ export const maintain = (options: MaintainOptions): Effect.Effect<never> =>
     let facts = Tls.factsOf(options.current.cert)
     let recorded: string | undefined
     for (;;) {
+      // A CA rotation may have replaced the certificate meanwhile (`CaRotation.ts`).
+      facts = Tls.factsOf(options.current.cert)
       Metrics.tlsCertificateExpiry.unsafeUpdate(facts.notAfter / 1000, Metrics.noTags)
       if (recorded !== facts.serial) {
         const reported = yield* Effect.either(options.record(facts))

@@ -36,6 +36,7 @@ import * as path from "node:path"
 import * as Auth from "../api/Auth.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
+import type { ClusterState } from "../cluster/ClusterState.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
 import { EventLog } from "../events/EventLog.js"
 import { ConfigInvalid, MemberAmnesia, StorageIo, TlsInvalid, Unavailable } from "../domain/Errors.js"
@@ -61,6 +62,7 @@ import * as Discovery from "./Discovery.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
 import * as HostContact from "./HostContact.js"
 import * as Orchestration from "./Orchestration.js"
+import * as CaRotation from "./CaRotation.js"
 import * as CertRenewal from "./CertRenewal.js"
 import * as StartTls from "./StartTls.js"
 import * as TlsBootstrap from "./TlsBootstrap.js"
@@ -198,19 +200,69 @@ const certificateUpkeep = (config: NodeConfig, live: Tls.LiveTls, controlPlane: 
   })
 }
 
-/** `POST /v1/tls/renew`, signing for this node's fellow members (`CertRenewal.ts`). */
+/**
+ * This node's TLS as the other parts read it, at each use: a CA rotation replaces the CA and its
+ * key, renewal the certificate and key (`Tls.LiveTls`).
+ */
+const currentTls = (live: Tls.LiveTls, node: number): Tls.NodeTls => ({
+  get ca() {
+    return live.ca
+  },
+  get caKey() {
+    return live.caKey
+  },
+  get cert() {
+    return live.cert
+  },
+  get key() {
+    return live.key
+  },
+  get fingerprint() {
+    return live.fingerprint
+  },
+  clusterId: live.clusterId,
+  node
+})
+
+/** Follows the replicated CA rotation (`CaRotation.reconcile`) every second, logging what stops it. */
+const caRotationUpkeep = (config: NodeConfig, live: Tls.LiveTls, controlPlane: ControlPlaneShape, advertise: string, state: () => ClusterState) => {
+  const node = NodeId.make(config.id)
+  let lastProblem = ""
+  const pass = CaRotation.reconcile({
+    node,
+    dataDir: config.dataDir,
+    live,
+    names: Tls.namesFor(config.bind, advertise),
+    validityMs: certValidityMsOf(config),
+    state: () => ({ rotation: state().caRotation, inForce: state().caInForce }),
+    record: (facts) => controlPlane.recordCertificate({ node, serial: CertificateSerial.make(facts.serial), fingerprint: facts.fingerprint, notAfter: facts.notAfter }),
+    moved: (fingerprint) => controlPlane.caRotationMoved(node, fingerprint)
+  }).pipe(
+    Effect.tap(() => Effect.sync(() => (lastProblem = ""))),
+    Effect.catchAll((e) =>
+      e.message === lastProblem ? Effect.void : Effect.zipRight(Effect.sync(() => (lastProblem = e.message)), Effect.logWarning(`node ${node}, CA rotation: ${e.code}: ${e.message}; retrying`))
+    )
+  )
+  return Effect.repeat(pass, Schedule.spaced(Duration.seconds(1)))
+}
+
+/** `POST /v1/tls/renew`, signing for this node's fellow members (`CertRenewal.ts`) with the CA it signs with now. */
 const renewalRoute = (
   config: NodeConfig,
-  tls: Tls.NodeTls,
+  live: Tls.LiveTls,
   isMember: (id: number) => boolean,
   revoked: Tls.RevokedCheck,
   record: CertRenewal.Recorder,
   runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
 ) =>
   CertRenewal.route({
-    ca: tls.ca,
-    caKey: tls.caKey,
-    clusterId: tls.clusterId,
+    get ca() {
+      return live.ca
+    },
+    get caKey() {
+      return live.caKey
+    },
+    clusterId: live.clusterId,
     validityMs: certValidityMsOf(config),
     isMember,
     revoked,
@@ -258,7 +310,10 @@ export const run = (config: NodeConfig) =>
             )
       const founding = fresh && discovery.mayFound && !(yield* clusterAmong(yield* discovery.peers))
       const joinToken = yield* joinTokenOf(config, NodeId.make(node), fresh && !founding)
-      const tls = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret, peers: discovery.peers, joinToken })
+      const prepared = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret, peers: discovery.peers, joinToken })
+      // This node's certificate as renewal replaces it, and its CA as a rotation does.
+      const live = prepared === undefined ? undefined : new Tls.LiveTls(prepared.ca, prepared.cert, prepared.key, prepared.clusterId, prepared.caKey)
+      const tls = live === undefined ? undefined : currentTls(live, node)
       if (joinToken !== undefined) secret = yield* clusterSecret(config)
       yield* warnIfDevelopmentSecret(node, secret)
       const credential = Auth.nodeCredential(secret, node)
@@ -331,7 +386,15 @@ export const run = (config: NodeConfig) =>
         sourcePolicy,
         hostContact,
         hostFencingLimitMs: fencingLimitMs(config.timeouts),
-        caFingerprint: tls?.fingerprint,
+        get caFingerprint() {
+          return live?.fingerprint
+        },
+        ...(live === undefined || config.tlsCertFile !== undefined
+          ? {}
+          : {
+              prepareCaRotation: () =>
+                CaRotation.prepare({ self: node, live, members: state.current.members, revoked, timeoutMs: config.timeouts.requestMs })
+            }),
         publicClusterSecret: secret === developmentSecret
       })
 
@@ -373,7 +436,7 @@ export const run = (config: NodeConfig) =>
           events: { log: state.events, heartbeatMs: eventSettings(config).heartbeatMs },
           rawRoutes: [
             vmLogs,
-            ...(tls === undefined ? [] : [renewalRoute(config, tls, (id) => state.current.members.has(id), revoked, controlPlane.recordCertificate, runFork)]),
+            ...(live === undefined ? [] : [renewalRoute(config, live, (id) => state.current.members.has(id), revoked, controlPlane.recordCertificate, runFork)]),
             ...(tls === undefined
               ? []
               : TlsBootstrap.routes({
@@ -438,6 +501,7 @@ export const run = (config: NodeConfig) =>
       yield* Effect.forkScoped(Effect.repeat(rememberCluster, Schedule.spaced(Duration.seconds(1))))
 
       if (live !== undefined) yield* Effect.forkScoped(certificateUpkeep(config, live, controlPlane, advertise, () => state.current.members))
+      if (live !== undefined && config.tlsCertFile === undefined) yield* Effect.forkScoped(caRotationUpkeep(config, live, controlPlane, advertise, () => state.current))
 
       // Registration, the leader's failure detector, and the agent over this node's backend.
       const { backend, hostFence } = yield* vmRuntime(config, { cluster: () => state.current.clusterId, owner: vmOwner })

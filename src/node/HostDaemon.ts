@@ -7,7 +7,7 @@
  *
  * Trust. A host verifies the members: over TLS against the cluster CA, from `tlsCaFile` or fetched
  * from a member (`GET /v1/tls/ca`) and accepted only with the cluster secret's proof
- * (`TlsBootstrap.trustedCa`). It gets no certificate and never the CA's key: a host is trusted less
+ * (`TlsBootstrap.trustedCa`); fetched again every 10 s, so it follows a CA rotation. It gets no certificate and never the CA's key: a host is trusted less
  * than a member, and its credential lets it register itself, heartbeat and report its own VMs.
  */
 import { Duration, Effect, Either, Schedule, Schema } from "effect"
@@ -75,6 +75,23 @@ const serverTrust = (config: NodeConfig, servers: ReadonlyArray<string>, secret:
   })
 
 /**
+ * Follows the CA the servers offer (with the secret's proof), every 10 s: during a CA rotation they
+ * offer both CAs, then the new one alone (`node/CaRotation.ts`), and the host verifies them with it.
+ */
+const refreshTrust = (node: NodeId, servers: ReadonlyArray<string>, secret: string, clusterId: string, trusted: { ca: string }, timeoutMs: number) =>
+  Effect.gen(function* () {
+    for (const address of servers) {
+      const got = yield* Effect.either(TlsBootstrap.trustedCa(address, secret, timeoutMs))
+      if (got._tag === "Left" || got.right.clusterId !== clusterId) continue
+      if (got.right.ca !== trusted.ca) {
+        trusted.ca = got.right.ca
+        yield* Effect.logInfo(`host ${node}: the servers' cluster CA changed (a CA rotation): it now trusts ${Tls.splitPem(got.right.ca).length} CA(s), as ${address} offers them`)
+      }
+      return
+    }
+  }).pipe(Effect.repeat(Schedule.spaced(Duration.seconds(10))))
+
+/**
  * This host's incarnation: made at the first start into `DATA-DIR/host-incarnation` and kept, so a
  * restart is the same host and another process under the same id (another data directory) is not.
  */
@@ -123,7 +140,18 @@ export const run = (config: NodeConfig) =>
       const secret = yield* clusterSecret(config)
       yield* warnIfDevelopmentSecret(node, secret)
       const trust = yield* serverTrust(config, servers, secret)
-      const tls: ClientTls | undefined = trust === undefined ? undefined : { ca: trust.ca, checkServerIdentity: Tls.checkServerIdentity(trust.clusterId) }
+      // Read at each connection: a CA rotation changes what the servers offer (`refreshTrust`).
+      const trusted = { ca: trust?.ca ?? "" }
+      const tls: ClientTls | undefined =
+        trust === undefined
+          ? undefined
+          : {
+              get ca() {
+                return trusted.ca
+              },
+              checkServerIdentity: Tls.checkServerIdentity(trust.clusterId)
+            }
+      if (trust !== undefined && config.tlsCaFile === undefined) yield* Effect.forkScoped(refreshTrust(node, servers, secret, trust.clusterId, trusted, config.timeouts.requestMs))
       const remote = yield* remotePlanes({ credential: Auth.nodeCredential(secret, node), requestMs: config.timeouts.requestMs, tls })
 
       // The fence first: runners left by an earlier daemon stay guarded while the servers are asked.

@@ -20,7 +20,7 @@ import type { Command } from "../domain/Command.js"
 import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { ClusterSecretRequired, InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, VmNotFound } from "../domain/Errors.js"
+import { ClusterSecretRequired, Conflict, InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import { selectNodes, selectVms } from "../domain/ListQuery.js"
@@ -55,7 +55,12 @@ export interface NodeControlPlaneOptions {
    * timeouts): a host heartbeating with a longer one is refused, as a member's configuration would be.
    */
   readonly hostFencingLimitMs?: number | undefined
-  /** The cluster CA's SHA-256 (hex), which join tokens pin; absent without TLS (no join tokens then). */
+  /**
+   * Prepares a CA rotation on the leader (`CaRotation.prepare`: the daemon holds the CA and reaches
+   * the members); absent without TLS.
+   */
+  readonly prepareCaRotation?: (() => Effect.Effect<C.StartCaRotation, BlixardError>) | undefined
+  /** The cluster CA's SHA-256 (hex), which join tokens pin; absent without TLS (no join tokens then). Read at each use. */
   readonly caFingerprint?: string | undefined
   /**
    * The node runs on the public development cluster secret: no join token is made, as a joining
@@ -228,6 +233,38 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
     )
 
   const readable = (mode: ReadMode): Effect.Effect<void, BlixardError> => (mode === "stale" ? Effect.void : raft.readIndex)
+
+  const leaderOnly = Effect.gen(function* () {
+    const st = yield* raft.status
+    if (st.role !== "leader") {
+      return yield* new NotLeader({ node: self, message: `node ${self} is not the leader`, ...(st.lead !== 0 ? { leader: NodeId.make(st.lead) } : {}) })
+    }
+  })
+  const caStatusAfter = (command: Command) => Effect.map(propose(command, undefined), () => state.current.caStatus())
+  /** Checked before the leader reaches every member: a rotation in progress is refused at once (and again when applied). */
+  const rotateCa = Effect.gen(function* () {
+    yield* leaderOnly
+    const prepare = options.prepareCaRotation
+    if (prepare === undefined) {
+      return yield* new InvalidArgument({ node: self, message: `node ${self} runs without TLS (--insecure-plaintext): there is no cluster CA to rotate` })
+    }
+    const running = state.current.caRotation
+    if (running !== undefined) {
+      return yield* new Conflict({
+        node: self,
+        subject: running.fingerprint,
+        message: `a CA rotation (to CA ${running.fingerprint.slice(0, 16)}…) is in progress already: finish it (blixard cluster ca finish) before starting another`
+      })
+    }
+    return yield* caStatusAfter(yield* prepare())
+  })
+  const finishCaRotation = Effect.suspend(() => {
+    const running = state.current.caRotation
+    if (running === undefined) {
+      return Effect.fail(new InvalidArgument({ node: self, message: "no CA rotation is in progress (blixard cluster ca status shows the CA in force); start one with blixard cluster ca rotate" }))
+    }
+    return caStatusAfter(new C.FinishCaRotation({ fingerprint: running.fingerprint }, trusted))
+  })
 
   const localStatus = Effect.gen(function* () {
     const st = yield* raft.status
@@ -479,6 +516,11 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       ),
     revokeCertificate: (revoke) => orForward(revokeCertificate(revoke), (l) => l.revokeCertificate(revoke)),
     recordCertificate: (record) => orForward(recordCertificate(record), (l) => l.recordCertificate(record)),
+    caStatus: (mode) => Effect.map(readable(mode), () => state.current.caStatus()),
+    rotateCa: orForward(rotateCa, (l) => l.rotateCa),
+    finishCaRotation: orForward(finishCaRotation, (l) => l.finishCaRotation),
+    caRotationMoved: (node, fingerprint) =>
+      orForward(caStatusAfter(new C.CaRotationMoved({ node, fingerprint }, trusted)), (l) => l.caRotationMoved(node, fingerprint)),
     snapshot: Effect.gen(function* () {
       // After the round this node has applied what the leader had committed when it confirmed its
       // leadership: the state captured right here (no yield in between) is a linearizable read.

@@ -9,7 +9,7 @@
  *
  * A node holding the cluster secret first fetches the CA without trusting the connection, and trusts
  * it only when `proof` = HMAC-SHA256(cluster secret, "blixard cluster CA\n" + the CA's SHA-256) is
- * right: only a holder of the secret can make it, so a machine in the middle cannot hand out its own
+ * right (during a CA rotation `ca` holds both CAs and the SHA-256 is `Tls.bundleFingerprint`'s): only a holder of the secret can make it, so a machine in the middle cannot hand out its own
  * CA. From then on it talks to the member over TLS verified against that CA, and only then sends its
  * node credential (`Auth.nodeCredential`), which must be node `node`'s own, with its certificate
  * request. Any member signs it (each holds the CA's key, `Tls.ts`). Every body is checked against
@@ -219,7 +219,6 @@ const json = (description: string) => ({ description, content: { "application/js
 
 /** The two endpoints, as routes of the API server. */
 export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
-  const proof = caProof(options.clusterSecret, options.tls.fingerprint)
   const ca: RawRoute = {
     method: "GET",
     path: caPath,
@@ -231,7 +230,8 @@ export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
         "The cluster's CA certificate and its proof, HMAC-SHA256(cluster secret, 'blixard cluster CA' + newline + the CA's SHA-256): a joining node trusts the CA only if the proof is right. No token.",
       responses: { "200": json("{ ca, proof }") }
     },
-    handle: (_request, response) => answer(response, 200, { ca: options.tls.ca, proof })
+    // The CA is read at each request: a CA rotation changes it (both CAs, a bundle, while it lasts).
+    handle: (_request, response) => answer(response, 200, { ca: options.tls.ca, proof: caProof(options.clusterSecret, Tls.bundleFingerprint(options.tls.ca)) })
   }
   const certificate: RawRoute = {
     method: "POST",
@@ -454,7 +454,7 @@ const offeredCa = (address: string, timeoutMs: number) =>
 export const trustedCa = (address: string, clusterSecret: string, timeoutMs: number): Effect.Effect<{ readonly ca: string; readonly clusterId: string }, ObtainError> =>
   Effect.gen(function* () {
     const ca = yield* offeredCa(address, timeoutMs)
-    const expected = Buffer.from(caProof(clusterSecret, Tls.fingerprintOf(ca.ca)), "hex")
+    const expected = Buffer.from(caProof(clusterSecret, Tls.bundleFingerprint(ca.ca)), "hex")
     if (!timingSafeEqual(expected, Buffer.from(ca.proof, "hex"))) {
       return yield* new TlsUntrusted({
         subject: address,

@@ -154,6 +154,10 @@ const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneS
     listCertificates: (mode) => at((p) => p.listCertificates(mode)),
     revokeCertificate: (revoke) => at((p) => p.revokeCertificate(revoke)),
     recordCertificate: (record) => at((p) => p.recordCertificate(record)),
+    caStatus: (mode) => at((p) => p.caStatus(mode)),
+    rotateCa: at((p) => p.rotateCa),
+    finishCaRotation: at((p) => p.finishCaRotation),
+    caRotationMoved: (node, fingerprint) => at((p) => p.caRotationMoved(node, fingerprint)),
     health: at((p) => p.health)
   }
 }

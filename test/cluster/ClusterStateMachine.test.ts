@@ -4,6 +4,7 @@ import { ClusterState } from "../../src/cluster/ClusterState.js"
 import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
 import { TokenId } from "../../src/domain/ApiToken.js"
 import { CertificateSerial } from "../../src/domain/Certificate.js"
+import { SealedKey } from "../../src/domain/CaRotation.js"
 import * as C from "../../src/domain/Command.js"
 import { JoinTokenId } from "../../src/domain/JoinToken.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
@@ -82,7 +83,17 @@ const commands: ReadonlyArray<readonly [C.Command, string?]> = [
   [new C.RevokeCertificate({ node: id(1), reason: "key leaked" }), "req-revoke"],
   [new C.RevokeCertificate({ node: id(1), reason: "key leaked" }), "req-revoke"],
   [new C.RevokeCertificate({ serial: CertificateSerial.make("ff"), reason: "stolen" })],
-  [new C.RecordCertificate({ node: id(1), serial: CertificateSerial.make("a1"), fingerprint: "c".repeat(64), notAfter: 10_000_000 })]
+  [new C.RecordCertificate({ node: id(1), serial: CertificateSerial.make("a1"), fingerprint: "c".repeat(64), notAfter: 10_000_000 })],
+  [
+    new C.StartCaRotation({
+      ca: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+      fingerprint: "f1".repeat(32),
+      previous: "0a".repeat(32),
+      keys: [new SealedKey({ node: id(1), ephemeralKey: "AA==", iv: "AA==", ciphertext: "AA==", tag: "AA==" })]
+    })
+  ],
+  [new C.CaRotationMoved({ node: id(1), fingerprint: "f1".repeat(32) })],
+  [new C.FinishCaRotation({ fingerprint: "f1".repeat(32) })]
 ]
 
 const envelope = (i: number, [command, requestId]: readonly [C.Command, string?]) =>
