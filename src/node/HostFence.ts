@@ -14,7 +14,9 @@
  *   cost a follower ~0.4 ms of CPU per write (`bench/RESULTS.md`). The lease written thus lags the
  *   agent's deadline by less than a step: the watchdog may fence up to a step earlier than the
  *   agent, never later. If the write fails, it says so and `startBlocked` keeps runners from
- *   starting (the watchdog would stop them at the old deadline).
+ *   starting (the watchdog would stop them at the old deadline). The agent calls it from a fiber of
+ *   its own, one call at a time, and its fencing never waits for it (a write on a stalled disk may
+ *   hang).
  * - Now and every `checkMs` (default fencingMs / 4, at most 1 s), it makes sure a watchdog runs: the
  *   one the node's record names, if it is live, is reused (a daemon restarted while its watchdog ran
  *   does not start a second); else it starts `blixard node watchdog` with this daemon's settings,
