@@ -136,7 +136,7 @@ export const refuseAmnesia = (options: {
   readonly remote: (address: string) => ControlPlaneShape
   readonly dataDir: string
   readonly incarnation: string
-}): Effect.Effect<void, MemberAmnesia | "noAnswer"> =>
+}): Effect.Effect<"member" | "removedItself", MemberAmnesia | "noAnswer"> =>
   Effect.gen(function* () {
     for (const peer of options.peers) {
       const answer = yield* Effect.either(options.remote(peer.address).clusterStatus)
@@ -148,14 +148,17 @@ export const refuseAmnesia = (options: {
       const cluster = answer.right.clusterId !== undefined ? `cluster ${answer.right.clusterId}` : "the cluster"
       if (!NodeControlPlane.isAmnesiac(options.node, voters)) {
         const listed = answer.right.members.find((m) => m.id === options.node)
-        if (listed === undefined) return
+        if (listed === undefined) return "member" as const
         if (answer.right.leader !== answer.right.node) continue // a learner: only the leader knows its progress
-        if (!NodeControlPlane.isWipedLearner(options.node, listed)) return
+        if (!NodeControlPlane.isWipedLearner(options.node, listed)) return "member" as const
         yield* Effect.logWarning(
           `node ${options.node} has no Raft state (its data directory ${options.dataDir} is new or was emptied: incarnation ${options.incarnation}), but the leader, node ${answer.right.node}, lists it as a learner that acknowledged entries up to index ${listed.match} of ${cluster}; asking it to remove node ${options.node}, which then joins again as a new learner`
         )
         const removed = yield* Effect.either(options.remote(peer.address).leave(options.node))
-        if (removed._tag === "Right") return yield* Effect.logInfo(`node ${options.node}: removed as a learner; it now joins as a new one`)
+        if (removed._tag === "Right") {
+          yield* Effect.logInfo(`node ${options.node}: removed as a learner; it now joins as a new one`)
+          return "removedItself" as const
+        }
         yield* Effect.logWarning(`node ${options.node} could not have itself removed through ${Discovery.describePeer(peer)}: ${removed.left.message}; retrying`)
         continue
       }
@@ -310,6 +313,8 @@ export const run = (config: NodeConfig) =>
             )
       const founding = fresh && discovery.mayFound && !(yield* clusterAmong(yield* discovery.peers))
       const joinToken = yield* joinTokenOf(config, NodeId.make(node), fresh && !founding)
+      // Certificates the node keeps in DATA-DIR/tls (not plaintext, not the operator's files): see `refusedJoin` below.
+      const managedTls = config.insecurePlaintext !== true && config.tlsCertFile === undefined
       const prepared = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret, peers: discovery.peers, joinToken })
       // This node's certificate as renewal replaces it, and its CA as a rotation does.
       const live = prepared === undefined ? undefined : new Tls.LiveTls(prepared.ca, prepared.cert, prepared.key, prepared.clusterId, prepared.caKey)
@@ -317,8 +322,6 @@ export const run = (config: NodeConfig) =>
       if (joinToken !== undefined) secret = yield* clusterSecret(config)
       yield* warnIfDevelopmentSecret(node, secret)
       const credential = Auth.nodeCredential(secret, node)
-      // This node's certificate as renewal replaces it: what it serves and presents, both ways.
-      const live = tls === undefined ? undefined : new Tls.LiveTls(tls.ca, tls.cert, tls.key, tls.clusterId)
       const remote = yield* remoteOver(live === undefined ? undefined : outgoingTls(live), credential)
 
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
@@ -336,12 +339,38 @@ export const run = (config: NodeConfig) =>
       // A node without Raft state that is still a voter has lost what it voted and acknowledged: it
       // stops before its Raft node could vote; a learner that acknowledged entries is removed first
       // (it asks the peers first, until one answers).
+      // A node without Raft state that is refused (a voter back empty), or removes itself (a wiped
+      // learner), drops its certificate: removing the node (the operator's `cluster leave`, or its
+      // own) revokes every certificate recorded for it — its signer recorded the one this start may
+      // have made — and with one of those it could never join again. Without it the next start
+      // gets a new one, with the credentials a first join needs (the cluster secret, or a new join
+      // token).
+      const refusedJoin = (why: string) =>
+        managedTls && Tls.hasTlsFiles(config.dataDir)
+          ? Effect.as(
+              Effect.zipRight(
+                Effect.sync(() => fs.rmSync(Tls.tlsDir(config.dataDir), { recursive: true, force: true })),
+                Effect.logWarning(`node ${node} (${why}): deleted its certificate in ${Tls.tlsDir(config.dataDir)}, which the node's removal revokes; the next start gets a new one`)
+              ),
+              why
+            )
+          : Effect.succeed(undefined)
       if (fresh && !founding) {
-        yield* Effect.retry(
+        const checked = yield* Effect.retry(
           Effect.flatMap(discovery.peers, (peers) => refuseAmnesia({ node, peers, remote, dataDir: config.dataDir, incarnation })),
           { while: (e) => e === "noAnswer", schedule: Schedule.spaced(Duration.seconds(1)) }
           // (It retries until a peer answers; this only takes "noAnswer" out of the error type.)
-        ).pipe(Effect.catchIf((e): e is "noAnswer" => e === "noAnswer", () => Effect.void))
+        ).pipe(
+          Effect.catchIf((e): e is "noAnswer" => e === "noAnswer", () => Effect.succeed("member" as const)),
+          Effect.tapError(() => refusedJoin("a voter back with no Raft state"))
+        )
+        if (checked === "removedItself" && (yield* refusedJoin("removed itself as a wiped learner")) !== undefined) {
+          return yield* new MemberAmnesia({
+            node: NodeId.make(node),
+            subject: config.dataDir,
+            message: `node ${node} removed itself as a learner whose data directory was emptied; the certificate it got for that membership was revoked with the removal and is deleted (${Tls.tlsDir(config.dataDir)}); start it again to join as a new learner (the NixOS unit restarts it)`
+          })
+        }
       }
 
       const state = new ClusterStateHolder(new EventLog(eventSettings(config).history))
