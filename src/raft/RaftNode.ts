@@ -92,6 +92,13 @@ export interface RaftNodeConfig {
    * tests that check the simulator catches it.
    */
   readonly unsafeReuseReadContexts?: boolean | undefined
+  /**
+   * DELIBERATELY UNSAFE, for the simulator only: a peer found back on another data directory
+   * (`PeerRestarted`) is let through again without its progress starting over, so a leader goes on
+   * with what the peer's earlier life acknowledged (a commit index beyond its empty log). Never
+   * enable outside tests that check the simulator catches it.
+   */
+  readonly unsafeIgnorePeerRestarts?: boolean | undefined
   /** Further core settings (PreVote and CheckQuorum are on unless turned off here). */
   readonly raft?:
     | Partial<Omit<RaftConfig, "id" | "storage" | "random" | "applied" | "electionTick" | "heartbeatTick">>
@@ -534,7 +541,7 @@ export const make = (config: RaftNodeConfig) =>
         case "PeerRestarted":
           // Its progress starts over and what the core had not handed out for it is dropped; the
           // transport lets messages to it through again before this batch's are sent.
-          raw.reportRestarted(ev.peer)
+          if (config.unsafeIgnorePeerRestarts !== true) raw.reportRestarted(ev.peer)
           restarted.push(ev.peer)
           return
         case "Message":

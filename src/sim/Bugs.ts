@@ -124,7 +124,9 @@ export const bugs = {
   "wiped-learner": {
     summary:
       "a learner that acknowledged entries and restarted on an empty data directory starts as it is: the leader's progress still holds what the lost log acknowledged, so its heartbeat carries a commit index beyond the empty log, or the learner is promoted on entries it no longer has",
-    switches: { controlPlane: { unsafeAdmitWipedLearners: true } },
+    // Two defences stand in its way: the start-up removal, and the leader starting the learner's
+    // progress over once the handshake shows its new data incarnation. Both are lifted.
+    switches: { controlPlane: { unsafeAdmitWipedLearners: true }, node: { unsafeIgnorePeerRestarts: true } },
     catch: {
       tier: "full",
       workload: "kv",
