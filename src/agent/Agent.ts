@@ -347,6 +347,13 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       if (fenced !== wasFenced) {
         if (fenced) Metrics.agentFencingEvents.unsafeUpdate(1, Metrics.noTags)
         Metrics.agentFenced.unsafeUpdate(fenced ? 1 : 0, Metrics.noTags)
+        // Said once per loss, whoever stops the runners: the fencing watchdog, whose lease may lag
+        // this deadline by a renewal step (`HostFence.ts`), may have stopped them already.
+        yield* fenced
+          ? Effect.logError(
+              `node ${self}: FENCING — no quorum contact for ${contactAgo} ms (limit ${options.fencingMs} ms); every runner on this node is stopped and nothing starts until quorum contact is back; check this node's network and its data directory's disk`
+            )
+          : Effect.logWarning(`node ${self}: quorum contact is back after fencing; its VMs run again where the cluster places them`)
       }
       return { now, contact, contactAgo, mayStart: contact !== undefined && !fenced }
     })
