@@ -142,7 +142,7 @@ describe("rotating the cluster CA", () => {
       const signerAt = (signer: Tls.CaFiles, other: Tls.CaFiles, node: number) =>
         Effect.gen(function* () {
           const serverCert = yield* issue(signer, node)
-          const route = CertRenewal.route({ ca: Tls.bundleOf(signer.ca, other.ca), caKey: signer.caKey, clusterId: cluster, validityMs: 30 * day, isMember: () => true, revoked: () => undefined, run })
+          const route = CertRenewal.route({ ca: Tls.bundleOf(signer.ca, other.ca), caKey: signer.caKey, clusterId: cluster, validityMs: 30 * day, isMember: () => true, revoked: () => undefined, record: () => Effect.void, run })
           const server = yield* Effect.acquireRelease(
             Effect.async<https.Server>((resume) => {
               const listening = https.createServer({ ca: Tls.bundleOf(signer.ca, other.ca), ...serverCert, requestCert: true, rejectUnauthorized: false }, (request, response) =>
