@@ -9,11 +9,9 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Effect } from "effect"
-import { WebSocket } from "ws"
 import { describe, expect, it } from "vitest"
-import { deriveKey, sign, toQuery } from "../../src/net/PeerAuth.js"
 import * as Tls from "../../src/net/Tls.js"
-import { BlixardNode, cli, cliJson, clustersPerTest, freePort, threeNodesOf, waitFor } from "./harness.js"
+import { BlixardNode, cli, cliJson, clustersPerTest, freePort, peerWith, threeNodesOf, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
 const threeNodes = threeNodesOf(newCluster)
@@ -23,26 +21,6 @@ interface Status {
   readonly fingerprint: string
   readonly rotation?: { readonly fingerprint: string; readonly previous: string; readonly moved: ReadonlyArray<number>; readonly waiting: ReadonlyArray<number> }
 }
-
-/** Opens `/raft` at `addr` as node `from` with a valid handshake and `client`'s certificate: "open", or the refusal. */
-const peerWith = (addr: string, ca: string, secret: string, clusterId: string, from: number, to: number, client: { cert: string; key: string }) =>
-  new Promise<string>((resolve) => {
-    const socket = new WebSocket(`wss://${addr}/raft?${toQuery(sign(deriveKey(secret), clusterId, from, to, Date.now()))}`, {
-      ca,
-      ...client,
-      checkServerIdentity: (() => undefined) as never
-    })
-    socket.on("open", () => {
-      socket.close()
-      resolve("open")
-    })
-    socket.on("unexpected-response", (_request, response) => {
-      let body = ""
-      response.on("data", (chunk: Buffer) => (body += chunk.toString()))
-      response.on("end", () => resolve(`${response.statusCode} ${body}`))
-    })
-    socket.on("error", (error) => resolve(error.message))
-  })
 
 describe("cluster ca rotate", () => {
   it("moves every member to a new CA; after finish the old CA's key (kept by a removed member) opens nothing", async () => {

@@ -11,11 +11,9 @@ import { X509Certificate } from "node:crypto"
 import * as fs from "node:fs"
 import * as https from "node:https"
 import * as path from "node:path"
-import { WebSocket } from "ws"
 import { describe, expect, it } from "vitest"
-import { deriveKey, sign, toQuery } from "../../src/net/PeerAuth.js"
 import { clusterOfCa, createRequest, factsOf } from "../../src/net/Tls.js"
-import { adminTokenOf, cli, cliJson, clustersPerTest, waitFor } from "./harness.js"
+import { adminTokenOf, cli, cliJson, clustersPerTest, peerWith, waitFor } from "./harness.js"
 
 const newCluster = clustersPerTest()
 const day = 24 * 60 * 60 * 1000
@@ -36,26 +34,6 @@ const apiWith = (addr: string, ca: string, token: string, client: { cert: string
       response.on("end", () => resolve({ status: response.statusCode ?? 0, body }))
     })
     req.on("error", reject)
-  })
-
-/** Opens `/raft` at `addr` as node `from` with a valid handshake and `client`'s certificate: "open", or the refusal. */
-const peerWith = (addr: string, ca: string, secret: string, clusterId: string, from: number, to: number, client: { cert: string; key: string }) =>
-  new Promise<string>((resolve) => {
-    const socket = new WebSocket(`wss://${addr}/raft?${toQuery(sign(deriveKey(secret), clusterId, from, to, Date.now()))}`, {
-      ca,
-      ...client,
-      checkServerIdentity: (() => undefined) as never
-    })
-    socket.on("open", () => {
-      socket.close()
-      resolve("open")
-    })
-    socket.on("unexpected-response", (_request, response) => {
-      let body = ""
-      response.on("data", (chunk: Buffer) => (body += chunk.toString()))
-      response.on("end", () => resolve(`${response.statusCode} ${body}`))
-    })
-    socket.on("error", (error) => resolve(error.message))
   })
 
 describe("node certificates", () => {

@@ -8,6 +8,8 @@ import * as https from "node:https"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterEach, vi } from "vitest"
+import { WebSocket } from "ws"
+import { deriveKey, sign, toQuery } from "../../src/net/PeerAuth.js"
 import { freePort } from "../../src/node/FreePort.js"
 import { removeDir } from "../support/TempDir.js"
 
@@ -326,3 +328,23 @@ export const clustersPerTest = (): (() => Cluster) => {
     return current
   }
 }
+
+/** Opens `/raft` at `addr` as node `from` with a valid handshake and `client`'s certificate: "open", or the refusal. */
+export const peerWith = (addr: string, ca: string, secret: string, clusterId: string, from: number, to: number, client: { cert: string; key: string }) =>
+  new Promise<string>((resolve) => {
+    const socket = new WebSocket(`wss://${addr}/raft?${toQuery(sign(deriveKey(secret), clusterId, from, to, Date.now()))}`, {
+      ca,
+      ...client,
+      checkServerIdentity: (() => undefined) as never
+    })
+    socket.on("open", () => {
+      socket.close()
+      resolve("open")
+    })
+    socket.on("unexpected-response", (_request, response) => {
+      let body = ""
+      response.on("data", (chunk: Buffer) => (body += chunk.toString()))
+      response.on("end", () => resolve(`${response.statusCode} ${body}`))
+    })
+    socket.on("error", (error) => resolve(error.message))
+  })
