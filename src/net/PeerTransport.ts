@@ -54,6 +54,7 @@ import { HttpServer, type HttpServerError } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Effect, Either, Layer, ParseResult, Queue, Runtime, Schema, type Scope } from "effect"
 import { Packr } from "msgpackr"
+import type { X509Certificate } from "node:crypto"
 import * as http from "node:http"
 import * as https from "node:https"
 import type { Duplex } from "node:stream"
@@ -66,7 +67,7 @@ import { NodeId } from "../domain/NodeId.js"
 import { answeredIncarnation, HandshakeVerifier, deriveKey, incarnationHeaders, isIncarnation, sign, toQuery } from "./PeerAuth.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
 import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
-import { checkServerIdentity, identityOf, type RevokedCheck } from "./Tls.js"
+import { checkServerIdentity, identityOf, issuerIn, type RevokedCheck } from "./Tls.js"
 import { type Received, Transport, type TransportShape } from "./Transport.js"
 
 /**
@@ -242,6 +243,8 @@ interface Connection {
   readonly inFlight: Map<number, { readonly count: number; readonly bytes: number; readonly deadline: number; readonly sentAt: number }>
   /** With TLS: the serial of the certificate the peer's server presented (`normalizeSerial`). */
   serial?: string | undefined
+  /** With TLS: that certificate, checked again when this node's trust narrows (`sweep`). */
+  certificate?: X509Certificate | undefined
   /** The incarnation the peer answered with (undefined until it answered, or if it named none). */
   incarnation?: string | undefined
 }
@@ -532,7 +535,10 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         const conn: Connection = { socket, seq: 0, inFlight: new Map() }
         peer.connection = conn
         socket.on("upgrade", (response) => {
-          if (response.socket instanceof tls.TLSSocket) conn.serial = normalizeSerial(response.socket.getPeerCertificate().serialNumber)
+          if (response.socket instanceof tls.TLSSocket) {
+            conn.serial = normalizeSerial(response.socket.getPeerCertificate().serialNumber)
+            conn.certificate = response.socket.getPeerX509Certificate()
+          }
           // Before "open", so before the first frame: a queue built for an earlier life is dropped here.
           const answer = answeredIncarnation(key, clusterId, signed, response.headers)
           if (!answer.ok) return fail(peer, conn, answer.reason)
@@ -628,26 +634,45 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const acceptedCertificates = new Map<WebSocket, { readonly serial: string; readonly from: number }>()
 
       // A certificate revoked while its connections are open: they are closed too, both ways, so a
-      // revocation cuts a node off now rather than at its next reconnection.
-      const revocationSweep =
-        options.revoked === undefined
+      // revocation cuts a node off now rather than at its next reconnection. So are this node's own
+      // connections to a server whose certificate it no longer trusts: once a CA rotation finishes
+      // (the old CA dropped from `tls.ca`), none opened to an old-CA certificate outlives it (the
+      // server side closes accepted ones at once: `listen`).
+      const closeAccepted = (socket: WebSocket, from: number, why: string): void => {
+        log(Effect.logWarning(`raft transport: closed node ${from}'s connection: ${why}`))
+        acceptedCertificates.delete(socket)
+        socket.terminate()
+      }
+      const sweepRevoked = (revoked: RevokedCheck): void => {
+        for (const [socket, { serial, from }] of acceptedCertificates) {
+          const reason = revoked(serial)
+          if (reason !== undefined) closeAccepted(socket, from, `its certificate ${serial} was revoked (${reason})`)
+        }
+        for (const peer of peers.values()) {
+          const conn = peer.connection
+          const reason = conn?.serial === undefined ? undefined : revoked(conn.serial)
+          if (conn !== undefined && reason !== undefined) fail(peer, conn, `BLX_CERT_REVOKED: node ${peer.id}'s certificate ${conn.serial} is revoked (${reason})`)
+        }
+      }
+      let trustSwept = options.tls?.ca
+      const sweepUntrusted = (trust: string): void => {
+        if (trust === trustSwept) return
+        trustSwept = trust
+        for (const peer of peers.values()) {
+          const conn = peer.connection
+          if (conn?.certificate !== undefined && issuerIn(conn.certificate, trust) === undefined) {
+            fail(peer, conn, `BLX_PEER_CERT_REFUSED: node ${peer.id}'s certificate is of a CA this node no longer trusts (a CA rotation finished); it reconnects with the new one`)
+          }
+        }
+      }
+      const sweep =
+        options.revoked === undefined && options.tls === undefined
           ? undefined
           : setInterval(() => {
-              const revoked = options.revoked!
-              for (const [socket, { serial, from }] of acceptedCertificates) {
-                const reason = revoked(serial)
-                if (reason === undefined) continue
-                log(Effect.logWarning(`raft transport: closed node ${from}'s connection: its certificate ${serial} was revoked (${reason})`))
-                acceptedCertificates.delete(socket)
-                socket.terminate()
-              }
-              for (const peer of peers.values()) {
-                const conn = peer.connection
-                const reason = conn?.serial === undefined ? undefined : revoked(conn.serial)
-                if (conn !== undefined && reason !== undefined) fail(peer, conn, `BLX_CERT_REVOKED: node ${peer.id}'s certificate ${conn.serial} is revoked (${reason})`)
-              }
+              if (options.revoked !== undefined) sweepRevoked(options.revoked)
+              if (options.tls !== undefined) sweepUntrusted(options.tls.ca)
             }, 1000)
-      revocationSweep?.unref()
+      sweep?.unref()
 
       const serve = (socket: WebSocket, from: number, serial: string | undefined, incarnation: string | undefined): void => {
         /** The newest frame received, and what arrived since the last acknowledgement. */
@@ -758,7 +783,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         Effect.gen(function* () {
           closed = true
           clearInterval(watchdog)
-          clearInterval(revocationSweep)
+          clearInterval(sweep)
           for (const peer of peers.values()) {
             dropConnection(peer)
             clearTimeout(peer.retry)
@@ -843,8 +868,24 @@ export const listen = (
         }
         const server = https.createServer({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key, requestCert: true, rejectUnauthorized: false }, route)
         server.on("upgrade", endpoint.upgrade)
+        // Open connections whose client certificate chained to the trust of their handshake (peers on
+        // /raft, nodes calling the API), so their certificate can be checked again when it changes.
+        const clients = new Set<tls.TLSSocket>()
+        server.on("secureConnection", (socket: tls.TLSSocket) => {
+          if (!socket.authorized) return
+          clients.add(socket)
+          socket.once("close", () => clients.delete(socket))
+        })
         // A renewed certificate serves the next connections; those open keep the one they began with.
-        const stop = serverTls.onChange?.(() => server.setSecureContext({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key }))
+        // A narrower trust (a CA rotation finished: the old CA dropped) closes the open connections of
+        // clients whose certificate it no longer covers, so none outlives the rotation.
+        const stop = serverTls.onChange?.(() => {
+          server.setSecureContext({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key })
+          for (const socket of clients) {
+            const certificate = socket.getPeerX509Certificate()
+            if (certificate !== undefined && issuerIn(certificate, serverTls.ca) === undefined) socket.destroy()
+          }
+        })
         if (stop !== undefined) server.on("close", stop)
         return server
       },

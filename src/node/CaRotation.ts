@@ -24,6 +24,10 @@
  * The state, not the log entry, drives it: a member that was down, or crashed half-way, catches up
  * when it is back (the swap of files is crash-safe, and the sealed copy stays in the state until
  * the rotation finishes). While it lasts, both CAs are trusted everywhere, so members on either talk.
+ * Once it is finished no connection made under the old CA lives on: dropping the old CA from a
+ * node's trust closes the open connections whose certificate it no longer covers (`PeerTransport`:
+ * clients of the node's port, peers and API callers, at once; its own connections to peers within
+ * a second), and they come back, if at all, under the new one.
  *
  * Limits, said where they bite: a member whose certificate key changed after the copy was sealed to
  * it (a renewal in that instant) cannot open it and says so; a node that joins during a rotation

@@ -122,6 +122,41 @@ describe("rotating the cluster CA", () => {
     })
   )
 
+  it.scopedLive("connections opened with an old-CA certificate while the rotation lasts are closed when it finishes, both ways", () =>
+    Effect.gen(function* () {
+      const old = yield* Tls.createCa(cluster)
+      const fresh = yield* Tls.createCa(cluster, new Date())
+      // Node 1 moved (a new-CA certificate, both CAs trusted while the rotation lasts); node 3 did not
+      // (say, it was removed meanwhile and keeps its files): an old-CA certificate, trusting both.
+      const oneFiles = yield* issue(fresh, 1)
+      const one = new Tls.LiveTls(Tls.bundleOf(fresh.ca, old.ca), oneFiles.cert, oneFiles.key, cluster, fresh.caKey)
+      const threeFiles = yield* issue(old, 3)
+      const three = new Tls.LiveTls(Tls.bundleOf(old.ca, fresh.ca), threeFiles.cert, threeFiles.key, cluster, old.caKey)
+      const a = yield* startNode(1, { tls: one, backoffMaxMs: 100 })
+      const c = yield* startNode(3, { tls: three, backoffMaxMs: 100 })
+      yield* a.peers.set(3, c.address)
+      yield* c.peers.set(1, a.address)
+      // Both connections open during the rotation: 3 → 1 (node 3's old-CA client certificate) and
+      // 1 → 3 (node 3's old-CA server certificate).
+      yield* c.transport.send([heartbeat(3, 1, 1)])
+      expect(yield* receiveN(a.transport, 1)).toEqual([heartbeat(3, 1, 1)])
+      yield* a.transport.send([heartbeat(1, 3, 1)])
+      expect(yield* receiveN(c.transport, 1)).toEqual([heartbeat(1, 3, 1)])
+      const failures = (node: typeof a) => Effect.map(node.peers.stats, ([s]) => s?.failuresTotal ?? 0)
+      expect([yield* failures(a), yield* failures(c)]).toEqual([0, 0])
+
+      // The rotation finishes on node 1: it trusts the new CA alone. Neither open connection outlives
+      // that: node 1 closes the one node 3 opened, and drops its own to node 3.
+      one.trust(fresh.ca)
+      yield* eventually("node 1 to close node 3's connection", Effect.map(failures(c), (n) => n > 0))
+      yield* eventually("node 1 to drop its connection to node 3", Effect.map(failures(a), (n) => n > 0))
+      yield* c.transport.send([heartbeat(3, 1, 2)])
+      yield* a.transport.send([heartbeat(1, 3, 2)])
+      expect(Option.isNone(yield* receiveWithin(a.transport, 1_000))).toBe(true)
+      expect(Option.isNone(yield* receiveWithin(c.transport, 1_000))).toBe(true)
+    })
+  )
+
   it.scopedLive("the leader refuses to prepare when a member does not answer: its key could not reach it", () =>
     Effect.gen(function* () {
       const old = yield* Tls.createCa(cluster)
