@@ -37,13 +37,13 @@
  * its daemon and watchdog are printed, then the fault is lifted so that the watchdog's log (queued
  * for the stalled disk) is written, and printed too.
  */
-import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterEach, describe, expect, it, vi } from "vitest"
 import { killGroup } from "../vm/fixtures.js"
-import { type BlixardNode, type Cluster, cli, cliJson, clustersPerTest, root, waitFor } from "./harness.js"
+import { type BlixardNode, type Cluster, cli, cliJson, clustersPerTest, waitFor } from "./harness.js"
 import { processesNaming, runnersOf, sampler } from "./runners.js"
+import { buildStaller, hasCompiler } from "./staller.js"
 
 // Short, but with room for a loaded machine: a follower that cannot prove contact within fencingMs
 // (three election timeouts) during a failover fences too, and the test then waits for it to recover.
@@ -60,26 +60,6 @@ interface VmJson {
   readonly status: { readonly phase: string; readonly pid?: number }
 }
 
-/** Builds the fsync-stalling library into `dir`; undefined (and why) without a C compiler. */
-const buildStaller = (dir: string): { readonly library?: string; readonly why?: string } => {
-  const library = path.join(dir, "stall-fsync.so")
-  try {
-    execFileSync("cc", ["-shared", "-fPIC", "-O2", "-o", library, path.join(root, "test/fixtures/stall-fsync.c"), "-ldl"], { stdio: "pipe" })
-    return { library }
-  } catch (e) {
-    return { why: `cannot build the LD_PRELOAD library with cc: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}` }
-  }
-}
-
-const hasCompiler = (() => {
-  try {
-    execFileSync("cc", ["--version"], { stdio: "pipe" })
-    return true
-  } catch {
-    console.log("stall.test.ts: no C compiler (cc) on PATH: the disk-stall test is skipped (it builds an LD_PRELOAD library)")
-    return false
-  }
-})()
 
 const newCluster = clustersPerTest()
 // Three real nodes, six runners and a fault of FaultMs: longer than the harness's default.
