@@ -15,7 +15,7 @@ import type { ClusterEvent } from "../domain/ClusterEvent.js"
 import { Command, CommandEnvelope } from "../domain/Command.js"
 import { InvalidArgument } from "../domain/Errors.js"
 import type { VmRecord } from "../domain/VmStatus.js"
-import { joinTokenEvents, leaderEvents, membershipEvents, nodeEvents, revocationEvents, subjectsOf, tokenEvents, vmEvents } from "../events/Derive.js"
+import { caRotationEvents, joinTokenEvents, leaderEvents, membershipEvents, nodeEvents, revocationEvents, subjectsOf, tokenEvents, vmEvents } from "../events/Derive.js"
 import { EventLog } from "../events/EventLog.js"
 import { decodeConfChange } from "../raft/Raft.js"
 import { StateMachine } from "../raft/StateMachine.js"
@@ -101,13 +101,14 @@ export class ClusterStateHolder {
     return this.applyCommand(entry, envelope.right)
   }
 
-  /** Applies a command, and publishes what it changed: its node, API token or join token, then its VMs as changed. */
+  /** Applies a command, and publishes what it changed: its node, API token or join token, revocations, the CA rotation, then its VMs as changed. */
   private applyCommand(entry: Entry, envelope: CommandEnvelope): ApplyResult {
     const state = this.current
     const { node, token, joinToken } = subjectsOf(envelope.command)
     const nodeBefore = node === undefined ? undefined : state.nodes.get(node)
     const tokenBefore = token === undefined ? undefined : state.tokens.get(token)
     const joinTokenBefore = joinToken === undefined ? undefined : state.joinTokens.get(joinToken)
+    const rotationBefore = state.caRotation
     state.journal = this.journal
     try {
       const result = state.apply(entry.index, envelope)
@@ -116,6 +117,7 @@ export class ClusterStateHolder {
       if (token !== undefined) tokenEvents(tokenBefore, state.tokens.get(token), events)
       if (joinToken !== undefined) joinTokenEvents(joinTokenBefore, state.joinTokens.get(joinToken), events)
       if (Either.isRight(result) && result.right.revoked !== undefined) revocationEvents(result.right.revoked, events)
+      caRotationEvents(rotationBefore, state.caRotation, state.caInForce, events)
       for (const [name, before] of this.journal) vmEvents(before, state.vms.get(name), events)
       this.events.publish(entry.index, entry.term, envelope.proposedAt, events)
       return result

@@ -9,7 +9,7 @@
  */
 import { Schema } from "effect"
 import { Role, TokenId, TokenName } from "./ApiToken.js"
-import { CertificateSerial, RevocationReason } from "./Certificate.js"
+import { CertificateFingerprint, CertificateSerial, RevocationReason } from "./Certificate.js"
 import { JoinTokenId } from "./JoinToken.js"
 import { NodeId } from "./NodeId.js"
 import { HostPort } from "./NodeInfo.js"
@@ -97,6 +97,13 @@ export const CertificateRevokedEvent = Schema.Struct({
 /** A join token was revoked. */
 export const JoinTokenRevoked = Schema.Struct({ type: Schema.Literal("joinToken.revoked"), id: JoinTokenId })
 
+/** A CA rotation began (`blixard cluster ca rotate`): `fingerprint` the new CA, `previous` the one it replaces. */
+export const CaRotationStarted = Schema.Struct({ type: Schema.Literal("ca.rotation.started"), fingerprint: CertificateFingerprint, previous: CertificateFingerprint })
+/** Member `node` moved to a certificate of the rotation's new CA. */
+export const CaRotationMovedEvent = Schema.Struct({ type: Schema.Literal("ca.rotation.moved"), node: NodeId, fingerprint: CertificateFingerprint })
+/** The rotation finished: every node trusts `fingerprint` alone from now on, `previous` is dropped. */
+export const CaRotationFinished = Schema.Struct({ type: Schema.Literal("ca.rotation.finished"), fingerprint: CertificateFingerprint, previous: CertificateFingerprint })
+
 export const ClusterEvent = Schema.Union(
   VmCreated,
   VmPlaced,
@@ -125,7 +132,10 @@ export const ClusterEvent = Schema.Union(
   JoinTokenCreated,
   JoinTokenUsed,
   JoinTokenRevoked,
-  CertificateRevokedEvent
+  CertificateRevokedEvent,
+  CaRotationStarted,
+  CaRotationMovedEvent,
+  CaRotationFinished
 )
 export type ClusterEvent = typeof ClusterEvent.Type
 export type ClusterEventType = ClusterEvent["type"]

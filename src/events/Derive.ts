@@ -3,6 +3,7 @@
  * and the records it changed, before and after. Every node applies the same entries to the same
  * state, so every node derives the same events, in the same order — a client may follow any node.
  */
+import type { CaRotation } from "../domain/CaRotation.js"
 import type { ClusterEvent } from "../domain/ClusterEvent.js"
 import type { Command } from "../domain/Command.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -113,6 +114,22 @@ export const subjectsOf = (command: Command): { readonly node?: number; readonly
 export const revocationEvents = (revoked: ReadonlyArray<RevokedCertificate>, out: Array<ClusterEvent>): void => {
   for (const entry of revoked) {
     out.push(entry.node === undefined ? { type: "cert.revoked", serial: entry.serial, reason: entry.reason } : { type: "cert.revoked", serial: entry.serial, node: entry.node, reason: entry.reason })
+  }
+}
+
+/** What an entry did to the CA rotation (`before`: the rotation before it; `after` and `inForce`: after it). */
+export const caRotationEvents = (before: CaRotation | undefined, after: CaRotation | undefined, inForce: string, out: Array<ClusterEvent>): void => {
+  if (before === after) return
+  if (before === undefined && after !== undefined) {
+    out.push({ type: "ca.rotation.started", fingerprint: after.fingerprint, previous: after.previous })
+    return
+  }
+  if (before !== undefined && after === undefined) {
+    if (inForce === before.fingerprint) out.push({ type: "ca.rotation.finished", fingerprint: before.fingerprint, previous: before.previous })
+    return
+  }
+  if (before !== undefined && after !== undefined) {
+    for (const node of after.moved) if (!before.moved.includes(node)) out.push({ type: "ca.rotation.moved", node, fingerprint: after.fingerprint })
   }
 }
 

@@ -101,6 +101,10 @@ export const apiRequestSeconds = histogram(
 
 export const vms = gauge("blixard_vms", "VMs in the replicated state, by phase and hosting node (node=\"none\": not placed)")
 export const nodes = gauge("blixard_nodes", "Nodes registered in the replicated state, by schedulability state")
+export const caRotationWaiting = gauge(
+  "blixard_ca_rotation_waiting_members",
+  "During a CA rotation: the members still holding only a certificate of the old CA (it cannot finish before 0); -1 when no rotation is in progress"
+)
 
 // ---- Agent --------------------------------------------------------------------------------------
 

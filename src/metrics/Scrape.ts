@@ -97,6 +97,7 @@ export const make = (sources: ScrapeSources) =>
     const replicated = (state: ClusterState) => {
       setVms(countBy(state.vms.values(), ["node", "phase"], (vm) => [vm.node === undefined ? "none" : String(vm.node), vm.status.phase]))
       setNodes(countBy(state.nodes.values(), ["state"], (node) => [node.state]))
+      M.caRotationWaiting.unsafeUpdate(state.caRotation === undefined ? -1 : (state.caStatus().rotation?.waiting.length ?? 0), M.noTags)
     }
 
     const peers = (stats: ReadonlyArray<PeerStats>) => {

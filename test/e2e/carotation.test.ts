@@ -11,7 +11,12 @@ import * as path from "node:path"
 import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
 import * as Tls from "../../src/net/Tls.js"
-import { BlixardNode, cli, cliJson, clustersPerTest, freePort, peerWith, threeNodesOf, waitFor } from "./harness.js"
+import { parse, valueOf } from "../support/PrometheusText.js"
+import { adminTokenOf, BlixardNode, cli, cliJson, clustersPerTest, freePort, getText, peerWith, threeNodesOf, waitFor } from "./harness.js"
+
+/** `blixard_ca_rotation_waiting_members` in a scrape of the node at `addr` (-1: no rotation in progress). */
+const waitingGauge = async (addr: string): Promise<number> =>
+  valueOf(parse((await getText(addr, "/metrics", { authorization: `Bearer ${adminTokenOf(addr)}` })).text), "blixard_ca_rotation_waiting_members", {})
 
 const newCluster = clustersPerTest()
 const threeNodes = threeNodesOf(newCluster)
@@ -51,6 +56,7 @@ describe("cluster ca rotate", () => {
     expect(await peerWith(one.addr, oldCa, secret, clusterId, 3, 1, forged)).toBe("open")
 
     expect((await cliJson<Status>(one.addr, ["cluster", "ca", "status"])).phase).toBe("steady")
+    expect(await waitingGauge(two.addr)).toBe(-1)
     const started = await cliJson<Status>(two.addr, ["cluster", "ca", "rotate"])
     expect(started.phase).toBe("rotating")
     const rotation = started.rotation!
@@ -65,6 +71,7 @@ describe("cluster ca rotate", () => {
       60_000
     )
     expect(moved.rotation?.moved).toEqual([1, 2])
+    expect(await waitingGauge(one.addr)).toBe(0)
     // A second rotation while this one runs: refused.
     const again = await cli(one.addr, ["cluster", "ca", "rotate"])
     expect([again.code, again.stderr]).toEqual([1, expect.stringMatching(/BLX_CONFLICT: a CA rotation .* is in progress already/)])
@@ -81,6 +88,7 @@ describe("cluster ca rotate", () => {
 
     const finished = await cliJson<Status>(one.addr, ["cluster", "ca", "finish"])
     expect(finished).toEqual({ phase: "steady", fingerprint: rotation.fingerprint })
+    expect(await waitingGauge(one.addr)).toBe(-1)
     await waitFor("both nodes to trust only the new CA", async () =>
       [one, two].every((node) => Tls.splitPem(tlsOf(node.dataDir, "ca.crt")).length === 1) ? true : undefined
     )

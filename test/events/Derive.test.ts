@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Schema } from "effect"
 import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
 import { TokenHash, TokenId } from "../../src/domain/ApiToken.js"
+import { SealedKey } from "../../src/domain/CaRotation.js"
 import { EventBatch } from "../../src/domain/ClusterEvent.js"
 import * as C from "../../src/domain/Command.js"
 import { JoinTokenId } from "../../src/domain/JoinToken.js"
@@ -198,5 +199,32 @@ describe("events derived from applied entries", () => {
       new C.DeleteVm({ name: vm("web") })
     ]
     expect(run(commands, true)).toEqual(run(commands, false))
+  })
+
+  it("a CA rotation: started, each member's move, finished (a refused finish says nothing)", () => {
+    const fresh = "f1".repeat(32)
+    const previous = "0a".repeat(32)
+    const sealed = (n: number) => new SealedKey({ node: id(n), ephemeralKey: "AA==", iv: "AA==", ciphertext: "AA==", tag: "AA==" })
+    const member = (n: number): Entry => ({ index: 0, term: 1, kind: "confChange", data: JSON.stringify({ type: "addLearner", nodeId: n, address: `127.0.0.1:${7000 + n}` }) })
+    const batches = run([
+      member(1),
+      member(2),
+      new C.StartCaRotation({ ca: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", fingerprint: fresh, previous, keys: [sealed(1), sealed(2)] }),
+      new C.CaRotationMoved({ node: id(2), fingerprint: fresh }),
+      new C.CaRotationMoved({ node: id(2), fingerprint: fresh }),
+      new C.FinishCaRotation({ fingerprint: fresh }),
+      new C.CaRotationMoved({ node: id(1), fingerprint: fresh }),
+      new C.FinishCaRotation({ fingerprint: fresh })
+    ])
+    expect(types(batches).slice(2)).toEqual([
+      [3, "ca.rotation.started"],
+      [4, "ca.rotation.moved"],
+      [7, "ca.rotation.moved"],
+      [8, "ca.rotation.finished"]
+    ])
+    const events = batches.flatMap((b) => b.events)
+    expect(events.find((e) => e.type === "ca.rotation.started")).toEqual({ type: "ca.rotation.started", fingerprint: fresh, previous })
+    expect(events.filter((e) => e.type === "ca.rotation.moved").map((e) => e.type === "ca.rotation.moved" && e.node)).toEqual([2, 1])
+    expect(events.find((e) => e.type === "ca.rotation.finished")).toEqual({ type: "ca.rotation.finished", fingerprint: fresh, previous })
   })
 })
