@@ -31,9 +31,10 @@
  *
  * Limits, said where they bite: a member whose certificate key changed after the copy was sealed to
  * it (a renewal in that instant) cannot open it and says so; a node that joins during a rotation
- * gets its files from whichever member answers; a host follows the CA the members offer, fetched
- * every 10 s (`HostDaemon.ts`), one with `tlsCaFile` needs the new file before the rotation is
- * finished.
+ * gets its certificate from a member that moved already (one that has not refuses to sign,
+ * `TlsBootstrap.ts`), so it starts on the new CA and reports itself moved; a host follows the CA
+ * the members offer, fetched every 10 s (`HostDaemon.ts`), one with `tlsCaFile` needs the new
+ * file before the rotation is finished.
  */
 import { Effect, Either } from "effect"
 import * as tls from "node:tls"

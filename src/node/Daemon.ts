@@ -470,6 +470,7 @@ export const run = (config: NodeConfig) =>
               ? []
               : TlsBootstrap.routes({
                   tls,
+                  rotatingTo: () => state.current.caRotation?.fingerprint,
                   clusterSecret: secret,
                   publicClusterSecret: secret === developmentSecret,
                   authenticate: Auth.makeAuthenticate(auth),

@@ -137,6 +137,8 @@ const statusOf = (error: Refusal): number => {
 
 export interface HandlerOptions {
   readonly tls: Tls.NodeTls
+  /** The SHA-256 of the CA a rotation in progress moves to (`CaRotation.fingerprint`); undefined when none runs. */
+  readonly rotatingTo?: (() => string | undefined) | undefined
   readonly clusterSecret: string
   /** `clusterSecret` is the public development secret: no join is answered (it would hand it out). */
   readonly publicClusterSecret: boolean
@@ -180,6 +182,22 @@ const noCaKey = (node: number) => ({
   message: `this node holds no CA key (it runs with operator-supplied certificates): issue node ${node}'s certificate with the cluster's CA and give it tlsCaFile, tlsCertFile and tlsKeyFile`
 })
 
+/**
+ * While a CA rotation runs, a member that has not moved to the new CA yet signs no joining node's
+ * certificate: it would be of the old CA, which the rotation drops, and the node (holding no copy of
+ * the new CA's key) could never move, so the rotation could not finish. The joiner asks the next
+ * member (`obtain`); a moved one signs with the new CA, and the node reports itself moved.
+ */
+const notMovedYet = (options: HandlerOptions, node: number) => {
+  const target = options.rotatingTo?.()
+  if (target === undefined || options.tls.fingerprint === target) return undefined
+  return {
+    _tag: "Unavailable",
+    code: "BLX_UNAVAILABLE",
+    message: `node ${options.tls.node} has not moved to the new cluster CA of the rotation in progress yet (a running member does within seconds), so it signs no certificate for node ${node} now: ask another member, or again shortly`
+  }
+}
+
 /** The SHA-256 (hex) of a certificate's public key, SubjectPublicKeyInfo DER: who a consumed join token admits again. */
 export const publicKeyHashOf = (certificatePem: string): string =>
   createHash("sha256").update(new X509Certificate(certificatePem).publicKey.export({ type: "spki", format: "der" })).digest("hex")
@@ -199,6 +217,8 @@ const handleJoin = (options: HandlerOptions, request: http.IncomingMessage, resp
     const asked = decoded.right
     const caKey = options.tls.caKey
     if (caKey === undefined) return answer(response, 503, noCaKey(asked.node))
+    const moving = notMovedYet(options, asked.node)
+    if (moving !== undefined) return answer(response, 503, moving)
     if (options.publicClusterSecret) return refuse(response, 409, clusterSecretRequired(options.tls.node, `admit node ${asked.node} with a join token`))
     const id = idOfPresented(asked.token)
     const granted = Effect.gen(function* () {
@@ -299,6 +319,8 @@ const sign = (options: HandlerOptions, request: http.IncomingMessage, response: 
     }
     const caKey = options.tls.caKey
     if (caKey === undefined) return answer(response, 503, noCaKey(asked.node))
+    const moving = notMovedYet(options, asked.node)
+    if (moving !== undefined) return answer(response, 503, moving)
     options.run(
       Effect.tap(Tls.signRequest({ ca: options.tls.ca, caKey, clusterId: options.tls.clusterId, node: asked.node, csr: asked.csr, names: asked.names }), (certificate) =>
         CertRenewal.recordIssued(options.record, certificate, asked.node, "join")

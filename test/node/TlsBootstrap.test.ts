@@ -50,7 +50,12 @@ type Consume = (id: JoinTokenId, hash: string, node: NodeId, key: string) => Eff
  */
 const member = async (
   consume: Consume,
-  options: { readonly publicClusterSecret?: boolean; readonly dropAnswers?: number; readonly record?: CertRenewal.Recorder } = {}
+  options: {
+    readonly publicClusterSecret?: boolean
+    readonly dropAnswers?: number
+    readonly record?: CertRenewal.Recorder
+    readonly rotatingTo?: (own: Tls.NodeTls) => string | undefined
+  } = {}
 ) => {
   const tls = await memberTls()
   const seen: Array<string> = []
@@ -60,6 +65,7 @@ const member = async (
   let drops = options.dropAnswers ?? 0
   const routes = TlsBootstrap.routes({
     tls,
+    ...(options.rotatingTo !== undefined ? { rotatingTo: () => options.rotatingTo!(tls) } : {}),
     clusterSecret,
     publicClusterSecret: options.publicClusterSecret ?? false,
     authenticate: Auth.makeAuthenticate({}),
@@ -203,6 +209,27 @@ describe("joining with a join token", () => {
 /** The SHA-256 of a request's public key (SubjectPublicKeyInfo DER), from its private key. */
 const keyOf = (request: Tls.KeyAndRequest): string =>
   createHash("sha256").update(createPublicKey(createPrivateKey(request.key)).export({ type: "spki", format: "der" })).digest("hex")
+
+describe("joining while a CA rotation runs", () => {
+  it("a member not yet on the new CA signs nothing (503) and consumes nothing; one on it answers", async () => {
+    const join = async (m: Awaited<ReturnType<typeof member>>) =>
+      Effect.runPromise(
+        Effect.either(
+          TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, request: await newRequest(4), names: ["127.0.0.1"], timeoutMs: 5_000 })
+        )
+      )
+    const behind = await member(used, { rotatingTo: () => "f1".repeat(32) })
+    const refused = await join(behind)
+    expect(Either.isLeft(refused) && `${refused.left.code}: ${refused.left.message}`).toMatch(
+      /^BLX_UNAVAILABLE: .*node 1 has not moved to the new cluster CA of the rotation in progress yet .* signs no certificate for node 4 now: ask another member/
+    )
+    expect([behind.consumed, behind.recorded]).toEqual([[], []])
+    // A member whose CA is the rotation's new one signs.
+    const moved = await member(used, { rotatingTo: (own) => own.fingerprint })
+    expect(Either.isRight(await join(moved))).toBe(true)
+    expect(moved.consumed).toHaveLength(1)
+  })
+})
 
 describe("a join whose answer is lost after the token was consumed", () => {
   it("is answered again when the same node retries with the same token and key; another key or node is BLX_JOIN_TOKEN_USED", async () => {
