@@ -42,6 +42,12 @@ export class CaRotation extends Schema.Class<CaRotation>("CaRotation")({
   fingerprint: CertificateFingerprint,
   previous: CertificateFingerprint,
   keys: Schema.Array(SealedKey),
+  /**
+   * The new CA certified by the old one: members on the new CA serve it after their certificate,
+   * so clients trusting only the old CA verify them until the rotation finishes. Absent in
+   * rotations started by an older version.
+   */
+  cross: Schema.optionalWith(CaCertificatePem, { exact: true }),
   startedAt: EpochMs,
   /** Members that reported a certificate of the new CA, in id order. */
   moved: Schema.Array(NodeId)

@@ -127,7 +127,9 @@ export class StartCaRotation extends Schema.TaggedClass<StartCaRotation>()("Star
   ca: CaCertificatePem,
   fingerprint: CertificateFingerprint,
   previous: CertificateFingerprint,
-  keys: Schema.Array(SealedKey).pipe(Schema.maxItems(1000))
+  keys: Schema.Array(SealedKey).pipe(Schema.maxItems(1000)),
+  /** The new CA certified by the old one (`Tls.crossSign`), served by moved members; absent in entries of older versions. */
+  cross: Schema.optionalWith(CaCertificatePem, { exact: true })
 }) {}
 /** Member `node` holds a certificate of the rotation's new CA (`fingerprint`). */
 export class CaRotationMoved extends Schema.TaggedClass<CaRotationMoved>()("CaRotationMoved", {

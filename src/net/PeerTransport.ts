@@ -87,6 +87,8 @@ export interface PeerTls {
 export interface ServerTls {
   readonly ca: string
   readonly cert: string
+  /** What the server presents, when more than `cert`: `cert` and the certificates after it (`Tls.LiveTls.chain`). */
+  readonly chain?: string | undefined
   readonly key: string
   readonly onChange?: ((listener: () => void) => () => void) | undefined
 }
@@ -866,7 +868,7 @@ export const listen = (
           server.on("upgrade", endpoint.upgrade)
           return server
         }
-        const server = https.createServer({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key, requestCert: true, rejectUnauthorized: false }, route)
+        const server = https.createServer({ ca: serverTls.ca, cert: serverTls.chain ?? serverTls.cert, key: serverTls.key, requestCert: true, rejectUnauthorized: false }, route)
         server.on("upgrade", endpoint.upgrade)
         // Open connections whose client certificate chained to the trust of their handshake (peers on
         // /raft, nodes calling the API), so their certificate can be checked again when it changes.
@@ -880,7 +882,7 @@ export const listen = (
         // A narrower trust (a CA rotation finished: the old CA dropped) closes the open connections of
         // clients whose certificate it no longer covers, so none outlives the rotation.
         const stop = serverTls.onChange?.(() => {
-          server.setSecureContext({ ca: serverTls.ca, cert: serverTls.cert, key: serverTls.key })
+          server.setSecureContext({ ca: serverTls.ca, cert: serverTls.chain ?? serverTls.cert, key: serverTls.key })
           for (const socket of clients) {
             const certificate = socket.getPeerX509Certificate()
             if (certificate !== undefined && issuerIn(certificate, serverTls.ca) === undefined) socket.destroy()

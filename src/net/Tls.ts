@@ -127,13 +127,50 @@ export const createCa = (clusterId: string, rotated?: Date): Effect.Effect<CaFil
       notBefore: new Date(now - day),
       notAfter: new Date(now + caValidityMs),
       extensions: [
-        new x509.BasicConstraintsExtension(true, 0, true),
+        // Path length 1: it may certify one CA below it, the next rotation's (`crossSign`).
+        new x509.BasicConstraintsExtension(true, 1, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
         new x509.SubjectAlternativeNameExtension([{ type: "url", value: `blixard://${clusterId}` }]),
         await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)
       ]
     })
     return { ca: cert.toString("pem"), caKey: await pemKey(keys.privateKey) }
+  })
+
+/**
+ * The new CA of a rotation, certified by the old one (`old`): same subject, key and key identifier as
+ * `newCa`, issued and signed by the old CA, valid no longer than either. A member on the new CA
+ * serves it after its own certificate while the rotation lasts, so a client that still trusts only
+ * the old CA (a copied `ca.crt`, a host between two fetches) verifies it through this link; one that
+ * trusts the new CA takes the new CA itself as the anchor. Undefined when the old CA may certify no
+ * CA (path length 0: CAs made before this link existed), whose clients must take the new `ca.crt`
+ * before the members move.
+ */
+export const crossSign = (newCa: string, old: CaFiles): Effect.Effect<string | undefined, TlsInvalid> =>
+  Effect.tryPromise({
+    try: async () => {
+      const fresh = new x509.X509Certificate(newCa)
+      const issuer = new x509.X509Certificate(splitPem(old.ca)[0] ?? old.ca)
+      if (issuer.getExtension(x509.BasicConstraintsExtension)?.pathLength === 0) return undefined
+      const cross = await x509.X509CertificateGenerator.create({
+        subject: fresh.subject,
+        issuer: issuer.subject,
+        publicKey: fresh.publicKey,
+        signingKey: await importSigningKey(old.caKey),
+        signingAlgorithm: algorithm,
+        notBefore: new Date(Math.max(fresh.notBefore.getTime(), issuer.notBefore.getTime())),
+        notAfter: new Date(Math.min(fresh.notAfter.getTime(), issuer.notAfter.getTime())),
+        extensions: [
+          new x509.BasicConstraintsExtension(true, 0, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+          // Its cluster URI and key identifier, as the new CA has them (subjectAltName, subjectKeyIdentifier).
+          ...fresh.extensions.filter((e) => e.type === "2.5.29.17" || e.type === "2.5.29.14"),
+          await x509.AuthorityKeyIdentifierExtension.create(issuer.publicKey)
+        ]
+      })
+      return cross.toString("pem")
+    },
+    catch: (e) => new TlsInvalid({ subject: "CA", message: `cannot certify the new CA with the old one: ${e instanceof Error ? e.message : String(e)}` })
   })
 
 export interface KeyAndRequest {
@@ -582,6 +619,8 @@ export const writeTrust = (dataDir: string, ca: string, node: number): Effect.Ef
  */
 export class LiveTls {
   private listeners: Array<() => void> = []
+  /** Served after the node's certificate: a rotation's new CA certified by the old one (`crossSign`), or nothing. */
+  private intermediate: string | undefined = undefined
   private current: { readonly ca: string; readonly caKey: string | undefined; readonly cert: string; readonly key: string }
 
   constructor(
@@ -615,6 +654,18 @@ export class LiveTls {
 
   get key(): string {
     return this.current.key
+  }
+
+  /** What a server of this node presents: its certificate, then what `serveAfter` said. */
+  get chain(): string {
+    return this.intermediate === undefined ? this.current.cert : `${this.current.cert.trimEnd()}\n${this.intermediate}`
+  }
+
+  /** Serves `intermediate` (PEM) after the node's certificate from now on; undefined: nothing. */
+  serveAfter(intermediate: string | undefined): void {
+    if (intermediate === this.intermediate) return
+    this.intermediate = intermediate
+    this.changed()
   }
 
   replace(cert: string, key: string): void {

@@ -120,7 +120,15 @@ export const prepare = (options: PrepareOptions): Effect.Effect<C.StartCaRotatio
     const ca = yield* Tls.createCa(live.clusterId, new Date())
     const fingerprint = Tls.fingerprintOf(ca.ca)
     const keys = ids.map((id, i) => KeySeal.seal(ca.caKey, id, Either.getOrThrow(certificates[i]!), KeySeal.caKeyContext(live.clusterId, id, fingerprint)))
-    return new C.StartCaRotation({ ca: ca.ca, fingerprint, previous: live.fingerprint, keys }, trusted)
+    const cross = yield* Tls.crossSign(ca.ca, { ca: live.ca, caKey }).pipe(
+      Effect.mapError((e) => new Unavailable({ node: NodeId.make(self), subject: "CA", message: `node ${self}: ${e.message}; nothing was changed` }))
+    )
+    if (cross === undefined) {
+      yield* Effect.logWarning(
+        `node ${self}: the cluster's CA ${live.fingerprint.slice(0, 16)}… was made by an earlier version and may certify no other CA, so the members on the new CA cannot be verified by a client trusting only the old one: give such clients (a copied ca.crt, hosts with tlsCaFile) a ca.crt holding both CAs now`
+      )
+    }
+    return new C.StartCaRotation({ ca: ca.ca, fingerprint, previous: live.fingerprint, keys, ...(cross !== undefined ? { cross } : {}) }, trusted)
   })
 
 /** The bundle a member on the new CA trusts: the new CA, then every other it trusted. */
@@ -187,12 +195,15 @@ export const reconcile = (options: ReconcileOptions): Effect.Effect<void, Blixar
           `node ${node}: moved to the new cluster CA ${rotation.fingerprint.slice(0, 16)}… (certificate ${facts.serial} in ${Tls.tlsDir(options.dataDir)}); it trusts the old CA too until the rotation is finished`
         )
       }
+      // Moved: its port serves the new CA certified by the old one after its certificate (see `crossSign`).
+      live.serveAfter(live.fingerprint === rotation.fingerprint ? rotation.cross : undefined)
       if (live.fingerprint === rotation.fingerprint && !rotation.moved.includes(NodeId.make(node))) {
         yield* options.record(Tls.factsOf(live.cert))
         yield* options.moved(rotation.fingerprint)
       }
       return
     }
+    live.serveAfter(undefined)
     if (inForce === "" || live.fingerprint !== inForce || Tls.splitPem(live.ca).length <= 1) return
     const only = Tls.splitPem(live.ca)[0]!
     yield* Tls.writeTrust(options.dataDir, only, node)

@@ -9,6 +9,7 @@ import { Effect, Either, Option } from "effect"
 import { randomUUID, X509Certificate } from "node:crypto"
 import * as fs from "node:fs"
 import * as https from "node:https"
+import { connect as tlsConnect } from "node:tls"
 import * as os from "node:os"
 import * as path from "node:path"
 import { CaRotation } from "../../src/domain/CaRotation.js"
@@ -154,6 +155,55 @@ describe("rotating the cluster CA", () => {
       yield* a.transport.send([heartbeat(1, 3, 2)])
       expect(Option.isNone(yield* receiveWithin(a.transport, 1_000))).toBe(true)
       expect(Option.isNone(yield* receiveWithin(c.transport, 1_000))).toBe(true)
+    })
+  )
+
+  it.scopedLive("a client trusting only the old CA verifies a moved member while the rotation lasts (the new CA certified by the old), not after finish", () =>
+    Effect.gen(function* () {
+      const old = yield* Tls.createCa(cluster)
+      const one = yield* member(old, 1)
+      const a = yield* startNode(1, { tls: one.live, backoffMaxMs: 100 })
+      /** A TLS handshake with node 1's port by a client trusting `ca` alone: "verified", or why not. */
+      const handshake = (ca: string) =>
+        Effect.async<string>((resume) => {
+          const socket = tlsConnect({ host: "127.0.0.1", port: a.port, ca, checkServerIdentity: () => undefined })
+          socket.once("secureConnect", () => (socket.destroy(), resume(Effect.succeed("verified"))))
+          socket.once("error", (e) => resume(Effect.succeed(e.message)))
+        })
+      expect(yield* handshake(old.ca)).toBe("verified")
+
+      const start = yield* Rotation.prepare({ self: 1, live: one.live, members: new Map([[1, a.address]]), revoked: () => undefined, timeoutMs: 5_000 })
+      expect(start.cross).toBeDefined()
+      const { _tag, ...fields } = start
+      const rotation = new CaRotation({ ...fields, startedAt: Date.now(), moved: [] })
+      const cross = new X509Certificate(start.cross!)
+      // The link: the new CA's subject and key, issued by the old CA.
+      expect([cross.subject, cross.issuer, cross.publicKey.export({ type: "spki", format: "pem" })]).toEqual([
+        new X509Certificate(rotation.ca).subject,
+        new X509Certificate(old.ca).subject,
+        new X509Certificate(rotation.ca).publicKey.export({ type: "spki", format: "pem" })
+      ])
+      expect(cross.verify(new X509Certificate(old.ca).publicKey)).toBe(true)
+      const state = { rotation: rotation as CaRotation | undefined, inForce: "" }
+      yield* reconcileOf(1, one.dir, one.live, () => state, [])
+      yield* reconcileOf(1, one.dir, one.live, () => state, [])
+      expect(one.live.fingerprint).toBe(start.fingerprint)
+      // Moved: a client of the old CA alone verifies it, and so does one of the new CA alone.
+      expect(yield* handshake(old.ca)).toBe("verified")
+      expect(yield* handshake(rotation.ca)).toBe("verified")
+      // Without the link, the old CA's client could not.
+      one.live.serveAfter(undefined)
+      expect(yield* handshake(old.ca)).toMatch(/certificate/)
+      yield* reconcileOf(1, one.dir, one.live, () => state, [])
+      expect(yield* handshake(old.ca)).toBe("verified")
+
+      // Finished: the link is no longer served; only the new CA verifies the node.
+      state.rotation = undefined
+      state.inForce = start.fingerprint
+      yield* reconcileOf(1, one.dir, one.live, () => state, [])
+      expect(one.live.chain).toBe(one.live.cert)
+      expect(yield* handshake(old.ca)).toMatch(/certificate/)
+      expect(yield* handshake(rotation.ca)).toBe("verified")
     })
   )
 
