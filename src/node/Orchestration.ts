@@ -109,7 +109,7 @@ export const registrationCurrent = (mine: NodeInfo | undefined, wanted: NodeInfo
  * The leader raises the cluster's log version once every Raft member (voter or learner: every
  * replica that applies the log; hosts do not) has registered a newer one (`ClusterVersion.ts`).
  */
-const raiseClusterVersion = (raft: RaftNodeShape, state: ClusterStateHolder) =>
+export const raiseClusterVersion = (raft: RaftNodeShape, state: ClusterStateHolder) =>
   Effect.gen(function* () {
     const st = yield* raft.status
     if (st.role !== "leader") return
