@@ -1,6 +1,8 @@
 /**
  * A node's part in orchestration, over its Raft node and replicated state: it registers itself
- * (and keeps its registration current), runs the leader's failure detector, and runs the agent
+ * (and keeps its registration current, with its release's log version), runs the leader's failure
+ * detector and, on the leader, raises the cluster's log version once every member runs a newer one
+ * (`cluster/ClusterVersion.ts`), and runs the agent
  * that makes this node's runners follow the desired state and fences them without a quorum.
  *
  * The daemon runs it over the real `VmBackend`; the simulator runs the same function over a
