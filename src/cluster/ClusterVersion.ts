@@ -155,12 +155,16 @@ export const setRefusal = (state: VersionView, version: number, members: Readonl
  * Why this release may not apply a log whose cluster version is `clusterVersion`, if it may not:
  * the cluster has moved to a newer log than this binary applies.
  */
-export const releaseTooOld = (clusterVersion: number, where: { readonly node?: number | undefined; readonly location?: string | undefined }): ReleaseTooOld | undefined => {
+export const releaseTooOld = (
+  clusterVersion: number,
+  where: { readonly node?: number | undefined; readonly location?: string | undefined }
+): ReleaseTooOld | undefined => {
   if (clusterVersion <= LogVersion) return undefined
   const { node, location } = where
+  const who = `${node !== undefined ? `node ${node}` : "this node"}${location !== undefined ? ` (data directory ${location})` : ""}`
   return new ReleaseTooOld({
-        ...(node !== undefined ? { node: NodeId.make(node) } : {}),
-        ...(location !== undefined ? { subject: location } : {}),
-        message: `${node !== undefined ? `node ${node}` : "this node"}${location !== undefined ? ` (data directory ${location})` : ""} runs a release of log version ${LogVersion}, but the cluster's log is at version ${clusterVersion}: this release would apply it wrongly, so it stops. Upgrade the node's blixard binary to a release of log version ${clusterVersion} or later and start it again on the same data directory (do not delete it)`
+    ...(node !== undefined ? { node: NodeId.make(node) } : {}),
+    ...(location !== undefined ? { subject: location } : {}),
+    message: `${who} runs a release of log version ${LogVersion}, but the cluster's log is at version ${clusterVersion}: this release would apply it wrongly, so it stops. Upgrade the node's blixard binary to a release of log version ${clusterVersion} or later and start it again on the same data directory (do not delete it)`
   })
 }
