@@ -155,13 +155,14 @@ export const formatNodeList = (nodes: ReadonlyArray<NodeInfo>, asJson: boolean):
 export const formatNodeChange = (node: NodeInfo, asJson: boolean): string =>
   asJson ? json(NodeInfo, node) : `node ${node.id} is now ${node.state} (${node.health})`
 
-export const memberTableHeader = ["ID", "ADDRESS", "ROLE", "MATCH", "LAG", "LAST CONTACT"] as const
+export const memberTableHeader = ["ID", "ADDRESS", "ROLE", "MATCH", "LAG", "LAST CONTACT", "LOG VERSION"] as const
 
 export const formatClusterStatus = (status: ClusterStatus, asJson: boolean): string => {
   if (asJson) return json(ClusterStatus, status)
   const leader =
     status.leader === undefined ? "no leader (election in progress)" : `leader: node ${status.leader}`
-  const head = `${leader}, term ${status.term}, commit ${status.commit}, applied ${status.applied} (answered by node ${status.node})`
+  const version = status.clusterVersion === undefined ? "" : `, log version ${status.clusterVersion}`
+  const head = `${leader}, term ${status.term}, commit ${status.commit}, applied ${status.applied}${version} (answered by node ${status.node})`
   const rows = [...status.members]
     .sort((a, b) => a.id - b.id)
     .map((m) => [
@@ -170,7 +171,8 @@ export const formatClusterStatus = (status: ClusterStatus, asJson: boolean): str
       m.role,
       String(m.match),
       String(m.lag),
-      m.lastContactMs === undefined ? "-" : `${m.lastContactMs} ms ago`
+      m.lastContactMs === undefined ? "-" : `${m.lastContactMs} ms ago`,
+      m.logVersion === undefined ? "-" : status.clusterVersion !== undefined && m.logVersion < status.clusterVersion ? `${m.logVersion} (behind)` : String(m.logVersion)
     ])
   return rows.length === 0 ? `${head}\nNo members.` : `${head}\n${renderTable(memberTableHeader, rows)}`
 }

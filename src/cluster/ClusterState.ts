@@ -15,6 +15,9 @@
  * at once: by `nodeDownMs` it has fenced itself. A node whose registration does not advertise
  * `releases-moves` (an older version) never reports `released`: its moves wait, and say so
  * (`movingReason`), until it registers again upgraded or is marked down — never a one-step move.
+ * That is from cluster log version `TwoStepMoves` on: below it (members of an older release apply
+ * the log), moves are in one step on every replica, as the older ones make them
+ * (`ClusterVersion.ts`; the cluster's version is `clusterVersion`, raised by `SetClusterVersion`).
  */
 import { Either, Schema } from "effect"
 import { ApiTokenInfo, ApiTokenRecord } from "../domain/ApiToken.js"
@@ -46,6 +49,7 @@ import { NodeInfo, releasesMoves } from "../domain/NodeInfo.js"
 import { ConfigSource, VmSpec } from "../domain/VmSpec.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { Ledger, place, shortfall } from "./Scheduler.js"
+import { LogVersion, OldestLogVersion, setRefusal, TwoStepMoves, versionRefusal } from "./ClusterVersion.js"
 
 /**
  * Why `incarnation` may not register or heartbeat as `node` now: another incarnation holds the id
@@ -102,7 +106,10 @@ const snapshotFields = {
   requests: Schema.Array(Schema.Tuple(Schema.String, ResultJson))
 }
 
-/** Reading a snapshot: one written before the cluster id (or API or join tokens) existed has none. */
+/**
+ * Reading a snapshot: one written before the cluster id (or API or join tokens) existed has none;
+ * one written before log versions is of the oldest.
+ */
 const SnapshotJson = Schema.parseJson(
   Schema.Struct({
     ...snapshotFields,
@@ -112,7 +119,8 @@ const SnapshotJson = Schema.parseJson(
     certificates: Schema.optionalWith(Schema.Array(CertificateRecord), { default: () => [] }),
     revoked: Schema.optionalWith(Schema.Array(RevokedCertificate), { default: () => [] }),
     caRotation: Schema.optionalWith(Schema.NullOr(CaRotation), { default: () => null }),
-    caInForce: Schema.optionalWith(Schema.String, { default: () => "" })
+    caInForce: Schema.optionalWith(Schema.String, { default: () => "" }),
+    clusterVersion: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => OldestLogVersion })
   })
 )
 
@@ -121,7 +129,7 @@ const SnapshotJson = Schema.parseJson(
  * state holds only records built from validated commands). A snapshot carries every VM; encoding
  * each through its schema cost ~7 µs per VM, on every node, every `snapshotEvery` entries. It is
  * written field by field, the VMs in pieces (see `snapshotView`); the text is the JSON of
- * `{ ...snapshotFields, clusterId, tokens, joinTokens, certificates, revoked, caRotation, caInForce }` in this order.
+ * `{ ...snapshotFields, clusterId, tokens, joinTokens, certificates, revoked, caRotation, caInForce, clusterVersion }` in this order.
  */
 const vmJson = toJson(VmRecord)
 const nodesJson = toJson(snapshotFields.nodes)
@@ -247,6 +255,12 @@ export class ClusterState {
   /** The SHA-256 of the CA the last finished rotation moved to; "" before any finished. */
   caInForce = ""
   /**
+   * The cluster's log version (`ClusterVersion.ts`): what every member can apply. A new state is of
+   * this release (a founder writes it into the bootstrap snapshot); a snapshot without one is of
+   * the oldest. Raised by `SetClusterVersion`, never lowered.
+   */
+  clusterVersion = LogVersion
+  /**
    * UNSAFE, for the simulator only (`--bug one-step-moves`): a VM leaves a live node in one step, as
    * before two-phase moves, so its next node may start it before the old one has stopped it.
    */
@@ -292,6 +306,10 @@ export class ClusterState {
       throw new Error(`state machine applied entry ${index} after ${this.appliedIndex}: entries must apply once, in order`)
     }
     this.appliedIndex = index
+    // A command of a newer log version than the cluster's changes nothing, and its request id is
+    // not remembered: exactly what a replica of an older release that cannot decode it does.
+    const tooNew = versionRefusal(this, envelope.command)
+    if (tooNew !== undefined) return Either.left(tooNew)
     const id = envelope.requestId
     if (id !== undefined) {
       const seen = this.requests.get(id)
@@ -403,7 +421,7 @@ export class ClusterState {
             : new NodeInfo({ ...node, health: command.health }, trusted)
         this.nodes.set(info.id, info)
         if (info.health === "down") this.evacuate(info.id, now)
-        else if (info.state === "draining") this.unsafeOneStepMoves ? this.evacuate(info.id, now) : this.beginMoves(info.id)
+        else if (info.state === "draining") this.oneStepMoves() ? this.evacuate(info.id, now) : this.beginMoves(info.id)
         else this.cancelMoves(info)
         this.placePending(now)
         return Either.right({ node: info })
@@ -449,6 +467,13 @@ export class ClusterState {
       case "CaRotationMoved":
       case "FinishCaRotation":
         return this.caRotationStep(command, now)
+      case "SetClusterVersion": {
+        if (command.version <= this.clusterVersion) return Either.right({})
+        const refusal = setRefusal(this, command.version, command.members)
+        if (refusal !== undefined) return Either.left(refusal)
+        this.clusterVersion = command.version
+        return Either.right({})
+      }
     }
   }
 
@@ -710,7 +735,7 @@ export class ClusterState {
       this.put(command.name, updated)
       return Either.right({ vm: updated })
     }
-    if (this.unsafeOneStepMoves) {
+    if (this.oneStepMoves()) {
       const { node: from, ...rest } = updated
       this.put(command.name, new VmRecord(rest, trusted))
       const moved = this.placeVm(command.name, now, from)
@@ -795,6 +820,14 @@ export class ClusterState {
       this.put(name, new VmRecord(rest, trusted))
       this.placeVm(name, now, node)
     }
+  }
+
+  /**
+   * Whether a VM leaves a live node in one step: the cluster's log version is from before two-step
+   * moves (older members apply the log, and move so), or the simulator's bug switch is on.
+   */
+  private oneStepMoves(): boolean {
+    return this.unsafeOneStepMoves || this.clusterVersion < TwoStepMoves
   }
 
   /** Begins moving every VM off the live node `node` (drained): its agent stops them first. */
@@ -895,6 +928,7 @@ export class ClusterState {
     const revoked = [...this.revoked.keys()].sort().map((k) => this.revoked.get(k)!)
     const caRotation = this.caRotation ?? null
     const caInForce = this.caInForce
+    const clusterVersion = this.clusterVersion
     return {
       *[Symbol.iterator]() {
         const names = [...vms.keys()].sort()
@@ -904,7 +938,7 @@ export class ClusterState {
           yield (i === 0 ? "" : ",") + piece.join(",")
         }
         yield `],"nodes":${nodesJson(nodes.sort((a, b) => a.id - b.id))},"clusterId":${JSON.stringify(clusterId)}`
-        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)},"joinTokens":${joinTokensJson(joinTokens)},"certificates":${certificatesJson(certificates)},"revoked":${revokedJson(revoked)},"caRotation":${caRotationJson(caRotation)},"caInForce":${JSON.stringify(caInForce)}}`
+        yield `,"members":${membersJson(members.sort((a, b) => a[0] - b[0]))},"requests":${requestsJson(requests)},"tokens":${tokensJson(tokens)},"joinTokens":${joinTokensJson(joinTokens)},"certificates":${certificatesJson(certificates)},"revoked":${revokedJson(revoked)},"caRotation":${caRotationJson(caRotation)},"caInForce":${JSON.stringify(caInForce)},"clusterVersion":${clusterVersion}}`
       }
     }
   }
@@ -925,6 +959,7 @@ export class ClusterState {
     for (const entry of decoded.revoked) state.revoked.set(entry.serial, entry)
     state.caRotation = decoded.caRotation ?? undefined
     state.caInForce = decoded.caInForce
+    state.clusterVersion = decoded.clusterVersion
     return state
   }
 }

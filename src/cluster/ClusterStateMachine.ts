@@ -9,6 +9,11 @@
  * the text again. Decoding is a pure function of the text, and the text was written from that very
  * envelope, so both give the same state (test/cluster/ClusterStateMachine.test.ts applies every
  * command kind both ways); the leader saves a decode (~12 µs) on every write it proposes.
+ *
+ * A state whose cluster log version is above this release's (`ClusterVersion.ts`) is not applied
+ * on: restoring such a snapshot, or applying the entry that raises the version beyond this
+ * release's, fails with `ReleaseTooOld` (naming the data directory), which stops the Raft node and
+ * the daemon before any further entry is applied.
  */
 import { Effect, Either, Layer, Schema } from "effect"
 import type { ClusterEvent } from "../domain/ClusterEvent.js"
@@ -22,6 +27,7 @@ import { StateMachine } from "../raft/StateMachine.js"
 import type { Entry } from "../raft/Types.js"
 import type { ApplyResult } from "./ClusterState.js"
 import { ClusterState } from "./ClusterState.js"
+import { releaseTooOld } from "./ClusterVersion.js"
 
 /** `Schema.Struct` of each member's fields, member by member. */
 type Plain<Members extends ReadonlyArray<{ readonly fields: Schema.Struct.Fields }>> = {
@@ -60,7 +66,11 @@ export class ClusterStateHolder {
   /** The VMs the entry being applied changed (reused: cleared after each entry). */
   private readonly journal = new Map<string, VmRecord | undefined>()
 
-  constructor(readonly events: EventLog = new EventLog()) {}
+  constructor(
+    readonly events: EventLog = new EventLog(),
+    /** Named when the node stops on a log newer than its release: its id and data directory. */
+    readonly where: { readonly node?: number | undefined; readonly location?: string | undefined } = {}
+  ) {}
 
   /** This node proposes `data`, the JSON of `envelope`: applying it will take `envelope` as it is. */
   proposing(data: string, envelope: CommandEnvelope): void {
@@ -131,7 +141,16 @@ export class ClusterStateHolder {
   layer(): Layer.Layer<StateMachine> {
     return Layer.succeed(StateMachine, {
       applied: Effect.sync(() => this.current.appliedIndex),
-      apply: (entries) => Effect.sync(() => entries.map((e) => this.applyEntry(e))),
+      apply: (entries) =>
+        Effect.suspend(() => {
+          const results: Array<ApplyResult | undefined> = []
+          for (const entry of entries) {
+            results.push(this.applyEntry(entry))
+            const tooOld = releaseTooOld(this.current.clusterVersion, this.where)
+            if (tooOld !== undefined) return Effect.fail(tooOld)
+          }
+          return Effect.succeed(results)
+        }),
       snapshot: Effect.sync(() => this.current.snapshot()),
       snapshotView: Effect.sync(() => this.current.snapshotView()),
       restore: (snapshot) =>
@@ -141,7 +160,9 @@ export class ClusterStateHolder {
           state.unsafeOneStepMoves = this.current.unsafeOneStepMoves
           this.current = state
           this.events.reset(snapshot.metadata.index)
-        })
+          const tooOld = releaseTooOld(state.clusterVersion, this.where)
+          return tooOld === undefined ? Effect.void : Effect.fail(tooOld)
+        }).pipe(Effect.flatten)
     })
   }
 }

@@ -14,7 +14,9 @@ export class MemberStatus extends Schema.Class<MemberStatus>("MemberStatus")({
   /** Entries the member is behind the leader's last index. */
   lag: Schema.Int.pipe(Schema.nonNegative()),
   /** Milliseconds since the leader last heard from the member; absent when unknown. */
-  lastContactMs: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { exact: true })
+  lastContactMs: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { exact: true }),
+  /** The log version the member's release registered (`cluster/ClusterVersion.ts`); absent until it registers. */
+  logVersion: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true })
 }) {}
 
 export class ClusterStatus extends Schema.Class<ClusterStatus>("ClusterStatus")({
@@ -26,5 +28,7 @@ export class ClusterStatus extends Schema.Class<ClusterStatus>("ClusterStatus")(
   term: Schema.Int.pipe(Schema.nonNegative()),
   commit: Schema.Int.pipe(Schema.nonNegative()),
   applied: Schema.Int.pipe(Schema.nonNegative()),
-  members: Schema.Array(MemberStatus)
+  members: Schema.Array(MemberStatus),
+  /** The cluster's replicated log version (`cluster/ClusterVersion.ts`); absent from nodes of older releases. */
+  clusterVersion: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { exact: true })
 }) {}

@@ -139,6 +139,16 @@ export class CaRotationMoved extends Schema.TaggedClass<CaRotationMoved>()("CaRo
 /** Ends the rotation to the CA `fingerprint`: every node drops the old CA. Refused until every member moved. */
 export class FinishCaRotation extends Schema.TaggedClass<FinishCaRotation>()("FinishCaRotation", { fingerprint: CertificateFingerprint }) {}
 
+/**
+ * Raises the cluster's log version to `version` (`cluster/ClusterVersion.ts`), proposed by the
+ * leader once every member in `members` (the Raft voters and learners it checked) registered at
+ * least it. Refused unless they still have; a version at or below the cluster's changes nothing.
+ */
+export class SetClusterVersion extends Schema.TaggedClass<SetClusterVersion>()("SetClusterVersion", {
+  version: Schema.Int.pipe(Schema.positive(), Schema.lessThanOrEqualTo(1_000_000)),
+  members: Schema.Array(NodeId).pipe(Schema.maxItems(1000))
+}) {}
+
 export const Command = Schema.Union(
   CreateVm,
   StartVm,
@@ -160,7 +170,8 @@ export const Command = Schema.Union(
   RevokeCertificate,
   StartCaRotation,
   CaRotationMoved,
-  FinishCaRotation
+  FinishCaRotation,
+  SetClusterVersion
 )
 export type Command = typeof Command.Type
 

@@ -197,6 +197,19 @@ export class PlaintextRefused extends Schema.TaggedError<PlaintextRefused>()("Pl
 /** A CA rotation cannot finish: members still hold only a certificate of the old CA. */
 export class CaRotationIncomplete extends Schema.TaggedError<CaRotationIncomplete>()("CaRotationIncomplete", fields("BLX_CA_ROTATION_INCOMPLETE")) {}
 
+/**
+ * A command needs a newer log version than the cluster runs at (`cluster/ClusterVersion.ts`): some
+ * member runs an older release, which could not apply it. The message names them: upgrade them.
+ */
+export class ClusterVersionTooLow extends Schema.TaggedError<ClusterVersionTooLow>()("ClusterVersionTooLow", fields("BLX_CLUSTER_VERSION")) {}
+
+/**
+ * The node's release applies an older log version than the cluster's recorded one: it stops rather
+ * than apply the log wrongly. Raised by the node itself (its data directory is the subject); never
+ * sent over the wire, so not a member of `BlixardError`.
+ */
+export class ReleaseTooOld extends Schema.TaggedError<ReleaseTooOld>()("ReleaseTooOld", fields("BLX_RELEASE_TOO_OLD")) {}
+
 /** The machinery behind a command does not exist yet in this build. */
 export class NotImplemented extends Schema.TaggedError<NotImplemented>()(
   "NotImplemented",
@@ -236,11 +249,12 @@ export const BlixardError = Schema.Union(
   JoinTokenExpired,
   ClusterSecretRequired,
   CertificateRevoked,
-  CaRotationIncomplete
+  CaRotationIncomplete,
+  ClusterVersionTooLow
 )
 export type BlixardError = typeof BlixardError.Type
 export type ErrorCode = BlixardError["code"]
 
 /** `BLX_VM_NOT_FOUND: no VM named "web" (asked node 2)` */
-export const formatError = (error: BlixardError | Fenced | StorageStalled | VmDirForeign | SnapshotInvalid | DiscoveryFailed): string =>
+export const formatError = (error: BlixardError | ReleaseTooOld | Fenced | StorageStalled | VmDirForeign | SnapshotInvalid | DiscoveryFailed): string =>
   `${error.code}: ${error.message}${error.node !== undefined ? ` (node ${error.node})` : ""}`

@@ -80,7 +80,12 @@ export class NodeInfo extends Schema.Class<NodeInfo>("NodeInfo")({
    * What the node's version can do (`ReleasesMoves`, …), as it registered. Absent: a node of a
    * version from before capabilities were advertised, which can do none of them.
    */
-  capabilities: Schema.optionalWith(Schema.Array(NodeCapability).pipe(Schema.maxItems(32)), { exact: true })
+  capabilities: Schema.optionalWith(Schema.Array(NodeCapability).pipe(Schema.maxItems(32)), { exact: true }),
+  /**
+   * The replicated log version the node's release applies (`cluster/ClusterVersion.ts`), as it
+   * registered. Absent: a release from before log versions, the oldest (1).
+   */
+  logVersion: Schema.optionalWith(Schema.Int.pipe(Schema.positive(), Schema.lessThanOrEqualTo(1_000_000)), { exact: true })
 }) {}
 
 /** Whether `node` stops and releases a VM moving off it (see `ReleasesMoves`). */

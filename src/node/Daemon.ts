@@ -373,7 +373,7 @@ export const run = (config: NodeConfig) =>
         }
       }
 
-      const state = new ClusterStateHolder(new EventLog(eventSettings(config).history))
+      const state = new ClusterStateHolder(new EventLog(eventSettings(config).history), { node, location: path.resolve(config.dataDir) })
       // The cluster's revocation list.
       const revoked: Tls.RevokedCheck = (serial) => state.current.revoked.get(serial)?.reason
       if (founding) {

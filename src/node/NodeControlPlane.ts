@@ -10,6 +10,7 @@
 import { Clock, Duration, Effect, Either } from "effect"
 import { randomSecret, randomTokenId, replicatedToken, sha256Hex } from "../api/Auth.js"
 import { hostIdInUse, joinTokenRefusal } from "../cluster/ClusterState.js"
+import { nodeLogVersion, versionRefusal } from "../cluster/ClusterVersion.js"
 import { CertificateList } from "../domain/Certificate.js"
 import { CreatedJoinToken, formatJoinToken, JoinTokenId, JoinTokenInfo, presented } from "../domain/JoinToken.js"
 import type { CertificateReport, ControlPlaneShape, ReadMode, WriteOptions } from "../api/ControlPlane.js"
@@ -117,7 +118,9 @@ const envelopeJson = toJson(C.CommandEnvelope)
 /**
  * Proposes `command` (stamped with the proposer's clock) and resolves with what applying it produced,
  * failing with the state machine's refusal (e.g. `VmExists`) or Raft's (e.g. `NotLeader`). With
- * `state`, this node's state machine applies the envelope as built instead of decoding its entry.
+ * `state`, this node's state machine applies the envelope as built instead of decoding its entry,
+ * and a command needing a newer log version than the cluster's is refused before it is proposed
+ * (`ClusterVersionTooLow`, see `ClusterVersion.ts`).
  */
 export const proposeCommand = (
   raft: RaftNodeShape,
@@ -126,6 +129,8 @@ export const proposeCommand = (
   state?: ClusterStateHolder | undefined
 ) =>
   Effect.gen(function* () {
+    const tooNew = state === undefined ? undefined : versionRefusal(state.current, command, raft.id)
+    if (tooNew !== undefined) return yield* tooNew
     const proposedAt = yield* Clock.currentTimeMillis
     const envelope = new C.CommandEnvelope({ command, proposedAt, ...(requestId !== undefined ? { requestId } : {}) }, trusted)
     const data = envelopeJson(envelope)
@@ -278,13 +283,15 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       const role = id === st.lead ? "leader" : learner ? "learner" : st.lead !== 0 ? "follower" : id === st.id ? (st.role === "leader" ? "leader" : st.role === "follower" ? "follower" : "candidate") : "unknown"
       const match = id === st.id ? st.lastIndex : (p?.match ?? 0)
       const last = contact.get(id)
+      const registered = state.current.nodes.get(id)
       return new MemberStatus({
         id: NodeId.make(id),
         address: state.current.members.get(id) ?? "",
         role,
         match,
         lag: Math.max(0, st.lastIndex - match),
-        ...(id !== st.id && last !== undefined ? { lastContactMs: Math.max(0, now - last) } : {})
+        ...(id !== st.id && last !== undefined ? { lastContactMs: Math.max(0, now - last) } : {}),
+        ...(registered !== undefined ? { logVersion: nodeLogVersion(registered) } : {})
       })
     })
     return new ClusterStatus({
@@ -294,7 +301,8 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       term: st.term,
       commit: st.commit,
       applied: st.applied,
-      members
+      members,
+      clusterVersion: state.current.clusterVersion
     })
   })
 

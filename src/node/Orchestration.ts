@@ -1,6 +1,8 @@
 /**
  * A node's part in orchestration, over its Raft node and replicated state: it registers itself
- * (and keeps its registration current), runs the leader's failure detector, and runs the agent
+ * (and keeps its registration current, with its release's log version), runs the leader's failure
+ * detector and, on the leader, raises the cluster's log version once every member runs a newer one
+ * (`cluster/ClusterVersion.ts`), and runs the agent
  * that makes this node's runners follow the desired state and fences them without a quorum.
  *
  * The daemon runs it over the real `VmBackend`; the simulator runs the same function over a
@@ -23,14 +25,17 @@ import * as Agent from "../agent/Agent.js"
 import * as QuorumContact from "../agent/QuorumContact.js"
 import type { ControlPlaneShape } from "../api/ControlPlane.js"
 import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
+import { LogVersion, versionToRaise } from "../cluster/ClusterVersion.js"
+import { SetClusterVersion } from "../domain/Command.js"
 import type { Labels } from "../domain/Labels.js"
-import type { NodeId } from "../domain/NodeId.js"
+import { NodeId } from "../domain/NodeId.js"
 import type { HostPort } from "../domain/NodeInfo.js"
 import { MaxForeignVms, NodeInfo, ReleasesMoves } from "../domain/NodeInfo.js"
 import type { Resources } from "../domain/Resources.js"
 import { DefaultElectionTick, type RaftNodeShape } from "../raft/RaftNode.js"
 import { VmBackend, type VmBackendShape } from "../vm/VmBackend.js"
 import * as HealthMonitor from "./HealthMonitor.js"
+import { proposeCommand } from "./NodeControlPlane.js"
 import type { HostContact } from "./HostContact.js"
 
 
@@ -65,7 +70,10 @@ export interface OrchestrationOptions {
  */
 export const capabilities: ReadonlyArray<string> = [ReleasesMoves]
 
-/** What a node (member or host) registers: its address, capacity, labels, capabilities and foreign VM directories. */
+/**
+ * What a node (member or host) registers: its address, capacity, labels, capabilities, log version
+ * (`ClusterVersion.ts`) and foreign VM directories.
+ */
 export const registration = (
   node: NodeId,
   offer: { readonly advertise: HostPort; readonly capacity: Resources; readonly labels: Labels; readonly incarnation?: string | undefined },
@@ -80,13 +88,14 @@ export const registration = (
     health: "up",
     ...(foreign.length > 0 ? { foreignVms: foreign } : {}),
     capabilities,
+    logVersion: LogVersion,
     ...(offer.incarnation !== undefined ? { incarnation: offer.incarnation } : {})
   })
 
 /**
  * Whether the cluster's record of a node, `mine`, already says what it would register now, `wanted`
  * (the state and health are the cluster's, not the node's). A record written by the node's previous
- * version lacks its capabilities: the node registers again.
+ * version lacks its capabilities or log version: the node registers again.
  */
 export const registrationCurrent = (mine: NodeInfo | undefined, wanted: NodeInfo): boolean =>
   mine !== undefined &&
@@ -95,7 +104,25 @@ export const registrationCurrent = (mine: NodeInfo | undefined, wanted: NodeInfo
   mine.capacity.memoryMiB === wanted.capacity.memoryMiB &&
   JSON.stringify(mine.labels) === JSON.stringify(wanted.labels) &&
   JSON.stringify(mine.foreignVms ?? []) === JSON.stringify(wanted.foreignVms ?? []) &&
-  JSON.stringify(mine.capabilities ?? []) === JSON.stringify(wanted.capabilities ?? [])
+  JSON.stringify(mine.capabilities ?? []) === JSON.stringify(wanted.capabilities ?? []) &&
+  mine.logVersion === wanted.logVersion
+
+/**
+ * The leader raises the cluster's log version once every Raft member (voter or learner: every
+ * replica that applies the log; hosts do not) has registered a newer one (`ClusterVersion.ts`).
+ */
+export const raiseClusterVersion = (raft: RaftNodeShape, state: ClusterStateHolder) =>
+  Effect.gen(function* () {
+    const st = yield* raft.status
+    if (st.role !== "leader") return
+    const members = [...st.confState.voters, ...st.confState.learners].sort((a, b) => a - b)
+    const version = versionToRaise(state.current, members)
+    if (version === undefined) return
+    yield* proposeCommand(raft, new SetClusterVersion({ version, members: members.map((id) => NodeId.make(id)) }), undefined, state).pipe(
+      Effect.tap(() => Effect.logInfo(`node ${raft.id}: the cluster's log version is now ${version}: every member (${members.join(", ")}) runs it`)),
+      Effect.catchAll((e) => Effect.logWarning(`node ${raft.id}: raising the cluster's log version to ${version} failed (${e.code}: ${e.message}); it is tried again`))
+    )
+  })
 
 export const foreignVmsOf = (node: NodeId, backend: VmBackendShape, fallback: () => ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>> => {
   let seen = ""
@@ -129,6 +156,7 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
       yield* Effect.ignore(controlPlane.registerNode(wanted))
     })
     yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
+    yield* Effect.forkScoped(Effect.repeat(raiseClusterVersion(raft, state), Schedule.spaced(Duration.seconds(1))))
 
     yield* Effect.forkScoped(
       HealthMonitor.run({

@@ -45,11 +45,12 @@ import Sqlite from "better-sqlite3"
 import { Cause, Context, Effect, Layer, Scope, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { StorageCorrupt, StorageIo, StorageLocked } from "../domain/Errors.js"
+import { type ReleaseTooOld, StorageCorrupt, StorageIo, StorageLocked } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import { migrations } from "./Migrations.js"
 
-export type StorageError = StorageCorrupt | StorageIo | StorageLocked
+/** Includes `ReleaseTooOld`: the state machine stops the node on a log newer than its release. */
+export type StorageError = StorageCorrupt | StorageIo | StorageLocked | ReleaseTooOld
 
 export interface DatabaseOptions {
   /** The database file, or ":memory:". */

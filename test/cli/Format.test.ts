@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Schema } from "effect"
 import { VmRecord } from "../../src/domain/VmStatus.js"
-import { ClusterStatus } from "../../src/domain/ClusterStatus.js"
+import { ClusterStatus, MemberStatus } from "../../src/domain/ClusterStatus.js"
 import {
   formatClusterStatus,
   formatVm,
@@ -111,10 +111,22 @@ describe("formatClusterStatus", () => {
   it("names the leader and marks it in the member table, sorted by id", () => {
     const lines = formatClusterStatus(status, false).split("\n")
     expect(lines[0]).toBe("leader: node 2, term 4, commit 42, applied 42 (answered by node 1)")
-    expect(lines[1]?.split(/\s{3,}/)).toEqual(["ID", "ADDRESS", "ROLE", "MATCH", "LAG", "LAST CONTACT"])
+    expect(lines[1]?.split(/\s{3,}/)).toEqual(["ID", "ADDRESS", "ROLE", "MATCH", "LAG", "LAST CONTACT", "LOG VERSION"])
     expect(lines.slice(2).map((line) => line.split(/\s+/)[0])).toEqual(["1", "2*", "3"])
-    expect(lines[2]?.split(/\s{3,}/)).toEqual(["1", "10.0.0.1:7001", "follower", "42", "1", "12 ms ago"])
-    expect(lines[3]?.split(/\s{3,}/)).toEqual(["2*", "10.0.0.2:7001", "leader", "42", "0", "-"])
+    expect(lines[2]?.split(/\s{3,}/)).toEqual(["1", "10.0.0.1:7001", "follower", "42", "1", "12 ms ago", "-"])
+    expect(lines[3]?.split(/\s{3,}/)).toEqual(["2*", "10.0.0.2:7001", "leader", "42", "0", "-", "-"])
+  })
+
+  it("shows the cluster's log version and each member's, marking a member behind it", () => {
+    const versioned = new ClusterStatus({
+      ...status,
+      clusterVersion: 2,
+      members: status.members.map((m) => new MemberStatus({ ...m, logVersion: m.id === 3 ? 1 : 2 }))
+    })
+    const lines = formatClusterStatus(versioned, false).split("\n")
+    expect(lines[0]).toBe("leader: node 2, term 4, commit 42, applied 42, log version 2 (answered by node 1)")
+    expect(lines[2]?.split(/\s{3,}/).at(-1)).toBe("2")
+    expect(lines[4]?.split(/\s{3,}/).at(-1)).toBe("1 (behind)")
   })
 
   it("says when there is no leader", () => {

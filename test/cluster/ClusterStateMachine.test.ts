@@ -93,7 +93,10 @@ const commands: ReadonlyArray<readonly [C.Command, string?]> = [
     })
   ],
   [new C.CaRotationMoved({ node: id(1), fingerprint: "f1".repeat(32) })],
-  [new C.FinishCaRotation({ fingerprint: "f1".repeat(32) })]
+  [new C.FinishCaRotation({ fingerprint: "f1".repeat(32) })],
+  // Refused (node 1 registered no log version, the oldest), then one at the cluster's own: no change.
+  [new C.SetClusterVersion({ version: 3, members: [id(1)] })],
+  [new C.SetClusterVersion({ version: 2, members: [] })]
 ]
 
 const envelope = (i: number, [command, requestId]: readonly [C.Command, string?]) =>

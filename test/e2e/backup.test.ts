@@ -107,7 +107,7 @@ describe("cluster snapshot save and restore", () => {
     })
     expect(after.clusterId).toBeDefined()
     expect(after.clusterId).not.toBe(before.clusterId)
-    expect(after.members).toEqual([{ id: 1, address: node.addr, role: "leader", match: expect.any(Number), lag: 0 }])
+    expect(after.members).toEqual([{ id: 1, address: node.addr, role: "leader", match: expect.any(Number), lag: 0, logVersion: 2 }])
     expect(await vmsOf(node.addr)).toEqual(vmsBefore)
     expect(await nodesOf(node.addr)).toEqual(nodesBefore)
 
