@@ -122,8 +122,9 @@ export interface WatchdogOptions {
   /** Whether this process is still the node's watchdog (its record names it); waited for `readWaitMs`. */
   readonly stillOwner: Effect.Effect<boolean>
   /**
-   * Publishes the phase in the watchdog's record. It writes to the data directory, whose disk may
-   * be the very one that stalled: the loop never waits on it longer than `publishWaitMs`.
+   * Publishes the phase in the watchdog's record (first `watching`, as the loop starts). It writes to
+   * the data directory, whose disk may be the very one that stalled: the loop never waits on it
+   * longer than `publishWaitMs`, nor for the first at all.
    */
   readonly publish: (phase: Phase) => Effect.Effect<void>
   /**
@@ -184,10 +185,12 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
     const publishWaitMs = Math.min(pollMs, options.publishWaitMs ?? 100)
     /**
      * The record is written by a fiber of its own, so that a write hung on a stalled disk holds up
-     * nothing else; it writes the latest phase asked for (coalescing what queued meanwhile).
+     * nothing else; it writes the latest phase asked for (coalescing what queued meanwhile), the
+     * first (`watching`) at once, not waited for.
      */
     const requests = yield* Queue.unbounded<{ readonly phase: Phase; readonly done: Deferred.Deferred<void> }>()
-    let recorded: Phase = "watching"
+    let recorded: Phase | undefined
+    yield* Queue.offer(requests, { phase: "watching", done: yield* Deferred.make<void>() })
     yield* Effect.forkScoped(
       Effect.forever(
         Effect.gen(function* () {
@@ -259,8 +262,15 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
       return known
     })
 
-    /** Whether the record still names this watchdog; not answered within `readWaitMs`, it is taken to (the watchdog stays in charge). */
-    const stillOwner = Effect.map(Effect.timeoutOption(options.stillOwner, `${readWaitMs} millis`), Option.getOrElse(() => true))
+    /**
+     * Whether the record still names this watchdog; not answered within `readWaitMs`, it is taken to
+     * (the watchdog stays in charge). Not asked before its first write ended: it cannot name it yet.
+     */
+    const stillOwner = Effect.suspend(() =>
+      recorded === undefined
+        ? Effect.succeed(true)
+        : Effect.map(Effect.timeoutOption(options.stillOwner, `${readWaitMs} millis`), Option.getOrElse(() => true))
+    )
 
     /** The lease is valid now: a daemon in contact with the quorum renewed it (and the read answered in time). */
     const renewed = Effect.gen(function* () {

@@ -12,7 +12,7 @@ import * as path from "node:path"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import { make, runningUnits, type SystemdSettings } from "../../src/vm/SystemdBackend.js"
-import { fakeSystemctl, makeRunner, scopedTempDir, sleeper, vmName } from "./fixtures.js"
+import { fakeSystemctl, makeRunner, scopedTempDir, sleeper, stalledFile, vmName } from "./fixtures.js"
 
 const node = Schema.decodeSync(NodeId)(2)
 
@@ -110,30 +110,6 @@ describe("VmBackend, microvm.nix systemd mode (fake systemctl)", () => {
     }))
 })
 
-/**
- * A marker that never answers: a FIFO with no writer, whose open(2) blocks one of libuv's threads
- * until a writer comes, as a read on a stalled disk does. Released (opened for writing, so the read
- * ends) when the test's scope closes.
- */
-const stallMarker = (dir: string) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      fs.mkdirSync(dir, { recursive: true })
-      const fifo = path.join(dir, "blixard.json")
-      fs.rmSync(fifo, { force: true })
-      expect(spawnSync("mkfifo", [fifo]).status).toBe(0)
-      return fifo
-    }),
-    (fifo) =>
-      Effect.sync(() => {
-        try {
-          fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK))
-        } catch {
-          // No reader left.
-        }
-      })
-  )
-
 describe("VmBackend, systemd mode on a stalled state directory (the fencing watchdog's, with readWait)", () => {
   it("systemctl list-units' running microvm@ units are the VMs listed", () => {
     const lines = [
@@ -156,8 +132,8 @@ describe("VmBackend, systemd mode on a stalled state directory (the fencing watc
       // The host's declarative VM: systemd runs it with microvm.nix's Restart=always.
       systemctl.setState("microvm@host", "active")
       systemctl.setRestart("microvm@host", "always")
-      yield* stallMarker(path.join(settings.stateDir, "web"))
-      yield* stallMarker(path.join(settings.stateDir, "host"))
+      yield* stalledFile(path.join(settings.stateDir, "web", "blixard.json"))
+      yield* stalledFile(path.join(settings.stateDir, "host", "blixard.json"))
 
       const watchdogs = yield* backend({ ...settings, readWait: Duration.millis(100), commandTimeout: Duration.seconds(5) })
       const listed = yield* watchdogs.list.pipe(Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => "the listing hung" }))

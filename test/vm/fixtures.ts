@@ -5,6 +5,7 @@
  * a fake `systemctl`.
  */
 import { Duration, Effect, Schema } from "effect"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -204,6 +205,29 @@ esac
     setRestart: (unit: string, restart: string) => fs.writeFileSync(path.join(units, `${unit}.restart`), `${restart}\n`)
   }
 }
+
+/**
+ * A file whose reads never answer: a FIFO with no writer (made in place of `file`, its directory
+ * made if needed), whose open(2) holds one of libuv's threads until a writer comes, as a read on a
+ * stalled disk does. Released (opened for writing, so that the reads end) when the scope closes.
+ */
+export const stalledFile = (file: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      fs.mkdirSync(path.dirname(file), { recursive: true })
+      fs.rmSync(file, { force: true })
+      if (spawnSync("mkfifo", [file]).status !== 0) throw new Error(`mkfifo ${file} failed`)
+      return file
+    }),
+    (fifo) =>
+      Effect.sync(() => {
+        try {
+          fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK))
+        } catch {
+          // No reader left (or the FIFO was replaced).
+        }
+      })
+  )
 
 /**
  * A fake `journalctl` (`ROOT/journalctl`): records its arguments in `ROOT/journalctl-calls`, prints
