@@ -29,7 +29,7 @@
  * back by systemd. An exit event here means "it went down"; `start` on an active unit is a no-op.
  */
 import type { CommandExecutor } from "@effect/platform"
-import type { Scope } from "effect"
+import type { Context, Scope } from "effect"
 import { Clock, Duration, Effect, Layer, Option, PubSub, Schedule, Schema, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -75,13 +75,99 @@ export const runningUnits = (lines: ReadonlyArray<string>): ReadonlyArray<VmName
 /** Whose a VM's directory is, for a listing or a stop: as its marker says, or as its unit does when the marker does not answer. */
 type Whose = { readonly _tag: "Ours" | "Absent" } | { readonly _tag: "Foreign"; readonly reason: string }
 
+/** The `systemctl` calls for the VMs' units: each answers within `commandTimeout`, but `runUnbounded`'s. */
+const systemctlOf = (settings: SystemdSettings, executor: Context.Context<CommandExecutor.CommandExecutor>) => {
+  const systemctl = settings.systemctl ?? "systemctl"
+  const commandTimeout = settings.commandTimeout ?? Duration.seconds(30)
+  const onNode = ` on node ${settings.node}`
+  const failed = (name: VmName, message: string) => new BackendFailed({ message, subject: name, node: settings.node })
+
+  /** Runs `systemctl ARGS…`; answers the exit code and output lines. */
+  const runUnbounded = (name: VmName, args: ReadonlyArray<string>) =>
+    runCommand({ command: systemctl, args }).pipe(
+      Effect.provide(executor),
+      Effect.mapError((e) =>
+        failed(name, `VM "${name}": could not run ${systemctl}${onNode} (${e.message}). Is this a systemd host? Otherwise use the process backend.`)
+      )
+    )
+
+  const run = (name: VmName, args: ReadonlyArray<string>) =>
+    runUnbounded(name, args).pipe(
+      Effect.timeoutFail({
+        duration: commandTimeout,
+        onTimeout: () =>
+          failed(name, `VM "${name}": ${showCommand(systemctl, args)} did not answer within ${Duration.format(commandTimeout)}${onNode}`)
+      })
+    )
+
+  const succeeded = (name: VmName, args: ReadonlyArray<string>) => (result: CommandResult) =>
+    result.exitCode === 0
+      ? Effect.succeed(result)
+      : Effect.fail(
+            failed(
+              name,
+              `VM "${name}": ${showCommand(systemctl, args)} failed${onNode} (exit code ${result.exitCode}): ${result.tail.join("\n")}\n` +
+                `See \`journalctl -u ${unitName(name)}\` and \`systemctl status ${unitName(name)}\` on the node.`
+            )
+          )
+
+  const expectOk = (name: VmName, args: ReadonlyArray<string>) => Effect.flatMap(run(name, args), succeeded(name, args))
+
+  const show = (name: VmName, property: string) =>
+    Effect.map(expectOk(name, ["show", `--property=${property}`, "--value", unitName(name)]), (r) => (r.tail[0] ?? "").trim())
+
+  const isActive = (name: VmName) =>
+    Effect.map(run(name, ["is-active", unitName(name)]), (r) => (r.tail[0] ?? "unknown").trim())
+
+  const exitStatus = (name: VmName) =>
+    Effect.map(show(name, "ExecMainStatus"), (text) => (/^-?\d+$/.test(text) ? Number(text) : undefined))
+
+  /** The VMs whose `microvm@` units run, as systemd lists them (no disk read). */
+  const unitsRunning: Effect.Effect<ReadonlyArray<VmName>, BackendFailed> = Effect.suspend(() => {
+    const args = ["list-units", "--plain", "--no-legend", "--full", "microvm@*"]
+    const fail = (why: string) =>
+      new BackendFailed({
+        message: `${showCommand(systemctl, args)} ${why}${onNode}, so the running VMs cannot be listed; is systemd answering (\`systemctl status\`)?`,
+        subject: settings.stateDir,
+        node: settings.node
+      })
+    return runCommand({ command: systemctl, args, tailLines: 100_000 }).pipe(
+      Effect.provide(executor),
+      Effect.mapError((e) => fail(`could not run (${e.message})`)),
+      Effect.timeoutFail({ duration: commandTimeout, onTimeout: () => fail(`did not answer within ${Duration.format(commandTimeout)}`) }),
+      Effect.flatMap((r) =>
+        r.exitCode === 0 ? Effect.succeed(runningUnits(r.tail)) : Effect.fail(fail(`failed (exit code ${r.exitCode}): ${r.tail.join("\n")}`))
+      )
+    )
+  })
+
+  return { commandTimeout, runUnbounded, succeeded, expectOk, show, isActive, exitStatus, unitsRunning }
+}
+
+/** The instant by which this step's reads must answer (none without `readWait`: they wait). */
+const readsByOf = (settings: SystemdSettings): Effect.Effect<number | undefined> =>
+  Effect.map(Clock.currentTimeMillis, (now) => (settings.readWait === undefined ? undefined : now + Duration.toMillis(settings.readWait)))
+
+/**
+ * Whose the VM's directory is, its marker read off the JavaScript thread by `by`. Not answered
+ * (a stalled disk): Blixard's when systemd says its unit is one Blixard starts (`Restart=no`).
+ */
+const whoseOf = (settings: SystemdSettings, show: (name: VmName, property: string) => Effect.Effect<string, BackendFailed>) =>
+  (name: VmName, by: number | undefined): Effect.Effect<Whose> =>
+    Effect.gen(function* () {
+      const read = yield* DiskReads.answerBy(() => readOwnership(vmPaths(settings.stateDir, name).dir, name, settings), by).pipe(Effect.orDie)
+      if (Option.isSome(read)) return read.value
+      const restart = yield* show(name, "Restart").pipe(Effect.orElseSucceed(() => "unknown"))
+      if (restart === "no") return { _tag: "Ours" } as const
+      return { _tag: "Foreign", reason: `its marker did not answer in time and its unit is not one Blixard starts (Restart=${restart})` } as const
+    })
+
 export const make = (
   settings: SystemdSettings
 ): Effect.Effect<VmBackendShape, never, CommandExecutor.CommandExecutor | Scope.Scope> =>
   Effect.gen(function* () {
     const executor = yield* Effect.context<CommandExecutor.CommandExecutor>()
-    const systemctl = settings.systemctl ?? "systemctl"
-    const commandTimeout = settings.commandTimeout ?? Duration.seconds(30)
+    const { commandTimeout, runUnbounded, succeeded, expectOk, show, isActive, exitStatus, unitsRunning } = systemctlOf(settings, executor)
     const events = yield* PubSub.unbounded<RunnerExit>()
     /** VMs seen running by this instance, and since when (epoch ms). */
     const watched = new Map<VmName, number>()
@@ -89,6 +175,8 @@ export const make = (
     const locks = new Map<VmName, Effect.Semaphore>()
     const onNode = ` on node ${settings.node}`
     const failed = (name: VmName, message: string) => new BackendFailed({ message, subject: name, node: settings.node })
+    const readsBy = readsByOf(settings)
+    const whose = whoseOf(settings, show)
 
     const withLock = (name: VmName) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.suspend(() => {
@@ -98,64 +186,6 @@ export const make = (
           locks.set(name, lock)
         }
         return lock.withPermits(1)(effect)
-      })
-
-    /** Runs `systemctl ARGS…`; answers the exit code and output lines. */
-    const runUnbounded = (name: VmName, args: ReadonlyArray<string>) =>
-      runCommand({ command: systemctl, args }).pipe(
-        Effect.provide(executor),
-        Effect.mapError((e) =>
-          failed(name, `VM "${name}": could not run ${systemctl}${onNode} (${e.message}). Is this a systemd host? Otherwise use the process backend.`)
-        )
-      )
-
-    const run = (name: VmName, args: ReadonlyArray<string>) =>
-      runUnbounded(name, args).pipe(
-        Effect.timeoutFail({
-          duration: commandTimeout,
-          onTimeout: () =>
-            failed(name, `VM "${name}": ${showCommand(systemctl, args)} did not answer within ${Duration.format(commandTimeout)}${onNode}`)
-        })
-      )
-
-    const succeeded = (name: VmName, args: ReadonlyArray<string>) => (result: CommandResult) =>
-      result.exitCode === 0
-        ? Effect.succeed(result)
-        : Effect.fail(
-              failed(
-                name,
-                `VM "${name}": ${showCommand(systemctl, args)} failed${onNode} (exit code ${result.exitCode}): ${result.tail.join("\n")}\n` +
-                  `See \`journalctl -u ${unitName(name)}\` and \`systemctl status ${unitName(name)}\` on the node.`
-              )
-            )
-
-    const expectOk = (name: VmName, args: ReadonlyArray<string>) => Effect.flatMap(run(name, args), succeeded(name, args))
-
-    const show = (name: VmName, property: string) =>
-      Effect.map(expectOk(name, ["show", `--property=${property}`, "--value", unitName(name)]), (r) => (r.tail[0] ?? "").trim())
-
-    const isActive = (name: VmName) =>
-      Effect.map(run(name, ["is-active", unitName(name)]), (r) => (r.tail[0] ?? "unknown").trim())
-
-    const exitStatus = (name: VmName) =>
-      Effect.map(show(name, "ExecMainStatus"), (text) => (/^-?\d+$/.test(text) ? Number(text) : undefined))
-
-    /** The instant by which this step's reads must answer (none without `readWait`: they wait). */
-    const readsBy: Effect.Effect<number | undefined> = Effect.map(Clock.currentTimeMillis, (now) =>
-      settings.readWait === undefined ? undefined : now + Duration.toMillis(settings.readWait)
-    )
-
-    /**
-     * Whose the VM's directory is, its marker read off the JavaScript thread by `by`. Not answered
-     * (a stalled disk): Blixard's when systemd says its unit is one Blixard starts (`Restart=no`).
-     */
-    const whose = (name: VmName, by: number | undefined): Effect.Effect<Whose> =>
-      Effect.gen(function* () {
-        const read = yield* DiskReads.answerBy(() => readOwnership(vmPaths(settings.stateDir, name).dir, name, settings), by).pipe(Effect.orDie)
-        if (Option.isSome(read)) return read.value
-        const restart = yield* show(name, "Restart").pipe(Effect.orElseSucceed(() => "unknown"))
-        if (restart === "no") return { _tag: "Ours" } as const
-        return { _tag: "Foreign", reason: `its marker did not answer in time and its unit is not one Blixard starts (Restart=${restart})` } as const
       })
 
     /** The directory is Blixard's (true), or there is none (false); fails when it is foreign. */
@@ -255,25 +285,6 @@ export const make = (
         node: settings.node
       })
     const scan = Effect.tryPromise({ try: () => scanStateDir(settings.stateDir, settings), catch: scanFailed })
-
-    /** The VMs whose `microvm@` units run, as systemd lists them (no disk read). */
-    const unitsRunning: Effect.Effect<ReadonlyArray<VmName>, BackendFailed> = Effect.suspend(() => {
-      const args = ["list-units", "--plain", "--no-legend", "--full", "microvm@*"]
-      const fail = (why: string) =>
-        new BackendFailed({
-          message: `${showCommand(systemctl, args)} ${why}${onNode}, so the running VMs cannot be listed; is systemd answering (\`systemctl status\`)?`,
-          subject: settings.stateDir,
-          node: settings.node
-        })
-      return runCommand({ command: systemctl, args, tailLines: 100_000 }).pipe(
-        Effect.provide(executor),
-        Effect.mapError((e) => fail(`could not run (${e.message})`)),
-        Effect.timeoutFail({ duration: commandTimeout, onTimeout: () => fail(`did not answer within ${Duration.format(commandTimeout)}`) }),
-        Effect.flatMap((r) =>
-          r.exitCode === 0 ? Effect.succeed(runningUnits(r.tail)) : Effect.fail(fail(`failed (exit code ${r.exitCode}): ${r.tail.join("\n")}`))
-        )
-      )
-    })
 
     /**
      * The VMs of Blixard's directories and those that exited, each with its unit's state. With
