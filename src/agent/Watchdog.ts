@@ -24,7 +24,8 @@
  *   not pile up), and is waited for only so long: before the deadline, until just after it; past it,
  *   `readWaitMs`. A lease read not answered by then is no renewal: the deadline read last stands, and
  *   the node is fenced on time. A record read not answered within `readWaitMs` leaves the watchdog
- *   in charge. The backend reads the state directories the same way (`ProcessBackend`'s
+ *   in charge (and the record is not read before this watchdog's first write of it ended); its
+ *   start-up read (`WatchdogProcess.ts`) is waited for a second at most. The backend reads the state directories the same way (`ProcessBackend`'s
  *   `readWait`), and finds the runners in /proc when they do not answer. A fence round re-reads the
  *   lease twice (see below), so on a disk that answers nothing its stops go out about
  *   2 × `readWaitMs` (plus the backend's own waits) after the deadline.
@@ -41,7 +42,11 @@
  *   id, start time, the runner's marker) so a reused pid is never signalled, and a runner no pid
  *   file names (its daemon hung or died before writing it) found in /proc by its VM marker and its
  *   working directory; a pid file whose removal hangs holds up no listing; `microvm-shutdown` when
- *   the runner has one, else SIGTERM, then SIGKILL after the timeout. Systemd mode:
+ *   the runner has one, else SIGTERM, then SIGKILL after the timeout; its clean-up writes
+ *   (claiming `booted`, removing the pid file) are waited for `readWaitMs` at most and hold at most
+ *   two of libuv's threads (`diskReads.ts`'s clean-up lane). Systemd mode: the running `microvm@*`
+ *   units as systemd lists them beside the state directory's markers (read as process mode reads,
+ *   a unit whose marker does not answer judged by its `Restart`, `SystemdBackend.ts`), then
  *   `systemctl stop microvm@NAME`. Each stop is logged as `BLX_FENCED`, naming the node, the VM,
  *   why, and what to do next.
  * - It ends when it is no longer the node's watchdog (its record, `${dataDir}/fencing/watchdog.json`,
@@ -122,8 +127,9 @@ export interface WatchdogOptions {
   /** Whether this process is still the node's watchdog (its record names it); waited for `readWaitMs`. */
   readonly stillOwner: Effect.Effect<boolean>
   /**
-   * Publishes the phase in the watchdog's record. It writes to the data directory, whose disk may
-   * be the very one that stalled: the loop never waits on it longer than `publishWaitMs`.
+   * Publishes the phase in the watchdog's record (first `watching`, as the loop starts). It writes to
+   * the data directory, whose disk may be the very one that stalled: the loop never waits on it
+   * longer than `publishWaitMs`, nor for the first at all.
    */
   readonly publish: (phase: Phase) => Effect.Effect<void>
   /**
@@ -172,37 +178,31 @@ const iso = (ms: number): string => new Date(ms).toISOString()
 const deadlineOf = (lease: Option.Option<NodeLease>, startedAt: number, fencingMs: number): number =>
   Option.match(lease, { onNone: () => startedAt + fencingMs, onSome: (l) => l.validUntil })
 
-/** Runs the watchdog until it is replaced or idle. */
-export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
+/**
+ * The record's writer: a fiber of its own, so that a write hung on a stalled disk holds up nothing
+ * else. It writes the latest phase asked for (coalescing what queued meanwhile), the first
+ * (`watching`) at once, not waited for. `setPhase` asks for a phase and answers an effect that waits
+ * until it is written (never needed to proceed); `written` says whether a write has ended yet.
+ */
+const recordWriter = (publish: (phase: Phase) => Effect.Effect<void>) =>
   Effect.gen(function* () {
-    const node = options.node
-    const pollMs = options.pollMs ?? Math.min(1000, Math.max(25, Math.floor(options.fencingMs / 4)))
-    const startedAt = yield* Clock.currentTimeMillis
-    let phase: Phase = "watching"
-    let lastProblem: string | undefined
-
-    const publishWaitMs = Math.min(pollMs, options.publishWaitMs ?? 100)
-    /**
-     * The record is written by a fiber of its own, so that a write hung on a stalled disk holds up
-     * nothing else; it writes the latest phase asked for (coalescing what queued meanwhile).
-     */
     const requests = yield* Queue.unbounded<{ readonly phase: Phase; readonly done: Deferred.Deferred<void> }>()
-    let recorded: Phase = "watching"
+    let phase: Phase = "watching"
+    let recorded: Phase | undefined
+    yield* Queue.offer(requests, { phase, done: yield* Deferred.make<void>() })
     yield* Effect.forkScoped(
       Effect.forever(
         Effect.gen(function* () {
           const batch = yield* Queue.takeBetween(requests, 1, Number.MAX_SAFE_INTEGER)
           const latest = Chunk.unsafeLast(batch).phase
           if (latest !== recorded) {
-            yield* options.publish(latest)
+            yield* publish(latest)
             recorded = latest
           }
           for (const r of batch) yield* Deferred.succeed(r.done, undefined)
         })
       )
     )
-
-    /** Asks for `next` to be published; the returned effect waits until it is (never needed to proceed). */
     const setPhase = (next: Phase): Effect.Effect<Effect.Effect<void>> =>
       Effect.gen(function* () {
         if (next === phase) return Effect.void
@@ -211,6 +211,20 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
         yield* Queue.offer(requests, { phase: next, done })
         return Deferred.await(done)
       })
+    return { setPhase, written: () => recorded !== undefined }
+  })
+
+/** Runs the watchdog until it is replaced or idle. */
+export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
+  Effect.gen(function* () {
+    const node = options.node
+    const pollMs = options.pollMs ?? Math.min(1000, Math.max(25, Math.floor(options.fencingMs / 4)))
+    const startedAt = yield* Clock.currentTimeMillis
+    let lastProblem: string | undefined
+
+    const publishWaitMs = Math.min(pollMs, options.publishWaitMs ?? 100)
+    const record = yield* recordWriter(options.publish)
+    const setPhase = record.setPhase
 
     const readWaitMs = Math.min(pollMs, options.readWaitMs ?? 100)
     /** The lease as last read: what a read not answered in time leaves in force (no renewal). */
@@ -259,8 +273,15 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
       return known
     })
 
-    /** Whether the record still names this watchdog; not answered within `readWaitMs`, it is taken to (the watchdog stays in charge). */
-    const stillOwner = Effect.map(Effect.timeoutOption(options.stillOwner, `${readWaitMs} millis`), Option.getOrElse(() => true))
+    /**
+     * Whether the record still names this watchdog; not answered within `readWaitMs`, it is taken to
+     * (the watchdog stays in charge). Not asked before its first write ended: it cannot name it yet.
+     */
+    const stillOwner = Effect.suspend(() =>
+      !record.written()
+        ? Effect.succeed(true)
+        : Effect.map(Effect.timeoutOption(options.stillOwner, `${readWaitMs} millis`), Option.getOrElse(() => true))
+    )
 
     /** The lease is valid now: a daemon in contact with the quorum renewed it (and the read answered in time). */
     const renewed = Effect.gen(function* () {

@@ -5,7 +5,8 @@
  *
  * There is one per node. At start-up, if the node's record (`${dataDir}/fencing/watchdog.json`)
  * names another live watchdog of the same data directory, this one says so and exits 0. Otherwise
- * it writes its record (pid, /proc start time, boot id, program, phase), watches, and removes the
+ * (or if the record does not answer within `StartupReadWaitMs`) it watches, its loop writing its record
+ * (pid, /proc start time, boot id, program, phase) without waiting for the write, and removes the
  * record when it ends. When the daemon started it, its output — the `BLX_FENCED` lines naming each
  * VM it stopped, why, and what to do next — is appended to `${dataDir}/fencing/watchdog.log`.
  *
@@ -50,15 +51,23 @@ export const thisProgram = (): string => path.resolve(process.argv[1] ?? "")
 const ReadWaitMs = 100
 
 /**
- * The node's runners, as the daemon reaches them (adopted runners polled every 50 ms: a fence round
- * waits on their exits), and in process mode also those no pid file names (found in /proc), with
- * reads of the state directory waited for `ReadWaitMs`.
+ * How long the start-up read of the record is waited for: longer than `ReadWaitMs` (a process just
+ * started on a busy host reads slowly, and a watchdog that misses its live predecessor runs beside
+ * it), far below the fencing's budget; unanswered, this one watches regardless.
+ */
+const StartupReadWaitMs = 1000
+
+/**
+ * The node's runners, as the daemon reaches them, with reads of the state directory waited for
+ * `ReadWaitMs`: in process mode adopted runners polled every 50 ms (a fence round waits on their
+ * exits) and also those no pid file names (found in /proc); in systemd mode also the running units
+ * systemd lists, each `systemctl` call answered within 5 s.
  */
 const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
   const settings = { stateDir: config.microvmStateDir, node: config.id }
   return (
     config.vmBackend === "systemd"
-      ? layerSystemd(settings)
+      ? layerSystemd({ ...settings, readWait: Duration.millis(ReadWaitMs), commandTimeout: Duration.seconds(5) })
       : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50), findUnrecorded: true, readWait: Duration.millis(ReadWaitMs) })
   ).pipe(Layer.provide(NodeCommandExecutor.layer), Layer.provide(NodeFileSystem.layer))
 }
@@ -85,8 +94,23 @@ export const run = (config: WatchdogConfig) =>
       const program = thisProgram()
       const readRecord = Watchdog.readRecord(files.watchdog, node)
 
+      // Waited for `StartupReadWaitMs` only, as every read here is: unanswered (a stalled disk), no
+      // other watchdog is taken to run; should one run, the record's last writer stays, the other ends.
       const existing = yield* readRecord.pipe(
-        Effect.catchAll((e) => Effect.as(Effect.logWarning(`node ${node}: ${formatError(e)}`), Option.none()))
+        Effect.catchAll((e) => Effect.as(Effect.logWarning(`node ${node}: ${formatError(e)}`), Option.none())),
+        Effect.timeoutOption(`${StartupReadWaitMs} millis`),
+        Effect.flatMap(
+          Option.match({
+            onSome: Effect.succeed,
+            onNone: () =>
+              Effect.as(
+                Effect.logWarning(
+                  `node ${node}: ${files.watchdog} was not read within ${StartupReadWaitMs} ms (is the data directory's disk stalled?); this watchdog starts watching regardless`
+                ),
+                Option.none()
+              )
+          })
+        )
       )
       if (Option.isSome(existing) && existing.value.process.pid !== self.pid && Watchdog.isLive(existing.value, config.dataDir)) {
         yield* Effect.logInfo(
@@ -109,8 +133,8 @@ export const run = (config: WatchdogConfig) =>
         Effect.map(Option.exists((r) => r.process.pid === self.pid && r.process.startTime === self.startTime)),
         Effect.orElseSucceed(() => false)
       )
-      yield* write("watching")
-      // Off the JavaScript thread and bounded, as every step here: the disk may still be stalled.
+      // The record is first written by the loop's writer (`Watchdog.run`), never waited for. The
+      // removal at the end is off the JavaScript thread and bounded, as every step here: the disk may still be stalled.
       yield* Effect.addFinalizer(() =>
         owned.pipe(
           Effect.flatMap((mine) => (mine ? Effect.promise(() => fs.promises.rm(files.watchdog, { force: true }).catch(() => undefined)) : Effect.void)),

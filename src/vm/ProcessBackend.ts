@@ -29,7 +29,9 @@
  * answered in time does not hold up a listing or a stop either: the runners are then found in /proc
  * (`findUnrecorded`), a directory whose marker does not answer is taken as Blixard's when a runner
  * marked as its VM runs in it, and a stop goes by signals (SIGTERM, SIGKILL after its timeout); a
- * `microvm-shutdown` hung in the stalled directory never holds up the SIGKILL.
+ * `microvm-shutdown` hung in the stalled directory never holds up the SIGKILL, nor does its clean-up
+ * (claiming `booted`, removing the pid file: bounded by `readWait`, at most two at once) hold up the
+ * stop or take more than two of libuv's threads.
  */
 import type { CommandExecutor } from "@effect/platform"
 import type { Scope } from "effect"
@@ -46,7 +48,7 @@ import { readOwnership, scanStateDir } from "./internal/ownership.js"
 import * as DiskReads from "./internal/diskReads.js"
 import { lineWriter } from "./internal/lineWriter.js"
 import {
-  claimLink,
+  claimLinkBy,
   isExecutable,
   openAppend,
   type PidRecord,
@@ -209,6 +211,10 @@ export const make = (
     const readsBy: Effect.Effect<number | undefined> = Effect.map(Clock.currentTimeMillis, (now) =>
       settings.readWait === undefined ? undefined : now + Duration.toMillis(settings.readWait)
     )
+
+    /** Waits for a clean-up write as long as it takes, or with `readWait` that long only (it goes on). */
+    const cleanedBy = (write: () => Promise<void>) =>
+      Effect.flatMap(readsBy, (by) => Effect.ignore(DiskReads.answerBy(write, by)))
 
     /** Whose the VM's directory is; none when its reads did not answer by `by`. */
     const ownershipBy = (name: VmName, by: number | undefined) =>
@@ -579,17 +585,19 @@ export const make = (
           // stop this VM at the same time (the agent fencing and the node's fencing watchdog, see
           // agent/Watchdog.ts) only one runs tap-down. A failed teardown puts the link back, so the
           // next stop retries it.
-          const claimed = yield* Effect.promise(() => claimLink(p.booted))
+          // With `readWait`, each clean-up step is waited for that long only (a stalled disk): a claim
+          // not answered in time is no claim (put back should it land later), the rest goes on unwaited.
+          const claimed = yield* claimLinkBy(p.booted, yield* readsBy)
           if (claimed !== undefined) {
             runner ??= yield* linkBy(claimed, undefined)
             yield* Effect.forEach(teardownScripts, (teardown) => {
               const script = bin(teardown)
               return script !== undefined && isExecutable(script) ? runScript(name, script, scriptTimeout) : Effect.void
             }).pipe(Effect.tapError(() => Effect.promise(() => unclaimLink(claimed, p.booted))))
-            yield* Effect.promise(() => removeFile(claimed))
+            yield* cleanedBy(() => removeFile(claimed))
           }
-          // Its pid file is gone once stop returns (the exit's watcher may not have run yet).
-          if (vm !== undefined) yield* removePidFile(name, "vm", (record) => record?.pid === vm.pid && record.startTime === vm.startTime)
+          // Its pid file is gone once stop returns (the exit's watcher may not have run yet), unless with `readWait` it did not answer.
+          if (vm !== undefined) yield* cleanedBy(() => queueRemoval(name, "vm", (record) => record?.pid === vm.pid && record.startTime === vm.startTime))
           exits.delete(name)
         })
       )

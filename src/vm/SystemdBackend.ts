@@ -9,6 +9,16 @@
  * pid and exit status). The units survive daemon restarts by construction, so `list()` simply
  * asks systemd. Exits are noticed by polling `is-active` for the VMs this instance saw running.
  *
+ * The fencing watchdog stops these units on a disk that may be stalled (the state directory's is
+ * usually the data directory's), so the listing and the stop path never read the state directory on
+ * the JavaScript thread: markers and the listing are read off it (`internal/diskReads.ts`), and with
+ * `readWait` (the watchdog's) waited for only so long. The running `microvm@*` units are then also
+ * asked of systemd (`systemctl list-units`, which answers from memory), so a listing whose reads do
+ * not answer still names every running VM. A unit whose marker does not answer in time is taken as
+ * Blixard's when systemd says it is one Blixard starts (`Restart=no`: the NixOS module gives the
+ * host's declarative VMs `Restart=always`, every other `microvm@` unit `no`), and stopped; otherwise
+ * it is left alone as foreign.
+ *
  * The unit runs as microvm.nix's user and group (`microvm:kvm`), in the VM's directory, where it
  * replaces `booted` and creates its sockets: the daemon passes them as `owner` and `prepare` hands
  * the directory to them (`RunnerBuild.ts`). Only Blixard's own directories are acted on
@@ -19,17 +29,18 @@
  * back by systemd. An exit event here means "it went down"; `start` on an active unit is a no-op.
  */
 import type { CommandExecutor } from "@effect/platform"
-import type { Scope } from "effect"
-import { Clock, Duration, Effect, Either, Layer, Option, PubSub, Schedule, Stream } from "effect"
+import type { Context, Scope } from "effect"
+import { Clock, Duration, Effect, Layer, Option, PubSub, Schedule, Schema, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { BackendFailed, type VmDirForeign } from "../domain/Errors.js"
-import type { VmName } from "../domain/VmName.js"
+import { VmName } from "../domain/VmName.js"
+import * as DiskReads from "./internal/diskReads.js"
 import { type CommandResult, runCommand, showCommand } from "./internal/runCommand.js"
 import { removeGcRoots } from "./internal/gcRoots.js"
-import { scanStateDir } from "./internal/ownership.js"
+import { readOwnership, scanStateDir } from "./internal/ownership.js"
 import { isExecutable, vmPaths } from "./internal/stateDir.js"
-import { prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
+import { foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import { type RunnerExit, type RunnerObservation, RunnerState, VmBackend, type VmBackendShape } from "./VmBackend.js"
 
 export interface SystemdSettings extends StateDirSettings {
@@ -39,17 +50,124 @@ export interface SystemdSettings extends StateDirSettings {
   readonly pollInterval?: Duration.DurationInput
   /** Each `systemctl` call other than `stop` must answer within this (default 30 s). */
   readonly commandTimeout?: Duration.DurationInput
+  /**
+   * How long a listing's or a stop's reads of the state directory are waited for before they count
+   * as unanswered (the fencing watchdog's); the running units are then also listed by systemd.
+   * Without it they are waited for as long as they take.
+   */
+  readonly readWait?: Duration.DurationInput
 }
 
 export const unitName = (name: VmName): string => `microvm@${name}`
+
+/** A unit in one of these states still runs its VM (or is about to). */
+const running = (state: string) => state === "active" || state === "activating" || state === "reloading" || state === "deactivating"
+
+/** The VMs of `systemctl list-units --plain --no-legend --full 'microvm@*'`'s lines (UNIT LOAD ACTIVE SUB DESCRIPTION) that run. */
+export const runningUnits = (lines: ReadonlyArray<string>): ReadonlyArray<VmName> =>
+  lines.flatMap((line) => {
+    const [unit, , active] = line.trim().split(/\s+/)
+    const name = /^microvm@(.+)\.service$/.exec(unit ?? "")?.[1]
+    if (name === undefined || active === undefined || !running(active)) return []
+    return Option.toArray(Schema.validateOption(VmName)(name))
+  })
+
+/** Whose a VM's directory is, for a listing or a stop: as its marker says, or as its unit does when the marker does not answer. */
+type Whose = { readonly _tag: "Ours" | "Absent" } | { readonly _tag: "Foreign"; readonly reason: string }
+
+/** The `systemctl` calls for the VMs' units: each answers within `commandTimeout`, but `runUnbounded`'s. */
+const systemctlOf = (settings: SystemdSettings, executor: Context.Context<CommandExecutor.CommandExecutor>) => {
+  const systemctl = settings.systemctl ?? "systemctl"
+  const commandTimeout = settings.commandTimeout ?? Duration.seconds(30)
+  const onNode = ` on node ${settings.node}`
+  const failed = (name: VmName, message: string) => new BackendFailed({ message, subject: name, node: settings.node })
+
+  /** Runs `systemctl ARGS…`; answers the exit code and output lines. */
+  const runUnbounded = (name: VmName, args: ReadonlyArray<string>) =>
+    runCommand({ command: systemctl, args }).pipe(
+      Effect.provide(executor),
+      Effect.mapError((e) =>
+        failed(name, `VM "${name}": could not run ${systemctl}${onNode} (${e.message}). Is this a systemd host? Otherwise use the process backend.`)
+      )
+    )
+
+  const run = (name: VmName, args: ReadonlyArray<string>) =>
+    runUnbounded(name, args).pipe(
+      Effect.timeoutFail({
+        duration: commandTimeout,
+        onTimeout: () =>
+          failed(name, `VM "${name}": ${showCommand(systemctl, args)} did not answer within ${Duration.format(commandTimeout)}${onNode}`)
+      })
+    )
+
+  const succeeded = (name: VmName, args: ReadonlyArray<string>) => (result: CommandResult) =>
+    result.exitCode === 0
+      ? Effect.succeed(result)
+      : Effect.fail(
+            failed(
+              name,
+              `VM "${name}": ${showCommand(systemctl, args)} failed${onNode} (exit code ${result.exitCode}): ${result.tail.join("\n")}\n` +
+                `See \`journalctl -u ${unitName(name)}\` and \`systemctl status ${unitName(name)}\` on the node.`
+            )
+          )
+
+  const expectOk = (name: VmName, args: ReadonlyArray<string>) => Effect.flatMap(run(name, args), succeeded(name, args))
+
+  const show = (name: VmName, property: string) =>
+    Effect.map(expectOk(name, ["show", `--property=${property}`, "--value", unitName(name)]), (r) => (r.tail[0] ?? "").trim())
+
+  const isActive = (name: VmName) =>
+    Effect.map(run(name, ["is-active", unitName(name)]), (r) => (r.tail[0] ?? "unknown").trim())
+
+  const exitStatus = (name: VmName) =>
+    Effect.map(show(name, "ExecMainStatus"), (text) => (/^-?\d+$/.test(text) ? Number(text) : undefined))
+
+  /** The VMs whose `microvm@` units run, as systemd lists them (no disk read). */
+  const unitsRunning: Effect.Effect<ReadonlyArray<VmName>, BackendFailed> = Effect.suspend(() => {
+    const args = ["list-units", "--plain", "--no-legend", "--full", "microvm@*"]
+    const fail = (why: string) =>
+      new BackendFailed({
+        message: `${showCommand(systemctl, args)} ${why}${onNode}, so the running VMs cannot be listed; is systemd answering (\`systemctl status\`)?`,
+        subject: settings.stateDir,
+        node: settings.node
+      })
+    return runCommand({ command: systemctl, args, tailLines: 100_000 }).pipe(
+      Effect.provide(executor),
+      Effect.mapError((e) => fail(`could not run (${e.message})`)),
+      Effect.timeoutFail({ duration: commandTimeout, onTimeout: () => fail(`did not answer within ${Duration.format(commandTimeout)}`) }),
+      Effect.flatMap((r) =>
+        r.exitCode === 0 ? Effect.succeed(runningUnits(r.tail)) : Effect.fail(fail(`failed (exit code ${r.exitCode}): ${r.tail.join("\n")}`))
+      )
+    )
+  })
+
+  return { commandTimeout, runUnbounded, succeeded, expectOk, show, isActive, exitStatus, unitsRunning }
+}
+
+/** The instant by which this step's reads must answer (none without `readWait`: they wait). */
+const readsByOf = (settings: SystemdSettings): Effect.Effect<number | undefined> =>
+  Effect.map(Clock.currentTimeMillis, (now) => (settings.readWait === undefined ? undefined : now + Duration.toMillis(settings.readWait)))
+
+/**
+ * Whose the VM's directory is, its marker read off the JavaScript thread by `by`. Not answered
+ * (a stalled disk): Blixard's when systemd says its unit is one Blixard starts (`Restart=no`).
+ */
+const whoseOf = (settings: SystemdSettings, show: (name: VmName, property: string) => Effect.Effect<string, BackendFailed>) =>
+  (name: VmName, by: number | undefined): Effect.Effect<Whose> =>
+    Effect.gen(function* () {
+      const read = yield* DiskReads.answerBy(() => readOwnership(vmPaths(settings.stateDir, name).dir, name, settings), by).pipe(Effect.orDie)
+      if (Option.isSome(read)) return read.value
+      const restart = yield* show(name, "Restart").pipe(Effect.orElseSucceed(() => "unknown"))
+      if (restart === "no") return { _tag: "Ours" } as const
+      return { _tag: "Foreign", reason: `its marker did not answer in time and its unit is not one Blixard starts (Restart=${restart})` } as const
+    })
 
 export const make = (
   settings: SystemdSettings
 ): Effect.Effect<VmBackendShape, never, CommandExecutor.CommandExecutor | Scope.Scope> =>
   Effect.gen(function* () {
     const executor = yield* Effect.context<CommandExecutor.CommandExecutor>()
-    const systemctl = settings.systemctl ?? "systemctl"
-    const commandTimeout = settings.commandTimeout ?? Duration.seconds(30)
+    const { commandTimeout, runUnbounded, succeeded, expectOk, show, isActive, exitStatus, unitsRunning } = systemctlOf(settings, executor)
     const events = yield* PubSub.unbounded<RunnerExit>()
     /** VMs seen running by this instance, and since when (epoch ms). */
     const watched = new Map<VmName, number>()
@@ -57,6 +175,8 @@ export const make = (
     const locks = new Map<VmName, Effect.Semaphore>()
     const onNode = ` on node ${settings.node}`
     const failed = (name: VmName, message: string) => new BackendFailed({ message, subject: name, node: settings.node })
+    const readsBy = readsByOf(settings)
+    const whose = whoseOf(settings, show)
 
     const withLock = (name: VmName) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.suspend(() => {
@@ -68,56 +188,20 @@ export const make = (
         return lock.withPermits(1)(effect)
       })
 
-    /** Runs `systemctl ARGS…`; answers the exit code and output lines. */
-    const runUnbounded = (name: VmName, args: ReadonlyArray<string>) =>
-      runCommand({ command: systemctl, args }).pipe(
-        Effect.provide(executor),
-        Effect.mapError((e) =>
-          failed(name, `VM "${name}": could not run ${systemctl}${onNode} (${e.message}). Is this a systemd host? Otherwise use the process backend.`)
-        )
+    /** The directory is Blixard's (true), or there is none (false); fails when it is foreign. */
+    const requireOwn = (name: VmName, by: number | undefined): Effect.Effect<boolean, VmDirForeign> =>
+      Effect.flatMap(whose(name, by), (w) =>
+        w._tag === "Foreign" ? Effect.fail(foreignDirError(settings, name, w.reason)) : Effect.succeed(w._tag === "Ours")
       )
 
-    const run = (name: VmName, args: ReadonlyArray<string>) =>
-      runUnbounded(name, args).pipe(
-        Effect.timeoutFail({
-          duration: commandTimeout,
-          onTimeout: () =>
-            failed(name, `VM "${name}": ${showCommand(systemctl, args)} did not answer within ${Duration.format(commandTimeout)}${onNode}`)
-        })
-      )
+    const exited = (name: VmName): RunnerState => {
+      const exit = exits.get(name)
+      return exit !== undefined ? RunnerState.Exited({ at: exit.at, exitCode: exit.exitCode, signal: undefined }) : RunnerState.Absent()
+    }
 
-    const succeeded = (name: VmName, args: ReadonlyArray<string>) => (result: CommandResult) =>
-      result.exitCode === 0
-        ? Effect.succeed(result)
-        : Effect.fail(
-              failed(
-                name,
-                `VM "${name}": ${showCommand(systemctl, args)} failed${onNode} (exit code ${result.exitCode}): ${result.tail.join("\n")}\n` +
-                  `See \`journalctl -u ${unitName(name)}\` and \`systemctl status ${unitName(name)}\` on the node.`
-              )
-            )
-
-    const expectOk = (name: VmName, args: ReadonlyArray<string>) => Effect.flatMap(run(name, args), succeeded(name, args))
-
-    const show = (name: VmName, property: string) =>
-      Effect.map(expectOk(name, ["show", `--property=${property}`, "--value", unitName(name)]), (r) => (r.tail[0] ?? "").trim())
-
-    const isActive = (name: VmName) =>
-      Effect.map(run(name, ["is-active", unitName(name)]), (r) => (r.tail[0] ?? "unknown").trim())
-
-    const running = (state: string) => state === "active" || state === "activating" || state === "reloading" || state === "deactivating"
-
-    const exitStatus = (name: VmName) =>
-      Effect.map(show(name, "ExecMainStatus"), (text) => (/^-?\d+$/.test(text) ? Number(text) : undefined))
-
-    const status = (name: VmName): Effect.Effect<RunnerState, BackendFailed> =>
+    /** The state of the unit of a VM whose directory is Blixard's. */
+    const unitState = (name: VmName): Effect.Effect<RunnerState, BackendFailed> =>
       Effect.gen(function* () {
-        // A foreign VM's unit is not Blixard's to report; nor is a unit without a Blixard directory.
-        const own = yield* Effect.either(requireOwnDir(settings, name))
-        if (Either.isLeft(own) || !own.right) {
-          const exit = exits.get(name)
-          return exit !== undefined ? RunnerState.Exited({ at: exit.at, exitCode: exit.exitCode, signal: undefined }) : RunnerState.Absent()
-        }
         const state = yield* isActive(name)
         if (running(state)) {
           const pid = Number(yield* show(name, "MainPID"))
@@ -136,9 +220,14 @@ export const make = (
             signal: undefined
           })
         }
-        const exit = exits.get(name)
-        return exit !== undefined ? RunnerState.Exited({ at: exit.at, exitCode: exit.exitCode, signal: undefined }) : RunnerState.Absent()
+        return exited(name)
       })
+
+    /** A foreign VM's unit is not Blixard's to report; nor is a unit without a Blixard directory. */
+    const statusBy = (name: VmName, by: number | undefined): Effect.Effect<RunnerState, BackendFailed> =>
+      Effect.flatMap(whose(name, by), (w) => (w._tag === "Ours" ? unitState(name) : Effect.succeed(exited(name))))
+
+    const status = (name: VmName): Effect.Effect<RunnerState, BackendFailed> => Effect.flatMap(readsBy, (by) => statusBy(name, by))
 
     const start = (name: VmName): Effect.Effect<number, BackendFailed | VmDirForeign> =>
       withLock(name)(
@@ -170,7 +259,7 @@ export const make = (
       withLock(name)(
         Effect.gen(function* () {
           // No Blixard directory: no unit of Blixard's to stop (and a foreign one is refused).
-          const exists = yield* requireOwnDir(settings, name)
+          const exists = yield* requireOwn(name, yield* readsBy)
           watched.delete(name)
           exits.delete(name)
           if (!exists) return
@@ -189,19 +278,43 @@ export const make = (
         })
       )
 
-    const scan = Effect.tryPromise({
-      try: () => scanStateDir(settings.stateDir, settings),
-      catch: (e) =>
-        new BackendFailed({
-          message: `cannot read the VM state directory ${settings.stateDir}${onNode}: ${e instanceof Error ? e.message : String(e)}`,
-          subject: settings.stateDir,
-          node: settings.node
-        })
-    })
+    const scanFailed = (e: unknown) =>
+      new BackendFailed({
+        message: `cannot read the VM state directory ${settings.stateDir}${onNode}: ${e instanceof Error ? e.message : String(e)}`,
+        subject: settings.stateDir,
+        node: settings.node
+      })
+    const scan = Effect.tryPromise({ try: () => scanStateDir(settings.stateDir, settings), catch: scanFailed })
 
+    /**
+     * The VMs of Blixard's directories and those that exited, each with its unit's state. With
+     * `readWait`, the directory's reads answer by one deadline, and the running units systemd lists
+     * are added (each judged by `whose`, within a deadline of its own), so a listing whose reads do
+     * not answer still names every running VM of Blixard's.
+     */
     const list: Effect.Effect<ReadonlyArray<RunnerObservation>, BackendFailed> = Effect.gen(function* () {
-      const { ours } = yield* scan
-      return yield* Effect.forEach(ours, (name) => Effect.map(status(name), (state) => ({ name, state })))
+      const by = yield* readsBy
+      const scanned = yield* DiskReads.answerBy(() => scanStateDir(settings.stateDir, settings), by).pipe(
+        // With `readWait`, an unreadable directory is as one that does not answer: systemd still lists.
+        Effect.catchAll((e) => (settings.readWait !== undefined ? Effect.succeedNone : Effect.fail(scanFailed(e))))
+      )
+      const ours: ReadonlyArray<VmName> = Option.match(scanned, { onNone: () => [], onSome: (found) => found.ours })
+      const more = settings.readWait === undefined ? [] : (yield* unitsRunning).filter((name) => !ours.includes(name))
+      const by2 = yield* readsBy
+      const observed = yield* Effect.all(
+        [
+          Effect.forEach(ours, (name) => Effect.map(unitState(name), (state) => ({ name, state })), { concurrency: "unbounded" }),
+          Effect.forEach(more, (name) => Effect.map(whose(name, by2), (w) => (w._tag === "Ours" ? [name] : [])), {
+            concurrency: "unbounded"
+          }).pipe(
+            Effect.flatMap((names) =>
+              Effect.forEach(names.flat(), (name) => Effect.map(unitState(name), (state) => ({ name, state })), { concurrency: "unbounded" })
+            )
+          )
+        ],
+        { concurrency: 2 }
+      )
+      return observed.flat().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     })
 
     const remove = (name: VmName): Effect.Effect<void, BackendFailed | VmDirForeign> =>

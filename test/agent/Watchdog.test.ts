@@ -61,7 +61,7 @@ describe("Watchdog: the loop", () => {
         yield* advance(FencingMs / 4)
         expect(hv.runningVms()).toEqual([db, web])
       }
-      expect(fence.published).toEqual([])
+      expect(fence.published).toEqual(["watching"])
 
       // Renewals stop (the daemon died): nothing happens up to the deadline, everything just after.
       const deadline = fence.validUntil!
@@ -69,7 +69,7 @@ describe("Watchdog: the loop", () => {
       expect(hv.runningVms()).toEqual([db, web])
       yield* until(deadline + 1)
       expect(hv.runningVms()).toEqual([])
-      expect(fence.published).toEqual(["fencing", "watching"])
+      expect(fence.published).toEqual(["watching", "fencing", "watching"])
       // The daemon still runs (hung, or cut off): the watchdog keeps watching.
       yield* advance(3 * FencingMs)
       expect(watchdog.unsafePoll()).toBeNull()
@@ -101,7 +101,7 @@ describe("Watchdog: the loop", () => {
         phase === "fencing" ? Effect.flatMap(now, (t) => fence.hostFence.renew(t + FencingMs)) : Effect.void
       yield* Effect.forkScoped(Watchdog.run(fence.watchdog(hv)))
       yield* until(FencingMs + 1)
-      expect(fence.published).toEqual(["fencing", "watching"])
+      expect(fence.published).toEqual(["watching", "fencing", "watching"])
       expect(hv.runningVms()).toEqual([db, web])
 
       // 2. Renewed while the round lists the runners (after its first look at the lease): the VMs are
@@ -185,7 +185,7 @@ describe("Watchdog: the loop", () => {
       // The round re-reads the lease twice (before listing, before stopping): neither answers within readWaitMs.
       yield* advance(1 + 2 * 50, 1)
       expect(hv.runningVms()).toEqual([])
-      expect(fence.published).toEqual(["fencing", "watching"])
+      expect(fence.published).toEqual(["watching", "fencing", "watching"])
       // It keeps watching: a round every fencingMs while the lease (as read last) stays expired.
       yield* advance(3 * FencingMs)
       expect(watchdog.unsafePoll()).toBeNull()
@@ -319,7 +319,7 @@ describe("Watchdog beside the agent: a daemon that dies", () => {
       yield* advance(3 * FencingMs)
       expect(hv.runningVms()).toEqual([web])
       expect(hv.startCount(web)).toBe(1)
-      expect(fence.published).toEqual([])
+      expect(fence.published).toEqual(["watching"])
       expect(yield* restarted.agent.fenced).toBe(false)
       expect(cluster.vm("web")!.status).toMatchObject({ phase: "running", pid: hv.pidOf(web), restarts: 0 })
     }))

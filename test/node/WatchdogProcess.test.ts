@@ -17,7 +17,7 @@ import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import type { WatchdogConfig } from "../../src/node/Config.js"
 import { lineWriter } from "../../src/vm/internal/lineWriter.js"
 import { make } from "../../src/vm/ProcessBackend.js"
-import { fakeSystemctl, killGroup, makeRunner, processAlive, scopedTempDir, sleeper, vmName, waitFor } from "../vm/fixtures.js"
+import { fakeSystemctl, killGroup, makeRunner, processAlive, scopedTempDir, sleeper, stalledFile, vmName, waitFor } from "../vm/fixtures.js"
 import { deadWriter, readRecord, startWatchdog, watchdogsOf, writeLease } from "./fencing.js"
 
 const node = NodeId.make(3)
@@ -126,6 +126,30 @@ describe("blixard node watchdog (real processes)", () => {
       expect(systemctl.calls()).toContain("stop microvm@web")
       expect(systemctl.calls()).not.toContain("stop microvm@db")
       expect(systemctl.calls().filter((c) => c.includes("foreign"))).toEqual([])
+      expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
+    }))
+
+  it.scopedLive("systemd mode on a stalled disk: a record read at start-up and markers that never answer do not keep it from stopping the units on time", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const config = configIn(root, "systemd")
+      const systemctl = fakeSystemctl(root)
+      for (const name of ["web", "db"]) {
+        fs.mkdirSync(path.join(config.microvmStateDir, name), { recursive: true })
+        fs.writeFileSync(path.join(config.microvmStateDir, name, "blixard.json"), JSON.stringify({ vm: name, node, createdAt: 1 }))
+        systemctl.setState(`microvm@${name}`, "active")
+      }
+      // The record and web's marker never answer a read (released when the test ends).
+      yield* stalledFile(fencingPaths(config.dataDir).watchdog)
+      yield* stalledFile(path.join(config.microvmStateDir, "web", "blixard.json"))
+      const validUntil = Date.now() + FencingMs
+      yield* writeLease(config, validUntil, deadWriter)
+      const watchdog = yield* startWatchdog(config, { ...process.env, PATH: `${root}:${process.env.PATH ?? ""}` })
+      yield* waitFor("both units to be stopped", () => ["web", "db"].every((name) => systemctl.calls().includes(`stop microvm@${name}`)))
+      const stoppedAt = Date.now()
+      expect(stoppedAt).toBeGreaterThan(validUntil)
+      expect(stoppedAt - validUntil).toBeLessThan(2500)
+      expect(watchdog.output()).toContain("was not read within 1000 ms (is the data directory's disk stalled?); this watchdog starts watching regardless")
       expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
     }))
 

@@ -8,7 +8,8 @@ import { Effect, Fiber, Option, TestClock } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { answerBy, LowLaneReads, outstanding, readText, shared } from "../../src/vm/internal/diskReads.js"
+import { answerBy, busy, CleanupLaneOps, laned, LowLaneReads, outstanding, readText, shared } from "../../src/vm/internal/diskReads.js"
+import { claimLinkBy, removeFile } from "../../src/vm/internal/stateDir.js"
 
 /** A read that answers when `answer` is called (a disk that stalled until then). */
 const stalledRead = () => {
@@ -22,6 +23,22 @@ const stalledRead = () => {
 }
 
 const tick = () => new Promise((resolve) => setImmediate(resolve))
+
+/** A write that ends once `end` is called (a disk that stalled until then); started after, it ends at once. */
+const stalledWrite = () => {
+  let ended = false
+  let resolve: () => void = () => undefined
+  let started = false
+  const write = () => {
+    started = true
+    return ended ? Promise.resolve() : new Promise<void>((r) => (resolve = r))
+  }
+  const end = () => {
+    ended = true
+    resolve()
+  }
+  return { write, end, started: () => started }
+}
 
 describe("diskReads", () => {
   it("a read asked for while one of the same file hangs is not started again: both get the first one's answer", async () => {
@@ -90,4 +107,51 @@ describe("diskReads", () => {
       disk.answer("late")
       expect(yield* Fiber.join(patient)).toEqual(Option.some("late"))
     }))
+
+  it("clean-up writes hung on a stalled disk take at most CleanupLaneOps threads: the next waits its turn, the lease read runs at once", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "disk-reads-"))
+    try {
+      fs.writeFileSync(path.join(dir, "lease.json"), "{}\n")
+      // A fence round stopping ten VMs on a stalled disk: ten removals, as the stop path queues them.
+      const hung = Array.from({ length: 10 }, () => stalledWrite())
+      const removals = hung.map((disk) => laned("cleanup", disk.write))
+      fs.writeFileSync(path.join(dir, "blixard.pid"), "{}\n")
+      const waiting = removeFile(path.join(dir, "blixard.pid"))
+      await tick()
+      expect(hung.filter((d) => d.started()).length).toBe(CleanupLaneOps)
+      // The lease is read at once (on Node.js's default four threads, two are still free).
+      expect(await readText(path.join(dir, "lease.json"), "high")).toBe("{}\n")
+      expect(fs.existsSync(path.join(dir, "blixard.pid"))).toBe(true)
+      // The disk answers: every write gets its turn, in order.
+      hung.forEach((d) => d.end())
+      await Promise.all([...removals, waiting])
+      expect(hung.every((d) => d.started())).toBe(true)
+      expect(fs.existsSync(path.join(dir, "blixard.pid"))).toBe(false)
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it.live("a claim of booted not answered by its deadline is no claim; when it lands later, the link is put back for the next stop", () =>
+    Effect.gen(function* () {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "disk-reads-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const booted = path.join(dir, "booted")
+      fs.symlinkSync("/nix/store/runner", booted)
+      const hung = Array.from({ length: CleanupLaneOps }, () => stalledWrite())
+      const held = hung.map((disk) => laned("cleanup", disk.write))
+      const claimed = yield* claimLinkBy(booted, Date.now() + 50)
+      expect(claimed).toBeUndefined()
+      hung.forEach((d) => d.end())
+      yield* Effect.promise(() => Promise.all(held))
+      // The rename ran after the deadline, then the link went back: booted is there, no claimed name left.
+      yield* Effect.promise(async () => {
+        for (let i = 0; i < 500 && busy("cleanup") > 0; i++) await new Promise((r) => setTimeout(r, 10))
+      })
+      expect(busy("cleanup")).toBe(0)
+      expect(fs.readdirSync(dir)).toEqual(["booted"])
+      expect(fs.readlinkSync(booted)).toBe("/nix/store/runner")
+      // Answered in time, it is a claim.
+      expect(yield* claimLinkBy(booted, Date.now() + 5000)).toBe(`${booted}.claimed-${process.pid}`)
+    }).pipe(Effect.scoped))
 })

@@ -11,8 +11,8 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
-import { make, type SystemdSettings } from "../../src/vm/SystemdBackend.js"
-import { fakeSystemctl, makeRunner, scopedTempDir, sleeper, vmName } from "./fixtures.js"
+import { make, runningUnits, type SystemdSettings } from "../../src/vm/SystemdBackend.js"
+import { fakeSystemctl, makeRunner, scopedTempDir, sleeper, stalledFile, vmName } from "./fixtures.js"
 
 const node = Schema.decodeSync(NodeId)(2)
 
@@ -107,6 +107,50 @@ describe("VmBackend, microvm.nix systemd mode (fake systemctl)", () => {
       expect(systemctl.calls()).toContain("stop microvm@web")
       expect(fs.existsSync(path.join(settings.stateDir, "web"))).toBe(false)
       expect(yield* vms.list).toEqual([])
+    }))
+})
+
+describe("VmBackend, systemd mode on a stalled state directory (the fencing watchdog's, with readWait)", () => {
+  it("systemctl list-units' running microvm@ units are the VMs listed", () => {
+    const lines = [
+      "microvm@web.service loaded active running MicroVM 'web'",
+      "microvm@db.service loaded deactivating stop-sigterm MicroVM 'db'",
+      "microvm@old.service loaded failed failed MicroVM 'old'",
+      "microvm@Bad_Name.service loaded active running MicroVM",
+      "microvm-virtiofsd@web.service loaded active running virtiofsd"
+    ]
+    expect(runningUnits(lines)).toEqual(["web", "db"])
+  })
+
+  it.scopedLive("markers that never answer hold up neither the listing nor the stops; a declared VM's unit (Restart=always) is left alone", () =>
+    Effect.gen(function* () {
+      const { root, systemctl, settings } = yield* setup
+      const { vms } = yield* prepare(root, settings, "web")
+      yield* vms.prepare(VmSpec.make({ name: vmName("db"), source: RunnerConfig.make({ path: makeRunner(root, "db", { run: sleeper }).dir }) }))
+      yield* vms.start(vmName("web"))
+      yield* vms.start(vmName("db"))
+      // The host's declarative VM: systemd runs it with microvm.nix's Restart=always.
+      systemctl.setState("microvm@host", "active")
+      systemctl.setRestart("microvm@host", "always")
+      yield* stalledFile(path.join(settings.stateDir, "web", "blixard.json"))
+      yield* stalledFile(path.join(settings.stateDir, "host", "blixard.json"))
+
+      const watchdogs = yield* backend({ ...settings, readWait: Duration.millis(100), commandTimeout: Duration.seconds(5) })
+      const listed = yield* watchdogs.list.pipe(Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => "the listing hung" }))
+      expect(listed.map((o) => [o.name, o.state._tag])).toEqual([
+        ["db", "Running"],
+        ["web", "Running"]
+      ])
+      expect(systemctl.calls()).toContain("list-units --plain --no-legend --full microvm@*")
+      for (const name of ["web", "db"]) {
+        yield* watchdogs.stop(vmName(name), "5 seconds").pipe(Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => `stopping ${name} hung` }))
+        expect(systemctl.calls()).toContain(`stop microvm@${name}`)
+      }
+      const refused = yield* Effect.flip(watchdogs.stop(vmName("host"), "5 seconds"))
+      expect(refused).toMatchObject({ _tag: "VmDirForeign" })
+      expect(refused.message).toContain("Restart=always")
+      expect(systemctl.calls()).not.toContain("stop microvm@host")
+      expect(yield* watchdogs.list).toEqual([])
     }))
 })
 

@@ -5,6 +5,7 @@
  * a fake `systemctl`.
  */
 import { Duration, Effect, Schema } from "effect"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -145,6 +146,8 @@ export const killGroup = (pid: number | undefined): void => {
  * A fake `systemctl` (`ROOT/systemctl`): a /bin/sh script that records each call's arguments and
  * keeps each unit's state in a file (`active`, `inactive`, `failed`), as microvm.nix tests its
  * command against injected fakes. `microvm@bad` fails to start; stopping `microvm@slow` hangs.
+ * `list-units` lists the units not `inactive` (as `--plain --no-legend` prints them); a unit's
+ * `Restart` is `no` (as the NixOS module sets the template's) unless `setRestart` says otherwise.
  * `onStart`, when given, is shell run for each `start` with the VM's name in `$VM`; the start
  * fails (exit 1, its output on stderr) when it does.
  */
@@ -171,11 +174,19 @@ case "$1" in
   kill) echo inactive > "$UNITS/$3"; exit 0 ;;
   is-active)
     s=$(state "$2"); echo "$s"; [ "$s" = active ] && exit 0; exit 3 ;;
+  list-units)
+    for f in "$UNITS"/microvm@*; do
+      case "$f" in *.status|*.restart|"$UNITS/microvm@*") continue ;; esac
+      s=$(cat "$f"); [ "$s" = inactive ] && continue
+      echo "$(basename "$f").service loaded $s running MicroVM"
+    done
+    exit 0 ;;
   show)
     unit="$4"
     case "$2" in
       --property=MainPID) if [ "$(state "$unit")" = active ]; then echo 4242; else echo 0; fi ;;
       --property=ExecMainStatus) cat "$UNITS/$unit.status" 2>/dev/null || echo 0 ;;
+      --property=Restart) cat "$UNITS/$unit.restart" 2>/dev/null || echo no ;;
       *) echo "fake systemctl: unexpected property $2" >&2; exit 1 ;;
     esac
     exit 0 ;;
@@ -190,9 +201,33 @@ esac
     setState: (unit: string, state: string, exitStatus?: number) => {
       fs.writeFileSync(path.join(units, unit), `${state}\n`)
       if (exitStatus !== undefined) fs.writeFileSync(path.join(units, `${unit}.status`), `${exitStatus}\n`)
-    }
+    },
+    setRestart: (unit: string, restart: string) => fs.writeFileSync(path.join(units, `${unit}.restart`), `${restart}\n`)
   }
 }
+
+/**
+ * A file whose reads never answer: a FIFO with no writer (made in place of `file`, its directory
+ * made if needed), whose open(2) holds one of libuv's threads until a writer comes, as a read on a
+ * stalled disk does. Released (opened for writing, so that the reads end) when the scope closes.
+ */
+export const stalledFile = (file: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      fs.mkdirSync(path.dirname(file), { recursive: true })
+      fs.rmSync(file, { force: true })
+      if (spawnSync("mkfifo", [file]).status !== 0) throw new Error(`mkfifo ${file} failed`)
+      return file
+    }),
+    (fifo) =>
+      Effect.sync(() => {
+        try {
+          fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK))
+        } catch {
+          // No reader left (or the FIFO was replaced).
+        }
+      })
+  )
 
 /**
  * A fake `journalctl` (`ROOT/journalctl`): records its arguments in `ROOT/journalctl-calls`, prints

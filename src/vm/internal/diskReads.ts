@@ -1,5 +1,5 @@
 /**
- * Reads of files that may sit on a stalled disk, for a process that must go on meanwhile — the
+ * Reads (and the stop path's clean-up writes) of files that may sit on a stalled disk, for a process that must go on meanwhile — the
  * fencing watchdog reads its lease, its record, the VMs' state directories and the runners' pid
  * files on the very disk whose stall it must outlive. A synchronous read there, hung, would stop the
  * whole JavaScript thread (timers, signals, everything); so these reads:
@@ -11,6 +11,11 @@
  * - of the LOW lane (the state directories' files, one per VM and more) at most `LowLaneReads` run
  *   at once, the others wait in memory for a turn: however many VMs' files hang, threads stay free
  *   for the HIGH lane (the lease and the watchdog's record, a handful) and for the logs;
+ * - the stop path's CLEAN-UP writes (a claimed `booted` link renamed, put back or removed, a pid file
+ *   removed: one or two per VM stopped, `stateDir.ts`) take the CLEANUP lane (`laned`), of which at
+ *   most `CleanupLaneOps` run at once: a fence round stopping many VMs on a stalled disk holds at most
+ *   that many threads with them, never the pool the lease read needs. They are not shared (each
+ *   changes the disk), and whoever waits for one bounds the wait itself;
  * - are answered in time or not at all (`answerBy`): the caller knows its deadline in memory and
  *   takes a read not answered by then as no answer (a lease read unanswered is no renewal), while
  *   the read itself goes on and is shared by the next caller.
@@ -21,47 +26,61 @@
 import { Clock, Effect, Option } from "effect"
 import * as fs from "node:fs"
 
-export type Lane = "high" | "low"
+export type Lane = "high" | "low" | "cleanup"
 
 /** How many low-lane reads run at once (libuv's pool has 4 threads unless `UV_THREADPOOL_SIZE` says more). */
 export const LowLaneReads = 2
 
+/** How many clean-up writes run at once. */
+export const CleanupLaneOps = 2
+
 const inFlight = new Map<string, Promise<unknown>>()
-let lowRunning = 0
-const lowWaiting: Array<() => void> = []
+/** The bounded lanes: how many run, and who waits for a turn. */
+const lanes = {
+  low: { limit: LowLaneReads, running: 0, waiting: new Array<() => void>() },
+  cleanup: { limit: CleanupLaneOps, running: 0, waiting: new Array<() => void>() }
+}
 
 const turn = (lane: Lane): Promise<void> => {
   if (lane === "high") return Promise.resolve()
-  if (lowRunning < LowLaneReads) {
-    lowRunning++
+  const l = lanes[lane]
+  if (l.running < l.limit) {
+    l.running++
     return Promise.resolve()
   }
-  return new Promise((resolve) => lowWaiting.push(resolve))
+  return new Promise((resolve) => l.waiting.push(resolve))
 }
 
 const release = (lane: Lane): void => {
   if (lane === "high") return
-  const next = lowWaiting.shift()
+  const l = lanes[lane]
+  const next = l.waiting.shift()
   if (next !== undefined) next()
-  else lowRunning--
+  else l.running--
 }
+
+/** Runs `op` when `lane` gives it a turn (at once on the high lane), and frees the turn when it ends. */
+export const laned = <A>(lane: Lane, op: () => Promise<A>): Promise<A> =>
+  turn(lane)
+    .then(op)
+    .finally(() => release(lane))
 
 /** Runs `read` unless a read under `key` is under way, whose answer is then given instead. */
 export const shared = <A>(key: string, lane: Lane, read: () => Promise<A>): Promise<A> => {
   const running = inFlight.get(key)
   if (running !== undefined) return running as Promise<A>
-  const started: Promise<A> = turn(lane)
-    .then(read)
-    .finally(() => {
-      release(lane)
-      if (inFlight.get(key) === started) inFlight.delete(key)
-    })
+  const started: Promise<A> = laned(lane, read).finally(() => {
+    if (inFlight.get(key) === started) inFlight.delete(key)
+  })
   inFlight.set(key, started)
   return started
 }
 
-/** How many reads are under way or waiting for their turn (for tests). */
+/** How many shared reads are under way or waiting for their turn (for tests). */
 export const outstanding = (): number => inFlight.size
+
+/** How many operations of a bounded lane run or wait for their turn (for tests). */
+export const busy = (lane: "low" | "cleanup"): number => lanes[lane].running + lanes[lane].waiting.length
 
 const missing = (e: unknown): boolean => (e as NodeJS.ErrnoException | undefined)?.code === "ENOENT"
 

@@ -14,11 +14,11 @@
  *   ${stateDir}/${name}/blixard.pid        → process mode: the runner's pid file (JSON, see PidRecord)
  *   ${stateDir}/${name}/blixard-virtiofsd.pid
  */
-import { Option, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { VmName } from "../../domain/VmName.js"
-import { readText } from "./diskReads.js"
+import { answerBy, laned, readText } from "./diskReads.js"
 
 export interface VmPaths {
   readonly dir: string
@@ -112,26 +112,57 @@ export const readPidRecord = (file: string): Promise<PidRecord | undefined> =>
 /**
  * Takes `link` for this process by renaming it to a name of its own (one rename wins when several
  * processes try); answers that name, or undefined if the link was not there (or was taken first).
- * Asynchronous (libuv's threads), as it runs on the stop path: a rename hung on a stalled disk must
- * not stop the JavaScript thread.
+ * Asynchronous (libuv's threads, the clean-up lane of `diskReads.ts`), as it runs on the stop path:
+ * a rename hung on a stalled disk must not stop the JavaScript thread, nor take more of the pool.
  */
 export const claimLink = (link: string): Promise<string | undefined> => {
   const claimed = `${link}.claimed-${process.pid}`
-  return fs.promises.rename(link, claimed).then(
+  return laned("cleanup", () => fs.promises.rename(link, claimed)).then(
     () => claimed,
     () => undefined
   )
 }
 
-/** Puts a claimed link back, unless `link` has been made again meanwhile (it is then kept). Asynchronous, as `claimLink`. */
-export const unclaimLink = async (claimed: string, link: string): Promise<void> => {
-  // link(2) does not follow a symbolic link and refuses to replace an existing `link`.
-  await fs.promises.link(claimed, link).catch(() => undefined) // made again meanwhile, or the directory is gone
-  await removeFile(claimed)
-}
+/**
+ * `claimLink`, answered by the instant `by` (epoch ms, on the `Clock`; none: as long as it takes) or
+ * taken as not claimed (undefined): a claim that lands later is put back, for the next stop to take.
+ */
+export const claimLinkBy = (link: string, by: number | undefined): Effect.Effect<string | undefined> =>
+  Effect.suspend(() => {
+    let state: { readonly _tag: "waiting" | "abandoned" } | { readonly _tag: "answered"; readonly claimed: string | undefined } = {
+      _tag: "waiting"
+    }
+    const claim = claimLink(link).then((claimed) => {
+      if (state._tag === "abandoned" && claimed !== undefined) void unclaimLink(claimed, link)
+      else state = { _tag: "answered", claimed }
+    })
+    // Decided in one synchronous step once the wait ends: answered by now (even just after `by`), or abandoned.
+    return answerBy(() => claim, by).pipe(
+      Effect.ignore,
+      Effect.flatMap(() =>
+        Effect.sync(() => {
+          if (state._tag === "answered") return state.claimed
+          state = { _tag: "abandoned" }
+          return undefined
+        })
+      )
+    )
+  })
 
-/** Removes a file if it is there, off the JavaScript thread; never fails (what is left is harmless). */
-export const removeFile = (file: string): Promise<void> => fs.promises.rm(file, { force: true }).catch(() => undefined)
+/** Puts a claimed link back, unless `link` has been made again meanwhile (it is then kept). Asynchronous, as `claimLink`. */
+export const unclaimLink = (claimed: string, link: string): Promise<void> =>
+  laned("cleanup", async () => {
+    // link(2) does not follow a symbolic link and refuses to replace an existing `link`.
+    await fs.promises.link(claimed, link).catch(() => undefined) // made again meanwhile, or the directory is gone
+    await fs.promises.rm(claimed, { force: true }).catch(() => undefined)
+  })
+
+/**
+ * Removes a file if it is there, off the JavaScript thread (the clean-up lane); never fails (what is
+ * left is harmless).
+ */
+export const removeFile = (file: string): Promise<void> =>
+  laned("cleanup", () => fs.promises.rm(file, { force: true })).catch(() => undefined)
 
 /** Opens a file to append to, never through a symbolic link (see `writeFileAtomic`). */
 export const openAppend = (file: string): number =>
