@@ -50,6 +50,14 @@ export class ContactProof {
     this.stamps.clear()
   }
 
+  /**
+   * `peer` is back as another process: its stamps still waiting belong to the earlier one (a stamp
+   * returned to the new process could fall in its own range if the clock was set back meanwhile).
+   */
+  restarted(peer: number): void {
+    this.stamps.delete(peer)
+  }
+
   /** The loop stepped `m`; the core is now in `term`, in `role`, following `lead`. */
   stepped(m: Message, term: number, role: StateRole, lead: number): void {
     if (m.type === "heartbeatResp" && role === "leader" && m.term === term) {

@@ -557,6 +557,7 @@ export const make = (config: RaftNodeConfig) =>
           // Its progress starts over and what the core had not handed out for it is dropped; the
           // transport lets messages to it through again before this batch's are sent.
           if (config.unsafeIgnorePeerRestarts !== true) raw.reportRestarted(ev.peer)
+          proofs.restarted(ev.peer)
           restarted.push(ev.peer)
           return
         case "Message":

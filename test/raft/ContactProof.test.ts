@@ -99,3 +99,16 @@ describe("ContactProof: the follower", () => {
     expect(f.proven).toBe(1100)
   })
 })
+
+describe("ContactProof: a peer back as another process", () => {
+  it("the stamps of its earlier process are not returned to it", () => {
+    const p = new ContactProof()
+    const round = () => p.outgoing([hb(1, 2, 5), hb(1, 3, 5)], 5, "leader", () => [1, 2, 3], 1, 0) as ReadonlyArray<Extract<Message, { type: "heartbeat" }>>
+    round()
+    p.stepped(resp(2, 1, 5, 1, 1000), 5, "leader", 1)
+    round()
+    p.stepped(resp(3, 1, 5, 2, 1100), 5, "leader", 1)
+    p.restarted(2)
+    expect(round()[0]!.proven).toBeUndefined()
+  })
+})
