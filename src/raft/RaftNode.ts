@@ -20,6 +20,11 @@
  * in the loop's batch, and only then does the transport let messages to it through again (`resume`):
  * everything built for its earlier life is dropped, by the transport before and by the core after.
  *
+ * Quorum contact, the signal fencing rests on, is read from what the loop itself steps: a leader's
+ * from the answers of its term (`quorumAcks`), a follower's from its leader's heartbeat rounds,
+ * whose heartbeats and answers the driver stamps as it sends them and reads as it steps them
+ * (`ContactProof.ts`: the core never sees those fields; `followerContact`).
+ *
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
  * test clock or the simulator's virtual clock and seed drive it deterministically.
  *
