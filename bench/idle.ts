@@ -9,11 +9,16 @@
  *
  * Per member, and the ratio to etcd's members in the same run (targets: CPU ≤ 1.5×, RSS ≤ 2×).
  * `BENCH_IDLE_SYSTEMS=blixard` skips etcd (to compare two Blixard builds quickly).
+ *
+ * Counts that do not depend on the machine's load: with `BENCH_IDLE_STRACE_SECONDS=N`, after the CPU
+ * window, each member's main process (Blixard: the daemon) is traced for N seconds
+ * (`strace -c -f -e trace=epoll_pwait,epoll_wait,writev,write`): its event-loop wake-ups
+ * (`epoll_pwait`/`epoll_wait` calls) and its writes (a peer frame is one `writev`, or `write`) per second.
  */
 import * as os from "node:os"
 import { cpuMs, leaderOf } from "./cluster.js"
 import { formed, rssMb, type System, withSystem } from "./compare.js"
-import { spawnSync } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 
 interface MemberIdle {
   readonly id: number
@@ -21,7 +26,29 @@ interface MemberIdle {
   /** CPU of each process of the member (Blixard: daemon, watchdog), ms per second. */
   readonly cpuMsPerSecond: ReadonlyArray<number>
   readonly rssMb: ReadonlyArray<number>
+  /** With `BENCH_IDLE_STRACE_SECONDS`: system calls per second of the main process, by name. */
+  readonly syscallsPerSecond?: Readonly<Record<string, number>>
 }
+
+/** `strace -c` of `pid` for `seconds`: calls per second of each traced system call (empty if strace is missing). */
+const traceCalls = (pid: number, seconds: number): Promise<Record<string, number>> =>
+  new Promise((resolve) => {
+    const child = spawn("strace", ["-c", "-f", "-e", "trace=epoll_pwait,epoll_wait,writev,write", "-p", String(pid)], { stdio: ["ignore", "ignore", "pipe"] })
+    let err = ""
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()))
+    child.on("error", () => resolve({}))
+    child.on("close", () => {
+      const calls: Record<string, number> = {}
+      // "% time     seconds  usecs/call     calls    errors syscall": calls is the 4th column, the name the last.
+      for (const line of err.split("\n")) {
+        const cols = line.trim().split(/\s+/)
+        const name = cols[cols.length - 1]!
+        if (/^[0-9.]+$/.test(cols[0] ?? "") && /^[a-z_0-9]+$/.test(name) && name !== "total") calls[name] = Number((Number(cols[3]) / seconds).toFixed(1))
+      }
+      resolve(calls)
+    })
+    setTimeout(() => child.kill("SIGINT"), seconds * 1000)
+  })
 
 interface SystemIdle {
   readonly members: ReadonlyArray<MemberIdle>
@@ -41,11 +68,14 @@ const measureIdle = async (system: System, settleSeconds: number, seconds: numbe
   const after = processes.map((ps) => ps.map(cpuMs))
   const elapsed = (performance.now() - t0) / 1000
   const leader = system.name === "blixard" ? await leaderOf(system.members[0]!.port).catch(() => undefined) : undefined
+  const straceSeconds = Number(process.env.BENCH_IDLE_STRACE_SECONDS ?? 0)
+  const traced = straceSeconds > 0 ? await Promise.all(processes.map((ps) => (ps[0] !== undefined ? traceCalls(ps[0], straceSeconds) : Promise.resolve({})))) : undefined
   const members = system.members.map((m, i) => ({
     id: m.id,
     role: leader === undefined ? "?" : leader === m.id ? "leader" : "follower",
     cpuMsPerSecond: after[i]!.map((a, j) => Number(((a - before[i]![j]!) / elapsed).toFixed(1))),
-    rssMb: processes[i]!.map(rssMb)
+    rssMb: processes[i]!.map(rssMb),
+    ...(traced !== undefined ? { syscallsPerSecond: traced[i]! } : {})
   }))
   const sum = (xs: ReadonlyArray<number>) => xs.reduce((a, b) => a + b, 0)
   return {

@@ -71,13 +71,13 @@
  * in-flight `start` call it waits for under the lock). The configuration requires nodeDownMs ≥ fencingMs + 2 election
  * timeouts, so `fenceStopTimeoutMs` must stay below two election timeouts (minus the commit and apply
  * time of the reschedule). A daemon that dies at D: its last contact C ≤ D, and the leader last
- * heard from it no earlier than C (a follower's contact is when it sent a ReadIndex the leader then
- * received; a dead leader's successor gives it nodeDownMs of grace from its own election, after D), so the cluster reschedules no earlier than C + nodeDownMs, while the lease it left ends
+ * heard from it no earlier than C (a follower's contact is when it sent a heartbeat answer or a
+ * ReadIndex the leader then received, `QuorumContact.ts`; a dead leader's successor gives it nodeDownMs of grace from its own election, after D), so the cluster reschedules no earlier than C + nodeDownMs, while the lease it left ends
  * at C + fencingMs: the host watchdog's deadline is this fiber's, and the same margin holds
  * (`stopTimeoutMs` of the watchdog = `fenceStopTimeoutMs`). Both read this host's wall clock, so
  * there is no skew between the lease's writer and its reader. A one-way partition (this node hears
- * the leader, the leader does not hear it) is a partition like any other here: this node's ReadIndex
- * probes never reach the leader, so its contact stops at the last one that did — which the leader
+ * the leader, the leader does not hear it) is a partition like any other here: this node's heartbeat
+ * answers and ReadIndex probes never reach the leader, so its contact stops at the last one that did — which the leader
  * received, so it marks this node down no earlier than that + nodeDownMs. What is NOT covered: the
  * watchdog dying while the daemon is down or hung too (a live daemon starts it again within a second).
  *

@@ -16,13 +16,32 @@
  * - Either role, a storage write outstanding since `s` (`RaftNode.flushingSince`) caps the
  *   contact at `s`: a node whose disk does not complete a write proves nothing after it started,
  *   so it fences at the latest `fencingMs` after the write began, however its loop is built.
- * - Any other node: the send time of its newest ReadIndex round that succeeded. This node's
- *   request travelled to the leader, which answered only after confirming its leadership with a
- *   heartbeat round to a majority, and this node had applied up to the index it was given; so by
- *   then the leader had heard this node, after the send time, and had a quorum. Hearing the leader
- *   is NOT enough: in a one-way partition a follower keeps hearing a leader that no longer hears
- *   it — the leader marks it down and moves its VMs while it would keep running them. The probe
- *   fails there (its request never arrives), contact ages, and the node fences in time.
+ * - Any other node: the newest of two proofs, each a time `c` on its own clock such that, after `c`,
+ *   (a) the leader heard this node and (b) a majority of the voters were still in the leader's term.
+ *   That is what fencing needs: by (a) the leader's failure detector (`HealthMonitor`) counts this
+ *   node as heard at `c` or later, so it marks it down no earlier than `c + nodeDownMs`; by (b) any
+ *   leader of a later term was elected after `c` (its majority shares a voter with the one that was
+ *   still in this term), and it gives every node until its own start + nodeDownMs. This node stops
+ *   its VMs by `c + fencingMs`, earlier. Hearing the leader is NOT enough: in a one-way partition a
+ *   follower keeps hearing a leader that no longer hears it — the leader marks it down and moves its
+ *   VMs while it would keep running them. Both proofs need its own messages to arrive, so there its
+ *   contact ages and it fences in time.
+ *   1. The leader's own heartbeat rounds (`RaftNode.followerContact`, `raft/ContactProof.ts`), no
+ *      message of their own. The follower answers each heartbeat with a stamp, its clock read before
+ *      it sends (so `c` is never later than the truth), and the newest round of this leader's it has
+ *      stepped. The leader numbers its rounds; a stamp that arrived when round `k` was the newest
+ *      sent is proven once a majority of the voters (itself counting as the round it sends now)
+ *      answered, in its current term, a round after `k` — each was in the term after it received
+ *      that round, which the leader sent after the stamp arrived, after `c`: (a) and (b). The
+ *      leader sends the proven stamp back on its next heartbeat; the follower counts it only from a
+ *      heartbeat of its current term from the leader it follows, stepped by its own Raft loop, and
+ *      only if it is a stamp this process sent. A proof lags its stamp by two to three heartbeat
+ *      intervals (with the daemon's timing, 200–300 ms).
+ *   2. A ReadIndex round of its own, sent only while proof 1 is older than `probeEveryMs` (a leader
+ *      of an older build sends no proofs; a failover): its send time. The request travelled to
+ *      the leader, which answered only after confirming its leadership with a heartbeat round to a
+ *      majority, sent after the request arrived. A quiet cluster with a leader of this build sends
+ *      none: they were a third of a quiet leader's frames (bench/RESULTS.md).
  *
  * The newest proof is kept: an election in progress proves nothing new, so contact ages.
  * `undefined` means "no contact since this daemon started".
@@ -50,14 +69,17 @@ export const leaderContactAt = (input: LeaderContactInput): number | undefined =
 }
 
 export interface QuorumContactOptions {
-  /** How often a node that is not the leader proves its contact with a ReadIndex round (e.g. one election timeout). */
+  /**
+   * How old a node that is not the leader lets its heartbeat-proven contact grow before it proves
+   * contact with a ReadIndex round of its own, and how often it looks (e.g. one election timeout).
+   */
   readonly probeEveryMs: number
 }
 
 /**
  * A quorum signal for `Agent.make` over a live `RaftNode`. Starts (in the caller's scope) the fiber
- * that probes with ReadIndex while this node is not the leader; the returned effect answers the
- * newest contact proven by either rule.
+ * that probes with ReadIndex while this node is not the leader and its leader's heartbeats prove
+ * nothing recent; the returned effect answers the newest contact proven by any rule.
  */
 export const fromRaft = (
   raft: RaftNodeShape,
@@ -72,6 +94,9 @@ export const fromRaft = (
       const status = yield* raft.status
       if (status.role === "leader" || status.lead === 0) return
       const sent = yield* Clock.currentTimeMillis
+      const heartbeats = yield* raft.followerContact
+      prove(heartbeats)
+      if (heartbeats !== undefined && sent - heartbeats <= options.probeEveryMs) return
       // `readIndex` fails (NotLeader, Timeout) when the round cannot complete: nothing is proven.
       if (Either.isRight(yield* Effect.either(raft.readIndex))) prove(sent)
     }).pipe(Effect.timeout(Duration.millis(2 * options.probeEveryMs)), Effect.ignore)
@@ -91,6 +116,7 @@ export const fromRaft = (
           })
         )
       }
+      prove(yield* raft.followerContact)
       const flushingSince = yield* raft.flushingSince
       return flushingSince !== undefined && proven !== undefined && flushingSince < proven ? flushingSince : proven
     })

@@ -89,7 +89,7 @@ export const Timeouts = Schema.Struct({
 }).pipe(
   Schema.filter((t) =>
     t.fencingMs >= 3 * t.tickMs * 10 ||
-    `timeouts.fencingMs (${t.fencingMs}) must be at least three election timeouts (${3 * t.tickMs * 10} ms): a follower proves its contact with a ReadIndex round every election timeout, giving each up after two, so a shorter fencing timeout can stop the VMs of nodes whose leader is alive`
+    `timeouts.fencingMs (${t.fencingMs}) must be at least three election timeouts (${3 * t.tickMs * 10} ms): a follower's contact, proven by its leader's heartbeats or else by a ReadIndex round every election timeout (each given up after two), ages that long through a failover, so a shorter fencing timeout can stop the VMs of nodes whose leader is alive`
   ),
   Schema.filter((t) =>
     t.fencingMs <= fencingLimitMs(t) ||

@@ -514,7 +514,6 @@ export const run = (config: NodeConfig) =>
           if (!state.current.members.has(id) && !configured.has(id) && state.current.members.size > 0) yield* peers.remove(id)
         }
       })
-      yield* Effect.forkScoped(Effect.repeat(syncPeers, Schedule.spaced(Duration.millis(config.timeouts.tickMs * 5))))
 
       // A fresh node that did not found asks to join, through any peer, until one accepts.
       if (fresh && !founding) {
@@ -528,7 +527,9 @@ export const run = (config: NodeConfig) =>
         rememberedCluster = state.current.clusterId
         yield* Effect.ignore(meta(NodeMeta.set("cluster_id", rememberedCluster)))
       })
-      yield* Effect.forkScoped(Effect.repeat(rememberCluster, Schedule.spaced(Duration.seconds(1))))
+      // Both on one timer: a quiet node's wake-ups are its idle cost (bench/RESULTS.md), and
+      // remembering the cluster is one look at the state until it is done.
+      yield* Effect.forkScoped(Effect.repeat(Effect.zipRight(syncPeers, rememberCluster), Schedule.spaced(Duration.millis(config.timeouts.tickMs * 5))))
 
       if (live !== undefined) yield* Effect.forkScoped(certificateUpkeep(config, live, controlPlane, advertise, () => state.current.members))
       if (live !== undefined && config.tlsCertFile === undefined) yield* Effect.forkScoped(caRotationUpkeep(config, live, controlPlane, advertise, () => state.current))

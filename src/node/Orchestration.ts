@@ -9,8 +9,9 @@
  * simulated hypervisor, so the timing the fencing argument rests on (README, "a VM never runs
  * twice") is wired in one place:
  * - the agent's quorum signal: a leader's majority's last responses of its term that its Raft loop
- *   processed, a follower's newest ReadIndex round that succeeded, probed every election timeout,
- *   either capped by a storage write still outstanding (`QuorumContact.fromRaft`); it fences after
+ *   processed, a follower's newest proof from its leader's heartbeat rounds (or, while those prove
+ *   nothing for an election timeout, from a ReadIndex round of its own), either capped by a storage
+ *   write still outstanding (`QuorumContact.fromRaft`); it fences after
  *   `fencingMs` without contact (and, in the daemon, so does the host's watchdog, through the lease);
  * - the leader marks a node down (and the state machine moves its VMs) after `nodeDownMs`;
  * - the configuration keeps `nodeDownMs ≥ fencingMs + 2 election timeouts`, and `fencingMs ≥ 3

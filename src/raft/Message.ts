@@ -70,19 +70,31 @@ export type MsgPreVoteResp = typeof MsgPreVoteResp.Type
 /**
  * Heartbeat. `commit` is min(follower's match, leader's commit) so a follower never commits past
  * what it is known to hold. `context` carries a ReadIndex request id being confirmed.
+ *
+ * `round` and `proven` are the driver's, not the core's (`ContactProof.ts`): the leader's heartbeat
+ * round this heartbeat belongs to, and the newest `stamp` of the recipient's that reached the leader
+ * before a round a quorum of voters has acknowledged in this term.
  */
 export const MsgHeartbeat = Schema.Struct({
   type: Schema.Literal("heartbeat"),
   ...header,
   commit: LogIndex,
-  context: Schema.optional(Schema.String)
+  context: Schema.optional(Schema.String),
+  round: Schema.optional(LogIndex),
+  proven: Schema.optional(LogIndex)
 })
 export type MsgHeartbeat = typeof MsgHeartbeat.Type
 
+/**
+ * Answer to `heartbeat`. `round` and `stamp` are the driver's (`ContactProof.ts`): the newest round
+ * of this leader's the sender had received, and the sender's clock (milliseconds) before it sent this.
+ */
 export const MsgHeartbeatResp = Schema.Struct({
   type: Schema.Literal("heartbeatResp"),
   ...header,
-  context: Schema.optional(Schema.String)
+  context: Schema.optional(Schema.String),
+  round: Schema.optional(LogIndex),
+  stamp: Schema.optional(LogIndex)
 })
 export type MsgHeartbeatResp = typeof MsgHeartbeatResp.Type
 

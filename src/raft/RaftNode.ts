@@ -20,6 +20,11 @@
  * in the loop's batch, and only then does the transport let messages to it through again (`resume`):
  * everything built for its earlier life is dropped, by the transport before and by the core after.
  *
+ * Quorum contact, the signal fencing rests on, is read from what the loop itself steps: a leader's
+ * from the answers of its term (`quorumAcks`), a follower's from its leader's heartbeat rounds,
+ * whose heartbeats and answers the driver stamps as it sends them and reads as it steps them
+ * (`ContactProof.ts`: the core never sees those fields; `followerContact`).
+ *
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
  * test clock or the simulator's virtual clock and seed drive it deterministically.
  *
@@ -39,6 +44,7 @@ import * as Metrics from "../metrics/Metrics.js"
 import { Transport } from "../net/Transport.js"
 import type { StorageError } from "../storage/Database.js"
 import { RaftStorage, type RaftStorageShape } from "../storage/RaftStorage.js"
+import { ContactProof } from "./ContactProof.js"
 import type { Message } from "./Message.js"
 import { MemoryStorage } from "./MemoryStorage.js"
 import type { ProposeResult, RaftConfig, Status } from "./Raft.js"
@@ -155,6 +161,13 @@ export interface RaftNodeShape {
    * nothing, so these age: what `QuorumContact` fences on.
    */
   readonly quorumAcks: Effect.Effect<ReadonlyMap<number, number>>
+  /**
+   * While this node follows: when (its own Clock milliseconds, conservatively early) its leader had,
+   * by the proof of its own heartbeat rounds, both heard this node and a quorum of voters in its term
+   * (`ContactProof.ts`; the argument in `agent/QuorumContact.ts`). The newest such time, kept across
+   * leaders; undefined before the first. Only heartbeats its own Raft loop stepped count.
+   */
+  readonly followerContact: Effect.Effect<number | undefined>
   /** When (Clock milliseconds) the oldest storage write still outstanding started; undefined if none. */
   readonly flushingSince: Effect.Effect<number | undefined>
   /** Fails when the driver stops on a storage error (the node must stop); never succeeds. */
@@ -411,6 +424,13 @@ export const make = (config: RaftNodeConfig) =>
     const events = new Mailbox<Event>()
     /** Per peer: the newest response of a term this node led in, as the loop stepped it (`quorumAcks`). */
     const acks = new Map<number, { readonly term: number; readonly at: number }>()
+    /** Quorum contact for followers, from the leader's heartbeat rounds (`ContactProof.ts`). */
+    const proofs = new ContactProof()
+    /** The clock (`Clock.currentTimeMillis`, whole milliseconds) when the loop took its current batch: a follower's stamp. */
+    let batchWall = 0
+    /** Stamps what the core sends with the heartbeat-round proofs (`ContactProof.outgoing`). */
+    const send = (messages: ReadonlyArray<Message>) =>
+      transport.send(proofs.outgoing(messages, raw.term, raw.role, () => raw.confState().voters, id, batchWall))
     const pending = new Map<number, Pending>()
     /**
      * Linearizable reads share ReadIndex rounds, as etcd's `linearizableReadLoop` does: one round in
@@ -542,6 +562,7 @@ export const make = (config: RaftNodeConfig) =>
           // Its progress starts over and what the core had not handed out for it is dropped; the
           // transport lets messages to it through again before this batch's are sent.
           if (config.unsafeIgnorePeerRestarts !== true) raw.reportRestarted(ev.peer)
+          proofs.restarted(ev.peer)
           restarted.push(ev.peer)
           return
         case "Message":
@@ -549,6 +570,7 @@ export const make = (config: RaftNodeConfig) =>
           if (isLeaderAck(ev.message) && raw.role === "leader" && raw.term === ev.message.term) {
             acks.set(ev.message.from, { term: ev.message.term, at: ev.at })
           }
+          if (ev.message.type === "heartbeat" || ev.message.type === "heartbeatResp") proofs.stepped(ev.message, raw.term, raw.role, raw.lead)
           return
         case "Propose":
           register(raw.propose(ev.data), ev)
@@ -704,7 +726,7 @@ export const make = (config: RaftNodeConfig) =>
           // save) and committed entries already in the local log are applied. Everything that
           // vouches for this Ready's writes (votes, acknowledgements) waits for the save.
           const early = rd.messages.filter(leavesBeforePersist)
-          if (early.length > 0) yield* transport.send(early)
+          if (early.length > 0) yield* send(early)
           const saving = yield* Effect.fork(storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: unsyncedHardState }))
           if (rd.snapshot === undefined && toApply.length > 0) {
             const firstNew = rd.entries[0]?.index ?? Number.POSITIVE_INFINITY
@@ -720,10 +742,10 @@ export const make = (config: RaftNodeConfig) =>
           mirror.append(rd.entries)
           if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
           const late = early.length > 0 ? rd.messages.filter((m) => !leavesBeforePersist(m)) : rd.messages
-          if (late.length > 0) yield* transport.send(late)
+          if (late.length > 0) yield* send(late)
         } else {
           if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
-          if (rd.messages.length > 0) yield* transport.send(rd.messages)
+          if (rd.messages.length > 0) yield* send(rd.messages)
         }
         if (rd.snapshot !== undefined) {
           yield* sm.restore(rd.snapshot)
@@ -805,7 +827,8 @@ export const make = (config: RaftNodeConfig) =>
     const loop = Effect.gen(function* () {
       for (;;) {
         const batch = yield* events.takeAll
-        flushes.observe(yield* Clock.currentTimeMillis)
+        batchWall = Math.floor(yield* Clock.currentTimeMillis)
+        flushes.observe(batchWall)
         loopNow = yield* monotonicMillis
         catchUp(loopNow)
         for (const ev of batch) handle(ev)
@@ -918,6 +941,7 @@ export const make = (config: RaftNodeConfig) =>
         for (const [peer, ack] of acks) if (ack.term === term) proven.set(peer, ack.at)
         return proven
       }),
+      followerContact: Effect.sync(() => proofs.proven),
       flushingSince: Effect.sync(() => (config.unsafeContactFromAnyMessage === true ? undefined : flushes.since())),
       await: Effect.flatMap(Fiber.join(driver), () => Effect.never)
     }

@@ -14,6 +14,8 @@ interface View {
   /** How a ReadIndex round ends: after `ms` of the clock, with success or the error. */
   readIndex: { ms: number; ok: boolean }
   readIndexCalls: number
+  /** `RaftNode.followerContact`: what the leader's heartbeat rounds proved. */
+  heartbeats: number | undefined
 }
 
 /** A RaftNode fake with only what `fromRaft` reads; any other member dies loudly. */
@@ -24,6 +26,7 @@ const fakeRaft = (view: View) =>
       status: Effect.sync(() => ({ role: view.role, lead: view.lead, confState: { voters: view.voters, learners: [] } })),
       quorumAcks: Effect.sync(() => new Map(view.acks)),
       flushingSince: Effect.sync(() => view.flushingSince),
+      followerContact: Effect.sync(() => view.heartbeats),
       readIndex: Effect.suspend(() => {
         view.readIndexCalls++
         const { ms, ok } = view.readIndex
@@ -69,8 +72,28 @@ describe("QuorumContact.fromRaft", () => {
     acks: new Map(),
     flushingSince: undefined,
     readIndex: { ms: 10, ok: true },
-    readIndexCalls: 0
+    readIndexCalls: 0,
+    heartbeats: undefined
   })
+
+  it.scoped("a follower whose leader's heartbeats proved contact within the probe interval sends no ReadIndex round; once that proof is older, it probes", () =>
+    Effect.gen(function* () {
+      const view = follower()
+      view.heartbeats = 0
+      const contact = yield* fromRaft(fakeRaft(view), { probeEveryMs: 500 })
+      expect(yield* contact).toBe(0)
+      // Heartbeat proofs keep coming, 200 ms behind the clock: no probe.
+      for (let t = 100; t <= 3000; t += 100) {
+        yield* TestClock.adjust("100 millis")
+        view.heartbeats = t - 200
+      }
+      expect(view.readIndexCalls).toBe(0)
+      expect(yield* contact).toBe(2800)
+      // The heartbeats stop proving anything (a leader of an older build, a failover): probes again.
+      yield* TestClock.adjust("1100 millis")
+      expect(view.readIndexCalls).toBeGreaterThan(0)
+      expect(yield* contact).toBeGreaterThan(2800)
+    }))
 
   it.scoped("a follower's contact is the send time of its newest ReadIndex round that succeeded", () =>
     Effect.gen(function* () {

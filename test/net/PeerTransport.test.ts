@@ -215,6 +215,22 @@ describe("PeerTransport acknowledgements", () => {
     })
   )
 
+  it.scopedLive("a batch its peer never acknowledges fails the connection at its deadline: the watchdog is armed by the batch, not a 250 ms poll", () =>
+    Effect.gen(function* () {
+      // The receiver holds a lone frame's acknowledgement for a minute: to the sender, a peer that
+      // took the frame and hung.
+      const a = yield* startNode(1, { requestTimeoutMs: 400 })
+      const b = yield* startNode(2, { ackDelayMs: 60_000 })
+      yield* connectAll([a, b])
+      const sentAt = Date.now()
+      yield* a.transport.send([heartbeat(1, 2, 1)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 1)])
+      yield* eventually("the connection fails", Effect.map(a.peers.stats, ([s]) => (s?.failuresTotal ?? 0) > 0), 10_000)
+      expect(Date.now() - sentAt).toBeGreaterThanOrEqual(400)
+      expect((yield* a.peers.stats)[0]!.lastError).toMatch(/did not acknowledge within 400 ms/)
+    })
+  )
+
   it.scopedLive("a lone batch is acknowledged after ackDelayMs: nothing stays in flight", () =>
     Effect.gen(function* () {
       // A sender that would wait a minute before failing the connection: only the receiver's timer

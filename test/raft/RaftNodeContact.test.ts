@@ -11,8 +11,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Logger, TestClock } from "effect"
 import { fromRaft } from "../../src/agent/QuorumContact.js"
 import type * as RaftNode from "../../src/raft/RaftNode.js"
+import { DefaultHeartbeatTick } from "../../src/raft/RaftNode.js"
 import { KvStore } from "../../src/sim/KvStore.js"
-import { RaftCluster, value } from "../support/RaftCluster.js"
+import { RaftCluster, tickMs, value } from "../support/RaftCluster.js"
 
 const put = (key: string, value: string) => JSON.stringify({ op: "put", key, value })
 
@@ -117,5 +118,73 @@ describe("RaftNode: quorum contact is proven inside the Raft loop", () => {
       expect(r.flushingSince).toBeUndefined()
       // The receiver's stamps of any message count: the contact follows the new leader's messages.
       expect(r.contact!).toBeGreaterThan(r.now - 200)
+    }))
+})
+
+/** Three nodes with `QuorumContact.fromRaft` on each, as the daemon runs them; the followers have proven contact once. */
+const quietCluster = Effect.gen(function* () {
+  const c = new Cluster([1, 2, 3])
+  for (const id of [1, 2, 3]) yield* c.start(id)
+  const leader = yield* c.leader()
+  const followers = [1, 2, 3].filter((id) => id !== leader)
+  // One election timeout (DefaultElectionTick ticks), as `Orchestration` probes.
+  const contacts = new Map<number, Effect.Effect<number | undefined>>()
+  for (const id of [1, 2, 3]) contacts.set(id, yield* fromRaft(c.node(id), { probeEveryMs: 10 * tickMs }))
+  yield* c.until("every follower proves contact", () =>
+    Effect.map(Effect.forEach(followers, (id) => contacts.get(id)!), (ts) => ts.every((t) => t !== undefined))
+  )
+  return { c, leader, followers, contacts }
+})
+
+describe("RaftNode: a follower's quorum contact comes from its leader's heartbeat rounds", () => {
+  it.scoped("a quiet cluster: the leader sends one heartbeat round per heartbeat interval, no more; no ReadIndex rounds; contact stays fresh", () =>
+    Effect.gen(function* () {
+      const { c, leader, followers, contacts } = yield* quietCluster
+      let heartbeats = 0
+      let readIndexes = 0
+      c.net.filter = (m) => {
+        if (m.type === "heartbeat" && m.from === leader) heartbeats++
+        if (m.type === "readIndex") readIndexes++
+        return true
+      }
+      const ticks = 200
+      let n = 0
+      yield* c.until(`${ticks} ticks`, () => Effect.succeed(++n > ticks))
+      c.net.filter = undefined
+      // A heartbeat round every DefaultHeartbeatTick (2) ticks, to both followers: 100 rounds. With
+      // each follower proving contact by a ReadIndex round every election timeout (10 ticks), each
+      // of which makes the leader send a heartbeat round of its own, it was 140.
+      const rounds = heartbeats / followers.length
+      expect(rounds).toBeLessThanOrEqual(ticks / DefaultHeartbeatTick + 3)
+      expect(readIndexes).toBe(0)
+      // Contact lags by two to three heartbeat intervals: far from fencing.
+      const now = yield* TestClock.currentTimeMillis
+      for (const id of followers) {
+        const at = yield* c.node(id).followerContact
+        expect(at).toBeDefined()
+        expect(now - at!).toBeLessThanOrEqual(4 * DefaultHeartbeatTick * tickMs)
+        expect(yield* contacts.get(id)!).toBe(at)
+      }
+    }))
+
+  it.scoped("a one-way partition: the follower keeps hearing its leader but is not heard, so its contact stops; it resumes once heard again", () =>
+    Effect.gen(function* () {
+      const { c, leader, followers, contacts } = yield* quietCluster
+      const cut = followers[0]!
+      c.net.filter = (m) => !(m.from === cut && m.to === leader)
+      const cutAt = yield* TestClock.currentTimeMillis
+      yield* c.until("1 s passes", () => Effect.map(TestClock.currentTimeMillis, (now) => now >= cutAt + 1000))
+      // It still hears its leader, and follows it...
+      expect((yield* c.node(cut).lastContact).get(leader)!).toBeGreaterThan(cutAt + 900)
+      expect(yield* c.node(cut).leader).toBe(leader)
+      // ...but nothing it sent since the cut arrived: no proof is newer than the cut, from the
+      // heartbeats or from the ReadIndex probes (they do not arrive either).
+      expect((yield* c.node(cut).followerContact)!).toBeLessThanOrEqual(cutAt)
+      expect((yield* contacts.get(cut)!)!).toBeLessThanOrEqual(cutAt)
+      // The other follower proves on.
+      const other = followers[1]!
+      expect((yield* contacts.get(other)!)!).toBeGreaterThan(cutAt + 900)
+      c.net.filter = undefined
+      yield* c.until("the cut follower proves contact again", () => Effect.map(contacts.get(cut)!, (t) => t !== undefined && t > cutAt + 1000))
     }))
 })
