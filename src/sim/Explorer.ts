@@ -194,7 +194,9 @@ export interface ExploreResult {
  * one node that the others join, or shrunk to one voter and grown back) and `amnesia` (half the
  * restarts come back with an empty data directory: refused while still a voter, removed, re-added)
  * and `learners` (the same, and a re-added node is wiped again once it is a learner that
- * acknowledged entries: its daemon has it removed before it starts, and its join re-adds it).
+ * acknowledged entries: its daemon has it removed before it starts, and its join re-adds it) and
+ * `votes` (amnesia, and a node that grants its vote dies as the grant leaves and comes back empty
+ * 100–400 ms later, while the election may still go on: a second grant in that term, if let in).
  * `transfer`: the default faults plus an operator asking random nodes for leadership transfers
  * every few hundred ms (leases overridden by a transfer's votes; CheckQuorum under transfer
  * requests). `reconfig`: membership churn every few hundred ms, a snapshot every 4 applied entries
