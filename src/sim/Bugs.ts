@@ -19,7 +19,8 @@
  * they arrive before the new process can ask any read, and are dropped. An earlier request that
  * arrives late, or a leader's round still pending, must meet the new process's read of the same
  * number in its few tens of ms in flight; measured, none did in profile restarts (seeds 1–60), nor
- * with crashes as a process's first read leaves and its late arrival made certain (seeds 1–24).
+ * with every late message held back (2 × 40 seeds), nor with a process killed as its (first) read
+ * leaves (4 × 12 seeds).
  */
 import type { RaftNodeConfig } from "../raft/RaftNode.js"
 import type { ProfileName } from "./Explorer.js"
