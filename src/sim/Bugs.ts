@@ -124,7 +124,8 @@ export const bugs = {
     // consequences were left (profile amnesia: seed 39 of 1–40 orchestration, 5 of 1–260 kv, from
     // 119). Now the double vote itself is checked (`RaftInvariants.vote`), and profile votes wipes a
     // node as its grant leaves: 5 of seeds 1–100 fail (kv), the first at seed 7, 3 of them by the
-    // double vote (orchestration: seed 5 first).
+    // double vote (orchestration: seed 5 first). The profile makes the catch: without the vote
+    // check the same seeds fail, the double votes some 12 ms later as two leaders in the term.
     catch: {
       tier: "full",
       workload: "kv",
