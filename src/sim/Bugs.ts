@@ -18,9 +18,11 @@
  * reconnection, which first delivers what was queued for its earlier process, answers included:
  * they arrive before the new process can ask any read, and are dropped. An earlier request that
  * arrives late, or a leader's round still pending, must meet the new process's read of the same
- * number in its few tens of ms in flight; measured, none did in profile restarts (seeds 1–60), nor
+ * number in its few tens of ms in flight — and the numbers drift apart, since a read refused for
+ * want of a known leader uses one up. Measured, none did in profile restarts (seeds 1–60), nor
  * with every late message held back (2 × 40 seeds), nor with a process killed as its (first) read
- * leaves (4 × 12 seeds).
+ * leaves (4 × 12 seeds: its late request reached the leader 80–200 ms after the successor's first
+ * read, under another number).
  */
 import type { RaftNodeConfig } from "../raft/RaftNode.js"
 import type { ProfileName } from "./Explorer.js"
