@@ -804,6 +804,14 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       }
     })
 
+  /**
+   * Another node than `id` has lost its data directory and is not back yet: due to come back
+   * wiped, or back empty and waiting for a peer to answer before its daemon decides to start.
+   */
+  const lostElsewhere = (id: number) =>
+    [...forcedWipes].some((x) => x !== id) ||
+    nodes.some((x) => x.id !== id && x.joins && x.scope === undefined && network.isUp(x.id) && fresh(x.store))
+
   const wipeVoters = options.wipeVoters ?? 0
   const voterPrng = root.fork("voter-wipe")
   let votersWiped = 0
@@ -815,7 +823,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
    * directory at a time, and never a majority down.
    */
   const wipeAfterVote = (node: SimNode<Local>) => {
-    if (phase !== "safety" || rejoining.size > 0 || removing.size > 0 || forcedWipes.size > 0 || !crashable()) return
+    if (phase !== "safety" || rejoining.size > 0 || removing.size > 0 || lostElsewhere(node.id) || !crashable()) return
     if (!voterPrng.chance(wipeVoters)) return
     votersWiped++
     forcedWipes.add(node.id)
@@ -962,7 +970,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     // (`wipeLearners` wipes the node being re-added again: a learner that acknowledged entries.)
     const wipes =
       a._tag === "Restart" &&
-      (forcedWipes.delete(a.node) || (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0 && removing.size === 0))
+      (forcedWipes.delete(a.node) || (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0 && removing.size === 0 && !lostElsewhere(a.node)))
     if (wipes) network.empty(a.node)
     applyFault(network, a, time.now)
     if (a._tag === "Crash") {
