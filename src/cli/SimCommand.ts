@@ -23,11 +23,11 @@ const steps = Options.integer("steps").pipe(
   Options.optional,
   Options.withDescription("Length of the safety phase (faults and load) in steps of 100 simulated ms (default 100; 300 for the orchestration workload).")
 )
-const fullOnly = ["storage", "join", "shrink", "amnesia", "learners", "waiters", "restarts"] as const
+const fullOnly = ["storage", "join", "shrink", "amnesia", "learners", "votes", "waiters", "restarts"] as const
 const profile = Options.choice("profile", ["default", "crashpoints", "churn", "transfer", "reconfig", ...fullOnly]).pipe(
   Options.withDefault("default" as const),
   Options.withDescription(
-    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) churn (default plus membership changes; explorer tier), transfer (an operator asking for leadership transfers every few hundred ms) or reconfig (frequent membership changes, a snapshot every 4 entries, slow Readys; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back), amnesia (restarts with an empty data directory), learners (amnesia, and a re-added node wiped again while a learner that acknowledged entries), waiters (the leader cut off, then handed leadership back while its proposals still wait) or restarts (followers' processes killed and restarted, crash loops, reads at every node)."
+    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) churn (default plus membership changes; explorer tier), transfer (an operator asking for leadership transfers every few hundred ms) or reconfig (frequent membership changes, a snapshot every 4 entries, slow Readys; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back), amnesia (restarts with an empty data directory), learners (amnesia, and a re-added node wiped again while a learner that acknowledged entries), votes (amnesia, and a node wiped as its vote grant leaves, while the election goes on), waiters (the leader cut off, then handed leadership back while its proposals still wait) or restarts (followers' processes killed and restarted, crash loops, reads at every node)."
   )
 )
 const bug = Options.choice("bug", bugNames).pipe(

@@ -145,6 +145,12 @@ export interface ExploreOptions {
    * on its empty directory as it is: its daemon has it removed, and its join adds it again.
    */
   readonly wipeLearners?: number | undefined
+  /**
+   * Full-service tier only: the chance that a node that has just granted its vote (safety phase)
+   * dies as the grant leaves and comes back 100–400 ms later on an empty data directory, under the
+   * same id, while the election it voted in may still go on. One lost directory at a time.
+   */
+  readonly wipeVoters?: number | undefined
 }
 
 export interface ExploreResult {
@@ -188,7 +194,9 @@ export interface ExploreResult {
  * one node that the others join, or shrunk to one voter and grown back) and `amnesia` (half the
  * restarts come back with an empty data directory: refused while still a voter, removed, re-added)
  * and `learners` (the same, and a re-added node is wiped again once it is a learner that
- * acknowledged entries: its daemon has it removed before it starts, and its join re-adds it).
+ * acknowledged entries: its daemon has it removed before it starts, and its join re-adds it) and
+ * `votes` (amnesia, and a node that grants its vote dies as the grant leaves and comes back empty
+ * 100–400 ms later, while the election may still go on: a second grant in that term, if let in).
  * `transfer`: the default faults plus an operator asking random nodes for leadership transfers
  * every few hundred ms (leases overridden by a transfer's votes; CheckQuorum under transfer
  * requests). `reconfig`: membership churn every few hundred ms, a snapshot every 4 applied entries
@@ -210,6 +218,7 @@ export const profiles = {
   shrink: { nodes: 3, membership: "shrink", storage: storageFaults, livenessMs: 30_000, crashPoints: 0.05 },
   amnesia: { nodes: 3, amnesia: 0.5 },
   learners: { nodes: 3, amnesia: 0.5, wipeLearners: 1 },
+  votes: { nodes: 3, amnesia: 0.5, wipeVoters: 1 },
   transfer: { nodes: 3, transferEveryMs: 300 },
   waiters: {
     nodes: 3,
@@ -230,7 +239,7 @@ export const profiles = {
 export type ProfileName = keyof typeof profiles
 
 /** Profiles that only the full-service tier runs (the explorer has no disks, no joins, no wiped nodes). */
-export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "learners", "waiters", "restarts"]
+export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "learners", "votes", "waiters", "restarts"]
 
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }
@@ -485,6 +494,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     // 2. send
     for (const m of rd.messages) {
       messages++
+      if (m.type === "voteResp" && !m.reject) invariants.vote(m.from, m.term, m.to)
       network.send(m.from, m.to, m, now)
     }
     // 3. apply

@@ -411,6 +411,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   /** Entry of the first application of each normal entry's data (to find acknowledged writes). */
   const appliedData = new Map<string, Entry>()
   const acks: Array<{ readonly node: number; readonly data: string }> = []
+  /** Votes granted (`voteResp` sent without `reject`) since the last check. */
+  const votesGranted: Array<{ readonly node: number; readonly term: number; readonly candidate: number }> = []
   /** Nodes that had a delivery, a timer or a client request since the last check. */
   const touched = new Set<number>()
 
@@ -582,8 +584,11 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     trace.record(time.now, (2 << 24) | (node.id << 16) | Math.min(batch.length, 0xffff))
     for (const m of batch) {
       messages++
+      // Checked at the next check: this runs in the node's driver fiber, which must not throw.
+      if (m.type === "voteResp" && !m.reject) votesGranted.push({ node: m.from, term: m.term, candidate: m.to })
       network.send(m.from, m.to, m, time.now)
     }
+    if (wipeVoters > 0 && batch.some((m) => m.type === "voteResp" && !m.reject)) wipeAfterVote(node)
   }
 
   /** Committed writes that crashes lost before they were flushed. */
@@ -799,6 +804,40 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       }
     })
 
+  /**
+   * Another node than `id` has lost its data directory and is not back yet: due to come back
+   * wiped, or back empty and waiting for a peer to answer before its daemon decides to start.
+   */
+  const lostElsewhere = (id: number) =>
+    [...forcedWipes].some((x) => x !== id) ||
+    nodes.some((x) => x.id !== id && x.joins && x.scope === undefined && network.isUp(x.id) && fresh(x.store))
+
+  const wipeVoters = options.wipeVoters ?? 0
+  const voterPrng = root.fork("voter-wipe")
+  let votersWiped = 0
+
+  /**
+   * A targeted fault (`wipeVoters`), during the safety phase: with that chance, a node that has
+   * just granted its vote dies as the grant leaves, and comes back 100–400 ms later on an empty
+   * data directory — while the election it voted in may still be going on. One lost data
+   * directory at a time, and never a majority down.
+   */
+  const wipeAfterVote = (node: SimNode<Local>) => {
+    if (phase !== "safety" || rejoining.size > 0 || removing.size > 0 || lostElsewhere(node.id) || !crashable()) return
+    if (!voterPrng.chance(wipeVoters)) return
+    votersWiped++
+    forcedWipes.add(node.id)
+    const incarnation = node.incarnation
+    trace.record(time.now, (20 << 24) | node.id)
+    node.dying = { machine: true }
+    network.crash(node.id, time.now)
+    loseUnflushed(node, true)
+    time.at(time.now, () => {
+      if (node.incarnation === incarnation) stop(node)
+    })
+    time.at(time.now + 100 + voterPrng.int(300), () => fault({ _tag: "Restart", node: node.id }))
+  }
+
   /** Learners back empty after acknowledging entries, until their daemon has had them removed. */
   const removing = new Set<number>()
   let learnerRemovals = 0
@@ -931,7 +970,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     // (`wipeLearners` wipes the node being re-added again: a learner that acknowledged entries.)
     const wipes =
       a._tag === "Restart" &&
-      (forcedWipes.delete(a.node) || (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0 && removing.size === 0))
+      (forcedWipes.delete(a.node) || (amnesia > 0 && amnesiaPrng.chance(amnesia) && rejoining.size === 0 && removing.size === 0 && !lostElsewhere(a.node)))
     if (wipes) network.empty(a.node)
     applyFault(network, a, time.now)
     if (a._tag === "Crash") {
@@ -970,6 +1009,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       }
     }
     appliedBatches.length = 0
+    for (const v of votesGranted) invariants.vote(v.node, v.term, v.candidate)
+    votesGranted.length = 0
     for (const a of acks) {
       const e = appliedData.get(a.data)
       if (e === undefined) fail(`a write was acknowledged by node ${a.node} that no state machine applied: ${a.data}`)
@@ -983,6 +1024,9 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       const st = Effect.runSync(running.raft.status)
       const store = node.store
       invariants.commitIndex(id, st.commit)
+      // Votes the network does not carry (a candidate's own) are in its durable HardState.
+      const hs = store.durable.hardState
+      if (hs.vote !== 0) invariants.vote(id, hs.term, hs.vote)
       invariants.durableCommit(id, store.durable.hardState.commit)
       if (st.role === "leader") invariants.leader(id, st.term, () => storeLog(store), node.incarnation)
       // An entry is committed as soon as any node knows it is, before anyone applies it.
@@ -1283,14 +1327,14 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       membershipChanges
     },
     linearizability,
-    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || isolatedLeaders > 0 || restartedFollowers > 0
+    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || wipeVoters > 0 || isolatedLeaders > 0 || restartedFollowers > 0
       ? {
           counts: {
             ...counts,
             ...(options.storage !== undefined
               ? { diskFaults, flushes: nodes.reduce((sum, x) => sum + (x.disk?.flushes ?? 0), 0), storageExits, unflushedLost }
               : {}),
-            ...(amnesia > 0 ? { wiped, refusals, learnersWiped, learnerRemovals } : {}),
+            ...(amnesia > 0 || wipeVoters > 0 ? { wiped, refusals, learnersWiped, learnerRemovals, votersWiped } : {}),
             ...(isolatedLeaders > 0 ? { isolatedLeaders } : {}),
             ...(restartedFollowers > 0 ? { restartedFollowers } : {})
           }

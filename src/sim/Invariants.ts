@@ -1,8 +1,8 @@
 /**
  * Raft's safety properties, checked the same way by both simulator tiers: the explorer (pure cores)
  * and the full-service simulation (real `RaftNode` services). Each tier feeds what it observes —
- * a node leading a term, a commit index, an entry known committed or applied, a write acknowledged
- * to a client — and this class keeps what it needs to tell a violation apart from a legal history.
+ * a node leading a term, a vote it granted, a commit index, an entry known committed or applied, a
+ * write acknowledged to a client — and this class keeps what it needs to tell a violation apart from a legal history.
  * A violation goes to the tier's `fail`, which throws a `Violation` to stop the run.
  *
  * The checks see a node's log through `LogTerms`, so a tier may hand over the core's in-memory log
@@ -40,6 +40,8 @@ export class RaftInvariants {
   private readonly acked: Array<{ readonly node: number; readonly index: number; readonly term: number; readonly data: string }> = []
   /** index → the committed membership change at it (kept to tell each index's configuration). */
   private readonly confChanges = new Map<number, string>()
+  /** node → term → the candidate it granted its vote in that term (across its restarts and wipes). */
+  private readonly votes = new Map<number, Map<number, number>>()
   /** Distinct (term, leader) pairs seen. */
   elections = 0
   maxTerm = 0
@@ -72,6 +74,29 @@ export class RaftInvariants {
           `leader completeness: node ${node} leads term ${term} but holds term ${has} at committed index ${index} (committed in term ${committedTerm})`
         )
       }
+    }
+  }
+
+  /**
+   * `node` granted its vote in `term` to `candidate` (a `voteResp` it sent without `reject`; a
+   * PreVote grant is no vote). A server votes at most once per term — across its restarts, and
+   * across a wiped data directory too: a voter back empty and let in under its old id (the
+   * amnesia bug) can grant a second vote in a term it voted in, and two leaders may follow. This
+   * catches the second grant itself, whether or not a second leader comes of it.
+   *
+   * A node's committed removal forgets its votes (`committedEntry`): the daemon's way back for a
+   * wiped voter is removal, then a re-add. That is sound: a candidate counting the new member's
+   * vote holds the re-add in its log, committed after the removal by a leader of a term at least
+   * that of any vote the old member gave to a candidate that could still win; so a candidate of
+   * such a term cannot hold it.
+   */
+  vote(node: number, term: number, candidate: number): void {
+    let byTerm = this.votes.get(node)
+    if (byTerm === undefined) this.votes.set(node, (byTerm = new Map()))
+    const prev = byTerm.get(term)
+    if (prev === undefined) byTerm.set(term, candidate)
+    else if (prev !== candidate) {
+      this.fail(`node ${node} voted twice in term ${term}: for ${prev}, then for ${candidate} (after a restart on a wiped data directory?)`)
     }
   }
 
@@ -109,7 +134,11 @@ export class RaftInvariants {
     if (term === undefined) {
       this.committed.set(e.index, e.term)
       this.committedData.set(e.index, e.data)
-      if (e.kind === "confChange") this.confChanges.set(e.index, e.data)
+      if (e.kind === "confChange") {
+        this.confChanges.set(e.index, e.data)
+        const cc = decodeConfChange(e.data)
+        if (cc.type === "remove") this.votes.delete(cc.nodeId)
+      }
     } else if (term !== e.term || this.committedData.get(e.index) !== e.data) {
       this.fail(`committed entry changed: node ${node} has term ${e.term} committed at index ${e.index}, where term ${term} was committed before`)
     }

@@ -192,6 +192,18 @@ describe("full-service tier: the node's composition is a parameter", () => {
 })
 
 describe("full-service tier: it catches a known bug", () => {
+  it("a voter let back in on a wiped data directory votes twice in one term: the vote check says so, at the second grant", () => {
+    // Profile votes kills a node as its vote grant leaves and brings it back empty while the
+    // election goes on. Seed 17: node 2 grants term 2 to node 3, is wiped, and is asked again by
+    // node 1. Refused while a voter (the fix), the same seed keeps every invariant.
+    const bugged = simulate({ ...profiles.votes, seed: 17, bug: "amnesia" })
+    expect(bugged.violation).toMatch(/node 2 voted twice in term 2: for 3, then for 1 \(after a restart on a wiped data directory\?\)/)
+    const fixed = simulate({ ...profiles.votes, seed: 17 })
+    expect(fixed.violation).toBeUndefined()
+    expect(fixed.counts?.["votersWiped"]).toBeGreaterThanOrEqual(1)
+    expect(fixed.counts?.["refusals"]).toBeGreaterThanOrEqual(1)
+  })
+
   // The bug needs a particular sequence of leader changes and crashes. Since crash points follow the
   // driver's order (a leader's appends leave before its save, so a crash there loses the save), the
   // daemon's timing (a heartbeat every 2 ticks) and the transport's (a restarted node gets what its
