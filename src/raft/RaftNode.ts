@@ -13,7 +13,7 @@
  *      the proposals and reads waiting on them;
  *   4. `advance`, and compact the log when enough has been applied since the last snapshot: the
  *      loop only captures the state (`StateMachine.snapshotView`); serialising and writing it happen
- *      on the side while the loop keeps ticking, and the log is compacted once it is written.
+ *      on the side while the loop keeps ticking, and the log is compacted once it is written (`LocalSnapshots.ts`).
  *
  * A peer the transport finds back as another incarnation (`Transport.PeerRestarted`, in order with
  * the messages received) is reported to the core (`reportRestarted`: a leader probes it from scratch)
@@ -36,7 +36,7 @@
  * while a quiet follower's ticker sleeps through the ticks its leader's heartbeats make moot, and a
  * leader's wakes once per heartbeat (fewer wake-ups of a quiet node: bench/RESULTS.md).
  */
-import { Clock, Context, Duration, Effect, Fiber, Layer, type MetricLabel, Option, Queue, Random, Ref } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, Layer, type MetricLabel, Queue, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
 import { formatError, InvalidArgument, NotLeader, ProposalDropped, StorageStalled, Timeout, Unavailable } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -46,11 +46,12 @@ import type { StorageError } from "../storage/Database.js"
 import { RaftStorage, type RaftStorageShape } from "../storage/RaftStorage.js"
 import { ContactProof } from "./ContactProof.js"
 import type { Message } from "./Message.js"
+import { LocalSnapshots, snapshotSource } from "./LocalSnapshots.js"
 import { MemoryStorage } from "./MemoryStorage.js"
 import type { ProposeResult, RaftConfig, Status } from "./Raft.js"
 import { RawNode } from "./RawNode.js"
 import { StateMachine } from "./StateMachine.js"
-import type { ConfChange, ConfState, Entry, HardState, Snapshot, SnapshotMetadata, StateRole } from "./Types.js"
+import type { ConfChange, ConfState, Entry, HardState, Snapshot, StateRole } from "./Types.js"
 
 /**
  * The daemon's timing, in ticks (`timeouts.tickMs` each): elections after 10 to 20 ticks, a heartbeat
@@ -351,7 +352,6 @@ const flushOps = {
   compact: Metrics.tags(["op", "compact"])
 }
 const proposalOutcome = { accepted: Metrics.tags(["outcome", "accepted"]), refused: Metrics.tags(["outcome", "refused"]) }
-const snapshotSource = { local: Metrics.tags(["source", "local"]), leader: Metrics.tags(["source", "leader"]) }
 
 /** A small seeded PRNG (mulberry32) for the core's synchronous election jitter. */
 const seededRandom = (seed: number) => {
@@ -385,20 +385,18 @@ export const make = (config: RaftNodeConfig) =>
       init = yield* storage.initialState
     }
     const mirror = new MemoryStorage()
-    /** The last snapshot's index and data size, and the bytes of the entries applied since it. */
-    let snapshotIndex = 0
-    let snapshotBytes = 0
-    let appliedBytes = 0
-    const snapshotted = (snapshot: Snapshot): void => {
-      snapshotIndex = snapshot.metadata.index
-      snapshotBytes = snapshot.data.length
-      Metrics.raftSnapshotBytes.unsafeUpdate(snapshotBytes, Metrics.noTags)
-      appliedBytes = 0
-    }
+    const snapshots = new LocalSnapshots({
+      storage,
+      mirror,
+      sm,
+      every: config.snapshotEvery ?? 10_000,
+      ratio: config.snapshotRatio ?? 4,
+      retain: config.snapshotRetain ?? 1_000
+    })
     const stored = yield* storage.snapshot
     if (stored._tag === "Some") {
       mirror.applySnapshot(stored.value)
-      snapshotted(stored.value)
+      snapshots.snapshotted(stored.value)
     }
     if (init.lastIndex >= init.firstIndex) mirror.append(yield* storage.entries(init.firstIndex, init.lastIndex + 1))
     mirror.setHardState(init.hardState)
@@ -452,9 +450,6 @@ export const make = (config: RaftNodeConfig) =>
     // (The process's random seed and start time: drawing more randomness would shift every seeded run.)
     const readNonce = config.unsafeReuseReadContexts === true ? "" : `${(seed >>> 0).toString(36)}.${(yield* Clock.currentTimeMillis).toString(36)}:`
     let readCounter = 0
-    const snapshotEvery = config.snapshotEvery ?? 10_000
-    const snapshotRatio = config.snapshotRatio ?? 4
-    const snapshotRetain = config.snapshotRetain ?? 1_000
     const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
 
     const notLeader = (leader: number) =>
@@ -628,54 +623,11 @@ export const make = (config: RaftNodeConfig) =>
     /** Applies committed entries and resolves the proposals waiting on them. */
     const apply = (entries: ReadonlyArray<Entry>) =>
       Effect.map(sm.apply(entries), (results) => {
-        for (const e of entries) appliedBytes += e.data.length
+        snapshots.applied(entries)
         settle(entries, results)
       })
 
     let unsyncedHardState: HardState | undefined = undefined
-
-    /**
-     * The snapshot being serialised and written on the side (one at a time), and the bytes applied
-     * before its capture (those after it count towards the next one).
-     */
-    let writing: { readonly fiber: Fiber.RuntimeFiber<Snapshot, StorageError>; readonly bytes: number } | undefined = undefined
-
-    /**
-     * Serialises a captured state and stores it, off the loop's path. Between two pieces it yields to
-     * the event loop (a 0 ms sleep: a timer, not a microtask), so ticks, heartbeats and peer messages
-     * are handled while a large state (~200 ms of JSON at 100,000 VMs) is written out; before, the
-     * loop stopped for all of it, and beyond the election timeout a leader lost its leadership.
-     */
-    const writeSnapshot = (metadata: SnapshotMetadata, pieces: Iterable<string>) =>
-      Effect.gen(function* () {
-        const began = performance.now()
-        const parts: Array<string> = []
-        for (const piece of pieces) {
-          parts.push(piece)
-          yield* Effect.sleep(Duration.zero)
-        }
-        const snap: Snapshot = { metadata, data: parts.length === 1 ? parts[0]! : parts.join("") }
-        yield* storage.saveSnapshot(snap)
-        Metrics.raftSnapshotSeconds.unsafeUpdate((performance.now() - began) / 1000, Metrics.noTags)
-        Metrics.raftSnapshots.unsafeUpdate(1, snapshotSource.local)
-        return snap
-      })
-
-    /** A snapshot written on the side is stored: the log before it (less `snapshotRetain`) goes. */
-    const compactBehind = (snap: Snapshot, bytesBefore: number) =>
-      Effect.gen(function* () {
-        // A snapshot received from the leader meanwhile is newer; storage kept that one.
-        if (snap.metadata.index <= snapshotIndex) return
-        mirror.createSnapshot(snap)
-        const since = appliedBytes - bytesBefore
-        snapshotted(snap)
-        appliedBytes = since
-        const compactTo = snap.metadata.index - snapshotRetain
-        if (compactTo >= mirror.firstIndex()) {
-          yield* storage.compact(compactTo)
-          mirror.compact(compactTo)
-        }
-      })
 
     /**
      * A peer that left the configuration (a change applied, or a snapshot installed) has its unsent
@@ -689,26 +641,15 @@ export const make = (config: RaftNodeConfig) =>
         for (const peer of before) if (peer !== id && !after.has(peer)) yield* transport.discard(peer)
       })
 
-    const compact = Effect.gen(function* () {
-      if (writing !== undefined) {
-        const done = yield* Fiber.poll(writing.fiber)
-        if (Option.isNone(done)) return
-        const { bytes } = writing
-        writing = undefined
-        // A storage error on the side stops the driver, as one in the loop does.
-        yield* compactBehind(yield* done.value, bytes)
-      }
-      if (raw.appliedIndex - snapshotIndex < snapshotEvery || appliedBytes < snapshotRatio * snapshotBytes) return
-      const pieces: Iterable<string> = sm.snapshotView !== undefined ? yield* sm.snapshotView : [yield* sm.snapshot]
-      const { metadata } = raw.createSnapshot("")
-      // The stored commit index must cover the snapshot before it is written: a restart must never
-      // find the snapshot ahead of it.
-      if (unsyncedHardState !== undefined) {
-        yield* storage.save({ hardState: unsyncedHardState })
-        unsyncedHardState = undefined
-      }
-      writing = { fiber: yield* Effect.fork(writeSnapshot(metadata, pieces)), bytes: appliedBytes }
-    })
+    /** Saves the hard state not saved yet (a snapshot must not be stored ahead of the stored commit index). */
+    const flushHardState = Effect.suspend(() =>
+      unsyncedHardState === undefined
+        ? Effect.void
+        : Effect.tap(storage.save({ hardState: unsyncedHardState }), () => {
+            unsyncedHardState = undefined
+          })
+    )
+    const compact = Effect.suspend(() => snapshots.step(raw, flushHardState))
 
     const drainReady = Effect.gen(function* () {
       while (raw.hasReady()) {
@@ -749,7 +690,7 @@ export const make = (config: RaftNodeConfig) =>
         }
         if (rd.snapshot !== undefined) {
           yield* sm.restore(rd.snapshot)
-          snapshotted(rd.snapshot)
+          snapshots.snapshotted(rd.snapshot)
           Metrics.raftSnapshots.unsafeUpdate(1, snapshotSource.leader)
           for (const [index, p] of pending) {
             if (index > rd.snapshot.metadata.index) continue
