@@ -20,12 +20,15 @@ import { JoinTokenId, JoinTokenInfo, presented } from "../../src/domain/JoinToke
 import type { NodeId } from "../../src/domain/NodeId.js"
 import * as Tls from "../../src/net/Tls.js"
 import { NodeConfig } from "../../src/node/Config.js"
+import * as ClusterKeyring from "../../src/node/ClusterKeyring.js"
 import * as StartTls from "../../src/node/StartTls.js"
 import * as CertRenewal from "../../src/node/CertRenewal.js"
 import * as TlsBootstrap from "../../src/node/TlsBootstrap.js"
 import { tempDir } from "../support/TempDir.js"
 
 const clusterSecret = "the-cluster-secret"
+/** The member's keyring: in use, and the next one (a rotation under way): a join token hands out both. */
+const keyring = [clusterSecret, "the-next-cluster-secret"]
 const token = { id: JoinTokenId.make("0123456789abcdef"), secret: "s".repeat(43) }
 
 /** A member's TLS: a new cluster CA and node 1's certificate from it. */
@@ -60,7 +63,7 @@ const member = async (
   let drops = options.dropAnswers ?? 0
   const routes = TlsBootstrap.routes({
     tls,
-    clusterSecret,
+    keyring: new ClusterKeyring.LiveKeyring(keyring, undefined, "file"),
     publicClusterSecret: options.publicClusterSecret ?? false,
     authenticate: Auth.makeAuthenticate({}),
     consumeJoinToken: (id, hash, node, key) => {
@@ -134,7 +137,7 @@ describe("joining with a join token", () => {
     const admitted = await Effect.runPromise(
       TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, request: await newRequest(4), names: ["127.0.0.1"], timeoutMs: 5_000 })
     )
-    expect(admitted.clusterSecret).toBe(clusterSecret)
+    expect(admitted.clusterKeyring).toEqual(keyring)
     expect(admitted.caKey).toBe(m.tls.caKey)
     expect(admitted.clusterId).toBe(m.tls.clusterId)
     expect(Tls.identityOf(new X509Certificate(admitted.cert).subjectAltName)).toEqual({ clusterId: m.tls.clusterId, node: 4 })
@@ -225,7 +228,7 @@ describe("a join whose answer is lost after the token was consumed", () => {
 
     // The same node with the same request is answered, and the token's record is unchanged.
     const admitted = await Effect.runPromise(TlsBootstrap.obtainWithTokenFrom(m.address, options))
-    expect(admitted.clusterSecret).toBe(clusterSecret)
+    expect(admitted.clusterKeyring).toEqual(keyring)
     expect(admitted.key).toBe(request.key)
     expect(Tls.identityOf(new X509Certificate(admitted.cert).subjectAltName)).toEqual({ clusterId: m.tls.clusterId, node: 4 })
     expect(r.state.joinTokens.get(token.id)).toEqual(used)
@@ -238,7 +241,7 @@ describe("a join whose answer is lost after the token was consumed", () => {
     const config = Schema.decodeUnknownSync(NodeConfig)({ id: 4, bind: "127.0.0.1:7004", dataDir })
     const start = (peers: StartTls.StartOptions["peers"]) =>
       Effect.runPromiseExit(
-        StartTls.prepare({ config, fresh: true, founding: false, knownCluster: undefined, clusterSecret: "unused", peers, joinToken: { ...token, fingerprint: m.tls.fingerprint } })
+        StartTls.prepare({ config, fresh: true, founding: false, knownCluster: undefined, clusterSecret: ["unused"], peers, joinToken: { ...token, fingerprint: m.tls.fingerprint } })
       )
     // The first start asks once (its answer is lost) and is killed before its retry.
     let asked = 0
@@ -253,7 +256,7 @@ describe("a join whose answer is lost after the token was consumed", () => {
     // Started again with the same token, it is admitted: its certificate is for the key it kept.
     const joined = await start(Effect.succeed([{ address: m.address }]))
     expect(Exit.isSuccess(joined) && joined.value?.key).toBe(keptKey)
-    expect(fs.readFileSync(path.join(dataDir, StartTls.clusterSecretFileName), "utf8").trim()).toBe(clusterSecret)
+    expect(fs.readFileSync(path.join(dataDir, ClusterKeyring.receivedFileName), "utf8")).toBe(keyring.map((s) => `${s}\n`).join(""))
     expect(fs.readFileSync(path.join(Tls.tlsDir(dataDir), Tls.keyFileName), "utf8")).toBe(keptKey)
     // The key lives in the tls directory now; the kept request is gone.
     expect(fs.existsSync(kept)).toBe(false)
