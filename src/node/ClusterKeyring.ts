@@ -11,8 +11,8 @@
  * appear twice. A file that breaks this is refused at start with `BLX_CONFIG_INVALID` naming it.
  *
  * The file is read-only to the node (NixOS passes it through systemd `LoadCredential`), so the node
- * never writes it: it `follow`s it, checking its size, mtime and inode every `FollowMs` (off the hot
- * path: uses read the keyring in memory) and re-reading it when they change. A file that becomes
+ * never writes it: it `follow`s it, reading it every `FollowMs` (off the hot path: every use reads
+ * the keyring in memory) and taking the new keyring when it changed. A file that becomes
  * invalid (or unreadable) keeps the last good keyring in force and logs an error naming the file and
  * what to do, once per change.
  *
@@ -181,25 +181,26 @@ export const load = (config: NodeConfig): Effect.Effect<LiveKeyring, ConfigInval
     return Effect.map(readKeyring(where.file, NodeId.make(config.id)), (secrets) => new LiveKeyring(secrets, where.file, where.source))
   })
 
-const statOf = (file: string): string => {
+const textOf = (file: string): string => {
   try {
-    const s = fs.statSync(file)
-    return `${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`
+    return fs.readFileSync(file, "utf8")
   } catch (e) {
-    return `missing: ${e instanceof Error ? e.message : String(e)}`
+    return `unreadable: ${e instanceof Error ? e.message : String(e)}`
   }
 }
 
 /**
- * Re-reads `live`'s file when it changes (checked every `everyMs`), for as long as the calling scope
- * lasts. An invalid file keeps the last good keyring, with an error in the log (once per change).
+ * Re-reads `live`'s file every `everyMs` (a file of a few lines: cheaper than any doubt about
+ * mtimes), for as long as the calling scope lasts, and takes its keyring when it changed. An
+ * invalid file keeps the last good keyring, with an error in the log (once per change).
  */
 export const follow = (live: LiveKeyring, node: NodeId, everyMs: number = FollowMs): Effect.Effect<void> => {
   const file = live.file
   if (file === undefined) return Effect.void
-  let seen = statOf(file)
+  // Compared at the first check too: a change between `load` and now is not missed.
+  let seen: string | undefined
   const check = Effect.suspend(() => {
-    const now = statOf(file)
+    const now = textOf(file)
     if (now === seen) return Effect.void
     seen = now
     return readKeyring(file, node).pipe(
