@@ -121,3 +121,17 @@ describe("fingerprints", () => {
     expect(live.fingerprints()).toMatchObject({ uses: ClusterKeyring.fingerprint(next), accepts: [ClusterKeyring.fingerprint(next), a] })
   })
 })
+
+describe("node credentials with a keyring", () => {
+  it("a credential made from any secret of the keyring is accepted, as the keyring is now; others are refused", () => {
+    let ring: ReadonlyArray<string> = [next, old]
+    const check = Auth.makeAuthenticate({ clusterSecret: () => ring })
+    const as = (secret: string) => check(`Bearer ${Auth.nodeCredential(secret, 2)}`, "10.0.0.2")
+    expect(as(old)).toEqual(Either.right({ kind: "node", node: 2 }))
+    expect(as(next)).toEqual(Either.right({ kind: "node", node: 2 }))
+    expect(Either.isLeft(as("a-third-cluster-secret"))).toBe(true)
+    ring = [next]
+    expect(Either.isLeft(as(old))).toBe(true)
+    expect(as(next)).toEqual(Either.right({ kind: "node", node: 2 }))
+  })
+})

@@ -53,7 +53,7 @@ type Consume = (id: JoinTokenId, hash: string, node: NodeId, key: string) => Eff
  */
 const member = async (
   consume: Consume,
-  options: { readonly publicClusterSecret?: boolean; readonly dropAnswers?: number; readonly record?: CertRenewal.Recorder } = {}
+  options: { readonly publicClusterSecret?: boolean; readonly dropAnswers?: number; readonly record?: CertRenewal.Recorder; readonly authenticate?: Auth.Authenticate } = {}
 ) => {
   const tls = await memberTls()
   const seen: Array<string> = []
@@ -65,7 +65,7 @@ const member = async (
     tls,
     keyring: new ClusterKeyring.LiveKeyring(keyring, undefined, "file"),
     publicClusterSecret: options.publicClusterSecret ?? false,
-    authenticate: Auth.makeAuthenticate({}),
+    authenticate: options.authenticate ?? Auth.makeAuthenticate({}),
     consumeJoinToken: (id, hash, node, key) => {
       consumed.push([id, hash, node])
       keys.push(key)
@@ -74,7 +74,8 @@ const member = async (
     record: options.record ?? ((report) => Effect.sync(() => recorded.push(report))),
     run: (effect, then) => void Effect.runPromise(Effect.either(effect)).then(then)
   })
-  const server = https.createServer({ cert: tls.cert, key: tls.key }, (request, response) => {
+  // Client certificates are asked for, not required (as the API server does): the keyring route checks them.
+  const server = https.createServer({ cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false }, (request, response) => {
     seen.push(`${request.method} ${request.url}`)
     if (request.url === TlsBootstrap.joinPath && drops > 0) {
       drops -= 1
@@ -280,5 +281,37 @@ describe("a member running on the public development secret", () => {
       Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, request, names: [], timeoutMs: 5_000 }))
     )
     expect(Either.isLeft(result) && result.left).toMatchObject({ code: "BLX_CLUSTER_SECRET_REQUIRED" })
+  })
+})
+
+describe("keyrings (a rotation of the cluster secret under way)", () => {
+  const next = keyring[1]!
+  it("the member proves the CA with its first secret; a node trusts a proof made with any of its own", async () => {
+    const m = await member(used)
+    for (const secrets of [[clusterSecret], ["some-other-cluster-secret", clusterSecret]]) {
+      expect((await Effect.runPromise(TlsBootstrap.trustedCa(m.address, secrets, 5_000))).clusterId).toBe(m.tls.clusterId)
+    }
+    // A node holding only the member's second secret: the proof is not made with it.
+    const refused = await Effect.runPromise(Effect.either(TlsBootstrap.trustedCa(m.address, [next], 5_000)))
+    expect(Either.isLeft(refused) && refused.left).toMatchObject({ code: "BLX_TLS_UNTRUSTED" })
+  })
+
+  it("GET /v1/tls/keyring answers the keyring only to a node's own certificate with its own node credential", async () => {
+    const m = await member(used, { authenticate: Auth.makeAuthenticate({ clusterSecret: () => keyring }) })
+    const request = await newRequest(4)
+    const cert = await Effect.runPromise(Tls.signRequest({ ca: m.tls.ca, caKey: m.tls.caKey!, clusterId: m.tls.clusterId, node: 4, csr: request.csr, names: ["127.0.0.1"] }))
+    const four = { ca: m.tls.ca, cert, key: request.key, clusterId: m.tls.clusterId }
+    const fetch = (tls: typeof four, credential: string) => Effect.runPromise(Effect.either(TlsBootstrap.fetchKeyring(m.address, { tls, credential, timeoutMs: 5_000 })))
+    // With either secret's credential (a node still on the old one learns the new keyring).
+    expect(await fetch(four, Auth.nodeCredential(clusterSecret, 4))).toEqual(Either.right(keyring))
+    expect(await fetch(four, Auth.nodeCredential(next, 4))).toEqual(Either.right(keyring))
+    // A credential of a secret the member does not hold; another node's credential; no certificate of that node.
+    expect(await fetch(four, Auth.nodeCredential("not-the-cluster-secret", 4))).toMatchObject(Either.left({ code: "BLX_UNAUTHORIZED" }))
+    expect(await fetch(four, Auth.nodeCredential(clusterSecret, 5))).toMatchObject(Either.left({ code: "BLX_FORBIDDEN" }))
+    const selfSigned = await Effect.runPromise(Tls.createCa(m.tls.clusterId))
+    const foreign = await Effect.runPromise(Tls.signRequest({ ...selfSigned, clusterId: m.tls.clusterId, node: 4, csr: request.csr, names: [] }))
+    const refused = await fetch({ ...four, cert: foreign }, Auth.nodeCredential(clusterSecret, 4))
+    expect(refused).toMatchObject(Either.left({ code: "BLX_FORBIDDEN" }))
+    expect(JSON.stringify(refused)).not.toContain(next)
   })
 })
