@@ -14,7 +14,9 @@
  * never writes it: it `follow`s it, reading it every `FollowMs` (off the hot path: every use reads
  * the keyring in memory) and taking the new keyring when it changed. A file that becomes
  * invalid (or unreadable) keeps the last good keyring in force and logs an error naming the file and
- * what to do, once per change.
+ * what to do, once per change. The limit: systemd copies a `LoadCredential=` file when the unit
+ * starts and never refreshes the copy while it runs, so under the NixOS module a step takes a
+ * restart of each node, one at a time (the steps are built so that this costs no downtime).
  *
  * Rotating, with NEW the new secret and OLD the one in use (`blixard cluster secret status` shows,
  * for every member, the fingerprints of the secrets it accepts and of the one it uses):
