@@ -93,6 +93,8 @@ export interface AuthOptions {
    * the keyring, every secret of which is accepted (a rotation, `node/ClusterKeyring.ts`).
    */
   readonly clusterSecret?: string | (() => ReadonlyArray<string>) | undefined
+  /** Told of each accepted node credential, with the secret it was made from (who uses which secret during a rotation). */
+  readonly nodeCredentialSeen?: ((node: number, secret: string) => void) | undefined
   /** Accept node credentials only from loopback addresses (the cluster secret is the public default). */
   readonly nodeCredentialsFromLoopbackOnly?: boolean | undefined
   /** The replicated token with this id, if any. */
@@ -136,14 +138,17 @@ export const makeAuthenticate = (options: AuthOptions): Authenticate => {
     if (node !== null && configured !== undefined) {
       const id = Number(node[1])
       // Every secret is compared (no early exit): which one matched does not show in the time taken.
-      let valid = false
-      for (const secret of secrets()) valid = timingSafeEqual(digest, sha256(`blxn_${id}_${nodeMac(secret, id)}`)) || valid
-      if (!valid) return deny("the node credential is not valid for this cluster (made from a secret this node's cluster secret file does not hold)")
+      let matched: string | undefined
+      for (const secret of secrets()) {
+        if (timingSafeEqual(digest, sha256(`blxn_${id}_${nodeMac(secret, id)}`))) matched ??= secret
+      }
+      if (matched === undefined) return deny("the node credential is not valid for this cluster (made from a secret this node's cluster secret file does not hold)")
       if (options.nodeCredentialsFromLoopbackOnly === true && !isLoopback(remoteAddress)) {
         return deny(
           "node credentials are accepted only from loopback while no cluster secret is configured; set clusterSecretFile (--cluster-secret-file) on every node"
         )
       }
+      options.nodeCredentialSeen?.(id, matched)
       return Either.right({ kind: "node", node: id })
     }
     let match = false

@@ -100,7 +100,11 @@ export const formatSecretStatus = (status: SecretStatus, asJson: boolean): strin
   const silent = status.members.length - answered.length
   if (silent > 0) lines.push(`${silent} member(s) did not answer: a step of a rotation has reached every member only once they answer with it`)
   else if (uses.size === 1 && [...accepts.values()].every(every)) lines.push("Every member uses the same secret and accepts the same ones.")
-  lines.push("Hosts (not Raft members) are not listed: check their files.")
+  if (status.hosts.length === 0) lines.push("No host (a node that is not a member) has called a member since it started.")
+  else {
+    lines.push("", "Hosts, by the secret their last call to a member was made with (what they use; check their files for what they accept):")
+    lines.push(renderTable(["HOST", "USES", "LAST SEEN"], status.hosts.map((h) => [String(h.node), h.uses, new Date(h.at).toISOString()])))
+  }
   return lines.join("\n")
 }
 

@@ -19,13 +19,15 @@
  * restart of each node, one at a time (the steps are built so that this costs no downtime).
  *
  * Rotating, with NEW the new secret and OLD the one in use (`blixard cluster secret status` shows,
- * for every member, the fingerprints of the secrets it accepts and of the one it uses):
+ * for every member, the fingerprints of the secrets it accepts and of the one it uses; for every
+ * host, the secret its last node credential a member accepted was made from, `heardFrom`):
  *
  *   1. every node's file: OLD, then NEW on a second line; wait until status shows every member
  *      accepting NEW (all still use OLD, and accept both);
  *   2. every node's file: NEW first, then OLD; wait until status shows every member using NEW
  *      (a node on NEW,OLD and one on OLD,NEW accept each other's proofs);
- *   3. every node's file: NEW alone; wait until status shows no member accepting OLD.
+ *   3. every node's file: NEW alone (after status shows every host using NEW); wait until status
+ *      shows no member accepting OLD.
  *
  * Any two adjacent steps accept each other, so the cluster stays connected throughout. Open
  * connections are not cut: the secret is checked when a connection is made.
@@ -42,7 +44,7 @@ import { Duration, Effect, Either, ParseResult, Schedule, Schema } from "effect"
 import { createHmac } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { SecretFingerprint, SecretFingerprints } from "../domain/ClusterSecret.js"
+import { CallerSecret, SecretFingerprint, SecretFingerprints } from "../domain/ClusterSecret.js"
 import { trusted } from "../domain/Decode.js"
 import { ConfigInvalid, StorageIo } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -123,12 +125,22 @@ export class LiveKeyring {
     this.current = secrets
     this.version++
   }
+  private readonly heard = new Map<number, { readonly uses: SecretFingerprint; readonly at: number }>()
+  /** Records that `node`'s credential, made from `secret`, was accepted now (`Auth.nodeCredentialSeen`). */
+  heardFrom(node: number, secret: string): void {
+    this.heard.set(node, { uses: SecretFingerprint.make(fingerprint(secret)), at: Date.now() })
+  }
   get isDevelopment(): boolean {
     return this.source === "development"
   }
   fingerprints(): SecretFingerprints {
     return new SecretFingerprints(
-      { uses: SecretFingerprint.make(fingerprint(this.primary)), accepts: this.current.map((s) => SecretFingerprint.make(fingerprint(s))), source: this.source },
+      {
+        uses: SecretFingerprint.make(fingerprint(this.primary)),
+        accepts: this.current.map((s) => SecretFingerprint.make(fingerprint(s))),
+        source: this.source,
+        callers: [...this.heard].map(([node, h]) => new CallerSecret({ node: NodeId.make(node), ...h }, trusted))
+      },
       trusted
     )
   }

@@ -460,6 +460,7 @@ export const run = (config: NodeConfig) =>
         adminTokens: [admin.token],
         hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,
         clusterSecret: () => keyring.secrets,
+        nodeCredentialSeen: (id, secret) => keyring.heardFrom(id, secret),
         nodeCredentialsFromLoopbackOnly: publicSecret,
         tokens: (id) => state.current.tokens.get(id)
       }

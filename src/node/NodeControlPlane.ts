@@ -19,7 +19,7 @@ import { ApiTokenInfo, CreatedApiToken, TokenId } from "../domain/ApiToken.js"
 import type { Command } from "../domain/Command.js"
 import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
-import { MemberSecret, type SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
+import { type CallerSecret, MemberSecret, type SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { ClusterSecretRequired, Conflict, InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
@@ -432,7 +432,16 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         },
         { concurrency: "unbounded" }
       )
-      return new SecretStatus({ askedBy: self, members: answers }, trusted)
+      // Hosts: the latest any member saw, members left out (they answer for themselves).
+      const hosts = new Map<number, CallerSecret>()
+      for (const m of answers) {
+        for (const caller of m.fingerprints?.callers ?? []) {
+          if (state.current.members.has(caller.node)) continue
+          const known = hosts.get(caller.node)
+          if (known === undefined || known.at < caller.at) hosts.set(caller.node, caller)
+        }
+      }
+      return new SecretStatus({ askedBy: self, members: answers, hosts: [...hosts.values()].sort((a, b) => a.node - b.node) }, trusted)
     })
 
   const service: ControlPlaneShape = {
