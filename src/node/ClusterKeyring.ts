@@ -33,8 +33,10 @@
  * connections are not cut: the secret is checked when a connection is made.
  *
  * A fingerprint is HMAC-SHA256(secret, `fingerprintLabel`), hex, its first 16 characters: the same
- * for the same secret on every node, and no help in guessing the secret (HMAC is one-way; the label
- * is fixed, so it is no MAC of anything a peer chose).
+ * for the same secret on every node, and it does not give the secret away (HMAC is one-way; the label
+ * is fixed and differs from every other use of the secret, so a fingerprint is no proof or
+ * credential). Like any value derived from the secret it lets a guess be checked offline, which is
+ * why status is an admin's and a secret is at least 16 characters long.
  *
  * Nodes that joined with a join token hold the keyring in `DATA-DIR/cluster-secret`, written by the
  * node itself: they fetch it from a member over mutual TLS with their node credential
