@@ -10,6 +10,7 @@ import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchem
 import { Schema } from "effect"
 import { ApiTokenInfo, CreatedApiToken, Role, TokenId, TokenName } from "../domain/ApiToken.js"
 import { CaStatus } from "../domain/CaRotation.js"
+import { SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
 import { CertificateFingerprint, CertificateIssue, CertificateList, CertificateRecord, CertificateSerial, RevocationReason, RevokedCertificate } from "../domain/Certificate.js"
 import * as E from "../domain/Errors.js"
@@ -210,6 +211,16 @@ export class CaApi extends HttpApiGroup.make("ca")
   .add(HttpApiEndpoint.post("moved", "/v1/cluster/ca/moved").setPayload(CaRotationMovedBody).addSuccess(CaStatus).annotate(EndpointAccess, "node"))
   .middleware(Authorization) {}
 
+/**
+ * The cluster secret's keyring (`blixard cluster secret status`, `node/ClusterKeyring.ts`): fingerprints
+ * only. `status` is an admin's (the answering node asks every member); `self` is what a member
+ * answers it, with its node credential.
+ */
+export class SecretApi extends HttpApiGroup.make("secret")
+  .add(HttpApiEndpoint.get("status", "/v1/cluster/secret").addSuccess(SecretStatus).annotate(EndpointAccess, "admin"))
+  .add(HttpApiEndpoint.get("self", "/v1/cluster/secret/self").addSuccess(SecretFingerprints).annotate(EndpointAccess, "node"))
+  .middleware(Authorization) {}
+
 export class HealthApi extends HttpApiGroup.make("health").add(HttpApiEndpoint.get("health", "/v1/health").addSuccess(Health)) {}
 
 /**
@@ -256,6 +267,7 @@ export class BlixardApi extends HttpApi.make("blixard")
   .add(JoinTokensApi)
   .add(CertificatesApi)
   .add(CaApi)
+  .add(SecretApi)
   .add(HealthApi)
   // Every error crosses the API as itself (the tagged error, with its code) with a fitting status.
   // Every member of `BlixardError` must be listed: a missing one makes the handlers in Server.ts

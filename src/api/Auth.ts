@@ -88,8 +88,13 @@ export interface AuthOptions {
   readonly adminTokens?: ReadonlyArray<Redacted.Redacted<string> | string> | undefined
   /** Where a person finds an admin token, said in every 401 (e.g. the `api-token` file's path). */
   readonly hint?: string | undefined
-  /** The cluster secret, when node credentials are accepted. */
-  readonly clusterSecret?: string | undefined
+  /**
+   * The cluster secret, when node credentials are accepted; a function is asked at each request for
+   * the keyring, every secret of which is accepted (a rotation, `node/ClusterKeyring.ts`).
+   */
+  readonly clusterSecret?: string | (() => ReadonlyArray<string>) | undefined
+  /** Told of each accepted node credential, with the secret it was made from (who uses which secret during a rotation). */
+  readonly nodeCredentialSeen?: ((node: number, secret: string) => void) | undefined
   /** Accept node credentials only from loopback addresses (the cluster secret is the public default). */
   readonly nodeCredentialsFromLoopbackOnly?: boolean | undefined
   /** The replicated token with this id, if any. */
@@ -113,7 +118,8 @@ export const makeAuthenticate = (options: AuthOptions): Authenticate => {
     // Fail closed: an empty token (an empty token file) must not let `Bearer ` through.
     .filter((token) => token !== "")
     .map(sha256)
-  const secret = options.clusterSecret
+  const configured = options.clusterSecret
+  const secrets = (): ReadonlyArray<string> => (typeof configured === "string" ? [configured] : configured?.() ?? [])
   return (authorization, remoteAddress) => {
     if (authorization === undefined || authorization === "") {
       return deny("this node requires an API token: send the header \"Authorization: Bearer <token>\"")
@@ -129,14 +135,20 @@ export const makeAuthenticate = (options: AuthOptions): Authenticate => {
         : deny("the API token is not valid (revoked, mistyped, or of another cluster)")
     }
     const node = nodePattern.exec(token)
-    if (node !== null && secret !== undefined) {
+    if (node !== null && configured !== undefined) {
       const id = Number(node[1])
-      if (!timingSafeEqual(digest, sha256(`blxn_${id}_${nodeMac(secret, id)}`))) return deny("the node credential is not valid for this cluster")
+      // Every secret is compared (no early exit): which one matched does not show in the time taken.
+      let matched: string | undefined
+      for (const secret of secrets()) {
+        if (timingSafeEqual(digest, sha256(`blxn_${id}_${nodeMac(secret, id)}`))) matched ??= secret
+      }
+      if (matched === undefined) return deny("the node credential is not valid for this cluster (made from a secret this node's cluster secret file does not hold)")
       if (options.nodeCredentialsFromLoopbackOnly === true && !isLoopback(remoteAddress)) {
         return deny(
           "node credentials are accepted only from loopback while no cluster secret is configured; set clusterSecretFile (--cluster-secret-file) on every node"
         )
       }
+      options.nodeCredentialSeen?.(id, matched)
       return Either.right({ kind: "node", node: id })
     }
     let match = false

@@ -7,6 +7,7 @@
  * `HttpApiClient` is imported here at the top: a CLI that must start fast imports this module lazily
  * (`await import(".../api/Client.js")`) inside the command that talks to a node.
  */
+import type { SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
 import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream } from "effect"
@@ -34,8 +35,8 @@ import * as SnapshotHttp from "./SnapshotHttp.js"
 export interface ClientOptions {
   /** `HOST:PORT` of the node (`--addr`, `BLIXARD_ADDR`), e.g. `127.0.0.1:7001` or `[::1]:7001`. */
   readonly addr: string
-  /** The node's API token, sent as `Authorization: Bearer <token>`. */
-  readonly token?: Redacted.Redacted<string> | string | undefined
+  /** The node's API token, sent as `Authorization: Bearer <token>`; a function is asked at each request (a node credential follows its cluster secret). */
+  readonly token?: Redacted.Redacted<string> | string | (() => string) | undefined
   /** How long one request may take before it fails with `Timeout` (default 5 seconds). */
   readonly timeout?: Duration.DurationInput | undefined
   /** `https` for a node serving TLS (the default of `blixard node`; give the client `layerTls`), `http` for a plain one. */
@@ -151,6 +152,8 @@ export interface ApiClientShape {
   readonly rotateCa: () => Effect.Effect<CaStatus, BlixardError>
   readonly finishCaRotation: () => Effect.Effect<CaStatus, BlixardError>
   readonly caRotationMoved: (node: NodeId, fingerprint: string) => Effect.Effect<CaStatus, BlixardError>
+  readonly secretStatus: () => Effect.Effect<SecretStatus, BlixardError>
+  readonly secretFingerprints: () => Effect.Effect<SecretFingerprints, BlixardError>
 }
 
 export const DefaultTimeout = Duration.seconds(5)
@@ -257,6 +260,9 @@ const queryOf = <Q extends ReadOptions>(options: Q | undefined): Omit<Q, "stale"
   return query
 }
 
+const tokenText = (token: Redacted.Redacted<string> | string | (() => string)): string =>
+  typeof token === "string" ? token : typeof token === "function" ? token() : Redacted.value(token)
+
 /** Builds a client for one node (needs an `HttpClient`: `FetchHttpClient.layer` or `NodeHttpClient`). */
 export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, never, HttpClient.HttpClient> =>
   Effect.gen(function* () {
@@ -269,9 +275,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       ...(token === undefined
         ? {}
         : {
-            transformClient: HttpClient.mapRequest(
-              HttpClientRequest.bearerToken(typeof token === "string" ? token : Redacted.value(token))
-            )
+            transformClient: HttpClient.mapRequest((request) => HttpClientRequest.bearerToken(request, tokenText(token)))
           })
     })
     const call = <A>(effect: Effect.Effect<A, unknown>): Effect.Effect<A, BlixardError> =>
@@ -291,7 +295,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
 
     const http = yield* HttpClient.HttpClient
     const authorized =
-      token === undefined ? http : http.pipe(HttpClient.mapRequest(HttpClientRequest.bearerToken(typeof token === "string" ? token : Redacted.value(token))))
+      token === undefined ? http : http.pipe(HttpClient.mapRequest((request) => HttpClientRequest.bearerToken(request, tokenText(token))))
 
     /**
      * A streamed answer (a log, a snapshot) over this client's connection settings (TLS included):
@@ -375,7 +379,9 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       caStatus: (read) => call(api.ca.status({ urlParams: urlParamsOf(read) })),
       rotateCa: () => call(api.ca.rotate()),
       finishCaRotation: () => call(api.ca.finish()),
-      caRotationMoved: (node, fingerprint) => call(api.ca.moved({ payload: { node, fingerprint } }))
+      caRotationMoved: (node, fingerprint) => call(api.ca.moved({ payload: { node, fingerprint } })),
+      secretStatus: () => call(api.secret.status()),
+      secretFingerprints: () => call(api.secret.self())
     } satisfies ApiClientShape
   })
 

@@ -3,6 +3,7 @@
  * the node implements it over Raft (forwarding writes to the leader, serving linearizable reads
  * after a ReadIndex round); tests provide fakes.
  */
+import type { SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
 import { Context, type Effect } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
@@ -103,6 +104,13 @@ export interface ControlPlaneShape {
   readonly finishCaRotation: Effect.Effect<CaStatus, BlixardError>
   /** Member `node` holds a certificate of the new CA `fingerprint` (`CaRotationMoved`). */
   readonly caRotationMoved: (node: NodeId, fingerprint: string) => Effect.Effect<CaStatus, BlixardError>
+  /**
+   * Every member's cluster secret keyring, as fingerprints (`blixard cluster secret status`).
+   * Absent where there is none (the in-memory plane, the simulator): the API answers 501.
+   */
+  readonly secretStatus?: Effect.Effect<SecretStatus, BlixardError>
+  /** This node's keyring, as fingerprints (what `secretStatus` asks each member). Absent as `secretStatus`. */
+  readonly secretFingerprints?: Effect.Effect<SecretFingerprints, BlixardError>
   /**
    * The whole replicated state at an index the leader confirmed (a ReadIndex round), for
    * `blixard cluster snapshot save`. Absent where there is none to give (another node's API seen

@@ -48,7 +48,7 @@ import * as http from "node:http"
 import type { Duplex } from "node:stream"
 import * as tls from "node:tls"
 import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
-import { type BlixardError, CertificateRevoked, Forbidden, InvalidArgument } from "../domain/Errors.js"
+import { type BlixardError, CertificateRevoked, Forbidden, InvalidArgument, NotImplemented } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { identityOf } from "../net/Tls.js"
 import { startOf } from "../domain/VmSpec.js"
@@ -176,6 +176,10 @@ const handlersOf = (plane: ControlPlaneShape, options: Pick<ApiOptions, "issuedC
     rotate: () => plane.rotateCa,
     finish: () => plane.finishCaRotation,
     moved: ({ payload }) => plane.caRotationMoved(payload.node, payload.fingerprint)
+  },
+  secret: {
+    status: () => plane.secretStatus ?? Effect.fail(new NotImplemented({ message: "this API serves no cluster secret status" })),
+    self: () => plane.secretFingerprints ?? Effect.fail(new NotImplemented({ message: "this API serves no cluster secret fingerprints" }))
   },
   health: {
     health: () => plane.health

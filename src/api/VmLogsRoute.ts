@@ -32,8 +32,8 @@ export interface VmLogsRouteOptions {
   readonly locate: (name: VmName) => LogLocation
   /** The log on this node. */
   readonly local: (request: VmLogRequest) => Stream.Stream<string, { readonly message: string }>
-  /** This node's credential for other nodes' APIs (`Auth.nodeCredential`). */
-  readonly credential: string
+  /** This node's credential for other nodes' APIs (`Auth.nodeCredential`); a function is asked at each request (the cluster secret may be rotated). */
+  readonly credential: string | (() => string)
   /** How long the hosting node may take to begin its answer (default 5 s). */
   readonly connectTimeoutMs?: number | undefined
   /** The cluster's TLS (this node's certificate, the CA the hosting node's must chain to); absent: plain HTTP. */
@@ -124,7 +124,7 @@ const forward = (
       subject: `node ${where.node}`,
       message: `node ${options.node} could not get the VM's log from node ${where.node} (${where.address}), which hosts it: ${why}; is node ${where.node} up?`
     })
-  const headers = { authorization: `Bearer ${options.credential}`, [ForwardedHeader]: String(options.node) }
+  const headers = { authorization: `Bearer ${typeof options.credential === "string" ? options.credential : options.credential()}`, [ForwardedHeader]: String(options.node) }
   const tls = options.tls
   const upstream = (tls === undefined ? http.get : https.get)(
     `${tls === undefined ? "http" : "https"}://${where.address}${url}`,

@@ -7,6 +7,7 @@
  * The API token comes from `--token-file`, `BLIXARD_API_TOKEN` or the node's data directory
  * (`Credentials.ts`), looked up once per address.
  */
+import type { SecretStatus } from "../domain/ClusterSecret.js"
 import { Context, Effect, Layer, Stream } from "effect"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { CertificateList, RevokedCertificate } from "../domain/Certificate.js"
@@ -64,6 +65,7 @@ export interface BlixardClientApi {
   readonly revokeCertificate: (target: Target, revoke: Omit<RevokeCertificate, "_tag">) => Effect.Effect<ReadonlyArray<RevokedCertificate>, BlixardError>
   readonly caStatus: (target: Target) => Effect.Effect<CaStatus, BlixardError>
   readonly rotateCa: (target: Target) => Effect.Effect<CaStatus, BlixardError>
+  readonly secretStatus: (target: Target) => Effect.Effect<SecretStatus, BlixardError>
   readonly finishCaRotation: (target: Target) => Effect.Effect<CaStatus, BlixardError>
   /** The cluster's state as a snapshot file's bytes, streamed (`GET /v1/cluster/snapshot`). */
   readonly downloadSnapshot: (target: Target) => Stream.Stream<Uint8Array, BlixardError>
@@ -139,6 +141,7 @@ export class BlixardClient extends Context.Tag("blixard/cli/BlixardClient")<Blix
         caStatus: (target) => via(target, (c) => c.caStatus()),
         rotateCa: (target) => via(target, (c) => c.rotateCa()),
         finishCaRotation: (target) => via(target, (c) => c.finishCaRotation()),
+        secretStatus: (target) => via(target, (c) => c.secretStatus()),
         downloadSnapshot: (target) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.snapshot())),
         events: (target, lastEventId) => Stream.unwrap(Effect.map(clientFor(target), (c) => c.events(lastEventId)))
       } satisfies BlixardClientApi

@@ -34,6 +34,12 @@
  * cluster CA): TLS encrypts and proves which node is at the other end, and this handshake still binds
  * the connection to the cluster secret and refuses replays. In plain mode (`--insecure-plaintext`)
  * it is the only protection, and nothing is encrypted. Every holder of the secret is a full member.
+ *
+ * Keyrings: a node may hold several secrets (`node/ClusterKeyring.ts`, how the secret is rotated).
+ * It signs with the first; the receiver accepts a handshake whose MAC matches any of its secrets
+ * (each compared, no early exit) and answers the incarnation with the key that matched, which is
+ * the sender's. The keyring is asked for at each handshake, so a re-read file takes effect for the
+ * next connection; open connections stay.
  */
 import * as crypto from "node:crypto"
 
@@ -117,9 +123,17 @@ export const toQuery = (h: Handshake): string =>
   (h.incarnation === undefined ? "" : `&inc=${h.incarnation.id}&incmac=${h.incarnation.mac}`)
 
 
+/** A node's cluster secrets: one, or its keyring as it is now (the first is the one it proves with). */
+export type Secrets = string | (() => ReadonlyArray<string>)
+
+export const secretsOf = (secrets: Secrets): ReadonlyArray<string> => (typeof secrets === "string" ? [secrets] : secrets())
+
 export type Verdict =
-  /** `incarnation`: the sender's, undefined if it named none; `nonce`, to authenticate the answer's. */
-  | { readonly ok: true; readonly from: number; readonly incarnation: string | undefined; readonly nonce: string }
+  /**
+   * `incarnation`: the sender's, undefined if it named none; `nonce` and `key` (the sender's, among
+   * the receiver's keys), to authenticate the answer's.
+   */
+  | { readonly ok: true; readonly from: number; readonly incarnation: string | undefined; readonly nonce: string; readonly key: Buffer }
   | { readonly ok: false; readonly reason: string; readonly from?: number }
 
 /**
@@ -127,16 +141,23 @@ export type Verdict =
  * window) to refuse replays; unauthenticated requests never add to that memory.
  */
 export class HandshakeVerifier {
-  private readonly key: Buffer
   private readonly seen = new Map<string, number>()
+  private derived = new Map<string, Buffer>()
 
   constructor(
-    clusterSecret: string,
+    private readonly secrets: Secrets,
     private readonly clusterId: string,
     private readonly self: number,
     private readonly maxClockSkewMs: number
-  ) {
-    this.key = deriveKey(clusterSecret)
+  ) {}
+
+  /** The keys of the keyring as it is now (derived once per secret). */
+  private keys(): ReadonlyArray<Buffer> {
+    const secrets = secretsOf(this.secrets)
+    if (secrets.some((s) => !this.derived.has(s)) || this.derived.size !== secrets.length) {
+      this.derived = new Map(secrets.map((s) => [s, this.derived.get(s) ?? deriveKey(s)]))
+    }
+    return secrets.map((s) => this.derived.get(s)!)
   }
 
   verify(url: string, now: number): Verdict {
@@ -154,9 +175,12 @@ export class HandshakeVerifier {
     const from = Number(fromText)
     const to = Number(toText)
     const ts = Number(tsText)
-    const expected = macOf(this.key, this.clusterId, from, to, ts, nonce)
-    if (!crypto.timingSafeEqual(Buffer.from(mac), Buffer.from(expected))) {
-      return { ok: false, reason: "bad MAC (wrong cluster secret or cluster id, or a peer of an incompatible blixard release)", from }
+    let key: Buffer | undefined
+    for (const candidate of this.keys()) {
+      if (crypto.timingSafeEqual(Buffer.from(mac), Buffer.from(macOf(candidate, this.clusterId, from, to, ts, nonce)))) key ??= candidate
+    }
+    if (key === undefined) {
+      return { ok: false, reason: "bad MAC (made from a secret this node's cluster secret file does not hold, another cluster id, or a peer of an incompatible blixard release)", from }
     }
     const incarnation = params.get("inc") ?? undefined
     const incarnationMac = params.get("incmac") ?? undefined
@@ -164,7 +188,7 @@ export class HandshakeVerifier {
       if (incarnation === undefined || incarnationMac === undefined || !incarnationPattern.test(incarnation) || !macPattern.test(incarnationMac)) {
         return { ok: false, reason: "malformed incarnation in the handshake", from }
       }
-      if (!macEquals(incarnationMac, incarnationMacOf(this.key, "incarnation", this.clusterId, from, to, nonce, incarnation))) {
+      if (!macEquals(incarnationMac, incarnationMacOf(key, "incarnation", this.clusterId, from, to, nonce, incarnation))) {
         return { ok: false, reason: "bad incarnation MAC (the incarnation was altered)", from }
       }
     }
@@ -178,7 +202,7 @@ export class HandshakeVerifier {
     this.prune(now)
     if (this.seen.has(nonce)) return { ok: false, reason: "replayed handshake (nonce already used)", from }
     this.seen.set(nonce, ts + this.maxClockSkewMs)
-    return { ok: true, from, incarnation, nonce }
+    return { ok: true, from, incarnation, nonce, key }
   }
 
   private prune(now: number): void {

@@ -64,7 +64,7 @@ import * as Metrics from "../metrics/Metrics.js"
 import { Message } from "../raft/Message.js"
 import { CertificateRevoked, PeerCertificateRefused } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
-import { answeredIncarnation, HandshakeVerifier, deriveKey, incarnationHeaders, isIncarnation, sign, toQuery } from "./PeerAuth.js"
+import { answeredIncarnation, HandshakeVerifier, deriveKey, incarnationHeaders, isIncarnation, type Secrets, secretsOf, sign, toQuery } from "./PeerAuth.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
 import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
 import { checkServerIdentity, identityOf, issuerIn, type RevokedCheck } from "./Tls.js"
@@ -103,8 +103,11 @@ export interface PeerTransportOptions {
   readonly incarnation?: string | undefined
   /** Initial peer addresses, id → "host:port". Change them at runtime with `RaftPeers`. */
   readonly peers?: ReadonlyMap<number, string> | undefined
-  /** The cluster secret (the contents of the node's secret file). Required, non-empty. */
-  readonly clusterSecret: string
+  /**
+   * The cluster secret, or the node's keyring as it is now (asked at each connection, the first
+   * secret signs, every one is accepted: `PeerAuth`). Required, non-empty.
+   */
+  readonly clusterSecret: Secrets
   /** Optional cluster id, bound into every handshake: nodes of another cluster cannot connect. */
   readonly clusterId?: string | undefined
   /** How long a batch may wait for its acknowledgement, and a connection for its handshake (default 5000 ms). */
@@ -382,7 +385,9 @@ const certificateProblem = (
 export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Transport | RaftPeers | PeerEndpoint> =>
   Layer.scopedContext(
     Effect.gen(function* () {
-      if (options.clusterSecret.length === 0) return yield* Effect.dieMessage("PeerTransport: the cluster secret is empty")
+      if (secretsOf(options.clusterSecret).some((s) => s.length === 0) || secretsOf(options.clusterSecret).length === 0) {
+        return yield* Effect.dieMessage("PeerTransport: the cluster secret is empty")
+      }
       if (options.incarnation !== undefined && !isIncarnation(options.incarnation)) {
         return yield* Effect.dieMessage(`PeerTransport: node ${options.self}'s incarnation ${JSON.stringify(options.incarnation)} cannot be sent (1 to 64 letters, digits, - or _)`)
       }
@@ -399,7 +404,13 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const backoffInitialMs = options.backoffInitialMs ?? 50
       const backoffMaxMs = options.backoffMaxMs ?? 2000
       const maxClockSkewMs = options.maxClockSkewMs ?? 30_000
-      const key = deriveKey(options.clusterSecret)
+      /** The key this node signs with: its first secret's, as its keyring is now. */
+      let signing: { secret: string; key: Buffer } = { secret: "", key: Buffer.alloc(0) }
+      const signingKey = (): Buffer => {
+        const primary = secretsOf(options.clusterSecret)[0]!
+        if (primary !== signing.secret) signing = { secret: primary, key: deriveKey(primary) }
+        return signing.key
+      }
       const runFork = Runtime.runFork(yield* Effect.runtime<never>())
       const log = (effect: Effect.Effect<void>) => void runFork(effect)
 
@@ -512,6 +523,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const connect = (peer: Peer): void => {
         if (closed) return
         // A fresh timestamp and nonce per attempt.
+        const key = signingKey()
         const signed = sign(key, clusterId, self, peer.id, Date.now(), options.incarnation)
         let socket: WebSocket
         try {
@@ -779,7 +791,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           }
           const peerCertificate = request.socket instanceof tls.TLSSocket && options.tls !== undefined ? request.socket.getPeerCertificate() : undefined
           const serial = peerCertificate?.serialNumber === undefined ? undefined : normalizeSerial(peerCertificate.serialNumber)
-          if (options.incarnation !== undefined) answers.set(request, incarnationHeaders(key, clusterId, { from: verdict.from, to: self, nonce: verdict.nonce }, options.incarnation))
+          if (options.incarnation !== undefined) answers.set(request, incarnationHeaders(verdict.key, clusterId, { from: verdict.from, to: self, nonce: verdict.nonce }, options.incarnation))
           learn(verdict.from, verdict.incarnation, "its connection to this node")
           server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial, verdict.incarnation))
         },

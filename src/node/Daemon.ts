@@ -56,7 +56,9 @@ import * as VmLogs from "../vm/VmLogs.js"
 import * as VmLogsRoute from "../api/VmLogsRoute.js"
 import { layerFile, RaftStorage } from "../storage/RaftStorage.js"
 import { eventSettings, fencingLimitMs, type NodeConfig } from "./Config.js"
-import { clusterSecret, detectCapacity, developmentSecret, outgoingTls, prepareDataDir, readSecretFile, remotePlanes, vmOwnerOf, vmRuntime, warnIfDevelopmentSecret } from "./DaemonParts.js"
+import * as ClusterKeyring from "./ClusterKeyring.js"
+import { detectCapacity, outgoingTls, prepareDataDir, readSecretFile, remotePlanes, vmOwnerOf, vmRuntime } from "./DaemonParts.js"
+import * as KeyringSync from "./KeyringSync.js"
 import { apiTokenFileName } from "./Settings.js"
 import * as Discovery from "./Discovery.js"
 import * as NodeControlPlane from "./NodeControlPlane.js"
@@ -283,8 +285,8 @@ export const run = (config: NodeConfig) =>
       const advertise = discovery.advertise
       const vmOwner = yield* vmOwnerOf(config)
       const filename = path.join(config.dataDir, "blixard.db")
-      // A node joining with a join token receives the secret (and keeps it): read it again after TLS.
-      let secret = yield* clusterSecret(config)
+      // A node joining with a join token receives the keyring (and keeps it): read it again after TLS.
+      let keyring = yield* ClusterKeyring.load(config)
       const admin = yield* adminToken(config, NodeId.make(node))
       // Storage: locked, checked, migrated; then claimed for this node id.
       const storage = yield* Layer.build(layerFile({ filename, node }))
@@ -298,13 +300,13 @@ export const run = (config: NodeConfig) =>
       // Other nodes' APIs (to join, to check the cluster's identity, to forward writes to the leader,
       // to report its VMs' status), with this node's credential, never an admin token; over TLS, only
       // to members of this node's cluster.
-      const remoteOver = (tls: Client.ClientTls | undefined, credential: string) => remotePlanes({ credential, requestMs: config.timeouts.requestMs, tls })
+      const remoteOver = (tls: Client.ClientTls | undefined, credential: () => string) => remotePlanes({ credential, requestMs: config.timeouts.requestMs, tls })
 
       // A fresh node that may found (see Discovery.ts) joins instead when a peer already has a
       // cluster. Before it has certificates, a peer's cluster shows in the CA it offers.
       const clusterAmong = (peers: ReadonlyArray<Discovery.SeedPeer>) =>
         config.insecurePlaintext === true
-          ? Effect.flatMap(remoteOver(undefined, Auth.nodeCredential(secret, node)), (plain) =>
+          ? Effect.flatMap(remoteOver(undefined, () => Auth.nodeCredential(keyring.primary, node)), (plain) =>
               Effect.map(Discovery.findCluster(peers, plain), (found) => found !== undefined)
             )
           : Effect.map(
@@ -315,13 +317,17 @@ export const run = (config: NodeConfig) =>
       const joinToken = yield* joinTokenOf(config, NodeId.make(node), fresh && !founding)
       // Certificates the node keeps in DATA-DIR/tls (not plaintext, not the operator's files): see `refusedJoin` below.
       const managedTls = config.insecurePlaintext !== true && config.tlsCertFile === undefined
-      const prepared = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: secret, peers: discovery.peers, joinToken })
+      const prepared = yield* StartTls.prepare({ config, fresh, founding, knownCluster, clusterSecret: keyring.secrets, peers: discovery.peers, joinToken })
       // This node's certificate as renewal replaces it, and its CA as a rotation does.
       const live = prepared === undefined ? undefined : new Tls.LiveTls(prepared.ca, prepared.cert, prepared.key, prepared.clusterId, prepared.caKey)
       const tls = live === undefined ? undefined : currentTls(live, node)
-      if (joinToken !== undefined) secret = yield* clusterSecret(config)
-      yield* warnIfDevelopmentSecret(node, secret)
-      const credential = Auth.nodeCredential(secret, node)
+      if (joinToken !== undefined) keyring = yield* ClusterKeyring.load(config)
+      yield* ClusterKeyring.warnIfDevelopmentSecret(node, keyring)
+      // The file is followed (a rotation needs no restart); a node that got it with a join token
+      // takes the members' (`KeyringSync.ts`, started below, once it knows them).
+      yield* Effect.forkScoped(ClusterKeyring.follow(keyring, NodeId.make(node)))
+      const publicSecret = keyring.isDevelopment
+      const credential = () => Auth.nodeCredential(keyring.primary, node)
       const remote = yield* remoteOver(live === undefined ? undefined : outgoingTls(live), credential)
 
       // A node with data that is pointed at peers of another cluster stops before it talks to them.
@@ -387,7 +393,7 @@ export const run = (config: NodeConfig) =>
           self: node,
           incarnation,
           peers: new Map(discovery.configured.map((p) => [p.id, p.address])),
-          clusterSecret: secret,
+          clusterSecret: () => keyring.secrets,
           requestTimeoutMs: config.timeouts.requestMs,
           revoked,
           ...(live !== undefined ? { clusterId: live.clusterId, tls: live } : {})
@@ -424,7 +430,9 @@ export const run = (config: NodeConfig) =>
               prepareCaRotation: () =>
                 CaRotation.prepare({ self: node, live, members: state.current.members, revoked, timeoutMs: config.timeouts.requestMs })
             }),
-        publicClusterSecret: secret === developmentSecret
+        publicClusterSecret: publicSecret,
+        secretFingerprints: () => keyring.fingerprints(),
+        requestTimeoutMs: config.timeouts.requestMs
       })
 
       // `vm logs`: served from this node's disk, or forwarded to the hosting node with this node's credential.
@@ -451,8 +459,9 @@ export const run = (config: NodeConfig) =>
       const auth: Auth.AuthOptions = {
         adminTokens: [admin.token],
         hint: `the admin token of node ${node} is in ${admin.file} on its host (the CLI reads it with --data-dir or --token-file, or from BLIXARD_API_TOKEN)`,
-        clusterSecret: secret,
-        nodeCredentialsFromLoopbackOnly: secret === developmentSecret,
+        clusterSecret: () => keyring.secrets,
+        nodeCredentialSeen: (id, secret) => keyring.heardFrom(id, secret),
+        nodeCredentialsFromLoopbackOnly: publicSecret,
         tokens: (id) => state.current.tokens.get(id)
       }
       const runFork = Runtime.runFork(yield* Effect.runtime<never>())
@@ -471,8 +480,9 @@ export const run = (config: NodeConfig) =>
               : TlsBootstrap.routes({
                   tls,
                   rotatingTo: () => state.current.caRotation?.fingerprint,
-                  clusterSecret: secret,
-                  publicClusterSecret: secret === developmentSecret,
+                  keyring,
+                  revoked,
+                  publicClusterSecret: publicSecret,
                   authenticate: Auth.makeAuthenticate(auth),
                   consumeJoinToken: controlPlane.consumeJoinToken,
                   record: controlPlane.recordCertificate,
@@ -514,6 +524,18 @@ export const run = (config: NodeConfig) =>
           if (!state.current.members.has(id) && !configured.has(id) && state.current.members.size > 0) yield* peers.remove(id)
         }
       })
+      if (keyring.source === "received" && live !== undefined) {
+        yield* Effect.forkScoped(
+          KeyringSync.follow({
+            node: NodeId.make(node),
+            dataDir: config.dataDir,
+            keyring,
+            tls: live,
+            members: () => [...state.current.members].filter(([id]) => id !== node).map(([, address]) => address),
+            timeoutMs: config.timeouts.requestMs
+          })
+        )
+      }
 
       // A fresh node that did not found asks to join, through any peer, until one accepts.
       if (fresh && !founding) {

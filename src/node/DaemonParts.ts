@@ -1,6 +1,6 @@
 /**
  * What both daemons build the same way: a cluster member (`Daemon.ts`) and a host that is not a Raft
- * member (`HostDaemon.ts`). Their secrets and data directory, other nodes' APIs seen as a
+ * member (`HostDaemon.ts`). Their token files and data directory (the cluster secret: `ClusterKeyring.ts`), other nodes' APIs seen as a
  * `ControlPlane` (with the node's credential, never an admin token), and the VM side: the backend of
  * the configured kind and the host fence (lease + watchdog process) the agent renews.
  */
@@ -23,11 +23,7 @@ import { layerSystemd } from "../vm/SystemdBackend.js"
 import type { VmBackend } from "../vm/VmBackend.js"
 import { DefaultGcRootDir, DefaultVmGroup, DefaultVmUser, type NodeConfig } from "./Config.js"
 import * as HostFence from "./HostFence.js"
-import { clusterSecretFileName } from "./StartTls.js"
 import { resolveVmOwner } from "./VmUser.js"
-
-/** Used when no cluster secret file is configured: peer traffic is then NOT protected. */
-export const developmentSecret = "blixard-development-secret-do-not-use-in-production"
 
 export const readSecretFile = (file: string, what: string, node: NodeId) =>
   Effect.try({
@@ -44,26 +40,6 @@ export const readSecretFile = (file: string, what: string, node: NodeId) =>
       () => new ConfigInvalid({ node, subject: file, message: `the ${what} file ${file} is empty` })
     )
   )
-
-/**
- * The cluster secret: the configured file's; else the one a join token got this node
- * (`DATA-DIR/cluster-secret`); else the public development secret (`warnIfDevelopmentSecret`).
- */
-export const clusterSecret = (config: NodeConfig) =>
-  Effect.suspend(() => {
-    const node = NodeId.make(config.id)
-    if (config.clusterSecretFile !== undefined) return readSecretFile(config.clusterSecretFile, "cluster secret", node)
-    const received = path.join(config.dataDir, clusterSecretFileName)
-    return fs.existsSync(received) ? readSecretFile(received, "cluster secret", node) : Effect.succeed(developmentSecret)
-  })
-
-/** Logs, at every start, that a node runs with the public development secret. */
-export const warnIfDevelopmentSecret = (node: number, secret: string) =>
-  secret !== developmentSecret
-    ? Effect.void
-    : Effect.logWarning(
-        `node ${node}: no cluster secret file is configured, so peer traffic is NOT authenticated and other nodes' credentials are accepted from loopback only; set clusterSecretFile (--cluster-secret-file) on every node`
-      )
 
 export const prepareDataDir = (dir: string, node: NodeId) =>
   Effect.try({
@@ -116,6 +92,8 @@ export const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneS
     rotateCa: client.rotateCa(),
     finishCaRotation: client.finishCaRotation(),
     caRotationMoved: (node, fingerprint) => client.caRotationMoved(node, fingerprint),
+    secretStatus: client.secretStatus(),
+    secretFingerprints: client.secretFingerprints(),
     registerNode: (info) => client.registerNode(info),
     heartbeat: (id, beat) => client.heartbeat(id, beat),
     reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
@@ -145,7 +123,8 @@ export const outgoingTls = (live: Tls.LiveTls): Client.ClientTls => ({
  * plaintext). One client per address, made on first use.
  */
 export const remotePlanes = (options: {
-  readonly credential: string
+  /** Read at each request: the cluster secret in use may change (`ClusterKeyring.ts`). */
+  readonly credential: () => string
   readonly requestMs: number
   readonly tls: Client.ClientTls | undefined
 }): Effect.Effect<(address: string) => ControlPlaneShape, never, Scope.Scope> =>

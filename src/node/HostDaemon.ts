@@ -21,7 +21,8 @@ import { NodeId } from "../domain/NodeId.js"
 import { HostIncarnation, HostPort, splitHostPort } from "../domain/NodeInfo.js"
 import * as Tls from "../net/Tls.js"
 import type { NodeConfig } from "./Config.js"
-import { clusterSecret, detectCapacity, prepareDataDir, remotePlanes, vmOwnerOf, vmRuntime, warnIfDevelopmentSecret } from "./DaemonParts.js"
+import * as ClusterKeyring from "./ClusterKeyring.js"
+import { detectCapacity, prepareDataDir, remotePlanes, vmOwnerOf, vmRuntime } from "./DaemonParts.js"
 import * as HostAgent from "./HostAgent.js"
 import * as TlsBootstrap from "./TlsBootstrap.js"
 
@@ -35,7 +36,7 @@ const isLoopback = (address: string): boolean => {
  * secret's proof (servers asked in turn, every second until one answers; a wrong proof stops the
  * host). Undefined in plaintext mode.
  */
-const serverTrust = (config: NodeConfig, servers: ReadonlyArray<string>, secret: string) =>
+const serverTrust = (config: NodeConfig, servers: ReadonlyArray<string>, keyring: ClusterKeyring.LiveKeyring) =>
   Effect.gen(function* () {
     const node = NodeId.make(config.id)
     if (config.insecurePlaintext === true) {
@@ -64,7 +65,7 @@ const serverTrust = (config: NodeConfig, servers: ReadonlyArray<string>, secret:
     }
     const fromServers = Effect.gen(function* () {
       for (const address of servers) {
-        const got = yield* Effect.either(TlsBootstrap.trustedCa(address, secret, config.timeouts.requestMs))
+        const got = yield* Effect.either(TlsBootstrap.trustedCa(address, keyring.secrets, config.timeouts.requestMs))
         if (got._tag === "Right") return got.right
         if (got.left._tag !== "Unavailable") return yield* got.left
         yield* Effect.logWarning(`host ${node}: ${got.left.message}; trying the next server`)
@@ -78,10 +79,10 @@ const serverTrust = (config: NodeConfig, servers: ReadonlyArray<string>, secret:
  * Follows the CA the servers offer (with the secret's proof), every 10 s: during a CA rotation they
  * offer both CAs, then the new one alone (`node/CaRotation.ts`), and the host verifies them with it.
  */
-const refreshTrust = (node: NodeId, servers: ReadonlyArray<string>, secret: string, clusterId: string, trusted: { ca: string }, timeoutMs: number) =>
+const refreshTrust = (node: NodeId, servers: ReadonlyArray<string>, keyring: ClusterKeyring.LiveKeyring, clusterId: string, trusted: { ca: string }, timeoutMs: number) =>
   Effect.gen(function* () {
     for (const address of servers) {
-      const got = yield* Effect.either(TlsBootstrap.trustedCa(address, secret, timeoutMs))
+      const got = yield* Effect.either(TlsBootstrap.trustedCa(address, keyring.secrets, timeoutMs))
       if (got._tag === "Left" || got.right.clusterId !== clusterId) continue
       if (got.right.ca !== trusted.ca) {
         trusted.ca = got.right.ca
@@ -137,9 +138,11 @@ export const run = (config: NodeConfig) =>
       }
       const incarnation = yield* incarnationOf(config.dataDir, node)
       const vmOwner = yield* vmOwnerOf(config)
-      const secret = yield* clusterSecret(config)
-      yield* warnIfDevelopmentSecret(node, secret)
-      const trust = yield* serverTrust(config, servers, secret)
+      const keyring = yield* ClusterKeyring.load(config)
+      yield* ClusterKeyring.warnIfDevelopmentSecret(node, keyring)
+      // Followed like a member's: a rotation of the cluster secret reaches hosts without a restart.
+      yield* Effect.forkScoped(ClusterKeyring.follow(keyring, node))
+      const trust = yield* serverTrust(config, servers, keyring)
       // Read at each connection: a CA rotation changes what the servers offer (`refreshTrust`).
       const trusted = { ca: trust?.ca ?? "" }
       const tls: ClientTls | undefined =
@@ -151,8 +154,8 @@ export const run = (config: NodeConfig) =>
               },
               checkServerIdentity: Tls.checkServerIdentity(trust.clusterId)
             }
-      if (trust !== undefined && config.tlsCaFile === undefined) yield* Effect.forkScoped(refreshTrust(node, servers, secret, trust.clusterId, trusted, config.timeouts.requestMs))
-      const remote = yield* remotePlanes({ credential: Auth.nodeCredential(secret, node), requestMs: config.timeouts.requestMs, tls })
+      if (trust !== undefined && config.tlsCaFile === undefined) yield* Effect.forkScoped(refreshTrust(node, servers, keyring, trust.clusterId, trusted, config.timeouts.requestMs))
+      const remote = yield* remotePlanes({ credential: () => Auth.nodeCredential(keyring.primary, node), requestMs: config.timeouts.requestMs, tls })
 
       // The fence first: runners left by an earlier daemon stay guarded while the servers are asked.
       let clusterId = trust?.clusterId ?? ""

@@ -20,6 +20,7 @@ import { ApiTokenInfo, CreatedApiToken, TokenId } from "../domain/ApiToken.js"
 import type { Command } from "../domain/Command.js"
 import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
+import { type CallerSecret, MemberSecret, type SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
 import type { BlixardError } from "../domain/Errors.js"
 import { ClusterSecretRequired, Conflict, InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
@@ -68,6 +69,13 @@ export interface NodeControlPlaneOptions {
    * node would receive that public secret (`ClusterSecretRequired`).
    */
   readonly publicClusterSecret?: boolean | undefined
+  /**
+   * This node's cluster secret keyring as fingerprints (`ClusterKeyring.ts`), read at each use; with
+   * it the plane answers `secretStatus` (asking every member through `remote`) and `secretFingerprints`.
+   */
+  readonly secretFingerprints?: (() => SecretFingerprints) | undefined
+  /** How long `secretStatus` waits for each member (default 5 s). */
+  readonly requestTimeoutMs?: number | undefined
 }
 
 /**
@@ -412,6 +420,38 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       (leader) => leader.heartbeat(id, beat)
     )
 
+  /** Every member's keyring as fingerprints: its own, and each other member's answer (asked at once). */
+  const secretStatus = (own: () => SecretFingerprints) =>
+    Effect.gen(function* () {
+      const members = [...state.current.members].sort(([a], [b]) => a - b)
+      const timeoutMs = options.requestTimeoutMs ?? 5000
+      const answers = yield* Effect.forEach(
+        members,
+        ([id, address]) => {
+          const node = NodeId.make(id)
+          if (id === self) return Effect.succeed(new MemberSecret({ node, address, fingerprints: own() }, trusted))
+          const asked = options.remote?.(address).secretFingerprints
+          if (asked === undefined) return Effect.succeed(new MemberSecret({ node, address, problem: "this node cannot reach other members' APIs" }, trusted))
+          return asked.pipe(
+            Effect.timeoutFail({ duration: Duration.millis(timeoutMs), onTimeout: () => new Timeout({ node, subject: address, message: `node ${id} at ${address} did not answer within ${timeoutMs} ms` }) }),
+            Effect.map((fingerprints) => new MemberSecret({ node, address, fingerprints }, trusted)),
+            Effect.catchAll((e) => Effect.succeed(new MemberSecret({ node, address, problem: `${e._tag}: ${e.message}` }, trusted)))
+          )
+        },
+        { concurrency: "unbounded" }
+      )
+      // Hosts: the latest any member saw, members left out (they answer for themselves).
+      const hosts = new Map<number, CallerSecret>()
+      for (const m of answers) {
+        for (const caller of m.fingerprints?.callers ?? []) {
+          if (state.current.members.has(caller.node)) continue
+          const known = hosts.get(caller.node)
+          if (known === undefined || known.at < caller.at) hosts.set(caller.node, caller)
+        }
+      }
+      return new SecretStatus({ askedBy: self, members: answers, hosts: [...hosts.values()].sort((a, b) => a.node - b.node) }, trusted)
+    })
+
   const service: ControlPlaneShape = {
     listVms: (mode, query) => Effect.map(readable(mode), () => selectVms(state.current.vms, query)),
     getVm: (name, mode) =>
@@ -525,6 +565,9 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
     revokeCertificate: (revoke) => orForward(revokeCertificate(revoke), (l) => l.revokeCertificate(revoke)),
     recordCertificate: (record) => orForward(recordCertificate(record), (l) => l.recordCertificate(record)),
     caStatus: (mode) => Effect.map(readable(mode), () => state.current.caStatus()),
+    ...(options.secretFingerprints === undefined
+      ? {}
+      : { secretStatus: secretStatus(options.secretFingerprints), secretFingerprints: Effect.sync(options.secretFingerprints) }),
     rotateCa: orForward(rotateCa, (l) => l.rotateCa),
     finishCaRotation: orForward(finishCaRotation, (l) => l.finishCaRotation),
     caRotationMoved: (node, fingerprint) =>

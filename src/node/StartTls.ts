@@ -2,7 +2,7 @@
  * A node's TLS at start-up: the files in its data directory when it has them; else, for the node
  * founding a cluster, a new cluster CA and its own certificate; else, for a node joining, a
  * certificate from a member (`TlsBootstrap.obtain`, or `obtainWithToken` with a join token, which
- * also gets the cluster secret; retried while no member answers). Or none, in
+ * also gets the cluster's keyring, `ClusterKeyring.ts`; retried while no member answers). Or none, in
  * plain mode (`insecurePlaintext`), which is refused on a non-loopback bind address unless
  * `insecurePlaintextNonLoopback` says the operator knows, and warned about at every start.
  */
@@ -16,6 +16,7 @@ import type { JoinTokenParts } from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
 import { splitHostPort } from "../domain/NodeInfo.js"
 import * as Tls from "../net/Tls.js"
+import * as ClusterKeyring from "./ClusterKeyring.js"
 import type { NodeConfig } from "./Config.js"
 import * as TlsBootstrap from "./TlsBootstrap.js"
 
@@ -26,31 +27,13 @@ export interface StartOptions {
   readonly founding: boolean
   /** The cluster its data directory belongs to, once known. */
   readonly knownCluster: string | undefined
-  readonly clusterSecret: string
+  /** The node's keyring (`ClusterKeyring.ts`): the first secret proves, all are trusted. */
+  readonly clusterSecret: ReadonlyArray<string>
   /** The peers a joining node asks for its certificate (discovery's: looked up again at each attempt). */
   readonly peers: Effect.Effect<ReadonlyArray<{ readonly address: string }>>
   /** A fresh node's join token: it joins with it instead of the cluster secret. */
   readonly joinToken?: JoinTokenParts | undefined
 }
-
-/** Where a node that joined with a join token keeps the cluster secret it received (mode 0600). */
-export const clusterSecretFileName = "cluster-secret"
-
-/** Writes the cluster secret a join token got this node, through a temporary file. */
-const writeClusterSecret = (dataDir: string, secret: string, node: number) =>
-  Effect.try({
-    try: () => {
-      const file = path.join(dataDir, clusterSecretFileName)
-      fs.writeFileSync(`${file}.tmp`, `${secret}\n`, { mode: 0o600 })
-      fs.renameSync(`${file}.tmp`, file)
-    },
-    catch: (e) =>
-      new StorageIo({
-        node: NodeId.make(node),
-        subject: dataDir,
-        message: `cannot write the cluster secret into ${dataDir}: ${e instanceof Error ? e.message : String(e)}; check the data directory's permissions`
-      })
-  })
 
 /**
  * Where a node joining with a join token keeps its key and certificate request (mode 0600) from
@@ -145,7 +128,7 @@ const retryUnavailable = <A, E extends { readonly _tag: string; readonly message
   )
 
 /**
- * With a join token: the certificate and the cluster secret from a member. The secret is written
+ * With a join token: the certificate and the cluster's keyring from a member. The keyring is written
  * before the certificates, whose presence says the node has joined; the kept request goes last.
  */
 const joinWithToken = (options: StartOptions, token: JoinTokenParts) =>
@@ -165,14 +148,14 @@ const joinWithToken = (options: StartOptions, token: JoinTokenParts) =>
         })
       )
     )
-    yield* writeClusterSecret(config.dataDir, admitted.clusterSecret, config.id)
+    yield* ClusterKeyring.writeReceived(config.dataDir, admitted.clusterKeyring, NodeId.make(config.id))
     yield* Tls.writeNodeTls(config.dataDir, admitted, config.id)
     // Its key is in the tls directory now; nothing is lost if this fails.
     yield* Effect.try(() => fs.rmSync(path.join(config.dataDir, joinRequestFileName), { force: true })).pipe(Effect.ignore)
     yield* Effect.logInfo(
-      `node ${config.id}: joined cluster ${admitted.clusterId} with join token ${token.id} (CA sha256 ${admitted.fingerprint}, as the token pins): its certificate is in ${Tls.tlsDir(config.dataDir)}, the cluster secret in ${path.join(config.dataDir, clusterSecretFileName)}`
+      `node ${config.id}: joined cluster ${admitted.clusterId} with join token ${token.id} (CA sha256 ${admitted.fingerprint}, as the token pins): its certificate is in ${Tls.tlsDir(config.dataDir)}, the cluster secret in ${path.join(config.dataDir, ClusterKeyring.receivedFileName)}`
     )
-    const { clusterSecret: _, ...tls } = admitted
+    const { clusterKeyring: _, ...tls } = admitted
     return tls
   })
 
@@ -187,7 +170,7 @@ const join = (options: StartOptions) =>
           node: config.id,
           addresses: peers.map((peer) => peer.address),
           clusterSecret: options.clusterSecret,
-          credential: Auth.nodeCredential(options.clusterSecret, config.id),
+          credential: Auth.nodeCredential(options.clusterSecret[0]!, config.id),
           names: Tls.namesFor(config.bind, config.advertise),
           timeoutMs: config.timeouts.requestMs
         })

@@ -5,7 +5,9 @@
  *   POST /v1/tls/certificate  { node, csr, names }                   Authorization: Bearer <credential>
  *                             → { clusterId, ca, caKey, certificate }
  *   POST /v1/tls/join         { token, node, csr, names }            a join token instead of the secret
- *                             → { clusterId, ca, caKey, certificate, clusterSecret }
+ *                             → { clusterId, ca, caKey, certificate, clusterSecret, clusterKeyring }
+ *   GET  /v1/tls/keyring       (a member's client certificate and its node credential)
+ *                             → { secrets }                         the member's keyring, in order
  *
  * A node holding the cluster secret first fetches the CA without trusting the connection, and trusts
  * it only when `proof` = HMAC-SHA256(cluster secret, "blixard cluster CA\n" + the CA's SHA-256) is
@@ -30,12 +32,21 @@
  * gets `BLX_JOIN_TOKEN_USED`. A member running on the public development secret answers no join
  * (`BLX_CLUSTER_SECRET_REQUIRED`): the joiner would receive a secret everyone knows.
  *
+ * With a keyring (`ClusterKeyring.ts`, several secrets during a rotation) a member proves the CA
+ * with its first secret and a node trusts a proof made with any of its own; a join token hands out
+ * the whole keyring (`clusterKeyring`; `clusterSecret` is its first, for joiners of earlier
+ * releases). `GET /v1/tls/keyring` is how a node that joined with a token keeps following the
+ * members' keyring (`KeyringSync.ts`): only a caller with a client certificate from the cluster CA,
+ * not revoked, and the node credential of the same node gets it, so a machine holding only an old
+ * secret (it can make a credential, not a certificate) does not learn the new one.
+ *
  * `obtain` tries a list of addresses in turn and is what `--peer` joining calls; discovery (e.g. a
  * tailnet's members) may call it with the addresses it found.
  */
 import { Effect, Either, ParseResult, Schema } from "effect"
 import { createHash, createHmac, timingSafeEqual, X509Certificate } from "node:crypto"
 import type * as http from "node:http"
+import * as tls from "node:tls"
 import * as https from "node:https"
 import type { Authenticate } from "../api/Auth.js"
 import { sha256Hex } from "../api/Auth.js"
@@ -56,13 +67,17 @@ import {
 } from "../domain/Errors.js"
 import { idOfPresented, type JoinTokenId, type JoinTokenInfo, type JoinTokenParts, presented, PresentedJoinToken } from "../domain/JoinToken.js"
 import { NodeId } from "../domain/NodeId.js"
+import { normalizeSerial } from "../domain/Certificate.js"
 import * as Tls from "../net/Tls.js"
+import { identityOf } from "../net/TlsIdentity.js"
 import * as CertRenewal from "./CertRenewal.js"
+import * as ClusterKeyring from "./ClusterKeyring.js"
 import { clusterSecretRequired } from "./NodeControlPlane.js"
 
 export const caPath = "/v1/tls/ca"
 export const certificatePath = "/v1/tls/certificate"
 export const joinPath = "/v1/tls/join"
+export const keyringPath = "/v1/tls/keyring"
 
 /** The largest body either endpoint reads. */
 const maxBodyBytes = 64 * 1024
@@ -91,10 +106,14 @@ export const JoinRequest = Schema.Struct({
 
 export const JoinAnswer = Schema.Struct({
   ...CertificateAnswer.fields,
-  clusterSecret: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(4096))
+  clusterSecret: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(4096)),
+  /** The member's whole keyring, its first being `clusterSecret` (absent from members of earlier releases). */
+  clusterKeyring: Schema.optionalWith(ClusterKeyring.Keyring, { exact: true })
 })
 
-/** HMAC-SHA256 (hex) binding the cluster secret to the CA with `fingerprint`. */
+export const KeyringAnswer = Schema.Struct({ secrets: ClusterKeyring.Keyring })
+
+/** HMAC-SHA256 (hex) binding a cluster secret (a member proves with its first) to the CA with `fingerprint`. */
 export const caProof = (clusterSecret: string, fingerprint: string): string =>
   createHmac("sha256", clusterSecret).update(`blixard cluster CA\n${fingerprint}`, "utf8").digest("hex")
 
@@ -139,8 +158,11 @@ export interface HandlerOptions {
   readonly tls: Tls.NodeTls
   /** The SHA-256 of the CA a rotation in progress moves to (`CaRotation.fingerprint`); undefined when none runs. */
   readonly rotatingTo?: (() => string | undefined) | undefined
-  readonly clusterSecret: string
-  /** `clusterSecret` is the public development secret: no join is answered (it would hand it out). */
+  /** This node's keyring, read at each request. */
+  readonly keyring: ClusterKeyring.LiveKeyring
+  /** The revocation list: a revoked client certificate gets no keyring. */
+  readonly revoked?: Tls.RevokedCheck | undefined
+  /** The keyring is the public development secret: no join is answered (it would hand it out). */
   readonly publicClusterSecret: boolean
   /** The API's authenticator: a node credential proves who asks. */
   readonly authenticate: Authenticate
@@ -230,7 +252,7 @@ const handleJoin = (options: HandlerOptions, request: http.IncomingMessage, resp
     options.run(granted, (result) =>
       Either.isLeft(result)
         ? refuse(response, statusOf(result.left), result.left)
-        : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey, certificate: result.right, clusterSecret: options.clusterSecret })
+        : answer(response, 200, { clusterId: options.tls.clusterId, ca: options.tls.ca, caKey, certificate: result.right, clusterSecret: options.keyring.primary, clusterKeyring: options.keyring.secrets })
     )
   })
 }
@@ -251,7 +273,7 @@ export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
       responses: { "200": json("{ ca, proof }") }
     },
     // The CA is read at each request: a CA rotation changes it (both CAs, a bundle, while it lasts).
-    handle: (_request, response) => answer(response, 200, { ca: options.tls.ca, proof: caProof(options.clusterSecret, Tls.bundleFingerprint(options.tls.ca)) })
+    handle: (_request, response) => answer(response, 200, { ca: options.tls.ca, proof: caProof(options.keyring.primary, Tls.bundleFingerprint(options.tls.ca)) })
   }
   const certificate: RawRoute = {
     method: "POST",
@@ -299,7 +321,44 @@ export const routes = (options: HandlerOptions): ReadonlyArray<RawRoute> => {
     },
     handle: (request, response) => handleJoin(options, request, response)
   }
-  return [ca, certificate, join]
+  const keyring: RawRoute = {
+    method: "GET",
+    path: keyringPath,
+    // Authenticated here: the node credential and a client certificate of the same node.
+    access: undefined,
+    operation: {
+      tags: ["tls"],
+      operationId: "tls.keyring",
+      description:
+        "This member's cluster secret keyring, in order (the first in use): how a node that joined with a join token follows a rotation of the cluster secret. Only over mutual TLS with a node's certificate from the cluster CA, not revoked, and that node's own node credential.",
+      security: [{ bearer: [] }],
+      responses: {
+        "200": json("{ secrets }"),
+        "401": errorResponse("Unauthorized: no valid node credential", "Unauthorized"),
+        "403": errorResponse("Forbidden: no client certificate of the credential's node", "Forbidden")
+      }
+    },
+    handle: (request, response) => handleKeyring(options, request, response)
+  }
+  return [ca, certificate, join, keyring]
+}
+
+/** `GET /v1/tls/keyring`: see the module comment. */
+const handleKeyring = (options: HandlerOptions, request: http.IncomingMessage, response: http.ServerResponse): void => {
+  const where = `GET ${keyringPath}`
+  const principal = options.authenticate(request.headers.authorization, request.socket.remoteAddress)
+  if (Either.isLeft(principal)) return refuse(response, 401, principal.left)
+  const who = principal.right
+  const socket = request.socket
+  const cert = socket instanceof tls.TLSSocket && socket.authorized ? socket.getPeerCertificate() : undefined
+  const identity = cert === undefined ? undefined : identityOf(cert.subjectaltname)
+  const forbid = (why: string) => refuse(response, 403, new Forbidden({ subject: where, message: `${where}: ${why}; a node that joined with a join token asks with its own certificate and node credential` }))
+  if (who.kind !== "node") return forbid(`${who.who} is not a node`)
+  if (cert === undefined || identity === undefined) return forbid(`node ${who.node} presented no client certificate from this cluster's CA`)
+  if (identity.clusterId !== options.tls.clusterId || identity.node !== who.node) return forbid(`the client certificate is node ${identity.node}'s of cluster ${identity.clusterId}, not node ${who.node}'s of ${options.tls.clusterId}`)
+  const reason = options.revoked?.(normalizeSerial(cert.serialNumber))
+  if (reason !== undefined) return forbid(`node ${who.node}'s certificate is revoked (${reason})`)
+  answer(response, 200, { secrets: options.keyring.secrets })
 }
 
 const sign = (options: HandlerOptions, request: http.IncomingMessage, response: http.ServerResponse): void => {
@@ -352,6 +411,8 @@ const requestJson = (
     readonly authorization?: string
     readonly ca?: string
     readonly clusterId?: string
+    /** A client certificate and its key (PEM), for mutual TLS. */
+    readonly client?: { readonly cert: string; readonly key: string }
     readonly timeoutMs: number
   }
 ): Promise<Reply> =>
@@ -368,7 +429,8 @@ const requestJson = (
         },
         ...(options.ca === undefined
           ? { rejectUnauthorized: false }
-          : { ca: options.ca, checkServerIdentity: Tls.checkServerIdentity(options.clusterId ?? "") as never })
+          : { ca: options.ca, checkServerIdentity: Tls.checkServerIdentity(options.clusterId ?? "") as never }),
+        ...(options.client === undefined ? {} : { cert: options.client.cert, key: options.client.key })
       },
       (response) => {
         const chunks: Array<Buffer> = []
@@ -397,8 +459,9 @@ export interface ObtainOptions {
   readonly node: number
   /** Members to ask, in turn (`HOST:PORT`). */
   readonly addresses: ReadonlyArray<string>
-  readonly clusterSecret: string
-  /** The node credential `Auth.nodeCredential(clusterSecret, node)`. */
+  /** The node's keyring (`ClusterKeyring.ts`): a CA proof made with any of them is trusted. */
+  readonly clusterSecret: ReadonlyArray<string>
+  /** The node credential `Auth.nodeCredential(clusterSecret[0], node)`. */
   readonly credential: string
   /** The IP addresses and DNS names the certificate should carry (`Tls.namesFor`). */
   readonly names: ReadonlyArray<string>
@@ -469,15 +532,20 @@ const offeredCa = (address: string, timeoutMs: number) =>
   })
 
 /**
- * The cluster CA the member at `address` offers, trusted only when its proof binds it to
- * `clusterSecret` (see the module comment), and the cluster it names. No key: what a host that is
- * not a member needs to verify the members.
+ * The cluster CA the member at `address` offers, trusted only when its proof binds it to one of
+ * `secrets` (see the module comment), and the cluster it names. No key: what a host that is not a
+ * member needs to verify the members.
  */
-export const trustedCa = (address: string, clusterSecret: string, timeoutMs: number): Effect.Effect<{ readonly ca: string; readonly clusterId: string }, ObtainError> =>
+export const trustedCa = (address: string, secrets: ReadonlyArray<string>, timeoutMs: number): Effect.Effect<{ readonly ca: string; readonly clusterId: string }, ObtainError> =>
   Effect.gen(function* () {
     const ca = yield* offeredCa(address, timeoutMs)
-    const expected = Buffer.from(caProof(clusterSecret, Tls.bundleFingerprint(ca.ca)), "hex")
-    if (!timingSafeEqual(expected, Buffer.from(ca.proof, "hex"))) {
+    const offered = Buffer.from(ca.proof, "hex")
+    let proven = false
+    for (const secret of secrets) {
+      const expected = Buffer.from(caProof(secret, Tls.bundleFingerprint(ca.ca)), "hex")
+      proven = (expected.length === offered.length && timingSafeEqual(expected, offered)) || proven
+    }
+    if (!proven) {
       return yield* new TlsUntrusted({
         subject: address,
         message: `${address} offered a CA that its proof does not bind to this node's cluster secret: it is a member of another cluster (another secret), or not a Blixard member; check --peer and the cluster secret file`
@@ -524,8 +592,8 @@ export interface TokenObtainOptions extends Omit<ObtainOptions, "clusterSecret" 
   readonly request: Tls.KeyAndRequest
 }
 
-/** What a join token gets a node: its TLS files and the cluster secret. */
-export type Admitted = Obtained & { readonly clusterSecret: string }
+/** What a join token gets a node: its TLS files and the cluster's keyring (its first secret in use). */
+export type Admitted = Obtained & { readonly clusterKeyring: ReadonlyArray<string> }
 
 /** Node `node`'s TLS files and the cluster secret from the member at `address`, for a join token (see the module comment). */
 export const obtainWithTokenFrom = (address: string, options: Omit<TokenObtainOptions, "addresses">): Effect.Effect<Admitted, ObtainError> =>
@@ -555,7 +623,31 @@ export const obtainWithTokenFrom = (address: string, options: Omit<TokenObtainOp
     )
     if (files.ca !== ca.ca) return yield* new TlsUntrusted({ subject: address, message: `${address} answered with another CA than it offered` })
     const checked = yield* Tls.checkNodeTls({ ca: files.ca, caKey: files.caKey, cert: files.certificate, key: request.key }, options.node, `the certificate from ${address}`)
-    return { ...checked, caKey: files.caKey, clusterSecret: files.clusterSecret }
+    return { ...checked, caKey: files.caKey, clusterKeyring: files.clusterKeyring ?? [files.clusterSecret] }
+  })
+
+/**
+ * The keyring of the member at `address` (`GET /v1/tls/keyring`), asked over mutual TLS with
+ * `tls` (this node's certificate, verified against its CA) and the node credential `credential`.
+ */
+export const fetchKeyring = (
+  address: string,
+  options: { readonly tls: Pick<Tls.NodeTls, "ca" | "cert" | "key" | "clusterId">; readonly credential: string; readonly timeoutMs: number }
+): Effect.Effect<ReadonlyArray<string>, ObtainError> =>
+  Effect.gen(function* () {
+    const reply = yield* callOf(address)(keyringPath, {
+      method: "GET",
+      authorization: `Bearer ${options.credential}`,
+      ca: options.tls.ca,
+      clusterId: options.tls.clusterId,
+      client: { cert: options.tls.cert, key: options.tls.key },
+      timeoutMs: options.timeoutMs
+    })
+    if (reply.status !== 200) return yield* refusalOf(address, reply)
+    const answered = yield* Schema.decodeUnknown(KeyringAnswer)(reply.body).pipe(
+      Effect.mapError((e) => new TlsInvalid({ subject: address, message: `${address} answered an unusable keyring: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }))
+    )
+    return answered.secrets
   })
 
 /**

@@ -17,6 +17,7 @@ import type { ApiTokenRecord } from "../../src/domain/ApiToken.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { EventLog } from "../../src/events/EventLog.js"
 import { makeMemory } from "../../src/api/ControlPlaneMemory.js"
+import * as ClusterKeyring from "../../src/node/ClusterKeyring.js"
 import * as TlsBootstrap from "../../src/node/TlsBootstrap.js"
 import type { NodeTls } from "../../src/net/Tls.js"
 import { raw, serve } from "./harness.js"
@@ -38,7 +39,7 @@ const options = (auth?: AuthOptions): ApiOptions => ({
     ...TlsBootstrap.routes({
       publicClusterSecret: false,
       tls: { ca: "unused", fingerprint: "00" } as unknown as NodeTls,
-      clusterSecret: "secret",
+      keyring: new ClusterKeyring.LiveKeyring(["secret"], undefined, "file"),
       authenticate: () => {
         throw new Error("not asked in this test")
       },

@@ -197,7 +197,7 @@ describe("/openapi.json", () => {
       const served = new Set(
         Object.entries(document.paths).flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method} ${path}`))
       )
-      expect(expected.size).toBe(34)
+      expect(expected.size).toBe(36)
       for (const endpoint of expected) expect(served).toContain(endpoint)
 
       // It documents the errors the server sends: InvalidArgument for malformed input, 413 on bodies,

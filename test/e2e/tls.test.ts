@@ -53,7 +53,7 @@ describe("TLS by default", () => {
     const one = await c.add()
     await waitFor("node 1 to serve", () => cliJson(one.addr, ["cluster", "status"]))
     const otherSecret = path.join(c.dir, "other-secret")
-    fs.writeFileSync(otherSecret, "not the cluster's secret\n", { mode: 0o600 })
+    fs.writeFileSync(otherSecret, "not-the-clusters-secret\n", { mode: 0o600 })
     const stranger = new BlixardNode(2, await freePort(), path.join(c.dir, "stranger"), otherSecret, [one])
     c.nodes.push(stranger)
     stranger.start()

@@ -248,7 +248,7 @@ describe("a node's outgoing API calls present its current certificate", () => {
       const server = yield* serialRecorder(yield* issue(1), ca.ca)
       const first = yield* issue(2)
       const live = new Tls.LiveTls(ca.ca, first.cert, first.key, cluster)
-      const remote = yield* DaemonParts.remotePlanes({ credential: "blxn_2_x", requestMs: 5000, tls: DaemonParts.outgoingTls(live) })
+      const remote = yield* DaemonParts.remotePlanes({ credential: () => "blxn_2_x", requestMs: 5000, tls: DaemonParts.outgoingTls(live) })
       const leader = remote(server.address)
       yield* Effect.either(leader.health)
       yield* Effect.either(leader.health)

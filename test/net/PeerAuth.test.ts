@@ -38,7 +38,7 @@ describe("PeerAuth handshake", () => {
     const now = 7_000_000
     const signed = sign(key, "prod", 1, 2, now, "3b1f2c3d-0000-4000-8000-00000000000a")
     expect(toQuery(signed)).toContain("&inc=3b1f2c3d-0000-4000-8000-00000000000a&incmac=")
-    expect(v.verify(url(toQuery(signed)), now)).toEqual({ ok: true, from: 1, incarnation: "3b1f2c3d-0000-4000-8000-00000000000a", nonce: signed.nonce })
+    expect(v.verify(url(toQuery(signed)), now)).toEqual({ ok: true, from: 1, incarnation: "3b1f2c3d-0000-4000-8000-00000000000a", nonce: signed.nonce, key })
     // Another incarnation under the same MAC, one without its MAC, garbage: refused.
     const other = sign(key, "prod", 1, 2, now, "old-life")
     expect(v.verify(url(toQuery({ ...other, incarnation: { id: "new-life", mac: other.incarnation!.mac } })), now)).toMatchObject({ ok: false, reason: expect.stringContaining("incarnation MAC") })
@@ -65,5 +65,19 @@ describe("PeerAuth handshake", () => {
     expect(answeredIncarnation(key, "staging", h, answer)).toMatchObject({ ok: false })
     expect(answeredIncarnation(key, "prod", h, { ...answer, "x-blixard-incarnation": "c-life" })).toMatchObject({ ok: false, reason: expect.stringContaining("not authenticated") })
     expect(answeredIncarnation(key, "prod", h, { "x-blixard-incarnation": "b-life" })).toMatchObject({ ok: false, reason: expect.stringContaining("malformed") })
+  })
+
+  it("with a keyring, accepts a handshake made with any of its secrets, answers with the sender's key, refuses others", () => {
+    const [old, next, other] = ["old-cluster-secret", "next-cluster-secret", "other-cluster-secret"]
+    let keyring: ReadonlyArray<string> = [next, old]
+    const v = new HandshakeVerifier(() => keyring, "prod", 2, 30_000)
+    const now = 9_000_000
+    expect(v.verify(url(toQuery(sign(deriveKey(old), "prod", 1, 2, now))), now)).toMatchObject({ ok: true, from: 1, key: deriveKey(old) })
+    expect(v.verify(url(toQuery(sign(deriveKey(next), "prod", 1, 2, now))), now)).toMatchObject({ ok: true, from: 1, key: deriveKey(next) })
+    expect(v.verify(url(toQuery(sign(deriveKey(other), "prod", 1, 2, now))), now)).toMatchObject({ ok: false, reason: expect.stringContaining("MAC") })
+    // The keyring is read at each handshake: once the old secret is dropped, it is refused.
+    keyring = [next]
+    expect(v.verify(url(toQuery(sign(deriveKey(old), "prod", 1, 2, now))), now)).toMatchObject({ ok: false, reason: expect.stringContaining("MAC") })
+    expect(v.verify(url(toQuery(sign(deriveKey(next), "prod", 1, 2, now))), now)).toMatchObject({ ok: true })
   })
 })

@@ -20,12 +20,15 @@ import { JoinTokenId, JoinTokenInfo, presented } from "../../src/domain/JoinToke
 import type { NodeId } from "../../src/domain/NodeId.js"
 import * as Tls from "../../src/net/Tls.js"
 import { NodeConfig } from "../../src/node/Config.js"
+import * as ClusterKeyring from "../../src/node/ClusterKeyring.js"
 import * as StartTls from "../../src/node/StartTls.js"
 import * as CertRenewal from "../../src/node/CertRenewal.js"
 import * as TlsBootstrap from "../../src/node/TlsBootstrap.js"
 import { tempDir } from "../support/TempDir.js"
 
 const clusterSecret = "the-cluster-secret"
+/** The member's keyring: in use, and the next one (a rotation under way): a join token hands out both. */
+const keyring = [clusterSecret, "the-next-cluster-secret"]
 const token = { id: JoinTokenId.make("0123456789abcdef"), secret: "s".repeat(43) }
 
 /** A member's TLS: a new cluster CA and node 1's certificate from it. */
@@ -54,6 +57,7 @@ const member = async (
     readonly publicClusterSecret?: boolean
     readonly dropAnswers?: number
     readonly record?: CertRenewal.Recorder
+    readonly authenticate?: Auth.Authenticate
     readonly rotatingTo?: (own: Tls.NodeTls) => string | undefined
   } = {}
 ) => {
@@ -66,9 +70,9 @@ const member = async (
   const routes = TlsBootstrap.routes({
     tls,
     ...(options.rotatingTo !== undefined ? { rotatingTo: () => options.rotatingTo!(tls) } : {}),
-    clusterSecret,
+    keyring: new ClusterKeyring.LiveKeyring(keyring, undefined, "file"),
     publicClusterSecret: options.publicClusterSecret ?? false,
-    authenticate: Auth.makeAuthenticate({}),
+    authenticate: options.authenticate ?? Auth.makeAuthenticate({}),
     consumeJoinToken: (id, hash, node, key) => {
       consumed.push([id, hash, node])
       keys.push(key)
@@ -77,7 +81,8 @@ const member = async (
     record: options.record ?? ((report) => Effect.sync(() => recorded.push(report))),
     run: (effect, then) => void Effect.runPromise(Effect.either(effect)).then(then)
   })
-  const server = https.createServer({ cert: tls.cert, key: tls.key }, (request, response) => {
+  // Client certificates are asked for, not required (as the API server does): the keyring route checks them.
+  const server = https.createServer({ cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false }, (request, response) => {
     seen.push(`${request.method} ${request.url}`)
     if (request.url === TlsBootstrap.joinPath && drops > 0) {
       drops -= 1
@@ -140,7 +145,7 @@ describe("joining with a join token", () => {
     const admitted = await Effect.runPromise(
       TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, request: await newRequest(4), names: ["127.0.0.1"], timeoutMs: 5_000 })
     )
-    expect(admitted.clusterSecret).toBe(clusterSecret)
+    expect(admitted.clusterKeyring).toEqual(keyring)
     expect(admitted.caKey).toBe(m.tls.caKey)
     expect(admitted.clusterId).toBe(m.tls.clusterId)
     expect(Tls.identityOf(new X509Certificate(admitted.cert).subjectAltName)).toEqual({ clusterId: m.tls.clusterId, node: 4 })
@@ -252,7 +257,7 @@ describe("a join whose answer is lost after the token was consumed", () => {
 
     // The same node with the same request is answered, and the token's record is unchanged.
     const admitted = await Effect.runPromise(TlsBootstrap.obtainWithTokenFrom(m.address, options))
-    expect(admitted.clusterSecret).toBe(clusterSecret)
+    expect(admitted.clusterKeyring).toEqual(keyring)
     expect(admitted.key).toBe(request.key)
     expect(Tls.identityOf(new X509Certificate(admitted.cert).subjectAltName)).toEqual({ clusterId: m.tls.clusterId, node: 4 })
     expect(r.state.joinTokens.get(token.id)).toEqual(used)
@@ -265,7 +270,7 @@ describe("a join whose answer is lost after the token was consumed", () => {
     const config = Schema.decodeUnknownSync(NodeConfig)({ id: 4, bind: "127.0.0.1:7004", dataDir })
     const start = (peers: StartTls.StartOptions["peers"]) =>
       Effect.runPromiseExit(
-        StartTls.prepare({ config, fresh: true, founding: false, knownCluster: undefined, clusterSecret: "unused", peers, joinToken: { ...token, fingerprint: m.tls.fingerprint } })
+        StartTls.prepare({ config, fresh: true, founding: false, knownCluster: undefined, clusterSecret: ["unused"], peers, joinToken: { ...token, fingerprint: m.tls.fingerprint } })
       )
     // The first start asks once (its answer is lost) and is killed before its retry.
     let asked = 0
@@ -280,7 +285,7 @@ describe("a join whose answer is lost after the token was consumed", () => {
     // Started again with the same token, it is admitted: its certificate is for the key it kept.
     const joined = await start(Effect.succeed([{ address: m.address }]))
     expect(Exit.isSuccess(joined) && joined.value?.key).toBe(keptKey)
-    expect(fs.readFileSync(path.join(dataDir, StartTls.clusterSecretFileName), "utf8").trim()).toBe(clusterSecret)
+    expect(fs.readFileSync(path.join(dataDir, ClusterKeyring.receivedFileName), "utf8")).toBe(keyring.map((s) => `${s}\n`).join(""))
     expect(fs.readFileSync(path.join(Tls.tlsDir(dataDir), Tls.keyFileName), "utf8")).toBe(keptKey)
     // The key lives in the tls directory now; the kept request is gone.
     expect(fs.existsSync(kept)).toBe(false)
@@ -304,5 +309,37 @@ describe("a member running on the public development secret", () => {
       Effect.either(TlsBootstrap.obtainWithTokenFrom(m.address, { node: 4, token: { ...token, fingerprint: m.tls.fingerprint }, request, names: [], timeoutMs: 5_000 }))
     )
     expect(Either.isLeft(result) && result.left).toMatchObject({ code: "BLX_CLUSTER_SECRET_REQUIRED" })
+  })
+})
+
+describe("keyrings (a rotation of the cluster secret under way)", () => {
+  const next = keyring[1]!
+  it("the member proves the CA with its first secret; a node trusts a proof made with any of its own", async () => {
+    const m = await member(used)
+    for (const secrets of [[clusterSecret], ["some-other-cluster-secret", clusterSecret]]) {
+      expect((await Effect.runPromise(TlsBootstrap.trustedCa(m.address, secrets, 5_000))).clusterId).toBe(m.tls.clusterId)
+    }
+    // A node holding only the member's second secret: the proof is not made with it.
+    const refused = await Effect.runPromise(Effect.either(TlsBootstrap.trustedCa(m.address, [next], 5_000)))
+    expect(Either.isLeft(refused) && refused.left).toMatchObject({ code: "BLX_TLS_UNTRUSTED" })
+  })
+
+  it("GET /v1/tls/keyring answers the keyring only to a node's own certificate with its own node credential", async () => {
+    const m = await member(used, { authenticate: Auth.makeAuthenticate({ clusterSecret: () => keyring }) })
+    const request = await newRequest(4)
+    const cert = await Effect.runPromise(Tls.signRequest({ ca: m.tls.ca, caKey: m.tls.caKey!, clusterId: m.tls.clusterId, node: 4, csr: request.csr, names: ["127.0.0.1"] }))
+    const four = { ca: m.tls.ca, cert, key: request.key, clusterId: m.tls.clusterId }
+    const fetch = (tls: typeof four, credential: string) => Effect.runPromise(Effect.either(TlsBootstrap.fetchKeyring(m.address, { tls, credential, timeoutMs: 5_000 })))
+    // With either secret's credential (a node still on the old one learns the new keyring).
+    expect(await fetch(four, Auth.nodeCredential(clusterSecret, 4))).toEqual(Either.right(keyring))
+    expect(await fetch(four, Auth.nodeCredential(next, 4))).toEqual(Either.right(keyring))
+    // A credential of a secret the member does not hold; another node's credential; no certificate of that node.
+    expect(await fetch(four, Auth.nodeCredential("not-the-cluster-secret", 4))).toMatchObject(Either.left({ code: "BLX_UNAUTHORIZED" }))
+    expect(await fetch(four, Auth.nodeCredential(clusterSecret, 5))).toMatchObject(Either.left({ code: "BLX_FORBIDDEN" }))
+    const selfSigned = await Effect.runPromise(Tls.createCa(m.tls.clusterId))
+    const foreign = await Effect.runPromise(Tls.signRequest({ ...selfSigned, clusterId: m.tls.clusterId, node: 4, csr: request.csr, names: [] }))
+    const refused = await fetch({ ...four, cert: foreign }, Auth.nodeCredential(clusterSecret, 4))
+    expect(refused).toMatchObject(Either.left({ code: "BLX_FORBIDDEN" }))
+    expect(JSON.stringify(refused)).not.toContain(next)
   })
 })
