@@ -8,7 +8,9 @@
  * join token hands out first); EVERY one is accepted when this node checks a peer's handshake, a
  * node credential or a member's CA proof. A line is 16 to 512 printable ASCII characters without
  * spaces (`head -c 32 /dev/urandom | base64` makes one); blank lines are skipped; a secret may not
- * appear twice. A file that breaks this is refused at start with `BLX_CONFIG_INVALID` naming it.
+ * appear twice. A file that breaks this is refused at start with `BLX_CONFIG_INVALID` naming it,
+ * except a file of one line, which is taken as it is, as earlier releases took it (with a warning:
+ * a rotation starts by making it a keyring line).
  *
  * The file is read-only to the node (NixOS passes it through systemd `LoadCredential`), so the node
  * never writes it: it `follow`s it, reading it every `FollowMs` (off the hot path: every use reads
@@ -77,6 +79,9 @@ export const Keyring = Schema.Array(Secret).pipe(
 
 const decodeKeyring = Schema.decodeUnknownEither(Keyring)
 
+/** A lone secret that a keyring line could not be (shorter than 16 characters, or with spaces), which earlier releases took. */
+const isLegacySecret = (line: string): boolean => Either.isLeft(Schema.decodeUnknownEither(Secret)(line))
+
 /** The keyring in `text`, the contents of `file`; or why it is not one (never echoing a secret). */
 export const parseKeyring = (text: string, file: string, node: NodeId): Either.Either<ReadonlyArray<string>, ConfigInvalid> => {
   const lines = text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== "")
@@ -86,6 +91,9 @@ export const parseKeyring = (text: string, file: string, node: NodeId): Either.E
       subject: file,
       message: `node ${node}: the cluster secret file ${file} is not a valid keyring: ${why}; it holds 1 to ${MaxSecrets} secrets, one a line, the first in use (see "Rotating the cluster secret" in the README)`
     })
+  // One line is one secret, taken as earlier releases took it (any length, spaces inside): the rules
+  // below are for keyrings, so a node upgraded with its old file starts (`load` warns about it).
+  if (lines.length === 1 && isLegacySecret(lines[0]!)) return Either.right(lines)
   // Line by line first, so the error says which line (and never what is on it).
   for (const [i, line] of lines.entries()) {
     const one = Schema.decodeUnknownEither(Secret)(line)
@@ -194,7 +202,16 @@ export const load = (config: NodeConfig): Effect.Effect<LiveKeyring, ConfigInval
   Effect.suspend(() => {
     const where = keyringFileOf(config)
     if (where === undefined) return Effect.succeed(new LiveKeyring([developmentSecret], undefined, "development"))
-    return Effect.map(readKeyring(where.file, NodeId.make(config.id)), (secrets) => new LiveKeyring(secrets, where.file, where.source))
+    return readKeyring(where.file, NodeId.make(config.id)).pipe(
+      Effect.tap((secrets) =>
+        secrets.length === 1 && isLegacySecret(secrets[0]!)
+          ? Effect.logWarning(
+              `node ${config.id}: the cluster secret in ${where.file} is shorter than 16 characters or holds spaces; it is used as earlier releases did, but a rotation needs keyring lines (16 to 512 printable ASCII characters without spaces): rotate to one (head -c 32 /dev/urandom | base64), see "Rotating the cluster secret" in the README`
+            )
+          : Effect.void
+      ),
+      Effect.map((secrets) => new LiveKeyring(secrets, where.file, where.source))
+    )
   })
 
 const textOf = (file: string): string => {

@@ -34,10 +34,15 @@ describe("the cluster secret file", () => {
     expect(parse(`  ${next}\r\n\n${old}\n\n`)).toEqual(Either.right([next, old]))
   })
 
+  it("one line is one secret, taken as earlier releases took it, short or with spaces inside", () => {
+    expect(parse("short\n")).toEqual(Either.right(["short"]))
+    expect(parse("  an old secret with spaces \n\n")).toEqual(Either.right(["an old secret with spaces"]))
+  })
+
   it("refuses, naming the file and never a secret: empty, short, spaces, too many, a duplicate", () => {
     const cases: Array<[string, RegExp]> = [
       ["\n\n", /holds no secret/],
-      ["short-secret\n", /secret 1: .*at least 16 characters/],
+      [`${old}\nshort-secret\n`, /secret 2: .*at least 16 characters/],
       [`${old}\nhas a space inside it, long enough\n`, /secret 2: .*printable ASCII without spaces/],
       [[1, 2, 3, 4, 5].map((i) => `${old}-${i}`).join("\n"), /at most 4 secrets/],
       [`${old}\n${next}\n${old}\n`, /appears twice/]
@@ -58,7 +63,7 @@ describe("the cluster secret file", () => {
     Effect.gen(function* () {
       const dir = tempDir("keyring-load")
       const file = path.join(dir, "secret")
-      fs.writeFileSync(file, "short\n")
+      fs.writeFileSync(file, `${old}\nshort\n`)
       const config = Schema.decodeUnknownSync(NodeConfig)({ id: 3, bind: "127.0.0.1:7003", dataDir: dir, clusterSecretFile: file })
       const failed = yield* Effect.flip(ClusterKeyring.load(config))
       expect(failed.message).toContain(file)
