@@ -163,7 +163,7 @@ describe("start-up errors: a clear message and exit 1", () => {
     const node = new BlixardNode(1, await freePort(), path.join(c.dir, "n"), path.join(c.dir, "missing-secret"), [])
     node.start()
     expect(await runToExit(node)).toBe(2)
-    expect(node.output).toMatch(/BLX_CONFIG_INVALID: cannot read the cluster secret file .*missing-secret/)
+    expect(node.output).toMatch(/BLX_CONFIG_INVALID: node 1: cannot read the cluster secret file .*missing-secret: .*check that it exists/)
     expect(fs.existsSync(path.join(c.dir, "n", "blixard.db"))).toBe(false)
   })
 
