@@ -250,6 +250,8 @@ interface Connection {
   serial?: string | undefined
   /** With TLS: that certificate, checked again when this node's trust narrows (`sweep`). */
   certificate?: X509Certificate | undefined
+  /** The key of the secret this node's handshake was made with (`sweepSecrets`). */
+  readonly key: Buffer
   /** The incarnation the peer answered with (undefined until it answered, or if it named none). */
   incarnation?: string | undefined
 }
@@ -427,7 +429,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       let closed = false
       const lives = new PeerLives()
       /** Accepted connections, by socket: the node that opened it and the incarnation it named. */
-      const accepted = new Map<WebSocket, { readonly from: number; readonly incarnation: string | undefined }>()
+      const accepted = new Map<WebSocket, { readonly from: number; readonly incarnation: string | undefined; readonly key: Buffer }>()
 
       // --- Sending ------------------------------------------------------------------------------
 
@@ -548,7 +550,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           // An address the websocket client cannot even parse: a failed attempt like any other.
           return failed(peer, error instanceof Error ? error.message : String(error))
         }
-        const conn: Connection = { socket, seq: 0, inFlight: new Map() }
+        const conn: Connection = { socket, seq: 0, inFlight: new Map(), key }
         peer.connection = conn
         socket.on("upgrade", (response) => {
           if (response.socket instanceof tls.TLSSocket) {
@@ -693,16 +695,34 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           }
         }
       }
-      const sweep =
-        options.revoked === undefined && options.tls === undefined
-          ? undefined
-          : setInterval(() => {
-              if (options.revoked !== undefined) sweepRevoked(options.revoked)
-              if (options.tls !== undefined) sweepUntrusted(options.tls.ca)
-            }, 1000)
-      sweep?.unref()
+      // Connections whose handshake was made with a secret no longer in this node's keyring (a
+      // rotation's last step removed it) are closed both ways, as a revoked certificate's are: a
+      // removed secret admits no connection, old or new. Those made with a secret still held stay.
+      let secretsSwept = secretsOf(options.clusterSecret).join("\n")
+      const sweepSecrets = (): void => {
+        const secrets = secretsOf(options.clusterSecret)
+        if (secrets.join("\n") === secretsSwept) return
+        secretsSwept = secrets.join("\n")
+        const held = secrets.map(deriveKey)
+        const removed = (key: Buffer) => !held.some((k) => k.equals(key))
+        for (const [socket, { from, key }] of accepted) {
+          if (!removed(key)) continue
+          log(Effect.logWarning(`raft transport: closed node ${from}'s connection: its handshake was made with a cluster secret this node's keyring no longer holds`))
+          socket.terminate()
+        }
+        for (const peer of peers.values()) {
+          const conn = peer.connection
+          if (conn !== undefined && removed(conn.key)) fail(peer, conn, `its handshake was made with a cluster secret this node's keyring no longer holds; it reconnects with the one in use`)
+        }
+      }
+      const sweep = setInterval(() => {
+        if (options.revoked !== undefined) sweepRevoked(options.revoked)
+        if (options.tls !== undefined) sweepUntrusted(options.tls.ca)
+        sweepSecrets()
+      }, 1000)
+      sweep.unref()
 
-      const serve = (socket: WebSocket, from: number, serial: string | undefined, incarnation: string | undefined): void => {
+      const serve = (socket: WebSocket, from: number, serial: string | undefined, incarnation: string | undefined, key: Buffer): void => {
         /** The newest frame received, and what arrived since the last acknowledgement. */
         let lastSeq = 0
         let unacked = 0
@@ -716,7 +736,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           unackedBytes = 0
           if (socket.readyState === WebSocket.OPEN) socket.send(packr.pack(lastSeq))
         }
-        accepted.set(socket, { from, incarnation })
+        accepted.set(socket, { from, incarnation, key })
         if (serial !== undefined) acceptedCertificates.set(socket, { serial, from })
         socket.on("close", () => {
           clearTimeout(ackTimer)
@@ -793,7 +813,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           const serial = peerCertificate?.serialNumber === undefined ? undefined : normalizeSerial(peerCertificate.serialNumber)
           if (options.incarnation !== undefined) answers.set(request, incarnationHeaders(verdict.key, clusterId, { from: verdict.from, to: self, nonce: verdict.nonce }, options.incarnation))
           learn(verdict.from, verdict.incarnation, "its connection to this node")
-          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial, verdict.incarnation))
+          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial, verdict.incarnation, verdict.key))
         },
         request: (request, response) => {
           const verdict = verifier.verify(request.url ?? "", Date.now())

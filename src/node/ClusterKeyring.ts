@@ -31,8 +31,10 @@
  *   3. every node's file: NEW alone (after status shows every host using NEW); wait until status
  *      shows no member accepting OLD.
  *
- * Any two adjacent steps accept each other, so the cluster stays connected throughout. Open
- * connections are not cut: the secret is checked when a connection is made.
+ * Any two adjacent steps accept each other, so the cluster stays connected throughout. A peer
+ * connection lives while the secret its handshake was made with stays in the keyring: one removed
+ * (step 3) closes the connections made with it within a second, both ways (`PeerTransport`), and
+ * they come back with the secret in use.
  *
  * A fingerprint is HMAC-SHA256(secret, `fingerprintLabel`), hex, its first 16 characters: the same
  * for the same secret on every node, and it does not give the secret away (HMAC is one-way; the label

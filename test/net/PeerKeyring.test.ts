@@ -56,4 +56,34 @@ describe("PeerTransport with keyrings", () => {
       expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 6)])
     })
   )
+
+  it.scopedLive("a secret removed from the keyring closes the connections made with it, both ways; the next ones use the secret in use", () =>
+    Effect.gen(function* () {
+      let one: ReadonlyArray<string> = [old, next]
+      let two: ReadonlyArray<string> = [old, next]
+      const a = yield* startNode(1, { clusterSecret: () => one, backoffMaxMs: 100 })
+      const b = yield* startNode(2, { clusterSecret: () => two, backoffMaxMs: 100 })
+      yield* a.peers.set(2, b.address)
+      yield* b.peers.set(1, a.address)
+      // Both connections made with the old secret (the first of both keyrings).
+      yield* a.transport.send([heartbeat(1, 2, 7)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 7)])
+      yield* b.transport.send([heartbeat(2, 1, 7)])
+      expect(yield* receiveN(a.transport, 1)).toEqual([heartbeat(2, 1, 7)])
+      const failures = (node: TestNode) => Effect.map(node.peers.stats, (all) => all.find((p) => p.failuresTotal >= 0)?.failuresTotal ?? 0)
+      expect([yield* failures(a), yield* failures(b)]).toEqual([0, 0])
+      // The rotation's step 2: new first; old is still held.
+      one = [next, old]
+      two = [next, old]
+      // Step 3 on node 2 only: it closes the connection node 1 made with the old secret, and drops its own.
+      two = [next]
+      yield* eventually("node 2 to close node 1's connection made with the old secret", Effect.map(failures(a), (n) => n > 0))
+      yield* eventually("node 2 to drop its own connection made with the old secret", Effect.map(failures(b), (n) => n > 0))
+      // Both reconnect with the secret in use.
+      yield* a.transport.send([heartbeat(1, 2, 8)])
+      expect(yield* receiveN(b.transport, 1)).toEqual([heartbeat(1, 2, 8)])
+      yield* b.transport.send([heartbeat(2, 1, 8)])
+      expect(yield* receiveN(a.transport, 1)).toEqual([heartbeat(2, 1, 8)])
+    })
+  )
 })
