@@ -9,6 +9,10 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",
+    // Two test files at a time (one per core of the CI machine): the suite's real-process tests are
+    // built to pass on busy cores, and run one at a time the suite took over 15 minutes per Node.js.
+    maxWorkers: 2,
+    minWorkers: 1,
     sequence: { concurrent: false }
   }
 })
