@@ -261,6 +261,12 @@ export class ClusterState {
    */
   clusterVersion = LogVersion
   /**
+   * The log version of the release applying this state: this one's, `LogVersion`. Not replicated.
+   * The simulator plays older releases with it: below `TwoStepMoves` a release moves VMs in one
+   * step whatever the cluster's version (it knows no other way), and it stops on a log above it.
+   */
+  release = LogVersion
+  /**
    * UNSAFE, for the simulator only (`--bug one-step-moves`): a VM leaves a live node in one step, as
    * before two-phase moves, so its next node may start it before the old one has stopped it.
    */
@@ -824,10 +830,11 @@ export class ClusterState {
 
   /**
    * Whether a VM leaves a live node in one step: the cluster's log version is from before two-step
-   * moves (older members apply the log, and move so), or the simulator's bug switch is on.
+   * moves (older members apply the log, and move so), this replica's release is (the simulator's
+   * older releases), or the simulator's bug switch is on.
    */
   private oneStepMoves(): boolean {
-    return this.unsafeOneStepMoves || this.clusterVersion < TwoStepMoves
+    return this.unsafeOneStepMoves || this.clusterVersion < TwoStepMoves || this.release < TwoStepMoves
   }
 
   /** Begins moving every VM off the live node `node` (drained): its agent stops them first. */

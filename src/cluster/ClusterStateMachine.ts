@@ -146,7 +146,7 @@ export class ClusterStateHolder {
           const results: Array<ApplyResult | undefined> = []
           for (const entry of entries) {
             results.push(this.applyEntry(entry))
-            const tooOld = releaseTooOld(this.current.clusterVersion, this.where)
+            const tooOld = releaseTooOld(this.current.clusterVersion, this.where, this.current.release)
             if (tooOld !== undefined) return Effect.fail(tooOld)
           }
           return Effect.succeed(results)
@@ -158,9 +158,10 @@ export class ClusterStateHolder {
           const state = snapshot.data === "" ? new ClusterState() : ClusterState.restore(snapshot.data)
           state.appliedIndex = snapshot.metadata.index
           state.unsafeOneStepMoves = this.current.unsafeOneStepMoves
+          state.release = this.current.release
           this.current = state
           this.events.reset(snapshot.metadata.index)
-          const tooOld = releaseTooOld(state.clusterVersion, this.where)
+          const tooOld = releaseTooOld(state.clusterVersion, this.where, state.release)
           return tooOld === undefined ? Effect.void : Effect.fail(tooOld)
         }).pipe(Effect.flatten)
     })

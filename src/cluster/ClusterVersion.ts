@@ -44,6 +44,13 @@
  * 2. This release: two-step moves (`released`), CA rotation (an older member could not take part: a
  *    finished rotation would cut it off), `SetClusterVersion`.
  *
+ * The simulator plays releases of older log versions with this code (`ClusterState.release`,
+ * `releaseTooOld`'s `release`, the registration's log version): a rolling upgrade, and a rollback,
+ * under faults (`blixard sim --full --workload orchestration --profile upgrade`).
+ *
+ * UNSAFE, for the simulator only: `unsafeVersionToRaiseEarly` (`--bug raise-version-early`) is the
+ * raise with a majority's registrations, not every member's.
+ *
  * Limits: an older release that joins a cluster already above its version cannot know it (it
  * predates this check): it shows in `blixard cluster status` with its lower log version; remove or
  * upgrade it. Builds between two-step moves and log versions advertise `releases-moves` but no log
@@ -141,6 +148,26 @@ export const versionToRaise = (state: VersionView, members: ReadonlyArray<number
   return lowest > state.clusterVersion ? lowest : undefined
 }
 
+/**
+ * UNSAFE, re-injects a bug for the simulator only (`--bug raise-version-early`): the highest log
+ * version a majority of `members` registered, when above the cluster's, with that majority as the
+ * members the raise lists (and every replica checks). A member still on an older release then
+ * meets the raise: it stops (`releaseTooOld`) in the middle of a rolling upgrade, or — were it
+ * to go on — would apply the newer log with its older meanings.
+ */
+export const unsafeVersionToRaiseEarly = (
+  state: VersionView,
+  members: ReadonlyArray<number>
+): { readonly version: number; readonly members: ReadonlyArray<number> } | undefined => {
+  const registered = members.map((id) => ({ id, version: state.nodes.has(id) ? nodeLogVersion(state.nodes.get(id)) : OldestLogVersion }))
+  for (const version of [...new Set(registered.map((r) => r.version))].sort((a, b) => b - a)) {
+    if (version <= state.clusterVersion) return undefined
+    const ahead = registered.filter((r) => r.version >= version).map((r) => r.id)
+    if (ahead.length > members.length / 2) return { version, members: ahead }
+  }
+  return undefined
+}
+
 /** Why raising the cluster to `version`, checked against `members`, is refused now, if it is. */
 export const setRefusal = (state: VersionView, version: number, members: ReadonlyArray<number>): ClusterVersionTooLow | undefined => {
   const behind = lagging(state.nodes, members, version)
@@ -152,19 +179,21 @@ export const setRefusal = (state: VersionView, version: number, members: Readonl
 }
 
 /**
- * Why this release may not apply a log whose cluster version is `clusterVersion`, if it may not:
- * the cluster has moved to a newer log than this binary applies.
+ * Why a release of log version `release` (this one's, unless the simulator plays an older one) may
+ * not apply a log whose cluster version is `clusterVersion`, if it may not: the cluster has moved
+ * to a newer log than this binary applies.
  */
 export const releaseTooOld = (
   clusterVersion: number,
-  where: { readonly node?: number | undefined; readonly location?: string | undefined }
+  where: { readonly node?: number | undefined; readonly location?: string | undefined },
+  release: number = LogVersion
 ): ReleaseTooOld | undefined => {
-  if (clusterVersion <= LogVersion) return undefined
+  if (clusterVersion <= release) return undefined
   const { node, location } = where
   const who = `${node !== undefined ? `node ${node}` : "this node"}${location !== undefined ? ` (data directory ${location})` : ""}`
   return new ReleaseTooOld({
     ...(node !== undefined ? { node: NodeId.make(node) } : {}),
     ...(location !== undefined ? { subject: location } : {}),
-    message: `${who} runs a release of log version ${LogVersion}, but the cluster's log is at version ${clusterVersion}: this release would apply it wrongly, so it stops. Upgrade the node's blixard binary to a release of log version ${clusterVersion} or later and start it again on the same data directory (do not delete it)`
+    message: `${who} runs a release of log version ${release}, but the cluster's log is at version ${clusterVersion}: this release would apply it wrongly, so it stops. Upgrade the node's blixard binary to a release of log version ${clusterVersion} or later and start it again on the same data directory (do not delete it)`
   })
 }

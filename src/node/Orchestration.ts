@@ -26,7 +26,7 @@ import * as Agent from "../agent/Agent.js"
 import * as QuorumContact from "../agent/QuorumContact.js"
 import type { ControlPlaneShape } from "../api/ControlPlane.js"
 import type { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
-import { LogVersion, versionToRaise } from "../cluster/ClusterVersion.js"
+import { LogVersion, TwoStepMoves, unsafeVersionToRaiseEarly, versionToRaise } from "../cluster/ClusterVersion.js"
 import { SetClusterVersion } from "../domain/Command.js"
 import type { Labels } from "../domain/Labels.js"
 import { NodeId } from "../domain/NodeId.js"
@@ -59,6 +59,13 @@ export interface OrchestrationOptions {
   readonly hostFence?: Agent.AgentOptions["hostFence"]
   /** Answered heartbeats of hosts that are not Raft members, which the failure detector reads too. */
   readonly hostContact?: HostContact | undefined
+  /**
+   * The log version of the release this node plays (default this one's, `LogVersion`): the
+   * simulator runs older releases with it (its state's `release` must say the same).
+   */
+  readonly logVersion?: number | undefined
+  /** UNSAFE, for the simulator only (`--bug raise-version-early`): see `unsafeVersionToRaiseEarly`. */
+  readonly unsafeRaiseVersionEarly?: boolean | undefined
 }
 
 /**
@@ -77,10 +84,18 @@ export const capabilities: ReadonlyArray<string> = [ReleasesMoves]
  */
 export const registration = (
   node: NodeId,
-  offer: { readonly advertise: HostPort; readonly capacity: Resources; readonly labels: Labels; readonly incarnation?: string | undefined },
+  offer: {
+    readonly advertise: HostPort
+    readonly capacity: Resources
+    readonly labels: Labels
+    readonly incarnation?: string | undefined
+    /** The release's log version (default this one's); below `TwoStepMoves` it releases no moves. */
+    readonly logVersion?: number | undefined
+  },
   foreign: ReadonlyArray<string>
-): NodeInfo =>
-  new NodeInfo({
+): NodeInfo => {
+  const logVersion = offer.logVersion ?? LogVersion
+  return new NodeInfo({
     id: node,
     address: offer.advertise,
     capacity: offer.capacity,
@@ -88,10 +103,11 @@ export const registration = (
     state: "active",
     health: "up",
     ...(foreign.length > 0 ? { foreignVms: foreign } : {}),
-    capabilities,
-    logVersion: LogVersion,
+    capabilities: logVersion >= TwoStepMoves ? capabilities : [],
+    logVersion,
     ...(offer.incarnation !== undefined ? { incarnation: offer.incarnation } : {})
   })
+}
 
 /**
  * Whether the cluster's record of a node, `mine`, already says what it would register now, `wanted`
@@ -112,16 +128,19 @@ export const registrationCurrent = (mine: NodeInfo | undefined, wanted: NodeInfo
  * The leader raises the cluster's log version once every Raft member (voter or learner: every
  * replica that applies the log; hosts do not) has registered a newer one (`ClusterVersion.ts`).
  */
-export const raiseClusterVersion = (raft: RaftNodeShape, state: ClusterStateHolder) =>
+export const raiseClusterVersion = (raft: RaftNodeShape, state: ClusterStateHolder, options: { readonly unsafeRaiseVersionEarly?: boolean | undefined } = {}) =>
   Effect.gen(function* () {
     const st = yield* raft.status
     if (st.role !== "leader") return
-    const members = [...st.confState.voters, ...st.confState.learners].sort((a, b) => a - b)
-    const version = versionToRaise(state.current, members)
-    if (version === undefined) return
-    yield* proposeCommand(raft, new SetClusterVersion({ version, members: members.map((id) => NodeId.make(id)) }), undefined, state).pipe(
-      Effect.tap(() => Effect.logInfo(`node ${raft.id}: the cluster's log version is now ${version}: every member (${members.join(", ")}) runs it`)),
-      Effect.catchAll((e) => Effect.logWarning(`node ${raft.id}: raising the cluster's log version to ${version} failed (${e.code}: ${e.message}); it is tried again`))
+    const all = [...st.confState.voters, ...st.confState.learners].sort((a, b) => a - b)
+    const version = versionToRaise(state.current, all)
+    const raise =
+      options.unsafeRaiseVersionEarly === true ? unsafeVersionToRaiseEarly(state.current, all) : version === undefined ? undefined : { version, members: all }
+    if (raise === undefined) return
+    const { members } = raise
+    yield* proposeCommand(raft, new SetClusterVersion({ version: raise.version, members: members.map((id) => NodeId.make(id)) }), undefined, state).pipe(
+      Effect.tap(() => Effect.logInfo(`node ${raft.id}: the cluster's log version is now ${raise.version}: every member (${members.join(", ")}) runs it`)),
+      Effect.catchAll((e) => Effect.logWarning(`node ${raft.id}: raising the cluster's log version to ${raise.version} failed (${e.code}: ${e.message}); it is tried again`))
     )
   })
 
@@ -157,7 +176,9 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
       yield* Effect.ignore(controlPlane.registerNode(wanted))
     })
     yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
-    yield* Effect.forkScoped(Effect.repeat(raiseClusterVersion(raft, state), Schedule.spaced(Duration.seconds(1))))
+    yield* Effect.forkScoped(
+      Effect.repeat(raiseClusterVersion(raft, state, { unsafeRaiseVersionEarly: options.unsafeRaiseVersionEarly }), Schedule.spaced(Duration.seconds(1)))
+    )
 
     yield* Effect.forkScoped(
       HealthMonitor.run({

@@ -41,6 +41,8 @@ export interface Switches {
    * orchestration workload's moves (drains, resizing updates; on unless `moves: false`).
    */
   readonly stateMachine?: { readonly unsafeOneStepMoves?: boolean | undefined } | undefined
+  /** The leader's raise of the cluster's log version (`Orchestration.raiseClusterVersion`, `ClusterVersion.ts`). */
+  readonly clusterVersion?: { readonly unsafeRaiseVersionEarly?: boolean | undefined } | undefined
 }
 
 export interface Bug {
@@ -178,6 +180,20 @@ export const bugs = {
     // (32 of 60, from seed 1, before); 20 seeds miss it with a chance of about 0.03 %.
     catch: { tier: "full", workload: "kv", profile: "waiters", seeds: 20, violation: /request without an answer/ },
     appliesTo: ["kv", "orchestration"]
+  },
+  "raise-version-early": {
+    summary:
+      "the leader raises the cluster's log version once a majority of the members, not all of them, registered the newer one: a member still on the older release meets the raise in the middle of a rolling upgrade",
+    switches: { clusterVersion: { unsafeRaiseVersionEarly: true } },
+    catch: {
+      tier: "full",
+      workload: "orchestration",
+      profile: "upgrade",
+      // MEASURED_BOUND
+      seeds: 10,
+      violation: /log version was raised to \d+ at entry \d+ .* while members had registered a lower one|applied entry \d+ at cluster log version|applied entry \d+ differently/
+    },
+    appliesTo: ["orchestration"]
   }
 } as const satisfies Record<string, Bug>
 

@@ -99,6 +99,17 @@ export interface ExploreOptions {
    */
   readonly restartFollowerEveryMs?: number | undefined
   /**
+   * Full-service tier only: a rolling upgrade. Every node starts on a release of log version `from`
+   * (the cluster is founded at it); during the safety phase the nodes are restarted one at a time,
+   * at seeded moments, on this release (`LogVersion`). After each upgrade, with chance `rollback`,
+   * an upgraded node is restarted on the old release again while the cluster's version is still
+   * `from` (a rollback), to be upgraded again later. Nodes still old when the faults heal are
+   * upgraded then, and the run converges only once the cluster's version is this release's. A node
+   * that stops on a log above its release (`BLX_RELEASE_TOO_OLD`) is upgraded by the operator.
+   * Off when absent.
+   */
+  readonly rollingUpgrade?: { readonly from: number; readonly rollback: number } | undefined
+  /**
    * Full-service tier, KV workload only: clients send each read to a random running node (as API
    * clients spread over the nodes do), not to the leader they know; followers serve them by ReadIndex.
    */
@@ -208,6 +219,9 @@ export interface ExploreResult {
  * indexes its earlier proposals still wait on; `restarts` (a follower's process killed and started
  * again 100–400 ms later every ~400 ms, half the time the one restarted last — a crash loop;
  * clients read at random nodes): new processes receive what their peers queued for the old one.
+ * Full-service tier only: `upgrade` (5 nodes, the default faults, a rolling upgrade from log
+ * version 1 with rollbacks: `rollingUpgrade`) — mixed releases apply the same log alike, and the
+ * cluster's log version is raised only once every member runs the newer one.
  */
 export const profiles = {
   default: { nodes: 5 },
@@ -233,13 +247,14 @@ export const profiles = {
     livenessMs: 15_000
   },
   restarts: { nodes: 3, clients: 6, restartFollowerEveryMs: 400, readsAnywhere: true },
-  reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 }
+  reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 },
+  upgrade: { nodes: 5, rollingUpgrade: { from: 1, rollback: 0.3 } }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
 export type ProfileName = keyof typeof profiles
 
 /** Profiles that only the full-service tier runs (the explorer has no disks, no joins, no wiped nodes). */
-export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "learners", "votes", "waiters", "restarts"]
+export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "learners", "votes", "waiters", "restarts", "upgrade"]
 
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }

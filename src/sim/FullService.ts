@@ -46,6 +46,7 @@ import type { Received, TransportShape } from "../net/Transport.js"
 import { messageBytes } from "../net/SendQueue.js"
 import { isAmnesiac, isWipedLearner } from "../node/NodeControlPlane.js"
 import { layerMemory, MemoryStore } from "../storage/RaftStorage.js"
+import { LogVersion } from "../cluster/ClusterVersion.js"
 import { switchesOf } from "./Bugs.js"
 import type { ScheduledStorageFault } from "./Disk.js"
 import { applyStorageFault, SimDisk, storageFaultSchedule } from "./Disk.js"
@@ -73,8 +74,13 @@ import { VirtualClock, VirtualTime } from "./VirtualClock.js"
  * `OrchestrationStack.ts`.
  */
 export interface NodeStack<Local> {
-  /** The in-memory state of one incarnation of node `node`: fresh at every start, lost at a crash. */
-  readonly local: (node: number) => Local
+  /**
+   * The in-memory state of one incarnation of node `node`, running a release of log version
+   * `release` (`ClusterVersion.ts`; older in a rolling upgrade): fresh at every start, lost at a crash.
+   */
+  readonly local: (node: number, release: number) => Local
+  /** The cluster log version a node's state is at, for stacks that have one (a rolling upgrade's rollbacks wait on it). */
+  readonly logVersion?: ((local: Local) => number) | undefined
   /** The replicated state machine over that state. */
   readonly stateMachine: (local: Local) => Layer.Layer<StateMachine>
   /** Further services of the node, built over its `RaftNode` and stopped with it at a crash. */
@@ -376,6 +382,8 @@ interface SimNode<Local> {
    * (`Daemon.refuseAmnesia`) until the operator has removed it and starts it again.
    */
   refused: boolean
+  /** The log version of the release the node runs, and starts on next (`ExploreOptions.rollingUpgrade`). */
+  release: number
 }
 
 /** The explorer's options apply to this tier too (same profiles, same meaning). */
@@ -466,7 +474,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     disk: options.storage === undefined ? undefined : new SimDisk(id, time, root.fork(`disk:${id}`), options.storage, () => touched.add(id)),
     storeEpoch: 0,
     joins: options.membership === "join" && id !== 1,
-    refused: false
+    refused: false,
+    release: options.rollingUpgrade?.from ?? LogVersion
   }))
   const nodeOf = (id: number) => nodes[id - 1]!
   /** Clients and the liveness probe: simulated time itself, no skew. */
@@ -651,7 +660,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     node.applied = 0
     const inbox = new Inbox()
     node.inbox = inbox
-    const local = stack.local(node.id)
+    const local = stack.local(node.id, node.release)
     const transport: TransportShape = {
       send: (batch) => Effect.sync(() => send(node, incarnation, batch)),
       receive: inbox.take,
@@ -678,6 +687,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     build.addObserver((exit) => {
       if (node.scope !== scope) return
       if (Exit.isFailure(exit)) {
+        if (tooOld(exit.cause)) return releaseStop(node, incarnation)
         if (!Cause.isInterruptedOnly(exit.cause)) problems.push(`node ${node.id} failed to start: ${Cause.pretty(exit.cause)}`)
         return
       }
@@ -690,6 +700,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       // The driver fiber ends only by interruption (a crash) or on a defect: a Raft core assertion.
       Effect.runFork(handle.raft.await, { scheduler: time.scheduler }).addObserver((end) => {
         if (node.running !== handle || Exit.isSuccess(end) || Cause.isInterruptedOnly(end.cause)) return
+        if (tooOld(end.cause)) return releaseStop(node, incarnation)
         if (Option.isSome(Cause.failureOption(end.cause))) return storageExit(node, incarnation)
         const error = Cause.squash(end.cause)
         problems.push(`a node stopped on an internal assertion: node ${node.id}: ${error instanceof Error ? error.message : String(error)}`)
@@ -698,6 +709,31 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   }
 
   const exitPrng = root.fork("storage-exit")
+
+  /** Whether the node stopped because the cluster's log is above its release (`BLX_RELEASE_TOO_OLD`). */
+  const tooOld = (cause: Cause.Cause<unknown>) =>
+    Option.match(Cause.failureOption(cause), { onNone: () => false, onSome: (e) => (e as { readonly _tag?: unknown })._tag === "ReleaseTooOld" })
+
+  /** Daemons that stopped on a log above their release, and were upgraded by the operator. */
+  let releaseStops = 0
+  const upgradePrng = root.fork("upgrade")
+
+  /**
+   * The node stopped, at start-up or at the entry that raised the cluster's log version beyond its
+   * release (`BLX_RELEASE_TOO_OLD`), as the daemon exits: the operator installs this release on it
+   * and starts it again, 0.5–1.5 s later, on the same data directory.
+   */
+  const releaseStop = (node: SimNode<Local>, incarnation: number) => {
+    releaseStops++
+    trace.record(time.now, (21 << 24) | node.id)
+    network.crash(node.id, time.now)
+    node.dying = { machine: false }
+    node.release = LogVersion
+    time.at(time.now, () => {
+      if (node.incarnation === incarnation) stop(node)
+    })
+    time.at(time.now + 500 + upgradePrng.int(1000), () => fault({ _tag: "Restart", node: node.id }))
+  }
 
   /**
    * The node's Raft driver stopped on a storage error (a failed flush): its daemon exits with it,
@@ -1002,6 +1038,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     if (problems.length > 0) fail(problems[0]!)
     const broken = stack.check?.() ?? workload.check?.(time.now)
     if (broken !== undefined) fail(broken)
+    if (options.rollingUpgrade !== undefined && raisedAtMs === undefined && (clusterLogVersion() ?? 0) >= LogVersion) raisedAtMs = time.now
     for (const batch of appliedBatches) {
       for (const e of batch.entries) {
         invariants.committedEntry(batch.node, e)
@@ -1110,6 +1147,19 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
 
   const liveness = () => {
     phase = "liveness"
+    // The operator finishes the rolling upgrade: a node still on the old release is restarted (or,
+    // down, starts) on this one.
+    if (options.rollingUpgrade !== undefined) {
+      for (const node of nodes) {
+        if (node.release >= LogVersion) continue
+        upgrades++
+        node.release = LogVersion
+        if (!network.isUp(node.id)) continue
+        network.crash(node.id, time.now)
+        node.dying = { machine: false }
+        stop(node)
+      }
+    }
     for (const node of nodes) {
       if (!network.isUp(node.id)) {
         network.restart(node.id, time.now)
@@ -1205,6 +1255,63 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   let restartedFollowers = 0
   let lastRestarted: number | undefined
 
+  /** The node's process is killed and started again 100–400 ms later, on a release of log version `release`. */
+  const restartOn = (node: SimNode<Local>, release: number, prng: Prng) => {
+    node.release = release
+    if (!network.isUp(node.id)) return
+    trace.record(time.now, (22 << 24) | (node.id << 8) | release)
+    network.crash(node.id, time.now)
+    node.dying = { machine: false }
+    stop(node)
+    time.at(time.now + 100 + prng.int(300), () => fault({ _tag: "Restart", node: node.id }))
+  }
+
+  /** The cluster log version the running nodes' states are at: the highest (undefined for a stack without one). */
+  const clusterLogVersion = (): number | undefined => {
+    const of = stack.logVersion
+    if (of === undefined) return undefined
+    return Math.max(0, ...nodes.filter((x) => x.running !== undefined).map((x) => of(x.running!.local)))
+  }
+
+  /**
+   * The rolling upgrade (`ExploreOptions.rollingUpgrade`): during the safety phase, the nodes still
+   * on the old release are restarted on this one, one at a time in a seeded order, each at a seeded
+   * moment (a node down then starts new when it restarts); after an upgrade, with chance
+   * `rollback`, an upgraded node goes back to the old release while the cluster's version is the
+   * old one, and joins the queue again. Never more than a minority down.
+   */
+  const rollingUpgrade = (plan: { readonly from: number; readonly rollback: number }) =>
+    Effect.gen(function* () {
+      const prng = upgradePrng.fork("plan")
+      const old = prng.shuffle(ids.filter((id) => nodeOf(id).release < LogVersion))
+      // Spread over the first half of the phase: the second runs at the new version (two-step moves).
+      const gapMs = Math.max(1, Math.floor((safetyMs * 0.5) / (old.length + 1)))
+      while (phase === "safety" && old.length > 0) {
+        yield* Effect.sleep(Duration.millis(Math.ceil(gapMs / 2) + prng.int(gapMs)))
+        if (phase !== "safety") return
+        const node = nodeOf(old[0]!)
+        if (network.isUp(node.id) && !crashable()) continue
+        old.shift()
+        upgrades++
+        restartOn(node, LogVersion, prng)
+        const version = clusterLogVersion()
+        if (!prng.chance(plan.rollback) || (version !== undefined && version > plan.from)) continue
+        const upgraded = nodes.filter((x) => x.release >= LogVersion && network.isUp(x.id) && x !== node)
+        if (upgraded.length === 0 || !crashable()) continue
+        yield* Effect.sleep(Duration.millis(prng.int(gapMs)))
+        const back = prng.pick(upgraded)
+        const now = clusterLogVersion()
+        if (phase !== "safety" || !network.isUp(back.id) || !crashable() || (now !== undefined && now > plan.from)) continue
+        rollbacks++
+        restartOn(back, plan.from, prng)
+        old.push(back.id)
+      }
+    })
+  let upgrades = 0
+  let rollbacks = 0
+  /** When a node first applied this release's log version (the rolling upgrade's raise). */
+  let raisedAtMs: number | undefined
+
   /** What the stack's own liveness still waits for, once Raft's is reached. */
   let unsettled: string | undefined
 
@@ -1240,6 +1347,13 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     }
     const e = appliedData.get(probeDone)
     if (e === undefined || !nodes.every((x) => x.running !== undefined && x.applied >= e.index)) return false
+    if (options.rollingUpgrade !== undefined && stack.logVersion !== undefined) {
+      const behind = nodes.find((x) => stack.logVersion!(x.running!.local) < LogVersion)
+      if (behind !== undefined) {
+        unsettled = `every node runs log version ${LogVersion} since the upgrade finished, but node ${behind.id}'s state is still at cluster log version ${stack.logVersion(behind.running!.local)} (the leader raises it once every member registered it)`
+        return false
+      }
+    }
     unsettled = stack.settled?.(nodes.map((x) => x.running!))
     return unsettled === undefined
   }
@@ -1256,6 +1370,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     if ((options.transferEveryMs ?? 0) > 0) runFiber("the operator's leadership transfers", transfers(options.transferEveryMs!))
     if ((options.isolateLeaderEveryMs ?? 0) > 0) runFiber("the leader isolations", isolations(options.isolateLeaderEveryMs!))
     if ((options.restartFollowerEveryMs ?? 0) > 0) runFiber("the follower restarts", followerRestarts(options.restartFollowerEveryMs!))
+    if (options.rollingUpgrade !== undefined) runFiber("the rolling upgrade", rollingUpgrade(options.rollingUpgrade))
     const schedule = faultSchedule(root.fork("faults"), {
       nodes: ids,
       duration: safetyMs,
@@ -1327,7 +1442,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       membershipChanges
     },
     linearizability,
-    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || wipeVoters > 0 || isolatedLeaders > 0 || restartedFollowers > 0
+    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || wipeVoters > 0 || isolatedLeaders > 0 || restartedFollowers > 0 || upgrades > 0
       ? {
           counts: {
             ...counts,
@@ -1336,7 +1451,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
               : {}),
             ...(amnesia > 0 || wipeVoters > 0 ? { wiped, refusals, learnersWiped, learnerRemovals, votersWiped } : {}),
             ...(isolatedLeaders > 0 ? { isolatedLeaders } : {}),
-            ...(restartedFollowers > 0 ? { restartedFollowers } : {})
+            ...(restartedFollowers > 0 ? { restartedFollowers } : {}),
+            ...(upgrades > 0 ? { upgrades, rollbacks, releaseStops, ...(raisedAtMs !== undefined ? { raisedAtMs } : {}) } : {})
           }
         }
       : {})

@@ -42,6 +42,7 @@ import { Cause, Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
 import { checkNoVmRunsTwice } from "../agent/Invariants.js"
 import type { ControlPlaneShape } from "../api/ControlPlane.js"
 import { ClusterStateHolder } from "../cluster/ClusterStateMachine.js"
+import { LogVersion, TwoStepMoves } from "../cluster/ClusterVersion.js"
 import { Ledger, place } from "../cluster/Scheduler.js"
 import * as C from "../domain/Command.js"
 import type { BlixardError } from "../domain/Errors.js"
@@ -66,6 +67,7 @@ import { runFullService } from "./FullService.js"
 import { History } from "./History.js"
 import type { RegisterInput, RegisterOutput } from "./Linearizability.js"
 import { checkLinearizability, formatResult, registerModel } from "./Linearizability.js"
+import { ReplicaChecks } from "./Replicas.js"
 
 export interface OrchestrationOptions extends ExploreOptions {
   /** Receives every log line of the nodes' services (agent, failure detector), with simulated time. */
@@ -114,6 +116,8 @@ const encodeEnvelope = toJson(C.CommandEnvelope)
 /** One incarnation of a node: its replicated state and its API, gone at a crash. */
 export interface OrchestrationNode {
   readonly state: ClusterStateHolder
+  /** The log version of the release the node runs (`ClusterVersion.ts`): older in a rolling upgrade. */
+  readonly release: number
   /** Set once the node's services are built. */
   controlPlane: ControlPlaneShape | undefined
 }
@@ -212,11 +216,17 @@ export const orchestration = (options: {
   readonly bug?: BugName | undefined
   readonly log?: ((line: string) => void) | undefined
   readonly moves?: boolean | undefined
+  /** The log version the cluster was founded at (default this release's): a rolling upgrade's `from`. */
+  readonly founded?: number | undefined
 }): { readonly stack: NodeStack<OrchestrationNode>; readonly workload: Workload<OrchestrationNode> } => {
   const ids = Array.from({ length: options.nodes }, (_, i) => i + 1)
   const unsafe = switchesOf(options.bug).orchestration
   const oneStepMoves = switchesOf(options.bug).stateMachine?.unsafeOneStepMoves === true
   const moves = options.moves ?? true
+  const founded = options.founded ?? LogVersion
+  const raiseEarly = switchesOf(options.bug).clusterVersion?.unsafeRaiseVersionEarly === true
+  /** What the replicas made of each entry, and the cluster's log version on each. */
+  const replicas = new ReplicaChecks()
   const timeouts = {
     tickMs: options.tickMs,
     fencingMs: unsafe?.fencingMs ?? daemonTimeouts.fencingMs,
@@ -257,14 +267,21 @@ export const orchestration = (options: {
   let unknownOutcomes = 0
 
   const stack: NodeStack<OrchestrationNode> = {
-    local: () => {
-      // The founding members' addresses are in the bootstrap snapshot, as the daemon's founder
-      // puts its own there: a follower finds its leader's API through them.
-      const state = new ClusterStateHolder()
+    local: (node, release) => {
+      // The founding members' addresses and the founding log version are in the bootstrap
+      // snapshot, as the daemon's founder puts them there: a follower finds its leader's API
+      // through them, and every replica, whatever its release, starts at the founder's version.
+      const state: ClusterStateHolder = new ClusterStateHolder(
+        replicas.events(node, release, founded, () => state.current),
+        { node }
+      )
       state.current.unsafeOneStepMoves = oneStepMoves
+      state.current.release = release
+      state.current.clusterVersion = founded
       for (const id of ids) state.current.members.set(id, address(id))
-      return { state, controlPlane: undefined }
+      return { state, controlPlane: undefined, release }
     },
+    logVersion: (local) => local.state.current.clusterVersion,
     stateMachine: (local) => local.state.layer(),
     services: (local, node, net) =>
       Layer.scopedDiscard(
@@ -282,7 +299,9 @@ export const orchestration = (options: {
             state: local.state,
             controlPlane,
             timeouts,
-            backoff
+            backoff,
+            logVersion: local.release,
+            unsafeRaiseVersionEarly: raiseEarly
           }).pipe(Effect.provide(backend))
         }).pipe(logging(node, net, options.log))
       ),
@@ -301,6 +320,8 @@ export const orchestration = (options: {
     daemonCrashes: { share: 0.3, maxDownMs: DaemonDownMs },
     faults: { meanGapMs: FaultGapMs },
     check: () => {
+      const diverged = replicas.check()
+      if (diverged !== undefined) return diverged
       const twice = Effect.runSync(Effect.either(checkNoVmRunsTwice(hosts)))
       if (Either.isLeft(twice)) return twice.left.message
       for (const [node, hv] of hosts) {
@@ -425,6 +446,13 @@ export const orchestration = (options: {
     const reading = prng.fork("reads")
     /** Moves (drains, resizes): their own stream too. */
     const moving = prng.fork("moves")
+    /**
+     * Whether VMs leave live nodes in two steps: some node has applied a cluster log version from
+     * `TwoStepMoves` on (so a move proposed now is applied in two steps on every replica). Below it,
+     * in a rolling upgrade from an older release, a move is in one step — the older release's own
+     * flaw (`--bug one-step-moves`: the VM may run on two nodes) — so the clients make none then.
+     */
+    const twoStep = () => founded >= TwoStepMoves || env.running().some((id) => (env.node(id)?.local.state.current.clusterVersion ?? 0) >= TwoStepMoves)
     /** The node this client drained and has not made active again. */
     let drained: NodeId | undefined
 
@@ -495,7 +523,7 @@ export const orchestration = (options: {
           for (let i = 0; i < 8 && drained !== undefined; i++) yield* drain
           return
         }
-        if (moves && moving.chance(drained === undefined ? 0.04 : 0.15)) {
+        if (moves && moving.chance(drained === undefined ? 0.04 : 0.15) && (drained !== undefined || twoStep())) {
           yield* drain
           continue
         }
@@ -541,7 +569,7 @@ export const orchestration = (options: {
             ? undefined
             : history.invoke(env.id, { _tag: "write", key: name, value: kind === "start" ? "running" : kind === "stop" ? "stopped" : "deleted" }, env.now())
         // With moves, half the updates change the memory: a VM that no longer fits on its node moves.
-        const resize = kind === "update" && moves && moving.chance(0.5)
+        const resize = kind === "update" && moves && moving.chance(0.5) && twoStep()
         if (resize) counts.resizes++
         const r = yield* request((plane, requestId) =>
           kind === "start"
@@ -591,6 +619,6 @@ export const simulateOrchestration = (options: OrchestrationOptions): ExploreRes
   const nodes = options.nodes ?? 5
   const tickMs = options.tickMs ?? daemonTimeouts.tickMs
   const { log, moves, ...rest } = options
-  const { stack, workload } = orchestration({ nodes, tickMs, bug: options.bug, log, moves })
+  const { stack, workload } = orchestration({ nodes, tickMs, bug: options.bug, log, moves, founded: options.rollingUpgrade?.from })
   return runFullService({ safetyMs: 30_000, livenessMs: 30_000, clients: 4, ...rest, nodes, tickMs }, stack, workload)
 }
