@@ -103,12 +103,13 @@ export interface ExploreOptions {
    * (the cluster is founded at it); during the safety phase the nodes are restarted one at a time,
    * at seeded moments, on this release (`LogVersion`). After each upgrade, with chance `rollback`,
    * an upgraded node is restarted on the old release again while the cluster's version is still
-   * `from` (a rollback), to be upgraded again later. Nodes still old when the faults heal are
-   * upgraded then, and the run converges only once the cluster's version is this release's. A node
-   * that stops on a log above its release (`BLX_RELEASE_TOO_OLD`) is upgraded by the operator.
+   * `from` (a rollback), to be upgraded again later; and, with chance `lateRollback`, once the
+   * version is raised, a node is started on the old release again (an operator's mistake): it must stop
+   * (`BLX_RELEASE_TOO_OLD`), and the operator upgrades it. Nodes still old when the faults heal are
+   * upgraded then, and the run converges only once the cluster's version is this release's.
    * Off when absent.
    */
-  readonly rollingUpgrade?: { readonly from: number; readonly rollback: number } | undefined
+  readonly rollingUpgrade?: { readonly from: number; readonly rollback: number; readonly lateRollback: number } | undefined
   /**
    * Full-service tier, KV workload only: clients send each read to a random running node (as API
    * clients spread over the nodes do), not to the leader they know; followers serve them by ReadIndex.
@@ -248,7 +249,7 @@ export const profiles = {
   },
   restarts: { nodes: 3, clients: 6, restartFollowerEveryMs: 400, readsAnywhere: true },
   reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 },
-  upgrade: { nodes: 5, rollingUpgrade: { from: 1, rollback: 0.3 } }
+  upgrade: { nodes: 5, rollingUpgrade: { from: 1, rollback: 0.3, lateRollback: 0.6 } }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
 export type ProfileName = keyof typeof profiles

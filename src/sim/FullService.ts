@@ -1280,12 +1280,12 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
    * `rollback`, an upgraded node goes back to the old release while the cluster's version is the
    * old one, and joins the queue again. Never more than a minority down.
    */
-  const rollingUpgrade = (plan: { readonly from: number; readonly rollback: number }) =>
+  const rollingUpgrade = (plan: NonNullable<ExploreOptions["rollingUpgrade"]>) =>
     Effect.gen(function* () {
       const prng = upgradePrng.fork("plan")
       const old = prng.shuffle(ids.filter((id) => nodeOf(id).release < LogVersion))
-      // Spread over the first half of the phase: the second runs at the new version (two-step moves).
-      const gapMs = Math.max(1, Math.floor((safetyMs * 0.5) / (old.length + 1)))
+      // Spread over the first 40 % of the phase: most of the rest runs at the new version (two-step moves).
+      const gapMs = Math.max(1, Math.floor((safetyMs * 0.4) / (old.length + 1)))
       while (phase === "safety" && old.length > 0) {
         yield* Effect.sleep(Duration.millis(Math.ceil(gapMs / 2) + prng.int(gapMs)))
         if (phase !== "safety") return
@@ -1306,9 +1306,22 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
         restartOn(back, plan.from, prng)
         old.push(back.id)
       }
+      // An operator's mistake once the version is raised (chance `lateRollback`): a node is started
+      // on the old release again. It must stop (`BLX_RELEASE_TOO_OLD`) at start-up or at the entry
+      // that raised the version, never apply past it, and is upgraded again (`releaseStop`).
+      if (stack.logVersion === undefined || !prng.chance(plan.lateRollback)) return
+      while (phase === "safety") {
+        yield* Effect.sleep(Duration.millis(Math.ceil(gapMs / 2) + prng.int(gapMs)))
+        const upgraded = nodes.filter((x) => x.release >= LogVersion && network.isUp(x.id))
+        if (phase !== "safety" || (clusterLogVersion() ?? 0) < LogVersion || upgraded.length === 0 || !crashable()) continue
+        lateRollbacks++
+        restartOn(prng.pick(upgraded), plan.from, prng)
+        return
+      }
     })
   let upgrades = 0
   let rollbacks = 0
+  let lateRollbacks = 0
   /** When a node first applied this release's log version (the rolling upgrade's raise). */
   let raisedAtMs: number | undefined
 
@@ -1452,7 +1465,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
             ...(amnesia > 0 || wipeVoters > 0 ? { wiped, refusals, learnersWiped, learnerRemovals, votersWiped } : {}),
             ...(isolatedLeaders > 0 ? { isolatedLeaders } : {}),
             ...(restartedFollowers > 0 ? { restartedFollowers } : {}),
-            ...(upgrades > 0 ? { upgrades, rollbacks, releaseStops, ...(raisedAtMs !== undefined ? { raisedAtMs } : {}) } : {})
+            ...(upgrades > 0 ? { upgrades, rollbacks, lateRollbacks, releaseStops, ...(raisedAtMs !== undefined ? { raisedAtMs } : {}) } : {})
           }
         }
       : {})

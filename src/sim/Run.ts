@@ -2,8 +2,8 @@
  * `npm run sim -- --seeds 1000 [--from 1] [--nodes 5] [--steps K] [--profile P] [--bug B]
  * [--full [--workload kv|orchestration [--no-moves]]]`: explores many seeds — of the
  * explorer, or with `--full` of the full-service tier (running the KV store, or the orchestration
- * layer) — and prints each failing seed with the command that replays it. Exit code 1 if any seed
- * failed.
+ * layer) — and prints each failing seed with the command that replays it, then the runs' counts
+ * summed. Exit code 1 if any seed failed.
  */
 import { bugNames, bugs, isBugName } from "./Bugs.js"
 import { explore, fullTierProfiles, profiles } from "./Explorer.js"
@@ -82,9 +82,13 @@ let failed = 0
 let firstFailure: number | undefined
 const started = performance.now()
 let simulated = 0
+/** The runs' counts (the orchestration workload's, a rolling upgrade's…), summed over the seeds; a moment (`raisedAtMs`) counts the runs that had it. */
+const counts = new Map<string, number>()
 for (let seed = from; seed < from + seeds; seed++) {
   const result = run(seed)
   simulated += result.stats.simulatedMs
+  // Moments (`…AtMs`) do not add up: counted as the runs that had one.
+  for (const [name, n] of Object.entries(result.counts ?? {})) counts.set(name, (counts.get(name) ?? 0) + (name.endsWith("AtMs") ? 1 : n))
   if (!result.ok) {
     failed++
     firstFailure ??= seed
@@ -96,4 +100,5 @@ const wall = (performance.now() - started) / 1000
 console.log(
   `${seeds - failed} passed, ${failed} failed (seeds ${from}–${from + seeds - 1}, ${full ? "full-service tier, " : ""}${orchestration ? `orchestration workload${noMoves ? " without moves" : ""}, ` : ""}profile ${profileName}${bug !== undefined ? `, bug ${bug}` : ""}; ${(simulated / 1000).toFixed(0)} simulated s in ${wall.toFixed(1)} s wall, ${Math.round(simulated / 1000 / wall)}× real time; ${(seeds / (wall / 60)).toFixed(1)} seeds per minute${firstFailure !== undefined ? `; first failure at seed ${firstFailure}` : ""})`
 )
+if (counts.size > 0) console.log(`summed over the seeds: ${[...counts].map(([name, n]) => `${name} ${n}`).join(", ")}`)
 process.exitCode = failed > 0 ? 1 : 0

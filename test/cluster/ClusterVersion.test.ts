@@ -9,7 +9,7 @@ import { Cause, Effect, Either, Exit, Option, Schema } from "effect"
 import type { ApplyResult } from "../../src/cluster/ClusterState.js"
 import { ClusterState } from "../../src/cluster/ClusterState.js"
 import { ClusterStateHolder } from "../../src/cluster/ClusterStateMachine.js"
-import { LogVersion, OldestLogVersion, TwoStepMoves, versionRefusal, versionToRaise } from "../../src/cluster/ClusterVersion.js"
+import { LogVersion, OldestLogVersion, releaseTooOld, TwoStepMoves, unsafeVersionToRaiseEarly, versionRefusal, versionToRaise } from "../../src/cluster/ClusterVersion.js"
 import { SealedKey } from "../../src/domain/CaRotation.js"
 import * as C from "../../src/domain/Command.js"
 import { HostPort, NodeInfo, ReleasesMoves } from "../../src/domain/NodeInfo.js"
@@ -146,6 +146,38 @@ describe("cluster log version", () => {
     const current = drain(TwoStepMoves)
     expect(current.vm.node).toBe(current.from)
     expect(current.vm.moving).toBeDefined()
+  })
+
+  it("the unsafe early raise (the simulator's --bug raise-version-early) takes a majority, which the replicas' own check then lets through", () => {
+    const state = oldest()
+    const apply = applier(state)
+    apply(new C.RegisterNode({ info: node(1, 2) }))
+    apply(new C.RegisterNode({ info: node(2, 2) }))
+    apply(new C.RegisterNode({ info: node(3) }))
+    expect(versionToRaise(state, [1, 2, 3])).toBeUndefined()
+    const early = unsafeVersionToRaiseEarly(state, [1, 2, 3])
+    expect(early).toEqual({ version: 2, members: [1, 2] })
+    expect(code(apply(new C.SetClusterVersion({ version: 2, members: early!.members.map(id) })))).toBe("applied")
+    expect(state.clusterVersion).toBe(2)
+    // A minority is not enough, and nothing is raised at the cluster's own version.
+    expect(unsafeVersionToRaiseEarly(oldest(), [1, 2, 3])).toBeUndefined()
+  })
+
+  it("an older release (as the simulator plays one) moves in one step whatever the cluster's version, and stops on a log above its own", () => {
+    const state = oldest()
+    state.clusterVersion = TwoStepMoves
+    state.release = TwoStepMoves - 1
+    const apply = applier(state)
+    apply(new C.RegisterNode({ info: node(1, LogVersion) }))
+    apply(new C.RegisterNode({ info: node(2, LogVersion) }))
+    const created = apply(new C.CreateVm({ spec: new VmSpec({ name: VmName.make("web"), source: new RunnerConfig({ path: "/runners/web" }) }), desired: "running" }))
+    const from = Either.isRight(created) ? created.right.vm!.node! : id(0)
+    apply(new C.SetNodeState({ id: from, state: "draining" }))
+    expect(state.vms.get("web")!.node).not.toBe(from)
+    expect(releaseTooOld(TwoStepMoves, { node: 3 }, TwoStepMoves - 1)?.message).toMatch(
+      new RegExp(`node 3 runs a release of log version ${TwoStepMoves - 1}, but the cluster's log is at version ${TwoStepMoves}`)
+    )
+    expect(releaseTooOld(TwoStepMoves, { node: 3 })).toBeUndefined()
   })
 })
 

@@ -115,3 +115,21 @@ describe("orchestration workload: fencing under one-way cuts", () => {
     expect(r.ok).toBe(true)
   })
 })
+
+describe("orchestration workload: a rolling upgrade across log versions (profile upgrade)", () => {
+  it("nodes of log versions 1 and 2 apply every entry alike; the version is raised once all run 2, moves made after it are in two steps, and an old node started after it stops", () => {
+    const results = [1, 4, 5].map((seed) => simulateOrchestration({ ...profiles.upgrade, seed }))
+    for (const r of results) {
+      expect(r.violation).toBeUndefined()
+      // Every node upgraded at least once; the raise came, before the run converged.
+      expect(r.counts?.["upgrades"]).toBeGreaterThanOrEqual(5)
+      expect(r.counts?.["raisedAtMs"]).toBeGreaterThan(0)
+    }
+    expect(count(results, "rollbacks")).toBeGreaterThan(0)
+    // Nodes started on the old release after the raise stopped (BLX_RELEASE_TOO_OLD) and were upgraded.
+    expect(count(results, "lateRollbacks")).toBeGreaterThan(0)
+    expect(count(results, "releaseStops")).toBeGreaterThanOrEqual(count(results, "lateRollbacks"))
+    expect(count(results, "drains") + count(results, "resizes")).toBeGreaterThan(0)
+    expect(simulateOrchestration({ ...profiles.upgrade, seed: 4 })).toEqual(results[1])
+  }, 240_000)
+})
