@@ -19,7 +19,9 @@
  * reordering, symmetric, one-way and bridge partitions, crashes, clock skew — under a client
  * workload, optionally leaders crashing around their appends — before their save is flushed, the
  * appends gone with them or already sent — and storage faults, membership through a single voter,
- * restarts with a wiped data directory), then liveness (faults healed; a
+ * restarts with a wiped data directory, a rolling upgrade across releases of two log versions,
+ * with rollbacks: `rollingUpgrade`; a node stopping with `BLX_RELEASE_TOO_OLD` is upgraded by the
+ * operator), then liveness (faults healed; a
  * leader must commit a new entry on every node within a bound), then the clients' history is
  * checked for linearizability. Everything random derives from the seed, and nothing that reaches a
  * decision or the trace comes from fiber ids, `HashMap` order, `Date.now` or `Math.random`.

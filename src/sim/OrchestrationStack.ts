@@ -36,7 +36,19 @@
  * Known bugs to put back (`bug`, see `Bugs.ts`): besides Raft's, the orchestration layer's own,
  * each a configuration the daemon's schema refuses — `no-fencing` (the agent never fences) and
  * `early-reschedule` (`nodeDownMs` below `fencingMs`) — and `one-step-moves` (the state machine
- * moves a VM off a live node without waiting for that node to stop it; caught through `moves`).
+ * moves a VM off a live node without waiting for that node to stop it; caught through `moves`),
+ * and `raise-version-early` (the leader raises the cluster's log version once a majority runs it).
+ *
+ * Mixed releases (`ExploreOptions.rollingUpgrade`, profile `upgrade`): each node runs a release of
+ * log version 1 or 2 (`OrchestrationNode.release`: its state's `release`, its registration's log
+ * version), every replica starting from the founder's version. `ReplicaChecks` (`Replicas.ts`)
+ * checks, as each replica applies an entry, that all apply it alike (its events and the version
+ * after it), that the version is raised only once every member registered it and never goes down,
+ * and that an older release never applies past the raise (it must stop, `BLX_RELEASE_TOO_OLD`).
+ * Below log version 2 a move off a live node is in one step, the older release's own flaw (the VM
+ * may run on two nodes; 2 of seeds 1–3 did when clients drained then): as the README tells
+ * operators ("drain after the upgrade"), the clients drain and resize only once some node has
+ * applied version 2.
  */
 import { Cause, Effect, Either, Layer, Logger, LogLevel, Schema } from "effect"
 import { checkNoVmRunsTwice } from "../agent/Invariants.js"
