@@ -106,8 +106,8 @@ export interface ExploreOptions {
    * `from` (a rollback), to be upgraded again later; and, with chance `lateRollback`, once the
    * version is raised, a node is started on the old release again (an operator's mistake): it must stop
    * (`BLX_RELEASE_TOO_OLD`), and the operator upgrades it. Nodes still old when the faults heal are
-   * upgraded then, and the run converges only once the cluster's version is this release's.
-   * Off when absent.
+   * upgraded then, and the run converges only once the cluster's version is this release's. (The
+   * KV stack has no log versions: there it is restarts only.) Off when absent.
    */
   readonly rollingUpgrade?: { readonly from: number; readonly rollback: number; readonly lateRollback: number } | undefined
   /**
