@@ -116,6 +116,24 @@ export interface ExploreOptions {
    */
   readonly readsAnywhere?: boolean | undefined
   /**
+   * Full-service tier only: the chance that a follower's process dies as the first read request of
+   * its life leaves for the leader, and is started again 100–400 ms later (its data intact). Its
+   * peers but the leader (all but a quorum's worth less two) are cut off from the leader meanwhile,
+   * until 0.5–1.5 s after the restart: the leader's heartbeat round for that request waits for the
+   * follower, and so do its writes. The new process learns its leader from the leader's
+   * reconnection, which brings that round's heartbeats (with the commit index of before the
+   * writes) together with the writes' appends. One such restart at a time.
+   */
+  readonly restartOnFirstRead?: number | undefined
+  /**
+   * Full-service tier, KV workload only: client 0 reads only at new processes, once at each (at the
+   * start, and after every restart): once the process knows a leader and a node has applied an
+   * entry since (a write completed; or 40 ms later). So it asks the first ReadIndex round of each
+   * process (see `restartOnFirstRead`), in a restarted one as soon as it could meet a round left
+   * by the earlier process, and begins after a write the read must see.
+   */
+  readonly readsAtNewProcesses?: boolean | undefined
+  /**
    * Full-service tier only: how long a proposal, read or transfer may take on a node before it
    * fails with `Timeout` (default 1,000 ms; the daemon's default is 5,000).
    */
@@ -219,7 +237,12 @@ export interface ExploreResult {
  * that appended and did not commit, lost leadership and regained it, proposing again at the
  * indexes its earlier proposals still wait on; `restarts` (a follower's process killed and started
  * again 100–400 ms later every ~400 ms, half the time the one restarted last — a crash loop;
- * clients read at random nodes): new processes receive what their peers queued for the old one.
+ * clients read at random nodes): new processes receive what their peers queued for the old one;
+ * `stalereads` (3 nodes, no scheduled faults: a follower restarted every ~600 ms, and its new
+ * process dies as its first ReadIndex request leaves, the third node cut off from the leader so
+ * that the request's heartbeat round waits for the follower, as do the writes; one client reads
+ * once at each new process, after a write completed since it learned its leader): the successor
+ * process's first read, numbered as the one still waiting at the leader, meets that round.
  * Full-service tier only: `upgrade` (5 nodes, the default faults, a rolling upgrade from log
  * version 1 with rollbacks: `rollingUpgrade`) — mixed releases apply the same log alike, and the
  * cluster's log version is raised only once every member runs the newer one.
@@ -248,6 +271,7 @@ export const profiles = {
     livenessMs: 15_000
   },
   restarts: { nodes: 3, clients: 6, restartFollowerEveryMs: 400, readsAnywhere: true },
+  stalereads: { nodes: 3, clients: 4, restartFollowerEveryMs: 600, restartOnFirstRead: 1, readsAtNewProcesses: true, scheduledFaults: false },
   reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 },
   upgrade: { nodes: 5, rollingUpgrade: { from: 1, rollback: 0.3, lateRollback: 0.6 } }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
@@ -255,7 +279,7 @@ export const profiles = {
 export type ProfileName = keyof typeof profiles
 
 /** Profiles that only the full-service tier runs (the explorer has no disks, no joins, no wiped nodes). */
-export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "learners", "votes", "waiters", "restarts", "upgrade"]
+export const fullTierProfiles: ReadonlyArray<ProfileName> = ["storage", "join", "shrink", "amnesia", "learners", "votes", "waiters", "restarts", "upgrade", "stalereads"]
 
 type Event =
   | { readonly k: "tick"; readonly node: number; readonly incarnation: number }

@@ -193,10 +193,17 @@ const keys = ["a", "b", "c"]
 
 /**
  * Clients reading (ReadIndex, then the node's local store), writing and compare-and-setting keys,
- * wherever they believe the leader is; checked against the register model.
+ * wherever they believe the leader is; checked against the register model. With
+ * `readsAtNewProcesses`, client 0 only reads: once at each new process, soon after it knows a
+ * leader (`ExploreOptions.readsAtNewProcesses`).
  */
 export const kvWorkload = (
-  bound: { readonly requestTimeoutMs: number; readonly tickMs: number; readonly readsAnywhere?: boolean | undefined } = { requestTimeoutMs: 1000, tickMs: 100 }
+  bound: {
+    readonly requestTimeoutMs: number
+    readonly tickMs: number
+    readonly readsAnywhere?: boolean | undefined
+    readonly readsAtNewProcesses?: boolean | undefined
+  } = { requestTimeoutMs: 1000, tickMs: 100 }
 ): Workload<KvStore> => {
   const history = new History<RegisterInput, RegisterOutput>()
   const seqs: Array<number> = []
@@ -214,6 +221,55 @@ export const kvWorkload = (
       ),
       Effect.sync(() => outstanding.delete(c))
     )
+  /** The highest index a running node has applied. */
+  const appliedAnywhere = (env: ClientEnv<KvStore>) => env.running().reduce((max, id) => Math.max(max, env.node(id)!.local.applied), 0)
+  /** A read of `key` at node `target` (running): ReadIndex, then the node's store. Its failure, if it failed. */
+  const read = (env: ClientEnv<KvStore>, target: number, key: string) =>
+    Effect.gen(function* () {
+      const c = env.id
+      const node = env.node(target)!
+      // What any node has applied is committed: a linearizable read begun after it serves a
+      // state that includes it. (Sharper than the register check, which sees a stale state
+      // only if the key read was written in between.)
+      const floor = appliedAnywhere(env)
+      const op = history.invoke(c, { _tag: "read", key }, env.now())
+      const result = yield* Effect.either(asking(c, "read", target, env.now(), node.serve(node.raft.readIndex)))
+      if (Either.isRight(result) && node.local.applied < floor) {
+        staleRead ??= `stale read: client ${c}'s read at node ${target} was served at applied index ${node.local.applied}, below index ${floor}, which a node had applied (so committed) before the read began`
+      }
+      if (Either.isLeft(result)) {
+        // A read that did not complete had no effect: it is left out.
+        history.fail(op)
+        env.trace(op, 0)
+        return result.left
+      }
+      history.ok(op, node.local.get(key), env.now())
+      env.trace(op, 1)
+      return undefined
+    })
+  /**
+   * Reads once at each new process of a node (at the start, and after each restart): once it knows
+   * a leader and then, as a client that has just seen a write acknowledged elsewhere, once a node
+   * applies an entry none had applied then (or 40 ms later).
+   */
+  const newProcessReader = (env: ClientEnv<KvStore>) =>
+    Effect.gen(function* () {
+      const readAt = new Map<number, NodeHandle<KvStore>>()
+      for (;;) {
+        const fresh = env.running().filter((id) => readAt.get(id) !== env.node(id))
+        // Finely while a new process waits for its leader (its read should leave soon after).
+        yield* Effect.sleep(Duration.millis(fresh.length > 0 ? 1 : 10))
+        for (const id of fresh) {
+          const handle = env.node(id)
+          if (handle === undefined || (yield* handle.raft.leader) === 0) continue
+          readAt.set(id, handle)
+          const until = env.now() + 40
+          const seen = appliedAnywhere(env)
+          while (env.now() < until && appliedAnywhere(env) <= seen) yield* Effect.sleep(Duration.millis(1))
+          if (env.node(id) === handle) yield* read(env, id, env.prng.pick(keys))
+        }
+      }
+    })
   return {
     check: (now) => {
       if (staleRead !== undefined) return staleRead
@@ -229,6 +285,7 @@ export const kvWorkload = (
       return undefined
     },
     client: (env) => {
+      if (bound.readsAtNewProcesses === true && env.id === 0) return newProcessReader(env)
       const c = env.id
       const prng = env.prng
       seqs[c] = 0
@@ -246,27 +303,11 @@ export const kvWorkload = (
           const key = prng.pick(keys)
           const roll = prng.float()
           if (roll < 0.4) {
-            const target = bound.readsAnywhere === true ? prng.pick(running) : guessed
-            const node = env.node(target)!
-            // What any node has applied is committed: a linearizable read begun after it serves a
-            // state that includes it. (Sharper than the register check, which sees a stale state
-            // only if the key read was written in between.)
-            const floor = env.running().reduce((max, id) => Math.max(max, env.node(id)!.local.applied), 0)
-            const op = history.invoke(c, { _tag: "read", key }, env.now())
-            const result = yield* Effect.either(asking(c, "read", target, env.now(), node.serve(node.raft.readIndex)))
-            if (Either.isRight(result) && node.local.applied < floor) {
-              staleRead ??= `stale read: client ${c}'s read at node ${target} was served at applied index ${node.local.applied}, below index ${floor}, which a node had applied (so committed) before the read began`
-            }
-            if (Either.isLeft(result)) {
-              // A read that did not complete had no effect: it is left out.
-              history.fail(op)
-              guess = result.left._tag === "NotLeader" ? (result.left.leader ?? 0) : 0
-              env.trace(op, 0)
+            const failure = yield* read(env, bound.readsAnywhere === true ? prng.pick(running) : guessed, key)
+            if (failure !== undefined) {
+              guess = failure._tag === "NotLeader" ? (failure.leader ?? 0) : 0
               yield* pause(5 + prng.int(20))
-              continue
             }
-            history.ok(op, node.local.get(key), env.now())
-            env.trace(op, 1)
             continue
           }
           const target = guessed
@@ -393,7 +434,12 @@ export const simulate = (options: ExploreOptions): ExploreResult =>
   runFullService(
     options,
     kvStack,
-    kvWorkload({ requestTimeoutMs: options.requestTimeoutMs ?? 1000, tickMs: options.tickMs ?? 100, readsAnywhere: options.readsAnywhere })
+    kvWorkload({
+      requestTimeoutMs: options.requestTimeoutMs ?? 1000,
+      tickMs: options.tickMs ?? 100,
+      readsAnywhere: options.readsAnywhere,
+      readsAtNewProcesses: options.readsAtNewProcesses
+    })
   )
 
 export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<Local>, workload: Workload<Local>): ExploreResult => {
@@ -600,6 +646,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       network.send(m.from, m.to, m, time.now)
     }
     if (wipeVoters > 0 && batch.some((m) => m.type === "voteResp" && !m.reject)) wipeAfterVote(node)
+    if (restartOnFirstRead > 0) restartAsFirstReadLeaves(node, batch)
   }
 
   /** Committed writes that crashes lost before they were flushed. */
@@ -874,6 +921,48 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       if (node.incarnation === incarnation) stop(node)
     })
     time.at(time.now + 100 + voterPrng.int(300), () => fault({ _tag: "Restart", node: node.id }))
+  }
+
+  const restartOnFirstRead = options.restartOnFirstRead ?? 0
+  const firstReadPrng = root.fork("first-read-restart")
+  /** Processes (node * 2^20 + incarnation) whose first read request has left. */
+  const readsSent = new Set<number>()
+  /** A restart of `restartOnFirstRead` is under way (its cut not healed yet). */
+  let readRestarting = false
+  let readRestarts = 0
+
+  /**
+   * A targeted fault (`restartOnFirstRead`), during the safety phase: with that chance, a follower
+   * whose process sends its first read request dies as it leaves, its other peers but a quorum's
+   * worth less two are cut off from the leader, and it is started again 100–400 ms later; the cut
+   * heals 0.5–1.5 s after that.
+   */
+  const restartAsFirstReadLeaves = (node: SimNode<Local>, batch: ReadonlyArray<Message>) => {
+    const request = batch.find((m) => m.type === "readIndex")
+    const key = node.id * 2 ** 20 + node.incarnation
+    if (request === undefined || readsSent.has(key)) return
+    readsSent.add(key)
+    // The process's first ReadIndex round: RaftNode numbers them from 1 at the end of the context
+    // (an earlier round refused for want of a leader took a number too).
+    if (!request.context.endsWith(":1")) return
+    if (phase !== "safety" || readRestarting || !crashable() || !firstReadPrng.chance(restartOnFirstRead)) return
+    readRestarting = true
+    readRestarts++
+    const cut = ids.filter((x) => x !== node.id && x !== request.to).slice(Math.floor(n / 2) - 1)
+    trace.record(time.now, (21 << 24) | (node.id << 8) | request.to)
+    fault({ _tag: "Partition", groups: [cut, ids.filter((x) => !cut.includes(x))] })
+    const incarnation = node.incarnation
+    node.dying = { machine: false }
+    network.crash(node.id, time.now)
+    time.at(time.now, () => {
+      if (node.incarnation === incarnation) stop(node)
+    })
+    const restartAt = time.now + 100 + firstReadPrng.int(300)
+    time.at(restartAt, () => fault({ _tag: "Restart", node: node.id }))
+    time.at(restartAt + 500 + firstReadPrng.int(1000), () => {
+      readRestarting = false
+      if (phase === "safety") fault({ _tag: "Heal" })
+    })
   }
 
   /** Learners back empty after acknowledging entries, until their daemon has had them removed. */
@@ -1240,7 +1329,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
         yield* Effect.sleep(Duration.millis(Math.ceil(everyMs / 2) + prng.int(everyMs)))
         const leader = leaderNode()
         const followers = nodes.filter((x) => x.running !== undefined && x !== leader)
-        if (followers.length === 0 || phase !== "safety" || !crashable()) continue
+        if (followers.length === 0 || phase !== "safety" || !crashable() || readRestarting) continue
         // Half the time the follower restarted last dies again (a daemon in a crash loop): its
         // short-lived processes number their requests from the same start.
         const last = lastRestarted === undefined ? undefined : nodeOf(lastRestarted)
@@ -1457,7 +1546,7 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
       membershipChanges
     },
     linearizability,
-    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || wipeVoters > 0 || isolatedLeaders > 0 || restartedFollowers > 0 || upgrades > 0
+    ...(counts !== undefined || options.storage !== undefined || amnesia > 0 || wipeVoters > 0 || isolatedLeaders > 0 || restartedFollowers > 0 || upgrades > 0 || readRestarts > 0
       ? {
           counts: {
             ...counts,
@@ -1467,7 +1556,8 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
             ...(amnesia > 0 || wipeVoters > 0 ? { wiped, refusals, learnersWiped, learnerRemovals, votersWiped } : {}),
             ...(isolatedLeaders > 0 ? { isolatedLeaders } : {}),
             ...(restartedFollowers > 0 ? { restartedFollowers } : {}),
-            ...(upgrades > 0 ? { upgrades, rollbacks, lateRollbacks, releaseStops, ...(raisedAtMs !== undefined ? { raisedAtMs } : {}) } : {})
+            ...(upgrades > 0 ? { upgrades, rollbacks, lateRollbacks, releaseStops, ...(raisedAtMs !== undefined ? { raisedAtMs } : {}) } : {}),
+            ...(readRestarts > 0 ? { readRestarts } : {})
           }
         }
       : {})
