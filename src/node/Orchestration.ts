@@ -156,8 +156,8 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
       if (!member || registrationCurrent(state.current.nodes.get(node), wanted) || st.lead === 0) return
       yield* Effect.ignore(controlPlane.registerNode(wanted))
     })
-    yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
-    yield* Effect.forkScoped(Effect.repeat(raiseClusterVersion(raft, state), Schedule.spaced(Duration.seconds(1))))
+    // One loop, one wake-up a second, for both: a quiet node's wake-ups are its idle cost.
+    yield* Effect.forkScoped(Effect.repeat(Effect.zipRight(register, raiseClusterVersion(raft, state)), Schedule.spaced(Duration.seconds(1))))
 
     yield* Effect.forkScoped(
       HealthMonitor.run({
