@@ -106,6 +106,7 @@ import type { VmPhase, VmRecord } from "../domain/VmStatus.js"
 import { BuildProgress, VmStatus } from "../domain/VmStatus.js"
 import type { RunnerExit, RunnerObservation, RunnerState } from "../vm/VmBackend.js"
 import { VmBackend } from "../vm/VmBackend.js"
+import { Wakeup } from "../util/Wakeup.js"
 import { fencingPaths } from "./internal/fencingFiles.js"
 
 /**
@@ -251,8 +252,8 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
     const sent = new Map<VmName, string>()
     let fenced = false
 
-    const wakeups = yield* Queue.sliding<void>(1)
-    const reportWakeups = yield* Queue.sliding<void>(1)
+    const wakeups = new Wakeup()
+    const reportWakeups = new Wakeup()
     const startedAt = yield* Clock.currentTimeMillis
     const startLock = yield* Effect.makeSemaphore(1)
 
@@ -389,7 +390,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
       if (previous === statusKey(status)) return
       queue.push(status)
       outbox.set(name, queue)
-      Queue.unsafeOffer(reportWakeups, undefined)
+      reportWakeups.signal()
     }
 
     const sendReports = Effect.gen(function* () {
@@ -806,7 +807,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         Effect.sync(() => {
           if (exit.process !== "vm") return
           exits.set(exit.name, exit)
-          Queue.unsafeOffer(wakeups, undefined)
+          wakeups.signal()
         }).pipe(Effect.zipRight(Effect.logInfo(`${who(exit.name)}: runner ${describeExit(exit)} (process ${exit.process})`)))
       )
     )
@@ -825,8 +826,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         yield* reconcile.pipe(
           Effect.catchAllCause((cause) => Effect.logError(`node ${self}: a reconcile round failed; retrying in ${options.intervalMs} ms`, cause))
         )
-        yield* Queue.take(wakeups).pipe(Effect.timeout(`${options.intervalMs} millis`), Effect.ignore)
-        yield* Queue.takeAll(wakeups)
+        yield* wakeups.wait(options.intervalMs)
       }
     })
 
@@ -843,7 +843,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
     const reporter = Effect.gen(function* () {
       for (;;) {
         yield* sendReports.pipe(Effect.catchAllCause((cause) => Effect.logError(`node ${self}: sending status reports failed`, cause)))
-        yield* Queue.take(reportWakeups).pipe(Effect.timeout(`${options.intervalMs} millis`), Effect.ignore)
+        yield* reportWakeups.wait(options.intervalMs)
       }
     })
 
@@ -853,7 +853,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
     yield* Effect.forkScoped(reporter)
 
     return {
-      wake: Queue.offer(wakeups, undefined).pipe(Effect.asVoid),
+      wake: Effect.sync(() => wakeups.signal()),
       fenced: Effect.sync(() => fenced)
     }
   })

@@ -90,20 +90,28 @@ export const fromRaft = (
     const prove = (at: number | undefined) => {
       if (at !== undefined && (proven === undefined || at > proven)) proven = at
     }
-    const probe = Effect.gen(function* () {
+    // `readIndex` fails (NotLeader, Timeout) when the round cannot complete: nothing is proven.
+    const round = (sent: number) =>
+      Effect.either(raft.readIndex).pipe(
+        Effect.flatMap((answer) => Effect.sync(() => (Either.isRight(answer) ? prove(sent) : undefined))),
+        Effect.timeout(Duration.millis(2 * options.probeEveryMs)),
+        Effect.ignore
+      )
+    // Every interval: the leader's heartbeats usually prove contact (no fiber, no message); only
+    // when they prove nothing recent does a ReadIndex round start. A round starts every interval
+    // while that lasts, whether or not the last one has answered: one sent to a leader that just
+    // died must not hold up the rounds to its successor (a healthy follower would fence during
+    // every failover). Each gives up after two intervals.
+    const look = Effect.gen(function* () {
       const status = yield* raft.status
       if (status.role === "leader" || status.lead === 0) return
       const sent = yield* Clock.currentTimeMillis
       const heartbeats = yield* raft.followerContact
       prove(heartbeats)
       if (heartbeats !== undefined && sent - heartbeats <= options.probeEveryMs) return
-      // `readIndex` fails (NotLeader, Timeout) when the round cannot complete: nothing is proven.
-      if (Either.isRight(yield* Effect.either(raft.readIndex))) prove(sent)
-    }).pipe(Effect.timeout(Duration.millis(2 * options.probeEveryMs)), Effect.ignore)
-    // A probe starts every interval, whether or not the last one has answered: one sent to a leader
-    // that just died must not hold up the probes to its successor (a healthy follower would fence
-    // during every failover). Each gives up after two intervals.
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.fork(probe), Effect.sleep(Duration.millis(options.probeEveryMs)))))
+      yield* Effect.fork(round(sent))
+    })
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(look, Effect.sleep(Duration.millis(options.probeEveryMs)))))
     return Effect.gen(function* () {
       const status = yield* raft.status
       if (status.role === "leader") {

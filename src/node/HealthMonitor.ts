@@ -52,19 +52,27 @@ export const healthChanges = (input: HealthInput): ReadonlyArray<{ readonly id: 
   return changes
 }
 
-/** Runs forever: every `intervalMs`, while this node leads, proposes the health changes it sees. */
+/**
+ * Runs forever: every `intervalMs`, while this node leads, proposes the health changes it sees.
+ * A node that does not lead looks every `followerIntervalMs` (default 5 × `intervalMs`) whether it
+ * has become leader: it has nothing else to do here, and a quiet follower's wake-ups are its idle
+ * cost (bench `idle`). Finding its leadership that much later only starts its grace later
+ * (`leadingSince`): a node is marked down later, never sooner.
+ */
 export const run = (options: {
   readonly raft: RaftNodeShape
   readonly nodes: () => Iterable<NodeInfo>
   readonly nodeDownMs: number
   readonly intervalMs: number
+  readonly followerIntervalMs?: number | undefined
   /** Answered heartbeats of hosts that are not Raft members (`HostContact.ts`). */
   readonly hostContact?: HostContact | undefined
 }) =>
   Effect.gen(function* () {
     let leadingSince = -1
+    const followerIntervalMs = options.followerIntervalMs ?? 5 * options.intervalMs
     for (;;) {
-      yield* Effect.sleep(Duration.millis(options.intervalMs))
+      yield* Effect.sleep(Duration.millis(leadingSince < 0 ? followerIntervalMs : options.intervalMs))
       const now = yield* Clock.currentTimeMillis
       if ((yield* options.raft.role) !== "leader") {
         leadingSince = -1

@@ -175,10 +175,9 @@ export const start = (options: OrchestrationOptions): Effect.Effect<void, never,
       if (!member || registrationCurrent(state.current.nodes.get(node), wanted) || st.lead === 0) return
       yield* Effect.ignore(controlPlane.registerNode(wanted))
     })
-    yield* Effect.forkScoped(Effect.repeat(register, Schedule.spaced(Duration.seconds(1))))
-    yield* Effect.forkScoped(
-      Effect.repeat(raiseClusterVersion(raft, state, { unsafeRaiseVersionEarly: options.unsafeRaiseVersionEarly }), Schedule.spaced(Duration.seconds(1)))
-    )
+    // One loop, one wake-up a second, for both: a quiet node's wake-ups are its idle cost.
+    const raise = raiseClusterVersion(raft, state, { unsafeRaiseVersionEarly: options.unsafeRaiseVersionEarly })
+    yield* Effect.forkScoped(Effect.repeat(Effect.zipRight(register, raise), Schedule.spaced(Duration.seconds(1))))
 
     yield* Effect.forkScoped(
       HealthMonitor.run({

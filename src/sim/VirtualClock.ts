@@ -152,20 +152,30 @@ export class VirtualClock implements Clock.Clock {
 
   readonly currentTimeNanos: Effect.Effect<bigint> = Effect.sync(() => this.unsafeCurrentTimeNanos())
 
+  /**
+   * Runs `task` after `ms` of this machine's time (as `sleep` ends, skew included); the returned
+   * function cancels it. What `util/Wakeup.ts` sets its timers with.
+   */
+  unsafeSchedule(task: () => void, ms: number): () => void {
+    if (ms === Infinity) return () => {}
+    const delay = this.rate === 1 ? ms : Math.round(ms / this.rate)
+    const timer = this.time.at(this.time.now + delay, () => {
+      this.onWake()
+      task()
+    })
+    return () => {
+      timer.cancelled = true
+    }
+  }
+
   sleep(duration: Duration.Duration): Effect.Effect<void> {
     const ms = Duration.toMillis(duration)
     // Not `Effect.never`: that keeps a real interval timer alive.
     if (ms === Infinity) return Effect.async<void>(() => {})
-    const delay = this.rate === 1 ? ms : Math.round(ms / this.rate)
     // One-argument register: Effect allocates no AbortController for it.
     return Effect.async<void>((resume) => {
-      const timer = this.time.at(this.time.now + delay, () => {
-        this.onWake()
-        resume(wake)
-      })
-      return Effect.sync(() => {
-        timer.cancelled = true
-      })
+      const cancel = this.unsafeSchedule(() => resume(wake), ms)
+      return Effect.sync(cancel)
     })
   }
 }
