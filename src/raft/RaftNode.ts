@@ -38,18 +38,23 @@
  */
 import { Clock, Context, Duration, Effect, Fiber, Layer, type MetricLabel, Queue, Random, Ref } from "effect"
 import type { BlixardError } from "../domain/Errors.js"
-import { formatError, InvalidArgument, NotLeader, ProposalDropped, StorageStalled, Timeout, Unavailable } from "../domain/Errors.js"
+import { formatError, NotLeader, ProposalDropped, StorageStalled, Timeout } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { Transport } from "../net/Transport.js"
 import type { StorageError } from "../storage/Database.js"
 import { RaftStorage, type RaftStorageShape } from "../storage/RaftStorage.js"
 import { ContactProof } from "./ContactProof.js"
+import { LeaderTransfers } from "./LeaderTransfers.js"
 import type { Message } from "./Message.js"
 import { LocalSnapshots, snapshotSource } from "./LocalSnapshots.js"
+import { type Event, Mailbox } from "./Mailbox.js"
 import { MemoryStorage } from "./MemoryStorage.js"
-import type { ProposeResult, RaftConfig, Status } from "./Raft.js"
+import { ProposalWaiters } from "./ProposalWaiters.js"
+import type { RaftConfig, Status } from "./Raft.js"
 import { RawNode } from "./RawNode.js"
+import { ReadIndexReads } from "./ReadIndexReads.js"
+import { Deadlines, type ProposeFailure, RequestErrors, type Waiting } from "./Requests.js"
 import { StateMachine } from "./StateMachine.js"
 import type { ConfChange, ConfState, Entry, HardState, Snapshot, StateRole } from "./Types.js"
 
@@ -129,7 +134,7 @@ export interface RaftNodeConfig {
   readonly unsafeContactFromAnyMessage?: boolean | undefined
 }
 
-export type ProposeFailure = NotLeader | Unavailable | Timeout | ProposalDropped | InvalidArgument
+export type { ProposeFailure } from "./Requests.js"
 
 export interface RaftNodeShape {
   readonly id: number
@@ -176,77 +181,6 @@ export interface RaftNodeShape {
 }
 
 export class RaftNode extends Context.Tag("blixard/RaftNode")<RaftNode, RaftNodeShape>() {}
-
-type Event =
-  | { readonly _tag: "Tick"; readonly unreachable: ReadonlyArray<number> }
-  | { readonly _tag: "Message"; readonly message: Message; readonly at: number }
-  /** The transport found `peer` back as another incarnation (`Transport.PeerRestarted`). */
-  | { readonly _tag: "PeerRestarted"; readonly peer: number }
-  | ({ readonly _tag: "Propose"; readonly data: string } & Waiting<unknown, ProposeFailure>)
-  | ({ readonly _tag: "ConfChange"; readonly change: ConfChange } & Waiting<unknown, ProposeFailure>)
-  | ({ readonly _tag: "ReadIndex" } & Waiting<void, NotLeader | Timeout>)
-  | ({ readonly _tag: "Transfer"; readonly to: number } & Waiting<void, NotLeader | Timeout>)
-  | { readonly _tag: "Campaign" }
-
-/** A request waiting in the driver, failed with `Timeout` by the ticker once `deadline` passes. */
-interface Waiting<A, E> {
-  /** Resumes the waiting caller with the outcome (once; a caller gone meanwhile ignores it). */
-  readonly done: (outcome: Effect.Effect<A, E>) => void
-  /** Clock milliseconds. */
-  readonly deadline: number
-  /** What it is, for the timeout's message. */
-  readonly what: string
-}
-
-type ReadWaiter = Waiting<void, NotLeader | Timeout>
-
-interface Pending extends Waiting<unknown, ProposeFailure> {
-  readonly term: number
-}
-
-/**
- * The driver's event queue: many producers, one consumer that takes everything waiting at once.
- * An array and at most one parked taker — no `Deferred` per take, no per-event fiber hand-off — since
- * the loop takes once per batch and the simulator measured `Queue.take` as its largest cost.
- */
-class Mailbox<A> {
-  private items: Array<A> = []
-  private waiter: ((batch: Array<A>) => void) | undefined = undefined
-
-  offer(item: A): void {
-    this.items.push(item)
-    const wake = this.waiter
-    if (wake !== undefined) {
-      this.waiter = undefined
-      wake(this.drain())
-    }
-  }
-
-  /** Removes (and returns) the waiting items `f` selects, keeping the others in order. */
-  removeWhere(f: (item: A) => boolean): Array<A> {
-    const removed = this.items.filter(f)
-    if (removed.length > 0) this.items = this.items.filter((item) => !f(item))
-    return removed
-  }
-
-  private drain(): Array<A> {
-    const batch = this.items
-    this.items = []
-    return batch
-  }
-
-  /** Everything waiting, or (if nothing is) the next item(s) once they arrive. */
-  readonly takeAll: Effect.Effect<Array<A>> = Effect.suspend(() =>
-    this.items.length > 0
-      ? Effect.succeed(this.drain())
-      : Effect.async<Array<A>>((resume) => {
-          this.waiter = (batch) => resume(Effect.succeed(batch))
-          return Effect.sync(() => {
-            this.waiter = undefined
-          })
-        })
-  )
-}
 
 /**
  * Messages a leader may send before the Ready they come with is persisted: its appends, snapshots
@@ -351,7 +285,6 @@ const flushOps = {
   snapshot: Metrics.tags(["op", "snapshot"]),
   compact: Metrics.tags(["op", "compact"])
 }
-const proposalOutcome = { accepted: Metrics.tags(["outcome", "accepted"]), refused: Metrics.tags(["outcome", "refused"]) }
 
 /** A small seeded PRNG (mulberry32) for the core's synchronous election jitter. */
 const seededRandom = (seed: number) => {
@@ -429,82 +362,15 @@ export const make = (config: RaftNodeConfig) =>
     /** Stamps what the core sends with the heartbeat-round proofs (`ContactProof.outgoing`). */
     const send = (messages: ReadonlyArray<Message>) =>
       transport.send(proofs.outgoing(messages, raw.term, raw.role, () => raw.confState().voters, id, batchWall))
-    const pending = new Map<number, Pending>()
-    /**
-     * Linearizable reads share ReadIndex rounds, as etcd's `linearizableReadLoop` does: one round in
-     * flight at a time (a heartbeat broadcast on the leader, one forwarded request on a follower);
-     * the reads that arrive meanwhile wait for the next round, asked once it is answered, and reads
-     * taken in one batch share one. A round's read point is taken after every read it answers
-     * arrived, so each still gets at least the commit index of the moment it was issued. A round
-     * unanswered after `readRetryMs` (a lost message), or asked of a leader since replaced, is asked
-     * again with a new context, its reads joining the next.
-     */
-    let round: { readonly context: string; readonly askedAt: number; reads: Array<ReadWaiter> } | undefined
-    let nextRound: Array<ReadWaiter> = []
+    const errors = new RequestErrors(id, config.requestTimeoutMs)
+    const proposals = new ProposalWaiters(errors, config.unsafeOverwriteProposalWaiters === true)
+    const transfers = new LeaderTransfers(errors)
     /** Five heartbeats: etcd's `readIndexRetryTime` (500 ms) with the daemon's 100 ms heartbeat. */
     const readRetryMs = 5 * (config.heartbeatTick ?? DefaultHeartbeatTick) * config.tickMs
-    let readWaiting: Array<ReadWaiter & { readonly index: number }> = []
-    let transfers: Array<Waiting<void, NotLeader | Timeout> & { readonly to: number }> = []
-    // ReadIndex contexts are unique across restarts: a leader (or a late answer still on the wire)
-    // must never match a request of this process to one of an earlier process of this node.
     // (The process's random seed and start time: drawing more randomness would shift every seeded run.)
     const readNonce = config.unsafeReuseReadContexts === true ? "" : `${(seed >>> 0).toString(36)}.${(yield* Clock.currentTimeMillis).toString(36)}:`
-    let readCounter = 0
+    const reads = new ReadIndexReads(`${id}:${readNonce}`, readRetryMs, errors)
     const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
-
-    const notLeader = (leader: number) =>
-      new NotLeader({
-        node: nodeId,
-        message:
-          leader !== 0
-            ? `node ${id} is not the leader; node ${leader} is`
-            : `node ${id} is not the leader and knows of none (an election may be under way); retry shortly`,
-        ...(leader !== 0 ? { leader: NodeId.make(leader) } : {})
-      })
-
-    const refused = (result: Extract<ProposeResult, { ok: false }>): ProposeFailure => {
-      switch (result.reason) {
-        case "notLeader":
-          return notLeader(result.leader)
-        case "transferInProgress":
-          return new Unavailable({ node: nodeId, message: `leadership is moving to node ${result.transferee}; retry shortly` })
-        case "uncommittedSizeExceeded":
-          return new Unavailable({ node: nodeId, message: `too many writes are waiting to commit on node ${id}; retry shortly` })
-        case "confChangePending":
-          return new Unavailable({
-            node: nodeId,
-            message: `a membership change (entry ${result.pendingIndex}) is still being applied; retry when it is done`
-          })
-        case "invalidConfChange":
-          return new InvalidArgument({ node: nodeId, message: result.detail })
-      }
-    }
-
-    /** Proposals the loop took in the current batch, counted into the metrics once per batch. */
-    let accepted = 0
-    let refusedCount = 0
-    const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>): void => {
-      if (!result.ok) {
-        refusedCount++
-        return request.done(Effect.fail(refused(result)))
-      }
-      accepted++
-      const earlier = pending.get(result.index)
-      if (earlier !== undefined && !config.unsafeOverwriteProposalWaiters) {
-        // This node proposed at this index before, in an earlier term, and has led again since: the
-        // earlier entry is no longer in the leader's log, so it was never committed.
-        earlier.done(
-          Effect.fail(new ProposalDropped({ node: nodeId, message: `a new leader wrote another entry at index ${result.index}; the write was not applied; retry it` }))
-        )
-      }
-      pending.set(result.index, { term: result.term, done: request.done, deadline: request.deadline, what: request.what })
-    }
-
-    const timedOut = (what: string) =>
-      new Timeout({
-        node: nodeId,
-        message: `${what} did not complete within ${config.requestTimeoutMs} ms on node ${id} (no quorum reachable?); its outcome is unknown — check, then retry`
-      })
 
     /**
      * Fails every request whose deadline has passed (the ticker calls it), and answers the earliest
@@ -512,36 +378,15 @@ export const make = (config: RaftNodeConfig) =>
      * outcome is then unknown to the caller, as the error says.
      */
     const expire = (now: number): number => {
-      let earliest = Number.POSITIVE_INFINITY
-      const due = (w: { readonly deadline: number }): boolean => {
-        if (w.deadline <= now) return true
-        if (w.deadline < earliest) earliest = w.deadline
-        return false
-      }
-      for (const [index, p] of pending) {
-        if (!due(p)) continue
-        pending.delete(index)
-        p.done(Effect.fail(timedOut(p.what)))
-      }
-      const live = <W extends Waiting<void, NotLeader | Timeout>>(list: Array<W>): Array<W> =>
-        list.filter((w) => {
-          if (!due(w)) return true
-          w.done(Effect.fail(timedOut(w.what)))
-          return false
-        })
-      if (readWaiting.length > 0) readWaiting = live(readWaiting)
-      if (nextRound.length > 0) nextRound = live(nextRound)
-      if (round !== undefined) {
-        round.reads = live(round.reads)
-        // Nothing waits on it any more: the next reads need not wait for its answer.
-        if (round.reads.length === 0) round = undefined
-      }
-      if (transfers.length > 0) transfers = live(transfers)
+      const deadlines = new Deadlines(now)
+      proposals.expire(deadlines.due)
+      reads.expire(deadlines.due)
+      transfers.expire(deadlines.due)
       // Requests the loop has not taken yet (it may be stuck in a save).
-      for (const ev of events.removeWhere((e) => "deadline" in e && due(e))) {
-        if ("done" in ev) ev.done(Effect.fail(timedOut(ev.what)))
+      for (const ev of events.removeWhere((e) => "deadline" in e && deadlines.due(e))) {
+        if ("done" in ev) ev.done(Effect.fail(errors.timedOut(ev.what)))
       }
-      return earliest
+      return deadlines.earliest
     }
 
     /** Peers whose `PeerRestarted` the current batch handled: resumed with the transport before it sends. */
@@ -568,18 +413,18 @@ export const make = (config: RaftNodeConfig) =>
           if (ev.message.type === "heartbeat" || ev.message.type === "heartbeatResp") proofs.stepped(ev.message, raw.term, raw.role, raw.lead)
           return
         case "Propose":
-          register(raw.propose(ev.data), ev)
+          proposals.register(raw.propose(ev.data), ev)
           return
         case "ConfChange":
-          register(raw.proposeConfChange(ev.change), ev)
+          proposals.register(raw.proposeConfChange(ev.change), ev)
           return
         case "ReadIndex":
-          nextRound.push(ev)
+          reads.add(ev)
           return
         case "Transfer": {
           const result = raw.transferLeader(ev.to)
-          if (result.ok) transfers.push(ev)
-          else ev.done(Effect.fail(notLeader(raw.status().lead)))
+          if (result.ok) transfers.add(ev)
+          else ev.done(Effect.fail(errors.notLeader(raw.status().lead)))
           return
         }
         case "Campaign":
@@ -591,40 +436,11 @@ export const make = (config: RaftNodeConfig) =>
     /** When the loop took its current batch (monotonic milliseconds, `monotonicMillis`). */
     let loopNow = 0
 
-    /** Asks the next ReadIndex round for the reads waiting, unless one is in flight (see `round`). */
-    const askRound = (): void => {
-      if (round !== undefined) {
-        if (loopNow - round.askedAt < readRetryMs) return
-        nextRound = round.reads.concat(nextRound)
-        round = undefined
-      }
-      if (nextRound.length === 0) return
-      const reads = nextRound
-      nextRound = []
-      const context = `${id}:${readNonce}${++readCounter}`
-      if (raw.readIndex(context).ok) round = { context, askedAt: loopNow, reads }
-      else {
-        const refused = notLeader(raw.status().lead)
-        for (const r of reads) r.done(Effect.fail(refused))
-      }
-    }
-
-    const settle = (entries: ReadonlyArray<Entry>, results: ReadonlyArray<unknown>) => {
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i]!
-        const p = pending.get(e.index)
-        if (p === undefined) continue
-        pending.delete(e.index)
-        if (p.term === e.term) p.done(Effect.succeed(results[i]))
-        else p.done(Effect.fail(new ProposalDropped({ node: nodeId, message: `the write was overwritten by a new leader at index ${e.index}; retry it` })))
-      }
-    }
-
     /** Applies committed entries and resolves the proposals waiting on them. */
     const apply = (entries: ReadonlyArray<Entry>) =>
       Effect.map(sm.apply(entries), (results) => {
         snapshots.applied(entries)
-        settle(entries, results)
+        proposals.settle(entries, results)
       })
 
     let unsyncedHardState: HardState | undefined = undefined
@@ -692,13 +508,7 @@ export const make = (config: RaftNodeConfig) =>
           yield* sm.restore(rd.snapshot)
           snapshots.snapshotted(rd.snapshot)
           Metrics.raftSnapshots.unsafeUpdate(1, snapshotSource.leader)
-          for (const [index, p] of pending) {
-            if (index > rd.snapshot.metadata.index) continue
-            pending.delete(index)
-            p.done(
-              Effect.fail(new ProposalDropped({ node: nodeId, message: `a snapshot replaced the log at index ${index}; the write may or may not have applied` }))
-            )
-          }
+          proposals.replacedBy(rd.snapshot.metadata.index)
         }
         if (toApply.length > 0) yield* apply(toApply)
         if (rd.softState !== undefined) {
@@ -706,38 +516,18 @@ export const make = (config: RaftNodeConfig) =>
           if ((yield* Ref.get(softState)).lead !== ss.lead) {
             Metrics.raftLeaderChanges.unsafeUpdate(1, Metrics.noTags)
             // The round was asked of a leader that is gone: ask the next one (below) at once.
-            if (round !== undefined) {
-              nextRound = round.reads.concat(nextRound)
-              round = undefined
-            }
+            reads.leaderChanged()
           }
           yield* Ref.set(softState, { lead: ss.lead, role: ss.role })
-          for (let i = transfers.length - 1; i >= 0; i--) {
-            if (transfers[i]!.to === ss.lead) {
-              transfers[i]!.done(Effect.void)
-              transfers.splice(i, 1)
-            }
-          }
+          transfers.leaderIs(ss.lead)
         }
-        for (const rs of rd.readStates) {
-          if (round === undefined || rs.context !== round.context) continue
-          for (const r of round.reads) readWaiting.push({ ...r, index: rs.index })
-          round = undefined
-        }
+        reads.answered(rd.readStates)
         const membersBefore = rd.snapshot !== undefined || rd.committedEntries.some((e) => e.kind === "confChange") ? members(raw.confState()) : undefined
         raw.advance(rd)
         if (membersBefore !== undefined) yield* discardRemoved(membersBefore)
-        const nowApplied = raw.appliedIndex
-        if (readWaiting.length > 0) {
-          const still: typeof readWaiting = []
-          for (const w of readWaiting) {
-            if (w.index <= nowApplied) w.done(Effect.void)
-            else still.push(w)
-          }
-          readWaiting = still
-        }
+        reads.applied(raw.appliedIndex)
         // The reads that arrived while a round was answered ask the next (sent on the next turn).
-        askRound()
+        reads.ask(raw, loopNow)
         yield* compact
       }
     })
@@ -774,11 +564,8 @@ export const make = (config: RaftNodeConfig) =>
         catchUp(loopNow)
         for (const ev of batch) handle(ev)
         if (restarted.length > 0) yield* Effect.forEach(restarted.splice(0), transport.resume, { discard: true })
-        askRound()
-        if (accepted > 0) Metrics.raftProposals.unsafeUpdate(accepted, proposalOutcome.accepted)
-        if (refusedCount > 0) Metrics.raftProposals.unsafeUpdate(refusedCount, proposalOutcome.refused)
-        accepted = 0
-        refusedCount = 0
+        reads.ask(raw, loopNow)
+        proposals.countBatch()
         yield* drainReady
         // Also here, not only after a Ready: a snapshot written on the side is taken up at the loop's
         // next wake-up (a tick that acts, at the latest) even on a node with nothing else to do.
@@ -835,18 +622,14 @@ export const make = (config: RaftNodeConfig) =>
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         const stopping = new ProposalDropped({ node: nodeId, message: `node ${id} is shutting down; the write may or may not have applied` })
-        for (const p of pending.values()) p.done(Effect.fail(stopping))
-        pending.clear()
+        proposals.shutdown(stopping)
         const gone = new NotLeader({ node: nodeId, message: `node ${id} is shutting down; retry on another node` })
-        for (const w of [...(round?.reads ?? []), ...nextRound, ...readWaiting, ...transfers]) w.done(Effect.fail(gone))
+        reads.shutdown(gone)
+        transfers.shutdown(gone)
         for (const ev of events.removeWhere((e) => "done" in e)) {
           if (ev._tag === "Propose" || ev._tag === "ConfChange") ev.done(Effect.fail(stopping))
           else if ("done" in ev) ev.done(Effect.fail(gone))
         }
-        round = undefined
-        nextRound = []
-        readWaiting = []
-        transfers = []
       })
     )
 
