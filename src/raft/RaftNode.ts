@@ -3,17 +3,12 @@
  *
  * One fiber owns the core. Everything that reaches it — clock ticks, peer messages, proposals,
  * read requests — is an event in one queue; the loop takes every event waiting (so many proposals
- * become one append, one fsync and one message per peer), steps the core, then works off `Ready`:
- *
- *   1. persist snapshot + entries + hard state in ONE `RaftStorage.save` (one transaction, one fsync)
- *      and mirror them into the in-memory `MemoryStorage` the core reads;
- *   2. only then send the messages (persist-before-send: a vote or an acknowledgement never leaves
- *      before what it vouches for is durable);
- *   3. install a received snapshot into the state machine, apply committed entries, and resolve
- *      the proposals and reads waiting on them;
- *   4. `advance`, and compact the log when enough has been applied since the last snapshot: the
- *      loop only captures the state (`StateMachine.snapshotView`); serialising and writing it happen
- *      on the side while the loop keeps ticking, and the log is compacted once it is written (`LocalSnapshots.ts`).
+ * become one append, one fsync and one message per peer), steps the core, then works off `Ready`
+ * (`ReadyHandler.ts`): persist (one `RaftStorage.save`, one fsync), and only then send what vouches
+ * for it — a leader's appends and heartbeats leave before its own save —, apply, resolve the
+ * requests waiting (`ProposalWaiters.ts`, `ReadIndexReads.ts`, `LeaderTransfers.ts`), `advance`, and
+ * compact the log when enough has been applied since the last snapshot: the loop only captures the
+ * state; serialising and writing it happen on the side while the loop keeps ticking (`LocalSnapshots.ts`).
  *
  * A peer the transport finds back as another incarnation (`Transport.PeerRestarted`, in order with
  * the messages received) is reported to the core (`reportRestarted`: a leader probes it from scratch)
@@ -47,16 +42,17 @@ import { RaftStorage, type RaftStorageShape } from "../storage/RaftStorage.js"
 import { ContactProof } from "./ContactProof.js"
 import { LeaderTransfers } from "./LeaderTransfers.js"
 import type { Message } from "./Message.js"
-import { LocalSnapshots, snapshotSource } from "./LocalSnapshots.js"
+import { LocalSnapshots } from "./LocalSnapshots.js"
 import { type Event, Mailbox } from "./Mailbox.js"
 import { MemoryStorage } from "./MemoryStorage.js"
 import { ProposalWaiters } from "./ProposalWaiters.js"
 import type { RaftConfig, Status } from "./Raft.js"
 import { RawNode } from "./RawNode.js"
+import { ReadyHandler } from "./ReadyHandler.js"
 import { ReadIndexReads } from "./ReadIndexReads.js"
 import { Deadlines, type ProposeFailure, RequestErrors, type Waiting } from "./Requests.js"
 import { StateMachine } from "./StateMachine.js"
-import type { ConfChange, ConfState, Entry, HardState, Snapshot, StateRole } from "./Types.js"
+import type { ConfChange, Snapshot, StateRole } from "./Types.js"
 
 /**
  * The daemon's timing, in ticks (`timeouts.tickMs` each): elections after 10 to 20 ticks, a heartbeat
@@ -182,14 +178,7 @@ export interface RaftNodeShape {
 
 export class RaftNode extends Context.Tag("blixard/RaftNode")<RaftNode, RaftNodeShape>() {}
 
-/**
- * Messages a leader may send before the Ready they come with is persisted: its appends, snapshots
- * and heartbeats claim nothing about its own durable state. Its term was durable before it became
- * leader (the core counts even a sole voter's own vote only after its save), and the commit index
- * they carry counts the leader's own entries only once they are durable (`Raft.msgsAfterAppend`).
- * Everything else — votes, acknowledgements — must wait for the save.
- */
-export const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
+export { leavesBeforePersist } from "./ReadyHandler.js"
 
 /**
  * Milliseconds of the `Clock`'s monotonic time (`currentTimeNanos`): ticks are counted on it, so a
@@ -210,8 +199,6 @@ const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === 
  * reading of its own. (The flush-latency metric reads `performance.now()`,
  * a plain call; it only measures and decides nothing, so the simulator's virtual clock is unaffected.)
  */
-const members = (cs: ConfState): ReadonlySet<number> => new Set([...cs.voters, ...cs.learners])
-
 const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
   Effect.map(Clock.currentTimeMillis, (startedAt) => {
     const stallMs = config.storageStallMs ?? 5000
@@ -436,100 +423,19 @@ export const make = (config: RaftNodeConfig) =>
     /** When the loop took its current batch (monotonic milliseconds, `monotonicMillis`). */
     let loopNow = 0
 
-    /** Applies committed entries and resolves the proposals waiting on them. */
-    const apply = (entries: ReadonlyArray<Entry>) =>
-      Effect.map(sm.apply(entries), (results) => {
-        snapshots.applied(entries)
-        proposals.settle(entries, results)
-      })
-
-    let unsyncedHardState: HardState | undefined = undefined
-
-    /**
-     * A peer that left the configuration (a change applied, or a snapshot installed) has its unsent
-     * messages dropped: they were written for its old log (a leader's heartbeat carries a commit
-     * index up to what that log acknowledged), and the next process under its id may be back empty
-     * and re-added as a learner, which would stop on a commit index beyond its log.
-     */
-    const discardRemoved = (before: ReadonlySet<number>) =>
-      Effect.gen(function* () {
-        const after = members(raw.confState())
-        for (const peer of before) if (peer !== id && !after.has(peer)) yield* transport.discard(peer)
-      })
-
-    /** Saves the hard state not saved yet (a snapshot must not be stored ahead of the stored commit index). */
-    const flushHardState = Effect.suspend(() =>
-      unsyncedHardState === undefined
-        ? Effect.void
-        : Effect.tap(storage.save({ hardState: unsyncedHardState }), () => {
-            unsyncedHardState = undefined
-          })
-    )
-    const compact = Effect.suspend(() => snapshots.step(raw, flushHardState))
-
-    const drainReady = Effect.gen(function* () {
-      while (raw.hasReady()) {
-        const rd = raw.ready()
-        // A Ready whose only change is a higher commit index needs no fsync of its own (etcd's
-        // mustSync): the commit index can always be learned again from the leader. It is written
-        // with the next synced save, or before a snapshot (so a restart never finds the snapshot
-        // ahead of the stored commit index).
-        if (rd.hardState !== undefined) unsyncedHardState = rd.hardState
-        let toApply = rd.committedEntries
-        if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.mustSync) {
-          // While this Ready's writes flush to disk (off the event loop), the leader's appends and
-          // heartbeats already travel (thesis §10.2.1: a leader may write its log in parallel with
-          // replicating it; it counts itself towards a commit only in a later round, after this
-          // save) and committed entries already in the local log are applied. Everything that
-          // vouches for this Ready's writes (votes, acknowledgements) waits for the save.
-          const early = rd.messages.filter(leavesBeforePersist)
-          if (early.length > 0) yield* send(early)
-          const saving = yield* Effect.fork(storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: unsyncedHardState }))
-          if (rd.snapshot === undefined && toApply.length > 0) {
-            const firstNew = rd.entries[0]?.index ?? Number.POSITIVE_INFINITY
-            const stable = toApply.filter((e) => e.index < firstNew)
-            if (stable.length > 0) {
-              yield* apply(stable)
-              toApply = stable.length === toApply.length ? [] : toApply.filter((e) => e.index >= firstNew)
-            }
-          }
-          yield* Fiber.join(saving)
-          unsyncedHardState = undefined
-          if (rd.snapshot !== undefined) mirror.applySnapshot(rd.snapshot)
-          mirror.append(rd.entries)
-          if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
-          const late = early.length > 0 ? rd.messages.filter((m) => !leavesBeforePersist(m)) : rd.messages
-          if (late.length > 0) yield* send(late)
-        } else {
-          if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
-          if (rd.messages.length > 0) yield* send(rd.messages)
-        }
-        if (rd.snapshot !== undefined) {
-          yield* sm.restore(rd.snapshot)
-          snapshots.snapshotted(rd.snapshot)
-          Metrics.raftSnapshots.unsafeUpdate(1, snapshotSource.leader)
-          proposals.replacedBy(rd.snapshot.metadata.index)
-        }
-        if (toApply.length > 0) yield* apply(toApply)
-        if (rd.softState !== undefined) {
-          const ss = rd.softState
-          if ((yield* Ref.get(softState)).lead !== ss.lead) {
-            Metrics.raftLeaderChanges.unsafeUpdate(1, Metrics.noTags)
-            // The round was asked of a leader that is gone: ask the next one (below) at once.
-            reads.leaderChanged()
-          }
-          yield* Ref.set(softState, { lead: ss.lead, role: ss.role })
-          transfers.leaderIs(ss.lead)
-        }
-        reads.answered(rd.readStates)
-        const membersBefore = rd.snapshot !== undefined || rd.committedEntries.some((e) => e.kind === "confChange") ? members(raw.confState()) : undefined
-        raw.advance(rd)
-        if (membersBefore !== undefined) yield* discardRemoved(membersBefore)
-        reads.applied(raw.appliedIndex)
-        // The reads that arrived while a round was answered ask the next (sent on the next turn).
-        reads.ask(raw, loopNow)
-        yield* compact
-      }
+    const ready = new ReadyHandler({
+      id,
+      raw,
+      storage,
+      mirror,
+      sm,
+      snapshots,
+      send,
+      discard: transport.discard,
+      proposals,
+      reads,
+      transfers,
+      softState
     })
 
     /** The time of the last tick given to the core: monotonic (`monotonicMillis`), as a sleep is. */
@@ -566,10 +472,10 @@ export const make = (config: RaftNodeConfig) =>
         if (restarted.length > 0) yield* Effect.forEach(restarted.splice(0), transport.resume, { discard: true })
         reads.ask(raw, loopNow)
         proposals.countBatch()
-        yield* drainReady
+        yield* ready.drain(loopNow)
         // Also here, not only after a Ready: a snapshot written on the side is taken up at the loop's
         // next wake-up (a tick that acts, at the latest) even on a node with nothing else to do.
-        yield* compact
+        yield* ready.compact
         planTicks()
       }
     })
