@@ -197,7 +197,7 @@ const seededRandom = (seed: number) => {
  * is empty and `bootstrap` names the voters; then the in-memory mirror of the stored snapshot,
  * entries and hard state the core reads, the local snapshot policy, and the state machine restored
  * from the snapshot when it is behind it. Answers the applied index the core starts from.
- * (A generator, delegated to with `yield*` from `make`'s: its effects run as if written there.)
+ * (A generator `make` delegates to with `yield*`: its effects run as if written there, see `ReadyHandler`.)
  */
 function* recover(config: RaftNodeConfig, storage: RaftStorageShape, sm: StateMachineShape) {
   let init = yield* storage.initialState

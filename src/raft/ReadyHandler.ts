@@ -61,6 +61,11 @@ export interface ReadyHandlerOptions {
   readonly softState: Ref.Ref<{ lead: number; role: StateRole }>
 }
 
+/**
+ * The steps of `drain` are generators it delegates to with `yield*`, not Effects of their own: the
+ * loop runs exactly the effects it would run written as one, so the fiber's operations (and with
+ * them the scheduler's yield points the simulator's seeded runs replay) stay what they were.
+ */
 export class ReadyHandler {
   /** The hard state of a Ready not synced yet (a commit index only), written with the next save. */
   private unsyncedHardState: HardState | undefined = undefined
