@@ -1,9 +1,9 @@
 /**
  * Quorum contact for followers, proven by the leader's own heartbeat rounds (no extra messages).
  *
- * The driver (`RaftNode`) stamps what the core sends and reads what the core steps; the core never
- * sees these fields. Why a follower may trust what it gets — the fencing argument — is in
- * `agent/QuorumContact.ts`; here is the mechanism:
+ * The driver (`RaftNode`'s `PeerContact`) stamps what the core sends and reads what the core
+ * steps; the core never sees these fields. Why a follower may trust what it gets — the fencing
+ * argument — is in `agent/QuorumContact.ts`; here is the mechanism:
  *
  * - Leader, per send that carries heartbeats: a new round number `r` (increasing for the life of the
  *   process) on each of them. Per voter, the newest round it acknowledged: the `round` of a

@@ -3,17 +3,12 @@
  *
  * One fiber owns the core. Everything that reaches it — clock ticks, peer messages, proposals,
  * read requests — is an event in one queue; the loop takes every event waiting (so many proposals
- * become one append, one fsync and one message per peer), steps the core, then works off `Ready`:
- *
- *   1. persist snapshot + entries + hard state in ONE `RaftStorage.save` (one transaction, one fsync)
- *      and mirror them into the in-memory `MemoryStorage` the core reads;
- *   2. only then send the messages (persist-before-send: a vote or an acknowledgement never leaves
- *      before what it vouches for is durable);
- *   3. install a received snapshot into the state machine, apply committed entries, and resolve
- *      the proposals and reads waiting on them;
- *   4. `advance`, and compact the log when enough has been applied since the last snapshot: the
- *      loop only captures the state (`StateMachine.snapshotView`); serialising and writing it happen
- *      on the side while the loop keeps ticking, and the log is compacted once it is written (`LocalSnapshots.ts`).
+ * become one append, one fsync and one message per peer), steps the core, then works off `Ready`
+ * (`ReadyHandler.ts`): persist (one `RaftStorage.save`, one fsync), and only then send what vouches
+ * for it — a leader's appends and heartbeats leave before its own save —, apply, resolve the
+ * requests waiting (`ProposalWaiters.ts`, `ReadIndexReads.ts`, `LeaderTransfers.ts`), `advance`, and
+ * compact the log when enough has been applied since the last snapshot: the loop only captures the
+ * state; serialising and writing it happen on the side while the loop keeps ticking (`LocalSnapshots.ts`).
  *
  * A peer the transport finds back as another incarnation (`Transport.PeerRestarted`, in order with
  * the messages received) is reported to the core (`reportRestarted`: a leader probes it from scratch)
@@ -23,35 +18,41 @@
  * Quorum contact, the signal fencing rests on, is read from what the loop itself steps: a leader's
  * from the answers of its term (`quorumAcks`), a follower's from its leader's heartbeat rounds,
  * whose heartbeats and answers the driver stamps as it sends them and reads as it steps them
- * (`ContactProof.ts`: the core never sees those fields; `followerContact`).
+ * (`PeerContact.ts`, `ContactProof.ts`: the core never sees those fields; `followerContact`).
+ * Storage writes are timed, and one outstanding too long is reported (`StorageFlushes.ts`).
  *
  * Time comes from the `Clock` (ticks), randomness (election jitter) from the `Random` service, so a
- * test clock or the simulator's virtual clock and seed drive it deterministically.
+ * test clock or the simulator's virtual clock and seed drive it deterministically. Ticks are handed
+ * to the core lazily, and the ticker wakes the loop only when a tick would act, a request's deadline
+ * passes, or a storage write is outstanding (`Ticks.ts`).
  *
- * Ticks are handed to the core lazily: the loop gives it every tick elapsed since the last one
- * (by the clock) before it steps anything, and the ticker wakes the loop only when a tick would act
- * (`RawNode.ticksUntilAction`: a leader's heartbeat, a follower's election timeout), a request's
- * deadline passes, or, while a storage write is outstanding, every tick (stall reports). So the
- * core's counters are exactly what ticking every `tickMs` would make them whenever it is looked at,
- * while a quiet follower's ticker sleeps through the ticks its leader's heartbeats make moot, and a
- * leader's wakes once per heartbeat (fewer wake-ups of a quiet node: bench/RESULTS.md).
+ * `make` composes the parts: `recover` the durable state, build the core (`makeCore`), then run the
+ * loop (`runLoop`, stepping each event with `handle`), the ticker (`runTicker`, which also fails
+ * requests past their deadline: `expire`) and the receiver (`runReceiver`) as scoped fibers, and
+ * answer callers through `makeService`; `shutdown` fails what still waits when the scope closes.
  */
-import { Clock, Context, Duration, Effect, Fiber, Layer, type MetricLabel, Queue, Random, Ref } from "effect"
-import type { BlixardError } from "../domain/Errors.js"
-import { formatError, InvalidArgument, NotLeader, ProposalDropped, StorageStalled, Timeout, Unavailable } from "../domain/Errors.js"
-import { NodeId } from "../domain/NodeId.js"
-import * as Metrics from "../metrics/Metrics.js"
-import { Transport } from "../net/Transport.js"
+import { Clock, Context, Effect, Fiber, Layer, Queue, Random, Ref } from "effect"
+import type { BlixardError, Timeout } from "../domain/Errors.js"
+import { NotLeader, ProposalDropped } from "../domain/Errors.js"
+import { Transport, type TransportShape } from "../net/Transport.js"
 import type { StorageError } from "../storage/Database.js"
 import { RaftStorage, type RaftStorageShape } from "../storage/RaftStorage.js"
-import { ContactProof } from "./ContactProof.js"
-import type { Message } from "./Message.js"
-import { LocalSnapshots, snapshotSource } from "./LocalSnapshots.js"
+import { LeaderTransfers } from "./LeaderTransfers.js"
+import { LocalSnapshots } from "./LocalSnapshots.js"
+import { type Event, Mailbox } from "./Mailbox.js"
 import { MemoryStorage } from "./MemoryStorage.js"
-import type { ProposeResult, RaftConfig, Status } from "./Raft.js"
+import type { Message } from "./Message.js"
+import { PeerContact } from "./PeerContact.js"
+import { ProposalWaiters } from "./ProposalWaiters.js"
+import type { RaftConfig, Status } from "./Raft.js"
 import { RawNode } from "./RawNode.js"
-import { StateMachine } from "./StateMachine.js"
-import type { ConfChange, ConfState, Entry, HardState, Snapshot, StateRole } from "./Types.js"
+import { ReadIndexReads } from "./ReadIndexReads.js"
+import { ReadyHandler } from "./ReadyHandler.js"
+import { Deadlines, type ProposeFailure, RequestErrors, type Waiting } from "./Requests.js"
+import { StateMachine, type StateMachineShape } from "./StateMachine.js"
+import { type StorageFlushes, trackFlushes } from "./StorageFlushes.js"
+import { monotonicMillis, Ticks } from "./Ticks.js"
+import type { ConfChange, Snapshot, StateRole } from "./Types.js"
 
 /**
  * The daemon's timing, in ticks (`timeouts.tickMs` each): elections after 10 to 20 ticks, a heartbeat
@@ -129,7 +130,7 @@ export interface RaftNodeConfig {
   readonly unsafeContactFromAnyMessage?: boolean | undefined
 }
 
-export type ProposeFailure = NotLeader | Unavailable | Timeout | ProposalDropped | InvalidArgument
+export type { ProposeFailure } from "./Requests.js"
 
 export interface RaftNodeShape {
   readonly id: number
@@ -177,181 +178,7 @@ export interface RaftNodeShape {
 
 export class RaftNode extends Context.Tag("blixard/RaftNode")<RaftNode, RaftNodeShape>() {}
 
-type Event =
-  | { readonly _tag: "Tick"; readonly unreachable: ReadonlyArray<number> }
-  | { readonly _tag: "Message"; readonly message: Message; readonly at: number }
-  /** The transport found `peer` back as another incarnation (`Transport.PeerRestarted`). */
-  | { readonly _tag: "PeerRestarted"; readonly peer: number }
-  | ({ readonly _tag: "Propose"; readonly data: string } & Waiting<unknown, ProposeFailure>)
-  | ({ readonly _tag: "ConfChange"; readonly change: ConfChange } & Waiting<unknown, ProposeFailure>)
-  | ({ readonly _tag: "ReadIndex" } & Waiting<void, NotLeader | Timeout>)
-  | ({ readonly _tag: "Transfer"; readonly to: number } & Waiting<void, NotLeader | Timeout>)
-  | { readonly _tag: "Campaign" }
-
-/** A request waiting in the driver, failed with `Timeout` by the ticker once `deadline` passes. */
-interface Waiting<A, E> {
-  /** Resumes the waiting caller with the outcome (once; a caller gone meanwhile ignores it). */
-  readonly done: (outcome: Effect.Effect<A, E>) => void
-  /** Clock milliseconds. */
-  readonly deadline: number
-  /** What it is, for the timeout's message. */
-  readonly what: string
-}
-
-type ReadWaiter = Waiting<void, NotLeader | Timeout>
-
-interface Pending extends Waiting<unknown, ProposeFailure> {
-  readonly term: number
-}
-
-/**
- * The driver's event queue: many producers, one consumer that takes everything waiting at once.
- * An array and at most one parked taker — no `Deferred` per take, no per-event fiber hand-off — since
- * the loop takes once per batch and the simulator measured `Queue.take` as its largest cost.
- */
-class Mailbox<A> {
-  private items: Array<A> = []
-  private waiter: ((batch: Array<A>) => void) | undefined = undefined
-
-  offer(item: A): void {
-    this.items.push(item)
-    const wake = this.waiter
-    if (wake !== undefined) {
-      this.waiter = undefined
-      wake(this.drain())
-    }
-  }
-
-  /** Removes (and returns) the waiting items `f` selects, keeping the others in order. */
-  removeWhere(f: (item: A) => boolean): Array<A> {
-    const removed = this.items.filter(f)
-    if (removed.length > 0) this.items = this.items.filter((item) => !f(item))
-    return removed
-  }
-
-  private drain(): Array<A> {
-    const batch = this.items
-    this.items = []
-    return batch
-  }
-
-  /** Everything waiting, or (if nothing is) the next item(s) once they arrive. */
-  readonly takeAll: Effect.Effect<Array<A>> = Effect.suspend(() =>
-    this.items.length > 0
-      ? Effect.succeed(this.drain())
-      : Effect.async<Array<A>>((resume) => {
-          this.waiter = (batch) => resume(Effect.succeed(batch))
-          return Effect.sync(() => {
-            this.waiter = undefined
-          })
-        })
-  )
-}
-
-/**
- * Messages a leader may send before the Ready they come with is persisted: its appends, snapshots
- * and heartbeats claim nothing about its own durable state. Its term was durable before it became
- * leader (the core counts even a sole voter's own vote only after its save), and the commit index
- * they carry counts the leader's own entries only once they are durable (`Raft.msgsAfterAppend`).
- * Everything else — votes, acknowledgements — must wait for the save.
- */
-export const leavesBeforePersist = (m: Message): boolean => m.type === "app" || m.type === "heartbeat" || m.type === "snap"
-
-/**
- * Milliseconds of the `Clock`'s monotonic time (`currentTimeNanos`): ticks are counted on it, so a
- * wall clock set back or forward (NTP) neither stops nor rushes them — as a sleep does not.
- */
-const monotonicMillis = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos / 1000n) / 1000)
-
-/** The responses a follower sends to its leader's appends and heartbeats: what proves it follows this leader's term. */
-const isLeaderAck = (m: Message): boolean => m.type === "appResp" || m.type === "heartbeatResp"
-
-/**
- * The node's `RaftStorage` with every write (each ends with a flush) timed: `since` answers when
- * the oldest write still outstanding started, and `report` (called by the ticker, which runs while
- * the loop is stuck in such a write) logs `BLX_STORAGE_STALLED` once per write outstanding longer
- * than `storageStallMs`, and that it completed when it does. Times are the last reading of the clock
- * by the loop (at each batch, before the writes it begins) or the ticker (every tick while a write
- * is outstanding): a write counts as outstanding a little longer, never shorter, and costs no clock
- * reading of its own. (The flush-latency metric reads `performance.now()`,
- * a plain call; it only measures and decides nothing, so the simulator's virtual clock is unaffected.)
- */
-const members = (cs: ConfState): ReadonlySet<number> => new Set([...cs.voters, ...cs.learners])
-
-const trackFlushes = (inner: RaftStorageShape, config: RaftNodeConfig) =>
-  Effect.map(Clock.currentTimeMillis, (startedAt) => {
-    const stallMs = config.storageStallMs ?? 5000
-    const where = config.storageLocation !== undefined ? `data directory ${config.storageLocation}` : "storage"
-    let now = startedAt
-    const outstanding = new Map<number, number>()
-    let next = 0
-    /** The write reported stalled, while it is outstanding. */
-    let reported: { readonly id: number; readonly start: number } | undefined
-    let completed: Effect.Effect<void> = Effect.void
-    const done = (id: number, op: ReadonlyArray<MetricLabel.MetricLabel>, began: number) => {
-      Metrics.raftFlushSeconds.unsafeUpdate((performance.now() - began) / 1000, op)
-      outstanding.delete(id)
-      if (reported?.id !== id) return
-      const took = now - reported.start
-      reported = undefined
-      completed = Effect.logWarning(
-        `node ${config.id}: the storage write reported stalled (BLX_STORAGE_STALLED) completed after about ${took} ms; the node can prove quorum contact again`
-      )
-    }
-    const timed = <A, E, R>(op: ReadonlyArray<MetricLabel.MetricLabel>, write: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-      Effect.suspend(() => {
-        const id = next++
-        outstanding.set(id, now)
-        const began = performance.now()
-        return Effect.ensuring(write, Effect.sync(() => done(id, op, began)))
-      })
-    const since = (): number | undefined => {
-      let oldest: number | undefined
-      for (const start of outstanding.values()) if (oldest === undefined || start < oldest) oldest = start
-      return oldest
-    }
-    /** A fresher reading of the clock (the loop's, at each batch): the start of the writes it begins. */
-    const observe = (at: number): void => {
-      now = at
-    }
-    const report = (at: number): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        now = at
-        if (reported === undefined) {
-          for (const [id, start] of outstanding) {
-            if (at - start < stallMs) continue
-            reported = { id, start }
-            const stalled = new StorageStalled({
-              node: NodeId.make(config.id),
-              ...(config.storageLocation !== undefined ? { subject: config.storageLocation } : {}),
-              message:
-                `node ${config.id}'s ${where} has not completed a write (flush to disk) for ${at - start} ms, since ${new Date(start).toISOString()}. ` +
-                `The node proves no quorum contact while it waits, so it fences: its VMs are stopped within fencingMs of its last proven contact and the cluster starts them elsewhere. ` +
-                `Check the disk behind its ${where} (dmesg, iostat -x, the volume's health); the node carries on by itself once the write completes. ` +
-                `If the disk does not recover, stop the daemon and repair or replace the volume, then start it again on the same data directory (do not delete it)`
-            })
-            return Effect.logError(formatError(stalled))
-          }
-        }
-        const log = completed
-        completed = Effect.void
-        return log
-      })
-    const storage: RaftStorageShape = {
-      ...inner,
-      save: (batch) => timed(flushOps.save, inner.save(batch)),
-      saveSnapshot: (snapshot) => timed(flushOps.snapshot, inner.saveSnapshot(snapshot)),
-      compact: (index) => timed(flushOps.compact, inner.compact(index))
-    }
-    return { storage, since, observe, report }
-  })
-
-const flushOps = {
-  save: Metrics.tags(["op", "save"]),
-  snapshot: Metrics.tags(["op", "snapshot"]),
-  compact: Metrics.tags(["op", "compact"])
-}
-const proposalOutcome = { accepted: Metrics.tags(["outcome", "accepted"]), refused: Metrics.tags(["outcome", "refused"]) }
+export { leavesBeforePersist } from "./ReadyHandler.js"
 
 /** A small seeded PRNG (mulberry32) for the core's synchronous election jitter. */
 const seededRandom = (seed: number) => {
@@ -365,6 +192,243 @@ const seededRandom = (seed: number) => {
   }
 }
 
+/**
+ * Recovers (or founds) the node's durable state: a NEW cluster's founding snapshot when the storage
+ * is empty and `bootstrap` names the voters; then the in-memory mirror of the stored snapshot,
+ * entries and hard state the core reads, the local snapshot policy, and the state machine restored
+ * from the snapshot when it is behind it. Answers the applied index the core starts from.
+ * (A generator `make` delegates to with `yield*`: its effects run as if written there, see `ReadyHandler`.)
+ */
+function* recover(config: RaftNodeConfig, storage: RaftStorageShape, sm: StateMachineShape) {
+  let init = yield* storage.initialState
+  if (init.hardState.term === 0 && init.lastIndex === 0 && init.snapshot._tag === "None" && config.bootstrap !== undefined) {
+    const bootstrap: Snapshot = {
+      metadata: { index: 1, term: 1, confState: { voters: [...config.bootstrap].sort((a, b) => a - b), learners: [] } },
+      data: yield* sm.snapshot
+    }
+    yield* storage.save({ snapshot: bootstrap, hardState: { term: 1, vote: 0, commit: 1 } })
+    init = yield* storage.initialState
+  }
+  const mirror = new MemoryStorage()
+  const snapshots = new LocalSnapshots({
+    storage,
+    mirror,
+    sm,
+    every: config.snapshotEvery ?? 10_000,
+    ratio: config.snapshotRatio ?? 4,
+    retain: config.snapshotRetain ?? 1_000
+  })
+  const stored = yield* storage.snapshot
+  if (stored._tag === "Some") {
+    mirror.applySnapshot(stored.value)
+    snapshots.snapshotted(stored.value)
+  }
+  if (init.lastIndex >= init.firstIndex) mirror.append(yield* storage.entries(init.firstIndex, init.lastIndex + 1))
+  mirror.setHardState(init.hardState)
+  let applied = yield* sm.applied
+  if (stored._tag === "Some" && stored.value.metadata.index > applied) {
+    yield* sm.restore(stored.value)
+    applied = stored.value.metadata.index
+  }
+  return { mirror, snapshots, applied }
+}
+
+/** The Raft core over the recovered log, PreVote and CheckQuorum on unless `config.raft` turns them off. */
+const makeCore = (config: RaftNodeConfig, mirror: MemoryStorage, applied: number, seed: number): RawNode =>
+  new RawNode({
+    preVote: true,
+    checkQuorum: true,
+    ...config.raft,
+    id: config.id,
+    storage: mirror,
+    random: seededRandom(seed),
+    applied,
+    electionTick: config.electionTick ?? DefaultElectionTick,
+    heartbeatTick: config.heartbeatTick ?? DefaultHeartbeatTick
+  })
+
+/** The parts of a running node, as `make` composes them. */
+interface Parts {
+  readonly config: RaftNodeConfig
+  readonly raw: RawNode
+  readonly transport: TransportShape
+  readonly flushes: StorageFlushes
+  readonly events: Mailbox<Event>
+  readonly contact: PeerContact
+  readonly errors: RequestErrors
+  readonly proposals: ProposalWaiters
+  readonly reads: ReadIndexReads
+  readonly transfers: LeaderTransfers
+  readonly softState: Ref.Ref<{ lead: number; role: StateRole }>
+  readonly ready: ReadyHandler
+  readonly ticks: Ticks
+}
+
+/**
+ * Steps one event of the loop's batch into the core, or hands a request to its holder. Peers found
+ * back as another incarnation join `restarted`, resumed with the transport before the batch sends.
+ */
+const handle = (p: Parts, restarted: Array<number>, ev: Event): void => {
+  const raw = p.raw
+  switch (ev._tag) {
+    case "Tick":
+      // The ticks themselves were given at the start of the batch (`Ticks.catchUp`).
+      for (const peer of ev.unreachable) raw.reportUnreachable(peer)
+      return
+    case "PeerRestarted":
+      // Its progress starts over and what the core had not handed out for it is dropped; the
+      // transport lets messages to it through again before this batch's are sent.
+      if (p.config.unsafeIgnorePeerRestarts !== true) raw.reportRestarted(ev.peer)
+      p.contact.restarted(ev.peer)
+      restarted.push(ev.peer)
+      return
+    case "Message":
+      raw.step(ev.message)
+      p.contact.stepped(ev.message, ev.at)
+      return
+    case "Propose":
+      p.proposals.register(raw.propose(ev.data), ev)
+      return
+    case "ConfChange":
+      p.proposals.register(raw.proposeConfChange(ev.change), ev)
+      return
+    case "ReadIndex":
+      p.reads.add(ev)
+      return
+    case "Transfer": {
+      const result = raw.transferLeader(ev.to)
+      if (result.ok) p.transfers.add(ev)
+      else ev.done(Effect.fail(p.errors.notLeader(raw.status().lead)))
+      return
+    }
+    case "Campaign":
+      raw.campaign()
+      return
+  }
+}
+
+/**
+ * The fiber that owns the core: takes every event waiting, gives the core the ticks elapsed, steps
+ * the batch, lets restarted peers through, asks a ReadIndex round for the reads taken, works off the
+ * Readys (`ReadyHandler`), and plans the next tick. Fails only on a storage error.
+ */
+const runLoop = (p: Parts): Effect.Effect<never, StorageError> =>
+  Effect.gen(function* () {
+    /** Peers whose `PeerRestarted` the current batch handled: resumed with the transport before it sends. */
+    const restarted: Array<number> = []
+    for (;;) {
+      const batch = yield* p.events.takeAll
+      p.contact.batchWall = Math.floor(yield* Clock.currentTimeMillis)
+      p.flushes.observe(p.contact.batchWall)
+      /** When the loop took its current batch (monotonic milliseconds, `monotonicMillis`). */
+      const loopNow = yield* monotonicMillis
+      p.ticks.catchUp(loopNow)
+      for (const ev of batch) handle(p, restarted, ev)
+      if (restarted.length > 0) yield* Effect.forEach(restarted.splice(0), p.transport.resume, { discard: true })
+      p.reads.ask(p.raw, loopNow)
+      p.proposals.countBatch()
+      yield* p.ready.drain(loopNow)
+      // Also here, not only after a Ready: a snapshot written on the side is taken up at the loop's
+      // next wake-up (a tick that acts, at the latest) even on a node with nothing else to do.
+      yield* p.ready.compact
+      p.ticks.plan()
+    }
+  })
+
+/**
+ * Fails every request whose deadline has passed (the ticker calls it), and answers the earliest
+ * deadline still waiting (Infinity: none). A proposal that times out may still commit later; its
+ * outcome is then unknown to the caller, as the error says.
+ */
+const expire = (p: Parts, now: number): number => {
+  const deadlines = new Deadlines(now)
+  p.proposals.expire(deadlines.due)
+  p.reads.expire(deadlines.due)
+  p.transfers.expire(deadlines.due)
+  // Requests the loop has not taken yet (it may be stuck in a save).
+  for (const ev of p.events.removeWhere((e) => "deadline" in e && deadlines.due(e))) {
+    if ("done" in ev) ev.done(Effect.fail(p.errors.timedOut(ev.what)))
+  }
+  return deadlines.earliest
+}
+
+/** The ticker fiber (`Ticks.ticker`) with the node's duties. */
+const runTicker = (p: Parts): Effect.Effect<never> =>
+  p.ticks.ticker({
+    expire: (now) => expire(p, now),
+    reportStalls: p.flushes.report,
+    flushingSince: p.flushes.since,
+    unreachable: p.transport.unreachable,
+    tick: (unreachable) => p.events.offer({ _tag: "Tick", unreachable })
+  })
+
+/** The fiber that takes what the transport receives: peer messages (stamped on arrival) and peer restarts, in order. */
+const runReceiver = (p: Parts): Effect.Effect<never> =>
+  Effect.forever(
+    Effect.flatMap(p.transport.receive, (message) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        if (message.type === "peerRestarted") {
+          p.events.offer({ _tag: "PeerRestarted", peer: message.peer })
+          return Effect.void
+        }
+        p.contact.arrived(message.from, now)
+        p.events.offer({ _tag: "Message", message, at: now })
+        return Effect.void
+      })
+    )
+  )
+
+/** The node stops: every request still waiting fails (writes: outcome unknown; reads and transfers: retry elsewhere). */
+const shutdown = (p: Parts): void => {
+  const id = p.config.id
+  const stopping = new ProposalDropped({ node: p.errors.node, message: `node ${id} is shutting down; the write may or may not have applied` })
+  p.proposals.shutdown(stopping)
+  const gone = new NotLeader({ node: p.errors.node, message: `node ${id} is shutting down; retry on another node` })
+  p.reads.shutdown(gone)
+  p.transfers.shutdown(gone)
+  for (const ev of p.events.removeWhere((e) => "done" in e)) {
+    if (ev._tag === "Propose" || ev._tag === "ConfChange") ev.done(Effect.fail(stopping))
+    else if ("done" in ev) ev.done(Effect.fail(gone))
+  }
+}
+
+/**
+ * The service callers see. Requests go to the loop as events and wait for their outcome; their
+ * deadlines are read on `nodeClock`, the node's clock its ticker expires them by, whatever clock the
+ * caller's fiber runs with (the simulator's clients and probes run on another).
+ */
+const makeService = (p: Parts, driver: Fiber.RuntimeFiber<never, StorageError>, nodeClock: Clock.Clock): RaftNodeShape => {
+  const { config, raw, events, softState, contact } = p
+  /** Hands a request to the loop and waits for its outcome; the ticker fails it at its deadline. */
+  const request = <A, E extends BlixardError>(what: string, make: (waiting: Waiting<A, E>) => Event) =>
+    Effect.flatMap(nodeClock.currentTimeMillis, (now) => {
+      const deadline = now + config.requestTimeoutMs
+      p.ticks.deadlineAt(deadline)
+      return Effect.async<A, E>((resume) => events.offer(make({ done: resume, deadline, what })))
+    })
+  return {
+    id: config.id,
+    propose: (data) => request<unknown, ProposeFailure>("the write", (w) => ({ _tag: "Propose", data, ...w })),
+    proposeConfChange: (change) =>
+      Effect.asVoid(request<unknown, ProposeFailure>("the membership change", (w) => ({ _tag: "ConfChange", change, ...w }))),
+    readIndex: request<void, NotLeader | Timeout>("the linearizable read", (w) => ({ _tag: "ReadIndex", ...w })),
+    transferLeader: (to) => request<void, NotLeader | Timeout>(`the leadership transfer to node ${to}`, (w) => ({ _tag: "Transfer", to, ...w })),
+    campaign: Effect.sync(() => events.offer({ _tag: "Campaign" })),
+    status: Effect.sync(() => raw.status()),
+    leader: Effect.map(Ref.get(softState), (s) => s.lead),
+    role: Effect.map(Ref.get(softState), (s) => s.role),
+    lastContact: Effect.sync(() => contact.lastContact()),
+    quorumAcks: Effect.sync(() => contact.quorumAcks()),
+    followerContact: Effect.sync(() => contact.followerContact()),
+    flushingSince: Effect.sync(() => (config.unsafeContactFromAnyMessage === true ? undefined : p.flushes.since())),
+    await: Effect.flatMap(Fiber.join(driver), () => Effect.never)
+  }
+}
+
+/**
+ * The node: recovers its state, builds the core and the driver's parts, and runs the loop, the
+ * ticker and the receiver as scoped fibers (requests still waiting fail when the scope closes).
+ */
 export const make = (config: RaftNodeConfig) =>
   Effect.gen(function* () {
     const flushes = yield* trackFlushes(yield* RaftStorage, config)
@@ -372,521 +436,35 @@ export const make = (config: RaftNodeConfig) =>
     const transport = yield* Transport
     const sm = yield* StateMachine
     const id = config.id
-    const nodeId = NodeId.make(id)
-
-    // --- Recover (or found) the durable state.
-    let init = yield* storage.initialState
-    if (init.hardState.term === 0 && init.lastIndex === 0 && init.snapshot._tag === "None" && config.bootstrap !== undefined) {
-      const bootstrap: Snapshot = {
-        metadata: { index: 1, term: 1, confState: { voters: [...config.bootstrap].sort((a, b) => a - b), learners: [] } },
-        data: yield* sm.snapshot
-      }
-      yield* storage.save({ snapshot: bootstrap, hardState: { term: 1, vote: 0, commit: 1 } })
-      init = yield* storage.initialState
-    }
-    const mirror = new MemoryStorage()
-    const snapshots = new LocalSnapshots({
-      storage,
-      mirror,
-      sm,
-      every: config.snapshotEvery ?? 10_000,
-      ratio: config.snapshotRatio ?? 4,
-      retain: config.snapshotRetain ?? 1_000
-    })
-    const stored = yield* storage.snapshot
-    if (stored._tag === "Some") {
-      mirror.applySnapshot(stored.value)
-      snapshots.snapshotted(stored.value)
-    }
-    if (init.lastIndex >= init.firstIndex) mirror.append(yield* storage.entries(init.firstIndex, init.lastIndex + 1))
-    mirror.setHardState(init.hardState)
-    let applied = yield* sm.applied
-    if (stored._tag === "Some" && stored.value.metadata.index > applied) {
-      yield* sm.restore(stored.value)
-      applied = stored.value.metadata.index
-    }
-
+    const { mirror, snapshots, applied } = yield* recover(config, storage, sm)
     const seed = yield* Random.nextInt
-    const raw = new RawNode({
-      preVote: true,
-      checkQuorum: true,
-      ...config.raft,
-      id,
-      storage: mirror,
-      random: seededRandom(seed),
-      applied,
-      electionTick: config.electionTick ?? DefaultElectionTick,
-      heartbeatTick: config.heartbeatTick ?? DefaultHeartbeatTick
-    })
-
+    const raw = makeCore(config, mirror, applied, seed)
     const events = new Mailbox<Event>()
-    /** Per peer: the newest response of a term this node led in, as the loop stepped it (`quorumAcks`). */
-    const acks = new Map<number, { readonly term: number; readonly at: number }>()
-    /** Quorum contact for followers, from the leader's heartbeat rounds (`ContactProof.ts`). */
-    const proofs = new ContactProof()
-    /** The clock (`Clock.currentTimeMillis`, whole milliseconds) when the loop took its current batch: a follower's stamp. */
-    let batchWall = 0
-    /** Stamps what the core sends with the heartbeat-round proofs (`ContactProof.outgoing`). */
-    const send = (messages: ReadonlyArray<Message>) =>
-      transport.send(proofs.outgoing(messages, raw.term, raw.role, () => raw.confState().voters, id, batchWall))
-    const pending = new Map<number, Pending>()
-    /**
-     * Linearizable reads share ReadIndex rounds, as etcd's `linearizableReadLoop` does: one round in
-     * flight at a time (a heartbeat broadcast on the leader, one forwarded request on a follower);
-     * the reads that arrive meanwhile wait for the next round, asked once it is answered, and reads
-     * taken in one batch share one. A round's read point is taken after every read it answers
-     * arrived, so each still gets at least the commit index of the moment it was issued. A round
-     * unanswered after `readRetryMs` (a lost message), or asked of a leader since replaced, is asked
-     * again with a new context, its reads joining the next.
-     */
-    let round: { readonly context: string; readonly askedAt: number; reads: Array<ReadWaiter> } | undefined
-    let nextRound: Array<ReadWaiter> = []
+    const contact = new PeerContact(id, raw, config.unsafeContactFromAnyMessage === true)
+    const errors = new RequestErrors(id, config.requestTimeoutMs)
+    const proposals = new ProposalWaiters(errors, config.unsafeOverwriteProposalWaiters === true)
+    const transfers = new LeaderTransfers(errors)
     /** Five heartbeats: etcd's `readIndexRetryTime` (500 ms) with the daemon's 100 ms heartbeat. */
     const readRetryMs = 5 * (config.heartbeatTick ?? DefaultHeartbeatTick) * config.tickMs
-    let readWaiting: Array<ReadWaiter & { readonly index: number }> = []
-    let transfers: Array<Waiting<void, NotLeader | Timeout> & { readonly to: number }> = []
-    // ReadIndex contexts are unique across restarts: a leader (or a late answer still on the wire)
-    // must never match a request of this process to one of an earlier process of this node.
-    // (The process's random seed and start time: drawing more randomness would shift every seeded run.)
+    // ReadIndex contexts unique across restarts: the process's random seed and start time (drawing
+    // more randomness would shift every seeded run).
     const readNonce = config.unsafeReuseReadContexts === true ? "" : `${(seed >>> 0).toString(36)}.${(yield* Clock.currentTimeMillis).toString(36)}:`
-    let readCounter = 0
+    const reads = new ReadIndexReads(`${id}:${readNonce}`, readRetryMs, errors)
     const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
-
-    const notLeader = (leader: number) =>
-      new NotLeader({
-        node: nodeId,
-        message:
-          leader !== 0
-            ? `node ${id} is not the leader; node ${leader} is`
-            : `node ${id} is not the leader and knows of none (an election may be under way); retry shortly`,
-        ...(leader !== 0 ? { leader: NodeId.make(leader) } : {})
-      })
-
-    const refused = (result: Extract<ProposeResult, { ok: false }>): ProposeFailure => {
-      switch (result.reason) {
-        case "notLeader":
-          return notLeader(result.leader)
-        case "transferInProgress":
-          return new Unavailable({ node: nodeId, message: `leadership is moving to node ${result.transferee}; retry shortly` })
-        case "uncommittedSizeExceeded":
-          return new Unavailable({ node: nodeId, message: `too many writes are waiting to commit on node ${id}; retry shortly` })
-        case "confChangePending":
-          return new Unavailable({
-            node: nodeId,
-            message: `a membership change (entry ${result.pendingIndex}) is still being applied; retry when it is done`
-          })
-        case "invalidConfChange":
-          return new InvalidArgument({ node: nodeId, message: result.detail })
-      }
-    }
-
-    /** Proposals the loop took in the current batch, counted into the metrics once per batch. */
-    let accepted = 0
-    let refusedCount = 0
-    const register = (result: ProposeResult, request: Waiting<unknown, ProposeFailure>): void => {
-      if (!result.ok) {
-        refusedCount++
-        return request.done(Effect.fail(refused(result)))
-      }
-      accepted++
-      const earlier = pending.get(result.index)
-      if (earlier !== undefined && !config.unsafeOverwriteProposalWaiters) {
-        // This node proposed at this index before, in an earlier term, and has led again since: the
-        // earlier entry is no longer in the leader's log, so it was never committed.
-        earlier.done(
-          Effect.fail(new ProposalDropped({ node: nodeId, message: `a new leader wrote another entry at index ${result.index}; the write was not applied; retry it` }))
-        )
-      }
-      pending.set(result.index, { term: result.term, done: request.done, deadline: request.deadline, what: request.what })
-    }
-
-    const timedOut = (what: string) =>
-      new Timeout({
-        node: nodeId,
-        message: `${what} did not complete within ${config.requestTimeoutMs} ms on node ${id} (no quorum reachable?); its outcome is unknown — check, then retry`
-      })
-
-    /**
-     * Fails every request whose deadline has passed (the ticker calls it), and answers the earliest
-     * deadline still waiting (Infinity: none). A proposal that times out may still commit later; its
-     * outcome is then unknown to the caller, as the error says.
-     */
-    const expire = (now: number): number => {
-      let earliest = Number.POSITIVE_INFINITY
-      const due = (w: { readonly deadline: number }): boolean => {
-        if (w.deadline <= now) return true
-        if (w.deadline < earliest) earliest = w.deadline
-        return false
-      }
-      for (const [index, p] of pending) {
-        if (!due(p)) continue
-        pending.delete(index)
-        p.done(Effect.fail(timedOut(p.what)))
-      }
-      const live = <W extends Waiting<void, NotLeader | Timeout>>(list: Array<W>): Array<W> =>
-        list.filter((w) => {
-          if (!due(w)) return true
-          w.done(Effect.fail(timedOut(w.what)))
-          return false
-        })
-      if (readWaiting.length > 0) readWaiting = live(readWaiting)
-      if (nextRound.length > 0) nextRound = live(nextRound)
-      if (round !== undefined) {
-        round.reads = live(round.reads)
-        // Nothing waits on it any more: the next reads need not wait for its answer.
-        if (round.reads.length === 0) round = undefined
-      }
-      if (transfers.length > 0) transfers = live(transfers)
-      // Requests the loop has not taken yet (it may be stuck in a save).
-      for (const ev of events.removeWhere((e) => "deadline" in e && due(e))) {
-        if ("done" in ev) ev.done(Effect.fail(timedOut(ev.what)))
-      }
-      return earliest
-    }
-
-    /** Peers whose `PeerRestarted` the current batch handled: resumed with the transport before it sends. */
-    const restarted: Array<number> = []
-
-    const handle = (ev: Event): void => {
-      switch (ev._tag) {
-        case "Tick":
-          // The ticks themselves were given at the start of the batch (`catchUp`).
-          for (const peer of ev.unreachable) raw.reportUnreachable(peer)
-          return
-        case "PeerRestarted":
-          // Its progress starts over and what the core had not handed out for it is dropped; the
-          // transport lets messages to it through again before this batch's are sent.
-          if (config.unsafeIgnorePeerRestarts !== true) raw.reportRestarted(ev.peer)
-          proofs.restarted(ev.peer)
-          restarted.push(ev.peer)
-          return
-        case "Message":
-          raw.step(ev.message)
-          if (isLeaderAck(ev.message) && raw.role === "leader" && raw.term === ev.message.term) {
-            acks.set(ev.message.from, { term: ev.message.term, at: ev.at })
-          }
-          if (ev.message.type === "heartbeat" || ev.message.type === "heartbeatResp") proofs.stepped(ev.message, raw.term, raw.role, raw.lead)
-          return
-        case "Propose":
-          register(raw.propose(ev.data), ev)
-          return
-        case "ConfChange":
-          register(raw.proposeConfChange(ev.change), ev)
-          return
-        case "ReadIndex":
-          nextRound.push(ev)
-          return
-        case "Transfer": {
-          const result = raw.transferLeader(ev.to)
-          if (result.ok) transfers.push(ev)
-          else ev.done(Effect.fail(notLeader(raw.status().lead)))
-          return
-        }
-        case "Campaign":
-          raw.campaign()
-          return
-      }
-    }
-
-    /** When the loop took its current batch (monotonic milliseconds, `monotonicMillis`). */
-    let loopNow = 0
-
-    /** Asks the next ReadIndex round for the reads waiting, unless one is in flight (see `round`). */
-    const askRound = (): void => {
-      if (round !== undefined) {
-        if (loopNow - round.askedAt < readRetryMs) return
-        nextRound = round.reads.concat(nextRound)
-        round = undefined
-      }
-      if (nextRound.length === 0) return
-      const reads = nextRound
-      nextRound = []
-      const context = `${id}:${readNonce}${++readCounter}`
-      if (raw.readIndex(context).ok) round = { context, askedAt: loopNow, reads }
-      else {
-        const refused = notLeader(raw.status().lead)
-        for (const r of reads) r.done(Effect.fail(refused))
-      }
-    }
-
-    const settle = (entries: ReadonlyArray<Entry>, results: ReadonlyArray<unknown>) => {
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i]!
-        const p = pending.get(e.index)
-        if (p === undefined) continue
-        pending.delete(e.index)
-        if (p.term === e.term) p.done(Effect.succeed(results[i]))
-        else p.done(Effect.fail(new ProposalDropped({ node: nodeId, message: `the write was overwritten by a new leader at index ${e.index}; retry it` })))
-      }
-    }
-
-    /** Applies committed entries and resolves the proposals waiting on them. */
-    const apply = (entries: ReadonlyArray<Entry>) =>
-      Effect.map(sm.apply(entries), (results) => {
-        snapshots.applied(entries)
-        settle(entries, results)
-      })
-
-    let unsyncedHardState: HardState | undefined = undefined
-
-    /**
-     * A peer that left the configuration (a change applied, or a snapshot installed) has its unsent
-     * messages dropped: they were written for its old log (a leader's heartbeat carries a commit
-     * index up to what that log acknowledged), and the next process under its id may be back empty
-     * and re-added as a learner, which would stop on a commit index beyond its log.
-     */
-    const discardRemoved = (before: ReadonlySet<number>) =>
-      Effect.gen(function* () {
-        const after = members(raw.confState())
-        for (const peer of before) if (peer !== id && !after.has(peer)) yield* transport.discard(peer)
-      })
-
-    /** Saves the hard state not saved yet (a snapshot must not be stored ahead of the stored commit index). */
-    const flushHardState = Effect.suspend(() =>
-      unsyncedHardState === undefined
-        ? Effect.void
-        : Effect.tap(storage.save({ hardState: unsyncedHardState }), () => {
-            unsyncedHardState = undefined
-          })
-    )
-    const compact = Effect.suspend(() => snapshots.step(raw, flushHardState))
-
-    const drainReady = Effect.gen(function* () {
-      while (raw.hasReady()) {
-        const rd = raw.ready()
-        // A Ready whose only change is a higher commit index needs no fsync of its own (etcd's
-        // mustSync): the commit index can always be learned again from the leader. It is written
-        // with the next synced save, or before a snapshot (so a restart never finds the snapshot
-        // ahead of the stored commit index).
-        if (rd.hardState !== undefined) unsyncedHardState = rd.hardState
-        let toApply = rd.committedEntries
-        if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.mustSync) {
-          // While this Ready's writes flush to disk (off the event loop), the leader's appends and
-          // heartbeats already travel (thesis §10.2.1: a leader may write its log in parallel with
-          // replicating it; it counts itself towards a commit only in a later round, after this
-          // save) and committed entries already in the local log are applied. Everything that
-          // vouches for this Ready's writes (votes, acknowledgements) waits for the save.
-          const early = rd.messages.filter(leavesBeforePersist)
-          if (early.length > 0) yield* send(early)
-          const saving = yield* Effect.fork(storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: unsyncedHardState }))
-          if (rd.snapshot === undefined && toApply.length > 0) {
-            const firstNew = rd.entries[0]?.index ?? Number.POSITIVE_INFINITY
-            const stable = toApply.filter((e) => e.index < firstNew)
-            if (stable.length > 0) {
-              yield* apply(stable)
-              toApply = stable.length === toApply.length ? [] : toApply.filter((e) => e.index >= firstNew)
-            }
-          }
-          yield* Fiber.join(saving)
-          unsyncedHardState = undefined
-          if (rd.snapshot !== undefined) mirror.applySnapshot(rd.snapshot)
-          mirror.append(rd.entries)
-          if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
-          const late = early.length > 0 ? rd.messages.filter((m) => !leavesBeforePersist(m)) : rd.messages
-          if (late.length > 0) yield* send(late)
-        } else {
-          if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
-          if (rd.messages.length > 0) yield* send(rd.messages)
-        }
-        if (rd.snapshot !== undefined) {
-          yield* sm.restore(rd.snapshot)
-          snapshots.snapshotted(rd.snapshot)
-          Metrics.raftSnapshots.unsafeUpdate(1, snapshotSource.leader)
-          for (const [index, p] of pending) {
-            if (index > rd.snapshot.metadata.index) continue
-            pending.delete(index)
-            p.done(
-              Effect.fail(new ProposalDropped({ node: nodeId, message: `a snapshot replaced the log at index ${index}; the write may or may not have applied` }))
-            )
-          }
-        }
-        if (toApply.length > 0) yield* apply(toApply)
-        if (rd.softState !== undefined) {
-          const ss = rd.softState
-          if ((yield* Ref.get(softState)).lead !== ss.lead) {
-            Metrics.raftLeaderChanges.unsafeUpdate(1, Metrics.noTags)
-            // The round was asked of a leader that is gone: ask the next one (below) at once.
-            if (round !== undefined) {
-              nextRound = round.reads.concat(nextRound)
-              round = undefined
-            }
-          }
-          yield* Ref.set(softState, { lead: ss.lead, role: ss.role })
-          for (let i = transfers.length - 1; i >= 0; i--) {
-            if (transfers[i]!.to === ss.lead) {
-              transfers[i]!.done(Effect.void)
-              transfers.splice(i, 1)
-            }
-          }
-        }
-        for (const rs of rd.readStates) {
-          if (round === undefined || rs.context !== round.context) continue
-          for (const r of round.reads) readWaiting.push({ ...r, index: rs.index })
-          round = undefined
-        }
-        const membersBefore = rd.snapshot !== undefined || rd.committedEntries.some((e) => e.kind === "confChange") ? members(raw.confState()) : undefined
-        raw.advance(rd)
-        if (membersBefore !== undefined) yield* discardRemoved(membersBefore)
-        const nowApplied = raw.appliedIndex
-        if (readWaiting.length > 0) {
-          const still: typeof readWaiting = []
-          for (const w of readWaiting) {
-            if (w.index <= nowApplied) w.done(Effect.void)
-            else still.push(w)
-          }
-          readWaiting = still
-        }
-        // The reads that arrived while a round was answered ask the next (sent on the next turn).
-        askRound()
-        yield* compact
-      }
-    })
-
-    /** The time of the last tick given to the core: monotonic (`monotonicMillis`), as a sleep is. */
-    let tickedAt = yield* monotonicMillis
-    /** Gives the core every tick elapsed by `now`: before it steps anything, so its counters are current. */
-    const catchUp = (now: number): void => {
-      const ticks = Math.floor((now - tickedAt) / config.tickMs)
-      for (let i = 0; i < ticks; i++) raw.tick()
-      tickedAt += ticks * config.tickMs
-    }
-    /** When a tick next acts (the loop's plan after each batch), and when the ticker wakes by itself (monotonic, and by the wall clock of the deadlines). */
-    let actsAt = tickedAt + config.tickMs
-    let tickerWakesAt = actsAt
-    let tickerWakesAtWall = Number.POSITIVE_INFINITY
-    /** The ticker handed a Tick over and waits for the loop to take it (the loop nudges it then). */
-    let tickHandedOver = false
-    const nudges = yield* Queue.sliding<void>(1)
-    const planTicks = (): void => {
-      actsAt = tickedAt + raw.ticksUntilAction() * config.tickMs
-      if (tickHandedOver || actsAt < tickerWakesAt) {
-        tickHandedOver = false
-        Queue.unsafeOffer(nudges, undefined)
-      }
-    }
-
-    const loop = Effect.gen(function* () {
-      for (;;) {
-        const batch = yield* events.takeAll
-        batchWall = Math.floor(yield* Clock.currentTimeMillis)
-        flushes.observe(batchWall)
-        loopNow = yield* monotonicMillis
-        catchUp(loopNow)
-        for (const ev of batch) handle(ev)
-        if (restarted.length > 0) yield* Effect.forEach(restarted.splice(0), transport.resume, { discard: true })
-        askRound()
-        if (accepted > 0) Metrics.raftProposals.unsafeUpdate(accepted, proposalOutcome.accepted)
-        if (refusedCount > 0) Metrics.raftProposals.unsafeUpdate(refusedCount, proposalOutcome.refused)
-        accepted = 0
-        refusedCount = 0
-        yield* drainReady
-        // Also here, not only after a Ready: a snapshot written on the side is taken up at the loop's
-        // next wake-up (a tick that acts, at the latest) even on a node with nothing else to do.
-        yield* compact
-        planTicks()
-      }
-    })
-
-    const ticker = Effect.gen(function* () {
-      for (;;) {
-        // Deadlines are checked here, not in the loop, so requests time out even while the loop
-        // is stuck (say, in a save the disk does not finish).
-        const now = yield* Clock.currentTimeMillis
-        const earliestDeadline = expire(now)
-        yield* flushes.report(now)
-        const monotonic = yield* monotonicMillis
-        let sleep = actsAt - monotonic
-        if (sleep <= 0) {
-          tickHandedOver = true
-          events.offer({ _tag: "Tick", unreachable: yield* transport.unreachable })
-          // The loop nudges once it has taken the tick and planned the next; a loop stuck in a save
-          // is looked at every tick meanwhile, as before.
-          sleep = config.tickMs
-        }
-        if (flushes.since() !== undefined) sleep = Math.min(sleep, config.tickMs)
-        sleep = Math.max(1, Math.min(sleep, earliestDeadline - now))
-        tickerWakesAt = monotonic + sleep
-        tickerWakesAtWall = now + sleep
-        yield* Effect.timeoutOption(Queue.take(nudges), Duration.millis(sleep))
-      }
-    })
-    const lastContact = new Map<number, number>()
-    const receiver = Effect.forever(
-      Effect.flatMap(transport.receive, (message) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          if (message.type === "peerRestarted") {
-            events.offer({ _tag: "PeerRestarted", peer: message.peer })
-            return Effect.void
-          }
-          lastContact.set(message.from, now)
-          events.offer({ _tag: "Message", message, at: now })
-          return Effect.void
-        })
-      )
-    )
+    const send = (messages: ReadonlyArray<Message>) => transport.send(contact.outgoing(messages))
+    const ready = new ReadyHandler({ id, raw, storage, mirror, sm, snapshots, send, discard: transport.discard, proposals, reads, transfers, softState })
+    const ticks = new Ticks(raw, config.tickMs, yield* monotonicMillis, yield* Queue.sliding<void>(1))
+    const parts: Parts = { config, raw, transport, flushes, events, contact, errors, proposals, reads, transfers, softState, ready, ticks }
 
     // Campaign at once when founding a one-node cluster: nobody else could win.
     if (config.bootstrap !== undefined && config.bootstrap.length === 1 && config.bootstrap[0] === id) {
       events.offer({ _tag: "Campaign" })
     }
-    const driver = yield* Effect.forkScoped(loop)
-    yield* Effect.forkScoped(ticker)
-    yield* Effect.forkScoped(receiver)
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        const stopping = new ProposalDropped({ node: nodeId, message: `node ${id} is shutting down; the write may or may not have applied` })
-        for (const p of pending.values()) p.done(Effect.fail(stopping))
-        pending.clear()
-        const gone = new NotLeader({ node: nodeId, message: `node ${id} is shutting down; retry on another node` })
-        for (const w of [...(round?.reads ?? []), ...nextRound, ...readWaiting, ...transfers]) w.done(Effect.fail(gone))
-        for (const ev of events.removeWhere((e) => "done" in e)) {
-          if (ev._tag === "Propose" || ev._tag === "ConfChange") ev.done(Effect.fail(stopping))
-          else if ("done" in ev) ev.done(Effect.fail(gone))
-        }
-        round = undefined
-        nextRound = []
-        readWaiting = []
-        transfers = []
-      })
-    )
-
-    // Deadlines are read on this node's clock, the one its ticker expires them by, whatever clock
-    // the caller's fiber runs with (the simulator's clients and probes run on another).
-    const nodeClock = yield* Effect.clock
-    /** Hands a request to the loop and waits for its outcome; the ticker fails it at its deadline. */
-    const request = <A, E extends BlixardError>(what: string, make: (waiting: Waiting<A, E>) => Event) =>
-      Effect.flatMap(nodeClock.currentTimeMillis, (now) => {
-        const deadline = now + config.requestTimeoutMs
-        // A ticker asleep past the deadline (a request timeout shorter than its sleep) wakes for it.
-        if (deadline < tickerWakesAtWall) Queue.unsafeOffer(nudges, undefined)
-        return Effect.async<A, E>((resume) => events.offer(make({ done: resume, deadline, what })))
-      })
-
-    const service: RaftNodeShape = {
-      id,
-      propose: (data) => request<unknown, ProposeFailure>("the write", (w) => ({ _tag: "Propose", data, ...w })),
-      proposeConfChange: (change) =>
-        Effect.asVoid(request<unknown, ProposeFailure>("the membership change", (w) => ({ _tag: "ConfChange", change, ...w }))),
-      readIndex: request<void, NotLeader | Timeout>("the linearizable read", (w) => ({ _tag: "ReadIndex", ...w })),
-      transferLeader: (to) => request<void, NotLeader | Timeout>(`the leadership transfer to node ${to}`, (w) => ({ _tag: "Transfer", to, ...w })),
-      campaign: Effect.sync(() => events.offer({ _tag: "Campaign" })),
-      status: Effect.sync(() => raw.status()),
-      leader: Effect.map(Ref.get(softState), (s) => s.lead),
-      role: Effect.map(Ref.get(softState), (s) => s.role),
-      lastContact: Effect.sync(() => new Map(lastContact)),
-      quorumAcks: Effect.sync(() => {
-        if (config.unsafeContactFromAnyMessage === true) return new Map(lastContact)
-        const proven = new Map<number, number>()
-        if (raw.role !== "leader") return proven
-        const term = raw.term
-        for (const [peer, ack] of acks) if (ack.term === term) proven.set(peer, ack.at)
-        return proven
-      }),
-      followerContact: Effect.sync(() => proofs.proven),
-      flushingSince: Effect.sync(() => (config.unsafeContactFromAnyMessage === true ? undefined : flushes.since())),
-      await: Effect.flatMap(Fiber.join(driver), () => Effect.never)
-    }
-    return service
+    const driver = yield* Effect.forkScoped(runLoop(parts))
+    yield* Effect.forkScoped(runTicker(parts))
+    yield* Effect.forkScoped(runReceiver(parts))
+    yield* Effect.addFinalizer(() => Effect.sync(() => shutdown(parts)))
+    return makeService(parts, driver, yield* Effect.clock)
   })
 
 /** The Raft node, over whatever `RaftStorage`, `Transport` and `StateMachine` layers are provided. */

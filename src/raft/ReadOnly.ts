@@ -29,12 +29,13 @@ export class ReadOnly {
   }
 
   /**
-   * Queue a request answered at `index` once confirmed. Contexts must be unique (`RaftNode` puts a
-   * per-process nonce in them). A context that is already pending is ambiguous — a duplicated
-   * message, or a requester that restarted and reused it — and answering the later request with the
-   * earlier one's read point and heartbeat round could return a read older than a write completed
-   * before it began. So the request is withdrawn and the context refused for the rest of this term:
-   * neither is answered (each times out and is retried with a new context).
+   * Queue a request answered at `index` once confirmed. Contexts must be unique (`RaftNode`'s
+   * `ReadIndexReads` puts a per-process nonce in them). A context that is already pending is
+   * ambiguous — a duplicated message, or a requester that restarted and reused it — and answering
+   * the later request with the earlier one's read point and heartbeat round could return a read
+   * older than a write completed before it began. So the request is withdrawn and the context
+   * refused for the rest of this term: neither is answered (each times out and is retried with a
+   * new context).
    *
    * With `matchRepeated` (DELIBERATELY UNSAFE, see `RaftConfig.unsafeMatchRepeatedReadContexts`)
    * a repeated context is ignored, so the later request gets the earlier one's answer.

@@ -1,0 +1,103 @@
+/**
+ * `RaftNode`'s clock: ticks handed to the core lazily, and the ticker fiber.
+ *
+ * The loop gives the core every tick elapsed since the last one (by the clock) before it steps
+ * anything (`catchUp`), and the ticker wakes the loop only when a tick would act
+ * (`RawNode.ticksUntilAction`: a leader's heartbeat, a follower's election timeout), a request's
+ * deadline passes, or, while a storage write is outstanding, every tick (stall reports). So the
+ * core's counters are exactly what ticking every `tickMs` would make them whenever it is looked at,
+ * while a quiet follower's ticker sleeps through the ticks its leader's heartbeats make moot, and a
+ * leader's wakes once per heartbeat (fewer wake-ups of a quiet node: bench/RESULTS.md).
+ *
+ * Deadlines are checked by the ticker, not the loop, so requests time out even while the loop is
+ * stuck (say, in a save the disk does not finish).
+ */
+import { Clock, Duration, Effect, Queue } from "effect"
+import type { RawNode } from "./RawNode.js"
+
+/**
+ * Milliseconds of the `Clock`'s monotonic time (`currentTimeNanos`): ticks are counted on it, so a
+ * wall clock set back or forward (NTP) neither stops nor rushes them — as a sleep does not.
+ */
+export const monotonicMillis = Effect.map(Clock.currentTimeNanos, (nanos) => Number(nanos / 1000n) / 1000)
+
+/** What the ticker does besides ticking. */
+export interface TickerDuties {
+  /** Fails the requests whose deadline passed by `now` (Clock milliseconds); answers the earliest deadline left (Infinity: none). */
+  readonly expire: (now: number) => number
+  /** Logs storage writes outstanding too long (`StorageFlushes.report`). */
+  readonly reportStalls: (now: number) => Effect.Effect<void>
+  /** When the oldest storage write still outstanding started; undefined if none. */
+  readonly flushingSince: () => number | undefined
+  /** The peers the transport cannot reach now, handed to the core with a tick. */
+  readonly unreachable: Effect.Effect<ReadonlyArray<number>>
+  /** Hands the loop a tick. */
+  readonly tick: (unreachable: ReadonlyArray<number>) => void
+}
+
+export class Ticks {
+  /** When a tick next acts (the loop's plan after each batch), and when the ticker wakes by itself (monotonic, and by the wall clock of the deadlines). */
+  private actsAt: number
+  private tickerWakesAt: number
+  private tickerWakesAtWall = Number.POSITIVE_INFINITY
+  /** The ticker handed a Tick over and waits for the loop to take it (the loop nudges it then). */
+  private tickHandedOver = false
+
+  constructor(
+    private readonly raw: RawNode,
+    private readonly tickMs: number,
+    /** The time of the last tick given to the core: monotonic (`monotonicMillis`), as a sleep is. */
+    private tickedAt: number,
+    /** Wakes the ticker before its sleep ends. */
+    private readonly nudges: Queue.Queue<void>
+  ) {
+    this.actsAt = tickedAt + tickMs
+    this.tickerWakesAt = this.actsAt
+  }
+
+  /** Gives the core every tick elapsed by `now`: before it steps anything, so its counters are current. */
+  catchUp(now: number): void {
+    const ticks = Math.floor((now - this.tickedAt) / this.tickMs)
+    for (let i = 0; i < ticks; i++) this.raw.tick()
+    this.tickedAt += ticks * this.tickMs
+  }
+
+  /** The loop's plan after each batch: when a tick next acts; the ticker is woken if it would sleep past it, or waits for the loop. */
+  plan(): void {
+    this.actsAt = this.tickedAt + this.raw.ticksUntilAction() * this.tickMs
+    if (this.tickHandedOver || this.actsAt < this.tickerWakesAt) {
+      this.tickHandedOver = false
+      Queue.unsafeOffer(this.nudges, undefined)
+    }
+  }
+
+  /** A request's deadline (Clock milliseconds): a ticker asleep past it (a request timeout shorter than its sleep) wakes for it. */
+  deadlineAt(deadline: number): void {
+    if (deadline < this.tickerWakesAtWall) Queue.unsafeOffer(this.nudges, undefined)
+  }
+
+  /** The ticker fiber: expires requests, reports stalled writes, hands the loop a tick when one acts. */
+  ticker(duties: TickerDuties): Effect.Effect<never> {
+    return Effect.gen(this, function* () {
+      for (;;) {
+        const now = yield* Clock.currentTimeMillis
+        const earliestDeadline = duties.expire(now)
+        yield* duties.reportStalls(now)
+        const monotonic = yield* monotonicMillis
+        let sleep = this.actsAt - monotonic
+        if (sleep <= 0) {
+          this.tickHandedOver = true
+          duties.tick(yield* duties.unreachable)
+          // The loop nudges once it has taken the tick and planned the next; a loop stuck in a save
+          // is looked at every tick meanwhile, as before.
+          sleep = this.tickMs
+        }
+        if (duties.flushingSince() !== undefined) sleep = Math.min(sleep, this.tickMs)
+        sleep = Math.max(1, Math.min(sleep, earliestDeadline - now))
+        this.tickerWakesAt = monotonic + sleep
+        this.tickerWakesAtWall = now + sleep
+        yield* Effect.timeoutOption(Queue.take(this.nudges), Duration.millis(sleep))
+      }
+    })
+  }
+}
