@@ -39,8 +39,8 @@ import * as DiskReads from "./internal/diskReads.js"
 import { type CommandResult, runCommand, showCommand } from "./internal/runCommand.js"
 import { removeGcRoots } from "./internal/gcRoots.js"
 import { readOwnership, scanStateDir } from "./internal/ownership.js"
-import { isExecutable, vmPaths } from "./internal/stateDir.js"
-import { foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
+import { vmPaths } from "./internal/stateDir.js"
+import { executable, foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import { type RunnerExit, type RunnerObservation, RunnerState, VmBackend, type VmBackendShape } from "./VmBackend.js"
 
 export interface SystemdSettings extends StateDirSettings {
@@ -235,7 +235,7 @@ export const make = (
           yield* requireOwnDir(settings, name)
           const p = vmPaths(settings.stateDir, name)
           // The unit's ConditionPathExists would skip an unprepared VM silently: say so instead.
-          if (!isExecutable(path.join(p.current, "bin", "microvm-run"))) {
+          if (!(yield* executable(path.join(p.current, "bin", "microvm-run")))) {
             return yield* failed(
               name,
               `VM "${name}" is not prepared${onNode}: ${p.current}/bin/microvm-run does not exist. Prepare it (build its runner) before starting it.`
@@ -320,11 +320,11 @@ export const make = (
     const remove = (name: VmName): Effect.Effect<void, BackendFailed | VmDirForeign> =>
       Effect.zipRight(
         stop(name, Duration.seconds(150)),
-        Effect.try({
-          try: () => {
+        Effect.tryPromise({
+          try: async () => {
             const paths = vmPaths(settings.stateDir, name)
-            if (settings.gcRootDir !== undefined) removeGcRoots(settings.gcRootDir, name, paths)
-            fs.rmSync(paths.dir, { recursive: true, force: true })
+            if (settings.gcRootDir !== undefined) await removeGcRoots(settings.gcRootDir, name, paths)
+            await fs.promises.rm(paths.dir, { recursive: true, force: true })
           },
           catch: (e) => failed(name, `VM "${name}": could not delete its state directory${onNode}: ${String(e)}`)
         })
