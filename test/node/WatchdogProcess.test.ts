@@ -17,7 +17,19 @@ import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import type { WatchdogConfig } from "../../src/node/Config.js"
 import { lineWriter } from "../../src/vm/internal/lineWriter.js"
 import { make } from "../../src/vm/ProcessBackend.js"
-import { fakeSystemctl, killGroup, makeRunner, processAlive, scopedTempDir, sleeper, stalledFile, vmName, waitFor } from "../vm/fixtures.js"
+import { buildStaller, hasCompiler } from "../e2e/staller.js"
+import {
+  fakeSystemctl,
+  killGroup,
+  makeRunner,
+  processAlive,
+  type RunnerScripts,
+  scopedTempDir,
+  sleeper,
+  stalledFile,
+  vmName,
+  waitFor
+} from "../vm/fixtures.js"
 import { deadWriter, readRecord, startWatchdog, watchdogsOf, writeLease } from "./fencing.js"
 
 const node = NodeId.make(3)
@@ -33,11 +45,11 @@ const configIn = (root: string, vmBackend: "process" | "systemd" = "process"): W
 })
 
 /** A runner of VM `name` started by a backend instance that is then closed (the daemon is gone). */
-const runnerOf = (config: WatchdogConfig, root: string, name: string) =>
+const runnerOf = (config: WatchdogConfig, root: string, name: string, scripts: RunnerScripts = { run: sleeper }) =>
   Effect.gen(function* () {
     const daemon = yield* Scope.make()
     const backend = yield* make({ stateDir: config.microvmStateDir, node, allowedRunnerPrefixes: [root] }).pipe(Scope.extend(daemon), Effect.provide(NodeContext.layer))
-    const runner = makeRunner(root, name, { run: sleeper })
+    const runner = makeRunner(root, name, scripts)
     yield* backend.prepare(VmSpec.make({ name: vmName(name), source: RunnerConfig.make({ path: runner.dir }) }))
     const pid = yield* backend.start(vmName(name))
     yield* Effect.addFinalizer(() => Effect.sync(() => killGroup(pid)))
@@ -106,6 +118,44 @@ describe("blixard node watchdog (real processes)", () => {
       yield* waitFor("the runner to be stopped", () => !processAlive(pid))
       expect(processAlive(watchdog.pid)).toBe(true)
     }))
+
+  it.scopedLive.skipIf(!hasCompiler)(
+    "process mode, a runner's directory on a disk that answers nothing (the Nix store's, say): its scripts are not waited for, it is stopped with SIGTERM on time, another VM too",
+    () =>
+      Effect.gen(function* () {
+        const root = yield* scopedTempDir("watchdog")
+        const config = configIn(root)
+        const staller = buildStaller(root)
+        if (staller.library === undefined) throw new Error(staller.why)
+        const ran = (what: string) => path.join(root, `ran-${what}`)
+        const web = yield* runnerOf(config, root, "web", { run: sleeper, shutdown: `touch ${ran("shutdown")}`, tapDown: `touch ${ran("tap-down")}` })
+        const db = yield* runnerOf(config, root, "db")
+        // Every stat, access, open and read under web's runner hangs in the watchdog (not in the test).
+        const trigger = path.join(root, "stall-reads")
+        fs.writeFileSync(trigger, "")
+        yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(trigger, { force: true })))
+        const validUntil = Date.now() + FencingMs
+        yield* writeLease(config, validUntil, deadWriter)
+        const watchdog = yield* startWatchdog(config, {
+          ...process.env,
+          LD_PRELOAD: staller.library,
+          STALL_FSYNC_DIR: path.join(root, "runner-web"),
+          STALL_READ_TRIGGER: trigger,
+          UV_USE_IO_URING: "0"
+        })
+        yield* waitFor("both runners to be stopped", () => !processAlive(web) && !processAlive(db))
+        expect(Date.now() - validUntil).toBeLessThan(3000)
+        const bin = path.join(root, "runner-web", "bin")
+        expect(watchdog.output()).toContain(
+          `VM \\"web\\" on node 3: whether ${bin}/microvm-shutdown exists was not told within 100ms (is the disk under the runner stalled?): it is not run; stopping the runner with SIGTERM instead`
+        )
+        yield* waitFor("web's teardown to be skipped", () => watchdog.output().includes(`${bin}/tap-down exists was not told within 100ms`))
+        // Neither script was run; booted is put back, so the next stop (the daemon's) runs tap-down.
+        yield* waitFor("web's booted link to be put back", () => fs.lstatSync(path.join(config.microvmStateDir, "web", "booted"), { throwIfNoEntry: false }) !== undefined)
+        expect(fs.existsSync(ran("shutdown"))).toBe(false)
+        expect(fs.existsSync(ran("tap-down"))).toBe(false)
+      })
+  )
 
   it.scopedLive("systemd mode: the watchdog stops the node's VMs with systemctl stop microvm@NAME, and only Blixard's", () =>
     Effect.gen(function* () {
