@@ -203,6 +203,35 @@ describe("blixard node watchdog (real processes)", () => {
       expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
     }))
 
+  it.scopedLive("systemd mode: a VM made by hand (its unit Restart=no too) whose directory stops answering after the watchdog read it is left alone; Blixard's is stopped", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const config = configIn(root, "systemd")
+      const systemctl = fakeSystemctl(root)
+      fs.mkdirSync(path.join(config.microvmStateDir, "web"), { recursive: true })
+      fs.writeFileSync(path.join(config.microvmStateDir, "web", "blixard.json"), JSON.stringify({ vm: "web", node, createdAt: 1 }))
+      // `microvm -c hand`: a directory without Blixard's marker, run as microvm@hand (Restart=no, as Blixard's units).
+      fs.mkdirSync(path.join(config.microvmStateDir, "hand"), { recursive: true })
+      systemctl.setState("microvm@web", "active")
+      systemctl.setState("microvm@hand", "active")
+      const validUntil = Date.now() + 3 * FencingMs
+      yield* writeLease(config, validUntil, deadWriter)
+      const watchdog = yield* startWatchdog(config, { ...process.env, PATH: `${root}:${process.env.PATH ?? ""}` })
+      // Its survey, while the lease is valid, reads both directories' markers for the units' invocations
+      // (then asks the state of the units found Blixard's: each marker has been read by then).
+      yield* waitFor("the watchdog to survey the units", () => systemctl.calls().includes("is-active microvm@web"))
+      expect(systemctl.calls()).toContain("show --property=InvocationID --value microvm@hand")
+      // Then the disk stops answering: neither marker is read again.
+      yield* stalledFile(path.join(config.microvmStateDir, "web", "blixard.json"))
+      yield* stalledFile(path.join(config.microvmStateDir, "hand", "blixard.json"))
+      expect(Date.now()).toBeLessThan(validUntil)
+      yield* waitFor("web's unit to be stopped", () => systemctl.calls().includes("stop microvm@web"))
+      expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
+      // A round later it is still left alone (the next round comes one poll later at most).
+      yield* waitFor("a second fence round", () => systemctl.calls().filter((c) => c === "list-units --plain --no-legend --full microvm@*").length >= 3)
+      expect(systemctl.calls().filter((c) => c.startsWith("stop") || c.startsWith("kill"))).toEqual(["stop microvm@web"])
+    }))
+
   it.scopedLive("bad flags exit 2 with BLX_INVALID_ARGUMENT naming each flag", () =>
     Effect.gen(function* () {
       const root = yield* scopedTempDir("watchdog")
