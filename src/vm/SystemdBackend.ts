@@ -33,7 +33,8 @@
  * The unit runs as microvm.nix's user and group (`microvm:kvm`), in the VM's directory, where it
  * replaces `booted` and creates its sockets: the daemon passes them as `owner` and `prepare` hands
  * the directory to them (`RunnerBuild.ts`). Only Blixard's own directories are acted on
- * (`VmBackend.ts`, OWNERSHIP): a foreign VM's `microvm@NAME` is never started, stopped or queried.
+ * (`VmBackend.ts`, OWNERSHIP): a foreign VM's `microvm@NAME` is never started, stopped or queried,
+ * but for the fencing watchdog's listing (`list-units`) and its `InvocationID` (see above).
  *
  * microvm.nix declares `microvm@` with `Restart=always`; the NixOS module sets it to `no` for the
  * units Blixard starts, so a crashed VM is restarted by the agent's `restartPolicy`, not behind its
@@ -167,17 +168,18 @@ const readsByOf = (settings: SystemdSettings): Effect.Effect<number | undefined>
 const verdicts = new Map<string, { readonly invocation: string; readonly whose: Whose }>()
 
 /**
- * Whose the VM's directory is, its marker read off the JavaScript thread by `by`. Not answered
- * (a stalled disk): as read last for the unit's current invocation, when it was; otherwise
- * Blixard's when systemd says its unit is one Blixard starts (`Restart=no`). With no `by` there is
- * no memory: the marker is waited for.
+ * Whose the VM's directory is, its marker read off the JavaScript thread within `readWait`. Not
+ * answered (a stalled disk): as read last for the unit's current invocation, when it was; otherwise
+ * Blixard's when systemd says its unit is one Blixard starts (`Restart=no`). Without `readWait`
+ * there is no memory: the marker is waited for.
  */
 const whoseOf = (settings: SystemdSettings, show: (name: VmName, property: string) => Effect.Effect<string, BackendFailed>) =>
-  (name: VmName, by: number | undefined): Effect.Effect<Whose> =>
+  (name: VmName): Effect.Effect<Whose> =>
     Effect.gen(function* () {
       const key = `${settings.stateDir}\0${name}`
       // Asked before the marker is read: a verdict is never filed under an invocation begun after its read.
-      const invocation = by === undefined ? "" : yield* show(name, "InvocationID").pipe(Effect.orElseSucceed(() => ""))
+      const invocation = settings.readWait === undefined ? "" : yield* show(name, "InvocationID").pipe(Effect.orElseSucceed(() => ""))
+      const by = yield* readsByOf(settings)
       const read = yield* DiskReads.answerBy(() => readOwnership(vmPaths(settings.stateDir, name).dir, name, settings), by).pipe(Effect.orDie)
       if (Option.isSome(read)) {
         if (invocation !== "") verdicts.set(key, { invocation, whose: read.value })
@@ -220,8 +222,8 @@ export const make = (
       })
 
     /** The directory is Blixard's (true), or there is none (false); fails when it is foreign. */
-    const requireOwn = (name: VmName, by: number | undefined): Effect.Effect<boolean, VmDirForeign> =>
-      Effect.flatMap(whose(name, by), (w) =>
+    const requireOwn = (name: VmName): Effect.Effect<boolean, VmDirForeign> =>
+      Effect.flatMap(whose(name), (w) =>
         w._tag === "Foreign" ? Effect.fail(foreignDirError(settings, name, w.reason)) : Effect.succeed(w._tag === "Ours")
       )
 
@@ -255,10 +257,8 @@ export const make = (
       })
 
     /** A foreign VM's unit is not Blixard's to report; nor is a unit without a Blixard directory. */
-    const statusBy = (name: VmName, by: number | undefined): Effect.Effect<RunnerState, BackendFailed> =>
-      Effect.flatMap(whose(name, by), (w) => (w._tag === "Ours" ? unitState(name) : Effect.succeed(exited(name))))
-
-    const status = (name: VmName): Effect.Effect<RunnerState, BackendFailed> => Effect.flatMap(readsBy, (by) => statusBy(name, by))
+    const status = (name: VmName): Effect.Effect<RunnerState, BackendFailed> =>
+      Effect.flatMap(whose(name), (w) => (w._tag === "Ours" ? unitState(name) : Effect.succeed(exited(name))))
 
     const start = (name: VmName): Effect.Effect<number, BackendFailed | VmDirForeign> =>
       withLock(name)(
@@ -290,7 +290,7 @@ export const make = (
       withLock(name)(
         Effect.gen(function* () {
           // No Blixard directory: no unit of Blixard's to stop (and a foreign one is refused).
-          const exists = yield* requireOwn(name, yield* readsBy)
+          const exists = yield* requireOwn(name)
           watched.delete(name)
           exits.delete(name)
           if (!exists) return
@@ -332,8 +332,7 @@ export const make = (
       )
       const ours: ReadonlyArray<VmName> = Option.match(scanned, { onNone: () => [], onSome: (found) => found.ours })
       const units = settings.readWait === undefined ? [] : yield* unitsRunning
-      const by2 = yield* readsBy
-      const judged = yield* Effect.forEach(units, (name) => Effect.map(whose(name, by2), (w) => (w._tag === "Ours" ? [name] : [])), {
+      const judged = yield* Effect.forEach(units, (name) => Effect.map(whose(name), (w) => (w._tag === "Ours" ? [name] : [])), {
         concurrency: "unbounded"
       })
       const names = [...new Set([...ours, ...judged.flat()])].sort()

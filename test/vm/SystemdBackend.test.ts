@@ -161,7 +161,8 @@ describe("VmBackend, systemd mode on a stalled state directory (the fencing watc
       // A VM made by hand (`microvm -c`): its directory has no Blixard marker, its unit Restart=no as Blixard's.
       fs.mkdirSync(path.join(settings.stateDir, "hand"), { recursive: true })
       systemctl.setState("microvm@hand", "active")
-      const watchdogSettings = { ...settings, readWait: Duration.millis(100), commandTimeout: Duration.seconds(5) }
+      // A wait far above a healthy read's, even on a loaded machine: the stalled reads below never answer anyway.
+      const watchdogSettings = { ...settings, readWait: Duration.seconds(1), commandTimeout: Duration.seconds(5) }
       const names = (listed: ReadonlyArray<{ readonly name: string }>) => listed.map((o) => o.name)
       // The watchdog's survey, while the disk answers: each running unit's verdict read for its invocation.
       expect(names(yield* (yield* backend(watchdogSettings)).list)).toEqual(["web"])
