@@ -617,11 +617,11 @@ export const make = (
           // A teardown script not told in time is not run, and the link is put back for the next stop.
           const claimed = yield* claimLinkBy(p.booted, yield* readsBy)
           if (claimed !== undefined) {
-            const teardownBy = yield* readsBy
-            runner ??= yield* linkBy(claimed, teardownBy)
+            runner ??= yield* linkBy(claimed, yield* readsBy)
             const unclaim = Effect.promise(() => unclaimLink(claimed, p.booted))
+            // Each check waited for `readWait` from its own start (a teardown script run before it takes its time).
             const tornDown = yield* Effect.forEach(teardownScripts, (teardown) =>
-              Effect.flatMap(scriptBy(name, bin(teardown), teardownBy, "the next stop runs it"), (script) =>
+              Effect.flatMap(Effect.flatMap(readsBy, (by) => scriptBy(name, bin(teardown), by, "the next stop runs it")), (script) =>
                 script === null ? Effect.succeed(false) : script === undefined ? Effect.succeed(true) : Effect.as(runScript(name, script, scriptTimeout), true)
               )
             ).pipe(Effect.tapError(() => unclaim))

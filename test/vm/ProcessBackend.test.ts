@@ -441,6 +441,24 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       expect(fs.existsSync(path.join(s.stateDir, "net", "booted"))).toBe(false)
     }))
 
+  it.scopedLive("with readWait (the fencing watchdog's), a tap-down slower than readWait is still followed by macvtap-down: each script is looked for within readWait of its own", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn({ ...s.settings, findUnrecorded: true, readWait: Duration.millis(200) }, yield* Effect.scope)
+      const order = JSON.stringify(path.join(s.root, "order"))
+      yield* prepared(backend, s, "net", {
+        run: sleeper,
+        tapDown: `sleep 0.6\necho tap-down >> ${order}`,
+        more: { "macvtap-down": `echo macvtap-down >> ${order}` }
+      })
+      pids.push(yield* backend.start(vmName("net")))
+      yield* backend.stop(vmName("net"), "5 seconds")
+      expect(fs.readFileSync(path.join(s.root, "order"), "utf8").trim().split("\n")).toEqual(["tap-down", "macvtap-down"])
+      yield* waitFor("booted to be removed", () => !fs.existsSync(path.join(s.stateDir, "net", "booted")))
+    }))
+
   it.scopedLive("two processes stopping a VM at once (the agent and the fencing watchdog) tear it down once; a failed tap-down is retried", () =>
     Effect.gen(function* () {
       const s = setup()
