@@ -35,9 +35,10 @@
  * next stop, each logged naming the VM and the node. The start, prepare and remove paths (the
  * daemon's) read markers, the runner's programs, its virtiofs shares and the GC roots asynchronously
  * as well, without a deadline: they wait, but never stop the event loop (`prepare`'s writes to the
- * state directory, `RunnerBuild.ts`, are still synchronous). Left synchronous: /proc (the kernel's, never a disk: `internal/procfs.ts`), and spawning a
- * script (libuv waits for its exec, which reads the file: only scripts told to be there in time are
- * run on the stop path, but a disk that stalls between the two would still hold the spawn). A
+ * state directory, `RunnerBuild.ts`, are still synchronous). Left synchronous: /proc (the kernel's,
+ * never a disk: `internal/procfs.ts`), and spawning a script (libuv waits for its exec, which reads
+ * the file: only scripts told to be there in time are run on the stop path, but a disk that stalls
+ * between the two would still hold the spawn). A
  * `microvm-shutdown` hung in the stalled directory never holds up the SIGKILL, nor does its clean-up
  * (claiming `booted`, removing the pid file: bounded by `readWait`, at most two at once) hold up the
  * stop or take more than two of libuv's threads.
