@@ -46,7 +46,9 @@
  *   (claiming `booted`, removing the pid file) are waited for `readWaitMs` at most and hold at most
  *   two of libuv's threads (`diskReads.ts`'s clean-up lane). Systemd mode: the running `microvm@*`
  *   units as systemd lists them beside the state directory's markers (read as process mode reads,
- *   a unit whose marker does not answer judged by its `Restart`, `SystemdBackend.ts`), then
+ *   a unit whose marker does not answer judged as it was when last read under the unit's current
+ *   invocation, else by its `Restart`, `SystemdBackend.ts`; to have read them before a disk stalls,
+ *   the watchdog lists every `surveyMs` while the lease is valid, in the background), then
  *   `systemctl stop microvm@NAME`. Each stop is logged as `BLX_FENCED`, naming the node, the VM,
  *   why, and what to do next.
  * - It ends when it is no longer the node's watchdog (its record, `${dataDir}/fencing/watchdog.json`,
@@ -144,8 +146,14 @@ export interface WatchdogOptions {
    * watchdog.
    */
   readonly readWaitMs?: number | undefined
-  /** The node's runners: one instance is built for each fence round. */
+  /** The node's runners: one instance is built for each fence round (and each survey). */
   readonly backend: Layer.Layer<VmBackend>
+  /**
+   * While the lease is valid, list the node's runners this often (none: never), with a backend
+   * instance of its own, one listing at a time, never waited for: systemd mode keeps the verdicts of
+   * the markers it reads then, by unit invocation, for when they stop answering (`SystemdBackend.ts`).
+   */
+  readonly surveyMs?: number | undefined
   /** Whether the daemon that wrote `lease` still runs. */
   readonly writerAlive: (lease: NodeLease) => boolean
 }
@@ -359,6 +367,13 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
     )
     /** When the last fence round ran (undefined: none since the lease was last valid, or retry at once). */
     let lastRound: number | undefined
+    /** When the last survey began, and whether one is under way. */
+    let lastSurvey: number | undefined
+    let surveying = false
+    const survey = Effect.scoped(Effect.flatMap(Layer.build(options.backend), (built) => Context.get(built, VmBackend).list)).pipe(
+      Effect.ignore,
+      Effect.ensuring(Effect.sync(() => (surveying = false)))
+    )
     for (;;) {
       const [owner, reading] = yield* Effect.all([stillOwner, readLease], { concurrency: 2 })
       if (!owner) return "replaced"
@@ -366,6 +381,11 @@ export const run = (options: WatchdogOptions): Effect.Effect<WatchdogEnd> =>
       const deadline = deadlineOf(reading.lease, startedAt, options.fencingMs)
       if (now <= deadline) {
         lastRound = undefined
+        if (options.surveyMs !== undefined && !surveying && (lastSurvey === undefined || now - lastSurvey >= options.surveyMs)) {
+          surveying = true
+          lastSurvey = now
+          yield* Effect.forkScoped(survey)
+        }
         yield* Effect.sleep(`${Math.max(1, Math.min(pollMs, deadline - now + 1))} millis`)
         continue
       }

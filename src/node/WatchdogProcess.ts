@@ -57,6 +57,9 @@ const ReadWaitMs = 100
  */
 const StartupReadWaitMs = 1000
 
+/** Systemd mode lists the VMs while the lease is valid every `fencingMs`, but not more often than this. */
+const SurveyMinMs = 2000
+
 /**
  * The node's runners, as the daemon reaches them, with reads of the state directory waited for
  * `ReadWaitMs`: in process mode adopted runners polled every 50 ms (a fence round waits on their
@@ -154,6 +157,8 @@ export const run = (config: WatchdogConfig) =>
         publish: (phase) => write(phase).pipe(Effect.catchAll((e) => Effect.logError(`node ${node}: ${formatError(e)}`))),
         readWaitMs: ReadWaitMs,
         backend: backendLayer(config),
+        // Systemd mode remembers the markers' verdicts it reads (`SystemdBackend.ts`): read them while the disk answers.
+        surveyMs: config.vmBackend === "systemd" ? Math.max(config.fencingMs, SurveyMinMs) : undefined,
         writerAlive: (lease) => isRunning(lease.writer)
       })
       if (end === "replaced") yield* Effect.logInfo(`node ${node}: ${files.watchdog} names another watchdog or is gone; this one exits`)

@@ -28,7 +28,17 @@
  * watchdog stopping one VM would then stop no other. With `readWait` (the watchdog's), a read not
  * answered in time does not hold up a listing or a stop either: the runners are then found in /proc
  * (`findUnrecorded`), a directory whose marker does not answer is taken as Blixard's when a runner
- * marked as its VM runs in it, and a stop goes by signals (SIGTERM, SIGKILL after its timeout); a
+ * marked as its VM runs in it, and a stop goes by signals (SIGTERM, SIGKILL after its timeout). The
+ * runner's scripts are looked at off the JavaScript thread too (the Nix store, or wherever the
+ * runner is, may be on the stalled disk): a `microvm-shutdown` not told by `readWait` is not run
+ * (SIGTERM instead), a `tap-down`/`macvtap-down` not told is not run and `booted` is put back for the
+ * next stop, each logged naming the VM and the node. The start, prepare and remove paths (the
+ * daemon's) read markers, the runner's programs, its virtiofs shares and the GC roots asynchronously
+ * as well, without a deadline: they wait, but never stop the event loop (`prepare`'s writes to the
+ * state directory, `RunnerBuild.ts`, are still synchronous). Left synchronous: /proc (the kernel's,
+ * never a disk: `internal/procfs.ts`), and spawning a script (libuv waits for its exec, which reads
+ * the file: only scripts told to be there in time are run on the stop path, but a disk that stalls
+ * between the two would still hold the spawn). A
  * `microvm-shutdown` hung in the stalled directory never holds up the SIGKILL, nor does its clean-up
  * (claiming `booted`, removing the pid file: bounded by `readWait`, at most two at once) hold up the
  * stop or take more than two of libuv's threads.
@@ -49,7 +59,6 @@ import * as DiskReads from "./internal/diskReads.js"
 import { lineWriter } from "./internal/lineWriter.js"
 import {
   claimLinkBy,
-  isExecutable,
   openAppend,
   type PidRecord,
   readPidRecord,
@@ -59,7 +68,7 @@ import {
   vmPaths,
   writeFileAtomic
 } from "./internal/stateDir.js"
-import { foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
+import { executable, foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import {
   type RunnerExit,
   type RunnerObservation,
@@ -469,6 +478,27 @@ export const make = (
         }
       })
 
+    /**
+     * The runner's script `file` when it is there to run, undefined when it is not, null when that was
+     * not told by `by` (a stalled disk under the runner: the Nix store or the runner's directory),
+     * which is logged, naming the VM, the node and what is done instead (`instead`).
+     */
+    const scriptBy = (name: VmName, file: string | undefined, by: number | undefined, instead: string): Effect.Effect<string | undefined | null> =>
+      file === undefined
+        ? Effect.succeed(undefined)
+        : DiskReads.answerBy(() => DiskReads.isExecutable(file, "low"), by).pipe(
+            Effect.orElseSucceed(() => Option.some(false)),
+            Effect.flatMap(
+              Option.match({
+                onSome: (is) => Effect.succeed(is ? file : undefined),
+                onNone: () => {
+                  const text = `VM "${name}"${onNode}: whether ${file} exists was not told within ${Duration.format(settings.readWait ?? 0)} (is the disk under the runner stalled?): it is not run; ${instead}`
+                  return Effect.zipRight(Effect.logWarning(text), Effect.as(log(name, text), null))
+                }
+              })
+            )
+          )
+
     /** The VM's runner, its reads answered by `by` (or not: its directory is then taken as Blixard's, its runner looked for in /proc). */
     const statusBy = (name: VmName, by: number | undefined): Effect.Effect<RunnerState> =>
       Effect.gen(function* () {
@@ -486,25 +516,22 @@ export const make = (
     const status = (name: VmName): Effect.Effect<RunnerState> => Effect.flatMap(readsBy, (by) => statusBy(name, by))
 
     /** The sockets the runner's virtiofsd instances create (`share/microvm/virtiofs/TAG/socket`), resolved in the VM's directory. */
-    const virtiofsSockets = (name: VmName, runner: string): ReadonlyArray<string> => {
-      const shares = path.join(runner, "share", "microvm", "virtiofs")
-      let tags: Array<string>
-      try {
-        tags = fs.readdirSync(shares)
-      } catch {
-        return []
-      }
-      return tags.flatMap((tag) => {
-        try {
-          const socket = fs.readFileSync(path.join(shares, tag, "socket"), "utf8").trim()
-          return socket === "" ? [] : [path.resolve(paths(name).dir, socket)]
-        } catch {
-          return []
-        }
+    const virtiofsSockets = (name: VmName, runner: string): Effect.Effect<ReadonlyArray<string>> =>
+      Effect.promise(async () => {
+        const shares = path.join(runner, "share", "microvm", "virtiofs")
+        const tags = await DiskReads.readDir(shares, "low").catch(() => undefined)
+        const sockets = await Promise.all(
+          (tags ?? []).map((tag) =>
+            DiskReads.readText(path.join(shares, tag.name, "socket"), "low").then(
+              (text) => (text === undefined || text.trim() === "" ? [] : [path.resolve(paths(name).dir, text.trim())]),
+              () => []
+            )
+          )
+        )
+        return sockets.flat()
       })
-    }
 
-    const isSocket = (file: string): boolean => fs.statSync(file, { throwIfNoEntry: false })?.isSocket() === true
+    const isSocket = (file: string): Promise<boolean> => DiskReads.stat(file, "low").then((stat) => stat?.isSocket() === true, () => false)
 
     /**
      * Starts `virtiofsd-run` unless it runs, then waits until every virtiofs socket exists, as the
@@ -517,10 +544,11 @@ export const make = (
         const program = path.join(runner, "bin", "virtiofsd-run")
         const s = (yield* observe(name, "virtiofsd", yield* readsBy)) ??
           (yield* log(name, `starting ${program}`).pipe(Effect.zipRight(spawnSupervised(name, "virtiofsd", program))))
-        const sockets = virtiofsSockets(name, runner)
+        const sockets = yield* virtiofsSockets(name, runner)
         const timeout = settings.virtiofsdTimeout ?? Duration.seconds(30)
-        const missing = () => sockets.filter((socket) => !isSocket(socket))
-        const ready = yield* Effect.sync(() => s.gone || missing().length === 0).pipe(
+        const missing = () =>
+          Effect.promise(() => Promise.all(sockets.map(isSocket))).pipe(Effect.map((there) => sockets.filter((_, i) => !there[i])))
+        const ready = yield* Effect.suspend(() => (s.gone ? Effect.succeed(true) : Effect.map(missing(), (left) => s.gone || left.length === 0))).pipe(
           Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (done) => done }),
           Effect.timeout(timeout),
           Effect.option
@@ -528,7 +556,7 @@ export const make = (
         if (Option.isSome(ready) && !s.gone) return
         const why = s.gone
           ? `virtiofsd (pid ${s.pid}) exited before it created its sockets`
-          : `virtiofsd (pid ${s.pid}) did not create ${missing().join(", ")} within ${Duration.format(timeout)}`
+          : `virtiofsd (pid ${s.pid}) did not create ${(yield* missing()).join(", ")} within ${Duration.format(timeout)}`
         if (!s.gone) yield* terminate(s, Duration.seconds(5), Option.none())
         return yield* failed(name, `VM "${name}": ${why}${onNode}; the VM was not started. See ${paths(name).log}.`)
       })
@@ -541,7 +569,7 @@ export const make = (
           if (running !== undefined) return running.pid
           const p = paths(name)
           const runner = yield* linkBy(p.current, undefined)
-          if (runner === undefined || !isExecutable(path.join(runner, "bin", "microvm-run"))) {
+          if (runner === undefined || !(yield* executable(path.join(runner, "bin", "microvm-run")))) {
             return yield* failed(
               name,
               `VM "${name}" is not prepared${onNode}: ${p.current}/bin/microvm-run does not exist. Prepare it (build its runner) before starting it.`
@@ -550,9 +578,9 @@ export const make = (
           const bin = (program: string) => path.join(runner, "bin", program)
           // What microvm.nix's companion units of microvm@NAME run first, when the runner has them.
           for (const setup of setupScripts) {
-            if (isExecutable(bin(setup))) yield* runScript(name, bin(setup), scriptTimeout)
+            if (yield* executable(bin(setup))) yield* runScript(name, bin(setup), scriptTimeout)
           }
-          if (isExecutable(bin("virtiofsd-run"))) yield* startVirtiofsd(name, runner)
+          if (yield* executable(bin("virtiofsd-run"))) yield* startVirtiofsd(name, runner)
           yield* Effect.try({
             try: () => replaceSymlink(runner, p.booted),
             catch: (e) => failed(name, `VM "${name}": could not link ${p.booted}${onNode}: ${describe(e)}`)
@@ -576,8 +604,9 @@ export const make = (
           const bin = (program: string) => (runner === undefined ? undefined : path.join(runner, "bin", program))
           const vm = yield* observe(name, "vm", by)
           if (vm !== undefined) {
-            const shutdown = bin("microvm-shutdown")
-            yield* terminate(vm, timeout, Option.fromNullable(shutdown !== undefined && isExecutable(shutdown) ? shutdown : undefined))
+            // Not told by `by` (a stalled disk under the runner): SIGTERM, never waiting on that disk before the signal.
+            const shutdown = yield* scriptBy(name, bin("microvm-shutdown"), by, "stopping the runner with SIGTERM instead")
+            yield* terminate(vm, timeout, Option.fromNullable(shutdown))
           }
           const virtiofsd = yield* observe(name, "virtiofsd", by)
           if (virtiofsd !== undefined) yield* terminate(virtiofsd, timeout, Option.none())
@@ -587,14 +616,19 @@ export const make = (
           // next stop retries it.
           // With `readWait`, each clean-up step is waited for that long only (a stalled disk): a claim
           // not answered in time is no claim (put back should it land later), the rest goes on unwaited.
+          // A teardown script not told in time is not run, and the link is put back for the next stop.
           const claimed = yield* claimLinkBy(p.booted, yield* readsBy)
           if (claimed !== undefined) {
-            runner ??= yield* linkBy(claimed, undefined)
-            yield* Effect.forEach(teardownScripts, (teardown) => {
-              const script = bin(teardown)
-              return script !== undefined && isExecutable(script) ? runScript(name, script, scriptTimeout) : Effect.void
-            }).pipe(Effect.tapError(() => Effect.promise(() => unclaimLink(claimed, p.booted))))
-            yield* cleanedBy(() => removeFile(claimed))
+            runner ??= yield* linkBy(claimed, yield* readsBy)
+            const unclaim = Effect.promise(() => unclaimLink(claimed, p.booted))
+            // Each check waited for `readWait` from its own start (a teardown script run before it takes its time).
+            const tornDown = yield* Effect.forEach(teardownScripts, (teardown) =>
+              Effect.flatMap(Effect.flatMap(readsBy, (by) => scriptBy(name, bin(teardown), by, "the next stop runs it")), (script) =>
+                script === null ? Effect.succeed(false) : script === undefined ? Effect.succeed(true) : Effect.as(runScript(name, script, scriptTimeout), true)
+              )
+            ).pipe(Effect.tapError(() => unclaim))
+            if (tornDown.every((done) => done)) yield* cleanedBy(() => removeFile(claimed))
+            else yield* cleanedBy(() => unclaimLink(claimed, p.booted))
           }
           // Its pid file is gone once stop returns (the exit's watcher may not have run yet), unless with `readWait` it did not answer.
           if (vm !== undefined) yield* cleanedBy(() => queueRemoval(name, "vm", (record) => record?.pid === vm.pid && record.startTime === vm.startTime))
@@ -628,10 +662,10 @@ export const make = (
       Effect.zipRight(
         stop(name, settings.removeStopTimeout ?? Duration.seconds(30)),
         withLock(name)(
-          Effect.try({
-            try: () => {
-              if (settings.gcRootDir !== undefined) removeGcRoots(settings.gcRootDir, name, paths(name))
-              fs.rmSync(paths(name).dir, { recursive: true, force: true })
+          Effect.tryPromise({
+            try: async () => {
+              if (settings.gcRootDir !== undefined) await removeGcRoots(settings.gcRootDir, name, paths(name))
+              await fs.promises.rm(paths(name).dir, { recursive: true, force: true })
               exits.delete(name)
             },
             catch: (e) => failed(name, `VM "${name}": could not delete ${paths(name).dir}${onNode}: ${describe(e)}`)

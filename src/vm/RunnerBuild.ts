@@ -23,8 +23,9 @@ import type { VmName } from "../domain/VmName.js"
 import type { VmSpec } from "../domain/VmSpec.js"
 import { runCommand, showCommand } from "./internal/runCommand.js"
 import { addGcRoots } from "./internal/gcRoots.js"
-import { createOwnedDir, ownershipOf } from "./internal/ownership.js"
-import { appendLog, isExecutable, replaceSymlink, vmPaths, writeFileAtomic } from "./internal/stateDir.js"
+import { createOwnedDir, readOwnership } from "./internal/ownership.js"
+import { isExecutable } from "./internal/diskReads.js"
+import { appendLog, replaceSymlink, vmPaths, writeFileAtomic } from "./internal/stateDir.js"
 import { admitSource, resolveRunner, type SourcePolicy } from "./RunnerPolicy.js"
 import type { OnProgress } from "./VmBackend.js"
 
@@ -187,7 +188,7 @@ const nixBuild = (
           `Fix the VM's configuration (try the same nix build on the node), then prepare again; the full log is ${paths.log}.`
       )
     }
-    if (!isExecutable(path.join(paths.current, "bin", "microvm-run"))) {
+    if (!(yield* executable(path.join(paths.current, "bin", "microvm-run")))) {
       return yield* failed(
         settings,
         name,
@@ -195,6 +196,13 @@ const nixBuild = (
       )
     }
   })
+
+/** Whether a runner's program is there to run; read off the JavaScript thread, as long as it takes (`diskReads.ts`). */
+export const executable = (file: string): Effect.Effect<boolean> => Effect.promise(() => isExecutable(file, "low"))
+
+/** Whose the VM's directory is, read off the JavaScript thread as long as it takes (`internal/ownership.ts`). */
+const ownership = (settings: StateDirSettings, name: VmName) =>
+  Effect.promise(() => readOwnership(vmPaths(settings.stateDir, name).dir, name, settings))
 
 /** The error for a VM whose directory on this node is not Blixard's (`internal/ownership.ts`). */
 export const foreignDirError = (settings: StateDirSettings, name: VmName, reason: string): VmDirForeign => {
@@ -213,20 +221,17 @@ export const foreignDirError = (settings: StateDirSettings, name: VmName, reason
  * whether it exists (a Blixard directory) or not.
  */
 export const requireOwnDir = (settings: StateDirSettings, name: VmName): Effect.Effect<boolean, VmDirForeign> =>
-  Effect.suspend(() => {
-    const ownership = ownershipOf(vmPaths(settings.stateDir, name).dir, name, settings)
-    return ownership._tag === "Foreign"
-      ? Effect.fail(foreignDirError(settings, name, ownership.reason))
-      : Effect.succeed(ownership._tag === "Ours")
-  })
+  Effect.flatMap(ownership(settings, name), (owned) =>
+    owned._tag === "Foreign" ? Effect.fail(foreignDirError(settings, name, owned.reason)) : Effect.succeed(owned._tag === "Ours")
+  )
 
 /** Makes the VM's directory with its marker when there is none; fails, touching nothing, when it is foreign. */
 const claimDir = (settings: StateDirSettings, name: VmName): Effect.Effect<void, BackendFailed | VmDirForeign> =>
   Effect.gen(function* () {
     const paths = vmPaths(settings.stateDir, name)
-    const ownership = ownershipOf(paths.dir, name, settings)
-    if (ownership._tag === "Foreign") return yield* foreignDirError(settings, name, ownership.reason)
-    if (ownership._tag === "Ours") return
+    const owned = yield* ownership(settings, name)
+    if (owned._tag === "Foreign") return yield* foreignDirError(settings, name, owned.reason)
+    if (owned._tag === "Ours") return
     const now = yield* Clock.currentTimeMillis
     yield* tryFs(settings, name, `creating the state directory ${paths.dir}`, () => {
       if (!fs.existsSync(settings.stateDir)) {
@@ -258,10 +263,22 @@ const finishDir = (settings: StateDirSettings, name: VmName): Effect.Effect<void
       fs.lchownSync(paths.current, owner.uid, owner.gid)
       if (system !== undefined) fs.lchownSync(paths.toplevel, owner.uid, owner.gid)
     }
-    if (settings.gcRootDir !== undefined && !addGcRoots(settings.gcRootDir, name, paths)) {
-      appendLog(paths.log, `# blixard: no Nix GC roots made: ${path.dirname(settings.gcRootDir)} does not exist on this host\n`)
-    }
-  })
+  }).pipe(Effect.zipRight(gcRoots(settings, name)))
+
+/** The VM's Nix GC roots (`internal/gcRoots.ts`), when the node makes them. */
+const gcRoots = (settings: StateDirSettings, name: VmName): Effect.Effect<void, BackendFailed> => {
+  const gcRootDir = settings.gcRootDir
+  if (gcRootDir === undefined) return Effect.void
+  const paths = vmPaths(settings.stateDir, name)
+  return Effect.tryPromise({
+    try: () => addGcRoots(gcRootDir, name, paths),
+    catch: (e) => failed(settings, name, `VM "${name}": making its Nix GC roots in ${gcRootDir}${onNode(settings)} failed: ${e instanceof Error ? e.message : String(e)}`)
+  }).pipe(
+    Effect.flatMap((made) =>
+      made ? Effect.void : Effect.sync(() => appendLog(paths.log, `# blixard: no Nix GC roots made: ${path.dirname(gcRootDir)} does not exist on this host\n`))
+    )
+  )
+}
 
 /** A link's target as written (`microvm -l` compares `toplevel` with `current/share/microvm/system` as text). */
 const readRawLink = (link: string): string | undefined => {
@@ -303,7 +320,7 @@ const linkRunner = (
         // what gets linked and run, so changing the link afterwards changes nothing.
         const allowed = resolveRunner(settings, name, source.path, settings.node)
         if ("refused" in allowed) return yield* allowed.refused
-        if (!isExecutable(path.join(allowed.resolved, "bin", "microvm-run"))) {
+        if (!(yield* executable(path.join(allowed.resolved, "bin", "microvm-run")))) {
           return yield* failed(
             settings,
             name,

@@ -14,15 +14,27 @@
  * the JavaScript thread: markers and the listing are read off it (`internal/diskReads.ts`), and with
  * `readWait` (the watchdog's) waited for only so long. The running `microvm@*` units are then also
  * asked of systemd (`systemctl list-units`, which answers from memory), so a listing whose reads do
- * not answer still names every running VM. A unit whose marker does not answer in time is taken as
- * Blixard's when systemd says it is one Blixard starts (`Restart=no`: the NixOS module gives the
- * host's declarative VMs `Restart=always`, every other `microvm@` unit `no`), and stopped; otherwise
- * it is left alone as foreign.
+ * not answer still names every running VM. A unit whose marker does not answer in time is judged
+ * as its marker said when last read under the unit's current invocation: systemd gives every
+ * activation of a unit a new `InvocationID`, which `systemctl show` answers from memory, so a verdict
+ * read while the disk answered holds for as long as that run of the unit lasts (the watchdog lists
+ * between its rounds to read them, `agent/Watchdog.ts`). Only a unit whose current invocation's
+ * marker was never read is judged by its unit: Blixard's when systemd says it is one Blixard starts
+ * (`Restart=no`: the NixOS module gives the host's declarative VMs `Restart=always`, every other
+ * `microvm@` unit `no`), and stopped; otherwise left alone as foreign.
+ *
+ * The window that remains: a VM made by hand (`microvm -c`, which runs as a `microvm@NAME` unit with
+ * `Restart=no` too) started, or restarted, after the watchdog last listed (at most its survey
+ * interval before) and whose marker then does not answer, is taken for Blixard's and stopped; as is
+ * every such unit when the watchdog started after the disk stalled. A Blixard VM started in that
+ * window is stopped, as it should be. The memory is the watchdog process's own: a new watchdog
+ * starts without it.
  *
  * The unit runs as microvm.nix's user and group (`microvm:kvm`), in the VM's directory, where it
  * replaces `booted` and creates its sockets: the daemon passes them as `owner` and `prepare` hands
  * the directory to them (`RunnerBuild.ts`). Only Blixard's own directories are acted on
- * (`VmBackend.ts`, OWNERSHIP): a foreign VM's `microvm@NAME` is never started, stopped or queried.
+ * (`VmBackend.ts`, OWNERSHIP): a foreign VM's `microvm@NAME` is never started, stopped or queried,
+ * but for the fencing watchdog's listing (`list-units`) and its `InvocationID` (see above).
  *
  * microvm.nix declares `microvm@` with `Restart=always`; the NixOS module sets it to `no` for the
  * units Blixard starts, so a crashed VM is restarted by the agent's `restartPolicy`, not behind its
@@ -39,8 +51,8 @@ import * as DiskReads from "./internal/diskReads.js"
 import { type CommandResult, runCommand, showCommand } from "./internal/runCommand.js"
 import { removeGcRoots } from "./internal/gcRoots.js"
 import { readOwnership, scanStateDir } from "./internal/ownership.js"
-import { isExecutable, vmPaths } from "./internal/stateDir.js"
-import { foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
+import { vmPaths } from "./internal/stateDir.js"
+import { executable, foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import { type RunnerExit, type RunnerObservation, RunnerState, VmBackend, type VmBackendShape } from "./VmBackend.js"
 
 export interface SystemdSettings extends StateDirSettings {
@@ -149,17 +161,38 @@ const readsByOf = (settings: SystemdSettings): Effect.Effect<number | undefined>
   Effect.map(Clock.currentTimeMillis, (now) => (settings.readWait === undefined ? undefined : now + Duration.toMillis(settings.readWait)))
 
 /**
- * Whose the VM's directory is, its marker read off the JavaScript thread by `by`. Not answered
- * (a stalled disk): Blixard's when systemd says its unit is one Blixard starts (`Restart=no`).
+ * The verdicts of the markers read last, by unit (key: state directory and VM), each for the unit's
+ * invocation (`InvocationID`) it was read under. Kept for the process's life, as the fencing
+ * watchdog builds a backend for each round (and lists between rounds to fill it, `Watchdog.ts`).
+ */
+const verdicts = new Map<string, { readonly invocation: string; readonly whose: Whose }>()
+
+/**
+ * Whose the VM's directory is, its marker read off the JavaScript thread within `readWait`. Not
+ * answered (a stalled disk): as read last for the unit's current invocation, when it was; otherwise
+ * Blixard's when systemd says its unit is one Blixard starts (`Restart=no`). Without `readWait`
+ * there is no memory: the marker is waited for.
  */
 const whoseOf = (settings: SystemdSettings, show: (name: VmName, property: string) => Effect.Effect<string, BackendFailed>) =>
-  (name: VmName, by: number | undefined): Effect.Effect<Whose> =>
+  (name: VmName): Effect.Effect<Whose> =>
     Effect.gen(function* () {
+      const key = `${settings.stateDir}\0${name}`
+      // Asked before the marker is read: a verdict is never filed under an invocation begun after its read.
+      const invocation = settings.readWait === undefined ? "" : yield* show(name, "InvocationID").pipe(Effect.orElseSucceed(() => ""))
+      const by = yield* readsByOf(settings)
       const read = yield* DiskReads.answerBy(() => readOwnership(vmPaths(settings.stateDir, name).dir, name, settings), by).pipe(Effect.orDie)
-      if (Option.isSome(read)) return read.value
+      if (Option.isSome(read)) {
+        if (invocation !== "") verdicts.set(key, { invocation, whose: read.value })
+        return read.value
+      }
+      const known = verdicts.get(key)
+      if (known !== undefined && invocation !== "" && known.invocation === invocation) return known.whose
       const restart = yield* show(name, "Restart").pipe(Effect.orElseSucceed(() => "unknown"))
       if (restart === "no") return { _tag: "Ours" } as const
-      return { _tag: "Foreign", reason: `its marker did not answer in time and its unit is not one Blixard starts (Restart=${restart})` } as const
+      return {
+        _tag: "Foreign",
+        reason: `its marker did not answer in time, was never read while this run of its unit lasts, and its unit is not one Blixard starts (Restart=${restart})`
+      } as const
     })
 
 export const make = (
@@ -189,8 +222,8 @@ export const make = (
       })
 
     /** The directory is Blixard's (true), or there is none (false); fails when it is foreign. */
-    const requireOwn = (name: VmName, by: number | undefined): Effect.Effect<boolean, VmDirForeign> =>
-      Effect.flatMap(whose(name, by), (w) =>
+    const requireOwn = (name: VmName): Effect.Effect<boolean, VmDirForeign> =>
+      Effect.flatMap(whose(name), (w) =>
         w._tag === "Foreign" ? Effect.fail(foreignDirError(settings, name, w.reason)) : Effect.succeed(w._tag === "Ours")
       )
 
@@ -224,10 +257,8 @@ export const make = (
       })
 
     /** A foreign VM's unit is not Blixard's to report; nor is a unit without a Blixard directory. */
-    const statusBy = (name: VmName, by: number | undefined): Effect.Effect<RunnerState, BackendFailed> =>
-      Effect.flatMap(whose(name, by), (w) => (w._tag === "Ours" ? unitState(name) : Effect.succeed(exited(name))))
-
-    const status = (name: VmName): Effect.Effect<RunnerState, BackendFailed> => Effect.flatMap(readsBy, (by) => statusBy(name, by))
+    const status = (name: VmName): Effect.Effect<RunnerState, BackendFailed> =>
+      Effect.flatMap(whose(name), (w) => (w._tag === "Ours" ? unitState(name) : Effect.succeed(exited(name))))
 
     const start = (name: VmName): Effect.Effect<number, BackendFailed | VmDirForeign> =>
       withLock(name)(
@@ -235,7 +266,7 @@ export const make = (
           yield* requireOwnDir(settings, name)
           const p = vmPaths(settings.stateDir, name)
           // The unit's ConditionPathExists would skip an unprepared VM silently: say so instead.
-          if (!isExecutable(path.join(p.current, "bin", "microvm-run"))) {
+          if (!(yield* executable(path.join(p.current, "bin", "microvm-run")))) {
             return yield* failed(
               name,
               `VM "${name}" is not prepared${onNode}: ${p.current}/bin/microvm-run does not exist. Prepare it (build its runner) before starting it.`
@@ -259,7 +290,7 @@ export const make = (
       withLock(name)(
         Effect.gen(function* () {
           // No Blixard directory: no unit of Blixard's to stop (and a foreign one is refused).
-          const exists = yield* requireOwn(name, yield* readsBy)
+          const exists = yield* requireOwn(name)
           watched.delete(name)
           exits.delete(name)
           if (!exists) return
@@ -288,9 +319,10 @@ export const make = (
 
     /**
      * The VMs of Blixard's directories and those that exited, each with its unit's state. With
-     * `readWait`, the directory's reads answer by one deadline, and the running units systemd lists
-     * are added (each judged by `whose`, within a deadline of its own), so a listing whose reads do
-     * not answer still names every running VM of Blixard's.
+     * `readWait`, the directory's reads answer by one deadline, and each running unit systemd lists
+     * is judged by `whose` (its marker read again, within a deadline of its own, its verdict kept for
+     * its invocation), so a listing whose reads do not answer still names every running VM of
+     * Blixard's, and one whose reads answer fills the memory used when they stop answering.
      */
     const list: Effect.Effect<ReadonlyArray<RunnerObservation>, BackendFailed> = Effect.gen(function* () {
       const by = yield* readsBy
@@ -299,32 +331,22 @@ export const make = (
         Effect.catchAll((e) => (settings.readWait !== undefined ? Effect.succeedNone : Effect.fail(scanFailed(e))))
       )
       const ours: ReadonlyArray<VmName> = Option.match(scanned, { onNone: () => [], onSome: (found) => found.ours })
-      const more = settings.readWait === undefined ? [] : (yield* unitsRunning).filter((name) => !ours.includes(name))
-      const by2 = yield* readsBy
-      const observed = yield* Effect.all(
-        [
-          Effect.forEach(ours, (name) => Effect.map(unitState(name), (state) => ({ name, state })), { concurrency: "unbounded" }),
-          Effect.forEach(more, (name) => Effect.map(whose(name, by2), (w) => (w._tag === "Ours" ? [name] : [])), {
-            concurrency: "unbounded"
-          }).pipe(
-            Effect.flatMap((names) =>
-              Effect.forEach(names.flat(), (name) => Effect.map(unitState(name), (state) => ({ name, state })), { concurrency: "unbounded" })
-            )
-          )
-        ],
-        { concurrency: 2 }
-      )
-      return observed.flat().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      const units = settings.readWait === undefined ? [] : yield* unitsRunning
+      const judged = yield* Effect.forEach(units, (name) => Effect.map(whose(name), (w) => (w._tag === "Ours" ? [name] : [])), {
+        concurrency: "unbounded"
+      })
+      const names = [...new Set([...ours, ...judged.flat()])].sort()
+      return yield* Effect.forEach(names, (name) => Effect.map(unitState(name), (state) => ({ name, state })), { concurrency: "unbounded" })
     })
 
     const remove = (name: VmName): Effect.Effect<void, BackendFailed | VmDirForeign> =>
       Effect.zipRight(
         stop(name, Duration.seconds(150)),
-        Effect.try({
-          try: () => {
+        Effect.tryPromise({
+          try: async () => {
             const paths = vmPaths(settings.stateDir, name)
-            if (settings.gcRootDir !== undefined) removeGcRoots(settings.gcRootDir, name, paths)
-            fs.rmSync(paths.dir, { recursive: true, force: true })
+            if (settings.gcRootDir !== undefined) await removeGcRoots(settings.gcRootDir, name, paths)
+            await fs.promises.rm(paths.dir, { recursive: true, force: true })
           },
           catch: (e) => failed(name, `VM "${name}": could not delete its state directory${onNode}: ${String(e)}`)
         })

@@ -123,6 +123,49 @@ describe("Watchdog: the loop", () => {
       expect(fence2.phase).toBe("watching")
     }))
 
+  it.scoped("with surveyMs it lists the runners that often while the lease is valid, one listing at a time and never waited for; the round is on time regardless", () =>
+    Effect.gen(function* () {
+      const hv = yield* hostWithVms
+      const fence = new MemoryFence(self)
+      yield* fence.hostFence.renew(FencingMs)
+      let listings = 0
+      let hang = false
+      const counting = Layer.scoped(
+        VmBackend,
+        Effect.map(hv.makeBackend, (backend) => ({
+          ...backend,
+          list: Effect.suspend(() => {
+            listings++
+            return hang ? Effect.never : backend.list
+          })
+        }))
+      )
+      yield* Effect.forkScoped(Watchdog.run({ ...fence.watchdog(hv), backend: counting, surveyMs: FencingMs / 2 }))
+      const renewFor = (ms: number) =>
+        Effect.gen(function* () {
+          for (let t = 0; t < ms; t += FencingMs / 4) {
+            yield* fence.hostFence.renew((yield* now) + FencingMs)
+            yield* advance(FencingMs / 4)
+          }
+        })
+      yield* settle
+      expect(listings).toBe(1)
+      yield* renewFor(4 * FencingMs)
+      // At the start, then every FencingMs / 2 (the loop wakes every pollMs = FencingMs / 4).
+      expect(listings).toBe(9)
+      expect(hv.runningVms()).toEqual([db, web])
+      // A listing that hangs (a stalled disk): none starts beside it, and the loop goes on.
+      hang = true
+      yield* renewFor(FencingMs)
+      const during = listings
+      yield* renewFor(2 * FencingMs)
+      expect(listings).toBe(during)
+      // Renewals stop: the round lists (a listing of its own) and stops every VM just after the deadline.
+      hang = false
+      yield* until(fence.validUntil! + 1)
+      expect(hv.runningVms()).toEqual([])
+    }))
+
   it.scoped("a stop that hangs after its VM stopped (its cleanup on a stalled disk) does not hold up the other VMs' stops", () =>
     Effect.gen(function* () {
       const hv = yield* hostWithVms

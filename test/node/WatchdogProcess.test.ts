@@ -17,7 +17,19 @@ import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
 import type { WatchdogConfig } from "../../src/node/Config.js"
 import { lineWriter } from "../../src/vm/internal/lineWriter.js"
 import { make } from "../../src/vm/ProcessBackend.js"
-import { fakeSystemctl, killGroup, makeRunner, processAlive, scopedTempDir, sleeper, stalledFile, vmName, waitFor } from "../vm/fixtures.js"
+import { buildStaller, hasCompiler } from "../e2e/staller.js"
+import {
+  fakeSystemctl,
+  killGroup,
+  makeRunner,
+  processAlive,
+  type RunnerScripts,
+  scopedTempDir,
+  sleeper,
+  stalledFile,
+  vmName,
+  waitFor
+} from "../vm/fixtures.js"
 import { deadWriter, readRecord, startWatchdog, watchdogsOf, writeLease } from "./fencing.js"
 
 const node = NodeId.make(3)
@@ -33,11 +45,11 @@ const configIn = (root: string, vmBackend: "process" | "systemd" = "process"): W
 })
 
 /** A runner of VM `name` started by a backend instance that is then closed (the daemon is gone). */
-const runnerOf = (config: WatchdogConfig, root: string, name: string) =>
+const runnerOf = (config: WatchdogConfig, root: string, name: string, scripts: RunnerScripts = { run: sleeper }) =>
   Effect.gen(function* () {
     const daemon = yield* Scope.make()
     const backend = yield* make({ stateDir: config.microvmStateDir, node, allowedRunnerPrefixes: [root] }).pipe(Scope.extend(daemon), Effect.provide(NodeContext.layer))
-    const runner = makeRunner(root, name, { run: sleeper })
+    const runner = makeRunner(root, name, scripts)
     yield* backend.prepare(VmSpec.make({ name: vmName(name), source: RunnerConfig.make({ path: runner.dir }) }))
     const pid = yield* backend.start(vmName(name))
     yield* Effect.addFinalizer(() => Effect.sync(() => killGroup(pid)))
@@ -107,6 +119,44 @@ describe("blixard node watchdog (real processes)", () => {
       expect(processAlive(watchdog.pid)).toBe(true)
     }))
 
+  it.scopedLive.skipIf(!hasCompiler)(
+    "process mode, a runner's directory on a disk that answers nothing (the Nix store's, say): its scripts are not waited for, it is stopped with SIGTERM on time, another VM too",
+    () =>
+      Effect.gen(function* () {
+        const root = yield* scopedTempDir("watchdog")
+        const config = configIn(root)
+        const staller = buildStaller(root)
+        if (staller.library === undefined) throw new Error(staller.why)
+        const ran = (what: string) => path.join(root, `ran-${what}`)
+        const web = yield* runnerOf(config, root, "web", { run: sleeper, shutdown: `touch ${ran("shutdown")}`, tapDown: `touch ${ran("tap-down")}` })
+        const db = yield* runnerOf(config, root, "db")
+        // Every stat, access, open and read under web's runner hangs in the watchdog (not in the test).
+        const trigger = path.join(root, "stall-reads")
+        fs.writeFileSync(trigger, "")
+        yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(trigger, { force: true })))
+        const validUntil = Date.now() + FencingMs
+        yield* writeLease(config, validUntil, deadWriter)
+        const watchdog = yield* startWatchdog(config, {
+          ...process.env,
+          LD_PRELOAD: staller.library,
+          STALL_FSYNC_DIR: path.join(root, "runner-web"),
+          STALL_READ_TRIGGER: trigger,
+          UV_USE_IO_URING: "0"
+        })
+        yield* waitFor("both runners to be stopped", () => !processAlive(web) && !processAlive(db))
+        expect(Date.now() - validUntil).toBeLessThan(3000)
+        const bin = path.join(root, "runner-web", "bin")
+        // Logged before the signal, but its line may reach us (a pipe) after the runner is seen gone.
+        const skipped = `VM \\"web\\" on node 3: whether ${bin}/microvm-shutdown exists was not told within 100ms (is the disk under the runner stalled?): it is not run; stopping the runner with SIGTERM instead`
+        yield* waitFor("the skipped microvm-shutdown to be logged", () => watchdog.output().includes(skipped))
+        yield* waitFor("web's teardown to be skipped", () => watchdog.output().includes(`${bin}/tap-down exists was not told within 100ms`))
+        // Neither script was run; booted is put back, so the next stop (the daemon's) runs tap-down.
+        yield* waitFor("web's booted link to be put back", () => fs.lstatSync(path.join(config.microvmStateDir, "web", "booted"), { throwIfNoEntry: false }) !== undefined)
+        expect(fs.existsSync(ran("shutdown"))).toBe(false)
+        expect(fs.existsSync(ran("tap-down"))).toBe(false)
+      })
+  )
+
   it.scopedLive("systemd mode: the watchdog stops the node's VMs with systemctl stop microvm@NAME, and only Blixard's", () =>
     Effect.gen(function* () {
       const root = yield* scopedTempDir("watchdog")
@@ -125,7 +175,8 @@ describe("blixard node watchdog (real processes)", () => {
       expect(yield* Deferred.await(watchdog.exited).pipe(Effect.timeout("20 seconds"))).toBe(0)
       expect(systemctl.calls()).toContain("stop microvm@web")
       expect(systemctl.calls()).not.toContain("stop microvm@db")
-      expect(systemctl.calls().filter((c) => c.includes("foreign"))).toEqual([])
+      // Not started, stopped or asked anything but its invocation (the memory of `SystemdBackend.ts`).
+      expect(systemctl.calls().filter((c) => c.includes("foreign") && c !== "show --property=InvocationID --value microvm@foreign")).toEqual([])
       expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
     }))
 
@@ -151,6 +202,35 @@ describe("blixard node watchdog (real processes)", () => {
       expect(stoppedAt - validUntil).toBeLessThan(2500)
       expect(watchdog.output()).toContain("was not read within 1000 ms (is the data directory's disk stalled?); this watchdog starts watching regardless")
       expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
+    }))
+
+  it.scopedLive("systemd mode: a VM made by hand (its unit Restart=no too) whose directory stops answering after the watchdog read it is left alone; Blixard's is stopped", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const config = configIn(root, "systemd")
+      const systemctl = fakeSystemctl(root)
+      fs.mkdirSync(path.join(config.microvmStateDir, "web"), { recursive: true })
+      fs.writeFileSync(path.join(config.microvmStateDir, "web", "blixard.json"), JSON.stringify({ vm: "web", node, createdAt: 1 }))
+      // `microvm -c hand`: a directory without Blixard's marker, run as microvm@hand (Restart=no, as Blixard's units).
+      fs.mkdirSync(path.join(config.microvmStateDir, "hand"), { recursive: true })
+      systemctl.setState("microvm@web", "active")
+      systemctl.setState("microvm@hand", "active")
+      const validUntil = Date.now() + 3 * FencingMs
+      yield* writeLease(config, validUntil, deadWriter)
+      const watchdog = yield* startWatchdog(config, { ...process.env, PATH: `${root}:${process.env.PATH ?? ""}` })
+      // Its survey, while the lease is valid, reads both directories' markers for the units' invocations
+      // (then asks the state of the units found Blixard's: each marker has been read by then).
+      yield* waitFor("the watchdog to survey the units", () => systemctl.calls().includes("is-active microvm@web"))
+      expect(systemctl.calls()).toContain("show --property=InvocationID --value microvm@hand")
+      // Then the disk stops answering: neither marker is read again.
+      yield* stalledFile(path.join(config.microvmStateDir, "web", "blixard.json"))
+      yield* stalledFile(path.join(config.microvmStateDir, "hand", "blixard.json"))
+      expect(Date.now()).toBeLessThan(validUntil)
+      yield* waitFor("web's unit to be stopped", () => systemctl.calls().includes("stop microvm@web"))
+      expect(watchdog.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
+      // A round later it is still left alone (the next round comes one poll later at most).
+      yield* waitFor("a second fence round", () => systemctl.calls().filter((c) => c === "list-units --plain --no-legend --full microvm@*").length >= 3)
+      expect(systemctl.calls().filter((c) => c.startsWith("stop") || c.startsWith("kill"))).toEqual(["stop microvm@web"])
     }))
 
   it.scopedLive("bad flags exit 2 with BLX_INVALID_ARGUMENT naming each flag", () =>

@@ -6,6 +6,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { RunnerConfig, VmSpec } from "../../src/domain/VmSpec.js"
+import * as DiskReads from "../../src/vm/internal/diskReads.js"
 import { bootId, readStat } from "../../src/vm/internal/procfs.js"
 import { make, type ProcessSettings } from "../../src/vm/ProcessBackend.js"
 import type { RunnerExit, VmBackendShape } from "../../src/vm/VmBackend.js"
@@ -20,6 +21,7 @@ import {
   type RunnerScripts,
   shutdownAware,
   sleeper,
+  stalledFile,
   tempDir,
   termIgnorer,
   vmName,
@@ -62,6 +64,18 @@ const prepared = (backend: VmBackendShape, s: Setup, name: string, scripts: Runn
     yield* backend.prepare(VmSpec.make({ name: vmName(name), source: RunnerConfig.make({ path: runner.dir }) }))
     return runner
   })
+
+/** A file's trimmed text, undefined when it is not there or empty. */
+const readMarkFile = (file: string): string | undefined => {
+  try {
+    return fs.readFileSync(file, "utf8").trim() || undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Ends a `stalledFile`'s stall: a writer opens and closes it, so its readers read it as empty. */
+const release = (fifo: string): void => fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK))
 
 const startsOf = (runner: Runner) => (readMark(runner, "starts") ?? "").split("\n").filter((l) => l !== "")
 
@@ -235,6 +249,43 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       yield* waitFor("a's stale pid file to be removed once the disk is back", () => !fs.existsSync(path.join(s.stateDir, "a", "blixard.pid")))
     }))
 
+  it.scopedLive("start's reads of a marker and of a virtiofs share that never answer (a stalled disk) wait off the event loop, holding no more of libuv's threads than the low lane's", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn(s.settings, yield* Effect.scope)
+      // b's virtiofs share names its socket in a file that never answers a read; c's marker never answers.
+      const b = yield* prepared(backend, s, "b", { run: sleeper, virtiofsd: `echo $$ > ${JSON.stringify(path.join(s.root, "virtiofsd.pid"))}\nexec sleep 1000` })
+      const share = path.join(b.dir, "share", "microvm", "virtiofs", "fs0")
+      fs.mkdirSync(share, { recursive: true })
+      const socketFile = yield* stalledFile(path.join(share, "socket"))
+      yield* prepared(backend, s, "c", { run: sleeper })
+      const marker = yield* stalledFile(path.join(s.stateDir, "c", "blixard.json"))
+      const startB = yield* Effect.fork(backend.start(vmName("b")))
+      const startC = yield* Effect.fork(Effect.either(backend.start(vmName("c"))))
+      const virtiofsd = Number(yield* waitFor("b's virtiofsd to start", () => readMarkFile(path.join(s.root, "virtiofsd.pid"))))
+      pids.push(virtiofsd)
+      // A synchronous read of either file would hang this whole process here: no timer would fire,
+      // no other file operation would answer.
+      const before = Date.now()
+      yield* Effect.sleep("300 millis")
+      expect(Date.now() - before).toBeLessThan(3000)
+      const other = path.join(s.root, "other")
+      fs.writeFileSync(other, "answered")
+      expect(yield* Effect.promise(() => DiskReads.readText(other, "high")).pipe(Effect.timeout("5 seconds"))).toBe("answered")
+      expect(startB.unsafePoll()).toBeNull()
+      expect(startC.unsafePoll()).toBeNull()
+      // The disk answers again (each file reads as empty): c's marker is not valid, b has no socket to wait for.
+      release(socketFile)
+      release(marker)
+      const c = yield* Fiber.join(startC).pipe(Effect.timeout("10 seconds"))
+      expect(c).toMatchObject({ _tag: "Left", left: { _tag: "VmDirForeign" } })
+      const pidB = yield* Fiber.join(startB).pipe(Effect.timeout("10 seconds"))
+      pids.push(pidB)
+      expect(processAlive(pidB)).toBe(true)
+    }))
+
   it.scopedLive("with findUnrecorded (the fencing watchdog's), a runner whose pid file was never written is found in /proc and stopped", () =>
     Effect.gen(function* () {
       const s = setup()
@@ -388,6 +439,24 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       expect(processAlive(virtiofsdPid)).toBe(false)
       expect(lines().slice(-2)).toEqual(["tap-down", "macvtap-down"])
       expect(fs.existsSync(path.join(s.stateDir, "net", "booted"))).toBe(false)
+    }))
+
+  it.scopedLive("with readWait (the fencing watchdog's), a tap-down slower than readWait is still followed by macvtap-down: each script is looked for within readWait of its own", () =>
+    Effect.gen(function* () {
+      const s = setup()
+      const pids: Array<number> = []
+      yield* cleanup(s, pids)
+      const backend = yield* backendIn({ ...s.settings, findUnrecorded: true, readWait: Duration.millis(200) }, yield* Effect.scope)
+      const order = JSON.stringify(path.join(s.root, "order"))
+      yield* prepared(backend, s, "net", {
+        run: sleeper,
+        tapDown: `sleep 0.6\necho tap-down >> ${order}`,
+        more: { "macvtap-down": `echo macvtap-down >> ${order}` }
+      })
+      pids.push(yield* backend.start(vmName("net")))
+      yield* backend.stop(vmName("net"), "5 seconds")
+      expect(fs.readFileSync(path.join(s.root, "order"), "utf8").trim().split("\n")).toEqual(["tap-down", "macvtap-down"])
+      yield* waitFor("booted to be removed", () => !fs.existsSync(path.join(s.stateDir, "net", "booted")))
     }))
 
   it.scopedLive("two processes stopping a VM at once (the agent and the fencing watchdog) tear it down once; a failed tap-down is retried", () =>

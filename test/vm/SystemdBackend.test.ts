@@ -152,6 +152,39 @@ describe("VmBackend, systemd mode on a stalled state directory (the fencing watc
       expect(systemctl.calls()).not.toContain("stop microvm@host")
       expect(yield* watchdogs.list).toEqual([])
     }))
+
+  it.scopedLive("a unit whose marker stops answering is judged as last read under its current invocation: a VM made by hand (Restart=no) is left alone until it is restarted", () =>
+    Effect.gen(function* () {
+      const { root, systemctl, settings } = yield* setup
+      const { vms } = yield* prepare(root, settings, "web")
+      yield* vms.start(vmName("web"))
+      // A VM made by hand (`microvm -c`): its directory has no Blixard marker, its unit Restart=no as Blixard's.
+      fs.mkdirSync(path.join(settings.stateDir, "hand"), { recursive: true })
+      systemctl.setState("microvm@hand", "active")
+      // A wait far above a healthy read's, even on a loaded machine: the stalled reads below never answer anyway.
+      const watchdogSettings = { ...settings, readWait: Duration.seconds(1), commandTimeout: Duration.seconds(5) }
+      const names = (listed: ReadonlyArray<{ readonly name: string }>) => listed.map((o) => o.name)
+      // The watchdog's survey, while the disk answers: each running unit's verdict read for its invocation.
+      expect(names(yield* (yield* backend(watchdogSettings)).list)).toEqual(["web"])
+      expect(systemctl.calls()).toContain("show --property=InvocationID --value microvm@hand")
+
+      // The disk stalls: neither directory's marker answers a read any more.
+      yield* stalledFile(path.join(settings.stateDir, "web", "blixard.json"))
+      yield* stalledFile(path.join(settings.stateDir, "hand", "blixard.json"))
+      const round = yield* backend(watchdogSettings)
+      const inTime = { duration: "10 seconds", onTimeout: () => "it hung" } as const
+      expect(names(yield* round.list.pipe(Effect.timeoutFail(inTime)))).toEqual(["web"])
+      const refused = yield* Effect.flip(round.stop(vmName("hand"), "5 seconds").pipe(Effect.timeoutFail(inTime)))
+      expect(refused).toMatchObject({ _tag: "VmDirForeign" })
+      expect(String((refused as { readonly message?: unknown }).message)).toContain("no Blixard marker")
+      yield* round.stop(vmName("web"), "5 seconds").pipe(Effect.timeoutFail(inTime))
+      expect(systemctl.calls()).toContain("stop microvm@web")
+      expect(systemctl.calls()).not.toContain("stop microvm@hand")
+
+      // Restarted by hand: a new invocation whose marker was never read, judged by its Restart=no (the window left).
+      systemctl.setState("microvm@hand", "active")
+      expect(names(yield* round.list.pipe(Effect.timeoutFail(inTime)))).toEqual(["hand"])
+    }))
 })
 
 /**

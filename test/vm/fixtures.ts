@@ -6,6 +6,7 @@
  */
 import { Duration, Effect, Schema } from "effect"
 import { spawnSync } from "node:child_process"
+import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -148,6 +149,8 @@ export const killGroup = (pid: number | undefined): void => {
  * command against injected fakes. `microvm@bad` fails to start; stopping `microvm@slow` hangs.
  * `list-units` lists the units not `inactive` (as `--plain --no-legend` prints them); a unit's
  * `Restart` is `no` (as the NixOS module sets the template's) unless `setRestart` says otherwise.
+ * Each `start` (and `setState(…, "active")`, a start by hand) gives the unit a new `InvocationID`,
+ * as systemd does for every activation; it is empty before the first.
  * `onStart`, when given, is shell run for each `start` with the VM's name in `$VM`; the start
  * fails (exit 1, its output on stderr) when it does.
  */
@@ -167,7 +170,7 @@ case "$1" in
     if [ "$2" = "microvm@bad" ]; then echo "Job for microvm@bad.service failed because the control process exited with error code." >&2; exit 1; fi
     VM="\${2#microvm@}"
     ${options.onStart === undefined ? ":" : `if ! ( ${options.onStart} ) >&2; then echo "Job for $2 failed." >&2; exit 1; fi`}
-    echo active > "$UNITS/$2"; exit 0 ;;
+    echo active > "$UNITS/$2"; echo "$(date +%s%N)$$" > "$UNITS/$2.invocation"; exit 0 ;;
   stop)
     if [ "$2" = "microvm@slow" ]; then sleep 1000; fi
     echo inactive > "$UNITS/$2"; exit 0 ;;
@@ -176,7 +179,7 @@ case "$1" in
     s=$(state "$2"); echo "$s"; [ "$s" = active ] && exit 0; exit 3 ;;
   list-units)
     for f in "$UNITS"/microvm@*; do
-      case "$f" in *.status|*.restart|"$UNITS/microvm@*") continue ;; esac
+      case "$f" in *.status|*.restart|*.invocation|"$UNITS/microvm@*") continue ;; esac
       s=$(cat "$f"); [ "$s" = inactive ] && continue
       echo "$(basename "$f").service loaded $s running MicroVM"
     done
@@ -187,6 +190,7 @@ case "$1" in
       --property=MainPID) if [ "$(state "$unit")" = active ]; then echo 4242; else echo 0; fi ;;
       --property=ExecMainStatus) cat "$UNITS/$unit.status" 2>/dev/null || echo 0 ;;
       --property=Restart) cat "$UNITS/$unit.restart" 2>/dev/null || echo no ;;
+      --property=InvocationID) cat "$UNITS/$unit.invocation" 2>/dev/null || echo ;;
       *) echo "fake systemctl: unexpected property $2" >&2; exit 1 ;;
     esac
     exit 0 ;;
@@ -200,6 +204,7 @@ esac
     calls: () => (fs.existsSync(calls) ? fs.readFileSync(calls, "utf8").trim().split("\n") : []),
     setState: (unit: string, state: string, exitStatus?: number) => {
       fs.writeFileSync(path.join(units, unit), `${state}\n`)
+      if (state === "active") fs.writeFileSync(path.join(units, `${unit}.invocation`), `${crypto.randomUUID().replaceAll("-", "")}\n`)
       if (exitStatus !== undefined) fs.writeFileSync(path.join(units, `${unit}.status`), `${exitStatus}\n`)
     },
     setRestart: (unit: string, restart: string) => fs.writeFileSync(path.join(units, `${unit}.restart`), `${restart}\n`)
@@ -209,7 +214,7 @@ esac
 /**
  * A file whose reads never answer: a FIFO with no writer (made in place of `file`, its directory
  * made if needed), whose open(2) holds one of libuv's threads until a writer comes, as a read on a
- * stalled disk does. Released (opened for writing, so that the reads end) when the scope closes.
+ * stalled disk does. Released (moved aside and opened for writing, so that the reads end) when the scope closes.
  */
 export const stalledFile = (file: string) =>
   Effect.acquireRelease(
@@ -221,11 +226,16 @@ export const stalledFile = (file: string) =>
     }),
     (fifo) =>
       Effect.sync(() => {
+        // Moved aside first, so that a read queued meanwhile (a lane's turn) finds no file instead of
+        // opening the FIFO after its writer came and went, which would hang it for good.
+        const aside = `${fifo}.released`
         try {
-          fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK))
+          fs.renameSync(fifo, aside)
+          fs.closeSync(fs.openSync(aside, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK))
         } catch {
           // No reader left (or the FIFO was replaced).
         }
+        fs.rmSync(aside, { force: true })
       })
   )
 

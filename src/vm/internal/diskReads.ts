@@ -1,7 +1,9 @@
 /**
  * Reads (and the stop path's clean-up writes) of files that may sit on a stalled disk, for a process that must go on meanwhile — the
- * fencing watchdog reads its lease, its record, the VMs' state directories and the runners' pid
- * files on the very disk whose stall it must outlive. A synchronous read there, hung, would stop the
+ * fencing watchdog reads its lease, its record, the VMs' state directories, the runners' pid
+ * files and their scripts (`isExecutable`: is there a `microvm-shutdown`, a `tap-down`?) on the very
+ * disk whose stall it must outlive; the daemon reads the same on its start, prepare and remove
+ * paths, which must not stop its event loop either (without a deadline: they wait, asynchronously). A synchronous read there, hung, would stop the
  * whole JavaScript thread (timers, signals, everything); so these reads:
  *
  * - run off the JavaScript thread, in libuv's thread pool;
@@ -104,6 +106,25 @@ export const readText = (file: string, lane: Lane, options?: { readonly noFollow
 /** `lstat`; undefined when nothing is there. */
 export const lstat = (file: string, lane: Lane): Promise<fs.Stats | undefined> =>
   shared(`lstat\0${file}`, lane, () => fs.promises.lstat(file).catch((e: unknown) => (missing(e) ? undefined : Promise.reject(e))))
+
+/** `stat` (through links); undefined when nothing is there. */
+export const stat = (file: string, lane: Lane): Promise<fs.Stats | undefined> =>
+  shared(`stat\0${file}`, lane, () => fs.promises.stat(file).catch((e: unknown) => (missing(e) ? undefined : Promise.reject(e))))
+
+/**
+ * Whether `file` is a regular file this process may execute (a runner's `bin/` script); false when it
+ * is not, or cannot be told (an error). The runner sits in the Nix store or a directory of the host,
+ * either of which may be on the stalled disk: the stop path waits for this only so long (`answerBy`).
+ */
+export const isExecutable = (file: string, lane: Lane): Promise<boolean> =>
+  shared(`executable\0${file}`, lane, async () => {
+    try {
+      await fs.promises.access(file, fs.constants.X_OK)
+      return (await fs.promises.stat(file)).isFile()
+    } catch {
+      return false
+    }
+  })
 
 /** A directory's entries; undefined when it does not exist. */
 export const readDir = (dir: string, lane: Lane): Promise<ReadonlyArray<fs.Dirent> | undefined> =>

@@ -10,8 +10,9 @@
  * marker and the reader know it (a node that is still joining does not, nor does the fencing
  * watchdog process).
  *
- * Listings and the stop path read markers off the JavaScript thread (`readOwnership`,
- * `scanStateDir`): the fencing watchdog lists and stops VMs on a disk that may be stalled.
+ * Every read of a marker is off the JavaScript thread (`readOwnership`, `scanStateDir`): the fencing
+ * watchdog lists and stops VMs on a disk that may be stalled (waiting for the answer only so long),
+ * and the daemon's start, prepare and remove paths must not stop its event loop there either.
  */
 import { Option, Schema } from "effect"
 import * as fs from "node:fs"
@@ -52,16 +53,6 @@ const clusterOf = (owner: Owner): string | undefined => {
   return cluster === undefined || cluster === "" ? undefined : cluster
 }
 
-/** Reads a file without following a symbolic link (the directory may belong to another user). */
-const readNoFollow = (file: string): string => {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
-  try {
-    return fs.readFileSync(fd, "utf8")
-  } finally {
-    fs.closeSync(fd)
-  }
-}
-
 const unreadable = (e: unknown): Ownership => ({ _tag: "Foreign", reason: `it cannot be read (${(e as Error).message})` })
 const notADirectory: Ownership = { _tag: "Foreign", reason: "it is not a directory" }
 const noMarker: Ownership = {
@@ -87,28 +78,10 @@ const judgeMarker = (text: string, name: string, owner: Owner): Ownership => {
   return { _tag: "Ours", marker }
 }
 
-/** Whose the directory `dir` (of the VM `name`) is. */
-export const ownershipOf = (dir: string, name: string, owner: Owner): Ownership => {
-  let stat: fs.Stats
-  try {
-    stat = fs.lstatSync(dir)
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { _tag: "Absent" }
-    return unreadable(e)
-  }
-  if (!stat.isDirectory()) return notADirectory
-  let text: string
-  try {
-    text = readNoFollow(path.join(dir, MarkerFileName))
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "ENOENT" ? noMarker : markerUnreadable(e)
-  }
-  return judgeMarker(text, name, owner)
-}
-
 /**
- * `ownershipOf`, read off the JavaScript thread (`diskReads.ts`, low lane): for the stop path and
- * listings, which must not hang the process on a stalled disk.
+ * Whose the directory `dir` (of the VM `name`) is. Read off the JavaScript thread (`diskReads.ts`,
+ * low lane): the stop path and listings must not hang the process on a stalled disk, nor the
+ * daemon's start, prepare and remove paths its event loop. The marker is never read through a link.
  */
 export const readOwnership = async (dir: string, name: string, owner: Owner): Promise<Ownership> => {
   let stat: fs.Stats | undefined

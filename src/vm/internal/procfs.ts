@@ -3,7 +3,14 @@
  * reused; (boot id, pid, start time in clock ticks since boot) names one process for good.
  *
  * Synchronous on purpose: /proc is served by the kernel, never by a disk, so these reads cannot hang
- * on a stalled volume (the fencing watchdog relies on them while its disk answers nothing).
+ * on a stalled volume (the fencing watchdog relies on them while its disk answers nothing, on its
+ * stop path too: `isAlive` after each signal, `groupLeadersIn` when no pid file answers). A working
+ * directory is read as the kernel's own record of its path (no lookup on the disk under it); stat,
+ * cmdline and environ are the kernel's copy or the process's own memory. What could still make one
+ * wait is that memory, swapped out to a swap device that stalled, or held by the process's kernel
+ * lock (a process blocked in the kernel while mapping memory): not the data disk, and rare enough
+ * that going through libuv's thread pool (whose threads a stalled data disk may hold) would cost more
+ * than it saves.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"

@@ -53,24 +53,6 @@ export const replaceSymlink = (target: string, link: string): void => {
   fs.renameSync(tmp, link)
 }
 
-/** Where a link points, resolved against its directory; undefined when it does not exist. */
-export const readLink = (link: string): string | undefined => {
-  try {
-    return path.resolve(path.dirname(link), fs.readlinkSync(link))
-  } catch {
-    return undefined
-  }
-}
-
-export const isExecutable = (file: string): boolean => {
-  try {
-    fs.accessSync(file, fs.constants.X_OK)
-    return fs.statSync(file).isFile()
-  } catch {
-    return false
-  }
-}
-
 /**
  * Writes a whole file atomically (temporary file renamed over it). The temporary file is created
  * exclusively, so a link planted at its name (a VM directory may belong to microvm.nix's user) is
