@@ -31,7 +31,7 @@
  * requests past their deadline: `expire`) and the receiver (`runReceiver`) as scoped fibers, and
  * answer callers through `makeService`; `shutdown` fails what still waits when the scope closes.
  */
-import { Clock, Context, Effect, Fiber, Layer, Queue, Random, Ref } from "effect"
+import { Clock, Context, Effect, Fiber, Layer, Random, Ref } from "effect"
 import type { BlixardError, Timeout } from "../domain/Errors.js"
 import { NotLeader, ProposalDropped } from "../domain/Errors.js"
 import { Transport, type TransportShape } from "../net/Transport.js"
@@ -453,7 +453,7 @@ export const make = (config: RaftNodeConfig) =>
     const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
     const send = (messages: ReadonlyArray<Message>) => transport.send(contact.outgoing(messages))
     const ready = new ReadyHandler({ id, raw, storage, mirror, sm, snapshots, send, discard: transport.discard, proposals, reads, transfers, softState })
-    const ticks = new Ticks(raw, config.tickMs, yield* monotonicMillis, yield* Queue.sliding<void>(1))
+    const ticks = new Ticks(raw, config.tickMs, yield* monotonicMillis)
     const parts: Parts = { config, raw, transport, flushes, events, contact, errors, proposals, reads, transfers, softState, ready, ticks }
 
     // Campaign at once when founding a one-node cluster: nobody else could win.

@@ -12,7 +12,8 @@
  * Deadlines are checked by the ticker, not the loop, so requests time out even while the loop is
  * stuck (say, in a save the disk does not finish).
  */
-import { Clock, Duration, Effect, Queue } from "effect"
+import { Clock, Effect } from "effect"
+import { Wakeup } from "../util/Wakeup.js"
 import type { RawNode } from "./RawNode.js"
 
 /**
@@ -48,8 +49,8 @@ export class Ticks {
     private readonly tickMs: number,
     /** The time of the last tick given to the core: monotonic (`monotonicMillis`), as a sleep is. */
     private tickedAt: number,
-    /** Wakes the ticker before its sleep ends. */
-    private readonly nudges: Queue.Queue<void>
+    /** Wakes the ticker before its sleep ends (a wait with a deadline, no fiber race: `util/Wakeup.ts`). */
+    private readonly nudges: Wakeup = new Wakeup()
   ) {
     this.actsAt = tickedAt + tickMs
     this.tickerWakesAt = this.actsAt
@@ -67,13 +68,13 @@ export class Ticks {
     this.actsAt = this.tickedAt + this.raw.ticksUntilAction() * this.tickMs
     if (this.tickHandedOver || this.actsAt < this.tickerWakesAt) {
       this.tickHandedOver = false
-      Queue.unsafeOffer(this.nudges, undefined)
+      this.nudges.signal()
     }
   }
 
   /** A request's deadline (Clock milliseconds): a ticker asleep past it (a request timeout shorter than its sleep) wakes for it. */
   deadlineAt(deadline: number): void {
-    if (deadline < this.tickerWakesAtWall) Queue.unsafeOffer(this.nudges, undefined)
+    if (deadline < this.tickerWakesAtWall) this.nudges.signal()
   }
 
   /** The ticker fiber: expires requests, reports stalled writes, hands the loop a tick when one acts. */
@@ -96,7 +97,7 @@ export class Ticks {
         sleep = Math.max(1, Math.min(sleep, earliestDeadline - now))
         this.tickerWakesAt = monotonic + sleep
         this.tickerWakesAtWall = now + sleep
-        yield* Effect.timeoutOption(Queue.take(this.nudges), Duration.millis(sleep))
+        yield* this.nudges.wait(sleep)
       }
     })
   }
