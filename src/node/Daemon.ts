@@ -283,7 +283,7 @@ export const run = (config: NodeConfig) =>
       const node = config.id
       yield* prepareDataDir(config.dataDir, node)
       // The heap a burst of work grew, given back once the node is quiet (`HeapRelease.ts`).
-      yield* Effect.acquireRelease(Effect.sync(() => HeapRelease.start()), (stop) => Effect.sync(stop))
+      yield* HeapRelease.scoped
       const discovery = yield* Discovery.make(config)
       const advertise = discovery.advertise
       const vmOwner = yield* vmOwnerOf(config)

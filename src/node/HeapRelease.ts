@@ -19,6 +19,7 @@
  * waits until the heap grows by `growthBytes` again, so a quiet node collects at most once per that
  * much allocation kept resident, never in a loop.
  */
+import { Effect } from "effect"
 import * as inspector from "node:inspector"
 import * as v8 from "node:v8"
 
@@ -92,3 +93,6 @@ export const start = (options: HeapReleaseOptions = defaultHeapRelease): (() => 
   timer.unref()
   return () => clearInterval(timer)
 }
+
+/** The checks for as long as the enclosing scope lasts (a member's or a host's daemon). */
+export const scoped = Effect.acquireRelease(Effect.sync(() => start()), (stop) => Effect.sync(stop))
