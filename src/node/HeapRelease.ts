@@ -22,7 +22,8 @@
  * includes it once.
  */
 import { Effect } from "effect"
-import * as inspector from "node:inspector"
+import type * as Inspector from "node:inspector"
+import { createRequire } from "node:module"
 import * as v8 from "node:v8"
 
 export interface HeapReleaseOptions {
@@ -51,11 +52,14 @@ export const heapBytes = (): number => v8.getHeapStatistics().total_physical_siz
 
 /** A memory-reducing full collection (young generation shrunk too); calls `done` when it has run. */
 export const collect = (done: () => void): void => {
-  const session = new inspector.Session()
+  let session: Inspector.Session
   try {
+    // Loaded here: a Node.js built without the inspector throws at loading `node:inspector`, and
+    // the daemon must run there too, only without this.
+    const inspector = createRequire(import.meta.url)("node:inspector") as typeof Inspector
+    session = new inspector.Session()
     session.connect()
   } catch {
-    // Another inspector client (a debugger) owns the isolate's session slot: skip this round.
     done()
     return
   }
