@@ -99,7 +99,9 @@ const v8View = async (pid: number): Promise<unknown> => {
     return JSON.stringify({ rss: MB(m.rss), heapTotal: MB(m.heapTotal), heapUsed: MB(m.heapUsed), external: MB(m.external), arrayBuffers: MB(m.arrayBuffers), spaces })
   })()`
   const r = await call("Runtime.evaluate", { expression, returnByValue: true })
-  await call("Runtime.evaluate", { expression: `process.getBuiltinModule("inspector").close()` }).catch(() => undefined)
+  // Closed after this call has returned: closing from inside an evaluation waits on itself.
+  ws.send(JSON.stringify({ id: ++id, method: "Runtime.evaluate", params: { expression: `setTimeout(() => process.getBuiltinModule("inspector").close(), 100)` } }))
+  await sleep(300)
   ws.terminate()
   await sleep(500)
   return JSON.parse(r?.result?.value ?? "null")
