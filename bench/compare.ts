@@ -302,7 +302,7 @@ export const formed = async (system: System) => {
 let counter = 0
 
 /** Closed-loop clients writing to `port` until `deadline`; the latencies of the writes that succeeded. */
-const load = async (system: System, port: number, clients: number, deadline: number) => {
+export const load = async (system: System, port: number, clients: number, deadline: number) => {
   const latencies: Array<number> = []
   let errors = 0
   await Promise.all(

@@ -8,6 +8,7 @@ import { benchCompare, compareModes } from "./compare.js"
 import { benchFuzz } from "./fuzz.js"
 import { benchHttp } from "./http.js"
 import { benchIdle } from "./idle.js"
+import { benchMemory } from "./memory.js"
 import { benchRaftMemory } from "./raftMemory.js"
 import { benchReschedule } from "./reschedule.js"
 import { benchScale } from "./scale.js"
@@ -24,6 +25,7 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   http: () => benchHttp(Number(process.env.BENCH_SECONDS ?? 5)),
   cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
   idle: () => benchIdle(Number(process.env.BENCH_SECONDS ?? 30)),
+  memory: () => benchMemory(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_IDLE_SECONDS ?? 30)),
   compare: () => benchCompare(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_FAILOVERS ?? 5), compareModes(process.env.BENCH_TLS)),
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),

@@ -34,6 +34,7 @@ import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Auth from "../api/Auth.js"
+import * as HeapRelease from "./HeapRelease.js"
 import { ControlPlane, type ControlPlaneShape } from "../api/ControlPlane.js"
 import * as Server from "../api/Server.js"
 import type { ClusterState } from "../cluster/ClusterState.js"
@@ -281,6 +282,8 @@ export const run = (config: NodeConfig) =>
     Effect.gen(function* () {
       const node = config.id
       yield* prepareDataDir(config.dataDir, node)
+      // The heap a burst of work grew, given back once the node is quiet (`HeapRelease.ts`).
+      yield* HeapRelease.scoped
       const discovery = yield* Discovery.make(config)
       const advertise = discovery.advertise
       const vmOwner = yield* vmOwnerOf(config)

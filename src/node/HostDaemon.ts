@@ -23,6 +23,7 @@ import * as Tls from "../net/Tls.js"
 import type { NodeConfig } from "./Config.js"
 import * as ClusterKeyring from "./ClusterKeyring.js"
 import { detectCapacity, prepareDataDir, remotePlanes, vmOwnerOf, vmRuntime } from "./DaemonParts.js"
+import * as HeapRelease from "./HeapRelease.js"
 import * as HostAgent from "./HostAgent.js"
 import * as TlsBootstrap from "./TlsBootstrap.js"
 
@@ -127,6 +128,8 @@ export const run = (config: NodeConfig) =>
       const node = NodeId.make(config.id)
       const servers = config.servers ?? []
       yield* prepareDataDir(config.dataDir, node)
+      // The heap a burst of work grew, given back once the host is quiet (`HeapRelease.ts`).
+      yield* HeapRelease.scoped
       // A member's data directory holds its Raft log; a host never touches one.
       const raftDb = path.join(config.dataDir, "blixard.db")
       if (fs.existsSync(raftDb)) {
