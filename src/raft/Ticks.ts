@@ -43,14 +43,14 @@ export class Ticks {
   private tickerWakesAtWall = Number.POSITIVE_INFINITY
   /** The ticker handed a Tick over and waits for the loop to take it (the loop nudges it then). */
   private tickHandedOver = false
+  /** Wakes the ticker before its sleep ends (a wait with a deadline, no fiber race: `util/Wakeup.ts`). */
+  private readonly nudges = new Wakeup()
 
   constructor(
     private readonly raw: RawNode,
     private readonly tickMs: number,
     /** The time of the last tick given to the core: monotonic (`monotonicMillis`), as a sleep is. */
-    private tickedAt: number,
-    /** Wakes the ticker before its sleep ends (a wait with a deadline, no fiber race: `util/Wakeup.ts`). */
-    private readonly nudges: Wakeup = new Wakeup()
+    private tickedAt: number
   ) {
     this.actsAt = tickedAt + tickMs
     this.tickerWakesAt = this.actsAt
