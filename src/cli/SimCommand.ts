@@ -24,10 +24,11 @@ const steps = Options.integer("steps").pipe(
   Options.withDescription("Length of the safety phase (faults and load) in steps of 100 simulated ms (default 100; 300 for the orchestration workload).")
 )
 const fullOnly = ["storage", "join", "shrink", "amnesia", "learners", "votes", "waiters", "restarts", "upgrade", "stalereads"] as const
-const profile = Options.choice("profile", ["default", "crashpoints", "churn", "transfer", "reconfig", ...fullOnly]).pipe(
+const explorerOnly = ["churn", "reconfig", "snapreconfig"] as const
+const profile = Options.choice("profile", ["default", "crashpoints", "transfer", ...explorerOnly, ...fullOnly]).pipe(
   Options.withDefault("default" as const),
   Options.withDescription(
-    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) churn (default plus membership changes; explorer tier), transfer (an operator asking for leadership transfers every few hundred ms) or reconfig (frequent membership changes, a snapshot every 4 entries, slow Readys; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back), amnesia (restarts with an empty data directory), learners (amnesia, and a re-added node wiped again while a learner that acknowledged entries), votes (amnesia, and a node wiped as its vote grant leaves, while the election goes on), waiters (the leader cut off, then handed leadership back while its proposals still wait) restarts (followers' processes killed and restarted, crash loops, reads at every node) upgrade (a rolling upgrade from log version 1 with rollbacks; the replicas must apply every entry alike) or stalereads (a follower killed as its first ReadIndex request leaves while the third node is cut off from the leader; a client reads at its successor after a write)."
+    "Fault profile: default (5 nodes, network faults, crashes, drift), crashpoints (leaders crash around their appends, before their fsync) churn (default plus membership changes; explorer tier), transfer (an operator asking for leadership transfers every few hundred ms) reconfig (frequent membership changes, a snapshot every 4 entries, slow Readys; explorer tier) or snapreconfig (membership changes every ~60 ms mostly on one node, a snapshot behind every entry, a follower cut off every ~300 ms; explorer tier); with --full also storage (disks that stall, fail and slow down, mostly the leader's; a crash loses unflushed writes), join (one founder, the others join as learners), shrink (the cluster shrinks to one voter and grows back), amnesia (restarts with an empty data directory), learners (amnesia, and a re-added node wiped again while a learner that acknowledged entries), votes (amnesia, and a node wiped as its vote grant leaves, while the election goes on), waiters (the leader cut off, then handed leadership back while its proposals still wait) restarts (followers' processes killed and restarted, crash loops, reads at every node) upgrade (a rolling upgrade from log version 1 with rollbacks; the replicas must apply every entry alike) or stalereads (a follower killed as its first ReadIndex request leaves while the third node is cut off from the leader; a client reads at its successor after a write)."
   )
 )
 const bug = Options.choice("bug", bugNames).pipe(
@@ -64,7 +65,7 @@ export const simCommand = Command.make("sim", { seed, nodes, steps, profile, bug
     if (!args.full && (fullOnly as ReadonlyArray<string>).includes(args.profile)) {
       return yield* new InvalidArgument({ subject: "--profile", message: `--profile ${args.profile} runs in the full-service tier only: add --full` })
     }
-    if (args.full && (args.profile === "churn" || args.profile === "reconfig")) {
+    if (args.full && (explorerOnly as ReadonlyArray<string>).includes(args.profile)) {
       return yield* new InvalidArgument({
         subject: "--profile",
         message: `--profile ${args.profile}: membership churn runs in the explorer tier only; drop --full, or pick default, crashpoints or transfer`

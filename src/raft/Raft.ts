@@ -1098,6 +1098,13 @@ export class Raft {
       } else if (pr.state === "snapshot" && pr.match + 1 >= this.log.firstIndex()) {
         pr.becomeProbe()
         pr.becomeReplicate()
+      } else if (pr.state === "snapshot" && pr.match >= pr.pendingSnapshot) {
+        // The follower installed the snapshot it was sent, but this leader compacted past it
+        // meanwhile: send the newer one now (the probe below finds the entries compacted). etcd-raft
+        // gets here through the transport's MsgSnapStatus; waiting for the stall rule instead cost
+        // an election timeout per snapshot, and a follower behind a log compacted at every entry
+        // never caught up (simulator profile `snapreconfig`).
+        pr.becomeProbe()
       } else if (pr.state === "replicate") {
         pr.inflights.freeLE(m.index)
       }

@@ -52,6 +52,8 @@ export interface ExploreOptions {
   readonly tickMs?: number
   /** Compact the log behind a snapshot every this many applied entries (forces InstallSnapshot). */
   readonly compactEvery?: number
+  /** Entries kept behind a snapshot when the log is compacted (default 8; 0: none, so any follower behind it needs the snapshot). */
+  readonly compactKeep?: number
   /** Raft message sizing: small values send entries one per message, widening race windows. */
   readonly maxSizePerMsg?: number
   readonly maxInflightMsgs?: number
@@ -69,6 +71,12 @@ export interface ExploreOptions {
    */
   readonly churnEveryMs?: number
   /**
+   * With churn: the chance that a removal takes the node promoted last, so that consecutive
+   * changes concern one node (add it as a learner, promote it, remove it) and an older change
+   * applied again over a newer configuration changes it. Default 0 (any voter).
+   */
+  readonly churnFocus?: number | undefined
+  /**
    * Leadership transfers: about every this many simulated ms (seeded, always less than an election
    * timeout apart when below 700) an operator asks a random running node to hand leadership to a
    * random voter of its configuration, as `cluster transfer` does through any node's API (a
@@ -81,6 +89,15 @@ export interface ExploreOptions {
    * disk widens the windows where a snapshot is installed while a `Ready` is outstanding.
    */
   readonly fsyncMs?: number | undefined
+  /**
+   * Explorer only: about every this many simulated ms (seeded) one follower is cut off from every
+   * other node for 300–1,500 ms, while the cluster goes on. It returns with entries whose commit it
+   * has not heard of: the leader's next heartbeat commits them at the follower (a `Ready` with
+   * committed entries, conf changes among them under churn), and its first append is refused — the
+   * follower's log is behind the leader's compaction — so a snapshot follows at once, arriving
+   * while that `Ready` is still being persisted. Off when absent.
+   */
+  readonly isolateFollowerEveryMs?: number | undefined
   /** A known bug put back (`Bugs.ts`), to show the simulator catches it. */
   readonly bug?: BugName | undefined
   /**
@@ -150,7 +167,7 @@ export interface ExploreOptions {
    */
   readonly storage?: StorageFaultOptions | undefined
   /**
-   * Full-service tier only: false for no scheduled partitions, crashes or clock skews (the links
+   * False for no scheduled partitions, crashes or clock skews (the links
    * still drop and delay; crash points still crash) — for profiles whose faults need the rest of
    * the cluster working while one node misbehaves. Default true.
    */
@@ -231,7 +248,13 @@ export interface ExploreResult {
  * every few hundred ms (leases overridden by a transfer's votes; CheckQuorum under transfer
  * requests). `reconfig`: membership churn every few hundred ms, a snapshot every 4 applied entries
  * and Readys taking up to 40 ms to persist, while the cores go on stepping messages (snapshots
- * installed while a Ready with membership changes is outstanding). Full-service tier only: `waiters`
+ * installed while a Ready with membership changes is outstanding). `snapreconfig`: the same pushed
+ * to where it happens often — churn every ~60 ms whose removals mostly take the node promoted last
+ * (so consecutive changes concern one node), a snapshot behind every applied entry with no entries
+ * kept, Readys taking up to 80 ms, no scheduled faults but a follower cut off for 0.3–1.5 s every
+ * ~300 ms: it returns to a heartbeat that commits entries it holds (membership changes among them)
+ * and an append it must refuse, so a snapshot arrives while that Ready is still being persisted.
+ * Full-service tier only: `waiters`
  * (3 nodes, 6 clients, about one entry per append: every ~3 s the leader is cut off for 1.5–3
  * election timeouts, then handed leadership back; the daemon's 5 s request timeout) — a leader
  * that appended and did not commit, lost leadership and regained it, proposing again at the
@@ -273,6 +296,16 @@ export const profiles = {
   restarts: { nodes: 3, clients: 6, restartFollowerEveryMs: 400, readsAnywhere: true },
   stalereads: { nodes: 3, clients: 4, restartFollowerEveryMs: 600, restartOnFirstRead: 1, readsAtNewProcesses: true, scheduledFaults: false },
   reconfig: { nodes: 5, churnEveryMs: 300, compactEvery: 4, fsyncMs: 40 },
+  snapreconfig: {
+    nodes: 5,
+    churnEveryMs: 60,
+    churnFocus: 0.8,
+    compactEvery: 1,
+    compactKeep: 0,
+    fsyncMs: 80,
+    isolateFollowerEveryMs: 300,
+    scheduledFaults: false
+  },
   upgrade: { nodes: 5, rollingUpgrade: { from: 1, rollback: 0.3, lateRollback: 0.6 } }
 } satisfies Record<string, Omit<ExploreOptions, "seed">>
 
@@ -291,6 +324,8 @@ type Event =
   | { readonly k: "liveness" }
   | { readonly k: "churn" }
   | { readonly k: "transfer" }
+  | { readonly k: "isolate" }
+  | { readonly k: "rejoin" }
 
 interface PendingWrite {
   readonly term: number
@@ -355,6 +390,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   const livenessMs = options.livenessMs ?? 10_000
   const tickMs = options.tickMs ?? 100
   const compactEvery = options.compactEvery ?? 64
+  const compactKeep = options.compactKeep ?? 8
   const root = Prng.fromSeed(seed)
   const workload = root.fork("workload")
   const fsync = root.fork("fsync")
@@ -448,7 +484,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     maxSkewMs: 200,
     healAtEnd: true
   })
-  for (const f of schedule) queue.push(f.at, { k: "fault", action: f.action })
+  if (options.scheduledFaults !== false) for (const f of schedule) queue.push(f.at, { k: "fault", action: f.action })
   queue.push(safetyMs, { k: "liveness" })
   const churnEveryMs = options.churnEveryMs ?? 0
   const churnPrng = root.fork("churn")
@@ -459,6 +495,9 @@ export const explore = (options: ExploreOptions): ExploreResult => {
   let transfers = 0
   const nextTransfer = () => now + Math.ceil(transferEveryMs / 2) + transferPrng.int(transferEveryMs)
   if (transferEveryMs > 0) queue.push(transferPrng.int(transferEveryMs), { k: "transfer" })
+  const isolateEveryMs = options.isolateFollowerEveryMs ?? 0
+  const isolatePrng = root.fork("isolate")
+  if (isolateEveryMs > 0) queue.push(isolatePrng.int(isolateEveryMs), { k: "isolate" })
 
   // --- Invariants -------------------------------------------------------------------------------
 
@@ -596,7 +635,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       const snap = raw.createSnapshot(node.kv.snapshot())
       node.storage.createSnapshot(snap)
       node.snapshotIndex = snap.metadata.index
-      const to = snap.metadata.index - 8
+      const to = snap.metadata.index - compactKeep
       if (to >= node.storage.firstIndex()) node.storage.compact(to)
     }
     invariants.commitIndex(node.id, raw.commitIndex)
@@ -723,6 +762,8 @@ export const explore = (options: ExploreOptions): ExploreResult => {
    * else add a node missing from the configuration back as a learner; else (not when `restoring`)
    * maybe remove a voter, never going below three. Returns whether every node is a voter.
    */
+  const churnFocus = options.churnFocus ?? 0
+  let lastPromoted: number | undefined
   const churnStep = (restoring: boolean): boolean => {
     let leader: SimNode | undefined
     for (const x of nodes.values()) {
@@ -742,10 +783,12 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     } else if (missing.length > 0 && (restoring || churnPrng.chance(0.5))) {
       change = { type: "addLearner", nodeId: churnPrng.pick(missing) }
     } else if (!restoring && voters.length > 3) {
-      change = { type: "remove", nodeId: churnPrng.pick(voters) }
+      const focus = lastPromoted !== undefined && voters.includes(lastPromoted) && churnFocus > 0 && churnPrng.chance(churnFocus)
+      change = { type: "remove", nodeId: focus ? lastPromoted! : churnPrng.pick(voters) }
     }
     if (change !== undefined && raw.proposeConfChange(change).ok) {
       membershipChanges++
+      if (change.type === "promote") lastPromoted = change.nodeId
       trace.record(now, (6 << 24) | (leader.id << 16) | (change.nodeId << 8) | (change.type === "remove" ? 1 : change.type === "addLearner" ? 2 : 3))
       pump(leader)
     }
@@ -866,6 +909,22 @@ export const explore = (options: ExploreOptions): ExploreResult => {
             }
           }
           queue.push(nextTransfer(), { k: "transfer" })
+          break
+        }
+        case "isolate": {
+          if (livenessDeadline !== Infinity) break
+          const followers = [...nodes.values()].filter((x) => x.raw !== undefined && x.raw.role !== "leader")
+          if (followers.length > 0) {
+            const f = isolatePrng.pick(followers).id
+            trace.record(now, (8 << 24) | f)
+            network.partition([[f], ids.filter((id) => id !== f)])
+            queue.push(now + 300 + isolatePrng.int(1200), { k: "rejoin" })
+          } else queue.push(now + 1 + isolatePrng.int(isolateEveryMs), { k: "isolate" })
+          break
+        }
+        case "rejoin": {
+          network.heal()
+          if (livenessDeadline === Infinity) queue.push(now + Math.ceil(isolateEveryMs / 2) + isolatePrng.int(isolateEveryMs), { k: "isolate" })
           break
         }
         case "churn": {

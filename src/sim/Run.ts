@@ -55,7 +55,7 @@ if (bugFlag !== undefined && !(isBugName(bugFlag) && (bugs[bugFlag].appliesTo as
   process.exit(2)
 }
 const bug = bugFlag !== undefined && isBugName(bugFlag) ? bugFlag : undefined
-if (full && (profileName === "churn" || profileName === "reconfig")) {
+if (full && "churnEveryMs" in profile) {
   console.error(`--profile ${profileName}: membership churn runs in the explorer tier only; drop --full`)
   process.exit(2)
 }

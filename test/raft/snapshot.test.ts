@@ -1,6 +1,6 @@
 /** Log compaction and InstallSnapshot (Raft §7), with chunked transfer. */
 import { describe, expect, it } from "vitest"
-import type { MsgSnap } from "../../src/raft/Message.js"
+import type { Message, MsgSnap } from "../../src/raft/Message.js"
 import { entriesWithTerms, newRaft, readMessages } from "./helpers.js"
 import { Network, plain } from "./network.js"
 
@@ -35,6 +35,40 @@ describe("snapshots", () => {
     net.node(1).propose("after")
     net.stabilize()
     expect(net.state.get(3)!.at(-1)).toBe("after")
+  })
+
+  it("a follower that installed a snapshot the leader has since compacted past is sent the newer one at once", () => {
+    const net = behindCompactedLog(10)
+    const first = net.storages.get(1)!.snapshot().metadata.index
+    // Hold back node 3's acknowledgement of the installed snapshot while the leader moves on.
+    let held: Message | undefined
+    net.drop = (m) => {
+      if (held === undefined && m.type === "appResp" && m.from === 3 && m.index === first && !m.reject) {
+        held = m
+        return true
+      }
+      return false
+    }
+    net.heal()
+    net.tickAll(1)
+    expect(held).toBeDefined()
+    expect(net.node(3).status().commit).toBe(first)
+    net.isolate(3)
+    for (let i = 0; i < 5; i++) net.node(1).propose(`later-${i}`)
+    net.stabilize()
+    net.compact(1)
+    const newer = net.storages.get(1)!.snapshot().metadata.index
+    expect(newer).toBeGreaterThan(first)
+    net.heal()
+    // The acknowledgement arrives with no tick in between: the newer snapshot leaves at once, not
+    // after an election timeout of heartbeats (the stall rule).
+    net.node(1).step(held!)
+    const sent = net.takeQueue().filter((m): m is MsgSnap => m.type === "snap" && m.to === 3)
+    expect(sent.map((m) => m.metadata.index)).toEqual([newer])
+    for (const m of sent) net.deliver(m)
+    net.stabilize()
+    expect(net.node(1).status().progress.find((p) => p.id === 3)).toMatchObject({ state: "replicate", match: newer })
+    expect(net.state.get(3)).toEqual(net.state.get(1))
   })
 
   it("snapshots are sent in chunks of at most maxSizePerMsg that the follower reassembles", () => {

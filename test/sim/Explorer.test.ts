@@ -73,6 +73,21 @@ describe("explorer: leadership transfers and slow Readys", () => {
     expect(failures).toEqual([])
     expect(snapshots).toBeGreaterThan(100)
   })
+
+  it("200 seeds of the snapreconfig profile (churn on one node, a snapshot behind every entry, a follower cut off every ~300 ms) keep every invariant and converge", () => {
+    const failures: Array<string> = []
+    let snapshots = 0
+    let changes = 0
+    for (let seed = 1; seed <= 200; seed++) {
+      const r = explore({ ...profiles.snapreconfig, seed })
+      snapshots += r.stats.snapshotsInstalled
+      changes += r.stats.membershipChanges
+      if (!r.ok) failures.push(`seed ${seed}: ${r.violation}`)
+    }
+    expect(failures).toEqual([])
+    expect(snapshots).toBeGreaterThan(200 * 10)
+    expect(changes).toBeGreaterThan(200 * 10)
+  })
 })
 
 describe("explorer: a run is a seed", () => {
