@@ -272,6 +272,22 @@ export const rssMb = (pid: number | undefined): number => {
   }
 }
 
+/**
+ * Proportional set size of a process in MB (`/proc/PID/smaps_rollup`), 0 if it is gone: its private
+ * pages plus its share of pages mapped by several processes. A member's daemon and watchdog are both
+ * `node` and map the same ~37 MB of its code: the sum of their RSS counts those pages twice, the
+ * sum of their PSS once — what the machine spends on the member.
+ */
+export const pssMb = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  try {
+    const kb = Number(/^Pss:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0)
+    return Math.round(kb / 1024)
+  } catch {
+    return 0
+  }
+}
+
 export const formed = async (system: System) => {
   if (system.name === "etcd") {
     for (const m of system.members) system.start(m)
@@ -326,7 +342,7 @@ export const load = async (system: System, port: number, clients: number, deadli
 
 interface Measured {
   writes: Record<string, { perSecond: number; p50Ms: number; p99Ms: number; errors: number; cpuMsPerWrite: number }>
-  idle: { cpuMsPerSecondPerMember: number; rssMbPerMember: number }
+  idle: { cpuMsPerSecondPerMember: number; rssMbPerMember: number; pssMbPerMember: number }
   failover: { medianMs: number; minMs: number; maxMs: number }
 }
 
@@ -360,10 +376,14 @@ const measure = async (system: System, seconds: number, failovers: number): Prom
   await new Promise((r) => setTimeout(r, quietMs))
   const idleCpu = pids(system).map(cpuMs).reduce((a, b) => a + b, 0) - idleBefore.reduce((a, b) => a + b, 0)
   const elapsed = (performance.now() - t0) / 1000
-  const rss = system.members.map((m) => [m.child?.pid, ...system.companions(m)].reduce<number>((sum, pid) => sum + rssMb(pid), 0))
+  const perMember = (of: (pid: number | undefined) => number) => {
+    const each = system.members.map((m) => [m.child?.pid, ...system.companions(m)].reduce<number>((sum, pid) => sum + of(pid), 0))
+    return Math.round(each.reduce((a, b) => a + b, 0) / each.length)
+  }
   const idle = {
     cpuMsPerSecondPerMember: Number((idleCpu / elapsed / system.members.length).toFixed(1)),
-    rssMbPerMember: Math.round(rss.reduce((a, b) => a + b, 0) / rss.length)
+    rssMbPerMember: perMember(rssMb),
+    pssMbPerMember: perMember(pssMb)
   }
   const times: Array<number> = []
   for (let i = 0; i < failovers; i++) {
@@ -450,6 +470,7 @@ const compareMode = async (seconds: number, failovers: number, tls: boolean): Pr
     "CPU per write at 64 clients": ratio(blixard.writes["64"]!.cpuMsPerWrite, etcd.writes["64"]!.cpuMsPerWrite),
     "idle CPU per member (target ≤ 1.5)": ratio(blixard.idle.cpuMsPerSecondPerMember, etcd.idle.cpuMsPerSecondPerMember),
     "idle RSS per member, daemon + watchdog (target ≤ 2)": ratio(blixard.idle.rssMbPerMember, etcd.idle.rssMbPerMember),
+    "idle PSS per member, daemon + watchdog (their shared pages once)": ratio(blixard.idle.pssMbPerMember, etcd.idle.pssMbPerMember),
     "failover median (target ≤ 1)": ratio(blixard.failover.medianMs, etcd.failover.medianMs)
   }
   return [

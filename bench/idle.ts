@@ -17,7 +17,7 @@
  */
 import * as os from "node:os"
 import { cpuMs, leaderOf } from "./cluster.js"
-import { formed, rssMb, type System, withSystem } from "./compare.js"
+import { formed, pssMb, rssMb, type System, withSystem } from "./compare.js"
 import { spawn, spawnSync } from "node:child_process"
 
 interface MemberIdle {
@@ -26,6 +26,8 @@ interface MemberIdle {
   /** CPU of each process of the member (Blixard: daemon, watchdog), ms per second. */
   readonly cpuMsPerSecond: ReadonlyArray<number>
   readonly rssMb: ReadonlyArray<number>
+  /** Proportional set size of each process (pages shared between them counted once: `pssMb`). */
+  readonly pssMb: ReadonlyArray<number>
   /** With `BENCH_IDLE_STRACE_SECONDS`: system calls per second of the main process, by name. */
   readonly syscallsPerSecond?: Readonly<Record<string, number>>
 }
@@ -54,6 +56,7 @@ interface SystemIdle {
   readonly members: ReadonlyArray<MemberIdle>
   readonly cpuMsPerSecondPerMember: number
   readonly rssMbPerMember: number
+  readonly pssMbPerMember: number
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -75,13 +78,15 @@ const measureIdle = async (system: System, settleSeconds: number, seconds: numbe
     role: leader === undefined ? "?" : leader === m.id ? "leader" : "follower",
     cpuMsPerSecond: after[i]!.map((a, j) => Number(((a - before[i]![j]!) / elapsed).toFixed(1))),
     rssMb: processes[i]!.map(rssMb),
+    pssMb: processes[i]!.map(pssMb),
     ...(traced !== undefined ? { syscallsPerSecond: traced[i]! } : {})
   }))
   const sum = (xs: ReadonlyArray<number>) => xs.reduce((a, b) => a + b, 0)
   return {
     members,
     cpuMsPerSecondPerMember: Number((sum(members.map((m) => sum(m.cpuMsPerSecond))) / members.length).toFixed(1)),
-    rssMbPerMember: Math.round(sum(members.map((m) => sum(m.rssMb))) / members.length)
+    rssMbPerMember: Math.round(sum(members.map((m) => sum(m.rssMb))) / members.length),
+    pssMbPerMember: Math.round(sum(members.map((m) => sum(m.pssMb))) / members.length)
   }
 }
 
@@ -103,7 +108,8 @@ export const benchIdle = async (seconds = 30, settleSeconds = 15): Promise<Reado
       name: "blixard ÷ etcd, idle",
       ratios: {
         "CPU per member (target ≤ 1.5)": Number((blixard.cpuMsPerSecondPerMember / etcd.cpuMsPerSecondPerMember).toFixed(2)),
-        "RSS per member (target ≤ 2)": Number((blixard.rssMbPerMember / etcd.rssMbPerMember).toFixed(2))
+        "RSS per member (target ≤ 2)": Number((blixard.rssMbPerMember / etcd.rssMbPerMember).toFixed(2)),
+        "PSS per member (shared pages once)": Number((blixard.pssMbPerMember / etcd.pssMbPerMember).toFixed(2))
       }
     })
   }
