@@ -40,6 +40,17 @@ describe("bin/blixard.js", () => {
     }
   })
 
+  it("the unbundled CLI (dist/src/cli/main.js) runs the fencing watchdog too: a daemon started through it starts its watchdog the same way", async () => {
+    const result = await new Promise<Result>((resolve) =>
+      execFile(process.execPath, [path.join(root, "dist/src/cli/main.js"), "node", "watchdog", "--help"], { cwd: root, env: { PATH: process.env.PATH ?? "" } }, (error, stdout, stderr) =>
+        resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout: stdout.toString(), stderr: stderr.toString() })
+      )
+    )
+    expect(result.stderr).toBe("")
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/^blixard node watchdog --id N/)
+  })
+
   it("a bad VM name exits 2 with BLX_INVALID_ARGUMENT", async () => {
     const { code, stderr } = await blixard(["vm", "create", "--name", "Bad_Name", "--runner", "/x"])
     expect(code).toBe(2)
