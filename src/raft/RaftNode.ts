@@ -41,6 +41,7 @@ import { LeaderTransfers } from "./LeaderTransfers.js"
 import { LocalSnapshots } from "./LocalSnapshots.js"
 import { type Event, Mailbox } from "./Mailbox.js"
 import { MemoryStorage } from "./MemoryStorage.js"
+import { SnapshotSending } from "./SnapshotSending.js"
 import type { Message } from "./Message.js"
 import { PeerContact } from "./PeerContact.js"
 import { ProposalWaiters } from "./ProposalWaiters.js"
@@ -209,7 +210,7 @@ function* recover(config: RaftNodeConfig, storage: RaftStorageShape, sm: StateMa
     yield* storage.save({ snapshot: bootstrap, hardState: { term: 1, vote: 0, commit: 1 } })
     init = yield* storage.initialState
   }
-  const mirror = new MemoryStorage()
+  const mirror = MemoryStorage.mirror()
   const snapshots = new LocalSnapshots({
     storage,
     mirror,
@@ -452,7 +453,8 @@ export const make = (config: RaftNodeConfig) =>
     const reads = new ReadIndexReads(`${id}:${readNonce}`, readRetryMs, errors)
     const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
     const send = (messages: ReadonlyArray<Message>) => transport.send(contact.outgoing(messages))
-    const ready = new ReadyHandler({ id, raw, storage, mirror, sm, snapshots, send, discard: transport.discard, proposals, reads, transfers, softState })
+    const snapshotSending = new SnapshotSending(storage, raw)
+    const ready = new ReadyHandler({ id, raw, storage, mirror, sm, snapshots, snapshotSending, send, discard: transport.discard, proposals, reads, transfers, softState })
     const ticks = new Ticks(raw, config.tickMs, yield* monotonicMillis)
     const parts: Parts = { config, raw, transport, flushes, events, contact, errors, proposals, reads, transfers, softState, ready, ticks }
 
