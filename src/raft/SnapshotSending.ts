@@ -10,7 +10,10 @@
  *
  * The core paces a snapshot in chunks, a window of them at a time (`Raft.sendSnapshotChunks`), so
  * the data read for the first chunk is held until no follower is being sent a snapshot any more
- * (`release`, after each batch of Readies): one read per transmission, not one per chunk.
+ * (`release`, after each batch of Readies): one read per transmission, not one per chunk. A
+ * follower that stops answering in the middle stays in snapshot state until it answers again (or is
+ * removed), and the data stays held that long (releasing it on CheckQuorum's "not recently active"
+ * would drop it every election timeout in the middle of a slow transmission, and read it again).
  *
  * The stored snapshot can be newer than the mirror's: a snapshot the node took is stored on the
  * side and taken up by the mirror at the loop's next turn (`LocalSnapshots`). A transmission that
