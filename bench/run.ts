@@ -9,7 +9,7 @@ import { benchFuzz } from "./fuzz.js"
 import { benchHttp } from "./http.js"
 import { benchIdle } from "./idle.js"
 import { benchMemory } from "./memory.js"
-import { benchRaftMemory } from "./raftMemory.js"
+import { benchRaftMemory, benchRaftRetained } from "./raftMemory.js"
 import { benchReschedule } from "./reschedule.js"
 import { benchScale } from "./scale.js"
 import { benchSim } from "./sim.js"
@@ -25,10 +25,11 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   http: () => benchHttp(Number(process.env.BENCH_SECONDS ?? 5)),
   cluster: () => benchCluster(Number(process.env.BENCH_SECONDS ?? 5)),
   idle: () => benchIdle(Number(process.env.BENCH_SECONDS ?? 30)),
-  memory: () => benchMemory(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_IDLE_SECONDS ?? 30)),
+  memory: () => benchMemory(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_IDLE_SECONDS ?? 30), Number(process.env.BENCH_MEMORY_WRITES ?? 0)),
   compare: () => benchCompare(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_FAILOVERS ?? 5), compareModes(process.env.BENCH_TLS)),
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
+  raftRetained: () => benchRaftRetained(),
   reschedule: () => benchReschedule(),
   snapshot: () => benchSnapshot(),
   scale: () => benchScale(),

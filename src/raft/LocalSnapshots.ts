@@ -6,8 +6,10 @@
  * `snapshotRatio`; 0: by count alone). How: the loop only captures the state
  * (`StateMachine.snapshotView`); serialising and storing it run on the side, one at a time, and yield
  * to the event loop between pieces, so a large state (~200 ms of JSON at 100,000 VMs) does not stop
- * ticks, heartbeats and peer messages. Once stored, the log before it, less `retain` entries, goes.
- * A snapshot installed from the leader meanwhile is newer, and wins.
+ * ticks, heartbeats and peer messages. Once stored, the mirror takes it up — its metadata only: the
+ * data stays in storage, read again only to send it to a follower (`SnapshotSending.ts`) — and the
+ * log before it, less `retain` entries, goes. A snapshot installed from the leader meanwhile is
+ * newer, and wins.
  */
 import { Duration, Effect, Fiber, Option } from "effect"
 import * as Metrics from "../metrics/Metrics.js"

@@ -4,8 +4,8 @@
  * accepted but the driver has not yet persisted. `Ready.entries` is the unstable part; once the
  * driver has persisted it (and updated the `LogStorage` it handed us), `advance` marks it stable.
  */
-import type { ConfState, Entry, HardState, Snapshot } from "./Types.js"
-import { entrySize } from "./Types.js"
+import type { ConfState, Entry, HardState, Snapshot, StoredSnapshot } from "./Types.js"
+import { entrySize, storedSnapshot } from "./Types.js"
 
 /**
  * Read-only, synchronous view of what the driver has persisted. The driver owns writes (see
@@ -32,8 +32,11 @@ export interface LogStorage {
    * `entrySize` would exceed `maxBytes` — but always at least one entry.
    */
   entries(lo: number, hi: number, maxBytes: number): ReadonlyArray<Entry>
-  /** The most recent snapshot (index 0 if there is none). */
-  snapshot(): Snapshot
+  /**
+   * The most recent snapshot (index 0 if there is none). Its data may be left out (a driver's
+   * mirror): the core then sends it in chunks without data, which the driver fills in.
+   */
+  snapshot(): StoredSnapshot
 }
 
 /** Keep a prefix of `entries` whose total size is ≤ `maxBytes`, always at least one entry. */
@@ -242,8 +245,8 @@ export class RaftLog {
   }
 
   /** The latest snapshot: an unstable one being installed, else the driver's. */
-  snapshot(): Snapshot {
-    return this.unstable.snapshot ?? this.storage.snapshot()
+  snapshot(): StoredSnapshot {
+    return this.unstable.snapshot !== undefined ? storedSnapshot(this.unstable.snapshot) : this.storage.snapshot()
   }
 
   commitTo(toCommit: number): void {

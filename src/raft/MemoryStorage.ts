@@ -6,21 +6,40 @@
  * `append(rd.entries)`, `setHardState(rd.hardState)` if present — after (or as) they are durable.
  * To compact: `createSnapshot(snapshot)` with the value from `RawNode.createSnapshot`, then
  * `compact(snapshot.metadata.index)`.
+ *
+ * A driver's mirror (`MemoryStorage.mirror()`) keeps only a snapshot's metadata and size, not its
+ * data: the driver's durable storage holds that (it saved it before handing it here), and a state
+ * snapshot is the largest thing a node holds (~42 MB at 100,000 VMs). The core then sends a
+ * snapshot in chunks without data, and the driver fills them in from durable storage
+ * (`SnapshotSending.ts`). The storage of tests and of the explorer keeps the data.
  */
 import type { LogStorage } from "./Log.js"
 import { limitSize } from "./Log.js"
-import type { ConfState, Entry, HardState, Snapshot } from "./Types.js"
-import { emptyHardState } from "./Types.js"
+import type { ConfState, Entry, HardState, Snapshot, StoredSnapshot } from "./Types.js"
+import { emptyHardState, storedSnapshot } from "./Types.js"
 
 export class MemoryStorage implements LogStorage {
   hardState: HardState = emptyHardState
-  private snap: Snapshot
+  private snap: StoredSnapshot
   /** ents[0] is a dummy entry holding the snapshot's index and term. */
   private ents: Array<Entry>
+  /** Whether a snapshot's data is kept (false: a driver's mirror, see `mirror`). */
+  private keepsData = true
 
   constructor(confState: ConfState = { voters: [], learners: [] }) {
-    this.snap = { metadata: { index: 0, term: 0, confState }, data: "" }
+    this.snap = { metadata: { index: 0, term: 0, confState }, size: 0, data: "" }
     this.ents = [{ index: 0, term: 0, kind: "empty", data: "" }]
+  }
+
+  /**
+   * A driver's in-memory mirror of its durable log: like `new MemoryStorage()`, but of each snapshot
+   * it keeps only the metadata and the data's size (the data stays in durable storage).
+   */
+  static mirror(): MemoryStorage {
+    const s = new MemoryStorage()
+    s.keepsData = false
+    s.snap = { metadata: s.snap.metadata, size: 0, data: undefined }
+    return s
   }
 
   /**
@@ -32,7 +51,7 @@ export class MemoryStorage implements LogStorage {
    */
   static bootstrap(confState: ConfState, data = ""): MemoryStorage {
     const s = new MemoryStorage(confState)
-    s.snap = { metadata: { index: 1, term: 1, confState }, data }
+    s.snap = storedSnapshot({ metadata: { index: 1, term: 1, confState }, data })
     s.ents = [{ index: 1, term: 1, kind: "empty", data: "" }]
     s.hardState = { term: 1, vote: 0, commit: 1 }
     return s
@@ -71,8 +90,19 @@ export class MemoryStorage implements LogStorage {
     return limitSize(this.ents.slice(lo - off, hi - off), maxBytes)
   }
 
-  snapshot(): Snapshot {
+  snapshot(): StoredSnapshot {
     return this.snap
+  }
+
+  /** The snapshot's data, for a storage that keeps it (tests, the explorer); a mirror has none to give. */
+  snapshotData(): string {
+    if (this.snap.data === undefined) throw new Error("storage: a mirror keeps no snapshot data (it is in durable storage)")
+    return this.snap.data
+  }
+
+  /** What this storage keeps of a snapshot: all of it, or (a mirror) all but the data. */
+  private kept(s: Snapshot): StoredSnapshot {
+    return this.keepsData ? storedSnapshot(s) : { metadata: s.metadata, size: s.data.length, data: undefined }
   }
 
   setHardState(hs: HardState): void {
@@ -82,7 +112,7 @@ export class MemoryStorage implements LogStorage {
   /** Replace everything with a snapshot received from the leader. Ignored if older than ours. */
   applySnapshot(s: Snapshot): void {
     if (s.metadata.index <= this.snap.metadata.index) return
-    this.snap = s
+    this.snap = this.kept(s)
     this.ents = [{ index: s.metadata.index, term: s.metadata.term, kind: "empty", data: "" }]
   }
 
@@ -90,7 +120,7 @@ export class MemoryStorage implements LogStorage {
   createSnapshot(s: Snapshot): void {
     if (s.metadata.index <= this.snap.metadata.index) return
     if (s.metadata.index > this.lastIndex()) throw new Error("storage: snapshot beyond the last index")
-    this.snap = s
+    this.snap = this.kept(s)
   }
 
   /** Discard entries up to and including `index` (which must be covered by a snapshot). */

@@ -115,6 +115,14 @@ export const MsgSnap = Schema.Struct({
 export type MsgSnap = typeof MsgSnap.Type
 
 /**
+ * The data of the chunk at `offset` of a snapshot whose data is `data`, chunks being at most
+ * `maxSizePerMsg` characters: what the core puts in a `snap` message when its storage holds the
+ * data, and what the driver fills in when it does not (`SnapshotSending.ts`).
+ */
+export const snapshotChunk = (data: string, offset: number, maxSizePerMsg: number): string =>
+  offset === 0 && data.length <= maxSizePerMsg ? data : data.slice(offset, offset + maxSizePerMsg)
+
+/**
  * A follower's progress through a snapshot being sent: it holds the first `received` characters of
  * the snapshot at `index` without a gap. The leader sends further chunks only as these arrive (see
  * `Raft.sendSnapshotChunks`), and a re-sent transmission resumes from `received`. The completed

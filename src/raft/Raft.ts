@@ -26,6 +26,7 @@ import type { VoteResult } from "./Quorum.js"
 import type { LogStorage } from "./Log.js"
 import { RaftLog } from "./Log.js"
 import type { Message, MsgApp, MsgAppResp, MsgHeartbeat, MsgHeartbeatResp, MsgSnap, MsgSnapAck } from "./Message.js"
+import { snapshotChunk } from "./Message.js"
 import { Progress } from "./Progress.js"
 import type { ProgressStatus } from "./Progress.js"
 import { ReadOnly } from "./ReadOnly.js"
@@ -38,7 +39,8 @@ import type {
   ReadState,
   Snapshot,
   SoftState,
-  StateRole
+  StateRole,
+  StoredSnapshot
 } from "./Types.js"
 import { applyChangeToConfState, None, payloadSize } from "./Types.js"
 
@@ -236,7 +238,7 @@ export class Raft {
 
   readonly preVote: boolean
   readonly checkQuorum: boolean
-  private readonly maxSizePerMsg: number
+  readonly maxSizePerMsg: number
   private readonly maxInflight: number
   private readonly maxSnapshotChunksInflight: number
   private readonly maxUncommittedSize: number
@@ -1004,20 +1006,23 @@ export class Raft {
    * appends with its inflights window. Emitting every chunk at once instead (as this core once did)
    * handed the transport a snapshot larger than its bounded, drop-oldest send queue all at once: the
    * oldest chunks were dropped, and every retry dropped them again, so a snapshot beyond the queue
-   * (64 MiB, ~150,000 VMs) never arrived. Paced here, the core holds the snapshot once and the
-   * transport's queue never holds more than the window; a slow follower slows the snapshot down
+   * (64 MiB, ~150,000 VMs) never arrived. Paced here, the snapshot is held once (by the core's
+   * storage, or, when that keeps only the metadata, by the driver while it sends: the chunks leave
+   * the core empty and the driver fills them in, `SnapshotSending.ts`) and the transport's queue
+   * never holds more than the window; a slow follower slows the snapshot down
    * instead of losing it, and heartbeats and appends to others keep flowing beside it.
    * etcd itself streams a snapshot whole over a dedicated connection outside its message pipeline;
    * pacing chunks in the core keeps one transport, one retry rule (the stall rule in
    * `handleHeartbeatResponse`) and lets the simulator drive the very same code.
    */
-  private sendSnapshotChunks(to: number, pr: Progress, snap: Snapshot): void {
-    const total = snap.data.length
+  private sendSnapshotChunks(to: number, pr: Progress, snap: StoredSnapshot): void {
+    const total = snap.size
     const size = this.maxSizePerMsg
     const window = this.maxSnapshotChunksInflight * size
     do {
       const offset = pr.snapshotSent
-      const data = offset === 0 && total <= size ? snap.data : snap.data.slice(offset, offset + size)
+      // A storage that keeps only the metadata (a driver's mirror): the driver fills the chunk in.
+      const data = snap.data === undefined ? "" : snapshotChunk(snap.data, offset, size)
       this.msgs.push({ type: "snap", term: this.term, from: this.id, to, metadata: snap.metadata, offset, totalSize: total, data })
       pr.snapshotSent = offset + size
     } while (pr.snapshotSent < total && pr.snapshotSent - pr.snapshotAcked < window)
@@ -1040,7 +1045,7 @@ export class Raft {
     }
     // After a restarted transmission the follower may hold more than was sent: resume from there.
     if (pr.snapshotSent < m.received) pr.snapshotSent = m.received
-    if (pr.snapshotSent < snap.data.length) this.sendSnapshotChunks(m.from, pr, snap)
+    if (pr.snapshotSent < snap.size) this.sendSnapshotChunks(m.from, pr, snap)
   }
 
   private bcastHeartbeat(context: string | undefined): void {

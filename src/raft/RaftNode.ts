@@ -9,6 +9,8 @@
  * requests waiting (`ProposalWaiters.ts`, `ReadIndexReads.ts`, `LeaderTransfers.ts`), `advance`, and
  * compact the log when enough has been applied since the last snapshot: the loop only captures the
  * state; serialising and writing it happen on the side while the loop keeps ticking (`LocalSnapshots.ts`).
+ * The core reads an in-memory mirror of the durable log that keeps a snapshot's metadata, not its
+ * data; a snapshot sent to a follower gets its data from storage on the way (`SnapshotSending.ts`).
  *
  * A peer the transport finds back as another incarnation (`Transport.PeerRestarted`, in order with
  * the messages received) is reported to the core (`reportRestarted`: a leader probes it from scratch)
@@ -41,6 +43,7 @@ import { LeaderTransfers } from "./LeaderTransfers.js"
 import { LocalSnapshots } from "./LocalSnapshots.js"
 import { type Event, Mailbox } from "./Mailbox.js"
 import { MemoryStorage } from "./MemoryStorage.js"
+import { SnapshotSending } from "./SnapshotSending.js"
 import type { Message } from "./Message.js"
 import { PeerContact } from "./PeerContact.js"
 import { ProposalWaiters } from "./ProposalWaiters.js"
@@ -209,7 +212,7 @@ function* recover(config: RaftNodeConfig, storage: RaftStorageShape, sm: StateMa
     yield* storage.save({ snapshot: bootstrap, hardState: { term: 1, vote: 0, commit: 1 } })
     init = yield* storage.initialState
   }
-  const mirror = new MemoryStorage()
+  const mirror = MemoryStorage.mirror()
   const snapshots = new LocalSnapshots({
     storage,
     mirror,
@@ -452,7 +455,8 @@ export const make = (config: RaftNodeConfig) =>
     const reads = new ReadIndexReads(`${id}:${readNonce}`, readRetryMs, errors)
     const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
     const send = (messages: ReadonlyArray<Message>) => transport.send(contact.outgoing(messages))
-    const ready = new ReadyHandler({ id, raw, storage, mirror, sm, snapshots, send, discard: transport.discard, proposals, reads, transfers, softState })
+    const snapshotSending = new SnapshotSending(storage, raw)
+    const ready = new ReadyHandler({ id, raw, storage, mirror, sm, snapshots, snapshotSending, send, discard: transport.discard, proposals, reads, transfers, softState })
     const ticks = new Ticks(raw, config.tickMs, yield* monotonicMillis)
     const parts: Parts = { config, raw, transport, flushes, events, contact, errors, proposals, reads, transfers, softState, ready, ticks }
 

@@ -16,6 +16,9 @@
  *   //    the node reads (e.g. MemoryStorage.applySnapshot/append/setHardState).
  *   // 2. only then send rd.messages: a vote or an acknowledgement must never leave before what it
  *   //    vouches for is on disk (persist-before-send; etcd's contract).
+ *   //    If the LogStorage keeps only the snapshot's metadata (`MemoryStorage.mirror`), its
+ *   //    `snap` chunks come with empty data: fill each in from durable storage first
+ *   //    (`snapshotChunk(data, m.offset, node.maxSizePerMsg)`).
  *   // 3. if rd.snapshot: restore the state machine from rd.snapshot.data;
  *   //    then apply rd.committedEntries in order ("normal": a command; "confChange": decode with
  *   //    decodeConfChange, e.g. to learn the new member's address; "empty": nothing).
@@ -95,6 +98,11 @@ export class RawNode {
 
   get term(): number {
     return this.raft.term
+  }
+
+  /** The size of a snapshot chunk (and of one AppendEntries' entries), for a driver that fills chunks in. */
+  get maxSizePerMsg(): number {
+    return this.raft.maxSizePerMsg
   }
 
   get commitIndex(): number {

@@ -6,7 +6,9 @@
  *   2. only then send the messages that vouch for them (persist-before-send: a vote or an
  *      acknowledgement never leaves before what it vouches for is durable). A leader's appends,
  *      snapshots and heartbeats leave BEFORE its own save (`leavesBeforePersist`), and committed
- *      entries already in the local log are applied while the save runs (`persist`);
+ *      entries already in the local log are applied while the save runs (`persist`). The chunks
+ *      of a snapshot leave the core without data (the mirror keeps none) and get it from storage
+ *      on the way (`SnapshotSending.ts`);
  *   3. install a received snapshot into the state machine, apply committed entries, and resolve
  *      the proposals, reads and transfers waiting on them;
  *   4. `advance`, and compact the log when enough has been applied since the last snapshot
@@ -27,6 +29,7 @@ import type { Message } from "./Message.js"
 import type { ProposalWaiters } from "./ProposalWaiters.js"
 import type { RawNode, Ready } from "./RawNode.js"
 import type { ReadIndexReads } from "./ReadIndexReads.js"
+import type { SnapshotSending } from "./SnapshotSending.js"
 import type { StateMachineShape } from "./StateMachine.js"
 import type { ConfState, Entry, HardState, Snapshot, SoftState, StateRole } from "./Types.js"
 
@@ -50,6 +53,8 @@ export interface ReadyHandlerOptions {
   readonly mirror: MemoryStorage
   readonly sm: StateMachineShape
   readonly snapshots: LocalSnapshots
+  /** Fills in the data of the snapshot chunks the core sends. */
+  readonly snapshotSending: SnapshotSending
   /** Sends the core's messages (stamped with the contact proofs). */
   readonly send: (messages: ReadonlyArray<Message>) => Effect.Effect<void>
   /** Drops the transport's unsent messages to a peer. */
@@ -92,6 +97,7 @@ export class ReadyHandler {
         reads.ask(raw, now)
         yield* this.compact
       }
+      this.o.snapshotSending.release()
     })
   }
 
@@ -101,7 +107,7 @@ export class ReadyHandler {
    * are not).
    */
   private *persist(rd: Ready) {
-    const { storage, mirror, send } = this.o
+    const { storage, mirror } = this.o
     let toApply = rd.committedEntries
     if (rd.snapshot !== undefined || rd.entries.length > 0 || rd.mustSync) {
       // While this Ready's writes flush to disk (off the event loop), the leader's appends and
@@ -110,7 +116,7 @@ export class ReadyHandler {
       // save) and committed entries already in the local log are applied. Everything that
       // vouches for this Ready's writes (votes, acknowledgements) waits for the save.
       const early = rd.messages.filter(leavesBeforePersist)
-      if (early.length > 0) yield* send(early)
+      if (early.length > 0) yield* this.send(early)
       const saving = yield* Effect.fork(storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: this.unsyncedHardState }))
       if (rd.snapshot === undefined && toApply.length > 0) {
         const firstNew = rd.entries[0]?.index ?? Number.POSITIVE_INFINITY
@@ -126,12 +132,17 @@ export class ReadyHandler {
       mirror.append(rd.entries)
       if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
       const late = early.length > 0 ? rd.messages.filter((m) => !leavesBeforePersist(m)) : rd.messages
-      if (late.length > 0) yield* send(late)
+      if (late.length > 0) yield* this.send(late)
     } else {
       if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
-      if (rd.messages.length > 0) yield* send(rd.messages)
+      if (rd.messages.length > 0) yield* this.send(rd.messages)
     }
     return toApply
+  }
+
+  /** Sends the core's messages, the snapshot chunks among them filled in. */
+  private *send(messages: ReadonlyArray<Message>) {
+    yield* this.o.send(messages.some((m) => m.type === "snap") ? yield* this.o.snapshotSending.fill(messages) : messages)
   }
 
   /** Step 3 for a snapshot from the leader: the state machine takes it, and the proposals it replaced learn nothing more. */

@@ -75,6 +75,22 @@ export const Snapshot = Schema.Struct({
 })
 export type Snapshot = typeof Snapshot.Type
 
+/**
+ * A snapshot as a `LogStorage` shows it to the core: the metadata, the size of the data in
+ * characters, and the data itself unless the storage keeps only the metadata (`undefined`). A
+ * driver's mirror keeps only the metadata (`MemoryStorage.mirror`): its durable storage holds the
+ * data, which the driver reads only to send the snapshot to a follower (`SnapshotSending.ts`), as
+ * etcd's server attaches its backend database to a snapshot message at send time.
+ */
+export interface StoredSnapshot {
+  readonly metadata: SnapshotMetadata
+  readonly size: number
+  readonly data: string | undefined
+}
+
+/** A snapshot with its data, as a storage that keeps the data shows it. */
+export const storedSnapshot = (s: Snapshot): StoredSnapshot => ({ metadata: s.metadata, size: s.data.length, data: s.data })
+
 /** Approximate in-memory and on-disk size of an entry, for batching and the uncommitted-bytes cap. */
 export const entrySize = (entry: Entry): number => entry.data.length + 24
 

@@ -683,7 +683,7 @@ export const explore = (options: ExploreOptions): ExploreResult => {
     // The state machine is rebuilt from the durable snapshot; the log replays the rest.
     const snap = node.storage.snapshot()
     node.kv = new KvStore()
-    node.kv.restore(snap.data, snap.metadata.index)
+    node.kv.restore(node.storage.snapshotData(), snap.metadata.index)
     node.snapshotIndex = snap.metadata.index
     node.raw = makeRaw(node)
     invariants.restarted(node.id)

@@ -190,7 +190,7 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
           "SELECT idx, term, conf_state, data, checksum FROM raft_snapshot WHERE id = 1"
         ),
         snapshotIndex: prepare<[], { idx: number }>("SELECT idx FROM raft_snapshot WHERE id = 1"),
-        snapshotChunks: prepare<[number], { data: string }>("SELECT data FROM raft_snapshot_chunk WHERE idx = ? ORDER BY seq"),
+        snapshotChunk: prepare<[number, number], { data: string }>("SELECT data FROM raft_snapshot_chunk WHERE idx = ? AND seq = ?"),
         insertChunk: prepare<[number, number, string]>("INSERT INTO raft_snapshot_chunk (idx, seq, data) VALUES (?, ?, ?)"),
         deleteChunksAt: prepare<[number]>("DELETE FROM raft_snapshot_chunk WHERE idx = ?"),
         deleteChunksBut: prepare<[number]>("DELETE FROM raft_snapshot_chunk WHERE idx != ?"),
@@ -233,9 +233,10 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
       return known
     }
 
-    const readSnapshot = (): Option.Option<Snapshot> => {
+    /** The stored snapshot's row: metadata and checksum, and its data if it came from the leader. */
+    const readSnapshotRow = () => {
       const row = statements.snapshot.get()
-      if (row === undefined) return Option.none()
+      if (row === undefined) return undefined
       let confState: ConfState
       try {
         confState = JSON.parse(row.conf_state) as ConfState
@@ -243,15 +244,41 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
         throw corrupt(`the snapshot at index ${row.idx} has an unreadable configuration`)
       }
       const metadata: SnapshotMetadata = { index: row.idx, term: row.term, confState }
-      // A snapshot this node took is stored in chunks (see `saveSnapshot`); one from the leader whole.
-      const chunks = statements.snapshotChunks.all(row.idx)
-      const data = chunks.length === 0 ? row.data : chunks.map((c) => c.data).join("")
-      const computed = snapshotChecksum(metadata, data)
-      if (computed !== row.checksum) {
-        throw corrupt(`the snapshot at index ${row.idx} fails its checksum (stored ${row.checksum}, computed ${computed})`)
-      }
-      return Option.some({ metadata, data })
+      return { metadata, data: row.data, checksum: row.checksum }
     }
+
+    /**
+     * The stored snapshot, verified. One this node took is stored in chunks (see `saveSnapshot`) and
+     * read so, a read per chunk, yielding to the event loop between them: read at once, ~40 MB
+     * (100,000 VMs) held the loop for 200 ms and more, and a leader reads it each time it starts
+     * sending it to a follower (`raft/SnapshotSending.ts`). One from the leader is stored whole. A
+     * newer snapshot stored meanwhile (the older one's chunks go with it) is read instead.
+     */
+    const readSnapshot: Effect.Effect<Option.Option<Snapshot>, StorageError> = Effect.gen(function* () {
+      for (;;) {
+        const row = yield* read(readSnapshotRow)
+        if (row === undefined) return Option.none()
+        const { metadata, checksum } = row
+        const pieces: Array<string> = []
+        let computed = snapshotHeaderChecksum(metadata)
+        for (let seq = 0; ; seq++) {
+          const chunk = yield* read(() => statements.snapshotChunk.get(metadata.index, seq))
+          if (chunk === undefined) break
+          pieces.push(chunk.data)
+          computed = crc32(chunk.data, computed)
+          yield* Effect.sleep(Duration.zero)
+        }
+        if (pieces.length > 0 && (yield* read(storedSnapshotIndex)) !== metadata.index) continue
+        if (pieces.length === 0) {
+          pieces.push(row.data)
+          computed = crc32(row.data, computed)
+        }
+        if (computed !== checksum) {
+          return yield* Effect.fail(corrupt(`the snapshot at index ${metadata.index} fails its checksum (stored ${checksum}, computed ${computed})`))
+        }
+        return Option.some({ metadata, data: pieces.length === 1 ? pieces[0]! : pieces.join("") })
+      }
+    })
 
     const readHardState = (): HardState => {
       const row = statements.hardState.get()
@@ -358,7 +385,8 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
 
     const service: RaftStorageShape = {
       initialState: Effect.gen(function* () {
-        const { hardState, snapshot, b } = yield* read(() => ({ hardState: readHardState(), snapshot: readSnapshot(), b: bounds() }))
+        const { hardState, b } = yield* read(() => ({ hardState: readHardState(), b: bounds() }))
+        const snapshot = yield* readSnapshot
         // Verify the whole log, a chunk per read: contiguous, every checksum, terms never decreasing.
         let prevTerm = b.prevTerm
         for (let lo = b.first; lo <= b.last; lo += verifyChunk) {
@@ -394,7 +422,7 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
         }),
       firstIndex: read(() => bounds().first),
       lastIndex: read(() => bounds().last),
-      snapshot: read(readSnapshot),
+      snapshot: readSnapshot,
       saveSnapshot: saveSnapshotInChunks,
       compact: (index) =>
         write(() => {

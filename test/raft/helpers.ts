@@ -2,7 +2,8 @@
 import { MemoryStorage } from "../../src/raft/MemoryStorage.js"
 import type { Message } from "../../src/raft/Message.js"
 import { Raft } from "../../src/raft/Raft.js"
-import type { Entry, HardState } from "../../src/raft/Types.js"
+import { RawNode } from "../../src/raft/RawNode.js"
+import type { Entry, HardState, Snapshot } from "../../src/raft/Types.js"
 import type { NodeOptions } from "./network.js"
 import { plain, seededRandom } from "./network.js"
 
@@ -63,4 +64,24 @@ export const makeLeader = (r: Raft): void => {
   readMessages(r)
   if (r.role !== "leader") throw new Error("makeLeader: not leader")
   persist(r)
+}
+
+/**
+ * Node 1 of voters [1, 2], over `storage` holding entries 1–3 (term 1) compacted behind `snapshot`
+ * (index 3), elected leader of term 2; node 2 then rejects its first append, so the Ready it has
+ * sends node 2 the snapshot in chunks of `maxSizePerMsg`.
+ */
+export const leaderSendingSnapshot = (storage: MemoryStorage, snapshot: Snapshot, maxSizePerMsg: number): RawNode => {
+  storage.append(entriesWithTerms([1, 1, 1]))
+  storage.setHardState({ term: 1, vote: 1, commit: 3 })
+  storage.createSnapshot(snapshot)
+  storage.compact(3)
+  const node = new RawNode({ ...plain, id: 1, storage, random: seededRandom(1), applied: 3, maxSizePerMsg, maxSnapshotChunksInflight: 4 })
+  node.campaign()
+  node.advance(node.ready())
+  node.step({ type: "voteResp", term: 2, from: 2, to: 1, reject: false })
+  node.advance(node.ready())
+  if (node.role !== "leader") throw new Error("test setup: node 1 did not become leader")
+  node.step({ type: "appResp", term: 2, from: 2, to: 1, index: 3, reject: true, rejectHint: 0, logTerm: 0 })
+  return node
 }

@@ -75,8 +75,8 @@ export class Network {
   add(id: number, storage: MemoryStorage, options: NodeOptions = plain): RawNode {
     this.storages.set(id, storage)
     this.options.set(id, options)
-    const snap = storage.snapshot()
-    this.state.set(id, snap.data === "" ? [] : (JSON.parse(snap.data) as Array<string>))
+    const data = storage.snapshotData()
+    this.state.set(id, data === "" ? [] : (JSON.parse(data) as Array<string>))
     if (!this.appliedLog.has(id)) this.appliedLog.set(id, new Map())
     if (!this.readStates.has(id)) this.readStates.set(id, [])
     const node = new RawNode({
@@ -84,7 +84,7 @@ export class Network {
       id,
       storage,
       random: seededRandom(this.seed * 7919 + id),
-      applied: snap.metadata.index
+      applied: storage.snapshot().metadata.index
     })
     this.nodes.set(id, node)
     this.down.delete(id)

@@ -73,7 +73,7 @@ describe("snapshots", () => {
 
   it("snapshots are sent in chunks of at most maxSizePerMsg that the follower reassembles", () => {
     const net = behindCompactedLog(20, { ...plain, maxSizePerMsg: 100 })
-    const data = net.storages.get(1)!.snapshot().data
+    const data = net.storages.get(1)!.snapshotData()
     expect(data.length).toBeGreaterThan(1000)
     net.heal()
     net.tickAll(3)
@@ -121,7 +121,7 @@ describe("snapshots", () => {
 
   it("the leader keeps at most maxSnapshotChunksInflight chunks unacknowledged (flow control)", () => {
     const net = behindCompactedLog(20, { ...plain, maxSizePerMsg: 100, maxSnapshotChunksInflight: 3 })
-    const data = net.storages.get(1)!.snapshot().data
+    const data = net.storages.get(1)!.snapshotData()
     const chunks = Math.ceil(data.length / 100)
     expect(chunks).toBeGreaterThan(10)
     net.heal()
@@ -147,7 +147,7 @@ describe("snapshots", () => {
 
   it("a transmission started over resumes where the follower's acknowledgement says", () => {
     const net = behindCompactedLog(20, { ...plain, maxSizePerMsg: 100, maxSnapshotChunksInflight: 2 })
-    const chunks = Math.ceil(net.storages.get(1)!.snapshot().data.length / 100)
+    const chunks = Math.ceil(net.storages.get(1)!.snapshotData().length / 100)
     let dropped = 0
     // Lose the ninth chunk's first two sendings: the transfer stalls and starts over from offset 0.
     net.drop = (m) => m.type === "snap" && m.offset === 800 && dropped++ < 2

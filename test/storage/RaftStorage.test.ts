@@ -171,6 +171,28 @@ describe("RaftStorage over SQLite: a snapshot the node took is stored in chunks"
     const stored = await Effect.runPromise(Effect.scoped(Effect.provide(read, layerFile({ filename: file }))))
     expect(Option.getOrThrow(stored)).toEqual(snap(8, big))
   })
+
+  it("a snapshot is read a chunk at a time, and one replaced while it is read is read again as the newer one", async () => {
+    const chunk = 1 << 20
+    const snap = (index: number, data: string): Snapshot => ({ metadata: { index, term: 2, confState: { voters: [1], learners: [] } }, data })
+    const taken = snap(4, "x".repeat(chunk) + "y".repeat(chunk) + "z")
+    const fromLeader = snap(9, "from the leader")
+    const run = Effect.gen(function* () {
+      const s = yield* RaftStorage
+      yield* s.save({ entries: range(1, 5, 2), hardState: { term: 2, vote: 1, commit: 5 } })
+      yield* s.saveSnapshot(taken)
+      const whole = yield* s.snapshot
+      // Started, the read yields to the event loop after its first chunk: a snapshot from the leader
+      // is stored then, and the chunks of the one being read go.
+      const reading = yield* Effect.fork(s.snapshot)
+      yield* Effect.yieldNow()
+      yield* s.save({ snapshot: fromLeader })
+      return { whole, replaced: yield* Fiber.join(reading) }
+    })
+    const { whole, replaced } = await Effect.runPromise(Effect.scoped(Effect.provide(run, layerFile({ filename: tempFile() }))))
+    expect(Option.getOrThrow(whole)).toEqual(taken)
+    expect(Option.getOrThrow(replaced)).toEqual(fromLeader)
+  })
 })
 
 describe("RaftStorage durability", () => {
