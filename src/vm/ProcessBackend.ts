@@ -34,9 +34,10 @@
  * (SIGTERM instead), a `tap-down`/`macvtap-down` not told is not run and `booted` is put back for the
  * next stop, each logged naming the VM and the node. The start, prepare and remove paths (the
  * daemon's) read markers, the runner's programs, its virtiofs shares and the GC roots asynchronously
- * as well, without a deadline: they wait, but never stop the event loop (`prepare`'s writes to the
- * state directory, `RunnerBuild.ts`, are still synchronous). Left synchronous: /proc (the kernel's,
- * never a disk: `internal/procfs.ts`), and spawning a script (libuv waits for its exec, which reads
+ * as well, and write the state directory (`booted`, the pid files, the log a runner appends to,
+ * `prepare`'s directory, marker and links in `RunnerBuild.ts`) through `fs.promises`, without a
+ * deadline: they wait, but never stop the event loop. Left synchronous: /proc (the kernel's, never a
+ * disk: `internal/procfs.ts`), and spawning a script (libuv waits for its exec, which reads
  * the file: only scripts told to be there in time are run on the stop path, but a disk that stalls
  * between the two would still hold the spawn). A
  * `microvm-shutdown` hung in the stalled directory never holds up the SIGKILL, nor does its clean-up
@@ -352,21 +353,19 @@ export const make = (
     const spawnSupervised = (name: VmName, kind: ProcessKind, program: string) =>
       Effect.gen(function* () {
         const p = paths(name)
+        const log = yield* Effect.tryPromise({
+          try: () => openAppend(p.log),
+          catch: (e) => failed(name, `VM "${name}": cannot open its log ${p.log}${onNode}: ${describe(e)}`)
+        })
         const child = yield* Effect.async<childProcess.ChildProcess, BackendFailed>((resume) => {
-          let fd: number
-          try {
-            fd = openAppend(p.log)
-          } catch (e) {
-            resume(Effect.fail(failed(name, `VM "${name}": cannot open its log ${p.log}${onNode}: ${describe(e)}`)))
-            return
-          }
           const child = childProcess.spawn(program, [], {
             cwd: p.dir,
             detached: true,
-            stdio: ["ignore", fd, fd],
+            stdio: ["ignore", log.fd, log.fd],
             env: runnerEnvironment(name)
           })
-          fs.closeSync(fd)
+          // The child has its own copy; ours is closed off the JavaScript thread.
+          void log.close().catch(() => undefined)
           child.once("spawn", () => resume(Effect.succeed(child)))
           child.once("error", (e) =>
             resume(
@@ -392,7 +391,7 @@ export const make = (
         supervised.set(key(kind, name), s)
         const record: PidRecord = { vm: name, process: kind, pid, startTime, bootId: bootId(), startedAt: since }
         yield* removed(name, kind)
-        yield* Effect.try({
+        yield* Effect.tryPromise({
           try: () => writeFileAtomic(p.pidFile(kind), `${JSON.stringify(record)}\n`),
           catch: (e) => failed(name, `VM "${name}": started pid ${pid} but could not write ${p.pidFile(kind)}${onNode}: ${describe(e)}`)
         }).pipe(Effect.tapError(() => Effect.sync(() => signalGroup(s, "SIGKILL"))))
@@ -581,7 +580,7 @@ export const make = (
             if (yield* executable(bin(setup))) yield* runScript(name, bin(setup), scriptTimeout)
           }
           if (yield* executable(bin("virtiofsd-run"))) yield* startVirtiofsd(name, runner)
-          yield* Effect.try({
+          yield* Effect.tryPromise({
             try: () => replaceSymlink(runner, p.booted),
             catch: (e) => failed(name, `VM "${name}": could not link ${p.booted}${onNode}: ${describe(e)}`)
           })
