@@ -174,4 +174,43 @@ describe.skipIf(!hasCompiler)("the JavaScript thread is never held by the state 
     await p.waitLine("prepared 1")
     expect(fs.readlinkSync(path.join(stateDir, "web", "current"))).toBe(fs.realpathSync(runner))
   }, 60_000)
+
+  it("vm logs: the log's backlog and its followed growth are read off the thread while the log's disk answers nothing", async () => {
+    const dir = tempDir("threadstall")
+    const stateDir = path.join(dir, "microvms")
+    const vmDir = path.join(stateDir, "web")
+    fs.mkdirSync(vmDir, { recursive: true })
+    fs.writeFileSync(path.join(vmDir, "blixard.json"), JSON.stringify({ vm: "web", node: 1, createdAt: 1 }))
+    const log = path.join(vmDir, "blixard.log")
+    fs.writeFileSync(log, "line 1\n")
+    // Only the log is held: the marker answers, so the reads held are the log's own.
+    const disk = stalledDisk(dir, log)
+    const p = probe(
+      `
+const { Effect, Stream } = await import("effect")
+const { stream } = await import("./dist/src/vm/VmLogs.js")
+await next()
+process.stdout.write("reading\\n")
+await Effect.runPromise(
+  Stream.runForEach(stream({ stateDir: ARGS.stateDir, node: 1, backend: "process", pollMs: 20 }, { name: "web", follow: true }), (chunk) =>
+    Effect.sync(() => process.stdout.write("chunk " + JSON.stringify(chunk) + "\\n"))
+  )
+)
+`,
+      { stateDir },
+      disk.env
+    )
+    // The backlog: its stat and read are held.
+    disk.hold("reads")
+    p.send("go")
+    await p.ticksAfter("reading", 'chunk "line 1\\n"')
+    disk.release("reads")
+    await p.waitLine('chunk "line 1\\n"')
+    // Following: the polls' stat and read are held while the log grows.
+    disk.hold("reads")
+    fs.appendFileSync(log, "line 2\n")
+    await p.ticksFromNow('chunk "line 2\\n"')
+    disk.release("reads")
+    await p.waitLine('chunk "line 2\\n"')
+  }, 60_000)
 })
