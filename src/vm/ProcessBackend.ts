@@ -37,9 +37,9 @@
  * as well, and write the state directory (`booted`, the pid files, the log a runner appends to,
  * `prepare`'s directory, marker and links in `RunnerBuild.ts`) through `fs.promises`, without a
  * deadline: they wait, but never stop the event loop. Left synchronous: /proc (the kernel's, never a
- * disk: `internal/procfs.ts`), and spawning a script (libuv waits for its exec, which reads
- * the file: only scripts told to be there in time are run on the stop path, but a disk that stalls
- * between the two would still hold the spawn). A
+ * disk: `internal/procfs.ts`). Scripts are spawned through a trampoline (`internal/execTrampoline.ts`):
+ * libuv waits in the parent for the child's exec, which reads the script, so a disk that stalls
+ * between a script's check and its exec holds only the child, never the JavaScript thread. A
  * `microvm-shutdown` hung in the stalled directory never holds up the SIGKILL, nor does its clean-up
  * (claiming `booted`, removing the pid file: bounded by `readWait`, at most two at once) hold up the
  * stop or take more than two of libuv's threads.
@@ -58,6 +58,7 @@ import { removeGcRoots } from "./internal/gcRoots.js"
 import { readOwnership, scanStateDir } from "./internal/ownership.js"
 import * as DiskReads from "./internal/diskReads.js"
 import { lineWriter } from "./internal/lineWriter.js"
+import { viaTrampoline } from "./internal/execTrampoline.js"
 import {
   claimLinkBy,
   openAppend,
@@ -358,7 +359,8 @@ export const make = (
           catch: (e) => failed(name, `VM "${name}": cannot open its log ${p.log}${onNode}: ${describe(e)}`)
         })
         const child = yield* Effect.async<childProcess.ChildProcess, BackendFailed>((resume) => {
-          const child = childProcess.spawn(program, [], {
+          const trampoline = viaTrampoline(program)
+          const child = childProcess.spawn(trampoline.command, trampoline.args, {
             cwd: p.dir,
             detached: true,
             stdio: ["ignore", log.fd, log.fd],
@@ -416,8 +418,7 @@ export const make = (
     /** A runner script (tap-up, tap-down, microvm-shutdown) from the state directory, bounded in time. */
     const runScript = (name: VmName, script: string, timeout: Duration.DurationInput) =>
       runCommand({
-        command: script,
-        args: [],
+        ...viaTrampoline(script),
         cwd: paths(name).dir,
         env: { [VmEnvironmentVariable]: name },
         onLine: (line) => Effect.sync(() => writer.line(paths(name).log, line))

@@ -99,20 +99,37 @@ ${body}
 const stalledDisk = (dir: string, held: string) => {
   const staller = buildStaller(dir)
   if (staller.library === undefined) throw new Error(staller.why)
-  const writes = path.join(dir, "stall-writes")
-  const reads = path.join(dir, "stall-reads")
+  const trigger = (what: "writes" | "reads" | "execs") => path.join(dir, `stall-${what}`)
   return {
-    env: { LD_PRELOAD: staller.library, STALL_FSYNC_DIR: held, STALL_WRITE_TRIGGER: writes, STALL_READ_TRIGGER: reads },
-    hold: (what: "writes" | "reads") => fs.writeFileSync(what === "writes" ? writes : reads, ""),
-    release: (what: "writes" | "reads") => fs.rmSync(what === "writes" ? writes : reads, { force: true })
+    env: {
+      LD_PRELOAD: staller.library,
+      STALL_FSYNC_DIR: held,
+      STALL_WRITE_TRIGGER: trigger("writes"),
+      STALL_READ_TRIGGER: trigger("reads"),
+      STALL_EXEC_TRIGGER: trigger("execs")
+    },
+    hold: (what: "writes" | "reads" | "execs") => fs.writeFileSync(trigger(what), ""),
+    release: (what: "writes" | "reads" | "execs") => fs.rmSync(trigger(what), { force: true })
   }
 }
 
-const runnerIn = (dir: string): string => {
-  const runner = path.join(dir, "runner-web")
+/** A runner directory `runner-LABEL` with `microvm-run` (runs until killed) and the further `bin/` scripts given. */
+const runnerIn = (dir: string, label = "web", scripts: Readonly<Record<string, string>> = {}): string => {
+  const runner = path.join(dir, `runner-${label}`)
   fs.mkdirSync(path.join(runner, "bin"), { recursive: true })
-  fs.writeFileSync(path.join(runner, "bin", "microvm-run"), "#!/bin/sh\nexec sleep 1000\n", { mode: 0o755 })
+  for (const [name, body] of Object.entries({ "microvm-run": "exec sleep 1000", ...scripts })) {
+    fs.writeFileSync(path.join(runner, "bin", name), `#!/bin/sh\n${body}\n`, { mode: 0o755 })
+  }
   return runner
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    return !/^\d+ \(.*\) [ZX]/s.test(stat)
+  } catch {
+    return false
+  }
 }
 
 /** A probe preparing the VM "web" from the runner `runner` into `stateDir` once for each line sent. */
@@ -212,5 +229,69 @@ await Effect.runPromise(
     await p.ticksFromNow('chunk "line 2\\n"')
     disk.release("reads")
     await p.waitLine('chunk "line 2\\n"')
+  }, 60_000)
+
+  it("process mode: a runner script whose exec hangs after its check answered (the Nix store stalls between) holds the child, never the thread", async () => {
+    const dir = tempDir("threadstall")
+    const stateDir = path.join(dir, "microvms")
+    const ran = (what: string) => path.join(dir, `ran-${what}`)
+    const runners = path.join(dir, "runners")
+    const web = runnerIn(runners, "web", { "tap-up": `touch ${ran("tap-up")}`, "microvm-shutdown": `touch ${ran("shutdown")}` })
+    const db = runnerIn(runners, "db")
+    // Only the exec of what lies under the runners is held: their checks (stat, access) answer.
+    const disk = stalledDisk(dir, runners)
+    const p = probe(
+      `
+const { Effect, Scope } = await import("effect")
+const { NodeContext } = await import("@effect/platform-node")
+const { make } = await import("./dist/src/vm/ProcessBackend.js")
+const { VmSpec, RunnerConfig } = await import("./dist/src/domain/VmSpec.js")
+const scope = await Effect.runPromise(Scope.make())
+const backend = await Effect.runPromise(
+  make({ stateDir: ARGS.stateDir, node: 1, allowedRunnerPrefixes: [ARGS.runners] }).pipe(Scope.extend(scope), Effect.provide(NodeContext.layer))
+)
+for (const [name, runner] of [["web", ARGS.web], ["db", ARGS.db]]) {
+  await Effect.runPromise(backend.prepare(VmSpec.make({ name, source: RunnerConfig.make({ path: runner }) })))
+}
+process.stdout.write("prepared\\n")
+for (const name of ["web", "db"]) {
+  await next()
+  process.stdout.write("starting " + name + "\\n")
+  const pid = await Effect.runPromise(backend.start(name))
+  process.stdout.write("started " + name + "\\n")
+  process.stdout.write("pid " + name + " " + pid + "\\n")
+}
+await next()
+process.stdout.write("stopping web\\n")
+await Effect.runPromise(backend.stop("web", "500 millis"))
+process.stdout.write("stopped web\\n")
+`,
+      { stateDir, runners, web, db },
+      disk.env
+    )
+    await p.waitLine("prepared")
+    // tap-up (a short script, with the daemon's environment: the library holds its exec in the child).
+    disk.hold("execs")
+    p.send("go")
+    await p.ticksAfter("starting web", "started web")
+    expect(fs.existsSync(ran("tap-up"))).toBe(false)
+    disk.release("execs")
+    await p.waitLine("started web")
+    expect(fs.existsSync(ran("tap-up"))).toBe(true)
+    const pidOf = (name: string) => Number(p.lines().find((l) => l.startsWith(`pid ${name} `))!.split(" ")[2])
+    // microvm-run, spawned detached with the runner's own environment: the child's shell execs it at
+    // once, so the start ends while the disk is still held (without the trampoline it waits in the spawn).
+    disk.hold("execs")
+    p.send("go")
+    await p.waitLine("started db")
+    expect(alive(pidOf("db"))).toBe(true)
+    // The stop: microvm-shutdown's exec is held in the child; the timeout runs, SIGKILL, done, all
+    // while the disk is held.
+    p.send("go")
+    await p.waitLine("stopped web")
+    expect(alive(pidOf("web"))).toBe(false)
+    expect(fs.existsSync(ran("shutdown"))).toBe(false)
+    disk.release("execs")
+    process.kill(-pidOf("db"), "SIGKILL")
   }, 60_000)
 })
