@@ -7,7 +7,8 @@
  * One memory per file, shared by every backend instance of the process (the fencing watchdog builds
  * one for each round). With a file — in the runtime directory (`RuntimeDirectory=blixard`, handed to
  * the daemon and from it to its watchdog as `$RUNTIME_DIRECTORY`: tmpfs, never the stalled disk) —
- * the memory outlives the process: it is read back when first used, so a watchdog started again
+ * the memory outlives the process: it is read back when first used (off the JavaScript thread,
+ * waited for `LoadWaitMs` at most, merged whenever it lands), so a watchdog started again
  * (it died, or its daemon started another) still leaves alone a hand-made unit whose verdict it
  * read before. Without one it is the process's only.
  *
@@ -17,7 +18,7 @@
  * changes, never waited for: one write at a time, the last state written last. A write that fails
  * is said (once, at the next change) and the memory goes on in the process.
  */
-import { Effect, Either, ParseResult, Schema } from "effect"
+import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import * as fs from "node:fs"
 import { VmName } from "../../domain/VmName.js"
 
@@ -57,49 +58,62 @@ const keyOf = (stateDir: string, vm: VmName) => `${stateDir}\0${vm}`
 const same = (a: Verdict | undefined, b: Verdict): boolean =>
   a !== undefined && a.invocation === b.invocation && JSON.stringify(a.whose) === JSON.stringify(b.whose)
 
+/** How long a listing waits for the file to be read back (once). */
+const LoadWaitMs = 100
+
 const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 
 const make = (file: string | undefined): UnitVerdicts => {
   const verdicts = new Map<string, { readonly stateDir: string; readonly vm: VmName; readonly verdict: Verdict }>()
-  const loadLock = Effect.unsafeMakeSemaphore(1)
-  let loaded = file === undefined
   let writing = false
   let again = false
   let writeProblem: string | undefined
   let writeProblemSaid = false
+  /** The read of the file, started when first needed: what to warn of, if anything. */
+  let reading: Promise<string | undefined> | undefined
+  let readSaid = false
 
-  const load: Effect.Effect<void> = loadLock.withPermits(1)(
-    Effect.suspend(() => {
-      if (loaded || file === undefined) return Effect.void
-      loaded = true
-      return Effect.tryPromise(() => fs.promises.readFile(file, "utf8")).pipe(
-        Effect.flatMap((text) =>
-          Either.match(decode(text), {
-            onLeft: (e) =>
-              Effect.logWarning(
-                `${file} does not hold the systemd units' verdicts (${ParseResult.ArrayFormatter.formatErrorSync(e)
-                  .map((i) => `${i.path.join(".") || "file"}: ${i.message}`)
-                  .join("; ")}): it is ignored, the verdicts are read again from the VMs' markers, and it is rewritten with them`
-              ),
-            onRight: (content) =>
-              Effect.sync(() => {
-                for (const v of content.verdicts) {
-                  const key = keyOf(v.stateDir, v.vm)
-                  if (!verdicts.has(key)) verdicts.set(key, { stateDir: v.stateDir, vm: v.vm, verdict: { invocation: v.invocation, whose: v.whose } })
-                }
-              })
-          })
-        ),
-        Effect.catchAll((e) =>
-          (e.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT"
-            ? Effect.void
-            : Effect.logWarning(
-                `${file} (the systemd units' verdicts) cannot be read (${describe(e.error)}): it is ignored, the verdicts are read again from the VMs' markers`
-              )
-        )
-      )
+  const readBack = async (path: string): Promise<string | undefined> => {
+    let text: string
+    try {
+      text = await fs.promises.readFile(path, "utf8")
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined
+      return `${path} (the systemd units' verdicts) cannot be read (${describe(e)}): it is ignored, the verdicts are read again from the VMs' markers`
+    }
+    return Either.match(decode(text), {
+      onLeft: (e) =>
+        `${path} does not hold the systemd units' verdicts (${ParseResult.ArrayFormatter.formatErrorSync(e)
+          .map((i) => `${i.path.join(".") || "file"}: ${i.message}`)
+          .join("; ")}): it is ignored, the verdicts are read again from the VMs' markers, and it is rewritten with them`,
+      onRight: (content) => {
+        // Verdicts read since this process started are newer: they are kept.
+        for (const v of content.verdicts) {
+          const key = keyOf(v.stateDir, v.vm)
+          if (!verdicts.has(key)) verdicts.set(key, { stateDir: v.stateDir, vm: v.vm, verdict: { invocation: v.invocation, whose: v.whose } })
+        }
+        return undefined
+      }
     })
-  )
+  }
+
+  /**
+   * The file read back, once, waited for `LoadWaitMs` at most: the runtime directory is tmpfs, but
+   * should it be on a stalled disk after all, a listing goes on without it (the read is merged
+   * whenever it lands).
+   */
+  const load: Effect.Effect<void> = Effect.suspend(() => {
+    if (file === undefined) return Effect.void
+    reading ??= readBack(file)
+    return Effect.promise(() => reading!).pipe(
+      Effect.timeoutOption(`${LoadWaitMs} millis`),
+      Effect.flatMap((answer) => {
+        if (Option.isNone(answer) || answer.value === undefined || readSaid) return Effect.void
+        readSaid = true
+        return Effect.logWarning(answer.value)
+      })
+    )
+  })
 
   /** Writes the whole memory, one write at a time; a change meanwhile is written after. */
   const persist = (): void => {
