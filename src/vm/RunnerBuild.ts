@@ -16,7 +16,10 @@
  * Nothing here touches the disk from the JavaScript thread: the state directory's reads go through
  * `internal/diskReads.ts`, its writes (the directory and its marker, `current`, `toplevel`, owners and
  * modes, the inline flake) through `fs.promises`, the log's lines through a `lineWriter`. On a stalled
- * disk `prepare` waits, but the daemon's event loop — which runs its fencing — goes on.
+ * disk `prepare` waits, but the daemon's event loop — which runs its fencing — goes on. A build
+ * ends once its log lines are written; the writer is one for every VM (so a stalled disk holds one
+ * of libuv's threads with it, not one per VM), so a build may wait for another VM's lines too, and
+ * beyond its bound lines queued behind a hung write are dropped, saying how many.
  */
 import type { CommandExecutor } from "@effect/platform"
 import { Clock, Effect } from "effect"
