@@ -842,6 +842,9 @@ in
           CacheDirectory = "blixard";
           CacheDirectoryMode = "0700";
           RuntimeDirectory = "blixard";
+          # Kept across a restart of the daemon: the watchdog (which outlives it) keeps its memory of
+          # the systemd units' marker verdicts there (tmpfs), read back by the next watchdog.
+          RuntimeDirectoryPreserve = "restart";
           LoadCredential =
             lib.optional (cfg.clusterSecretFile != null) "cluster-secret:${cfg.clusterSecretFile}"
             ++ lib.optional (cfg.joinTokenFile != null) "join-token:${cfg.joinTokenFile}"

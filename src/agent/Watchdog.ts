@@ -48,7 +48,8 @@
  *   units as systemd lists them beside the state directory's markers (read as process mode reads,
  *   a unit whose marker does not answer judged as it was when last read under the unit's current
  *   invocation, else by its `Restart`, `SystemdBackend.ts`; to have read them before a disk stalls,
- *   the watchdog lists every `surveyMs` while the lease is valid, in the background), then
+ *   the watchdog lists every `surveyMs` while the lease is valid, in the background, and keeps
+ *   them in the runtime directory for a watchdog started after it, `vm/internal/unitVerdicts.ts`), then
  *   `systemctl stop microvm@NAME`. Each stop is logged as `BLX_FENCED`, naming the node, the VM,
  *   why, and what to do next.
  * - It ends when it is no longer the node's watchdog (its record, `${dataDir}/fencing/watchdog.json`,

@@ -35,6 +35,7 @@ import * as NodeLease from "../agent/NodeLease.js"
 import * as Watchdog from "../agent/Watchdog.js"
 import { formatError } from "../domain/Errors.js"
 import { lineWriter } from "../vm/internal/lineWriter.js"
+import { verdictFileIn } from "../vm/internal/unitVerdicts.js"
 import { layerProcess } from "../vm/ProcessBackend.js"
 import { layerSystemd } from "../vm/SystemdBackend.js"
 import type { VmBackend } from "../vm/VmBackend.js"
@@ -66,16 +67,26 @@ const SurveyMinMs = 2000
  * exits) and also those no pid file names (found in /proc); in systemd mode also the running units
  * systemd lists, each `systemctl` call answered within 5 s.
  */
-const backendLayer = (config: WatchdogConfig): Layer.Layer<VmBackend> => {
+const backendLayer = (config: WatchdogConfig, verdictFile: string | undefined): Layer.Layer<VmBackend> => {
   const settings = { stateDir: config.microvmStateDir, node: config.id }
   return (
     config.vmBackend === "systemd"
-      ? layerSystemd({ ...settings, readWait: Duration.millis(ReadWaitMs), commandTimeout: Duration.seconds(5) })
+      ? layerSystemd({ ...settings, readWait: Duration.millis(ReadWaitMs), commandTimeout: Duration.seconds(5), verdictFile })
       : layerProcess({ ...settings, adoptedPollInterval: Duration.millis(50), findUnrecorded: true, readWait: Duration.millis(ReadWaitMs) })
   ).pipe(Layer.provide(NodeCommandExecutor.layer), Layer.provide(NodeFileSystem.layer))
 }
 
 const encodeRecord = Schema.encodeSync(Watchdog.WatchdogRecord)
+
+/**
+ * The runtime directory systemd gives the daemon's unit (`RuntimeDirectory=blixard`: `/run/blixard`,
+ * tmpfs) as `$RUNTIME_DIRECTORY` (the first, when it names several), inherited by the watchdog the
+ * daemon starts; undefined when there is none or it is not an absolute path.
+ */
+const runtimeDirectory = (): string | undefined => {
+  const first = process.env.RUNTIME_DIRECTORY?.split(":")[0]
+  return first !== undefined && path.isAbsolute(first) ? first : undefined
+}
 
 /** The default logger's lines (logfmt), written to stdout by a `lineWriter`; what is still queued at the end gets up to a second. */
 const nonBlockingLog = Layer.unwrapScoped(
@@ -148,6 +159,15 @@ export const run = (config: WatchdogConfig) =>
       yield* Effect.logInfo(
         `node ${node}: fencing watchdog started (pid ${self.pid}; lease ${files.lease}; ${config.vmBackend} backend, VMs in ${config.microvmStateDir})`
       )
+      const runtimeDir = runtimeDirectory()
+      const verdictFile = config.vmBackend === "systemd" && runtimeDir !== undefined ? verdictFileIn(runtimeDir, node) : undefined
+      if (config.vmBackend === "systemd") {
+        yield* Effect.logInfo(
+          verdictFile !== undefined
+            ? `node ${node}: the units' marker verdicts are kept in ${verdictFile} (the runtime directory) for the next watchdog`
+            : `node ${node}: no runtime directory ($RUNTIME_DIRECTORY, the unit's RuntimeDirectory=): the units' marker verdicts are kept in this process only; a watchdog started again judges a unit whose marker does not answer by its Restart= until it reads the marker`
+        )
+      }
       const end = yield* Watchdog.run({
         node,
         fencingMs: config.fencingMs,
@@ -156,7 +176,7 @@ export const run = (config: WatchdogConfig) =>
         stillOwner: owned,
         publish: (phase) => write(phase).pipe(Effect.catchAll((e) => Effect.logError(`node ${node}: ${formatError(e)}`))),
         readWaitMs: ReadWaitMs,
-        backend: backendLayer(config),
+        backend: backendLayer(config, verdictFile),
         // Systemd mode remembers the markers' verdicts it reads (`SystemdBackend.ts`): read them while the disk answers.
         surveyMs: config.vmBackend === "systemd" ? Math.max(config.fencingMs, SurveyMinMs) : undefined,
         writerAlive: (lease) => isRunning(lease.writer)

@@ -34,11 +34,12 @@
  * (SIGTERM instead), a `tap-down`/`macvtap-down` not told is not run and `booted` is put back for the
  * next stop, each logged naming the VM and the node. The start, prepare and remove paths (the
  * daemon's) read markers, the runner's programs, its virtiofs shares and the GC roots asynchronously
- * as well, without a deadline: they wait, but never stop the event loop (`prepare`'s writes to the
- * state directory, `RunnerBuild.ts`, are still synchronous). Left synchronous: /proc (the kernel's,
- * never a disk: `internal/procfs.ts`), and spawning a script (libuv waits for its exec, which reads
- * the file: only scripts told to be there in time are run on the stop path, but a disk that stalls
- * between the two would still hold the spawn). A
+ * as well, and write the state directory (`booted`, the pid files, the log a runner appends to,
+ * `prepare`'s directory, marker and links in `RunnerBuild.ts`) through `fs.promises`, without a
+ * deadline: they wait, but never stop the event loop. Left synchronous: /proc (the kernel's, never a
+ * disk: `internal/procfs.ts`). Scripts are spawned through a trampoline (`internal/execTrampoline.ts`):
+ * libuv waits in the parent for the child's exec, which reads the script, so a disk that stalls
+ * between a script's check and its exec holds only the child, never the JavaScript thread. A
  * `microvm-shutdown` hung in the stalled directory never holds up the SIGKILL, nor does its clean-up
  * (claiming `booted`, removing the pid file: bounded by `readWait`, at most two at once) hold up the
  * stop or take more than two of libuv's threads.
@@ -57,6 +58,7 @@ import { removeGcRoots } from "./internal/gcRoots.js"
 import { readOwnership, scanStateDir } from "./internal/ownership.js"
 import * as DiskReads from "./internal/diskReads.js"
 import { lineWriter } from "./internal/lineWriter.js"
+import { viaTrampoline } from "./internal/execTrampoline.js"
 import {
   claimLinkBy,
   openAppend,
@@ -352,21 +354,20 @@ export const make = (
     const spawnSupervised = (name: VmName, kind: ProcessKind, program: string) =>
       Effect.gen(function* () {
         const p = paths(name)
+        const log = yield* Effect.tryPromise({
+          try: () => openAppend(p.log),
+          catch: (e) => failed(name, `VM "${name}": cannot open its log ${p.log}${onNode}: ${describe(e)}`)
+        })
         const child = yield* Effect.async<childProcess.ChildProcess, BackendFailed>((resume) => {
-          let fd: number
-          try {
-            fd = openAppend(p.log)
-          } catch (e) {
-            resume(Effect.fail(failed(name, `VM "${name}": cannot open its log ${p.log}${onNode}: ${describe(e)}`)))
-            return
-          }
-          const child = childProcess.spawn(program, [], {
+          const trampoline = viaTrampoline(program)
+          const child = childProcess.spawn(trampoline.command, trampoline.args, {
             cwd: p.dir,
             detached: true,
-            stdio: ["ignore", fd, fd],
+            stdio: ["ignore", log.fd, log.fd],
             env: runnerEnvironment(name)
           })
-          fs.closeSync(fd)
+          // The child has its own copy; ours is closed off the JavaScript thread.
+          void log.close().catch(() => undefined)
           child.once("spawn", () => resume(Effect.succeed(child)))
           child.once("error", (e) =>
             resume(
@@ -392,7 +393,7 @@ export const make = (
         supervised.set(key(kind, name), s)
         const record: PidRecord = { vm: name, process: kind, pid, startTime, bootId: bootId(), startedAt: since }
         yield* removed(name, kind)
-        yield* Effect.try({
+        yield* Effect.tryPromise({
           try: () => writeFileAtomic(p.pidFile(kind), `${JSON.stringify(record)}\n`),
           catch: (e) => failed(name, `VM "${name}": started pid ${pid} but could not write ${p.pidFile(kind)}${onNode}: ${describe(e)}`)
         }).pipe(Effect.tapError(() => Effect.sync(() => signalGroup(s, "SIGKILL"))))
@@ -417,8 +418,7 @@ export const make = (
     /** A runner script (tap-up, tap-down, microvm-shutdown) from the state directory, bounded in time. */
     const runScript = (name: VmName, script: string, timeout: Duration.DurationInput) =>
       runCommand({
-        command: script,
-        args: [],
+        ...viaTrampoline(script),
         cwd: paths(name).dir,
         env: { [VmEnvironmentVariable]: name },
         onLine: (line) => Effect.sync(() => writer.line(paths(name).log, line))
@@ -581,7 +581,7 @@ export const make = (
             if (yield* executable(bin(setup))) yield* runScript(name, bin(setup), scriptTimeout)
           }
           if (yield* executable(bin("virtiofsd-run"))) yield* startVirtiofsd(name, runner)
-          yield* Effect.try({
+          yield* Effect.tryPromise({
             try: () => replaceSymlink(runner, p.booted),
             catch: (e) => failed(name, `VM "${name}": could not link ${p.booted}${onNode}: ${describe(e)}`)
           })

@@ -12,6 +12,14 @@
  *   pins (`nix.registry.nixpkgs.flake = inputs.nixpkgs;` on NixOS, then `nixpkgsUrl = "flake:nixpkgs"`).
  *
  * `nix` is spawned without a shell; each progress line goes to `onProgress` and to the VM's log.
+ *
+ * Nothing here touches the disk from the JavaScript thread: the state directory's reads go through
+ * `internal/diskReads.ts`, its writes (the directory and its marker, `current`, `toplevel`, owners and
+ * modes, the inline flake) through `fs.promises`, the log's lines through a `lineWriter`. On a stalled
+ * disk `prepare` waits, but the daemon's event loop — which runs its fencing — goes on. A build
+ * ends once its log lines are written; the writer is one for every VM (so a stalled disk holds one
+ * of libuv's threads with it, not one per VM), so a build may wait for another VM's lines too, and
+ * beyond its bound lines queued behind a hung write are dropped, saying how many.
  */
 import type { CommandExecutor } from "@effect/platform"
 import { Clock, Effect } from "effect"
@@ -24,8 +32,9 @@ import type { VmSpec } from "../domain/VmSpec.js"
 import { runCommand, showCommand } from "./internal/runCommand.js"
 import { addGcRoots } from "./internal/gcRoots.js"
 import { createOwnedDir, readOwnership } from "./internal/ownership.js"
-import { isExecutable } from "./internal/diskReads.js"
-import { appendLog, replaceSymlink, vmPaths, writeFileAtomic } from "./internal/stateDir.js"
+import * as DiskReads from "./internal/diskReads.js"
+import { lineWriter } from "./internal/lineWriter.js"
+import { replaceSymlink, vmPaths, writeFileAtomic } from "./internal/stateDir.js"
 import { admitSource, resolveRunner, type SourcePolicy } from "./RunnerPolicy.js"
 import type { OnProgress } from "./VmBackend.js"
 
@@ -140,11 +149,24 @@ const failed = (settings: StateDirSettings, name: VmName, message: string) =>
 
 const onNode = (settings: StateDirSettings) => (settings.node !== undefined ? ` on node ${settings.node}` : "")
 
-const tryFs = <A>(settings: StateDirSettings, name: VmName, what: string, f: () => A) =>
-  Effect.try({
+/** A change to the state directory, off the JavaScript thread; its error names the VM, the node and the step. */
+const tryFs = <A>(settings: StateDirSettings, name: VmName, what: string, f: () => Promise<A>) =>
+  Effect.tryPromise({
     try: f,
-    catch: (e) => failed(settings, name, `VM "${name}": ${what}${onNode(settings)} failed: ${e instanceof Error ? e.message : String(e)}`)
+    catch: (e) =>
+      failed(
+        settings,
+        name,
+        `VM "${name}": ${what}${onNode(settings)} failed: ${e instanceof Error ? e.message : String(e)}. ` +
+          `Check that disk on node ${settings.node} (space, permissions, a hung volume), then prepare the VM again.`
+      )
   })
+
+/** The VMs' logs (build output, prepare's notes), written off the JavaScript thread in order. */
+const buildLog = lineWriter()
+
+/** Waits until every queued log line is written (as long as the disk takes), off the JavaScript thread. */
+const logWritten: Effect.Effect<void> = Effect.async<void>((resume) => buildLog.drained(() => resume(Effect.void)))
 
 /** Builds `installable` into the `current` link with `nix build`, streaming its log. */
 const nixBuild = (
@@ -160,14 +182,14 @@ const nixBuild = (
     const args = [...nixGlobalArgs(settings.nix), "build", "--print-build-logs", "-o", paths.current, "--", installable]
     const shown = showCommand(nix, args)
     const now = new Date(yield* Clock.currentTimeMillis).toISOString()
-    appendLog(paths.log, `# blixard ${now}: prepare: ${shown}\n`)
+    buildLog.line(paths.log, `# blixard ${now}: prepare: ${shown}`)
     const result = yield* runCommand({
       command: nix,
       args,
       cwd: paths.dir,
       onLine: (line) =>
         Effect.zipRight(
-          Effect.sync(() => appendLog(paths.log, `${line}\n`)),
+          Effect.sync(() => buildLog.line(paths.log, line)),
           onProgress === undefined ? Effect.void : onProgress(line)
         )
     }).pipe(
@@ -177,7 +199,8 @@ const nixBuild = (
           name,
           `VM "${name}": could not run ${nix}${onNode(settings)} (${e.message}). Install Nix on this node or set the backend's nix path.`
         )
-      )
+      ),
+      Effect.ensuring(logWritten)
     )
     if (result.exitCode !== 0) {
       return yield* failed(
@@ -198,7 +221,7 @@ const nixBuild = (
   })
 
 /** Whether a runner's program is there to run; read off the JavaScript thread, as long as it takes (`diskReads.ts`). */
-export const executable = (file: string): Effect.Effect<boolean> => Effect.promise(() => isExecutable(file, "low"))
+export const executable = (file: string): Effect.Effect<boolean> => Effect.promise(() => DiskReads.isExecutable(file, "low"))
 
 /** Whose the VM's directory is, read off the JavaScript thread as long as it takes (`internal/ownership.ts`). */
 const ownership = (settings: StateDirSettings, name: VmName) =>
@@ -233,35 +256,31 @@ const claimDir = (settings: StateDirSettings, name: VmName): Effect.Effect<void,
     if (owned._tag === "Foreign") return yield* foreignDirError(settings, name, owned.reason)
     if (owned._tag === "Ours") return
     const now = yield* Clock.currentTimeMillis
-    yield* tryFs(settings, name, `creating the state directory ${paths.dir}`, () => {
-      if (!fs.existsSync(settings.stateDir)) {
+    yield* tryFs(settings, name, `creating the state directory ${paths.dir}`, async () => {
+      if ((await DiskReads.stat(settings.stateDir, "low").catch(() => undefined)) === undefined) {
         // As microvm.nix's tmpfiles rule makes it: the VMs' user must reach its VM directories.
-        fs.mkdirSync(settings.stateDir, { recursive: true })
-        fs.chmodSync(settings.stateDir, 0o755)
-        if (settings.owner !== undefined) fs.chownSync(settings.stateDir, settings.owner.uid, settings.owner.gid)
+        await fs.promises.mkdir(settings.stateDir, { recursive: true })
+        await fs.promises.chmod(settings.stateDir, 0o755)
+        if (settings.owner !== undefined) await fs.promises.chown(settings.stateDir, settings.owner.uid, settings.owner.gid)
       }
-      createOwnedDir(paths.dir, name, settings, now)
+      await createOwnedDir(paths.dir, name, settings, now)
     })
   })
 
 /** After `current` is linked: `toplevel` (for `microvm -l`/`-u`), the runner's user, the GC roots. */
 const finishDir = (settings: StateDirSettings, name: VmName): Effect.Effect<void, BackendFailed> =>
-  tryFs(settings, name, `finishing the state directory ${vmPaths(settings.stateDir, name).dir}`, () => {
+  tryFs(settings, name, `finishing the state directory ${vmPaths(settings.stateDir, name).dir}`, async () => {
     const paths = vmPaths(settings.stateDir, name)
-    let system: string | undefined
-    try {
-      system = fs.readlinkSync(path.join(paths.current, "share", "microvm", "system"))
-    } catch {
-      system = undefined // a runner built with microvm.systemSymlink = false (or a test fixture)
-    }
-    if (system === undefined) fs.rmSync(paths.toplevel, { force: true })
-    else if (readRawLink(paths.toplevel) !== system) replaceSymlink(system, paths.toplevel)
+    // Undefined: a runner built with microvm.systemSymlink = false (or a test fixture).
+    const system = await DiskReads.readLink(path.join(paths.current, "share", "microvm", "system"), "low")
+    if (system === undefined) await fs.promises.rm(paths.toplevel, { force: true })
+    else if ((await DiskReads.readLink(paths.toplevel, "low")) !== system) await replaceSymlink(system, paths.toplevel)
     const owner = settings.owner
     if (owner !== undefined) {
-      fs.chownSync(paths.dir, owner.uid, owner.gid)
-      fs.chmodSync(paths.dir, 0o755)
-      fs.lchownSync(paths.current, owner.uid, owner.gid)
-      if (system !== undefined) fs.lchownSync(paths.toplevel, owner.uid, owner.gid)
+      await fs.promises.chown(paths.dir, owner.uid, owner.gid)
+      await fs.promises.chmod(paths.dir, 0o755)
+      await fs.promises.lchown(paths.current, owner.uid, owner.gid)
+      if (system !== undefined) await fs.promises.lchown(paths.toplevel, owner.uid, owner.gid)
     }
   }).pipe(Effect.zipRight(gcRoots(settings, name)))
 
@@ -275,18 +294,14 @@ const gcRoots = (settings: StateDirSettings, name: VmName): Effect.Effect<void, 
     catch: (e) => failed(settings, name, `VM "${name}": making its Nix GC roots in ${gcRootDir}${onNode(settings)} failed: ${e instanceof Error ? e.message : String(e)}`)
   }).pipe(
     Effect.flatMap((made) =>
-      made ? Effect.void : Effect.sync(() => appendLog(paths.log, `# blixard: no Nix GC roots made: ${path.dirname(gcRootDir)} does not exist on this host\n`))
+      made
+        ? Effect.void
+        : Effect.zipRight(
+            Effect.sync(() => buildLog.line(paths.log, `# blixard: no Nix GC roots made: ${path.dirname(gcRootDir)} does not exist on this host`)),
+            logWritten
+          )
     )
   )
-}
-
-/** A link's target as written (`microvm -l` compares `toplevel` with `current/share/microvm/system` as text). */
-const readRawLink = (link: string): string | undefined => {
-  try {
-    return fs.readlinkSync(link)
-  } catch {
-    return undefined
-  }
 }
 
 /**
@@ -318,7 +333,7 @@ const linkRunner = (
       case "Runner": {
         // This node's own policy, on the path with its symlinks resolved; the resolved directory is
         // what gets linked and run, so changing the link afterwards changes nothing.
-        const allowed = resolveRunner(settings, name, source.path, settings.node)
+        const allowed = yield* Effect.promise(() => resolveRunner(settings, name, source.path, settings.node))
         if ("refused" in allowed) return yield* allowed.refused
         if (!(yield* executable(path.join(allowed.resolved, "bin", "microvm-run")))) {
           return yield* failed(
@@ -361,14 +376,14 @@ const linkRunner = (
           catch: (e) =>
             failed(settings, name, `VM "${name}": the backend's nix settings are invalid${onNode(settings)}: ${(e as Error).message}`)
         })
-        yield* tryFs(settings, name, `writing the generated flake in ${paths.flakeDir}`, () => {
+        yield* tryFs(settings, name, `writing the generated flake in ${paths.flakeDir}`, async () => {
           // Never through a link planted in a directory the VMs' user owns.
-          if (fs.lstatSync(paths.flakeDir, { throwIfNoEntry: false })?.isDirectory() !== true) {
-            fs.rmSync(paths.flakeDir, { force: true })
-            fs.mkdirSync(paths.flakeDir)
+          if ((await DiskReads.lstat(paths.flakeDir, "low"))?.isDirectory() !== true) {
+            await fs.promises.rm(paths.flakeDir, { force: true })
+            await fs.promises.mkdir(paths.flakeDir)
           }
-          writeFileAtomic(path.join(paths.flakeDir, "vm.nix"), source.module)
-          writeFileAtomic(path.join(paths.flakeDir, "flake.nix"), flakeText)
+          await writeFileAtomic(path.join(paths.flakeDir, "vm.nix"), source.module)
+          await writeFileAtomic(path.join(paths.flakeDir, "flake.nix"), flakeText)
         })
         return yield* nixBuild(
           settings,

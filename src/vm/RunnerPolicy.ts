@@ -10,7 +10,7 @@
  * its own settings), after resolving symlinks, so a link under an allowed prefix that points
  * elsewhere is refused too; it then runs the resolved directory, not the link.
  */
-import * as fs from "node:fs"
+import * as DiskReads from "./internal/diskReads.js"
 import * as path from "node:path"
 import { FlakeNotAllowed, RunnerNotAllowed } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
@@ -63,27 +63,24 @@ export const admitSource = (policy: SourcePolicy, spec: VmSpec, node?: NodeId): 
   return undefined
 }
 
-const realOrSelf = (file: string): string => {
-  try {
-    return fs.realpathSync(file)
-  } catch {
-    return path.resolve(file)
-  }
-}
+/** The path with its links resolved (as written when it does not exist), off the JavaScript thread (`diskReads.ts`). */
+const realOrSelf = async (file: string): Promise<string> => (await DiskReads.realPath(file, "low")) ?? path.resolve(file)
 
 /**
  * The runner directory to run for `runner`, with every symlink resolved, if it lies under an allowed
- * prefix (each resolved too: `/tmp` may itself be a link); the hosting node's check.
+ * prefix (each resolved too: `/tmp` may itself be a link); the hosting node's check. Resolved off the
+ * JavaScript thread: the runner (the Nix store) may be on a stalled disk.
  */
-export const resolveRunner = (
+export const resolveRunner = async (
   policy: SourcePolicy,
   name: string,
   runner: string,
   node?: NodeId
-): { readonly resolved: string } | { readonly refused: RunnerNotAllowed } => {
+): Promise<{ readonly resolved: string } | { readonly refused: RunnerNotAllowed }> => {
   const prefixes = policy.allowedRunnerPrefixes ?? defaultAllowedRunnerPrefixes
-  const resolved = realOrSelf(runner)
-  return prefixes.some((prefix) => isUnder(resolved, realOrSelf(prefix)))
+  const resolved = await realOrSelf(runner)
+  const allowed = await Promise.all(prefixes.map(realOrSelf))
+  return allowed.some((prefix) => isUnder(resolved, prefix))
     ? { resolved }
     : { refused: runnerRefused(name, runner, prefixes, node, resolved) }
 }

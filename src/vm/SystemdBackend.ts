@@ -27,8 +27,10 @@
  * `Restart=no` too) started, or restarted, after the watchdog last listed (at most its survey
  * interval before) and whose marker then does not answer, is taken for Blixard's and stopped; as is
  * every such unit when the watchdog started after the disk stalled. A Blixard VM started in that
- * window is stopped, as it should be. The memory is the watchdog process's own: a new watchdog
- * starts without it.
+ * window is stopped, as it should be. The memory outlives the watchdog process when it is given a
+ * file in the runtime directory (`verdictFile`, `internal/unitVerdicts.ts`: tmpfs, the daemon's
+ * `RuntimeDirectory=`): a watchdog started again reads it back. Without one (no runtime directory)
+ * a new watchdog starts without it, and says so.
  *
  * The unit runs as microvm.nix's user and group (`microvm:kvm`), in the VM's directory, where it
  * replaces `booted` and creates its sockets: the daemon passes them as `owner` and `prepare` hands
@@ -52,6 +54,7 @@ import { type CommandResult, runCommand, showCommand } from "./internal/runComma
 import { removeGcRoots } from "./internal/gcRoots.js"
 import { readOwnership, scanStateDir } from "./internal/ownership.js"
 import { vmPaths } from "./internal/stateDir.js"
+import { unitVerdicts, type Whose } from "./internal/unitVerdicts.js"
 import { executable, foreignDirError, prepareRunner, requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import { type RunnerExit, type RunnerObservation, RunnerState, VmBackend, type VmBackendShape } from "./VmBackend.js"
 
@@ -68,6 +71,11 @@ export interface SystemdSettings extends StateDirSettings {
    * Without it they are waited for as long as they take.
    */
   readonly readWait?: Duration.DurationInput
+  /**
+   * Where the markers' verdicts are kept across processes (`internal/unitVerdicts.ts`): a file in the
+   * runtime directory (tmpfs), never on the state directory's disk. Absent: in this process only.
+   */
+  readonly verdictFile?: string | undefined
 }
 
 export const unitName = (name: VmName): string => `microvm@${name}`
@@ -84,8 +92,6 @@ export const runningUnits = (lines: ReadonlyArray<string>): ReadonlyArray<VmName
     return Option.toArray(Schema.validateOption(VmName)(name))
   })
 
-/** Whose a VM's directory is, for a listing or a stop: as its marker says, or as its unit does when the marker does not answer. */
-type Whose = { readonly _tag: "Ours" | "Absent" } | { readonly _tag: "Foreign"; readonly reason: string }
 
 /** The `systemctl` calls for the VMs' units: each answers within `commandTimeout`, but `runUnbounded`'s. */
 const systemctlOf = (settings: SystemdSettings, executor: Context.Context<CommandExecutor.CommandExecutor>) => {
@@ -161,13 +167,6 @@ const readsByOf = (settings: SystemdSettings): Effect.Effect<number | undefined>
   Effect.map(Clock.currentTimeMillis, (now) => (settings.readWait === undefined ? undefined : now + Duration.toMillis(settings.readWait)))
 
 /**
- * The verdicts of the markers read last, by unit (key: state directory and VM), each for the unit's
- * invocation (`InvocationID`) it was read under. Kept for the process's life, as the fencing
- * watchdog builds a backend for each round (and lists between rounds to fill it, `Watchdog.ts`).
- */
-const verdicts = new Map<string, { readonly invocation: string; readonly whose: Whose }>()
-
-/**
  * Whose the VM's directory is, its marker read off the JavaScript thread within `readWait`. Not
  * answered (a stalled disk): as read last for the unit's current invocation, when it was; otherwise
  * Blixard's when systemd says its unit is one Blixard starts (`Restart=no`). Without `readWait`
@@ -176,16 +175,16 @@ const verdicts = new Map<string, { readonly invocation: string; readonly whose: 
 const whoseOf = (settings: SystemdSettings, show: (name: VmName, property: string) => Effect.Effect<string, BackendFailed>) =>
   (name: VmName): Effect.Effect<Whose> =>
     Effect.gen(function* () {
-      const key = `${settings.stateDir}\0${name}`
+      const verdicts = unitVerdicts(settings.verdictFile)
       // Asked before the marker is read: a verdict is never filed under an invocation begun after its read.
       const invocation = settings.readWait === undefined ? "" : yield* show(name, "InvocationID").pipe(Effect.orElseSucceed(() => ""))
       const by = yield* readsByOf(settings)
       const read = yield* DiskReads.answerBy(() => readOwnership(vmPaths(settings.stateDir, name).dir, name, settings), by).pipe(Effect.orDie)
       if (Option.isSome(read)) {
-        if (invocation !== "") verdicts.set(key, { invocation, whose: read.value })
+        if (invocation !== "") yield* verdicts.set(settings.stateDir, name, { invocation, whose: read.value })
         return read.value
       }
-      const known = verdicts.get(key)
+      const known = yield* verdicts.get(settings.stateDir, name)
       if (known !== undefined && invocation !== "" && known.invocation === invocation) return known.whose
       const restart = yield* show(name, "Restart").pipe(Effect.orElseSucceed(() => "unknown"))
       if (restart === "no") return { _tag: "Ours" } as const

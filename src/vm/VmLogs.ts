@@ -11,6 +11,11 @@
  *   stream (the client went away) kills `journalctl`.
  *
  * Only a Blixard directory's log is read (a foreign directory is refused, as every backend call).
+ *
+ * The file is read off the JavaScript thread (`fs.promises`, a `FileHandle`), in the low lane of
+ * `internal/diskReads.ts`: a log on a stalled disk makes its reader wait, never the daemon's event
+ * loop (its fencing), and however many clients read or follow such a log they hold at most that
+ * lane's few threads of libuv's pool, never the ones the lease needs.
  */
 import { Effect, Option, Schedule, Stream } from "effect"
 import * as childProcess from "node:child_process"
@@ -18,6 +23,7 @@ import * as fs from "node:fs"
 import { BackendFailed, type VmDirForeign } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
+import * as DiskReads from "./internal/diskReads.js"
 import { vmPaths } from "./internal/stateDir.js"
 import { requireOwnDir, type StateDirSettings } from "./RunnerBuild.js"
 import { unitName } from "./SystemdBackend.js"
@@ -58,42 +64,44 @@ export const lastLines = (text: string, lines: number | undefined): string => {
 
 const failed = (node: NodeId, name: VmName, message: string) => new BackendFailed({ message, subject: name, node })
 
-/** Reads `[from, to)` of `file`. */
-const readRange = (file: string, from: number, to: number): Buffer => {
-  const fd = fs.openSync(file, "r")
-  try {
-    const buffer = Buffer.alloc(to - from)
-    let done = 0
-    while (done < buffer.length) {
-      const n = fs.readSync(fd, buffer, done, buffer.length - done, from + done)
-      if (n === 0) break
-      done += n
+/** Reads `[from, to)` of `file`, off the JavaScript thread (the low lane). */
+const readRange = (file: string, from: number, to: number): Promise<Buffer> =>
+  DiskReads.laned("low", async () => {
+    const handle = await fs.promises.open(file, "r")
+    try {
+      const buffer = Buffer.alloc(to - from)
+      let done = 0
+      while (done < buffer.length) {
+        const { bytesRead } = await handle.read(buffer, done, buffer.length - done, from + done)
+        if (bytesRead === 0) break
+        done += bytesRead
+      }
+      return buffer.subarray(0, done)
+    } finally {
+      await handle.close()
     }
-    return buffer.subarray(0, done)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
+  })
 
-const sizeOf = (file: string): number => fs.statSync(file, { throwIfNoEntry: false })?.size ?? 0
+/** The file's size (0 when it does not exist), off the JavaScript thread (shared, the low lane). */
+const sizeOf = async (file: string): Promise<number> => (await DiskReads.stat(file, "low"))?.size ?? 0
 
 /** What the file holds now (its last `tail` lines), and the offset following should resume from. */
-const backlog = (file: string, tail: number | undefined): { readonly text: string; readonly offset: number } => {
-  const size = sizeOf(file)
+const backlog = async (file: string, tail: number | undefined): Promise<{ readonly text: string; readonly offset: number }> => {
+  const size = await sizeOf(file)
   const from = Math.max(0, size - MaxBacklogBytes)
-  const text = size === 0 ? "" : readRange(file, from, size).toString("utf8")
+  const text = size === 0 ? "" : (await readRange(file, from, size)).toString("utf8")
   return { text: lastLines(text, tail), offset: size }
 }
 
 /** The log file from `offset` on, as it grows, until interrupted. */
 const followFile = (file: string, offset: number, pollMs: number): Stream.Stream<string> => {
   let position = offset
-  const poll = Effect.sync((): Option.Option<string> => {
-    const size = sizeOf(file)
+  const poll = Effect.promise(async (): Promise<Option.Option<string>> => {
+    const size = await sizeOf(file)
     if (size < position) position = 0 // truncated (or replaced): read it again from its start
     if (size === position) return Option.none()
     const to = Math.min(size, position + ChunkBytes)
-    const chunk = readRange(file, position, to)
+    const chunk = await readRange(file, position, to)
     position += chunk.length
     return Option.some(chunk.toString("utf8"))
   })
@@ -152,9 +160,9 @@ export const stream = (settings: VmLogSettings, request: VmLogRequest): Stream.S
           `VM "${request.name}" has no state directory on node ${settings.node} (never prepared here, or removed): no log to show`
         )
       }
-      const { text, offset } = yield* Effect.try({
+      const { text, offset } = yield* Effect.tryPromise({
         try: () => backlog(file, request.tail),
-        catch: (e) => failed(settings.node, request.name, `VM "${request.name}": cannot read ${file} on node ${settings.node}: ${String(e)}`)
+        catch: (e) => failed(settings.node, request.name, `VM "${request.name}": cannot read ${file} on node ${settings.node}: ${String(e)}. Check that file and its disk on node ${settings.node}, then ask again.`)
       })
       const head = text === "" ? Stream.empty : Stream.make(text)
       if (settings.backend === "systemd") return Stream.concat(head, journal(settings, request))

@@ -233,6 +233,62 @@ describe("blixard node watchdog (real processes)", () => {
       expect(systemctl.calls().filter((c) => c.startsWith("stop") || c.startsWith("kill"))).toEqual(["stop microvm@web"])
     }))
 
+  it.scopedLive("systemd mode: a watchdog started again on a stalled disk still leaves alone a hand-made unit whose verdict its predecessor read (the runtime directory's file)", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const config = configIn(root, "systemd")
+      const systemctl = fakeSystemctl(root)
+      const runtimeDir = path.join(root, "run")
+      fs.mkdirSync(runtimeDir)
+      const env = { ...process.env, PATH: `${root}:${process.env.PATH ?? ""}`, RUNTIME_DIRECTORY: runtimeDir }
+      fs.mkdirSync(path.join(config.microvmStateDir, "web"), { recursive: true })
+      fs.writeFileSync(path.join(config.microvmStateDir, "web", "blixard.json"), JSON.stringify({ vm: "web", node, createdAt: 1 }))
+      fs.mkdirSync(path.join(config.microvmStateDir, "hand"), { recursive: true })
+      systemctl.setState("microvm@web", "active")
+      systemctl.setState("microvm@hand", "active")
+      yield* writeLease(config, Date.now() + 60_000, deadWriter)
+      // The first watchdog surveys while the lease is valid: both markers read, their verdicts kept in the file.
+      const first = yield* startWatchdog(config, env)
+      const file = path.join(runtimeDir, `systemd-verdicts-node-${node}.json`)
+      yield* waitFor("the verdicts to be written", () => {
+        const text = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : ""
+        return text.includes('"vm":"hand"') && text.includes('"vm":"web"')
+      })
+      expect(first.output()).toContain(`the units' marker verdicts are kept in ${file}`)
+      // It dies; the disk stops answering; another watchdog starts (as the daemon starts one) and the lease runs out.
+      killGroup(first.pid)
+      yield* waitFor("the first watchdog to be gone", () => !processAlive(first.pid))
+      yield* stalledFile(path.join(config.microvmStateDir, "web", "blixard.json"))
+      yield* stalledFile(path.join(config.microvmStateDir, "hand", "blixard.json"))
+      yield* writeLease(config, Date.now() + FencingMs, deadWriter)
+      const listsBefore = systemctl.calls().filter((c) => c === "list-units --plain --no-legend --full microvm@*").length
+      const second = yield* startWatchdog(config, env)
+      yield* waitFor("web's unit to be stopped", () => systemctl.calls().includes("stop microvm@web"))
+      expect(second.output()).toContain('BLX_FENCED: VM \\"web\\" (pid 4242) stopped by node 3')
+      // A round later it is still left alone (its survey, then a round at least twice).
+      yield* waitFor("a second fence round", () => systemctl.calls().filter((c) => c === "list-units --plain --no-legend --full microvm@*").length >= listsBefore + 3)
+      expect(systemctl.calls().filter((c) => c.startsWith("stop") || c.startsWith("kill"))).toEqual(["stop microvm@web"])
+    }))
+
+  it.scopedLive("systemd mode: a verdict file that is not one is ignored with a warning naming it; the watchdog runs and rewrites it", () =>
+    Effect.gen(function* () {
+      const root = yield* scopedTempDir("watchdog")
+      const config = configIn(root, "systemd")
+      const systemctl = fakeSystemctl(root)
+      const runtimeDir = path.join(root, "run")
+      fs.mkdirSync(runtimeDir)
+      const file = path.join(runtimeDir, `systemd-verdicts-node-${node}.json`)
+      fs.writeFileSync(file, '{"version":1,"verdicts":[{"stateDir":"/x","vm":"web","invocation":"","whose":{"_tag":"Mine"}}]}')
+      fs.mkdirSync(path.join(config.microvmStateDir, "web"), { recursive: true })
+      fs.writeFileSync(path.join(config.microvmStateDir, "web", "blixard.json"), JSON.stringify({ vm: "web", node, createdAt: 1 }))
+      systemctl.setState("microvm@web", "active")
+      yield* writeLease(config, Date.now() + 60_000, deadWriter)
+      const watchdog = yield* startWatchdog(config, { ...process.env, PATH: `${root}:${process.env.PATH ?? ""}`, RUNTIME_DIRECTORY: runtimeDir })
+      yield* waitFor("the warning", () => watchdog.output().includes(`${file} does not hold the systemd units' verdicts`))
+      yield* waitFor("the file to be rewritten", () => fs.readFileSync(file, "utf8").includes(`"stateDir":${JSON.stringify(config.microvmStateDir)}`))
+      expect(processAlive(watchdog.pid)).toBe(true)
+    }))
+
   it.scopedLive("bad flags exit 2 with BLX_INVALID_ARGUMENT naming each flag", () =>
     Effect.gen(function* () {
       const root = yield* scopedTempDir("watchdog")

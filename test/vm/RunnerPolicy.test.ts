@@ -60,12 +60,13 @@ describe("the hosting node's check, right before the runner is linked", () => {
       fs.symlinkSync(outside.dir, path.join(allowed, "link"))
       const policy = { allowedRunnerPrefixes: [allowed] }
 
-      expect(resolveRunner(policy, "web", inside.dir)).toEqual({ resolved: fs.realpathSync(inside.dir) })
-      const viaLink = resolveRunner(policy, "web", path.join(allowed, "link"))
+      const resolve = (runner: string) => Effect.promise(() => resolveRunner(policy, "web", runner))
+      expect(yield* resolve(inside.dir)).toEqual({ resolved: fs.realpathSync(inside.dir) })
+      const viaLink = yield* resolve(path.join(allowed, "link"))
       expect("refused" in viaLink && viaLink.refused.message).toContain(`resolved: ${fs.realpathSync(outside.dir)}`)
       // A sibling whose name merely starts like the prefix is not under it.
       fs.mkdirSync(`${allowed}-evil`)
-      expect("refused" in resolveRunner(policy, "web", `${allowed}-evil`)).toBe(true)
+      expect("refused" in (yield* resolve(`${allowed}-evil`))).toBe(true)
 
       const stateDir = path.join(root, "microvms")
       const backend = yield* make({ stateDir, node, ...policy }).pipe(Effect.provide(NodeContext.layer))

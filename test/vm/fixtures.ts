@@ -82,8 +82,10 @@ export const termIgnorer = (readyFile: string) =>
 /**
  * Stops cleanly once `microvm-shutdown` (run from the state directory) creates `shutdown-requested`
  * there; ignores SIGTERM, so a stop that did not go through microvm-shutdown would need SIGKILL.
+ * The request is removed once seen (not at the start: a stop right after the start, on a busy
+ * machine, could create it before the runner got there, and the removal would lose it).
  */
-export const shutdownAware = `trap '' TERM\nrm -f shutdown-requested\nwhile [ ! -e shutdown-requested ]; do sleep 0.05; done\necho "clean shutdown"\nexit 0`
+export const shutdownAware = `trap '' TERM\nwhile [ ! -e shutdown-requested ]; do sleep 0.05; done\nrm -f shutdown-requested\necho "clean shutdown"\nexit 0`
 
 export const readMark = (runner: Runner, file: string): string | undefined => {
   try {

@@ -103,14 +103,15 @@ export const readOwnership = async (dir: string, name: string, owner: Owner): Pr
 
 /**
  * Creates the VM's directory with its marker; fails if anything is at `dir` already (the caller
- * checked it is absent: `mkdir` without `recursive` makes the claim exclusive).
+ * checked it is absent: `mkdir` without `recursive` makes the claim exclusive). Off the JavaScript
+ * thread (the daemon's prepare path must not stop its event loop on a stalled disk).
  */
-export const createOwnedDir = (dir: string, name: VmName, owner: Owner, now: number): void => {
-  fs.mkdirSync(path.dirname(dir), { recursive: true })
-  fs.mkdirSync(dir)
+export const createOwnedDir = async (dir: string, name: VmName, owner: Owner, now: number): Promise<void> => {
+  await fs.promises.mkdir(path.dirname(dir), { recursive: true })
+  await fs.promises.mkdir(dir)
   const cluster = clusterOf(owner)
   const marker = new VmMarker({ vm: name, node: owner.node, ...(cluster !== undefined ? { cluster } : {}), createdAt: now })
-  writeFileAtomic(path.join(dir, MarkerFileName), `${JSON.stringify(encodeMarker(marker))}\n`)
+  await writeFileAtomic(path.join(dir, MarkerFileName), `${JSON.stringify(encodeMarker(marker))}\n`)
 }
 
 /** A directory under the state directory that is not Blixard's. */

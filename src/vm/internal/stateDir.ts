@@ -45,12 +45,16 @@ export const vmPaths = (stateDir: string, name: VmName): VmPaths => {
   }
 }
 
-/** Points `link` at `target`, replacing any previous link atomically (a new link renamed over it). */
-export const replaceSymlink = (target: string, link: string): void => {
+/**
+ * Points `link` at `target`, replacing any previous link atomically (a new link renamed over it).
+ * Off the JavaScript thread, as every write of this module: the state directory may be on a stalled
+ * disk, and the daemon's event loop runs its fencing.
+ */
+export const replaceSymlink = async (target: string, link: string): Promise<void> => {
   const tmp = `${link}.tmp-${process.pid}`
-  fs.rmSync(tmp, { force: true })
-  fs.symlinkSync(target, tmp)
-  fs.renameSync(tmp, link)
+  await fs.promises.rm(tmp, { force: true })
+  await fs.promises.symlink(target, tmp)
+  await fs.promises.rename(tmp, link)
 }
 
 /**
@@ -58,11 +62,11 @@ export const replaceSymlink = (target: string, link: string): void => {
  * exclusively, so a link planted at its name (a VM directory may belong to microvm.nix's user) is
  * never followed.
  */
-export const writeFileAtomic = (file: string, content: string): void => {
+export const writeFileAtomic = async (file: string, content: string): Promise<void> => {
   const tmp = `${file}.tmp-${process.pid}`
-  fs.rmSync(tmp, { force: true })
-  fs.writeFileSync(tmp, content, { flag: "wx" })
-  fs.renameSync(tmp, file)
+  await fs.promises.rm(tmp, { force: true })
+  await fs.promises.writeFile(tmp, content, { flag: "wx" })
+  await fs.promises.rename(tmp, file)
 }
 
 /** What a pid file holds: enough to recognise the process after a daemon restart. */
@@ -146,19 +150,6 @@ export const unclaimLink = (claimed: string, link: string): Promise<void> =>
 export const removeFile = (file: string): Promise<void> =>
   laned("cleanup", () => fs.promises.rm(file, { force: true })).catch(() => undefined)
 
-/** Opens a file to append to, never through a symbolic link (see `writeFileAtomic`). */
-export const openAppend = (file: string): number =>
-  fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o644)
-
-export const appendLog = (file: string, text: string): void => {
-  try {
-    const fd = openAppend(file)
-    try {
-      fs.writeFileSync(fd, text)
-    } finally {
-      fs.closeSync(fd)
-    }
-  } catch {
-    // The log is for people; failing to write it must not fail the operation.
-  }
-}
+/** Opens a file to append to, never through a symbolic link (see `writeFileAtomic`); off the JavaScript thread. */
+export const openAppend = (file: string): Promise<fs.promises.FileHandle> =>
+  fs.promises.open(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o644)
