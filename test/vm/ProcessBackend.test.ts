@@ -122,7 +122,9 @@ describe("VmBackend, microvm.nix process mode (real child processes)", () => {
       pids.push(pid)
       const recorded = yield* waitFor("the runner to record its pid", () => startsOf(runner)[0])
       expect(Number(recorded)).toBe(pid)
-      expect(fs.realpathSync((readMark(runner, "cwd") ?? "").trim())).toBe(fs.realpathSync(vmDir))
+      // The fixture writes its pid, then its working directory: wait for the second as well.
+      const cwd = yield* waitFor("the runner to record its working directory", () => readMark(runner, "cwd")?.trim() || undefined)
+      expect(fs.realpathSync(cwd)).toBe(fs.realpathSync(vmDir))
       expect(fs.readlinkSync(path.join(vmDir, "booted"))).toBe(runner.dir)
       const state = yield* backend.status(vmName("web"))
       expect(state).toMatchObject({ _tag: "Running", pid, adopted: false })
