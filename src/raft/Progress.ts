@@ -79,6 +79,11 @@ export class Progress {
   recentActive = false
   /** In `probe` state: a probe is outstanding; do not send another until an answer or heartbeat. */
   probeSent = false
+  /**
+   * The highest commit index sent to the follower (in an AppendEntries, or a heartbeat's, which is
+   * capped at `match`): whether a commit-only AppendEntries could tell it anything (`canBumpCommit`).
+   */
+  sentCommit = 0
   readonly inflights: Inflights
 
   constructor(
@@ -167,6 +172,20 @@ export class Progress {
     } else if (this.state === "probe") {
       this.probeSent = true
     }
+  }
+
+  /** A commit index was sent to the follower. */
+  sentCommitOf(commit: number): void {
+    if (commit > this.sentCommit) this.sentCommit = commit
+  }
+
+  /**
+   * True if sending commit index `commit` could advance the follower's: it is above what was sent,
+   * and what was sent is below the last entry sent, up to which the follower may commit (etcd-raft's
+   * `CanBumpCommit`).
+   */
+  canBumpCommit(commit: number): boolean {
+    return commit > this.sentCommit && this.sentCommit < this.next - 1
   }
 
   /** True if the leader should not send entries to this follower now. */

@@ -64,6 +64,13 @@ export interface RaftConfig {
   readonly preVote?: boolean
   /** Leader steps down without quorum contact for an election timeout; followers keep a lease (default true). */
   readonly checkQuorum?: boolean
+  /**
+   * An advanced commit index goes to each follower with the next message to it, alone at the next
+   * tick at the latest (`sendOwedCommits`), instead of in an AppendEntries broadcast at once as
+   * etcd-raft does (default false: etcd's behaviour, which the rule-by-rule tests trace). The daemon
+   * and both simulator tiers turn it on (`RaftNode.makeCore`, the explorer).
+   */
+  readonly lazyCommit?: boolean
   /** Max size of one AppendEntries' entries, and of one snapshot chunk (default 1 MiB). */
   readonly maxSizePerMsg?: number
   /**
@@ -238,6 +245,7 @@ export class Raft {
 
   readonly preVote: boolean
   readonly checkQuorum: boolean
+  private readonly lazyCommit: boolean
   readonly maxSizePerMsg: number
   private readonly maxInflight: number
   private readonly maxSnapshotChunksInflight: number
@@ -260,8 +268,13 @@ export class Raft {
    * one times CheckQuorum, and a transfer request must never postpone the leader's quorum check.
    */
   private transferElapsed = 0
-  /** Appends to broadcast: set by proposals and commit advances, flushed by `flush()` (batching). */
+  /** Appends to broadcast: set by proposals and membership changes, flushed by `flush()` (batching). */
   private needBroadcast = false
+  /**
+   * The commit index advanced past what some follower was sent: it rides on the next AppendEntries
+   * or heartbeat to it, and at the latest goes out alone at the next tick (`sendOwedCommits`).
+   */
+  private commitOwed = false
   private snapAssembly: SnapAssembly | undefined = undefined
   /** The snapshot transmission we already reported as broken (its remaining chunks are ignored). */
 
@@ -277,6 +290,7 @@ export class Raft {
     this.heartbeatTimeout = heartbeatTick
     this.preVote = config.preVote ?? true
     this.checkQuorum = checkQuorum
+    this.lazyCommit = config.lazyCommit ?? false
     this.maxSizePerMsg = config.maxSizePerMsg ?? 1024 * 1024
     if (this.maxSizePerMsg <= 0) throw new Error("raft: maxSizePerMsg must be > 0")
     this.maxInflight = config.maxInflightMsgs ?? 256
@@ -456,6 +470,7 @@ export class Raft {
     this.readOnly = new ReadOnly()
     this.pendingReadIndex = []
     this.needBroadcast = false
+    this.commitOwed = false
   }
 
   /** What this node's own progress may claim: only entries known durable count toward commit. */
@@ -517,6 +532,7 @@ export class Raft {
    */
   ticksUntilAction(): number {
     if (this.role === "leader") {
+      if (this.commitOwed) return 1
       let next = Math.min(this.heartbeatTimeout - this.heartbeatElapsed, this.electionTimeout - this.electionElapsed)
       if (this.leadTransferee !== None) next = Math.min(next, this.electionTimeout - this.transferElapsed)
       return Math.max(1, next)
@@ -547,6 +563,31 @@ export class Raft {
       this.heartbeatElapsed = 0
       // Re-send the latest pending ReadIndex context, in case its heartbeat round was lost.
       this.bcastHeartbeat(this.readOnly.lastPendingContext())
+    }
+    if (this.commitOwed) this.sendOwedCommits()
+  }
+
+  /**
+   * The commit index to every follower it could tell something (`Progress.canBumpCommit`) and that
+   * got no AppendEntries or heartbeat carrying it since it advanced. etcd-raft broadcasts an
+   * AppendEntries the moment the commit index advances; here the commit waits for the next message
+   * to each follower, a tick at most: under load the next append carries it, and a one-client write
+   * costs two peer messages and their answers fewer (bench/RESULTS.md). A follower applies up to a
+   * tick later; nothing the leader answers waits on that (a follower's ReadIndex learns the commit
+   * index from its heartbeat round).
+   */
+  private commitAdvanced(): void {
+    if (this.lazyCommit) this.commitOwed = true
+    else this.needBroadcast = true
+  }
+
+  private sendOwedCommits(): void {
+    this.commitOwed = false
+    const commit = this.log.committed
+    for (const id of this.members) {
+      if (id === this.id) continue
+      const pr = this.prs.get(id)!
+      if (!pr.isPaused() && pr.canBumpCommit(commit)) this.sendAppend(id)
     }
   }
 
@@ -987,6 +1028,7 @@ export class Raft {
       commit: this.log.committed
     })
     pr.sentEntries(ents.length, ents.length > 0 ? ents[ents.length - 1]!.index : prevIndex)
+    pr.sentCommitOf(this.log.committed)
     return true
   }
 
@@ -1053,6 +1095,7 @@ export class Raft {
       if (id === this.id) continue
       const pr = this.prs.get(id)!
       const commit = Math.min(pr.match, this.log.committed)
+      pr.sentCommitOf(commit)
       const m: MsgHeartbeat =
         context === undefined
           ? { type: "heartbeat", term: this.term, from: this.id, to: id, commit }
@@ -1072,7 +1115,7 @@ export class Raft {
       // Our own appends are durable up to m.index (see appendEntries).
       if (pr.maybeUpdate(m.index) && this.maybeCommit()) {
         this.releasePendingReadIndex()
-        this.needBroadcast = true
+        this.commitAdvanced()
       }
       return
     }
@@ -1115,7 +1158,7 @@ export class Raft {
       }
       if (this.maybeCommit()) {
         this.releasePendingReadIndex()
-        this.needBroadcast = true
+        this.commitAdvanced()
       } else if (oldPaused && !this.needBroadcast) {
         // It was paused, so it may lack the latest commit index (a pending broadcast covers it).
         this.sendAppend(m.from)

@@ -236,11 +236,15 @@ function* recover(config: RaftNodeConfig, storage: RaftStorageShape, sm: StateMa
   return { mirror, snapshots, applied }
 }
 
-/** The Raft core over the recovered log, PreVote and CheckQuorum on unless `config.raft` turns them off. */
+/**
+ * The Raft core over the recovered log, PreVote, CheckQuorum and lazy commit broadcasts (`RaftConfig.lazyCommit`)
+ * on unless `config.raft` turns them off.
+ */
 const makeCore = (config: RaftNodeConfig, mirror: MemoryStorage, applied: number, seed: number): RawNode =>
   new RawNode({
     preVote: true,
     checkQuorum: true,
+    lazyCommit: true,
     ...config.raft,
     id: config.id,
     storage: mirror,

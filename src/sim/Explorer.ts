@@ -441,6 +441,8 @@ export const explore = (options: ExploreOptions): ExploreResult => {
       heartbeatTick: 1,
       preVote: true,
       checkQuorum: true,
+      // As the daemon runs (`RaftNode.makeCore`).
+      lazyCommit: true,
       maxSizePerMsg: options.maxSizePerMsg ?? 4096,
       maxInflightMsgs: options.maxInflightMsgs ?? 64,
       ...switchesOf(options.bug).node?.raft

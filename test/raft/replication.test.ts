@@ -104,6 +104,41 @@ describe("log replication", () => {
     expect(net.node(2).status().commit).toBe(3)
   })
 
+  it("lazy commit (the daemon's setting): the commit index rides on the next AppendEntries, else goes alone at the next tick", () => {
+    // heartbeatTick 3: the ticks below send no heartbeat, which would carry the commit index too.
+    const lazy = { ...plain, heartbeatTick: 3, lazyCommit: true }
+    const net = new Network([1, 2, 3], lazy)
+    net.campaign(1)
+    net.tick(1)
+    net.stabilize()
+    const commitOnly = () => net.delivered.filter((m) => m.type === "app" && m.entries.length === 0)
+    expect(net.node(2).status().commit).toBe(2)
+    net.delivered.length = 0
+    net.node(1).propose("a")
+    net.stabilize()
+    // Committed on the leader; no AppendEntries went out just to tell the followers.
+    expect(net.node(1).status().commit).toBe(3)
+    expect(commitOnly()).toEqual([])
+    expect(net.node(2).status().commit).toBe(2)
+    // The next proposal's AppendEntries carries it.
+    net.node(1).propose("b")
+    for (const m of net.takeQueue()) net.deliver(m)
+    expect(net.node(2).status().commit).toBe(3)
+    net.stabilize()
+    expect(net.state.get(2)).toEqual(["a"])
+    expect(net.node(2).status().commit).toBe(3)
+    // Nothing else to send: the next tick sends the commit index alone, once, to each follower.
+    net.tick(1)
+    const owed = net.takeQueue()
+    expect(owed.map((m) => (m.type === "app" ? `${m.to}:${m.entries.length}:${m.commit}` : m.type))).toEqual(["2:0:4", "3:0:4"])
+    for (const m of owed) net.deliver(m)
+    net.stabilize()
+    expect(net.state.get(3)).toEqual(["a", "b"])
+    // Owed no more: the next tick (a heartbeat's) sends no AppendEntries.
+    net.tick(1)
+    expect(net.takeQueue().filter((m) => m.type === "app")).toEqual([])
+  })
+
   it("batching: many proposals between two Readys go out as one AppendEntries per follower", () => {
     const net = new Network([1, 2, 3])
     net.campaign(1)
