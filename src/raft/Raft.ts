@@ -576,8 +576,16 @@ export class Raft {
    * tick later; nothing the leader answers waits on that (a follower's ReadIndex learns the commit
    * index from its heartbeat round).
    */
-  private commitAdvanced(): void {
-    if (this.lazyCommit) this.commitOwed = true
+  /**
+   * The commit index advanced from `before`. Lazily (`lazyCommit`) unless that committed a
+   * membership change or this leader's first entry (`pendingConfIndex`): those go out at once, so
+   * the followers' configuration (what a node back without its data is told about itself,
+   * `Daemon.refuseAmnesia`) and their knowledge of the new leader's commit index lag no more than
+   * etcd-raft's.
+   */
+  private commitAdvanced(before: number): void {
+    const confCommitted = before < this.pendingConfIndex && this.pendingConfIndex <= this.log.committed
+    if (this.lazyCommit && !confCommitted) this.commitOwed = true
     else this.needBroadcast = true
   }
 
@@ -1113,9 +1121,10 @@ export class Raft {
     if (pr === undefined) return
     if (m.from === this.id) {
       // Our own appends are durable up to m.index (see appendEntries).
+      const before = this.log.committed
       if (pr.maybeUpdate(m.index) && this.maybeCommit()) {
         this.releasePendingReadIndex()
-        this.commitAdvanced()
+        this.commitAdvanced(before)
       }
       return
     }
@@ -1156,9 +1165,10 @@ export class Raft {
       } else if (pr.state === "replicate") {
         pr.inflights.freeLE(m.index)
       }
+      const before = this.log.committed
       if (this.maybeCommit()) {
         this.releasePendingReadIndex()
-        this.commitAdvanced()
+        this.commitAdvanced(before)
       } else if (oldPaused && !this.needBroadcast) {
         // It was paused, so it may lack the latest commit index (a pending broadcast covers it).
         this.sendAppend(m.from)

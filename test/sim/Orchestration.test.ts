@@ -40,9 +40,9 @@ describe("orchestration workload: a run is a seed", () => {
 
 describe("orchestration workload: safety and liveness under seeded faults", () => {
   it("no VM runs on two nodes and the cluster converges after healing, with VMs created, started, moved, crashed and adopted", async () => {
-    // Seeds whose schedules include each kind of event below (seed 14 has a daemon crash whose runner lives on).
+    // Seeds whose schedules include each kind of event below (seed 9 has daemon crashes whose runners live on).
     const results = []
-    for (const seed of [1, 2, 3, 14]) {
+    for (const seed of [1, 2, 3, 9]) {
       results.push(simulateOrchestration({ seed }))
       // Each run is synchronous: let the test runner's worker answer its runner between seeds.
       await new Promise((resolve) => setImmediate(resolve))
