@@ -1025,9 +1025,15 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
         learnerRemovals++
         trace.record(time.now, (17 << 24) | node.id)
         removing.add(node.id)
+        // Then its daemon's `joinLoop` adds it again (as a new learner), as in the daemon: a join
+        // the operator started may have finished meanwhile (the promotion committed as the node came
+        // back empty), and nothing else would.
         runFiber(
-          `node ${node.id}'s daemon having itself removed as a learner`,
-          Effect.ensuring(operatorCommands.change({ type: "remove", nodeId: node.id }), Effect.sync(() => removing.delete(node.id)))
+          `node ${node.id}'s daemon having itself removed as a learner, then joining again`,
+          Effect.zipRight(
+            Effect.ensuring(operatorCommands.change({ type: "remove", nodeId: node.id }), Effect.sync(() => removing.delete(node.id))),
+            operatorCommands.join(node.id)
+          )
         )
       }
     } else if (seen !== undefined && !rejoining.has(node.id)) {

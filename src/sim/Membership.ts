@@ -56,22 +56,29 @@ export interface Operator {
 export const operator = (env: OperatorEnv): Operator => {
   const wait = Effect.sleep(Duration.millis(env.tickMs))
 
-  const change = (cc: ConfChange) =>
+  /**
+   * Proposes `cc` to the leader until the leader's configuration holds it (true), or until `gone`
+   * says the change can no longer be made (false).
+   */
+  const propose = (cc: ConfChange, gone: (cs: ConfState) => boolean) =>
     Effect.gen(function* () {
       for (;;) {
         const leader = env.leader()
         if (leader !== undefined) {
           const st = yield* leader.status
-          if (holds(st.confState, cc)) return
+          if (holds(st.confState, cc)) return true
+          if (gone(st.confState)) return false
           const result = yield* Effect.exit(leader.proposeConfChange(cc))
           if (Exit.isSuccess(result)) {
             env.changed(cc)
-            return
+            return true
           }
         }
         yield* wait
       }
     })
+
+  const change = (cc: ConfChange) => Effect.asVoid(propose(cc, () => false))
 
   /**
    * Waits until the leader has replicated to `id` what it had committed when first asked; false if
@@ -93,12 +100,18 @@ export const operator = (env: OperatorEnv): Operator => {
       }
     })
 
-  /** As `cluster join` (retried, as the joining daemon's `joinLoop` does) until it is promoted. */
+  /**
+   * As `cluster join` (retried, as the joining daemon's `joinLoop` does) until it is promoted. A
+   * learner removed before its promotion (back on an empty data directory, it had itself removed)
+   * is added again: the daemon's join fails on the promotion and its `joinLoop` asks again.
+   */
   const join = (id: number) =>
     Effect.gen(function* () {
-      do yield* change({ type: "addLearner", nodeId: id })
-      while (!(yield* caughtUp(id)))
-      yield* change({ type: "promote", nodeId: id })
+      for (;;) {
+        yield* change({ type: "addLearner", nodeId: id })
+        if (!(yield* caughtUp(id))) continue
+        if (yield* propose({ type: "promote", nodeId: id }, (cs) => !cs.learners.includes(id))) return
+      }
     })
 
   return { change, join }
