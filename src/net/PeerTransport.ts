@@ -636,10 +636,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         const conn = peer?.connection
         // For an earlier connection (failed or replaced since): its batches are gone already.
         if (peer === undefined || conn === undefined || conn.nonce !== nonce) return
-        peer.ridingAcks++
-        if (!acknowledged(peer, conn, upTo, true)) {
-          log(Effect.logWarning(`raft transport: ignored node ${from}'s acknowledgement of batch ${upTo}, beyond the last sent to it (${conn.seq})`))
-        }
+        if (acknowledged(peer, conn, upTo, true)) peer.ridingAcks++
+        else log(Effect.logWarning(`raft transport: ignored node ${from}'s acknowledgement of batch ${upTo}, beyond the last sent to it (${conn.seq})`))
       }
 
       // Batches overdue for their acknowledgement fail their connection: a peer that accepts but never
