@@ -7,7 +7,8 @@
  *  - `PeerTransport`, the production transport: one authenticated websocket per direction, msgpack
  *    frames `[seq, messages]` acknowledged by `seq`, the per-peer send queue, every received message
  *    checked against the `Message` schema, the inbox a `Queue` taken by a fiber (as the Raft driver
- *    takes it).
+ *    takes it). Twice: with acknowledgements riding on frames the other way (`FrameAcks`, the
+ *    default), and with `ridingAcks: false` (every acknowledgement a frame of its own, as before).
  *  - bare `@effect/rpc`: a `Raft.Deliver` rpc (defined here) served by `RpcServer` on the platform's
  *    HTTP router over a websocket, msgpack serialization, called through the flat `RpcClient`, one
  *    client per direction; no auth, no queues, no validation of the messages. Once with answered calls
