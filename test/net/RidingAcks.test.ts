@@ -19,6 +19,13 @@ const decodeOldFrame = ParseResult.decodeUnknownEither(Schema.Tuple(Schema.Int.p
 
 const statsOf = (node: TestNode, peer: number) => Effect.map(node.peers.stats, (all) => all.find((s) => s.id === peer)!)
 
+/** The stand-in's own connection to node 1: the standalone acknowledgements it received, and its handshake's nonce. */
+interface Dialed {
+  readonly socket: WebSocket
+  readonly acks: Array<unknown>
+  readonly nonce: string
+}
+
 /**
  * Node 2 on raw websockets: a server that takes node 1's connections (answering with `headers`),
  * records each one's handshake nonce and frames, and acknowledges every frame standalone if `ackEach`;
@@ -47,14 +54,14 @@ const standIn = (options: { readonly headers: ReadonlyArray<string>; readonly ac
         if (options.ackEach) socket.send(packr.pack(frame[0]))
       })
     })
-    const dial = (to: TestNode): Effect.Effect<{ readonly socket: WebSocket; readonly acks: Array<unknown> }, unknown, Scope.Scope> =>
+    const dial = (to: TestNode): Effect.Effect<Dialed, unknown, Scope.Scope> =>
       Effect.acquireRelease(
-        Effect.async<{ readonly socket: WebSocket; readonly acks: Array<unknown> }, Error>((resume) => {
+        Effect.async<Dialed, Error>((resume) => {
           const handshake = sign(deriveKey(secret), "", 2, 1, Date.now())
           const socket = new WebSocket(`ws://${to.address}/raft?${toQuery(handshake)}`, { perMessageDeflate: false })
           const acks: Array<unknown> = []
           socket.on("message", (data) => void acks.push(packr.unpack(data as Buffer)))
-          socket.once("open", () => resume(Effect.succeed({ socket, acks })))
+          socket.once("open", () => resume(Effect.succeed({ socket, acks, nonce: handshake.nonce })))
           socket.once("error", (e) => resume(Effect.fail(e)))
         }),
         ({ socket }) => Effect.sync(() => socket.terminate())
@@ -132,6 +139,25 @@ describe("PeerTransport riding acknowledgements", () => {
       back.socket.send(packr.pack([3, [resp(3)], [second, 1]]))
       expect(yield* receiveN(a.transport, 1)).toEqual([resp(3)])
       expect(yield* statsOf(a, 2)).toMatchObject({ delivered: 1, ridingAcks: 1, failures: 0 })
+    })
+  )
+
+  it.scopedLive("an acknowledgement that rode on a connection which then failed is sent again standalone", () =>
+    Effect.gen(function* () {
+      const peer = yield* standIn({ headers: ["x-blixard-riding-acks: 1"], ackEach: true })
+      // Node 1 would hold a lone frame's acknowledgement for a minute.
+      const a = yield* startNode(1, { requestTimeoutMs: 120_000, ackDelayMs: 60_000, backoffInitialMs: 10_000, backoffMaxMs: 10_000 })
+      yield* a.peers.set(2, peer.address)
+      const back = yield* peer.dial(a)
+      back.socket.send(packr.pack([1, [resp(1)]]))
+      expect(yield* receiveN(a.transport, 1)).toEqual([resp(1)])
+      // Node 1's next frame to node 2 carries the acknowledgement; node 2's connection loses it.
+      yield* a.transport.send([heartbeat(1, 2, 1)])
+      yield* eventually("node 2 got the frame with the acknowledgement", Effect.sync(() => peer.state.frames.length === 1))
+      expect(peer.state.frames[0]).toEqual([1, [heartbeat(1, 2, 1)], [back.nonce, 1]])
+      expect(back.acks).toEqual([])
+      peer.state.sockets[0]!.terminate()
+      yield* eventually("node 1 acknowledged again, standalone", Effect.sync(() => back.acks.includes(1)))
     })
   )
 
