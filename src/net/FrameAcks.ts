@@ -30,6 +30,12 @@
  * unless a frame the other way carried it before. A frame that carried an acknowledgement may be lost
  * with its connection: when that connection fails, the last acknowledgement is sent again standalone
  * (acknowledgements are cumulative, so a repeat is harmless).
+ *
+ * Measured (`npm run bench -- transport`, one node pair): one request and answer at a time, 3 frames
+ * per round trip before (request, answer, and an acknowledgement for every two), 2 now. With 8 out at
+ * once, the deferral takes standalone acknowledgements from 0.55 per round trip to 0 (without it they
+ * stay); prompter acknowledgements there also coalesce fewer messages into a frame while the window is
+ * full, so frames went from 1.64 to 1.71 per round trip.
  */
 import { ParseResult, Schema } from "effect"
 
