@@ -7,7 +7,8 @@
  *  - `PeerTransport`, the production transport: one authenticated websocket per direction, msgpack
  *    frames `[seq, messages]` acknowledged by `seq`, the per-peer send queue, every received message
  *    checked against the `Message` schema, the inbox a `Queue` taken by a fiber (as the Raft driver
- *    takes it).
+ *    takes it). Twice: with acknowledgements riding on frames the other way (`FrameAcks`, the
+ *    default), and with `ridingAcks: false` (every acknowledgement a frame of its own, as before).
  *  - bare `@effect/rpc`: a `Raft.Deliver` rpc (defined here) served by `RpcServer` on the platform's
  *    HTTP router over a websocket, msgpack serialization, called through the flat `RpcClient`, one
  *    client per direction; no auth, no queues, no validation of the messages. Once with answered calls
@@ -24,7 +25,13 @@
  *  - round trip (`p50RoundTripMs`, `p99RoundTripMs`, `cpuUsPerRoundTrip`): a heartbeat from node 1,
  *    answered by node 2 with a heartbeatResp, one at a time, for half of `seconds`. Each message goes
  *    alone: this is the cost of a message on an idle cluster (a one-client write, a heartbeat), where
- *    nothing amortizes the per-frame or per-call overhead.
+ *    nothing amortizes the per-frame or per-call overhead. For `PeerTransport`, `framesPerRoundTrip`
+ *    counts the websocket frames both ways (batches and standalone acknowledgements) per round trip:
+ *    2 when every acknowledgement rides on the frame going back (`FrameAcks`), 3 without.
+ *  - pipelined round trips (`pipelinedPerSecond`, `cpuUsPerPipelined`, `framesPerPipelined`): the
+ *    same, with 8 heartbeats out at once (each sent alone, a new one at every answer), for half of
+ *    `seconds`: requests and answers cross, as Raft's appends and answers do under several clients,
+ *    and frames arrive while one is unacknowledged (the two-frame rule).
  *
  * CPU is `process.cpuUsage()` (user + system, every thread: GC included) over the phase, divided by
  * the messages delivered or the round trips made. Both nodes run in this process, so it is the
@@ -57,6 +64,14 @@ export interface TransportResult {
   readonly p99RoundTripMs: number
   /** CPU (µs, both nodes together) per round trip: two messages, each alone in its frame or call. */
   readonly cpuUsPerRoundTrip: number
+  /** Websocket frames both ways per round trip, and how many of them standalone acknowledgements (`PeerTransport` only). */
+  readonly framesPerRoundTrip?: number | undefined
+  readonly acksPerRoundTrip?: number | undefined
+  /** Heartbeat → heartbeatResp, 8 out at once: round trips per second, CPU and frames per round trip. */
+  readonly pipelinedPerSecond: number
+  readonly cpuUsPerPipelined: number
+  readonly framesPerPipelined?: number | undefined
+  readonly acksPerPipelined?: number | undefined
 }
 
 /** The rpc peer traffic used before `PeerTransport`: a batch of Raft messages from one sender (validated by the receiver). */
@@ -75,6 +90,8 @@ interface Pair {
   readonly send: (from: Side, messages: ReadonlyArray<Message>) => void
   /** What node `at` does with each message it receives. */
   readonly onReceive: (at: Side, handler: (message: Message) => void) => void
+  /** Websocket frames written so far, both ways: batches and standalone acknowledgements (where counted). */
+  readonly frames?: () => { readonly batches: number; readonly acks: number }
 }
 
 const host = "127.0.0.1"
@@ -146,6 +163,7 @@ const roundTrips = async (pair: Pair, seconds: number) => {
     resume?.()
   })
   const latencies: Array<number> = []
+  const frames = pair.frames?.()
   const cpu = process.cpuUsage()
   const started = performance.now()
   while (performance.now() - started < seconds * 1000) {
@@ -160,18 +178,56 @@ const roundTrips = async (pair: Pair, seconds: number) => {
   return {
     p50RoundTripMs: quantile(latencies, 0.5),
     p99RoundTripMs: quantile(latencies, 0.99),
-    cpuUsPerRoundTrip: Number((cpuUs / latencies.length).toFixed(1))
+    cpuUsPerRoundTrip: Number((cpuUs / latencies.length).toFixed(1)),
+    ...framesPer(pair, frames, latencies.length, "RoundTrip")
+  }
+}
+
+/** Frames written since `before`, and standalone acknowledgements among them, per round trip (nothing where the pair does not count them). */
+const framesPer = <K extends string>(pair: Pair, before: { readonly batches: number; readonly acks: number } | undefined, trips: number, key: K) => {
+  const now = pair.frames?.()
+  if (before === undefined || now === undefined) return {}
+  const per = (n: number) => Number((n / trips).toFixed(2))
+  return { [`framesPer${key}`]: per(now.batches + now.acks - before.batches - before.acks), [`acksPer${key}`]: per(now.acks - before.acks) } as Record<`framesPer${K}` | `acksPer${K}`, number>
+}
+
+const pipelined = async (pair: Pair, seconds: number, depth = 8) => {
+  let trips = 0
+  let out = 0
+  let done: (() => void) | undefined
+  const started = performance.now()
+  const ask = () => {
+    out++
+    pair.send(1, [{ type: "heartbeat", from: 1, to: 2, term: 1, commit: trips }])
+  }
+  pair.onReceive(2, (m) => pair.send(2, [{ type: "heartbeatResp", from: 2, to: 1, term: m.term }]))
+  pair.onReceive(1, () => {
+    trips++
+    out--
+    if (performance.now() - started < seconds * 1000) ask()
+    else if (out === 0) done?.()
+  })
+  const frames = pair.frames?.()
+  const cpu = process.cpuUsage()
+  const finished = new Promise<void>((resolve) => (done = resolve))
+  for (let i = 0; i < depth; i++) ask()
+  await finished
+  const elapsed = (performance.now() - started) / 1000
+  return {
+    pipelinedPerSecond: Math.round(trips / elapsed),
+    cpuUsPerPipelined: Number((cpuSince(cpu) / trips).toFixed(1)),
+    ...framesPer(pair, frames, trips, "Pipelined")
   }
 }
 
 const portOf = (server: HttpServer.HttpServer): number => (server.address._tag === "TcpAddress" ? server.address.port : 0)
 
 /** The production transport: each node's `layerTransport` served alone on a loopback port. */
-const peerTransportPair = Effect.gen(function* () {
+const peerTransportPair = (ridingAcks: boolean) => Effect.gen(function* () {
   const node = (self: Side) =>
     Effect.gen(function* () {
       const context = yield* Layer.build(
-        layerStandalone({ host, port: 0 }).pipe(Layer.provideMerge(layerTransport({ self, clusterSecret: "bench secret" })))
+        layerStandalone({ host, port: 0 }).pipe(Layer.provideMerge(layerTransport({ self, clusterSecret: "bench secret", ridingAcks })))
       )
       return {
         address: `${host}:${portOf(Context.get(context, HttpServer.HttpServer))}`,
@@ -188,9 +244,15 @@ const peerTransportPair = Effect.gen(function* () {
       Effect.forever(Effect.flatMap(nodes[at].transport.receive, (m) => Effect.sync(() => void (m.type === "peerRestarted" ? undefined : handlers[at](m)))))
     )
   }
+  // Each node's batches to the other, and the standalone acknowledgements it received for them.
+  const written = (at: Side) => Effect.runSync(nodes[at].peers.stats).reduce((n, s) => ({ batches: n.batches + s.frames, acks: n.acks + s.acks }), { batches: 0, acks: 0 })
   return {
     send: (from, messages) => Effect.runSync(nodes[from].transport.send(messages)),
-    onReceive: (at, handler) => void (handlers[at] = handler)
+    onReceive: (at, handler) => void (handlers[at] = handler),
+    frames: () => {
+      const [one, two] = [written(1), written(2)]
+      return { batches: one.batches + two.batches, acks: one.acks + two.acks }
+    }
   } satisfies Pair
 })
 
@@ -291,16 +353,11 @@ const measure = <E>(name: string, pair: Effect.Effect<Pair, E, Scope.Scope>, sec
         // Warm-up: connections, JIT (the rpc variants need over a second of round trips to settle).
         await roundTrips(pair, 1.5)
         await oneWay(pair, 1)
+        await pipelined(pair, 0.5)
         const trips = await roundTrips(pair, seconds / 2)
+        const crossing = await pipelined(pair, seconds / 2)
         const flow = await oneWay(pair, seconds)
-        return {
-          name,
-          messagesPerSecond: flow.messagesPerSecond,
-          cpuUsPerMessage: flow.cpuUsPerMessage,
-          p50RoundTripMs: trips.p50RoundTripMs,
-          p99RoundTripMs: trips.p99RoundTripMs,
-          cpuUsPerRoundTrip: trips.cpuUsPerRoundTrip
-        }
+        return { name, ...flow, ...trips, ...crossing }
       })
     )
   )
@@ -309,7 +366,8 @@ export const benchTransport = (seconds = 3): Promise<ReadonlyArray<TransportResu
   Effect.runPromise(
     Effect.all(
       [
-        measure("PeerTransport (websocket, msgpack frames, auth, acks, queues, validation)", peerTransportPair, seconds),
+        measure("PeerTransport (websocket, msgpack frames, auth, acks, queues, validation)", peerTransportPair(true), seconds),
+        measure("PeerTransport, acknowledgements standalone (ridingAcks: false, as before)", peerTransportPair(false), seconds),
         measure("bare @effect/rpc websocket msgpack, answered calls", rpcPair(false), seconds),
         measure("bare @effect/rpc websocket msgpack, discard calls", rpcPair(true), seconds),
         measure("bare ws + msgpackr, one frame per batch (the floor)", wsPair, seconds)

@@ -2,10 +2,12 @@
  * `PeerTransport`: the network `Transport` between Blixard nodes — one websocket per (sender →
  * receiver) pair on the receiver's one HTTP port at `/raft`, carrying msgpack frames.
  *
- * Protocol (after the `PeerAuth` handshake in the upgrade request):
+ * Protocol (after the `PeerAuth` handshake in the upgrade request; `FrameAcks` has the details):
  *
- *   sender → receiver   [seq, [message, …]]    a batch; seq counts 1, 2, … per connection
- *   receiver → sender   seq                    every batch up to seq is in the receiver's inbox
+ *   sender → receiver   [seq, [message, …]]                 a batch; seq counts 1, 2, … per connection
+ *                       [seq, [message, …], [nonce, ack]]   the same, with an acknowledgement riding
+ *                                                           for the connection the other way
+ *   receiver → sender   seq                                 every batch up to seq is in the receiver's inbox
  *
  * Sending: `send` appends to a bounded per-peer `SendQueue` (drop-oldest, see there) and pumps that
  * peer at once: while fewer than `maxInFlight` batches await their acknowledgement, everything queued
@@ -38,7 +40,17 @@
  * cluster's traffic is a heartbeat and its answer per round on each link; an acknowledgement per frame
  * doubled the frames on the wire (and the wake-ups of both ends), and was a fifth of an idle node's CPU
  * (bench/RESULTS.md). A sender's window of two or more batches never waits on a held-back
- * acknowledgement: its second batch in flight is acknowledged on arrival.
+ * acknowledgement: its second batch in flight is acknowledged within the event loop's turn.
+ *
+ * Riding acknowledgements (`FrameAcks`): Raft's traffic is requests and their answers, so a node that
+ * owes a peer an acknowledgement usually sends that peer a frame soon after, on its own connection the
+ * other way; the acknowledgement rides on that frame (named by the acknowledged connection's handshake
+ * nonce), and the node's receiving side hands it to its sending side, which applies it exactly as a
+ * standalone one (`acknowledged`). Standalone acknowledgements stay for what nothing carries in time,
+ * and for peers that did not announce the feature (older releases). A standalone acknowledgement was
+ * a frame written (on loopback, the writer's system call also runs the reader's TCP path) and a read
+ * and wake-up at the other end, per frame pair; a one-client write on a 3-node cluster paid two at
+ * the leader and one at each follower.
  *
  * Why not `@effect/rpc` (which carried this traffic before): a Raft message sent alone cost ~130 µs of
  * CPU as an answered rpc call and ~120 µs as a fire-and-forget one (client and server together),
@@ -65,6 +77,7 @@ import { Message } from "../raft/Message.js"
 import { CertificateRevoked, PeerCertificateRefused } from "../domain/Errors.js"
 import { NodeId } from "../domain/NodeId.js"
 import { answeredIncarnation, HandshakeVerifier, deriveKey, incarnationHeaders, isIncarnation, type Secrets, secretsOf, sign, toQuery } from "./PeerAuth.js"
+import { AckEveryBytes, AckEveryFrames, decodeAck, decodeFrame, type Frame, InboundAcks, type RidingAck, ridingAcksHeader } from "./FrameAcks.js"
 import { defaultSendQueueLimits, SendQueue, type SendQueueLimits } from "./SendQueue.js"
 import { normalizeSerial, revokedAdvice } from "../domain/Certificate.js"
 import { checkServerIdentity, identityOf, issuerIn, type RevokedCheck } from "./Tls.js"
@@ -122,6 +135,11 @@ export interface PeerTransportOptions {
    * timing settings, so a held-back acknowledgement stays far inside the sender's timeout).
    */
   readonly ackDelayMs?: number | undefined
+  /**
+   * Acknowledgements ride on frames the other way, with peers that announce it (default true). False:
+   * this node neither announces nor sends them, as a release without them (tests, benchmarks).
+   */
+  readonly ridingAcks?: boolean | undefined
   /** Largest batch in one frame (default 1024 messages, 4 MiB; a single larger message goes alone). */
   readonly maxBatchMessages?: number | undefined
   readonly maxBatchBytes?: number | undefined
@@ -158,9 +176,13 @@ export interface PeerStats {
   readonly delivered: number
   /** Messages written to the peer's connection. */
   readonly sent: number
-  /** Frames (batches) written to the peer's connections, and acknowledgement frames received from it. */
+  /**
+   * Frames (batches) written to the peer's connections, standalone acknowledgement frames received
+   * from it, and acknowledgements received riding on its frames (`FrameAcks`).
+   */
   readonly frames: number
   readonly acks: number
+  readonly ridingAcks: number
   readonly connected: boolean
   /** Consecutive failed attempts (0 when the last batch was acknowledged), and the last failure. */
   readonly failures: number
@@ -194,11 +216,6 @@ export interface PeerEndpointShape {
 
 export class PeerEndpoint extends Context.Tag("blixard/net/PeerEndpoint")<PeerEndpoint, PeerEndpointShape>() {}
 
-/** One frame from a sender: a positive sequence number and the batch, each message checked on its own. */
-const Frame = Schema.Tuple(Schema.Int.pipe(Schema.positive()), Schema.Array(Schema.Unknown))
-const decodeFrame = ParseResult.decodeUnknownEither(Frame)
-/** An acknowledgement from a receiver. */
-const decodeAck = ParseResult.decodeUnknownEither(Schema.Int.pipe(Schema.positive()))
 const decodeMessage = ParseResult.decodeUnknownEither(Message)
 
 const memberByType = new Map<unknown, Schema.Schema.AnyNoContext>(
@@ -217,13 +234,6 @@ const explainInvalid = (raw: unknown): string => {
   const [first] = ParseResult.ArrayFormatter.formatIssueSync(result.left)
   return `invalid ${String(type)} message: ${first === undefined ? "?" : `${first.path.join(".") || "(root)"}: ${first.message}`}`
 }
-
-/**
- * A receiver acknowledges at once when this many frames are unacknowledged (so a window of two never
- * stalls), or when they add up to this many bytes (a large frame is not held back).
- */
-const AckEveryFrames = 2
-const AckEveryBytes = 64 * 1024
 
 /** Plain msgpack maps (no msgpackr records): every frame stands alone, readable by any msgpack decoder. */
 const packr = new Packr({ useRecords: false })
@@ -252,6 +262,10 @@ interface Connection {
   certificate?: X509Certificate | undefined
   /** The key of the secret this node's handshake was made with (`sweepSecrets`). */
   readonly key: Buffer
+  /** The handshake's nonce: what names this connection in acknowledgements riding the other way. */
+  readonly nonce: string
+  /** The peer announced that it reads acknowledgements riding on frames (`FrameAcks`). */
+  ridingAcks: boolean
   /** The incarnation the peer answered with (undefined until it answered, or if it named none). */
   incarnation?: string | undefined
 }
@@ -269,6 +283,7 @@ interface Peer {
   sent: number
   frames: number
   acks: number
+  ridingAcks: number
   connected: boolean
   failures: number
   failuresTotal: number
@@ -323,6 +338,7 @@ const newPeer = (id: number, address: string, limits: SendQueueLimits): Peer => 
   sent: 0,
   frames: 0,
   acks: 0,
+  ridingAcks: 0,
   failuresTotal: 0,
   tags: Metrics.tags(["peer", String(id)]),
   connected: false,
@@ -343,6 +359,7 @@ const statsOf = (p: Peer, incarnation: string | undefined): PeerStats => ({
   sent: p.sent,
   frames: p.frames,
   acks: p.acks,
+  ridingAcks: p.ridingAcks,
   connected: p.connected,
   failures: p.failures,
   failuresTotal: p.failuresTotal,
@@ -430,6 +447,9 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       const lives = new PeerLives()
       /** Accepted connections, by socket: the node that opened it and the incarnation it named. */
       const accepted = new Map<WebSocket, { readonly from: number; readonly incarnation: string | undefined; readonly key: Buffer }>()
+      const ridingAcks = options.ridingAcks !== false
+      /** Per peer id: what this node owes for the newest connection it accepted from the peer (`FrameAcks`). */
+      const owed = new Map<number, InboundAcks>()
 
       // --- Sending ------------------------------------------------------------------------------
 
@@ -445,7 +465,8 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           const batch = peer.queue.take(maxBatchMessages, maxBatchBytes)
           const seq = ++conn.seq
           const sentAt = performance.now()
-          const frame = packr.pack([seq, batch])
+          const ack = conn.ridingAcks ? owed.get(peer.id)?.take() : undefined
+          const frame = packr.pack(ack === undefined ? [seq, batch] : [seq, batch, ack])
           const deadline = Date.now() + timeoutMs
           conn.inFlight.set(seq, { count: batch.length, bytes: frame.length, deadline, sentAt })
           armWatchdog(deadline)
@@ -466,6 +487,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
         conn.socket.removeAllListeners()
         conn.socket.on("error", () => {})
         conn.socket.terminate()
+        owed.get(peer.id)?.resend()
       }
 
       /** Counts a failed attempt: reported unreachable, logged (the first and every 20th), retried after a back-off. */
@@ -550,7 +572,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           // An address the websocket client cannot even parse: a failed attempt like any other.
           return failed(peer, error instanceof Error ? error.message : String(error))
         }
-        const conn: Connection = { socket, seq: 0, inFlight: new Map(), key }
+        const conn: Connection = { socket, seq: 0, inFlight: new Map(), key, nonce: signed.nonce, ridingAcks: false }
         peer.connection = conn
         socket.on("upgrade", (response) => {
           if (response.socket instanceof tls.TLSSocket) {
@@ -561,6 +583,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           const answer = answeredIncarnation(key, clusterId, signed, response.headers)
           if (!answer.ok) return fail(peer, conn, answer.reason)
           conn.incarnation = answer.incarnation
+          conn.ridingAcks = ridingAcks && response.headers[ridingAcksHeader] === "1"
           learn(peer.id, answer.incarnation, "its answer to this node's connection")
         })
         socket.on("open", () => pump(peer))
@@ -573,26 +596,48 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           }
           if (Either.isLeft(ack)) return fail(peer, conn, `node ${peer.id} sent a malformed acknowledgement`)
           peer.acks++
-          // One round trip per acknowledgement, from the newest batch it covers; not from a lone small
-          // batch, whose acknowledgement the receiver may have held back (`ackDelayMs`).
-          let newest: { readonly bytes: number; readonly sentAt: number } | undefined
-          let covered = 0
-          for (const [seq, batch] of conn.inFlight) {
-            if (seq > ack.right) break
-            conn.inFlight.delete(seq)
-            peer.delivered += batch.count
-            newest = batch
-            covered++
-          }
-          if (newest !== undefined && (covered >= AckEveryFrames || newest.bytes >= AckEveryBytes)) {
-            Metrics.peerRoundTrip.unsafeUpdate((performance.now() - newest.sentAt) / 1000, peer.tags)
-          }
-          peer.connected = true
-          peer.failures = 0
-          pump(peer)
+          if (!acknowledged(peer, conn, ack.right, false)) fail(peer, conn, `node ${peer.id} acknowledged batch ${ack.right}, beyond the last sent (${conn.seq})`)
         })
         socket.on("error", (error) => fail(peer, conn, error.message))
         socket.on("close", (code) => fail(peer, conn, `connection closed (${code})`))
+      }
+
+      /**
+       * Applies an acknowledgement of every batch up to `upTo` on `conn`, standalone or riding (then
+       * counted by the caller); false if it names a batch never sent. One round trip per
+       * acknowledgement, from the newest batch it covers; not from a lone small batch's standalone
+       * acknowledgement, which the receiver may have held back (`ackDelayMs`). A riding one left with
+       * the receiver's first frame back, when it had something to say: for Raft's request and answer,
+       * the round trip Raft sees.
+       */
+      const acknowledged = (peer: Peer, conn: Connection, upTo: number, riding: boolean): boolean => {
+        if (upTo > conn.seq) return false
+        let newest: { readonly bytes: number; readonly sentAt: number } | undefined
+        let covered = 0
+        for (const [seq, batch] of conn.inFlight) {
+          if (seq > upTo) break
+          conn.inFlight.delete(seq)
+          peer.delivered += batch.count
+          newest = batch
+          covered++
+        }
+        if (newest !== undefined && (riding || covered >= AckEveryFrames || newest.bytes >= AckEveryBytes)) {
+          Metrics.peerRoundTrip.unsafeUpdate((performance.now() - newest.sentAt) / 1000, peer.tags)
+        }
+        peer.connected = true
+        peer.failures = 0
+        pump(peer)
+        return true
+      }
+
+      /** An acknowledgement that rode on a frame from `from`: applied if it names this node's current connection to it. */
+      const rodeIn = (from: number, [nonce, upTo]: RidingAck): void => {
+        const peer = peers.get(from)
+        const conn = peer?.connection
+        // For an earlier connection (failed or replaced since): its batches are gone already.
+        if (peer === undefined || conn === undefined || conn.nonce !== nonce) return
+        if (acknowledged(peer, conn, upTo, true)) peer.ridingAcks++
+        else log(Effect.logWarning(`raft transport: ignored node ${from}'s acknowledgement of batch ${upTo}, beyond the last sent to it (${conn.seq})`))
       }
 
       // Batches overdue for their acknowledgement fail their connection: a peer that accepts but never
@@ -657,7 +702,7 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
 
       const verifier = new HandshakeVerifier(options.clusterSecret, clusterId, self, maxClockSkewMs)
       const server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxFrameBytes ?? 256 * 1024 * 1024 })
-      /** Per upgrade request being accepted: the headers naming this node's incarnation in the answer. */
+      /** Per upgrade request being accepted: the headers of the answer (this node's incarnation, `ridingAcksHeader`). */
       const answers = new WeakMap<http.IncomingMessage, ReadonlyArray<string>>()
       server.on("headers", (headers, request) => void headers.push(...(answers.get(request) ?? [])))
       /** With TLS: each accepted connection's client certificate serial, and the node it is. */
@@ -722,68 +767,77 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
       }, 1000)
       sweep.unref()
 
-      const serve = (socket: WebSocket, from: number, serial: string | undefined, incarnation: string | undefined, key: Buffer): void => {
-        /** The newest frame received, and what arrived since the last acknowledgement. */
-        let lastSeq = 0
-        let unacked = 0
-        let unackedBytes = 0
-        let ackTimer: NodeJS.Timeout | undefined
-        const acknowledge = (): void => {
-          clearTimeout(ackTimer)
-          ackTimer = undefined
-          if (unacked === 0) return
-          unacked = 0
-          unackedBytes = 0
-          if (socket.readyState === WebSocket.OPEN) socket.send(packr.pack(lastSeq))
+      /** A received frame, checked against `Frame`; undefined (logged) if malformed. */
+      const readFrame = (from: number, data: unknown, isBinary: boolean): Frame | undefined => {
+        let frame: Either.Either<Frame, unknown>
+        try {
+          frame = isBinary ? decodeFrame(packr.unpack(data as Buffer)) : Either.left("text frame")
+        } catch (e) {
+          frame = Either.left(e)
         }
+        if (Either.isRight(frame)) return frame.right
+        log(Effect.logWarning(`raft transport: dropped a malformed frame from node ${from}`))
+        return undefined
+      }
+
+      /** Offers a frame's messages to the inbox: those that pass the schema, are for this node and come from `from`; logs the others. */
+      const deliver = (from: number, raws: ReadonlyArray<unknown>): void => {
+        const valid: Array<Message> = []
+        const problems: Array<string> = []
+        for (const raw of raws) {
+          const decoded = decodeMessage(raw)
+          if (Either.isLeft(decoded)) {
+            problems.push(explainInvalid(raw))
+            continue
+          }
+          const m = decoded.right
+          if (m.to !== self) problems.push(`message ${m.type} addressed to node ${m.to}`)
+          else if (m.from !== from) problems.push(`message ${m.type} claims to come from node ${m.from}`)
+          else valid.push(m)
+        }
+        let full = 0
+        for (const m of valid) if (!offerMessage(m)) full++
+        if (problems.length > 0 || full > 0) {
+          log(
+            Effect.logWarning(`raft transport: dropped ${problems.length + full} message(s) from node ${from}`).pipe(
+              Effect.annotateLogs({ problems: problems.slice(0, 3).join("; "), inboxFull: full })
+            )
+          )
+        }
+      }
+
+      /** Whether `acks` could ride on a frame to `from` now: they are for its newest connection, and this node's own to it reads them. */
+      const canRide = (from: number, acks: InboundAcks): boolean => {
+        const conn = peers.get(from)?.connection
+        return owed.get(from) === acks && conn?.ridingAcks === true && conn.socket.readyState === WebSocket.OPEN
+      }
+
+      const serve = (socket: WebSocket, from: number, serial: string | undefined, incarnation: string | undefined, key: Buffer, nonce: string): void => {
+        const acks: InboundAcks = new InboundAcks(
+          nonce,
+          ackDelayMs,
+          (seq) => void (socket.readyState === WebSocket.OPEN && socket.send(packr.pack(seq))),
+          () => canRide(from, acks)
+        )
+        owed.set(from, acks)
         accepted.set(socket, { from, incarnation, key })
         if (serial !== undefined) acceptedCertificates.set(socket, { serial, from })
         socket.on("close", () => {
-          clearTimeout(ackTimer)
+          acks.close()
+          if (owed.get(from) === acks) owed.delete(from)
           accepted.delete(socket)
           acceptedCertificates.delete(socket)
         })
         socket.on("error", () => socket.terminate())
         socket.on("message", (data, isBinary) => {
-          let frame: Either.Either<readonly [number, ReadonlyArray<unknown>], unknown>
-          try {
-            frame = isBinary ? decodeFrame(packr.unpack(data as Buffer)) : Either.left("text frame")
-          } catch (e) {
-            frame = Either.left(e)
-          }
-          if (Either.isLeft(frame)) {
-            return log(Effect.logWarning(`raft transport: dropped a malformed frame from node ${from}`))
-          }
+          const frame = readFrame(from, data, isBinary)
+          if (frame === undefined) return
           // From an earlier life of the sender, still arriving after a newer one connected (`learn`).
           if (incarnation !== undefined && lives.current(from) !== incarnation) return void socket.terminate()
-          const [seq, raws] = frame.right
-          const valid: Array<Message> = []
-          const problems: Array<string> = []
-          for (const raw of raws) {
-            const decoded = decodeMessage(raw)
-            if (Either.isLeft(decoded)) {
-              problems.push(explainInvalid(raw))
-              continue
-            }
-            const m = decoded.right
-            if (m.to !== self) problems.push(`message ${m.type} addressed to node ${m.to}`)
-            else if (m.from !== from) problems.push(`message ${m.type} claims to come from node ${m.from}`)
-            else valid.push(m)
-          }
-          let full = 0
-          for (const m of valid) if (!offerMessage(m)) full++
-          lastSeq = seq
-          unacked++
-          unackedBytes += (data as Buffer).length
-          if (unacked >= AckEveryFrames || unackedBytes >= AckEveryBytes) acknowledge()
-          else if (ackTimer === undefined) ackTimer = setTimeout(acknowledge, ackDelayMs)
-          if (problems.length > 0 || full > 0) {
-            log(
-              Effect.logWarning(`raft transport: dropped ${problems.length + full} message(s) from node ${from}`).pipe(
-                Effect.annotateLogs({ problems: problems.slice(0, 3).join("; "), inboxFull: full })
-              )
-            )
-          }
+          const [seq, raws, riding] = frame
+          deliver(from, raws)
+          acks.received(seq, (data as Buffer).length)
+          if (riding !== undefined) rodeIn(from, riding)
         })
       }
 
@@ -811,9 +865,12 @@ export const layerTransport = (options: PeerTransportOptions): Layer.Layer<Trans
           }
           const peerCertificate = request.socket instanceof tls.TLSSocket && options.tls !== undefined ? request.socket.getPeerCertificate() : undefined
           const serial = peerCertificate?.serialNumber === undefined ? undefined : normalizeSerial(peerCertificate.serialNumber)
-          if (options.incarnation !== undefined) answers.set(request, incarnationHeaders(verdict.key, clusterId, { from: verdict.from, to: self, nonce: verdict.nonce }, options.incarnation))
+          answers.set(request, [
+            ...(options.incarnation === undefined ? [] : incarnationHeaders(verdict.key, clusterId, { from: verdict.from, to: self, nonce: verdict.nonce }, options.incarnation)),
+            ...(ridingAcks ? [`${ridingAcksHeader}: 1`] : [])
+          ])
           learn(verdict.from, verdict.incarnation, "its connection to this node")
-          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial, verdict.incarnation, verdict.key))
+          server.handleUpgrade(request, socket, head, (ws) => serve(ws, verdict.from, serial, verdict.incarnation, verdict.key, verdict.nonce))
         },
         request: (request, response) => {
           const verdict = verifier.verify(request.url ?? "", Date.now())
