@@ -1,7 +1,28 @@
-#!/usr/bin/env node
-// The `blixard` executable: the compiled CLI, bundled so that start-up loads a few modules instead of
-// hundreds (`npm run build`; `npm ci` builds it through `prepare`). `blixard node watchdog …`, the
-// long-lived fencing watchdog every node runs, has its own entry that loads none of the CLI.
+#!/bin/sh
+":" /*
+# The `blixard` executable, a shell script and an ES module in one file. Run as a program it is the
+# shell script below; `node bin/blixard.js` runs the module after the comment.
+#
+# Every command but the daemon starts from the CLI's start-up snapshot (dist/snapshot/cli.blob,
+# see src/cli/SnapshotMain.ts): Node.js begins with the CLI's modules loaded and evaluated, not read
+# and compiled. Node.js refuses a blob another Node.js built, so it is used only while `node` is the
+# very binary that built it (device, inode, size, mtime in cli.node); otherwise, and for the daemon
+# and its watchdog, Node.js runs this file as a module.
+node=node
+case "$1:$2" in
+  node: | node:-* | node:watchdog) ;;
+  *)
+    if self=$(readlink -f -- "$0") && snapshot="${self%/bin/*}/dist/snapshot" && [ -f "$snapshot/cli.blob" ] &&
+      read -r built < "$snapshot/cli.node" && [ "$built" = "$(stat -L -c '%d %i %s %Y' -- "$(command -v "$node")" 2>/dev/null)" ]; then
+      exec "$node" --snapshot-blob "$snapshot/cli.blob" blixard "$@"
+    fi ;;
+esac
+exec "$node" "$0" "$@"
+*/
+// The `blixard` executable run as a module: the compiled CLI, bundled so that start-up loads a few
+// modules instead of hundreds (`npm run build`; `npm ci` builds it through `prepare`). `blixard node
+// watchdog …`, the long-lived fencing watchdog every node runs, has its own entry that loads none of
+// the CLI.
 import module from "node:module"
 
 const [command, sub] = process.argv.slice(2)

@@ -1,0 +1,25 @@
+/**
+ * The entry of the CLI's start-up snapshot (`npm run build` writes `dist/snapshot/`, see
+ * `scripts/bundle.mjs`): Node.js runs this module once, at build time, with
+ * `--build-snapshot`, and saves the heap it leaves — every module of the client commands compiled
+ * and evaluated, the command tree and the Effect Schema classes built — in a blob. `bin/blixard.js`
+ * starts Node.js from that blob (`node --snapshot-blob BLOB blixard ARGS…`) and only `runCli` runs:
+ * no module is read, compiled or evaluated per run.
+ *
+ * Nothing here may read the environment, the clock or the terminal at build time: the snapshot
+ * would keep what it read. The daemon (`blixard node` without a subcommand) and the watchdog never
+ * run from the snapshot: their modules are left out of it and `bin/blixard.js` starts them from the
+ * ES module bundle.
+ */
+import * as v8 from "node:v8"
+import { runCli } from "./Program.js"
+
+// Modules the client commands load on first use (`BlixardClient`), loaded now so that they are in
+// the snapshot too.
+const preload = Promise.all([import("../api/Client.js"), import("./Credentials.js"), import("../net/TlsIdentity.js")])
+
+if (v8.startupSnapshot.isBuildingSnapshot()) {
+  void preload.then(() => v8.startupSnapshot.setDeserializeMainFunction(() => runCli(process.argv)))
+} else {
+  runCli(process.argv)
+}
