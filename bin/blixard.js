@@ -14,7 +14,7 @@ case "$1:$2" in
   *)
     if self=$(readlink -f -- "$0") && snapshot="${self%/bin/*}/dist/snapshot" && [ -f "$snapshot/cli.blob" ] &&
       read -r built < "$snapshot/cli.node" && [ "$built" = "$(stat -L -c '%d %i %s %Y' -- "$(command -v "$node")" 2>/dev/null)" ]; then
-      exec "$node" --snapshot-blob "$snapshot/cli.blob" blixard "$@"
+      exec "$node" --snapshot-blob "$snapshot/cli.blob" "$self" "$@"
     fi ;;
 esac
 exec "$node" "$0" "$@"

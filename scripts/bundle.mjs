@@ -29,18 +29,25 @@ await esbuild.build({
   banner: { js: "import { createRequire as __blixardRequire } from 'node:module'; const require = __blixardRequire(import.meta.url);" }
 })
 
-// The modules that never run from the snapshot (the daemon; bin/blixard.js starts it from the
-// bundle above) are replaced in it by one that says so.
-const notInSnapshot = /\/node\/(Daemon|HostDaemon|WatchdogMain)\.js$/
+// What the client commands never load — the daemon and its watchdog (which bin/blixard.js starts
+// from the bundle above), the simulator, a snapshot restore — is left out of the snapshot: it would
+// only make the blob larger, and every run pays for reading the blob. Should a run from the snapshot
+// need one of them after all (`blixard --json node …`, which bin/blixard.js does not recognise as
+// the daemon), the module left in its place runs the command again as `node bin/blixard.js ARGS…`
+// (argv[1] is bin/blixard.js, see there), replacing the process where Node.js can.
+const leftOut = /\/(node\/(Daemon|HostDaemon|WatchdogMain|SnapshotRestore)|sim\/(Explorer|OrchestrationStack|FullService))\.js$/
 const leaveOut = {
-  name: "leave-out-daemon",
+  name: "leave-out",
   setup(build) {
-    build.onResolve({ filter: /\/(Daemon|HostDaemon|WatchdogMain)\.js$/ }, (args) => {
+    build.onResolve({ filter: /\.js$/ }, (args) => {
       const resolved = path.resolve(args.resolveDir, args.path)
-      return notInSnapshot.test(resolved) ? { path: resolved, namespace: "not-in-snapshot" } : undefined
+      return args.kind === "dynamic-import" && leftOut.test(resolved) ? { path: resolved, namespace: "left-out" } : undefined
     })
-    build.onLoad({ filter: /.*/, namespace: "not-in-snapshot" }, (args) => ({
-      contents: `throw new Error(${JSON.stringify(`${path.basename(args.path)} is not in the CLI's start-up snapshot; start the daemon through bin/blixard.js`)})`,
+    build.onLoad({ filter: /.*/, namespace: "left-out" }, () => ({
+      contents: `const [bin, ...args] = process.argv.slice(1)
+if (typeof process.execve === "function") process.execve(process.execPath, [process.execPath, bin, ...args], process.env)
+const run = require("node:child_process").spawnSync(process.execPath, [bin, ...args], { stdio: "inherit" })
+process.exit(run.status ?? 1)`,
       loader: "js"
     }))
   }
@@ -78,6 +85,9 @@ await esbuild.build({
   format: "cjs",
   outfile: "dist/snapshot/cli.cjs",
   external: ["better-sqlite3"],
+  // Whitespace and syntax only: names stay as written, for stack traces.
+  minifyWhitespace: true,
+  minifySyntax: true,
   plugins: [leaveOut, loadLate],
   logLevel: "warning"
 })
