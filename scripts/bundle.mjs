@@ -4,7 +4,8 @@
 //   watchdog) — what `bin/blixard.js` imports. Emptied first, so no chunk of an earlier build stays.
 // - dist/snapshot/: the client commands as one CommonJS script (`cli.cjs`) and, built from it by
 //   this very Node.js (`node --build-snapshot`), its start-up snapshot `cli.blob` with `cli.node`, the
-//   identity of the Node.js binary that built it (see src/cli/SnapshotMain.ts and bin/blixard.js,
+//   size and modification time of the Node.js binary that built it (the same in a Nix store path on
+//   every machine) (see src/cli/SnapshotMain.ts and bin/blixard.js,
 //   which use the blob only with that binary). BLIXARD_NO_SNAPSHOT=1 skips the blob.
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -34,7 +35,8 @@ await esbuild.build({
 // only make the blob larger, and every run pays for reading the blob. Should a run from the snapshot
 // need one of them after all (`blixard --json node …`, which bin/blixard.js does not recognise as
 // the daemon), the module left in its place runs the command again as `node bin/blixard.js ARGS…`
-// (argv[1] is bin/blixard.js, see there), replacing the process where Node.js can.
+// (argv[1] is bin/blixard.js, see there; BLIXARD_RERUN keeps it from starting the snapshot again),
+// replacing the process where Node.js can.
 const leftOut = /\/(node\/(Daemon|HostDaemon|WatchdogMain|SnapshotRestore)|sim\/(Explorer|OrchestrationStack|FullService))\.js$/
 const leaveOut = {
   name: "leave-out",
@@ -45,8 +47,9 @@ const leaveOut = {
     })
     build.onLoad({ filter: /.*/, namespace: "left-out" }, () => ({
       contents: `const [bin, ...args] = process.argv.slice(1)
-if (typeof process.execve === "function") process.execve(process.execPath, [process.execPath, bin, ...args], process.env)
-const run = require("node:child_process").spawnSync(process.execPath, [bin, ...args], { stdio: "inherit" })
+const env = { ...process.env, BLIXARD_RERUN: "1" }
+if (typeof process.execve === "function") process.execve(process.execPath, [process.execPath, bin, ...args], env)
+const run = require("node:child_process").spawnSync(process.execPath, [bin, ...args], { stdio: "inherit", env })
 process.exit(run.status ?? 1)`,
       loader: "js"
     }))
@@ -102,5 +105,5 @@ if (process.env.BLIXARD_NO_SNAPSHOT !== "1") {
     process.exit(1)
   }
   const node = fs.statSync(process.execPath)
-  fs.writeFileSync(path.join(snapshot, "cli.node"), `${node.dev} ${node.ino} ${node.size} ${Math.floor(node.mtimeMs / 1000)}\n`)
+  fs.writeFileSync(path.join(snapshot, "cli.node"), `${node.size} ${Math.floor(node.mtimeMs / 1000)}\n`)
 }

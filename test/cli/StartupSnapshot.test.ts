@@ -41,7 +41,7 @@ const packageWith = (layout: Layout): string => {
     if (layout.snapshot === "garbage") fs.writeFileSync(path.join(snapshot, "cli.blob"), "not a snapshot")
     else fs.symlinkSync(path.join(built, "cli.blob"), path.join(snapshot, "cli.blob"))
     const stamp = fs.readFileSync(path.join(built, "cli.node"), "utf8")
-    fs.writeFileSync(path.join(snapshot, "cli.node"), layout.snapshot === "built" ? stamp : "1 2 3 4\n")
+    fs.writeFileSync(path.join(snapshot, "cli.node"), layout.snapshot === "built" ? stamp : "1 2\n")
   }
   return dir
 }
@@ -59,6 +59,11 @@ const run = (executable: string, args: ReadonlyArray<string>): Promise<Result> =
       resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout: stdout.toString(), stderr: stderr.toString() })
     )
   )
+
+/** Runs `node executable ARGS`. */
+const runNode = (executable: string, args: ReadonlyArray<string>): Promise<Result> => run(process.execPath, [executable, ...args])
+
+const canExecve = typeof (process as { execve?: unknown }).execve === "function"
 
 const notBuilt = /^blixard is not built: run `npm run build`/
 
@@ -113,5 +118,19 @@ describe.skipIf(!fs.existsSync(path.join(built, "cli.blob")))("bin/blixard.js an
     const withBundle = await run(path.join(packageWith({ snapshot: "built", bundle: true }), "bin/blixard.js"), args)
     expect(withBundle.code).toBe(0)
     expect(withBundle.stdout).toContain("linearizability ok")
+  })
+
+  it.runIf(canExecve)("node bin/blixard.js replaces itself with a Node.js started from the snapshot (Node.js with process.execve)", async () => {
+    const bin = path.join(packageWith({ snapshot: "built", bundle: false }), "bin/blixard.js")
+    expect(await runNode(bin, ["--version"])).toMatchObject({ code: 0, stdout: expect.stringContaining("0.1.0") })
+    const stale = path.join(packageWith({ snapshot: "other-node", bundle: false }), "bin/blixard.js")
+    expect((await runNode(stale, ["--version"])).stderr).toMatch(notBuilt)
+  })
+
+  it.runIf(canExecve)("node bin/blixard.js: a command handed back by the snapshot runs from the bundle, not from the snapshot again", async () => {
+    const bin = path.join(packageWith({ snapshot: "built", bundle: true }), "bin/blixard.js")
+    const result = await runNode(bin, ["sim", "--seed", "1", "--steps", "5"])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain("linearizability ok")
   })
 })
