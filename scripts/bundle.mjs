@@ -88,6 +88,17 @@ await esbuild.build({
   format: "cjs",
   outfile: "dist/snapshot/cli.cjs",
   external: ["better-sqlite3"],
+  // Node.js defines `FormData` lazily: the first look at it loads its fetch implementation (undici,
+  // tens of milliseconds), and @effect/platform looks at it for every request it sends
+  // (`payload instanceof FormData`). In the snapshot, `FormData` is a stand-in that answers such a
+  // question without loading it, unless the value is a FormData; `new FormData()` makes a real one.
+  banner: {
+    js: `var __blixardFormData = class FormData {
+  constructor(...args) { return new globalThis.FormData(...args) }
+  static [Symbol.hasInstance](value) { return value?.[Symbol.toStringTag] === "FormData" && value instanceof globalThis.FormData }
+};`
+  },
+  define: { FormData: "__blixardFormData" },
   // Whitespace and syntax only: names stay as written, for stack traces.
   minifyWhitespace: true,
   minifySyntax: true,
