@@ -53,15 +53,16 @@ interface Result {
 }
 
 /** Runs `executable ARGS` as a program, with this test's Node.js first on PATH (the one that built the snapshot). */
-const run = (executable: string, args: ReadonlyArray<string>): Promise<Result> =>
+const run = (executable: string, args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<Result> =>
   new Promise((resolve) =>
-    execFile(executable, args, { env: { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` } }, (error, stdout, stderr) =>
+    execFile(executable, args, { env: { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}`, ...env } }, (error, stdout, stderr) =>
       resolve({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout: stdout.toString(), stderr: stderr.toString() })
     )
   )
 
 /** Runs `node executable ARGS`. */
-const runNode = (executable: string, args: ReadonlyArray<string>): Promise<Result> => run(process.execPath, [executable, ...args])
+const runNode = (executable: string, args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<Result> =>
+  run(process.execPath, [executable, ...args], env)
 
 const canExecve = typeof (process as { execve?: unknown }).execve === "function"
 
@@ -94,6 +95,14 @@ describe.skipIf(!fs.existsSync(path.join(built, "cli.blob")))("bin/blixard.js an
   it("a blob from another Node.js (which Node.js would refuse and exit) is never started: the bundle answers", async () => {
     const bin = path.join(packageWith({ snapshot: "garbage", bundle: true }), "bin/blixard.js")
     expect(await run(bin, ["--version"])).toMatchObject({ code: 0, stdout: expect.stringContaining("0.1.0"), stderr: "" })
+  })
+
+  it("with NODE_OPTIONS (a V8 flag there makes Node.js refuse the blob and exit), the bundle answers", async () => {
+    const bin = path.join(packageWith({ snapshot: "built", bundle: true }), "bin/blixard.js")
+    const env = { NODE_OPTIONS: "--max-old-space-size=300" }
+    expect(await run(bin, ["--version"], env)).toMatchObject({ code: 0, stdout: expect.stringContaining("0.1.0"), stderr: "" })
+    expect(await runNode(bin, ["--version"], env)).toMatchObject({ code: 0, stdout: expect.stringContaining("0.1.0"), stderr: "" })
+    expect(await run(process.execPath, ["--max-old-space-size=300", bin, "--version"])).toMatchObject({ code: 0, stdout: expect.stringContaining("0.1.0"), stderr: "" })
   })
 
   it("without a snapshot, the bundle answers", async () => {
