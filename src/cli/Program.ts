@@ -7,7 +7,7 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
-import { Cause, Effect, Exit, Layer } from "effect"
+import { Cause, Effect, Exit, Layer, Random } from "effect"
 import { BlixardClient } from "./BlixardClient.js"
 import { ExitCode, run } from "./Cli.js"
 import { ProcessEnv } from "./ProcessEnv.js"
@@ -29,6 +29,9 @@ export function runCli(argv: ReadonlyArray<string>): void {
       })
     ),
     Effect.provide(MainLive),
+    // Effect's default random generator is seeded when its module is evaluated: in the start-up
+    // snapshot, that was once, at build time. Each run seeds its own.
+    Effect.withRandom(Random.make(Math.random())),
     NodeRuntime.runMain({
       disableErrorReporting: true,
       disablePrettyLogger: true,
