@@ -1,7 +1,9 @@
 /**
- * The `blixard` executable (`bin/blixard.js` imports the compiled form). Only what every command
- * needs is imported here; a command that needs heavy machinery (the daemon, the HTTP client) loads
- * it itself, so `blixard --help` starts nothing.
+ * The `blixard` executable as an ES module (`bin/blixard.js` imports its bundled form,
+ * `dist/bundle/main.js`): what runs the daemon, and every command when the CLI's start-up snapshot
+ * cannot be used (`SnapshotMain.ts` is the other entry; both run `Program.runCli`). Only what every
+ * command needs is imported here; a command that needs heavy machinery (the daemon, the HTTP
+ * client) loads it itself, so `blixard --help` starts nothing.
  *
  * `blixard node watchdog …` has its own entry (`node/WatchdogMain.ts`), which `bin/blixard.js` runs
  * without loading this module; run as this module (`node dist/src/cli/main.js node …`, the daemon
