@@ -7,9 +7,12 @@
  * no module is read, compiled or evaluated per run.
  *
  * Nothing here may read the environment, the clock or the terminal at build time: the snapshot
- * would keep what it read. The daemon (`blixard node` without a subcommand) and the watchdog never
- * run from the snapshot: their modules are left out of it and `bin/blixard.js` starts them from the
- * ES module bundle.
+ * would keep what it read (`Program.runCli` reseeds Effect's random generator for that reason).
+ * Node.js cannot snapshot its HTTP and TLS modules, so the bundle loads them on first use. The
+ * daemon (`blixard node` without a subcommand) and the watchdog never run from the snapshot:
+ * `bin/blixard.js` starts them from the ES module bundle. Their modules, the simulator's and a
+ * snapshot restore's are left out of it; a run that needs one after all is run again from the
+ * bundle (`scripts/bundle.mjs`).
  */
 import * as v8 from "node:v8"
 import { runCli } from "./Program.js"
