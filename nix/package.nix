@@ -8,8 +8,8 @@
   buildNpmPackage,
   importNpmLock,
   nodejs_24,
-  makeWrapper,
   installShellFiles,
+  coreutils,
 }:
 
 let
@@ -33,6 +33,7 @@ buildNpmPackage {
       ../tsconfig.json
       ../tsconfig.build.json
       ../bin
+      ../scripts
       ../src
       (lib.fileset.maybeMissing ../bench)
     ];
@@ -54,10 +55,7 @@ buildNpmPackage {
     npm_config_build_from_source = "better-sqlite3";
   };
 
-  nativeBuildInputs = [
-    makeWrapper
-    installShellFiles
-  ];
+  nativeBuildInputs = [ installShellFiles ];
 
   # `npm run build` (tsc -p tsconfig.build.json -> dist/) is buildNpmPackage's default build.
 
@@ -85,8 +83,15 @@ buildNpmPackage {
       cp package.json "$app/package.json"
     fi
 
-    makeWrapper ${lib.getExe nodejs} "$out/bin/blixard" \
-      --add-flags "$app/bin/blixard.js"
+    # `blixard` is bin/blixard.js run as a program (a shell script, see there): every command but
+    # the daemon starts Node.js from the CLI's start-up snapshot, which `npm run build` built with
+    # this same Node.js. The script names it and the tools it uses by their store paths.
+    substituteInPlace "$app/bin/blixard.js" \
+      --replace-fail 'node=node' 'node=${lib.getExe nodejs}' \
+      --replace-fail 'readlink -f' '${coreutils}/bin/readlink -f' \
+      --replace-fail 'stat -L' '${coreutils}/bin/stat -L'
+    test -s "$app/dist/snapshot/cli.blob"
+    ln -s "$app/bin/blixard.js" "$out/bin/blixard"
 
     # Shell completions, as the CLI itself writes them (@effect/cli's `--completions SHELL`).
     for shell in bash zsh fish; do
@@ -107,8 +112,12 @@ buildNpmPackage {
       const row = new Database(":memory:").prepare("select 41 + 1 as answer").get()
       if (row.answer !== 42) throw new Error("better-sqlite3 answered " + JSON.stringify(row))
     ' "$out/lib/blixard/node_modules/better-sqlite3"
-    # The CLI starts (help only; it starts no node).
+    # The CLI starts (help only; it starts no node), from its start-up snapshot: without the
+    # ES module bundle it could not start otherwise.
     HOME=$TMPDIR $out/bin/blixard --help > /dev/null
+    mv "$out/lib/blixard/dist/bundle" "$TMPDIR/bundle"
+    HOME=$TMPDIR $out/bin/blixard --version | grep -qx '${packageJson.version}'
+    mv "$TMPDIR/bundle" "$out/lib/blixard/dist/bundle"
     # Its completions are installed where bash, zsh and fish look for them.
     grep -q _blixard_bash_completions "$out/share/bash-completion/completions/blixard.bash"
     grep -q '#compdef blixard' "$out/share/zsh/site-functions/_blixard"

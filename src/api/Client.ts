@@ -5,10 +5,11 @@
  * address; `Timeout` when the node does not answer in time (default 5 s).
  *
  * `HttpApiClient` is imported here at the top: a CLI that must start fast imports this module lazily
- * (`await import(".../api/Client.js")`) inside the command that talks to a node.
+ * (`await import(".../api/Client.js")`) inside the command that talks to a node. Each endpoint's
+ * encoders and decoders are derived on its first call (`lazyEndpoints`), not all when a client is made.
  */
 import type { SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
-import { FetchHttpClient, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
+import { FetchHttpClient, type HttpApi, HttpApiClient, HttpApiError, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schema, Stream } from "effect"
 import * as NodeHttp from "node:http"
@@ -263,6 +264,30 @@ const queryOf = <Q extends ReadOptions>(options: Q | undefined): Omit<Q, "stale"
 const tokenText = (token: Redacted.Redacted<string> | string | (() => string)): string =>
   typeof token === "string" ? token : typeof token === "function" ? token() : Redacted.value(token)
 
+/** `HttpApiClient.make(BlixardApi)`'s client: `api.GROUP.ENDPOINT(request)`. */
+type Endpoints = typeof BlixardApi extends HttpApi.HttpApi<string, infer Groups, infer E, infer _R> ? HttpApiClient.Client<Groups, E, never> : never
+
+/**
+ * The API's client, each endpoint's part built when it is first called: `HttpApiClient.make` derives
+ * every endpoint's request encoder and answer decoders up front, which costs a one-shot command
+ * (`blixard vm list`) more than the rest of its run.
+ */
+const lazyEndpoints = (httpClient: HttpClient.HttpClient, baseUrl: string): Endpoints => {
+  const built = new Map<string, (request: unknown) => Effect.Effect<unknown, unknown>>()
+  const endpointOf = (group: string, endpoint: string) =>
+    Effect.suspend(() => {
+      const known = built.get(`${group}.${endpoint}`)
+      if (known !== undefined) return Effect.succeed(known)
+      return HttpApiClient.endpoint(BlixardApi, { group: group as never, endpoint: endpoint as never, httpClient, baseUrl }).pipe(
+        Effect.map((call) => call as unknown as (request: unknown) => Effect.Effect<unknown, unknown>),
+        Effect.tap((call) => Effect.sync(() => built.set(`${group}.${endpoint}`, call)))
+      )
+    })
+  const group = (name: string) =>
+    new Proxy({}, { get: (_, endpoint) => (request: unknown) => Effect.flatMap(endpointOf(name, String(endpoint)), (call) => call(request)) })
+  return new Proxy({}, { get: (_, name) => group(String(name)) }) as Endpoints
+}
+
 /** Builds a client for one node (needs an `HttpClient`: `FetchHttpClient.layer` or `NodeHttpClient`). */
 export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, never, HttpClient.HttpClient> =>
   Effect.gen(function* () {
@@ -270,14 +295,10 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
     const token = options.token
     const timeout = options.timeout ?? DefaultTimeout
     const scheme = options.scheme ?? "http"
-    const api = yield* HttpApiClient.make(BlixardApi, {
-      baseUrl: baseUrlOf(addr, scheme),
-      ...(token === undefined
-        ? {}
-        : {
-            transformClient: HttpClient.mapRequest((request) => HttpClientRequest.bearerToken(request, tokenText(token)))
-          })
-    })
+    const http = yield* HttpClient.HttpClient
+    const authorized =
+      token === undefined ? http : http.pipe(HttpClient.mapRequest((request) => HttpClientRequest.bearerToken(request, tokenText(token))))
+    const api = lazyEndpoints(authorized, baseUrlOf(addr, scheme))
     const call = <A>(effect: Effect.Effect<A, unknown>): Effect.Effect<A, BlixardError> =>
       effect.pipe(
         Effect.catchAll(toBlixardError(addr, scheme)),
@@ -292,10 +313,6 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       )
     const body = (options: WriteOptions | undefined) =>
       options?.ifRevision === undefined ? {} : { ifRevision: options.ifRevision }
-
-    const http = yield* HttpClient.HttpClient
-    const authorized =
-      token === undefined ? http : http.pipe(HttpClient.mapRequest((request) => HttpClientRequest.bearerToken(request, tokenText(token))))
 
     /**
      * A streamed answer (a log, a snapshot) over this client's connection settings (TLS included):

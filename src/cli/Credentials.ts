@@ -148,7 +148,9 @@ const HealthNode = Schema.Struct({ node: Schema.optional(NodeId) })
 const healthOf = (addr: string, scheme: "http" | "https"): Promise<number | undefined> =>
   new Promise((resolve) => {
     const get = scheme === "https" ? https.get : http.get
-    const request = get(`${scheme}://${addr}/v1/health`, { timeout: 2000, ...(scheme === "https" ? { rejectUnauthorized: false } : {}) }, (response) => {
+    // Over HTTPS the certificate is not checked (see probeNodeId), so no CA is given either: an empty
+    // list, which keeps Node.js from loading its bundled root certificates (~10 ms of a CLI run).
+    const request = get(`${scheme}://${addr}/v1/health`, { timeout: 2000, ...(scheme === "https" ? { rejectUnauthorized: false, ca: [] } : {}) }, (response) => {
       const chunks: Array<Buffer> = []
       response.on("data", (chunk: Buffer) => chunks.push(chunk))
       response.on("end", () => {
