@@ -28,9 +28,9 @@ describe("blixard sim", () => {
   })
 
   it("a failing seed exits 1 with BLX_INVARIANT_VIOLATED and says what broke", async () => {
-    const r = await blixard(["sim", "--seed", "81", "--profile", "crashpoints", "--bug", "figure8"])
+    const r = await blixard(["sim", "--seed", "16", "--profile", "crashpoints", "--bug", "figure8"])
     expect(r.code).toBe(1)
-    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 81 failed: .*leader completeness/m)
+    expect(r.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 16 failed: .*leader completeness/m)
   })
 
   it("--full replays a seed of the full-service tier: same seed, same summary, in two processes", async () => {
@@ -45,7 +45,7 @@ describe("blixard sim", () => {
 
   it("--workload orchestration: a failing seed exits 1 naming the VM and its nodes, --log shows the nodes' log; it needs --full", async () => {
     const [bugged, usage, storage, misplaced] = await Promise.all([
-      blixard(["sim", "--seed", "5", "--full", "--workload", "orchestration", "--bug", "no-fencing", "--log"]),
+      blixard(["sim", "--seed", "4", "--full", "--workload", "orchestration", "--bug", "no-fencing", "--log"]),
       blixard(["sim", "--seed", "2", "--workload", "orchestration"]),
       blixard(["sim", "--seed", "2", "--profile", "storage"]),
       blixard(["sim", "--seed", "2", "--bug", "stall-contact"])
@@ -56,9 +56,9 @@ describe("blixard sim", () => {
     expect(misplaced.stderr).toMatch(/--bug stall-contact applies to --full --workload kv or --full --workload orchestration/)
     expect(bugged.code).toBe(1)
     expect(bugged.stdout).toMatch(/^ +\d+ ms {2}node \d {2}INFO +node \d: VM "c\d-\d+" is running \(pid \d+\)$/m)
-    expect(bugged.stdout).toMatch(/^seed 5 \(full-service tier, orchestration workload, profile default, bug no-fencing\): FAILED$/m)
+    expect(bugged.stdout).toMatch(/^seed 4 \(full-service tier, orchestration workload, profile default, bug no-fencing\): FAILED$/m)
     expect(bugged.stdout).toMatch(/^ {2}counts: vmsCreated \d+, /m)
-    expect(bugged.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 5 failed: at \d+ ms: VM "c\d-\d+" runs on nodes \d, \d at once/m)
+    expect(bugged.stderr).toMatch(/^BLX_INVARIANT_VIOLATED: seed 4 failed: at \d+ ms: VM "c\d-\d+" runs on nodes \d, \d at once/m)
     expect(usage.code).toBe(2)
     expect(usage.stderr).toMatch(/--workload orchestration runs in the full-service tier: add --full/)
   })
