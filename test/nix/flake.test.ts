@@ -176,8 +176,12 @@ describe.skipIf(skipReason !== undefined)("the flake's outputs, evaluated with n
       expect(pkg.env["npm_config_nodedir"]).toMatch(new RegExp(`-${pkg.nodejs}$`))
       // better-sqlite3 goes straight to node-gyp: no download attempt in the sandbox.
       expect(pkg.env["npm_config_build_from_source"]).toBe("better-sqlite3")
-      expect(pkg.installPhase).toMatch(new RegExp(`makeWrapper \\S*-${pkg.nodejs}/bin/node "\\$out/bin/blixard"`))
-      expect(pkg.installPhase).toContain('--add-flags "$app/bin/blixard.js"')
+      // `blixard` is bin/blixard.js run as a program, with this Node.js (and the tools its shell part
+      // uses) written in by store path; the start-up snapshot that Node.js built is there.
+      expect(pkg.installPhase).toMatch(new RegExp(`--replace-fail 'node=node' 'node=\\S*-${pkg.nodejs}/bin/node'`))
+      expect(pkg.installPhase).toMatch(/--replace-fail 'stat -L' '\S*-coreutils-[^/]*\/bin\/stat -L'/)
+      expect(pkg.installPhase).toContain('test -s "$app/dist/snapshot/cli.blob"')
+      expect(pkg.installPhase).toContain('ln -s "$app/bin/blixard.js" "$out/bin/blixard"')
       expect(pkg.meta.mainProgram).toBe("blixard")
     })
 

@@ -21,7 +21,7 @@ let
 
   package = import ../../nix/package.nix {
     inherit lib nodejs_24;
-    makeWrapper = fakeDrv "make-wrapper";
+    coreutils = fakeDrv "coreutils-9.5";
     installShellFiles = fakeDrv "install-shell-files";
     # Returns its arguments, so the test can read them.
     buildNpmPackage = args: args;
