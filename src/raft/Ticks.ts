@@ -10,7 +10,13 @@
  * leader's wakes once per heartbeat (fewer wake-ups of a quiet node: bench/RESULTS.md).
  *
  * Deadlines are checked by the ticker, not the loop, so requests time out even while the loop is
- * stuck (say, in a save the disk does not finish).
+ * stuck (say, in a save the disk does not finish). The ticker sleeps no later than the earliest
+ * deadline `expire` finds (in the loop's mailbox and in the request holders), and is woken for an
+ * earlier one (`deadlineAt`) twice: by the request's caller as it is made (it waits in the mailbox
+ * if the loop is busy), and by the loop once it has taken the request into a holder — in between,
+ * in the batch the loop is about to handle, `expire` sees it nowhere, and the caller's wake-up
+ * often runs the ticker just then. A node whose ticks never act (a learner, a node outside the
+ * configuration) would otherwise sleep on for good, its request unanswered past its deadline.
  */
 import { Clock, Effect } from "effect"
 import { Wakeup } from "../util/Wakeup.js"
@@ -72,7 +78,7 @@ export class Ticks {
     }
   }
 
-  /** A request's deadline (Clock milliseconds): a ticker asleep past it (a request timeout shorter than its sleep) wakes for it. */
+  /** A request's deadline (Clock milliseconds), as it is made and once the loop took it: a ticker asleep past it wakes for it. */
   deadlineAt(deadline: number): void {
     if (deadline < this.tickerWakesAtWall) this.nudges.signal()
   }
