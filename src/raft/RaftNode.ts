@@ -330,7 +330,13 @@ const runLoop = (p: Parts): Effect.Effect<never, StorageError> =>
       /** When the loop took its current batch (monotonic milliseconds, `monotonicMillis`). */
       const loopNow = yield* monotonicMillis
       p.ticks.catchUp(loopNow)
-      for (const ev of batch) handle(p, restarted, ev)
+      let deadline = Number.POSITIVE_INFINITY
+      for (const ev of batch) {
+        handle(p, restarted, ev)
+        if ("deadline" in ev && ev.deadline < deadline) deadline = ev.deadline
+      }
+      // Where the ticker's `expire` looks for the requests taken now, as it may not have while they were in the batch.
+      p.ticks.deadlineAt(deadline)
       if (restarted.length > 0) yield* Effect.forEach(restarted.splice(0), p.transport.resume, { discard: true })
       p.reads.ask(p.raw, loopNow)
       p.proposals.countBatch()

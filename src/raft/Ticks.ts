@@ -10,7 +10,13 @@
  * leader's wakes once per heartbeat (fewer wake-ups of a quiet node: bench/RESULTS.md).
  *
  * Deadlines are checked by the ticker, not the loop, so requests time out even while the loop is
- * stuck (say, in a save the disk does not finish).
+ * stuck (say, in a save the disk does not finish). The ticker sleeps no later than the earliest
+ * deadline `expire` finds (in the loop's mailbox and in the request holders), and is woken for an
+ * earlier one (`deadlineAt`) twice: by the request's caller as it is made (it waits in the mailbox
+ * if the loop is busy), and by the loop once it has taken the request into a holder — in between,
+ * in the batch the loop is about to handle, `expire` sees it nowhere, and the caller's wake-up
+ * often runs the ticker just then. A node whose ticks never act (a learner, a node outside the
+ * configuration) would otherwise sleep on for good, its request unanswered past its deadline.
  */
 import { Clock, Effect } from "effect"
 import { Wakeup } from "../util/Wakeup.js"
@@ -37,8 +43,16 @@ export interface TickerDuties {
 }
 
 export class Ticks {
-  /** When a tick next acts (the loop's plan after each batch), and when the ticker wakes by itself (monotonic, and by the wall clock of the deadlines). */
+  /**
+   * When a tick next acts (the loop's plan after each batch): in ticks after `tickedAt`, and as a
+   * time. Whether it is due is asked in ticks, as `catchUp` counts them: the time, a sum of
+   * fractional milliseconds, may be reached while `catchUp` still counts one tick fewer (rounding),
+   * and a tick handed over then acts on nothing, the loop plans the same time and the ticker hands
+   * it over again, without end while the clock stands still.
+   */
+  private ticksToAct = 1
   private actsAt: number
+  /** When the ticker wakes by itself (monotonic, and by the wall clock of the deadlines). */
   private tickerWakesAt: number
   private tickerWakesAtWall = Number.POSITIVE_INFINITY
   /** The ticker handed a Tick over and waits for the loop to take it (the loop nudges it then). */
@@ -56,23 +70,29 @@ export class Ticks {
     this.tickerWakesAt = this.actsAt
   }
 
+  /** Ticks elapsed by `now` since the last one given to the core. */
+  private elapsed(now: number): number {
+    return Math.floor((now - this.tickedAt) / this.tickMs)
+  }
+
   /** Gives the core every tick elapsed by `now`: before it steps anything, so its counters are current. */
   catchUp(now: number): void {
-    const ticks = Math.floor((now - this.tickedAt) / this.tickMs)
+    const ticks = this.elapsed(now)
     for (let i = 0; i < ticks; i++) this.raw.tick()
     this.tickedAt += ticks * this.tickMs
   }
 
   /** The loop's plan after each batch: when a tick next acts; the ticker is woken if it would sleep past it, or waits for the loop. */
   plan(): void {
-    this.actsAt = this.tickedAt + this.raw.ticksUntilAction() * this.tickMs
+    this.ticksToAct = this.raw.ticksUntilAction()
+    this.actsAt = this.tickedAt + this.ticksToAct * this.tickMs
     if (this.tickHandedOver || this.actsAt < this.tickerWakesAt) {
       this.tickHandedOver = false
       this.nudges.signal()
     }
   }
 
-  /** A request's deadline (Clock milliseconds): a ticker asleep past it (a request timeout shorter than its sleep) wakes for it. */
+  /** A request's deadline (Clock milliseconds), as it is made and once the loop took it: a ticker asleep past it wakes for it. */
   deadlineAt(deadline: number): void {
     if (deadline < this.tickerWakesAtWall) this.nudges.signal()
   }
@@ -86,7 +106,7 @@ export class Ticks {
         yield* duties.reportStalls(now)
         const monotonic = yield* monotonicMillis
         let sleep = this.actsAt - monotonic
-        if (sleep <= 0) {
+        if (this.elapsed(monotonic) >= this.ticksToAct) {
           this.tickHandedOver = true
           duties.tick(yield* duties.unreachable)
           // The loop nudges once it has taken the tick and planned the next; a loop stuck in a save

@@ -177,8 +177,9 @@ export interface Workload<Local> {
 
 /**
  * Every request to a `RaftNode` gets an answer — done, refused, dropped or timed out — within two
- * request timeouts (its node's clock may run 20 % slow, and the ticker that fails it runs every
- * tick): a waiter lost by the driver (say, overwritten) would leave its client hanging forever.
+ * request timeouts (its node's clock may run 20 % slow; the ticker that fails it wakes by its
+ * deadline, `Ticks.ts`): a waiter lost by the driver (say, overwritten), or a ticker left asleep
+ * past the deadline (a learner's, whose ticks never act), would leave its client hanging.
  */
 export const answerBoundMs = (requestTimeoutMs: number, tickMs: number) => 2 * requestTimeoutMs + 2 * tickMs
 
