@@ -6,6 +6,10 @@
  * `raftRetained`: the live heap three nodes in one process hold once each has taken a state
  * snapshot, over SQLite files (as the daemon stores them): what the Raft side keeps in memory
  * beside the state machines (which hold the state once each). Measured after full collections.
+ *
+ * `raftLogTail`: the same three nodes, but the writes overwrite 1,000 keys (a small state, as VM
+ * status reports are) and no snapshot is due: the live heap beyond the states is what each node
+ * holds of its log since the last snapshot (`BENCH_LOG_WRITES` writes of 2,000 B, default 12,000).
  */
 import { Context, Duration, Effect, Exit, Layer, Scope } from "effect"
 import * as fs from "node:fs"
@@ -77,7 +81,7 @@ const liveHeap = (): number => {
   return process.memoryUsage().heapUsed
 }
 
-export const benchRaftRetained = (writes = 4_200, valueBytes = 2_000) =>
+export const benchRaftRetained = (writes = 4_200, valueBytes = 2_000, logTail = false) =>
   Effect.runPromise(
     Effect.gen(function* () {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-raft-retained-"))
@@ -89,7 +93,7 @@ export const benchRaftRetained = (writes = 4_200, valueBytes = 2_000) =>
       for (const id of [1, 2, 3]) {
         const kv = new KvStore()
         kvs.push(kv)
-        const config = { id, tickMs: 100, requestTimeoutMs: 10_000, bootstrap: [1, 2, 3], snapshotEvery: 2_000, snapshotRatio: 0, snapshotRetain: 100 }
+        const config = { id, tickMs: 100, requestTimeoutMs: 10_000, bootstrap: [1, 2, 3], snapshotEvery: logTail ? 1_000_000 : 2_000, snapshotRatio: 0, snapshotRetain: 100 }
         const layer = RaftNode.layer(config).pipe(
           Layer.provide(Layer.mergeAll(layerFile({ filename: path.join(dir, `node-${id}.db`) }), net.layer(id), kv.layer()))
         )
@@ -108,16 +112,24 @@ export const benchRaftRetained = (writes = 4_200, valueBytes = 2_000) =>
         () =>
           Effect.gen(function* () {
             while (key < writes) {
-              const command = JSON.stringify({ op: "put", key: `k${++key}`, value })
+              const command = JSON.stringify({ op: "put", key: `k${logTail ? ++key % 1_000 : ++key}`, value })
               // A loaded machine may see an election: the write goes to the next leader.
               yield* Effect.retry(Effect.flatMap(leader, (n) => n.propose(command)), { times: 20 })
             }
           }),
         { concurrency: "unbounded", discard: true }
       )
-      // Every node has taken its snapshot of (nearly) all the writes and compacted behind it.
+      // Every node has taken its snapshot of (nearly) all the writes and compacted behind it; or, for
+      // the log's tail, applied them all.
       const deadline = performance.now() + 120_000
       for (;;) {
+        if (logTail) {
+          const applied = yield* Effect.forEach(nodes, (n) => Effect.map(n.status, (s) => s.applied))
+          if (applied.every((a) => a >= writes)) break
+          if (performance.now() > deadline) return yield* Effect.die(new Error(`writes not applied within 120 s: ${applied.join(", ")}`))
+          yield* Effect.sleep(Duration.millis(100))
+          continue
+        }
         const firsts = yield* Effect.forEach(nodes, (n) => Effect.map(n.status, (s) => s.firstIndex))
         if (firsts.every((f) => f >= writes - 2_000)) break
         if (performance.now() > deadline) return yield* Effect.die(new Error(`snapshots not taken within 120 s: first indexes ${firsts.join(", ")}`))
@@ -129,7 +141,9 @@ export const benchRaftRetained = (writes = 4_200, valueBytes = 2_000) =>
       fs.rmSync(dir, { recursive: true, force: true })
       return [
         {
-          name: `3 nodes over SQLite files, ${writes} writes of ${valueBytes} B, snapshot every 2,000 entries`,
+          name: logTail
+            ? `3 nodes over SQLite files, ${writes} writes of ${valueBytes} B to 1,000 keys, no snapshot since`
+            : `3 nodes over SQLite files, ${writes} writes of ${valueBytes} B, snapshot every 2,000 entries`,
           stateMb: MB(stateBytes),
           liveHeapGrowthMb: MB(heapAfter - heapBefore),
           perNodeBeyondStateMb: MB((heapAfter - heapBefore) / 3 - stateBytes),

@@ -30,6 +30,7 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
   raftRetained: () => benchRaftRetained(),
+  raftLogTail: () => benchRaftRetained(Number(process.env.BENCH_LOG_WRITES ?? 12_000), 2_000, true),
   reschedule: () => benchReschedule(),
   snapshot: () => benchSnapshot(),
   scale: () => benchScale(),
