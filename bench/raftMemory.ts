@@ -16,6 +16,7 @@
  * `BENCH_VMS` VM creates (default 100,000) and one `running` report for each, 64 proposals in
  * flight, as `scale` sends them. Then the process's RSS, and the live heap after full collections
  * beside the state's own (its snapshot size): what the Raft side holds at that size.
+ * `BENCH_HEAP_FILE=F` writes a heap snapshot to F at the end, with the node still running.
  */
 import { Context, Duration, Effect, Exit, Layer, Scope } from "effect"
 import * as fs from "node:fs"
@@ -208,6 +209,7 @@ export const benchLeaderState = (vms = 100_000, hosts = 100) =>
       const usage = process.memoryUsage()
       const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((s) => [s.space_name, `${MB(s.space_size)}/${MB(s.space_used_size)}`]))
       const split = breakdown(process.pid)
+      if (process.env.BENCH_HEAP_FILE !== undefined) v8.writeHeapSnapshot(process.env.BENCH_HEAP_FILE)
       yield* Scope.close(scope, Exit.void)
       fs.rmSync(dir, { recursive: true, force: true })
       return [
