@@ -231,7 +231,8 @@ export class MemoryStorage implements LogStorage {
 
   /**
    * Once the in-memory entries exceed `keepBytes`, the oldest committed ones leave memory until
-   * half of it is left (so that a slice of the tail is paid once per `keepBytes / 2` appended).
+   * half of it is left, at least a quarter of it at a time: each slice of the tail is paid for by
+   * `keepBytes / 4` appended, also while a long uncommitted suffix keeps the tail above `keepBytes`.
    */
   private spillOld(): void {
     if (this.spillTo === undefined || this.tailBytes <= this.spillTo.keepBytes) return
@@ -240,7 +241,7 @@ export class MemoryStorage implements LogStorage {
     let n = 0
     let bytes = this.tailBytes
     while (off + n < committed && bytes > this.spillTo.keepBytes / 2) bytes -= entrySize(this.ents[++n]!)
-    if (n === 0) return
+    if (n === 0 || (this.tailBytes - bytes < this.spillTo.keepBytes / 4 && off + n >= committed)) return
     // The dummy and the entries before the new one leave: their terms join the runs.
     for (let i = 0; i < n; i++) {
       const t = this.ents[i]!.term
