@@ -9,7 +9,7 @@ import { benchFuzz } from "./fuzz.js"
 import { benchHttp } from "./http.js"
 import { benchIdle } from "./idle.js"
 import { benchMemory } from "./memory.js"
-import { benchRaftMemory, benchRaftRetained } from "./raftMemory.js"
+import { benchLeaderState, benchRaftMemory, benchRaftRetained } from "./raftMemory.js"
 import { benchReschedule } from "./reschedule.js"
 import { benchScale } from "./scale.js"
 import { benchSim } from "./sim.js"
@@ -30,6 +30,8 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   transport: () => benchTransport(),
   raftMemory: () => benchRaftMemory(Number(process.env.BENCH_SECONDS ?? 3)),
   raftRetained: () => benchRaftRetained(),
+  leaderState: () => benchLeaderState(Number(process.env.BENCH_VMS ?? 100_000)),
+  raftLogTail: () => benchRaftRetained(Number(process.env.BENCH_LOG_WRITES ?? 12_000), 2_000, true),
   reschedule: () => benchReschedule(),
   snapshot: () => benchSnapshot(),
   scale: () => benchScale(),

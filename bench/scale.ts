@@ -17,6 +17,13 @@
  *   one of its VMs is reported running elsewhere. This includes `nodeDownMs` (default 6 s), the
  *   failure detector's wait before it may move them. Then it comes back, empty.
  *
+ * Diagnostics: `BENCH_NODE_ARGS` (space-separated) are Node.js flags for the members (e.g.
+ * `--max-semi-space-size=2`); `BENCH_SCALE_HEAP=DIR` then, after each step's RSS reading, writes a
+ * heap snapshot of the leader into DIR (the members run with `--heapsnapshot-signal=SIGUSR2`) and
+ * reports each member's resident memory split from `/proc/PID/smaps` (malloc heap, anonymous
+ * mappings — V8's spaces among them —, files) before and after it (a heap snapshot collects
+ * garbage first).
+ *
  * What the simulated hosts do not do: run anything, or fence. They learn their placements from one
  * shared event stream (`GET /v1/events` on a follower) instead of one watch each, so the members serve
  * one stream where a real deployment would serve one per host; the reports, heartbeats and
@@ -31,6 +38,7 @@ import { nodeCredential } from "../src/api/Auth.js"
 import { freePort } from "../src/node/FreePort.js"
 import { agent, Connection, benchTokenFile, bin, cpuMs, leaderOf, request, until } from "./cluster.js"
 import { rssMb } from "./compare.js"
+import { breakdown } from "./memory.js"
 
 interface Member {
   readonly id: number
@@ -82,6 +90,19 @@ const followEvents = (port: number, token: string, onEvent: (event: { type: stri
     req.on("error", reject)
   })
 
+/** The members' resident memory split, a heap snapshot of the leader (SIGUSR2), and the split again. */
+const heapSnapshot = async (dir: string, leader: Member, follower: Member) => {
+  const before = { leader: breakdown(leader.child!.pid!), follower: breakdown(follower.child!.pid!) }
+  const files = () => fs.readdirSync(dir).filter((f) => f.endsWith(".heapsnapshot"))
+  const had = files().length
+  const started = performance.now()
+  process.kill(leader.child!.pid!, "SIGUSR2")
+  await until("the leader's heap snapshot", async () => (files().length > had ? true : undefined), 600_000)
+  // Written synchronously: the leader answers again once the file is complete.
+  await until("the leader answers after its heap snapshot", async () => ((await request(leader.port, "GET", "/v1/cluster")).status === 200 ? true : undefined), 600_000)
+  return { file: files().at(-1), ms: Math.round(performance.now() - started), before, after: { leader: breakdown(leader.child!.pid!), follower: breakdown(follower.child!.pid!) } }
+}
+
 export const benchScale = async (
   steps: ReadonlyArray<number> = (process.env.BENCH_STEPS ?? "10000,50000,100000").split(",").map(Number),
   hostCount = Number(process.env.BENCH_HOSTS ?? 100)
@@ -92,10 +113,15 @@ export const benchScale = async (
   const tokenFile = benchTokenFile(dir)
   const token = fs.readFileSync(tokenFile, "utf8").trim()
   const members: Array<Member> = []
+  const heapDir = process.env.BENCH_SCALE_HEAP
+  const nodeArgs = [
+    ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== ""),
+    ...(heapDir !== undefined ? ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${heapDir}`] : [])
+  ]
   const startMember = (m: Member, peers: ReadonlyArray<Member>) => {
     m.child = spawn(
       process.execPath,
-      [bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--insecure-plaintext", "--data-dir", m.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
+      [...nodeArgs, bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--insecure-plaintext", "--data-dir", m.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
       { stdio: "ignore" }
     )
   }
@@ -224,6 +250,7 @@ export const benchScale = async (
       const follower = members.find((m) => m !== leader)!
       const leaderRss = rssMb(leader.child?.pid)
       const followerRss = rssMb(follower.child?.pid)
+      const heap = heapDir === undefined ? undefined : await heapSnapshot(heapDir, leader, follower)
 
       const apiPage: Array<number> = []
       const cliPage: Array<number> = []
@@ -294,6 +321,7 @@ export const benchScale = async (
         snapshotSaveMs: Math.round(snapshotMs),
         followerRestartToReadMs: Math.round(restartMs),
         deadHost: { id: dead.id, vms: moving.length, allRunningElsewhereMs: Math.round(movedMs) },
+        ...(heap !== undefined ? { heap } : {}),
         heartbeats,
         heartbeatFailures,
         reportFailures

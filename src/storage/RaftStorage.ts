@@ -51,6 +51,14 @@ export interface RaftStorageShape {
   readonly save: (batch: SaveBatch) => Effect.Effect<void, StorageError>
   /** Entries `[lo, hi)`, at least one if the range is not empty, then up to `maxBytes` in all. */
   readonly entries: (lo: number, hi: number, maxBytes?: number) => Effect.Effect<ReadonlyArray<Entry>, StorageError>
+  /**
+   * `entries`, answered synchronously: for the Raft core, which reads its log synchronously, when it
+   * asks for an entry its in-memory mirror no longer holds (`MemoryStorage.spill`). A failure is
+   * thrown (the `StorageError`), which stops the driver as a failed write does. Sound beside the
+   * writes: each write of the log is one transaction run in one synchronous call
+   * (`Database.Connection.transaction`), and nothing else writes the log.
+   */
+  readonly entriesNow: (lo: number, hi: number, maxBytes?: number) => ReadonlyArray<Entry>
   /** The term of the entry at `index`, or none if it is compacted away or beyond the log. */
   readonly term: (index: number) => Effect.Effect<Option.Option<number>, StorageError>
   readonly firstIndex: Effect.Effect<number, StorageError>
@@ -383,6 +391,12 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
         if (after !== undefined) known = after
       })
 
+    const entriesIn = (lo: number, hi: number, maxBytes: number | undefined): ReadonlyArray<Entry> => {
+      const b = bounds()
+      checkRange(lo, hi, b.first, b.last)
+      return lo === hi ? [] : limitSize(readEntries(lo, hi), maxBytes)
+    }
+
     const service: RaftStorageShape = {
       initialState: Effect.gen(function* () {
         const { hardState, b } = yield* read(() => ({ hardState: readHardState(), b: bounds() }))
@@ -407,12 +421,14 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
         } satisfies InitialState
       }),
       save,
-      entries: (lo, hi, maxBytes) =>
-        read(() => {
-          const b = bounds()
-          checkRange(lo, hi, b.first, b.last)
-          return lo === hi ? [] : limitSize(readEntries(lo, hi), maxBytes)
-        }),
+      entries: (lo, hi, maxBytes) => read(() => entriesIn(lo, hi, maxBytes)),
+      entriesNow: (lo, hi, maxBytes) => {
+        try {
+          return entriesIn(lo, hi, maxBytes)
+        } catch (e) {
+          throw e instanceof Misuse || e instanceof StorageCorrupt ? e : fail(e)
+        }
+      },
       term: (index) =>
         read(() => {
           const b = bounds()
@@ -576,6 +592,10 @@ const compactWrite = (index: number): Write => (image) => {
 export const makeMemory = (store: MemoryStore = new MemoryStore(), disk?: MemoryDisk): RaftStorageShape => {
   const epoch = store.epoch
   const at = (index: number) => store.log[index - store.firstIndex]!
+  const entriesNow = (lo: number, hi: number, maxBytes: number | undefined): ReadonlyArray<Entry> => {
+    checkRange(lo, hi, store.firstIndex, store.lastIndex)
+    return limitSize(store.log.slice(lo - store.firstIndex, hi - store.firstIndex), maxBytes)
+  }
   /** Commits `write` (after `check`, which throws on misuse: a defect), then flushes. */
   const write = (check: () => void, write: Write): Effect.Effect<void, StorageError> =>
     Effect.flatMap(
@@ -607,11 +627,8 @@ export const makeMemory = (store: MemoryStore = new MemoryStore(), disk?: Memory
           checkAppendPosition(entries[0]!.index, first, last)
         }
       }, saveWrite(batch)),
-    entries: (lo, hi, maxBytes) =>
-      Effect.sync(() => {
-        checkRange(lo, hi, store.firstIndex, store.lastIndex)
-        return limitSize(store.log.slice(lo - store.firstIndex, hi - store.firstIndex), maxBytes)
-      }),
+    entries: (lo, hi, maxBytes) => Effect.sync(() => entriesNow(lo, hi, maxBytes)),
+    entriesNow,
     term: (index) =>
       Effect.sync(() => {
         if (index === store.firstIndex - 1) return Option.some(store.prevTerm)
