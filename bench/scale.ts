@@ -71,6 +71,9 @@ const followEvents = (port: number, token: string, onEvent: (event: { type: stri
       (res) => {
         if (res.statusCode !== 200) return reject(new Error(`GET /v1/events: ${res.statusCode}`))
         let buffered = ""
+        res.on("error", (error) => {
+          throw new Error(`bench: the event stream from port ${port} failed (${error.message}); the result would be wrong`)
+        })
         res.setEncoding("utf8")
         res.on("data", (chunk: string) => {
           buffered += chunk
@@ -156,7 +159,13 @@ export const benchScale = async (
     const registerStarted = performance.now()
     for (const host of hosts.values()) {
       const info = { id: host.id, address: `127.0.0.1:${20000 + host.id}`, capacity: { vcpus: perHost, memoryMiB: perHost * 16 }, labels: { rack: `r${host.id % 10}` }, state: "active", health: "up" }
-      const r = await asNode(members[host.id % 3]!.port, host.credential, "PUT", `/v1/nodes/${host.id}`, info)
+      // Retried on another member while there is no leader to answer (an election under load).
+      let r = { status: 0, body: "" }
+      for (let attempt = 0; attempt < 60 && r.status !== 200; attempt++) {
+        r = await asNode(members[(host.id + attempt) % 3]!.port, host.credential, "PUT", `/v1/nodes/${host.id}`, info).catch((e: Error) => ({ status: 0, body: e.message }))
+        if (r.status !== 200 && r.status !== 503 && r.status !== 0) break
+        if (r.status !== 200) await new Promise((resolve) => setTimeout(resolve, 500))
+      }
       if (r.status !== 200) throw new Error(`registering host ${host.id}: ${r.status} ${r.body}`)
     }
     const registerMs = performance.now() - registerStarted
