@@ -66,12 +66,14 @@ const asNode = (port: number, credential: string, method: string, pathname: stri
 /** Follows `GET /v1/events` and hands every VM event to `onEvent`; resolves to a stop function. */
 const followEvents = (port: number, token: string, onEvent: (event: { type: string; vm?: string; node?: number; to?: number; phase?: string }) => void) =>
   new Promise<() => void>((resolve, reject) => {
+    let stopped = false
     const req = http.get(
       { host: "127.0.0.1", port, path: "/v1/events", headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" } },
       (res) => {
         if (res.statusCode !== 200) return reject(new Error(`GET /v1/events: ${res.statusCode}`))
         let buffered = ""
         res.on("error", (error) => {
+          if (stopped) return
           throw new Error(`bench: the event stream from port ${port} failed (${error.message}); the result would be wrong`)
         })
         res.setEncoding("utf8")
@@ -87,7 +89,10 @@ const followEvents = (port: number, token: string, onEvent: (event: { type: stri
             for (const event of (JSON.parse(data.slice(6)) as { events: Array<{ type: string }> }).events) onEvent(event)
           }
         })
-        resolve(() => req.destroy())
+        resolve(() => {
+          stopped = true
+          req.destroy()
+        })
       }
     )
     req.on("error", reject)
@@ -272,7 +277,12 @@ export const benchScale = async (
       for (let i = 0; i < 3; i++) {
         const t0 = performance.now()
         await new Promise<void>((resolve, reject) => {
-          const cli = spawn(process.execPath, [bin, "vm", "list", "--addr", `127.0.0.1:${follower.port}`, "--token-file", tokenFile, "--limit", "100"], { stdio: ["ignore", "ignore", "pipe"] })
+          // The executable as installed (npm's .bin link and the Nix package run it so: from the
+          // CLI's start-up snapshot), with this Node.js first on PATH.
+          const cli = spawn(bin, ["vm", "list", "--addr", `127.0.0.1:${follower.port}`, "--token-file", tokenFile, "--limit", "100"], {
+            stdio: ["ignore", "ignore", "pipe"],
+            env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` }
+          })
           let stderr = ""
           cli.stderr!.on("data", (c: Buffer) => (stderr += c.toString()))
           cli.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`blixard vm list exited ${code}: ${stderr}`))))
