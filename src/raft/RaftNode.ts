@@ -10,7 +10,9 @@
  * compact the log when enough has been applied since the last snapshot: the loop only captures the
  * state; serialising and writing it happen on the side while the loop keeps ticking (`LocalSnapshots.ts`).
  * The core reads an in-memory mirror of the durable log that keeps a snapshot's metadata, not its
- * data; a snapshot sent to a follower gets its data from storage on the way (`SnapshotSending.ts`).
+ * data, and a bounded tail of the entries: older committed ones are read back from storage when a
+ * lagging follower needs them (`MemoryStorage.mirror`); a snapshot sent to a follower gets its data
+ * from storage on the way (`SnapshotSending.ts`).
  *
  * A peer the transport finds back as another incarnation (`Transport.PeerRestarted`, in order with
  * the messages received) is reported to the core (`reportRestarted`: a leader probes it from scratch)
