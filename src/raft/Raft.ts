@@ -568,15 +568,6 @@ export class Raft {
   }
 
   /**
-   * The commit index to every follower it could tell something (`Progress.canBumpCommit`) and that
-   * got no AppendEntries or heartbeat carrying it since it advanced. etcd-raft broadcasts an
-   * AppendEntries the moment the commit index advances; here the commit waits for the next message
-   * to each follower, a tick at most: under load the next append carries it, and a one-client write
-   * costs two peer messages and their answers fewer (bench/RESULTS.md). A follower applies up to a
-   * tick later; nothing the leader answers waits on that (a follower's ReadIndex learns the commit
-   * index from its heartbeat round).
-   */
-  /**
    * The commit index advanced from `before`. Lazily (`lazyCommit`) unless that committed a
    * membership change or this leader's first entry (`pendingConfIndex`): those go out at once, so
    * the followers' configuration (what a node back without its data is told about itself,
@@ -589,6 +580,15 @@ export class Raft {
     else this.needBroadcast = true
   }
 
+  /**
+   * The commit index to every follower it could tell something (`Progress.canBumpCommit`) and that
+   * got no AppendEntries or heartbeat carrying it since it advanced. etcd-raft broadcasts an
+   * AppendEntries the moment the commit index advances; here the commit waits for the next message
+   * to each follower, a tick at most: under load the next append carries it, and a one-client write
+   * costs two peer messages and their answers fewer (bench/RESULTS.md). A follower applies up to a
+   * tick later; nothing the leader answers waits on that (a follower's ReadIndex learns the commit
+   * index from its heartbeat round).
+   */
   private sendOwedCommits(): void {
     this.commitOwed = false
     const commit = this.log.committed
