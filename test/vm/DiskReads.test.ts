@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Option, TestClock } from "effect"
+import * as childProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -41,22 +42,66 @@ const stalledWrite = () => {
 }
 
 describe("diskReads", () => {
-  it("a read asked for while one of the same file hangs is not started again: both get the first one's answer", async () => {
+  it("a read asked for while one of the same file hangs waits for the next read, started when the first ends and shared by all who asked meanwhile", async () => {
     const disk = stalledRead()
     const first = shared("read\0/data/fencing/lease.json", "high", disk.read)
     const second = shared("read\0/data/fencing/lease.json", "high", disk.read)
+    const third = shared("read\0/data/fencing/lease.json", "high", disk.read)
     await tick()
+    // Asked for again and again while the first hangs: no second read runs.
     expect(disk.started()).toBe(1)
     disk.answer("lease")
     expect(await first).toBe("lease")
-    expect(await second).toBe("lease")
-    // Answered: the next ask reads again.
-    const third = shared("read\0/data/fencing/lease.json", "high", disk.read)
+    // The first ended: the next read starts, and answers both who asked while the first ran (what
+    // was written before they asked, which the first read may have missed).
     await tick()
     expect(disk.started()).toBe(2)
     disk.answer("renewed")
+    expect(await second).toBe("renewed")
     expect(await third).toBe("renewed")
     expect(outstanding()).toBe(0)
+    // Nothing under way: the next ask reads at once.
+    const fourth = shared("read\0/data/fencing/lease.json", "high", disk.read)
+    await tick()
+    expect(disk.started()).toBe(3)
+    disk.answer("again")
+    expect(await fourth).toBe("again")
+    expect(outstanding()).toBe(0)
+  })
+
+  it("a real read asked for after a write sees it, though a read begun before the write was still under way", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "disk-reads-"))
+    try {
+      // The record is first a FIFO: a read of it hangs (in libuv's pool) until a writer writes,
+      // the stand-in for a read held up by the disk. `keep` is another name for the same FIFO.
+      const file = path.join(dir, "watchdog.json")
+      const keep = path.join(dir, "fifo")
+      childProcess.execFileSync("mkfifo", [keep])
+      fs.linkSync(keep, file)
+      const before = readText(file, "high")
+      // Once that read has the FIFO open (a writer's open without waiting succeeds only then)...
+      const deadline = Date.now() + 10_000
+      let writer: number | undefined
+      while (writer === undefined) {
+        try {
+          writer = fs.openSync(keep, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "ENXIO" || Date.now() > deadline) throw e
+          await tick()
+        }
+      }
+      // ...the record is written anew (atomically, as `writeJsonFile` does), then read.
+      fs.writeFileSync(path.join(dir, "tmp"), "fencing")
+      fs.renameSync(path.join(dir, "tmp"), file)
+      const after = readText(file, "high")
+      fs.writeSync(writer, "watching")
+      fs.closeSync(writer)
+      expect(await before).toBe("watching")
+      expect(await after).toBe("fencing")
+      expect(outstanding()).toBe(0)
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it("hung low-lane reads take at most LowLaneReads of libuv's threads: the next waits its turn, a high-lane read runs at once", async () => {

@@ -7,9 +7,13 @@
  * whole JavaScript thread (timers, signals, everything); so these reads:
  *
  * - run off the JavaScript thread, in libuv's thread pool;
- * - are SHARED: a read asked for while one of the same file (the same operation) is under way gets
- *   that one's answer, so a caller that asks again every poll never starts a second read of a file
- *   whose first read hangs. Reads hung on a stalled disk never pile up in the pool's few threads;
+ * - are SHARED, but never stale: a read asked for while one of the same file (the same operation) is
+ *   under way waits for the NEXT read, which starts when that one ends and answers everyone who asked
+ *   meanwhile. So a caller that asks again every poll never starts a second read of a file whose
+ *   first read hangs (reads hung on a stalled disk never pile up in the pool's few threads: one runs,
+ *   one waits in memory), and every answer comes from a read begun after it was asked for. The
+ *   fencing protocol needs the latter: each side writes, then reads what the other wrote
+ *   (`Watchdog.ts`), and a read that began before the other's write, joined after it, could miss it;
  * - of the LOW lane (the state directories' files, one per VM and more) at most `LowLaneReads` run
  *   at once, the others wait in memory for a turn: however many VMs' files hang, threads stay free
  *   for the HIGH lane (the lease and the watchdog's record, a handful) and for the logs;
@@ -22,8 +26,8 @@
  *   takes a read not answered by then as no answer (a lease read unanswered is no renewal), while
  *   the read itself goes on and is shared by the next caller.
  *
- * Nothing here is synchronous, and nothing is cached: every answer is a read made after it was
- * asked for (or while it was asked for again).
+ * Nothing here is synchronous, and nothing is cached: every answer is a read begun after it was
+ * asked for.
  */
 import { Clock, Effect, Option } from "effect"
 import * as fs from "node:fs"
@@ -36,7 +40,12 @@ export const LowLaneReads = 2
 /** How many clean-up writes run at once. */
 export const CleanupLaneOps = 2
 
-const inFlight = new Map<string, Promise<unknown>>()
+/** Per key: the read under way, and the one asked for meanwhile (it starts when the first ends). */
+interface InFlight {
+  running: Promise<unknown>
+  next: Promise<unknown> | undefined
+}
+const inFlight = new Map<string, InFlight>()
 /** The bounded lanes: how many run, and who waits for a turn. */
 const lanes = {
   low: { limit: LowLaneReads, running: 0, waiting: new Array<() => void>() },
@@ -67,15 +76,32 @@ export const laned = <A>(lane: Lane, op: () => Promise<A>): Promise<A> =>
     .then(op)
     .finally(() => release(lane))
 
-/** Runs `read` unless a read under `key` is under way, whose answer is then given instead. */
-export const shared = <A>(key: string, lane: Lane, read: () => Promise<A>): Promise<A> => {
-  const running = inFlight.get(key)
-  if (running !== undefined) return running as Promise<A>
-  const started: Promise<A> = laned(lane, read).finally(() => {
-    if (inFlight.get(key) === started) inFlight.delete(key)
+/** Starts a read under `key`; ended, it leaves the key to the read that waits for it, if one does. */
+const start = <A>(key: string, lane: Lane, read: () => Promise<A>): Promise<A> => {
+  const entry: InFlight = { running: Promise.resolve(), next: undefined }
+  const running = laned(lane, read).finally(() => {
+    if (inFlight.get(key) === entry && entry.next === undefined) inFlight.delete(key)
   })
-  inFlight.set(key, started)
-  return started
+  entry.running = running
+  inFlight.set(key, entry)
+  return running
+}
+
+/**
+ * Runs `read` now, or, while a read under `key` is under way, once it has ended: callers asking
+ * meanwhile share that next read (one read runs per key and at most one waits).
+ */
+export const shared = <A>(key: string, lane: Lane, read: () => Promise<A>): Promise<A> => {
+  const entry = inFlight.get(key)
+  if (entry === undefined) return start(key, lane, read)
+  if (entry.next === undefined) {
+    const ended = entry.running.then(
+      () => undefined,
+      () => undefined
+    )
+    entry.next = ended.then(() => start(key, lane, read))
+  }
+  return entry.next as Promise<A>
 }
 
 /** How many shared reads are under way or waiting for their turn (for tests). */
