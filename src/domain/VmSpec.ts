@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { trusted } from "./Decode.js"
 import { Labels, LabelKey, LabelValue } from "./Labels.js"
 import { MemoryMiB, Vcpus } from "./Resources.js"
 import { VmName } from "./VmName.js"
@@ -131,8 +132,9 @@ export const VmSpecBody = Schema.transform(
   Schema.typeSchema(VmSpec),
   {
     strict: true,
-    // The constructor fills in what is absent, from `VmSpecDefaults`.
-    decode: (fields) => new VmSpec(fields),
+    // The constructor fills in what is absent, from `VmSpecDefaults`; the fields passed the struct
+    // above, so it does not check them again (that check was most of a creation's decoding).
+    decode: (fields) => new VmSpec(fields, trusted),
     encode: (spec) => ({ ...spec })
   }
 ).annotations({ identifier: "VmSpecBody", description: `A VM spec; only name and source are required (default vcpus ${VmSpecDefaults.vcpus}, memoryMiB ${VmSpecDefaults.memoryMiB}, no labels or constraints, restartPolicy ${VmSpecDefaults.restartPolicy}).` })
