@@ -25,6 +25,7 @@ import { EventLog } from "../events/EventLog.js"
 import { decodeConfChange } from "../raft/Raft.js"
 import { StateMachine } from "../raft/StateMachine.js"
 import type { Entry } from "../raft/Types.js"
+import { Wakeup } from "../util/Wakeup.js"
 import type { ApplyResult } from "./ClusterState.js"
 import { ClusterState } from "./ClusterState.js"
 import { releaseTooOld } from "./ClusterVersion.js"
@@ -62,6 +63,12 @@ const maxProposed = 65_536
  */
 export class ClusterStateHolder {
   current = new ClusterState()
+  /**
+   * Signalled whenever the membership may have changed (a membership entry applied, a snapshot
+   * installed: the only ways `current.members` changes), for the one loop that follows it (the
+   * daemon's peer addresses).
+   */
+  readonly membershipChanged = new Wakeup()
   private readonly proposed = new Map<string, CommandEnvelope>()
   /** The VMs the entry being applied changed (reused: cleared after each entry). */
   private readonly journal = new Map<string, VmRecord | undefined>()
@@ -87,6 +94,7 @@ export class ClusterStateHolder {
     if (entry.kind === "confChange") {
       const change = decodeConfChange(entry.data)
       const revoked = this.current.applyMembership(entry.index, change)
+      this.membershipChanged.signal()
       const events = membershipEvents(change)
       revocationEvents(revoked, events)
       this.events.publish(entry.index, entry.term, undefined, events)
@@ -160,6 +168,7 @@ export class ClusterStateHolder {
           state.unsafeOneStepMoves = this.current.unsafeOneStepMoves
           state.release = this.current.release
           this.current = state
+          this.membershipChanged.signal()
           this.events.reset(snapshot.metadata.index)
           const tooOld = releaseTooOld(state.clusterVersion, this.where, state.release)
           return tooOld === undefined ? Effect.void : Effect.fail(tooOld)

@@ -71,6 +71,9 @@ import * as StartTls from "./StartTls.js"
 import * as TlsBootstrap from "./TlsBootstrap.js"
 
 /** The join token a node that is about to join uses (none once it has joined: the token is then spent). */
+/** How often the transport's peer addresses are made equal to the membership without a change to it. */
+const PeerResyncMs = 10_000
+
 const joinTokenOf = (config: NodeConfig, node: NodeId, joining: boolean) =>
   Effect.gen(function* () {
     const file = config.joinTokenFile
@@ -552,9 +555,16 @@ export const run = (config: NodeConfig) =>
         rememberedCluster = state.current.clusterId
         yield* Effect.ignore(meta(NodeMeta.set("cluster_id", rememberedCluster)))
       })
-      // Both on one timer: a quiet node's wake-ups are its idle cost (bench/RESULTS.md), and
-      // remembering the cluster is one look at the state until it is done.
-      yield* Effect.forkScoped(Effect.repeat(Effect.zipRight(syncPeers, rememberCluster), Schedule.spaced(Duration.millis(config.timeouts.tickMs * 5))))
+      // Both in one loop, run when the membership changes (a quiet node's wake-ups are its idle
+      // cost, bench/RESULTS.md): every 5 ticks until the cluster's identity is remembered, then
+      // when woken, and every `PeerResyncMs` regardless (addresses the join loop set for peers
+      // that never became members are dropped by then).
+      const resync = Effect.gen(function* () {
+        yield* syncPeers
+        yield* rememberCluster
+        yield* state.membershipChanged.wait(rememberedCluster === undefined ? config.timeouts.tickMs * 5 : PeerResyncMs)
+      })
+      yield* Effect.forkScoped(Effect.forever(resync))
 
       if (live !== undefined) yield* Effect.forkScoped(certificateUpkeep(config, live, controlPlane, advertise, () => state.current.members))
       if (live !== undefined && config.tlsCertFile === undefined) yield* Effect.forkScoped(caRotationUpkeep(config, live, controlPlane, advertise, () => state.current))

@@ -53,11 +53,33 @@ export const healthChanges = (input: HealthInput): ReadonlyArray<{ readonly id: 
 }
 
 /**
- * Runs forever: every `intervalMs`, while this node leads, proposes the health changes it sees.
- * A node that does not lead looks every `followerIntervalMs` (default 5 × `intervalMs`) whether it
- * has become leader: it has nothing else to do here, and a quiet follower's wake-ups are its idle
- * cost (bench `idle`). Finding its leadership that much later only starts its grace later
- * (`leadingSince`): a node is marked down later, never sooner.
+ * How long the leader may sleep before `healthChanges` could answer otherwise: until just past the
+ * earliest instant a node judged up would have been silent for `nodeDownMs` (its contact may move
+ * on meanwhile: it is judged then anyway), at least `intervalMs` and at most `maxMs` (a node
+ * registered meanwhile is judged by then). While a node is down, every `downIntervalMs`: hearing
+ * from it again is not scheduled.
+ */
+export const nextLookIn = (input: HealthInput, options: { readonly intervalMs: number; readonly downIntervalMs: number; readonly maxMs: number }): number => {
+  let wait = options.maxMs
+  for (const node of input.nodes) {
+    if (node.id === input.self) continue
+    if (node.health === "down") {
+      wait = Math.min(wait, options.downIntervalMs)
+      continue
+    }
+    const heard = Math.max(input.lastContact.get(node.id) ?? 0, input.leadingSince)
+    wait = Math.min(wait, heard + input.nodeDownMs - input.now + 1)
+  }
+  return Math.max(options.intervalMs, Math.min(options.maxMs, wait))
+}
+
+/**
+ * Runs forever. While this node leads, it proposes the health changes it sees, looking again when
+ * one could be due (`nextLookIn`: a quiet leader's wake-ups are its idle cost, bench `idle`; every
+ * `intervalMs` it was, ten a second) — at most `intervalMs` after it is due, as before. A node that
+ * does not lead looks every `followerIntervalMs` (default 5 × `intervalMs`) whether it has become
+ * leader: it has nothing else to do here. Finding its leadership that much later only starts its
+ * grace later (`leadingSince`): a node is marked down later, never sooner.
  */
 export const run = (options: {
   readonly raft: RaftNodeShape
@@ -71,22 +93,28 @@ export const run = (options: {
   Effect.gen(function* () {
     let leadingSince = -1
     const followerIntervalMs = options.followerIntervalMs ?? 5 * options.intervalMs
+    const spacing = { intervalMs: options.intervalMs, downIntervalMs: followerIntervalMs, maxMs: Math.max(options.intervalMs, Math.floor(options.nodeDownMs / 6)) }
+    let sleepMs = followerIntervalMs
     for (;;) {
-      yield* Effect.sleep(Duration.millis(leadingSince < 0 ? followerIntervalMs : options.intervalMs))
+      yield* Effect.sleep(Duration.millis(sleepMs))
       const now = yield* Clock.currentTimeMillis
       if ((yield* options.raft.role) !== "leader") {
         leadingSince = -1
+        sleepMs = followerIntervalMs
         continue
       }
       if (leadingSince < 0) leadingSince = now
-      const changes = healthChanges({
+      const input: HealthInput = {
         self: options.raft.id,
         now,
         nodeDownMs: options.nodeDownMs,
         leadingSince,
-        nodes: options.nodes(),
+        nodes: [...options.nodes()],
         lastContact: options.hostContact === undefined ? yield* options.raft.lastContact : options.hostContact.merged(yield* options.raft.lastContact)
-      })
+      }
+      const changes = healthChanges(input)
+      // A change proposed is looked at again soon (it may not have committed); else when one can be due.
+      sleepMs = changes.length > 0 ? options.intervalMs : nextLookIn(input, spacing)
       for (const change of changes) {
         yield* proposeCommand(options.raft, new C.SetNodeHealth({ id: change.id, health: change.health, at: now })).pipe(
           Effect.tap(() => Effect.logInfo(`node ${options.raft.id} marked node ${change.id} ${change.health}`)),

@@ -33,6 +33,20 @@ describe("NodeLease", () => {
       expect(Option.getOrThrow(yield* NodeLease.read(file, node)).validUntil).toBe(lease.validUntil + 500)
     }))
 
+  it.scoped("a temporary file left by an earlier process of this pid does not stop a write", () =>
+    Effect.gen(function* () {
+      const file = leaseIn(yield* scopedTempDir("lease"))
+      fs.mkdirSync(path.dirname(file), { recursive: true })
+      // An earlier process with this pid died between writing its temporary file and renaming it:
+      // the names this process's next writes take are there already, holding something else.
+      const leftovers = Array.from({ length: 200 }, (_, i) => `${file}.tmp-${process.pid}-${i + 1}`)
+      for (const leftover of leftovers) fs.writeFileSync(leftover, "{\"left\":\"over\"}\n")
+      const lease = new NodeLease.NodeLease({ node, validUntil: 1_700_000_003_000, writtenAt: 1_700_000_000_000, writer: selfIdentity() })
+      yield* NodeLease.write(file, lease)
+      expect(Option.getOrThrow(yield* NodeLease.read(file, node))).toEqual(lease)
+      expect(leftovers.filter((f) => fs.existsSync(f))).toHaveLength(leftovers.length - 1) // the one it took was replaced, then renamed
+    }))
+
   it.scoped("refuses a damaged file (BLX_STORAGE_CORRUPT) and another node's (BLX_WRONG_DATA_DIR), naming file, node and what happens", () =>
     Effect.gen(function* () {
       const file = leaseIn(yield* scopedTempDir("lease"))

@@ -48,6 +48,44 @@ describe("healthChanges", () => {
   })
 })
 
+describe("nextLookIn", () => {
+  const spacing = { intervalMs: 100, downIntervalMs: 500, maxMs: 1000 }
+  const base = { self: 1, nodeDownMs: 6000, leadingSince: 0, now: 10_000 }
+  it("sleeps until just past the earliest instant a node judged up could be down, within [intervalMs, maxMs]", () => {
+    // Node 3 last heard at 4,500: down at 10,500, so 501 ms from now; node 2 later.
+    expect(HealthMonitor.nextLookIn({ ...base, nodes: [info(1), info(2), info(3)], lastContact: new Map([[2, 9_900], [3, 4_500]]) }, spacing)).toBe(501)
+    // Everyone heard just now: the next look at most maxMs away.
+    expect(HealthMonitor.nextLookIn({ ...base, nodes: [info(1), info(2)], lastContact: new Map([[2, 9_990]]) }, spacing)).toBe(1000)
+    // Due already (its change not proposed yet, or not committed): intervalMs, not a spin.
+    expect(HealthMonitor.nextLookIn({ ...base, nodes: [info(1), info(2)], lastContact: new Map([[2, 1_000]]) }, spacing)).toBe(100)
+    // A new leader's grace counts as contact.
+    expect(HealthMonitor.nextLookIn({ ...base, leadingSince: 9_000, nodes: [info(1), info(2)], lastContact: new Map() }, spacing)).toBe(1000)
+    expect(HealthMonitor.nextLookIn({ ...base, leadingSince: 4_200, nodes: [info(1), info(2)], lastContact: new Map() }, spacing)).toBe(201)
+  })
+
+  it("looks every downIntervalMs while a node is down (hearing from it again is not scheduled); never waits on itself", () => {
+    expect(HealthMonitor.nextLookIn({ ...base, nodes: [info(1), info(2), info(3, "down")], lastContact: new Map([[2, 9_990]]) }, spacing)).toBe(500)
+    expect(HealthMonitor.nextLookIn({ ...base, nodes: [info(1)], lastContact: new Map() }, spacing)).toBe(1000)
+  })
+
+  it("never lets a node silent for nodeDownMs go unjudged past intervalMs: a look planned from any earlier contact comes before, and the next after, its deadline", () => {
+    // Contact stops at P; the leader looks at times it plans itself, starting anywhere before P.
+    for (const P of [5_000, 5_037, 5_999]) {
+      for (let start = P - 3_000; start <= P; start += 137) {
+        let now = start
+        for (;;) {
+          const heard = Math.min(now, P)
+          const input = { self: 1, nodeDownMs: 6000, leadingSince: 0, now, nodes: [info(1), info(2)], lastContact: new Map([[2, heard]]) }
+          if (HealthMonitor.healthChanges(input).length > 0) break
+          now += HealthMonitor.nextLookIn(input, spacing)
+        }
+        expect(now).toBeGreaterThan(P + 6000)
+        expect(now).toBeLessThanOrEqual(P + 6000 + spacing.intervalMs)
+      }
+    }
+  })
+})
+
 /**
  * Three Raft members, each with its control plane (forwarding to the leader through the others'
  * planes) and its own record of host heartbeats; `viaFollower` is a follower's plane.

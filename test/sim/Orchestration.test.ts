@@ -100,8 +100,9 @@ describe("orchestration workload: safety and liveness under seeded faults", () =
 
   it("the liveness phase has a bound: VMs not converged within it fail the run, naming the VM and its node", () => {
     // Raft commits within a few ms of healing; an agent needs its round (1 s) and a boot (200 ms).
-    // Seed 2 (since moves are on by default; seed 4 before) has a VM left to start after healing.
-    const tight = simulateOrchestration({ seed: 2, livenessMs: 300 })
+    // Seed 4 has a VM left to start after healing (seed 2 did until the leader's failure detector
+    // looked only when a judgement could be due, which moved this seed's trajectory).
+    const tight = simulateOrchestration({ seed: 4, livenessMs: 300 })
     expect(tight.ok).toBe(false)
     // Which VM is caught, and how it diverges, depends on the run's trajectory; either way it is named with its node.
     expect(tight.violation).toMatch(/liveness: 300 ms after the faults healed, VM "c\d-\d+" (should run on node \d but runs on no node|\(desired \w+, placed on node \d.*\) runs on node\(s\) \d)/)

@@ -110,11 +110,20 @@ export const writeJsonFile = (
 ): Effect.Effect<void, StorageIo> =>
   Effect.tryPromise({
     try: async () => {
-      await fs.promises.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
-      // One name per write: two writes of one file may now overlap.
+      // One name per write: two writes of one file may now overlap. Two operations when all is in
+      // place (the lease is written every few hundred ms); the directory is made, and a temporary
+      // file left by an earlier process of this pid removed, only when the write finds them so.
       const tmp = `${file}.tmp-${process.pid}-${++writes}`
-      await fs.promises.rm(tmp, { force: true })
-      await fs.promises.writeFile(tmp, `${JSON.stringify(value)}\n`, { flag: "wx" })
+      const text = `${JSON.stringify(value)}\n`
+      try {
+        await fs.promises.writeFile(tmp, text, { flag: "wx" })
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code
+        if (code === "ENOENT") await fs.promises.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
+        else if (code === "EEXIST") await fs.promises.rm(tmp, { force: true })
+        else throw e
+        await fs.promises.writeFile(tmp, text, { flag: "wx" })
+      }
       await fs.promises.rename(tmp, file)
     },
     catch: (e) =>
