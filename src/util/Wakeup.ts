@@ -25,9 +25,23 @@ type Schedule = (task: () => void, ms: number) => () => void
 /** Longest delay a JavaScript timer takes; longer waits are as good as forever. */
 const MaxTimerMs = 2 ** 31 - 1
 
+/**
+ * A JavaScript timer counts its delay from the event loop's cached time, which lags the clock by
+ * what the current turn has run (and Linux's coarse clock, a few ms): it can fire before `ms` have
+ * passed on the clock the waiter reads. The waiter (the Raft ticker) then found its tick a fraction
+ * of a millisecond short and slept 1 ms more — a second wake-up of its loop for one tick, several a
+ * second on a quiet leader. So a timer that fires early is set again for the rest, here, before the
+ * task runs.
+ */
 const realTimers: Schedule = (task, ms) => {
   if (ms > MaxTimerMs) return () => {}
-  const handle = setTimeout(task, Math.max(0, ms))
+  const due = performance.now() + ms
+  const fire = () => {
+    const left = due - performance.now()
+    if (left > 0) handle = setTimeout(fire, Math.ceil(left))
+    else task()
+  }
+  let handle = setTimeout(fire, Math.max(0, ms))
   return () => clearTimeout(handle)
 }
 

@@ -12,6 +12,24 @@ describe("Wakeup", () => {
     })
   )
 
+  it("a wait on the real clock never ends before its time on the monotonic clock", async () => {
+    // A JavaScript timer counts from the event loop's time in whole milliseconds: one set late in a
+    // millisecond can fire up to that fraction early (about one in five of these, without the re-arm).
+    const w = new Wakeup()
+    const nowMs = () => Number(process.hrtime.bigint()) / 1e6
+    let early = 0
+    for (let i = 0; i < 60; i++) {
+      await new Promise((resolve) => setImmediate(resolve))
+      while (process.hrtime.bigint() % 1_000_000n < 900_000n) {
+        // wait for the last tenth of a millisecond
+      }
+      const began = nowMs()
+      expect(await Effect.runPromise(w.wait(3))).toBe(false)
+      if (nowMs() - began < 3) early++
+    }
+    expect(early).toBe(0)
+  })
+
   it.live("a signal during the wait ends it at once; a signal before the wait is kept, once", () =>
     Effect.gen(function* () {
       const w = new Wakeup()
