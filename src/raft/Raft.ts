@@ -160,6 +160,12 @@ export interface Status {
   readonly firstIndex: number
   readonly lastIndex: number
   readonly confState: ConfState
+  /**
+   * A leader: the index of the last membership change in its log, or of its first entry (its log
+   * may hold changes it has not applied): `confState` is the leader's membership once `applied`
+   * has reached it; before, a change may still take effect (and no new one is accepted).
+   */
+  readonly pendingConfIndex: number
   readonly leadTransferee: number
   /** Per-peer replication progress (leader only; empty otherwise), sorted by id, self included. */
   readonly progress: ReadonlyArray<ProgressStatus>
@@ -384,6 +390,7 @@ export class Raft {
       firstIndex: this.log.firstIndex(),
       lastIndex: this.log.lastIndex(),
       confState: this.confState(),
+      pendingConfIndex: this.role === "leader" ? this.pendingConfIndex : 0,
       leadTransferee: this.leadTransferee,
       progress
     }

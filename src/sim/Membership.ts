@@ -58,14 +58,18 @@ export const operator = (env: OperatorEnv): Operator => {
 
   /**
    * Proposes `cc` to the leader until the leader's configuration holds it (true), or until `gone`
-   * says the change can no longer be made (false).
+   * says the change can no longer be made (false). The configuration is judged only once the leader
+   * has applied its log's membership changes (`pendingConfIndex`): a new leader may hold a committed
+   * removal not applied yet, its configuration still listing the node removed (a re-added voter
+   * was taken for present there, and never added again: `votes` seed 2067). The product's join
+   * refuses such a node as a voter back without its data, and its daemon asks again.
    */
   const propose = (cc: ConfChange, gone: (cs: ConfState) => boolean) =>
     Effect.gen(function* () {
       for (;;) {
         const leader = env.leader()
-        if (leader !== undefined) {
-          const st = yield* leader.status
+        const st = leader === undefined ? undefined : yield* leader.status
+        if (leader !== undefined && st !== undefined && st.applied >= st.pendingConfIndex) {
           if (holds(st.confState, cc)) return true
           if (gone(st.confState)) return false
           const result = yield* Effect.exit(leader.proposeConfChange(cc))
@@ -89,8 +93,8 @@ export const operator = (env: OperatorEnv): Operator => {
       let target: number | undefined
       for (;;) {
         const leader = env.leader()
-        if (leader !== undefined) {
-          const st = yield* leader.status
+        const st = leader === undefined ? undefined : yield* leader.status
+        if (st !== undefined && st.applied >= st.pendingConfIndex) {
           target ??= st.commit
           const p = st.progress.find((x) => x.id === id)
           if (st.confState.voters.includes(id) || (p !== undefined && p.match >= target)) return true
