@@ -12,7 +12,7 @@
  * node to apply a new entry. The same commands (`operator`) re-add a node whose daemon refused to
  * start without its data (`FullService.ts`, the `amnesia` profile).
  */
-import { Duration, Effect, Exit } from "effect"
+import { Duration, Effect, Either, Exit } from "effect"
 import type { RaftNodeShape } from "../raft/RaftNode.js"
 import type { ConfChange, ConfState } from "../raft/Types.js"
 import type { Prng } from "./Prng.js"
@@ -45,6 +45,24 @@ const holds = (cs: ConfState, cc: ConfChange): boolean => {
   }
 }
 
+/**
+ * The leader's status once its configuration is the cluster's membership: it still leads (a
+ * ReadIndex round answered, which also waits until it has applied what it had committed) and it has
+ * applied its log's membership changes (`pendingConfIndex`). Otherwise, none. A leader cut off from
+ * a newer one, or a new leader that holds a committed change it has not applied yet, still lists a
+ * node removed since: a re-added voter taken for present was never added again (`votes` seed 2067:
+ * a new leader; `shrink` seed 2191: a deposed one). The product's join refuses such a node as a
+ * voter back without its data, and it is asked again.
+ */
+const settled = (leader: RaftNodeShape | undefined) =>
+  leader === undefined
+    ? Effect.succeed(undefined)
+    : Effect.gen(function* () {
+        if (Either.isLeft(yield* Effect.either(leader.readIndex))) return undefined
+        const st = yield* leader.status
+        return st.role === "leader" && st.applied >= st.pendingConfIndex ? st : undefined
+      })
+
 /** An operator's commands: `cluster leave` (`change` of a removal) and `cluster join` (`join`). */
 export interface Operator {
   /** Proposes `cc` to the leader until the leader's configuration holds it. */
@@ -58,18 +76,14 @@ export const operator = (env: OperatorEnv): Operator => {
 
   /**
    * Proposes `cc` to the leader until the leader's configuration holds it (true), or until `gone`
-   * says the change can no longer be made (false). The configuration is judged only once the leader
-   * has applied its log's membership changes (`pendingConfIndex`): a new leader may hold a committed
-   * removal not applied yet, its configuration still listing the node removed (a re-added voter
-   * was taken for present there, and never added again: `votes` seed 2067). The product's join
-   * refuses such a node as a voter back without its data, and its daemon asks again.
+   * says the change can no longer be made (false); judged on a `settled` leader only.
    */
   const propose = (cc: ConfChange, gone: (cs: ConfState) => boolean) =>
     Effect.gen(function* () {
       for (;;) {
         const leader = env.leader()
-        const st = leader === undefined ? undefined : yield* leader.status
-        if (leader !== undefined && st !== undefined && st.applied >= st.pendingConfIndex) {
+        const st = yield* settled(leader)
+        if (leader !== undefined && st !== undefined) {
           if (holds(st.confState, cc)) return true
           if (gone(st.confState)) return false
           const result = yield* Effect.exit(leader.proposeConfChange(cc))
@@ -92,9 +106,8 @@ export const operator = (env: OperatorEnv): Operator => {
     Effect.gen(function* () {
       let target: number | undefined
       for (;;) {
-        const leader = env.leader()
-        const st = leader === undefined ? undefined : yield* leader.status
-        if (st !== undefined && st.applied >= st.pendingConfIndex) {
+        const st = yield* settled(env.leader())
+        if (st !== undefined) {
           target ??= st.commit
           const p = st.progress.find((x) => x.id === id)
           if (st.confState.voters.includes(id) || (p !== undefined && p.match >= target)) return true
@@ -129,12 +142,12 @@ export const membership = (env: MembershipEnv): { readonly run: Effect.Effect<vo
 
   const everyoneVotes = Effect.gen(function* () {
     for (;;) {
-      const leader = env.leader()
-      const voters = leader === undefined ? [] : (yield* leader.status).confState.voters
+      const st = yield* settled(env.leader())
+      const voters = st === undefined ? [] : st.confState.voters
       const missing = env.ids.filter((id) => !voters.includes(id))
-      if (leader !== undefined && missing.length === 0) return
+      if (st !== undefined && missing.length === 0) return
       for (const id of missing) yield* join(id)
-      if (leader === undefined) yield* wait
+      if (st === undefined) yield* wait
     }
   })
 
@@ -142,11 +155,12 @@ export const membership = (env: MembershipEnv): { readonly run: Effect.Effect<vo
     yield* Effect.sleep(Duration.millis(1000 + env.prng.int(Math.max(1, env.safetyMs / 2 - 1000))))
     while (env.phase() === "safety") {
       const leader = env.leader()
-      if (leader === undefined) {
+      const st = yield* settled(leader)
+      if (leader === undefined || st === undefined) {
         yield* wait
         continue
       }
-      const victim = (yield* leader.status).confState.voters.find((v) => v !== leader.id)
+      const victim = st.confState.voters.find((v) => v !== leader.id)
       if (victim === undefined) break
       yield* change({ type: "remove", nodeId: victim })
     }
