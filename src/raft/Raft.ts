@@ -436,8 +436,7 @@ export class Raft {
     this.setConf(cs)
     if (this.role === "leader") {
       if (!this.voters.includes(this.id)) {
-        // Our own removal (or demotion) took effect: step down; the remaining voters elect a leader.
-        this.becomeFollower(this.term, None)
+        this.handOverAfterRemoval()
         return this.confState()
       }
       if (this.leadTransferee !== None && !this.voters.includes(this.leadTransferee)) this.abortLeaderTransfer()
@@ -446,6 +445,37 @@ export class Raft {
       this.needBroadcast = true
     }
     return this.confState()
+  }
+
+  /**
+   * Our own removal (or demotion) took effect while we lead. Stepping down at once could leave the
+   * rest unable to elect anyone: they may not have learned that the removal committed (the commit
+   * index rides on our next message, which may be lost), so they still count us as a voter, and our
+   * log may hold entries theirs lacks, so we would refuse them our vote. (Seen with two voters: the
+   * one left needed our vote and never got it; `shrink` seeds 144 and 263.) So the most caught-up
+   * remaining voter is first brought up to our last entry, as in a transfer (no proposals
+   * meanwhile), and told to campaign (TimeoutNow); then we step down. Its log is then at least as
+   * up to date as ours: should it ignore the TimeoutNow (a membership change it knows committed but
+   * has not applied) or never get it, the election it starts later gets our vote. If it cannot be
+   * brought up to date within an election timeout, we step down regardless (`tickHeartbeat`); at
+   * once if no voter remains.
+   */
+  private handOverAfterRemoval(): void {
+    let successor = None
+    let best = -1
+    for (const id of this.voters) {
+      const match = this.prs.get(id)?.match ?? -1
+      if (match > best) {
+        best = match
+        successor = id
+      }
+    }
+    if (successor === None) {
+      this.becomeFollower(this.term, None)
+      return
+    }
+    this.handleTransferLeader(successor)
+    if (best === this.log.lastIndex()) this.becomeFollower(this.term, None) // told already (TimeoutNow)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -566,6 +596,11 @@ export class Raft {
     // A transfer that has not completed within an election timeout is aborted (as in etcd): the
     // transferee is likely down, and the leader takes proposals again.
     if (this.leadTransferee !== None && ++this.transferElapsed >= this.electionTimeout) this.abortLeaderTransfer()
+    // A leader no longer a voter leads only to hand over (`handOverAfterRemoval`): done, or given up.
+    if (this.leadTransferee === None && !this.voters.includes(this.id)) {
+      this.becomeFollower(this.term, None)
+      return
+    }
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0
       // Re-send the latest pending ReadIndex context, in case its heartbeat round was lost.
@@ -1183,7 +1218,10 @@ export class Raft {
       while (this.maybeSendAppend(m.from, false)) {
         // keep the pipeline full
       }
-      if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from)
+      if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
+        this.sendTimeoutNow(m.from)
+        if (!this.voters.includes(this.id)) this.becomeFollower(this.term, None) // handed over (`handOverAfterRemoval`)
+      }
     }
   }
 

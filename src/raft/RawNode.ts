@@ -62,7 +62,10 @@ export interface Ready {
   readonly committedEntries: ReadonlyArray<Entry>
   /** Messages to send, AFTER entries, snapshot and hard state are durable. */
   readonly messages: ReadonlyArray<Message>
-  /** True when the write must be synced (fsync) before sending: the vote, term or entries changed. */
+  /**
+   * True when the write must be synced (fsync) before sending: the vote, term or entries changed, or
+   * a membership change is to be applied (its commit index must be durable first).
+   */
   readonly mustSync: boolean
 }
 
@@ -220,7 +223,11 @@ export class RawNode {
       mustSync:
         entries.length > 0 ||
         snapshot !== undefined ||
-        (hardChanged && (hs.term !== this.prevHardState.term || hs.vote !== this.prevHardState.vote))
+        (hardChanged && (hs.term !== this.prevHardState.term || hs.vote !== this.prevHardState.vote)) ||
+        // A membership change is applied only once the commit index covering it is durable: a node
+        // that forgot it (a crash before the next sync) would count the old membership again, and
+        // a voter removed since may hold the vote it needs and refuse it (`shrink` seed 263).
+        committedEntries.some((e) => e.kind === "confChange")
     }
     r.msgs = []
     r.readStates = []

@@ -16,7 +16,9 @@
  *
  * A Ready whose only change is a higher commit index needs no fsync of its own (etcd's `mustSync`):
  * the commit index can always be learned again from the leader. It is written with the next synced
- * save, or before a snapshot (so a restart never finds the snapshot ahead of the stored commit index).
+ * save, or before a snapshot (so a restart never finds the snapshot ahead of the stored commit index),
+ * or before a membership change is applied (`RawNode`'s `mustSync`: a node must not count a
+ * membership it has left behind).
  */
 import { Effect, Fiber, Ref } from "effect"
 import type { StorageError } from "../storage/Database.js"

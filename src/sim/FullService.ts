@@ -871,11 +871,15 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
   const wipeWhileLearner = (id: number) =>
     Effect.gen(function* () {
       if (learnerWiped.has(id) || !learnerPrng.chance(wipeLearners)) return
+      // Started once its removal was answered; the leader's configuration may list it as a voter
+      // until it has synced and applied that removal: a voter counts as promoted only after that.
+      let removed = false
       while (phase === "safety") {
         const leader = leaderNode()?.running
         if (leader !== undefined) {
           const st = yield* leader.raft.status
-          if (st.confState.voters.includes(id)) return
+          if (!st.confState.voters.includes(id)) removed = true
+          else if (removed) return
           const match = st.progress.find((p) => p.id === id)?.match ?? 0
           if (st.confState.learners.includes(id) && match > 0 && nodeOf(id).running !== undefined) {
             learnersWiped++

@@ -185,14 +185,16 @@ describe("membership changes", () => {
     expect(net.leader()).toBe(1)
   })
 
-  it("removing the leader: it steps down once the removal is applied, never campaigns again, the rest elect a leader", () => {
+  it("removing the leader: once the removal is applied it tells a caught-up voter to campaign and steps down, never campaigns again, the rest elect a leader", () => {
     const net = new Network([1, 2, 3])
     net.campaign(1)
     expect(net.node(1).proposeConfChange({ type: "remove", nodeId: 1 }).ok).toBe(true)
     net.stabilize()
     const removedAt = net.delivered.length
+    // Its successor was caught up: told to campaign (TimeoutNow), and it stepped down.
     expect(net.node(1).status().role).toBe("follower")
     expect(net.node(2).confState().voters).toEqual([2, 3])
+    expect(net.delivered.some((m) => m.type === "timeoutNow" && m.from === 1)).toBe(true)
     net.tickAll(40)
     const leader = net.leader()
     expect([2, 3]).toContain(leader)
@@ -203,6 +205,66 @@ describe("membership changes", () => {
     net.stabilize()
     expect(net.state.get(2)).toContain("without 1")
     expect(net.state.get(3)).toContain("without 1")
+  })
+
+  it("a leader removing itself hands over before it steps down: the voter left elects itself although it never heard that the removal committed", () => {
+    // Two voters, 3 leading. Its removal commits with 2's acknowledgement, but the messages that
+    // would tell 2 so are lost, as is an entry 3 appended after it: 2 still counts 3 as a voter,
+    // and 3's longer log makes it refuse 2 its vote. A leader that stepped down at once left 2
+    // campaigning forever.
+    const net = new Network([2, 3])
+    net.campaign(3)
+    net.node(3).propose("x")
+    net.stabilize()
+    expect(net.node(3).proposeConfChange({ type: "remove", nodeId: 3 }).ok).toBe(true)
+    const removal = net.node(3).status().lastIndex
+    const carryingRemoval = net.takeQueue()
+    expect(net.node(3).propose("after the removal").ok).toBe(true)
+    let lossy = true
+    net.drop = (m) =>
+      lossy && m.from === 3 && m.to === 2 && (m.type === "app" || m.type === "heartbeat") && (m.commit >= removal || (m.type === "app" && m.entries.some((e) => e.index > removal)))
+    for (const m of carryingRemoval) net.deliver(m)
+    net.stabilize()
+    expect(net.node(3).confState().voters).toEqual([2])
+    expect(net.node(2).status()).toMatchObject({ commit: removal - 1, lastIndex: removal })
+    expect(net.node(2).confState().voters).toEqual([2, 3])
+    lossy = false
+    for (let i = 0; i < 60 && net.leader() !== 2; i++) {
+      net.tickAll(1)
+      net.stabilize()
+    }
+    expect(net.leader()).toBe(2)
+    expect(net.node(2).confState().voters).toEqual([2])
+    // 2 may have won alone (it learned the removal first): 3 then steps down when its hand-over
+    // times out, an election timeout at most.
+    for (let i = 0; i < 12 && net.node(3).status().role === "leader"; i++) {
+      net.tickAll(1)
+      net.stabilize()
+    }
+    expect(net.node(3).status().role).toBe("follower")
+    net.node(2).propose("alone")
+    net.stabilize()
+    expect(net.state.get(2)).toEqual(["x", "after the removal", "alone"])
+  })
+
+  it("a Ready that applies a membership change is synced even when only the commit index moved: a node that forgot that commit would count the old membership again", () => {
+    const net = new Network([1, 2, 3])
+    net.campaign(1)
+    net.stabilize()
+    const follower = net.node(2)
+    const seen: Array<{ readonly mustSync: boolean; readonly entries: number }> = []
+    const ready = follower.ready.bind(follower)
+    follower.ready = () => {
+      const rd = ready()
+      if (rd.committedEntries.some((e) => e.kind === "confChange")) seen.push({ mustSync: rd.mustSync, entries: rd.entries.length })
+      return rd
+    }
+    net.add(4, new MemoryStorage())
+    expect(net.node(1).proposeConfChange({ type: "addLearner", nodeId: 4 }).ok).toBe(true)
+    net.stabilize()
+    // The entry came in one append, its commit index in a later message: a Ready with nothing else to write.
+    expect(seen).toContainEqual({ mustSync: true, entries: 0 })
+    expect(seen.every((r) => r.mustSync)).toBe(true)
   })
 
   it("a restarted node rebuilds its configuration from the snapshot and the conf changes up to applied", () => {
