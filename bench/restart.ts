@@ -2,7 +2,8 @@
  * `restart`: where a member's restart goes at scale, without the cluster around it. One node (a
  * cluster of one) over a SQLite file with the cluster state machine and the default snapshot policy
  * (as `leaderState` builds it): 100 hosts, `BENCH_VMS` VM creates (default 100,000), then
- * `BENCH_REPORT_ROUNDS` (default 1) `running` reports for each VM. Its Raft node is then closed and
+ * `BENCH_REPORT_ROUNDS` (default 1) `running` reports for each VM (`BENCH_SNAPSHOT_RATIO`: the
+ * snapshot policy's ratio, default the node's). Its Raft node is then closed and
  * a new one built over the same file and a fresh state machine: how long recovery from the file takes
  * (building the node: the storage verified, snapshot and log read, the state restored), then until
  * the stored log's committed entries are applied again, then until it serves a linearizable read
@@ -19,7 +20,7 @@ import { MemoryNetwork } from "../src/net/Transport.js"
 import * as RaftNode from "../src/raft/RaftNode.js"
 import { layerFile } from "../src/storage/RaftStorage.js"
 
-export const benchRestart = (vms = 100_000, reportRounds = 1, hosts = 100) =>
+export const benchRestart = (vms = 100_000, reportRounds = 1, snapshotRatio?: number, hosts = 100) =>
   Effect.runPromise(
     Effect.gen(function* () {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-restart-"))
@@ -27,7 +28,7 @@ export const benchRestart = (vms = 100_000, reportRounds = 1, hosts = 100) =>
       const start = (holder: ClusterStateHolder, scope: Scope.Scope, bootstrap: boolean) =>
         Effect.map(
           Layer.buildWithScope(
-            RaftNode.layer({ id: 1, tickMs: 100, requestTimeoutMs: 60_000, ...(bootstrap ? { bootstrap: [1] } : {}) }).pipe(
+            RaftNode.layer({ id: 1, tickMs: 100, requestTimeoutMs: 60_000, snapshotRatio, ...(bootstrap ? { bootstrap: [1] } : {}) }).pipe(
               Layer.provide(Layer.mergeAll(layerFile({ filename }), new MemoryNetwork().layer(1), holder.layer()))
             ),
             scope
@@ -61,7 +62,12 @@ export const benchRestart = (vms = 100_000, reportRounds = 1, hosts = 100) =>
           { concurrency: "unbounded", discard: true }
         )
       }
+      const cpu = () => {
+        const u = process.cpuUsage()
+        return (u.user + u.system) / 1000
+      }
       const writesStarted = performance.now()
+      const writesCpu = cpu()
       yield* inFlight(vms, (k) =>
         propose({ _tag: "CreateVm", spec: { name: `s${k}`, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }, desired: "running" })
       )
@@ -72,6 +78,7 @@ export const benchRestart = (vms = 100_000, reportRounds = 1, hosts = 100) =>
         })
       }
       const writesMs = performance.now() - writesStarted
+      const writesCpuMs = cpu() - writesCpu
       const before = yield* node.status
       const stateChars = holder.current.snapshot().length
       yield* Scope.close(scope, Exit.void)
@@ -80,10 +87,14 @@ export const benchRestart = (vms = 100_000, reportRounds = 1, hosts = 100) =>
       const scope2 = yield* Scope.make()
       const holder2 = new ClusterStateHolder()
       const restarted = performance.now()
+      const restartCpu = cpu()
       const node2 = yield* start(holder2, scope2, false)
       const builtMs = performance.now() - restarted
+      const builtCpuMs = cpu() - restartCpu
+      const appliedFrom = holder2.current.appliedIndex
       while (holder2.current.appliedIndex < before.commit) yield* Effect.sleep(Duration.millis(1))
       const appliedAgainMs = performance.now() - restarted
+      const appliedAgainCpuMs = cpu() - restartCpu - builtCpuMs
       yield* leads(node2)
       yield* node2.readIndex
       const readMs = performance.now() - restarted
@@ -92,11 +103,16 @@ export const benchRestart = (vms = 100_000, reportRounds = 1, hosts = 100) =>
       return [
         {
           name: `one node, ${vms} VMs created and reported running ${reportRounds}×, restarted over its file`,
+          snapshotRatio: snapshotRatio ?? "default",
           writesMs: Math.round(writesMs),
+          writesCpuMs: Math.round(writesCpuMs),
           stateMb: Number((stateChars / 1e6).toFixed(1)),
           logAtStop: { first: before.firstIndex, last: before.lastIndex, commit: before.commit, applied: before.applied },
           recoveredMs: Math.round(builtMs),
+          recoveredCpuMs: Math.round(builtCpuMs),
+          appliedAgain: before.commit - appliedFrom,
           appliedAgainMs: Math.round(appliedAgainMs),
+          appliedAgainCpuMs: Math.round(appliedAgainCpuMs),
           firstReadMs: Math.round(readMs),
           loadAverage: os.loadavg()
         }

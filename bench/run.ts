@@ -36,7 +36,12 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   reschedule: () => benchReschedule(),
   snapshot: () => benchSnapshot(),
   scale: () => benchScale(),
-  restart: () => benchRestart(Number(process.env.BENCH_VMS ?? 100_000), Number(process.env.BENCH_REPORT_ROUNDS ?? 1)),
+  restart: () =>
+    benchRestart(
+      Number(process.env.BENCH_VMS ?? 100_000),
+      Number(process.env.BENCH_REPORT_ROUNDS ?? 1),
+      process.env.BENCH_SNAPSHOT_RATIO === undefined ? undefined : Number(process.env.BENCH_SNAPSHOT_RATIO)
+    ),
   fuzz: () =>
     benchFuzz(
       {

@@ -149,7 +149,7 @@ const restartSplit = (log: ReadonlyArray<{ at: number; message: string }>) => {
     return undefined
   }
   const started = find(/^starting /)
-  const recovered = find(/recovered its Raft state in (\d+) ms: storage verified in (\d+) ms, (?:snapshot at index (\d+) \(([\d.]+) MB, read in (\d+) ms, state restored in (\d+) ms\)|no snapshot), log (?:\[(\d+), (\d+)\] \((\d+) entries, read in (\d+) ms\)|empty); (\d+) committed entries to apply again/)
+  const recovered = find(/recovered its Raft state in (\d+) ms: storage opened in (\d+) ms, (?:snapshot at index (\d+) \(([\d.]+) MB, read in (\d+) ms, state restored in (\d+) ms\)|no snapshot), log (?:\[(\d+), (\d+)\] \((\d+) entries, read and verified in (\d+) ms\)|empty); (\d+) committed entries to apply again/)
   const serving = find(/serving peers and the API/)
   const replayed = find(/applied the (\d+) committed entries of its own log again, (\d+) ms/)
   const installed = find(/installed a snapshot from the leader at index (\d+) \(([\d.]+) MB\) in (\d+) ms/)
@@ -163,7 +163,7 @@ const restartSplit = (log: ReadonlyArray<{ at: number; message: string }>) => {
         : {
             doneAt: recovered.at,
             ms: r[0],
-            verifyMs: r[1],
+            openMs: r[1],
             snapshot: r[2] === undefined ? undefined : { index: r[2], mb: r[3], readMs: r[4], restoreMs: r[5] },
             log: r[8] === undefined ? undefined : { entries: r[8], readMs: r[9] },
             toApplyAgain: r[10]
