@@ -413,6 +413,15 @@ export const benchScale = async (
       })
       const snapshotMs = performance.now() - snapStarted
 
+      // How many snapshots each member took itself and received (`/metrics`): how much log a restart applies again.
+      const snapshotsTaken: Record<number, Record<string, number>> = {}
+      for (const m of members) {
+        const text = (await request(m.port, "GET", "/metrics")).body
+        snapshotsTaken[m.id] = Object.fromEntries(
+          [...text.matchAll(/^blixard_raft_snapshots_total\{source="(\w+)"\} (\d+)/gm)].map((x) => [x[1]!, Number(x[2])])
+        )
+      }
+
       // A follower killed and started again: until it answers a linearizable read.
       const victim = members.find((m) => m !== leader && m !== members[1])!
       victim.child!.kill("SIGKILL")
@@ -466,7 +475,8 @@ export const benchScale = async (
         snapshotBytes: snap,
         snapshotSaveMs: Math.round(snapshotMs),
         followerRestartToReadMs: Math.round(restartMs),
-        followerRestart: restart,
+        followerRestart: { victim: victim.id, ...restart },
+        snapshotsTaken,
         deadHost: { id: dead.id, vms: moving.length, allRunningElsewhereMs: Math.round(movedMs), ...deadHostSplit },
         ...(heap !== undefined ? { heap } : {}),
         heartbeats,
