@@ -17,7 +17,7 @@
  *   one of its VMs is reported running elsewhere. This includes `nodeDownMs` (default 6 s), the
  *   failure detector's wait before it may move them. Then it comes back, empty.
  *
- * Diagnostics: `BENCH_NODE_ARGS` (space-separated) are Node.js flags for the members (e.g.
+ * Diagnostics: `BENCH_SCALE_LOGS=DIR` appends each member's output to DIR/node-ID.log. `BENCH_NODE_ARGS` (space-separated) are Node.js flags for the members (e.g.
  * `--max-semi-space-size=2`); `BENCH_SCALE_HEAP=DIR` then, after each step's RSS reading, writes a
  * heap snapshot of the leader into DIR (the members run with `--heapsnapshot-signal=SIGUSR2`) and
  * reports each member's resident memory split from `/proc/PID/smaps` (malloc heap, anonymous
@@ -200,6 +200,8 @@ export const benchScale = async (
   const token = fs.readFileSync(tokenFile, "utf8").trim()
   const members: Array<Member> = []
   const heapDir = process.env.BENCH_SCALE_HEAP
+  /** `BENCH_SCALE_LOGS=DIR`: every member's output (warnings, and the restarted member's info lines) appended to DIR/node-ID.log. */
+  const logDir = process.env.BENCH_SCALE_LOGS
   const nodeArgs = [
     ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== ""),
     ...(heapDir !== undefined ? ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${heapDir}`] : [])
@@ -209,8 +211,13 @@ export const benchScale = async (
     m.child = spawn(
       process.execPath,
       [...nodeArgs, bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--insecure-plaintext", "--data-dir", m.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, ...(watch === undefined ? ["--log-level", "warning"] : ["--log-level", "info", "--log-format", "json"]), ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
-      { stdio: watch === undefined ? "ignore" : ["ignore", "pipe", "pipe"] }
+      { stdio: watch === undefined ? (logDir === undefined ? "ignore" : ["ignore", "pipe", "pipe"]) : ["ignore", "pipe", "pipe"] }
     )
+    if (logDir !== undefined) {
+      const file = fs.createWriteStream(path.join(logDir, `node-${m.id}.log`), { flags: "a" })
+      m.child.stdout!.pipe(file)
+      m.child.stderr!.pipe(file)
+    }
     if (watch === undefined) return
     for (const stream of [m.child.stdout!, m.child.stderr!]) {
       readline.createInterface({ input: stream }).on("line", (line) => {
