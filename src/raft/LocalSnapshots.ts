@@ -11,7 +11,7 @@
  * log before it, less `retain` entries, goes. A snapshot installed from the leader meanwhile is
  * newer, and wins.
  *
- * Between snapshots the log grows to `ratio` times the state (~35 MB of entries at 100,000 VMs):
+ * Between snapshots the log grows to `ratio` times the state (~130 MB of entries at 100,000 VMs):
  * on disk, not in memory. The mirror keeps the newest `logMemoryBytes` of it (default 8 MiB, some
  * 35,000 VM writes: what followers that keep up, and one restarted within seconds, are sent) and
  * reads older entries back from storage (`MemoryStorage.spill`, `RaftStorageShape.entriesNow`), as

@@ -14,7 +14,7 @@
  * (`SnapshotSending.ts`). The storage of tests and of the explorer keeps the data.
  *
  * A mirror also keeps only a bounded tail of the log's data (`spill`): the log since the last
- * snapshot may be as large as the state or larger (`snapshotRatio`; ~35 MB of entries at 100,000
+ * snapshot may be several times the state's size (`snapshotRatio`; ~130 MB of entries at 100,000
  * VMs), all of it already in durable storage. Committed entries beyond the newest `keepBytes` keep
  * only their terms here (a run per term); reading one (a follower that lags, a restart replaying
  * membership changes) reads it from durable storage, synchronously. Only committed entries spill:

@@ -30,8 +30,7 @@
  * to the core lazily, and the ticker wakes the loop only when a tick would act, a request's deadline
  * passes, or a storage write is outstanding (`Ticks.ts`).
  *
- * `make` composes the parts: `recover` the durable state (`Recovery.ts`, which also logs where a
- * restart's time went up to its first read), build the core (`makeCore`), then run the
+ * `make` composes the parts: `recover` the durable state, build the core (`makeCore`), then run the
  * loop (`runLoop`, stepping each event with `handle`), the ticker (`runTicker`, which also fails
  * requests past their deadline: `expire`) and the receiver (`runReceiver`) as scoped fibers, and
  * answer callers through `makeService`; `shutdown` fails what still waits when the scope closes.
@@ -82,14 +81,11 @@ export interface RaftNodeConfig {
   /**
    * When to take a state-machine snapshot and compact the log: once at least `snapshotEvery` entries
    * (default 10,000) have been applied since the last snapshot AND their bytes add up to at least
-   * `snapshotRatio` (default 1) times the last snapshot's size. A snapshot writes the whole state,
+   * `snapshotRatio` (default 4) times the last snapshot's size. A snapshot writes the whole state,
    * so taking one every fixed number of entries costs more per write the larger the state grows;
    * the ratio bounds that cost to a fixed share of what the log itself wrote, at the price of a log
-   * of up to `snapshotRatio` times the state's size (Ongaro's thesis §5.1.1; LogCabin's
-   * `snapshotRatio`), which a restart applies again entry by entry. LogCabin's 4 made a restart at
-   * 100,000 VMs apply ~290,000 entries again (10.5 s of CPU, against 7.1 s at 1; bench `restart`,
-   * bench/RESULTS.md); at 1 a snapshot (~0.6 s of CPU at 100,000 VMs, written on the side) comes with
-   * every ~170,000 status reports, well under 1 % of their CPU. `snapshotRatio: 0` snapshots by count alone.
+   * (on disk and in memory) of up to `snapshotRatio` times the state's size (Ongaro's thesis §5.1.1;
+   * LogCabin's `snapshotRatio`). `snapshotRatio: 0` snapshots by count alone.
    */
   readonly snapshotEvery?: number | undefined
   readonly snapshotRatio?: number | undefined

@@ -147,7 +147,7 @@ export function* recover(config: RecoverConfig, storage: RaftStorageShape, sm: S
     mirror,
     sm,
     every: config.snapshotEvery ?? 10_000,
-    ratio: config.snapshotRatio ?? 1,
+    ratio: config.snapshotRatio ?? 4,
     retain: config.snapshotRetain ?? 1_000
   })
   const snapshotAt = performance.now()
