@@ -85,7 +85,9 @@ export interface RaftNodeConfig {
    * so taking one every fixed number of entries costs more per write the larger the state grows;
    * the ratio bounds that cost to a fixed share of what the log itself wrote, at the price of a log
    * (on disk and in memory) of up to `snapshotRatio` times the state's size (Ongaro's thesis §5.1.1;
-   * LogCabin's `snapshotRatio`). `snapshotRatio: 0` snapshots by count alone.
+   * LogCabin's `snapshotRatio`). A restart applies that log again entry by entry: at 100,000 VMs up to
+   * ~290,000 entries, ~7 s of CPU, more than restoring the snapshot (bench `restart`, bench/RESULTS.md).
+   * `snapshotRatio: 0` snapshots by count alone.
    */
   readonly snapshotEvery?: number | undefined
   readonly snapshotRatio?: number | undefined
