@@ -11,6 +11,7 @@ import { benchIdle } from "./idle.js"
 import { benchMemory } from "./memory.js"
 import { benchLeaderState, benchRaftMemory, benchRaftRetained } from "./raftMemory.js"
 import { benchReschedule } from "./reschedule.js"
+import { benchRestart } from "./restart.js"
 import { benchScale } from "./scale.js"
 import { benchSim } from "./sim.js"
 import { benchSnapshot } from "./snapshot.js"
@@ -35,6 +36,12 @@ const benches: Record<string, () => Promise<ReadonlyArray<unknown>>> = {
   reschedule: () => benchReschedule(),
   snapshot: () => benchSnapshot(),
   scale: () => benchScale(),
+  restart: () =>
+    benchRestart(
+      Number(process.env.BENCH_VMS ?? 100_000),
+      Number(process.env.BENCH_REPORT_ROUNDS ?? 1),
+      process.env.BENCH_SNAPSHOT_RATIO === undefined ? undefined : Number(process.env.BENCH_SNAPSHOT_RATIO)
+    ),
   fuzz: () =>
     benchFuzz(
       {

@@ -17,7 +17,7 @@
  *   one of its VMs is reported running elsewhere. This includes `nodeDownMs` (default 6 s), the
  *   failure detector's wait before it may move them. Then it comes back, empty.
  *
- * Diagnostics: `BENCH_NODE_ARGS` (space-separated) are Node.js flags for the members (e.g.
+ * Diagnostics: `BENCH_SCALE_LOGS=DIR` appends each member's output to DIR/node-ID.log. `BENCH_NODE_ARGS` (space-separated) are Node.js flags for the members (e.g.
  * `--max-semi-space-size=2`); `BENCH_SCALE_HEAP=DIR` then, after each step's RSS reading, writes a
  * heap snapshot of the leader into DIR (the members run with `--heapsnapshot-signal=SIGUSR2`) and
  * reports each member's resident memory split from `/proc/PID/smaps` (malloc heap, anonymous
@@ -34,6 +34,7 @@ import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as readline from "node:readline"
 import { nodeCredential } from "../src/api/Auth.js"
 import { freePort } from "../src/node/FreePort.js"
 import { agent, Connection, benchTokenFile, bin, cpuMs, leaderOf, request, until } from "./cluster.js"
@@ -52,6 +53,25 @@ interface Host {
   readonly credential: string
   alive: boolean
   readonly vms: Set<string>
+  /** When (bench clock, `performance.now()`) its last heartbeat was answered. */
+  lastBeat: number
+}
+
+/** What the event stream and the reporters saw of a dead host's VMs (bench clock, `performance.now()`). */
+interface DeathWatch {
+  readonly host: number
+  readonly vms: ReadonlySet<string>
+  /** `node.down`: when the leader proposed it (its clock, as the bench's) and when it arrived here. */
+  downProposedAt?: number
+  downSeenAt?: number
+  /** The Raft entries whose batches moved its VMs, how many moved, and when the last arrived. */
+  readonly movedIn: Set<number>
+  moved: number
+  lastMovedAt?: number
+  /** Its VMs' `running` reports: sent, failed (and retried), and when the first was sent. */
+  reports: number
+  reportFailures: number
+  firstReportAt?: number
 }
 
 const secretText = "bench-scale-secret"
@@ -63,8 +83,22 @@ const round = (x: number, digits = 1) => Number(x.toFixed(digits))
 const asNode = (port: number, credential: string, method: string, pathname: string, body?: unknown) =>
   request(port, method, pathname, body, { bearer: credential, timeoutMs: 30_000 })
 
-/** Follows `GET /v1/events` and hands every VM event to `onEvent`; resolves to a stop function. */
-const followEvents = (port: number, token: string, onEvent: (event: { type: string; vm?: string; node?: number; to?: number; phase?: string }) => void) =>
+interface StreamEvent {
+  readonly type: string
+  readonly vm?: string
+  readonly node?: number
+  readonly to?: number
+  readonly phase?: string
+}
+
+/** A batch of events: the Raft entry's index, and when the leader proposed it (its clock). */
+interface StreamBatch {
+  readonly index: number
+  readonly at?: number
+}
+
+/** Follows `GET /v1/events` and hands every event to `onEvent`, with its batch; resolves to a stop function. */
+const followEvents = (port: number, token: string, onEvent: (event: StreamEvent, batch: StreamBatch) => void) =>
   new Promise<() => void>((resolve, reject) => {
     let stopped = false
     const req = http.get(
@@ -86,7 +120,8 @@ const followEvents = (port: number, token: string, onEvent: (event: { type: stri
             if (message.includes("event: resync")) throw new Error("bench: the event stream asked for a resync; the result would be wrong")
             const data = message.split("\n").find((line) => line.startsWith("data: "))
             if (data === undefined) continue
-            for (const event of (JSON.parse(data.slice(6)) as { events: Array<{ type: string }> }).events) onEvent(event)
+            const batch = JSON.parse(data.slice(6)) as StreamBatch & { events: Array<StreamEvent> }
+            for (const event of batch.events) onEvent(event, batch)
           }
         })
         resolve(() => {
@@ -97,6 +132,49 @@ const followEvents = (port: number, token: string, onEvent: (event: { type: stri
     )
     req.on("error", reject)
   })
+
+/**
+ * Where a restarted member's time went, from its info log (`raft/Recovery.ts` writes these lines;
+ * `at`: milliseconds after the bench spawned it, as the lines arrived): the process up to its first
+ * line (Node.js, the program's modules), recovery from its data directory (opening and verifying the
+ * log, reading the snapshot and the log, restoring the state), serving (listening), its own log's
+ * committed entries applied again, a snapshot installed from the leader, the first linearizable read.
+ */
+const restartSplit = (log: ReadonlyArray<{ at: number; message: string }>) => {
+  const find = (re: RegExp) => {
+    for (const { at, message } of log) {
+      const m = re.exec(message)
+      if (m !== null) return { at: Math.round(at), n: m.slice(1).map((x) => (x === undefined ? undefined : Number(x))) }
+    }
+    return undefined
+  }
+  const started = find(/^starting /)
+  const recovered = find(/recovered its Raft state in (\d+) ms: storage opened in (\d+) ms, (?:snapshot at index (\d+) \(([\d.]+) MB, read in (\d+) ms, state restored in (\d+) ms\)|no snapshot), log (?:\[(\d+), (\d+)\] \((\d+) entries, read and verified in (\d+) ms\)|empty); (\d+) committed entries to apply again/)
+  const serving = find(/serving peers and the API/)
+  const replayed = find(/applied the (\d+) committed entries of its own log again, (\d+) ms/)
+  const installed = find(/installed a snapshot from the leader at index (\d+) \(([\d.]+) MB\) in (\d+) ms/)
+  const firstRead = find(/answered its first linearizable read (\d+) ms after its Raft node started; from the leader until then: (\d+) entries \(([\d.]+) MB\), (\d+) snapshot/)
+  const r = recovered?.n
+  return {
+    firstLogLineAt: started?.at,
+    recovery:
+      recovered === undefined || r === undefined
+        ? undefined
+        : {
+            doneAt: recovered.at,
+            ms: r[0],
+            openMs: r[1],
+            snapshot: r[2] === undefined ? undefined : { index: r[2], mb: r[3], readMs: r[4], restoreMs: r[5] },
+            log: r[8] === undefined ? undefined : { entries: r[8], readMs: r[9] },
+            toApplyAgain: r[10]
+          },
+    servingAt: serving?.at,
+    appliedAgainAt: replayed?.at,
+    snapshotFromLeader: installed === undefined ? undefined : { at: installed.at, index: installed.n[0], mb: installed.n[1], restoreMs: installed.n[2] },
+    firstReadAt: firstRead?.at,
+    fromLeader: firstRead === undefined ? undefined : { entries: firstRead.n[1], mb: firstRead.n[2], snapshots: firstRead.n[3] }
+  }
+}
 
 /** The members' resident memory split, a heap snapshot of the leader (SIGUSR2), and the split again. */
 const heapSnapshot = async (dir: string, leader: Member, follower: Member) => {
@@ -122,16 +200,35 @@ export const benchScale = async (
   const token = fs.readFileSync(tokenFile, "utf8").trim()
   const members: Array<Member> = []
   const heapDir = process.env.BENCH_SCALE_HEAP
+  /** `BENCH_SCALE_LOGS=DIR`: every member's output (warnings, and the restarted member's info lines) appended to DIR/node-ID.log. */
+  const logDir = process.env.BENCH_SCALE_LOGS
   const nodeArgs = [
     ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== ""),
     ...(heapDir !== undefined ? ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${heapDir}`] : [])
   ]
-  const startMember = (m: Member, peers: ReadonlyArray<Member>) => {
+  /** Starts a member; with `watch`, at log level info in JSON, each line handed to `watch` as it arrives. */
+  const startMember = (m: Member, peers: ReadonlyArray<Member>, watch?: (message: string) => void) => {
     m.child = spawn(
       process.execPath,
-      [...nodeArgs, bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--insecure-plaintext", "--data-dir", m.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning", ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
-      { stdio: "ignore" }
+      [...nodeArgs, bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--insecure-plaintext", "--data-dir", m.dataDir, "--cluster-secret-file", secret, "--api-token-file", tokenFile, ...(watch === undefined ? ["--log-level", "warning"] : ["--log-level", "info", "--log-format", "json"]), ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])],
+      { stdio: watch === undefined ? (logDir === undefined ? "ignore" : ["ignore", "pipe", "pipe"]) : ["ignore", "pipe", "pipe"] }
     )
+    if (logDir !== undefined) {
+      const file = fs.createWriteStream(path.join(logDir, `node-${m.id}.log`), { flags: "a" })
+      m.child.stdout!.pipe(file)
+      m.child.stderr!.pipe(file)
+    }
+    if (watch === undefined) return
+    for (const stream of [m.child.stdout!, m.child.stderr!]) {
+      readline.createInterface({ input: stream }).on("line", (line) => {
+        try {
+          const message = (JSON.parse(line) as { message?: unknown }).message
+          watch(Array.isArray(message) ? message.join(" ") : String(message))
+        } catch {
+          watch(line)
+        }
+      })
+    }
   }
   const timers: Array<NodeJS.Timeout> = []
   let stopEvents = () => {}
@@ -159,7 +256,7 @@ export const benchScale = async (
     const hosts = new Map<number, Host>()
     for (let k = 1; k <= hostCount; k++) {
       const id = 100 + k
-      hosts.set(id, { id, credential: nodeCredential(secretText, id), alive: true, vms: new Set() })
+      hosts.set(id, { id, credential: nodeCredential(secretText, id), alive: true, vms: new Set(), lastBeat: 0 })
     }
     const registerStarted = performance.now()
     for (const host of hosts.values()) {
@@ -180,7 +277,11 @@ export const benchScale = async (
       const beat = () => {
         if (!host.alive) return
         asNode(members[(host.id + heartbeats) % 3]!.port, host.credential, "POST", `/v1/nodes/${host.id}/heartbeat`).then(
-          (r) => (r.status === 200 ? heartbeats++ : heartbeatFailures++),
+          (r) => {
+            if (r.status !== 200) return heartbeatFailures++
+            heartbeats++
+            host.lastBeat = performance.now()
+          },
           () => heartbeatFailures++
         )
       }
@@ -203,7 +304,18 @@ export const benchScale = async (
       host.vms.add(vm)
       if (host.alive) reports.push({ host, vm })
     }
-    stopEvents = await followEvents(members[1]!.port, token, (e) => {
+    let death: DeathWatch | undefined
+    stopEvents = await followEvents(members[1]!.port, token, (e, batch) => {
+      if (death !== undefined) {
+        if (e.type === "node.down" && e.node === death.host) {
+          death.downSeenAt = performance.now()
+          if (batch.at !== undefined) death.downProposedAt = death.downSeenAt - (Date.now() - batch.at)
+        } else if (e.type === "vm.moved" && e.vm !== undefined && death.vms.has(e.vm)) {
+          death.movedIn.add(batch.index)
+          death.moved++
+          death.lastMovedAt = performance.now()
+        }
+      }
       if (e.vm === undefined) return
       if (e.type === "vm.placed") place(e.vm, e.node)
       else if (e.type === "vm.moved") place(e.vm, e.to)
@@ -220,9 +332,15 @@ export const benchScale = async (
         }
         if (!next.host.alive || placedOn.get(next.vm) !== next.host.id) continue
         const status = { phase: "running", since: Date.now(), pid: 1000 + (next.host.id % 1000), restarts: 0 }
+        const watched = death !== undefined && death.vms.has(next.vm) ? death : undefined
+        if (watched !== undefined) {
+          watched.reports++
+          watched.firstReportAt ??= performance.now()
+        }
         const r = await asNode(members[next.host.id % 3]!.port, next.host.credential, "PUT", `/v1/vms/${next.vm}/status`, { node: next.host.id, status }).catch(() => ({ status: 0, body: "" }))
         if (r.status !== 200 && r.status !== 204) {
           reportFailures++
+          if (watched !== undefined) watched.reportFailures++
           reports.push(next)
         }
       }
@@ -302,18 +420,30 @@ export const benchScale = async (
       })
       const snapshotMs = performance.now() - snapStarted
 
+      // How many snapshots each member took itself and received (`/metrics`): how much log a restart applies again.
+      const snapshotsTaken: Record<number, Record<string, number>> = {}
+      for (const m of members) {
+        const text = (await request(m.port, "GET", "/metrics")).body
+        snapshotsTaken[m.id] = Object.fromEntries(
+          [...text.matchAll(/^blixard_raft_snapshots_total\{source="(\w+)"\} (\d+)/gm)].map((x) => [x[1]!, Number(x[2])])
+        )
+      }
+
       // A follower killed and started again: until it answers a linearizable read.
       const victim = members.find((m) => m !== leader && m !== members[1])!
       victim.child!.kill("SIGKILL")
       await until("the victim is gone", async () => (rssMb(victim.child?.pid) === 0 ? true : undefined))
       const restartStarted = performance.now()
-      startMember(victim, members.filter((m) => m !== victim))
+      const restartLog: Array<{ at: number; message: string }> = []
+      startMember(victim, members.filter((m) => m !== victim), (message) => restartLog.push({ at: performance.now() - restartStarted, message }))
       await until("the restarted follower serves a linearizable read", async () => ((await request(victim.port, "GET", "/v1/vms/s1")).status === 200 ? true : undefined), 300_000)
       const restartMs = performance.now() - restartStarted
+      const restart = restartSplit(restartLog)
 
       // The host with the most VMs dies.
       const dead = [...hosts.values()].filter((h) => h.alive).sort((a, b) => b.vms.size - a.vms.size)[0]!
       const moving = [...dead.vms]
+      death = { host: dead.id, vms: new Set(moving), movedIn: new Set(), moved: 0, reports: 0, reportFailures: 0 }
       dead.alive = false
       const deathStarted = performance.now()
       await until(
@@ -322,6 +452,19 @@ export const benchScale = async (
         300_000
       )
       const movedMs = performance.now() - deathStarted
+      const since = (t: number | undefined) => (t === undefined ? undefined : Math.round(t - deathStarted))
+      const deadHostSplit = {
+        lastHeartbeatAnsweredAt: since(dead.lastBeat),
+        downProposedAt: since(death.downProposedAt),
+        downSeenAt: since(death.downSeenAt),
+        movedEntries: death.movedIn.size,
+        movedSeen: death.moved,
+        lastMovedSeenAt: since(death.lastMovedAt),
+        firstReportAt: since(death.firstReportAt),
+        reports: death.reports,
+        reportFailures: death.reportFailures
+      }
+      death = undefined
       // It comes back empty (a rebooted machine): heartbeats again, marked up, and takes new VMs.
       dead.alive = true
 
@@ -339,7 +482,9 @@ export const benchScale = async (
         snapshotBytes: snap,
         snapshotSaveMs: Math.round(snapshotMs),
         followerRestartToReadMs: Math.round(restartMs),
-        deadHost: { id: dead.id, vms: moving.length, allRunningElsewhereMs: Math.round(movedMs) },
+        followerRestart: { victim: victim.id, ...restart },
+        snapshotsTaken,
+        deadHost: { id: dead.id, vms: moving.length, allRunningElsewhereMs: Math.round(movedMs), ...deadHostSplit },
         ...(heap !== undefined ? { heap } : {}),
         heartbeats,
         heartbeatFailures,

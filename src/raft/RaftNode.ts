@@ -40,11 +40,10 @@ import type { BlixardError, Timeout } from "../domain/Errors.js"
 import { NotLeader, ProposalDropped } from "../domain/Errors.js"
 import { Transport, type TransportShape } from "../net/Transport.js"
 import type { StorageError } from "../storage/Database.js"
-import { RaftStorage, type RaftStorageShape } from "../storage/RaftStorage.js"
+import { RaftStorage } from "../storage/RaftStorage.js"
 import { LeaderTransfers } from "./LeaderTransfers.js"
-import { LocalSnapshots } from "./LocalSnapshots.js"
 import { type Event, Mailbox } from "./Mailbox.js"
-import { MemoryStorage } from "./MemoryStorage.js"
+import type { MemoryStorage } from "./MemoryStorage.js"
 import { SnapshotSending } from "./SnapshotSending.js"
 import type { Message } from "./Message.js"
 import { PeerContact } from "./PeerContact.js"
@@ -53,11 +52,12 @@ import type { RaftConfig, Status } from "./Raft.js"
 import { RawNode } from "./RawNode.js"
 import { ReadIndexReads } from "./ReadIndexReads.js"
 import { ReadyHandler } from "./ReadyHandler.js"
+import { recover } from "./Recovery.js"
 import { Deadlines, type ProposeFailure, RequestErrors, type Waiting } from "./Requests.js"
-import { StateMachine, type StateMachineShape } from "./StateMachine.js"
+import { StateMachine } from "./StateMachine.js"
 import { type StorageFlushes, trackFlushes } from "./StorageFlushes.js"
 import { monotonicMillis, Ticks } from "./Ticks.js"
-import type { ConfChange, Snapshot, StateRole } from "./Types.js"
+import type { ConfChange, StateRole } from "./Types.js"
 
 /**
  * The daemon's timing, in ticks (`timeouts.tickMs` each): elections after 10 to 20 ticks, a heartbeat
@@ -85,7 +85,9 @@ export interface RaftNodeConfig {
    * so taking one every fixed number of entries costs more per write the larger the state grows;
    * the ratio bounds that cost to a fixed share of what the log itself wrote, at the price of a log
    * (on disk and in memory) of up to `snapshotRatio` times the state's size (Ongaro's thesis §5.1.1;
-   * LogCabin's `snapshotRatio`). `snapshotRatio: 0` snapshots by count alone.
+   * LogCabin's `snapshotRatio`). A restart applies that log again entry by entry: at 100,000 VMs up to
+   * ~290,000 entries, ~7 s of CPU, more than restoring the snapshot (bench `restart`, bench/RESULTS.md).
+   * `snapshotRatio: 0` snapshots by count alone.
    */
   readonly snapshotEvery?: number | undefined
   readonly snapshotRatio?: number | undefined
@@ -195,47 +197,6 @@ const seededRandom = (seed: number) => {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n)
   }
-}
-
-/**
- * Recovers (or founds) the node's durable state: a NEW cluster's founding snapshot when the storage
- * is empty and `bootstrap` names the voters; then the in-memory mirror of the stored snapshot,
- * entries and hard state the core reads, the local snapshot policy, and the state machine restored
- * from the snapshot when it is behind it. Answers the applied index the core starts from.
- * (A generator `make` delegates to with `yield*`: its effects run as if written there, see `ReadyHandler`.)
- */
-function* recover(config: RaftNodeConfig, storage: RaftStorageShape, sm: StateMachineShape) {
-  let init = yield* storage.initialState
-  if (init.hardState.term === 0 && init.lastIndex === 0 && init.snapshot._tag === "None" && config.bootstrap !== undefined) {
-    const bootstrap: Snapshot = {
-      metadata: { index: 1, term: 1, confState: { voters: [...config.bootstrap].sort((a, b) => a - b), learners: [] } },
-      data: yield* sm.snapshot
-    }
-    yield* storage.save({ snapshot: bootstrap, hardState: { term: 1, vote: 0, commit: 1 } })
-    init = yield* storage.initialState
-  }
-  const mirror = MemoryStorage.mirror()
-  const snapshots = new LocalSnapshots({
-    storage,
-    mirror,
-    sm,
-    every: config.snapshotEvery ?? 10_000,
-    ratio: config.snapshotRatio ?? 4,
-    retain: config.snapshotRetain ?? 1_000
-  })
-  const stored = yield* storage.snapshot
-  if (stored._tag === "Some") {
-    mirror.applySnapshot(stored.value)
-    snapshots.snapshotted(stored.value)
-  }
-  if (init.lastIndex >= init.firstIndex) mirror.append(yield* storage.entries(init.firstIndex, init.lastIndex + 1))
-  mirror.setHardState(init.hardState)
-  let applied = yield* sm.applied
-  if (stored._tag === "Some" && stored.value.metadata.index > applied) {
-    yield* sm.restore(stored.value)
-    applied = stored.value.metadata.index
-  }
-  return { mirror, snapshots, applied }
 }
 
 /**
@@ -451,7 +412,7 @@ export const make = (config: RaftNodeConfig) =>
     const transport = yield* Transport
     const sm = yield* StateMachine
     const id = config.id
-    const { mirror, snapshots, applied } = yield* recover(config, storage, sm)
+    const { mirror, snapshots, applied, report } = yield* recover(config, storage, sm)
     const seed = yield* Random.nextInt
     const raw = makeCore(config, mirror, applied, seed)
     const events = new Mailbox<Event>()
@@ -468,7 +429,7 @@ export const make = (config: RaftNodeConfig) =>
     const softState = yield* Ref.make<{ lead: number; role: StateRole }>({ lead: 0, role: "follower" })
     const send = (messages: ReadonlyArray<Message>) => transport.send(contact.outgoing(messages))
     const snapshotSending = new SnapshotSending(storage, raw)
-    const ready = new ReadyHandler({ id, raw, storage, mirror, sm, snapshots, snapshotSending, send, discard: transport.discard, proposals, reads, transfers, softState })
+    const ready = new ReadyHandler({ id, raw, storage, mirror, sm, snapshots, snapshotSending, send, discard: transport.discard, proposals, reads, transfers, softState, report })
     const ticks = new Ticks(raw, config.tickMs, yield* monotonicMillis)
     const parts: Parts = { config, raw, transport, flushes, events, contact, errors, proposals, reads, transfers, softState, ready, ticks }
 

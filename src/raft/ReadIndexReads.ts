@@ -76,15 +76,17 @@ export class ReadIndexReads {
     }
   }
 
-  /** This node applied up to `index`: the reads whose read point it reached are linearizable now. */
-  applied(index: number): void {
-    if (this.applying.length === 0) return
+  /** This node applied up to `index`: the reads whose read point it reached are linearizable now (answers whether any were). */
+  applied(index: number): boolean {
+    if (this.applying.length === 0) return false
     const still: typeof this.applying = []
     for (const w of this.applying) {
       if (w.index <= index) w.done(Effect.void)
       else still.push(w)
     }
+    const answered = still.length < this.applying.length
     this.applying = still
+    return answered
   }
 
   /** Fails the reads `due` with `Timeout`. */

@@ -31,6 +31,7 @@ import type { Message } from "./Message.js"
 import type { ProposalWaiters } from "./ProposalWaiters.js"
 import type { RawNode, Ready } from "./RawNode.js"
 import type { ReadIndexReads } from "./ReadIndexReads.js"
+import type { StartupReport } from "./Recovery.js"
 import type { SnapshotSending } from "./SnapshotSending.js"
 import type { StateMachineShape } from "./StateMachine.js"
 import type { ConfState, Entry, HardState, Snapshot, SoftState, StateRole } from "./Types.js"
@@ -66,6 +67,8 @@ export interface ReadyHandlerOptions {
   readonly transfers: LeaderTransfers
   /** The leader and role the service reports, as of the last Ready. */
   readonly softState: Ref.Ref<{ lead: number; role: StateRole }>
+  /** Where a start's time went, up to the first read (`Recovery.ts`). */
+  readonly report: StartupReport
 }
 
 /**
@@ -94,7 +97,9 @@ export class ReadyHandler {
         const membersBefore = rd.snapshot !== undefined || rd.committedEntries.some((e) => e.kind === "confChange") ? members(raw.confState()) : undefined
         raw.advance(rd)
         if (membersBefore !== undefined) yield* this.discardRemoved(membersBefore)
-        reads.applied(raw.appliedIndex)
+        this.o.report.applied(raw.appliedIndex)
+        if (reads.applied(raw.appliedIndex)) this.o.report.readAnswered()
+        if (this.o.report.due) yield* this.o.report.flush
         // The reads that arrived while a round was answered ask the next (sent on the next turn).
         reads.ask(raw, now)
         yield* this.compact
@@ -132,6 +137,7 @@ export class ReadyHandler {
       this.unsyncedHardState = undefined
       if (rd.snapshot !== undefined) mirror.applySnapshot(rd.snapshot)
       mirror.append(rd.entries)
+      this.o.report.appended(rd.entries)
       if (rd.hardState !== undefined) mirror.setHardState(rd.hardState)
       const late = early.length > 0 ? rd.messages.filter((m) => !leavesBeforePersist(m)) : rd.messages
       if (late.length > 0) yield* this.send(late)
@@ -149,7 +155,9 @@ export class ReadyHandler {
 
   /** Step 3 for a snapshot from the leader: the state machine takes it, and the proposals it replaced learn nothing more. */
   private *installSnapshot(snapshot: Snapshot) {
+    const began = performance.now()
     yield* this.o.sm.restore(snapshot)
+    this.o.report.installed(snapshot, Math.round(performance.now() - began))
     this.o.snapshots.snapshotted(snapshot)
     Metrics.raftSnapshots.unsafeUpdate(1, snapshotSource.leader)
     this.o.proposals.replacedBy(snapshot.metadata.index)

@@ -45,8 +45,17 @@ export interface SaveBatch {
 }
 
 export interface RaftStorageShape {
-  /** Hard state, snapshot metadata and log bounds, after verifying the whole stored log. */
+  /**
+   * Hard state, snapshot metadata and log bounds: cheap (neither the log nor the snapshot's data is
+   * read). `verifiedLog` reads and verifies the log, `snapshot` reads and verifies the snapshot.
+   */
   readonly initialState: Effect.Effect<InitialState, StorageError>
+  /**
+   * The whole stored log, verified as it is read (every entry's checksum, none missing, terms never
+   * decreasing), handed to `each` a chunk at a time in order, the event loop running between chunks:
+   * what a node's start reads once.
+   */
+  readonly verifiedLog: (each: (entries: ReadonlyArray<Entry>) => void) => Effect.Effect<void, StorageError>
   /** Durably and atomically: install `snapshot`, append `entries`, record `hardState`. */
   readonly save: (batch: SaveBatch) => Effect.Effect<void, StorageError>
   /** Entries `[lo, hi)`, at least one if the range is not empty, then up to `maxBytes` in all. */
@@ -128,7 +137,7 @@ interface EntryRow {
 
 const entryKinds: ReadonlySet<string> = new Set<EntryKind>(["normal", "confChange", "empty"])
 
-/** How many entries `initialState` verifies per read, so the event loop runs between reads. */
+/** How many entries `verifiedLog` reads and verifies per read, so the event loop runs between reads. */
 const verifyChunk = 2048
 
 /** Characters per stored chunk of a snapshot the node took itself: a few ms of SQLite work each. */
@@ -198,6 +207,7 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
           "SELECT idx, term, conf_state, data, checksum FROM raft_snapshot WHERE id = 1"
         ),
         snapshotIndex: prepare<[], { idx: number }>("SELECT idx FROM raft_snapshot WHERE id = 1"),
+        snapshotMetadata: prepare<[], { idx: number; term: number; conf_state: string }>("SELECT idx, term, conf_state FROM raft_snapshot WHERE id = 1"),
         snapshotChunk: prepare<[number, number], { data: string }>("SELECT data FROM raft_snapshot_chunk WHERE idx = ? AND seq = ?"),
         insertChunk: prepare<[number, number, string]>("INSERT INTO raft_snapshot_chunk (idx, seq, data) VALUES (?, ?, ?)"),
         deleteChunksAt: prepare<[number]>("DELETE FROM raft_snapshot_chunk WHERE idx = ?"),
@@ -241,18 +251,27 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
       return known
     }
 
-    /** The stored snapshot's row: metadata and checksum, and its data if it came from the leader. */
-    const readSnapshotRow = () => {
-      const row = statements.snapshot.get()
-      if (row === undefined) return undefined
+    const metadataOf = (row: { idx: number; term: number; conf_state: string }): SnapshotMetadata => {
       let confState: ConfState
       try {
         confState = JSON.parse(row.conf_state) as ConfState
       } catch {
         throw corrupt(`the snapshot at index ${row.idx} has an unreadable configuration`)
       }
-      const metadata: SnapshotMetadata = { index: row.idx, term: row.term, confState }
-      return { metadata, data: row.data, checksum: row.checksum }
+      return { index: row.idx, term: row.term, confState }
+    }
+
+    /** The stored snapshot's row: metadata and checksum, and its data if it came from the leader. */
+    const readSnapshotRow = () => {
+      const row = statements.snapshot.get()
+      if (row === undefined) return undefined
+      return { metadata: metadataOf(row), data: row.data, checksum: row.checksum }
+    }
+
+    /** The stored snapshot's metadata alone (its data, up to the whole state, is not read). */
+    const readSnapshotMetadata = (): SnapshotMetadata | undefined => {
+      const row = statements.snapshotMetadata.get()
+      return row === undefined ? undefined : metadataOf(row)
     }
 
     /**
@@ -398,28 +417,33 @@ export const makeSql = (options: { readonly filename: string; readonly node?: No
     }
 
     const service: RaftStorageShape = {
-      initialState: Effect.gen(function* () {
-        const { hardState, b } = yield* read(() => ({ hardState: readHardState(), b: bounds() }))
-        const snapshot = yield* readSnapshot
-        // Verify the whole log, a chunk per read: contiguous, every checksum, terms never decreasing.
-        let prevTerm = b.prevTerm
-        for (let lo = b.first; lo <= b.last; lo += verifyChunk) {
-          const hi = Math.min(lo + verifyChunk, b.last + 1)
-          const entries = yield* read(() => readEntries(lo, hi))
-          for (const e of entries) {
-            if (e.term < prevTerm) {
-              return yield* Effect.fail(corrupt(`log entry ${e.index} has term ${e.term}, lower than the term ${prevTerm} before it`))
-            }
-            prevTerm = e.term
-          }
-        }
+      initialState: read(() => {
+        const b = bounds()
         return {
-          hardState,
-          snapshot: Option.map(snapshot, (s) => s.metadata),
+          hardState: readHardState(),
+          snapshot: Option.fromNullable(readSnapshotMetadata()),
           firstIndex: b.first,
           lastIndex: b.last
         } satisfies InitialState
       }),
+      verifiedLog: (each) =>
+        Effect.gen(function* () {
+          const b = yield* read(bounds)
+          // A chunk per read: contiguous, every checksum (`readEntries`), terms never decreasing.
+          let prevTerm = b.prevTerm
+          for (let lo = b.first; lo <= b.last; lo += verifyChunk) {
+            const hi = Math.min(lo + verifyChunk, b.last + 1)
+            const entries = yield* read(() => readEntries(lo, hi))
+            for (const e of entries) {
+              if (e.term < prevTerm) {
+                return yield* Effect.fail(corrupt(`log entry ${e.index} has term ${e.term}, lower than the term ${prevTerm} before it`))
+              }
+              prevTerm = e.term
+            }
+            each(entries)
+            if (hi <= b.last) yield* Effect.sleep(Duration.zero)
+          }
+        }),
       save,
       entries: (lo, hi, maxBytes) => read(() => entriesIn(lo, hi, maxBytes)),
       entriesNow: (lo, hi, maxBytes) => {
@@ -617,6 +641,10 @@ export const makeMemory = (store: MemoryStore = new MemoryStore(), disk?: Memory
       firstIndex: store.firstIndex,
       lastIndex: store.lastIndex
     })),
+    verifiedLog: (each) =>
+      Effect.sync(() => {
+        if (store.log.length > 0) each(store.log.slice())
+      }),
     save: (batch) =>
       write(() => {
         const entries = batch.entries

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { tempDir } from "../support/TempDir.js"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Scope, TestClock } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Logger, Scope, TestClock } from "effect"
 import { MemoryNetwork } from "../../src/net/Transport.js"
 import type { Message } from "../../src/raft/Message.js"
 import type { Status } from "../../src/raft/Raft.js"
@@ -361,6 +361,31 @@ describe("RaftNode", () => {
       }
       // By count alone (every 5 entries) the same writes take a snapshot every 5 entries.
       expect(taken.length).toBeLessThan(200 / 5 / 4)
+    })
+  )
+
+  it.scoped("a restart logs where its time went: what recovery read, its own log applied again, the first read and what the leader sent", () =>
+    Effect.gen(function* () {
+      const c = new Cluster([1], { snapshotEvery: 10, snapshotRatio: 0, snapshotRetain: 0 })
+      yield* c.start(1)
+      for (let i = 0; i < 25; i++) value(yield* c.drive(c.node(1).propose(put(`k${i}`, "v"))))
+      yield* c.crash(1)
+      const lines: Array<string> = []
+      const logger = Logger.make(({ message }) => {
+        lines.push(Array.isArray(message) ? message.join(" ") : String(message))
+      })
+      yield* c.start(1).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      yield* c.leader()
+      yield* c.drive(c.node(1).readIndex)
+      const recovered = lines.find((l) => l.includes("recovered its Raft state"))
+      // The snapshot taken at 20 or later, the entries after it in the log, those committed to apply again.
+      expect(recovered).toMatch(/^node 1 recovered its Raft state in \d+ ms: storage opened in \d+ ms, snapshot at index (2\d) \(0\.0 MB, read in \d+ ms, state restored in \d+ ms\), log \[\d+, 2\d\] \(\d+ entries, read and verified in \d+ ms\); \d+ committed entries to apply again \(to index 2\d\)$/)
+      const toApply = Number(/; (\d+) committed entries/.exec(recovered!)![1])
+      expect(toApply).toBeGreaterThan(0)
+      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^node 1 applied the ${toApply} committed entries of its own log again, \\d+ ms after its Raft node started$`)))
+      expect(lines).toContainEqual(expect.stringMatching(/^node 1 answered its first linearizable read \d+ ms after its Raft node started; from the leader until then: \d+ entries \(0\.0 MB\), 0 snapshots$/))
+      // Each once.
+      expect(lines.filter((l) => l.includes("answered its first linearizable read"))).toHaveLength(1)
     })
   )
 
