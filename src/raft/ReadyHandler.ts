@@ -126,11 +126,15 @@ export class ReadyHandler {
       if (early.length > 0) yield* this.send(early)
       const saving = yield* Effect.fork(storage.save({ snapshot: rd.snapshot, entries: rd.entries, hardState: this.unsyncedHardState }))
       if (rd.snapshot === undefined && toApply.length > 0) {
+        // Not from a membership change on: it takes effect in the core at `advance`, after the
+        // save (`RawNode` syncs its commit index first), and whoever waited for it must find the
+        // core's configuration changed when it is answered.
         const firstNew = rd.entries[0]?.index ?? Number.POSITIVE_INFINITY
-        const stable = toApply.filter((e) => e.index < firstNew)
+        const cut = toApply.findIndex((e) => e.index >= firstNew || e.kind === "confChange")
+        const stable = cut < 0 ? toApply : toApply.slice(0, cut)
         if (stable.length > 0) {
           yield* this.apply(stable)
-          toApply = stable.length === toApply.length ? [] : toApply.filter((e) => e.index >= firstNew)
+          toApply = toApply.slice(stable.length)
         }
       }
       yield* Fiber.join(saving)

@@ -34,7 +34,7 @@
  * process) and may make its nodes talk to each other outside Raft (`NodeNet.request`: an API call
  * across the same faulty network).
  */
-import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Layer, Option, Random, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Layer, LogLevel, Logger, Option, Random, Scope } from "effect"
 import { Timeout } from "../domain/Errors.js"
 import type { Message } from "../raft/Message.js"
 import * as RaftNode from "../raft/RaftNode.js"
@@ -731,9 +731,12 @@ export const runFullService = <Local>(options: ExploreOptions, stack: NodeStack<
     const scope = Effect.runSync(Scope.make())
     node.scope = scope
     const random = Random.make(root.fork(`raft:${node.id}:${incarnation}`).next32())
-    const build = Effect.runFork(Layer.buildWithScope(layer, scope).pipe(Effect.withClock(node.clock), Effect.withRandom(random)), {
-      scheduler: time.scheduler
-    })
+    // The node's own information lines (its recovery, its first read) would crowd the run's output,
+    // `--json` included: warnings and errors only, as before those lines existed.
+    const build = Effect.runFork(
+      Layer.buildWithScope(layer, scope).pipe(Effect.withClock(node.clock), Effect.withRandom(random), Logger.withMinimumLogLevel(LogLevel.Warning)),
+      { scheduler: time.scheduler }
+    )
     build.addObserver((exit) => {
       if (node.scope !== scope) return
       if (Exit.isFailure(exit)) {

@@ -184,7 +184,8 @@ const logging = (node: number, net: NodeNet<OrchestrationNode>, log: ((line: str
     log === undefined
       ? Logger.withMinimumLogLevel(effect, LogLevel.None)
       : Effect.provide(
-          effect,
+          // Information lines too (the node's Raft layer itself logs warnings and errors only).
+          Logger.withMinimumLogLevel(effect, LogLevel.Info),
           Logger.replace(
             Logger.defaultLogger,
             Logger.make(({ logLevel, message, cause }) => {
