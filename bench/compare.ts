@@ -22,8 +22,6 @@
  *   HTTPS. The load generator speaks TLS to both and checks each server against its CA; it presents a
  *   client certificate to etcd, which demands one, and its bearer token to Blixard, whose API
  *   authenticates by token. Connections are kept alive, so handshakes are not what is measured;
- * - each as a user runs it: Blixard's executable as installed (`bin/blixard.js` run as a program,
- *   which gives the daemon its heap flags on every Node.js);
  * - each system's shipped timing defaults (etcd: 100 ms heartbeats, 1 s election timeout; Blixard:
  *   50 ms ticks, 10–20 ticks to an election), since that is what a user gets.
  *
@@ -184,7 +182,7 @@ export const etcdSystem = (dir: string, members: ReadonlyArray<Member>, certs?: 
           "--logger", "zap",
           ...tlsFlags(m)
         ],
-        { stdio: "ignore", env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` } }
+        { stdio: "ignore" }
       )
     },
     leader: async () => {
@@ -226,18 +224,16 @@ export const blixardSystem = (dir: string, members: ReadonlyArray<Member>, tls =
     client,
     start: (m) => {
       const peers = m.id === 1 && !fs.existsSync(m.dataDir) ? [] : members.filter((p) => p !== m)
-      // The executable as installed runs it (its shell part starts the daemon with its heap flags
-      // on any Node.js), with this benchmark's Node.js first on the PATH.
       m.child = spawn(
-        bin,
+        process.execPath,
         [
-          "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--data-dir", m.dataDir,
+          bin, "node", "--id", String(m.id), "--bind", `127.0.0.1:${m.port}`, "--data-dir", m.dataDir,
           "--cluster-secret-file", secret, "--api-token-file", tokenFile, "--log-level", "warning",
           // Plain HTTP on loopback when etcd beside it runs without TLS.
           ...(tls ? [] : ["--insecure-plaintext"]),
           ...peers.flatMap((p) => ["--peer", `${p.id}:127.0.0.1:${p.port}`])
         ],
-        { stdio: "ignore", env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}` } }
+        { stdio: "ignore" }
       )
     },
     leader: async () => {

@@ -9,17 +9,10 @@
 # `node` is the binary that built it, as far as its size and modification time (cli.node) tell (a
 # package that pins its Node.js sets `node` below to it), and without NODE_OPTIONS (a V8 flag there,
 # such as --max-old-space-size, makes Node.js refuse the blob too). Otherwise, and for the daemon and
-# its watchdog, Node.js runs this file as a module. The daemon gets its young generation's size
-# (`daemonHeapFlags` below) here, so that on a Node.js that cannot replace itself (20) it runs with
-# it too; unless NODE_OPTIONS sizes the heap, which then wins.
+# its watchdog, Node.js runs this file as a module.
 node=node
 case "$1:$2" in
-  node: | node:-*)
-    case "${NODE_OPTIONS-}" in
-      *--max-semi-space-size* | *--max-old-space-size* | *--max-heap-size*) ;;
-      *) exec "$node" --max-semi-space-size=2 "$0" "$@" ;;
-    esac ;;
-  node:watchdog) ;;
+  node: | node:-* | node:watchdog) ;;
   *)
     if [ -z "${NODE_OPTIONS-}" ] && self=$(readlink -f -- "$0") && snapshot="${self%/bin/*}/dist/snapshot" && [ -f "$snapshot/cli.blob" ] &&
       read -r built < "$snapshot/cli.node" && [ "$built" = "$(stat -L -c '%s %Y' -- "$(command -v "$node")" 2>/dev/null)" ]; then
@@ -41,11 +34,10 @@ const daemon = command === "node" && (sub === undefined || sub.startsWith("-"))
 // The daemon's V8 heap: a young generation of 2 MiB semi-spaces instead of V8's default of up to
 // 16 (Node.js 20) or 32 MiB (Node.js 24), which an idle node fills with short-lived garbage and
 // keeps resident (bench/RESULTS.md: idle RSS 183 -> 127 MB on Node.js 24). V8 reads it only at
-// start-up, and NODE_OPTIONS would hand it to every process the daemon starts: run as a program,
-// the shell script above passes it; run as `node bin/blixard.js node …`, the daemon replaces itself
-// (same pid, so systemd and whoever started it see no difference) with a Node.js started with the
-// flag, where Node.js can (process.execve: 22.15+ and 23.11+; the Nix package runs 24). Heap flags
-// given to Node.js explicitly (command line or NODE_OPTIONS) win.
+// start-up, and NODE_OPTIONS would hand it to every process the daemon starts, so the daemon
+// replaces itself (same pid, so systemd and whoever started it see no difference) with a Node.js
+// started with the flag, where Node.js can (process.execve: 22.15+ and 23.11+; the Nix package runs
+// 24). Heap flags given to Node.js explicitly (command line or NODE_OPTIONS) win.
 const daemonHeapFlags = ["--max-semi-space-size=2"]
 const heapFlag = /--(max-semi-space-size|max-old-space-size|max-heap-size)\b/
 if (

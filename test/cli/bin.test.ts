@@ -2,16 +2,12 @@
  * The real executable: `node bin/blixard.js …` as a child process, against the built `dist/`
  * (test/globalSetup.ts builds it when the sources are newer).
  */
-import { execFile, spawn } from "node:child_process"
+import { execFile } from "node:child_process"
 import * as fs from "node:fs"
-import * as http from "node:http"
-import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
 import { freePort } from "../../src/node/FreePort.js"
-import { readCmdline } from "../../src/vm/internal/procfs.js"
-import { watchdogsOf } from "../node/fencing.js"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 
@@ -33,17 +29,6 @@ const blixard = (args: ReadonlyArray<string>, env: Record<string, string> = {}):
         resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() })
       }
     )
-  })
-
-/** Whether something answers HTTP on the port (any status). */
-const answers = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const request = http.get({ host: "127.0.0.1", port, path: "/v1/health", timeout: 1000 }, (response) => {
-      response.resume()
-      resolve(true)
-    })
-    request.on("error", () => resolve(false))
-    request.on("timeout", () => request.destroy())
   })
 
 describe("bin/blixard.js", () => {
@@ -110,40 +95,6 @@ describe("bin/blixard.js", () => {
       peers: [{ id: 1, address: "127.0.0.1:7001" }]
     })
   })
-
-  it("run as a program, the daemon gets 2 MiB semi-spaces on every Node.js (20 cannot replace itself); a heap flag in NODE_OPTIONS wins", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "blixard-heap-"))
-    /** Starts the daemon as installed (the executable, `node` found on PATH) and answers its command line once it serves. */
-    const daemonArgv = async (env: Record<string, string>): Promise<ReadonlyArray<string>> => {
-      const port = await freePort()
-      const dataDir = path.join(dir, `d${port}`)
-      const child = spawn(path.join(root, "bin/blixard.js"), ["node", "--id", "1", "--bind", `127.0.0.1:${port}`, "--data-dir", dataDir, "--insecure-plaintext", "--log-level", "warning"], {
-        cwd: root,
-        env: { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}`, ...env },
-        stdio: "ignore"
-      })
-      try {
-        const deadline = Date.now() + 30_000
-        while (!(await answers(port))) {
-          if (child.exitCode !== null || Date.now() > deadline) throw new Error(`the daemon on port ${port} did not serve (exit ${child.exitCode})`)
-          await new Promise((resolve) => setTimeout(resolve, 50))
-        }
-        return readCmdline(child.pid!)
-      } finally {
-        child.kill("SIGKILL")
-        for (const pid of watchdogsOf(dataDir)) process.kill(pid, "SIGKILL")
-      }
-    }
-    try {
-      const plain = await daemonArgv({})
-      expect(path.basename(plain[0]!)).toMatch(/^node/)
-      expect(plain).toContain("--max-semi-space-size=2")
-      const sized = await daemonArgv({ NODE_OPTIONS: "--max-old-space-size=512" })
-      expect(sized.some((arg) => arg.startsWith("--max-semi-space-size"))).toBe(false)
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
-  }, 90_000)
 
   it("a command talking to a node loads no certificate generator (@peculiar/x509), only Node's X509 reader", () => {
     const bundle = path.join(root, "dist/bundle")
