@@ -81,6 +81,46 @@ export const benchRaftMemory = (seconds = 3) =>
 
 const MB = (n: number) => Number((n / 2 ** 20).toFixed(1))
 
+/**
+ * The leader-state workload `leaderState` and `restart` drive through one Raft node: `hosts` hosts
+ * registered, then VMs created and reported running, 64 proposals in flight.
+ */
+export const stateWorkload = (node: RaftNode.RaftNodeShape, holder: ClusterStateHolder) => {
+  let request = 0
+  const propose = (command: unknown) => node.propose(JSON.stringify({ proposedAt: Date.now(), requestId: `r${++request}`, command }))
+  const inFlight = (count: number, f: (k: number) => Effect.Effect<unknown, unknown>) => {
+    let next = 0
+    return Effect.forEach(
+      Array.from({ length: 64 }),
+      () =>
+        Effect.gen(function* () {
+          while (next < count) yield* f(++next)
+        }),
+      { concurrency: "unbounded", discard: true }
+    )
+  }
+  return {
+    registerHosts: (hosts: number) =>
+      Effect.gen(function* () {
+        for (let k = 1; k <= hosts; k++) {
+          const id = 100 + k
+          const info = { id, address: `127.0.0.1:${20000 + id}`, capacity: { vcpus: 1024, memoryMiB: 1024 * 16 }, labels: { rack: `r${id % 10}` }, state: "active", health: "up" }
+          yield* propose({ _tag: "RegisterNode", info })
+        }
+      }),
+    createVms: (vms: number) =>
+      inFlight(vms, (k) =>
+        propose({ _tag: "CreateVm", spec: { name: `s${k}`, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }, desired: "running" })
+      ),
+    /** Each VM reported running on the node it was placed on, with the pid `pid(placed)`. */
+    reportRunning: (vms: number, pid: (placed: number) => number) =>
+      inFlight(vms, (k) => {
+        const placed = holder.current.vms.get(`s${k}`)?.node ?? 101
+        return propose({ _tag: "ReportVmStatus", name: `s${k}`, node: placed, status: { phase: "running", since: Date.now(), pid: pid(placed), restarts: 0 } })
+      })
+  }
+}
+
 /** A full collection (twice: weak references and finalizers), then V8's live heap. */
 const liveHeap = (): number => {
   v8.setFlagsFromString("--expose-gc")
@@ -175,32 +215,11 @@ export const benchLeaderState = (vms = 100_000, hosts = 100) =>
       )
       const node = Context.get(yield* Layer.buildWithScope(layer, scope), RaftNode.RaftNode)
       while ((yield* node.role) !== "leader") yield* Effect.sleep(Duration.millis(10))
-      let request = 0
-      const propose = (command: unknown) => node.propose(JSON.stringify({ proposedAt: Date.now(), requestId: `r${++request}`, command }))
-      for (let k = 1; k <= hosts; k++) {
-        const id = 100 + k
-        const info = { id, address: `127.0.0.1:${20000 + id}`, capacity: { vcpus: 1024, memoryMiB: 1024 * 16 }, labels: { rack: `r${id % 10}` }, state: "active", health: "up" }
-        yield* propose({ _tag: "RegisterNode", info })
-      }
+      const workload = stateWorkload(node, holder)
+      yield* workload.registerHosts(hosts)
       const began = performance.now()
-      const inFlight = (count: number, f: (k: number) => Effect.Effect<unknown, unknown>) => {
-        let next = 0
-        return Effect.forEach(
-          Array.from({ length: 64 }),
-          () =>
-            Effect.gen(function* () {
-              while (next < count) yield* f(++next)
-            }),
-          { concurrency: "unbounded", discard: true }
-        )
-      }
-      yield* inFlight(vms, (k) =>
-        propose({ _tag: "CreateVm", spec: { name: `s${k}`, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }, desired: "running" })
-      )
-      yield* inFlight(vms, (k) => {
-        const placed = holder.current.vms.get(`s${k}`)?.node ?? 101
-        return propose({ _tag: "ReportVmStatus", name: `s${k}`, node: placed, status: { phase: "running", since: Date.now(), pid: 1000 + placed, restarts: 0 } })
-      })
+      yield* workload.createVms(vms)
+      yield* workload.reportRunning(vms, (placed) => 1000 + placed)
       const writesMs = performance.now() - began
       const rss = process.memoryUsage().rss
       const status = yield* node.status

@@ -19,6 +19,7 @@ import { ClusterStateHolder } from "../src/cluster/ClusterStateMachine.js"
 import { MemoryNetwork } from "../src/net/Transport.js"
 import * as RaftNode from "../src/raft/RaftNode.js"
 import { layerFile } from "../src/storage/RaftStorage.js"
+import { stateWorkload } from "./raftMemory.js"
 
 export const benchRestart = (vms = 100_000, reportRounds = 1, snapshotRatio?: number, hosts = 100) =>
   Effect.runPromise(
@@ -44,39 +45,16 @@ export const benchRestart = (vms = 100_000, reportRounds = 1, snapshotRatio?: nu
       const holder = new ClusterStateHolder()
       const node = yield* start(holder, scope, true)
       yield* leads(node)
-      let request = 0
-      const propose = (command: unknown) => node.propose(JSON.stringify({ proposedAt: Date.now(), requestId: `r${++request}`, command }))
-      for (let k = 1; k <= hosts; k++) {
-        const id = 100 + k
-        const info = { id, address: `127.0.0.1:${20000 + id}`, capacity: { vcpus: 1024, memoryMiB: 1024 * 16 }, labels: { rack: `r${id % 10}` }, state: "active", health: "up" }
-        yield* propose({ _tag: "RegisterNode", info })
-      }
-      const inFlight = (count: number, f: (k: number) => Effect.Effect<unknown, unknown>) => {
-        let next = 0
-        return Effect.forEach(
-          Array.from({ length: 64 }),
-          () =>
-            Effect.gen(function* () {
-              while (next < count) yield* f(++next)
-            }),
-          { concurrency: "unbounded", discard: true }
-        )
-      }
+      const workload = stateWorkload(node, holder)
+      yield* workload.registerHosts(hosts)
       const cpu = () => {
         const u = process.cpuUsage()
         return (u.user + u.system) / 1000
       }
       const writesStarted = performance.now()
       const writesCpu = cpu()
-      yield* inFlight(vms, (k) =>
-        propose({ _tag: "CreateVm", spec: { name: `s${k}`, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }, desired: "running" })
-      )
-      for (let round = 0; round < reportRounds; round++) {
-        yield* inFlight(vms, (k) => {
-          const placed = holder.current.vms.get(`s${k}`)?.node ?? 101
-          return propose({ _tag: "ReportVmStatus", name: `s${k}`, node: placed, status: { phase: "running", since: Date.now(), pid: 1000 + round, restarts: 0 } })
-        })
-      }
+      yield* workload.createVms(vms)
+      for (let round = 0; round < reportRounds; round++) yield* workload.reportRunning(vms, () => 1000 + round)
       const writesMs = performance.now() - writesStarted
       const writesCpuMs = cpu() - writesCpu
       const before = yield* node.status
