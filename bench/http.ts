@@ -98,6 +98,7 @@ const trivialControlPlane = (): ControlPlaneShape => {
     setNodeState: () => unused("setNodeState"),
     registerNode: () => unused("registerNode"),
     reportVmStatus: () => unused("reportVmStatus"),
+    reportVmStatuses: () => unused("reportVmStatuses"),
     clusterStatus: unused("clusterStatus"),
     join: () => unused("join"),
     leave: () => unused("leave"),

@@ -4,7 +4,8 @@
  * Raft members, as Nomad's clients are not: each registers over the API with its node credential
  * (`PUT /v1/nodes/ID`), heartbeats every second (`POST /v1/nodes/ID/heartbeat`, to the members in
  * turn; the leader answers after a ReadIndex round) and reports `running` for every VM placed on it
- * (`PUT /v1/vms/NAME/status`). The VM count grows in steps (`BENCH_STEPS`, default 10k, 50k and
+ * (`PUT /v1/nodes/ID/statuses`, the statuses waiting on one host in one request, up to 256, as an
+ * agent sends them). The VM count grows in steps (`BENCH_STEPS`, default 10k, 50k and
  * 100k); at each step:
  * - placements/s: VM creates (desired running) from 64 closed-loop clients to the leader, each placed
  *   when it applies; then how long until every one is reported running;
@@ -26,8 +27,8 @@
  *
  * What the simulated hosts do not do: run anything, or fence. They learn their placements from one
  * shared event stream (`GET /v1/events` on a follower) instead of one watch each, so the members serve
- * one stream where a real deployment would serve one per host; the reports, heartbeats and
- * registrations are all there, one HTTP request each.
+ * one stream where a real deployment would serve one per host; the heartbeats and registrations
+ * are all there, one HTTP request each, and the reports one request per host and batch.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -291,7 +292,13 @@ export const benchScale = async (
     // What the hosts learn and report: a placement → `running`, reported by the host it names.
     const placedOn = new Map<string, number>()
     const running = new Map<string, number>()
-    const reports: Array<{ host: Host; vm: string }> = []
+    /** Per host: the VMs whose `running` it has yet to report, in placement order. */
+    const waiting = new Map<Host, Set<string>>()
+    const wait = (host: Host, vms: Iterable<string>) => {
+      const set = waiting.get(host) ?? new Set()
+      for (const vm of vms) set.add(vm)
+      waiting.set(host, set)
+    }
     let reportFailures = 0
     const place = (vm: string, node: number | undefined) => {
       const before = placedOn.get(vm)
@@ -302,10 +309,13 @@ export const benchScale = async (
       const host = hosts.get(node)
       if (host === undefined) return
       host.vms.add(vm)
-      if (host.alive) reports.push({ host, vm })
+      if (host.alive) wait(host, [vm])
     }
     let death: DeathWatch | undefined
+    /** Hosts marked down, every one (the dead host's and any other's: a host whose heartbeats were late). */
+    const downs: Array<number> = []
     stopEvents = await followEvents(members[1]!.port, token, (e, batch) => {
+      if (e.type === "node.down" && e.node !== undefined) downs.push(e.node)
       if (death !== undefined) {
         if (e.type === "node.down" && e.node === death.host) {
           death.downSeenAt = performance.now()
@@ -322,26 +332,37 @@ export const benchScale = async (
       else if (e.type === "vm.phase" && e.phase === "running" && e.node !== undefined) running.set(e.vm, e.node)
     })
     let stopped = false
+    // As a host's agent does: the statuses waiting on one host go in one request (one entry), up to
+    // 256, one request in flight per host; 16 requests in flight in all.
+    const inFlight = new Set<Host>()
     const reporters = Array.from({ length: 16 }, async () => {
       for (;;) {
-        const next = reports.shift()
-        if (next === undefined) {
+        const host = [...waiting.keys()].find((h) => !inFlight.has(h))
+        if (host === undefined) {
           if (stopped) return
           await new Promise((r) => setTimeout(r, 5))
           continue
         }
-        if (!next.host.alive || placedOn.get(next.vm) !== next.host.id) continue
-        const status = { phase: "running", since: Date.now(), pid: 1000 + (next.host.id % 1000), restarts: 0 }
-        const watched = death !== undefined && death.vms.has(next.vm) ? death : undefined
-        if (watched !== undefined) {
-          watched.reports++
-          watched.firstReportAt ??= performance.now()
+        const set = waiting.get(host)!
+        const batch = [...set].slice(0, 256)
+        for (const vm of batch) set.delete(vm)
+        if (set.size === 0) waiting.delete(host)
+        const live = batch.filter((vm) => host.alive && placedOn.get(vm) === host.id)
+        if (live.length === 0) continue
+        inFlight.add(host)
+        const since = Date.now()
+        const body = { reports: live.map((vm) => ({ name: vm, status: { phase: "running", since, pid: 1000 + (host.id % 1000), restarts: 0 } })) }
+        const watched = live.filter((vm) => death !== undefined && death.vms.has(vm)).length
+        if (watched > 0) {
+          death!.reports += watched
+          death!.firstReportAt ??= performance.now()
         }
-        const r = await asNode(members[next.host.id % 3]!.port, next.host.credential, "PUT", `/v1/vms/${next.vm}/status`, { node: next.host.id, status }).catch(() => ({ status: 0, body: "" }))
+        const r = await asNode(members[host.id % 3]!.port, host.credential, "PUT", `/v1/nodes/${host.id}/statuses`, body).catch(() => ({ status: 0, body: "" }))
+        inFlight.delete(host)
         if (r.status !== 200 && r.status !== 204) {
-          reportFailures++
-          if (watched !== undefined) watched.reportFailures++
-          reports.push(next)
+          reportFailures += live.length
+          if (watched > 0) death!.reportFailures += watched
+          wait(host, live)
         }
       }
     })
@@ -450,7 +471,12 @@ export const benchScale = async (
         `host ${dead.id}'s ${moving.length} VMs running elsewhere`,
         async () => (moving.every((vm) => { const at = running.get(vm); return at !== undefined && at !== dead.id }) ? true : undefined),
         300_000
-      )
+      ).catch((error) => {
+        const elsewhere = moving.filter((vm) => { const at = running.get(vm); return at !== undefined && at !== dead.id }).length
+        const placedElsewhere = moving.filter((vm) => placedOn.get(vm) !== undefined && placedOn.get(vm) !== dead.id).length
+        console.error(JSON.stringify({ deadHost: dead.id, vms: moving.length, runningElsewhere: elsewhere, placedElsewhere, queued: [...waiting.values()].reduce((n, set) => n + set.size, 0), heartbeatFailures, downs, downHosts: [...hosts.values()].filter((h) => h.alive && performance.now() - h.lastBeat > 6000).length, ...death }, (_, v) => (v instanceof Set ? v.size : v)))
+        throw error
+      })
       const movedMs = performance.now() - deathStarted
       const since = (t: number | undefined) => (t === undefined ? undefined : Math.round(t - deathStarted))
       const deadHostSplit = {

@@ -81,8 +81,9 @@
  * received, so it marks this node down no earlier than that + nodeDownMs. What is NOT covered: the
  * watchdog dying while the daemon is down or hung too (a live daemon starts it again within a second).
  *
- * Wiring (the daemon): `state: () => holder.current`; `report` proposes
- * `ReportVmStatus({ name, node, status })` through `ControlPlaneShape` (forwarded to the leader);
+ * Wiring (the daemon): `state: () => holder.current`; `reportMany` proposes
+ * `ReportVmStatuses({ node, reports })` and `report` `ReportVmStatus({ name, node, status })`
+ * through `ControlPlaneShape` (forwarded to the leader);
  * `quorumContact: yield* QuorumContact.fromRaft(raft, { probeEveryMs: electionTimeoutMs })`;
  * `confirmFresh: raft.readIndex`; `fencingMs` from `timeouts.fencingMs`; `intervalMs` e.g. 1 s (a
  * start or a stop waits up to that, an exit event wakes it at once); `fenceStopTimeoutMs` below two
@@ -92,11 +93,15 @@
  * stops them.
  *
  * Status reports are best effort and never block reconciling or fencing: a separate fiber sends
- * each VM's statuses in order; a failed report is logged and retried (only the newest status of that
- * VM) on its next round; a status equal to the last one sent (or to the replicated one) is not sent.
+ * each VM's statuses in order, many VMs to a request and a log entry (`internal/reportOutbox.ts`;
+ * one VM per request while the cluster's log version is below `BatchedStatusReports`); a failed
+ * report is logged and retried (only the newest status of each VM) on its next round; a status
+ * equal to the last one sent (or to the replicated one) is not sent.
  */
 import type { Scope } from "effect"
 import { Clock, Duration, Effect, Fiber, Option, Queue, Stream, SubscriptionRef } from "effect"
+import { BatchedStatusReports } from "../cluster/ClusterVersion.js"
+import { MaxStatusReports, type StatusReport } from "../domain/Command.js"
 import { type BlixardError, formatError } from "../domain/Errors.js"
 import type { NodeId } from "../domain/NodeId.js"
 import type { VmName } from "../domain/VmName.js"
@@ -107,6 +112,7 @@ import { BuildProgress, VmStatus } from "../domain/VmStatus.js"
 import type { RunnerExit, RunnerObservation, RunnerState } from "../vm/VmBackend.js"
 import { VmBackend } from "../vm/VmBackend.js"
 import { Wakeup } from "../util/Wakeup.js"
+import { ReportOutbox } from "./internal/reportOutbox.js"
 import { fencingPaths } from "./internal/fencingFiles.js"
 
 /**
@@ -132,9 +138,15 @@ export interface AgentOptions {
    * The current replicated state (e.g. `() => holder.current`); only its VMs are read, so a host
    * that is not a Raft member passes a mirror of the VMs placed on it (`node/HostAgent.ts`).
    */
-  readonly state: () => { readonly vms: ReadonlyMap<string, VmRecord> }
+  readonly state: () => { readonly vms: ReadonlyMap<string, VmRecord>; readonly clusterVersion?: number }
   /** Proposes `ReportVmStatus` for this node (through the leader). May fail; it is retried. */
   readonly report: (name: VmName, status: VmStatus) => Effect.Effect<void, BlixardError>
+  /**
+   * Proposes `ReportVmStatuses`: several VMs' statuses, one entry. Used unless the state's
+   * `clusterVersion` is below `BatchedStatusReports`, or the cluster refused a batch within the
+   * last `SinglyForMs` (a member of an older release); absent, every status goes by `report`.
+   */
+  readonly reportMany?: ((reports: ReadonlyArray<StatusReport>) => Effect.Effect<void, BlixardError>) | undefined
   /** Epoch ms of this node's last contact with a quorum; `undefined` if none since start-up. */
   readonly quorumContact: Effect.Effect<number | undefined>
   /** Run before starting VMs; resolves once the local state is up to date (e.g. `raft.readIndex`). */
@@ -189,17 +201,8 @@ export interface Agent {
 
 const MaxError = 4096
 
-const statusKey = (s: VmStatus): string =>
-  JSON.stringify([
-    s.phase,
-    s.pid ?? null,
-    s.exitCode ?? null,
-    s.lastError ?? null,
-    s.restarts,
-    s.generation ?? null,
-    s.build === undefined ? null : [s.build.state, s.build.generation, s.build.lastLine ?? null],
-    s.released ?? null
-  ])
+/** After the cluster refused a batch of reports, statuses go one per request this long before a batch is tried again. */
+export const SinglyForMs = 60_000
 
 /**
  * What this node is to make of a VM placed here: a VM moving off it is to be stopped (and reported
@@ -248,8 +251,9 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
     /** Exits seen on the subscription, not yet handled. */
     const exits = new Map<VmName, RunnerExit>()
     /** Per VM: statuses waiting to be reported, oldest first; and the last one sent. */
-    const outbox = new Map<VmName, Array<VmStatus>>()
-    const sent = new Map<VmName, string>()
+    const outbox = new ReportOutbox()
+    /** Until then (epoch ms) statuses go one per request: the cluster refused a batch (a member of an older release). */
+    let singlyUntil = 0
     let fenced = false
 
     const wakeups = new Wakeup()
@@ -385,51 +389,50 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         ...(runner?.build !== undefined ? { build: runner.build } : {}),
         ...(fields.released !== undefined ? { released: fields.released } : {})
       })
-      const queue = outbox.get(name) ?? []
-      const previous = queue.length > 0 ? statusKey(queue[queue.length - 1]!) : sent.get(name) ?? statusKey(record.status)
-      if (previous === statusKey(status)) return
-      queue.push(status)
-      outbox.set(name, queue)
-      reportWakeups.signal()
+      if (outbox.add(name, status, record.status)) reportWakeups.signal()
     }
 
-    const sendReports = Effect.gen(function* () {
-      for (const name of [...outbox.keys()].sort()) {
-        for (;;) {
-          const queue = outbox.get(name)
-          const status = queue?.[0]
-          if (queue === undefined || status === undefined) {
-            outbox.delete(name)
-            break
-          }
-          if (!placedHere(options.state().vms.get(name))) {
-            outbox.delete(name)
-            sent.delete(name)
-            break
-          }
-          const ok = yield* options.report(name, status).pipe(
-            Effect.timeoutFail({
-              duration: reportTimeout,
-              onTimeout: () => ({ message: `no answer within ${options.reportTimeoutMs ?? 5000} ms` })
-            }),
-            Effect.as(true),
-            Effect.catchAll((e) =>
-              Effect.as(
-                Effect.logWarning(
-                  `${who(name)}: reporting "${status.phase}" failed (${e.message}); the newest status is retried in ${options.intervalMs} ms`
-                ),
-                false
-              )
-            )
+    /** Sends `batch`: as one report (one entry) or, `singly`, one request each until one fails. How many were applied, and why the rest were not. */
+    const deliver = (batch: ReadonlyArray<StatusReport>, singly: boolean) =>
+      Effect.gen(function* () {
+        const timed = (effect: Effect.Effect<void, BlixardError>) =>
+          effect.pipe(
+            Effect.timeoutFail({ duration: reportTimeout, onTimeout: () => ({ _tag: "Timeout" as const, message: `no answer within ${options.reportTimeoutMs ?? 5000} ms` }) }),
+            Effect.either
           )
-          if (!ok) {
-            // Only the newest status matters once the order was broken by a failure.
-            outbox.set(name, queue.slice(-1))
-            break
-          }
-          queue.shift()
-          sent.set(name, statusKey(status))
+        if (!singly) {
+          const result = yield* timed(options.reportMany!(batch))
+          return { delivered: result._tag === "Right" ? batch.length : 0, error: result._tag === "Left" ? result.left : undefined }
         }
+        for (const [i, { name, status }] of batch.entries()) {
+          const result = yield* timed(options.report(name, status))
+          if (result._tag === "Left") return { delivered: i, error: result.left }
+        }
+        return { delivered: batch.length, error: undefined }
+      })
+
+    const sendReports = Effect.gen(function* () {
+      const state = options.state()
+      for (const name of outbox.names()) if (!placedHere(state.vms.get(name))) outbox.forget(name)
+      for (;;) {
+        const batch = outbox.next(MaxStatusReports)
+        if (batch.length === 0) return
+        const now = yield* Clock.currentTimeMillis
+        const singly = options.reportMany === undefined || (state.clusterVersion ?? BatchedStatusReports) < BatchedStatusReports || now < singlyUntil
+        const { delivered, error } = yield* deliver(batch, singly)
+        outbox.settle(batch, delivered)
+        if (error === undefined) continue
+        if (!singly && (error._tag === "ClusterVersionTooLow" || error._tag === "InvalidArgument")) {
+          // A member of an older release: it has no batches (`ClusterVersionTooLow`) or does not know the request (`InvalidArgument`, 404).
+          singlyUntil = now + SinglyForMs
+          yield* Effect.logInfo(`node ${self}: the cluster refused a batch of status reports (${error.message}); reporting one VM per request for ${SinglyForMs / 1000} s`)
+          continue
+        }
+        const failed = batch[delivered]!
+        yield* Effect.logWarning(
+          `${who(failed.name)}: reporting "${failed.status.phase}"${batch.length > 1 ? ` (with ${batch.length - 1} other VMs' statuses)` : ""} failed (${error.message}); the newest status of each is retried in ${options.intervalMs} ms`
+        )
+        return
       }
     })
 
@@ -461,8 +464,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         yield* backend.remove(name)
         runners.delete(name)
         exits.delete(name)
-        outbox.delete(name)
-        sent.delete(name)
+        outbox.forget(name)
       }).pipe(
         Effect.catchAll((e) => Effect.logWarning(`${who(name)}: removing the orphan failed (${e.message}); retrying in ${options.intervalMs} ms`))
       )
@@ -768,7 +770,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, VmBacke
         // moved away), the record decides, not this daemon's memory: the VM stays down while it
         // says `failed` (across daemon restarts too; `start` checks again after `confirmFresh`), and
         // starts again once a start or a new placement (its node marked down, then up) cleared it.
-        if (runner.gaveUp && !(outbox.get(name) ?? []).some((s) => s.phase === "failed")) runner.gaveUp = false
+        if (runner.gaveUp && !outbox.waiting(name).some((s) => s.phase === "failed")) runner.gaveUp = false
         if (runner.gaveUp || record.status.phase === "failed" || !mayStart || now < runner.notBefore) continue
         toStart.push(name)
       }

@@ -13,6 +13,7 @@ import { CaStatus } from "../domain/CaRotation.js"
 import { SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
 import { ClusterStatus } from "../domain/ClusterStatus.js"
 import { CertificateFingerprint, CertificateIssue, CertificateList, CertificateRecord, CertificateSerial, RevocationReason, RevokedCertificate } from "../domain/Certificate.js"
+import { ReportVmStatuses } from "../domain/Command.js"
 import * as E from "../domain/Errors.js"
 import { CreatedJoinToken, JoinTokenHash, JoinTokenId, JoinTokenInfo, JoinTokenTtlMs } from "../domain/JoinToken.js"
 import { Labels } from "../domain/Labels.js"
@@ -114,6 +115,11 @@ const HeartbeatBody = Schema.transform(Schema.NullOr(HostBeat), Schema.typeSchem
   encode: (beat) => beat
 }).annotations(strict('{ "incarnation": "6f1c2a9e-1b7d-4c55-9a0e-2d4f8b3c1e70", "fencingMs": 3000 }'))
 
+/** A node's agent reports several VMs' statuses at once (`ReportVmStatuses`). */
+export const StatusReportsBody = Schema.Struct({ reports: ReportVmStatuses.fields.reports }).annotations(
+  strict('{ "reports": [{ "name": "web-1", "status": { "phase": "running", "since": 1767225600000, "pid": 4242, "restarts": 0 } }] }')
+)
+
 export class NodesApi extends HttpApiGroup.make("nodes")
   .add(HttpApiEndpoint.get("list", "/v1/nodes").setUrlParams(NodeListParams).addSuccess(Schema.Array(NodeInfo)).annotate(EndpointAccess, "read"))
   .add(HttpApiEndpoint.post("cordon")`/v1/nodes/${nodeId}/cordon`.setHeaders(WriteHeaders).addSuccess(NodeInfo).annotate(EndpointAccess, "admin"))
@@ -123,6 +129,8 @@ export class NodesApi extends HttpApiGroup.make("nodes")
   .add(HttpApiEndpoint.put("register")`/v1/nodes/${nodeId}`.setPayload(NodeInfo).addSuccess(NodeInfo).annotate(EndpointAccess, "node"))
   /** A registered host that is not a Raft member is alive; the leader answers after confirming its leadership. */
   .add(HttpApiEndpoint.post("heartbeat")`/v1/nodes/${nodeId}/heartbeat`.setPayload(HeartbeatBody).addSuccess(HostHeartbeat).annotate(EndpointAccess, "node"))
+  /** The statuses of VMs the node hosts, in order (a cluster at log version 3 or later; before it, `PUT /v1/vms/NAME/status` each). */
+  .add(HttpApiEndpoint.put("reportStatuses")`/v1/nodes/${nodeId}/statuses`.setPayload(StatusReportsBody).addSuccess(Schema.Void).annotate(EndpointAccess, "node"))
   .middleware(Authorization) {}
 
 export class ClusterApi extends HttpApiGroup.make("cluster")

@@ -17,7 +17,7 @@ import * as NodeHttps from "node:https"
 import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/ApiToken.js"
 import type { CaStatus } from "../domain/CaRotation.js"
 import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
-import type { RevokeCertificate } from "../domain/Command.js"
+import type { RevokeCertificate, StatusReport } from "../domain/Command.js"
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import { describeParseError } from "../domain/Decode.js"
@@ -134,6 +134,7 @@ export interface ApiClientShape {
   readonly registerNode: (info: NodeInfo) => Effect.Effect<NodeInfo, BlixardError>
   readonly heartbeat: (id: NodeId, beat: HostBeat) => Effect.Effect<HostHeartbeat, BlixardError>
   readonly reportVmStatus: (name: VmName, node: NodeId, status: VmStatus) => Effect.Effect<void, BlixardError>
+  readonly reportVmStatuses: (node: NodeId, reports: ReadonlyArray<StatusReport>) => Effect.Effect<void, BlixardError>
   readonly clusterStatus: () => Effect.Effect<ClusterStatus, BlixardError>
   readonly join: (id: NodeId, address: HostPort) => Effect.Effect<ClusterStatus, BlixardError>
   readonly leave: (id: NodeId) => Effect.Effect<ClusterStatus, BlixardError>
@@ -376,6 +377,7 @@ export const make = (options: ClientOptions): Effect.Effect<ApiClientShape, neve
       uncordon: (id, write) => call(api.nodes.uncordon({ path: { id }, headers: headersOf(write) })),
       drain: (id, write) => call(api.nodes.drain({ path: { id }, headers: headersOf(write) })),
       reportVmStatus: (name, node, status) => call(api.vms.reportStatus({ path: { name }, payload: { node, status } })),
+      reportVmStatuses: (node, reports) => call(api.nodes.reportStatuses({ path: { id: node }, payload: { reports } })),
       registerNode: (info) => call(api.nodes.register({ path: { id: info.id }, payload: info })),
       heartbeat: (id, beat) => call(api.nodes.heartbeat({ path: { id }, payload: beat })),
       clusterStatus: () => call(api.cluster.status()),

@@ -9,7 +9,7 @@ import type { ApiTokenInfo, CreatedApiToken, Role, TokenId } from "../domain/Api
 import type { CreatedJoinToken, JoinTokenId, JoinTokenInfo } from "../domain/JoinToken.js"
 import type { CaStatus } from "../domain/CaRotation.js"
 import type { CertificateList, CertificateRecord, RevokedCertificate } from "../domain/Certificate.js"
-import type { RecordCertificate, RevokeCertificate } from "../domain/Command.js"
+import type { RecordCertificate, RevokeCertificate, StatusReport } from "../domain/Command.js"
 import type { ClusterStatus } from "../domain/ClusterStatus.js"
 import type { BlixardError } from "../domain/Errors.js"
 import type { Labels } from "../domain/Labels.js"
@@ -64,6 +64,8 @@ export interface ControlPlaneShape {
   readonly setNodeState: (id: NodeId, state: Schedulability, options: WriteOptions) => Effect.Effect<NodeInfo, BlixardError>
   /** A node's agent reports what it observed of a VM it hosts (ignored if the VM moved away). */
   readonly reportVmStatus: (name: VmName, node: NodeId, status: VmStatus) => Effect.Effect<void, BlixardError>
+  /** The same for several VMs at once, in order: one entry (a cluster at `BatchedStatusReports` or later). */
+  readonly reportVmStatuses: (node: NodeId, reports: ReadonlyArray<StatusReport>) => Effect.Effect<void, BlixardError>
   /** A node announces (or refreshes) its address, capacity and labels. */
   readonly registerNode: (info: NodeInfo) => Effect.Effect<NodeInfo, BlixardError>
   /**

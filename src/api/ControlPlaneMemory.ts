@@ -264,6 +264,16 @@ export const makeMemory = (options: MemoryOptions = {}): MemoryControlPlane => {
         index++
         return Effect.void
       }),
+    reportVmStatuses: (node, reports) =>
+      Effect.sync(() => {
+        note({ method: "reportVmStatuses", subject: `${node}:${reports.map((r) => `${r.name}:${r.status.phase}`).join(",")}` })
+        // As the state machine: a VM this node does not host (deleted, moved) is skipped.
+        for (const { name, status } of reports) {
+          const vm = vms.get(name)
+          if (vm?.node === node) vms.set(name, new VmRecord({ ...vm, status, revision: vm.revision + 1 }))
+        }
+        index++
+      }),
     registerNode: (info) =>
       Effect.sync(() => {
         note({ method: "registerNode", subject: `${info.id}` })

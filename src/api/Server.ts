@@ -127,6 +127,7 @@ const handlersOf = (plane: ControlPlaneShape, options: Pick<ApiOptions, "issuedC
   },
   nodes: {
     list: ({ urlParams }) => plane.listNodes(readMode(urlParams), urlParams),
+    reportStatuses: ({ path, payload }) => plane.reportVmStatuses(path.id, payload.reports),
     cordon: ({ headers, path }) => plane.setNodeState(path.id, "cordoned", writeOptions(headers)),
     uncordon: ({ headers, path }) => plane.setNodeState(path.id, "active", writeOptions(headers)),
     drain: ({ headers, path }) => plane.setNodeState(path.id, "draining", writeOptions(headers)),

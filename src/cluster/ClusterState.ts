@@ -47,6 +47,7 @@ import { toJson } from "../domain/Json.js"
 import type { NodeId } from "../domain/NodeId.js"
 import { NodeInfo, releasesMoves } from "../domain/NodeInfo.js"
 import { ConfigSource, VmSpec } from "../domain/VmSpec.js"
+import type { VmName } from "../domain/VmName.js"
 import { VmRecord, VmStatus } from "../domain/VmStatus.js"
 import { Ledger, place, shortfall } from "./Scheduler.js"
 import { LogVersion, OldestLogVersion, setRefusal, TwoStepMoves, versionRefusal } from "./ClusterVersion.js"
@@ -384,20 +385,11 @@ export class ClusterState {
       }
       case "UpdateVm":
         return this.update(command, now)
-      case "ReportVmStatus": {
-        const vm = this.vms.get(command.name)
-        // A report from a node that no longer hosts the VM (it was rescheduled) is stale: ignore it.
-        if (vm === undefined || vm.node !== command.node) return Either.right({ vm })
-        const updated = new VmRecord({ ...vm, status: command.status, revision: vm.revision + 1 }, trusted)
-        this.put(command.name, updated)
-        if (vm.moving === undefined || command.status.released !== vm.moving) return Either.right({ vm: updated })
-        if (command.status.phase !== "stopped" && command.status.phase !== "failed") return Either.right({ vm: updated })
-        // Its node has stopped it for this move: now it may run elsewhere.
-        const { node: from, moving: _, movingReason: __, ...rest } = updated
-        this.put(command.name, new VmRecord(rest, trusted))
-        const moved = this.placeVm(command.name, now, from)
-        if (this.unplaced.size > 0) this.placePending(now)
-        return Either.right({ vm: this.vms.get(command.name) ?? moved })
+      case "ReportVmStatus":
+        return Either.right({ vm: this.reportStatus(command.name, command.node, command.status, now) })
+      case "ReportVmStatuses": {
+        for (const report of command.reports) this.reportStatus(report.name, command.node, report.status, now)
+        return Either.right({})
       }
       case "RegisterNode": {
         const existing = this.nodes.get(command.info.id)
@@ -503,6 +495,23 @@ export class ClusterState {
   }
 
   /** The three steps of a CA rotation (see `CaRotation.ts`). */
+  /** A node's report of a VM's status; the VM's record after it. */
+  private reportStatus(name: VmName, node: NodeId, status: VmStatus, now: number): VmRecord | undefined {
+    const vm = this.vms.get(name)
+    // A report from a node that no longer hosts the VM (it was rescheduled) is stale: ignore it.
+    if (vm === undefined || vm.node !== node) return vm
+    const updated = new VmRecord({ ...vm, status, revision: vm.revision + 1 }, trusted)
+    this.put(name, updated)
+    if (vm.moving === undefined || status.released !== vm.moving) return updated
+    if (status.phase !== "stopped" && status.phase !== "failed") return updated
+    // Its node has stopped it for this move: now it may run elsewhere.
+    const { node: from, moving: _, movingReason: __, ...rest } = updated
+    this.put(name, new VmRecord(rest, trusted))
+    const moved = this.placeVm(name, now, from)
+    if (this.unplaced.size > 0) this.placePending(now)
+    return this.vms.get(name) ?? moved
+  }
+
   private caRotationStep(command: StartCaRotation | CaRotationMoved | FinishCaRotation, now: number): ApplyResult {
     const rotation = this.caRotation
     const status = "`blixard cluster ca status` shows it"

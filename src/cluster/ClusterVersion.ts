@@ -41,8 +41,10 @@
  *    `ConsumeJoinToken`, and certificate records (kept as version 1: a joining node's certificate
  *    is recorded before any member could raise the version; an older replica that skips them lacks
  *    only the certificate list, which it does not use); a VM leaves a live node in one step.
- * 2. This release: two-step moves (`released`), CA rotation (an older member could not take part: a
- *    finished rotation would cut it off), `SetClusterVersion`.
+ * 2. Two-step moves (`released`), CA rotation (an older member could not take part: a finished
+ *    rotation would cut it off), `SetClusterVersion`.
+ * 3. This release: `ReportVmStatuses`, many VMs' statuses in one entry (`BatchedStatusReports`). An
+ *    agent reports one VM per entry while the cluster is below it.
  *
  * The simulator plays releases of older log versions with this code (`ClusterState.release`,
  * `releaseTooOld`'s `release`, the registration's log version): a rolling upgrade, and a rollback,
@@ -66,10 +68,13 @@ import type { NodeInfo } from "../domain/NodeInfo.js"
 export const OldestLogVersion = 1
 
 /** The log version this release applies. */
-export const LogVersion = 2
+export const LogVersion = 3
 
 /** From this cluster version on, a VM leaves a live node in two steps (`released`); before it, in one. */
 export const TwoStepMoves = 2
+
+/** From this cluster version on, an agent reports its VMs' statuses many to an entry (`ReportVmStatuses`). */
+export const BatchedStatusReports = 3
 
 /** The log version each command kind needs (see the list above). */
 const needs: { readonly [K in Command["_tag"]]: number } = {
@@ -80,6 +85,7 @@ const needs: { readonly [K in Command["_tag"]]: number } = {
   SetVmLabels: 1,
   UpdateVm: 1,
   ReportVmStatus: 1,
+  ReportVmStatuses: 3,
   RegisterNode: 1,
   SetNodeState: 1,
   SetNodeHealth: 1,

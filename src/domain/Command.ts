@@ -49,6 +49,21 @@ export class ReportVmStatus extends Schema.TaggedClass<ReportVmStatus>()("Report
   node: NodeId,
   status: VmStatus
 }) {}
+/** At most this many statuses go in one `ReportVmStatuses` (the agent also keeps a request's body well under the API's limit). */
+export const MaxStatusReports = 256
+/** One VM's status in a `ReportVmStatuses`. */
+export const StatusReport = Schema.Struct({ name: VmName, status: VmStatus })
+export type StatusReport = typeof StatusReport.Type
+/**
+ * The hosting node's agent reports what it observed of several VMs at once: one entry where
+ * `ReportVmStatus` took one per VM (a host starting a thousand VMs). Each applies as a
+ * `ReportVmStatus` of its own, in order: ignored unless `node` still hosts that VM. A VM named twice
+ * takes its statuses in order. Log version 3.
+ */
+export class ReportVmStatuses extends Schema.TaggedClass<ReportVmStatuses>()("ReportVmStatuses", {
+  node: NodeId,
+  reports: Schema.Array(StatusReport).pipe(Schema.minItems(1), Schema.maxItems(MaxStatusReports))
+}) {}
 export class RegisterNode extends Schema.TaggedClass<RegisterNode>()("RegisterNode", { info: NodeInfo }) {}
 export class SetNodeState extends Schema.TaggedClass<SetNodeState>()("SetNodeState", {
   id: NodeId,
@@ -157,6 +172,7 @@ export const Command = Schema.Union(
   SetVmLabels,
   UpdateVm,
   ReportVmStatus,
+  ReportVmStatuses,
   RegisterNode,
   SetNodeState,
   SetNodeHealth,

@@ -97,6 +97,7 @@ export const remoteControlPlane = (client: Client.ApiClientShape): ControlPlaneS
     registerNode: (info) => client.registerNode(info),
     heartbeat: (id, beat) => client.heartbeat(id, beat),
     reportVmStatus: (name, node, status) => client.reportVmStatus(name, node, status),
+    reportVmStatuses: (node, reports) => client.reportVmStatuses(node, reports),
     health: client.health()
   }
 }

@@ -13,7 +13,7 @@
  *   Heartbeats go out every min(1 s, fencingMs / 4) without waiting for the one before: a beat
  *   still unanswered at the next tick sends the next beat to the next server, so one hung server
  *   costs one beat, not the host's VMs.
- * - report: `reportVmStatus` through a server (forwarded to the leader); registration (address,
+ * - report: `reportVmStatuses` (or `reportVmStatus`, see `Agent.reportMany`) through a server (forwarded to the leader); registration (address,
  *   capacity, labels, foreign VMs) likewise, again whenever it changes or the cluster forgot the host.
  * The servers are tried in turn: a call that finds one unreachable, slow or without a leader moves on.
  */
@@ -209,6 +209,7 @@ export const start = (options: HostAgentOptions): Effect.Effect<Agent.Agent, nev
       node,
       state: vms.state,
       report: (name, status) => servers.call((plane) => plane.reportVmStatus(name, node, status)),
+      reportMany: (reports) => servers.call((plane) => plane.reportVmStatuses(node, reports)),
       quorumContact: contact.contact,
       confirmFresh: vms.refresh,
       intervalMs,

@@ -154,6 +154,7 @@ const remotePlane = (net: NodeNet<OrchestrationNode>, to: number): ControlPlaneS
     listNodes: (mode) => at((p) => p.listNodes(mode)),
     setNodeState: (id, state, o) => at((p) => p.setNodeState(id, state, o)),
     reportVmStatus: (name, node, status) => at((p) => p.reportVmStatus(name, node, status)),
+    reportVmStatuses: (node, reports) => at((p) => p.reportVmStatuses(node, reports)),
     registerNode: (info) => at((p) => p.registerNode(info)),
     heartbeat: (id, beat) => at((p) => p.heartbeat(id, beat)),
     clusterStatus: at((p) => p.clusterStatus),

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Logger, Scope, TestClock } from "effect"
-import { backoffMs, type HostFence, shouldRestart } from "../../src/agent/Agent.js"
-import { Unavailable } from "../../src/domain/Errors.js"
+import { backoffMs, type HostFence, shouldRestart, SinglyForMs } from "../../src/agent/Agent.js"
+import { ClusterVersionTooLow, Unavailable } from "../../src/domain/Errors.js"
 import { SimulatedHypervisor } from "../../src/vm/SimulatedHypervisor.js"
 import {
   advance,
@@ -550,5 +550,67 @@ describe("Agent: status reports", () => {
       expect(cluster.vm("web")!.status).toMatchObject({ phase: "running", pid: h.hv.pidOf(web) })
       yield* advance(5 * IntervalMs)
       expect(phases(h, "web")).toEqual(["running"])
+    }))
+})
+
+describe("Agent: status reports, many VMs to a request", () => {
+  const names = ["v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"]
+  /** Node 1 with eight VMs started (as many as its eight vCPUs hold). */
+  const eight = () => {
+    const cluster = new FakeCluster()
+    cluster.register(1)
+    for (const name of names) {
+      cluster.create(name)
+      cluster.start(name)
+    }
+    return cluster
+  }
+
+  it.scoped("eight VMs started at once are reported in batches, each VM's statuses in order", () =>
+    Effect.gen(function* () {
+      const cluster = eight()
+      const h = yield* makeHarness({ cluster })
+      yield* advance(2 * IntervalMs)
+      for (const name of names) {
+        expect(h.hv.isRunning(vm(name))).toBe(true)
+        expect(phases(h, name)).toEqual(["starting", "running"])
+        expect(cluster.vm(name)!.status).toMatchObject({ phase: "running", pid: h.hv.pidOf(vm(name)) })
+      }
+      // Sixteen statuses, no single-VM report, fewer requests than statuses (the starts go one at a time, so how many fewer varies).
+      expect(h.deliveries).not.toContain(0)
+      expect(h.deliveries.reduce((a, b) => a + b, 0)).toBe(16)
+      expect(Math.max(...h.deliveries)).toBeGreaterThan(1)
+    }))
+
+  it.scoped("a cluster below log version 3 gets one VM per request; one that refuses a batch too, until a batch is tried again after SinglyForMs", () =>
+    Effect.gen(function* () {
+      const older = eight()
+      older.state.clusterVersion = 2
+      const h = yield* makeHarness({ cluster: older, batchRefusal: new Unavailable({ message: "a batch was sent to a cluster below log version 3" }) })
+      yield* advance(2 * IntervalMs)
+      expect(names.map((name) => older.vm(name)!.status.phase)).toEqual(names.map(() => "running"))
+      expect(h.deliveries).toEqual(Array(16).fill(0))
+
+      // The state says log version 3 but a member refuses the batch (as the API does for a member of an older release).
+      const cluster = eight()
+      const g = yield* makeHarness({ cluster, batchRefusal: new ClusterVersionTooLow({ message: "node 3 runs log version 2" }) })
+      yield* advance(2 * IntervalMs)
+      expect(names.map((name) => cluster.vm(name)!.status.phase)).toEqual(names.map(() => "running"))
+      // (The refused batch's VMs kept only their newest status: fewer than sixteen went.)
+      expect(g.deliveries.length).toBeGreaterThanOrEqual(8)
+      expect(new Set(g.deliveries)).toEqual(new Set([0]))
+      g.batchRefusal = undefined
+      for (const name of names) cluster.stop(name)
+      const stopped = g.deliveries.length
+      yield* advance(2 * IntervalMs)
+      expect(names.map((name) => cluster.vm(name)!.status.phase)).toEqual(names.map(() => "stopped"))
+      expect(g.deliveries.slice(stopped)).toEqual(Array(8).fill(0)) // still within SinglyForMs
+      yield* advance(SinglyForMs)
+      for (const name of names) cluster.start(name)
+      const started = g.deliveries.length
+      yield* advance(2 * IntervalMs)
+      expect(names.map((name) => cluster.vm(name)!.status.phase)).toEqual(names.map(() => "running"))
+      expect(g.deliveries.slice(started).length).toBeGreaterThan(0)
+      expect(g.deliveries.slice(started)).not.toContain(0)
     }))
 })

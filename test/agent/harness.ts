@@ -11,7 +11,7 @@ import type { LeaseError } from "../../src/agent/NodeLease.js"
 import type { Phase, WatchdogOptions } from "../../src/agent/Watchdog.js"
 import { ClusterState } from "../../src/cluster/ClusterState.js"
 import * as C from "../../src/domain/Command.js"
-import { Unavailable } from "../../src/domain/Errors.js"
+import { type BlixardError, Unavailable } from "../../src/domain/Errors.js"
 import { HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
 import { NodeId } from "../../src/domain/NodeId.js"
 import { Resources } from "../../src/domain/Resources.js"
@@ -172,6 +172,10 @@ export interface Harness {
   readonly refused: Array<{ readonly name: string; readonly status: VmStatus }>
   /** When false, reports fail with `Unavailable` (the leader cannot be reached). */
   leaderReachable: boolean
+  /** How each delivery went: a batch's size (`ReportVmStatuses`), or 0 for one VM's `ReportVmStatus`. */
+  readonly deliveries: Array<number>
+  /** When set, a batch is refused with this (a member of an older release), as the API refuses it. */
+  batchRefusal: BlixardError | undefined
 }
 
 /** Lets every fiber run until it is suspended again, with no time passing. */
@@ -206,6 +210,8 @@ export const makeHarness = (options: {
   readonly wrap?: (backend: VmBackendShape) => VmBackendShape
   /** The lease and watchdog outside the daemon (none by default). */
   readonly hostFence?: Agent.HostFence
+  /** Batches of reports are refused with this from the start (`Harness.batchRefusal`). */
+  readonly batchRefusal?: BlixardError
 } = {}): Effect.Effect<Harness, never, Scope.Scope> =>
   Effect.gen(function* () {
     const node = options.node ?? self
@@ -221,7 +227,9 @@ export const makeHarness = (options: {
       agent: undefined as unknown as Agent.Agent,
       reports,
       refused,
-      leaderReachable: true
+      leaderReachable: true,
+      deliveries: [],
+      batchRefusal: options.batchRefusal
     }
     const context = yield* Layer.build(layerSimulated(hv))
     const wrap = options.wrap
@@ -236,7 +244,20 @@ export const makeHarness = (options: {
             return Effect.fail(new Unavailable({ message: "the leader cannot be reached" }))
           }
           reports.push({ name, status })
+          harness.deliveries.push(0)
           cluster.apply(new C.ReportVmStatus({ name, node, status }))
+          return Effect.void
+        }),
+      reportMany: (batch) =>
+        Effect.suspend(() => {
+          if (harness.batchRefusal !== undefined) return Effect.fail(harness.batchRefusal)
+          if (!harness.leaderReachable) {
+            refused.push(...batch)
+            return Effect.fail(new Unavailable({ message: "the leader cannot be reached" }))
+          }
+          reports.push(...batch)
+          harness.deliveries.push(batch.length)
+          cluster.apply(new C.ReportVmStatuses({ node, reports: batch }))
           return Effect.void
         }),
       quorumContact: quorum.contact,

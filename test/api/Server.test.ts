@@ -197,7 +197,7 @@ describe("/openapi.json", () => {
       const served = new Set(
         Object.entries(document.paths).flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method} ${path}`))
       )
-      expect(expected.size).toBe(36)
+      expect(expected.size).toBe(37)
       for (const endpoint of expected) expect(served).toContain(endpoint)
 
       // It documents the errors the server sends: InvalidArgument for malformed input, 413 on bodies,
@@ -362,6 +362,9 @@ describe("bearer-token auth", () => {
       // What only nodes do: not even an admin token.
       const report = yield* Effect.flip(admin.reportVmStatus(vmName("web"), nodeId(1), (yield* admin.getVm(vmName("web"))).status))
       expect(report).toBeInstanceOf(Forbidden)
+      const reports = yield* Effect.flip(admin.reportVmStatuses(nodeId(1), [{ name: vmName("web"), status: (yield* admin.getVm(vmName("web"))).status }]))
+      expect(reports).toBeInstanceOf(Forbidden)
+      expect(plane.calls.some((call) => call.method.startsWith("reportVmStatus"))).toBe(false)
 
       yield* admin.revokeToken(operator.id)
       expect(yield* Effect.flip(asOperator.listVms())).toBeInstanceOf(Unauthorized)

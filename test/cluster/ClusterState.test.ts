@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Either, FastCheck as fc } from "effect"
+import { Either, FastCheck as fc, Schema } from "effect"
 import { ClusterState, RequestMemory } from "../../src/cluster/ClusterState.js"
 import { TokenId } from "../../src/domain/ApiToken.js"
 import * as C from "../../src/domain/Command.js"
@@ -527,5 +527,75 @@ describe("vm update", () => {
     expect(moved.node).toBe(3)
     expect(moved.generation).toBe(2)
     expect(moved.status.phase).toBe("stopped") // its new node starts it (desired is kept)
+  })
+})
+
+describe("status reports, many to an entry (ReportVmStatuses)", () => {
+  /** Four running VMs, node 1 draining (its VMs are moving: a report `released` for the move lets one go). */
+  const draining = () => {
+    const c = new Cluster()
+    for (const n of [1, 2]) c.ok(new C.RegisterNode({ info: node(n) }))
+    for (const name of ["a", "b", "c", "d"]) c.ok(new C.CreateVm({ spec: spec(name), desired: "running" }))
+    c.ok(new C.SetNodeState({ id: id(2), state: "active" }))
+    c.ok(new C.SetNodeState({ id: id(1), state: "draining" }))
+    return c
+  }
+  const reportArb = fc.record({
+    name: fc.constantFrom("a", "b", "c", "d", "ghost"),
+    node: fc.integer({ min: 1, max: 2 }),
+    phase: fc.constantFrom("running" as const, "stopped" as const, "failed" as const),
+    release: fc.boolean(),
+    pid: fc.integer({ min: 1, max: 5 })
+  })
+
+  it("property: a batch applies exactly as its reports one entry each, in order (stale ones ignored, a released move placed elsewhere)", () =>
+    fc.assert(
+      fc.property(fc.array(reportArb, { minLength: 1, maxLength: 40 }), fc.integer({ min: 1, max: 8 }), (drawn, size) => {
+        const batched = draining()
+        const single = draining()
+        expect([...batched.state.vms.values()].some((vm) => vm.moving !== undefined)).toBe(true)
+        const at = batched.now + 10
+        // What each report says is drawn against the state before any of them (a release names the VM's move then).
+        const reports = drawn.map((r) => {
+          const moving = batched.state.vms.get(r.name)?.moving
+          const status = new VmStatus({ phase: r.phase, since: at, pid: r.pid, restarts: 0, ...(r.release && moving !== undefined ? { released: moving } : {}) })
+          return { node: id(r.node), report: { name: vmName(r.name), status } }
+        })
+        let index = 100
+        for (const { node: from, report } of reports) {
+          expect(Either.isRight(single.state.apply(++index, new CommandEnvelope({ command: new C.ReportVmStatus({ ...report, node: from }), proposedAt: at })))).toBe(true)
+        }
+        // The same reports, consecutive ones of one node `size` to an entry.
+        index = 100
+        for (let i = 0; i < reports.length; ) {
+          const from = reports[i]!.node
+          let j = i
+          while (j < reports.length && j - i < size && reports[j]!.node === from) j++
+          const command = new C.ReportVmStatuses({ node: from, reports: reports.slice(i, j).map((r) => r.report) })
+          expect(Either.isRight(batched.state.apply(++index, new CommandEnvelope({ command, proposedAt: at })))).toBe(true)
+          i = j
+        }
+        expect(JSON.parse(JSON.stringify([...batched.state.vms.values()]))).toEqual(JSON.parse(JSON.stringify([...single.state.vms.values()])))
+        expect([...batched.state.nodes.values()]).toEqual([...single.state.nodes.values()])
+      }),
+      { numRuns: 300 }
+    ))
+
+  it("a cluster below log version 3 refuses a batch, changing nothing, as a replica of an older release skips it", () => {
+    const c = draining()
+    c.state.clusterVersion = 2
+    const before = c.state.snapshot()
+    const result = c.run(new C.ReportVmStatuses({ node: id(1), reports: [{ name: vmName("a"), status: new VmStatus({ phase: "running", since: 1, pid: 9, restarts: 0 }) }] }))
+    expect(Either.isLeft(result) && result.left._tag).toBe("ClusterVersionTooLow")
+    expect(JSON.parse(c.state.snapshot())).toEqual({ ...JSON.parse(before), appliedIndex: c.state.appliedIndex })
+  })
+
+  it("the command decodes only with 1 to MaxStatusReports reports", () => {
+    const report = { name: "a", status: { phase: "running", since: 1, restarts: 0 } }
+    const decode = Schema.decodeUnknownEither(C.Command)
+    expect(Either.isRight(decode({ _tag: "ReportVmStatuses", node: 1, reports: [report] }))).toBe(true)
+    expect(Either.isLeft(decode({ _tag: "ReportVmStatuses", node: 1, reports: [] }))).toBe(true)
+    expect(Either.isRight(decode({ _tag: "ReportVmStatuses", node: 1, reports: Array(C.MaxStatusReports).fill(report) }))).toBe(true)
+    expect(Either.isLeft(decode({ _tag: "ReportVmStatuses", node: 1, reports: Array(C.MaxStatusReports + 1).fill(report) }))).toBe(true)
   })
 })

@@ -63,6 +63,16 @@ const commands: ReadonlyArray<readonly [C.Command, string?]> = [
     })
   ],
   [new C.ReportVmStatus({ name: vmName("db"), node: id(2), status: new VmStatus({ phase: "running", since: 6, pid: 42, restarts: 0, generation: 1, build: new BuildProgress({ state: "failed", generation: 2, startedAt: 5, lastLine: "error: …" }) }) })],
+  [
+    new C.ReportVmStatuses({
+      node: id(2),
+      reports: [
+        { name: vmName("db"), status: new VmStatus({ phase: "stopped", since: 7, exitCode: 0, restarts: 0 }) },
+        { name: vmName("web"), status: new VmStatus({ phase: "running", since: 7, pid: 7, restarts: 0 }) },
+        { name: vmName("db"), status: new VmStatus({ phase: "running", since: 8, pid: 43, restarts: 1 }) }
+      ]
+    })
+  ],
   [new C.StartVm({ name: vmName("web") })],
   [new C.SetNodeState({ id: id(1), state: "draining" })],
   [new C.SetNodeHealth({ id: id(2), health: "down", at: 7 })],

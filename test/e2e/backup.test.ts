@@ -8,6 +8,7 @@ import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { BlixardNode, bin, cli, cliJson, clustersPerTest, freePort, root, waitFor } from "./harness.js"
 import { execFile } from "node:child_process"
+import { LogVersion } from "../../src/cluster/ClusterVersion.js"
 
 interface VmJson {
   readonly spec: { readonly name: string; readonly labels: Record<string, string>; readonly vcpus: number; readonly memoryMiB: number }
@@ -107,7 +108,7 @@ describe("cluster snapshot save and restore", () => {
     })
     expect(after.clusterId).toBeDefined()
     expect(after.clusterId).not.toBe(before.clusterId)
-    expect(after.members).toEqual([{ id: 1, address: node.addr, role: "leader", match: expect.any(Number), lag: 0, logVersion: 2 }])
+    expect(after.members).toEqual([{ id: 1, address: node.addr, role: "leader", match: expect.any(Number), lag: 0, logVersion: LogVersion }])
     expect(await vmsOf(node.addr)).toEqual(vmsBefore)
     expect(await nodesOf(node.addr)).toEqual(nodesBefore)
 
