@@ -22,7 +22,7 @@ import * as C from "../domain/Command.js"
 import { ClusterStatus, MemberStatus } from "../domain/ClusterStatus.js"
 import { type CallerSecret, MemberSecret, type SecretFingerprints, SecretStatus } from "../domain/ClusterSecret.js"
 import type { BlixardError } from "../domain/Errors.js"
-import { ClusterSecretRequired, Conflict, InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, VmNotFound } from "../domain/Errors.js"
+import { ClusterSecretRequired, Conflict, InvalidArgument, MemberAmnesia, NodeNotFound, NotLeader, Timeout, Unavailable, VmNotFound } from "../domain/Errors.js"
 import { trusted } from "../domain/Decode.js"
 import { toJson } from "../domain/Json.js"
 import { selectNodes, selectVms } from "../domain/ListQuery.js"
@@ -120,6 +120,28 @@ const amnesia = (self: NodeId, id: number): MemberAmnesia =>
     subject: String(id),
     message: `node ${id} is already a voting member; if it runs with its data there is nothing to do, but a node asks to join only when it has no Raft state (a new or emptied data directory): ${amnesiaAdvice(id)}`
   })
+
+/**
+ * Why the leader (its status `st`) refuses node `id`'s join, if it does: `id` is a voter, so it
+ * lost what it voted (`amnesia`) — unless a membership change in the leader's log is not applied
+ * yet (a new leader's predecessor may have removed `id`): then the membership is not known yet, and
+ * the answer is to retry (`Unavailable`), not to remove the node.
+ */
+export const joinRefusal = (
+  self: NodeId,
+  id: number,
+  st: { readonly confState: { readonly voters: ReadonlyArray<number> }; readonly applied: number; readonly pendingConfIndex: number }
+): MemberAmnesia | Unavailable | undefined => {
+  if (!isAmnesiac(id, st.confState.voters)) return undefined
+  if (st.pendingConfIndex > st.applied) {
+    return new Unavailable({
+      node: self,
+      subject: String(id),
+      message: `node ${id} is a voter in node ${self}'s membership, but a membership change at index ${st.pendingConfIndex} is not applied yet (applied ${st.applied}); retry the join in a moment`
+    })
+  }
+  return amnesia(self, id)
+}
 
 const envelopeJson = toJson(C.CommandEnvelope)
 
@@ -347,9 +369,10 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
         if (st.role !== "leader") {
           return yield* raft.proposeConfChange({ type: "addLearner", nodeId: id, address }) // fails with NotLeader
         }
-        if (isAmnesiac(id, st.confState.voters)) {
-          if (options.unsafeAdmitAmnesiacVoters === true) return
-          return yield* amnesia(self, id)
+        const refusal = joinRefusal(self, id, st)
+        if (refusal !== undefined) {
+          if (options.unsafeAdmitAmnesiacVoters === true && refusal._tag === "MemberAmnesia") return
+          return yield* refusal
         }
         // A learner asking again (say, its first join timed out) is harmless: it never votes, and it
         // has the log the leader's progress counts. One back on an empty data directory whose
@@ -497,6 +520,8 @@ export const make = (options: NodeControlPlaneOptions): ControlPlaneShape => {
       orForward(nodeResult(new C.SetNodeState({ id, state: nodeState }, trusted), opts), (l) => l.setNodeState(id, nodeState, opts)),
     reportVmStatus: (name, node, status) =>
       orForward(Effect.asVoid(propose(new C.ReportVmStatus({ name, node, status }, trusted), undefined)), (l) => l.reportVmStatus(name, node, status)),
+    reportVmStatuses: (node, reports) =>
+      orForward(Effect.asVoid(propose(new C.ReportVmStatuses({ node, reports }, trusted), undefined)), (l) => l.reportVmStatuses(node, reports)),
     registerNode: (info) =>
       orForward(
         // A refused host retries every second: refused here, it costs no log entry (the state

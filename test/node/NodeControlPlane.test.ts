@@ -298,3 +298,16 @@ describe("NodeControlPlane", () => {
     })
   )
 })
+
+describe("the leader's refusal of a join", () => {
+  const self = NodeId.make(1)
+  it("a voter asking to join lost its data (BLX_MEMBER_AMNESIA), unless a membership change is not applied yet: then it is told to retry", () => {
+    const voters = { confState: { voters: [1, 2, 3] } }
+    expect(NodeControlPlane.joinRefusal(self, 4, { ...voters, applied: 10, pendingConfIndex: 12 })).toBeUndefined()
+    expect(NodeControlPlane.joinRefusal(self, 3, { ...voters, applied: 12, pendingConfIndex: 12 })).toMatchObject({ code: "BLX_MEMBER_AMNESIA", subject: "3" })
+    // A new leader whose log holds its predecessor's removal of node 3, not applied yet.
+    const pending = NodeControlPlane.joinRefusal(self, 3, { ...voters, applied: 10, pendingConfIndex: 12 })
+    expect(pending).toMatchObject({ code: "BLX_UNAVAILABLE", subject: "3" })
+    expect(pending?.message).toContain("retry the join")
+  })
+})
