@@ -7,12 +7,17 @@
  *
  * What the ring holds: every batch after `floor`. A node starts with its snapshot's index as the
  * floor and re-applies its log from there, so a client can resume from any index since the node's
- * last snapshot, up to `capacity` entries back.
+ * last snapshot, up to `capacity` entries back — and up to `maxEvents` events back: one entry may
+ * carry thousands (a dead host's VMs moved, an agent's batch of statuses), so the ring is bounded in
+ * events too, or its memory would be bounded only by `capacity` times the largest entry.
  */
 import type { ClusterEvent } from "../domain/ClusterEvent.js"
 
 /** Batches kept by default (entries with events; an entry that changed nothing takes no slot). */
 export const DefaultEventHistory = 16_384
+
+/** Events kept, by default, per batch of the capacity: the ring holds at most `capacity` × this many events (~50 MB at the default). */
+export const EventsPerBatch = 16
 
 export interface StoredBatch {
   readonly index: number
@@ -39,6 +44,8 @@ export class EventLog {
   /** Where the next batch goes. */
   private next = 0
   private size = 0
+  /** The events the ring's batches hold. */
+  private held = 0
   /** Every batch with an index above `floor` is held (or was never there: its entry changed nothing). */
   floor = 0
   /** The last index applied (with or without events). */
@@ -47,7 +54,10 @@ export class EventLog {
   epoch = 0
   private readonly waiting = new Set<() => void>()
 
-  constructor(readonly capacity: number = DefaultEventHistory) {
+  constructor(
+    readonly capacity: number = DefaultEventHistory,
+    readonly maxEvents: number = capacity * EventsPerBatch
+  ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`event history must be a positive integer, not ${capacity}`)
     this.ring = new Array(capacity)
   }
@@ -57,10 +67,23 @@ export class EventLog {
     this.last = index
     if (events.length === 0) return
     const evicted = this.size === this.capacity ? this.ring[this.next] : undefined
-    if (evicted !== undefined) this.floor = evicted.index
+    if (evicted !== undefined) {
+      this.floor = evicted.index
+      this.held -= evicted.events.length
+    }
     this.ring[this.next] = { index, term, at, events, json: undefined }
     this.next = (this.next + 1) % this.capacity
     this.size = Math.min(this.size + 1, this.capacity)
+    this.held += events.length
+    // Bounded in events too: the oldest batches go (never the newest) while the ring holds too many.
+    while (this.held > this.maxEvents && this.size > 1) {
+      const oldest = (this.next - this.size + this.capacity) % this.capacity
+      const batch = this.ring[oldest]!
+      this.ring[oldest] = undefined
+      this.floor = batch.index
+      this.held -= batch.events.length
+      this.size--
+    }
     this.wake()
   }
 
@@ -72,6 +95,7 @@ export class EventLog {
     this.ring.fill(undefined)
     this.next = 0
     this.size = 0
+    this.held = 0
     this.last = index
     if (index <= 1) return void (this.floor = 0)
     this.floor = index

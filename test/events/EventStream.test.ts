@@ -176,3 +176,31 @@ describe("GET /v1/events", () => {
     })
   )
 })
+
+describe("the event ring", () => {
+  const events = (n: number, from = 0) => Array.from({ length: n }, (_, i) => ({ type: "vm.created" as const, vm: VmName.make(`vm-${from + i}`), revision: 1 }))
+
+  it("is bounded in events as well as in batches: large batches push the oldest out, never the newest; a cursor before them resyncs", () => {
+    const log = new EventLog(100, 50)
+    for (let index = 1; index <= 10; index++) log.publish(index, 1, undefined, events(1, index))
+    expect(log.after(0, 1000)?.map((b) => b.index)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    // 20 events each: with the ten single ones, 50 events fit up to index 12; index 13 pushes out all before 12.
+    log.publish(11, 1, undefined, events(20))
+    log.publish(12, 1, undefined, events(20))
+    expect(log.after(0, 1000)?.map((b) => b.index)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+    log.publish(13, 1, undefined, events(20))
+    expect(log.floor).toBe(11)
+    expect(log.after(0, 1000)).toBeUndefined()
+    expect(log.after(10, 1000)).toBeUndefined()
+    expect(log.after(11, 1000)?.map((b) => b.index)).toEqual([12, 13])
+    // A batch larger than the bound alone is kept: the newest always is.
+    log.publish(14, 1, undefined, events(80))
+    expect(log.floor).toBe(13)
+    expect(log.after(13, 1000)?.map((b) => [b.index, b.events.length])).toEqual([[14, 80]])
+    // And the count bound still holds after a reset.
+    log.reset(20)
+    for (let index = 21; index <= 30; index++) log.publish(index, 1, undefined, events(10))
+    expect(log.after(20, 1000)).toBeUndefined()
+    expect(log.after(log.floor, 1000)?.map((b) => b.index)).toEqual([26, 27, 28, 29, 30])
+  })
+})
