@@ -112,11 +112,24 @@ export const stateWorkload = (node: RaftNode.RaftNodeShape, holder: ClusterState
       inFlight(vms, (k) =>
         propose({ _tag: "CreateVm", spec: { name: `s${k}`, source: { _tag: "Runner", path: "/nix/store/bench-runner" }, vcpus: 1, memoryMiB: 16, labels: {}, constraints: [], restartPolicy: "never" }, desired: "running" })
       ),
-    /** Each VM reported running on the node it was placed on, with the pid `pid(placed)`. */
+    /** Each VM reported running by the node it was placed on, with the pid `pid(placed)`: as agents report, up to 256 to an entry. */
     reportRunning: (vms: number, pid: (placed: number) => number) =>
-      inFlight(vms, (k) => {
-        const placed = holder.current.vms.get(`s${k}`)?.node ?? 101
-        return propose({ _tag: "ReportVmStatus", name: `s${k}`, node: placed, status: { phase: "running", since: Date.now(), pid: pid(placed), restarts: 0 } })
+      Effect.suspend(() => {
+        const byNode = new Map<number, Array<string>>()
+        for (let k = 1; k <= vms; k++) {
+          const placed = holder.current.vms.get(`s${k}`)?.node ?? 101
+          const names = byNode.get(placed) ?? []
+          names.push(`s${k}`)
+          byNode.set(placed, names)
+        }
+        const batches = [...byNode].flatMap(([node, names]) =>
+          Array.from({ length: Math.ceil(names.length / 256) }, (_, i) => ({ node, names: names.slice(i * 256, (i + 1) * 256) }))
+        )
+        return inFlight(batches.length, (k) => {
+          const { node, names } = batches[k - 1]!
+          const status = { phase: "running", since: Date.now(), pid: pid(node), restarts: 0 }
+          return propose({ _tag: "ReportVmStatuses", node, reports: names.map((name) => ({ name, status })) })
+        })
       })
   }
 }

@@ -2,7 +2,7 @@
  * `restart`: where a member's restart goes at scale, without the cluster around it. One node (a
  * cluster of one) over a SQLite file with the cluster state machine and the default snapshot policy
  * (as `leaderState` builds it): 100 hosts, `BENCH_VMS` VM creates (default 100,000), then
- * `BENCH_REPORT_ROUNDS` (default 1) `running` reports for each VM (`BENCH_SNAPSHOT_RATIO`: the
+ * `BENCH_REPORT_ROUNDS` (default 1) `running` reports for each VM, as agents send them (up to 256 to an entry; `BENCH_SNAPSHOT_RATIO`: the
  * snapshot policy's ratio, default the node's). Its Raft node is then closed and
  * a new one built over the same file and a fresh state machine: how long recovery from the file takes
  * (building the node: the storage verified, snapshot and log read, the state restored), then until
