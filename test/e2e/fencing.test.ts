@@ -83,7 +83,8 @@ describe("fencing a node whose daemon dies (real processes)", () => {
 
   it("the daemon restarted within fencingMs renews the lease and adopts the runner: not stopped, not started twice, one watchdog", async () => {
     const c = newCluster()
-    const FencingMs = 5000
+    // Long enough for a daemon to start again on a loaded machine (Node.js start-up, the store opened, quorum contact proven).
+    const FencingMs = 8000
     const { node, flags, pid, watchdog, dataDir, lease, vmLog } = await nodeWithVm(c, FencingMs)
     await node.stop("SIGKILL")
     const left = await lease()
