@@ -113,7 +113,29 @@ const writeOptions = (headers: { readonly "idempotency-key"?: string }, ifRevisi
   ifRevision
 })
 
-const handlersOf = (plane: ControlPlaneShape, options: Pick<ApiOptions, "issuedCertificate">): Handlers => ({
+/**
+ * Why `caller` may not act for node `node` (report its VMs' statuses, register it, heartbeat for
+ * it), if it may not. A host acts only for itself; a Raft member acts for others too, since a
+ * member forwards a host's request to the leader with its own credential. A token holder is not a
+ * node: these endpoints refuse tokens before this.
+ */
+export const actingRefusal = (caller: Caller | undefined, node: number, isMember: ApiOptions["isMember"], what: string): Forbidden | undefined => {
+  const acting = caller?.credentialNode
+  if (acting === undefined || acting === node || isMember?.(acting) === true) return undefined
+  return new Forbidden({
+    node: NodeId.make(node),
+    subject: what,
+    message: `${what}: node ${acting}'s credential acts only for node ${acting}, not node ${node} (a host reports, registers and heartbeats only itself; a Raft member forwards for hosts); use node ${node}'s own credential`
+  })
+}
+
+/** `effect`, unless `caller` may not act for `node`. */
+const asNode = <A>(caller: Caller | undefined, node: number, isMember: ApiOptions["isMember"], what: string, effect: Effect.Effect<A, BlixardError>): Effect.Effect<A, BlixardError> => {
+  const refused = actingRefusal(caller, node, isMember, what)
+  return refused === undefined ? effect : Effect.fail(refused)
+}
+
+const handlersOf = (plane: ControlPlaneShape, options: Pick<ApiOptions, "issuedCertificate" | "isMember">): Handlers => ({
   vms: {
     list: ({ urlParams }) => plane.listVms(readMode(urlParams), urlParams),
     get: ({ path, urlParams }) => plane.getVm(path.name, readMode(urlParams)),
@@ -121,20 +143,22 @@ const handlersOf = (plane: ControlPlaneShape, options: Pick<ApiOptions, "issuedC
     start: ({ headers, path, payload }) => plane.startVm(path.name, writeOptions(headers, payload.ifRevision)),
     stop: ({ headers, path, payload }) => plane.stopVm(path.name, writeOptions(headers, payload.ifRevision)),
     delete: ({ headers, path, urlParams }) => plane.deleteVm(path.name, writeOptions(headers, urlParams.ifRevision)),
-    reportStatus: ({ path, payload }) => plane.reportVmStatus(path.name, payload.node, payload.status),
+    reportStatus: ({ caller, path, payload }) =>
+      asNode(caller, payload.node, options.isMember, `PUT /v1/vms/${path.name}/status`, plane.reportVmStatus(path.name, payload.node, payload.status)),
     update: ({ headers, path, payload: { ifRevision, ...changes } }) => plane.updateVm(path.name, changes, writeOptions(headers, ifRevision)),
     setLabels: ({ headers, path, payload }) => plane.setVmLabels(path.name, payload.labels, writeOptions(headers, payload.ifRevision))
   },
   nodes: {
     list: ({ urlParams }) => plane.listNodes(readMode(urlParams), urlParams),
-    reportStatuses: ({ path, payload }) => plane.reportVmStatuses(path.id, payload.reports),
+    reportStatuses: ({ caller, path, payload }) =>
+      asNode(caller, path.id, options.isMember, `PUT /v1/nodes/${path.id}/statuses`, plane.reportVmStatuses(path.id, payload.reports)),
     cordon: ({ headers, path }) => plane.setNodeState(path.id, "cordoned", writeOptions(headers)),
     uncordon: ({ headers, path }) => plane.setNodeState(path.id, "active", writeOptions(headers)),
     drain: ({ headers, path }) => plane.setNodeState(path.id, "draining", writeOptions(headers)),
-    heartbeat: ({ path, payload }) => plane.heartbeat(path.id, payload),
-    register: ({ path, payload }) =>
+    heartbeat: ({ caller, path, payload }) => asNode(caller, path.id, options.isMember, `POST /v1/nodes/${path.id}/heartbeat`, plane.heartbeat(path.id, payload)),
+    register: ({ caller, path, payload }) =>
       payload.id === path.id
-        ? plane.registerNode(payload)
+        ? asNode(caller, path.id, options.isMember, `PUT /v1/nodes/${path.id}`, plane.registerNode(payload))
         : Effect.fail(
             new InvalidArgument({
               subject: `PUT /v1/nodes/${path.id}`,
@@ -220,6 +244,12 @@ export interface ApiOptions {
    * Absent, only a node's report of its own certificate is taken.
    */
   readonly issuedCertificate?: ((pem: string) => Either.Either<IssuedCertificate, string>) | undefined
+  /**
+   * Whether a node is a Raft member (voter or learner): a member forwards hosts' reports,
+   * registrations and heartbeats to the leader with its own credential, so its credential acts for
+   * any node; a host's only for itself (`actingRefusal`). Absent, every node's acts only for itself.
+   */
+  readonly isMember?: ((node: number) => boolean) | undefined
 }
 
 export interface IssuedCertificate {

@@ -499,6 +499,7 @@ export const run = (config: NodeConfig) =>
                 }))
           ],
           revoked,
+          isMember: (id) => state.current.members.has(id),
           ...(live === undefined ? {} : { tls: live, issuedCertificate: CertRenewal.issuedBy(() => live.ca, live.clusterId) })
         }).pipe(
           Layer.provide(Layer.succeed(ControlPlane, controlPlane)),

@@ -6,6 +6,7 @@ import { makeAuthenticate, nodeCredential, replicatedToken, sha256Hex } from "..
 import { ApiTokenRecord, TokenId } from "../../src/domain/ApiToken.js"
 import { Conflict, Forbidden, Unauthorized, VmExists, VmNotFound } from "../../src/domain/Errors.js"
 import { type HostPort, NodeInfo } from "../../src/domain/NodeInfo.js"
+import { VmStatus } from "../../src/domain/VmStatus.js"
 import { nodeId, raw, serve, spec, specJson, vmName } from "./harness.js"
 
 const clientOf = (addr: string, token?: string) =>
@@ -369,6 +370,40 @@ describe("bearer-token auth", () => {
       yield* admin.revokeToken(operator.id)
       expect(yield* Effect.flip(asOperator.listVms())).toBeInstanceOf(Unauthorized)
       expect(yield* Effect.flip(admin.revokeToken(operator.id))).toMatchObject({ code: "BLX_TOKEN_NOT_FOUND" })
+    })
+  )
+})
+
+describe("a node's credential acts for its own node; a member's for any (it forwards for hosts)", () => {
+  it.scopedLive("a host's credential may not report, register or heartbeat for another node: 403, and nothing reaches the control plane", () =>
+    Effect.gen(function* () {
+      const { addr, plane } = yield* serve({ auth: { adminTokens: ["root-token"], clusterSecret: "cluster" }, isMember: (id) => id === 1 })
+      const admin = yield* clientOf(addr, "root-token")
+      const node1 = (yield* admin.listNodes())[0]!
+      const host3 = yield* clientOf(addr, nodeCredential("cluster", 3))
+      const member1 = yield* clientOf(addr, nodeCredential("cluster", 1))
+      const status = new VmStatus({ phase: "running", since: 1, pid: 7, restarts: 0 })
+      const info = (id: number) => new NodeInfo({ ...node1, id: nodeId(id), address: `127.0.0.1:${7000 + id}` as HostPort })
+
+      // For itself: taken.
+      expect((yield* host3.registerNode(info(3))).id).toBe(3)
+      yield* host3.reportVmStatuses(nodeId(3), [{ name: vmName("web"), status }])
+      expect(plane.calls.filter((c) => c.method === "reportVmStatuses").map((c) => c.subject)).toEqual(["3:web:running"])
+      // For node 4: refused, naming the credential and what to use.
+      const calls = plane.calls.length
+      for (const refused of [
+        yield* Effect.flip(host3.reportVmStatuses(nodeId(4), [{ name: vmName("web"), status }])),
+        yield* Effect.flip(host3.reportVmStatus(vmName("web"), nodeId(4), status)),
+        yield* Effect.flip(host3.registerNode(info(4))),
+        yield* Effect.flip(host3.heartbeat(nodeId(4), {}))
+      ]) {
+        expect(refused).toBeInstanceOf(Forbidden)
+        expect(refused.message).toContain("node 3's credential acts only for node 3, not node 4")
+      }
+      expect(plane.calls.length).toBe(calls)
+      // A member forwards for hosts: its credential acts for node 4.
+      yield* member1.reportVmStatuses(nodeId(4), [{ name: vmName("web"), status }])
+      expect((yield* member1.registerNode(info(4))).id).toBe(4)
     })
   )
 })
